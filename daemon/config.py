@@ -1,0 +1,290 @@
+"""Validated configuration: the single source of every default.
+
+A YAML file holds one or more cameras keyed by name; environment variables override any field with the
+prefix ``REID_`` and ``__`` between levels, e.g. ``REID_CAMERAS__lobby__DETECTOR__SCORE_THRESHOLD=0.2``.
+Every model has ``extra="forbid"`` so a misspelt key is an error, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from daemon.errors import ConfigError
+
+ENV_PREFIX = "REID_"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    """Where frames come from."""
+
+    uri: str = Field(
+        description="Video file path, rtsp:// or http(s):// URL, webcam index ('0' or 'webcam:0') or a folder "
+        "of images.",
+        min_length=1,
+    )
+    kind: Literal["auto", "file", "rtsp", "webcam", "folder"] = Field(
+        "auto", description="Source type; 'auto' infers it from the uri."
+    )
+    open_timeout_s: float = Field(5.0, gt=0, le=120, description="Give up opening a stream after this long.")
+    read_timeout_s: float = Field(5.0, gt=0, le=120, description="A stream read that blocks longer fails.")
+    reconnect_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay for live streams.")
+    reconnect_max_s: float = Field(
+        10.0, gt=0, le=600, description="Cap of the exponential reconnect delay for live streams."
+    )
+    reconnect_attempts: int = Field(
+        0, ge=0, le=1_000_000, description="Give up after this many failed reconnects in a row; 0 = never."
+    )
+    queue_size: int = Field(
+        8, ge=1, le=256, description="Decoded frames buffered ahead of inference (bounded; live drops oldest)."
+    )
+    folder_fps: float = Field(10.0, gt=0, le=1000, description="Timestamp rate for an image folder.")
+    max_frames: int = Field(0, ge=0, description="Stop after this many frames; 0 = until the source ends.")
+    stride: int = Field(1, ge=1, le=100, description="Keep every Nth decoded frame (frame-rate drop).")
+
+
+class SSDLiteDetectorConfig(_Strict):
+    """SSDLite-MobileNetV2 pedestrian detector (ONNX, NMS inside the graph)."""
+
+    type: Literal["ssdlite"] = "ssdlite"
+    model: str = Field("ssdlite-mobilenetv2-pedestrian", description="Preset name or path to an .onnx file.")
+    score_threshold: float = Field(0.1, ge=0, le=1, description="Keep boxes scoring at least this.")
+    tiles: tuple[int, int] = Field(
+        (2, 1), description="Extra tiled passes as (columns, rows); (1, 1) = full frame only."
+    )
+    tile_overlap: float = Field(0.2, ge=0, lt=0.9, description="Overlap between neighbouring tiles (fraction).")
+    full_frame: bool = Field(True, description="Also run on the whole frame (finds large people).")
+    nms_iou: float = Field(0.5, gt=0, le=1, description="IoU at which boxes from different passes merge.")
+    min_box_px: int = Field(6, ge=0, le=1000, description="Drop boxes narrower or shorter than this.")
+
+    @field_validator("tiles")
+    @classmethod
+    def _tiles_positive(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not (1 <= v[0] <= 8 and 1 <= v[1] <= 8):
+            raise ValueError("tiles must be two integers between 1 and 8")
+        return v
+
+
+class YoloDetectorConfig(_Strict):
+    """Ultralytics-format YOLO detector run through onnxruntime (`.pt` files are exported once to ONNX)."""
+
+    type: Literal["yolo"] = "yolo"
+    model: str = Field("yolov8s-person", description="Preset name or path to a YOLO .onnx or .pt file.")
+    imgsz: int = Field(640, ge=32, le=4096, multiple_of=32, description="Square network input size.")
+    score_threshold: float = Field(0.25, ge=0, le=1, description="Keep boxes scoring at least this.")
+    nms_iou: float = Field(0.6, gt=0, le=1, description="NMS IoU threshold.")
+    person_classes: tuple[int, ...] = Field(
+        (0,), description="Class ids that are a person (the fall-detection preset uses (0, 1))."
+    )
+    min_box_px: int = Field(6, ge=0, le=1000, description="Drop boxes narrower or shorter than this.")
+
+
+class MotFileDetectorConfig(_Strict):
+    """Detections replayed from a MOTChallenge det.txt, so trackers compare on identical boxes."""
+
+    type: Literal["mot-file"] = "mot-file"
+    path: Path = Field(description="MOTChallenge det.txt (frame,id,x,y,w,h,score,...; 1-based frames).")
+    score_threshold: float = Field(0.0, ge=-1e9, le=1e9, description="Keep rows scoring at least this.")
+
+
+class GroundTruthDetectorConfig(_Strict):
+    """Ground-truth boxes with controlled, seeded noise: the tracker's upper bound and a stress test."""
+
+    type: Literal["ground-truth"] = "ground-truth"
+    path: Path = Field(description="MOTChallenge gt.txt; rows with consider=0 are skipped.")
+    jitter: float = Field(0.0, ge=0, le=1, description="Box jitter, std as a fraction of box size.")
+    drop_rate: float = Field(0.0, ge=0, le=1, description="Probability that a true box is missed.")
+    false_positive_rate: float = Field(
+        0.0, ge=0, le=10, description="Mean number of random false boxes added per frame."
+    )
+    seed: int = Field(0, ge=0, description="Random seed for the noise.")
+
+
+DetectorConfig = Annotated[
+    SSDLiteDetectorConfig | YoloDetectorConfig | MotFileDetectorConfig | GroundTruthDetectorConfig,
+    Field(discriminator="type"),
+]
+
+
+class EmbedderConfig(_Strict):
+    """Appearance embedder: crops -> L2-normalised float32 vectors."""
+
+    type: Literal["onnx", "boxmot", "none"] = Field(
+        "onnx", description="'onnx': our onnxruntime embedder; 'boxmot': a BoxMOT ReID weights file; 'none'."
+    )
+    model: str = Field(
+        "mobilenetv2-imagenet", description="Preset name, path to an .onnx, or BoxMOT ReID weights path/name."
+    )
+    input_size: tuple[int, int] = Field((256, 128), description="Crop size fed to the network as (height, width).")
+    batch_size: int = Field(16, ge=1, le=256, description="Crops per inference call.")
+    flip_average: bool = Field(False, description="Average features of each crop and its mirror image.")
+    policy: Literal["all", "needed"] = Field(
+        "needed",
+        description="'all': embed every box every frame; 'needed': only boxes that may start, recover or "
+        "confuse a track, plus each track every `refresh_every` frames.",
+    )
+    refresh_every: int = Field(10, ge=1, le=10_000, description="Re-embed a confidently tracked box this often.")
+    ambiguity_iou: float = Field(
+        0.2, ge=0, le=1, description="A box overlapping another by more than this IoU is ambiguous: embed it."
+    )
+
+
+class TrackerConfig(_Strict):
+    """BoT-SORT parameters (BoxMOT's BotSort), fed with our detections and embeddings."""
+
+    track_high_thresh: float = Field(0.4, ge=0, le=1, description="First-association score threshold.")
+    track_low_thresh: float = Field(0.1, ge=0, le=1, description="Second-association (low-score) threshold.")
+    new_track_thresh: float = Field(0.5, ge=0, le=1, description="Score needed to start a new track.")
+    track_buffer: int = Field(60, ge=1, le=10_000, description="Frames a lost track is kept for recovery.")
+    match_thresh: float = Field(0.8, ge=0, le=1, description="Matching cost threshold of the first association.")
+    proximity_thresh: float = Field(0.5, ge=0, le=1, description="IoU gate for appearance matching.")
+    appearance_thresh: float = Field(0.25, ge=0, le=2, description="Cosine distance gate for appearance.")
+    cmc_method: Literal["none", "ecc", "orb", "sift", "sof"] = Field(
+        "none", description="Camera-motion compensation; 'none' for fixed cameras."
+    )
+    fuse_first_associate: bool = Field(True, description="Fuse detection score into the first association.")
+    frame_rate: int = Field(10, ge=1, le=240, description="Nominal stream frame rate (scales the buffer).")
+    min_hits: int = Field(1, ge=1, le=100, description="Frames a track must be seen before it is reported.")
+
+
+class RuntimeConfig(_Strict):
+    """Inference runtime tuning, shared by every onnxruntime session of a worker."""
+
+    intra_op_threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads; 0 = cores.")
+    allow_spinning: bool = Field(
+        False, description="Let onnxruntime threads spin between calls (faster alone, slower beside others)."
+    )
+    providers: tuple[str, ...] = Field(
+        ("CUDAExecutionProvider", "CPUExecutionProvider"),
+        description="onnxruntime providers in order of preference; missing ones are skipped.",
+    )
+
+
+class OutputConfig(_Strict):
+    """What a worker writes."""
+
+    dir: Path = Field(Path("runs"), description="Output folder; each camera writes into <dir>/<camera>/.")
+    mot: bool = Field(True, description="Write MOTChallenge results (<camera>.txt).")
+    events: bool = Field(True, description="Write JSON-lines track events (events.jsonl).")
+    embeddings: bool = Field(True, description="Store embeddings referenced by events (embeddings.npz).")
+    video: bool = Field(False, description="Write an annotated video (annotated.mp4, mp4v).")
+    progress: bool = Field(True, description="Show a progress bar with live FPS.")
+    summary: bool = Field(True, description="Write summary.json (frames, FPS, stage timings).")
+
+
+class CameraConfig(_Strict):
+    """One camera worker."""
+
+    source: SourceConfig
+    detector: DetectorConfig = Field(default_factory=SSDLiteDetectorConfig, description="Detector backend.")
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig, description="Appearance embedder.")
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="BoT-SORT parameters.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Outputs.")
+
+
+def default_cache_dir() -> Path:
+    """Model cache: $REID_MODELS_DIR, else $XDG_CACHE_HOME/reid-daemon/models, else ~/.cache/..."""
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "reid-daemon" / "models"
+
+
+class Settings(BaseSettings):
+    """Top level of a YAML config: model cache, runtime and the cameras keyed by name."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        case_sensitive=False,
+    )
+
+    models_dir: Path = Field(default_factory=default_cache_dir, description="Model cache folder.")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Inference runtime tuning.")
+    cameras: dict[str, CameraConfig] = Field(description="Cameras keyed by name ([A-Za-z0-9_-]).")
+
+    @model_validator(mode="after")
+    def _camera_names(self) -> Settings:
+        if not self.cameras:
+            raise ValueError("at least one camera is needed under 'cameras'")
+        for name in self.cameras:
+            if not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"camera name {name!r} may hold only letters, digits, '-' and '_'")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init arguments (see load_settings); the environment overrides it.
+        return env_settings, init_settings
+
+    def camera(self, name: str | None = None) -> tuple[str, CameraConfig]:
+        """The named camera, or the only one when the file holds one."""
+        if name is None:
+            if len(self.cameras) != 1:
+                raise ConfigError(f"the config holds cameras {sorted(self.cameras)}: choose one with --camera")
+            name = next(iter(self.cameras))
+        if name not in self.cameras:
+            raise ConfigError(f"no camera {name!r} in the config (it has {sorted(self.cameras)})")
+        return name, self.cameras[name]
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration in {origin}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-")) or "(top level)"
+        lines.append(f"  {loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load and validate a YAML config (plus REID_* environment overrides); raise ConfigError on any problem."""
+    origin = "the environment and arguments"
+    data: dict[str, Any] = {}
+    if path is not None:
+        origin = str(path)
+        data = _read_yaml(Path(path))
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, origin)) from e
+
+
+def _read_yaml(p: Path) -> dict[str, Any]:
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping with a 'cameras' key")
+    return data
+
+
+def single_camera_settings(camera: CameraConfig, name: str = "cam0", **kw: Any) -> Settings:
+    """Build Settings around one camera given in code (tests, benchmarks, the `track` command)."""
+    try:
+        return Settings(cameras={name: camera}, **kw)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, "arguments")) from e

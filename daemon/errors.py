@@ -1,0 +1,21 @@
+"""Errors a user can act on. Each names the thing that is wrong (file, field, source, model)."""
+
+
+class DaemonError(Exception):
+    """Base of every error reid-daemon raises on purpose."""
+
+
+class ConfigError(DaemonError):
+    """The configuration is missing, unreadable or invalid."""
+
+
+class SourceError(DaemonError):
+    """A frame source cannot be opened or has failed for good."""
+
+
+class ModelError(DaemonError):
+    """A model is missing, corrupt, or cannot be loaded."""
+
+
+class DataError(DaemonError):
+    """An input data file (detections, ground truth, gallery) is malformed."""

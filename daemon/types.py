@@ -1,0 +1,93 @@
+"""Typed records passed between the stages, and the small protocols each stage implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float32]
+ImageBGR = NDArray[np.uint8]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded frame. ``index`` is 0-based in source order (after any stride); ``timestamp`` in seconds."""
+
+    index: int
+    timestamp: float
+    image: ImageBGR
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Detections:
+    """Person boxes of one frame: ``xyxy`` (N, 4) float32 pixels and ``scores`` (N,) float32."""
+
+    xyxy: FloatArray
+    scores: FloatArray
+
+    def __post_init__(self) -> None:
+        if self.xyxy.ndim != 2 or self.xyxy.shape[1] != 4:
+            raise ValueError(f"xyxy must be (N, 4), got {self.xyxy.shape}")
+        if self.scores.shape != (self.xyxy.shape[0],):
+            raise ValueError(f"scores must be ({self.xyxy.shape[0]},), got {self.scores.shape}")
+
+    @staticmethod
+    def empty() -> Detections:
+        return Detections(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+
+    def __len__(self) -> int:
+        return int(self.xyxy.shape[0])
+
+    def select(self, keep: NDArray[np.bool_] | NDArray[np.intp]) -> Detections:
+        return Detections(self.xyxy[keep], self.scores[keep])
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """A confirmed track on one frame. ``track_id`` is camera-scoped; ``key`` is ``"<camera>/<id>"``."""
+
+    camera: str
+    track_id: int
+    xyxy: tuple[float, float, float, float]
+    score: float
+    det_index: int
+    embedded: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.camera}/{self.track_id}"
+
+
+@dataclass(slots=True)
+class StageTimes:
+    """Accumulated seconds per pipeline stage."""
+
+    decode: float = 0.0
+    detect: float = 0.0
+    embed: float = 0.0
+    track: float = 0.0
+    output: float = 0.0
+    embedded_boxes: int = 0
+    detected_boxes: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Finds people in a frame."""
+
+    def detect(self, frame: Frame) -> Detections: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Appearance encoder: boxes of a frame -> (N, D) L2-normalised float32."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed(self, image: ImageBGR, xyxy: FloatArray) -> FloatArray: ...
