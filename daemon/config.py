@@ -180,6 +180,9 @@ class OutputConfig(_Strict):
     mot: bool = Field(True, description="Write MOTChallenge results (<camera>.txt).")
     events: bool = Field(True, description="Write JSON-lines track events (events.jsonl).")
     embeddings: bool = Field(True, description="Store embeddings referenced by events (embeddings.npz).")
+    event_every: int = Field(
+        10, ge=1, le=100_000, description="Write track.updated at most this often per track (and on new embeddings)."
+    )
     video: bool = Field(False, description="Write an annotated video (annotated.mp4, mp4v).")
     progress: bool = Field(True, description="Show a progress bar with live FPS.")
     summary: bool = Field(True, description="Write summary.json (frames, FPS, stage timings).")
@@ -288,3 +291,22 @@ def single_camera_settings(camera: CameraConfig, name: str = "cam0", **kw: Any) 
         return Settings(cameras={name: camera}, **kw)
     except ValidationError as e:
         raise ConfigError(_format_errors(e, "arguments")) from e
+
+
+def with_overrides(settings: Settings, camera: str, updates: dict[str, Any]) -> Settings:
+    """A re-validated copy of ``settings`` with dotted-path ``updates`` applied to one camera.
+
+    Example: ``with_overrides(s, "lobby", {"source.uri": "clip.mp4", "output.video": True})``.
+    """
+    data = settings.model_dump(mode="python")
+    cam = data["cameras"][camera]
+    for dotted, value in updates.items():
+        node = cam
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, "command-line options")) from e

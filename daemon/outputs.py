@@ -1,0 +1,204 @@
+"""What a camera worker writes: JSON-lines track events, an embedding file, an annotated video, a summary.
+
+Every writer streams to disk with bounded memory, so an endless RTSP run does not grow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import cv2
+import numpy as np
+
+from daemon.types import FloatArray, ImageBGR, Track
+
+EVENT_SCHEMA_VERSION = 1
+_NPY_HEADER_BYTES = 128
+
+
+class EmbeddingFile:
+    """Appends (D,) float32 rows to a ``.npy`` file that ``np.load(..., mmap_mode='r')`` reads at any time.
+
+    The header is rewritten on every flush with the row count so far, so a crash loses at most the rows
+    written since the last flush.
+    """
+
+    def __init__(self, path: Path, dim: int) -> None:
+        self.path = path
+        self.dim = dim
+        self.rows = 0
+        self._fh: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._write_header()
+
+    def _write_header(self) -> None:
+        text = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({self.rows}, {self.dim}), }}"
+        pad = _NPY_HEADER_BYTES - 10 - len(text) - 1
+        header = b"\x93NUMPY\x01\x00" + (len(text) + pad + 1).to_bytes(2, "little")
+        self._fh.seek(0)
+        self._fh.write(header + text.encode("latin1") + b" " * pad + b"\n")
+        self._fh.seek(0, os.SEEK_END)
+
+    def append(self, vec: FloatArray) -> int:
+        """Write one row; return its index."""
+        row = np.asarray(vec, dtype="<f4").reshape(-1)
+        if row.shape[0] != self.dim:
+            raise ValueError(f"embedding has {row.shape[0]} values, the file holds {self.dim}")
+        self._fh.write(row.tobytes())
+        self.rows += 1
+        return self.rows - 1
+
+    def flush(self) -> None:
+        self._write_header()
+        self._fh.flush()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self.flush()
+            self._fh.close()
+
+
+@dataclass(slots=True)
+class _TrackLife:
+    first_frame: int
+    last_frame: int
+    frames: int
+    box: tuple[float, float, float, float]
+    score: float
+    last_event_frame: int
+
+
+class EventLog:
+    """Writes ``track.started`` / ``track.updated`` / ``track.ended`` JSON lines.
+
+    ``updated`` is written when a track gets a new embedding or every ``every`` frames, not every frame.
+    """
+
+    def __init__(self, path: Path, camera: str, every: int, embeddings: EmbeddingFile | None) -> None:
+        self.camera = camera
+        self.every = every
+        self.embeddings = embeddings
+        self.counts = {"track.started": 0, "track.updated": 0, "track.ended": 0}
+        self._fh: IO[str] = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._life: dict[int, _TrackLife] = {}
+
+    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
+        self.counts[kind] += 1
+        rec = {"v": EVENT_SCHEMA_VERSION, "event": kind, "camera": self.camera, **payload}
+        self._fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+
+    def _embedding_ref(self, emb: FloatArray | None) -> dict[str, Any] | None:
+        if emb is None or self.embeddings is None:
+            return None
+        row = self.embeddings.append(emb)
+        return {"file": self.embeddings.path.name, "row": row, "dim": self.embeddings.dim}
+
+    def frame(self, index: int, ts: float, tracks: list[Track], embeddings: FloatArray | None) -> None:
+        """Record one frame's tracks. ``embeddings`` rows align with detections (``Track.det_index``)."""
+        for t in tracks:
+            emb = embeddings[t.det_index] if (t.embedded and embeddings is not None) else None
+            life = self._life.get(t.track_id)
+            base = {"track_id": t.track_id, "key": t.key, "frame": index, "ts": round(ts, 4),
+                    "box": [round(v, 1) for v in t.xyxy], "score": round(t.score, 4)}
+            if life is None:
+                self._life[t.track_id] = _TrackLife(index, index, 1, t.xyxy, t.score, index)
+                self._emit("track.started", {**base, "embedding": self._embedding_ref(emb)})
+                continue
+            life.last_frame, life.frames, life.box, life.score = index, life.frames + 1, t.xyxy, t.score
+            if emb is not None or index - life.last_event_frame >= self.every:
+                life.last_event_frame = index
+                self._emit("track.updated", {**base, "embedding": self._embedding_ref(emb)})
+
+    def ended(self, track_ids: list[int], index: int, ts: float) -> None:
+        for tid in track_ids:
+            life = self._life.pop(tid, None)
+            if life is None:
+                continue
+            self._emit("track.ended", {
+                "track_id": tid, "key": f"{self.camera}/{tid}", "frame": index, "ts": round(ts, 4),
+                "first_frame": life.first_frame, "last_frame": life.last_frame, "frames": life.frames,
+                "box": [round(v, 1) for v in life.box], "score": round(life.score, 4),
+            })
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+
+def _colour(track_id: int) -> tuple[int, int, int]:
+    rng = np.random.default_rng(track_id * 7919 + 17)
+    c = rng.integers(64, 256, size=3)
+    return int(c[0]), int(c[1]), int(c[2])
+
+
+def draw_tracks(image: ImageBGR, tracks: list[Track], caption: str = "") -> ImageBGR:
+    """A copy of ``image`` with each track's box and id drawn (the caller's frame is not changed)."""
+    out = image.copy()
+    for t in tracks:
+        x1, y1, x2, y2 = (round(v) for v in t.xyxy)
+        col = _colour(t.track_id)
+        cv2.rectangle(out, (x1, y1), (x2, y2), col, 2)
+        label = f"{t.track_id}" + ("*" if t.embedded else "")
+        cv2.putText(out, label, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, col, 2, cv2.LINE_AA)
+    if caption:
+        cv2.putText(out, caption, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2, cv2.LINE_AA)
+    return out
+
+
+class AnnotatedVideo:
+    """Writes annotated frames to an mp4v file, opened lazily at the first frame's size."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path = path
+        self.fps = fps
+        self._writer: cv2.VideoWriter | None = None
+
+    def write(self, image: ImageBGR, tracks: list[Track], caption: str) -> None:
+        if self._writer is None:
+            h, w = image.shape[:2]
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            if not self._writer.isOpened():
+                raise OSError(f"cannot write video {self.path}")
+        self._writer.write(draw_tracks(image, tracks, caption))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """The figures a run ends with (also written to summary.json)."""
+
+    camera: str
+    source: str
+    frames: int
+    seconds: float
+    fps: float
+    stage_ms_per_frame: dict[str, float]
+    detections: int
+    embedded_boxes: int
+    tracks: int
+    events: dict[str, int]
+    source_stats: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def text(self) -> str:
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms_per_frame.items())
+        return (
+            f"[{self.camera}] {self.frames} frames in {self.seconds:.1f} s = {self.fps:.1f} FPS; "
+            f"ms/frame: {stages}; {self.detections} detections, {self.embedded_boxes} embedded, "
+            f"{self.tracks} tracks"
+        )
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.as_dict(), indent=2), encoding="utf-8")
+        os.replace(tmp, path)

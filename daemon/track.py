@@ -1,0 +1,245 @@
+"""BoT-SORT with ReID behind a small interface: detections + embeddings in, typed tracks out.
+
+The tracker is BoxMOT's ``BotSort``; it never loads a model here. Embeddings are an input. With the
+``needed`` policy only some boxes carry an embedding on a given frame (new, recovering, ambiguous or due for a
+refresh); the rest are matched on motion alone. BoxMOT's BotSort assumes every high-score box has a feature,
+so a thin subclass lets a box without one (an all-zero row) fall back to IoU in the association costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from boxmot import BotSort
+from boxmot.structures import Boxes
+from boxmot.structures import Detections as BmDetections
+from boxmot.trackers.box.botsort.track import STrack
+from boxmot.trackers.common.association.matching import fuse_score
+from numpy.typing import NDArray
+
+from daemon.config import EmbedderConfig, TrackerConfig
+from daemon.types import Detections, FloatArray, Track
+
+_REMOVED_BUFFER = 64  # removed tracks BoxMOT keeps for duplicate suppression (bounded)
+
+
+def box_iou(a: FloatArray, b: FloatArray) -> FloatArray:
+    """Pairwise IoU of (N, 4) and (M, 4) xyxy boxes -> (N, M)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    tl = np.maximum(a[:, None, :2], b[None, :, :2])
+    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return (inter / np.maximum(union, 1e-9)).astype(np.float32)
+
+
+def _sparse_embedding_distance(tracks: list[STrack], detections: list[STrack]) -> NDArray[np.float64]:
+    """Cosine distance where both sides have a feature; 1.0 (no appearance evidence) elsewhere."""
+    cost = np.ones((len(tracks), len(detections)), np.float64)
+    ti = [i for i, t in enumerate(tracks) if t.smooth_feat is not None]
+    di = [j for j, d in enumerate(detections) if d.curr_feat is not None]
+    if ti and di:
+        tf = np.stack([tracks[i].smooth_feat for i in ti]).astype(np.float32)
+        df = np.stack([detections[j].curr_feat for j in di]).astype(np.float32)
+        tf /= np.maximum(np.linalg.norm(tf, axis=1, keepdims=True), 1e-12)
+        df /= np.maximum(np.linalg.norm(df, axis=1, keepdims=True), 1e-12)
+        cost[np.ix_(ti, di)] = np.clip(1.0 - tf @ df.T, 0.0, 2.0)
+    return cost
+
+
+class _SparseReidBotSort(BotSort):  # type: ignore[misc]
+    """BotSort that accepts boxes without an embedding (all-zero rows) on a frame."""
+
+    def _create_detections(self, dets_first: Any, features_high: Any) -> list[STrack]:
+        out = []
+        for det, feat in zip(dets_first, features_high, strict=True):
+            has_feat = self.use_embeddings and bool(np.any(feat))
+            out.append(
+                STrack(
+                    det,
+                    feat if has_feat else None,
+                    id_allocator=self.id_allocator,
+                    max_obs=self.max_obs,
+                    is_obb=self.is_obb,
+                )
+            )
+        return out
+
+    def _appearance_cost(self, tracks: Any, detections: Any, scale: float, fuse: bool) -> Any:
+        geometry = self.association_distance(tracks, detections)
+        far = geometry > self.proximity_thresh
+        if fuse:
+            geometry = fuse_score(geometry, detections)
+        if not self.use_embeddings:
+            return geometry
+        emb = _sparse_embedding_distance(tracks, detections) / scale
+        emb[emb > self.appearance_thresh] = 1.0
+        emb[far] = 1.0
+        return np.minimum(geometry, emb)
+
+    def _first_association_cost(self, tracks: Any, detections: Any) -> Any:
+        return self._appearance_cost(tracks, detections, 1.0, self.fuse_first_associate)
+
+    def _unconfirmed_association_cost(self, tracks: Any, detections: Any) -> Any:
+        return self._appearance_cost(tracks, detections, self.unconfirmed_emb_scale, True)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerUpdate:
+    """What one frame did: the confirmed tracks and the ids that ended (removed) on it."""
+
+    tracks: list[Track]
+    ended: list[int]
+
+
+class BotSortTracker:
+    """Camera-scoped BoT-SORT: ``plan_embeddings`` -> embed the chosen boxes -> ``update``."""
+
+    def __init__(self, camera: str, cfg: TrackerConfig, embed_cfg: EmbedderConfig, use_embeddings: bool) -> None:
+        self.camera = camera
+        self.cfg = cfg
+        self.embed_cfg = embed_cfg
+        self.use_embeddings = use_embeddings
+        self._frame = 0
+        self._last_embedded: dict[int, int] = {}
+        self._hits: dict[int, int] = {}
+        self._alive: set[int] = set()
+        self._bm = self._make()
+
+    def _make(self) -> _SparseReidBotSort:
+        c = self.cfg
+        # BoxMOT scales the buffer by frame_rate / 30; undo it so track_buffer is in frames as configured.
+        buffer = max(1, round(c.track_buffer * 30 / c.frame_rate))
+        return _SparseReidBotSort(
+            track_high_thresh=c.track_high_thresh,
+            track_low_thresh=c.track_low_thresh,
+            new_track_thresh=c.new_track_thresh,
+            track_buffer=buffer,
+            match_thresh=c.match_thresh,
+            proximity_thresh=c.proximity_thresh,
+            appearance_thresh=c.appearance_thresh,
+            use_cmc=c.cmc_method != "none",
+            cmc_method=c.cmc_method if c.cmc_method != "none" else "ecc",
+            frame_rate=c.frame_rate,
+            fuse_first_associate=c.fuse_first_associate,
+            use_embeddings=self.use_embeddings,
+            removed_stracks_buffer=_REMOVED_BUFFER,
+            reid_model=_RefusingReid(),
+        )
+
+    def reset(self) -> None:
+        self._frame = 0
+        self._last_embedded.clear()
+        self._hits.clear()
+        self._alive.clear()
+        self._bm = self._make()
+
+    @property
+    def alive_ids(self) -> frozenset[int]:
+        return frozenset(self._alive)
+
+    def plan_embeddings(self, dets: Detections) -> NDArray[np.bool_]:
+        """Which boxes need an appearance embedding on this frame (a boolean mask over ``dets``)."""
+        if not self.use_embeddings:
+            return np.zeros(len(dets), bool)
+        eligible = dets.scores >= self.cfg.track_high_thresh
+        if self.embed_cfg.policy == "all" or not eligible.any():
+            return eligible
+        tracked = [t for t in self._bm.active_tracks if t.is_activated]
+        if not tracked:
+            return eligible
+        t_boxes = np.stack([np.asarray(t.xyxy, np.float32) for t in tracked])
+        ids = [_public_id(int(t.id)) for t in tracked]
+        return eligible & self._needs_embedding(dets.xyxy, t_boxes, ids)
+
+    def _needs_embedding(self, d_boxes: FloatArray, t_boxes: FloatArray, t_ids: list[int]) -> NDArray[np.bool_]:
+        amb = self.embed_cfg.ambiguity_iou
+        iou_dt = box_iou(d_boxes, t_boxes)
+        iou_dd = box_iou(d_boxes, d_boxes)
+        np.fill_diagonal(iou_dd, 0.0)
+        best = iou_dt.argmax(axis=1)
+        best_iou = iou_dt.max(axis=1)
+        second = np.sort(iou_dt, axis=1)[:, -2] if iou_dt.shape[1] > 1 else np.zeros(len(d_boxes), np.float32)
+        stale = np.array(
+            [self._frame - self._last_embedded.get(t_ids[k], -(10**9)) >= self.embed_cfg.refresh_every for k in best]
+        )
+        unmatched = best_iou < 0.5
+        ambiguous = (second > amb) | (iou_dd.max(axis=1, initial=0.0) > amb)
+        return np.asarray(unmatched | ambiguous | stale, dtype=bool)
+
+    def update(self, dets: Detections, embeddings: FloatArray | None, image: NDArray[np.uint8]) -> TrackerUpdate:
+        """Advance one frame. ``embeddings`` is (N, D) aligned with ``dets``; all-zero rows mean 'not embedded'."""
+        self._frame += 1
+        n = len(dets)
+        emb = embeddings
+        if self.use_embeddings and emb is None:
+            emb = np.zeros((n, 1), np.float32)
+        bm_dets = BmDetections(
+            geometry=Boxes(torch.from_numpy(np.ascontiguousarray(dets.xyxy, np.float32))),
+            scores=torch.from_numpy(np.ascontiguousarray(dets.scores, np.float32)),
+            class_ids=torch.zeros(n, dtype=torch.int64),
+            sample_id=f"{self.camera}:{self._frame}",
+            embeddings=None if emb is None else torch.from_numpy(np.ascontiguousarray(emb, np.float32)),
+        )
+        out = self._bm.update(bm_dets, image)
+        return TrackerUpdate(self._records(out, emb), self._collect_ended())
+
+    def _records(self, out: Any, emb: FloatArray | None) -> list[Track]:
+        xyxy = out.geometry.values.numpy()
+        ids = out.track_ids.numpy()
+        scores = out.scores.numpy()
+        det_idx = out.detection_indices.numpy()
+        tracks: list[Track] = []
+        for box, bm_id, score, di in zip(xyxy, ids, scores, det_idx, strict=True):
+            tid, di = _public_id(int(bm_id)), int(di)
+            embedded = emb is not None and 0 <= di < len(emb) and bool(np.any(emb[di]))
+            if embedded:
+                self._last_embedded[tid] = self._frame
+            self._hits[tid] = self._hits.get(tid, 0) + 1
+            if self._hits[tid] < self.cfg.min_hits:
+                continue
+            b = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+            tracks.append(Track(self.camera, tid, b, float(score), di, embedded))
+        return tracks
+
+    def _collect_ended(self) -> list[int]:
+        live = {_public_id(int(t.id)) for t in _iter_tracks(self._bm.active_tracks, self._bm.lost_stracks)}
+        seen = set(self._hits)
+        ended = sorted(seen - live)
+        for tid in ended:
+            self._hits.pop(tid, None)
+            self._last_embedded.pop(tid, None)
+        self._alive = live & seen
+        return ended
+
+    def finish(self) -> list[int]:
+        """End every remaining track (stream over)."""
+        ended = sorted(self._hits)
+        self._hits.clear()
+        self._last_embedded.clear()
+        self._alive.clear()
+        return ended
+
+
+def _public_id(boxmot_id: int) -> int:
+    """BoxMOT counts from 0; MOTChallenge files and our events count from 1."""
+    return boxmot_id + 1
+
+
+def _iter_tracks(*groups: Iterable[STrack]) -> Iterable[STrack]:
+    for g in groups:
+        yield from g
+
+
+class _RefusingReid:
+    """Given to BotSort so that it never builds (or downloads) a ReID model of its own."""
+
+    def get_features(self, xyxy: Any, img: Any) -> Any:
+        raise RuntimeError("reid-daemon passes embeddings to BotSort; it must not compute its own")

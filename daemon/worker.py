@@ -1,0 +1,159 @@
+"""One camera worker: source -> pipeline -> outputs, with progress and a final summary (the I/O edge)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from daemon.config import CameraConfig, Settings
+from daemon.detect import build_detector
+from daemon.embed import build_embedder
+from daemon.motio import MotWriter
+from daemon.outputs import AnnotatedVideo, EmbeddingFile, EventLog, RunSummary
+from daemon.pipeline import FrameResult, Pipeline
+from daemon.sources import FrameSource, open_source
+from daemon.track import BotSortTracker
+
+log = logging.getLogger(__name__)
+
+
+def build_pipeline(settings: Settings, name: str, cam: CameraConfig) -> Pipeline:
+    """Load the camera's models (from the cache only) and make its tracker."""
+    detector = build_detector(cam.detector, settings.runtime, settings.models_dir)
+    embedder = build_embedder(cam.embedder, settings.runtime, settings.models_dir)
+    tracker = BotSortTracker(name, cam.tracker, cam.embedder, use_embeddings=embedder is not None)
+    return Pipeline(detector, embedder, tracker)
+
+
+class CameraOutputs:
+    """The files one camera writes into ``<output.dir>/<camera>/``."""
+
+    def __init__(self, name: str, cam: CameraConfig, fps: float, dim: int | None) -> None:
+        out = cam.output
+        self.dir = Path(out.dir) / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.paths: dict[str, str] = {}
+        self.mot = MotWriter(self._path("mot", f"{name}.txt")) if out.mot else None
+        self.embeddings = (
+            EmbeddingFile(Path(self._path("embeddings", "embeddings.npy")), dim)
+            if out.embeddings and out.events and dim
+            else None
+        )
+        self.events = (
+            EventLog(Path(self._path("events", "events.jsonl")), name, out.event_every, self.embeddings)
+            if out.events
+            else None
+        )
+        self.video = AnnotatedVideo(Path(self._path("video", "annotated.mp4")), fps) if out.video else None
+        self.summary_path = Path(self._path("summary", "summary.json")) if out.summary else None
+
+    def _path(self, key: str, filename: str) -> str:
+        p = str(self.dir / filename)
+        self.paths[key] = p
+        return p
+
+    def write(self, r: FrameResult, caption: str) -> None:
+        tracks = r.update.tracks
+        if self.mot is not None:
+            for t in tracks:
+                self.mot.write_track(r.frame.index + 1, t.track_id, t.xyxy, t.score)
+        if self.events is not None:
+            self.events.frame(r.frame.index, r.frame.timestamp, tracks, r.embeddings)
+            self.events.ended(r.update.ended, r.frame.index, r.frame.timestamp)
+        if self.video is not None:
+            self.video.write(r.frame.image, tracks, caption)
+
+    def finish(self, ended: list[int], index: int, ts: float) -> None:
+        if self.events is not None:
+            self.events.ended(ended, index, ts)
+
+    def close(self) -> None:
+        for part in (self.mot, self.events, self.embeddings, self.video):
+            if part is not None:
+                part.close()
+
+
+class CameraWorker:
+    """Runs one camera until its source ends, ``max_frames`` is reached or ``stop()`` is called."""
+
+    def __init__(self, settings: Settings, name: str, show_progress: bool | None = None) -> None:
+        self.settings = settings
+        self.name, self.cam = settings.camera(name)
+        self.show_progress = self.cam.output.progress if show_progress is None else show_progress
+        self._stop = threading.Event()
+        self.pipeline = build_pipeline(settings, self.name, self.cam)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> RunSummary:
+        with open_source(self.cam.source) as src:
+            dim = self.pipeline.embedder.dim if self.pipeline.embedder is not None else None
+            outputs = CameraOutputs(self.name, self.cam, src.fps or 10.0, dim)
+            try:
+                frames, seconds, tracks = self._loop(src, outputs)
+            finally:
+                outputs.close()
+            summary = self._summary(src, outputs, frames, seconds, tracks)
+        if outputs.summary_path is not None:
+            summary.write(outputs.summary_path)
+        log.info(summary.text())
+        return summary
+
+    def _loop(self, src: FrameSource, outputs: CameraOutputs) -> tuple[int, float, set[int]]:
+        bar = tqdm(total=src.frame_count, unit="frame", desc=self.name, disable=not self.show_progress,
+                   dynamic_ncols=True)
+        frames, seen, last = 0, set(), (0, 0.0)
+        start = time.perf_counter()
+        try:
+            for frame in src:
+                r = self.pipeline.step(frame)
+                t0 = time.perf_counter()
+                fps = frames / max(t0 - start, 1e-9)
+                outputs.write(r, f"{self.name}  frame {frame.index}  {fps:.1f} FPS")
+                self.pipeline.times.output += time.perf_counter() - t0
+                seen.update(t.track_id for t in r.update.tracks)
+                frames += 1
+                last = (frame.index, frame.timestamp)
+                bar.update(1)
+                bar.set_postfix(tracks=len(r.update.tracks), refresh=False)
+                if self._stop.is_set():
+                    break
+        finally:
+            bar.close()
+            outputs.finish(self.pipeline.tracker.finish(), last[0], last[1])
+        return frames, time.perf_counter() - start, seen
+
+    def _summary(
+        self, src: FrameSource, outputs: CameraOutputs, frames: int, seconds: float, tracks: set[int]
+    ) -> RunSummary:
+        t = self.pipeline.times
+        n = max(frames, 1)
+        stats: dict[str, Any] = dataclasses.asdict(src.stats)
+        stages = {
+            "decode": 1000 * float(stats.get("decode_seconds", 0.0)) / n,
+            "detect": 1000 * t.detect / n,
+            "embed": 1000 * t.embed / n,
+            "track": 1000 * t.track / n,
+            "output": 1000 * t.output / n,
+        }
+        return RunSummary(
+            camera=self.name,
+            source=self.cam.source.uri,
+            frames=frames,
+            seconds=round(seconds, 3),
+            fps=round(frames / max(seconds, 1e-9), 2),
+            stage_ms_per_frame={k: round(v, 2) for k, v in stages.items()},
+            detections=t.detected_boxes,
+            embedded_boxes=t.embedded_boxes,
+            tracks=len(tracks),
+            events=dict(outputs.events.counts) if outputs.events is not None else {},
+            source_stats=stats,
+            outputs=dict(outputs.paths),
+        )

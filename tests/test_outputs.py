@@ -1,0 +1,82 @@
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from daemon.outputs import AnnotatedVideo, EmbeddingFile, EventLog, RunSummary, draw_tracks
+from daemon.types import Track
+
+
+def test_embedding_file_is_a_valid_npy_at_every_flush(tmp_path: Path) -> None:
+    p = tmp_path / "e.npy"
+    f = EmbeddingFile(p, 4)
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert [f.append(r) for r in rows] == [0, 1, 2]
+    f.flush()
+    np.testing.assert_array_equal(np.load(p, mmap_mode="r"), rows)
+    f.append(np.ones(4, np.float32))
+    f.close()
+    back = np.load(p, allow_pickle=False)
+    assert back.shape == (4, 4) and back.dtype == np.float32
+    with pytest.raises(ValueError, match="5 values"):
+        EmbeddingFile(tmp_path / "x.npy", 4).append(np.zeros(5, np.float32))
+
+
+def _track(tid: int, det: int, embedded: bool = False) -> Track:
+    return Track("cam", tid, (10.0 * tid, 0.0, 10.0 * tid + 5, 20.0), 0.9, det, embedded)
+
+
+def test_event_log_lifecycle(tmp_path: Path) -> None:
+    emb = EmbeddingFile(tmp_path / "e.npy", 3)
+    log = EventLog(tmp_path / "ev.jsonl", "cam", every=5, embeddings=emb)
+    vecs = np.eye(3, dtype=np.float32)
+    log.frame(0, 0.0, [_track(1, 0, True), _track(2, 1)], vecs)
+    for i in range(1, 7):
+        log.frame(i, i / 10, [_track(1, 0, i == 3)], vecs)
+    log.ended([1, 2, 99], 7, 0.7)
+    log.close()
+    emb.close()
+    events = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    kinds = [(e["event"], e["track_id"], e["frame"]) for e in events]
+    assert kinds == [
+        ("track.started", 1, 0), ("track.started", 2, 0),
+        ("track.updated", 1, 3),  # new embedding
+        ("track.ended", 1, 7), ("track.ended", 2, 7),
+    ]
+    assert all(e["v"] == 1 and e["camera"] == "cam" for e in events)
+    assert events[0]["embedding"] == {"file": "e.npy", "row": 0, "dim": 3}
+    assert events[1]["embedding"] is None
+    assert events[3]["first_frame"] == 0 and events[3]["last_frame"] == 6 and events[3]["frames"] == 7
+    stored = np.load(tmp_path / "e.npy")
+    np.testing.assert_array_equal(stored[events[2]["embedding"]["row"]], vecs[0])
+    assert log.counts == {"track.started": 2, "track.updated": 1, "track.ended": 2}
+
+
+def test_periodic_updates_without_embeddings(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "ev.jsonl", "cam", every=4, embeddings=None)
+    for i in range(10):
+        log.frame(i, 0.0, [_track(1, 0)], None)
+    log.close()
+    assert log.counts["track.updated"] == 2  # frames 4 and 8
+
+
+def test_draw_does_not_touch_input_and_video_is_readable(tmp_path: Path) -> None:
+    img = np.zeros((120, 160, 3), np.uint8)
+    out = draw_tracks(img, [_track(3, 0, True)], "cap")
+    assert img.sum() == 0 and out.sum() > 0
+    v = AnnotatedVideo(tmp_path / "a.mp4", 10.0)
+    for _ in range(5):
+        v.write(img, [_track(3, 0)], "x")
+    v.close()
+    cap = cv2.VideoCapture(str(tmp_path / "a.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    cap.release()
+
+
+def test_summary_round_trip(tmp_path: Path) -> None:
+    s = RunSummary("cam", "x.mp4", 10, 2.0, 5.0, {"detect": 1.0}, 20, 5, 3, {"track.started": 3})
+    s.write(tmp_path / "s.json")
+    assert json.loads((tmp_path / "s.json").read_text())["fps"] == 5.0
+    assert "10 frames" in s.text()

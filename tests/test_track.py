@@ -1,0 +1,123 @@
+import numpy as np
+
+from daemon.config import EmbedderConfig, TrackerConfig
+from daemon.track import BotSortTracker, box_iou
+from daemon.types import Detections
+
+IMG = np.zeros((480, 640, 3), np.uint8)
+
+
+def _dets(*boxes: tuple[float, float, float, float], score: float = 0.9) -> Detections:
+    xyxy = np.array(boxes, np.float32).reshape(-1, 4)
+    return Detections(xyxy, np.full(len(xyxy), score, np.float32))
+
+
+def _unit(rng: np.random.Generator, d: int = 16) -> np.ndarray:
+    v = rng.normal(size=d).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_box_iou() -> None:
+    a = np.array([[0, 0, 10, 10]], np.float32)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float32)
+    np.testing.assert_allclose(box_iou(a, b), [[1.0, 50 / 150, 0.0]], rtol=1e-6)
+    assert box_iou(a, np.zeros((0, 4), np.float32)).shape == (1, 0)
+
+
+def test_ids_are_stable_and_start_at_one() -> None:
+    t = BotSortTracker("cam", TrackerConfig(), EmbedderConfig(), use_embeddings=False)
+    ids = []
+    for f in range(20):
+        u = t.update(_dets((100 + 2 * f, 100, 140 + 2 * f, 200), (400 - 2 * f, 100, 440 - 2 * f, 200)), None, IMG)
+        ids.append(sorted(tr.track_id for tr in u.tracks))
+    assert ids[0] == [1, 2]
+    assert all(i == [1, 2] for i in ids)
+    assert u.tracks[0].key.startswith("cam/")
+
+
+def test_ended_tracks_are_reported_once_after_buffer() -> None:
+    cfg = TrackerConfig(track_buffer=5, frame_rate=10)
+    t = BotSortTracker("cam", cfg, EmbedderConfig(), use_embeddings=False)
+    for _ in range(3):
+        t.update(_dets((100, 100, 140, 200)), None, IMG)
+    ended: list[int] = []
+    for _ in range(20):
+        ended += t.update(Detections.empty(), None, IMG).ended
+    assert ended == [1]
+    assert t.finish() == []
+
+
+def test_finish_ends_everything_alive() -> None:
+    t = BotSortTracker("cam", TrackerConfig(), EmbedderConfig(), use_embeddings=False)
+    t.update(_dets((10, 10, 50, 100), (200, 10, 240, 100)), None, IMG)
+    assert t.finish() == [1, 2]
+
+
+def test_plan_embeddings_policy() -> None:
+    rng = np.random.default_rng(0)
+    emb_cfg = EmbedderConfig(policy="needed", refresh_every=5)
+    t = BotSortTracker("cam", TrackerConfig(), emb_cfg, use_embeddings=True)
+    d = _dets((100, 100, 140, 200), (400, 100, 440, 200))
+    first = t.plan_embeddings(d)
+    assert first.tolist() == [True, True]  # nothing tracked yet: every box is new
+    t.update(d, np.stack([_unit(rng), _unit(rng)]), IMG)
+    plans = []
+    for _ in range(6):
+        need = t.plan_embeddings(d)
+        plans.append(need.tolist())
+        emb = np.zeros((2, 16), np.float32)
+        emb[need] = np.stack([_unit(rng) for _ in range(int(need.sum()))]) if need.any() else emb[need]
+        t.update(d, emb, IMG)
+    assert plans[0] == [False, False]  # confidently tracked, fresh embedding: skip
+    assert [True, True] in plans  # refreshed within refresh_every frames
+    # a new person appears: only that box is embedded
+    d3 = _dets((100, 100, 140, 200), (400, 100, 440, 200), (250, 300, 290, 400))
+    assert t.plan_embeddings(d3).tolist()[2] is True
+    # low-score boxes never need an embedding (BoT-SORT uses appearance only in the first association)
+    low = Detections(d3.xyxy, np.array([0.9, 0.9, 0.2], np.float32))
+    assert t.plan_embeddings(low).tolist()[2] is False
+
+
+def test_policy_all_embeds_every_confident_box() -> None:
+    t = BotSortTracker("cam", TrackerConfig(), EmbedderConfig(policy="all"), use_embeddings=True)
+    d = _dets((100, 100, 140, 200), (120, 100, 160, 200))
+    t.update(d, np.ones((2, 4), np.float32), IMG)
+    assert t.plan_embeddings(d).tolist() == [True, True]
+
+
+def test_overlapping_boxes_are_ambiguous() -> None:
+    rng = np.random.default_rng(1)
+    t = BotSortTracker("cam", TrackerConfig(), EmbedderConfig(refresh_every=1000), use_embeddings=True)
+    d = _dets((100, 100, 140, 200), (300, 100, 340, 200))
+    t.update(d, np.stack([_unit(rng), _unit(rng)]), IMG)
+    close = _dets((100, 100, 140, 200), (125, 100, 165, 200))
+    assert t.plan_embeddings(close).tolist() == [True, True]
+
+
+def test_appearance_recovers_identity_after_crossing() -> None:
+    """Two people swap sides while hidden; appearance (not motion) must keep their ids."""
+    rng = np.random.default_rng(2)
+    a, b = _unit(rng), _unit(rng)
+    cfg = TrackerConfig(track_buffer=30, proximity_thresh=1.0, appearance_thresh=0.25)
+    t = BotSortTracker("cam", cfg, EmbedderConfig(policy="all"), use_embeddings=True)
+    left, right = (100, 100, 140, 200), (160, 100, 200, 200)
+    for _ in range(5):
+        u = t.update(_dets(left, right), np.stack([a, b]), IMG)
+    ids = {tr.det_index: tr.track_id for tr in u.tracks}
+    for _ in range(3):
+        t.update(Detections.empty(), np.zeros((0, 16), np.float32), IMG)
+    u = t.update(_dets(left, right), np.stack([b, a]), IMG)
+    swapped = {tr.det_index: tr.track_id for tr in u.tracks}
+    assert swapped == {0: ids[1], 1: ids[0]}
+
+
+def test_memory_stays_bounded_over_many_short_tracks() -> None:
+    t = BotSortTracker("cam", TrackerConfig(track_buffer=3, frame_rate=10), EmbedderConfig(), use_embeddings=False)
+    rng = np.random.default_rng(3)
+    for f in range(600):
+        x = float(rng.integers(0, 600))
+        y = float(rng.integers(0, 400))
+        t.update(_dets((x, y, x + 30, y + 60)) if f % 4 else Detections.empty(), None, IMG)
+    assert len(t._hits) < 20
+    assert len(t._bm.removed_stracks) <= 64
+    assert len(t._bm.lost_stracks) < 20
