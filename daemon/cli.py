@@ -21,7 +21,9 @@ DEFAULT_CONFIG = Path("configs/pets09.yaml")
 
 def _setup_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     logging.getLogger("daemon").setLevel(min(level, logging.INFO))
     logging.getLogger("boxmot").setLevel(logging.WARNING)
 
@@ -74,7 +76,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     frames = None
     if results is None:
         if args.config is None:
-            raise ConfigError("eval needs --results FILE, or --config (and optional --source) to run the tracker")
+            raise ConfigError(
+                "eval needs --results FILE, or --config (and optional --source) to run the tracker"
+            )
         from daemon.worker import CameraWorker
 
         settings, name = _load(args)
@@ -94,8 +98,14 @@ def _with_gt_noise(settings: Any, name: str, args: argparse.Namespace) -> Any:
     from daemon.config import with_overrides
 
     jitter, drop, fp = args.gt_noise
-    det = {"type": "ground-truth", "path": args.gt, "jitter": jitter, "drop_rate": drop,
-           "false_positive_rate": fp, "seed": args.seed}
+    det = {
+        "type": "ground-truth",
+        "path": args.gt,
+        "jitter": jitter,
+        "drop_rate": drop,
+        "false_positive_rate": fp,
+        "seed": args.seed,
+    }
     return with_overrides(settings, name, {"detector": det})
 
 
@@ -106,7 +116,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     from daemon import models
     from daemon.config import default_cache_dir
 
-    cache = Path(args.models_dir) if args.models_dir else Path(os.environ.get("REID_MODELS_DIR", default_cache_dir()))
+    cache = (
+        Path(args.models_dir)
+        if args.models_dir
+        else Path(os.environ.get("REID_MODELS_DIR", default_cache_dir()))
+    )
     if args.action == "list":
         for line in models.describe(cache):
             print(line)
@@ -162,8 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="HOTA / IDF1 / MOTA against MOTChallenge ground truth.")
     ev.add_argument("--gt", required=True, help="MOTChallenge gt.txt.")
     ev.add_argument("--results", help="Existing results file to score (skips running the tracker).")
-    ev.add_argument("--gt-noise", nargs=3, type=float, metavar=("JITTER", "DROP", "FP_PER_FRAME"),
-                    help="Detect from the ground truth with this noise instead of a detector.")
+    ev.add_argument(
+        "--gt-noise",
+        nargs=3,
+        type=float,
+        metavar=("JITTER", "DROP", "FP_PER_FRAME"),
+        help="Detect from the ground truth with this noise instead of a detector.",
+    )
     ev.add_argument("--seed", type=int, default=0, help="Seed of --gt-noise.")
     ev.add_argument("--json", help="Also write the metrics to this JSON file.")
     _add_camera_args(ev, config_required=False)
@@ -173,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("action", choices=["list", "fetch"])
     m.add_argument("names", nargs="*", help="Preset names to fetch.")
     m.add_argument("--all", action="store_true", help="Fetch every preset.")
-    m.add_argument("--models-dir", help="Model cache folder (default $REID_MODELS_DIR or ~/.cache/reid-daemon).")
+    m.add_argument(
+        "--models-dir", help="Model cache folder (default $REID_MODELS_DIR or ~/.cache/reid-daemon)."
+    )
     m.set_defaults(func=cmd_models)
 
     c = sub.add_parser("config", help="Check, show or print the schema of a config.")

@@ -41,7 +41,9 @@ class SourceConfig(_Strict):
     )
     open_timeout_s: float = Field(5.0, gt=0, le=120, description="Give up opening a stream after this long.")
     read_timeout_s: float = Field(5.0, gt=0, le=120, description="A stream read that blocks longer fails.")
-    reconnect_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay for live streams.")
+    reconnect_initial_s: float = Field(
+        0.5, gt=0, le=60, description="First reconnect delay for live streams."
+    )
     reconnect_max_s: float = Field(
         10.0, gt=0, le=600, description="Cap of the exponential reconnect delay for live streams."
     )
@@ -49,7 +51,10 @@ class SourceConfig(_Strict):
         0, ge=0, le=1_000_000, description="Give up after this many failed reconnects in a row; 0 = never."
     )
     queue_size: int = Field(
-        8, ge=1, le=256, description="Decoded frames buffered ahead of inference (bounded; live drops oldest)."
+        8,
+        ge=1,
+        le=256,
+        description="Decoded frames buffered ahead of inference (bounded; live drops oldest).",
     )
     folder_fps: float = Field(10.0, gt=0, le=1000, description="Timestamp rate for an image folder.")
     max_frames: int = Field(0, ge=0, description="Stop after this many frames; 0 = until the source ends.")
@@ -65,7 +70,9 @@ class SSDLiteDetectorConfig(_Strict):
     tiles: tuple[int, int] = Field(
         (2, 1), description="Extra tiled passes as (columns, rows); (1, 1) = full frame only."
     )
-    tile_overlap: float = Field(0.2, ge=0, lt=0.9, description="Overlap between neighbouring tiles (fraction).")
+    tile_overlap: float = Field(
+        0.2, ge=0, lt=0.9, description="Overlap between neighbouring tiles (fraction)."
+    )
     full_frame: bool = Field(True, description="Also run on the whole frame (finds large people).")
     nms_iou: float = Field(0.5, gt=0, le=1, description="IoU at which boxes from different passes merge.")
     min_box_px: int = Field(6, ge=0, le=1000, description="Drop boxes narrower or shorter than this.")
@@ -128,7 +135,9 @@ class EmbedderConfig(_Strict):
     model: str = Field(
         "mobilenetv2-imagenet", description="Preset name, path to an .onnx, or BoxMOT ReID weights path/name."
     )
-    input_size: tuple[int, int] = Field((256, 128), description="Crop size fed to the network as (height, width).")
+    input_size: tuple[int, int] = Field(
+        (256, 128), description="Crop size fed to the network as (height, width)."
+    )
     batch_size: int = Field(16, ge=1, le=256, description="Crops per inference call.")
     flip_average: bool = Field(False, description="Average features of each crop and its mirror image.")
     policy: Literal["all", "needed"] = Field(
@@ -136,7 +145,9 @@ class EmbedderConfig(_Strict):
         description="'all': embed every box every frame; 'needed': only boxes that may start, recover or "
         "confuse a track, plus each track every `refresh_every` frames.",
     )
-    refresh_every: int = Field(10, ge=1, le=10_000, description="Re-embed a confidently tracked box this often.")
+    refresh_every: int = Field(
+        10, ge=1, le=10_000, description="Re-embed a confidently tracked box this often."
+    )
     ambiguity_iou: float = Field(
         0.2, ge=0, le=1, description="A box overlapping another by more than this IoU is ambiguous: embed it."
     )
@@ -149,7 +160,9 @@ class TrackerConfig(_Strict):
     track_low_thresh: float = Field(0.1, ge=0, le=1, description="Second-association (low-score) threshold.")
     new_track_thresh: float = Field(0.5, ge=0, le=1, description="Score needed to start a new track.")
     track_buffer: int = Field(60, ge=1, le=10_000, description="Frames a lost track is kept for recovery.")
-    match_thresh: float = Field(0.8, ge=0, le=1, description="Matching cost threshold of the first association.")
+    match_thresh: float = Field(
+        0.8, ge=0, le=1, description="Matching cost threshold of the first association."
+    )
     proximity_thresh: float = Field(0.5, ge=0, le=1, description="IoU gate for appearance matching.")
     appearance_thresh: float = Field(0.25, ge=0, le=2, description="Cosine distance gate for appearance.")
     cmc_method: Literal["none", "ecc", "orb", "sift", "sof"] = Field(
@@ -181,7 +194,10 @@ class OutputConfig(_Strict):
     events: bool = Field(True, description="Write JSON-lines track events (events.jsonl).")
     embeddings: bool = Field(True, description="Store embeddings referenced by events (embeddings.npz).")
     event_every: int = Field(
-        10, ge=1, le=100_000, description="Write track.updated at most this often per track (and on new embeddings)."
+        10,
+        ge=1,
+        le=100_000,
+        description="Write track.updated at most this often per track (and on new embeddings).",
     )
     video: bool = Field(False, description="Write an annotated video (annotated.mp4, mp4v).")
     progress: bool = Field(True, description="Show a progress bar with live FPS.")
@@ -244,7 +260,9 @@ class Settings(BaseSettings):
         """The named camera, or the only one when the file holds one."""
         if name is None:
             if len(self.cameras) != 1:
-                raise ConfigError(f"the config holds cameras {sorted(self.cameras)}: choose one with --camera")
+                raise ConfigError(
+                    f"the config holds cameras {sorted(self.cameras)}: choose one with --camera"
+                )
             name = next(iter(self.cameras))
         if name not in self.cameras:
             raise ConfigError(f"no camera {name!r} in the config (it has {sorted(self.cameras)})")

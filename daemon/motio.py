@@ -70,6 +70,8 @@ def xyxy_to_xywh(xyxy: ArrayLike) -> F64Array:
 
 def rows_by_frame(frame: IntArray) -> dict[int, NDArray[np.intp]]:
     """Row indices of each frame number, in file order within a frame."""
+    if len(frame) == 0:
+        return {}
     order = np.argsort(frame, kind="stable")
     values, starts = np.unique(frame[order], return_index=True)
     ends = np.append(starts[1:], len(order))

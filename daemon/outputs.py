@@ -101,8 +101,14 @@ class EventLog:
         for t in tracks:
             emb = embeddings[t.det_index] if (t.embedded and embeddings is not None) else None
             life = self._life.get(t.track_id)
-            base = {"track_id": t.track_id, "key": t.key, "frame": index, "ts": round(ts, 4),
-                    "box": [round(v, 1) for v in t.xyxy], "score": round(t.score, 4)}
+            base = {
+                "track_id": t.track_id,
+                "key": t.key,
+                "frame": index,
+                "ts": round(ts, 4),
+                "box": [round(v, 1) for v in t.xyxy],
+                "score": round(t.score, 4),
+            }
             if life is None:
                 self._life[t.track_id] = _TrackLife(index, index, 1, t.xyxy, t.score, index)
                 self._emit("track.started", {**base, "embedding": self._embedding_ref(emb)})
@@ -117,11 +123,20 @@ class EventLog:
             life = self._life.pop(tid, None)
             if life is None:
                 continue
-            self._emit("track.ended", {
-                "track_id": tid, "key": f"{self.camera}/{tid}", "frame": index, "ts": round(ts, 4),
-                "first_frame": life.first_frame, "last_frame": life.last_frame, "frames": life.frames,
-                "box": [round(v, 1) for v in life.box], "score": round(life.score, 4),
-            })
+            self._emit(
+                "track.ended",
+                {
+                    "track_id": tid,
+                    "key": f"{self.camera}/{tid}",
+                    "frame": index,
+                    "ts": round(ts, 4),
+                    "first_frame": life.first_frame,
+                    "last_frame": life.last_frame,
+                    "frames": life.frames,
+                    "box": [round(v, 1) for v in life.box],
+                    "score": round(life.score, 4),
+                },
+            )
 
     def close(self) -> None:
         if not self._fh.closed:
@@ -159,7 +174,7 @@ class AnnotatedVideo:
     def write(self, image: ImageBGR, tracks: list[Track], caption: str) -> None:
         if self._writer is None:
             h, w = image.shape[:2]
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
             if not self._writer.isOpened():
                 raise OSError(f"cannot write video {self.path}")
         self._writer.write(draw_tracks(image, tracks, caption))

@@ -37,7 +37,8 @@ def box_iou(a: FloatArray, b: FloatArray) -> FloatArray:
     area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
     area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
     union = area_a[:, None] + area_b[None, :] - inter
-    return (inter / np.maximum(union, 1e-9)).astype(np.float32)
+    iou: FloatArray = (inter / np.maximum(union, 1e-9)).astype(np.float32)
+    return iou
 
 
 def _sparse_embedding_distance(tracks: list[STrack], detections: list[STrack]) -> NDArray[np.float64]:
@@ -102,7 +103,9 @@ class TrackerUpdate:
 class BotSortTracker:
     """Camera-scoped BoT-SORT: ``plan_embeddings`` -> embed the chosen boxes -> ``update``."""
 
-    def __init__(self, camera: str, cfg: TrackerConfig, embed_cfg: EmbedderConfig, use_embeddings: bool) -> None:
+    def __init__(
+        self, camera: str, cfg: TrackerConfig, embed_cfg: EmbedderConfig, use_embeddings: bool
+    ) -> None:
         self.camera = camera
         self.cfg = cfg
         self.embed_cfg = embed_cfg
@@ -159,7 +162,9 @@ class BotSortTracker:
         ids = [_public_id(int(t.id)) for t in tracked]
         return eligible & self._needs_embedding(dets.xyxy, t_boxes, ids)
 
-    def _needs_embedding(self, d_boxes: FloatArray, t_boxes: FloatArray, t_ids: list[int]) -> NDArray[np.bool_]:
+    def _needs_embedding(
+        self, d_boxes: FloatArray, t_boxes: FloatArray, t_ids: list[int]
+    ) -> NDArray[np.bool_]:
         amb = self.embed_cfg.ambiguity_iou
         iou_dt = box_iou(d_boxes, t_boxes)
         iou_dd = box_iou(d_boxes, d_boxes)
@@ -168,13 +173,18 @@ class BotSortTracker:
         best_iou = iou_dt.max(axis=1)
         second = np.sort(iou_dt, axis=1)[:, -2] if iou_dt.shape[1] > 1 else np.zeros(len(d_boxes), np.float32)
         stale = np.array(
-            [self._frame - self._last_embedded.get(t_ids[k], -(10**9)) >= self.embed_cfg.refresh_every for k in best]
+            [
+                self._frame - self._last_embedded.get(t_ids[k], -(10**9)) >= self.embed_cfg.refresh_every
+                for k in best
+            ]
         )
         unmatched = best_iou < 0.5
         ambiguous = (second > amb) | (iou_dd.max(axis=1, initial=0.0) > amb)
         return np.asarray(unmatched | ambiguous | stale, dtype=bool)
 
-    def update(self, dets: Detections, embeddings: FloatArray | None, image: NDArray[np.uint8]) -> TrackerUpdate:
+    def update(
+        self, dets: Detections, embeddings: FloatArray | None, image: NDArray[np.uint8]
+    ) -> TrackerUpdate:
         """Advance one frame. ``embeddings`` is (N, D) aligned with ``dets``; all-zero rows mean 'not embedded'."""
         self._frame += 1
         n = len(dets)

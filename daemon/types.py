@@ -14,7 +14,7 @@ ImageBGR = NDArray[np.uint8]
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One decoded frame. ``index`` is 0-based in source order (after any stride); ``timestamp`` in seconds."""
+    """One decoded frame. ``index`` is its 0-based position in the source (a stride leaves gaps); seconds."""
 
     index: int
     timestamp: float

@@ -61,8 +61,7 @@ class CameraOutputs:
     def write(self, r: FrameResult, caption: str) -> None:
         tracks = r.update.tracks
         if self.mot is not None:
-            for t in tracks:
-                self.mot.write_track(r.frame.index + 1, t.track_id, t.xyxy, t.score)
+            self.mot.write_tracks(r.frame.index + 1, tracks)
         if self.events is not None:
             self.events.frame(r.frame.index, r.frame.timestamp, tracks, r.embeddings)
             self.events.ended(r.update.ended, r.frame.index, r.frame.timestamp)
@@ -93,9 +92,9 @@ class CameraWorker:
         self._stop.set()
 
     def run(self) -> RunSummary:
-        with open_source(self.cam.source) as src:
+        with open_source(self.cam.source, name=self.name) as src:
             dim = self.pipeline.embedder.dim if self.pipeline.embedder is not None else None
-            outputs = CameraOutputs(self.name, self.cam, src.fps or 10.0, dim)
+            outputs = CameraOutputs(self.name, self.cam, src.fps, dim)
             try:
                 frames, seconds, tracks = self._loop(src, outputs)
             finally:
@@ -107,9 +106,15 @@ class CameraWorker:
         return summary
 
     def _loop(self, src: FrameSource, outputs: CameraOutputs) -> tuple[int, float, set[int]]:
-        bar = tqdm(total=src.frame_count, unit="frame", desc=self.name, disable=not self.show_progress,
-                   dynamic_ncols=True)
-        frames, seen, last = 0, set(), (0, 0.0)
+        bar = tqdm(
+            total=src.frame_count,
+            unit="frame",
+            desc=self.name,
+            disable=not self.show_progress,
+            dynamic_ncols=True,
+        )
+        frames, last = 0, (0, 0.0)
+        seen: set[int] = set()
         start = time.perf_counter()
         try:
             for frame in src:
@@ -145,7 +150,7 @@ class CameraWorker:
         }
         return RunSummary(
             camera=self.name,
-            source=self.cam.source.uri,
+            source=src.name,
             frames=frames,
             seconds=round(seconds, 3),
             fps=round(frames / max(seconds, 1e-9), 2),

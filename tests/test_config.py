@@ -47,7 +47,10 @@ def test_unknown_nested_field_names_field_and_file(tmp_path: Path) -> None:
 
 
 def test_out_of_range_value(tmp_path: Path) -> None:
-    p = _write(tmp_path, "cameras:\n  a:\n    source: {uri: x.mp4}\n    detector: {type: ssdlite, score_threshold: 1.5}\n")
+    p = _write(
+        tmp_path,
+        "cameras:\n  a:\n    source: {uri: x.mp4}\n    detector: {type: ssdlite, score_threshold: 1.5}\n",
+    )
     with pytest.raises(ConfigError, match=r"cameras\.a\.detector\.ssdlite\.score_threshold"):
         load_settings(p)
 
@@ -102,7 +105,9 @@ def test_choosing_a_camera(tmp_path: Path) -> None:
 
 def test_with_overrides_revalidates() -> None:
     s = single_camera_settings(CameraConfig(source=SourceConfig(uri="a.mp4")), name="cam")
-    s2 = with_overrides(s, "cam", {"source.uri": "b.mp4", "detector": {"type": "ground-truth", "path": "gt.txt"}})
+    s2 = with_overrides(
+        s, "cam", {"source.uri": "b.mp4", "detector": {"type": "ground-truth", "path": "gt.txt"}}
+    )
     assert s2.cameras["cam"].source.uri == "b.mp4"
     assert isinstance(s2.cameras["cam"].detector, GroundTruthDetectorConfig)
     assert s.cameras["cam"].source.uri == "a.mp4"

@@ -41,9 +41,11 @@ def test_event_log_lifecycle(tmp_path: Path) -> None:
     events = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
     kinds = [(e["event"], e["track_id"], e["frame"]) for e in events]
     assert kinds == [
-        ("track.started", 1, 0), ("track.started", 2, 0),
+        ("track.started", 1, 0),
+        ("track.started", 2, 0),
         ("track.updated", 1, 3),  # new embedding
-        ("track.ended", 1, 7), ("track.ended", 2, 7),
+        ("track.ended", 1, 7),
+        ("track.ended", 2, 7),
     ]
     assert all(e["v"] == 1 and e["camera"] == "cam" for e in events)
     assert events[0]["embedding"] == {"file": "e.npy", "row": 0, "dim": 3}

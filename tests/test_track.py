@@ -28,7 +28,9 @@ def test_ids_are_stable_and_start_at_one() -> None:
     t = BotSortTracker("cam", TrackerConfig(), EmbedderConfig(), use_embeddings=False)
     ids = []
     for f in range(20):
-        u = t.update(_dets((100 + 2 * f, 100, 140 + 2 * f, 200), (400 - 2 * f, 100, 440 - 2 * f, 200)), None, IMG)
+        u = t.update(
+            _dets((100 + 2 * f, 100, 140 + 2 * f, 200), (400 - 2 * f, 100, 440 - 2 * f, 200)), None, IMG
+        )
         ids.append(sorted(tr.track_id for tr in u.tracks))
     assert ids[0] == [1, 2]
     assert all(i == [1, 2] for i in ids)
@@ -112,7 +114,9 @@ def test_appearance_recovers_identity_after_crossing() -> None:
 
 
 def test_memory_stays_bounded_over_many_short_tracks() -> None:
-    t = BotSortTracker("cam", TrackerConfig(track_buffer=3, frame_rate=10), EmbedderConfig(), use_embeddings=False)
+    t = BotSortTracker(
+        "cam", TrackerConfig(track_buffer=3, frame_rate=10), EmbedderConfig(), use_embeddings=False
+    )
     rng = np.random.default_rng(3)
     for f in range(600):
         x = float(rng.integers(0, 600))

@@ -1,0 +1,87 @@
+"""Shared helpers of the detector and embedder benchmarks: the PETS09-S2L1 clip and its ground truth."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import linear_sum_assignment
+
+from daemon.config import default_cache_dir
+from daemon.detect import box_iou
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pets09-s2l1"
+VIDEO = SHARED / "vtest.avi"
+GT = SHARED / "gt" / "gt.txt"
+
+
+def models_dir() -> Path:
+    """$REID_MODELS_DIR or the default cache."""
+    env = os.environ.get("REID_MODELS_DIR")
+    return Path(env) if env else default_cache_dir()
+
+
+@dataclass(frozen=True)
+class GtFrame:
+    """Ground truth of one frame: ids, xyxy boxes, and whether each row counts (consider=1)."""
+
+    ids: NDArray[np.int64]
+    xyxy: NDArray[np.float32]
+    consider: NDArray[np.bool_]
+
+
+def load_gt(path: Path = GT) -> dict[int, GtFrame]:
+    """gt.txt (frame,id,x,y,w,h,consider,...; 1-based frames) -> 0-based frame index -> GtFrame."""
+    rows = np.loadtxt(path, delimiter=",", ndmin=2)
+    out: dict[int, GtFrame] = {}
+    for f in np.unique(rows[:, 0]).astype(int):
+        r = rows[rows[:, 0] == f]
+        xyxy = np.column_stack([r[:, 2], r[:, 3], r[:, 2] + r[:, 4], r[:, 3] + r[:, 5]]).astype(np.float32)
+        out[int(f) - 1] = GtFrame(r[:, 1].astype(np.int64), xyxy, r[:, 6] > 0)
+    return out
+
+
+def read_frames(
+    video: Path = VIDEO, stride: int = 1, max_frames: int = 0
+) -> list[tuple[int, NDArray[np.uint8]]]:
+    """(0-based index, BGR image) of every ``stride``-th frame, at most ``max_frames`` (0 = all)."""
+    cap = cv2.VideoCapture(str(video))
+    if not cap.isOpened():
+        raise SystemExit(f"cannot open {video}")
+    frames: list[tuple[int, NDArray[np.uint8]]] = []
+    index = 0
+    while True:
+        ok, image = cap.read()
+        if not ok or (max_frames and len(frames) >= max_frames):
+            break
+        if index % stride == 0:
+            frames.append((index, image))
+        index += 1
+    cap.release()
+    return frames
+
+
+def match_counts(dets: NDArray[np.float32], gt: GtFrame | None, iou: float = 0.5) -> tuple[int, int, int]:
+    """(true positives, false positives, misses) against the consider=1 boxes, one-to-one at IoU >= iou.
+
+    A detection left unmatched that overlaps a consider=0 box at IoU >= iou is ignored (neither TP nor FP).
+    """
+    if gt is None:
+        return 0, len(dets), 0
+    care, ignore = gt.xyxy[gt.consider], gt.xyxy[~gt.consider]
+    matched = np.zeros(len(dets), dtype=bool)
+    tp = 0
+    if len(dets) and len(care):
+        m = box_iou(dets, care)
+        r, c = linear_sum_assignment(-m)
+        good = m[r, c] >= iou
+        matched[r[good]] = True
+        tp = int(good.sum())
+    rest = ~matched
+    if rest.any() and len(ignore):
+        rest &= ~(box_iou(dets, ignore) >= iou).any(axis=1)
+    return tp, int(rest.sum()), len(care) - tp

@@ -1,0 +1,259 @@
+"""Tracking metrics of one sequence (HOTA, CLEAR MOT, identity), computed by TrackEval's metric classes.
+
+The ground truth and the results are turned into the per-frame data TrackEval's ``MotChallenge2DBox``
+loader hands its metrics (box IoU similarities, ids relabelled to 0..n-1), in memory, with no folder tree:
+
+* gt rows with consider=0 are ignored. With ``distractors=True`` (the default, the MOT16/17/20 rule of
+  ``MotChallenge2DBox.get_preprocessed_seq_data``) predicted boxes are first matched to *all* gt boxes of
+  their frame (Hungarian on IoU, matches need IoU >= 0.5) and those matched to an ignored row are removed,
+  so they count neither as true nor as false positives. With ``distractors=False`` (TrackEval's MOT15 rule,
+  also py-motmetrics') ignored rows are simply dropped and boxes on them are false positives.
+  TrackEval removes only boxes matched to distractor *classes* of a MOT16/17 gt; this module has one
+  'pedestrian' class and treats every consider=0 row as a distractor.
+* TP matches need IoU >= 0.5 (CLEAR, Identity); HOTA averages over IoU thresholds 0.05..0.95.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import linear_sum_assignment  # no scipy stubs here
+from trackeval.datasets import MotChallenge2DBox
+from trackeval.metrics import CLEAR, HOTA, Count, Identity
+
+from daemon.errors import DataError
+from daemon.motio import (
+    F64Array,
+    IntArray,
+    MotGroundTruth,
+    MotTracks,
+    ground_truth_from_array,
+    read_ground_truth,
+    read_results,
+    results_from_array,
+    rows_by_frame,
+)
+
+IOU_THRESHOLD: Final = 0.5
+"""IoU a predicted box needs with a gt box to be a match (CLEAR, Identity, distractor removal)."""
+_EPS: Final = float(np.finfo(float).eps)
+
+GroundTruthInput = MotGroundTruth | str | os.PathLike[str] | NDArray[Any]
+ResultsInput = MotTracks | str | os.PathLike[str] | NDArray[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MotMetrics:
+    """Metrics of one sequence, named as the benchmarks and TrackEval print them.
+
+    Scores are percentages (0-100): HOTA, DetA, AssA (means over the 19 HOTA IoU thresholds), IDF1, IDP,
+    IDR, MOTA, MOTP (mean IoU of the matches). Counts: IDSW, FP, FN, TP, MT/PT/ML (gt ids tracked over
+    80 % / 20-80 % / under 20 % of their frames), Frag, GT_IDs and IDs (gt and predicted identities),
+    GT_Dets and Dets (gt and predicted boxes scored), Frames.
+    """
+
+    HOTA: float
+    DetA: float
+    AssA: float
+    IDF1: float
+    IDP: float
+    IDR: float
+    MOTA: float
+    MOTP: float
+    IDSW: int
+    FP: int
+    FN: int
+    TP: int
+    MT: int
+    PT: int
+    ML: int
+    Frag: int
+    GT_IDs: int
+    IDs: int
+    GT_Dets: int
+    Dets: int
+    Frames: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        """Every metric by name (JSON-ready)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def summary(self) -> str:
+        """One line for logs and reports."""
+        return (
+            f"HOTA {self.HOTA:.2f} (DetA {self.DetA:.2f} AssA {self.AssA:.2f}) | "
+            f"IDF1 {self.IDF1:.2f} (IDP {self.IDP:.2f} IDR {self.IDR:.2f}) | "
+            f"MOTA {self.MOTA:.2f} MOTP {self.MOTP:.2f} | IDSW {self.IDSW} FP {self.FP} FN {self.FN} | "
+            f"MT {self.MT} PT {self.PT} ML {self.ML} | IDs {self.IDs} (gt {self.GT_IDs}) | "
+            f"{self.Frames} frames"
+        )
+
+
+def _load_gt(src: GroundTruthInput) -> MotGroundTruth:
+    if isinstance(src, MotGroundTruth):
+        return src
+    if isinstance(src, np.ndarray):
+        return ground_truth_from_array(src)
+    return read_ground_truth(src)
+
+
+def _load_results(src: ResultsInput) -> MotTracks:
+    if isinstance(src, MotTracks):
+        return src
+    if isinstance(src, np.ndarray):
+        return results_from_array(src)
+    return read_results(src)
+
+
+def _check_unique_ids(frame: IntArray, ids: IntArray, what: str) -> None:
+    if len(frame) == 0:
+        return
+    pairs, counts = np.unique(np.stack([frame, ids], axis=1), axis=0, return_counts=True)
+    if counts.max() > 1:
+        f, i = pairs[int(np.argmax(counts > 1))]
+        raise DataError(f"{what}: id {i} appears more than once in frame {f}")
+
+
+def _box_ious(gt_xywh: F64Array, pred_xywh: F64Array) -> F64Array:
+    # TrackEval's own IoU, the one MotChallenge2DBox._calculate_similarities uses.
+    ious: F64Array = MotChallenge2DBox._calculate_box_ious(gt_xywh, pred_xywh, box_format="xywh")
+    return ious
+
+
+def _distractor_matches(similarity: F64Array, consider: NDArray[np.bool_]) -> NDArray[np.intp]:
+    """Columns of predicted boxes matched to an ignored gt row (as MotChallenge2DBox preprocessing)."""
+    scores = similarity.copy()
+    scores[scores < IOU_THRESHOLD - _EPS] = 0
+    rows, cols = linear_sum_assignment(-scores)
+    matched = scores[rows, cols] > _EPS
+    rows, cols = rows[matched], cols[matched]
+    removed: NDArray[np.intp] = cols[~consider[rows]]
+    return removed
+
+
+@dataclass(frozen=True, slots=True)
+class _FrameData:
+    gt_ids: IntArray
+    pred_ids: IntArray
+    similarity: F64Array
+
+
+def _frame_data(
+    gt: MotGroundTruth,
+    pred: MotTracks,
+    gt_rows: NDArray[np.intp],
+    pred_rows: NDArray[np.intp],
+    distractors: bool,
+) -> _FrameData:
+    similarity = _box_ious(gt.xywh[gt_rows], pred.xywh[pred_rows])
+    consider = gt.consider[gt_rows]
+    keep_pred = np.ones(len(pred_rows), dtype=bool)
+    if distractors and len(gt_rows) > 0 and len(pred_rows) > 0 and not consider.all():
+        keep_pred[_distractor_matches(similarity, consider)] = False
+    return _FrameData(
+        gt_ids=gt.track_id[gt_rows[consider]],
+        pred_ids=pred.track_id[pred_rows[keep_pred]],
+        similarity=similarity[consider][:, keep_pred],
+    )
+
+
+def _relabel(ids_per_frame: list[IntArray]) -> tuple[list[IntArray], int]:
+    """Ids mapped to 0..n-1 over the whole sequence, as TrackEval's metrics index arrays with them."""
+    unique = np.unique(np.concatenate([np.zeros(0, np.int64), *ids_per_frame]))
+    return [np.searchsorted(unique, ids).astype(int) for ids in ids_per_frame], len(unique)
+
+
+_NO_ROWS: Final = np.zeros(0, dtype=np.intp)
+
+
+def _sequence_data(gt: MotGroundTruth, pred: MotTracks, num_frames: int, distractors: bool) -> dict[str, Any]:
+    """The ``data`` dict TrackEval's metrics take, as MotChallenge2DBox.get_preprocessed_seq_data makes it."""
+    gt_by_frame, pred_by_frame = rows_by_frame(gt.frame), rows_by_frame(pred.frame)
+    frames = [
+        _frame_data(gt, pred, gt_by_frame.get(f, _NO_ROWS), pred_by_frame.get(f, _NO_ROWS), distractors)
+        for f in range(1, num_frames + 1)
+    ]
+    gt_ids, num_gt_ids = _relabel([fd.gt_ids for fd in frames])
+    pred_ids, num_pred_ids = _relabel([fd.pred_ids for fd in frames])
+    return {
+        "seq": "sequence",
+        "num_timesteps": num_frames,
+        "gt_ids": gt_ids,
+        "tracker_ids": pred_ids,
+        "similarity_scores": [fd.similarity for fd in frames],
+        "num_gt_ids": num_gt_ids,
+        "num_tracker_ids": num_pred_ids,
+        "num_gt_dets": sum(len(ids) for ids in gt_ids),
+        "num_tracker_dets": sum(len(ids) for ids in pred_ids),
+    }
+
+
+def _metric_config() -> dict[str, Any]:
+    return {"THRESHOLD": IOU_THRESHOLD, "PRINT_CONFIG": False}
+
+
+def _run_trackeval(data: dict[str, Any]) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    for metric in (HOTA(), CLEAR(_metric_config()), Identity(_metric_config()), Count()):
+        res.update(metric.eval_sequence(data))
+    return res
+
+
+def _pct(value: Any) -> float:
+    return 100.0 * float(np.mean(value))
+
+
+def _to_metrics(res: dict[str, Any], frames: int) -> MotMetrics:
+    return MotMetrics(
+        HOTA=_pct(res["HOTA"]),
+        DetA=_pct(res["DetA"]),
+        AssA=_pct(res["AssA"]),
+        IDF1=_pct(res["IDF1"]),
+        IDP=_pct(res["IDP"]),
+        IDR=_pct(res["IDR"]),
+        MOTA=_pct(res["MOTA"]),
+        MOTP=_pct(res["MOTP"]),
+        IDSW=int(res["IDSW"]),
+        FP=int(res["CLR_FP"]),
+        FN=int(res["CLR_FN"]),
+        TP=int(res["CLR_TP"]),
+        MT=int(res["MT"]),
+        PT=int(res["PT"]),
+        ML=int(res["ML"]),
+        Frag=int(res["Frag"]),
+        GT_IDs=int(res["GT_IDs"]),
+        IDs=int(res["IDs"]),
+        GT_Dets=int(res["GT_Dets"]),
+        Dets=int(res["Dets"]),
+        Frames=frames,
+    )
+
+
+def evaluate(
+    gt_path_or_array: GroundTruthInput,
+    results_path_or_array: ResultsInput,
+    num_frames: int | None = None,
+    *,
+    distractors: bool = True,
+) -> MotMetrics:
+    """Score tracker results against ground truth over MOT frames ``1..num_frames``.
+
+    Either input is a MOT file path, an (N, 7..10) array in the file's column layout, or a record read
+    with :mod:`daemon.motio`. ``num_frames`` defaults to the last frame in either input; rows of later
+    frames are left out (a run stopped early is scored on the frames it saw). ``distractors`` chooses how
+    boxes on consider=0 gt rows count (see the module docstring). Malformed input raises DataError.
+    """
+    gt = _load_gt(gt_path_or_array)
+    pred = _load_results(results_path_or_array)
+    _check_unique_ids(gt.frame, gt.track_id, "ground truth")
+    _check_unique_ids(pred.frame, pred.track_id, "results")
+    if num_frames is None:
+        num_frames = int(max(gt.frame.max(initial=0), pred.frame.max(initial=0)))
+    if num_frames < 0:
+        raise ValueError(f"num_frames must be >= 0, got {num_frames}")
+    data = _sequence_data(gt, pred, num_frames, distractors)
+    return _to_metrics(_run_trackeval(data), num_frames)

@@ -1,0 +1,741 @@
+"""Frame sources: video files, RTSP/HTTP streams, webcams and folders of images.
+
+``open_source(cfg)`` resolves the kind, opens the source and reads its first frame in the caller's thread,
+so a missing file, a corrupt video, an empty folder or an unreachable stream raises :class:`SourceError`
+before the main loop starts. The returned :class:`FrameSource` then decodes on a background thread into a
+bounded buffer, so decoding overlaps inference; iterate it (``for frame in source``) and close it (or use it
+as a context manager).
+
+Replay sources (files, folders) never drop a frame: the decoder waits for the consumer, so a replay is exact
+and deterministic. Live sources (RTSP/HTTP, webcams) drop the oldest buffered frame when the consumer falls
+behind (counted in ``stats.frames_dropped``), and reconnect with exponential backoff (:class:`Backoff`) when
+a read fails or the stream ends; they give up (the iterator raises ``SourceError``) after
+``reconnect_attempts`` failures in a row when that is above 0. Live streams must connect once at start: a
+stream that cannot be reached at start-up raises at once rather than retrying forever behind the caller's
+back.
+
+Frame indices are positions in the source (with ``stride`` 3 they are 0, 3, 6, ...), so results line up with
+ground truth numbered by source frame; they keep increasing across reconnects. ``max_frames`` stops the
+decoder after delivering that many (on a live stream some of them may be dropped). Timestamps are the
+container's position for files (index / fps when it has none), index / ``folder_fps`` for folders and
+wall-clock seconds for live streams. Every http(s)/rtsp/rtmp/udp/tcp/srt URL is a live stream unless
+``kind="file"`` says it is a file to read to its end.
+
+RTSP streams are opened over TCP: ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` is set to ``rtsp_transport;tcp`` for the
+duration of the open call only (under a lock) and removed again; a value the user set in the environment is
+left alone and wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Protocol, TypeVar
+
+import cv2
+import numpy as np
+
+from daemon.config import SourceConfig
+from daemon.errors import SourceError
+from daemon.types import Frame, ImageBGR
+
+log = logging.getLogger(__name__)
+
+SourceKind = Literal["file", "rtsp", "webcam", "folder"]
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt"})
+_WEBCAM = re.compile(r"^(?:webcam:)?(\d+)$")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+_RTSP_OVER_TCP = "rtsp_transport;tcp"
+_ENV_LOCK = threading.Lock()
+# Reconnect delays are shortened by up to this fraction at random: cameras dropped together retry out of step.
+_RECONNECT_JITTER = 0.1
+# close() waits this much longer than the longest network timeout for the decoding thread to finish.
+_JOIN_GRACE_S = 1.0
+# A container frame rate outside (0, this] is treated as unknown.
+_MAX_PLAUSIBLE_FPS = 1000.0
+
+T = TypeVar("T")
+
+
+# ----------------------------------------------------------------------------------------------- statistics
+
+
+@dataclass(slots=True)
+class SourceStats:
+    """Counters of one source. Each field has one writer thread; ``FrameSource.stats`` returns a copy."""
+
+    frames_decoded: int = 0  # frames taken from the source, including those skipped by the stride
+    frames_delivered: int = 0  # frames handed to the consumer
+    frames_dropped: int = 0  # live only: oldest buffered frames discarded because the consumer was slow
+    reconnects: int = 0  # successful reconnections of a live stream
+    reconnect_failures: int = 0  # reconnection attempts that could not open the stream
+    decode_seconds: float = 0.0  # time spent reading and decoding (including waiting on the network)
+    last_error: str = ""  # the latest read or connection failure, for status pages and logs
+    connected: bool = False  # the source is open and reading
+
+
+# -------------------------------------------------------------------------------------------------- backoff
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Reconnect delays: ``initial_s``, doubling after each failure, capped at ``max_s``.
+
+    ``next_delay()`` is called before each reconnect attempt and returns ``None`` once ``attempts`` (> 0)
+    attempts have failed in a row; ``reset()`` after a good frame starts the schedule again. ``jitter``
+    shortens each delay by a random fraction in ``[0, jitter)``.
+    """
+
+    initial_s: float
+    max_s: float
+    attempts: int = 0
+    jitter: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)
+    tried: int = 0
+
+    def __post_init__(self) -> None:
+        if not (self.initial_s > 0 and self.max_s > 0 and math.isfinite(self.initial_s + self.max_s)):
+            raise ValueError(f"backoff delays must be positive and finite: {self.initial_s}, {self.max_s}")
+        if self.attempts < 0 or not 0 <= self.jitter < 1:
+            raise ValueError(f"need attempts >= 0 and 0 <= jitter < 1: {self.attempts}, {self.jitter}")
+
+    def delay(self, attempt: int) -> float:
+        """The delay before the ``attempt``-th reconnect in a row (0-based), without jitter."""
+        return min(self.initial_s * 2.0 ** min(attempt, 64), self.max_s)
+
+    @property
+    def exhausted(self) -> bool:
+        return 0 < self.attempts <= self.tried
+
+    def next_delay(self) -> float | None:
+        if self.exhausted:
+            return None
+        d = self.delay(self.tried)
+        self.tried += 1
+        return d * (1.0 - self.jitter * self.rng.random()) if self.jitter else d
+
+    def reset(self) -> None:
+        self.tried = 0
+
+
+# -------------------------------------------------------------------------------------------------- capture
+
+
+class Capture(Protocol):
+    """The part of ``cv2.VideoCapture`` a source uses; tests inject fakes through a ``CaptureFactory``."""
+
+    def isOpened(self) -> bool: ...
+
+    def grab(self) -> bool: ...
+
+    def retrieve(self) -> tuple[bool, Any]: ...
+
+    def get(self, propId: int) -> float: ...
+
+    def release(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureRequest:
+    """What to open: a file path, a stream URL or a webcam index/device, with the network timeouts."""
+
+    kind: SourceKind
+    target: str | int
+    open_timeout_ms: int
+    read_timeout_ms: int
+
+
+CaptureFactory = Callable[[CaptureRequest], Capture]
+
+
+@contextmanager
+def _ffmpeg_capture_options(options: str) -> Iterator[None]:
+    """Set OPENCV_FFMPEG_CAPTURE_OPTIONS for one open call, unless the user set it; restore it afterwards."""
+    with _ENV_LOCK:
+        if _FFMPEG_OPTIONS_ENV in os.environ:
+            yield
+            return
+        os.environ[_FFMPEG_OPTIONS_ENV] = options
+        try:
+            yield
+        finally:
+            os.environ.pop(_FFMPEG_OPTIONS_ENV, None)
+
+
+def opencv_capture(req: CaptureRequest) -> Capture:
+    """The default factory: ``cv2.VideoCapture`` (FFmpeg with timeouts for streams, TCP for RTSP)."""
+    if req.kind == "webcam":
+        return cv2.VideoCapture(req.target)
+    if req.kind == "file":
+        return cv2.VideoCapture(str(req.target))
+    params = [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+        req.open_timeout_ms,
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+        req.read_timeout_ms,
+    ]
+    url = str(req.target)
+    if url.lower().startswith("rtsp"):
+        with _ffmpeg_capture_options(_RTSP_OVER_TCP):
+            return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+    return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+
+
+# ---------------------------------------------------------------------------------------------- resolution
+
+
+def infer_kind(uri: str) -> SourceKind:
+    """The source kind of a uri: webcam index, stream URL, folder, else a video file."""
+    if _WEBCAM.match(uri.strip()):
+        return "webcam"
+    m = _SCHEME.match(uri)
+    if m:
+        if m.group(1).lower() == "file":
+            return "folder" if Path(uri[7:]).is_dir() else "file"
+        if m.group(1).lower() not in STREAM_SCHEMES:
+            raise SourceError(f"unsupported URL scheme {m.group(1)!r} in source {redact(uri)!r}")
+        return "rtsp"
+    return "folder" if Path(uri).is_dir() else "file"
+
+
+def redact(uri: str) -> str:
+    """The uri with any password replaced by ``***`` (safe for logs, names and errors)."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/]*@", r"\1:***@", uri)
+
+
+def _check_url(uri: str) -> None:
+    m = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)", uri)
+    host = m.group(1).rsplit("@", 1)[-1] if m else ""
+    if not host or host.startswith(":"):
+        raise SourceError(f"bad stream URL {redact(uri)!r}: it names no host")
+
+
+def _local_path(uri: str) -> Path:
+    return Path(uri[7:]) if uri.lower().startswith("file://") else Path(uri)
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders ``frame_2`` before ``frame_10``."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p.lower()) for p in re.split(r"(\d+)", name) if p)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files of a folder (jpg, png, bmp, webp), in natural order of their names."""
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def _to_bgr(image: Any) -> ImageBGR:
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise SourceError(f"decoded frame has an unsupported layout {img.shape} {img.dtype}")
+    return img
+
+
+# -------------------------------------------------------------------------------------------------- readers
+
+
+class _Reader(Protocol):
+    live: bool
+    last_error: str
+
+    @property
+    def fps(self) -> float | None: ...
+
+    @property
+    def count(self) -> int | None: ...
+
+    def open(self) -> None: ...
+
+    def read(self) -> tuple[ImageBGR, float] | None: ...
+
+    def grab(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class _CaptureReader:
+    """A file, stream or webcam read through a Capture; ``read``/``grab`` give None/False at end or error."""
+
+    def __init__(self, request: CaptureRequest, factory: CaptureFactory, name: str) -> None:
+        self._req = request
+        self._factory = factory
+        self._name = name
+        self.live = request.kind != "file"
+        self.last_error = ""
+        self._cap: Capture | None = None
+        self._raw = 0  # frames grabbed since the file was opened (files only)
+        self._last_ts = -math.inf
+        self._fps: float | None = None
+        self._count: int | None = None
+
+    @property
+    def fps(self) -> float | None:
+        return self._fps
+
+    @property
+    def count(self) -> int | None:
+        return self._count
+
+    def open(self) -> None:
+        if self._req.kind == "file" and not _SCHEME.match(str(self._req.target)):
+            path = Path(str(self._req.target))
+            if not path.is_file():
+                raise SourceError(f"video file not found: {path}")
+        try:
+            cap = self._factory(self._req)
+        except cv2.error as e:
+            raise SourceError(f"cannot open {self._what()}: {e}") from e
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"cannot open {self._what()}")
+        self._cap = cap
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self._fps = fps if 0 < fps <= _MAX_PLAUSIBLE_FPS else None
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
+        self._count = count if count > 0 else None
+
+    def _what(self) -> str:
+        if self._req.kind == "file":
+            return f"video file {self._name} (unreadable, corrupt or not a video)"
+        if self._req.kind == "webcam":
+            return f"webcam {self._name}"
+        return f"stream {self._name} (within {self._req.open_timeout_ms} ms)"
+
+    def grab(self) -> bool:
+        if self._cap is None:
+            self.last_error = "not connected"
+            return False
+        try:
+            ok = self._cap.grab()
+        except cv2.error as e:
+            ok, self.last_error = False, f"read failed: {e}"
+        else:
+            self.last_error = "" if ok else "read failed or the stream ended"
+        if ok:
+            self._raw += 1
+        return ok
+
+    def read(self) -> tuple[ImageBGR, float] | None:
+        if not self.grab() or self._cap is None:
+            return None
+        ts = self._timestamp()
+        try:
+            ok, image = self._cap.retrieve()
+        except cv2.error as e:
+            ok, image, self.last_error = False, None, f"decode failed: {e}"
+        if not ok or image is None:
+            self.last_error = self.last_error or "decode failed"
+            return None
+        return _to_bgr(image), ts
+
+    def _timestamp(self) -> float:
+        """Live: wall-clock time. Files: the container position, else index / fps; never going backwards."""
+        if self.live:
+            return time.time()
+        fps = self._fps or 0.0
+        ts = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 if self._cap is not None else math.nan
+        if not math.isfinite(ts) or ts < 0 or (self._raw > 1 and ts <= self._last_ts):
+            ts = (self._raw - 1) / fps if fps else self._last_ts + 1.0
+        if ts <= self._last_ts:
+            ts = self._last_ts + (1.0 / fps if fps else 1.0)
+        self._last_ts = ts
+        return ts
+
+    def close(self) -> None:
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
+
+
+class _FolderReader:
+    """Images of a folder in natural order; timestamps are index / fps."""
+
+    live = False
+
+    def __init__(self, folder: Path, fps: float) -> None:
+        self._folder = folder
+        self._fps = fps
+        self._files: list[Path] = []
+        self._next = 0
+        self._count: int | None = None
+        self.last_error = ""
+
+    @property
+    def fps(self) -> float | None:
+        return self._fps
+
+    @property
+    def count(self) -> int | None:
+        return self._count
+
+    def open(self) -> None:
+        if not self._folder.is_dir():
+            raise SourceError(f"image folder not found: {self._folder}")
+        self._files = list_images(self._folder)
+        if not self._files:
+            exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+            raise SourceError(f"image folder {self._folder} holds no images ({exts})")
+        self._next = 0
+        self._count = len(self._files)
+
+    def grab(self) -> bool:
+        if self._next >= len(self._files):
+            self.last_error = "end of folder"
+            return False
+        self._next += 1
+        return True
+
+    def read(self) -> tuple[ImageBGR, float] | None:
+        if not self.grab():
+            return None
+        path = self._files[self._next - 1]
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise SourceError(f"cannot read image {path} (corrupt or unsupported)")
+        return _to_bgr(image), (self._next - 1) / self._fps
+
+    def close(self) -> None:
+        self._files = []
+
+
+def _make_reader(cfg: SourceConfig, kind: SourceKind, name: str, factory: CaptureFactory) -> _Reader:
+    uri = cfg.uri.strip()
+    if kind == "folder":
+        return _FolderReader(_local_path(uri), cfg.folder_fps)
+    target: str | int
+    if kind == "webcam":
+        m = _WEBCAM.match(uri)
+        target = int(m.group(1)) if m else uri
+    elif kind == "rtsp":
+        _check_url(uri)
+        target = uri
+    elif _SCHEME.match(uri) and not uri.lower().startswith("file://"):
+        target = uri  # a file served over http(s), read to its end like a local file
+    else:
+        target = str(_local_path(uri))
+    timeouts = (round(cfg.open_timeout_s * 1000), round(cfg.read_timeout_s * 1000))
+    return _CaptureReader(CaptureRequest(kind, target, *timeouts), factory, name)
+
+
+# ---------------------------------------------------------------------------------------------- hand-off
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: Exception
+
+
+class _End:
+    pass
+
+
+_Item = Frame | _Failed | _End
+
+
+class _Buffer:
+    """Bounded hand-off between the decoding thread and the consumer; ``close()`` wakes both sides at once."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, frame: Frame, drop_oldest: bool) -> bool:
+        """Queue a frame; when full, wait (replay) or drop the oldest frame (live: returns True)."""
+        with self._cond:
+            dropped = False
+            if drop_oldest and len(self._items) >= self._size:
+                self._items.popleft()
+                dropped = True
+            while len(self._items) >= self._size and not self._closed:
+                self._cond.wait()
+            if not self._closed:
+                self._items.append(frame)
+                self._cond.notify_all()
+            return dropped
+
+    def finish(self, item: _Failed | _End) -> None:
+        """Queue the last item (end or failure): never dropped, never waits."""
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def get(self) -> _Item:
+        """The next item; an end or failure stays at the head (sticky). ``_End`` once closed."""
+        with self._cond:
+            while not self._items and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return _End()
+            item = self._items[0]
+            if isinstance(item, Frame):
+                self._items.popleft()
+                self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._items.clear()
+            self._cond.notify_all()
+
+
+# -------------------------------------------------------------------------------------------------- source
+
+
+class FrameSource:
+    """An iterator of :class:`Frame` decoded ahead on a background thread; a context manager.
+
+    Build it with :func:`open_source`. ``fps``, ``frame_count`` and ``stats`` can be read at any time (from
+    another thread too); ``fps`` and ``frame_count`` are known once started.
+    """
+
+    def __init__(
+        self, cfg: SourceConfig, *, name: str | None = None, capture_factory: CaptureFactory | None = None
+    ) -> None:
+        self._cfg = cfg
+        self.kind: SourceKind = infer_kind(cfg.uri.strip()) if cfg.kind == "auto" else cfg.kind
+        self.name = name or redact(cfg.uri.strip())
+        self._reader = _make_reader(cfg, self.kind, self.name, capture_factory or opencv_capture)
+        self._backoff = Backoff(
+            cfg.reconnect_initial_s, cfg.reconnect_max_s, cfg.reconnect_attempts, jitter=_RECONNECT_JITTER
+        )
+        self._stats = SourceStats()
+        self._buffer = _Buffer(cfg.queue_size)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pending: tuple[ImageBGR, float] | None = None
+        self._index = 0
+        self._closed = False
+
+    # ---- public properties
+
+    @property
+    def live(self) -> bool:
+        """True for RTSP/HTTP streams and webcams: frames may be dropped, reads reconnect."""
+        return self._reader.live
+
+    @property
+    def fps(self) -> float:
+        """Nominal frame rate: the container's, else ``cfg.folder_fps``."""
+        return self._reader.fps or self._cfg.folder_fps
+
+    @property
+    def frame_count(self) -> int | None:
+        """Frames this source will deliver (after stride and max_frames); None for live or unknown lengths."""
+        count = self._reader.count
+        if self.live or count is None:
+            return None
+        n = -(-count // self._cfg.stride)
+        return min(n, self._cfg.max_frames) if self._cfg.max_frames else n
+
+    @property
+    def stats(self) -> SourceStats:
+        """A snapshot of the counters."""
+        return replace(self._stats)
+
+    # ---- lifecycle
+
+    def start(self) -> FrameSource:
+        """Open the source, read its first frame and start decoding; raises SourceError if any of it fails."""
+        with self._lock:
+            if self._closed:
+                raise SourceError(f"source {self.name!r} is closed")
+            if self._thread is not None:
+                return self
+            self._pending = self._open_first()
+            self._thread = threading.Thread(target=self._run, name=f"source:{self.name}", daemon=True)
+            self._thread.start()
+        return self
+
+    def _open_first(self) -> tuple[ImageBGR, float]:
+        self._reader.open()
+        self._stats.connected = True
+        try:
+            first = self._timed(self._reader.read)
+            if first is None:
+                raise SourceError(f"no frame could be read from {self.name}: {self._reader.last_error}")
+        except BaseException:
+            self._reader.close()
+            self._stats.connected = False
+            raise
+        self._stats.frames_decoded += 1
+        return first
+
+    def close(self) -> None:
+        """Stop decoding and release the source; returns promptly, idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+        self._stop.set()
+        self._buffer.close()
+        if thread is None:
+            self._reader.close()
+            return
+        if thread is not threading.current_thread():
+            thread.join(max(self._cfg.open_timeout_s, self._cfg.read_timeout_s) + _JOIN_GRACE_S)
+        if thread.is_alive():
+            log.warning("source %s: decoder still blocked in a read; it releases the source later", self.name)
+
+    def __enter__(self) -> FrameSource:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Frame]:
+        return self
+
+    def __next__(self) -> Frame:
+        if self._closed:
+            raise StopIteration
+        if self._thread is None:
+            self.start()
+        item = self._buffer.get()
+        if isinstance(item, Frame):
+            self._stats.frames_delivered += 1
+            return item
+        if isinstance(item, _Failed):
+            raise SourceError(f"frame source {self.name!r} failed: {item.error}") from item.error
+        raise StopIteration
+
+    # ---- decoding thread
+
+    def _run(self) -> None:
+        outcome: _Failed | _End = _End()
+        try:
+            self._produce()
+        except Exception as e:
+            outcome = _Failed(e)
+        finally:
+            try:
+                self._reader.close()
+            finally:
+                self._stats.connected = False
+                self._buffer.finish(outcome)
+
+    def _produce(self) -> None:
+        got, self._pending = self._pending, None
+        while got is not None and not self._stop.is_set():
+            self._emit(*got)
+            if self._cfg.max_frames and self._index >= self._cfg.max_frames:
+                return
+            if not self._skip(self._cfg.stride - 1):
+                return
+            got = self._pull()
+
+    def _emit(self, image: ImageBGR, timestamp: float) -> None:
+        frame = Frame(self._stats.frames_decoded - 1, timestamp, image, self.name)
+        self._index += 1
+        if self._buffer.put(frame, drop_oldest=self.live):
+            self._stats.frames_dropped += 1
+
+    def _timed(self, fn: Callable[[], T]) -> T:
+        t0 = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self._stats.decode_seconds += time.perf_counter() - t0
+
+    def _got_frame(self) -> None:
+        self._stats.frames_decoded += 1
+        self._backoff.reset()
+
+    def _pull(self) -> tuple[ImageBGR, float] | None:
+        """The next decoded frame, reconnecting a live stream; None at the end of a file or when stopped."""
+        while not self._stop.is_set():
+            got = self._timed(self._reader.read)
+            if got is not None:
+                self._got_frame()
+                return got
+            if not self._recover():
+                return None
+        return None
+
+    def _skip(self, n: int) -> bool:
+        """Grab ``n`` frames without decoding them (stride); False at the end of a file or when stopped."""
+        done = 0
+        while done < n and not self._stop.is_set():
+            if self._timed(self._reader.grab):
+                self._got_frame()
+                done += 1
+            elif not self._recover():
+                return False
+        return not self._stop.is_set()
+
+    def _recover(self) -> bool:
+        """After a failed read: False at the end of a file; reconnect a live stream (False if stopped)."""
+        if not self._reader.live:
+            expected = self._reader.count
+            if expected is not None and self._stats.frames_decoded < expected:
+                self._stats.last_error = self._reader.last_error
+                log.warning(
+                    "source %s ended after %d of %d frames: %s",
+                    self.name,
+                    self._stats.frames_decoded,
+                    expected,
+                    self._reader.last_error,
+                )
+            return False
+        self._stats.last_error = self._reader.last_error
+        return self._reconnect()
+
+    def _reconnect(self) -> bool:
+        self._stats.connected = False
+        self._reader.close()
+        while True:
+            delay = self._backoff.next_delay()
+            if delay is None:
+                raise SourceError(
+                    f"gave up on {self.name} after {self._backoff.tried} reconnect attempts in a row; "
+                    f"last error: {self._stats.last_error}"
+                )
+            log.warning("source %s: %s; reconnecting in %.2f s", self.name, self._stats.last_error, delay)
+            if self._stop.wait(delay):
+                return False
+            try:
+                self._reader.open()
+            except SourceError as e:
+                self._stats.reconnect_failures += 1
+                self._stats.last_error = str(e)
+                continue
+            self._stats.reconnects += 1
+            self._stats.connected = True
+            log.info("source %s: reconnected", self.name)
+            return True
+
+
+def open_source(
+    cfg: SourceConfig, *, name: str | None = None, capture_factory: CaptureFactory | None = None
+) -> FrameSource:
+    """Open a frame source and start decoding; raises SourceError naming the source when it cannot be opened.
+
+    ``name`` (default: the uri without its password) labels frames, logs and errors; ``capture_factory``
+    replaces ``cv2.VideoCapture`` (tests).
+    """
+    return FrameSource(cfg, name=name, capture_factory=capture_factory).start()

@@ -1,0 +1,43 @@
+"""Where the shared test data lives (``../shared/data`` beside the repository), and skips when it is absent.
+
+Import from a test module as ``from _data import require_pets09`` (pytest puts ``tests/`` on sys.path).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+PETS09 = "pets09-s2l1"
+
+
+def shared_data_dir() -> Path | None:
+    """``../shared/data`` from the repository root, or None where it is absent (a fresh clone)."""
+    return SHARED_DATA if SHARED_DATA.is_dir() else None
+
+
+def require_pets09() -> Path:
+    """The PETS09-S2L1 folder (``vtest.avi``, ``gt/gt.txt``); skips the calling test when it is absent."""
+    root = shared_data_dir()
+    if root is None:
+        pytest.skip(f"shared test data not found at {SHARED_DATA} (see ../shared/data/README.md)")
+    folder = root / PETS09
+    if not (folder / "gt" / "gt.txt").is_file():
+        pytest.skip(f"{folder / 'gt' / 'gt.txt'} not found in the shared test data")
+    return folder
+
+
+def require_pets09_gt() -> Path:
+    """The PETS09-S2L1 MOT15 ground truth file; skips the calling test when it is absent."""
+    return require_pets09() / "gt" / "gt.txt"
+
+
+def require_pets09_video() -> Path:
+    """The PETS09-S2L1 video (vtest.avi); skips the calling test when it is absent."""
+    video = require_pets09() / "vtest.avi"
+    if not video.is_file():
+        pytest.skip(f"{video} not found in the shared test data")
+    return video

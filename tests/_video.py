@@ -1,0 +1,195 @@
+"""Synthetic test videos with known ground truth.
+
+Solid, widely spaced colours on a mid-grey textured background: every value survives mp4v compression, so a
+test can check detection and tracking against the boxes this module returns. People walk in separate
+horizontal lanes and bounce off the frame edges, so boxes never overlap (identity switches are the tracker's
+fault, not the clip's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+# BGR, saturated and far apart from each other and from the grey background (~96-160).
+PERSON_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (0, 0, 255),  # red
+    (0, 255, 0),  # green
+    (255, 0, 0),  # blue
+    (0, 255, 255),  # yellow
+    (255, 0, 255),  # magenta
+    (255, 255, 0),  # cyan
+    (255, 255, 255),  # white
+    (0, 0, 0),  # black
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GtBox:
+    """One person on one frame; ``frame`` is 0-based, the box is top-left x, y and size in pixels."""
+
+    frame: int
+    id: int
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def xyxy(self) -> tuple[int, int, int, int]:
+        return self.x, self.y, self.x + self.w, self.y + self.h
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticClip:
+    """What a factory wrote: the file (or folder), its rate and size, and the boxes of every frame."""
+
+    path: Path
+    fps: float
+    size: tuple[int, int]
+    truth: tuple[tuple[GtBox, ...], ...]
+    seed: int = 0
+
+    @property
+    def frames(self) -> int:
+        return len(self.truth)
+
+    def colour(self, person_id: int) -> tuple[int, int, int]:
+        """BGR colour of a person (ids are 1-based)."""
+        return PERSON_COLOURS[(person_id - 1) % len(PERSON_COLOURS)]
+
+    def render(self, frame: int) -> NDArray[np.uint8]:
+        """The frame exactly as it was written, before compression."""
+        return render(_background(self.size, self.seed), self.truth[frame])
+
+    def write_mot_gt(self, path: Path) -> Path:
+        """Write the truth as MOTChallenge gt.txt (1-based frames; consider=1, class=1, visibility=1)."""
+        rows = [
+            f"{b.frame + 1},{b.id},{b.x},{b.y},{b.w},{b.h},1,1,1.0" for boxes in self.truth for b in boxes
+        ]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        return path
+
+
+def _background(size: tuple[int, int], seed: int) -> NDArray[np.uint8]:
+    """A static texture: a soft checkerboard plus mild fixed noise, all inside grey values 96-160."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    checker = (((xx // 16) + (yy // 16)) % 2).astype(np.int16) * 24
+    noise = np.random.default_rng(seed).integers(-8, 9, size=(h, w), dtype=np.int16)
+    grey = np.clip(112 + checker + noise, 96, 160).astype(np.uint8)
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def _tracks(frames: int, size: tuple[int, int], people: int, seed: int) -> tuple[tuple[GtBox, ...], ...]:
+    """Lane-bound, edge-bouncing trajectories: deterministic from the seed."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    lane = h / max(people, 1)
+    box_h = max(12, int(min(0.35 * h, 0.85 * lane)))
+    box_w = max(6, int(0.4 * box_h))
+    span = max(1, w - box_w)
+    starts = rng.integers(0, span, size=people)
+    speeds = rng.choice(np.array([-1, 1]), size=people) * rng.integers(2, 6, size=people)
+    out: list[tuple[GtBox, ...]] = []
+    for f in range(frames):
+        boxes = []
+        for p in range(people):
+            travelled = int(starts[p] + speeds[p] * f) % (2 * span)
+            x = travelled if travelled < span else 2 * span - travelled  # bounce
+            y = int(p * lane + (lane - box_h) / 2)
+            boxes.append(GtBox(f, p + 1, x, max(0, y), box_w, box_h))
+        out.append(tuple(boxes))
+    return tuple(out)
+
+
+def render(background: NDArray[np.uint8], boxes: Sequence[GtBox]) -> NDArray[np.uint8]:
+    """Draw the boxes of one frame on a copy of the background."""
+    img = background.copy()
+    for b in boxes:
+        colour = PERSON_COLOURS[(b.id - 1) % len(PERSON_COLOURS)]
+        img[b.y : b.y + b.h, b.x : b.x + b.w] = colour
+    return img
+
+
+def make_video(
+    path: Path | str,
+    frames: int = 30,
+    size: tuple[int, int] = (320, 240),
+    fps: float = 10.0,
+    people: int = 3,
+    seed: int = 0,
+) -> SyntheticClip:
+    """Write an mp4v video of ``people`` moving rectangles and return its ground truth."""
+    if not 1 <= people <= len(PERSON_COLOURS) or frames < 1:
+        raise ValueError(f"need 1..{len(PERSON_COLOURS)} people and at least one frame")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    truth = _tracks(frames, size, people, seed)
+    background = _background(size, seed)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        raise RuntimeError(f"cv2.VideoWriter cannot write {path}")
+    try:
+        for boxes in truth:
+            writer.write(render(background, boxes))
+    finally:
+        writer.release()
+    return SyntheticClip(path, fps, size, truth, seed)
+
+
+def make_image_folder(
+    path: Path | str,
+    frames: int = 12,
+    size: tuple[int, int] = (160, 120),
+    people: int = 2,
+    ext: str = "png",
+    seed: int = 0,
+    fps: float = 10.0,
+) -> SyntheticClip:
+    """Write frames as ``frame_1.<ext>``, ``frame_2.<ext>``, ... (not zero-padded: checks natural sorting).
+
+    ``fps`` is only recorded in the returned clip; a folder source takes its rate from the config.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    truth = _tracks(frames, size, people, seed)
+    background = _background(size, seed)
+    for i, boxes in enumerate(truth):
+        if not cv2.imwrite(str(path / f"frame_{i + 1}.{ext}"), render(background, boxes)):
+            raise RuntimeError(f"cv2.imwrite cannot write {ext} files")
+    return SyntheticClip(path, fps, size, truth, seed)
+
+
+def shows_people(image: NDArray[np.uint8], clip: SyntheticClip, frame: int, tolerance: int = 60) -> bool:
+    """True when every person of ``frame`` shows its colour at the centre of its box in ``image``."""
+    for b in clip.truth[frame]:
+        got = image[b.y + b.h // 2, b.x + b.w // 2].astype(np.int16)
+        if np.abs(got - np.array(clip.colour(b.id), np.int16)).max() > tolerance:
+            return False
+    return True
+
+
+@lru_cache(maxsize=8)
+def _small_frames(clip: SyntheticClip) -> NDArray[np.int16]:
+    """Every frame of the clip as written, at half size: the reference stack of ``match_frame``."""
+    background = _background(clip.size, clip.seed)
+    half = (clip.size[0] // 2, clip.size[1] // 2)
+    return np.stack(
+        [cv2.resize(render(background, boxes), half, interpolation=cv2.INTER_AREA) for boxes in clip.truth]
+    ).astype(np.int16)
+
+
+def match_frame(image: NDArray[np.uint8], clip: SyntheticClip) -> int:
+    """Index of the clip frame that a decoded ``image`` looks most like: checks frame order after decoding."""
+    reference = _small_frames(clip)
+    small = cv2.resize(image, (reference.shape[2], reference.shape[1]), interpolation=cv2.INTER_AREA)
+    errors = np.abs(reference - small.astype(np.int16)).mean(axis=(1, 2, 3))
+    return int(np.argmin(errors))

@@ -1,0 +1,290 @@
+"""Tracking metrics: hand-derived counts, consider=0 rows, TrackEval's own loader, py-motmetrics figures."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import trackeval
+from _data import require_pets09_gt
+
+from daemon.errors import DataError
+from daemon.evaluate import MotMetrics, evaluate
+from daemon.motio import MotGroundTruth, MotTracks, read_ground_truth, write_ground_truth, write_results
+
+# -------------------------------------------------------------------------------- a hand-built case
+# Boxes are 10x20 at y=0 and far apart along x, so every IoU is 1 (same place) or 0.
+A_X, B_X, FP1_X, FP2_X, IGNORED_X = 0.0, 100.0, 200.0, 300.0, 400.0
+
+
+def _gt(rows: list[tuple[int, int, float, int]]) -> MotGroundTruth:
+    a = np.array(rows, dtype=float).reshape(-1, 4)
+    xywh = np.stack([a[:, 2], np.zeros(len(a)), np.full(len(a), 10.0), np.full(len(a), 20.0)], axis=1)
+    return MotGroundTruth(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), xywh, a[:, 3] == 1)
+
+
+def _pred(rows: list[tuple[int, int, float]]) -> MotTracks:
+    a = np.array(rows, dtype=float).reshape(-1, 3)
+    xywh = np.stack([a[:, 2], np.zeros(len(a)), np.full(len(a), 10.0), np.full(len(a), 20.0)], axis=1)
+    return MotTracks(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), xywh, np.ones(len(a)))
+
+
+def _hand_case() -> tuple[MotGroundTruth, MotTracks]:
+    # gt: persons A (id 1) and B (id 2) in frames 1-4 (8 boxes); an ignored person (id 3, consider=0)
+    # in frame 1.
+    gt = _gt(
+        [(f, 1, A_X, 1) for f in range(1, 5)] + [(f, 2, B_X, 1) for f in range(1, 5)] + [(1, 3, IGNORED_X, 0)]
+    )
+    pred = _pred(
+        [
+            *[
+                (1, 1, A_X),
+                (2, 1, A_X),
+                (3, 3, A_X),
+                (4, 3, A_X),
+            ],  # A: track 1, then track 3 -> one ID switch
+            *[(1, 2, B_X), (2, 2, B_X), (3, 2, B_X)],  # B: missed in frame 4 -> one FN
+            *[(2, 4, FP1_X), (4, 5, FP2_X)],  # two false positives
+            (1, 6, IGNORED_X),  # on the ignored person
+        ]
+    )
+    return gt, pred
+
+
+def test_hand_built_case_with_distractor_rule() -> None:
+    m = evaluate(*_hand_case())
+    # The box on the ignored person is removed. TP = 4 (A) + 3 (B) = 7, FN = 1, FP = 2, IDSW = 1.
+    assert (m.TP, m.FN, m.FP, m.IDSW) == (7, 1, 2, 1)
+    # MOTA = 1 - (FN + FP + IDSW) / GT = 1 - (1 + 2 + 1) / 8 = 0.5
+    assert pytest.approx(50.0) == m.MOTA
+    # Identity matching: B<->2 (3 frames), A<->1 or A<->3 (2 frames): IDTP = 5 of 8 gt and 9 predicted boxes.
+    # IDF1 = 2*5 / (8 + 9) = 10/17, IDP = 5/9, IDR = 5/8.
+    assert pytest.approx(100 * 10 / 17) == m.IDF1
+    assert pytest.approx(100 * 5 / 9) == m.IDP
+    assert pytest.approx(100 * 5 / 8) == m.IDR
+    # Every match has IoU 1, so all 19 HOTA thresholds agree. DetA = TP / (TP + FN + FP) = 7/10.
+    # AssA: the 2+2 matches of A score 2/(4+2-2) = 0.5 each, the 3 of B score 3/(4+3-3) = 0.75:
+    # (4*0.5 + 3*0.75)/7 = 4.25/7, and HOTA = sqrt(DetA * AssA) = sqrt(0.425).
+    assert m.DetA == pytest.approx(70.0)
+    assert m.AssA == pytest.approx(100 * 4.25 / 7)
+    assert pytest.approx(100 * math.sqrt(0.425)) == m.HOTA
+    assert pytest.approx(100.0) == m.MOTP
+    # A is matched in 4/4 frames (mostly tracked: > 80 %), B in 3/4 (partially tracked).
+    assert (m.MT, m.PT, m.ML) == (1, 1, 0)
+    assert (m.GT_IDs, m.IDs, m.GT_Dets, m.Dets, m.Frames) == (2, 5, 8, 9, 4)
+
+
+def test_hand_built_case_with_mot15_rule() -> None:
+    m = evaluate(*_hand_case(), distractors=False)
+    # The ignored row is simply dropped: the box on it is a third false positive.
+    assert (m.TP, m.FN, m.FP, m.IDSW) == (7, 1, 3, 1)
+    assert pytest.approx(100 * (1 - (1 + 3 + 1) / 8)) == m.MOTA  # 37.5
+    assert pytest.approx(100 * 10 / 18) == m.IDF1  # 2*5 / (8 + 10)
+    assert pytest.approx(50.0) == m.IDP  # 5/10
+    assert (m.GT_IDs, m.IDs) == (2, 6)
+
+
+def test_box_overlapping_an_ignored_row_too_little_is_a_false_positive() -> None:
+    gt = _gt([(1, 1, A_X, 1), (1, 2, IGNORED_X, 0)])
+    # IoU with the ignored box: overlap 4x20 over union 16x20 = 0.25 < 0.5 -> not removed.
+    pred = _pred([(1, 1, A_X), (1, 2, IGNORED_X + 6)])
+    m = evaluate(gt, pred)
+    assert (m.TP, m.FP, m.FN) == (1, 1, 0)
+
+
+def test_identical_results_score_100() -> None:
+    gt, _ = _hand_case()
+    m = evaluate(gt, MotTracks(gt.frame, gt.track_id, gt.xywh, np.ones(len(gt))))
+    for value in (m.HOTA, m.DetA, m.AssA, m.IDF1, m.IDP, m.IDR, m.MOTA, m.MOTP):
+        assert value == pytest.approx(100.0)
+    assert (m.IDSW, m.FP, m.FN) == (0, 0, 0)
+
+
+def test_empty_results_score_zero_and_miss_everything() -> None:
+    gt, _ = _hand_case()
+    m = evaluate(gt, MotTracks.empty())
+    assert (m.HOTA, m.IDF1, m.MOTA, m.FN, m.FP, m.ML) == (0.0, 0.0, 0.0, 8, 0, 2)
+
+
+def test_num_frames_scores_only_the_frames_seen() -> None:
+    gt, pred = _hand_case()
+    m = evaluate(gt, pred, num_frames=2)
+    # Frames 1-2: gt 4 boxes, all tracked; one FP (frame 2), the box on the ignored row removed.
+    assert (m.Frames, m.GT_Dets, m.TP, m.FP, m.FN, m.IDSW) == (2, 4, 4, 1, 0, 0)
+    with pytest.raises(ValueError, match="num_frames"):
+        evaluate(gt, pred, num_frames=-1)
+
+
+def test_paths_arrays_and_records_give_the_same_numbers(tmp_path: Path) -> None:
+    gt, pred = _hand_case()
+    write_ground_truth(tmp_path / "gt.txt", gt)
+    write_results(tmp_path / "res.txt", pred)
+    gt_array = np.column_stack([gt.frame, gt.track_id, gt.xywh, gt.consider.astype(float)])
+    pred_array = np.column_stack([pred.frame, pred.track_id, pred.xywh, pred.conf])
+    expected = evaluate(gt, pred)
+    assert evaluate(tmp_path / "gt.txt", str(tmp_path / "res.txt")) == expected
+    assert evaluate(gt_array, pred_array) == expected
+
+
+def test_bad_inputs_raise_data_error(tmp_path: Path) -> None:
+    gt, _ = _hand_case()
+    (tmp_path / "res.txt").write_text("1,1,0,0,10,20\n")
+    with pytest.raises(DataError, match=r"res\.txt, line 1"):
+        evaluate(gt, tmp_path / "res.txt")
+    twice = MotTracks(np.array([1, 1]), np.array([5, 5]), np.ones((2, 4)), np.ones(2))
+    with pytest.raises(DataError, match="results: id 5 appears more than once in frame 1"):
+        evaluate(gt, twice)
+
+
+def test_as_dict_and_summary() -> None:
+    m = evaluate(*_hand_case())
+    d = m.as_dict()
+    assert d["MOTA"] == m.MOTA and d["IDSW"] == 1 and d["GT_IDs"] == 2 and d["Frames"] == 4
+    assert set(d) >= {"HOTA", "DetA", "AssA", "IDF1", "IDP", "IDR", "MOTP", "FP", "FN", "MT", "ML", "IDs"}
+    line = m.summary()
+    assert "\n" not in line and "HOTA 65.19" in line and "MOTA 50.00" in line and "IDSW 1" in line
+    with pytest.raises(AttributeError):
+        m.MOTA = 0.0  # type: ignore[misc]
+
+
+# -------------------------------------------------------------------------------- TrackEval's loader
+# The reference: TrackEval's own Evaluator reading a MOTChallenge folder tree through MotChallenge2DBox.
+# MOT17 rule: consider=0 rows are written with class 8 (distractor). MOT15 rule: no preprocessing.
+
+
+def _trackeval_reference(folder: Path, gt: MotGroundTruth, pred: MotTracks, benchmark: str) -> dict[str, Any]:
+    (folder / "gt" / "seq" / "gt").mkdir(parents=True)
+    (folder / "trackers" / "t" / "data").mkdir(parents=True)
+    with open(folder / "gt" / "seq" / "gt" / "gt.txt", "w", encoding="utf-8") as fh:
+        for f, i, b, c in zip(gt.frame, gt.track_id, gt.xywh, gt.consider, strict=True):
+            fh.write(f"{f},{i},{','.join(repr(float(v)) for v in b)},{int(c)},{1 if c else 8},1\n")
+    with open(folder / "trackers" / "t" / "data" / "seq.txt", "w", encoding="utf-8") as fh:
+        for f, i, b, s in zip(pred.frame, pred.track_id, pred.xywh, pred.conf, strict=True):
+            fh.write(f"{f},{i},{','.join(repr(float(v)) for v in b)},{float(s)!r},-1,-1,-1\n")
+    quiet = {"PRINT_CONFIG": False}
+    evaluator = trackeval.Evaluator(
+        {
+            **quiet,
+            "PRINT_RESULTS": False,
+            "TIME_PROGRESS": False,
+            "OUTPUT_SUMMARY": False,
+            "OUTPUT_DETAILED": False,
+            "PLOT_CURVES": False,
+            "LOG_ON_ERROR": None,
+        }
+    )
+    dataset = trackeval.datasets.MotChallenge2DBox(
+        {
+            **quiet,
+            "GT_FOLDER": str(folder / "gt"),
+            "TRACKERS_FOLDER": str(folder / "trackers"),
+            "SKIP_SPLIT_FOL": True,
+            "SEQ_INFO": {"seq": int(gt.frame.max())},
+            "BENCHMARK": benchmark,
+        }
+    )
+    metrics = [
+        trackeval.metrics.HOTA(),
+        trackeval.metrics.CLEAR(dict(quiet)),
+        trackeval.metrics.Identity(dict(quiet)),
+    ]
+    res, _ = evaluator.evaluate([dataset], metrics)
+    r = res["MotChallenge2DBox"]["t"]["seq"]["pedestrian"]
+    hota, clear, ident, count = r["HOTA"], r["CLEAR"], r["Identity"], r["Count"]
+    return {
+        "HOTA": 100 * np.mean(hota["HOTA"]),
+        "DetA": 100 * np.mean(hota["DetA"]),
+        "AssA": 100 * np.mean(hota["AssA"]),
+        "IDF1": 100 * ident["IDF1"],
+        "IDP": 100 * ident["IDP"],
+        "IDR": 100 * ident["IDR"],
+        "MOTA": 100 * clear["MOTA"],
+        "MOTP": 100 * clear["MOTP"],
+        **{k: clear[k] for k in ("IDSW", "MT", "PT", "ML", "Frag")},
+        "FP": clear["CLR_FP"],
+        "FN": clear["CLR_FN"],
+        "TP": clear["CLR_TP"],
+        **{k: count[k] for k in ("GT_IDs", "IDs", "GT_Dets", "Dets")},
+    }
+
+
+def _assert_same(ours: MotMetrics, reference: dict[str, Any]) -> None:
+    d = ours.as_dict()
+    for key, value in reference.items():
+        assert d[key] == pytest.approx(float(value), abs=1e-9), key
+
+
+@pytest.mark.parametrize(("benchmark", "distractors"), [("MOT17", True), ("MOT15", False)])
+def test_matches_trackeval_evaluator_on_hand_case(tmp_path: Path, benchmark: str, distractors: bool) -> None:
+    gt, pred = _hand_case()
+    _assert_same(
+        evaluate(gt, pred, distractors=distractors), _trackeval_reference(tmp_path, gt, pred, benchmark)
+    )
+
+
+# -------------------------------------------------------------------------------- the real clip
+
+
+def _perturbed_pets_results(gt: MotGroundTruth) -> MotTracks:
+    """Deterministic damage to the PETS09 considered gt: misses, misplaced boxes, an id swap, a fragment,
+    a false track, and boxes on every consider=0 row."""
+    c = gt.considered()
+    order = np.lexsort((c.track_id, c.frame))
+    frame, ids, xywh = c.frame[order], c.track_id[order].copy(), c.xywh[order].copy()
+    rows = np.arange(len(frame))
+    keep = rows % 9 != 4  # misses
+    shifted = rows % 13 == 6  # moved right by 60 % of the width: IoU 0.25, one FP + one FN
+    xywh[shifted, 0] += 0.6 * xywh[shifted, 2]
+    uniq, counts = np.unique(ids, return_counts=True)
+    a, b, third = uniq[np.argsort(-counts, kind="stable")[:3]]
+    late = frame >= 400  # the two longest tracks swap ids from frame 400 on
+    ia, ib = late & (ids == a), late & (ids == b)
+    ids[ia], ids[ib] = b, a
+    ids[(ids == third) & (frame >= 200) & (frame < 260)] += 100  # a fragment with its own id
+    fp_frames = np.arange(10, 796, 10)  # a false track in a corner every 10th frame
+    ignored = gt.select(~gt.consider)
+    return MotTracks(
+        np.concatenate([frame[keep], fp_frames, ignored.frame]),
+        np.concatenate([ids[keep], np.full(len(fp_frames), 999), 500 + ignored.track_id]),
+        np.concatenate([xywh[keep], np.tile([700.0, 20.0, 30.0, 70.0], (len(fp_frames), 1)), ignored.xywh]),
+        np.ones(len(frame[keep]) + len(fp_frames) + len(ignored)),
+    )
+
+
+@pytest.mark.shared_data
+def test_real_gt_against_itself_scores_100() -> None:
+    gt = read_ground_truth(require_pets09_gt())
+    m = evaluate(gt, require_pets09_gt())  # consider=0 rows read as results are removed as distractors
+    assert pytest.approx([100.0, 100.0, 100.0]) == [m.HOTA, m.IDF1, m.MOTA]
+    assert (m.IDSW, m.FP, m.FN, m.GT_IDs, m.GT_Dets, m.Frames) == (0, 0, 0, 19, 4476, 795)
+
+
+@pytest.mark.shared_data
+def test_real_gt_agrees_with_py_motmetrics() -> None:
+    gt = read_ground_truth(require_pets09_gt())
+    m = evaluate(gt, _perturbed_pets_results(gt), distractors=False)
+    # py-motmetrics 1.4.0 (numpy 1.26) on the same rows: loadtxt(fmt="mot15-2D", min_confidence=1) for the gt,
+    # compare_to_groundtruth(..., "iou", distth=0.5), motchallenge_metrics. Its MOTP is 1 - IoU.
+    assert pytest.approx(73.42673403766652, abs=1e-9) == m.IDF1
+    assert pytest.approx(75.54347826086957, abs=1e-9) == m.IDP
+    assert pytest.approx(71.42537980339589, abs=1e-9) == m.IDR
+    assert pytest.approx(69.4816800714924, abs=1e-9) == m.MOTA
+    assert pytest.approx(100 * (1 - 0.00013171385107320352), abs=1e-9) == m.MOTP
+    assert (m.FP, m.FN, m.IDSW) == (558, 802, 6)
+    assert (m.MT, m.PT, m.ML) == (14, 5, 0)
+    # The default (MOT17) rule removes the 174 boxes put on consider=0 rows instead of counting them as FP.
+    d = evaluate(gt, _perturbed_pets_results(gt))
+    assert (d.FP, d.FN, d.IDSW, d.Dets) == (558 - 174, 802, 6, m.Dets - 174)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize(("benchmark", "distractors"), [("MOT17", True), ("MOT15", False)])
+def test_real_gt_matches_trackeval_evaluator(tmp_path: Path, benchmark: str, distractors: bool) -> None:
+    gt = read_ground_truth(require_pets09_gt())
+    pred = _perturbed_pets_results(gt)
+    _assert_same(
+        evaluate(gt, pred, distractors=distractors), _trackeval_reference(tmp_path, gt, pred, benchmark)
+    )

