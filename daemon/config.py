@@ -171,6 +171,22 @@ class TrackerConfig(_Strict):
     fuse_first_associate: bool = Field(True, description="Fuse detection score into the first association.")
     frame_rate: int = Field(10, ge=1, le=240, description="Nominal stream frame rate (scales the buffer).")
     min_hits: int = Field(1, ge=1, le=100, description="Frames a track must be seen before it is reported.")
+    relink_window: int = Field(
+        150,
+        ge=0,
+        le=100_000,
+        description="A new track may take back the id of a track lost at most this many frames ago when their "
+        "appearance matches (0 = off).",
+    )
+    relink_thresh: float = Field(
+        0.15, ge=0, le=2, description="Largest cosine distance at which a new track takes back a lost id."
+    )
+    relink_max_speed: float = Field(
+        0.5,
+        gt=0,
+        le=100,
+        description="Largest plausible movement while lost, in box heights per frame (plus one height).",
+    )
 
 
 class RuntimeConfig(_Strict):

@@ -189,10 +189,22 @@ def merge_passes(
 # --------------------------------------------------------------------------------------------- SSDLite
 
 
+def checked_image(frame: Frame) -> ImageBGR:
+    """The frame's image; ValueError naming the frame unless it is a non-empty HxWx3 uint8 array."""
+    image = frame.image
+    if image.ndim != 3 or image.shape[2] != 3 or image.size == 0 or image.dtype != np.uint8:
+        raise ValueError(
+            f"frame {frame.index}: expected a non-empty HxWx3 uint8 BGR image, got {image.dtype} {image.shape}"
+        )
+    return image
+
+
 class SSDLiteDetector:
     """SSDLite-MobileNetV2 (ONNX with NMS inside) on the full frame plus a grid of overlapping tiles.
 
     All passes are resized to 300x300 and, when the graph accepts a batch, run in one onnxruntime call.
+    ``batched`` (found at start) and ``merge_cut_boxes`` (drop tile boxes cut by an interior tile edge when
+    another pass saw the person whole; on by default, measured better) may be switched for comparisons.
     """
 
     def __init__(self, cfg: SSDLiteDetectorConfig, runtime: RuntimeConfig, cache_dir: Path) -> None:
@@ -239,9 +251,7 @@ class SSDLiteDetector:
         return self._windows[key]
 
     def detect(self, frame: Frame) -> Detections:
-        image = frame.image
-        if image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
-            raise ValueError(f"frame {frame.index}: expected an HxWx3 BGR image, got shape {image.shape}")
+        image = checked_image(frame)
         height, width = image.shape[:2]
         windows = self.windows(width, height)
         num, scores, boxes = self.infer(image, windows)
@@ -277,9 +287,8 @@ class SSDLiteDetector:
     def infer(self, image: ImageBGR, windows: IntArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Run the SSD on every window: num (P,), scores (P, K), boxes (P, K, 4) normalised y0,x0,y1,x1."""
         crops = [cv2.resize(image[y0:y1, x0:x1], (SSD_SIZE, SSD_SIZE)) for x0, y0, x1, y1 in windows]
-        batch: NDArray[np.uint8] = np.ascontiguousarray(
-            np.stack(crops)[..., ::-1], dtype=np.uint8
-        )  # BGR->RGB
+        # the graph was trained on RGB
+        batch: NDArray[np.uint8] = np.ascontiguousarray(np.stack(crops)[..., ::-1], dtype=np.uint8)
         if self.batched:
             num, scores, boxes, _ = self._run(batch)
         else:
@@ -324,7 +333,7 @@ def letterbox(image: ImageBGR, size: int) -> tuple[ImageBGR, float, tuple[float,
 def decode_yolo(
     output: NDArray[Any], person_classes: tuple[int, ...], score_threshold: float
 ) -> tuple[FloatArray, FloatArray]:
-    """Ultralytics detect head output (1, 4+nc, N) or (1, N, 4+nc) -> canvas xyxy and person scores.
+    """Ultralytics detect head output (1, 4+nc, N), without NMS -> canvas xyxy and person scores.
 
     The score of a candidate is its best score over ``person_classes``; rows below the threshold are dropped.
     """
@@ -333,8 +342,6 @@ def decode_yolo(
         out = out[0]
     if out.ndim != 2:
         raise ModelError(f"unexpected YOLO output shape {np.shape(output)}; expected (1, 4+classes, N)")
-    if out.shape[0] > out.shape[1]:
-        out = out.T  # (N, 4+nc) layout
     nc = out.shape[0] - 4
     if nc < 1 or max(person_classes) >= nc:
         raise ModelError(f"YOLO output has {nc} classes; person_classes {person_classes} do not fit")
@@ -390,9 +397,7 @@ class YoloOnnxDetector:
             )
 
     def detect(self, frame: Frame) -> Detections:
-        image = frame.image
-        if image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
-            raise ValueError(f"frame {frame.index}: expected an HxWx3 BGR image, got shape {image.shape}")
+        image = checked_image(frame)
         canvas, scale, pad = letterbox(image, self.cfg.imgsz)
         blob = canvas[..., ::-1].transpose(2, 0, 1)[None].astype(np.float32) * np.float32(1 / 255)
         output = self.session.run(None, {self._input: np.ascontiguousarray(blob, dtype=self._dtype)})[0]

@@ -55,7 +55,9 @@ def crop_windows(xyxy: NDArray[Any], width: int, height: int) -> IntArray:
     """
     if width < 1 or height < 1:
         raise ValueError(f"cannot crop from an empty {width}x{height} image")
-    b = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(xyxy, dtype=np.float64)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must be (N, 4) x0,y0,x1,y1, got shape {b.shape}")
     b = np.nan_to_num(b, nan=0.0, posinf=float(max(width, height)), neginf=0.0)
     x_lo, x_hi = np.minimum(b[:, 0], b[:, 2]), np.maximum(b[:, 0], b[:, 2])
     y_lo, y_hi = np.minimum(b[:, 1], b[:, 3]), np.maximum(b[:, 1], b[:, 3])

