@@ -8,6 +8,9 @@ so a thin subclass lets a box without one (an all-zero row) fall back to IoU in 
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +125,11 @@ class BotSortTracker:
         c = self.cfg
         # BoxMOT scales the buffer by frame_rate / 30; undo it so track_buffer is in frames as configured.
         buffer = max(1, round(c.track_buffer * 30 / c.frame_rate))
+        with _quiet_boxmot():
+            return self._construct(buffer)
+
+    def _construct(self, buffer: int) -> _SparseReidBotSort:
+        c = self.cfg
         return _SparseReidBotSort(
             track_high_thresh=c.track_high_thresh,
             track_low_thresh=c.track_low_thresh,
@@ -387,6 +395,18 @@ class Relinker:
         dx = (box[0] + box[2]) / 2 - (x1 + x2) / 2
         dy = (box[1] + box[3]) / 2 - (y1 + y2) / 2
         return float(np.hypot(dx, dy)) <= (self.cfg.relink_max_speed * gap + 1.0) * height
+
+
+@contextmanager
+def _quiet_boxmot() -> Iterator[None]:
+    """BoxMOT logs its settings at INFO on every tracker it builds; keep that out of the worker's output."""
+    logger = logging.getLogger("boxmot")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class _RefusingReid:

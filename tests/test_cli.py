@@ -33,7 +33,9 @@ def synth(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def test_version_as_a_console_script() -> None:
-    out = subprocess.run([sys.executable, "-m", "daemon", "--version"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "daemon", "--version"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.startswith("reid-daemon ")
 
 
@@ -54,7 +56,9 @@ def test_wrong_config_field_exits_2_naming_it(tmp_path: Path, capsys: pytest.Cap
     assert "cameras.a.trackr" in err and str(cfg) in err
 
 
-def test_missing_video_exits_1_naming_it(synth: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_video_exits_1_naming_it(
+    synth: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     _, _, cfg = synth
     assert main(["run", "--config", str(cfg), "--source", "/no/such/video.mp4"]) == 1
     assert "/no/such/video.mp4" in capsys.readouterr().err
@@ -77,7 +81,9 @@ def test_missing_model_exits_1_with_fetch_hint(
     assert "ssdlite-mobilenetv2-pedestrian" in err and "reid-daemon models fetch" in err
 
 
-def test_run_then_eval(synth: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_then_eval(
+    synth: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _, gt, cfg = synth
     assert main(["run", "--config", str(cfg), "--video"]) == 0
     out = capsys.readouterr().out
@@ -95,15 +101,39 @@ def test_eval_runs_tracker_on_noisy_gt_and_det_file(
 ) -> None:
     _, gt, cfg = synth
     m1 = tmp_path / "noisy.json"
-    assert main(["eval", "--gt", str(gt), "--config", str(cfg), "--gt-noise", "0.02", "0.2", "0", "--json", str(m1)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--gt",
+                str(gt),
+                "--config",
+                str(cfg),
+                "--gt-noise",
+                "0.02",
+                "0.2",
+                "0",
+                "--json",
+                str(m1),
+            ]
+        )
+        == 0
+    )
     noisy = json.loads(m1.read_text())
     assert 50.0 < noisy["IDF1"] < 100.0  # 20 % of boxes dropped: worse than perfect, still tracked
     # the same boxes recorded as a det.txt replay to the same result
     det = tmp_path / "det.txt"
-    det.write_text("".join(f"{line.split(',')[0]},-1,{','.join(line.split(',')[2:6])},0.9,-1,-1,-1\n"
-                           for line in gt.read_text().splitlines()))
+    det.write_text(
+        "".join(
+            f"{line.split(',')[0]},-1,{','.join(line.split(',')[2:6])},0.9,-1,-1,-1\n"
+            for line in gt.read_text().splitlines()
+        )
+    )
     m2 = tmp_path / "det.json"
-    assert main(["eval", "--gt", str(gt), "--config", str(cfg), "--detections", str(det), "--json", str(m2)]) == 0
+    assert (
+        main(["eval", "--gt", str(gt), "--config", str(cfg), "--detections", str(det), "--json", str(m2)])
+        == 0
+    )
     assert json.loads(m2.read_text())["IDF1"] == pytest.approx(100.0)
 
 

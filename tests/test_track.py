@@ -125,3 +125,58 @@ def test_memory_stays_bounded_over_many_short_tracks() -> None:
     assert len(t._hits) < 20
     assert len(t._bm.removed_stracks) <= 64
     assert len(t._bm.lost_stracks) < 20
+
+
+def _run(t: BotSortTracker, frames: list[tuple[list[tuple[float, float, float, float]], list[np.ndarray]]]) -> list:
+    out = []
+    for boxes, feats in frames:
+        d = _dets(*boxes) if boxes else Detections.empty()
+        emb = np.stack(feats) if feats else np.zeros((0, 16), np.float32)
+        out.append(t.update(d, emb, IMG))
+    return out
+
+
+def test_relink_takes_back_a_lost_id_after_a_jump() -> None:
+    """A person vanishes and reappears farther than IoU can bridge: appearance gives the old id back."""
+    rng = np.random.default_rng(4)
+    a = _unit(rng)
+    cfg = TrackerConfig(track_buffer=10, frame_rate=10, relink_window=50)
+    t = BotSortTracker("cam", cfg, EmbedderConfig(policy="all"), use_embeddings=True)
+    before = _run(t, [([(100, 100, 140, 200)], [a])] * 4)
+    gone = _run(t, [([], [])] * 5)
+    back = _run(t, [([(200, 110, 240, 210)], [a])] * 3)
+    assert before[-1].tracks[0].track_id == 1
+    assert not any(u.tracks for u in gone)
+    assert not back[0].tracks  # a new track is confirmed on its second frame (BoT-SORT)
+    assert [u.tracks[0].track_id for u in back[1:]] == [1, 1]
+    assert t.relinked == 1
+
+
+def test_relink_refuses_other_looks_far_places_and_old_tracks() -> None:
+    rng = np.random.default_rng(5)
+    a, b = _unit(rng), _unit(rng)
+    for feat, box, gap, window in [
+        (b, (200, 110, 240, 210), 5, 50),  # different appearance
+        (a, (600, 110, 640, 210), 1, 50),  # too far to have walked there in 1 + buffer frames
+        (a, (200, 110, 240, 210), 40, 20),  # lost longer than the window
+    ]:
+        cfg = TrackerConfig(track_buffer=3, frame_rate=10, relink_window=window, relink_max_speed=0.2)
+        t = BotSortTracker("cam", cfg, EmbedderConfig(policy="all"), use_embeddings=True)
+        _run(t, [([(100, 100, 140, 200)], [a])] * 4)
+        _run(t, [([], [])] * gap)
+        back = _run(t, [([box], [feat])] * 2)
+        assert back[-1].tracks[0].track_id == 2, (feat is a, box, gap)
+        assert t.relinked == 0
+
+
+def test_relink_never_gives_a_visible_id_twice() -> None:
+    """Two look-alikes: while the first is on screen, the second cannot take its id (one id, one place)."""
+    rng = np.random.default_rng(6)
+    a = _unit(rng)
+    cfg = TrackerConfig(track_buffer=30, frame_rate=10, relink_window=100)
+    t = BotSortTracker("cam", cfg, EmbedderConfig(policy="all"), use_embeddings=True)
+    _run(t, [([(100, 100, 140, 200)], [a])] * 4)
+    ups = _run(t, [([(100, 100, 140, 200), (300, 100, 340, 200)], [a, a])] * 4)
+    for u in ups:
+        ids = [tr.track_id for tr in u.tracks]
+        assert len(ids) == len(set(ids))
