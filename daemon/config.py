@@ -93,8 +93,10 @@ class YoloDetectorConfig(_Strict):
     imgsz: int = Field(640, ge=32, le=4096, multiple_of=32, description="Square network input size.")
     score_threshold: float = Field(0.25, ge=0, le=1, description="Keep boxes scoring at least this.")
     nms_iou: float = Field(0.6, gt=0, le=1, description="NMS IoU threshold.")
-    person_classes: tuple[int, ...] = Field(
-        (0,), description="Class ids that are a person (the fall-detection preset uses (0, 1))."
+    person_classes: tuple[int, ...] | None = Field(
+        None,
+        description="Class ids that are a person. Unset: class 0 for multi-class (COCO) models, every class "
+        "for person-only models with one or two classes (the yolov8s-person preset: normal, fallen).",
     )
     min_box_px: int = Field(6, ge=0, le=1000, description="Drop boxes narrower or shorter than this.")
 

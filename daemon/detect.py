@@ -383,15 +383,15 @@ class YoloOnnxDetector:
             )
         out_shape = self.session.get_outputs()[0].shape
         rows = [d for d in out_shape[1:] if isinstance(d, int)]
-        if rows and min(rows) - 4 <= max(self.cfg.person_classes):
-            raise ModelError(
-                f"{path} outputs {min(rows) - 4} classes; person_classes {self.cfg.person_classes} do not fit"
-            )
+        nc = min(rows) - 4 if rows else None
+        self.person_classes = person_classes_for(self.cfg.person_classes, nc)
+        if nc is not None and nc <= max(self.person_classes):
+            raise ModelError(f"{path} outputs {nc} classes; person_classes {self.person_classes} do not fit")
 
     def _log_classes(self, path: Path) -> None:
         names = self.session.get_modelmeta().custom_metadata_map.get("names", "")
-        logger.info("%s: person classes %s of %s", path.name, self.cfg.person_classes, names or "(no names)")
-        if "'Fall'" in names and 1 not in self.cfg.person_classes:
+        logger.info("%s: person classes %s of %s", path.name, self.person_classes, names or "(no names)")
+        if "'Fall'" in names and 1 not in self.person_classes:
             logger.warning(
                 "%s has a 'Fall' class (a fallen person): set detector.person_classes: [0, 1]", path.name
             )
@@ -401,13 +401,24 @@ class YoloOnnxDetector:
         canvas, scale, pad = letterbox(image, self.cfg.imgsz)
         blob = canvas[..., ::-1].transpose(2, 0, 1)[None].astype(np.float32) * np.float32(1 / 255)
         output = self.session.run(None, {self._input: np.ascontiguousarray(blob, dtype=self._dtype)})[0]
-        xyxy, scores = decode_yolo(output, self.cfg.person_classes, self.cfg.score_threshold)
+        xyxy, scores = decode_yolo(output, self.person_classes, self.cfg.score_threshold)
         ok = finite_boxes(xyxy, scores)
         xyxy, scores = xyxy[ok], scores[ok]
         keep = nms(xyxy, scores, self.cfg.nms_iou)
         boxes = unletterbox(xyxy[keep], scale, pad)
         h, w = image.shape[:2]
         return clip_and_filter(boxes, scores[keep], w, h, self.cfg.score_threshold, self.cfg.min_box_px)
+
+
+def person_classes_for(configured: tuple[int, ...] | None, num_classes: int | None) -> tuple[int, ...]:
+    """The class ids scored as a person: as configured, else class 0 of a multi-class model, else all."""
+    if configured is not None:
+        if not configured:
+            raise ModelError("detector.person_classes is empty: name at least one class id")
+        return configured
+    if num_classes is not None and num_classes <= 2:
+        return tuple(range(num_classes))
+    return (0,)
 
 
 # --------------------------------------------------------------------------------------------- factory

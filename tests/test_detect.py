@@ -402,3 +402,15 @@ def test_detector_sweep_benchmark_runs(model_cache: Path, capsys: pytest.Capture
     assert module.main(args) == 0
     out = capsys.readouterr().out
     assert "full+3x2     cut-drop      0.3" in out and "batched" in out and "looped" in out
+
+
+def test_person_classes_default_follows_the_model() -> None:
+    from daemon.detect import person_classes_for
+
+    assert person_classes_for(None, 80) == (0,)  # COCO: class 0 is person
+    assert person_classes_for(None, 2) == (0, 1)  # person-only model (normal, fallen)
+    assert person_classes_for(None, 1) == (0,)
+    assert person_classes_for(None, None) == (0,)  # unknown shape: the COCO convention
+    assert person_classes_for((3,), 80) == (3,)
+    with pytest.raises(ModelError, match="empty"):
+        person_classes_for((), 80)
