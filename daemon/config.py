@@ -198,6 +198,10 @@ class RuntimeConfig(_Strict):
     allow_spinning: bool = Field(
         False, description="Let onnxruntime threads spin between calls (faster alone, slower beside others)."
     )
+    detect_ahead: bool = Field(
+        True,
+        description="Detect the next frame on its own thread while the current one is embedded and tracked.",
+    )
     providers: tuple[str, ...] = Field(
         ("CUDAExecutionProvider", "CPUExecutionProvider"),
         description="onnxruntime providers in order of preference; missing ones are skipped.",

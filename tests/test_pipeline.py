@@ -1,0 +1,83 @@
+import threading
+
+import numpy as np
+import pytest
+
+from daemon.config import EmbedderConfig, TrackerConfig
+from daemon.pipeline import Pipeline
+from daemon.track import BotSortTracker
+from daemon.types import Detections, Frame
+
+IMG = np.zeros((240, 320, 3), np.uint8)
+
+
+class WalkingPeople:
+    """A fake detector: two people walking right; optionally fails at a given frame."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.fail_at = fail_at
+
+    def detect(self, frame: Frame) -> Detections:
+        if frame.index == self.fail_at:
+            raise RuntimeError(f"detector broke on frame {frame.index}")
+        x = 10.0 + 3 * frame.index
+        return Detections(
+            np.array([[x, 20, x + 30, 90], [x, 120, x + 30, 190]], np.float32), np.full(2, 0.9, np.float32)
+        )
+
+
+class ColourEmbedder:
+    dim = 4
+
+    def embed(self, image: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
+        v = np.stack([np.array([1.0, y1 / 200, 0.5, 0.1], np.float32) for _, y1, _, _ in xyxy])
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _pipeline(fail_at: int | None = None) -> Pipeline:
+    tracker = BotSortTracker("cam", TrackerConfig(), EmbedderConfig(), use_embeddings=True)
+    return Pipeline(WalkingPeople(fail_at), ColourEmbedder(), tracker)
+
+
+def _frames(n: int) -> list[Frame]:
+    return [Frame(i, i / 10, IMG) for i in range(n)]
+
+
+def _ids(results: list) -> list[list[tuple[int, int]]]:
+    return [[(t.track_id, t.det_index) for t in r.update.tracks] for r in results]
+
+
+def test_detect_ahead_gives_the_same_results_as_in_order() -> None:
+    a = list(_pipeline().stream(_frames(30), overlap=False))
+    b = list(_pipeline().stream(_frames(30), overlap=True))
+    assert _ids(a) == _ids(b)
+    assert [r.frame.index for r in b] == list(range(30))
+    assert all(len(r.update.tracks) == 2 for r in b)
+
+
+def test_stage_times_and_counts() -> None:
+    p = _pipeline()
+    list(p.stream(_frames(10)))
+    assert p.times.detected_boxes == 20
+    assert 2 <= p.times.embedded_boxes < 20  # 'needed' policy: new tracks and refreshes only
+    assert p.times.detect > 0 and p.times.track > 0
+
+
+def test_detector_failure_reaches_the_consumer() -> None:
+    p = _pipeline(fail_at=5)
+    seen = []
+    with pytest.raises(RuntimeError, match="frame 5"):
+        for r in p.stream(_frames(20), overlap=True):
+            seen.append(r.frame.index)
+    assert seen == [0, 1, 2, 3, 4]
+
+
+def test_stopping_early_ends_the_detect_thread() -> None:
+    p = _pipeline()
+    before = threading.active_count()
+    gen = p.stream(_frames(1000), overlap=True)
+    for r in gen:
+        if r.frame.index == 3:
+            break
+    gen.close()
+    assert threading.active_count() == before
