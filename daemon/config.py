@@ -165,12 +165,14 @@ class TrackerConfig(_Strict):
     match_thresh: float = Field(
         0.8, ge=0, le=1, description="Matching cost threshold of the first association."
     )
-    proximity_thresh: float = Field(0.5, ge=0, le=1, description="IoU gate for appearance matching.")
+    proximity_thresh: float = Field(
+        0.7, ge=0, le=1, description="Appearance may match a track only where IoU distance is below this."
+    )
     appearance_thresh: float = Field(0.25, ge=0, le=2, description="Cosine distance gate for appearance.")
     cmc_method: Literal["none", "ecc", "orb", "sift", "sof"] = Field(
         "none", description="Camera-motion compensation; 'none' for fixed cameras."
     )
-    fuse_first_associate: bool = Field(True, description="Fuse detection score into the first association.")
+    fuse_first_associate: bool = Field(False, description="Fuse detection score into the first association.")
     frame_rate: int = Field(10, ge=1, le=240, description="Nominal stream frame rate (scales the buffer).")
     min_hits: int = Field(1, ge=1, le=100, description="Frames a track must be seen before it is reported.")
     relink_window: int = Field(
