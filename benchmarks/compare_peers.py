@@ -476,8 +476,8 @@ def describe_ours(p: Pipeline) -> str:
     trk = pick(cam["tracker"], "cmc_method", "frame_rate", "track_buffer", "appearance_thresh", "min_hits")
     return (
         f"`{p.name}`: `{s['config']}`, overrides: {over}. Detector: {det}. Embedder: {emb}. "
-        f"Tracker (BoT-SORT): {trk}. onnxruntime: allow_spinning {rt['allow_spinning']}, "
-        f"intra_op_threads {rt['intra_op_threads']}. Annotated video: {cam['output']['video']}."
+        f"Tracker (BoT-SORT): {trk}. Runtime: {pick(rt, 'allow_spinning', 'intra_op_threads', 'detect_ahead')}. "
+        f"Annotated video: {cam['output']['video']}."
     )
 
 
@@ -526,7 +526,8 @@ def report(context: dict[str, Any], pipelines: list[Pipeline], summaries: list[d
         "",
         markdown_table(summaries),
         "",
-        "Stage columns are ms/frame (median over repeats); ours decodes on its own thread, so its stages overlap;"
+        "Stage columns are ms/frame (median over repeats); ours decodes (and, with runtime.detect_ahead,"
+        " detects) on its own threads, so its stages overlap and need not add up to 1000/FPS;"
         " BoxMOT's `track` excludes its ReID (`embed`); Ultralytics' `detect` includes the ReID feature hook and"
         " its `decode` the frame read plus loop overhead. FPS is frames / loop seconds (model loading excluded).",
         "",
