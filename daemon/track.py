@@ -23,24 +23,11 @@ from boxmot.trackers.box.botsort.track import STrack
 from boxmot.trackers.common.association.matching import fuse_score
 from numpy.typing import NDArray
 
+from daemon.boxes import box_iou
 from daemon.config import EmbedderConfig, TrackerConfig
 from daemon.types import Detections, FloatArray, Track
 
 _REMOVED_BUFFER = 64  # removed tracks BoxMOT keeps for duplicate suppression (bounded)
-
-
-def box_iou(a: FloatArray, b: FloatArray) -> FloatArray:
-    """Pairwise IoU of (N, 4) and (M, 4) xyxy boxes -> (N, M)."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    iou: FloatArray = (inter / np.maximum(union, 1e-9)).astype(np.float32)
-    return iou
 
 
 def _sparse_embedding_distance(tracks: list[STrack], detections: list[STrack]) -> NDArray[np.float64]:

@@ -1,7 +1,7 @@
 import numpy as np
 
 from daemon.config import EmbedderConfig, TrackerConfig
-from daemon.track import BotSortTracker, box_iou
+from daemon.track import BotSortTracker
 from daemon.types import Detections
 
 IMG = np.zeros((480, 640, 3), np.uint8)
@@ -15,13 +15,6 @@ def _dets(*boxes: tuple[float, float, float, float], score: float = 0.9) -> Dete
 def _unit(rng: np.random.Generator, d: int = 16) -> np.ndarray:
     v = rng.normal(size=d).astype(np.float32)
     return v / np.linalg.norm(v)
-
-
-def test_box_iou() -> None:
-    a = np.array([[0, 0, 10, 10]], np.float32)
-    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float32)
-    np.testing.assert_allclose(box_iou(a, b), [[1.0, 50 / 150, 0.0]], rtol=1e-6)
-    assert box_iou(a, np.zeros((0, 4), np.float32)).shape == (1, 0)
 
 
 def test_ids_are_stable_and_start_at_one() -> None:
