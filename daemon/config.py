@@ -191,6 +191,13 @@ class TrackerConfig(_Strict):
         le=100,
         description="Largest plausible movement while lost, in box heights per frame (plus one height).",
     )
+    detect_every: int = Field(
+        1,
+        ge=1,
+        le=10,
+        description="Detect (and embed) only every Nth delivered frame; on the frames between, tracks move by "
+        "their Kalman prediction alone (1 = every frame).",
+    )
 
 
 class RuntimeConfig(_Strict):

@@ -3,6 +3,8 @@
 ``Pipeline.stream`` can run detection of the next frame on its own thread while the current frame is embedded
 and tracked: onnxruntime releases the GIL, so the detector uses the cores that the single-threaded Python of
 the tracker leaves idle. Results are identical either way (detection is a pure function of the frame).
+With ``tracker.detect_every`` N > 1 only every Nth delivered frame is detected and embedded; on the others the
+tracker steps its Kalman filters and reports the confirmed tracks at their predicted boxes.
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ class Pipeline:
         self.embedder = embedder
         self.tracker = tracker
         self.times = StageTimes()
+        self.detect_every = tracker.cfg.detect_every
+        self._delivered = 0  # frames handed to detection so far (decides which ones are detected)
 
     def step(self, frame: Frame) -> FrameResult:
         """Process one frame synchronously."""
-        return self._after_detection(frame, self._detect(frame))
+        return self._after_detection(frame, self._detect_due(frame))
 
     def stream(self, frames: Iterable[Frame], overlap: bool = True) -> Iterator[FrameResult]:
         """Process frames in order; with ``overlap`` the detector runs ahead on its own thread."""
@@ -64,7 +68,20 @@ class Pipeline:
         self.times.detected_boxes += len(dets)
         return dets
 
-    def _after_detection(self, frame: Frame, dets: Detections) -> FrameResult:
+    def _detect_due(self, frame: Frame) -> Detections | None:
+        """Detect on every ``detect_every``-th delivered frame (the first included); None on the others."""
+        n = self._delivered
+        self._delivered += 1
+        if n % self.detect_every:
+            return None
+        return self._detect(frame)
+
+    def _after_detection(self, frame: Frame, dets: Detections | None) -> FrameResult:
+        if dets is None:  # not a detection frame: tracks move by their Kalman prediction alone
+            t0 = time.perf_counter()
+            update = self.tracker.predict()
+            self.times.track += time.perf_counter() - t0
+            return FrameResult(frame, Detections.empty(), None, update)
         t1 = time.perf_counter()
         embs = self._embed(frame, dets)
         t2 = time.perf_counter()
@@ -85,11 +102,11 @@ class Pipeline:
         return embs
 
 
-_Item = tuple[Frame, Detections] | BaseException | None  # None: the frames are over
+_Item = tuple[Frame, Detections | None] | BaseException | None  # None: the frames are over
 
 
 class _DetectAhead:
-    """Runs ``pipeline._detect`` over ``frames`` on a thread, handing (frame, detections) over a small queue.
+    """Runs ``pipeline._detect_due`` over ``frames`` on a thread, handing (frame, detections) over a small queue.
 
     An exception in the thread (a source or model failure) is re-raised in the consumer; ``close`` stops the
     thread even when it is blocked on a full queue.
@@ -115,14 +132,14 @@ class _DetectAhead:
     def _run(self) -> None:
         try:
             for frame in self._frames:
-                if not self._put((frame, self._pipeline._detect(frame))):
+                if not self._put((frame, self._pipeline._detect_due(frame))):
                     return
         except BaseException as e:  # handed to the consumer, which re-raises it
             self._put(e)
             return
         self._put(None)
 
-    def __iter__(self) -> Iterator[tuple[Frame, Detections]]:
+    def __iter__(self) -> Iterator[tuple[Frame, Detections | None]]:
         while True:
             item = self._q.get()
             if item is None:

@@ -80,6 +80,25 @@ class _SparseReidBotSort(BotSort):  # type: ignore[misc]
     def _unconfirmed_association_cost(self, tracks: Any, detections: Any) -> Any:
         return self._appearance_cost(tracks, detections, self.unconfirmed_emb_scale, True)
 
+    def predict_only(self) -> list[STrack]:
+        """Advance one frame without detections: step every Kalman filter, associate nothing.
+
+        BotSort's own update with no boxes would mark every tracked track lost and remove the unconfirmed ones
+        (so no new track could ever be confirmed when detection skips frames). Here tracks keep their state;
+        lost ones still expire after the buffer, counted in frames. Returns the confirmed tracked tracks.
+        """
+        self.frame_count += 1
+        pool = [*self.active_tracks, *self.lost_stracks]
+        if pool:
+            STrack.multi_predict(pool, dt=self._prediction_dt)
+        removed: list[STrack] = []
+        self._update_track_states(removed)
+        if removed:
+            gone = {id(t) for t in removed}
+            self.lost_stracks = [t for t in self.lost_stracks if id(t) not in gone]
+            self.removed_stracks.extend(removed)
+        return [t for t in self.active_tracks if t.is_activated]
+
 
 @dataclass(frozen=True, slots=True)
 class TrackerUpdate:
@@ -201,6 +220,27 @@ class BotSortTracker:
         out = self._bm.update(bm_dets, image)
         self._assign_ids(out.track_ids.numpy(), out.geometry.values.numpy())
         return TrackerUpdate(self._records(out, emb), self._collect_ended())
+
+    def predict(self) -> TrackerUpdate:
+        """Advance one frame with no detection run on it (``detect_every`` > 1).
+
+        Every track's Kalman filter steps once; the confirmed tracks are reported at their predicted boxes
+        (``det_index`` -1, not embedded). Nothing is associated, started or lost on such a frame.
+        """
+        self._frame += 1
+        tracks: list[Track] = []
+        for t in self._bm.predict_only():
+            bm_id = int(t.id)
+            if not self._ids.known(bm_id):
+                continue
+            tid = self._ids.get(bm_id)
+            if self._hits.get(tid, 0) < self.cfg.min_hits:
+                continue
+            x1, y1, x2, y2 = (float(v) for v in t.xyxy)
+            b = (x1, y1, x2, y2)
+            self._relinker.seen(tid, b, self._frame)
+            tracks.append(Track(self.camera, tid, b, float(getattr(t, "conf", 1.0)), -1, False))
+        return TrackerUpdate(tracks, self._collect_ended())
 
     def _assign_ids(self, bm_ids: NDArray[np.int64], boxes: FloatArray) -> None:
         """Give each newly reported BoxMOT track a public id: a lost track's, when appearance says so."""

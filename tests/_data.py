@@ -5,7 +5,9 @@ Import from a test module as ``from _data import require_pets09`` (pytest puts `
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -41,3 +43,14 @@ def require_pets09_video() -> Path:
     if not video.is_file():
         pytest.skip(f"{video} not found in the shared test data")
     return video
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` by path (benchmarks are scripts, not a package) for a smoke test."""
+    script = REPO_ROOT / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, script)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {script}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

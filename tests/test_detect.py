@@ -379,17 +379,11 @@ def test_yolo_preset_finds_people_on_frame_0(model_cache: Path, pets_frames: Any
 
 def test_detector_sweep_benchmark_runs(model_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Smoke test of benchmarks/detector_sweep.py on a few frames: it runs and prints its tables."""
-    import importlib.util
-
-    from _data import require_pets09
+    from _data import load_benchmark, require_pets09
 
     _need(model_cache, "ssdlite-mobilenetv2-pedestrian")
     pets = require_pets09()
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "detector_sweep.py"
-    spec = importlib.util.spec_from_file_location("detector_sweep", script)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("detector_sweep")
     args = [
         "--video",
         str(pets / "vtest.avi"),

@@ -293,20 +293,14 @@ def test_same_person_is_closer_than_different_people(model_cache: Path, pets_sam
 
 def test_embedder_benchmark_runs(model_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Smoke test of benchmarks/embedder_bench.py on a few frames: it runs and prints its tables."""
-    import importlib.util
-
-    from _data import require_pets09
+    from _data import load_benchmark, require_pets09
 
     if preset_status("mobilenetv2-imagenet", model_cache).state != "ready":
         pytest.skip(
             "model mobilenetv2-imagenet not fetched; run reid-daemon models fetch mobilenetv2-imagenet"
         )
     pets = require_pets09()
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "embedder_bench.py"
-    spec = importlib.util.spec_from_file_location("embedder_bench", script)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("embedder_bench")
     args = [
         "--video",
         str(pets / "vtest.avi"),
