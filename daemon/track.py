@@ -47,6 +47,8 @@ def _sparse_embedding_distance(tracks: list[STrack], detections: list[STrack]) -
 class _SparseReidBotSort(BotSort):  # type: ignore[misc]
     """BotSort that accepts boxes without an embedding (all-zero rows) on a frame."""
 
+    lost_stracks: list[STrack]
+
     def _create_detections(self, dets_first: Any, features_high: Any) -> list[STrack]:
         out = []
         for det, feat in zip(dets_first, features_high, strict=True):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from daemon.config import EmbedderConfig, TrackerConfig
-from daemon.pipeline import Pipeline
+from daemon.pipeline import FrameResult, Pipeline
 from daemon.track import BotSortTracker
 from daemon.types import Detections, Frame
 
@@ -81,3 +81,54 @@ def test_stopping_early_ends_the_detect_thread() -> None:
             break
     gen.close()
     assert threading.active_count() == before
+
+
+class CountingPeople(WalkingPeople):
+    """WalkingPeople that records which frames it was asked to detect."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    def detect(self, frame: Frame) -> Detections:
+        self.calls.append(frame.index)
+        return super().detect(frame)
+
+
+def _every(n: int, overlap: bool = True, frames: int = 30) -> tuple[list, CountingPeople]:
+    det = CountingPeople()
+    cfg = TrackerConfig(detect_every=n)
+    tracker = BotSortTracker("cam", cfg, EmbedderConfig(), use_embeddings=True)
+    return list(Pipeline(det, ColourEmbedder(), tracker).stream(_frames(frames), overlap=overlap)), det
+
+
+def _x1(result: FrameResult, track_id: int) -> float:
+    return next(t.xyxy[0] for t in result.update.tracks if t.track_id == track_id)
+
+
+def _boxes(results: list) -> list[list[tuple]]:
+    return [[(t.track_id, t.xyxy, t.det_index, t.embedded) for t in r.update.tracks] for r in results]
+
+
+def test_detect_every_1_is_todays_behaviour() -> None:
+    before = list(_pipeline().stream(_frames(30), overlap=True))
+    after, det = _every(1)
+    assert det.calls == list(range(30))
+    assert _boxes(after) == _boxes(before)
+
+
+def test_detect_every_2_detects_every_other_frame_and_tracks_every_frame() -> None:
+    for overlap in (False, True):
+        results, det = _every(2, overlap=overlap)
+        assert det.calls == list(range(0, 30, 2))
+        assert [r.frame.index for r in results] == list(range(30))
+        assert all(sorted(t.track_id for t in r.update.tracks) == [1, 2] for r in results[2:])
+        for r in results[1::2]:  # predicted frames: no detection, no embedding
+            assert len(r.detections) == 0 and r.embeddings is None
+            assert all(t.det_index == -1 and not t.embedded for t in r.update.tracks)
+        for i in range(3, 29, 2):  # a predicted box lies between the detected ones either side
+            for tid in (1, 2):
+                x = {k: _x1(results[k], tid) for k in (i - 1, i, i + 1)}
+                assert x[i - 1] < x[i] < x[i + 1]
+                assert abs(x[i] - (x[i - 1] + x[i + 1]) / 2) < 2.0
+        assert _boxes(results) == _boxes(_every(2, overlap=not overlap)[0])

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 
 from daemon.config import EmbedderConfig, TrackerConfig
@@ -173,3 +175,32 @@ def test_relink_never_gives_a_visible_id_twice() -> None:
     for u in ups:
         ids = [tr.track_id for tr in u.tracks]
         assert len(ids) == len(set(ids))
+
+
+def test_predict_steps_tracks_without_losing_or_dropping_them() -> None:
+    """Detections on even frames only: a new track is still confirmed and keeps its id; boxes move between."""
+    t = BotSortTracker("cam", TrackerConfig(), EmbedderConfig(), use_embeddings=False)
+    xs: list[float] = []
+    for f in range(20):
+        if f % 2 == 0:
+            u = t.update(_dets((100 + 4 * f, 100, 140 + 4 * f, 200)), None, IMG)
+        else:
+            u = t.predict()
+            assert all(tr.det_index == -1 and not tr.embedded for tr in u.tracks)
+        assert u.ended == []
+        if f >= 2:
+            assert [tr.track_id for tr in u.tracks] == [1]
+            xs.append(u.tracks[0].xyxy[0])
+    assert all(a < b for a, b in itertools.pairwise(xs))  # moving right on every frame
+    assert abs(xs[-1] - (100 + 4 * 19)) < 4  # the prediction keeps up with the walk
+
+
+def test_predicted_frames_count_towards_the_lost_buffer() -> None:
+    cfg = TrackerConfig(track_buffer=5, frame_rate=10)
+    t = BotSortTracker("cam", cfg, EmbedderConfig(), use_embeddings=False)
+    for _ in range(3):
+        t.update(_dets((100, 100, 140, 200)), None, IMG)
+    ended: list[int] = []
+    for f in range(20):
+        ended += (t.predict() if f % 2 else t.update(Detections.empty(), None, IMG)).ended
+    assert ended == [1]
