@@ -54,3 +54,16 @@ def load_benchmark(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def clip_args(models_dir: Path) -> list[str]:
+    """``--video``, ``--gt`` and ``--models-dir`` for a benchmark script run on PETS09; skips when absent."""
+    pets = require_pets09()
+    return [
+        "--video",
+        str(pets / "vtest.avi"),
+        "--gt",
+        str(pets / "gt" / "gt.txt"),
+        "--models-dir",
+        str(models_dir),
+    ]

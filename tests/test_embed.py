@@ -293,22 +293,14 @@ def test_same_person_is_closer_than_different_people(model_cache: Path, pets_sam
 
 def test_embedder_benchmark_runs(model_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Smoke test of benchmarks/embedder_bench.py on a few frames: it runs and prints its tables."""
-    from _data import load_benchmark, require_pets09
+    from _data import clip_args, load_benchmark
 
     if preset_status("mobilenetv2-imagenet", model_cache).state != "ready":
         pytest.skip(
             "model mobilenetv2-imagenet not fetched; run reid-daemon models fetch mobilenetv2-imagenet"
         )
-    pets = require_pets09()
     module = load_benchmark("embedder_bench")
-    args = [
-        "--video",
-        str(pets / "vtest.avi"),
-        "--gt",
-        str(pets / "gt" / "gt.txt"),
-        "--models-dir",
-        str(model_cache),
-    ]
+    args = clip_args(model_cache)
     args += ["--stride", "100", "--speed-crops", "4", "--repeats", "1", "--batches", "1", "2"]
     assert module.main(args) == 0
     out = capsys.readouterr().out
