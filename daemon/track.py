@@ -120,14 +120,9 @@ class BotSortTracker:
         self.cfg = cfg
         self.embed_cfg = embed_cfg
         self.use_embeddings = use_embeddings
-        self._frame = 0
         self._last_embedded: dict[int, int] = {}
         self._hits: dict[int, int] = {}
-        self._alive: set[int] = set()
-        self._ids = _IdMap()
-        self._relinker = Relinker(cfg)
-        self.relinked = 0
-        self._bm = self._make()
+        self.reset()
 
     def _make(self) -> _SparseReidBotSort:
         c = self.cfg
@@ -156,18 +151,14 @@ class BotSortTracker:
         )
 
     def reset(self) -> None:
+        """Forget every track and start a fresh BoxMOT tracker (also the initial state)."""
         self._frame = 0
         self._last_embedded.clear()
         self._hits.clear()
-        self._alive.clear()
         self._ids = _IdMap()
         self._relinker = Relinker(self.cfg)
         self.relinked = 0
         self._bm = self._make()
-
-    @property
-    def alive_ids(self) -> frozenset[int]:
-        return frozenset(self._alive)
 
     def plan_embeddings(self, dets: Detections) -> NDArray[np.bool_]:
         """Which boxes need an appearance embedding on this frame (a boolean mask over ``dets``)."""
@@ -236,13 +227,15 @@ class BotSortTracker:
             if not self._ids.known(bm_id):
                 continue
             tid = self._ids.get(bm_id)
-            if self._hits.get(tid, 0) < self.cfg.min_hits:
-                continue
-            x1, y1, x2, y2 = (float(v) for v in t.xyxy)
-            b = (x1, y1, x2, y2)
-            self._relinker.seen(tid, b, self._frame)
-            tracks.append(Track(self.camera, tid, b, float(getattr(t, "conf", 1.0)), -1, False))
+            if self._hits.get(tid, 0) >= self.cfg.min_hits:
+                tracks.append(self._report(tid, t.xyxy, float(getattr(t, "conf", 1.0)), -1, False))
         return TrackerUpdate(tracks, self._collect_ended())
+
+    def _report(self, tid: int, box: Any, score: float, det_index: int, embedded: bool) -> Track:
+        """A reported track record; the relinker remembers where (and when) the id was last seen."""
+        b = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+        self._relinker.seen(tid, b, self._frame)
+        return Track(self.camera, tid, b, score, det_index, embedded)
 
     def _assign_ids(self, bm_ids: NDArray[np.int64], boxes: FloatArray) -> None:
         """Give each newly reported BoxMOT track a public id: a lost track's, when appearance says so."""
@@ -285,11 +278,8 @@ class BotSortTracker:
             if embedded:
                 self._last_embedded[tid] = self._frame
             self._hits[tid] = self._hits.get(tid, 0) + 1
-            if self._hits[tid] < self.cfg.min_hits:
-                continue
-            b = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
-            self._relinker.seen(tid, b, self._frame)
-            tracks.append(Track(self.camera, tid, b, float(score), di, embedded))
+            if self._hits[tid] >= self.cfg.min_hits:
+                tracks.append(self._report(tid, box, float(score), di, embedded))
         return tracks
 
     def _collect_ended(self) -> list[int]:
@@ -301,12 +291,10 @@ class BotSortTracker:
         for bm_id in self._ids.forget_except(live_bm):
             self._relinker.removed(bm_id)
         live = {self._ids.get(b) for b in live_bm if self._ids.known(b)}
-        seen = set(self._hits)
-        ended = sorted(seen - live)
+        ended = sorted(set(self._hits) - live)
         for tid in ended:
             self._hits.pop(tid, None)
             self._last_embedded.pop(tid, None)
-        self._alive = live & seen
         self._relinker.expire(self._frame)
         return ended
 
@@ -315,7 +303,6 @@ class BotSortTracker:
         ended = sorted(self._hits)
         self._hits.clear()
         self._last_embedded.clear()
-        self._alive.clear()
         return ended
 
 
