@@ -284,16 +284,8 @@ class _CaptureReader:
         self._cap: Capture | None = None
         self._raw = 0  # frames grabbed since the file was opened (files only)
         self._last_ts = -math.inf
-        self._fps: float | None = None
-        self._count: int | None = None
-
-    @property
-    def fps(self) -> float | None:
-        return self._fps
-
-    @property
-    def count(self) -> int | None:
-        return self._count
+        self.fps: float | None = None  # nominal rate and length, once opened (None: unknown)
+        self.count: int | None = None
 
     def open(self) -> None:
         if self._req.kind == "file" and not _SCHEME.match(str(self._req.target)):
@@ -309,9 +301,9 @@ class _CaptureReader:
             raise SourceError(f"cannot open {self._what()}")
         self._cap = cap
         fps = cap.get(cv2.CAP_PROP_FPS)
-        self._fps = fps if 0 < fps <= _MAX_PLAUSIBLE_FPS else None
+        self.fps = fps if 0 < fps <= _MAX_PLAUSIBLE_FPS else None
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
-        self._count = count if count > 0 else None
+        self.count = count if count > 0 else None
 
     def _what(self) -> str:
         if self._req.kind == "file":
@@ -351,7 +343,7 @@ class _CaptureReader:
         """Live: wall-clock time. Files: the container position, else index / fps; never going backwards."""
         if self.live:
             return time.time()
-        fps = self._fps or 0.0
+        fps = self.fps or 0.0
         ts = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 if self._cap is not None else math.nan
         if not math.isfinite(ts) or ts < 0 or (self._raw > 1 and ts <= self._last_ts):
             ts = (self._raw - 1) / fps if fps else self._last_ts + 1.0
@@ -373,19 +365,11 @@ class _FolderReader:
 
     def __init__(self, folder: Path, fps: float) -> None:
         self._folder = folder
-        self._fps = fps
+        self.fps: float = fps
         self._files: list[Path] = []
         self._next = 0
-        self._count: int | None = None
+        self.count: int | None = None
         self.last_error = ""
-
-    @property
-    def fps(self) -> float | None:
-        return self._fps
-
-    @property
-    def count(self) -> int | None:
-        return self._count
 
     def open(self) -> None:
         if not self._folder.is_dir():
@@ -395,7 +379,7 @@ class _FolderReader:
             exts = ", ".join(sorted(IMAGE_EXTENSIONS))
             raise SourceError(f"image folder {self._folder} holds no images ({exts})")
         self._next = 0
-        self._count = len(self._files)
+        self.count = len(self._files)
 
     def grab(self) -> bool:
         if self._next >= len(self._files):
@@ -411,7 +395,7 @@ class _FolderReader:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise SourceError(f"cannot read image {path} (corrupt or unsupported)")
-        return _to_bgr(image), (self._next - 1) / self._fps
+        return _to_bgr(image), (self._next - 1) / self.fps
 
     def close(self) -> None:
         self._files = []
