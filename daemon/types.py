@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -64,16 +64,14 @@ class Track:
 
 @dataclass(slots=True)
 class StageTimes:
-    """Accumulated seconds per pipeline stage."""
+    """Accumulated seconds per pipeline stage (decoding is timed by the source, in its stats)."""
 
-    decode: float = 0.0
     detect: float = 0.0
     embed: float = 0.0
     track: float = 0.0
     output: float = 0.0
     embedded_boxes: int = 0
     detected_boxes: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 @runtime_checkable
