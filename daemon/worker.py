@@ -105,7 +105,12 @@ class CameraWorker:
         log.info(summary.text())
         return summary
 
-    def _loop(self, src: FrameSource, outputs: CameraOutputs) -> tuple[int, float, set[int]]:
+    def _loop(self, src: FrameSource, outputs: CameraOutputs) -> tuple[int, float, int]:
+        """Run to the end of the source; return frames, seconds and the number of tracks started.
+
+        Only the ids alive now are kept (bounded on endless streams); an id that ended and is later taken
+        back by re-linking counts as a new start, as in the events file.
+        """
         bar = tqdm(
             total=src.frame_count,
             unit="frame",
@@ -114,7 +119,8 @@ class CameraWorker:
             dynamic_ncols=True,
         )
         frames, last = 0, (0, 0.0)
-        seen: set[int] = set()
+        alive: set[int] = set()
+        started = 0
         start = time.perf_counter()
         try:
             for r in self.pipeline.stream(src, overlap=self.settings.runtime.detect_ahead):
@@ -123,7 +129,9 @@ class CameraWorker:
                 fps = frames / max(t0 - start, 1e-9)
                 outputs.write(r, f"{self.name}  frame {frame.index}  {fps:.1f} FPS")
                 self.pipeline.times.output += time.perf_counter() - t0
-                seen.update(t.track_id for t in r.update.tracks)
+                ids = {t.track_id for t in r.update.tracks}
+                started += len(ids - alive)
+                alive = (alive | ids) - set(r.update.ended)
                 frames += 1
                 last = (frame.index, frame.timestamp)
                 bar.update(1)
@@ -133,10 +141,10 @@ class CameraWorker:
         finally:
             bar.close()
             outputs.finish(self.pipeline.tracker.finish(), last[0], last[1])
-        return frames, time.perf_counter() - start, seen
+        return frames, time.perf_counter() - start, started
 
     def _summary(
-        self, src: FrameSource, outputs: CameraOutputs, frames: int, seconds: float, tracks: set[int]
+        self, src: FrameSource, outputs: CameraOutputs, frames: int, seconds: float, tracks: int
     ) -> RunSummary:
         t = self.pipeline.times
         n = max(frames, 1)
@@ -157,7 +165,7 @@ class CameraWorker:
             stage_ms_per_frame={k: round(v, 2) for k, v in stages.items()},
             detections=t.detected_boxes,
             embedded_boxes=t.embedded_boxes,
-            tracks=len(tracks),
+            tracks=tracks,
             events=dict(outputs.events.counts) if outputs.events is not None else {},
             source_stats=stats,
             outputs=dict(outputs.paths),
