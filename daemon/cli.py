@@ -84,9 +84,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         settings, name = _load(args)
         if args.gt_noise is not None:
             settings = _with_gt_noise(settings, name, args)
+        if not settings.cameras[name].output.mot:
+            raise ConfigError(f"eval scores the MOT results file, but cameras.{name}.output.mot is off")
         summary = CameraWorker(settings, name, show_progress=False if args.no_progress else None).run()
         print(summary.text())
-        results, frames = summary.outputs["mot"], summary.frames
+        # score the ground truth up to the last frame run (a --max-frames run is not charged for the rest)
+        results, frames = summary.outputs["mot"], summary.last_frame + 1
     metrics = evaluate(args.gt, results, num_frames=frames)
     print(metrics.summary())
     if args.json:

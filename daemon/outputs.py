@@ -201,6 +201,7 @@ class RunSummary:
     events: dict[str, int]
     source_stats: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    last_frame: int = -1  # source position of the last frame processed (-1: none)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -86,6 +86,7 @@ class CameraWorker:
         self.name, self.cam = settings.camera(name)
         self.show_progress = self.cam.output.progress if show_progress is None else show_progress
         self._stop = threading.Event()
+        self._last_index = -1
         self.pipeline = build_pipeline(settings, self.name, self.cam)
 
     def stop(self) -> None:
@@ -134,6 +135,7 @@ class CameraWorker:
                 alive = (alive | ids) - set(r.update.ended)
                 frames += 1
                 last = (frame.index, frame.timestamp)
+                self._last_index = frame.index
                 bar.update(1)
                 bar.set_postfix(tracks=len(r.update.tracks), refresh=False)
                 if self._stop.is_set():
@@ -160,6 +162,7 @@ class CameraWorker:
             camera=self.name,
             source=src.name,
             frames=frames,
+            last_frame=self._last_index,
             seconds=round(seconds, 3),
             fps=round(frames / max(seconds, 1e-9), 2),
             stage_ms_per_frame={k: round(v, 2) for k, v in stages.items()},

@@ -150,3 +150,24 @@ def test_models_list(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
         assert name in out
     assert main(["models", "fetch", "--models-dir", str(tmp_path)]) == 2
     assert main(["models", "fetch", "no-such-model", "--models-dir", str(tmp_path)]) == 1
+
+
+def test_eval_of_a_partial_run_scores_only_the_frames_run(
+    synth: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _, gt, cfg = synth
+    m = tmp_path / "partial.json"
+    assert main(["eval", "--gt", str(gt), "--config", str(cfg), "--max-frames", "10", "--json", str(m)]) == 0
+    scored = json.loads(m.read_text())
+    assert scored["Frames"] == 10
+    assert scored["IDF1"] == pytest.approx(100.0)  # frames 11-25 were not run, so they are not misses
+
+
+def test_eval_needs_the_mot_output(tmp_path: Path, synth: tuple[Path, Path, Path]) -> None:
+    clip, gt, _ = synth
+    cfg = _config(
+        tmp_path,
+        f"cameras:\n  door:\n    source: {{uri: {clip}}}\n    detector: {{type: ground-truth, path: {gt}}}\n"
+        f"    embedder: {{type: none}}\n    output: {{dir: {tmp_path / 'r'}, mot: false, progress: false}}\n",
+    )
+    assert main(["eval", "--gt", str(gt), "--config", str(cfg)]) == 2
