@@ -8,6 +8,7 @@ Every model has ``extra="forbid"`` so a misspelt key is an error, not a silently
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -153,6 +154,17 @@ class EmbedderConfig(_Strict):
     ambiguity_iou: float = Field(
         0.2, ge=0, le=1, description="A box overlapping another by more than this IoU is ambiguous: embed it."
     )
+    head: Path | None = Field(
+        None,
+        description="Projection head (.npz from `reid-daemon adapt`) applied to the model's features; the "
+        "embedding dim becomes the head's output dim. Only with type 'onnx'.",
+    )
+
+    @model_validator(mode="after")
+    def _head_needs_onnx(self) -> EmbedderConfig:
+        if self.head is not None and self.type != "onnx":
+            raise ValueError(f"head works with embedder type 'onnx' only, not {self.type!r}")
+        return self
 
 
 class TrackerConfig(_Strict):
@@ -211,6 +223,13 @@ class RuntimeConfig(_Strict):
         True,
         description="Detect the next frame on its own thread while the current one is embedded and tracked.",
     )
+    detect_workers: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Frames detected at the same time when detect_ahead is on (the detector must be thread-safe; "
+        "all built-in ones are).",
+    )
     providers: tuple[str, ...] = Field(
         ("CUDAExecutionProvider", "CPUExecutionProvider"),
         description="onnxruntime providers in order of preference; missing ones are skipped.",
@@ -233,6 +252,72 @@ class OutputConfig(_Strict):
     video: bool = Field(False, description="Write an annotated video (annotated.mp4, mp4v).")
     progress: bool = Field(True, description="Show a progress bar with live FPS.")
     summary: bool = Field(True, description="Write summary.json (frames, FPS, stage timings).")
+
+
+class EnrollConfig(_Strict):
+    """Reference folders (``reid-daemon enroll``): how a file name becomes a label.
+
+    ``[SET-]name[--VARIANT].jpg``: ``A12-jane_doe--2.jpg`` is set "A12", label "jane doe", variant "2".
+    """
+
+    word_separator: str = Field(
+        "_",
+        min_length=1,
+        max_length=4,
+        description="Text in a file name that stands for a space in the label.",
+    )
+    variant_separator: str = Field(
+        "--",
+        min_length=1,
+        max_length=4,
+        description="Text after its last occurrence is a variant (several images of one person: jane_doe--2).",
+    )
+    set_separator: str = Field(
+        "-", min_length=1, max_length=4, description="Ends a set-code prefix (A12-jane_doe)."
+    )
+    set_code_pattern: str = Field(
+        r"[A-Za-z]{0,4}\d{1,8}[A-Za-z]{0,4}",
+        min_length=1,
+        max_length=200,
+        description="A prefix before set_separator is a set code only when it matches this regex whole; the "
+        "default needs a digit, so 'mary-jane' stays a name.",
+    )
+    lowercase: bool = Field(
+        False, description="Fold labels to lower case (Jane_Doe and jane_doe: one label)."
+    )
+    recursive: bool = Field(False, description="Also enrol images in sub-folders.")
+
+    @field_validator("set_code_pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression: {e}") from e
+        return v
+
+
+class RecognitionConfig(_Strict):
+    """verify / recognize / search: how much to report, and what verify calls a weak margin."""
+
+    top_k: int = Field(5, ge=1, le=1000, description="Matches reported per query crop (recognize).")
+    search_hits: int = Field(
+        50, ge=1, le=100_000, description="search keeps this many best hits (bounded memory)."
+    )
+    video_every: int = Field(5, ge=1, le=10_000, description="embed / search read every Nth video frame.")
+    margin_warn: float = Field(
+        0.05,
+        ge=0,
+        le=2,
+        description="verify warns when a reference's best correct match beats its best wrong match by less.",
+    )
+    confusable_pairs: int = Field(5, ge=0, le=1000, description="Most similar label pairs verify lists.")
+    crop_context: float = Field(
+        0.25,
+        ge=0,
+        le=2,
+        description="search --out: margin kept around a hit's box, as a fraction of its size.",
+    )
 
 
 class CameraConfig(_Strict):
@@ -359,3 +444,46 @@ def with_overrides(settings: Settings, camera: str, updates: dict[str, Any]) -> 
         return Settings.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_errors(e, "command-line options")) from e
+
+
+class GalleryConfig(_Strict):
+    """Labelled embedding gallery (daemon/gallery.py): match threshold, per-label caps, search backend."""
+
+    threshold: float = Field(
+        0.5, ge=-1, le=1, description="Cosine similarity a match needs (distance = 1 - similarity)."
+    )
+    max_per_label: int | None = Field(
+        32,
+        ge=1,
+        le=1_000_000,
+        description="Most embeddings kept per label (bounded memory); null = no cap.",
+    )
+    drop_policy: Literal["drop_oldest", "drop_random", "drop_latest"] = Field(
+        "drop_oldest",
+        description="A label at its cap: evict its oldest or a random row, or reject the new one (latest).",
+    )
+    index: Literal["auto", "exact", "faiss"] = Field(
+        "auto",
+        description="'exact': numpy matrix product; 'faiss': FAISS HNSW (approximate); 'auto': exact below "
+        "faiss_above rows, HNSW from there on.",
+    )
+    faiss_above: int = Field(
+        20_000, ge=1, le=1_000_000_000, description="Rows from which 'auto' switches to the FAISS index."
+    )
+    hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree M (memory ~ 8·M bytes per row).")
+    hnsw_ef_construction: int = Field(
+        40, ge=8, le=2048, description="HNSW efConstruction: build effort (graph quality vs build time)."
+    )
+    hnsw_ef_search: int = Field(
+        128, ge=1, le=8192, description="HNSW efSearch: search effort (recall vs query time; at least k)."
+    )
+    rebuild_fraction: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Rebuild the HNSW index when this fraction of its nodes are deleted (evictions, removals).",
+    )
+    seed: int = Field(0, ge=0, description="Seed of the drop_random policy.")
+    path: Path | None = Field(
+        None, description="Gallery file (.rdg, .npz or .json) to load at start and save to; null = none."
+    )

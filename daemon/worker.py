@@ -28,7 +28,7 @@ def build_pipeline(settings: Settings, name: str, cam: CameraConfig) -> Pipeline
     detector = build_detector(cam.detector, settings.runtime, settings.models_dir)
     embedder = build_embedder(cam.embedder, settings.runtime, settings.models_dir)
     tracker = BotSortTracker(name, cam.tracker, cam.embedder, use_embeddings=embedder is not None)
-    return Pipeline(detector, embedder, tracker)
+    return Pipeline(detector, embedder, tracker, settings.runtime.detect_workers)
 
 
 class CameraOutputs:

@@ -34,9 +34,9 @@ class ColourEmbedder:
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def _pipeline(fail_at: int | None = None) -> Pipeline:
+def _pipeline(fail_at: int | None = None, workers: int = 1, detector: WalkingPeople | None = None) -> Pipeline:
     tracker = BotSortTracker("cam", TrackerConfig(), EmbedderConfig(), use_embeddings=True)
-    return Pipeline(WalkingPeople(fail_at), ColourEmbedder(), tracker)
+    return Pipeline(detector or WalkingPeople(fail_at), ColourEmbedder(), tracker, detect_workers=workers)
 
 
 def _frames(n: int) -> list[Frame]:
@@ -53,6 +53,48 @@ def test_detect_ahead_gives_the_same_results_as_in_order() -> None:
     assert _ids(a) == _ids(b)
     assert [r.frame.index for r in b] == list(range(30))
     assert all(len(r.update.tracks) == 2 for r in b)
+
+
+class SlowPeople(WalkingPeople):
+    """WalkingPeople whose later frames finish first, recording how many detections ran at once."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        super().__init__(fail_at)
+        self._lock = threading.Lock()
+        self.running = 0
+        self.most_at_once = 0
+
+    def detect(self, frame: Frame) -> Detections:
+        with self._lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            threading.Event().wait(0.004 * (frame.index % 3 == 0))  # every third frame is slow
+            return super().detect(frame)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def test_several_detect_workers_run_at_once_and_hand_results_on_in_order() -> None:
+    a = list(_pipeline().stream(_frames(40), overlap=False))
+    det = SlowPeople()
+    p = _pipeline(workers=3, detector=det)
+    b = list(p.stream(_frames(40), overlap=True))
+    assert [r.frame.index for r in b] == list(range(40))
+    assert _ids(a) == _ids(b)
+    assert [r.detections.xyxy.tolist() for r in a] == [r.detections.xyxy.tolist() for r in b]
+    assert det.most_at_once >= 2
+    assert p.times.detected_boxes == 80
+
+
+def test_several_detect_workers_pass_a_failure_on_after_the_frames_before_it() -> None:
+    p = _pipeline(workers=3, detector=SlowPeople(fail_at=7))
+    seen = []
+    with pytest.raises(RuntimeError, match="frame 7"):
+        for r in p.stream(_frames(30), overlap=True):
+            seen.append(r.frame.index)
+    assert seen == list(range(7))
 
 
 def test_stage_times_and_counts() -> None:
@@ -72,8 +114,9 @@ def test_detector_failure_reaches_the_consumer() -> None:
     assert seen == [0, 1, 2, 3, 4]
 
 
-def test_stopping_early_ends_the_detect_thread() -> None:
-    p = _pipeline()
+@pytest.mark.parametrize("workers", [1, 3])
+def test_stopping_early_ends_the_detect_thread(workers: int) -> None:
+    p = _pipeline(workers=workers)
     before = threading.active_count()
     gen = p.stream(_frames(1000), overlap=True)
     for r in gen:
