@@ -155,6 +155,344 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- galleries and recognition
+
+
+def _validated(model: Any, base: Any, updates: dict[str, Any], what: str) -> Any:
+    """``base`` (a config model) with ``updates`` from command-line options, re-validated."""
+    from pydantic import ValidationError
+
+    clean = {k: v for k, v in updates.items() if v is not None}
+    try:
+        return model.model_validate({**base.model_dump(), **clean})
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"invalid {what} option: {problems}") from e
+
+
+def _recognition_models(args: argparse.Namespace, detector: bool) -> tuple[Any, Any, str]:
+    """(embedder, detector or None, embedder model name) from --config's camera or the defaults + --model."""
+    from daemon.config import (
+        EmbedderConfig,
+        RuntimeConfig,
+        SSDLiteDetectorConfig,
+        default_cache_dir,
+        load_settings,
+    )
+    from daemon.detect import build_detector
+    from daemon.embed import build_embedder
+
+    if args.config:
+        settings = load_settings(args.config)
+        _, cam = settings.camera(args.camera)
+        emb, det, runtime, cache = cam.embedder, cam.detector, settings.runtime, settings.models_dir
+    else:
+        emb, det, runtime = EmbedderConfig(), SSDLiteDetectorConfig(), RuntimeConfig()
+        cache = Path(os.environ.get("REID_MODELS_DIR") or default_cache_dir())
+    cache = Path(args.models_dir) if args.models_dir else cache
+    updates: dict[str, Any] = {"flip_average": args.flip}
+    if args.model:
+        kind = "boxmot" if Path(args.model).suffix.lower() in (".pt", ".pth") else "onnx"
+        updates.update(model=args.model, type=kind)
+    emb = _validated(EmbedderConfig, emb, updates, "embedder")
+    if emb.type == "none":
+        raise ConfigError(f"the camera's embedder.type is 'none' in {args.config}: pass --model or set one")
+    if detector and det.type not in ("ssdlite", "yolo"):
+        raise ConfigError(f"finding people needs a model detector (ssdlite or yolo), not {det.type!r}")
+    embedder = build_embedder(emb, runtime, cache)
+    return embedder, build_detector(det, runtime, cache) if detector else None, str(emb.model)
+
+
+def _recognition_config(args: argparse.Namespace, **updates: Any) -> Any:
+    from daemon.config import RecognitionConfig
+
+    return _validated(RecognitionConfig, RecognitionConfig(), updates, "recognition")
+
+
+def _threshold(args: argparse.Namespace) -> float | None:
+    t = getattr(args, "threshold", None)
+    if t is not None and not -1.0 <= t <= 1.0:
+        raise ConfigError(f"--threshold must be a cosine similarity in [-1, 1], got {t}")
+    return None if t is None else float(t)
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def _emit(args: argparse.Namespace, report: Any) -> None:
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from daemon.embedding import EmbeddingResult, EmbedOptions, embed
+
+    if args.box and len(args.inputs) != 1:
+        raise ConfigError("--box goes with exactly one input image")
+    cfg = _recognition_config(args, video_every=args.every)
+    embedder, detector, model = _recognition_models(args, detector=args.detect)
+    opts = EmbedOptions(
+        detector=detector,
+        largest=args.largest,
+        every=cfg.video_every,
+        max_frames=args.max_frames,
+        recursive=args.recursive,
+        model=model,
+        progress=_progress(args),
+    )
+    boxes = np.asarray(args.box, dtype=np.float32) if args.box else None
+    try:
+        parts = [embed(embedder, item, boxes=boxes, options=opts) for item in args.inputs]
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    result = EmbeddingResult.concat(parts)
+    if args.out:
+        result.save(args.out)
+    if args.json:
+        print(json.dumps(result.as_dict()))
+        return 0
+    t = result.meta.timings
+    print(
+        f"{len(result)} embedding(s), {result.dim}-d, model {model}, {t.total_ms:.0f} ms (embed {t.embed_ms:.0f})"
+    )
+    for c in result.crops[:20]:
+        where = c.source or "<image>"
+        frame = f" frame {c.frame}" if c.frame >= 0 else ""
+        print(f"  {where}{frame} box {','.join(f'{v:.0f}' for v in c.box)}")
+    if len(result) > 20:
+        print(f"  ... and {len(result) - 20} more")
+    if args.out:
+        print(f"saved: {args.out}")
+    return 0
+
+
+def _new_gallery(args: argparse.Namespace, dim: int) -> Any:
+    from daemon.config import GalleryConfig
+    from daemon.gallery import Gallery
+
+    updates = {"threshold": _threshold(args), "max_per_label": args.max_per_label}
+    return Gallery.from_config(_validated(GalleryConfig, GalleryConfig(), updates, "gallery"), dim)
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from daemon.config import EnrollConfig
+    from daemon.enroll import enroll, reference_files
+    from daemon.gallery import SUFFIXES, Gallery
+
+    out = Path(args.gallery)
+    if out.suffix.lower() not in SUFFIXES:
+        raise ConfigError(f"--gallery {out}: a gallery file ends in {', '.join(SUFFIXES)}")
+    naming = _validated(EnrollConfig, EnrollConfig(), {"recursive": args.recursive or None}, "enrol")
+    reference_files(args.folder, naming)  # a missing folder fails before the models load
+    embedder, detector, _ = _recognition_models(args, detector=args.detect)
+    gallery = Gallery.load(out) if args.append and out.exists() else _new_gallery(args, embedder.dim)
+    report = enroll(
+        args.folder,
+        embedder,
+        gallery,
+        naming=naming,
+        detector=detector,
+        sets=set(args.set) if args.set else None,
+        save_to=out,
+        progress=_progress(args),
+    )
+    _emit(args, report)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from daemon.gallery import Gallery
+    from daemon.recognize import verify
+
+    cfg = _recognition_config(args, margin_warn=args.margin_warn, confusable_pairs=args.pairs)
+    _emit(args, verify(Gallery.load(Path(args.gallery)), config=cfg))
+    return 0
+
+
+def cmd_recognize(args: argparse.Namespace) -> int:
+    from daemon.embedding import EmbedOptions
+    from daemon.gallery import Gallery
+    from daemon.recognize import recognize
+
+    cfg = _recognition_config(args, top_k=args.k)
+    threshold = _threshold(args)
+    gallery = Gallery.load(Path(args.gallery))
+    embedder, detector, model = _recognition_models(args, detector=args.detect)
+    opts = EmbedOptions(detector=detector, model=model, progress=_progress(args))
+    report = recognize(embedder, gallery, list(args.images), k=cfg.top_k, threshold=threshold, options=opts)
+    _emit(args, report)
+    return 0
+
+
+def _search_query(args: argparse.Namespace, embedder: Any, detector: Any) -> tuple[Any, float | None]:
+    """The query rows (from --query images or a --label of --gallery) and the gallery's threshold, if any."""
+    from daemon.embedding import EmbedOptions
+    from daemon.errors import DataError
+    from daemon.gallery import Gallery
+    from daemon.recognize import query_embeddings
+
+    if args.query:
+        opts = EmbedOptions(detector=detector if args.query_detect else None, largest=True)
+        return query_embeddings(embedder, args.query, opts).embeddings, None
+    if not (args.gallery and args.label):
+        raise ConfigError("search needs --query IMAGE, or --gallery FILE with --label NAME")
+    gallery = Gallery.load(Path(args.gallery))
+    rows = [i for i, label in enumerate(gallery.labels) if label == args.label]
+    if not rows:
+        known = ", ".join(repr(x) for x in gallery.unique_labels[:10])
+        raise DataError(f"{args.gallery} has no label {args.label!r} (it has {known} ...)")
+    return gallery.embeddings[rows], float(gallery.threshold)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from daemon.config import GalleryConfig, RecognitionConfig
+    from daemon.recognize import SearchOptions, search
+
+    cfg: RecognitionConfig = _recognition_config(args, search_hits=args.k, video_every=args.every)
+    threshold = _threshold(args)
+    embedder, detector, _ = _recognition_models(args, detector=True)
+    query, gallery_threshold = _search_query(args, embedder, detector)
+    if threshold is None:
+        threshold = gallery_threshold if gallery_threshold is not None else GalleryConfig().threshold
+    opts = SearchOptions(
+        threshold=threshold,
+        limit=cfg.search_hits,
+        every=cfg.video_every,
+        max_frames=args.max_frames,
+        recursive=args.recursive,
+        progress=_progress(args),
+        out=Path(args.out) if args.out else None,
+        crop_context=cfg.crop_context,
+    )
+    _emit(args, search(query, args.target, embedder, detector, opts))
+    return 0
+
+
+# ---------------------------------------------------------------- adapt
+
+
+def _adapt_config(args: argparse.Namespace) -> Any:
+    from pydantic import ValidationError
+
+    from daemon.adapt import AdaptConfig
+
+    fields = ("dim", "steps", "seed", "sample_every", "max_per_track")
+    updates = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
+    try:
+        return AdaptConfig(**updates)
+    except ValidationError as e:
+        flags = ["--" + "-".join(str(p) for p in err["loc"]).replace("_", "-") for err in e.errors()]
+        problems = "; ".join(f"{f}: {err['msg']}" for f, err in zip(flags, e.errors(), strict=True))
+        raise ConfigError(f"invalid adapt option: {problems}") from e
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from daemon.adapt import AdaptRequest, run_adapt
+    from daemon.config import load_settings, with_overrides
+
+    overrides = {"models_dir": args.models_dir} if args.models_dir else {}
+    settings = load_settings(args.config, **overrides)
+    name, _ = settings.camera(args.camera)
+    if args.source:
+        settings = with_overrides(settings, name, {"source.uri": args.source})
+    out = Path(args.out)
+    req = AdaptRequest(
+        out=out,
+        reference=Path(args.reference) if args.reference else None,
+        tracklets=args.tracklets,
+        tracks_file=Path(args.tracks) if args.tracks else None,
+        max_frames=args.max_frames or 0,
+        cache_dir=None if args.no_cache else Path(args.cache_dir or out.parent / "adapt-cache"),
+        progress=not args.no_progress,
+    )
+    result = run_adapt(settings, name, req, _adapt_config(args))
+    for line in result.lines():
+        print(line)
+    print(f"use it with `embedder: {{head: {result.path}}}` in the camera's config")
+    return 0
+
+
+def _add_adapt_parser(sub: Any) -> None:
+    a = sub.add_parser(
+        "adapt",
+        help="Train a projection head on the frozen embedder from a site's video (no labels) and/or a "
+        "labelled reference folder.",
+    )
+    a.add_argument("--out", "-o", required=True, help="Head file to write (.npz).")
+    a.add_argument("--config", "-c", default=str(DEFAULT_CONFIG), help="YAML config (camera, models).")
+    a.add_argument("--camera", help="Camera name in the config (needed when it holds several).")
+    a.add_argument("--source", help="Video to mine tracklets from (default: the camera's source).")
+    a.add_argument("--max-frames", type=int, help="Mine the first N frames only.")
+    a.add_argument("--tracks", help="MOT results file of --source: its tracks instead of running ours.")
+    a.add_argument(
+        "--tracklets",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Mine tracklets from the video (--no-tracklets: reference folder only).",
+    )
+    a.add_argument("--reference", help="Labelled reference folder (file name = label).")
+    a.add_argument("--dim", type=int, help="Head output dimension.")
+    a.add_argument("--steps", type=int, help="Training steps.")
+    a.add_argument("--seed", type=int, help="Random seed.")
+    a.add_argument("--sample-every", type=int, help="Frames between two samples of one track.")
+    a.add_argument("--max-per-track", type=int, help="Samples kept per track.")
+    a.add_argument("--cache-dir", help="Feature cache folder (default: adapt-cache beside --out).")
+    a.add_argument("--no-cache", action="store_true", help="Neither read nor write the feature cache.")
+    a.add_argument("--models-dir", help="Model cache folder (default: the config's).")
+    a.add_argument("--no-progress", action="store_true", help="No progress bars.")
+    a.set_defaults(func=cmd_adapt)
+
+
+# ---------------------------------------------------------------- serve
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from daemon.config import ServeConfig
+    from daemon.gallery import Gallery
+    from daemon.serve import ServiceState, create_app, serve_forever
+
+    updates = {
+        "host": args.host,
+        "port": args.port,
+        "gallery": args.gallery,
+        "references": args.references,
+        "top_k": args.k,
+    }
+    cfg = _validated(ServeConfig, ServeConfig(), updates, "serve")
+    embedder, detector, model = _recognition_models(args, detector=args.detect)
+    if cfg.gallery is not None and cfg.gallery.exists():
+        gallery = Gallery.load(cfg.gallery)
+    else:
+        gallery = _new_gallery(args, embedder.dim)
+    head = getattr(embedder, "head", None)
+    state = ServiceState(embedder, gallery, cfg, model, detector, None if head is None else dict(head.meta))
+    log.warning(
+        "serving %d gallery entries (%s) on http://%s:%d (docs at /docs)",
+        len(gallery),
+        cfg.gallery or "in memory",
+        cfg.host,
+        cfg.port,
+    )
+    serve_forever(create_app(state), cfg.host, cfg.port)
+    return 0
+
+
+def _add_serve_parser(sub: Any) -> None:
+    s = sub.add_parser("serve", help="Serve a gallery over HTTP: recognise, search and enrol by image.")
+    s.add_argument("--gallery", "-g", help="Gallery file loaded at start, saved after each enrolment.")
+    s.add_argument("--references", help="Folder of reference images served at /references/.")
+    s.add_argument("--host", help="Address to listen on (default 127.0.0.1).")
+    s.add_argument("--port", type=int, help="TCP port (default 8080).")
+    s.add_argument("-k", type=int, help="Matches returned when a request does not say k.")
+    s.add_argument("--detect", action="store_true", help="Load the detector (recognize?detect=true).")
+    s.add_argument("--threshold", type=float, help="Match threshold of a new gallery.")
+    s.add_argument("--max-per-label", type=int, help="Cap of references per label of a new gallery.")
+    _add_model_args(s)
+    s.set_defaults(func=cmd_serve)
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -213,7 +551,99 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("action", choices=["check", "show", "schema"])
     c.add_argument("file", nargs="?", default=str(DEFAULT_CONFIG))
     c.set_defaults(func=cmd_config)
+    _add_gallery_parsers(sub)
+    _add_adapt_parser(sub)
+    _add_serve_parser(sub)
     return p
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", "-c", help="YAML config: its camera's embedder and detector (else the defaults)."
+    )
+    p.add_argument("--camera", help="Camera name in the config (needed when it holds several).")
+    p.add_argument("--model", help="Embedder preset or model path (overrides the config's).")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="Mirror averaging.")
+    p.add_argument(
+        "--models-dir", help="Model cache folder (default: the config's, $REID_MODELS_DIR, ~/.cache)."
+    )
+    p.add_argument("--no-progress", action="store_true", help="No progress bar.")
+
+
+def _add_gallery_parsers(sub: Any) -> None:
+    e = sub.add_parser("embed", help="Embed images, crops, a folder or a video; save .npz / .json.")
+    e.add_argument("inputs", nargs="+", help="Image files, folders of images, or a video.")
+    e.add_argument(
+        "--box",
+        nargs=4,
+        type=float,
+        action="append",
+        metavar=("X0", "Y0", "X1", "Y1"),
+        help="A box of the one input image (repeatable); default: the whole image.",
+    )
+    e.add_argument("--detect", action="store_true", help="Embed the people the detector finds.")
+    e.add_argument("--largest", action="store_true", help="With --detect: only the largest person per image.")
+    e.add_argument("--every", type=int, help="Read every Nth video frame (default: recognition.video_every).")
+    e.add_argument("--max-frames", type=int, default=0, help="Stop a video after this many frames read.")
+    e.add_argument("--recursive", action="store_true", help="Also images in sub-folders.")
+    e.add_argument("--out", help="Write the result (.npz or .json).")
+    e.add_argument("--json", action="store_true", help="Print the whole result as JSON.")
+    _add_model_args(e)
+    e.set_defaults(func=cmd_embed)
+
+    en = sub.add_parser(
+        "enroll", help="Enrol a folder of reference photos (file name = label) into a gallery."
+    )
+    en.add_argument("folder", help="Reference folder: [SET-]name[--VARIANT].jpg, e.g. A12-jane_doe--2.jpg.")
+    en.add_argument("--gallery", "-g", required=True, help="Gallery file to write (.npz, .json or .rdg).")
+    en.add_argument("--append", action="store_true", help="Add to the gallery file if it exists.")
+    en.add_argument("--detect", action="store_true", help="Uncropped photos: take the largest person box.")
+    en.add_argument("--recursive", action="store_true", help="Also images in sub-folders.")
+    en.add_argument("--set", action="append", help="Enrol only this set code (repeatable).")
+    en.add_argument("--threshold", type=float, help="Match threshold stored in a new gallery.")
+    en.add_argument("--max-per-label", type=int, help="Cap of references per label in a new gallery.")
+    en.add_argument("--json", action="store_true", help="Print the report as JSON.")
+    _add_model_args(en)
+    en.set_defaults(func=cmd_enroll)
+
+    v = sub.add_parser(
+        "verify", help="Leave-one-out check of a gallery: self-match, confusable labels, advice."
+    )
+    v.add_argument("--gallery", "-g", required=True, help="Gallery file.")
+    v.add_argument("--pairs", type=int, help="Most confusable label pairs to list.")
+    v.add_argument("--margin-warn", type=float, help="Warn below this correct-vs-wrong margin.")
+    v.add_argument("--json", action="store_true", help="Print the report as JSON.")
+    v.set_defaults(func=cmd_verify)
+
+    r = sub.add_parser("recognize", help="Top-k gallery matches for images or the people in them.")
+    r.add_argument("images", nargs="+", help="Query images (crops, or photos with --detect).")
+    r.add_argument("--gallery", "-g", required=True, help="Gallery file.")
+    r.add_argument("-k", type=int, help="Matches per query crop (default: recognition.top_k).")
+    r.add_argument("--threshold", type=float, help="Similarity threshold (default: the gallery's).")
+    r.add_argument("--detect", action="store_true", help="Recognise every person the detector finds.")
+    r.add_argument("--json", action="store_true", help="Print the matches as JSON.")
+    _add_model_args(r)
+    r.set_defaults(func=cmd_recognize)
+
+    s = sub.add_parser("search", help="Find a person in a folder of images or a video.")
+    s.add_argument("target", help="Folder of images, one image, or a video.")
+    s.add_argument("--query", "-q", action="append", help="Query image of the person (repeatable).")
+    s.add_argument(
+        "--query-detect", action="store_true", help="Query images are photos: use the largest person."
+    )
+    s.add_argument("--gallery", "-g", help="Take the query from this gallery's --label.")
+    s.add_argument("--label", help="Label in --gallery to search for.")
+    s.add_argument("-k", type=int, help="Hits to keep, best first (default: recognition.search_hits).")
+    s.add_argument(
+        "--threshold", type=float, help="Similarity threshold (default: the gallery's or the default)."
+    )
+    s.add_argument("--every", type=int, help="Read every Nth video frame (default: recognition.video_every).")
+    s.add_argument("--max-frames", type=int, default=0, help="Stop a video after this many frames read.")
+    s.add_argument("--recursive", action="store_true", help="Also images in sub-folders.")
+    s.add_argument("--out", help="Write annotated crops of the hits and hits.json into this folder.")
+    s.add_argument("--json", action="store_true", help="Print the hits as JSON.")
+    _add_model_args(s)
+    s.set_defaults(func=cmd_search)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -21,6 +21,9 @@ from daemon.config import EmbedderConfig, RuntimeConfig
 from daemon.errors import ModelError
 from daemon.onnx_runtime import create_session
 from daemon.types import Embedder, FloatArray, ImageBGR
+
+if TYPE_CHECKING:
+    from daemon.adapt import ProjectionHead
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +110,9 @@ class OnnxEmbedder:
         self._input = inp.name
         self._dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         self._check_input(path, inp.shape)
+        self.model_path = path
         self._dim = self._find_dim()
+        self.head = None if cfg.head is None else load_checked_head(Path(cfg.head), cfg, path, self._dim)
 
     def _check_input(self, path: Path, shape: list[Any]) -> None:
         if len(shape) != 4 or shape[1] not in (3, "3"):
@@ -128,22 +133,24 @@ class OnnxEmbedder:
 
     @property
     def dim(self) -> int:
-        return self._dim
+        """Output dimension: the head's when ``embedder.head`` is set, else the model's."""
+        return self._dim if self.head is None else self.head.output_dim
 
     def embed(self, image: ImageBGR, xyxy: FloatArray) -> FloatArray:
         """One L2-normalised row per box of ``xyxy`` (N, 4) in ``image`` pixels."""
         return self.embed_crops(crop_boxes(image, xyxy))
 
     def embed_crops(self, crops: Sequence[ImageBGR]) -> FloatArray:
-        """One L2-normalised row per BGR crop (any sizes, each at least 1x1)."""
+        """One L2-normalised row per BGR crop (any sizes, each at least 1x1); through the head when set."""
         if len(crops) == 0:
-            return np.zeros((0, self._dim), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32)
         bs = self.cfg.batch_size
         parts = [
             self._features(crops_to_blob(crops[i : i + bs], self.cfg.input_size))
             for i in range(0, len(crops), bs)
         ]
-        return l2_normalize(np.concatenate(parts))
+        feats = l2_normalize(np.concatenate(parts))
+        return feats if self.head is None else self.head.apply(feats)
 
     def _features(self, blob: FloatArray) -> FloatArray:
         feats = self._run(blob)
@@ -228,6 +235,17 @@ def boxmot_device(runtime: RuntimeConfig) -> str:
     import torch
 
     return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def load_checked_head(head: Path, cfg: EmbedderConfig, model_path: Path, model_dim: int) -> ProjectionHead:
+    """The projection head of ``embedder.head``; ModelError naming the file unless it fits this model."""
+    from daemon.adapt import BaseModelInfo, file_sha256, load_head
+
+    loaded = load_head(head)
+    base = BaseModelInfo(cfg.model, file_sha256(model_path), model_dim, cfg.input_size, cfg.flip_average)
+    loaded.check_base(head, base)
+    logger.info("projection head %s: %d -> %d-d", head, loaded.input_dim, loaded.output_dim)
+    return loaded
 
 
 def build_embedder(cfg: EmbedderConfig, runtime: RuntimeConfig, cache_dir: Path) -> Embedder | None:

@@ -1,0 +1,659 @@
+"""Embedding results: images, crops, boxes, image files, folders or a video -> one typed, saveable record.
+
+``embed`` takes any of these inputs and returns an :class:`EmbeddingResult`:
+
+* an HxWx3 uint8 BGR image: the whole image is one crop, or each box of ``boxes`` (N, 4) x0,y0,x1,y1 is one,
+  or each person the ``detector`` finds is one;
+* a sequence of images (crops): one row each;
+* an image file, a sequence of image files, or a folder of images (natural order, optionally recursive):
+  one row per image (the whole image), or one per person box the ``detector`` finds (``largest``: only the
+  largest box of each image);
+* a video file: every ``every``-th frame, the whole frame or the detector's person boxes.
+
+Rows are L2-normalised float32 (``embeddings`` (N, D), ``embedding`` the first row); ``meta`` holds the model
+name, whether mirror averaging was on, one :class:`CropRef` per row (source file, frame index, box in source
+pixels, detector score) and :class:`Timings` in milliseconds. ``save`` / ``load`` round-trip it through
+``.npz`` (read with ``allow_pickle=False``) or ``.json``; a bad file raises :class:`DataError` naming it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+from daemon.config import SourceConfig
+from daemon.errors import DataError
+from daemon.sources import IMAGE_EXTENSIONS, natural_key, open_source
+from daemon.types import Detections, Detector, Embedder, FloatArray, Frame, ImageBGR
+
+FORMAT: Final = "reid-daemon.embeddings"
+VERSION: Final = 1
+NORM_TOLERANCE: Final = 1e-3
+"""A loaded row whose L2 norm is further than this from 1 is rejected (the file is not our output)."""
+TIMING_KEYS: Final = ("read_ms", "detect_ms", "embed_ms", "total_ms")
+
+Box = tuple[float, float, float, float]
+StrPath = str | os.PathLike[str]
+ErrorHandler = Callable[[Path, str], None]
+
+
+@runtime_checkable
+class CropEmbedder(Embedder, Protocol):
+    """An embedder that also takes ready-cut crops in one batched call (both built-in embedders do)."""
+
+    def embed_crops(self, crops: Sequence[ImageBGR]) -> FloatArray: ...
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class CropRef:
+    """Where one row came from: ``source`` file ("" for an array in memory), 0-based video ``frame`` (-1 for
+    a still image), ``box`` x0,y0,x1,y1 in source pixels and the detector's ``score`` (None without one)."""
+
+    source: str
+    frame: int
+    box: Box
+    score: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "frame": self.frame, "box": list(self.box), "score": self.score}
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Milliseconds spent reading / decoding, detecting, embedding, and in all."""
+
+    read_ms: float = 0.0
+    detect_ms: float = 0.0
+    embed_ms: float = 0.0
+    total_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(getattr(self, k)) for k in TIMING_KEYS}
+
+    def __add__(self, other: Timings) -> Timings:
+        return Timings(*(getattr(self, k) + getattr(other, k) for k in TIMING_KEYS))
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingMeta:
+    """Model name, mirror averaging, one :class:`CropRef` per row, and the timings."""
+
+    model: str
+    crops: tuple[CropRef, ...]
+    timings: Timings = field(default_factory=Timings)
+    flip_average: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "flip_average": self.flip_average,
+            "timings_ms": self.timings.as_dict(),
+            "crops": [c.as_dict() for c in self.crops],
+        }
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """L2-normalised float32 ``embeddings`` (N, D) (a read-only copy) and their ``meta`` (one crop per row)."""
+
+    embeddings: FloatArray
+    meta: EmbeddingMeta
+
+    def __post_init__(self) -> None:
+        e = np.array(self.embeddings, dtype=np.float32, copy=True)
+        if e.ndim != 2:
+            raise ValueError(f"embeddings must be (N, D), got shape {e.shape}")
+        if len(self.meta.crops) != e.shape[0]:
+            raise ValueError(f"{e.shape[0]} embeddings but {len(self.meta.crops)} crop references")
+        if not np.isfinite(e).all():
+            raise ValueError("embeddings hold NaN or infinite values")
+        norms = np.linalg.norm(e, axis=1)
+        if len(e) and np.abs(norms - 1.0).max() > NORM_TOLERANCE:
+            raise ValueError(
+                f"embeddings must be L2-normalised rows (norms {norms.min():.4f}..{norms.max():.4f})"
+            )
+        e.setflags(write=False)
+        object.__setattr__(self, "embeddings", e)
+
+    def __len__(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    @property
+    def embedding(self) -> FloatArray:
+        """The first row (D,); ValueError when nothing was embedded (no person found, empty input)."""
+        if len(self) == 0:
+            raise ValueError("the result holds no embedding (no crop was embedded)")
+        row: FloatArray = self.embeddings[0]
+        return row
+
+    @property
+    def crops(self) -> tuple[CropRef, ...]:
+        return self.meta.crops
+
+    def mean(self) -> FloatArray:
+        """The L2-normalised mean of all rows (D,): one vector for several views of one person."""
+        return _unit(self.embedding if len(self) == 1 else self.embeddings.mean(axis=0))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "dim": self.dim,
+            **self.meta.as_dict(),
+            "embeddings": self.embeddings.tolist(),
+        }
+
+    def save(self, path: StrPath) -> Path:
+        """Write ``.npz`` or ``.json`` (by suffix), atomically (temp file, fsync, rename)."""
+        p = Path(path)
+        suffix = p.suffix.lower()
+        if suffix == ".json":
+            data = json.dumps(self.as_dict()).encode("utf-8")
+        elif suffix == ".npz":
+            data = _npz_bytes(self)
+        else:
+            raise DataError(f"{p}: embeddings are saved as .npz or .json, not {p.suffix or 'no suffix'}")
+        return atomic_write(p, data)
+
+    @classmethod
+    def load(cls, path: StrPath) -> EmbeddingResult:
+        """Read a file written by ``save``; DataError naming the file when it is missing or malformed."""
+        p = Path(path)
+        if not p.is_file():
+            raise DataError(f"embedding file not found: {p}")
+        suffix = p.suffix.lower()
+        if suffix == ".npz":
+            return _load_npz(p)
+        if suffix == ".json":
+            return _load_json(p)
+        raise DataError(f"{p}: expected an .npz or .json embedding file")
+
+    @staticmethod
+    def concat(results: Sequence[EmbeddingResult]) -> EmbeddingResult:
+        """One result holding the rows of all ``results`` in order (same dim; model of the first)."""
+        if not results:
+            raise ValueError("nothing to concatenate")
+        dims = {r.dim for r in results}
+        if len(dims) != 1:
+            raise ValueError(f"cannot concatenate results of different dims {sorted(dims)}")
+        timings = Timings()
+        for r in results:
+            timings = timings + r.meta.timings
+        first = results[0].meta
+        meta = EmbeddingMeta(
+            first.model, tuple(c for r in results for c in r.crops), timings, first.flip_average
+        )
+        return EmbeddingResult(np.concatenate([r.embeddings for r in results]), meta)
+
+
+def _unit(v: NDArray[Any]) -> FloatArray:
+    v = np.asarray(v, dtype=np.float32)
+    n = float(np.linalg.norm(v))
+    out: FloatArray = (v / n if n > 0 else v).astype(np.float32)
+    return out
+
+
+def atomic_write(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temp file in the same folder (flush, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def _npz_bytes(r: EmbeddingResult) -> bytes:
+    crops = r.crops
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        format=np.asarray(FORMAT),
+        version=np.asarray(VERSION, dtype=np.int64),
+        model=np.asarray(r.meta.model),
+        flip_average=np.asarray(r.meta.flip_average),
+        embeddings=r.embeddings,
+        sources=np.asarray([c.source for c in crops], dtype=np.str_).reshape(len(crops)),
+        frames=np.asarray([c.frame for c in crops], dtype=np.int64).reshape(len(crops)),
+        boxes=np.asarray([c.box for c in crops], dtype=np.float64).reshape(len(crops), 4),
+        scores=np.asarray([np.nan if c.score is None else c.score for c in crops], dtype=np.float64),
+        timings_ms=np.asarray([getattr(r.meta.timings, k) for k in TIMING_KEYS], dtype=np.float64),
+    )
+    return buf.getvalue()
+
+
+_NPZ_KEYS: Final = (
+    "format",
+    "version",
+    "model",
+    "flip_average",
+    "embeddings",
+    "sources",
+    "frames",
+    "boxes",
+    "scores",
+    "timings_ms",
+)
+
+
+def _read_npz(path: Path) -> dict[str, NDArray[Any]]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in _NPZ_KEYS if k not in z.files]
+            if missing:
+                raise DataError(f"{path}: not a reid-daemon embedding file (missing {', '.join(missing)})")
+            return {k: np.asarray(z[k]) for k in _NPZ_KEYS}
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise DataError(f"{path}: unreadable or corrupt .npz embedding file ({e})") from e
+
+
+def _load_npz(path: Path) -> EmbeddingResult:
+    z = _read_npz(path)
+    _check_format(path, str(z["format"]), int(z["version"]))
+    n = len(z["sources"])
+    if z["frames"].shape != (n,) or z["boxes"].shape != (n, 4) or z["scores"].shape != (n,):
+        raise DataError(f"{path}: crop arrays disagree in length ({n} sources)")
+    if z["timings_ms"].shape != (len(TIMING_KEYS),):
+        raise DataError(f"{path}: timings_ms must hold {len(TIMING_KEYS)} values")
+    crops = tuple(
+        CropRef(str(s), int(f), _box(b), None if math.isnan(float(sc)) else float(sc))
+        for s, f, b, sc in zip(z["sources"], z["frames"], z["boxes"], z["scores"], strict=True)
+    )
+    meta = EmbeddingMeta(
+        str(z["model"]), crops, Timings(*(float(t) for t in z["timings_ms"])), bool(z["flip_average"])
+    )
+    return _checked(path, z["embeddings"], meta)
+
+
+def _box(values: Sequence[float] | NDArray[Any]) -> Box:
+    b = [float(v) for v in values]
+    if len(b) != 4:
+        raise ValueError(f"a box needs 4 values, got {len(b)}")
+    return (b[0], b[1], b[2], b[3])
+
+
+def _check_format(path: Path, tag: str, version: int) -> None:
+    if tag != FORMAT:
+        raise DataError(f"{path}: not a reid-daemon embedding file (format {tag!r})")
+    if version != VERSION:
+        raise DataError(f"{path}: embedding file version {version} is not supported (this reads {VERSION})")
+
+
+def _checked(path: Path, embeddings: Any, meta: EmbeddingMeta) -> EmbeddingResult:
+    try:
+        e = np.asarray(embeddings, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"{path}: embeddings are not a numeric matrix ({err})") from err
+    if e.ndim != 2 or e.shape[0] != len(meta.crops):
+        raise DataError(f"{path}: embeddings of shape {e.shape} do not match {len(meta.crops)} crops")
+    if not np.isfinite(e).all():
+        raise DataError(f"{path}: embeddings hold NaN or infinite values")
+    norms = np.linalg.norm(e, axis=1)
+    if len(e) and np.abs(norms - 1.0).max() > NORM_TOLERANCE:
+        raise DataError(
+            f"{path}: embeddings are not L2-normalised (norms {norms.min():.4f}..{norms.max():.4f})"
+        )
+    return EmbeddingResult(e, meta)
+
+
+def _load_json(path: Path) -> EmbeddingResult:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: unreadable JSON embedding file ({e})") from e
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: not a reid-daemon embedding file (top level is not an object)")
+    _check_format(path, str(data.get("format")), _int(path, data.get("version"), "version"))
+    try:
+        crops = tuple(_crop_from(c) for c in data["crops"])
+        timings = data["timings_ms"]
+        meta = EmbeddingMeta(
+            str(data["model"]),
+            crops,
+            Timings(*(float(timings[k]) for k in TIMING_KEYS)),
+            bool(data["flip_average"]),
+        )
+        rows = data["embeddings"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{path}: malformed embedding file ({type(e).__name__}: {e})") from e
+    result = _checked(path, rows if rows else np.zeros((0, _int(path, data.get("dim"), "dim"))), meta)
+    if result.dim != data.get("dim"):
+        raise DataError(f"{path}: rows have {result.dim} values but dim says {data.get('dim')}")
+    return result
+
+
+def _int(path: Path, value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise DataError(f"{path}: {name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _crop_from(c: dict[str, Any]) -> CropRef:
+    score = c["score"]
+    return CropRef(str(c["source"]), int(c["frame"]), _box(c["box"]), None if score is None else float(score))
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+def read_image(path: StrPath) -> ImageBGR:
+    """An image file as HxWx3 uint8 BGR; DataError naming the path when it is missing or cannot be decoded."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"image not found: {p}" if not p.exists() else f"not a file: {p}")
+    try:
+        raw = np.fromfile(p, dtype=np.uint8)
+    except OSError as e:
+        raise DataError(f"cannot read image {p}: {e}") from e
+    image = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
+    if image is None or image.size == 0:
+        raise DataError(f"cannot decode image {p} (corrupt, empty or not an image)")
+    out: ImageBGR = np.ascontiguousarray(image, dtype=np.uint8)
+    return out
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_image_files(folder: StrPath, recursive: bool = False) -> list[Path]:
+    """Image files (jpg, jpeg, png, bmp, webp) of a folder in natural order; hidden files are left out.
+
+    DataError naming the folder when it is missing or not a folder.
+    """
+    root = Path(folder)
+    if not root.exists():
+        raise DataError(f"folder not found: {root}")
+    if not root.is_dir():
+        raise DataError(f"not a folder: {root}")
+    return [p for p in list_files(root, recursive) if is_image_file(p)]
+
+
+def list_files(root: Path, recursive: bool) -> list[Path]:
+    """Every visible file of ``root`` (and its sub-folders when recursive), in natural order of the path."""
+    found = root.rglob("*") if recursive else root.iterdir()
+    files = [
+        p
+        for p in found
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
+    return sorted(files, key=lambda p: natural_key(str(p.relative_to(root))))
+
+
+def whole_box(image: ImageBGR) -> Box:
+    h, w = image.shape[:2]
+    return (0.0, 0.0, float(w), float(h))
+
+
+def largest(dets: Detections) -> Detections:
+    """Only the largest box (by area) of ``dets`` (empty stays empty)."""
+    if len(dets) <= 1:
+        return dets
+    wh = dets.xyxy[:, 2:4] - dets.xyxy[:, 0:2]
+    return dets.select(np.asarray([int(np.argmax(wh[:, 0] * wh[:, 1]))], dtype=np.intp))
+
+
+def embed_crops(embedder: Embedder, crops: Sequence[ImageBGR]) -> FloatArray:
+    """One row per crop, batched when the embedder takes crops (else each crop is its own whole image)."""
+    if isinstance(embedder, CropEmbedder):
+        return embedder.embed_crops(crops)
+    if not crops:
+        return np.zeros((0, embedder.dim), dtype=np.float32)
+    rows = [embedder.embed(c, np.asarray([whole_box(c)], dtype=np.float32)) for c in crops]
+    return np.concatenate(rows).astype(np.float32)
+
+
+class StageClock:
+    """Accumulates milliseconds per stage (read_ms, detect_ms, embed_ms) since it was made."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.ms = {k: 0.0 for k in TIMING_KEYS[:3]}
+
+    def add(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.ms[stage] += (now - since) * 1000.0
+        return now
+
+    def timings(self) -> Timings:
+        total = (time.perf_counter() - self.start) * 1000.0
+        return Timings(self.ms["read_ms"], self.ms["detect_ms"], self.ms["embed_ms"], total)
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """How ``embed`` finds crops: ``detector`` boxes (``largest`` only), every ``every``-th video frame up to
+    ``max_frames`` (0 = all), sub-folders when ``recursive``; ``model`` names the embedder in the meta."""
+
+    detector: Detector | None = None
+    largest: bool = False
+    every: int = 1
+    max_frames: int = 0
+    recursive: bool = False
+    model: str = ""
+    progress: bool = False
+
+
+class _Collector:
+    """Rows and crop references gathered frame by frame."""
+
+    def __init__(self, embedder: Embedder, opts: EmbedOptions) -> None:
+        self.embedder = embedder
+        self.opts = opts
+        self.clock = StageClock()
+        self.rows: list[FloatArray] = []
+        self.crops: list[CropRef] = []
+
+    def boxes_of(self, frame: Frame) -> tuple[FloatArray, list[float | None]]:
+        det = self.opts.detector
+        if det is None:
+            return np.asarray([whole_box(frame.image)], dtype=np.float32), [None]
+        t = time.perf_counter()
+        dets = det.detect(frame)
+        if self.opts.largest:
+            dets = largest(dets)
+        self.clock.add("detect_ms", t)
+        return dets.xyxy.astype(np.float32), [float(s) for s in dets.scores]
+
+    def add_frame(self, frame: Frame, frame_index: int) -> None:
+        xyxy, scores = self.boxes_of(frame)
+        self.add_boxes(frame.image, xyxy, scores, frame.source, frame_index)
+
+    def add_boxes(
+        self, image: ImageBGR, xyxy: FloatArray, scores: Sequence[float | None], source: str, frame: int
+    ) -> None:
+        if len(xyxy) == 0:
+            return
+        t = time.perf_counter()
+        self.rows.append(self.embedder.embed(image, xyxy))
+        self.clock.add("embed_ms", t)
+        for b, s in zip(xyxy, scores, strict=True):
+            self.crops.append(CropRef(source, frame, _box(b), s))
+
+    def add_crops(self, crops: Sequence[ImageBGR]) -> None:
+        t = time.perf_counter()
+        self.rows.append(embed_crops(self.embedder, crops))
+        self.clock.add("embed_ms", t)
+        self.crops.extend(CropRef("", -1, whole_box(c), None) for c in crops)
+
+    def result(self) -> EmbeddingResult:
+        dim = self.embedder.dim
+        rows = np.concatenate(self.rows) if self.rows else np.zeros((0, dim), np.float32)
+        cfg = getattr(self.embedder, "cfg", None)
+        meta = EmbeddingMeta(
+            self.opts.model or str(getattr(cfg, "model", "")),
+            tuple(self.crops),
+            self.clock.timings(),
+            bool(getattr(cfg, "flip_average", False)),
+        )
+        return EmbeddingResult(rows, meta)
+
+
+def embed(
+    embedder: Embedder,
+    source: ImageBGR | StrPath | Sequence[ImageBGR] | Sequence[StrPath],
+    *,
+    boxes: NDArray[Any] | None = None,
+    options: EmbedOptions | None = None,
+) -> EmbeddingResult:
+    """Embed an image, crops, an image plus ``boxes``, image files, a folder or a video (see the module doc).
+
+    Unreadable images raise DataError naming the file; a missing video raises DataError too.
+    """
+    opts = options or EmbedOptions()
+    col = _Collector(embedder, opts)
+    if isinstance(source, np.ndarray):
+        _embed_array(col, source, boxes)
+    elif isinstance(source, str | os.PathLike):
+        _embed_path(col, Path(source), boxes)
+    else:
+        items = list(source)
+        if boxes is not None:
+            raise ValueError("boxes go with a single image, not a sequence")
+        images = [x for x in items if isinstance(x, np.ndarray)]
+        paths = [Path(x) for x in items if isinstance(x, str | os.PathLike)]
+        if len(images) == len(items):
+            _check_images(images)
+            col.add_crops(images)
+        elif len(paths) == len(items):
+            _embed_files(col, paths)
+        else:
+            raise ValueError("a sequence to embed must hold only images (arrays) or only paths")
+    return col.result()
+
+
+def _check_images(items: Sequence[Any]) -> None:
+    for i, im in enumerate(items):
+        if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8 or im.size == 0:
+            raise ValueError(
+                f"crop {i}: expected a non-empty HxWx3 uint8 BGR image, got {im.dtype} {im.shape}"
+            )
+
+
+def _embed_array(col: _Collector, image: NDArray[Any], boxes: NDArray[Any] | None) -> None:
+    _check_images([image])
+    if boxes is None:
+        col.add_frame(Frame(0, 0.0, image, ""), -1)
+        return
+    xyxy = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    col.add_boxes(image, xyxy, [None] * len(xyxy), "", -1)
+
+
+def _embed_path(col: _Collector, path: Path, boxes: NDArray[Any] | None) -> None:
+    if boxes is not None:
+        if not is_image_file(path):
+            raise ValueError(f"boxes go with one image file, not {path}")
+        t = time.perf_counter()
+        image = read_image(path)
+        col.clock.add("read_ms", t)
+        xyxy = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        col.add_boxes(image, xyxy, [None] * len(xyxy), str(path), -1)
+    elif path.is_dir():
+        files = list_image_files(path, col.opts.recursive)
+        if not files:
+            raise DataError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        _embed_files(col, files)
+    elif is_image_file(path):
+        _embed_files(col, [path])
+    else:
+        for frame in iter_video(path, col.opts.every, col.opts.max_frames, col.opts.progress, col.clock):
+            col.add_frame(frame, frame.index)
+
+
+def _embed_files(col: _Collector, files: Sequence[Path]) -> None:
+    bar = tqdm(files, unit="image", disable=not col.opts.progress or len(files) < 2, dynamic_ncols=True)
+    for i, path in enumerate(bar):
+        t = time.perf_counter()
+        image = read_image(path)
+        col.clock.add("read_ms", t)
+        col.add_frame(Frame(i, 0.0, image, str(path)), -1)
+
+
+def iter_video(
+    path: Path, every: int = 1, max_frames: int = 0, progress: bool = False, clock: StageClock | None = None
+) -> Generator[Frame, None, None]:
+    """Every ``every``-th frame of a video file (``Frame.index`` is the 0-based position in the file)."""
+    if not path.is_file():
+        raise DataError(f"video not found: {path}" if not path.exists() else f"not a video file: {path}")
+    cfg = SourceConfig(uri=str(path), kind="file", stride=every, max_frames=max_frames)
+    with open_source(cfg, name=str(path)) as src:
+        bar = tqdm(total=src.frame_count, unit="frame", disable=not progress, dynamic_ncols=True)
+        with bar:
+            it = iter(src)
+            while True:
+                t = time.perf_counter()
+                frame = next(it, None)
+                if clock is not None:
+                    clock.add("read_ms", t)
+                if frame is None:
+                    return
+                bar.update(1)
+                yield frame
+
+
+def iter_frames(
+    target: Path,
+    *,
+    every: int = 1,
+    max_frames: int = 0,
+    recursive: bool = False,
+    progress: bool = False,
+    on_error: ErrorHandler | None = None,
+) -> Generator[Frame, None, None]:
+    """Frames of a video, or the images of a folder / one image file as frames (``index`` = position).
+
+    An unreadable image raises DataError, or goes to ``on_error(path, reason)`` and is skipped.
+    """
+    if target.is_dir() or is_image_file(target):
+        files = list_image_files(target, recursive) if target.is_dir() else [target]
+        if not files:
+            raise DataError(f"folder {target} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        yield from _image_frames(files, progress, on_error)
+    else:
+        yield from iter_video(target, every, max_frames, progress)
+
+
+def _image_frames(
+    files: Sequence[Path], progress: bool, on_error: ErrorHandler | None
+) -> Generator[Frame, None, None]:
+    for i, path in enumerate(tqdm(files, unit="image", disable=not progress, dynamic_ncols=True)):
+        try:
+            image = read_image(path)
+        except DataError as e:
+            if on_error is None:
+                raise
+            on_error(path, str(e))
+            continue
+        yield Frame(i, 0.0, image, str(path))

@@ -1,0 +1,309 @@
+"""Enrolment: every image of a reference folder becomes a gallery entry; the file name is the label.
+
+Naming convention (separators and the set-code pattern are fields of ``EnrollConfig``; defaults shown)::
+
+    [SET-]name[--VARIANT].ext          ext: jpg, jpeg, png, bmp, webp (any case)
+
+* ``name``: the label, with ``_`` read as a space (runs of spaces collapse): ``jane_doe`` -> "jane doe".
+* ``--VARIANT``: text after the LAST ``--`` tells several images of one person apart; they become several
+  embeddings of one label: ``jane_doe--1.jpg``, ``jane_doe--side.jpg`` -> label "jane doe" twice.
+* ``SET-``: text before the FIRST ``-`` is a set code when it matches ``set_code_pattern`` whole (default:
+  up to 4 letters, 1-8 digits, up to 4 letters: ``A12``, ``2024``, ``S1b``); ``A12-jane_doe.jpg`` -> set
+  "A12", label "jane doe". A prefix without a digit stays in the name: ``mary-jane.jpg`` -> "mary-jane".
+  One label under several set codes is one identity; ``sets`` enrols only the named sets.
+* A single ``-`` elsewhere is part of the name (``jane_doe-2.jpg`` -> "jane doe-2": use ``--`` for variants).
+  A name that leaves no label (``--2.jpg``, ``A12-.jpg``) is skipped and reported.
+
+Hidden files are ignored; other files, unreadable images, photos where ``--detect`` finds no person and
+images refused by the gallery's per-label cap are reported in ``EnrollReport.skipped``, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+from tqdm import tqdm
+
+from daemon.config import EnrollConfig
+from daemon.embed import crop_boxes
+from daemon.embedding import (
+    Box,
+    StrPath,
+    Timings,
+    embed_crops,
+    is_image_file,
+    largest,
+    list_files,
+    read_image,
+    whole_box,
+)
+from daemon.errors import DataError
+from daemon.gallery import Gallery
+from daemon.types import Detector, Embedder, Frame, ImageBGR
+
+log = logging.getLogger(__name__)
+
+CHUNK: Final = 32
+"""Reference crops held in memory and embedded together."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceName:
+    """What a reference file name says: ``label``, optional ``set_code`` and ``variant``, and the ``path``."""
+
+    label: str
+    set_code: str | None
+    variant: str | None
+    path: Path
+
+
+def parse_reference_name(path: StrPath, naming: EnrollConfig | None = None) -> ReferenceName:
+    """Parse ``[SET-]name[--VARIANT].ext`` (see the module doc); ValueError when no label is left."""
+    cfg = naming or EnrollConfig()
+    p = Path(path)
+    rest, variant = _split_variant(p.stem, cfg.variant_separator)
+    set_code, rest = _split_set(rest, cfg)
+    label = " ".join(rest.replace(cfg.word_separator, " ").split())
+    if cfg.lowercase:
+        label = label.lower()
+    if not label:
+        raise ValueError(f"{p.name}: the file name leaves no label ([SET-]name[--VARIANT].ext)")
+    return ReferenceName(label, set_code, variant, p)
+
+
+def _split_variant(stem: str, sep: str) -> tuple[str, str | None]:
+    if sep not in stem:
+        return stem, None
+    rest, variant = stem.rsplit(sep, 1)
+    return rest, (variant.strip() or None)
+
+
+def _split_set(rest: str, cfg: EnrollConfig) -> tuple[str | None, str]:
+    if cfg.set_separator not in rest:
+        return None, rest
+    prefix, name = rest.split(cfg.set_separator, 1)
+    if re.fullmatch(cfg.set_code_pattern, prefix):
+        return prefix, name
+    return None, rest
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolledImage:
+    """One reference now in the gallery: its parsed name, gallery ``row``, crop ``box`` and detector score."""
+
+    name: ReferenceName
+    row: int
+    box: Box
+    score: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedFile:
+    """A file of the folder that is not in the gallery, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class EnrollReport:
+    """What ``enroll`` did: enrolled and skipped files, the gallery size after, where it was saved."""
+
+    folder: Path
+    enrolled: tuple[EnrolledImage, ...]
+    skipped: tuple[SkippedFile, ...]
+    gallery_size: int
+    saved: Path | None
+    timings: Timings
+
+    @property
+    def labels(self) -> list[str]:
+        """The labels enrolled this time, sorted."""
+        return sorted({e.name.label for e in self.enrolled})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "folder": str(self.folder),
+            "enrolled": [
+                {
+                    "path": str(e.name.path),
+                    "label": e.name.label,
+                    "set": e.name.set_code,
+                    "variant": e.name.variant,
+                    "row": e.row,
+                    "box": list(e.box),
+                    "score": e.score,
+                }
+                for e in self.enrolled
+            ],
+            "skipped": [{"path": str(s.path), "reason": s.reason} for s in self.skipped],
+            "labels": self.labels,
+            "gallery_size": self.gallery_size,
+            "saved": None if self.saved is None else str(self.saved),
+            "timings_ms": self.timings.as_dict(),
+        }
+
+    def text(self, max_skipped: int = 20) -> str:
+        lines = [
+            f"enrolled {len(self.enrolled)} image(s) of {len(self.labels)} label(s) from {self.folder} "
+            f"in {self.timings.total_ms / 1000:.1f} s; the gallery holds {self.gallery_size} entries"
+        ]
+        for label in self.labels:
+            n = sum(1 for e in self.enrolled if e.name.label == label)
+            lines.append(f"  {label}: {n}")
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} file(s):")
+            lines += [f"  {s.path}: {s.reason}" for s in self.skipped[:max_skipped]]
+            if len(self.skipped) > max_skipped:
+                lines.append(f"  ... and {len(self.skipped) - max_skipped} more (--json lists all)")
+        if self.saved is not None:
+            lines.append(f"saved: {self.saved}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- enrol
+
+
+def reference_files(
+    folder: StrPath, naming: EnrollConfig, sets: Collection[str] | None = None
+) -> tuple[list[ReferenceName], list[SkippedFile]]:
+    """The parsed reference images of ``folder`` (natural order) and the files left out, with the reason."""
+    root = Path(folder)
+    if not root.exists():
+        raise DataError(f"reference folder not found: {root}")
+    if not root.is_dir():
+        raise DataError(f"not a folder: {root}")
+    names: list[ReferenceName] = []
+    skipped: list[SkippedFile] = []
+    for path in list_files(root, naming.recursive):
+        if not is_image_file(path):
+            skipped.append(SkippedFile(path, f"not an image file ({path.suffix or 'no extension'})"))
+            continue
+        try:
+            name = parse_reference_name(path, naming)
+        except ValueError as e:
+            skipped.append(SkippedFile(path, str(e)))
+            continue
+        if sets is not None and name.set_code not in sets:
+            skipped.append(SkippedFile(path, f"set {name.set_code!r} not selected"))
+            continue
+        names.append(name)
+    return names, skipped
+
+
+@dataclass
+class _Pending:
+    names: list[ReferenceName]
+    crops: list[ImageBGR]
+    boxes: list[Box]
+    scores: list[float | None]
+
+
+class _Enroller:
+    def __init__(self, embedder: Embedder, gallery: Gallery, detector: Detector | None) -> None:
+        self.embedder = embedder
+        self.gallery = gallery
+        self.detector = detector
+        self.enrolled: list[EnrolledImage] = []
+        self.skipped: list[SkippedFile] = []
+        self.ms = {"read_ms": 0.0, "detect_ms": 0.0, "embed_ms": 0.0}
+        self.pending = _Pending([], [], [], [])
+
+    def take(self, name: ReferenceName) -> None:
+        t = time.perf_counter()
+        try:
+            image = read_image(name.path)
+        except DataError as e:
+            log.warning("skipping %s", e)
+            self.skipped.append(SkippedFile(name.path, str(e)))
+            return
+        t = self._tick("read_ms", t)
+        box, score = whole_box(image), None
+        if self.detector is not None:
+            dets = largest(self.detector.detect(Frame(0, 0.0, image, str(name.path))))
+            self._tick("detect_ms", t)
+            if len(dets) == 0:
+                self.skipped.append(SkippedFile(name.path, "no person detected (--detect)"))
+                return
+            box, score = _as_box(dets.xyxy[0]), float(dets.scores[0])
+        p = self.pending
+        p.names.append(name)
+        p.crops.append(crop_boxes(image, np.asarray([box], dtype=np.float32))[0].copy())
+        p.boxes.append(box)
+        p.scores.append(score)
+        if len(p.crops) >= CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        p = self.pending
+        if not p.crops:
+            return
+        t = time.perf_counter()
+        rows = embed_crops(self.embedder, p.crops)
+        self._tick("embed_ms", t)
+        kept = self.gallery.add_many([n.label for n in p.names], rows)
+        for name, row, box, score in zip(p.names, kept, p.boxes, p.scores, strict=True):
+            if row < 0:
+                self.skipped.append(SkippedFile(name.path, f"label {name.label!r} is at the gallery's cap"))
+            else:
+                self.enrolled.append(EnrolledImage(name, row, box, score))
+        self.pending = _Pending([], [], [], [])
+
+    def _tick(self, key: str, since: float) -> float:
+        now = time.perf_counter()
+        self.ms[key] += (now - since) * 1000.0
+        return now
+
+
+def _as_box(values: Sequence[float] | np.ndarray[Any, Any]) -> Box:
+    x0, y0, x1, y1 = (float(v) for v in values)
+    return (x0, y0, x1, y1)
+
+
+def enroll(
+    folder: StrPath,
+    embedder: Embedder,
+    gallery: Gallery,
+    *,
+    naming: EnrollConfig | None = None,
+    detector: Detector | None = None,
+    sets: Collection[str] | None = None,
+    save_to: StrPath | None = None,
+    progress: bool = False,
+) -> EnrollReport:
+    """Add every reference image of ``folder`` to ``gallery`` (labels from file names) and save it.
+
+    With a ``detector`` each photo contributes its largest person box (for uncropped photos); without, the
+    whole image. Raises DataError when the folder is missing, holds no usable image, or the gallery's
+    dimension differs from the embedder's; other problems are reported per file in ``skipped``.
+    """
+    start = time.perf_counter()
+    cfg = naming or EnrollConfig()
+    if gallery.dim != embedder.dim:
+        raise DataError(
+            f"the gallery holds {gallery.dim}-d embeddings but the embedder gives {embedder.dim}-d: "
+            "enrol into a gallery made with the same model"
+        )
+    names, skipped = reference_files(folder, cfg, sets)
+    work = _Enroller(embedder, gallery, detector)
+    work.skipped = skipped
+    for name in tqdm(names, unit="image", desc="enrol", disable=not progress, dynamic_ncols=True):
+        work.take(name)
+    work.flush()
+    if not work.enrolled:
+        reasons = "; ".join(f"{s.path.name}: {s.reason}" for s in work.skipped[:5]) or "the folder is empty"
+        raise DataError(f"no reference image could be enrolled from {folder} ({reasons})")
+    saved = gallery.save(Path(save_to)) if save_to is not None else None
+    total = (time.perf_counter() - start) * 1000.0
+    timings = Timings(work.ms["read_ms"], work.ms["detect_ms"], work.ms["embed_ms"], total)
+    return EnrollReport(Path(folder), tuple(work.enrolled), tuple(work.skipped), len(gallery), saved, timings)

@@ -1,0 +1,821 @@
+"""Labelled embedding gallery: several L2-normalised float32 vectors per label, top-k cosine search.
+
+A pure in-memory core (no I/O except ``save`` / ``load``), safe to share between threads (one lock).
+
+* Similarity is the dot product of normalised vectors; a match needs ``similarity >= threshold`` and
+  ``Match.distance`` is ``1 - similarity``. Inputs are validated (shape, NaN/inf, zero vector, empty label:
+  ``ValueError`` naming the problem) and normalised on a copy, never in place.
+* Rows: ``add`` appends; removing a row (eviction, ``remove``) moves the last row into the freed slot, so a
+  row number is valid until the next change. ``Match.index`` is the row at search time.
+* Per-label cap ``max_per_label``: when a label already holds that many rows, ``drop_oldest`` evicts its
+  oldest row, ``drop_random`` a random one of its rows (seeded), and ``drop_latest`` rejects the new vector
+  (``add`` then returns -1, ``add_many`` gives -1 for it).
+* Search backend: ``exact`` is a matrix product + argpartition; ``faiss`` is a FAISS HNSW graph (inner
+  product), ``auto`` switches to it from ``faiss_above`` rows (and back below half of that). HNSW cannot delete
+  nodes, so a deleted row becomes a tombstone that a search filters out (an ``IDSelectorBitmap``) while the
+  graph still routes through it; the graph is rebuilt from the stored vectors once ``rebuild_fraction`` of its
+  nodes are tombstones. The index is brought up to date (new rows added, maps fixed) under the lock before
+  every search, so a search never sees stale rows. Similarities of HNSW hits are recomputed exactly.
+* Files, chosen by suffix: ``.rdg`` (daemon/codec.py, gallery settings in the meta JSON), ``.npz``
+  (``np.savez``, read with ``allow_pickle=False``) and ``.json``. Writes are atomic (temporary file in the
+  same folder, fsync, rename); rows are written oldest first, so ages survive a round trip. A bad file gives
+  ``DataError`` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from pydantic import ValidationError
+
+from daemon import codec
+from daemon.config import GalleryConfig
+from daemon.errors import ConfigError, DataError
+from daemon.types import FloatArray
+
+logger = logging.getLogger(__name__)
+
+DropPolicy = Literal["drop_oldest", "drop_random", "drop_latest"]
+IndexKind = Literal["auto", "exact", "faiss"]
+
+FORMAT_TAG = "reid-daemon-gallery"
+FORMAT_VERSION = 1
+SUFFIXES = (".rdg", ".npz", ".json")
+NORM_EPS = 1e-12
+UNIT_TOL = 4e-7  # a row whose norm is this close to 1 counts as normalised already (float32 rounding)
+_SIM_BLOCK = 1 << 24  # similarity values per block of a batched exact search (64 MiB of float32)
+_LOAD_MAX_BYTES = 1 << 40  # raw payload bound when loading a gallery file (content is checked as it is read)
+
+
+@dataclass(frozen=True)
+class Match:
+    """One gallery row that matched a query."""
+
+    label: str
+    similarity: float
+    index: int  # row in the gallery at search time
+
+    @property
+    def distance(self) -> float:
+        """Cosine distance, ``1 - similarity``."""
+        return 1.0 - self.similarity
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Matches of one query, best first, only those ``>= threshold``, at most k."""
+
+    matches: tuple[Match, ...]
+    duration_ms: float
+
+    @property
+    def best(self) -> Match | None:
+        return self.matches[0] if self.matches else None
+
+
+@dataclass(frozen=True)
+class HnswParams:
+    """FAISS HNSW settings (see GalleryConfig for their meaning and bounds)."""
+
+    m: int
+    ef_construction: int
+    ef_search: int
+    rebuild_fraction: float
+
+    @classmethod
+    def from_config(cls, cfg: GalleryConfig) -> HnswParams:
+        return cls(cfg.hnsw_m, cfg.hnsw_ef_construction, cfg.hnsw_ef_search, cfg.rebuild_fraction)
+
+
+def _import_faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as e:  # pragma: no cover - faiss-cpu is a dependency
+        raise ConfigError(f"gallery index 'faiss' needs the faiss-cpu package: {e}") from e
+    return faiss
+
+
+class _HnswIndex:
+    """FAISS HNSW over gallery rows. A node id is fixed when its vector is inserted; rows move, so two maps.
+
+    ``node_of_row[r]`` is the node holding row r's vector (-1: not inserted yet); ``row_of_node[v]`` the row
+    of node v (-1: deleted, a tombstone). ``alive`` marks live nodes for the search-time filter.
+    """
+
+    def __init__(self, dim: int, params: HnswParams) -> None:
+        self.faiss = _import_faiss()
+        self.dim, self.params = dim, params
+        self.index: Any = None
+        self.node_of_row = np.full(0, -1, dtype=np.int64)
+        self.row_of_node = np.full(0, -1, dtype=np.int64)
+        self.alive = np.zeros(0, dtype=bool)
+        self.tombstones = 0
+        self.pending = 0
+        self.builds = 0
+        self._bitmap: NDArray[np.uint8] | None = None
+        self._selector: Any = None
+
+    @property
+    def ntotal(self) -> int:
+        return 0 if self.index is None else int(self.index.ntotal)
+
+    def appended(self, start: int, stop: int) -> None:
+        """Rows ``start..stop-1`` were appended (inserted into the graph at the next sync)."""
+        self.node_of_row = _ensure(self.node_of_row, stop, -1)
+        self.node_of_row[start:stop] = -1
+        self.pending += stop - start
+
+    def deleted(self, row: int, last: int) -> None:
+        """Row ``row`` is gone and the last row ``last`` moves into its slot (when they differ)."""
+        node = int(self.node_of_row[row])
+        if node >= 0:
+            self.row_of_node[node] = -1
+            self.alive[node] = False
+            self.tombstones += 1
+            self._selector = None
+        else:
+            self.pending -= 1
+        if row != last:
+            moved = int(self.node_of_row[last])
+            self.node_of_row[row] = moved
+            if moved >= 0:
+                self.row_of_node[moved] = row
+        self.node_of_row[last] = -1
+
+    def sync(self, emb: FloatArray) -> None:
+        """Bring the graph up to date with the ``len(emb)`` rows: rebuild, or insert the pending rows."""
+        if self.index is None or self.tombstones > self.params.rebuild_fraction * max(1, self.ntotal):
+            self._rebuild(emb)
+        elif self.pending:
+            rows = np.flatnonzero(self.node_of_row[: len(emb)] < 0)
+            self._insert(emb, rows)
+
+    def _rebuild(self, emb: FloatArray) -> None:
+        t = time.perf_counter()
+        index = self.faiss.IndexHNSWFlat(self.dim, self.params.m, self.faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = self.params.ef_construction
+        self.index = index
+        self.node_of_row = np.full(max(len(emb), len(self.node_of_row)), -1, dtype=np.int64)
+        self.row_of_node = np.full(0, -1, dtype=np.int64)
+        self.alive = np.zeros(0, dtype=bool)
+        self.tombstones, self._selector = 0, None
+        self.builds += 1
+        self._insert(emb, np.arange(len(emb)))
+        if len(emb) >= 10_000:
+            logger.info("built an HNSW index of %d rows in %.1f s", len(emb), time.perf_counter() - t)
+
+    def _insert(self, emb: FloatArray, rows: NDArray[np.intp]) -> None:
+        base = self.ntotal
+        if len(rows) == len(emb):  # every row (a build): no gathered copy of a large gallery
+            self.index.add(np.ascontiguousarray(emb))
+        elif len(rows):
+            self.index.add(np.ascontiguousarray(emb[rows]))
+        total = base + len(rows)
+        self.row_of_node = _ensure(self.row_of_node, total, -1)
+        self.alive = _ensure(self.alive, total, False)
+        self.row_of_node[base:total] = rows
+        self.alive[base:total] = True
+        self.node_of_row[rows] = np.arange(base, total)
+        self.pending = 0
+        if self.tombstones:
+            self._selector = None
+
+    def search(self, queries: FloatArray, k: int) -> NDArray[np.int64]:
+        """(B, k) rows of the approximate top-k per query, -1 where fewer were found."""
+        params = self.faiss.SearchParametersHNSW()
+        params.efSearch = max(self.params.ef_search, k)
+        if self.tombstones:
+            params.sel = self._filter()
+        _, nodes = self.index.search(np.ascontiguousarray(queries), k, params=params)
+        rows: NDArray[np.int64] = np.where(nodes >= 0, self.row_of_node[np.maximum(nodes, 0)], -1)
+        return rows
+
+    def _filter(self) -> Any:
+        if self._selector is None:
+            n = self.ntotal
+            self._bitmap = np.packbits(self.alive[:n], bitorder="little")
+            self._selector = self.faiss.IDSelectorBitmap(n, self.faiss.swig_ptr(self._bitmap))
+        return self._selector
+
+    def nbytes(self) -> int:
+        """Vectors + graph links + the id maps (an estimate of what the index holds in memory)."""
+        if self.index is None:
+            return 0
+        h = self.index.hnsw
+        graph = 4 * int(h.neighbors.size()) + 4 * int(h.levels.size()) + 8 * int(h.offsets.size())
+        maps = self.node_of_row.nbytes + self.row_of_node.nbytes + self.alive.nbytes
+        return 4 * self.dim * self.ntotal + graph + maps
+
+
+def _ensure(a: NDArray[Any], size: int, fill: Any) -> NDArray[Any]:
+    """``a`` grown (doubling) to hold at least ``size`` entries, new ones set to ``fill``."""
+    if len(a) >= size:
+        return a
+    out = np.full(max(size, 2 * len(a), 64), fill, dtype=a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+class Gallery:
+    """Labelled L2-normalised embeddings with top-k cosine search, per-label caps and persistence."""
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        threshold: float = 0.5,
+        max_per_label: int | None = None,
+        drop_policy: DropPolicy = "drop_oldest",
+        index: IndexKind = "auto",
+        faiss_above: int = 20_000,
+        seed: int = 0,
+        hnsw: HnswParams | None = None,
+        blas_threads: int | None = None,
+    ) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= codec.MAX_DIM:
+            raise ValueError(f"dim must be an integer in 1..{codec.MAX_DIM}, got {dim!r}")
+        defaults = GalleryConfig()
+        hnsw = hnsw or HnswParams.from_config(defaults)
+        try:
+            self._cfg = GalleryConfig(
+                threshold=threshold,
+                max_per_label=max_per_label,
+                drop_policy=drop_policy,
+                index=index,
+                faiss_above=faiss_above,
+                seed=seed,
+                hnsw_m=hnsw.m,
+                hnsw_ef_construction=hnsw.ef_construction,
+                hnsw_ef_search=hnsw.ef_search,
+                rebuild_fraction=hnsw.rebuild_fraction,
+                blas_threads=defaults.blas_threads if blas_threads is None else blas_threads,
+            )
+        except ValidationError as e:
+            raise ValueError(_validation_message(e)) from e
+        self._dim = dim
+        self._hnsw_params = hnsw
+        self._emb = np.empty((0, dim), dtype=np.float32)
+        self._uid = np.empty(0, dtype=np.int64)
+        self._labels: list[str] = []
+        self._members: dict[str, set[int]] = {}
+        self._n = 0
+        self._next_uid = 0
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.RLock()
+        self._faiss: _HnswIndex | None = None
+        if index == "faiss":
+            _import_faiss()
+
+    @classmethod
+    def from_config(cls, cfg: GalleryConfig, dim: int) -> Gallery:
+        """An empty gallery with the settings of ``cfg`` (``cfg.path`` is not loaded: use ``load``)."""
+        return cls(
+            dim,
+            threshold=cfg.threshold,
+            max_per_label=cfg.max_per_label,
+            drop_policy=cfg.drop_policy,
+            index=cfg.index,
+            faiss_above=cfg.faiss_above,
+            seed=cfg.seed,
+            hnsw=HnswParams.from_config(cfg),
+            blas_threads=cfg.blas_threads,
+        )
+
+    # ------------------------------------------------------------------------------------------ properties
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def threshold(self) -> float:
+        return self._cfg.threshold
+
+    @property
+    def config(self) -> GalleryConfig:
+        """The gallery's settings as a GalleryConfig (``path`` unset)."""
+        return self._cfg
+
+    @property
+    def labels(self) -> list[str]:
+        """The label of every row, in row order."""
+        with self._lock:
+            return list(self._labels)
+
+    @property
+    def unique_labels(self) -> list[str]:
+        with self._lock:
+            return sorted(self._members)
+
+    @property
+    def embeddings(self) -> FloatArray:
+        """(N, D) read-only view of the rows; later changes show through it (``.copy()`` to keep a snapshot)."""
+        with self._lock:
+            view = self._emb[: self._n]
+            view.flags.writeable = False
+            return view
+
+    def count(self, label: str) -> int:
+        """Rows held for ``label``."""
+        with self._lock:
+            return len(self._members.get(label, ()))
+
+    def __contains__(self, label: object) -> bool:
+        return isinstance(label, str) and label in self._members
+
+    @property
+    def backend(self) -> Literal["exact", "faiss"]:
+        """The search backend the next search uses."""
+        with self._lock:
+            return "faiss" if self._wants_faiss() else "exact"
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes held: ``vectors`` (our float32 rows, capacity), ``index`` (the HNSW graph and its copy)."""
+        with self._lock:
+            index = self._faiss.nbytes() if self._faiss is not None else 0
+            return {"vectors": self._emb.nbytes + self._uid.nbytes, "index": index}
+
+    # ---------------------------------------------------------------------------------------------- adding
+
+    def add(self, label: str, embedding: ArrayLike) -> int:
+        """Add one (D,) or (1, D) vector under ``label``; returns its row, or -1 when drop_latest rejected it."""
+        _check_label(label, 0)
+        vec = self._prepare(embedding, "embedding")
+        if vec.shape[0] != 1:
+            raise ValueError(f"embedding must be (D,) or (1, D), got {vec.shape[0]} rows; use add_many")
+        with self._lock:
+            return -1 if self._add_one(label, vec[0]) < 0 else self._n - 1
+
+    def add_many(self, labels: Sequence[str], embeddings: ArrayLike) -> list[int]:
+        """Add N (N, D) vectors with N labels, in order (caps apply row by row); rows, -1 for rejected ones.
+
+        A row evicted later in the same call by its own label's cap also reports -1.
+        """
+        labels = list(labels)
+        for i, label in enumerate(labels):
+            _check_label(label, i)
+        vecs = self._prepare(embeddings, "embeddings")
+        if len(labels) != len(vecs):
+            raise ValueError(f"{len(labels)} labels for {len(vecs)} embeddings")
+        if not labels:
+            return []
+        with self._lock:
+            if self._fits_without_eviction(labels):
+                first = self._append_block(labels, vecs)
+                uids = np.arange(first, first + len(labels))
+            else:
+                uids = np.array([self._add_one(lb, v) for lb, v in zip(labels, vecs, strict=True)])
+            return self._rows_of_uids(uids)
+
+    def _fits_without_eviction(self, labels: list[str]) -> bool:
+        cap = self._cfg.max_per_label
+        if cap is None:
+            return True
+        counts: dict[str, int] = {}
+        for label in labels:
+            counts[label] = counts.get(label, 0) + 1
+        return all(len(self._members.get(lb, ())) + c <= cap for lb, c in counts.items())
+
+    def _add_one(self, label: str, vec: FloatArray) -> int:
+        """Apply the cap, append at the end; the new uid, or -1 when rejected."""
+        members = self._members.get(label)
+        cap = self._cfg.max_per_label
+        if cap is not None and members is not None and len(members) >= cap:
+            if self._cfg.drop_policy == "drop_latest":
+                return -1
+            self._evict(label, self._victim(members))
+        return self._append_block([label], vec[None, :])
+
+    def _victim(self, members: set[int]) -> int:
+        rows = np.fromiter(members, dtype=np.int64, count=len(members))
+        rows = rows[np.argsort(self._uid[rows], kind="stable")]  # oldest first
+        if self._cfg.drop_policy == "drop_oldest":
+            return int(rows[0])
+        return int(rows[self._rng.integers(len(rows))])
+
+    def _append_block(self, labels: list[str], vecs: FloatArray) -> int:
+        """Append rows (no caps checked); returns the first new uid."""
+        n, m = self._n, len(labels)
+        self._grow(n + m)
+        self._emb[n : n + m] = vecs
+        first = self._next_uid
+        self._uid[n : n + m] = np.arange(first, first + m)
+        self._next_uid += m
+        self._labels.extend(labels)
+        for row, label in enumerate(labels, start=n):
+            self._members.setdefault(label, set()).add(row)
+        if self._faiss is not None:
+            self._faiss.appended(n, n + m)
+        self._n = n + m
+        return first
+
+    def _grow(self, size: int) -> None:
+        if size <= len(self._emb):
+            return
+        cap = max(size, 2 * len(self._emb), 64)
+        emb = np.empty((cap, self._dim), dtype=np.float32)
+        emb[: self._n] = self._emb[: self._n]
+        self._emb = emb
+        self._uid = _ensure(self._uid, cap, -1)
+
+    def _rows_of_uids(self, uids: NDArray[np.int64]) -> list[int]:
+        """Current rows of the given uids (new ones, all >= the smallest valid), -1 for gone or rejected."""
+        valid = uids[uids >= 0]
+        if not len(valid):
+            return [-1] * len(uids)
+        first = int(valid.min())
+        lookup = np.full(self._next_uid - first, -1, dtype=np.int64)
+        rows = np.flatnonzero(self._uid[: self._n] >= first)
+        lookup[self._uid[rows] - first] = rows
+        return [int(lookup[u - first]) if u >= 0 else -1 for u in uids.tolist()]
+
+    # -------------------------------------------------------------------------------------------- removing
+
+    def remove(self, label: str) -> int:
+        """Remove every row of ``label``; returns how many were removed (0 for an unknown label)."""
+        with self._lock:
+            members = self._members.pop(label, None)
+            if not members:
+                return 0
+            for row in sorted(members, reverse=True):  # descending: the tail row is never one of them
+                self._delete_row(row)
+            return len(members)
+
+    def _evict(self, label: str, row: int) -> None:
+        members = self._members[label]
+        members.discard(row)
+        if not members:
+            del self._members[label]
+        self._delete_row(row)
+
+    def _delete_row(self, row: int) -> None:
+        """Drop ``row`` (its label membership already updated) by moving the last row into its slot."""
+        last = self._n - 1
+        if self._faiss is not None:
+            self._faiss.deleted(row, last)
+        if row != last:
+            self._emb[row] = self._emb[last]
+            self._uid[row] = self._uid[last]
+            moved = self._labels[last]
+            self._labels[row] = moved
+            members = self._members[moved]
+            members.discard(last)
+            members.add(row)
+        self._labels.pop()
+        self._n = last
+
+    # ------------------------------------------------------------------------------------------- searching
+
+    def search(self, query: ArrayLike, k: int = 5, threshold: float | None = None) -> SearchResult:
+        """Best matches of one (D,) or (1, D) query: at most ``k``, each with similarity >= threshold."""
+        q = self._prepare(query, "query")
+        if q.shape[0] != 1:
+            raise ValueError(f"query must be (D,) or (1, D), got {q.shape[0]} rows; use search_batch")
+        return self._search(q, k, threshold)[0]
+
+    def search_batch(
+        self, queries: ArrayLike, k: int = 5, threshold: float | None = None
+    ) -> list[SearchResult]:
+        """``search`` for each row of (B, D) ``queries``; each result's duration is the batch's mean share."""
+        q = self._prepare(queries, "queries")
+        return self._search(q, k, threshold)
+
+    def _search(self, q: FloatArray, k: int, threshold: float | None) -> list[SearchResult]:
+        start = time.perf_counter()
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        thr = self._cfg.threshold if threshold is None else float(threshold)
+        if not -1.0 <= thr <= 1.0:
+            raise ValueError(f"threshold must be within [-1, 1], got {threshold!r}")
+        with self._lock:
+            if self._n == 0 or len(q) == 0:
+                hits: list[list[Match]] = [[] for _ in range(len(q))]
+            else:
+                sims, rows = self._top_k(q, min(k, self._n))
+                hits = [self._matches(s, r, thr) for s, r in zip(sims, rows, strict=True)]
+        share = (time.perf_counter() - start) * 1000.0 / max(1, len(q))
+        return [SearchResult(tuple(h), share) for h in hits]
+
+    def _matches(self, sims: NDArray[np.float32], rows: NDArray[np.int64], thr: float) -> list[Match]:
+        return [
+            Match(self._labels[r], s, r)
+            for s, r in zip(sims.tolist(), rows.tolist(), strict=True)
+            if r >= 0 and s >= thr
+        ]
+
+    def _top_k(self, q: FloatArray, k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """(B, k) similarities and rows, best first (ties by row), rows -1 where none."""
+        emb = self._emb[: self._n]
+        if self._wants_faiss():
+            rows = self._synced_index().search(q, k)
+        else:
+            self._faiss = None
+            with _blas_threads(self._cfg.blas_threads):
+                rows = _exact_top_k(emb, q, k)
+        # One formula for every backend and batch size, so a similarity never depends on how it was found.
+        sims = np.einsum("bd,bkd->bk", q, emb[np.maximum(rows, 0)]).astype(np.float32)
+        sims[rows < 0] = -np.inf
+        order = np.lexsort((rows, -sims), axis=-1)
+        return np.take_along_axis(sims, order, -1), np.take_along_axis(rows, order, -1)
+
+    def _wants_faiss(self) -> bool:
+        kind = self._cfg.index
+        if kind != "auto":
+            return kind == "faiss"
+        above = self._cfg.faiss_above
+        return self._n >= (above // 2 if self._faiss is not None else above)
+
+    def _synced_index(self) -> _HnswIndex:
+        if self._faiss is None:
+            self._faiss = _HnswIndex(self._dim, self._hnsw_params)
+        self._faiss.sync(self._emb[: self._n])
+        return self._faiss
+
+    def set_ef_search(self, ef_search: int) -> None:
+        """Change HNSW's search effort (recall vs latency) without rebuilding the graph."""
+        with self._lock:
+            try:
+                self._cfg = GalleryConfig.model_validate(
+                    {**self._cfg.model_dump(), "hnsw_ef_search": ef_search}
+                )
+            except ValidationError as e:
+                raise ValueError(_validation_message(e)) from e
+            self._hnsw_params = HnswParams.from_config(self._cfg)
+            if self._faiss is not None:
+                self._faiss.params = self._hnsw_params
+
+    def rebuild_index(self) -> None:
+        """Build the FAISS index now (it is otherwise built on the first search that needs it)."""
+        with self._lock:
+            if self._wants_faiss():
+                self._faiss = None
+                self._synced_index()
+
+    def similarity_matrix(self, other: Gallery | None = None) -> FloatArray:
+        """(N, M) cosine similarities of this gallery's rows against ``other``'s (itself when None)."""
+        theirs = None if other is None or other is self else other.embeddings.copy()  # no nested locks
+        if theirs is not None and theirs.shape[1] != self._dim:
+            raise ValueError(f"the other gallery has dim {theirs.shape[1]}, this one {self._dim}")
+        with self._lock:
+            mine = self._emb[: self._n]
+            out: FloatArray = (mine @ (mine if theirs is None else theirs).T).astype(np.float32, copy=False)
+            return out
+
+    # ------------------------------------------------------------------------------------------ validation
+
+    def _prepare(self, values: ArrayLike, what: str) -> FloatArray:
+        """Validated (N, D) float32 copy of ``values``, each row L2-normalised."""
+        try:
+            arr = np.array(values, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{what} is not a numeric array: {e}") from e
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != self._dim:
+            raise ValueError(f"{what} must be (N, {self._dim}) or ({self._dim},), got shape {arr.shape}")
+        if not codec.all_finite(arr):
+            bad = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
+            raise ValueError(f"{what} row {bad} holds NaN or infinite values")
+        return normalize_rows(arr, what)
+
+    # ----------------------------------------------------------------------------------------- persistence
+
+    def save(self, path: Path) -> Path:
+        """Write the gallery to ``path`` (.rdg, .npz or .json, by suffix) atomically; returns the path."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in SUFFIXES:
+            raise ValueError(f"cannot save a gallery as {path}: the suffix must be one of {SUFFIXES}")
+        with self._lock:
+            order = np.argsort(self._uid[: self._n], kind="stable")
+            emb = self._emb[: self._n][order]
+            labels = [self._labels[i] for i in order.tolist()]
+            settings = self._settings()
+        writer = {".rdg": _write_rdg, ".npz": _write_npz, ".json": _write_json}[suffix]
+        _atomic_write(path, lambda fp: writer(fp, settings, labels, emb))
+        return path
+
+    def _settings(self) -> dict[str, Any]:
+        cfg = self._cfg.model_dump(mode="json", exclude={"path"})
+        return {"format": FORMAT_TAG, "version": FORMAT_VERSION, "dim": self._dim, "config": cfg}
+
+    @classmethod
+    def load(cls, path: Path) -> Gallery:
+        """A gallery read from ``path`` (.rdg, .npz or .json); DataError naming the file and the problem."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in SUFFIXES:
+            raise DataError(f"{path}: unknown gallery file type {suffix!r} (expected one of {SUFFIXES})")
+        if not path.is_file():
+            raise DataError(f"{path}: gallery file not found")
+        reader = {".rdg": _read_rdg, ".npz": _read_npz, ".json": _read_json}[suffix]
+        try:
+            settings, labels, emb = reader(path)
+            return cls._from_parts(settings, labels, emb)
+        except DataError as e:
+            raise DataError(f"{path}: {e}") from e
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{path}: invalid gallery content: {e}") from e
+
+    @classmethod
+    def _from_parts(cls, settings: Any, labels: list[str], emb: NDArray[Any]) -> Gallery:
+        if not isinstance(settings, dict) or settings.get("format") != FORMAT_TAG:
+            raise DataError(
+                f"not a gallery file (format tag {_get(settings, 'format')!r}, need {FORMAT_TAG!r})"
+            )
+        if settings.get("version") != FORMAT_VERSION:
+            raise DataError(
+                f"unsupported gallery format version {settings.get('version')!r} (this reader knows "
+                f"{FORMAT_VERSION})"
+            )
+        dim = settings.get("dim")
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise DataError(f"dim must be an integer, got {dim!r}")
+        try:
+            cfg = GalleryConfig.model_validate(settings.get("config"))
+        except ValidationError as e:
+            raise DataError(f"invalid gallery settings: {_validation_message(e)}") from e
+        if emb.ndim != 2 or emb.shape != (len(labels), dim):
+            raise DataError(f"inconsistent shapes: embeddings {emb.shape}, {len(labels)} labels, dim {dim}")
+        gallery = cls.from_config(cfg, dim)
+        gallery.add_many(labels, emb)
+        return gallery
+
+
+def normalize_rows(arr: FloatArray, what: str = "embeddings") -> FloatArray:
+    """Divide each row of the float32 (N, D) ``arr`` by its L2 norm, in place; returns ``arr``.
+
+    A row already of unit length (within UNIT_TOL) is left bit for bit, so normalising twice (a saved and
+    re-loaded gallery) changes nothing. ValueError for a zero row.
+    """
+    norms = np.linalg.norm(arr, axis=1)
+    if len(norms) and float(norms.min()) <= NORM_EPS:
+        raise ValueError(f"{what} row {int(norms.argmin())} is a zero vector (cannot be normalised)")
+    norms[np.abs(norms - 1.0) <= UNIT_TOL] = 1.0
+    arr /= norms[:, None]
+    return arr
+
+
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, dict) else None
+
+
+def _validation_message(err: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in err.errors())
+
+
+def _check_label(label: object, i: int) -> None:
+    if not isinstance(label, str):
+        raise ValueError(f"label {i} must be a str, got {type(label).__name__}")
+    if not label.strip():
+        raise ValueError(f"label {i} is empty")
+    try:
+        size = len(label.encode("utf-8"))
+    except UnicodeEncodeError as e:
+        raise ValueError(f"label {i} cannot be encoded as UTF-8: {e}") from e
+    if size > codec.MAX_LABEL_BYTES:
+        raise ValueError(f"label {i} is {size} UTF-8 bytes; at most {codec.MAX_LABEL_BYTES}")
+
+
+_BLAS: Any = None
+
+
+def _blas_threads(n: int) -> contextlib.AbstractContextManager[Any]:
+    """Limit numpy's BLAS to ``n`` threads inside the block (0: leave it)."""
+    global _BLAS
+    if n == 0:
+        return contextlib.nullcontext()
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    limiter: contextlib.AbstractContextManager[Any] = _BLAS.limit(limits=n, user_api="blas")
+    return limiter
+
+
+def _exact_top_k(emb: FloatArray, q: FloatArray, k: int) -> NDArray[np.int64]:
+    """Rows of the exact top-k per query (unordered), by blocks of queries (bounded memory)."""
+    n = len(emb)
+    if k >= n:
+        return np.broadcast_to(np.arange(n, dtype=np.int64), (len(q), n)).copy()
+    step = max(1, _SIM_BLOCK // max(1, n))
+    rows_out = np.empty((len(q), k), dtype=np.int64)
+    for i in range(0, len(q), step):
+        sims = q[i : i + step] @ emb.T
+        rows_out[i : i + step] = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    return rows_out
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write through a temporary file in the same folder, flush, fsync, then rename over ``path``."""
+    folder = path.parent if str(path.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fp:
+            write(fp)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable where the platform allows it
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def _write_rdg(fp: BinaryIO, settings: dict[str, Any], labels: list[str], emb: FloatArray) -> None:
+    codec.write(fp, codec.EmbeddingBatch(emb, tuple(labels), meta=settings))
+
+
+def _write_npz(fp: BinaryIO, settings: dict[str, Any], labels: list[str], emb: FloatArray) -> None:
+    np.savez(
+        fp,
+        settings=np.array(json.dumps(settings)),
+        labels=np.array(labels, dtype=np.str_).reshape(len(labels)),
+        embeddings=emb,
+    )
+
+
+def _write_json(fp: BinaryIO, settings: dict[str, Any], labels: list[str], emb: FloatArray) -> None:
+    doc = {**settings, "labels": labels, "embeddings": emb.tolist()}
+    text = io.TextIOWrapper(fp, encoding="utf-8")
+    json.dump(doc, text)
+    text.flush()
+    text.detach()
+
+
+Parts = tuple[Any, list[str], NDArray[Any]]
+
+
+def _read_rdg(path: Path) -> Parts:
+    batch = codec.decode(path.read_bytes(), max_bytes=_LOAD_MAX_BYTES)
+    if batch.labels is None:
+        raise DataError("the embedding file holds no labels (not a gallery)")
+    return batch.meta, list(batch.labels), batch.embeddings
+
+
+def _read_npz(path: Path) -> Parts:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = {"settings", "labels", "embeddings"} - set(data.files)
+            if missing:
+                raise DataError(f"not a gallery .npz: missing arrays {sorted(missing)}")
+            settings = json.loads(str(data["settings"][()]))
+            labels, emb = data["labels"], data["embeddings"]
+    except (OSError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        raise DataError(f"unreadable or truncated .npz ({type(e).__name__}: {e})") from e
+    except ValueError as e:
+        raise DataError(f"unreadable .npz (object arrays are refused: {e})") from e
+    if labels.ndim != 1 or labels.dtype.kind != "U":
+        raise DataError(f"labels must be a 1-D string array, got {labels.dtype} {labels.shape}")
+    if emb.dtype.kind != "f":
+        raise DataError(f"embeddings must be floats, got {emb.dtype}")
+    return settings, [str(s) for s in labels.tolist()], emb
+
+
+def _read_json(path: Path) -> Parts:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"not valid UTF-8 JSON (truncated or corrupt?): {e}") from e
+    if not isinstance(doc, dict):
+        raise DataError("the top level must be a JSON object")
+    labels, rows = doc.pop("labels", None), doc.pop("embeddings", None)
+    if not isinstance(labels, list) or not isinstance(rows, list):
+        raise DataError("'labels' and 'embeddings' must be lists")
+    try:
+        emb = np.array(rows, dtype=np.float32) if rows else np.zeros((0, _dim_of(doc)), np.float32)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"inconsistent shapes: embeddings are not an (N, D) array of numbers ({e})") from e
+    return doc, labels, emb
+
+
+def _dim_of(doc: dict[str, Any]) -> int:
+    dim = doc.get("dim")
+    return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 else 0

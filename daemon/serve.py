@@ -1,0 +1,322 @@
+"""``reid-daemon serve``: the gallery over HTTP (FastAPI; OpenAPI schema at /openapi.json, docs at /docs).
+
+Endpoints:
+
+* ``GET /health``: gallery size and labels, model and dim, adaptation state (the projection head in use),
+  request and error counts per endpoint, uptime. Always 200 while the process runs.
+* ``POST /recognize``: an uploaded image (or crop) -> top-k gallery matches per person. With ``detect`` the
+  people are found by the detector; without, the whole image is one crop.
+* ``POST /search``: an uploaded image of one person -> the gallery entries most like it, each with the URLs of
+  its label's reference images.
+* ``POST /enroll``: an uploaded image and a label (or the file name as label) -> a new gallery entry; the
+  image is kept under the references folder (served as static files) and the gallery is saved atomically.
+* ``GET /references/<file>``: the reference images.
+
+Bad uploads get a 4xx that says why: 400 empty or undecodable image, 413 too large, 409 a label that the file
+name convention cannot parse, 422 missing fields. Requests run in FastAPI's worker threads; one lock makes
+gallery changes and searches consistent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import cv2
+import numpy as np
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from daemon.config import EnrollConfig, ServeConfig
+from daemon.embedding import EmbedOptions, embed, is_image_file
+from daemon.enroll import parse_reference_name
+from daemon.errors import DataError
+from daemon.gallery import Gallery
+from daemon.recognize import recognize_embeddings
+from daemon.types import Detector, Embedder, ImageBGR
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class ServiceState:
+    """What the service works with: models, the gallery (and where it lives), counters."""
+
+    embedder: Embedder
+    gallery: Gallery
+    cfg: ServeConfig
+    model: str
+    detector: Detector | None = None
+    head: dict[str, Any] | None = None  # the adaptation head's metadata, None when the raw embedder is used
+    naming: EnrollConfig = field(default_factory=EnrollConfig)
+    requests: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    started: float = field(default_factory=time.time)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def counted(self, endpoint: str, work: Callable[[], T]) -> T:
+        """Run ``work`` counting the request, and the error when it raises."""
+        self.requests[endpoint] += 1
+        try:
+            return work()
+        except Exception:
+            self.errors[endpoint] += 1
+            raise
+
+
+# ----------------------------------------------------------------------------------------------- uploads
+
+
+def decode_upload(data: bytes, name: str, max_bytes: int) -> ImageBGR:
+    """An uploaded file's bytes -> BGR image; HTTPException 413 / 400 saying what is wrong."""
+    if len(data) > max_bytes:
+        raise HTTPException(413, f"{name}: {len(data)} bytes is more than the limit of {max_bytes}")
+    if not data:
+        raise HTTPException(400, f"{name}: the upload is empty")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise HTTPException(400, f"{name}: not an image OpenCV can decode (JPEG, PNG, BMP, WebP...)")
+    return np.asarray(image, dtype=np.uint8)
+
+
+async def read_upload(upload: UploadFile, max_bytes: int) -> tuple[ImageBGR, str]:
+    """Read at most ``max_bytes + 1`` bytes of an upload and decode it."""
+    name = upload.filename or "upload"
+    data = await upload.read(max_bytes + 1)
+    return decode_upload(data, name, max_bytes), name
+
+
+# --------------------------------------------------------------------------------------------- the logic
+
+
+def reference_urls(folder: Path | None, naming: EnrollConfig) -> dict[str, list[str]]:
+    """Label -> URLs of the reference images in ``folder`` (files whose name parses to that label)."""
+    urls: dict[str, list[str]] = {}
+    if folder is None or not folder.is_dir():
+        return urls
+    for path in sorted(folder.iterdir()):
+        if not is_image_file(path):
+            continue
+        try:
+            label = parse_reference_name(path, naming).label
+        except ValueError:
+            continue
+        urls.setdefault(label, []).append(f"/references/{path.name}")
+    return urls
+
+
+def health(state: ServiceState) -> dict[str, Any]:
+    g = state.gallery
+    return {
+        "status": "ok",
+        "model": state.model,
+        "dim": g.dim,
+        "adaptation": {"head": state.head is not None, **(state.head or {})},
+        "gallery": {
+            "path": None if state.cfg.gallery is None else str(state.cfg.gallery),
+            "entries": len(g),
+            "labels": len(g.unique_labels),
+            "backend": g.backend,
+            "threshold": g.threshold,
+        },
+        "detector": state.detector is not None,
+        "requests": dict(state.requests),
+        "errors": dict(state.errors),
+        "uptime_s": round(time.time() - state.started, 1),
+    }
+
+
+def recognize_image(
+    state: ServiceState, image: ImageBGR, name: str, k: int, threshold: float | None, detect: bool
+) -> dict[str, Any]:
+    if detect and state.detector is None:
+        raise HTTPException(400, "detect=true but the service runs without a detector (serve --detect)")
+    opts = EmbedOptions(detector=state.detector if detect else None, model=state.model)
+    result = embed(state.embedder, image, options=opts)
+    with state.lock:
+        report = recognize_embeddings(result, state.gallery, k=k, threshold=threshold)
+    out = report.as_dict()
+    for q in out["queries"]:
+        q["source"] = name
+    return out
+
+
+def search_image(
+    state: ServiceState, image: ImageBGR, name: str, k: int, threshold: float | None
+) -> dict[str, Any]:
+    result = embed(state.embedder, image, options=EmbedOptions(model=state.model))
+    with state.lock:
+        found = state.gallery.search(result.embedding, k=k, threshold=threshold)
+        used = state.gallery.threshold if threshold is None else threshold
+    urls = reference_urls(state.cfg.references, state.naming)
+    return {
+        "query": name,
+        "k": k,
+        "threshold": used,
+        "search_ms": found.duration_ms,
+        "matches": [
+            {"label": m.label, "similarity": m.similarity, "row": m.index, "references": urls.get(m.label, [])}
+            for m in found.matches
+        ],
+    }
+
+
+def enroll_image(state: ServiceState, image: ImageBGR, name: str, label: str | None) -> dict[str, Any]:
+    stored = _stored_name(state, name, label)
+    ref_label = parse_reference_name(stored, state.naming).label
+    result = embed(state.embedder, image, options=EmbedOptions(model=state.model))
+    with state.lock:
+        row = state.gallery.add(ref_label, result.embedding)
+        if row < 0:
+            raise HTTPException(409, f"{ref_label!r} is at its cap and the gallery drops the latest image")
+        saved = _keep(state, image, stored)
+        if state.cfg.gallery is not None:
+            state.gallery.save(state.cfg.gallery)
+        size = len(state.gallery)
+    return {"label": ref_label, "row": row, "gallery_size": size, "reference": saved}
+
+
+def _stored_name(state: ServiceState, name: str, label: str | None) -> Path:
+    """The file name a new reference is kept under: ``[SET-]label[--N].jpg`` from ``label`` or else the
+    upload's own name, with the first free variant number. HTTPException 409 when no label can be parsed."""
+    naming = state.naming
+    given = label.strip().replace(" ", naming.word_separator) if label else Path(name).stem
+    try:
+        ref = parse_reference_name(Path(Path(given).name + ".jpg"), naming)  # no folders from a client
+    except ValueError as e:
+        raise HTTPException(409, str(e)) from e
+    stem = ref.label.replace(" ", naming.word_separator)
+    if ref.set_code:
+        stem = f"{ref.set_code}{naming.set_separator}{stem}"
+    folder = state.cfg.references
+    candidate, n = Path(stem + ".jpg"), 1
+    while folder is not None and (folder / candidate.name).exists():
+        n += 1
+        candidate = Path(f"{stem}{naming.variant_separator}{n}.jpg")
+    return candidate
+
+
+def _keep(state: ServiceState, image: ImageBGR, name: Path) -> str | None:
+    """Write the reference image under the references folder; its URL, or None without a folder."""
+    folder = state.cfg.references
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(folder / name.name), image):
+        raise DataError(f"cannot write the reference image {folder / name.name}")
+    return f"/references/{name.name}"
+
+
+# ---------------------------------------------------------------------------------------------- the app
+
+
+def create_app(state: ServiceState) -> FastAPI:
+    """The FastAPI application serving ``state``."""
+    app = FastAPI(
+        title="reid-daemon",
+        summary="Person re-identification gallery: recognise, search and enrol by image.",
+        version="1",
+    )
+    limit = state.cfg.max_upload_bytes
+    k_default = state.cfg.top_k
+
+    @app.get("/health", summary="What the service holds and how it has been used.")
+    def get_health() -> dict[str, Any]:
+        return state.counted("health", lambda: health(state))
+
+    @app.post("/recognize", summary="Top-k gallery matches for each person in an uploaded image.")
+    async def post_recognize(
+        image: Annotated[UploadFile, File(description="JPEG/PNG/BMP/WebP image or person crop.")],
+        k: Annotated[int, Query(ge=1, le=1000)] = k_default,
+        threshold: Annotated[float | None, Query(ge=-1, le=1)] = None,
+        detect: Annotated[bool, Query(description="Find the people with the detector.")] = False,
+    ) -> dict[str, Any]:
+        img, name = await _counted_read(state, "recognize", image, limit)
+        return state.counted("recognize", lambda: recognize_image(state, img, name, k, threshold, detect))
+
+    @app.post("/search", summary="Gallery entries most like the person in an uploaded crop.")
+    async def post_search(
+        image: Annotated[UploadFile, File(description="A crop of one person.")],
+        k: Annotated[int, Query(ge=1, le=1000)] = k_default,
+        threshold: Annotated[float | None, Query(ge=-1, le=1)] = None,
+    ) -> dict[str, Any]:
+        img, name = await _counted_read(state, "search", image, limit)
+        return state.counted("search", lambda: search_image(state, img, name, k, threshold))
+
+    @app.post("/enroll", summary="Add an uploaded reference image to the gallery.")
+    async def post_enroll(
+        image: Annotated[UploadFile, File(description="A reference image of one person.")],
+        label: Annotated[str | None, Form(max_length=200, description="Default: from the file name.")] = None,
+    ) -> dict[str, Any]:
+        img, name = await _counted_read(state, "enroll", image, limit)
+        return state.counted("enroll", lambda: enroll_image(state, img, name, label))
+
+    @app.exception_handler(DataError)
+    async def data_error(request: Request, exc: DataError) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(exc)})
+
+    @app.exception_handler(ValueError)
+    async def value_error(request: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse(status_code=400, content={"detail": str(exc)})
+
+    if state.cfg.references is not None:
+        state.cfg.references.mkdir(parents=True, exist_ok=True)
+        app.mount("/references", StaticFiles(directory=state.cfg.references), name="references")
+    return app
+
+
+async def _counted_read(state: ServiceState, endpoint: str, upload: UploadFile, limit: int) -> tuple[Any, str]:
+    try:
+        return await read_upload(upload, limit)
+    except HTTPException:
+        state.requests[endpoint] += 1
+        state.errors[endpoint] += 1
+        raise
+
+
+# ------------------------------------------------------------------------------------------- running it
+
+
+class BackgroundServer:
+    """uvicorn serving an app on a thread (tests, embedding in other programs); ``url`` once started."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
+        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+
+    def __enter__(self) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10.0
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the HTTP server did not start (port taken?)")
+            time.sleep(0.01)
+        return self
+
+    @property
+    def url(self) -> str:
+        sock = self._server.servers[0].sockets[0]
+        host, port = sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5.0)
+
+
+def serve_forever(app: FastAPI, host: str, port: int) -> None:
+    """Serve until SIGINT / SIGTERM (uvicorn handles both)."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,0 +1,550 @@
+"""Site adaptation: SupCon loss, co-occurrence batches, tracklet mining, the head file, the embedder with a head,
+a CLI smoke test and a small real run on PETS09-S2L1."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from _data import require_pets09_video
+from _video import make_video
+from pydantic import ValidationError
+
+from daemon.adapt import (
+    AdaptConfig,
+    BaseModelInfo,
+    BatchSampler,
+    FrameTracks,
+    LabelledFeatures,
+    ProjectionHead,
+    TrackletMiner,
+    Tracklets,
+    cooccurrence,
+    covered_fraction,
+    eligible_boxes,
+    init_head_arrays,
+    list_reference,
+    load_head,
+    load_tracklets,
+    mine_tracklets,
+    reference_label,
+    save_head,
+    save_tracklets,
+    supcon_loss,
+    train_head,
+    valid_pairs,
+)
+from daemon.cli import main
+from daemon.config import EmbedderConfig, RuntimeConfig
+from daemon.embed import OnnxEmbedder
+from daemon.errors import ModelError
+from daemon.types import FloatArray, ImageBGR
+
+CPU = RuntimeConfig(providers=("CPUExecutionProvider",))
+BASE = BaseModelInfo("toy", "ab" * 32, 6, (256, 128), False)
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+# ------------------------------------------------------------------------------------------- SupCon loss
+
+
+def _supcon_reference(z: np.ndarray, labels: list[int], valid: np.ndarray | None, t: float) -> float:
+    """Khosla et al. L_out written out with loops: the brute-force reference."""
+    n = len(labels)
+    valid = np.ones((n, n), bool) if valid is None else valid
+    per_anchor = []
+    for i in range(n):
+        others = [a for a in range(n) if a != i and valid[i, a]]
+        pos = [p for p in others if labels[p] == labels[i]]
+        if not pos or all(labels[a] == labels[i] for a in others):
+            continue
+        denom = sum(np.exp(z[i] @ z[a] / t) for a in others)
+        per_anchor.append(-np.mean([np.log(np.exp(z[i] @ z[p] / t) / denom) for p in pos]))
+    return float(np.mean(per_anchor)) if per_anchor else 0.0
+
+
+def test_supcon_by_hand_on_three_points() -> None:
+    # a, a' at 0 and 60 degrees (one label), b at 180 degrees; temperature 1
+    z = np.array([[1, 0], [0.5, np.sqrt(3) / 2], [-1, 0]], np.float64)
+    loss = supcon_loss(torch.tensor(z), torch.tensor([0, 0, 1]), None, 1.0)
+    # anchor 0: -log(e^0.5 / (e^0.5 + e^-1)); anchor 1: -log(e^0.5 / (e^0.5 + e^-0.5)); anchor 2 has no positive
+    a0 = -np.log(np.exp(0.5) / (np.exp(0.5) + np.exp(-1)))
+    a1 = -np.log(np.exp(0.5) / (np.exp(0.5) + np.exp(-0.5)))
+    assert float(loss) == pytest.approx((a0 + a1) / 2, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_supcon_matches_the_reference_with_and_without_a_mask(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    z = _unit(rng.standard_normal((12, 5)))
+    labels = rng.integers(0, 4, 12).tolist()
+    valid = rng.random((12, 12)) < 0.6
+    valid = valid | valid.T
+    for v in (None, valid):
+        got = supcon_loss(torch.tensor(z), torch.tensor(labels), None if v is None else torch.tensor(v), 0.2)
+        assert float(got) == pytest.approx(_supcon_reference(z, labels, v, 0.2), rel=1e-9)
+
+
+def test_supcon_prefers_clustered_features_and_ignores_anchors_without_contrast() -> None:
+    rng = np.random.default_rng(0)
+    centres = _unit(rng.standard_normal((4, 16)))
+    labels = np.repeat(np.arange(4), 5)
+    clustered = _unit(centres[labels] + 0.05 * rng.standard_normal((20, 16)))
+    shuffled = clustered[rng.permutation(20)]
+    lab = torch.tensor(labels)
+    assert float(supcon_loss(torch.tensor(clustered), lab, None, 0.1)) < float(
+        supcon_loss(torch.tensor(shuffled), lab, None, 0.1)
+    )
+    # one label only: no negative anywhere -> 0, and still differentiable
+    z = torch.tensor(clustered[:5], requires_grad=True)
+    loss = supcon_loss(z, torch.zeros(5, dtype=torch.int64), None, 0.1)
+    loss.backward()  # type: ignore[no-untyped-call]
+    assert float(loss.detach()) == 0.0 and z.grad is not None
+
+
+# ------------------------------------------------------------------------------------------- co-occurrence
+
+
+class _FakeEmbedder:
+    """Features = (x0, y0, frame marker...) so tests can see which box was embedded; counts boxes embedded."""
+
+    dim = 6
+
+    def __init__(self) -> None:
+        self.boxes = 0
+
+    def embed(self, image: ImageBGR, xyxy: FloatArray) -> FloatArray:
+        self.boxes += len(xyxy)
+        f = np.column_stack([xyxy, np.full(len(xyxy), float(image[0, 0, 0])), np.ones(len(xyxy))])
+        return _unit(f.astype(np.float32)).astype(np.float32)
+
+    def embed_crops(self, crops: list[ImageBGR]) -> FloatArray:
+        return _unit(np.array([[c.shape[0], c.shape[1], 1, 1, 1, 1] for c in crops], np.float32))
+
+
+def _frame(
+    index: int, tracks: dict[int, tuple[float, float, float, float]], score: float = 0.9
+) -> FrameTracks:
+    ids = sorted(tracks)
+    boxes = np.array([tracks[i] for i in ids], np.float32).reshape(-1, 4)
+    return FrameTracks(
+        index, boxes, np.full(len(ids), score, np.float32), np.array(ids, np.int64), np.arange(len(ids))
+    )
+
+
+IMG = np.full((400, 600, 3), 7, np.uint8)
+A, B, C = (10, 10, 40, 110), (200, 10, 230, 110), (400, 10, 430, 110)  # 100 px tall, far apart
+
+
+def test_covered_fraction_and_eligibility() -> None:
+    boxes = np.array([A, (20, 20, 40, 60), B, (200, 10, 205, 30)], np.float32)
+    cov = covered_fraction(boxes)
+    assert cov[1] == pytest.approx(1.0)  # inside A
+    assert cov[0] == pytest.approx(20 * 40 / (30 * 100))
+    cfg = AdaptConfig(min_height=48, min_score=0.5, max_covered=0.15)
+    ok = eligible_boxes(boxes, np.array([0.9, 0.9, 0.4, 0.9], np.float32), cfg)
+    assert ok.tolist() == [False, False, False, False]  # covered, covered, low score, too small
+    ok = eligible_boxes(np.array([A, B], np.float32), np.array([0.9, 0.9], np.float32), cfg)
+    assert ok.tolist() == [True, True]
+    assert covered_fraction(np.zeros((0, 4), np.float32)).shape == (0,)
+
+
+def test_miner_labels_cooccurrence_gaps_and_cliques() -> None:
+    cfg = AdaptConfig(sample_every=1, max_gap=5, min_track_samples=2, max_per_track=50)
+    emb = _FakeEmbedder()
+    frames = [_frame(f, {1: A, 2: B}) for f in range(0, 5)]  # tracks 1 and 2 together
+    frames += [_frame(f, {3: C}) for f in range(5, 20)]  # track 3 alone: never with 1 or 2
+    frames += [_frame(f, {1: A, 3: C}) for f in range(20, 23)]  # track 1 back after a gap > 5: new label
+    t = mine_tracklets(((IMG, ft) for ft in frames), emb, cfg)
+    assert t.num_tracks == 4 and len(t.labels) == 5 + 5 + 15 + 3 + 3 == emb.boxes
+    label_of = {
+        (int(tid), int(f)): int(lab) for tid, f, lab in zip(t.track_ids, t.frames, t.labels, strict=True)
+    }
+    first1, second1 = label_of[(1, 0)], label_of[(1, 20)]
+    two, three = label_of[(2, 0)], label_of[(3, 5)]
+    assert first1 != second1 and label_of[(3, 20)] == three
+    assert t.cooccur[first1, two] and t.cooccur[two, first1]
+    assert t.cooccur[second1, three]
+    # never seen together: unknown relation, not a negative (it may be the same person)
+    assert not t.cooccur[first1, three] and not t.cooccur[first1, second1] and not t.cooccur[two, three]
+    assert not t.cooccur.diagonal().any()
+    assert sorted(tuple(c.tolist()) for c in t.cliques) == sorted(
+        [tuple(sorted((first1, two))), tuple(sorted((second1, three)))]
+    )
+
+
+def test_miner_skips_bad_boxes_respects_caps_and_reuses_embeddings() -> None:
+    emb = _FakeEmbedder()
+    cfg = AdaptConfig(sample_every=2, max_per_track=3, min_track_samples=2, max_samples=1000, max_gap=100)
+    miner = TrackletMiner(cfg, emb)
+    for f in range(40):
+        miner.add(IMG, _frame(f, {1: A, 2: (200, 10, 210, 40)}))  # track 2 is too small: never sampled
+    t = miner.result()
+    assert t.num_tracks == 1 and len(t.labels) == 3  # reservoir keeps 3 of the 20 offered samples
+    assert set(t.frames.tolist()) <= set(range(0, 40, 2))
+    # features given with the frame are used instead of embedding again
+    given = np.zeros((2, 6), np.float32)
+    given[0] = 1 / np.sqrt(6)
+    before = emb.boxes
+    miner2 = TrackletMiner(cfg, emb)
+    ft = _frame(0, {1: A, 2: B})
+    miner2.add(IMG, FrameTracks(ft.index, ft.boxes, ft.scores, ft.track_ids, ft.box_index, given))
+    assert emb.boxes == before + 1  # only track 2's box was embedded
+
+
+def test_miner_stops_at_max_samples() -> None:
+    cfg = AdaptConfig(sample_every=1, max_samples=10, min_track_samples=2, max_gap=100)
+    frames = (_frame(f, {1: A, 2: B}) for f in range(100))
+    t = mine_tracklets(((IMG, ft) for ft in frames), _FakeEmbedder(), cfg)
+    assert len(t.labels) == 10 and t.frames_read == 5
+
+
+def test_valid_pairs_and_clique_batches() -> None:
+    cooc = cooccurrence([np.array([0, 1]), np.array([2, 3])], 4)
+    labels = np.array([0, 0, 1, 2, 3])
+    v = valid_pairs(labels, cooc)
+    expected = np.array(
+        [
+            [1, 1, 1, 0, 0],
+            [1, 1, 1, 0, 0],
+            [1, 1, 1, 0, 0],
+            [0, 0, 0, 1, 1],
+            [0, 0, 0, 1, 1],
+        ],
+        bool,
+    )
+    np.testing.assert_array_equal(v, expected)
+    feats_labels = np.repeat(np.arange(4), 3)
+    cfg = AdaptConfig(samples_per_track=4, cliques_per_batch=2)
+    sampler = BatchSampler(feats_labels, cfg, np.random.default_rng(0))
+    idx, lab, valid = sampler.clique_batch((np.array([0, 1]), np.array([2, 3])), cooc)
+    assert sorted(np.unique(lab).tolist()) == [0, 1, 2, 3] and len(idx) == 16
+    assert (feats_labels[idx] == lab).all()
+    assert not valid[np.ix_(lab == 0, lab == 2)].any() and valid[np.ix_(lab == 0, lab == 1)].all()
+    idx, lab = BatchSampler(
+        feats_labels, AdaptConfig(tracks_per_batch=2), np.random.default_rng(1)
+    ).labelled_batch()
+    assert len(np.unique(lab)) == 2 and len(idx) == 2 * AdaptConfig().samples_per_track
+
+
+def test_tracklet_cache_round_trip(tmp_path: Path) -> None:
+    cfg = AdaptConfig(sample_every=1, max_gap=5, min_track_samples=2)
+    frames = [_frame(f, {1: A, 2: B, 3: C}) for f in range(6)]
+    t = mine_tracklets(((IMG, ft) for ft in frames), _FakeEmbedder(), cfg)
+    save_tracklets(t, tmp_path / "t.npz")
+    back = load_tracklets(tmp_path / "t.npz")
+    assert back is not None
+    np.testing.assert_array_equal(back.features, t.features)
+    np.testing.assert_array_equal(back.cooccur, t.cooccur)
+    assert [c.tolist() for c in back.cliques] == [c.tolist() for c in t.cliques]
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    assert load_tracklets(tmp_path / "bad.npz") is None
+
+
+# ------------------------------------------------------------------------------------------- head file
+
+
+def _toy_head(d: int = 6, out: int = 3, hidden: int = 4, seed: int = 0) -> ProjectionHead:
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "mean": rng.standard_normal(d),
+        "w0": rng.standard_normal((d, out)),
+        "w1": rng.standard_normal((d, hidden)),
+        "b1": rng.standard_normal(hidden),
+        "w2": rng.standard_normal((hidden, out)),
+        "b2": rng.standard_normal(out),
+    }
+    meta = {"base_model": "toy", "base_sha256": BASE.sha256, "input_size": [256, 128], "flip_average": False}
+    return ProjectionHead.from_arrays({k: v.astype(np.float32) for k, v in arrays.items()}, meta)
+
+
+def test_head_apply_changes_dim_keeps_unit_norm_and_matches_the_formula() -> None:
+    head = _toy_head()
+    x = _unit(np.random.default_rng(3).standard_normal((5, 6))).astype(np.float32)
+    y = head.apply(x)
+    assert y.shape == (5, 3) and y.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, rtol=1e-6)
+    c = x - head.mean
+    z = c @ head.w0 + np.maximum(c @ head.w1 + head.b1, 0) @ head.w2 + head.b2
+    np.testing.assert_allclose(y, _unit(z), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"\(N, 6\)"):
+        head.apply(np.zeros((2, 5), np.float32))
+    with pytest.raises(ValueError, match="inconsistent head"):
+        ProjectionHead(head.mean, head.w0, head.w1, head.b1[:2], head.w2, head.b2)
+
+
+def test_head_save_load_round_trip(tmp_path: Path) -> None:
+    head = _toy_head()
+    path = save_head(head, tmp_path / "sub" / "head.npz")
+    back = load_head(path)
+    for k in ("mean", "w0", "w1", "b1", "w2", "b2"):
+        np.testing.assert_array_equal(getattr(back, k), getattr(head, k))
+    assert back.meta["base_model"] == "toy" and back.meta["input_dim"] == 6 and back.meta["output_dim"] == 3
+    assert back.meta["format"] == "reid-daemon-head" and back.meta["version"] == 1
+    assert list(tmp_path.glob("sub/*.tmp")) == []
+    with np.load(path, allow_pickle=False) as z:  # plain arrays, no pickle needed
+        assert json.loads(str(z["meta"]))["hidden"] == 4
+
+
+def _write_npz(path: Path, head: ProjectionHead, **changes: object) -> Path:
+    arrays: dict[str, object] = {k: getattr(head, k) for k in ("mean", "w0", "w1", "b1", "w2", "b2")}
+    meta = dict(head.meta, format="reid-daemon-head", version=1, input_dim=6, output_dim=3, hidden=4)
+    arrays["meta"] = np.array(json.dumps(meta))
+    for k, v in changes.items():
+        if v is None:
+            arrays.pop(k)
+        else:
+            arrays[k] = v
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"w1": None}, "lacks arrays"),
+        ({"b2": np.zeros(5, np.float32)}, "b2 has shape"),
+        ({"w0": np.full((6, 3), np.nan, np.float32)}, "NaN"),
+        ({"meta": None}, "no meta"),
+        ({"meta": np.array("{not json")}, "not JSON"),
+        ({"meta": np.array(json.dumps({"format": "other"}))}, "not a reid-daemon-head"),
+        ({"meta": np.array(json.dumps({"format": "reid-daemon-head", "version": 9}))}, "version 9"),
+    ],
+)
+def test_load_head_errors_name_the_file(tmp_path: Path, change: dict[str, object], message: str) -> None:
+    path = _write_npz(tmp_path / "bad.npz", _toy_head(), **change)
+    with pytest.raises(ModelError, match=message) as e:
+        load_head(path)
+    assert str(path) in str(e.value)
+
+
+def test_load_head_missing_or_not_npz(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not found"):
+        load_head(tmp_path / "none.npz")
+    (tmp_path / "x.npz").write_text("hello")
+    with pytest.raises(ModelError, match=str(tmp_path / "x.npz")):
+        load_head(tmp_path / "x.npz")
+
+
+def test_check_base_refuses_another_model() -> None:
+    head = _toy_head()
+    head.check_base(Path("h.npz"), BASE)  # fits
+    with pytest.raises(ModelError, match=r"h\.npz takes 6-d"):
+        head.check_base(Path("h.npz"), BaseModelInfo("big", BASE.sha256, 1280, (256, 128), False))
+    with pytest.raises(ModelError, match=r"h\.npz was trained on model 'toy'"):
+        head.check_base(Path("h.npz"), BaseModelInfo("other", "cd" * 32, 6, (256, 128), False))
+    with pytest.raises(ModelError, match="256x128 crops"):
+        head.check_base(Path("h.npz"), BaseModelInfo("toy", BASE.sha256, 6, (224, 224), False))
+
+
+def test_embedder_config_head_only_with_onnx() -> None:
+    assert EmbedderConfig(head=Path("h.npz")).head == Path("h.npz")
+    with pytest.raises(ValidationError, match="head works with embedder type 'onnx'"):
+        EmbedderConfig(type="boxmot", model="x.pt", head=Path("h.npz"))
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+def _toy_tracklets(seed: int = 0) -> Tracklets:
+    """12 identities along weak directions under a strong shared component; 3 per frame co-occur."""
+    rng = np.random.default_rng(seed)
+    d = 32
+    common = rng.standard_normal(d) * 3
+    centres = rng.standard_normal((12, d)) * 0.6
+    labels = np.repeat(np.arange(12), 10)
+    feats = _unit(common + centres[labels] + 0.4 * rng.standard_normal((120, d))).astype(np.float32)
+    cliques = tuple(np.arange(i, i + 3, dtype=np.int64) for i in range(0, 12, 3))
+    return Tracklets(
+        feats,
+        labels.astype(np.int64),
+        np.zeros(120, np.int64),
+        labels.astype(np.int64),
+        cooccurrence(cliques, 12),
+        cliques,
+        120,
+    )
+
+
+def test_train_head_is_seeded_lowers_the_loss_and_records_meta() -> None:
+    t = _toy_tracklets()
+    base = BaseModelInfo("toy", "ab" * 32, 32, (256, 128), False)
+    cfg = AdaptConfig(dim=8, hidden=16, steps=60, cliques_per_batch=2, samples_per_track=4)
+    head, report = train_head(t, None, base, cfg, progress=False)
+    again, _ = train_head(t, None, base, cfg, progress=False)
+    np.testing.assert_array_equal(head.w0, again.w0)
+    assert head.output_dim == 8 and head.input_dim == 32
+    assert report.loss_end < report.loss_start
+    assert (
+        head.meta["base_sha256"] == base.sha256 and head.meta["training"]["data"]["tracklets"]["tracks"] == 12
+    )
+    assert "created" in head.meta
+    ref = LabelledFeatures(t.features, t.labels, tuple(str(i) for i in range(12)))
+    both, _ = train_head(t, ref, base, cfg.model_copy(update={"steps": 5}), progress=False)
+    assert both.meta["training"]["data"]["reference"] == {"images": 120, "labels": 12}
+
+
+def test_pca_init_starts_from_the_principal_directions() -> None:
+    t = _toy_tracklets()
+    a = init_head_arrays(t.features, AdaptConfig(dim=4, hidden=8), np.random.default_rng(0))
+    np.testing.assert_allclose(a["mean"], t.features.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(a["w0"].T @ a["w0"], np.eye(4), atol=1e-5)
+    assert not a["w2"].any()  # the MLP branch starts silent
+    big = init_head_arrays(t.features[:3], AdaptConfig(dim=10, hidden=8), np.random.default_rng(0))
+    assert big["w0"].shape == (32, 10)  # fewer samples than dims: filled with random directions
+
+
+def test_train_head_refuses_data_without_negatives() -> None:
+    t = _toy_tracklets()
+    lonely = Tracklets(t.features, t.labels, t.frames, t.track_ids, np.zeros((12, 12), bool), (), 120)
+    with pytest.raises(Exception, match="nothing to train on"):
+        train_head(
+            lonely, None, BaseModelInfo("toy", "", 32, (1, 1), False), AdaptConfig(steps=1), progress=False
+        )
+
+
+# ------------------------------------------------------------------------------------------- reference folder
+
+
+def test_reference_labels_and_listing(tmp_path: Path) -> None:
+    assert reference_label(Path("person_003--02.png")) == "person 003"
+    assert reference_label(Path("jane_doe.jpg")) == "jane doe"
+    assert reference_label(Path("--2.jpg")) is None
+    for name in ("b_person--1.png", "a_person--1.png", "a_person--2.png", "--3.png", "notes.txt"):
+        cv2.imwrite(str(tmp_path / name), np.full((20, 10, 3), 100, np.uint8)) if name.endswith(".png") else (
+            tmp_path / name
+        ).write_text("x")
+    paths, labels = list_reference(tmp_path)
+    assert [p.name for p in paths] == ["a_person--1.png", "a_person--2.png", "b_person--1.png"]
+    assert labels == ["a person", "a person", "b person"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(Exception, match="holds no images"):
+        list_reference(empty)
+
+
+# ------------------------------------------------------------------------------------------- real model
+
+
+def _trained_head_for(model_path: Path, dim: int, tmp_path: Path, sha: str | None = None) -> Path:
+    from daemon.adapt import file_sha256
+
+    rng = np.random.default_rng(0)
+    arrays = init_head_arrays(
+        _unit(rng.standard_normal((64, dim))).astype(np.float32), AdaptConfig(dim=16), rng
+    )
+    meta = {
+        "base_model": "mobilenetv2-imagenet",
+        "base_sha256": sha or file_sha256(model_path),
+        "input_size": [256, 128],
+        "flip_average": False,
+    }
+    return save_head(ProjectionHead.from_arrays(arrays, meta), tmp_path / f"head-{dim}.npz")
+
+
+def test_embedder_applies_the_head(tmp_path: Path, mobilenet_model: Path) -> None:
+    raw = OnnxEmbedder(EmbedderConfig(), CPU, mobilenet_model.parent.parent)
+    head_path = _trained_head_for(mobilenet_model, raw.dim, tmp_path)
+    with_head = OnnxEmbedder(EmbedderConfig(head=head_path), CPU, mobilenet_model.parent.parent)
+    assert raw.dim == 1280 and with_head.dim == 16
+    img = np.random.default_rng(1).integers(0, 255, (120, 80, 3), dtype=np.uint8)
+    boxes = np.array([[5, 5, 40, 100], [30, 10, 75, 115]], np.float32)
+    out = with_head.embed(img, boxes)
+    assert out.shape == (2, 16)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(out, load_head(head_path).apply(raw.embed(img, boxes)), atol=1e-5)
+    assert with_head.embed_crops([]).shape == (0, 16)
+
+
+def test_embedder_refuses_a_mismatched_head(tmp_path: Path, mobilenet_model: Path) -> None:
+    cache = mobilenet_model.parent.parent
+    wrong_dim = _trained_head_for(mobilenet_model, 512, tmp_path)
+    with pytest.raises(ModelError, match=f"{wrong_dim}.*512-d"):
+        OnnxEmbedder(EmbedderConfig(head=wrong_dim), CPU, cache)
+    wrong_model = _trained_head_for(mobilenet_model, 1280, tmp_path, sha="0" * 64)
+    with pytest.raises(ModelError, match=f"{wrong_model} was trained on model"):
+        OnnxEmbedder(EmbedderConfig(head=wrong_model), CPU, cache)
+    with pytest.raises(ModelError, match="not found"):
+        OnnxEmbedder(EmbedderConfig(head=tmp_path / "missing.npz"), CPU, cache)
+
+
+def _cfg(tmp_path: Path, video: Path, models: Path) -> Path:
+    p = tmp_path / "cam.yaml"
+    p.write_text(
+        f"models_dir: {models}\nruntime: {{providers: [CPUExecutionProvider]}}\n"
+        f"cameras:\n  door:\n    source: {{uri: {video}}}\n"
+    )
+    return p
+
+
+def test_cli_adapt_from_a_tracks_file_and_a_reference_folder(
+    tmp_path: Path, mobilenet_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = make_video(tmp_path / "clip.mp4", frames=30, size=(320, 240), people=3)
+    tracks = clip.write_mot_gt(tmp_path / "tracks.txt")  # the "tracker output": 3 people, always together
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for pid in (1, 2):
+        for k in range(3):
+            crop = np.full((60, 24, 3), clip.colour(pid), np.uint8) + np.uint8(k)
+            cv2.imwrite(str(ref / f"p{pid}--{k}.png"), crop)
+    cfg = _cfg(tmp_path, clip.path, mobilenet_model.parent.parent)
+    out = tmp_path / "head.npz"
+    args = ["adapt", "-c", str(cfg), "--tracks", str(tracks), "--reference", str(ref), "--out", str(out)]
+    args += ["--steps", "20", "--dim", "16", "--sample-every", "2", "--no-progress"]
+    assert main(args) == 0, capsys.readouterr().err
+    text = capsys.readouterr().out
+    assert "tracklets: 45 samples of 3 tracks" in text and "reference: 6 images of 2 labels" in text
+    head = load_head(out)
+    assert head.output_dim == 16 and head.meta["training"]["data"]["tracklets"]["co_occurring_pairs"] == 3
+    assert list((tmp_path / "adapt-cache").glob("tracklets-*.npz"))  # features cached for the next run
+    assert main(["adapt", "-c", str(cfg), "--no-tracklets", "--out", str(out), "--no-progress"]) == 1
+    assert "nothing to train on" in capsys.readouterr().err
+    assert main([*args, "--dim", "2"]) == 2
+    assert "--dim" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_adapt_on_pets09_with_our_tracker(
+    tmp_path: Path, mobilenet_model: Path, ssdlite_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    video = require_pets09_video()
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "pets-head.npz"
+    start = time.monotonic()
+    args = [
+        "adapt",
+        "-c",
+        str(root / "configs" / "pets09.yaml"),
+        "--source",
+        str(video),
+        "--max-frames",
+        "60",
+    ]
+    args += [
+        "--models-dir",
+        str(ssdlite_model.parent.parent),
+        "--steps",
+        "30",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(args) == 0, capsys.readouterr().err
+    assert time.monotonic() - start < 300
+    text = capsys.readouterr().out
+    head = load_head(out)
+    summary = head.meta["training"]["data"]["tracklets"]
+    assert summary["frames_read"] == 60 and summary["tracks"] >= 3 and summary["co_occurring_pairs"] >= 3
+    assert f"head: {out} (1280 -> {head.output_dim}-d)" in text
+    emb = OnnxEmbedder(EmbedderConfig(head=out), CPU, mobilenet_model.parent.parent)
+    assert emb.dim == head.output_dim

@@ -1,0 +1,56 @@
+"""Smoke test of benchmarks/gallery_bench.py: a tiny run of every backend, with peers when their venv exists."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _data import REPO_ROOT, load_benchmark
+
+SCRIPT = REPO_ROOT / "benchmarks" / "gallery_bench.py"
+BUDGET_S = 60
+
+
+def test_gallery_bench_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(SCRIPT), "--sizes", "300", "--dim", "32", "--queries", "12", "--out", str(out)]
+    cmd += ["--ef-search", "16", "64"]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUDGET_S, cwd=REPO_ROOT, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert time.monotonic() - start < BUDGET_S
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    assert doc["generation"].startswith("identities:") and "gallery_bench.py" in doc["command"]
+    rows = {r["backend"]: r for r in doc["results"]}
+    exact = rows["ours-exact"]
+    assert exact["recall_at_5"] == 1.0 and exact["rows"] == 300 and exact["queries_run"] == 12
+    hnsw = [r for name, r in rows.items() if name.startswith("ours-hnsw")]
+    assert [r["backend"].rsplit("=", 1)[1] for r in hnsw] == ["16", "64"]
+    for r in [exact, *hnsw]:
+        assert 0 < r["p50_ms"] <= r["p95_ms"] and math.isfinite(r["batch_qps"]) and r["batch_qps"] > 0
+        assert r["held_mb"] > 0 and r["build_s"] >= r["index_s"] >= 0
+    assert hnsw[-1]["recall_at_5"] >= 0.9
+    assert "no Linux wheel" in rows["edgeiq 2.10.0"]["note"]
+    mata = [r for name, r in rows.items() if name.startswith("mata")]
+    assert len(mata) == 1  # either measured or a note saying why not
+    if "note" not in mata[0]:
+        assert mata[0]["recall_at_5"] == 1.0  # brute force, like ours-exact
+    assert "| rows | backend |" in proc.stdout
+
+
+def test_data_and_exact_top_k() -> None:
+    bench = load_benchmark("gallery_bench")
+    x, ids, q = bench.make_data(500, 24, 5, 20, seed=1)
+    assert x.shape == (500, 24) and q.shape == (20, 24) and len(np.unique(ids)) == 100
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+    truth = bench.exact_top_k(x, q)
+    brute = np.argsort(-(q @ x.T), axis=1)[:, :5]
+    assert bench.recall(brute.tolist(), truth) == 1.0
+    same = x[ids == 0] @ x[ids == 0].T
+    other = x[ids == 0] @ x[ids == 1].T
+    assert same[np.triu_indices(5, 1)].mean() > other.mean() + 0.1  # identities are separable clusters

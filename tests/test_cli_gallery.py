@@ -1,0 +1,225 @@
+"""CLI smoke tests of embed / enroll / verify / recognize / search on real PETS09 crops, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _crops import write_frames, write_reference_crops
+from _data import require_pets09_video
+
+from daemon.cli import main
+from daemon.embedding import EmbeddingResult
+from daemon.gallery import Gallery
+
+Capture = pytest.CaptureFixture[str]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """refs/ (24 crops of 8 people) and frames/ (4 whole frames) in one module-wide folder."""
+    root = tmp_path_factory.mktemp("gallery-cli")
+    write_reference_crops(root / "refs", identities=8, per_identity=3)
+    write_frames(root / "frames", [40, 100, 160, 300])
+    return root
+
+
+@pytest.fixture(scope="module")
+def gallery(data: Path, mobilenet_model: Path) -> Path:
+    path = data / "people.npz"
+    assert (
+        main(["-q", "enroll", str(data / "refs"), "--gallery", str(path), "--model", str(mobilenet_model)])
+        == 0
+    )
+    return path
+
+
+def _model(mobilenet_model: Path) -> list[str]:
+    return ["--model", str(mobilenet_model), "--no-progress"]
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def test_embed_files_boxes_and_video(
+    data: Path, mobilenet_model: Path, ssdlite_model: Path, capsys: Capture
+) -> None:
+    out = data / "two.npz"
+    refs = sorted((data / "refs").glob("*.jpg"))[:2]
+    assert main(["-q", "embed", *map(str, refs), "--out", str(out), *_model(mobilenet_model)]) == 0
+    assert "2 embedding(s), 1280-d" in capsys.readouterr().out
+    saved = EmbeddingResult.load(out)
+    assert len(saved) == 2 and [c.source for c in saved.crops] == [str(p) for p in refs]
+
+    frame = data / "frames" / "frame_0100.jpg"
+    args = [
+        "-q",
+        "embed",
+        str(frame),
+        "--box",
+        "374",
+        "192",
+        "403",
+        "270",
+        "--box",
+        "0",
+        "0",
+        "50",
+        "90",
+        "--json",
+    ]
+    assert main([*args, *_model(mobilenet_model)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["dim"] == 1280 and [c["box"] for c in doc["crops"]] == [[374, 192, 403, 270], [0, 0, 50, 90]]
+
+    video = require_pets09_video()
+    vout = data / "video.json"
+    args = ["-q", "embed", str(video), "--detect", "--every", "100", "--max-frames", "2", "--out", str(vout)]
+    assert main([*args, *_model(mobilenet_model)]) == 0
+    frames = {c.frame for c in EmbeddingResult.load(vout).crops}
+    assert frames <= {0, 100} and frames
+
+
+def test_enroll_verify_recognize(data: Path, gallery: Path, mobilenet_model: Path, capsys: Capture) -> None:
+    g = Gallery.load(gallery)
+    assert len(g) == 24 and len(g.unique_labels) == 8
+
+    assert main(["verify", "--gallery", str(gallery)]) == 0
+    text = capsys.readouterr().out
+    assert "24 references of 8 labels" in text and "advice:" in text
+    assert main(["verify", "-g", str(gallery), "--json", "--pairs", "3"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["references"] == 24 and len(doc["confusable_pairs"]) == 3 and doc["advice"]
+
+    ref = data / "refs" / "person_09--2.jpg"
+    assert (
+        main(["-q", "recognize", str(ref), "-g", str(gallery), "-k", "3", "--json", *_model(mobilenet_model)])
+        == 0
+    )
+    doc = json.loads(capsys.readouterr().out)
+    best = doc["queries"][0]["matches"][0]
+    assert best["label"] == "person 09" and best["similarity"] > 0.999  # the enrolled image itself
+    assert len(doc["queries"][0]["matches"]) <= 3
+
+
+def test_enroll_append_json_and_sets(
+    data: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for src in sorted((data / "refs").glob("person_0[12]--*.jpg")):
+        (refs / f"A1-{src.name}").write_bytes(src.read_bytes())
+    out = tmp_path / "g.json"
+    assert main(["-q", "enroll", str(refs), "-g", str(out), "--json", *_model(mobilenet_model)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["labels"] == ["person 01", "person 02"] and {e["set"] for e in doc["enrolled"]} == {"A1"}
+    args = ["-q", "enroll", str(refs), "-g", str(out), "--append", "--set", "A1", *_model(mobilenet_model)]
+    assert main(args) == 0
+    assert len(Gallery.load(out)) == 12
+
+
+def test_search_folder_and_video(
+    data: Path, gallery: Path, mobilenet_model: Path, ssdlite_model: Path, capsys: Capture
+) -> None:
+    out = data / "hits"
+    query = data / "refs" / "person_09--1.jpg"
+    args = ["-q", "search", str(data / "frames"), "--query", str(query), "-k", "4", "--out", str(out)]
+    assert main([*args, *_model(mobilenet_model)]) == 0
+    text = capsys.readouterr().out
+    assert "hit(s)" in text and "frame_0" in text
+    hits = json.loads((out / "hits.json").read_text())
+    assert 1 <= len(hits) <= 4 and len(list(out.glob("*.jpg"))) == len(hits)
+
+    video = require_pets09_video()
+    args = [
+        "-q",
+        "search",
+        str(video),
+        "-g",
+        str(gallery),
+        "--label",
+        "person 09",
+        "--every",
+        "100",
+        "--max-frames",
+        "2",
+        "--json",
+    ]
+    assert main([*args, *_model(mobilenet_model)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["scanned"] == 2 and all(h["frame"] in (0, 100) for h in doc["hits"])
+    assert all(h["similarity"] >= doc["threshold"] for h in doc["hits"])
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_verify_corrupt_or_missing_gallery_exits_1_naming_it(tmp_path: Path, capsys: Capture) -> None:
+    bad = tmp_path / "broken.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    assert main(["verify", "-g", str(bad)]) == 1
+    assert "broken.npz" in capsys.readouterr().err
+    assert main(["verify", "-g", str(tmp_path / "gone.npz")]) == 1
+    assert "gone.npz" in capsys.readouterr().err
+
+
+def test_enroll_missing_folder_exits_1_naming_it(tmp_path: Path, capsys: Capture) -> None:
+    assert main(["enroll", str(tmp_path / "no-refs"), "-g", str(tmp_path / "g.npz")]) == 1
+    assert "no-refs" in capsys.readouterr().err
+
+
+def test_bad_options_exit_2(tmp_path: Path, capsys: Capture) -> None:
+    assert main(["enroll", str(tmp_path), "-g", str(tmp_path / "g.txt")]) == 2
+    assert "g.txt" in capsys.readouterr().err
+    assert main(["embed", "a.jpg", "b.jpg", "--box", "0", "0", "1", "1"]) == 2
+    assert "--box" in capsys.readouterr().err
+    assert main(["recognize", "a.jpg", "-g", "g.npz", "--threshold", "3"]) == 2
+    assert "--threshold" in capsys.readouterr().err
+    assert main(["verify", "-g", "g.npz", "--pairs", "-1"]) == 2
+    assert "confusable_pairs" in capsys.readouterr().err
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("cameras:\n  a:\n    source: {uri: x.mp4}\n    embedder: {type: none}\n")
+    assert main(["embed", "a.jpg", "--config", str(cfg)]) == 2
+    assert "embedder.type is 'none'" in capsys.readouterr().err
+
+
+def test_search_without_a_query_exits_2(
+    data: Path, mobilenet_model: Path, ssdlite_model: Path, capsys: Capture
+) -> None:
+    assert main(["search", str(data / "frames"), *_model(mobilenet_model)]) == 2
+    assert "--query" in capsys.readouterr().err
+
+
+def test_unreadable_image_exits_1_naming_it(
+    gallery: Path, tmp_path: Path, mobilenet_model: Path, capsys: Capture
+) -> None:
+    bad = tmp_path / "garbled.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not a jpeg")
+    assert main(["recognize", str(bad), "-g", str(gallery), *_model(mobilenet_model)]) == 1
+    assert "garbled.jpg" in capsys.readouterr().err
+    assert main(["embed", str(bad), *_model(mobilenet_model)]) == 1
+    assert "garbled.jpg" in capsys.readouterr().err
+
+
+def test_missing_model_exits_1_with_fetch_hint(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capture
+) -> None:
+    monkeypatch.setenv("REID_MODELS_DIR", str(tmp_path / "empty-cache"))
+    assert main(["embed", str(data / "refs")]) == 1
+    assert "reid-daemon models fetch mobilenetv2-imagenet" in capsys.readouterr().err
+
+
+def test_models_come_from_the_config_camera(data: Path, mobilenet_model: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "cameras:\n  door:\n    source: {uri: x.mp4}\n"
+        f"    embedder: {{model: {mobilenet_model}, flip_average: true}}\n"
+    )
+    out = tmp_path / "e.json"
+    ref = data / "refs" / "person_01--1.jpg"
+    assert main(["-q", "embed", str(ref), "--config", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    meta = EmbeddingResult.load(out).meta
+    assert meta.flip_average and meta.model == str(mobilenet_model)
+    assert main(["-q", "embed", str(ref), "-c", str(cfg), "--no-flip", "--out", str(out)]) == 0
+    assert not EmbeddingResult.load(out).meta.flip_average

@@ -1,0 +1,175 @@
+"""Enrolment: the file-name convention and its edge cases, skipped files, caps, detection; real crops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from _crops import FixedDetector, MeanColour, write_reference_crops
+from pydantic import ValidationError
+
+from daemon.config import EmbedderConfig, EnrollConfig, RuntimeConfig
+from daemon.embed import OnnxEmbedder
+from daemon.enroll import ReferenceName, enroll, parse_reference_name
+from daemon.errors import DataError
+from daemon.gallery import Gallery
+
+CPU = RuntimeConfig(providers=("CPUExecutionProvider",), intra_op_threads=1)
+
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+@pytest.mark.parametrize(
+    ("filename", "label", "set_code", "variant"),
+    [
+        ("jane_doe.jpg", "jane doe", None, None),
+        ("A12-jane_doe.jpg", "jane doe", "A12", None),
+        ("jane_doe--2.jpg", "jane doe", None, "2"),
+        ("A12-jane_doe--side.PNG", "jane doe", "A12", "side"),
+        ("2024-bob.webp", "bob", "2024", None),
+        ("S1b-bob.jpeg", "bob", "S1b", None),
+        ("mary-jane.jpg", "mary-jane", None, None),  # no digit: not a set code
+        ("jane_doe-2.jpg", "jane doe-2", None, None),  # a single '-' is part of the name
+        ("__jane___doe__.jpg", "jane doe", None, None),  # separators collapse and trim
+        ("jane_doe--.jpg", "jane doe", None, None),  # an empty variant is no variant
+        ("a--b--c.jpg", "a--b", None, "c"),  # the LAST '--' starts the variant
+        ("A12-B7-x.jpg", "B7-x", "A12", None),  # only the first prefix is a set code
+        ("Zoë_Ωmega.bmp", "Zoë Ωmega", None, None),
+        ("jane.doe.jpg", "jane.doe", None, None),  # only the last suffix is the extension
+    ],
+)
+def test_parse_reference_name(filename: str, label: str, set_code: str | None, variant: str | None) -> None:
+    name = parse_reference_name(Path("refs") / filename)
+    assert name == ReferenceName(label, set_code, variant, Path("refs") / filename)
+
+
+@pytest.mark.parametrize("filename", ["--2.jpg", "A12-.jpg", "A12-___.jpg", "___--1.png"])
+def test_names_without_a_label_are_refused(filename: str) -> None:
+    with pytest.raises(ValueError, match="leaves no label"):
+        parse_reference_name(filename)
+
+
+def test_naming_is_configurable() -> None:
+    cfg = EnrollConfig(
+        word_separator=".",
+        variant_separator="#",
+        set_separator="_",
+        set_code_pattern="[A-Z]{2}",
+        lowercase=True,
+    )
+    assert parse_reference_name("XY_Jane.Doe#3.jpg", cfg) == ReferenceName(
+        "jane doe", "XY", "3", Path("XY_Jane.Doe#3.jpg")
+    )
+    assert parse_reference_name("Xy_Jane.jpg", cfg).set_code is None
+
+
+def test_bad_set_code_pattern_is_a_config_error() -> None:
+    with pytest.raises(ValidationError, match="set_code_pattern"):
+        EnrollConfig(set_code_pattern="[unclosed")
+
+
+# ---------------------------------------------------------------------------------------------- enrol
+
+
+def _write(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (40, 20)) -> Path:
+    cv2.imwrite(str(path), np.full((*size, 3), colour, np.uint8))
+    return path
+
+
+@pytest.fixture()
+def refs(tmp_path: Path) -> Path:
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    _write(folder / "red_one--1.png", (0, 0, 250))
+    _write(folder / "red_one--2.png", (0, 10, 240))
+    _write(folder / "A1-green_two.png", (0, 250, 0))
+    _write(folder / "B2-blue_three.jpg", (250, 0, 0))
+    (folder / "broken--1.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (folder / "readme.txt").write_text("notes")
+    (folder / "--9.png").write_bytes(b"")
+    _write(folder / ".hidden.png", (1, 1, 1))
+    return folder
+
+
+def test_enroll_folder_reports_and_saves(refs: Path, tmp_path: Path) -> None:
+    gallery = Gallery(MeanColour.dim, threshold=0.5)
+    report = enroll(refs, MeanColour(), gallery, save_to=tmp_path / "g.npz")
+    assert report.labels == ["blue three", "green two", "red one"]
+    assert gallery.labels.count("red one") == 2 and len(gallery) == 4 == report.gallery_size
+    assert {e.name.set_code for e in report.enrolled} == {None, "A1", "B2"}
+    reasons = {s.path.name: s.reason for s in report.skipped}
+    assert set(reasons) == {"broken--1.jpg", "readme.txt", "--9.png"}
+    assert "cannot decode" in reasons["broken--1.jpg"] and "not an image" in reasons["readme.txt"]
+    assert "leaves no label" in reasons["--9.png"]
+    assert report.saved == tmp_path / "g.npz"
+    loaded = Gallery.load(tmp_path / "g.npz")
+    assert loaded.labels == gallery.labels
+    np.testing.assert_allclose(loaded.embeddings, gallery.embeddings, rtol=1e-6)
+    text = report.text()
+    assert "enrolled 4 image(s) of 3 label(s)" in text and "broken--1.jpg" in text
+    assert report.as_dict()["skipped"][0]["reason"]
+
+
+def test_enroll_sets_and_recursion(refs: Path) -> None:
+    (refs / "more").mkdir()
+    _write(refs / "more" / "A1-green_two--b.png", (0, 240, 10))
+    flat = enroll(refs, MeanColour(), Gallery(MeanColour.dim), sets={"A1"})
+    assert [e.name.label for e in flat.enrolled] == ["green two"]
+    assert any("set 'B2' not selected" in s.reason for s in flat.skipped)
+    deep = enroll(
+        refs, MeanColour(), Gallery(MeanColour.dim), sets={"A1"}, naming=EnrollConfig(recursive=True)
+    )
+    assert len(deep.enrolled) == 2 and deep.enrolled[1].name.variant == "b"
+
+
+def test_enroll_with_detection_takes_the_largest_person(refs: Path) -> None:
+    det = FixedDetector([[0, 0, 5, 5], [0, 0, 10, 30]], [0.9, 0.6])
+    report = enroll(refs, MeanColour(), Gallery(MeanColour.dim), detector=det)
+    assert {e.box for e in report.enrolled} == {(0.0, 0.0, 10.0, 30.0)}
+    assert [e.score for e in report.enrolled] == pytest.approx([0.6] * len(report.enrolled))
+    nobody = FixedDetector([], [])
+    with pytest.raises(DataError, match="no person detected"):
+        enroll(refs, MeanColour(), Gallery(MeanColour.dim), detector=nobody)
+
+
+def test_enroll_reports_images_refused_by_the_cap(refs: Path) -> None:
+    gallery = Gallery(MeanColour.dim, max_per_label=1, drop_policy="drop_latest")
+    report = enroll(refs, MeanColour(), gallery)
+    assert gallery.labels.count("red one") == 1
+    assert any("cap" in s.reason and s.path.name == "red_one--2.png" for s in report.skipped)
+
+
+def test_enroll_bad_inputs(tmp_path: Path, refs: Path) -> None:
+    with pytest.raises(DataError, match="reference folder not found"):
+        enroll(tmp_path / "nowhere", MeanColour(), Gallery(MeanColour.dim))
+    with pytest.raises(DataError, match="not a folder"):
+        enroll(refs / "readme.txt", MeanColour(), Gallery(MeanColour.dim))
+    with pytest.raises(DataError, match="4-d"):
+        enroll(refs, MeanColour(), Gallery(8))
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.jpg").write_bytes(b"garbage")
+    with pytest.raises(DataError, match=r"no reference image could be enrolled .*a\.jpg"):
+        enroll(junk, MeanColour(), Gallery(MeanColour.dim))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="the folder is empty"):
+        enroll(empty, MeanColour(), Gallery(MeanColour.dim))
+
+
+# ---------------------------------------------------------------------------------------------- real
+
+
+def test_enroll_real_pets09_crops(mobilenet_model: Path, tmp_path: Path) -> None:
+    paths = write_reference_crops(tmp_path / "refs", identities=8, per_identity=3)
+    embedder = OnnxEmbedder(EmbedderConfig(model=str(mobilenet_model)), CPU, tmp_path)
+    gallery = Gallery(embedder.dim)
+    report = enroll(tmp_path / "refs", embedder, gallery, save_to=tmp_path / "pets.npz")
+    assert len(report.enrolled) == len(paths) == len(gallery) and not report.skipped
+    assert len(report.labels) == 8 and all(gallery.labels.count(x) == 3 for x in report.labels)
+    np.testing.assert_allclose(np.linalg.norm(gallery.embeddings, axis=1), 1.0, rtol=1e-5)
+    back = Gallery.load(tmp_path / "pets.npz")
+    assert back.labels == gallery.labels and back.dim == embedder.dim

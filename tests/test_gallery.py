@@ -1,0 +1,583 @@
+"""daemon/gallery.py: search, validation, caps and drop policies, FAISS HNSW backend, persistence."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+
+from daemon import codec, gallery
+from daemon.config import GalleryConfig
+from daemon.errors import DataError
+from daemon.gallery import Gallery, HnswParams, Match, SearchResult
+
+D = 16
+F32 = NDArray[np.float32]
+
+
+def unit(rng: np.random.Generator, n: int, d: int = D) -> F32:
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    out: F32 = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def clustered(n_ids: int, per: int, d: int = D, noise: float = 0.3, seed: int = 0) -> tuple[list[str], F32]:
+    """``per`` noisy samples around each of ``n_ids`` random unit centres, labelled id0, id1, ..."""
+    rng = np.random.default_rng(seed)
+    centres = unit(rng, n_ids, d)
+    x = np.repeat(centres, per, axis=0) + rng.standard_normal((n_ids * per, d)).astype(np.float32) * (
+        noise / np.sqrt(d)
+    )
+    return [f"id{i}" for i in range(n_ids) for _ in range(per)], x.astype(np.float32)
+
+
+def keys(x: F32) -> list[bytes]:
+    """Byte keys of rows normalised the way the gallery does it (so they compare exactly)."""
+    return [row.tobytes() for row in gallery.normalize_rows(np.array(x, dtype=np.float32, ndmin=2))]
+
+
+def rows_by_label(g: Gallery) -> dict[str, set[bytes]]:
+    out: dict[str, set[bytes]] = {}
+    for label, row in zip(g.labels, g.embeddings, strict=True):
+        out.setdefault(label, set()).add(row.tobytes())
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- search
+
+
+def test_search_finds_the_label_and_reports_exact_cosine() -> None:
+    labels, x = clustered(20, 5)
+    g = Gallery(D, threshold=0.0, index="exact")
+    g.add_many(labels, x)
+    q = x[7] * 3.0  # scale does not matter
+    res = g.search(q, k=3)
+    assert isinstance(res, SearchResult) and res.duration_ms >= 0
+    assert res.best is not None and res.best.label == "id1" and res.best.index == 7
+    assert res.best.similarity == pytest.approx(1.0, abs=1e-6)
+    unit_x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    for m in res.matches:
+        assert m.similarity == pytest.approx(float(unit_x[m.index] @ unit_x[7]), abs=1e-5)
+        assert m.distance == pytest.approx(1.0 - m.similarity)
+    sims = [m.similarity for m in res.matches]
+    assert sims == sorted(sims, reverse=True) and len(sims) == 3
+
+
+def test_threshold_and_k() -> None:
+    rng = np.random.default_rng(1)
+    x = unit(rng, 50)
+    g = Gallery(D, threshold=0.99)
+    g.add_many([f"p{i}" for i in range(50)], x)
+    assert [m.index for m in g.search(x[3], k=5).matches] == [3]  # only itself passes 0.99
+    loose = g.search(x[3], k=5, threshold=-1.0)
+    assert len(loose.matches) == 5
+    assert len(g.search(x[3], k=500, threshold=-1.0).matches) == 50
+    assert all(m.similarity >= 0.2 for m in g.search(x[3], k=50, threshold=0.2).matches)
+
+
+def test_empty_gallery_search() -> None:
+    g = Gallery(D)
+    res = g.search(np.ones(D))
+    assert res.matches == () and res.best is None
+    assert [r.matches for r in g.search_batch(np.ones((3, D)))] == [(), (), ()]
+
+
+def test_search_batch_equals_single_searches() -> None:
+    labels, x = clustered(30, 4)
+    g = Gallery(D, threshold=0.1, index="exact")
+    g.add_many(labels, x)
+    q = unit(np.random.default_rng(5), 12)
+    batch = g.search_batch(q, k=4)
+    assert [r.matches for r in batch] == [g.search(v, k=4).matches for v in q]
+
+
+def test_ties_are_ordered_by_row() -> None:
+    g = Gallery(2, threshold=-1)
+    v = np.array([1.0, 0.0], np.float32)
+    g.add_many(["a", "b", "c"], [v, v, v])
+    assert [m.index for m in g.search(v, k=3).matches] == [0, 1, 2]
+
+
+def test_match_distance() -> None:
+    assert Match("a", 0.75, 0).distance == pytest.approx(0.25)
+
+
+# --------------------------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.ones(D + 1), "must be \\(N, 16\\)"),
+        (np.ones((2, D)), "use add_many"),
+        (np.r_[np.nan, np.ones(D - 1)], "NaN or infinite"),
+        (np.r_[np.inf, np.ones(D - 1)], "NaN or infinite"),
+        (np.zeros(D), "zero vector"),
+        ("text", "not a numeric array"),
+    ],
+)
+def test_add_rejects_bad_vectors(value: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Gallery(D).add("a", value)
+
+
+@pytest.mark.parametrize(("label", "message"), [("", "empty"), ("  ", "empty"), (3, "must be a str")])
+def test_add_rejects_bad_labels(label: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Gallery(D).add(label, np.ones(D))
+
+
+def test_add_many_and_search_validation() -> None:
+    g = Gallery(D)
+    with pytest.raises(ValueError, match="2 labels for 3"):
+        g.add_many(["a", "b"], np.ones((3, D)))
+    with pytest.raises(ValueError, match="row 1 holds NaN"):
+        g.add_many(["a", "b"], np.array([np.ones(D), np.full(D, np.nan)]))
+    with pytest.raises(ValueError, match="k must be a positive"):
+        g.search(np.ones(D), k=0)
+    with pytest.raises(ValueError, match="threshold must be within"):
+        g.search(np.ones(D), threshold=1.5)
+    with pytest.raises(ValueError, match="use search_batch"):
+        g.search(np.ones((2, D)))
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"dim": 0}, "dim must be"),
+        ({"threshold": 2.0}, "threshold"),
+        ({"max_per_label": 0}, "max_per_label"),
+        ({"drop_policy": "drop_all"}, "drop_policy"),
+        ({"index": "annoy"}, "index"),
+        ({"hnsw": HnswParams(2, 40, 64, 0.3)}, "hnsw_m"),
+    ],
+)
+def test_constructor_validation(kw: dict[str, Any], message: str) -> None:
+    args = {"dim": D, **kw}
+    with pytest.raises(ValueError, match=message):
+        Gallery(**args)
+
+
+def test_inputs_are_not_modified_in_place() -> None:
+    x = np.full((2, D), 3.0, dtype=np.float32)
+    before = x.copy()
+    g = Gallery(D)
+    g.add_many(["a", "b"], x)
+    g.add("c", x[0])
+    g.search(x[0])
+    g.search_batch(x)
+    np.testing.assert_array_equal(x, before)
+    np.testing.assert_allclose(np.linalg.norm(g.embeddings, axis=1), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError):
+        g.embeddings[0, 0] = 1.0
+
+
+# ----------------------------------------------------------------------------------------------- caps
+
+
+def test_drop_oldest_keeps_the_newest() -> None:
+    x = unit(np.random.default_rng(2), 6)
+    g = Gallery(D, max_per_label=3, drop_policy="drop_oldest")
+    rows = [g.add("a", v) for v in x]
+    assert all(r >= 0 for r in rows)
+    assert len(g) == 3 and g.count("a") == 3
+    assert rows_by_label(g)["a"] == set(keys(x[3:]))
+
+
+def test_drop_latest_rejects_the_new_one() -> None:
+    x = unit(np.random.default_rng(3), 6)
+    g = Gallery(D, max_per_label=2, drop_policy="drop_latest")
+    assert [g.add("a", v) for v in x] == [0, 1, -1, -1, -1, -1]
+    assert g.add("b", x[5]) == 2  # another label still has room
+    assert rows_by_label(g)["a"] == set(keys(x[:2]))
+
+
+def test_drop_random_is_seeded_and_bounded() -> None:
+    x = unit(np.random.default_rng(4), 40)
+
+    def run(seed: int) -> dict[str, set[bytes]]:
+        g = Gallery(D, max_per_label=5, drop_policy="drop_random", seed=seed)
+        for v in x:
+            assert g.add("a", v) >= 0
+            assert g.count("a") <= 5
+        return rows_by_label(g)
+
+    first = run(7)
+    assert first == run(7)
+    assert len(first["a"]) == 5 and keys(x[-1])[0] in first["a"]  # the newest is always kept
+    assert any(run(s) != first for s in range(8, 12))
+
+
+def test_add_many_with_caps_reports_rows_and_rejections() -> None:
+    x = unit(np.random.default_rng(5), 8)
+    g = Gallery(D, max_per_label=2, drop_policy="drop_oldest")
+    rows = g.add_many(["a", "a", "b", "a", "a"], x[:5])
+    assert rows[0] == -1 and rows[1] == -1  # evicted later in the same call
+    kept = {lb: vs for lb, vs in rows_by_label(g).items()}
+    assert kept == {"a": set(keys(x[3:5])), "b": set(keys(x[2]))}
+    for i, r in enumerate(rows):
+        if r >= 0:
+            np.testing.assert_allclose(g.embeddings[r], x[i], rtol=1e-6)
+    latest = Gallery(D, max_per_label=1, drop_policy="drop_latest")
+    assert latest.add_many(["a", "a", "b"], x[:3]) == [0, -1, 1]
+
+
+def test_memory_is_bounded_by_the_cap() -> None:
+    rng = np.random.default_rng(6)
+    g = Gallery(D, max_per_label=4)
+    for _ in range(50):
+        g.add_many([f"p{i}" for i in range(10)], unit(rng, 10))
+    assert len(g) == 40
+    assert g.memory_bytes()["vectors"] <= 2 * 64 * (D * 4 + 8)
+
+
+# -------------------------------------------------------------------------------------------- removal
+
+
+def test_remove_label_keeps_rows_consistent() -> None:
+    labels, x = clustered(10, 6)
+    g = Gallery(D, index="exact")
+    g.add_many(labels, x)
+    before = rows_by_label(g)
+    assert g.remove("id3") == 6
+    assert g.remove("id3") == 0 and g.remove("nobody") == 0
+    assert "id3" not in g and "id3" not in g.unique_labels and len(g) == 54
+    after = rows_by_label(g)
+    assert after == {k: v for k, v in before.items() if k != "id3"}
+    res = g.search(x[3 * 6], k=5, threshold=-1)
+    assert all(m.label != "id3" and g.labels[m.index] == m.label for m in res.matches)
+
+
+def test_properties() -> None:
+    g = Gallery(D, threshold=0.4)
+    g.add_many(["b", "a", "b"], unit(np.random.default_rng(0), 3))
+    assert g.dim == D and g.threshold == 0.4 and len(g) == 3
+    assert g.labels == ["b", "a", "b"] and g.unique_labels == ["a", "b"]
+    assert g.embeddings.shape == (3, D) and g.embeddings.dtype == np.float32
+    assert g.config.threshold == 0.4 and g.backend == "exact"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["add", "add_many", "remove"]), st.integers(0, 5), st.integers(1, 4)),
+        min_size=1,
+        max_size=30,
+    ),
+    policy=st.sampled_from(["drop_oldest", "drop_random", "drop_latest"]),
+    cap=st.one_of(st.none(), st.integers(1, 3)),
+)
+def test_random_operations_keep_invariants(
+    ops: list[tuple[str, int, int]], policy: Any, cap: int | None
+) -> None:
+    """Any sequence of adds and removals: caps hold, rows match labels, top-1 is the brute-force best."""
+    rng = np.random.default_rng(0)
+    g = Gallery(4, max_per_label=cap, drop_policy=policy, threshold=-1)
+    for op, who, n in ops:
+        label = f"p{who}"
+        if op == "add":
+            g.add(label, unit(rng, 1, 4)[0])
+        elif op == "add_many":
+            g.add_many([label] * n, unit(rng, n, 4))
+        else:
+            g.remove(label)
+        counts = {lb: g.labels.count(lb) for lb in g.unique_labels}
+        assert all(c >= 1 and (cap is None or c <= cap) for c in counts.values())
+        assert sum(counts.values()) == len(g) == len(g.embeddings)
+    if len(g):
+        q = unit(rng, 1, 4)[0]
+        best = g.search(q, k=1).best
+        assert best is not None
+        assert best.similarity == pytest.approx(float((g.embeddings @ q).max()), abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ FAISS
+
+
+def recall_at_k(exact: list[SearchResult], approx: list[SearchResult], k: int) -> float:
+    hits = [
+        len({m.index for m in a.matches} & {m.index for m in e.matches})
+        for e, a in zip(exact, approx, strict=True)
+    ]
+    return sum(hits) / (k * len(exact))
+
+
+def test_faiss_matches_exact_search() -> None:
+    labels, x = clustered(200, 10, d=32, noise=0.5)
+    exact, approx = Gallery(32, index="exact", threshold=-1), Gallery(32, index="faiss", threshold=-1)
+    exact.add_many(labels, x)
+    approx.add_many(labels, x)
+    q = clustered(200, 1, d=32, noise=0.5, seed=0)[1][:100]
+    assert approx.backend == "faiss" and exact.backend == "exact"
+    r_exact, r_approx = exact.search_batch(q, k=5), approx.search_batch(q, k=5)
+    assert recall_at_k(r_exact, r_approx, 5) >= 0.98
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    for i, res in enumerate(r_approx):  # similarities are the exact cosines of the rows returned
+        assert len(res.matches) == 5
+        for m in res.matches:
+            assert m.similarity == pytest.approx(float(approx.embeddings[m.index] @ qn[i]), abs=1e-5)
+    assert approx.memory_bytes()["index"] > 2000 * 32 * 4
+
+
+def test_faiss_stays_correct_through_removals_evictions_and_rebuilds() -> None:
+    labels, x = clustered(100, 6, d=32, noise=0.4, seed=1)
+    hnsw = HnswParams(16, 40, 64, 0.1)  # rebuild once 10 % of the nodes are tombstones
+    kw: dict[str, Any] = {"max_per_label": 6, "drop_policy": "drop_oldest", "threshold": -1}
+    exact, approx = Gallery(32, index="exact", **kw), Gallery(32, index="faiss", hnsw=hnsw, **kw)
+    rng = np.random.default_rng(9)
+    q = x[rng.choice(len(x), 60, replace=False)]
+    for g in (exact, approx):
+        g.add_many(labels, x)
+        g.search_batch(q)  # build the index before the changes
+    more_labels, more = clustered(100, 2, d=32, noise=0.4, seed=2)
+    for step in range(4):
+        for g in (exact, approx):
+            g.remove(f"id{step}")
+            g.add_many(more_labels[step * 50 : step * 50 + 50], more[step * 50 : step * 50 + 50])  # evicts
+            for i in range(10):
+                g.add(f"new{step}", more[i])
+        assert rows_by_label(exact) == rows_by_label(approx)
+        r_exact, r_approx = exact.search_batch(q, k=5), approx.search_batch(q, k=5)
+        assert recall_at_k(r_exact, r_approx, 5) >= 0.95
+        for res in r_approx:
+            assert all(approx.labels[m.index] == m.label for m in res.matches)
+    index = approx._faiss  # built once, then rebuilt as tombstones passed 10 %
+    assert index is not None and index.builds >= 2
+
+
+def test_auto_switches_backend_with_hysteresis() -> None:
+    rng = np.random.default_rng(3)
+    g = Gallery(D, index="auto", faiss_above=100, threshold=-1)
+    g.add_many([f"a{i}" for i in range(99)], unit(rng, 99))
+    assert g.backend == "exact"
+    g.add("b", unit(rng, 1)[0])
+    assert g.backend == "faiss"
+    g.search(unit(rng, 1)[0])
+    for i in range(40):
+        g.remove(f"a{i}")
+    assert len(g) == 60 and g.backend == "faiss"  # above half of faiss_above: keeps the index
+    for i in range(40, 60):
+        g.remove(f"a{i}")
+    assert g.backend == "exact"
+    res = g.search(g.embeddings[0], k=1)
+    assert res.best is not None and res.best.index == 0
+
+
+def test_rebuild_index_and_from_config() -> None:
+    cfg = GalleryConfig(index="faiss", hnsw_m=8, hnsw_ef_search=32, max_per_label=3, threshold=0.2)
+    g = Gallery.from_config(cfg, D)
+    assert g.config.max_per_label == 3 and g.threshold == 0.2 and g.backend == "faiss"
+    g.add_many(["a", "b"], unit(np.random.default_rng(0), 2))
+    g.rebuild_index()
+    assert g.memory_bytes()["index"] > 0
+    best = g.search(g.embeddings[1], k=1).best
+    assert best is not None and (best.label, best.index) == ("b", 1)
+    assert best.similarity == pytest.approx(1.0, abs=1e-6)
+
+
+def test_threads_can_add_and_search_together() -> None:
+    g = Gallery(D, index="faiss", max_per_label=5, threshold=-1)
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            for i in range(60):
+                g.add(f"p{seed}-{i % 7}", unit(rng, 1)[0])
+                for m in g.search(unit(rng, 1)[0], k=3).matches:
+                    assert m.label.startswith("p")
+        except BaseException as e:  # collected and re-raised in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(g) == 4 * 7 * 5
+
+
+# ------------------------------------------------------------------------------------------ similarity
+
+
+def test_similarity_matrix() -> None:
+    rng = np.random.default_rng(0)
+    a, b = Gallery(D), Gallery(D)
+    a.add_many(["x", "y", "z"], unit(rng, 3))
+    b.add_many(["u", "v"], unit(rng, 2))
+    m = a.similarity_matrix(b)
+    assert m.shape == (3, 2) and m.dtype == np.float32
+    np.testing.assert_allclose(m, a.embeddings @ b.embeddings.T, rtol=1e-6)
+    np.testing.assert_allclose(np.diag(a.similarity_matrix()), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="dim"):
+        a.similarity_matrix(Gallery(D + 1))
+
+
+# ------------------------------------------------------------------------------------------ persistence
+
+
+@pytest.mark.parametrize("suffix", [".rdg", ".npz", ".json"])
+def test_save_load_round_trip(tmp_path: Path, suffix: str) -> None:
+    labels, x = clustered(5, 4)
+    g = Gallery(D, threshold=0.3, max_per_label=4, drop_policy="drop_oldest", index="exact", faiss_above=500)
+    g.add_many(labels, x)
+    g.remove("id1")
+    g.add("id0", x[-1])  # evicts id0's oldest: rows now out of age order
+    path = g.save(tmp_path / f"gallery{suffix}")
+    assert path == tmp_path / f"gallery{suffix}" and path.is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
+    h = Gallery.load(path)
+    assert h.config == g.config and h.dim == D
+    assert rows_by_label(h) == rows_by_label(g)
+    # ages survive: the next eviction of id0 removes the same vector in both
+    extra = unit(np.random.default_rng(9), 1)[0]
+    g.add("id0", extra)
+    h.add("id0", extra)
+    assert rows_by_label(h) == rows_by_label(g)
+
+
+def test_empty_gallery_round_trip(tmp_path: Path) -> None:
+    for suffix in (".rdg", ".npz", ".json"):
+        h = Gallery.load(Gallery(D).save(tmp_path / f"e{suffix}"))
+        assert len(h) == 0 and h.dim == D
+
+
+def test_rdg_file_is_a_codec_blob(tmp_path: Path) -> None:
+    g = Gallery(D)
+    g.add_many(["a", "b"], unit(np.random.default_rng(0), 2))
+    batch = codec.decode(g.save(tmp_path / "g.rdg").read_bytes())
+    assert batch.labels == ("a", "b") and batch.meta is not None
+    assert batch.meta["format"] == gallery.FORMAT_TAG and batch.meta["dim"] == D
+
+
+def test_failed_save_leaves_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    g = Gallery(D)
+    g.add("a", np.ones(D))
+    path = g.save(tmp_path / "g.rdg")
+    before = path.read_bytes()
+    g.add("b", -np.ones(D))
+
+    def boom(*args: Any, **kw: Any) -> int:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(codec, "write", boom)
+    with pytest.raises(OSError, match="disk full"):
+        g.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["g.rdg"]
+
+
+def test_save_rejects_unknown_suffix(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="suffix must be one of"):
+        Gallery(D).save(tmp_path / "g.pkl")
+
+
+@pytest.fixture()
+def saved(tmp_path: Path) -> dict[str, Path]:
+    g = Gallery(D)
+    g.add_many(["a", "b", "c"], unit(np.random.default_rng(0), 3))
+    return {s: g.save(tmp_path / f"g{s}") for s in (".rdg", ".npz", ".json")}
+
+
+@pytest.mark.parametrize("suffix", [".rdg", ".npz", ".json"])
+def test_truncated_files(saved: dict[str, Path], suffix: str) -> None:
+    path = saved[suffix]
+    data = path.read_bytes()
+    for cut in (0, 10, len(data) // 2, len(data) - 1):
+        path.write_bytes(data[:cut])
+        with pytest.raises(DataError, match=str(path.name)):
+            Gallery.load(path)
+
+
+def test_corrupt_rdg_byte(saved: dict[str, Path]) -> None:
+    path = saved[".rdg"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="checksum mismatch"):
+        Gallery.load(path)
+
+
+def test_load_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not found"):
+        Gallery.load(tmp_path / "missing.rdg")
+    with pytest.raises(DataError, match="unknown gallery file type"):
+        Gallery.load(tmp_path / "g.txt")
+    foreign = tmp_path / "foreign.rdg"
+    foreign.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    with pytest.raises(DataError, match="bad magic"):
+        Gallery.load(foreign)
+    plain = tmp_path / "plain.rdg"  # a valid codec blob that is not a gallery
+    plain.write_bytes(codec.encode(codec.EmbeddingBatch(np.ones((1, D), np.float32))))
+    with pytest.raises(DataError, match="no labels"):
+        Gallery.load(plain)
+
+
+def write_json(path: Path, **changes: Any) -> Path:
+    doc: dict[str, Any] = {
+        "format": gallery.FORMAT_TAG,
+        "version": gallery.FORMAT_VERSION,
+        "dim": 2,
+        "config": {},
+        "labels": ["a"],
+        "embeddings": [[1.0, 0.0]],
+    }
+    doc.update(changes)
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({}, None),
+        ({"format": "other"}, "not a gallery file"),
+        ({"version": 99}, "unsupported gallery format version 99"),
+        ({"dim": "2"}, "dim must be an integer"),
+        ({"config": {"threshold": 7}}, "invalid gallery settings: threshold"),
+        ({"config": {"bogus": 1}}, "invalid gallery settings: bogus"),
+        ({"embeddings": [[1.0, 0.0, 0.0]]}, "inconsistent shapes"),
+        ({"labels": ["a", "b"]}, "inconsistent shapes"),
+        ({"embeddings": [[1.0], [0.0, 1.0]]}, "inconsistent shapes"),
+        ({"embeddings": [[0.0, 0.0]]}, "zero vector"),
+        ({"labels": [""]}, "empty"),
+        ({"labels": "a"}, "must be lists"),
+    ],
+)
+def test_json_content_errors(tmp_path: Path, changes: dict[str, Any], message: str | None) -> None:
+    path = write_json(tmp_path / "g.json", **changes)
+    if message is None:
+        assert Gallery.load(path).labels == ["a"]
+        return
+    with pytest.raises(DataError, match=message) as err:
+        Gallery.load(path)
+    assert str(path) in str(err.value)
+
+
+def test_npz_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, embeddings=np.ones((1, 2)))
+    with pytest.raises(DataError, match="missing arrays"):
+        Gallery.load(bad)
+    pickled = tmp_path / "pickled.npz"
+    settings_ = json.dumps({"format": gallery.FORMAT_TAG, "version": 1, "dim": 2, "config": {}})
+    np.savez(
+        pickled,
+        settings=np.array(settings_),
+        labels=np.array([{"a": 1}], dtype=object),
+        embeddings=np.ones((1, 2)),
+    )
+    with pytest.raises(DataError, match="object arrays are refused"):
+        Gallery.load(pickled)
+    shapes = tmp_path / "shapes.npz"
+    np.savez(shapes, settings=np.array(settings_), labels=np.array(["a", "b"]), embeddings=np.ones((1, 2)))
+    with pytest.raises(DataError, match="inconsistent shapes"):
+        Gallery.load(shapes)

@@ -1,0 +1,305 @@
+"""verify (against a brute-force leave-one-out), recognize and search; real PETS09 crops and frames."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from _crops import FixedDetector, MeanColour, crop_of, write_frames, write_reference_crops
+from _data import require_pets09
+from _video import make_video
+
+import daemon.recognize as rec
+from daemon.boxes import box_iou
+from daemon.config import EmbedderConfig, RecognitionConfig, RuntimeConfig, SSDLiteDetectorConfig
+from daemon.detect import SSDLiteDetector
+from daemon.embed import OnnxEmbedder
+from daemon.embedding import EmbedOptions, embed
+from daemon.enroll import enroll
+from daemon.errors import DataError
+from daemon.gallery import Gallery
+from daemon.motio import read_ground_truth, xywh_to_xyxy
+from daemon.recognize import SearchOptions, recognize, search, verify
+
+CPU = RuntimeConfig(providers=("CPUExecutionProvider",), intra_op_threads=1)
+
+
+def _unit(v: list[float]) -> np.ndarray:
+    a = np.asarray(v, np.float32)
+    return a / np.linalg.norm(a)
+
+
+def _clustered(seed: int, labels: int, per: list[int], noise: float, dim: int = 16) -> Gallery:
+    rng = np.random.default_rng(seed)
+    g = Gallery(dim, threshold=0.5)
+    centres = rng.normal(size=(labels, dim))
+    for i, n in enumerate(per):
+        for _ in range(n):
+            v = centres[i] + noise * rng.normal(size=dim)
+            g.add(f"p{i}", v / np.linalg.norm(v))
+    return g
+
+
+def _brute(g: Gallery) -> list[tuple[bool | None, float | None, float | None]]:
+    """(self_match, best_correct, best_wrong) per row, with plain loops."""
+    e, labels = g.embeddings, g.labels
+    out = []
+    for i in range(len(labels)):
+        others = [j for j in range(len(labels)) if j != i]
+        sims = {j: float(e[i] @ e[j]) for j in others}
+        correct = [sims[j] for j in others if labels[j] == labels[i]]
+        wrong = [sims[j] for j in others if labels[j] != labels[i]]
+        best = max(others, key=lambda j: sims[j]) if others else None
+        self_match = None if not correct or best is None else labels[best] == labels[i]
+        out.append((self_match, max(correct, default=None), max(wrong, default=None)))
+    return out
+
+
+def _brute_pairs(g: Gallery) -> dict[tuple[str, str], float]:
+    e, labels = g.embeddings, g.labels
+    pairs: dict[tuple[str, str], float] = {}
+    for i, j in itertools.combinations(range(len(labels)), 2):
+        if labels[i] != labels[j]:
+            key = (min(labels[i], labels[j]), max(labels[i], labels[j]))
+            pairs[key] = max(pairs.get(key, -2.0), float(e[i] @ e[j]))
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------- verify
+
+
+@pytest.mark.parametrize("block", [rec.BLOCK_ELEMENTS, 7])
+def test_verify_agrees_with_brute_force(monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+    monkeypatch.setattr(rec, "BLOCK_ELEMENTS", block)  # 7 values: one or two rows per block
+    g = _clustered(1, 6, [3, 2, 4, 1, 2, 3], noise=1.2)
+    report = verify(g, config=RecognitionConfig(confusable_pairs=4))
+    for r, (self_match, correct, wrong) in zip(report.references, _brute(g), strict=True):
+        assert r.self_match == self_match
+        assert (
+            r.best_correct == pytest.approx(correct, abs=1e-5)
+            if correct is not None
+            else r.best_correct is None
+        )
+        assert r.best_wrong == pytest.approx(wrong, abs=1e-5)
+    expected = sorted(_brute_pairs(g).items(), key=lambda kv: -kv[1])[:4]
+    got = [((p.label_a, p.label_b), p.similarity) for p in report.pairs]
+    assert [k for k, _ in got] == [k for k, _ in expected]
+    np.testing.assert_allclose([v for _, v in got], [v for _, v in expected], atol=1e-5)
+    for p in report.pairs:  # the rows named are the pair's most similar rows
+        assert float(g.embeddings[p.index_a] @ g.embeddings[p.index_b]) == pytest.approx(
+            p.similarity, abs=1e-5
+        )
+    checked = [r for r in report.references if r.self_match is not None]
+    assert report.checked == len(checked) == len(g) - 1
+    assert report.rate == pytest.approx(sum(bool(r.self_match) for r in checked) / len(checked))
+
+
+def test_verify_single_labels_mislabels_and_near_duplicates() -> None:
+    g = Gallery(5, threshold=0.9)
+    g.add("ann", _unit([1, 0, 0, 0, 0]))
+    g.add("ann", _unit([1, 0.1, 0, 0, 0]))
+    g.add("bob", _unit([0, 1, 0, 0, 0]))
+    g.add("bob", _unit([1, 0.05, 0, 0, 0]))  # a photo of ann filed as bob
+    g.add("cy", _unit([0, 0, 1, 0, 0]))  # one image only
+    g.add("dee", _unit([0, 0, 0, 1, 0]))
+    g.add("dee", _unit([0, 0, 0, 1, 0.1]))
+    g.add("eve", _unit([0, 0, 0, 0, 1]))
+    g.add("eve", _unit([0, 0, 0.1, 0, 1]))
+    report = verify(g)
+    by_index = {r.index: r for r in report.references}
+    assert by_index[4].self_match is None and by_index[4].margin is None
+    assert by_index[3].self_match is False and by_index[3].best_label == "ann"
+    labels = {lc.label: lc for lc in report.labels}
+    assert labels["cy"].rate is None and labels["cy"].checked == 0
+    assert labels["bob"].matched < labels["bob"].checked
+    advice = " | ".join(report.advice)
+    assert "single reference ('cy')" in advice
+    assert "row 3 of 'bob' is closer to 'ann'" in advice
+    assert by_index[3].margin is not None and by_index[3].margin < 0  # closer to a wrong label
+    assert "a query may match the wrong person" in advice
+    assert report.pairs[0].label_a == "ann" and report.pairs[0].label_b == "bob"
+    assert report.suggested_threshold is None  # a wrong match beats a correct one: nothing separates them
+    text = report.text()
+    assert "single" in text and "ann / bob" in text
+    data = report.as_dict()
+    assert json.loads(json.dumps(data))["per_reference"][3]["self_match"] is False
+
+
+def test_verify_low_rate_blames_the_embedder() -> None:
+    g = Gallery(3)
+    rows: list[tuple[str, list[float]]] = [
+        ("ann", [1, 0, 0]),
+        ("bob", [1, 0.01, 0]),
+        ("ann", [0, 1, 0]),
+        ("bob", [0, 1, 0.01]),
+    ]
+    for label, v in rows:
+        g.add(label, _unit(v))
+    report = verify(g)
+    assert report.rate == 0.0
+    assert any("does not tell these people apart" in a for a in report.advice)
+
+
+def test_verify_sound_gallery_suggests_a_threshold() -> None:
+    g = _clustered(5, 4, [3, 3, 3, 3], noise=0.05)
+    report = verify(g)
+    assert report.rate == 1.0
+    assert report.suggested_threshold is not None
+    wrong = max(r.best_wrong for r in report.references if r.best_wrong is not None)
+    correct = min(r.best_correct for r in report.references if r.best_correct is not None)
+    assert wrong < report.suggested_threshold < correct
+    assert any("looks sound" in a or "threshold" in a for a in report.advice)
+
+
+def test_verify_near_duplicate_margin_advice() -> None:
+    g = Gallery(3, threshold=0.999)
+    g.add("ann", _unit([1, 0, 0]))
+    g.add("ann", _unit([1, 0.2, 0]))
+    g.add("bob", _unit([1, 0.25, 0.01]))
+    g.add("bob", _unit([1, 0.5, 0]))
+    report = verify(g, config=RecognitionConfig(margin_warn=0.05))
+    margins = [r.margin for r in report.references if r.margin is not None]
+    assert min(margins) < 0.05
+    assert any("near-duplicates to the embedder" in a for a in report.advice)
+
+
+def test_verify_empty_and_one_label() -> None:
+    with pytest.raises(DataError, match="empty"):
+        verify(Gallery(4))
+    g = Gallery(2)
+    g.add("solo", _unit([1, 0]))
+    g.add("solo", _unit([1, 1]))
+    report = verify(g)
+    assert report.rate == 1.0 and report.pairs == () and report.references[0].best_wrong is None
+
+
+# ---------------------------------------------------------------------------------------------- recognise
+
+
+def _colour_gallery() -> Gallery:
+    g = Gallery(MeanColour.dim, threshold=0.5)
+    for label, colour in [("red", (0, 0, 250)), ("green", (0, 250, 0)), ("blue", (250, 0, 0))]:
+        crop = np.full((30, 10, 3), colour, np.uint8)
+        g.add(label, embed(MeanColour(), crop).embedding)
+    return g
+
+
+def test_recognize_top_k_threshold_and_boxes() -> None:
+    g = _colour_gallery()
+    img = np.zeros((30, 20, 3), np.uint8)
+    img[:, :10] = (0, 0, 240)
+    img[:, 10:] = (230, 10, 0)
+    report = recognize(MeanColour(), g, img, boxes=np.array([[0, 0, 10, 30], [10, 0, 20, 30]]), k=2)
+    assert [r.best.label for r in report.recognitions if r.best] == ["red", "blue"]
+    assert all(len(r.matches) <= 2 for r in report.recognitions)
+    strict = recognize(MeanColour(), g, img, boxes=np.array([[0, 0, 10, 30]]), k=3, threshold=0.9999)
+    assert all(m.similarity >= 0.9999 for m in strict.recognitions[0].matches)
+    assert "red" in report.text() and report.as_dict()["queries"][0]["matches"][0]["label"] == "red"
+
+
+def test_recognize_detector_and_dim_mismatch(tmp_path: Path) -> None:
+    path = tmp_path / "photo.png"
+    cv2.imwrite(str(path), np.full((30, 10, 3), (0, 250, 0), np.uint8))
+    det = FixedDetector([[0, 0, 10, 30]], [0.7])
+    report = recognize(MeanColour(), _colour_gallery(), [path], options=EmbedOptions(detector=det))
+    best = report.recognitions[0].best
+    assert best is not None and best.label == "green" and report.recognitions[0].crop.source == str(path)
+    with pytest.raises(DataError, match="8-d"):
+        recognize(MeanColour(), Gallery(8), path)
+    with pytest.raises(DataError, match=r"cannot decode image .*bad\.png"):
+        (tmp_path / "bad.png").write_bytes(b"nope")
+        recognize(MeanColour(), _colour_gallery(), tmp_path / "bad.png")
+
+
+# ---------------------------------------------------------------------------------------------- search
+
+
+def _query(colour: tuple[int, int, int]) -> np.ndarray:
+    return embed(MeanColour(), np.full((30, 10, 3), colour, np.uint8)).embeddings
+
+
+def test_search_folder_ranks_hits_and_writes_them(tmp_path: Path) -> None:
+    target = tmp_path / "imgs"
+    target.mkdir()
+    for i, shade in enumerate([250, 120, 0]):
+        img = np.zeros((40, 40, 3), np.uint8)
+        img[:, :20] = (0, 0, shade)
+        img[:, 20:] = (200, 200, 200)
+        cv2.imwrite(str(target / f"img_{i}.png"), img)
+    (target / "zz_bad.png").write_bytes(b"broken")
+    det = FixedDetector([[0, 0, 20, 40], [20, 0, 40, 40]], [0.9, 0.8])
+    opts = SearchOptions(threshold=0.0, limit=4, out=tmp_path / "hits")
+    report = search(_query((0, 0, 250)), target, MeanColour(), det, opts)
+    sims = [h.similarity for h in report.hits]
+    assert len(report.hits) == 4 and sims == sorted(sims, reverse=True)
+    assert report.hits[0].source.endswith("img_0.png") and report.hits[0].box == (0.0, 0.0, 20.0, 40.0)
+    assert report.scanned == 3 and report.people == 6 and all(h.frame == -1 for h in report.hits)
+    assert report.skipped and "zz_bad.png" in report.skipped[0][0]
+    jpgs = sorted((tmp_path / "hits").glob("*.jpg"))
+    assert len(jpgs) == 4 and jpgs[0].name.startswith("001_")
+    assert cv2.imread(str(jpgs[0])) is not None
+    index = json.loads((tmp_path / "hits" / "hits.json").read_text())
+    assert [h["rank"] for h in index] == [1, 2, 3, 4]
+    high = search(_query((0, 0, 250)), target, MeanColour(), det, SearchOptions(threshold=0.999, limit=10))
+    assert all(h.similarity >= 0.999 for h in high.hits) and len(high.hits) < 4
+
+
+def test_search_video_reports_frames(tmp_path: Path) -> None:
+    clip = make_video(tmp_path / "clip.mp4", frames=9, size=(64, 48), people=1)
+    det = FixedDetector([[0, 0, 32, 48]], [0.8])
+    report = search(_query((128, 128, 128)), clip.path, MeanColour(), det, SearchOptions(-1.0, 10, every=4))
+    assert sorted(h.frame for h in report.hits) == [0, 4, 8]
+    assert "frame" in report.text()
+
+
+def test_search_bad_inputs(tmp_path: Path) -> None:
+    det = FixedDetector([], [])
+    with pytest.raises(DataError, match="not found"):
+        search(_query((1, 2, 3)), tmp_path / "none", MeanColour(), det, SearchOptions(0.5, 5))
+    with pytest.raises(DataError, match="8-d"):
+        search(np.ones((1, 8), np.float32), tmp_path, MeanColour(), det, SearchOptions(0.5, 5))
+    with pytest.raises(ValueError, match="zero vector"):
+        search(np.zeros((1, 4), np.float32), tmp_path, MeanColour(), det, SearchOptions(0.5, 5))
+
+
+# ---------------------------------------------------------------------------------------------- real
+
+
+@pytest.fixture(scope="module")
+def mobilenet(mobilenet_model: Path, tmp_path_factory: pytest.TempPathFactory) -> OnnxEmbedder:
+    return OnnxEmbedder(EmbedderConfig(model=str(mobilenet_model)), CPU, tmp_path_factory.mktemp("m"))
+
+
+def test_real_verify_matches_brute_force(mobilenet: OnnxEmbedder, tmp_path: Path) -> None:
+    write_reference_crops(tmp_path / "refs", identities=8, per_identity=3)
+    g = Gallery(mobilenet.dim, threshold=0.5)
+    enroll(tmp_path / "refs", mobilenet, g)
+    report = verify(g)
+    brute = _brute(g)
+    assert [r.self_match for r in report.references] == [b[0] for b in brute]
+    assert report.checked == 24 and report.rate is not None
+    assert report.rate > 1 / 8  # well above chance among 8 people
+    assert report.advice and len(report.labels) == 8
+
+
+def test_real_search_finds_the_query_person(
+    mobilenet: OnnxEmbedder, ssdlite_model: Path, tmp_path: Path
+) -> None:
+    query_crop, _ = crop_of(100, 9)
+    write_frames(tmp_path / "frames", [40, 100, 160])
+    detector = SSDLiteDetector(SSDLiteDetectorConfig(model=str(ssdlite_model)), CPU, tmp_path)
+    query = embed(mobilenet, [query_crop]).embeddings
+    report = search(
+        query, tmp_path / "frames", mobilenet, detector, SearchOptions(0.0, 5, out=tmp_path / "o")
+    )
+    best = report.hits[0]
+    assert best.source.endswith("frame_0100.jpg") and best.similarity > 0.8
+    gt = read_ground_truth(require_pets09() / "gt" / "gt.txt")
+    on_frame = gt.select(gt.frame == 101)  # MOT frames are 1-based
+    iou = box_iou(np.asarray([best.box], np.float32), xywh_to_xyxy(on_frame.xywh))[0]
+    assert int(on_frame.track_id[int(np.argmax(iou))]) == 9 and iou.max() > 0.3  # the hit is person 9
+    assert (tmp_path / "o" / "hits.json").is_file() and len(report.written) == len(report.hits) + 1

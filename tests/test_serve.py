@@ -1,0 +1,199 @@
+"""The HTTP service for real: uvicorn on a free loopback port, requests over a socket."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from _crops import MeanColour, write_reference_crops
+
+from daemon.config import EmbedderConfig, RuntimeConfig, ServeConfig
+from daemon.embed import OnnxEmbedder
+from daemon.gallery import Gallery
+from daemon.serve import BackgroundServer, ServiceState, create_app
+
+CPU = RuntimeConfig(providers=("CPUExecutionProvider",), intra_op_threads=1)
+
+
+def _jpeg(colour: tuple[int, int, int], size: tuple[int, int] = (64, 32)) -> bytes:
+    image = np.zeros((*size, 3), np.uint8)
+    image[:] = colour
+    ok, buf = cv2.imencode(".jpg", image)
+    assert ok
+    return bytes(buf)
+
+
+def _multipart(files: dict[str, tuple[str, bytes]], fields: dict[str, str]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts: list[bytes] = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for name, (filename, data) in files.items():
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        )
+        parts.append(head.encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def _call(url: str, data: bytes | None = None, ctype: str | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    if ctype:
+        req.add_header("Content-Type", ctype)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            body = r.read()
+            return r.status, json.loads(body) if r.headers.get_content_type() == "application/json" else body
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _post(url: str, filename: str, data: bytes, **fields: str) -> tuple[int, Any]:
+    body, ctype = _multipart({"image": (filename, data)}, fields)
+    return _call(url, body, ctype)
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> Iterator[tuple[str, ServiceState]]:
+    gallery = Gallery(4, threshold=0.9)
+    cfg = ServeConfig(gallery=tmp_path / "g.npz", references=tmp_path / "refs", max_upload_bytes=50_000)
+    state = ServiceState(MeanColour(), gallery, cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server:
+        yield server.url, state
+
+
+def test_enroll_then_recognize_and_search(toy: tuple[str, ServiceState], tmp_path: Path) -> None:
+    url, _ = toy
+    assert _post(f"{url}/enroll", "red_shirt.jpg", _jpeg((0, 0, 200)))[0] == 200
+    status, body = _post(f"{url}/enroll", "x.jpg", _jpeg((200, 0, 0)), label="blue coat")
+    assert status == 200 and body["label"] == "blue coat" and body["gallery_size"] == 2
+    assert (tmp_path / "refs" / "blue_coat.jpg").is_file()
+    assert Gallery.load(tmp_path / "g.npz").labels == ["red shirt", "blue coat"]  # saved after each enrolment
+
+    status, body = _post(f"{url}/recognize?k=2", "q.jpg", _jpeg((10, 0, 190)))
+    assert status == 200
+    (query,) = body["queries"]
+    assert [m["label"] for m in query["matches"]] == ["red shirt"]  # blue is below the 0.9 threshold
+
+    status, body = _post(f"{url}/search?k=2&threshold=-1", "q.jpg", _jpeg((190, 0, 10)))
+    assert status == 200
+    assert [m["label"] for m in body["matches"]] == ["blue coat", "red shirt"]
+    ref = body["matches"][0]["references"]
+    assert ref == ["/references/blue_coat.jpg"]
+    status, image = _call(url + ref[0])
+    assert status == 200 and cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR) is not None
+
+    status, h = _call(f"{url}/health")
+    assert status == 200
+    assert h["gallery"]["entries"] == 2 and h["gallery"]["labels"] == 2 and h["model"] == "mean-colour"
+    assert h["requests"] == {"enroll": 2, "recognize": 1, "search": 1, "health": 1}
+    assert h["adaptation"]["head"] is False
+
+
+def test_a_second_image_of_a_label_gets_a_variant_name(toy: tuple[str, ServiceState], tmp_path: Path) -> None:
+    url, _ = toy
+    for _ in range(2):
+        assert _post(f"{url}/enroll", "jane_doe.jpg", _jpeg((0, 200, 0)))[0] == 200
+    assert _post(f"{url}/enroll", "A7-jane_doe--9.jpg", _jpeg((0, 200, 0)))[1]["label"] == "jane doe"
+    names = sorted(p.name for p in (tmp_path / "refs").iterdir())
+    assert names == ["A7-jane_doe.jpg", "jane_doe--2.jpg", "jane_doe.jpg"]
+
+
+def test_bad_uploads_get_a_4xx_with_a_reason(toy: tuple[str, ServiceState]) -> None:
+    url, state = toy
+    status, body = _post(f"{url}/recognize", "empty.jpg", b"")
+    assert status == 400 and "empty" in body["detail"]
+    status, body = _post(f"{url}/recognize", "notes.txt", b"this is not an image")
+    assert status == 400 and "not an image" in body["detail"]
+    status, body = _post(f"{url}/recognize", "huge.jpg", b"\xff" * 60_000)
+    assert status == 413 and "limit" in body["detail"]
+    status, body = _post(f"{url}/enroll", "___.jpg", _jpeg((1, 2, 3)))
+    assert status == 409 and "label" in body["detail"]
+    status, body = _call(f"{url}/recognize", b"", "multipart/form-data; boundary=x")
+    assert status in (400, 422)
+    status, body = _post(f"{url}/recognize?detect=true", "q.jpg", _jpeg((0, 0, 200)))
+    assert status == 400 and "detector" in body["detail"]
+    status, body = _post(f"{url}/recognize?k=0", "q.jpg", _jpeg((0, 0, 200)))
+    assert status == 422
+    assert state.errors["recognize"] >= 4 and len(state.gallery) == 0
+
+
+def test_openapi_schema_lists_the_endpoints(toy: tuple[str, ServiceState]) -> None:
+    url, _ = toy
+    status, schema = _call(f"{url}/openapi.json")
+    assert status == 200
+    assert {"/health", "/recognize", "/search", "/enroll"} <= set(schema["paths"])
+    assert "requestBody" in schema["paths"]["/enroll"]["post"]
+
+
+def test_real_crops_recognised_over_http(mobilenet_model: Path, tmp_path: Path) -> None:
+    refs = write_reference_crops(tmp_path / "refs", identities=4, per_identity=3)
+    embedder = OnnxEmbedder(EmbedderConfig(model=str(mobilenet_model)), CPU, tmp_path)
+    gallery = Gallery(embedder.dim, threshold=0.0)
+    enrolled = [p for p in refs if not p.stem.endswith("--3")]
+    state = ServiceState(embedder, gallery, ServeConfig(references=tmp_path / "served"), model="mobilenetv2")
+    with BackgroundServer(create_app(state)) as server:
+        for p in enrolled:
+            status, body = _post(f"{server.url}/enroll", p.name, p.read_bytes())
+            assert status == 200, body
+        held_out = [p for p in refs if p.stem.endswith("--3")]
+        hits = 0
+        for p in held_out:
+            status, body = _post(f"{server.url}/recognize?k=1", p.name, p.read_bytes())
+            assert status == 200
+            best = body["queries"][0]["matches"][0]
+            assert -1.0 <= best["similarity"] <= 1.0
+            hits += best["label"] == p.stem.split("--")[0].replace("_", " ")
+    assert len(gallery) == len(enrolled)
+    assert hits >= len(held_out) // 2  # an ImageNet embedder, 2 references each: most, not all
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_cli_serve_starts_answers_and_stops_on_sigterm(mobilenet_model: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    refs = write_reference_crops(tmp_path / "refs", identities=2, per_identity=2)
+    port = _free_port()
+    cmd = [sys.executable, "-m", "daemon", "serve", "--model", str(mobilenet_model), "--port", str(port)]
+    cmd += ["--gallery", str(tmp_path / "g.rdg"), "--references", str(tmp_path / "refs")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status, h = _call(f"http://127.0.0.1:{port}/health")
+                break
+            except urllib.error.URLError:
+                assert proc.poll() is None, proc.communicate()[0]
+                assert time.monotonic() < deadline, "serve did not answer within 60 s"
+                time.sleep(0.2)
+        assert status == 200 and h["gallery"]["entries"] == 0 and h["dim"] == 1280
+        status, body = _post(f"http://127.0.0.1:{port}/enroll", refs[0].name, refs[0].read_bytes())
+        assert status == 200 and body["reference"] == "/references/person_01.jpg"
+        assert Gallery.load(tmp_path / "g.rdg").labels == [body["label"]]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=15)[0]
+    # uvicorn shuts down cleanly, then re-raises SIGTERM (systemd counts that as a clean stop)
+    assert proc.returncode in (0, -signal.SIGTERM), out
+    assert "shutdown complete" in out
