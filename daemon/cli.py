@@ -158,6 +158,15 @@ def cmd_config(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- galleries and recognition
 
 
+def _section(args: argparse.Namespace, name: str) -> Any:
+    """A top-level config section (gallery, enroll, recognition, serve) from --config, else its defaults."""
+    from daemon import config
+
+    if getattr(args, "config", None):
+        return getattr(config.load_settings(args.config), name)
+    return config.Settings.model_fields[name].get_default(call_default_factory=True)
+
+
 def _validated(model: Any, base: Any, updates: dict[str, Any], what: str) -> Any:
     """``base`` (a config model) with ``updates`` from command-line options, re-validated."""
     from pydantic import ValidationError
@@ -206,7 +215,7 @@ def _recognition_models(args: argparse.Namespace, detector: bool) -> tuple[Any, 
 def _recognition_config(args: argparse.Namespace, **updates: Any) -> Any:
     from daemon.config import RecognitionConfig
 
-    return _validated(RecognitionConfig, RecognitionConfig(), updates, "recognition")
+    return _validated(RecognitionConfig, _section(args, "recognition"), updates, "recognition")
 
 
 def _threshold(args: argparse.Namespace) -> float | None:
@@ -273,7 +282,7 @@ def _new_gallery(args: argparse.Namespace, dim: int) -> Any:
     from daemon.gallery import Gallery
 
     updates = {"threshold": _threshold(args), "max_per_label": args.max_per_label}
-    return Gallery.from_config(_validated(GalleryConfig, GalleryConfig(), updates, "gallery"), dim)
+    return Gallery.from_config(_validated(GalleryConfig, _section(args, "gallery"), updates, "gallery"), dim)
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -284,7 +293,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     out = Path(args.gallery)
     if out.suffix.lower() not in SUFFIXES:
         raise ConfigError(f"--gallery {out}: a gallery file ends in {', '.join(SUFFIXES)}")
-    naming = _validated(EnrollConfig, EnrollConfig(), {"recursive": args.recursive or None}, "enrol")
+    naming = _validated(EnrollConfig, _section(args, "enroll"), {"recursive": args.recursive or None}, "enrol")
     reference_files(args.folder, naming)  # a missing folder fails before the models load
     embedder, detector, _ = _recognition_models(args, detector=args.detect)
     gallery = Gallery.load(out) if args.append and out.exists() else _new_gallery(args, embedder.dim)
@@ -347,7 +356,7 @@ def _search_query(args: argparse.Namespace, embedder: Any, detector: Any) -> tup
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from daemon.config import GalleryConfig, RecognitionConfig
+    from daemon.config import RecognitionConfig
     from daemon.recognize import SearchOptions, search
 
     cfg: RecognitionConfig = _recognition_config(args, search_hits=args.k, video_every=args.every)
@@ -355,7 +364,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     embedder, detector, _ = _recognition_models(args, detector=True)
     query, gallery_threshold = _search_query(args, embedder, detector)
     if threshold is None:
-        threshold = gallery_threshold if gallery_threshold is not None else GalleryConfig().threshold
+        threshold = gallery_threshold if gallery_threshold is not None else _section(args, "gallery").threshold
     opts = SearchOptions(
         threshold=threshold,
         limit=cfg.search_hits,
@@ -460,7 +469,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "references": args.references,
         "top_k": args.k,
     }
-    cfg = _validated(ServeConfig, ServeConfig(), updates, "serve")
+    cfg = _validated(ServeConfig, _section(args, "serve"), updates, "serve")
     embedder, detector, model = _recognition_models(args, detector=args.detect)
     if cfg.gallery is not None and cfg.gallery.exists():
         gallery = Gallery.load(cfg.gallery)

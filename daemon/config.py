@@ -367,6 +367,16 @@ class Settings(BaseSettings):
     models_dir: Path = Field(default_factory=default_cache_dir, description="Model cache folder.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Inference runtime tuning.")
     cameras: dict[str, CameraConfig] = Field(description="Cameras keyed by name ([A-Za-z0-9_-]).")
+    gallery: GalleryConfig = Field(
+        default_factory=lambda: GalleryConfig(), description="New galleries: threshold, caps, search backend."
+    )
+    enroll: EnrollConfig = Field(
+        default_factory=lambda: EnrollConfig(), description="How reference file names become labels."
+    )
+    recognition: RecognitionConfig = Field(
+        default_factory=lambda: RecognitionConfig(), description="verify / recognize / search reporting."
+    )
+    serve: ServeConfig = Field(default_factory=lambda: ServeConfig(), description="`reid-daemon serve`.")
 
     @model_validator(mode="after")
     def _camera_names(self) -> Settings:
@@ -511,3 +521,7 @@ class GalleryConfig(_Strict):
     path: Path | None = Field(
         None, description="Gallery file (.rdg, .npz or .json) to load at start and save to; null = none."
     )
+
+
+# Settings refers to sections defined after it in this file.
+Settings.model_rebuild()

@@ -223,3 +223,19 @@ def test_models_come_from_the_config_camera(data: Path, mobilenet_model: Path, t
     assert meta.flip_average and meta.model == str(mobilenet_model)
     assert main(["-q", "embed", str(ref), "-c", str(cfg), "--no-flip", "--out", str(out)]) == 0
     assert not EmbeddingResult.load(out).meta.flip_average
+
+
+def test_config_sections_set_the_defaults_of_new_galleries(
+    data: Path, mobilenet_model: Path, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text(
+        "cameras:\n  door:\n    source: {uri: door.mp4}\n"
+        f"    embedder: {{model: {mobilenet_model}}}\n"
+        "gallery: {threshold: 0.33, max_per_label: 2, drop_policy: drop_latest}\n"
+    )
+    out = tmp_path / "g.npz"
+    assert main(["-q", "enroll", str(data / "refs"), "--gallery", str(out), "--config", str(cfg)]) == 0
+    g = Gallery.load(out)
+    assert g.threshold == pytest.approx(0.33)
+    assert len(g) == 2 * len(g.unique_labels)  # 3 crops each, capped at 2, the latest rejected
