@@ -1,0 +1,161 @@
+"""Fleet-level scoring: per-camera tracking metrics and cross-camera (global) identity metrics.
+
+* Per camera: HOTA / IDF1 / MOTA of its camera-scoped track ids (``daemon.evaluate``).
+* Global: the cameras' sequences laid end to end as one sequence (camera i's frames shifted past camera i-1's),
+  scored with the GLOBAL ids as track ids and the ground truth's person ids (which are the fleet-wide identities
+  in a scenario built by ``daemon.scenario``). A person keeps one id across cameras only if the fleet resolved
+  them to one global id, so global IDF1 measures cross-camera identity as well as tracking.
+* Merges and splits, from per-frame one-to-one matches (Hungarian on IoU >= 0.5, considered gt rows only) of
+  ground-truth boxes to global-id boxes:
+  - ``false_merge_pct``: of all matched boxes, the share whose global id mostly belongs to ANOTHER person;
+  - ``merged_ids``: global ids carrying at least ``min_support`` boxes of two or more people;
+  - ``split_people``: people carrying at least ``min_support`` boxes under two or more global ids;
+  - ``cross_camera_consistency``: of the people seen (``min_support`` boxes) on two or more cameras, the share
+    whose majority global id is the same on every camera.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from daemon.boxes import box_iou
+from daemon.evaluate import MotMetrics, evaluate
+from daemon.motio import MotGroundTruth, MotTracks, rows_by_frame, xywh_to_xyxy
+
+MATCH_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class CameraRun:
+    """One camera's ground truth and results (camera-scoped and global ids) over ``frames`` frames."""
+
+    gt: MotGroundTruth
+    local: MotTracks | None
+    global_ids: MotTracks
+    frames: int
+
+
+@dataclass(frozen=True)
+class FleetMetrics:
+    per_camera: dict[str, MotMetrics]
+    global_metrics: MotMetrics
+    matched_boxes: int
+    false_merge_pct: float
+    merged_ids: int
+    split_people: int
+    people_on_several_cameras: int
+    cross_camera_consistency: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "per_camera": {k: v.as_dict() for k, v in self.per_camera.items()},
+            "global": self.global_metrics.as_dict(),
+            "matched_boxes": self.matched_boxes,
+            "false_merge_pct": self.false_merge_pct,
+            "merged_ids": self.merged_ids,
+            "split_people": self.split_people,
+            "people_on_several_cameras": self.people_on_several_cameras,
+            "cross_camera_consistency": self.cross_camera_consistency,
+        }
+
+    def text(self) -> str:
+        g = self.global_metrics
+        lines = [f"camera {k}: {v.summary()}" for k, v in self.per_camera.items()]
+        lines.append(f"global ids: HOTA {g.HOTA:.1f} IDF1 {g.IDF1:.1f} MOTA {g.MOTA:.1f} IDSW {g.IDSW}")
+        lines.append(
+            f"false merges {self.false_merge_pct:.2f}% of {self.matched_boxes} matched boxes; "
+            f"{self.merged_ids} merged global id(s), {self.split_people} split person(s); "
+            f"{self.cross_camera_consistency:.0%} of {self.people_on_several_cameras} people seen on several "
+            "cameras keep one global id"
+        )
+        return "\n".join(lines)
+
+
+def concatenate(runs: dict[str, CameraRun]) -> tuple[MotGroundTruth, MotTracks, int]:
+    """All cameras as one sequence: each camera's frames shifted past the previous cameras' frames."""
+    gts: list[MotGroundTruth] = []
+    preds: list[MotTracks] = []
+    offset = 0
+    for run in runs.values():
+        g, p = run.gt, run.global_ids
+        gts.append(MotGroundTruth(g.frame + offset, g.track_id, g.xywh, g.consider))
+        preds.append(MotTracks(p.frame + offset, p.track_id, p.xywh, p.conf))
+        offset += run.frames
+    gt = MotGroundTruth(
+        np.concatenate([g.frame for g in gts]),
+        np.concatenate([g.track_id for g in gts]),
+        np.concatenate([g.xywh for g in gts]),
+        np.concatenate([g.consider for g in gts]),
+    )
+    pred = MotTracks(
+        np.concatenate([p.frame for p in preds]),
+        np.concatenate([p.track_id for p in preds]),
+        np.concatenate([p.xywh for p in preds]),
+        np.concatenate([p.conf for p in preds]),
+    )
+    return gt, pred, offset
+
+
+def matched_pairs(gt: MotGroundTruth, pred: MotTracks) -> list[tuple[int, int]]:
+    """(person id, predicted id) of every one-to-one IoU >= 0.5 match, frame by frame (considered gt only)."""
+    gt = gt.considered()
+    pred_rows = rows_by_frame(pred.frame)
+    pairs: list[tuple[int, int]] = []
+    for frame, g_rows in rows_by_frame(gt.frame).items():
+        p_rows = pred_rows.get(frame)
+        if p_rows is None:
+            continue
+        iou = box_iou(xywh_to_xyxy(gt.xywh[g_rows]), xywh_to_xyxy(pred.xywh[p_rows]))
+        r, c = linear_sum_assignment(-iou)
+        ok = iou[r, c] >= MATCH_IOU
+        for i, j in zip(r[ok], c[ok], strict=True):
+            pairs.append((int(gt.track_id[g_rows[i]]), int(pred.track_id[p_rows[j]])))
+    return pairs
+
+
+def _supported(counter: Counter[int], min_support: int) -> list[int]:
+    return [k for k, n in counter.items() if n >= min_support]
+
+
+def merge_split_counts(
+    pairs_by_camera: dict[str, list[tuple[int, int]]], min_support: int
+) -> tuple[int, float, int, int, int, float]:
+    """(matched, false_merge_pct, merged_ids, split_people, people on several cameras, consistency)."""
+    people_of: dict[int, Counter[int]] = defaultdict(Counter)  # global id -> person -> boxes
+    ids_of: dict[int, Counter[int]] = defaultdict(Counter)  # person -> global id -> boxes
+    per_camera_ids: dict[int, dict[str, Counter[int]]] = defaultdict(lambda: defaultdict(Counter))
+    for cam, pairs in pairs_by_camera.items():
+        for person, gid in pairs:
+            people_of[gid][person] += 1
+            ids_of[person][gid] += 1
+            per_camera_ids[person][cam][gid] += 1
+    matched = sum(len(p) for p in pairs_by_camera.values())
+    wrong = sum(sum(c.values()) - max(c.values()) for c in people_of.values())
+    merged = sum(1 for c in people_of.values() if len(_supported(c, min_support)) >= 2)
+    split = sum(1 for c in ids_of.values() if len(_supported(c, min_support)) >= 2)
+    several = consistent = 0
+    for cams in per_camera_ids.values():
+        seen = {cam: c.most_common(1)[0][0] for cam, c in cams.items() if sum(c.values()) >= min_support}
+        if len(seen) >= 2:
+            several += 1
+            consistent += len(set(seen.values())) == 1
+    pct = 100.0 * wrong / matched if matched else 0.0
+    return matched, pct, merged, split, several, consistent / several if several else 1.0
+
+
+def evaluate_fleet(runs: dict[str, CameraRun], min_support: int = 10) -> FleetMetrics:
+    """Score a fleet run (see the module doc)."""
+    per_camera = {
+        name: evaluate(run.gt, run.local if run.local is not None else run.global_ids, run.frames)
+        for name, run in runs.items()
+    }
+    gt, pred, frames = concatenate(runs)
+    global_metrics = evaluate(gt, pred, frames)
+    pairs = {name: matched_pairs(run.gt, run.global_ids) for name, run in runs.items()}
+    matched, pct, merged, split, several, consistency = merge_split_counts(pairs, min_support)
+    return FleetMetrics(per_camera, global_metrics, matched, pct, merged, split, several, consistency)

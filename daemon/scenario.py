@@ -1,0 +1,366 @@
+"""Multi-camera replays built from one real view: each camera sees a region of the source video, changed.
+
+Only one real camera view is at hand (PETS09-S2L1), so a fleet is simulated from it, deterministically:
+
+* ``region`` (x0, y0, x1, y1 in source pixels) is what the camera sees: regions may overlap (two cameras see
+  the same spot at the same time) or be disjoint (a person walks out of one view into the next);
+* photometric changes: ``gamma``, per-channel ``gains`` (a colour cast, B, G, R), Gaussian ``blur`` (sigma in
+  output pixels), JPEG re-encoding at ``jpeg_quality``; geometric: ``scale`` of the output;
+* time: ``step`` keeps every Nth source frame (a lower frame rate); ``delay`` frames of black open the video, so
+  everything happens ``delay`` source frames later than in the source (a view further down a corridor).
+  Camera frame k shows source frame ``k * step - delay`` (black while that is negative).
+
+The ground truth goes with it: source rows of the frames a camera shows, boxes clipped to its region, moved and
+scaled into its pixels. A box with less than ``min_visible`` of its area inside the region (or smaller than
+``min_box_px`` after scaling) is kept with consider=0, so boxes on it are neither rewarded nor punished.
+The source's person ids are kept: they are the fleet-wide (global) identities.
+
+``build`` writes ``<camera>.mp4`` (mp4v), ``<camera>.gt.txt`` (MOT ground truth), ``scenario.json`` (this
+description, the source file's sha256 and per-camera counts) and ``fleet.yaml`` (a config running the cameras).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import yaml
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from daemon.errors import DataError, SourceError
+from daemon.models import sha256_file
+from daemon.motio import MotGroundTruth, read_ground_truth, write_ground_truth, xywh_to_xyxy, xyxy_to_xywh
+from daemon.types import ImageBGR
+
+FloatArray = NDArray[np.float64]
+
+
+class ViewConfig(BaseModel):
+    """One simulated camera: which part of the source it sees and how its picture differs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="Camera name.")
+    region: tuple[int, int, int, int] = Field(description="x0, y0, x1, y1 of the source the camera sees.")
+    scale: float = Field(1.0, ge=0.25, le=4.0, description="Output size = region size x scale.")
+    gamma: float = Field(1.0, ge=0.2, le=5.0, description="Gamma applied to [0, 1] intensities (>1: darker).")
+    gains: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="B, G, R multipliers (colour cast).")
+    blur: float = Field(0.0, ge=0.0, le=10.0, description="Gaussian blur sigma in output pixels (0: none).")
+    jpeg_quality: int | None = Field(None, ge=5, le=100, description="Re-encode each frame as JPEG (null: no).")
+    step: int = Field(1, ge=1, le=10, description="Keep every Nth source frame (frame-rate drop).")
+    delay: int = Field(0, ge=0, le=10_000, description="Source frames of black before the view starts.")
+    min_visible: float = Field(0.5, gt=0.0, le=1.0, description="Visible area fraction to count a person.")
+    min_box_px: float = Field(8.0, ge=0.0, le=100.0, description="Smaller boxes (output px) are ignored.")
+
+    @model_validator(mode="after")
+    def _region_ok(self) -> ViewConfig:
+        x0, y0, x1, y1 = self.region
+        if x0 < 0 or y0 < 0 or x1 - x0 < 16 or y1 - y0 < 16:
+            raise ValueError(f"region {self.region} must be x0,y0 >= 0 and at least 16 px wide and high")
+        if any(not 0.05 <= g <= 5.0 for g in self.gains):
+            raise ValueError(f"gains {self.gains} must each be in [0.05, 5]")
+        return self
+
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of the camera's frames."""
+        x0, y0, x1, y1 = self.region
+        return max(16, round((x1 - x0) * self.scale)), max(16, round((y1 - y0) * self.scale))
+
+    def source_frame(self, k: int) -> int:
+        """0-based source frame shown as camera frame ``k`` (negative: black)."""
+        return k * self.step - self.delay
+
+
+class ScenarioConfig(BaseModel):
+    """A fleet of simulated cameras over one source video."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, description="Scenario name.")
+    description: str = Field("", max_length=2000, description="What it tests, in words.")
+    frame_rate: float = Field(7.0, gt=0, le=240, description="The source's real frame rate.")
+    views: tuple[ViewConfig, ...] = Field(min_length=1, max_length=64, description="The cameras.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ScenarioConfig:
+        names = [v.name for v in self.views]
+        if len(set(names)) != len(names):
+            raise ValueError(f"camera names repeat: {names}")
+        return self
+
+
+# PETS09-S2L1 is 768x576; people walk over the whole lower two thirds of it.
+PRESETS: dict[str, ScenarioConfig] = {
+    "pets09-2cam-overlap": ScenarioConfig(
+        name="pets09-2cam-overlap",
+        description="Two cameras, left and right part of the view, overlapping by 128 px (the same person can "
+        "be on both at once). Camera b is darker, warmer, blurred and JPEG-compressed at quality 50.",
+        views=(
+            ViewConfig(name="a", region=(0, 0, 448, 576)),
+            ViewConfig(
+                name="b", region=(320, 0, 768, 576), gamma=1.4, gains=(0.85, 1.0, 1.15), blur=1.0, jpeg_quality=50
+            ),
+        ),
+    ),
+    "pets09-3cam-handover": ScenarioConfig(
+        name="pets09-3cam-handover",
+        description="Three disjoint vertical strips (0-256, 256-512, 512-768 px): people walk from one view into "
+        "the next. Camera b runs 14 source frames (2 s) late and at 0.8x scale; camera c runs at half the frame "
+        "rate, brighter and bluer, JPEG quality 40.",
+        views=(
+            ViewConfig(name="a", region=(0, 0, 256, 576)),
+            ViewConfig(name="b", region=(256, 0, 512, 576), delay=14, scale=0.8, blur=0.8),
+            ViewConfig(
+                name="c", region=(512, 0, 768, 576), step=2, gamma=0.8, gains=(1.2, 1.0, 0.9), jpeg_quality=40
+            ),
+        ),
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------- pictures
+
+
+def photometric(image: ImageBGR, view: ViewConfig) -> ImageBGR:
+    """The view's gamma, colour gains, blur and JPEG round trip applied to an output-sized image (a new one)."""
+    x = image.astype(np.float32) / 255.0
+    if view.gamma != 1.0:
+        x = np.power(x, view.gamma)
+    out: ImageBGR = np.clip(x * np.asarray(view.gains, np.float32) * 255.0, 0, 255).astype(np.uint8)
+    if view.blur > 0:
+        out = np.asarray(cv2.GaussianBlur(out, (0, 0), view.blur), dtype=np.uint8)
+    if view.jpeg_quality is not None:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, view.jpeg_quality])
+        if not ok:
+            raise DataError("JPEG encoding failed")
+        out = np.asarray(cv2.imdecode(buf, cv2.IMREAD_COLOR), dtype=np.uint8)
+    return np.ascontiguousarray(out)
+
+
+def render(source: ImageBGR | None, view: ViewConfig) -> ImageBGR:
+    """Camera picture of one source frame (None: black)."""
+    w, h = view.output_size()
+    if source is None:
+        return np.zeros((h, w, 3), np.uint8)
+    x0, y0, x1, y1 = view.region
+    sh, sw = source.shape[:2]
+    if x1 > sw or y1 > sh:
+        raise DataError(f"camera {view.name}: region {view.region} is outside the {sw}x{sh} source")
+    crop = source[y0:y1, x0:x1]
+    resized = np.asarray(cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    return photometric(resized, view)
+
+
+# ------------------------------------------------------------------------------------------ ground truth
+
+
+def view_ground_truth(gt: MotGroundTruth, view: ViewConfig, frames: int) -> MotGroundTruth:
+    """The ground truth of a camera's first ``frames`` frames, in its pixels (see the module doc)."""
+    parts: list[MotGroundTruth] = []
+    by_frame = {f: np.flatnonzero(gt.frame == f) for f in np.unique(gt.frame)}
+    for k in range(frames):
+        src = view.source_frame(k)
+        rows = by_frame.get(src + 1)  # MOT frames are 1-based
+        if src < 0 or rows is None or rows.size == 0:
+            continue
+        xyxy, visible = _into_view(xywh_to_xyxy(gt.xywh[rows]).astype(np.float64), view)
+        keep = visible > 0
+        if not keep.any():
+            continue
+        wh = xyxy[:, 2:] - xyxy[:, :2]
+        consider = gt.consider[rows] & (visible >= view.min_visible) & (wh >= view.min_box_px).all(axis=1)
+        n = int(keep.sum())
+        parts.append(
+            MotGroundTruth(
+                np.full(n, k + 1, np.int64),
+                gt.track_id[rows][keep],
+                xyxy_to_xywh(xyxy[keep]),
+                consider[keep],
+            )
+        )
+    if not parts:
+        return MotGroundTruth(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, bool))
+    return MotGroundTruth(
+        np.concatenate([p.frame for p in parts]),
+        np.concatenate([p.track_id for p in parts]),
+        np.concatenate([p.xywh for p in parts]),
+        np.concatenate([p.consider for p in parts]),
+    )
+
+
+def _into_view(xyxy: FloatArray, view: ViewConfig) -> tuple[FloatArray, FloatArray]:
+    """Boxes clipped to the region and mapped to output pixels, and the visible fraction of each."""
+    x0, y0, x1, y1 = (float(v) for v in view.region)
+    clipped = np.column_stack(
+        [
+            np.clip(xyxy[:, 0], x0, x1),
+            np.clip(xyxy[:, 1], y0, y1),
+            np.clip(xyxy[:, 2], x0, x1),
+            np.clip(xyxy[:, 3], y0, y1),
+        ]
+    )
+    area = np.prod(np.maximum(xyxy[:, 2:] - xyxy[:, :2], 0), axis=1)
+    inside = np.prod(np.maximum(clipped[:, 2:] - clipped[:, :2], 0), axis=1)
+    visible = np.where(area > 0, inside / np.maximum(area, 1e-9), 0.0)
+    w, h = view.output_size()
+    sx, sy = w / (x1 - x0), h / (y1 - y0)
+    out = (clipped - np.array([x0, y0, x0, y0])) * np.array([sx, sy, sx, sy])
+    return out, visible
+
+
+# ----------------------------------------------------------------------------------------------- build
+
+
+@dataclass(frozen=True)
+class ScenarioFiles:
+    """What ``build`` wrote."""
+
+    folder: Path
+    videos: dict[str, Path]
+    ground_truth: dict[str, Path]
+    description: Path
+    fleet_config: Path
+
+
+def _frame_count(video: Path, limit: int = 0) -> int:
+    """Frames the source decodes to, at most ``limit`` when > 0 (counted by decoding: container counts lie)."""
+    cap = cv2.VideoCapture(str(video))
+    if not cap.isOpened():
+        raise SourceError(f"cannot open the scenario source video {video}")
+    n = 0
+    try:
+        while (limit <= 0 or n < limit) and cap.grab():
+            n += 1
+    finally:
+        cap.release()
+    if n == 0:
+        raise SourceError(f"{video}: no frame could be decoded")
+    return n
+
+
+def camera_frames(view: ViewConfig, source_frames: int) -> int:
+    """How many frames a camera's video has: until its source frames run out."""
+    return (source_frames - 1 + view.delay) // view.step + 1
+
+
+class _Camera:
+    """One camera's video writer and the next camera frame it needs."""
+
+    def __init__(self, view: ViewConfig, path: Path, fps: float, frames: int) -> None:
+        self.view = view
+        self.frames = frames
+        self.next = 0
+        w, h = view.output_size()
+        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps / view.step, (w, h))
+        if not self.writer.isOpened():
+            raise DataError(f"cannot write {path} (mp4v)")
+
+    def take(self, index: int, image: ImageBGR) -> None:
+        """Write every camera frame up to the one showing source frame ``index`` (black before the start)."""
+        while self.next < self.frames and self.view.source_frame(self.next) <= index:
+            shown = self.view.source_frame(self.next)
+            self.writer.write(render(image if shown == index else None, self.view))
+            self.next += 1
+
+
+def _write_videos(
+    video: Path, cameras: list[_Camera], total: int, progress: Callable[[int, int], None] | None
+) -> None:
+    """Decode the source once, feeding every camera; memory holds one source frame at a time."""
+    cap = cv2.VideoCapture(str(video))
+    try:
+        for index in range(total):
+            ok, image = cap.read()
+            if not ok:
+                raise SourceError(f"{video}: frame {index} could not be decoded")
+            for cam in cameras:
+                cam.take(index, np.asarray(image, dtype=np.uint8))
+            if progress is not None:
+                progress(index + 1, total)
+    finally:
+        cap.release()
+        for cam in cameras:
+            cam.writer.release()
+
+
+def build(
+    video: Path,
+    gt_path: Path,
+    scenario: ScenarioConfig,
+    out: Path,
+    progress: Callable[[int, int], None] | None = None,
+    max_frames: int = 0,
+) -> ScenarioFiles:
+    """Write the scenario's camera videos, ground truth, description and fleet config into ``out``.
+
+    ``max_frames`` > 0 uses only the source's first frames (quick runs); ``progress(done, total)`` is called
+    after each source frame.
+    """
+    total = _frame_count(video, max_frames)
+    gt = read_ground_truth(gt_path)
+    out.mkdir(parents=True, exist_ok=True)
+    fps = scenario.frame_rate
+    videos = {v.name: out / f"{v.name}.mp4" for v in scenario.views}
+    sizes = {v.name: camera_frames(v, total) for v in scenario.views}
+    cameras = [_Camera(v, videos[v.name], fps, sizes[v.name]) for v in scenario.views]
+    _write_videos(video, cameras, total, progress)
+    truths: dict[str, Path] = {}
+    counts: dict[str, Any] = {}
+    for view in scenario.views:
+        vgt = view_ground_truth(gt, view, sizes[view.name])
+        truths[view.name] = out / f"{view.name}.gt.txt"
+        write_ground_truth(truths[view.name], vgt)
+        counts[view.name] = {
+            "frames": sizes[view.name],
+            "fps": fps / view.step,
+            "gt_rows": len(vgt),
+            "gt_considered": int(vgt.consider.sum()),
+            "people": sorted(int(i) for i in np.unique(vgt.track_id[vgt.consider])),
+        }
+    desc = out / "scenario.json"
+    desc.write_text(
+        json.dumps(
+            {
+                "scenario": scenario.model_dump(mode="json"),
+                "source": {"video": str(video), "sha256": sha256_file(video), "frames": total},
+                "ground_truth": str(gt_path),
+                "cameras": counts,
+                "how": __doc__,
+            },
+            indent=2,
+        )
+    )
+    fleet = out / "fleet.yaml"
+    fleet.write_text(yaml.safe_dump(_fleet_config(scenario, videos), sort_keys=False))
+    return ScenarioFiles(out, videos, truths, desc, fleet)
+
+
+def _fleet_config(scenario: ScenarioConfig, videos: dict[str, Path]) -> dict[str, Any]:
+    cameras = {
+        v.name: {
+            "source": {"uri": str(videos[v.name].resolve())},
+            "tracker": {"frame_rate": max(1, round(scenario.frame_rate / v.step))},
+        }
+        for v in scenario.views
+    }
+    return {"cameras": cameras}
+
+
+def load_scenario(name_or_path: str) -> ScenarioConfig:
+    """A preset by name, or a YAML/JSON scenario file; DataError naming the problem otherwise."""
+    if name_or_path in PRESETS:
+        return PRESETS[name_or_path]
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise DataError(f"no scenario preset or file {name_or_path!r} (presets: {', '.join(PRESETS)})")
+    try:
+        data = yaml.safe_load(path.read_text())
+        return ScenarioConfig.model_validate(data)
+    except (yaml.YAMLError, ValueError) as e:
+        raise DataError(f"{path}: not a valid scenario: {e}") from e

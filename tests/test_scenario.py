@@ -1,0 +1,124 @@
+"""Multi-camera scenarios built from one video: frames, timing, pictures and ground truth per camera."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from _data import require_pets09
+from _video import make_video
+
+from daemon.config import load_settings
+from daemon.errors import DataError, SourceError
+from daemon.motio import MotGroundTruth, read_ground_truth
+from daemon.scenario import (
+    PRESETS,
+    ScenarioConfig,
+    ViewConfig,
+    build,
+    camera_frames,
+    load_scenario,
+    photometric,
+    view_ground_truth,
+)
+
+
+def _gt(rows: list[tuple[int, int, float, float, float, float]]) -> MotGroundTruth:
+    a = np.asarray(rows, dtype=np.float64)
+    return MotGroundTruth(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2:6], np.ones(len(a), bool))
+
+
+def test_view_ground_truth_moves_scales_clips_and_ignores_the_barely_visible() -> None:
+    gt = _gt([(1, 7, 100, 50, 20, 40), (1, 8, 190, 50, 20, 40), (1, 9, 300, 50, 20, 40), (2, 7, 110, 50, 20, 40)])
+    view = ViewConfig(name="v", region=(100, 0, 200, 100), scale=2.0)
+    out = view_ground_truth(gt, view, frames=2)
+    assert out.frame.tolist() == [1, 1, 2]
+    assert out.track_id.tolist() == [7, 8, 7]  # person 9 is outside the region
+    assert out.xywh[0].tolist() == [0, 100, 40, 80]
+    assert out.xywh[1].tolist() == [180, 100, 20, 80]  # clipped at x=200: half visible
+    assert out.consider.tolist() == [True, True, True]
+    narrow = view_ground_truth(gt, view.model_copy(update={"min_visible": 0.6}), frames=2)
+    assert narrow.consider.tolist() == [True, False, True]
+
+
+def test_delay_and_step_map_camera_frames_to_source_frames() -> None:
+    view = ViewConfig(name="v", region=(0, 0, 100, 100), step=2, delay=3)
+    assert [view.source_frame(k) for k in range(5)] == [-3, -1, 1, 3, 5]
+    assert camera_frames(view, source_frames=10) == 7  # source frames -3..9 by 2: last is 9
+    gt = _gt([(f + 1, 1, 10, 10, 20, 20) for f in range(10)])
+    out = view_ground_truth(gt, view, frames=7)
+    assert out.frame.tolist() == [3, 4, 5, 6, 7]  # camera frame 2 shows source frame 1 (MOT frame 2)
+
+
+def test_photometric_changes_are_deterministic_and_do_what_they_say() -> None:
+    image = np.full((40, 40, 3), 128, np.uint8)
+    dark = photometric(image, ViewConfig(name="v", region=(0, 0, 40, 40), gamma=2.0))
+    assert dark.mean() < 80
+    warm = photometric(image, ViewConfig(name="v", region=(0, 0, 40, 40), gains=(0.5, 1.0, 1.5)))
+    assert warm[..., 0].mean() < 70 and warm[..., 2].mean() > 180
+    view = ViewConfig(name="v", region=(0, 0, 40, 40), blur=1.5, jpeg_quality=30)
+    assert np.array_equal(photometric(image, view), photometric(image, view))
+
+
+def test_build_writes_videos_ground_truth_and_a_fleet_config(tmp_path: Path) -> None:
+    clip = make_video(tmp_path / "src.mp4", frames=20, size=(320, 240), people=3)
+    gt_path = clip.write_mot_gt(tmp_path / "gt.txt")
+    scenario = ScenarioConfig(
+        name="t",
+        views=(
+            ViewConfig(name="left", region=(0, 0, 200, 240)),
+            ViewConfig(name="right", region=(120, 0, 320, 240), delay=4, step=2, scale=0.5, gamma=1.5),
+        ),
+    )
+    files = build(clip.path, gt_path, scenario, tmp_path / "out")
+    for name, frames, size in (("left", 20, (200, 240)), ("right", 12, (100, 120))):
+        cap = cv2.VideoCapture(str(files.videos[name]))
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == frames
+        ok, first = cap.read()
+        cap.release()
+        assert ok and (first.shape[1], first.shape[0]) == size
+        gt = read_ground_truth(files.ground_truth[name])
+        assert gt.frame.max() <= frames and len(gt) > 0
+    cap = cv2.VideoCapture(str(files.videos["right"]))
+    assert cap.read()[1].mean() < 5  # the delayed camera opens on black
+    cap.release()
+    desc = json.loads(files.description.read_text())
+    assert desc["cameras"]["right"]["frames"] == 12 and desc["source"]["frames"] == 20
+    fleet = load_settings(files.fleet_config)
+    assert set(fleet.cameras) == {"left", "right"}
+    assert fleet.cameras["right"].tracker.frame_rate == 4  # 7 fps source, every 2nd frame
+    short = build(clip.path, gt_path, scenario, tmp_path / "short", max_frames=6)
+    assert json.loads(short.description.read_text())["cameras"]["left"]["frames"] == 6
+
+
+def test_bad_scenarios_and_sources_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least 16"):
+        ViewConfig(name="v", region=(0, 0, 8, 100))
+    with pytest.raises(ValueError, match="repeat"):
+        ScenarioConfig(name="x", views=(ViewConfig(name="a", region=(0, 0, 50, 50)),) * 2)
+    with pytest.raises(DataError, match="no scenario preset or file"):
+        load_scenario("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "x", "views": [{"name": "a", "region": [0, 0, 50, 50], "zoom": 2}]}))
+    with pytest.raises(DataError, match="zoom"):
+        load_scenario(str(bad))
+    (tmp_path / "gt.txt").write_text("1,1,10,10,20,20,1,1,1\n")
+    with pytest.raises(SourceError, match="cannot open"):
+        build(tmp_path / "missing.mp4", tmp_path / "gt.txt", PRESETS["pets09-2cam-overlap"], tmp_path / "o")
+    clip = make_video(tmp_path / "small.mp4", frames=3, size=(320, 240))
+    with pytest.raises(DataError, match="outside"):
+        build(clip.path, tmp_path / "gt.txt", PRESETS["pets09-2cam-overlap"], tmp_path / "o")
+
+
+def test_presets_on_the_real_clip(tmp_path: Path) -> None:
+    pets = require_pets09()
+    scenario = load_scenario("pets09-2cam-overlap")
+    files = build(pets / "vtest.avi", pets / "gt" / "gt.txt", scenario, tmp_path, max_frames=30)
+    desc = json.loads(files.description.read_text())
+    a, b = desc["cameras"]["a"], desc["cameras"]["b"]
+    assert a["frames"] == b["frames"] == 30
+    assert set(a["people"]) & set(b["people"])  # the overlap: someone is on both cameras
