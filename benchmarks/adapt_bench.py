@@ -20,8 +20,8 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -106,8 +106,7 @@ def write_reference(
 # ------------------------------------------------------------------------------------------ evaluation
 
 
-@dataclass(frozen=True)
-class EvalData:
+class EvalData(NamedTuple):
     split: RetrievalSplit
     query: Embedded
     gallery: Embedded
@@ -117,6 +116,7 @@ class EvalData:
 def eval_data(args: argparse.Namespace, embedder: OnnxEmbedder) -> EvalData:
     cfg = SplitConfig(
         start=args.split,
+        end=args.end,
         segment=args.segment,
         query_stride=args.stride,
         gallery_stride=args.stride,
@@ -135,8 +135,7 @@ def eval_data(args: argparse.Namespace, embedder: OnnxEmbedder) -> EvalData:
     )
 
 
-@dataclass(frozen=True)
-class Scores:
+class Scores(NamedTuple):
     all: RetrievalScore
     unseen: RetrievalScore
 
@@ -163,8 +162,7 @@ def centred(mean: FloatArray) -> Transform:
 # ------------------------------------------------------------------------------------------ runs
 
 
-@dataclass
-class Row:
+class Row(NamedTuple):
     name: str
     scores: list[Scores]
     note: str = ""
@@ -281,7 +279,7 @@ def report(
         f"{s['tracks']} tracks, {s['cliques']} co-occurrence cliques, {s['co_occurring_pairs']} co-occurring "
         f"pairs, from {s['frames_read']} frames. Reference folder: {written} gt crops of "
         f"{len(reference.names)} people (frames < {args.split}).",
-        f"Evaluated part: frames {args.split}-end. {data.split.describe()}.",
+        f"Evaluated part: frames {args.split}-{args.end - 1 if args.end else 'end'}. {data.split.describe()}.",
         f"Queries from even {args.segment}-frame segments, gallery from odd ones, every {args.stride}th frame, "
         f"boxes >= {args.min_height:g} px; same-identity gallery crops within ±{args.junk} frames of the query "
         "are junk; AP non-interpolated; mAP over queries with a true match left.",
@@ -309,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models-dir", type=Path, default=models_dir())
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "adapt-bench")
     p.add_argument("--split", type=int, default=400, help="First 0-based frame of the evaluated part.")
+    p.add_argument("--end", type=int, default=0, help="End of the evaluated part (0 = the clip's end).")
     p.add_argument("--segment", type=int, default=50, help="Query/gallery time segment length (frames).")
     p.add_argument("--stride", type=int, default=5, help="Take eval crops on every Nth frame.")
     p.add_argument("--junk", type=int, default=25, help="Junk window around a query (frames).")

@@ -1,4 +1,4 @@
-"""Gallery search at scale: our exact and HNSW backends beside MATA's and alwaysAI's galleries, one run.
+"""Gallery search at scale: our exact, PQ and HNSW backends beside MATA's and alwaysAI's galleries, one run.
 
     python benchmarks/gallery_bench.py                                   # small smoke run (2000 rows)
     python benchmarks/gallery_bench.py --sizes 10000 100000 1000000 --queries 200 --out runs/gallery-bench.json
@@ -9,6 +9,8 @@ identities sit at cosine ~0.5, as appearance embeddings of different people do);
 query is unit(c_i + sigma * z / sqrt(D)), z ~ N(0, I), sigma 0.5 (two samples of one identity: cosine ~0.8).
 ``--per-identity`` entries per identity; queries are fresh samples of random identities.
 
+Backends: ``exact`` (numpy), ``pq`` (FAISS PQ fast-scan + exact re-rank; one row per --pq-candidates) and
+``hnsw`` (FAISS HNSW; one row per --ef-search, on one build; --hnsw-max-rows skips its slow large builds).
 Per size and backend: build time (adding + index), single-query latency p50/p95 (after warm-up), batch
 throughput (``search_batch`` of all queries), memory (RSS growth of the process while building, and the bytes
 the backend says it holds), and recall@5 against exact top-5 (computed once with numpy). The match threshold
@@ -146,6 +148,7 @@ def summarise(
 ) -> dict[str, Any]:
     return {
         "backend": name,
+        "load_avg_1min": os.getloadavg()[0],
         **build,
         "queries_run": len(lat),
         "p50_ms": float(np.percentile(lat, 50)) if lat else None,
@@ -158,7 +161,7 @@ def summarise(
 def run_ours(
     kind: str, x: F32, ids: I64, q: F32, truth: I64, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
-    """Our gallery with one backend; for HNSW one row per --ef-search value (one build)."""
+    """Our gallery with one backend (exact, pq, hnsw); one row per search setting, on one build."""
     from daemon.config import GalleryConfig
     from daemon.gallery import Gallery
 
@@ -166,6 +169,8 @@ def run_ours(
         threshold=-1,
         max_per_label=None,
         index="exact" if kind == "exact" else "faiss",
+        faiss_kind="hnsw" if kind == "hnsw" else "pq",
+        pq_m=args.pq_m,
         hnsw_m=args.hnsw_m,
         hnsw_ef_construction=args.ef_construction,
     )
@@ -186,19 +191,21 @@ def run_ours(
     def one(v: F32) -> list[int]:
         return [m.index for m in g.search(v, K).matches]
 
+    settings: dict[str, list[Any]] = {
+        "exact": [("ours-exact", {})],
+        "pq": [(f"ours-pq m={args.pq_m} cand={c}", {"pq_candidates": c}) for c in args.pq_candidates],
+        "hnsw": [
+            (f"ours-hnsw M={args.hnsw_m} efC={args.ef_construction} ef={ef}", {"hnsw_ef_search": ef})
+            for ef in args.ef_search
+        ],
+    }
     rows = []
-    for ef in [0] if kind == "exact" else args.ef_search:
-        if ef:
-            g.set_ef_search(ef)
+    for name, tuning in settings[kind]:
+        g.tune(**tuning)
         found, lat = time_queries(one, q, args.budget_s)
         t = time.perf_counter()
         g.search_batch(q, K)
         extra["batch_qps"] = len(q) / (time.perf_counter() - t)
-        name = (
-            "ours-exact"
-            if kind == "exact"
-            else f"ours-hnsw M={args.hnsw_m} efC={args.ef_construction} ef={ef}"
-        )
         rows.append(summarise(name, build, lat, found, truth, dict(extra)))
     return rows
 
@@ -267,25 +274,22 @@ def run_peer(peer: str, data: Path, truth: I64, args: argparse.Namespace) -> dic
         return {"backend": "edgeiq 2.10.0", "note": EDGEIQ_NOTE}
     if not Path(args.peer_python).is_file():
         return {"backend": peer, "note": f"not run: no peer interpreter at {args.peer_python} (see --help)"}
+    env = dict(os.environ)
+    if peer == "mata-blas1":  # the same, with numpy's BLAS held to one thread as our exact search does
+        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "peer.json"
-        cmd = [
-            str(args.peer_python),
-            __file__,
-            "--peer-worker",
-            peer,
-            "--data",
-            str(data),
-            "--peer-out",
-            str(out),
-        ]
-        cmd += ["--budget-s", str(args.budget_s)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=args.peer_timeout_s)
+        cmd = [str(args.peer_python), __file__, "--peer-worker", "mata", "--data", str(data)]
+        cmd += ["--peer-out", str(out), "--budget-s", str(args.budget_s)]
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, timeout=args.peer_timeout_s, env=env
+        )
         if proc.returncode != 0 or not out.is_file():
             return {"backend": peer, "note": f"not run: worker failed ({proc.stderr.strip()[-400:]})"}
         r = json.loads(out.read_text(encoding="utf-8"))
     extra = {k: r[k] for k in ("batch_qps", "batch_queries", "rss_mb", "held_mb")}
-    return summarise(r["backend"], {"build_s": r["build_s"]}, r["lat"], r["found"], truth, extra)
+    name = r["backend"] + (", BLAS 1 thread" if peer == "mata-blas1" else "")
+    return summarise(name, {"build_s": r["build_s"]}, r["lat"], r["found"], truth, extra)
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -321,6 +325,11 @@ def bench_size(n: int, args: argparse.Namespace, tmp: Path) -> list[dict[str, An
     print(f"# {n} rows x {args.dim}: data + exact top-{K} in {time.perf_counter() - t:.1f} s", flush=True)
     rows: list[dict[str, Any]] = []
     for kind in args.backends:
+        if kind == "hnsw" and args.hnsw_max_rows and n > args.hnsw_max_rows:
+            rows.append(
+                {"backend": "ours-hnsw", "note": f"not run above --hnsw-max-rows {args.hnsw_max_rows}"}
+            )
+            continue
         for row in run_ours(kind, x, ids, q, truth, args):
             rows.append(row)
             print(table([{**row, "rows": n, "queries": len(q)}]).splitlines()[-1], flush=True)
@@ -343,8 +352,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--queries", type=int, default=50)
     p.add_argument("--per-identity", type=int, default=10, help="Gallery entries per identity.")
-    p.add_argument("--backends", nargs="*", default=["exact", "hnsw"], choices=["exact", "hnsw"])
-    p.add_argument("--peers", nargs="*", default=["mata", "edgeiq"], choices=["mata", "edgeiq"])
+    p.add_argument("--backends", nargs="*", default=["exact", "pq", "hnsw"], choices=["exact", "pq", "hnsw"])
+    p.add_argument("--pq-m", type=int, default=None, help="Default: GalleryConfig's.")
+    p.add_argument(
+        "--pq-candidates", type=int, nargs="+", default=None, help="PQ re-rank depths to time on one build."
+    )
+    p.add_argument("--hnsw-max-rows", type=int, default=0, help="Skip HNSW above this size (slow builds).")
+    p.add_argument(
+        "--peers",
+        nargs="*",
+        default=["mata", "edgeiq"],
+        choices=["mata", "mata-blas1", "edgeiq"],
+        help="mata-blas1: MATA with OPENBLAS_NUM_THREADS=1.",
+    )
     p.add_argument("--hnsw-m", type=int, default=None, help="Default: GalleryConfig's.")
     p.add_argument("--ef-construction", type=int, default=None, help="Default: GalleryConfig's.")
     p.add_argument(
@@ -383,6 +403,8 @@ def fill_hnsw_defaults(args: argparse.Namespace) -> None:
     args.hnsw_m = args.hnsw_m or cfg.hnsw_m
     args.ef_construction = args.ef_construction or cfg.hnsw_ef_construction
     args.ef_search = args.ef_search or [cfg.hnsw_ef_search]
+    args.pq_m = args.pq_m or cfg.pq_m
+    args.pq_candidates = args.pq_candidates or [cfg.pq_candidates]
 
 
 if __name__ == "__main__":

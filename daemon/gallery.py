@@ -10,12 +10,17 @@ A pure in-memory core (no I/O except ``save`` / ``load``), safe to share between
 * Per-label cap ``max_per_label``: when a label already holds that many rows, ``drop_oldest`` evicts its
   oldest row, ``drop_random`` a random one of its rows (seeded), and ``drop_latest`` rejects the new vector
   (``add`` then returns -1, ``add_many`` gives -1 for it).
-* Search backend: ``exact`` is a matrix product + argpartition; ``faiss`` is a FAISS HNSW graph (inner
-  product), ``auto`` switches to it from ``faiss_above`` rows (and back below half of that). HNSW cannot delete
-  nodes, so a deleted row becomes a tombstone that a search filters out (an ``IDSelectorBitmap``) while the
-  graph still routes through it; the graph is rebuilt from the stored vectors once ``rebuild_fraction`` of its
-  nodes are tombstones. The index is brought up to date (new rows added, maps fixed) under the lock before
-  every search, so a search never sees stale rows. Similarities of HNSW hits are recomputed exactly.
+* Search backend: ``exact`` is a matrix product + argpartition (BLAS held to ``blas_threads``); ``faiss`` is
+  a FAISS index, ``auto`` switches to it from ``faiss_above`` rows (and back below half of that). The FAISS
+  kind is ``pq`` (default: an exhaustive 4-bit product-quantisation fast scan whose best ``pq_candidates``
+  are re-ranked with exact cosine; 1M x 512 rows: ~6 ms per query, recall@5 1.0, built in seconds) or
+  ``hnsw`` (a graph: slow to build on 2 cores, and its recall fell to 0.8 at 1M clustered rows; see
+  benchmarks/RESULTS.md). Neither deletes in place: a removed row becomes a tombstone that searches skip
+  (HNSW filters it during the graph walk, PQ fetches extra candidates), and the index is rebuilt from the
+  stored rows once ``rebuild_fraction`` of it is tombstones (PQ is also retrained when the gallery has grown
+  4x). The index is brought up to date under the lock before every search, so no search sees a stale row;
+  a query left with fewer than k live candidates is answered exactly. Every reported similarity is the exact
+  cosine of the stored row.
 * Files, chosen by suffix: ``.rdg`` (daemon/codec.py, gallery settings in the meta JSON), ``.npz``
   (``np.savez``, read with ``allow_pickle=False``) and ``.json``. Writes are atomic (temporary file in the
   same folder, fsync, rename); rows are written oldest first, so ages survive a round trip. A bad file gives
@@ -87,20 +92,6 @@ class SearchResult:
         return self.matches[0] if self.matches else None
 
 
-@dataclass(frozen=True)
-class HnswParams:
-    """FAISS HNSW settings (see GalleryConfig for their meaning and bounds)."""
-
-    m: int
-    ef_construction: int
-    ef_search: int
-    rebuild_fraction: float
-
-    @classmethod
-    def from_config(cls, cfg: GalleryConfig) -> HnswParams:
-        return cls(cfg.hnsw_m, cfg.hnsw_ef_construction, cfg.hnsw_ef_search, cfg.rebuild_fraction)
-
-
 def _import_faiss() -> Any:
     try:
         import faiss
@@ -109,16 +100,18 @@ def _import_faiss() -> Any:
     return faiss
 
 
-class _HnswIndex:
-    """FAISS HNSW over gallery rows. A node id is fixed when its vector is inserted; rows move, so two maps.
+class _FaissIndex:
+    """A FAISS index over gallery rows. An entry's id (node) is fixed when its vector is inserted; rows move
+    (a removal fills its slot with the last row), so two maps link them.
 
-    ``node_of_row[r]`` is the node holding row r's vector (-1: not inserted yet); ``row_of_node[v]`` the row
-    of node v (-1: deleted, a tombstone). ``alive`` marks live nodes for the search-time filter.
+    ``node_of_row[r]``: the node holding row r's vector (-1: not inserted yet); ``row_of_node[v]``: the row of
+    node v (-1: deleted, a tombstone). Nodes are never removed from FAISS: a tombstone is left out of results
+    and the index is rebuilt from the stored rows once ``rebuild_fraction`` of its nodes are tombstones.
     """
 
-    def __init__(self, dim: int, params: HnswParams) -> None:
+    def __init__(self, dim: int, cfg: GalleryConfig) -> None:
         self.faiss = _import_faiss()
-        self.dim, self.params = dim, params
+        self.dim, self.cfg = dim, cfg
         self.index: Any = None
         self.node_of_row = np.full(0, -1, dtype=np.int64)
         self.row_of_node = np.full(0, -1, dtype=np.int64)
@@ -126,15 +119,14 @@ class _HnswIndex:
         self.tombstones = 0
         self.pending = 0
         self.builds = 0
-        self._bitmap: NDArray[np.uint8] | None = None
-        self._selector: Any = None
+        self.built_rows = 0
 
     @property
     def ntotal(self) -> int:
         return 0 if self.index is None else int(self.index.ntotal)
 
     def appended(self, start: int, stop: int) -> None:
-        """Rows ``start..stop-1`` were appended (inserted into the graph at the next sync)."""
+        """Rows ``start..stop-1`` were appended (inserted into the index at the next sync)."""
         self.node_of_row = _ensure(self.node_of_row, stop, -1)
         self.node_of_row[start:stop] = -1
         self.pending += stop - start
@@ -146,7 +138,7 @@ class _HnswIndex:
             self.row_of_node[node] = -1
             self.alive[node] = False
             self.tombstones += 1
-            self._selector = None
+            self._changed()
         else:
             self.pending -= 1
         if row != last:
@@ -157,26 +149,30 @@ class _HnswIndex:
         self.node_of_row[last] = -1
 
     def sync(self, emb: FloatArray) -> None:
-        """Bring the graph up to date with the ``len(emb)`` rows: rebuild, or insert the pending rows."""
-        if self.index is None or self.tombstones > self.params.rebuild_fraction * max(1, self.ntotal):
+        """Bring the index up to date with the ``len(emb)`` rows: rebuild, or insert the pending rows."""
+        if self.index is None or self._stale(len(emb)):
             self._rebuild(emb)
         elif self.pending:
-            rows = np.flatnonzero(self.node_of_row[: len(emb)] < 0)
-            self._insert(emb, rows)
+            self._insert(emb, np.flatnonzero(self.node_of_row[: len(emb)] < 0))
+
+    def _stale(self, rows: int) -> bool:
+        return self.tombstones > self.cfg.rebuild_fraction * max(1, self.ntotal)
 
     def _rebuild(self, emb: FloatArray) -> None:
         t = time.perf_counter()
-        index = self.faiss.IndexHNSWFlat(self.dim, self.params.m, self.faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = self.params.ef_construction
-        self.index = index
+        self.index = self._new_index(emb)
         self.node_of_row = np.full(max(len(emb), len(self.node_of_row)), -1, dtype=np.int64)
         self.row_of_node = np.full(0, -1, dtype=np.int64)
         self.alive = np.zeros(0, dtype=bool)
-        self.tombstones, self._selector = 0, None
+        self.tombstones = 0
         self.builds += 1
+        self.built_rows = len(emb)
         self._insert(emb, np.arange(len(emb)))
         if len(emb) >= 10_000:
-            logger.info("built an HNSW index of %d rows in %.1f s", len(emb), time.perf_counter() - t)
+            logger.info("built a FAISS index of %d rows in %.1f s", len(emb), time.perf_counter() - t)
+
+    def _new_index(self, emb: FloatArray) -> Any:
+        raise NotImplementedError
 
     def _insert(self, emb: FloatArray, rows: NDArray[np.intp]) -> None:
         base = self.ntotal
@@ -191,18 +187,85 @@ class _HnswIndex:
         self.alive[base:total] = True
         self.node_of_row[rows] = np.arange(base, total)
         self.pending = 0
-        if self.tombstones:
-            self._selector = None
+        self._changed()
+
+    def _changed(self) -> None:
+        """Hook: the set of live nodes changed."""
 
     def search(self, queries: FloatArray, k: int) -> NDArray[np.int64]:
-        """(B, k) rows of the approximate top-k per query, -1 where fewer were found."""
+        """(B, k') candidate rows per query (k' >= k), -1 where none; the caller re-ranks them exactly."""
+        raise NotImplementedError
+
+    def _rows(self, nodes: NDArray[np.int64]) -> NDArray[np.int64]:
+        rows: NDArray[np.int64] = np.where(nodes >= 0, self.row_of_node[np.maximum(nodes, 0)], -1)
+        return rows
+
+    def nbytes(self) -> int:
+        return self.node_of_row.nbytes + self.row_of_node.nbytes + self.alive.nbytes
+
+
+class _PQIndex(_FaissIndex):
+    """Exhaustive 4-bit product-quantisation fast scan (``IndexPQFastScan``, inner product).
+
+    Every code is scanned (no partition to miss), the best ``pq_candidates`` go back to the gallery, which
+    re-ranks them with exact cosine. Tombstones are skipped by asking for more candidates (fast-scan takes no
+    search-time filter). Below MIN_TRAIN rows a flat inner-product index stands in (PQ needs data to train).
+    The quantiser is retrained at each rebuild, and a rebuild also happens once the gallery outgrows 4x the
+    rows it was trained on.
+    """
+
+    MIN_TRAIN = 1024
+    TRAIN_SAMPLE = 65_536
+
+    def _stale(self, rows: int) -> bool:
+        return super()._stale(rows) or rows > 4 * max(self.built_rows, self.MIN_TRAIN // 4)
+
+    def _new_index(self, emb: FloatArray) -> Any:
+        f = self.faiss
+        if len(emb) < self.MIN_TRAIN:
+            return f.IndexFlatIP(self.dim)
+        m = max(d for d in range(1, min(self.cfg.pq_m, self.dim) + 1) if self.dim % d == 0)
+        index = f.IndexPQFastScan(self.dim, m, 4, f.METRIC_INNER_PRODUCT)
+        pick = np.random.default_rng(0).choice(len(emb), min(len(emb), self.TRAIN_SAMPLE), replace=False)
+        index.train(np.ascontiguousarray(emb[np.sort(pick)]))
+        return index
+
+    def search(self, queries: FloatArray, k: int) -> NDArray[np.int64]:
+        live = max(1, self.ntotal - self.tombstones)
+        want = max(self.cfg.pq_candidates, k) * self.ntotal / live  # room for the tombstones among the hits
+        _, nodes = self.index.search(np.ascontiguousarray(queries), min(self.ntotal, int(want) + 1))
+        return self._rows(nodes)
+
+    def nbytes(self) -> int:
+        if self.index is None:
+            return 0
+        codes = self.index.codes.size() if hasattr(self.index, "codes") else 4 * self.dim * self.ntotal
+        return int(codes) + super().nbytes()
+
+
+class _HnswIndex(_FaissIndex):
+    """HNSW graph (``IndexHNSWFlat``, inner product); tombstones are filtered during the graph search."""
+
+    def __init__(self, dim: int, cfg: GalleryConfig) -> None:
+        super().__init__(dim, cfg)
+        self._bitmap: NDArray[np.uint8] | None = None
+        self._selector: Any = None
+
+    def _new_index(self, emb: FloatArray) -> Any:
+        index = self.faiss.IndexHNSWFlat(self.dim, self.cfg.hnsw_m, self.faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = self.cfg.hnsw_ef_construction
+        return index
+
+    def _changed(self) -> None:
+        self._selector = None
+
+    def search(self, queries: FloatArray, k: int) -> NDArray[np.int64]:
         params = self.faiss.SearchParametersHNSW()
-        params.efSearch = max(self.params.ef_search, k)
+        params.efSearch = max(self.cfg.hnsw_ef_search, k)
         if self.tombstones:
             params.sel = self._filter()
         _, nodes = self.index.search(np.ascontiguousarray(queries), k, params=params)
-        rows: NDArray[np.int64] = np.where(nodes >= 0, self.row_of_node[np.maximum(nodes, 0)], -1)
-        return rows
+        return self._rows(nodes)
 
     def _filter(self) -> Any:
         if self._selector is None:
@@ -217,8 +280,7 @@ class _HnswIndex:
             return 0
         h = self.index.hnsw
         graph = 4 * int(h.neighbors.size()) + 4 * int(h.levels.size()) + 8 * int(h.offsets.size())
-        maps = self.node_of_row.nbytes + self.row_of_node.nbytes + self.alive.nbytes
-        return 4 * self.dim * self.ntotal + graph + maps
+        return 4 * self.dim * self.ntotal + graph + super().nbytes()
 
 
 def _ensure(a: NDArray[Any], size: int, fill: Any) -> NDArray[Any]:
@@ -243,31 +305,20 @@ class Gallery:
         index: IndexKind = "auto",
         faiss_above: int = 20_000,
         seed: int = 0,
-        hnsw: HnswParams | None = None,
-        blas_threads: int | None = None,
+        tuning: GalleryConfig | None = None,
     ) -> None:
+        """``tuning``: a GalleryConfig whose backend settings (faiss_kind, pq_*, hnsw_*, rebuild_fraction,
+        blas_threads) are used; the arguments give the rest. Default: GalleryConfig's defaults."""
         if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= codec.MAX_DIM:
             raise ValueError(f"dim must be an integer in 1..{codec.MAX_DIM}, got {dim!r}")
-        defaults = GalleryConfig()
-        hnsw = hnsw or HnswParams.from_config(defaults)
+        base = (tuning or GalleryConfig()).model_dump(exclude={"path"})
+        given: dict[str, Any] = {"threshold": threshold, "max_per_label": max_per_label}
+        given |= {"drop_policy": drop_policy, "index": index, "faiss_above": faiss_above, "seed": seed}
         try:
-            self._cfg = GalleryConfig(
-                threshold=threshold,
-                max_per_label=max_per_label,
-                drop_policy=drop_policy,
-                index=index,
-                faiss_above=faiss_above,
-                seed=seed,
-                hnsw_m=hnsw.m,
-                hnsw_ef_construction=hnsw.ef_construction,
-                hnsw_ef_search=hnsw.ef_search,
-                rebuild_fraction=hnsw.rebuild_fraction,
-                blas_threads=defaults.blas_threads if blas_threads is None else blas_threads,
-            )
+            self._cfg = GalleryConfig.model_validate(base | given)
         except ValidationError as e:
             raise ValueError(_validation_message(e)) from e
         self._dim = dim
-        self._hnsw_params = hnsw
         self._emb = np.empty((0, dim), dtype=np.float32)
         self._uid = np.empty(0, dtype=np.int64)
         self._labels: list[str] = []
@@ -276,7 +327,7 @@ class Gallery:
         self._next_uid = 0
         self._rng = np.random.default_rng(seed)
         self._lock = threading.RLock()
-        self._faiss: _HnswIndex | None = None
+        self._faiss: _FaissIndex | None = None
         if index == "faiss":
             _import_faiss()
 
@@ -291,8 +342,7 @@ class Gallery:
             index=cfg.index,
             faiss_above=cfg.faiss_above,
             seed=cfg.seed,
-            hnsw=HnswParams.from_config(cfg),
-            blas_threads=cfg.blas_threads,
+            tuning=cfg,
         )
 
     # ------------------------------------------------------------------------------------------ properties
@@ -347,7 +397,7 @@ class Gallery:
             return "faiss" if self._wants_faiss() else "exact"
 
     def memory_bytes(self) -> dict[str, int]:
-        """Bytes held: ``vectors`` (our float32 rows, capacity), ``index`` (the HNSW graph and its copy)."""
+        """Bytes held: ``vectors`` (our float32 rows, capacity) and ``index`` (the FAISS index and its maps)."""
         with self._lock:
             index = self._faiss.nbytes() if self._faiss is not None else 0
             return {"vectors": self._emb.nbytes + self._uid.nbytes, "index": index}
@@ -525,15 +575,24 @@ class Gallery:
         emb = self._emb[: self._n]
         if self._wants_faiss():
             rows = self._synced_index().search(q, k)
+            short = (rows >= 0).sum(axis=1) < k  # too few live candidates: answer those queries exactly
+            if short.any():
+                exact = np.full((int(short.sum()), rows.shape[1]), -1, dtype=np.int64)
+                exact[:, :k] = self._exact(q[short], k)
+                rows[short] = exact
         else:
             self._faiss = None
-            with _blas_threads(self._cfg.blas_threads):
-                rows = _exact_top_k(emb, q, k)
-        # One formula for every backend and batch size, so a similarity never depends on how it was found.
+            rows = self._exact(q, k)
+        # Exact cosine of every candidate, one formula for every backend and batch size: a similarity never
+        # depends on how its row was found, and approximate candidates are re-ranked exactly.
         sims = np.einsum("bd,bkd->bk", q, emb[np.maximum(rows, 0)]).astype(np.float32)
         sims[rows < 0] = -np.inf
-        order = np.lexsort((rows, -sims), axis=-1)
+        order = np.lexsort((rows, -sims), axis=-1)[:, :k]
         return np.take_along_axis(sims, order, -1), np.take_along_axis(rows, order, -1)
+
+    def _exact(self, q: FloatArray, k: int) -> NDArray[np.int64]:
+        with _blas_threads(self._cfg.blas_threads):
+            return _exact_top_k(self._emb[: self._n], q, k)
 
     def _wants_faiss(self) -> bool:
         kind = self._cfg.index
@@ -542,24 +601,25 @@ class Gallery:
         above = self._cfg.faiss_above
         return self._n >= (above // 2 if self._faiss is not None else above)
 
-    def _synced_index(self) -> _HnswIndex:
+    def _synced_index(self) -> _FaissIndex:
         if self._faiss is None:
-            self._faiss = _HnswIndex(self._dim, self._hnsw_params)
+            kind = _PQIndex if self._cfg.faiss_kind == "pq" else _HnswIndex
+            self._faiss = kind(self._dim, self._cfg)
         self._faiss.sync(self._emb[: self._n])
         return self._faiss
 
-    def set_ef_search(self, ef_search: int) -> None:
-        """Change HNSW's search effort (recall vs latency) without rebuilding the graph."""
+    def tune(self, **search_settings: Any) -> None:
+        """Change search-time settings (``pq_candidates``, ``hnsw_ef_search``, ``blas_threads``) in place."""
+        allowed = {"pq_candidates", "hnsw_ef_search", "blas_threads"}
+        if set(search_settings) - allowed:
+            raise ValueError(f"tune takes {sorted(allowed)}, not {sorted(set(search_settings) - allowed)}")
         with self._lock:
             try:
-                self._cfg = GalleryConfig.model_validate(
-                    {**self._cfg.model_dump(), "hnsw_ef_search": ef_search}
-                )
+                self._cfg = GalleryConfig.model_validate(self._cfg.model_dump() | search_settings)
             except ValidationError as e:
                 raise ValueError(_validation_message(e)) from e
-            self._hnsw_params = HnswParams.from_config(self._cfg)
             if self._faiss is not None:
-                self._faiss.params = self._hnsw_params
+                self._faiss.cfg = self._cfg
 
     def rebuild_index(self) -> None:
         """Build the FAISS index now (it is otherwise built on the first search that needs it)."""

@@ -548,3 +548,22 @@ def test_adapt_on_pets09_with_our_tracker(
     assert f"head: {out} (1280 -> {head.output_dim}-d)" in text
     emb = OnnxEmbedder(EmbedderConfig(head=out), CPU, mobilenet_model.parent.parent)
     assert emb.dim == head.output_dim
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_adapt_bench_smoke(tmp_path: Path, mobilenet_model: Path, ssdlite_model: Path) -> None:
+    from _data import clip_args, load_benchmark
+
+    bench = load_benchmark("adapt_bench")
+    args = clip_args(ssdlite_model.parent.parent)
+    args += ["--out", str(tmp_path), "--split", "60", "--end", "200", "--segment", "20", "--stride", "10"]
+    args += ["--junk", "5", "--refs-per-id", "2", "--seeds", "0", "--steps", "10", "--no-progress"]
+    assert bench.main(args) == 0
+    md = (tmp_path / "results.md").read_text(encoding="utf-8")
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| features")]
+    assert len(rows) == 6 and rows[0].startswith("| raw embedder")
+    for row in rows:
+        mean_ap = float(row.split("|")[2].split()[0])
+        assert 0.0 <= mean_ap <= 100.0
+    assert "max |diff|" in md and list((tmp_path / "reference").glob("person_*--*.png"))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from _data import load_benchmark, require_pets09
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
@@ -357,3 +360,43 @@ def test_all_finite_in_blocks() -> None:
     assert codec.all_finite(a, chunk=100)
     a[250, 3] = np.inf
     assert not codec.all_finite(a, chunk=100)
+
+
+# ---------------------------------------------------------------------------------------------- benchmark
+
+
+def test_codec_bench_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bench = load_benchmark("codec_bench")
+    out = tmp_path / "codec.json"
+    assert (
+        bench.main(
+            ["--skip-accuracy", "--repeats", "1", "--speed-vectors", "20", "--inner", "5", "--out", str(out)]
+        )
+        == 0
+    )
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    assert doc["sizes_512"]["float32"] == 2048 and doc["sizes_512"]["float16"] == 1024
+    assert doc["sizes_512"]["int8"] == 512 + 4
+    assert {(r["vectors"], r["dtype"], r["zlib"]) for r in doc["speed"]} == {
+        (n, dt, z) for n in (1, 20) for dt in ("float32", "float16", "int8") for z in (False, True)
+    }
+    assert all(r["encode_ms"] > 0 and r["decode_ms"] > 0 for r in doc["speed"])
+    assert "skipped: --skip-accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.shared_data
+def test_codec_bench_accuracy_on_real_embeddings(tmp_path: Path, mobilenet_model: Path) -> None:
+    pets = require_pets09()
+    bench = load_benchmark("codec_bench")
+    out = tmp_path / "codec.json"
+    args = ["--video", str(pets / "vtest.avi"), "--gt", str(pets / "gt" / "gt.txt")]
+    args += ["--models-dir", str(mobilenet_model.parents[1]), "--stride", "40", "--max-crops", "60"]
+    assert (
+        bench.main([*args, "--repeats", "1", "--speed-vectors", "5", "--inner", "2", "--out", str(out)]) == 0
+    )
+    acc = json.loads(out.read_text(encoding="utf-8"))["accuracy"]
+    assert "skipped" not in acc, acc
+    assert acc["crops"] == 60 and acc["dim"] == 1280 and acc["gallery"] + acc["queries"] <= 60
+    f16, i8 = acc["results"]["float16"], acc["results"]["int8"]
+    assert f16["mean_abs_dsim"] < i8["mean_abs_dsim"] < 0.01
+    assert 0.9 <= i8["top5_agreement"] <= 1.0 and 0.0 <= i8["rank1_accuracy"] <= 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -16,9 +16,10 @@ from numpy.typing import NDArray
 from daemon import codec, gallery
 from daemon.config import GalleryConfig
 from daemon.errors import DataError
-from daemon.gallery import Gallery, HnswParams, Match, SearchResult
+from daemon.gallery import Gallery, Match, SearchResult
 
 D = 16
+FaissKind = Literal["pq", "hnsw"]
 F32 = NDArray[np.float32]
 
 
@@ -156,7 +157,6 @@ def test_add_many_and_search_validation() -> None:
         ({"max_per_label": 0}, "max_per_label"),
         ({"drop_policy": "drop_all"}, "drop_policy"),
         ({"index": "annoy"}, "index"),
-        ({"hnsw": HnswParams(2, 40, 64, 0.3)}, "hnsw_m"),
     ],
 )
 def test_constructor_validation(kw: dict[str, Any], message: str) -> None:
@@ -309,9 +309,12 @@ def recall_at_k(exact: list[SearchResult], approx: list[SearchResult], k: int) -
     return sum(hits) / (k * len(exact))
 
 
-def test_faiss_matches_exact_search() -> None:
+@pytest.mark.parametrize("kind", ["pq", "hnsw"])
+def test_faiss_matches_exact_search(kind: FaissKind) -> None:
     labels, x = clustered(200, 10, d=32, noise=0.5)
-    exact, approx = Gallery(32, index="exact", threshold=-1), Gallery(32, index="faiss", threshold=-1)
+    tuning = GalleryConfig(faiss_kind=kind)
+    exact = Gallery(32, index="exact", threshold=-1)
+    approx = Gallery(32, index="faiss", threshold=-1, tuning=tuning)
     exact.add_many(labels, x)
     approx.add_many(labels, x)
     q = clustered(200, 1, d=32, noise=0.5, seed=0)[1][:100]
@@ -323,49 +326,66 @@ def test_faiss_matches_exact_search() -> None:
         assert len(res.matches) == 5
         for m in res.matches:
             assert m.similarity == pytest.approx(float(approx.embeddings[m.index] @ qn[i]), abs=1e-5)
-    assert approx.memory_bytes()["index"] > 2000 * 32 * 4
+    assert approx.memory_bytes()["index"] > 0
+    assert isinstance(approx._faiss, gallery._PQIndex if kind == "pq" else gallery._HnswIndex)
 
 
-def test_faiss_stays_correct_through_removals_evictions_and_rebuilds() -> None:
-    labels, x = clustered(100, 6, d=32, noise=0.4, seed=1)
-    hnsw = HnswParams(16, 40, 64, 0.1)  # rebuild once 10 % of the nodes are tombstones
+@pytest.mark.parametrize("kind", ["pq", "hnsw"])
+def test_faiss_stays_correct_through_removals_evictions_and_rebuilds(kind: FaissKind) -> None:
+    labels, x = clustered(200, 6, d=32, noise=0.4, seed=1)  # 1200 rows: PQ trains (>= 1024)
+    tuning = GalleryConfig(faiss_kind=kind, rebuild_fraction=0.1, hnsw_m=16, hnsw_ef_search=64)
     kw: dict[str, Any] = {"max_per_label": 6, "drop_policy": "drop_oldest", "threshold": -1}
-    exact, approx = Gallery(32, index="exact", **kw), Gallery(32, index="faiss", hnsw=hnsw, **kw)
+    exact, approx = Gallery(32, index="exact", **kw), Gallery(32, index="faiss", tuning=tuning, **kw)
     rng = np.random.default_rng(9)
     q = x[rng.choice(len(x), 60, replace=False)]
     for g in (exact, approx):
         g.add_many(labels, x)
         g.search_batch(q)  # build the index before the changes
-    more_labels, more = clustered(100, 2, d=32, noise=0.4, seed=2)
+    more_labels, more = clustered(200, 2, d=32, noise=0.4, seed=2)
     for step in range(4):
         for g in (exact, approx):
             g.remove(f"id{step}")
-            g.add_many(more_labels[step * 50 : step * 50 + 50], more[step * 50 : step * 50 + 50])  # evicts
+            g.add_many(more_labels[step * 80 : step * 80 + 80], more[step * 80 : step * 80 + 80])  # evicts
             for i in range(10):
                 g.add(f"new{step}", more[i])
         assert rows_by_label(exact) == rows_by_label(approx)
         r_exact, r_approx = exact.search_batch(q, k=5), approx.search_batch(q, k=5)
         assert recall_at_k(r_exact, r_approx, 5) >= 0.95
         for res in r_approx:
+            assert len(res.matches) == 5
             assert all(approx.labels[m.index] == m.label for m in res.matches)
     index = approx._faiss  # built once, then rebuilt as tombstones passed 10 %
     assert index is not None and index.builds >= 2
+
+
+def test_pq_below_training_size_and_growth_retrain() -> None:
+    rng = np.random.default_rng(4)
+    g = Gallery(D, index="faiss", threshold=-1)  # default kind: pq
+    g.add_many([f"a{i}" for i in range(50)], unit(rng, 50))
+    res = g.search(g.embeddings[7], k=3)
+    assert res.best is not None and res.best.index == 7  # a flat index stands in below 1024 rows
+    assert g._faiss is not None and g._faiss.builds == 1
+    g.add_many([f"b{i}" for i in range(2000)], unit(rng, 2000))
+    res = g.search(g.embeddings[1500], k=3)
+    assert res.best is not None and res.best.index == 1500
+    assert g._faiss.builds == 2  # grown more than 4x: rebuilt (and trained as PQ)
+    assert g.memory_bytes()["index"] < 2050 * D * 4  # 4-bit codes, not float copies
 
 
 def test_auto_switches_backend_with_hysteresis() -> None:
     rng = np.random.default_rng(3)
     g = Gallery(D, index="auto", faiss_above=100, threshold=-1)
     g.add_many([f"a{i}" for i in range(99)], unit(rng, 99))
-    assert g.backend == "exact"
+    before = g.backend
     g.add("b", unit(rng, 1)[0])
-    assert g.backend == "faiss"
+    assert (before, g.backend) == ("exact", "faiss")
     g.search(unit(rng, 1)[0])
     for i in range(40):
         g.remove(f"a{i}")
     assert len(g) == 60 and g.backend == "faiss"  # above half of faiss_above: keeps the index
     for i in range(40, 60):
         g.remove(f"a{i}")
-    assert g.backend == "exact"
+    assert str(g.backend) == "exact"
     res = g.search(g.embeddings[0], k=1)
     assert res.best is not None and res.best.index == 0
 
@@ -581,3 +601,19 @@ def test_npz_errors(tmp_path: Path) -> None:
     np.savez(shapes, settings=np.array(settings_), labels=np.array(["a", "b"]), embeddings=np.ones((1, 2)))
     with pytest.raises(DataError, match="inconsistent shapes"):
         Gallery.load(shapes)
+
+
+@pytest.mark.parametrize("kind", ["pq", "hnsw"])
+def test_tune_and_k_beyond_size(kind: FaissKind) -> None:
+    tuning = GalleryConfig(faiss_kind=kind, blas_threads=0)
+    g = Gallery(D, index="faiss", threshold=-1, tuning=tuning)
+    g.add_many(["a", "b", "c"], unit(np.random.default_rng(1), 3))
+    g.remove("b")
+    g.tune(hnsw_ef_search=4, pq_candidates=1)
+    assert g.config.hnsw_ef_search == 4 and g.config.pq_candidates == 1
+    res = g.search(g.embeddings[0], k=10)  # more than the gallery holds, with a tombstone in the index
+    assert sorted(m.label for m in res.matches) == ["a", "c"]
+    with pytest.raises(ValueError, match="hnsw_ef_search"):
+        g.tune(hnsw_ef_search=0)
+    with pytest.raises(ValueError, match="tune takes"):
+        g.tune(threshold=0.1)

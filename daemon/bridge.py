@@ -1,0 +1,906 @@
+"""The Valkey bridge: every camera worker publishes its tracks' exemplar embeddings to the fleet and receives
+the other cameras' — live through pub/sub, and from stored state when it starts late or reconnects.
+
+Messages (daemon/fleet_wire.py)
+    ``publish(FleetMessage)`` queues one message; a sender thread writes what is queued in signed batches (one
+    codec blob, HMAC-SHA256 with the fleet key, per round trip). Receivers get one ``FleetMessage`` per track
+    again. A receiver rejects, counts by reason (``Bridge.stats.rejected``) and logs at most once per
+    ``log_every_s`` what is unsigned, forged (wrong key, tampered), malformed, oversized, stale (sent more than
+    ``max_age_s`` ago; ``state_ttl_s`` for catch-up), from the future (beyond ``max_clock_skew_s``) or of an
+    unknown version. Nothing a peer, or anyone who reaches Valkey, sends can raise out of the receiver thread.
+    Messages are deduplicated per sender by their signed sequence numbers; own messages are skipped (before
+    decoding: the live payload names its sender).
+
+Stored state and key layout (daemon/fleet_store.py)
+    Per camera, under one hash tag ``{fleet/camera}`` (one Cluster slot, so each publish and each snapshot is
+    one atomic script, while different cameras spread over the Cluster): a *stream* of every batch the camera
+    sent, and *hashes* that map each live track to the batch holding its latest profile. Fleet-wide keys
+    (global-id counter, camera registry, the pub/sub channel) share ``{fleet}``.
+
+Why a stream *and* hashes
+    The stream is the ordered log: a worker that lost its connection replays it from the last entry id it saw
+    (every live payload carries its stream id), so it misses nothing published meanwhile, forget tombstones
+    included; it is bounded (MAXLEN ~) and expires (MINID ~, EXPIRE). But replaying a log on a cold start would
+    hand over every update of every track of the last hour; the hashes hold just the latest profile of each
+    track still alive (pruned after ``state_ttl_s``), which is what a new worker needs. So a worker starts from
+    the hashes (one script per camera: state plus the matching stream position), then follows pub/sub; after
+    a disconnection it replays the streams from where it stopped (and takes the hashes again when the stream
+    was trimmed past that point).
+
+Why pub/sub for live peers (and not XREAD BLOCK)
+    Pub/sub delivers every camera's batches over one connection and one subscription, on one node or across a
+    Cluster, without polling N streams; one XREAD BLOCK over many streams cannot span Cluster slots. On loopback
+    both wake within a fraction of a millisecond (benchmarks/bridge_bench.py measures them side by side).
+
+Valkey away
+    ``publish`` never blocks and never raises for a connection problem: messages wait in a bounded backlog
+    (``backlog_size``; beyond it the oldest are dropped and counted) that the sender writes when Valkey is back;
+    it reconnects with capped exponential backoff. ``forget`` requests wait in their own queue (never dropped)
+    behind what was published before them. ``allocate_global_id`` needs Valkey (BridgeError when away).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from types import TracebackType
+from typing import Any, cast, get_args
+
+from daemon import codec
+from daemon.config import BridgeConfig
+from daemon.errors import ConfigError, DaemonError
+from daemon.fleet_store import ERASE_LUA, PUBLISH_LUA, SNAPSHOT_LUA, FleetKeys
+from daemon.fleet_wire import (
+    NAME,
+    Batch,
+    FleetMessage,
+    MessageKind,
+    MessageRejected,
+    RejectReason,
+    decode_batch,
+    decode_message,
+    encode_batch,
+    encode_message,
+    freshness,
+    with_fields,
+)
+from daemon.valkey_server import EmbeddedValkey
+
+__all__ = [
+    "Backoff",
+    "Batch",
+    "Bridge",
+    "BridgeError",
+    "BridgeStats",
+    "FleetKeys",
+    "FleetMessage",
+    "MessageKind",
+    "MessageRejected",
+    "Rejections",
+    "connect",
+    "decode_batch",
+    "decode_message",
+    "encode_batch",
+    "encode_message",
+    "freshness",
+    "signing_key",
+    "stream_entries",
+]
+
+logger = logging.getLogger(__name__)
+
+MIN_KEY_BYTES = 16
+REGISTRY_REFRESH_S = 1.0  # a publishing camera refreshes its entry in the fleet registry this often
+CATCHUP_PAGE = 200  # stream entries (batches) per XRANGE while replaying
+ERASE_PAGE = 1000  # stream entries a forget script scans per call (bounds the time Valkey is busy)
+MAX_SENDERS = 65_536  # senders whose last sequence number is remembered (LRU)
+MAX_FORGOTTEN = 65_536  # forgotten global ids remembered, so late profiles of them are dropped
+LIVE_POLL_S = 0.1  # the receiver wakes this often to notice close()
+ITEM_META_BYTES = 160  # meta JSON bytes one message adds to a batch, at most (with a short label)
+_STREAM_ID = re.compile(rb"^\d{1,20}-\d{1,20}$")
+
+
+class BridgeError(DaemonError):
+    """The bridge cannot do what was asked (Valkey unreachable for an id, a full forget queue)."""
+
+
+def signing_key(cfg: BridgeConfig) -> bytes | None:
+    """The fleet key of ``cfg`` (None only with allow_unsigned); ConfigError when missing, unreadable, short."""
+    if cfg.signing_key is None:
+        if cfg.allow_unsigned:
+            return None
+        raise ConfigError(
+            "bridge.signing_key is not set: give the fleet key (signing_key: {env: NAME} | {credential: NAME} | "
+            "{value: ...}), or set bridge.allow_unsigned: true for a local experiment"
+        )
+    key = cfg.signing_key.resolve("bridge.signing_key")
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(
+            f"bridge.signing_key: the fleet key is {len(key)} bytes; use at least {MIN_KEY_BYTES}"
+        )
+    return key
+
+
+# ------------------------------------------------------------------------------------------------ client
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    import valkey.exceptions as ve
+
+    return (ve.ValkeyError, OSError)
+
+
+def connect(cfg: BridgeConfig, url: str, password: bytes | None = None) -> Any:
+    """A valkey-py client (or Cluster client) for ``url`` with the timeouts, AUTH and TLS settings of ``cfg``.
+
+    Connections are opened lazily by valkey-py; retries are off (the bridge has its own backoff).
+    """
+    import valkey
+    from valkey.backoff import NoBackoff
+    from valkey.cluster import ValkeyCluster
+    from valkey.retry import Retry
+
+    url = _tls_url(cfg, url)
+    kwargs: dict[str, Any] = {
+        "socket_timeout": cfg.socket_timeout_s,
+        "socket_connect_timeout": cfg.connect_timeout_s,
+    }
+    if not url.startswith("unix://"):
+        kwargs["socket_keepalive"] = True
+    if cfg.username is not None:
+        kwargs["username"] = cfg.username
+    if password is not None:
+        kwargs["password"] = password.decode("utf-8")
+    if url.split("://", 1)[0] in ("rediss", "valkeys"):
+        kwargs.update(_tls_kwargs(cfg))
+    if cfg.cluster:
+        return ValkeyCluster.from_url(url, **kwargs)  # type: ignore[no-untyped-call]
+    return valkey.Valkey.from_url(url, retry=Retry(NoBackoff(), 0), **kwargs)
+
+
+def _tls_url(cfg: BridgeConfig, url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigError(
+            f"bridge.url {url!r} has no scheme (redis://, rediss://, valkey://, valkeys://, unix://)"
+        )
+    if scheme not in ("redis", "rediss", "valkey", "valkeys", "unix"):
+        raise ConfigError(f"bridge.url: unknown scheme {scheme!r} (redis, rediss, valkey, valkeys, unix)")
+    if not cfg.tls.enabled:
+        return url
+    if scheme == "unix":
+        raise ConfigError("bridge.tls.enabled is set but bridge.url is a unix socket (TLS needs TCP)")
+    return {"redis": "rediss", "valkey": "valkeys"}.get(scheme, scheme) + "://" + rest
+
+
+def _tls_kwargs(cfg: BridgeConfig) -> dict[str, Any]:
+    tls = cfg.tls
+    for name in ("ca", "cert", "key"):
+        path = getattr(tls, name)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"bridge.tls.{name}: file not found: {path}")
+    out: dict[str, Any] = {
+        "ssl_cert_reqs": "required" if tls.verify else "none",
+        "ssl_check_hostname": tls.verify,
+    }
+    if tls.ca is not None:
+        out["ssl_ca_certs"] = str(tls.ca)
+    if tls.cert is not None and tls.key is not None:
+        out["ssl_certfile"], out["ssl_keyfile"] = str(tls.cert), str(tls.key)
+    return out
+
+
+def _server_ms(client: Any) -> int:
+    sec, usec = client.time()
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+def _stream_id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+class Backoff:
+    """Capped exponential delays: initial, 2x, 4x ... up to ``maximum``; ``jitter`` scales each into [d/2, d]."""
+
+    def __init__(self, initial: float, maximum: float, jitter: bool = True) -> None:
+        if not 0 < initial <= maximum:
+            raise ValueError(f"need 0 < initial <= maximum, got {initial}, {maximum}")
+        self.initial, self.maximum, self.jitter = initial, maximum, jitter
+        self._next = initial
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self.maximum)
+        return delay * random.uniform(0.5, 1.0) if self.jitter else delay
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+
+class _RateLimitedLog:
+    """One warning per key per ``every_s``; the ones held back are counted into the next."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def warn(self, key: str, text: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -math.inf) < self.every_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return
+        held = self._held.pop(key, 0)
+        self._last[key] = now
+        suffix = f" ({held} more like this since the last report)" if held else ""
+        logger.warning(text + suffix, *args)
+
+
+@dataclass(frozen=True)
+class Rejections:
+    """Received messages rejected, by reason."""
+
+    unsigned: int = 0
+    forged: int = 0
+    malformed: int = 0
+    oversized: int = 0
+    stale: int = 0
+    future: int = 0
+    version: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(getattr(self, f.name) for f in fields(self))
+
+
+@dataclass(frozen=True)
+class BridgeStats:
+    """Counters of one bridge since it started (a snapshot; ``Bridge.stats`` makes a new one)."""
+
+    connected: bool  # the sender holds a working connection
+    subscribed: bool  # the receiver is subscribed and caught up
+    published: int  # messages accepted by publish() / forget()
+    sent: int  # messages written to Valkey
+    backlog: int  # messages waiting to be written now
+    dropped: int  # messages dropped because the backlog was full (the oldest go)
+    unsendable: int  # messages that could not be encoded within max_message_bytes
+    received: int  # messages delivered (live and catch-up)
+    caught_up: int  # of those, delivered by a catch-up (state snapshot or stream replay)
+    own: int  # own batches that came back, skipped (recognised by sender id before decoding)
+    duplicates: int  # messages seen before (same sender and sequence number)
+    forgotten: int  # profiles of a forgotten global id dropped
+    inbox_dropped: int  # delivered messages dropped because nobody called receive() in time
+    callback_errors: int  # on_message raised (logged)
+    reconnects: int  # connections lost (sender or receiver)
+    erased: int  # stream entries and track states deleted by forget
+    rejected: Rejections
+
+
+_COUNTERS = tuple(
+    f.name for f in fields(BridgeStats) if f.name not in ("connected", "subscribed", "backlog", "rejected")
+)
+
+
+# ------------------------------------------------------------------------------------------------ bridge
+
+
+MessageCallback = Callable[[FleetMessage], None]
+
+
+class Bridge:
+    """One camera's connection to the fleet (see the module docstring).
+
+    ``start()`` connects (starting an embedded Valkey when ``cfg.url`` is null), announces the camera with a
+    ``hello`` and catches up; ``publish`` / ``forget`` queue messages for the sender thread; received messages
+    go to ``on_message`` (called on the receiver thread; keep it short) or, without one, to a bounded inbox
+    read with ``receive`` / ``drain``. ``receive=False`` makes a publish-only bridge (no receiver thread: tools,
+    simulated cameras). Thread-safe. A context manager (``close`` on exit).
+    """
+
+    def __init__(
+        self,
+        cfg: BridgeConfig,
+        camera: str,
+        on_message: MessageCallback | None = None,
+        *,
+        receive: bool = True,
+    ) -> None:
+        if not NAME.match(camera):
+            raise ConfigError(f"camera name {camera!r}: use 1-200 characters of [A-Za-z0-9_.@-]")
+        self.cfg = cfg
+        self.camera = camera
+        self.keys = FleetKeys(cfg.fleet)
+        self._key = signing_key(cfg)
+        self._password = cfg.password.resolve("bridge.password") if cfg.password is not None else None
+        self.sender_id = uuid.uuid4().hex
+        self._sender_bytes = self.sender_id.encode("ascii")
+        self._on_message = on_message
+        self._receives = receive
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._outbox: deque[FleetMessage] = deque()
+        self._erase: deque[FleetMessage] = deque()
+        self._in_flight = 0
+        self._inbox: deque[FleetMessage] = deque(maxlen=cfg.inbox_size)
+        self._inbox_ready = threading.Condition(threading.Lock())
+        self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._rejected = dict.fromkeys(get_args(RejectReason), 0)
+        self._connected = False
+        self._subscribed = threading.Event()
+        self._stop = threading.Event()
+        self._log = _RateLimitedLog(cfg.log_every_s)
+        self._last_ids: dict[str, str] = {}
+        self._max_seq: OrderedDict[str, int] = OrderedDict()
+        self._forgets_seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._forgotten: OrderedDict[int, None] = OrderedDict()
+        self._forgotten_lock = threading.Lock()
+        self._registry_at = -math.inf
+        self._embedded: EmbeddedValkey | None = None
+        self._url: str | None = cfg.url
+        self._command: Any = None
+        self._threads: list[threading.Thread] = []
+
+    # -------------------------------------------------------------------------------------- lifecycle
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise BridgeError("the bridge has not started (no URL yet)")
+        return self._url
+
+    def start(self, wait_s: float | None = None) -> Bridge:
+        """Start the sender (and receiver) threads; with ``wait_s``, wait that long for the first catch-up."""
+        if self._threads:
+            raise BridgeError("the bridge is already started")
+        if self._url is None:
+            self._embedded = EmbeddedValkey(self.cfg.embedded_transport).start()
+            self._url = self._embedded.url
+        connect(self.cfg, self._url, self._password).close()  # checks URL and TLS settings before the threads
+        loops = [(self._send_loop, "send")] + ([(self._receive_loop, "receive")] if self._receives else [])
+        for target, name in loops:
+            t = threading.Thread(target=target, name=f"bridge-{self.camera}-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        if not self._receives:
+            self._subscribed.set()
+        self.publish(FleetMessage("hello", self.camera, timestamp=time.time()))
+        if wait_s is not None:
+            self.wait_ready(wait_s)
+        return self
+
+    def wait_ready(self, timeout: float) -> bool:
+        """True once the receiver is subscribed and has caught up (False after ``timeout`` seconds)."""
+        return self._subscribed.wait(timeout)
+
+    def close(self, flush_s: float = 1.0) -> None:
+        """Write what is queued (up to ``flush_s`` seconds), stop the threads, stop an embedded server."""
+        if self._threads:
+            self.flush(flush_s)
+        self._stop.set()
+        with self._work:
+            self._work.notify_all()
+        for t in self._threads:
+            t.join(self.cfg.socket_timeout_s + LIVE_POLL_S + 1.0)
+        self._threads = []
+        if self._command is not None:
+            self._command.close()
+            self._command = None
+        if self._embedded is not None:
+            self._embedded.close()
+            self._embedded = None
+
+    def __enter__(self) -> Bridge:
+        return self.start() if not self._threads else self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -------------------------------------------------------------------------------------- sending
+
+    def publish(self, msg: FleetMessage) -> int:
+        """Queue ``msg`` (this bridge's camera) for the fleet; returns its sequence number. Never blocks.
+
+        When the backlog is full the oldest queued message is dropped (counted in ``stats.dropped``).
+        ValueError for a message that can never be sent (another camera, larger than max_message_bytes).
+        """
+        self._check_sendable(msg)
+        with self._work:  # numbered under the lock: the outbox stays in sequence order
+            stamped = self._stamp(msg)
+            if len(self._outbox) >= self.cfg.backlog_size:
+                self._outbox.popleft()
+                self._counts["dropped"] += 1
+            self._outbox.append(stamped)
+            self._counts["published"] += 1
+            self._work.notify()
+        return stamped.seq
+
+    def forget(self, global_id: int) -> None:
+        """Broadcast that ``global_id`` is forgotten and delete its stored state (log entries, track state).
+
+        Queued like a publish (done when Valkey is reachable; ``flush`` waits for it), behind the messages
+        published before it, and never dropped; BridgeError when ``backlog_size`` forgets are already waiting.
+        """
+        msg = FleetMessage("forget", self.camera, global_id=int(global_id), timestamp=time.time())
+        with self._work:
+            if len(self._erase) >= self.cfg.backlog_size:
+                raise BridgeError(
+                    f"{len(self._erase)} forget requests are waiting for Valkey; try again later"
+                )
+            self._erase.append(self._stamp(msg))
+            self._counts["published"] += 1
+            self._work.notify()
+        self._remember_forgotten(int(global_id))
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued has been written to Valkey; False if ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        with self._work:
+            while self._outbox or self._erase or self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    return False
+                self._work.wait(min(left, LIVE_POLL_S))
+        return True
+
+    def allocate_global_id(self) -> int:
+        """A new fleet-wide global id (INCR of one key: unique across processes); BridgeError if unreachable."""
+        try:
+            if self._command is None:
+                self._command = connect(self.cfg, self.url, self._password)
+            return int(self._command.incr(self.keys.counter))
+        except _transient_errors() as e:
+            raise BridgeError(
+                f"cannot allocate a global id: Valkey at {self.url} is unreachable ({e})"
+            ) from e
+
+    def _stamp(self, msg: FleetMessage) -> FleetMessage:
+        """``msg`` with this bridge's sender id and the next sequence number (call under the lock)."""
+        return with_fields(msg, sender=self.sender_id, seq=next(self._seq), sent_at=0.0, stream_id="")
+
+    def _check_sendable(self, msg: FleetMessage) -> None:
+        if msg.camera != self.camera:
+            raise ValueError(
+                f"this bridge publishes for camera {self.camera!r}, the message is from {msg.camera!r}"
+            )
+        if _estimate(msg, self._item_bytes) + codec.HEADER_SIZE + codec.TAG_SIZE > self.cfg.max_message_bytes:
+            k, d = msg.embeddings.shape
+            raise ValueError(
+                f"{k}x{d} {self.cfg.publish_dtype} embeddings exceed bridge.max_message_bytes "
+                f"({self.cfg.max_message_bytes})"
+            )
+
+    @property
+    def _item_bytes(self) -> int:
+        return 2 if self.cfg.publish_dtype == "float16" else 4
+
+    def _send_loop(self) -> None:
+        backoff = Backoff(self.cfg.reconnect_initial_s, self.cfg.reconnect_max_s)
+        client: Any = None
+        while True:
+            batch, erase = self._take_work()
+            if not batch and erase is None:
+                break
+            try:
+                if client is None:
+                    client = connect(self.cfg, self.url, self._password)
+                if erase is not None:
+                    self._do_erase(client, erase)
+                self._write(client, batch)
+                self._set_connected(True)
+                backoff.reset()
+                self._done(batch, erase, ok=True)
+            except (
+                Exception
+            ) as e:  # Valkey away (expected) or a bug (logged with its trace): retry, never die
+                self._done(batch, erase, ok=False)
+                self._lost(client, "send", e)
+                client = None
+                if self._stop.wait(backoff.next()):
+                    break
+        if client is not None:
+            client.close()
+
+    def _take_work(self) -> tuple[list[FleetMessage], FleetMessage | None]:
+        """Up to publish_batch queued messages, or one forget request; ([], None) once stopped."""
+        with self._work:
+            while not (self._outbox or self._erase):
+                if self._stop.is_set():
+                    return [], None
+                self._work.wait(LIVE_POLL_S)
+            if self._stop.is_set():
+                return [], None
+            # A forget waits for what was published before it, so no older profile brings its state back.
+            limit = self._erase[0].seq if self._erase else math.inf
+            if self._erase and not (self._outbox and self._outbox[0].seq < limit):
+                self._in_flight = 1
+                return [], self._erase.popleft()
+            batch: list[FleetMessage] = []
+            while self._outbox and len(batch) < self.cfg.publish_batch and self._outbox[0].seq < limit:
+                batch.append(self._outbox.popleft())
+            self._in_flight = len(batch)
+            return batch, None
+
+    def _done(self, batch: list[FleetMessage], erase: FleetMessage | None, ok: bool) -> None:
+        with self._work:
+            self._in_flight = 0
+            if not ok:  # back to the front, oldest first, as far as the bound allows (the newest are kept)
+                room = max(0, self.cfg.backlog_size - len(self._outbox))
+                keep = batch[len(batch) - room :] if room < len(batch) else batch
+                self._counts["dropped"] += len(batch) - len(keep)
+                self._outbox.extendleft(reversed(keep))
+                if erase is not None:
+                    self._erase.appendleft(erase)
+            self._work.notify_all()
+
+    def _write(self, client: Any, msgs: list[FleetMessage]) -> None:
+        """Write ``msgs`` in as few signed batches as max_message_bytes allows, one script call each."""
+        log, *rest = self.keys.camera_keys(self.camera)
+        for chunk in self._chunks(msgs):
+            blob = self._encode(chunk)
+            if blob is None:
+                continue
+            profiles = [m for m in chunk if m.kind == "profile"]
+            gids = {m.global_id for m in profiles if m.global_id is not None}
+            args: list[Any] = [
+                self.cfg.stream_maxlen,
+                self.cfg.state_ttl_s,
+                self.keys.channel,
+                self.sender_id,
+            ]
+            args += [blob, "".join(f",{g}" for g in sorted(gids)) + "," if gids else ""]
+            for m in profiles:
+                gid = "" if m.global_id is None else str(m.global_id)
+                args += [str(m.track_id), gid, "1" if m.embeddings.shape[0] else "0"]
+            client.eval(PUBLISH_LUA, 5, log, *rest, *args)
+            self._count("sent", len(chunk))
+        if time.monotonic() - self._registry_at >= REGISTRY_REFRESH_S:
+            now_ms = int(time.time() * 1000)
+            client.zadd(self.keys.cameras, {self.camera: now_ms})
+            client.zremrangebyscore(self.keys.cameras, "-inf", now_ms - self.cfg.state_ttl_s * 1000)
+            self._registry_at = time.monotonic()
+
+    def _chunks(self, msgs: list[FleetMessage]) -> Iterable[list[FleetMessage]]:
+        """Runs of ``msgs`` of one embedding dim whose estimated batch size fits max_message_bytes."""
+        budget = self.cfg.max_message_bytes - codec.HEADER_SIZE - codec.TAG_SIZE - ITEM_META_BYTES
+        chunk: list[FleetMessage] = []
+        size, dim = 0, None
+        for m in msgs:
+            m_dim = m.embeddings.shape[1] if m.embeddings.shape[0] else dim
+            need = _estimate(m, self._item_bytes)
+            if chunk and (size + need > budget or (dim is not None and m_dim is not None and m_dim != dim)):
+                yield chunk
+                chunk, size, dim = [], 0, None
+            chunk.append(m)
+            size += need
+            dim = dim if m_dim is None else m_dim
+        if chunk:
+            yield chunk
+
+    def _encode(self, chunk: list[FleetMessage]) -> bytes | None:
+        """The signed blob of ``chunk``; None (counted, logged) when it cannot be sent as configured."""
+        try:
+            blob = encode_batch(chunk, self._key, self.cfg.publish_dtype, sent_at=time.time())
+        except ValueError as e:  # beyond float16's range
+            problem = str(e)
+        else:
+            if len(blob) <= self.cfg.max_message_bytes:
+                return blob
+            problem = f"{len(blob)} bytes exceed bridge.max_message_bytes ({self.cfg.max_message_bytes})"
+        self._count("unsendable", len(chunk))
+        self._log.warn(
+            "unsendable", "bridge %s: %d message(s) cannot be sent: %s", self.camera, len(chunk), problem
+        )
+        return None
+
+    def _do_erase(self, client: Any, msg: FleetMessage) -> None:
+        self._write(client, [msg])
+        gid = str(msg.global_id)
+        erased = 0
+        for cam in self._cameras(client):
+            start = "-"
+            while start:
+                deleted, nxt = client.eval(
+                    ERASE_LUA, 5, *self.keys.camera_keys(cam), gid, start, ERASE_PAGE, self.cfg.state_ttl_s
+                )
+                erased += int(deleted)
+                start = _text(nxt)
+        self._count("erased", erased)
+
+    def _cameras(self, client: Any) -> list[str]:
+        floor = _server_ms(client) - self.cfg.state_ttl_s * 1000
+        return [_text(c) for c in client.zrangebyscore(self.keys.cameras, floor, "+inf")]
+
+    # -------------------------------------------------------------------------------------- receiving
+
+    def receive(self, timeout: float | None = None) -> FleetMessage | None:
+        """The oldest received message, waiting up to ``timeout`` s (None = forever); None if none came."""
+        with self._inbox_ready:
+            if not self._inbox_ready.wait_for(lambda: bool(self._inbox), timeout):
+                return None
+            return self._inbox.popleft()
+
+    def drain(self) -> list[FleetMessage]:
+        """Every received message waiting now (oldest first)."""
+        with self._inbox_ready:
+            out = list(self._inbox)
+            self._inbox.clear()
+            return out
+
+    def _receive_loop(self) -> None:
+        backoff = Backoff(self.cfg.reconnect_initial_s, self.cfg.reconnect_max_s)
+        while not self._stop.is_set():
+            client: Any = None
+            try:
+                client = connect(self.cfg, self.url, self._password)
+                self._listen(client, backoff)
+            except (
+                Exception
+            ) as e:  # Valkey away (expected) or a bug (logged with its trace): retry, never die
+                self._lost(client, "receive", e)
+                client = None
+                self._subscribed.clear()
+                self._stop.wait(backoff.next())
+            finally:
+                if client is not None:
+                    client.close()
+
+    def _listen(self, client: Any, backoff: Backoff) -> None:
+        pubsub = client.pubsub()
+        try:
+            pubsub.subscribe(self.keys.channel)
+            while not self._stop.is_set():
+                item = pubsub.get_message(timeout=LIVE_POLL_S)
+                if item is None:
+                    continue
+                if item["type"] == "subscribe":  # first subscription, or valkey-py resubscribed after a drop
+                    self._catch_up(client)
+                    self._subscribed.set()
+                    backoff.reset()
+                elif item["type"] == "message":
+                    self._on_live(item["data"])
+        finally:
+            pubsub.close()
+
+    def _catch_up(self, client: Any) -> None:
+        for cam in dict.fromkeys([*self._cameras(client), *self._last_ids]):
+            last = self._last_ids.get(cam)
+            if last is None:
+                self._snapshot(client, cam)
+            else:
+                self._replay(client, cam, last)
+
+    def _snapshot(self, client: Any, cam: str) -> None:
+        """Deliver the latest profile of each live track of ``cam`` and remember the matching stream position."""
+        reply = client.eval(SNAPSHOT_LUA, 5, *self.keys.camera_keys(cam), self.cfg.state_ttl_s)
+        n = int(reply[1])
+        refs = [(_text(reply[2 + 2 * i]), _text(reply[3 + 2 * i])) for i in range(n)]
+        blobs = reply[2 + 2 * n :]
+        batches = {_text(blobs[i]): self._decode(blobs[i + 1], live=False) for i in range(0, len(blobs), 2)}
+        msgs = []
+        for track, batch_id in refs:
+            latest = _latest_profile(batches.get(batch_id), track)
+            if latest is not None:
+                msgs.append(with_fields(latest, stream_id=batch_id))
+        for msg in sorted(msgs, key=lambda m: (m.sender, m.seq)):
+            self._accept(msg, caught_up=True)
+        self._last_ids[cam] = _text(reply[0])
+
+    def _replay(self, client: Any, cam: str, last: str) -> None:
+        log = self.keys.log(cam)
+        first = client.xrange(log, "-", "+", count=1)
+        if first and _stream_id_key(_text(first[0][0])) > _stream_id_key(last):
+            self._snapshot(client, cam)  # the stream was trimmed past our position: take the latest state too
+        start = "(" + last
+        while True:
+            entries = client.xrange(log, start, "+", count=CATCHUP_PAGE)
+            for entry_id, entry in entries:
+                self._last_ids[cam] = _text(entry_id)
+                if entry.get(b"s") == self._sender_bytes:
+                    self._count("own")
+                    continue
+                self._accept_batch(self._decode(entry.get(b"m", b""), live=False), _text(entry_id), True)
+            if len(entries) < CATCHUP_PAGE:
+                return
+            start = "(" + _text(entries[-1][0])
+
+    def _on_live(self, data: bytes) -> None:
+        parts = data.split(b"|", 2)
+        if len(parts) != 3 or not _STREAM_ID.match(parts[0]) or len(parts[1]) > 64:
+            self._reject("malformed", "a live message without its '<stream id>|<sender>|' prefix")
+            return
+        stream_id = parts[0].decode("ascii")
+        if parts[1] == self._sender_bytes:  # an own batch: skipped before decoding (saves the work)
+            self._last_ids[self.camera] = stream_id
+            self._count("own")
+            return
+        batch = self._decode(parts[2], live=True)
+        if batch is not None:
+            self._last_ids[batch.camera] = stream_id
+            self._accept_batch(batch, stream_id, False)
+
+    def _decode(self, blob: bytes, live: bool) -> Batch | None:
+        try:
+            batch = decode_batch(blob, self._key, self.cfg.max_message_bytes)
+        except MessageRejected as e:
+            self._reject(e.reason, e.detail)
+            return None
+        max_age = self.cfg.max_age_s if live else max(self.cfg.max_age_s, float(self.cfg.state_ttl_s))
+        reason = freshness(batch.sent_at, time.time(), max_age, self.cfg.max_clock_skew_s)
+        if reason is not None:
+            self._reject(reason, f"sent at {batch.sent_at:.3f} by {batch.camera}/{batch.sender[:8]}")
+            return None
+        return batch
+
+    def _accept_batch(self, batch: Batch | None, stream_id: str, caught_up: bool) -> None:
+        if batch is None:
+            return
+        for msg in batch.messages:
+            self._accept(with_fields(msg, stream_id=stream_id), caught_up)
+
+    def _accept(self, msg: FleetMessage, caught_up: bool) -> None:
+        if msg.sender == self.sender_id:
+            self._count("own")
+            return
+        if self._is_duplicate(msg):
+            self._count("duplicates")
+            return
+        if msg.kind == "forget" and msg.global_id is not None:
+            self._remember_forgotten(msg.global_id)
+        elif msg.kind == "profile" and self._is_forgotten(msg.global_id):
+            self._count("forgotten")
+            return
+        self._count("received")
+        if caught_up:
+            self._count("caught_up")
+        self._deliver(msg)
+
+    def _is_duplicate(self, msg: FleetMessage) -> bool:
+        """Per sender, profiles and hellos count in sequence order; forgets (idempotent) by their own number."""
+        if msg.kind == "forget":
+            key = (msg.sender, msg.seq)
+            if key in self._forgets_seen:
+                return True
+            self._forgets_seen[key] = None
+            _bound(self._forgets_seen, MAX_FORGOTTEN)
+            return False
+        if msg.seq <= self._max_seq.get(msg.sender, 0):
+            return True
+        self._max_seq[msg.sender] = msg.seq
+        self._max_seq.move_to_end(msg.sender)
+        _bound(self._max_seq, MAX_SENDERS)
+        return False
+
+    def _remember_forgotten(self, global_id: int) -> None:
+        with self._forgotten_lock:
+            self._forgotten[global_id] = None
+            self._forgotten.move_to_end(global_id)
+            _bound(self._forgotten, MAX_FORGOTTEN)
+
+    def _is_forgotten(self, global_id: int | None) -> bool:
+        with self._forgotten_lock:
+            return global_id is not None and global_id in self._forgotten
+
+    def _deliver(self, msg: FleetMessage) -> None:
+        if self._on_message is None:
+            with self._inbox_ready:
+                if len(self._inbox) == self._inbox.maxlen:
+                    self._count("inbox_dropped")
+                self._inbox.append(msg)
+                self._inbox_ready.notify()
+            return
+        try:
+            self._on_message(msg)
+        except Exception:  # a consumer's bug must not stop the fleet feed: counted and logged with its trace
+            self._count("callback_errors")
+            logger.exception("bridge: on_message raised for %s/%d", msg.camera, msg.track_id)
+
+    # -------------------------------------------------------------------------------------- stats
+
+    @property
+    def stats(self) -> BridgeStats:
+        with self._work:
+            counts = dict(self._counts)
+            backlog = len(self._outbox) + len(self._erase) + self._in_flight
+            rejected = Rejections(**self._rejected)
+        return BridgeStats(
+            connected=self._connected,
+            subscribed=self._subscribed.is_set(),
+            backlog=backlog,
+            rejected=rejected,
+            **counts,
+        )
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def _reject(self, reason: RejectReason, detail: str) -> None:
+        with self._lock:
+            self._rejected[reason] += 1
+        self._log.warn(
+            f"reject-{reason}", "bridge %s: rejected a %s message: %s", self.camera, reason, detail
+        )
+
+    def _set_connected(self, value: bool) -> None:
+        if value and not self._connected:
+            logger.info("bridge %s: connected to Valkey at %s", self.camera, _safe_url(self.url))
+        self._connected = value
+
+    def _lost(self, client: Any, side: str, error: BaseException) -> None:
+        """Close a broken client after an error; count and log the loss."""
+        if side == "send":
+            self._set_connected(False)
+            self._registry_at = (
+                -math.inf
+            )  # register again once back: a restarted Valkey has lost the registry
+        self._count("reconnects")
+        if not isinstance(error, _transient_errors()):
+            logger.error("bridge %s: unexpected error on the %s thread", self.camera, side, exc_info=error)
+        self._log.warn(
+            f"lost-{side}", "bridge %s: Valkey %s failed (%s); reconnecting", self.camera, side, error
+        )
+        if client is not None:
+            try:
+                client.close()
+            except _transient_errors() as e:
+                logger.debug("bridge %s: closing a broken client: %s", self.camera, e)
+
+
+def _estimate(msg: FleetMessage, item_bytes: int) -> int:
+    """Bytes ``msg`` adds to a batch blob: its vectors and its meta entry (label included)."""
+    k, d = (int(n) for n in msg.embeddings.shape)
+    return k * d * item_bytes + ITEM_META_BYTES + (len(msg.label.encode("utf-8")) if msg.label else 0)
+
+
+def _latest_profile(batch: Batch | None, track: str) -> FleetMessage | None:
+    """The last profile with exemplars of track ``track`` (a decimal string) in ``batch``."""
+    if batch is None:
+        return None
+    found = [
+        m
+        for m in batch.messages
+        if m.kind == "profile" and m.embeddings.shape[0] and str(m.track_id) == track
+    ]
+    return found[-1] if found else None
+
+
+def _bound(d: OrderedDict[Any, Any], size: int) -> None:
+    while len(d) > size:
+        d.popitem(last=False)
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without a password."""
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+
+
+def stream_entries(client: Any, keys: FleetKeys, camera: str) -> Iterable[tuple[str, dict[bytes, bytes]]]:
+    """Every entry of ``camera``'s log (tools and tests): (id, fields)."""
+    start = "-"
+    while True:
+        entries = client.xrange(keys.log(camera), start, "+", count=CATCHUP_PAGE)
+        for entry_id, entry in entries:
+            yield _text(entry_id), cast(dict[bytes, bytes], entry)
+        if len(entries) < CATCHUP_PAGE:
+            return
+        start = "(" + _text(entries[-1][0])

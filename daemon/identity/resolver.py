@@ -1,0 +1,688 @@
+"""One camera's identity resolver: which person each track is, fleet-wide. Pure: no I/O, no clock, no sockets.
+
+Per frame (``update``), for the camera's reported tracks:
+
+1. **Observe.** A track's embedding of this frame (the row ``det_index`` of the frame's embeddings; a zero
+   row means "not embedded") is offered to its :class:`TrackProfile` with the box's quality
+   (daemon/identity/quality.py). Only tracks with a new accepted observation (or that just lost their id)
+   are *decided* this frame; the others keep their identity.
+2. **Match, in order**, as one-to-one assignments over the tracks being decided (Hungarian, maximising the
+   total similarity above the threshold): (a) named identities of the local gallery, (b) the fleet's
+   identities (remote tracks received through ``ingest_remote`` and this camera's own past tracks; a track
+   is never compared with its own exemplars; a best match closer than ``fleet_distinct_margin`` to the
+   runner-up counts as no match), (c) a new global id from the injected allocator, only for a
+   track with ``new_min_observations`` observations and a best quality of ``new_min_quality``; otherwise
+   it stays ``pending``.
+3. **Guards.** Ids held by the other tracks of the frame are excluded, so two co-visible tracks never share
+   an id (after a label merge or a lost track's return, the track that took the id first keeps it). An id
+   claimed by another camera is excluded while that claim is live (unless the views overlap), and until the
+   minimum travel time from there has passed (daemon/identity/travel.py); when two far-apart cameras took
+   one id at the same moment, the one that took it later releases it as soon as it hears of the other.
+   Hysteresis: a track's current identity gets ``hysteresis_margin`` added, and a challenger must win
+   ``hysteresis_count`` consecutive decisions before the identity changes (when holding tracks keep their
+   ids, the rest are re-assigned around them).
+4. **Publish** a :class:`ProfileUpdate` when a track's identity is decided or changes, when its exemplars
+   changed (at most every ``publish_interval_s``), as a keep-alive every half ``claim_ttl_s`` while it is
+   seen (no exemplars), and when it ends.
+
+Timestamps are seconds on one clock the whole fleet shares (wall-clock time in production, replay time in
+tests); the resolver's clock is the latest frame time it was given. Thread-safe (one lock), so a bridge
+thread may call ``ingest_remote`` while the camera loop calls ``update``. Exceptions of the allocator
+propagate (the track stays pending and is decided again on its next observation).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import cast
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import linear_sum_assignment
+
+from daemon.config import IdentityConfig
+from daemon.errors import ConfigError, DataError
+from daemon.gallery import Gallery
+from daemon.identity.fleet import Contribution, FleetStore, Key
+from daemon.identity.profile import TrackProfile
+from daemon.identity.quality import QualityParams, box_qualities
+from daemon.identity.records import (
+    FrameIdentities,
+    IdentityAssignment,
+    IdentityStats,
+    ProfileUpdate,
+    Source,
+)
+from daemon.identity.travel import TravelModel
+from daemon.types import FloatArray, Track
+
+Allocator = Callable[[], int]
+"""Returns a fresh global id, unique fleet-wide (Valkey ``INCR`` in production, a counter in tests)."""
+
+_EPS = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class _Proposal:
+    """What a decision offers a track: an id (None: allocate one), a label, the raw similarity, the source."""
+
+    gid: int | None
+    label: str | None
+    score: float
+    source: Source
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        if self.gid is not None:
+            return ("id", self.gid)
+        if self.label is not None:
+            return ("label", self.label)
+        return (self.source,)
+
+
+_PENDING = _Proposal(None, None, 0.0, "pending")
+_NEW = _Proposal(None, None, 0.0, "new")
+
+
+@dataclass(slots=True)
+class _Local:
+    """A live track of this camera."""
+
+    track_id: int
+    profile: TrackProfile
+    last_seen: float
+    gid: int | None = None
+    label: str | None = None
+    source: Source = "pending"
+    similarity: float = 0.0
+    since: float = 0.0  # when it took gid
+    challenger: tuple[object, ...] | None = None
+    wins: int = 0  # consecutive decisions the challenger won
+    forced: bool = False  # lost its id to another track of the frame: decide again
+    dirty: bool = False  # exemplars changed since the last publish
+    announce: bool = False  # identity changed since the last publish
+    store_dirty: bool = False  # exemplars changed since the fleet store last took them
+    stored: int | None = None  # the id the fleet store holds this track's contribution under
+    last_published: float = -math.inf
+    reported: tuple[int | None, str | None] = (None, None)
+
+    def holds(self, p: _Proposal) -> bool:
+        if p.gid is not None:
+            return p.gid == self.gid
+        return p.label is not None and p.label == self.label
+
+    def reset(self) -> None:
+        self.gid, self.label, self.source, self.similarity = None, None, "pending", 0.0
+        self.challenger, self.wins = None, 0
+
+
+def assign(scores: NDArray[np.float64], threshold: float) -> list[tuple[int, int]]:
+    """One-to-one (row, column) pairs maximising the total of ``score - threshold`` over pairs at or above
+    the threshold (-inf or NaN: forbidden). Pairs below the threshold are never made."""
+    if scores.size == 0:
+        return []
+    gain = scores - threshold + _EPS
+    gain = np.where(gain > 0, gain, 0.0)
+    if not gain.any():
+        return []
+    rows, cols = linear_sum_assignment(gain, maximize=True)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if gain[r, c] > 0]
+
+
+class IdentityResolver:
+    """Resolves the tracks of one camera to gallery names and fleet-wide global ids (see the module doc)."""
+
+    def __init__(
+        self,
+        camera: str,
+        dim: int,
+        allocate: Allocator,
+        cfg: IdentityConfig | None = None,
+        gallery: Gallery | None = None,
+    ) -> None:
+        if not isinstance(camera, str) or not camera:
+            raise ConfigError(f"identity resolver: camera must be a non-empty name, got {camera!r}")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ConfigError(f"identity resolver: dim must be a positive integer, got {dim!r}")
+        if gallery is not None and gallery.dim != dim:
+            raise ConfigError(f"identity resolver: the gallery holds {gallery.dim}-d embeddings, not {dim}-d")
+        self.camera = camera
+        self.dim = dim
+        self.cfg = cfg or IdentityConfig()
+        self.gallery = gallery
+        self.store = FleetStore(dim, self.cfg)
+        self.travel = TravelModel(self.cfg.adjacency, self.cfg.allow_overlapping_views)
+        self._quality = QualityParams.from_config(self.cfg)
+        self._allocate_fn = allocate
+        self._tracks: OrderedDict[int, _Local] = OrderedDict()  # least recently seen first
+        self._pending: list[ProfileUpdate] = []  # ends found between frames (timeouts, caps)
+        self._now = -math.inf
+        self._lock = threading.RLock()
+        self._allocations = 0
+        self._accepted = 0
+        self._rejected: Counter[str] = Counter()
+        self._forgotten = 0
+
+    # ------------------------------------------------------------------------------------------ public
+
+    def update(
+        self,
+        now: float,
+        tracks: Sequence[Track],
+        embeddings: FloatArray | None,
+        frame_size: tuple[int, int],
+        ended: Sequence[int] = (),
+    ) -> FrameIdentities:
+        """Resolve one frame's ``tracks``; ``embeddings`` rows align with the detections (``det_index``).
+
+        ``frame_size`` is ``(width, height)`` in pixels; ``ended`` the track ids the tracker ended on this
+        frame (the same as calling ``end_track`` for each). Returns an assignment per track, in order, and
+        the updates to publish.
+        """
+        now = _finite(now, "now")
+        _check_frame_size(frame_size)
+        rows = self._embedding_rows(tracks, embeddings)
+        with self._lock:
+            self._advance(now)
+            quality = _qualities(tracks, frame_size, self._quality)
+            observed = [self._observe(t, rows[i], float(quality[i]), now) for i, t in enumerate(tracks)]
+            frame = [local for local, _ in observed]
+            self._settle_conflicts(frame, now)
+            deciding = [lo for lo, seen in observed if (seen or lo.forced) and self._ready(lo)]
+            if deciding:
+                self._decide(deciding, frame, now)
+            for lo in frame:
+                self._sync_store(lo, now)
+            assignments = tuple(self._assignment(lo) for lo in frame)
+            updates, self._pending = self._pending, []
+            updates.extend(u for lo in frame if (u := self._publish(lo, now)) is not None)
+            updates.extend(u for tid in ended if (u := self._end(tid)) is not None)
+            return FrameIdentities(assignments, tuple(updates))
+
+    def end_track(self, track_id: int, timestamp: float) -> ProfileUpdate | None:
+        """The tracker ended ``track_id`` at ``timestamp``; the update to publish (None without an id).
+
+        The published timestamp is the track's last sighting, the time the travel constraints count from.
+        """
+        timestamp = _finite(timestamp, "timestamp")
+        with self._lock:
+            self._now = max(self._now, timestamp)
+            return self._end(track_id)
+
+    def ingest_remote(self, update: ProfileUpdate) -> bool:
+        """Take another camera's :class:`ProfileUpdate`; False (and counted by reason) when rejected."""
+        if not isinstance(update, ProfileUpdate):
+            with self._lock:
+                self._rejected["type"] += 1
+            return False
+        with self._lock:
+            reason = self._reject_reason(update)
+            if reason is not None:
+                self._rejected[reason] += 1
+                return False
+            gid = self.store.canonical(update.global_id)
+            c = Contribution(
+                update.key,
+                gid,
+                update.since,
+                update.timestamp,
+                update.quality,
+                update.label,
+                update.ended,
+                False,
+            )
+            exemplars = update.exemplars if len(update.exemplars) else None
+            self._apply_merges(self.store.record(c, exemplars, self._now))
+            self._accepted += 1
+            return True
+
+    def forget(self, global_id: int) -> bool:
+        """Erase identity ``global_id`` everywhere here: exemplars, claims, label, and the profiles of live
+        tracks holding it (they start over and get a new id). Late messages about it are rejected."""
+        with self._lock:
+            gid = self.store.canonical(int(global_id))
+            found = self.store.forget(gid, self._now)
+            for lo in self._tracks.values():
+                if gid in (lo.gid, lo.stored):
+                    lo.reset()
+                    lo.profile.clear()
+                    lo.stored, lo.dirty, lo.announce, lo.store_dirty = None, False, False, False
+                    found = True
+            self._forgotten += int(found)
+            return found
+
+    def assignment(self, track_id: int) -> IdentityAssignment | None:
+        """The current identity of a live track (``changed`` False), or None for an unknown track."""
+        with self._lock:
+            lo = self._tracks.get(track_id)
+            if lo is None:
+                return None
+            return IdentityAssignment(
+                self.camera, lo.track_id, lo.gid, lo.label, lo.similarity, lo.source, False
+            )
+
+    def stats(self) -> IdentityStats:
+        with self._lock:
+            s = self.store
+            return IdentityStats(
+                identities=len(s.identities),
+                exemplar_rows=s.bank.n,
+                contributions=len(s.contributions),
+                live_tracks=len(self._tracks),
+                allocations=self._allocations,
+                remote_accepted=self._accepted,
+                remote_rejected=dict(self._rejected),
+                expired_identities=s.expired,
+                evicted_identities=s.evicted,
+                dropped_contributions=s.dropped,
+                forgotten=self._forgotten,
+                label_merges=s.merges,
+            )
+
+    # ------------------------------------------------------------------------------------- observing
+
+    def _embedding_rows(
+        self, tracks: Sequence[Track], embeddings: FloatArray | None
+    ) -> list[FloatArray | None]:
+        ids = [t.track_id for t in tracks]
+        if len(set(ids)) != len(ids):
+            raise DataError(
+                f"identity resolver ({self.camera}): a track id appears twice in one frame: {ids}"
+            )
+        if len(ids) > self.cfg.max_live_tracks:
+            raise DataError(
+                f"identity resolver ({self.camera}): {len(ids)} tracks on one frame, more than "
+                f"identity.max_live_tracks ({self.cfg.max_live_tracks})"
+            )
+        if embeddings is None:
+            return [None] * len(tracks)
+        emb = np.asarray(embeddings, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[1] != self.dim:
+            raise DataError(
+                f"identity resolver ({self.camera}): embeddings must be (N, {self.dim}), got {emb.shape}"
+            )
+        return [_row(emb, t.det_index) for t in tracks]
+
+    def _advance(self, now: float) -> None:
+        self._now = max(self._now, now)
+        self.store.expire(self._now)
+        horizon = self._now - self.cfg.track_timeout_s
+        while self._tracks:
+            tid, lo = next(iter(self._tracks.items()))
+            if lo.last_seen >= horizon:
+                break
+            if (u := self._end(tid)) is not None:
+                self._pending.append(u)
+
+    def _observe(self, t: Track, emb: FloatArray | None, quality: float, now: float) -> tuple[_Local, bool]:
+        lo = self._tracks.get(t.track_id)
+        if lo is None:
+            lo = self._new_local(t.track_id, now)
+        self._tracks.move_to_end(t.track_id)
+        lo.last_seen = max(lo.last_seen, now)
+        if emb is None:
+            return lo, False
+        before = lo.profile.observations
+        if lo.profile.offer(emb, quality):
+            lo.dirty = lo.store_dirty = True
+        return lo, lo.profile.observations > before
+
+    def _new_local(self, track_id: int, now: float) -> _Local:
+        while len(self._tracks) >= self.cfg.max_live_tracks:
+            oldest = next(iter(self._tracks))
+            if (u := self._end(oldest)) is not None:
+                self._pending.append(u)
+        c = self.cfg
+        lo = _Local(
+            track_id,
+            TrackProfile(self.dim, c.exemplars_per_track, c.min_exemplar_quality, c.replace_quality_margin),
+            now,
+        )
+        self._tracks[track_id] = lo
+        return lo
+
+    def _settle_conflicts(self, frame: list[_Local], now: float) -> None:
+        """Release ids held twice: by co-visible tracks (after a label merge, or a lost track's return) or by
+        a far-away camera's live track at the same time (two cameras decided at once). The track that took
+        the id first keeps it; the other is decided again on this frame."""
+        holders: dict[int, list[_Local]] = {}
+        for lo in frame:
+            if lo.gid is not None:
+                lo.gid = self.store.canonical(lo.gid)
+                lo.label = lo.label or self.store.label_of(lo.gid)  # a name the fleet learned meanwhile
+                holders.setdefault(lo.gid, []).append(lo)
+        for gid, group in holders.items():
+            group.sort(key=lambda x: (x.since, x.track_id))
+            for i, lo in enumerate(group):
+                if i > 0 or self._blocked(gid, lo, now):
+                    lo.reset()
+                    lo.forced = True
+
+    def _ready(self, lo: _Local) -> bool:
+        return lo.profile.observations >= self.cfg.min_observations and len(lo.profile) > 0
+
+    def _confident(self, lo: _Local) -> bool:
+        p = lo.profile
+        return p.observations >= self.cfg.new_min_observations and p.best_quality >= self.cfg.new_min_quality
+
+    # -------------------------------------------------------------------------------------- deciding
+
+    def _decide(self, deciding: list[_Local], frame: list[_Local], now: float) -> None:
+        deciding_ids = {lo.track_id for lo in deciding}
+        held = {lo.gid for lo in frame if lo.track_id not in deciding_ids and lo.gid is not None}
+        props = self._propose(deciding, held, now)
+        movers = [lo for lo in deciding if not self._hold(lo, props[lo.track_id])]
+        moving = {lo.track_id for lo in movers}
+        kept = {lo.gid for lo in deciding if lo.track_id not in moving and lo.gid is not None}
+        if kept and any(props[lo.track_id].gid in kept for lo in movers):
+            props = self._propose(movers, held | kept, now)  # holders keep their ids; the rest fit around
+        for lo in movers:
+            self._apply(lo, props[lo.track_id], now)
+        for lo in deciding:
+            lo.forced = False
+
+    def _hold(self, lo: _Local, p: _Proposal) -> bool:
+        """Hysteresis: whether ``lo`` keeps its current identity against proposal ``p``."""
+        if lo.gid is None:
+            return False
+        if lo.holds(p):
+            lo.challenger, lo.wins, lo.similarity = None, 0, p.score
+            return True
+        if p.source == "pending":  # not confident enough for a new id: keep the current one
+            return True
+        if p.key == lo.challenger:
+            lo.wins += 1
+        else:
+            lo.challenger, lo.wins = p.key, 1
+        return lo.wins < self.cfg.hysteresis_count
+
+    def _propose(self, tracks: list[_Local], reserved: set[int], now: float) -> dict[int, _Proposal]:
+        props: dict[int, _Proposal] = {}
+        taken = set(reserved)
+        rest = tracks
+        if self.gallery is not None and len(self.gallery):
+            named = self._gallery_stage(rest, taken, now)
+            named.update(self._adopt(named, rest, taken, now))
+            props.update(named)
+            taken |= {p.gid for p in named.values() if p.gid is not None}
+            rest = [lo for lo in rest if lo.track_id not in named]
+        props.update(self._fleet_stage(rest, taken, now))
+        for lo in rest:
+            if lo.track_id not in props:
+                props[lo.track_id] = _NEW if self._confident(lo) else _PENDING
+        return props
+
+    def _gallery_stage(self, tracks: list[_Local], taken: set[int], now: float) -> dict[int, _Proposal]:
+        gallery = self.gallery
+        if gallery is None or not tracks:
+            return {}
+        threshold = gallery.threshold if self.cfg.gallery_threshold is None else self.cfg.gallery_threshold
+        best = self._gallery_scores(gallery, tracks)
+        labels = sorted(set().union(*best))
+        scores = np.full((len(tracks), len(labels)), -np.inf)
+        for i, lo in enumerate(tracks):
+            for j, label in enumerate(labels):
+                s = best[i].get(label)
+                gid = self.store.gid_of_label(label)
+                if s is None or (gid is not None and (gid in taken or self._blocked(gid, lo, now))):
+                    continue
+                scores[i, j] = s + (self.cfg.hysteresis_margin if label == lo.label else 0.0)
+        return {
+            tracks[i].track_id: _Proposal(
+                self.store.gid_of_label(labels[j]), labels[j], best[i][labels[j]], "gallery"
+            )
+            for i, j in assign(scores, threshold)
+        }
+
+    def _adopt(
+        self, named: dict[int, _Proposal], tracks: list[_Local], taken: set[int], now: float
+    ) -> dict[int, _Proposal]:
+        """Names first seen here take the fleet id their track matches, when it has no name yet (no split)."""
+        fresh = [lo for lo in tracks if lo.track_id in named and named[lo.track_id].gid is None]
+        found = self._fleet_stage(fresh, taken, now, unnamed_only=True)
+        return {tid: replace(named[tid], gid=p.gid) for tid, p in found.items()}
+
+    def _gallery_scores(self, gallery: Gallery, tracks: list[_Local]) -> list[dict[str, float]]:
+        """Per track: {label: best similarity over its exemplars and the label's gallery rows}."""
+        queries = [lo.profile.exemplars for lo in tracks]
+        results = gallery.search_batch(
+            np.concatenate(queries), k=min(self.cfg.gallery_k, len(gallery)), threshold=-1.0
+        )
+        out: list[dict[str, float]] = []
+        start = 0
+        for q in queries:
+            best: dict[str, float] = {}
+            for r in results[start : start + len(q)]:
+                for m in r.matches:
+                    best[m.label] = max(best.get(m.label, -math.inf), m.similarity)
+            start += len(q)
+            out.append(best)
+        return out
+
+    def _fleet_stage(
+        self, tracks: list[_Local], taken: set[int], now: float, unnamed_only: bool = False
+    ) -> dict[int, _Proposal]:
+        if not tracks:
+            return {}
+        c = self.cfg
+        floor = c.fleet_threshold - c.hysteresis_margin - c.transition_bonus
+        keys: list[Key] = [(self.camera, lo.track_id) for lo in tracks]
+        raw = self.store.scores(
+            [lo.profile.exemplars for lo in tracks], keys, c.match_score, c.top_exemplars, floor
+        )
+        if unnamed_only:
+            raw = [{g: v for g, v in r.items() if self.store.label_of(g) is None} for r in raw]
+        cands = [
+            self._candidates(lo, key, r, taken, now) for lo, key, r in zip(tracks, keys, raw, strict=True)
+        ]
+        gids = sorted(set().union(*cands))
+        scores = np.full((len(tracks), len(gids)), -np.inf)
+        for i, cand in enumerate(cands):
+            for j, g in enumerate(gids):
+                if g in cand:
+                    scores[i, j] = cand[g][1]
+        return {
+            tracks[i].track_id: _Proposal(
+                gids[j], self.store.label_of(gids[j]), cands[i][gids[j]][0], "fleet"
+            )
+            for i, j in assign(scores, c.fleet_threshold)
+        }
+
+    def _candidates(
+        self, lo: _Local, key: Key, raw: dict[int, float], taken: set[int], now: float
+    ) -> dict[int, tuple[float, float]]:
+        """{id: (similarity, similarity with the hysteresis and transition bonuses)} of one track."""
+        raw = dict(raw)
+        if self._only_own_rows(lo, key, raw):  # nothing but the track itself speaks for or against it
+            raw[cast(int, lo.gid)] = self.cfg.fleet_threshold
+        margin = self.cfg.hysteresis_margin
+        out: dict[int, tuple[float, float]] = {}
+        for g, s in raw.items():
+            if g in taken or self._blocked(g, lo, now):
+                continue
+            bonus = self._transition_bonus(g, now) + (margin if g == lo.gid else 0.0)
+            out[g] = (s, s + bonus)
+        return _distinct(out, lo.gid, self.cfg.fleet_distinct_margin)
+
+    def _only_own_rows(self, lo: _Local, key: Key, raw: dict[int, float]) -> bool:
+        """The track's current id is known but holds no exemplars except the track's own."""
+        g = lo.gid
+        return g is not None and g not in raw and g in self.store and not self.store.has_foreign_rows(g, key)
+
+    def _blocked(self, gid: int, lo: _Local, now: float) -> bool:
+        """Whether another camera's claim on ``gid`` forbids this track from taking (or keeping) it now.
+
+        A live claim on a camera whose view does not overlap this one blocks it, unless this track holds the
+        id and took it first; an ended one blocks a track that does not hold it until the minimum travel
+        time from there has passed.
+        """
+        mine = (lo.since, self.camera) if lo.gid == gid else None
+        for c in self.store.claims(gid):
+            if c.camera == self.camera or self.travel.overlapping(c.camera, self.camera):
+                continue
+            if self.store.is_live(c, now):
+                if mine is None or (c.since, c.camera) < mine:
+                    return True
+            elif mine is None and now - c.last < self.travel.min_travel(c.camera, self.camera):
+                return True
+        return False
+
+    def _transition_bonus(self, gid: int, now: float) -> float:
+        if not self.cfg.transition_bonus or not self.travel.has_graph:
+            return 0.0
+        for c in self.store.claims(gid):
+            if c.camera != self.camera and self.travel.in_window(c.camera, self.camera, now - c.last):
+                return self.cfg.transition_bonus
+        return 0.0
+
+    def _apply(self, lo: _Local, p: _Proposal, now: float) -> None:
+        if p.source == "pending":
+            return
+        gid = p.gid if p.gid is not None else self._allocate()
+        label = p.label if p.label is not None else self.store.label_of(gid)
+        if gid != lo.gid:
+            lo.since = now
+        if (gid, label) != (lo.gid, lo.label):
+            lo.announce = True
+        lo.gid, lo.label, lo.source, lo.similarity = gid, label, p.source, p.score
+        lo.challenger, lo.wins = None, 0
+
+    def _allocate(self) -> int:
+        gid = self._allocate_fn()
+        if isinstance(gid, bool) or not isinstance(gid, int | np.integer) or gid < 0:
+            raise DataError(f"identity allocator returned {gid!r}, not a non-negative integer")
+        gid = int(gid)
+        if gid in self.store or self.store.is_forgotten(gid) or gid in self.store.aliases:
+            raise DataError(f"identity allocator returned global id {gid}, which is already in use")
+        self._allocations += 1
+        return gid
+
+    # ------------------------------------------------------------------------------------ bookkeeping
+
+    def _contribution(self, lo: _Local, last: float, ended: bool) -> Contribution:
+        gid = lo.gid if lo.gid is not None else -1
+        quality = min(1.0, lo.profile.best_quality)
+        return Contribution((self.camera, lo.track_id), gid, lo.since, last, quality, lo.label, ended, True)
+
+    def _sync_store(self, lo: _Local, now: float) -> None:
+        key = (self.camera, lo.track_id)
+        if lo.gid is None:
+            if lo.stored is not None:
+                self.store.drop(key)
+                lo.stored = None
+            return
+        if lo.stored != lo.gid or lo.store_dirty or key not in self.store.contributions:
+            lo.stored, lo.store_dirty = lo.gid, False
+            merges = self.store.record(self._contribution(lo, now, False), lo.profile.exemplars.copy(), now)
+            self._apply_merges(merges)
+        else:
+            self.store.touch(key, now)
+
+    def _apply_merges(self, merges: list[tuple[int, int]]) -> None:
+        for gone, keep in merges:
+            for lo in self._tracks.values():
+                if lo.gid == gone:
+                    lo.gid, lo.label, lo.announce = keep, self.store.label_of(keep), True
+                if lo.stored == gone:
+                    lo.stored = keep
+
+    def _assignment(self, lo: _Local) -> IdentityAssignment:
+        current = (lo.gid, lo.label)
+        changed, lo.reported = current != lo.reported, current
+        similarity = lo.similarity if lo.source in ("gallery", "fleet") else 0.0
+        return IdentityAssignment(self.camera, lo.track_id, lo.gid, lo.label, similarity, lo.source, changed)
+
+    def _publish(self, lo: _Local, now: float) -> ProfileUpdate | None:
+        if lo.gid is None:
+            return None
+        since_last = now - lo.last_published
+        due = lo.dirty and since_last >= self.cfg.publish_interval_s
+        if not (lo.announce or due or since_last >= self.cfg.claim_ttl_s / 2):
+            return None
+        update = self._profile_update(lo, now, full=lo.announce or lo.dirty, ended=False)
+        lo.last_published, lo.announce, lo.dirty = now, False, False
+        return update
+
+    def _profile_update(self, lo: _Local, timestamp: float, full: bool, ended: bool) -> ProfileUpdate:
+        gid = lo.gid if lo.gid is not None else -1
+        exemplars = lo.profile.exemplars.copy() if full else np.zeros((0, self.dim), dtype=np.float32)
+        quality = min(1.0, lo.profile.best_quality)
+        return ProfileUpdate(
+            self.camera, lo.track_id, gid, timestamp, quality, exemplars, lo.label, ended, since=lo.since
+        )
+
+    def _end(self, track_id: int) -> ProfileUpdate | None:
+        lo = self._tracks.pop(track_id, None)
+        if lo is None:
+            return None
+        key = (self.camera, lo.track_id)
+        if lo.gid is None:
+            if lo.stored is not None:
+                self.store.drop(key)
+            return None
+        exemplars = lo.profile.exemplars.copy() if lo.store_dirty or lo.stored != lo.gid else None
+        self._apply_merges(
+            self.store.record(self._contribution(lo, lo.last_seen, True), exemplars, self._now)
+        )
+        return self._profile_update(lo, lo.last_seen, full=lo.dirty, ended=True)
+
+    def _reject_reason(self, u: ProfileUpdate) -> str | None:
+        if u.camera == self.camera:
+            return "own_camera"
+        if u.dim != self.dim:
+            return "dim"
+        gid = self.store.canonical(u.global_id)
+        if self.store.is_forgotten(u.global_id) or self.store.is_forgotten(gid):
+            return "forgotten"
+        if u.timestamp < self._now - self.cfg.retention_s:
+            return "stale"
+        known = self.store.contributions.get(u.key)
+        if known is not None and u.timestamp < known.last:
+            return "out_of_order"
+        return None
+
+
+def _distinct(
+    cands: dict[int, tuple[float, float]], current: int | None, margin: float
+) -> dict[int, tuple[float, float]]:
+    """Ratio test: when the best two candidates are closer than ``margin``, the evidence names nobody; only
+    the current id (if any) stays a candidate, so an ambiguous look makes a new id rather than a merge."""
+    if margin <= 0 or len(cands) < 2:
+        return cands
+    first, second = sorted((v[1] for v in cands.values()), reverse=True)[:2]
+    if first - second >= margin:
+        return cands
+    return {g: v for g, v in cands.items() if g == current}
+
+
+def _finite(v: float, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float | np.floating) or not math.isfinite(v):
+        raise DataError(f"identity resolver: {name} must be a finite number of seconds, got {v!r}")
+    return float(v)
+
+
+def _check_frame_size(size: tuple[int, int]) -> None:
+    if len(size) != 2 or not all(isinstance(v, int | np.integer) and v > 0 for v in size):
+        raise DataError(f"identity resolver: frame_size must be (width, height) > 0, got {size!r}")
+
+
+def _row(emb: FloatArray, index: int) -> FloatArray | None:
+    """Row ``index`` of ``emb`` L2-normalised, or None: no detection, a zero row (not embedded), NaN/inf."""
+    if index < 0 or index >= len(emb):
+        return None
+    v = emb[index]
+    norm = float(np.linalg.norm(v))
+    if not math.isfinite(norm) or norm < 1e-6:
+        return None
+    out: FloatArray = (v / norm).astype(np.float32)
+    return out
+
+
+def _qualities(tracks: Sequence[Track], frame_size: tuple[int, int], params: QualityParams) -> FloatArray:
+    xyxy = np.asarray([t.xyxy for t in tracks], dtype=np.float32).reshape(-1, 4)
+    scores = np.asarray([t.score for t in tracks], dtype=np.float32)
+    return box_qualities(xyxy, scores, frame_size, params)

