@@ -58,11 +58,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from daemon.worker import CameraWorker
+    from daemon.runner import run_camera
 
     settings, name = _load(args)
-    worker = CameraWorker(settings, name, show_progress=False if args.no_progress else None)
-    summary = worker.run()
+    summary = run_camera(settings, name, show_progress=False if args.no_progress else None)
     print(summary.text())
     for key, path in summary.outputs.items():
         print(f"  {key}: {path}")

@@ -385,6 +385,16 @@ class Settings(BaseSettings):
         default_factory=lambda: RecognitionConfig(), description="verify / recognize / search reporting."
     )
     serve: ServeConfig = Field(default_factory=lambda: ServeConfig(), description="`reid-daemon serve`.")
+    fleet: FleetConfig = Field(
+        default_factory=lambda: FleetConfig(), description="Joining a fleet: clock, pacing, identity outputs."
+    )
+    identity: IdentityConfig = Field(
+        default_factory=lambda: IdentityConfig(), description="Fleet identity resolution (daemon/identity)."
+    )
+    bridge: BridgeConfig = Field(
+        default_factory=lambda: BridgeConfig(allow_unsigned=False),
+        description="The Valkey bridge between the cameras of a fleet.",
+    )
 
     @model_validator(mode="after")
     def _camera_names(self) -> Settings:
@@ -545,10 +555,6 @@ class GalleryConfig(_Strict):
     path: Path | None = Field(
         None, description="Gallery file (.rdg, .npz or .json) to load at start and save to; null = none."
     )
-
-
-# Settings refers to sections defined after it in this file.
-Settings.model_rebuild()
 
 
 class CameraEdge(_Strict):
@@ -925,3 +931,42 @@ class BridgeConfig(_Strict):
                 f"({self.reconnect_initial_s})"
             )
         return self
+
+
+class FleetConfig(_Strict):
+    """How a camera worker takes part in a fleet (daemon/fleet.py): on/off, the shared clock, replay pacing."""
+
+    enabled: bool = Field(
+        False,
+        description="Resolve tracks to fleet-wide global ids through the Valkey bridge (needs a bridge "
+        "signing key, or bridge.allow_unsigned).",
+    )
+    clock: Literal["auto", "wall", "media"] = Field(
+        "auto",
+        description="Fleet time of a frame: 'wall' = when it arrived (live streams); 'media' = epoch + its "
+        "position in the recording (replays, so cameras replayed at different speeds still agree on when "
+        "things happened); 'auto' = media for files and image folders, wall for RTSP and webcams.",
+    )
+    epoch: float | None = Field(
+        None,
+        ge=0,
+        description="Unix time of media time 0 for the 'media' clock; every camera of one replay must share it "
+        "(`reid-daemon fleet` sets it); null = when this worker started.",
+    )
+    replay_speed: float | None = Field(
+        None,
+        gt=0,
+        le=1000,
+        description="Pace file replays at this multiple of real time (keeps replayed cameras in step); "
+        "null = as fast as the worker can.",
+    )
+    ready_timeout_s: float = Field(
+        10.0, ge=0, le=600, description="How long a starting worker waits to catch up with the fleet."
+    )
+    identities: bool = Field(
+        True, description="Write identities.jsonl (each track's global id and label, with times) per camera."
+    )
+
+
+# Settings refers to sections defined after it in this file.
+Settings.model_rebuild()

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tqdm import tqdm
 
@@ -21,6 +21,21 @@ from daemon.sources import FrameSource, open_source
 from daemon.track import BotSortTracker
 
 log = logging.getLogger(__name__)
+
+
+class WorkerObserver(Protocol):
+    """Something that watches a worker (metrics, watchdog, health): called on the worker's main thread.
+
+    ``started`` once the source is open; ``frame`` after each frame was written (``loop_s``: wall seconds of
+    this loop iteration, waiting for the frame included); ``stopped`` with the summary at the end (also after
+    an error: then ``summary`` is None). Keep the calls short: they run inside the frame loop.
+    """
+
+    def started(self, worker: CameraWorker, source: FrameSource) -> None: ...
+
+    def frame(self, worker: CameraWorker, result: FrameResult, loop_s: float) -> None: ...
+
+    def stopped(self, worker: CameraWorker, summary: RunSummary | None) -> None: ...
 
 
 def build_pipeline(settings: Settings, name: str, cam: CameraConfig) -> Pipeline:
@@ -81,8 +96,15 @@ class CameraOutputs:
 class CameraWorker:
     """Runs one camera until its source ends, ``max_frames`` is reached or ``stop()`` is called."""
 
-    def __init__(self, settings: Settings, name: str, show_progress: bool | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        show_progress: bool | None = None,
+        observers: list[WorkerObserver] | None = None,
+    ) -> None:
         self.settings = settings
+        self.observers: list[WorkerObserver] = list(observers or [])
         self.name, self.cam = settings.camera(name)
         self.show_progress = self.cam.output.progress if show_progress is None else show_progress
         self._stop = threading.Event()
@@ -93,18 +115,25 @@ class CameraWorker:
         self._stop.set()
 
     def run(self) -> RunSummary:
-        with open_source(self.cam.source, name=self.name) as src:
-            dim = self.pipeline.embedder.dim if self.pipeline.embedder is not None else None
-            outputs = CameraOutputs(self.name, self.cam, src.fps, dim)
-            try:
-                frames, seconds, tracks = self._loop(src, outputs)
-            finally:
-                outputs.close()
-            summary = self._summary(src, outputs, frames, seconds, tracks)
-        if outputs.summary_path is not None:
-            summary.write(outputs.summary_path)
-        log.info(summary.text())
-        return summary
+        summary: RunSummary | None = None
+        try:
+            with open_source(self.cam.source, name=self.name) as src:
+                dim = self.pipeline.embedder.dim if self.pipeline.embedder is not None else None
+                outputs = CameraOutputs(self.name, self.cam, src.fps, dim)
+                for o in self.observers:
+                    o.started(self, src)
+                try:
+                    frames, seconds, tracks = self._loop(src, outputs)
+                finally:
+                    outputs.close()
+                summary = self._summary(src, outputs, frames, seconds, tracks)
+            if outputs.summary_path is not None:
+                summary.write(outputs.summary_path)
+            log.info(summary.text())
+            return summary
+        finally:
+            for o in self.observers:
+                o.stopped(self, summary)
 
     def _loop(self, src: FrameSource, outputs: CameraOutputs) -> tuple[int, float, int]:
         """Run to the end of the source; return frames, seconds and the number of tracks started.
@@ -123,6 +152,7 @@ class CameraWorker:
         alive: set[int] = set()
         started = 0
         start = time.perf_counter()
+        tick = start
         try:
             for r in self.pipeline.stream(src, overlap=self.settings.runtime.detect_ahead):
                 frame = r.frame
@@ -138,6 +168,10 @@ class CameraWorker:
                 self._last_index = frame.index
                 bar.update(1)
                 bar.set_postfix(tracks=len(r.update.tracks), refresh=False)
+                now = time.perf_counter()
+                for o in self.observers:
+                    o.frame(self, r, now - tick)
+                tick = now
                 if self._stop.is_set():
                     break
         finally:
