@@ -464,14 +464,31 @@ class Bridge:
 
     def allocate_global_id(self) -> int:
         """A new fleet-wide global id (INCR of one key: unique across processes); BridgeError if unreachable."""
+        return self.allocate_global_ids(1)[0]
+
+    def allocate_global_ids(self, n: int) -> range:
+        """``n`` new fleet-wide global ids at once (one INCRBY: unique across processes); BridgeError if
+        unreachable. A worker keeps a few in hand so a short Valkey outage does not hold back new ids."""
+        if n < 1:
+            raise ValueError(f"allocate_global_ids: n must be >= 1, got {n}")
         try:
             if self._command is None:
                 self._command = connect(self.cfg, self.url, self._password)
-            return int(self._command.incr(self.keys.counter))
+            last = int(self._command.incrby(self.keys.counter, n))
         except _transient_errors() as e:
+            self._drop_command()  # reconnect on the next call
             raise BridgeError(
                 f"cannot allocate a global id: Valkey at {self.url} is unreachable ({e})"
             ) from e
+        return range(last - n + 1, last + 1)
+
+    def _drop_command(self) -> None:
+        cmd, self._command = self._command, None
+        if cmd is not None:
+            try:
+                cmd.close()
+            except Exception:  # a broken connection may fail to close; it is dropped anyway
+                logger.debug("closing a broken command connection failed", exc_info=True)
 
     def _stamp(self, msg: FleetMessage) -> FleetMessage:
         """``msg`` with this bridge's sender id and the next sequence number (call under the lock)."""

@@ -68,6 +68,58 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from daemon.fleet_report import report_text
+    from daemon.fleet_runner import run_fleet
+
+    cameras = [c for c in args.cameras.split(",") if c] if args.cameras else None
+    run = run_fleet(Path(args.config), cameras, progress=not args.no_progress)
+    print(report_text(run.report))
+    if run.metrics is not None:
+        print((run.report_dir / "fleet_metrics.txt").read_text(encoding="utf-8").rstrip())
+    for name, d in run.camera_dirs.items():
+        print(f"  {name}: {d} (annotated.mp4, {name}.global.txt, identities.jsonl, worker.log)")
+    print(f"  report: {run.report_dir / 'report.md'}, {run.report_dir / 'timeline.png'}")
+    failed = {n: c for n, c in run.exit_codes.items() if c != 0}
+    if failed:
+        print(f"error: camera workers failed: {failed} (see their worker.log)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from daemon.config import load_settings
+    from daemon.fleet_runner import forget
+
+    settings = load_settings(args.config)
+    forget(settings, args.global_id, args.timeout)
+    print(f"global id {args.global_id}: forget sent to fleet {settings.bridge.fleet!r} and its stored state erased")
+    return 0
+
+
+def cmd_scenario(args: argparse.Namespace) -> int:
+    from daemon import scenario as sc
+
+    if args.action == "list":
+        for name, cfg in sc.PRESETS.items():
+            print(f"{name}: {cfg.description}")
+        return 0
+    if not (args.name and args.video and args.gt and args.out):
+        raise ConfigError("scenario build needs NAME (a preset or a scenario file), --video, --gt and --out")
+    chosen = sc.load_scenario(args.name)
+    from tqdm import tqdm
+
+    with tqdm(desc=f"building {chosen.name}", unit="frame", disable=args.no_progress) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        files = sc.build(Path(args.video), Path(args.gt), chosen, Path(args.out), progress, args.max_frames)
+    print(f"scenario {chosen.name} written to {files.folder}: fleet config {files.fleet_config}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from daemon.evaluate import evaluate
 
@@ -525,6 +577,30 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="Run one camera worker from a YAML config.")
     _add_camera_args(run, config_required=True)
     run.set_defaults(func=cmd_run)
+
+    fl = sub.add_parser(
+        "fleet", help="Run every camera of a fleet YAML as its own process on one Valkey; report identities."
+    )
+    fl.add_argument("--config", "-c", required=True, help="Fleet YAML (several cameras, fleet and bridge).")
+    fl.add_argument("--cameras", help="Comma-separated camera names (default: all).")
+    fl.add_argument("--no-progress", action="store_true", help="No progress bars.")
+    fl.set_defaults(func=cmd_fleet)
+
+    fg = sub.add_parser("forget", help="Erase one global identity everywhere in a running fleet.")
+    fg.add_argument("global_id", type=int, help="The global id to erase.")
+    fg.add_argument("--config", "-c", required=True, help="Fleet YAML (its bridge section names the Valkey).")
+    fg.add_argument("--timeout", type=float, default=5.0, help="Seconds to wait for Valkey.")
+    fg.set_defaults(func=cmd_forget)
+
+    sc = sub.add_parser("scenario", help="Build a multi-camera replay from one video with ground truth.")
+    sc.add_argument("action", choices=["build", "list"])
+    sc.add_argument("name", nargs="?", help="Preset name (see `scenario list`) or a scenario YAML file.")
+    sc.add_argument("--video", help="Source video.")
+    sc.add_argument("--gt", help="Its MOTChallenge ground truth.")
+    sc.add_argument("--out", help="Folder for the camera videos, ground truth and fleet.yaml.")
+    sc.add_argument("--max-frames", type=int, default=0, help="Use only the first N source frames.")
+    sc.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    sc.set_defaults(func=cmd_scenario)
 
     ev = sub.add_parser("eval", help="HOTA / IDF1 / MOTA against MOTChallenge ground truth.")
     ev.add_argument("--gt", required=True, help="MOTChallenge gt.txt.")

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import cv2
 import numpy as np
@@ -17,6 +18,17 @@ import numpy as np
 from daemon.types import FloatArray, ImageBGR, Track
 
 EVENT_SCHEMA_VERSION = 1
+
+
+class Identity(Protocol):
+    """What the outputs show of a track's fleet identity (``daemon.identity.IdentityAssignment`` has it)."""
+
+    @property
+    def global_id(self) -> int | None: ...
+
+    @property
+    def label(self) -> str | None: ...
+
 _NPY_HEADER_BYTES = 128
 
 
@@ -96,9 +108,17 @@ class EventLog:
         row = self.embeddings.append(emb)
         return {"file": self.embeddings.path.name, "row": row, "dim": self.embeddings.dim}
 
-    def frame(self, index: int, ts: float, tracks: list[Track], embeddings: FloatArray | None) -> None:
-        """Record one frame's tracks. ``embeddings`` rows align with detections (``Track.det_index``)."""
-        for t in tracks:
+    def frame(
+        self,
+        index: int,
+        ts: float,
+        tracks: list[Track],
+        embeddings: FloatArray | None,
+        identities: Sequence[Identity] | None = None,
+    ) -> None:
+        """Record one frame's tracks. ``embeddings`` rows align with detections (``Track.det_index``);
+        ``identities`` (in a fleet) align with ``tracks`` and add ``global_id`` and ``label`` to each event."""
+        for i, t in enumerate(tracks):
             emb = embeddings[t.det_index] if (t.embedded and embeddings is not None) else None
             life = self._life.get(t.track_id)
             base = {
@@ -109,6 +129,8 @@ class EventLog:
                 "box": [round(v, 1) for v in t.xyxy],
                 "score": round(t.score, 4),
             }
+            if identities is not None:
+                base["global_id"], base["label"] = identities[i].global_id, identities[i].label
             if life is None:
                 self._life[t.track_id] = _TrackLife(index, index, 1, t.xyxy, t.score, index)
                 self._emit("track.started", {**base, "embedding": self._embedding_ref(emb)})
@@ -149,14 +171,28 @@ def _colour(track_id: int) -> tuple[int, int, int]:
     return int(c[0]), int(c[1]), int(c[2])
 
 
-def draw_tracks(image: ImageBGR, tracks: list[Track], caption: str = "") -> ImageBGR:
-    """A copy of ``image`` with each track's box and id drawn (the caller's frame is not changed)."""
+def _fleet_label(t: Track, ident: Identity) -> tuple[str, int]:
+    """Text and colour seed of a track in a fleet: its global id (and name), or its local id while pending."""
+    if ident.global_id is None:
+        return f"{t.track_id}?", t.track_id
+    name = f" {ident.label}" if ident.label else ""
+    return f"G{ident.global_id}{name}", 1_000_003 + ident.global_id
+
+
+def draw_tracks(
+    image: ImageBGR, tracks: list[Track], caption: str = "", identities: Sequence[Identity] | None = None
+) -> ImageBGR:
+    """A copy of ``image`` with each track's box and id drawn (the caller's frame is not changed).
+
+    With ``identities`` (aligned with ``tracks``) a track shows its global id and name instead of its local id.
+    """
     out = image.copy()
-    for t in tracks:
+    for i, t in enumerate(tracks):
         x1, y1, x2, y2 = (round(v) for v in t.xyxy)
-        col = _colour(t.track_id)
+        text, seed = (f"{t.track_id}", t.track_id) if identities is None else _fleet_label(t, identities[i])
+        col = _colour(seed)
         cv2.rectangle(out, (x1, y1), (x2, y2), col, 2)
-        label = f"{t.track_id}" + ("*" if t.embedded else "")
+        label = text + ("*" if t.embedded else "")
         cv2.putText(out, label, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, col, 2, cv2.LINE_AA)
     if caption:
         cv2.putText(out, caption, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2, cv2.LINE_AA)
@@ -171,13 +207,15 @@ class AnnotatedVideo:
         self.fps = fps
         self._writer: cv2.VideoWriter | None = None
 
-    def write(self, image: ImageBGR, tracks: list[Track], caption: str) -> None:
+    def write(
+        self, image: ImageBGR, tracks: list[Track], caption: str, identities: Sequence[Identity] | None = None
+    ) -> None:
         if self._writer is None:
             h, w = image.shape[:2]
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
             if not self._writer.isOpened():
                 raise OSError(f"cannot write video {self.path}")
-        self._writer.write(draw_tracks(image, tracks, caption))
+        self._writer.write(draw_tracks(image, tracks, caption, identities))
 
     def close(self) -> None:
         if self._writer is not None:
@@ -202,6 +240,7 @@ class RunSummary:
     source_stats: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     last_frame: int = -1  # source position of the last frame processed (-1: none)
+    fleet: dict[str, Any] = field(default_factory=dict)  # identity and bridge counters (fleet mode only)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

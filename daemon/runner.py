@@ -6,18 +6,68 @@ the fleet link its backlog) and returns, so a stop takes well under the 2 s syst
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 from daemon.config import Settings
 from daemon.outputs import RunSummary
+from daemon.pipeline import FrameResult
+from daemon.sources import FrameSource
 from daemon.worker import CameraWorker, WorkerObserver
 
 log = logging.getLogger(__name__)
+
+
+class StatusFile:
+    """Keeps ``<output.dir>/<camera>/status.json`` current (at most once per ``every_s``): frames done, FPS,
+    live tracks, identities known; ``reid-daemon fleet`` reads it for its progress bars."""
+
+    def __init__(self, every_s: float = 1.0) -> None:
+        self.every_s = every_s
+        self.path: Path | None = None
+        self._frames = 0
+        self._t0 = 0.0
+        self._last = -float("inf")
+
+    def started(self, worker: CameraWorker, source: FrameSource) -> None:
+        self.path = Path(worker.cam.output.dir) / worker.name / "status.json"
+        self._t0 = time.monotonic()
+        self._write(worker, "running", 0)
+
+    def frame(self, worker: CameraWorker, result: FrameResult, loop_s: float) -> None:
+        self._frames += 1
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self._write(worker, "running", len(result.update.tracks))
+
+    def stopped(self, worker: CameraWorker, summary: RunSummary | None) -> None:
+        if self.path is not None:
+            self._write(worker, "done" if summary is not None else "failed", 0)
+
+    def _write(self, worker: CameraWorker, state: str, tracks: int) -> None:
+        if self.path is None:
+            return
+        elapsed = max(time.monotonic() - self._t0, 1e-9)
+        doc = {
+            "camera": worker.name,
+            "state": state,
+            "frames": self._frames,
+            "fps": round(self._frames / elapsed, 2),
+            "tracks": tracks,
+            "identities": worker.fleet.resolver.stats().identities if worker.fleet is not None else None,
+        }
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc), encoding="utf-8")
+        os.replace(tmp, self.path)
 
 
 @contextmanager
@@ -41,7 +91,7 @@ def _stop_on_signals(worker: CameraWorker) -> Iterator[None]:
 
 def run_camera(settings: Settings, name: str, show_progress: bool | None = None) -> RunSummary:
     """Build and run camera ``name`` of ``settings`` until its source ends or a signal stops it."""
-    observers: list[WorkerObserver] = []  # operations observers (metrics, watchdog, health) join here
+    observers: list[WorkerObserver] = [StatusFile()]  # operations observers (metrics, watchdog, health) join here
     worker = CameraWorker(settings, name, show_progress=show_progress, observers=observers)
     with _stop_on_signals(worker):
         return worker.run()

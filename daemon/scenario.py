@@ -337,19 +337,52 @@ def build(
         )
     )
     fleet = out / "fleet.yaml"
-    fleet.write_text(yaml.safe_dump(_fleet_config(scenario, videos), sort_keys=False))
+    fleet.write_text(yaml.safe_dump(_fleet_config(scenario, videos, out), sort_keys=False))
     return ScenarioFiles(out, videos, truths, desc, fleet)
 
 
-def _fleet_config(scenario: ScenarioConfig, videos: dict[str, Path]) -> dict[str, Any]:
+def _fleet_config(scenario: ScenarioConfig, videos: dict[str, Path], out: Path) -> dict[str, Any]:
+    """A fleet YAML running every view: one worker each, identities through the bridge, results in out/runs.
+
+    Each view is already a crop of the source at or above its pixel size, so one full-frame detector pass per
+    camera sees people as large as the single-camera config's two tiles do. Views whose regions touch or
+    overlap are adjacent cameras that may see one person at once (edge with min_s 0).
+    """
     cameras = {
         v.name: {
             "source": {"uri": str(videos[v.name].resolve())},
-            "tracker": {"frame_rate": max(1, round(scenario.frame_rate / v.step))},
+            "detector": {"type": "ssdlite", "score_threshold": 0.1, "tiles": [1, 1], "full_frame": True},
+            "embedder": {"policy": "needed"},
+            "tracker": {
+                "frame_rate": max(1, round(scenario.frame_rate / v.step)),
+                "track_buffer": 60,
+                "fuse_first_associate": False,
+                "proximity_thresh": 0.7,
+            },
+            "output": {"dir": str((out / "runs").resolve()), "video": True},
         }
         for v in scenario.views
     }
-    return {"cameras": cameras}
+    return {
+        "runtime": {"allow_spinning": False, "detect_ahead": True},
+        "fleet": {"enabled": True},
+        "bridge": {"signing_key": {"env": "REID_FLEET_KEY"}},
+        "identity": {"adjacency": _adjacency(scenario)},
+        "cameras": cameras,
+    }
+
+
+def _adjacency(scenario: ScenarioConfig, walk_s: float = 10.0) -> list[dict[str, Any]]:
+    edges = []
+    views = scenario.views
+    for i, a in enumerate(views):
+        for b in views[i + 1 :]:
+            ax0, ay0, ax1, ay1 = a.region
+            bx0, by0, bx1, by1 = b.region
+            if ax0 <= bx1 and bx0 <= ax1 and ay0 <= by1 and by0 <= ay1:  # touching or overlapping
+                lag = abs(a.delay - b.delay) / scenario.frame_rate
+                edges.append({"a": a.name, "b": b.name, "min_s": 0.0, "max_s": round(walk_s + lag, 2)})
+    return edges
 
 
 def load_scenario(name_or_path: str) -> ScenarioConfig:

@@ -70,6 +70,7 @@ class StageTimes:
     embed: float = 0.0
     track: float = 0.0
     output: float = 0.0
+    fleet: float = 0.0  # identity resolution and publishing (fleet mode)
     embedded_boxes: int = 0
     detected_boxes: int = 0
 

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -14,11 +15,15 @@ from tqdm import tqdm
 from daemon.config import CameraConfig, Settings
 from daemon.detect import build_detector
 from daemon.embed import build_embedder
+from daemon.errors import ConfigError
+from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog
+from daemon.identity import FrameIdentities
 from daemon.motio import MotWriter
 from daemon.outputs import AnnotatedVideo, EmbeddingFile, EventLog, RunSummary
 from daemon.pipeline import FrameResult, Pipeline
 from daemon.sources import FrameSource, open_source
 from daemon.track import BotSortTracker
+from daemon.types import Frame
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +54,9 @@ def build_pipeline(settings: Settings, name: str, cam: CameraConfig) -> Pipeline
 class CameraOutputs:
     """The files one camera writes into ``<output.dir>/<camera>/``."""
 
-    def __init__(self, name: str, cam: CameraConfig, fps: float, dim: int | None) -> None:
+    def __init__(
+        self, name: str, cam: CameraConfig, fps: float, dim: int | None, fleet: bool = False
+    ) -> None:
         out = cam.output
         self.dir = Path(out.dir) / name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -67,28 +74,44 @@ class CameraOutputs:
         )
         self.video = AnnotatedVideo(Path(self._path("video", "annotated.mp4")), fps) if out.video else None
         self.summary_path = Path(self._path("summary", "summary.json")) if out.summary else None
+        self.global_mot = (
+            GlobalMotWriter(Path(self._path("global_mot", f"{name}.global.txt"))) if fleet and out.mot else None
+        )
+        self.identities = IdentityLog(self.dir, name) if fleet else None
+        if self.identities is not None:
+            self.paths["identities"] = str(self.identities.summary_path)
 
     def _path(self, key: str, filename: str) -> str:
         p = str(self.dir / filename)
         self.paths[key] = p
         return p
 
-    def write(self, r: FrameResult, caption: str) -> None:
+    def write(
+        self, r: FrameResult, caption: str, ids: FrameIdentities | None = None, fleet_time: float = 0.0
+    ) -> None:
         tracks = r.update.tracks
+        assigned = ids.assignments if ids is not None else None
         if self.mot is not None:
             self.mot.write_tracks(r.frame.index + 1, tracks)
+        if self.global_mot is not None and assigned is not None:
+            self.global_mot.write(r.frame.index + 1, tracks, assigned)
+            self.global_mot.ended(r.update.ended)
+        if self.identities is not None and assigned is not None:
+            self.identities.frame(r.frame.index, fleet_time, assigned)
         if self.events is not None:
-            self.events.frame(r.frame.index, r.frame.timestamp, tracks, r.embeddings)
+            self.events.frame(r.frame.index, r.frame.timestamp, tracks, r.embeddings, assigned)
             self.events.ended(r.update.ended, r.frame.index, r.frame.timestamp)
         if self.video is not None:
-            self.video.write(r.frame.image, tracks, caption)
+            self.video.write(r.frame.image, tracks, caption, assigned)
 
     def finish(self, ended: list[int], index: int, ts: float) -> None:
         if self.events is not None:
             self.events.ended(ended, index, ts)
+        if self.global_mot is not None:
+            self.global_mot.ended(ended)
 
     def close(self) -> None:
-        for part in (self.mot, self.events, self.embeddings, self.video):
+        for part in (self.mot, self.global_mot, self.identities, self.events, self.embeddings, self.video):
             if part is not None:
                 part.close()
 
@@ -110,6 +133,15 @@ class CameraWorker:
         self._stop = threading.Event()
         self._last_index = -1
         self.pipeline = build_pipeline(settings, self.name, self.cam)
+        self.fleet = self._fleet_link() if settings.fleet.enabled else None
+
+    def _fleet_link(self) -> FleetLink:
+        if self.pipeline.embedder is None:
+            raise ConfigError(
+                f"cameras.{self.name}.embedder: fleet.enabled needs an appearance embedder (type 'none' has no "
+                "embeddings to match across cameras)"
+            )
+        return FleetLink(self.settings, self.name, self.pipeline.embedder.dim)
 
     def stop(self) -> None:
         self._stop.set()
@@ -119,13 +151,17 @@ class CameraWorker:
         try:
             with open_source(self.cam.source, name=self.name) as src:
                 dim = self.pipeline.embedder.dim if self.pipeline.embedder is not None else None
-                outputs = CameraOutputs(self.name, self.cam, src.fps, dim)
-                for o in self.observers:
-                    o.started(self, src)
+                outputs = CameraOutputs(self.name, self.cam, src.fps, dim, fleet=self.fleet is not None)
                 try:
+                    if self.fleet is not None:
+                        self.fleet.start(live=src.live)
+                    for o in self.observers:
+                        o.started(self, src)
                     frames, seconds, tracks = self._loop(src, outputs)
                 finally:
                     outputs.close()
+                    if self.fleet is not None:
+                        self.fleet.close()
                 summary = self._summary(src, outputs, frames, seconds, tracks)
             if outputs.summary_path is not None:
                 summary.write(outputs.summary_path)
@@ -149,22 +185,30 @@ class CameraWorker:
             dynamic_ncols=True,
         )
         frames, last = 0, (0, 0.0)
+        last_frame: Frame | None = None
         alive: set[int] = set()
         started = 0
         start = time.perf_counter()
         tick = start
+        speed = self.settings.fleet.replay_speed
+        source = src if speed is None or src.live else paced(src, speed, self._stop)
         try:
-            for r in self.pipeline.stream(src, overlap=self.settings.runtime.detect_ahead):
+            for r in self.pipeline.stream(source, overlap=self.settings.runtime.detect_ahead):
                 frame = r.frame
                 t0 = time.perf_counter()
                 fps = frames / max(t0 - start, 1e-9)
-                outputs.write(r, f"{self.name}  frame {frame.index}  {fps:.1f} FPS")
-                self.pipeline.times.output += time.perf_counter() - t0
+                who = self.fleet.update(r) if self.fleet is not None else None
+                fleet_time = self.fleet.clock.time_of(frame) if self.fleet is not None else 0.0
+                self.pipeline.times.fleet += time.perf_counter() - t0
+                t1 = time.perf_counter()
+                outputs.write(r, f"{self.name}  frame {frame.index}  {fps:.1f} FPS", who, fleet_time)
+                self.pipeline.times.output += time.perf_counter() - t1
                 ids = {t.track_id for t in r.update.tracks}
                 started += len(ids - alive)
                 alive = (alive | ids) - set(r.update.ended)
                 frames += 1
                 last = (frame.index, frame.timestamp)
+                last_frame = frame
                 self._last_index = frame.index
                 bar.update(1)
                 bar.set_postfix(tracks=len(r.update.tracks), refresh=False)
@@ -176,7 +220,10 @@ class CameraWorker:
                     break
         finally:
             bar.close()
-            outputs.finish(self.pipeline.tracker.finish(), last[0], last[1])
+            ended = self.pipeline.tracker.finish()
+            outputs.finish(ended, last[0], last[1])
+            if self.fleet is not None:
+                self.fleet.finish(ended, last_frame)
         return frames, time.perf_counter() - start, started
 
     def _summary(
@@ -192,6 +239,8 @@ class CameraWorker:
             "track": 1000 * t.track / n,
             "output": 1000 * t.output / n,
         }
+        if self.fleet is not None:
+            stages["fleet"] = 1000 * t.fleet / n
         return RunSummary(
             camera=self.name,
             source=src.name,
@@ -206,4 +255,28 @@ class CameraWorker:
             events=dict(outputs.events.counts) if outputs.events is not None else {},
             source_stats=stats,
             outputs=dict(outputs.paths),
+            fleet=self._fleet_stats(outputs),
         )
+
+    def _fleet_stats(self, outputs: CameraOutputs) -> dict[str, Any]:
+        if self.fleet is None:
+            return {}
+        return {
+            "identity": dataclasses.asdict(self.fleet.resolver.stats()),
+            "bridge": dataclasses.asdict(self.fleet.bridge.stats),
+            "remote_invalid": self.fleet.remote_invalid,
+            "unresolved_rows": outputs.global_mot.unresolved_rows if outputs.global_mot is not None else 0,
+        }
+
+
+def paced(frames: Iterable[Frame], speed: float, stop: threading.Event) -> Iterator[Frame]:
+    """``frames`` no faster than ``speed`` x their own timestamps (a replay kept in step with real time)."""
+    t_first: float | None = None
+    wall_first = 0.0
+    for frame in frames:
+        if t_first is None:
+            t_first, wall_first = frame.timestamp, time.monotonic()
+        wait = wall_first + (frame.timestamp - t_first) / speed - time.monotonic()
+        if wait > 0 and stop.wait(wait):
+            return
+        yield frame

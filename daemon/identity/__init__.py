@@ -15,11 +15,12 @@ from daemon.identity.records import (
     ProfileUpdate,
     Source,
 )
-from daemon.identity.resolver import Allocator, IdentityResolver, assign
+from daemon.identity.resolver import Allocator, AllocatorUnavailable, IdentityResolver, assign
 from daemon.identity.travel import TravelModel
 
 __all__ = [
     "Allocator",
+    "AllocatorUnavailable",
     "FrameIdentities",
     "IdentityAssignment",
     "IdentityResolver",

@@ -131,3 +131,4 @@ class IdentityStats:
     dropped_contributions: int
     forgotten: int
     label_merges: int
+    allocations_put_off: int = 0  # new-id decisions retried later because the allocator was away

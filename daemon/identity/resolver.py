@@ -45,7 +45,7 @@ from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment
 
 from daemon.config import IdentityConfig
-from daemon.errors import ConfigError, DataError
+from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.gallery import Gallery
 from daemon.identity.fleet import Contribution, FleetStore, Key
 from daemon.identity.profile import TrackProfile
@@ -61,6 +61,11 @@ from daemon.identity.travel import TravelModel
 from daemon.types import FloatArray, Track
 
 Allocator = Callable[[], int]
+
+
+class AllocatorUnavailable(DaemonError):
+    """Raised by an allocator that cannot hand out a global id now (the fleet store is away): the track stays
+    ``pending`` and the decision is retried on a later frame."""
 """Returns a fresh global id, unique fleet-wide (Valkey ``INCR`` in production, a counter in tests)."""
 
 _EPS = 1e-9
@@ -166,6 +171,7 @@ class IdentityResolver:
         self._accepted = 0
         self._rejected: Counter[str] = Counter()
         self._forgotten = 0
+        self._unallocated = 0  # decisions put off because the allocator was unavailable
 
     # ------------------------------------------------------------------------------------------ public
 
@@ -281,6 +287,7 @@ class IdentityResolver:
                 dropped_contributions=s.dropped,
                 forgotten=self._forgotten,
                 label_merges=s.merges,
+                allocations_put_off=self._unallocated,
             )
 
     # ------------------------------------------------------------------------------------- observing
@@ -542,7 +549,14 @@ class IdentityResolver:
     def _apply(self, lo: _Local, p: _Proposal, now: float) -> None:
         if p.source == "pending":
             return
-        gid = p.gid if p.gid is not None else self._allocate()
+        if p.gid is not None:
+            gid = p.gid
+        else:
+            try:
+                gid = self._allocate()
+            except AllocatorUnavailable:
+                self._unallocated += 1
+                return
         label = p.label if p.label is not None else self.store.label_of(gid)
         if gid != lo.gid:
             lo.since = now

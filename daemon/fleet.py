@@ -1,0 +1,347 @@
+"""A camera worker's link to the fleet: identity resolution (pure core) wired to the Valkey bridge (I/O edge).
+
+Per frame the worker hands its tracks here; :class:`FleetLink` puts the frame on the fleet clock, lets the
+:class:`~daemon.identity.IdentityResolver` decide each track's global id (local gallery first, then the fleet's
+identities), publishes the resulting profile updates through the :class:`~daemon.bridge.Bridge`, and feeds
+what other cameras publish back into the resolver (on the bridge's receiver thread, as it arrives).
+
+Fleet clock
+    Every camera's timestamps must be on one clock. Live streams already carry wall time. A replayed file
+    carries its position in the recording, so it is placed at ``fleet.epoch + position``: every camera of one
+    replay shares the epoch (``reid-daemon fleet`` sets it), and cameras replayed at different speeds still
+    agree on when a person was where.
+
+Global ids
+    Allocated atomically in Valkey, a few at a time (:class:`IdPool`), so a short outage does not hold back new
+    identities; when Valkey is away and the pool is empty, a track simply stays ``pending`` and is decided on a
+    later frame. Tracking itself never waits for Valkey.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from daemon.bridge import Bridge, BridgeError, FleetMessage
+from daemon.config import Settings
+from daemon.errors import ConfigError, DataError
+from daemon.gallery import Gallery
+from daemon.identity import (
+    AllocatorUnavailable,
+    FrameIdentities,
+    IdentityAssignment,
+    IdentityResolver,
+    ProfileUpdate,
+)
+from daemon.motio import MotWriter
+from daemon.pipeline import FrameResult
+from daemon.types import Frame, Track
+
+log = logging.getLogger(__name__)
+
+IDENTITY_SCHEMA_VERSION = 1
+MAX_PENDING_ROWS = 300  # rows a pending track may hold back before its global id is known (then dropped)
+MAX_PENDING_TRACKS = 2_000
+MAX_REPORTED_IDS = 100_000  # identities a camera keeps in its end-of-run report (least recently seen go)
+
+
+# ------------------------------------------------------------------------------------- wire conversion
+
+
+def to_message(u: ProfileUpdate) -> FleetMessage:
+    """The fleet message that carries resolver update ``u``."""
+    return FleetMessage(
+        "profile",
+        u.camera,
+        track_id=u.track_id,
+        global_id=u.global_id,
+        label=u.label,
+        timestamp=u.timestamp,
+        quality=u.quality,
+        embeddings=u.exemplars,
+        ended=u.ended,
+        since=u.since,
+    )
+
+
+def to_update(m: FleetMessage) -> ProfileUpdate | None:
+    """The resolver update a received ``profile`` message carries; None for messages without one.
+
+    DataError when the message's fields do not make a valid update (the caller counts and drops it).
+    """
+    if m.kind != "profile" or m.global_id is None:
+        return None
+    return ProfileUpdate(
+        camera=m.camera,
+        track_id=m.track_id,
+        global_id=m.global_id,
+        timestamp=m.timestamp,
+        quality=m.quality,
+        exemplars=m.embeddings.astype("float32", copy=False),
+        label=m.label,
+        ended=m.ended,
+        since=math.nan if m.since is None else m.since,
+    )
+
+
+# ------------------------------------------------------------------------------------------- pieces
+
+
+class IdPool:
+    """Global ids taken from Valkey ``block`` at a time; :class:`AllocatorUnavailable` when none can be had."""
+
+    def __init__(self, bridge: Bridge, block: int = 4) -> None:
+        self.bridge = bridge
+        self.block = block
+        self._ids: list[int] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int:
+        with self._lock:
+            if not self._ids:
+                try:
+                    self._ids = list(self.bridge.allocate_global_ids(self.block))
+                except BridgeError as e:
+                    raise AllocatorUnavailable(str(e)) from e
+            return self._ids.pop(0)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetClock:
+    """Maps a frame to fleet time: its own timestamp for live sources, ``epoch + position`` for replays."""
+
+    epoch: float
+    media: bool
+
+    def time_of(self, frame: Frame) -> float:
+        return self.epoch + frame.timestamp if self.media else frame.timestamp
+
+
+def fleet_clock(settings: Settings, live: bool, started: float) -> FleetClock:
+    cfg = settings.fleet
+    media = cfg.clock == "media" or (cfg.clock == "auto" and not live)
+    epoch = cfg.epoch if cfg.epoch is not None else started
+    return FleetClock(epoch if media else 0.0, media)
+
+
+@dataclass(slots=True)
+class _Seen:
+    label: str | None
+    first: float
+    last: float
+    frames: int = 0
+    tracks: set[int] = field(default_factory=set)
+
+
+class IdentityLog:
+    """``identities.jsonl``: one line each time a track's identity changes, and ``identities.json`` at the end
+    (every global id this camera saw: label, first and last fleet time, frames, its local track ids).
+
+    Memory is bounded: the end-of-run table keeps the ``MAX_REPORTED_IDS`` most recently seen identities.
+    """
+
+    def __init__(self, directory: Path, camera: str) -> None:
+        self.camera = camera
+        self.path = directory / "identities.jsonl"
+        self.summary_path = directory / "identities.json"
+        self._fh: IO[str] = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._seen: OrderedDict[int, _Seen] = OrderedDict()
+
+    def frame(self, index: int, now: float, assignments: tuple[IdentityAssignment, ...]) -> None:
+        for a in assignments:
+            if a.global_id is None:
+                continue
+            seen = self._seen.get(a.global_id)
+            if seen is None:
+                seen = _Seen(a.label, now, now)
+                self._seen[a.global_id] = seen
+                if len(self._seen) > MAX_REPORTED_IDS:
+                    self._seen.popitem(last=False)
+            else:
+                self._seen.move_to_end(a.global_id)
+            seen.last, seen.frames = now, seen.frames + 1
+            seen.label = a.label or seen.label
+            if len(seen.tracks) < 64:
+                seen.tracks.add(a.track_id)
+            if a.changed:
+                self._write(index, now, a)
+
+    def _write(self, index: int, now: float, a: IdentityAssignment) -> None:
+        rec = {
+            "v": IDENTITY_SCHEMA_VERSION,
+            "event": "identity",
+            "camera": self.camera,
+            "frame": index,
+            "ts": round(now, 3),
+            "track_id": a.track_id,
+            "global_id": a.global_id,
+            "label": a.label,
+            "source": a.source,
+            "similarity": round(a.similarity, 4),
+        }
+        self._fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+
+    def table(self) -> dict[str, dict[str, Any]]:
+        return {
+            str(gid): {
+                "label": s.label,
+                "first_seen": round(s.first, 3),
+                "last_seen": round(s.last, 3),
+                "frames": s.frames,
+                "tracks": sorted(s.tracks),
+            }
+            for gid, s in self._seen.items()
+        }
+
+    def close(self) -> None:
+        if self._fh.closed:
+            return
+        self._fh.close()
+        doc = {"v": IDENTITY_SCHEMA_VERSION, "camera": self.camera, "identities": self.table()}
+        self.summary_path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+
+
+class GlobalMotWriter:
+    """MOTChallenge rows with the GLOBAL id as the track id (``<camera>.global.txt``).
+
+    A track's rows from before its global id was decided are held back (at most ``MAX_PENDING_ROWS`` per track)
+    and written with the id once it is known: the file says who each box was as soon as the fleet knew. Rows
+    of a track that ends without an id are dropped, and counted.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.writer = MotWriter(path)
+        self.path = path
+        self._pending: OrderedDict[int, list[tuple[int, Track]]] = OrderedDict()
+        self.unresolved_rows = 0
+
+    def write(self, mot_frame: int, tracks: list[Track], ids: tuple[IdentityAssignment, ...]) -> None:
+        for t, a in zip(tracks, ids, strict=True):
+            if a.global_id is None:
+                rows = self._pending.setdefault(t.track_id, [])
+                if len(rows) < MAX_PENDING_ROWS:
+                    rows.append((mot_frame, t))
+                else:
+                    self.unresolved_rows += 1
+                continue
+            for f, old in self._pending.pop(t.track_id, []):
+                self.writer.write_track(f, a.global_id, old.xyxy, old.score)
+            self.writer.write_track(mot_frame, a.global_id, t.xyxy, t.score)
+        while len(self._pending) > MAX_PENDING_TRACKS:
+            _, rows = self._pending.popitem(last=False)
+            self.unresolved_rows += len(rows)
+
+    def ended(self, track_ids: list[int]) -> None:
+        for tid in track_ids:
+            self.unresolved_rows += len(self._pending.pop(tid, []))
+
+    def close(self) -> None:
+        self.ended(list(self._pending))
+        self.writer.close()
+
+
+# ------------------------------------------------------------------------------------------- the link
+
+
+class FleetLink:
+    """One camera's membership in the fleet (see the module docstring). Thread-safe where it must be: remote
+    messages arrive on the bridge's receiver thread, frames on the worker's main thread."""
+
+    def __init__(self, settings: Settings, camera: str, dim: int, bridge: Bridge | None = None) -> None:
+        if settings.bridge.url is None:
+            log.warning(
+                "%s: bridge.url is not set, so this worker starts its own embedded Valkey: no other camera "
+                "will see it (run `reid-daemon fleet`, or point bridge.url at the fleet's Valkey)",
+                camera,
+            )
+        self.settings = settings
+        self.camera = camera
+        self.gallery = _load_gallery(settings, dim)
+        self.bridge = bridge or Bridge(settings.bridge, camera, on_message=self._on_message)
+        self.resolver = IdentityResolver(camera, dim, IdPool(self.bridge), settings.identity, self.gallery)
+        self.clock = FleetClock(0.0, False)
+        self.remote_invalid = 0
+        self.forgets_received = 0
+        self._started = False
+
+    def start(self, live: bool) -> FleetLink:
+        """Connect the bridge and catch up with the fleet (waiting up to ``fleet.ready_timeout_s``)."""
+        self.clock = fleet_clock(self.settings, live, time.time())
+        self.bridge.start(wait_s=self.settings.fleet.ready_timeout_s)
+        self._started = True
+        log.info(
+            "%s: joined fleet %r at %s (%s clock)",
+            self.camera,
+            self.settings.bridge.fleet,
+            self.bridge.url,
+            "media" if self.clock.media else "wall",
+        )
+        return self
+
+    def update(self, r: FrameResult) -> FrameIdentities:
+        """Resolve one frame's tracks and publish what the fleet should learn from it."""
+        h, w = r.frame.image.shape[:2]
+        now = self.clock.time_of(r.frame)
+        ids = self.resolver.update(now, r.update.tracks, r.embeddings, (w, h), ended=r.update.ended)
+        self._publish(ids.updates)
+        return ids
+
+    def finish(self, ended: list[int], frame: Frame | None) -> None:
+        """The worker stopped: end the tracks still open and publish their last profiles."""
+        now = self.clock.time_of(frame) if frame is not None else time.time()
+        updates = [u for tid in ended if (u := self.resolver.end_track(tid, now)) is not None]
+        self._publish(tuple(updates))
+
+    def forget(self, global_id: int) -> bool:
+        """Erase ``global_id`` here and, through the bridge, everywhere."""
+        found = self.resolver.forget(global_id)
+        self.bridge.forget(global_id)
+        return found
+
+    def close(self, flush_s: float = 1.0) -> None:
+        if self._started:
+            self.bridge.close(flush_s)
+            self._started = False
+
+    def _publish(self, updates: tuple[ProfileUpdate, ...]) -> None:
+        for u in updates:
+            try:
+                self.bridge.publish(to_message(u))
+            except ValueError as e:  # larger than max_message_bytes: a config mismatch, not a crash
+                log.warning("%s: profile of track %d not published: %s", self.camera, u.track_id, e)
+
+    def _on_message(self, m: FleetMessage) -> None:
+        if m.kind == "forget" and m.global_id is not None:
+            self.forgets_received += 1
+            self.resolver.forget(m.global_id)
+            return
+        try:
+            u = to_update(m)
+        except DataError as e:
+            self.remote_invalid += 1
+            log.debug("%s: invalid profile from %s dropped: %s", self.camera, m.camera, e)
+            return
+        if u is not None:
+            self.resolver.ingest_remote(u)
+
+
+def _load_gallery(settings: Settings, dim: int) -> Gallery | None:
+    path = settings.gallery.path
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise ConfigError(f"gallery.path: local gallery file not found: {path}")
+    gallery = Gallery.load(path)
+    if gallery.dim != dim:
+        raise ConfigError(
+            f"gallery.path: {path} holds {gallery.dim}-d embeddings but the camera's embedder gives {dim}-d "
+            "(enroll it with the same embedder)"
+        )
+    return gallery

@@ -1,0 +1,150 @@
+"""The identity report of a fleet run (who was seen where and when) and its scoring against a scenario's truth.
+
+``build_report`` reads each camera's ``identities.json`` (written by the worker in fleet mode) and writes
+``report.json`` (every global id: label, cameras with first/last seen and frames), ``report.md`` (the same as a
+table) and ``timeline.png`` (one row per identity seen by two or more cameras, a bar per camera sighting).
+``evaluate_scenario`` scores the run with :func:`daemon.fleet_eval.evaluate_fleet` when the fleet config sits
+in a scenario folder (``scenario.json`` and ``<camera>.gt.txt`` beside it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from daemon.errors import DataError
+from daemon.fleet_eval import CameraRun, evaluate_fleet
+from daemon.motio import read_ground_truth, read_results
+
+TIMELINE_MAX_ROWS = 40
+
+
+def _camera_table(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read the identity table {path}: {e}") from e
+    ids = doc.get("identities") if isinstance(doc, dict) else None
+    if not isinstance(ids, dict):
+        raise DataError(f"{path}: not an identity table (no 'identities' mapping)")
+    return ids
+
+
+def collect(camera_dirs: dict[str, Path]) -> dict[int, dict[str, Any]]:
+    """Global id -> {label, cameras: {camera: {first_seen, last_seen, frames, tracks}}} over all cameras."""
+    people: dict[int, dict[str, Any]] = {}
+    for cam, d in camera_dirs.items():
+        path = d / "identities.json"
+        if not path.is_file():
+            continue
+        for gid_text, row in _camera_table(path).items():
+            entry = people.setdefault(int(gid_text), {"label": None, "cameras": {}})
+            entry["label"] = entry["label"] or row.get("label")
+            entry["cameras"][cam] = {k: row[k] for k in ("first_seen", "last_seen", "frames", "tracks")}
+    return dict(sorted(people.items()))
+
+
+def build_report(camera_dirs: dict[str, Path], out: Path) -> dict[str, Any]:
+    """Write report.json / report.md / timeline.png into ``out``; return the report."""
+    people = collect(camera_dirs)
+    epoch = min((c["first_seen"] for p in people.values() for c in p["cameras"].values()), default=0.0)
+    multi = {g: p for g, p in people.items() if len(p["cameras"]) >= 2}
+    report = {
+        "cameras": sorted(camera_dirs),
+        "identities": len(people),
+        "seen_on_several_cameras": len(multi),
+        "time_origin": epoch,
+        "people": {str(g): p for g, p in people.items()},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    (out / "report.md").write_text(report_markdown(people, epoch), encoding="utf-8")
+    if people:
+        plot_timeline(people, epoch, out / "timeline.png")
+    return report
+
+
+def report_markdown(people: dict[int, dict[str, Any]], epoch: float) -> str:
+    lines = [
+        "| global id | label | cameras (seen from – to, s from the first sighting; frames) |",
+        "|---|---|---|",
+    ]
+    for gid, p in people.items():
+        cams = "; ".join(
+            f"{cam} {c['first_seen'] - epoch:.1f}–{c['last_seen'] - epoch:.1f} ({c['frames']})"
+            for cam, c in sorted(p["cameras"].items(), key=lambda kv: kv[1]["first_seen"])
+        )
+        lines.append(f"| {gid} | {p['label'] or ''} | {cams} |")
+    return "\n".join(lines) + "\n"
+
+
+def report_text(report: dict[str, Any], limit: int = 30) -> str:
+    """A few lines for the terminal: counts and the identities seen on several cameras."""
+    epoch = report["time_origin"]
+    lines = [
+        f"{report['identities']} identities over cameras {', '.join(report['cameras'])}; "
+        f"{report['seen_on_several_cameras']} seen on two or more cameras:"
+    ]
+    shown = 0
+    for gid, p in report["people"].items():
+        if len(p["cameras"]) < 2:
+            continue
+        if shown == limit:
+            lines.append("  ...")
+            break
+        where = ", ".join(
+            f"{cam} {c['first_seen'] - epoch:.1f}-{c['last_seen'] - epoch:.1f}s"
+            for cam, c in sorted(p["cameras"].items(), key=lambda kv: kv[1]["first_seen"])
+        )
+        name = f" ({p['label']})" if p["label"] else ""
+        lines.append(f"  G{gid}{name}: {where}")
+        shown += 1
+    return "\n".join(lines)
+
+
+def plot_timeline(people: dict[int, dict[str, Any]], epoch: float, path: Path) -> None:
+    """One row per identity (those on most cameras first), one coloured bar per camera sighting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    rows = sorted(people.items(), key=lambda kv: (-len(kv[1]["cameras"]), kv[0]))[:TIMELINE_MAX_ROWS]
+    cams = sorted({c for _, p in rows for c in p["cameras"]})
+    colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(cams)}
+    fig, ax = plt.subplots(figsize=(10, 0.3 * len(rows) + 1.5))
+    for y, (_gid, p) in enumerate(rows):
+        for cam, c in p["cameras"].items():
+            start = c["first_seen"] - epoch
+            ax.barh(y, max(c["last_seen"] - c["first_seen"], 0.2), left=start, height=0.6, color=colours[cam],
+                    alpha=0.8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"G{g}" + (f" {p['label']}" if p["label"] else "") for g, p in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds from the first sighting")
+    ax.set_title("Who was seen where and when")
+    handles = [Rectangle((0, 0), 1, 1, color=colours[c]) for c in cams]
+    ax.legend(handles, cams, loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def evaluate_scenario(scenario_dir: Path, camera_dirs: dict[str, Path], out: Path) -> dict[str, Any]:
+    """Score the run against the scenario's ground truth; write fleet_metrics.json; return it as a dict."""
+    runs: dict[str, CameraRun] = {}
+    desc = json.loads((scenario_dir / "scenario.json").read_text(encoding="utf-8"))
+    for cam, d in camera_dirs.items():
+        gt_path = scenario_dir / f"{cam}.gt.txt"
+        local, global_path = d / f"{cam}.txt", d / f"{cam}.global.txt"
+        if not (gt_path.is_file() and local.is_file() and global_path.is_file()):
+            raise DataError(f"cannot score camera {cam}: need {gt_path}, {local} and {global_path}")
+        frames = int(desc["cameras"][cam]["frames"])
+        runs[cam] = CameraRun(read_ground_truth(gt_path), read_results(local), read_results(global_path), frames)
+    metrics = evaluate_fleet(runs)
+    doc = metrics.as_dict()
+    (out / "fleet_metrics.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    (out / "fleet_metrics.txt").write_text(metrics.text() + "\n", encoding="utf-8")
+    return doc

@@ -1,0 +1,214 @@
+"""``reid-daemon fleet``: every camera of a fleet YAML as its own worker process, on one shared Valkey.
+
+This is what several systemd units do on a site, folded into one command for replays and demos: start an
+embedded Valkey when the config names none, start ``reid-daemon run --config FILE --camera NAME`` for each
+camera (separate processes, as in production), show their progress, forward SIGINT/SIGTERM, and when they are
+done print and write the identity report (who was seen where and when: ``report.json``, ``report.md``,
+``timeline.png``) — and, when the config sits in a scenario built by ``reid-daemon scenario build``, the fleet
+evaluation against its ground truth (``fleet_metrics.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+from tqdm import tqdm
+
+from daemon.config import Settings, load_settings
+from daemon.errors import ConfigError, DaemonError
+from daemon.valkey_server import EmbeddedValkey
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.5
+STOP_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class CameraProcess:
+    name: str
+    proc: subprocess.Popen[bytes]
+    status: Path  # status.json the worker refreshes
+    log_path: Path
+    total: int | None
+
+
+@dataclass(frozen=True)
+class FleetRun:
+    """What a fleet run left: per-camera exit codes and output folders, the report files."""
+
+    exit_codes: dict[str, int]
+    camera_dirs: dict[str, Path]
+    report_dir: Path
+    report: dict[str, Any]
+    metrics: dict[str, Any] | None
+
+    @property
+    def ok(self) -> bool:
+        return all(code == 0 for code in self.exit_codes.values())
+
+
+def child_environment(settings: Settings, url: str, epoch: float) -> dict[str, str]:
+    """The environment of the camera processes: the shared Valkey, one replay epoch, the fleet key.
+
+    When the config takes its fleet key from an environment variable that is not set, a random key is made for
+    this run (a local replay needs no durable key; a deployment sets one, e.g. as a systemd credential).
+    """
+    env = dict(os.environ)
+    env["REID_BRIDGE__URL"] = url
+    env["REID_FLEET__ENABLED"] = "true"
+    env.setdefault("REID_FLEET__EPOCH", repr(epoch))
+    key = settings.bridge.signing_key
+    if key is not None and key.env and not env.get(key.env):
+        env[key.env] = secrets.token_hex(32)
+        log.info("fleet key: %s is not set, using a random key for this run", key.env)
+    return env
+
+
+def _frame_total(settings: Settings, name: str) -> int | None:
+    src = settings.cameras[name].source
+    path = Path(src.uri)
+    if not path.is_file():
+        return None
+    cap = cv2.VideoCapture(str(path))
+    try:
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        cap.release()
+    if src.max_frames:
+        n = min(n, src.max_frames) if n > 0 else src.max_frames
+    return n // src.stride if n > 0 else None
+
+
+def _start_camera(config: Path, settings: Settings, name: str, env: dict[str, str]) -> CameraProcess:
+    out = Path(settings.cameras[name].output.dir) / name
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "worker.log"
+    status = out / "status.json"
+    status.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "daemon", "run", "--config", str(config), "--camera", name, "--no-progress"]
+    with open(log_path, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    return CameraProcess(name, proc, status, log_path, _frame_total(settings, name))
+
+
+def _read_status(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _watch(cams: list[CameraProcess], progress: bool, stopping: Callable[[], bool]) -> None:
+    bars = {
+        c.name: tqdm(total=c.total, desc=c.name, unit="frame", position=i, disable=not progress, leave=True)
+        for i, c in enumerate(cams)
+    }
+    stop_sent = False
+    try:
+        while any(c.proc.poll() is None for c in cams):
+            if stopping() and not stop_sent:
+                for c in cams:
+                    if c.proc.poll() is None:
+                        c.proc.send_signal(signal.SIGTERM)
+                stop_sent = True
+            for c in cams:
+                st = _read_status(c.status)
+                bar = bars[c.name]
+                if "frames" in st:
+                    bar.update(int(st["frames"]) - bar.n)
+                    bar.set_postfix(fps=st.get("fps"), ids=st.get("identities"), refresh=False)
+            time.sleep(POLL_S)
+    finally:
+        for c in cams:
+            st = _read_status(c.status)
+            if "frames" in st:
+                bars[c.name].update(int(st["frames"]) - bars[c.name].n)
+            bars[c.name].close()
+
+
+def run_fleet(
+    config: Path,
+    cameras: list[str] | None = None,
+    progress: bool = True,
+    report_dir: Path | None = None,
+) -> FleetRun:
+    """Run the cameras of ``config`` (all, or ``cameras``) to their end; then report (see the module doc)."""
+    settings = load_settings(config)
+    names = cameras or list(settings.cameras)
+    for n in names:
+        settings.camera(n)  # a clear error for an unknown name
+    if settings.bridge.signing_key is None and not settings.bridge.allow_unsigned:
+        raise ConfigError(
+            f"{config}: bridge.signing_key is needed to run a fleet (e.g. signing_key: {{env: REID_FLEET_KEY}}), "
+            "or bridge.allow_unsigned: true for local experiments"
+        )
+    server = EmbeddedValkey("tcp").start() if settings.bridge.url is None else None
+    url = server.url if server is not None else str(settings.bridge.url)
+    stop = {"asked": False}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop["asked"] = True
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if server is not None:
+            log.info("embedded Valkey for this fleet at %s", url)
+        env = child_environment(settings, url, time.time())
+        cams = [_start_camera(config, settings, n, env) for n in names]
+        _watch(cams, progress, lambda: stop["asked"])
+        codes = {c.name: int(c.proc.wait()) for c in cams}
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        if server is not None:
+            server.stop()
+    for name, code in codes.items():
+        if code != 0:
+            tail = _tail(Path(settings.cameras[name].output.dir) / name / "worker.log")
+            log.error("camera %s exited with %d; the end of its log:\n%s", name, code, tail)
+    dirs = {n: Path(settings.cameras[n].output.dir) / n for n in names}
+    out = report_dir or _common_parent(list(dirs.values()))
+    from daemon.fleet_report import build_report, evaluate_scenario
+
+    report = build_report(dirs, out)
+    metrics = evaluate_scenario(config.parent, dirs, out) if (config.parent / "scenario.json").is_file() else None
+    return FleetRun(codes, dirs, out, report, metrics)
+
+
+def _common_parent(paths: list[Path]) -> Path:
+    return Path(os.path.commonpath([str(p.resolve().parent) for p in paths]))
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError as e:
+        return f"(no log: {e})"
+
+
+def forget(settings: Settings, global_id: int, timeout_s: float = 5.0) -> None:
+    """Erase ``global_id`` from the fleet: running workers drop it, stored state in Valkey is deleted."""
+    from daemon.bridge import Bridge
+
+    if settings.bridge.url is None:
+        raise ConfigError(
+            "forget needs bridge.url: the fleet's Valkey (an embedded server lives only as long as its fleet run)"
+        )
+    with Bridge(settings.bridge, "forget-cli", receive=False) as bridge:
+        bridge.forget(global_id)
+        if not bridge.flush(timeout_s):
+            raise DaemonError(f"could not reach Valkey at {settings.bridge.url} within {timeout_s} s")
