@@ -7,7 +7,7 @@ DEMO_CONFIG ?= configs/pets09.yaml
 SHARED ?= ../shared/data
 PYTEST_ARGS ?=
 
-.PHONY: venv models demo test lint bench clean
+.PHONY: venv models demo single test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,8 +20,20 @@ venv: $(BIN)/.installed
 models: venv
 	$(BIN)/reid-daemon models fetch --all
 
+# The demo: a multi-camera replay. Cameras are cut from one real video (DEMO_VIDEO, with its ground truth
+# DEMO_GT when there is one) by a scenario preset; each camera runs as its own worker process and they
+# resolve people to global ids through an embedded Valkey. Any video: make demo DEMO_VIDEO=clip.mp4 DEMO_GT=
+DEMO_VIDEO ?= $(SHARED)/pets09-s2l1/vtest.avi
+DEMO_GT ?= $(SHARED)/pets09-s2l1/gt/gt.txt
+DEMO_SCENARIO ?= pets09-3cam-handover
+DEMO_OUT ?= runs/demo
+
 demo: models
-	@test -f $(SHARED)/pets09-s2l1/vtest.avi || { echo "The demo replays $(SHARED)/pets09-s2l1/vtest.avi, which is absent. Run: $(BIN)/reid-daemon run --config $(DEMO_CONFIG) --source YOUR_VIDEO"; exit 1; }
+	@test -f $(DEMO_VIDEO) || { echo "The demo replays $(DEMO_VIDEO), which is absent: give one with make demo DEMO_VIDEO=YOUR_VIDEO DEMO_GT="; exit 1; }
+	$(BIN)/reid-daemon scenario build $(DEMO_SCENARIO) --video $(DEMO_VIDEO) $(if $(wildcard $(DEMO_GT)),--gt $(DEMO_GT)) --out $(DEMO_OUT)
+	$(BIN)/reid-daemon fleet --config $(DEMO_OUT)/fleet.yaml
+
+single: models
 	$(BIN)/reid-daemon run --config $(DEMO_CONFIG)
 	$(BIN)/reid-daemon eval --gt $(SHARED)/pets09-s2l1/gt/gt.txt --results runs/pets09/pets09.txt
 

@@ -19,11 +19,11 @@ log = logging.getLogger("daemon")
 DEFAULT_CONFIG = Path("configs/pets09.yaml")
 
 
-def _setup_logging(verbose: int) -> None:
+def _setup_logging(verbose: int, log_format: str = "text") -> None:
+    from daemon.ops.logs import setup_logging
+
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    setup_logging(level, "json" if log_format == "json" else "text")
     logging.getLogger("daemon").setLevel(min(level, logging.INFO))
     logging.getLogger("boxmot").setLevel(logging.WARNING)
 
@@ -104,8 +104,8 @@ def cmd_scenario(args: argparse.Namespace) -> int:
         for name, cfg in sc.PRESETS.items():
             print(f"{name}: {cfg.description}")
         return 0
-    if not (args.name and args.video and args.gt and args.out):
-        raise ConfigError("scenario build needs NAME (a preset or a scenario file), --video, --gt and --out")
+    if not (args.name and args.video and args.out):
+        raise ConfigError("scenario build needs NAME (a preset or a scenario file), --video and --out")
     chosen = sc.load_scenario(args.name)
     from tqdm import tqdm
 
@@ -115,7 +115,8 @@ def cmd_scenario(args: argparse.Namespace) -> int:
             bar.total = total
             bar.update(done - bar.n)
 
-        files = sc.build(Path(args.video), Path(args.gt), chosen, Path(args.out), progress, args.max_frames)
+        gt = Path(args.gt) if args.gt else None
+        files = sc.build(Path(args.video), gt, chosen, Path(args.out), progress, args.max_frames)
     print(f"scenario {chosen.name} written to {files.folder}: fleet config {files.fleet_config}")
     return 0
 
@@ -572,6 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"reid-daemon {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=1, help="More logging (-vv debug).")
     p.add_argument("-q", "--quiet", action="store_const", const=0, dest="verbose", help="Warnings only.")
+    p.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="Log lines as text or JSON (services)."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="Run one camera worker from a YAML config.")
@@ -596,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("action", choices=["build", "list"])
     sc.add_argument("name", nargs="?", help="Preset name (see `scenario list`) or a scenario YAML file.")
     sc.add_argument("--video", help="Source video.")
-    sc.add_argument("--gt", help="Its MOTChallenge ground truth.")
+    sc.add_argument("--gt", help="Its MOTChallenge ground truth (optional: without it the run is not scored).")
     sc.add_argument("--out", help="Folder for the camera videos, ground truth and fleet.yaml.")
     sc.add_argument("--max-frames", type=int, default=0, help="Use only the first N source frames.")
     sc.add_argument("--no-progress", action="store_true", help="No progress bar.")
@@ -732,7 +736,7 @@ def _add_gallery_parsers(sub: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, args.log_format)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

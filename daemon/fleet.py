@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 from daemon.bridge import Bridge, BridgeError, FleetMessage
 from daemon.config import Settings
 from daemon.errors import ConfigError, DataError
@@ -71,20 +73,22 @@ def to_message(u: ProfileUpdate) -> FleetMessage:
     )
 
 
-def to_update(m: FleetMessage) -> ProfileUpdate | None:
+def to_update(m: FleetMessage, dim: int) -> ProfileUpdate | None:
     """The resolver update a received ``profile`` message carries; None for messages without one.
 
+    A keep-alive carries no rows (its width on the wire is meaningless), so it is given ``dim`` columns.
     DataError when the message's fields do not make a valid update (the caller counts and drops it).
     """
     if m.kind != "profile" or m.global_id is None:
         return None
+    rows = m.embeddings if len(m.embeddings) else np.zeros((0, dim), np.float32)
     return ProfileUpdate(
         camera=m.camera,
         track_id=m.track_id,
         global_id=m.global_id,
         timestamp=m.timestamp,
         quality=m.quality,
-        exemplars=m.embeddings.astype("float32", copy=False),
+        exemplars=rows.astype(np.float32, copy=False),
         label=m.label,
         ended=m.ended,
         since=math.nan if m.since is None else m.since,
@@ -212,15 +216,19 @@ class GlobalMotWriter:
     """MOTChallenge rows with the GLOBAL id as the track id (``<camera>.global.txt``).
 
     A track's rows from before its global id was decided are held back (at most ``MAX_PENDING_ROWS`` per track)
-    and written with the id once it is known: the file says who each box was as soon as the fleet knew. Rows
-    of a track that ends without an id are dropped, and counted.
+    and written with the id once it is known: the file says who each box was as soon as the fleet knew. A
+    held-back row is dropped where another track of this camera already showed that id on that frame (an id
+    is never on two boxes of one frame). Rows of a track that ends without an id are dropped; both counted.
     """
 
     def __init__(self, path: Path) -> None:
         self.writer = MotWriter(path)
         self.path = path
         self._pending: OrderedDict[int, list[tuple[int, Track]]] = OrderedDict()
+        self._shown: OrderedDict[int, set[int]] = OrderedDict()  # global id -> recent frames it was written on
+        self._frame = 0
         self.unresolved_rows = 0
+        self.conflicting_rows = 0
 
     def write(self, mot_frame: int, tracks: list[Track], ids: tuple[IdentityAssignment, ...]) -> None:
         for t, a in zip(tracks, ids, strict=True):
@@ -231,12 +239,30 @@ class GlobalMotWriter:
                 else:
                     self.unresolved_rows += 1
                 continue
+            shown = self._shown.setdefault(a.global_id, set())
+            self._shown.move_to_end(a.global_id)
             for f, old in self._pending.pop(t.track_id, []):
+                if f in shown:
+                    self.conflicting_rows += 1
+                    continue
                 self.writer.write_track(f, a.global_id, old.xyxy, old.score)
+                shown.add(f)
             self.writer.write_track(mot_frame, a.global_id, t.xyxy, t.score)
+            shown.add(mot_frame)
         while len(self._pending) > MAX_PENDING_TRACKS:
             _, rows = self._pending.popitem(last=False)
             self.unresolved_rows += len(rows)
+        if mot_frame != self._frame:
+            self._frame = mot_frame
+            self._forget_old_frames(mot_frame - MAX_PENDING_ROWS - 1)
+
+    def _forget_old_frames(self, before: int) -> None:
+        """Bound memory: frames older than any held-back row can be, and ids not shown since, are dropped."""
+        for gid in list(self._shown):
+            frames = self._shown[gid]
+            frames.difference_update([f for f in frames if f < before])
+            if not frames:
+                del self._shown[gid]
 
     def ended(self, track_ids: list[int]) -> None:
         for tid in track_ids:
@@ -323,7 +349,7 @@ class FleetLink:
             self.resolver.forget(m.global_id)
             return
         try:
-            u = to_update(m)
+            u = to_update(m, self.resolver.dim)
         except DataError as e:
             self.remote_invalid += 1
             log.debug("%s: invalid profile from %s dropped: %s", self.camera, m.camera, e)

@@ -57,7 +57,7 @@ class FleetRun:
 
     @property
     def ok(self) -> bool:
-        return all(code == 0 for code in self.exit_codes.values())
+        return run_ok(self.exit_codes)
 
 
 def child_environment(settings: Settings, url: str, epoch: float) -> dict[str, str]:
@@ -185,8 +185,15 @@ def run_fleet(
     from daemon.fleet_report import build_report, evaluate_scenario
 
     report = build_report(dirs, out)
-    metrics = evaluate_scenario(config.parent, dirs, out) if (config.parent / "scenario.json").is_file() else None
+    scored = (config.parent / "scenario.json").is_file() and all(
+        (config.parent / f"{n}.gt.txt").is_file() for n in names
+    )
+    metrics = evaluate_scenario(config.parent, dirs, out) if scored and run_ok(codes) else None
     return FleetRun(codes, dirs, out, report, metrics)
+
+
+def run_ok(codes: dict[str, int]) -> bool:
+    return all(c == 0 for c in codes.values())
 
 
 def _common_parent(paths: list[Path]) -> Path:

@@ -16,7 +16,9 @@ scaled into its pixels. A box with less than ``min_visible`` of its area inside 
 The source's person ids are kept: they are the fleet-wide (global) identities.
 
 ``build`` writes ``<camera>.mp4`` (mp4v), ``<camera>.gt.txt`` (MOT ground truth), ``scenario.json`` (this
-description, the source file's sha256 and per-camera counts) and ``fleet.yaml`` (a config running the cameras).
+description, the source file's sha256 and per-camera counts), ``fleet.yaml`` (a config running the cameras) and
+``fleet.gt-boxes.yaml`` (the same cameras on their true boxes, to score identity resolution without detector
+errors).
 """
 
 from __future__ import annotations
@@ -291,7 +293,7 @@ def _write_videos(
 
 def build(
     video: Path,
-    gt_path: Path,
+    gt_path: Path | None,
     scenario: ScenarioConfig,
     out: Path,
     progress: Callable[[int, int], None] | None = None,
@@ -303,7 +305,7 @@ def build(
     after each source frame.
     """
     total = _frame_count(video, max_frames)
-    gt = read_ground_truth(gt_path)
+    gt = read_ground_truth(gt_path) if gt_path is not None else None
     out.mkdir(parents=True, exist_ok=True)
     fps = scenario.frame_rate
     videos = {v.name: out / f"{v.name}.mp4" for v in scenario.views}
@@ -313,12 +315,13 @@ def build(
     truths: dict[str, Path] = {}
     counts: dict[str, Any] = {}
     for view in scenario.views:
+        counts[view.name] = {"frames": sizes[view.name], "fps": fps / view.step}
+        if gt is None:
+            continue
         vgt = view_ground_truth(gt, view, sizes[view.name])
         truths[view.name] = out / f"{view.name}.gt.txt"
         write_ground_truth(truths[view.name], vgt)
-        counts[view.name] = {
-            "frames": sizes[view.name],
-            "fps": fps / view.step,
+        counts[view.name] |= {
             "gt_rows": len(vgt),
             "gt_considered": int(vgt.consider.sum()),
             "people": sorted(int(i) for i in np.unique(vgt.track_id[vgt.consider])),
@@ -329,7 +332,7 @@ def build(
             {
                 "scenario": scenario.model_dump(mode="json"),
                 "source": {"video": str(video), "sha256": sha256_file(video), "frames": total},
-                "ground_truth": str(gt_path),
+                "ground_truth": str(gt_path) if gt_path is not None else None,
                 "cameras": counts,
                 "how": __doc__,
             },
@@ -338,6 +341,10 @@ def build(
     )
     fleet = out / "fleet.yaml"
     fleet.write_text(yaml.safe_dump(_fleet_config(scenario, videos, out), sort_keys=False))
+    if truths:
+        (out / "fleet.gt-boxes.yaml").write_text(
+            yaml.safe_dump(_gt_boxes_config(_fleet_config(scenario, videos, out), truths, out), sort_keys=False)
+        )
     return ScenarioFiles(out, videos, truths, desc, fleet)
 
 
@@ -370,6 +377,17 @@ def _fleet_config(scenario: ScenarioConfig, videos: dict[str, Path], out: Path) 
         "identity": {"adjacency": _adjacency(scenario)},
         "cameras": cameras,
     }
+
+
+def _gt_boxes_config(fleet: dict[str, Any], truths: dict[str, Path], out: Path) -> dict[str, Any]:
+    """The same fleet on the cameras' true boxes (no detector errors): measures identity resolution alone.
+
+    Writes to out/runs-gt-boxes so a detector run and a true-box run of one scenario sit side by side.
+    """
+    for name, cam in fleet["cameras"].items():
+        cam["detector"] = {"type": "ground-truth", "path": str(truths[name].resolve())}
+        cam["output"] = {**cam["output"], "dir": str((out / "runs-gt-boxes").resolve())}
+    return fleet
 
 
 def _adjacency(scenario: ScenarioConfig, walk_s: float = 10.0) -> list[dict[str, Any]]:

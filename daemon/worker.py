@@ -266,6 +266,7 @@ class CameraWorker:
             "bridge": dataclasses.asdict(self.fleet.bridge.stats),
             "remote_invalid": self.fleet.remote_invalid,
             "unresolved_rows": outputs.global_mot.unresolved_rows if outputs.global_mot is not None else 0,
+            "conflicting_rows": outputs.global_mot.conflicting_rows if outputs.global_mot is not None else 0,
         }
 
 

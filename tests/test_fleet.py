@@ -1,0 +1,290 @@
+"""Fleet mode: FleetLink (resolver + bridge on a real Valkey), its outputs, and `reid-daemon fleet` end to end."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from _video import make_video
+
+from daemon.bridge import Bridge, FleetMessage
+from daemon.cli import main
+from daemon.config import BridgeConfig, IdentityConfig, SecretSource, load_settings
+from daemon.fleet import FleetClock, FleetLink, GlobalMotWriter, IdentityLog, to_message, to_update
+from daemon.fleet_runner import forget, run_fleet
+from daemon.identity import IdentityAssignment, ProfileUpdate
+from daemon.motio import read_results
+from daemon.pipeline import FrameResult
+from daemon.track import TrackerUpdate
+from daemon.types import Detections, Frame, Track
+from daemon.valkey_server import EmbeddedValkey
+from daemon.worker import paced
+
+DIM = 32
+KEY = "k" * 32
+
+
+# ----------------------------------------------------------------------------------------- pure parts
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def test_profile_updates_survive_the_wire_and_keepalives_get_the_width_back() -> None:
+    ex = _unit(np.random.default_rng(0).normal(size=(3, DIM)))
+    u = ProfileUpdate("a", 4, 17, 100.5, 0.7, ex, label="alice", since=99.0)
+    back = to_update(to_message(u), DIM)
+    assert back is not None
+    assert (back.camera, back.track_id, back.global_id, back.label, back.since) == ("a", 4, 17, "alice", 99.0)
+    np.testing.assert_allclose(back.exemplars, ex, atol=1e-6)
+    keepalive = to_update(FleetMessage("profile", "a", track_id=4, global_id=17, timestamp=101.0, quality=0.5), DIM)
+    assert keepalive is not None and keepalive.exemplars.shape == (0, DIM)
+    assert to_update(FleetMessage("hello", "a"), DIM) is None
+
+
+def _track(tid: int, x: float) -> Track:
+    return Track("a", tid, (x, 10.0, x + 20.0, 60.0), 0.9, 0)
+
+
+def _assigned(tid: int, gid: int | None) -> IdentityAssignment:
+    return IdentityAssignment("a", tid, gid, None, 0.9, "fleet" if gid else "pending", gid is not None)
+
+
+def test_global_mot_writer_backfills_pending_rows_but_never_shows_an_id_twice_on_a_frame(tmp_path: Path) -> None:
+    w = GlobalMotWriter(tmp_path / "g.txt")
+    w.write(1, [_track(1, 0), _track(2, 50)], (_assigned(1, 7), _assigned(2, None)))
+    w.write(2, [_track(1, 0), _track(2, 50)], (_assigned(1, 7), _assigned(2, None)))
+    w.write(3, [_track(2, 50)], (_assigned(2, 7),))  # track 1 ended; track 2 turns out to be 7 as well
+    w.write(4, [_track(3, 90)], (_assigned(3, None),))
+    w.ended([3])  # never resolved
+    w.close()
+    res = read_results(tmp_path / "g.txt")  # the reader rejects an id twice in one frame
+    assert sorted(zip(res.frame.tolist(), res.track_id.tolist(), strict=True)) == [(1, 7), (2, 7), (3, 7)]
+    assert w.conflicting_rows == 2 and w.unresolved_rows == 1
+
+
+def test_identity_log_writes_changes_and_a_table(tmp_path: Path) -> None:
+    log = IdentityLog(tmp_path, "a")
+    log.frame(0, 10.0, (_assigned(1, 5),))
+    log.frame(1, 11.0, (IdentityAssignment("a", 1, 5, None, 0.9, "fleet", False),))
+    log.close()
+    lines = [json.loads(x) for x in (tmp_path / "identities.jsonl").read_text().splitlines()]
+    assert [(x["track_id"], x["global_id"]) for x in lines] == [(1, 5)]
+    table = json.loads((tmp_path / "identities.json").read_text())["identities"]
+    assert table["5"]["frames"] == 2 and table["5"]["first_seen"] == 10.0 and table["5"]["last_seen"] == 11.0
+
+
+def test_replays_are_placed_on_the_shared_epoch_and_paced() -> None:
+    clock = FleetClock(1000.0, media=True)
+    assert clock.time_of(Frame(3, 0.3, np.zeros((2, 2, 3), np.uint8))) == pytest.approx(1000.3)
+    frames = [Frame(i, i * 0.1, np.zeros((2, 2, 3), np.uint8)) for i in range(6)]
+    t0 = time.monotonic()
+    assert len(list(paced(frames, 2.0, threading.Event()))) == 6  # 0.5 s of media at 2x: 0.25 s
+    assert 0.2 <= time.monotonic() - t0 < 1.0
+
+
+# --------------------------------------------------------------------------- FleetLink on a real Valkey
+
+
+@pytest.fixture
+def valkey() -> object:
+    server = EmbeddedValkey("tcp").start()
+    yield server
+    server.close()
+
+
+def _settings(tmp_path: Path, url: str, cams: tuple[str, ...] = ("a", "b")) -> object:
+    data = {
+        "fleet": {"enabled": True, "clock": "wall"},
+        "bridge": {"url": url, "signing_key": {"value": KEY}, "reconnect_max_s": 0.5},
+        "identity": {"min_observations": 2, "new_min_observations": 2, "allow_overlapping_views": True},
+        "cameras": {c: {"source": {"uri": str(tmp_path / f"{c}.mp4")}} for c in cams},
+    }
+    p = tmp_path / "fleet.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return load_settings(p)
+
+
+PEOPLE = _unit(np.random.default_rng(7).normal(size=(3, DIM)))
+
+
+def _frame_result(cam: str, index: int, people: list[int], rng: np.random.Generator) -> FrameResult:
+    tracks = [Track(cam, 10 + p, (40.0 + 120 * p, 50.0, 100.0 + 120 * p, 230.0), 0.9, i, True)
+              for i, p in enumerate(people)]
+    emb = _unit(PEOPLE[people] + 0.05 * rng.normal(size=(len(people), DIM)))
+    frame = Frame(index, time.time(), np.zeros((300, 400, 3), np.uint8))
+    dets = Detections(np.array([t.xyxy for t in tracks], np.float32), np.full(len(tracks), 0.9, np.float32))
+    return FrameResult(frame, dets, emb, TrackerUpdate(tracks, []))
+
+
+def _run(link: FleetLink, cam: str, frames: int, people: list[int], seed: int) -> dict[int, int | None]:
+    rng = np.random.default_rng(seed)
+    out: dict[int, int | None] = {}
+    for i in range(frames):
+        ids = link.update(_frame_result(cam, i, people, rng))
+        out = {a.track_id - 10: a.global_id for a in ids.assignments}
+        time.sleep(0.02)
+    return out
+
+
+def _wait(cond: object, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_two_workers_agree_on_global_ids_and_a_late_joiner_catches_up(tmp_path: Path, valkey: EmbeddedValkey) -> None:
+    settings = _settings(tmp_path, valkey.url, ("a", "b", "c"))
+    a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    b = FleetLink(settings, "b", DIM).start(live=True)  # type: ignore[arg-type]
+    try:
+        ids_a = _run(a, "a", 6, [0, 1, 2], seed=1)
+        assert None not in ids_a.values() and len(set(ids_a.values())) == 3
+        assert _wait(lambda: b.resolver.stats().identities >= 3)
+        ids_b = _run(b, "b", 6, [2, 0], seed=2)
+        assert ids_b == {2: ids_a[2], 0: ids_a[0]}
+        a.bridge.flush(2.0)
+        b.bridge.flush(2.0)
+        late = FleetLink(settings, "c", DIM).start(live=True)  # type: ignore[arg-type]
+        try:
+            assert late.resolver.stats().identities >= 3  # from the stored state, before any live message
+            assert _run(late, "c", 6, [1], seed=3) == {1: ids_a[1]}
+        finally:
+            late.close()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_forget_erases_an_identity_at_every_worker(tmp_path: Path, valkey: EmbeddedValkey) -> None:
+    settings = _settings(tmp_path, valkey.url)
+    a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    b = FleetLink(settings, "b", DIM).start(live=True)  # type: ignore[arg-type]
+    try:
+        gid = _run(a, "a", 6, [0], seed=1)[0]
+        assert gid is not None
+        assert _wait(lambda: gid in b.resolver.store)
+        forget(settings, gid)  # type: ignore[arg-type]
+        assert _wait(lambda: gid not in b.resolver.store and gid not in a.resolver.store)
+        assert b.forgets_received == 1 and a.resolver.stats().forgotten == 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_tracking_goes_on_while_valkey_is_away_and_ids_come_when_it_returns(
+    tmp_path: Path, valkey: EmbeddedValkey
+) -> None:
+    settings = _settings(tmp_path, valkey.url)
+    a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    try:
+        valkey.kill()
+        ids = _run(a, "a", 5, [0, 1], seed=1)  # no exception: the decisions wait
+        assert ids == {0: None, 1: None}
+        assert a.resolver.stats().allocations_put_off > 0
+        valkey.start()
+        assert _wait(lambda: None not in _run(a, "a", 1, [0, 1], seed=2).values(), timeout=10)
+    finally:
+        a.close()
+
+
+def test_a_fleet_worker_without_a_shared_url_is_told_it_is_alone(tmp_path: Path, caplog: object) -> None:
+    settings = _settings(tmp_path, "redis://127.0.0.1:1")
+    data = settings.model_dump(mode="python")  # type: ignore[attr-defined]
+    data["bridge"]["url"] = None
+    data["bridge"]["signing_key"] = {"value": KEY}
+    from daemon.config import Settings
+
+    alone = Settings.model_validate(data)
+    import logging
+
+    with caplog.at_level(logging.WARNING):  # type: ignore[attr-defined]
+        FleetLink(alone, "a", DIM)
+    assert "no other camera will see it" in caplog.text  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------- `reid-daemon fleet` end to end
+
+
+def test_fleet_command_runs_cameras_as_processes_and_they_agree(tmp_path: Path, mobilenet_model: Path) -> None:
+    """Two cameras replaying the same synthetic clip (true boxes, real embedder, real processes and Valkey):
+    each person gets one global id, the same on both cameras; the report and outputs are written."""
+    clip = make_video(tmp_path / "clip.mp4", frames=30, size=(320, 240), people=3)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    cam = {
+        "source": {"uri": str(clip.path)},
+        "detector": {"type": "ground-truth", "path": str(gt)},
+        "embedder": {"policy": "all"},
+        "tracker": {"frame_rate": 10},
+        "output": {"dir": str(tmp_path / "runs"), "video": True, "progress": False},
+    }
+    cfg = {
+        "models_dir": str(mobilenet_model.parent.parent),
+        "fleet": {"enabled": True},
+        "bridge": {"signing_key": {"env": "REID_TEST_FLEET_KEY"}},
+        "identity": {"allow_overlapping_views": True},
+        "cameras": {"left": cam, "right": cam},
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = run_fleet(path, progress=False)
+    assert run.ok, run.exit_codes
+    gids = {}
+    for name in ("left", "right"):
+        res = read_results(tmp_path / "runs" / name / f"{name}.global.txt")
+        local = read_results(tmp_path / "runs" / name / f"{name}.txt")
+        assert len(res.frame) > 0.8 * len(local.frame)  # nearly every box has its global id
+        gids[name] = set(res.track_id.tolist())
+        assert (tmp_path / "runs" / name / "annotated.mp4").stat().st_size > 0
+    assert len(gids["left"]) == 3 and gids["left"] == gids["right"]
+    assert run.report["seen_on_several_cameras"] == 3
+    assert (run.report_dir / "timeline.png").stat().st_size > 0
+    assert "| global id |" in (run.report_dir / "report.md").read_text()
+
+
+def test_fleet_command_without_a_key_says_what_to_set(tmp_path: Path, capsys: object) -> None:
+    cfg = {"fleet": {"enabled": True}, "cameras": {"a": {"source": {"uri": "x.mp4"}}}}
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["fleet", "--config", str(path), "--no-progress"]) == 2
+    assert "bridge.signing_key" in capsys.readouterr().err  # type: ignore[attr-defined]
+
+
+def test_forget_command_needs_the_fleet_url(tmp_path: Path, capsys: object) -> None:
+    cfg = {"bridge": {"signing_key": {"value": KEY}}, "cameras": {"a": {"source": {"uri": "x.mp4"}}}}
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["forget", "3", "--config", str(path)]) == 2
+    assert "bridge.url" in capsys.readouterr().err  # type: ignore[attr-defined]
+
+
+def test_bridge_messages_from_unknown_keys_never_reach_the_resolver(tmp_path: Path, valkey: EmbeddedValkey) -> None:
+    settings = _settings(tmp_path, valkey.url)
+    a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    bad_cfg = BridgeConfig(url=valkey.url, signing_key=SecretSource(value="x" * 32))  # type: ignore[arg-type]
+    try:
+        with Bridge(bad_cfg, "intruder", receive=False) as intruder:
+            intruder.publish(
+                FleetMessage("profile", "intruder", 1, 999, timestamp=time.time(), quality=0.9,
+                             embeddings=PEOPLE[:1])
+            )
+            intruder.flush(2.0)
+        assert _wait(lambda: a.bridge.stats.rejected.total >= 1)
+        assert 999 not in a.resolver.store
+    finally:
+        a.close()
+
+
+def test_identity_config_reaches_the_resolver(tmp_path: Path, valkey: EmbeddedValkey) -> None:
+    settings = _settings(tmp_path, valkey.url)
+    link = FleetLink(settings, "a", DIM)  # type: ignore[arg-type]
+    assert isinstance(link.resolver.cfg, IdentityConfig) and link.resolver.cfg.min_observations == 2
