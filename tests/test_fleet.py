@@ -288,3 +288,42 @@ def test_identity_config_reaches_the_resolver(tmp_path: Path, valkey: EmbeddedVa
     settings = _settings(tmp_path, valkey.url)
     link = FleetLink(settings, "a", DIM)  # type: ignore[arg-type]
     assert isinstance(link.resolver.cfg, IdentityConfig) and link.resolver.cfg.min_observations == 2
+
+
+def test_a_local_gallery_names_the_people_it_knows(tmp_path: Path, valkey: EmbeddedValkey) -> None:
+    from daemon.gallery import Gallery
+
+    gallery = Gallery(DIM, threshold=0.7)
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        gallery.add("alice", _unit(PEOPLE[0] + 0.05 * rng.normal(size=DIM)))
+    path = gallery.save(tmp_path / "known.rdg")
+    data = _settings(tmp_path, valkey.url).model_dump(mode="python")  # type: ignore[attr-defined]
+    data["gallery"]["path"] = path
+    data["bridge"]["signing_key"] = {"value": KEY}
+    from daemon.config import Settings
+
+    link = FleetLink(Settings.model_validate(data), "a", DIM).start(live=True)
+    try:
+        rng = np.random.default_rng(1)
+        for i in range(6):
+            ids = link.update(_frame_result("a", i, [0, 1], rng))
+        by_person = {a.track_id - 10: a for a in ids.assignments}
+        assert by_person[0].label == "alice" and by_person[0].source == "gallery"
+        assert by_person[1].label is None and by_person[1].global_id != by_person[0].global_id
+    finally:
+        link.close()
+
+
+def test_a_gallery_of_another_width_is_refused_by_name(tmp_path: Path) -> None:
+    from daemon.errors import ConfigError
+    from daemon.gallery import Gallery
+
+    path = Gallery(8).save(tmp_path / "other.rdg")
+    data = _settings(tmp_path, "redis://127.0.0.1:1").model_dump(mode="python")  # type: ignore[attr-defined]
+    data["gallery"]["path"] = path
+    data["bridge"]["signing_key"] = {"value": KEY}
+    from daemon.config import Settings
+
+    with pytest.raises(ConfigError, match=r"gallery\.path"):
+        FleetLink(Settings.model_validate(data), "a", DIM)
