@@ -564,7 +564,8 @@ def test_auth_with_an_acl_user(server: EmbeddedValkey, monkeypatch: pytest.Monke
 def test_three_node_cluster() -> None:
     with EmbeddedCluster(3) as cluster:
         cfg = config(cluster.startup_url, cluster=True)
-        with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b:
+        away = config(cluster.startup_url, cluster=True, reconnect_initial_s=1.0, reconnect_max_s=2.0)
+        with Bridge(cfg, "cam-a") as a, Bridge(away, "cam-b") as b:
             assert a.wait_ready(10) and b.wait_ready(10)
             ids = {a.allocate_global_id() for _ in range(5)} | {b.allocate_global_id() for _ in range(5)}
             assert ids == set(range(1, 11))
@@ -573,11 +574,21 @@ def test_three_node_cluster() -> None:
             b.publish(profile("cam-b", 5, gid=2))
             assert [m.track_id for m in profiles_from(b, 3, timeout=15)] == [0, 1, 2]
             assert [m.track_id for m in profiles_from(a, 1, timeout=15)] == [5]
-            assert a.flush(5) and b.flush(5)
+            caught_up = b.stats.caught_up
+            for node in cluster.nodes:  # b's subscription (on the channel's node) drops; a keeps publishing
+                with node.client() as admin:
+                    admin.client_kill_filter(_type="pubsub")
+            for t in range(10, 20):
+                a.publish(profile("cam-a", t, gid=1))
+            assert a.flush(5)  # written while b is away (it waits 0.5-1 s before reconnecting)
+            got = profiles_from(b, 10, timeout=15)  # replayed from cam-a's stream, on cam-a's node
+            assert [m.track_id for m in got] == list(range(10, 20))  # in order, none lost, none twice
+            assert b.stats.reconnects >= 1 and b.stats.caught_up > caught_up
+            assert b.flush(5)
             with Bridge(cfg, "cam-c") as c:
                 assert c.wait_ready(10)
-                got = {(m.camera, m.track_id) for m in c.drain() if m.kind == "profile"}
-                assert got == {("cam-a", 0), ("cam-a", 1), ("cam-a", 2), ("cam-b", 5)}
+                got_c = {(m.camera, m.track_id) for m in c.drain() if m.kind == "profile"}
+                assert got_c == {("cam-a", t) for t in (0, 1, 2, *range(10, 20))} | {("cam-b", 5)}
             a.forget(1)
             assert a.flush(10) and a.stats.erased >= 3
             with Bridge(cfg, "cam-d") as d:

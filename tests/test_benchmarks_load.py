@@ -1,0 +1,161 @@
+"""Smoke test of benchmarks/load_sim.py (a tiny run on one node, a 3-node cluster and with raw listeners), and
+the simulated camera's publish schedule checked against the resolver's policy without a server."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import itertools
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _data import REPO_ROOT
+
+SCRIPT = REPO_ROOT / "benchmarks" / "load_sim.py"
+BUDGET_S = 150
+
+
+def load_sim() -> Any:
+    """benchmarks/load_sim.py as a module, registered in sys.modules (its dataclasses need that)."""
+    if "load_sim" in sys.modules:
+        return sys.modules["load_sim"]
+    spec = importlib.util.spec_from_file_location("load_sim", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["load_sim"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class FakeBridge:
+    """What SimCamera uses of a Bridge: its camera, id allocation, publish (kept here)."""
+
+    def __init__(self, camera: str) -> None:
+        self.camera = camera
+        self.sent: list[Any] = []
+        self._ids = itertools.count(1)
+
+    def allocate_global_id(self) -> int:
+        return next(self._ids)
+
+    def publish(self, msg: Any) -> int:
+        self.sent.append(msg)
+        return len(self.sent)
+
+
+def _simulate(change_prob: float, seconds: float = 120.0) -> tuple[Any, Any, FakeBridge, Any]:
+    sim = load_sim()
+    model = replace(sim.default_model(32), change_prob=change_prob)
+    bridge = FakeBridge("sim-0000")
+    cam = sim.SimCamera(bridge, model, sim.exemplar_pool(model, 0), np.random.default_rng(3))
+    live = len(cam.tracks)
+    start = 1000.0
+    window = sim.Window(start, start, start + seconds, start + seconds)
+    tally = sim.PublisherTally()
+    cam.begin(start)
+    for now in np.arange(start, start + seconds, 0.5 / model.embed_fps):
+        cam.step(float(now), window, tally)
+        assert len(cam.tracks) == live  # an ended track is replaced at once: the live count holds
+    return model, tally, bridge, cam
+
+
+def test_simulated_camera_publishes_like_the_resolver() -> None:
+    model, tally, bridge, cam = _simulate(change_prob=0.9)
+    msgs = bridge.sent
+    assert (
+        model.dim == 32
+        and model.exemplars == 8
+        and model.publish_interval_s == 1.0
+        and model.keepalive_s == 5.0
+    )
+    assert tally.messages == len(msgs) and tally.births > 0 and tally.ended > 0
+    assert all(m.kind == "profile" and m.camera == "sim-0000" and m.global_id is not None for m in msgs)
+    assert all(m.embeddings.shape[0] <= model.exemplars for m in msgs)
+    by_track: dict[int, list[Any]] = {}
+    for m in msgs:
+        by_track.setdefault(m.track_id, []).append(m)
+    for track_msgs in by_track.values():
+        times = [m.timestamp for m in track_msgs if not m.ended]
+        # at most one update per publish interval (within a frame), ended ones aside
+        assert all(
+            b - a >= model.publish_interval_s - 1 / model.embed_fps for a, b in itertools.pairwise(times)
+        )
+        assert not any(m.ended for m in track_msgs[:-1])  # an ended profile is a track's last word
+    gids = {m.track_id: m.global_id for m in msgs}
+    assert len(set(gids.values())) == len(gids)  # one global id per track
+    newborn = [ms[0] for t, ms in by_track.items() if t > len(cam.tracks)]  # born during the run
+    assert newborn and all(m.timestamp - ms_born(m, model) < 1e-9 for m in newborn)
+    # decided new_min_observations frames after birth: announced with the exemplars embedded so far
+    assert {m.embeddings.shape[0] for m in newborn} <= {2, 3}
+    full_per_track_s = tally.full / (len(cam.tracks) * 120.0)
+    assert 0.75 <= full_per_track_s <= 1.0  # ~change_prob full updates per track-second
+
+
+def ms_born(m: Any, model: Any) -> float:
+    """When the announce of a new track is due: one frame at most after its decision."""
+    return float(m.since) + 1 / model.embed_fps
+
+
+def test_keep_alives_when_exemplars_rarely_change() -> None:
+    model, tally, bridge, _ = _simulate(change_prob=0.1)
+    assert tally.keepalives > 0
+    assert all(m.embeddings.shape == (0, model.dim) for m in bridge.sent if m.embeddings.shape[0] == 0)
+    by_track: dict[int, list[float]] = {}
+    for m in bridge.sent:
+        by_track.setdefault(m.track_id, []).append(m.timestamp)
+    gap = model.keepalive_s + model.publish_interval_s + 1 / model.embed_fps
+    assert all(b - a <= gap for ts in by_track.values() for a, b in itertools.pairwise(ts))
+
+
+def test_load_sim_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "load"
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--cameras",
+        "3",
+        "--publish-only-cameras",
+        "2",
+        "--cluster-cameras",
+        "3",
+    ]
+    cmd += ["--fanout-cameras", "2"]
+    cmd += ["--fanout-listeners", "2", "--receivers", "1", "--publishers", "1", "--warmup-s", "1"]
+    cmd += ["--measure-s", "3", "--grace-s", "2", "--keep-going", "--out", str(out)]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUDGET_S, cwd=REPO_ROOT, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert time.monotonic() - start < BUDGET_S
+    doc = json.loads((out / "points.json").read_text(encoding="utf-8"))
+    assert "load_sim.py" in doc["command"] and doc["model"]["dim"] == 1280
+    rows = {r["mode"]: r for r in doc["points"]}
+    assert set(rows) == {"single", "publish-only", "cluster", "fanout"}
+    quiet = rows.pop("publish-only")  # nobody receives: the server's side alone
+    assert quiet["receivers"] == 0 and quiet["messages"] > 0 and quiet["used_memory_mb"] > 0
+    assert quiet["pub_dropped"] == 0 and quiet["net_out_mb_s"] < rows["single"]["net_out_mb_s"]
+    for r in rows.values():
+        assert r["messages"] > 0 and r["full"] > 0 and r["embeddings"] >= r["full"]
+        assert r["ingested"] >= 0.99 * r["messages"] * r["receivers"]  # delivered and ingested at the peer
+        assert r["ingest_rejected"] == 0 and r["rx_rejected"] == 0 and r["rx_invalid"] == 0
+        assert r["rx_callback_errors"] == 0 and r["rx_reconnects"] == 0
+        assert r["pub_dropped"] == 0 and r["unsendable"] == 0
+        assert 0 < r["lat_p50_ms"] <= r["lat_p99_ms"] <= r["lat_max_ms"] and math.isfinite(r["lat_max_ms"])
+        assert r["used_memory_mb"] > 0 and r["mem_kb_per_cam"] > 0 and r["log_kb_per_cam"] > 0
+        assert r["entries_per_cam"] > 0 and r["steady_mb_per_cam"] > 0
+        assert r["server_cpu"] >= 0 and r["publisher_cpu"] >= 0 and r["machine_cpu"] > 0
+        assert not r["alloc_p50_ms"] <= 0  # ids allocated in the window took time (NaN: no birth in it)
+    cluster = rows["cluster"]
+    assert len(cluster["nodes"]) == 3 and sum(n["cameras"] for n in cluster["nodes"]) == 3
+    assert sum(n["mem_mb"] for n in cluster["nodes"]) > 0
+    assert rows["fanout"]["listeners"] == 2 and rows["fanout"]["listener_mb_s"] > 0
+    with (out / "points.csv").open(encoding="utf-8") as f:
+        assert [r["mode"] for r in csv.DictReader(f)] == ["single", "publish-only", "cluster", "fanout"]
+    assert (out / "load_sim.png").stat().st_size > 10_000
+    assert "| mode | cams |" in proc.stdout and "per node (cluster)" in proc.stdout
