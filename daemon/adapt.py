@@ -58,6 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from daemon.boxes import box_area, box_intersection
+from daemon.embed import crop_boxes
 from daemon.errors import DataError, ModelError
 from daemon.types import FloatArray, ImageBGR
 
@@ -85,6 +86,7 @@ MINING_FIELDS: Final = (
     "min_score",
     "max_covered",
     "seed",
+    "augment",
 )
 
 
@@ -126,6 +128,14 @@ class AdaptConfig(BaseModel):
         0.15, ge=0, le=1, description="Skip a box when another box covers more than this fraction of it."
     )
     seed: int = Field(0, ge=0, description="Seed of sampling, initialisation and training.")
+    augment: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="Augmented copies of every sampled crop (camera-like changes: gamma, colour cast, "
+        "down-scaling, blur, JPEG, box jitter) embedded as extra positives of its track, so the head learns "
+        "what differs between cameras is not identity; 0 = off.",
+    )
 
 
 # ================================================================================================ the head
@@ -462,6 +472,39 @@ def eligible_boxes(boxes: FloatArray, scores: FloatArray, cfg: AdaptConfig) -> N
     return np.asarray(ok & (covered_fraction(boxes) <= cfg.max_covered), dtype=bool)
 
 
+# Camera-like changes drawn for each augmented copy: what differs between two cameras' views of one person.
+AUG_GAMMA: Final = (0.7, 1.45)  # exponent range (brightness response)
+AUG_GAIN: Final = (0.8, 1.2)  # per-channel gain range (colour cast, white balance)
+AUG_SCALE: Final = (0.45, 1.0)  # crop down-scaling (a smaller, softer person)
+AUG_BLUR: Final = (0.0, 1.5)  # Gaussian sigma in crop pixels, half of the copies
+AUG_JPEG: Final = (30, 90)  # JPEG quality, half of the copies
+AUG_JITTER: Final = 0.05  # box corners moved by up to this fraction of the box size
+
+
+def augment_crop(image: ImageBGR, box: NDArray[Any], rng: np.random.Generator) -> ImageBGR:
+    """One camera-like variant of the crop of ``box`` (x0, y0, x1, y1) in ``image`` (a new array).
+
+    The box is jittered, then the crop gets a gamma and per-channel gains, a random down-scaling and, each
+    with probability 1/2, a Gaussian blur and a JPEG round trip.
+    """
+    b = np.asarray(box, np.float64).reshape(1, 4)
+    size = np.array([b[0, 2] - b[0, 0], b[0, 3] - b[0, 1]] * 2)
+    b = b + rng.uniform(-AUG_JITTER, AUG_JITTER, 4) * np.abs(size)
+    crop = crop_boxes(image, b)[0].astype(np.float32) / 255.0
+    crop = crop ** rng.uniform(*AUG_GAMMA) * rng.uniform(*AUG_GAIN, 3).astype(np.float32)
+    out = np.clip(crop * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    h, w = out.shape[:2]
+    f = rng.uniform(*AUG_SCALE)
+    out = cv2.resize(out, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.5:
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(*AUG_BLUR) + 1e-3)
+    if rng.random() < 0.5:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(*AUG_JPEG))])
+        if ok:
+            out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    return np.ascontiguousarray(out, dtype=np.uint8)
+
+
 @dataclass(slots=True)
 class _TrackState:
     label: int
@@ -482,7 +525,8 @@ class TrackletMiner:
         self._rng = np.random.default_rng(cfg.seed)
         self._live: dict[int, _TrackState] = {}
         self._next_label = 0
-        self._store: dict[int, list[tuple[FloatArray, int, int]]] = {}  # label -> (feature, frame, track)
+        # label -> (features of the crop and its augmented copies (1 + augment, D), frame, track)
+        self._store: dict[int, list[tuple[FloatArray, int, int]]] = {}
         self._held = 0
         self._cliques: set[tuple[int, ...]] = set()
         self.frames_read = 0
@@ -551,6 +595,7 @@ class TrackletMiner:
             items[slot] = item
 
     def _features(self, image: ImageBGR, ft: FrameTracks, rows: list[int]) -> FloatArray:
+        """(n, 1 + augment, D): each picked box's feature, then those of its augmented copies."""
         idx = np.asarray(rows, np.intp)
         out = np.zeros((len(idx), self.embedder.dim), np.float32)
         have = np.zeros(len(idx), bool)
@@ -559,7 +604,12 @@ class TrackletMiner:
             have = np.any(out != 0, axis=1)
         if not have.all():
             out[~have] = self.embedder.embed(image, ft.boxes[idx[~have]])
-        return out
+        k = self.cfg.augment
+        if not k:
+            return out[:, None, :]
+        crops = [augment_crop(image, box, self._rng) for box in ft.boxes[idx] for _ in range(k)]
+        aug = self.embedder.embed_crops(crops).reshape(len(idx), k, -1)
+        return np.concatenate([out[:, None, :], aug], axis=1)
 
     def _forget(self, frame: int) -> None:
         """Drop the state of tracks gone longer than ``max_gap`` (they would get a new label anyway)."""
@@ -573,10 +623,11 @@ class TrackletMiner:
         remap = {old: new for new, old in enumerate(keep)}
         items = [(remap[k], it) for k in keep for it in self._store[k]]
         dim = self.embedder.dim
-        feats = np.stack([it[0] for _, it in items]) if items else np.zeros((0, dim), np.float32)
-        labels = np.array([lab for lab, _ in items], np.int64)
-        frames = np.array([it[1] for _, it in items], np.int64)
-        tracks = np.array([it[2] for _, it in items], np.int64)
+        copies = [len(it[0]) for _, it in items]
+        feats = np.concatenate([it[0] for _, it in items]) if items else np.zeros((0, dim), np.float32)
+        labels = np.repeat(np.array([lab for lab, _ in items], np.int64), copies)
+        frames = np.repeat(np.array([it[1] for _, it in items], np.int64), copies)
+        tracks = np.repeat(np.array([it[2] for _, it in items], np.int64), copies)
         cliques = _remap_cliques(self._cliques, remap)
         return Tracklets(
             feats, labels, frames, tracks, cooccurrence(cliques, len(keep)), cliques, self.frames_read
@@ -586,6 +637,27 @@ class TrackletMiner:
 def _remap_cliques(cliques: Iterable[tuple[int, ...]], remap: dict[int, int]) -> tuple[IntArray, ...]:
     out = {tuple(sorted(remap[x] for x in c if x in remap)) for c in cliques}
     return tuple(np.array(c, np.int64) for c in sorted(out) if len(c) >= 2)
+
+
+def merge_tracklets(parts: Sequence[Tracklets]) -> Tracklets:
+    """Tracklets of several cameras as one training set: labels and cliques offset per part.
+
+    Co-occurrence stays within a part: two tracks of different cameras are of unknown relation (one person may
+    walk from one view into the other), so they are neither positives nor negatives of each other.
+    """
+    if not parts:
+        raise ValueError("no tracklets to merge")
+    offsets = np.cumsum([0] + [t.num_tracks for t in parts])
+    cliques = tuple(c + off for t, off in zip(parts, offsets, strict=False) for c in t.cliques)
+    return Tracklets(
+        np.concatenate([t.features for t in parts]),
+        np.concatenate([t.labels + off for t, off in zip(parts, offsets, strict=False)]),
+        np.concatenate([t.frames for t in parts]),
+        np.concatenate([t.track_ids for t in parts]),
+        cooccurrence(cliques, int(offsets[-1])),
+        cliques,
+        sum(t.frames_read for t in parts),
+    )
 
 
 def cooccurrence(cliques: Sequence[IntArray], n: int) -> NDArray[np.bool_]:
@@ -1028,6 +1100,7 @@ class AdaptRequest:
     max_frames: int = 0
     cache_dir: Path | None = None
     progress: bool = True
+    cameras: tuple[str, ...] = ()  # mine these cameras (one head for a fleet); empty: the one camera asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -1085,21 +1158,41 @@ def run_adapt(settings: Settings, camera: str | None, req: AdaptRequest, cfg: Ad
     reference = _reference(req, embedder)
     tracklets = None
     if req.tracklets:
-        if req.max_frames:
-            settings = with_overrides(settings, name, {"source.max_frames": req.max_frames})
-        tracklets = collect_tracklets(
-            settings,
-            name,
-            embedder,
-            base,
-            cfg,
-            tracks_file=req.tracks_file,
-            cache_dir=req.cache_dir,
-            progress=req.progress,
-        )
+        parts = []
+        for cam_name in req.cameras or (name,):
+            _check_same_embedder(settings, name, cam_name)
+            if req.max_frames:
+                settings = with_overrides(settings, cam_name, {"source.max_frames": req.max_frames})
+            parts.append(
+                collect_tracklets(
+                    settings,
+                    cam_name,
+                    embedder,
+                    base,
+                    cfg,
+                    tracks_file=req.tracks_file,
+                    cache_dir=req.cache_dir,
+                    progress=req.progress,
+                )
+            )
+        tracklets = parts[0] if len(parts) == 1 else merge_tracklets(parts)
     head, report = train_head(tracklets, reference, base, cfg, progress=req.progress)
     path = save_head(head, req.out)
     return AdaptResult(path, head, report, tracklets, reference)
+
+
+_EMBEDDING_FIELDS: Final = ("type", "model", "input_size", "flip_average", "colour_norm", "detail_height")
+
+
+def _check_same_embedder(settings: Settings, first: str, other: str) -> None:
+    """DataError unless camera ``other`` embeds crops exactly as camera ``first`` does (one head for both)."""
+    a = settings.cameras[first].embedder.model_dump(include=set(_EMBEDDING_FIELDS))
+    b = settings.cameras[other].embedder.model_dump(include=set(_EMBEDDING_FIELDS))
+    if a != b:
+        diff = sorted(k for k in a if a[k] != b[k])
+        raise DataError(
+            f"cameras {first} and {other} embed differently ({', '.join(diff)}): one head cannot serve both"
+        )
 
 
 def _reference(req: AdaptRequest, embedder: CropEmbedder) -> LabelledFeatures | None:
@@ -1134,6 +1227,7 @@ def collect_tracklets(
         base=base.sha256,
         size=base.input_size,
         flip=base.flip_average,
+        crops=cam.embedder.model_dump(include={"colour_norm", "detail_height"}),
         mining=cfg.model_dump(include=set(MINING_FIELDS)),
         video=file_identity(video) if video.is_file() else cam.source.uri,
         tracks=file_identity(tracks_file) if tracks_file else None,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from daemon import __version__
 from daemon.errors import ConfigError, DaemonError
@@ -58,9 +59,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    settings, name = _load(args)  # before the heavy imports: a config error is reported at once
     from daemon.runner import run_camera
 
-    settings, name = _load(args)
     summary = run_camera(settings, name, show_progress=False if args.no_progress else None)
     print(summary.text())
     for key, path in summary.outputs.items():
@@ -439,7 +440,7 @@ def _adapt_config(args: argparse.Namespace) -> Any:
 
     from daemon.adapt import AdaptConfig
 
-    fields = ("dim", "steps", "seed", "sample_every", "max_per_track")
+    fields = ("dim", "steps", "seed", "sample_every", "max_per_track", "augment")
     updates = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
     try:
         return AdaptConfig(**updates)
@@ -455,7 +456,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     overrides = {"models_dir": args.models_dir} if args.models_dir else {}
     settings = load_settings(args.config, **overrides)
-    name, _ = settings.camera(args.camera)
+    first = next(iter(settings.cameras)) if args.all_cameras and not args.camera else args.camera
+    name, _ = settings.camera(first)
     if args.source:
         settings = with_overrides(settings, name, {"source.uri": args.source})
     out = Path(args.out)
@@ -467,11 +469,15 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         max_frames=args.max_frames or 0,
         cache_dir=None if args.no_cache else Path(args.cache_dir or out.parent / "adapt-cache"),
         progress=not args.no_progress,
+        cameras=tuple(settings.cameras) if args.all_cameras else (),
     )
     result = run_adapt(settings, name, req, _adapt_config(args))
     for line in result.lines():
         print(line)
-    print(f"use it with `embedder: {{head: {result.path}}}` in the camera's config")
+    if args.all_cameras:
+        print(f"use it for fleet identity with `identity: {{head: {result.path}}}`")
+    else:
+        print(f"use it with `embedder: {{head: {result.path}}}` in the camera's config")
     return 0
 
 
@@ -484,6 +490,11 @@ def _add_adapt_parser(sub: Any) -> None:
     a.add_argument("--out", "-o", required=True, help="Head file to write (.npz).")
     a.add_argument("--config", "-c", default=str(DEFAULT_CONFIG), help="YAML config (camera, models).")
     a.add_argument("--camera", help="Camera name in the config (needed when it holds several).")
+    a.add_argument(
+        "--all-cameras",
+        action="store_true",
+        help="Mine every camera of the config into one head (a fleet's `identity: {head: ...}`).",
+    )
     a.add_argument("--source", help="Video to mine tracklets from (default: the camera's source).")
     a.add_argument("--max-frames", type=int, help="Mine the first N frames only.")
     a.add_argument("--tracks", help="MOT results file of --source: its tracks instead of running ours.")
@@ -499,6 +510,9 @@ def _add_adapt_parser(sub: Any) -> None:
     a.add_argument("--seed", type=int, help="Random seed.")
     a.add_argument("--sample-every", type=int, help="Frames between two samples of one track.")
     a.add_argument("--max-per-track", type=int, help="Samples kept per track.")
+    a.add_argument(
+        "--augment", type=int, help="Camera-like augmented copies of each sampled crop, as extra positives."
+    )
     a.add_argument("--cache-dir", help="Feature cache folder (default: adapt-cache beside --out).")
     a.add_argument("--no-cache", action="store_true", help="Neither read nor write the feature cache.")
     a.add_argument("--models-dir", help="Model cache folder (default: the config's).")
@@ -751,5 +765,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry(argv: Sequence[str] | None = None) -> NoReturn:
+    """The ``reid-daemon`` program: ``main``, then a quick exit.
+
+    Once a command has returned, its files are closed and its servers stopped; what is left is the interpreter's
+    teardown, which takes ~1 s with torch loaded (more on a busy machine) and would push a stopping service past
+    its 2 s budget. So the exit handlers run (embedded Valkey servers, logging), the streams are flushed and the
+    process ends without the teardown. An uncaught exception still takes the normal way out, with its traceback.
+    """
+    code = main(argv)
+    atexit._run_exitfuncs()  # what a normal exit would run (logging.shutdown, child servers), without teardown
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -68,6 +68,11 @@ class SourceConfig(_Strict):
     folder_fps: float = Field(10.0, gt=0, le=1000, description="Timestamp rate for an image folder.")
     max_frames: int = Field(0, ge=0, description="Stop after this many frames; 0 = until the source ends.")
     stride: int = Field(1, ge=1, le=100, description="Keep every Nth decoded frame (frame-rate drop).")
+    loop: bool = Field(
+        False,
+        description="Video files only: start again from the first frame at the end (an endless replay for soak "
+        "tests and demos); frame indices and timestamps keep increasing.",
+    )
 
 
 class SSDLiteDetectorConfig(_Strict):
@@ -167,11 +172,29 @@ class EmbedderConfig(_Strict):
         description="Projection head (.npz from `reid-daemon adapt`) applied to the model's features; the "
         "embedding dim becomes the head's output dim. Only with type 'onnx'.",
     )
+    colour_norm: Literal["none", "grey_world", "luminance"] = Field(
+        "none",
+        description="Photometric normalisation of each crop before embedding: 'grey_world' scales the colour "
+        "channels to a common mean (removes a colour cast); 'luminance' standardises the lightness channel's "
+        "mean and spread (removes gamma/brightness differences). Only with type 'onnx'.",
+    )
+    detail_height: int = Field(
+        0,
+        ge=0,
+        le=1_024,
+        description="Each crop taller than this is first shrunk to this height (area average, aspect kept) "
+        "before the network resizes it: cameras that differ in resolution, sharpness or compression then give "
+        "the same level of detail; 0 = off. Only with type 'onnx'.",
+    )
 
     @model_validator(mode="after")
     def _head_needs_onnx(self) -> EmbedderConfig:
-        if self.head is not None and self.type != "onnx":
+        if self.type == "onnx":
+            return self
+        if self.head is not None:
             raise ValueError(f"head works with embedder type 'onnx' only, not {self.type!r}")
+        if self.colour_norm != "none" or self.detail_height:
+            raise ValueError(f"colour_norm and detail_height work with embedder type 'onnx' only, not {self.type!r}")
         return self
 
 
@@ -395,6 +418,10 @@ class Settings(BaseSettings):
         default_factory=lambda: BridgeConfig(allow_unsigned=False),
         description="The Valkey bridge between the cameras of a fleet.",
     )
+    ops: OpsConfig = Field(
+        default_factory=lambda: OpsConfig(),
+        description="Running as a service: /metrics and /health endpoint, systemd watchdog (daemon/ops).",
+    )
 
     @model_validator(mode="after")
     def _camera_names(self) -> Settings:
@@ -600,6 +627,12 @@ class IdentityConfig(_Strict):
     )
     gallery_k: int = Field(
         20, ge=1, le=10_000, description="Gallery rows retrieved per track exemplar when scoring named identities."
+    )
+    head: Path | None = Field(
+        None,
+        description="Projection head (.npz from `reid-daemon adapt`) applied to the embeddings used for identity "
+        "only (the tracker keeps the embedder's own); every camera of a fleet must use the same head, and a local "
+        "gallery must hold embeddings of the head's output width.",
     )
     fleet_threshold: float = Field(
         0.8, ge=-1, le=1, description="Cosine similarity a fleet (global) identity needs."
@@ -966,6 +999,64 @@ class FleetConfig(_Strict):
     identities: bool = Field(
         True, description="Write identities.jsonl (each track's global id and label, with times) per camera."
     )
+
+
+class OpsConfig(_Strict):
+    """Running as a service (daemon/ops): the /metrics and /health HTTP endpoint, systemd watchdog, timings."""
+
+    http: bool = Field(True, description="Serve Prometheus /metrics and /health over HTTP.")
+    host: str = Field(
+        "127.0.0.1", min_length=1, max_length=255, description="Address the /metrics and /health server binds."
+    )
+    port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="TCP port of /metrics and /health for cameras not in camera_ports; 0 = any free port "
+        "(logged; fine for ad-hoc runs, give services fixed ports). One process per camera: cameras on one "
+        "host need distinct ports.",
+    )
+    camera_ports: dict[str, Annotated[int, Field(ge=0, le=65535)]] = Field(
+        default_factory=dict, description="Port per camera name, overriding `port` (one fleet YAML, many hosts)."
+    )
+    watchdog: bool = Field(
+        True,
+        description="Feed systemd's watchdog (WatchdogSec= in the unit) while the main loop makes progress or "
+        "waits for a source that is reconnecting; a loop stuck with frames waiting stops the feeding.",
+    )
+    stall_after_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="/health reports 'stalled' when the main loop has made no progress for this long while "
+        "frames wait for it (the watchdog uses its own period, from systemd).",
+    )
+    valkey_probe_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="Fleet mode: PING the fleet's Valkey this often (round-trip histogram, /health).",
+    )
+    fps_window_s: float = Field(
+        5.0, gt=0, le=3600, description="The FPS gauge counts the frames of this last window."
+    )
+    latency_buckets: tuple[float, ...] = Field(
+        (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        min_length=1,
+        max_length=40,
+        description="Upper bounds (s) of the latency histogram buckets (stages, loop, Valkey round trip).",
+    )
+
+    @field_validator("latency_buckets")
+    @classmethod
+    def _increasing(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not all(0 < b < 1e6 for b in v) or list(v) != sorted(set(v)):
+            raise ValueError("latency_buckets must be positive, finite and strictly increasing")
+        return v
+
+    def port_for(self, camera: str) -> int:
+        """The HTTP port of ``camera``: its camera_ports entry, else ``port``."""
+        return self.camera_ports.get(camera, self.port)
 
 
 # Settings refers to sections defined after it in this file.

@@ -1,7 +1,9 @@
 """Appearance embedders: person boxes of a frame -> (N, D) L2-normalised float32 vectors.
 
 ``OnnxEmbedder`` runs an ONNX feature network (the MobileNetV2 preset takes float32 BGR 0..255 NCHW with its
-normalisation inside the graph); ``BoxmotEmbedder`` wraps BoxMOT's ReID runtime for a BoxMOT weights file.
+normalisation inside the graph), optionally on crops colour-normalised and detail-limited first
+(``EmbedderConfig.colour_norm`` / ``detail_height``: cameras of different colour, resolution and sharpness then
+look more alike); ``BoxmotEmbedder`` wraps BoxMOT's ReID runtime for a BoxMOT weights file.
 Both clip boxes to the image (a degenerate box still gets a vector), batch the crops and guard NaN.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import cv2
 import numpy as np
@@ -97,6 +99,53 @@ def crops_to_blob(crops: Sequence[ImageBGR], input_hw: tuple[int, int]) -> Float
     return blob
 
 
+def grey_world(crop: ImageBGR) -> ImageBGR:
+    """``crop`` with each colour channel scaled to the mean of the three channel means (a new array)."""
+    f = crop.astype(np.float32)
+    means = f.reshape(-1, 3).mean(axis=0) + 1e-3
+    out: ImageBGR = np.clip(f * (means.mean() / means) + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+LUMA_MEAN: Final = 128.0  # target lightness mean of 'luminance' normalisation (L of OpenCV's 8-bit Lab)
+LUMA_STD: Final = 50.0  # target lightness spread
+
+
+def standardise_luminance(crop: ImageBGR) -> ImageBGR:
+    """``crop`` with the Lab lightness channel moved to mean LUMA_MEAN and spread LUMA_STD (a new array)."""
+    lab = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB).astype(np.float32)
+    lum = lab[..., 0]
+    lab[..., 0] = (lum - lum.mean()) * (LUMA_STD / (float(lum.std()) + 1e-3)) + LUMA_MEAN
+    out: ImageBGR = cv2.cvtColor(np.clip(lab + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+    return out
+
+
+def limit_detail(crop: ImageBGR, height: int) -> ImageBGR:
+    """``crop`` shrunk to ``height`` rows (area average, aspect kept) when taller; else itself."""
+    h, w = crop.shape[:2]
+    if height <= 0 or h <= height:
+        return crop
+    width = max(1, round(w * height / h))
+    out: ImageBGR = np.asarray(cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA), np.uint8)
+    return out
+
+
+def prepare_crops(crops: Sequence[ImageBGR], cfg: EmbedderConfig) -> Sequence[ImageBGR]:
+    """The crops as the network should see them: colour-normalised and detail-limited per ``cfg``."""
+    if cfg.colour_norm == "none" and not cfg.detail_height:
+        return crops
+    out = []
+    for crop in crops:
+        check_image(crop)
+        c = limit_detail(crop, cfg.detail_height)
+        if cfg.colour_norm == "grey_world":
+            c = grey_world(c)
+        elif cfg.colour_norm == "luminance":
+            c = standardise_luminance(c)
+        out.append(c)
+    return out
+
+
 class OnnxEmbedder:
     """An ONNX feature network over person crops; batched, optional flip averaging, L2-normalised output."""
 
@@ -145,6 +194,7 @@ class OnnxEmbedder:
         if len(crops) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         bs = self.cfg.batch_size
+        crops = prepare_crops(crops, self.cfg)
         parts = [
             self._features(crops_to_blob(crops[i : i + bs], self.cfg.input_size))
             for i in range(0, len(crops), bs)

@@ -15,6 +15,10 @@ Global ids
     Allocated atomically in Valkey, a few at a time (:class:`IdPool`), so a short outage does not hold back new
     identities; when Valkey is away and the pool is empty, a track simply stays ``pending`` and is decided on a
     later frame. Tracking itself never waits for Valkey.
+
+Identity head
+    ``identity.head`` (a projection head from ``reid-daemon adapt``) maps each embedding row to the space the
+    resolver matches in, for identity only: the tracker keeps the embedder's raw rows.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from daemon.adapt import ProjectionHead, load_head
 from daemon.bridge import Bridge, BridgeError, FleetMessage
 from daemon.config import Settings
 from daemon.errors import ConfigError, DataError
@@ -44,7 +49,7 @@ from daemon.identity import (
 )
 from daemon.motio import MotWriter
 from daemon.pipeline import FrameResult
-from daemon.types import Frame, Track
+from daemon.types import FloatArray, Frame, Track
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +285,14 @@ class FleetLink:
     """One camera's membership in the fleet (see the module docstring). Thread-safe where it must be: remote
     messages arrive on the bridge's receiver thread, frames on the worker's main thread."""
 
-    def __init__(self, settings: Settings, camera: str, dim: int, bridge: Bridge | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        camera: str,
+        dim: int,
+        bridge: Bridge | None = None,
+        head: ProjectionHead | None = None,
+    ) -> None:
         if settings.bridge.url is None:
             log.warning(
                 "%s: bridge.url is not set, so this worker starts its own embedded Valkey: no other camera "
@@ -289,6 +301,12 @@ class FleetLink:
             )
         self.settings = settings
         self.camera = camera
+        if head is not None and head.input_dim != dim:
+            raise ConfigError(
+                f"identity.head takes {head.input_dim}-d embeddings but camera {camera}'s embedder gives {dim}-d"
+            )
+        self.head = head
+        dim = dim if head is None else head.output_dim
         self.gallery = _load_gallery(settings, dim)
         self.bridge = bridge or Bridge(settings.bridge, camera, on_message=self._on_message)
         self.resolver = IdentityResolver(camera, dim, IdPool(self.bridge), settings.identity, self.gallery)
@@ -315,7 +333,8 @@ class FleetLink:
         """Resolve one frame's tracks and publish what the fleet should learn from it."""
         h, w = r.frame.image.shape[:2]
         now = self.clock.time_of(r.frame)
-        ids = self.resolver.update(now, r.update.tracks, r.embeddings, (w, h), ended=r.update.ended)
+        rows = r.embeddings if self.head is None else identity_rows(self.head, r.embeddings)
+        ids = self.resolver.update(now, r.update.tracks, rows, (w, h), ended=r.update.ended)
         self._publish(ids.updates)
         return ids
 
@@ -356,6 +375,31 @@ class FleetLink:
             return
         if u is not None:
             self.resolver.ingest_remote(u)
+
+
+def identity_rows(head: ProjectionHead, embeddings: FloatArray | None) -> FloatArray | None:
+    """The identity head's rows for a frame's embeddings; an all-zero row ("not embedded") stays all zero."""
+    if embeddings is None:
+        return None
+    out = np.zeros((len(embeddings), head.output_dim), np.float32)
+    embedded = np.any(embeddings != 0, axis=1)
+    if embedded.any():
+        out[embedded] = head.apply(embeddings[embedded])
+    return out
+
+
+def load_identity_head(settings: Settings, embedder: object) -> ProjectionHead | None:
+    """``identity.head`` checked against the camera's embedder; None when not set. ModelError naming the file
+    when it was trained for another model or crop size (an ONNX embedder without a head of its own is checked
+    in full; otherwise the widths must agree)."""
+    path = settings.identity.head
+    if path is None:
+        return None
+    from daemon.embed import OnnxEmbedder, load_checked_head
+
+    if isinstance(embedder, OnnxEmbedder) and embedder.head is None:
+        return load_checked_head(Path(path), embedder.cfg, embedder.model_path, embedder.dim)
+    return load_head(Path(path))
 
 
 def _load_gallery(settings: Settings, dim: int) -> Gallery | None:

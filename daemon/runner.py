@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -71,8 +71,9 @@ class StatusFile:
 
 
 @contextmanager
-def _stop_on_signals(worker: CameraWorker) -> Iterator[None]:
-    """While inside, SIGTERM / SIGINT stop ``worker`` gracefully (main thread only; elsewhere a no-op)."""
+def _stop_on_signals(worker: CameraWorker, *also: Callable[[], None]) -> Iterator[None]:
+    """While inside, SIGTERM / SIGINT stop ``worker`` gracefully and call ``also`` (main thread only; elsewhere
+    a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -80,6 +81,8 @@ def _stop_on_signals(worker: CameraWorker) -> Iterator[None]:
     def handler(signum: int, _frame: FrameType | None) -> None:
         log.info("%s: %s received, stopping after the current frame", worker.name, signal.Signals(signum).name)
         worker.stop()
+        for stop in also:
+            stop()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -91,7 +94,10 @@ def _stop_on_signals(worker: CameraWorker) -> Iterator[None]:
 
 def run_camera(settings: Settings, name: str, show_progress: bool | None = None) -> RunSummary:
     """Build and run camera ``name`` of ``settings`` until its source ends or a signal stops it."""
-    observers: list[WorkerObserver] = [StatusFile()]  # operations observers (metrics, watchdog, health) join here
-    worker = CameraWorker(settings, name, show_progress=show_progress, observers=observers)
-    with _stop_on_signals(worker):
-        return worker.run()
+    from daemon.ops.service import Operations  # metrics, health, systemd notify and watchdog
+
+    with Operations(settings, name) as ops:
+        observers: list[WorkerObserver] = [StatusFile(), ops]
+        worker = CameraWorker(settings, name, show_progress=show_progress, observers=observers)
+        with _stop_on_signals(worker, ops.request_stop):
+            return worker.run()

@@ -18,8 +18,10 @@ Frame indices are positions in the source (with ``stride`` 3 they are 0, 3, 6, .
 ground truth numbered by source frame; they keep increasing across reconnects. ``max_frames`` stops the
 decoder after delivering that many (on a live stream some of them may be dropped). Timestamps are the
 container's position for files (index / fps when it has none), index / ``folder_fps`` for folders and
-wall-clock seconds for live streams. Every http(s)/rtsp/rtmp/udp/tcp/srt URL is a live stream unless
-``kind="file"`` says it is a file to read to its end.
+wall-clock seconds for live streams. A video file with ``loop`` starts again from its first frame at its end,
+endlessly (soak tests, demos); indices and timestamps keep increasing across passes. Every
+http(s)/rtsp/rtmp/udp/tcp/srt URL is a live stream unless ``kind="file"`` says it is a file to read to its
+end.
 
 RTSP streams are opened over TCP: ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` is set to ``rtsp_transport;tcp`` for the
 duration of the open call only (under a lock) and removed again; a value the user set in the environment is
@@ -86,6 +88,7 @@ class SourceStats:
     decode_seconds: float = 0.0  # time spent reading and decoding (including waiting on the network)
     last_error: str = ""  # the latest read or connection failure, for status pages and logs
     connected: bool = False  # the source is open and reading
+    loops: int = 0  # times a looped file started again from its first frame
 
 
 # -------------------------------------------------------------------------------------------------- backoff
@@ -458,6 +461,11 @@ class _Buffer:
                 self._cond.notify_all()
             return dropped
 
+    def depth(self) -> int:
+        """Frames waiting now (an end or failure marker is not counted)."""
+        with self._cond:
+            return sum(1 for item in self._items if isinstance(item, Frame))
+
     def finish(self, item: _Failed | _End) -> None:
         """Queue the last item (end or failure): never dropped, never waits."""
         with self._cond:
@@ -500,7 +508,12 @@ class FrameSource:
         self._cfg = cfg
         self.kind: SourceKind = infer_kind(cfg.uri.strip()) if cfg.kind == "auto" else cfg.kind
         self.name = name or redact(cfg.uri.strip())
+        if cfg.loop and self.kind != "file":
+            raise SourceError(
+                f"source.loop works with video files only, not a {self.kind} source ({self.name})"
+            )
         self._reader = _make_reader(cfg, self.kind, self.name, capture_factory or opencv_capture)
+        self._pass_start = 0  # frames_decoded when the current pass of a looped file began
         self._backoff = Backoff(
             cfg.reconnect_initial_s, cfg.reconnect_max_s, cfg.reconnect_attempts, jitter=_RECONNECT_JITTER
         )
@@ -529,7 +542,7 @@ class FrameSource:
     def frame_count(self) -> int | None:
         """Frames this source will deliver (after stride and max_frames); None for live or unknown lengths."""
         count = self._reader.count
-        if self.live or count is None:
+        if self.live or count is None or self._cfg.loop:
             return None
         n = -(-count // self._cfg.stride)
         return min(n, self._cfg.max_frames) if self._cfg.max_frames else n
@@ -538,6 +551,11 @@ class FrameSource:
     def stats(self) -> SourceStats:
         """A snapshot of the counters."""
         return replace(self._stats)
+
+    @property
+    def queued(self) -> int:
+        """Decoded frames waiting for the consumer now (at most ``queue_size``)."""
+        return self._buffer.depth()
 
     # ---- lifecycle
 
@@ -673,21 +691,29 @@ class FrameSource:
         return not self._stop.is_set()
 
     def _recover(self) -> bool:
-        """After a failed read: False at the end of a file; reconnect a live stream (False if stopped)."""
+        """After a failed read: False at the end of a file (unless looped); reconnect a live stream (False if
+        stopped)."""
         if not self._reader.live:
-            expected = self._reader.count
-            if expected is not None and self._stats.frames_decoded < expected:
-                self._stats.last_error = self._reader.last_error
-                log.warning(
-                    "source %s ended after %d of %d frames: %s",
-                    self.name,
-                    self._stats.frames_decoded,
-                    expected,
-                    self._reader.last_error,
-                )
-            return False
+            return self._replay_ended()
         self._stats.last_error = self._reader.last_error
         return self._reconnect()
+
+    def _replay_ended(self) -> bool:
+        """At the end of a file or folder: warn if it ended early; True after a looped file started again."""
+        expected = self._reader.count
+        read = self._stats.frames_decoded - self._pass_start
+        if expected is not None and read < expected:
+            self._stats.last_error = self._reader.last_error
+            log.warning(
+                "source %s ended after %d of %d frames: %s", self.name, read, expected, self._reader.last_error
+            )
+        if not self._cfg.loop or read == 0:  # a pass that read nothing would loop forever
+            return False
+        self._reader.close()
+        self._reader.open()
+        self._pass_start = self._stats.frames_decoded
+        self._stats.loops += 1
+        return True
 
     def _reconnect(self) -> bool:
         self._stats.connected = False

@@ -16,7 +16,7 @@ from daemon.config import CameraConfig, Settings
 from daemon.detect import build_detector
 from daemon.embed import build_embedder
 from daemon.errors import ConfigError
-from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog
+from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog, load_identity_head
 from daemon.identity import FrameIdentities
 from daemon.motio import MotWriter
 from daemon.outputs import AnnotatedVideo, EmbeddingFile, EventLog, RunSummary
@@ -141,7 +141,9 @@ class CameraWorker:
                 f"cameras.{self.name}.embedder: fleet.enabled needs an appearance embedder (type 'none' has no "
                 "embeddings to match across cameras)"
             )
-        return FleetLink(self.settings, self.name, self.pipeline.embedder.dim)
+        embedder = self.pipeline.embedder
+        head = load_identity_head(self.settings, embedder)
+        return FleetLink(self.settings, self.name, embedder.dim, head=head)
 
     def stop(self) -> None:
         self._stop.set()

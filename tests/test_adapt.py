@@ -24,6 +24,7 @@ from daemon.adapt import (
     ProjectionHead,
     TrackletMiner,
     Tracklets,
+    augment_crop,
     cooccurrence,
     covered_fraction,
     eligible_boxes,
@@ -31,6 +32,7 @@ from daemon.adapt import (
     list_reference,
     load_head,
     load_tracklets,
+    merge_tracklets,
     mine_tracklets,
     reference_label,
     save_head,
@@ -205,6 +207,46 @@ def test_miner_stops_at_max_samples() -> None:
     frames = (_frame(f, {1: A, 2: B}) for f in range(100))
     t = mine_tracklets(((IMG, ft) for ft in frames), _FakeEmbedder(), cfg)
     assert len(t.labels) == 10 and t.frames_read == 5
+
+
+def test_augmented_crops_are_camera_like_variants_and_seeded() -> None:
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (200, 150, 3)).astype(np.uint8)
+    box = np.array([20, 30, 80, 190], np.float32)
+    a = augment_crop(image, box, np.random.default_rng(5))
+    b = augment_crop(image, box, np.random.default_rng(5))
+    c = augment_crop(image, box, np.random.default_rng(6))
+    assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3
+    np.testing.assert_array_equal(a, b)  # seeded
+    assert a.shape != c.shape or not np.array_equal(a, c)
+    assert a.shape[0] <= 190 - 30 + 20  # down-scaled (at most the jittered box)
+    # a box hanging off the image still gives a crop
+    assert augment_crop(image, np.array([-50, -50, 5, 5], np.float32), rng).size > 0
+
+
+def test_miner_adds_augmented_copies_as_positives_of_their_track() -> None:
+    emb = _FakeEmbedder()
+    cfg = AdaptConfig(sample_every=1, max_gap=5, min_track_samples=2, max_per_track=50, augment=2)
+    frames = [_frame(f, {1: A, 2: B}) for f in range(4)]
+    t = mine_tracklets(((IMG, ft) for ft in frames), emb, cfg)
+    assert t.num_tracks == 2 and len(t.labels) == 2 * 4 * 3 and emb.boxes == 8  # 1 + 2 copies per sample
+    for lab in (0, 1):
+        rows = t.features[t.labels == lab]
+        assert len(rows) == 12 and len(set(t.track_ids[t.labels == lab].tolist())) == 1
+    assert t.cooccur[0, 1]  # co-occurrence unchanged by the copies
+
+
+def test_merged_tracklets_keep_cameras_apart() -> None:
+    a, b = _toy_tracklets(0), _toy_tracklets(1)
+    m = merge_tracklets([a, b])
+    n = a.num_tracks
+    assert m.num_tracks == n + b.num_tracks and len(m.labels) == len(a.labels) + len(b.labels)
+    np.testing.assert_array_equal(m.labels[len(a.labels) :], b.labels + n)
+    assert not m.cooccur[:n, n:].any()  # two cameras' tracks: unknown relation, never negatives
+    np.testing.assert_array_equal(m.cooccur[n:, n:], b.cooccur)
+    assert len(m.cliques) == len(a.cliques) + len(b.cliques)
+    with pytest.raises(ValueError):
+        merge_tracklets([])
 
 
 def test_valid_pairs_and_clique_batches() -> None:

@@ -17,7 +17,11 @@ from daemon.embed import (
     crop_boxes,
     crop_windows,
     crops_to_blob,
+    grey_world,
     l2_normalize,
+    limit_detail,
+    prepare_crops,
+    standardise_luminance,
 )
 from daemon.errors import ModelError
 from daemon.models import preset_status
@@ -305,3 +309,66 @@ def test_embedder_benchmark_runs(model_cache: Path, capsys: pytest.CaptureFixtur
     assert module.main(args) == 0
     out = capsys.readouterr().out
     assert "224x224" in out and "batch   2" in out and "AUC" in out
+
+
+# ----------------------------------------------------------------------------------------- crop preparation
+
+
+def test_grey_world_removes_a_colour_cast() -> None:
+    rng = np.random.default_rng(0)
+    crop = rng.integers(40, 200, (60, 30, 3)).astype(np.uint8)
+    cast = np.clip(crop * np.array([1.2, 1.0, 0.8]), 0, 255).astype(np.uint8)  # bluer, less red (BGR)
+    a, b = grey_world(crop), grey_world(cast)
+    assert a.dtype == np.uint8 and a.shape == crop.shape
+    means = b.reshape(-1, 3).mean(axis=0)
+    assert np.ptp(means) < 1.5  # channels balanced
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 2.5  # the cast is gone
+    assert not np.shares_memory(a, crop)
+
+
+def test_luminance_standardisation_removes_gamma_and_brightness() -> None:
+    rng = np.random.default_rng(1)
+    crop = rng.integers(30, 220, (64, 32, 3)).astype(np.uint8)
+    darker = np.clip(255.0 * (crop / 255.0) ** 1.4 * 0.8, 0, 255).astype(np.uint8)
+    a, b = standardise_luminance(crop), standardise_luminance(darker)
+    raw_gap = np.abs(crop.astype(int) - darker.astype(int)).mean()
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < raw_gap / 3
+    flat = np.full((10, 5, 3), 90, np.uint8)  # no spread at all: no division by zero
+    assert np.isfinite(standardise_luminance(flat).astype(float)).all()
+
+
+def test_limit_detail_shrinks_only_tall_crops_and_keeps_the_aspect() -> None:
+    tall = np.zeros((120, 40, 3), np.uint8)
+    assert limit_detail(tall, 60).shape == (60, 20, 3)
+    assert limit_detail(tall, 0) is tall and limit_detail(tall, 200) is tall
+    assert limit_detail(np.zeros((300, 1, 3), np.uint8), 30).shape == (30, 1, 3)  # never 0 wide
+
+
+def test_prepare_crops_is_a_no_op_by_default_and_rejects_bad_crops() -> None:
+    crops = [np.zeros((20, 10, 3), np.uint8)]
+    assert prepare_crops(crops, EmbedderConfig()) is crops
+    with pytest.raises(ValueError, match="HxWx3"):
+        prepare_crops([np.zeros((20, 10), np.uint8)], EmbedderConfig(detail_height=8))
+
+
+def test_embedder_with_grey_world_sees_through_a_colour_cast(toy_model: Path, tmp_path: Path) -> None:
+    crop = np.zeros((40, 40, 3), np.uint8)
+    crop[:, :20] = (60, 120, 180)
+    crop[:, 20:] = (180, 120, 60)
+    cast = np.clip(crop * np.array([1.25, 1.0, 0.8]), 0, 255).astype(np.uint8)
+    base = {"model": str(toy_model), "input_size": (8, 8)}
+    plain = OnnxEmbedder(EmbedderConfig(**base), CPU, tmp_path)
+    norm = OnnxEmbedder(EmbedderConfig(**base, colour_norm="grey_world"), CPU, tmp_path)
+    gap = lambda e: float(np.abs(e.embed_crops([crop])[0] - e.embed_crops([cast])[0]).max())  # noqa: E731
+    assert gap(norm) < gap(plain) / 4
+
+
+def test_crop_preparation_needs_the_onnx_embedder() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="onnx"):
+        EmbedderConfig(type="boxmot", model="x.pt", colour_norm="grey_world")
+    with pytest.raises(ValidationError, match="onnx"):
+        EmbedderConfig(type="boxmot", model="x.pt", detail_height=64)
+    with pytest.raises(ValidationError):
+        EmbedderConfig(colour_norm="sepia")

@@ -327,3 +327,58 @@ def test_a_gallery_of_another_width_is_refused_by_name(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"gallery\.path"):
         FleetLink(Settings.model_validate(data), "a", DIM)
+
+
+# ----------------------------------------------------------------------------------------- identity head
+
+
+def _identity_head(d: int = DIM, out: int = 8) -> object:
+    from daemon.adapt import AdaptConfig, ProjectionHead, init_head_arrays
+
+    rng = np.random.default_rng(0)
+    arrays = init_head_arrays(_unit(rng.normal(size=(64, d))).astype(np.float32), AdaptConfig(dim=out), rng)
+    return ProjectionHead.from_arrays(arrays, {"base_model": "toy"})
+
+
+def test_identity_rows_map_embedded_rows_and_keep_not_embedded_ones_zero() -> None:
+    from daemon.fleet import identity_rows
+
+    head = _identity_head()
+    emb = np.zeros((3, DIM), np.float32)
+    emb[[0, 2]] = PEOPLE[:2]
+    out = identity_rows(head, emb)  # type: ignore[arg-type]
+    assert out is not None and out.shape == (3, 8) and out.dtype == np.float32
+    assert not out[1].any()  # "not embedded" stays a zero row (head(0) would not be zero)
+    np.testing.assert_allclose(out[[0, 2]], head.apply(PEOPLE[:2]), atol=1e-6)  # type: ignore[attr-defined]
+    assert identity_rows(head, None) is None  # type: ignore[arg-type]
+
+
+def test_an_identity_head_changes_the_resolver_width_and_is_checked(tmp_path: Path) -> None:
+    from daemon.errors import ConfigError
+
+    settings = _settings(tmp_path, "redis://127.0.0.1:1")
+    link = FleetLink(settings, "a", DIM, head=_identity_head())  # type: ignore[arg-type]
+    assert link.resolver.dim == 8
+    with pytest.raises(ConfigError, match=r"identity\.head takes 16-d.*32-d"):
+        FleetLink(settings, "a", DIM, head=_identity_head(d=16))  # type: ignore[arg-type]
+
+
+def test_identity_head_is_loaded_by_path_and_checked_against_the_model(tmp_path: Path) -> None:
+    from daemon.adapt import save_head
+    from daemon.errors import ModelError
+    from daemon.fleet import load_identity_head
+
+    settings = _settings(tmp_path, "redis://127.0.0.1:1")
+    assert load_identity_head(settings, None) is None  # type: ignore[arg-type]
+    path = save_head(_identity_head(), tmp_path / "id-head.npz")  # type: ignore[arg-type]
+    data = settings.model_dump(mode="python")  # type: ignore[attr-defined]
+    data["identity"]["head"] = path
+    data["bridge"]["signing_key"] = {"value": KEY}
+    from daemon.config import Settings
+
+    with_head = Settings.model_validate(data)
+    head = load_identity_head(with_head, object())
+    assert head is not None and head.output_dim == 8
+    data["identity"]["head"] = tmp_path / "missing.npz"
+    with pytest.raises(ModelError, match=r"missing\.npz"):
+        load_identity_head(Settings.model_validate(data), object())

@@ -122,3 +122,13 @@ def test_presets_on_the_real_clip(tmp_path: Path) -> None:
     a, b = desc["cameras"]["a"], desc["cameras"]["b"]
     assert a["frames"] == b["frames"] == 30
     assert set(a["people"]) & set(b["people"])  # the overlap: someone is on both cameras
+
+
+def test_scenario_fleet_configs_leave_re_linking_to_the_identity_resolver(tmp_path: Path) -> None:
+    from daemon.scenario import _fleet_config
+
+    scenario = load_scenario("pets09-3cam-handover")
+    videos = {v.name: tmp_path / f"{v.name}.mp4" for v in scenario.views}
+    cfg = _fleet_config(scenario, videos, tmp_path)
+    assert {c["tracker"]["relink_window"] for c in cfg["cameras"].values()} == {0}
+    assert cfg["identity"]["fleet_threshold"] == 0.85 and cfg["identity"]["fleet_distinct_margin"] == 0.08

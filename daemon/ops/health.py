@@ -1,0 +1,123 @@
+"""What is wrong with a camera worker right now, in words: the body of ``/health`` and systemd's STATUS line.
+
+``Health.report()`` gives an HTTP status (200 when nothing is wrong, else 503) and a JSON document listing the
+problems, each a short sentence starting with what is wrong:
+
+* ``starting: loading models and opening the source`` (before the first frame can be read)
+* ``model missing: <error>`` (the worker is about to exit non-zero; see the runner)
+* ``source down: <last error>`` (a live stream reconnecting, a file that failed)
+* ``valkey down: <why>`` (fleet mode: the bridge has no connection, or the last PING failed)
+* ``stalled: no frame processed for N s while frames wait`` (hung inference; the watchdog acts on the same)
+* ``stopped`` (the worker has finished or is shutting down)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from daemon.bridge import BridgeStats
+from daemon.ops.liveness import Liveness, WatchedSource
+
+Phase = Literal["starting", "running", "stopped", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One health verdict: ``ok`` and the problems in words."""
+
+    ok: bool
+    problems: tuple[str, ...]
+    body: dict[str, Any]
+
+    @property
+    def http_status(self) -> int:
+        return 200 if self.ok else 503
+
+    def summary(self) -> str:
+        """One line: 'ok' or the problems joined."""
+        return "ok" if self.ok else "; ".join(self.problems)
+
+
+class Health:
+    """Collects the worker's phase, its source, its bridge and the loop's liveness into a :class:`Report`."""
+
+    def __init__(self, camera: str, liveness: Liveness, stall_after_s: float) -> None:
+        self.camera = camera
+        self.liveness = liveness
+        self.stall_after_s = stall_after_s
+        self._lock = threading.Lock()
+        self._phase: Phase = "starting"
+        self._failure = ""
+        self._source: WatchedSource | None = None
+        self._bridge: Callable[[], BridgeStats] | None = None
+        self._valkey_error: str | None = None  # from the probe: None = fine or not probed
+        self._started = time.monotonic()
+
+    def running(self, source: WatchedSource, bridge: Callable[[], BridgeStats] | None = None) -> None:
+        with self._lock:
+            self._phase, self._source, self._bridge = "running", source, bridge
+
+    def stopped(self) -> None:
+        with self._lock:
+            if self._phase != "failed":
+                self._phase = "stopped"
+
+    def failed(self, problem: str) -> None:
+        with self._lock:
+            self._phase, self._failure = "failed", problem
+
+    def valkey_probe(self, error: str | None) -> None:
+        """The latest probe result: None when Valkey answered."""
+        with self._lock:
+            self._valkey_error = error
+
+    def problems(self) -> list[str]:
+        with self._lock:
+            phase, failure, source, bridge, probe = (
+                self._phase,
+                self._failure,
+                self._source,
+                self._bridge,
+                self._valkey_error,
+            )
+        if phase == "starting":
+            return ["starting: loading models and opening the source"]
+        if phase == "failed":
+            return [failure]
+        if phase == "stopped":
+            return ["stopped"]
+        out: list[str] = []
+        if source is not None:
+            stats = source.stats
+            if not stats.connected:
+                out.append(f"source down: {stats.last_error or 'not connected'}")
+        if bridge is not None:
+            out.extend(_valkey_problem(bridge(), probe))
+        if self.liveness.stalled(self.stall_after_s):
+            out.append(f"stalled: no frame processed for {self.liveness.idle_s():.0f} s while frames wait")
+        return out
+
+    def report(self) -> Report:
+        problems = tuple(self.problems())
+        body: dict[str, Any] = {
+            "camera": self.camera,
+            "status": "ok" if not problems else "failing",
+            "phase": self._phase,
+            "problems": list(problems),
+            "frames": self.liveness.frames,
+            "idle_s": round(self.liveness.idle_s(), 3),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+        }
+        return Report(not problems, problems, body)
+
+
+def _valkey_problem(stats: BridgeStats, probe_error: str | None) -> list[str]:
+    if not stats.connected:
+        return [f"valkey down: the bridge has no connection ({stats.backlog} messages waiting)"]
+    if probe_error is not None:
+        return [f"valkey down: {probe_error}"]
+    return []

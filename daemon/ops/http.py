@@ -1,0 +1,99 @@
+"""The operations endpoint: ``GET /metrics`` (Prometheus text format) and ``GET /health`` (JSON; 200 or 503).
+
+A ``ThreadingHTTPServer`` on a daemon thread, so a slow scraper never touches the frame loop. Bind failures
+(port in use, bad address) are a ConfigError naming the setting to change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from daemon.errors import ConfigError
+from daemon.ops.health import Report
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.1  # how often the server thread checks for shutdown (close() waits up to this)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        if path == "/metrics":
+            self._reply(200, CONTENT_TYPE_LATEST, self.server.metrics())
+        elif path == "/health":
+            report = self.server.health()
+            self._reply(report.http_status, "application/json", json.dumps(report.body).encode("utf-8"))
+        else:
+            self._reply(404, "text/plain; charset=utf-8", b"not found: try /metrics or /health\n")
+
+    def _reply(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("ops http %s: " + format, self.client_address[0], *args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], metrics: Callable[[], bytes], health: Callable[[], Report]
+    ) -> None:
+        self.metrics = metrics
+        self.health = health
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, _Handler)
+
+
+class OpsServer:
+    """Serves /metrics and /health on ``host:port`` (port 0: any free one) until ``close``."""
+
+    def __init__(
+        self, host: str, port: int, metrics: Callable[[], bytes], health: Callable[[], Report], what: str
+    ) -> None:
+        try:
+            self._server = _Server((host, port), metrics, health)
+        except OSError as e:
+            raise ConfigError(
+                f"{what}: cannot serve /metrics and /health on {host}:{port} ({e.strerror or e}); another camera "
+                "on this host may use it: give each camera its own port (ops.camera_ports)"
+            ) from e
+        self._thread = threading.Thread(target=self._serve, name="ops-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = str(self._server.server_address[0])
+        return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
+
+    def _serve(self) -> None:
+        self._server.serve_forever(poll_interval=POLL_S)
+
+    def start(self) -> OpsServer:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(2.0)
+        self._server.server_close()

@@ -1,0 +1,297 @@
+"""Prometheus metrics of one camera worker, in a registry of its own (one process per camera).
+
+Two kinds:
+
+* measured on the main loop (``CameraMetrics.frame``): frames, per-frame stage latencies and loop time as
+  histograms, live tracks, identity decisions and their similarity;
+* read when scraped (:class:`_SnapshotCollector`) from the thread-safe snapshots the parts already keep:
+  the source's :class:`~daemon.sources.SourceStats` and queue depth, the bridge's
+  :class:`~daemon.bridge.BridgeStats` and the resolver's :class:`~daemon.identity.IdentityStats`. Their
+  counters are exported as they are, so nothing is counted twice and a scrape costs no frame time.
+
+Every sample has the label ``camera``. Memory is bounded: the FPS window holds at most ``MAX_FPS_SAMPLES``
+times, identity tracking holds the live tracks only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from daemon.bridge import BridgeStats
+from daemon.config import OpsConfig
+from daemon.identity import IdentityAssignment, IdentityStats
+from daemon.ops.liveness import WatchedSource
+from daemon.types import StageTimes
+
+PREFIX = "reid"
+MAX_FPS_SAMPLES = 10_000  # frame times kept for the FPS gauge (a 5 s window at 2000 FPS)
+# Cosine similarity 0 .. 1 by 0.05; no negative bound (prometheus_client drops _sum when a bound is negative).
+SIMILARITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(21))
+DECIDED = ("gallery", "fleet", "new")  # identity sources that are a decision (not 'pending')
+_BRIDGE_GAUGES = ("connected", "subscribed", "backlog")
+_IDENTITY_GAUGES = ("identities", "exemplar_rows", "contributions", "live_tracks")
+
+StatsFn = Callable[[], Any]
+
+
+class AssignmentLookup(Protocol):
+    """The resolver's view of one live track (``IdentityResolver.assignment``)."""
+
+    def __call__(self, track_id: int) -> IdentityAssignment | None: ...
+
+
+def _stage_seconds(times: StageTimes, decode_s: float) -> dict[str, float]:
+    """Cumulative seconds per stage: the pipeline's float fields, and decoding from the source."""
+    out = {
+        f.name: float(getattr(times, f.name)) for f in dataclasses.fields(times) if f.type in ("float", float)
+    }
+    out["decode"] = decode_s
+    return out
+
+
+class _SnapshotCollector(Collector):
+    """Source, bridge and identity counters, read from their snapshots at scrape time."""
+
+    def __init__(self, camera: str) -> None:
+        self.camera = camera
+        self.source: WatchedSource | None = None
+        self.bridge: StatsFn | None = None
+        self.identity: StatsFn | None = None
+        self.fps: Callable[[], float] = lambda: 0.0
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        yield self._gauge("fps", "Frames per second over the last ops.fps_window_s.", self.fps())
+        if self.source is not None:
+            yield from self._source(self.source)
+        if self.bridge is not None:
+            yield from self._bridge(self.bridge())
+        if self.identity is not None:
+            yield from self._identity(self.identity())
+
+    def _gauge(self, name: str, doc: str, value: float) -> GaugeMetricFamily:
+        g = GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=["camera"])
+        g.add_metric([self.camera], float(value))
+        return g
+
+    def _counter(self, name: str, doc: str, value: float) -> CounterMetricFamily:
+        c = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["camera"])
+        c.add_metric([self.camera], float(value))
+        return c
+
+    def _labelled(self, name: str, doc: str, label: str, values: dict[str, int]) -> CounterMetricFamily:
+        c = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["camera", label])
+        for key, v in values.items():
+            c.add_metric([self.camera, key], float(v))
+        return c
+
+    def _source(self, src: WatchedSource) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        s = src.stats
+        yield self._gauge("source_connected", "1 while the source is open and reading.", s.connected)
+        yield self._gauge("source_queue_depth", "Decoded frames waiting for the main loop.", src.queued)
+        yield self._counter("source_frames_decoded", "Frames taken from the source.", s.frames_decoded)
+        yield self._counter(
+            "source_frames_dropped", "Live frames dropped: the loop fell behind.", s.frames_dropped
+        )
+        yield self._counter("source_reconnects", "Successful reconnections of a live stream.", s.reconnects)
+        yield self._counter(
+            "source_reconnect_failures", "Reconnection attempts that failed.", s.reconnect_failures
+        )
+        yield self._counter("source_loops", "Times a looped file started again.", s.loops)
+
+    def _bridge(self, b: BridgeStats) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        yield self._gauge(
+            "bridge_connected", "1 while the bridge holds a working Valkey connection.", b.connected
+        )
+        yield self._gauge(
+            "bridge_subscribed", "1 while the receiver is subscribed and caught up.", b.subscribed
+        )
+        yield self._gauge("bridge_backlog", "Messages waiting to be written to Valkey.", b.backlog)
+        yield self._counter(
+            "bridge_reconnects", "Valkey connections lost (sender or receiver).", b.reconnects
+        )
+        events = {
+            f.name: getattr(b, f.name)
+            for f in dataclasses.fields(b)
+            if f.name not in (*_BRIDGE_GAUGES, "rejected", "reconnects")
+        }
+        yield self._labelled(
+            "bridge_messages", "Fleet messages (embeddings) by what happened to them.", "event", events
+        )
+        rejected = {f.name: getattr(b.rejected, f.name) for f in dataclasses.fields(b.rejected)}
+        yield self._labelled("bridge_rejected", "Received messages rejected, by reason.", "reason", rejected)
+
+    def _identity(self, s: IdentityStats) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        for name in _IDENTITY_GAUGES:
+            yield self._gauge(
+                f"identity_{name}", f"Identity resolver: {name.replace('_', ' ')} held now.", getattr(s, name)
+            )
+        for f in dataclasses.fields(s):
+            if f.name in _IDENTITY_GAUGES or f.name == "remote_rejected":
+                continue
+            yield self._counter(
+                f"identity_{f.name}", f"Identity resolver: {f.name.replace('_', ' ')}.", getattr(s, f.name)
+            )
+        yield self._labelled(
+            "identity_remote_rejected",
+            "Remote profiles the resolver refused, by reason.",
+            "reason",
+            s.remote_rejected,
+        )
+
+
+class CameraMetrics:
+    """The metrics of one camera. ``frame`` runs on the worker's main thread; ``render`` on any thread."""
+
+    def __init__(self, camera: str, cfg: OpsConfig) -> None:
+        self.camera = camera
+        self.cfg = cfg
+        self._frame_times: deque[float] = deque(maxlen=MAX_FPS_SAMPLES)
+        self._times_lock = threading.Lock()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._snap = _SnapshotCollector(camera)
+        self._snap.fps = self.fps
+        self.registry.register(self._snap)
+        self._last_stage: dict[str, float] = {}
+        self._identities: dict[int, tuple[int | None, str]] = {}
+        self._assignment: AssignmentLookup | None = None
+        self._build(cfg.latency_buckets)
+
+    def _build(self, buckets: tuple[float, ...]) -> None:
+        r, cam = self.registry, ["camera"]
+        self.frames = Counter(f"{PREFIX}_frames", "Frames processed by the main loop.", cam, registry=r)
+        self.stage = Histogram(
+            f"{PREFIX}_stage_seconds",
+            "Per-frame time of each stage.",
+            [*cam, "stage"],
+            registry=r,
+            buckets=buckets,
+        )
+        self.loop = Histogram(
+            f"{PREFIX}_loop_seconds",
+            "Main loop time per frame, waiting for it included.",
+            cam,
+            registry=r,
+            buckets=buckets,
+        )
+        self.tracks = Gauge(f"{PREFIX}_tracks_alive", "Tracks reported on the last frame.", cam, registry=r)
+        self.decisions = Counter(
+            f"{PREFIX}_identity_decisions",
+            "Tracks given an identity, by source.",
+            [*cam, "source"],
+            registry=r,
+        )
+        self.similarity = Histogram(
+            f"{PREFIX}_identity_similarity",
+            "Track-to-identity cosine similarity of gallery and fleet matches.",
+            [*cam, "source"],
+            registry=r,
+            buckets=SIMILARITY_BUCKETS,
+        )
+        self.valkey_rtt = Histogram(
+            f"{PREFIX}_bridge_rtt_seconds",
+            "Round trip (PING) to the fleet's Valkey.",
+            cam,
+            registry=r,
+            buckets=buckets,
+        )
+        self.valkey_up = Gauge(
+            f"{PREFIX}_bridge_valkey_up", "1 when the last PING to Valkey succeeded.", cam, registry=r
+        )
+        self.message_age = Histogram(
+            f"{PREFIX}_bridge_message_age_seconds",
+            "Received fleet messages: receipt time minus the sender's send time.",
+            cam,
+            registry=r,
+            buckets=buckets,
+        )
+
+    # ------------------------------------------------------------------------------------------ wiring
+
+    def attach(
+        self,
+        source: WatchedSource | None = None,
+        bridge: StatsFn | None = None,
+        identity: StatsFn | None = None,
+        assignment: AssignmentLookup | None = None,
+    ) -> None:
+        """Where the scrape-time snapshots come from (each optional; unset parts are not exported)."""
+        if source is not None:
+            self._snap.source = source
+        if bridge is not None:
+            self._snap.bridge = bridge
+        if identity is not None:
+            self._snap.identity = identity
+        if assignment is not None:
+            self._assignment = assignment
+
+    # ------------------------------------------------------------------------------------------ per frame
+
+    def frame(self, times: StageTimes, decode_s: float, loop_s: float, track_ids: list[int]) -> None:
+        """One frame done: counts, stage deltas, loop time, live tracks and identity decisions."""
+        now = time.monotonic()
+        with self._times_lock:
+            self._frame_times.append(now)
+        self.frames.labels(self.camera).inc()
+        self.loop.labels(self.camera).observe(max(loop_s, 0.0))
+        self.tracks.labels(self.camera).set(len(track_ids))
+        self._stages(_stage_seconds(times, decode_s))
+        if self._assignment is not None:
+            self._decisions(track_ids, self._assignment)
+
+    def _stages(self, totals: dict[str, float]) -> None:
+        for name, total in totals.items():
+            before = self._last_stage.get(name)
+            self._last_stage[name] = total
+            if before is not None and total >= before:
+                self.stage.labels(self.camera, name).observe(total - before)
+
+    def _decisions(self, track_ids: list[int], lookup: AssignmentLookup) -> None:
+        """Count a decision when a live track's (global id, source) changes to a decided one."""
+        seen: dict[int, tuple[int | None, str]] = {}
+        for tid in track_ids:
+            a = lookup(tid)
+            if a is None:
+                continue
+            now = (a.global_id, a.source)
+            seen[tid] = now
+            if now != self._identities.get(tid) and a.source in DECIDED and a.global_id is not None:
+                self.decisions.labels(self.camera, a.source).inc()
+                if a.source != "new":
+                    self.similarity.labels(self.camera, a.source).observe(a.similarity)
+        self._identities = seen  # only the live tracks: bounded
+
+    # ------------------------------------------------------------------------------------------ other
+
+    def fps(self) -> float:
+        """Frames per second over the last ``fps_window_s`` (0 before the first frame)."""
+        now = time.monotonic()
+        with self._times_lock:
+            while self._frame_times and now - self._frame_times[0] > self.cfg.fps_window_s:
+                self._frame_times.popleft()
+            n = len(self._frame_times)
+        return n / self.cfg.fps_window_s
+
+    def valkey_ping(self, seconds: float | None) -> None:
+        """A Valkey probe result: the round trip, or None when it failed."""
+        self.valkey_up.labels(self.camera).set(0 if seconds is None else 1)
+        if seconds is not None:
+            self.valkey_rtt.labels(self.camera).observe(seconds)
+
+    def message_received(self, sent_at: float, received_at: float | None = None) -> None:
+        """A fleet message arrived (its ``sent_at``): observe its age. For the fleet link's receive callback."""
+        if sent_at > 0:
+            age = (time.time() if received_at is None else received_at) - sent_at
+            self.message_age.labels(self.camera).observe(max(age, 0.0))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

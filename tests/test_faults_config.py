@@ -1,0 +1,69 @@
+"""A bad config in a real ``reid-daemon run`` process: one clear message naming the file and the field, exit 2.
+
+systemd then shows that one line in ``systemctl status`` and the unit's ``RestartPreventExitStatus=2`` keeps
+it from restarting in a loop.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CAMERA = "cameras:\n  door:\n    source: {uri: clip.mp4}\n"
+
+
+def run(cfg: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "daemon", "run", "--config", str(cfg), "--no-progress", *extra]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (CAMERA + "    trackr: {}\n", "cameras.door.trackr: Extra inputs are not permitted"),
+        (CAMERA + "ops: {port: 99999}\n", "ops.port: Input should be less than or equal to 65535"),
+        (
+            CAMERA + "ops: {latency_buckets: [0.5, 0.1]}\n",
+            "ops.latency_buckets: Value error, latency_buckets must",
+        ),
+        (
+            CAMERA + "bridge: {signing_key: {env: A, value: b}}\n",
+            "bridge.signing_key: Value error, give exactly one",
+        ),
+        ("cameras: [oops\n", "is not valid YAML"),
+    ],
+)
+def test_bad_config_one_message_exit_2(tmp_path: Path, body: str, expected: str) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(body)
+    done = run(cfg)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and done.stderr.count("error:") == 1
+    assert str(cfg) in done.stderr and expected in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    done = run(tmp_path / "nope.yaml")
+    assert (
+        done.returncode == 2
+        and done.stderr.strip() == f"error: config file not found: {tmp_path / 'nope.yaml'}"
+    )
+
+
+def test_ops_port_taken_is_one_clear_message(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = tmp_path / "cfg.yaml"
+        cfg.write_text(CAMERA + f"ops: {{port: {port}}}\n")
+        done = run(cfg)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"cannot serve /metrics and /health on 127.0.0.1:{port}" in done.stderr
+    assert "ops.camera_ports" in done.stderr

@@ -1,0 +1,86 @@
+"""The RTSP server under a real worker process is killed and restarted: the worker stays up, says "source down"
+on /health, keeps feeding the systemd watchdog while it waits (a down stream is not a hung worker), and resumes
+within 2 s of the server's return. Uses GStreamer's RTSP server from Debian (skips with the install line when
+it is missing), the helper of tests/test_sources.py. Figures are printed (``pytest -s``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _ops import health, notify_socket, wait_until
+from _video import make_video
+from test_sources import RtspServer
+
+from daemon.valkey_server import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+RESUME_BUDGET_S = 2.0  # the issue's limit between the server's return and frames flowing again
+DOWN_S = 4.0  # longer than the watchdog period below: it must keep being fed meanwhile
+WATCHDOG_S = 2.0
+pytestmark = pytest.mark.faults
+
+
+def config(tmp_path: Path, url: str, port: int, gt: Path) -> Path:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"ops: {{port: {port}}}\ncameras:\n  door:\n"
+        f"    source: {{uri: '{url}', open_timeout_s: 2, read_timeout_s: 1, reconnect_initial_s: 0.1, "
+        "reconnect_max_s: 0.5}\n"
+        f"    detector: {{type: ground-truth, path: {gt}}}\n    embedder: {{type: none}}\n"
+        f"    output: {{dir: {tmp_path / 'runs'}, progress: false}}\n"
+    )
+    return cfg
+
+
+def frames(port: int) -> int:
+    return int(health(port).get("frames", -1))
+
+
+def test_rtsp_server_killed_and_restarted_worker_resumes_within_2s(tmp_path: Path) -> None:
+    clip = make_video(tmp_path / "stream.mp4", frames=750, fps=25.0, people=3)  # 30 s: no end of stream here
+    server = RtspServer(clip.path)
+    server.start()
+    port = free_port()
+    cfg = config(tmp_path, server.url, port, clip.write_mot_gt(tmp_path / "gt.txt"))
+    with notify_socket(tmp_path) as (notify, fake):
+        env = dict(os.environ, NOTIFY_SOCKET=notify, WATCHDOG_USEC=str(int(WATCHDOG_S * 1e6)))
+        cmd = [sys.executable, "-m", "daemon", "run", "--config", str(cfg), "--no-progress"]
+        log = (tmp_path / "worker.log").open("wb")
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
+        try:
+            fake.wait_for("READY", timeout=120)
+            wait_until(lambda: frames(port) > 25, 30, "frames flowing")
+            server.stop()  # SIGKILL: connections drop
+            t_down = wait_until(
+                lambda: any(p.startswith("source down") for p in health(port).get("problems", [])),
+                10,
+                "source down",
+            )
+            time.sleep(DOWN_S)
+            assert proc.poll() is None
+            fed_while_down = [t for t in fake.times("WATCHDOG") if t > t_down + WATCHDOG_S]
+            server.start()  # same port
+            t_back = time.monotonic()
+            count = frames(port)
+            t_resumed = wait_until(lambda: frames(port) > count, 10, "frames again")
+            t_ok = wait_until(lambda: health(port).get("status") == "ok", 10, "healthy again")
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(10)
+        finally:
+            proc.kill()
+            log.close()
+            server.stop()
+    print(
+        f"\nRTSP server down {DOWN_S:.0f} s: worker resumed {t_resumed - t_back:.2f} s after the server's return "
+        f"(healthy after {t_ok - t_back:.2f} s); {len(fed_while_down)} watchdog pings while waiting"
+    )
+    assert t_resumed - t_back <= RESUME_BUDGET_S
+    assert len(fed_while_down) >= 2  # the watchdog was fed although no frame came for DOWN_S > its period
+    assert code == 0

@@ -1,0 +1,113 @@
+"""deploy/: the systemd units pass ``systemd-analyze verify``, the unit's command line parses, the example fleet
+config is valid.
+
+``systemd-analyze verify`` works offline (no running systemd needed) but checks that every ``Exec*`` binary
+exists and that the units a unit depends on can be loaded. So the units are verified inside a throw-away root
+(``--root``): the host's own unit files (sysinit.target & co), stub executables at the paths the units name,
+and the units under test in /etc/systemd/system. Skips where ``systemd-analyze`` is missing (Debian: the
+``systemd`` package).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from daemon.cli import build_parser
+from daemon.config import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+UNITS = ("reid-daemon@.service", "reid-valkey.service", "reid-daemon.target")
+HOST_UNITS = (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
+
+
+def exec_paths(unit: str) -> list[str]:
+    """The executables the unit's Exec* lines run."""
+    paths = []
+    for line in unit.splitlines():
+        m = re.match(r"^Exec\w+=[-@:+!]*(\S+)", line)
+        if m:
+            paths.append(m.group(1))
+    return paths
+
+
+def make_root(tmp_path: Path, units: dict[str, str]) -> Path:
+    analyze = shutil.which("systemd-analyze")
+    host = next((d for d in HOST_UNITS if (d / "sysinit.target").is_file()), None)
+    if analyze is None or host is None:
+        pytest.skip("systemd-analyze or the host's unit files are missing (Debian: apt-get install systemd)")
+    root = tmp_path / "root"
+    shutil.copytree(host, root / "usr/lib/systemd/system", symlinks=True)
+    system = root / "etc/systemd/system"
+    system.mkdir(parents=True)
+    for name, text in units.items():
+        (system / name).write_text(text)
+        for exe in exec_paths(text):
+            stub = root / exe.lstrip("/")
+            stub.parent.mkdir(parents=True, exist_ok=True)
+            stub.write_text("#!/bin/sh\n")
+            stub.chmod(0o755)
+    return root
+
+
+def verify(root: Path, *names: str) -> subprocess.CompletedProcess[str]:
+    cmd = ["systemd-analyze", "verify", "--man=no", f"--root={root}", *names]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    units = {name: (DEPLOY / name).read_text() for name in UNITS}
+    root = make_root(tmp_path, units)
+    done = verify(root, "reid-daemon@lobby.service", "reid-valkey.service", "reid-daemon.target")
+    assert done.returncode == 0, done.stderr
+    ours = [line for line in done.stderr.splitlines() if "reid-" in line]
+    assert ours == [], done.stderr  # not even a warning about our units
+
+
+def test_verify_catches_a_broken_unit(tmp_path: Path) -> None:
+    """The check can fail: a misspelt key and a missing binary are reported."""
+    text = (DEPLOY / "reid-daemon@.service").read_text().replace("WatchdogSec=", "WatchdogSecs=")
+    root = make_root(tmp_path, {"reid-daemon@.service": text})
+    (root / "opt/reid-daemon/.venv/bin/reid-daemon").unlink()
+    done = verify(root, "reid-daemon@lobby.service")
+    assert "Unknown key 'WatchdogSecs'" in done.stderr
+    assert done.returncode != 0 and "is not executable" in done.stderr
+
+
+def test_unit_is_a_notify_service_with_watchdog_hardening_and_credentials() -> None:
+    unit = (DEPLOY / "reid-daemon@.service").read_text()
+    keys = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
+    assert keys["Type"] == "notify" and int(keys["WatchdogSec"]) > 5  # above the example's read_timeout_s
+    assert keys["Restart"] == "on-failure" and keys["RestartPreventExitStatus"] == "2"
+    assert (
+        keys["DynamicUser"] == "yes"
+        and keys["ProtectSystem"] == "strict"
+        and keys["NoNewPrivileges"] == "yes"
+    )
+    assert "StateDirectory" in keys and "CacheDirectory" in keys and "LoadCredential" in keys
+
+
+def test_unit_command_line_parses_and_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    unit = (DEPLOY / "reid-daemon@.service").read_text()
+    line = next(x for x in unit.splitlines() if x.startswith("ExecStart="))
+    argv = shlex.split(line.removeprefix("ExecStart=").replace("%i", "lobby"))[1:]
+    args = build_parser().parse_args(argv)
+    assert (args.command, args.camera, args.log_format, args.config) == (
+        "run",
+        "lobby",
+        "json",
+        "/etc/reid-daemon/fleet.yaml",
+    )
+    monkeypatch.delenv("REID_MODELS_DIR", raising=False)
+    settings = load_settings(DEPLOY / "fleet.example.yaml")
+    assert settings.fleet.enabled and set(settings.cameras) == set(settings.ops.camera_ports)
+    assert settings.bridge.signing_key is not None and settings.bridge.signing_key.credential == "fleet-key"
+    read_timeout = max(c.source.read_timeout_s for c in settings.cameras.values())
+    watchdog = int(next(x for x in unit.splitlines() if x.startswith("WatchdogSec=")).split("=")[1])
+    assert read_timeout < watchdog  # a silent stream times out (reconnects) before the watchdog fires

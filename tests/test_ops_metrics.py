@@ -1,0 +1,227 @@
+"""/metrics and /health over real HTTP from a running worker; health verdicts; JSON logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _ops import FakeSource, NotifySocket, looped_settings, notify_socket
+from prometheus_client.parser import text_string_to_metric_families
+
+from daemon.bridge import BridgeStats, Rejections
+from daemon.config import OpsConfig
+from daemon.errors import ConfigError, ModelError
+from daemon.identity import IdentityAssignment
+from daemon.ops.health import Health
+from daemon.ops.liveness import Liveness
+from daemon.ops.logs import JsonFormatter, setup_logging
+from daemon.ops.metrics import CameraMetrics
+from daemon.ops.notify import Notifier
+from daemon.ops.service import Operations
+from daemon.types import StageTimes
+from daemon.worker import CameraWorker
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(metrics: dict[Any, float], name: str, **labels: str) -> float:
+    return metrics[(name, tuple(sorted({"camera": "door", **labels}.items())))]
+
+
+def bridge_stats(connected: bool = True, backlog: int = 0) -> BridgeStats:
+    """A BridgeStats with every counter 0."""
+    rejected = Rejections(**{f.name: 0 for f in fields(Rejections)})
+    given = {"connected": connected, "subscribed": connected, "backlog": backlog, "rejected": rejected}
+    return BridgeStats(**{f.name: given.get(f.name, 0) for f in fields(BridgeStats)})
+
+
+@pytest.fixture
+def notify_path(tmp_path: Path) -> Iterator[tuple[str, NotifySocket]]:
+    with notify_socket(tmp_path) as pair:
+        yield pair
+
+
+def test_running_worker_serves_metrics_and_health(tmp_path: Path) -> None:
+    settings = looped_settings(tmp_path, http=True, port=0)
+    with Operations(settings, "door", notifier=Notifier({})) as ops:
+        assert ops.server is not None
+        base = ops.server.url
+        status, body = get(base + "/health")
+        assert status == 503 and json.loads(body)["problems"] == [
+            "starting: loading models and opening the source"
+        ]
+        worker = CameraWorker(settings, "door", observers=[ops])
+        runner = threading.Thread(target=worker.run, daemon=True)
+        runner.start()
+        time.sleep(2.5)  # 10 FPS replay: ~25 frames
+        status, body = get(base + "/health")
+        health = json.loads(body)
+        metrics = samples(get(base + "/metrics")[1].decode())
+        worker.stop()
+        runner.join(10)
+        after_stop = get(base + "/health")
+        assert get(base + "/nothing")[0] == 404
+    assert status == 200 and health["status"] == "ok" and health["problems"] == [] and health["frames"] >= 10
+    frames = value(metrics, "reid_frames_total")
+    assert frames >= 10 and value(metrics, "reid_loop_seconds_count") == frames
+    assert value(metrics, "reid_stage_seconds_count", stage="detect") == frames - 1  # deltas from frame 2 on
+    assert value(metrics, "reid_stage_seconds_count", stage="decode") == frames - 1
+    assert 2 <= value(metrics, "reid_fps") <= 15  # paced at 10 FPS (less on a busy machine)
+    assert value(metrics, "reid_source_connected") == 1 and 1 <= value(metrics, "reid_tracks_alive") <= 4
+    assert value(metrics, "reid_source_frames_decoded_total") >= frames
+    assert value(metrics, "reid_source_frames_dropped_total") == 0
+    assert after_stop[0] == 503 and json.loads(after_stop[1])["problems"] == ["stopped"]
+
+
+def test_health_names_what_is_wrong() -> None:
+    now = [0.0]
+    live = Liveness(clock=lambda: now[0])
+    health = Health("door", live, stall_after_s=5.0)
+    src = FakeSource(connected=True)
+    bridge = [bridge_stats()]
+    health.running(src, lambda: bridge[0])
+    live.attach(src)
+    assert health.report().http_status == 200
+    src_stats = src.stats
+    src.connected = False
+    assert health.problems() == ["source down: not connected"]
+    src.connected = True
+    bridge[0] = bridge_stats(connected=False, backlog=7)
+    assert health.problems() == ["valkey down: the bridge has no connection (7 messages waiting)"]
+    bridge[0] = bridge_stats()
+    health.valkey_probe("PING failed: Connection refused")
+    assert health.problems() == ["valkey down: PING failed: Connection refused"]
+    health.valkey_probe(None)
+    src.queued = 4
+    now[0] = 6.0
+    report = health.report()
+    assert report.problems == ("stalled: no frame processed for 6 s while frames wait",)
+    assert report.http_status == 503 and report.body["status"] == "failing"
+    health.failed("model missing: ssdlite")
+    assert health.problems() == ["model missing: ssdlite"] and src_stats.connected
+
+
+def test_model_missing_is_reported_in_health_and_status(
+    tmp_path: Path, notify_path: tuple[str, NotifySocket]
+) -> None:
+    path, fake = notify_path
+    settings = looped_settings(tmp_path, http=True, port=0)
+    with (
+        pytest.raises(ModelError),
+        Operations(settings, "door", notifier=Notifier({"NOTIFY_SOCKET": path})) as ops,
+    ):
+        assert ops.server is not None
+        url = ops.server.url
+        raise ModelError("model 'ssdlite-mobilenetv2-pedestrian' is not in the cache")
+    problem = "model missing: model 'ssdlite-mobilenetv2-pedestrian' is not in the cache"
+    assert ops.health.problems() == [problem]
+    fake.wait_for("STATUS")
+    deadline = time.monotonic() + 5
+    while problem not in fake.values("STATUS") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert problem in fake.values("STATUS")  # what `systemctl status` shows after the exit
+    with pytest.raises(urllib.error.URLError):  # the process is on its way out: the endpoint is closed
+        urllib.request.urlopen(url + "/health", timeout=2)
+
+
+def test_port_in_use_is_a_config_error_naming_the_setting(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = looped_settings(tmp_path, http=True, port=port)
+        with pytest.raises(ConfigError, match=r"127\.0\.0\.1:\d+ .*ops\.camera_ports"):
+            Operations(settings, "door", notifier=Notifier({})).start()
+
+
+def test_ops_config_ports_and_buckets() -> None:
+    cfg = OpsConfig(port=9400, camera_ports={"lobby": 9401})
+    assert (cfg.port_for("lobby"), cfg.port_for("door")) == (9401, 9400)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        OpsConfig(latency_buckets=(0.1, 0.1))
+    with pytest.raises(ValueError):
+        OpsConfig(camera_ports={"lobby": 70000})
+
+
+def test_bridge_identity_and_decision_metrics() -> None:
+    m = CameraMetrics("door", OpsConfig())
+    table = {
+        1: IdentityAssignment("door", 1, 7, "ann", 0.91, "gallery", True),
+        2: IdentityAssignment("door", 2, None, None, 0.0, "pending", False),
+    }
+    b = replace(bridge_stats(), published=5, received=3, rejected=replace(bridge_stats().rejected, forged=2))
+    m.attach(source=FakeSource(), bridge=lambda: b, assignment=table.get)
+    m.frame(StageTimes(), 0.0, 0.01, [1, 2])
+    m.frame(StageTimes(detect=0.02), 0.005, 0.03, [1, 2])  # same decisions: counted once
+    table[2] = IdentityAssignment("door", 2, 8, None, 0.0, "new", True)
+    m.frame(StageTimes(detect=0.05), 0.010, 0.03, [2])
+    m.valkey_ping(0.0004)
+    m.message_received(sent_at=time.time() - 0.02)
+    s = samples(m.render().decode())
+    assert value(s, "reid_identity_decisions_total", source="gallery") == 1
+    assert value(s, "reid_identity_decisions_total", source="new") == 1
+    assert value(s, "reid_identity_similarity_count", source="gallery") == 1
+    assert value(s, "reid_identity_similarity_sum", source="gallery") == pytest.approx(0.91)
+    assert value(s, "reid_stage_seconds_sum", stage="detect") == pytest.approx(0.05)
+    assert value(s, "reid_bridge_messages_total", event="published") == 5
+    assert value(s, "reid_bridge_messages_total", event="received") == 3
+    assert value(s, "reid_bridge_rejected_total", reason="forged") == 2
+    assert value(s, "reid_bridge_connected") == 1 and value(s, "reid_bridge_valkey_up") == 1
+    assert (
+        value(s, "reid_bridge_rtt_seconds_count") == 1
+        and value(s, "reid_bridge_message_age_seconds_count") == 1
+    )
+
+
+# ------------------------------------------------------------------------------------------ logs
+
+
+def test_json_log_lines() -> None:
+    record = logging.LogRecord(
+        "daemon.x", logging.WARNING, __file__, 1, "camera %s: %s", ("door", "down"), None
+    )
+    record.camera = "door"
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        import sys
+
+        record.exc_info = sys.exc_info()
+    doc = json.loads(JsonFormatter().format(record))
+    assert doc["message"] == "camera door: down" and doc["level"] == "WARNING" and doc["logger"] == "daemon.x"
+    assert doc["camera"] == "door" and "RuntimeError: boom" in doc["exc"] and doc["ts"].endswith("+00:00")
+
+
+def test_setup_logging_json_on_a_fresh_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
+    stream = io.StringIO()
+    setup_logging(logging.INFO, "json", stream)
+    logging.getLogger("daemon.test").info("hello %d", 3)
+    assert json.loads(stream.getvalue().splitlines()[-1])["message"] == "hello 3"

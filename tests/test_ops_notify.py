@@ -1,0 +1,168 @@
+"""systemd notifications over a real unix datagram socket, liveness rules, and the watchdog on a hung worker."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _ops import FakeSource, NotifySocket, looped_settings, notify_socket
+
+from daemon.ops.liveness import Liveness
+from daemon.ops.notify import Notifier, one_line, socket_address, watchdog_period
+from daemon.ops.service import Operations
+from daemon.types import Detections, Frame
+from daemon.worker import CameraWorker
+
+
+@pytest.fixture
+def notify_path(tmp_path: Path) -> Iterator[tuple[str, NotifySocket]]:
+    with notify_socket(tmp_path) as pair:
+        yield pair
+
+
+# ------------------------------------------------------------------------------------------ protocol
+
+
+def test_notifier_sends_datagrams_to_a_path_socket(notify_path: tuple[str, NotifySocket]) -> None:
+    path, fake = notify_path
+    env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2500000"}
+    n = Notifier(env, unset=True)
+    assert n.enabled and n.watchdog_s == 2.5
+    assert env == {}  # removed so that child processes cannot notify for us
+    assert n.ready("running:\nlobby") and n.watchdog() and n.stopping("bye")
+    fake.wait_for("STOPPING")
+    assert [m for _, m in fake.messages] == [
+        {"READY": "1", "STATUS": "running: lobby"},  # one line
+        {"WATCHDOG": "1"},
+        {"STOPPING": "1", "STATUS": "bye"},
+    ]
+    n.close()
+
+
+def test_notifier_abstract_namespace_socket() -> None:
+    name = f"reid-test-{os.getpid()}-{time.monotonic_ns()}"
+    fake = NotifySocket("\0" + name)
+    try:
+        n = Notifier({"NOTIFY_SOCKET": "@" + name})
+        assert n.status("hello")
+        fake.wait_for("STATUS")
+        assert fake.values("STATUS") == ["hello"]
+    finally:
+        fake.close()
+
+
+def test_notifier_without_systemd_does_nothing_and_a_dead_socket_never_raises(tmp_path: Path) -> None:
+    assert not Notifier({}).enabled and not Notifier({}).ready("x")
+    gone = Notifier({"NOTIFY_SOCKET": str(tmp_path / "nobody-listens.sock")})
+    assert gone.enabled and not gone.watchdog() and not gone.watchdog()  # logged once, not raised
+
+
+def test_addresses_and_watchdog_period_parsing() -> None:
+    assert socket_address("@sd") == "\0sd" and socket_address("/run/n.sock") == "/run/n.sock"
+    assert socket_address("") is None and socket_address("relative.sock") is None
+    assert watchdog_period({"WATCHDOG_USEC": "30000000"}) == 30.0
+    assert watchdog_period({"WATCHDOG_USEC": "0"}) is None and watchdog_period({"WATCHDOG_USEC": "x"}) is None
+    assert watchdog_period({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": str(os.getpid())}) == 0.001
+    assert watchdog_period({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": str(os.getpid() + 1)}) is None
+    assert len(one_line("x" * 1000)) == 400
+
+
+# ------------------------------------------------------------------------------------------ liveness
+
+
+def test_liveness_tells_a_hung_loop_from_one_waiting_for_its_source() -> None:
+    now = [0.0]
+    live = Liveness(clock=lambda: now[0])
+    src = FakeSource()
+    assert not live.stalled(5.0)  # nothing attached yet: starting up is not a hang
+    live.attach(src)
+    now[0] = 4.0
+    assert not live.stalled(5.0)
+    now[0] = 6.0
+    assert live.stalled(5.0)  # connected, no progress for 6 s
+    src.connected, src.queued = False, 0
+    assert not live.stalled(5.0)  # the stream is down and the loop starves: waiting, not hung
+    src.queued = 3
+    assert live.stalled(5.0)  # frames wait and nothing takes them: hung, even while the stream flaps
+    live.beat()
+    assert not live.stalled(5.0) and live.frames == 1
+
+
+# ------------------------------------------------------------------------------------------ watchdog
+
+
+class HangingDetector:
+    """Ground-truth detections, until frame ``hang_at`` blocks in ``detect`` until ``release`` is set."""
+
+    def __init__(self, inner: object, hang_at: int) -> None:
+        self.inner = inner
+        self.hang_at = hang_at
+        self.calls = 0
+        self.hung_at = 0.0
+        self.release = threading.Event()
+
+    def detect(self, frame: Frame) -> Detections:
+        self.calls += 1
+        if self.calls == self.hang_at:
+            self.hung_at = time.monotonic()
+            self.release.wait(30)
+        return self.inner.detect(frame)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_watchdog_fed_while_progressing_and_starved_when_the_loop_hangs(
+    tmp_path: Path, notify_path: tuple[str, NotifySocket]
+) -> None:
+    path, fake = notify_path
+    period = 1.0
+    settings = looped_settings(tmp_path)
+    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": str(int(period * 1e6))})
+    with Operations(settings, "door", notifier=notifier) as ops:
+        worker = CameraWorker(settings, "door", observers=[ops])
+        hang = HangingDetector(worker.pipeline.detector, hang_at=20)
+        worker.pipeline.detector = hang  # type: ignore[assignment]
+        runner = threading.Thread(target=worker.run, daemon=True)
+        runner.start()
+        ready = fake.wait_for("READY")
+        fake.wait_for("WATCHDOG")
+        while not hang.hung_at:
+            time.sleep(0.01)
+        time.sleep(4 * period)  # hung for four periods
+        hung_for = time.monotonic() - hang.hung_at
+        hang.release.set()
+        fake_watchdogs = fake.times("WATCHDOG")
+        time.sleep(period)
+        worker.stop()
+        runner.join(10)
+    assert not runner.is_alive()
+    fed = fake_watchdogs
+    before = [t for t in fed if ready <= t < hang.hung_at]
+    during = [t for t in fed if hang.hung_at + 2 * period < t < hang.hung_at + hung_for]  # slack: a busy host
+    assert before and max(b - a for a, b in zip([ready, *before], before, strict=False)) < period
+    assert during == []  # no WATCHDOG=1 once the loop had been stuck for a period: systemd restarts it
+    assert [t for t in fake.times("WATCHDOG") if t > hang.hung_at + hung_for]  # progress again: fed again
+    assert any(s.startswith("stalled: no frame processed") for s in fake.values("STATUS"))
+    assert fake.values("STOPPING") == ["1"]
+
+
+def test_watchdog_keeps_feeding_while_the_loop_waits_for_a_dead_source(
+    tmp_path: Path, notify_path: tuple[str, NotifySocket]
+) -> None:
+    """A down stream: no frame, not connected, nothing queued: alive (the RTSP fault test does this for real)."""
+    path, fake = notify_path
+    settings = looped_settings(tmp_path)
+    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "600000"})
+    src = FakeSource(connected=False, queued=0)
+    with Operations(settings, "door", notifier=notifier) as ops:
+        ops.liveness.attach(src)
+        time.sleep(2.0)
+        fed_while_waiting = len(fake.times("WATCHDOG"))
+        src.queued = 2  # frames now wait and nobody takes them
+        time.sleep(1.0)
+        mark = time.monotonic()
+        time.sleep(1.0)
+    assert fed_while_waiting >= 4
+    assert [t for t in fake.times("WATCHDOG") if t > mark] == []

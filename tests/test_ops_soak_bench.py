@@ -1,0 +1,32 @@
+"""Smoke test of benchmarks/soak.py: a few seconds of two fleet workers on a synthetic clip, every output written."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from _data import REPO_ROOT
+from _video import make_video
+
+SCRIPT = REPO_ROOT / "benchmarks" / "soak.py"
+
+
+def test_soak_smoke(tmp_path: Path, mobilenet_model: Path) -> None:
+    clip = make_video(tmp_path / "clip.mp4", frames=40, fps=10.0, people=3, size=(320, 240))
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    out = tmp_path / "soak"
+    cmd = [sys.executable, str(SCRIPT), "--minutes", "0.15", "--sample-s", "3", "--warmup-min", "0.05"]
+    cmd += ["--video", str(clip.path), "--gt", str(gt), "--stride", "1", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = list(csv.DictReader((out / "samples.csv").open()))
+    assert len(rows) >= 3
+    assert all(float(r["soak-a_rss_mib"]) > 50 and int(r["soak-b_fds"]) > 3 for r in rows)
+    assert float(rows[-1]["soak-a_frames"]) > float(rows[0]["soak-a_frames"])  # the workers were working
+    report = json.loads((out / "soak.json").read_text())
+    assert set(report["growth"]) >= {"soak-a_rss_mib", "soak-b_fds", "valkey_used_mib"}
+    assert all(s["exit_code"] == 0 and s["stop_s"] < 5 for s in report["stop"].values())
+    assert (out / "soak.png").stat().st_size > 10_000 and "growth after warm-up" in done.stdout

@@ -1,0 +1,43 @@
+"""``source.loop``: a video file replayed endlessly (soak tests, demos); indices and timestamps keep increasing."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from _video import make_image_folder, make_video, match_frame
+
+from daemon.config import SourceConfig
+from daemon.errors import SourceError
+from daemon.sources import open_source
+
+
+def test_looped_file_starts_again_and_keeps_counting(tmp_path: Path) -> None:
+    clip = make_video(tmp_path / "clip.mp4", frames=12, fps=10.0, people=3, size=(320, 240))
+    with open_source(SourceConfig(uri=str(clip.path), loop=True, max_frames=30)) as src:
+        assert src.frame_count is None  # endless
+        frames = list(src)
+        stats = src.stats
+    assert [f.index for f in frames] == list(range(30))
+    assert [match_frame(f.image, clip) for f in frames] == [i % 12 for i in range(30)]
+    assert all(b.timestamp > a.timestamp for a, b in itertools.pairwise(frames))
+    assert [f.timestamp for f in frames] == pytest.approx([i / 10.0 for i in range(30)])
+    assert stats.loops == 2 and stats.last_error == ""
+
+
+def test_looped_file_with_a_stride(tmp_path: Path) -> None:
+    clip = make_video(tmp_path / "clip.mp4", frames=10, fps=10.0, people=3, size=(320, 240))
+    with open_source(SourceConfig(uri=str(clip.path), loop=True, stride=3, max_frames=8)) as src:
+        frames = list(src)
+    assert [f.index for f in frames] == [0, 3, 6, 9, 12, 15, 18, 21]
+    # stride counts across the seam: source positions 0 3 6 9 | 2 5 8 | 1
+    assert [match_frame(f.image, clip) for f in frames] == [0, 3, 6, 9, 2, 5, 8, 1]
+
+
+def test_loop_is_for_video_files_only(tmp_path: Path) -> None:
+    folder = make_image_folder(tmp_path / "imgs", frames=3, size=(64, 48))
+    with pytest.raises(SourceError, match=r"source\.loop works with video files only, not a folder"):
+        open_source(SourceConfig(uri=str(folder.path), loop=True))
+    with pytest.raises(SourceError, match="not a rtsp source"):
+        open_source(SourceConfig(uri="rtsp://127.0.0.1:1/x", loop=True))
