@@ -109,6 +109,13 @@ ITEM_META_BYTES = 160  # meta JSON bytes one message adds to a batch, at most (w
 _STREAM_ID = re.compile(rb"^\d{1,20}-\d{1,20}$")
 
 
+ALLOCATE_LUA = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[2]) then redis.call('SET', KEYS[1], ARGV[2]) end
+return redis.call('INCRBY', KEYS[1], ARGV[1])
+"""
+
+
 class BridgeError(DaemonError):
     """The bridge cannot do what was asked (Valkey unreachable for an id, a full forget queue)."""
 
@@ -466,15 +473,16 @@ class Bridge:
         """A new fleet-wide global id (INCR of one key: unique across processes); BridgeError if unreachable."""
         return self.allocate_global_ids(1)[0]
 
-    def allocate_global_ids(self, n: int) -> range:
-        """``n`` new fleet-wide global ids at once (one INCRBY: unique across processes); BridgeError if
+    def allocate_global_ids(self, n: int, floor: int = 0) -> range:
+        """``n`` new fleet-wide global ids at once (one atomic script: unique across processes), all above
+        ``floor`` (the counter is raised to it first when behind: a Valkey restarted empty); BridgeError if
         unreachable. A worker keeps a few in hand so a short Valkey outage does not hold back new ids."""
-        if n < 1:
-            raise ValueError(f"allocate_global_ids: n must be >= 1, got {n}")
+        if n < 1 or floor < 0:
+            raise ValueError(f"allocate_global_ids: n must be >= 1 and floor >= 0, got {n}, {floor}")
         try:
             if self._command is None:
                 self._command = connect(self.cfg, self.url, self._password)
-            last = int(self._command.incrby(self.keys.counter, n))
+            last = int(self._command.eval(ALLOCATE_LUA, 1, self.keys.counter, n, floor))
         except _transient_errors() as e:
             self._drop_command()  # reconnect on the next call
             raise BridgeError(

@@ -29,6 +29,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -104,22 +105,40 @@ def to_update(m: FleetMessage, dim: int) -> ProfileUpdate | None:
 
 
 class IdPool:
-    """Global ids taken from Valkey ``block`` at a time; :class:`AllocatorUnavailable` when none can be had."""
+    """Global ids taken from Valkey ``block`` at a time; :class:`AllocatorUnavailable` when none can be had.
 
-    def __init__(self, bridge: Bridge, block: int = 4) -> None:
+    ``known`` gives the largest global id this worker has seen. A Valkey that came back empty (restarted
+    without persistence) counts from 1 again; an id at or below ``known`` is then skipped and the counter is
+    raised past it (``allocate_global_ids(floor=...)``), so ids already held by the fleet are never handed out
+    twice.
+    """
+
+    def __init__(self, bridge: Bridge, block: int = 4, known: Callable[[], int] = lambda: 0) -> None:
         self.bridge = bridge
         self.block = block
+        self.known = known
+        self.restarts_seen = 0
         self._ids: list[int] = []
         self._lock = threading.Lock()
 
     def __call__(self) -> int:
         with self._lock:
+            floor = self.known()
+            self._ids = [i for i in self._ids if i > floor]
             if not self._ids:
-                try:
-                    self._ids = list(self.bridge.allocate_global_ids(self.block))
-                except BridgeError as e:
-                    raise AllocatorUnavailable(str(e)) from e
+                self._ids = self._take(0)
+                if self._ids[0] <= floor:
+                    self.restarts_seen += 1
+                    log.warning("global id counter in Valkey is behind the fleet (%d <= %d): raised past it",
+                                self._ids[0], floor)
+                    self._ids = self._take(floor)
             return self._ids.pop(0)
+
+    def _take(self, floor: int) -> list[int]:
+        try:
+            return list(self.bridge.allocate_global_ids(self.block, floor=floor))
+        except BridgeError as e:
+            raise AllocatorUnavailable(str(e)) from e
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +328,10 @@ class FleetLink:
         dim = dim if head is None else head.output_dim
         self.gallery = _load_gallery(settings, dim)
         self.bridge = bridge or Bridge(settings.bridge, camera, on_message=self._on_message)
-        self.resolver = IdentityResolver(camera, dim, IdPool(self.bridge), settings.identity, self.gallery)
+        self.ids = IdPool(self.bridge, known=self._largest_known_id)
+        self.resolver = IdentityResolver(camera, dim, self.ids, settings.identity, self.gallery)
+        self.listeners: list[Callable[[FleetMessage], None]] = []  # e.g. metrics of message age
+        self._largest_id = 0
         self.clock = FleetClock(0.0, False)
         self.remote_invalid = 0
         self.forgets_received = 0
@@ -335,6 +357,9 @@ class FleetLink:
         now = self.clock.time_of(r.frame)
         rows = r.embeddings if self.head is None else identity_rows(self.head, r.embeddings)
         ids = self.resolver.update(now, r.update.tracks, rows, (w, h), ended=r.update.ended)
+        for a in ids.assignments:
+            if a.global_id is not None and a.global_id > self._largest_id:
+                self._largest_id = a.global_id
         self._publish(ids.updates)
         return ids
 
@@ -362,7 +387,14 @@ class FleetLink:
             except ValueError as e:  # larger than max_message_bytes: a config mismatch, not a crash
                 log.warning("%s: profile of track %d not published: %s", self.camera, u.track_id, e)
 
+    def _largest_known_id(self) -> int:
+        return self._largest_id
+
     def _on_message(self, m: FleetMessage) -> None:
+        for listener in self.listeners:
+            listener(m)
+        if m.global_id is not None:
+            self._largest_id = max(self._largest_id, m.global_id)
         if m.kind == "forget" and m.global_id is not None:
             self.forgets_received += 1
             self.resolver.forget(m.global_id)

@@ -382,3 +382,41 @@ def test_identity_head_is_loaded_by_path_and_checked_against_the_model(tmp_path:
     data["identity"]["head"] = tmp_path / "missing.npz"
     with pytest.raises(ModelError, match=r"missing\.npz"):
         load_identity_head(Settings.model_validate(data), object())
+
+
+def test_ids_are_never_handed_out_twice_after_valkey_comes_back_empty(
+    tmp_path: Path, valkey: EmbeddedValkey
+) -> None:
+    """A Valkey restarted without persistence counts from 1 again; the worker raises the counter past the
+    ids it knows instead of reusing one (which would merge two people)."""
+    settings = _settings(tmp_path, valkey.url)
+    a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    b = FleetLink(settings, "b", DIM).start(live=True)  # type: ignore[arg-type]
+    try:
+        first = _run(a, "a", 6, [0, 1], seed=1)
+        assert None not in first.values()
+        assert _wait(lambda: b.resolver.stats().identities >= 2)
+        valkey.kill()
+        valkey.start()  # empty: the counter is gone
+        second = _run(b, "b", 6, [2], seed=2)  # b knows a's ids only from messages
+        assert _wait(lambda: None not in _run(a, "a", 1, [0, 1, 2], seed=3).values(), timeout=10)
+        later = _run(a, "a", 1, [0, 1, 2], seed=4)
+        assert second[2] is not None and second[2] not in (first[0], first[1])
+        assert len(set(later.values())) == 3
+    finally:
+        a.close()
+        b.close()
+
+
+def test_listeners_hear_every_fleet_message(tmp_path: Path, valkey: EmbeddedValkey) -> None:
+    settings = _settings(tmp_path, valkey.url)
+    a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    b = FleetLink(settings, "b", DIM).start(live=True)  # type: ignore[arg-type]
+    heard: list[FleetMessage] = []
+    b.listeners.append(heard.append)
+    try:
+        _run(a, "a", 6, [0], seed=1)
+        assert _wait(lambda: any(m.kind == "profile" and m.sent_at > 0 for m in heard))
+    finally:
+        a.close()
+        b.close()

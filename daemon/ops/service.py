@@ -135,6 +135,7 @@ class Operations:
         self.metrics.attach(source=source, bridge=bridge, identity=identity, assignment=lookup)
         self.health.running(source, bridge)
         if fleet is not None:
+            fleet.listeners.append(lambda m: self.metrics.message_received(m.sent_at))
             self._start_probe(fleet.bridge.url)
         self._check_watchdog(source, worker.cam.source.read_timeout_s)
         self.notifier.ready(f"running: {source.name}")
