@@ -39,6 +39,7 @@ import numpy as np
 from daemon.adapt import ProjectionHead, load_head
 from daemon.bridge import Bridge, BridgeError, FleetMessage
 from daemon.config import Settings
+from daemon.embedding import atomic_write
 from daemon.errors import ConfigError, DataError
 from daemon.gallery import Gallery
 from daemon.identity import (
@@ -233,7 +234,7 @@ class IdentityLog:
             return
         self._fh.close()
         doc = {"v": IDENTITY_SCHEMA_VERSION, "camera": self.camera, "identities": self.table()}
-        self.summary_path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+        atomic_write(self.summary_path, json.dumps(doc, indent=1).encode("utf-8"))
 
 
 class GlobalMotWriter:
@@ -250,7 +251,7 @@ class GlobalMotWriter:
         self.path = path
         self._pending: OrderedDict[int, list[tuple[int, Track]]] = OrderedDict()
         self._shown: OrderedDict[int, set[int]] = OrderedDict()  # global id -> recent frames it was written on
-        self._frame = 0
+        self._pruned_at = 0  # frame of the last pruning of _shown
         self.unresolved_rows = 0
         self.conflicting_rows = 0
 
@@ -276,8 +277,8 @@ class GlobalMotWriter:
         while len(self._pending) > MAX_PENDING_TRACKS:
             _, rows = self._pending.popitem(last=False)
             self.unresolved_rows += len(rows)
-        if mot_frame != self._frame:
-            self._frame = mot_frame
+        if mot_frame - self._pruned_at >= MAX_PENDING_ROWS:  # amortised: at most 2 horizons of frames kept
+            self._pruned_at = mot_frame
             self._forget_old_frames(mot_frame - MAX_PENDING_ROWS - 1)
 
     def _forget_old_frames(self, before: int) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import threading
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from daemon.config import Settings
+from daemon.embedding import atomic_write
 from daemon.outputs import RunSummary
 from daemon.pipeline import FrameResult
 from daemon.sources import FrameSource
@@ -65,9 +65,7 @@ class StatusFile:
             "tracks": tracks,
             "identities": worker.fleet.resolver.stats().identities if worker.fleet is not None else None,
         }
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps(doc).encode("utf-8"))
 
 
 @contextmanager
