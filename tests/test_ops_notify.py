@@ -145,6 +145,7 @@ def test_watchdog_fed_while_progressing_and_starved_when_the_loop_hangs(
     assert during == []  # no WATCHDOG=1 once the loop had been stuck for a period: systemd restarts it
     assert [t for t in fake.times("WATCHDOG") if t > hang.hung_at + hung_for]  # progress again: fed again
     assert any(s.startswith("stalled: no frame processed") for s in fake.values("STATUS"))
+    fake.wait_for("STOPPING")  # the datagram is read on the fake socket's thread: it may land after join()
     assert fake.values("STOPPING") == ["1"]
 
 

@@ -90,7 +90,7 @@ def _check_notifications(fake: NotifySocket, fed: list[float]) -> None:
     ready = fake.times("READY")[0]
     assert len([t for t in fed if t > ready]) >= 2  # WATCHDOG=1 every second (period 3 s): 2 s watched
     assert fake.values("STATUS")[0].startswith("starting")
-    assert fake.times("STOPPING") and fake.times("STOPPING")[0] > ready
+    assert fake.wait_for("STOPPING") > ready  # read on the fake socket's thread: may land after the exit
 
 
 def test_missing_model_exits_non_zero_and_says_so_in_status(tmp_path: Path) -> None:
@@ -100,7 +100,11 @@ def test_missing_model_exits_non_zero_and_says_so_in_status(tmp_path: Path) -> N
         proc = start_worker(cfg, path, env={"REID_MODELS_DIR": str(tmp_path / "empty-cache")})
         code = proc.wait(START_TIMEOUT_S)
         _, err = proc.communicate()
-        time.sleep(0.2)
+        deadline = time.monotonic() + 5.0  # the last datagrams are read on the fake socket's thread
+        while not any(s.startswith("model missing:") for s in fake.values("STATUS")):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         statuses = fake.values("STATUS")
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 1 and len(errors) == 1, err[-2000:]
