@@ -73,6 +73,13 @@ class SourceConfig(_Strict):
         description="Video files only: start again from the first frame at the end (an endless replay for soak "
         "tests and demos); frame indices and timestamps keep increasing.",
     )
+    clock_offset_s: float = Field(
+        0.0,
+        ge=-86_400,
+        le=86_400,
+        description="Seconds added to this camera's frame times on the fleet clock: a camera whose clock or "
+        "stream runs 2 s late gets -2, so the fleet compares sightings at the moments they happened.",
+    )
 
 
 class SSDLiteDetectorConfig(_Strict):
@@ -194,7 +201,9 @@ class EmbedderConfig(_Strict):
         if self.head is not None:
             raise ValueError(f"head works with embedder type 'onnx' only, not {self.type!r}")
         if self.colour_norm != "none" or self.detail_height:
-            raise ValueError(f"colour_norm and detail_height work with embedder type 'onnx' only, not {self.type!r}")
+            raise ValueError(
+                f"colour_norm and detail_height work with embedder type 'onnx' only, not {self.type!r}"
+            )
         return self
 
 
@@ -360,12 +369,50 @@ class ServeConfig(_Strict):
         None, description="Gallery file loaded at start and saved after each enrolment (.npz/.json/.rdg)."
     )
     references: Path | None = Field(
-        None, description="Folder of reference images, served at /references/; enrolled uploads are kept here."
+        None,
+        description="Folder of reference images, served at /references/; enrolled uploads are kept here.",
     )
     max_upload_bytes: int = Field(
         20_000_000, ge=1_000, le=1_000_000_000, description="Largest accepted upload (HTTP 413 above)."
     )
     top_k: int = Field(5, ge=1, le=1000, description="Matches returned when a request does not say k.")
+
+
+class SiteConfig(_Strict):
+    """Where a camera's pixels lie on the site's floor plan: a homography from image pixels to site coordinates.
+
+    Give either ``homography`` (3x3, image pixel -> site point) or at least four ``image_points`` with their
+    ``site_points`` (pixels of floor marks and where they are on the plan, e.g. in metres); a person's site
+    position is the bottom centre of their box (the feet) mapped through it. Every camera of a fleet uses the
+    same site coordinates, and identity.site_radius / site_speed are in their unit.
+    """
+
+    homography: tuple[tuple[float, float, float], ...] | None = Field(
+        None, description="3x3 matrix, rows; image pixel (x, y, 1) -> site point (homogeneous)."
+    )
+    image_points: tuple[tuple[float, float], ...] = Field(
+        (),
+        max_length=1_000,
+        description="Pixels (x, y) of marks on the floor, at least four, no three in a line.",
+    )
+    site_points: tuple[tuple[float, float], ...] = Field(
+        (), max_length=1_000, description="The same marks on the site plan, in the same order."
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SiteConfig:
+        if self.homography is not None:
+            if self.image_points or self.site_points:
+                raise ValueError("give either homography or image_points + site_points, not both")
+            if len(self.homography) != 3:
+                raise ValueError(f"homography must have 3 rows, got {len(self.homography)}")
+            return self
+        if len(self.image_points) < 4 or len(self.image_points) != len(self.site_points):
+            raise ValueError(
+                "give a 3x3 homography, or at least four image_points and as many site_points "
+                f"(got {len(self.image_points)} and {len(self.site_points)})"
+            )
+        return self
 
 
 class CameraConfig(_Strict):
@@ -376,6 +423,11 @@ class CameraConfig(_Strict):
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig, description="Appearance embedder.")
     tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="BoT-SORT parameters.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Outputs.")
+    site: SiteConfig | None = Field(
+        None,
+        description="The camera's placement on the site plan (null: none). With it, the fleet's identity "
+        "resolution also uses where and when each person was seen (identity.site_*).",
+    )
 
 
 def default_cache_dir() -> Path:
@@ -626,7 +678,10 @@ class IdentityConfig(_Strict):
         "threshold.",
     )
     gallery_k: int = Field(
-        20, ge=1, le=10_000, description="Gallery rows retrieved per track exemplar when scoring named identities."
+        20,
+        ge=1,
+        le=10_000,
+        description="Gallery rows retrieved per track exemplar when scoring named identities.",
     )
     head: Path | None = Field(
         None,
@@ -657,7 +712,10 @@ class IdentityConfig(_Strict):
         2, ge=1, le=10_000, description="Embedded observations a track needs before it is matched at all."
     )
     new_min_observations: int = Field(
-        3, ge=1, le=10_000, description="Embedded observations a track needs before a new global id is allocated."
+        3,
+        ge=1,
+        le=10_000,
+        description="Embedded observations a track needs before a new global id is allocated.",
     )
     new_min_quality: float = Field(
         0.25,
@@ -766,6 +824,47 @@ class IdentityConfig(_Strict):
         le=1,
         description="Similarity added to an identity last seen on an adjacent camera within that edge's "
         "[min_s, max_s].",
+    )
+
+    site_radius: float = Field(
+        1.0,
+        gt=0,
+        le=1e9,
+        description="Site-plan distance (its unit, e.g. metres) within which two sightings at the same moment "
+        "may be one person: position noise of the feet and of the calibration.",
+    )
+    site_speed: float = Field(
+        2.5,
+        gt=0,
+        le=1e9,
+        description="Fastest a person moves on the site plan (units per second): two sightings dt apart and "
+        "further than site_radius + site_speed x dt cannot be one person.",
+    )
+    site_weight: float = Field(
+        0.25,
+        ge=0,
+        le=2,
+        description="Similarity added to a fleet identity last seen right where a track is (falling linearly "
+        "to 0 at the largest plausible distance); 0 = positions only rule identities out.",
+    )
+    site_horizon_s: float = Field(
+        4.0,
+        ge=0,
+        le=3_600,
+        description="Positions further apart in time than this say nothing (0 = site positions unused).",
+    )
+    site_min_similarity: float = Field(
+        0.5,
+        ge=-1,
+        le=1,
+        description="Appearance similarity an identity needs to be considered at all when positions may lift it "
+        "over fleet_threshold.",
+    )
+    position_interval_s: float = Field(
+        0.5,
+        gt=0,
+        le=3_600,
+        description="Least seconds between two position updates of a moving track (cameras with a site only).",
     )
 
     @model_validator(mode="after")
@@ -1006,7 +1105,10 @@ class OpsConfig(_Strict):
 
     http: bool = Field(True, description="Serve Prometheus /metrics and /health over HTTP.")
     host: str = Field(
-        "127.0.0.1", min_length=1, max_length=255, description="Address the /metrics and /health server binds."
+        "127.0.0.1",
+        min_length=1,
+        max_length=255,
+        description="Address the /metrics and /health server binds.",
     )
     port: int = Field(
         0,
@@ -1017,7 +1119,8 @@ class OpsConfig(_Strict):
         "host need distinct ports.",
     )
     camera_ports: dict[str, Annotated[int, Field(ge=0, le=65535)]] = Field(
-        default_factory=dict, description="Port per camera name, overriding `port` (one fleet YAML, many hosts)."
+        default_factory=dict,
+        description="Port per camera name, overriding `port` (one fleet YAML, many hosts).",
     )
     watchdog: bool = Field(
         True,

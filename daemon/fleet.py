@@ -49,6 +49,7 @@ from daemon.identity import (
     IdentityResolver,
     ProfileUpdate,
 )
+from daemon.identity.site import SiteMap
 from daemon.motio import MotWriter
 from daemon.pipeline import FrameResult
 from daemon.types import FloatArray, Frame, Track
@@ -77,6 +78,8 @@ def to_message(u: ProfileUpdate) -> FleetMessage:
         embeddings=u.exemplars,
         ended=u.ended,
         since=u.since,
+        position=u.position,
+        velocity=u.velocity,
     )
 
 
@@ -99,6 +102,8 @@ def to_update(m: FleetMessage, dim: int) -> ProfileUpdate | None:
         label=m.label,
         ended=m.ended,
         since=math.nan if m.since is None else m.since,
+        position=m.position,
+        velocity=m.velocity,
     )
 
 
@@ -130,8 +135,11 @@ class IdPool:
                 self._ids = self._take(0)
                 if self._ids[0] <= floor:
                     self.restarts_seen += 1
-                    log.warning("global id counter in Valkey is behind the fleet (%d <= %d): raised past it",
-                                self._ids[0], floor)
+                    log.warning(
+                        "global id counter in Valkey is behind the fleet (%d <= %d): raised past it",
+                        self._ids[0],
+                        floor,
+                    )
                     self._ids = self._take(floor)
             return self._ids.pop(0)
 
@@ -148,16 +156,19 @@ class FleetClock:
 
     epoch: float
     media: bool
+    offset: float = 0.0  # the camera's source.clock_offset_s
 
     def time_of(self, frame: Frame) -> float:
-        return self.epoch + frame.timestamp if self.media else frame.timestamp
+        return (self.epoch + frame.timestamp if self.media else frame.timestamp) + self.offset
 
 
-def fleet_clock(settings: Settings, live: bool, started: float) -> FleetClock:
+def fleet_clock(settings: Settings, live: bool, started: float, camera: str = "") -> FleetClock:
     cfg = settings.fleet
     media = cfg.clock == "media" or (cfg.clock == "auto" and not live)
     epoch = cfg.epoch if cfg.epoch is not None else started
-    return FleetClock(epoch if media else 0.0, media)
+    cam = settings.cameras.get(camera)
+    offset = cam.source.clock_offset_s if cam is not None else 0.0
+    return FleetClock(epoch if media else 0.0, media, offset)
 
 
 @dataclass(slots=True)
@@ -250,7 +261,9 @@ class GlobalMotWriter:
         self.writer = MotWriter(path)
         self.path = path
         self._pending: OrderedDict[int, list[tuple[int, Track]]] = OrderedDict()
-        self._shown: OrderedDict[int, set[int]] = OrderedDict()  # global id -> recent frames it was written on
+        self._shown: OrderedDict[int, set[int]] = (
+            OrderedDict()
+        )  # global id -> recent frames it was written on
         self._pruned_at = 0  # frame of the last pruning of _shown
         self.unresolved_rows = 0
         self.conflicting_rows = 0
@@ -331,6 +344,8 @@ class FleetLink:
         self.bridge = bridge or Bridge(settings.bridge, camera, on_message=self._on_message)
         self.ids = IdPool(self.bridge, known=self._largest_known_id)
         self.resolver = IdentityResolver(camera, dim, self.ids, settings.identity, self.gallery)
+        cam = settings.cameras.get(camera)
+        self.site = SiteMap(cam.site, camera) if cam is not None and cam.site is not None else None
         self.listeners: list[Callable[[FleetMessage], None]] = []  # e.g. metrics of message age
         self._largest_id = 0
         self.clock = FleetClock(0.0, False)
@@ -340,7 +355,7 @@ class FleetLink:
 
     def start(self, live: bool) -> FleetLink:
         """Connect the bridge and catch up with the fleet (waiting up to ``fleet.ready_timeout_s``)."""
-        self.clock = fleet_clock(self.settings, live, time.time())
+        self.clock = fleet_clock(self.settings, live, time.time(), self.camera)
         self.bridge.start(wait_s=self.settings.fleet.ready_timeout_s)
         self._started = True
         log.info(
@@ -357,7 +372,11 @@ class FleetLink:
         h, w = r.frame.image.shape[:2]
         now = self.clock.time_of(r.frame)
         rows = r.embeddings if self.head is None else identity_rows(self.head, r.embeddings)
-        ids = self.resolver.update(now, r.update.tracks, rows, (w, h), ended=r.update.ended)
+        tracks = r.update.tracks
+        where = None
+        if self.site is not None:
+            where = self.site.feet(np.asarray([t.xyxy for t in tracks], np.float32).reshape(-1, 4))
+        ids = self.resolver.update(now, tracks, rows, (w, h), ended=r.update.ended, positions=where)
         for a in ids.assignments:
             if a.global_id is not None and a.global_id > self._largest_id:
                 self._largest_id = a.global_id

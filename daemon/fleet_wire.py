@@ -7,7 +7,11 @@ exemplar rows, one after the other (float16 or float32), and a meta JSON object:
 
     {"v": 1, "camera": C, "sender": S, "sent": t, "items": [{"k": kind, "t": track id, "g": global id | null,
      "l": label | null, "ts": capture time, "q": quality, "n": sequence number, "r": rows, "e": ended,
-     "s": since | null}, ...]}
+     "s": since | null, "p": [x, y] (optional), "w": [vx, vy] (optional)}, ...]}
+
+``p`` (where the track was on the site plan at ``ts``) and ``w`` (its velocity there) are optional: readers of
+the first version ignore them and a message without them has none, so cameras with and without sites mix
+during an upgrade.
 
 signed as a whole with HMAC-SHA256 (the codec's tag). One blob per batch instead of one per message divides
 the fixed cost of encoding, signing, decoding and storing by the batch size (measured in
@@ -79,6 +83,8 @@ class FleetMessage:
     stream_id: str = ""
     ended: bool = False
     since: float | None = None
+    position: tuple[float, float] | None = None
+    velocity: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -89,6 +95,9 @@ class FleetMessage:
         for name in ("timestamp", "quality", "sent_at", "since"):
             if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
+        for name in ("position", "velocity"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _pair(name, getattr(self, name)))
         if self.global_id is not None and self.global_id < 1:
             raise ValueError(f"global_id must be >= 1 or None, got {self.global_id}")
         if self.kind == "forget" and self.global_id is None:
@@ -108,6 +117,14 @@ def _exemplars(values: Any) -> FloatArray:
     if not np.isfinite(emb).all():
         raise ValueError("embeddings hold NaN or infinite values")
     return cast(FloatArray, emb)
+
+
+def _pair(name: str, value: Any) -> tuple[float, float]:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError(f"{name} must be two numbers, got {value!r}")
+    if any(isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) for v in value):
+        raise ValueError(f"{name} must be two finite numbers, got {value!r}")
+    return float(value[0]), float(value[1])
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(FleetMessage))
@@ -181,6 +198,8 @@ def _item_meta(m: FleetMessage) -> dict[str, Any]:
         "r": int(m.embeddings.shape[0]),
         "e": m.ended,
         "s": m.since,
+        **({"p": list(m.position)} if m.position is not None else {}),
+        **({"w": list(m.velocity)} if m.velocity is not None else {}),
     }
 
 
@@ -275,6 +294,8 @@ def _message(item: dict[str, Any], camera: str, sender: str, sent: float, emb: F
         seq=_typed(item, "n", int),
         ended=_typed(item, "e", bool),
         since=_optional_float(item, "s"),
+        position=None if item.get("p") is None else _pair("position", item["p"]),
+        velocity=None if item.get("w") is None else _pair("velocity", item["w"]),
     )
 
 

@@ -229,7 +229,7 @@ def test_fleet_command_runs_cameras_as_processes_and_they_agree(tmp_path: Path, 
     }
     cfg = {
         "models_dir": str(mobilenet_model.parent.parent),
-        "fleet": {"enabled": True},
+        "fleet": {"enabled": True, "replay_speed": 2.0},  # in step, as live cameras are
         "bridge": {"signing_key": {"env": "REID_TEST_FLEET_KEY"}},
         "identity": {"allow_overlapping_views": True},
         "cameras": {"left": cam, "right": cam},

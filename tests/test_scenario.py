@@ -14,6 +14,7 @@ from _video import make_video
 
 from daemon.config import load_settings
 from daemon.errors import DataError, SourceError
+from daemon.identity.site import SiteMap
 from daemon.motio import MotGroundTruth, read_ground_truth
 from daemon.scenario import (
     PRESETS,
@@ -91,6 +92,13 @@ def test_build_writes_videos_ground_truth_and_a_fleet_config(tmp_path: Path) -> 
     fleet = load_settings(files.fleet_config)
     assert set(fleet.cameras) == {"left", "right"}
     assert fleet.cameras["right"].tracker.frame_rate == 4  # 7 fps source, every 2nd frame
+    # each view is placed on the source's pixels (the site plan) and its lag is on its clock
+    right = fleet.cameras["right"]
+    assert right.site is not None and right.source.clock_offset_s == pytest.approx(-4 / 7)
+    feet = SiteMap(right.site).feet(np.array([[40, 20, 60, 100]], np.float32))  # output px, 0.5x scale
+    np.testing.assert_allclose(feet[0], [120 + 50 * 2, 100 * 2], atol=1e-4)
+    assert fleet.fleet.replay_speed == 1.0
+    assert load_settings(files.folder / "fleet.gt-boxes.yaml").fleet.replay_speed == 2.0
     short = build(clip.path, gt_path, scenario, tmp_path / "short", max_frames=6)
     assert json.loads(short.description.read_text())["cameras"]["left"]["frames"] == 6
 

@@ -47,6 +47,9 @@ class Contribution:
     label: str | None
     ended: bool
     local: bool
+    pos: tuple[float, float] | None = None  # where on the site plan, at pos_t (None: unknown)
+    pos_t: float = float("nan")
+    vel: tuple[float, float] | None = None  # velocity at pos_t (site units per second)
 
     @property
     def camera(self) -> str:
@@ -217,11 +220,20 @@ class FleetStore:
         self._cap_tracks(ident)
         return self.bind_label(c.label, c.gid) if c.label is not None else []
 
-    def touch(self, key: Key, now: float) -> None:
-        """A local track was seen again: it stays the most recently heard of."""
+    def touch(
+        self,
+        key: Key,
+        now: float,
+        pos: tuple[float, float] | None = None,
+        vel: tuple[float, float] | None = None,
+    ) -> None:
+        """A local track was seen again (at ``pos``, moving at ``vel``, when known): it stays the most recently
+        heard of."""
         c = self.contributions.get(key)
         if c is not None:
             c.last = max(c.last, now)
+            if pos is not None:
+                c.pos, c.pos_t, c.vel = pos, now, vel
             self.contributions.move_to_end(key)
             self.identities.move_to_end(c.gid)
 

@@ -45,7 +45,9 @@ class ProfileUpdate:
     accepted, e.g. after float16 transport, and stored renormalised); K = 0 is a keep-alive that renews
     the claim and leaves the exemplars known for this track as they are. ``timestamp`` is the time of the
     news (seconds on the clock the fleet shares), ``since`` when this track took ``global_id`` (defaults to
-    ``timestamp``), ``quality`` the best observation quality in [0, 1], ``ended`` that the track is over.
+    ``timestamp``), ``quality`` the best observation quality in [0, 1], ``ended`` that the track is over,
+    ``position`` where the track was at ``timestamp`` on the site plan (None: its camera has no site),
+    ``velocity`` its recent velocity there (site units per second; None: not known yet).
     The constructor validates every field and raises :class:`DataError` naming the first problem.
     """
 
@@ -58,9 +60,13 @@ class ProfileUpdate:
     label: str | None = None
     ended: bool = False
     since: float = field(default=math.nan)
+    position: tuple[float, float] | None = None
+    velocity: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         _check_scalars(self)
+        for name in ("position", "velocity"):
+            object.__setattr__(self, name, _pair(name, getattr(self, name)))
         ex = np.asarray(self.exemplars)
         if ex.ndim != 2 or ex.shape[1] < 1:
             raise DataError(f"profile update: exemplars must be (K, D) with D >= 1, got shape {ex.shape}")
@@ -85,6 +91,17 @@ class ProfileUpdate:
     @property
     def dim(self) -> int:
         return int(self.exemplars.shape[1])
+
+
+def _pair(name: str, value: object) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    pair = tuple(value) if isinstance(value, tuple | list) else ()
+    if len(pair) != 2 or not all(
+        isinstance(v, int | float | np.floating) and not isinstance(v, bool) and math.isfinite(v) for v in pair
+    ):
+        raise DataError(f"profile update: {name} must be None or two finite numbers, got {value!r}")
+    return float(pair[0]), float(pair[1])
 
 
 def _check_scalars(u: ProfileUpdate) -> None:

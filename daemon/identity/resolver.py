@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 import numpy as np
@@ -57,6 +57,7 @@ from daemon.identity.records import (
     ProfileUpdate,
     Source,
 )
+from daemon.identity.site import Position, closeness, velocity
 from daemon.identity.travel import TravelModel
 from daemon.types import FloatArray, Track
 
@@ -66,9 +67,13 @@ Allocator = Callable[[], int]
 class AllocatorUnavailable(DaemonError):
     """Raised by an allocator that cannot hand out a global id now (the fleet store is away): the track stays
     ``pending`` and the decision is retried on a later frame."""
+
+
 """Returns a fresh global id, unique fleet-wide (Valkey ``INCR`` in production, a counter in tests)."""
 
 _EPS = 1e-9
+_VELOCITY_WINDOW_S = 1.0  # a track's site velocity is its mean over this long
+_TRAIL = 64  # positions kept per track for it (bounded even at high frame rates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,11 @@ class _Local:
     stored: int | None = None  # the id the fleet store holds this track's contribution under
     last_published: float = -math.inf
     reported: tuple[int | None, str | None] = (None, None)
+    pos: Position | None = None  # where on the site plan, at pos_t (cameras with a site)
+    pos_t: float = -math.inf
+    pos_published: float = -math.inf  # pos_t of the last position published
+    trail: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=_TRAIL))
+    vel: Position | None = None  # over the trail's last site_velocity_window_s
 
     def holds(self, p: _Proposal) -> bool:
         if p.gid is not None:
@@ -172,6 +182,7 @@ class IdentityResolver:
         self._rejected: Counter[str] = Counter()
         self._forgotten = 0
         self._unallocated = 0  # decisions put off because the allocator was unavailable
+        self._visible: set[Key] = set()  # this camera's tracks on the frame being resolved
 
     # ------------------------------------------------------------------------------------------ public
 
@@ -182,21 +193,27 @@ class IdentityResolver:
         embeddings: FloatArray | None,
         frame_size: tuple[int, int],
         ended: Sequence[int] = (),
+        positions: FloatArray | None = None,
     ) -> FrameIdentities:
         """Resolve one frame's ``tracks``; ``embeddings`` rows align with the detections (``det_index``).
 
         ``frame_size`` is ``(width, height)`` in pixels; ``ended`` the track ids the tracker ended on this
-        frame (the same as calling ``end_track`` for each). Returns an assignment per track, in order, and
-        the updates to publish.
+        frame (the same as calling ``end_track`` for each); ``positions`` (N, 2), one row per track, where each
+        stands on the site plan (NaN rows: unknown; None: the camera has no site). Returns an assignment per
+        track, in order, and the updates to publish.
         """
         now = _finite(now, "now")
         _check_frame_size(frame_size)
         rows = self._embedding_rows(tracks, embeddings)
+        where = _positions(positions, len(tracks), self.camera)
         with self._lock:
             self._advance(now)
             quality = _qualities(tracks, frame_size, self._quality)
-            observed = [self._observe(t, rows[i], float(quality[i]), now) for i, t in enumerate(tracks)]
+            observed = [
+                self._observe(t, rows[i], float(quality[i]), now, where[i]) for i, t in enumerate(tracks)
+            ]
             frame = [local for local, _ in observed]
+            self._visible = {(self.camera, lo.track_id) for lo in frame}
             self._settle_conflicts(frame, now)
             deciding = [lo for lo, seen in observed if (seen or lo.forced) and self._ready(lo)]
             if deciding:
@@ -240,6 +257,9 @@ class IdentityResolver:
                 update.label,
                 update.ended,
                 False,
+                update.position,
+                update.timestamp if update.position is not None else math.nan,
+                update.velocity,
             )
             exemplars = update.exemplars if len(update.exemplars) else None
             self._apply_merges(self.store.record(c, exemplars, self._now))
@@ -325,12 +345,20 @@ class IdentityResolver:
             if (u := self._end(tid)) is not None:
                 self._pending.append(u)
 
-    def _observe(self, t: Track, emb: FloatArray | None, quality: float, now: float) -> tuple[_Local, bool]:
+    def _observe(
+        self, t: Track, emb: FloatArray | None, quality: float, now: float, pos: Position | None
+    ) -> tuple[_Local, bool]:
         lo = self._tracks.get(t.track_id)
         if lo is None:
             lo = self._new_local(t.track_id, now)
         self._tracks.move_to_end(t.track_id)
         lo.last_seen = max(lo.last_seen, now)
+        if pos is not None:
+            lo.pos, lo.pos_t = pos, now
+            lo.trail.append((now, pos[0], pos[1]))
+            while lo.trail[0][0] < now - _VELOCITY_WINDOW_S:
+                lo.trail.popleft()
+            lo.vel = velocity(lo.trail)
         if emb is None:
             return lo, False
         before = lo.profile.observations
@@ -477,6 +505,8 @@ class IdentityResolver:
             return {}
         c = self.cfg
         floor = c.fleet_threshold - c.hysteresis_margin - c.transition_bonus
+        if c.site_horizon_s > 0 and any(lo.pos is not None for lo in tracks):
+            floor = min(floor, c.site_min_similarity)  # where a track stands may lift a weaker look
         keys: list[Key] = [(self.camera, lo.track_id) for lo in tracks]
         raw = self.store.scores(
             [lo.profile.exemplars for lo in tracks], keys, c.match_score, c.top_exemplars, floor
@@ -511,7 +541,11 @@ class IdentityResolver:
         for g, s in raw.items():
             if g in taken or self._blocked(g, lo, now):
                 continue
+            near = self._site_closeness(g, lo)
+            if near is not None and near < 0:  # seen elsewhere too recently to be here
+                continue
             bonus = self._transition_bonus(g, now) + (margin if g == lo.gid else 0.0)
+            bonus += self.cfg.site_weight * near if near is not None else 0.0
             out[g] = (s, s + bonus)
         return _distinct(out, lo.gid, self.cfg.fleet_distinct_margin)
 
@@ -537,6 +571,27 @@ class IdentityResolver:
             elif mine is None and now - c.last < self.travel.min_travel(c.camera, self.camera):
                 return True
         return False
+
+    def _site_closeness(self, gid: int, lo: _Local) -> float | None:
+        """Where ``gid`` was last seen on the site plan against where ``lo`` is (site.closeness: 1 = same
+        spot, below 0 = too far to be one person); None when the positions say nothing (unknown, further
+        apart in time than site_horizon_s, or the track holds the id and took it before the one seen
+        elsewhere)."""
+        c = self.cfg
+        if lo.pos is None or c.site_horizon_s <= 0:
+            return None
+        seen = [  # a track on the same frame of this camera is another person, not evidence
+            k
+            for k in self.store.claims(gid)
+            if k.key not in self._visible and k.pos is not None and abs(lo.pos_t - k.pos_t) <= c.site_horizon_s
+        ]
+        latest = max(seen, key=lambda k: k.pos_t, default=None)
+        if latest is None or latest.pos is None:
+            return None
+        near = closeness(lo.pos, lo.pos_t, latest.pos, latest.pos_t, c.site_radius, c.site_speed, latest.vel)
+        if near < 0 and gid == lo.gid and lo.since <= latest.since:
+            return None  # this track took the id first: the other sighting gives it up
+        return near
 
     def _transition_bonus(self, gid: int, now: float) -> float:
         if not self.cfg.transition_bonus or not self.travel.has_graph:
@@ -580,7 +635,19 @@ class IdentityResolver:
     def _contribution(self, lo: _Local, last: float, ended: bool) -> Contribution:
         gid = lo.gid if lo.gid is not None else -1
         quality = min(1.0, lo.profile.best_quality)
-        return Contribution((self.camera, lo.track_id), gid, lo.since, last, quality, lo.label, ended, True)
+        return Contribution(
+            (self.camera, lo.track_id),
+            gid,
+            lo.since,
+            last,
+            quality,
+            lo.label,
+            ended,
+            True,
+            lo.pos,
+            lo.pos_t,
+            lo.vel,
+        )
 
     def _sync_store(self, lo: _Local, now: float) -> None:
         key = (self.camera, lo.track_id)
@@ -594,7 +661,8 @@ class IdentityResolver:
             merges = self.store.record(self._contribution(lo, now, False), lo.profile.exemplars.copy(), now)
             self._apply_merges(merges)
         else:
-            self.store.touch(key, now)
+            fresh = lo.pos_t == now
+            self.store.touch(key, now, lo.pos if fresh else None, lo.vel if fresh else None)
 
     def _apply_merges(self, merges: list[tuple[int, int]]) -> None:
         for gone, keep in merges:
@@ -615,7 +683,8 @@ class IdentityResolver:
             return None
         since_last = now - lo.last_published
         due = lo.dirty and since_last >= self.cfg.publish_interval_s
-        if not (lo.announce or due or since_last >= self.cfg.claim_ttl_s / 2):
+        moved = lo.pos_t == now and lo.pos_t > lo.pos_published and since_last >= self.cfg.position_interval_s
+        if not (lo.announce or due or moved or since_last >= self.cfg.claim_ttl_s / 2):
             return None
         update = self._profile_update(lo, now, full=lo.announce or lo.dirty, ended=False)
         lo.last_published, lo.announce, lo.dirty = now, False, False
@@ -625,8 +694,21 @@ class IdentityResolver:
         gid = lo.gid if lo.gid is not None else -1
         exemplars = lo.profile.exemplars.copy() if full else np.zeros((0, self.dim), dtype=np.float32)
         quality = min(1.0, lo.profile.best_quality)
+        position = lo.pos if lo.pos_t == timestamp else None  # only where it was at the update's time
+        if position is not None:
+            lo.pos_published = lo.pos_t
         return ProfileUpdate(
-            self.camera, lo.track_id, gid, timestamp, quality, exemplars, lo.label, ended, since=lo.since
+            self.camera,
+            lo.track_id,
+            gid,
+            timestamp,
+            quality,
+            exemplars,
+            lo.label,
+            ended,
+            since=lo.since,
+            position=position,
+            velocity=lo.vel if position is not None else None,
         )
 
     def _end(self, track_id: int) -> ProfileUpdate | None:
@@ -682,6 +764,16 @@ def _finite(v: float, name: str) -> float:
 def _check_frame_size(size: tuple[int, int]) -> None:
     if len(size) != 2 or not all(isinstance(v, int | np.integer) and v > 0 for v in size):
         raise DataError(f"identity resolver: frame_size must be (width, height) > 0, got {size!r}")
+
+
+def _positions(positions: FloatArray | None, n: int, camera: str) -> list[Position | None]:
+    """Per track: its site position, or None (no site, or a NaN row)."""
+    if positions is None:
+        return [None] * n
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.shape != (n, 2):
+        raise DataError(f"identity resolver ({camera}): positions must be ({n}, 2), got {pos.shape}")
+    return [(float(p[0]), float(p[1])) if np.isfinite(p).all() else None for p in pos]
 
 
 def _row(emb: FloatArray, index: int) -> FloatArray | None:

@@ -1,0 +1,315 @@
+"""daemon/identity/site.py and the resolver's use of site positions: calibration, the speed bound, overlapping
+views resolved by where people stand, sightings too far apart ruled out, position updates on the wire."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from pydantic import ValidationError
+
+from daemon.bridge import FleetMessage
+from daemon.config import IdentityConfig, SiteConfig
+from daemon.errors import ConfigError, DataError
+from daemon.fleet import FleetClock, to_message, to_update
+from daemon.fleet_wire import MessageRejected, decode_batch, decode_message, encode_message
+from daemon.identity import FrameIdentities, IdentityResolver, ProfileUpdate
+from daemon.identity.site import MAX_LEAD_S, SiteMap, closeness, velocity
+from daemon.types import Frame, Track
+
+D = 16
+F32 = NDArray[np.float32]
+FRAME = (640, 480)
+KEY = b"k" * 16
+
+
+def unit(v: NDArray[np.float64]) -> F32:
+    out: F32 = (v / np.linalg.norm(v)).astype(np.float32)
+    return out
+
+
+def pair(similarity: float, seed: int = 0) -> tuple[F32, F32]:
+    """Two looks at cosine ``similarity``: one person seen by two very different cameras."""
+    rng = np.random.default_rng(seed)
+    a = unit(rng.standard_normal(D))
+    r = rng.standard_normal(D)
+    r -= (r @ a) * a
+    return a, unit(similarity * a + math.sqrt(1 - similarity**2) * unit(r))
+
+
+class Ids:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self) -> int:
+        self.n += 1
+        return self.n
+
+
+def frame(
+    res: IdentityResolver,
+    t: float,
+    seen: dict[int, tuple[F32, tuple[float, float] | None]],
+) -> FrameIdentities:
+    """One frame: track id -> (embedding, site position or None)."""
+    tracks = [
+        Track(res.camera, tid, (100.0 + 90 * i, 100.0, 160.0 + 90 * i, 300.0), 0.9, i)
+        for i, tid in enumerate(seen)
+    ]
+    emb = np.stack([v for v, _ in seen.values()])
+    pos = np.array([p if p is not None else (np.nan, np.nan) for _, p in seen.values()], np.float32)
+    return res.update(t, tracks, emb, FRAME, positions=pos)
+
+
+def gid(out: FrameIdentities, tid: int) -> int | None:
+    return next(a.global_id for a in out.assignments if a.track_id == tid)
+
+
+CFG = IdentityConfig(allow_overlapping_views=True, site_radius=1.0, site_speed=2.0)
+
+
+# ------------------------------------------------------------------------------------------- site map
+
+
+def test_homography_maps_the_feet_of_boxes() -> None:
+    site = SiteMap(SiteConfig(homography=((0.5, 0, 10), (0, 0.5, 20), (0, 0, 1))))
+    got = site.feet(np.array([[100, 50, 140, 250], [0, 0, 20, 10]], np.float32))
+    np.testing.assert_allclose(got, [[70.0, 145.0], [15.0, 25.0]])
+
+
+def test_point_pairs_fit_the_homography_they_came_from() -> None:
+    h = np.array([[0.02, 0.001, -3.0], [0.0005, 0.05, -10.0], [0.0001, 0.002, 1.0]])
+    image = np.array([[50, 400], [600, 420], [580, 200], [80, 210], [320, 300]], np.float64)
+    mapped = np.c_[image, np.ones(len(image))] @ h.T
+    site_pts = mapped[:, :2] / mapped[:, 2:]
+    site = SiteMap(SiteConfig(image_points=tuple(map(tuple, image)), site_points=tuple(map(tuple, site_pts))))
+    box = np.array([[300, 100, 340, 300]], np.float32)  # feet at (320, 300)
+    np.testing.assert_allclose(site.feet(box)[0], site_pts[4], rtol=1e-4, atol=1e-4)
+
+
+def test_bad_calibrations_are_named() -> None:
+    with pytest.raises(ValidationError, match="at least four image_points"):
+        SiteConfig(image_points=((0, 0), (1, 0), (0, 1)), site_points=((0, 0), (1, 0), (0, 1)))
+    with pytest.raises(ValidationError, match="not both"):
+        SiteConfig(
+            homography=((1, 0, 0), (0, 1, 0), (0, 0, 1)),
+            image_points=((0, 0),) * 4,
+            site_points=((0, 0),) * 4,
+        )
+    with pytest.raises(ValidationError, match="3 rows"):
+        SiteConfig(homography=((1, 0, 0), (0, 1, 0)))
+    with pytest.raises(ConfigError, match=r"cameras\.hall\.site: the homography is singular"):
+        SiteMap(SiteConfig(homography=((1, 0, 0), (2, 0, 0), (0, 0, 1))), "hall")
+    line = ((0, 0), (1, 1), (2, 2), (3, 3))
+    with pytest.raises(ConfigError, match=r"no homography fits|do not fit"):
+        SiteMap(SiteConfig(image_points=line, site_points=((0, 0), (1, 0), (0, 1), (1, 1))))
+    swapped = ((0, 0), (100, 0), (100, 100), (0, 100), (50, 50))
+    with pytest.raises(ConfigError, match="do not fit one homography"):
+        SiteMap(SiteConfig(image_points=swapped, site_points=((0, 0), (1, 0), (1, 1), (0, 1), (0.9, 0.1))))
+
+
+def test_closeness_is_the_speed_bound() -> None:
+    assert closeness((0, 0), 0.0, (0, 0), 0.0, 1.0, 2.0) == 1.0
+    assert closeness((1, 0), 0.0, (0, 0), 0.0, 1.0, 2.0) == pytest.approx(0.0)
+    assert closeness((3, 0), 5.0, (0, 0), 4.0, 1.0, 2.0) == pytest.approx(0.0)  # 1 + 2 x 1 s
+    assert closeness((4, 0), 5.0, (0, 0), 4.0, 1.0, 2.0) < 0
+    assert closeness((0, 0), 0.0, (0, 1.5), 1.0, 1.0, 2.0) == pytest.approx(0.5)
+
+
+def test_with_a_velocity_the_predicted_spot_fits_best() -> None:
+    # b walked along x at 2 units/s; 0.5 s later, the spot it reached fits, one 0.8 to the side fits less
+    on_path = closeness((1.0, 0.0), 0.5, (0.0, 0.0), 0.0, 0.5, 4.0, velocity=(2.0, 0.0))
+    beside = closeness((1.0, 0.8), 0.5, (0.0, 0.0), 0.0, 0.5, 4.0, velocity=(2.0, 0.0))
+    still = closeness((0.0, 0.0), 0.5, (0.0, 0.0), 0.0, 0.5, 4.0, velocity=(2.0, 0.0))
+    assert on_path == 1.0 and 0 < still < beside < on_path  # standing still was possible, not expected
+    assert (
+        closeness((30.0, 0.0), 0.5, (0.0, 0.0), 0.0, 0.5, 4.0, velocity=(60.0, 0.0)) < 0
+    )  # bound still holds
+    far = closeness((2 * MAX_LEAD_S + 0.5, 0.0), 10.0, (0.0, 0.0), 0.0, 0.5, 4.0, velocity=(1.0, 0.0))
+    assert far == pytest.approx(1.0 - 2.5 / (0.5 + 2.0 * 10.0))  # carried on to x = 2 (MAX_LEAD_S) only
+
+
+def test_velocity_over_the_trail() -> None:
+    assert velocity([(0.0, 0.0, 0.0)]) is None
+    assert velocity([(0.0, 0.0, 0.0), (0.1, 1.0, 0.0)]) is None  # too short a span
+    assert velocity([(0.0, 1.0, 2.0), (0.25, 5.0, 2.0), (0.5, 2.0, 1.0)]) == (2.0, -2.0)
+
+
+# ------------------------------------------------------------------------------------------- resolver
+
+
+def test_overlapping_views_join_a_person_by_where_they_stand() -> None:
+    look_a, look_b = pair(0.7)  # too unlike for appearance alone (fleet_threshold 0.8)
+    other = unit(np.random.default_rng(9).standard_normal(D))
+    for with_site in (True, False):
+        ids = Ids()
+        a, b = IdentityResolver("a", D, ids, CFG), IdentityResolver("b", D, ids, CFG)
+        for k in range(8):
+            t = 0.2 * k
+            where = (5.0 + 0.2 * k, 3.0) if with_site else None
+            out_a = frame(a, t, {1: (look_a, where), 2: (other, (20.0, 3.0) if with_site else None)})
+            for u in out_a.updates:
+                b.ingest_remote(u)
+            out_b = frame(b, t + 0.01, {7: (look_b, where)})
+            for u in out_b.updates:
+                a.ingest_remote(u)
+        assert gid(out_a, 1) is not None
+        assert (gid(out_b, 7) == gid(out_a, 1)) is with_site
+
+
+def around(base: F32, similarity: float, seed: int) -> F32:
+    """A look at cosine ``similarity`` from ``base``."""
+    r = np.random.default_rng(seed).standard_normal(D)
+    r -= (r @ base) * base
+    return unit(similarity * base + math.sqrt(1 - similarity**2) * unit(r))
+
+
+def test_the_person_standing_there_wins_over_a_look_alike() -> None:
+    seen_b = unit(np.random.default_rng(1).standard_normal(D))  # how b sees person 2
+    person2 = around(seen_b, 0.72, seed=2)  # how a sees person 2
+    person1 = around(seen_b, 0.76, seed=3)  # someone else, who looks more like b's view of person 2
+    ids = Ids()
+    a, b = IdentityResolver("a", D, ids, CFG), IdentityResolver("b", D, ids, CFG)
+    for k in range(12):
+        t = 0.5 * k
+        out_a = frame(a, t, {1: (person1, (0.0, 0.0)), 2: (person2, (8.0, 0.0))})
+        for u in out_a.updates:
+            b.ingest_remote(u)
+        if k >= 6:
+            out_b = frame(b, t + 0.01, {5: (seen_b, (8.2, 0.1))})
+    assert gid(out_a, 1) != gid(out_a, 2)
+    assert gid(out_b, 5) == gid(out_a, 2)
+
+
+def test_a_sighting_too_far_away_rules_the_identity_out() -> None:
+    look = unit(np.random.default_rng(3).standard_normal(D))
+    ids = Ids()
+    a, b = IdentityResolver("a", D, ids, CFG), IdentityResolver("b", D, ids, CFG)
+    for k in range(6):
+        for u in frame(a, 0.5 * k, {1: (look, (0.0, 0.0))}).updates:
+            b.ingest_remote(u)
+    # the same look 40 units away 0.5 s after a's last sighting: nobody walks that fast (1 + 2 x 0.5 = 2)
+    out = frame(b, 3.0, {4: (look, (40.0, 0.0))})
+    for k in range(1, 6):
+        out = frame(b, 3.0 + 0.1 * k, {4: (look, (40.0, 0.0))})
+    assert gid(out, 4) not in (None, 1)
+    # without positions the same look takes a's id
+    c = IdentityResolver("c", D, ids, CFG)
+    for k in range(6):
+        for u in frame(a, 3.0 + 0.5 * k, {1: (look, (0.0, 0.0))}).updates:
+            c.ingest_remote(u)
+    for k in range(6):
+        out = frame(c, 6.0 + 0.1 * k, {3: (look, None)})
+    assert gid(out, 3) == 1
+
+
+def test_positions_past_the_horizon_say_nothing() -> None:
+    look = unit(np.random.default_rng(4).standard_normal(D))
+    ids = Ids()
+    a, b = IdentityResolver("a", D, ids, CFG), IdentityResolver("b", D, ids, CFG)
+    for k in range(6):
+        for u in frame(a, 0.5 * k, {1: (look, (0.0, 0.0))}).updates:
+            b.ingest_remote(u)
+    for u in [u for u in [a.end_track(1, 3.0)] if u is not None]:
+        b.ingest_remote(u)
+    later = CFG.site_horizon_s + 10.0
+    for k in range(6):
+        out = frame(b, later + 0.1 * k, {4: (look, (500.0, 0.0))})  # far, but long after: the look decides
+    assert gid(out, 4) == 1
+
+
+def test_co_visible_tracks_of_one_camera_are_not_evidence_for_each_other() -> None:
+    look, alike = pair(0.7, seed=5)
+    ids = Ids()
+    cam = IdentityResolver("a", D, ids, CFG)
+    for k in range(10):
+        out = frame(cam, 0.2 * k, {1: (look, (0.0, 0.0)), 2: (alike, (0.3, 0.0))})  # side by side
+        got = [gid(out, 1), gid(out, 2)]
+        assert got[0] is None or got[0] != got[1]
+    assert None not in (gid(out, 1), gid(out, 2)) and gid(out, 1) != gid(out, 2)
+
+
+def test_a_moving_track_publishes_its_position_at_the_interval() -> None:
+    look = unit(np.random.default_rng(6).standard_normal(D))
+    cfg = IdentityConfig(position_interval_s=0.5, publish_interval_s=100.0, claim_ttl_s=1000.0)
+    cam = IdentityResolver("a", D, Ids(), cfg)
+    sent: list[ProfileUpdate] = []
+    for k in range(31):  # 3 s at 10 fps, walking along x
+        sent += frame(cam, 0.1 * k, {1: (look, (0.1 * k, 2.0))}).updates
+    moves = [u for u in sent if len(u.exemplars) == 0]
+    assert sent[0].position is not None
+    assert 4 <= len(moves) <= 6  # every 0.5 s once decided
+    for u in sent:
+        assert u.position is not None and u.position[0] == pytest.approx(u.timestamp, abs=1e-6)
+    assert moves[-1].velocity == pytest.approx((1.0, 0.0))
+    still = IdentityResolver("b", D, Ids(), cfg)  # no site: no position updates
+    quiet = [u for k in range(31) for u in frame(still, 0.1 * k, {1: (look, None)}).updates]
+    assert len(quiet) == 1 and quiet[0].position is None
+
+
+def test_positions_are_validated() -> None:
+    cam = IdentityResolver("a", D, Ids(), CFG)
+    look = unit(np.ones(D))
+    track = Track("a", 1, (0.0, 0.0, 10.0, 20.0), 0.9, 0)
+    with pytest.raises(DataError, match=r"positions must be \(1, 2\)"):
+        cam.update(0.0, [track], look[None], FRAME, positions=np.zeros((2, 2), np.float32))
+    with pytest.raises(DataError, match="position must be None or two finite numbers"):
+        ProfileUpdate("a", 1, 1, 0.0, 0.5, np.zeros((0, D), np.float32), position=(1.0, math.inf))
+    with pytest.raises(DataError, match="velocity must be None or two finite numbers"):
+        ProfileUpdate("a", 1, 1, 0.0, 0.5, np.zeros((0, D), np.float32), velocity=(1.0,))  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------- wire
+
+
+def test_position_travels_on_the_wire_and_old_messages_have_none() -> None:
+    u = ProfileUpdate(
+        "a", 3, 9, 12.5, 0.8, np.zeros((0, D), np.float32), position=(1.25, -7.5), velocity=(0.5, 0.0)
+    )
+    msg = to_message(u)
+    back = decode_message(encode_message(msg, KEY), KEY, 1 << 20)
+    assert back.position == (1.25, -7.5) and back.velocity == (0.5, 0.0)
+    got = to_update(back, D)
+    assert got is not None and got.position == (1.25, -7.5) and got.velocity == (0.5, 0.0)
+    plain = decode_message(
+        encode_message(FleetMessage("profile", "a", 3, 9, timestamp=1.0), KEY), KEY, 1 << 20
+    )
+    assert plain.position is None and plain.velocity is None
+
+
+def test_a_bad_position_on_the_wire_is_malformed() -> None:
+    from daemon import codec
+
+    meta = {
+        "v": 1,
+        "camera": "a",
+        "sender": "s",
+        "sent": 0.0,
+        "items": [
+            {
+                "k": "profile",
+                "t": 1,
+                "g": 2,
+                "l": None,
+                "ts": 0.0,
+                "q": 0.5,
+                "n": 0,
+                "r": 0,
+                "e": False,
+                "s": None,
+                "p": [1.0, "x"],
+            }
+        ],
+    }
+    blob = codec.encode(codec.EmbeddingBatch(np.zeros((0, 1), np.float32), meta=meta), key=KEY)
+    with pytest.raises(MessageRejected) as e:
+        decode_batch(blob, KEY, 1 << 20)
+    assert e.value.reason == "malformed"
+
+
+def test_fleet_clock_applies_the_camera_offset() -> None:
+    f = Frame(0, 10.0, np.zeros((2, 2, 3), np.uint8), "b")
+    assert FleetClock(1000.0, True, -2.0).time_of(f) == 1008.0
+    assert FleetClock(0.0, False, 0.5).time_of(f) == 10.5
