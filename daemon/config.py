@@ -758,6 +758,13 @@ class IdentityConfig(_Strict):
         le=1_000,
         description="Consecutive decisions the same challenger must win before a track's identity changes.",
     )
+    keep_held_ids: bool = Field(
+        True,
+        description="A track keeps its global id until another identity wins it (hysteresis) or the id is ruled "
+        "out (held by a visible track, claimed by a far camera, seen elsewhere too far off); looking unlike the "
+        "id's other tracks does not by itself start a new id. False: it does, after hysteresis_count decisions "
+        "(more splits, fewer merges that outlast a tracker switch).",
+    )
     publish_interval_s: float = Field(
         1.0,
         ge=0,

@@ -313,3 +313,44 @@ def test_fleet_clock_applies_the_camera_offset() -> None:
     f = Frame(0, 10.0, np.zeros((2, 2, 3), np.uint8), "b")
     assert FleetClock(1000.0, True, -2.0).time_of(f) == 1008.0
     assert FleetClock(0.0, False, 0.5).time_of(f) == 10.5
+
+
+# ------------------------------------------------------------------------------------------- holding an id
+
+
+def joined_by_position(keep: bool) -> tuple[IdentityResolver, IdentityResolver, int | None]:
+    """Camera b's track 7 takes a's id through where it stands (looks 0.7 alike); then a's person leaves and
+    b's track is seen on: returns the resolvers and a's id."""
+    look_a, look_b = pair(0.7, seed=11)
+    cfg = IdentityConfig(allow_overlapping_views=True, site_radius=1.0, site_speed=2.0, keep_held_ids=keep)
+    ids = Ids()
+    a, b = IdentityResolver("a", D, ids, cfg), IdentityResolver("b", D, ids, cfg)
+    for k in range(8):
+        out_a = frame(a, 0.2 * k, {1: (look_a, (5.0, 3.0))})
+        for u in out_a.updates:
+            b.ingest_remote(u)
+        out_b = frame(b, 0.2 * k + 0.01, {7: (look_b, (5.0, 3.0))})
+    assert gid(out_b, 7) == gid(out_a, 1)
+    return a, b, gid(out_a, 1)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_held_id_is_not_dropped_for_a_new_one_without_evidence(keep: bool) -> None:
+    a, b, first = joined_by_position(keep)
+    for u in [u for u in [a.end_track(1, 1.6)] if u is not None]:
+        b.ingest_remote(u)
+    _, look_b = pair(0.7, seed=11)
+    for k in range(40):  # 10 s later: a's sighting is past the horizon, only the 0.7 look speaks
+        out = frame(b, 12.0 + 0.2 * k, {7: (look_b, (5.0 + 0.1 * k, 3.0))})
+    assert (gid(out, 7) == first) is keep
+
+
+def test_a_held_id_seen_too_far_off_is_given_up_by_the_later_holder() -> None:
+    a, b, first = joined_by_position(keep=True)
+    look_a, look_b = pair(0.7, seed=11)
+    for k in range(10):  # a's person (who held the id first) is now 30 units away from b's track
+        t = 2.0 + 0.2 * k
+        for u in frame(a, t, {1: (look_a, (35.0, 3.0))}).updates:
+            b.ingest_remote(u)
+        out = frame(b, t + 0.01, {7: (look_b, (5.0, 3.0))})
+    assert gid(out, 7) not in (None, first)

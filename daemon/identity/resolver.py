@@ -113,6 +113,7 @@ class _Local:
     challenger: tuple[object, ...] | None = None
     wins: int = 0  # consecutive decisions the challenger won
     forced: bool = False  # lost its id to another track of the frame: decide again
+    ruled_out: bool = False  # its id was ruled out on the last decision (claimed elsewhere, seen too far off)
     dirty: bool = False  # exemplars changed since the last publish
     announce: bool = False  # identity changed since the last publish
     store_dirty: bool = False  # exemplars changed since the fleet store last took them
@@ -429,6 +430,8 @@ class IdentityResolver:
             return True
         if p.source == "pending":  # not confident enough for a new id: keep the current one
             return True
+        if p.source == "new" and self.cfg.keep_held_ids and not lo.ruled_out:
+            return True  # no longer matching the id's other tracks is not evidence of another person
         if p.key == lo.challenger:
             lo.wins += 1
         else:
@@ -538,8 +541,9 @@ class IdentityResolver:
             raw[cast(int, lo.gid)] = self.cfg.fleet_threshold
         margin = self.cfg.hysteresis_margin
         out: dict[int, tuple[float, float]] = {}
+        lo.ruled_out = lo.gid is not None and self._ruled_out(lo.gid, lo, taken, now)
         for g, s in raw.items():
-            if g in taken or self._blocked(g, lo, now):
+            if (g == lo.gid and lo.ruled_out) or g in taken or self._blocked(g, lo, now):
                 continue
             near = self._site_closeness(g, lo)
             if near is not None and near < 0:  # seen elsewhere too recently to be here
@@ -548,6 +552,14 @@ class IdentityResolver:
             bonus += self.cfg.site_weight * near if near is not None else 0.0
             out[g] = (s, s + bonus)
         return _distinct(out, lo.gid, self.cfg.fleet_distinct_margin)
+
+    def _ruled_out(self, gid: int, lo: _Local, taken: set[int], now: float) -> bool:
+        """Whether ``lo`` may not hold ``gid`` now: another track holds it, a far camera claims it, or it was
+        seen elsewhere too recently to be here."""
+        if gid in taken or self._blocked(gid, lo, now):
+            return True
+        near = self._site_closeness(gid, lo)
+        return near is not None and near < 0
 
     def _only_own_rows(self, lo: _Local, key: Key, raw: dict[int, float]) -> bool:
         """The track's current id is known but holds no exemplars except the track's own."""
