@@ -354,3 +354,39 @@ def test_a_held_id_seen_too_far_off_is_given_up_by_the_later_holder() -> None:
             b.ingest_remote(u)
         out = frame(b, t + 0.01, {7: (look_b, (5.0, 3.0))})
     assert gid(out, 7) not in (None, first)
+
+
+def test_a_cameras_own_earlier_tracks_only_rule_identities_out() -> None:
+    look, alike = pair(0.7, seed=21)  # too unlike for appearance alone
+    same = unit(np.random.default_rng(22).standard_normal(D))
+
+    def after_track_1(
+        where: tuple[float, float], before: F32, vec: F32, other_camera: bool
+    ) -> tuple[int | None, int | None]:
+        """Track 1 (look ``before``) at (0, 0) until 1 s; then track 2 (look ``vec``) at ``where``, on camera a
+        itself or on camera b: (track 1's id, track 2's id)."""
+        ids = Ids()
+        a = IdentityResolver("a", D, ids, CFG)
+        cam = IdentityResolver("b", D, ids, CFG) if other_camera else a
+        out = None
+        for k in range(6):
+            out = frame(a, 0.2 * k, {1: (before, (0.0, 0.0))})
+            if other_camera:
+                for u in out.updates:
+                    cam.ingest_remote(u)
+        first = gid(out, 1) if out is not None else None
+        for u in [u for u in [a.end_track(1, 1.0)] if u is not None]:
+            if other_camera:
+                cam.ingest_remote(u)
+        for k in range(6):
+            later = frame(cam, 1.2 + 0.1 * k, {2: (vec, where)})
+        return first, gid(later, 2)
+
+    first, second = after_track_1((0.3, 0.0), look, alike, other_camera=True)
+    assert second == first  # another camera's sighting right there speaks for the id
+    first, second = after_track_1((0.3, 0.0), look, alike, other_camera=False)
+    assert second not in (None, first)  # the same camera's: the tracker already kept them apart
+    first, second = after_track_1((40.0, 0.0), same, same, other_camera=False)
+    assert second not in (None, first)  # the same look, but too far from where track 1 just was
+    first, second = after_track_1((1.5, 0.0), same, same, other_camera=False)
+    assert second == first  # the same look, within reach: appearance decides as before

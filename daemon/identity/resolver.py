@@ -586,9 +586,9 @@ class IdentityResolver:
 
     def _site_closeness(self, gid: int, lo: _Local) -> float | None:
         """Where ``gid`` was last seen on the site plan against where ``lo`` is (site.closeness: 1 = same
-        spot, below 0 = too far to be one person); None when the positions say nothing (unknown, further
-        apart in time than site_horizon_s, or the track holds the id and took it before the one seen
-        elsewhere)."""
+        spot, below 0 = too far to be one person; this camera's own sightings count only below 0); None when
+        the positions say nothing (unknown, further apart in time than site_horizon_s, or the track holds the
+        id and took it before the one seen elsewhere)."""
         c = self.cfg
         if lo.pos is None or c.site_horizon_s <= 0:
             return None
@@ -598,12 +598,23 @@ class IdentityResolver:
             if k.key not in self._visible and k.pos is not None and abs(lo.pos_t - k.pos_t) <= c.site_horizon_s
         ]
         latest = max(seen, key=lambda k: k.pos_t, default=None)
-        if latest is None or latest.pos is None:
+        if latest is None:
             return None
-        near = closeness(lo.pos, lo.pos_t, latest.pos, latest.pos_t, c.site_radius, c.site_speed, latest.vel)
-        if near < 0 and gid == lo.gid and lo.since <= latest.since:
-            return None  # this track took the id first: the other sighting gives it up
-        return near
+        near = self._fit(lo, latest)
+        if near < 0:
+            if gid == lo.gid and lo.since <= latest.since:
+                return None  # this track took the id first: the other sighting gives it up
+            return near
+        # Only other cameras speak for an identity: a new track near where one of this camera's tracks ended is
+        # the tracker's call (it had motion and appearance and kept them apart); those sightings rule out only.
+        other = max((k for k in seen if k.camera != self.camera), key=lambda k: k.pos_t, default=None)
+        return 0.0 if other is None else max(0.0, self._fit(lo, other))
+
+    def _fit(self, lo: _Local, k: Contribution) -> float:
+        """site.closeness of track ``lo`` to sighting ``k`` (both with a position)."""
+        c = self.cfg
+        here, there = cast(Position, lo.pos), cast(Position, k.pos)
+        return closeness(here, lo.pos_t, there, k.pos_t, c.site_radius, c.site_speed, k.vel)
 
     def _transition_bonus(self, gid: int, now: float) -> float:
         if not self.cfg.transition_bonus or not self.travel.has_graph:
