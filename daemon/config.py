@@ -851,8 +851,9 @@ class IdentityConfig(_Strict):
         0.25,
         ge=0,
         le=2,
-        description="Similarity added to a fleet identity last seen right where a track is (falling linearly "
-        "to 0 at the largest plausible distance); 0 = positions only rule identities out.",
+        description="Similarity added to a fleet identity another camera last saw right where a track is "
+        "(falling to 0 at the edge of where it could be by now); 0 = positions only rule identities out. This "
+        "camera's own earlier tracks only rule identities out.",
     )
     site_horizon_s: float = Field(
         4.0,
