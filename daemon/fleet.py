@@ -162,12 +162,11 @@ class FleetClock:
         return (self.epoch + frame.timestamp if self.media else frame.timestamp) + self.offset
 
 
-def fleet_clock(settings: Settings, live: bool, started: float, camera: str = "") -> FleetClock:
+def fleet_clock(settings: Settings, live: bool, started: float, offset: float = 0.0) -> FleetClock:
+    """The fleet clock of a worker; ``offset``: its camera's ``source.clock_offset_s``."""
     cfg = settings.fleet
     media = cfg.clock == "media" or (cfg.clock == "auto" and not live)
     epoch = cfg.epoch if cfg.epoch is not None else started
-    cam = settings.cameras.get(camera)
-    offset = cam.source.clock_offset_s if cam is not None else 0.0
     return FleetClock(epoch if media else 0.0, media, offset)
 
 
@@ -346,6 +345,7 @@ class FleetLink:
         self.resolver = IdentityResolver(camera, dim, self.ids, settings.identity, self.gallery)
         cam = settings.cameras.get(camera)
         self.site = SiteMap(cam.site, camera) if cam is not None and cam.site is not None else None
+        self._clock_offset = cam.source.clock_offset_s if cam is not None else 0.0
         self.listeners: list[Callable[[FleetMessage], None]] = []  # e.g. metrics of message age
         self._largest_id = 0
         self.clock = FleetClock(0.0, False)
@@ -355,7 +355,7 @@ class FleetLink:
 
     def start(self, live: bool) -> FleetLink:
         """Connect the bridge and catch up with the fleet (waiting up to ``fleet.ready_timeout_s``)."""
-        self.clock = fleet_clock(self.settings, live, time.time(), self.camera)
+        self.clock = fleet_clock(self.settings, live, time.time(), self._clock_offset)
         self.bridge.start(wait_s=self.settings.fleet.ready_timeout_s)
         self._started = True
         log.info(

@@ -30,7 +30,7 @@ import numpy as np
 
 from daemon import codec
 from daemon.errors import DataError
-from daemon.types import FloatArray
+from daemon.types import FloatArray, Position, finite_pair
 
 WIRE_VERSION = 1
 MAX_ITEMS = 10_000  # messages in one batch (a publish_batch bound, with room)
@@ -83,8 +83,8 @@ class FleetMessage:
     stream_id: str = ""
     ended: bool = False
     since: float | None = None
-    position: tuple[float, float] | None = None
-    velocity: tuple[float, float] | None = None
+    position: Position | None = None
+    velocity: Position | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -97,7 +97,7 @@ class FleetMessage:
                 raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
         for name in ("position", "velocity"):
             if getattr(self, name) is not None:
-                object.__setattr__(self, name, _pair(name, getattr(self, name)))
+                object.__setattr__(self, name, finite_pair(getattr(self, name), name))
         if self.global_id is not None and self.global_id < 1:
             raise ValueError(f"global_id must be >= 1 or None, got {self.global_id}")
         if self.kind == "forget" and self.global_id is None:
@@ -117,14 +117,6 @@ def _exemplars(values: Any) -> FloatArray:
     if not np.isfinite(emb).all():
         raise ValueError("embeddings hold NaN or infinite values")
     return cast(FloatArray, emb)
-
-
-def _pair(name: str, value: Any) -> tuple[float, float]:
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        raise ValueError(f"{name} must be two numbers, got {value!r}")
-    if any(isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) for v in value):
-        raise ValueError(f"{name} must be two finite numbers, got {value!r}")
-    return float(value[0]), float(value[1])
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(FleetMessage))
@@ -294,8 +286,8 @@ def _message(item: dict[str, Any], camera: str, sender: str, sent: float, emb: F
         seq=_typed(item, "n", int),
         ended=_typed(item, "e", bool),
         since=_optional_float(item, "s"),
-        position=None if item.get("p") is None else _pair("position", item["p"]),
-        velocity=None if item.get("w") is None else _pair("velocity", item["w"]),
+        position=None if item.get("p") is None else finite_pair(item["p"], "position"),
+        velocity=None if item.get("w") is None else finite_pair(item["w"], "velocity"),
     )
 
 

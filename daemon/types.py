@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -10,6 +11,18 @@ from numpy.typing import NDArray
 
 FloatArray = NDArray[np.float32]
 ImageBGR = NDArray[np.uint8]
+Position = tuple[float, float]
+"""A point on the site plan (site units), or a velocity there (site units per second)."""
+
+
+def finite_pair(value: object, name: str) -> Position:
+    """``value`` (two numbers in a tuple or list) as a :data:`Position`; ValueError naming ``name`` otherwise."""
+    pair = tuple(value) if isinstance(value, tuple | list) else ()
+    if len(pair) != 2 or not all(
+        isinstance(v, int | float | np.floating) and not isinstance(v, bool) and math.isfinite(v) for v in pair
+    ):
+        raise ValueError(f"{name} must be two finite numbers, got {value!r}")
+    return float(pair[0]), float(pair[1])
 
 
 @dataclass(frozen=True, slots=True)

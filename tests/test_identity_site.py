@@ -4,6 +4,7 @@ views resolved by where people stand, sightings too far apart ruled out, positio
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import pytest
@@ -61,6 +62,14 @@ def frame(
     emb = np.stack([v for v, _ in seen.values()])
     pos = np.array([p if p is not None else (np.nan, np.nan) for _, p in seen.values()], np.float32)
     return res.update(t, tracks, emb, FRAME, positions=pos)
+
+
+def relay(updates: Iterable[ProfileUpdate | None], *to: IdentityResolver) -> None:
+    """Hand ``updates`` to the other cameras' resolvers ``to`` (the bridge's job; None: nothing to hand)."""
+    for u in updates:
+        for r in to:
+            if u is not None:
+                r.ingest_remote(u)
 
 
 def gid(out: FrameIdentities, tid: int) -> int | None:
@@ -150,11 +159,9 @@ def test_overlapping_views_join_a_person_by_where_they_stand() -> None:
             t = 0.2 * k
             where = (5.0 + 0.2 * k, 3.0) if with_site else None
             out_a = frame(a, t, {1: (look_a, where), 2: (other, (20.0, 3.0) if with_site else None)})
-            for u in out_a.updates:
-                b.ingest_remote(u)
+            relay(out_a.updates, b)
             out_b = frame(b, t + 0.01, {7: (look_b, where)})
-            for u in out_b.updates:
-                a.ingest_remote(u)
+            relay(out_b.updates, a)
         assert gid(out_a, 1) is not None
         assert (gid(out_b, 7) == gid(out_a, 1)) is with_site
 
@@ -175,8 +182,7 @@ def test_the_person_standing_there_wins_over_a_look_alike() -> None:
     for k in range(12):
         t = 0.5 * k
         out_a = frame(a, t, {1: (person1, (0.0, 0.0)), 2: (person2, (8.0, 0.0))})
-        for u in out_a.updates:
-            b.ingest_remote(u)
+        relay(out_a.updates, b)
         if k >= 6:
             out_b = frame(b, t + 0.01, {5: (seen_b, (8.2, 0.1))})
     assert gid(out_a, 1) != gid(out_a, 2)
@@ -188,8 +194,7 @@ def test_a_sighting_too_far_away_rules_the_identity_out() -> None:
     ids = Ids()
     a, b = IdentityResolver("a", D, ids, CFG), IdentityResolver("b", D, ids, CFG)
     for k in range(6):
-        for u in frame(a, 0.5 * k, {1: (look, (0.0, 0.0))}).updates:
-            b.ingest_remote(u)
+        relay(frame(a, 0.5 * k, {1: (look, (0.0, 0.0))}).updates, b)
     # the same look 40 units away 0.5 s after a's last sighting: nobody walks that fast (1 + 2 x 0.5 = 2)
     out = frame(b, 3.0, {4: (look, (40.0, 0.0))})
     for k in range(1, 6):
@@ -198,8 +203,7 @@ def test_a_sighting_too_far_away_rules_the_identity_out() -> None:
     # without positions the same look takes a's id
     c = IdentityResolver("c", D, ids, CFG)
     for k in range(6):
-        for u in frame(a, 3.0 + 0.5 * k, {1: (look, (0.0, 0.0))}).updates:
-            c.ingest_remote(u)
+        relay(frame(a, 3.0 + 0.5 * k, {1: (look, (0.0, 0.0))}).updates, c)
     for k in range(6):
         out = frame(c, 6.0 + 0.1 * k, {3: (look, None)})
     assert gid(out, 3) == 1
@@ -210,10 +214,8 @@ def test_positions_past_the_horizon_say_nothing() -> None:
     ids = Ids()
     a, b = IdentityResolver("a", D, ids, CFG), IdentityResolver("b", D, ids, CFG)
     for k in range(6):
-        for u in frame(a, 0.5 * k, {1: (look, (0.0, 0.0))}).updates:
-            b.ingest_remote(u)
-    for u in [u for u in [a.end_track(1, 3.0)] if u is not None]:
-        b.ingest_remote(u)
+        relay(frame(a, 0.5 * k, {1: (look, (0.0, 0.0))}).updates, b)
+    relay([a.end_track(1, 3.0)], b)
     later = CFG.site_horizon_s + 10.0
     for k in range(6):
         out = frame(b, later + 0.1 * k, {4: (look, (500.0, 0.0))})  # far, but long after: the look decides
@@ -327,8 +329,7 @@ def joined_by_position(keep: bool) -> tuple[IdentityResolver, IdentityResolver, 
     a, b = IdentityResolver("a", D, ids, cfg), IdentityResolver("b", D, ids, cfg)
     for k in range(8):
         out_a = frame(a, 0.2 * k, {1: (look_a, (5.0, 3.0))})
-        for u in out_a.updates:
-            b.ingest_remote(u)
+        relay(out_a.updates, b)
         out_b = frame(b, 0.2 * k + 0.01, {7: (look_b, (5.0, 3.0))})
     assert gid(out_b, 7) == gid(out_a, 1)
     return a, b, gid(out_a, 1)
@@ -337,8 +338,7 @@ def joined_by_position(keep: bool) -> tuple[IdentityResolver, IdentityResolver, 
 @pytest.mark.parametrize("keep", [True, False])
 def test_a_held_id_is_not_dropped_for_a_new_one_without_evidence(keep: bool) -> None:
     a, b, first = joined_by_position(keep)
-    for u in [u for u in [a.end_track(1, 1.6)] if u is not None]:
-        b.ingest_remote(u)
+    relay([a.end_track(1, 1.6)], b)
     _, look_b = pair(0.7, seed=11)
     for k in range(40):  # 10 s later: a's sighting is past the horizon, only the 0.7 look speaks
         out = frame(b, 12.0 + 0.2 * k, {7: (look_b, (5.0 + 0.1 * k, 3.0))})
@@ -350,8 +350,7 @@ def test_a_held_id_seen_too_far_off_is_given_up_by_the_later_holder() -> None:
     look_a, look_b = pair(0.7, seed=11)
     for k in range(10):  # a's person (who held the id first) is now 30 units away from b's track
         t = 2.0 + 0.2 * k
-        for u in frame(a, t, {1: (look_a, (35.0, 3.0))}).updates:
-            b.ingest_remote(u)
+        relay(frame(a, t, {1: (look_a, (35.0, 3.0))}).updates, b)
         out = frame(b, t + 0.01, {7: (look_b, (5.0, 3.0))})
     assert gid(out, 7) not in (None, first)
 
@@ -372,12 +371,11 @@ def test_a_cameras_own_earlier_tracks_only_rule_identities_out() -> None:
         for k in range(6):
             out = frame(a, 0.2 * k, {1: (before, (0.0, 0.0))})
             if other_camera:
-                for u in out.updates:
-                    cam.ingest_remote(u)
+                relay(out.updates, cam)
         first = gid(out, 1) if out is not None else None
-        for u in [u for u in [a.end_track(1, 1.0)] if u is not None]:
-            if other_camera:
-                cam.ingest_remote(u)
+        ended = a.end_track(1, 1.0)
+        if other_camera:
+            relay([ended], cam)
         for k in range(6):
             later = frame(cam, 1.2 + 0.1 * k, {2: (vec, where)})
         return first, gid(later, 2)

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 
 from daemon.errors import DataError
-from daemon.types import FloatArray
+from daemon.types import FloatArray, Position, finite_pair
 
 Source = Literal["gallery", "fleet", "new", "pending"]
 """How a track got its identity: a named gallery identity, a fleet identity, a newly allocated global id, or
@@ -60,8 +60,8 @@ class ProfileUpdate:
     label: str | None = None
     ended: bool = False
     since: float = field(default=math.nan)
-    position: tuple[float, float] | None = None
-    velocity: tuple[float, float] | None = None
+    position: Position | None = None
+    velocity: Position | None = None
 
     def __post_init__(self) -> None:
         _check_scalars(self)
@@ -93,15 +93,13 @@ class ProfileUpdate:
         return int(self.exemplars.shape[1])
 
 
-def _pair(name: str, value: object) -> tuple[float, float] | None:
+def _pair(name: str, value: object) -> Position | None:
     if value is None:
         return None
-    pair = tuple(value) if isinstance(value, tuple | list) else ()
-    if len(pair) != 2 or not all(
-        isinstance(v, int | float | np.floating) and not isinstance(v, bool) and math.isfinite(v) for v in pair
-    ):
-        raise DataError(f"profile update: {name} must be None or two finite numbers, got {value!r}")
-    return float(pair[0]), float(pair[1])
+    try:
+        return finite_pair(value, name)
+    except ValueError:
+        raise DataError(f"profile update: {name} must be None or two finite numbers, got {value!r}") from None
 
 
 def _check_scalars(u: ProfileUpdate) -> None:

@@ -57,19 +57,18 @@ from daemon.identity.records import (
     ProfileUpdate,
     Source,
 )
-from daemon.identity.site import Position, closeness, velocity
+from daemon.identity.site import closeness, velocity
 from daemon.identity.travel import TravelModel
-from daemon.types import FloatArray, Track
+from daemon.types import FloatArray, Position, Track
 
 Allocator = Callable[[], int]
+"""Returns a fresh global id, unique fleet-wide (Valkey ``INCR`` in production, a counter in tests)."""
 
 
 class AllocatorUnavailable(DaemonError):
     """Raised by an allocator that cannot hand out a global id now (the fleet store is away): the track stays
     ``pending`` and the decision is retried on a later frame."""
 
-
-"""Returns a fresh global id, unique fleet-wide (Valkey ``INCR`` in production, a counter in tests)."""
 
 _EPS = 1e-9
 _VELOCITY_WINDOW_S = 1.0  # a track's site velocity is its mean over this long
@@ -122,7 +121,6 @@ class _Local:
     reported: tuple[int | None, str | None] = (None, None)
     pos: Position | None = None  # where on the site plan, at pos_t (cameras with a site)
     pos_t: float = -math.inf
-    pos_published: float = -math.inf  # pos_t of the last position published
     trail: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=_TRAIL))
     vel: Position | None = None  # over the trail's last site_velocity_window_s
 
@@ -541,25 +539,24 @@ class IdentityResolver:
             raw[cast(int, lo.gid)] = self.cfg.fleet_threshold
         margin = self.cfg.hysteresis_margin
         out: dict[int, tuple[float, float]] = {}
-        lo.ruled_out = lo.gid is not None and self._ruled_out(lo.gid, lo, taken, now)
+        gates = {g: self._gate(g, lo, taken, now) for g in (*raw, lo.gid) if g is not None}
+        lo.ruled_out = lo.gid is not None and gates[lo.gid][0]
         for g, s in raw.items():
-            if (g == lo.gid and lo.ruled_out) or g in taken or self._blocked(g, lo, now):
-                continue
-            near = self._site_closeness(g, lo)
-            if near is not None and near < 0:  # seen elsewhere too recently to be here
+            ruled_out, near = gates[g]
+            if ruled_out:
                 continue
             bonus = self._transition_bonus(g, now) + (margin if g == lo.gid else 0.0)
             bonus += self.cfg.site_weight * near if near is not None else 0.0
             out[g] = (s, s + bonus)
         return _distinct(out, lo.gid, self.cfg.fleet_distinct_margin)
 
-    def _ruled_out(self, gid: int, lo: _Local, taken: set[int], now: float) -> bool:
-        """Whether ``lo`` may not hold ``gid`` now: another track holds it, a far camera claims it, or it was
-        seen elsewhere too recently to be here."""
+    def _gate(self, gid: int, lo: _Local, taken: set[int], now: float) -> tuple[bool, float | None]:
+        """(whether ``lo`` may not hold ``gid`` now, the site closeness when it may). Ruled out: another track
+        holds it, a far camera claims it, or it was seen elsewhere too recently to be here."""
         if gid in taken or self._blocked(gid, lo, now):
-            return True
+            return True, None
         near = self._site_closeness(gid, lo)
-        return near is not None and near < 0
+        return near is not None and near < 0, near
 
     def _only_own_rows(self, lo: _Local, key: Key, raw: dict[int, float]) -> bool:
         """The track's current id is known but holds no exemplars except the track's own."""
@@ -706,7 +703,7 @@ class IdentityResolver:
             return None
         since_last = now - lo.last_published
         due = lo.dirty and since_last >= self.cfg.publish_interval_s
-        moved = lo.pos_t == now and lo.pos_t > lo.pos_published and since_last >= self.cfg.position_interval_s
+        moved = lo.pos_t == now and since_last >= self.cfg.position_interval_s
         if not (lo.announce or due or moved or since_last >= self.cfg.claim_ttl_s / 2):
             return None
         update = self._profile_update(lo, now, full=lo.announce or lo.dirty, ended=False)
@@ -718,8 +715,6 @@ class IdentityResolver:
         exemplars = lo.profile.exemplars.copy() if full else np.zeros((0, self.dim), dtype=np.float32)
         quality = min(1.0, lo.profile.best_quality)
         position = lo.pos if lo.pos_t == timestamp else None  # only where it was at the update's time
-        if position is not None:
-            lo.pos_published = lo.pos_t
         return ProfileUpdate(
             self.camera,
             lo.track_id,

@@ -16,9 +16,8 @@ import numpy as np
 
 from daemon.config import SiteConfig
 from daemon.errors import ConfigError
-from daemon.types import FloatArray
+from daemon.types import FloatArray, Position
 
-Position = tuple[float, float]
 MAX_LEAD_S = 2.0  # a sighting is carried on at its velocity for at most this long
 
 
