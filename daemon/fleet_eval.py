@@ -12,6 +12,13 @@
   - ``split_people``: people carrying at least ``min_support`` boxes under two or more global ids;
   - ``cross_camera_consistency``: of the people seen (``min_support`` boxes) on two or more cameras, the share
     whose majority global id is the same on every camera.
+* Bounds, when the cameras' own track ids are given: the same scores for two resolvers run on the very same camera
+  tracks, to tell the trackers' errors from the resolver's:
+  - ``unmatched``: no cross-camera matching at all (each camera track its own global id);
+  - ``perfect``: each camera track given the person it mostly follows. Its false merges are the trackers' id
+    switches (a track that passes from one person to another), which no resolver giving whole tracks one id can
+    undo; its IDF1 is the most such a resolver can reach. The daemon's resolver can beat it on merges where it
+    moves a switched track to another id (a camera that sees the person go elsewhere rules the id out).
 """
 
 from __future__ import annotations
@@ -25,9 +32,12 @@ from scipy.optimize import linear_sum_assignment
 
 from daemon.boxes import box_iou
 from daemon.evaluate import MotMetrics, evaluate
-from daemon.motio import MotGroundTruth, MotTracks, rows_by_frame, xywh_to_xyxy
+from daemon.motio import IntArray, MotGroundTruth, MotTracks, rows_by_frame, xywh_to_xyxy
 
 MATCH_IOU = 0.5
+_ID_SPACE = (
+    1 << 40
+)  # camera i's own track ids become i·2^40 + id in the bounds: clear of persons' and each other's
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,17 @@ class CameraRun:
 
 
 @dataclass(frozen=True)
+class Bound:
+    """Global-id IDF1 and false merges a given resolver would score on the cameras' own tracks."""
+
+    IDF1: float
+    false_merge_pct: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"IDF1": self.IDF1, "false_merge_pct": self.false_merge_pct}
+
+
+@dataclass(frozen=True)
 class FleetMetrics:
     per_camera: dict[str, MotMetrics]
     global_metrics: MotMetrics
@@ -50,8 +71,11 @@ class FleetMetrics:
     split_people: int
     people_on_several_cameras: int
     cross_camera_consistency: float
+    unmatched: Bound | None = None
+    perfect: Bound | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        bounds = {k: b.as_dict() for k, b in (("unmatched", self.unmatched), ("perfect", self.perfect)) if b}
         return {
             "per_camera": {k: v.as_dict() for k, v in self.per_camera.items()},
             "global": self.global_metrics.as_dict(),
@@ -61,6 +85,7 @@ class FleetMetrics:
             "split_people": self.split_people,
             "people_on_several_cameras": self.people_on_several_cameras,
             "cross_camera_consistency": self.cross_camera_consistency,
+            "bounds": bounds,
         }
 
     def text(self) -> str:
@@ -73,6 +98,12 @@ class FleetMetrics:
             f"{self.cross_camera_consistency:.0%} of {self.people_on_several_cameras} people seen on several "
             "cameras keep one global id"
         )
+        if self.unmatched and self.perfect:
+            lines.append(
+                f"same camera tracks, no cross-camera matching: IDF1 {self.unmatched.IDF1:.1f}, false merges "
+                f"{self.unmatched.false_merge_pct:.2f}%; perfect whole-track resolver: IDF1 {self.perfect.IDF1:.1f}, false "
+                f"merges {self.perfect.false_merge_pct:.2f}% (its merges are the trackers' id switches)"
+            )
         return "\n".join(lines)
 
 
@@ -148,14 +179,83 @@ def merge_split_counts(
     return matched, pct, merged, split, several, consistent / several if several else 1.0
 
 
+def _with_ids(tracks: MotTracks, ids: IntArray) -> MotTracks:
+    return MotTracks(tracks.frame, ids, tracks.xywh, tracks.conf)
+
+
+def _global_scores(runs: dict[str, CameraRun], min_support: int) -> tuple[MotMetrics, tuple[Any, ...]]:
+    gt, pred, frames = concatenate(runs)
+    pairs = {name: matched_pairs(run.gt, run.global_ids) for name, run in runs.items()}
+    return evaluate(gt, pred, frames), merge_split_counts(pairs, min_support)
+
+
+def _bound(runs: dict[str, CameraRun], min_support: int) -> Bound:
+    metrics, counts = _global_scores(runs, min_support)
+    return Bound(metrics.IDF1, counts[1])
+
+
+def _unique_per_camera(local: MotTracks, index: int) -> IntArray:
+    """Camera tracks as global ids no other camera (and no person id) uses."""
+    return np.asarray(local.track_id, np.int64) + (index + 1) * _ID_SPACE
+
+
+def perfect_ids(gt: MotGroundTruth, local: MotTracks, index: int) -> IntArray:
+    """Each camera track's rows given the person the track mostly follows (the best a resolver of whole tracks
+    can do). A track that follows nobody keeps an id of its own, and so does the second of two tracks that
+    follow the same person in one frame (a frame holds each id once)."""
+    follows: dict[int, Counter[int]] = defaultdict(Counter)
+    for person, track in matched_pairs(gt, local):
+        follows[track][person] += 1
+    own = _unique_per_camera(local, index)
+    ids = np.array(
+        [
+            follows[int(t)].most_common(1)[0][0] if int(t) in follows else o
+            for t, o in zip(local.track_id, own, strict=True)
+        ],
+        np.int64,
+    )
+    taken: set[tuple[int, int]] = set()
+    for row, (frame, gid) in enumerate(zip(local.frame.tolist(), ids.tolist(), strict=True)):
+        if (frame, gid) in taken:
+            ids[row] = own[row]
+        taken.add((frame, int(ids[row])))
+    return ids
+
+
+def track_bounds(runs: dict[str, CameraRun], min_support: int = 10) -> tuple[Bound, Bound] | None:
+    """(no cross-camera matching, perfect resolver) on the cameras' own tracks; None without them."""
+    locals_ = {name: run.local for name, run in runs.items()}
+    if any(v is None for v in locals_.values()):
+        return None
+    unmatched, perfect = {}, {}
+    for index, (name, run) in enumerate(runs.items()):
+        local = locals_[name]
+        assert local is not None
+        unmatched[name] = CameraRun(
+            run.gt, local, _with_ids(local, _unique_per_camera(local, index)), run.frames
+        )
+        perfect[name] = CameraRun(
+            run.gt, local, _with_ids(local, perfect_ids(run.gt, local, index)), run.frames
+        )
+    return _bound(unmatched, min_support), _bound(perfect, min_support)
+
+
 def evaluate_fleet(runs: dict[str, CameraRun], min_support: int = 10) -> FleetMetrics:
     """Score a fleet run (see the module doc)."""
     per_camera = {
         name: evaluate(run.gt, run.local if run.local is not None else run.global_ids, run.frames)
         for name, run in runs.items()
     }
-    gt, pred, frames = concatenate(runs)
-    global_metrics = evaluate(gt, pred, frames)
-    pairs = {name: matched_pairs(run.gt, run.global_ids) for name, run in runs.items()}
-    matched, pct, merged, split, several, consistency = merge_split_counts(pairs, min_support)
-    return FleetMetrics(per_camera, global_metrics, matched, pct, merged, split, several, consistency)
+    global_metrics, (matched, pct, merged, split, several, consistency) = _global_scores(runs, min_support)
+    bounds = track_bounds(runs, min_support)
+    return FleetMetrics(
+        per_camera,
+        global_metrics,
+        matched,
+        pct,
+        merged,
+        split,
+        several,
+        consistency,
+        *(bounds if bounds else (None, None)),
+    )

@@ -5,14 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon.fleet_eval import CameraRun, concatenate, evaluate_fleet, merge_split_counts
+from daemon.fleet_eval import CameraRun, concatenate, evaluate_fleet, merge_split_counts, perfect_ids
 from daemon.motio import MotGroundTruth, MotTracks
 
 
 def _walk(people: list[int], frames: int, x0: float = 0.0) -> MotGroundTruth:
-    rows = [(f + 1, p, x0 + 60 * i + f, 50.0, 30.0, 60.0) for f in range(frames) for i, p in enumerate(people)]
+    rows = [
+        (f + 1, p, x0 + 60 * i + f, 50.0, 30.0, 60.0) for f in range(frames) for i, p in enumerate(people)
+    ]
     a = np.asarray(rows)
-    return MotGroundTruth(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2:6], np.ones(len(a), bool))
+    return MotGroundTruth(
+        a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2:6], np.ones(len(a), bool)
+    )
 
 
 def _as_results(gt: MotGroundTruth, ids: dict[int, int]) -> MotTracks:
@@ -22,7 +26,10 @@ def _as_results(gt: MotGroundTruth, ids: dict[int, int]) -> MotTracks:
 
 def _runs(ids_a: dict[int, int], ids_b: dict[int, int]) -> dict[str, CameraRun]:
     a, b = _walk([1, 2], 20), _walk([1, 2], 20, x0=100)
-    return {"a": CameraRun(a, None, _as_results(a, ids_a), 20), "b": CameraRun(b, None, _as_results(b, ids_b), 20)}
+    return {
+        "a": CameraRun(a, None, _as_results(a, ids_a), 20),
+        "b": CameraRun(b, None, _as_results(b, ids_b), 20),
+    }
 
 
 def test_one_global_id_per_person_everywhere_is_perfect() -> None:
@@ -43,7 +50,9 @@ def test_new_ids_on_the_second_camera_are_splits_and_cost_global_idf1() -> None:
 def test_two_people_under_one_id_are_a_merge() -> None:
     m = evaluate_fleet(_runs({1: 10, 2: 11}, {1: 12, 2: 10}))  # on b, person 2 takes person 1's id
     assert m.merged_ids == 1
-    assert m.false_merge_pct == pytest.approx(100 * 20 / 80)  # person 2's 20 boxes on b sit under person 1's id
+    assert m.false_merge_pct == pytest.approx(
+        100 * 20 / 80
+    )  # person 2's 20 boxes on b sit under person 1's id
     assert m.global_metrics.IDF1 < 100
 
 
@@ -57,3 +66,63 @@ def test_support_threshold_ignores_flickers() -> None:
     matched, pct, merged, split, several, consistent = merge_split_counts(pairs, min_support=10)
     assert (matched, merged, split, several, consistent) == (45, 0, 0, 2 - 1, 1.0)
     assert pct == 0.0
+
+
+def _with_local(runs: dict[str, CameraRun], local: dict[str, dict[int, int]]) -> dict[str, CameraRun]:
+    return {
+        name: CameraRun(run.gt, _as_results(run.gt, local[name]), run.global_ids, run.frames)
+        for name, run in runs.items()
+    }
+
+
+def test_bounds_need_the_cameras_own_tracks() -> None:
+    m = evaluate_fleet(_runs({1: 10, 2: 11}, {1: 10, 2: 11}))
+    assert m.unmatched is None and m.perfect is None and m.as_dict()["bounds"] == {}
+
+
+def test_bounds_score_no_matching_and_a_perfect_resolver_on_the_same_tracks() -> None:
+    # clean camera tracks (one per person per camera), but the fleet gave b new ids: the resolver's fault
+    runs = _with_local(_runs({1: 10, 2: 11}, {1: 20, 2: 21}), {"a": {1: 1, 2: 2}, "b": {1: 1, 2: 2}})
+    m = evaluate_fleet(runs)
+    assert m.unmatched is not None and m.perfect is not None
+    assert pytest.approx(50.0) == m.unmatched.IDF1 and m.unmatched.false_merge_pct == 0
+    assert pytest.approx(100.0) == m.perfect.IDF1 and m.perfect.false_merge_pct == 0
+    assert "perfect whole-track resolver: IDF1 100.0" in m.text()
+    assert m.as_dict()["bounds"]["unmatched"]["IDF1"] == pytest.approx(50.0)
+
+
+def test_a_track_that_switches_people_is_a_merge_no_whole_track_resolver_undoes() -> None:
+    a = _walk([1, 2], 20)
+    # camera a's track 7 follows person 1 for 14 frames, then person 2 for 6 (an id switch); track 8 the rest
+    local_ids = np.where(a.frame <= 14, np.where(a.track_id == 1, 7, 8), np.where(a.track_id == 2, 7, 8))
+    local = MotTracks(a.frame.copy(), local_ids.astype(np.int64), a.xywh.copy(), np.ones(len(a)))
+    runs = {"a": CameraRun(a, local, _as_results(a, {1: 10, 2: 11}), 20)}
+    m = evaluate_fleet(runs)
+    assert m.perfect is not None and m.unmatched is not None
+    assert m.perfect.false_merge_pct == pytest.approx(
+        100 * 12 / 40
+    )  # 6 frames x 2 tracks on the wrong person
+    assert m.unmatched.false_merge_pct == pytest.approx(m.perfect.false_merge_pct)
+    assert m.false_merge_pct == 0  # the global ids given here followed the people through the switch
+
+
+def test_perfect_ids_keep_one_row_per_id_and_frame() -> None:
+    a = _walk([1, 2], 10)
+    # track 3: person 1 in frames 1-6, person 2 in 7-10; track 4: person 2 in 1-2, person 1 in 7-10; track 5:
+    # person 2 in 3-6. Tracks 3 and 4 both mostly follow person 1 and share frames 1-2 and 7-10.
+    who = {
+        (f, p): (3 if f <= 6 else 4) if p == 1 else (4 if f <= 2 else 5 if f <= 6 else 3)
+        for f in range(1, 11)
+        for p in (1, 2)
+    }
+    local_ids = np.asarray(
+        [who[(int(f), int(p))] for f, p in zip(a.frame, a.track_id, strict=True)], np.int64
+    )
+    local = MotTracks(a.frame.copy(), local_ids, a.xywh.copy(), np.ones(len(a)))
+    ids = perfect_ids(a, local, index=0)
+    assert len(set(zip(a.frame.tolist(), ids.tolist(), strict=True))) == len(ids)  # no id twice in a frame
+    on_person_1 = ids[a.track_id == 1]
+    assert (on_person_1 == 1).all()  # the first row of the frame keeps the person: here always person 1's box
+    assert (
+        ids[(a.track_id == 2) & (a.frame != 3) & (a.frame != 4) & (a.frame != 5) & (a.frame != 6)] > 2
+    ).all()
