@@ -27,6 +27,13 @@ Why a stream *and* hashes
     a disconnection it replays the streams from where it stopped (and takes the hashes again when the stream
     was trimmed past that point).
 
+Pub/sub delivers at most once
+    A live message can be lost without the subscription dropping: a link between Cluster nodes not yet up (or
+    down a while), a server that shed its output buffer. So every ``resync_s`` the receiver asks each known
+    camera's stream for one entry past the last it saw (an empty reply in the common case: one small command
+    per camera) and replays those that have more; a camera in the registry it has never heard of is caught up
+    from its hashes. What this brings in is counted as ``recovered``.
+
 Why pub/sub for live peers (and not XREAD BLOCK)
     Pub/sub delivers every camera's batches over one connection and one subscription, on one node or across a
     Cluster, without polling N streams; one XREAD BLOCK over many streams cannot span Cluster slots. On loopback
@@ -290,6 +297,7 @@ class BridgeStats:
     unsendable: int  # messages that could not be encoded within max_message_bytes
     received: int  # messages delivered (live and catch-up)
     caught_up: int  # of those, delivered by a catch-up (state snapshot or stream replay)
+    recovered: int  # of those, found by the periodic resync: lost on pub/sub while subscribed
     own: int  # own batches that came back, skipped (recognised by sender id before decoding)
     duplicates: int  # messages seen before (same sender and sequence number)
     forgotten: int  # profiles of a forgotten global id dropped
@@ -693,14 +701,19 @@ class Bridge:
         pubsub = client.pubsub()
         try:
             pubsub.subscribe(self.keys.channel)
+            resync_at = math.inf
             while not self._stop.is_set():
                 item = pubsub.get_message(timeout=LIVE_POLL_S)
+                if time.monotonic() >= resync_at:
+                    self._resync(client)
+                    resync_at = time.monotonic() + self.cfg.resync_s
                 if item is None:
                     continue
                 if item["type"] == "subscribe":  # first subscription, or valkey-py resubscribed after a drop
                     self._catch_up(client)
                     self._subscribed.set()
                     backoff.reset()
+                    resync_at = time.monotonic() + self.cfg.resync_s if self.cfg.resync_s > 0 else math.inf
                 elif item["type"] == "message":
                     self._on_live(item["data"])
         finally:
@@ -713,6 +726,28 @@ class Bridge:
                 self._snapshot(client, cam)
             else:
                 self._replay(client, cam, last)
+
+    def _resync(self, client: Any) -> None:
+        """Bring in what pub/sub lost while subscribed (see "Pub/sub delivers at most once")."""
+        with self._lock:
+            before = self._counts["caught_up"]
+        for cam in self._cameras(client):
+            if cam not in self._last_ids:
+                self._snapshot(client, cam)
+        cams = [cam for cam in self._last_ids if cam != self.camera]
+        pipe = client.pipeline(transaction=False)
+        for cam in cams:
+            pipe.xrange(self.keys.log(cam), "(" + self._last_ids[cam], "+", count=1)
+        for cam, more in zip(cams, pipe.execute() if cams else [], strict=True):
+            if more:
+                self._replay(client, cam, self._last_ids[cam])
+        with self._lock:
+            found = self._counts["caught_up"] - before
+        if found:
+            self._count("recovered", found)
+            logger.info(
+                "bridge %s: %d message(s) lost on pub/sub recovered from the streams", self.camera, found
+            )
 
     def _snapshot(self, client: Any, cam: str) -> None:
         """Deliver the latest profile of each live track of ``cam`` and remember the matching stream position."""

@@ -1048,6 +1048,14 @@ class BridgeConfig(_Strict):
         le=1000,
         description="Most messages per signed batch, written in one round trip (one server-side script call).",
     )
+    resync_s: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="The receiver checks the stored streams this often for messages pub/sub lost while it stayed "
+        "subscribed (one small command per camera; a camera it has not heard of is caught up). 0: only after a "
+        "reconnect.",
+    )
     reconnect_initial_s: float = Field(0.1, gt=0, le=60, description="First reconnect delay.")
     reconnect_max_s: float = Field(5.0, gt=0, le=600, description="Cap of the exponential reconnect delay.")
     socket_timeout_s: float = Field(2.0, gt=0, le=120, description="A Valkey reply slower than this fails.")

@@ -101,8 +101,9 @@ class FleetMetrics:
         if self.unmatched and self.perfect:
             lines.append(
                 f"same camera tracks, no cross-camera matching: IDF1 {self.unmatched.IDF1:.1f}, false merges "
-                f"{self.unmatched.false_merge_pct:.2f}%; perfect whole-track resolver: IDF1 {self.perfect.IDF1:.1f}, false "
-                f"merges {self.perfect.false_merge_pct:.2f}% (its merges are the trackers' id switches)"
+                f"{self.unmatched.false_merge_pct:.2f}%; perfect whole-track resolver: IDF1 "
+                f"{self.perfect.IDF1:.1f}, false merges {self.perfect.false_merge_pct:.2f}% "
+                "(its merges are the trackers' id switches)"
             )
         return "\n".join(lines)
 

@@ -217,12 +217,12 @@ class EmbeddedCluster:
             for c in clients[1:]:
                 c.execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port, self.bus_ports[0])
             deadline = time.monotonic() + self._timeout
-            while not all(
-                b"cluster_state:ok" in _bytes(c.execute_command("CLUSTER", "INFO")) for c in clients
-            ):
+            # State ok says every slot is served; pub/sub also needs every node linked to every other (a
+            # PUBLISH reaches only the nodes its node has a bus link to), which gossip completes a little later.
+            while not all(_cluster_ok(c) and _meshed(c, n) for c in clients):
                 if time.monotonic() > deadline:
                     raise EmbeddedValkeyError(
-                        f"the {n}-node cluster did not reach state ok in {self._timeout} s"
+                        f"the {n}-node cluster did not reach state ok with all nodes linked in {self._timeout} s"
                     )
                 time.sleep(0.05)
         finally:
@@ -243,6 +243,17 @@ class EmbeddedCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _cluster_ok(client: Any) -> bool:
+    return b"cluster_state:ok" in _bytes(client.execute_command("CLUSTER", "INFO"))
+
+
+def _meshed(client: Any, n: int) -> bool:
+    """This node knows ``n`` nodes, none still in handshake, and its bus link to each is up."""
+    lines = [line.split() for line in _bytes(client.execute_command("CLUSTER", "NODES")).decode().splitlines()]
+    lines = [f for f in lines if len(f) >= 8]
+    return len(lines) == n and all(f[7] == "connected" and "handshake" not in f[2] for f in lines)
 
 
 def _bytes(value: object) -> bytes:

@@ -353,6 +353,37 @@ def test_late_joiner_catches_up_on_latest_state(server: EmbeddedValkey) -> None:
             assert [m.track_id for m in profiles_from(c, 1)] == [99]
 
 
+class _MutedKeys(FleetKeys):
+    """A camera whose live channel reaches no subscriber: its batches are stored, every pub/sub copy is lost."""
+
+    @property
+    def channel(self) -> str:
+        return "reid:{muted}:live"
+
+
+@pytest.mark.parametrize("resync_s", [0.3, 0.0])
+def test_messages_lost_on_pub_sub_are_recovered_from_the_streams(
+    server: EmbeddedValkey, resync_s: float
+) -> None:
+    muted = Bridge(config(server.url), "cam-b")
+    muted.keys = _MutedKeys(muted.keys.fleet)
+    with Bridge(config(server.url, resync_s=resync_s), "cam-a") as a, muted as b:
+        assert a.wait_ready(5) and b.wait_ready(5)
+        b.publish(profile("cam-b", 1, gid=3))
+        b.publish(profile("cam-b", 2))
+        assert b.flush(5)
+        first = profiles_from(a, 2, timeout=3)  # a never heard of cam-b: its stored state is taken
+        b.publish(profile("cam-b", 3))
+        assert b.flush(5)
+        then = profiles_from(a, 1, timeout=3)  # now a knows cam-b's stream position: the entry is replayed
+        if resync_s:
+            assert [m.track_id for m in first] == [1, 2] and first[0].global_id == 3
+            assert [m.track_id for m in then] == [3]
+            assert a.stats.recovered == 3 and a.stats.reconnects == 0
+        else:  # without the resync nothing brings them in while a stays subscribed
+            assert first == [] and then == [] and a.stats.recovered == 0
+
+
 def test_keep_alive_renews_a_track_without_replacing_its_exemplars(server: EmbeddedValkey) -> None:
     cfg = config(server.url, publish_dtype="float32")
     with Bridge(cfg, "cam-a") as a:
