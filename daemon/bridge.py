@@ -30,9 +30,10 @@ Why a stream *and* hashes
 Pub/sub delivers at most once
     A live message can be lost without the subscription dropping: a link between Cluster nodes not yet up (or
     down a while), a server that shed its output buffer. So every ``resync_s`` the receiver asks each known
-    camera's stream for one entry past the last it saw (an empty reply in the common case: one small command
-    per camera) and replays those that have more; a camera in the registry it has never heard of is caught up
-    from its hashes. What this brings in is counted as ``recovered``.
+    camera's stream for one entry past the last it saw and older than a second (an empty reply in the common
+    case: one small command per camera) and replays those that have more; a camera in the registry at two
+    resyncs running that it has never heard of is caught up from its hashes. What this brings in is counted
+    as ``recovered``.
 
 Why pub/sub for live peers (and not XREAD BLOCK)
     Pub/sub delivers every camera's batches over one connection and one subscription, on one node or across a
@@ -111,6 +112,7 @@ CATCHUP_PAGE = 200  # stream entries (batches) per XRANGE while replaying
 ERASE_PAGE = 1000  # stream entries a forget script scans per call (bounds the time Valkey is busy)
 MAX_SENDERS = 65_536  # senders whose last sequence number is remembered (LRU)
 MAX_FORGOTTEN = 65_536  # forgotten global ids remembered, so late profiles of them are dropped
+RESYNC_GRACE_MS = 1000  # the resync leaves younger stream entries to pub/sub (they may be on their way)
 LIVE_POLL_S = 0.1  # the receiver wakes this often to notice close()
 ITEM_META_BYTES = 160  # meta JSON bytes one message adds to a batch, at most (with a short label)
 _STREAM_ID = re.compile(rb"^\d{1,20}-\d{1,20}$")
@@ -363,6 +365,7 @@ class Bridge:
         self._stop = threading.Event()
         self._log = _RateLimitedLog(cfg.log_every_s)
         self._last_ids: dict[str, str] = {}
+        self._unmet: set[str] = set()  # cameras in the registry not heard of at the last resync
         self._max_seq: OrderedDict[str, int] = OrderedDict()
         self._forgets_seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._forgotten: OrderedDict[int, None] = OrderedDict()
@@ -728,19 +731,23 @@ class Bridge:
                 self._replay(client, cam, last)
 
     def _resync(self, client: Any) -> None:
-        """Bring in what pub/sub lost while subscribed (see "Pub/sub delivers at most once")."""
+        """Bring in what pub/sub lost while subscribed (see "Pub/sub delivers at most once"). Only entries older
+        than RESYNC_GRACE_MS, and cameras in the registry at two resyncs running, count: younger ones may still be
+        on their way through pub/sub."""
         with self._lock:
             before = self._counts["caught_up"]
-        for cam in self._cameras(client):
-            if cam not in self._last_ids:
-                self._snapshot(client, cam)
+        unmet = {cam for cam in self._cameras(client) if cam not in self._last_ids}
+        for cam in sorted(unmet & self._unmet):
+            self._snapshot(client, cam)
+        self._unmet = unmet - self._last_ids.keys()
+        cutoff = str(_server_ms(client) - RESYNC_GRACE_MS)
         cams = [cam for cam in self._last_ids if cam != self.camera]
         pipe = client.pipeline(transaction=False)
         for cam in cams:
-            pipe.xrange(self.keys.log(cam), "(" + self._last_ids[cam], "+", count=1)
+            pipe.xrange(self.keys.log(cam), "(" + self._last_ids[cam], cutoff, count=1)
         for cam, more in zip(cams, pipe.execute() if cams else [], strict=True):
             if more:
-                self._replay(client, cam, self._last_ids[cam])
+                self._replay(client, cam, self._last_ids[cam], end=cutoff)
         with self._lock:
             found = self._counts["caught_up"] - before
         if found:
@@ -765,14 +772,14 @@ class Bridge:
             self._accept(msg, caught_up=True)
         self._last_ids[cam] = _text(reply[0])
 
-    def _replay(self, client: Any, cam: str, last: str) -> None:
+    def _replay(self, client: Any, cam: str, last: str, end: str = "+") -> None:
         log = self.keys.log(cam)
         first = client.xrange(log, "-", "+", count=1)
         if first and _stream_id_key(_text(first[0][0])) > _stream_id_key(last):
             self._snapshot(client, cam)  # the stream was trimmed past our position: take the latest state too
         start = "(" + last
         while True:
-            entries = client.xrange(log, start, "+", count=CATCHUP_PAGE)
+            entries = client.xrange(log, start, end, count=CATCHUP_PAGE)
             for entry_id, entry in entries:
                 self._last_ids[cam] = _text(entry_id)
                 if entry.get(b"s") == self._sender_bytes:

@@ -372,10 +372,11 @@ def test_messages_lost_on_pub_sub_are_recovered_from_the_streams(
         b.publish(profile("cam-b", 1, gid=3))
         b.publish(profile("cam-b", 2))
         assert b.flush(5)
-        first = profiles_from(a, 2, timeout=3)  # a never heard of cam-b: its stored state is taken
+        wait = 6.0 if resync_s else 3.0  # a resync leaves the last second to pub/sub
+        first = profiles_from(a, 2, timeout=wait)  # a never heard of cam-b: its stored state is taken
         b.publish(profile("cam-b", 3))
         assert b.flush(5)
-        then = profiles_from(a, 1, timeout=3)  # now a knows cam-b's stream position: the entry is replayed
+        then = profiles_from(a, 1, timeout=wait)  # now a knows cam-b's stream position: the entry is replayed
         if resync_s:
             assert [m.track_id for m in first] == [1, 2] and first[0].global_id == 3
             assert [m.track_id for m in then] == [3]
