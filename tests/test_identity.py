@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from _crops import read_video_frames, select_crops
 from _data import require_pets09
+from _identity import Counter, relay
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
@@ -42,17 +43,6 @@ from daemon.types import Track
 D = 32
 F32 = NDArray[np.float32]
 FRAME = (1280, 720)
-
-
-class Counter:
-    """Allocator for tests: 1, 2, 3, ... and how often it was called."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self) -> int:
-        self.calls += 1
-        return self.calls
 
 
 class People:
@@ -105,12 +95,6 @@ def step(
 
 def ids(out: FrameIdentities) -> dict[int, int | None]:
     return {a.track_id: a.global_id for a in out.assignments}
-
-
-def relay(updates: Iterable[ProfileUpdate], *to: IdentityResolver) -> None:
-    for u in updates:
-        for r in to:
-            r.ingest_remote(u)
 
 
 def observe(

@@ -4,10 +4,10 @@ views resolved by where people stand, sightings too far apart ruled out, positio
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import numpy as np
 import pytest
+from _identity import Counter, relay
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
@@ -40,15 +40,6 @@ def pair(similarity: float, seed: int = 0) -> tuple[F32, F32]:
     return a, unit(similarity * a + math.sqrt(1 - similarity**2) * unit(r))
 
 
-class Ids:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def __call__(self) -> int:
-        self.n += 1
-        return self.n
-
-
 def frame(
     res: IdentityResolver,
     t: float,
@@ -62,14 +53,6 @@ def frame(
     emb = np.stack([v for v, _ in seen.values()])
     pos = np.array([p if p is not None else (np.nan, np.nan) for _, p in seen.values()], np.float32)
     return res.update(t, tracks, emb, FRAME, positions=pos)
-
-
-def relay(updates: Iterable[ProfileUpdate | None], *to: IdentityResolver) -> None:
-    """Hand ``updates`` to the other cameras' resolvers ``to`` (the bridge's job; None: nothing to hand)."""
-    for u in updates:
-        for r in to:
-            if u is not None:
-                r.ingest_remote(u)
 
 
 def gid(out: FrameIdentities, tid: int) -> int | None:
@@ -153,7 +136,7 @@ def test_overlapping_views_join_a_person_by_where_they_stand() -> None:
     look_a, look_b = pair(0.7)  # too unlike for appearance alone (fleet_threshold 0.8)
     other = unit(np.random.default_rng(9).standard_normal(D))
     for with_site in (True, False):
-        ids = Ids()
+        ids = Counter()
         a, b = IdentityResolver("a", D, ids, CFG), IdentityResolver("b", D, ids, CFG)
         for k in range(8):
             t = 0.2 * k
@@ -177,7 +160,7 @@ def test_the_person_standing_there_wins_over_a_look_alike() -> None:
     seen_b = unit(np.random.default_rng(1).standard_normal(D))  # how b sees person 2
     person2 = around(seen_b, 0.72, seed=2)  # how a sees person 2
     person1 = around(seen_b, 0.76, seed=3)  # someone else, who looks more like b's view of person 2
-    ids = Ids()
+    ids = Counter()
     a, b = IdentityResolver("a", D, ids, CFG), IdentityResolver("b", D, ids, CFG)
     for k in range(12):
         t = 0.5 * k
@@ -189,12 +172,18 @@ def test_the_person_standing_there_wins_over_a_look_alike() -> None:
     assert gid(out_b, 5) == gid(out_a, 2)
 
 
-def test_a_sighting_too_far_away_rules_the_identity_out() -> None:
-    look = unit(np.random.default_rng(3).standard_normal(D))
-    ids = Ids()
+def standing_on_a(seed: int) -> tuple[F32, Counter, IdentityResolver, IdentityResolver]:
+    """A person camera a sees standing at the origin for 3 s (t 0 to 2.5), relayed to camera b."""
+    look = unit(np.random.default_rng(seed).standard_normal(D))
+    ids = Counter()
     a, b = IdentityResolver("a", D, ids, CFG), IdentityResolver("b", D, ids, CFG)
     for k in range(6):
         relay(frame(a, 0.5 * k, {1: (look, (0.0, 0.0))}).updates, b)
+    return look, ids, a, b
+
+
+def test_a_sighting_too_far_away_rules_the_identity_out() -> None:
+    look, ids, a, b = standing_on_a(3)
     # the same look 40 units away 0.5 s after a's last sighting: nobody walks that fast (1 + 2 x 0.5 = 2)
     out = frame(b, 3.0, {4: (look, (40.0, 0.0))})
     for k in range(1, 6):
@@ -210,11 +199,7 @@ def test_a_sighting_too_far_away_rules_the_identity_out() -> None:
 
 
 def test_positions_past_the_horizon_say_nothing() -> None:
-    look = unit(np.random.default_rng(4).standard_normal(D))
-    ids = Ids()
-    a, b = IdentityResolver("a", D, ids, CFG), IdentityResolver("b", D, ids, CFG)
-    for k in range(6):
-        relay(frame(a, 0.5 * k, {1: (look, (0.0, 0.0))}).updates, b)
+    look, _, a, b = standing_on_a(4)
     relay([a.end_track(1, 3.0)], b)
     later = CFG.site_horizon_s + 10.0
     for k in range(6):
@@ -224,7 +209,7 @@ def test_positions_past_the_horizon_say_nothing() -> None:
 
 def test_co_visible_tracks_of_one_camera_are_not_evidence_for_each_other() -> None:
     look, alike = pair(0.7, seed=5)
-    ids = Ids()
+    ids = Counter()
     cam = IdentityResolver("a", D, ids, CFG)
     for k in range(10):
         out = frame(cam, 0.2 * k, {1: (look, (0.0, 0.0)), 2: (alike, (0.3, 0.0))})  # side by side
@@ -236,7 +221,7 @@ def test_co_visible_tracks_of_one_camera_are_not_evidence_for_each_other() -> No
 def test_a_moving_track_publishes_its_position_at_the_interval() -> None:
     look = unit(np.random.default_rng(6).standard_normal(D))
     cfg = IdentityConfig(position_interval_s=0.5, publish_interval_s=100.0, claim_ttl_s=1000.0)
-    cam = IdentityResolver("a", D, Ids(), cfg)
+    cam = IdentityResolver("a", D, Counter(), cfg)
     sent: list[ProfileUpdate] = []
     for k in range(31):  # 3 s at 10 fps, walking along x
         sent += frame(cam, 0.1 * k, {1: (look, (0.1 * k, 2.0))}).updates
@@ -246,13 +231,13 @@ def test_a_moving_track_publishes_its_position_at_the_interval() -> None:
     for u in sent:
         assert u.position is not None and u.position[0] == pytest.approx(u.timestamp, abs=1e-6)
     assert moves[-1].velocity == pytest.approx((1.0, 0.0))
-    still = IdentityResolver("b", D, Ids(), cfg)  # no site: no position updates
+    still = IdentityResolver("b", D, Counter(), cfg)  # no site: no position updates
     quiet = [u for k in range(31) for u in frame(still, 0.1 * k, {1: (look, None)}).updates]
     assert len(quiet) == 1 and quiet[0].position is None
 
 
 def test_positions_are_validated() -> None:
-    cam = IdentityResolver("a", D, Ids(), CFG)
+    cam = IdentityResolver("a", D, Counter(), CFG)
     look = unit(np.ones(D))
     track = Track("a", 1, (0.0, 0.0, 10.0, 20.0), 0.9, 0)
     with pytest.raises(DataError, match=r"positions must be \(1, 2\)"):
@@ -325,7 +310,7 @@ def joined_by_position(keep: bool) -> tuple[IdentityResolver, IdentityResolver, 
     b's track is seen on: returns the resolvers and a's id."""
     look_a, look_b = pair(0.7, seed=11)
     cfg = IdentityConfig(allow_overlapping_views=True, site_radius=1.0, site_speed=2.0, keep_held_ids=keep)
-    ids = Ids()
+    ids = Counter()
     a, b = IdentityResolver("a", D, ids, cfg), IdentityResolver("b", D, ids, cfg)
     for k in range(8):
         out_a = frame(a, 0.2 * k, {1: (look_a, (5.0, 3.0))})
@@ -364,7 +349,7 @@ def test_a_cameras_own_earlier_tracks_only_rule_identities_out() -> None:
     ) -> tuple[int | None, int | None]:
         """Track 1 (look ``before``) at (0, 0) until 1 s; then track 2 (look ``vec``) at ``where``, on camera a
         itself or on camera b: (track 1's id, track 2's id)."""
-        ids = Ids()
+        ids = Counter()
         a = IdentityResolver("a", D, ids, CFG)
         cam = IdentityResolver("b", D, ids, CFG) if other_camera else a
         out = None
