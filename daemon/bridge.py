@@ -662,8 +662,9 @@ class Bridge:
                 start = _text(nxt)
         self._count("erased", erased)
 
-    def _cameras(self, client: Any) -> list[str]:
-        floor = _server_ms(client) - self.cfg.state_ttl_s * 1000
+    def _cameras(self, client: Any, now_ms: int | None = None) -> list[str]:
+        """Cameras in the fleet registry that published within ``state_ttl_s`` of the server's ``now_ms``."""
+        floor = (_server_ms(client) if now_ms is None else now_ms) - self.cfg.state_ttl_s * 1000
         return [_text(c) for c in client.zrangebyscore(self.keys.cameras, floor, "+inf")]
 
     # -------------------------------------------------------------------------------------- receiving
@@ -704,19 +705,19 @@ class Bridge:
         pubsub = client.pubsub()
         try:
             pubsub.subscribe(self.keys.channel)
-            resync_at = math.inf
+            resync_at = math.inf  # no resync before the subscription is confirmed and caught up
             while not self._stop.is_set():
                 item = pubsub.get_message(timeout=LIVE_POLL_S)
                 if time.monotonic() >= resync_at:
                     self._resync(client)
-                    resync_at = time.monotonic() + self.cfg.resync_s
+                    resync_at = self._next_resync()
                 if item is None:
                     continue
                 if item["type"] == "subscribe":  # first subscription, or valkey-py resubscribed after a drop
                     self._catch_up(client)
                     self._subscribed.set()
                     backoff.reset()
-                    resync_at = time.monotonic() + self.cfg.resync_s if self.cfg.resync_s > 0 else math.inf
+                    resync_at = self._next_resync()
                 elif item["type"] == "message":
                     self._on_live(item["data"])
         finally:
@@ -730,17 +731,21 @@ class Bridge:
             else:
                 self._replay(client, cam, last)
 
+    def _next_resync(self) -> float:
+        return time.monotonic() + self.cfg.resync_s if self.cfg.resync_s > 0 else math.inf
+
     def _resync(self, client: Any) -> None:
         """Bring in what pub/sub lost while subscribed (see "Pub/sub delivers at most once"). Only entries older
         than RESYNC_GRACE_MS, and cameras in the registry at two resyncs running, count: younger ones may still be
         on their way through pub/sub."""
         with self._lock:
             before = self._counts["caught_up"]
-        unmet = {cam for cam in self._cameras(client) if cam not in self._last_ids}
+        now_ms = _server_ms(client)
+        unmet = {cam for cam in self._cameras(client, now_ms) if cam not in self._last_ids}
         for cam in sorted(unmet & self._unmet):
             self._snapshot(client, cam)
         self._unmet = unmet - self._last_ids.keys()
-        cutoff = str(_server_ms(client) - RESYNC_GRACE_MS)
+        cutoff = str(now_ms - RESYNC_GRACE_MS)
         cams = [cam for cam in self._last_ids if cam != self.camera]
         pipe = client.pipeline(transaction=False)
         for cam in cams:

@@ -35,9 +35,8 @@ from daemon.evaluate import MotMetrics, evaluate
 from daemon.motio import IntArray, MotGroundTruth, MotTracks, rows_by_frame, xywh_to_xyxy
 
 MATCH_IOU = 0.5
-_ID_SPACE = (
-    1 << 40
-)  # camera i's own track ids become i·2^40 + id in the bounds: clear of persons' and each other's
+# In the bounds, camera i's own track ids become (i + 1)·2^40 + id: clear of persons' ids and of each other's.
+_ID_SPACE = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -154,9 +153,10 @@ def _supported(counter: Counter[int], min_support: int) -> list[int]:
     return [k for k, n in counter.items() if n >= min_support]
 
 
-def merge_split_counts(
-    pairs_by_camera: dict[str, list[tuple[int, int]]], min_support: int
-) -> tuple[int, float, int, int, int, float]:
+MergeSplit = tuple[int, float, int, int, int, float]  # what merge_split_counts returns
+
+
+def merge_split_counts(pairs_by_camera: dict[str, list[tuple[int, int]]], min_support: int) -> MergeSplit:
     """(matched, false_merge_pct, merged_ids, split_people, people on several cameras, consistency)."""
     people_of: dict[int, Counter[int]] = defaultdict(Counter)  # global id -> person -> boxes
     ids_of: dict[int, Counter[int]] = defaultdict(Counter)  # person -> global id -> boxes
@@ -184,15 +184,15 @@ def _with_ids(tracks: MotTracks, ids: IntArray) -> MotTracks:
     return MotTracks(tracks.frame, ids, tracks.xywh, tracks.conf)
 
 
-def _global_scores(runs: dict[str, CameraRun], min_support: int) -> tuple[MotMetrics, tuple[Any, ...]]:
+def _global_scores(runs: dict[str, CameraRun], min_support: int) -> tuple[MotMetrics, MergeSplit]:
     gt, pred, frames = concatenate(runs)
     pairs = {name: matched_pairs(run.gt, run.global_ids) for name, run in runs.items()}
     return evaluate(gt, pred, frames), merge_split_counts(pairs, min_support)
 
 
 def _bound(runs: dict[str, CameraRun], min_support: int) -> Bound:
-    metrics, counts = _global_scores(runs, min_support)
-    return Bound(metrics.IDF1, counts[1])
+    metrics, (_, false_merge_pct, *_) = _global_scores(runs, min_support)
+    return Bound(metrics.IDF1, false_merge_pct)
 
 
 def _unique_per_camera(local: MotTracks, index: int) -> IntArray:
@@ -225,13 +225,11 @@ def perfect_ids(gt: MotGroundTruth, local: MotTracks, index: int) -> IntArray:
 
 def track_bounds(runs: dict[str, CameraRun], min_support: int = 10) -> tuple[Bound, Bound] | None:
     """(no cross-camera matching, perfect resolver) on the cameras' own tracks; None without them."""
-    locals_ = {name: run.local for name, run in runs.items()}
-    if any(v is None for v in locals_.values()):
-        return None
     unmatched, perfect = {}, {}
     for index, (name, run) in enumerate(runs.items()):
-        local = locals_[name]
-        assert local is not None
+        local = run.local
+        if local is None:
+            return None
         unmatched[name] = CameraRun(
             run.gt, local, _with_ids(local, _unique_per_camera(local, index)), run.frames
         )
