@@ -8,6 +8,8 @@
 * Merges and splits, from per-frame one-to-one matches (Hungarian on IoU >= 0.5, considered gt rows only) of
   ground-truth boxes to global-id boxes:
   - ``false_merge_pct``: of all matched boxes, the share whose global id mostly belongs to ANOTHER person;
+  - ``merges_by`` (with the cameras' own tracks): that share split into the boxes a camera track carried from
+    another person (the trackers' id switches) and those on tracks given another person's id (the resolver);
   - ``merged_ids``: global ids carrying at least ``min_support`` boxes of two or more people;
   - ``split_people``: people carrying at least ``min_support`` boxes under two or more global ids;
   - ``cross_camera_consistency``: of the people seen (``min_support`` boxes) on two or more cameras, the share
@@ -72,6 +74,7 @@ class FleetMetrics:
     cross_camera_consistency: float
     unmatched: Bound | None = None
     perfect: Bound | None = None
+    merges_by: tuple[float, float] | None = None  # (trackers', resolver's) % of matched boxes; merge_sources
 
     def as_dict(self) -> dict[str, Any]:
         bounds = {k: b.as_dict() for k, b in (("unmatched", self.unmatched), ("perfect", self.perfect)) if b}
@@ -85,6 +88,9 @@ class FleetMetrics:
             "people_on_several_cameras": self.people_on_several_cameras,
             "cross_camera_consistency": self.cross_camera_consistency,
             "bounds": bounds,
+            "false_merge_pct_by": (
+                {"trackers": self.merges_by[0], "resolver": self.merges_by[1]} if self.merges_by else {}
+            ),
         }
 
     def text(self) -> str:
@@ -97,6 +103,12 @@ class FleetMetrics:
             f"{self.cross_camera_consistency:.0%} of {self.people_on_several_cameras} people seen on several "
             "cameras keep one global id"
         )
+        if self.merges_by:
+            lines.append(
+                f"of the false merges: {self.merges_by[0]:.2f}% on boxes a camera track carried over from "
+                f"another person (trackers' id switches), {self.merges_by[1]:.2f}% on tracks given another "
+                "person's id (the resolver)"
+            )
         if self.unmatched and self.perfect:
             lines.append(
                 f"same camera tracks, no cross-camera matching: IDF1 {self.unmatched.IDF1:.1f}, false merges "
@@ -132,11 +144,12 @@ def concatenate(runs: dict[str, CameraRun]) -> tuple[MotGroundTruth, MotTracks, 
     return gt, pred, offset
 
 
-def matched_pairs(gt: MotGroundTruth, pred: MotTracks) -> list[tuple[int, int]]:
-    """(person id, predicted id) of every one-to-one IoU >= 0.5 match, frame by frame (considered gt only)."""
+def matches(gt: MotGroundTruth, pred: MotTracks) -> list[tuple[int, int, int]]:
+    """(frame, person id, predicted id) of every one-to-one IoU >= 0.5 match, frame by frame (considered gt
+    only)."""
     gt = gt.considered()
     pred_rows = rows_by_frame(pred.frame)
-    pairs: list[tuple[int, int]] = []
+    found: list[tuple[int, int, int]] = []
     for frame, g_rows in rows_by_frame(gt.frame).items():
         p_rows = pred_rows.get(frame)
         if p_rows is None:
@@ -145,8 +158,13 @@ def matched_pairs(gt: MotGroundTruth, pred: MotTracks) -> list[tuple[int, int]]:
         r, c = linear_sum_assignment(-iou)
         ok = iou[r, c] >= MATCH_IOU
         for i, j in zip(r[ok], c[ok], strict=True):
-            pairs.append((int(gt.track_id[g_rows[i]]), int(pred.track_id[p_rows[j]])))
-    return pairs
+            found.append((int(frame), int(gt.track_id[g_rows[i]]), int(pred.track_id[p_rows[j]])))
+    return found
+
+
+def matched_pairs(gt: MotGroundTruth, pred: MotTracks) -> list[tuple[int, int]]:
+    """(person id, predicted id) of every match (see ``matches``)."""
+    return [(person, pid) for _, person, pid in matches(gt, pred)]
 
 
 def _supported(counter: Counter[int], min_support: int) -> list[int]:
@@ -239,6 +257,38 @@ def track_bounds(runs: dict[str, CameraRun], min_support: int = 10) -> tuple[Bou
     return _bound(unmatched, min_support), _bound(perfect, min_support)
 
 
+def merge_sources(runs: dict[str, CameraRun]) -> tuple[float, float] | None:
+    """The false merges split by who made them, each in % of the matched boxes: (the trackers', the
+    resolver's); None without the cameras' own tracks. A box under a global id that mostly belongs to another
+    person is the tracker's error when its camera track mostly follows someone else too (an id switch carried
+    it there), the resolver's when the track follows this person and was given another person's id (a wrong
+    cross-camera match, or one the resolver carried on from a switched track)."""
+    rows: list[tuple[int, int, tuple[str, int] | None]] = []  # (person, global id, camera track)
+    follows: dict[tuple[str, int], Counter[int]] = defaultdict(Counter)
+    for name, run in runs.items():
+        if run.local is None:
+            return None
+        track_at: dict[tuple[int, int], tuple[str, int]] = {}
+        for frame, person, tid in matches(run.gt, run.local):
+            follows[(name, tid)][person] += 1
+            track_at[(frame, person)] = (name, tid)
+        rows.extend((p, g, track_at.get((f, p))) for f, p, g in matches(run.gt, run.global_ids))
+    people_of: dict[int, Counter[int]] = defaultdict(Counter)
+    for person, gid, _ in rows:
+        people_of[gid][person] += 1
+    owner = {gid: c.most_common(1)[0][0] for gid, c in people_of.items()}
+    tracker = resolver = 0
+    for person, gid, track in rows:
+        if person == owner[gid]:
+            continue
+        if track is not None and follows[track].most_common(1)[0][0] != person:
+            tracker += 1
+        else:
+            resolver += 1
+    n = len(rows)
+    return (100.0 * tracker / n, 100.0 * resolver / n) if n else (0.0, 0.0)
+
+
 def evaluate_fleet(runs: dict[str, CameraRun], min_support: int = 10) -> FleetMetrics:
     """Score a fleet run (see the module doc)."""
     per_camera = {
@@ -246,7 +296,7 @@ def evaluate_fleet(runs: dict[str, CameraRun], min_support: int = 10) -> FleetMe
         for name, run in runs.items()
     }
     global_metrics, (matched, pct, merged, split, several, consistency) = _global_scores(runs, min_support)
-    bounds = track_bounds(runs, min_support)
+    unmatched, perfect = track_bounds(runs, min_support) or (None, None)
     return FleetMetrics(
         per_camera,
         global_metrics,
@@ -256,5 +306,7 @@ def evaluate_fleet(runs: dict[str, CameraRun], min_support: int = 10) -> FleetMe
         split,
         several,
         consistency,
-        *(bounds if bounds else (None, None)),
+        unmatched,
+        perfect,
+        merge_sources(runs),
     )

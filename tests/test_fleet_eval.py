@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon.fleet_eval import CameraRun, concatenate, evaluate_fleet, merge_split_counts, perfect_ids
+from daemon.fleet_eval import (
+    CameraRun,
+    concatenate,
+    evaluate_fleet,
+    merge_sources,
+    merge_split_counts,
+    perfect_ids,
+)
 from daemon.motio import MotGroundTruth, MotTracks
 
 
@@ -126,3 +133,45 @@ def test_perfect_ids_keep_one_row_per_id_and_frame() -> None:
     assert (
         ids[(a.track_id == 2) & (a.frame != 3) & (a.frame != 4) & (a.frame != 5) & (a.frame != 6)] > 2
     ).all()
+
+
+def _switching_track(frames: int = 20, at: int = 14) -> tuple[MotGroundTruth, MotTracks]:
+    """Camera tracks over people 1 and 2: track 7 follows person 1 up to frame ``at``, then person 2."""
+    a = _walk([1, 2], frames)
+    ids = np.where(a.frame <= at, np.where(a.track_id == 1, 7, 8), np.where(a.track_id == 2, 7, 8))
+    return a, MotTracks(a.frame.copy(), ids.astype(np.int64), a.xywh.copy(), np.ones(len(a)))
+
+
+def test_merges_are_split_between_the_trackers_switches_and_the_resolver() -> None:
+    a, local_a = _switching_track()
+    b = _walk([1, 2], 20, x0=100)
+    local_b = _as_results(b, {1: 1, 2: 2})
+    # camera a: each track keeps one global id through the switch (the tracker's error carried on);
+    # camera b: clean tracks, but person 2 is given person 1's id (the resolver's error)
+    global_a = MotTracks(local_a.frame, np.where(local_a.track_id == 7, 10, 11), local_a.xywh, local_a.conf)
+    runs = {
+        "a": CameraRun(a, local_a, global_a, 20),
+        "b": CameraRun(b, local_b, _as_results(b, {1: 10, 2: 10 + 100}), 20),
+    }
+    by = merge_sources(runs)
+    assert by is not None
+    trackers, resolver = by
+    # id 10 mostly follows person 1 (14 + 20 + 6 boxes of person 1 against 6 of person 2 on a); id 11 is
+    # person 2's (14) over person 1's 6: 12 boxes of 80 on switched tracks, none by the resolver here
+    assert trackers == pytest.approx(100 * 12 / 80) and resolver == 0.0
+    m = evaluate_fleet(runs)
+    assert m.false_merge_pct == pytest.approx(trackers + resolver)
+    assert m.merges_by == by and "trackers' id switches" in m.text()
+    # camera b instead sees person 2 alone for 5 frames, on a clean track given id 10 (person 1's)
+    b2 = _walk([2], 5, x0=100)
+    runs["b"] = CameraRun(b2, _as_results(b2, {2: 1}), _as_results(b2, {2: 10}), 5)
+    m = evaluate_fleet(runs)
+    assert m.merges_by is not None
+    assert m.merges_by == pytest.approx((100 * 12 / 45, 100 * 5 / 45))
+    assert m.false_merge_pct == pytest.approx(sum(m.merges_by))
+    assert m.as_dict()["false_merge_pct_by"]["resolver"] == pytest.approx(100 * 5 / 45)
+
+
+def test_merge_sources_need_the_cameras_own_tracks() -> None:
+    assert merge_sources(_runs({1: 10, 2: 11}, {1: 10, 2: 11})) is None
+    assert evaluate_fleet(_runs({1: 10, 2: 11}, {1: 10, 2: 11})).as_dict()["false_merge_pct_by"] == {}
