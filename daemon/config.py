@@ -765,6 +765,15 @@ class IdentityConfig(_Strict):
         "id's other tracks does not by itself start a new id. False: it does, after hysteresis_count decisions "
         "(more splits, fewer merges that outlast a tracker switch).",
     )
+    lost_after_s: float = Field(
+        1.0,
+        ge=0,
+        le=3_600,
+        description="A track last seen at the frame's edge (within half its width) and not reported for this long "
+        "walked out of view: it is announced to the fleet as ended at its last sighting, so its claim no longer "
+        "keeps far cameras from the id; found again, it is announced again. A track lost in mid-view (hidden, "
+        "missed) keeps its claim for claim_ttl_s. 0 = only ended tracks are announced.",
+    )
     publish_interval_s: float = Field(
         1.0,
         ge=0,
@@ -867,6 +876,15 @@ class IdentityConfig(_Strict):
         le=1,
         description="Appearance similarity an identity needs to be considered at all when positions may lift it "
         "over fleet_threshold.",
+    )
+    look_only_threshold: float = Field(
+        0.95,
+        ge=-1,
+        le=1,
+        description="On a camera with a site: appearance similarity a fleet identity needs when where people stand "
+        "says nothing for it (no other camera saw it within site_horizon_s near enough to fit); the shipped "
+        "ImageNet embedder puts different people up to ~0.9 apart across cameras. Cameras without a site use "
+        "fleet_threshold.",
     )
     position_interval_s: float = Field(
         0.5,

@@ -367,6 +367,40 @@ def test_far_apart_cameras_cannot_hold_one_id_at_once() -> None:
     assert late[3] == 1
 
 
+def _at(res: IdentityResolver, t: float, tid: int, vec: F32, xyxy: tuple[float, ...]) -> FrameIdentities:
+    """One frame with track ``tid`` alone, at box ``xyxy``."""
+    return res.update(t, [Track(res.camera, tid, xyxy, 0.9, 0)], vec[None], FRAME)
+
+
+MID_VIEW = (600.0, 200.0, 680.0, 400.0)
+AT_EDGE = (1240.0, 200.0, 1280.0, 400.0)  # half out of the right edge of the 1280-wide frame
+
+
+@pytest.mark.parametrize(("lost_after", "last_box"), [(1.0, AT_EDGE), (0.0, AT_EDGE), (1.0, MID_VIEW)])
+def test_a_track_that_walked_out_of_view_is_announced_and_stops_blocking_far_cameras(
+    lost_after: float, last_box: tuple[float, ...]
+) -> None:
+    people, alloc = People(1), Counter()
+    cfg = IdentityConfig(lost_after_s=lost_after, claim_ttl_s=30.0)  # no graph: far-apart views
+    a, c = IdentityResolver("a", D, alloc, cfg), IdentityResolver("c", D, alloc, cfg)
+    for k in range(4):  # a sees the person from t=0 to 3, the last time at last_box; then loses them
+        out = _at(a, float(k), 1, people.obs(0), MID_VIEW if k < 3 else last_box)
+        relay(out.updates, c)
+    first = ids(out)[1]
+    assert not [u for u in step(a, 3.5, {}).updates if u.ended]  # lost for 0.5 s: nothing said yet
+    said = step(a, 4.0, {}).updates
+    relay(said, c)
+    announced = bool(lost_after) and last_box == AT_EDGE  # walked out of view; mid-view: hidden, not gone
+    assert [(u.track_id, u.ended, u.timestamp) for u in said] == ([(1, True, 3.0)] if announced else [])
+    assert not step(a, 4.5, {}).updates  # said once
+    _, seen_c = observe(c, people, {5: 0}, 5.0, 4)  # the person shows up on c
+    # announced: c may take the id; otherwise a's claim holds for claim_ttl_s and c makes a new one
+    assert (seen_c[5] == first) is announced
+    back = [u for u in _at(a, 6.0, 1, people.obs(0), MID_VIEW).updates if u.track_id == 1]
+    if announced:  # found again by a's tracker: the fleet hears it is back, with its exemplars
+        assert len(back) == 1 and not back[0].ended and len(back[0].exemplars) > 0
+
+
 def test_without_a_graph_simultaneous_claims_need_overlapping_views() -> None:
     for overlap in (False, True):
         people, alloc = People(1), Counter()

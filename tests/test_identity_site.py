@@ -371,5 +371,44 @@ def test_a_cameras_own_earlier_tracks_only_rule_identities_out() -> None:
     assert second not in (None, first)  # the same camera's: the tracker already kept them apart
     first, second = after_track_1((40.0, 0.0), same, same, other_camera=False)
     assert second not in (None, first)  # the same look, but too far from where track 1 just was
-    first, second = after_track_1((1.5, 0.0), same, same, other_camera=False)
-    assert second == first  # the same look, within reach: appearance decides as before
+    first, second = after_track_1((1.2, 0.0), same, same, other_camera=False)
+    assert second == first  # the same look, within reach from where it appeared: appearance decides as before
+
+
+# ------------------------------------------------------------------------------------------- where a track began
+
+
+def test_a_track_that_started_too_far_off_stays_ruled_out_as_it_walks_closer() -> None:
+    look = unit(np.random.default_rng(7).standard_normal(D))
+    slow = CFG.model_copy(update={"new_min_observations": 30})  # on b, a new id only after 3 s at 10 fps
+    ids = Counter()
+    a, b = IdentityResolver("a", D, ids, CFG), IdentityResolver("b", D, ids, slow)
+    for k in range(6):  # a's person stands at the origin until t = 2.5
+        relay(frame(a, 0.5 * k, {1: (look, (0.0, 0.0))}).updates, b)
+    relay([a.end_track(1, 2.5)], b)
+    seen = []
+    for k in range(35):  # b: the same look 10 units off at t = 3 (reach 1 + 2 x 0.5), walking in at 2 units/s
+        t = 3.0 + 0.1 * k
+        seen.append(gid(frame(b, t, {4: (look, (10.0 - 2.0 * (t - 3.0), 0.0))}), 4))
+    # at the end it stands 3.2 from a's sighting 3.9 s later (reach 8.8): close enough now, but where it
+    # started rules a's person out
+    assert seen[-1] is not None and 1 not in seen
+
+
+@pytest.mark.parametrize(
+    ("similarity", "sited", "joins"), [(0.9, True, False), (0.97, True, True), (0.9, False, True)]
+)
+def test_where_positions_say_nothing_a_look_alone_must_be_near_certain(
+    similarity: float, sited: bool, joins: bool
+) -> None:
+    before, after = pair(similarity, seed=31)
+    ids = Counter()
+    a, b = IdentityResolver("a", D, ids, CFG), IdentityResolver("b", D, ids, CFG)
+    for k in range(6):
+        relay(frame(a, 0.5 * k, {1: (before, (0.0, 0.0) if sited else None)}).updates, b)
+    relay([a.end_track(1, 2.5)], b)
+    later = 2.5 + CFG.site_horizon_s + 10.0  # a's sighting is long past: only the look speaks
+    for k in range(6):
+        out = frame(b, later + 0.1 * k, {4: (after, (50.0, 0.0) if sited else None)})
+    # look_only_threshold (0.95) with a site, fleet_threshold (0.8) without one
+    assert (gid(out, 4) == 1) is joins and gid(out, 4) is not None

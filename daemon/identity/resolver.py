@@ -21,9 +21,13 @@ Per frame (``update``), for the camera's reported tracks:
    Hysteresis: a track's current identity gets ``hysteresis_margin`` added, and a challenger must win
    ``hysteresis_count`` consecutive decisions before the identity changes (when holding tracks keep their
    ids, the rest are re-assigned around them).
+   With site positions (daemon/identity/site.py), an identity last seen too far from where the track is now,
+   or from where it first appeared, is ruled out; one seen near gains up to ``site_weight``; one the
+   positions say nothing for needs ``look_only_threshold``.
 4. **Publish** a :class:`ProfileUpdate` when a track's identity is decided or changes, when its exemplars
    changed (at most every ``publish_interval_s``), as a keep-alive every half ``claim_ttl_s`` while it is
-   seen (no exemplars), and when it ends.
+   seen (no exemplars), as ended once it walked out of view ``lost_after_s`` ago (last seen at the frame's
+   edge; again when found), and when it ends.
 
 Timestamps are seconds on one clock the whole fleet shares (wall-clock time in production, replay time in
 tests); the resolver's clock is the latest frame time it was given. Thread-safe (one lock), so a bridge
@@ -123,6 +127,10 @@ class _Local:
     pos_t: float = -math.inf
     trail: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=_TRAIL))
     vel: Position | None = None  # over the trail's last site_velocity_window_s
+    first_pos: Position | None = None  # where on the site plan it was first seen, at first_pos_t
+    first_pos_t: float = -math.inf
+    lost: bool = False  # announced to the fleet as out of sight (lost_after_s)
+    at_edge: bool = False  # its last box was within half a box width of the frame's edge (about to leave)
 
     def holds(self, p: _Proposal) -> bool:
         if p.gid is not None:
@@ -208,8 +216,10 @@ class IdentityResolver:
         with self._lock:
             self._advance(now)
             quality = _qualities(tracks, frame_size, self._quality)
+            edge = _at_edge(tracks, frame_size)
             observed = [
-                self._observe(t, rows[i], float(quality[i]), now, where[i]) for i, t in enumerate(tracks)
+                self._observe(t, rows[i], float(quality[i]), now, where[i], bool(edge[i]))
+                for i, t in enumerate(tracks)
             ]
             frame = [local for local, _ in observed]
             self._visible = {(self.camera, lo.track_id) for lo in frame}
@@ -221,6 +231,7 @@ class IdentityResolver:
                 self._sync_store(lo, now)
             assignments = tuple(self._assignment(lo) for lo in frame)
             updates, self._pending = self._pending, []
+            updates.extend(self._announce_lost(now))
             updates.extend(u for lo in frame if (u := self._publish(lo, now)) is not None)
             updates.extend(u for tid in ended if (u := self._end(tid)) is not None)
             return FrameIdentities(assignments, tuple(updates))
@@ -345,15 +356,26 @@ class IdentityResolver:
                 self._pending.append(u)
 
     def _observe(
-        self, t: Track, emb: FloatArray | None, quality: float, now: float, pos: Position | None
+        self,
+        t: Track,
+        emb: FloatArray | None,
+        quality: float,
+        now: float,
+        pos: Position | None,
+        at_edge: bool = False,
     ) -> tuple[_Local, bool]:
         lo = self._tracks.get(t.track_id)
         if lo is None:
             lo = self._new_local(t.track_id, now)
         self._tracks.move_to_end(t.track_id)
         lo.last_seen = max(lo.last_seen, now)
+        lo.at_edge = at_edge
+        if lo.lost:  # the tracker found it again: the fleet hears it is back
+            lo.lost, lo.announce = False, True
         if pos is not None:
             lo.pos, lo.pos_t = pos, now
+            if lo.first_pos is None:
+                lo.first_pos, lo.first_pos_t = pos, now
             lo.trail.append((now, pos[0], pos[1]))
             while lo.trail[0][0] < now - _VELOCITY_WINDOW_S:
                 lo.trail.popleft()
@@ -541,14 +563,20 @@ class IdentityResolver:
         out: dict[int, tuple[float, float]] = {}
         gates = {g: self._gate(g, lo, taken, now) for g in (*raw, lo.gid) if g is not None}
         lo.ruled_out = lo.gid is not None and gates[lo.gid][0]
+        weak: set[int] = set()  # the positions say nothing for them: a look alone must be near certain
         for g, s in raw.items():
             ruled_out, near = gates[g]
             if ruled_out:
                 continue
+            unsupported = lo.pos is not None and (near is None or near <= 0)
+            if g != lo.gid and unsupported and s < self.cfg.look_only_threshold:
+                weak.add(g)
             bonus = self._transition_bonus(g, now) + (margin if g == lo.gid else 0.0)
             bonus += self.cfg.site_weight * near if near is not None else 0.0
             out[g] = (s, s + bonus)
-        return _distinct(out, lo.gid, self.cfg.fleet_distinct_margin)
+        # a weak look cannot be taken, but still makes a close rival ambiguous (the ratio test sees it)
+        kept = _distinct(out, lo.gid, self.cfg.fleet_distinct_margin)
+        return {g: v for g, v in kept.items() if g not in weak}
 
     def _gate(self, gid: int, lo: _Local, taken: set[int], now: float) -> tuple[bool, float | None]:
         """(whether ``lo`` may not hold ``gid`` now, the site closeness when it may). Ruled out: another track
@@ -568,7 +596,7 @@ class IdentityResolver:
 
         A live claim on a camera whose view does not overlap this one blocks it, unless this track holds the
         id and took it first; an ended one blocks a track that does not hold it until the minimum travel
-        time from there has passed.
+        time from there has passed (a track that walked out of view is announced as ended after lost_after_s).
         """
         mine = (lo.since, self.camera) if lo.gid == gid else None
         for c in self.store.claims(gid):
@@ -597,7 +625,7 @@ class IdentityResolver:
         latest = max(seen, key=lambda k: k.pos_t, default=None)
         if latest is None:
             return None
-        near = self._fit(lo, latest)
+        near = min(self._fit(lo, latest), self._fit_start(lo, latest))
         if near < 0:
             if gid == lo.gid and lo.since <= latest.since:
                 return None  # this track took the id first: the other sighting gives it up
@@ -606,6 +634,16 @@ class IdentityResolver:
         # the tracker's call (it had motion and appearance and kept them apart); those sightings rule out only.
         other = max((k for k in seen if k.camera != self.camera), key=lambda k: k.pos_t, default=None)
         return 0.0 if other is None else max(0.0, self._fit(lo, other))
+
+    def _fit_start(self, lo: _Local, k: Contribution) -> float:
+        """site.closeness of where ``lo`` was first seen to sighting ``k``, without a prediction: one person
+        must have been at both, so a track that walked towards an old sighting is not let in by the time
+        that passed meanwhile."""
+        c = self.cfg
+        if lo.first_pos is None:
+            return 1.0
+        there = cast(Position, k.pos)
+        return closeness(lo.first_pos, lo.first_pos_t, there, k.pos_t, c.site_radius, c.site_speed)
 
     def _fit(self, lo: _Local, k: Contribution) -> float:
         """site.closeness of track ``lo`` to sighting ``k`` (both with a position)."""
@@ -697,6 +735,23 @@ class IdentityResolver:
         changed, lo.reported = current != lo.reported, current
         similarity = lo.similarity if lo.source in ("gallery", "fleet") else 0.0
         return IdentityAssignment(self.camera, lo.track_id, lo.gid, lo.label, similarity, lo.source, changed)
+
+    def _announce_lost(self, now: float) -> list[ProfileUpdate]:
+        """Updates telling the fleet which of this camera's tracks walked out of view ``lost_after_s`` ago
+        (last seen at the frame's edge; published as ended at their last sighting, so their claims stop
+        blocking far cameras; a track found again is announced again). A track lost in mid-view is hidden or
+        missed by the detector, not gone: its claim stands until claim_ttl_s."""
+        after = self.cfg.lost_after_s
+        if after <= 0:
+            return []
+        out: list[ProfileUpdate] = []
+        for lo in self._tracks.values():  # least recently seen first
+            if lo.last_seen > now - after:
+                break
+            if not lo.lost and lo.gid is not None and lo.at_edge:
+                lo.lost = True
+                out.append(self._profile_update(lo, lo.last_seen, full=False, ended=True))
+        return out
 
     def _publish(self, lo: _Local, now: float) -> ProfileUpdate | None:
         if lo.gid is None:
@@ -803,6 +858,17 @@ def _row(emb: FloatArray, index: int) -> FloatArray | None:
     if not math.isfinite(norm) or norm < 1e-6:
         return None
     out: FloatArray = (v / norm).astype(np.float32)
+    return out
+
+
+def _at_edge(tracks: Sequence[Track], frame_size: tuple[int, int]) -> NDArray[np.bool_]:
+    """Per track: whether its box is within half its width of the frame's edge (a step from leaving)."""
+    xyxy = np.asarray([t.xyxy for t in tracks], dtype=np.float32).reshape(-1, 4)
+    w, h = float(frame_size[0]), float(frame_size[1])
+    m = 0.5 * (xyxy[:, 2] - xyxy[:, 0])
+    out: NDArray[np.bool_] = (
+        (xyxy[:, 0] <= m) | (xyxy[:, 1] <= m) | (xyxy[:, 2] >= w - m) | (xyxy[:, 3] >= h - m)
+    )
     return out
 
 
