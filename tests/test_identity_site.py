@@ -412,3 +412,28 @@ def test_where_positions_say_nothing_a_look_alone_must_be_near_certain(
         out = frame(b, later + 0.1 * k, {4: (after, (50.0, 0.0) if sited else None)})
     # look_only_threshold (0.95) with a site, fleet_threshold (0.8) without one
     assert (gid(out, 4) == 1) is joins and gid(out, 4) is not None
+
+
+def test_a_look_too_weak_to_take_still_keeps_a_weaker_rival_out() -> None:
+    rng = np.random.default_rng(41)
+    q, _ = np.linalg.qr(rng.standard_normal((D, 3)))
+    x, y, z = (q[:, i].astype(np.float32) for i in range(3))  # orthonormal looks: person X, person Y, the rest
+    track = unit(0.86 * x + 0.45 * y + math.sqrt(1 - 0.86**2 - 0.45**2) * z)  # 0.86 like X, 0.45 like Y
+    cfg = CFG.model_copy(update={"site_weight": 0.4, "site_min_similarity": 0.4})
+    for x_look in (0.86, 0.2):
+        ids = Counter()
+        a, b, c = (IdentityResolver(n, D, ids, cfg) for n in "abc")
+        for k in range(6):  # a saw X long ago, far off: positions say nothing for X's id
+            relay(frame(a, 0.5 * k, {1: (x, (500.0, 0.0))}).updates, c)
+        relay([a.end_track(1, 2.5)], c)
+        for k in range(6):  # b sees Y right where c's track will stand
+            relay(frame(b, 20.0 + 0.2 * k, {2: (y, (0.0, 0.0))}).updates, c)
+        seen = track if x_look == 0.86 else unit(0.2 * x + 0.45 * y + math.sqrt(1 - 0.2**2 - 0.45**2) * z)
+        for k in range(6):
+            out = frame(c, 21.2 + 0.1 * k, {3: (seen, (0.1, 0.0))})
+        # Y's id: 0.45 + up to 0.4 for standing there (0.82-0.87). X's look alone: 0.86, under
+        # look_only_threshold (0.95) so c cannot take it, but as good as Y's or better: nobody is named
+        if x_look == 0.86:
+            assert gid(out, 3) not in (None, 1, 2)
+        else:  # no look-alike in the way: the position names Y
+            assert gid(out, 3) == 2

@@ -574,8 +574,11 @@ class IdentityResolver:
             bonus = self._transition_bonus(g, now) + (margin if g == lo.gid else 0.0)
             bonus += self.cfg.site_weight * near if near is not None else 0.0
             out[g] = (s, s + bonus)
-        # a weak look cannot be taken, but still makes a close rival ambiguous (the ratio test sees it)
+        # a weak look cannot be taken, but it still competes: when it is the best, or within the ratio test's
+        # margin of the best, nobody is named (the track keeps its id, or waits for better evidence)
         kept = _distinct(out, lo.gid, self.cfg.fleet_distinct_margin)
+        if weak and kept and max(kept, key=lambda g: kept[g][1]) in weak:
+            return {g: v for g, v in kept.items() if g == lo.gid}
         return {g: v for g, v in kept.items() if g not in weak}
 
     def _gate(self, gid: int, lo: _Local, taken: set[int], now: float) -> tuple[bool, float | None]:
