@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from daemon.boxes import box_area, box_intersection
 from daemon.config import IdentityConfig
@@ -52,6 +53,17 @@ def occlusion_fractions(xyxy: FloatArray) -> FloatArray:
     return out
 
 
+def at_border(
+    xyxy: FloatArray, frame_size: tuple[int, int], margin: float | FloatArray
+) -> NDArray[np.bool_]:
+    """(N,) whether each box comes within ``margin`` pixels (one value, or one per box) of the ``(width,
+    height)`` frame's edge."""
+    w, h = float(frame_size[0]), float(frame_size[1])
+    x0, y0, x1, y1 = xyxy[:, 0], xyxy[:, 1], xyxy[:, 2], xyxy[:, 3]
+    out: NDArray[np.bool_] = (x0 <= margin) | (y0 <= margin) | (x1 >= w - margin) | (y1 >= h - margin)
+    return out
+
+
 def truncation_factors(xyxy: FloatArray, frame_size: tuple[int, int], params: QualityParams) -> FloatArray:
     """(N,) fraction of each box inside the ``(width, height)`` frame, times the border penalty when cut."""
     w, h = float(frame_size[0]), float(frame_size[1])
@@ -65,8 +77,7 @@ def truncation_factors(xyxy: FloatArray, frame_size: tuple[int, int], params: Qu
         axis=1,
     ).astype(np.float32)
     frac = box_area(inside) / np.maximum(box_area(xyxy), 1e-6)
-    m = params.border_margin_px
-    cut = (xyxy[:, 0] <= m) | (xyxy[:, 1] <= m) | (xyxy[:, 2] >= w - m) | (xyxy[:, 3] >= h - m)
+    cut = at_border(xyxy, frame_size, params.border_margin_px)
     out: FloatArray = (np.clip(frac, 0.0, 1.0) * np.where(cut, params.border_penalty, 1.0)).astype(np.float32)
     return out
 

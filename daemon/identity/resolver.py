@@ -53,7 +53,7 @@ from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.gallery import Gallery
 from daemon.identity.fleet import Contribution, FleetStore, Key
 from daemon.identity.profile import TrackProfile
-from daemon.identity.quality import QualityParams, box_qualities
+from daemon.identity.quality import QualityParams, at_border, box_qualities
 from daemon.identity.records import (
     FrameIdentities,
     IdentityAssignment,
@@ -130,7 +130,7 @@ class _Local:
     first_pos: Position | None = None  # where on the site plan it was first seen, at first_pos_t
     first_pos_t: float = -math.inf
     lost: bool = False  # announced to the fleet as out of sight (lost_after_s)
-    at_edge: bool = False  # its last box was within half a box width of the frame's edge (about to leave)
+    at_edge: bool = False  # its last box came within half its width of the frame's edge (about to leave)
 
     def holds(self, p: _Proposal) -> bool:
         if p.gid is not None:
@@ -215,8 +215,10 @@ class IdentityResolver:
         where = _positions(positions, len(tracks), self.camera)
         with self._lock:
             self._advance(now)
-            quality = _qualities(tracks, frame_size, self._quality)
-            edge = _at_edge(tracks, frame_size)
+            xyxy = np.asarray([t.xyxy for t in tracks], dtype=np.float32).reshape(-1, 4)
+            scores = np.asarray([t.score for t in tracks], dtype=np.float32)
+            quality = box_qualities(xyxy, scores, frame_size, self._quality)
+            edge = at_border(xyxy, frame_size, 0.5 * (xyxy[:, 2] - xyxy[:, 0]))  # a step from leaving
             observed = [
                 self._observe(t, rows[i], float(quality[i]), now, where[i], bool(edge[i]))
                 for i, t in enumerate(tracks)
@@ -643,10 +645,8 @@ class IdentityResolver:
         must have been at both, so a track that walked towards an old sighting is not let in by the time
         that passed meanwhile."""
         c = self.cfg
-        if lo.first_pos is None:
-            return 1.0
-        there = cast(Position, k.pos)
-        return closeness(lo.first_pos, lo.first_pos_t, there, k.pos_t, c.site_radius, c.site_speed)
+        start, there = cast(Position, lo.first_pos), cast(Position, k.pos)
+        return closeness(start, lo.first_pos_t, there, k.pos_t, c.site_radius, c.site_speed)
 
     def _fit(self, lo: _Local, k: Contribution) -> float:
         """site.closeness of track ``lo`` to sighting ``k`` (both with a position)."""
@@ -863,19 +863,3 @@ def _row(emb: FloatArray, index: int) -> FloatArray | None:
     out: FloatArray = (v / norm).astype(np.float32)
     return out
 
-
-def _at_edge(tracks: Sequence[Track], frame_size: tuple[int, int]) -> NDArray[np.bool_]:
-    """Per track: whether its box is within half its width of the frame's edge (a step from leaving)."""
-    xyxy = np.asarray([t.xyxy for t in tracks], dtype=np.float32).reshape(-1, 4)
-    w, h = float(frame_size[0]), float(frame_size[1])
-    m = 0.5 * (xyxy[:, 2] - xyxy[:, 0])
-    out: NDArray[np.bool_] = (
-        (xyxy[:, 0] <= m) | (xyxy[:, 1] <= m) | (xyxy[:, 2] >= w - m) | (xyxy[:, 3] >= h - m)
-    )
-    return out
-
-
-def _qualities(tracks: Sequence[Track], frame_size: tuple[int, int], params: QualityParams) -> FloatArray:
-    xyxy = np.asarray([t.xyxy for t in tracks], dtype=np.float32).reshape(-1, 4)
-    scores = np.asarray([t.score for t in tracks], dtype=np.float32)
-    return box_qualities(xyxy, scores, frame_size, params)
