@@ -568,7 +568,7 @@ class IdentityResolver:
         weak: set[int] = set()  # the positions say nothing for them: a look alone must be near certain
         for g, s in raw.items():
             ruled_out, near = gates[g]
-            if ruled_out:
+            if ruled_out or self._later_twin(g, lo, key):
                 continue
             unsupported = lo.pos is not None and (near is None or near <= 0)
             if g != lo.gid and unsupported and s < self.cfg.look_only_threshold:
@@ -590,6 +590,18 @@ class IdentityResolver:
             return True, None
         near = self._site_closeness(gid, lo)
         return near is not None and near < 0, near
+
+    def _later_twin(self, gid: int, lo: _Local, key: Key) -> bool:
+        """Whether ``gid`` and the track's own id were each taken by one track alone, and ``gid`` later: two
+        cameras that gave one person new ids at once. The later (since, id) gives way, so both settle on the
+        earlier id instead of swapping ids with each other on every decision."""
+        mine = lo.gid
+        if mine is None or any(c.key != key for c in self.store.claims(mine)):
+            return False
+        theirs = list(self.store.claims(gid))
+        if len(theirs) != 1 or theirs[0].local:
+            return False
+        return (theirs[0].since, gid) > (lo.since, mine)
 
     def _only_own_rows(self, lo: _Local, key: Key, raw: dict[int, float]) -> bool:
         """The track's current id is known but holds no exemplars except the track's own."""
