@@ -429,22 +429,23 @@ def test_two_cameras_taking_one_id_at_once_settle_on_the_first() -> None:
     assert after_a[1] == seen_c[1] and after_b[1] != seen_c[1]  # a took it first and keeps it
 
 
-def test_two_overlapping_cameras_that_give_new_ids_at_once_settle_on_the_earlier_ones() -> None:
-    """Both cameras decide on the same frame, before either hears of the other: six ids for three people.
-    Without a tie-break each switched to the other's id on every decision (swapping for ever)."""
+@pytest.mark.parametrize("cameras", ["ab", "abc"])
+def test_overlapping_cameras_that_give_new_ids_at_once_settle_on_the_earlier_ones(cameras: str) -> None:
+    """Every camera decides on the same frame, before hearing of the others: new ids for three people on
+    each. Without a tie-break two cameras switched to each other's ids on every decision (swapping for ever)."""
     people, alloc = People(3, seed=5), Counter()
     cfg = IdentityConfig(allow_overlapping_views=True)
-    a, b = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
+    res = [IdentityResolver(name, D, alloc, cfg) for name in cameras]
     history = []
-    for k in range(12):
-        out_a = step(a, float(k), {10 + p: people.obs(p) for p in range(3)})
-        out_b = step(b, float(k), {20 + p: people.obs(p) for p in range(3)})
-        relay(out_a.updates, b)  # each hears the other only after its own decision on the frame
-        relay(out_b.updates, a)
-        history.append((ids(out_a), ids(out_b)))
-    assert alloc.calls == 6  # the race happened
-    for seen_a, seen_b in history[-6:]:  # settled, and stays so
-        assert [seen_a[10 + p] for p in range(3)] == [seen_b[20 + p] for p in range(3)] == [1, 2, 3]
+    for k in range(16):
+        outs = [step(r, float(k), {10 * (i + 1) + p: people.obs(p) for p in range(3)}) for i, r in enumerate(res)]
+        for i, out in enumerate(outs):  # each hears the others only after its own decision on the frame
+            relay(out.updates, *(r for j, r in enumerate(res) if j != i))
+        history.append([ids(out) for out in outs])
+    assert alloc.calls == 3 * len(cameras)  # the race happened
+    for frame in history[-6:]:  # settled on the first camera's ids, and stays so
+        for i, seen in enumerate(frame):
+            assert [seen[10 * (i + 1) + p] for p in range(3)] == [1, 2, 3]
 
 
 def test_remote_claim_lapses_after_its_ttl() -> None:
