@@ -437,3 +437,30 @@ def test_a_look_too_weak_to_take_still_keeps_a_weaker_rival_out() -> None:
             assert gid(out, 3) not in (None, 1, 2)
         else:  # no look-alike in the way: the position names Y
             assert gid(out, 3) == 2
+
+
+def test_a_track_that_switched_people_at_the_edge_of_its_view_gives_up_the_id() -> None:
+    """Camera a's tracker carries track 1 from P, who walks out of a's view, onto Q, who walks in at the same
+    spot. Camera b sees both all along. a's track took P's id first, yet it now stands where b sees Q and far
+    from where b sees P: a's track takes Q's id, and b's track of P keeps P's id."""
+    p_a, p_b = pair(0.9, seed=31)
+    q_a, q_b = pair(0.9, seed=32)
+    ids = Counter()
+    a, b = IdentityResolver("a", D, ids, CFG), IdentityResolver("b", D, ids, CFG)
+    for k in range(10):  # P walks right through both views, Q stands further right on b only
+        t = 0.2 * k
+        out_a = frame(a, t, {1: (p_a, (2.0 + 0.5 * k, 0.0))})
+        relay(out_a.updates, b)
+        out_b = frame(b, t + 0.01, {7: (p_b, (2.0 + 0.5 * k, 0.0)), 8: (q_b, (12.0, 0.0))})
+        relay(out_b.updates, a)
+    gp, gq = gid(out_a, 1), gid(out_b, 8)
+    assert gp is not None and gid(out_b, 7) == gp and gq not in (None, gp)
+    for k in range(10):  # P walks on out of a's view, Q walks left into it: a's track 1 now follows Q
+        t = 2.0 + 0.2 * k
+        q_at = (11.0 - 0.2 * k, 0.0)
+        out_a = frame(a, t, {1: (around(q_a, 0.97, seed=k), q_at)})  # a fresh look each frame
+        relay(out_a.updates, b)
+        out_b = frame(b, t + 0.01, {7: (p_b, (7.0 + 0.5 * k, 0.0)), 8: (q_b, q_at)})
+        relay(out_b.updates, a)
+    assert gid(out_a, 1) == gq
+    assert gid(out_b, 7) == gp and gid(out_b, 8) == gq

@@ -76,6 +76,7 @@ class AllocatorUnavailable(DaemonError):
 
 _EPS = 1e-9
 _VELOCITY_WINDOW_S = 1.0  # a track's site velocity is its mean over this long
+_SAME_SPOT = 0.5  # site.closeness from which two sightings at about one time are one person standing there
 _TRAIL = 64  # positions kept per track for it (bounded even at high frame rates)
 
 
@@ -644,13 +645,42 @@ class IdentityResolver:
             return None
         near = min(self._fit(lo, latest), self._fit_start(lo, latest))
         if near < 0:
-            if gid == lo.gid and lo.since <= latest.since:
+            if gid == lo.gid and self._explained(latest, lo):
+                return None  # the far sighting is one of this camera's other people, as the other camera sees them
+            if gid == lo.gid and lo.since <= latest.since and not self._stands_with(lo, gid):
                 return None  # this track took the id first: the other sighting gives it up
             return near
         # Only other cameras speak for an identity: a new track near where one of this camera's tracks ended is
         # the tracker's call (it had motion and appearance and kept them apart); those sightings rule out only.
         other = max((k for k in seen if k.camera != self.camera), key=lambda k: k.pos_t, default=None)
         return 0.0 if other is None else max(0.0, self._fit(lo, other))
+
+    def _stands_with(self, lo: _Local, gid: int) -> bool:
+        """Whether another camera sees someone under an id other than ``gid`` right where ``lo`` stands now:
+        then ``lo`` is that person (its tracker switched people, say at the edge of its view), and taking
+        ``gid`` first no longer lets it keep ``gid`` against a far sighting of it."""
+        return any(
+            c.camera != self.camera and c.gid != gid and self._same_spot(lo.pos, lo.pos_t, c)
+            for c in self.store.contributions.values()
+        )
+
+    def _explained(self, k: Contribution, lo: _Local) -> bool:
+        """Whether sighting ``k`` (another camera's) stands where another visible track of this camera stands:
+        it is that track's person as the other camera sees them, not evidence about ``lo``."""
+        if k.camera == self.camera:
+            return False
+        others = (self._tracks.get(key[1]) for key in self._visible)
+        return any(
+            o is not None and o is not lo and o.pos_t == self._now and self._same_spot(o.pos, o.pos_t, k)
+            for o in others
+        )
+
+    def _same_spot(self, pos: Position | None, t: float, k: Contribution) -> bool:
+        """Sighting ``k`` is live, recent (within two position intervals of ``t``) and at ``pos``."""
+        c = self.cfg
+        if pos is None or k.pos is None or k.ended or abs(t - k.pos_t) > 2 * c.position_interval_s:
+            return False
+        return closeness(pos, t, k.pos, k.pos_t, c.site_radius, c.site_speed, k.vel) >= _SAME_SPOT
 
     def _fit_start(self, lo: _Local, k: Contribution) -> float:
         """site.closeness of where ``lo`` was first seen to sighting ``k``, without a prediction: one person
