@@ -464,3 +464,31 @@ def test_a_track_that_switched_people_at_the_edge_of_its_view_gives_up_the_id() 
         relay(out_b.updates, a)
     assert gid(out_a, 1) == gq
     assert gid(out_b, 7) == gp and gid(out_b, 8) == gq
+
+
+def test_a_track_keeps_its_id_when_the_other_cameras_track_is_the_one_that_switched() -> None:
+    """The mirror case: camera b's tracker carries b's track of P onto R, far off, and starts a new track for P.
+    a's track of P, which took P's id first, keeps it: the b track standing with it took its id only after the
+    dispute began, so it explains nothing. b's switched track gives the id up, and b's new track of P takes it."""
+    p_a, p_b = pair(0.9, seed=31)
+    r_b = pair(0.9, seed=32)[1]
+    ids = Counter()
+    a, b = IdentityResolver("a", D, ids, CFG), IdentityResolver("b", D, ids, CFG)
+    for k in range(10):  # P walks right through both views, R stands further right on b only
+        t = 0.2 * k
+        out_a = frame(a, t, {1: (p_a, (2.0 + 0.5 * k, 0.0))})
+        relay(out_a.updates, b)
+        out_b = frame(b, t + 0.01, {7: (p_b, (2.0 + 0.5 * k, 0.0)), 8: (r_b, (14.0, 0.0))})
+        relay(out_b.updates, a)
+    gp, gr = gid(out_a, 1), gid(out_b, 8)
+    assert gp is not None and gid(out_b, 7) == gp and gr not in (None, gp)
+    for k in range(15):  # b's track 7 jumps onto R (whose track 8 is lost), P gets a new track 9 on b
+        t = 2.0 + 0.2 * k
+        p_at = (7.0 + 0.1 * k, 0.0)
+        out_a = frame(a, t, {1: (p_a, p_at)})
+        relay(out_a.updates, b)
+        r_now, p_now = around(r_b, 0.97, seed=k), around(p_b, 0.97, seed=50 + k)
+        out_b = frame(b, t + 0.01, {7: (r_now, (14.0, 0.0)), 9: (p_now, p_at)})
+        relay(out_b.updates, a)
+    assert gid(out_a, 1) == gp and gid(out_b, 9) == gp
+    assert gid(out_b, 7) != gp

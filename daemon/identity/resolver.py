@@ -132,6 +132,7 @@ class _Local:
     first_pos_t: float = -math.inf
     lost: bool = False  # announced to the fleet as out of sight (lost_after_s)
     at_edge: bool = False  # its last box came within half its width of the frame's edge (about to leave)
+    contested: tuple[int, float] | None = None  # (its id, since when that id has been seen too far away)
 
     def holds(self, p: _Proposal) -> bool:
         if p.gid is not None:
@@ -641,9 +642,11 @@ class IdentityResolver:
             if k.key not in self._visible and k.pos is not None and abs(lo.pos_t - k.pos_t) <= c.site_horizon_s
         ]
         latest = max(seen, key=lambda k: k.pos_t, default=None)
+        near = -math.inf if latest is None else min(self._fit(lo, latest), self._fit_start(lo, latest))
+        if gid == lo.gid:
+            self._note_contest(lo, latest is not None and near < 0)
         if latest is None:
             return None
-        near = min(self._fit(lo, latest), self._fit_start(lo, latest))
         if near < 0:
             if gid == lo.gid and self._explained(latest, lo):
                 return None  # the far sighting is one of this camera's other people, as the other camera sees them
@@ -655,23 +658,47 @@ class IdentityResolver:
         other = max((k for k in seen if k.camera != self.camera), key=lambda k: k.pos_t, default=None)
         return 0.0 if other is None else max(0.0, self._fit(lo, other))
 
+    def _note_contest(self, lo: _Local, contested: bool) -> None:
+        """Remember since when the track's own id has been seen too far away (None once it no longer is)."""
+        if not contested or lo.gid is None:
+            lo.contested = None
+        elif lo.contested is None or lo.contested[0] != lo.gid:
+            lo.contested = (lo.gid, self._now)
+
+    def _held_before_contest(self, since: float, lo: _Local) -> bool:
+        """Whether an id taken at ``since`` was held before the track's own id came into dispute (with two
+        position intervals to spare): a track that took its id after the dispute began, e.g. one the tracker
+        started for the person another track switched away from, explains nothing."""
+        slack = 2 * self.cfg.position_interval_s
+        return lo.contested is not None and since <= lo.contested[1] - slack
+
     def _stands_with(self, lo: _Local, gid: int) -> bool:
-        """Whether another camera sees someone under an id other than ``gid`` right where ``lo`` stands now:
-        then ``lo`` is that person (its tracker switched people, say at the edge of its view), and taking
-        ``gid`` first no longer lets it keep ``gid`` against a far sighting of it."""
+        """Whether another camera sees someone right where ``lo`` stands now under an id other than ``gid``
+        that it held before the dispute over ``gid`` began: then ``lo`` is that person (its tracker switched
+        people, say at the edge of its view), and taking ``gid`` first no longer lets it keep ``gid`` against a
+        far sighting of it."""
         return any(
-            c.camera != self.camera and c.gid != gid and self._same_spot(lo.pos, lo.pos_t, c)
+            c.camera != self.camera
+            and c.gid != gid
+            and self._held_before_contest(c.since, lo)
+            and self._same_spot(lo.pos, lo.pos_t, c)
             for c in self.store.contributions.values()
         )
 
     def _explained(self, k: Contribution, lo: _Local) -> bool:
-        """Whether sighting ``k`` (another camera's) stands where another visible track of this camera stands:
-        it is that track's person as the other camera sees them, not evidence about ``lo``."""
+        """Whether sighting ``k`` (another camera's) stands where another visible track of this camera stands,
+        one that held its id before the dispute began: it is that track's person as the other camera sees
+        them, not evidence about ``lo``."""
         if k.camera == self.camera:
             return False
         others = (self._tracks.get(key[1]) for key in self._visible)
         return any(
-            o is not None and o is not lo and o.pos_t == self._now and self._same_spot(o.pos, o.pos_t, k)
+            o is not None
+            and o is not lo
+            and o.gid is not None
+            and o.pos_t == self._now
+            and self._held_before_contest(o.since, lo)
+            and self._same_spot(o.pos, o.pos_t, k)
             for o in others
         )
 
