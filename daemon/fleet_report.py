@@ -1,8 +1,9 @@
 """The identity report of a fleet run (who was seen where and when) and its scoring against a scenario's truth.
 
 ``build_report`` reads each camera's ``identities.json`` (written by the worker in fleet mode) and writes
-``report.json`` (every global id: label, cameras with first/last seen and frames), ``report.md`` (the same as a
-table) and ``timeline.png`` (one row per identity seen by two or more cameras, a bar per camera sighting).
+``report.json`` (every global id: label, cameras with first/last seen and frames), ``report.md`` (a summary,
+the timeline, the same as tables; the scores are appended when the run is scored) and ``timeline.png`` (one
+row per identity, those on most cameras first, at most TIMELINE_MAX_ROWS; a bar per camera sighting).
 ``evaluate_scenario`` scores the run with :func:`daemon.fleet_eval.evaluate_fleet` when the fleet config sits
 in a scenario folder (``scenario.json`` and ``<camera>.gt.txt`` beside it).
 """
@@ -10,6 +11,7 @@ in a scenario folder (``scenario.json`` and ``<camera>.gt.txt`` beside it).
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +61,33 @@ def build_report(camera_dirs: dict[str, Path], out: Path) -> dict[str, Any]:
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-    (out / "report.md").write_text(report_markdown(people, epoch), encoding="utf-8")
+    (out / "report.md").write_text(report_markdown(people, epoch, sorted(camera_dirs)), encoding="utf-8")
     if people:
         plot_timeline(people, epoch, out / "timeline.png")
     return report
 
 
-def report_markdown(people: dict[int, dict[str, Any]], epoch: float) -> str:
+def report_markdown(people: dict[int, dict[str, Any]], epoch: float, cameras: list[str]) -> str:
+    """report.md: a summary, the timeline picture, then every identity, those seen on several cameras first."""
+    multi = {g: p for g, p in people.items() if len(p["cameras"]) >= 2}
+    single = {g: p for g, p in people.items() if len(p["cameras"]) < 2}
+    start = datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if people else "-"
+    lines = [
+        "# Fleet identity report",
+        "",
+        f"{len(people)} identities over cameras {', '.join(cameras)}; {len(multi)} seen on two or more cameras. "
+        f"Times are seconds from the first sighting ({start}).",
+        "",
+    ]
+    if people:
+        lines += ["![Who was seen where and when](timeline.png)", ""]
+    for title, group in (("Seen on several cameras", multi), ("Seen on one camera", single)):
+        if group:
+            lines += [f"## {title}", "", *_identity_table(group, epoch), ""]
+    return "\n".join(lines)
+
+
+def _identity_table(people: dict[int, dict[str, Any]], epoch: float) -> list[str]:
     lines = [
         "| global id | label | cameras (seen from – to, s from the first sighting; frames) |",
         "|---|---|---|",
@@ -76,7 +98,7 @@ def report_markdown(people: dict[int, dict[str, Any]], epoch: float) -> str:
             for cam, c in sorted(p["cameras"].items(), key=lambda kv: kv[1]["first_seen"])
         )
         lines.append(f"| {gid} | {p['label'] or ''} | {cams} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def report_text(report: dict[str, Any], limit: int = 30) -> str:
@@ -147,4 +169,11 @@ def evaluate_scenario(scenario_dir: Path, camera_dirs: dict[str, Path], out: Pat
     doc = metrics.as_dict()
     (out / "fleet_metrics.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
     (out / "fleet_metrics.txt").write_text(metrics.text() + "\n", encoding="utf-8")
+    append_metrics(out / "report.md", metrics.text())
     return doc
+
+
+def append_metrics(report_md: Path, text: str) -> None:
+    """Add the scores against the scenario's ground truth to report.md (once, at its end)."""
+    with report_md.open("a", encoding="utf-8") as f:
+        f.write(f"## Scored against the scenario's ground truth\n\n```text\n{text.rstrip()}\n```\n")
