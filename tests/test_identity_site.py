@@ -439,22 +439,30 @@ def test_a_look_too_weak_to_take_still_keeps_a_weaker_rival_out() -> None:
             assert gid(out, 3) == 2
 
 
+def two_walking(other_at: float) -> tuple[IdentityResolver, IdentityResolver, int, int, F32, F32, F32, F32]:
+    """P walks right through the views of cameras a (track 1) and b (track 7) for 2 s; someone else stands at
+    ``other_at`` on b only (track 8). Returns the resolvers, P's and the other's ids, and P's and the other's
+    looks on a and on b."""
+    p_a, p_b = pair(0.9, seed=31)
+    o_a, o_b = pair(0.9, seed=32)
+    ids = Counter()
+    a, b = IdentityResolver("a", D, ids, CFG), IdentityResolver("b", D, ids, CFG)
+    for k in range(10):
+        t = 0.2 * k
+        out_a = frame(a, t, {1: (p_a, (2.0 + 0.5 * k, 0.0))})
+        relay(out_a.updates, b)
+        out_b = frame(b, t + 0.01, {7: (p_b, (2.0 + 0.5 * k, 0.0)), 8: (o_b, (other_at, 0.0))})
+        relay(out_b.updates, a)
+    gp, go = gid(out_a, 1), gid(out_b, 8)
+    assert gp is not None and go is not None and gid(out_b, 7) == gp and go != gp
+    return a, b, gp, go, p_a, p_b, o_a, o_b
+
+
 def test_a_track_that_switched_people_at_the_edge_of_its_view_gives_up_the_id() -> None:
     """Camera a's tracker carries track 1 from P, who walks out of a's view, onto Q, who walks in at the same
     spot. Camera b sees both all along. a's track took P's id first, yet it now stands where b sees Q and far
     from where b sees P: a's track takes Q's id, and b's track of P keeps P's id."""
-    p_a, p_b = pair(0.9, seed=31)
-    q_a, q_b = pair(0.9, seed=32)
-    ids = Counter()
-    a, b = IdentityResolver("a", D, ids, CFG), IdentityResolver("b", D, ids, CFG)
-    for k in range(10):  # P walks right through both views, Q stands further right on b only
-        t = 0.2 * k
-        out_a = frame(a, t, {1: (p_a, (2.0 + 0.5 * k, 0.0))})
-        relay(out_a.updates, b)
-        out_b = frame(b, t + 0.01, {7: (p_b, (2.0 + 0.5 * k, 0.0)), 8: (q_b, (12.0, 0.0))})
-        relay(out_b.updates, a)
-    gp, gq = gid(out_a, 1), gid(out_b, 8)
-    assert gp is not None and gid(out_b, 7) == gp and gq not in (None, gp)
+    a, b, gp, gq, _, p_b, q_a, q_b = two_walking(12.0)
     for k in range(10):  # P walks on out of a's view, Q walks left into it: a's track 1 now follows Q
         t = 2.0 + 0.2 * k
         q_at = (11.0 - 0.2 * k, 0.0)
@@ -470,18 +478,7 @@ def test_a_track_keeps_its_id_when_the_other_cameras_track_is_the_one_that_switc
     """The mirror case: camera b's tracker carries b's track of P onto R, far off, and starts a new track for P.
     a's track of P, which took P's id first, keeps it: the b track standing with it took its id only after the
     dispute began, so it explains nothing. b's switched track gives the id up, and b's new track of P takes it."""
-    p_a, p_b = pair(0.9, seed=31)
-    r_b = pair(0.9, seed=32)[1]
-    ids = Counter()
-    a, b = IdentityResolver("a", D, ids, CFG), IdentityResolver("b", D, ids, CFG)
-    for k in range(10):  # P walks right through both views, R stands further right on b only
-        t = 0.2 * k
-        out_a = frame(a, t, {1: (p_a, (2.0 + 0.5 * k, 0.0))})
-        relay(out_a.updates, b)
-        out_b = frame(b, t + 0.01, {7: (p_b, (2.0 + 0.5 * k, 0.0)), 8: (r_b, (14.0, 0.0))})
-        relay(out_b.updates, a)
-    gp, gr = gid(out_a, 1), gid(out_b, 8)
-    assert gp is not None and gid(out_b, 7) == gp and gr not in (None, gp)
+    a, b, gp, _, p_a, p_b, _, r_b = two_walking(14.0)
     for k in range(15):  # b's track 7 jumps onto R (whose track 8 is lost), P gets a new track 9 on b
         t = 2.0 + 0.2 * k
         p_at = (7.0 + 0.1 * k, 0.0)
