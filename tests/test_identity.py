@@ -448,6 +448,24 @@ def test_overlapping_cameras_that_give_new_ids_at_once_settle_on_the_earlier_one
             assert [seen[10 * (i + 1) + p] for p in range(3)] == [1, 2, 3]
 
 
+def test_a_new_id_given_at_once_by_a_camera_whose_track_has_ended_is_still_taken() -> None:
+    """The same race, but b's track ends before the two settle: it cannot come over, so a's track takes its id
+    (one id for the person) rather than waiting for it."""
+    people, alloc = People(1, seed=5), Counter()
+    cfg = IdentityConfig(allow_overlapping_views=True)
+    a, b = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
+    for k in range(3):
+        out_a = step(a, float(k), {1: people.obs(0)})
+        out_b = step(b, float(k), {2: people.obs(0)})
+        relay(out_a.updates, b)
+        relay(out_b.updates, a)
+    assert ids(out_a)[1] == 1 and ids(out_b)[2] == 2  # the race happened: b's id is the later one
+    relay(end_all(b, [2], 2.5), a)
+    for k in range(3, 8):
+        out_a = step(a, float(k), {1: people.obs(0)})
+    assert ids(out_a)[1] == 2
+
+
 def test_remote_claim_lapses_after_its_ttl() -> None:
     people, alloc = People(1), Counter()
     cfg = IdentityConfig(claim_ttl_s=10.0)

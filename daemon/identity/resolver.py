@@ -570,7 +570,7 @@ class IdentityResolver:
         weak: set[int] = set()  # the positions say nothing for them: a look alone must be near certain
         for g, s in raw.items():
             ruled_out, near = gates[g]
-            if ruled_out or self._later_twin(g, lo, key):
+            if ruled_out or self._later_twin(g, lo, key, now):
                 continue
             unsupported = lo.pos is not None and (near is None or near <= 0)
             if g != lo.gid and unsupported and s < self.cfg.look_only_threshold:
@@ -593,15 +593,16 @@ class IdentityResolver:
         near = self._site_closeness(gid, lo)
         return near is not None and near < 0, near
 
-    def _later_twin(self, gid: int, lo: _Local, key: Key) -> bool:
-        """Whether ``gid`` and the track's own id were each taken by one track alone, and ``gid`` later: two
-        cameras that gave one person new ids at once. The later (since, id) gives way, so both settle on the
-        earlier id instead of swapping ids with each other on every decision."""
+    def _later_twin(self, gid: int, lo: _Local, key: Key, now: float) -> bool:
+        """Whether ``gid`` and the track's own id were each taken by one live track alone, and ``gid`` later:
+        two cameras that gave one person new ids at once. The later (since, id) gives way, so both settle on
+        the earlier id instead of swapping ids with each other on every decision. (A track that has ended
+        cannot come over: its id stays a candidate.)"""
         mine = lo.gid
         if mine is None or any(c.key != key for c in self.store.claims(mine)):
             return False
         theirs = list(self.store.claims(gid))
-        if len(theirs) != 1 or theirs[0].local:
+        if len(theirs) != 1 or theirs[0].local or not self.store.is_live(theirs[0], now):
             return False
         return (theirs[0].since, gid) > (lo.since, mine)
 
