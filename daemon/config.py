@@ -765,6 +765,14 @@ class IdentityConfig(_Strict):
         "id's other tracks does not by itself start a new id. False: it does, after hysteresis_count decisions "
         "(more splits, fewer merges that outlast a tracker switch).",
     )
+    hold_overlap: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="A track whose box shares more than this fraction of its area with another box keeps its id "
+        "until they part (unless the id is ruled out): while two people cross, positions cannot tell them apart "
+        "and each crop shows some of the other, so a swap then would be a guess. 1 = never held.",
+    )
     lost_after_s: float = Field(
         1.0,
         ge=0,

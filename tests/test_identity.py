@@ -532,6 +532,34 @@ def test_an_ambiguous_look_gets_a_new_id_rather_than_a_merge() -> None:
 # ---------------------------------------------------------------------------------------- hysteresis
 
 
+def _crossing(hold_overlap: float) -> list[tuple[int | None, int | None]]:
+    """Two people cross on one camera: 4 frames apart, 4 frames with their boxes 60 % overlapped while each
+    crop shows more of the other person than of its own, then 6 frames apart again. Returns each frame's
+    (track 1's id, track 2's id)."""
+    people = People(2, seed=8)
+    res = IdentityResolver("a", D, Counter(), IdentityConfig(hold_overlap=hold_overlap))
+    apart = [(100.0, 100.0, 180.0, 300.0), (400.0, 100.0, 480.0, 300.0)]
+    close = [(200.0, 100.0, 280.0, 300.0), (232.0, 100.0, 312.0, 300.0)]  # 48 of 80 px shared
+    out = []
+    for k in range(14):
+        crossing = 4 <= k < 8
+        boxes = close if crossing else apart
+        looks = [people.obs(1), people.obs(0)] if crossing else [people.obs(0), people.obs(1)]
+        tracks = [Track("a", tid, boxes[i], 0.9, i) for i, tid in enumerate((1, 2))]
+        got = ids(res.update(float(k), tracks, np.stack(looks), FRAME))
+        out.append((got[1], got[2]))
+    return out
+
+
+def test_two_people_crossing_keep_their_ids() -> None:
+    held = _crossing(hold_overlap=0.3)
+    before = held[3]
+    assert None not in before and before[0] != before[1]
+    assert all(frame == before for frame in held[4:])  # through the crossing and after it
+    never = _crossing(hold_overlap=1.0)  # never held: the mixed crops win the hysteresis and the ids swap
+    assert never[3] == before and (before[1], before[0]) in never[4:8]
+
+
 def test_a_single_noisy_observation_does_not_flip_the_identity() -> None:
     people, alloc = People(2, seed=1), Counter()
     a, b = IdentityResolver("a", D, alloc), IdentityResolver("b", D, alloc)

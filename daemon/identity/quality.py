@@ -53,6 +53,18 @@ def occlusion_fractions(xyxy: FloatArray) -> FloatArray:
     return out
 
 
+def overlap_fractions(xyxy: FloatArray) -> FloatArray:
+    """(N,) the largest fraction of each box's area that it shares with any one other box, in front or behind."""
+    n = len(xyxy)
+    if n < 2:
+        return np.zeros(n, dtype=np.float32)
+    inter = box_intersection(xyxy, xyxy)
+    np.fill_diagonal(inter, 0.0)
+    area = np.maximum(box_area(xyxy), 1e-6)
+    out: FloatArray = np.clip(inter.max(axis=1) / area, 0.0, 1.0).astype(np.float32)
+    return out
+
+
 def at_border(
     xyxy: FloatArray, frame_size: tuple[int, int], margin: float | FloatArray
 ) -> NDArray[np.bool_]:

@@ -53,7 +53,7 @@ from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.gallery import Gallery
 from daemon.identity.fleet import Contribution, FleetStore, Key
 from daemon.identity.profile import TrackProfile
-from daemon.identity.quality import QualityParams, at_border, box_qualities
+from daemon.identity.quality import QualityParams, at_border, box_qualities, overlap_fractions
 from daemon.identity.records import (
     FrameIdentities,
     IdentityAssignment,
@@ -133,6 +133,7 @@ class _Local:
     lost: bool = False  # announced to the fleet as out of sight (lost_after_s)
     at_edge: bool = False  # its last box came within half its width of the frame's edge (about to leave)
     contested: tuple[int, float] | None = None  # (its id, since when that id has been seen too far away)
+    overlapped: float = 0.0  # the largest share of its box another box of the frame covers (hold_overlap)
 
     def holds(self, p: _Proposal) -> bool:
         if p.gid is not None:
@@ -221,8 +222,9 @@ class IdentityResolver:
             scores = np.asarray([t.score for t in tracks], dtype=np.float32)
             quality = box_qualities(xyxy, scores, frame_size, self._quality)
             edge = at_border(xyxy, frame_size, 0.5 * (xyxy[:, 2] - xyxy[:, 0]))  # a step from leaving
+            overlap = overlap_fractions(xyxy)
             observed = [
-                self._observe(t, rows[i], float(quality[i]), now, where[i], bool(edge[i]))
+                self._observe(t, rows[i], float(quality[i]), now, where[i], bool(edge[i]), float(overlap[i]))
                 for i, t in enumerate(tracks)
             ]
             frame = [local for local, _ in observed]
@@ -367,13 +369,14 @@ class IdentityResolver:
         now: float,
         pos: Position | None,
         at_edge: bool = False,
+        overlapped: float = 0.0,
     ) -> tuple[_Local, bool]:
         lo = self._tracks.get(t.track_id)
         if lo is None:
             lo = self._new_local(t.track_id, now)
         self._tracks.move_to_end(t.track_id)
         lo.last_seen = max(lo.last_seen, now)
-        lo.at_edge = at_edge
+        lo.at_edge, lo.overlapped = at_edge, overlapped
         if lo.lost:  # the tracker found it again: the fleet hears it is back
             lo.lost, lo.announce = False, True
         if pos is not None:
@@ -384,12 +387,16 @@ class IdentityResolver:
             while lo.trail[0][0] < now - _VELOCITY_WINDOW_S:
                 lo.trail.popleft()
             lo.vel = velocity(lo.trail)
-        if emb is None:
-            return lo, False
+        if emb is None or (lo.gid is not None and self._crossing(lo)):
+            return lo, False  # a crop that shows some of the person crossing it is not taken into a known track
         before = lo.profile.observations
         if lo.profile.offer(emb, quality):
             lo.dirty = lo.store_dirty = True
         return lo, lo.profile.observations > before
+
+    def _crossing(self, lo: _Local) -> bool:
+        """Whether the track's box shares more than hold_overlap of its area with another box of the frame."""
+        return lo.overlapped > self.cfg.hold_overlap
 
     def _new_local(self, track_id: int, now: float) -> _Local:
         while len(self._tracks) >= self.cfg.max_live_tracks:
@@ -454,6 +461,8 @@ class IdentityResolver:
             return True
         if p.source == "pending":  # not confident enough for a new id: keep the current one
             return True
+        if self._crossing(lo) and not lo.ruled_out:
+            return True  # neither where it stands nor its look can tell it from the person it crosses now
         if p.source == "new" and self.cfg.keep_held_ids and not lo.ruled_out:
             return True  # no longer matching the id's other tracks is not evidence of another person
         if p.key == lo.challenger:
