@@ -34,6 +34,7 @@ from daemon.identity import (
     assign,
     box_qualities,
     occlusion_fractions,
+    overlap_fractions,
     set_similarity,
 )
 from daemon.identity.fleet import Contribution, FleetStore
@@ -147,6 +148,20 @@ def test_quality_occlusion_penalises_the_box_behind_only() -> None:
     q = box_qualities(xyxy, np.ones(2, np.float32), FRAME, P)
     assert q[0] == pytest.approx(1.0)
     assert q[1] == pytest.approx(1.0 - covered, rel=1e-5)
+
+
+def test_overlap_counts_the_box_in_front_too_and_takes_the_largest_share() -> None:
+    front = [100, 100, 180, 400]
+    behind = [140, 80, 220, 300]
+    far = [500, 100, 540, 200]
+    edge = [170, 100, 190, 400]  # shares half of itself with front, two thirds with behind: the larger counts
+    got = overlap_fractions(np.array([front, behind, far, edge], np.float32))
+    shared = (180 - 140) * (300 - 100)
+    assert got[0] == pytest.approx(shared / (80 * 300), rel=1e-5)  # in front, yet overlapped
+    assert got[1] == pytest.approx(shared / (80 * 220), rel=1e-5)
+    assert got[2] == 0.0
+    assert got[3] == pytest.approx(max(10 * 300 / (20 * 300), 20 * 200 / (20 * 300)), rel=1e-5)
+    assert overlap_fractions(np.zeros((1, 4), np.float32)).tolist() == [0.0]
 
 
 def test_quality_truncation_at_the_frame_border() -> None:

@@ -7,7 +7,13 @@ publish. No I/O: the Valkey bridge carries the updates and provides the id alloc
 """
 
 from daemon.identity.profile import TrackProfile, set_similarity
-from daemon.identity.quality import QualityParams, box_qualities, occlusion_fractions, truncation_factors
+from daemon.identity.quality import (
+    QualityParams,
+    box_qualities,
+    occlusion_fractions,
+    overlap_fractions,
+    truncation_factors,
+)
 from daemon.identity.records import (
     FrameIdentities,
     IdentityAssignment,
@@ -33,6 +39,7 @@ __all__ = [
     "assign",
     "box_qualities",
     "occlusion_fractions",
+    "overlap_fractions",
     "set_similarity",
     "truncation_factors",
 ]

@@ -39,28 +39,28 @@ class QualityParams:
         return cls(cfg.quality_full_height_px, cfg.border_margin_px, cfg.border_penalty)
 
 
-def occlusion_fractions(xyxy: FloatArray) -> FloatArray:
-    """(N,) fraction of each box covered by the boxes in front of it (bottom edge at least as low)."""
-    n = len(xyxy)
-    if n < 2:
-        return np.zeros(n, dtype=np.float32)
+def _shared(xyxy: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """(N, N) intersection of each box with every other one (0 with itself), and (N,) box areas (never 0)."""
     inter = box_intersection(xyxy, xyxy)
     np.fill_diagonal(inter, 0.0)
+    return inter, np.maximum(box_area(xyxy), 1e-6)
+
+
+def occlusion_fractions(xyxy: FloatArray) -> FloatArray:
+    """(N,) fraction of each box covered by the boxes in front of it (bottom edge at least as low)."""
+    if len(xyxy) < 2:
+        return np.zeros(len(xyxy), dtype=np.float32)
+    inter, area = _shared(xyxy)
     in_front = xyxy[None, :, 3] >= xyxy[:, None, 3]  # [i, j]: box j is in front of box i
-    covered = (inter * in_front).sum(axis=1)
-    area = np.maximum(box_area(xyxy), 1e-6)
-    out: FloatArray = np.clip(covered / area, 0.0, 1.0).astype(np.float32)
+    out: FloatArray = np.clip((inter * in_front).sum(axis=1) / area, 0.0, 1.0).astype(np.float32)
     return out
 
 
 def overlap_fractions(xyxy: FloatArray) -> FloatArray:
     """(N,) the largest fraction of each box's area that it shares with any one other box, in front or behind."""
-    n = len(xyxy)
-    if n < 2:
-        return np.zeros(n, dtype=np.float32)
-    inter = box_intersection(xyxy, xyxy)
-    np.fill_diagonal(inter, 0.0)
-    area = np.maximum(box_area(xyxy), 1e-6)
+    if len(xyxy) < 2:
+        return np.zeros(len(xyxy), dtype=np.float32)
+    inter, area = _shared(xyxy)
     out: FloatArray = np.clip(inter.max(axis=1) / area, 0.0, 1.0).astype(np.float32)
     return out
 
