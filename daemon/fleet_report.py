@@ -174,6 +174,6 @@ def evaluate_scenario(scenario_dir: Path, camera_dirs: dict[str, Path], out: Pat
 
 
 def append_metrics(report_md: Path, text: str) -> None:
-    """Add the scores against the scenario's ground truth to report.md (once, at its end)."""
+    """Add the scores against the scenario's ground truth at the end of report.md."""
     with report_md.open("a", encoding="utf-8") as f:
         f.write(f"\n## Scored against the scenario's ground truth\n\n```text\n{text.rstrip()}\n```\n")

@@ -577,9 +577,10 @@ class IdentityResolver:
         gates = {g: self._gate(g, lo, taken, now) for g in (*raw, lo.gid) if g is not None}
         lo.ruled_out = lo.gid is not None and gates[lo.gid][0]
         weak: set[int] = set()  # the positions say nothing for them: a look alone must be near certain
+        solo = lo.gid is not None and all(c.key == key for c in self.store.claims(lo.gid))
         for g, s in raw.items():
             ruled_out, near = gates[g]
-            if ruled_out or self._later_twin(g, lo, key, now):
+            if ruled_out or (solo and self._later_twin(g, lo, now)):
                 continue
             unsupported = lo.pos is not None and (near is None or near <= 0)
             if g != lo.gid and unsupported and s < self.cfg.look_only_threshold:
@@ -602,14 +603,12 @@ class IdentityResolver:
         near = self._site_closeness(gid, lo)
         return near is not None and near < 0, near
 
-    def _later_twin(self, gid: int, lo: _Local, key: Key, now: float) -> bool:
-        """Whether ``gid`` and the track's own id were each taken by one live track alone, and ``gid`` later:
-        two cameras that gave one person new ids at once. The later (since, id) gives way, so both settle on
-        the earlier id instead of swapping ids with each other on every decision. (A track that has ended
-        cannot come over: its id stays a candidate.)"""
-        mine = lo.gid
-        if mine is None or any(c.key != key for c in self.store.claims(mine)):
-            return False
+    def _later_twin(self, gid: int, lo: _Local, now: float) -> bool:
+        """For a track whose own id is its alone: whether ``gid`` too was taken by one live track alone, and
+        later: two cameras that gave one person new ids at once. The later (since, id) gives way, so both
+        settle on the earlier id instead of swapping ids with each other on every decision. (A track that has
+        ended cannot come over: its id stays a candidate.)"""
+        mine = cast(int, lo.gid)
         theirs = list(self.store.claims(gid))
         if len(theirs) != 1 or theirs[0].local or not self.store.is_live(theirs[0], now):
             return False
@@ -654,7 +653,7 @@ class IdentityResolver:
         latest = max(seen, key=lambda k: k.pos_t, default=None)
         near = -math.inf if latest is None else min(self._fit(lo, latest), self._fit_start(lo, latest))
         if gid == lo.gid:
-            self._note_contest(lo, latest is not None and near < 0)
+            self._note_contest(lo, gid, latest is not None and near < 0)
         if latest is None:
             return None
         if near < 0:
@@ -668,12 +667,12 @@ class IdentityResolver:
         other = max((k for k in seen if k.camera != self.camera), key=lambda k: k.pos_t, default=None)
         return 0.0 if other is None else max(0.0, self._fit(lo, other))
 
-    def _note_contest(self, lo: _Local, contested: bool) -> None:
-        """Remember since when the track's own id has been seen too far away (None once it no longer is)."""
-        if not contested or lo.gid is None:
+    def _note_contest(self, lo: _Local, gid: int, contested: bool) -> None:
+        """Remember since when the track's own id ``gid`` has been seen too far away (None once it is not)."""
+        if not contested:
             lo.contested = None
-        elif lo.contested is None or lo.contested[0] != lo.gid:
-            lo.contested = (lo.gid, self._now)
+        elif lo.contested is None or lo.contested[0] != gid:
+            lo.contested = (gid, self._now)
 
     def _held_before_contest(self, since: float, lo: _Local) -> bool:
         """Whether an id taken at ``since`` was held before the track's own id came into dispute (with two
@@ -691,7 +690,7 @@ class IdentityResolver:
             c.camera != self.camera
             and c.gid != gid
             and self._held_before_contest(c.since, lo)
-            and self._same_spot(lo.pos, lo.pos_t, c)
+            and self._same_spot(lo, c)
             for c in self.store.contributions.values()
         )
 
@@ -708,16 +707,15 @@ class IdentityResolver:
             and o.gid is not None
             and o.pos_t == self._now
             and self._held_before_contest(o.since, lo)
-            and self._same_spot(o.pos, o.pos_t, k)
+            and self._same_spot(o, k)
             for o in others
         )
 
-    def _same_spot(self, pos: Position | None, t: float, k: Contribution) -> bool:
-        """Sighting ``k`` is live, recent (within two position intervals of ``t``) and at ``pos``."""
-        c = self.cfg
-        if pos is None or k.pos is None or k.ended or abs(t - k.pos_t) > 2 * c.position_interval_s:
+    def _same_spot(self, lo: _Local, k: Contribution) -> bool:
+        """Sighting ``k`` is live, recent (within two position intervals of ``lo``'s) and where ``lo`` is."""
+        if lo.pos is None or k.pos is None or k.ended or abs(lo.pos_t - k.pos_t) > 2 * self.cfg.position_interval_s:
             return False
-        return closeness(pos, t, k.pos, k.pos_t, c.site_radius, c.site_speed, k.vel) >= _SAME_SPOT
+        return self._fit(lo, k) >= _SAME_SPOT
 
     def _fit_start(self, lo: _Local, k: Contribution) -> float:
         """site.closeness of where ``lo`` was first seen to sighting ``k``, without a prediction: one person
