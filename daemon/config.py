@@ -1137,6 +1137,19 @@ class FleetConfig(_Strict):
     ready_timeout_s: float = Field(
         10.0, ge=0, le=600, description="How long a starting worker waits to catch up with the fleet."
     )
+    lockstep: bool = Field(
+        False,
+        description="Replays: each camera resolves the frame at fleet time t only once every other camera of "
+        "this YAML has reached t, and takes in what they sent before t in a fixed order, so a replay gives the "
+        "same global ids on every run whatever the machine's load (daemon/lockstep.py). Live sources ignore it.",
+    )
+    lockstep_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="A camera that sends nothing for this long is no longer waited for (a crashed or absent "
+        "worker; one still loading its models counts as silent, so leave room for that).",
+    )
     identities: bool = Field(
         True, description="Write identities.jsonl (each track's global id and label, with times) per camera."
     )

@@ -50,6 +50,7 @@ from daemon.identity import (
     ProfileUpdate,
 )
 from daemon.identity.site import SiteMap
+from daemon.lockstep import Lockstep
 from daemon.motio import MotWriter
 from daemon.pipeline import FrameResult
 from daemon.types import FloatArray, Frame, Track
@@ -351,11 +352,19 @@ class FleetLink:
         self.clock = FleetClock(0.0, False)
         self.remote_invalid = 0
         self.forgets_received = 0
+        self.lockstep: Lockstep | None = None
         self._started = False
 
     def start(self, live: bool) -> FleetLink:
         """Connect the bridge and catch up with the fleet (waiting up to ``fleet.ready_timeout_s``)."""
         self.clock = fleet_clock(self.settings, live, time.time(), self._clock_offset)
+        cfg = self.settings.fleet
+        if cfg.lockstep and live:
+            log.warning(
+                "%s: fleet.lockstep is for replays; a live camera cannot wait for its peers", self.camera
+            )
+        elif cfg.lockstep:
+            self.lockstep = Lockstep(self.camera, self.settings.cameras, cfg.lockstep_timeout_s)
         self.bridge.start(wait_s=self.settings.fleet.ready_timeout_s)
         self._started = True
         log.info(
@@ -371,6 +380,10 @@ class FleetLink:
         """Resolve one frame's tracks and publish what the fleet should learn from it."""
         h, w = r.frame.image.shape[:2]
         now = self.clock.time_of(r.frame)
+        if self.lockstep is not None:
+            self.bridge.publish(FleetMessage("progress", self.camera, timestamp=now))
+            for m in self.lockstep.step(now):
+                self._take(m)
         rows = r.embeddings if self.head is None else identity_rows(self.head, r.embeddings)
         tracks = r.update.tracks
         where = None
@@ -388,6 +401,17 @@ class FleetLink:
         now = self.clock.time_of(frame) if frame is not None else time.time()
         updates = [u for tid in ended if (u := self.resolver.end_track(tid, now)) is not None]
         self._publish(tuple(updates))
+        if self.lockstep is not None:
+            self.bridge.publish(FleetMessage("progress", self.camera, timestamp=now, ended=True))
+            st = self.lockstep.stats
+            log.info(
+                "%s: lockstep: %d frames, %.1f s spent waiting for peers", self.camera, st.steps, st.waited_s
+            )
+
+    def interrupt(self) -> None:
+        """The worker is stopping: a lockstep wait ends now."""
+        if self.lockstep is not None:
+            self.lockstep.interrupt()
 
     def forget(self, global_id: int) -> bool:
         """Erase ``global_id`` here and, through the bridge, everywhere."""
@@ -413,6 +437,11 @@ class FleetLink:
     def _on_message(self, m: FleetMessage) -> None:
         for listener in self.listeners:
             listener(m)
+        if self.lockstep is None or not self.lockstep.offer(m):
+            self._take(m)
+
+    def _take(self, m: FleetMessage) -> None:
+        """Act on a received message: forget an id, or hand a profile to the resolver."""
         if m.global_id is not None:
             self._largest_id = max(self._largest_id, m.global_id)
         if m.kind == "forget" and m.global_id is not None:

@@ -1,9 +1,11 @@
 """Fleet messages and their wire format: signed batches of the project codec (daemon/codec.py).
 
 A :class:`FleetMessage` is what a camera tells the fleet: ``profile`` (a track's exemplar embeddings, quality,
-capture time, global id and label when resolved), ``forget`` (erase a global id everywhere) or ``hello`` (a
-worker started). A bridge sends its queued messages as *batches*: one codec blob holding every message's
-exemplar rows, one after the other (float16 or float32), and a meta JSON object::
+capture time, global id and label when resolved), ``forget`` (erase a global id everywhere), ``hello`` (a
+worker started) or ``progress`` (lockstep replays, daemon/lockstep.py: the camera has sent everything from
+before ``ts``; ``e`` = it has finished; a reader older than this kind rejects its batch as malformed, so
+lockstep is for fleets of one version). A bridge sends its queued messages as *batches*: one codec blob
+holding every message's exemplar rows, one after the other (float16 or float32), and a meta JSON object::
 
     {"v": 1, "camera": C, "sender": S, "sent": t, "items": [{"k": kind, "t": track id, "g": global id | null,
      "l": label | null, "ts": capture time, "q": quality, "n": sequence number, "r": rows, "e": ended,
@@ -37,7 +39,7 @@ MAX_ITEMS = 10_000  # messages in one batch (a publish_batch bound, with room)
 MAX_SENDER_CHARS = 64
 NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,200}$")
 
-MessageKind = Literal["profile", "forget", "hello"]
+MessageKind = Literal["profile", "forget", "hello", "progress"]
 RejectReason = Literal["unsigned", "forged", "malformed", "oversized", "stale", "future", "version"]
 KINDS: tuple[str, ...] = get_args(MessageKind)
 REASONS: tuple[str, ...] = get_args(RejectReason)
@@ -64,9 +66,11 @@ class FleetMessage:
     ``timestamp`` (s), global id / label when resolved, ``since`` (when the track took that global id; None =
     ``timestamp``) and ``ended`` (the track is over); K = 0 is a keep-alive that renews the track without new
     exemplars (stored state keeps the last ones). ``forget``: erase ``global_id`` everywhere; ``hello``: a
-    worker started. ``sender``, ``seq`` and ``sent_at`` are set by the publishing bridge; ``stream_id`` is
-    where the message's batch lies in its camera's stream (set on receipt; "" when unknown). Embeddings are
-    kept as a read-only float32 array (copied unless they are one already).
+    worker started; ``progress``: (lockstep replays) everything this camera sent before it is from before
+    ``timestamp``, and ``ended`` = the camera has finished. ``sender``, ``seq`` and ``sent_at`` are set by
+    the publishing bridge; ``stream_id`` is where the message's batch lies in its camera's stream (set on
+    receipt; "" when unknown). Embeddings are kept as a read-only float32 array (copied unless they are one
+    already).
     """
 
     kind: MessageKind

@@ -354,7 +354,6 @@ SCENARIO_DISTINCT_MARGIN = 0.08
 # surveyed calibration would give it). PETS09-S2L1 people's feet move 29 px/s at the median, 80 px/s at the
 # 99th percentile of its ground truth (7 fps); a box is ~30 px wide.
 SCENARIO_SITE = {"site_radius": 30.0, "site_speed": 80.0}
-GT_BOXES_REPLAY_SPEED = 2.0  # true boxes cost nothing to detect: twice real time still keeps the cameras in step
 
 
 def _fleet_config(scenario: ScenarioConfig, videos: dict[str, Path], out: Path) -> dict[str, Any]:
@@ -373,8 +372,9 @@ def _fleet_config(scenario: ScenarioConfig, videos: dict[str, Path], out: Path) 
 
     Each camera is placed on the site plan, which here is the source video's pixels: its ``site`` homography maps
     output pixels back to the source, as a surveyed calibration would, and a view that starts ``delay`` frames
-    late gets the matching ``clock_offset_s`` (synchronised clocks). Replays run at real time
-    (``replay_speed`` 1) so the cameras stay in step as live ones would; the true-box config at twice that.
+    late gets the matching ``clock_offset_s`` (synchronised clocks). The cameras replay in lockstep
+    (``fleet.lockstep``, daemon/lockstep.py) as fast as they can: each decides a frame on what the others said
+    before it, as live cameras in step would, and a replay gives the same ids on every run.
     """
     cameras = {
         v.name: {
@@ -403,7 +403,7 @@ def _fleet_config(scenario: ScenarioConfig, videos: dict[str, Path], out: Path) 
     }
     return {
         "runtime": {"allow_spinning": False, "detect_ahead": True},
-        "fleet": {"enabled": True, "replay_speed": 1.0},
+        "fleet": {"enabled": True, "lockstep": True},
         "bridge": {"signing_key": {"env": "REID_FLEET_KEY"}},
         "identity": {
             "adjacency": _adjacency(scenario),
@@ -435,7 +435,6 @@ def _gt_boxes_config(fleet: dict[str, Any], truths: dict[str, Path], out: Path) 
 
     Writes to out/runs-gt-boxes so a detector run and a true-box run of one scenario sit side by side.
     """
-    fleet["fleet"] = {**fleet["fleet"], "replay_speed": GT_BOXES_REPLAY_SPEED}
     for name, cam in fleet["cameras"].items():
         cam["detector"] = {"type": "ground-truth", "path": str(truths[name].resolve())}
         cam["output"] = {**cam["output"], "dir": str((out / "runs-gt-boxes").resolve())}

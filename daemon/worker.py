@@ -147,6 +147,8 @@ class CameraWorker:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.fleet is not None:
+            self.fleet.interrupt()
 
     def run(self) -> RunSummary:
         summary: RunSummary | None = None

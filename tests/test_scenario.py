@@ -97,8 +97,9 @@ def test_build_writes_videos_ground_truth_and_a_fleet_config(tmp_path: Path) -> 
     assert right.site is not None and right.source.clock_offset_s == pytest.approx(-4 / 7)
     feet = SiteMap(right.site).feet(np.array([[40, 20, 60, 100]], np.float32))  # output px, 0.5x scale
     np.testing.assert_allclose(feet[0], [120 + 50 * 2, 100 * 2], atol=1e-4)
-    assert fleet.fleet.replay_speed == 1.0
-    assert load_settings(files.folder / "fleet.gt-boxes.yaml").fleet.replay_speed == 2.0
+    # the cameras replay in lockstep, as fast as they can
+    for settings in (fleet, load_settings(files.folder / "fleet.gt-boxes.yaml")):
+        assert settings.fleet.lockstep and settings.fleet.replay_speed is None
     short = build(clip.path, gt_path, scenario, tmp_path / "short", max_frames=6)
     assert json.loads(short.description.read_text())["cameras"]["left"]["frames"] == 6
 

@@ -1,0 +1,164 @@
+"""Lockstep replays: every camera of a replayed fleet decides frame time t on what the others said before t.
+
+Without it, when a replayed camera hears of another camera's track depends on the two processes' speeds and
+the machine's load, so two runs of one replay give different global ids. In lockstep each worker, before it
+resolves the frame at fleet time ``t``:
+
+1. publishes a ``progress`` marker at ``t``: everything it sent before the marker is from before ``t``;
+2. waits until every peer has got that far: a peer whose name sorts after this camera's must have published a
+   marker at or past ``t``, one whose name sorts before it a marker past ``t`` (it has decided ``t`` too).
+   A peer that has finished is not waited for, nor one silent for ``timeout_s`` (left out from then on,
+   with a warning, so a crashed camera stalls nobody for long);
+3. takes in, in a fixed order (capture time, then camera, then as sent), exactly what each peer sent before
+   the marker that let it go on.
+
+So on one frame time the cameras decide one after another in name order, each seeing what the ones before it
+decided: two cameras that first see a person on the same frame do not both give them a new id. The first
+camera by name never waits for a marker past its own time and the slowest one never waits at all, so the
+fleet cannot deadlock. Markers travel on the bridge's ordered channel behind the messages they close
+(daemon/bridge.py), so a marker seen means the messages before it are in.
+
+Replays only: a live camera cannot wait for its peers (FleetLink ignores lockstep there). Memory is bounded:
+a peer runs at most one step ahead of the slowest camera it waits for, and each peer's queue holds at most
+``max_queued`` messages (the oldest go first, counted in ``dropped``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from daemon.fleet_wire import FleetMessage
+
+log = logging.getLogger(__name__)
+
+DONE = math.inf  # the progress of a peer that has finished: it will send nothing more
+WAIT_SLICE_S = 0.05  # how often a waiting step looks at the clock (timeouts, interruption)
+
+
+@dataclass(slots=True)
+class _Peer:
+    """What one peer camera sent that this camera has not taken in yet, and how far it has got."""
+
+    queue: deque[FleetMessage]
+    progress: float = -math.inf
+    heard: float = 0.0  # monotonic time of its last message
+    left_out: bool = False
+
+
+@dataclass(slots=True)
+class LockstepStats:
+    steps: int = 0
+    waited_s: float = 0.0
+    dropped: int = 0  # messages dropped from a full peer queue
+    left_out: list[str] = field(default_factory=list)
+
+
+class Lockstep:
+    """The barrier and the per-peer queues of one camera (see the module docstring). Thread-safe: ``offer``
+    runs on the bridge's receiver thread, ``step`` on the worker's main thread."""
+
+    def __init__(
+        self,
+        camera: str,
+        peers: Iterable[str],
+        timeout_s: float,
+        max_queued: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.camera = camera
+        self.timeout_s = timeout_s
+        self.max_queued = max_queued
+        self._clock = clock
+        now = clock()
+        self._peers = {p: _Peer(deque(), heard=now) for p in sorted(set(peers) - {camera})}
+        self._cond = threading.Condition()
+        self._interrupted = False
+        self.stats = LockstepStats()
+
+    @property
+    def peers(self) -> list[str]:
+        return list(self._peers)
+
+    def offer(self, m: FleetMessage) -> bool:
+        """Queue a received message of a peer; False for a message this barrier does not hold back (from a
+        camera outside the fleet's list, or this camera's own)."""
+        peer = self._peers.get(m.camera)
+        if peer is None:
+            return False
+        with self._cond:
+            peer.heard = self._clock()
+            if peer.left_out and m.kind == "progress":
+                log.warning("%s: camera %s is back; lockstep waits for it again", self.camera, m.camera)
+                peer.left_out = False
+            if len(peer.queue) >= self.max_queued:
+                peer.queue.popleft()
+                self.stats.dropped += 1
+            peer.queue.append(m)
+            if m.kind == "progress":
+                peer.progress = DONE if m.ended else max(peer.progress, m.timestamp)
+            self._cond.notify_all()
+        return True
+
+    def step(self, t: float) -> list[FleetMessage]:
+        """Wait until every peer has got far enough for this camera to decide ``t`` (or is left out), then
+        return, in a fixed order, what the peers sent before that. The caller has published its marker at
+        ``t`` already."""
+        start = self._clock()
+        with self._cond:
+            while not self._interrupted:
+                behind = [
+                    p for name, p in self._peers.items() if not p.left_out and not self._past(name, p, t)
+                ]
+                if not behind:
+                    break
+                now = self._clock()
+                for name, p in self._peers.items():
+                    if p in behind and now - p.heard > self.timeout_s:
+                        p.left_out = True
+                        self.stats.left_out.append(name)
+                        log.warning(
+                            "%s: camera %s sent nothing for %.0f s: lockstep goes on without it",
+                            self.camera,
+                            name,
+                            self.timeout_s,
+                        )
+                self._cond.wait(WAIT_SLICE_S)
+            released = [m for name, p in self._peers.items() for m in _release(p, t, name < self.camera)]
+        self.stats.steps += 1
+        self.stats.waited_s += self._clock() - start
+        released.sort(key=lambda m: (m.timestamp, m.camera))  # stable: a camera's messages stay as sent
+        return [m for m in released if m.kind != "progress"]
+
+    def _past(self, name: str, peer: _Peer, t: float) -> bool:
+        """Whether ``peer`` has got far enough for this camera to decide ``t``: past it when it decides
+        before this camera on one frame time (its name sorts first), else at it."""
+        return peer.progress > t if name < self.camera else peer.progress >= t
+
+    def interrupt(self) -> None:
+        """Stop waiting, now and from now on (the worker is stopping)."""
+        with self._cond:
+            self._interrupted = True
+            self._cond.notify_all()
+
+
+def _release(peer: _Peer, t: float, first: bool) -> list[FleetMessage]:
+    """Pop what ``peer`` sent before its first marker at ``t`` (past ``t`` when it decides ``t`` ``first``);
+    all of it when it is left out."""
+    out: list[FleetMessage] = []
+    q = peer.queue
+    while q:
+        m = q[0]
+        if (
+            not peer.left_out
+            and m.kind == "progress"
+            and (m.ended or m.timestamp > t or (m.timestamp == t and not first))
+        ):
+            break
+        out.append(q.popleft())
+    return out
