@@ -1147,8 +1147,8 @@ class FleetConfig(_Strict):
         60.0,
         gt=0,
         le=3600,
-        description="A camera that sends nothing for this long is no longer waited for (a crashed or absent "
-        "worker; one still loading its models counts as silent, so leave room for that).",
+        description="A camera that sends no lockstep marker for this long is no longer waited for (a crashed, "
+        "absent or live worker; one still loading its models sends none either, so leave room for that).",
     )
     identities: bool = Field(
         True, description="Write identities.jsonl (each track's global id and label, with times) per camera."

@@ -381,8 +381,8 @@ class FleetLink:
         h, w = r.frame.image.shape[:2]
         now = self.clock.time_of(r.frame)
         if self.lockstep is not None:
-            self.bridge.publish(FleetMessage("progress", self.camera, timestamp=now))
-            for m in self.lockstep.step(now):
+            marker = FleetMessage("progress", self.camera, timestamp=now)
+            for m in self.lockstep.step(now, mark=lambda: self.bridge.publish(marker)):
                 self._take(m)
         rows = r.embeddings if self.head is None else identity_rows(self.head, r.embeddings)
         tracks = r.update.tracks

@@ -7,8 +7,9 @@ resolves the frame at fleet time ``t``:
 1. publishes a ``progress`` marker at ``t``: everything it sent before the marker is from before ``t``;
 2. waits until every peer has got that far: a peer whose name sorts after this camera's must have published a
    marker at or past ``t``, one whose name sorts before it a marker past ``t`` (it has decided ``t`` too).
-   A peer that has finished is not waited for, nor one silent for ``timeout_s`` (left out from then on,
-   with a warning, so a crashed camera stalls nobody for long);
+   A peer that has finished is not waited for, nor one that has sent no marker for ``timeout_s`` (a crashed
+   worker, or a live camera, which sends none): it is left out from then on, with a warning, so it stalls
+   nobody for long;
 3. takes in, in a fixed order (capture time, then camera, then as sent), exactly what each peer sent before
    the marker that let it go on.
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 DONE = math.inf  # the progress of a peer that has finished: it will send nothing more
 WAIT_SLICE_S = 0.05  # how often a waiting step looks at the clock (timeouts, interruption)
+REMARK_S = 0.5  # how often a waiting camera publishes its marker again
 
 
 @dataclass(slots=True)
@@ -47,7 +49,7 @@ class _Peer:
 
     queue: deque[FleetMessage]
     progress: float = -math.inf
-    heard: float = 0.0  # monotonic time of its last message
+    heard: float = 0.0  # monotonic time of its last progress marker (or of the start)
     left_out: bool = False
 
 
@@ -92,7 +94,6 @@ class Lockstep:
         if peer is None:
             return False
         with self._cond:
-            peer.heard = self._clock()
             if peer.left_out and m.kind == "progress":
                 log.warning("%s: camera %s is back; lockstep waits for it again", self.camera, m.camera)
                 peer.left_out = False
@@ -102,38 +103,57 @@ class Lockstep:
             peer.queue.append(m)
             if m.kind == "progress":
                 peer.progress = DONE if m.ended else max(peer.progress, m.timestamp)
+                peer.heard = self._clock()
             self._cond.notify_all()
         return True
 
-    def step(self, t: float) -> list[FleetMessage]:
+    def step(self, t: float, mark: Callable[[], object] | None = None) -> list[FleetMessage]:
         """Wait until every peer has got far enough for this camera to decide ``t`` (or is left out), then
-        return, in a fixed order, what the peers sent before that. The caller has published its marker at
-        ``t`` already."""
+        return, in a fixed order, what the peers sent before that.
+
+        ``mark`` publishes this camera's marker at ``t``: called first, and again every ``REMARK_S`` while
+        waiting, since pub/sub drops what is sent before a peer has subscribed (a worker still starting): a
+        marker lost so would otherwise hold up every camera until the timeout. (Without ``mark`` the caller
+        has published it.)
+        """
         start = self._clock()
-        with self._cond:
-            while not self._interrupted:
-                behind = [
-                    p for name, p in self._peers.items() if not p.left_out and not self._past(name, p, t)
-                ]
-                if not behind:
+        marked = -math.inf
+        while True:
+            if mark is not None and self._clock() - marked >= REMARK_S:
+                mark()
+                marked = self._clock()
+            with self._cond:
+                if self._interrupted or self._ready(t):
+                    released = [
+                        m for name, p in self._peers.items() for m in _release(p, t, name < self.camera)
+                    ]
                     break
-                now = self._clock()
-                for name, p in self._peers.items():
-                    if p in behind and now - p.heard > self.timeout_s:
-                        p.left_out = True
-                        self.stats.left_out.append(name)
-                        log.warning(
-                            "%s: camera %s sent nothing for %.0f s: lockstep goes on without it",
-                            self.camera,
-                            name,
-                            self.timeout_s,
-                        )
                 self._cond.wait(WAIT_SLICE_S)
-            released = [m for name, p in self._peers.items() for m in _release(p, t, name < self.camera)]
         self.stats.steps += 1
         self.stats.waited_s += self._clock() - start
         released.sort(key=lambda m: (m.timestamp, m.camera))  # stable: a camera's messages stay as sent
         return [m for m in released if m.kind != "progress"]
+
+    def _ready(self, t: float) -> bool:
+        """Whether every peer still waited for has got far enough for ``t``; leaves out (and warns about) the
+        ones behind that have sent no marker for ``timeout_s``. Call under the lock."""
+        now = self._clock()
+        ready = True
+        for name, p in self._peers.items():
+            if p.left_out or self._past(name, p, t):
+                continue
+            if now - p.heard > self.timeout_s:
+                p.left_out = True
+                self.stats.left_out.append(name)
+                log.warning(
+                    "%s: camera %s has not moved on for %.0f s: lockstep goes on without it",
+                    self.camera,
+                    name,
+                    self.timeout_s,
+                )
+            else:
+                ready = False
+        return ready
 
     def _past(self, name: str, peer: _Peer, t: float) -> bool:
         """Whether ``peer`` has got far enough for this camera to decide ``t``: past it when it decides

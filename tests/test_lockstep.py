@@ -120,7 +120,7 @@ def test_a_silent_peer_is_left_out_and_waited_for_again_when_it_comes_back(
         th.join(2)
     assert not th.is_alive()
     assert ids(out[0]) == [("b", 1)]  # what a left-out peer sent is taken at once
-    assert ls.stats.left_out == ["b"] and "camera b sent nothing for 5 s" in caplog.text
+    assert ls.stats.left_out == ["b"] and "camera b has not moved on for 5 s" in caplog.text
     assert ls.step(2.0) == []  # b is not waited for
     ls.offer(progress("b", 3.0))  # it is back
     ls.offer(profile("b", 2, 3.0))
@@ -130,6 +130,38 @@ def test_a_silent_peer_is_left_out_and_waited_for_again_when_it_comes_back(
     ls.offer(progress("b", 4.0))
     th.join(2)
     assert ids(out[0]) == [("b", 2)]
+
+
+def test_a_waiting_camera_publishes_its_marker_again() -> None:
+    """A marker sent before a peer had subscribed is lost (pub/sub): sent again, it cannot stall the fleet."""
+    clock = Clock()
+    marks: list[float] = []
+    ls = Lockstep("a", ["a", "b"], timeout_s=30, clock=clock)
+    th = threading.Thread(target=lambda: ls.step(1.0, mark=lambda: marks.append(clock.t)), daemon=True)
+    th.start()
+    th.join(0.2)
+    assert th.is_alive() and marks == [100.0]
+    clock.t += 0.6
+    th.join(0.2)
+    assert marks == [100.0, 100.6]
+    ls.offer(progress("b", 1.0))
+    th.join(2)
+    assert not th.is_alive() and len(marks) == 2
+
+
+def test_a_peer_that_talks_but_never_sends_markers_is_left_out() -> None:
+    """A live camera in the YAML publishes profiles but no markers: it must not hold the replay up for ever."""
+    clock = Clock()
+    ls = Lockstep("a", ["a", "live"], timeout_s=5, clock=clock)
+    th, out = step_in_thread(ls, 1.0)
+    for k in range(3):
+        th.join(0.1)
+        assert th.is_alive()
+        clock.t += 2
+        ls.offer(profile("live", k, 0.0))
+    th.join(2)
+    assert not th.is_alive() and ls.stats.left_out == ["live"]
+    assert [m.track_id for m in out[0]] == [0, 1, 2]
 
 
 def test_a_finished_peer_is_not_waited_for_and_its_last_messages_are_taken() -> None:
