@@ -394,6 +394,10 @@ class FleetLink:
             if a.global_id is not None and a.global_id > self._largest_id:
                 self._largest_id = a.global_id
         self._publish(ids.updates)
+        if self.lockstep is not None:  # decided: the peers need not wait for this camera's next frame
+            self.bridge.publish(
+                FleetMessage("progress", self.camera, timestamp=math.nextafter(now, math.inf))
+            )
         return ids
 
     def finish(self, ended: list[int], frame: Frame | None) -> None:

@@ -4,7 +4,9 @@ Without it, when a replayed camera hears of another camera's track depends on th
 the machine's load, so two runs of one replay give different global ids. In lockstep each worker, before it
 resolves the frame at fleet time ``t``:
 
-1. publishes a ``progress`` marker at ``t``: everything it sent before the marker is from before ``t``;
+1. publishes a ``progress`` marker at ``t``: everything it sent before the marker is from before ``t``
+   (and, once it has decided ``t`` and published the result, FleetLink sends one just past ``t``, so the
+   cameras named after it need not wait for its next frame);
 2. waits until every peer has got that far: a peer whose name sorts after this camera's must have published a
    marker at or past ``t``, one whose name sorts before it a marker past ``t`` (it has decided ``t`` too).
    A peer that has finished is not waited for, nor one that has sent no marker for ``timeout_s`` (a crashed
