@@ -3,7 +3,8 @@
 Per frame the worker hands its tracks here; :class:`FleetLink` puts the frame on the fleet clock, lets the
 :class:`~daemon.identity.IdentityResolver` decide each track's global id (local gallery first, then the fleet's
 identities), publishes the resulting profile updates through the :class:`~daemon.bridge.Bridge`, and feeds
-what other cameras publish back into the resolver (on the bridge's receiver thread, as it arrives).
+what other cameras publish back into the resolver (on the bridge's receiver thread, as it arrives; in a
+lockstep replay, ``fleet.lockstep``, on the worker's thread before each frame, see daemon/lockstep.py).
 
 Fleet clock
     Every camera's timestamps must be on one clock. Live streams already carry wall time. A replayed file
