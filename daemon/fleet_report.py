@@ -126,7 +126,8 @@ def report_text(report: dict[str, Any], limit: int = 30) -> str:
 
 
 def plot_timeline(people: dict[int, dict[str, Any]], epoch: float, path: Path) -> None:
-    """One row per identity (those on most cameras first), one coloured bar per camera sighting."""
+    """One row per identity (those on most cameras first), one coloured bar per camera sighting, each camera
+    in its own lane of the row."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,12 +137,16 @@ def plot_timeline(people: dict[int, dict[str, Any]], epoch: float, path: Path) -
     rows = sorted(people.items(), key=lambda kv: (-len(kv[1]["cameras"]), kv[0]))[:TIMELINE_MAX_ROWS]
     cams = sorted({c for _, p in rows for c in p["cameras"]})
     colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(cams)}
+    lane = 0.8 / max(len(cams), 1)  # a lane per camera in each row: bars of one moment never hide each other
     fig, ax = plt.subplots(figsize=(10, 0.3 * len(rows) + 1.5))
     for y, (_gid, p) in enumerate(rows):
         for cam, c in p["cameras"].items():
             start = c["first_seen"] - epoch
-            ax.barh(y, max(c["last_seen"] - c["first_seen"], 0.2), left=start, height=0.6, color=colours[cam],
-                    alpha=0.8)
+            width = max(c["last_seen"] - c["first_seen"], 0.2)
+            centre = y - 0.4 + (cams.index(cam) + 0.5) * lane
+            ax.barh(centre, width, left=start, height=lane * 0.9, color=colours[cam])
+    for y in range(len(rows) - 1):
+        ax.axhline(y + 0.5, color="0.9", linewidth=0.5, zorder=0)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([f"G{g}" + (f" {p['label']}" if p["label"] else "") for g, p in rows], fontsize=7)
     ax.invert_yaxis()
