@@ -365,7 +365,9 @@ class FleetLink:
                 "%s: fleet.lockstep is for replays; a live camera cannot wait for its peers", self.camera
             )
         elif cfg.lockstep:
-            self.lockstep = Lockstep(self.camera, self.settings.cameras, cfg.lockstep_timeout_s)
+            self.lockstep = Lockstep(
+                self.camera, self.settings.cameras, cfg.lockstep_timeout_s, self.settings.bridge.inbox_size
+            )
         self.bridge.start(wait_s=self.settings.fleet.ready_timeout_s)
         self._started = True
         log.info(

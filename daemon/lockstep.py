@@ -23,7 +23,8 @@ fleet cannot deadlock. Markers travel on the bridge's ordered channel behind the
 
 Replays only: a live camera cannot wait for its peers (FleetLink ignores lockstep there). Memory is bounded:
 a peer runs at most one step ahead of the slowest camera it waits for, and each peer's queue holds at most
-``max_queued`` messages (the oldest go first, counted in ``dropped``).
+``max_queued`` messages (FleetLink: ``bridge.inbox_size``; the oldest go first, counted in ``dropped`` and
+warned of once: only a peer that has left this camera out runs that far ahead).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class Lockstep:
         camera: str,
         peers: Iterable[str],
         timeout_s: float,
-        max_queued: int = 100_000,
+        max_queued: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.camera = camera
@@ -101,6 +102,12 @@ class Lockstep:
                 peer.left_out = False
             if len(peer.queue) >= self.max_queued:
                 peer.queue.popleft()
+                if not self.stats.dropped:
+                    log.warning(
+                        "%s: lockstep queue of camera %s is full: its oldest messages go",
+                        self.camera,
+                        m.camera,
+                    )
                 self.stats.dropped += 1
             peer.queue.append(m)
             if m.kind == "progress":

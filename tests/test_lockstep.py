@@ -189,12 +189,14 @@ def test_interrupt_ends_a_wait() -> None:
     assert not th.is_alive() and out == [[]]
 
 
-def test_a_peer_queue_is_bounded() -> None:
+def test_a_peer_queue_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
     ls = Lockstep("a", ["a", "b"], timeout_s=30, max_queued=3)
-    for k in range(5):
-        ls.offer(profile("b", k, 0.0))
-    ls.offer(progress("b", 1.0))
+    with caplog.at_level(logging.WARNING, logger="daemon.lockstep"):
+        for k in range(5):
+            ls.offer(profile("b", k, 0.0))
+        ls.offer(progress("b", 1.0))
     assert ls.stats.dropped == 3
+    assert caplog.text.count("lockstep queue of camera b is full") == 1  # said once, not per message
     assert ids(ls.step(0.5)) == [("b", 3), ("b", 4)]  # the oldest went first; the marker took a slot too
 
 
