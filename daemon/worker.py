@@ -265,10 +265,12 @@ class CameraWorker:
     def _fleet_stats(self, outputs: CameraOutputs) -> dict[str, Any]:
         if self.fleet is None:
             return {}
+        lockstep = self.fleet.lockstep
         return {
             "identity": dataclasses.asdict(self.fleet.resolver.stats()),
             "bridge": dataclasses.asdict(self.fleet.bridge.stats),
             "remote_invalid": self.fleet.remote_invalid,
+            "lockstep": dataclasses.asdict(lockstep.stats) if lockstep is not None else None,
             "unresolved_rows": outputs.global_mot.unresolved_rows if outputs.global_mot is not None else 0,
             "conflicting_rows": outputs.global_mot.conflicting_rows if outputs.global_mot is not None else 0,
         }

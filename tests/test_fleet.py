@@ -465,5 +465,8 @@ def test_lockstep_replays_agree_unpaced_and_give_the_same_ids_on_every_run(
             for name in ("left", "right")
         }
         assert len(gids["left"]) == 3 and gids["left"] == gids["right"]
+        for name in ("left", "right"):  # every frame went through the barrier, and nobody was left out
+            lockstep = json.loads((out / name / "summary.json").read_text())["fleet"]["lockstep"]
+            assert lockstep["steps"] == 30 and lockstep["left_out"] == [] and lockstep["dropped"] == 0
         outputs.append({name: _grouping(out / name / f"{name}.global.txt") for name in ("left", "right")})
     assert outputs[0] == outputs[1]
