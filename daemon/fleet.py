@@ -368,7 +368,7 @@ class FleetLink:
             self.lockstep = Lockstep(
                 self.camera, self.settings.cameras, cfg.lockstep_timeout_s, self.settings.bridge.inbox_size
             )
-        self.bridge.start(wait_s=self.settings.fleet.ready_timeout_s)
+        self.bridge.start(wait_s=cfg.ready_timeout_s)
         self._started = True
         log.info(
             "%s: joined fleet %r at %s (%s clock)",
@@ -384,8 +384,7 @@ class FleetLink:
         h, w = r.frame.image.shape[:2]
         now = self.clock.time_of(r.frame)
         if self.lockstep is not None:
-            marker = FleetMessage("progress", self.camera, timestamp=now)
-            for m in self.lockstep.step(now, mark=lambda: self.bridge.publish(marker)):
+            for m in self.lockstep.step(now, mark=lambda: self._mark(now)):
                 self._take(m)
         rows = r.embeddings if self.head is None else identity_rows(self.head, r.embeddings)
         tracks = r.update.tracks
@@ -398,9 +397,7 @@ class FleetLink:
                 self._largest_id = a.global_id
         self._publish(ids.updates)
         if self.lockstep is not None:  # decided: the peers need not wait for this camera's next frame
-            self.bridge.publish(
-                FleetMessage("progress", self.camera, timestamp=math.nextafter(now, math.inf))
-            )
+            self._mark(math.nextafter(now, math.inf))
         return ids
 
     def finish(self, ended: list[int], frame: Frame | None) -> None:
@@ -409,11 +406,16 @@ class FleetLink:
         updates = [u for tid in ended if (u := self.resolver.end_track(tid, now)) is not None]
         self._publish(tuple(updates))
         if self.lockstep is not None:
-            self.bridge.publish(FleetMessage("progress", self.camera, timestamp=now, ended=True))
+            self._mark(now, ended=True)
             st = self.lockstep.stats
             log.info(
                 "%s: lockstep: %d frames, %.1f s spent waiting for peers", self.camera, st.steps, st.waited_s
             )
+
+    def _mark(self, t: float, ended: bool = False) -> None:
+        """Publish a lockstep progress marker: everything sent before it is from before ``t`` (``ended``: the
+        camera has finished)."""
+        self.bridge.publish(FleetMessage("progress", self.camera, timestamp=t, ended=ended))
 
     def interrupt(self) -> None:
         """The worker is stopping: a lockstep wait ends now."""

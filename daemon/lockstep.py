@@ -111,7 +111,7 @@ class Lockstep:
                 self.stats.dropped += 1
             peer.queue.append(m)
             if m.kind == "progress":
-                peer.progress = DONE if m.ended else max(peer.progress, m.timestamp)
+                peer.progress = max(peer.progress, _progress_of(m))
                 peer.heard = self._clock()
             self._cond.notify_all()
         return True
@@ -165,9 +165,8 @@ class Lockstep:
         return ready
 
     def _past(self, name: str, peer: _Peer, t: float) -> bool:
-        """Whether ``peer`` has got far enough for this camera to decide ``t``: past it when it decides
-        before this camera on one frame time (its name sorts first), else at it."""
-        return peer.progress > t if name < self.camera else peer.progress >= t
+        """Whether ``peer`` has got far enough for this camera to decide ``t``."""
+        return _far_enough(peer.progress, t, name < self.camera)
 
     def interrupt(self) -> None:
         """Stop waiting, now and from now on (the worker is stopping)."""
@@ -176,18 +175,24 @@ class Lockstep:
             self._cond.notify_all()
 
 
+def _far_enough(progress: float, t: float, first: bool) -> bool:
+    """Whether a peer at ``progress`` lets a camera decide ``t``: past ``t`` when the peer decides before it on
+    one frame time (``first``: its name sorts first), else at ``t``."""
+    return progress > t if first else progress >= t
+
+
 def _release(peer: _Peer, t: float, first: bool) -> list[FleetMessage]:
-    """Pop what ``peer`` sent before its first marker at ``t`` (past ``t`` when it decides ``t`` ``first``);
-    all of it when it is left out."""
+    """Pop what ``peer`` sent before the marker that lets this camera decide ``t``; all of it when the peer
+    is left out."""
     out: list[FleetMessage] = []
     q = peer.queue
     while q:
         m = q[0]
-        if (
-            not peer.left_out
-            and m.kind == "progress"
-            and (m.ended or m.timestamp > t or (m.timestamp == t and not first))
-        ):
+        if not peer.left_out and m.kind == "progress" and _far_enough(_progress_of(m), t, first):
             break
         out.append(q.popleft())
     return out
+
+
+def _progress_of(marker: FleetMessage) -> float:
+    return DONE if marker.ended else marker.timestamp
