@@ -51,32 +51,42 @@ def build_report(camera_dirs: dict[str, Path], out: Path) -> dict[str, Any]:
     """Write report.json / report.md / timeline.png into ``out``; return the report."""
     people = collect(camera_dirs)
     epoch = min((c["first_seen"] for p in people.values() for c in p["cameras"].values()), default=0.0)
-    multi = {g: p for g, p in people.items() if len(p["cameras"]) >= 2}
     report = {
         "cameras": sorted(camera_dirs),
         "identities": len(people),
-        "seen_on_several_cameras": len(multi),
+        "seen_on_several_cameras": sum(_on_several(p) for p in people.values()),
         "time_origin": epoch,
         "people": {str(g): p for g, p in people.items()},
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-    (out / "report.md").write_text(report_markdown(people, epoch, sorted(camera_dirs)), encoding="utf-8")
+    (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
     if people:
         plot_timeline(people, epoch, out / "timeline.png")
     return report
 
 
-def report_markdown(people: dict[int, dict[str, Any]], epoch: float, cameras: list[str]) -> str:
+def _on_several(person: dict[str, Any]) -> bool:
+    return len(person["cameras"]) >= 2
+
+
+def _headline(report: dict[str, Any]) -> str:
+    return (
+        f"{report['identities']} identities over cameras {', '.join(report['cameras'])}; "
+        f"{report['seen_on_several_cameras']} seen on two or more cameras"
+    )
+
+
+def report_markdown(report: dict[str, Any]) -> str:
     """report.md: a summary, the timeline picture, then every identity, those seen on several cameras first."""
-    multi = {g: p for g, p in people.items() if len(p["cameras"]) >= 2}
-    single = {g: p for g, p in people.items() if len(p["cameras"]) < 2}
+    people, epoch = report["people"], report["time_origin"]
+    multi = {g: p for g, p in people.items() if _on_several(p)}
+    single = {g: p for g, p in people.items() if not _on_several(p)}
     start = datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if people else "-"
     lines = [
         "# Fleet identity report",
         "",
-        f"{len(people)} identities over cameras {', '.join(cameras)}; {len(multi)} seen on two or more cameras. "
-        f"Times are seconds from the first sighting ({start}).",
+        f"{_headline(report)}. Times are seconds from the first sighting ({start}).",
         "",
     ]
     if people:
@@ -87,7 +97,7 @@ def report_markdown(people: dict[int, dict[str, Any]], epoch: float, cameras: li
     return "\n".join(lines)
 
 
-def _identity_table(people: dict[int, dict[str, Any]], epoch: float) -> list[str]:
+def _identity_table(people: dict[str, dict[str, Any]], epoch: float) -> list[str]:
     lines = [
         "| global id | label | cameras (seen from – to, s from the first sighting; frames) |",
         "|---|---|---|",
@@ -104,13 +114,10 @@ def _identity_table(people: dict[int, dict[str, Any]], epoch: float) -> list[str
 def report_text(report: dict[str, Any], limit: int = 30) -> str:
     """A few lines for the terminal: counts and the identities seen on several cameras."""
     epoch = report["time_origin"]
-    lines = [
-        f"{report['identities']} identities over cameras {', '.join(report['cameras'])}; "
-        f"{report['seen_on_several_cameras']} seen on two or more cameras:"
-    ]
+    lines = [f"{_headline(report)}:"]
     shown = 0
     for gid, p in report["people"].items():
-        if len(p["cameras"]) < 2:
+        if not _on_several(p):
             continue
         if shown == limit:
             lines.append("  ...")
