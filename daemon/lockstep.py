@@ -92,9 +92,11 @@ class Lockstep:
 
     def offer(self, m: FleetMessage) -> bool:
         """Queue a received message of a peer; False for a message this barrier does not hold back (from a
-        camera outside the fleet's list, or this camera's own)."""
+        camera outside the fleet's list, or this camera's own, or a ``hello``: a start-up greeting stamped
+        with the wall clock, not with fleet time, which a peer hears or not depending on who subscribed
+        first, so it must not be part of what a step releases)."""
         peer = self._peers.get(m.camera)
-        if peer is None:
+        if peer is None or m.kind == "hello":
             return False
         with self._cond:
             if peer.left_out and m.kind == "progress":
