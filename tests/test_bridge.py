@@ -432,7 +432,7 @@ def test_valkey_killed_and_restarted_backlog_is_bounded_and_delivered(server: Em
         start = time.perf_counter()
         for t in range(1, 13):  # 12 messages while Valkey is gone: the 5 newest are kept
             a.publish(profile("cam-a", t))
-        assert time.perf_counter() - start < 0.1  # publish never waits for Valkey
+        assert time.perf_counter() - start < 0.5  # publish never waits for Valkey (queued: microseconds)
         assert wait_for(lambda: not a.stats.connected and a.stats.reconnects >= 1)
         assert a.stats.dropped == 7 and a.stats.backlog == 5
         server.start()  # same socket, empty
