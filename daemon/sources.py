@@ -309,11 +309,15 @@ class _CaptureReader:
         self.count = count if count > 0 else None
 
     def _what(self) -> str:
+        """The source as an error names it: where it is (a stream's URL without its password) and, when the
+        caller named it otherwise (a camera), that name too."""
+        where = redact(str(self._req.target))
+        label = where if self._name == where else f"{where} ({self._name})"
         if self._req.kind == "file":
-            return f"video file {self._name} (unreadable, corrupt or not a video)"
+            return f"video file {label}: unreadable, corrupt or not a video"
         if self._req.kind == "webcam":
-            return f"webcam {self._name}"
-        return f"stream {self._name} (within {self._req.open_timeout_ms} ms)"
+            return f"webcam {label}"
+        return f"stream {label} within {self._req.open_timeout_ms} ms"
 
     def grab(self) -> bool:
         if self._cap is None:

@@ -139,6 +139,9 @@ def test_corrupt_video_raises(tmp_path: Path) -> None:
     bad.write_bytes(np.random.default_rng(1).bytes(20_000))
     with pytest.raises(SourceError, match=r"garbage\.mp4"):
         open_source(SourceConfig(uri=str(bad)))
+    # a camera's worker names its source by the camera: the error names the file as well (it said "b" alone)
+    with pytest.raises(SourceError, match=r"video file .*garbage\.mp4 \(cam-b\): unreadable"):
+        open_source(SourceConfig(uri=str(bad)), name="cam-b")
 
 
 def test_empty_folder_raises(tmp_path: Path) -> None:
