@@ -79,7 +79,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     if run.metrics is not None:
         print((run.report_dir / "fleet_metrics.txt").read_text(encoding="utf-8").rstrip())
     for name, d in run.camera_dirs.items():
-        print(f"  {name}: {d} (annotated.mp4, {name}.global.txt, identities.jsonl, worker.log)")
+        files = ("annotated.mp4", f"{name}.global.txt", "identities.jsonl", "worker.log")
+        print(f"  {name}: {d} ({', '.join(f for f in files if (d / f).is_file()) or 'nothing written'})")
     print(f"  report: {run.report_dir / 'report.md'}, {run.report_dir / 'timeline.png'}")
     failed = {n: c for n, c in run.exit_codes.items() if c != 0}
     if failed:

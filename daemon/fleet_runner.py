@@ -26,8 +26,10 @@ from typing import Any
 import cv2
 from tqdm import tqdm
 
-from daemon.config import Settings, load_settings
+from daemon.bridge import Bridge
+from daemon.config import SecretSource, Settings, load_settings
 from daemon.errors import ConfigError, DaemonError
+from daemon.fleet_wire import FleetMessage
 from daemon.valkey_server import EmbeddedValkey
 
 log = logging.getLogger(__name__)
@@ -112,32 +114,70 @@ def _read_status(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _watch(cams: list[CameraProcess], progress: bool, stopping: Callable[[], bool]) -> None:
+def _watch(cams: list[CameraProcess], progress: bool, stopping: Callable[[], bool], exits: _Exits) -> None:
+    """Show the cameras' progress until they have all exited; forward a stop request once."""
     bars = {
         c.name: tqdm(total=c.total, desc=c.name, unit="frame", position=i, disable=not progress, leave=True)
         for i, c in enumerate(cams)
     }
     stop_sent = False
     try:
-        while any(c.proc.poll() is None for c in cams):
+        while exits.running(cams):
             if stopping() and not stop_sent:
                 for c in cams:
                     if c.proc.poll() is None:
                         c.proc.send_signal(signal.SIGTERM)
                 stop_sent = True
-            for c in cams:
-                st = _read_status(c.status)
-                bar = bars[c.name]
-                if "frames" in st:
-                    bar.update(int(st["frames"]) - bar.n)
-                    bar.set_postfix(fps=st.get("fps"), ids=st.get("identities"), refresh=False)
+            _show(cams, bars)
             time.sleep(POLL_S)
     finally:
+        _show(cams, bars)
+        for bar in bars.values():
+            bar.close()
+
+
+def _show(cams: list[CameraProcess], bars: dict[str, Any]) -> None:
+    for c in cams:
+        st = _read_status(c.status)
+        bar = bars[c.name]
+        if "frames" in st:
+            bar.update(int(st["frames"]) - bar.n)
+            bar.set_postfix(fps=st.get("fps"), ids=st.get("identities"), refresh=False)
+
+
+class _Exits:
+    """Acts on each camera's exit as soon as it is seen: a failed worker's exit code and the end of its log are
+    logged at once (not after the others have finished), and in a lockstep replay the other cameras are told
+    not to wait for it (``_Withdrawals``)."""
+
+    def __init__(self, withdrawals: _Withdrawals | None) -> None:
+        self._seen: set[str] = set()
+        self._withdrawals = withdrawals
+
+    def running(self, cams: list[CameraProcess]) -> bool:
+        """Whether any camera still runs; acts on the exits not seen before."""
+        running = False
         for c in cams:
-            st = _read_status(c.status)
-            if "frames" in st:
-                bars[c.name].update(int(st["frames"]) - bars[c.name].n)
-            bars[c.name].close()
+            code = c.proc.poll()
+            if code is None:
+                running = True
+            elif c.name not in self._seen:
+                self._seen.add(c.name)
+                self._exited(c, int(code))
+        if self._withdrawals is not None:
+            self._withdrawals.tick()
+        return running
+
+    def _exited(self, c: CameraProcess, code: int) -> None:
+        if code == 0:
+            return
+        log.error("camera %s exited with %d; the end of its log:\n%s", c.name, code, _tail(c.log_path))
+        if self._withdrawals is not None:
+            self._withdrawals.add(c.name)
+
+    def close(self) -> None:
+        if self._withdrawals is not None:
+            self._withdrawals.close()
 
 
 def run_fleet(
@@ -168,18 +208,18 @@ def run_fleet(
         if server is not None:
             log.info("embedded Valkey for this fleet at %s", url)
         env = child_environment(settings, url, time.time())
+        exits = _Exits(_Withdrawals(settings, url, env) if settings.fleet.lockstep else None)
         cams = [_start_camera(config, settings, n, env) for n in names]
-        _watch(cams, progress, lambda: stop["asked"])
+        try:
+            _watch(cams, progress, lambda: stop["asked"], exits)
+        finally:
+            exits.close()
         codes = {c.name: int(c.proc.wait()) for c in cams}
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
         if server is not None:
             server.stop()
-    for name, code in codes.items():
-        if code != 0:
-            tail = _tail(Path(settings.cameras[name].output.dir) / name / "worker.log")
-            log.error("camera %s exited with %d; the end of its log:\n%s", name, code, tail)
     dirs = {n: Path(settings.cameras[n].output.dir) / n for n in names}
     out = report_dir or _common_parent(list(dirs.values()))
     from daemon.fleet_report import build_report, evaluate_scenario
@@ -200,6 +240,51 @@ def _common_parent(paths: list[Path]) -> Path:
     return Path(os.path.commonpath([str(p.resolve().parent) for p in paths]))
 
 
+class _Withdrawals:
+    """Tells the other cameras of a lockstep replay not to wait for a camera whose worker failed.
+
+    A worker that ends publishes its own "finished" marker; one that fails to start (an unreadable video) or
+    dies sends none, and its peers would stall for ``fleet.lockstep_timeout_s``. So the fleet, which holds the
+    fleet key, publishes that camera's "finished" marker on its behalf, and again on every poll for the
+    timeout: pub/sub drops what is sent before a peer has subscribed, and a peer that subscribes later than
+    that has left the camera out by then anyway.
+    """
+
+    def __init__(self, settings: Settings, url: str, env: dict[str, str]) -> None:
+        key = settings.bridge.signing_key
+        if key is not None and key.env:  # perhaps the random key made for this run: what the workers hold
+            key = SecretSource(value=env.get(key.env, ""))
+        self._cfg = settings.bridge.model_copy(update={"url": url, "signing_key": key})
+        self._window_s = settings.fleet.lockstep_timeout_s
+        self._until: dict[str, float] = {}
+        self._bridges: dict[str, Bridge] = {}
+
+    def add(self, camera: str) -> None:
+        try:
+            self._bridges[camera] = Bridge(self._cfg, camera, receive=False).start()
+        except DaemonError as e:
+            log.warning("could not tell the other cameras that %s has stopped: %s", camera, e)
+            return
+        self._until[camera] = time.monotonic() + self._window_s
+        log.warning("camera %s stopped: the other cameras go on without waiting for it", camera)
+        self._send(camera)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        for camera, until in list(self._until.items()):
+            if now < until:
+                self._send(camera)
+            else:
+                del self._until[camera]
+
+    def _send(self, camera: str) -> None:
+        self._bridges[camera].publish(FleetMessage("progress", camera, timestamp=time.time(), ended=True))
+
+    def close(self) -> None:
+        for bridge in self._bridges.values():
+            bridge.close(1.0)
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
@@ -209,7 +294,6 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def forget(settings: Settings, global_id: int, timeout_s: float = 5.0) -> None:
     """Erase ``global_id`` from the fleet: running workers drop it, stored state in Valkey is deleted."""
-    from daemon.bridge import Bridge
 
     if settings.bridge.url is None:
         raise ConfigError(

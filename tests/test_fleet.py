@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -470,3 +471,40 @@ def test_lockstep_replays_agree_unpaced_and_give_the_same_ids_on_every_run(
             assert lockstep["steps"] == 30 and lockstep["left_out"] == [] and lockstep["dropped"] == 0
         outputs.append({name: _grouping(out / name / f"{name}.global.txt") for name in ("left", "right")})
     assert outputs[0] == outputs[1]
+
+
+def test_a_lockstep_replay_goes_on_at_once_when_a_camera_cannot_start(
+    tmp_path: Path, mobilenet_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A camera whose video cannot be read fails at start and sends no marker: the fleet says so at once, naming
+    the file, and tells the other camera not to wait for it (it used to wait out lockstep_timeout_s, 60 s)."""
+    clip = make_video(tmp_path / "clip.mp4", frames=30, size=(320, 240), people=2)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(clip.path.read_bytes()[:2000])
+    out = tmp_path / "runs"
+
+    def cam(video: Path) -> dict[str, object]:
+        return {
+            "source": {"uri": str(video)},
+            "detector": {"type": "ground-truth", "path": str(gt)},
+            "embedder": {"policy": "all"},
+            "tracker": {"frame_rate": 10},
+            "output": {"dir": str(out), "video": False, "progress": False},
+        }
+
+    cfg = {
+        "models_dir": str(mobilenet_model.parent.parent),
+        "fleet": {"enabled": True, "lockstep": True, "lockstep_timeout_s": 60},
+        "bridge": {"signing_key": {"env": "REID_TEST_FLEET_KEY"}},
+        "cameras": {"left": cam(clip.path), "right": cam(broken)},
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with caplog.at_level(logging.WARNING, logger="daemon.fleet_runner"):
+        run = run_fleet(path, progress=False)
+    assert run.exit_codes == {"left": 0, "right": 1}
+    assert "camera right exited with 1" in caplog.text and "broken.mp4 (right): unreadable" in caplog.text
+    lockstep = json.loads((out / "left" / "summary.json").read_text())["fleet"]["lockstep"]
+    assert lockstep["steps"] == 30 and lockstep["left_out"] == []  # told, not timed out
+    assert lockstep["waited_s"] < 30
