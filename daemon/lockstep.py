@@ -11,7 +11,8 @@ resolves the frame at fleet time ``t``:
    marker at or past ``t``, one whose name sorts before it a marker past ``t`` (it has decided ``t`` too).
    A peer that has finished is not waited for, nor one that has sent no marker for ``timeout_s`` (a crashed
    worker, or a live camera, which sends none): it is left out from then on, with a warning, so it stalls
-   nobody for long;
+   nobody for long (``reid-daemon fleet`` marks a camera whose worker failed as finished at once:
+   daemon/fleet_runner.py);
 3. takes in, in a fixed order (capture time, then camera, then as sent), exactly what each peer sent before
    the marker that let it go on.
 
