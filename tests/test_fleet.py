@@ -423,6 +423,17 @@ def test_listeners_hear_every_fleet_message(tmp_path: Path, valkey: EmbeddedValk
         b.close()
 
 
+def _true_box_camera(video: Path, gt: Path, out: Path) -> dict[str, object]:
+    """A camera replaying ``video`` on its true boxes, embedding every box, no annotated video."""
+    return {
+        "source": {"uri": str(video)},
+        "detector": {"type": "ground-truth", "path": str(gt)},
+        "embedder": {"policy": "all"},
+        "tracker": {"frame_rate": 10},
+        "output": {"dir": str(out), "video": False, "progress": False},
+    }
+
+
 def _grouping(path: Path) -> list[tuple[tuple[int, float, float], ...]]:
     """A global.txt's boxes (frame, x, y) grouped by global id, without the id numbers (which depend on the
     order in which processes allocated them)."""
@@ -443,13 +454,7 @@ def test_lockstep_replays_agree_unpaced_and_give_the_same_ids_on_every_run(
     outputs = []
     for run_no in range(2):
         out = tmp_path / f"runs{run_no}"
-        cam = {
-            "source": {"uri": str(clip.path)},
-            "detector": {"type": "ground-truth", "path": str(gt)},
-            "embedder": {"policy": "all"},
-            "tracker": {"frame_rate": 10},
-            "output": {"dir": str(out), "video": False, "progress": False},
-        }
+        cam = _true_box_camera(clip.path, gt, out)
         cfg = {
             "models_dir": str(mobilenet_model.parent.parent),
             "fleet": {"enabled": True, "lockstep": True},
@@ -483,21 +488,11 @@ def test_a_lockstep_replay_goes_on_at_once_when_a_camera_cannot_start(
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(clip.path.read_bytes()[:2000])
     out = tmp_path / "runs"
-
-    def cam(video: Path) -> dict[str, object]:
-        return {
-            "source": {"uri": str(video)},
-            "detector": {"type": "ground-truth", "path": str(gt)},
-            "embedder": {"policy": "all"},
-            "tracker": {"frame_rate": 10},
-            "output": {"dir": str(out), "video": False, "progress": False},
-        }
-
     cfg = {
         "models_dir": str(mobilenet_model.parent.parent),
         "fleet": {"enabled": True, "lockstep": True, "lockstep_timeout_s": 60},
         "bridge": {"signing_key": {"env": "REID_TEST_FLEET_KEY"}},
-        "cameras": {"left": cam(clip.path), "right": cam(broken)},
+        "cameras": {"left": _true_box_camera(clip.path, gt, out), "right": _true_box_camera(broken, gt, out)},
     }
     path = tmp_path / "fleet.yaml"
     path.write_text(yaml.safe_dump(cfg))
