@@ -100,8 +100,9 @@ class Lockstep:
         if peer is None or m.kind == "hello":
             return False
         with self._cond:
+            # a peer that has finished: a later marker (the fleet repeats a failed camera's) says nothing new
             if m.kind == "progress" and peer.progress == DONE:
-                return True  # it has finished: a later marker (the fleet repeats a failed camera's) says nothing
+                return True
             if peer.left_out and m.kind == "progress":
                 log.warning("%s: camera %s is back; lockstep waits for it again", self.camera, m.camera)
                 peer.left_out = False
