@@ -82,6 +82,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         files = ("annotated.mp4", f"{name}.global.txt", "identities.jsonl", "worker.log")
         print(f"  {name}: {d} ({', '.join(f for f in files if (d / f).is_file()) or 'nothing written'})")
     print(f"  report: {run.report_dir / 'report.md'}, {run.report_dir / 'timeline.png'}")
+    if run.mosaic is not None:
+        print(f"  all cameras side by side: {run.mosaic}")
     failed = {n: c for n, c in run.exit_codes.items() if c != 0}
     if failed:
         print(f"error: camera workers failed: {failed} (see their worker.log)", file=sys.stderr)

@@ -1153,6 +1153,11 @@ class FleetConfig(_Strict):
     identities: bool = Field(
         True, description="Write identities.jsonl (each track's global id and label, with times) per camera."
     )
+    mosaic: bool = Field(
+        True,
+        description="`reid-daemon fleet`: after the run, put the cameras' annotated videos (output.video) side "
+        "by side, in step on the fleet clock, into fleet.mp4 beside the report.",
+    )
 
 
 class OpsConfig(_Strict):

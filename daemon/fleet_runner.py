@@ -56,6 +56,7 @@ class FleetRun:
     report_dir: Path
     report: dict[str, Any]
     metrics: dict[str, Any] | None
+    mosaic: Path | None = None  # fleet.mp4: the cameras side by side (fleet.mosaic)
 
     @property
     def ok(self) -> bool:
@@ -229,7 +230,29 @@ def run_fleet(
         (config.parent / f"{n}.gt.txt").is_file() for n in names
     )
     metrics = evaluate_scenario(config.parent, dirs, out) if scored and run_ok(codes) else None
-    return FleetRun(codes, dirs, out, report, metrics)
+    mosaic = _mosaic(settings, dirs, out / "fleet.mp4", progress) if settings.fleet.mosaic else None
+    return FleetRun(codes, dirs, out, report, metrics, mosaic)
+
+
+def _mosaic(settings: Settings, dirs: dict[str, Path], out: Path, progress: bool) -> Path | None:
+    """The cameras' annotated videos side by side in ``out`` (daemon/fleet_mosaic.py); None when fewer than two
+    cameras wrote one."""
+    from daemon.fleet_mosaic import Tile, write_mosaic
+
+    tiles = [
+        Tile(name, d / "annotated.mp4", settings.cameras[name].source.clock_offset_s)
+        for name, d in dirs.items()
+        if (d / "annotated.mp4").is_file()
+    ]
+    if len(tiles) < 2:
+        return None
+    with tqdm(desc="fleet.mp4", unit="frame", disable=not progress) as bar:
+
+        def step(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        return write_mosaic(tiles, out, progress=step)
 
 
 def run_ok(codes: dict[str, int]) -> bool:

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -250,6 +251,12 @@ def test_fleet_command_runs_cameras_as_processes_and_they_agree(tmp_path: Path, 
     assert run.report["seen_on_several_cameras"] == 3
     assert (run.report_dir / "timeline.png").stat().st_size > 0
     assert "| global id |" in (run.report_dir / "report.md").read_text()
+    # both cameras side by side, in step: one mosaic frame per frame of the two 30-frame replays
+    assert run.mosaic == run.report_dir / "fleet.mp4"
+    cap = cv2.VideoCapture(str(run.mosaic))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 30
+    assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 2 * 320 * 480 // 240  # 320x240 views, 480 px high tiles
+    cap.release()
 
 
 def test_fleet_command_without_a_key_says_what_to_set(tmp_path: Path, capsys: object) -> None:

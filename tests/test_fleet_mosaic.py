@@ -1,0 +1,85 @@
+"""fleet.mp4: the cameras side by side, in step on the fleet clock (daemon/fleet_mosaic.py)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from daemon.fleet_mosaic import BANNER_PX, Tile, frame_at, grid, write_mosaic
+
+
+def _grey_video(path: Path, fps: float, levels: list[int], size: tuple[int, int] = (64, 48)) -> Path:
+    """A video whose frame i is uniformly grey at ``levels[i]``: a tile's brightness tells which frame it shows."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
+    for level in levels:
+        writer.write(np.full((size[1], size[0], 3), level, np.uint8))
+    writer.release()
+    return path
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            return out
+        out.append(image)
+
+
+def test_grid_keeps_up_to_three_cameras_in_a_row_then_goes_square() -> None:
+    assert [grid(n) for n in (1, 2, 3, 4, 5, 7, 9)] == [
+        (1, 1),
+        (2, 1),
+        (3, 1),
+        (2, 2),
+        (3, 2),
+        (3, 3),
+        (3, 3),
+    ]
+    with pytest.raises(ValueError):
+        grid(0)
+
+
+def test_frame_at_gives_the_latest_frame_of_a_camera_on_the_fleet_clock() -> None:
+    assert frame_at(0.0, 0.0, 10.0, 5) == 0
+    assert frame_at(0.29, 0.0, 10.0, 5) == 2
+    assert frame_at(0.3, 0.0, 10.0, 5) == 3  # exactly on a frame's time
+    assert frame_at(0.5, 0.0, 10.0, 5) is None  # its last frame has had its time
+    assert frame_at(0.9, 1.0, 5.0, 5) is None  # not started
+    assert [frame_at(1.0 + k / 10, 1.0, 5.0, 5) for k in range(4)] == [0, 0, 1, 1]  # half rate: shown twice
+
+
+def test_the_mosaic_shows_each_camera_at_its_own_rate_and_start(tmp_path: Path) -> None:
+    fast = _grey_video(tmp_path / "fast.mp4", 10.0, [12 * i for i in range(20)])  # 0-2 s
+    slow = _grey_video(tmp_path / "slow.mp4", 5.0, [200 - 20 * i for i in range(6)])  # starts 1 s late, 5 fps
+    out = write_mosaic([Tile("fast", fast), Tile("slow", slow, offset_s=1.0)], tmp_path / "fleet.mp4", 96)
+    assert out == tmp_path / "fleet.mp4"
+    frames = _frames(out)
+    assert len(frames) == 22  # 0 .. 2.2 s at the faster rate
+    assert frames[0].shape == (BANNER_PX + 96, 2 * 128, 3)
+
+    # the top of a tile, away from its texts; mp4v written twice shifts grey levels by up to ~7
+    def level(frame: np.ndarray, col: int) -> float:
+        return float(frame[BANNER_PX + 4 : BANNER_PX + 30, col * 128 + 70 : col * 128 + 120].mean())
+
+    for k, frame in enumerate(frames):
+        want_fast = 12 * k if k < 20 else 24  # then a dark "ended" tile
+        want_slow = 24 if k < 10 else 200 - 20 * ((k - 10) // 2)
+        assert level(frame, 0) == pytest.approx(want_fast, abs=8), k
+        assert level(frame, 1) == pytest.approx(want_slow, abs=8), k
+
+
+def test_an_unreadable_camera_video_is_left_out(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    good = _grey_video(tmp_path / "good.mp4", 10.0, [100] * 5)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    with caplog.at_level(logging.WARNING, logger="daemon.fleet_mosaic"):
+        out = write_mosaic([Tile("good", good), Tile("bad", bad)], tmp_path / "fleet.mp4", 96)
+    assert out is not None and len(_frames(out)) == 5
+    assert "camera bad left out" in caplog.text and "bad.mp4: not a readable video" in caplog.text
+    assert write_mosaic([Tile("bad", bad)], tmp_path / "none.mp4") is None
