@@ -39,6 +39,7 @@ single: models
 
 lint: venv
 	$(BIN)/ruff check daemon tests benchmarks
+	$(BIN)/ruff format --check daemon tests benchmarks
 	$(BIN)/mypy daemon
 
 test: models lint

@@ -97,7 +97,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     forget(settings, args.global_id, args.timeout)
-    print(f"global id {args.global_id}: forget sent to fleet {settings.bridge.fleet!r} and its stored state erased")
+    print(
+        f"global id {args.global_id}: forget sent to fleet {settings.bridge.fleet!r} and its stored state erased"
+    )
     return 0
 
 
@@ -349,7 +351,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     out = Path(args.gallery)
     if out.suffix.lower() not in SUFFIXES:
         raise ConfigError(f"--gallery {out}: a gallery file ends in {', '.join(SUFFIXES)}")
-    naming = _validated(EnrollConfig, _section(args, "enroll"), {"recursive": args.recursive or None}, "enrol")
+    naming = _validated(
+        EnrollConfig, _section(args, "enroll"), {"recursive": args.recursive or None}, "enrol"
+    )
     reference_files(args.folder, naming)  # a missing folder fails before the models load
     embedder, detector, _ = _recognition_models(args, detector=args.detect)
     gallery = Gallery.load(out) if args.append and out.exists() else _new_gallery(args, embedder.dim)
@@ -420,7 +424,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     embedder, detector, _ = _recognition_models(args, detector=True)
     query, gallery_threshold = _search_query(args, embedder, detector)
     if threshold is None:
-        threshold = gallery_threshold if gallery_threshold is not None else _section(args, "gallery").threshold
+        threshold = (
+            gallery_threshold if gallery_threshold is not None else _section(args, "gallery").threshold
+        )
     opts = SearchOptions(
         threshold=threshold,
         limit=cfg.search_hits,
@@ -617,7 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("action", choices=["build", "list"])
     sc.add_argument("name", nargs="?", help="Preset name (see `scenario list`) or a scenario YAML file.")
     sc.add_argument("--video", help="Source video.")
-    sc.add_argument("--gt", help="Its MOTChallenge ground truth (optional: without it the run is not scored).")
+    sc.add_argument(
+        "--gt", help="Its MOTChallenge ground truth (optional: without it the run is not scored)."
+    )
     sc.add_argument("--out", help="Folder for the camera videos, ground truth and fleet.yaml.")
     sc.add_argument("--max-frames", type=int, default=0, help="Use only the first N source frames.")
     sc.add_argument("--no-progress", action="store_true", help="No progress bar.")

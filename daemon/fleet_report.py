@@ -176,7 +176,9 @@ def evaluate_scenario(scenario_dir: Path, camera_dirs: dict[str, Path], out: Pat
         if not (gt_path.is_file() and local.is_file() and global_path.is_file()):
             raise DataError(f"cannot score camera {cam}: need {gt_path}, {local} and {global_path}")
         frames = int(desc["cameras"][cam]["frames"])
-        runs[cam] = CameraRun(read_ground_truth(gt_path), read_results(local), read_results(global_path), frames)
+        runs[cam] = CameraRun(
+            read_ground_truth(gt_path), read_results(local), read_results(global_path), frames
+        )
     metrics = evaluate_fleet(runs)
     doc = metrics.as_dict()
     (out / "fleet_metrics.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")

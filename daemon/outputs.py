@@ -29,6 +29,7 @@ class Identity(Protocol):
     @property
     def label(self) -> str | None: ...
 
+
 _NPY_HEADER_BYTES = 128
 
 

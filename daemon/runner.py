@@ -77,7 +77,9 @@ def _stop_on_signals(worker: CameraWorker, *also: Callable[[], None]) -> Iterato
         return
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s: %s received, stopping after the current frame", worker.name, signal.Signals(signum).name)
+        log.info(
+            "%s: %s received, stopping after the current frame", worker.name, signal.Signals(signum).name
+        )
         worker.stop()
         for stop in also:
             stop()

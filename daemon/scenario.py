@@ -52,9 +52,13 @@ class ViewConfig(BaseModel):
     region: tuple[int, int, int, int] = Field(description="x0, y0, x1, y1 of the source the camera sees.")
     scale: float = Field(1.0, ge=0.25, le=4.0, description="Output size = region size x scale.")
     gamma: float = Field(1.0, ge=0.2, le=5.0, description="Gamma applied to [0, 1] intensities (>1: darker).")
-    gains: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="B, G, R multipliers (colour cast).")
+    gains: tuple[float, float, float] = Field(
+        (1.0, 1.0, 1.0), description="B, G, R multipliers (colour cast)."
+    )
     blur: float = Field(0.0, ge=0.0, le=10.0, description="Gaussian blur sigma in output pixels (0: none).")
-    jpeg_quality: int | None = Field(None, ge=5, le=100, description="Re-encode each frame as JPEG (null: no).")
+    jpeg_quality: int | None = Field(
+        None, ge=5, le=100, description="Re-encode each frame as JPEG (null: no)."
+    )
     step: int = Field(1, ge=1, le=10, description="Keep every Nth source frame (frame-rate drop).")
     delay: int = Field(0, ge=0, le=10_000, description="Source frames of black before the view starts.")
     min_visible: float = Field(0.5, gt=0.0, le=1.0, description="Visible area fraction to count a person.")
@@ -106,7 +110,12 @@ PRESETS: dict[str, ScenarioConfig] = {
         views=(
             ViewConfig(name="a", region=(0, 0, 448, 576)),
             ViewConfig(
-                name="b", region=(320, 0, 768, 576), gamma=1.4, gains=(0.85, 1.0, 1.15), blur=1.0, jpeg_quality=50
+                name="b",
+                region=(320, 0, 768, 576),
+                gamma=1.4,
+                gains=(0.85, 1.0, 1.15),
+                blur=1.0,
+                jpeg_quality=50,
             ),
         ),
     ),
@@ -187,7 +196,9 @@ def view_ground_truth(gt: MotGroundTruth, view: ViewConfig, frames: int) -> MotG
             )
         )
     if not parts:
-        return MotGroundTruth(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, bool))
+        return MotGroundTruth(
+            np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, bool)
+        )
     return MotGroundTruth(
         np.concatenate([p.frame for p in parts]),
         np.concatenate([p.track_id for p in parts]),
@@ -343,7 +354,9 @@ def build(
     fleet.write_text(yaml.safe_dump(_fleet_config(scenario, videos, out), sort_keys=False))
     if truths:
         (out / "fleet.gt-boxes.yaml").write_text(
-            yaml.safe_dump(_gt_boxes_config(_fleet_config(scenario, videos, out), truths, out), sort_keys=False)
+            yaml.safe_dump(
+                _gt_boxes_config(_fleet_config(scenario, videos, out), truths, out), sort_keys=False
+            )
         )
     return ScenarioFiles(out, videos, truths, desc, fleet)
 

@@ -164,7 +164,12 @@ def search_image(
         "threshold": used,
         "search_ms": found.duration_ms,
         "matches": [
-            {"label": m.label, "similarity": m.similarity, "row": m.index, "references": urls.get(m.label, [])}
+            {
+                "label": m.label,
+                "similarity": m.similarity,
+                "row": m.index,
+                "references": urls.get(m.label, []),
+            }
             for m in found.matches
         ],
     }
@@ -274,7 +279,9 @@ def create_app(state: ServiceState) -> FastAPI:
     return app
 
 
-async def _counted_read(state: ServiceState, endpoint: str, upload: UploadFile, limit: int) -> tuple[Any, str]:
+async def _counted_read(
+    state: ServiceState, endpoint: str, upload: UploadFile, limit: int
+) -> tuple[Any, str]:
     try:
         return await read_upload(upload, limit)
     except HTTPException:

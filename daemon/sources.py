@@ -709,7 +709,11 @@ class FrameSource:
         if expected is not None and read < expected:
             self._stats.last_error = self._reader.last_error
             log.warning(
-                "source %s ended after %d of %d frames: %s", self.name, read, expected, self._reader.last_error
+                "source %s ended after %d of %d frames: %s",
+                self.name,
+                read,
+                expected,
+                self._reader.last_error,
             )
         if not self._cfg.loop or read == 0:  # a pass that read nothing would loop forever
             return False

@@ -19,7 +19,8 @@ def finite_pair(value: object, name: str) -> Position:
     """``value`` (two numbers in a tuple or list) as a :data:`Position`; ValueError naming ``name`` otherwise."""
     pair = tuple(value) if isinstance(value, tuple | list) else ()
     if len(pair) != 2 or not all(
-        isinstance(v, int | float | np.floating) and not isinstance(v, bool) and math.isfinite(v) for v in pair
+        isinstance(v, int | float | np.floating) and not isinstance(v, bool) and math.isfinite(v)
+        for v in pair
     ):
         raise ValueError(f"{name} must be two finite numbers, got {value!r}")
     return float(pair[0]), float(pair[1])

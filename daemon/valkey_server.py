@@ -251,7 +251,9 @@ def _cluster_ok(client: Any) -> bool:
 
 def _meshed(client: Any, n: int) -> bool:
     """This node knows ``n`` nodes, none still in handshake, and its bus link to each is up."""
-    lines = [line.split() for line in _bytes(client.execute_command("CLUSTER", "NODES")).decode().splitlines()]
+    lines = [
+        line.split() for line in _bytes(client.execute_command("CLUSTER", "NODES")).decode().splitlines()
+    ]
     lines = [f for f in lines if len(f) >= 8]
     return len(lines) == n and all(f[7] == "connected" and "handshake" not in f[2] for f in lines)
 

@@ -75,7 +75,9 @@ class CameraOutputs:
         self.video = AnnotatedVideo(Path(self._path("video", "annotated.mp4")), fps) if out.video else None
         self.summary_path = Path(self._path("summary", "summary.json")) if out.summary else None
         self.global_mot = (
-            GlobalMotWriter(Path(self._path("global_mot", f"{name}.global.txt"))) if fleet and out.mot else None
+            GlobalMotWriter(Path(self._path("global_mot", f"{name}.global.txt")))
+            if fleet and out.mot
+            else None
         )
         self.identities = IdentityLog(self.dir, name) if fleet else None
         if self.identities is not None:

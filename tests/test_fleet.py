@@ -45,7 +45,9 @@ def test_profile_updates_survive_the_wire_and_keepalives_get_the_width_back() ->
     assert back is not None
     assert (back.camera, back.track_id, back.global_id, back.label, back.since) == ("a", 4, 17, "alice", 99.0)
     np.testing.assert_allclose(back.exemplars, ex, atol=1e-6)
-    keepalive = to_update(FleetMessage("profile", "a", track_id=4, global_id=17, timestamp=101.0, quality=0.5), DIM)
+    keepalive = to_update(
+        FleetMessage("profile", "a", track_id=4, global_id=17, timestamp=101.0, quality=0.5), DIM
+    )
     assert keepalive is not None and keepalive.exemplars.shape == (0, DIM)
     assert to_update(FleetMessage("hello", "a"), DIM) is None
 
@@ -58,7 +60,9 @@ def _assigned(tid: int, gid: int | None) -> IdentityAssignment:
     return IdentityAssignment("a", tid, gid, None, 0.9, "fleet" if gid else "pending", gid is not None)
 
 
-def test_global_mot_writer_backfills_pending_rows_but_never_shows_an_id_twice_on_a_frame(tmp_path: Path) -> None:
+def test_global_mot_writer_backfills_pending_rows_but_never_shows_an_id_twice_on_a_frame(
+    tmp_path: Path,
+) -> None:
     w = GlobalMotWriter(tmp_path / "g.txt")
     w.write(1, [_track(1, 0), _track(2, 50)], (_assigned(1, 7), _assigned(2, None)))
     w.write(2, [_track(1, 0), _track(2, 50)], (_assigned(1, 7), _assigned(2, None)))
@@ -117,8 +121,10 @@ PEOPLE = _unit(np.random.default_rng(7).normal(size=(3, DIM)))
 
 
 def _frame_result(cam: str, index: int, people: list[int], rng: np.random.Generator) -> FrameResult:
-    tracks = [Track(cam, 10 + p, (40.0 + 120 * p, 50.0, 100.0 + 120 * p, 230.0), 0.9, i, True)
-              for i, p in enumerate(people)]
+    tracks = [
+        Track(cam, 10 + p, (40.0 + 120 * p, 50.0, 100.0 + 120 * p, 230.0), 0.9, i, True)
+        for i, p in enumerate(people)
+    ]
     emb = _unit(PEOPLE[people] + 0.05 * rng.normal(size=(len(people), DIM)))
     frame = Frame(index, time.time(), np.zeros((300, 400, 3), np.uint8))
     dets = Detections(np.array([t.xyxy for t in tracks], np.float32), np.full(len(tracks), 0.9, np.float32))
@@ -144,7 +150,9 @@ def _wait(cond: object, timeout: float = 5.0) -> bool:
     return False
 
 
-def test_two_workers_agree_on_global_ids_and_a_late_joiner_catches_up(tmp_path: Path, valkey: EmbeddedValkey) -> None:
+def test_two_workers_agree_on_global_ids_and_a_late_joiner_catches_up(
+    tmp_path: Path, valkey: EmbeddedValkey
+) -> None:
     settings = _settings(tmp_path, valkey.url, ("a", "b", "c"))
     a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
     b = FleetLink(settings, "b", DIM).start(live=True)  # type: ignore[arg-type]
@@ -217,7 +225,9 @@ def test_a_fleet_worker_without_a_shared_url_is_told_it_is_alone(tmp_path: Path,
 # ---------------------------------------------------------------------- `reid-daemon fleet` end to end
 
 
-def test_fleet_command_runs_cameras_as_processes_and_they_agree(tmp_path: Path, mobilenet_model: Path) -> None:
+def test_fleet_command_runs_cameras_as_processes_and_they_agree(
+    tmp_path: Path, mobilenet_model: Path
+) -> None:
     """Two cameras replaying the same synthetic clip (true boxes, real embedder, real processes and Valkey):
     each person gets one global id, the same on both cameras; the report and outputs are written."""
     clip = make_video(tmp_path / "clip.mp4", frames=30, size=(320, 240), people=3)
@@ -275,15 +285,18 @@ def test_forget_command_needs_the_fleet_url(tmp_path: Path, capsys: object) -> N
     assert "bridge.url" in capsys.readouterr().err  # type: ignore[attr-defined]
 
 
-def test_bridge_messages_from_unknown_keys_never_reach_the_resolver(tmp_path: Path, valkey: EmbeddedValkey) -> None:
+def test_bridge_messages_from_unknown_keys_never_reach_the_resolver(
+    tmp_path: Path, valkey: EmbeddedValkey
+) -> None:
     settings = _settings(tmp_path, valkey.url)
     a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
     bad_cfg = BridgeConfig(url=valkey.url, signing_key=SecretSource(value="x" * 32))  # type: ignore[arg-type]
     try:
         with Bridge(bad_cfg, "intruder", receive=False) as intruder:
             intruder.publish(
-                FleetMessage("profile", "intruder", 1, 999, timestamp=time.time(), quality=0.9,
-                             embeddings=PEOPLE[:1])
+                FleetMessage(
+                    "profile", "intruder", 1, 999, timestamp=time.time(), quality=0.9, embeddings=PEOPLE[:1]
+                )
             )
             intruder.flush(2.0)
         assert _wait(lambda: a.bridge.stats.rejected.total >= 1)

@@ -58,7 +58,9 @@ def test_report_md_sums_up_shows_the_timeline_and_puts_several_cameras_first(
     several, one = md.index("## Seen on several cameras"), md.index("## Seen on one camera")
     row3 = md.index("| 3 |  | door 0.0–4.0 (28); hall 6.5–9.0 (18) |")
     assert several < row3 < one
-    assert one < md.index("| 7 | alice | door 2.0–3.0 (8) |") and one < md.index("| 9 |  | hall 1.0–2.0 (7) |")
+    assert one < md.index("| 7 | alice | door 2.0–3.0 (8) |") and one < md.index(
+        "| 9 |  | hall 1.0–2.0 (7) |"
+    )
 
 
 def test_scores_are_appended_to_report_md(two_cameras: dict[str, Path], tmp_path: Path) -> None:

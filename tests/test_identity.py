@@ -453,7 +453,9 @@ def test_overlapping_cameras_that_give_new_ids_at_once_settle_on_the_earlier_one
     res = [IdentityResolver(name, D, alloc, cfg) for name in cameras]
     history = []
     for k in range(16):
-        outs = [step(r, float(k), {10 * (i + 1) + p: people.obs(p) for p in range(3)}) for i, r in enumerate(res)]
+        outs = [
+            step(r, float(k), {10 * (i + 1) + p: people.obs(p) for p in range(3)}) for i, r in enumerate(res)
+        ]
         for i, out in enumerate(outs):  # each hears the others only after its own decision on the frame
             relay(out.updates, *(r for j, r in enumerate(res) if j != i))
         history.append([ids(out) for out in outs])

@@ -417,7 +417,9 @@ def test_where_positions_say_nothing_a_look_alone_must_be_near_certain(
 def test_a_look_too_weak_to_take_still_keeps_a_weaker_rival_out() -> None:
     rng = np.random.default_rng(41)
     q, _ = np.linalg.qr(rng.standard_normal((D, 3)))
-    x, y, z = (q[:, i].astype(np.float32) for i in range(3))  # orthonormal looks: person X, person Y, the rest
+    x, y, z = (
+        q[:, i].astype(np.float32) for i in range(3)
+    )  # orthonormal looks: person X, person Y, the rest
     track = unit(0.86 * x + 0.45 * y + math.sqrt(1 - 0.86**2 - 0.45**2) * z)  # 0.86 like X, 0.45 like Y
     cfg = CFG.model_copy(update={"site_weight": 0.4, "site_min_similarity": 0.4})
     for x_look in (0.86, 0.2):

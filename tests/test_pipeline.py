@@ -34,7 +34,9 @@ class ColourEmbedder:
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def _pipeline(fail_at: int | None = None, workers: int = 1, detector: WalkingPeople | None = None) -> Pipeline:
+def _pipeline(
+    fail_at: int | None = None, workers: int = 1, detector: WalkingPeople | None = None
+) -> Pipeline:
     tracker = BotSortTracker("cam", TrackerConfig(), EmbedderConfig(), use_embeddings=True)
     return Pipeline(detector or WalkingPeople(fail_at), ColourEmbedder(), tracker, detect_workers=workers)
 

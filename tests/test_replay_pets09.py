@@ -20,7 +20,9 @@ BASELINE = json.loads((ROOT / "tests" / "baselines.json").read_text())["pets09"]
 
 
 @pytest.mark.slow
-def test_pets09_accuracy_stays_at_baseline(tmp_path: Path, ssdlite_model: Path, mobilenet_model: Path) -> None:
+def test_pets09_accuracy_stays_at_baseline(
+    tmp_path: Path, ssdlite_model: Path, mobilenet_model: Path
+) -> None:
     folder = require_pets09()
     settings = load_settings(ROOT / "configs" / "pets09.yaml")
     settings = with_overrides(

@@ -30,11 +30,15 @@ from daemon.scenario import (
 
 def _gt(rows: list[tuple[int, int, float, float, float, float]]) -> MotGroundTruth:
     a = np.asarray(rows, dtype=np.float64)
-    return MotGroundTruth(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2:6], np.ones(len(a), bool))
+    return MotGroundTruth(
+        a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2:6], np.ones(len(a), bool)
+    )
 
 
 def test_view_ground_truth_moves_scales_clips_and_ignores_the_barely_visible() -> None:
-    gt = _gt([(1, 7, 100, 50, 20, 40), (1, 8, 190, 50, 20, 40), (1, 9, 300, 50, 20, 40), (2, 7, 110, 50, 20, 40)])
+    gt = _gt(
+        [(1, 7, 100, 50, 20, 40), (1, 8, 190, 50, 20, 40), (1, 9, 300, 50, 20, 40), (2, 7, 110, 50, 20, 40)]
+    )
     view = ViewConfig(name="v", region=(100, 0, 200, 100), scale=2.0)
     out = view_ground_truth(gt, view, frames=2)
     assert out.frame.tolist() == [1, 1, 2]
@@ -112,7 +116,9 @@ def test_bad_scenarios_and_sources_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no scenario preset or file"):
         load_scenario("nope")
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"name": "x", "views": [{"name": "a", "region": [0, 0, 50, 50], "zoom": 2}]}))
+    bad.write_text(
+        yaml.safe_dump({"name": "x", "views": [{"name": "a", "region": [0, 0, 50, 50], "zoom": 2}]})
+    )
     with pytest.raises(DataError, match="zoom"):
         load_scenario(str(bad))
     (tmp_path / "gt.txt").write_text("1,1,10,10,20,20,1,1,1\n")

@@ -122,7 +122,9 @@ def test_memory_stays_bounded_over_many_short_tracks() -> None:
     assert len(t._bm.lost_stracks) < 20
 
 
-def _run(t: BotSortTracker, frames: list[tuple[list[tuple[float, float, float, float]], list[np.ndarray]]]) -> list:
+def _run(
+    t: BotSortTracker, frames: list[tuple[list[tuple[float, float, float, float]], list[np.ndarray]]]
+) -> list:
     out = []
     for boxes, feats in frames:
         d = _dets(*boxes) if boxes else Detections.empty()

@@ -65,9 +65,7 @@ def overlap_fractions(xyxy: FloatArray) -> FloatArray:
     return out
 
 
-def at_border(
-    xyxy: FloatArray, frame_size: tuple[int, int], margin: float | FloatArray
-) -> NDArray[np.bool_]:
+def at_border(xyxy: FloatArray, frame_size: tuple[int, int], margin: float | FloatArray) -> NDArray[np.bool_]:
     """(N,) whether each box comes within ``margin`` pixels (one value, or one per box) of the ``(width,
     height)`` frame's edge."""
     w, h = float(frame_size[0]), float(frame_size[1])

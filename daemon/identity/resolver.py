@@ -388,7 +388,10 @@ class IdentityResolver:
                 lo.trail.popleft()
             lo.vel = velocity(lo.trail)
         if emb is None or (lo.gid is not None and self._crossing(lo)):
-            return lo, False  # a crop that shows some of the person crossing it is not taken into a known track
+            return (
+                lo,
+                False,
+            )  # a crop that shows some of the person crossing it is not taken into a known track
         before = lo.profile.observations
         if lo.profile.offer(emb, quality):
             lo.dirty = lo.store_dirty = True
@@ -648,7 +651,9 @@ class IdentityResolver:
         seen = [  # a track on the same frame of this camera is another person, not evidence
             k
             for k in self.store.claims(gid)
-            if k.key not in self._visible and k.pos is not None and abs(lo.pos_t - k.pos_t) <= c.site_horizon_s
+            if k.key not in self._visible
+            and k.pos is not None
+            and abs(lo.pos_t - k.pos_t) <= c.site_horizon_s
         ]
         latest = max(seen, key=lambda k: k.pos_t, default=None)
         near = -math.inf if latest is None else min(self._fit(lo, latest), self._fit_start(lo, latest))
@@ -713,7 +718,12 @@ class IdentityResolver:
 
     def _same_spot(self, lo: _Local, k: Contribution) -> bool:
         """Sighting ``k`` is live, recent (within two position intervals of ``lo``'s) and where ``lo`` is."""
-        if lo.pos is None or k.pos is None or k.ended or abs(lo.pos_t - k.pos_t) > 2 * self.cfg.position_interval_s:
+        if (
+            lo.pos is None
+            or k.pos is None
+            or k.ended
+            or abs(lo.pos_t - k.pos_t) > 2 * self.cfg.position_interval_s
+        ):
             return False
         return self._fit(lo, k) >= _SAME_SPOT
 
@@ -939,4 +949,3 @@ def _row(emb: FloatArray, index: int) -> FloatArray | None:
         return None
     out: FloatArray = (v / norm).astype(np.float32)
     return out
-
