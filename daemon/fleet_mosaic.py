@@ -24,6 +24,7 @@ from daemon.types import ImageBGR
 log = logging.getLogger(__name__)
 
 BANNER_PX = 28
+MAX_WIDTH = 1920  # a mosaic of many cameras gets smaller tiles rather than a wider video
 _DARK = 24
 _WHITE = (255, 255, 255)
 
@@ -43,6 +44,17 @@ def grid(n: int) -> tuple[int, int]:
         raise ValueError("a mosaic needs at least one tile")
     cols = n if n <= 3 else math.ceil(math.sqrt(n))
     return cols, math.ceil(n / cols)
+
+
+def cell_size(
+    sizes: list[tuple[int, int]], cols: int, height: int, max_width: int = MAX_WIDTH
+) -> tuple[int, int]:
+    """(width, height) of one grid cell: ``height`` tall (less when ``cols`` cells would be wider than
+    ``max_width``) and wide enough for the widest view (sizes are (width, height)); both even, as the encoder's
+    chroma planes are half size."""
+    aspect = max(w / h for w, h in sizes)
+    h = 2 * math.floor(min(height, max_width / (cols * aspect)) / 2)
+    return 2 * math.ceil(h * aspect / 2), h
 
 
 def frame_at(t: float, offset_s: float, fps: float, count: int) -> int | None:
@@ -102,8 +114,7 @@ def write_mosaic(
         return None
     try:
         cols, rows = grid(len(readers))
-        tile_height += tile_height % 2  # even sizes: the encoder's chroma planes are half size
-        cell_w = max(2 * math.ceil(r.size[0] * tile_height / r.size[1] / 2) for r in readers)
+        cell_w, tile_height = cell_size([r.size for r in readers], cols, tile_height)
         fps = max(r.fps for r in readers)
         start = min(r.tile.offset_s for r in readers)
         total = math.ceil((max(r.end_s for r in readers) - start) * fps)

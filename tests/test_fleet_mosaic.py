@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from daemon.fleet_mosaic import BANNER_PX, Tile, frame_at, grid, write_mosaic
+from daemon.fleet_mosaic import BANNER_PX, Tile, cell_size, frame_at, grid, write_mosaic
 
 
 def _grey_video(path: Path, fps: float, levels: list[int], size: tuple[int, int] = (64, 48)) -> Path:
@@ -43,6 +43,13 @@ def test_grid_keeps_up_to_three_cameras_in_a_row_then_goes_square() -> None:
     ]
     with pytest.raises(ValueError):
         grid(0)
+
+
+def test_cells_fit_the_widest_view_at_even_sizes_and_many_cameras_get_smaller_ones() -> None:
+    assert cell_size([(320, 240)], 2, 480) == (640, 480)
+    assert cell_size([(256, 576), (256, 576), (256, 576)], 3, 480) == (214, 480)  # 213.3 up to even
+    assert cell_size([(640, 480)] * 16, 4, 480) == (480, 360)  # 4 x 640 would pass 1920 px
+    assert cell_size([(640, 480), (256, 576)], 2, 481) == (640, 480)  # the wider view sets the width
 
 
 def test_frame_at_gives_the_latest_frame_of_a_camera_on_the_fleet_clock() -> None:
