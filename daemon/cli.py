@@ -71,10 +71,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_fleet(args: argparse.Namespace) -> int:
     from daemon.fleet_report import report_text
-    from daemon.fleet_runner import run_fleet
+    from daemon.fleet_runner import report_fleet, run_fleet
 
     cameras = [c for c in args.cameras.split(",") if c] if args.cameras else None
-    run = run_fleet(Path(args.config), cameras, progress=not args.no_progress)
+    if args.report_only:
+        run = report_fleet(Path(args.config), cameras, progress=not args.no_progress)
+    else:
+        run = run_fleet(Path(args.config), cameras, progress=not args.no_progress)
     print(report_text(run.report))
     if run.metrics is not None:
         print((run.report_dir / "fleet_metrics.txt").read_text(encoding="utf-8").rstrip())
@@ -611,6 +614,12 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--config", "-c", required=True, help="Fleet YAML (several cameras, fleet and bridge).")
     fl.add_argument("--cameras", help="Comma-separated camera names (default: all).")
     fl.add_argument("--no-progress", action="store_true", help="No progress bars.")
+    fl.add_argument(
+        "--report-only",
+        action="store_true",
+        help="Run nothing: report on the outputs the cameras left (cameras run as services on recordings, or a "
+        "run to report on again): report, timeline, scores, fleet.mp4.",
+    )
     fl.set_defaults(func=cmd_fleet)
 
     fg = sub.add_parser("forget", help="Erase one global identity everywhere in a running fleet.")

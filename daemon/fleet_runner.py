@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from daemon.bridge import Bridge
 from daemon.config import SecretSource, Settings, load_settings
-from daemon.errors import ConfigError, DaemonError
+from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet_wire import FleetMessage
 from daemon.valkey_server import EmbeddedValkey
 
@@ -96,7 +96,7 @@ def _frame_total(settings: Settings, name: str) -> int | None:
 
 
 def _start_camera(config: Path, settings: Settings, name: str, env: dict[str, str]) -> CameraProcess:
-    out = Path(settings.cameras[name].output.dir) / name
+    out = _camera_dir(settings, name)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "worker.log"
     status = out / "status.json"
@@ -188,10 +188,7 @@ def run_fleet(
     report_dir: Path | None = None,
 ) -> FleetRun:
     """Run the cameras of ``config`` (all, or ``cameras``) to their end; then report (see the module doc)."""
-    settings = load_settings(config)
-    names = cameras or list(settings.cameras)
-    for n in names:
-        settings.camera(n)  # a clear error for an unknown name
+    settings, names = _fleet(config, cameras)
     if settings.bridge.signing_key is None and not settings.bridge.allow_unsigned:
         raise ConfigError(
             f"{config}: bridge.signing_key is needed to run a fleet (e.g. signing_key: {{env: REID_FLEET_KEY}}), "
@@ -221,7 +218,46 @@ def run_fleet(
             signal.signal(s, h)
         if server is not None:
             server.stop()
-    dirs = {n: Path(settings.cameras[n].output.dir) / n for n in names}
+    return _report(config, settings, codes, progress, report_dir)
+
+
+def report_fleet(
+    config: Path,
+    cameras: list[str] | None = None,
+    progress: bool = True,
+    report_dir: Path | None = None,
+) -> FleetRun:
+    """The report of a fleet from the outputs its cameras left, without running them: cameras that ran as
+    services (``reid-daemon run``, one per camera, on recordings), or a run to report on again. DataError
+    naming what is missing when a camera has left no fleet outputs."""
+    settings, names = _fleet(config, cameras)
+    for n in names:
+        table = _camera_dir(settings, n) / "identities.json"
+        if not table.is_file():
+            raise DataError(
+                f"camera {n} has left no fleet outputs: {table} is missing (run it with fleet.enabled)"
+            )
+    return _report(config, settings, dict.fromkeys(names, 0), progress, report_dir)
+
+
+def _fleet(config: Path, cameras: list[str] | None) -> tuple[Settings, list[str]]:
+    settings = load_settings(config)
+    names = cameras or list(settings.cameras)
+    for n in names:
+        settings.camera(n)  # a clear error for an unknown name
+    return settings, names
+
+
+def _camera_dir(settings: Settings, name: str) -> Path:
+    return Path(settings.cameras[name].output.dir) / name
+
+
+def _report(
+    config: Path, settings: Settings, codes: dict[str, int], progress: bool, report_dir: Path | None
+) -> FleetRun:
+    """report.json/.md, timeline.png, the scores of a scenario with ground truth, fleet.mp4."""
+    names = list(codes)
+    dirs = {n: _camera_dir(settings, n) for n in names}
     out = report_dir or _common_parent(list(dirs.values()))
     from daemon.fleet_report import build_report, evaluate_scenario
 

@@ -18,7 +18,7 @@ from daemon.bridge import Bridge, FleetMessage
 from daemon.cli import main
 from daemon.config import BridgeConfig, IdentityConfig, SecretSource, load_settings
 from daemon.fleet import FleetClock, FleetLink, GlobalMotWriter, IdentityLog, to_message, to_update
-from daemon.fleet_runner import forget, run_fleet
+from daemon.fleet_runner import forget, report_fleet, run_fleet
 from daemon.identity import IdentityAssignment, ProfileUpdate
 from daemon.motio import read_results
 from daemon.pipeline import FrameResult
@@ -226,7 +226,7 @@ def test_a_fleet_worker_without_a_shared_url_is_told_it_is_alone(tmp_path: Path,
 
 
 def test_fleet_command_runs_cameras_as_processes_and_they_agree(
-    tmp_path: Path, mobilenet_model: Path
+    tmp_path: Path, mobilenet_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Two cameras replaying the same synthetic clip (true boxes, real embedder, real processes and Valkey):
     each person gets one global id, the same on both cameras; the report and outputs are written."""
@@ -267,6 +267,26 @@ def test_fleet_command_runs_cameras_as_processes_and_they_agree(
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 30
     assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 2 * 320 * 480 // 240  # 320x240 views, 480 px high tiles
     cap.release()
+    # the same report again from what the cameras left, without running them
+    again = report_fleet(path, progress=False, report_dir=tmp_path / "again")
+    assert again.report == run.report and again.mosaic == tmp_path / "again" / "fleet.mp4" and again.ok
+    capsys.readouterr()
+    assert main(["fleet", "--config", str(path), "--report-only", "--no-progress"]) == 0
+    assert "3 identities over cameras left, right; 3 seen on two or more cameras" in capsys.readouterr().out
+
+
+def test_a_report_of_cameras_that_left_no_outputs_says_which(tmp_path: Path, capsys: object) -> None:
+    cam = {"source": {"uri": "x.mp4"}, "output": {"dir": str(tmp_path / "runs")}}
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump({"cameras": {"a": cam, "b": cam}}))
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "identities.json").write_text("{}")
+    assert main(["fleet", "--config", str(path), "--report-only"]) == 1  # a data error, not a config error
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert (
+        "camera b has left no fleet outputs" in err
+        and str(tmp_path / "runs" / "b" / "identities.json") in err
+    )
 
 
 def test_fleet_command_without_a_key_says_what_to_set(tmp_path: Path, capsys: object) -> None:
