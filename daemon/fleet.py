@@ -62,6 +62,7 @@ IDENTITY_SCHEMA_VERSION = 1
 MAX_PENDING_ROWS = 300  # rows a pending track may hold back before its global id is known (then dropped)
 MAX_PENDING_TRACKS = 2_000
 MAX_REPORTED_IDS = 100_000  # identities a camera keeps in its end-of-run report (least recently seen go)
+IDENTITY_TABLE_REFRESH_S = 60.0  # identities.json is rewritten this often while a camera runs
 
 
 # ------------------------------------------------------------------------------------- wire conversion
@@ -182,18 +183,29 @@ class _Seen:
 
 
 class IdentityLog:
-    """``identities.jsonl``: one line each time a track's identity changes, and ``identities.json`` at the end
-    (every global id this camera saw: label, first and last fleet time, frames, its local track ids).
+    """``identities.jsonl``: one line each time a track's identity changes, and ``identities.json`` (every global
+    id this camera saw: label, first and last fleet time, frames, its local track ids), written at the end and
+    refreshed every ``refresh_s`` while the camera runs (atomically), so a report can be made of a running or
+    killed worker too.
 
-    Memory is bounded: the end-of-run table keeps the ``MAX_REPORTED_IDS`` most recently seen identities.
+    Memory is bounded: the table keeps the ``MAX_REPORTED_IDS`` most recently seen identities.
     """
 
-    def __init__(self, directory: Path, camera: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        camera: str,
+        refresh_s: float = IDENTITY_TABLE_REFRESH_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.camera = camera
         self.path = directory / "identities.jsonl"
         self.summary_path = directory / "identities.json"
         self._fh: IO[str] = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._seen: OrderedDict[int, _Seen] = OrderedDict()
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._written = clock()
 
     def frame(self, index: int, now: float, assignments: tuple[IdentityAssignment, ...]) -> None:
         for a in assignments:
@@ -213,6 +225,9 @@ class IdentityLog:
                 seen.tracks.add(a.track_id)
             if a.changed:
                 self._write(index, now, a)
+        if self._clock() - self._written >= self._refresh_s:
+            self._fh.flush()
+            self._write_table()
 
     def _write(self, index: int, now: float, a: IdentityAssignment) -> None:
         rec = {
@@ -241,12 +256,16 @@ class IdentityLog:
             for gid, s in self._seen.items()
         }
 
+    def _write_table(self) -> None:
+        doc = {"v": IDENTITY_SCHEMA_VERSION, "camera": self.camera, "identities": self.table()}
+        atomic_write(self.summary_path, json.dumps(doc, indent=1).encode("utf-8"))
+        self._written = self._clock()
+
     def close(self) -> None:
         if self._fh.closed:
             return
         self._fh.close()
-        doc = {"v": IDENTITY_SCHEMA_VERSION, "camera": self.camera, "identities": self.table()}
-        atomic_write(self.summary_path, json.dumps(doc, indent=1).encode("utf-8"))
+        self._write_table()
 
 
 class GlobalMotWriter:

@@ -86,6 +86,23 @@ def test_identity_log_writes_changes_and_a_table(tmp_path: Path) -> None:
     assert table["5"]["frames"] == 2 and table["5"]["first_seen"] == 10.0 and table["5"]["last_seen"] == 11.0
 
 
+def test_identity_log_refreshes_its_table_while_the_camera_runs(tmp_path: Path) -> None:
+    """A running (or killed) worker's identities can be reported on: the table is rewritten every refresh_s."""
+    now = [0.0]
+    log = IdentityLog(tmp_path, "a", refresh_s=60.0, clock=lambda: now[0])
+    log.frame(0, 10.0, (_assigned(1, 5),))
+    assert not (tmp_path / "identities.json").exists()  # not yet due
+    now[0] = 61.0
+    log.frame(1, 11.0, (_assigned(2, 6),))
+    table = json.loads((tmp_path / "identities.json").read_text())["identities"]
+    assert sorted(table) == ["5", "6"]
+    assert len((tmp_path / "identities.jsonl").read_text().splitlines()) == 2  # the log is flushed with it
+    log.frame(2, 12.0, (_assigned(3, 7),))
+    assert sorted(json.loads((tmp_path / "identities.json").read_text())["identities"]) == ["5", "6"]
+    log.close()
+    assert sorted(json.loads((tmp_path / "identities.json").read_text())["identities"]) == ["5", "6", "7"]
+
+
 def test_replays_are_placed_on_the_shared_epoch_and_paced() -> None:
     clock = FleetClock(1000.0, media=True)
     assert clock.time_of(Frame(3, 0.3, np.zeros((2, 2, 3), np.uint8))) == pytest.approx(1000.3)
