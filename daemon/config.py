@@ -149,11 +149,33 @@ DetectorConfig = Annotated[
 ]
 
 
+class GroundTruthLooksConfig(_Strict):
+    """Looks made from a ground truth (embedder type 'ground-truth', evaluation only; daemon/oracle_embed.py)."""
+
+    path: Path = Field(
+        description="MOTChallenge gt.txt of the camera's video; rows with consider=0 are skipped."
+    )
+    similarity: float = Field(
+        0.75,
+        gt=0,
+        lt=1,
+        description="Average cosine between two looks of one person (two people's looks are near 0 apart): "
+        "the quality of the ReID model being imitated.",
+    )
+    seed: int = Field(0, ge=0, description="Random seed of the people's directions and the looks' noise.")
+
+
 class EmbedderConfig(_Strict):
     """Appearance embedder: crops -> L2-normalised float32 vectors."""
 
-    type: Literal["onnx", "boxmot", "none"] = Field(
-        "onnx", description="'onnx': our onnxruntime embedder; 'boxmot': a BoxMOT ReID weights file; 'none'."
+    type: Literal["onnx", "boxmot", "ground-truth", "none"] = Field(
+        "onnx",
+        description="'onnx': our onnxruntime embedder; 'boxmot': a BoxMOT ReID weights file; 'ground-truth': "
+        "looks made from the camera's ground truth (`truth`), to measure the rest of the system as if it ran a "
+        "ReID model of known quality (evaluation only); 'none'.",
+    )
+    truth: GroundTruthLooksConfig | None = Field(
+        None, description="Type 'ground-truth' only: where the truth is and how good the looks are."
     )
     model: str = Field(
         "mobilenetv2-imagenet", description="Preset name, path to an .onnx, or BoxMOT ReID weights path/name."
@@ -196,6 +218,10 @@ class EmbedderConfig(_Strict):
 
     @model_validator(mode="after")
     def _head_needs_onnx(self) -> EmbedderConfig:
+        if (self.type == "ground-truth") != (self.truth is not None):
+            raise ValueError(
+                "embedder type 'ground-truth' needs `truth` (path, similarity), and only it takes one"
+            )
         if self.type == "onnx":
             return self
         if self.head is not None:

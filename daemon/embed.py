@@ -304,4 +304,9 @@ def build_embedder(cfg: EmbedderConfig, runtime: RuntimeConfig, cache_dir: Path)
         return None
     if cfg.type == "boxmot":
         return BoxmotEmbedder(cfg, runtime, cache_dir)
+    if cfg.truth is not None:
+        from daemon.oracle_embed import GroundTruthEmbedder
+
+        t = cfg.truth
+        return GroundTruthEmbedder.from_file(str(t.path), t.similarity, t.seed)
     return OnnxEmbedder(cfg, runtime, cache_dir)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from daemon.track import BotSortTracker, TrackerUpdate
-from daemon.types import Detections, Detector, Embedder, FloatArray, Frame, StageTimes
+from daemon.types import Detections, Detector, Embedder, FloatArray, Frame, FrameEmbedder, StageTimes
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +105,10 @@ class Pipeline:
         embs = np.zeros((len(dets), self.embedder.dim), np.float32)
         need = self.tracker.plan_embeddings(dets)
         if need.any():
-            embs[need] = self.embedder.embed(frame.image, dets.xyxy[need])
+            if isinstance(self.embedder, FrameEmbedder):
+                embs[need] = self.embedder.embed_at(frame.index, frame.image, dets.xyxy[need])
+            else:
+                embs[need] = self.embedder.embed(frame.image, dets.xyxy[need])
             self.times.embedded_boxes += int(need.sum())
         return embs
 

@@ -104,3 +104,10 @@ class Embedder(Protocol):
     def dim(self) -> int: ...
 
     def embed(self, image: ImageBGR, xyxy: FloatArray) -> FloatArray: ...
+
+
+@runtime_checkable
+class FrameEmbedder(Protocol):
+    """An embedder that must know which frame of the source the boxes are on (daemon/oracle_embed.py)."""
+
+    def embed_at(self, index: int, image: ImageBGR, xyxy: FloatArray) -> FloatArray: ...

@@ -177,3 +177,27 @@ def test_detect_every_2_detects_every_other_frame_and_tracks_every_frame() -> No
                 assert x[i - 1] < x[i] < x[i + 1]
                 assert abs(x[i] - (x[i - 1] + x[i + 1]) / 2) < 2.0
         assert _boxes(results) == _boxes(_every(2, overlap=not overlap)[0])
+
+
+class FrameLooks(ColourEmbedder):
+    """An embedder that must know the frame (as the ground-truth one): the look encodes the frame index."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def embed(self, image: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
+        raise AssertionError("a frame embedder is given the frame index")
+
+    def embed_at(self, index: int, image: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
+        self.calls.append(index)
+        v = np.tile(np.array([1.0, index, 0.0, 0.0], np.float32), (len(xyxy), 1))
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_an_embedder_that_needs_the_frame_index_is_given_it() -> None:
+    looks = FrameLooks()
+    tracker = BotSortTracker("cam", TrackerConfig(), EmbedderConfig(), use_embeddings=True)
+    results = list(Pipeline(WalkingPeople(), looks, tracker).stream(_frames(5), overlap=False))
+    assert looks.calls and set(looks.calls) <= set(range(5)) and looks.calls[0] == 0
+    first = results[0].embeddings
+    assert first is not None and np.allclose(first[:, 0], 1.0)  # frame 0's look
