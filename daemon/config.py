@@ -791,6 +791,17 @@ class IdentityConfig(_Strict):
         "id's other tracks does not by itself start a new id. False: it does, after hysteresis_count decisions "
         "(more splits, fewer merges that outlast a tracker switch).",
     )
+    switch_similarity: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="A look of a track whose best cosine to every exemplar the track has (3 or more) is below "
+        "this is not taken as an exemplar; `switch_looks` such looks in a row mean the tracker carried the track "
+        "onto someone else: the track's id and exemplars so far end there, as a track of their own, and it is "
+        "resolved afresh from the new looks. 0 = off. One person's looks under the shipped ImageNet embedder stay "
+        "above ~0.6, so it acts with ReID-trained embedders (embedder type 'ground-truth' measures it).",
+    )
+    switch_looks: int = Field(3, ge=1, le=100, description="See switch_similarity.")
     hold_overlap: float = Field(
         0.3,
         ge=0,

@@ -611,7 +611,7 @@ def test_hysteresis_needs_consecutive_wins() -> None:
 
 def test_a_persistent_challenger_wins_after_the_count() -> None:
     people, alloc = People(2, seed=4), Counter()
-    cfg = IdentityConfig(hysteresis_count=3)
+    cfg = IdentityConfig(hysteresis_count=3, switch_similarity=0)  # the switch guard (below) would act first
     a, b = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
     bus, _ = observe(a, people, {1: 0, 2: 1}, 0.0, 6)
     bus += end_all(a, [1, 2], 6.0)
@@ -621,6 +621,47 @@ def test_a_persistent_challenger_wins_after_the_count() -> None:
     assert history[1:3] == [1, 1] and history[-1] == 2
     flips = [k for k in range(2, len(history)) if history[k] != history[k - 1]]
     assert len(flips) == 1 and flips[0] >= 3 + cfg.hysteresis_count - 1, history
+
+
+def test_a_track_that_switched_people_ends_its_id_there_and_is_resolved_afresh() -> None:
+    """A tracker carries track 5 from person 0 onto person 1: the looks unlike its exemplars are not taken,
+    and after switch_looks of them in a row the track's id ends (published as an ended track) and the track
+    takes person 1's id; person 0's id keeps only person 0's looks, so their next track gets it back."""
+    people, alloc = People(2, seed=4), Counter()
+    cfg = IdentityConfig(switch_looks=3)
+    a, b = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
+    bus, _ = observe(a, people, {1: 0, 2: 1}, 0.0, 6)
+    bus += end_all(a, [1, 2], 6.0)
+    relay(bus, b)
+    outs = [step(b, 100.0 + k, {5: people.obs(0)}) for k in range(4)]
+    outs += [step(b, 104.0 + k, {5: people.obs(1)}) for k in range(4)]  # the tracker's id switch
+    history = [ids(o)[5] for o in outs]
+    assert history[1:4] == [1, 1, 1] and history[4:6] == [1, 1]  # two odd looks: held, not yet a switch
+    assert history[6] is None and history[7] == 2  # the third: ended and pending, then person 1's id
+    ended = [u for u in outs[6].updates if u.ended]
+    assert [(u.track_id, u.global_id) for u in ended] == [(5, 1)]
+    assert b.stats().switches == 1
+    rows = ended[0].exemplars
+    assert len(rows) == 0 or float(np.max(rows @ people.centres[1])) < 0.5  # no look of person 1 went in
+    assert ids(step(b, 120.0, {9: people.obs(0)}))[9] in (None, 1)
+    assert [ids(step(b, 121.0 + k, {9: people.obs(0)}))[9] for k in range(3)][-1] == 1
+
+
+def test_the_switch_guard_is_off_at_zero_and_never_judges_a_track_with_few_exemplars() -> None:
+    people, alloc = People(2, seed=4), Counter()
+    off = IdentityResolver("a", D, alloc, IdentityConfig(switch_similarity=0))
+    on = IdentityResolver("b", D, alloc, IdentityConfig())
+    for res in (off, on):
+        for k in range(4):
+            step(res, float(k), {5: people.obs(0)})
+        for k in range(6):
+            step(res, 10.0 + k, {5: people.obs(1)})
+    assert off.stats().switches == 0 and on.stats().switches == 1
+    for k in range(2):  # two exemplars of person 0 are too few to judge person 1's looks by
+        step(on, 30.0 + k, {7: people.obs(0)})
+    for k in range(6):
+        step(on, 40.0 + k, {7: people.obs(1)})
+    assert on.stats().switches == 1
 
 
 # --------------------------------------------------------------------------------- gallery first

@@ -147,3 +147,4 @@ class IdentityStats:
     forgotten: int
     label_merges: int
     allocations_put_off: int = 0  # new-id decisions retried later because the allocator was away
+    switches: int = 0  # tracks found to have switched people and resolved afresh (switch_similarity)

@@ -42,7 +42,7 @@ import threading
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import cast
+from typing import Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -78,6 +78,7 @@ _EPS = 1e-9
 _VELOCITY_WINDOW_S = 1.0  # a track's site velocity is its mean over this long
 _SAME_SPOT = 0.5  # site.closeness from which two sightings at about one time are one person standing there
 _TRAIL = 64  # positions kept per track for it (bounded even at high frame rates)
+_SWITCH_EXEMPLARS = 3  # exemplars a track needs before a look can be judged unlike it (switch_similarity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +135,7 @@ class _Local:
     at_edge: bool = False  # its last box came within half its width of the frame's edge (about to leave)
     contested: tuple[int, float] | None = None  # (its id, since when that id has been seen too far away)
     overlapped: float = 0.0  # the largest share of its box another box of the frame covers (hold_overlap)
+    odd: list[tuple[FloatArray, float]] = field(default_factory=list)  # looks in a row unlike its exemplars
 
     def holds(self, p: _Proposal) -> bool:
         if p.gid is not None:
@@ -192,6 +194,7 @@ class IdentityResolver:
         self._rejected: Counter[str] = Counter()
         self._forgotten = 0
         self._unallocated = 0  # decisions put off because the allocator was unavailable
+        self._switches = 0  # tracks that switched people (switch_similarity)
         self._visible: set[Key] = set()  # this camera's tracks on the frame being resolved
 
     # ------------------------------------------------------------------------------------------ public
@@ -324,6 +327,7 @@ class IdentityResolver:
                 forgotten=self._forgotten,
                 label_merges=s.merges,
                 allocations_put_off=self._unallocated,
+                switches=self._switches,
             )
 
     # ------------------------------------------------------------------------------------- observing
@@ -374,6 +378,9 @@ class IdentityResolver:
         lo = self._tracks.get(t.track_id)
         if lo is None:
             lo = self._new_local(t.track_id, now)
+        look = self._look(lo, emb, quality, overlapped)
+        if look == "switched":
+            lo = self._restart(lo, now)
         self._tracks.move_to_end(t.track_id)
         lo.last_seen = max(lo.last_seen, now)
         lo.at_edge, lo.overlapped = at_edge, overlapped
@@ -387,15 +394,46 @@ class IdentityResolver:
             while lo.trail[0][0] < now - _VELOCITY_WINDOW_S:
                 lo.trail.popleft()
             lo.vel = velocity(lo.trail)
-        if emb is None or (lo.gid is not None and self._crossing(lo)):
-            return (
-                lo,
-                False,
-            )  # a crop that shows some of the person crossing it is not taken into a known track
+        if emb is None or look != "like" or (lo.gid is not None and self._crossing(lo)):
+            # a crop unlike the track, or showing some of the person crossing it, is not taken into it
+            return lo, False
         before = lo.profile.observations
         if lo.profile.offer(emb, quality):
             lo.dirty = lo.store_dirty = True
         return lo, lo.profile.observations > before
+
+    def _look(
+        self, lo: _Local, emb: FloatArray | None, quality: float, overlapped: float
+    ) -> Literal["like", "odd", "switched"]:
+        """How a new look compares with the track's exemplars (``switch_similarity``): like them, unlike them
+        (held back; counted), or the last of ``switch_looks`` unlike ones in a row (the track switched people).
+        Crossings, low-quality crops and tracks with few exemplars are not judged."""
+        c = self.cfg
+        if (
+            emb is None
+            or c.switch_similarity <= 0
+            or overlapped > c.hold_overlap
+            or not quality >= lo.profile.min_quality
+            or len(lo.profile) < _SWITCH_EXEMPLARS
+        ):
+            return "like"
+        if float(np.max(lo.profile.exemplars @ emb)) >= c.switch_similarity:
+            lo.odd.clear()
+            return "like"
+        lo.odd.append((np.array(emb, dtype=np.float32), quality))
+        return "switched" if len(lo.odd) >= c.switch_looks else "odd"
+
+    def _restart(self, lo: _Local, now: float) -> _Local:
+        """The track switched people: what it was so far ends (published as an ended track under its id), and
+        it starts again from the unlike looks, pending."""
+        if (u := self._end(lo.track_id)) is not None:
+            self._pending.append(u)
+        fresh = self._new_local(lo.track_id, now)
+        for emb, quality in lo.odd:
+            fresh.profile.offer(emb, quality)
+        fresh.dirty = fresh.store_dirty = True
+        self._switches += 1
+        return fresh
 
     def _crossing(self, lo: _Local) -> bool:
         """Whether the track's box shares more than hold_overlap of its area with another box of the frame."""
