@@ -18,7 +18,10 @@ The source's person ids are kept: they are the fleet-wide (global) identities.
 ``build`` writes ``<camera>.mp4`` (mp4v), ``<camera>.gt.txt`` (MOT ground truth), ``scenario.json`` (this
 description, the source file's sha256 and per-camera counts), ``fleet.yaml`` (a config running the cameras) and
 ``fleet.gt-boxes.yaml`` (the same cameras on their true boxes, to score identity resolution without detector
-errors).
+errors), and ``fleet.true-looks.yaml`` / ``fleet.gt-boxes.true-looks.yaml``: the same two with looks made from
+the ground truth in place of the embedder (embedder type 'ground-truth', daemon/oracle_embed.py; two looks of one
+person ``TRUE_LOOKS_SIMILARITY`` apart), which score the trackers and the resolver as if the cameras ran a
+ReID-trained embedder (none can be fetched offline).
 """
 
 from __future__ import annotations
@@ -353,14 +356,22 @@ def build(
     fleet = out / "fleet.yaml"
     fleet.write_text(yaml.safe_dump(_fleet_config(scenario, videos, out), sort_keys=False))
     if truths:
-        (out / "fleet.gt-boxes.yaml").write_text(
-            yaml.safe_dump(
-                _gt_boxes_config(_fleet_config(scenario, videos, out), truths, out), sort_keys=False
-            )
-        )
+        variants = {
+            "fleet.gt-boxes.yaml": _gt_boxes_config(_fleet_config(scenario, videos, out), truths, out),
+            "fleet.true-looks.yaml": _true_looks_config(_fleet_config(scenario, videos, out), truths, out),
+            "fleet.gt-boxes.true-looks.yaml": _true_looks_config(
+                _gt_boxes_config(_fleet_config(scenario, videos, out), truths, out), truths, out
+            ),
+        }
+        for name, cfg in variants.items():
+            (out / name).write_text(yaml.safe_dump(cfg, sort_keys=False))
     return ScenarioFiles(out, videos, truths, desc, fleet)
 
 
+# Looks from the ground truth (fleet.*true-looks.yaml): two looks of one person 0.75 apart on average, two
+# people's near 0, about what a ReID-trained model gives across cameras; the resolver's thresholds for them.
+TRUE_LOOKS_SIMILARITY = 0.75
+TRUE_LOOKS_IDENTITY = {"fleet_threshold": 0.6, "look_only_threshold": 0.7}
 SCENARIO_FLEET_THRESHOLD = 0.85  # measured on both presets (benchmarks/RESULTS.md, fleet identity section)
 SCENARIO_DISTINCT_MARGIN = 0.08
 # The site plan of a scenario is the source video's pixels (each view's placement in it is known exactly, as a
@@ -451,6 +462,24 @@ def _gt_boxes_config(fleet: dict[str, Any], truths: dict[str, Path], out: Path) 
     for name, cam in fleet["cameras"].items():
         cam["detector"] = {"type": "ground-truth", "path": str(truths[name].resolve())}
         cam["output"] = {**cam["output"], "dir": str((out / "runs-gt-boxes").resolve())}
+    return fleet
+
+
+def _true_looks_config(fleet: dict[str, Any], truths: dict[str, Path], out: Path) -> dict[str, Any]:
+    """The same fleet with looks made from each camera's ground truth in place of the embedder: what the trackers
+    and the resolver do with a ReID-trained embedder of a known quality. The resolver's thresholds are set for
+    such looks (one person's far above, two people's near 0), as they would be re-tuned for a ReID model.
+
+    Writes to out/<the run's folder>-true-looks, beside the runs with the embedder.
+    """
+    for name, cam in fleet["cameras"].items():
+        cam["embedder"] = {
+            "type": "ground-truth",
+            "policy": "needed",
+            "truth": {"path": str(truths[name].resolve()), "similarity": TRUE_LOOKS_SIMILARITY},
+        }
+        cam["output"] = {**cam["output"], "dir": cam["output"]["dir"] + "-true-looks"}
+    fleet["identity"] |= TRUE_LOOKS_IDENTITY
     return fleet
 
 

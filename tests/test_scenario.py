@@ -104,6 +104,18 @@ def test_build_writes_videos_ground_truth_and_a_fleet_config(tmp_path: Path) -> 
     # the cameras replay in lockstep, as fast as they can
     for settings in (fleet, load_settings(files.folder / "fleet.gt-boxes.yaml")):
         assert settings.fleet.lockstep and settings.fleet.replay_speed is None
+    # the same two with looks made from the ground truth (a ReID-quality embedder), beside the others' runs
+    for name, detector, runs in (
+        ("fleet.true-looks.yaml", "ssdlite", "runs-true-looks"),
+        ("fleet.gt-boxes.true-looks.yaml", "ground-truth", "runs-gt-boxes-true-looks"),
+    ):
+        looks = load_settings(files.folder / name)
+        for cam in ("left", "right"):
+            c = looks.cameras[cam]
+            assert c.embedder.type == "ground-truth" and c.embedder.truth is not None
+            assert c.embedder.truth.path == files.ground_truth[cam].resolve()
+            assert c.detector.type == detector and c.output.dir == (files.folder / runs).resolve()
+        assert looks.identity.fleet_threshold == 0.6 and looks.fleet.lockstep
     short = build(clip.path, gt_path, scenario, tmp_path / "short", max_frames=6)
     assert json.loads(short.description.read_text())["cameras"]["left"]["frames"] == 6
 
