@@ -560,3 +560,30 @@ def test_a_lockstep_replay_goes_on_at_once_when_a_camera_cannot_start(
     lockstep = json.loads((out / "left" / "summary.json").read_text())["fleet"]["lockstep"]
     assert lockstep["steps"] == 30 and lockstep["left_out"] == []  # told, not timed out
     assert lockstep["waited_s"] < 30
+
+
+def test_looks_from_the_ground_truth_run_through_the_fleet(tmp_path: Path) -> None:
+    """Embedder type 'ground-truth' end to end (worker processes, bridge, resolver; no model): each person of the
+    clip gets one global id, the same on both cameras, and the looks' width reaches the fleet."""
+    clip = make_video(tmp_path / "clip.mp4", frames=30, size=(320, 240), people=3)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    out = tmp_path / "runs"
+    cam = _true_box_camera(clip.path, gt, out)
+    cam["embedder"] = {
+        "type": "ground-truth",
+        "policy": "all",
+        "truth": {"path": str(gt), "similarity": 0.75},
+    }
+    cfg = {
+        "fleet": {"enabled": True, "lockstep": True},
+        "bridge": {"signing_key": {"env": "REID_TEST_FLEET_KEY"}},
+        "identity": {"allow_overlapping_views": True, "fleet_threshold": 0.6, "look_only_threshold": 0.7},
+        "cameras": {"left": cam, "right": cam},
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = run_fleet(path, progress=False)
+    assert run.ok, run.exit_codes
+    gids = {n: set(read_results(out / n / f"{n}.global.txt").track_id.tolist()) for n in ("left", "right")}
+    assert len(gids["left"]) == 3 and gids["left"] == gids["right"]
+    assert np.load(out / "left" / "embeddings.npy").shape[1] == 128
