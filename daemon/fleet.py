@@ -290,6 +290,8 @@ class GlobalMotWriter:
 
     def write(self, mot_frame: int, tracks: list[Track], ids: tuple[IdentityAssignment, ...]) -> None:
         for t, a in zip(tracks, ids, strict=True):
+            if a.switched:  # its held-back rows were another person, who never got an id on this track
+                self.unresolved_rows += len(self._pending.pop(t.track_id, []))
             if a.global_id is None:
                 rows = self._pending.setdefault(t.track_id, [])
                 if len(rows) < MAX_PENDING_ROWS:

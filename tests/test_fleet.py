@@ -75,6 +75,19 @@ def test_global_mot_writer_backfills_pending_rows_but_never_shows_an_id_twice_on
     assert w.conflicting_rows == 2 and w.unresolved_rows == 1
 
 
+def test_a_track_that_switched_people_does_not_get_its_new_id_on_the_boxes_before(tmp_path: Path) -> None:
+    w = GlobalMotWriter(tmp_path / "g.txt")
+    w.write(1, [_track(4, 0)], (_assigned(4, None),))  # pending: person A, never resolved
+    w.write(2, [_track(4, 0)], (_assigned(4, None),))
+    switched = IdentityAssignment("a", 4, None, None, 0.0, "pending", False, switched=True)
+    w.write(3, [_track(4, 0)], (switched,))  # the tracker carried track 4 onto person B here
+    w.write(4, [_track(4, 0)], (_assigned(4, 9),))  # B's id
+    w.close()
+    res = read_results(tmp_path / "g.txt")
+    assert sorted(zip(res.frame.tolist(), res.track_id.tolist(), strict=True)) == [(3, 9), (4, 9)]
+    assert w.unresolved_rows == 2
+
+
 def test_identity_log_writes_changes_and_a_table(tmp_path: Path) -> None:
     log = IdentityLog(tmp_path, "a")
     log.frame(0, 10.0, (_assigned(1, 5),))

@@ -638,6 +638,7 @@ def test_a_track_that_switched_people_ends_its_id_there_and_is_resolved_afresh()
     history = [ids(o)[5] for o in outs]
     assert history[1:4] == [1, 1, 1] and history[4:6] == [1, 1]  # two odd looks: held, not yet a switch
     assert history[6] is None and history[7] == 2  # the third: ended and pending, then person 1's id
+    assert [a.switched for o in outs for a in o.assignments] == [False] * 6 + [True, False]
     ended = [u for u in outs[6].updates if u.ended]
     assert [(u.track_id, u.global_id) for u in ended] == [(5, 1)]
     assert b.stats().switches == 1

@@ -25,7 +25,9 @@ class IdentityAssignment:
     ``global_id`` is the fleet-wide id (None while ``pending``); ``label`` the name of a named identity (from
     the local gallery or learned from the fleet). ``similarity`` is the track-to-identity cosine of the last
     decision (0 for ``new`` and ``pending``). ``changed``: the global id or label differs from this track's
-    previous frame (the first assignment of a global id counts as a change).
+    previous frame (the first assignment of a global id counts as a change). ``switched``: on this frame the
+    track was found to have switched people (``identity.switch_similarity``): its boxes before this frame were
+    someone else, whatever id it takes next.
     """
 
     camera: str
@@ -35,6 +37,7 @@ class IdentityAssignment:
     similarity: float
     source: Source
     changed: bool
+    switched: bool = False
 
 
 @dataclass(frozen=True, slots=True, eq=False)

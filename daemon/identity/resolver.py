@@ -136,6 +136,7 @@ class _Local:
     contested: tuple[int, float] | None = None  # (its id, since when that id has been seen too far away)
     overlapped: float = 0.0  # the largest share of its box another box of the frame covers (hold_overlap)
     odd: list[tuple[FloatArray, float]] = field(default_factory=list)  # looks in a row unlike its exemplars
+    switched: bool = False  # restarted on this frame after switching people (reported once)
 
     def holds(self, p: _Proposal) -> bool:
         if p.gid is not None:
@@ -432,6 +433,8 @@ class IdentityResolver:
         for emb, quality in lo.odd:
             fresh.profile.offer(emb, quality)
         fresh.dirty = fresh.store_dirty = True
+        fresh.switched = True
+        fresh.reported = lo.reported  # a change of id is reported against what the track showed before
         self._switches += 1
         return fresh
 
@@ -861,8 +864,11 @@ class IdentityResolver:
     def _assignment(self, lo: _Local) -> IdentityAssignment:
         current = (lo.gid, lo.label)
         changed, lo.reported = current != lo.reported, current
+        switched, lo.switched = lo.switched, False
         similarity = lo.similarity if lo.source in ("gallery", "fleet") else 0.0
-        return IdentityAssignment(self.camera, lo.track_id, lo.gid, lo.label, similarity, lo.source, changed)
+        return IdentityAssignment(
+            self.camera, lo.track_id, lo.gid, lo.label, similarity, lo.source, changed, switched
+        )
 
     def _announce_lost(self, now: float) -> list[ProfileUpdate]:
         """Updates telling the fleet which of this camera's tracks walked out of view ``lost_after_s`` ago
