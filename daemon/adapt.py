@@ -1100,9 +1100,8 @@ class AdaptRequest:
     max_frames: int = 0
     cache_dir: Path | None = None
     progress: bool = True
-    cameras: tuple[
-        str, ...
-    ] = ()  # mine these cameras (one head for a fleet); empty: the one camera asked for
+    # mine these cameras (one head for a fleet); empty: the one camera asked for
+    cameras: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
