@@ -26,6 +26,7 @@ ReID-trained embedder (none can be fetched offline).
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -353,19 +354,18 @@ def build(
             indent=2,
         )
     )
-    fleet = out / "fleet.yaml"
-    fleet.write_text(yaml.safe_dump(_fleet_config(scenario, videos, out), sort_keys=False))
-    if truths:
-        variants = {
-            "fleet.gt-boxes.yaml": _gt_boxes_config(_fleet_config(scenario, videos, out), truths, out),
-            "fleet.true-looks.yaml": _true_looks_config(_fleet_config(scenario, videos, out), truths, out),
-            "fleet.gt-boxes.true-looks.yaml": _true_looks_config(
-                _gt_boxes_config(_fleet_config(scenario, videos, out), truths, out), truths, out
-            ),
+    base = _fleet_config(scenario, videos, out)
+    configs = {"fleet.yaml": base}
+    if truths:  # each variant edits its own copy
+        gt_boxes = _gt_boxes_config(copy.deepcopy(base), truths, out)
+        configs |= {
+            "fleet.gt-boxes.yaml": gt_boxes,
+            "fleet.true-looks.yaml": _true_looks_config(copy.deepcopy(base), truths),
+            "fleet.gt-boxes.true-looks.yaml": _true_looks_config(copy.deepcopy(gt_boxes), truths),
         }
-        for name, cfg in variants.items():
-            (out / name).write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return ScenarioFiles(out, videos, truths, desc, fleet)
+    for name, cfg in configs.items():
+        (out / name).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return ScenarioFiles(out, videos, truths, desc, out / "fleet.yaml")
 
 
 # Looks from the ground truth (fleet.*true-looks.yaml): two looks of one person 0.75 apart on average, two
@@ -465,7 +465,7 @@ def _gt_boxes_config(fleet: dict[str, Any], truths: dict[str, Path], out: Path) 
     return fleet
 
 
-def _true_looks_config(fleet: dict[str, Any], truths: dict[str, Path], out: Path) -> dict[str, Any]:
+def _true_looks_config(fleet: dict[str, Any], truths: dict[str, Path]) -> dict[str, Any]:
     """The same fleet with looks made from each camera's ground truth in place of the embedder: what the trackers
     and the resolver do with a ReID-trained embedder of a known quality. The resolver's thresholds are set for
     such looks (one person's far above, two people's near 0), as they would be re-tuned for a ReID model.
