@@ -475,6 +475,13 @@ class Settings(BaseSettings):
 
     models_dir: Path = Field(default_factory=default_cache_dir, description="Model cache folder.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Inference runtime tuning.")
+    camera_defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings every camera takes unless it sets them itself, merged key by key (e.g. one "
+        "embedder for the whole fleet: `camera_defaults: {embedder: {type: boxmot, model: osnet.pt}}`, or "
+        "REID_CAMERA_DEFAULTS__EMBEDDER__MODEL in the environment). A camera section naming another `type` "
+        "(detector, embedder) replaces the default one instead of merging with it; lists are replaced.",
+    )
     cameras: dict[str, CameraConfig] = Field(description="Cameras keyed by name ([A-Za-z0-9_-]).")
     gallery: GalleryConfig = Field(
         default_factory=lambda: GalleryConfig(), description="New galleries: threshold, caps, search backend."
@@ -500,6 +507,36 @@ class Settings(BaseSettings):
         default_factory=lambda: OpsConfig(),
         description="Running as a service: /metrics and /health endpoint, systemd watchdog (daemon/ops).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_camera_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("camera_defaults"):
+            return data
+        defaults = data["camera_defaults"]
+        if not isinstance(defaults, dict):
+            raise ValueError("camera_defaults must be a mapping of camera settings")
+        unknown = sorted(set(defaults) - set(CameraConfig.model_fields))
+        if unknown:
+            raise ValueError(
+                f"camera_defaults: unknown camera setting(s) {unknown} "
+                f"(a camera has {sorted(CameraConfig.model_fields)})"
+            )
+        for section, value in defaults.items():
+            model = CameraConfig.model_fields[section].annotation
+            if not (isinstance(value, dict) and isinstance(model, type) and issubclass(model, BaseModel)):
+                continue  # a backend union (detector) or a plain value: checked in each camera
+            if wrong := sorted(set(value) - set(model.model_fields)):
+                raise ValueError(f"camera_defaults.{section}: unknown setting(s) {wrong}")
+        defaults = {k: _typed(k, v) for k, v in defaults.items()}
+        cameras = data.get("cameras")
+        if not isinstance(cameras, dict):
+            return data  # the 'cameras' check reports it
+        merged = {
+            name: merge_defaults(defaults, cam) if isinstance(cam, dict) else cam
+            for name, cam in cameras.items()
+        }
+        return {**data, "cameras": merged}
 
     @model_validator(mode="after")
     def _camera_names(self) -> Settings:
@@ -533,6 +570,31 @@ class Settings(BaseSettings):
         if name not in self.cameras:
             raise ConfigError(f"no camera {name!r} in the config (it has {sorted(self.cameras)})")
         return name, self.cameras[name]
+
+
+def _typed(section: str, value: Any) -> Any:
+    """A default section that names no backend ``type`` names the one a camera gets when it names none, so a
+    camera that names another backend replaces it rather than merging another backend's keys into its own."""
+    field = CameraConfig.model_fields[section]
+    if not isinstance(value, dict) or "type" in value or field.default_factory is None:
+        return value
+    backend = getattr(field.default_factory(), "type", None)  # type: ignore[call-arg]
+    return value if backend is None else {"type": backend, **value}
+
+
+def merge_defaults(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """``own`` laid over ``defaults``, mapping by mapping: what ``own`` sets wins, lists and other values are
+    replaced whole, and a section whose ``type`` differs from the default's replaces it (its keys are another
+    backend's)."""
+    if "type" in own and "type" in defaults and own["type"] != defaults["type"]:
+        return dict(own)
+    out = dict(defaults)
+    for key, value in own.items():
+        base = out.get(key)
+        out[key] = (
+            merge_defaults(base, value) if isinstance(base, dict) and isinstance(value, dict) else value
+        )
+    return out
 
 
 def _format_errors(err: ValidationError, origin: str) -> str:

@@ -8,6 +8,7 @@ from daemon.config import (
     SourceConfig,
     SSDLiteDetectorConfig,
     load_settings,
+    merge_defaults,
     single_camera_settings,
     with_overrides,
 )
@@ -92,6 +93,68 @@ def test_bad_environment_value_is_reported(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("REID_CAMERAS__lobby__TRACKER__TRACK_BUFFER", "-4")
     with pytest.raises(ConfigError, match="track_buffer"):
         load_settings(p)
+
+
+FLEET_WITH_DEFAULTS = """
+camera_defaults:
+  embedder: {batch_size: 4, flip_average: true}
+  tracker: {track_buffer: 45}
+  detector: {score_threshold: 0.2}
+cameras:
+  a:
+    source: {uri: a.mp4}
+    tracker: {track_buffer: 90}
+  b:
+    source: {uri: b.mp4}
+    detector: {type: ground-truth, path: b.gt.txt}
+"""
+
+
+def test_camera_defaults_reach_every_camera_and_a_camera_own_setting_wins(tmp_path: Path) -> None:
+    s = load_settings(_write(tmp_path, FLEET_WITH_DEFAULTS))
+    a, b = s.cameras["a"], s.cameras["b"]
+    assert (a.embedder.batch_size, b.embedder.batch_size) == (4, 4)
+    assert a.embedder.flip_average and b.embedder.flip_average
+    assert (a.tracker.track_buffer, b.tracker.track_buffer) == (90, 45)
+    assert isinstance(a.detector, SSDLiteDetectorConfig) and a.detector.score_threshold == 0.2
+    # b names another detector backend: the default detector section does not leak its keys into it
+    assert isinstance(b.detector, GroundTruthDetectorConfig) and b.detector.path == Path("b.gt.txt")
+    # a changed copy keeps the defaults (they are merged again on re-validation, the camera's values winning)
+    s2 = with_overrides(s, "a", {"source.uri": "c.mp4"})
+    assert s2.cameras["a"].tracker.track_buffer == 90 and s2.cameras["b"].embedder.batch_size == 4
+
+
+def test_camera_defaults_from_the_environment_switch_every_camera(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REID_CAMERA_DEFAULTS__EMBEDDER__BATCH_SIZE", "8")
+    s = load_settings(_write(tmp_path, FLEET_WITH_DEFAULTS))
+    assert [c.embedder.batch_size for c in s.cameras.values()] == [8, 8]
+    assert all(c.embedder.flip_average for c in s.cameras.values())  # the YAML's other defaults stay
+
+
+def test_camera_defaults_name_what_is_wrong(tmp_path: Path) -> None:
+    cams = "cameras:\n  a: {source: {uri: x}}\n"
+    with pytest.raises(ConfigError, match=r"unknown camera setting\(s\) \['embeder'\]"):
+        load_settings(_write(tmp_path, "camera_defaults:\n  embeder: {}\n" + cams))
+    with pytest.raises(ConfigError, match=r"camera_defaults\.embedder: unknown setting\(s\) \['modle'\]"):
+        load_settings(_write(tmp_path, "camera_defaults:\n  embedder: {modle: x}\n" + cams))
+    with pytest.raises(ConfigError, match="camera_defaults must be a mapping"):
+        load_settings(_write(tmp_path, "camera_defaults: [1]\n" + cams))
+    with pytest.raises(ConfigError, match=r"cameras\.a\.tracker\.track_buffer"):
+        load_settings(_write(tmp_path, "camera_defaults:\n  tracker: {track_buffer: -1}\n" + cams))
+
+
+def test_merge_defaults_by_mapping_lists_replaced_other_backend_replaces() -> None:
+    defaults = {"type": "x", "a": 1, "n": {"b": 2, "c": 3}, "l": [1, 2]}
+    assert merge_defaults(defaults, {"n": {"c": 4}, "l": [5]}) == {
+        "type": "x",
+        "a": 1,
+        "n": {"b": 2, "c": 4},
+        "l": [5],
+    }
+    assert merge_defaults(defaults, {"type": "y", "z": 0}) == {"type": "y", "z": 0}
+    assert defaults["n"] == {"b": 2, "c": 3}  # the defaults are not changed
 
 
 def test_choosing_a_camera(tmp_path: Path) -> None:
