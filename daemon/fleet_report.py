@@ -175,9 +175,10 @@ def evaluate_scenario(scenario_dir: Path, camera_dirs: dict[str, Path], out: Pat
         local, global_path = d / f"{cam}.txt", d / f"{cam}.global.txt"
         if not (gt_path.is_file() and local.is_file() and global_path.is_file()):
             raise DataError(f"cannot score camera {cam}: need {gt_path}, {local} and {global_path}")
-        frames = int(desc["cameras"][cam]["frames"])
+        frames = _frames_run(d / "summary.json", int(desc["cameras"][cam]["frames"]))
+        gt = read_ground_truth(gt_path)
         runs[cam] = CameraRun(
-            read_ground_truth(gt_path), read_results(local), read_results(global_path), frames
+            gt.select(gt.frame <= frames), read_results(local), read_results(global_path), frames
         )
     metrics = evaluate_fleet(runs)
     doc = metrics.as_dict()
@@ -185,6 +186,16 @@ def evaluate_scenario(scenario_dir: Path, camera_dirs: dict[str, Path], out: Pat
     (out / "fleet_metrics.txt").write_text(metrics.text() + "\n", encoding="utf-8")
     append_metrics(out / "report.md", metrics.text())
     return doc
+
+
+def _frames_run(summary: Path, frames: int) -> int:
+    """The camera's frames up to the last one its worker ran (a ``max_frames`` run, or a worker stopped early,
+    is not charged for the rest of the ground truth); all of them when it left no summary."""
+    try:
+        last = int(json.loads(summary.read_text(encoding="utf-8"))["last_frame"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return frames
+    return min(frames, last + 1) if last >= 0 else frames
 
 
 def append_metrics(report_md: Path, text: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from daemon.errors import DataError
-from daemon.fleet_report import append_metrics, build_report, report_text
+from daemon.fleet_report import append_metrics, build_report, evaluate_scenario, report_text
 
 T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 
@@ -90,3 +90,31 @@ def test_a_corrupt_identity_table_names_the_file(tmp_path: Path) -> None:
     (bad / "identities.json").write_text('{"v": 1}', encoding="utf-8")
     with pytest.raises(DataError, match="not an identity table"):
         build_report({"door": bad}, tmp_path / "out")
+
+
+def _scenario_with_one_camera(tmp_path: Path, ran: int) -> tuple[Path, Path]:
+    """A 10-frame camera whose ground truth is one person on every frame, and results for its first ``ran``."""
+    scenario, cam = tmp_path / "scenario", tmp_path / "runs" / "a"
+    scenario.mkdir()
+    cam.mkdir(parents=True)
+    (scenario / "scenario.json").write_text(json.dumps({"cameras": {"a": {"frames": 10}}}), encoding="utf-8")
+    (scenario / "a.gt.txt").write_text(
+        "".join(f"{f},1,10,20,30,60,1,-1,-1,-1\n" for f in range(1, 11)), encoding="utf-8"
+    )
+    rows = "".join(f"{f},5,10,20,30,60,1,-1,-1,-1\n" for f in range(1, ran + 1))
+    (cam / "a.txt").write_text(rows, encoding="utf-8")
+    (cam / "a.global.txt").write_text(rows, encoding="utf-8")
+    return scenario, cam
+
+
+def test_a_camera_stopped_early_is_scored_on_the_frames_it_ran(tmp_path: Path) -> None:
+    scenario, cam = _scenario_with_one_camera(tmp_path, ran=5)
+    (cam / "summary.json").write_text(json.dumps({"last_frame": 4}), encoding="utf-8")
+    (tmp_path / "report.md").write_text("# report\n", encoding="utf-8")
+    doc = evaluate_scenario(scenario, {"a": cam}, tmp_path)
+    assert doc["per_camera"]["a"]["IDF1"] == pytest.approx(100.0)
+    assert doc["global"]["GT_Dets"] == 5
+    # without a summary (a camera still running, or killed) the whole ground truth is scored
+    (cam / "summary.json").unlink()
+    doc = evaluate_scenario(scenario, {"a": cam}, tmp_path)
+    assert doc["global"]["GT_Dets"] == 10 and doc["per_camera"]["a"]["IDF1"] < 70
