@@ -116,14 +116,9 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     if not (args.name and args.video and args.out):
         raise ConfigError("scenario build needs NAME (a preset or a scenario file), --video and --out")
     chosen = sc.load_scenario(args.name)
-    from tqdm import tqdm
+    from daemon.progress import progress_bar
 
-    with tqdm(desc=f"building {chosen.name}", unit="frame", disable=args.no_progress) as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+    with progress_bar(f"building {chosen.name}", "frame", not args.no_progress) as progress:
         gt = Path(args.gt) if args.gt else None
         files = sc.build(Path(args.video), gt, chosen, Path(args.out), progress, args.max_frames)
     print(f"scenario {chosen.name} written to {files.folder}: fleet config {files.fleet_config}")

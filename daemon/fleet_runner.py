@@ -274,6 +274,7 @@ def _mosaic(settings: Settings, dirs: dict[str, Path], out: Path, progress: bool
     """The cameras' annotated videos side by side in ``out`` (daemon/fleet_mosaic.py); None when fewer than two
     cameras wrote one."""
     from daemon.fleet_mosaic import Tile, write_mosaic
+    from daemon.progress import progress_bar
 
     tiles = [
         Tile(name, d / "annotated.mp4", settings.cameras[name].source.clock_offset_s)
@@ -282,12 +283,7 @@ def _mosaic(settings: Settings, dirs: dict[str, Path], out: Path, progress: bool
     ]
     if len(tiles) < 2:
         return None
-    with tqdm(desc="fleet.mp4", unit="frame", disable=not progress) as bar:
-
-        def step(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+    with progress_bar("fleet.mp4", "frame", progress) as step:
         return write_mosaic(tiles, out, progress=step)
 
 
