@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -25,7 +26,7 @@ def _setup_logging(verbose: int, log_format: str = "text") -> None:
 
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
     setup_logging(level, "json" if log_format == "json" else "text")
-    logging.getLogger("daemon").setLevel(min(level, logging.INFO))
+    logging.getLogger("daemon").setLevel(level)  # -q: warnings only, the daemon's own included
     logging.getLogger("boxmot").setLevel(logging.WARNING)
 
 
@@ -103,6 +104,31 @@ def cmd_forget(args: argparse.Namespace) -> int:
     print(
         f"global id {args.global_id}: forget sent to fleet {settings.bridge.fleet!r} and its stored state erased"
     )
+    return 0
+
+
+def cmd_who(args: argparse.Namespace) -> int:
+    from daemon.config import load_settings
+    from daemon.fleet_who import gather, sightings, who_text
+
+    if args.listen < 0 or args.timeout <= 0:
+        raise ConfigError("who: --listen must be >= 0 and --timeout > 0 seconds")
+    settings = load_settings(args.config)
+    got = gather(settings, args.listen, args.timeout)
+    if got.rejected:
+        counts = ", ".join(f"{n} {why}" for why, n in sorted(got.rejected.items()))
+        hint = " (is bridge.signing_key the fleet's key?)" if "forged" in got.rejected else ""
+        print(f"who: messages rejected and not shown: {counts}{hint}", file=sys.stderr)
+    rows = sightings(got.messages)
+    if args.global_id is not None:
+        rows = [r for r in rows if r.global_id == args.global_id]
+        if not rows:
+            print(f"global id {args.global_id}: not seen within the fleet's stored state", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=1))
+    else:
+        print(who_text(rows, time.time(), settings.bridge.fleet))
     return 0
 
 
@@ -622,6 +648,14 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--config", "-c", required=True, help="Fleet YAML (its bridge section names the Valkey).")
     fg.add_argument("--timeout", type=float, default=5.0, help="Seconds to wait for Valkey.")
     fg.set_defaults(func=cmd_forget)
+
+    wh = sub.add_parser("who", help="Who is where now in a running fleet: each identity and its cameras.")
+    wh.add_argument("--config", "-c", required=True, help="Fleet YAML (its bridge section names the Valkey).")
+    wh.add_argument("--id", type=int, dest="global_id", help="Only this global id.")
+    wh.add_argument("--listen", type=float, default=2.0, help="Seconds to listen to the live cameras (2).")
+    wh.add_argument("--timeout", type=float, default=5.0, help="Seconds to wait for Valkey.")
+    wh.add_argument("--json", action="store_true", help="JSON on stdout instead of a table.")
+    wh.set_defaults(func=cmd_who)
 
     sc = sub.add_parser("scenario", help="Build a multi-camera replay from one video with ground truth.")
     sc.add_argument("action", choices=["build", "list"])

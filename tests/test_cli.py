@@ -171,3 +171,21 @@ def test_eval_needs_the_mot_output(tmp_path: Path, synth: tuple[Path, Path, Path
         f"    embedder: {{type: none}}\n    output: {{dir: {tmp_path / 'r'}, mot: false, progress: false}}\n",
     )
     assert main(["eval", "--gt", str(gt), "--config", str(cfg)]) == 2
+
+
+def test_quiet_means_warnings_only_for_the_daemon_too() -> None:
+    import logging
+
+    from daemon.cli import _setup_logging
+
+    daemon_log = logging.getLogger("daemon")
+    before = daemon_log.level
+    try:
+        _setup_logging(0)
+        assert daemon_log.getEffectiveLevel() == logging.WARNING
+        _setup_logging(1)
+        assert daemon_log.getEffectiveLevel() == logging.INFO
+        _setup_logging(2)
+        assert daemon_log.getEffectiveLevel() == logging.DEBUG
+    finally:
+        daemon_log.setLevel(before)

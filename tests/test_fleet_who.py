@@ -1,0 +1,131 @@
+"""daemon/fleet_who.py and `reid-daemon who`: the fleet's identities and where they are, from Valkey."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from daemon.bridge import Bridge
+from daemon.cli import main
+from daemon.config import BridgeConfig, SecretSource, load_settings
+from daemon.fleet_who import gather, sightings, who_text
+from daemon.fleet_wire import FleetMessage
+from daemon.valkey_server import EmbeddedValkey
+
+KEY = "who-test-fleet-key-0123456789abcdef"
+T0 = 1_800_000_000.0
+
+
+def _profile(cam: str, track: int, gid: int | None, t: float, **kw: object) -> FleetMessage:
+    vec = np.zeros((1, 8), dtype=np.float32)
+    vec[0, track % 8] = 1.0
+    return FleetMessage("profile", cam, track_id=track, global_id=gid, timestamp=t, embeddings=vec, **kw)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------------------- pure part
+
+
+def test_one_row_per_identity_latest_first_with_each_camera_latest_sighting() -> None:
+    msgs = [
+        _profile("door", 3, 7, T0 + 1.0),
+        _profile("door", 3, 7, T0 + 4.0, ended=True),
+        _profile("lobby", 9, 7, T0 + 9.0, label="alice", position=(2.0, 3.5)),
+        _profile("lobby", 9, 7, T0 + 8.0),  # older, arrived later: does not win
+        _profile("lobby", 5, 12, T0 + 2.0),
+        _profile("lobby", 6, None, T0 + 10.0),  # not resolved yet: no identity to show
+    ]
+    rows = sightings(msgs)
+    assert [(r.global_id, r.label, r.last_seen) for r in rows] == [
+        (7, "alice", T0 + 9.0),
+        (12, None, T0 + 2.0),
+    ]
+    lobby, door = rows[0].cameras
+    assert (lobby.camera, lobby.track_id, lobby.position, lobby.ended) == ("lobby", 9, (2.0, 3.5), False)
+    assert (door.camera, door.track_id, door.timestamp, door.ended) == ("door", 3, T0 + 4.0, True)
+    text = who_text(rows, T0 + 70.0, "site-a")
+    assert "2 identities on door, lobby" in text
+    assert "G7 alice" in text and "lobby track 9 61 s ago at (2.0, 3.5)" in text
+    assert "door track 3 66 s ago (track ended)" in text
+    assert json.loads(json.dumps([r.as_dict() for r in rows]))[0]["cameras"][0]["position"] == [2.0, 3.5]
+
+
+def test_a_forgotten_identity_is_not_shown_and_nobody_says_so() -> None:
+    msgs = [_profile("a", 1, 4, T0), FleetMessage("forget", "ops", global_id=4)]
+    assert sightings(msgs) == []
+    assert "nobody seen" in who_text([], T0, "f")
+
+
+# ----------------------------------------------------------------------------- on a real Valkey
+
+
+@pytest.fixture
+def valkey() -> Iterator[EmbeddedValkey]:
+    with EmbeddedValkey("tcp") as server:
+        yield server
+
+
+def _fleet_yaml(tmp_path: Path, url: str | None) -> Path:
+    data = {
+        "bridge": {"url": url, "signing_key": {"value": KEY}, "reconnect_max_s": 0.5},
+        "cameras": {c: {"source": {"uri": str(tmp_path / f"{c}.mp4")}} for c in ("door", "lobby")},
+    }
+    p = tmp_path / "fleet.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_who_reads_what_the_cameras_left_in_valkey_and_what_they_say_live(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _fleet_yaml(tmp_path, valkey.url)
+    settings = load_settings(path)
+    now = time.time()
+    with Bridge(settings.bridge, "door", receive=False) as door:  # sent before anyone asked: stored state
+        door.publish(_profile("door", 3, 7, now - 20.0, label="alice"))
+        door.publish(_profile("door", 4, 9, now - 15.0))
+        assert door.flush(5.0)
+    with Bridge(settings.bridge, "lobby", receive=False) as lobby:
+        lobby.publish(_profile("lobby", 1, 7, now - 1.0, position=(4.0, 1.0)))
+        assert lobby.flush(5.0)
+        rows = sightings(gather(settings, listen_s=0.2).messages)
+    assert [(r.global_id, [(c.camera, c.track_id) for c in r.cameras]) for r in rows] == [
+        (7, [("lobby", 1), ("door", 3)]),
+        (9, [("door", 4)]),
+    ]
+    assert rows[0].label == "alice"
+    assert main(["-q", "who", "--config", str(path), "--listen", "0.2", "--json", "--id", "9"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [d["global_id"] for d in doc] == [9] and doc[0]["cameras"][0]["camera"] == "door"
+    assert main(["-q", "who", "--config", str(path), "--listen", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "G7 alice" in out and "lobby track 1" in out and "door track 3" in out
+    assert main(["-q", "who", "--config", str(path), "--listen", "0", "--id", "99"]) == 1
+    assert "global id 99: not seen" in capsys.readouterr().err
+
+
+def test_who_rejects_messages_signed_with_another_key_and_says_so(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _fleet_yaml(tmp_path, valkey.url)
+    settings = load_settings(path)
+    other = BridgeConfig(url=valkey.url, signing_key=SecretSource(value="x" * 32))  # type: ignore[arg-type]
+    with Bridge(other, "intruder", receive=False) as intruder:
+        intruder.publish(_profile("intruder", 1, 5, time.time()))
+        assert intruder.flush(5.0)
+        got = gather(settings, listen_s=0.2)
+    assert sightings(got.messages) == [] and got.rejected.get("forged", 0) >= 1
+    assert main(["-q", "who", "--config", str(path), "--listen", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "nobody seen" in captured.out
+    assert "forged (is bridge.signing_key the fleet's key?)" in captured.err
+
+
+def test_who_needs_the_fleet_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["who", "--config", str(_fleet_yaml(tmp_path, None))]) == 2
+    assert "who needs bridge.url" in capsys.readouterr().err
