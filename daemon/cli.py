@@ -109,7 +109,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 def cmd_who(args: argparse.Namespace) -> int:
     from daemon.config import load_settings
-    from daemon.fleet_who import gather, sightings, who_text
+    from daemon.fleet_who import gather, who_text
 
     if args.listen < 0 or args.timeout <= 0:
         raise ConfigError("who: --listen must be >= 0 and --timeout > 0 seconds")
@@ -119,7 +119,7 @@ def cmd_who(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{n} {why}" for why, n in sorted(got.rejected.items()))
         hint = " (is bridge.signing_key the fleet's key?)" if "forged" in got.rejected else ""
         print(f"who: messages rejected and not shown: {counts}{hint}", file=sys.stderr)
-    rows = sightings(got.messages)
+    rows = got.rows
     if args.global_id is not None:
         rows = [r for r in rows if r.global_id == args.global_id]
         if not rows:

@@ -9,6 +9,7 @@ those messages into one row per identity (:func:`sightings`) is pure; only :func
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -57,36 +58,56 @@ class IdentitySighting:
         }
 
 
+class Sightings:
+    """Folds the fleet's messages, as they come, into the latest word of each camera's track: what is kept
+    per track is a few fields, not its embeddings, so a large fleet's stored state fits. Thread-safe (the
+    bridge's receiver thread adds)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: dict[tuple[str, int], tuple[int | None, str | None, CameraSighting]] = {}
+        self._forgotten: set[int] = set()
+
+    def add(self, m: FleetMessage) -> None:
+        with self._lock:
+            if m.kind == "forget" and m.global_id is not None:
+                self._forgotten.add(m.global_id)
+            elif m.kind == "profile":
+                key = (m.camera, m.track_id)
+                old = self._latest.get(key)
+                if old is None or m.timestamp >= old[2].timestamp:
+                    seen = CameraSighting(m.camera, m.track_id, m.timestamp, m.ended, m.position)
+                    self._latest[key] = (m.global_id, m.label, seen)
+
+    def rows(self) -> list[IdentitySighting]:
+        """One row per global identity, most recently seen first. A track whose latest word has no identity
+        (not resolved yet, or resolved afresh) and a forgotten identity are left out."""
+        with self._lock:
+            per_id: dict[int, list[tuple[str | None, CameraSighting]]] = {}
+            for gid, label, seen in self._latest.values():
+                if gid is not None and gid not in self._forgotten:
+                    per_id.setdefault(gid, []).append((label, seen))
+        rows = [_row(gid, seen) for gid, seen in per_id.items()]
+        return sorted(rows, key=lambda r: (-r.last_seen, r.global_id))
+
+
 def sightings(messages: Iterable[FleetMessage]) -> list[IdentitySighting]:
-    """One row per global identity from the fleet's profile messages (most recently seen first). Per camera
-    the latest message wins; a forget in the same messages removes its identity; unresolved tracks are left
-    out (they have no identity yet)."""
-    latest: dict[tuple[str, int], FleetMessage] = {}
-    forgotten: set[int] = set()
+    """:class:`Sightings` of these messages, as rows."""
+    acc = Sightings()
     for m in messages:
-        if m.kind == "forget" and m.global_id is not None:
-            forgotten.add(m.global_id)
-        elif m.kind == "profile" and m.global_id is not None:
-            key = (m.camera, m.track_id)
-            if key not in latest or m.timestamp >= latest[key].timestamp:
-                latest[key] = m
-    per_id: dict[int, dict[str, FleetMessage]] = {}
-    for (camera, _), m in latest.items():
-        gid = m.global_id
-        if gid is None or gid in forgotten:
-            continue
-        seen = per_id.setdefault(gid, {})
-        if camera not in seen or m.timestamp >= seen[camera].timestamp:
-            seen[camera] = m
-    rows = [_row(gid, seen) for gid, seen in per_id.items()]
-    return sorted(rows, key=lambda r: (-r.last_seen, r.global_id))
+        acc.add(m)
+    return acc.rows()
 
 
-def _row(gid: int, seen: dict[str, FleetMessage]) -> IdentitySighting:
-    ms = sorted(seen.values(), key=lambda m: (-m.timestamp, m.camera))
-    label = next((m.label for m in ms if m.label), None)
-    cams = tuple(CameraSighting(m.camera, m.track_id, m.timestamp, m.ended, m.position) for m in ms)
-    return IdentitySighting(gid, label, ms[0].timestamp, cams)
+def _row(gid: int, seen: list[tuple[str | None, CameraSighting]]) -> IdentitySighting:
+    """The identity's latest sighting on each camera (most recent first) and the latest label any gave."""
+    by_camera: dict[str, tuple[str | None, CameraSighting]] = {}
+    for label, c in seen:
+        if c.camera not in by_camera or c.timestamp >= by_camera[c.camera][1].timestamp:
+            by_camera[c.camera] = (label, c)
+    ordered = sorted(by_camera.values(), key=lambda lc: (-lc[1].timestamp, lc[1].camera))
+    label = next((lab for lab, _ in ordered if lab), None)
+    return IdentitySighting(gid, label, ordered[0][1].timestamp, tuple(c for _, c in ordered))
 
 
 def who_text(rows: list[IdentitySighting], now: float, fleet: str) -> str:
@@ -117,9 +138,9 @@ def _ago(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Gathered:
-    """The verified messages, and how many others were rejected, by reason (forged: another fleet key?)."""
+    """One row per identity, and how many messages were rejected, by reason (forged: another fleet key?)."""
 
-    messages: list[FleetMessage]
+    rows: list[IdentitySighting]
     rejected: dict[str, int]
 
 
@@ -129,15 +150,10 @@ def gather(settings: Settings, listen_s: float = 2.0, timeout_s: float = 5.0) ->
         raise ConfigError(
             "who needs bridge.url: the fleet's Valkey (an embedded server lives only as long as its fleet run)"
         )
-    with Bridge(settings.bridge, "who-cli") as bridge:
+    acc = Sightings()
+    with Bridge(settings.bridge, "who-cli", on_message=acc.add) as bridge:
         if not bridge.wait_ready(timeout_s):
             raise DaemonError(f"could not reach Valkey at {settings.bridge.url} within {timeout_s} s")
-        messages = bridge.drain()
-        end = time.monotonic() + listen_s
-        while (left := end - time.monotonic()) > 0:
-            m = bridge.receive(timeout=left)
-            if m is not None:
-                messages.append(m)
+        time.sleep(listen_s)
         counts = asdict(bridge.stats.rejected)
-        rejected = {why: n for why, n in counts.items() if n}
-    return Gathered(messages, rejected)
+    return Gathered(acc.rows(), {why: n for why, n in counts.items() if n})

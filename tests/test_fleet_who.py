@@ -55,6 +55,13 @@ def test_one_row_per_identity_latest_first_with_each_camera_latest_sighting() ->
     assert json.loads(json.dumps([r.as_dict() for r in rows]))[0]["cameras"][0]["position"] == [2.0, 3.5]
 
 
+def test_a_track_whose_latest_word_has_no_identity_no_longer_shows_its_old_one() -> None:
+    rows = sightings(
+        [_profile("a", 1, 4, T0), _profile("a", 1, None, T0 + 1.0), _profile("b", 2, 4, T0 - 5.0)]
+    )
+    assert [(r.global_id, [c.camera for c in r.cameras]) for r in rows] == [(4, ["b"])]
+
+
 def test_a_forgotten_identity_is_not_shown_and_nobody_says_so() -> None:
     msgs = [_profile("a", 1, 4, T0), FleetMessage("forget", "ops", global_id=4)]
     assert sightings(msgs) == []
@@ -93,7 +100,7 @@ def test_who_reads_what_the_cameras_left_in_valkey_and_what_they_say_live(
     with Bridge(settings.bridge, "lobby", receive=False) as lobby:
         lobby.publish(_profile("lobby", 1, 7, now - 1.0, position=(4.0, 1.0)))
         assert lobby.flush(5.0)
-        rows = sightings(gather(settings, listen_s=0.2).messages)
+        rows = gather(settings, listen_s=0.2).rows
     assert [(r.global_id, [(c.camera, c.track_id) for c in r.cameras]) for r in rows] == [
         (7, [("lobby", 1), ("door", 3)]),
         (9, [("door", 4)]),
@@ -119,7 +126,7 @@ def test_who_rejects_messages_signed_with_another_key_and_says_so(
         intruder.publish(_profile("intruder", 1, 5, time.time()))
         assert intruder.flush(5.0)
         got = gather(settings, listen_s=0.2)
-    assert sightings(got.messages) == [] and got.rejected.get("forged", 0) >= 1
+    assert got.rows == [] and got.rejected.get("forged", 0) >= 1
     assert main(["-q", "who", "--config", str(path), "--listen", "0"]) == 0
     captured = capsys.readouterr()
     assert "nobody seen" in captured.out
@@ -129,3 +136,20 @@ def test_who_rejects_messages_signed_with_another_key_and_says_so(
 def test_who_needs_the_fleet_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["who", "--config", str(_fleet_yaml(tmp_path, None))]) == 2
     assert "who needs bridge.url" in capsys.readouterr().err
+
+
+def test_who_shows_every_stored_track_even_beyond_the_bridge_inbox(
+    tmp_path: Path, valkey: EmbeddedValkey
+) -> None:
+    path = _fleet_yaml(tmp_path, valkey.url)
+    data = yaml.safe_load(path.read_text())
+    data["bridge"]["inbox_size"] = 2  # messages are folded as they arrive, not queued
+    path.write_text(yaml.safe_dump(data))
+    settings = load_settings(path)
+    now = time.time()
+    with Bridge(settings.bridge, "door", receive=False) as door:
+        for track in range(1, 7):
+            door.publish(_profile("door", track, 100 + track, now - 10.0 + track))
+        assert door.flush(5.0)
+    rows = gather(settings, listen_s=0.0).rows
+    assert [r.global_id for r in rows] == [106, 105, 104, 103, 102, 101]
