@@ -406,24 +406,22 @@ def _fleet_config(scenario: ScenarioConfig, videos: dict[str, Path], out: Path) 
                 "uri": str(videos[v.name].resolve()),
                 "clock_offset_s": round(-v.delay / scenario.frame_rate, 6),
             },
-            "detector": {
-                "type": "ssdlite",
-                "score_threshold": 0.1,
-                "tiles": list(_square_tiles(v.output_size())),
-                "full_frame": False,
-            },
-            "embedder": {"policy": "needed"},
-            "tracker": {
-                "frame_rate": max(1, round(scenario.frame_rate / v.step)),
-                "track_buffer": 60,
-                "fuse_first_associate": False,
-                "proximity_thresh": 0.7,
-                "relink_window": 0,
-            },
-            "output": {"dir": str((out / "runs").resolve()), "video": True},
+            "detector": {"tiles": list(_square_tiles(v.output_size()))},
+            "tracker": {"frame_rate": max(1, round(scenario.frame_rate / v.step))},
             "site": {"homography": view_homography(v)},
         }
         for v in scenario.views
+    }
+    shared = {
+        "detector": {"type": "ssdlite", "score_threshold": 0.1, "full_frame": False},
+        "embedder": {"policy": "needed"},
+        "tracker": {
+            "track_buffer": 60,
+            "fuse_first_associate": False,
+            "proximity_thresh": 0.7,
+            "relink_window": 0,
+        },
+        "output": {"dir": str((out / "runs").resolve()), "video": True},
     }
     return {
         "runtime": {"allow_spinning": False, "detect_ahead": True},
@@ -435,6 +433,7 @@ def _fleet_config(scenario: ScenarioConfig, videos: dict[str, Path], out: Path) 
             "fleet_distinct_margin": SCENARIO_DISTINCT_MARGIN,
             **SCENARIO_SITE,
         },
+        "camera_defaults": shared,
         "cameras": cameras,
     }
 
@@ -459,9 +458,11 @@ def _gt_boxes_config(fleet: dict[str, Any], truths: dict[str, Path], out: Path) 
 
     Writes to out/runs-gt-boxes so a detector run and a true-box run of one scenario sit side by side.
     """
+    shared = fleet["camera_defaults"]
+    shared["detector"] = {"type": "ground-truth"}
+    shared["output"]["dir"] = str((out / "runs-gt-boxes").resolve())
     for name, cam in fleet["cameras"].items():
-        cam["detector"] = {"type": "ground-truth", "path": str(truths[name].resolve())}
-        cam["output"] = {**cam["output"], "dir": str((out / "runs-gt-boxes").resolve())}
+        cam["detector"] = {"path": str(truths[name].resolve())}
     return fleet
 
 
@@ -472,13 +473,15 @@ def _true_looks_config(fleet: dict[str, Any], truths: dict[str, Path]) -> dict[s
 
     Writes to out/<the run's folder>-true-looks, beside the runs with the embedder.
     """
+    shared = fleet["camera_defaults"]
+    shared["embedder"] = {
+        "type": "ground-truth",
+        "policy": "needed",
+        "truth": {"similarity": TRUE_LOOKS_SIMILARITY},
+    }
+    shared["output"]["dir"] += "-true-looks"
     for name, cam in fleet["cameras"].items():
-        cam["embedder"] = {
-            "type": "ground-truth",
-            "policy": "needed",
-            "truth": {"path": str(truths[name].resolve()), "similarity": TRUE_LOOKS_SIMILARITY},
-        }
-        cam["output"] = {**cam["output"], "dir": cam["output"]["dir"] + "-true-looks"}
+        cam["embedder"] = {"truth": {"path": str(truths[name].resolve())}}
     fleet["identity"] |= TRUE_LOOKS_IDENTITY
     return fleet
 

@@ -12,7 +12,7 @@ import yaml
 from _data import require_pets09
 from _video import make_video
 
-from daemon.config import load_settings
+from daemon.config import Settings, load_settings
 from daemon.errors import DataError, SourceError
 from daemon.identity.site import SiteMap
 from daemon.motio import MotGroundTruth, read_ground_truth
@@ -157,5 +157,7 @@ def test_scenario_fleet_configs_leave_re_linking_to_the_identity_resolver(tmp_pa
     scenario = load_scenario("pets09-3cam-handover")
     videos = {v.name: tmp_path / f"{v.name}.mp4" for v in scenario.views}
     cfg = _fleet_config(scenario, videos, tmp_path)
-    assert {c["tracker"]["relink_window"] for c in cfg["cameras"].values()} == {0}
+    cameras = Settings(**cfg).cameras  # what the cameras share is written once, under camera_defaults
+    assert {c.tracker.relink_window for c in cameras.values()} == {0}
+    assert "relink_window" not in str(cfg["cameras"])
     assert cfg["identity"]["fleet_threshold"] == 0.85 and cfg["identity"]["fleet_distinct_margin"] == 0.08
