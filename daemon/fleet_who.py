@@ -4,7 +4,7 @@ For an operator of a running fleet (`reid-daemon who`), where the cameras run on
 are out of reach. A short-lived observer bridge takes what Valkey keeps (the latest profile of every track
 still within ``bridge.state_ttl_s``, verified with the fleet key like any peer's) and listens to the live
 channel for ``listen_s`` so that tracks in view now show their latest time, place and end. The folding of
-those messages into one row per identity (:func:`sightings`) is pure; only :func:`gather` does I/O.
+those messages into one row per identity (:class:`Sightings`) is pure; only :func:`gather` does I/O.
 """
 
 from __future__ import annotations
@@ -41,21 +41,8 @@ class IdentitySighting:
     cameras: tuple[CameraSighting, ...]  # most recent first
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "global_id": self.global_id,
-            "label": self.label,
-            "last_seen": self.last_seen,
-            "cameras": [
-                {
-                    "camera": c.camera,
-                    "track_id": c.track_id,
-                    "timestamp": c.timestamp,
-                    "ended": c.ended,
-                    "position": list(c.position) if c.position is not None else None,
-                }
-                for c in self.cameras
-            ],
-        }
+        """For JSON (a position is a pair)."""
+        return {**asdict(self), "cameras": [asdict(c) for c in self.cameras]}
 
 
 class Sightings:
