@@ -109,27 +109,33 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 def cmd_who(args: argparse.Namespace) -> int:
     from daemon.config import load_settings
-    from daemon.fleet_who import gather, who_text
+    from daemon.fleet_who import Gathered, gather, watch, who_text
 
-    if args.listen < 0 or args.timeout <= 0:
-        raise ConfigError("who: --listen must be >= 0 and --timeout > 0 seconds")
+    if args.listen < 0 or args.timeout <= 0 or (args.watch is not None and args.watch <= 0):
+        raise ConfigError("who: --listen must be >= 0, --timeout and --watch > 0 seconds")
     settings = load_settings(args.config)
-    got = gather(settings, args.listen, args.timeout)
-    if got.rejected:
-        counts = ", ".join(f"{n} {why}" for why, n in sorted(got.rejected.items()))
-        hint = " (is bridge.signing_key the fleet's key?)" if "forged" in got.rejected else ""
-        print(f"who: messages rejected and not shown: {counts}{hint}", file=sys.stderr)
-    rows = got.rows
-    if args.global_id is not None:
-        rows = [r for r in rows if r.global_id == args.global_id]
-        if not rows:
-            print(f"global id {args.global_id}: not seen within the fleet's stored state", file=sys.stderr)
-            return 1
-    if args.json:
-        print(json.dumps([r.as_dict() for r in rows], indent=1))
-    else:
-        print(who_text(rows, time.time(), settings.bridge.fleet))
-    return 0
+
+    def show(got: Gathered) -> int:
+        if got.rejected:
+            counts = ", ".join(f"{n} {why}" for why, n in sorted(got.rejected.items()))
+            hint = " (is bridge.signing_key the fleet's key?)" if "forged" in got.rejected else ""
+            print(f"who: messages rejected and not shown: {counts}{hint}", file=sys.stderr)
+        rows = [r for r in got.rows if args.global_id in (None, r.global_id)]
+        if args.json:
+            print(json.dumps([r.as_dict() for r in rows], indent=None if args.watch else 1), flush=True)
+        else:
+            if args.watch and sys.stdout.isatty():
+                print("\033[H\033[J", end="")  # a fresh screen each time
+            print(who_text(rows, time.time(), settings.bridge.fleet), flush=True)
+        return 0 if rows or args.global_id is None else 1
+
+    if args.watch is not None:
+        watch(settings, args.watch, show, args.timeout)
+        return 0
+    code = show(gather(settings, args.listen, args.timeout))
+    if code:
+        print(f"global id {args.global_id}: not seen within the fleet's stored state", file=sys.stderr)
+    return code
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
@@ -654,7 +660,12 @@ def build_parser() -> argparse.ArgumentParser:
     wh.add_argument("--id", type=int, dest="global_id", help="Only this global id.")
     wh.add_argument("--listen", type=float, default=2.0, help="Seconds to listen to the live cameras (2).")
     wh.add_argument("--timeout", type=float, default=5.0, help="Seconds to wait for Valkey.")
-    wh.add_argument("--json", action="store_true", help="JSON on stdout instead of a table.")
+    wh.add_argument(
+        "--json", action="store_true", help="JSON on stdout instead of a table (a line per --watch)."
+    )
+    wh.add_argument(
+        "--watch", type=float, metavar="SECONDS", help="Keep listening; show it again this often."
+    )
     wh.set_defaults(func=cmd_who)
 
     sc = sub.add_parser("scenario", help="Build a multi-camera replay from one video with ground truth.")

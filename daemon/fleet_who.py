@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 from daemon.bridge import Bridge
 from daemon.config import Settings
 from daemon.errors import ConfigError, DaemonError
 from daemon.fleet_wire import FleetMessage
+
+_MAX_FORGOTTEN = 10_000  # forget messages remembered by a long watch
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,13 @@ class Sightings:
                 if old is None or m.timestamp >= old[2].timestamp:
                     seen = CameraSighting(m.camera, m.track_id, m.timestamp, m.ended, m.position)
                     self._latest[key] = (m.global_id, m.label, seen)
+
+    def prune(self, before: float) -> None:
+        """Forget tracks whose latest word is older than ``before`` (a long watch stays bounded)."""
+        with self._lock:
+            self._latest = {k: v for k, v in self._latest.items() if v[2].timestamp >= before}
+            if len(self._forgotten) > _MAX_FORGOTTEN:
+                self._forgotten.clear()  # their tracks are long pruned; a forgotten id is not reused
 
     def rows(self) -> list[IdentitySighting]:
         """One row per global identity, most recently seen first. A track whose latest word has no identity
@@ -131,8 +141,9 @@ class Gathered:
     rejected: dict[str, int]
 
 
-def gather(settings: Settings, listen_s: float = 2.0, timeout_s: float = 5.0) -> Gathered:
-    """What the fleet's Valkey keeps and what its cameras publish for ``listen_s`` more (verified messages)."""
+@contextmanager
+def _observing(settings: Settings, timeout_s: float) -> Iterator[tuple[Bridge, Sightings]]:
+    """An observer bridge on the fleet's Valkey, caught up, folding what it hears into :class:`Sightings`."""
     if settings.bridge.url is None:
         raise ConfigError(
             "who needs bridge.url: the fleet's Valkey (an embedded server lives only as long as its fleet run)"
@@ -141,6 +152,35 @@ def gather(settings: Settings, listen_s: float = 2.0, timeout_s: float = 5.0) ->
     with Bridge(settings.bridge, "who-cli", on_message=acc.add) as bridge:
         if not bridge.wait_ready(timeout_s):
             raise DaemonError(f"could not reach Valkey at {settings.bridge.url} within {timeout_s} s")
-        time.sleep(listen_s)
-        counts = asdict(bridge.stats.rejected)
+        yield bridge, acc
+
+
+def _now(bridge: Bridge, acc: Sightings) -> Gathered:
+    counts = asdict(bridge.stats.rejected)
     return Gathered(acc.rows(), {why: n for why, n in counts.items() if n})
+
+
+def gather(settings: Settings, listen_s: float = 2.0, timeout_s: float = 5.0) -> Gathered:
+    """What the fleet's Valkey keeps and what its cameras publish for ``listen_s`` more (verified messages)."""
+    with _observing(settings, timeout_s) as (bridge, acc):
+        time.sleep(listen_s)
+        return _now(bridge, acc)
+
+
+def watch(
+    settings: Settings,
+    every_s: float,
+    show: Callable[[Gathered], object],
+    timeout_s: float = 5.0,
+    rounds: int | None = None,
+) -> None:
+    """Show who is where every ``every_s`` seconds (``rounds`` times; None: until interrupted), from one observer
+    bridge that keeps listening; tracks older than ``bridge.state_ttl_s`` are dropped, as Valkey drops them."""
+    with _observing(settings, timeout_s) as (bridge, acc):
+        shown = 0
+        while rounds is None or shown < rounds:
+            acc.prune(time.time() - settings.bridge.state_ttl_s)
+            show(_now(bridge, acc))
+            shown += 1
+            if rounds is None or shown < rounds:
+                time.sleep(every_s)

@@ -14,7 +14,7 @@ import yaml
 from daemon.bridge import Bridge
 from daemon.cli import main
 from daemon.config import BridgeConfig, SecretSource, load_settings
-from daemon.fleet_who import gather, sightings, who_text
+from daemon.fleet_who import Gathered, Sightings, gather, sightings, watch, who_text
 from daemon.fleet_wire import FleetMessage
 from daemon.valkey_server import EmbeddedValkey
 
@@ -60,6 +60,14 @@ def test_a_track_whose_latest_word_has_no_identity_no_longer_shows_its_old_one()
         [_profile("a", 1, 4, T0), _profile("a", 1, None, T0 + 1.0), _profile("b", 2, 4, T0 - 5.0)]
     )
     assert [(r.global_id, [c.camera for c in r.cameras]) for r in rows] == [(4, ["b"])]
+
+
+def test_old_tracks_are_pruned_so_a_long_watch_stays_bounded() -> None:
+    acc = Sightings()
+    for m in (_profile("a", 1, 4, T0), _profile("a", 2, 5, T0 + 100.0), _profile("b", 3, 4, T0 + 50.0)):
+        acc.add(m)
+    acc.prune(T0 + 10.0)
+    assert [(r.global_id, [c.camera for c in r.cameras]) for r in acc.rows()] == [(5, ["a"]), (4, ["b"])]
 
 
 def test_a_forgotten_identity_is_not_shown_and_nobody_says_so() -> None:
@@ -153,3 +161,41 @@ def test_who_shows_every_stored_track_even_beyond_the_bridge_inbox(
         assert door.flush(5.0)
     rows = gather(settings, listen_s=0.0).rows
     assert [r.global_id for r in rows] == [106, 105, 104, 103, 102, 101]
+
+
+def test_watch_keeps_listening_and_shows_what_came_since(tmp_path: Path, valkey: EmbeddedValkey) -> None:
+    settings = load_settings(_fleet_yaml(tmp_path, valkey.url))
+    lobby = Bridge(settings.bridge, "lobby", receive=False).start()
+    shown: list[list[int]] = []
+
+    def show(got: Gathered) -> None:
+        shown.append([r.global_id for r in got.rows])
+        if len(shown) == 1:  # someone new comes into view between two showings
+            lobby.publish(_profile("lobby", 1, 31, time.time()))
+            assert lobby.flush(5.0)
+
+    try:
+        watch(settings, 1.0, show, rounds=2)
+    finally:
+        lobby.close()
+    assert shown == [[], [31]]
+
+
+def test_watch_from_the_command_line_prints_a_json_line_each_time(
+    tmp_path: Path,
+    valkey: EmbeddedValkey,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import daemon.fleet_who as who
+
+    path = _fleet_yaml(tmp_path, valkey.url)
+    settings = load_settings(path)
+    with Bridge(settings.bridge, "door", receive=False) as door:
+        door.publish(_profile("door", 2, 8, time.time()))
+        assert door.flush(5.0)
+    real = who.watch
+    monkeypatch.setattr(who, "watch", lambda *a, **kw: real(*a, **kw, rounds=2))  # stop after two showings
+    assert main(["-q", "who", "--config", str(path), "--watch", "0.2", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(json.loads(x)[0]["global_id"] == 8 for x in lines)
