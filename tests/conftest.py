@@ -1,8 +1,11 @@
-"""Fixtures shared across test modules: fetched models (skip with the fetch command when absent)."""
+"""Fixtures shared across test modules: fetched models (skip with the fetch command when absent), and the
+daemon's log level put back after each test (a `main(["-q", ...])` sets it to WARNING for the process)."""
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,14 @@ import pytest
 from daemon import models
 from daemon.config import default_cache_dir
 from daemon.errors import ModelError
+
+
+@pytest.fixture(autouse=True)
+def _daemon_log_level() -> Iterator[None]:
+    log = logging.getLogger("daemon")
+    before = log.level
+    yield
+    log.setLevel(before)
 
 
 def _models_dir() -> Path:
