@@ -1,5 +1,5 @@
 """Fixtures shared across test modules: fetched models (skip with the fetch command when absent), and the
-daemon's log level put back after each test (a `main(["-q", ...])` sets it to WARNING for the process)."""
+daemon's log level set to INFO for each test (a `main(["-q", ...])` sets it to WARNING for the process)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ from daemon.errors import ModelError
 
 @pytest.fixture(autouse=True)
 def _daemon_log_level() -> Iterator[None]:
+    """Every test starts with the daemon's loggers at INFO, as `reid-daemon` runs without -q: a `main(["-q",
+    ...])` in a module's fixture would otherwise leave them at WARNING for every test after it."""
     log = logging.getLogger("daemon")
-    before = log.level
+    log.setLevel(logging.INFO)
     yield
-    log.setLevel(before)
+    log.setLevel(logging.INFO)
 
 
 def _models_dir() -> Path:
