@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from daemon.outputs import outlined_text
 from daemon.types import ImageBGR
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 BANNER_PX = 28
 MAX_WIDTH = 1920  # a mosaic of many cameras gets smaller tiles rather than a wider video
 _DARK = 24
-_WHITE = (255, 255, 255)
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def _compose(
 ) -> ImageBGR:
     cols, cell_w, cell_h = cells
     canvas = np.zeros((size[1], size[0], 3), np.uint8)
-    _text(canvas, f"fleet time {since_start:7.2f} s", (8, BANNER_PX - 8), 0.6)
+    outlined_text(canvas, f"fleet time {since_start:7.2f} s", (8, BANNER_PX - 8), 0.6)
     for n, r in enumerate(readers):
         x, y = (n % cols) * cell_w, BANNER_PX + (n // cols) * cell_h
         canvas[y : y + cell_h, x : x + cell_w] = _cell(r, t, cell_w, cell_h)
@@ -165,14 +165,9 @@ def _cell(r: _Reader, t: float, cell_w: int, cell_h: int) -> ImageBGR:
     image = r.at(i) if i is not None else None
     if image is None:
         state = "not started" if t < r.tile.offset_s else "ended"
-        _text(cell, f"{r.tile.name}: {state}", (8, cell_h // 2), 0.6)
+        outlined_text(cell, f"{r.tile.name}: {state}", (8, cell_h // 2), 0.6)
         return cell
     w = min(cell_w, round(image.shape[1] * cell_h / image.shape[0]))
     cell[:, :w] = cv2.resize(image, (w, cell_h), interpolation=cv2.INTER_AREA)
-    _text(cell, r.tile.name, (8, cell_h - 10), 0.7)
+    outlined_text(cell, r.tile.name, (8, cell_h - 10), 0.7)
     return cell
-
-
-def _text(image: ImageBGR, text: str, at: tuple[int, int], scale: float) -> None:
-    cv2.putText(image, text, at, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 4, cv2.LINE_AA)
-    cv2.putText(image, text, at, cv2.FONT_HERSHEY_SIMPLEX, scale, _WHITE, 1, cv2.LINE_AA)

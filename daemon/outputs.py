@@ -33,6 +33,12 @@ class Identity(Protocol):
 _NPY_HEADER_BYTES = 128
 
 
+def outlined_text(image: ImageBGR, text: str, at: tuple[int, int], scale: float, outline: int = 4) -> None:
+    """White ``text`` with a black outline ``outline`` px thick, legible on any background (drawn in place)."""
+    cv2.putText(image, text, at, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), outline, cv2.LINE_AA)
+    cv2.putText(image, text, at, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
 class EmbeddingFile:
     """Appends (D,) float32 rows to a ``.npy`` file that ``np.load(..., mmap_mode='r')`` reads at any time.
 

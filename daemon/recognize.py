@@ -45,6 +45,7 @@ from daemon.embedding import (
 )
 from daemon.errors import DataError
 from daemon.gallery import Gallery, Match
+from daemon.outputs import outlined_text
 from daemon.types import Detector, Embedder, FloatArray, Frame, ImageBGR
 
 BLOCK_ELEMENTS: Final = 1 << 22
@@ -747,8 +748,7 @@ def annotate(crop: ImageBGR, box: Box, caption: str) -> ImageBGR:
     img = np.array(img, dtype=np.uint8, order="C")
     x0, y0, x1, y1 = (round(v * scale) for v in box)
     cv2.rectangle(img, (x0, y0), (x1, y1), (0, 255, 0), 2)
-    cv2.putText(img, caption, (2, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(img, caption, (2, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    outlined_text(img, caption, (2, 14), 0.45, outline=3)
     out: ImageBGR = img
     return out
 
