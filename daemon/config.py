@@ -1205,6 +1205,15 @@ class BridgeConfig(_Strict):
             )
         return self
 
+    def shared_url(self, command: str) -> str:
+        """The fleet's Valkey, for a ``command`` that talks to a running fleet (ConfigError when unset)."""
+        if self.url is None:
+            raise ConfigError(
+                f"{command} needs bridge.url: the fleet's Valkey (an embedded server lives only as long as its "
+                "fleet run)"
+            )
+        return self.url
+
 
 class FleetConfig(_Strict):
     """How a camera worker takes part in a fleet (daemon/fleet.py): on/off, the shared clock, replay pacing."""

@@ -349,11 +349,8 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def forget(settings: Settings, global_id: int, timeout_s: float = 5.0) -> None:
     """Erase ``global_id`` from the fleet: running workers drop it, stored state in Valkey is deleted."""
-    if settings.bridge.url is None:
-        raise ConfigError(
-            "forget needs bridge.url: the fleet's Valkey (an embedded server lives only as long as its fleet run)"
-        )
+    url = settings.bridge.shared_url("forget")
     with Bridge(settings.bridge, "forget-cli", receive=False) as bridge:
         bridge.forget(global_id)
         if not bridge.flush(timeout_s):
-            raise DaemonError(f"could not reach Valkey at {settings.bridge.url} within {timeout_s} s")
+            raise DaemonError(f"could not reach Valkey at {url} within {timeout_s} s")

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 from daemon.bridge import Bridge
 from daemon.config import Settings
-from daemon.errors import ConfigError, DaemonError
+from daemon.errors import DaemonError
 from daemon.fleet_wire import FleetMessage
 
 _MAX_FORGOTTEN = 10_000  # forget messages remembered by a long watch
@@ -144,14 +144,11 @@ class Gathered:
 @contextmanager
 def _observing(settings: Settings, timeout_s: float) -> Iterator[tuple[Bridge, Sightings]]:
     """An observer bridge on the fleet's Valkey, caught up, folding what it hears into :class:`Sightings`."""
-    if settings.bridge.url is None:
-        raise ConfigError(
-            "who needs bridge.url: the fleet's Valkey (an embedded server lives only as long as its fleet run)"
-        )
+    url = settings.bridge.shared_url("who")
     acc = Sightings()
     with Bridge(settings.bridge, "who-cli", on_message=acc.add) as bridge:
         if not bridge.wait_ready(timeout_s):
-            raise DaemonError(f"could not reach Valkey at {settings.bridge.url} within {timeout_s} s")
+            raise DaemonError(f"could not reach Valkey at {url} within {timeout_s} s")
         yield bridge, acc
 
 
