@@ -271,7 +271,7 @@ def test_fleet_command_runs_cameras_as_processes_and_they_agree(
     }
     cfg = {
         "models_dir": str(mobilenet_model.parent.parent),
-        "fleet": {"enabled": True, "replay_speed": 2.0},  # in step, as live cameras are
+        "fleet": {"enabled": True, "lockstep": True},  # in step, and the same ids on every run
         "bridge": {"signing_key": {"env": "REID_TEST_FLEET_KEY"}},
         "identity": {"allow_overlapping_views": True},
         "cameras": {"left": cam, "right": cam},
