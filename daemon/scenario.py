@@ -136,6 +136,31 @@ PRESETS: dict[str, ScenarioConfig] = {
             ),
         ),
     ),
+    # The check scenario: built after every resolver rule and setting had been chosen on the two above, and
+    # not tuned on since (benchmarks/RESULTS.md, "A scenario nothing was tuned on").
+    "pets09-4cam-grid": ScenarioConfig(
+        name="pets09-4cam-grid",
+        description="Four cameras in a 2x2 grid over the view; neighbours overlap by 64 px across (x 352-416) "
+        "and 80 px down (y 224-304), so a person is seen by one to four cameras and walks from view to view in "
+        "both directions. The top views cut people's legs off at their bottom edge. a is clean; b is 0.75x "
+        "scale, brighter, bluer and blurred; c runs 7 source frames (1 s) late, darker, JPEG quality 60; d runs "
+        "at half the frame rate, warmer, slightly blurred, JPEG quality 45.",
+        views=(
+            ViewConfig(name="a", region=(0, 0, 416, 304)),
+            ViewConfig(
+                name="b", region=(352, 0, 768, 304), scale=0.75, gamma=0.85, gains=(1.15, 1.0, 0.9), blur=0.6
+            ),
+            ViewConfig(name="c", region=(0, 224, 416, 576), delay=7, gamma=1.25, jpeg_quality=60),
+            ViewConfig(
+                name="d",
+                region=(352, 224, 768, 576),
+                step=2,
+                gains=(0.9, 1.0, 1.15),
+                blur=0.5,
+                jpeg_quality=45,
+            ),
+        ),
+    ),
 }
 
 

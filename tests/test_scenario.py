@@ -151,6 +151,23 @@ def test_presets_on_the_real_clip(tmp_path: Path) -> None:
     assert set(a["people"]) & set(b["people"])  # the overlap: someone is on both cameras
 
 
+def test_the_grid_preset_sees_people_on_several_cameras_at_once(tmp_path: Path) -> None:
+    pets = require_pets09()
+    scenario = load_scenario("pets09-4cam-grid")
+    files = build(pets / "vtest.avi", pets / "gt" / "gt.txt", scenario, tmp_path, max_frames=60)
+    cams = json.loads(files.description.read_text())["cameras"]
+    assert sorted(cams) == ["a", "b", "c", "d"]
+    assert cams["d"]["frames"] == 30 and cams["c"]["frames"] == 60 + 7  # half rate; 1 s of black first
+    people = {name: set(c["people"]) for name, c in cams.items()}
+    assert people["a"] & people["b"] and people["b"] & people["d"]  # neighbours overlap
+    fleet = yaml.safe_load(files.fleet_config.read_text())
+    edges = {(e["a"], e["b"]) for e in fleet["identity"]["adjacency"]}
+    assert edges == {("a", "b"), ("a", "c"), ("a", "d"), ("b", "c"), ("b", "d"), ("c", "d")}
+    settings = load_settings(files.fleet_config)
+    assert settings.cameras["c"].source.clock_offset_s == -1.0
+    assert settings.cameras["b"].detector.tiles == (1, 1)
+
+
 def test_scenario_fleet_configs_leave_re_linking_to_the_identity_resolver(tmp_path: Path) -> None:
     from daemon.scenario import _fleet_config
 
