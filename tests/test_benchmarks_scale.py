@@ -1,0 +1,77 @@
+"""benchmarks/similarity_scale.py: an embedder's scale measured from a camera's own tracks."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from _data import REPO_ROOT
+from _video import make_video
+
+from daemon.adapt import Tracklets, cooccurrence
+from daemon.config import IdentityConfig
+
+SCRIPT = REPO_ROOT / "benchmarks" / "similarity_scale.py"
+
+
+def _script() -> Any:
+    """benchmarks/similarity_scale.py as a module, registered in sys.modules (its dataclass needs that)."""
+    if "similarity_scale" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("similarity_scale", SCRIPT)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["similarity_scale"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["similarity_scale"]
+
+
+def _tracklets(looks: dict[int, list[list[float]]], together: list[tuple[int, ...]]) -> Tracklets:
+    feats = np.array([v for t in sorted(looks) for v in looks[t]], np.float32)
+    labels = np.array([t for t in sorted(looks) for _ in looks[t]], np.int64)
+    cliques = tuple(np.array(c, np.int64) for c in together)
+    n = len(feats)
+    zeros = np.zeros(n, np.int64)
+    return Tracklets(feats, labels, zeros, zeros, cooccurrence(cliques, len(looks)), cliques, 10)
+
+
+def test_scale_of_scores_pairs_seen_together_halves_and_looks() -> None:
+    a = [[1.0, 0.0, 0.0]] * 4  # one person, always the same look
+    b = [[0.0, 1.0, 0.0]] * 2 + [[0.6, 0.8, 0.0]] * 2  # another, who turns towards a's look
+    c = [[0.0, 0.0, 1.0]] * 4  # never seen with a or b: no pair with them
+    similarity_scale = _script()
+    s = similarity_scale.scale_of(_tracklets({0: a, 1: b, 2: c}, [(0, 1)]), IdentityConfig(top_exemplars=1))
+    assert s.tracks == 3
+    assert np.allclose(s.two_people, [0.6])  # only a-b: a's looks match b's turned looks best
+    assert np.allclose(sorted(s.one_person), [0.8, 1.0, 1.0])  # b's first half against its second
+    assert len(s.look_own) == 12 and len(s.look_beside) == 8  # c has nobody beside it
+    summary = similarity_scale.summary(s, IdentityConfig(fleet_threshold=0.9, switch_similarity=0.5))
+    assert summary["two_people_at_or_above_fleet_threshold"] == 0.0
+    assert abs(summary["one_person_below_fleet_threshold"] - 1 / 3) < 1e-9
+
+
+def test_script_on_true_boxes_and_true_looks_separates_people(tmp_path: Path) -> None:
+    clip = make_video(tmp_path / "clip.mp4", frames=40, size=(320, 240), people=3)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    cam = {
+        "source": {"uri": str(clip.path)},
+        "detector": {"type": "ground-truth", "path": str(gt)},
+        "embedder": {"type": "ground-truth", "truth": {"path": str(gt), "similarity": 0.75}},
+    }
+    cfg = {"identity": {"fleet_threshold": 0.6}, "cameras": {"cam": cam}}
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, str(SCRIPT), "--config", str(path), "--json", "--no-progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    s = json.loads(done.stdout)
+    assert s["tracks"] == 3 and s["cameras"] == ["cam"]
+    assert s["two_people"]["n"] == 3 and s["two_people"]["max"] < 0.5  # three people, always together
+    assert s["one_person"]["n"] == 3 and s["one_person"]["q0.01"] > 0.6
+    assert s["two_people_at_or_above_fleet_threshold"] == 0.0
+    assert s["one_person_below_fleet_threshold"] == 0.0
