@@ -2,6 +2,7 @@
 
     python benchmarks/similarity_scale.py --config runs/hand/fleet.gt-boxes.yaml           # every camera
     python benchmarks/similarity_scale.py --config fleet.yaml --cameras lobby,door --max-frames 2000 --json
+    python benchmarks/similarity_scale.py --config fleet.yaml --plot scale.png   # and the histograms
 
 The resolver's similarity thresholds (``identity.fleet_threshold``, ``look_only_threshold``,
 ``switch_similarity``) only mean something on one embedder's scale: the shipped ImageNet embedder keeps every
@@ -200,6 +201,61 @@ def text(s: dict[str, Any]) -> list[str]:
     ]
 
 
+def plot(scale: Scale, cfg: IdentityConfig, path: Path, title: str) -> Path:
+    """Histograms of the four scores with the config's thresholds marked, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    bins = np.linspace(-0.2, 1.0, 61)
+    for ax, parts, lines in (
+        (
+            top,
+            [
+                ("two people seen together", scale.two_people, "tab:red"),
+                ("one person, half vs half", scale.one_person, "tab:green"),
+            ],
+            [
+                ("fleet_threshold", cfg.fleet_threshold, "k"),
+                ("look_only_threshold", cfg.look_only_threshold, "0.5"),
+            ],
+        ),
+        (
+            bottom,
+            [
+                ("a look vs tracks beside it", scale.look_beside, "tab:red"),
+                ("a look vs its own track", scale.look_own, "tab:green"),
+            ],
+            [("switch_similarity", cfg.switch_similarity, "k")],
+        ),
+    ):
+        for label, values, colour in parts:
+            if len(values):
+                ax.hist(
+                    values,
+                    bins=bins,
+                    density=True,
+                    alpha=0.5,
+                    color=colour,
+                    label=f"{label} (n={len(values)})",
+                )
+        for label, x, colour in lines:
+            ax.axvline(x, color=colour, linestyle="--", label=f"{label} {x:g}")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=8, loc="upper left")
+    top.set_title(title, fontsize=9)
+    bottom.set_xlabel(
+        "cosine similarity (top: track vs track, the resolver's set score; bottom: one look's best match)"
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, type=Path, help="Fleet (or camera) YAML.")
@@ -207,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-frames", type=int, default=0, help="Frames per camera (0: the whole source).")
     p.add_argument("--min-height", type=float, default=0.0, help="Skip boxes shorter than this (px).")
     p.add_argument("--json", action="store_true", help="One JSON object instead of text.")
+    p.add_argument("--plot", type=Path, help="Also draw the histograms and thresholds to this PNG.")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     settings = load_settings(args.config)
@@ -219,13 +276,18 @@ def main(argv: list[str] | None = None) -> int:
         parts.append(
             scale_of(camera_tracklets(settings, cam, mining, not args.no_progress), settings.identity)
         )
-    s = summary(_pooled(parts), settings.identity)
+    pooled = _pooled(parts)
+    s = summary(pooled, settings.identity)
     s["config"], s["cameras"] = str(args.config), cameras
+    if args.plot:
+        s["plot"] = str(plot(pooled, settings.identity, args.plot, f"{args.config} ({', '.join(cameras)})"))
     if args.json:
         print(json.dumps(s))
     else:
         print(f"{args.config}: cameras {', '.join(cameras)}")
         print("\n".join(text(s)))
+        if args.plot:
+            print(f"plot: {s['plot']}")
     return 0
 
 

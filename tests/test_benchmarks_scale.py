@@ -66,7 +66,8 @@ def test_script_on_true_boxes_and_true_looks_separates_people(tmp_path: Path) ->
     cfg = {"identity": {"fleet_threshold": 0.6}, "cameras": {"cam": cam}}
     path = tmp_path / "fleet.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, str(SCRIPT), "--config", str(path), "--json", "--no-progress"]
+    png = tmp_path / "scale.png"
+    cmd = [sys.executable, str(SCRIPT), "--config", str(path), "--json", "--no-progress", "--plot", str(png)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     s = json.loads(done.stdout)
@@ -75,3 +76,4 @@ def test_script_on_true_boxes_and_true_looks_separates_people(tmp_path: Path) ->
     assert s["one_person"]["n"] == 3 and s["one_person"]["q0.01"] > 0.6
     assert s["two_people_at_or_above_fleet_threshold"] == 0.0
     assert s["one_person_below_fleet_threshold"] == 0.0
+    assert s["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
