@@ -40,7 +40,9 @@ from numpy.typing import NDArray
 
 from daemon.adapt import AdaptConfig, FrameTracks, Tracklets, mine_tracklets, pipeline_frames
 from daemon.config import IdentityConfig, Settings, load_settings, with_overrides
+from daemon.errors import DaemonError, DataError
 from daemon.identity.profile import set_similarity
+from daemon.sources import infer_kind
 from daemon.types import FloatArray, ImageBGR
 
 QUANTILES = (0.01, 0.05, 0.1, 0.5, 0.9, 0.95, 0.99)
@@ -118,6 +120,21 @@ def _frames_with_looks(
             looks.dim = int(ft.embeddings.shape[1])
         if looks.dim:
             yield image, ft
+
+
+def check_camera(settings: Settings, camera: str) -> None:
+    """DataError naming the problem when the camera cannot be measured: unknown, no embedder, or a live
+    stream with no frame limit (it would never end)."""
+    if camera not in settings.cameras:
+        raise DataError(f"no camera {camera!r} in the config (cameras: {', '.join(settings.cameras)})")
+    cam = settings.cameras[camera]
+    if cam.embedder.type == "none":
+        raise DataError(f"camera {camera} has no embedder (embedder.type: none): nothing to measure")
+    kind = cam.source.kind if cam.source.kind != "auto" else infer_kind(cam.source.uri)
+    if kind not in ("file", "folder") and not cam.source.max_frames:
+        raise DataError(
+            f"camera {camera} reads a live {kind} source: give --max-frames to bound the recording"
+        )
 
 
 def camera_tracklets(settings: Settings, camera: str, mining: AdaptConfig, progress: bool) -> Tracklets:
@@ -266,16 +283,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", type=Path, help="Also draw the histograms and thresholds to this PNG.")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    settings = load_settings(args.config)
-    cameras = [c for c in args.cameras.split(",") if c] or list(settings.cameras)
-    mining = AdaptConfig(min_height=args.min_height, min_score=0.0, max_covered=0.3)
-    parts = []
-    for cam in cameras:
-        if args.max_frames:
-            settings = with_overrides(settings, cam, {"source.max_frames": args.max_frames})
-        parts.append(
-            scale_of(camera_tracklets(settings, cam, mining, not args.no_progress), settings.identity)
-        )
+    try:
+        settings = load_settings(args.config)
+        cameras = [c for c in args.cameras.split(",") if c] or list(settings.cameras)
+        mining = AdaptConfig(min_height=args.min_height, min_score=0.0, max_covered=0.3)
+        parts = []
+        for cam in cameras:
+            if args.max_frames and cam in settings.cameras:
+                settings = with_overrides(settings, cam, {"source.max_frames": args.max_frames})
+            check_camera(settings, cam)
+            tracklets = camera_tracklets(settings, cam, mining, not args.no_progress)
+            parts.append(scale_of(tracklets, settings.identity))
+    except DaemonError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     pooled = _pooled(parts)
     s = summary(pooled, settings.identity)
     s["config"], s["cameras"] = str(args.config), cameras

@@ -77,3 +77,21 @@ def test_script_on_true_boxes_and_true_looks_separates_people(tmp_path: Path) ->
     assert s["two_people_at_or_above_fleet_threshold"] == 0.0
     assert s["one_person_below_fleet_threshold"] == 0.0
     assert s["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cameras_it_cannot_measure_are_named(tmp_path: Path, capsys: Any) -> None:
+    main = _script().main
+    cfg = {
+        "cameras": {
+            "blind": {"source": {"uri": "clip.mp4"}, "embedder": {"type": "none"}},
+            "door": {"source": {"uri": "rtsp://127.0.0.1:8554/door"}},
+        }
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["--config", str(path), "--cameras", "blind"]) == 2
+    assert "camera blind has no embedder" in capsys.readouterr().err
+    assert main(["--config", str(path), "--cameras", "door"]) == 2
+    assert "camera door reads a live rtsp source: give --max-frames" in capsys.readouterr().err
+    assert main(["--config", str(path), "--cameras", "lobby"]) == 2
+    assert "no camera 'lobby' in the config (cameras: blind, door)" in capsys.readouterr().err
