@@ -42,7 +42,7 @@ from daemon.adapt import AdaptConfig, FrameTracks, Tracklets, mine_tracklets, pi
 from daemon.config import IdentityConfig, Settings, load_settings, with_overrides
 from daemon.errors import DaemonError, DataError
 from daemon.identity.profile import set_similarity
-from daemon.sources import infer_kind
+from daemon.sources import source_kind
 from daemon.types import FloatArray, ImageBGR
 
 QUANTILES = (0.01, 0.05, 0.1, 0.5, 0.9, 0.95, 0.99)
@@ -98,17 +98,21 @@ def scale_of(tracklets: Tracklets, cfg: IdentityConfig) -> Scale:
         for r in rows
         if len(r) >= 4
     ]
-    own: list[float] = []
-    beside: list[float] = []
+    own: list[NDArray[np.float32]] = []
+    beside: list[NDArray[np.float32]] = []
     for t, r in enumerate(rows):
+        if len(r) >= 2:  # each look's best match among the track's other looks
+            gram = feats[r] @ feats[r].T
+            np.fill_diagonal(gram, -np.inf)
+            own.append(gram.max(axis=1))
         mates = [ex[b] for b in np.flatnonzero(co[t]) if len(rows[b])]
-        for i in r:
-            others = feats[np.setdiff1d(r, [i])]
-            if len(others):
-                own.append(float((others @ feats[i]).max()))
-            if mates:
-                beside.append(max(float((m @ feats[i]).max()) for m in mates))
-    return Scale(np.array(two), np.array(one), np.array(own), np.array(beside), len(rows))
+        if mates and len(r):  # and among the exemplars of every track seen with it
+            beside.append((feats[r] @ np.concatenate(mates).T).max(axis=1))
+    return Scale(np.array(two), np.array(one), _flat(own), _flat(beside), len(rows))
+
+
+def _flat(parts: list[NDArray[np.float32]]) -> NDArray[np.float64]:
+    return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
 
 
 def _frames_with_looks(
@@ -130,7 +134,7 @@ def check_camera(settings: Settings, camera: str) -> None:
     cam = settings.cameras[camera]
     if cam.embedder.type == "none":
         raise DataError(f"camera {camera} has no embedder (embedder.type: none): nothing to measure")
-    kind = cam.source.kind if cam.source.kind != "auto" else infer_kind(cam.source.uri)
+    kind = source_kind(cam.source)
     if kind not in ("file", "folder") and not cam.source.max_frames:
         raise DataError(
             f"camera {camera} reads a live {kind} source: give --max-frames to bound the recording"

@@ -215,6 +215,11 @@ def infer_kind(uri: str) -> SourceKind:
     return "folder" if Path(uri).is_dir() else "file"
 
 
+def source_kind(cfg: SourceConfig) -> SourceKind:
+    """The kind of source a config names: its ``kind``, or the one its uri implies when that is 'auto'."""
+    return infer_kind(cfg.uri.strip()) if cfg.kind == "auto" else cfg.kind
+
+
 def redact(uri: str) -> str:
     """The uri with any password replaced by ``***`` (safe for logs, names and errors)."""
     return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/]*@", r"\1:***@", uri)
@@ -510,7 +515,7 @@ class FrameSource:
         self, cfg: SourceConfig, *, name: str | None = None, capture_factory: CaptureFactory | None = None
     ) -> None:
         self._cfg = cfg
-        self.kind: SourceKind = infer_kind(cfg.uri.strip()) if cfg.kind == "auto" else cfg.kind
+        self.kind: SourceKind = source_kind(cfg)
         self.name = name or redact(cfg.uri.strip())
         if cfg.loop and self.kind != "file":
             raise SourceError(
