@@ -128,7 +128,7 @@ def _frames_with_looks(
 
 def check_camera(settings: Settings, camera: str) -> None:
     """DataError naming the problem when the camera cannot be measured: unknown, no embedder, or a live
-    stream with no frame limit (it would never end)."""
+    stream or a looping file with no frame limit (it would never end)."""
     if camera not in settings.cameras:
         raise DataError(f"no camera {camera!r} in the config (cameras: {', '.join(settings.cameras)})")
     cam = settings.cameras[camera]
@@ -139,6 +139,8 @@ def check_camera(settings: Settings, camera: str) -> None:
         raise DataError(
             f"camera {camera} reads a live {kind} source: give --max-frames to bound the recording"
         )
+    if cam.source.loop and not cam.source.max_frames:
+        raise DataError(f"camera {camera} loops its video (source.loop): give --max-frames to bound it")
 
 
 def camera_tracklets(settings: Settings, camera: str, mining: AdaptConfig, progress: bool) -> Tracklets:

@@ -85,6 +85,7 @@ def test_cameras_it_cannot_measure_are_named(tmp_path: Path, capsys: Any) -> Non
         "cameras": {
             "blind": {"source": {"uri": "clip.mp4"}, "embedder": {"type": "none"}},
             "door": {"source": {"uri": "rtsp://127.0.0.1:8554/door"}},
+            "kiosk": {"source": {"uri": "clip.mp4", "loop": True}},
         }
     }
     path = tmp_path / "fleet.yaml"
@@ -93,5 +94,7 @@ def test_cameras_it_cannot_measure_are_named(tmp_path: Path, capsys: Any) -> Non
     assert "camera blind has no embedder" in capsys.readouterr().err
     assert main(["--config", str(path), "--cameras", "door"]) == 2
     assert "camera door reads a live rtsp source: give --max-frames" in capsys.readouterr().err
+    assert main(["--config", str(path), "--cameras", "kiosk"]) == 2
+    assert "camera kiosk loops its video (source.loop): give --max-frames" in capsys.readouterr().err
     assert main(["--config", str(path), "--cameras", "lobby"]) == 2
-    assert "no camera 'lobby' in the config (cameras: blind, door)" in capsys.readouterr().err
+    assert "no camera 'lobby' in the config (cameras: blind, door, kiosk)" in capsys.readouterr().err
