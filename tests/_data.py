@@ -6,6 +6,7 @@ Import from a test module as ``from _data import require_pets09`` (pytest puts `
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -46,12 +47,14 @@ def require_pets09_video() -> Path:
 
 
 def load_benchmark(name: str) -> ModuleType:
-    """Import ``benchmarks/<name>.py`` by path (benchmarks are scripts, not a package) for a smoke test."""
+    """Import ``benchmarks/<name>.py`` by path (benchmarks are scripts, not a package) for a smoke test,
+    registered in sys.modules under ``name`` (dataclasses defined in it need that)."""
     script = REPO_ROOT / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, script)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {script}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 

@@ -4,7 +4,6 @@ the simulated camera's publish schedule checked against the resolver's policy wi
 from __future__ import annotations
 
 import csv
-import importlib.util
 import itertools
 import json
 import math
@@ -16,22 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _data import REPO_ROOT
+from _data import REPO_ROOT, load_benchmark
 
 SCRIPT = REPO_ROOT / "benchmarks" / "load_sim.py"
 BUDGET_S = 150
 
 
 def load_sim() -> Any:
-    """benchmarks/load_sim.py as a module, registered in sys.modules (its dataclasses need that)."""
-    if "load_sim" in sys.modules:
-        return sys.modules["load_sim"]
-    spec = importlib.util.spec_from_file_location("load_sim", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["load_sim"] = module
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks/load_sim.py as a module (loaded once for the session)."""
+    return sys.modules.get("load_sim") or load_benchmark("load_sim")
 
 
 class FakeBridge:

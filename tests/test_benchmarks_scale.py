@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,24 +10,13 @@ from typing import Any
 
 import numpy as np
 import yaml
-from _data import REPO_ROOT
+from _data import REPO_ROOT, load_benchmark
 from _video import make_video
 
 from daemon.adapt import Tracklets, cooccurrence
 from daemon.config import IdentityConfig
 
 SCRIPT = REPO_ROOT / "benchmarks" / "similarity_scale.py"
-
-
-def _script() -> Any:
-    """benchmarks/similarity_scale.py as a module, registered in sys.modules (its dataclass needs that)."""
-    if "similarity_scale" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("similarity_scale", SCRIPT)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["similarity_scale"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["similarity_scale"]
 
 
 def _tracklets(looks: dict[int, list[list[float]]], together: list[tuple[int, ...]]) -> Tracklets:
@@ -44,7 +32,7 @@ def test_scale_of_scores_pairs_seen_together_halves_and_looks() -> None:
     a = [[1.0, 0.0, 0.0]] * 4  # one person, always the same look
     b = [[0.0, 1.0, 0.0]] * 2 + [[0.6, 0.8, 0.0]] * 2  # another, who turns towards a's look
     c = [[0.0, 0.0, 1.0]] * 4  # never seen with a or b: no pair with them
-    similarity_scale = _script()
+    similarity_scale = load_benchmark("similarity_scale")
     s = similarity_scale.scale_of(_tracklets({0: a, 1: b, 2: c}, [(0, 1)]), IdentityConfig(top_exemplars=1))
     assert s.tracks == 3
     assert np.allclose(s.two_people, [0.6])  # only a-b: a's looks match b's turned looks best
@@ -80,7 +68,7 @@ def test_script_on_true_boxes_and_true_looks_separates_people(tmp_path: Path) ->
 
 
 def test_cameras_it_cannot_measure_are_named(tmp_path: Path, capsys: Any) -> None:
-    main = _script().main
+    main = load_benchmark("similarity_scale").main
     cfg = {
         "cameras": {
             "blind": {"source": {"uri": "clip.mp4"}, "embedder": {"type": "none"}},
