@@ -118,6 +118,15 @@ class CameraOutputs:
                 part.close()
 
 
+def open_outputs(name: str, cam: CameraConfig, fps: float, dim: int | None, fleet: bool) -> CameraOutputs:
+    """The camera's output files; a folder that cannot be created or written is a ConfigError naming it."""
+    try:
+        return CameraOutputs(name, cam, fps, dim, fleet)
+    except OSError as e:
+        where = e.filename or cam.output.dir
+        raise ConfigError(f"cameras.{name}.output.dir: cannot write {where}: {e.strerror or e}") from e
+
+
 class CameraWorker:
     """Runs one camera until its source ends, ``max_frames`` is reached or ``stop()`` is called."""
 
@@ -157,7 +166,7 @@ class CameraWorker:
         try:
             with open_source(self.cam.source, name=self.name) as src:
                 dim = self.pipeline.embedder.dim if self.pipeline.embedder is not None else None
-                outputs = CameraOutputs(self.name, self.cam, src.fps, dim, fleet=self.fleet is not None)
+                outputs = open_outputs(self.name, self.cam, src.fps, dim, fleet=self.fleet is not None)
                 try:
                     if self.fleet is not None:
                         self.fleet.start(live=src.live)

@@ -70,6 +70,17 @@ def test_unreadable_video_exits_1(tmp_path: Path, synth: tuple[Path, Path, Path]
     assert main(["run", "--config", str(synth[2]), "--source", str(bad)]) == 1
 
 
+def test_unwritable_output_dir_exits_2_naming_the_field(
+    tmp_path: Path, synth: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An output folder that cannot be made (here: under a file) was a NotADirectoryError traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert main(["run", "--config", str(synth[2]), "--output", str(blocker / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "cameras.door.output.dir" in err and str(blocker) in err and "Traceback" not in err
+
+
 def test_missing_model_exits_1_with_fetch_hint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
