@@ -26,6 +26,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from daemon.errors import ConfigError
@@ -613,10 +614,21 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         origin = str(path)
         data = _read_yaml(Path(path))
     data.update(overrides)
+    return _settings(data, origin)
+
+
+def _settings(data: dict[str, Any], origin: str) -> Settings:
+    """``Settings`` from ``data`` and the REID_* environment; any problem with either is a ConfigError."""
     try:
         return Settings(**data)
     except ValidationError as e:
         raise ConfigError(_format_errors(e, origin)) from e
+    except SettingsError as e:  # a REID_ variable setting a whole section that is not valid JSON
+        cause = f": {e.__cause__}" if e.__cause__ is not None else ""
+        raise ConfigError(
+            f"invalid environment override ({ENV_PREFIX}...): {e}{cause}; a variable that sets a whole section "
+            "holds JSON, or set one field with __ between levels"
+        ) from e
 
 
 def _read_yaml(p: Path) -> dict[str, Any]:
@@ -633,10 +645,7 @@ def _read_yaml(p: Path) -> dict[str, Any]:
 
 def single_camera_settings(camera: CameraConfig, name: str = "cam0", **kw: Any) -> Settings:
     """Build Settings around one camera given in code (tests, benchmarks, the `track` command)."""
-    try:
-        return Settings(cameras={name: camera}, **kw)
-    except ValidationError as e:
-        raise ConfigError(_format_errors(e, "arguments")) from e
+    return _settings({"cameras": {name: camera}, **kw}, "arguments")
 
 
 def with_overrides(settings: Settings, camera: str, updates: dict[str, Any]) -> Settings:

@@ -95,6 +95,18 @@ def test_bad_environment_value_is_reported(tmp_path: Path, monkeypatch: pytest.M
         load_settings(p)
 
 
+def test_environment_section_that_is_not_json_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """REID_RUNTIME='{bad' escaped as pydantic-settings' SettingsError: a traceback and exit 1, not exit 2."""
+    p = _write(tmp_path, "cameras:\n  lobby:\n    source: {uri: x.mp4}\n")
+    monkeypatch.setenv("REID_RUNTIME", "{bad")
+    with pytest.raises(ConfigError, match='field "runtime"'):
+        load_settings(p)
+    with pytest.raises(ConfigError, match="environment override"):
+        single_camera_settings(CameraConfig(source=SourceConfig(uri="x.mp4")))
+
+
 FLEET_WITH_DEFAULTS = """
 camera_defaults:
   embedder: {batch_size: 4, flip_average: true}
