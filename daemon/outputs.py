@@ -167,6 +167,13 @@ class EventLog:
                 },
             )
 
+    def flush(self) -> None:
+        """Put what was written so far on disk: the embedding rows (and their count) first, then the events
+        that reference them, so a reader or a crash never finds an event whose row is not in the file."""
+        if self.embeddings is not None:
+            self.embeddings.flush()
+        self._fh.flush()
+
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()

@@ -103,6 +103,7 @@ class CameraOutputs:
         if self.events is not None:
             self.events.frame(r.frame.index, r.frame.timestamp, tracks, r.embeddings, assigned)
             self.events.ended(r.update.ended, r.frame.index, r.frame.timestamp)
+            self.events.flush()
         if self.video is not None:
             self.video.write(r.frame.image, tracks, caption, assigned)
 

@@ -18,7 +18,10 @@ from daemon.config import (
     single_camera_settings,
 )
 from daemon.evaluate import evaluate
-from daemon.worker import CameraWorker
+from daemon.pipeline import FrameResult
+from daemon.track import TrackerUpdate
+from daemon.types import Detections, Frame, Track
+from daemon.worker import CameraOutputs, CameraWorker
 
 
 def _settings(tmp_path: Path, video: Path, gt: Path, embedder: EmbedderConfig, **det: float) -> object:
@@ -71,3 +74,20 @@ def test_noisy_detections_with_real_embedder(tmp_path: Path, mobilenet_model: Pa
     assert emb.shape[1] == 1280
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
     assert evaluate(gt, out / "synth.txt").IDF1 > 85.0
+
+
+def test_embeddings_and_events_are_on_disk_after_each_frame_while_the_run_goes_on(tmp_path: Path) -> None:
+    """embeddings.npy said (0, D) until the run ended, so a reader (or a killed worker) lost every row."""
+    cam = CameraConfig(source=SourceConfig(uri="x.mp4"), output=OutputConfig(dir=tmp_path, progress=False))
+    outputs = CameraOutputs("cam", cam, 10.0, dim=3)
+    image = np.zeros((48, 64, 3), np.uint8)
+    dets = Detections(np.array([[1, 2, 11, 22]], np.float32), np.array([0.9], np.float32))
+    for i in range(2):
+        tracks = [Track("cam", 1, (1.0, 2.0, 11.0, 22.0), 0.9, 0, embedded=True)]
+        vec = np.eye(3, dtype=np.float32)[i : i + 1]
+        outputs.write(FrameResult(Frame(i, i / 10, image), dets, vec, TrackerUpdate(tracks, [])), "")
+        rows = np.load(tmp_path / "cam" / "embeddings.npy", mmap_mode="r")
+        events = [json.loads(x) for x in (tmp_path / "cam" / "events.jsonl").read_text().splitlines()]
+        assert rows.shape == (i + 1, 3) and len(events) == i + 1
+        np.testing.assert_array_equal(rows[events[-1]["embedding"]["row"]], vec[0])
+    outputs.close()
