@@ -543,9 +543,16 @@ class Settings(BaseSettings):
     def _camera_names(self) -> Settings:
         if not self.cameras:
             raise ValueError("at least one camera is needed under 'cameras'")
+        folded: dict[str, str] = {}
         for name in self.cameras:
             if not name.replace("-", "").replace("_", "").isalnum():
                 raise ValueError(f"camera name {name!r} may hold only letters, digits, '-' and '_'")
+            if (other := folded.setdefault(name.lower(), name)) != name:
+                raise ValueError(
+                    f"cameras {other!r} and {name!r} differ only in case; {ENV_PREFIX} environment variables are "
+                    f"not case-sensitive ({ENV_PREFIX}CAMERAS__{other}__... sets camera {other.lower()!r}), so "
+                    "name cameras in lower case"
+                )
         return self
 
     @classmethod

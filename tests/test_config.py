@@ -88,6 +88,18 @@ def test_environment_overrides_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert s.runtime.allow_spinning is True
 
 
+def test_environment_override_of_a_camera_named_in_upper_case_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Env names are lower-cased: REID_CAMERAS__Lobby__SOURCE__URI silently added a second camera 'lobby'
+    and left camera 'Lobby' on the YAML's uri (a service ran the wrong stream, `config check` said valid)."""
+    p = _write(tmp_path, "cameras:\n  Lobby:\n    source: {uri: x.mp4}\n")
+    assert list(load_settings(p).cameras) == ["Lobby"]  # fine on its own
+    monkeypatch.setenv("REID_CAMERAS__Lobby__SOURCE__URI", "rtsp://cam/stream")
+    with pytest.raises(ConfigError, match="'Lobby' and 'lobby' differ only in case"):
+        load_settings(p)
+
+
 def test_bad_environment_value_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = _write(tmp_path, "cameras:\n  lobby:\n    source: {uri: x.mp4}\n")
     monkeypatch.setenv("REID_CAMERAS__lobby__TRACKER__TRACK_BUFFER", "-4")
