@@ -555,6 +555,15 @@ class Settings(BaseSettings):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _ports_name_cameras(self) -> Settings:
+        if unknown := sorted(set(self.ops.camera_ports) - set(self.cameras)):
+            raise ValueError(
+                f"ops.camera_ports names no camera {unknown} (the cameras are {sorted(self.cameras)}); "
+                "a camera without an entry serves on ops.port"
+            )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,

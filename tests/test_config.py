@@ -100,6 +100,15 @@ def test_environment_override_of_a_camera_named_in_upper_case_is_an_error(
         load_settings(p)
 
 
+def test_a_port_for_a_camera_the_config_does_not_hold_is_an_error(tmp_path: Path) -> None:
+    """A misspelt ops.camera_ports key was ignored: the camera served on a random port instead."""
+    p = _write(
+        tmp_path, "cameras:\n  lobby:\n    source: {uri: x.mp4}\nops: {camera_ports: {lobbby: 9471}}\n"
+    )
+    with pytest.raises(ConfigError, match=r"ops.camera_ports names no camera \['lobbby'\]"):
+        load_settings(p)
+
+
 def test_bad_environment_value_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = _write(tmp_path, "cameras:\n  lobby:\n    source: {uri: x.mp4}\n")
     monkeypatch.setenv("REID_CAMERAS__lobby__TRACKER__TRACK_BUFFER", "-4")
