@@ -214,22 +214,31 @@ def draw_tracks(
 
 
 class AnnotatedVideo:
-    """Writes annotated frames to an mp4v file, opened lazily at the first frame's size."""
+    """Writes annotated frames to an mp4v file, opened lazily at the first frame's size.
+
+    A later frame of another size (a stream that came back at another resolution, a folder of mixed images) is
+    scaled to that size: the writer would drop it without a word.
+    """
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path = path
         self.fps = fps
         self._writer: cv2.VideoWriter | None = None
+        self._size = (0, 0)
 
     def write(
         self, image: ImageBGR, tracks: list[Track], caption: str, identities: Sequence[Identity] | None = None
     ) -> None:
         if self._writer is None:
-            h, w = image.shape[:2]
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
+            self._size = (image.shape[1], image.shape[0])
+            fourcc = cv2.VideoWriter.fourcc(*"mp4v")
+            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, self._size)
             if not self._writer.isOpened():
                 raise OSError(f"cannot write video {self.path}")
-        self._writer.write(draw_tracks(image, tracks, caption, identities))
+        drawn = draw_tracks(image, tracks, caption, identities)
+        if (drawn.shape[1], drawn.shape[0]) != self._size:
+            drawn = np.asarray(cv2.resize(drawn, self._size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+        self._writer.write(drawn)
 
     def close(self) -> None:
         if self._writer is not None:

@@ -77,6 +77,18 @@ def test_draw_does_not_touch_input_and_video_is_readable(tmp_path: Path) -> None
     cap.release()
 
 
+def test_video_keeps_frames_of_another_size(tmp_path: Path) -> None:
+    """A frame whose size differs from the first one's was dropped by the writer without an error."""
+    v = AnnotatedVideo(tmp_path / "a.mp4", 10.0)
+    for size in [(120, 160), (120, 160), (60, 80), (240, 320), (120, 160)]:
+        v.write(np.full((*size, 3), 128, np.uint8), [_track(3, 0)], "x")
+    v.close()
+    cap = cv2.VideoCapture(str(tmp_path / "a.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (160, 120)
+    cap.release()
+
+
 def test_summary_round_trip(tmp_path: Path) -> None:
     s = RunSummary("cam", "x.mp4", 10, 2.0, 5.0, {"detect": 1.0}, 20, 5, 3, {"track.started": 3})
     s.write(tmp_path / "s.json")
