@@ -237,10 +237,22 @@ def cmd_config(args: argparse.Namespace) -> int:
         return 0
     settings = load_settings(args.file)
     if args.action == "show":
-        print(json.dumps(settings.model_dump(mode="json"), indent=2))
+        print(json.dumps(_shown(settings.model_dump(mode="json")), indent=2))
     else:
         print(f"{args.file}: valid ({len(settings.cameras)} camera(s): {', '.join(settings.cameras)})")
     return 0
+
+
+def _shown(config: dict[str, Any]) -> dict[str, Any]:
+    """A dumped config with the passwords of its URLs (camera streams, bridge.url) replaced by ``***``, as the
+    secret fields already are."""
+    from daemon.sources import redact
+
+    for cam in config["cameras"].values():
+        cam["source"]["uri"] = redact(cam["source"]["uri"])
+    if config["bridge"]["url"] is not None:
+        config["bridge"]["url"] = redact(config["bridge"]["url"])
+    return config
 
 
 # ---------------------------------------------------------------- galleries and recognition

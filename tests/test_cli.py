@@ -49,6 +49,21 @@ def test_config_check_show_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert "track_buffer" in capsys.readouterr().out
 
 
+def test_config_show_hides_url_passwords(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The stream's and Valkey's passwords were printed, while the secret fields showed as ********."""
+    cfg = _config(
+        tmp_path,
+        "bridge: {url: 'redis://fleet:vk-pass@10.0.0.2:6379', signing_key: {value: 0123456789abcdef0123456789}}\n"
+        "cameras:\n  lobby:\n    source: {uri: 'rtsp://admin:cam-pass@10.0.0.5/s1'}\n",
+    )
+    assert main(["config", "show", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "cam-pass" not in out and "vk-pass" not in out and "0123456789abcdef" not in out
+    shown = json.loads(out)
+    assert shown["cameras"]["lobby"]["source"]["uri"] == "rtsp://admin:***@10.0.0.5/s1"
+    assert shown["bridge"]["url"] == "redis://fleet:***@10.0.0.2:6379"
+
+
 def test_wrong_config_field_exits_2_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _config(tmp_path, "cameras:\n  a:\n    source: {uri: x.mp4}\n    trackr: {}\n")
     assert main(["run", "--config", str(cfg)]) == 2
