@@ -32,6 +32,9 @@ from pydantic_settings import (
 from daemon.errors import ConfigError
 
 ENV_PREFIX = "REID_"
+# URL schemes a source reads as a live stream (file:// is a local path); any other scheme is refused.
+STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt"})
+_URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 class _Strict(BaseModel):
@@ -81,6 +84,17 @@ class SourceConfig(_Strict):
         description="Seconds added to this camera's frame times on the fleet clock: a camera whose clock or "
         "stream runs 2 s late gets -2, so the fleet compares sightings at the moments they happened.",
     )
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        m = _URI_SCHEME.match(v.strip())
+        if m and m.group(1).lower() != "file" and m.group(1).lower() not in STREAM_SCHEMES:
+            raise ValueError(
+                f"unsupported URL scheme {m.group(1)!r} (streams: {', '.join(sorted(STREAM_SCHEMES))}; "
+                "or a file path, file://, a webcam index, a folder)"
+            )
+        return v
 
 
 class SSDLiteDetectorConfig(_Strict):

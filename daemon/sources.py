@@ -48,7 +48,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import cv2
 import numpy as np
 
-from daemon.config import SourceConfig
+from daemon.config import STREAM_SCHEMES, SourceConfig
 from daemon.errors import SourceError
 from daemon.types import Frame, ImageBGR
 
@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 SourceKind = Literal["file", "rtsp", "webcam", "folder"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
-STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt"})
 _WEBCAM = re.compile(r"^(?:webcam:)?(\d+)$")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"

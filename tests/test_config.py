@@ -56,6 +56,16 @@ def test_out_of_range_value(tmp_path: Path) -> None:
         load_settings(p)
 
 
+def test_source_uri_with_an_unknown_scheme_is_a_config_error(tmp_path: Path) -> None:
+    """'rstp://' passed `config check`, then `run` failed with exit 1 (restarted by systemd) not naming the field."""
+    p = _write(tmp_path, "cameras:\n  lobby:\n    source: {uri: 'rstp://admin:pw@10.0.0.5/s'}\n")
+    with pytest.raises(ConfigError, match=r"cameras\.lobby\.source\.uri: .*scheme 'rstp'") as e:
+        load_settings(p)
+    assert "pw" not in str(e.value)
+    assert SourceConfig(uri="RTSP://cam/s").uri == "RTSP://cam/s"
+    assert SourceConfig(uri="file:///videos/a.mp4").uri == "file:///videos/a.mp4"
+
+
 def test_unknown_detector_type(tmp_path: Path) -> None:
     p = _write(tmp_path, "cameras:\n  a:\n    source: {uri: x.mp4}\n    detector: {type: magic}\n")
     with pytest.raises(ConfigError, match="detector"):
