@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -642,9 +643,43 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     data: dict[str, Any] = {}
     if path is not None:
         origin = str(path)
-        data = _read_yaml(Path(path))
+        data = yield_to_backends(_read_yaml(Path(path)), _environment())
     data.update(overrides)
     return _settings(data, origin)
+
+
+def yield_to_backends(file: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
+    """``file`` without the sections to which ``env`` gives another backend ``type``, so that such a section is
+    the environment's whole (``REID_CAMERAS__x__DETECTOR__TYPE=yolo`` with the file's detector an ssdlite one),
+    as a camera's own section is over ``camera_defaults`` (:func:`merge_defaults`); the rest is merged key by
+    key when the environment is laid over the file."""
+    out = dict(file)
+    for key, value in env.items():
+        mine = file.get(key)
+        if not (isinstance(mine, dict) and isinstance(value, dict)):
+            continue
+        if "type" in value and "type" in mine and value["type"] != mine["type"]:
+            del out[key]
+        else:
+            out[key] = yield_to_backends(mine, value)
+    return out
+
+
+def _environment() -> dict[str, Any]:
+    """The REID_* variables as the nested settings they set."""
+    try:
+        return EnvSettingsSource(Settings)()
+    except SettingsError as e:
+        raise _env_error(e) from e
+
+
+def _env_error(e: SettingsError) -> ConfigError:
+    """A REID_ variable setting a whole section with text that is not valid JSON."""
+    cause = f": {e.__cause__}" if e.__cause__ is not None else ""
+    return ConfigError(
+        f"invalid environment override ({ENV_PREFIX}...): {e}{cause}; a variable that sets a whole section holds "
+        "JSON, or set one field with __ between levels"
+    )
 
 
 def _settings(data: dict[str, Any], origin: str) -> Settings:
@@ -653,12 +688,8 @@ def _settings(data: dict[str, Any], origin: str) -> Settings:
         return Settings(**data)
     except ValidationError as e:
         raise ConfigError(_format_errors(e, origin)) from e
-    except SettingsError as e:  # a REID_ variable setting a whole section that is not valid JSON
-        cause = f": {e.__cause__}" if e.__cause__ is not None else ""
-        raise ConfigError(
-            f"invalid environment override ({ENV_PREFIX}...): {e}{cause}; a variable that sets a whole section "
-            "holds JSON, or set one field with __ between levels"
-        ) from e
+    except SettingsError as e:
+        raise _env_error(e) from e
 
 
 def _read_yaml(p: Path) -> dict[str, Any]:

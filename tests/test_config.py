@@ -7,6 +7,7 @@ from daemon.config import (
     GroundTruthDetectorConfig,
     SourceConfig,
     SSDLiteDetectorConfig,
+    YoloDetectorConfig,
     load_settings,
     merge_defaults,
     single_camera_settings,
@@ -117,6 +118,25 @@ def test_a_port_for_a_camera_the_config_does_not_hold_is_an_error(tmp_path: Path
     )
     with pytest.raises(ConfigError, match=r"ops.camera_ports names no camera \['lobbby'\]"):
         load_settings(p)
+
+
+def test_environment_switches_a_camera_to_another_detector_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """REID_CAMERAS__a__DETECTOR__TYPE=yolo was merged key by key into the file's ssdlite section, whose tiles
+    and full_frame the yolo backend refuses: no variable (not even the whole section as JSON) could switch it."""
+    p = _write(
+        tmp_path,
+        "cameras:\n  a:\n    source: {uri: x.mp4}\n"
+        "    detector: {type: ssdlite, tiles: [2, 1], full_frame: false}\n"
+        "    embedder: {type: onnx, policy: all}\n",
+    )
+    monkeypatch.setenv("REID_CAMERAS__a__DETECTOR__TYPE", "yolo")
+    monkeypatch.setenv("REID_CAMERAS__a__DETECTOR__MODEL", "yolov8s-person")
+    monkeypatch.setenv("REID_CAMERAS__a__EMBEDDER__BATCH_SIZE", "4")
+    cam = load_settings(p).cameras["a"]
+    assert isinstance(cam.detector, YoloDetectorConfig) and cam.detector.model == "yolov8s-person"
+    assert (cam.embedder.policy, cam.embedder.batch_size) == ("all", 4)  # same backend: merged key by key
 
 
 def test_bad_environment_value_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
