@@ -324,7 +324,9 @@ class OutputConfig(_Strict):
     dir: Path = Field(Path("runs"), description="Output folder; each camera writes into <dir>/<camera>/.")
     mot: bool = Field(True, description="Write MOTChallenge results (<camera>.txt).")
     events: bool = Field(True, description="Write JSON-lines track events (events.jsonl).")
-    embeddings: bool = Field(True, description="Store embeddings referenced by events (embeddings.npz).")
+    embeddings: bool = Field(
+        True, description="Store the embeddings events reference (embeddings.npy; needs `events`)."
+    )
     event_every: int = Field(
         10,
         ge=1,

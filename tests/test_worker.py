@@ -91,3 +91,13 @@ def test_embeddings_and_events_are_on_disk_after_each_frame_while_the_run_goes_o
         assert rows.shape == (i + 1, 3) and len(events) == i + 1
         np.testing.assert_array_equal(rows[events[-1]["embedding"]["row"]], vec[0])
     outputs.close()
+
+
+def test_the_schema_names_the_files_a_worker_writes(tmp_path: Path) -> None:
+    """`config schema` said embeddings.npz; the worker writes embeddings.npy."""
+    cam = CameraConfig(source=SourceConfig(uri="x.mp4"), output=OutputConfig(dir=tmp_path, progress=False))
+    outputs = CameraOutputs("cam", cam, 10.0, dim=3)
+    outputs.close()
+    for key in ("mot", "events", "embeddings", "summary"):
+        name = Path(outputs.paths[key]).name.replace("cam.txt", "<camera>.txt")
+        assert name in (OutputConfig.model_fields[key].description or ""), key
