@@ -73,6 +73,17 @@ def test_unknown_detector_type(tmp_path: Path) -> None:
         load_settings(p)
 
 
+def test_a_key_given_twice_is_an_error_naming_it(tmp_path: Path) -> None:
+    """YAML keeps the last of two equal keys: a camera block pasted twice under one name lost the first camera,
+    and `config check` said valid."""
+    twice = "cameras:\n  lobby:\n    source: {uri: a.mp4}\n  lobby:\n    source: {uri: b.mp4}\n"
+    with pytest.raises(ConfigError, match=r"key 'lobby' is given twice(.|\n)*line 4"):
+        load_settings(_write(tmp_path, twice))
+    anchors = "cameras:\n  a: &a\n    source: {uri: a.mp4}\n  b:\n    <<: *a\n    source: {uri: b.mp4}\n"
+    s = load_settings(_write(tmp_path, anchors))  # a merge key and the keys beside it are not repeats
+    assert [c.source.uri for c in s.cameras.values()] == ["a.mp4", "b.mp4"]
+
+
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.yaml")
