@@ -827,14 +827,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _failed(args, e, 2)
     except DaemonError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _failed(args, e, 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _failed(args: argparse.Namespace, error: DaemonError, code: int) -> int:
+    """Report the error that ends the command: ``error: ...`` on stderr, or with ``--log-format json`` a log
+    record like every other line (a service's journal stays one JSON object per line)."""
+    if args.log_format == "json":
+        log.error("%s", error, extra={"exit_code": code})
+    else:
+        print(f"error: {error}", file=sys.stderr)
+    return code
 
 
 def entry(argv: Sequence[str] | None = None) -> NoReturn:

@@ -6,6 +6,7 @@ it from restarting in a loop.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -46,6 +47,19 @@ def test_bad_config_one_message_exit_2(tmp_path: Path, body: str, expected: str)
     assert done.stderr.startswith("error: ") and done.stderr.count("error:") == 1
     assert str(cfg) in done.stderr and expected in done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_with_json_logs_the_error_is_a_json_record(tmp_path: Path) -> None:
+    """With --log-format json the reason a worker exits was a bare `error: ...` line in the journal, which stops
+    the deploy README's jq at a parse error."""
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(CAMERA + "    trackr: {}\n")
+    cmd = [sys.executable, "-m", "daemon", "--log-format", "json", "run", "--config", str(cfg)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    (record,) = [json.loads(line) for line in done.stderr.splitlines()]
+    assert record["level"] == "ERROR" and record["exit_code"] == 2
+    assert "cameras.door.trackr: Extra inputs are not permitted" in record["message"]
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

@@ -106,7 +106,8 @@ def test_missing_model_exits_non_zero_and_says_so_in_status(tmp_path: Path) -> N
                 break
             time.sleep(0.01)
         statuses = fake.values("STATUS")
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    errors = [r["message"] for r in records if r["level"] == "ERROR"]  # --log-format json: the error too
     assert code == 1 and len(errors) == 1, err[-2000:]
     assert "ssdlite-mobilenetv2-pedestrian" in errors[0] and "Traceback" not in err
     assert any(s.startswith("model missing:") and "ssdlite-mobilenetv2-pedestrian" in s for s in statuses)
