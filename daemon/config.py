@@ -102,7 +102,9 @@ class SourceConfig(_Strict):
 class SSDLiteDetectorConfig(_Strict):
     """SSDLite-MobileNetV2 pedestrian detector (ONNX, NMS inside the graph)."""
 
-    type: Literal["ssdlite"] = "ssdlite"
+    type: Literal["ssdlite"] = Field(
+        "ssdlite", description="Detector backend: the SSDLite-MobileNetV2 pedestrian detector."
+    )
     model: str = Field("ssdlite-mobilenetv2-pedestrian", description="Preset name or path to an .onnx file.")
     score_threshold: float = Field(0.1, ge=0, le=1, description="Keep boxes scoring at least this.")
     tiles: tuple[int, int] = Field(
@@ -126,7 +128,7 @@ class SSDLiteDetectorConfig(_Strict):
 class YoloDetectorConfig(_Strict):
     """Ultralytics-format YOLO detector run through onnxruntime (`.pt` files are exported once to ONNX)."""
 
-    type: Literal["yolo"] = "yolo"
+    type: Literal["yolo"] = Field("yolo", description="Detector backend: an Ultralytics YOLO model (ONNX).")
     model: str = Field("yolov8s-person", description="Preset name or path to a YOLO .onnx or .pt file.")
     imgsz: int = Field(640, ge=32, le=4096, multiple_of=32, description="Square network input size.")
     score_threshold: float = Field(0.25, ge=0, le=1, description="Keep boxes scoring at least this.")
@@ -142,7 +144,9 @@ class YoloDetectorConfig(_Strict):
 class MotFileDetectorConfig(_Strict):
     """Detections replayed from a MOTChallenge det.txt, so trackers compare on identical boxes."""
 
-    type: Literal["mot-file"] = "mot-file"
+    type: Literal["mot-file"] = Field(
+        "mot-file", description="Detector backend: boxes replayed from a MOTChallenge det.txt."
+    )
     path: Path = Field(description="MOTChallenge det.txt (frame,id,x,y,w,h,score,...; 1-based frames).")
     score_threshold: float = Field(0.0, ge=-1e9, le=1e9, description="Keep rows scoring at least this.")
 
@@ -150,7 +154,10 @@ class MotFileDetectorConfig(_Strict):
 class GroundTruthDetectorConfig(_Strict):
     """Ground-truth boxes with controlled, seeded noise: the tracker's upper bound and a stress test."""
 
-    type: Literal["ground-truth"] = "ground-truth"
+    type: Literal["ground-truth"] = Field(
+        "ground-truth",
+        description="Detector backend: boxes made from the ground truth, with optional noise (evaluation only).",
+    )
     path: Path = Field(description="MOTChallenge gt.txt; rows with consider=0 are skipped.")
     jitter: float = Field(0.0, ge=0, le=1, description="Box jitter, std as a fraction of box size.")
     drop_rate: float = Field(0.0, ge=0, le=1, description="Probability that a true box is missed.")
@@ -463,7 +470,7 @@ class SiteConfig(_Strict):
 class CameraConfig(_Strict):
     """One camera worker."""
 
-    source: SourceConfig
+    source: SourceConfig = Field(description="Where the camera's frames come from (required).")
     detector: DetectorConfig = Field(default_factory=SSDLiteDetectorConfig, description="Detector backend.")
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig, description="Appearance embedder.")
     tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="BoT-SORT parameters.")
