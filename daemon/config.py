@@ -652,8 +652,9 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     origin = "the environment and arguments"
     data: dict[str, Any] = {}
     if path is not None:
-        origin = str(path)
-        data = yield_to_backends(_read_yaml(Path(path)), _environment())
+        env = _environment()
+        origin = f"{path} and the environment ({', '.join(_env_names())})" if env else str(path)
+        data = yield_to_backends(_read_yaml(Path(path)), env)
     data.update(overrides)
     return _settings(data, origin)
 
@@ -681,6 +682,11 @@ def _environment() -> dict[str, Any]:
         return EnvSettingsSource(Settings)()
     except SettingsError as e:
         raise _env_error(e) from e
+
+
+def _env_names() -> list[str]:
+    """The names (never the values: they may be secrets) of the environment variables with our prefix."""
+    return sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX))
 
 
 def _env_error(e: SettingsError) -> ConfigError:

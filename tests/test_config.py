@@ -153,8 +153,10 @@ def test_environment_switches_a_camera_to_another_detector_backend(
 def test_bad_environment_value_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = _write(tmp_path, "cameras:\n  lobby:\n    source: {uri: x.mp4}\n")
     monkeypatch.setenv("REID_CAMERAS__lobby__TRACKER__TRACK_BUFFER", "-4")
-    with pytest.raises(ConfigError, match="track_buffer"):
+    with pytest.raises(ConfigError, match="track_buffer") as e:
         load_settings(p)
+    # the error named only the file, where the bad value is not (and `config check` without the env passes)
+    assert f"{p} and the environment (REID_CAMERAS__lobby__TRACKER__TRACK_BUFFER)" in str(e.value)
 
 
 def test_environment_section_that_is_not_json_is_a_config_error(
