@@ -181,7 +181,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate(args.gt, results, num_frames=frames)
     print(metrics.summary())
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics.as_dict(), indent=2), encoding="utf-8")
+        try:
+            Path(args.json).write_text(json.dumps(metrics.as_dict(), indent=2), encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"--json {args.json}: cannot write: {e.strerror or e}") from e
     return 0
 
 

@@ -171,6 +171,18 @@ def test_eval_runs_tracker_on_noisy_gt_and_det_file(
     assert json.loads(m2.read_text())["IDF1"] == pytest.approx(100.0)
 
 
+def test_eval_json_that_cannot_be_written_is_one_message(
+    tmp_path: Path, synth: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unwritable --json path ended eval with a NotADirectoryError traceback."""
+    _, gt, _ = synth
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert main(["eval", "--gt", str(gt), "--results", str(gt), "--json", str(blocker / "m.json")]) == 2
+    captured = capsys.readouterr()
+    assert "IDF1" in captured.out and f"--json {blocker / 'm.json'}: cannot write" in captured.err
+
+
 def test_bad_results_file_exits_1(tmp_path: Path, synth: tuple[Path, Path, Path]) -> None:
     bad = tmp_path / "res.txt"
     bad.write_text("1,2,three,4\n")
