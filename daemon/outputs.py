@@ -76,8 +76,10 @@ class EmbeddingFile:
 
     def close(self) -> None:
         if not self._fh.closed:
-            self.flush()
-            self._fh.close()
+            try:
+                self.flush()
+            finally:
+                self._fh.close()
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,7 +16,7 @@ from tqdm import tqdm
 from daemon.config import CameraConfig, Settings
 from daemon.detect import build_detector
 from daemon.embed import build_embedder
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, DaemonError
 from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog, load_identity_head
 from daemon.identity import FrameIdentities
 from daemon.motio import MotWriter
@@ -88,35 +89,53 @@ class CameraOutputs:
         self.paths[key] = p
         return p
 
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """A write that fails (a full disk, a file grown past its limit) as one error naming the folder."""
+        try:
+            yield
+        except OSError as e:
+            raise DaemonError(f"cannot write the outputs in {self.dir}: {e.strerror or e}") from e
+
     def write(
         self, r: FrameResult, caption: str, ids: FrameIdentities | None = None, fleet_time: float = 0.0
     ) -> None:
         tracks = r.update.tracks
         assigned = ids.assignments if ids is not None else None
-        if self.mot is not None:
-            self.mot.write_tracks(r.frame.index + 1, tracks)
-        if self.global_mot is not None and assigned is not None:
-            self.global_mot.write(r.frame.index + 1, tracks, assigned)
-            self.global_mot.ended(r.update.ended)
-        if self.identities is not None and assigned is not None:
-            self.identities.frame(r.frame.index, fleet_time, assigned)
-        if self.events is not None:
-            self.events.frame(r.frame.index, r.frame.timestamp, tracks, r.embeddings, assigned)
-            self.events.ended(r.update.ended, r.frame.index, r.frame.timestamp)
-            self.events.flush()
-        if self.video is not None:
-            self.video.write(r.frame.image, tracks, caption, assigned)
+        with self.writing():
+            if self.mot is not None:
+                self.mot.write_tracks(r.frame.index + 1, tracks)
+            if self.global_mot is not None and assigned is not None:
+                self.global_mot.write(r.frame.index + 1, tracks, assigned)
+                self.global_mot.ended(r.update.ended)
+            if self.identities is not None and assigned is not None:
+                self.identities.frame(r.frame.index, fleet_time, assigned)
+            if self.events is not None:
+                self.events.frame(r.frame.index, r.frame.timestamp, tracks, r.embeddings, assigned)
+                self.events.ended(r.update.ended, r.frame.index, r.frame.timestamp)
+                self.events.flush()
+            if self.video is not None:
+                self.video.write(r.frame.image, tracks, caption, assigned)
 
     def finish(self, ended: list[int], index: int, ts: float) -> None:
-        if self.events is not None:
-            self.events.ended(ended, index, ts)
-        if self.global_mot is not None:
-            self.global_mot.ended(ended)
+        with self.writing():
+            if self.events is not None:
+                self.events.ended(ended, index, ts)
+            if self.global_mot is not None:
+                self.global_mot.ended(ended)
 
     def close(self) -> None:
+        """Close every file, even after one fails to (so the others are complete), then raise the first failure."""
+        failed: OSError | None = None
         for part in (self.mot, self.global_mot, self.identities, self.events, self.embeddings, self.video):
-            if part is not None:
-                part.close()
+            try:
+                if part is not None:
+                    part.close()
+            except OSError as e:
+                failed = failed or e
+        if failed is not None:
+            with self.writing():
+                raise failed
 
 
 def open_outputs(name: str, cam: CameraConfig, fps: float, dim: int | None, fleet: bool) -> CameraOutputs:
@@ -175,12 +194,15 @@ class CameraWorker:
                         o.started(self, src)
                     frames, seconds, tracks = self._loop(src, outputs)
                 finally:
-                    outputs.close()
-                    if self.fleet is not None:
-                        self.fleet.close()
+                    try:
+                        outputs.close()
+                    finally:
+                        if self.fleet is not None:
+                            self.fleet.close()
                 summary = self._summary(src, outputs, frames, seconds, tracks)
             if outputs.summary_path is not None:
-                summary.write(outputs.summary_path)
+                with outputs.writing():
+                    summary.write(outputs.summary_path)
             log.info(summary.text())
             return summary
         finally:
@@ -237,9 +259,11 @@ class CameraWorker:
         finally:
             bar.close()
             ended = self.pipeline.tracker.finish()
-            outputs.finish(ended, last[0], last[1])
-            if self.fleet is not None:
-                self.fleet.finish(ended, last_frame)
+            try:
+                outputs.finish(ended, last[0], last[1])
+            finally:  # a full disk does not keep the fleet from hearing that the tracks ended
+                if self.fleet is not None:
+                    self.fleet.finish(ended, last_frame)
         return frames, time.perf_counter() - start, started
 
     def _summary(

@@ -17,6 +17,7 @@ from daemon.config import (
     TrackerConfig,
     single_camera_settings,
 )
+from daemon.errors import DaemonError
 from daemon.evaluate import evaluate
 from daemon.pipeline import FrameResult
 from daemon.track import TrackerUpdate
@@ -101,3 +102,35 @@ def test_the_schema_names_the_files_a_worker_writes(tmp_path: Path) -> None:
     for key in ("mot", "events", "embeddings", "summary"):
         name = Path(outputs.paths[key]).name.replace("cam.txt", "<camera>.txt")
         assert name in (OutputConfig.model_fields[key].description or ""), key
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux) to stand for a full disk")
+def test_a_full_disk_is_one_error_and_the_other_files_are_still_closed(tmp_path: Path) -> None:
+    """A write failing mid-run (ENOSPC) was an OSError traceback, and the failing close stopped the others
+    (the annotated video was left without its index, unreadable)."""
+    cam = CameraConfig(
+        source=SourceConfig(uri="x.mp4"), output=OutputConfig(dir=tmp_path, progress=False, video=True)
+    )
+    outputs = CameraOutputs("cam", cam, 10.0, dim=3)
+    image = np.zeros((48, 64, 3), np.uint8)
+    dets = Detections(np.array([[1, 2, 11, 22]], np.float32), np.array([0.9], np.float32))
+    tracks = [Track("cam", 1, (1.0, 2.0, 11.0, 22.0), 0.9, 0, embedded=True)]
+
+    def result(i: int) -> FrameResult:
+        return FrameResult(
+            Frame(i, i / 10, image), dets, np.eye(3, dtype=np.float32)[:1], TrackerUpdate(tracks, [])
+        )
+
+    for i in range(3):
+        outputs.write(result(i), "")
+    assert outputs.mot is not None and outputs.events is not None
+    outputs.mot._fh.close()
+    outputs.mot._fh = open("/dev/full", "w")  # noqa: SIM115 - every flush fails with ENOSPC
+    with pytest.raises(DaemonError, match=f"cannot write the outputs in {tmp_path / 'cam'}: No space left"):
+        outputs.write(result(3), "")
+    with pytest.raises(DaemonError, match="No space left"):
+        outputs.close()
+    assert outputs.events._fh.closed
+    cap = cv2.VideoCapture(str(tmp_path / "cam" / "annotated.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3  # finalised: the frames written before the failure
+    cap.release()
