@@ -36,6 +36,7 @@ class StatusFile:
         self._frames = 0
         self._t0 = 0.0
         self._last = -float("inf")
+        self._failed = False  # a write failed (warned once)
 
     def started(self, worker: CameraWorker, source: FrameSource) -> None:
         self.path = Path(worker.cam.output.dir) / worker.name / "status.json"
@@ -65,7 +66,12 @@ class StatusFile:
             "tracks": tracks,
             "identities": worker.fleet.resolver.stats().identities if worker.fleet is not None else None,
         }
-        atomic_write(self.path, json.dumps(doc).encode("utf-8"))
+        try:
+            atomic_write(self.path, json.dumps(doc).encode("utf-8"))
+        except OSError as e:  # advisory: a full disk is reported by the outputs, not as a traceback from here
+            if not self._failed:
+                log.warning("%s: cannot write %s: %s", worker.name, self.path, e.strerror or e)
+            self._failed = True
 
 
 @contextmanager

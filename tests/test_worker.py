@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -20,6 +21,7 @@ from daemon.config import (
 from daemon.errors import DaemonError
 from daemon.evaluate import evaluate
 from daemon.pipeline import FrameResult
+from daemon.runner import StatusFile
 from daemon.track import TrackerUpdate
 from daemon.types import Detections, Frame, Track
 from daemon.worker import CameraOutputs, CameraWorker
@@ -134,3 +136,17 @@ def test_a_full_disk_is_one_error_and_the_other_files_are_still_closed(tmp_path:
     cap = cv2.VideoCapture(str(tmp_path / "cam" / "annotated.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3  # finalised: the frames written before the failure
     cap.release()
+
+
+def test_a_status_file_that_cannot_be_written_is_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """status.json is advisory; on a full disk its OSError came out of the worker's `finally` as a traceback that
+    replaced the error naming the problem."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    worker = SimpleNamespace(name="cam", cam=SimpleNamespace(output=SimpleNamespace(dir=blocker)), fleet=None)
+    status = StatusFile()
+    status.started(worker, None)  # type: ignore[arg-type]
+    status.stopped(worker, None)  # type: ignore[arg-type]
+    assert caplog.text.count("cam: cannot write") == 1
