@@ -46,7 +46,7 @@ from daemon.embedding import (
 )
 from daemon.errors import DataError
 from daemon.gallery import Gallery
-from daemon.types import Detector, Embedder, Frame, ImageBGR
+from daemon.types import Detector, Embedder, FloatArray, Frame, ImageBGR
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +218,8 @@ class _Enroller:
         self.skipped: list[SkippedFile] = []
         self.ms = {"read_ms": 0.0, "detect_ms": 0.0, "embed_ms": 0.0}
         self.pending = _Pending([], [], [], [])
+        self.embedded: list[tuple[ReferenceName, Box, float | None]] = []  # embedded, not yet added
+        self.rows: list[FloatArray] = []
 
     def take(self, name: ReferenceName) -> None:
         t = time.perf_counter()
@@ -245,19 +247,29 @@ class _Enroller:
             self.flush()
 
     def flush(self) -> None:
+        """Embed the pending crops (their rows wait for ``add`` to reach the gallery)."""
         p = self.pending
         if not p.crops:
             return
         t = time.perf_counter()
-        rows = embed_crops(self.embedder, p.crops)
+        self.rows.append(embed_crops(self.embedder, p.crops))
         self._tick("embed_ms", t)
-        kept = self.gallery.add_many([n.label for n in p.names], rows)
-        for name, row, box, score in zip(p.names, kept, p.boxes, p.scores, strict=True):
+        self.embedded.extend(zip(p.names, p.boxes, p.scores, strict=True))
+        self.pending = _Pending([], [], [], [])
+
+    def add(self) -> None:
+        """Add every embedded reference in one call: a later chunk's cap evictions cannot then leave earlier
+        references reported as enrolled (or with stale rows)."""
+        self.flush()
+        if not self.embedded:
+            return
+        kept = self.gallery.add_many([n.label for n, _, _ in self.embedded], np.concatenate(self.rows))
+        for (name, box, score), row in zip(self.embedded, kept, strict=True):
             if row < 0:
                 self.skipped.append(SkippedFile(name.path, f"label {name.label!r} is at the gallery's cap"))
             else:
                 self.enrolled.append(EnrolledImage(name, row, box, score))
-        self.pending = _Pending([], [], [], [])
+        self.embedded, self.rows = [], []
 
     def _tick(self, key: str, since: float) -> float:
         now = time.perf_counter()
@@ -299,7 +311,7 @@ def enroll(
     work.skipped = skipped
     for name in tqdm(names, unit="image", desc="enrol", disable=not progress, dynamic_ncols=True):
         work.take(name)
-    work.flush()
+    work.add()
     if not work.enrolled:
         reasons = "; ".join(f"{s.path.name}: {s.reason}" for s in work.skipped[:5]) or "the folder is empty"
         raise DataError(f"no reference image could be enrolled from {folder} ({reasons})")

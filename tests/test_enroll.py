@@ -10,6 +10,7 @@ import pytest
 from _crops import FixedDetector, MeanColour, write_reference_crops
 from pydantic import ValidationError
 
+import daemon.enroll as enroll_module
 from daemon.config import EmbedderConfig, EnrollConfig, RuntimeConfig
 from daemon.embed import OnnxEmbedder
 from daemon.enroll import ReferenceName, enroll, parse_reference_name
@@ -140,6 +141,25 @@ def test_enroll_reports_images_refused_by_the_cap(refs: Path) -> None:
     report = enroll(refs, MeanColour(), gallery)
     assert gallery.labels.count("red one") == 1
     assert any("cap" in s.reason and s.path.name == "red_one--2.png" for s in report.skipped)
+
+
+def test_enroll_report_matches_the_gallery_when_a_later_chunk_evicts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: references were added chunk by chunk, so drop_oldest evicting a reference enrolled by an
+    # earlier chunk left it in the report ("enrolled 6 image(s)" for a gallery holding 3), with a stale row.
+    monkeypatch.setattr(enroll_module, "CHUNK", 2)
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    for i in range(1, 6):
+        _write(folder / f"jane--{i}.png", (0, 40 * i, 250))
+    _write(folder / "bob.png", (250, 0, 0))
+    gallery = Gallery(MeanColour.dim, max_per_label=2, drop_policy="drop_oldest")
+    report = enroll(folder, MeanColour(), gallery)
+    assert len(report.enrolled) == len(gallery) == 3
+    assert sorted(e.name.path.name for e in report.enrolled) == ["bob.png", "jane--4.png", "jane--5.png"]
+    assert all(gallery.labels[e.row] == e.name.label for e in report.enrolled)
+    assert sorted(s.path.name for s in report.skipped) == [f"jane--{i}.png" for i in (1, 2, 3)]
 
 
 def test_enroll_bad_inputs(tmp_path: Path, refs: Path) -> None:
