@@ -13,8 +13,9 @@ Endpoints:
 * ``GET /references/<file>``: the reference images.
 
 Bad uploads get a 4xx that says why: 400 empty or undecodable image, 413 too large, 409 a label that the file
-name convention cannot parse, 422 missing fields. Requests run in FastAPI's worker threads; one lock makes
-gallery changes and searches consistent.
+name convention cannot parse, 422 missing fields; a request body longer than ``max_upload_bytes`` plus
+MULTIPART_SLACK gets its 413 as soon as that shows (its Content-Length, or the bytes received), unread.
+Requests run in FastAPI's worker threads; one lock makes gallery changes and searches consistent.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import cv2
 import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon.config import EnrollConfig, ServeConfig
 from daemon.embedding import EmbedOptions, embed, is_image_file
@@ -45,6 +48,9 @@ from daemon.types import Detector, Embedder, ImageBGR
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+MULTIPART_SLACK: Final = 64 * 1024
+"""Bytes a request body may hold besides the image: multipart boundaries, part headers, the label field."""
 
 
 @dataclass
@@ -226,12 +232,13 @@ def _keep(state: ServiceState, image: ImageBGR, name: Path) -> str | None:
 
 def create_app(state: ServiceState) -> FastAPI:
     """The FastAPI application serving ``state``."""
+    limit = state.cfg.max_upload_bytes
     app = FastAPI(
         title="reid-daemon",
         summary="Person re-identification gallery: recognise, search and enrol by image.",
         version="1",
     )
-    limit = state.cfg.max_upload_bytes
+    app.add_middleware(BodyLimit, limit=limit + MULTIPART_SLACK)
     k_default = state.cfg.top_k
 
     @app.get("/health", summary="What the service holds and how it has been used.")
@@ -277,6 +284,37 @@ def create_app(state: ServiceState) -> FastAPI:
         state.cfg.references.mkdir(parents=True, exist_ok=True)
         app.mount("/references", StaticFiles(directory=state.cfg.references), name="references")
     return app
+
+
+class BodyLimit:
+    """ASGI middleware: reading a request body longer than ``limit`` bytes raises HTTPException 413 (a JSON
+    reply naming the limit) at once when the Content-Length says so, else when the bytes received pass it,
+    so such a body is never read whole (the form parser would spool any amount of it to disk)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            if not received and declared.isdigit() and int(declared) > self.limit:
+                raise self.too_large()
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise self.too_large()
+            return message
+
+        await self.app(scope, limited, send)
+
+    def too_large(self) -> HTTPException:
+        return HTTPException(413, f"the request body is more than the limit of {self.limit} bytes")
 
 
 async def _counted_read(

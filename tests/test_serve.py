@@ -18,7 +18,7 @@ from _crops import MeanColour, write_reference_crops
 from daemon.config import EmbedderConfig, RuntimeConfig, ServeConfig
 from daemon.embed import OnnxEmbedder
 from daemon.gallery import Gallery
-from daemon.serve import BackgroundServer, ServiceState, create_app
+from daemon.serve import MULTIPART_SLACK, BackgroundServer, ServiceState, create_app
 
 CPU = RuntimeConfig(providers=("CPUExecutionProvider",), intra_op_threads=1)
 
@@ -128,6 +128,43 @@ def test_bad_uploads_get_a_4xx_with_a_reason(toy: tuple[str, ServiceState]) -> N
     status, body = _post(f"{url}/recognize?k=0", "q.jpg", _jpeg((0, 0, 200)))
     assert status == 422
     assert state.errors["recognize"] >= 4 and len(state.gallery) == 0
+
+
+def _status_while_sending(url: str, head: str, body: bytes) -> int:
+    """Send ``head`` and ``body`` on a raw socket WITHOUT finishing the request; the status the server
+    answers within 10 s (0: none, it waits for the rest of the body)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+        sock.sendall(head.encode() + body)
+        try:
+            reply = sock.recv(64)
+        except TimeoutError:
+            return 0
+    return int(reply.split()[1]) if reply.startswith(b"HTTP/") else 0
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(toy: tuple[str, ServiceState]) -> None:
+    # Regression: the body was read whole (the image spooled to a temporary file) and only then the
+    # upload refused with 413, so a client could make the server receive and store any amount of data.
+    url, state = toy
+    boundary = "b0undary"
+    ctype = f"multipart/form-data; boundary={boundary}"
+    part = f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="huge.jpg"\r\n\r\n'
+    start = part.encode() + b"\xff" * 1000
+    declared = (
+        f"POST /recognize HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: 10000000\r\n\r\n"
+    )
+    assert _status_while_sending(url, declared, start) == 413
+    chunked = (
+        f"POST /recognize HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    size = state.cfg.max_upload_bytes + 2 * MULTIPART_SLACK
+    over = b"".join(f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in (start, b"\xff" * size))
+    assert _status_while_sending(url, chunked, over) == 413
+    assert len(state.gallery) == 0
 
 
 def test_openapi_schema_lists_the_endpoints(toy: tuple[str, ServiceState]) -> None:
