@@ -488,7 +488,7 @@ def _read_meta(r: _Reader) -> dict[str, Any]:
     body = bytes(r.take(size, "meta JSON"))
     try:
         meta = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deep
         raise CodecError(f"invalid content: meta is not UTF-8 JSON ({e})") from e
     if not isinstance(meta, dict):
         raise CodecError(f"invalid content: meta must be a JSON object, got {type(meta).__name__}")

@@ -331,7 +331,7 @@ def _checked(path: Path, embeddings: Any, meta: EmbeddingMeta) -> EmbeddingResul
 def _load_json(path: Path) -> EmbeddingResult:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # nested too deep
         raise DataError(f"{path}: unreadable JSON embedding file ({e})") from e
     if not isinstance(data, dict):
         raise DataError(f"{path}: not a reid-daemon embedding file (top level is not an object)")

@@ -862,7 +862,7 @@ def _read_npz(path: Path) -> Parts:
 def _read_json(path: Path) -> Parts:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deep
         raise DataError(f"not valid UTF-8 JSON (truncated or corrupt?): {e}") from e
     if not isinstance(doc, dict):
         raise DataError("the top level must be a JSON object")

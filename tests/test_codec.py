@@ -329,6 +329,9 @@ def test_corrupt_zlib_stream() -> None:
         decode(reseal(head + stored))
 
 
+DEEP_JSON = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
 def payload_cases() -> list[tuple[bytes, int, int, str]]:
     vec = np.ones(2, "<f4").tobytes()
     return [
@@ -337,6 +340,12 @@ def payload_cases() -> list[tuple[bytes, int, int, str]]:
         (vec + struct.pack("<I", 2) + b"[]", 1, codec.F_META, "JSON object"),
         (vec + struct.pack("<I", 3) + b"{x}", 1, codec.F_META, "not UTF-8 JSON"),
         (vec + struct.pack("<I", codec.MAX_META_BYTES + 1), 1, codec.F_META, "meta JSON of"),
+        (
+            vec + struct.pack("<I", 200_006) + DEEP_JSON,
+            1,
+            codec.F_META,
+            "not UTF-8 JSON",
+        ),  # was RecursionError
         (np.array([np.nan, 1], "<f4").tobytes(), 1, 0, "NaN or infinite"),
         (vec + np.array([np.inf], "<f8").tobytes(), 1, codec.F_TIMES, "timestamps hold NaN"),
     ]

@@ -256,6 +256,7 @@ def test_bad_json_files(tmp_path: Path) -> None:
         "norm.json": json.dumps({**good, "embeddings": [[2.0] * 8] * 3}),
         "shape.json": json.dumps({**good, "embeddings": good["embeddings"][:2]}),
         "dim.json": json.dumps({**good, "dim": 7}),
+        "deep.json": "[" * 100_000 + "]" * 100_000,  # regression: was a RecursionError traceback
     }
     for name, text in cases.items():
         (tmp_path / name).write_text(text)

@@ -582,6 +582,14 @@ def test_json_content_errors(tmp_path: Path, changes: dict[str, Any], message: s
     assert str(path) in str(err.value)
 
 
+def test_deeply_nested_json_is_a_data_error(tmp_path: Path) -> None:
+    # Regression: a corrupt gallery .json nested past Python's recursion limit gave a RecursionError traceback.
+    path = tmp_path / "deep.json"
+    path.write_text('{"labels": ' + "[" * 100_000 + "]" * 100_000 + "}", encoding="utf-8")
+    with pytest.raises(DataError, match=r"deep\.json: not valid UTF-8 JSON"):
+        Gallery.load(path)
+
+
 def test_npz_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.npz"
     np.savez(bad, embeddings=np.ones((1, 2)))
