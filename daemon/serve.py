@@ -42,7 +42,7 @@ from daemon.embedding import EmbedOptions, embed, is_image_file
 from daemon.enroll import parse_reference_name
 from daemon.errors import DataError
 from daemon.gallery import Gallery
-from daemon.recognize import recognize_embeddings
+from daemon.recognize import check_dims, recognize_embeddings
 from daemon.types import Detector, Embedder, ImageBGR
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,10 @@ class ServiceState:
     errors: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        """DataError when the gallery's dimension is not the embedder's (no request could be answered)."""
+        check_dims(self.gallery, self.embedder.dim, "the embedder's output")
 
     def counted(self, endpoint: str, work: Callable[[], T]) -> T:
         """Run ``work`` counting the request, and the error when it raises."""

@@ -17,6 +17,7 @@ from _crops import MeanColour, write_reference_crops
 
 from daemon.config import EmbedderConfig, RuntimeConfig, ServeConfig
 from daemon.embed import OnnxEmbedder
+from daemon.errors import DataError
 from daemon.gallery import Gallery
 from daemon.serve import MULTIPART_SLACK, BackgroundServer, ServiceState, create_app
 
@@ -165,6 +166,13 @@ def test_an_oversized_body_is_refused_before_it_is_read(toy: tuple[str, ServiceS
     over = b"".join(f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in (start, b"\xff" * size))
     assert _status_while_sending(url, chunked, over) == 413
     assert len(state.gallery) == 0
+
+
+def test_a_gallery_of_another_dimension_is_refused_at_start(tmp_path: Path) -> None:
+    # Regression: `serve` started with a 1280-d gallery and a 128-d embedder (an adaptation head), reported
+    # itself healthy, and then failed every request (409 recognise, 400 search and enrol).
+    with pytest.raises(DataError, match="the gallery holds 8-d embeddings but the embedder's output is 4-d"):
+        ServiceState(MeanColour(), Gallery(8), ServeConfig(gallery=tmp_path / "g.npz"), model="mean-colour")
 
 
 def test_openapi_schema_lists_the_endpoints(toy: tuple[str, ServiceState]) -> None:
