@@ -985,11 +985,21 @@ def _sources(
         out.append(_Source(tracklets.features, sampler, tracklets.cliques, tracklets.cooccur))
     elif tracklets is not None:
         logger.warning("no two trainable tracks were ever seen together: tracklets give no negatives")
-    if reference is not None and len(reference.names) >= 2:
+    lack = None if reference is None else _reference_lack(reference)
+    if reference is not None and lack is None:
         out.append(_Source(reference.features, BatchSampler(reference.labels, cfg, rng)))
-    elif reference is not None:
-        logger.warning("the reference folder holds one label only: it gives no negatives")
+    elif lack is not None:
+        logger.warning("the reference folder %s", lack)
     return out
+
+
+def _reference_lack(reference: LabelledFeatures) -> str | None:
+    """What keeps a labelled reference set from training (None: it has a positive pair and a negative)."""
+    if len(reference.names) < 2:
+        return "holds one label only: it gives no negatives"
+    if np.bincount(reference.labels).max() < 2:
+        return "has no label with two images: it gives no positives"
+    return None
 
 
 def train_head(
@@ -1024,7 +1034,10 @@ def _train(
     torch.manual_seed(cfg.seed)
     sources = _sources(tracklets, reference, cfg, rng)
     if not sources:
-        raise DataError("nothing to train on: no co-occurring tracks and no reference folder with 2+ labels")
+        raise DataError(
+            "nothing to train on: no co-occurring tracks and no reference folder with 2+ labels, one of them "
+            "with 2+ images"
+        )
     allf = np.concatenate([s.features for s in sources])
     head = _torch_head(init_head_arrays(allf, cfg, rng), cfg.dropout)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -453,6 +453,17 @@ def test_train_head_refuses_data_without_negatives() -> None:
         )
 
 
+def test_train_head_refuses_references_without_positives() -> None:
+    # Regression: a reference folder of one image per label (no positive pair: the loss is constant) gave
+    # "training: 400 steps, loss 1.946 -> 1.946" and an untrained head (PCA plus random directions).
+    features = _toy_tracklets().features[:3]
+    single = LabelledFeatures(features, np.arange(3), ("a", "b", "c"))
+    with pytest.raises(Exception, match="nothing to train on"):
+        train_head(
+            None, single, BaseModelInfo("toy", "", 32, (1, 1), False), AdaptConfig(steps=1), progress=False
+        )
+
+
 # ------------------------------------------------------------------------------------------- reference folder
 
 
