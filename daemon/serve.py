@@ -202,7 +202,8 @@ def enroll_image(state: ServiceState, image: ImageBGR, name: str, label: str | N
 
 def _stored_name(state: ServiceState, name: str, label: str | None) -> Path:
     """The file name a new reference is kept under: ``[SET-]label[--N].jpg`` from ``label`` or else the
-    upload's own name, with the first free variant number. HTTPException 409 when no label can be parsed."""
+    upload's own name, with the first free variant number. HTTPException 409 when no label can be parsed, or
+    when the file would be hidden (a leading '.': ``enroll`` leaves hidden files out)."""
     naming = state.naming
     given = label.strip().replace(" ", naming.word_separator) if label else Path(name).stem
     try:
@@ -212,6 +213,10 @@ def _stored_name(state: ServiceState, name: str, label: str | None) -> Path:
     stem = ref.label.replace(" ", naming.word_separator)
     if ref.set_code:
         stem = f"{ref.set_code}{naming.set_separator}{stem}"
+    if stem.startswith("."):
+        raise HTTPException(
+            409, f"{given!r}: a label may not start with '.' (its reference file would be hidden)"
+        )
     folder = state.cfg.references
     candidate, n = Path(stem + ".jpg"), 1
     while folder is not None and (folder / candidate.name).exists():

@@ -112,6 +112,20 @@ def test_a_second_image_of_a_label_gets_a_variant_name(toy: tuple[str, ServiceSt
     assert names == ["A7-jane_doe.jpg", "jane_doe--2.jpg", "jane_doe.jpg"]
 
 
+def test_a_label_that_would_hide_the_reference_file_is_refused(
+    toy: tuple[str, ServiceState], tmp_path: Path
+) -> None:
+    # Regression: label '.hidden' was kept as .hidden.jpg and '.' as .jpg.jpg (label ".jpg"): hidden files,
+    # which `enroll` of the references folder leaves out, so the folder no longer held every entry.
+    url, state = toy
+    for label in (".hidden", ".", "..."):
+        status, body = _post(f"{url}/enroll", "x.jpg", _jpeg((0, 0, 200)), label=label)
+        assert status == 409 and "hidden" in body["detail"], (label, body)
+    status, body = _post(f"{url}/enroll", ".secret.jpg", _jpeg((0, 0, 200)))
+    assert status == 409
+    assert len(state.gallery) == 0 and not list((tmp_path / "refs").iterdir())
+
+
 def test_bad_uploads_get_a_4xx_with_a_reason(toy: tuple[str, ServiceState]) -> None:
     url, state = toy
     status, body = _post(f"{url}/recognize", "empty.jpg", b"")
