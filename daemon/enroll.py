@@ -4,7 +4,8 @@ Naming convention (separators and the set-code pattern are fields of ``EnrollCon
 
     [SET-]name[--VARIANT].ext          ext: jpg, jpeg, png, bmp, webp (any case)
 
-* ``name``: the label, with ``_`` read as a space (runs of spaces collapse): ``jane_doe`` -> "jane doe".
+* ``name``: the label, with ``_`` read as a space (runs of spaces collapse): ``jane_doe`` -> "jane doe";
+  Unicode is normalised to NFC, so a name written decomposed (macOS file names) is the same label.
 * ``--VARIANT``: text after the LAST ``--`` tells several images of one person apart; they become several
   embeddings of one label: ``jane_doe--1.jpg``, ``jane_doe--side.jpg`` -> label "jane doe" twice.
 * ``SET-``: text before the FIRST ``-`` is a set code when it matches ``set_code_pattern`` whole (default:
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import unicodedata
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +72,7 @@ def parse_reference_name(path: StrPath, naming: EnrollConfig | None = None) -> R
     p = Path(path)
     rest, variant = _split_variant(p.stem, cfg.variant_separator)
     set_code, rest = _split_set(rest, cfg)
-    label = " ".join(rest.replace(cfg.word_separator, " ").split())
+    label = unicodedata.normalize("NFC", " ".join(rest.replace(cfg.word_separator, " ").split()))
     if cfg.lowercase:
         label = label.lower()
     if not label:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import cv2
@@ -45,6 +46,14 @@ CPU = RuntimeConfig(providers=("CPUExecutionProvider",), intra_op_threads=1)
 def test_parse_reference_name(filename: str, label: str, set_code: str | None, variant: str | None) -> None:
     name = parse_reference_name(Path("refs") / filename)
     assert name == ReferenceName(label, set_code, variant, Path("refs") / filename)
+
+
+def test_decomposed_unicode_names_give_the_same_label() -> None:
+    # Regression: 'Zoë.jpg' written decomposed (NFD, as macOS names files) and composed (NFC) were two labels
+    # that print alike, so one person was enrolled as two identities.
+    nfd, nfc = unicodedata.normalize("NFD", "Zoë"), unicodedata.normalize("NFC", "Zoë")
+    assert nfd != nfc
+    assert parse_reference_name(f"{nfd}--1.jpg").label == parse_reference_name(f"{nfc}--2.jpg").label == nfc
 
 
 @pytest.mark.parametrize("filename", ["--2.jpg", "A12-.jpg", "A12-___.jpg", "___--1.png"])
