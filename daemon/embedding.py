@@ -174,7 +174,10 @@ class EmbeddingResult:
             data = _npz_bytes(self)
         else:
             raise DataError(f"{p}: embeddings are saved as .npz or .json, not {p.suffix or 'no suffix'}")
-        return atomic_write(p, data)
+        try:
+            return atomic_write(p, data)
+        except OSError as e:
+            raise DataError(f"cannot save the embeddings as {p}: {e}") from e
 
     @classmethod
     def load(cls, path: StrPath) -> EmbeddingResult:

@@ -658,7 +658,9 @@ class Gallery:
     # ----------------------------------------------------------------------------------------- persistence
 
     def save(self, path: Path) -> Path:
-        """Write the gallery to ``path`` (.rdg, .npz or .json, by suffix) atomically; returns the path."""
+        """Write the gallery to ``path`` (.rdg, .npz or .json, by suffix) atomically; returns the path.
+
+        DataError naming the file when it cannot be written (the file there before is left as it was)."""
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in SUFFIXES:
@@ -669,7 +671,10 @@ class Gallery:
             labels = [self._labels[i] for i in order.tolist()]
             settings = self._settings()
         writer = {".rdg": _write_rdg, ".npz": _write_npz, ".json": _write_json}[suffix]
-        _atomic_write(path, lambda fp: writer(fp, settings, labels, emb))
+        try:
+            _atomic_write(path, lambda fp: writer(fp, settings, labels, emb))
+        except OSError as e:
+            raise DataError(f"cannot save the gallery as {path}: {e}") from e
         return path
 
     def _settings(self) -> dict[str, Any]:

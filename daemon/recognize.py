@@ -718,7 +718,10 @@ def _query_rows(query: FloatArray, dim: int) -> FloatArray:
 
 def write_hits(ranked: Sequence[tuple[Hit, ImageBGR | None, Box]], out: Path) -> tuple[Path, ...]:
     """One annotated crop per hit (``001_0.912_frame000123.jpg``) and ``hits.json`` into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot write the hits into {out}: {e}") from e
     written: list[Path] = []
     for rank, (hit, crop, rel) in enumerate(ranked, 1):
         if crop is None:

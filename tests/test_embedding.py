@@ -264,6 +264,13 @@ def test_bad_json_files(tmp_path: Path) -> None:
             EmbeddingResult.load(tmp_path / name)
 
 
+def test_saving_where_no_file_can_be_is_a_data_error(tmp_path: Path) -> None:
+    # Regression: `embed --out` naming a folder ended in an IsADirectoryError traceback.
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(DataError, match=r"cannot save the embeddings as .*folder\.json"):
+        _sample().save(tmp_path / "folder.json")
+
+
 def test_truncated_npz(tmp_path: Path) -> None:
     path = _sample().save(tmp_path / "e.npz")
     data = path.read_bytes()

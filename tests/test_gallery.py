@@ -489,10 +489,21 @@ def test_failed_save_leaves_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
         raise OSError("disk full")
 
     monkeypatch.setattr(codec, "write", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(DataError, match=r"cannot save the gallery as .*g\.rdg: disk full"):
         g.save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["g.rdg"]
+
+
+def test_saving_where_no_file_can_be_is_a_data_error(tmp_path: Path) -> None:
+    # Regression: `enroll --gallery` naming a folder (or a path under a file) ended in an OSError traceback.
+    g = Gallery(D)
+    g.add("a", np.ones(D))
+    (tmp_path / "folder.npz").mkdir()
+    (tmp_path / "afile").touch()
+    for path in (tmp_path / "folder.npz", tmp_path / "afile" / "g.npz"):
+        with pytest.raises(DataError, match="cannot save the gallery as"):
+            g.save(path)
 
 
 def test_save_rejects_unknown_suffix(tmp_path: Path) -> None:

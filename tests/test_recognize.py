@@ -266,6 +266,13 @@ def test_search_bad_inputs(tmp_path: Path) -> None:
         search(np.zeros((1, 4), np.float32), tmp_path, MeanColour(), det, SearchOptions(0.5, 5))
 
 
+def test_search_out_that_is_a_file_is_a_data_error(tmp_path: Path) -> None:
+    # Regression: `search --out` naming an existing file ended in a FileExistsError traceback.
+    (tmp_path / "taken").touch()
+    with pytest.raises(DataError, match="cannot write the hits into"):
+        rec.write_hits([], tmp_path / "taken")
+
+
 # ---------------------------------------------------------------------------------------------- real
 
 
