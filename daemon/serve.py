@@ -34,6 +34,7 @@ import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -68,6 +69,7 @@ class ServiceState:
     errors: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    counting: threading.Lock = field(default_factory=threading.Lock)  # requests run in worker threads
 
     def __post_init__(self) -> None:
         """DataError when the gallery's dimension is not the embedder's (no request could be answered)."""
@@ -75,12 +77,16 @@ class ServiceState:
 
     def counted(self, endpoint: str, work: Callable[[], T]) -> T:
         """Run ``work`` counting the request, and the error when it raises."""
-        self.requests[endpoint] += 1
+        self.count(endpoint, error=False)
         try:
             return work()
         except Exception:
-            self.errors[endpoint] += 1
+            self.count(endpoint, error=True)
             raise
+
+    def count(self, endpoint: str, error: bool) -> None:
+        with self.counting:
+            (self.errors if error else self.requests)[endpoint] += 1
 
 
 # ----------------------------------------------------------------------------------------------- uploads
@@ -99,10 +105,10 @@ def decode_upload(data: bytes, name: str, max_bytes: int) -> ImageBGR:
 
 
 async def read_upload(upload: UploadFile, max_bytes: int) -> tuple[ImageBGR, str]:
-    """Read at most ``max_bytes + 1`` bytes of an upload and decode it."""
+    """Read at most ``max_bytes + 1`` bytes of an upload and decode it (in a worker thread)."""
     name = upload.filename or "upload"
     data = await upload.read(max_bytes + 1)
-    return decode_upload(data, name, max_bytes), name
+    return await run_in_threadpool(decode_upload, data, name, max_bytes), name
 
 
 # --------------------------------------------------------------------------------------------- the logic
@@ -186,24 +192,24 @@ def search_image(
 
 
 def enroll_image(state: ServiceState, image: ImageBGR, name: str, label: str | None) -> dict[str, Any]:
-    stored = _stored_name(state, name, label)
-    ref_label = parse_reference_name(stored, state.naming).label
+    stem = _reference_stem(state, name, label)
+    ref_label = parse_reference_name(Path(stem + ".jpg"), state.naming).label
     result = embed(state.embedder, image, options=EmbedOptions(model=state.model))
     with state.lock:
         row = state.gallery.add(ref_label, result.embedding)
         if row < 0:
             raise HTTPException(409, f"{ref_label!r} is at its cap and the gallery drops the latest image")
-        saved = _keep(state, image, stored)
+        saved = _keep(state, image, _free_name(state, stem))  # under the lock: one name per enrolment
         if state.cfg.gallery is not None:
             state.gallery.save(state.cfg.gallery)
         size = len(state.gallery)
     return {"label": ref_label, "row": row, "gallery_size": size, "reference": saved}
 
 
-def _stored_name(state: ServiceState, name: str, label: str | None) -> Path:
-    """The file name a new reference is kept under: ``[SET-]label[--N].jpg`` from ``label`` or else the
-    upload's own name, with the first free variant number. HTTPException 409 when no label can be parsed, or
-    when the file would be hidden (a leading '.': ``enroll`` leaves hidden files out)."""
+def _reference_stem(state: ServiceState, name: str, label: str | None) -> str:
+    """The ``[SET-]label`` stem a new reference is kept under, from ``label`` or else the upload's own name.
+    HTTPException 409 when no label can be parsed, or when the file would be hidden (a leading '.':
+    ``enroll`` leaves hidden files out)."""
     naming = state.naming
     given = label.strip().replace(" ", naming.word_separator) if label else Path(name).stem
     try:
@@ -217,7 +223,12 @@ def _stored_name(state: ServiceState, name: str, label: str | None) -> Path:
         raise HTTPException(
             409, f"{given!r}: a label may not start with '.' (its reference file would be hidden)"
         )
-    folder = state.cfg.references
+    return stem
+
+
+def _free_name(state: ServiceState, stem: str) -> Path:
+    """``stem.jpg``, or ``stem--N.jpg`` with the first variant number free in the references folder."""
+    naming, folder = state.naming, state.cfg.references
     candidate, n = Path(stem + ".jpg"), 1
     while folder is not None and (folder / candidate.name).exists():
         n += 1
@@ -262,7 +273,9 @@ def create_app(state: ServiceState) -> FastAPI:
         detect: Annotated[bool, Query(description="Find the people with the detector.")] = False,
     ) -> dict[str, Any]:
         img, name = await _counted_read(state, "recognize", image, limit)
-        return state.counted("recognize", lambda: recognize_image(state, img, name, k, threshold, detect))
+        return await run_in_threadpool(
+            state.counted, "recognize", lambda: recognize_image(state, img, name, k, threshold, detect)
+        )
 
     @app.post("/search", summary="Gallery entries most like the person in an uploaded crop.")
     async def post_search(
@@ -271,7 +284,9 @@ def create_app(state: ServiceState) -> FastAPI:
         threshold: Annotated[float | None, Query(ge=-1, le=1)] = None,
     ) -> dict[str, Any]:
         img, name = await _counted_read(state, "search", image, limit)
-        return state.counted("search", lambda: search_image(state, img, name, k, threshold))
+        return await run_in_threadpool(
+            state.counted, "search", lambda: search_image(state, img, name, k, threshold)
+        )
 
     @app.post("/enroll", summary="Add an uploaded reference image to the gallery.")
     async def post_enroll(
@@ -279,7 +294,7 @@ def create_app(state: ServiceState) -> FastAPI:
         label: Annotated[str | None, Form(max_length=200, description="Default: from the file name.")] = None,
     ) -> dict[str, Any]:
         img, name = await _counted_read(state, "enroll", image, limit)
-        return state.counted("enroll", lambda: enroll_image(state, img, name, label))
+        return await run_in_threadpool(state.counted, "enroll", lambda: enroll_image(state, img, name, label))
 
     @app.exception_handler(DataError)
     async def data_error(request: Request, exc: DataError) -> JSONResponse:
@@ -332,8 +347,8 @@ async def _counted_read(
     try:
         return await read_upload(upload, limit)
     except HTTPException:
-        state.requests[endpoint] += 1
-        state.errors[endpoint] += 1
+        state.count(endpoint, error=False)
+        state.count(endpoint, error=True)
         raise
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +189,33 @@ def test_a_gallery_of_another_dimension_is_refused_at_start(tmp_path: Path) -> N
     # itself healthy, and then failed every request (409 recognise, 400 search and enrol).
     with pytest.raises(DataError, match="the gallery holds 8-d embeddings but the embedder's output is 4-d"):
         ServiceState(MeanColour(), Gallery(8), ServeConfig(gallery=tmp_path / "g.npz"), model="mean-colour")
+
+
+class SlowColour(MeanColour):
+    """MeanColour that takes ``delay`` seconds per call (a model busy on a large image)."""
+
+    delay = 1.0
+
+    def embed(self, image: Any, xyxy: Any) -> Any:
+        time.sleep(self.delay)
+        return super().embed(image, xyxy)
+
+
+def test_requests_run_in_worker_threads(tmp_path: Path) -> None:
+    # Regression: the async handlers embedded on the event loop, so /health waited for every request in
+    # flight and requests ran one at a time (the docstring said worker threads). In threads, the name of a
+    # kept reference must be chosen under the lock: two enrolments of one label get two files.
+    state = ServiceState(SlowColour(), Gallery(4), ServeConfig(references=tmp_path / "refs"), model="slow")
+    with BackgroundServer(create_app(state)) as server, ThreadPoolExecutor(4) as pool:
+        url = server.url
+        busy = [pool.submit(_post, f"{url}/enroll", "jane.jpg", _jpeg((0, 0, 200 - i))) for i in range(3)]
+        time.sleep(0.3)
+        start = time.monotonic()
+        assert _call(f"{url}/health")[0] == 200
+        assert time.monotonic() - start < SlowColour.delay / 2
+        assert [f.result()[0] for f in busy] == [200, 200, 200]
+    assert sorted(p.name for p in (tmp_path / "refs").iterdir()) == ["jane--2.jpg", "jane--3.jpg", "jane.jpg"]
+    assert len(state.gallery) == 3 and state.requests["enroll"] == 3
 
 
 def test_openapi_schema_lists_the_endpoints(toy: tuple[str, ServiceState]) -> None:
