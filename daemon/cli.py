@@ -7,6 +7,7 @@ import atexit
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -836,6 +837,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """The reader of standard output went away (``reid-daemon config schema | head``): what is left to print
+    goes nowhere, quietly, and the exit status is a shell's for SIGPIPE (141)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 def _failed(args: argparse.Namespace, error: DaemonError, code: int) -> int:
@@ -858,7 +870,10 @@ def entry(argv: Sequence[str] | None = None) -> NoReturn:
     """
     code = main(argv)
     atexit._run_exitfuncs()  # what a normal exit would run (logging.shutdown, child servers), without teardown
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the last buffered lines, to a reader that has gone
+        code = _reader_gone()
     sys.stderr.flush()
     os._exit(code)
 

@@ -235,3 +235,18 @@ def test_quiet_means_warnings_only_for_the_daemon_too() -> None:
         assert daemon_log.getEffectiveLevel() == logging.DEBUG
     finally:
         daemon_log.setLevel(before)
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly() -> None:
+    """``reid-daemon config schema | head -1`` printed a BrokenPipeError traceback (exit 1)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "config", "schema"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().strip() == b"{"
+    proc.stdout.close()  # what `head -1` does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err
