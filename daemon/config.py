@@ -65,6 +65,14 @@ class SourceConfig(_Strict):
     reconnect_attempts: int = Field(
         0, ge=0, le=1_000_000, description="Give up after this many failed reconnects in a row; 0 = never."
     )
+    startup_wait_s: float = Field(
+        0.0,
+        ge=0,
+        le=86_400,
+        description="Live streams and webcams: keep trying to open the source this long at start, with the "
+        "reconnect backoff, before failing; 0 fails at once. For a service whose camera may come up after the "
+        "host (a power cut); keep it below the unit's TimeoutStartSec.",
+    )
     queue_size: int = Field(
         8,
         ge=1,

@@ -12,7 +12,8 @@ behind (counted in ``stats.frames_dropped``), and reconnect with exponential bac
 a read fails or the stream ends; they give up (the iterator raises ``SourceError``) after
 ``reconnect_attempts`` failures in a row when that is above 0. Live streams must connect once at start: a
 stream that cannot be reached at start-up raises at once rather than retrying forever behind the caller's
-back.
+back, unless ``startup_wait_s`` gives it that long to come up (:func:`open_source_waiting`, each failure
+logged).
 
 Frame indices are positions in the source (with ``stride`` 3 they are 0, 3, 6, ...), so results line up with
 ground truth numbered by source frame; they keep increasing across reconnects. ``max_frames`` stops the
@@ -761,3 +762,31 @@ def open_source(
     replaces ``cv2.VideoCapture`` (tests).
     """
     return FrameSource(cfg, name=name, capture_factory=capture_factory).start()
+
+
+def open_source_waiting(
+    cfg: SourceConfig,
+    stop: threading.Event,
+    *,
+    name: str | None = None,
+    capture_factory: CaptureFactory | None = None,
+) -> FrameSource | None:
+    """:func:`open_source`, except that a live source (stream, webcam) that cannot be opened is tried again with
+    the reconnect backoff for up to ``cfg.startup_wait_s``, each failure logged; then the last SourceError is
+    raised. Returns None when ``stop`` is set while waiting. Files and folders fail at once."""
+    deadline = time.monotonic() + cfg.startup_wait_s
+    backoff = Backoff(cfg.reconnect_initial_s, cfg.reconnect_max_s)
+    while True:
+        try:
+            return open_source(cfg, name=name, capture_factory=capture_factory)
+        except SourceError as e:
+            delay = backoff.next_delay() or cfg.reconnect_max_s
+            if source_kind(cfg) not in ("rtsp", "webcam") or time.monotonic() + delay > deadline:
+                if cfg.startup_wait_s > 0 and backoff.tried > 1:
+                    raise SourceError(
+                        f"{e} (tried for {cfg.startup_wait_s:g} s: source.startup_wait_s)"
+                    ) from e
+                raise
+            log.warning("%s; trying again in %.1f s (source.startup_wait_s)", e, delay)
+        if stop.wait(delay):
+            return None

@@ -22,7 +22,7 @@ from daemon.identity import FrameIdentities
 from daemon.motio import MotWriter
 from daemon.outputs import AnnotatedVideo, EmbeddingFile, EventLog, RunSummary
 from daemon.pipeline import FrameResult, Pipeline
-from daemon.sources import FrameSource, open_source
+from daemon.sources import FrameSource, open_source_waiting, redact
 from daemon.track import BotSortTracker
 from daemon.types import Frame
 
@@ -184,7 +184,12 @@ class CameraWorker:
     def run(self) -> RunSummary:
         summary: RunSummary | None = None
         try:
-            with open_source(self.cam.source, name=self.name) as src:
+            opened = open_source_waiting(self.cam.source, self._stop, name=self.name)
+            if opened is None:  # stopped while waiting for a live source to come up
+                summary = self._not_started()
+                log.info("%s: stopped before the source could be opened", self.name)
+                return summary
+            with opened as src:
                 dim = self.pipeline.embedder.dim if self.pipeline.embedder is not None else None
                 outputs = open_outputs(self.name, self.cam, src.fps, dim, fleet=self.fleet is not None)
                 try:
@@ -265,6 +270,20 @@ class CameraWorker:
                 if self.fleet is not None:
                     self.fleet.finish(ended, last_frame)
         return frames, time.perf_counter() - start, started
+
+    def _not_started(self) -> RunSummary:
+        return RunSummary(
+            camera=self.name,
+            source=redact(self.cam.source.uri),
+            frames=0,
+            seconds=0.0,
+            fps=0.0,
+            stage_ms_per_frame={},
+            detections=0,
+            embedded_boxes=0,
+            tracks=0,
+            events={},
+        )
 
     def _summary(
         self, src: FrameSource, outputs: CameraOutputs, frames: int, seconds: float, tracks: int

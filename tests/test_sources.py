@@ -8,6 +8,7 @@ import random
 import select
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from daemon.sources import (
     infer_kind,
     natural_key,
     open_source,
+    open_source_waiting,
     redact,
 )
 from daemon.types import Frame
@@ -479,3 +481,66 @@ def test_rtsp_server_restart_reconnects_and_resumes(rtsp: tuple[RtspServer, Synt
     restart = next(i for i in range(1, len(positions)) if positions[i] < positions[i - 1])
     assert positions[restart] <= 2  # the new session starts again at the file's beginning
     assert stats.reconnects >= 1 and stats.connected
+
+
+# ------------------------------------------------------------------------------ a camera that comes up late
+
+
+def _dead_rtsp_url() -> str:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        return f"rtsp://127.0.0.1:{s.getsockname()[1]}/cam"
+
+
+def test_a_stream_that_comes_up_after_the_worker_is_waited_for(tmp_path: Path) -> None:
+    """A camera that boots after the host (a power cut): with startup_wait_s the source keeps trying, then reads."""
+    clip = make_video(tmp_path / "stream.mp4", frames=150, fps=25.0, people=3)
+    server = RtspServer(clip.path)
+    server.start()  # here, so a missing GStreamer skips; then down until the timer starts it on the same port
+    server.stop()
+    starter = threading.Timer(2.0, server.start)
+    starter.start()
+    t0 = time.monotonic()
+    try:
+        src = open_source_waiting(rtsp_cfg(server.url, startup_wait_s=30.0), threading.Event(), name="door")
+        assert src is not None
+        with src:
+            first = next(iter(src))
+        waited = time.monotonic() - t0
+    finally:
+        starter.join()
+        server.stop()
+    assert first.index == 0 and first.image.ndim == 3 and first.image.size > 0
+    assert waited >= 1.5  # it did wait for the server rather than read something else
+
+
+def test_without_a_startup_wait_a_dead_stream_fails_at_once() -> None:
+    t0 = time.monotonic()
+    with pytest.raises(SourceError) as err:
+        open_source_waiting(rtsp_cfg(_dead_rtsp_url()), threading.Event())
+    assert time.monotonic() - t0 < 5.0
+    assert "startup_wait_s" not in str(err.value)
+
+
+def test_a_stream_still_down_after_the_startup_wait_names_the_setting() -> None:
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match=r"tried for 1\.5 s: source\.startup_wait_s"):
+        open_source_waiting(rtsp_cfg(_dead_rtsp_url(), startup_wait_s=1.5), threading.Event())
+    assert 1.0 <= time.monotonic() - t0 < 8.0
+
+
+def test_a_missing_file_is_not_waited_for(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(SourceError):
+        open_source_waiting(
+            SourceConfig(uri=str(tmp_path / "nope.mp4"), startup_wait_s=60.0), threading.Event()
+        )
+    assert time.monotonic() - t0 < 5.0
+
+
+def test_a_stop_while_waiting_for_the_stream_returns_none_promptly() -> None:
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    t0 = time.monotonic()
+    assert open_source_waiting(rtsp_cfg(_dead_rtsp_url(), startup_wait_s=60.0), stop) is None
+    assert time.monotonic() - t0 < 5.0

@@ -150,3 +150,36 @@ def test_a_status_file_that_cannot_be_written_is_a_warning(
     status.started(worker, None)  # type: ignore[arg-type]
     status.stopped(worker, None)  # type: ignore[arg-type]
     assert caplog.text.count("cam: cannot write") == 1
+
+
+def test_a_worker_stopped_while_its_camera_is_not_up_yet_ends_cleanly(tmp_path: Path) -> None:
+    """`run` with source.startup_wait_s on a stream that is down: it waits (logging each try) instead of
+    failing, and SIGTERM meanwhile ends it with exit 0 rather than an error systemd would restart."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"rtsp://127.0.0.1:{s.getsockname()[1]}/cam"
+    gt = tmp_path / "gt.txt"
+    gt.write_text("1,1,10,10,20,40,1,-1,-1,-1\n")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "cameras:\n  door:\n"
+        f"    source: {{uri: '{url}', open_timeout_s: 1, reconnect_initial_s: 0.2, reconnect_max_s: 0.5, "
+        "startup_wait_s: 120}\n"
+        f"    detector: {{type: ground-truth, path: {gt}}}\n    embedder: {{type: none}}\n"
+        f"    output: {{dir: {tmp_path / 'runs'}, progress: false}}\n"
+    )
+    cmd = [sys.executable, "-m", "daemon", "run", "--config", str(cfg), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE, text=True)
+    time.sleep(4.0)
+    assert proc.poll() is None  # still waiting for the camera, not failed
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "trying again in" in err and "source.startup_wait_s" in err
+    assert "stopped before the source could be opened" in err
