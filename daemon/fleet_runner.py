@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import signal
@@ -35,7 +36,7 @@ from daemon.valkey_server import EmbeddedValkey
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5
-STOP_GRACE_S = 5.0
+STOP_GRACE_S = 10.0  # a camera still running this long after SIGTERM is killed (the unit's TimeoutStopSec)
 
 
 @dataclass(frozen=True)
@@ -121,20 +122,35 @@ def _watch(cams: list[CameraProcess], progress: bool, stopping: Callable[[], boo
         c.name: tqdm(total=c.total, desc=c.name, unit="frame", position=i, disable=not progress, leave=True)
         for i, c in enumerate(cams)
     }
-    stop_sent = False
+    stop_sent: float | None = None
     try:
         while exits.running(cams):
-            if stopping() and not stop_sent:
-                for c in cams:
-                    if c.proc.poll() is None:
-                        c.proc.send_signal(signal.SIGTERM)
-                stop_sent = True
+            if stopping():
+                stop_sent = _stop(cams, stop_sent)
             _show(cams, bars)
             time.sleep(POLL_S)
     finally:
         _show(cams, bars)
         for bar in bars.values():
             bar.close()
+
+
+def _stop(cams: list[CameraProcess], sent_at: float | None) -> float | None:
+    """Forward a stop request: SIGTERM to the running cameras the first time (returns when it was sent), SIGKILL
+    to those still running ``STOP_GRACE_S`` later (a hung worker would hold the fleet forever; returns inf)."""
+    now = time.monotonic()
+    if sent_at is None:
+        for c in cams:
+            if c.proc.poll() is None:
+                c.proc.send_signal(signal.SIGTERM)
+        return now
+    if now - sent_at < STOP_GRACE_S:
+        return sent_at
+    for c in cams:
+        if c.proc.poll() is None:
+            log.warning("camera %s has not stopped %.0f s after SIGTERM: killing it", c.name, STOP_GRACE_S)
+            c.proc.kill()
+    return math.inf
 
 
 def _show(cams: list[CameraProcess], bars: dict[str, Any]) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +17,7 @@ import pytest
 import yaml
 from _video import make_video
 
+from daemon import fleet_runner
 from daemon.bridge import Bridge, FleetMessage
 from daemon.cli import main
 from daemon.config import BridgeConfig, IdentityConfig, SecretSource, load_settings
@@ -303,6 +307,33 @@ def test_fleet_command_runs_cameras_as_processes_and_they_agree(
     capsys.readouterr()
     assert main(["fleet", "--config", str(path), "--report-only", "--no-progress"]) == 0
     assert "3 identities over cameras left, right; 3 seen on two or more cameras" in capsys.readouterr().out
+
+
+def test_a_stopped_fleet_kills_a_camera_that_ignores_sigterm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C / SIGTERM of `reid-daemon fleet` with a hung worker: the worker is killed after the grace period,
+    instead of the fleet waiting for it forever (a second Ctrl-C did nothing either)."""
+    monkeypatch.setattr(fleet_runner, "STOP_GRACE_S", 1.0)
+    monkeypatch.setattr(fleet_runner, "POLL_S", 0.1)
+    hung = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", hung], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"up\n"  # SIGTERM is ignored from here
+        cam = fleet_runner.CameraProcess("a", proc, tmp_path / "status.json", tmp_path / "worker.log", None)
+        watcher = threading.Thread(
+            target=fleet_runner._watch, args=([cam], False, lambda: True, fleet_runner._Exits(None))
+        )
+        t0 = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="daemon.fleet_runner"):
+            watcher.start()
+            watcher.join(10.0)
+        assert not watcher.is_alive() and time.monotonic() - t0 < 5.0
+        assert proc.wait(1.0) == -signal.SIGKILL
+        assert "camera a has not stopped 1 s after SIGTERM: killing it" in caplog.text
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_a_report_of_cameras_that_left_no_outputs_says_which(tmp_path: Path, capsys: object) -> None:
