@@ -178,9 +178,12 @@ def connect(cfg: BridgeConfig, url: str, password: bytes | None = None) -> Any:
         kwargs["password"] = password.decode("utf-8")
     if url.split("://", 1)[0] in ("rediss", "valkeys"):
         kwargs.update(_tls_kwargs(cfg))
-    if cfg.cluster:
-        return ValkeyCluster.from_url(url, **kwargs)  # type: ignore[no-untyped-call]
-    return valkey.Valkey.from_url(url, retry=Retry(NoBackoff(), 0), **kwargs)
+    try:
+        if cfg.cluster:
+            return ValkeyCluster.from_url(url, **kwargs)  # type: ignore[no-untyped-call]
+        return valkey.Valkey.from_url(url, retry=Retry(NoBackoff(), 0), **kwargs)
+    except ValueError as e:  # a malformed URL (port, database, query option): a setting to fix, not an outage
+        raise ConfigError(f"bridge.url {_safe_url(url)!r}: {e}") from e
 
 
 def _tls_url(cfg: BridgeConfig, url: str) -> str:

@@ -5,6 +5,7 @@ Each test starts its own server on a unix socket in a temp folder (no port races
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
 import shutil
@@ -243,6 +244,30 @@ def test_refuses_to_start_without_a_usable_key(tmp_path: Path, monkeypatch: pyte
     assert Bridge(BridgeConfig(url=url, allow_unsigned=True), "cam")._key is None
     with pytest.raises(ValueError, match="exactly one"):
         BridgeConfig(signing_key={"value": KEY, "env": "X"})
+
+
+def test_a_malformed_url_is_a_configuration_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A URL valkey-py cannot parse (a port that is not a number, out of range, a bad query option) stops the
+    bridge with a ConfigError naming bridge.url (exit 2: systemd does not restart it), not a ValueError trace."""
+    from daemon.cli import main
+
+    for url, problem in [
+        ("redis://127.0.0.1:notaport", "Port could not be cast"),
+        ("redis://:hunter2@127.0.0.1:99999", "Port out of range"),
+        ("redis://127.0.0.1:6379/?socket_timeout=x", "socket_timeout"),
+    ]:
+        with pytest.raises(ConfigError, match=f"bridge.url .*{problem}"):
+            Bridge(config(url), "cam").start()
+    path = tmp_path / "fleet.yaml"
+    cfg = {"bridge": {"url": "redis://:hunter2@127.0.0.1:99999", "signing_key": {"value": KEY}}}
+    path.write_text(json.dumps({**cfg, "cameras": {"a": {"source": {"uri": "x.mp4"}}}}), encoding="utf-8")
+    assert main(["-q", "forget", "3", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "error: bridge.url 'redis://:***@127.0.0.1:99999': Port out of range" in err and "hunter2" not in err
+    )
 
 
 def test_bridge_config_bounds() -> None:
