@@ -183,7 +183,7 @@ def connect(cfg: BridgeConfig, url: str, password: bytes | None = None) -> Any:
             return ValkeyCluster.from_url(url, **kwargs)  # type: ignore[no-untyped-call]
         return valkey.Valkey.from_url(url, retry=Retry(NoBackoff(), 0), **kwargs)
     except ValueError as e:  # a malformed URL (port, database, query option): a setting to fix, not an outage
-        raise ConfigError(f"bridge.url {_safe_url(url)!r}: {e}") from e
+        raise ConfigError(f"bridge.url {safe_url(url)!r}: {e}") from e
 
 
 def _tls_url(cfg: BridgeConfig, url: str) -> str:
@@ -500,7 +500,7 @@ class Bridge:
         except _transient_errors() as e:
             self._drop_command()  # reconnect on the next call
             raise BridgeError(
-                f"cannot allocate a global id: Valkey at {self.url} is unreachable ({e})"
+                f"cannot allocate a global id: Valkey at {safe_url(self.url)} is unreachable ({e})"
             ) from e
         return range(last - n + 1, last + 1)
 
@@ -918,7 +918,7 @@ class Bridge:
 
     def _set_connected(self, value: bool) -> None:
         if value and not self._connected:
-            logger.info("bridge %s: connected to Valkey at %s", self.camera, _safe_url(self.url))
+            logger.info("bridge %s: connected to Valkey at %s", self.camera, safe_url(self.url))
         self._connected = value
 
     def _lost(self, client: Any, side: str, error: BaseException) -> None:
@@ -964,7 +964,7 @@ def _bound(d: OrderedDict[Any, Any], size: int) -> None:
         d.popitem(last=False)
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """``url`` without a password."""
     return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
 

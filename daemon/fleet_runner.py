@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 from tqdm import tqdm
 
-from daemon.bridge import Bridge
+from daemon.bridge import Bridge, safe_url
 from daemon.config import SecretSource, Settings, load_settings
 from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet_wire import FleetMessage
@@ -369,4 +369,4 @@ def forget(settings: Settings, global_id: int, timeout_s: float = 5.0) -> None:
     with Bridge(settings.bridge, "forget-cli", receive=False) as bridge:
         bridge.forget(global_id)
         if not bridge.flush(timeout_s):
-            raise DaemonError(f"could not reach Valkey at {url} within {timeout_s} s")
+            raise DaemonError(f"could not reach Valkey at {safe_url(url)} within {timeout_s} s")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-from daemon.bridge import Bridge
+from daemon.bridge import Bridge, safe_url
 from daemon.config import Settings
 from daemon.errors import DaemonError
 from daemon.fleet_wire import FleetMessage
@@ -148,7 +148,7 @@ def _observing(settings: Settings, timeout_s: float) -> Iterator[tuple[Bridge, S
     acc = Sightings()
     with Bridge(settings.bridge, "who-cli", on_message=acc.add) as bridge:
         if not bridge.wait_ready(timeout_s):
-            raise DaemonError(f"could not reach Valkey at {url} within {timeout_s} s")
+            raise DaemonError(f"could not reach Valkey at {safe_url(url)} within {timeout_s} s")
         yield bridge, acc
 
 

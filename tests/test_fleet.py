@@ -366,6 +366,33 @@ def test_forget_command_needs_the_fleet_url(tmp_path: Path, capsys: object) -> N
     assert "bridge.url" in capsys.readouterr().err  # type: ignore[attr-defined]
 
 
+def test_a_password_in_the_valkey_url_never_shows_in_logs_or_errors(
+    tmp_path: Path,
+    valkey: EmbeddedValkey,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """redis://:PASSWORD@host: the worker's "joined fleet" line (the journal) and the "could not reach Valkey"
+    errors of forget / who show the URL with *** for the password."""
+    valkey.client().config_set("requirepass", "hunter2-secret")
+    port = valkey.url.rsplit(":", 1)[1]
+    settings = _settings(tmp_path, f"redis://:hunter2-secret@127.0.0.1:{port}")
+    with caplog.at_level(logging.INFO, logger="daemon"):
+        link = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+        link.close()
+    assert f"joined fleet 'default' at redis://:***@127.0.0.1:{port}" in caplog.text
+    path = tmp_path / "fleet.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["bridge"]["url"] = "redis://:hunter2-secret@127.0.0.1:1"
+    path.write_text(yaml.safe_dump(data))
+    capsys.readouterr()
+    assert main(["-q", "forget", "3", "--config", str(path), "--timeout", "0.5"]) == 1
+    assert main(["-q", "who", "--config", str(path), "--timeout", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("could not reach Valkey at redis://:***@127.0.0.1:1 within 0.5 s") == 2
+    assert "hunter2" not in caplog.text + err
+
+
 def test_bridge_messages_from_unknown_keys_never_reach_the_resolver(
     tmp_path: Path, valkey: EmbeddedValkey
 ) -> None:
