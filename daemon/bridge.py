@@ -811,7 +811,21 @@ class Bridge:
         batch = self._decode(parts[2], live=True)
         if batch is not None:
             self._last_ids[batch.camera] = stream_id
+            self._check_camera_name(batch)
             self._accept_batch(batch, stream_id, False)
+
+    def _check_camera_name(self, batch: Batch) -> None:
+        """Warn when another live process publishes tracks under this bridge's camera name (two workers started
+        with one --camera): their track ids collide and each gives the other's people its own global ids."""
+        if batch.camera == self.camera and any(m.kind == "profile" for m in batch.messages):
+            self._log.warn(
+                "same-camera",
+                "bridge %s: another process (sender %s) publishes tracks as camera %s: two workers with one "
+                "camera name mix up their tracks and global ids; stop one, or give each camera its own name",
+                self.camera,
+                batch.sender[:8],
+                self.camera,
+            )
 
     def _decode(self, blob: bytes, live: bool) -> Batch | None:
         try:

@@ -6,6 +6,7 @@ Each test starts its own server on a unix socket in a temp folder (no port races
 from __future__ import annotations
 
 import json
+import logging
 import math
 import multiprocessing
 import shutil
@@ -335,6 +336,27 @@ def test_two_bridges_exchange_signed_profiles(server: EmbeddedValkey) -> None:
     assert any(e[b"g"] == f",{gid},".encode() for _, e in entries)
     with pytest.raises(MessageRejected, match="forged"):
         decode_batch(entries[-1][1][b"m"], b"another-key-0123456789", 1 << 20)
+
+
+def test_two_workers_with_one_camera_name_are_warned_about(
+    server: EmbeddedValkey, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two live processes publishing tracks as one camera (reid-daemon run --camera a, twice): each names the
+    problem in its log. Tools that only greet (two `who` at once, both 'who-cli') are not warned about."""
+    with caplog.at_level(logging.WARNING, logger="daemon.bridge"):
+        with Bridge(config(server.url), "who-cli") as w1, Bridge(config(server.url), "who-cli") as w2:
+            assert w1.wait_ready(5) and w2.wait_ready(5)
+            for w in (w1, w2):
+                w.publish(FleetMessage("hello", "who-cli", timestamp=time.time()))
+                assert w.flush(2)
+            assert wait_for(lambda: w1.stats.received >= 1 and w2.stats.received >= 1)
+        assert "another process" not in caplog.text
+        with Bridge(config(server.url), "cam-a") as a, Bridge(config(server.url), "cam-a") as twin:
+            assert a.wait_ready(5) and twin.wait_ready(5)
+            a.publish(profile("cam-a", 1))
+            twin.publish(profile("cam-a", 1, seed=1))
+            assert wait_for(lambda: caplog.text.count("publishes tracks as camera cam-a") == 2)
+    assert "two workers with one camera name mix up their tracks and global ids" in caplog.text
 
 
 def test_batches_split_to_fit_max_message_bytes(server: EmbeddedValkey) -> None:
