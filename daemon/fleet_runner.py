@@ -233,7 +233,7 @@ def run_fleet(
         for s, h in previous.items():
             signal.signal(s, h)
         if server is not None:
-            server.stop()
+            server.close()  # and its temporary folder
     return _report(config, settings, codes, progress, report_dir)
 
 

@@ -7,6 +7,7 @@ import logging
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -631,6 +632,29 @@ def test_a_lockstep_replay_goes_on_at_once_when_a_camera_cannot_start(
     lockstep = json.loads((out / "left" / "summary.json").read_text())["fleet"]["lockstep"]
     assert lockstep["steps"] == 30 and lockstep["left_out"] == []  # told, not timed out
     assert lockstep["waited_s"] < 30
+
+
+def test_a_fleet_run_leaves_no_temporary_valkey_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The embedded Valkey of `reid-daemon fleet` is removed with its folder (reid-valkey-*, its log) at the end
+    of the run; each run used to leave one in the temporary directory."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    cam = {"source": {"uri": str(tmp_path / "missing.mp4")}, "embedder": {"type": "none"}}
+    cfg = {
+        "fleet": {"enabled": True},
+        "bridge": {"signing_key": {"env": "REID_TEST_FLEET_KEY"}},
+        "camera_defaults": {"output": {"dir": str(tmp_path / "runs")}},
+        "cameras": {"a": cam},
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with caplog.at_level(logging.INFO, logger="daemon.fleet_runner"):
+        run = run_fleet(path, progress=False)
+    assert run.exit_codes == {"a": 2} and "embedded Valkey for this fleet" in caplog.text  # source not found
+    assert list(temp.glob("reid-valkey-*")) == []
 
 
 def test_looks_from_the_ground_truth_run_through_the_fleet(tmp_path: Path) -> None:
