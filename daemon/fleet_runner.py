@@ -101,7 +101,8 @@ def _start_camera(config: Path, settings: Settings, name: str, env: dict[str, st
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "worker.log"
     status = out / "status.json"
-    status.unlink(missing_ok=True)
+    for earlier in (status, out / "identities.json", out / "annotated.mp4"):
+        earlier.unlink(missing_ok=True)  # an earlier run's: the report would take them for this one's
     cmd = [sys.executable, "-m", "daemon", "run", "--config", str(config), "--camera", name, "--no-progress"]
     with open(log_path, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)

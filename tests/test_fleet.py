@@ -657,6 +657,30 @@ def test_a_fleet_run_leaves_no_temporary_valkey_folder(
     assert list(temp.glob("reid-valkey-*")) == []
 
 
+def test_a_camera_that_fails_at_start_is_not_reported_with_an_earlier_runs_outputs(tmp_path: Path) -> None:
+    """A worker that fails before it writes anything (here: its video is missing), or is killed before its first
+    identity table, left the earlier run's identities.json and annotated.mp4 in its folder, and the fleet's report
+    and fleet.mp4 showed that run's people as this one's."""
+    out = tmp_path / "runs"
+    (out / "a").mkdir(parents=True)
+    row = {"label": None, "first_seen": 1.0, "last_seen": 2.0, "frames": 5, "tracks": [1]}
+    table = {"v": 1, "camera": "a", "identities": {"7": row}}
+    (out / "a" / "identities.json").write_text(json.dumps(table))
+    (out / "a" / "annotated.mp4").write_bytes(b"an earlier run's video")
+    cam = {"source": {"uri": str(tmp_path / "missing.mp4")}, "embedder": {"type": "none"}}
+    cfg = {
+        "fleet": {"enabled": True},
+        "bridge": {"signing_key": {"env": "REID_TEST_FLEET_KEY"}},
+        "camera_defaults": {"output": {"dir": str(out)}},
+        "cameras": {"a": cam},
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = run_fleet(path, progress=False)
+    assert run.exit_codes == {"a": 2} and run.report["identities"] == 0
+    assert not (out / "a" / "identities.json").exists() and not (out / "a" / "annotated.mp4").exists()
+
+
 def test_looks_from_the_ground_truth_run_through_the_fleet(tmp_path: Path) -> None:
     """Embedder type 'ground-truth' end to end (worker processes, bridge, resolver; no model): each person of the
     clip gets one global id, the same on both cameras, and the looks' width reaches the fleet."""
