@@ -364,6 +364,7 @@ class Bridge:
         self._counts = dict.fromkeys(_COUNTERS, 0)
         self._rejected = dict.fromkeys(get_args(RejectReason), 0)
         self._connected = False
+        self._last_error = ""  # the latest connection failure, for the error of a caller that gives up
         self._subscribed = threading.Event()
         self._stop = threading.Event()
         self._log = _RateLimitedLog(cfg.log_every_s)
@@ -482,6 +483,12 @@ class Bridge:
                     return False
                 self._work.wait(min(left, LIVE_POLL_S))
         return True
+
+    def unreachable(self, timeout_s: float) -> BridgeError:
+        """The error of a caller that waited ``timeout_s`` for Valkey in vain, naming the last failure (refused,
+        no such host, a wrong password, an ACL user without a permission)."""
+        why = f": {self._last_error}" if self._last_error else ""
+        return BridgeError(f"could not reach Valkey at {safe_url(self.url)} within {timeout_s} s{why}")
 
     def allocate_global_id(self) -> int:
         """A new fleet-wide global id (INCR of one key: unique across processes); BridgeError if unreachable."""
@@ -943,6 +950,7 @@ class Bridge:
                 -math.inf
             )  # register again once back: a restarted Valkey has lost the registry
         self._count("reconnects")
+        self._last_error = str(error)
         if not isinstance(error, _transient_errors()):
             logger.error("bridge %s: unexpected error on the %s thread", self.camera, side, exc_info=error)
         self._log.warn(

@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 from tqdm import tqdm
 
-from daemon.bridge import Bridge, safe_url
+from daemon.bridge import Bridge
 from daemon.config import SecretSource, Settings, load_settings
 from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet_wire import FleetMessage
@@ -366,8 +366,8 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def forget(settings: Settings, global_id: int, timeout_s: float = 5.0) -> None:
     """Erase ``global_id`` from the fleet: running workers drop it, stored state in Valkey is deleted."""
-    url = settings.bridge.shared_url("forget")
+    settings.bridge.shared_url("forget")  # ConfigError when unset
     with Bridge(settings.bridge, "forget-cli", receive=False) as bridge:
         bridge.forget(global_id)
         if not bridge.flush(timeout_s):
-            raise DaemonError(f"could not reach Valkey at {safe_url(url)} within {timeout_s} s")
+            raise bridge.unreachable(timeout_s)

@@ -15,9 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-from daemon.bridge import Bridge, safe_url
+from daemon.bridge import Bridge
 from daemon.config import Settings
-from daemon.errors import DaemonError
 from daemon.fleet_wire import FleetMessage
 
 _MAX_FORGOTTEN = 10_000  # forget messages remembered by a long watch
@@ -144,11 +143,11 @@ class Gathered:
 @contextmanager
 def _observing(settings: Settings, timeout_s: float) -> Iterator[tuple[Bridge, Sightings]]:
     """An observer bridge on the fleet's Valkey, caught up, folding what it hears into :class:`Sightings`."""
-    url = settings.bridge.shared_url("who")
+    settings.bridge.shared_url("who")  # ConfigError when unset
     acc = Sightings()
     with Bridge(settings.bridge, "who-cli", on_message=acc.add) as bridge:
         if not bridge.wait_ready(timeout_s):
-            raise DaemonError(f"could not reach Valkey at {safe_url(url)} within {timeout_s} s")
+            raise bridge.unreachable(timeout_s)
         yield bridge, acc
 
 

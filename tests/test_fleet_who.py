@@ -141,6 +141,33 @@ def test_who_rejects_messages_signed_with_another_key_and_says_so(
     assert "forged (is bridge.signing_key the fleet's key?)" in captured.err
 
 
+def test_who_and_forget_with_wrong_valkey_credentials_say_why_they_could_not_reach_it(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Valkey with ACL users: a wrong password, or a user without the commands the fleet uses, is named in the
+    error of who / forget (it only said 'could not reach Valkey', as if the server were down)."""
+    admin = valkey.client()
+    admin.execute_command(
+        "ACL", "SETUSER", "viewer", "on", ">viewer-pass", "~*", "&*", "+@read", "+subscribe"
+    )
+    admin.execute_command("ACL", "SETUSER", "default", "on", ">admin-pass")
+    path = _fleet_yaml(tmp_path, valkey.url)
+    data = yaml.safe_load(path.read_text())
+    data["bridge"]["password"] = {"value": "not-the-password"}
+    path.write_text(yaml.safe_dump(data))
+    capsys.readouterr()
+    assert main(["-q", "who", "--config", str(path), "--timeout", "0.5"]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert (
+        err.startswith(f"error: could not reach Valkey at {valkey.url} within 0.5 s: ") and "password" in err
+    )
+    data["bridge"].update(username="viewer", password={"value": "viewer-pass"})
+    path.write_text(yaml.safe_dump(data))
+    assert main(["-q", "forget", "3", "--config", str(path), "--timeout", "0.5"]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "within 0.5 s: " in err and "User viewer has no permissions to run the 'eval' command" in err
+
+
 def test_who_needs_the_fleet_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["who", "--config", str(_fleet_yaml(tmp_path, None))]) == 2
     assert "who needs bridge.url" in capsys.readouterr().err
