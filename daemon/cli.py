@@ -100,6 +100,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from daemon.config import load_settings
     from daemon.fleet_runner import forget
 
+    if args.global_id < 1 or args.timeout <= 0:
+        raise ConfigError("forget: the global id must be >= 1 and --timeout > 0 seconds")
     settings = load_settings(args.config)
     forget(settings, args.global_id, args.timeout)
     print(

@@ -394,6 +394,24 @@ def test_a_password_in_the_valkey_url_never_shows_in_logs_or_errors(
     assert "hunter2" not in caplog.text + err
 
 
+def test_forget_command_refuses_an_id_or_timeout_that_cannot_be(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Global ids start at 1: `forget 0` (or a negative id) was a ValueError traceback, and `--timeout -1` said
+    Valkey could not be reached; both are usage errors (exit 2) now."""
+    path = tmp_path / "fleet.yaml"
+    cfg = {
+        "bridge": {"url": valkey.url, "signing_key": {"value": KEY}},
+        "cameras": {"a": {"source": {"uri": "x"}}},
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    for argv in (["0"], ["--", "-3"], ["3", "--timeout", "-1"], ["3", "--timeout", "0"]):
+        assert main(["-q", "forget", "--config", str(path), *argv]) == 2, argv
+        assert "forget: the global id must be >= 1 and --timeout > 0 seconds" in capsys.readouterr().err
+    assert main(["-q", "forget", "3", "--config", str(path)]) == 0
+
+
 def test_bridge_messages_from_unknown_keys_never_reach_the_resolver(
     tmp_path: Path, valkey: EmbeddedValkey
 ) -> None:
