@@ -86,7 +86,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     for name, d in run.camera_dirs.items():
         files = ("annotated.mp4", f"{name}.global.txt", "identities.jsonl", "worker.log")
         print(f"  {name}: {d} ({', '.join(f for f in files if (d / f).is_file()) or 'nothing written'})")
-    print(f"  report: {run.report_dir / 'report.md'}, {run.report_dir / 'timeline.png'}")
+    written = [run.report_dir / f for f in ("report.md", "timeline.png") if (run.report_dir / f).is_file()]
+    print(f"  report: {', '.join(str(p) for p in written)}")  # no timeline when nobody was seen
     if run.mosaic is not None:
         print(f"  all cameras side by side: {run.mosaic}")
     failed = {n: c for n, c in run.exit_codes.items() if c != 0}

@@ -351,6 +351,21 @@ def test_a_report_of_cameras_that_left_no_outputs_says_which(tmp_path: Path, cap
     )
 
 
+def test_the_fleet_command_names_only_the_report_files_it_wrote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nobody seen: report.md is written and timeline.png is not, so the command does not name it."""
+    cam = {"source": {"uri": "x.mp4"}, "output": {"dir": str(tmp_path / "runs")}}
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump({"cameras": {"a": cam}}))
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "identities.json").write_text(json.dumps({"v": 1, "identities": {}}))
+    assert main(["-q", "fleet", "--config", str(path), "--report-only", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"  report: {tmp_path / 'runs' / 'report.md'}\n" in out and "timeline.png" not in out
+    assert not (tmp_path / "runs" / "timeline.png").exists()
+
+
 def test_fleet_command_without_a_key_says_what_to_set(tmp_path: Path, capsys: object) -> None:
     cfg = {"fleet": {"enabled": True}, "cameras": {"a": {"source": {"uri": "x.mp4"}}}}
     path = tmp_path / "fleet.yaml"
