@@ -372,7 +372,7 @@ def worker_settings(target: Target, name: str) -> Any:
     from daemon.config import Settings
 
     return Settings(
-        cameras={name: {"source": {"uri": f"sim://{name}"}}},
+        cameras={name: {"source": {"uri": f"simulated/{name}"}}},  # never opened: tracks are simulated
         fleet={"enabled": True, "clock": "wall"},
         bridge=sim_config(target),
     )
