@@ -113,6 +113,11 @@ def test_health_names_what_is_wrong() -> None:
     src.connected = True
     bridge[0] = bridge_stats(connected=False, backlog=7)
     assert health.problems() == ["valkey down: the bridge has no connection (7 messages waiting)"]
+    health.valkey_probe("PING failed: invalid username-password pair or user is disabled.")
+    assert health.problems() == [  # why, when the PING knows: a wrong password is not a server that is down
+        "valkey down: the bridge has no connection (7 messages waiting): PING failed: invalid username-password "
+        "pair or user is disabled."
+    ]
     bridge[0] = bridge_stats()
     health.valkey_probe("PING failed: Connection refused")
     assert health.problems() == ["valkey down: PING failed: Connection refused"]
