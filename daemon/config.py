@@ -435,6 +435,13 @@ class ServeConfig(_Strict):
     max_upload_bytes: int = Field(
         20_000_000, ge=1_000, le=1_000_000_000, description="Largest accepted upload (HTTP 413 above)."
     )
+    max_image_pixels: int = Field(
+        40_000_000,
+        ge=1,
+        le=1 << 30,
+        description="An upload whose header gives more pixels (width x height) than this is refused (HTTP 413) "
+        "before it is decoded: a PNG of under 1 MB can hold an image that takes gigabytes to decode.",
+    )
     top_k: int = Field(5, ge=1, le=1000, description="Matches returned when a request does not say k.")
 
 

@@ -20,6 +20,7 @@ Requests run in FastAPI's worker threads; one lock makes gallery changes and sea
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -34,6 +35,7 @@ import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -92,23 +94,41 @@ class ServiceState:
 # ----------------------------------------------------------------------------------------------- uploads
 
 
-def decode_upload(data: bytes, name: str, max_bytes: int) -> ImageBGR:
-    """An uploaded file's bytes -> BGR image; HTTPException 413 / 400 saying what is wrong."""
+def decode_upload(data: bytes, name: str, max_bytes: int, max_pixels: int = 1 << 30) -> ImageBGR:
+    """An uploaded file's bytes -> BGR image; HTTPException 413 / 400 saying what is wrong. An image whose
+    header gives more than ``max_pixels`` is refused before it is decoded."""
     if len(data) > max_bytes:
         raise HTTPException(413, f"{name}: {len(data)} bytes is more than the limit of {max_bytes}")
     if not data:
         raise HTTPException(400, f"{name}: the upload is empty")
+    size = header_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise HTTPException(
+            413,
+            f"{name}: {size[0]}x{size[1]} pixels is more than the limit of {max_pixels} (max_image_pixels)",
+        )
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise HTTPException(400, f"{name}: not an image OpenCV can decode (JPEG, PNG, BMP, WebP...)")
     return np.asarray(image, dtype=np.uint8)
 
 
-async def read_upload(upload: UploadFile, max_bytes: int) -> tuple[ImageBGR, str]:
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image file's header, without decoding it; None for what Pillow cannot read
+    (OpenCV may still decode it, and then says what is wrong)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+    return int(width), int(height)
+
+
+async def read_upload(upload: UploadFile, max_bytes: int, max_pixels: int) -> tuple[ImageBGR, str]:
     """Read at most ``max_bytes + 1`` bytes of an upload and decode it (in a worker thread)."""
     name = upload.filename or "upload"
     data = await upload.read(max_bytes + 1)
-    return await run_in_threadpool(decode_upload, data, name, max_bytes), name
+    return await run_in_threadpool(decode_upload, data, name, max_bytes, max_pixels), name
 
 
 # --------------------------------------------------------------------------------------------- the logic
@@ -345,7 +365,7 @@ async def _counted_read(
     state: ServiceState, endpoint: str, upload: UploadFile, limit: int
 ) -> tuple[Any, str]:
     try:
-        return await read_upload(upload, limit)
+        return await read_upload(upload, limit, state.cfg.max_image_pixels)
     except HTTPException:
         state.count(endpoint, error=False)
         state.count(endpoint, error=True)

@@ -71,7 +71,12 @@ def _post(url: str, filename: str, data: bytes, **fields: str) -> tuple[int, Any
 @pytest.fixture
 def toy(tmp_path: Path) -> Iterator[tuple[str, ServiceState]]:
     gallery = Gallery(4, threshold=0.9)
-    cfg = ServeConfig(gallery=tmp_path / "g.npz", references=tmp_path / "refs", max_upload_bytes=50_000)
+    cfg = ServeConfig(
+        gallery=tmp_path / "g.npz",
+        references=tmp_path / "refs",
+        max_upload_bytes=50_000,
+        max_image_pixels=4_000_000,
+    )
     state = ServiceState(MeanColour(), gallery, cfg, model="mean-colour")
     with BackgroundServer(create_app(state)) as server:
         yield server.url, state
@@ -145,6 +150,17 @@ def test_bad_uploads_get_a_4xx_with_a_reason(toy: tuple[str, ServiceState]) -> N
     status, body = _post(f"{url}/recognize?k=0", "q.jpg", _jpeg((0, 0, 200)))
     assert status == 422
     assert state.errors["recognize"] >= 4 and len(state.gallery) == 0
+
+
+def test_an_image_too_large_to_decode_is_refused_from_its_header(toy: tuple[str, ServiceState]) -> None:
+    # Regression: a PNG of a few KB holding a huge image was decoded whole (a 750 KB PNG took 768 MB).
+    url, state = toy
+    big = cv2.imencode(".png", np.zeros((2000, 3000), np.uint8))[1].tobytes()  # 6 MP in a few KB
+    assert len(big) < state.cfg.max_upload_bytes
+    status, body = _post(f"{url}/recognize", "bomb.png", big)
+    assert status == 413 and "3000x2000" in body["detail"] and "max_image_pixels" in body["detail"]
+    fine = cv2.imencode(".png", np.zeros((1000, 2000), np.uint8))[1].tobytes()  # 2 MP: under the limit
+    assert _post(f"{url}/recognize", "fine.png", fine)[0] == 200
 
 
 def _status_while_sending(url: str, head: str, body: bytes) -> int:
