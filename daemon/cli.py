@@ -828,7 +828,7 @@ def _add_gallery_parsers(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     _setup_logging(args.verbose, args.log_format)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
@@ -842,6 +842,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return _reader_gone()
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, except that preset names given after an option (``models fetch --models-dir D
+    NAME``) are taken as names: argparse has already closed the list of names by then."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "func", None) is cmd_models and not any(x.startswith("-") for x in extra):
+        args.names = [*args.names, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def _reader_gone() -> int:

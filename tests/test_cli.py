@@ -250,3 +250,18 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_preset_names_after_an_option_are_names() -> None:
+    """`models fetch --models-dir D NAME` was refused: 'unrecognized arguments: NAME'."""
+    from daemon.cli import _parse, build_parser
+
+    args = _parse(build_parser(), ["models", "fetch", "--models-dir", "/tmp/m", "a", "b"])
+    assert args.names == ["a", "b"] and args.models_dir == "/tmp/m"
+    args = _parse(build_parser(), ["models", "fetch", "a", "--models-dir", "/tmp/m", "b"])
+    assert args.names == ["a", "b"]
+    with pytest.raises(SystemExit) as bad:
+        _parse(build_parser(), ["models", "fetch", "--models-dir", "/tmp/m", "--bogus"])
+    assert bad.value.code == 2
+    with pytest.raises(SystemExit):  # only the models command takes stray words as names
+        _parse(build_parser(), ["config", "check", "a.yaml", "b.yaml"])
