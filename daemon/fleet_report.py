@@ -63,6 +63,8 @@ def build_report(camera_dirs: dict[str, Path], out: Path) -> dict[str, Any]:
     (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
     if people:
         plot_timeline(people, epoch, out / "timeline.png")
+    else:  # nobody seen: no picture, and not an earlier run's in its place
+        (out / "timeline.png").unlink(missing_ok=True)
     return report
 
 

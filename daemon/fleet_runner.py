@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.5
 STOP_GRACE_S = 10.0  # a camera still running this long after SIGTERM is killed (the unit's TimeoutStopSec)
+# A worker stopped before it has set its handlers (still loading its models) dies of the forwarded SIGTERM, or
+# exits 130 ("interrupted") when a terminal's Ctrl-C reached its whole process group.
+_STOPPED_BY_SIGNAL = frozenset({-signal.SIGTERM, -signal.SIGINT, 130})
 
 
 @dataclass(frozen=True)
@@ -96,13 +99,32 @@ def _frame_total(settings: Settings, name: str) -> int | None:
     return n // src.stride if n > 0 else None
 
 
+def camera_files(name: str) -> tuple[str, ...]:
+    """Every file camera ``name``'s worker may write into its folder (``worker.CameraOutputs``,
+    ``fleet.IdentityLog``, ``runner.StatusFile``); a fleet run removes an earlier run's before the camera starts,
+    so that a camera stopped or failed before it opened its outputs leaves none to be read as this run's."""
+    return (
+        f"{name}.txt",
+        f"{name}.global.txt",
+        "events.jsonl",
+        "embeddings.npy",
+        "annotated.mp4",
+        "summary.json",
+        "identities.json",
+        "identities.jsonl",
+        "status.json",
+    )
+
+
 def _start_camera(config: Path, settings: Settings, name: str, env: dict[str, str]) -> CameraProcess:
     out = _camera_dir(settings, name)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "worker.log"
     status = out / "status.json"
-    for earlier in (status, out / "identities.json", out / "annotated.mp4"):
-        earlier.unlink(missing_ok=True)  # an earlier run's: the report would take them for this one's
+    for earlier in camera_files(
+        name
+    ):  # an earlier run's: the report and the scores would take them for this one's
+        (out / earlier).unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "daemon", "run", "--config", str(config), "--camera", name, "--no-progress"]
     with open(log_path, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
@@ -168,9 +190,14 @@ class _Exits:
     logged at once (not after the others have finished), and in a lockstep replay the other cameras are told
     not to wait for it (``_Withdrawals``)."""
 
-    def __init__(self, withdrawals: _Withdrawals | None) -> None:
+    def __init__(self, withdrawals: _Withdrawals | None, stopping: Callable[[], bool]) -> None:
         self._seen: set[str] = set()
         self._withdrawals = withdrawals
+        self._stopping = stopping
+
+    def code(self, code: int) -> int:
+        """A camera's exit code as the fleet counts it: 0 for a camera the fleet's own stop ended by its signal."""
+        return 0 if code in _STOPPED_BY_SIGNAL and self._stopping() else code
 
     def running(self, cams: list[CameraProcess]) -> bool:
         """Whether any camera still runs; acts on the exits not seen before."""
@@ -181,7 +208,7 @@ class _Exits:
                 running = True
             elif c.name not in self._seen:
                 self._seen.add(c.name)
-                self._exited(c, int(code))
+                self._exited(c, self.code(int(code)))
         if self._withdrawals is not None:
             self._withdrawals.tick()
         return running
@@ -223,13 +250,15 @@ def run_fleet(
         if server is not None:
             log.info("embedded Valkey for this fleet at %s", url)
         env = child_environment(settings, url, time.time())
-        exits = _Exits(_Withdrawals(settings, url, env) if settings.fleet.lockstep else None)
+        exits = _Exits(
+            _Withdrawals(settings, url, env) if settings.fleet.lockstep else None, lambda: stop["asked"]
+        )
         cams = [_start_camera(config, settings, n, env) for n in names]
         try:
             _watch(cams, progress, lambda: stop["asked"], exits)
         finally:
             exits.close()
-        codes = {c.name: int(c.proc.wait()) for c in cams}
+        codes = {c.name: exits.code(int(c.proc.wait())) for c in cams}
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -282,7 +311,18 @@ def _report(
     scored = (config.parent / "scenario.json").is_file() and all(
         (config.parent / f"{n}.gt.txt").is_file() for n in names
     )
-    metrics = evaluate_scenario(config.parent, dirs, out) if scored and run_ok(codes) else None
+    unscorable = [
+        n for n, d in dirs.items() if not all((d / f).is_file() for f in (f"{n}.txt", f"{n}.global.txt"))
+    ]
+    if scored and unscorable:
+        log.warning(
+            "not scored: camera(s) %s left no results (<camera>.txt and <camera>.global.txt): stopped before "
+            "they opened their outputs, or output.mot is off",
+            ", ".join(unscorable),
+        )
+    metrics = (
+        evaluate_scenario(config.parent, dirs, out) if scored and run_ok(codes) and not unscorable else None
+    )
     mosaic = _mosaic(settings, dirs, out / "fleet.mp4", progress) if settings.fleet.mosaic else None
     return FleetRun(codes, dirs, out, report, metrics, mosaic)
 

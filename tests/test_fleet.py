@@ -323,7 +323,8 @@ def test_a_stopped_fleet_kills_a_camera_that_ignores_sigterm(
         assert proc.stdout is not None and proc.stdout.readline() == b"up\n"  # SIGTERM is ignored from here
         cam = fleet_runner.CameraProcess("a", proc, tmp_path / "status.json", tmp_path / "worker.log", None)
         watcher = threading.Thread(
-            target=fleet_runner._watch, args=([cam], False, lambda: True, fleet_runner._Exits(None))
+            target=fleet_runner._watch,
+            args=([cam], False, lambda: True, fleet_runner._Exits(None, lambda: True)),
         )
         t0 = time.monotonic()
         with caplog.at_level(logging.WARNING, logger="daemon.fleet_runner"):
@@ -335,6 +336,29 @@ def test_a_stopped_fleet_kills_a_camera_that_ignores_sigterm(
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_camera_the_fleets_own_stop_ended_before_it_caught_signals_has_not_failed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C of `reid-daemon fleet` while its workers still load their models: they die of the forwarded
+    SIGTERM (no handler yet), which was reported as 'camera workers failed: {'a': -15}' with exit 1."""
+    stopping = [False]
+    exits = fleet_runner._Exits(None, lambda: stopping[0])
+    assert exits.code(-signal.SIGTERM) == -signal.SIGTERM  # nobody asked it to stop: a failure
+    stopping[0] = True
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"]
+    )  # the default SIGTERM action
+    cam = fleet_runner.CameraProcess("a", proc, tmp_path / "status.json", tmp_path / "worker.log", None)
+    with caplog.at_level(logging.ERROR, logger="daemon.fleet_runner"):
+        fleet_runner._watch([cam], False, lambda: True, exits)
+    assert exits.code(proc.wait(5.0)) == 0 and proc.returncode == -signal.SIGTERM
+    assert "exited with" not in caplog.text
+    assert exits.code(130) == 0  # a Ctrl-C that reached the worker too: its KeyboardInterrupt exit
+    assert (
+        exits.code(1) == 1 and exits.code(-signal.SIGKILL) == -signal.SIGKILL
+    )  # real failures stay failures
 
 
 def test_a_report_of_cameras_that_left_no_outputs_says_which(tmp_path: Path, capsys: object) -> None:
@@ -700,6 +724,11 @@ def test_a_camera_that_fails_at_start_is_not_reported_with_an_earlier_runs_outpu
     table = {"v": 1, "camera": "a", "identities": {"7": row}}
     (out / "a" / "identities.json").write_text(json.dumps(table))
     (out / "a" / "annotated.mp4").write_bytes(b"an earlier run's video")
+    (out / "a" / "a.global.txt").write_text("1,7,10,10,20,40,1,-1,-1,-1\n")  # would be scored as this run's
+    (out / "a" / "identities.jsonl").write_text("{}\n")
+    report_dir = fleet_runner._common_parent([out / "a"])
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "timeline.png").write_bytes(b"an earlier run's picture")
     cam = {"source": {"uri": str(tmp_path / "missing.mp4")}, "embedder": {"type": "none"}}
     cfg = {
         "fleet": {"enabled": True},
@@ -711,7 +740,10 @@ def test_a_camera_that_fails_at_start_is_not_reported_with_an_earlier_runs_outpu
     path.write_text(yaml.safe_dump(cfg))
     run = run_fleet(path, progress=False)
     assert run.exit_codes == {"a": 2} and run.report["identities"] == 0
-    assert not (out / "a" / "identities.json").exists() and not (out / "a" / "annotated.mp4").exists()
+    assert [f for f in fleet_runner.camera_files("a") if (out / "a" / f).exists()] == []
+    assert (
+        run.report_dir == report_dir and not (report_dir / "timeline.png").exists()
+    )  # nobody seen: no picture
 
 
 def test_looks_from_the_ground_truth_run_through_the_fleet(tmp_path: Path) -> None:
