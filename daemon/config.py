@@ -666,6 +666,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Load and validate a YAML config (plus REID_* environment overrides); raise ConfigError on any problem."""
     origin = "the environment and arguments"
     data: dict[str, Any] = {}
+    _check_env_sections()
     if path is not None:
         env = _environment()
         origin = f"{path} and the environment ({', '.join(_env_names())})" if env else str(path)
@@ -697,6 +698,23 @@ def _environment() -> dict[str, Any]:
         return EnvSettingsSource(Settings)()
     except SettingsError as e:
         raise _env_error(e) from e
+
+
+def _check_env_sections() -> None:
+    """ConfigError naming a ``REID_<SECTION>__...`` variable whose section is no field of the config (a typo such as
+    ``REID_TRACKR__TRACK_BUFFER``): the environment source reads only the fields' names, so it was ignored
+    without a word. Variables without ``__`` are left alone: secrets referenced by ``{env: NAME}`` look so."""
+    sections = set(Settings.model_fields)
+    unknown = [
+        k
+        for k in _env_names()
+        if "__" in k and k[len(ENV_PREFIX) :].split("__", 1)[0].lower() not in sections
+    ]
+    if unknown:
+        raise ConfigError(
+            f"environment variable(s) {', '.join(unknown)} name no field of the config (its top-level fields: "
+            f"{', '.join(sorted(sections))})"
+        )
 
 
 def _env_names() -> list[str]:

@@ -110,6 +110,20 @@ def test_environment_overrides_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert s.runtime.allow_spinning is True
 
 
+def test_environment_variable_naming_no_section_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: REID_TRACKR__TRACK_BUFFER (a typo) was ignored without a word and config check said valid.
+    p = _write(tmp_path, "cameras:\n  lobby:\n    source: {uri: x.mp4}\n")
+    monkeypatch.setenv("REID_TRACKR__TRACK_BUFFER", "90")
+    with pytest.raises(ConfigError, match=r"REID_TRACKR__TRACK_BUFFER name no field of the config .*runtime"):
+        load_settings(p)
+    monkeypatch.delenv("REID_TRACKR__TRACK_BUFFER")
+    monkeypatch.setenv("REID_SITE_KEY", "a secret for {env: REID_SITE_KEY}")  # no '__': left alone
+    monkeypatch.setenv("REID_MODELS_DIR", str(tmp_path))
+    assert load_settings(p).models_dir == tmp_path
+
+
 def test_environment_override_of_a_camera_named_in_upper_case_is_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
