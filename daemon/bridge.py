@@ -149,6 +149,13 @@ def signing_key(cfg: BridgeConfig) -> bytes | None:
 # ------------------------------------------------------------------------------------------------ client
 
 
+def _refusals() -> tuple[type[BaseException], ...]:
+    """Valkey refusing the credentials or the ACL user's permissions: waiting does not help."""
+    import valkey.exceptions as ve
+
+    return (ve.AuthenticationError, ve.AuthorizationError, ve.NoPermissionError)
+
+
 def _transient_errors() -> tuple[type[BaseException], ...]:
     import valkey.exceptions as ve
 
@@ -365,6 +372,7 @@ class Bridge:
         self._rejected = dict.fromkeys(get_args(RejectReason), 0)
         self._connected = False
         self._last_error = ""  # the latest connection failure, for the error of a caller that gives up
+        self._refused = ""  # the latest failure when it was Valkey refusing our credentials or permissions
         self._subscribed = threading.Event()
         self._stop = threading.Event()
         self._log = _RateLimitedLog(cfg.log_every_s)
@@ -404,8 +412,13 @@ class Bridge:
         if not self._receives:
             self._subscribed.set()
         self.publish(FleetMessage("hello", self.camera, timestamp=time.time()))
-        if wait_s is not None:
-            self.wait_ready(wait_s)
+        if wait_s is not None and not self.wait_ready(wait_s) and self._refused:
+            refused = self._refused
+            self.close(flush_s=0.0)
+            raise ConfigError(
+                f"bridge: Valkey at {safe_url(self.url)} refused this worker: {refused} (check bridge.username, "
+                "bridge.password and the ACL user's permissions)"
+            )
         return self
 
     def wait_ready(self, timeout: float) -> bool:
@@ -951,6 +964,7 @@ class Bridge:
             )  # register again once back: a restarted Valkey has lost the registry
         self._count("reconnects")
         self._last_error = str(error)
+        self._refused = str(error) if isinstance(error, _refusals()) else ""
         if not isinstance(error, _transient_errors()):
             logger.error("bridge %s: unexpected error on the %s thread", self.camera, side, exc_info=error)
         self._log.warn(

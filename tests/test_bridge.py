@@ -638,6 +638,9 @@ def test_auth_with_an_acl_user(server: EmbeddedValkey, monkeypatch: pytest.Monke
     with Bridge(wrong, "cam-c") as c:
         assert not c.wait_ready(0.5)
         assert c.stats.reconnects >= 1 and not c.stats.connected
+    # a starting worker: a refusal is a configuration error (exit 2), not a fleet that never answers
+    with pytest.raises(ConfigError, match=r"refused this worker: .*(password|WRONGPASS).*bridge\.password"):
+        Bridge(wrong, "cam-d").start(wait_s=2.0)
 
 
 def test_three_node_cluster() -> None:
