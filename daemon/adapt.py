@@ -1237,6 +1237,8 @@ def collect_tracklets(
 
     cam = settings.cameras[camera]
     video = Path(cam.source.uri)
+    if tracks_file is not None and not Path(tracks_file).is_file():
+        raise DataError(f"{tracks_file}: file not found")  # before its size and mtime go into the cache key
     key = cache_key(
         base=base.sha256,
         size=base.input_size,

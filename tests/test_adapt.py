@@ -565,6 +565,26 @@ def test_cli_adapt_from_a_tracks_file_and_a_reference_folder(
     assert "--dim" in capsys.readouterr().err
 
 
+def test_cli_adapt_with_a_missing_tracks_file_is_an_error_not_a_traceback(
+    tmp_path: Path, mobilenet_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = make_video(tmp_path / "clip.mp4", frames=5, size=(160, 120), people=1)
+    cfg = _cfg(tmp_path, clip.path, mobilenet_model.parent.parent)
+    missing = tmp_path / "nope.txt"
+    args = [
+        "adapt",
+        "-c",
+        str(cfg),
+        "--tracks",
+        str(missing),
+        "--out",
+        str(tmp_path / "h.npz"),
+        "--no-progress",
+    ]
+    assert main(args) == 1  # was FileNotFoundError from the cache key's stat()
+    assert f"{missing}: file not found" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_adapt_on_pets09_with_our_tracker(
