@@ -15,6 +15,7 @@ loader hands its metrics (box IoU similarities, ids relabelled to 0..n-1), in me
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, fields
 from typing import Any, Final
@@ -37,6 +38,8 @@ from daemon.motio import (
     results_from_array,
     rows_by_frame,
 )
+
+log = logging.getLogger(__name__)
 
 IOU_THRESHOLD: Final = 0.5
 """IoU a predicted box needs with a gt box to be a match (CLEAR, Identity, distractor removal)."""
@@ -256,4 +259,20 @@ def evaluate(
     if num_frames < 0:
         raise ValueError(f"num_frames must be >= 0, got {num_frames}")
     data = _sequence_data(gt, pred, num_frames, distractors)
-    return _to_metrics(_run_trackeval(data), num_frames)
+    metrics = _to_metrics(_run_trackeval(data), num_frames)
+    for problem in sequence_mismatch(gt, pred, metrics):
+        log.warning("%s: are the results and the ground truth of the same sequence?", problem)
+    return metrics
+
+
+def sequence_mismatch(gt: MotGroundTruth, pred: MotTracks, metrics: MotMetrics) -> list[str]:
+    """Signs that results were scored against another sequence's ground truth (empty when none)."""
+    problems = []
+    gt_last, pred_last = int(gt.frame.max(initial=0)), int(pred.frame.max(initial=0))
+    if gt_last and pred_last > gt_last:
+        problems.append(f"the results run to frame {pred_last}, the ground truth ends at frame {gt_last}")
+    if metrics.TP == 0 and metrics.Dets and metrics.GT_Dets:
+        problems.append(
+            f"none of the {metrics.Dets} result boxes overlaps a ground-truth box (IoU >= {IOU_THRESHOLD})"
+        )
+    return problems

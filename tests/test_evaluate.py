@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,18 @@ def test_bad_inputs_raise_data_error(tmp_path: Path) -> None:
     twice = MotTracks(np.array([1, 1]), np.array([5, 5]), np.ones((2, 4)), np.ones(2))
     with pytest.raises(DataError, match="results: id 5 appears more than once in frame 1"):
         evaluate(gt, twice)
+
+
+def test_results_of_another_sequence_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    gt, pred = _hand_case()
+    with caplog.at_level(logging.WARNING, logger="daemon.evaluate"):
+        evaluate(gt, pred)
+        assert caplog.text == ""  # a plain run: nothing to say
+        later = MotTracks(pred.frame + 10, pred.track_id, pred.xywh, pred.conf)
+        evaluate(gt, later)  # was scored silently: HOTA 0 and nothing to say why
+    assert "the results run to frame 14, the ground truth ends at frame 4" in caplog.text
+    assert "none of the 10 result boxes overlaps a ground-truth box" in caplog.text
+    assert "same sequence?" in caplog.text
 
 
 def test_as_dict_and_summary() -> None:
