@@ -113,8 +113,8 @@ class EvalData(NamedTuple):
     unseen: np.ndarray  # queries of people absent from the training part's ground truth
 
 
-def eval_data(args: argparse.Namespace, embedder: OnnxEmbedder) -> EvalData:
-    cfg = SplitConfig(
+def split_config(args: argparse.Namespace) -> SplitConfig:
+    return SplitConfig(
         start=args.split,
         end=args.end,
         segment=args.segment,
@@ -123,8 +123,11 @@ def eval_data(args: argparse.Namespace, embedder: OnnxEmbedder) -> EvalData:
         min_height=args.min_height,
         junk_frames=args.junk,
     )
+
+
+def eval_data(args: argparse.Namespace, embedder: OnnxEmbedder) -> EvalData:
     gt = read_ground_truth(args.gt)
-    split = build_split(gt, cfg)
+    split = build_split(gt, split_config(args))
     q, g = embed_crop_sets(args.video, [split.query, split.gallery], embedder, progress=args.progress)
     seen = np.unique(gt.track_id[gt.consider & (gt.frame - 1 < args.split)])
     return EvalData(
@@ -321,6 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     args.adapt = {k: v for k, v in (("steps", args.steps), ("dim", args.dim)) if v is not None}
     if not args.video.is_file() or not args.gt.is_file():
         print(f"missing {args.video} or {args.gt}", file=sys.stderr)
+        return 2
+    split = build_split(read_ground_truth(args.gt), split_config(args))
+    if not len(split.query) or not len(split.gallery):  # every score would be nan
+        print(
+            f"nothing to score: the evaluated part gives {split.describe()}; "
+            "make it longer (--split, --end) or --segment shorter",
+            file=sys.stderr,
+        )
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     return run(args)

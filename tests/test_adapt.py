@@ -640,3 +640,30 @@ def test_adapt_bench_smoke(tmp_path: Path, mobilenet_model: Path, ssdlite_model:
         mean_ap = float(row.split("|")[2].split()[0])
         assert 0.0 <= mean_ap <= 100.0
     assert "max |diff|" in md and list((tmp_path / "reference").glob("person_*--*.png"))
+
+
+@pytest.mark.shared_data
+def test_adapt_bench_refuses_an_evaluated_part_with_no_gallery(
+    tmp_path: Path, ssdlite_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from _data import clip_args, load_benchmark
+
+    bench = load_benchmark("adapt_bench")
+    args = [*clip_args(ssdlite_model.parent.parent), "--out", str(tmp_path / "out"), "--split", "40"]
+    args += [
+        "--end",
+        "80",
+        "--stride",
+        "10",
+        "--refs-per-id",
+        "1",
+        "--seeds",
+        "0",
+        "--steps",
+        "5",
+        "--no-progress",
+    ]
+    assert bench.main(args) == 2  # was a table of nan after mining and training (40 frames < two segments)
+    err = capsys.readouterr().err
+    assert "nothing to score" in err and "0 gallery crops" in err
+    assert not (tmp_path / "out").exists()
