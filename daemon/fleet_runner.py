@@ -308,9 +308,7 @@ def _report(
     from daemon.fleet_report import build_report, evaluate_scenario
 
     report = build_report(dirs, out)
-    scored = (config.parent / "scenario.json").is_file() and all(
-        (config.parent / f"{n}.gt.txt").is_file() for n in names
-    )
+    scored = _has_ground_truth(config.parent, names)
     unscorable = [
         n for n, d in dirs.items() if not all((d / f).is_file() for f in (f"{n}.txt", f"{n}.global.txt"))
     ]
@@ -323,8 +321,22 @@ def _report(
     metrics = (
         evaluate_scenario(config.parent, dirs, out) if scored and run_ok(codes) and not unscorable else None
     )
+    if metrics is None:
+        for stale in ("fleet_metrics.json", "fleet_metrics.txt"):
+            (out / stale).unlink(missing_ok=True)  # an earlier run's scores, not this run's
     mosaic = _mosaic(settings, dirs, out / "fleet.mp4", progress) if settings.fleet.mosaic else None
     return FleetRun(codes, dirs, out, report, metrics, mosaic)
+
+
+def _has_ground_truth(folder: Path, names: list[str]) -> bool:
+    """Whether ``folder`` is a scenario with every camera's ground truth; a warning names the missing ones when
+    only some are there (a scenario built without ``--gt`` has none: not scored, nothing to say)."""
+    if not (folder / "scenario.json").is_file():
+        return False
+    missing = [folder / f"{n}.gt.txt" for n in names if not (folder / f"{n}.gt.txt").is_file()]
+    if missing and len(missing) < len(names):
+        log.warning("not scored: the scenario's ground truth %s is missing", ", ".join(map(str, missing)))
+    return not missing
 
 
 def _mosaic(settings: Settings, dirs: dict[str, Path], out: Path, progress: bool) -> Path | None:

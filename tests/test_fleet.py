@@ -746,6 +746,39 @@ def test_a_camera_that_fails_at_start_is_not_reported_with_an_earlier_runs_outpu
     )  # nobody seen: no picture
 
 
+def test_a_report_that_cannot_be_scored_says_why_and_drops_an_earlier_runs_scores(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A scenario folder with one camera's ground truth gone was reported without scores and without a word, and
+    the fleet_metrics.json / .txt of an earlier scored run stayed beside the new report as if they were its."""
+    out = tmp_path / "runs"
+    table = {"label": None, "first_seen": 1.0, "last_seen": 2.0, "frames": 3, "tracks": [1]}
+    for cam in ("a", "b"):
+        (out / cam).mkdir(parents=True)
+        (out / cam / "identities.json").write_text(
+            json.dumps({"v": 1, "camera": cam, "identities": {"1": table}})
+        )
+        for name in (f"{cam}.txt", f"{cam}.global.txt"):
+            (out / cam / name).write_text("1,1,10,10,20,40,1,-1,-1,-1\n")
+    (tmp_path / "scenario.json").write_text("{}")
+    (tmp_path / "a.gt.txt").write_text("1,1,10,10,20,40,1,1,1\n")  # b.gt.txt is missing
+    (out / "fleet_metrics.json").write_text("{}")
+    (out / "fleet_metrics.txt").write_text("global ids: IDF1 94.3 (an earlier run)\n")
+    cams = {c: {"source": {"uri": str(tmp_path / f"{c}.mp4")}} for c in ("a", "b")}
+    cfg = {
+        "fleet": {"enabled": True, "mosaic": False},
+        "camera_defaults": {"output": {"dir": str(out)}},
+        "cameras": cams,
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with caplog.at_level(logging.WARNING, logger="daemon.fleet_runner"):
+        run = report_fleet(path, progress=False)
+    assert run.metrics is None and run.report["identities"] == 1
+    assert f"not scored: the scenario's ground truth {tmp_path / 'b.gt.txt'} is missing" in caplog.text
+    assert not (out / "fleet_metrics.json").exists() and not (out / "fleet_metrics.txt").exists()
+
+
 def test_looks_from_the_ground_truth_run_through_the_fleet(tmp_path: Path) -> None:
     """Embedder type 'ground-truth' end to end (worker processes, bridge, resolver; no model): each person of the
     clip gets one global id, the same on both cameras, and the looks' width reaches the fleet."""
