@@ -344,6 +344,8 @@ def build(
     ``max_frames`` > 0 uses only the source's first frames (quick runs); ``progress(done, total)`` is called
     after each source frame.
     """
+    if max_frames < 0:
+        raise DataError(f"max_frames must be >= 0 (0: the whole source), got {max_frames}")
     total = _frame_count(video, max_frames)
     gt = read_ground_truth(gt_path) if gt_path is not None else None
     out.mkdir(parents=True, exist_ok=True)

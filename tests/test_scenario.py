@@ -139,6 +139,9 @@ def test_bad_scenarios_and_sources_name_the_problem(tmp_path: Path) -> None:
     clip = make_video(tmp_path / "small.mp4", frames=3, size=(320, 240))
     with pytest.raises(DataError, match="outside"):
         build(clip.path, tmp_path / "gt.txt", PRESETS["pets09-2cam-overlap"], tmp_path / "o")
+    with pytest.raises(DataError, match="max_frames must be >= 0"):  # was built from the whole source
+        build(clip.path, None, PRESETS["pets09-2cam-overlap"], tmp_path / "neg", max_frames=-5)
+    assert not (tmp_path / "neg").exists()
 
 
 def test_presets_on_the_real_clip(tmp_path: Path) -> None:
