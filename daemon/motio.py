@@ -192,7 +192,7 @@ def _parse_line(cells: list[str], where: str, expected: int | None) -> list[floa
 
 def _read_table(path: Path) -> tuple[F64Array, _Origin]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows tools) is not part of line 1
     except FileNotFoundError as e:
         raise DataError(f"{path}: file not found") from e
     except (OSError, UnicodeDecodeError) as e:

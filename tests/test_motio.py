@@ -98,6 +98,9 @@ def test_lenient_layouts_blank_lines_spaces_and_trailing_comma(tmp_path: Path) -
     assert len(read_results(p)) == 1
     q = _write(tmp_path, "1 3 1 2 3 4 0.5\n2 3 1 2 3 4 0.5\n", "spaces.txt")
     np.testing.assert_array_equal(read_results(q).frame, [1, 2])
+    bom = tmp_path / "bom.txt"  # saved by a Windows tool: was "line 1: not a number ('\ufeff1')"
+    bom.write_bytes(b"\xef\xbb\xbf1,3,1,2,3,4,0.5\r\n2,3,1,2,3,4,0.5\r\n")
+    np.testing.assert_array_equal(read_results(bom).frame, [1, 2])
 
 
 def test_empty_file_is_an_empty_table(tmp_path: Path) -> None:
