@@ -146,6 +146,10 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     from daemon import scenario as sc
 
     if args.action == "list":
+        if args.name:  # `scenario list pets09-...` printed every preset, as if the name were a filter
+            raise ConfigError(
+                f"scenario list takes no NAME (got {args.name!r}); build one with `scenario build NAME`"
+            )
         for name, cfg in sc.PRESETS.items():
             print(f"{name}: {cfg.description}")
         return 0

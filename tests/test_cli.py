@@ -265,3 +265,12 @@ def test_preset_names_after_an_option_are_names() -> None:
     assert bad.value.code == 2
     with pytest.raises(SystemExit):  # only the models command takes stray words as names
         _parse(build_parser(), ["config", "check", "a.yaml", "b.yaml"])
+
+
+def test_scenario_list_refuses_a_name(capsys: pytest.CaptureFixture[str]) -> None:
+    """`scenario list NAME` listed every preset and exited 0, as if NAME were a filter or did something."""
+    assert main(["scenario", "list"]) == 0
+    assert "pets09-2cam-overlap:" in capsys.readouterr().out
+    assert main(["scenario", "list", "pets09-2cam-overlp"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "scenario list takes no NAME" in captured.err
