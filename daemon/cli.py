@@ -66,9 +66,31 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     summary = run_camera(settings, name, show_progress=False if args.no_progress else None)
     print(summary.text())
+    _warn_unused_detections(settings.cameras[name].detector, summary)
     for key, path in summary.outputs.items():
         print(f"  {key}: {path}")
     return 0
+
+
+def _warn_unused_detections(detector: Any, summary: Any) -> None:
+    """A det.txt none of whose boxes fell on the frames run (another sequence's, 0-based...) gives a silent run."""
+    if detector.type != "mot-file" or summary.detections or not summary.frames:
+        return
+    from daemon.motio import read_detections
+
+    det = read_detections(detector.path)
+    frames = det.frame[det.score >= detector.score_threshold]
+    if len(det) and not len(frames):
+        log.warning("%s: none of its %d boxes scores >= detector.score_threshold", detector.path, len(det))
+    elif len(frames):
+        log.warning(
+            "%s: none of its %d boxes is on the %d frames run (its frames are %d-%d): is it of this video?",
+            detector.path,
+            len(frames),
+            summary.frames,
+            frames.min(),
+            frames.max(),
+        )
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
@@ -184,6 +206,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise ConfigError(f"eval scores the MOT results file, but cameras.{name}.output.mot is off")
         summary = CameraWorker(settings, name, show_progress=False if args.no_progress else None).run()
         print(summary.text())
+        _warn_unused_detections(settings.cameras[name].detector, summary)
         # score the ground truth up to the last frame run (a --max-frames run is not charged for the rest)
         results, frames = summary.outputs["mot"], summary.last_frame + 1
     metrics = evaluate(args.gt, results, num_frames=frames)

@@ -1,6 +1,7 @@
 """CLI smoke tests: every command runs, and bad input gives one clear message and a non-zero exit."""
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -274,3 +275,32 @@ def test_scenario_list_refuses_a_name(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["scenario", "list", "pets09-2cam-overlp"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "scenario list takes no NAME" in captured.err
+
+
+def test_a_det_file_with_no_box_on_the_frames_run_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --detections det.txt` of another (longer) video ran with no box at all and said nothing of why."""
+    clip = make_video(tmp_path / "clip.mp4", frames=5, size=(160, 120), people=1)
+    det = tmp_path / "det.txt"
+    det.write_text("".join(f"{f},-1,10,10,20,40,0.9,-1,-1,-1\n" for f in range(100, 103)))
+    cfg = tmp_path / "cam.yaml"
+    cfg.write_text(f"cameras:\n  door:\n    source: {{uri: {clip.path}}}\n    embedder: {{type: none}}\n")
+    args = [
+        "run",
+        "-c",
+        str(cfg),
+        "--detections",
+        str(det),
+        "--output",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
+    with caplog.at_level(logging.WARNING, logger="daemon"):
+        assert main(args) == 0
+    assert f"{det}: none of its 3 boxes is on the 5 frames run (its frames are 100-102)" in caplog.text
+    caplog.clear()
+    det.write_text("".join(f"{f},-1,10,10,20,40,0.9,-1,-1,-1\n" for f in range(1, 4)))
+    with caplog.at_level(logging.WARNING, logger="daemon"):
+        assert main(args) == 0  # boxes on the frames run: nothing to say
+    assert "none of its" not in caplog.text
