@@ -268,7 +268,11 @@ def _detections(a: F64Array, origin: _Origin) -> MotDetections:
 def _ground_truth(a: F64Array, origin: _Origin) -> MotGroundTruth:
     _check_common(a, origin)
     _check_ids(a, origin)
-    _fail_if((a[:, 6] != 0) & (a[:, 6] != 1), origin, "consider flag (column 7) must be 0 or 1")
+    _fail_if(
+        (a[:, 6] != 0) & (a[:, 6] != 1),
+        origin,
+        "consider flag (column 7) must be 0 or 1: a score there means results or detections, not ground truth",
+    )
     return MotGroundTruth(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2:6].copy(), a[:, 6] == 1)
 
 

@@ -229,8 +229,11 @@ def test_malformed_tracks_name_file_and_line(
 
 def test_ground_truth_consider_flag_must_be_0_or_1(tmp_path: Path) -> None:
     path = _write(tmp_path, GOOD + "2,1,10,10,5,5,0.7,-1,-1,-1\n")
-    with pytest.raises(DataError, match=r"line 2: consider flag"):
+    with pytest.raises(DataError, match=r"line 2: consider flag") as err:
         read_ground_truth(path)
+    assert "a score there means results or detections, not ground truth" in str(
+        err.value
+    )  # eval's args swapped
 
 
 def test_det_file_ignores_ids_but_checks_the_rest(tmp_path: Path) -> None:
