@@ -13,6 +13,8 @@ from scipy.optimize import linear_sum_assignment
 
 from daemon.config import default_cache_dir
 from daemon.detect import box_iou
+from daemon.errors import DataError
+from daemon.motio import read_ground_truth, rows_by_frame, xywh_to_xyxy
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pets09-s2l1"
 VIDEO = SHARED / "vtest.avi"
@@ -35,14 +37,18 @@ class GtFrame:
 
 
 def load_gt(path: Path = GT) -> dict[int, GtFrame]:
-    """gt.txt (frame,id,x,y,w,h,consider,...; 1-based frames) -> 0-based frame index -> GtFrame."""
-    rows = np.loadtxt(path, delimiter=",", ndmin=2)
-    out: dict[int, GtFrame] = {}
-    for f in np.unique(rows[:, 0]).astype(int):
-        r = rows[rows[:, 0] == f]
-        xyxy = np.column_stack([r[:, 2], r[:, 3], r[:, 2] + r[:, 4], r[:, 3] + r[:, 5]]).astype(np.float32)
-        out[int(f) - 1] = GtFrame(r[:, 1].astype(np.int64), xyxy, r[:, 6] > 0)
-    return out
+    """gt.txt (frame,id,x,y,w,h,consider,...; 1-based frames) -> 0-based frame index -> GtFrame.
+
+    Read and checked by daemon.motio: a missing or malformed file ends the script with the reason (exit 1)."""
+    try:
+        gt = read_ground_truth(path)
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from e
+    by_frame = rows_by_frame(gt.frame)
+    return {
+        f - 1: GtFrame(gt.track_id[rows], xywh_to_xyxy(gt.xywh[rows]), gt.consider[rows])
+        for f, rows in sorted(by_frame.items())
+    }
 
 
 def read_frames(

@@ -390,6 +390,27 @@ def test_detector_sweep_benchmark_runs(model_cache: Path, capsys: pytest.Capture
     assert "full+3x2     cut-drop      0.3" in out and "batched" in out and "looped" in out
 
 
+def test_benchmark_clip_gt_is_read_with_its_errors_named(tmp_path: Path) -> None:
+    """detector_sweep / embedder_bench read --gt with numpy: a missing file was a FileNotFoundError traceback and
+    a six-column one 'IndexError: index 6 is out of bounds'."""
+    from _data import load_benchmark
+
+    pets_clip = load_benchmark("pets_clip")
+    with pytest.raises(SystemExit, match=r"error: .*nope\.txt: file not found"):
+        pets_clip.load_gt(tmp_path / "nope.txt")
+    six = tmp_path / "gt6.txt"
+    six.write_text("1,1,10,10,20,40\n")
+    with pytest.raises(
+        SystemExit, match=r"gt6\.txt, line 1: expected 7 to 10 comma-separated columns, got 6"
+    ):
+        pets_clip.load_gt(six)
+    good = tmp_path / "gt.txt"
+    good.write_text("2,5,10,10,20,40,1,-1,-1,-1\n2,6,50,10,20,40,0,-1,-1,-1\n1,5,12,10,20,40,1,-1,-1,-1\n")
+    gt = pets_clip.load_gt(good)
+    assert list(gt) == [0, 1] and gt[1].ids.tolist() == [5, 6] and gt[1].consider.tolist() == [True, False]
+    np.testing.assert_array_equal(gt[1].xyxy[1], np.array([50, 10, 70, 50], np.float32))
+
+
 def test_person_classes_default_follows_the_model() -> None:
     from daemon.detect import person_classes_for
 
