@@ -46,6 +46,7 @@ from daemon.adapt import (
 )
 from daemon.config import Settings, load_settings, with_overrides
 from daemon.embed import OnnxEmbedder, crop_boxes
+from daemon.errors import DataError
 from daemon.motio import MotGroundTruth, read_ground_truth, xywh_to_xyxy
 from daemon.retrieval import (
     CropSet,
@@ -325,7 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.video.is_file() or not args.gt.is_file():
         print(f"missing {args.video} or {args.gt}", file=sys.stderr)
         return 2
-    split = build_split(read_ground_truth(args.gt), split_config(args))
+    try:
+        split = build_split(read_ground_truth(args.gt), split_config(args))
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not len(split.query) or not len(split.gallery):  # every score would be nan
         print(
             f"nothing to score: the evaluated part gives {split.describe()}; "

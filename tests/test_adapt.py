@@ -667,3 +667,17 @@ def test_adapt_bench_refuses_an_evaluated_part_with_no_gallery(
     err = capsys.readouterr().err
     assert "nothing to score" in err and "0 gallery crops" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_adapt_bench_names_a_malformed_gt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from _data import load_benchmark
+
+    bench = load_benchmark("adapt_bench")
+    six = tmp_path / "gt6.txt"
+    six.write_text("1,1,10,10,20,40\n")
+    video = tmp_path / "clip.avi"
+    video.write_bytes(b"")  # not opened: the gt is read first
+    assert bench.main(["--video", str(video), "--gt", str(six), "--out", str(tmp_path / "out")]) == 2
+    assert (
+        "gt6.txt, line 1: expected 7 to 10 comma-separated columns, got 6" in capsys.readouterr().err
+    )  # was a traceback
