@@ -192,6 +192,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     results = args.results
     frames = None
+    run_options = [
+        opt
+        for opt, given in (
+            ("--config", args.config),
+            ("--gt-noise", args.gt_noise),
+            ("--detections", args.detections),
+            ("--source", args.source),
+            ("--max-frames", args.max_frames),
+        )
+        if given is not None
+    ]
+    if results is not None and run_options:  # they were ignored: the file was scored as it is
+        raise ConfigError(
+            f"eval --results scores an existing file, so {', '.join(run_options)} (for running the tracker) "
+            "would be ignored: give one or the other"
+        )
     if results is None:
         if args.config is None:
             raise ConfigError(

@@ -129,6 +129,22 @@ def test_run_then_eval(
     assert main(["eval", "--gt", str(gt), "--results", str(results), "--json", str(metrics_json)]) == 0
     assert "IDF1" in capsys.readouterr().out
     assert json.loads(metrics_json.read_text())["IDF1"] == pytest.approx(100.0)
+    # options that run the tracker were ignored beside --results: the file was scored as it was
+    bad = [
+        "eval",
+        "--gt",
+        str(gt),
+        "--results",
+        str(results),
+        "--gt-noise",
+        "0.1",
+        "0.2",
+        "0.5",
+        "-c",
+        str(cfg),
+    ]
+    assert main(bad) == 2
+    assert "--config, --gt-noise (for running the tracker) would be ignored" in capsys.readouterr().err
 
 
 def test_eval_runs_tracker_on_noisy_gt_and_det_file(
