@@ -250,9 +250,11 @@ def run_fleet(
         if server is not None:
             log.info("embedded Valkey for this fleet at %s", url)
         env = child_environment(settings, url, time.time())
-        exits = _Exits(
-            _Withdrawals(settings, url, env) if settings.fleet.lockstep else None, lambda: stop["asked"]
-        )
+        withdrawals = _Withdrawals(settings, url, env) if settings.fleet.lockstep else None
+        exits = _Exits(withdrawals, lambda: stop["asked"])
+        for n in settings.cameras:
+            if withdrawals is not None and n not in names:  # left out by --cameras: never wait for it
+                withdrawals.add(n, started=False)
         cams = [_start_camera(config, settings, n, env) for n in names]
         try:
             _watch(cams, progress, lambda: stop["asked"], exits)
@@ -383,14 +385,19 @@ class _Withdrawals:
         self._until: dict[str, float] = {}
         self._bridges: dict[str, Bridge] = {}
 
-    def add(self, camera: str) -> None:
+    def add(self, camera: str, started: bool = True) -> None:
+        """Publish ``camera``'s "finished" marker: a worker that failed, or (``started=False``) a camera of the
+        YAML this run does not start (``--cameras``), which the others would wait for until the timeout."""
         try:
             self._bridges[camera] = Bridge(self._cfg, camera, receive=False).start()
         except DaemonError as e:
             log.warning("could not tell the other cameras that %s has stopped: %s", camera, e)
             return
         self._until[camera] = time.monotonic() + self._window_s
-        log.warning("camera %s stopped: the other cameras go on without waiting for it", camera)
+        if started:
+            log.warning("camera %s stopped: the other cameras go on without waiting for it", camera)
+        else:
+            log.info("camera %s is not run: the other cameras go on without waiting for it", camera)
         self._send(camera)
 
     def tick(self) -> None:

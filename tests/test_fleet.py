@@ -746,6 +746,30 @@ def test_a_camera_that_fails_at_start_is_not_reported_with_an_earlier_runs_outpu
     )  # nobody seen: no picture
 
 
+def test_cameras_left_out_by_cameras_are_not_waited_for(tmp_path: Path, mobilenet_model: Path) -> None:
+    """`fleet --cameras b` of a lockstep YAML with cameras a and b: b waited lockstep_timeout_s (60 s) for a's
+    markers, which no worker of this run would send, and the 5 s replay took 66 s."""
+    clip = make_video(tmp_path / "clip.mp4", frames=30, size=(320, 240), people=2)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    out = tmp_path / "runs"
+    cfg = {
+        "models_dir": str(mobilenet_model.parent.parent),
+        "fleet": {"enabled": True, "lockstep": True, "lockstep_timeout_s": 60},
+        "bridge": {"signing_key": {"env": "REID_TEST_FLEET_KEY"}},
+        "cameras": {
+            "left": _true_box_camera(clip.path, gt, out),
+            "right": _true_box_camera(clip.path, gt, out),
+        },
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = run_fleet(path, ["right"], progress=False)
+    assert run.exit_codes == {"right": 0}
+    lockstep = json.loads((out / "right" / "summary.json").read_text())["fleet"]["lockstep"]
+    assert lockstep["steps"] == 30 and lockstep["left_out"] == []  # told, not timed out
+    assert lockstep["waited_s"] < 30
+
+
 def test_a_report_that_cannot_be_scored_says_why_and_drops_an_earlier_runs_scores(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
