@@ -124,6 +124,37 @@ def test_who_reads_what_the_cameras_left_in_valkey_and_what_they_say_live(
     assert "global id 99: not seen" in capsys.readouterr().err
 
 
+def test_a_track_the_resolver_ended_shows_as_ended_in_the_stored_state(
+    tmp_path: Path, valkey: EmbeddedValkey
+) -> None:
+    # Regression: an end published without rows (nothing new since the last exemplars) only renewed the stored
+    # profile, so after a replay `who` and a late-joining camera saw every such track as still alive.
+    from _identity import Counter
+
+    from daemon.config import IdentityConfig
+    from daemon.fleet import to_message
+    from daemon.identity import IdentityResolver
+    from daemon.types import Track
+
+    settings = load_settings(_fleet_yaml(tmp_path, valkey.url))
+    res = IdentityResolver("door", 8, Counter(), IdentityConfig(publish_interval_s=1.0))
+    look = np.eye(8, dtype=np.float32)[:1]
+    now = time.time()
+    updates = []
+    for k in range(60):  # 6 s: embedded for 2 s, then seen without new looks (nothing new to publish)
+        rows = look if k < 20 else np.zeros((1, 8), np.float32)
+        track = Track("door", 1, (40.0, 100.0, 120.0, 300.0), 0.9, 0)
+        updates += res.update(now + k / 10, [track], rows, (1280, 720)).updates
+    end = res.end_track(1, now + 6.0)
+    assert end is not None
+    with Bridge(settings.bridge, "door", receive=False) as door:
+        for u in [*updates, end]:
+            door.publish(to_message(u))
+        assert door.flush(5.0)
+    rows_seen = gather(settings, listen_s=0.0).rows
+    assert [(c.track_id, c.ended) for r in rows_seen for c in r.cameras] == [(1, True)]
+
+
 def test_who_rejects_messages_signed_with_another_key_and_says_so(
     tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
 ) -> None:

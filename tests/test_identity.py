@@ -295,6 +295,9 @@ def test_updates_are_published_on_change_not_every_frame() -> None:
     assert 1 <= len(quiet) <= 3 and all(len(u.exemplars) == 0 for u in quiet)
     end = cam.end_track(1, 25.0)
     assert end is not None and end.ended and end.timestamp == pytest.approx(19.9)  # the last sighting
+    # with its exemplars, though nothing changed since the last ones: the fleet's stored state takes a track's
+    # latest profile with rows (a row-less one only renews it), so `who` and late joiners saw it alive
+    assert len(end.exemplars) > 0
     assert cam.end_track(1, 26.0) is None
 
 

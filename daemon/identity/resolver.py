@@ -872,9 +872,9 @@ class IdentityResolver:
 
     def _announce_lost(self, now: float) -> list[ProfileUpdate]:
         """Updates telling the fleet which of this camera's tracks walked out of view ``lost_after_s`` ago
-        (last seen at the frame's edge; published as ended at their last sighting, so their claims stop
-        blocking far cameras; a track found again is announced again). A track lost in mid-view is hidden or
-        missed by the detector, not gone: its claim stands until claim_ttl_s."""
+        (last seen at the frame's edge; published as ended, with their exemplars, at their last sighting, so
+        their claims stop blocking far cameras; a track found again is announced again). A track lost in mid-view
+        is hidden or missed by the detector, not gone: its claim stands until claim_ttl_s."""
         after = self.cfg.lost_after_s
         if after <= 0:
             return []
@@ -884,7 +884,7 @@ class IdentityResolver:
                 break
             if not lo.lost and lo.gid is not None and lo.at_edge:
                 lo.lost = True
-                out.append(self._profile_update(lo, lo.last_seen, full=False, ended=True))
+                out.append(self._profile_update(lo, lo.last_seen, full=True, ended=True))
         return out
 
     def _publish(self, lo: _Local, now: float) -> ProfileUpdate | None:
@@ -931,7 +931,9 @@ class IdentityResolver:
         self._apply_merges(
             self.store.record(self._contribution(lo, lo.last_seen, True), exemplars, self._now)
         )
-        return self._profile_update(lo, lo.last_seen, full=lo.dirty, ended=True)
+        # with its exemplars: the fleet's stored state keeps a track's latest profile that carries rows (a row-less
+        # update only renews it), so an end without them left the track alive there for `who` and late joiners
+        return self._profile_update(lo, lo.last_seen, full=True, ended=True)
 
     def _reject_reason(self, u: ProfileUpdate) -> str | None:
         if u.camera == self.camera:
