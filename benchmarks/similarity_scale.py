@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         settings = load_settings(args.config)
-        cameras = [c for c in args.cameras.split(",") if c] or list(settings.cameras)
+        cameras = [c.strip() for c in args.cameras.split(",") if c.strip()] or list(settings.cameras)
         mining = AdaptConfig(min_height=args.min_height, min_score=0.0, max_covered=0.3)
         parts = []
         for cam in cameras:

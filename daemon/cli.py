@@ -93,11 +93,16 @@ def _warn_unused_detections(detector: Any, summary: Any) -> None:
         )
 
 
+def camera_list(text: str) -> list[str]:
+    """Camera names from ``--cameras a,b`` (spaces after the commas allowed: ``"a, b"``)."""
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
 def cmd_fleet(args: argparse.Namespace) -> int:
     from daemon.fleet_report import report_text
     from daemon.fleet_runner import report_fleet, run_fleet
 
-    cameras = [c for c in args.cameras.split(",") if c] if args.cameras else None
+    cameras = camera_list(args.cameras) if args.cameras else None
     if args.report_only:
         run = report_fleet(Path(args.config), cameras, progress=not args.no_progress)
     else:

@@ -320,3 +320,10 @@ def test_a_det_file_with_no_box_on_the_frames_run_is_warned_about(
     with caplog.at_level(logging.WARNING, logger="daemon"):
         assert main(args) == 0  # boxes on the frames run: nothing to say
     assert "none of its" not in caplog.text
+
+
+def test_fleet_cameras_may_have_spaces_after_the_commas() -> None:
+    """`fleet --cameras "a, b"` was refused as an unknown camera ' b'."""
+    from daemon.cli import camera_list
+
+    assert camera_list("a, b") == ["a", "b"] and camera_list(" a ,b,") == ["a", "b"]
