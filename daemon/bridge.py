@@ -64,7 +64,7 @@ from types import TracebackType
 from typing import Any, cast, get_args
 
 from daemon import codec
-from daemon.config import BridgeConfig
+from daemon.config import BridgeConfig, redact
 from daemon.errors import ConfigError, DaemonError
 from daemon.fleet_store import ERASE_LUA, PUBLISH_LUA, SNAPSHOT_LUA, FleetKeys
 from daemon.fleet_wire import (
@@ -190,7 +190,7 @@ def connect(cfg: BridgeConfig, url: str, password: bytes | None = None) -> Any:
             return ValkeyCluster.from_url(url, **kwargs)  # type: ignore[no-untyped-call]
         return valkey.Valkey.from_url(url, retry=Retry(NoBackoff(), 0), **kwargs)
     except ValueError as e:  # a malformed URL (port, database, query option): a setting to fix, not an outage
-        raise ConfigError(f"bridge.url {safe_url(url)!r}: {e}") from e
+        raise ConfigError(f"bridge.url {redact(url)!r}: {e}") from e
 
 
 def _tls_url(cfg: BridgeConfig, url: str) -> str:
@@ -416,7 +416,7 @@ class Bridge:
             refused = self._refused
             self.close(flush_s=0.0)
             raise ConfigError(
-                f"bridge: Valkey at {safe_url(self.url)} refused this worker: {refused} (check bridge.username, "
+                f"bridge: Valkey at {redact(self.url)} refused this worker: {refused} (check bridge.username, "
                 "bridge.password and the ACL user's permissions)"
             )
         return self
@@ -501,7 +501,7 @@ class Bridge:
         """The error of a caller that waited ``timeout_s`` for Valkey in vain, naming the last failure (refused,
         no such host, a wrong password, an ACL user without a permission)."""
         why = f": {self._last_error}" if self._last_error else ""
-        return BridgeError(f"could not reach Valkey at {safe_url(self.url)} within {timeout_s} s{why}")
+        return BridgeError(f"could not reach Valkey at {redact(self.url)} within {timeout_s} s{why}")
 
     def allocate_global_id(self) -> int:
         """A new fleet-wide global id (INCR of one key: unique across processes); BridgeError if unreachable."""
@@ -520,7 +520,7 @@ class Bridge:
         except _transient_errors() as e:
             self._drop_command()  # reconnect on the next call
             raise BridgeError(
-                f"cannot allocate a global id: Valkey at {safe_url(self.url)} is unreachable ({e})"
+                f"cannot allocate a global id: Valkey at {redact(self.url)} is unreachable ({e})"
             ) from e
         return range(last - n + 1, last + 1)
 
@@ -952,7 +952,7 @@ class Bridge:
 
     def _set_connected(self, value: bool) -> None:
         if value and not self._connected:
-            logger.info("bridge %s: connected to Valkey at %s", self.camera, safe_url(self.url))
+            logger.info("bridge %s: connected to Valkey at %s", self.camera, redact(self.url))
         self._connected = value
 
     def _lost(self, client: Any, side: str, error: BaseException) -> None:
@@ -998,11 +998,6 @@ def _latest_profile(batch: Batch | None, track: str) -> FleetMessage | None:
 def _bound(d: OrderedDict[Any, Any], size: int) -> None:
     while len(d) > size:
         d.popitem(last=False)
-
-
-def safe_url(url: str) -> str:
-    """``url`` without a password."""
-    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
 
 
 def stream_entries(client: Any, keys: FleetKeys, camera: str) -> Iterable[tuple[str, dict[bytes, bytes]]]:

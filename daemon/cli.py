@@ -301,7 +301,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def _shown(config: dict[str, Any]) -> dict[str, Any]:
     """A dumped config with the passwords of its URLs (camera streams, bridge.url) replaced by ``***``, as the
     secret fields already are."""
-    from daemon.sources import redact
+    from daemon.config import redact
 
     for cam in config["cameras"].values():
         cam["source"]["uri"] = redact(cam["source"]["uri"])

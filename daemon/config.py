@@ -36,7 +36,13 @@ from daemon.errors import ConfigError
 ENV_PREFIX = "REID_"
 # URL schemes a source reads as a live stream (file:// is a local path); any other scheme is refused.
 STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt"})
-_URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def redact(uri: str) -> str:
+    """The uri with any password replaced by ``***`` (safe for logs, names and errors): camera streams and
+    Valkey URLs alike."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/]*@", r"\1:***@", uri)
 
 
 class _Strict(BaseModel):
@@ -98,7 +104,7 @@ class SourceConfig(_Strict):
     @field_validator("uri")
     @classmethod
     def _known_scheme(cls, v: str) -> str:
-        m = _URI_SCHEME.match(v.strip())
+        m = URI_SCHEME.match(v.strip())
         if m and m.group(1).lower() != "file" and m.group(1).lower() not in STREAM_SCHEMES:
             raise ValueError(
                 f"unsupported URL scheme {m.group(1)!r} (streams: {', '.join(sorted(STREAM_SCHEMES))}; "

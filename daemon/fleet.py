@@ -38,8 +38,8 @@ from typing import IO, Any
 import numpy as np
 
 from daemon.adapt import ProjectionHead, load_head
-from daemon.bridge import Bridge, BridgeError, FleetMessage, safe_url
-from daemon.config import Settings
+from daemon.bridge import Bridge, BridgeError, FleetMessage
+from daemon.config import Settings, redact
 from daemon.embedding import atomic_write
 from daemon.errors import ConfigError, DataError
 from daemon.gallery import Gallery
@@ -395,7 +395,7 @@ class FleetLink:
             "%s: joined fleet %r at %s (%s clock)",
             self.camera,
             self.settings.bridge.fleet,
-            safe_url(self.bridge.url),
+            redact(self.bridge.url),
             "media" if self.clock.media else "wall",
         )
         return self

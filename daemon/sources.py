@@ -49,7 +49,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import cv2
 import numpy as np
 
-from daemon.config import STREAM_SCHEMES, SourceConfig
+from daemon.config import STREAM_SCHEMES, URI_SCHEME, SourceConfig, redact
 from daemon.errors import SourceError
 from daemon.types import Frame, ImageBGR
 
@@ -59,7 +59,6 @@ SourceKind = Literal["file", "rtsp", "webcam", "folder"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 _WEBCAM = re.compile(r"^(?:webcam:)?(\d+)$")
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 _RTSP_OVER_TCP = "rtsp_transport;tcp"
 _ENV_LOCK = threading.Lock()
@@ -205,7 +204,7 @@ def infer_kind(uri: str) -> SourceKind:
     """The source kind of a uri: webcam index, stream URL, folder, else a video file."""
     if _WEBCAM.match(uri.strip()):
         return "webcam"
-    m = _SCHEME.match(uri)
+    m = URI_SCHEME.match(uri)
     if m:
         if m.group(1).lower() == "file":
             return "folder" if Path(uri[7:]).is_dir() else "file"
@@ -218,11 +217,6 @@ def infer_kind(uri: str) -> SourceKind:
 def source_kind(cfg: SourceConfig) -> SourceKind:
     """The kind of source a config names: its ``kind``, or the one its uri implies when that is 'auto'."""
     return infer_kind(cfg.uri.strip()) if cfg.kind == "auto" else cfg.kind
-
-
-def redact(uri: str) -> str:
-    """The uri with any password replaced by ``***`` (safe for logs, names and errors)."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/]*@", r"\1:***@", uri)
 
 
 def _check_url(uri: str) -> None:
@@ -296,7 +290,7 @@ class _CaptureReader:
         self.count: int | None = None
 
     def open(self) -> None:
-        if self._req.kind == "file" and not _SCHEME.match(str(self._req.target)):
+        if self._req.kind == "file" and not URI_SCHEME.match(str(self._req.target)):
             path = Path(str(self._req.target))
             if not path.is_file():
                 raise SourceError(f"video file not found: {path}")
@@ -424,7 +418,7 @@ def _make_reader(cfg: SourceConfig, kind: SourceKind, name: str, factory: Captur
     elif kind == "rtsp":
         _check_url(uri)
         target = uri
-    elif _SCHEME.match(uri) and not uri.lower().startswith("file://"):
+    elif URI_SCHEME.match(uri) and not uri.lower().startswith("file://"):
         target = uri  # a file served over http(s), read to its end like a local file
     else:
         target = str(_local_path(uri))

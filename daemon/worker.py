@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
-from daemon.config import CameraConfig, Settings
+from daemon.config import CameraConfig, Settings, redact
 from daemon.detect import build_detector
 from daemon.embed import build_embedder
 from daemon.errors import ConfigError, DaemonError
@@ -22,7 +22,7 @@ from daemon.identity import FrameIdentities
 from daemon.motio import MotWriter
 from daemon.outputs import AnnotatedVideo, EmbeddingFile, EventLog, RunSummary
 from daemon.pipeline import FrameResult, Pipeline
-from daemon.sources import FrameSource, open_source_waiting, redact
+from daemon.sources import FrameSource, open_source_waiting
 from daemon.track import BotSortTracker
 from daemon.types import Frame
 

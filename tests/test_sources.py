@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from _video import SyntheticClip, make_image_folder, make_video, match_frame
 
-from daemon.config import SourceConfig
+from daemon.config import SourceConfig, redact
 from daemon.errors import SourceError
 from daemon.sources import (
     Backoff,
@@ -30,7 +30,6 @@ from daemon.sources import (
     natural_key,
     open_source,
     open_source_waiting,
-    redact,
 )
 from daemon.types import Frame
 
