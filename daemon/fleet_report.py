@@ -168,13 +168,21 @@ def plot_timeline(people: dict[int, dict[str, Any]], epoch: float, path: Path) -
     plt.close(fig)
 
 
+def scoring_inputs(scenario_dir: Path, camera: str, camera_dir: Path) -> tuple[Path, Path, Path]:
+    """What scoring ``camera`` needs: its ground truth, its tracks' results and its global ids' results."""
+    return (
+        scenario_dir / f"{camera}.gt.txt",
+        camera_dir / f"{camera}.txt",
+        camera_dir / f"{camera}.global.txt",
+    )
+
+
 def evaluate_scenario(scenario_dir: Path, camera_dirs: dict[str, Path], out: Path) -> dict[str, Any]:
     """Score the run against the scenario's ground truth; write fleet_metrics.json; return it as a dict."""
     runs: dict[str, CameraRun] = {}
     desc = json.loads((scenario_dir / "scenario.json").read_text(encoding="utf-8"))
     for cam, d in camera_dirs.items():
-        gt_path = scenario_dir / f"{cam}.gt.txt"
-        local, global_path = d / f"{cam}.txt", d / f"{cam}.global.txt"
+        gt_path, local, global_path = scoring_inputs(scenario_dir, cam, d)
         if not (gt_path.is_file() and local.is_file() and global_path.is_file()):
             raise DataError(f"cannot score camera {cam}: need {gt_path}, {local} and {global_path}")
         frames = _frames_run(d / "summary.json", int(desc["cameras"][cam]["frames"]))

@@ -310,18 +310,10 @@ def _report(
     from daemon.fleet_report import build_report, evaluate_scenario
 
     report = build_report(dirs, out)
-    scored = _has_ground_truth(config.parent, names)
-    unscorable = [
-        n for n, d in dirs.items() if not all((d / f).is_file() for f in (f"{n}.txt", f"{n}.global.txt"))
-    ]
-    if scored and unscorable:
-        log.warning(
-            "not scored: camera(s) %s left no results (<camera>.txt and <camera>.global.txt): stopped before "
-            "they opened their outputs, or output.mot is off",
-            ", ".join(unscorable),
-        )
     metrics = (
-        evaluate_scenario(config.parent, dirs, out) if scored and run_ok(codes) and not unscorable else None
+        evaluate_scenario(config.parent, dirs, out)
+        if _scorable(config.parent, dirs) and run_ok(codes)
+        else None
     )
     if metrics is None:
         for stale in ("fleet_metrics.json", "fleet_metrics.txt"):
@@ -330,15 +322,27 @@ def _report(
     return FleetRun(codes, dirs, out, report, metrics, mosaic)
 
 
-def _has_ground_truth(folder: Path, names: list[str]) -> bool:
-    """Whether ``folder`` is a scenario with every camera's ground truth; a warning names the missing ones when
-    only some are there (a scenario built without ``--gt`` has none: not scored, nothing to say)."""
+def _scorable(folder: Path, dirs: dict[str, Path]) -> bool:
+    """Whether ``folder`` is a scenario with every camera's ground truth and every camera left its results; a
+    warning names what is missing (a scenario built without ``--gt`` has no ground truth: nothing to say)."""
+    from daemon.fleet_report import scoring_inputs
+
     if not (folder / "scenario.json").is_file():
         return False
-    missing = [folder / f"{n}.gt.txt" for n in names if not (folder / f"{n}.gt.txt").is_file()]
-    if missing and len(missing) < len(names):
-        log.warning("not scored: the scenario's ground truth %s is missing", ", ".join(map(str, missing)))
-    return not missing
+    inputs = {n: scoring_inputs(folder, n, d) for n, d in dirs.items()}
+    missing = [gt for gt, _, _ in inputs.values() if not gt.is_file()]
+    if missing:
+        if len(missing) < len(inputs):
+            log.warning("not scored: the scenario's ground truth %s is missing", ", ".join(map(str, missing)))
+        return False
+    unscorable = [n for n, (_, local, glob) in inputs.items() if not (local.is_file() and glob.is_file())]
+    if unscorable:
+        log.warning(
+            "not scored: camera(s) %s left no results (<camera>.txt and <camera>.global.txt): stopped before "
+            "they opened their outputs, or output.mot is off",
+            ", ".join(unscorable),
+        )
+    return not unscorable
 
 
 def _mosaic(settings: Settings, dirs: dict[str, Path], out: Path, progress: bool) -> Path | None:
