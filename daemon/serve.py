@@ -94,7 +94,7 @@ class ServiceState:
 # ----------------------------------------------------------------------------------------------- uploads
 
 
-def decode_upload(data: bytes, name: str, max_bytes: int, max_pixels: int = 1 << 30) -> ImageBGR:
+def decode_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> ImageBGR:
     """An uploaded file's bytes -> BGR image; HTTPException 413 / 400 saying what is wrong. An image whose
     header gives more than ``max_pixels`` is refused before it is decoded."""
     if len(data) > max_bytes:
