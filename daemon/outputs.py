@@ -50,10 +50,12 @@ class EmbeddingFile:
         self.path = path
         self.dim = dim
         self.rows = 0
+        self._header_rows = -1  # the row count the header on disk gives
         self._fh: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
         self._write_header()
 
     def _write_header(self) -> None:
+        self._header_rows = self.rows
         text = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({self.rows}, {self.dim}), }}"
         pad = _NPY_HEADER_BYTES - 10 - len(text) - 1
         header = b"\x93NUMPY\x01\x00" + (len(text) + pad + 1).to_bytes(2, "little")
@@ -71,7 +73,10 @@ class EmbeddingFile:
         return self.rows - 1
 
     def flush(self) -> None:
-        self._write_header()
+        """The rows so far on disk, and the header's count with them when it changed (the worker flushes every
+        frame; most frames add no row)."""
+        if self._header_rows != self.rows:
+            self._write_header()
         self._fh.flush()
 
     def close(self) -> None:
