@@ -31,6 +31,7 @@ from daemon.bridge import Bridge
 from daemon.config import SecretSource, Settings, load_settings
 from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet_wire import FleetMessage
+from daemon.procs import spawn
 from daemon.valkey_server import EmbeddedValkey
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def _start_camera(config: Path, settings: Settings, name: str, env: dict[str, st
         (out / earlier).unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "daemon", "run", "--config", str(config), "--camera", name, "--no-progress"]
     with open(log_path, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        proc = spawn(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)  # ends with the fleet
     return CameraProcess(name, proc, status, log_path, _frame_total(settings, name))
 
 

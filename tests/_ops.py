@@ -155,3 +155,12 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, every: float
             return time.monotonic()
         time.sleep(every)
     raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def process_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphaned zombie only waits for init to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
