@@ -215,15 +215,35 @@ def enroll_image(state: ServiceState, image: ImageBGR, name: str, label: str | N
     stem = _reference_stem(state, name, label)
     ref_label = parse_reference_name(Path(stem + ".jpg"), state.naming).label
     result = embed(state.embedder, image, options=EmbedOptions(model=state.model))
-    with state.lock:
-        row = state.gallery.add(ref_label, result.embedding)
-        if row < 0:
-            raise HTTPException(409, f"{ref_label!r} is at its cap and the gallery drops the latest image")
-        saved = _keep(state, image, _free_name(state, stem))  # under the lock: one name per enrolment
-        if state.cfg.gallery is not None:
-            state.gallery.save(state.cfg.gallery)
+    with state.lock:  # one name per enrolment, and a failed one is undone before anyone sees it
+        ref_file = _free_name(state, stem)
+        saved = _keep(state, image, ref_file)  # first: when it fails the gallery has not changed
+        row = -1
+        try:
+            row = state.gallery.add(ref_label, result.embedding)
+            if row < 0:
+                raise HTTPException(
+                    409, f"{ref_label!r} is at its cap and the gallery drops the latest image"
+                )
+            if state.cfg.gallery is not None:
+                state.gallery.save(state.cfg.gallery)
+        except BaseException:
+            if saved is not None and state.cfg.references is not None:
+                (state.cfg.references / ref_file.name).unlink(missing_ok=True)
+            if row >= 0:
+                state.gallery = _last_saved(state)
+            raise
         size = len(state.gallery)
     return {"label": ref_label, "row": row, "gallery_size": size, "reference": saved}
+
+
+def _last_saved(state: ServiceState) -> Gallery:
+    """The gallery as last saved (every enrolment saves it, so: as before the failed one), or a new empty one
+    with the same settings when nothing was saved yet. Reloading undoes an eviction by the cap as well."""
+    path, now = state.cfg.gallery, state.gallery
+    if path is not None and path.exists():
+        return Gallery.load(path)
+    return Gallery.from_config(now.config, now.dim)
 
 
 def _reference_stem(state: ServiceState, name: str, label: str | None) -> str:

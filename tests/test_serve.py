@@ -303,3 +303,45 @@ def test_cli_serve_starts_answers_and_stops_on_sigterm(mobilenet_model: Path, tm
     # uvicorn shuts down cleanly, then re-raises SIGTERM (systemd counts that as a clean stop)
     assert proc.returncode in (0, -signal.SIGTERM), out
     assert "shutdown complete" in out
+
+
+def test_an_enrolment_whose_save_fails_is_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Regression: the new row stayed in memory (and, at a label's cap, the row it evicted stayed gone) and its
+    # reference image stayed in the folder, though the client was told the enrolment failed; a later save wrote
+    # it all to the gallery file.
+    import errno
+
+    import daemon.gallery
+
+    gallery = Gallery(4, threshold=0.9, max_per_label=1)  # jane's second image evicts her first
+    cfg = ServeConfig(gallery=tmp_path / "g.npz", references=tmp_path / "refs")
+    state = ServiceState(MeanColour(), gallery, cfg, model="mean-colour")
+    real_write = daemon.gallery._atomic_write
+
+    def full_disk(path: Path, write: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with BackgroundServer(create_app(state)) as server:
+        url = server.url
+        monkeypatch.setattr(daemon.gallery, "_atomic_write", full_disk)
+        status, body = _post(f"{url}/enroll", "jane.jpg", _jpeg((0, 0, 200)))  # nothing saved yet
+        assert status == 409 and "g.npz" in body["detail"] and "No space" in body["detail"]
+        assert len(state.gallery) == 0 and not list((tmp_path / "refs").iterdir())
+
+        monkeypatch.setattr(daemon.gallery, "_atomic_write", real_write)
+        assert _post(f"{url}/enroll", "jane.jpg", _jpeg((0, 0, 200)))[0] == 200
+        before = state.gallery.embeddings.copy()
+
+        monkeypatch.setattr(daemon.gallery, "_atomic_write", full_disk)
+        status, body = _post(f"{url}/enroll", "jane.jpg", _jpeg((200, 0, 0)))
+        assert status == 409 and "g.npz" in body["detail"]
+        assert state.gallery.labels == ["jane"]
+        np.testing.assert_array_equal(state.gallery.embeddings, before)  # the evicted row is back
+        assert sorted(p.name for p in (tmp_path / "refs").iterdir()) == ["jane.jpg"]
+        assert _call(f"{url}/health")[1]["gallery"]["entries"] == 1
+
+        monkeypatch.setattr(daemon.gallery, "_atomic_write", real_write)
+        assert _post(f"{url}/enroll", "bob.jpg", _jpeg((0, 200, 0)))[0] == 200
+    saved = Gallery.load(tmp_path / "g.npz")
+    assert saved.labels == ["jane", "bob"]
+    np.testing.assert_array_equal(saved.embeddings[:1], before)
