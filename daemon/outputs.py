@@ -5,8 +5,10 @@ Every writer streams to disk with bounded memory, so an endless RTSP run does no
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import struct
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ import numpy as np
 from daemon.types import FloatArray, ImageBGR, Track
 
 EVENT_SCHEMA_VERSION = 1
+SPACE_CHECK_EVERY = 50  # annotated frames between checks that the video's disk still has room
 
 
 class Identity(Protocol):
@@ -224,7 +227,9 @@ class AnnotatedVideo:
     """Writes annotated frames to an mp4v file, opened lazily at the first frame's size.
 
     A later frame of another size (a stream that came back at another resolution, a folder of mixed images) is
-    scaled to that size: the writer would drop it without a word.
+    scaled to that size: the writer would drop it without a word. OpenCV's writer does not report a failed
+    write either, so a full disk is found here: every ``SPACE_CHECK_EVERY`` frames the disk's free space is
+    looked at, and ``close`` checks that the file was finished (its index written); either is an OSError.
     """
 
     def __init__(self, path: Path, fps: float) -> None:
@@ -232,6 +237,7 @@ class AnnotatedVideo:
         self.fps = fps
         self._writer: cv2.VideoWriter | None = None
         self._size = (0, 0)
+        self._frames = 0
 
     def write(
         self, image: ImageBGR, tracks: list[Track], caption: str, identities: Sequence[Identity] | None = None
@@ -246,11 +252,52 @@ class AnnotatedVideo:
         if (drawn.shape[1], drawn.shape[0]) != self._size:
             drawn = np.asarray(cv2.resize(drawn, self._size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
         self._writer.write(drawn)
+        self._frames += 1
+        if self._frames % SPACE_CHECK_EVERY == 0 and _disk_full(self.path):
+            raise OSError(errno.ENOSPC, f"no space left on the disk of {self.path}")
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+            problem = mp4_problem(self.path)
+            if problem is not None:
+                raise OSError(errno.EIO, f"{self.path} was not finished ({problem}); is the disk full?")
+
+
+def _disk_full(path: Path) -> bool:
+    """No block left on ``path``'s file system for this process (root may use the blocks kept for it)."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False  # nothing to tell: the writes themselves are what fails then
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) == 0
+
+
+def mp4_problem(path: Path) -> str | None:
+    """What makes ``path`` not a finished MP4 (its top-level boxes do not tile the file, no ``moov`` index),
+    or None. Reads only the box headers."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            pos, kinds = 0, []
+            while pos < size:
+                f.seek(pos)
+                head = f.read(16)
+                if len(head) < 8:
+                    return f"{size - pos} stray bytes at its end"
+                n, kind = struct.unpack(">I4s", head[:8])
+                if n == 1 and len(head) == 16:
+                    n = struct.unpack(">Q", head[8:])[0]
+                elif n == 0:  # the last box runs to the end of the file
+                    n = size - pos
+                if n < 8 or pos + n > size:
+                    return f"its {kind.decode('latin-1')!r} box at byte {pos} runs past the end"
+                kinds.append(kind)
+                pos += n
+    except OSError as e:
+        return f"cannot read it back: {e.strerror or e}"
+    return None if b"moov" in kinds else "no index (moov box)"
 
 
 @dataclass(slots=True)

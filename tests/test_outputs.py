@@ -1,11 +1,23 @@
 import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from daemon.outputs import AnnotatedVideo, EmbeddingFile, EventLog, RunSummary, draw_tracks
+from daemon.outputs import (
+    SPACE_CHECK_EVERY,
+    AnnotatedVideo,
+    EmbeddingFile,
+    EventLog,
+    RunSummary,
+    draw_tracks,
+    mp4_problem,
+)
 from daemon.types import Track
 
 
@@ -94,3 +106,79 @@ def test_summary_round_trip(tmp_path: Path) -> None:
     s.write(tmp_path / "s.json")
     assert json.loads((tmp_path / "s.json").read_text())["fps"] == 5.0
     assert "10 frames" in s.text()
+
+
+def _noise_video(path: Path, frames: int) -> None:
+    v = AnnotatedVideo(path, 10.0)
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        v.write(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), [_track(1, 0)], "x")
+    v.close()
+
+
+def test_mp4_problem_tells_a_finished_video_from_a_cut_one(tmp_path: Path) -> None:
+    _noise_video(tmp_path / "a.mp4", 5)
+    assert mp4_problem(tmp_path / "a.mp4") is None
+    data = (tmp_path / "a.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    assert "runs past the end" in (mp4_problem(tmp_path / "cut.mp4") or "")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    assert mp4_problem(tmp_path / "empty.mp4") == "no index (moov box)"
+    assert "cannot read" in (mp4_problem(tmp_path / "missing.mp4") or "")
+
+
+# Writes through AnnotatedVideo while the process may not grow a file past 200 kB: OpenCV's writes fail
+# from there on (EFBIG, as ENOSPC on a full disk), which it only logs.
+CAPPED = """
+import resource, signal, sys
+from pathlib import Path
+import numpy as np
+from daemon.outputs import AnnotatedVideo
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+v = AnnotatedVideo(Path(sys.argv[1]), 10.0)
+rng = np.random.default_rng(0)
+for _ in range(40):
+    v.write(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), [], "x")
+try:
+    v.close()
+except OSError as e:
+    print("OSError:", e.strerror)
+"""
+
+
+def test_a_video_whose_writes_failed_is_an_error_at_close(tmp_path: Path) -> None:
+    """OpenCV's writer only logs failed writes: annotated.mp4 was left without its index, unplayable, and
+    the run ended as if all was well."""
+    out = subprocess.run(
+        [sys.executable, "-c", CAPPED, str(tmp_path / "a.mp4")], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"OSError: {tmp_path / 'a.mp4'} was not finished" in out.stdout, out.stdout + out.stderr
+    assert "is the disk full?" in out.stdout
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 400 kB tmpfs (needs the right to mount: root in a container, or skipped)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.mark.skipif(not hasattr(os, "statvfs"), reason="statvfs is POSIX")
+def test_a_full_disk_stops_the_video_mid_run(tiny_disk: Path) -> None:
+    v = AnnotatedVideo(tiny_disk / "a.mp4", 10.0)
+    rng = np.random.default_rng(0)
+    with pytest.raises(OSError, match="no space left on the disk of") as e:
+        for _ in range(10 * SPACE_CHECK_EVERY):  # ~23 kB per frame: full well before the last check
+            v.write(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), [], "x")
+    assert e.value.errno == 28  # ENOSPC
+    with pytest.raises(OSError, match="was not finished"):
+        v.close()
