@@ -192,6 +192,19 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     return 0
 
 
+def _frames_of_run(results: Path) -> int | None:
+    """Frames 1..N to score a worker's MOT file on: up to the last frame the run's summary.json beside it
+    says it ran (a run stopped early is not charged for the rest of the ground truth); None without one."""
+    from daemon.outputs import last_frame_run
+
+    summary = results.parent / "summary.json"
+    last = last_frame_run(summary, results)
+    if last is None:
+        return None
+    log.info("scoring frames 1..%d: %s says the run ended there", last + 1, summary)
+    return last + 1
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from daemon.evaluate import evaluate
 
@@ -230,6 +243,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _warn_unused_detections(settings.cameras[name].detector, summary)
         # score the ground truth up to the last frame run (a --max-frames run is not charged for the rest)
         results, frames = summary.outputs["mot"], summary.last_frame + 1
+    else:
+        frames = _frames_of_run(Path(results))
     metrics = evaluate(args.gt, results, num_frames=frames)
     print(metrics.summary())
     if args.json:
@@ -749,7 +764,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="HOTA / IDF1 / MOTA against MOTChallenge ground truth.")
     ev.add_argument("--gt", required=True, help="MOTChallenge gt.txt.")
-    ev.add_argument("--results", help="Existing results file to score (skips running the tracker).")
+    ev.add_argument(
+        "--results",
+        help="Existing results file to score (skips running the tracker); a worker's, beside its summary.json, "
+        "is scored up to the frame the run ended at.",
+    )
     ev.add_argument(
         "--gt-noise",
         nargs=3,

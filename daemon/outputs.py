@@ -334,3 +334,24 @@ class RunSummary:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.as_dict(), indent=2), encoding="utf-8")
         os.replace(tmp, path)
+
+
+def last_frame_run(summary: Path, results: Path | None = None) -> int | None:
+    """The source position of the last frame the worker whose ``summary.json`` this is ran (None: it ran none,
+    or left no readable summary). With ``results``, only when that is the run's MOT file."""
+    try:
+        doc = json.loads(summary.read_text(encoding="utf-8"))
+        last = int(doc["last_frame"])
+        mot = doc.get("outputs", {}).get("mot") if results is not None else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if results is not None and (not isinstance(mot, str) or not _same_file(Path(mot), results)):
+        return None
+    return last if last >= 0 else None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False

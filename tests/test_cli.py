@@ -327,3 +327,23 @@ def test_fleet_cameras_may_have_spaces_after_the_commas() -> None:
     from daemon.cli import camera_list
 
     assert camera_list("a, b") == ["a", "b"] and camera_list(" a ,b,") == ["a", "b"]
+
+
+def test_eval_of_a_run_stopped_early_scores_the_frames_it_ran(
+    synth: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`eval --results` of a run cut short (--max-frames, a stopped service) charged it with the rest of the
+    ground truth as missed: the run's summary.json beside the file says where it ended."""
+    _, gt, cfg = synth
+    assert main(["run", "--config", str(cfg), "--max-frames", "10"]) == 0
+    results = tmp_path / "runs" / "door" / "door.txt"
+    capsys.readouterr()
+    metrics_json = tmp_path / "m.json"
+    assert main(["eval", "--gt", str(gt), "--results", str(results), "--json", str(metrics_json)]) == 0
+    scored = json.loads(metrics_json.read_text())
+    assert scored["Frames"] == 10 and scored["IDF1"] == pytest.approx(100.0)
+    elsewhere = tmp_path / "copy.txt"  # no summary of its own beside it: the whole ground truth
+    elsewhere.write_bytes(results.read_bytes())
+    assert main(["eval", "--gt", str(gt), "--results", str(elsewhere), "--json", str(metrics_json)]) == 0
+    scored = json.loads(metrics_json.read_text())
+    assert scored["Frames"] == 25 and scored["IDF1"] < 80
