@@ -1,10 +1,12 @@
 """Check a gallery, recognise people against it, and search images or a video for one person.
 
 * ``verify(gallery)``: leave-one-out over every reference. Each row is matched against all OTHER rows: it
-  self-matches when its best match carries its own label. Per reference: best correct and best wrong
-  similarity and their ``margin``; per label: the self-match rate (a label with one image cannot be
-  checked: ``rate`` None); overall rate; the most confusable label pairs (highest cross-label similarity);
-  a threshold that would separate correct from wrong matches when one exists; and plain advice.
+  self-matches when its best match carries its own label. A copy of the row under its own label (the same
+  image enrolled twice) is left out too, and counted: matching it would check nothing. Per reference: best
+  correct and best wrong similarity and their ``margin``; per label: the self-match rate (a label with one
+  image cannot be checked: ``rate`` None); overall rate; the most confusable label pairs (highest
+  cross-label similarity); a threshold that would separate correct from wrong matches when one exists; and
+  plain advice.
   Cost O(N^2 D) in blocks of bounded memory: meant for reference galleries, not millions of rows.
 * ``recognize(...)``: embed an image (whole, given boxes, or detected people) and return the gallery's top-k
   matches at or above the threshold for each crop.
@@ -54,6 +56,9 @@ MAX_ADVICE_ITEMS: Final = 5
 """Advice lists at most this many references or pairs per kind of problem."""
 LOW_RATE: Final = 0.5
 """Below this self-match rate verify blames the embedder as a whole rather than single references."""
+COPY_SIMILARITY: Final = 0.9999
+"""Two rows of one label at least this similar are one image enrolled twice (``enroll --append`` of a folder
+already in the gallery): verify leaves such copies out of each other's check, which they would pass trivially."""
 
 
 # ---------------------------------------------------------------------------------------------- verify
@@ -65,7 +70,8 @@ class ReferenceCheck:
 
     ``self_match`` is None when no other row has the label (cannot be checked). ``best_*`` is the best match
     among the other rows; ``best_correct`` / ``best_wrong`` the best of the same / other labels (None when
-    there is none; ``wrong_label`` says whose); ``margin`` = best_correct - best_wrong.
+    there is none; ``wrong_label`` says whose); ``margin`` = best_correct - best_wrong. ``copies``: rows of
+    its label that are this image again (left out of the check).
     """
 
     index: int
@@ -76,6 +82,7 @@ class ReferenceCheck:
     best_correct: float | None
     best_wrong: float | None
     wrong_label: str | None
+    copies: int = 0
 
     @property
     def margin(self) -> float | None:
@@ -174,6 +181,7 @@ class VerifyReport:
                     "best_wrong": r.best_wrong,
                     "wrong_label": r.wrong_label,
                     "margin": r.margin,
+                    "copies": r.copies,
                 }
                 for r in self.references
             ],
@@ -220,6 +228,7 @@ class _Scan:
         self.correct = np.full(n, -np.inf, np.float32)
         self.wrong = np.full(n, -np.inf, np.float32)
         self.wrong_idx = np.full(n, -1, np.intp)
+        self.copies = np.zeros(n, np.intp)
         self.pairs: dict[tuple[int, int], float] = {}
 
     def run(self) -> None:
@@ -234,6 +243,9 @@ class _Scan:
         s[rows, np.arange(b0, b1)] = -np.inf
         own = self.ids[b0:b1]
         same = self.ids[None, :] == own[:, None]
+        copy = same & (s >= COPY_SIMILARITY)
+        self.copies[b0:b1] = copy.sum(axis=1)
+        s[copy] = -np.inf
         self.best[b0:b1] = np.argmax(s, axis=1)
         self.best_sim[b0:b1] = s[rows, self.best[b0:b1]]
         self.correct[b0:b1] = np.where(same, s, -np.inf).max(axis=1)
@@ -280,9 +292,8 @@ def verify(gallery: Gallery, *, config: RecognitionConfig | None = None) -> Veri
 def _reference(i: int, labels: Sequence[str], scan: _Scan) -> ReferenceCheck:
     correct = _finite(float(scan.correct[i]))
     wrong = _finite(float(scan.wrong[i]))
-    n = len(labels)
-    best = int(scan.best[i]) if n > 1 else -1
-    best_sim = None if best < 0 else _finite(float(scan.best_sim[i]))
+    best_sim = _finite(float(scan.best_sim[i]))  # None: no other row (but copies) to match
+    best = -1 if best_sim is None else int(scan.best[i])
     return ReferenceCheck(
         index=i,
         label=labels[i],
@@ -292,6 +303,7 @@ def _reference(i: int, labels: Sequence[str], scan: _Scan) -> ReferenceCheck:
         best_correct=correct,
         best_wrong=wrong,
         wrong_label=None if wrong is None else labels[int(scan.wrong_idx[i])],
+        copies=int(scan.copies[i]),
     )
 
 
@@ -319,6 +331,7 @@ def _top_pairs(
 def advise(report: VerifyReport) -> tuple[str, ...]:
     """Plain advice from a verification: what is wrong with the references and what to do about it."""
     advice = [
+        *_advise_copies(report),
         *_advise_singles(report),
         *_advise_failures(report),
         *_advise_margins(report),
@@ -334,6 +347,18 @@ def advise(report: VerifyReport) -> tuple[str, ...]:
 def _names(items: Sequence[str]) -> str:
     shown = ", ".join(repr(x) for x in items[:MAX_ADVICE_ITEMS])
     return shown + (f" and {len(items) - MAX_ADVICE_ITEMS} more" if len(items) > MAX_ADVICE_ITEMS else "")
+
+
+def _advise_copies(report: VerifyReport) -> list[str]:
+    copied = [r for r in report.references if r.copies]
+    if not copied:
+        return []
+    labels = sorted({r.label for r in copied})
+    return [
+        f"{len(copied)} reference(s) of {_names(labels)} are the same image as another of their label (enrolled "
+        "twice, e.g. enroll --append of a folder already in the gallery): copies are left out of each other's "
+        "check; enrol the folder afresh without --append"
+    ]
 
 
 def _advise_singles(report: VerifyReport) -> list[str]:

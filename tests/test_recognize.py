@@ -293,6 +293,24 @@ def test_real_verify_matches_brute_force(mobilenet: OnnxEmbedder, tmp_path: Path
     assert report.advice and len(report.labels) == 8
 
 
+def test_real_verify_of_references_enrolled_twice_is_that_of_once(
+    mobilenet: OnnxEmbedder, tmp_path: Path
+) -> None:
+    """enroll --append of a folder already in the gallery: each reference matched its own copy, so verify
+    said 100 % self-match and offered a threshold that 'separates' the people; copies now check nothing."""
+    write_reference_crops(tmp_path / "refs", identities=8, per_identity=3)
+    once, twice = Gallery(mobilenet.dim), Gallery(mobilenet.dim)
+    enroll(tmp_path / "refs", mobilenet, once)
+    for _ in range(2):
+        enroll(tmp_path / "refs", mobilenet, twice)
+    a, b = verify(once), verify(twice)
+    assert a.rate is not None and a.rate < 1.0
+    assert b.rate == a.rate and b.suggested_threshold == a.suggested_threshold
+    assert [r.self_match for r in b.references] == [r.self_match for r in a.references] * 2
+    assert [r.copies for r in b.references] == [1] * 48 and not any(r.copies for r in a.references)
+    assert any("48 reference(s)" in x and "enrolled twice" in x for x in b.advice)
+
+
 def test_real_search_finds_the_query_person(
     mobilenet: OnnxEmbedder, ssdlite_model: Path, tmp_path: Path
 ) -> None:
