@@ -248,9 +248,17 @@ def _last_saved(state: ServiceState) -> Gallery:
 
 def _reference_stem(state: ServiceState, name: str, label: str | None) -> str:
     """The ``[SET-]label`` stem a new reference is kept under, from ``label`` or else the upload's own name.
-    HTTPException 409 when no label can be parsed, or when the file would be hidden (a leading '.':
-    ``enroll`` leaves hidden files out)."""
+    HTTPException 409 when no label can be parsed, when a given label holds what its file name cannot keep
+    ('/', the variant separator: 'AC/DC' would be 'DC', 'jane--doe' would be 'jane'), or when the file would
+    be hidden (a leading '.': ``enroll`` leaves hidden files out)."""
     naming = state.naming
+    lost = [s for s in ("/", naming.variant_separator) if label and s in label]
+    if lost:
+        raise HTTPException(
+            409,
+            f"label {label!r}: {lost[0]!r} cannot be kept in its reference file name "
+            f"([SET-]name[{naming.variant_separator}VARIANT].jpg); choose a label without it",
+        )
     given = label.strip().replace(" ", naming.word_separator) if label else Path(name).stem
     try:
         ref = parse_reference_name(Path(Path(given).name + ".jpg"), naming)  # no folders from a client

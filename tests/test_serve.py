@@ -133,6 +133,18 @@ def test_a_label_that_would_hide_the_reference_file_is_refused(
     assert len(state.gallery) == 0 and not list((tmp_path / "refs").iterdir())
 
 
+def test_a_label_its_file_name_cannot_keep_is_refused(toy: tuple[str, ServiceState], tmp_path: Path) -> None:
+    # Regression: label 'AC/DC' was enrolled as 'DC' (kept as DC.jpg) and 'jane--doe' as 'jane' (the rest
+    # read as a variant): one person filed under another's name, with a 200.
+    url, state = toy
+    for label, part in (("AC/DC", "'/'"), ("jane--doe", "'--'"), ("../x", "'/'")):
+        status, body = _post(f"{url}/enroll", "x.jpg", _jpeg((0, 0, 200)), label=label)
+        assert status == 409 and part in body["detail"] and label in body["detail"], (label, body)
+    assert len(state.gallery) == 0 and not list((tmp_path / "refs").iterdir())
+    status, body = _post(f"{url}/enroll", "x.jpg", _jpeg((0, 0, 200)), label="mary-jane o'neil")
+    assert status == 200 and body["label"] == "mary-jane o'neil"
+
+
 def test_bad_uploads_get_a_4xx_with_a_reason(toy: tuple[str, ServiceState]) -> None:
     url, state = toy
     status, body = _post(f"{url}/recognize", "empty.jpg", b"")
