@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -37,6 +38,16 @@ ENV_PREFIX = "REID_"
 # URL schemes a source reads as a live stream (file:// is a local path); any other scheme is refused.
 STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt"})
 URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+GALLERY_SUFFIXES = (".rdg", ".npz", ".json")  # a gallery file's format is chosen by its suffix
+
+
+def gallery_file(path: Path | None) -> Path | None:
+    """``path`` when None or a gallery file name (by its suffix); ValueError naming the suffixes otherwise."""
+    if path is not None and path.suffix.lower() not in GALLERY_SUFFIXES:
+        raise ValueError(
+            f"{path}: a gallery file ends in {', '.join(GALLERY_SUFFIXES)}, not {path.suffix or 'no suffix'}"
+        )
+    return path
 
 
 def redact(uri: str) -> str:
@@ -431,7 +442,7 @@ class ServeConfig(_Strict):
 
     host: str = Field("127.0.0.1", min_length=1, max_length=255, description="Address to listen on.")
     port: int = Field(8080, ge=0, le=65535, description="TCP port (0: any free port).")
-    gallery: Path | None = Field(
+    gallery: Annotated[Path | None, AfterValidator(gallery_file)] = Field(
         None, description="Gallery file loaded at start and saved after each enrolment (.npz/.json/.rdg)."
     )
     references: Path | None = Field(
@@ -865,7 +876,7 @@ class GalleryConfig(_Strict):
         "2-thread matrix-vector product took 24 ms instead of 0.1 ms); 0 = leave numpy's setting.",
     )
     seed: int = Field(0, ge=0, description="Seed of the drop_random policy.")
-    path: Path | None = Field(
+    path: Annotated[Path | None, AfterValidator(gallery_file)] = Field(
         None, description="Gallery file (.rdg, .npz or .json) to load at start and save to; null = none."
     )
 

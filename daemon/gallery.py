@@ -48,7 +48,7 @@ from numpy.typing import ArrayLike, NDArray
 from pydantic import ValidationError
 
 from daemon import codec
-from daemon.config import GalleryConfig
+from daemon.config import GALLERY_SUFFIXES, GalleryConfig
 from daemon.errors import ConfigError, DataError
 from daemon.types import FloatArray
 
@@ -59,7 +59,7 @@ IndexKind = Literal["auto", "exact", "faiss"]
 
 FORMAT_TAG = "reid-daemon-gallery"
 FORMAT_VERSION = 1
-SUFFIXES = (".rdg", ".npz", ".json")
+SUFFIXES = GALLERY_SUFFIXES
 NORM_EPS = 1e-12
 UNIT_TOL = 4e-7  # a row whose norm is this close to 1 counts as normalised already (float32 rounding)
 _SIM_BLOCK = 1 << 24  # similarity values per block of a batched exact search (64 MiB of float32)

@@ -229,6 +229,21 @@ class SlowColour(MeanColour):
         return super().embed(image, xyxy)
 
 
+def test_a_gallery_file_of_no_gallery_suffix_is_refused_at_start(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: serve --gallery people.txt started; each enrolment was then added to the gallery in memory
+    # and kept in the references folder, but answered 400 as the save refused the suffix (and saved nothing).
+    from daemon.cli import main
+
+    monkeypatch.setattr("daemon.serve.serve_forever", lambda *a: pytest.fail("it served"))
+    assert main(["serve", "--gallery", str(tmp_path / "people.txt"), "--port", "0"]) == 2
+    assert "people.txt: a gallery file ends in .rdg, .npz, .json, not .txt" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not no suffix"):
+        ServeConfig(gallery=tmp_path / "people")
+    assert ServeConfig(gallery=tmp_path / "people.RDG").gallery == tmp_path / "people.RDG"
+
+
 def test_requests_run_in_worker_threads(tmp_path: Path) -> None:
     # Regression: the async handlers embedded on the event loop, so /health waited for every request in
     # flight and requests ran one at a time (the docstring said worker threads). In threads, the name of a
