@@ -309,6 +309,25 @@ def test_real_frame_with_gt_box_matches_the_cut_crop(mobilenet: OnnxEmbedder) ->
     assert float(by_box.embedding @ by_crop.embedding) > 0.97
 
 
+@pytest.mark.parametrize(
+    "box",
+    [(0, 0, 0, 0), (530, 234, 500, 160), (1000, 1000, 1100, 1100), (float("nan"), 0, 10, 10), (0, 0, -5, 9)],
+)
+def test_real_frame_with_a_box_of_no_person_is_refused(
+    mobilenet: OnnxEmbedder, tmp_path: Path, box: tuple[float, ...]
+) -> None:
+    # Regression: embed --box 0 0 0 0 (or one outside the 768x576 frame, inverted, NaN) gave a row made from a
+    # pixel at the border, saved and matched like any person's.
+    _, good = crop_of(100, 9)
+    path = tmp_path / "frame.jpg"
+    cv2.imwrite(str(path), read_video_frames(require_pets09() / "vtest.avi", {100})[100])
+    with pytest.raises(ValueError, match=r"frame\.jpg: a box is x0 y0 x1 y1 .* overlaps the 768x576 image"):
+        embed(mobilenet, path, boxes=np.asarray([good, box]))
+    with pytest.raises(ValueError, match="of the image: a box is"):
+        embed(mobilenet, cv2.imread(str(path)), boxes=np.asarray([box]))
+    assert len(embed(mobilenet, path, boxes=np.asarray([good, (700, 500, 900, 900)]))) == 2  # clipped
+
+
 def test_real_flip_average_is_mirror_symmetric(mobilenet_model: Path, tmp_path: Path) -> None:
     crop, _ = crop_of(200, 9)
     cfg = EmbedderConfig(model=str(mobilenet_model), flip_average=True)
