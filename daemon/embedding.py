@@ -375,6 +375,8 @@ def _crop_from(c: dict[str, Any]) -> CropRef:
 def read_image(path: StrPath) -> ImageBGR:
     """An image file as HxWx3 uint8 BGR; DataError naming the path when it is missing or cannot be decoded."""
     p = Path(path)
+    if p.is_symlink() and not p.exists():
+        raise DataError(f"broken link: {p} -> {os.readlink(p)}")
     if not p.is_file():
         raise DataError(f"image not found: {p}" if not p.exists() else f"not a file: {p}")
     try:
@@ -406,12 +408,15 @@ def list_image_files(folder: StrPath, recursive: bool = False) -> list[Path]:
 
 
 def list_files(root: Path, recursive: bool) -> list[Path]:
-    """Every visible file of ``root`` (and its sub-folders when recursive), in natural order of the path."""
+    """Every visible file of ``root`` (and its sub-folders when recursive), in natural order of the path.
+
+    A broken link is listed too, so that reading it fails naming it rather than the file going unnoticed."""
     found = root.rglob("*") if recursive else root.iterdir()
     files = [
         p
         for p in found
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        if (p.is_file() or (p.is_symlink() and not p.exists()))
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
     ]
     return sorted(files, key=lambda p: natural_key(str(p.relative_to(root))))
 

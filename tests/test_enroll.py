@@ -189,6 +189,20 @@ def test_enroll_bad_inputs(tmp_path: Path, refs: Path) -> None:
         enroll(empty, MeanColour(), Gallery(MeanColour.dim))
 
 
+def test_enroll_reports_broken_links_and_takes_working_ones(tmp_path: Path) -> None:
+    # Regression: a reference that is a link to a moved or deleted photo was left out unreported.
+    paths = write_reference_crops(tmp_path / "photos", identities=2, per_identity=1)
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "ann.jpg").symlink_to(paths[0])
+    (refs / "bob.jpg").symlink_to(tmp_path / "photos" / "moved-away.jpg")
+    report = enroll(refs, MeanColour(), Gallery(MeanColour.dim))
+    assert [e.name.label for e in report.enrolled] == ["ann"]
+    assert [(s.path.name, s.reason) for s in report.skipped] == [
+        ("bob.jpg", f"broken link: {refs / 'bob.jpg'} -> {tmp_path / 'photos' / 'moved-away.jpg'}")
+    ]
+
+
 # ---------------------------------------------------------------------------------------------- real
 
 
