@@ -44,7 +44,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ from tqdm import tqdm
 
 from daemon.boxes import box_area, box_intersection
 from daemon.embed import crop_boxes
+from daemon.embedding import atomic_write
 from daemon.errors import DataError, ModelError
 from daemon.types import FloatArray, ImageBGR
 
@@ -246,22 +246,11 @@ def _shape_problem(h: ProjectionHead) -> str | None:
 def save_head(head: ProjectionHead, path: Path) -> Path:
     """Write ``head`` to ``path`` (.npz, atomically: a temp file in the same folder, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(head.meta, format=HEAD_FORMAT, version=HEAD_VERSION)
     meta.update(input_dim=head.input_dim, output_dim=head.output_dim, hidden=int(head.w1.shape[1]))
     arrays: dict[str, NDArray[Any]] = {k: np.asarray(getattr(head, k), np.float32) for k in HEAD_ARRAYS}
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
 
 
 def load_head(path: Path) -> ProjectionHead:

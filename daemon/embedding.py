@@ -19,17 +19,19 @@ pixels, detector score) and :class:`Timings` in milliseconds. ``save`` / ``load`
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import os
-import tempfile
+import secrets
+import stat
 import time
 import zipfile
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Final, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -218,19 +220,38 @@ def _unit(v: NDArray[Any]) -> FloatArray:
     return out
 
 
-def atomic_write(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temp file in the same folder (flush, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
+    """Write ``data`` (bytes, or a function writing to the open file) to ``path`` through a temp file in the
+    same folder (flush, fsync, rename, then fsync the folder where the platform allows it).
+
+    The file gets the mode a file made with ``open`` would (0666 less the umask), or keeps the mode of the
+    file it replaces: a temp file of ``tempfile.mkstemp`` is 0600, and other users (a service reading a
+    gallery someone enrolled) could no longer read it once renamed.
+    """
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to any new file
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(fh.fileno(), stat.S_IMODE(path.stat().st_mode))
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    with contextlib.suppress(OSError):  # make the rename durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
     return path
 
 

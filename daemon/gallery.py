@@ -33,12 +33,10 @@ import contextlib
 import io
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -49,6 +47,7 @@ from pydantic import ValidationError
 
 from daemon import codec
 from daemon.config import GALLERY_SUFFIXES, GalleryConfig
+from daemon.embedding import atomic_write
 from daemon.errors import ConfigError, DataError
 from daemon.types import FloatArray
 
@@ -672,7 +671,7 @@ class Gallery:
             settings = self._settings()
         writer = {".rdg": _write_rdg, ".npz": _write_npz, ".json": _write_json}[suffix]
         try:
-            _atomic_write(path, lambda fp: writer(fp, settings, labels, emb))
+            atomic_write(path, lambda fp: writer(fp, settings, labels, emb))
         except OSError as e:
             raise DataError(f"cannot save the gallery as {path}: {e}") from e
         return path
@@ -789,29 +788,6 @@ def _exact_top_k(emb: FloatArray, q: FloatArray, k: int) -> NDArray[np.int64]:
 
 
 # ------------------------------------------------------------------------------------------------ files
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through a temporary file in the same folder, flush, fsync, then rename over ``path``."""
-    folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fp:
-            write(fp)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable where the platform allows it
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def _write_rdg(fp: BinaryIO, settings: dict[str, Any], labels: list[str], emb: FloatArray) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +264,16 @@ def test_bad_json_files(tmp_path: Path) -> None:
         (tmp_path / name).write_text(text)
         with pytest.raises(DataError, match=name):
             EmbeddingResult.load(tmp_path / name)
+
+
+def test_saved_file_takes_the_umask(tmp_path: Path) -> None:
+    # Regression: embed --out (and galleries, adaptation heads) wrote 0600 files whatever the umask.
+    r = embed(MeanColour(), _image((10, 200, 30)))
+    old = os.umask(0o022)
+    try:
+        assert stat.S_IMODE(r.save(tmp_path / "e.npz").stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
 
 
 def test_saving_where_no_file_can_be_is_a_data_error(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any, Literal
@@ -493,6 +495,24 @@ def test_failed_save_leaves_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
         g.save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["g.rdg"]
+
+
+@pytest.mark.parametrize("suffix", [".rdg", ".npz", ".json"])
+def test_saved_file_takes_the_umask_or_keeps_its_mode(tmp_path: Path, suffix: str) -> None:
+    # Regression: a gallery was saved through a mkstemp file, 0600 whatever the umask: enrolled by one user,
+    # it could not be read by the service (another user) that loads it, and each save made it so again.
+    g = Gallery(D)
+    g.add("a", np.ones(D))
+    old = os.umask(0o022)
+    try:
+        path = g.save(tmp_path / f"g{suffix}")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        path.chmod(0o640)
+        g.add("b", -np.ones(D))
+        g.save(path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640 and len(Gallery.load(path)) == 2
+    finally:
+        os.umask(old)
 
 
 def test_saving_where_no_file_can_be_is_a_data_error(tmp_path: Path) -> None:
