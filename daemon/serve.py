@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final, TypeVar
+from urllib.parse import quote
 
 import cv2
 import numpy as np
@@ -146,8 +147,13 @@ def reference_urls(folder: Path | None, naming: EnrollConfig) -> dict[str, list[
             label = parse_reference_name(path, naming).label
         except ValueError:
             continue
-        urls.setdefault(label, []).append(f"/references/{path.name}")
+        urls.setdefault(label, []).append(reference_url(path.name))
     return urls
+
+
+def reference_url(name: str) -> str:
+    """The URL path of the reference file ``name``, percent-encoded ('#', '?', '%', spaces, non-ASCII)."""
+    return f"/references/{quote(name)}"
 
 
 def health(state: ServiceState) -> dict[str, Any]:
@@ -292,7 +298,7 @@ def _keep(state: ServiceState, image: ImageBGR, name: Path) -> str | None:
     folder.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(folder / name.name), image):
         raise DataError(f"cannot write the reference image {folder / name.name}")
-    return f"/references/{name.name}"
+    return reference_url(name.name)
 
 
 # ---------------------------------------------------------------------------------------------- the app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -143,6 +144,22 @@ def test_a_label_its_file_name_cannot_keep_is_refused(toy: tuple[str, ServiceSta
     assert len(state.gallery) == 0 and not list((tmp_path / "refs").iterdir())
     status, body = _post(f"{url}/enroll", "x.jpg", _jpeg((0, 0, 200)), label="mary-jane o'neil")
     assert status == 200 and body["label"] == "mary-jane o'neil"
+
+
+def test_reference_urls_are_percent_encoded(toy: tuple[str, ServiceState], tmp_path: Path) -> None:
+    # Regression: label 'no#1' was kept as no#1.jpg and given as /references/no#1.jpg, a URL that fetches
+    # /references/no (404); a space, '?', '%' or 'ë' broke the URLs in the same way.
+    url, _ = toy
+    image = _jpeg((0, 0, 200))
+    for label in ("no#1", "what?", "100%", "Zoë Smith"):
+        status, body = _post(f"{url}/enroll", "x.jpg", image, label=label)
+        assert status == 200, body
+        kept = tmp_path / "refs" / urllib.parse.unquote(body["reference"].removeprefix("/references/"))
+        assert _call(url + body["reference"]) == (200, kept.read_bytes())
+    status, body = _post(f"{url}/search?k=4&threshold=0.5", "q.jpg", image)
+    refs = [r for m in body["matches"] for r in m["references"]]
+    assert len(refs) == 4 and all(_call(url + r)[0] == 200 for r in refs), refs
+    assert "/references/no%231.jpg" in refs
 
 
 def test_bad_uploads_get_a_4xx_with_a_reason(toy: tuple[str, ServiceState]) -> None:
