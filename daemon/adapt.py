@@ -3,9 +3,9 @@
 ``reid-daemon adapt`` trains a head with a supervised-contrastive (SupCon, Khosla et al. 2020) loss on
 features of the frozen ONNX embedder, extracted once and cached, from two kinds of data:
 
-* a **labelled reference folder**: one image per file, the file name is the label (``daemon.enroll``'s
-  ``parse_reference_name`` when that module is present; otherwise the stem without a ``--variant`` suffix,
-  underscores read as spaces). Images of one label are positives; different labels are negatives.
+* a **labelled reference folder**: one image per file, the file name is the label, read as ``reid-daemon
+  enroll`` reads it (``daemon.enroll``, with the config's ``enroll`` naming; hidden files left out). Images of
+  one label are positives; different labels are negatives.
 * a site's own **recorded video with no labels**: our detector and tracker run over it (or a MOT results
   file is read beside the video) and each track becomes a pseudo-identity. Boxes are sampled every
   ``sample_every`` frames, at most ``max_per_track`` per track (reservoir sampling, so a long track is
@@ -57,8 +57,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from daemon.boxes import box_area, box_intersection
+from daemon.config import EnrollConfig
 from daemon.embed import crop_boxes
 from daemon.embedding import atomic_write
+from daemon.enroll import reference_files
 from daemon.errors import DataError, ModelError
 from daemon.types import FloatArray, ImageBGR
 
@@ -74,7 +76,6 @@ IntArray = NDArray[np.int64]
 HEAD_FORMAT: Final = "reid-daemon-head"
 HEAD_VERSION: Final = 1
 HEAD_ARRAYS: Final = ("mean", "w0", "w1", "b1", "w2", "b2")
-IMAGE_SUFFIXES: Final = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CACHE_VERSION: Final = 1
 MINING_FIELDS: Final = (
     "sample_every",
@@ -364,40 +365,18 @@ class CropEmbedder(Protocol):
 # ------------------------------------------------------------------------------------------ reference folder
 
 
-def reference_label(path: Path) -> str | None:
-    """The label of a reference image, or None when its name leaves none.
-
-    ``daemon.enroll.parse_reference_name`` decides when that module is importable (``[SET-]name[--VARIANT]``);
-    otherwise the stem without a ``--VARIANT`` suffix, underscores read as spaces (``jane_doe--2.jpg`` ->
-    ``jane doe``).
-    """
-    try:
-        from daemon.enroll import parse_reference_name
-    except ImportError:
-        label = " ".join(path.stem.rsplit("--", 1)[0].replace("_", " ").split())
-        return label or None
-    try:
-        return parse_reference_name(path).label
-    except ValueError:
-        return None
-
-
-def list_reference(folder: Path) -> tuple[list[Path], list[str]]:
-    """Image files of ``folder`` (sorted, not recursive) and their labels; DataError when there are none."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"reference folder not found: {folder}")
-    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise DataError(f"reference folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    labels = [reference_label(p) for p in paths]
-    for p, label in zip(paths, labels, strict=True):
-        if label is None:
-            logger.warning("skipped reference %s: its name leaves no label", p)
-    kept = [(p, label) for p, label in zip(paths, labels, strict=True) if label is not None]
-    if not kept:
-        raise DataError(f"no image name in {folder} gives a label ([SET-]name[--VARIANT].ext)")
-    return [p for p, _ in kept], [label for _, label in kept]
+def list_reference(folder: Path, naming: EnrollConfig | None = None) -> tuple[list[Path], list[str]]:
+    """Image files of ``folder`` and their labels, as ``reid-daemon enroll`` reads them (``naming``: the
+    config's ``enroll`` section; hidden files left out); the files left out are logged. DataError when no
+    image gives a label."""
+    names, skipped = reference_files(folder, naming or EnrollConfig())
+    for s in skipped:
+        logger.warning("skipped reference %s: %s", s.path, s.reason)
+    if not names:
+        raise DataError(
+            f"reference folder {folder} holds no image whose name gives a label ([SET-]name[--VARIANT].jpg)"
+        )
+    return [n.path for n in names], [n.label for n in names]
 
 
 def reference_features(
@@ -1104,6 +1083,7 @@ class AdaptRequest:
     progress: bool = True
     # mine these cameras (one head for a fleet); empty: the one camera asked for
     cameras: tuple[str, ...] = ()
+    naming: EnrollConfig = field(default_factory=EnrollConfig)  # how reference file names give labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -1201,7 +1181,7 @@ def _check_same_embedder(settings: Settings, first: str, other: str) -> None:
 def _reference(req: AdaptRequest, embedder: CropEmbedder) -> LabelledFeatures | None:
     if req.reference is None:
         return None
-    paths, labels = list_reference(req.reference)
+    paths, labels = list_reference(req.reference, req.naming)
     return reference_features(paths, labels, embedder, progress=req.progress)
 
 

@@ -591,6 +591,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         cache_dir=None if args.no_cache else Path(args.cache_dir or out.parent / "adapt-cache"),
         progress=not args.no_progress,
         cameras=tuple(settings.cameras) if args.all_cameras else (),
+        naming=settings.enroll,
     )
     result = run_adapt(settings, name, req, _adapt_config(args))
     for line in result.lines():

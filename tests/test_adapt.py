@@ -34,7 +34,6 @@ from daemon.adapt import (
     load_tracklets,
     merge_tracklets,
     mine_tracklets,
-    reference_label,
     save_head,
     save_tracklets,
     supcon_loss,
@@ -42,8 +41,9 @@ from daemon.adapt import (
     valid_pairs,
 )
 from daemon.cli import main
-from daemon.config import EmbedderConfig, RuntimeConfig
+from daemon.config import EmbedderConfig, EnrollConfig, RuntimeConfig
 from daemon.embed import OnnxEmbedder
+from daemon.enroll import reference_files
 from daemon.errors import ModelError
 from daemon.types import FloatArray, ImageBGR
 
@@ -467,10 +467,7 @@ def test_train_head_refuses_references_without_positives() -> None:
 # ------------------------------------------------------------------------------------------- reference folder
 
 
-def test_reference_labels_and_listing(tmp_path: Path) -> None:
-    assert reference_label(Path("person_003--02.png")) == "person 003"
-    assert reference_label(Path("jane_doe.jpg")) == "jane doe"
-    assert reference_label(Path("--2.jpg")) is None
+def test_reference_listing_reads_names_as_enroll_does(tmp_path: Path) -> None:
     for name in ("b_person--1.png", "a_person--1.png", "a_person--2.png", "--3.png", "notes.txt"):
         cv2.imwrite(str(tmp_path / name), np.full((20, 10, 3), 100, np.uint8)) if name.endswith(".png") else (
             tmp_path / name
@@ -480,8 +477,22 @@ def test_reference_labels_and_listing(tmp_path: Path) -> None:
     assert labels == ["a person", "a person", "b person"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(Exception, match="holds no images"):
+    with pytest.raises(Exception, match="holds no image whose name gives a label"):
         list_reference(empty)
+
+
+def test_reference_folder_gives_the_labels_enroll_gives(tmp_path: Path) -> None:
+    # Regression: adapt listed the folder its own way: hidden files ('._ann--1.jpg', left by macOS copies, or
+    # '.ann--2.jpg') became labels of their own, and the config's enroll naming (lowercase) was not used, so
+    # 'Ann' and 'ann', one person to enroll, were trained apart as two (negatives of each other).
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for name in ("Ann--1.jpg", "ann--2.jpg", "bob--1.jpg", "._Ann--1.jpg", ".ann--3.jpg"):
+        cv2.imwrite(str(refs / name), np.full((20, 10, 3), 100, np.uint8))
+    naming = EnrollConfig(lowercase=True)
+    paths, labels = list_reference(refs, naming)
+    names, _ = reference_files(refs, naming)
+    assert paths == [n.path for n in names] and labels == [n.label for n in names] == ["ann", "ann", "bob"]
 
 
 # ------------------------------------------------------------------------------------------- real model
