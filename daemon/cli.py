@@ -664,7 +664,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         gallery = _new_gallery(args, embedder.dim)
     head = getattr(embedder, "head", None)
-    state = ServiceState(embedder, gallery, cfg, model, detector, None if head is None else dict(head.meta))
+    meta = None if head is None else dict(head.meta)
+    state = ServiceState(embedder, gallery, cfg, model, detector, meta, naming=_section(args, "enroll"))
     log.warning(
         "serving %d gallery entries (%s) on http://%s:%d (docs at /docs)",
         len(gallery),

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from _crops import MeanColour, write_reference_crops
 
-from daemon.config import EmbedderConfig, RuntimeConfig, ServeConfig
+from daemon.config import EmbedderConfig, EnrollConfig, RuntimeConfig, ServeConfig
 from daemon.embed import OnnxEmbedder
 from daemon.errors import DataError
 from daemon.gallery import Gallery
@@ -259,6 +259,35 @@ def test_a_gallery_file_of_no_gallery_suffix_is_refused_at_start(
     with pytest.raises(ValueError, match="not no suffix"):
         ServeConfig(gallery=tmp_path / "people")
     assert ServeConfig(gallery=tmp_path / "people.RDG").gallery == tmp_path / "people.RDG"
+
+
+def test_cli_serve_names_references_as_the_config_enroll_section_says(
+    mobilenet_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: serve named enrolled uploads by the default naming whatever the config's enroll section
+    # said: with lowercase and word_separator '.', 'Jane Doe' was enrolled as 'Jane Doe' and kept as
+    # Jane_Doe.jpg, which `enroll -c` of the references folder reads as 'jane_doe'.
+    from daemon.cli import main
+    from daemon.enroll import reference_files
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "cameras:\n  a:\n    source: {uri: a.mp4}\nenroll: {lowercase: true, word_separator: '.'}\n"
+    )
+    answers: list[Any] = []
+
+    def serve_once(app: Any, host: str, port: int) -> None:
+        with BackgroundServer(app) as server:
+            answers.append(_post(f"{server.url}/enroll", "x.jpg", _jpeg((0, 0, 200)), label="Jane Doe"))
+
+    monkeypatch.setattr("daemon.serve.serve_forever", serve_once)
+    refs = tmp_path / "refs"
+    args = ["serve", "-c", str(cfg), "-g", str(tmp_path / "g.npz"), "--references", str(refs)]
+    assert main([*args, "--model", str(mobilenet_model)]) == 0
+    assert answers[0][0] == 200 and answers[0][1]["label"] == "jane doe"
+    names, _ = reference_files(refs, EnrollConfig(lowercase=True, word_separator="."))
+    assert [(n.path.name, n.label) for n in names] == [("jane.doe.jpg", "jane doe")]
+    assert Gallery.load(tmp_path / "g.npz").labels == ["jane doe"]
 
 
 def test_requests_run_in_worker_threads(tmp_path: Path) -> None:
