@@ -820,6 +820,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
 
+def _frame_count(text: str) -> int:
+    """An argparse type: a whole number of frames, 0 or more (0: no limit)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of frames: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or more frames, not {n}")
+    return n
+
+
 def _add_gallery_parsers(sub: Any) -> None:
     e = sub.add_parser("embed", help="Embed images, crops, a folder or a video; save .npz / .json.")
     e.add_argument("inputs", nargs="+", help="Image files, folders of images, or a video.")
@@ -834,7 +845,9 @@ def _add_gallery_parsers(sub: Any) -> None:
     e.add_argument("--detect", action="store_true", help="Embed the people the detector finds.")
     e.add_argument("--largest", action="store_true", help="With --detect: only the largest person per image.")
     e.add_argument("--every", type=int, help="Read every Nth video frame (default: recognition.video_every).")
-    e.add_argument("--max-frames", type=int, default=0, help="Stop a video after this many frames read.")
+    e.add_argument(
+        "--max-frames", type=_frame_count, default=0, help="Stop a video after this many frames read."
+    )
     e.add_argument("--recursive", action="store_true", help="Also images in sub-folders.")
     e.add_argument("--out", help="Write the result (.npz or .json).")
     e.add_argument("--json", action="store_true", help="Print the whole result as JSON.")
@@ -888,7 +901,9 @@ def _add_gallery_parsers(sub: Any) -> None:
         "--threshold", type=float, help="Similarity threshold (default: the gallery's or the default)."
     )
     s.add_argument("--every", type=int, help="Read every Nth video frame (default: recognition.video_every).")
-    s.add_argument("--max-frames", type=int, default=0, help="Stop a video after this many frames read.")
+    s.add_argument(
+        "--max-frames", type=_frame_count, default=0, help="Stop a video after this many frames read."
+    )
     s.add_argument("--recursive", action="store_true", help="Also images in sub-folders.")
     s.add_argument("--out", help="Write annotated crops of the hits and hits.json into this folder.")
     s.add_argument("--json", action="store_true", help="Print the hits as JSON.")

@@ -184,6 +184,22 @@ def test_bad_options_exit_2(tmp_path: Path, capsys: Capture) -> None:
     assert "embedder.type is 'none'" in capsys.readouterr().err
 
 
+def test_a_negative_max_frames_exits_2_naming_the_option(tmp_path: Path, capsys: Capture) -> None:
+    # Regression: search --max-frames -5 ended in a pydantic ValidationError traceback from the video
+    # source, and embed printed '1 validation error for SourceConfig' (naming no option).
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"")
+    for command in (["search", str(video), "-q", "q.jpg"], ["embed", str(video)]):
+        for value, says in (
+            ("-5", "must be 0 (no limit) or more frames, not -5"),
+            ("x", "not a whole number"),
+        ):
+            with pytest.raises(SystemExit) as stop:
+                main([*command, "--max-frames", value])
+            assert stop.value.code == 2
+            assert f"argument --max-frames: {says}" in capsys.readouterr().err
+
+
 def test_search_without_a_query_exits_2(
     data: Path, mobilenet_model: Path, ssdlite_model: Path, capsys: Capture
 ) -> None:
