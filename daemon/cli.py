@@ -410,6 +410,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     if args.box and len(args.inputs) != 1:
         raise ConfigError("--box goes with exactly one input image")
+    if args.largest and not args.detect:
+        raise ConfigError("--largest picks among the people --detect finds: give --detect too")
     cfg = _recognition_config(args, video_every=args.every)
     embedder, detector, model = _recognition_models(args, detector=args.detect)
     opts = EmbedOptions(

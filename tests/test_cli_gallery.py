@@ -174,6 +174,8 @@ def test_bad_options_exit_2(tmp_path: Path, capsys: Capture) -> None:
     assert "g.txt" in capsys.readouterr().err
     assert main(["embed", "a.jpg", "b.jpg", "--box", "0", "0", "1", "1"]) == 2
     assert "--box" in capsys.readouterr().err
+    assert main(["embed", "a.jpg", "--largest"]) == 2  # it did nothing without --detect, silently
+    assert "--largest picks among the people --detect finds" in capsys.readouterr().err
     assert main(["recognize", "a.jpg", "-g", "g.npz", "--threshold", "3"]) == 2
     assert "--threshold" in capsys.readouterr().err
     assert main(["verify", "-g", "g.npz", "--pairs", "-1"]) == 2
