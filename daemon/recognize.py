@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
+from os import PathLike
 from pathlib import Path
 from typing import Any, Final
 
@@ -447,12 +448,14 @@ class Recognition:
 
 @dataclass(frozen=True)
 class RecognizeReport:
-    """One :class:`Recognition` per query crop, and the k and threshold used."""
+    """One :class:`Recognition` per query crop, the k and threshold used, and the query images in which the
+    detector found no person (``no_person``: they have no crop, so no recognition)."""
 
     recognitions: tuple[Recognition, ...]
     k: int
     threshold: float
     embed_ms: float
+    no_person: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -469,6 +472,7 @@ class RecognizeReport:
                 }
                 for r in self.recognitions
             ],
+            "no_person": list(self.no_person),
         }
 
     def text(self) -> str:
@@ -481,6 +485,7 @@ class RecognizeReport:
                 continue
             found = ", ".join(f"{m.label} {m.similarity:.3f}" for m in r.matches)
             lines.append(f"{where}: {found}")
+        lines += [f"{source or '<image>'}: no person detected" for source in self.no_person]
         return "\n".join(lines) if lines else "no query crop (no person detected)"
 
 
@@ -517,7 +522,18 @@ def recognize(
     return the gallery's top-``k`` matches at or above ``threshold`` (default: the gallery's) per crop."""
     check_dims(gallery, embedder.dim, "the embedder's output")
     result = embed(embedder, query, boxes=boxes, options=options)
-    return recognize_embeddings(result, gallery, k=k or RecognitionConfig().top_k, threshold=threshold)
+    report = recognize_embeddings(result, gallery, k=k or RecognitionConfig().top_k, threshold=threshold)
+    seen = {c.source for c in result.crops}
+    return replace(report, no_person=tuple(s for s in _query_sources(query) if s not in seen))
+
+
+def _query_sources(query: ImageBGR | StrPath | Sequence[StrPath]) -> list[str]:
+    """The source name each query image's crops carry ("" for an image in memory)."""
+    if isinstance(query, np.ndarray):
+        return [""]
+    if isinstance(query, str | PathLike):
+        return [str(query)]
+    return [str(q) for q in query]
 
 
 # ---------------------------------------------------------------------------------------------- search

@@ -311,6 +311,25 @@ def test_real_verify_of_references_enrolled_twice_is_that_of_once(
     assert any("48 reference(s)" in x and "enrolled twice" in x for x in b.advice)
 
 
+def test_real_recognize_names_the_images_with_no_person(
+    mobilenet: OnnxEmbedder, ssdlite_model: Path, tmp_path: Path
+) -> None:
+    # Regression: recognize a.jpg b.jpg --detect said nothing of b.jpg when no person was found in it (text
+    # and JSON listed a's people only), as if b had not been given.
+    write_reference_crops(tmp_path / "refs", identities=4, per_identity=2)
+    g = Gallery(mobilenet.dim)
+    enroll(tmp_path / "refs", mobilenet, g)
+    (frame,) = write_frames(tmp_path / "frames", [100])
+    blank = tmp_path / "blank.jpg"
+    cv2.imwrite(str(blank), np.full((576, 768, 3), 120, np.uint8))
+    detector = SSDLiteDetector(SSDLiteDetectorConfig(model=str(ssdlite_model)), CPU, tmp_path)
+    report = recognize(mobilenet, g, [frame, blank], k=1, options=EmbedOptions(detector=detector))
+    assert report.recognitions and {r.crop.source for r in report.recognitions} == {str(frame)}
+    assert report.no_person == (str(blank),)
+    assert report.text().endswith(f"{blank}: no person detected")
+    assert report.as_dict()["no_person"] == [str(blank)]
+
+
 def test_real_search_finds_the_query_person(
     mobilenet: OnnxEmbedder, ssdlite_model: Path, tmp_path: Path
 ) -> None:
