@@ -16,7 +16,8 @@ Naming convention (separators and the set-code pattern are fields of ``EnrollCon
   A name that leaves no label (``--2.jpg``, ``A12-.jpg``) is skipped and reported.
 
 Hidden files are ignored; other files, unreadable images, photos where ``--detect`` finds no person and
-images refused by the gallery's per-label cap are reported in ``EnrollReport.skipped``, never dropped silently.
+images refused by the gallery's per-label cap are reported in ``EnrollReport.skipped``, never dropped silently;
+earlier gallery entries the cap drops to make room (appending) are counted in ``EnrollReport.evicted``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import logging
 import re
 import time
 import unicodedata
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +121,9 @@ class SkippedFile:
 
 @dataclass(frozen=True)
 class EnrollReport:
-    """What ``enroll`` did: enrolled and skipped files, the gallery size after, where it was saved."""
+    """What ``enroll`` did: enrolled and skipped files, earlier entries the per-label cap dropped to make room
+    (``evicted``, appending to a gallery: drop_oldest / drop_random), the gallery size after, where it was
+    saved."""
 
     folder: Path
     enrolled: tuple[EnrolledImage, ...]
@@ -127,6 +131,7 @@ class EnrollReport:
     gallery_size: int
     saved: Path | None
     timings: Timings
+    evicted: tuple[tuple[str, int], ...] = ()  # (label, entries it held before) the per-label cap dropped
 
     @property
     def labels(self) -> list[str]:
@@ -149,6 +154,7 @@ class EnrollReport:
                 for e in self.enrolled
             ],
             "skipped": [{"path": str(s.path), "reason": s.reason} for s in self.skipped],
+            "evicted": dict(self.evicted),
             "labels": self.labels,
             "gallery_size": self.gallery_size,
             "saved": None if self.saved is None else str(self.saved),
@@ -163,6 +169,9 @@ class EnrollReport:
         for label in self.labels:
             n = sum(1 for e in self.enrolled if e.name.label == label)
             lines.append(f"  {label}: {n}")
+        if self.evicted:
+            dropped = ", ".join(f"{n} of {label!r}" for label, n in self.evicted)
+            lines.append(f"the per-label cap dropped earlier gallery entries to make room: {dropped}")
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} file(s):")
             lines += [f"  {s.path}: {s.reason}" for s in self.skipped[:max_skipped]]
@@ -222,6 +231,7 @@ class _Enroller:
         self.pending = _Pending([], [], [], [])
         self.embedded: list[tuple[ReferenceName, Box, float | None]] = []  # embedded, not yet added
         self.rows: list[FloatArray] = []
+        self.evicted: list[tuple[str, int]] = []
 
     def take(self, name: ReferenceName) -> None:
         t = time.perf_counter()
@@ -265,12 +275,19 @@ class _Enroller:
         self.flush()
         if not self.embedded:
             return
-        kept = self.gallery.add_many([n.label for n, _, _ in self.embedded], np.concatenate(self.rows))
+        labels = [n.label for n, _, _ in self.embedded]
+        before = {label: self.gallery.count(label) for label in sorted(set(labels))}
+        kept = self.gallery.add_many(labels, np.concatenate(self.rows))
         for (name, box, score), row in zip(self.embedded, kept, strict=True):
             if row < 0:
                 self.skipped.append(SkippedFile(name.path, f"label {name.label!r} is at the gallery's cap"))
             else:
                 self.enrolled.append(EnrolledImage(name, row, box, score))
+        added = Counter(label for label, row in zip(labels, kept, strict=True) if row >= 0)
+        for label, held in before.items():
+            dropped = held + added[label] - self.gallery.count(label)
+            if dropped:
+                self.evicted.append((label, dropped))
         self.embedded, self.rows = [], []
 
     def _tick(self, key: str, since: float) -> float:
@@ -320,4 +337,12 @@ def enroll(
     saved = gallery.save(Path(save_to)) if save_to is not None else None
     total = (time.perf_counter() - start) * 1000.0
     timings = Timings(work.ms["read_ms"], work.ms["detect_ms"], work.ms["embed_ms"], total)
-    return EnrollReport(Path(folder), tuple(work.enrolled), tuple(work.skipped), len(gallery), saved, timings)
+    return EnrollReport(
+        Path(folder),
+        tuple(work.enrolled),
+        tuple(work.skipped),
+        len(gallery),
+        saved,
+        timings,
+        tuple(work.evicted),
+    )

@@ -171,6 +171,26 @@ def test_enroll_report_matches_the_gallery_when_a_later_chunk_evicts(
     assert sorted(s.path.name for s in report.skipped) == [f"jane--{i}.png" for i in (1, 2, 3)]
 
 
+def test_enroll_reports_earlier_entries_the_cap_drops(tmp_path: Path) -> None:
+    # Regression: enroll --append of a new photo of a label at its cap (drop_oldest) dropped one of the
+    # gallery's earlier references of that label without a word ('enrolled 1 image(s) ... holds 3 entries').
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    for i in (1, 2):
+        _write(first / f"jane--{i}.png", (0, 40 * i, 250))
+    _write(first / "bob.png", (250, 0, 0))
+    for i in (3, 4, 5):
+        _write(second / f"jane--{i}.png", (0, 40 * i, 250))
+    gallery = Gallery(MeanColour.dim, max_per_label=2, drop_policy="drop_oldest")
+    assert enroll(first, MeanColour(), gallery).evicted == ()
+    report = enroll(second, MeanColour(), gallery)
+    assert report.evicted == (("jane", 2),) and gallery.count("jane") == 2 and gallery.count("bob") == 1
+    assert "the per-label cap dropped earlier gallery entries to make room: 2 of 'jane'" in report.text()
+    assert report.as_dict()["evicted"] == {"jane": 2}
+    assert [s.path.name for s in report.skipped] == ["jane--3.png"]  # evicted by jane--5 within the call
+
+
 def test_enroll_bad_inputs(tmp_path: Path, refs: Path) -> None:
     with pytest.raises(DataError, match="reference folder not found"):
         enroll(tmp_path / "nowhere", MeanColour(), Gallery(MeanColour.dim))
