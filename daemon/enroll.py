@@ -50,6 +50,7 @@ from daemon.embedding import (
 )
 from daemon.errors import DataError
 from daemon.gallery import Gallery
+from daemon.sources import natural_key
 from daemon.types import Detector, Embedder, FloatArray, Frame, ImageBGR
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,8 @@ class EnrollReport:
 def reference_files(
     folder: StrPath, naming: EnrollConfig, sets: Collection[str] | None = None
 ) -> tuple[list[ReferenceName], list[SkippedFile]]:
-    """The parsed reference images of ``folder`` (natural order) and the files left out, with the reason."""
+    """The parsed reference images of ``folder`` (natural order) and the files left out, with the reason;
+    without ``naming.recursive`` the visible sub-folders are listed as left out too."""
     root = Path(folder)
     if not root.exists():
         raise DataError(f"reference folder not found: {root}")
@@ -209,6 +211,12 @@ def reference_files(
             skipped.append(SkippedFile(path, f"set {name.set_code!r} not selected"))
             continue
         names.append(name)
+    if not naming.recursive:
+        folders = sorted(
+            (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+            key=lambda p: natural_key(p.name),
+        )
+        skipped += [SkippedFile(p, "a sub-folder: its images are enrolled with --recursive") for p in folders]
     return names, skipped
 
 

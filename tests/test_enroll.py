@@ -191,6 +191,28 @@ def test_enroll_reports_earlier_entries_the_cap_drops(tmp_path: Path) -> None:
     assert [s.path.name for s in report.skipped] == ["jane--3.png"]  # evicted by jane--5 within the call
 
 
+def test_enroll_names_the_sub_folders_it_does_not_enter(tmp_path: Path) -> None:
+    # Regression: a folder of one sub-folder per person (refs/jane/1.jpg) failed with 'no reference image
+    # could be enrolled from refs (the folder is empty)', and sub-folders beside images went unmentioned.
+    refs = tmp_path / "refs"
+    for person in ("jane", "bob", ".git"):
+        (refs / person).mkdir(parents=True)
+        _write(refs / person / "1.png", (0, 0, 250))
+    with pytest.raises(
+        DataError, match=r"\(bob: a sub-folder: its images are enrolled with --recursive; jane: "
+    ):
+        enroll(refs, MeanColour(), Gallery(MeanColour.dim))
+    _write(refs / "ann.png", (0, 250, 0))
+    report = enroll(refs, MeanColour(), Gallery(MeanColour.dim))
+    assert report.labels == ["ann"]
+    assert [(s.path.name, s.reason) for s in report.skipped] == [
+        (name, "a sub-folder: its images are enrolled with --recursive") for name in ("bob", "jane")
+    ]
+    assert not enroll(
+        refs, MeanColour(), Gallery(MeanColour.dim), naming=EnrollConfig(recursive=True)
+    ).skipped
+
+
 def test_enroll_bad_inputs(tmp_path: Path, refs: Path) -> None:
     with pytest.raises(DataError, match="reference folder not found"):
         enroll(tmp_path / "nowhere", MeanColour(), Gallery(MeanColour.dim))
