@@ -415,6 +415,11 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def not_an_image(path: Path) -> str:
+    """Why a file a folder listing holds is not taken as an image."""
+    return f"not an image file ({path.suffix or 'no extension'})"
+
+
 def list_image_files(folder: StrPath, recursive: bool = False) -> list[Path]:
     """Image files (jpg, jpeg, png, bmp, webp) of a folder in natural order; hidden files are left out.
 
@@ -679,13 +684,18 @@ def iter_frames(
 ) -> Generator[Frame, None, None]:
     """Frames of a video, or the images of a folder / one image file as frames (``index`` = position).
 
-    An unreadable image raises DataError, or goes to ``on_error(path, reason)`` and is skipped.
+    An unreadable image raises DataError, or goes to ``on_error(path, reason)`` and is skipped; so do the
+    files of a folder that are not images (by extension), which are otherwise left out.
     """
     if target.is_dir() or is_image_file(target):
-        files = list_image_files(target, recursive) if target.is_dir() else [target]
-        if not files:
+        files = list_files(target, recursive) if target.is_dir() else [target]
+        images = [p for p in files if is_image_file(p)]
+        if not images:
             raise DataError(f"folder {target} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        yield from _image_frames(files, progress, on_error)
+        for path in files:
+            if on_error is not None and not is_image_file(path):
+                on_error(path, not_an_image(path))
+        yield from _image_frames(images, progress, on_error)
     else:
         yield from iter_video(target, every, max_frames, progress)
 

@@ -45,6 +45,7 @@ from daemon.embedding import (
     is_image_file,
     largest,
     list_files,
+    not_an_image,
     read_image,
     whole_box,
 )
@@ -200,7 +201,7 @@ def reference_files(
     skipped: list[SkippedFile] = []
     for path in list_files(root, naming.recursive):
         if not is_image_file(path):
-            skipped.append(SkippedFile(path, f"not an image file ({path.suffix or 'no extension'})"))
+            skipped.append(SkippedFile(path, not_an_image(path)))
             continue
         try:
             name = parse_reference_name(path, naming)

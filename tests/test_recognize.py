@@ -248,6 +248,28 @@ def test_search_folder_ranks_hits_and_writes_them(tmp_path: Path) -> None:
     assert all(h.similarity >= 0.999 for h in high.hits) and len(high.hits) < 4
 
 
+def test_search_folder_names_the_files_that_are_not_images(tmp_path: Path) -> None:
+    # Regression: a folder's .tiff / .gif snapshots (and any other file) were left out of the search without
+    # a word: '2 images or frames' of a folder of four files.
+    target = tmp_path / "imgs"
+    target.mkdir()
+    image = np.full((40, 40, 3), 200, np.uint8)
+    for name in ("a.png", "b.jpg", "snap.tiff", "clip.gif"):
+        cv2.imwrite(str(target / name), image) if name != "clip.gif" else (target / name).write_bytes(
+            b"GIF89a"
+        )
+    (target / "notes").write_text("x")
+    det = FixedDetector([[0, 0, 20, 40]], [0.9])
+    report = search(_query((200, 200, 200)), target, MeanColour(), det, SearchOptions(threshold=0.0, limit=5))
+    assert report.scanned == 2
+    assert report.skipped == (
+        (str(target / "clip.gif"), "not an image file (.gif)"),
+        (str(target / "notes"), "not an image file (no extension)"),
+        (str(target / "snap.tiff"), "not an image file (.tiff)"),
+    )
+    assert f"skipped {target / 'snap.tiff'}: not an image file (.tiff)" in report.text()
+
+
 def test_search_video_reports_frames(tmp_path: Path) -> None:
     clip = make_video(tmp_path / "clip.mp4", frames=9, size=(64, 48), people=1)
     det = FixedDetector([[0, 0, 32, 48]], [0.8])
