@@ -389,23 +389,23 @@ def test_an_enrolment_whose_save_fails_is_undone(tmp_path: Path, monkeypatch: py
     gallery = Gallery(4, threshold=0.9, max_per_label=1)  # jane's second image evicts her first
     cfg = ServeConfig(gallery=tmp_path / "g.npz", references=tmp_path / "refs")
     state = ServiceState(MeanColour(), gallery, cfg, model="mean-colour")
-    real_write = daemon.gallery._atomic_write
+    real_write = daemon.gallery.atomic_write
 
     def full_disk(path: Path, write: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with BackgroundServer(create_app(state)) as server:
         url = server.url
-        monkeypatch.setattr(daemon.gallery, "_atomic_write", full_disk)
+        monkeypatch.setattr(daemon.gallery, "atomic_write", full_disk)
         status, body = _post(f"{url}/enroll", "jane.jpg", _jpeg((0, 0, 200)))  # nothing saved yet
         assert status == 409 and "g.npz" in body["detail"] and "No space" in body["detail"]
         assert len(state.gallery) == 0 and not list((tmp_path / "refs").iterdir())
 
-        monkeypatch.setattr(daemon.gallery, "_atomic_write", real_write)
+        monkeypatch.setattr(daemon.gallery, "atomic_write", real_write)
         assert _post(f"{url}/enroll", "jane.jpg", _jpeg((0, 0, 200)))[0] == 200
         before = state.gallery.embeddings.copy()
 
-        monkeypatch.setattr(daemon.gallery, "_atomic_write", full_disk)
+        monkeypatch.setattr(daemon.gallery, "atomic_write", full_disk)
         status, body = _post(f"{url}/enroll", "jane.jpg", _jpeg((200, 0, 0)))
         assert status == 409 and "g.npz" in body["detail"]
         assert state.gallery.labels == ["jane"]
@@ -413,7 +413,7 @@ def test_an_enrolment_whose_save_fails_is_undone(tmp_path: Path, monkeypatch: py
         assert sorted(p.name for p in (tmp_path / "refs").iterdir()) == ["jane.jpg"]
         assert _call(f"{url}/health")[1]["gallery"]["entries"] == 1
 
-        monkeypatch.setattr(daemon.gallery, "_atomic_write", real_write)
+        monkeypatch.setattr(daemon.gallery, "atomic_write", real_write)
         assert _post(f"{url}/enroll", "bob.jpg", _jpeg((0, 200, 0)))[0] == 200
     saved = Gallery.load(tmp_path / "g.npz")
     assert saved.labels == ["jane", "bob"]
