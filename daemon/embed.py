@@ -9,6 +9,7 @@ Both clip boxes to the image (a degenerate box still gets a vector), batch the c
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -163,6 +164,11 @@ class OnnxEmbedder:
         self._dim = self._find_dim()
         self.head = None if cfg.head is None else load_checked_head(Path(cfg.head), cfg, path, self._dim)
 
+    @functools.cached_property
+    def signature(self) -> str:
+        """What makes these embeddings: the model file and head by content (see ``embedder_signature``)."""
+        return signature_of(self.model_path, None if self.cfg.head is None else Path(self.cfg.head))
+
     def _check_input(self, path: Path, shape: list[Any]) -> None:
         if len(shape) != 4 or shape[1] not in (3, "3"):
             raise ModelError(f"{path}: expected an (N, 3, H, W) input, got {shape}")
@@ -224,6 +230,7 @@ class BoxmotEmbedder:
     def __init__(self, cfg: EmbedderConfig, runtime: RuntimeConfig, cache_dir: Path) -> None:
         self.cfg = cfg
         path = models.resolve_boxmot_weights(cfg.model, cache_dir)
+        self.model_path = path
         from boxmot.reid.core.runtime import ReID
 
         device = boxmot_device(runtime)
@@ -240,6 +247,11 @@ class BoxmotEmbedder:
     @property
     def dim(self) -> int:
         return self._dim
+
+    @functools.cached_property
+    def signature(self) -> str:
+        """What makes these embeddings: the weights file by content (see ``embedder_signature``)."""
+        return signature_of(self.model_path, None)
 
     def embed(self, image: ImageBGR, xyxy: FloatArray) -> FloatArray:
         check_image(image)
@@ -296,6 +308,22 @@ def load_checked_head(head: Path, cfg: EmbedderConfig, model_path: Path, model_d
     loaded.check_base(head, base)
     logger.info("projection head %s: %d -> %d-d", head, loaded.input_dim, loaded.output_dim)
     return loaded
+
+
+def signature_of(model: Path, head: Path | None) -> str:
+    """``<model file> sha256:<16 hex>``, and ``+ head <file> sha256:<16 hex>`` with a projection head."""
+    from daemon.adapt import file_sha256
+
+    sig = f"{model.name} sha256:{file_sha256(model)[:16]}"
+    return sig if head is None else f"{sig} + head {head.name} sha256:{file_sha256(head)[:16]}"
+
+
+def embedder_signature(embedder: object) -> str | None:
+    """What made an embedder's vectors (its model and head files, by content), which a gallery records so
+    that it is never searched with another model's vectors of the same width; None when the embedder cannot
+    say (a ground-truth or test embedder)."""
+    sig = getattr(embedder, "signature", None)
+    return sig if isinstance(sig, str) else None
 
 
 def build_embedder(cfg: EmbedderConfig, runtime: RuntimeConfig, cache_dir: Path) -> Embedder | None:

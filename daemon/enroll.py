@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from daemon.config import EnrollConfig
-from daemon.embed import crop_boxes
+from daemon.embed import crop_boxes, embedder_signature
 from daemon.embedding import (
     Box,
     StrPath,
@@ -334,6 +334,9 @@ def enroll(
             f"the gallery holds {gallery.dim}-d embeddings but the embedder gives {embedder.dim}-d: "
             "enrol into a gallery made with the same model"
         )
+    gallery.check_embedder(embedder_signature(embedder), "the embedder")
+    if len(gallery) == 0 and gallery.embedder is None:  # a new gallery: it says what made its rows
+        gallery.embedder = embedder_signature(embedder)
     names, skipped = reference_files(folder, cfg, sets)
     work = _Enroller(embedder, gallery, detector)
     work.skipped = skipped

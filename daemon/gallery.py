@@ -33,6 +33,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 import threading
 import time
 import zipfile
@@ -327,6 +328,8 @@ class Gallery:
         self._rng = np.random.default_rng(seed)
         self._lock = threading.RLock()
         self._faiss: _FaissIndex | None = None
+        # what made the rows (daemon.embed.embedder_signature), saved with them; None: not known
+        self.embedder: str | None = None
         if index == "faiss":
             _import_faiss()
 
@@ -678,7 +681,8 @@ class Gallery:
 
     def _settings(self) -> dict[str, Any]:
         cfg = self._cfg.model_dump(mode="json", exclude={"path"})
-        return {"format": FORMAT_TAG, "version": FORMAT_VERSION, "dim": self._dim, "config": cfg}
+        settings = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "dim": self._dim, "config": cfg}
+        return settings if self.embedder is None else {**settings, "embedder": self.embedder}
 
     @classmethod
     def load(cls, path: Path) -> Gallery:
@@ -718,9 +722,29 @@ class Gallery:
             raise DataError(f"invalid gallery settings: {_validation_message(e)}") from e
         if emb.ndim != 2 or emb.shape != (len(labels), dim):
             raise DataError(f"inconsistent shapes: embeddings {emb.shape}, {len(labels)} labels, dim {dim}")
+        made_by = settings.get("embedder")
+        if made_by is not None and not isinstance(made_by, str):
+            raise DataError(f"embedder must be a text naming the model, got {made_by!r}")
         gallery = cls.from_config(cfg, dim)
+        gallery.embedder = made_by
         gallery.add_many(labels, emb)
         return gallery
+
+    def check_embedder(self, signature: str | None, what: str) -> None:
+        """DataError when ``signature`` (of the vectors about to be added or searched) is not the embedder
+        this gallery's rows were made by; nothing to check when either is not known."""
+        if signature is None or self.embedder is None:
+            return
+        if _hashes(signature) != _hashes(self.embedder):
+            raise DataError(
+                f"the gallery was enrolled with {self.embedder}, but {what} comes from {signature}: use the "
+                "model (and head) the gallery was enrolled with, or enrol it again with this one"
+            )
+
+
+def _hashes(signature: str) -> list[str]:
+    """The content hashes of a signature: what must agree (a model file renamed is still the same model)."""
+    return re.findall(r"sha256:([0-9a-f]+)", signature)
 
 
 def normalize_rows(arr: FloatArray, what: str = "embeddings") -> FloatArray:

@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from daemon.config import RecognitionConfig
+from daemon.embed import embedder_signature
 from daemon.embedding import (
     Box,
     CropRef,
@@ -497,6 +498,13 @@ def check_dims(gallery: Gallery, dim: int, what: str) -> None:
         )
 
 
+def check_embedder(gallery: Gallery, embedder: Embedder, what: str) -> None:
+    """DataError unless ``embedder``'s vectors can go with ``gallery``'s: the same width and, where both say,
+    the same model and head (two models of one width would match nonsense without an error)."""
+    check_dims(gallery, embedder.dim, what)
+    gallery.check_embedder(embedder_signature(embedder), what)
+
+
 def recognize_embeddings(
     result: EmbeddingResult, gallery: Gallery, *, k: int, threshold: float | None = None
 ) -> RecognizeReport:
@@ -520,7 +528,7 @@ def recognize(
 ) -> RecognizeReport:
     """Embed ``query`` (an image or crop, image files; ``boxes`` or ``options.detector`` pick the people) and
     return the gallery's top-``k`` matches at or above ``threshold`` (default: the gallery's) per crop."""
-    check_dims(gallery, embedder.dim, "the embedder's output")
+    check_embedder(gallery, embedder, "the embedder's output")
     result = embed(embedder, query, boxes=boxes, options=options)
     report = recognize_embeddings(result, gallery, k=k or RecognitionConfig().top_k, threshold=threshold)
     seen = {c.source for c in result.crops}

@@ -42,11 +42,12 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon.config import EnrollConfig, ServeConfig
+from daemon.embed import embedder_signature
 from daemon.embedding import EmbedOptions, embed, is_image_file
 from daemon.enroll import parse_reference_name
 from daemon.errors import DataError
 from daemon.gallery import Gallery
-from daemon.recognize import check_dims, recognize_embeddings
+from daemon.recognize import check_embedder, recognize_embeddings
 from daemon.types import Detector, Embedder, ImageBGR
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ class ServiceState:
 
     def __post_init__(self) -> None:
         """DataError when the gallery's dimension is not the embedder's (no request could be answered)."""
-        check_dims(self.gallery, self.embedder.dim, "the embedder's output")
+        check_embedder(self.gallery, self.embedder, "the embedder's output")
+        if len(self.gallery) == 0 and self.gallery.embedder is None:  # a new gallery: it says what made it
+            self.gallery.embedder = embedder_signature(self.embedder)
 
     def counted(self, endpoint: str, work: Callable[[], T]) -> T:
         """Run ``work`` counting the request, and the error when it raises."""
@@ -249,7 +252,9 @@ def _last_saved(state: ServiceState) -> Gallery:
     path, now = state.cfg.gallery, state.gallery
     if path is not None and path.exists():
         return Gallery.load(path)
-    return Gallery.from_config(now.config, now.dim)
+    empty = Gallery.from_config(now.config, now.dim)
+    empty.embedder = now.embedder
+    return empty
 
 
 def _reference_stem(state: ServiceState, name: str, label: str | None) -> str:

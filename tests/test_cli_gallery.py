@@ -257,3 +257,34 @@ def test_config_sections_set_the_defaults_of_new_galleries(
     g = Gallery.load(out)
     assert g.threshold == pytest.approx(0.33)
     assert len(g) == 2 * len(g.unique_labels)  # 3 crops each, capped at 2, the latest rejected
+
+
+def test_a_gallery_remembers_its_model_and_refuses_another_of_the_same_width(
+    data: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    """A gallery enrolled with one model was searched with any other model of the same width (two heads of
+    one size, two builds of a network): every match was nonsense and nothing said so."""
+    path = tmp_path / "people.json"
+    args = ["-q", "enroll", str(data / "refs"), "--gallery", str(path), *_model(mobilenet_model)]
+    assert main(args) == 0
+    made_by = Gallery.load(path).embedder
+    assert made_by is not None and made_by.startswith(f"{mobilenet_model.name} sha256:")
+    query = str(data / "refs" / "person_09--2.jpg")
+
+    renamed = tmp_path / "same-weights.onnx"  # the same model under another name: still the same model
+    renamed.symlink_to(mobilenet_model)
+    assert main(["-q", "recognize", query, "-g", str(path), "--model", str(renamed), "--no-progress"]) == 0
+    capsys.readouterr()
+
+    doc = json.loads(path.read_text())  # as if another model of 1280-d had enrolled it
+    doc["embedder"] = "other.onnx sha256:0123456789abcdef"
+    path.write_text(json.dumps(doc))
+    assert main(["-q", "recognize", query, "-g", str(path), *_model(mobilenet_model)]) == 1
+    err = capsys.readouterr().err
+    assert "enrolled with other.onnx sha256:0123456789abcdef" in err and mobilenet_model.name in err
+    assert main([*args, "--append"]) == 1
+    assert "enrolled with other.onnx" in capsys.readouterr().err
+
+    del doc["embedder"]  # a gallery of before: not known, so not refused
+    path.write_text(json.dumps(doc))
+    assert main(["-q", "recognize", query, "-g", str(path), *_model(mobilenet_model)]) == 0

@@ -236,6 +236,24 @@ def test_a_gallery_of_another_dimension_is_refused_at_start(tmp_path: Path) -> N
         ServiceState(MeanColour(), Gallery(8), ServeConfig(gallery=tmp_path / "g.npz"), model="mean-colour")
 
 
+class SignedColour(MeanColour):
+    """MeanColour that says what it is, as the real embedders do (daemon.embed.embedder_signature)."""
+
+    signature = "mean-colour sha256:00ff00ff"
+
+
+def test_a_new_gallery_records_its_embedder_and_another_ones_is_refused(tmp_path: Path) -> None:
+    # Regression: a gallery enrolled with another model of the same width was served, every match nonsense.
+    state = ServiceState(SignedColour(), Gallery(4), ServeConfig(gallery=tmp_path / "g.npz"), model="c")
+    with BackgroundServer(create_app(state)) as server:
+        assert _post(f"{server.url}/enroll", "jane.jpg", _jpeg((0, 0, 200)))[0] == 200
+    saved = Gallery.load(tmp_path / "g.npz")
+    assert saved.embedder == SignedColour.signature
+    saved.embedder = "other.onnx sha256:12345678"
+    with pytest.raises(DataError, match=r"enrolled with other\.onnx sha256:12345678, but the embedder's"):
+        ServiceState(SignedColour(), saved, ServeConfig(gallery=tmp_path / "g.npz"), model="c")
+
+
 class SlowColour(MeanColour):
     """MeanColour that takes ``delay`` seconds per call (a model busy on a large image)."""
 
