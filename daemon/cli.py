@@ -466,7 +466,10 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in SUFFIXES:
         raise ConfigError(f"--gallery {out}: a gallery file ends in {', '.join(SUFFIXES)}")
     naming = _validated(
-        EnrollConfig, _section(args, "enroll"), {"recursive": args.recursive or None}, "enrol"
+        EnrollConfig,
+        _section(args, "enroll"),
+        {"recursive": args.recursive or None, "label_from": args.label_from},
+        "enrol",
     )
     reference_files(args.folder, naming)  # a missing folder fails before the models load
     embedder, detector, _ = _recognition_models(args, detector=args.detect)
@@ -864,6 +867,11 @@ def _add_gallery_parsers(sub: Any) -> None:
     en.add_argument("--append", action="store_true", help="Add to the gallery file if it exists.")
     en.add_argument("--detect", action="store_true", help="Uncropped photos: take the largest person box.")
     en.add_argument("--recursive", action="store_true", help="Also images in sub-folders.")
+    en.add_argument(
+        "--label-from",
+        choices=["file", "folder"],
+        help="Labels from file names (default) or from the folder each image is in (refs/jane_doe/1.jpg).",
+    )
     en.add_argument("--set", action="append", help="Enrol only this set code (repeatable).")
     en.add_argument("--threshold", type=float, help="Match threshold stored in a new gallery.")
     en.add_argument("--max-per-label", type=int, help="Cap of references per label in a new gallery.")

@@ -403,6 +403,12 @@ class EnrollConfig(_Strict):
         False, description="Fold labels to lower case (Jane_Doe and jane_doe: one label)."
     )
     recursive: bool = Field(False, description="Also enrol images in sub-folders.")
+    label_from: Literal["file", "folder"] = Field(
+        "file",
+        description="Where a label comes from: the file name, or the name of the folder the image is in "
+        "(one folder per person, refs/jane_doe/1.jpg: read with set code and separators as a file name "
+        "is; the file name is the variant; sub-folders are read, images directly in the folder are left out).",
+    )
 
     @field_validator("set_code_pattern")
     @classmethod

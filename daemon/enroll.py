@@ -84,6 +84,16 @@ def parse_reference_name(path: StrPath, naming: EnrollConfig | None = None) -> R
     return ReferenceName(label, set_code, variant, p)
 
 
+def _folder_label(path: Path, naming: EnrollConfig) -> ReferenceName:
+    """``refs/A12-jane_doe/3.jpg``: the folder's name read as a file name is ("A12", "jane doe"), the file's
+    name is the variant; ValueError naming the folder when it leaves no label."""
+    try:
+        ref = parse_reference_name(Path(path.parent.name + path.suffix), naming)
+    except ValueError as e:
+        raise ValueError(f"folder {path.parent.name}: its name leaves no label ([SET-]name)") from e
+    return ReferenceName(ref.label, ref.set_code, path.stem, path)
+
+
 def _split_variant(stem: str, sep: str) -> tuple[str, str | None]:
     if sep not in stem:
         return stem, None
@@ -187,6 +197,12 @@ class EnrollReport:
 # ---------------------------------------------------------------------------------------------- enrol
 
 
+SUB_FOLDER = (
+    "a sub-folder: its images are enrolled with --recursive, or with --label-from folder when each folder "
+    "is one person"
+)
+
+
 def reference_files(
     folder: StrPath, naming: EnrollConfig, sets: Collection[str] | None = None
 ) -> tuple[list[ReferenceName], list[SkippedFile]]:
@@ -199,12 +215,16 @@ def reference_files(
         raise DataError(f"not a folder: {root}")
     names: list[ReferenceName] = []
     skipped: list[SkippedFile] = []
-    for path in list_files(root, naming.recursive):
+    by_folder = naming.label_from == "folder"
+    for path in list_files(root, naming.recursive or by_folder):
         if not is_image_file(path):
             skipped.append(SkippedFile(path, not_an_image(path)))
             continue
+        if by_folder and path.parent == root:
+            skipped.append(SkippedFile(path, "not in a person's folder (labels come from folder names)"))
+            continue
         try:
-            name = parse_reference_name(path, naming)
+            name = _folder_label(path, naming) if by_folder else parse_reference_name(path, naming)
         except ValueError as e:
             skipped.append(SkippedFile(path, str(e)))
             continue
@@ -212,12 +232,12 @@ def reference_files(
             skipped.append(SkippedFile(path, f"set {name.set_code!r} not selected"))
             continue
         names.append(name)
-    if not naming.recursive:
+    if not (naming.recursive or by_folder):
         folders = sorted(
             (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
             key=lambda p: natural_key(p.name),
         )
-        skipped += [SkippedFile(p, "a sub-folder: its images are enrolled with --recursive") for p in folders]
+        skipped += [SkippedFile(p, SUB_FOLDER) for p in folders]
     return names, skipped
 
 

@@ -288,3 +288,16 @@ def test_a_gallery_remembers_its_model_and_refuses_another_of_the_same_width(
     del doc["embedder"]  # a gallery of before: not known, so not refused
     path.write_text(json.dumps(doc))
     assert main(["-q", "recognize", query, "-g", str(path), *_model(mobilenet_model)]) == 0
+
+
+def test_enroll_label_from_folder(data: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture) -> None:
+    refs = tmp_path / "people"
+    for crop in sorted((data / "refs").glob("person_0[12]*.jpg")):  # person_01.jpg, person_01--2.jpg, ...
+        person = refs / crop.name.split("--")[0].removesuffix(".jpg")
+        person.mkdir(parents=True, exist_ok=True)
+        (person / f"{len(list(person.iterdir())) + 1}.jpg").write_bytes(crop.read_bytes())
+    out = tmp_path / "g.npz"
+    args = ["-q", "enroll", str(refs), "-g", str(out), "--label-from", "folder", *_model(mobilenet_model)]
+    assert main(args) == 0
+    assert sorted(Gallery.load(out).unique_labels) == ["person 01", "person 02"]
+    assert len(Gallery.load(out)) == 6

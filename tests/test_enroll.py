@@ -14,7 +14,7 @@ from pydantic import ValidationError
 import daemon.enroll as enroll_module
 from daemon.config import EmbedderConfig, EnrollConfig, RuntimeConfig
 from daemon.embed import OnnxEmbedder
-from daemon.enroll import ReferenceName, enroll, parse_reference_name
+from daemon.enroll import SUB_FOLDER, ReferenceName, enroll, parse_reference_name
 from daemon.errors import DataError
 from daemon.gallery import Gallery
 
@@ -198,19 +198,40 @@ def test_enroll_names_the_sub_folders_it_does_not_enter(tmp_path: Path) -> None:
     for person in ("jane", "bob", ".git"):
         (refs / person).mkdir(parents=True)
         _write(refs / person / "1.png", (0, 0, 250))
-    with pytest.raises(
-        DataError, match=r"\(bob: a sub-folder: its images are enrolled with --recursive; jane: "
-    ):
+    with pytest.raises(DataError, match=r"\(bob: a sub-folder: its images are enrolled with --recursive, "):
         enroll(refs, MeanColour(), Gallery(MeanColour.dim))
     _write(refs / "ann.png", (0, 250, 0))
     report = enroll(refs, MeanColour(), Gallery(MeanColour.dim))
     assert report.labels == ["ann"]
     assert [(s.path.name, s.reason) for s in report.skipped] == [
-        (name, "a sub-folder: its images are enrolled with --recursive") for name in ("bob", "jane")
+        (name, SUB_FOLDER) for name in ("bob", "jane")
     ]
     assert not enroll(
         refs, MeanColour(), Gallery(MeanColour.dim), naming=EnrollConfig(recursive=True)
     ).skipped
+
+
+def test_enroll_labels_from_folders_one_per_person(tmp_path: Path) -> None:
+    """A folder of one sub-folder per person (refs/jane_doe/1.jpg, refs/bob/1.jpg) could only be enrolled
+    with --recursive, which took the file names as labels: jane's and bob's '1.jpg' became one person '1'."""
+    refs = tmp_path / "refs"
+    colours = {"jane_doe": (0, 0, 250), "A7-bob": (250, 0, 0), "___": (0, 250, 0)}
+    for person, colour in colours.items():
+        (refs / person).mkdir(parents=True)
+        for n in (1, 2):
+            _write(refs / person / f"{n}.png", colour)
+    _write(refs / "loose.png", (9, 9, 9))
+    report = enroll(refs, MeanColour(), Gallery(MeanColour.dim), naming=EnrollConfig(label_from="folder"))
+    assert sorted(report.labels) == ["bob", "jane doe"]
+    assert sorted((e.name.label, e.name.set_code, e.name.variant) for e in report.enrolled) == [
+        ("bob", "A7", "1"),
+        ("bob", "A7", "2"),
+        ("jane doe", None, "1"),
+        ("jane doe", None, "2"),
+    ]
+    reasons = {s.path.relative_to(refs).as_posix(): s.reason for s in report.skipped}
+    assert reasons["loose.png"] == "not in a person's folder (labels come from folder names)"
+    assert reasons["___/1.png"] == "folder ___: its name leaves no label ([SET-]name)"
 
 
 def test_enroll_bad_inputs(tmp_path: Path, refs: Path) -> None:
