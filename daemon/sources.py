@@ -542,6 +542,11 @@ class FrameSource:
         return self._reader.fps or self._cfg.folder_fps
 
     @property
+    def delivered_fps(self) -> float:
+        """Frames delivered per second of source time: ``fps`` / ``stride`` (the rate of an annotated video)."""
+        return self.fps / self._cfg.stride
+
+    @property
     def frame_count(self) -> int | None:
         """Frames this source will deliver (after stride and max_frames); None for live or unknown lengths."""
         count = self._reader.count

@@ -191,7 +191,9 @@ class CameraWorker:
                 return summary
             with opened as src:
                 dim = self.pipeline.embedder.dim if self.pipeline.embedder is not None else None
-                outputs = open_outputs(self.name, self.cam, src.fps, dim, fleet=self.fleet is not None)
+                outputs = open_outputs(
+                    self.name, self.cam, src.delivered_fps, dim, fleet=self.fleet is not None
+                )
                 try:
                     if self.fleet is not None:
                         self.fleet.start(live=src.live)

@@ -64,6 +64,25 @@ def test_replay_writes_every_output_and_tracks_perfectly(tmp_path: Path) -> None
     assert s["frames"] == 40 and set(s["stage_ms_per_frame"]) >= {"decode", "detect", "embed", "track"}
 
 
+def test_an_annotated_video_of_a_strided_source_plays_at_the_source_s_pace(tmp_path: Path) -> None:
+    """With source.stride 3 the annotated video kept the source's 10 fps for every 3rd frame: it played 3x too
+    fast, and the fleet mosaic (which places annotated frame i at i / fps) showed the camera out of step."""
+    clip = make_video(tmp_path / "clip.mp4", frames=30, size=(320, 240), fps=10.0, people=2)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    cam = CameraConfig(
+        source=SourceConfig(uri=str(clip.path), stride=3),
+        detector=GroundTruthDetectorConfig(path=gt),
+        embedder=EmbedderConfig(type="none"),
+        output=OutputConfig(dir=tmp_path / "runs", video=True, progress=False),
+    )
+    summary = CameraWorker(single_camera_settings(cam, name="synth"), "synth").run()
+    assert summary.frames == 10
+    cap = cv2.VideoCapture(str(tmp_path / "runs" / "synth" / "annotated.mp4"))
+    frames, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    assert frames == 10 and frames / fps == pytest.approx(3.0, abs=0.05)  # the clip's 3 seconds
+
+
 def test_noisy_detections_with_real_embedder(tmp_path: Path, mobilenet_model: Path) -> None:
     clip = make_video(tmp_path / "clip.mp4", frames=60, size=(320, 240), people=3)
     gt = clip.write_mot_gt(tmp_path / "gt.txt")
