@@ -23,14 +23,16 @@ models: venv
 # The demo: a multi-camera replay. Cameras are cut from one real video (DEMO_VIDEO, with its ground truth
 # DEMO_GT when there is one) by a scenario preset; each camera runs as its own worker process and they
 # resolve people to global ids through an embedded Valkey. Any video: make demo DEMO_VIDEO=clip.mp4 DEMO_GT=
+# DEMO_FPS=25 (its real frame rate; the presets assume PETS09-S2L1's 7).
 DEMO_VIDEO ?= $(SHARED)/pets09-s2l1/vtest.avi
 DEMO_GT ?= $(SHARED)/pets09-s2l1/gt/gt.txt
 DEMO_SCENARIO ?= pets09-3cam-handover
 DEMO_OUT ?= runs/demo
+DEMO_FPS ?=
 
 demo: models
 	@test -f $(DEMO_VIDEO) || { echo "The demo replays $(DEMO_VIDEO), which is absent: give one with make demo DEMO_VIDEO=YOUR_VIDEO DEMO_GT="; exit 1; }
-	$(BIN)/reid-daemon scenario build $(DEMO_SCENARIO) --video $(DEMO_VIDEO) $(if $(wildcard $(DEMO_GT)),--gt $(DEMO_GT)) --out $(DEMO_OUT)
+	$(BIN)/reid-daemon scenario build $(DEMO_SCENARIO) --video $(DEMO_VIDEO) $(if $(wildcard $(DEMO_GT)),--gt $(DEMO_GT)) --out $(DEMO_OUT) $(if $(DEMO_FPS),--fps $(DEMO_FPS))
 	$(BIN)/reid-daemon fleet --config $(DEMO_OUT)/fleet.yaml
 
 single: models

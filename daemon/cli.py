@@ -183,12 +183,20 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     if not (args.name and args.video and args.out):
         raise ConfigError("scenario build needs NAME (a preset or a scenario file), --video and --out")
     chosen = sc.load_scenario(args.name)
+    if args.fps is not None:
+        chosen = sc.at_frame_rate(chosen, args.fps)
     from daemon.progress import progress_bar
 
     with progress_bar(f"building {chosen.name}", "frame", not args.no_progress) as progress:
         gt = Path(args.gt) if args.gt else None
         files = sc.build(Path(args.video), gt, chosen, Path(args.out), progress, args.max_frames)
     print(f"scenario {chosen.name} written to {files.folder}: fleet config {files.fleet_config}")
+    if args.fps is None and files.container_fps is not None and files.container_fps != files.frame_rate:
+        print(
+            f"{args.video} is replayed at {files.frame_rate:g} fps, the scenario's frame_rate; its container says "
+            f"{files.container_fps:g} fps (wrong for PETS09-S2L1, whose real rate is the presets' 7): give "
+            "another video's real rate with --fps"
+        )
     return 0
 
 
@@ -766,6 +774,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sc.add_argument("--out", help="Folder for the camera videos, ground truth and fleet.yaml.")
     sc.add_argument("--max-frames", type=int, default=0, help="Use only the first N source frames.")
+    sc.add_argument(
+        "--fps",
+        type=float,
+        help="The video's real frame rate (default: the scenario's frame_rate; the presets' 7 is PETS09-S2L1's, "
+        "whose container says 10).",
+    )
     sc.add_argument("--no-progress", action="store_true", help="No progress bar.")
     sc.set_defaults(func=cmd_scenario)
 

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import yaml
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from daemon.errors import DataError, SourceError
 from daemon.models import sha256_file
@@ -268,22 +268,34 @@ class ScenarioFiles:
     ground_truth: dict[str, Path]
     description: Path
     fleet_config: Path
+    frame_rate: float  # the source's real rate the cameras replay it at (the scenario's frame_rate)
+    container_fps: float | None  # the rate the source's container gives (None: none)
 
 
-def _frame_count(video: Path, limit: int = 0) -> int:
-    """Frames the source decodes to, at most ``limit`` when > 0 (counted by decoding: container counts lie)."""
+def _probe(video: Path, limit: int = 0) -> tuple[int, float | None]:
+    """Frames the source decodes to, at most ``limit`` when > 0 (counted by decoding: container counts lie),
+    and the frame rate its container gives (None: none)."""
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise SourceError(f"cannot open the scenario source video {video}")
     n = 0
     try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
         while (limit <= 0 or n < limit) and cap.grab():
             n += 1
     finally:
         cap.release()
     if n == 0:
         raise SourceError(f"{video}: no frame could be decoded")
-    return n
+    return n, fps if fps > 0 else None
+
+
+def at_frame_rate(scenario: ScenarioConfig, fps: float) -> ScenarioConfig:
+    """The scenario over a source whose real frame rate is ``fps`` (DataError when it is out of bounds)."""
+    try:
+        return ScenarioConfig.model_validate(scenario.model_dump() | {"frame_rate": fps})
+    except ValidationError as e:
+        raise DataError(f"frame rate {fps:g}: {e.errors()[0]['msg']}") from e
 
 
 def camera_frames(view: ViewConfig, source_frames: int) -> int:
@@ -346,7 +358,7 @@ def build(
     """
     if max_frames < 0:
         raise DataError(f"max_frames must be >= 0 (0: the whole source), got {max_frames}")
-    total = _frame_count(video, max_frames)
+    total, container_fps = _probe(video, max_frames)
     gt = read_ground_truth(gt_path) if gt_path is not None else None
     out.mkdir(parents=True, exist_ok=True)
     fps = scenario.frame_rate
@@ -373,7 +385,12 @@ def build(
         json.dumps(
             {
                 "scenario": scenario.model_dump(mode="json"),
-                "source": {"video": str(video), "sha256": sha256_file(video), "frames": total},
+                "source": {
+                    "video": str(video),
+                    "sha256": sha256_file(video),
+                    "frames": total,
+                    "container_fps": container_fps,
+                },
                 "ground_truth": str(gt_path) if gt_path is not None else None,
                 "cameras": counts,
                 "how": __doc__,
@@ -392,7 +409,7 @@ def build(
         }
     for name, cfg in configs.items():
         (out / name).write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return ScenarioFiles(out, videos, truths, desc, out / "fleet.yaml")
+    return ScenarioFiles(out, videos, truths, desc, out / "fleet.yaml", fps, container_fps)
 
 
 # Looks from the ground truth (fleet.*true-looks.yaml): two looks of one person 0.75 apart on average, two

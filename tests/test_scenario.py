@@ -120,6 +120,35 @@ def test_build_writes_videos_ground_truth_and_a_fleet_config(tmp_path: Path) -> 
     assert json.loads(short.description.read_text())["cameras"]["left"]["frames"] == 6
 
 
+def test_a_video_of_another_frame_rate_is_replayed_at_its_own_rate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`scenario build` on a 25 fps video (README: "with any other video") wrote the cameras at the presets'
+    7 fps without a word: the replay ran 3.6x slow, with the trackers and the fleet clock set for 7 fps."""
+    from daemon.cli import main
+
+    clip = make_video(tmp_path / "src.mp4", frames=6, size=(320, 240), fps=25.0, people=1)
+    spec = tmp_path / "two.yaml"
+    views = [
+        {"name": "a", "region": [0, 0, 160, 240]},
+        {"name": "b", "region": [160, 0, 320, 240], "step": 2},
+    ]
+    spec.write_text(yaml.safe_dump({"name": "two", "views": views}))
+    args = ["scenario", "build", str(spec), "--video", str(clip.path), "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "default")]) == 0
+    assert "its container says 25 fps" in capsys.readouterr().out  # the 7 fps it used is said, not silent
+    assert main([*args, "--out", str(tmp_path / "own"), "--fps", "25"]) == 0
+    assert "container says" not in capsys.readouterr().out
+    for cam, fps in (("a", 25.0), ("b", 12.5)):
+        cap = cv2.VideoCapture(str(tmp_path / "own" / f"{cam}.mp4"))
+        assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(fps)
+        cap.release()
+    fleet = load_settings(tmp_path / "own" / "fleet.yaml")
+    assert fleet.cameras["a"].tracker.frame_rate == 25 and fleet.cameras["b"].tracker.frame_rate == 12
+    assert main([*args, "--out", str(tmp_path / "bad"), "--fps", "0"]) == 1
+    assert "frame rate 0: Input should be greater than 0" in capsys.readouterr().err
+
+
 def test_bad_scenarios_and_sources_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 16"):
         ViewConfig(name="v", region=(0, 0, 8, 100))
