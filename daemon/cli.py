@@ -217,7 +217,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from daemon.evaluate import evaluate
 
     results = args.results
-    frames = None
+    frames, stride = None, 1
     run_options = [
         opt
         for opt, given in (
@@ -251,9 +251,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _warn_unused_detections(settings.cameras[name].detector, summary)
         # score the ground truth up to the last frame run (a --max-frames run is not charged for the rest)
         results, frames = summary.outputs["mot"], summary.last_frame + 1
+        stride = settings.cameras[name].source.stride  # the frames in between were not run: not misses
     else:
         frames = _frames_of_run(Path(results))
-    metrics = evaluate(args.gt, results, num_frames=frames)
+    metrics = evaluate(args.gt, results, num_frames=frames, stride=stride)
     print(metrics.summary())
     if args.json:
         try:

@@ -242,16 +242,22 @@ def evaluate(
     num_frames: int | None = None,
     *,
     distractors: bool = True,
+    stride: int = 1,
 ) -> MotMetrics:
     """Score tracker results against ground truth over MOT frames ``1..num_frames``.
 
     Either input is a MOT file path, an (N, 7..10) array in the file's column layout, or a record read
     with :mod:`daemon.motio`. ``num_frames`` defaults to the last frame in either input; rows of later
-    frames are left out (a run stopped early is scored on the frames it saw). ``distractors`` chooses how
+    frames are left out (a run stopped early is scored on the frames it saw). ``stride`` > 1 scores only
+    frames 1, 1 + stride, ... (a run with ``source.stride`` saw only those). ``distractors`` chooses how
     boxes on consider=0 gt rows count (see the module docstring). Malformed input raises DataError.
     """
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
     gt = _load_gt(gt_path_or_array)
     pred = _load_results(results_path_or_array)
+    if stride > 1:
+        gt, pred = gt.select((gt.frame - 1) % stride == 0), pred.select((pred.frame - 1) % stride == 0)
     _check_unique_ids(gt.frame, gt.track_id, "ground truth")
     _check_unique_ids(pred.frame, pred.track_id, "results")
     if num_frames is None:
