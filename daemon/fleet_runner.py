@@ -32,6 +32,7 @@ from daemon.config import SecretSource, Settings, load_settings
 from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet_wire import FleetMessage
 from daemon.procs import spawn
+from daemon.sources import frames_to_deliver
 from daemon.valkey_server import EmbeddedValkey
 
 log = logging.getLogger(__name__)
@@ -95,9 +96,7 @@ def _frame_total(settings: Settings, name: str) -> int | None:
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     finally:
         cap.release()
-    if src.max_frames:
-        n = min(n, src.max_frames) if n > 0 else src.max_frames
-    return n // src.stride if n > 0 else None
+    return frames_to_deliver(src, n)
 
 
 def camera_files(name: str) -> tuple[str, ...]:

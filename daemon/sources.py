@@ -498,6 +498,15 @@ class _Buffer:
 # -------------------------------------------------------------------------------------------------- source
 
 
+def frames_to_deliver(cfg: SourceConfig, count: int | None) -> int | None:
+    """Frames a replay of ``count`` source frames delivers after ``stride`` and ``max_frames``; ``max_frames``
+    (None when 0) when ``count`` is unknown or the file loops."""
+    if count is None or count <= 0 or cfg.loop:
+        return cfg.max_frames or None
+    n = -(-count // cfg.stride)
+    return min(n, cfg.max_frames) if cfg.max_frames else n
+
+
 class FrameSource:
     """An iterator of :class:`Frame` decoded ahead on a background thread; a context manager.
 
@@ -549,11 +558,7 @@ class FrameSource:
     @property
     def frame_count(self) -> int | None:
         """Frames this source will deliver (after stride and max_frames); None for live or unknown lengths."""
-        count = self._reader.count
-        if self.live or count is None or self._cfg.loop:
-            return None
-        n = -(-count // self._cfg.stride)
-        return min(n, self._cfg.max_frames) if self._cfg.max_frames else n
+        return None if self.live else frames_to_deliver(self._cfg, self._reader.count)
 
     @property
     def stats(self) -> SourceStats:

@@ -828,3 +828,21 @@ def test_looks_from_the_ground_truth_run_through_the_fleet(tmp_path: Path) -> No
     gids = {n: set(read_results(out / n / f"{n}.global.txt").track_id.tolist()) for n in ("left", "right")}
     assert len(gids["left"]) == 3 and gids["left"] == gids["right"]
     assert np.load(out / "left" / "embeddings.npy").shape[1] == 128
+
+
+def test_the_fleet_s_progress_totals_are_the_frames_each_camera_will_deliver(tmp_path: Path) -> None:
+    """The fleet counted a camera's frames as min(count, max_frames) // stride, where the source delivers
+    ceil(count / stride) frames and then stops at max_frames: its bar ended short or never reached its total
+    (25 frames at stride 3: 8 of 9; max_frames 5 at stride 3: 1 of 5), and a looped file showed a total."""
+    clip = make_video(tmp_path / "clip.mp4", frames=25, size=(64, 48), people=1)
+
+    def total(**source: object) -> int | None:
+        cfg = {"cameras": {"a": {"source": {"uri": str(clip.path), **source}, "embedder": {"type": "none"}}}}
+        (tmp_path / "f.yaml").write_text(yaml.safe_dump(cfg))
+        return fleet_runner._frame_total(load_settings(tmp_path / "f.yaml"), "a")
+
+    assert total() == 25
+    assert total(stride=3) == 9
+    assert total(stride=3, max_frames=5) == 5
+    assert total(loop=True) is None
+    assert total(loop=True, max_frames=40) == 40
