@@ -96,7 +96,13 @@ class SourceConfig(_Strict):
         le=256,
         description="Decoded frames buffered ahead of inference (bounded; live drops oldest).",
     )
-    folder_fps: float = Field(10.0, gt=0, le=1000, description="Timestamp rate for an image folder.")
+    folder_fps: float = Field(
+        10.0,
+        gt=0,
+        le=1000,
+        description="Timestamp rate for an image folder, and for a video file whose container gives no "
+        "plausible frame rate (0 or over 1000).",
+    )
     max_frames: int = Field(0, ge=0, description="Stop after this many frames; 0 = until the source ends.")
     stride: int = Field(1, ge=1, le=100, description="Keep every Nth decoded frame (frame-rate drop).")
     loop: bool = Field(

@@ -18,8 +18,9 @@ logged).
 Frame indices are positions in the source (with ``stride`` 3 they are 0, 3, 6, ...), so results line up with
 ground truth numbered by source frame; they keep increasing across reconnects. ``max_frames`` stops the
 decoder after delivering that many (on a live stream some of them may be dropped). Timestamps are the
-container's position for files (index / fps when it has none), index / ``folder_fps`` for folders and
-wall-clock seconds for live streams. A video file with ``loop`` starts again from its first frame at its end,
+container's position for files (index / fps when it has none; a container with no plausible rate is timed at
+index / ``folder_fps``, with a warning), index / ``folder_fps`` for folders and wall-clock seconds for live
+streams. A video file with ``loop`` starts again from its first frame at its end,
 endlessly (soak tests, demos); indices and timestamps keep increasing across passes. Every
 http(s)/rtsp/rtmp/udp/tcp/srt URL is a live stream unless ``kind="file"`` says it is a file to read to its
 end.
@@ -277,10 +278,13 @@ class _Reader(Protocol):
 class _CaptureReader:
     """A file, stream or webcam read through a Capture; ``read``/``grab`` give None/False at end or error."""
 
-    def __init__(self, request: CaptureRequest, factory: CaptureFactory, name: str) -> None:
+    def __init__(
+        self, request: CaptureRequest, factory: CaptureFactory, name: str, fallback_fps: float
+    ) -> None:
         self._req = request
         self._factory = factory
         self._name = name
+        self._fallback_fps = fallback_fps  # files whose container gives no plausible rate are timed at this
         self.live = request.kind != "file"
         self.last_error = ""
         self._cap: Capture | None = None
@@ -304,6 +308,14 @@ class _CaptureReader:
         self._cap = cap
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 0 < fps <= _MAX_PLAUSIBLE_FPS else None
+        if self.fps is None and not self.live and self._raw == 0:  # once, not on each pass of a loop
+            log.warning(
+                "%s: the container gives no plausible frame rate (%g); frames are timed at source.folder_fps, "
+                "%g fps",
+                self._name,
+                fps,
+                self._fallback_fps,
+            )
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
         self.count = count if count > 0 else None
 
@@ -346,15 +358,16 @@ class _CaptureReader:
         return _to_bgr(image), ts
 
     def _timestamp(self) -> float:
-        """Live: wall-clock time. Files: the container position, else index / fps; never going backwards."""
+        """Live: wall-clock time. Files: the container position, else index / fps; never going backwards.
+        A container with no plausible rate has no trustworthy positions either: index / the fallback rate."""
         if self.live:
             return time.time()
-        fps = self.fps or 0.0
-        ts = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 if self._cap is not None else math.nan
+        fps = self.fps or self._fallback_fps
+        ts = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 if self._cap is not None and self.fps else math.nan
         if not math.isfinite(ts) or ts < 0 or (self._raw > 1 and ts <= self._last_ts):
-            ts = (self._raw - 1) / fps if fps else self._last_ts + 1.0
+            ts = (self._raw - 1) / fps
         if ts <= self._last_ts:
-            ts = self._last_ts + (1.0 / fps if fps else 1.0)
+            ts = self._last_ts + 1.0 / fps
         self._last_ts = ts
         return ts
 
@@ -423,7 +436,7 @@ def _make_reader(cfg: SourceConfig, kind: SourceKind, name: str, factory: Captur
     else:
         target = str(_local_path(uri))
     timeouts = (round(cfg.open_timeout_s * 1000), round(cfg.read_timeout_s * 1000))
-    return _CaptureReader(CaptureRequest(kind, target, *timeouts), factory, name)
+    return _CaptureReader(CaptureRequest(kind, target, *timeouts), factory, name, cfg.folder_fps)
 
 
 # ---------------------------------------------------------------------------------------------- hand-off

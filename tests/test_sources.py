@@ -334,6 +334,31 @@ def test_file_timestamps_fall_back_to_index_over_fps(tmp_path: Path) -> None:
     assert factory.requests == [CaptureRequest("file", str(video), 5000, 5000)]
 
 
+def test_a_file_whose_container_rate_is_implausible_is_timed_at_the_fallback_rate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An AVI whose header says 5000 fps: the source reported folder_fps (its fallback) as its rate, so the
+    annotated video was written at 8 fps, but frames kept the container's positions at 5000 fps (frame 5 at
+    1 ms), so events and the fleet clock ran 600x fast; and nothing said the rate was not used."""
+    import struct
+
+    video = tmp_path / "bogus-rate.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (64, 48))
+    for i in range(6):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    data = bytearray(video.read_bytes())
+    strh = data.find(b"strh") + 8  # fccType, fccHandler, flags, priority, language, initial frames
+    struct.pack_into("<II", data, strh + 20, 1, 5000)  # dwScale 1, dwRate 5000: 5000 fps
+    video.write_bytes(data)
+    assert cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FPS) == 5000.0
+    with open_source(SourceConfig(uri=str(video), folder_fps=8)) as src:
+        frames = list(src)
+        assert src.fps == 8.0
+    assert [f.timestamp for f in frames] == pytest.approx([i / 8 for i in range(6)])
+    assert "no plausible frame rate (5000)" in caplog.text and "folder_fps" in caplog.text
+
+
 def test_webcam_index_and_wall_clock_timestamps() -> None:
     factory = ScriptedFactory(FakeCapture(3))
     t0 = time.time()
