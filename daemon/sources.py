@@ -46,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
+from urllib.parse import unquote
 
 import cv2
 import numpy as np
@@ -208,7 +209,7 @@ def infer_kind(uri: str) -> SourceKind:
     m = URI_SCHEME.match(uri)
     if m:
         if m.group(1).lower() == "file":
-            return "folder" if Path(uri[7:]).is_dir() else "file"
+            return "folder" if _local_path(uri).is_dir() else "file"
         if m.group(1).lower() not in STREAM_SCHEMES:
             raise SourceError(f"unsupported URL scheme {m.group(1)!r} in source {redact(uri)!r}")
         return "rtsp"
@@ -228,7 +229,8 @@ def _check_url(uri: str) -> None:
 
 
 def _local_path(uri: str) -> Path:
-    return Path(uri[7:]) if uri.lower().startswith("file://") else Path(uri)
+    """A path, or the path of a file:// URI, percent-decoded as file managers write them (``my%20videos``)."""
+    return Path(unquote(uri[7:])) if uri.lower().startswith("file://") else Path(uri)
 
 
 def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:

@@ -95,6 +95,19 @@ def test_folder_source_natural_order_and_fps_timestamps(tmp_path: Path) -> None:
     assert [f.index for f in frames] == [0, 2, 4, 6, 8, 10]
 
 
+def test_file_uris_are_percent_decoded(tmp_path: Path) -> None:
+    """A file URI as a file manager copies it (file:///my%20videos/clip%201.mp4) was read literally: "video
+    file not found: .../my%20videos/clip%201.mp4", and a folder's URI was taken for a video file."""
+    from urllib.parse import quote
+
+    video = make_video(tmp_path / "my videos" / "clip 1.mp4", frames=3).path
+    with open_source(SourceConfig(uri="file://" + quote(str(video)))) as src:
+        assert src.kind == "file" and len(list(src)) == 3
+    folder = make_image_folder(tmp_path / "my stills", frames=2).path
+    with open_source(SourceConfig(uri="file://" + quote(str(folder)))) as src:
+        assert src.kind == "folder" and len(list(src)) == 2
+
+
 def test_natural_key_orders_numbers_by_value() -> None:
     names = ["img10.png", "img2.png", "IMG1.png", "img2b.png", "a.png"]
     assert sorted(names, key=natural_key) == ["a.png", "IMG1.png", "img2.png", "img2b.png", "img10.png"]
