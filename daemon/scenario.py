@@ -3,7 +3,8 @@
 Only one real camera view is at hand (PETS09-S2L1), so a fleet is simulated from it, deterministically:
 
 * ``region`` (x0, y0, x1, y1 in source pixels) is what the camera sees: regions may overlap (two cameras see
-  the same spot at the same time) or be disjoint (a person walks out of one view into the next);
+  the same spot at the same time) or be disjoint (a person walks out of one view into the next). A scenario
+  with a ``frame_size`` (the presets: PETS09-S2L1's 768x576) has its regions scaled to a video of another size;
 * photometric changes: ``gamma``, per-channel ``gains`` (a colour cast, B, G, R), Gaussian ``blur`` (sigma in
   output pixels), JPEG re-encoding at ``jpeg_quality``; geometric: ``scale`` of the output;
 * time: ``step`` keeps every Nth source frame (a lower frame rate); ``delay`` frames of black open the video, so
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +97,11 @@ class ScenarioConfig(BaseModel):
     name: str = Field(min_length=1, max_length=64, description="Scenario name.")
     description: str = Field("", max_length=2000, description="What it tests, in words.")
     frame_rate: float = Field(7.0, gt=0, le=240, description="The source's real frame rate.")
+    frame_size: tuple[int, int] | None = Field(
+        None,
+        description="(width, height) of the source the regions are drawn on; a video of another size gets them "
+        "scaled to its own (null: regions are the video's own pixels).",
+    )
     views: tuple[ViewConfig, ...] = Field(min_length=1, max_length=64, description="The cameras.")
 
     @model_validator(mode="after")
@@ -105,10 +112,13 @@ class ScenarioConfig(BaseModel):
         return self
 
 
-# PETS09-S2L1 is 768x576; people walk over the whole lower two thirds of it.
+# PETS09-S2L1 is 768x576; people walk over the whole lower two thirds of it. The presets' regions are drawn on
+# it; on a video of another size they are scaled to it (fit_to).
+PETS09_SIZE = (768, 576)
 PRESETS: dict[str, ScenarioConfig] = {
     "pets09-2cam-overlap": ScenarioConfig(
         name="pets09-2cam-overlap",
+        frame_size=PETS09_SIZE,
         description="Two cameras, left and right part of the view, overlapping by 128 px (the same person can "
         "be on both at once). Camera b is darker, warmer, blurred and JPEG-compressed at quality 50.",
         views=(
@@ -125,6 +135,7 @@ PRESETS: dict[str, ScenarioConfig] = {
     ),
     "pets09-3cam-handover": ScenarioConfig(
         name="pets09-3cam-handover",
+        frame_size=PETS09_SIZE,
         description="Three disjoint vertical strips (0-256, 256-512, 512-768 px): people walk from one view into "
         "the next. Camera b runs 14 source frames (2 s) late and at 0.8x scale; camera c runs at half the frame "
         "rate, brighter and bluer, JPEG quality 40.",
@@ -140,6 +151,7 @@ PRESETS: dict[str, ScenarioConfig] = {
     # not tuned on since (benchmarks/RESULTS.md, "A scenario nothing was tuned on").
     "pets09-4cam-grid": ScenarioConfig(
         name="pets09-4cam-grid",
+        frame_size=PETS09_SIZE,
         description="Four cameras in a 2x2 grid over the view; neighbours overlap by 64 px across (x 352-416) "
         "and 80 px down (y 224-304), so a person is seen by one to four cameras and walks from view to view in "
         "both directions. The top views cut people's legs off at their bottom edge. a is clean; b is 0.75x "
@@ -272,22 +284,39 @@ class ScenarioFiles:
     container_fps: float | None  # the rate the source's container gives (None: none)
 
 
-def _probe(video: Path, limit: int = 0) -> tuple[int, float | None]:
+def _probe(video: Path, limit: int = 0) -> tuple[int, float | None, tuple[int, int]]:
     """Frames the source decodes to, at most ``limit`` when > 0 (counted by decoding: container counts lie),
-    and the frame rate its container gives (None: none)."""
+    the frame rate its container gives (None: none) and its frames' (width, height)."""
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise SourceError(f"cannot open the scenario source video {video}")
-    n = 0
     try:
         fps = float(cap.get(cv2.CAP_PROP_FPS))
+        ok, first = cap.read()
+        if not ok or first is None:
+            raise SourceError(f"{video}: no frame could be decoded")
+        n = 1
         while (limit <= 0 or n < limit) and cap.grab():
             n += 1
     finally:
         cap.release()
-    if n == 0:
-        raise SourceError(f"{video}: no frame could be decoded")
-    return n, fps if fps > 0 else None
+    return n, fps if fps > 0 else None, (first.shape[1], first.shape[0])
+
+
+def fit_to(scenario: ScenarioConfig, size: tuple[int, int]) -> ScenarioConfig:
+    """The scenario over a source of ``size`` (width, height): regions drawn on another ``frame_size`` are
+    scaled to it (DataError when a view becomes too small)."""
+    if scenario.frame_size is None or scenario.frame_size == size:
+        return scenario
+    sx, sy = size[0] / scenario.frame_size[0], size[1] / scenario.frame_size[1]
+    views = [
+        v.model_dump() | {"region": [round(c * f) for c, f in zip(v.region, (sx, sy, sx, sy), strict=True)]}
+        for v in scenario.views
+    ]
+    try:
+        return ScenarioConfig.model_validate(scenario.model_dump() | {"frame_size": size, "views": views})
+    except ValidationError as e:
+        raise DataError(f"scenario {scenario.name} on a {size[0]}x{size[1]} video: {e}") from e
 
 
 def at_frame_rate(scenario: ScenarioConfig, fps: float) -> ScenarioConfig:
@@ -358,7 +387,8 @@ def build(
     """
     if max_frames < 0:
         raise DataError(f"max_frames must be >= 0 (0: the whole source), got {max_frames}")
-    total, container_fps = _probe(video, max_frames)
+    total, container_fps, size = _probe(video, max_frames)
+    scenario = fit_to(scenario, size)
     gt = read_ground_truth(gt_path) if gt_path is not None else None
     out.mkdir(parents=True, exist_ok=True)
     fps = scenario.frame_rate
@@ -420,8 +450,16 @@ SCENARIO_FLEET_THRESHOLD = 0.85  # measured on both presets (benchmarks/RESULTS.
 SCENARIO_DISTINCT_MARGIN = 0.08
 # The site plan of a scenario is the source video's pixels (each view's placement in it is known exactly, as a
 # surveyed calibration would give it). PETS09-S2L1 people's feet move 29 px/s at the median, 80 px/s at the
-# 99th percentile of its ground truth (7 fps); a box is ~30 px wide.
+# 99th percentile of its ground truth (7 fps); a box is ~30 px wide. On a scenario fitted to a video of another
+# size (fit_to) people are taken to scale with the frame, and these with them.
 SCENARIO_SITE = {"site_radius": 30.0, "site_speed": 80.0}
+
+
+def _site_settings(scenario: ScenarioConfig) -> dict[str, float]:
+    """SCENARIO_SITE scaled from PETS09-S2L1's frame to the scenario's ``frame_size`` (as is without one)."""
+    w, h = scenario.frame_size or PETS09_SIZE
+    k = math.sqrt(w * h / (PETS09_SIZE[0] * PETS09_SIZE[1]))
+    return {key: value * k for key, value in SCENARIO_SITE.items()}
 
 
 def _fleet_config(scenario: ScenarioConfig, videos: dict[str, Path], out: Path) -> dict[str, Any]:
@@ -475,7 +513,7 @@ def _fleet_config(scenario: ScenarioConfig, videos: dict[str, Path], out: Path) 
             "adjacency": _adjacency(scenario),
             "fleet_threshold": SCENARIO_FLEET_THRESHOLD,
             "fleet_distinct_margin": SCENARIO_DISTINCT_MARGIN,
-            **SCENARIO_SITE,
+            **_site_settings(scenario),
         },
         "camera_defaults": shared,
         "cameras": cameras,

@@ -149,6 +149,34 @@ def test_a_video_of_another_frame_rate_is_replayed_at_its_own_rate(
     assert "frame rate 0: Input should be greater than 0" in capsys.readouterr().err
 
 
+def test_a_preset_fits_a_video_of_another_size(tmp_path: Path) -> None:
+    """The presets' regions are PETS09-S2L1 pixels (768x576): on a smaller video (README: "with any other
+    video") build failed with "region ... is outside the 640x360 source", and on a larger one the cameras saw
+    only its top-left 768x576 corner. The regions are now scaled to the video, ground truth and site with them."""
+    clip = make_video(tmp_path / "src.mp4", frames=4, size=(640, 360), people=2)
+    gt_path = clip.write_mot_gt(tmp_path / "gt.txt")
+    files = build(clip.path, gt_path, PRESETS["pets09-3cam-handover"], tmp_path / "out")
+    for name, width in (("a", 213), ("b", round(214 * 0.8)), ("c", 213)):
+        cap = cv2.VideoCapture(str(files.videos[name]))
+        ok, first = cap.read()
+        cap.release()
+        assert ok and first.shape[1] == pytest.approx(width, abs=1)
+        assert first.shape[0] == (288 if name == "b" else 360)
+    desc = json.loads(files.description.read_text())
+    regions = [v["region"] for v in desc["scenario"]["views"]]
+    assert regions == [[0, 0, 213, 360], [213, 0, 427, 360], [427, 0, 640, 360]]
+    gt = {name: read_ground_truth(path) for name, path in files.ground_truth.items()}
+    people = {int(i) for g in gt.values() for i in np.unique(g.track_id[g.consider])}
+    assert people == {b.id for frame in clip.truth for b in frame}  # everyone is on some camera
+    fleet = load_settings(files.fleet_config)
+    site = fleet.cameras["c"].site
+    assert site is not None  # camera c's right edge is the video's right edge on the site plan
+    np.testing.assert_allclose(SiteMap(site).feet(np.array([[203, 0, 213, 360]], np.float32))[0], [635, 360])
+    assert fleet.identity.site_radius == pytest.approx(
+        30.0 * (640 * 360 / (768 * 576)) ** 0.5
+    )  # smaller people
+
+
 def test_bad_scenarios_and_sources_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 16"):
         ViewConfig(name="v", region=(0, 0, 8, 100))
@@ -166,8 +194,9 @@ def test_bad_scenarios_and_sources_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="cannot open"):
         build(tmp_path / "missing.mp4", tmp_path / "gt.txt", PRESETS["pets09-2cam-overlap"], tmp_path / "o")
     clip = make_video(tmp_path / "small.mp4", frames=3, size=(320, 240))
+    wide = ScenarioConfig(name="w", views=(ViewConfig(name="a", region=(0, 0, 400, 240)),))
     with pytest.raises(DataError, match="outside"):
-        build(clip.path, tmp_path / "gt.txt", PRESETS["pets09-2cam-overlap"], tmp_path / "o")
+        build(clip.path, tmp_path / "gt.txt", wide, tmp_path / "o")
     with pytest.raises(DataError, match="max_frames must be >= 0"):  # was built from the whole source
         build(clip.path, None, PRESETS["pets09-2cam-overlap"], tmp_path / "neg", max_frames=-5)
     assert not (tmp_path / "neg").exists()
