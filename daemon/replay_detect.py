@@ -8,8 +8,8 @@
   same whatever order or subset of frames is asked for.
 * :func:`write_detections` records any detector over a source into a det.txt that MotFileDetector replays.
 
-A replay detector ignores the image apart from its size (where false boxes may appear). Frame.index counts
-the frames the source yields, so a source with ``stride`` > 1 no longer lines up with the file's frames.
+A replay detector ignores the image apart from its size (where false boxes may appear). Frame.index is the
+frame's position in the source, so a source with ``stride`` > 1 still lines up with the file's frames.
 """
 
 from __future__ import annotations

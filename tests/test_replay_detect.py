@@ -233,3 +233,20 @@ def test_recorded_detections_replay_identically(tmp_path: Path) -> None:
         live, again = noisy.detect(frame), replay.detect(frame)
         np.testing.assert_allclose(again.xyxy, live.xyxy, atol=1e-3)
         np.testing.assert_allclose(again.scores, live.scores, rtol=1e-5)
+
+
+def test_a_strided_source_lines_up_with_the_det_file(tmp_path: Path) -> None:
+    """The module said a source with stride > 1 no longer lines up with a det.txt; frames carry their position
+    in the source (0, 3, 6, ...), so each is given its own frame's boxes."""
+    from _video import make_video
+
+    from daemon.config import SourceConfig
+    from daemon.sources import open_source
+
+    clip = make_video(tmp_path / "clip.mp4", frames=10, size=(160, 120), people=2)
+    det = clip.write_mot_gt(tmp_path / "det.txt")
+    replay = build_replay_detector(MotFileDetectorConfig(path=det))
+    with open_source(SourceConfig(uri=str(clip.path), stride=3)) as src:
+        for frame in src:
+            truth = sorted(b.xyxy for b in clip.truth[frame.index])
+            np.testing.assert_allclose(sorted(map(tuple, replay.detect(frame).xyxy)), truth)
