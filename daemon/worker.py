@@ -304,7 +304,7 @@ class CameraWorker:
             stages["fleet"] = 1000 * t.fleet / n
         return RunSummary(
             camera=self.name,
-            source=src.name,
+            source=redact(self.cam.source.uri),
             frames=frames,
             last_frame=self._last_index,
             seconds=round(seconds, 3),

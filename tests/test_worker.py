@@ -62,6 +62,7 @@ def test_replay_writes_every_output_and_tracks_perfectly(tmp_path: Path) -> None
     cap.release()
     s = json.loads((out / "summary.json").read_text())
     assert s["frames"] == 40 and set(s["stage_ms_per_frame"]) >= {"decode", "detect", "embed", "track"}
+    assert s["source"] == str(clip.path)  # was the camera's name ("synth"), not what it read
 
 
 def test_an_annotated_video_of_a_strided_source_plays_at_the_source_s_pace(tmp_path: Path) -> None:
