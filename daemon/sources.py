@@ -233,6 +233,16 @@ def _local_path(uri: str) -> Path:
     return Path(unquote(uri[7:])) if uri.lower().startswith("file://") else Path(uri)
 
 
+def _not_found(what: str, path: Path) -> SourceError:
+    """A missing file or folder; a relative path also says where it was looked for."""
+    if path.is_absolute():
+        return SourceError(f"{what} not found: {path}")
+    return SourceError(
+        f"{what} not found: {path} (looked for at {path.resolve()}: a relative path is taken from the working "
+        "directory)"
+    )
+
+
 def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
     """Sort key that orders ``frame_2`` before ``frame_10``."""
     return tuple((0, int(p)) if p.isdigit() else (1, p.lower()) for p in re.split(r"(\d+)", name) if p)
@@ -299,7 +309,7 @@ class _CaptureReader:
         if self._req.kind == "file" and not URI_SCHEME.match(str(self._req.target)):
             path = Path(str(self._req.target))
             if not path.is_file():
-                raise SourceError(f"video file not found: {path}")
+                raise _not_found("video file", path)
         try:
             cap = self._factory(self._req)
         except cv2.error as e:
@@ -394,7 +404,7 @@ class _FolderReader:
 
     def open(self) -> None:
         if not self._folder.is_dir():
-            raise SourceError(f"image folder not found: {self._folder}")
+            raise _not_found("image folder", self._folder)
         self._files = list_images(self._folder)
         if not self._files:
             exts = ", ".join(sorted(IMAGE_EXTENSIONS))

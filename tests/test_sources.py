@@ -142,10 +142,19 @@ def test_redact_hides_passwords() -> None:
 # ------------------------------------------------------------------------------------------ opening errors
 
 
-def test_missing_file_names_it(tmp_path: Path) -> None:
+def test_missing_file_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = tmp_path / "nope.mp4"
     with pytest.raises(SourceError, match=r"nope\.mp4"):
         open_source(SourceConfig(uri=str(missing)))
+    # a relative uri (configs/pets09.yaml has one) is taken from the working directory, not the config's
+    # folder: run from elsewhere, the error said only "video file not found: ../shared/...", and said nothing
+    # of where it had looked
+    monkeypatch.chdir(tmp_path)
+    for uri, what in (("../videos/nope.mp4", "video file"), ("../stills", "image folder")):
+        with pytest.raises(
+            SourceError, match=f"{what} not found: {uri} .*{tmp_path.parent / uri.split('/')[1]}"
+        ):
+            open_source(SourceConfig(uri=uri, kind="folder" if what == "image folder" else "file"))
 
 
 def test_corrupt_video_raises(tmp_path: Path) -> None:
