@@ -303,6 +303,14 @@ def _probe(video: Path, limit: int = 0) -> tuple[int, float | None, tuple[int, i
     return n, fps if fps > 0 else None, (first.shape[1], first.shape[0])
 
 
+def _keep_sources(sources: list[Path], outputs: list[Path]) -> None:
+    """DataError when the build would write one of its own inputs (a writer cuts it before it is read)."""
+    inputs = {p.resolve() for p in sources}
+    for p in outputs:
+        if p.resolve() in inputs:
+            raise DataError(f"the build would write over its source {p}: give another --out folder")
+
+
 def fit_to(scenario: ScenarioConfig, size: tuple[int, int]) -> ScenarioConfig:
     """The scenario over a source of ``size`` (width, height): regions drawn on another ``frame_size`` are
     scaled to it (DataError when a view becomes too small)."""
@@ -390,9 +398,13 @@ def build(
     total, container_fps, size = _probe(video, max_frames)
     scenario = fit_to(scenario, size)
     gt = read_ground_truth(gt_path) if gt_path is not None else None
-    out.mkdir(parents=True, exist_ok=True)
     fps = scenario.frame_rate
     videos = {v.name: out / f"{v.name}.mp4" for v in scenario.views}
+    truth_paths = {v.name: out / f"{v.name}.gt.txt" for v in scenario.views}
+    _keep_sources(
+        [video, *([gt_path] if gt_path is not None else [])], [*videos.values(), *truth_paths.values()]
+    )
+    out.mkdir(parents=True, exist_ok=True)
     sizes = {v.name: camera_frames(v, total) for v in scenario.views}
     cameras = [_Camera(v, videos[v.name], fps, sizes[v.name]) for v in scenario.views]
     _write_videos(video, cameras, total, progress)
@@ -403,7 +415,7 @@ def build(
         if gt is None:
             continue
         vgt = view_ground_truth(gt, view, sizes[view.name])
-        truths[view.name] = out / f"{view.name}.gt.txt"
+        truths[view.name] = truth_paths[view.name]
         write_ground_truth(truths[view.name], vgt)
         counts[view.name] |= {
             "gt_rows": len(vgt),

@@ -177,6 +177,26 @@ def test_a_preset_fits_a_video_of_another_size(tmp_path: Path) -> None:
     )  # smaller people
 
 
+def test_build_never_writes_over_its_own_source(tmp_path: Path) -> None:
+    """A source video named like a camera's (a.mp4) in the --out folder was opened for writing before it was
+    read: the user's video was cut to 258 bytes and the build failed with 'frame 0 could not be decoded'."""
+    clip = make_video(tmp_path / "a.mp4", frames=3, size=(320, 240))
+    gt = clip.write_mot_gt(tmp_path / "b.gt.txt")
+    before = clip.path.read_bytes(), gt.read_bytes()
+    two = ScenarioConfig(
+        name="t",
+        views=(
+            ViewConfig(name="a", region=(0, 0, 160, 240)),
+            ViewConfig(name="b", region=(160, 0, 320, 240)),
+        ),
+    )
+    with pytest.raises(DataError, match=r"would write over its source .*a\.mp4"):
+        build(clip.path, None, two, tmp_path)
+    with pytest.raises(DataError, match=r"would write over its source .*b\.gt\.txt"):
+        build(make_video(tmp_path / "src.mp4", frames=3).path, gt, two, tmp_path / "sub" / "..")
+    assert (clip.path.read_bytes(), gt.read_bytes()) == before
+
+
 def test_bad_scenarios_and_sources_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 16"):
         ViewConfig(name="v", region=(0, 0, 8, 100))
