@@ -221,6 +221,14 @@ def source_kind(cfg: SourceConfig) -> SourceKind:
     return infer_kind(cfg.uri.strip()) if cfg.kind == "auto" else cfg.kind
 
 
+def local_path(cfg: SourceConfig) -> Path | None:
+    """The local file or folder a source reads; None for streams, webcams and files served over http."""
+    uri = cfg.uri.strip()
+    kind = source_kind(cfg)
+    remote = URI_SCHEME.match(uri) is not None and not uri.lower().startswith("file://")
+    return _local_path(uri) if kind in ("file", "folder") and not remote else None
+
+
 def _check_url(uri: str) -> None:
     m = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)", uri)
     host = m.group(1).rsplit("@", 1)[-1] if m else ""

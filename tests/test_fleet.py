@@ -22,6 +22,7 @@ from daemon import fleet_runner
 from daemon.bridge import Bridge, FleetMessage
 from daemon.cli import main
 from daemon.config import BridgeConfig, IdentityConfig, SecretSource, load_settings
+from daemon.errors import ConfigError
 from daemon.fleet import FleetClock, FleetLink, GlobalMotWriter, IdentityLog, to_message, to_update
 from daemon.fleet_runner import forget, report_fleet, run_fleet
 from daemon.identity import IdentityAssignment, ProfileUpdate
@@ -846,3 +847,18 @@ def test_the_fleet_s_progress_totals_are_the_frames_each_camera_will_deliver(tmp
     assert total(stride=3, max_frames=5) == 5
     assert total(loop=True) is None
     assert total(loop=True, max_frames=40) == 40
+
+
+def test_a_fleet_never_removes_a_camera_s_source(tmp_path: Path) -> None:
+    """A camera given its own earlier annotated video as its source (runs/a/annotated.mp4): the fleet removes
+    an earlier run's files before a camera starts, so it deleted the video and the camera failed on it."""
+    clip = make_video(tmp_path / "runs" / "a" / "annotated.mp4", frames=3, size=(64, 48), people=1)
+    cfg = {
+        "fleet": {"enabled": True},
+        "bridge": {"allow_unsigned": True},
+        "cameras": {"a": {"source": {"uri": str(clip.path)}, "output": {"dir": str(tmp_path / "runs")}}},
+    }
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match=r"cameras\.a\.source\.uri: .*annotated\.mp4 is a file the camera"):
+        run_fleet(tmp_path / "f.yaml", progress=False)
+    assert clip.path.is_file()

@@ -18,7 +18,7 @@ from daemon.config import (
     TrackerConfig,
     single_camera_settings,
 )
-from daemon.errors import DaemonError
+from daemon.errors import ConfigError, DaemonError
 from daemon.evaluate import evaluate
 from daemon.pipeline import FrameResult
 from daemon.runner import StatusFile
@@ -82,6 +82,26 @@ def test_an_annotated_video_of_a_strided_source_plays_at_the_source_s_pace(tmp_p
     frames, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), cap.get(cv2.CAP_PROP_FPS)
     cap.release()
     assert frames == 10 and frames / fps == pytest.approx(3.0, abs=0.05)  # the clip's 3 seconds
+
+
+def test_a_camera_never_writes_over_its_own_source(tmp_path: Path) -> None:
+    """Given back its own annotated video as its source (runs/synth/annotated.mp4, output.dir runs), the worker
+    opened the file for writing while reading it: the video was cut, and the run saw 17 of its 50 frames."""
+    clip = make_video(tmp_path / "runs" / "synth" / "annotated.mp4", frames=10, size=(320, 240), people=1)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    before = clip.path.read_bytes()
+    for uri in (str(clip.path), f"file://{tmp_path}/runs/./synth/annotated.mp4"):
+        cam = CameraConfig(
+            source=SourceConfig(uri=uri),
+            detector=GroundTruthDetectorConfig(path=gt),
+            embedder=EmbedderConfig(type="none"),
+            output=OutputConfig(dir=tmp_path / "runs", video=True, progress=False),
+        )
+        with pytest.raises(
+            ConfigError, match=r"cameras\.synth\.source\.uri: .*annotated\.mp4 is a file the camera"
+        ):
+            CameraWorker(single_camera_settings(cam, name="synth"), "synth").run()
+    assert clip.path.read_bytes() == before
 
 
 def test_noisy_detections_with_real_embedder(tmp_path: Path, mobilenet_model: Path) -> None:
