@@ -88,8 +88,8 @@ def child_environment(settings: Settings, url: str, epoch: float) -> dict[str, s
 
 def _frame_total(settings: Settings, name: str) -> int | None:
     src = settings.cameras[name].source
-    path = Path(src.uri)
-    if not path.is_file():
+    path = local_path(src)
+    if path is None or not path.is_file():
         return None
     cap = cv2.VideoCapture(str(path))
     try:

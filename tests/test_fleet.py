@@ -849,6 +849,15 @@ def test_the_fleet_s_progress_totals_are_the_frames_each_camera_will_deliver(tmp
     assert total(loop=True, max_frames=40) == 40
 
 
+def test_a_camera_reading_a_file_uri_has_a_progress_total(tmp_path: Path) -> None:
+    """A file:// source was looked up as a path named 'file:///...': the camera's bar had no total."""
+    clip = make_video(tmp_path / "my clip.mp4", frames=5, size=(64, 48), people=1)
+    uri = "file://" + str(clip.path).replace(" ", "%20")
+    cfg = {"cameras": {"a": {"source": {"uri": uri}, "embedder": {"type": "none"}}}}
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump(cfg))
+    assert fleet_runner._frame_total(load_settings(tmp_path / "f.yaml"), "a") == 5
+
+
 def test_a_fleet_never_removes_a_camera_s_source(tmp_path: Path) -> None:
     """A camera given its own earlier annotated video as its source (runs/a/annotated.mp4): the fleet removes
     an earlier run's files before a camera starts, so it deleted the video and the camera failed on it."""
