@@ -34,10 +34,16 @@ def _setup_logging(verbose: int, log_format: str = "text") -> None:
 # ---------------------------------------------------------------- run / track
 
 
+def _source_override(uri: str) -> dict[str, Any]:
+    """A source given on the command line: its uri, timed by its own rate (the config's source.fps is the rate
+    of the file the config names, not of this one)."""
+    return {"source.uri": uri, "source.fps": None}
+
+
 def _camera_updates(args: argparse.Namespace) -> dict[str, Any]:
     updates: dict[str, Any] = {}
     if getattr(args, "source", None):
-        updates["source.uri"] = args.source
+        updates |= _source_override(args.source)
     if getattr(args, "output", None):
         updates["output.dir"] = args.output
     if getattr(args, "max_frames", None) is not None:
@@ -594,7 +600,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     first = next(iter(settings.cameras)) if args.all_cameras and not args.camera else args.camera
     name, _ = settings.camera(first)
     if args.source:
-        settings = with_overrides(settings, name, {"source.uri": args.source})
+        settings = with_overrides(settings, name, _source_override(args.source))
     out = Path(args.out)
     req = AdaptRequest(
         out=out,

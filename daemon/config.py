@@ -103,6 +103,13 @@ class SourceConfig(_Strict):
         description="Timestamp rate for an image folder, and for a video file whose container gives no "
         "plausible frame rate (0 or over 1000).",
     )
+    fps: float | None = Field(
+        None,
+        gt=0,
+        le=1000,
+        description="Video files only: the real frame rate when the container's is wrong (PETS09-S2L1's says 10, "
+        "it is 7); frames are then timed at index / fps. null: the container's.",
+    )
     max_frames: int = Field(0, ge=0, description="Stop after this many frames; 0 = until the source ends.")
     stride: int = Field(1, ge=1, le=100, description="Keep every Nth decoded frame (frame-rate drop).")
     loop: bool = Field(

@@ -299,12 +299,21 @@ class _CaptureReader:
     """A file, stream or webcam read through a Capture; ``read``/``grab`` give None/False at end or error."""
 
     def __init__(
-        self, request: CaptureRequest, factory: CaptureFactory, name: str, fallback_fps: float
+        self,
+        request: CaptureRequest,
+        factory: CaptureFactory,
+        name: str,
+        fallback_fps: float,
+        fps: float | None = None,
     ) -> None:
         self._req = request
         self._factory = factory
         self._name = name
         self._fallback_fps = fallback_fps  # files whose container gives no plausible rate are timed at this
+        self._rate = fps  # a file's real rate, overriding its container's (source.fps)
+        self._by_index = (
+            False  # a file timed at index / fps: its container's rate (and positions) are not used
+        )
         self.live = request.kind != "file"
         self.last_error = ""
         self._cap: Capture | None = None
@@ -327,7 +336,8 @@ class _CaptureReader:
             raise SourceError(f"cannot open {self._what()}")
         self._cap = cap
         fps = cap.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if 0 < fps <= _MAX_PLAUSIBLE_FPS else None
+        self.fps = self._rate or (fps if 0 < fps <= _MAX_PLAUSIBLE_FPS else None)
+        self._by_index = not self.live and (self._rate is not None or self.fps is None)
         if self.fps is None and not self.live and self._raw == 0:  # once, not on each pass of a loop
             log.warning(
                 "%s: the container gives no plausible frame rate (%g); frames are timed at source.folder_fps, "
@@ -379,11 +389,16 @@ class _CaptureReader:
 
     def _timestamp(self) -> float:
         """Live: wall-clock time. Files: the container position, else index / fps; never going backwards.
-        A container with no plausible rate has no trustworthy positions either: index / the fallback rate."""
+        A rate given in the config, or a container with no plausible rate (whose positions are no better), times
+        frames at index / that rate (the fallback's)."""
         if self.live:
             return time.time()
         fps = self.fps or self._fallback_fps
-        ts = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 if self._cap is not None and self.fps else math.nan
+        ts = (
+            self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            if self._cap is not None and not self._by_index
+            else math.nan
+        )
         if not math.isfinite(ts) or ts < 0 or (self._raw > 1 and ts <= self._last_ts):
             ts = (self._raw - 1) / fps
         if ts <= self._last_ts:
@@ -456,7 +471,7 @@ def _make_reader(cfg: SourceConfig, kind: SourceKind, name: str, factory: Captur
     else:
         target = str(_local_path(uri))
     timeouts = (round(cfg.open_timeout_s * 1000), round(cfg.read_timeout_s * 1000))
-    return _CaptureReader(CaptureRequest(kind, target, *timeouts), factory, name, cfg.folder_fps)
+    return _CaptureReader(CaptureRequest(kind, target, *timeouts), factory, name, cfg.folder_fps, cfg.fps)
 
 
 # ---------------------------------------------------------------------------------------------- hand-off
@@ -553,10 +568,11 @@ class FrameSource:
         self._cfg = cfg
         self.kind: SourceKind = source_kind(cfg)
         self.name = name or redact(cfg.uri.strip())
-        if cfg.loop and self.kind != "file":
-            raise SourceError(
-                f"source.loop works with video files only, not a {self.kind} source ({self.name})"
-            )
+        for option, given in (("loop", cfg.loop), ("fps", cfg.fps is not None)):
+            if given and self.kind != "file":
+                raise SourceError(
+                    f"source.{option} works with video files only, not a {self.kind} source ({self.name})"
+                )
         self._reader = _make_reader(cfg, self.kind, self.name, capture_factory or opencv_capture)
         self._pass_start = 0  # frames_decoded when the current pass of a looped file began
         self._backoff = Backoff(

@@ -240,6 +240,24 @@ def test_eval_of_a_strided_run_scores_only_the_frames_it_saw(
     assert scored["GT_Dets"] == 2 * 9  # two people on frames 1, 4, ..., 25
 
 
+def test_source_on_the_command_line_is_timed_by_its_own_rate(
+    synth: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """`run --config configs/pets09.yaml --source OTHER` kept the config's source.fps (PETS09-S2L1's 7), the
+    rate of another file: the given video was timed at 7 fps, and a stream given so failed ("source.fps works
+    with video files only")."""
+    clip, gt, _ = synth  # a 10 fps clip
+    cfg = _config(
+        tmp_path,
+        f"cameras:\n  door:\n    source: {{uri: /elsewhere/pets.avi, fps: 7}}\n"
+        f"    detector: {{type: ground-truth, path: {gt}}}\n    embedder: {{type: none}}\n"
+        f"    output: {{dir: {tmp_path / 'runs'}, progress: false}}\n",
+    )
+    assert main(["run", "--config", str(cfg), "--source", str(clip), "--max-frames", "3"]) == 0
+    events = [json.loads(x) for x in (tmp_path / "runs" / "door" / "events.jsonl").read_text().splitlines()]
+    assert max(e["ts"] for e in events if e["frame"] == 2) == pytest.approx(0.2)
+
+
 def test_eval_needs_the_mot_output(tmp_path: Path, synth: tuple[Path, Path, Path]) -> None:
     clip, gt, _ = synth
     cfg = _config(

@@ -381,6 +381,19 @@ def test_a_file_whose_container_rate_is_implausible_is_timed_at_the_fallback_rat
     assert "no plausible frame rate (5000)" in caplog.text and "folder_fps" in caplog.text
 
 
+def test_a_video_file_s_wrong_container_rate_can_be_corrected(tmp_path: Path) -> None:
+    """PETS09-S2L1's container says 10 fps, its real rate is 7: configs/pets09.yaml set tracker.frame_rate 7,
+    which times nothing (the tracker undoes BoxMOT's scaling of its buffer by it), so events and the annotated
+    video kept the container's 10 fps and there was no setting that fixed them."""
+    video = make_video(tmp_path / "clip.mp4", frames=5, fps=10.0).path
+    with open_source(SourceConfig(uri=str(video), fps=7.0, stride=2)) as src:
+        frames = list(src)
+        assert (src.fps, src.delivered_fps) == (7.0, 3.5)
+    assert [f.timestamp for f in frames] == pytest.approx([0.0, 2 / 7, 4 / 7])
+    with pytest.raises(SourceError, match=r"source\.fps works with video files only, not a folder source"):
+        FrameSource(SourceConfig(uri=str(tmp_path), fps=7.0))
+
+
 def test_webcam_index_and_wall_clock_timestamps() -> None:
     factory = ScriptedFactory(FakeCapture(3))
     t0 = time.time()
