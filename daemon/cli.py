@@ -206,17 +206,23 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     return 0
 
 
-def _frames_of_run(results: Path) -> int | None:
-    """Frames 1..N to score a worker's MOT file on: up to the last frame the run's summary.json beside it
-    says it ran (a run stopped early is not charged for the rest of the ground truth); None without one."""
-    from daemon.outputs import last_frame_run
+def _extent_of_run(results: Path) -> tuple[int | None, int]:
+    """(frames 1..N, stride) to score a worker's MOT file on, from the run's summary.json beside it: up to
+    the last frame it ran (a run stopped early is not charged for the rest of the ground truth), every
+    stride-th frame; (None, 1) without one."""
+    from daemon.outputs import run_extent
 
     summary = results.parent / "summary.json"
-    last = last_frame_run(summary, results)
-    if last is None:
-        return None
-    log.info("scoring frames 1..%d: %s says the run ended there", last + 1, summary)
-    return last + 1
+    ran = run_extent(summary, results)
+    if ran is None:
+        return None, 1
+    log.info(
+        "scoring frames 1..%d%s: %s says the run ended there",
+        ran.last_frame + 1,
+        f", every {ran.stride}th" if ran.stride > 1 else "",
+        summary,
+    )
+    return ran.last_frame + 1, ran.stride
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -259,7 +265,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         results, frames = summary.outputs["mot"], summary.last_frame + 1
         stride = settings.cameras[name].source.stride  # the frames in between were not run: not misses
     else:
-        frames = _frames_of_run(Path(results))
+        frames, stride = _extent_of_run(Path(results))
     metrics = evaluate(args.gt, results, num_frames=frames, stride=stride)
     print(metrics.summary())
     if args.json:

@@ -18,7 +18,7 @@ from typing import Any
 from daemon.errors import DataError
 from daemon.fleet_eval import CameraRun, evaluate_fleet
 from daemon.motio import read_ground_truth, read_results
-from daemon.outputs import last_frame_run
+from daemon.outputs import run_extent
 
 TIMELINE_MAX_ROWS = 40
 
@@ -202,8 +202,8 @@ def evaluate_scenario(scenario_dir: Path, camera_dirs: dict[str, Path], out: Pat
 def _frames_run(summary: Path, frames: int) -> int:
     """The camera's frames up to the last one its worker ran (a ``max_frames`` run, or a worker stopped early,
     is not charged for the rest of the ground truth); all of them when it left no summary."""
-    last = last_frame_run(summary)
-    return frames if last is None else min(frames, last + 1)
+    ran = run_extent(summary)
+    return frames if ran is None else min(frames, ran.last_frame + 1)
 
 
 def append_metrics(report_md: Path, text: str) -> None:

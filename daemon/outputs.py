@@ -317,6 +317,7 @@ class RunSummary:
     source_stats: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     last_frame: int = -1  # source position of the last frame processed (-1: none)
+    stride: int = 1  # source frames per frame run (source.stride): the MOT file holds every stride-th frame
     fleet: dict[str, Any] = field(default_factory=dict)  # identity and bridge counters (fleet mode only)
 
     def as_dict(self) -> dict[str, Any]:
@@ -336,18 +337,26 @@ class RunSummary:
         os.replace(tmp, path)
 
 
-def last_frame_run(summary: Path, results: Path | None = None) -> int | None:
-    """The source position of the last frame the worker whose ``summary.json`` this is ran (None: it ran none,
-    or left no readable summary). With ``results``, only when that is the run's MOT file."""
+@dataclass(frozen=True, slots=True)
+class RunExtent:
+    """Which source frames a worker ran: up to ``last_frame`` (0-based), every ``stride``-th one."""
+
+    last_frame: int
+    stride: int
+
+
+def run_extent(summary: Path, results: Path | None = None) -> RunExtent | None:
+    """What the worker whose ``summary.json`` this is ran (None: it ran no frame, or left no readable
+    summary). With ``results``, only when that is the run's MOT file."""
     try:
         doc = json.loads(summary.read_text(encoding="utf-8"))
-        last = int(doc["last_frame"])
+        last, stride = int(doc["last_frame"]), int(doc.get("stride", 1))
         mot = doc.get("outputs", {}).get("mot") if results is not None else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     if results is not None and (not isinstance(mot, str) or not _same_file(Path(mot), results)):
         return None
-    return last if last >= 0 else None
+    return RunExtent(last, max(stride, 1)) if last >= 0 else None
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -309,6 +309,7 @@ class CameraWorker:
             source=redact(self.cam.source.uri),
             frames=frames,
             last_frame=self._last_index,
+            stride=self.cam.source.stride,
             seconds=round(seconds, 3),
             fps=round(frames / max(seconds, 1e-9), 2),
             stage_ms_per_frame={k: round(v, 2) for k, v in stages.items()},

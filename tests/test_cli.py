@@ -238,6 +238,11 @@ def test_eval_of_a_strided_run_scores_only_the_frames_it_saw(
     scored = json.loads(m.read_text())
     assert scored["IDF1"] == pytest.approx(100.0) and scored["MOTA"] == pytest.approx(100.0)
     assert scored["GT_Dets"] == 2 * 9  # two people on frames 1, 4, ..., 25
+    # the run's own results file, scored later: its summary.json says which frames the run saw
+    results = tmp_path / "runs" / "door" / "door.txt"
+    assert main(["eval", "--gt", str(gt), "--results", str(results), "--json", str(m)]) == 0
+    scored = json.loads(m.read_text())
+    assert scored["IDF1"] == pytest.approx(100.0) and scored["GT_Dets"] == 2 * 9
 
 
 def test_source_on_the_command_line_is_timed_by_its_own_rate(
