@@ -1203,9 +1203,10 @@ def collect_tracklets(
     detector and tracker settings, the frame limits and the mining fields of ``cfg``.
     """
     from daemon.motio import read_results
+    from daemon.sources import local_path
 
     cam = settings.cameras[camera]
-    video = Path(cam.source.uri)
+    video = local_path(cam.source) or Path(cam.source.uri)  # a file:// URI names the file it decodes to
     if tracks_file is not None and not Path(tracks_file).is_file():
         raise DataError(f"{tracks_file}: file not found")  # before its size and mtime go into the cache key
     key = cache_key(

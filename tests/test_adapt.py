@@ -540,7 +540,7 @@ def test_embedder_refuses_a_mismatched_head(tmp_path: Path, mobilenet_model: Pat
         OnnxEmbedder(EmbedderConfig(head=tmp_path / "missing.npz"), CPU, cache)
 
 
-def _cfg(tmp_path: Path, video: Path, models: Path) -> Path:
+def _cfg(tmp_path: Path, video: Path | str, models: Path) -> Path:
     p = tmp_path / "cam.yaml"
     p.write_text(
         f"models_dir: {models}\nruntime: {{providers: [CPUExecutionProvider]}}\n"
@@ -574,6 +574,23 @@ def test_cli_adapt_from_a_tracks_file_and_a_reference_folder(
     assert "nothing to train on" in capsys.readouterr().err
     assert main([*args, "--dim", "2"]) == 2
     assert "--dim" in capsys.readouterr().err
+
+
+def test_cli_adapt_from_a_tracks_file_of_a_file_uri_source(
+    tmp_path: Path, mobilenet_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A source given as a file:// URI (as file managers write it) was opened as the path 'file:/...': the
+    video was not found and its size and date were left out of the tracklet cache's key."""
+    folder = tmp_path / "my videos"
+    folder.mkdir()
+    clip = make_video(folder / "clip 1.mp4", frames=12, size=(320, 240), people=2)
+    tracks = clip.write_mot_gt(tmp_path / "tracks.txt")
+    cfg = _cfg(tmp_path, clip.path.as_uri(), mobilenet_model.parent.parent)
+    out = tmp_path / "head.npz"
+    args = ["adapt", "-c", str(cfg), "--tracks", str(tracks), "--out", str(out)]
+    args += ["--steps", "5", "--dim", "8", "--sample-every", "2", "--no-progress"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "tracklets: 12 samples of 2 tracks" in capsys.readouterr().out
 
 
 def test_cli_adapt_with_a_missing_tracks_file_is_an_error_not_a_traceback(
