@@ -313,7 +313,13 @@ class TrackerConfig(_Strict):
         "none", description="Camera-motion compensation; 'none' for fixed cameras."
     )
     fuse_first_associate: bool = Field(False, description="Fuse detection score into the first association.")
-    frame_rate: int = Field(10, ge=1, le=240, description="Nominal stream frame rate (scales the buffer).")
+    frame_rate: int = Field(
+        10,
+        ge=1,
+        le=240,
+        description="The stream's frame rate as BoxMOT is told it; track_buffer stays in frames whatever it "
+        "is (the tracker undoes BoxMOT's scaling, up to rounding), and it times nothing: see source.fps.",
+    )
     min_hits: int = Field(1, ge=1, le=100, description="Frames a track must be seen before it is reported.")
     relink_window: int = Field(
         150,

@@ -97,11 +97,15 @@ class FleetMetrics:
         g = self.global_metrics
         lines = [f"camera {k}: {v.summary()}" for k, v in self.per_camera.items()]
         lines.append(f"global ids: HOTA {g.HOTA:.1f} IDF1 {g.IDF1:.1f} MOTA {g.MOTA:.1f} IDSW {g.IDSW}")
-        lines.append(
-            f"false merges {self.false_merge_pct:.2f}% of {self.matched_boxes} matched boxes; "
-            f"{self.merged_ids} merged global id(s), {self.split_people} split person(s); "
+        consistency = (
             f"{self.cross_camera_consistency:.0%} of {self.people_on_several_cameras} people seen on several "
             "cameras keep one global id"
+            if self.people_on_several_cameras
+            else "nobody was seen on several cameras"
+        )
+        lines.append(
+            f"false merges {self.false_merge_pct:.2f}% of {self.matched_boxes} matched boxes; "
+            f"{self.merged_ids} merged global id(s), {self.split_people} split person(s); {consistency}"
         )
         if self.merges_by:
             lines.append(

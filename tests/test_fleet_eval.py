@@ -54,6 +54,15 @@ def test_new_ids_on_the_second_camera_are_splits_and_cost_global_idf1() -> None:
     assert m.split_people == 2 and m.cross_camera_consistency == 0.0 and m.false_merge_pct == 0
 
 
+def test_the_text_says_when_nobody_was_seen_on_several_cameras() -> None:
+    # Regression: it said "100% of 0 people seen on several cameras keep one global id".
+    a = _walk([1, 2], 20)
+    m = evaluate_fleet({"a": CameraRun(a, None, _as_results(a, {1: 10, 2: 11}), 20)})
+    assert m.people_on_several_cameras == 0
+    assert "nobody was seen on several cameras" in m.text() and "of 0 people" not in m.text()
+    assert "2 people seen on several cameras keep" in evaluate_fleet(_runs({1: 1, 2: 2}, {1: 1, 2: 2})).text()
+
+
 def test_two_people_under_one_id_are_a_merge() -> None:
     m = evaluate_fleet(_runs({1: 10, 2: 11}, {1: 12, 2: 10}))  # on b, person 2 takes person 1's id
     assert m.merged_ids == 1
