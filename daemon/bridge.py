@@ -828,9 +828,11 @@ class Bridge:
             self._last_ids[self.camera] = stream_id
             self._count("own")
             return
-        batch = self._decode(parts[2], live=True)
-        if batch is not None:
-            self._last_ids[batch.camera] = stream_id
+        batch = self._verified(parts[2])
+        if batch is None:
+            return
+        self._last_ids[batch.camera] = stream_id  # heard, fresh or not: the resync must not bring it back
+        if self._fresh(batch, live=True):
             self._check_camera_name(batch)
             self._accept_batch(batch, stream_id, False)
 
@@ -848,17 +850,25 @@ class Bridge:
             )
 
     def _decode(self, blob: bytes, live: bool) -> Batch | None:
+        batch = self._verified(blob)
+        return batch if batch is not None and self._fresh(batch, live) else None
+
+    def _verified(self, blob: bytes) -> Batch | None:
+        """The batch of a well-formed blob signed with the fleet key; None (rejected, counted) otherwise."""
         try:
-            batch = decode_batch(blob, self._key, self.cfg.max_message_bytes)
+            return decode_batch(blob, self._key, self.cfg.max_message_bytes)
         except MessageRejected as e:
             self._reject(e.reason, e.detail)
             return None
+
+    def _fresh(self, batch: Batch, live: bool) -> bool:
+        """Whether ``batch`` was sent recently enough (live: max_age_s; catch-up: state_ttl_s) and not from the
+        future; rejected and counted when not."""
         max_age = self.cfg.max_age_s if live else max(self.cfg.max_age_s, float(self.cfg.state_ttl_s))
         reason = freshness(batch.sent_at, time.time(), max_age, self.cfg.max_clock_skew_s)
         if reason is not None:
             self._reject(reason, f"sent at {batch.sent_at:.3f} by {batch.camera}/{batch.sender[:8]}")
-            return None
-        return batch
+        return reason is None
 
     def _accept_batch(self, batch: Batch | None, stream_id: str, caught_up: bool) -> None:
         if batch is None:

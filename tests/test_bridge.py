@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from daemon import bridge as bridge_module
 from daemon import codec
 from daemon.bridge import (
     Backoff,
@@ -430,6 +431,27 @@ def test_messages_lost_on_pub_sub_are_recovered_from_the_streams(
             assert a.stats.recovered == 3 and a.stats.reconnects == 0
         else:  # without the resync nothing brings them in while a stays subscribed
             assert first == [] and then == [] and a.stats.recovered == 0
+
+
+def test_a_stale_live_message_is_not_brought_back_by_the_resync(
+    server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A camera whose clock runs 100 s behind: its live batch is rejected as stale, and the periodic resync
+    must not then deliver it from the stream as "lost on pub/sub" (the resync reads the stream like a
+    catch-up, with state_ttl_s of allowance, so the live check was undone 5 s later)."""
+    cfg = config(server.url, max_age_s=30, resync_s=0.2)
+    with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b:
+        assert a.wait_ready(5) and b.wait_ready(5)
+        a.publish(profile("cam-a", 1))
+        assert [m.track_id for m in profiles_from(b, 1)] == [1]  # b knows cam-a's stream position
+        late = encode_batch
+        monkeypatch.setattr(
+            bridge_module, "encode_batch", lambda *a, sent_at: late(*a, sent_at=sent_at - 100)
+        )
+        a.publish(profile("cam-a", 2))
+        assert wait_for(lambda: b.stats.rejected.stale == 1)
+        assert profiles_from(b, 1, timeout=2.0) == []  # several resyncs, past RESYNC_GRACE_MS
+        assert b.stats.recovered == 0 and b.stats.rejected.stale == 1
 
 
 def test_keep_alive_renews_a_track_without_replacing_its_exemplars(server: EmbeddedValkey) -> None:
