@@ -301,6 +301,7 @@ class BridgeStats:
     """Counters of one bridge since it started (a snapshot; ``Bridge.stats`` makes a new one)."""
 
     connected: bool  # the sender holds a working connection
+    last_error: str  # the latest failure talking to Valkey ("" if none yet): why it is not connected
     subscribed: bool  # the receiver is subscribed and caught up
     published: int  # messages accepted by publish() / forget()
     sent: int  # messages written to Valkey
@@ -321,7 +322,9 @@ class BridgeStats:
 
 
 _COUNTERS = tuple(
-    f.name for f in fields(BridgeStats) if f.name not in ("connected", "subscribed", "backlog", "rejected")
+    f.name
+    for f in fields(BridgeStats)
+    if f.name not in ("connected", "last_error", "subscribed", "backlog", "rejected")
 )
 
 
@@ -943,6 +946,7 @@ class Bridge:
             rejected = Rejections(**self._rejected)
         return BridgeStats(
             connected=self._connected,
+            last_error=self._last_error,
             subscribed=self._subscribed.is_set(),
             backlog=backlog,
             rejected=rejected,

@@ -19,8 +19,8 @@ import pytest
 from _ops import FakeSource, NotifySocket, looped_settings, notify_socket
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.bridge import BridgeStats, Rejections
-from daemon.config import OpsConfig
+from daemon.bridge import Bridge, BridgeStats, FleetMessage, Rejections
+from daemon.config import BridgeConfig, OpsConfig
 from daemon.errors import ConfigError, ModelError
 from daemon.identity import IdentityAssignment
 from daemon.ops.health import Health
@@ -30,6 +30,7 @@ from daemon.ops.metrics import CameraMetrics
 from daemon.ops.notify import Notifier
 from daemon.ops.service import Operations
 from daemon.types import StageTimes
+from daemon.valkey_server import EmbeddedValkey
 from daemon.worker import CameraWorker
 
 
@@ -57,6 +58,7 @@ def bridge_stats(connected: bool = True, backlog: int = 0) -> BridgeStats:
     """A BridgeStats with every counter 0."""
     rejected = Rejections(**{f.name: 0 for f in fields(Rejections)})
     given = {"connected": connected, "subscribed": connected, "backlog": backlog, "rejected": rejected}
+    given["last_error"] = ""
     return BridgeStats(**{f.name: given.get(f.name, 0) for f in fields(BridgeStats)})
 
 
@@ -96,6 +98,23 @@ def test_running_worker_serves_metrics_and_health(tmp_path: Path) -> None:
     assert value(metrics, "reid_source_frames_decoded_total") >= frames
     assert value(metrics, "reid_source_frames_dropped_total") == 0
     assert after_stop[0] == 503 and json.loads(after_stop[1])["problems"] == ["stopped"]
+
+
+def test_health_says_valkey_is_full_not_just_down() -> None:
+    """A Valkey at maxmemory with noeviction (deploy/valkey.conf) answers PING but refuses every write: /health
+    said "the bridge has no connection" without why, as if the server were gone."""
+    with EmbeddedValkey() as server:
+        cfg = BridgeConfig(url=server.url, signing_key={"value": "k" * 16}, reconnect_max_s=0.2)
+        with Bridge(cfg, "door", receive=False) as bridge:
+            server.client().config_set("maxmemory", "1")  # noeviction is the default policy
+            bridge.publish(FleetMessage("hello", "door", timestamp=time.time()))
+            assert not bridge.flush(2.0)
+            health = Health("door", Liveness(), stall_after_s=5.0)
+            health.running(FakeSource(connected=True), lambda: bridge.stats)
+            health.valkey_probe(None)  # PING still works on a full server
+            problems = health.problems()
+    assert len(problems) == 1 and problems[0].startswith("valkey down: the bridge has no connection")
+    assert "maxmemory" in problems[0], problems
 
 
 def test_health_names_what_is_wrong() -> None:

@@ -116,8 +116,9 @@ class Health:
 
 
 def _valkey_problem(stats: BridgeStats, probe_error: str | None) -> list[str]:
-    if not stats.connected:  # with the PING's failure when there is one: a wrong password reads as such
-        why = f": {probe_error}" if probe_error is not None else ""
+    if not stats.connected:  # with why: a wrong password or a full server is not a server that is down
+        reason = probe_error or stats.last_error  # a full Valkey answers PING; only the bridge's writes fail
+        why = f": {reason}" if reason else ""
         return [f"valkey down: the bridge has no connection ({stats.backlog} messages waiting){why}"]
     if probe_error is not None:
         return [f"valkey down: {probe_error}"]

@@ -121,7 +121,7 @@ class _SnapshotCollector(Collector):
         events = {
             f.name: getattr(b, f.name)
             for f in dataclasses.fields(b)
-            if f.name not in (*_BRIDGE_GAUGES, "rejected", "reconnects")
+            if f.name not in (*_BRIDGE_GAUGES, "last_error", "rejected", "reconnects")
         }
         yield self._labelled(
             "bridge_messages", "Fleet messages (embeddings) by what happened to them.", "event", events
