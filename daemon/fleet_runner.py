@@ -31,6 +31,7 @@ from daemon.bridge import Bridge
 from daemon.config import SecretSource, Settings, load_settings
 from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet_wire import FleetMessage
+from daemon.ops import STOP_SIGNALS
 from daemon.procs import spawn
 from daemon.sources import frames_to_deliver, local_path
 from daemon.valkey_server import EmbeddedValkey
@@ -40,8 +41,8 @@ log = logging.getLogger(__name__)
 POLL_S = 0.5
 STOP_GRACE_S = 10.0  # a camera still running this long after SIGTERM is killed (the unit's TimeoutStopSec)
 # A worker stopped before it has set its handlers (still loading its models) dies of the forwarded SIGTERM, or
-# exits 130 ("interrupted") when a terminal's Ctrl-C reached its whole process group.
-_STOPPED_BY_SIGNAL = frozenset({-signal.SIGTERM, -signal.SIGINT, 130})
+# of a terminal's signal to its whole process group (SIGINT, SIGHUP), or exits 130 ("interrupted").
+_STOPPED_BY_SIGNAL = frozenset({-int(s) for s in STOP_SIGNALS} | {130})
 
 
 @dataclass(frozen=True)
@@ -259,7 +260,7 @@ def run_fleet(
     def on_signal(signum: int, _frame: object) -> None:
         stop["asked"] = True
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     try:
         if server is not None:
             log.info("embedded Valkey for this fleet at %s", url)

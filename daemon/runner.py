@@ -18,6 +18,7 @@ from types import FrameType
 
 from daemon.config import Settings
 from daemon.embedding import atomic_write
+from daemon.ops import STOP_SIGNALS
 from daemon.outputs import RunSummary
 from daemon.pipeline import FrameResult
 from daemon.sources import FrameSource
@@ -76,8 +77,8 @@ class StatusFile:
 
 @contextmanager
 def _stop_on_signals(worker: CameraWorker, *also: Callable[[], None]) -> Iterator[None]:
-    """While inside, SIGTERM / SIGINT stop ``worker`` gracefully and call ``also`` (main thread only; elsewhere
-    a no-op)."""
+    """While inside, the STOP_SIGNALS (SIGTERM, SIGINT, SIGHUP) stop ``worker`` gracefully and call ``also``
+    (main thread only; elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -90,7 +91,7 @@ def _stop_on_signals(worker: CameraWorker, *also: Callable[[], None]) -> Iterato
         for stop in also:
             stop()
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield
     finally:

@@ -86,6 +86,25 @@ def test_notify_ready_watchdog_and_sigterm_exit_within_two_seconds(tmp_path: Pat
     assert json.loads(events[-1])["event"] == "track.ended"  # flushed and closed on the way out
 
 
+def test_sighup_stops_cleanly_like_sigterm(tmp_path: Path) -> None:
+    """A closed terminal or an ssh session that drops sends SIGHUP: it killed the worker at once (exit 129),
+    with events, the fleet backlog and summary.json never written."""
+    port = free_port()
+    cfg = write_config(tmp_path, port, "gt")
+    with notify_socket(tmp_path) as (path, fake):
+        proc = start_worker(cfg, path)
+        try:
+            fake.wait_for("READY", timeout=START_TIMEOUT_S)
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGHUP)
+            code = proc.wait(10)
+        finally:
+            proc.kill()
+        _, err = proc.communicate()
+    assert code == 0 and "SIGHUP received" in err, err[-2000:]
+    assert json.loads((tmp_path / "runs" / "door" / "summary.json").read_text())["frames"] > 0
+
+
 def _check_notifications(fake: NotifySocket, fed: list[float]) -> None:
     ready = fake.times("READY")[0]
     assert len([t for t in fed if t > ready]) >= 2  # WATCHDOG=1 every second (period 3 s): 2 s watched
