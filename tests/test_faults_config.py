@@ -81,3 +81,13 @@ def test_ops_port_taken_is_one_clear_message(tmp_path: Path) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"cannot serve /metrics and /health on 127.0.0.1:{port}" in done.stderr
     assert "ops.camera_ports" in done.stderr
+
+
+def test_ops_host_not_on_this_machine_is_named_as_such(tmp_path: Path) -> None:
+    """ops.host set to an address this host does not have: the message blamed another camera on the port."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(CAMERA + "ops: {host: 192.0.2.1, port: 0}\n")  # TEST-NET-1: never a local address
+    done = run(cfg)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "cannot serve /metrics and /health on 192.0.2.1:0" in done.stderr
+    assert "ops.host" in done.stderr and "another camera" not in done.stderr, done.stderr

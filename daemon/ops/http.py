@@ -6,6 +6,7 @@ A ``ThreadingHTTPServer`` on a daemon thread, so a slow scraper never touches th
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import socket
@@ -71,8 +72,7 @@ class OpsServer:
             self._server = _Server((host, port), metrics, health)
         except OSError as e:
             raise ConfigError(
-                f"{what}: cannot serve /metrics and /health on {host}:{port} ({e.strerror or e}); another camera "
-                "on this host may use it: give each camera its own port (ops.camera_ports)"
+                f"{what}: cannot serve /metrics and /health on {host}:{port} ({e.strerror or e}); {_bind_hint(e)}"
             ) from e
         self._thread = threading.Thread(target=self._serve, name="ops-http", daemon=True)
 
@@ -97,3 +97,12 @@ class OpsServer:
             self._server.shutdown()
             self._thread.join(2.0)
         self._server.server_close()
+
+
+def _bind_hint(error: OSError) -> str:
+    """What to change when the /metrics and /health address cannot be bound."""
+    if error.errno == errno.EADDRINUSE:
+        return "another camera on this host may use it: give each camera its own port (ops.camera_ports)"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return "ops.host is not an address of this host (127.0.0.1, 0.0.0.0 or one of its own)"
+    return "check ops.host and the camera's port (ops.port, ops.camera_ports)"
