@@ -149,11 +149,14 @@ def signing_key(cfg: BridgeConfig) -> bytes | None:
 # ------------------------------------------------------------------------------------------------ client
 
 
-def _refusals() -> tuple[type[BaseException], ...]:
-    """Valkey refusing the credentials or the ACL user's permissions: waiting does not help."""
+def _is_refusal(error: BaseException) -> bool:
+    """Valkey refusing the credentials or the ACL user's permissions, in a command or inside one of the
+    bridge's scripts (a key or the channel the user may not touch): waiting does not help."""
     import valkey.exceptions as ve
 
-    return (ve.AuthenticationError, ve.AuthorizationError, ve.NoPermissionError)
+    if isinstance(error, (ve.AuthenticationError, ve.AuthorizationError, ve.NoPermissionError)):
+        return True
+    return isinstance(error, ve.ResponseError) and str(error).startswith("ACL failure in script")
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
@@ -375,7 +378,8 @@ class Bridge:
         self._rejected = dict.fromkeys(get_args(RejectReason), 0)
         self._connected = False
         self._last_error = ""  # the latest connection failure, for the error of a caller that gives up
-        self._refused = ""  # the latest failure when it was Valkey refusing our credentials or permissions
+        # per thread, its latest failure when it was Valkey refusing the credentials or a permission ("" if not)
+        self._refused = {"send": "", "receive": ""}
         self._subscribed = threading.Event()
         self._stop = threading.Event()
         self._log = _RateLimitedLog(cfg.log_every_s)
@@ -400,7 +404,8 @@ class Bridge:
         return self._url
 
     def start(self, wait_s: float | None = None) -> Bridge:
-        """Start the sender (and receiver) threads; with ``wait_s``, wait that long for the first catch-up."""
+        """Start the sender (and receiver) threads; with ``wait_s``, wait that long for the first catch-up and the
+        first write, and raise ConfigError when Valkey refused either (credentials, ACL permissions)."""
         if self._threads:
             raise BridgeError("the bridge is already started")
         if self._url is None:
@@ -415,8 +420,12 @@ class Bridge:
         if not self._receives:
             self._subscribed.set()
         self.publish(FleetMessage("hello", self.camera, timestamp=time.time()))
-        if wait_s is not None and not self.wait_ready(wait_s) and self._refused:
-            refused = self._refused
+        if wait_s is None:
+            return self
+        deadline = time.monotonic() + wait_s
+        ready = self.wait_ready(wait_s) and self.flush(max(0.0, deadline - time.monotonic()))
+        refused = next((why for why in self._refused.values() if why), "")
+        if not ready and refused:
             self.close(flush_s=0.0)
             raise ConfigError(
                 f"bridge: Valkey at {redact(self.url)} refused this worker: {refused} (check bridge.username, "
@@ -978,7 +987,7 @@ class Bridge:
             )  # register again once back: a restarted Valkey has lost the registry
         self._count("reconnects")
         self._last_error = str(error)
-        self._refused = str(error) if isinstance(error, _refusals()) else ""
+        self._refused[side] = str(error) if _is_refusal(error) else ""
         if not isinstance(error, _transient_errors()):
             logger.error("bridge %s: unexpected error on the %s thread", self.camera, side, exc_info=error)
         self._log.warn(

@@ -665,6 +665,26 @@ def test_auth_with_an_acl_user(server: EmbeddedValkey, monkeypatch: pytest.Monke
         Bridge(wrong, "cam-d").start(wait_s=2.0)
 
 
+@pytest.mark.parametrize(
+    "rights",
+    [
+        ("~reid:*", "&other:*", "+@all"),
+        ("~other:*", "&reid:*", "+@all"),
+        ("~reid:*", "&reid:*", "+@all", "-eval"),
+    ],
+    ids=["no-channel", "no-keys", "no-eval"],
+)
+def test_an_acl_user_without_a_right_the_bridge_needs_is_refused_at_start(
+    server: EmbeddedValkey, rights: tuple[str, ...]
+) -> None:
+    """Without the fleet's channel, the sender's script fails with "ACL failure in script" (a plain
+    ResponseError), and that cleared the receiver's refusal: the worker started and ran with no fleet."""
+    server.client().execute_command("ACL", "SETUSER", "camera", "on", ">cam-pass", *rights)
+    cfg = config(server.url, username="camera", password={"value": "cam-pass"})
+    with pytest.raises(ConfigError, match=r"refused this worker: .*(permission|ACL).*ACL user's permissions"):
+        Bridge(cfg, "cam-a").start(wait_s=2.0)
+
+
 def test_three_node_cluster() -> None:
     with EmbeddedCluster(3) as cluster:
         cfg = config(cluster.startup_url, cluster=True)
