@@ -646,6 +646,16 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _edges_name_cameras(self) -> Settings:
+        named = {c for e in self.identity.adjacency for c in (e.a, e.b)}
+        if unknown := sorted(named - set(self.cameras)):
+            raise ValueError(
+                f"identity.adjacency names no camera {unknown} (the cameras are {sorted(self.cameras)}); "
+                "cameras without an edge between them are taken as views that do not overlap"
+            )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,

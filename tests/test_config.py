@@ -145,6 +145,15 @@ def test_a_port_for_a_camera_the_config_does_not_hold_is_an_error(tmp_path: Path
         load_settings(p)
 
 
+def test_an_adjacency_edge_naming_a_camera_the_config_does_not_hold_is_an_error(tmp_path: Path) -> None:
+    """A misspelt camera in identity.adjacency was taken as given: the real pair had no edge, so two
+    overlapping views could never hold one person's id at once (every person shown by both got two ids)."""
+    cams = "cameras:\n  lobby:\n    source: {uri: x.mp4}\n  door:\n    source: {uri: y.mp4}\n"
+    edge = "identity: {adjacency: [{a: lobby, b: dor, min_s: 0, max_s: 10}]}\n"
+    with pytest.raises(ConfigError, match=r"identity.adjacency names no camera \['dor'\]"):
+        load_settings(_write(tmp_path, cams + edge))
+
+
 def test_environment_switches_a_camera_to_another_detector_backend(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
