@@ -381,6 +381,13 @@ class FleetLink:
         """Connect the bridge and catch up with the fleet (waiting up to ``fleet.ready_timeout_s``)."""
         self.clock = fleet_clock(self.settings, live, time.time(), self._clock_offset)
         cfg = self.settings.fleet
+        if self.clock.media and cfg.epoch is None and len(self.settings.cameras) > 1:
+            log.warning(
+                "%s: replay with fleet.epoch unset: this worker's start is its media time 0, so cameras of the "
+                "replay started as separate processes disagree on when things happened; give them one epoch "
+                "(fleet.epoch, e.g. REID_FLEET__EPOCH=$(date +%%s)), as `reid-daemon fleet` does",
+                self.camera,
+            )
         if cfg.lockstep and live:
             log.warning(
                 "%s: fleet.lockstep is for replays; a live camera cannot wait for its peers", self.camera

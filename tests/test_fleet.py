@@ -21,7 +21,7 @@ from _video import make_video
 from daemon import fleet_runner
 from daemon.bridge import Bridge, FleetMessage
 from daemon.cli import main
-from daemon.config import BridgeConfig, IdentityConfig, SecretSource, load_settings
+from daemon.config import BridgeConfig, IdentityConfig, SecretSource, Settings, load_settings
 from daemon.errors import ConfigError
 from daemon.fleet import FleetClock, FleetLink, GlobalMotWriter, IdentityLog, to_message, to_update
 from daemon.fleet_runner import forget, report_fleet, run_fleet
@@ -256,6 +256,19 @@ def test_a_fleet_worker_without_a_shared_url_is_told_it_is_alone(tmp_path: Path,
     with caplog.at_level(logging.WARNING):  # type: ignore[attr-defined]
         FleetLink(alone, "a", DIM)
     assert "no other camera will see it" in caplog.text  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("epoch", [None, 1.8e9])
+def test_a_replay_worker_without_a_shared_epoch_says_so(
+    tmp_path: Path, valkey: EmbeddedValkey, caplog: pytest.LogCaptureFixture, epoch: float | None
+) -> None:
+    """Cameras of a replay run as separate `reid-daemon run` processes each took their own start as the epoch:
+    started 6 s apart, two overlapping views put one moment 6 s apart and gave one person two ids, silently."""
+    data = _settings(tmp_path, valkey.url).model_dump(mode="python")  # type: ignore[attr-defined]
+    data["fleet"].update(clock="media", epoch=epoch)
+    with caplog.at_level(logging.WARNING):
+        FleetLink(Settings.model_validate(data), "a", DIM).start(live=False).close()
+    assert ("fleet.epoch" in caplog.text) == (epoch is None), caplog.text
 
 
 # ---------------------------------------------------------------------- `reid-daemon fleet` end to end
