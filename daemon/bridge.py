@@ -877,10 +877,24 @@ class Bridge:
         """Whether ``batch`` was sent recently enough (live: max_age_s; catch-up: state_ttl_s) and not from the
         future; rejected and counted when not."""
         max_age = self.cfg.max_age_s if live else max(self.cfg.max_age_s, float(self.cfg.state_ttl_s))
-        reason = freshness(batch.sent_at, time.time(), max_age, self.cfg.max_clock_skew_s)
+        now = time.time()
+        reason = freshness(batch.sent_at, now, max_age, self.cfg.max_clock_skew_s)
         if reason is not None:
-            self._reject(reason, f"sent at {batch.sent_at:.3f} by {batch.camera}/{batch.sender[:8]}")
+            self._reject(reason, self._time_detail(batch, reason, now, live, max_age))
         return reason is None
+
+    def _time_detail(self, batch: Batch, reason: RejectReason, now: float, live: bool, max_age: float) -> str:
+        """Why a batch's send time was refused: how far it is from this host's clock, and the setting."""
+        if reason == "future":
+            off, cause = f"{batch.sent_at - now:.0f} s ahead of", ""
+            limit = f"bridge.max_clock_skew_s {self.cfg.max_clock_skew_s:g}"
+        else:
+            off, cause = f"{now - batch.sent_at:.0f} s behind", "held up on its way, or "
+            limit = f"bridge.{'max_age_s' if live else 'state_ttl_s'} {max_age:g}"
+        return (
+            f"sent by {batch.camera}/{batch.sender[:8]} {off} this host's clock ({limit}): {cause}the two hosts' "
+            "clocks differ (keep them on NTP)"
+        )
 
     def _accept_batch(self, batch: Batch | None, stream_id: str, caught_up: bool) -> None:
         if batch is None:

@@ -454,6 +454,27 @@ def test_a_stale_live_message_is_not_brought_back_by_the_resync(
         assert b.stats.recovered == 0 and b.stats.rejected.stale == 1
 
 
+@pytest.mark.parametrize("skew_s", [-100.0, 100.0])
+def test_a_message_rejected_for_its_time_says_how_far_off_the_senders_clock_is(
+    server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, skew_s: float
+) -> None:
+    """The warning gave only the raw send time ("sent at 1796588856.616"): nothing said that a camera's clock
+    is 100 s off, nor which setting it broke."""
+    cfg = config(server.url, max_age_s=30, max_clock_skew_s=5)
+    with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b:
+        assert a.wait_ready(5) and b.wait_ready(5)
+        skewed = encode_batch
+        monkeypatch.setattr(
+            bridge_module, "encode_batch", lambda *a, sent_at: skewed(*a, sent_at=sent_at + skew_s)
+        )
+        with caplog.at_level(logging.WARNING, logger="daemon.bridge"):
+            a.publish(profile("cam-a", 1))
+            assert wait_for(lambda: b.stats.rejected.total == 1)
+    setting = "bridge.max_age_s 30" if skew_s < 0 else "bridge.max_clock_skew_s 5"
+    assert f"{abs(skew_s):.0f} s {'behind' if skew_s < 0 else 'ahead of'}" in caplog.text, caplog.text
+    assert setting in caplog.text and "clock" in caplog.text
+
+
 def test_keep_alive_renews_a_track_without_replacing_its_exemplars(server: EmbeddedValkey) -> None:
     cfg = config(server.url, publish_dtype="float32")
     with Bridge(cfg, "cam-a") as a:
