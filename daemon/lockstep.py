@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 DONE = math.inf  # the progress of a peer that has finished: it will send nothing more
 WAIT_SLICE_S = 0.05  # how often a waiting step looks at the clock (timeouts, interruption)
 REMARK_S = 0.5  # how often a waiting camera publishes its marker again
+NOTE_AFTER_S = 5.0  # a step that has waited this long says which cameras it waits for (once)
 
 
 @dataclass(slots=True)
@@ -132,28 +133,38 @@ class Lockstep:
         has published it.)
         """
         start = self._clock()
-        marked = -math.inf
+        marked, noted = -math.inf, False
         while True:
             if mark is not None and self._clock() - marked >= REMARK_S:
                 mark()
                 marked = self._clock()
             with self._cond:
-                if self._interrupted or self._ready(t):
+                behind = self._behind(t)
+                if self._interrupted or not behind:
                     released = [
                         m for name, p in self._peers.items() for m in _release(p, t, name < self.camera)
                     ]
                     break
+                if not noted and self._clock() - start >= NOTE_AFTER_S:
+                    noted = True
+                    log.info(
+                        "%s: lockstep: waiting for camera(s) %s (a camera that sends no marker for %.0f s is "
+                        "left out)",
+                        self.camera,
+                        ", ".join(behind),
+                        self.timeout_s,
+                    )
                 self._cond.wait(WAIT_SLICE_S)
         self.stats.steps += 1
         self.stats.waited_s += self._clock() - start
         released.sort(key=lambda m: (m.timestamp, m.camera))  # stable: a camera's messages stay as sent
         return [m for m in released if m.kind != "progress"]
 
-    def _ready(self, t: float) -> bool:
-        """Whether every peer still waited for has got far enough for ``t``; leaves out (and warns about) the
-        ones behind that have sent no marker for ``timeout_s``. Call under the lock."""
+    def _behind(self, t: float) -> list[str]:
+        """The peers still waited for that have not got far enough for ``t`` (none: ready); leaves out (and
+        warns about) the ones behind that have sent no marker for ``timeout_s``. Call under the lock."""
         now = self._clock()
-        ready = True
+        behind: list[str] = []
         for name, p in self._peers.items():
             if p.left_out or self._past(name, p, t):
                 continue
@@ -167,8 +178,8 @@ class Lockstep:
                     self.timeout_s,
                 )
             else:
-                ready = False
-        return ready
+                behind.append(name)
+        return behind
 
     def _past(self, name: str, peer: _Peer, t: float) -> bool:
         """Whether ``peer`` has got far enough for this camera to decide ``t``."""

@@ -132,6 +132,25 @@ def test_a_silent_peer_is_left_out_and_waited_for_again_when_it_comes_back(
     assert ids(out[0]) == [("b", 2)]
 
 
+def test_a_long_wait_says_which_cameras_it_waits_for(caplog: pytest.LogCaptureFixture) -> None:
+    """A replay camera started alone waited the whole lockstep timeout (60 s) without a word: it looked hung."""
+    clock = Clock()
+    ls = Lockstep("a", ["a", "b", "c"], timeout_s=60, clock=clock)
+    ls.offer(progress("c", 10))
+    with caplog.at_level(logging.INFO, logger="daemon.lockstep"):
+        th, _ = step_in_thread(ls, 1.0)
+        th.join(0.2)
+        assert "waiting for" not in caplog.text  # a short wait is normal
+        clock.t += 6
+        deadline = time.monotonic() + 5  # the step looks at the clock every WAIT_SLICE_S
+        while "waiting for" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ls.offer(progress("b", 1.0))
+        th.join(2)
+    assert not th.is_alive()
+    assert "a: lockstep: waiting for camera(s) b" in caplog.text and "60 s" in caplog.text, caplog.text
+
+
 def test_a_waiting_camera_publishes_its_marker_again() -> None:
     """A marker sent before a peer had subscribed is lost (pub/sub): sent again, it cannot stall the fleet."""
     clock = Clock()
