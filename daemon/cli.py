@@ -137,10 +137,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
     if args.global_id < 1 or args.timeout <= 0:
         raise ConfigError("forget: the global id must be >= 1 and --timeout > 0 seconds")
     settings = load_settings(args.config)
-    forget(settings, args.global_id, args.timeout)
-    print(
-        f"global id {args.global_id}: forget sent to fleet {settings.bridge.fleet!r} and its stored state erased"
-    )
+    erased = forget(settings, args.global_id, args.timeout)
+    stored = f"{erased} stored entries holding it erased" if erased else "nothing stored in Valkey held it"
+    print(f"global id {args.global_id}: forget sent to fleet {settings.bridge.fleet!r}; {stored}")
     return 0
 
 

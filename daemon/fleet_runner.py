@@ -442,10 +442,12 @@ def _tail(path: Path, lines: int = 15) -> str:
         return f"(no log: {e})"
 
 
-def forget(settings: Settings, global_id: int, timeout_s: float = 5.0) -> None:
-    """Erase ``global_id`` from the fleet: running workers drop it, stored state in Valkey is deleted."""
+def forget(settings: Settings, global_id: int, timeout_s: float = 5.0) -> int:
+    """Erase ``global_id`` from the fleet: running workers drop it, stored state in Valkey is deleted.
+    Returns how many stored entries (track states, batches, log entries) held it."""
     settings.bridge.shared_url("forget")  # ConfigError when unset
     with Bridge(settings.bridge, "forget-cli", receive=False) as bridge:
         bridge.forget(global_id)
         if not bridge.flush(timeout_s):
             raise bridge.unreachable(timeout_s)
+        return bridge.stats.erased

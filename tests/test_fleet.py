@@ -227,6 +227,27 @@ def test_forget_erases_an_identity_at_every_worker(tmp_path: Path, valkey: Embed
         b.close()
 
 
+def test_the_forget_command_says_whether_anything_stored_held_the_id(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`forget` of an id nobody ever had (a typo in an erasure request) said "its stored state erased"."""
+    settings = _settings(tmp_path, valkey.url)
+    a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    try:
+        gid = _run(a, "a", 6, [0], seed=1)[0]
+        assert gid is not None and a.bridge.flush(5.0)
+        config = str(tmp_path / "fleet.yaml")
+        capsys.readouterr()
+        assert main(["-q", "forget", str(gid + 100), "--config", config]) == 0
+        unknown = capsys.readouterr().out
+        assert main(["-q", "forget", str(gid), "--config", config]) == 0
+        known = capsys.readouterr().out
+    finally:
+        a.close()
+    assert "nothing stored in Valkey held it" in unknown and "erased" not in unknown, unknown
+    assert "stored entries holding it erased" in known, known
+
+
 def test_tracking_goes_on_while_valkey_is_away_and_ids_come_when_it_returns(
     tmp_path: Path, valkey: EmbeddedValkey
 ) -> None:
