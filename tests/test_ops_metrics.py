@@ -24,6 +24,7 @@ from daemon.config import BridgeConfig, OpsConfig
 from daemon.errors import ConfigError, ModelError
 from daemon.identity import IdentityAssignment
 from daemon.ops.health import Health
+from daemon.ops.http import OpsServer
 from daemon.ops.liveness import Liveness
 from daemon.ops.logs import JsonFormatter, setup_logging
 from daemon.ops.metrics import CameraMetrics
@@ -171,6 +172,26 @@ def test_model_missing_is_reported_in_health_and_status(
     assert problem in fake.values("STATUS")  # what `systemctl status` shows after the exit
     with pytest.raises(urllib.error.URLError):  # the process is on its way out: the endpoint is closed
         urllib.request.urlopen(url + "/health", timeout=2)
+
+
+def test_head_requests_get_the_status_and_headers_of_get() -> None:
+    """Health checkers that probe with HEAD (load balancers, uptime monitors) got 501 Unsupported method."""
+    live = Liveness()
+    health = Health("door", live, stall_after_s=5.0)
+    server = OpsServer("127.0.0.1", 0, lambda: b"reid_frames_total 1\n", health.report, "door").start()
+    try:
+        answers = {}
+        for path in ("/health", "/metrics", "/nothing"):
+            req = urllib.request.Request(server.url + path, method="HEAD")
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    answers[path] = (r.status, r.headers["Content-Length"], r.read())
+            except urllib.error.HTTPError as e:
+                answers[path] = (e.code, e.headers["Content-Length"], e.read())
+    finally:
+        server.close()
+    assert answers["/health"][0] == 503 and answers["/health"][2] == b""  # still starting
+    assert answers["/metrics"] == (200, "20", b"") and answers["/nothing"][0] == 404
 
 
 def test_port_in_use_is_a_config_error_naming_the_setting(tmp_path: Path) -> None:

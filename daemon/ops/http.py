@@ -1,4 +1,5 @@
-"""The operations endpoint: ``GET /metrics`` (Prometheus text format) and ``GET /health`` (JSON; 200 or 503).
+"""The operations endpoint: ``GET /metrics`` (Prometheus text format) and ``GET /health`` (JSON; 200 or 503);
+``HEAD`` answers the same status and headers.
 
 A ``ThreadingHTTPServer`` on a daemon thread, so a slow scraper never touches the frame loop. Bind failures
 (port in use, bad address) are a ConfigError naming the setting to change.
@@ -29,22 +30,29 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_GET(self) -> None:
+        self._reply(*self._answer())
+
+    def do_HEAD(self) -> None:
+        """What GET would answer, without the body (health checkers that probe with HEAD)."""
+        self._reply(*self._answer(), with_body=False)
+
+    def _answer(self) -> tuple[int, str, bytes]:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         if path == "/metrics":
-            self._reply(200, CONTENT_TYPE_LATEST, self.server.metrics())
-        elif path == "/health":
+            return 200, CONTENT_TYPE_LATEST, self.server.metrics()
+        if path == "/health":
             report = self.server.health()
-            self._reply(report.http_status, "application/json", json.dumps(report.body).encode("utf-8"))
-        else:
-            self._reply(404, "text/plain; charset=utf-8", b"not found: try /metrics or /health\n")
+            return report.http_status, "application/json", json.dumps(report.body).encode("utf-8")
+        return 404, "text/plain; charset=utf-8", b"not found: try /metrics or /health\n"
 
-    def _reply(self, status: int, content_type: str, body: bytes) -> None:
+    def _reply(self, status: int, content_type: str, body: bytes, with_body: bool = True) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(body)
+        if with_body:
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("ops http %s: " + format, self.client_address[0], *args)
