@@ -29,6 +29,7 @@ from daemon.ops.liveness import Liveness
 from daemon.ops.logs import JsonFormatter, setup_logging
 from daemon.ops.metrics import CameraMetrics
 from daemon.ops.notify import Notifier
+from daemon.ops.probe import ValkeyProbe
 from daemon.ops.service import Operations
 from daemon.types import StageTimes
 from daemon.valkey_server import EmbeddedValkey
@@ -116,6 +117,30 @@ def test_health_says_valkey_is_full_not_just_down() -> None:
             problems = health.problems()
     assert len(problems) == 1 and problems[0].startswith("valkey down: the bridge has no connection")
     assert "maxmemory" in problems[0], problems
+
+
+def test_the_valkey_probe_counts_a_refused_ping_as_an_answer() -> None:
+    """An ACL user with just the rights the bridge uses (no PING): the bridge worked, yet /health said
+    "valkey down: PING failed: ... no permissions to run the 'ping' command" for as long as it ran."""
+    with EmbeddedValkey() as server:
+        server.client().execute_command(
+            "ACL",
+            "SETUSER",
+            "cam",
+            "on",
+            ">pw",
+            "~reid:*",
+            "&reid:*",
+            "+@read",
+            "+@write",
+            "+@pubsub",
+            "+time",
+        )
+        cfg = BridgeConfig(url=server.url, username="cam", password={"value": "pw"}, allow_unsigned=True)
+        rtt, error = ValkeyProbe(cfg, server.url, b"pw", 60.0, lambda *_: None).ping()
+        wrong, refused = ValkeyProbe(cfg, server.url, b"wrong", 60.0, lambda *_: None).ping()
+    assert error is None and rtt is not None and rtt >= 0
+    assert wrong is None and refused is not None and "password" in refused  # a wrong password still fails
 
 
 def test_health_names_what_is_wrong() -> None:
