@@ -32,6 +32,7 @@ from daemon.config import SecretSource, Settings, load_settings
 from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet_wire import FleetMessage
 from daemon.ops import STOP_SIGNALS
+from daemon.outputs import camera_files
 from daemon.procs import spawn
 from daemon.sources import frames_to_deliver, local_path
 from daemon.valkey_server import EmbeddedValkey
@@ -98,23 +99,6 @@ def _frame_total(settings: Settings, name: str) -> int | None:
     finally:
         cap.release()
     return frames_to_deliver(src, n)
-
-
-def camera_files(name: str) -> tuple[str, ...]:
-    """Every file camera ``name``'s worker may write into its folder (``worker.CameraOutputs``,
-    ``fleet.IdentityLog``, ``runner.StatusFile``); a fleet run removes an earlier run's before the camera starts,
-    so that a camera stopped or failed before it opened its outputs leaves none to be read as this run's."""
-    return (
-        f"{name}.txt",
-        f"{name}.global.txt",
-        "events.jsonl",
-        "embeddings.npy",
-        "annotated.mp4",
-        "summary.json",
-        "identities.json",
-        "identities.jsonl",
-        "status.json",
-    )
 
 
 def check_source_kept(settings: Settings, name: str) -> None:

@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import struct
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +35,42 @@ class Identity(Protocol):
 
 
 _NPY_HEADER_BYTES = 128
+
+
+def camera_files(name: str) -> tuple[str, ...]:
+    """Every file camera ``name``'s worker may write into its folder (``worker.CameraOutputs``,
+    ``fleet.IdentityLog``, ``runner.StatusFile``); a fleet run removes an earlier run's before the camera starts,
+    so that a camera stopped or failed before it opened its outputs leaves none to be read as this run's."""
+    return (
+        f"{name}.txt",
+        f"{name}.global.txt",
+        "events.jsonl",
+        "embeddings.npy",
+        "annotated.mp4",
+        "summary.json",
+        "identities.json",
+        "identities.jsonl",
+        "status.json",
+    )
+
+
+def keep_earlier_run(folder: Path, name: str) -> Path | None:
+    """Move an earlier run's files of camera ``name`` (``camera_files``) out of the way, into
+    ``folder/earlier-<UTC time>/``, so that this run does not overwrite them: a live camera's outputs cannot
+    be made again. Events keep pointing at their embeddings (the reference is the file's name). Returns that
+    folder, or None when there was nothing to keep."""
+    found = [f for f in camera_files(name) if (folder / f).exists()]
+    if not found:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest, n = folder / f"earlier-{stamp}", 1
+    while dest.exists():  # restarted twice within a second
+        n += 1
+        dest = folder / f"earlier-{stamp}-{n}"
+    dest.mkdir()
+    for f in found:
+        (folder / f).rename(dest / f)
+    return dest
 
 
 def outlined_text(image: ImageBGR, text: str, at: tuple[int, int], scale: float, outline: int = 4) -> None:

@@ -21,7 +21,7 @@ from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog, load_identity_
 from daemon.fleet_runner import check_source_kept
 from daemon.identity import FrameIdentities
 from daemon.motio import MotWriter
-from daemon.outputs import AnnotatedVideo, EmbeddingFile, EventLog, RunSummary
+from daemon.outputs import AnnotatedVideo, EmbeddingFile, EventLog, RunSummary, keep_earlier_run
 from daemon.pipeline import FrameResult, Pipeline
 from daemon.sources import FrameSource, open_source_waiting
 from daemon.track import BotSortTracker
@@ -139,9 +139,15 @@ class CameraOutputs:
                 raise failed
 
 
-def open_outputs(name: str, cam: CameraConfig, fps: float, dim: int | None, fleet: bool) -> CameraOutputs:
-    """The camera's output files; a folder that cannot be created or written is a ConfigError naming it."""
+def open_outputs(
+    name: str, cam: CameraConfig, fps: float, dim: int | None, fleet: bool, live: bool
+) -> CameraOutputs:
+    """The camera's output files; a folder that cannot be created or written is a ConfigError naming it.
+    A live camera's earlier run is kept (``keep_earlier_run``); a recording run again overwrites its own."""
     try:
+        kept = keep_earlier_run(Path(cam.output.dir) / name, name) if live else None
+        if kept is not None:
+            log.info("%s: the earlier run's files are kept in %s", name, kept)
         return CameraOutputs(name, cam, fps, dim, fleet)
     except OSError as e:
         where = e.filename or cam.output.dir
@@ -194,7 +200,7 @@ class CameraWorker:
             with opened as src:
                 dim = self.pipeline.embedder.dim if self.pipeline.embedder is not None else None
                 outputs = open_outputs(
-                    self.name, self.cam, src.delivered_fps, dim, fleet=self.fleet is not None
+                    self.name, self.cam, src.delivered_fps, dim, self.fleet is not None, src.live
                 )
                 try:
                     if self.fleet is not None:

@@ -24,7 +24,7 @@ from daemon.pipeline import FrameResult
 from daemon.runner import StatusFile
 from daemon.track import TrackerUpdate
 from daemon.types import Detections, Frame, Track
-from daemon.worker import CameraOutputs, CameraWorker
+from daemon.worker import CameraOutputs, CameraWorker, open_outputs
 
 
 def _settings(tmp_path: Path, video: Path, gt: Path, embedder: EmbedderConfig, **det: float) -> object:
@@ -134,6 +134,36 @@ def test_embeddings_and_events_are_on_disk_after_each_frame_while_the_run_goes_o
         assert rows.shape == (i + 1, 3) and len(events) == i + 1
         np.testing.assert_array_equal(rows[events[-1]["embedding"]["row"]], vec[0])
     outputs.close()
+
+
+def _write_one_frame(outputs: CameraOutputs, value: float) -> None:
+    image = np.zeros((48, 64, 3), np.uint8)
+    dets = Detections(np.array([[1, 2, 11, 22]], np.float32), np.array([0.9], np.float32))
+    tracks = [Track("cam", 1, (1.0, 2.0, 11.0, 22.0), 0.9, 0, embedded=True)]
+    vec = np.full((1, 3), value, np.float32)
+    outputs.write(FrameResult(Frame(0, 0.0, image), dets, vec, TrackerUpdate(tracks, [])), "")
+    outputs.close()
+
+
+def test_a_live_camera_started_again_keeps_its_earlier_runs_files(tmp_path: Path) -> None:
+    """A service restarted (a crash, an upgrade, a reboot) truncated events.jsonl and the rest: the live
+    stream's earlier events were lost for good. A recording run again still overwrites its own."""
+    cam = CameraConfig(
+        source=SourceConfig(uri="rtsp://cam/s"), output=OutputConfig(dir=tmp_path, progress=False)
+    )
+    _write_one_frame(open_outputs("cam", cam, 10.0, 3, fleet=False, live=True), 1.0)
+    _write_one_frame(open_outputs("cam", cam, 10.0, 3, fleet=False, live=True), 2.0)
+    [earlier] = [d for d in (tmp_path / "cam").iterdir() if d.is_dir()]
+    assert earlier.name.startswith("earlier-")
+    event = json.loads((earlier / "events.jsonl").read_text().splitlines()[0])
+    rows = np.load(earlier / event["embedding"]["file"])  # the references still hold
+    assert (
+        rows[event["embedding"]["row"]][0] == 1.0
+        and np.load(tmp_path / "cam" / "embeddings.npy")[0][0] == 2.0
+    )
+    _write_one_frame(open_outputs("cam", cam, 10.0, 3, fleet=False, live=False), 3.0)  # a replay: overwritten
+    assert len([d for d in (tmp_path / "cam").iterdir() if d.is_dir()]) == 1
+    assert np.load(tmp_path / "cam" / "embeddings.npy")[0][0] == 3.0
 
 
 def test_the_schema_names_the_files_a_worker_writes(tmp_path: Path) -> None:
