@@ -388,6 +388,20 @@ class OutputConfig(_Strict):
     video: bool = Field(False, description="Write an annotated video (annotated.mp4, mp4v).")
     progress: bool = Field(True, description="Show a progress bar with live FPS.")
     summary: bool = Field(True, description="Write summary.json (frames, FPS, stage timings).")
+    rotate_mb: float | None = Field(
+        None,
+        gt=0,
+        le=1_000_000,
+        description="Start new output files once the camera's files (events, embeddings, MOT, identities, "
+        "video) hold this many MB together; the full ones move to <camera>/earlier-<UTC time>/ (None: never).",
+    )
+    keep_earlier: int | None = Field(
+        None,
+        ge=0,
+        le=100_000,
+        description="Keep at most this many <camera>/earlier-* folders (a live camera's restarts and "
+        "rotations), deleting the oldest (None: keep them all). With rotate_mb it bounds the disk used.",
+    )
 
 
 class EnrollConfig(_Strict):

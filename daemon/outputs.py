@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import struct
 import time
 from collections.abc import Sequence
@@ -54,22 +55,36 @@ def camera_files(name: str) -> tuple[str, ...]:
     )
 
 
-def keep_earlier_run(folder: Path, name: str) -> Path | None:
-    """Move an earlier run's files of camera ``name`` (``camera_files``) out of the way, into
-    ``folder/earlier-<UTC time>/``, so that this run does not overwrite them: a live camera's outputs cannot
-    be made again. Events keep pointing at their embeddings (the reference is the file's name). Returns that
-    folder, or None when there was nothing to keep."""
-    found = [f for f in camera_files(name) if (folder / f).exists()]
-    if not found:
-        return None
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    dest, n = folder / f"earlier-{stamp}", 1
-    while dest.exists():  # restarted twice within a second
-        n += 1
-        dest = folder / f"earlier-{stamp}-{n}"
-    dest.mkdir()
-    for f in found:
-        (folder / f).rename(dest / f)
+def stream_files(name: str) -> tuple[str, ...]:
+    """The files of ``camera_files`` a worker writes as the stream goes (not its status or summary)."""
+    return tuple(f for f in camera_files(name) if f not in ("summary.json", "status.json"))
+
+
+def keep_earlier_run(
+    folder: Path, name: str, keep: int | None = None, files: tuple[str, ...] | None = None
+) -> Path | None:
+    """Move an earlier run's files of camera ``name`` (``files``, default ``camera_files``) out of the way,
+    into ``folder/earlier-<UTC time>/``, so that this run does not overwrite them: a live camera's outputs
+    cannot be made again. Events keep pointing at their embeddings (the reference is the file's name). With
+    ``keep``, only the newest ``keep`` such folders stay. Returns the new folder, or None when there was
+    nothing to keep (or ``keep`` is 0)."""
+    found = [f for f in (files or camera_files(name)) if (folder / f).exists()]
+    dest: Path | None = None
+    if found:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        dest, n = folder / f"earlier-{stamp}", 1
+        while dest.exists():  # restarted twice within a second
+            n += 1
+            dest = folder / f"earlier-{stamp}-{n}"
+        dest.mkdir()
+        for f in found:
+            (folder / f).rename(dest / f)
+    if keep is not None:
+        earlier = sorted(p for p in folder.glob("earlier-*") if p.is_dir())  # the names sort by time
+        for old in earlier[: max(len(earlier) - keep, 0)]:
+            shutil.rmtree(old)
+            if old == dest:
+                dest = None
     return dest
 
 
@@ -213,6 +228,12 @@ class EventLog:
                     "score": round(life.score, 4),
                 },
             )
+
+    def carry_on(self, earlier: EventLog) -> None:
+        """Go on from ``earlier`` (the file before a rotation): its counts, and its live tracks, which get no
+        second ``track.started``."""
+        self.counts = dict(earlier.counts)
+        self._life = dict(earlier._life)
 
     def flush(self) -> None:
         """Put what was written so far on disk: the embedding rows (and their count) first, then the events

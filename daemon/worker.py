@@ -21,13 +21,21 @@ from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog, load_identity_
 from daemon.fleet_runner import check_source_kept
 from daemon.identity import FrameIdentities
 from daemon.motio import MotWriter
-from daemon.outputs import AnnotatedVideo, EmbeddingFile, EventLog, RunSummary, keep_earlier_run
+from daemon.outputs import (
+    AnnotatedVideo,
+    EmbeddingFile,
+    EventLog,
+    RunSummary,
+    keep_earlier_run,
+    stream_files,
+)
 from daemon.pipeline import FrameResult, Pipeline
 from daemon.sources import FrameSource, open_source_waiting
 from daemon.track import BotSortTracker
 from daemon.types import Frame
 
 log = logging.getLogger(__name__)
+ROTATE_CHECK_EVERY = 25  # frames between looks at the size of the output files (output.rotate_mb)
 
 
 class WorkerObserver(Protocol):
@@ -59,9 +67,15 @@ class CameraOutputs:
     def __init__(
         self, name: str, cam: CameraConfig, fps: float, dim: int | None, fleet: bool = False
     ) -> None:
-        out = cam.output
-        self.dir = Path(out.dir) / name
+        self.name, self._cam, self._fps, self._dim, self._fleet = name, cam, fps, dim, fleet
+        self.dir = Path(cam.output.dir) / name
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._open()
+        self._since_check = 0
+        self.rotations = 0
+
+    def _open(self) -> None:
+        name, out, dim, fleet = self.name, self._cam.output, self._dim, self._fleet
         self.paths: dict[str, str] = {}
         self.mot = MotWriter(self._path("mot", f"{name}.txt")) if out.mot else None
         self.embeddings = (
@@ -74,7 +88,9 @@ class CameraOutputs:
             if out.events
             else None
         )
-        self.video = AnnotatedVideo(Path(self._path("video", "annotated.mp4")), fps) if out.video else None
+        self.video = (
+            AnnotatedVideo(Path(self._path("video", "annotated.mp4")), self._fps) if out.video else None
+        )
         self.summary_path = Path(self._path("summary", "summary.json")) if out.summary else None
         self.global_mot = (
             GlobalMotWriter(Path(self._path("global_mot", f"{name}.global.txt")))
@@ -117,6 +133,35 @@ class CameraOutputs:
                 self.events.flush()
             if self.video is not None:
                 self.video.write(r.frame.image, tracks, caption, assigned)
+        self._rotate_when_due()
+
+    def _rotate_when_due(self) -> None:
+        """With ``output.rotate_mb``: once the stream's files hold that much, close them, move them to an
+        ``earlier-*`` folder (keeping ``output.keep_earlier`` of those) and go on in new ones."""
+        limit = self._cam.output.rotate_mb
+        self._since_check += 1
+        if limit is None or self._since_check < ROTATE_CHECK_EVERY:
+            return
+        self._since_check = 0
+        if self._stream_bytes() < limit * 2**20:
+            return
+        events = self.events
+        self.close()
+        with self.writing():
+            kept = keep_earlier_run(
+                self.dir, self.name, self._cam.output.keep_earlier, stream_files(self.name)
+            )
+            self._open()
+        if events is not None and self.events is not None:
+            self.events.carry_on(events)
+        self.rotations += 1
+        log.info(
+            "%s: output files passed %s MB; the full ones are in %s", self.name, limit, kept or "(deleted)"
+        )
+
+    def _stream_bytes(self) -> int:
+        files = (self.dir / f for f in stream_files(self.name))
+        return sum(f.stat().st_size for f in files if f.exists())
 
     def finish(self, ended: list[int], index: int, ts: float) -> None:
         with self.writing():
@@ -145,7 +190,8 @@ def open_outputs(
     """The camera's output files; a folder that cannot be created or written is a ConfigError naming it.
     A live camera's earlier run is kept (``keep_earlier_run``); a recording run again overwrites its own."""
     try:
-        kept = keep_earlier_run(Path(cam.output.dir) / name, name) if live else None
+        folder, keep = Path(cam.output.dir) / name, cam.output.keep_earlier
+        kept = keep_earlier_run(folder, name, keep) if live and folder.is_dir() else None
         if kept is not None:
             log.info("%s: the earlier run's files are kept in %s", name, kept)
         return CameraOutputs(name, cam, fps, dim, fleet)

@@ -1,6 +1,7 @@
 """The camera worker end to end on a synthetic video (no shared data needed), and on the real clip."""
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -164,6 +165,42 @@ def test_a_live_camera_started_again_keeps_its_earlier_runs_files(tmp_path: Path
     _write_one_frame(open_outputs("cam", cam, 10.0, 3, fleet=False, live=False), 3.0)  # a replay: overwritten
     assert len([d for d in (tmp_path / "cam").iterdir() if d.is_dir()]) == 1
     assert np.load(tmp_path / "cam" / "embeddings.npy")[0][0] == 3.0
+
+
+def test_output_files_rotate_at_a_size_and_keep_a_bounded_number(tmp_path: Path) -> None:
+    """A camera run as a service wrote events.jsonl (and the rest) for as long as it ran, without a bound:
+    the disk filled. With output.rotate_mb the files start afresh at that size, the full ones move to an
+    earlier-* folder, and output.keep_earlier bounds how many of those stay."""
+    clip = make_video(tmp_path / "clip.mp4", frames=120, size=(320, 240), people=3)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+
+    def run(**output: object) -> tuple[Path, dict[str, int]]:
+        cam = CameraConfig(
+            source=SourceConfig(uri=str(clip.path)),
+            detector=GroundTruthDetectorConfig(path=gt),
+            embedder=EmbedderConfig(type="none"),
+            output=OutputConfig.model_validate({"dir": tmp_path / "runs", "progress": False, **output}),
+        )
+        summary = CameraWorker(single_camera_settings(cam, name="synth"), "synth").run()
+        return tmp_path / "runs" / "synth", summary.events
+
+    out, counts = run(rotate_mb=0.004)  # ~4 kB: the 120 frames' events and MOT rows hold ~20 kB
+    segments = [*sorted(d for d in out.iterdir() if d.name.startswith("earlier-")), out]
+    assert len(segments) >= 3
+    events = [json.loads(x) for d in segments for x in (d / "events.jsonl").read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds.count("track.started") == kinds.count("track.ended") == 3  # no second start after a rotation
+    assert {k: kinds.count(k) for k in counts} == counts  # summary.json counts the whole run
+    frames = [
+        int(line.split(",")[0]) for d in segments for line in (d / "synth.txt").read_text().splitlines()
+    ]
+    assert frames == sorted(frames) and set(frames) == set(range(1, 121))  # every frame once, in order
+    assert all((d / "synth.txt").stat().st_size < 0.004 * 2**20 + 3_000 for d in segments)
+
+    for d in segments[:-1]:
+        shutil.rmtree(d)
+    out, _ = run(rotate_mb=0.004, keep_earlier=1)
+    assert len([d for d in out.iterdir() if d.name.startswith("earlier-")]) == 1
 
 
 def test_the_schema_names_the_files_a_worker_writes(tmp_path: Path) -> None:
