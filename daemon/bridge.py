@@ -66,7 +66,7 @@ from typing import Any, cast, get_args
 from daemon import codec
 from daemon.config import BridgeConfig, redact
 from daemon.errors import ConfigError, DaemonError
-from daemon.fleet_store import ERASE_LUA, PUBLISH_LUA, SNAPSHOT_LUA, FleetKeys
+from daemon.fleet_store import ERASE_LUA, PUBLISH_LUA, REWRITE_LUA, SNAPSHOT_LUA, FleetKeys
 from daemon.fleet_wire import (
     NAME,
     Batch,
@@ -688,6 +688,7 @@ class Bridge:
         gid = str(msg.global_id)
         erased = 0
         for cam in self._cameras(client):
+            erased += self._rewrite_without(client, cam, int(gid))
             start = "-"
             while start:
                 deleted, nxt = client.eval(
@@ -696,6 +697,28 @@ class Bridge:
                 erased += int(deleted)
                 start = _text(nxt)
         self._count("erased", erased)
+
+    def _rewrite_without(self, client: Any, camera: str, gid: int) -> int:
+        """Re-sign ``camera``'s stored batches that hold ``gid`` without its profiles, and drop its track
+        states (REWRITE_LUA): the other tracks of those batches keep their state. A batch left with nothing,
+        or that cannot be read, is left for ERASE_LUA to delete whole. Returns the track states dropped."""
+        keys = self.keys.camera_keys(camera)
+        needle = f",{gid},".encode()
+        refs = client.hgetall(keys[4])
+        doomed = [f[2:] for f, v in refs.items() if f.startswith(b"g:") and needle in v]
+        args: list[Any] = [gid, self.cfg.state_ttl_s]
+        for ref, blob in zip(doomed, client.hmget(keys[3], doomed) if doomed else [], strict=True):
+            try:
+                batch = decode_batch(blob or b"", self._key, self.cfg.max_message_bytes)
+            except MessageRejected:
+                continue
+            kept = [m for m in batch.messages if not (m.kind == "profile" and m.global_id == gid)]
+            if not kept:
+                continue
+            gids = sorted({m.global_id for m in kept if m.kind == "profile" and m.global_id is not None})
+            blob = encode_batch(kept, self._key, self.cfg.publish_dtype, sent_at=batch.sent_at)
+            args += [ref, blob, "".join(f",{g}" for g in gids) + "," if gids else ""]
+        return int(client.eval(REWRITE_LUA, 5, *keys, *args))
 
     def _cameras(self, client: Any, now_ms: int | None = None) -> list[str]:
         """Cameras in the fleet registry that published within ``state_ttl_s`` of the server's ``now_ms``."""

@@ -177,6 +177,32 @@ return out
 # gid (a blob is signed as a whole: tracks whose latest profile shared such a batch lose their state too,
 # until their next update); each call deletes the gid's log entries in one page of the stream.
 # Returns {deleted, next start or ""}.
+# A forget's first step on one camera, so that it erases the forgotten id's state and nobody else's: a stored
+# batch holds the latest profiles of several tracks under one signature, so the client re-signs each batch
+# that holds the id without its profiles. ARGV: gid, ttl_s, then (stream id, new blob, its gids) per batch;
+# a batch gone meanwhile is left alone. Then every track state of the id is dropped; returns how many.
+REWRITE_LUA = (
+    _COMMON.replace("{ttl}", "2")
+    + """
+local prefix = ARGV[1] .. '|'
+for i = 3, #ARGV, 3 do
+  if redis.call('HEXISTS', KEYS[4], ARGV[i]) == 1 then
+    redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
+    redis.call('HSET', KEYS[5], 'g:' .. ARGV[i], ARGV[i + 2])
+  end
+end
+local deleted = 0
+local flat = redis.call('HGETALL', KEYS[2])
+for i = 1, #flat, 2 do
+  if string.sub(flat[i + 1], 1, #prefix) == prefix then
+    drop_track(flat[i])
+    deleted = deleted + 1
+  end
+end
+return deleted
+"""
+)
+
 ERASE_LUA = (
     _COMMON.replace("{ttl}", "4")
     + """

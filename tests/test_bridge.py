@@ -640,6 +640,34 @@ def test_forget_erases_state_everywhere(server: EmbeddedValkey) -> None:
             assert 2 in gids
 
 
+def test_forget_keeps_the_other_tracks_a_stored_batch_holds(server: EmbeddedValkey) -> None:
+    """A stored batch holds the latest profiles of several tracks under one signature, and a forget deleted
+    the whole batch: after `forget 1` the people sent beside person 1 were gone from the stored state too
+    (`who` showed nobody; a camera catching up never heard of them)."""
+    cfg = config(server.url)
+    keys = FleetKeys("default")
+    a = Bridge(cfg, "cam-a", receive=False)
+    sent = [profile("cam-a", 1, gid=1, seed=1), profile("cam-a", 2, gid=2, seed=2)]
+    sent += [profile("cam-a", 3, gid=3, seed=3)]
+    for m in sent:  # queued before the sender starts: one batch
+        a.publish(m)
+    with a.start(), Bridge(cfg, "admin", receive=False) as admin:
+        assert a.flush(5)
+        client = server.client()
+        _log, state, _seen, blobs, _refs = keys.camera_keys("cam-a")
+        assert len(client.hvals(blobs)) == 1  # the three tracks' state is one signed batch
+        admin.forget(1)
+        assert admin.flush(5)
+        assert sorted(client.hkeys(state)) == [b"2", b"3"]
+        (blob,) = client.hvals(blobs)
+        kept = decode_batch(blob, KEY.encode(), 1 << 20)  # re-signed with the fleet key: it verifies
+        assert [(m.track_id, m.global_id) for m in kept.messages] == [(2, 2), (3, 3)]
+        np.testing.assert_allclose(kept.messages[0].embeddings, sent[1].embeddings, atol=1e-3)
+        with Bridge(cfg, "cam-c") as c:  # a camera starting now catches up on 2 and 3, not on 1
+            assert c.wait_ready(5)
+            assert sorted(m.global_id for m in c.drain() if m.kind == "profile") == [2, 3]
+
+
 def test_embedded_server_when_no_url() -> None:
     bridge = Bridge(config(None), "solo").start(wait_s=5)
     try:
