@@ -536,6 +536,21 @@ class Bridge:
             ) from e
         return range(last - n + 1, last + 1)
 
+    def highest_track_id(self) -> int:
+        """The highest track id this bridge's camera has state of in Valkey (0: none); BridgeError if
+        unreachable. A restarted live camera numbers its tracks after it, so its new tracks are not taken
+        for the earlier run's (stored state and other cameras key a track by camera and id)."""
+        try:
+            if self._command is None:
+                self._command = connect(self.cfg, self.url, self._password)
+            tracks = self._command.hkeys(self.keys.camera_keys(self.camera)[1])
+        except _transient_errors() as e:
+            self._drop_command()
+            raise BridgeError(
+                f"cannot read stored tracks: Valkey at {redact(self.url)} is unreachable ({e})"
+            ) from e
+        return max((int(t) for t in tracks if _text(t).isdigit()), default=0)
+
     def _drop_command(self) -> None:
         cmd, self._command = self._command, None
         if cmd is not None:

@@ -376,6 +376,7 @@ class FleetLink:
         self.forgets_received = 0
         self.lockstep: Lockstep | None = None
         self._started = False
+        self.first_track_id = 1  # where this run numbers its tracks from (after an earlier run's, live)
 
     def start(self, live: bool) -> FleetLink:
         """Connect the bridge and catch up with the fleet (waiting up to ``fleet.ready_timeout_s``)."""
@@ -398,6 +399,7 @@ class FleetLink:
             )
         self.bridge.start(wait_s=cfg.ready_timeout_s)
         self._started = True
+        self.first_track_id = self._first_track_id() if live else 1
         log.info(
             "%s: joined fleet %r at %s (%s clock)",
             self.camera,
@@ -406,6 +408,19 @@ class FleetLink:
             "media" if self.clock.media else "wall",
         )
         return self
+
+    def _first_track_id(self) -> int:
+        """The id after the highest one the fleet holds state of for this camera (an earlier run's)."""
+        try:
+            first = self.bridge.highest_track_id() + 1
+        except BridgeError as e:
+            log.warning("%s: %s; track ids start at 1 and may be taken for an earlier run's", self.camera, e)
+            return 1
+        if first > 1:
+            log.info(
+                "%s: the fleet holds tracks of an earlier run; track ids go on from %d", self.camera, first
+            )
+        return first
 
     def update(self, r: FrameResult) -> FrameIdentities:
         """Resolve one frame's tracks and publish what the fleet should learn from it."""

@@ -298,6 +298,11 @@ class BotSortTracker:
         self._relinker.expire(self._frame)
         return ended
 
+    def number_from(self, first: int) -> None:
+        """New tracks get ids from ``first`` on (when higher than the next one): a live camera restarted goes
+        on after the ids its earlier run left in the fleet, which would otherwise be taken for this run's."""
+        self._ids.number_from(first)
+
     def finish(self) -> list[int]:
         """End every remaining track (stream over)."""
         ended = sorted(self._hits)
@@ -318,6 +323,9 @@ class _IdMap:
 
     def get(self, bm_id: int) -> int:
         return self._map[bm_id]
+
+    def number_from(self, first: int) -> None:
+        self._next = max(self._next, first)
 
     def new(self, bm_id: int) -> int:
         self._map[bm_id] = self._next

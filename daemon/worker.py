@@ -251,6 +251,7 @@ class CameraWorker:
                 try:
                     if self.fleet is not None:
                         self.fleet.start(live=src.live)
+                        self.pipeline.tracker.number_from(self.fleet.first_track_id)
                     for o in self.observers:
                         o.started(self, src)
                     frames, seconds, tracks = self._loop(src, outputs)

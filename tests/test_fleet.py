@@ -211,6 +211,30 @@ def test_two_workers_agree_on_global_ids_and_a_late_joiner_catches_up(
         b.close()
 
 
+def test_a_restarted_live_camera_numbers_its_tracks_after_its_earlier_runs(
+    tmp_path: Path, valkey: EmbeddedValkey
+) -> None:
+    """A live camera's worker started again numbered its tracks from 1, and stored state and the other
+    cameras key a track by (camera, id): its new track 10 replaced the earlier run's track 10, another
+    person, in `who`, and other cameras moved that person's looks onto the new track's id."""
+    settings = _settings(tmp_path, valkey.url)
+    a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    try:
+        assert a.first_track_id == 1  # nothing stored yet
+        _run(a, "a", 6, [0, 1, 2], seed=1)  # tracks 10, 11 and 12
+        assert a.bridge.flush(2.0)
+    finally:
+        a.close()
+    again = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    replay = FleetLink(settings, "a", DIM).start(live=False)  # type: ignore[arg-type]
+    try:
+        assert again.first_track_id == 13
+        assert replay.first_track_id == 1  # a replay numbers its own tracks, as its ground truth does
+    finally:
+        again.close()
+        replay.close()
+
+
 def test_forget_erases_an_identity_at_every_worker(tmp_path: Path, valkey: EmbeddedValkey) -> None:
     settings = _settings(tmp_path, valkey.url)
     a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]

@@ -32,6 +32,17 @@ def test_ids_are_stable_and_start_at_one() -> None:
     assert u.tracks[0].key.startswith("cam/")
 
 
+def test_ids_can_go_on_from_a_given_number() -> None:
+    t = BotSortTracker("cam", TrackerConfig(), EmbedderConfig(), use_embeddings=False)
+    t.number_from(13)
+    u = t.update(_dets((100, 100, 140, 200), (400, 100, 440, 200)), None, IMG)
+    assert sorted(tr.track_id for tr in u.tracks) == [13, 14]
+    t.number_from(5)  # never back: an id once given is not given again
+    for _ in range(3):  # a track that appears later is confirmed on its second frame
+        u = t.update(_dets((100, 100, 140, 200), (400, 100, 440, 200), (250, 300, 290, 400)), None, IMG)
+    assert sorted(tr.track_id for tr in u.tracks) == [13, 14, 15]
+
+
 def test_ended_tracks_are_reported_once_after_buffer() -> None:
     cfg = TrackerConfig(track_buffer=5, frame_rate=10)
     t = BotSortTracker("cam", cfg, EmbedderConfig(), use_embeddings=False)
