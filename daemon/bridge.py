@@ -424,14 +424,21 @@ class Bridge:
             return self
         deadline = time.monotonic() + wait_s
         ready = self.wait_ready(wait_s) and self.flush(max(0.0, deadline - time.monotonic()))
-        refused = next((why for why in self._refused.values() if why), "")
-        if not ready and refused:
+        refusal = self._refusal("this worker")
+        if not ready and refusal is not None:
             self.close(flush_s=0.0)
-            raise ConfigError(
-                f"bridge: Valkey at {redact(self.url)} refused this worker: {refused} (check bridge.username, "
-                "bridge.password and the ACL user's permissions)"
-            )
+            raise refusal
         return self
+
+    def _refusal(self, who: str) -> ConfigError | None:
+        """The configuration error of a Valkey that refused this bridge's credentials or ACL rights, if it did."""
+        refused = next((why for why in self._refused.values() if why), "")
+        if not refused:
+            return None
+        return ConfigError(
+            f"bridge: Valkey at {redact(self.url)} refused {who}: {refused} (check bridge.username, "
+            "bridge.password and the ACL user's permissions)"
+        )
 
     def wait_ready(self, timeout: float) -> bool:
         """True once the receiver is subscribed and has caught up (False after ``timeout`` seconds)."""
@@ -509,9 +516,13 @@ class Bridge:
                 self._work.wait(min(left, LIVE_POLL_S))
         return True
 
-    def unreachable(self, timeout_s: float) -> BridgeError:
-        """The error of a caller that waited ``timeout_s`` for Valkey in vain, naming the last failure (refused,
-        no such host, a wrong password, an ACL user without a permission)."""
+    def unreachable(self, timeout_s: float) -> DaemonError:
+        """The error of a caller that waited ``timeout_s`` for Valkey in vain, naming the last failure: a
+        ConfigError (exit 2, as a worker's) when Valkey refused the credentials or an ACL permission, else a
+        BridgeError (no such host, connection refused, timed out)."""
+        refusal = self._refusal(f"this client ({self.camera})")
+        if refusal is not None:
+            return refusal
         why = f": {self._last_error}" if self._last_error else ""
         return BridgeError(f"could not reach Valkey at {redact(self.url)} within {timeout_s} s{why}")
 

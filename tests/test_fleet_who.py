@@ -187,16 +187,17 @@ def test_who_and_forget_with_wrong_valkey_credentials_say_why_they_could_not_rea
     data["bridge"]["password"] = {"value": "not-the-password"}
     path.write_text(yaml.safe_dump(data))
     capsys.readouterr()
-    assert main(["-q", "who", "--config", str(path), "--timeout", "0.5"]) == 1
+    # a refusal is a configuration error, exit 2, as a worker's is (it was exit 1, as if Valkey were down)
+    assert main(["-q", "who", "--config", str(path), "--timeout", "0.5"]) == 2
     err = capsys.readouterr().err.splitlines()[-1]
-    assert (
-        err.startswith(f"error: could not reach Valkey at {valkey.url} within 0.5 s: ") and "password" in err
-    )
+    assert err.startswith(f"error: bridge: Valkey at {valkey.url} refused this client (who-cli): ")
+    assert "password" in err and "check bridge.username, bridge.password" in err
     data["bridge"].update(username="viewer", password={"value": "viewer-pass"})
     path.write_text(yaml.safe_dump(data))
-    assert main(["-q", "forget", "3", "--config", str(path), "--timeout", "0.5"]) == 1
+    assert main(["-q", "forget", "3", "--config", str(path), "--timeout", "0.5"]) == 2
     err = capsys.readouterr().err.splitlines()[-1]
-    assert "within 0.5 s: " in err and "User viewer has no permissions to run the 'eval' command" in err
+    assert "refused this client (forget-cli)" in err
+    assert "User viewer has no permissions to run the 'eval' command" in err
 
 
 def test_who_needs_the_fleet_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
