@@ -32,7 +32,7 @@ from daemon.config import SecretSource, Settings, load_settings
 from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet_wire import FleetMessage
 from daemon.ops import STOP_SIGNALS
-from daemon.outputs import camera_files
+from daemon.outputs import camera_files, check_source_kept
 from daemon.procs import spawn
 from daemon.sources import frames_to_deliver, local_path
 from daemon.valkey_server import EmbeddedValkey
@@ -99,18 +99,6 @@ def _frame_total(settings: Settings, name: str) -> int | None:
     finally:
         cap.release()
     return frames_to_deliver(src, n)
-
-
-def check_source_kept(settings: Settings, name: str) -> None:
-    """ConfigError when camera ``name`` reads one of the files it writes (``runs/cam/annotated.mp4`` given back
-    as its source): the worker would cut it while reading it, and a fleet removes it before the camera starts."""
-    src = local_path(settings.cameras[name].source)
-    out = _camera_dir(settings, name)
-    if src is not None and src.resolve() in {(out / f).resolve() for f in camera_files(name)}:
-        raise ConfigError(
-            f"cameras.{name}.source.uri: {src} is a file the camera writes in {out}; it would be lost: move it "
-            "or give another output.dir"
-        )
 
 
 def _start_camera(config: Path, settings: Settings, name: str, env: dict[str, str]) -> CameraProcess:
@@ -236,7 +224,7 @@ def run_fleet(
             "or bridge.allow_unsigned: true for local experiments"
         )
     for n in names:
-        check_source_kept(settings, n)
+        check_source_kept(settings.cameras[n], n)
     server = EmbeddedValkey("tcp").start() if settings.bridge.url is None else None
     url = server.url if server is not None else str(settings.bridge.url)
     stop = {"asked": False}

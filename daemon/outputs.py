@@ -19,6 +19,9 @@ from typing import IO, Any, Protocol
 import cv2
 import numpy as np
 
+from daemon.config import CameraConfig
+from daemon.errors import ConfigError
+from daemon.sources import local_path
 from daemon.types import FloatArray, ImageBGR, Track
 
 EVENT_SCHEMA_VERSION = 1
@@ -53,6 +56,18 @@ def camera_files(name: str) -> tuple[str, ...]:
         "identities.jsonl",
         "status.json",
     )
+
+
+def check_source_kept(cam: CameraConfig, name: str) -> None:
+    """ConfigError when camera ``name`` reads one of the files it writes (``runs/cam/annotated.mp4`` given back
+    as its source): the worker would cut it while reading it, and a fleet removes it before the camera starts."""
+    src = local_path(cam.source)
+    out = Path(cam.output.dir) / name
+    if src is not None and src.resolve() in {(out / f).resolve() for f in camera_files(name)}:
+        raise ConfigError(
+            f"cameras.{name}.source.uri: {src} is a file the camera writes in {out}; it would be lost: move it "
+            "or give another output.dir"
+        )
 
 
 def stream_files(name: str) -> tuple[str, ...]:

@@ -18,7 +18,6 @@ from daemon.detect import build_detector
 from daemon.embed import build_embedder
 from daemon.errors import ConfigError, DaemonError
 from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog, load_identity_head
-from daemon.fleet_runner import check_source_kept
 from daemon.identity import FrameIdentities
 from daemon.motio import MotWriter
 from daemon.outputs import (
@@ -26,6 +25,7 @@ from daemon.outputs import (
     EmbeddingFile,
     EventLog,
     RunSummary,
+    check_source_kept,
     keep_earlier_run,
     stream_files,
 )
@@ -213,7 +213,7 @@ class CameraWorker:
         self.settings = settings
         self.observers: list[WorkerObserver] = list(observers or [])
         self.name, self.cam = settings.camera(name)
-        check_source_kept(settings, self.name)
+        check_source_kept(self.cam, self.name)
         self.show_progress = self.cam.output.progress if show_progress is None else show_progress
         self._stop = threading.Event()
         self._last_index = -1
