@@ -21,6 +21,7 @@ import heapq
 import itertools
 import json
 import math
+import re
 import time
 from collections.abc import Sequence
 from contextlib import closing
@@ -771,8 +772,13 @@ def write_hits(ranked: Sequence[tuple[Hit, ImageBGR | None, Box]], out: Path) ->
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot write the hits into {out}: {e}") from e
+    for earlier in out.iterdir():  # an earlier search's crops would sit among these as if they were hits
+        if HIT_CROP.fullmatch(earlier.name) and earlier.is_file():
+            earlier.unlink()
     written: list[Path] = []
+    files: list[str | None] = []
     for rank, (hit, crop, rel) in enumerate(ranked, 1):
+        files.append(None)
         if crop is None:
             continue
         where = f"frame{hit.frame:06d}" if hit.frame >= 0 else _safe_stem(hit.source)
@@ -780,12 +786,15 @@ def write_hits(ranked: Sequence[tuple[Hit, ImageBGR | None, Box]], out: Path) ->
         if not cv2.imwrite(str(path), annotate(crop, rel, f"#{rank} {hit.similarity:.3f}")):
             raise DataError(f"cannot write {path}")
         written.append(path)
+        files[-1] = path.name
     index = out / "hits.json"
-    index.write_text(
-        json.dumps([{"rank": i + 1, **h.as_dict()} for i, (h, _, _) in enumerate(ranked)], indent=2),
-        encoding="utf-8",
-    )
+    pairs = enumerate(zip(ranked, files, strict=True), 1)
+    doc = [{"rank": rank, **h.as_dict(), "file": f} for rank, ((h, _, _), f) in pairs]
+    index.write_text(json.dumps(doc, indent=2), encoding="utf-8")
     return (*written, index)
+
+
+HIT_CROP = re.compile(r"\d{3,}_-?\d\.\d{3}_[\w-]+\.jpg")  # the names write_hits gives its crops
 
 
 def _safe_stem(source: str) -> str:

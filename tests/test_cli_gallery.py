@@ -130,6 +130,14 @@ def test_search_folder_and_video(
     assert "hit(s)" in text and "frame_0" in text
     hits = json.loads((out / "hits.json").read_text())
     assert 1 <= len(hits) <= 4 and len(list(out.glob("*.jpg"))) == len(hits)
+    assert sorted(h["file"] for h in hits) == sorted(p.name for p in out.glob("*.jpg"))
+    # the same folder again with fewer hits: an earlier search's crops no longer sit among them as if hits
+    (out / "notes.jpg").write_bytes(b"not ours")
+    assert main([*args[:-4], "-k", "1", "--out", str(out), *_model(mobilenet_model)]) == 0
+    capsys.readouterr()
+    (hit,) = json.loads((out / "hits.json").read_text())
+    assert sorted(p.name for p in out.glob("*.jpg")) == sorted([hit["file"], "notes.jpg"])
+    (out / "notes.jpg").unlink()
 
     video = require_pets09_video()
     args = [
