@@ -477,6 +477,22 @@ def _new_gallery(args: argparse.Namespace, dim: int) -> Any:
     return Gallery.from_config(_validated(GalleryConfig, _section(args, "gallery"), updates, "gallery"), dim)
 
 
+def _warn_settings_kept(args: argparse.Namespace, gallery: Any, path: Path) -> None:
+    """--threshold / --max-per-label set up a new gallery; one appended to keeps its own: say so."""
+    given = [
+        opt for opt, v in (("--threshold", args.threshold), ("--max-per-label", args.max_per_label)) if v
+    ]
+    if given:
+        cfg = gallery.config
+        log.warning(
+            "%s set a new gallery's settings; %s keeps its own (threshold %s, max_per_label %s)",
+            " and ".join(given),
+            path,
+            cfg.threshold,
+            cfg.max_per_label,
+        )
+
+
 def cmd_enroll(args: argparse.Namespace) -> int:
     from daemon.config import EnrollConfig
     from daemon.enroll import enroll, reference_files
@@ -494,6 +510,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     reference_files(args.folder, naming)  # a missing folder fails before the models load
     embedder, detector, _ = _recognition_models(args, detector=args.detect)
     gallery = Gallery.load(out) if args.append and out.exists() else _new_gallery(args, embedder.dim)
+    if args.append and out.exists():
+        _warn_settings_kept(args, gallery, out)
     report = enroll(
         args.folder,
         embedder,

@@ -104,7 +104,7 @@ def test_enroll_verify_recognize(data: Path, gallery: Path, mobilenet_model: Pat
 
 
 def test_enroll_append_json_and_sets(
-    data: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture
+    data: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture, caplog: pytest.LogCaptureFixture
 ) -> None:
     refs = tmp_path / "refs"
     refs.mkdir()
@@ -117,6 +117,9 @@ def test_enroll_append_json_and_sets(
     args = ["-q", "enroll", str(refs), "-g", str(out), "--append", "--set", "A1", *_model(mobilenet_model)]
     assert main(args) == 0
     assert len(Gallery.load(out)) == 12
+    assert main([*args, "--threshold", "0.9"]) == 0  # a new gallery's setting: the file keeps its own, said
+    assert f"--threshold set a new gallery's settings; {out} keeps its own (threshold" in caplog.text
+    assert Gallery.load(out).threshold != 0.9
 
 
 def test_search_folder_and_video(
