@@ -173,10 +173,6 @@ return out
 """
 )
 
-# ARGV: gid, start ("-" on the first call), page size. The first call drops every stored batch that holds the
-# gid (a blob is signed as a whole: tracks whose latest profile shared such a batch lose their state too,
-# until their next update); each call deletes the gid's log entries in one page of the stream.
-# Returns {deleted, next start or ""}.
 # A forget's first step on one camera, so that it erases the forgotten id's state and nobody else's: a stored
 # batch holds the latest profiles of several tracks under one signature, so the client re-signs each batch
 # that holds the id without its profiles. ARGV: gid, ttl_s, then (stream id, new blob, its gids) per batch;
@@ -203,6 +199,11 @@ return deleted
 """
 )
 
+# A forget's second step on one camera (after REWRITE_LUA). ARGV: gid, start ("-" on the first call), page
+# size, ttl_s. The first call drops every stored batch that still holds the gid (which REWRITE_LUA could not
+# re-sign: left empty, unreadable, or published meanwhile); each call deletes the gid's log entries in one page
+# of the stream (a log entry is a batch signed whole: the other tracks' messages in it go too, their state
+# stays). Returns {deleted, next start or ""}.
 ERASE_LUA = (
     _COMMON.replace("{ttl}", "4")
     + """
