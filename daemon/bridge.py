@@ -344,7 +344,9 @@ class Bridge:
     ``hello`` and catches up; ``publish`` / ``forget`` queue messages for the sender thread; received messages
     go to ``on_message`` (called on the receiver thread; keep it short) or, without one, to a bounded inbox
     read with ``receive`` / ``drain``. ``receive=False`` makes a publish-only bridge (no receiver thread: tools,
-    simulated cameras). Thread-safe. A context manager (``close`` on exit).
+    simulated cameras); ``observe=True`` a receive-only one that writes nothing to Valkey (no hello, no sender,
+    the stored state read with plain commands: ``who`` with a read-only ACL user). Thread-safe. A context
+    manager (``close`` on exit).
     """
 
     def __init__(
@@ -354,7 +356,10 @@ class Bridge:
         on_message: MessageCallback | None = None,
         *,
         receive: bool = True,
+        observe: bool = False,
     ) -> None:
+        if observe and not receive:
+            raise ValueError("an observing bridge receives: observe=True needs receive=True")
         if not NAME.match(camera):
             raise ConfigError(f"camera name {camera!r}: use 1-200 characters of [A-Za-z0-9_.@-]")
         self.cfg = cfg
@@ -366,6 +371,7 @@ class Bridge:
         self._sender_bytes = self.sender_id.encode("ascii")
         self._on_message = on_message
         self._receives = receive
+        self._observes = observe
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
@@ -412,14 +418,16 @@ class Bridge:
             self._embedded = EmbeddedValkey(self.cfg.embedded_transport).start()
             self._url = self._embedded.url
         connect(self.cfg, self._url, self._password).close()  # checks URL and TLS settings before the threads
-        loops = [(self._send_loop, "send")] + ([(self._receive_loop, "receive")] if self._receives else [])
+        loops = [] if self._observes else [(self._send_loop, "send")]
+        loops += [(self._receive_loop, "receive")] if self._receives else []
         for target, name in loops:
             t = threading.Thread(target=target, name=f"bridge-{self.camera}-{name}", daemon=True)
             t.start()
             self._threads.append(t)
         if not self._receives:
             self._subscribed.set()
-        self.publish(FleetMessage("hello", self.camera, timestamp=time.time()))
+        if not self._observes:
+            self.publish(FleetMessage("hello", self.camera, timestamp=time.time()))
         if wait_s is None:
             return self
         deadline = time.monotonic() + wait_s
@@ -847,7 +855,10 @@ class Bridge:
 
     def _snapshot(self, client: Any, cam: str) -> None:
         """Deliver the latest profile of each live track of ``cam`` and remember the matching stream position."""
-        reply = client.eval(SNAPSHOT_LUA, 5, *self.keys.camera_keys(cam), self.cfg.state_ttl_s)
+        if self._observes:
+            reply = self._read_snapshot(client, cam)
+        else:
+            reply = client.eval(SNAPSHOT_LUA, 5, *self.keys.camera_keys(cam), self.cfg.state_ttl_s)
         n = int(reply[1])
         refs = [(_text(reply[2 + 2 * i]), _text(reply[3 + 2 * i])) for i in range(n)]
         blobs = reply[2 + 2 * n :]
@@ -860,6 +871,28 @@ class Bridge:
         for msg in sorted(msgs, key=lambda m: (m.sender, m.seq)):
             self._accept(msg, caught_up=True)
         self._last_ids[cam] = _text(reply[0])
+
+    def _read_snapshot(self, client: Any, cam: str) -> list[Any]:
+        """SNAPSHOT_LUA's reply read with plain commands, for an observer that may only read: nothing is pruned;
+        tracks not updated within ``state_ttl_s`` are left out instead. Not atomic: a batch released between
+        the reads is skipped, as the next publish would have replaced it anyway."""
+        log, state, seen, blobs, _refs = self.keys.camera_keys(cam)
+        cutoff = _server_ms(client) - self.cfg.state_ttl_s * 1000
+        pipe = client.pipeline(transaction=False)
+        pipe.xrevrange(log, "+", "-", count=1)
+        pipe.hgetall(state)
+        pipe.zrangebyscore(seen, cutoff, "+inf")
+        last, flat, fresh = pipe.execute()
+        live = set(fresh)
+        refs = [(track, value.split(b"|", 1)[1]) for track, value in flat.items() if track in live]
+        ids = list(dict.fromkeys(ref for _, ref in refs))
+        reply: list[Any] = [last[0][0] if last else b"0-0", len(refs)]
+        for track, ref in refs:
+            reply += [track, ref]
+        for ref, blob in zip(ids, client.hmget(blobs, ids) if ids else [], strict=True):
+            if blob is not None:
+                reply += [ref, blob]
+        return reply
 
     def _replay(self, client: Any, cam: str, last: str, end: str = "+") -> None:
         log = self.keys.log(cam)

@@ -145,7 +145,7 @@ def _observing(settings: Settings, timeout_s: float) -> Iterator[tuple[Bridge, S
     """An observer bridge on the fleet's Valkey, caught up, folding what it hears into :class:`Sightings`."""
     settings.bridge.shared_url("who")  # ConfigError when unset
     acc = Sightings()
-    with Bridge(settings.bridge, "who-cli", on_message=acc.add) as bridge:
+    with Bridge(settings.bridge, "who-cli", on_message=acc.add, observe=True) as bridge:
         if not bridge.wait_ready(timeout_s):
             raise bridge.unreachable(timeout_s)
         yield bridge, acc

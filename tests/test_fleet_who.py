@@ -14,6 +14,7 @@ import yaml
 from daemon.bridge import Bridge
 from daemon.cli import main
 from daemon.config import BridgeConfig, SecretSource, load_settings
+from daemon.fleet_store import FleetKeys
 from daemon.fleet_who import Gathered, Sightings, gather, sightings, watch, who_text
 from daemon.fleet_wire import FleetMessage
 from daemon.valkey_server import EmbeddedValkey
@@ -198,6 +199,31 @@ def test_who_and_forget_with_wrong_valkey_credentials_say_why_they_could_not_rea
     err = capsys.readouterr().err.splitlines()[-1]
     assert "refused this client (forget-cli)" in err
     assert "User viewer has no permissions to run the 'eval' command" in err
+
+
+def test_who_runs_with_a_read_only_valkey_user_and_writes_nothing(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`who` announced itself, registered as a camera, made its own stream key and pruned stored state (a
+    script): it needed write and scripting rights, so an operator's read-only ACL user could not run it."""
+    path = _fleet_yaml(tmp_path, valkey.url)
+    with Bridge(load_settings(path).bridge, "door", receive=False) as door:
+        door.publish(_profile("door", 3, 7, time.time() - 5.0, label="alice"))
+        assert door.flush(5.0)
+    admin = valkey.client()
+    keys_before = sorted(admin.keys("*"))
+    admin.execute_command(
+        "ACL", "SETUSER", "viewer", "on", ">viewer-pass", "~*", "&*", "+@read", "+@pubsub", "+time"
+    )
+    data = yaml.safe_load(path.read_text())
+    data["bridge"].update(username="viewer", password={"value": "viewer-pass"})
+    path.write_text(yaml.safe_dump(data))
+    capsys.readouterr()
+    assert main(["-q", "who", "--config", str(path), "--listen", "0.2", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [(d["global_id"], d["label"]) for d in doc] == [(7, "alice")]
+    assert sorted(admin.keys("*")) == keys_before  # nothing written: no stream of its own
+    assert admin.zrange(FleetKeys("default").cameras, 0, -1) == [b"door"]  # not registered as a camera
 
 
 def test_who_needs_the_fleet_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
