@@ -26,6 +26,7 @@ from daemon.types import FloatArray, ImageBGR, Track
 
 EVENT_SCHEMA_VERSION = 1
 SPACE_CHECK_EVERY = 50  # annotated frames between checks that the video's disk still has room
+MAX_FILL_S = 10.0  # a live stream's gap up to this long is filled with its last frame in the annotated video
 
 
 class Identity(Protocol):
@@ -303,17 +304,29 @@ class AnnotatedVideo:
     scaled to that size: the writer would drop it without a word. OpenCV's writer does not report a failed
     write either, so a full disk is found here: every ``SPACE_CHECK_EVERY`` frames the disk's free space is
     looked at, and ``close`` checks that the file was finished (its index written); either is an OSError.
+
+    ``paced`` (a live stream, whose frames carry wall-clock times): frames the stream dropped are filled with the
+    frame before them, so the video plays in real time; a gap longer than ``MAX_FILL_S`` (the stream was away)
+    is not filled, and the video jumps.
     """
 
-    def __init__(self, path: Path, fps: float) -> None:
+    def __init__(self, path: Path, fps: float, paced: bool = False) -> None:
         self.path = path
         self.fps = fps
+        self.paced = paced
         self._writer: cv2.VideoWriter | None = None
         self._size = (0, 0)
         self._frames = 0
+        self._t0: float | None = None
+        self._last: ImageBGR | None = None
 
     def write(
-        self, image: ImageBGR, tracks: list[Track], caption: str, identities: Sequence[Identity] | None = None
+        self,
+        image: ImageBGR,
+        tracks: list[Track],
+        caption: str,
+        identities: Sequence[Identity] | None = None,
+        ts: float | None = None,
     ) -> None:
         if self._writer is None:
             self._size = (image.shape[1], image.shape[0])
@@ -324,7 +337,26 @@ class AnnotatedVideo:
         drawn = draw_tracks(image, tracks, caption, identities)
         if (drawn.shape[1], drawn.shape[0]) != self._size:
             drawn = np.asarray(cv2.resize(drawn, self._size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+        if self.paced and ts is not None:
+            self._fill_until(ts)
+        self._put(drawn)
+
+    def _fill_until(self, ts: float) -> None:
+        """Repeat the last frame over the slots the stream skipped before ``ts``."""
+        if self._t0 is None:
+            self._t0 = ts
+        missing = round((ts - self._t0) * self.fps) - self._frames
+        if missing > MAX_FILL_S * self.fps:  # the stream was away: start counting from here
+            self._t0 = ts - self._frames / self.fps
+            return
+        while missing > 0 and self._last is not None:
+            self._put(self._last)
+            missing -= 1
+
+    def _put(self, drawn: ImageBGR) -> None:
+        assert self._writer is not None
         self._writer.write(drawn)
+        self._last = drawn
         self._frames += 1
         if self._frames % SPACE_CHECK_EVERY == 0 and _disk_full(self.path):
             raise OSError(errno.ENOSPC, f"no space left on the disk of {self.path}")

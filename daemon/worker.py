@@ -65,9 +65,16 @@ class CameraOutputs:
     """The files one camera writes into ``<output.dir>/<camera>/``."""
 
     def __init__(
-        self, name: str, cam: CameraConfig, fps: float, dim: int | None, fleet: bool = False
+        self,
+        name: str,
+        cam: CameraConfig,
+        fps: float,
+        dim: int | None,
+        fleet: bool = False,
+        live: bool = False,
     ) -> None:
         self.name, self._cam, self._fps, self._dim, self._fleet = name, cam, fps, dim, fleet
+        self._live = live
         self.dir = Path(cam.output.dir) / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self._open()
@@ -89,7 +96,9 @@ class CameraOutputs:
             else None
         )
         self.video = (
-            AnnotatedVideo(Path(self._path("video", "annotated.mp4")), self._fps) if out.video else None
+            AnnotatedVideo(Path(self._path("video", "annotated.mp4")), self._fps, paced=self._live)
+            if out.video
+            else None
         )
         self.summary_path = Path(self._path("summary", "summary.json")) if out.summary else None
         self.global_mot = (
@@ -132,7 +141,7 @@ class CameraOutputs:
                 self.events.ended(r.update.ended, r.frame.index, r.frame.timestamp)
                 self.events.flush()
             if self.video is not None:
-                self.video.write(r.frame.image, tracks, caption, assigned)
+                self.video.write(r.frame.image, tracks, caption, assigned, ts=r.frame.timestamp)
         self._rotate_when_due()
 
     def _rotate_when_due(self) -> None:
@@ -194,7 +203,7 @@ def open_outputs(
         kept = keep_earlier_run(folder, name, keep) if live and folder.is_dir() else None
         if kept is not None:
             log.info("%s: the earlier run's files are kept in %s", name, kept)
-        return CameraOutputs(name, cam, fps, dim, fleet)
+        return CameraOutputs(name, cam, fps, dim, fleet, live)
     except OSError as e:
         where = e.filename or cam.output.dir
         raise ConfigError(f"cameras.{name}.output.dir: cannot write {where}: {e.strerror or e}") from e

@@ -182,3 +182,25 @@ def test_a_full_disk_stops_the_video_mid_run(tiny_disk: Path) -> None:
     assert e.value.errno == 28  # ENOSPC
     with pytest.raises(OSError, match="was not finished"):
         v.close()
+
+
+def test_a_live_streams_video_fills_dropped_frames_and_plays_in_real_time(tmp_path: Path) -> None:
+    """A live stream drops frames when the worker is slow; the annotated video wrote only those it got at the
+    stream's rate, so it played fast (10 s of a busy scene in 4 s) and the fleet mosaic put it out of step."""
+    v = AnnotatedVideo(tmp_path / "live.mp4", 10.0, paced=True)
+    img = np.zeros((48, 64, 3), np.uint8)
+    for ts in (100.0, 100.1, 100.5, 100.6):  # frames 2-4 were dropped
+        v.write(img, [], "x", ts=ts)
+    v.write(img, [], "x", ts=160.6)  # the stream was away a minute: not filled, the video jumps
+    v.write(img, [], "x", ts=160.7)
+    v.close()
+    cap = cv2.VideoCapture(str(tmp_path / "live.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 7 + 2
+    cap.release()
+    replay = AnnotatedVideo(tmp_path / "replay.mp4", 10.0)  # not paced: one frame written per frame given
+    for ts in (0.0, 0.5):
+        replay.write(img, [], "x", ts=ts)
+    replay.close()
+    cap = cv2.VideoCapture(str(tmp_path / "replay.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
+    cap.release()
