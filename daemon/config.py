@@ -1140,8 +1140,8 @@ class IdentityConfig(_Strict):
     )
     adjacency: tuple[CameraEdge, ...] = Field(
         (),
-        description="Camera adjacency graph; without an edge between two cameras the shortest path's min_s "
-        "applies, and 0 where no path joins them.",
+        description="Camera adjacency graph (an edge holds both ways: give each pair of cameras once); without an "
+        "edge between two cameras the shortest path's min_s applies, and 0 where no path joins them.",
     )
     allow_overlapping_views: bool = Field(
         False,
@@ -1213,6 +1213,20 @@ class IdentityConfig(_Strict):
                 f"new_min_observations ({self.new_min_observations}) must be at least min_observations "
                 f"({self.min_observations})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _edges_once(self) -> IdentityConfig:
+        seen: set[frozenset[str]] = set()
+        for e in self.adjacency:
+            pair = frozenset((e.a, e.b))
+            if pair in seen:
+                a, b = sorted(pair)
+                raise ValueError(
+                    f"adjacency: cameras {a!r} and {b!r} are joined twice (an edge holds both ways: give "
+                    "each pair once)"
+                )
+            seen.add(pair)
         return self
 
 

@@ -855,6 +855,15 @@ def test_config_validation() -> None:
         IdentityConfig(fleet_treshold=0.5)  # type: ignore[call-arg]
 
 
+@pytest.mark.parametrize(("a", "b"), [("a", "b"), ("b", "a")])
+def test_a_pair_of_cameras_joined_twice_is_refused_by_the_config(a: str, b: str) -> None:
+    """Edges are undirected: one in each direction joins the pair twice. `config check` said such a file was
+    valid, and every camera worker then failed as it started."""
+    edges = (CameraEdge(a="a", b="b", min_s=5, max_s=10), CameraEdge(a=a, b=b, min_s=8, max_s=20))
+    with pytest.raises(ValueError, match=r"'a' and 'b' are joined twice.*both ways"):
+        IdentityConfig(adjacency=edges)
+
+
 # ---------------------------------------------------------------------------------------- property
 
 
