@@ -729,6 +729,25 @@ def test_identities_expire_after_the_retention_time() -> None:
     assert cam.stats().remote_rejected == {"stale": 1}
 
 
+def test_identities_heard_of_out_of_order_expire_on_time() -> None:
+    """News comes out of order (an ended track's update carries its last sighting, cameras' messages cross):
+    one heard of after fresher news was kept until that news expired too, past retention_s."""
+    people = People(3)
+    cam = IdentityResolver("a", D, Counter(), IdentityConfig(retention_s=100.0))
+    step(cam, 0.0, {})
+    assert cam.ingest_remote(_remote("r", 1, 50, 0.0, people.obs(0), ended=True))
+    assert cam.ingest_remote(_remote("r", 2, 51, 80.0, people.obs(1), ended=True))
+    assert cam.ingest_remote(_remote("s", 3, 52, 10.0, people.obs(2), ended=True))  # arrives late
+    step(cam, 110.5, {})
+    assert sorted(cam.store.identities) == [51]
+    local = IdentityResolver("b", D, Counter(), IdentityConfig(retention_s=100.0, track_timeout_s=30.0))
+    observe(local, people, {1: 0}, 0.0, 5)  # last seen at t=4, ended by the timeout at t=40
+    local.ingest_remote(_remote("r", 2, 51, 20.0, people.obs(1), ended=True))
+    step(local, 40.0, {})
+    step(local, 104.5, {})
+    assert sorted(local.store.identities) == [51]
+
+
 def test_caps_hold_with_thousands_of_tracks() -> None:
     rng = np.random.default_rng(0)
     cfg = IdentityConfig(

@@ -210,6 +210,7 @@ class FleetStore:
             self._unlink(old)
             self.bank.regid(c.key, c.gid)
         self.contributions[c.key] = c
+        self._in_order(c)
         ident = self._identity(c.gid, now)
         ident.keys.add(c.key)
         self.identities.move_to_end(c.gid)
@@ -235,7 +236,21 @@ class FleetStore:
             if pos is not None:
                 c.pos, c.pos_t, c.vel = pos, now, vel
             self.contributions.move_to_end(key)
+            self._in_order(c)
             self.identities.move_to_end(c.gid)
+
+    def _in_order(self, c: Contribution) -> None:
+        """Keep the contributions in the order they were last heard of: ``c``, just put last, goes before those
+        heard of later (news comes out of order: an ended track's carries its last sighting), so expiry and
+        eviction, which take them from the front, find every old one."""
+        later = list(
+            itertools.takewhile(
+                lambda key: self.contributions[key].last > c.last,
+                itertools.islice(reversed(self.contributions), 1, None),
+            )
+        )
+        for key in reversed(later):
+            self.contributions.move_to_end(key)
 
     def bind_label(self, label: str, gid: int) -> list[tuple[int, int]]:
         """Name identity ``gid``; when another id carries the label, the larger id merges into the smaller."""
