@@ -310,6 +310,22 @@ def test_track_not_reported_for_the_timeout_is_ended() -> None:
     assert cam.assignment(1) is None and cam.stats().live_tracks == 1
 
 
+def test_a_wall_clock_stepping_back_does_not_stall_the_camera() -> None:
+    """A live camera's clock is wall time; NTP may step it back. Tracks first seen after a step back of more
+    than track_timeout_s were ended as timed out on every frame (so never got an id), and the updates went out
+    stamped before the camera's earlier ones (peers refused them as out of order). The resolver's clock is the
+    latest frame time it was given: time stands still until the wall clock has caught up."""
+    people, alloc = People(2), Counter()
+    cam, peer = IdentityResolver("a", D, alloc), IdentityResolver("b", D, alloc)
+    bus, first = observe(cam, people, {1: 0}, 1000.0, 5)
+    bus += end_all(cam, [1], 1004.0)
+    later, after = observe(cam, people, {2: 1}, 884.0, 6)  # the clock stepped back 120 s
+    relay(bus + later, peer)
+    assert first[1] == 1 and after[2] == 2
+    assert min(u.timestamp for u in later) >= 1004.0
+    assert peer.stats().remote_rejected == {}
+
+
 # -------------------------------------------------------------------------------------- two cameras
 
 

@@ -30,9 +30,10 @@ Per frame (``update``), for the camera's reported tracks:
    edge; again when found), and when it ends.
 
 Timestamps are seconds on one clock the whole fleet shares (wall-clock time in production, replay time in
-tests); the resolver's clock is the latest frame time it was given. Thread-safe (one lock), so a bridge
-thread may call ``ingest_remote`` while the camera loop calls ``update``. Exceptions of the allocator
-propagate (the track stays pending and is decided again on its next observation).
+tests); the resolver's clock is the latest frame time it was given (a frame stamped earlier, after the wall
+clock stepped back, is taken at that time). Thread-safe (one lock), so a bridge thread may call
+``ingest_remote`` while the camera loop calls ``update``. Exceptions of the allocator propagate (the track
+stays pending and is decided again on its next observation).
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ class IdentityResolver:
         rows = self._embedding_rows(tracks, embeddings)
         where = _positions(positions, len(tracks), self.camera)
         with self._lock:
-            self._advance(now)
+            now = self._advance(now)
             xyxy = np.asarray([t.xyxy for t in tracks], dtype=np.float32).reshape(-1, 4)
             scores = np.asarray([t.score for t in tracks], dtype=np.float32)
             quality = box_qualities(xyxy, scores, frame_size, self._quality)
@@ -355,7 +356,9 @@ class IdentityResolver:
             )
         return [_row(emb, t.det_index) for t in tracks]
 
-    def _advance(self, now: float) -> None:
+    def _advance(self, now: float) -> float:
+        """Move the resolver's clock to ``now`` (never back: a wall clock stepped back leaves it standing until it
+        has caught up), expire and time out what is due; the clock."""
         self._now = max(self._now, now)
         self.store.expire(self._now)
         horizon = self._now - self.cfg.track_timeout_s
@@ -365,6 +368,7 @@ class IdentityResolver:
                 break
             if (u := self._end(tid)) is not None:
                 self._pending.append(u)
+        return self._now
 
     def _observe(
         self,
