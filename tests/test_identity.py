@@ -810,6 +810,30 @@ def test_forget_erases_an_identity_and_keeps_it_erased() -> None:
     assert again[1] not in (None, gid) and alloc.calls == 3
 
 
+def test_forget_erases_that_id_alone_whatever_label_merges_each_camera_saw() -> None:
+    """Two cameras named jane at once (ids 3 and 7): c heard both and merged 7 into 3, a heard of 3 only.
+    `forget 7` erased 3 on c alone, which then refused id 3 for good while the fleet went on using it (and
+    `forget 3` left 7 on a but not on c). Each camera now erases exactly the id it is given."""
+    people = People(1)
+    empty = np.zeros((0, D), np.float32)
+    jane3 = ProfileUpdate("r", 1, 3, 1.0, 0.9, people.obs(0)[None], label="jane")
+    jane7 = ProfileUpdate("s", 2, 7, 1.0, 0.9, people.obs(0)[None], label="jane")
+    a, c = IdentityResolver("a", D, Counter()), IdentityResolver("c", D, Counter())
+    assert a.ingest_remote(jane3) and c.ingest_remote(jane3) and c.ingest_remote(jane7)
+    assert c.store.canonical(7) == 3
+    assert c.forget(7) and not a.forget(7)  # c knew 7 (as a name of 3), a never heard of it
+    assert 3 in a.store and 3 in c.store
+    alive3 = ProfileUpdate("r", 1, 3, 2.0, 0.9, empty, label="jane")
+    assert a.ingest_remote(alive3) and c.ingest_remote(alive3)
+    late7 = ProfileUpdate("s", 2, 7, 2.0, 0.9, empty, label="jane")
+    assert not a.ingest_remote(late7) and not c.ingest_remote(late7)
+    assert a.forget(3) and c.forget(3)
+    assert 3 not in a.store and 3 not in c.store and a.store.gid_of_label("jane") is None
+    back = ProfileUpdate("t", 5, 9, 3.0, 0.9, people.obs(0)[None], label="jane")  # jane seen again, a new id
+    assert a.ingest_remote(back) and c.ingest_remote(back)
+    assert a.store.gid_of_label("jane") == c.store.gid_of_label("jane") == 9
+
+
 # ------------------------------------------------------------------------------------ bad input
 
 

@@ -315,18 +315,20 @@ class FleetStore:
             del self.labels[ident.label]
 
     def forget(self, gid: int, now: float) -> bool:
-        """Erase identity ``gid`` (and every id aliased to it): rows, contributions, label; remember it."""
-        gid = self.canonical(gid)
-        ident = self.identities.get(gid)
-        names = [gid] + [a for a, b in self.aliases.items() if b == gid]
-        for a in names:
-            self.aliases.pop(a, None)
-            self.forgotten[a] = now
-            self.forgotten.move_to_end(a)
+        """Erase global id ``gid`` itself and remember it; whether it was known. An identity of that id goes
+        with its rows, contributions and label. Label merges are each camera's own knowledge, so they change
+        nothing: an id merged into another is only no longer a name of it, and ids merged into ``gid`` stay
+        known by their own number (to a camera that never merged them they are other identities)."""
+        self.forgotten[gid] = now
+        self.forgotten.move_to_end(gid)
         while len(self.forgotten) > self.cfg.max_forgotten:
             self.forgotten.popitem(last=False)
+        named = self.aliases.pop(gid, None) is not None
+        for a in [a for a, b in self.aliases.items() if b == gid]:
+            del self.aliases[a]
+        ident = self.identities.get(gid)
         if ident is None:
-            return False
+            return named
         for key in list(ident.keys):
             self.contributions.pop(key, None)
             self.bank.drop(key)

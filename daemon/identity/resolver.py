@@ -288,10 +288,11 @@ class IdentityResolver:
             return True
 
     def forget(self, global_id: int) -> bool:
-        """Erase identity ``global_id`` everywhere here: exemplars, claims, label, and the profiles of live
-        tracks holding it (they start over and get a new id). Late messages about it are rejected."""
+        """Erase global id ``global_id`` everywhere here: exemplars, claims, label, and the profiles of live
+        tracks holding it (they start over and get a new id). Late messages about it are rejected. That id alone,
+        whatever label merges this camera saw (see FleetStore.forget), so every camera erases the same."""
         with self._lock:
-            gid = self.store.canonical(int(global_id))
+            gid = int(global_id)
             found = self.store.forget(gid, self._now)
             for lo in self._tracks.values():
                 if gid in (lo.gid, lo.stored):
