@@ -544,31 +544,36 @@ class Bridge:
         unreachable. A worker keeps a few in hand so a short Valkey outage does not hold back new ids."""
         if n < 1 or floor < 0:
             raise ValueError(f"allocate_global_ids: n must be >= 1 and floor >= 0, got {n}, {floor}")
-        try:
-            if self._command is None:
-                self._command = connect(self.cfg, self.url, self._password)
-            last = int(self._command.eval(ALLOCATE_LUA, 1, self.keys.counter, n, floor))
-        except _transient_errors() as e:
-            self._drop_command()  # reconnect on the next call
-            raise BridgeError(
-                f"cannot allocate a global id: Valkey at {redact(self.url)} is unreachable ({e})"
-            ) from e
+        counter = self.keys.counter
+        last = int(
+            self._on_command("allocate a global id", lambda c: c.eval(ALLOCATE_LUA, 1, counter, n, floor))
+        )
         return range(last - n + 1, last + 1)
+
+    def last_global_id(self) -> int | None:
+        """The last global id the fleet handed out (its counter in Valkey; None: no counter, e.g. a Valkey
+        restarted empty); BridgeError if unreachable."""
+        value = self._on_command("read the global-id counter", lambda c: c.get(self.keys.counter))
+        return None if value is None else int(value)
 
     def highest_track_id(self) -> int:
         """The highest track id this bridge's camera has state of in Valkey (0: none); BridgeError if
         unreachable. A restarted live camera numbers its tracks after it, so its new tracks are not taken
         for the earlier run's (stored state and other cameras key a track by camera and id)."""
+        state = self.keys.camera_keys(self.camera)[1]
+        tracks = self._on_command("read stored tracks", lambda c: c.hkeys(state))
+        return max((int(t) for t in tracks if _text(t).isdigit()), default=0)
+
+    def _on_command(self, what: str, call: Callable[[Any], Any]) -> Any:
+        """``call`` on the command connection (made on first use); BridgeError naming ``what`` when Valkey is
+        unreachable, and the connection is made again on the next call."""
         try:
             if self._command is None:
                 self._command = connect(self.cfg, self.url, self._password)
-            tracks = self._command.hkeys(self.keys.camera_keys(self.camera)[1])
+            return call(self._command)
         except _transient_errors() as e:
             self._drop_command()
-            raise BridgeError(
-                f"cannot read stored tracks: Valkey at {redact(self.url)} is unreachable ({e})"
-            ) from e
-        return max((int(t) for t in tracks if _text(t).isdigit()), default=0)
+            raise BridgeError(f"cannot {what}: Valkey at {redact(self.url)} is unreachable ({e})") from e
 
     def _drop_command(self) -> None:
         cmd, self._command = self._command, None

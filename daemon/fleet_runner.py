@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 from tqdm import tqdm
 
-from daemon.bridge import Bridge
+from daemon.bridge import Bridge, BridgeError
 from daemon.config import SecretSource, Settings, load_settings
 from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet_wire import FleetMessage
@@ -414,11 +414,29 @@ def _tail(path: Path, lines: int = 15) -> str:
         return f"(no log: {e})"
 
 
+def _last_global_id(bridge: Bridge, timeout_s: float) -> int | None:
+    """The fleet's last global id, trying until ``timeout_s`` (Valkey may be coming up)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return bridge.last_global_id()
+        except BridgeError:
+            if time.monotonic() >= deadline:
+                raise bridge.unreachable(timeout_s) from None
+            time.sleep(0.2)
+
+
 def forget(settings: Settings, global_id: int, timeout_s: float = 5.0) -> int:
     """Erase ``global_id`` from the fleet: running workers drop it, stored state in Valkey is deleted.
     Returns how many stored entries (track states, batches, log entries) held it."""
     settings.bridge.shared_url("forget")  # ConfigError when unset
     with Bridge(settings.bridge, "forget-cli", receive=False) as bridge:
+        last = _last_global_id(bridge, timeout_s)
+        if last is not None and global_id > last:  # a typo: every worker would raise its id floor past it
+            raise ConfigError(
+                f"forget: global id {global_id} was never handed out (fleet {settings.bridge.fleet!r} has given "
+                f"1..{last}); nothing was sent"
+            )
         bridge.forget(global_id)
         if not bridge.flush(timeout_s):
             raise bridge.unreachable(timeout_s)

@@ -261,11 +261,16 @@ def test_the_forget_command_says_whether_anything_stored_held_the_id(
         gid = _run(a, "a", 6, [0], seed=1)[0]
         assert gid is not None and a.bridge.flush(5.0)
         config = str(tmp_path / "fleet.yaml")
+        unused = a.bridge.allocate_global_id()  # handed out, never given to anyone
         capsys.readouterr()
-        assert main(["-q", "forget", str(gid + 100), "--config", config]) == 0
+        assert main(["-q", "forget", str(unused), "--config", config]) == 0
         unknown = capsys.readouterr().out
         assert main(["-q", "forget", str(gid), "--config", config]) == 0
         known = capsys.readouterr().out
+        # an id the fleet never handed out (a typo) is refused: every worker would raise its id floor past it
+        assert main(["-q", "forget", str(unused + 10**6), "--config", config]) == 2
+        assert f"global id {unused + 10**6} was never handed out" in capsys.readouterr().err
+        assert a.bridge.allocate_global_id() == unused + 1
     finally:
         a.close()
     assert "nothing stored in Valkey held it" in unknown and "erased" not in unknown, unknown
