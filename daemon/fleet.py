@@ -30,7 +30,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -244,6 +244,18 @@ class IdentityLog:
         }
         self._fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
+    def forget(self, global_ids: Iterable[int], index: int, now: float) -> None:
+        """``global_ids`` were forgotten by the fleet: out of the table (identities.json, rewritten now), and a
+        ``forgotten`` line in identities.jsonl. Lines written before stay: the file is a log."""
+        gone = [g for g in global_ids if self._seen.pop(g, None) is not None]
+        for gid in gone:
+            rec = {"v": IDENTITY_SCHEMA_VERSION, "event": "forgotten", "camera": self.camera}
+            rec |= {"frame": index, "ts": round(now, 3), "global_id": gid}
+            self._fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        if gone:
+            self._fh.flush()
+            self._write_table()
+
     def table(self) -> dict[str, dict[str, Any]]:
         return {
             str(gid): {
@@ -377,6 +389,10 @@ class FleetLink:
         self.lockstep: Lockstep | None = None
         self._started = False
         self.first_track_id = 1  # where this run numbers its tracks from (after an earlier run's, live)
+        self._forgotten: list[
+            int
+        ] = []  # forgotten since take_forgotten (bounded: the worker takes each frame)
+        self._forgotten_lock = threading.Lock()
 
     def start(self, live: bool) -> FleetLink:
         """Connect the bridge and catch up with the fleet (waiting up to ``fleet.ready_timeout_s``)."""
@@ -469,7 +485,18 @@ class FleetLink:
         """Erase ``global_id`` here and, through the bridge, everywhere."""
         found = self.resolver.forget(global_id)
         self.bridge.forget(global_id)
+        self._note_forgotten(global_id)
         return found
+
+    def _note_forgotten(self, global_id: int) -> None:
+        with self._forgotten_lock:
+            self._forgotten.append(global_id)
+
+    def take_forgotten(self) -> list[int]:
+        """The ids forgotten since the last call (for the camera's files: ``IdentityLog.forget``)."""
+        with self._forgotten_lock:
+            taken, self._forgotten = self._forgotten, []
+        return taken
 
     def close(self, flush_s: float = 1.0) -> None:
         if self._started:
@@ -499,6 +526,7 @@ class FleetLink:
         if m.kind == "forget" and m.global_id is not None:
             self.forgets_received += 1
             self.resolver.forget(m.global_id)
+            self._note_forgotten(m.global_id)
             return
         try:
             u = to_update(m, self.resolver.dim)

@@ -172,6 +172,12 @@ class CameraOutputs:
         files = (self.dir / f for f in stream_files(self.name))
         return sum(f.stat().st_size for f in files if f.exists())
 
+    def forget(self, global_ids: list[int], index: int, now: float) -> None:
+        """The fleet forgot ``global_ids``: out of the camera's identity table."""
+        if self.identities is not None:
+            with self.writing():
+                self.identities.forget(global_ids, index, now)
+
     def finish(self, ended: list[int], index: int, ts: float) -> None:
         with self.writing():
             if self.events is not None:
@@ -307,6 +313,8 @@ class CameraWorker:
                 t0 = time.perf_counter()
                 fps = frames / max(t0 - start, 1e-9)
                 who = self.fleet.update(r) if self.fleet is not None else None
+                if self.fleet is not None and (gone := self.fleet.take_forgotten()):
+                    outputs.forget(gone, frame.index, self.fleet.clock.time_of(frame))
                 fleet_time = self.fleet.clock.time_of(frame) if self.fleet is not None else 0.0
                 self.pipeline.times.fleet += time.perf_counter() - t0
                 t1 = time.perf_counter()

@@ -105,6 +105,27 @@ def test_identity_log_writes_changes_and_a_table(tmp_path: Path) -> None:
     assert table["5"]["frames"] == 2 and table["5"]["first_seen"] == 10.0 and table["5"]["last_seen"] == 11.0
 
 
+def test_identity_log_drops_a_forgotten_id_from_its_table(tmp_path: Path) -> None:
+    """A running worker kept a forgotten id (and its label) in identities.json, rewriting it every minute, so
+    a later report still showed the person the fleet had erased."""
+    log = IdentityLog(tmp_path, "a")
+    log.frame(0, 10.0, (_assigned(1, 5), _assigned(2, 6)))
+    log.forget([5, 99], 3, 13.0)  # 99: never seen here, nothing to say
+    assert sorted(json.loads((tmp_path / "identities.json").read_text())["identities"]) == ["6"]
+    log.close()
+    lines = [json.loads(x) for x in (tmp_path / "identities.jsonl").read_text().splitlines()]
+    assert [x["event"] for x in lines] == ["identity", "identity", "forgotten"]
+    assert lines[-1] | {"v": 0} == {
+        "v": 0,
+        "event": "forgotten",
+        "camera": "a",
+        "frame": 3,
+        "ts": 13.0,
+        "global_id": 5,
+    }
+    assert sorted(json.loads((tmp_path / "identities.json").read_text())["identities"]) == ["6"]
+
+
 def test_identity_log_refreshes_its_table_while_the_camera_runs(tmp_path: Path) -> None:
     """A running (or killed) worker's identities can be reported on: the table is rewritten every refresh_s."""
     now = [0.0]
@@ -246,6 +267,8 @@ def test_forget_erases_an_identity_at_every_worker(tmp_path: Path, valkey: Embed
         forget(settings, gid)  # type: ignore[arg-type]
         assert _wait(lambda: gid not in b.resolver.store and gid not in a.resolver.store)
         assert b.forgets_received == 1 and a.resolver.stats().forgotten == 1
+        assert a.take_forgotten() == [gid] == b.take_forgotten()  # for the cameras' identity tables
+        assert a.take_forgotten() == []
     finally:
         a.close()
         b.close()
