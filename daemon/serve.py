@@ -444,7 +444,8 @@ class BackgroundServer:
 
 
 def serve_forever(app: FastAPI, host: str, port: int) -> None:
-    """Serve until SIGINT / SIGTERM (uvicorn handles both)."""
+    """Serve until SIGINT / SIGTERM (uvicorn handles both). uvicorn's own log lines (start, requests, stop)
+    go through the program's logging, so they take its level (-q) and format (--log-format json)."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_config=None)

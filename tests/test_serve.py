@@ -436,3 +436,32 @@ def test_an_enrolment_whose_save_fails_is_undone(tmp_path: Path, monkeypatch: py
     saved = Gallery.load(tmp_path / "g.npz")
     assert saved.labels == ["jane", "bob"]
     np.testing.assert_array_equal(saved.embeddings[:1], before)
+
+
+def test_cli_serve_logs_as_the_global_options_say(mobilenet_model: Path, tmp_path: Path) -> None:
+    """`reid-daemon -q --log-format json serve` printed uvicorn's own plain-text INFO lines (startup, every
+    request, shutdown) beside the JSON ones: serve ignored -q and --log-format."""
+    import signal
+    import subprocess
+    import sys
+
+    port = _free_port()
+    cmd = [sys.executable, "-m", "daemon", "-q", "--log-format", "json", "serve", "--port", str(port)]
+    cmd += ["--model", str(mobilenet_model), "--gallery", str(tmp_path / "g.rdg")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert _call(f"http://127.0.0.1:{port}/health")[0] == 200
+                break
+            except urllib.error.URLError:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "serve did not answer within 60 s"
+                time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=15)[1]
+    records = [json.loads(line) for line in err.splitlines()]  # every line a JSON object
+    assert records and all(r["level"] != "INFO" for r in records), err
+    assert any(f":{port}" in r["message"] for r in records)  # the address it serves on is still said
