@@ -302,6 +302,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         if args.models_dir
         else Path(os.environ.get("REID_MODELS_DIR", default_cache_dir()))
     )
+    _check_models_usage(args)
     if args.action == "list":
         for line in models.describe(cache):
             print(line)
@@ -317,6 +318,22 @@ def cmd_models(args: argparse.Namespace) -> int:
         path = models.fetch(name, cache, force=args.force)
         print(f"{name}: {path}")
     return 0
+
+
+def _check_models_usage(args: argparse.Namespace) -> None:
+    """ConfigError for what an action would ignore: `models list NAME` listed every model as if NAME were a
+    filter, and `models fetch-boxmot` with no name (or --all) fetched nothing and exited 0."""
+    ignored: list[str] = []
+    if args.action == "list":
+        ignored = [*args.names, *(opt for opt, on in (("--all", args.all), ("--force", args.force)) if on)]
+    elif args.action == "fetch-boxmot" and args.all:
+        ignored = ["--all"]
+    if ignored:
+        raise ConfigError(f"models {args.action} takes no {', '.join(ignored)}")
+    if args.action == "fetch-boxmot" and not args.names:
+        raise ConfigError(
+            "models fetch-boxmot needs the BoxMOT zoo name(s) to fetch, e.g. osnet_x0_25_msmt17.pt"
+        )
 
 
 def cmd_config(args: argparse.Namespace) -> int:

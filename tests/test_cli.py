@@ -384,3 +384,23 @@ def test_eval_of_a_run_stopped_early_scores_the_frames_it_ran(
     assert main(["eval", "--gt", str(gt), "--results", str(elsewhere), "--json", str(metrics_json)]) == 0
     scored = json.loads(metrics_json.read_text())
     assert scored["Frames"] == 25 and scored["IDF1"] < 80
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["models", "list", "yolov8s-person"], "yolov8s-person"),
+        (["models", "list", "--all"], "--all"),
+        (["models", "list", "--force"], "--force"),
+        (["models", "fetch-boxmot"], "zoo name"),
+        (["models", "fetch-boxmot", "--all"], "--all"),
+    ],
+)
+def test_models_options_an_action_would_ignore_are_refused(
+    argv: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`models list NAME` listed every preset as if NAME were a filter; `models fetch-boxmot` with no name (or
+    with --all) fetched nothing and exited 0."""
+    assert main([*argv, "--models-dir", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and named in captured.err
