@@ -443,8 +443,10 @@ def _emit(args: argparse.Namespace, report: Any) -> None:
 def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from daemon.embedding import EmbeddingResult, EmbedOptions, embed
+    from daemon.embedding import SUFFIXES, EmbeddingResult, EmbedOptions, embed
 
+    if args.out and Path(args.out).suffix.lower() not in SUFFIXES:  # before the work, not after it
+        raise ConfigError(f"--out {args.out}: embeddings are saved as {' or '.join(SUFFIXES)}")
     if args.box and len(args.inputs) != 1:
         raise ConfigError("--box goes with exactly one input image")
     if args.largest and not args.detect:

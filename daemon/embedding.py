@@ -45,6 +45,7 @@ from daemon.types import Detections, Detector, Embedder, FloatArray, Frame, Imag
 
 FORMAT: Final = "reid-daemon.embeddings"
 VERSION: Final = 1
+SUFFIXES: Final = (".npz", ".json")  # what EmbeddingResult.save writes, chosen by the suffix
 NORM_TOLERANCE: Final = 1e-3
 """A loaded row whose L2 norm is further than this from 1 is rejected (the file is not our output)."""
 TIMING_KEYS: Final = ("read_ms", "detect_ms", "embed_ms", "total_ms")
@@ -176,7 +177,9 @@ class EmbeddingResult:
         elif suffix == ".npz":
             data = _npz_bytes(self)
         else:
-            raise DataError(f"{p}: embeddings are saved as .npz or .json, not {p.suffix or 'no suffix'}")
+            raise DataError(
+                f"{p}: embeddings are saved as {' or '.join(SUFFIXES)}, not {p.suffix or 'no suffix'}"
+            )
         try:
             return atomic_write(p, data)
         except OSError as e:

@@ -312,3 +312,11 @@ def test_enroll_label_from_folder(data: Path, mobilenet_model: Path, tmp_path: P
     assert main(args) == 0
     assert sorted(Gallery.load(out).unique_labels) == ["person 01", "person 02"]
     assert len(Gallery.load(out)) == 6
+
+
+def test_an_embed_out_file_it_cannot_write_exits_2_before_any_work(tmp_path: Path, capsys: Capture) -> None:
+    """`embed ... --out emb.txt` loaded the models, embedded every input, then failed (exit 1) on the suffix."""
+    missing = tmp_path / "not-read.jpg"  # never opened: the option is checked first
+    assert main(["embed", str(missing), "--out", str(tmp_path / "emb.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "emb.txt" in err and ".npz or .json" in err and "not-read" not in err
