@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from daemon import __version__
-from daemon.errors import ConfigError, DaemonError
+from daemon.errors import ConfigError, DaemonError, DataError
 
 log = logging.getLogger("daemon")
 
@@ -189,7 +189,10 @@ def cmd_scenario(args: argparse.Namespace) -> int:
         raise ConfigError("scenario build needs NAME (a preset or a scenario file), --video and --out")
     chosen = sc.load_scenario(args.name)
     if args.fps is not None:
-        chosen = sc.at_frame_rate(chosen, args.fps)
+        try:
+            chosen = sc.at_frame_rate(chosen, args.fps)
+        except DataError as e:
+            raise ConfigError(f"--fps: {e}") from e
     from daemon.progress import progress_bar
 
     with progress_bar(f"building {chosen.name}", "frame", not args.no_progress) as progress:
@@ -572,7 +575,6 @@ def cmd_recognize(args: argparse.Namespace) -> int:
 def _search_query(args: argparse.Namespace, embedder: Any, detector: Any) -> tuple[Any, float | None]:
     """The query rows (from --query images or a --label of --gallery) and the gallery's threshold, if any."""
     from daemon.embedding import EmbedOptions
-    from daemon.errors import DataError
     from daemon.gallery import Gallery
     from daemon.recognize import query_embeddings
 
@@ -822,7 +824,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--gt", help="Its MOTChallenge ground truth (optional: without it the run is not scored)."
     )
     sc.add_argument("--out", help="Folder for the camera videos, ground truth and fleet.yaml.")
-    sc.add_argument("--max-frames", type=int, default=0, help="Use only the first N source frames.")
+    sc.add_argument(
+        "--max-frames", type=_frame_count, default=0, help="Use only the first N source frames (0: all)."
+    )
     sc.add_argument(
         "--fps",
         type=float,

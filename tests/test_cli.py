@@ -404,3 +404,17 @@ def test_models_options_an_action_would_ignore_are_refused(
     assert main([*argv, "--models-dir", str(tmp_path)]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and named in captured.err
+
+
+def test_scenario_build_options_out_of_bounds_exit_2_naming_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`scenario build ... --fps -3` or `--max-frames -3` exited 1, as a broken input file does, not 2."""
+    video = make_video(tmp_path / "v.mp4", frames=3)
+    build = ["scenario", "build", "pets09-2cam-overlap", "--video", str(video), "--out", str(tmp_path / "s")]
+    assert main([*build, "--fps", "-3", "--no-progress"]) == 2
+    assert "--fps" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main([*build, "--max-frames", "-3", "--no-progress"])
+    assert stop.value.code == 2 and "argument --max-frames" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
