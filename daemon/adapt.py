@@ -61,7 +61,7 @@ from daemon.config import EnrollConfig
 from daemon.embed import crop_boxes
 from daemon.embedding import atomic_write
 from daemon.enroll import reference_files
-from daemon.errors import DataError, ModelError
+from daemon.errors import ConfigError, DataError, ModelError
 from daemon.types import FloatArray, ImageBGR
 
 if TYPE_CHECKING:
@@ -1130,11 +1130,11 @@ def run_adapt(settings: Settings, camera: str | None, req: AdaptRequest, cfg: Ad
 
     name, cam = settings.camera(camera)
     if cam.embedder.type != "onnx":
-        raise DataError(
+        raise ConfigError(
             f"adapt trains a head for embedder.type 'onnx', camera {name} has {cam.embedder.type!r}"
         )
     if not req.tracklets and req.reference is None:
-        raise DataError("nothing to train on: give --reference FOLDER, or leave tracklet mining on")
+        raise ConfigError("nothing to train on: give --reference FOLDER, or leave tracklet mining on")
     ecfg = cam.embedder.model_copy(update={"head": None})
     embedder = OnnxEmbedder(ecfg, settings.runtime, settings.models_dir)
     base = base_info(embedder, ecfg.model, embedder.model_path)

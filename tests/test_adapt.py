@@ -570,7 +570,8 @@ def test_cli_adapt_from_a_tracks_file_and_a_reference_folder(
     head = load_head(out)
     assert head.output_dim == 16 and head.meta["training"]["data"]["tracklets"]["co_occurring_pairs"] == 3
     assert list((tmp_path / "adapt-cache").glob("tracklets-*.npz"))  # features cached for the next run
-    assert main(["adapt", "-c", str(cfg), "--no-tracklets", "--out", str(out), "--no-progress"]) == 1
+    # bad usage, as --dim 2 is: exit 2 (it was 1, a data error's)
+    assert main(["adapt", "-c", str(cfg), "--no-tracklets", "--out", str(out), "--no-progress"]) == 2
     assert "nothing to train on" in capsys.readouterr().err
     assert main([*args, "--dim", "2"]) == 2
     assert "--dim" in capsys.readouterr().err
@@ -709,3 +710,17 @@ def test_adapt_bench_names_a_malformed_gt(tmp_path: Path, capsys: pytest.Capture
     assert (
         "gt6.txt, line 1: expected 7 to 10 comma-separated columns, got 6" in capsys.readouterr().err
     )  # was a traceback
+
+
+def test_cli_adapt_with_nothing_to_train_or_another_embedder_is_bad_usage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both exited 1, as a broken input file does; they are the options' or the config's fault (exit 2)."""
+    cfg = _cfg(tmp_path, tmp_path / "never-read.mp4", tmp_path / "no-models")
+    out = ["--out", str(tmp_path / "head.npz"), "--no-progress"]
+    assert main(["adapt", "-c", str(cfg), "--no-tracklets", *out]) == 2
+    assert "nothing to train on: give --reference" in capsys.readouterr().err
+    with cfg.open("a") as f:
+        f.write("    embedder: {type: boxmot, model: osnet.pt}\n")
+    assert main(["adapt", "-c", str(cfg), *out]) == 2
+    assert "embedder.type 'onnx', camera door has 'boxmot'" in capsys.readouterr().err
