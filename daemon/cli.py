@@ -772,7 +772,7 @@ def _add_camera_args(p: argparse.ArgumentParser, config_required: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reid-daemon", description=__doc__)
     p.add_argument("--version", action="version", version=f"reid-daemon {__version__}")
-    p.add_argument("-v", "--verbose", action="count", default=1, help="More logging (-vv debug).")
+    p.add_argument("-v", "--verbose", action="count", default=1, help="Debug logging (the default is info).")
     p.add_argument("-q", "--quiet", action="store_const", const=0, dest="verbose", help="Warnings only.")
     p.add_argument(
         "--log-format", choices=["text", "json"], default="text", help="Log lines as text or JSON (services)."

@@ -418,3 +418,13 @@ def test_scenario_build_options_out_of_bounds_exit_2_naming_them(
         main([*build, "--max-frames", "-3", "--no-progress"])
     assert stop.value.code == 2 and "argument --max-frames" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_verbose_help_says_what_one_v_does() -> None:
+    """The help said `-v, --verbose: More logging (-vv debug)`, but the default is info, so one -v is debug."""
+    from daemon.cli import _parse, build_parser
+
+    parser = build_parser()
+    assert _parse(parser, ["-v", "config", "schema"]).verbose > 1  # what _setup_logging takes as debug
+    text = " ".join(parser.format_help().split())
+    assert "-vv" not in text and "-v, --verbose Debug logging" in text
