@@ -203,6 +203,13 @@ SUB_FOLDER = (
 )
 
 
+def _unselected(code: str | None, sets: Collection[str]) -> str:
+    """Why a reference outside the selected ``sets`` is skipped."""
+    if code is None:
+        return f"no set code in its name (enrolling set(s) {', '.join(sorted(sets))} only)"
+    return f"set {code!r} not selected"
+
+
 def reference_files(
     folder: StrPath, naming: EnrollConfig, sets: Collection[str] | None = None
 ) -> tuple[list[ReferenceName], list[SkippedFile]]:
@@ -229,7 +236,7 @@ def reference_files(
             skipped.append(SkippedFile(path, str(e)))
             continue
         if sets is not None and name.set_code not in sets:
-            skipped.append(SkippedFile(path, f"set {name.set_code!r} not selected"))
+            skipped.append(SkippedFile(path, _unselected(name.set_code, sets)))
             continue
         names.append(name)
     if not (naming.recursive or by_folder):

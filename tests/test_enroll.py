@@ -279,3 +279,11 @@ def test_enroll_real_pets09_crops(mobilenet_model: Path, tmp_path: Path) -> None
     np.testing.assert_allclose(np.linalg.norm(gallery.embeddings, axis=1), 1.0, rtol=1e-5)
     back = Gallery.load(tmp_path / "pets.npz")
     assert back.labels == gallery.labels and back.dim == embedder.dim
+
+
+def test_a_reference_without_a_set_code_skipped_by_sets_says_so(refs: Path) -> None:
+    """`enroll --set A1` listed red_one--1.png as skipped with "set None not selected"."""
+    report = enroll(refs, MeanColour(), Gallery(MeanColour.dim), sets={"A1"})
+    reasons = {s.path.name: s.reason for s in report.skipped}
+    assert reasons["red_one--1.png"] == "no set code in its name (enrolling set(s) A1 only)"
+    assert reasons["B2-blue_three.jpg"] == "set 'B2' not selected"
