@@ -343,13 +343,18 @@ def cmd_config(args: argparse.Namespace) -> int:
     from daemon.config import Settings, load_settings
 
     if args.action == "schema":
+        if args.file is not None:  # it was never read: the schema is every config's
+            raise ConfigError(
+                f"config schema takes no FILE (got {args.file!r}); check one with `config check`"
+            )
         print(json.dumps(Settings.model_json_schema(), indent=2))
         return 0
-    settings = load_settings(args.file)
+    file = args.file or str(DEFAULT_CONFIG)
+    settings = load_settings(file)
     if args.action == "show":
         print(json.dumps(_shown(settings.model_dump(mode="json")), indent=2))
     else:
-        print(f"{args.file}: valid ({len(settings.cameras)} camera(s): {', '.join(settings.cameras)})")
+        print(f"{file}: valid ({len(settings.cameras)} camera(s): {', '.join(settings.cameras)})")
     return 0
 
 
@@ -871,7 +876,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="Check, show or print the schema of a config.")
     c.add_argument("action", choices=["check", "show", "schema"])
-    c.add_argument("file", nargs="?", default=str(DEFAULT_CONFIG))
+    c.add_argument("file", nargs="?", help=f"YAML config of check and show (default {DEFAULT_CONFIG}).")
     c.set_defaults(func=cmd_config)
     _add_gallery_parsers(sub)
     _add_adapt_parser(sub)

@@ -428,3 +428,10 @@ def test_verbose_help_says_what_one_v_does() -> None:
     assert _parse(parser, ["-v", "config", "schema"]).verbose > 1  # what _setup_logging takes as debug
     text = " ".join(parser.format_help().split())
     assert "-vv" not in text and "-v, --verbose Debug logging" in text
+
+
+def test_config_schema_refuses_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`config schema my.yaml` printed the schema as if it were my.yaml's (the file was never read)."""
+    assert main(["config", "schema", str(tmp_path / "my.yaml")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "config schema takes no FILE" in captured.err
