@@ -230,29 +230,10 @@ def _extent_of_run(results: Path) -> tuple[int | None, int]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from daemon.evaluate import evaluate
 
+    _check_eval_options(args)
     results = args.results
     frames, stride = None, 1
-    run_options = [
-        opt
-        for opt, given in (
-            ("--config", args.config),
-            ("--gt-noise", args.gt_noise),
-            ("--detections", args.detections),
-            ("--source", args.source),
-            ("--max-frames", args.max_frames),
-        )
-        if given is not None
-    ]
-    if results is not None and run_options:  # they were ignored: the file was scored as it is
-        raise ConfigError(
-            f"eval --results scores an existing file, so {', '.join(run_options)} (for running the tracker) "
-            "would be ignored: give one or the other"
-        )
     if results is None:
-        if args.config is None:
-            raise ConfigError(
-                "eval needs --results FILE, or --config (and optional --source) to run the tracker"
-            )
         from daemon.worker import CameraWorker
 
         settings, name = _load(args)
@@ -278,6 +259,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_eval_options(args: argparse.Namespace) -> None:
+    """ConfigError for options eval would ignore (it ran and scored without them)."""
+    run_options = [
+        opt
+        for opt, given in (
+            ("--config", args.config),
+            ("--camera", args.camera),
+            ("--gt-noise", args.gt_noise),
+            ("--seed", args.seed),
+            ("--detections", args.detections),
+            ("--source", args.source),
+            ("--output", args.output),
+            ("--max-frames", args.max_frames),
+            ("--video", args.video),
+        )
+        if given is not None
+    ]
+    if args.results is not None and run_options:  # the file is scored as it is
+        raise ConfigError(
+            f"eval --results scores an existing file, so {', '.join(run_options)} (for running the tracker) "
+            "would be ignored: give one or the other"
+        )
+    if args.results is None and args.config is None:
+        raise ConfigError("eval needs --results FILE, or --config (and optional --source) to run the tracker")
+    if args.gt_noise is not None and args.detections:
+        raise ConfigError(
+            "eval --gt-noise detects from the ground truth and --detections replays a det.txt: give one of them"
+        )
+    if args.seed is not None and args.gt_noise is None:
+        raise ConfigError("eval --seed seeds the noise of --gt-noise: give --gt-noise too")
+
+
 def _with_gt_noise(settings: Any, name: str, args: argparse.Namespace) -> Any:
     from daemon.config import with_overrides
 
@@ -288,8 +301,9 @@ def _with_gt_noise(settings: Any, name: str, args: argparse.Namespace) -> Any:
         "jitter": jitter,
         "drop_rate": drop,
         "false_positive_rate": fp,
-        "seed": args.seed,
     }
+    if args.seed is not None:  # else the detector's own default
+        det["seed"] = args.seed
     return with_overrides(settings, name, {"detector": det})
 
 
@@ -855,7 +869,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("JITTER", "DROP", "FP_PER_FRAME"),
         help="Detect from the ground truth with this noise instead of a detector.",
     )
-    ev.add_argument("--seed", type=int, default=0, help="Seed of --gt-noise.")
+    ev.add_argument(
+        "--seed", type=int, help="Seed of --gt-noise's noise (default: the ground-truth detector's)."
+    )
     ev.add_argument("--json", help="Also write the metrics to this JSON file.")
     _add_camera_args(ev, config_required=False)
     ev.set_defaults(func=cmd_eval)

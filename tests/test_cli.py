@@ -435,3 +435,24 @@ def test_config_schema_refuses_a_file(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["config", "schema", str(tmp_path / "my.yaml")]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "config schema takes no FILE" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--gt-noise", "0", "0", "0", "--detections", "det.txt"], "--gt-noise"),  # ran on the gt boxes
+        (["--seed", "3"], "--seed"),  # seeds nothing without --gt-noise
+        (["--results", "r.txt", "--output", "out"], "--output"),  # the file was scored as it is
+        (["--results", "r.txt", "--seed", "3"], "--seed"),
+    ],
+)
+def test_eval_options_it_would_ignore_are_refused(
+    extra: list[str], says: str, synth: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`eval --gt-noise ... --detections det.txt` tracked the noisy ground truth, not the det.txt; --seed
+    without --gt-noise, and --output with --results, did nothing. Each ran and exited 0."""
+    _, gt, cfg = synth
+    config = [] if "--results" in extra else ["--config", str(cfg)]
+    assert main(["eval", "--gt", str(gt), *config, *extra]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and says in captured.err
