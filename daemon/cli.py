@@ -519,7 +519,8 @@ def _new_gallery(args: argparse.Namespace, dim: int) -> Any:
 
 
 def _warn_settings_kept(args: argparse.Namespace, gallery: Any, path: Path) -> None:
-    """--threshold / --max-per-label set up a new gallery; one appended to keeps its own: say so."""
+    """--threshold / --max-per-label set up a new gallery; an existing one (appended to, served) keeps its own:
+    say so."""
     given = [
         opt for opt, v in (("--threshold", args.threshold), ("--max-per-label", args.max_per_label)) if v
     ]
@@ -744,6 +745,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     embedder, detector, model = _recognition_models(args, detector=args.detect)
     if cfg.gallery is not None and cfg.gallery.exists():
         gallery = Gallery.load(cfg.gallery)
+        _warn_settings_kept(args, gallery, cfg.gallery)
     else:
         gallery = _new_gallery(args, embedder.dim)
     head = getattr(embedder, "head", None)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from _crops import MeanColour, write_reference_crops
 
-from daemon.config import EmbedderConfig, EnrollConfig, RuntimeConfig, ServeConfig
+from daemon.config import EmbedderConfig, EnrollConfig, GalleryConfig, RuntimeConfig, ServeConfig
 from daemon.embed import OnnxEmbedder
 from daemon.errors import DataError
 from daemon.gallery import Gallery
@@ -465,3 +465,17 @@ def test_cli_serve_logs_as_the_global_options_say(mobilenet_model: Path, tmp_pat
     records = [json.loads(line) for line in err.splitlines()]  # every line a JSON object
     assert records and all(r["level"] != "INFO" for r in records), err
     assert any(f":{port}" in r["message"] for r in records)  # the address it serves on is still said
+
+
+def test_cli_serve_says_an_existing_gallery_keeps_its_own_settings(
+    mobilenet_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`serve -g people.npz --threshold 0.9` of an existing gallery served at the file's threshold without a
+    word (as `enroll --append` did before it warned)."""
+    from daemon.cli import main
+
+    monkeypatch.setattr("daemon.serve.serve_forever", lambda *a: None)
+    path = tmp_path / "g.npz"
+    Gallery.from_config(GalleryConfig(threshold=0.4), 1280).save(path)
+    assert main(["serve", "-g", str(path), "--threshold", "0.9", "--model", str(mobilenet_model)]) == 0
+    assert f"--threshold set a new gallery's settings; {path} keeps its own (threshold 0.4" in caplog.text
