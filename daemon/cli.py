@@ -522,7 +522,9 @@ def _warn_settings_kept(args: argparse.Namespace, gallery: Any, path: Path) -> N
     """--threshold / --max-per-label set up a new gallery; an existing one (appended to, served) keeps its own:
     say so."""
     given = [
-        opt for opt, v in (("--threshold", args.threshold), ("--max-per-label", args.max_per_label)) if v
+        opt
+        for opt, v in (("--threshold", args.threshold), ("--max-per-label", args.max_per_label))
+        if v is not None
     ]
     if given:
         cfg = gallery.config

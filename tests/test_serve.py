@@ -479,3 +479,16 @@ def test_cli_serve_says_an_existing_gallery_keeps_its_own_settings(
     Gallery.from_config(GalleryConfig(threshold=0.4), 1280).save(path)
     assert main(["serve", "-g", str(path), "--threshold", "0.9", "--model", str(mobilenet_model)]) == 0
     assert f"--threshold set a new gallery's settings; {path} keeps its own (threshold 0.4" in caplog.text
+
+
+def test_cli_serve_warns_of_a_threshold_of_zero_too(
+    mobilenet_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """--threshold 0 (a valid cosine threshold) was taken for "not given", so it went unmentioned."""
+    from daemon.cli import main
+
+    monkeypatch.setattr("daemon.serve.serve_forever", lambda *a: None)
+    path = tmp_path / "g.npz"
+    Gallery.from_config(GalleryConfig(threshold=0.4), 1280).save(path)
+    assert main(["serve", "-g", str(path), "--threshold", "0", "--model", str(mobilenet_model)]) == 0
+    assert f"--threshold set a new gallery's settings; {path} keeps its own (threshold 0.4" in caplog.text
