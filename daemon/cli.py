@@ -594,6 +594,16 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_search_query(args: argparse.Namespace) -> None:
+    """ConfigError, before the models load, unless the query is --query images or --gallery with --label."""
+    if args.query and (args.gallery or args.label):
+        raise ConfigError("search takes its query from --query or --gallery with --label, not both")
+    if not (args.query or (args.gallery and args.label)):
+        raise ConfigError("search needs --query IMAGE, or --gallery FILE with --label NAME")
+    if args.query_detect and not args.query:
+        raise ConfigError("--query-detect finds the person in --query images: give --query too")
+
+
 def _search_query(args: argparse.Namespace, embedder: Any, detector: Any) -> tuple[Any, float | None]:
     """The query rows (from --query images or a --label of --gallery) and the gallery's threshold, if any."""
     from daemon.embedding import EmbedOptions
@@ -603,8 +613,6 @@ def _search_query(args: argparse.Namespace, embedder: Any, detector: Any) -> tup
     if args.query:
         opts = EmbedOptions(detector=detector if args.query_detect else None, largest=True)
         return query_embeddings(embedder, args.query, opts).embeddings, None
-    if not (args.gallery and args.label):
-        raise ConfigError("search needs --query IMAGE, or --gallery FILE with --label NAME")
     gallery = Gallery.load(Path(args.gallery))
     rows = [i for i, label in enumerate(gallery.labels) if label == args.label]
     if not rows:
@@ -617,6 +625,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from daemon.config import RecognitionConfig
     from daemon.recognize import SearchOptions, search
 
+    _check_search_query(args)
     cfg: RecognitionConfig = _recognition_config(args, search_hits=args.k, video_every=args.every)
     threshold = _threshold(args)
     embedder, detector, _ = _recognition_models(args, detector=True)

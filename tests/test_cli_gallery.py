@@ -320,3 +320,20 @@ def test_an_embed_out_file_it_cannot_write_exits_2_before_any_work(tmp_path: Pat
     assert main(["embed", str(missing), "--out", str(tmp_path / "emb.txt")]) == 2
     err = capsys.readouterr().err
     assert "--out" in err and "emb.txt" in err and ".npz or .json" in err and "not-read" not in err
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (["-q", "q.jpg", "-g", "g.npz", "--label", "jane"], "--query or --gallery with --label"),
+        (["-g", "g.npz", "--label", "jane", "--query-detect"], "--query-detect"),
+    ],
+)
+def test_search_options_it_would_ignore_exit_2_before_the_models_load(
+    options: list[str], says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capture
+) -> None:
+    """`search --query q.jpg --gallery g.npz --label jane` searched for q.jpg at the default threshold, the
+    gallery and label unread; --query-detect without --query did nothing. Both ran and exited 0."""
+    monkeypatch.setenv("REID_MODELS_DIR", str(tmp_path / "no-models"))  # a model load would exit 1
+    assert main(["search", str(tmp_path), *options]) == 2
+    assert says in capsys.readouterr().err
