@@ -15,6 +15,7 @@ from daemon.outputs import (
     EmbeddingFile,
     EventLog,
     RunSummary,
+    camera_files,
     draw_tracks,
     mp4_problem,
 )
@@ -204,3 +205,13 @@ def test_a_live_streams_video_fills_dropped_frames_and_plays_in_real_time(tmp_pa
     cap = cv2.VideoCapture(str(tmp_path / "replay.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
     cap.release()
+
+
+def test_the_readme_table_of_a_run_lists_every_file_a_single_camera_writes() -> None:
+    """status.json, written by every run (`reid-daemon fleet` reads it for its progress), was missing from the
+    README's table of what a run writes, and the text said only a fleet camera writes it."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("A run writes into", 1)[1].split("\n\n", 2)[1]
+    fleet_only = {"<camera>.global.txt", "identities.json", "identities.jsonl"}
+    for name in sorted(set(camera_files("<camera>")) - fleet_only):
+        assert f"| `{name}` |" in table, name
