@@ -104,6 +104,12 @@ def camera_list(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
+def _log_options(args: argparse.Namespace) -> list[str]:
+    """The global logging options as given, for a child ``reid-daemon`` process (a fleet's camera workers)."""
+    level = ["-q"] if args.verbose == 0 else ["-v"] if args.verbose > 1 else []
+    return [*level, "--log-format", args.log_format]
+
+
 def cmd_fleet(args: argparse.Namespace) -> int:
     from daemon.fleet_report import report_text
     from daemon.fleet_runner import report_fleet, run_fleet
@@ -112,7 +118,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     if args.report_only:
         run = report_fleet(Path(args.config), cameras, progress=not args.no_progress)
     else:
-        run = run_fleet(Path(args.config), cameras, progress=not args.no_progress)
+        run = run_fleet(Path(args.config), cameras, not args.no_progress, log_options=_log_options(args))
     print(report_text(run.report))
     if run.metrics is not None:
         print((run.report_dir / "fleet_metrics.txt").read_text(encoding="utf-8").rstrip())

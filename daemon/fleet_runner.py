@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,7 +101,9 @@ def _frame_total(settings: Settings, name: str) -> int | None:
     return frames_to_deliver(src, n)
 
 
-def _start_camera(config: Path, settings: Settings, name: str, env: dict[str, str]) -> CameraProcess:
+def _start_camera(
+    config: Path, settings: Settings, name: str, env: dict[str, str], log_options: Sequence[str] = ()
+) -> CameraProcess:
     out = _camera_dir(settings, name)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "worker.log"
@@ -110,7 +112,8 @@ def _start_camera(config: Path, settings: Settings, name: str, env: dict[str, st
         name
     ):  # an earlier run's: the report and the scores would take them for this one's
         (out / earlier).unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "daemon", "run", "--config", str(config), "--camera", name, "--no-progress"]
+    cmd = [sys.executable, "-m", "daemon", *log_options, "run", "--config", str(config), "--camera", name]
+    cmd.append("--no-progress")
     with open(log_path, "wb") as fh:
         proc = spawn(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)  # ends with the fleet
     return CameraProcess(name, proc, status, log_path, _frame_total(settings, name))
@@ -215,8 +218,10 @@ def run_fleet(
     cameras: list[str] | None = None,
     progress: bool = True,
     report_dir: Path | None = None,
+    log_options: Sequence[str] = (),
 ) -> FleetRun:
-    """Run the cameras of ``config`` (all, or ``cameras``) to their end; then report (see the module doc)."""
+    """Run the cameras of ``config`` (all, or ``cameras``) to their end; then report (see the module doc).
+    ``log_options`` (``-q``, ``--log-format json`` ...) go to every worker's command line."""
     settings, names = _fleet(config, cameras)
     if settings.bridge.signing_key is None and not settings.bridge.allow_unsigned:
         raise ConfigError(
@@ -242,7 +247,7 @@ def run_fleet(
         for n in settings.cameras:
             if withdrawals is not None and n not in names:  # left out by --cameras: never wait for it
                 withdrawals.add(n, started=False)
-        cams = [_start_camera(config, settings, n, env) for n in names]
+        cams = [_start_camera(config, settings, n, env, log_options) for n in names]
         try:
             _watch(cams, progress, lambda: stop["asked"], exits)
         finally:

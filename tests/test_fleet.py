@@ -957,3 +957,26 @@ def test_a_fleet_never_removes_a_camera_s_source(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cameras\.a\.source\.uri: .*annotated\.mp4 is a file the camera"):
         run_fleet(tmp_path / "f.yaml", progress=False)
     assert clip.path.is_file()
+
+
+def test_fleet_workers_log_as_the_global_options_say(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`reid-daemon --log-format json fleet ...` (or -q, -v) logged JSON itself, but its camera workers wrote
+    plain text at INFO into their worker.log: the options were not passed on to them."""
+    from daemon.cli import main
+
+    clip = make_video(tmp_path / "clip.mp4", frames=5, size=(160, 120), people=1)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    cam = {
+        "source": {"uri": str(clip.path)},
+        "detector": {"type": "ground-truth", "path": str(gt)},
+        "embedder": {"type": "ground-truth", "truth": {"path": str(gt)}},  # looks without a model
+        "output": {"dir": str(tmp_path / "runs"), "progress": False},
+    }
+    cfg = {"fleet": {"enabled": True}, "bridge": {"allow_unsigned": True}, "cameras": {"a": cam}}
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["--log-format", "json", "fleet", "--config", str(path), "--no-progress"]) == 0
+    lines = (tmp_path / "runs" / "a" / "worker.log").read_text().splitlines()
+    logged = [json.loads(line) for line in lines if line.startswith("{")]
+    assert logged and {r["level"] for r in logged} <= {"INFO", "WARNING"}
+    assert not [line for line in lines if " INFO daemon" in line]  # no plain-text log line
