@@ -105,9 +105,9 @@ def camera_list(text: str) -> list[str]:
 
 
 def _log_options(args: argparse.Namespace) -> list[str]:
-    """The global logging options as given, for a child ``reid-daemon`` process (a fleet's camera workers)."""
-    level = ["-q"] if args.verbose == 0 else ["-v"] if args.verbose > 1 else []
-    return [*level, "--log-format", args.log_format]
+    """The global logging options for a fleet's camera workers: the format, and -v. Not -q: that quiets the
+    fleet's console, while worker.log is what a failed camera is diagnosed from."""
+    return [*(["-v"] if args.verbose > 1 else []), "--log-format", args.log_format]
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:

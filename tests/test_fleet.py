@@ -975,8 +975,9 @@ def test_fleet_workers_log_as_the_global_options_say(tmp_path: Path, monkeypatch
     cfg = {"fleet": {"enabled": True}, "bridge": {"allow_unsigned": True}, "cameras": {"a": cam}}
     path = tmp_path / "fleet.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    assert main(["--log-format", "json", "fleet", "--config", str(path), "--no-progress"]) == 0
+    assert main(["-q", "--log-format", "json", "fleet", "--config", str(path), "--no-progress"]) == 0
     lines = (tmp_path / "runs" / "a" / "worker.log").read_text().splitlines()
     logged = [json.loads(line) for line in lines if line.startswith("{")]
-    assert logged and {r["level"] for r in logged} <= {"INFO", "WARNING"}
+    # -q quiets the fleet's console, not worker.log (a failed camera is diagnosed from it)
+    assert logged and "INFO" in {r["level"] for r in logged} <= {"INFO", "WARNING"}
     assert not [line for line in lines if " INFO daemon" in line]  # no plain-text log line
