@@ -235,10 +235,13 @@ def _sample_for(
 
 
 def growth(rows: list[dict[str, float]], column: str, warmup_min: float) -> dict[str, float]:
-    """Median of the first samples after warm-up vs median of the last ones; and the fitted slope per hour."""
+    """Median of the first samples after warm-up vs median of the last ones; and the fitted slope per hour.
+
+    Up to EDGE_SAMPLES at each end, never the same samples at both (a short soak compares its first and last)."""
     after = [r for r in rows if r["minute"] >= warmup_min] or rows[-EDGE_SAMPLES:]
-    base = statistics.median(r[column] for r in after[:EDGE_SAMPLES])
-    end = statistics.median(r[column] for r in after[-EDGE_SAMPLES:])
+    edge = max(1, min(EDGE_SAMPLES, len(after) // 2))
+    base = statistics.median(r[column] for r in after[:edge])
+    end = statistics.median(r[column] for r in after[-edge:])
     xs = [r["minute"] for r in after]
     ys = [r[column] for r in after]
     slope = statistics.linear_regression(xs, ys).slope * 60.0 if len(set(xs)) > 1 else 0.0

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _data import REPO_ROOT
+from _data import REPO_ROOT, load_benchmark
 from _video import make_video
 
 SCRIPT = REPO_ROOT / "benchmarks" / "soak.py"
@@ -30,3 +30,14 @@ def test_soak_smoke(tmp_path: Path, mobilenet_model: Path) -> None:
     assert set(report["growth"]) >= {"soak-a_rss_mib", "soak-b_fds", "valkey_used_mib"}
     assert all(s["exit_code"] == 0 and s["stop_s"] < 5 for s in report["stop"].values())
     assert (out / "soak.png").stat().st_size > 10_000 and "growth after warm-up" in done.stdout
+
+
+def test_growth_compares_the_first_and_last_samples_apart_on_a_short_soak() -> None:
+    growth = load_benchmark("soak").growth
+    rss = [100.0, 101.0, 102.0, 104.0]
+    rows = [{"minute": float(m), "rss": v} for m, v in enumerate(rss)]
+    g = growth(rows, "rss", 1.0)  # three samples after warm-up: the edges may not be the same samples
+    assert (g["base"], g["end"], g["growth_pct"]) == (101.0, 104.0, 2.97)
+    rows = [{"minute": float(m), "rss": 100.0 + m} for m in range(8)]
+    g = growth(rows, "rss", 0.0)  # enough samples: the median of three at each end
+    assert (g["base"], g["end"]) == (101.0, 106.0)
