@@ -52,6 +52,8 @@ from daemon.errors import DaemonError  # noqa: E402
 DEFAULT_OURS = "ours=configs/pets09.yaml"
 DEFAULT_ULTRA_PYTHON = REPO / ".venv-ultra" / "bin" / "python"
 BASELINE = "boxmot"
+BOXMOT_RUNS = (("boxmot", "on"), ("boxmot-nocmc", "off"))  # pipeline name, CMC
+KINDS = ("ours", "boxmot", "ultralytics")
 TOP_LEVEL_KEYS = ("runtime", "models_dir", "cameras")
 STAGES = ("decode", "detect", "embed", "track", "output")
 METRICS = ("HOTA", "IDF1", "MOTA", "IDSW")
@@ -123,6 +125,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--repeats must be >= 1 and --frames >= 0")
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     args.ours = args.ours or [DEFAULT_OURS]
+    known = {*KINDS, *(n for n, _ in BOXMOT_RUNS), *(spec.partition("=")[0] for spec in args.ours)}
+    if unknown := args.skip - known:
+        p.error(
+            f"--skip {','.join(sorted(unknown))}: no such pipeline or kind (known: {', '.join(sorted(known))})"
+        )
     return args
 
 
@@ -278,9 +285,7 @@ def ultralytics_pipeline(weights: Path, args: argparse.Namespace) -> Pipeline:
 
 
 def boxmot_pipelines(args: argparse.Namespace) -> list[Pipeline]:
-    wanted = [
-        (n, c) for n, c in (("boxmot", "on"), ("boxmot-nocmc", "off")) if not skipped(args, n, "boxmot")
-    ]
+    wanted = [(n, c) for n, c in BOXMOT_RUNS if not skipped(args, n, "boxmot")]
     if not wanted:
         return []
     require_preset("ssdlite-mobilenetv2-pedestrian", args)

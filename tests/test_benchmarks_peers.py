@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _data import REPO_ROOT, require_pets09_gt, require_pets09_video
+from _data import REPO_ROOT, load_benchmark, require_pets09_gt, require_pets09_video
 
 SCRIPT = REPO_ROOT / "benchmarks" / "compare_peers.py"
 BUDGET_S = 90
@@ -60,3 +60,14 @@ def test_compare_peers_smoke(tmp_path: Path, ssdlite_model: Path, mobilenet_mode
     assert table_rows(md) == rows
     data = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert {s["pipeline"]: s["frames"] for s in data["summary"]}["ours"] == FRAMES
+
+
+def test_skip_names_a_pipeline_or_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = load_benchmark("compare_peers")
+    args = bench.parse_args(["--skip", "ultralytics,boxmot-nocmc,fast", "--ours", "fast=configs/pets09.yaml"])
+    assert args.skip == {"ultralytics", "boxmot-nocmc", "fast"}
+    with pytest.raises(SystemExit) as e:
+        bench.parse_args(["--skip", "ultralyticss"])  # a typo would otherwise run Ultralytics after all
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--skip ultralyticss: no such pipeline or kind" in err and "boxmot-nocmc" in err
