@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pets_clip import GT, VIDEO, load_gt, models_dir, read_frames
+from pets_clip import GT, VIDEO, load_gt, models_dir, positive_int, read_frames
 
 from daemon import codec
 from daemon.codec import EmbeddingBatch
@@ -230,11 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gt", type=Path, default=GT)
     p.add_argument("--models-dir", type=Path, default=models_dir())
     p.add_argument("--model", default="mobilenetv2-imagenet")
-    p.add_argument("--stride", type=int, default=2, help="Embed the gt crops of every Nth frame.")
-    p.add_argument("--max-crops", type=int, default=3000)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--speed-vectors", type=int, default=1000, help="Vectors of the large message timed.")
-    p.add_argument("--inner", type=int, default=200, help="Single-vector calls per timed repeat.")
+    p.add_argument("--stride", type=positive_int, default=2, help="Embed the gt crops of every Nth frame.")
+    p.add_argument("--max-crops", type=positive_int, default=3000)
+    p.add_argument("--repeats", type=positive_int, default=5)
+    p.add_argument(
+        "--speed-vectors", type=positive_int, default=1000, help="Vectors of the large message timed."
+    )
+    p.add_argument("--inner", type=positive_int, default=200, help="Single-vector calls per timed repeat.")
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--out", type=Path, default=None, help="Write the figures as JSON here.")
     args = p.parse_args(argv)

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pets_clip import GT, VIDEO, load_gt, match_counts, models_dir, read_frames
+from pets_clip import GT, VIDEO, load_gt, match_counts, models_dir, positive_int, read_frames
 
 from daemon.config import RuntimeConfig, SSDLiteDetectorConfig
 from daemon.detect import SSDLiteDetector
@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--video", type=Path, default=VIDEO)
     p.add_argument("--gt", type=Path, default=GT)
     p.add_argument("--models-dir", type=Path, default=models_dir())
-    p.add_argument("--stride", type=int, default=8, help="Accuracy on every Nth frame.")
+    p.add_argument("--stride", type=positive_int, default=8, help="Accuracy on every Nth frame.")
     p.add_argument("--max-frames", type=int, default=0, help="Stop reading after this many kept frames.")
     p.add_argument("--timing-frames", type=int, default=30)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = default).")
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--skip-latency", action="store_true")

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pets_clip import GT, VIDEO, load_gt, models_dir, read_frames
+from pets_clip import GT, VIDEO, load_gt, models_dir, positive_int, read_frames
 
 from daemon.config import EmbedderConfig, RuntimeConfig
 from daemon.embed import OnnxEmbedder, crop_boxes
@@ -142,13 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gt", type=Path, default=GT)
     p.add_argument("--models-dir", type=Path, default=models_dir())
     p.add_argument("--model", default="mobilenetv2-imagenet")
-    p.add_argument("--stride", type=int, default=8)
+    p.add_argument("--stride", type=positive_int, default=8)
     p.add_argument("--max-frames", type=int, default=0)
     p.add_argument("--near", type=int, default=16, help="Frame gap of the 'near' same-person pairs.")
     p.add_argument("--sizes", type=parse_size, nargs="+", default=[(256, 128), (224, 224)])
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16])
-    p.add_argument("--speed-crops", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batches", type=positive_int, nargs="+", default=[1, 8, 16])
+    p.add_argument("--speed-crops", type=positive_int, default=64)
+    p.add_argument("--repeats", type=positive_int, default=5)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--skip-similarity", action="store_true")
     p.add_argument("--skip-speed", action="store_true")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,17 @@ def models_dir() -> Path:
     """$REID_MODELS_DIR or the default cache."""
     env = os.environ.get("REID_MODELS_DIR")
     return Path(env) if env else default_cache_dir()
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count that must be 1 or more (a stride, repeats, a batch size, calls per repeat)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {n}")
+    return n
 
 
 @dataclass(frozen=True)

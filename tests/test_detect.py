@@ -411,6 +411,29 @@ def test_benchmark_clip_gt_is_read_with_its_errors_named(tmp_path: Path) -> None
     np.testing.assert_array_equal(gt[1].xyxy[1], np.array([50, 10, 70, 50], np.float32))
 
 
+@pytest.mark.parametrize(
+    ("script", "args"),
+    [
+        ("codec_bench", ["--stride", "0"]),
+        ("codec_bench", ["--inner", "0"]),
+        ("detector_sweep", ["--repeats", "0"]),
+        ("embedder_bench", ["--batches", "8", "0"]),
+        ("embedder_bench", ["--speed-crops", "-1"]),
+    ],
+)
+def test_benchmark_counts_below_one_are_usage_errors(
+    script: str, args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stride, repeat count, batch or number of calls of 0 ended in a ZeroDivisionError or StatisticsError
+    traceback after the models loaded."""
+    from _data import load_benchmark
+
+    with pytest.raises(SystemExit) as e:
+        load_benchmark(script).main(args)
+    assert e.value.code == 2
+    assert f"argument {args[0]}: must be 1 or more, not {args[-1]}" in capsys.readouterr().err
+
+
 def test_person_classes_default_follows_the_model() -> None:
     from daemon.detect import person_classes_for
 
