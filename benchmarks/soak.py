@@ -107,11 +107,15 @@ def fleet_config(args: argparse.Namespace, url: str, ports: dict[str, int], out:
 # ------------------------------------------------------------------------------------------------ workers
 
 
+def log_path(out: Path, camera: str) -> Path:
+    return out / f"{camera}.log"
+
+
 def start_workers(config: Path, out: Path) -> dict[str, subprocess.Popen[bytes]]:
     env = dict(os.environ, **{KEY_ENV: secrets.token_hex(32)})
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for cam in CAMERAS:
-        log = (out / f"{cam}.log").open("wb")
+        log = log_path(out, cam).open("wb")
         cmd = [sys.executable, "-m", "daemon", "--log-format", "json", "run", "--config", str(config)]
         procs[cam] = subprocess.Popen(
             [*cmd, "--camera", cam, "--no-progress"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
@@ -136,12 +140,13 @@ def scrape(port: int) -> dict[str, float]:
     return values
 
 
-def wait_ready(procs: dict[str, subprocess.Popen[bytes]], ports: dict[str, int]) -> None:
+def wait_ready(procs: dict[str, subprocess.Popen[bytes]], ports: dict[str, int], out: Path) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         dead = {c: p.returncode for c, p in procs.items() if p.poll() is not None}
         if dead:
-            raise SystemExit(f"worker(s) exited at start: {dead}; see their logs")
+            logs = ", ".join(str(log_path(out, c)) for c in dead)
+            raise SystemExit(f"worker(s) exited at start: {dead}; see {logs}")
         if all(scrape(port)["frames"] > 0 for port in ports.values()):
             return
         time.sleep(1.0)
@@ -206,7 +211,7 @@ def run_soak(args: argparse.Namespace) -> tuple[list[dict[str, float]], dict[str
         procs = start_workers(config, out)
         stopped: dict[str, dict[str, float]] = {}
         try:
-            wait_ready(procs, ports)
+            wait_ready(procs, ports, out)
             rows = _sample_for(args, procs, ports, client, valkey_pid)
         finally:
             stopped = stop_workers(procs)
@@ -308,6 +313,9 @@ def _stop_on_sigterm(signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    for flag, path in (("--video", args.video), ("--gt", args.gt)):
+        if path is not None and not path.is_file():
+            raise SystemExit(f"soak: {flag} {path} not found")
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # the workers and Valkey are stopped on the way out
     args.out.mkdir(parents=True, exist_ok=True)
     rows, stopped = run_soak(args)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from _data import REPO_ROOT, load_benchmark
 from _video import make_video
 
@@ -41,3 +42,23 @@ def test_growth_compares_the_first_and_last_samples_apart_on_a_short_soak() -> N
     rows = [{"minute": float(m), "rss": 100.0 + m} for m in range(8)]
     g = growth(rows, "rss", 0.0)  # enough samples: the median of three at each end
     assert (g["base"], g["end"]) == (101.0, 106.0)
+
+
+def test_a_missing_clip_is_named_before_anything_starts(tmp_path: Path) -> None:
+    soak = load_benchmark("soak")
+    out = tmp_path / "soak"
+    with pytest.raises(SystemExit, match=r"soak: --video .*nope\.avi not found"):
+        soak.main(["--video", str(tmp_path / "nope.avi"), "--out", str(out)])
+    clip = tmp_path / "clip.avi"
+    clip.write_bytes(b"")
+    with pytest.raises(SystemExit, match=r"soak: --gt .*gt\.txt not found"):
+        soak.main(["--video", str(clip), "--gt", str(tmp_path / "gt.txt"), "--out", str(out)])
+    assert not out.exists()
+
+
+def test_a_worker_that_exits_at_start_names_its_log(tmp_path: Path) -> None:
+    soak = load_benchmark("soak")
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    dead.wait()
+    with pytest.raises(SystemExit, match=r"exited at start: \{'soak-a': 3\}; see .*soak-a\.log"):
+        soak.wait_ready({"soak-a": dead}, {"soak-a": 1}, tmp_path)
