@@ -479,9 +479,10 @@ def describe_ours(p: Pipeline) -> str:
     det = pick(cam["detector"], "type", "model", "tiles", "full_frame", "score_threshold", "imgsz")
     emb = pick(cam["embedder"], "type", "model", "input_size", "policy")
     trk = pick(cam["tracker"], "cmc_method", "frame_rate", "track_buffer", "appearance_thresh", "min_hits")
+    run = pick(rt, "allow_spinning", "intra_op_threads", "detect_ahead", "detect_workers")
     return (
         f"`{p.name}`: `{s['config']}`, overrides: {over}. Detector: {det}. Embedder: {emb}. "
-        f"Tracker (BoT-SORT): {trk}. Runtime: {pick(rt, 'allow_spinning', 'intra_op_threads', 'detect_ahead')}. "
+        f"Tracker (BoT-SORT): {trk}. Runtime: {run}. "
         f"Annotated video: {cam['output']['video']}."
     )
 

@@ -71,3 +71,11 @@ def test_skip_names_a_pipeline_or_kind(capsys: pytest.CaptureFixture[str]) -> No
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "--skip ultralyticss: no such pipeline or kind" in err and "boxmot-nocmc" in err
+
+
+def test_settings_line_of_ours_names_the_detection_workers() -> None:
+    bench = load_benchmark("compare_peers")
+    args = bench.parse_args([])
+    line = bench.describe_ours(bench.ours_pipeline("one=configs/pets09.yaml:runtime__detect_workers=1", args))
+    assert "overrides: runtime__detect_workers=1" in line and "detect_workers 1" in line
+    assert "detect_workers 2" in bench.describe_ours(bench.ours_pipeline("ours=configs/pets09.yaml", args))
