@@ -303,7 +303,7 @@ def ultra_pipelines(args: argparse.Namespace, notes: list[str]) -> list[Pipeline
         return []
     if not args.ultra_python.is_file():
         notes.append(
-            f"ultralytics skipped: {args.ultra_python} not found (create .venv-ultra, see ENVIRONMENT.md)"
+            f"ultralytics skipped: {args.ultra_python} not found (make .venv-ultra with the command README.md gives)"
         )
         print(notes[-1], flush=True)
         return []

@@ -79,3 +79,14 @@ def test_settings_line_of_ours_names_the_detection_workers() -> None:
     line = bench.describe_ours(bench.ours_pipeline("one=configs/pets09.yaml:runtime__detect_workers=1", args))
     assert "overrides: runtime__detect_workers=1" in line and "detect_workers 1" in line
     assert "detect_workers 2" in bench.describe_ours(bench.ours_pipeline("ours=configs/pets09.yaml", args))
+
+
+def test_a_missing_ultralytics_venv_points_at_how_to_make_it(tmp_path: Path) -> None:
+    bench = load_benchmark("compare_peers")
+    notes: list[str] = []
+    assert bench.ultra_pipelines(bench.parse_args(["--ultra-python", str(tmp_path / "python")]), notes) == []
+    (note,) = notes
+    assert note.endswith("not found (make .venv-ultra with the command README.md gives)")
+    assert (
+        "python3 -m venv .venv-ultra && .venv-ultra/bin/pip install" in (REPO_ROOT / "README.md").read_text()
+    )
