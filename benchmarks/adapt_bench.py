@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pets_clip import GT, VIDEO, models_dir
+from pydantic import ValidationError
 
 from daemon.adapt import (
     AdaptConfig,
@@ -62,6 +63,17 @@ from daemon.types import FloatArray
 
 ROOT = Path(__file__).resolve().parents[1]
 Transform = Callable[[FloatArray], FloatArray]
+FLAGS = {  # SplitConfig / AdaptConfig field -> the option that sets it
+    "start": "--split",
+    "end": "--end",
+    "segment": "--segment",
+    "query_stride": "--stride",
+    "gallery_stride": "--stride",
+    "min_height": "--min-height",
+    "junk_frames": "--junk",
+    "steps": "--steps",
+    "dim": "--dim",
+}
 
 
 # ------------------------------------------------------------------------------------------ training data
@@ -323,6 +335,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)
     args.adapt = {k: v for k, v in (("steps", args.steps), ("dim", args.dim)) if v is not None}
+    try:
+        split_config(args)
+        AdaptConfig(**args.adapt)
+    except ValidationError as e:
+        p.error(
+            "; ".join(
+                f"{FLAGS.get(str(err['loc'][0]) if err['loc'] else '', '--split/--end')}: {err['msg']}"
+                for err in e.errors()
+            )
+        )
     if not args.video.is_file() or not args.gt.is_file():
         print(f"missing {args.video} or {args.gt}", file=sys.stderr)
         return 2

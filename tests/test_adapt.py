@@ -724,3 +724,27 @@ def test_cli_adapt_with_nothing_to_train_or_another_embedder_is_bad_usage(
         f.write("    embedder: {type: boxmot, model: osnet.pt}\n")
     assert main(["adapt", "-c", str(cfg), *out]) == 2
     assert "embedder.type 'onnx', camera door has 'boxmot'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--split", "60", "--end", "50"],
+            "--split/--end: Value error, end (50) must be after start (60), or 0",
+        ),
+        (["--stride", "0"], "--stride: Input should be greater than or equal to 1"),
+        (["--steps", "0"], "--steps: Input should be greater than or equal to 1"),
+    ],
+)
+def test_adapt_bench_names_a_bad_option(
+    tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Out-of-range options were a pydantic traceback (--steps only after the tracklets were mined)."""
+    from _data import load_benchmark
+
+    bench = load_benchmark("adapt_bench")
+    with pytest.raises(SystemExit) as e:
+        bench.main([*args, "--out", str(tmp_path / "out")])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
