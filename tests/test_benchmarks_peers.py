@@ -42,7 +42,7 @@ def test_compare_peers_smoke(tmp_path: Path, ssdlite_model: Path, mobilenet_mode
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUDGET_S, cwd=REPO_ROOT, check=False)
     elapsed = time.monotonic() - start
-    if proc.returncode == 2:
+    if proc.returncode == 2 and proc.stderr.startswith("compare_peers: "):  # not a usage error: that fails
         pytest.skip(f"compare_peers.py lacks a prerequisite: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert elapsed < BUDGET_S
