@@ -112,7 +112,7 @@ def real_embeddings(args: argparse.Namespace) -> tuple[F32, NDArray[np.int64], N
             args.models_dir,
         )
     except ModelError as e:
-        return f"model {args.model} not available ({e}); run `reid-daemon models fetch {args.model}`"
+        return f"model {args.model} not available: {e}"
     gt = load_gt(args.gt)
     feats, ids, frames = [], [], []
     for index, image in read_frames(args.video, args.stride):

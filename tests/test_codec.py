@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import struct
@@ -409,3 +410,16 @@ def test_codec_bench_accuracy_on_real_embeddings(tmp_path: Path, mobilenet_model
     f16, i8 = acc["results"]["float16"], acc["results"]["int8"]
     assert f16["mean_abs_dsim"] < i8["mean_abs_dsim"] < 0.01
     assert 0.9 <= i8["top5_agreement"] <= 1.0 and 0.0 <= i8["rank1_accuracy"] <= 1.0
+
+
+def test_codec_bench_names_the_one_fetch_command_for_its_models_dir(tmp_path: Path) -> None:
+    bench = load_benchmark("codec_bench")
+    clip, gt = tmp_path / "clip.avi", tmp_path / "gt.txt"
+    clip.write_bytes(b"")
+    gt.write_text("")
+    args = argparse.Namespace(video=clip, gt=gt, model="mobilenetv2-imagenet", models_dir=tmp_path / "models")
+    reason = bench.real_embeddings(args)
+    assert reason.startswith("model mobilenetv2-imagenet not available: ")
+    # one fetch command, for the models dir given (a second one without --models-dir fetched elsewhere)
+    assert reason.count("reid-daemon models fetch") == 1
+    assert f"reid-daemon models fetch mobilenetv2-imagenet --models-dir {tmp_path / 'models'}" in reason
