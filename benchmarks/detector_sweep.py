@@ -25,6 +25,7 @@ from pets_clip import GT, VIDEO, load_gt, match_counts, models_dir, positive_int
 
 from daemon.config import RuntimeConfig, SSDLiteDetectorConfig
 from daemon.detect import SSDLiteDetector
+from daemon.errors import DaemonError
 from daemon.types import Frame
 
 TILINGS = ((1, 1), (2, 1), (3, 2))
@@ -106,10 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-latency", action="store_true")
     args = p.parse_args(argv)
     runtime = RuntimeConfig(intra_op_threads=args.threads, providers=("CPUExecutionProvider",))
-    if not args.skip_accuracy:
-        accuracy(args, runtime)
-    if not args.skip_latency:
-        latency(args, runtime)
+    try:
+        if not args.skip_accuracy:
+            accuracy(args, runtime)
+        if not args.skip_latency:
+            latency(args, runtime)
+    except DaemonError as e:  # a model absent or broken: its message says what to do
+        raise SystemExit(f"error: {e}") from e
     return 0
 
 

@@ -28,6 +28,7 @@ from pets_clip import GT, VIDEO, load_gt, models_dir, positive_int, read_frames
 
 from daemon.config import EmbedderConfig, RuntimeConfig
 from daemon.embed import OnnxEmbedder, crop_boxes
+from daemon.errors import DaemonError
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -154,10 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-speed", action="store_true")
     args = p.parse_args(argv)
     runtime = RuntimeConfig(intra_op_threads=args.threads, providers=("CPUExecutionProvider",))
-    if not args.skip_similarity:
-        similarity(args, runtime)
-    if not args.skip_speed:
-        speed(args, runtime)
+    try:
+        if not args.skip_similarity:
+            similarity(args, runtime)
+        if not args.skip_speed:
+            speed(args, runtime)
+    except DaemonError as e:  # a model absent or broken: its message says what to do
+        raise SystemExit(f"error: {e}") from e
     return 0
 
 

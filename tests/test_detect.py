@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import types
 from pathlib import Path
@@ -409,6 +410,25 @@ def test_benchmark_clip_gt_is_read_with_its_errors_named(tmp_path: Path) -> None
     gt = pets_clip.load_gt(good)
     assert list(gt) == [0, 1] and gt[1].ids.tolist() == [5, 6] and gt[1].consider.tolist() == [True, False]
     np.testing.assert_array_equal(gt[1].xyxy[1], np.array([50, 10, 70, 50], np.float32))
+
+
+@pytest.mark.parametrize(
+    ("script", "skip", "preset"),
+    [
+        ("detector_sweep", "--skip-latency", "ssdlite-mobilenetv2-pedestrian"),
+        ("embedder_bench", "--skip-speed", "mobilenetv2-imagenet"),
+    ],
+)
+def test_benchmark_without_its_model_names_the_fetch(
+    tmp_path: Path, script: str, skip: str, preset: str
+) -> None:
+    """A model absent from --models-dir was a _AbsentError traceback."""
+    from _data import clip_args, load_benchmark
+
+    args = [*clip_args(tmp_path), "--max-frames", "1", "--stride", "50", skip]
+    fetch = f"fetch it once with: reid-daemon models fetch {preset} --models-dir {tmp_path}"
+    with pytest.raises(SystemExit, match=rf"^error: model preset '{preset}' is not in .*{re.escape(fetch)}$"):
+        load_benchmark(script).main(args)
 
 
 @pytest.mark.parametrize(
