@@ -304,6 +304,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     pooled = _pooled(parts)
+    if not pooled.tracks:  # every figure would be nan
+        print(
+            f"nothing to measure: no track in {', '.join(cameras)} (--min-height {args.min_height:g}, "
+            f"--max-frames {args.max_frames or 'none'}); give more frames or a lower --min-height",
+            file=sys.stderr,
+        )
+        return 2
     s = summary(pooled, settings.identity)
     s["config"], s["cameras"] = str(args.config), cameras
     if args.plot:

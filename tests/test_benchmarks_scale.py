@@ -86,3 +86,16 @@ def test_cameras_it_cannot_measure_are_named(tmp_path: Path, capsys: Any) -> Non
     assert "camera kiosk loops its video (source.loop): give --max-frames" in capsys.readouterr().err
     assert main(["--config", str(path), "--cameras", "lobby"]) == 2
     assert "no camera 'lobby' in the config (cameras: blind, door, kiosk)" in capsys.readouterr().err
+
+
+def test_nothing_measured_is_an_error_not_a_table_of_nan(tmp_path: Path, capsys: Any) -> None:
+    clip = make_video(tmp_path / "clip.mp4", frames=10, size=(320, 240), people=2)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    cam = {"source": {"uri": str(clip.path)}, "detector": {"type": "ground-truth", "path": str(gt)}}
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump({"cameras": {"cam": cam}}))
+    main = load_benchmark("similarity_scale").main
+    assert main(["--config", str(path), "--no-progress", "--min-height", "1000", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no JSON with NaN in it
+    assert "nothing to measure: no track in cam (--min-height 1000" in captured.err
