@@ -381,7 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.peer_worker:
         return peer_worker(args.peer_worker, args.data, args.peer_out, args.budget_s)
+    if min([*args.sizes, args.dim, args.queries, args.per_identity]) < 1:
+        p.error("--sizes, --dim, --queries and --per-identity must be 1 or more")
     fill_hnsw_defaults(args)
+    if problem := gallery_option_error(args):
+        p.error(problem)
     print(f"data: {GENERATION}; {args.per_identity} entries per identity, {args.queries} queries, top-{K}")
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -400,11 +404,38 @@ def fill_hnsw_defaults(args: argparse.Namespace) -> None:
     from daemon.config import GalleryConfig
 
     cfg = GalleryConfig()
-    args.hnsw_m = args.hnsw_m or cfg.hnsw_m
-    args.ef_construction = args.ef_construction or cfg.hnsw_ef_construction
+    args.hnsw_m = cfg.hnsw_m if args.hnsw_m is None else args.hnsw_m
+    args.ef_construction = cfg.hnsw_ef_construction if args.ef_construction is None else args.ef_construction
     args.ef_search = args.ef_search or [cfg.hnsw_ef_search]
-    args.pq_m = args.pq_m or cfg.pq_m
+    args.pq_m = cfg.pq_m if args.pq_m is None else args.pq_m
     args.pq_candidates = args.pq_candidates or [cfg.pq_candidates]
+
+
+GALLERY_FLAGS = {  # GalleryConfig field -> the option that sets it here
+    "pq_m": "--pq-m",
+    "pq_candidates": "--pq-candidates",
+    "hnsw_m": "--hnsw-m",
+    "hnsw_ef_construction": "--ef-construction",
+    "hnsw_ef_search": "--ef-search",
+}
+
+
+def gallery_option_error(args: argparse.Namespace) -> str | None:
+    """What GalleryConfig says of the gallery options (each value of the lists), named by option; None if fine."""
+    from pydantic import ValidationError
+
+    from daemon.config import GalleryConfig
+
+    build = {"pq_m": args.pq_m, "hnsw_m": args.hnsw_m, "hnsw_ef_construction": args.ef_construction}
+    searches = [{"pq_candidates": c} for c in args.pq_candidates] + [
+        {"hnsw_ef_search": e} for e in args.ef_search
+    ]
+    for search in searches:
+        try:
+            GalleryConfig(**build, **search)
+        except ValidationError as e:
+            return "; ".join(f"{GALLERY_FLAGS[str(err['loc'][0])]}: {err['msg']}" for err in e.errors())
+    return None
 
 
 if __name__ == "__main__":

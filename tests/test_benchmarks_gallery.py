@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from _data import REPO_ROOT, load_benchmark
 
 SCRIPT = REPO_ROOT / "benchmarks" / "gallery_bench.py"
@@ -54,3 +55,24 @@ def test_data_and_exact_top_k() -> None:
     same = x[ids == 0] @ x[ids == 0].T
     other = x[ids == 0] @ x[ids == 1].T
     assert same[np.triu_indices(5, 1)].mean() > other.mean() + 0.1  # identities are separable clusters
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ef-search", "64", "0"], "--ef-search: Input should be greater than or equal to 1"),
+        (["--pq-candidates", "0"], "--pq-candidates: Input should be greater than or equal to 1"),
+        (["--pq-m", "0"], "--pq-m: Input should be greater than or equal to 1"),  # was taken as the default
+        (["--hnsw-m", "2"], "--hnsw-m: Input should be greater than or equal to 4"),
+        (["--per-identity", "0"], "--sizes, --dim, --queries and --per-identity must be 1 or more"),
+        (["--dim", "0"], "--sizes, --dim, --queries and --per-identity must be 1 or more"),
+    ],
+)
+def test_bad_options_are_usage_errors(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """They were a ValueError or ZeroDivisionError traceback, some after the data was made."""
+    bench = load_benchmark("gallery_bench")
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--sizes", "50", "--queries", "2", "--peers", *args])
+    assert e.value.code == 2 and message in capsys.readouterr().err
