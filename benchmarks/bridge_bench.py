@@ -565,7 +565,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cameras", type=int, default=10, help="Cameras the live tracks are spread over.")
     p.add_argument("--mata-dim", type=int, default=512, help="Embedding dim of the MATA comparison.")
     p.add_argument("--queries", type=int, default=2000, help="Queries at most per system and size.")
-    p.add_argument("--budget-s", type=float, default=20.0, help="Stop querying after this long (at least 2).")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=20.0,
+        help="Stop querying after this many seconds (2 queries at least).",
+    )
     p.add_argument("--peer-python", type=Path, default=PEER_PYTHON)
     p.add_argument("--peer-timeout-s", type=float, default=1200.0)
     p.add_argument("--out", type=Path, default=None, help="Write every figure as JSON here.")
