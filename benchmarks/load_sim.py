@@ -1152,7 +1152,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--p99-limit-ms", type=float, default=500.0, help="Resolution p99 above this saturates.")
     p.add_argument("--keep-going", action="store_true", help="Run every point, even past saturation.")
     p.add_argument("--out", type=Path, default=None, help="Folder for points.csv, points.json, load_sim.png.")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    counts = [*a.cameras, *a.cluster_cameras, *a.publish_only_cameras, a.fanout_cameras, a.publishers, a.dim]
+    if min([*counts, a.tracks_min]) < 1:
+        p.error("camera counts, --publishers, --dim and --tracks-min must be 1 or more")
+    if a.tracks_max < a.tracks_min:
+        p.error(f"--tracks-max ({a.tracks_max}) is below --tracks-min ({a.tracks_min})")
+    if a.measure_s <= 0 or a.embed_fps <= 0:
+        p.error("--measure-s and --embed-fps must be above 0")
+    return a
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from _data import REPO_ROOT, load_benchmark
 
 SCRIPT = REPO_ROOT / "benchmarks" / "load_sim.py"
@@ -151,3 +152,20 @@ def test_load_sim_smoke(tmp_path: Path) -> None:
         assert [r["mode"] for r in csv.DictReader(f)] == ["single", "publish-only", "cluster", "fanout"]
     assert (out / "load_sim.png").stat().st_size > 10_000
     assert "| mode | cams |" in proc.stdout and "per node (cluster)" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cameras", "10", "0"], "camera counts, --publishers, --dim and --tracks-min must be 1 or more"),
+        (["--measure-s", "0"], "--measure-s and --embed-fps must be above 0"),
+        (["--tracks-min", "5", "--tracks-max", "2"], "--tracks-max (2) is below --tracks-min (5)"),
+    ],
+)
+def test_bad_options_are_usage_errors(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """They were a ZeroDivisionError after the sweep point ran, or 'a child process failed' (tracks-min/max)."""
+    with pytest.raises(SystemExit) as e:
+        load_sim().parse_args(args)
+    assert e.value.code == 2 and message in capsys.readouterr().err
