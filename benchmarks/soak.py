@@ -75,7 +75,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="identity.retention_s and bridge.state_ttl_s: how long ended tracks and stored state are kept. "
         "The bounded stores fill for this long, then hold steady; warm-up must be longer to measure leaks.",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for flag in ("--minutes", "--sample-s", "--stride", "--speed", "--retention-s"):
+        if getattr(args, flag[2:].replace("-", "_")) <= 0:
+            p.error(f"{flag} must be above 0")
+    return args
 
 
 # ------------------------------------------------------------------------------------------------ config

@@ -62,3 +62,13 @@ def test_a_worker_that_exits_at_start_names_its_log(tmp_path: Path) -> None:
     dead.wait()
     with pytest.raises(SystemExit, match=r"exited at start: \{'soak-a': 3\}; see .*soak-a\.log"):
         soak.wait_ready({"soak-a": dead}, {"soak-a": 1}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "args", [["--sample-s", "0"], ["--minutes", "0"], ["--speed", "-1"], ["--stride", "0"]]
+)
+def test_bad_options_are_usage_errors(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """--sample-s 0 sampled in a tight loop for the whole soak; the others started Valkey and the workers."""
+    with pytest.raises(SystemExit) as e:
+        load_benchmark("soak").parse_args(args)
+    assert e.value.code == 2 and f"{args[0]} must be above 0" in capsys.readouterr().err
