@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=1280, help="Embedding dimension (the shipped embedder's).")
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args(argv)
+    for flag in ("--cameras", "--tracks", "--k", "--dim", "--repeats"):
+        if getattr(a, flag[2:]) < 1:
+            p.error(f"{flag} must be 1 or more")
     with EmbeddedValkey("tcp") as server:
         cfg = BridgeConfig(url=server.url, signing_key=SecretSource(value="w" * 32))  # type: ignore[arg-type]
         took = _store(cfg, a.cameras, a.tracks, a.k, a.dim)

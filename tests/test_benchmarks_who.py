@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from _data import REPO_ROOT
+import pytest
+from _data import REPO_ROOT, load_benchmark
 
 SCRIPT = REPO_ROOT / "benchmarks" / "who_bench.py"
 
@@ -18,3 +19,12 @@ def test_who_bench_smoke() -> None:
     assert lines[0].startswith("stored 21 tracks on 3 cameras")
     assert sum(line.startswith("who: 21 identities in ") for line in lines) == 2
     assert lines[-1].startswith("peak RSS ")
+
+
+@pytest.mark.parametrize("flag", ["--cameras", "--tracks", "--k", "--dim", "--repeats"])
+def test_counts_below_one_are_usage_errors(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--k 0 stored profiles with no exemplars and ended in 'expected 21 identities ..., got 0'; --repeats 0
+    timed nothing; both after starting Valkey and storing every track."""
+    with pytest.raises(SystemExit) as e:
+        load_benchmark("who_bench").main([flag, "0"])
+    assert e.value.code == 2 and f"{flag} must be 1 or more" in capsys.readouterr().err
