@@ -164,8 +164,15 @@ def _pooled(parts: list[Scale]) -> Scale:
     )
 
 
-def _share(values: NDArray[np.float64], above: float) -> float:
-    return float(np.mean(values >= above)) if len(values) else float("nan")
+def _share(values: NDArray[np.float64], above: float, below: bool = False) -> float | None:
+    """The share of ``values`` at or above ``above`` (under it with ``below``); None when there are none."""
+    if not len(values):
+        return None
+    return float(np.mean(values < above if below else values >= above))
+
+
+def _pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.1%}"
 
 
 def summary(scale: Scale, cfg: IdentityConfig) -> dict[str, Any]:
@@ -193,8 +200,8 @@ def summary(scale: Scale, cfg: IdentityConfig) -> dict[str, Any]:
         },
         "two_people_at_or_above_fleet_threshold": _share(scale.two_people, cfg.fleet_threshold),
         "two_people_at_or_above_look_only_threshold": _share(scale.two_people, cfg.look_only_threshold),
-        "one_person_below_fleet_threshold": 1.0 - _share(scale.one_person, cfg.fleet_threshold),
-        "own_looks_below_switch_similarity": 1.0 - _share(scale.look_own, cfg.switch_similarity),
+        "one_person_below_fleet_threshold": _share(scale.one_person, cfg.fleet_threshold, below=True),
+        "own_looks_below_switch_similarity": _share(scale.look_own, cfg.switch_similarity, below=True),
         "looks_beside_at_or_above_switch_similarity": _share(scale.look_beside, cfg.switch_similarity),
     }
 
@@ -214,13 +221,13 @@ def text(s: dict[str, Any]) -> list[str]:
         _line("a look vs its own track", s["look_own_track"]),
         _line("a look vs the tracks beside it", s["look_tracks_beside"]),
         f"fleet_threshold {t['fleet_threshold']:g}: two people at or above "
-        f"{s['two_people_at_or_above_fleet_threshold']:.1%}, one person below "
-        f"{s['one_person_below_fleet_threshold']:.1%}",
+        f"{_pct(s['two_people_at_or_above_fleet_threshold'])}, one person below "
+        f"{_pct(s['one_person_below_fleet_threshold'])}",
         f"look_only_threshold {t['look_only_threshold']:g}: two people at or above "
-        f"{s['two_people_at_or_above_look_only_threshold']:.1%}",
+        f"{_pct(s['two_people_at_or_above_look_only_threshold'])}",
         f"switch_similarity {t['switch_similarity']:g}: own-track looks below "
-        f"{s['own_looks_below_switch_similarity']:.1%}, looks beside at or above "
-        f"{s['looks_beside_at_or_above_switch_similarity']:.1%}",
+        f"{_pct(s['own_looks_below_switch_similarity'])}, looks beside at or above "
+        f"{_pct(s['looks_beside_at_or_above_switch_similarity'])}",
     ]
 
 

@@ -99,3 +99,16 @@ def test_nothing_measured_is_an_error_not_a_table_of_nan(tmp_path: Path, capsys:
     captured = capsys.readouterr()
     assert captured.out == ""  # no JSON with NaN in it
     assert "nothing to measure: no track in cam (--min-height 1000" in captured.err
+
+
+def test_shares_of_a_kind_never_seen_are_null_not_nan() -> None:
+    """One person alone on a camera: no pair seen together, so no share of them; --json wrote NaN (not JSON)."""
+    similarity_scale = load_benchmark("similarity_scale")
+    looks = {0: [[1.0, 0.0, 0.0]] * 2 + [[0.8, 0.6, 0.0]] * 2}
+    s = similarity_scale.summary(
+        similarity_scale.scale_of(_tracklets(looks, [(0,)]), IdentityConfig()), IdentityConfig()
+    )
+    assert s["two_people"] == {} and s["two_people_at_or_above_fleet_threshold"] is None
+    assert s["one_person_below_fleet_threshold"] == 0.0  # halves at 0.8..1.0 vs 0.85: top_mean of the best
+    json.dumps(s, allow_nan=False)
+    assert "two people at or above n/a" in "\n".join(similarity_scale.text(s))
