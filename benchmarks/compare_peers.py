@@ -189,7 +189,12 @@ def effective_config(config: Path, env: dict[str, str]) -> tuple[str, dict[str, 
     from daemon.config import load_settings
 
     try:
-        camera, _ = load_settings(config).camera(None)
+        cameras = list(load_settings(config).cameras)
+        if len(cameras) != 1:  # compare_peers has no --camera to choose one
+            raise SystemExit(
+                f"--ours {config}: it holds cameras {', '.join(cameras)}; give a config of one camera"
+            )
+        camera = cameras[0]
         with mock.patch.dict(os.environ, env):
             settings = load_settings(config)
     except DaemonError as e:

@@ -90,3 +90,13 @@ def test_a_missing_ultralytics_venv_points_at_how_to_make_it(tmp_path: Path) -> 
     assert (
         "python3 -m venv .venv-ultra && .venv-ultra/bin/pip install" in (REPO_ROOT / "README.md").read_text()
     )
+
+
+def test_ours_with_a_config_of_several_cameras_says_what_to_give(tmp_path: Path) -> None:
+    """The message was the run command's 'choose one with --camera', an option compare_peers does not have."""
+    bench = load_benchmark("compare_peers")
+    cfg = tmp_path / "fleet.yaml"
+    cfg.write_text("cameras:\n  a: {source: {uri: a.mp4}}\n  b: {source: {uri: b.mp4}}\n")
+    with pytest.raises(SystemExit) as e:
+        bench.ours_pipeline(f"x={cfg}", bench.parse_args([]))
+    assert str(e.value) == f"--ours {cfg}: it holds cameras a, b; give a config of one camera"
