@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import ValidationError
 
 from daemon.adapt import AdaptConfig, FrameTracks, Tracklets, mine_tracklets, pipeline_frames
 from daemon.config import IdentityConfig, Settings, load_settings, with_overrides
@@ -297,9 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
+        mining = AdaptConfig(min_height=args.min_height, min_score=0.0, max_covered=0.3)
+    except ValidationError as e:
+        p.error("; ".join(f"--min-height: {err['msg']}" for err in e.errors()))
+    try:
         settings = load_settings(args.config)
         cameras = [c.strip() for c in args.cameras.split(",") if c.strip()] or list(settings.cameras)
-        mining = AdaptConfig(min_height=args.min_height, min_score=0.0, max_covered=0.3)
         parts = []
         for cam in cameras:
             if args.max_frames and cam in settings.cameras:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import yaml
 from _data import REPO_ROOT, load_benchmark
 from _video import make_video
@@ -112,3 +113,16 @@ def test_shares_of_a_kind_never_seen_are_null_not_nan() -> None:
     assert s["one_person_below_fleet_threshold"] == 0.0  # halves at 0.8..1.0 vs 0.85: top_mean of the best
     json.dumps(s, allow_nan=False)
     assert "two people at or above n/a" in "\n".join(similarity_scale.text(s))
+
+
+def test_min_height_below_zero_is_a_usage_error(tmp_path: Path, capsys: Any) -> None:
+    """It was a pydantic traceback."""
+    main = load_benchmark("similarity_scale").main
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump({"cameras": {"cam": {"source": {"uri": "clip.mp4"}}}}))
+    with pytest.raises(SystemExit) as e:
+        main(["--config", str(path), "--min-height", "-5"])
+    assert (
+        e.value.code == 2
+        and "--min-height: Input should be greater than or equal to 0" in capsys.readouterr().err
+    )
