@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("; ".join(f"--min-height: {err['msg']}" for err in e.errors()))
     try:
         settings = load_settings(args.config)
-        cameras = [c.strip() for c in args.cameras.split(",") if c.strip()] or list(settings.cameras)
+        named = [c.strip() for c in args.cameras.split(",") if c.strip()]
+        cameras = list(dict.fromkeys(named)) or list(settings.cameras)  # each camera once, in the order given
         parts = []
         for cam in cameras:
             if args.max_frames and cam in settings.cameras:

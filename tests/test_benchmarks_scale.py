@@ -126,3 +126,30 @@ def test_min_height_below_zero_is_a_usage_error(tmp_path: Path, capsys: Any) -> 
         e.value.code == 2
         and "--min-height: Input should be greater than or equal to 0" in capsys.readouterr().err
     )
+
+
+def test_a_camera_named_twice_is_measured_once(tmp_path: Path) -> None:
+    """--cameras cam,cam mined and pooled the camera twice: every score counted double."""
+    clip = make_video(tmp_path / "clip.mp4", frames=40, size=(320, 240), people=3)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    cam = {
+        "source": {"uri": str(clip.path)},
+        "detector": {"type": "ground-truth", "path": str(gt)},
+        "embedder": {"type": "ground-truth", "truth": {"path": str(gt), "similarity": 0.75}},
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump({"cameras": {"cam": cam}}))
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--config",
+        str(path),
+        "--json",
+        "--no-progress",
+        "--cameras",
+        "cam,cam",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    s = json.loads(done.stdout)
+    assert s["cameras"] == ["cam"] and s["tracks"] == 3 and s["two_people"]["n"] == 3
