@@ -1,0 +1,69 @@
+"""benchmarks/RESULTS.md: every command it records still parses with today's scripts and CLI."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+from typing import Any
+
+import pytest
+from _data import REPO_ROOT, load_benchmark
+
+from daemon.cli import build_parser
+
+RESULTS = REPO_ROOT / "benchmarks" / "RESULTS.md"
+SCRIPT = re.compile(r"benchmarks/(\w+)\.py")
+
+
+LEVER_BASE = "configs/pets09.yaml:output__video=false"  # what "..." stands for in a lever's --ours
+
+
+def recorded_commands() -> list[list[str]]:
+    """The commands of RESULTS.md's code blocks (indented ones too), continuation lines joined, from the
+    script or ``reid-daemon`` on. A bare ``...`` (the rest of a command given before) leaves a command out."""
+    text = RESULTS.read_text(encoding="utf-8")
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.S | re.M)
+    blocks += re.findall(r"^    (\.venv/bin/python benchmarks/.*)$", text, flags=re.M)
+    commands = []
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line.split(" # ")[0].replace("=...,", f"={LEVER_BASE},"))
+            start = next((i for i, w in enumerate(words) if SCRIPT.search(w) or w == "reid-daemon"), None)
+            if start is not None and "..." not in words:
+                commands.append(words[start:])
+    return commands
+
+
+class Parsed(Exception):
+    """Raised once argparse has accepted a command line: nothing runs."""
+
+
+def test_results_records_commands_of_every_kind() -> None:
+    commands = recorded_commands()
+    scripts = {SCRIPT.search(c[0]).group(1) for c in commands if SCRIPT.search(c[0])}  # type: ignore[union-attr]
+    assert {
+        "compare_peers",
+        "adapt_bench",
+        "gallery_bench",
+        "soak",
+        "similarity_scale",
+        "load_sim",
+    } <= scripts
+    assert sum(c[0] == "reid-daemon" for c in commands) > 10
+
+
+@pytest.mark.parametrize("command", recorded_commands(), ids=lambda c: " ".join(c)[:80])
+def test_recorded_command_parses(command: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    parse = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self: argparse.ArgumentParser, args: Any = None, namespace: Any = None) -> Any:
+        parse(self, args, namespace)
+        raise Parsed
+
+    if command[0] == "reid-daemon":
+        build_parser().parse_args(command[1:])  # argparse exits 2 on an option it does not know
+        return
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    with pytest.raises(Parsed):
+        load_benchmark(SCRIPT.search(command[0]).group(1)).main(command[1:])  # type: ignore[union-attr]
