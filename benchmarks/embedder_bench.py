@@ -32,8 +32,14 @@ from daemon.errors import DaemonError
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    h, w = text.lower().split("x")
-    return int(h), int(w)
+    """argparse type of an embedder input size, ``HxW`` in pixels."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        h = w = 0
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH in pixels (e.g. 256x128), not {text!r}")
+    return h, w
 
 
 def collect(

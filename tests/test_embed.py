@@ -372,3 +372,15 @@ def test_crop_preparation_needs_the_onnx_embedder() -> None:
         EmbedderConfig(type="boxmot", model="x.pt", detail_height=64)
     with pytest.raises(ValidationError):
         EmbedderConfig(colour_norm="sepia")
+
+
+@pytest.mark.parametrize("size", ["256", "256x", "0x128", "axb"])
+def test_embedder_bench_names_a_bad_size(size: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """'256' read 'invalid parse_size value'; '0x128' was a pydantic traceback after the crops were embedded."""
+    from _data import load_benchmark
+
+    with pytest.raises(SystemExit) as e:
+        load_benchmark("embedder_bench").main(["--sizes", "256x128", size])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert f"argument --sizes: expected HEIGHTxWIDTH in pixels (e.g. 256x128), not {size!r}" in err
