@@ -17,7 +17,7 @@ Pipelines:
                 frame (see _peer_boxmot.py); ``boxmot-nocmc``: the same without camera-motion compensation.
   ultralytics   ``YOLO(yolov8s-person .pt).track(tracker=botsort + ReID)`` in .venv-ultra (_peer_ultralytics.py).
 ``--skip`` takes pipeline names or kinds (``ours`` skips every ours variant, ``boxmot`` both BoxMOT ones).
-Exit codes: 0 all ran, 1 a run failed, 2 the clip, a model or an environment is missing.
+Exit codes: 0 all ran, 1 a run failed, 2 a bad option, or the clip, a model or an environment is missing.
 """
 
 from __future__ import annotations
@@ -61,6 +61,10 @@ METRICS = ("HOTA", "IDF1", "MOTA", "IDSW")
 
 class Missing(Exception):
     """A prerequisite (clip, model, environment) is absent: exit code 2."""
+
+
+class BadOption(Exception):
+    """An --ours that cannot be run as given (its form, its config, its overrides): exit code 2."""
 
 
 # ----------------------------------------------------------------------------------------- records
@@ -160,13 +164,13 @@ def parse_ours(spec: str) -> tuple[str, Path, dict[str, str]]:
     """``NAME=CONFIG.yaml[:key=value,...]`` -> (name, config, overrides); values may hold commas."""
     name, eq, rest = spec.partition("=")
     if not eq or not name or not rest:
-        raise SystemExit(f"--ours {spec!r}: expected NAME=CONFIG.yaml[:key=value,...]")
+        raise BadOption(f"--ours {spec!r}: expected NAME=CONFIG.yaml[:key=value,...]")
     config, _, tail = rest.partition(":")
     overrides: dict[str, str] = {}
     for item in re.split(r",(?=[A-Za-z_][A-Za-z0-9_.]*=)", tail) if tail else []:
         key, eq, value = item.partition("=")
         if not eq:
-            raise SystemExit(f"--ours {spec!r}: override {item!r} is not key=value")
+            raise BadOption(f"--ours {spec!r}: override {item!r} is not key=value")
         overrides[key.strip()] = value.strip()
     return name, Path(config), overrides
 
@@ -191,14 +195,14 @@ def effective_config(config: Path, env: dict[str, str]) -> tuple[str, dict[str, 
     try:
         cameras = list(load_settings(config).cameras)
         if len(cameras) != 1:  # compare_peers has no --camera to choose one
-            raise SystemExit(
+            raise BadOption(
                 f"--ours {config}: it holds cameras {', '.join(cameras)}; give a config of one camera"
             )
         camera = cameras[0]
         with mock.patch.dict(os.environ, env):
             settings = load_settings(config)
     except DaemonError as e:
-        raise SystemExit(f"--ours {config}: {e}") from e
+        raise BadOption(f"--ours {config}: {e}") from e
     cam = settings.cameras[camera].model_dump(mode="json")
     return camera, {"runtime": settings.runtime.model_dump(mode="json"), "camera": cam}
 
@@ -215,7 +219,7 @@ def ours_pipeline(spec: str, args: argparse.Namespace) -> Pipeline:
     name, config, overrides = parse_ours(spec)
     config = config.resolve()
     if not config.is_file():
-        raise SystemExit(f"--ours {spec!r}: config {config} not found")
+        raise BadOption(f"--ours {spec!r}: config {config} not found")
     camera, _ = effective_config(config, {})
     env = override_env(camera, overrides)
     _, effective = effective_config(config, env)
@@ -332,7 +336,7 @@ def build_pipelines(args: argparse.Namespace, notes: list[str]) -> list[Pipeline
     pipelines += ultra_pipelines(args, notes)
     names = [p.name for p in pipelines]
     if len(set(names)) != len(names):
-        raise SystemExit(f"pipeline names must differ: {names}")
+        raise BadOption(f"pipeline names must differ: {names}")
     return pipelines
 
 
@@ -600,6 +604,9 @@ def main(argv: list[str] | None = None) -> int:
         pipelines = build_pipelines(args, context["notes"])
     except Missing as e:
         print(f"compare_peers: {e}", file=sys.stderr)
+        return 2
+    except BadOption as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if not pipelines:
         print("compare_peers: every pipeline is skipped", file=sys.stderr)

@@ -97,6 +97,29 @@ def test_ours_with_a_config_of_several_cameras_says_what_to_give(tmp_path: Path)
     bench = load_benchmark("compare_peers")
     cfg = tmp_path / "fleet.yaml"
     cfg.write_text("cameras:\n  a: {source: {uri: a.mp4}}\n  b: {source: {uri: b.mp4}}\n")
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(bench.BadOption) as e:
         bench.ours_pipeline(f"x={cfg}", bench.parse_args([]))
     assert str(e.value) == f"--ours {cfg}: it holds cameras a, b; give a config of one camera"
+
+
+@pytest.mark.parametrize(
+    ("ours", "message"),
+    [
+        ("bad", "error: --ours 'bad': expected NAME=CONFIG.yaml[:key=value,...]"),
+        ("x=nope.yaml", "error: --ours 'x=nope.yaml': config"),
+        (
+            "x=configs/pets09.yaml:tracker__nope=1",
+            "cameras.pets09.tracker.nope: Extra inputs are not permitted",
+        ),
+    ],
+)
+def test_a_bad_ours_exits_2_as_its_docstring_says(
+    tmp_path: Path, ours: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It exited 1, the code of a run that failed."""
+    clip, gt = tmp_path / "clip.avi", tmp_path / "gt.txt"
+    clip.write_bytes(b"")
+    gt.write_text("")
+    argv = ["--video", str(clip), "--gt", str(gt), "--ours", ours, "--skip", "boxmot,ultralytics"]
+    assert load_benchmark("compare_peers").main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
