@@ -49,7 +49,7 @@ from pets_clip import GT, SHARED, VIDEO, models_dir  # noqa: E402
 from daemon import models  # noqa: E402
 from daemon.errors import DaemonError  # noqa: E402
 
-DEFAULT_OURS = "ours=configs/pets09.yaml"
+DEFAULT_OURS = "ours=configs/pets09.yaml:output__video=false"  # the peers write no video either
 DEFAULT_ULTRA_PYTHON = REPO / ".venv-ultra" / "bin" / "python"
 BASELINE = "boxmot"
 BOXMOT_RUNS = (("boxmot", "on"), ("boxmot-nocmc", "off"))  # pipeline name, CMC

@@ -123,3 +123,12 @@ def test_a_bad_ours_exits_2_as_its_docstring_says(
     argv = ["--video", str(clip), "--gt", str(gt), "--ours", ours, "--skip", "boxmot,ultralytics"]
     assert load_benchmark("compare_peers").main([*argv, "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_default_ours_writes_no_video_like_the_peers() -> None:
+    """The default ran ours with the shipped config's annotated video (12 ms a frame of encoding) beside peers
+    that write none; RESULTS.md's runs all turn it off for that reason."""
+    bench = load_benchmark("compare_peers")
+    args = bench.parse_args([])
+    (spec,) = args.ours
+    assert "Annotated video: False" in bench.describe_ours(bench.ours_pipeline(spec, args))
