@@ -47,7 +47,7 @@ from daemon.adapt import (
 )
 from daemon.config import Settings, load_settings, with_overrides
 from daemon.embed import OnnxEmbedder, crop_boxes
-from daemon.errors import DataError
+from daemon.errors import ConfigError, DaemonError
 from daemon.motio import MotGroundTruth, read_ground_truth, xywh_to_xyxy
 from daemon.retrieval import (
     CropSet,
@@ -199,8 +199,13 @@ class Row(NamedTuple):
 
 
 def load_bench_settings(args: argparse.Namespace) -> tuple[Settings, str]:
+    """--config's only camera, reading --video up to --split. ConfigError when it is not one camera."""
     settings = load_settings(args.config, models_dir=str(args.models_dir))
-    name, _ = settings.camera(None)
+    if len(settings.cameras) != 1:  # adapt_bench has no --camera to choose one
+        raise ConfigError(
+            f"{args.config} holds cameras {', '.join(settings.cameras)}; --config takes a config of one camera"
+        )
+    (name,) = settings.cameras
     updates = {"source.uri": str(args.video), "source.max_frames": args.split, "output.progress": False}
     return with_overrides(settings, name, updates), name
 
@@ -246,9 +251,8 @@ def check_embedder_applies_head(
     return float(np.abs(direct - head.apply(data.query.features[:n])).max())
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, settings: Settings, name: str) -> int:
     t0 = time.perf_counter()
-    settings, name = load_bench_settings(args)
     embedder = OnnxEmbedder(settings.cameras[name].embedder, settings.runtime, settings.models_dir)
     base = base_info(embedder, settings.cameras[name].embedder.model, embedder.model_path)
     cfg = AdaptConfig(**args.adapt)
@@ -349,8 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"missing {args.video} or {args.gt}", file=sys.stderr)
         return 2
     try:
+        settings, name = load_bench_settings(args)
         split = build_split(read_ground_truth(args.gt), split_config(args))
-    except DataError as e:
+    except DaemonError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not len(split.query) or not len(split.gallery):  # every score would be nan
@@ -361,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    return run(args)
+    return run(args, settings, name)
 
 
 if __name__ == "__main__":

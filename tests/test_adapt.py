@@ -748,3 +748,25 @@ def test_adapt_bench_names_a_bad_option(
         bench.main([*args, "--out", str(tmp_path / "out")])
     assert e.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_adapt_bench_names_a_config_it_cannot_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing --config, or one of several cameras, was a ConfigError traceback (the latter saying 'choose
+    one with --camera', which adapt_bench does not have), after --out was made."""
+    from _data import load_benchmark
+
+    bench = load_benchmark("adapt_bench")
+    clip, gt = tmp_path / "clip.avi", tmp_path / "gt.txt"
+    clip.write_bytes(b"")
+    gt.write_text("".join(f"{f},1,10,10,20,60,1,-1,-1,-1\n" for f in range(1, 200)))
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("cameras:\n  a: {source: {uri: a.mp4}}\n  b: {source: {uri: b.mp4}}\n")
+    out = tmp_path / "out"
+    base = ["--video", str(clip), "--gt", str(gt), "--out", str(out), "--split", "20", "--segment", "10"]
+    assert bench.main([*base, "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "error: config file not found" in capsys.readouterr().err
+    assert bench.main([*base, "--config", str(fleet)]) == 2
+    assert (
+        f"error: {fleet} holds cameras a, b; --config takes a config of one camera" in capsys.readouterr().err
+    )
+    assert not out.exists()
