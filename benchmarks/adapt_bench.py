@@ -366,7 +366,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    return run(args, settings, name)
+    try:
+        return run(args, settings, name)
+    except DaemonError as e:  # a model absent or broken: its message says what to do
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

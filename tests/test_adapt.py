@@ -770,3 +770,20 @@ def test_adapt_bench_names_a_config_it_cannot_use(tmp_path: Path, capsys: pytest
         f"error: {fleet} holds cameras a, b; --config takes a config of one camera" in capsys.readouterr().err
     )
     assert not out.exists()
+
+
+def test_adapt_bench_without_its_model_names_the_fetch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model absent from --models-dir was an _AbsentError traceback."""
+    from _data import clip_args, load_benchmark
+
+    args = [*clip_args(tmp_path / "models"), "--out", str(tmp_path / "out"), "--split", "60", "--end", "200"]
+    assert (
+        load_benchmark("adapt_bench").main([*args, "--segment", "20", "--stride", "10", "--no-progress"]) == 2
+    )
+    fetch = f"reid-daemon models fetch mobilenetv2-imagenet --models-dir {tmp_path / 'models'}"
+    assert "error: model preset 'mobilenetv2-imagenet' is not in the model cache" in (
+        err := capsys.readouterr().err
+    )
+    assert fetch in err
