@@ -577,7 +577,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--peer-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", default="", help=argparse.SUPPRESS)
     p.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    counts = (
+        "ks",
+        "dims",
+        "k",
+        "throughput_ks",
+        "latency_messages",
+        "throughput_messages",
+        "transport_messages",
+    )
+    for name in (*counts, "tracks", "cameras", "mata_dim", "queries"):
+        value = getattr(a, name)
+        if min(value if isinstance(value, list) else [value]) < 1:
+            p.error(f"--{name.replace('_', '-')} must be 1 or more")
+    for name in ("rate", "budget_s"):
+        if getattr(a, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be above 0")
+    return a
 
 
 if __name__ == "__main__":

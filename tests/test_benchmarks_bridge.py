@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from _data import REPO_ROOT, load_benchmark
 
 SCRIPT = REPO_ROOT / "benchmarks" / "bridge_bench.py"
@@ -82,3 +83,21 @@ def test_query_data_has_a_known_answer() -> None:
     q = bench.noisy(x[:20], 9)
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, rtol=1e-5)
     assert (np.argmax(q @ x.T, axis=1) == np.arange(20)).all()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--cameras", "0"],
+        ["--tracks", "100", "0"],
+        ["--dims", "0"],
+        ["--latency-messages", "0"],
+        ["--rate", "0"],
+    ],
+)
+def test_bad_counts_are_usage_errors(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """--cameras 0 was an IndexError, --tracks 0 'high <= 0', --dims 0 a ValueError, --latency-messages 0 a
+    two-minute wait for messages never sent, --rate 0 an unpaced latency run; each after starting Valkey."""
+    with pytest.raises(SystemExit) as e:
+        load_benchmark("bridge_bench").parse_args(args)
+    assert e.value.code == 2 and f"{args[0]} must be" in capsys.readouterr().err
