@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pets_clip import GT, VIDEO, load_gt, match_counts, models_dir, positive_int, read_frames
+from pets_clip import GT, VIDEO, cpu_runtime, load_gt, match_counts, models_dir, positive_int, read_frames
 
 from daemon.config import RuntimeConfig, SSDLiteDetectorConfig
 from daemon.detect import SSDLiteDetector
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--skip-latency", action="store_true")
     args = p.parse_args(argv)
-    runtime = RuntimeConfig(intra_op_threads=args.threads, providers=("CPUExecutionProvider",))
+    runtime = cpu_runtime(p, args.threads)
     try:
         if not args.skip_accuracy:
             accuracy(args, runtime)

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pets_clip import GT, VIDEO, load_gt, models_dir, positive_int, read_frames
+from pets_clip import GT, VIDEO, cpu_runtime, load_gt, models_dir, positive_int, read_frames
 
 from daemon.config import EmbedderConfig, RuntimeConfig
 from daemon.embed import OnnxEmbedder, crop_boxes
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-similarity", action="store_true")
     p.add_argument("--skip-speed", action="store_true")
     args = p.parse_args(argv)
-    runtime = RuntimeConfig(intra_op_threads=args.threads, providers=("CPUExecutionProvider",))
+    runtime = cpu_runtime(p, args.threads)
     try:
         if not args.skip_similarity:
             similarity(args, runtime)

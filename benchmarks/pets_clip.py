@@ -10,9 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import ValidationError
 from scipy.optimize import linear_sum_assignment
 
-from daemon.config import default_cache_dir
+from daemon.config import RuntimeConfig, default_cache_dir
 from daemon.detect import box_iou
 from daemon.errors import DataError
 from daemon.motio import read_ground_truth, rows_by_frame, xywh_to_xyxy
@@ -37,6 +38,15 @@ def positive_int(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {n}")
     return n
+
+
+def cpu_runtime(parser: argparse.ArgumentParser, threads: int) -> RuntimeConfig:
+    """onnxruntime on the CPU with ``threads`` intra-op threads (--threads); a value RuntimeConfig refuses is a
+    usage error."""
+    try:
+        return RuntimeConfig(intra_op_threads=threads, providers=("CPUExecutionProvider",))
+    except ValidationError as e:
+        parser.error("; ".join(f"--threads: {err['msg']}" for err in e.errors()))
 
 
 @dataclass(frozen=True)

@@ -412,6 +412,21 @@ def test_benchmark_clip_gt_is_read_with_its_errors_named(tmp_path: Path) -> None
     np.testing.assert_array_equal(gt[1].xyxy[1], np.array([50, 10, 70, 50], np.float32))
 
 
+@pytest.mark.parametrize("script", ["detector_sweep", "embedder_bench"])
+@pytest.mark.parametrize(
+    ("threads", "bound"), [("-1", "greater than or equal to 0"), ("999", "less than or equal")]
+)
+def test_benchmark_threads_out_of_range_are_usage_errors(
+    script: str, threads: str, bound: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--threads outside RuntimeConfig's range was a pydantic traceback."""
+    from _data import load_benchmark
+
+    with pytest.raises(SystemExit) as e:
+        load_benchmark(script).main(["--threads", threads])
+    assert e.value.code == 2 and f"--threads: Input should be {bound}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("script", "skip", "preset"),
     [
