@@ -242,8 +242,8 @@ class EmbedderConfig(_Strict):
     model: str = Field(
         "mobilenetv2-imagenet", description="Preset name, path to an .onnx, or BoxMOT ReID weights path/name."
     )
-    input_size: tuple[int, int] = Field(
-        (256, 128), description="Crop size fed to the network as (height, width)."
+    input_size: tuple[Annotated[int, Field(ge=8, le=2048)], Annotated[int, Field(ge=8, le=2048)]] = Field(
+        (256, 128), description="Crop size fed to the network as (height, width), 8 to 2048 pixels each."
     )
     batch_size: int = Field(16, ge=1, le=256, description="Crops per inference call.")
     flip_average: bool = Field(False, description="Average features of each crop and its mirror image.")

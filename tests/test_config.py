@@ -1,9 +1,11 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from daemon.config import (
     CameraConfig,
+    EmbedderConfig,
     GroundTruthDetectorConfig,
     SourceConfig,
     SSDLiteDetectorConfig,
@@ -280,3 +282,10 @@ def test_with_overrides_revalidates() -> None:
 def test_tiles_bounds() -> None:
     with pytest.raises(ValueError, match="tiles"):
         SSDLiteDetectorConfig(tiles=(0, 2))
+
+
+def test_an_embedder_input_size_without_pixels_is_refused() -> None:
+    """input_size [0, 128] passed validation and crashed in cv2's resize at the first crop."""
+    with pytest.raises(ValidationError, match="input_size"):
+        EmbedderConfig(input_size=(0, 128))
+    assert EmbedderConfig(input_size=(224, 112)).input_size == (224, 112)
