@@ -145,7 +145,7 @@ def test_a_video_of_another_frame_rate_is_replayed_at_its_own_rate(
         cap.release()
     fleet = load_settings(tmp_path / "own" / "fleet.yaml")
     assert fleet.cameras["a"].tracker.frame_rate == 25 and fleet.cameras["b"].tracker.frame_rate == 12
-    assert main([*args, "--out", str(tmp_path / "bad"), "--fps", "0"]) == 1
+    assert main([*args, "--out", str(tmp_path / "bad"), "--fps", "0"]) == 2  # bad usage
     assert "frame rate 0: Input should be greater than 0" in capsys.readouterr().err
 
 
