@@ -172,7 +172,7 @@ def cmd_who(args: argparse.Namespace) -> int:
         return 0 if rows or args.global_id is None else 1
 
     if args.watch is not None:
-        watch(settings, args.watch, show, args.timeout)
+        watch(settings, args.watch, show, args.timeout, listen_s=args.listen)
         return 0
     code = show(gather(settings, args.listen, args.timeout))
     if code:
@@ -844,7 +844,12 @@ def build_parser() -> argparse.ArgumentParser:
     wh = sub.add_parser("who", help="Who is where now in a running fleet: each identity and its cameras.")
     wh.add_argument("--config", "-c", required=True, help="Fleet YAML (its bridge section names the Valkey).")
     wh.add_argument("--id", type=int, dest="global_id", help="Only this global id.")
-    wh.add_argument("--listen", type=float, default=2.0, help="Seconds to listen to the live cameras (2).")
+    wh.add_argument(
+        "--listen",
+        type=float,
+        default=2.0,
+        help="Seconds to listen to the live cameras before showing (2; with --watch, before the first time).",
+    )
     wh.add_argument("--timeout", type=float, default=5.0, help="Seconds to wait for Valkey.")
     wh.add_argument(
         "--json", action="store_true", help="JSON on stdout instead of a table (a line per --watch)."

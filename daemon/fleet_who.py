@@ -169,10 +169,13 @@ def watch(
     show: Callable[[Gathered], object],
     timeout_s: float = 5.0,
     rounds: int | None = None,
+    listen_s: float = 0.0,
 ) -> None:
-    """Show who is where every ``every_s`` seconds (``rounds`` times; None: until interrupted), from one observer
-    bridge that keeps listening; tracks older than ``bridge.state_ttl_s`` are dropped, as Valkey drops them."""
+    """Show who is where every ``every_s`` seconds (``rounds`` times; None: until interrupted), the first time
+    after listening ``listen_s`` seconds, from one observer bridge that keeps listening; tracks older than
+    ``bridge.state_ttl_s`` are dropped, as Valkey drops them."""
     with _observing(settings, timeout_s) as (bridge, acc):
+        time.sleep(listen_s)
         shown = 0
         while rounds is None or shown < rounds:
             acc.prune(time.time() - settings.bridge.state_ttl_s)

@@ -284,3 +284,28 @@ def test_watch_from_the_command_line_prints_a_json_line_each_time(
     assert main(["-q", "who", "--config", str(path), "--watch", "0.2", "--json"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and all(json.loads(x)[0]["global_id"] == 8 for x in lines)
+
+
+def test_watch_listens_for_listen_s_before_its_first_showing(tmp_path: Path, valkey: EmbeddedValkey) -> None:
+    """`who --watch 5 --listen 3` showed its first table at once: --listen was ignored with --watch, so the
+    first table missed who the live cameras were reporting."""
+    import threading
+
+    settings = load_settings(_fleet_yaml(tmp_path, valkey.url))
+    shown: list[list[int]] = []
+
+    def a_camera_reports_soon() -> None:
+        time.sleep(0.3)
+        with Bridge(settings.bridge, "lobby", receive=False) as lobby:
+            lobby.publish(_profile("lobby", 1, 41, time.time()))
+            assert lobby.flush(5.0)
+
+    reporter = threading.Thread(target=a_camera_reports_soon)
+    reporter.start()
+    try:
+        watch(
+            settings, 1.0, lambda got: shown.append([r.global_id for r in got.rows]), rounds=1, listen_s=2.0
+        )
+    finally:
+        reporter.join()
+    assert shown == [[41]]
