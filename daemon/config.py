@@ -209,6 +209,10 @@ DetectorConfig = Annotated[
     SSDLiteDetectorConfig | YoloDetectorConfig | MotFileDetectorConfig | GroundTruthDetectorConfig,
     Field(discriminator="type"),
 ]
+_DETECTOR_TYPES = frozenset(
+    str(c.model_fields["type"].default)
+    for c in (SSDLiteDetectorConfig, YoloDetectorConfig, MotFileDetectorConfig, GroundTruthDetectorConfig)
+)
 
 
 class GroundTruthLooksConfig(_Strict):
@@ -723,9 +727,17 @@ def merge_defaults(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, A
 def _format_errors(err: ValidationError, origin: str) -> str:
     lines = [f"invalid configuration in {origin}:"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-")) or "(top level)"
-        lines.append(f"  {loc}: {e['msg']}")
+        lines.append(f"  {field_path(e['loc']) or '(top level)'}: {e['msg']}")
     return "\n".join(lines)
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as the YAML path a user writes: ``cameras.a.detector.tiles``, without the
+    validator steps and the detector backend's tag that pydantic puts in (``detector.yolo.tiles``)."""
+    parts = [str(p) for p in loc if not str(p).startswith("function-")]
+    return ".".join(
+        p for i, p in enumerate(parts) if not (i > 0 and parts[i - 1] == "detector" and p in _DETECTOR_TYPES)
+    )
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
