@@ -727,11 +727,11 @@ def merge_defaults(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, A
 def _format_errors(err: ValidationError, origin: str) -> str:
     lines = [f"invalid configuration in {origin}:"]
     for e in err.errors():
-        lines.append(f"  {field_path(e['loc']) or '(top level)'}: {e['msg']}")
+        lines.append(f"  {_field_path(e['loc']) or '(top level)'}: {e['msg']}")
     return "\n".join(lines)
 
 
-def field_path(loc: tuple[int | str, ...]) -> str:
+def _field_path(loc: tuple[int | str, ...]) -> str:
     """A pydantic error location as the YAML path a user writes: ``cameras.a.detector.tiles``, without the
     validator steps and the detector backend's tag that pydantic puts in (``detector.yolo.tiles``)."""
     parts = [str(p) for p in loc if not str(p).startswith("function-")]
