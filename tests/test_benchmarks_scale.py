@@ -44,14 +44,19 @@ def test_scale_of_scores_pairs_seen_together_halves_and_looks() -> None:
     assert abs(summary["one_person_below_fleet_threshold"] - 1 / 3) < 1e-9
 
 
-def test_script_on_true_boxes_and_true_looks_separates_people(tmp_path: Path) -> None:
+def _true_looks_camera(tmp_path: Path) -> dict[str, object]:
+    """A camera of three people always together, on true boxes with looks from the ground truth."""
     clip = make_video(tmp_path / "clip.mp4", frames=40, size=(320, 240), people=3)
     gt = clip.write_mot_gt(tmp_path / "gt.txt")
-    cam = {
+    return {
         "source": {"uri": str(clip.path)},
         "detector": {"type": "ground-truth", "path": str(gt)},
         "embedder": {"type": "ground-truth", "truth": {"path": str(gt), "similarity": 0.75}},
     }
+
+
+def test_script_on_true_boxes_and_true_looks_separates_people(tmp_path: Path) -> None:
+    cam = _true_looks_camera(tmp_path)
     cfg = {"identity": {"fleet_threshold": 0.6}, "cameras": {"cam": cam}}
     path = tmp_path / "fleet.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -130,13 +135,7 @@ def test_min_height_below_zero_is_a_usage_error(tmp_path: Path, capsys: Any) -> 
 
 def test_a_camera_named_twice_is_measured_once(tmp_path: Path) -> None:
     """--cameras cam,cam mined and pooled the camera twice: every score counted double."""
-    clip = make_video(tmp_path / "clip.mp4", frames=40, size=(320, 240), people=3)
-    gt = clip.write_mot_gt(tmp_path / "gt.txt")
-    cam = {
-        "source": {"uri": str(clip.path)},
-        "detector": {"type": "ground-truth", "path": str(gt)},
-        "embedder": {"type": "ground-truth", "truth": {"path": str(gt), "similarity": 0.75}},
-    }
+    cam = _true_looks_camera(tmp_path)
     path = tmp_path / "fleet.yaml"
     path.write_text(yaml.safe_dump({"cameras": {"cam": cam}}))
     cmd = [
