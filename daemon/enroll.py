@@ -361,9 +361,9 @@ def enroll(
             f"the gallery holds {gallery.dim}-d embeddings but the embedder gives {embedder.dim}-d: "
             "enrol into a gallery made with the same model"
         )
-    gallery.check_embedder(embedder_signature(embedder), "the embedder")
-    if len(gallery) == 0 and gallery.embedder is None:  # a new gallery: it says what made its rows
-        gallery.embedder = embedder_signature(embedder)
+    signature = embedder_signature(embedder)
+    gallery.check_embedder(signature, "the embedder")
+    gallery.made_by(signature)
     names, skipped = reference_files(folder, cfg, sets)
     work = _Enroller(embedder, gallery, detector)
     work.skipped = skipped

@@ -741,6 +741,12 @@ class Gallery:
                 "model (and head) the gallery was enrolled with, or enrol it again with this one"
             )
 
+    def made_by(self, signature: str | None) -> None:
+        """Record ``signature`` as the embedder of this gallery's rows when it has none and no record yet (a
+        new gallery); an existing record is kept (``check_embedder`` is what refuses another)."""
+        if len(self) == 0 and self.embedder is None:
+            self.embedder = signature
+
 
 def _hashes(signature: str) -> list[str]:
     """The content hashes of a signature: what must agree (a model file renamed is still the same model)."""

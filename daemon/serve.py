@@ -78,8 +78,7 @@ class ServiceState:
     def __post_init__(self) -> None:
         """DataError when the gallery's dimension is not the embedder's (no request could be answered)."""
         check_embedder(self.gallery, self.embedder, "the embedder's output")
-        if len(self.gallery) == 0 and self.gallery.embedder is None:  # a new gallery: it says what made it
-            self.gallery.embedder = embedder_signature(self.embedder)
+        self.gallery.made_by(embedder_signature(self.embedder))
 
     def counted(self, endpoint: str, work: Callable[[], T]) -> T:
         """Run ``work`` counting the request, and the error when it raises."""
