@@ -389,9 +389,8 @@ class FleetLink:
         self.lockstep: Lockstep | None = None
         self._started = False
         self.first_track_id = 1  # where this run numbers its tracks from (after an earlier run's, live)
-        self._forgotten: list[
-            int
-        ] = []  # forgotten since take_forgotten (bounded: the worker takes each frame)
+        # ids forgotten since take_forgotten (bounded: the worker takes them every frame)
+        self._forgotten: list[int] = []
         self._forgotten_lock = threading.Lock()
 
     def start(self, live: bool) -> FleetLink:

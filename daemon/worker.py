@@ -79,7 +79,6 @@ class CameraOutputs:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._open()
         self._since_check = 0
-        self.rotations = 0
 
     def _open(self) -> None:
         name, out, dim, fleet = self.name, self._cam.output, self._dim, self._fleet
@@ -163,7 +162,6 @@ class CameraOutputs:
             self._open()
         if events is not None and self.events is not None:
             self.events.carry_on(events)
-        self.rotations += 1
         log.info(
             "%s: output files passed %s MB; the full ones are in %s", self.name, limit, kept or "(deleted)"
         )
@@ -313,9 +311,9 @@ class CameraWorker:
                 t0 = time.perf_counter()
                 fps = frames / max(t0 - start, 1e-9)
                 who = self.fleet.update(r) if self.fleet is not None else None
-                if self.fleet is not None and (gone := self.fleet.take_forgotten()):
-                    outputs.forget(gone, frame.index, self.fleet.clock.time_of(frame))
                 fleet_time = self.fleet.clock.time_of(frame) if self.fleet is not None else 0.0
+                if self.fleet is not None and (gone := self.fleet.take_forgotten()):
+                    outputs.forget(gone, frame.index, fleet_time)
                 self.pipeline.times.fleet += time.perf_counter() - t0
                 t1 = time.perf_counter()
                 outputs.write(r, f"{self.name}  frame {frame.index}  {fps:.1f} FPS", who, fleet_time)
