@@ -677,7 +677,7 @@ class Bridge:
                 self.keys.channel,
                 self.sender_id,
             ]
-            args += [blob, "".join(f",{g}" for g in sorted(gids)) + "," if gids else ""]
+            args += [blob, _gid_list(gids)]
             for m in profiles:
                 gid = "" if m.global_id is None else str(m.global_id)
                 args += [str(m.track_id), gid, "1" if m.embeddings.shape[0] else "0"]
@@ -724,10 +724,11 @@ class Bridge:
 
     def _do_erase(self, client: Any, msg: FleetMessage) -> None:
         self._write(client, [msg])
-        gid = str(msg.global_id)
+        gid = msg.global_id
+        assert gid is not None  # forget() always names one
         erased = 0
         for cam in self._cameras(client):
-            erased += self._rewrite_without(client, cam, int(gid))
+            erased += self._rewrite_without(client, cam, gid)
             start = "-"
             while start:
                 deleted, nxt = client.eval(
@@ -754,9 +755,9 @@ class Bridge:
             kept = [m for m in batch.messages if not (m.kind == "profile" and m.global_id == gid)]
             if not kept:
                 continue
-            gids = sorted({m.global_id for m in kept if m.kind == "profile" and m.global_id is not None})
+            gids = {m.global_id for m in kept if m.kind == "profile" and m.global_id is not None}
             blob = encode_batch(kept, self._key, self.cfg.publish_dtype, sent_at=batch.sent_at)
-            args += [ref, blob, "".join(f",{g}" for g in gids) + "," if gids else ""]
+            args += [ref, blob, _gid_list(gids)]
         return int(client.eval(REWRITE_LUA, 5, *keys, *args))
 
     def _cameras(self, client: Any, now_ms: int | None = None) -> list[str]:
@@ -1117,6 +1118,12 @@ def _latest_profile(batch: Batch | None, track: str) -> FleetMessage | None:
         if m.kind == "profile" and m.embeddings.shape[0] and str(m.track_id) == track
     ]
     return found[-1] if found else None
+
+
+def _gid_list(gids: Iterable[int]) -> str:
+    """The global ids of a stored batch as the scripts search them: ",3,7," ("" for none)."""
+    ordered = sorted(gids)
+    return "".join(f",{g}" for g in ordered) + "," if ordered else ""
 
 
 def _bound(d: OrderedDict[Any, Any], size: int) -> None:
