@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from daemon.config import CameraConfig
+from daemon.embedding import atomic_write
 from daemon.errors import ConfigError
 from daemon.sources import local_path
 from daemon.types import FloatArray, ImageBGR, Track
@@ -437,9 +438,7 @@ class RunSummary:
         )
 
     def write(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.as_dict(), indent=2), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(self.as_dict(), indent=2).encode("utf-8"))
 
 
 @dataclass(frozen=True, slots=True)
