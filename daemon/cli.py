@@ -143,9 +143,23 @@ def cmd_forget(args: argparse.Namespace) -> int:
     if args.global_id < 1 or args.timeout <= 0:
         raise ConfigError("forget: the global id must be >= 1 and --timeout > 0 seconds")
     settings = load_settings(args.config)
-    erased = forget(settings, args.global_id, args.timeout)
-    stored = f"{erased} stored entries holding it erased" if erased else "nothing stored in Valkey held it"
-    print(f"global id {args.global_id}: forget sent to fleet {settings.bridge.fleet!r}; {stored}")
+    done = forget(settings, args.global_id, args.timeout)
+    gid = args.global_id
+    if done.stored is not None:
+        stored = (
+            f"{done.stored} stored entries holding it erased"
+            if done.stored
+            else "nothing stored in Valkey held it"
+        )
+        print(f"global id {gid}: forget sent to fleet {settings.bridge.fleet!r}; {stored}")
+    else:
+        print(f"global id {gid}: no shared Valkey (bridge.url unset): erased from the cameras' files only")
+    for name, erased in done.files.items():
+        print(f"  {name}: {erased.text()}")
+    for name in done.running:
+        print(f"  {name}: running; its worker erases it from its files")
+    if done.report is not None:
+        print(f"  fleet report made again without it: {done.report}")
     return 0
 
 
@@ -835,7 +849,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fl.set_defaults(func=cmd_fleet)
 
-    fg = sub.add_parser("forget", help="Erase one global identity everywhere in a running fleet.")
+    fg = sub.add_parser(
+        "forget",
+        help="Erase one global identity everywhere: the running fleet and Valkey, and the cameras' files.",
+    )
     fg.add_argument("global_id", type=int, help="The global id to erase.")
     fg.add_argument("--config", "-c", required=True, help="Fleet YAML (its bridge section names the Valkey).")
     fg.add_argument("--timeout", type=float, default=5.0, help="Seconds to wait for Valkey.")

@@ -256,6 +256,14 @@ class IdentityLog:
             self._fh.flush()
             self._write_table()
 
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def reopen(self) -> None:
+        """Go on appending to ``identities.jsonl`` after it was rewritten and replaced (``daemon.erase``)."""
+        self._fh.close()
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
     def table(self) -> dict[str, dict[str, Any]]:
         return {
             str(gid): {
@@ -339,6 +347,13 @@ class GlobalMotWriter:
     def ended(self, track_ids: list[int]) -> None:
         for tid in track_ids:
             self.unresolved_rows += len(self._pending.pop(tid, []))
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def reopen(self) -> None:
+        """Go on appending after the file was rewritten and replaced (``daemon.erase``)."""
+        self.writer.reopen()
 
     def close(self) -> None:
         self.ended(list(self._pending))

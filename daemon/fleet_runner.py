@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from daemon.bridge import Bridge, BridgeError
 from daemon.config import SecretSource, Settings, load_settings
+from daemon.erase import Erased, erase_camera
 from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet_wire import FleetMessage
 from daemon.ops import STOP_SIGNALS
@@ -431,10 +432,40 @@ def _last_global_id(bridge: Bridge, timeout_s: float) -> int | None:
             time.sleep(0.2)
 
 
-def forget(settings: Settings, global_id: int, timeout_s: float = 5.0) -> int:
-    """Erase ``global_id`` from the fleet: running workers drop it, stored state in Valkey is deleted.
-    Returns how many stored entries (track states, batches, log entries) held it."""
-    settings.bridge.shared_url("forget")  # ConfigError when unset
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """What ``forget`` erased."""
+
+    stored: int | None  # entries in Valkey that held the id; None: no shared Valkey (bridge.url unset)
+    files: dict[str, Erased]  # cameras not running: erased from their files here
+    running: tuple[str, ...]  # cameras running: their workers erase their own files
+    report: Path | None  # the fleet report made again without the id
+
+
+def forget(settings: Settings, global_id: int, timeout_s: float = 5.0) -> Forgotten:
+    """Erase ``global_id`` from the fleet: running workers drop it and erase it from their files, stored state
+    in Valkey is deleted, and the files of the config's cameras that are not running are erased here
+    (``daemon.erase``), with the fleet report made again from them. Without ``bridge.url`` (a fleet on an
+    embedded Valkey, which ended with its run) only the files are erased, and no camera may be running."""
+    from daemon.runner import worker_running
+
+    dirs = {n: _camera_dir(settings, n) for n in settings.cameras}
+    running = tuple(n for n, d in dirs.items() if worker_running(d))
+    if settings.bridge.url is None and running:
+        raise ConfigError(
+            f"forget: cameras {', '.join(running)} are running on a fleet's embedded Valkey, which forget cannot "
+            "reach (bridge.url is unset); stop the fleet first, or give the fleet a bridge.url"
+        )
+    stored = _forget_in_valkey(settings, global_id, timeout_s) if settings.bridge.url is not None else None
+    files = {n: erase_camera(d, [global_id]) for n, d in dirs.items() if n not in running and d.is_dir()}
+    erased_any = any(e.total for e in files.values())
+    report = _report_again(dirs) if erased_any and not running else None
+    return Forgotten(stored, files, running, report)
+
+
+def _forget_in_valkey(settings: Settings, global_id: int, timeout_s: float) -> int:
+    """Send the forget to the fleet; returns how many stored entries (track states, batches, log entries) held
+    the id. ConfigError when the id was never handed out (nothing is sent)."""
     with Bridge(settings.bridge, "forget-cli", receive=False) as bridge:
         last = _last_global_id(bridge, timeout_s)
         if last is not None and global_id > last:  # a typo: every worker would raise its id floor past it
@@ -446,3 +477,22 @@ def forget(settings: Settings, global_id: int, timeout_s: float = 5.0) -> int:
         if not bridge.flush(timeout_s):
             raise bridge.unreachable(timeout_s)
         return bridge.stats.erased
+
+
+def _report_again(dirs: dict[str, Path]) -> Path | None:
+    """Make the fleet report (report.json/.md, timeline.png) again where a fleet run left one, from the
+    cameras' identity tables as they are now; the scores the run had are appended again. None when no report
+    was there (or a ``fleet --report-dir`` elsewhere: make it again with ``fleet --report-only``)."""
+    from daemon.fleet_report import append_metrics, build_report
+
+    present = {n: d for n, d in dirs.items() if d.is_dir()}
+    if not present:
+        return None
+    out = _common_parent(list(present.values()))
+    if not (out / "report.json").is_file():
+        return None
+    build_report(present, out)
+    scores = out / "fleet_metrics.txt"
+    if scores.is_file():
+        append_metrics(out / "report.md", scores.read_text(encoding="utf-8"))
+    return out / "report.md"

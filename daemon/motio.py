@@ -383,6 +383,11 @@ class MotWriter:
     def flush(self) -> None:
         self._fh.flush()
 
+    def reopen(self) -> None:
+        """Go on appending to the file now at ``path`` (after it was rewritten and replaced: ``daemon.erase``)."""
+        self._fh.close()
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()

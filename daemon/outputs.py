@@ -180,6 +180,7 @@ class EventLog:
         self.every = every
         self.embeddings = embeddings
         self.counts = {"track.started": 0, "track.updated": 0, "track.ended": 0}
+        self.path = path
         self._fh: IO[str] = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._life: dict[int, _TrackLife] = {}
 
@@ -258,6 +259,11 @@ class EventLog:
         if self.embeddings is not None:
             self.embeddings.flush()
         self._fh.flush()
+
+    def reopen(self) -> None:
+        """Go on appending to the file now at ``path`` (after it was rewritten and replaced: ``daemon.erase``)."""
+        self._fh.close()
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def close(self) -> None:
         if not self._fh.closed:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -66,6 +68,8 @@ class StatusFile:
             "fps": round(self._frames / elapsed, 2),
             "tracks": tracks,
             "identities": worker.fleet.resolver.stats().identities if worker.fleet is not None else None,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
         }
         try:
             atomic_write(self.path, json.dumps(doc).encode("utf-8"))
@@ -73,6 +77,27 @@ class StatusFile:
             if not self._failed:
                 log.warning("%s: cannot write %s: %s", worker.name, self.path, e.strerror or e)
             self._failed = True
+
+
+def worker_running(camera_dir: Path) -> bool:
+    """Whether a worker is writing ``camera_dir`` now: its ``status.json`` says ``running``, and unless it was
+    written on another host, by a process that is still alive (a killed worker leaves ``running`` behind)."""
+    try:
+        doc = json.loads((camera_dir / "status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(doc, dict) or doc.get("state") != "running":
+        return False
+    pid = doc.get("pid")
+    if doc.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return True  # cannot tell from here: taken as running
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from daemon.config import CameraConfig, Settings, redact
 from daemon.detect import build_detector
 from daemon.embed import build_embedder
+from daemon.erase import Erased, erase_camera
 from daemon.errors import ConfigError, DaemonError
 from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog, load_identity_head
 from daemon.identity import FrameIdentities
@@ -170,11 +171,19 @@ class CameraOutputs:
         files = (self.dir / f for f in stream_files(self.name))
         return sum(f.stat().st_size for f in files if f.exists())
 
-    def forget(self, global_ids: list[int], index: int, now: float) -> None:
-        """The fleet forgot ``global_ids``: out of the camera's identity table."""
-        if self.identities is not None:
-            with self.writing():
+    def forget(self, global_ids: list[int], index: int, now: float) -> Erased:
+        """The fleet forgot ``global_ids``: out of the camera's identity table, and erased from what it wrote
+        so far, here and in its ``earlier-*`` folders (``daemon.erase``); the open files are reopened after."""
+        with self.writing():
+            if self.identities is not None:
                 self.identities.forget(global_ids, index, now)
+            open_files = [w for w in (self.identities, self.events, self.global_mot) if w is not None]
+            for w in open_files:
+                w.flush()
+            erased = erase_camera(self.dir, global_ids)
+            for w in open_files:
+                w.reopen()
+        return erased
 
     def finish(self, ended: list[int], index: int, ts: float) -> None:
         with self.writing():
@@ -313,7 +322,8 @@ class CameraWorker:
                 who = self.fleet.update(r) if self.fleet is not None else None
                 fleet_time = self.fleet.clock.time_of(frame) if self.fleet is not None else 0.0
                 if self.fleet is not None and (gone := self.fleet.take_forgotten()):
-                    outputs.forget(gone, frame.index, fleet_time)
+                    erased = outputs.forget(gone, frame.index, fleet_time)
+                    log.info("%s: forgot global ids %s; from its files: %s", self.name, gone, erased.text())
                 self.pipeline.times.fleet += time.perf_counter() - t0
                 t1 = time.perf_counter()
                 outputs.write(r, f"{self.name}  frame {frame.index}  {fps:.1f} FPS", who, fleet_time)

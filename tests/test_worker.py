@@ -283,10 +283,17 @@ def test_a_worker_stopped_while_its_camera_is_not_up_yet_ends_cleanly(tmp_path: 
     )
     cmd = [sys.executable, "-m", "daemon", "run", "--config", str(cfg), "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE, text=True)
-    time.sleep(4.0)
+    assert proc.stderr is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 60  # a loaded machine takes a while to import the worker
+    while time.monotonic() < deadline and not any("trying again in" in x for x in seen):
+        seen.append(proc.stderr.readline())  # waiting: it logs each try, so this does not block for long
+        if not seen[-1] and proc.poll() is not None:
+            break  # it ended: the assertion below says so
     assert proc.poll() is None  # still waiting for the camera, not failed
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=20)
+    err = "".join(seen) + err
     assert proc.returncode == 0, err
     assert "trying again in" in err and "source.startup_wait_s" in err
     assert "stopped before the source could be opened" in err

@@ -1,0 +1,209 @@
+"""Erasing forgotten global ids from a camera's files (``reid-daemon forget``).
+
+A forget takes a person out of the fleet (Valkey, the workers' memory); this takes them out of what a camera
+wrote down as well, in its folder and its ``earlier-*`` folders:
+
+- ``identities.jsonl``: the ``identity`` lines of the id go (the ``forgotten`` line that says when stays);
+- ``identities.json``: the id leaves the table;
+- ``<camera>.global.txt``: the id's rows go;
+- ``events.jsonl``: events of the id keep the track (its boxes, under the camera's own track id) but lose the
+  global id, the label and the embedding (``"forgotten": true`` says why); so do the events of those tracks
+  from before the fleet knew who they were (no global id yet);
+- ``embeddings.npy``: the rows those events referenced are overwritten with zeros (row numbers stay valid).
+
+Annotated videos keep their pixels: a video cannot be edited this way (the README says so).
+
+Every text file is rewritten atomically (a temporary file in the folder, then a rename); a worker that holds a
+file open reopens it after (``CameraOutputs.forget``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from daemon.embedding import atomic_write
+
+
+@dataclass(slots=True)
+class Erased:
+    """What one erase changed, summed over the folders it went through."""
+
+    identity_lines: int = 0
+    event_lines: int = 0
+    embeddings: int = 0
+    global_rows: int = 0
+
+    def add(self, other: Erased) -> None:
+        self.identity_lines += other.identity_lines
+        self.event_lines += other.event_lines
+        self.embeddings += other.embeddings
+        self.global_rows += other.global_rows
+
+    @property
+    def total(self) -> int:
+        return self.identity_lines + self.event_lines + self.embeddings + self.global_rows
+
+    def text(self) -> str:
+        if not self.total:
+            return "no file held it"
+        return (
+            f"{self.identity_lines} identity lines, {self.global_rows} global-id rows and {self.event_lines} "
+            f"events erased, {self.embeddings} embeddings zeroed (annotated videos keep their pixels)"
+        )
+
+
+def rewrite_lines(path: Path, edit: Callable[[str], str | None]) -> int:
+    """Rewrite text file ``path`` line by line: ``edit`` returns the line to keep (changed or not) or None to
+    drop it. Written atomically, and only when a line changed; returns how many lines changed."""
+    if not path.is_file():
+        return 0
+    kept: list[str] = []
+    changed = 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            new = edit(line)
+            changed += new != line
+            if new is not None:
+                kept.append(new)
+    if changed:
+        atomic_write(path, "".join(kept).encode("utf-8"))
+    return changed
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    """A JSON-lines record, or None for a line that is not one (a torn last line after a crash: kept as is)."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def _of(rec: dict[str, Any] | None, gids: set[int]) -> bool:
+    return rec is not None and rec.get("global_id") in gids
+
+
+def erase_identity_lines(path: Path, gids: set[int]) -> int:
+    """``identities.jsonl``: drop the ``identity`` lines of ``gids``."""
+
+    def edit(line: str) -> str | None:
+        rec = _record(line)
+        return None if _of(rec, gids) and rec is not None and rec.get("event") == "identity" else line
+
+    return rewrite_lines(path, edit)
+
+
+def erase_table(path: Path, gids: set[int]) -> int:
+    """``identities.json``: the entries of ``gids`` leave the table."""
+    if not path.is_file():
+        return 0
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        table = doc["identities"]
+    except (ValueError, KeyError, TypeError):
+        return 0  # not a table this daemon wrote: left alone
+    gone = [k for k in list(table) if k.isdigit() and int(k) in gids]
+    for k in gone:
+        del table[k]
+    if gone:
+        atomic_write(path, json.dumps(doc, indent=1).encode("utf-8"))
+    return len(gone)
+
+
+def erase_global_rows(path: Path, gids: set[int]) -> int:
+    """A ``<camera>.global.txt``: drop the rows whose id (second column) is one of ``gids``."""
+
+    def edit(line: str) -> str | None:
+        cells = line.split(",", 2)
+        try:
+            return None if len(cells) > 2 and int(float(cells[1])) in gids else line
+        except ValueError:
+            return line
+
+    return rewrite_lines(path, edit)
+
+
+def tracks_of(events: Path, gids: set[int]) -> set[int]:
+    """The camera's track ids that carried one of ``gids`` in ``events``."""
+    found: set[int] = set()
+    if events.is_file():
+        with open(events, encoding="utf-8") as f:
+            for line in f:
+                rec = _record(line)
+                if _of(rec, gids) and rec is not None and isinstance(rec.get("track_id"), int):
+                    found.add(rec["track_id"])
+    return found
+
+
+def erase_events(path: Path, gids: set[int], tracks: set[int]) -> tuple[int, list[int]]:
+    """``events.jsonl``: events of ``gids``, and events of ``tracks`` with no global id yet, lose their global
+    id, label and embedding. Returns the lines changed and the embedding rows they referenced."""
+    rows: list[int] = []
+
+    def edit(line: str) -> str | None:
+        rec = _record(line)
+        if rec is None or "global_id" not in rec:
+            return line
+        if not (_of(rec, gids) or (rec["global_id"] is None and rec.get("track_id") in tracks)):
+            return line
+        ref = rec.get("embedding")
+        if isinstance(ref, dict) and isinstance(ref.get("row"), int):
+            rows.append(ref["row"])
+        if rec["global_id"] is None and ref is None:
+            return line  # nothing of the person in it
+        rec |= {"global_id": None, "label": None, "embedding": None, "forgotten": True}
+        return json.dumps(rec, separators=(",", ":")) + "\n"
+
+    return rewrite_lines(path, edit), rows
+
+
+def zero_embedding_rows(path: Path, rows: Iterable[int]) -> int:
+    """Overwrite ``rows`` of the ``.npy`` file ``path`` with zeros, in place; rows past its end are skipped."""
+    wanted = sorted(set(rows))
+    if not wanted or not path.is_file():
+        return 0
+    table = np.load(path, mmap_mode="r+")
+    inside = [r for r in wanted if 0 <= r < table.shape[0]]
+    if inside:
+        table[inside] = 0
+        table.flush()
+    del table
+    return len(inside)
+
+
+def folders_of(camera_dir: Path) -> list[Path]:
+    """A camera's folder and its ``earlier-*`` folders (kept runs, rotated files)."""
+    if not camera_dir.is_dir():
+        return []
+    return [camera_dir, *sorted(p for p in camera_dir.glob("earlier-*") if p.is_dir())]
+
+
+def erase_folder(folder: Path, gids: set[int], tracks: set[int]) -> Erased:
+    """Erase ``gids`` from the camera files in one folder (none of them open for writing)."""
+    erased = Erased()
+    erased.identity_lines = erase_identity_lines(folder / "identities.jsonl", gids)
+    erase_table(folder / "identities.json", gids)
+    erased.event_lines, rows = erase_events(folder / "events.jsonl", gids, tracks)
+    erased.embeddings = zero_embedding_rows(folder / "embeddings.npy", rows)
+    for mot in folder.glob("*.global.txt"):
+        erased.global_rows += erase_global_rows(mot, gids)
+    return erased
+
+
+def erase_camera(camera_dir: Path, global_ids: Iterable[int]) -> Erased:
+    """Erase ``global_ids`` from every file a camera left in ``camera_dir`` and its ``earlier-*`` folders."""
+    gids = set(global_ids)
+    folders = folders_of(camera_dir)
+    tracks: set[int] = set()
+    for folder in folders:
+        tracks |= tracks_of(folder / "events.jsonl", gids)
+    erased = Erased()
+    for folder in folders:
+        erased.add(erase_folder(folder, gids, tracks))
+    return erased

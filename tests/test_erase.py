@@ -1,0 +1,188 @@
+"""Erasing a forgotten global id from a camera's files: by the running worker (its files open), and by
+``reid-daemon forget`` for cameras that are not running (their files closed), with the fleet report again."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from daemon.cli import main
+from daemon.config import CameraConfig, OutputConfig, SourceConfig
+from daemon.erase import erase_camera, erase_global_rows, zero_embedding_rows
+from daemon.fleet_report import build_report
+from daemon.identity import FrameIdentities, IdentityAssignment
+from daemon.motio import read_results
+from daemon.pipeline import FrameResult
+from daemon.runner import worker_running
+from daemon.track import TrackerUpdate
+from daemon.types import Detections, Frame, Track
+from daemon.worker import CameraOutputs
+
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+def _frame(
+    outputs: CameraOutputs, index: int, ids: dict[int, int | None], changed: set[int] | None = None
+) -> None:
+    """One frame: track t at its own place, embedded, with global id ids[t] (None: pending); the tracks in
+    ``changed`` (default: every one with an id) got that id on this frame."""
+    image = np.zeros((48, 64, 3), np.uint8)
+    n = len(ids)
+    boxes = np.array([[10.0 * t, 2, 10.0 * t + 8, 22] for t in ids], np.float32)
+    dets = Detections(boxes, np.full(n, 0.9, np.float32))
+    tracks = [
+        Track("cam", t, tuple(float(v) for v in boxes[i]), 0.9, i, embedded=True)  # type: ignore[arg-type]
+        for i, t in enumerate(ids)
+    ]
+    changed = set(ids) if changed is None else changed
+    vecs = np.stack([np.full(3, t + index / 100, np.float32) for t in ids])
+    assigned = tuple(
+        IdentityAssignment(
+            "cam", t, g, None, 0.9, "fleet" if g else "pending", g is not None and t in changed
+        )
+        for t, g in ids.items()
+    )
+    result = FrameResult(Frame(index, index / 10, image), dets, vecs, TrackerUpdate(tracks, []))
+    outputs.write(result, "", FrameIdentities(assigned, ()), fleet_time=100.0 + index)
+
+
+def _events(folder: Path) -> list[dict[str, object]]:
+    return [json.loads(x) for x in (folder / "events.jsonl").read_text().splitlines()]
+
+
+def _outputs(tmp_path: Path) -> CameraOutputs:
+    cam = CameraConfig(source=SourceConfig(uri="x.mp4"), output=OutputConfig(dir=tmp_path, progress=False))
+    return CameraOutputs("cam", cam, 10.0, dim=3, fleet=True)
+
+
+def test_a_running_worker_erases_a_forgotten_id_from_its_files_and_goes_on_writing(tmp_path: Path) -> None:
+    """`forget 7` took person 7 out of Valkey and the workers' memory, but the camera's events.jsonl,
+    embeddings.npy, identities.jsonl and global.txt kept who 7 was, where, and their embeddings."""
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {1: None, 2: None})  # pending: who they are is not known yet
+    _frame(outputs, 1, {1: 7, 2: 8})
+    _frame(outputs, 2, {1: 7, 2: 8}, changed=set())
+    erased = outputs.forget([7], 3, 103.0)
+    _frame(outputs, 3, {1: 9, 2: 8}, changed={1})  # the track goes on, as someone new
+    outputs.close()
+    folder = tmp_path / "cam"
+
+    events = _events(folder)
+    assert all(e.get("global_id") != 7 for e in events)
+    person = [e for e in events if e["track_id"] == 1 and e["frame"] < 3]
+    assert len(person) == 3 and all(e["forgotten"] and e["embedding"] is None for e in person)
+    assert all(e["box"] for e in person)  # the track itself stays, under the camera's own id
+    other = [e for e in events if e["track_id"] == 2]
+    assert len(other) == 4 and not any(e.get("forgotten") for e in other)
+    after = [e for e in events if e["frame"] == 3]  # written after the rewrite: nothing lost
+    assert {(e["track_id"], e["global_id"]) for e in after} == {(1, 9), (2, 8)}
+    rows = np.load(folder / "embeddings.npy")
+    assert rows.shape == (8, 3)
+    kept = [e["embedding"]["row"] for e in other]  # type: ignore[index]
+    assert np.all(rows[kept] > 1.9)
+    assert np.count_nonzero(np.abs(rows).sum(axis=1) == 0) == 3  # person 7's three rows
+    assert erased.embeddings == 3 and erased.event_lines == 3
+
+    ident = [json.loads(x) for x in (folder / "identities.jsonl").read_text().splitlines()]
+    assert [x["global_id"] for x in ident if x["event"] == "identity"] == [8, 9]
+    assert [x["global_id"] for x in ident if x["event"] == "forgotten"] == [7]
+    assert set(json.loads((folder / "identities.json").read_text())["identities"]) == {"8", "9"}
+    res = read_results(folder / "cam.global.txt")
+    assert sorted(set(res.track_id.tolist())) == [8, 9] and int((res.track_id == 8).sum()) == 4
+
+
+def test_erase_reaches_the_earlier_folders_of_a_camera(tmp_path: Path) -> None:
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {1: None})
+    _frame(outputs, 1, {1: 7})
+    outputs.close()
+    folder = tmp_path / "cam"
+    earlier = folder / "earlier-20260101T000000Z"
+    earlier.mkdir()
+    for f in folder.iterdir():
+        if f.is_file():
+            f.rename(earlier / f.name)
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 2, {1: 7}, changed=set())
+    outputs.close()
+
+    erased = erase_camera(folder, [7])
+    assert erased.embeddings == 3 and erased.identity_lines == 1 and erased.global_rows == 3
+    for f in (folder, earlier):
+        assert all(e["global_id"] is None for e in _events(f))
+        assert not np.load(f / "embeddings.npy").any()
+        assert not (f / "cam.global.txt").read_text()
+    assert erase_camera(folder, [7]).total == 0  # nothing left of 7: a second erase changes nothing
+
+
+def test_erase_keeps_lines_it_cannot_read_and_rows_of_other_ids(tmp_path: Path) -> None:
+    mot = tmp_path / "a.global.txt"
+    mot.write_text("1,7,1,2,3,4,0.9,-1,-1,-1\n1,17,1,2,3,4,0.9,-1,-1,-1\n2,70,1,2,3,4,0.9,-1,-1,-1\n2,7,1")
+    assert erase_global_rows(mot, {7}) == 2
+    assert mot.read_text().splitlines() == ["1,17,1,2,3,4,0.9,-1,-1,-1", "2,70,1,2,3,4,0.9,-1,-1,-1"]
+    npy = tmp_path / "e.npy"
+    np.save(npy, np.ones((2, 3), np.float32))
+    assert zero_embedding_rows(npy, [1, 5, -1]) == 1  # a row past the end (a torn file) is skipped
+    assert np.load(npy).tolist() == [[1, 1, 1], [0, 0, 0]]
+
+
+def test_a_worker_is_running_only_while_its_process_lives(tmp_path: Path) -> None:
+    """A worker killed with SIGKILL leaves status.json saying running: forget would never erase its files."""
+    status = tmp_path / "status.json"
+    assert not worker_running(tmp_path)
+    status.write_text(json.dumps({"state": "running", "pid": os.getpid(), "host": os.uname().nodename}))
+    assert worker_running(tmp_path)
+    status.write_text(json.dumps({"state": "running", "pid": 2**22 + 7, "host": os.uname().nodename}))
+    assert not worker_running(tmp_path)  # no such process
+    status.write_text(json.dumps({"state": "running", "pid": 2**22 + 7, "host": "elsewhere"}))
+    assert worker_running(tmp_path)  # another host's: cannot tell, taken as running
+    status.write_text(json.dumps({"state": "done", "pid": os.getpid()}))
+    assert not worker_running(tmp_path)
+
+
+def _fleet_config(tmp_path: Path) -> Path:
+    cameras = {
+        n: {"source": {"uri": "x.mp4"}, "output": {"dir": str(tmp_path / "runs")}} for n in ("cam", "b")
+    }
+    cfg = {"bridge": {"signing_key": {"value": KEY}}, "fleet": {"enabled": True}, "cameras": cameras}
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_forget_without_a_shared_valkey_erases_a_finished_fleets_files_and_report(
+    tmp_path: Path, capsys: object
+) -> None:
+    """A fleet run on its embedded Valkey (the demo) ends with it: `forget` refused (no bridge.url), so the
+    person stayed in every file and in the fleet report."""
+    config = _fleet_config(tmp_path)
+    runs = tmp_path / "runs"
+    outputs = _outputs(runs)
+    _frame(outputs, 0, {1: 7, 2: 8})
+    outputs.close()
+    build_report({"cam": runs / "cam"}, runs)
+    (runs / "fleet_metrics.txt").write_text("global IDF1 90.0\n")
+    assert "| 7 |" in (runs / "report.md").read_text() or '"7"' in (runs / "report.json").read_text()
+
+    assert main(["-q", "forget", "7", "--config", str(config)]) == 0
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert "erased from the cameras' files only" in out and "cam: 1 identity lines, 1 global-id rows" in out
+    assert "b: " not in out  # a camera that left no folder is not named
+    report = json.loads((runs / "report.json").read_text())
+    assert set(report["people"]) == {"8"}
+    assert "global IDF1 90.0" in (runs / "report.md").read_text()  # the run's scores are kept
+    assert all(e["global_id"] != 7 for e in _events(runs / "cam"))
+
+
+def test_forget_without_a_shared_valkey_refuses_while_a_camera_runs(tmp_path: Path, capsys: object) -> None:
+    config = _fleet_config(tmp_path)
+    outputs = _outputs(tmp_path / "runs")
+    _frame(outputs, 0, {1: 7})
+    outputs.close()
+    status = {"state": "running", "pid": os.getpid(), "host": os.uname().nodename}
+    (tmp_path / "runs" / "cam" / "status.json").write_text(json.dumps(status))
+    assert main(["-q", "forget", "7", "--config", str(config)]) == 2
+    assert "cameras cam are running" in capsys.readouterr().err  # type: ignore[attr-defined]
+    assert any(e["global_id"] == 7 for e in _events(tmp_path / "runs" / "cam"))  # nothing touched
