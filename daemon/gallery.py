@@ -64,6 +64,7 @@ NORM_EPS = 1e-12
 UNIT_TOL = 4e-7  # a row whose norm is this close to 1 counts as normalised already (float32 rounding)
 _SIM_BLOCK = 1 << 24  # similarity values per block of a batched exact search (64 MiB of float32)
 _LOAD_MAX_BYTES = 1 << 40  # raw payload bound when loading a gallery file (content is checked as it is read)
+_DEFAULTS = GalleryConfig()  # the constructor's defaults: the config's, never a second set
 
 
 @dataclass(frozen=True)
@@ -299,16 +300,17 @@ class Gallery:
         self,
         dim: int,
         *,
-        threshold: float = 0.5,
-        max_per_label: int | None = None,
-        drop_policy: DropPolicy = "drop_oldest",
-        index: IndexKind = "auto",
-        faiss_above: int = 20_000,
-        seed: int = 0,
+        threshold: float = _DEFAULTS.threshold,
+        max_per_label: int | None = _DEFAULTS.max_per_label,
+        drop_policy: DropPolicy = _DEFAULTS.drop_policy,
+        index: IndexKind = _DEFAULTS.index,
+        faiss_above: int = _DEFAULTS.faiss_above,
+        seed: int = _DEFAULTS.seed,
         tuning: GalleryConfig | None = None,
     ) -> None:
-        """``tuning``: a GalleryConfig whose backend settings (faiss_kind, pq_*, hnsw_*, rebuild_fraction,
-        blas_threads) are used; the arguments give the rest. Default: GalleryConfig's defaults."""
+        """The arguments default to GalleryConfig's (``max_per_label=None``: no cap). ``tuning``: a GalleryConfig
+        whose backend settings (faiss_kind, pq_*, hnsw_*, rebuild_fraction, blas_threads) are used; the arguments
+        give the rest. Default: GalleryConfig's defaults."""
         if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= codec.MAX_DIM:
             raise ValueError(f"dim must be an integer in 1..{codec.MAX_DIM}, got {dim!r}")
         base = (tuning or GalleryConfig()).model_dump(exclude={"path"})

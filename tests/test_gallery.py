@@ -392,6 +392,15 @@ def test_auto_switches_backend_with_hysteresis() -> None:
     assert res.best is not None and res.best.index == 0
 
 
+def test_constructor_defaults_are_gallery_config_defaults() -> None:
+    # Gallery(dim) was uncapped (max_per_label None) while GalleryConfig caps a label at 32: the constructor
+    # kept a second set of defaults that disagreed with the config, the single source
+    assert Gallery(D).config == GalleryConfig()
+    g = Gallery(2)
+    g.add_many(["a"] * 40, np.ones((40, 2)))
+    assert len(g) == GalleryConfig().max_per_label
+
+
 def test_rebuild_index_and_from_config() -> None:
     cfg = GalleryConfig(index="faiss", hnsw_m=8, hnsw_ef_search=32, max_per_label=3, threshold=0.2)
     g = Gallery.from_config(cfg, D)
