@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from daemon import models
-from daemon.config import RuntimeConfig, SSDLiteDetectorConfig, default_cache_dir
+from daemon.config import RuntimeConfig, SSDLiteDetectorConfig, env_models_dir
 from daemon.detect import SSDLiteDetector
 from daemon.errors import ModelError
 from daemon.motio import format_row, xyxy_to_xywh
@@ -299,9 +299,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--score-threshold", type=float, default=0.3)
     p.add_argument("--spinning", choices=("on", "off"), default="off")
     p.add_argument("--cmc", choices=("on", "off"), default="on")
-    p.add_argument(
-        "--models-dir", type=Path, default=Path(os.environ.get("REID_MODELS_DIR") or default_cache_dir())
-    )
+    p.add_argument("--models-dir", type=Path, default=env_models_dir())
     return p.parse_args(argv)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 from scipy.optimize import linear_sum_assignment
 
-from daemon.config import RuntimeConfig, default_cache_dir
+from daemon.config import RuntimeConfig, env_models_dir
 from daemon.detect import box_iou
 from daemon.errors import DataError
 from daemon.motio import read_ground_truth, rows_by_frame, xywh_to_xyxy
@@ -25,8 +24,7 @@ GT = SHARED / "gt" / "gt.txt"
 
 def models_dir() -> Path:
     """$REID_MODELS_DIR or the default cache."""
-    env = os.environ.get("REID_MODELS_DIR")
-    return Path(env) if env else default_cache_dir()
+    return env_models_dir()
 
 
 def positive_int(text: str) -> int:

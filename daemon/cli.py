@@ -332,13 +332,9 @@ def _with_gt_noise(settings: Any, name: str, args: argparse.Namespace) -> Any:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from daemon import models
-    from daemon.config import default_cache_dir
+    from daemon.config import env_models_dir
 
-    cache = (
-        Path(args.models_dir)
-        if args.models_dir
-        else Path(os.environ.get("REID_MODELS_DIR", default_cache_dir()))
-    )
+    cache = Path(args.models_dir) if args.models_dir else env_models_dir()
     _check_models_usage(args)
     if args.action == "list":
         for line in models.describe(cache):
@@ -434,7 +430,7 @@ def _recognition_models(args: argparse.Namespace, detector: bool) -> tuple[Any, 
         EmbedderConfig,
         RuntimeConfig,
         SSDLiteDetectorConfig,
-        default_cache_dir,
+        env_models_dir,
         load_settings,
     )
     from daemon.detect import build_detector
@@ -446,7 +442,7 @@ def _recognition_models(args: argparse.Namespace, detector: bool) -> tuple[Any, 
         emb, det, runtime, cache = cam.embedder, cam.detector, settings.runtime, settings.models_dir
     else:
         emb, det, runtime = EmbedderConfig(), SSDLiteDetectorConfig(), RuntimeConfig()
-        cache = Path(os.environ.get("REID_MODELS_DIR") or default_cache_dir())
+        cache = env_models_dir()
     cache = Path(args.models_dir) if args.models_dir else cache
     updates: dict[str, Any] = {"flip_average": args.flip}
     if args.model:
@@ -927,7 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--all", action="store_true", help="Fetch every preset.")
     m.add_argument("--force", action="store_true", help="Fetch again even if the cache has a good copy.")
     m.add_argument(
-        "--models-dir", help="Model cache folder (default $REID_MODELS_DIR or ~/.cache/reid-daemon)."
+        "--models-dir", help="Model cache folder (default $REID_MODELS_DIR or ~/.cache/reid-daemon/models)."
     )
     m.set_defaults(func=cmd_models)
 

@@ -558,9 +558,16 @@ class CameraConfig(_Strict):
 
 
 def default_cache_dir() -> Path:
-    """Model cache: $REID_MODELS_DIR, else $XDG_CACHE_HOME/reid-daemon/models, else ~/.cache/..."""
+    """The model cache nothing names: $XDG_CACHE_HOME/reid-daemon/models, else ~/.cache/reid-daemon/models
+    ($REID_MODELS_DIR names one: see env_models_dir)."""
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(xdg) / "reid-daemon" / "models"
+
+
+def env_models_dir() -> Path:
+    """The model cache of a command run without a config: $REID_MODELS_DIR (the variable Settings.models_dir
+    reads), else default_cache_dir(). An empty variable counts as unset, here and in Settings."""
+    return Path(os.environ.get(f"{ENV_PREFIX}MODELS_DIR") or default_cache_dir())
 
 
 class Settings(BaseSettings):
@@ -608,6 +615,13 @@ class Settings(BaseSettings):
         default_factory=lambda: OpsConfig(),
         description="Running as a service: /metrics and /health endpoint, systemd watchdog (daemon/ops).",
     )
+
+    @field_validator("models_dir", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any) -> Any:
+        return (
+            default_cache_dir() if value == "" else value
+        )  # REID_MODELS_DIR= is unset, not the current folder
 
     @model_validator(mode="before")
     @classmethod

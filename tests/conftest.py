@@ -4,14 +4,13 @@ daemon's log level set to INFO for each test (a `main(["-q", ...])` sets it to W
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from daemon import models
-from daemon.config import default_cache_dir
+from daemon.config import env_models_dir
 from daemon.errors import ModelError
 
 
@@ -25,13 +24,15 @@ def _daemon_log_level() -> Iterator[None]:
     log.setLevel(logging.INFO)
 
 
-def _models_dir() -> Path:
-    return Path(os.environ.get("REID_MODELS_DIR") or default_cache_dir())
+@pytest.fixture(scope="session")
+def model_cache() -> Path:
+    """The model cache the daemon uses without a config ($REID_MODELS_DIR, else the default)."""
+    return env_models_dir()
 
 
 def _preset(name: str) -> Path:
     try:
-        return models.resolve(name, _models_dir())
+        return models.resolve(name, env_models_dir())
     except ModelError as e:
         pytest.skip(f"model {name} not available ({e}); run `reid-daemon models fetch {name}`")
 

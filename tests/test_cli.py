@@ -206,6 +206,23 @@ def test_bad_results_file_exits_1(tmp_path: Path, synth: tuple[Path, Path, Path]
     assert main(["eval", "--gt", str(synth[1]), "--results", str(bad)]) == 1
 
 
+def test_models_dir_from_the_environment(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `models` read $REID_MODELS_DIR with its own fallback, the recognition commands with another: an empty
+    # variable was the current folder for one and the default cache for the other
+    from daemon.config import default_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("REID_MODELS_DIR", str(tmp_path / "env"))
+    assert main(["models", "list"]) == 0
+    assert f"model cache: {tmp_path / 'env'}" in capsys.readouterr().out
+    monkeypatch.setenv("REID_MODELS_DIR", "")
+    assert main(["models", "list"]) == 0
+    assert f"model cache: {default_cache_dir()}" in capsys.readouterr().out
+    assert default_cache_dir() == tmp_path / "xdg" / "reid-daemon" / "models"
+
+
 def test_models_list(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["models", "list", "--models-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out

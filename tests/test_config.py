@@ -10,6 +10,7 @@ from daemon.config import (
     SourceConfig,
     SSDLiteDetectorConfig,
     YoloDetectorConfig,
+    default_cache_dir,
     load_settings,
     merge_defaults,
     single_camera_settings,
@@ -124,6 +125,10 @@ def test_environment_variable_naming_no_section_is_an_error(
     monkeypatch.setenv("REID_SITE_KEY", "a secret for {env: REID_SITE_KEY}")  # no '__': left alone
     monkeypatch.setenv("REID_MODELS_DIR", str(tmp_path))
     assert load_settings(p).models_dir == tmp_path
+    monkeypatch.setenv(
+        "REID_MODELS_DIR", ""
+    )  # was the current folder; the recognition commands took the default
+    assert load_settings(p).models_dir == default_cache_dir()
 
 
 def test_environment_override_of_a_camera_named_in_upper_case_is_an_error(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import types
@@ -18,7 +17,6 @@ from daemon.config import (
     RuntimeConfig,
     SSDLiteDetectorConfig,
     YoloDetectorConfig,
-    default_cache_dir,
 )
 from daemon.detect import (
     SSDLiteDetector,
@@ -288,12 +286,6 @@ def test_build_detector_dispatches_replay_types(tmp_path: Path, monkeypatch: pyt
 
 
 # ----------------------------------------------------------------------------------------- real models + clip
-
-
-@pytest.fixture(scope="session")
-def model_cache() -> Path:
-    env = os.environ.get("REID_MODELS_DIR")
-    return Path(env) if env else default_cache_dir()
 
 
 def _need(model_cache: Path, name: str) -> None:

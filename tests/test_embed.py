@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from daemon.config import EmbedderConfig, RuntimeConfig, default_cache_dir
+from daemon.config import EmbedderConfig, RuntimeConfig
 from daemon.embed import (
     BoxmotEmbedder,
     OnnxEmbedder,
@@ -237,12 +236,6 @@ def test_boxmot_embedder_wraps_boxmot_reid(random_osnet: Path, tmp_path: Path) -
 
 
 # ----------------------------------------------------------------------------------------- real model + clip
-
-
-@pytest.fixture(scope="session")
-def model_cache() -> Path:
-    env = os.environ.get("REID_MODELS_DIR")
-    return Path(env) if env else default_cache_dir()
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -279,12 +278,6 @@ def test_fetch_boxmot_rejects_unknown_names(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------- the real model cache
-
-
-@pytest.fixture(scope="session")
-def model_cache() -> Path:
-    env = os.environ.get("REID_MODELS_DIR")
-    return Path(env) if env else default_cache_dir()
 
 
 @pytest.mark.parametrize("name", list(models.PRESETS))
