@@ -392,11 +392,6 @@ def fetch(
     return target
 
 
-def fetch_all(cache_dir: Path, *, force: bool = False, tool_python: Path | None = None) -> dict[str, Path]:
-    """Fetch every preset; returns name -> file."""
-    return {name: fetch(name, cache_dir, force=force, tool_python=tool_python) for name in PRESETS}
-
-
 def _run(cmd: Sequence[str], what: str, timeout: float = PIP_TIMEOUT_S) -> str:
     """Run a tool; ModelError with the tail of its output if it fails."""
     logger.debug("running: %s", " ".join(cmd))

@@ -83,10 +83,6 @@ class EmbeddedValkey:
         return f"redis://127.0.0.1:{self._port}"
 
     @property
-    def data_dir(self) -> Path:
-        return self._dir
-
-    @property
     def pid(self) -> int | None:
         """The server's process id while it runs."""
         return None if self._server is None else self._server.pid
