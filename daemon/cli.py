@@ -793,9 +793,11 @@ def _add_serve_parser(sub: Any) -> None:
     s = sub.add_parser("serve", help="Serve a gallery over HTTP: recognise, search and enrol by image.")
     s.add_argument("--gallery", "-g", help="Gallery file loaded at start, saved after each enrolment.")
     s.add_argument("--references", help="Folder of reference images served at /references/.")
-    s.add_argument("--host", help="Address to listen on (default 127.0.0.1).")
-    s.add_argument("--port", type=int, help="TCP port (default 8080).")
-    s.add_argument("-k", type=int, help="Matches returned when a request does not say k.")
+    s.add_argument("--host", help="Address to listen on (default: serve.host).")
+    s.add_argument("--port", type=int, help="TCP port (default: serve.port).")
+    s.add_argument(
+        "-k", type=int, help="Matches returned when a request does not say k (default: serve.top_k)."
+    )
     s.add_argument("--detect", action="store_true", help="Load the detector (recognize?detect=true).")
     s.add_argument("--threshold", type=float, help="Match threshold of a new gallery.")
     s.add_argument("--max-per-label", type=int, help="Cap of references per label of a new gallery.")

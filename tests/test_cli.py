@@ -473,3 +473,22 @@ def test_eval_options_it_would_ignore_are_refused(
     assert main(["eval", "--gt", str(gt), *config, *extra]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and says in captured.err
+
+
+def test_help_names_config_defaults_rather_than_copying_them() -> None:
+    # `serve --help` said "(default 127.0.0.1)" and "(default 8080)": copies of ServeConfig's defaults that
+    # would go on saying so after the config changed; an option's help names the config field instead
+    import argparse
+    import re
+
+    from daemon.cli import build_parser
+    from daemon.config import Settings
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    helps = [(f"{cmd} {a.dest}", a.help or "") for cmd, p in sub.choices.items() for a in p._actions]
+    assert not [(where, h) for where, h in helps if re.search(r"\(default:? [\d.]+\)", h)]
+    named = [(where, m) for where, h in helps for m in re.findall(r"default: ([a-z_]+)\.([a-z_]+)", h)]
+    assert ("serve host", ("serve", "host")) in named and ("serve port", ("serve", "port")) in named
+    for where, (section, field) in named:
+        model = Settings.model_fields[section].annotation
+        assert field in model.model_fields, where  # type: ignore[union-attr]
