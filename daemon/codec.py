@@ -157,14 +157,19 @@ def _check_labels(labels: Sequence[object], n: int) -> None:
     if len(labels) != n:
         raise ValueError(f"labels has {len(labels)} entries for {n} embeddings")
     for i, label in enumerate(labels):
-        if not isinstance(label, str):
-            raise ValueError(f"label {i} is not a str: {label!r}")
-        try:
-            size = len(label.encode("utf-8"))
-        except UnicodeEncodeError as e:
-            raise ValueError(f"label {i} cannot be encoded as UTF-8: {e}") from e
-        if size > MAX_LABEL_BYTES:
-            raise ValueError(f"label {i} is {size} UTF-8 bytes; at most {MAX_LABEL_BYTES}")
+        check_label(label, i)
+
+
+def check_label(label: object, i: int) -> None:
+    """ValueError naming label ``i`` unless it is a str of at most MAX_LABEL_BYTES in UTF-8."""
+    if not isinstance(label, str):
+        raise ValueError(f"label {i} must be a str, got {type(label).__name__}")
+    try:
+        size = len(label.encode("utf-8"))
+    except UnicodeEncodeError as e:
+        raise ValueError(f"label {i} cannot be encoded as UTF-8: {e}") from e
+    if size > MAX_LABEL_BYTES:
+        raise ValueError(f"label {i} is {size} UTF-8 bytes; at most {MAX_LABEL_BYTES}")
 
 
 # ---------------------------------------------------------------------------------------------- encode

@@ -778,16 +778,9 @@ def _validation_message(err: ValidationError) -> str:
 
 
 def _check_label(label: object, i: int) -> None:
-    if not isinstance(label, str):
-        raise ValueError(f"label {i} must be a str, got {type(label).__name__}")
-    if not label.strip():
+    codec.check_label(label, i)  # a str the binary format can hold
+    if not str(label).strip():
         raise ValueError(f"label {i} is empty")
-    try:
-        size = len(label.encode("utf-8"))
-    except UnicodeEncodeError as e:
-        raise ValueError(f"label {i} cannot be encoded as UTF-8: {e}") from e
-    if size > codec.MAX_LABEL_BYTES:
-        raise ValueError(f"label {i} is {size} UTF-8 bytes; at most {codec.MAX_LABEL_BYTES}")
 
 
 _BLAS: Any = None

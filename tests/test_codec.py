@@ -167,7 +167,7 @@ def test_batch_is_read_only_and_copied() -> None:
         ({"embeddings": np.zeros((2,), np.float32)}, "must be \\(N, D\\)"),
         ({"embeddings": np.array([[np.nan, 1.0]])}, "NaN or infinite"),
         ({"embeddings": np.ones((2, 2)), "labels": ("a",)}, "1 entries for 2"),
-        ({"embeddings": np.ones((2, 2)), "labels": ("a", 3)}, "not a str"),
+        ({"embeddings": np.ones((2, 2)), "labels": ("a", 3)}, "must be a str"),
         ({"embeddings": np.ones((1, 2)), "labels": ("x" * 70_000,)}, "at most 65535"),
         ({"embeddings": np.ones((1, 2)), "labels": ("\ud800",)}, "UTF-8"),
         ({"embeddings": np.ones((2, 2)), "track_ids": [1]}, "track_ids must have shape"),
