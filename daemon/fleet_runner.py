@@ -442,7 +442,7 @@ class Forgotten:
     report: Path | None  # the fleet report made again without the id
 
 
-def forget(settings: Settings, global_id: int, timeout_s: float = 5.0) -> Forgotten:
+def forget(settings: Settings, global_id: int, timeout_s: float) -> Forgotten:
     """Erase ``global_id`` from the fleet: running workers drop it and erase it from their files, stored state
     in Valkey is deleted, and the files of the config's cameras that are not running are erased here
     (``daemon.erase``), with the fleet report made again from them. Without ``bridge.url`` (a fleet on an

@@ -156,7 +156,7 @@ def _now(bridge: Bridge, acc: Sightings) -> Gathered:
     return Gathered(acc.rows(), {why: n for why, n in counts.items() if n})
 
 
-def gather(settings: Settings, listen_s: float = 2.0, timeout_s: float = 5.0) -> Gathered:
+def gather(settings: Settings, listen_s: float, timeout_s: float) -> Gathered:
     """What the fleet's Valkey keeps and what its cameras publish for ``listen_s`` more (verified messages)."""
     with _observing(settings, timeout_s) as (bridge, acc):
         time.sleep(listen_s)
@@ -167,7 +167,7 @@ def watch(
     settings: Settings,
     every_s: float,
     show: Callable[[Gathered], object],
-    timeout_s: float = 5.0,
+    timeout_s: float,
     rounds: int | None = None,
     listen_s: float = 0.0,
 ) -> None:

@@ -264,7 +264,7 @@ def test_forget_erases_an_identity_at_every_worker(tmp_path: Path, valkey: Embed
         gid = _run(a, "a", 6, [0], seed=1)[0]
         assert gid is not None
         assert _wait(lambda: gid in b.resolver.store)
-        forget(settings, gid)  # type: ignore[arg-type]
+        forget(settings, gid, 5.0)  # type: ignore[arg-type]
         assert _wait(lambda: gid not in b.resolver.store and gid not in a.resolver.store)
         assert b.forgets_received == 1 and a.resolver.stats().forgotten == 1
         assert a.take_forgotten() == [gid] == b.take_forgotten()  # for the cameras' identity tables

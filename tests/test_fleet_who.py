@@ -109,7 +109,7 @@ def test_who_reads_what_the_cameras_left_in_valkey_and_what_they_say_live(
     with Bridge(settings.bridge, "lobby", receive=False) as lobby:
         lobby.publish(_profile("lobby", 1, 7, now - 1.0, position=(4.0, 1.0)))
         assert lobby.flush(5.0)
-        rows = gather(settings, listen_s=0.2).rows
+        rows = gather(settings, listen_s=0.2, timeout_s=5.0).rows
     assert [(r.global_id, [(c.camera, c.track_id) for c in r.cameras]) for r in rows] == [
         (7, [("lobby", 1), ("door", 3)]),
         (9, [("door", 4)]),
@@ -152,7 +152,7 @@ def test_a_track_the_resolver_ended_shows_as_ended_in_the_stored_state(
         for u in [*updates, end]:
             door.publish(to_message(u))
         assert door.flush(5.0)
-    rows_seen = gather(settings, listen_s=0.0).rows
+    rows_seen = gather(settings, listen_s=0.0, timeout_s=5.0).rows
     assert [(c.track_id, c.ended) for r in rows_seen for c in r.cameras] == [(1, True)]
 
 
@@ -165,7 +165,7 @@ def test_who_rejects_messages_signed_with_another_key_and_says_so(
     with Bridge(other, "intruder", receive=False) as intruder:
         intruder.publish(_profile("intruder", 1, 5, time.time()))
         assert intruder.flush(5.0)
-        got = gather(settings, listen_s=0.2)
+        got = gather(settings, listen_s=0.2, timeout_s=5.0)
     assert got.rows == [] and got.rejected.get("forged", 0) >= 1
     assert main(["-q", "who", "--config", str(path), "--listen", "0"]) == 0
     captured = capsys.readouterr()
@@ -244,7 +244,7 @@ def test_who_shows_every_stored_track_even_beyond_the_bridge_inbox(
         for track in range(1, 7):
             door.publish(_profile("door", track, 100 + track, now - 10.0 + track))
         assert door.flush(5.0)
-    rows = gather(settings, listen_s=0.0).rows
+    rows = gather(settings, listen_s=0.0, timeout_s=5.0).rows
     assert [r.global_id for r in rows] == [106, 105, 104, 103, 102, 101]
 
 
@@ -260,7 +260,7 @@ def test_watch_keeps_listening_and_shows_what_came_since(tmp_path: Path, valkey:
             assert lobby.flush(5.0)
 
     try:
-        watch(settings, 1.0, show, rounds=2)
+        watch(settings, 1.0, show, 5.0, rounds=2)
     finally:
         lobby.close()
     assert shown == [[], [31]]
@@ -304,7 +304,12 @@ def test_watch_listens_for_listen_s_before_its_first_showing(tmp_path: Path, val
     reporter.start()
     try:
         watch(
-            settings, 1.0, lambda got: shown.append([r.global_id for r in got.rows]), rounds=1, listen_s=2.0
+            settings,
+            1.0,
+            lambda got: shown.append([r.global_id for r in got.rows]),
+            5.0,
+            rounds=1,
+            listen_s=2.0,
         )
     finally:
         reporter.join()
