@@ -217,7 +217,7 @@ def _ranked_matches(
 
 
 class CropEmbedder(Protocol):
-    """What ``embed_split`` needs: boxes of a frame -> (N, D) L2-normalised float32."""
+    """What ``embed_crop_sets`` needs: boxes of a frame -> (N, D) L2-normalised float32."""
 
     def embed(self, image: ImageBGR, xyxy: FloatArray) -> FloatArray: ...
 

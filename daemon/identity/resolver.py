@@ -129,7 +129,7 @@ class _Local:
     pos: Position | None = None  # where on the site plan, at pos_t (cameras with a site)
     pos_t: float = -math.inf
     trail: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=_TRAIL))
-    vel: Position | None = None  # over the trail's last site_velocity_window_s
+    vel: Position | None = None  # over the trail's last _VELOCITY_WINDOW_S
     first_pos: Position | None = None  # where on the site plan it was first seen, at first_pos_t
     first_pos_t: float = -math.inf
     lost: bool = False  # announced to the fleet as out of sight (lost_after_s)
