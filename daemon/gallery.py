@@ -857,6 +857,8 @@ def _read_npz(path: Path) -> Parts:
     except (OSError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
         raise DataError(f"unreadable or truncated .npz ({type(e).__name__}: {e})") from e
     except ValueError as e:
+        if not zipfile.is_zipfile(path):  # numpy takes any file that is no archive for a pickle
+            raise DataError("not a .npz archive (another file type, or cut short)") from e
         raise DataError(f"unreadable .npz (object arrays are refused: {e})") from e
     if labels.ndim != 1 or labels.dtype.kind != "U":
         raise DataError(f"labels must be a 1-D string array, got {labels.dtype} {labels.shape}")

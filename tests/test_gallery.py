@@ -630,6 +630,19 @@ def test_deeply_nested_json_is_a_data_error(tmp_path: Path) -> None:
         Gallery.load(path)
 
 
+def test_npz_that_is_no_zip_archive_is_named_so(saved: dict[str, Path]) -> None:
+    # a .json gallery renamed .npz, or a stray byte, was "unreadable .npz (object arrays are refused: This file
+    # contains pickled (object) data...)": numpy's guess for a file that is not an archive, and a wrong one
+    renamed = saved[".json"].with_name("renamed.npz")
+    renamed.write_bytes(saved[".json"].read_bytes())
+    stray = renamed.with_name("stray.npz")
+    stray.write_bytes(b"x")
+    for path in (renamed, stray):
+        with pytest.raises(DataError, match=r"not a \.npz archive") as e:
+            Gallery.load(path)
+        assert "pickled" not in str(e.value) and "object arrays" not in str(e.value)
+
+
 def test_npz_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.npz"
     np.savez(bad, embeddings=np.ones((1, 2)))
