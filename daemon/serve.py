@@ -104,21 +104,34 @@ def decode_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> Im
         raise HTTPException(413, f"{name}: {len(data)} bytes is more than the limit of {max_bytes}")
     if not data:
         raise HTTPException(400, f"{name}: the upload is empty")
-    size = header_size(data)
-    if size is not None and size[0] * size[1] > max_pixels:
-        raise HTTPException(
-            413,
-            f"{name}: {size[0]}x{size[1]} pixels is more than the limit of {max_pixels} (max_image_pixels)",
-        )
+    check_pixels(data, name, max_pixels)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise HTTPException(400, f"{name}: not an image OpenCV can decode (JPEG, PNG, BMP, WebP...)")
     return np.asarray(image, dtype=np.uint8)
 
 
+def check_pixels(data: bytes, name: str, max_pixels: int) -> None:
+    """HTTPException 413 when the image's header gives more than ``max_pixels`` pixels, or more than Pillow
+    opens at all (its decompression-bomb bound, twice ``Image.MAX_IMAGE_PIXELS``, which it raises on)."""
+    try:
+        size = header_size(data)
+    except Image.DecompressionBombError:
+        bound = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise HTTPException(
+            413, f"{name}: its header gives more than {bound} pixels, more than the service decodes"
+        ) from None
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise HTTPException(
+            413,
+            f"{name}: {size[0]}x{size[1]} pixels is more than the limit of {max_pixels} (max_image_pixels)",
+        )
+
+
 def header_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from an image file's header, without decoding it; None for what Pillow cannot read
-    (OpenCV may still decode it, and then says what is wrong)."""
+    (OpenCV may still decode it, and then says what is wrong); Image.DecompressionBombError for a header over
+    Pillow's own bound."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
