@@ -12,9 +12,10 @@ Endpoints:
   image is kept under the references folder (served as static files) and the gallery is saved atomically.
 * ``GET /references/<file>``: the reference images.
 
-Bad uploads get a 4xx that says why: 400 empty or undecodable image, 413 too large, 409 a label that the file
-name convention cannot parse, 422 missing fields; a request body longer than ``max_upload_bytes`` plus
-MULTIPART_SLACK gets its 413 as soon as that shows (its Content-Length, or the bytes received), unread.
+Bad uploads get a 4xx that says why: 400 empty or undecodable image (or one whose header does not give its
+size), 413 too large, 409 a label that the file name convention cannot parse, 422 missing fields; a request
+body longer than ``max_upload_bytes`` plus MULTIPART_SLACK gets its 413 as soon as that shows (its
+Content-Length, or the bytes received), unread.
 Requests run in FastAPI's worker threads; one lock makes gallery changes and searches consistent.
 """
 
@@ -99,7 +100,7 @@ class ServiceState:
 
 def decode_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> ImageBGR:
     """An uploaded file's bytes -> BGR image; HTTPException 413 / 400 saying what is wrong. An image whose
-    header gives more than ``max_pixels`` is refused before it is decoded."""
+    header gives more than ``max_pixels``, or does not give its size, is refused before it is decoded."""
     if len(data) > max_bytes:
         raise HTTPException(413, f"{name}: {len(data)} bytes is more than the limit of {max_bytes}")
     if not data:
@@ -113,7 +114,8 @@ def decode_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> Im
 
 def check_pixels(data: bytes, name: str, max_pixels: int) -> None:
     """HTTPException 413 when the image's header gives more than ``max_pixels`` pixels, or more than Pillow
-    opens at all (its decompression-bomb bound, twice ``Image.MAX_IMAGE_PIXELS``, which it raises on)."""
+    opens at all (its decompression-bomb bound, twice ``Image.MAX_IMAGE_PIXELS``, which it raises on); 400 when
+    Pillow cannot read the header: what cannot be measured is not decoded."""
     try:
         size = header_size(data)
     except Image.DecompressionBombError:
@@ -121,7 +123,11 @@ def check_pixels(data: bytes, name: str, max_pixels: int) -> None:
         raise HTTPException(
             413, f"{name}: its header gives more than {bound} pixels, more than the service decodes"
         ) from None
-    if size is not None and size[0] * size[1] > max_pixels:
+    if size is None:  # OpenCV might decode it (PFM, Radiance HDR), allocating whatever its header says
+        raise HTTPException(
+            400, f"{name}: not an image whose size its header gives (JPEG, PNG, BMP, WebP, TIFF, GIF...)"
+        )
+    if size[0] * size[1] > max_pixels:
         raise HTTPException(
             413,
             f"{name}: {size[0]}x{size[1]} pixels is more than the limit of {max_pixels} (max_image_pixels)",
@@ -129,9 +135,8 @@ def check_pixels(data: bytes, name: str, max_pixels: int) -> None:
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from an image file's header, without decoding it; None for what Pillow cannot read
-    (OpenCV may still decode it, and then says what is wrong); Image.DecompressionBombError for a header over
-    Pillow's own bound."""
+    """(width, height) from an image file's header, without decoding it; None for what Pillow cannot read;
+    Image.DecompressionBombError for a header over Pillow's own bound."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size

@@ -214,6 +214,21 @@ def test_an_image_over_pillows_own_bound_is_refused_from_its_header(toy: tuple[s
     assert len(state.gallery) == 0
 
 
+def test_an_image_whose_size_pillow_cannot_read_is_not_decoded(toy: tuple[str, ServiceState]) -> None:
+    # Regression: a format OpenCV decodes and Pillow does not read (PFM, Radiance HDR) skipped the
+    # max_image_pixels check, so a 40-byte PFM declaring 20000x20000 made OpenCV allocate 4.8 GB. Here a
+    # smaller one (6 MP, over the toy's 4 MP limit; OpenCV would allocate 72 MB).
+    url, _ = toy
+    for filename, data in (
+        ("big.pfm", b"PF\n3000 2000\n-1.0\n" + bytes(64)),
+        ("big.hdr", b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 2000 +X 3000\n" + bytes(64)),
+    ):
+        status, body = _post(f"{url}/recognize", filename, data)
+        assert status == 400 and "size" in body["detail"] and filename in body["detail"], (status, body)
+    small = cv2.imencode(".pfm", np.ones((8, 8, 3), np.float32))[1].tobytes()  # small, but unmeasured too
+    assert _post(f"{url}/recognize", "small.pfm", small)[0] == 400
+
+
 def _status_while_sending(url: str, head: str, body: bytes) -> int:
     """Send ``head`` and ``body`` on a raw socket WITHOUT finishing the request; the status the server
     answers within 10 s (0: none, it waits for the rest of the body)."""
