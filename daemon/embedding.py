@@ -407,7 +407,11 @@ def read_image(path: StrPath) -> ImageBGR:
         raw = np.fromfile(p, dtype=np.uint8)
     except OSError as e:
         raise DataError(f"cannot read image {p}: {e}") from e
-    image = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
+    try:
+        image = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
+    except cv2.error as e:  # OpenCV's own refusals, e.g. more pixels than CV_IO_MAX_IMAGE_PIXELS
+        reason = f"its check {e.err} failed" if e.code == cv2.Error.StsAssert else e.err
+        raise DataError(f"cannot decode image {p}: OpenCV refuses it ({reason})") from e
     if image is None or image.size == 0:
         raise DataError(f"cannot decode image {p} (corrupt, empty or not an image)")
     out: ImageBGR = np.ascontiguousarray(image, dtype=np.uint8)

@@ -151,6 +151,26 @@ def test_unreadable_or_missing_image_names_the_path(tmp_path: Path) -> None:
         read_image(empty)
 
 
+def test_an_image_over_opencvs_pixel_bound_is_a_data_error(tmp_path: Path) -> None:
+    # Regression: `recognize bomb.png` (a 74-byte PNG declaring 50000x50000) ended in a cv2.error traceback
+    # from OpenCV's CV_IO_MAX_IMAGE_PIXELS assertion, and `enroll` of a folder holding it stopped there
+    # instead of listing the file as skipped.
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = tmp_path / "bomb.png"
+    ihdr = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0)
+    idat = chunk(b"IDAT", zlib.compress(bytes(1000)))
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b""))
+    with pytest.raises(DataError, match=r"cannot decode image .*bomb\.png: .*pixels"):
+        read_image(bomb)
+    with pytest.raises(DataError, match=r"bomb\.png"):
+        embed(MeanColour(), tmp_path)
+
+
 def test_missing_folder_video_and_empty_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"video not found: .*gone\.mp4"):
         embed(MeanColour(), tmp_path / "gone.mp4")
