@@ -13,9 +13,9 @@ Endpoints:
 * ``GET /references/<file>``: the reference images.
 
 Bad uploads get a 4xx that says why: 400 empty or undecodable image (or one whose header does not give its
-size), 413 too large, 409 a label that the file name convention cannot parse, 422 missing fields; a request
-body longer than ``max_upload_bytes`` plus MULTIPART_SLACK gets its 413 as soon as that shows (its
-Content-Length, or the bytes received), unread.
+size), 413 too large, 409 a label that the file name convention cannot parse, 422 missing fields or an
+unknown query parameter; a request body longer than ``max_upload_bytes`` plus MULTIPART_SLACK gets its 413 as
+soon as that shows (its Content-Length, or the bytes received), unread.
 Requests run in FastAPI's worker threads; one lock makes gallery changes and searches consistent.
 """
 
@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 import cv2
 import numpy as np
-from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
@@ -89,6 +89,11 @@ class ServiceState:
         except Exception:
             self.count(endpoint, error=True)
             raise
+
+    def refused(self, endpoint: str) -> None:
+        """Count a request refused before its work began, and its error."""
+        self.count(endpoint, error=False)
+        self.count(endpoint, error=True)
 
     def count(self, endpoint: str, error: bool) -> None:
         with self.counting:
@@ -336,12 +341,17 @@ def create_app(state: ServiceState) -> FastAPI:
     )
     app.add_middleware(BodyLimit, limit=limit + MULTIPART_SLACK)
     k_default = state.cfg.top_k
+    known = [Depends(known_query(state))]
 
     @app.get("/health", summary="What the service holds and how it has been used.")
     def get_health() -> dict[str, Any]:
         return state.counted("health", lambda: health(state))
 
-    @app.post("/recognize", summary="Top-k gallery matches for each person in an uploaded image.")
+    @app.post(
+        "/recognize",
+        dependencies=known,
+        summary="Top-k gallery matches for each person in an uploaded image.",
+    )
     async def post_recognize(
         image: Annotated[UploadFile, File(description="JPEG/PNG/BMP/WebP image or person crop.")],
         k: Annotated[int, Query(ge=1, le=1000)] = k_default,
@@ -353,7 +363,9 @@ def create_app(state: ServiceState) -> FastAPI:
             state.counted, "recognize", lambda: recognize_image(state, img, name, k, threshold, detect)
         )
 
-    @app.post("/search", summary="Gallery entries most like the person in an uploaded crop.")
+    @app.post(
+        "/search", dependencies=known, summary="Gallery entries most like the person in an uploaded crop."
+    )
     async def post_search(
         image: Annotated[UploadFile, File(description="A crop of one person.")],
         k: Annotated[int, Query(ge=1, le=1000)] = k_default,
@@ -364,7 +376,7 @@ def create_app(state: ServiceState) -> FastAPI:
             state.counted, "search", lambda: search_image(state, img, name, k, threshold)
         )
 
-    @app.post("/enroll", summary="Add an uploaded reference image to the gallery.")
+    @app.post("/enroll", dependencies=known, summary="Add an uploaded reference image to the gallery.")
     async def post_enroll(
         image: Annotated[UploadFile, File(description="A reference image of one person.")],
         label: Annotated[str | None, Form(max_length=200, description="Default: from the file name.")] = None,
@@ -384,6 +396,25 @@ def create_app(state: ServiceState) -> FastAPI:
         state.cfg.references.mkdir(parents=True, exist_ok=True)
         app.mount("/references", StaticFiles(directory=state.cfg.references), name="references")
     return app
+
+
+def known_query(state: ServiceState) -> Callable[[Request], None]:
+    """A route dependency: HTTPException 422 naming the query parameters the route does not take (a typo such
+    as ``treshold`` would otherwise be ignored, the request answered with the defaults)."""
+
+    def check(request: Request) -> None:
+        route = request.scope["route"]
+        known = sorted(p.alias for p in route.dependant.query_params)
+        unknown = sorted(set(request.query_params) - set(known))
+        if unknown:
+            state.refused(route.path.strip("/"))
+            raise HTTPException(
+                422,
+                f"unknown query parameter {', '.join(map(repr, unknown))}: {route.path} takes "
+                f"{', '.join(known) or 'none'}",
+            )
+
+    return check
 
 
 class BodyLimit:
@@ -423,8 +454,7 @@ async def _counted_read(
     try:
         return await read_upload(upload, limit, state.cfg.max_image_pixels)
     except HTTPException:
-        state.count(endpoint, error=False)
-        state.count(endpoint, error=True)
+        state.refused(endpoint)
         raise
 
 

@@ -181,6 +181,21 @@ def test_bad_uploads_get_a_4xx_with_a_reason(toy: tuple[str, ServiceState]) -> N
     assert state.errors["recognize"] >= 4 and len(state.gallery) == 0
 
 
+def test_an_unknown_query_parameter_is_refused_naming_it(toy: tuple[str, ServiceState]) -> None:
+    # Regression: `/recognize?treshold=0.99` (a typo) answered 200 at the gallery's threshold, the parameter
+    # silently ignored; so did `/enroll?label=bob`, enrolling under the file name instead.
+    url, state = toy
+    status, body = _post(f"{url}/recognize?treshold=0.99", "q.jpg", _jpeg((0, 0, 200)))
+    assert status == 422 and "treshold" in body["detail"] and "threshold" in body["detail"], body
+    status, body = _post(f"{url}/search?k=2&top=3", "q.jpg", _jpeg((0, 0, 200)))
+    assert status == 422 and "'top'" in body["detail"], body
+    status, body = _post(f"{url}/enroll?label=bob", "jane.jpg", _jpeg((0, 0, 200)))
+    assert status == 422 and "'label'" in body["detail"] and "none" in body["detail"], body
+    assert len(state.gallery) == 0
+    assert _post(f"{url}/recognize?k=2&threshold=0.5&detect=false", "q.jpg", _jpeg((0, 0, 200)))[0] == 200
+    assert state.errors["recognize"] == 1 and state.errors["enroll"] == 1
+
+
 def test_an_image_too_large_to_decode_is_refused_from_its_header(toy: tuple[str, ServiceState]) -> None:
     # Regression: a PNG of a few KB holding a huge image was decoded whole (a 750 KB PNG took 768 MB).
     url, state = toy
