@@ -9,7 +9,8 @@ Endpoints:
 * ``POST /search``: an uploaded image of one person -> the gallery entries most like it, each with the URLs of
   its label's reference images.
 * ``POST /enroll``: an uploaded image and a label (or the file name as label) -> a new gallery entry; the
-  image is kept under the references folder (served as static files) and the gallery is saved atomically.
+  image is kept under the references folder (served as static files) and the gallery is saved atomically;
+  ``evicted`` counts the label's earlier entries the per-label cap dropped to make room (their files stay).
 * ``GET /references/<file>``: the reference images.
 
 Bad uploads get a 4xx that says why: 400 empty or undecodable image (or one whose header does not give its
@@ -249,7 +250,7 @@ def enroll_image(state: ServiceState, image: ImageBGR, name: str, label: str | N
     with state.lock:  # one name per enrolment, and a failed one is undone before anyone sees it
         ref_file = _free_name(state, stem)
         saved = _keep(state, image, ref_file)  # first: when it fails the gallery has not changed
-        row = -1
+        row, held = -1, state.gallery.count(ref_label)
         try:
             row = state.gallery.add(ref_label, result.embedding)
             if row < 0:
@@ -264,8 +265,8 @@ def enroll_image(state: ServiceState, image: ImageBGR, name: str, label: str | N
             if row >= 0:
                 state.gallery = _last_saved(state)
             raise
-        size = len(state.gallery)
-    return {"label": ref_label, "row": row, "gallery_size": size, "reference": saved}
+        size, evicted = len(state.gallery), held + 1 - state.gallery.count(ref_label)
+    return {"label": ref_label, "row": row, "gallery_size": size, "reference": saved, "evicted": evicted}
 
 
 def _last_saved(state: ServiceState) -> Gallery:

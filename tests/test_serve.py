@@ -120,6 +120,18 @@ def test_a_second_image_of_a_label_gets_a_variant_name(toy: tuple[str, ServiceSt
     assert names == ["A7-jane_doe.jpg", "jane_doe--2.jpg", "jane_doe.jpg"]
 
 
+def test_an_enrolment_the_cap_makes_room_for_says_what_it_dropped(tmp_path: Path) -> None:
+    # Regression: with max_per_label 2 (drop_oldest) a third image of a label answered 200 like any other,
+    # row 1 and the gallery size unchanged, not saying that the label's oldest entry had been dropped.
+    gallery = Gallery(4, threshold=0.9, max_per_label=2)
+    cfg = ServeConfig(gallery=tmp_path / "g.npz", references=tmp_path / "refs")
+    state = ServiceState(MeanColour(), gallery, cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server:
+        answers = [_post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 0, 50 * i)))[1] for i in (1, 2, 3)]
+    assert [a["evicted"] for a in answers] == [0, 0, 1], answers
+    assert answers[2]["gallery_size"] == 2 and Gallery.load(tmp_path / "g.npz").count("bob") == 2
+
+
 def test_a_label_that_would_hide_the_reference_file_is_refused(
     toy: tuple[str, ServiceState], tmp_path: Path
 ) -> None:
