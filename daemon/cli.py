@@ -778,14 +778,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     head = getattr(embedder, "head", None)
     meta = None if head is None else dict(head.meta)
     state = ServiceState(embedder, gallery, cfg, model, detector, meta, naming=_section(args, "enroll"))
-    log.warning(
-        "serving %d gallery entries (%s) on http://%s:%d (docs at /docs)",
-        len(gallery),
-        cfg.gallery or "in memory",
-        cfg.host,
-        cfg.port,
-    )
-    serve_forever(create_app(state), cfg.host, cfg.port)
+    what = f"{len(gallery)} gallery entries ({cfg.gallery or 'in memory'})"
+    serve_forever(create_app(state), cfg.host, cfg.port, what)
     return 0
 
 

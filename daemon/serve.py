@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import logging
+import socket
 import threading
 import time
 from collections import Counter
@@ -47,7 +48,7 @@ from daemon.config import EnrollConfig, ServeConfig
 from daemon.embed import embedder_signature
 from daemon.embedding import EmbedOptions, embed, is_image_file
 from daemon.enroll import parse_reference_name
-from daemon.errors import DataError
+from daemon.errors import ConfigError, DataError
 from daemon.gallery import Gallery
 from daemon.recognize import check_embedder, recognize_embeddings
 from daemon.types import Detector, Embedder, ImageBGR
@@ -491,9 +492,28 @@ class BackgroundServer:
         self._thread.join(timeout=5.0)
 
 
-def serve_forever(app: FastAPI, host: str, port: int) -> None:
-    """Serve until SIGINT / SIGTERM (uvicorn handles both). uvicorn's own log lines (start, requests, stop)
-    go through the program's logging, so they take its level (-q) and format (--log-format json)."""
+def serve_forever(app: FastAPI, host: str, port: int, what: str = "the gallery") -> None:
+    """Serve until SIGINT / SIGTERM (uvicorn handles both), saying ``what`` it serves once it listens. uvicorn's
+    own log lines (start, requests, stop) go through the program's logging, so they take its level (-q) and
+    format (--log-format json). ConfigError when the address cannot be listened on."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_config=None)
+    sock = listen(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    logger.warning("serving %s on http://%s:%d (docs at /docs)", what, shown, sock.getsockname()[1])
+    uvicorn.Server(uvicorn.Config(app, log_config=None)).run(sockets=[sock])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` (IPv6 when the host holds ':'), as uvicorn binds one; ConfigError
+    naming the address when it cannot be had (in use, not an address of this machine, an unknown name)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {e.strerror or e} (--host / --port, serve.host / serve.port)"
+        ) from e
+    return sock

@@ -358,7 +358,7 @@ def test_cli_serve_names_references_as_the_config_enroll_section_says(
     )
     answers: list[Any] = []
 
-    def serve_once(app: Any, host: str, port: int) -> None:
+    def serve_once(app: Any, host: str, port: int, *_: Any) -> None:
         with BackgroundServer(app) as server:
             answers.append(_post(f"{server.url}/enroll", "x.jpg", _jpeg((0, 0, 200)), label="Jane Doe"))
 
@@ -500,6 +500,29 @@ def test_an_enrolment_whose_save_fails_is_undone(tmp_path: Path, monkeypatch: py
     saved = Gallery.load(tmp_path / "g.npz")
     assert saved.labels == ["jane", "bob"]
     np.testing.assert_array_equal(saved.embeddings[:1], before)
+
+
+def test_cli_serve_on_a_port_in_use_is_one_error_line(
+    mobilenet_model: Path, tmp_path: Path, capsys: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression: serve on a taken port logged "serving ... on http://127.0.0.1:PORT", then uvicorn's own
+    # "[Errno 98] error while attempting to bind" and sys.exit(3), not the one 'error:' line (exit 2) of any
+    # other bad option.
+    import socket
+
+    from daemon.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(
+            ["serve", "--port", str(port), "--model", str(mobilenet_model), "-g", str(tmp_path / "g.npz")]
+        )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"error: cannot listen on 127.0.0.1:{port}" in err and "--port" in err, err
+    assert "serving" not in caplog.text
 
 
 def test_cli_serve_logs_as_the_global_options_say(mobilenet_model: Path, tmp_path: Path) -> None:
