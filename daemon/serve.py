@@ -283,9 +283,9 @@ def _last_saved(state: ServiceState) -> Gallery:
 
 def _reference_stem(state: ServiceState, name: str, label: str | None) -> str:
     """The ``[SET-]label`` stem a new reference is kept under, from ``label`` or else the upload's own name.
-    HTTPException 409 when no label can be parsed, when a given label holds what its file name cannot keep
-    ('/', the variant separator: 'AC/DC' would be 'DC', 'jane--doe' would be 'jane'), or when the file would
-    be hidden (a leading '.': ``enroll`` leaves hidden files out)."""
+    HTTPException 409 when there is neither, when no label can be parsed, when a given label holds what its
+    file name cannot keep ('/', the variant separator: 'AC/DC' would be 'DC', 'jane--doe' would be 'jane'), or
+    when the file would be hidden (a leading '.': ``enroll`` leaves hidden files out)."""
     naming = state.naming
     lost = [s for s in ("/", naming.variant_separator) if label and s in label]
     if lost:
@@ -294,7 +294,11 @@ def _reference_stem(state: ServiceState, name: str, label: str | None) -> str:
             f"label {label!r}: {lost[0]!r} cannot be kept in its reference file name "
             f"([SET-]name[{naming.variant_separator}VARIANT].jpg); choose a label without it",
         )
-    given = label.strip().replace(" ", naming.word_separator) if label else Path(name).stem
+    given = label.strip().replace(" ", naming.word_separator) if label and label.strip() else Path(name).stem
+    if not given:
+        raise HTTPException(
+            409, "no label: give the label field, or a file name to read it from ([SET-]name[--VARIANT].jpg)"
+        )
     try:
         ref = parse_reference_name(Path(Path(given).name + ".jpg"), naming)  # no folders from a client
     except ValueError as e:
@@ -383,8 +387,11 @@ def create_app(state: ServiceState) -> FastAPI:
         image: Annotated[UploadFile, File(description="A reference image of one person.")],
         label: Annotated[str | None, Form(max_length=200, description="Default: from the file name.")] = None,
     ) -> dict[str, Any]:
-        img, name = await _counted_read(state, "enroll", image, limit)
-        return await run_in_threadpool(state.counted, "enroll", lambda: enroll_image(state, img, name, label))
+        img, _ = await _counted_read(state, "enroll", image, limit)
+        named = image.filename or ""  # not read_upload's stand-in for a nameless upload: no label is made up
+        return await run_in_threadpool(
+            state.counted, "enroll", lambda: enroll_image(state, img, named, label)
+        )
 
     @app.exception_handler(DataError)
     async def data_error(request: Request, exc: DataError) -> JSONResponse:

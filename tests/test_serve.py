@@ -132,6 +132,20 @@ def test_an_enrolment_the_cap_makes_room_for_says_what_it_dropped(tmp_path: Path
     assert answers[2]["gallery_size"] == 2 and Gallery.load(tmp_path / "g.npz").count("bob") == 2
 
 
+def test_an_enrolment_with_neither_label_nor_file_name_is_refused(
+    toy: tuple[str, ServiceState], tmp_path: Path
+) -> None:
+    # Regression: an upload with an empty file name and no label field was enrolled as 'upload' (the name
+    # the service gives a nameless upload), a label nobody gave; kept as upload.jpg.
+    url, state = toy
+    for fields in ({}, {"label": "  "}):
+        status, body = _post(f"{url}/enroll", "", _jpeg((0, 0, 200)), **fields)
+        assert status == 409 and "label" in body["detail"] and "file name" in body["detail"], body
+    assert len(state.gallery) == 0 and not (tmp_path / "refs" / "upload.jpg").exists()
+    assert state.errors["enroll"] == 2
+    assert _post(f"{url}/enroll", "", _jpeg((0, 0, 200)), label="jane")[1]["label"] == "jane"
+
+
 def test_a_label_that_would_hide_the_reference_file_is_refused(
     toy: tuple[str, ServiceState], tmp_path: Path
 ) -> None:
