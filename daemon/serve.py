@@ -216,6 +216,7 @@ def recognize_image(
     out = report.as_dict()
     for q in out["queries"]:
         q["source"] = name
+    out["no_person"] = [] if len(result) else [name]  # as recognize --detect reports an image with nobody
     return out
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from _crops import MeanColour, write_reference_crops
+from _crops import FixedDetector, MeanColour, write_reference_crops
 
 from daemon.config import EmbedderConfig, EnrollConfig, GalleryConfig, RuntimeConfig, ServeConfig
 from daemon.embed import OnnxEmbedder
@@ -220,6 +220,19 @@ def test_an_unknown_query_parameter_is_refused_naming_it(toy: tuple[str, Service
     assert len(state.gallery) == 0
     assert _post(f"{url}/recognize?k=2&threshold=0.5&detect=false", "q.jpg", _jpeg((0, 0, 200)))[0] == 200
     assert state.errors["recognize"] == 1 and state.errors["enroll"] == 1
+
+
+def test_recognize_with_detect_says_when_it_found_no_person(tmp_path: Path) -> None:
+    # Regression: recognize?detect=true on an image the detector finds nobody in answered queries [] and
+    # no_person [], where the CLI's recognize --detect lists the image under no_person.
+    state = ServiceState(
+        MeanColour(), Gallery(4), ServeConfig(), model="mean-colour", detector=FixedDetector([], [])
+    )
+    with BackgroundServer(create_app(state)) as server:
+        status, body = _post(f"{server.url}/recognize?detect=true", "empty.jpg", _jpeg((0, 0, 200)))
+        assert status == 200 and body["queries"] == [] and body["no_person"] == ["empty.jpg"], body
+        status, body = _post(f"{server.url}/recognize", "crop.jpg", _jpeg((0, 0, 200)))
+        assert status == 200 and len(body["queries"]) == 1 and body["no_person"] == [], body
 
 
 def test_an_image_too_large_to_decode_is_refused_from_its_header(toy: tuple[str, ServiceState]) -> None:
