@@ -37,6 +37,8 @@ from urllib.parse import quote
 import cv2
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
@@ -346,7 +348,7 @@ def create_app(state: ServiceState) -> FastAPI:
         summary="Person re-identification gallery: recognise, search and enrol by image.",
         version="1",
     )
-    app.add_middleware(BodyLimit, limit=limit + MULTIPART_SLACK)
+    app.add_middleware(BodyLimit, limit=limit + MULTIPART_SLACK, refused=state.refused)
     k_default = state.cfg.top_k
     known = [Depends(known_query(state))]
 
@@ -394,6 +396,11 @@ def create_app(state: ServiceState) -> FastAPI:
             state.counted, "enroll", lambda: enroll_image(state, img, named, label)
         )
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        state.refused(_endpoint(request.scope))  # FastAPI's own 422, before the endpoint could count it
+        return await request_validation_exception_handler(request, exc)
+
     @app.exception_handler(DataError)
     async def data_error(request: Request, exc: DataError) -> JSONResponse:
         return JSONResponse(status_code=409, content={"detail": str(exc)})
@@ -417,7 +424,7 @@ def known_query(state: ServiceState) -> Callable[[Request], None]:
         known = sorted(p.alias for p in route.dependant.query_params)
         unknown = sorted(set(request.query_params) - set(known))
         if unknown:
-            state.refused(route.path.strip("/"))
+            state.refused(_endpoint(request.scope))
             raise HTTPException(
                 422,
                 f"unknown query parameter {', '.join(map(repr, unknown))}: {route.path} takes "
@@ -432,8 +439,9 @@ class BodyLimit:
     reply naming the limit) at once when the Content-Length says so, else when the bytes received pass it,
     so such a body is never read whole (the form parser would spool any amount of it to disk)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, refused: Callable[[str], None] | None = None) -> None:
+        """``refused`` is told the endpoint of each request refused (as ServiceState.refused counts it)."""
+        self.app, self.limit, self.refused = app, limit, refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -445,17 +453,24 @@ class BodyLimit:
         async def limited() -> Message:
             nonlocal received
             if not received and declared.isdigit() and int(declared) > self.limit:
-                raise self.too_large()
+                raise self.too_large(scope)
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.limit:
-                raise self.too_large()
+                raise self.too_large(scope)
             return message
 
         await self.app(scope, limited, send)
 
-    def too_large(self) -> HTTPException:
+    def too_large(self, scope: Scope) -> HTTPException:
+        if self.refused is not None:
+            self.refused(_endpoint(scope))
         return HTTPException(413, f"the request body is more than the limit of {self.limit} bytes")
+
+
+def _endpoint(scope: Scope) -> str:
+    """The name /health counts a request under: its path without the slashes ('recognize')."""
+    return str(scope["path"]).strip("/")
 
 
 async def _counted_read(

@@ -235,6 +235,19 @@ def test_recognize_with_detect_says_when_it_found_no_person(tmp_path: Path) -> N
         assert status == 200 and len(body["queries"]) == 1 and body["no_person"] == [], body
 
 
+def test_health_counts_requests_refused_before_their_endpoint_ran(toy: tuple[str, ServiceState]) -> None:
+    # Regression: /health counted neither the request nor the error of a 422 from FastAPI's validation
+    # (k=0, no image field) or a 413 from the body limit: a client sending only such requests left the
+    # counts at zero.
+    url, _ = toy
+    assert _post(f"{url}/recognize?k=0", "q.jpg", _jpeg((0, 0, 200)))[0] == 422
+    assert _call(f"{url}/search", *_multipart({}, {"label": "x"}))[0] == 422
+    assert _post(f"{url}/enroll", "huge.jpg", b"\xff" * (60_000 + MULTIPART_SLACK))[0] == 413
+    h = _call(f"{url}/health")[1]
+    assert h["requests"] == {"recognize": 1, "search": 1, "enroll": 1, "health": 1}, h
+    assert h["errors"] == {"recognize": 1, "search": 1, "enroll": 1}, h
+
+
 def test_an_image_too_large_to_decode_is_refused_from_its_header(toy: tuple[str, ServiceState]) -> None:
     # Regression: a PNG of a few KB holding a huge image was decoded whole (a 750 KB PNG took 768 MB).
     url, state = toy
