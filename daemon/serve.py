@@ -59,6 +59,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+MAX_STEM_BYTES: Final = 255 - len("--9999999999.jpg")
+"""UTF-8 bytes a reference file's ``[SET-]label`` stem may take: a file name holds 255 (ext4, XFS, btrfs)."""
+
 MULTIPART_SLACK: Final = 64 * 1024
 """Bytes a request body may hold besides the image: multipart boundaries, part headers, the label field."""
 
@@ -313,7 +316,22 @@ def _reference_stem(state: ServiceState, name: str, label: str | None) -> str:
         raise HTTPException(
             409, f"{given!r}: a label may not start with '.' (its reference file would be hidden)"
         )
+    _check_file_name(stem, given)
     return stem
+
+
+def _check_file_name(stem: str, given: str) -> None:
+    """HTTPException 409 when ``stem`` cannot be a file name: a NUL, or too long for the variant suffix and
+    '.jpg' to follow within the 255 bytes a file name holds."""
+    if "\x00" in stem:
+        raise HTTPException(409, f"{given!r}: a file name cannot hold the NUL character '\\x00'")
+    size = len(stem.encode("utf-8", "surrogatepass"))
+    if size > MAX_STEM_BYTES:
+        raise HTTPException(
+            409,
+            f"{stem[:20]!r}...: the reference file name would take {size} UTF-8 bytes, more than the "
+            f"{MAX_STEM_BYTES} a file name leaves for it; choose a shorter label",
+        )
 
 
 def _free_name(state: ServiceState, stem: str) -> Path:

@@ -172,6 +172,18 @@ def test_a_label_its_file_name_cannot_keep_is_refused(toy: tuple[str, ServiceSta
     assert status == 200 and body["label"] == "mary-jane o'neil"
 
 
+def test_a_label_no_file_name_can_hold_is_refused(toy: tuple[str, ServiceState], tmp_path: Path) -> None:
+    # Regression: a label of 200 '€' (600 UTF-8 bytes, over the 255 a file name holds) and an upload named
+    # 'a\x00b.jpg' were each a 500 with a cv2.error traceback from writing the reference image.
+    url, state = toy
+    status, body = _post(f"{url}/enroll", "q.jpg", _jpeg((1, 2, 3)), label="€" * 200)
+    assert status == 409 and "bytes" in body["detail"], body
+    status, body = _post(f"{url}/enroll", "a\x00b.jpg", _jpeg((1, 2, 3)))
+    assert status == 409 and "\\x00" in body["detail"], body
+    assert len(state.gallery) == 0 and not list((tmp_path / "refs").iterdir())
+    assert _post(f"{url}/enroll", "q.jpg", _jpeg((1, 2, 3)), label="€" * 70)[0] == 200  # 210 bytes: fits
+
+
 def test_reference_urls_are_percent_encoded(toy: tuple[str, ServiceState], tmp_path: Path) -> None:
     # Regression: label 'no#1' was kept as no#1.jpg and given as /references/no#1.jpg, a URL that fetches
     # /references/no (404); a space, '?', '%' or 'ë' broke the URLs in the same way.
