@@ -59,7 +59,7 @@ from tqdm import tqdm
 from daemon.boxes import box_area, box_intersection
 from daemon.config import EnrollConfig
 from daemon.embed import crop_boxes
-from daemon.embedding import atomic_write
+from daemon.embedding import atomic_write, read_image
 from daemon.enroll import reference_files
 from daemon.errors import ConfigError, DataError, ModelError
 from daemon.types import FloatArray, ImageBGR
@@ -388,11 +388,13 @@ def reference_features(
     feats: list[FloatArray] = []
     kept: list[str] = []
     for path, label in tqdm(list(zip(paths, labels, strict=True)), desc="reference", disable=not progress):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None or not label:
-            logger.warning(
-                "skipped reference %s (%s)", path, "unreadable" if image is None else "empty label"
-            )
+        if not label:
+            logger.warning("skipped reference %s (empty label)", path)
+            continue
+        try:
+            image = read_image(path)
+        except DataError as e:  # unreadable, or refused by OpenCV (more pixels than it allows)
+            logger.warning("skipped reference %s (%s)", path, e)
             continue
         feats.append(embedder.embed_crops([np.asarray(image, np.uint8)])[0])
         kept.append(label)

@@ -446,7 +446,10 @@ class _FolderReader:
         if not self.grab():
             return None
         path = self._files[self._next - 1]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        try:
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        except cv2.error as e:  # OpenCV's own refusals, e.g. more pixels than CV_IO_MAX_IMAGE_PIXELS
+            raise SourceError(f"cannot read image {path}: OpenCV refuses it ({e.err})") from e
         if image is None:
             raise SourceError(f"cannot read image {path} (corrupt or unsupported)")
         return _to_bgr(image), (self._next - 1) / self.fps

@@ -7,12 +7,15 @@ written as ``person_07--1.jpg``, ``person_07--2.jpg`` ... (label "person 07", va
 ``write_frames(dest, indices)`` writes whole video frames (for search tests). Both skip the calling test with
 a reason when the shared data is absent. Import as ``from _crops import write_reference_crops``.
 
+``png_declaring(w, h)`` is a PNG of a few dozen bytes whose header declares w x h pixels (decompression bombs).
 ``MeanColour`` / ``BatchedMeanColour`` (a toy embedder) and ``FixedDetector`` stand in for the models in
 tests of pure logic.
 """
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,3 +189,15 @@ class FixedDetector:
     def detect(self, frame: Frame) -> Detections:
         self.frames.append(frame.index)
         return self.dets
+
+
+def png_declaring(width: int, height: int, pixel_data: bool = False) -> bytes:
+    """A PNG of a few dozen bytes whose header declares ``width`` x ``height`` (RGB, 8 bit); the pixel data is
+    absent, or with ``pixel_data`` a kilobyte of zeros (too few for the size)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = chunk(b"IDAT", zlib.compress(bytes(1000))) if pixel_data else b""
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")

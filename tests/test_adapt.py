@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from _crops import png_declaring
 from _data import require_pets09_video
 from _video import make_video
 from pydantic import ValidationError
@@ -34,6 +35,7 @@ from daemon.adapt import (
     load_tracklets,
     merge_tracklets,
     mine_tracklets,
+    reference_features,
     save_head,
     save_tracklets,
     supcon_loss,
@@ -493,6 +495,23 @@ def test_reference_folder_gives_the_labels_enroll_gives(tmp_path: Path) -> None:
     paths, labels = list_reference(refs, naming)
     names, _ = reference_files(refs, naming)
     assert paths == [n.path for n in names] and labels == [n.label for n in names] == ["ann", "ann", "bob"]
+
+
+class _Flat:
+    """A crop embedder giving every crop the same unit vector (pure logic of the reference listing)."""
+
+    def embed_crops(self, crops: list[ImageBGR]) -> FloatArray:
+        return np.full((len(crops), 4), 0.5, np.float32)
+
+
+def test_reference_images_opencv_refuses_are_skipped_not_a_traceback(tmp_path: Path) -> None:
+    # Regression: `adapt --references` with a PNG declaring 50000x50000 in the folder ended in a cv2.error
+    # traceback; like an unreadable file it is skipped with a warning naming it.
+    good, bomb = tmp_path / "ann--1.png", tmp_path / "bob--1.png"
+    cv2.imwrite(str(good), np.full((20, 10, 3), 100, np.uint8))
+    bomb.write_bytes(png_declaring(50_000, 50_000, pixel_data=True))
+    feats = reference_features([good, bomb], ["ann", "bob"], _Flat(), progress=False)
+    assert feats.names == ("ann",) and len(feats.features) == 1
 
 
 # ------------------------------------------------------------------------------------------- real model

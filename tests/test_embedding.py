@@ -16,6 +16,7 @@ from _crops import (
     FixedDetector,
     MeanColour,
     crop_of,
+    png_declaring,
     read_video_frames,
     write_reference_crops,
 )
@@ -155,16 +156,8 @@ def test_an_image_over_opencvs_pixel_bound_is_a_data_error(tmp_path: Path) -> No
     # Regression: `recognize bomb.png` (a 74-byte PNG declaring 50000x50000) ended in a cv2.error traceback
     # from OpenCV's CV_IO_MAX_IMAGE_PIXELS assertion, and `enroll` of a folder holding it stopped there
     # instead of listing the file as skipped.
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
     bomb = tmp_path / "bomb.png"
-    ihdr = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0)
-    idat = chunk(b"IDAT", zlib.compress(bytes(1000)))
-    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b""))
+    bomb.write_bytes(png_declaring(50_000, 50_000, pixel_data=True))
     with pytest.raises(DataError, match=r"cannot decode image .*bomb\.png: .*pixels"):
         read_image(bomb)
     with pytest.raises(DataError, match=r"bomb\.png"):

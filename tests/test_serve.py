@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from _crops import FixedDetector, MeanColour, write_reference_crops
+from _crops import FixedDetector, MeanColour, png_declaring, write_reference_crops
 
 from daemon.config import EmbedderConfig, EnrollConfig, GalleryConfig, RuntimeConfig, ServeConfig
 from daemon.embed import OnnxEmbedder
@@ -271,24 +271,12 @@ def test_an_image_too_large_to_decode_is_refused_from_its_header(toy: tuple[str,
     assert _post(f"{url}/recognize", "fine.png", fine)[0] == 200
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG of a few dozen bytes whose header declares ``width`` x ``height`` (the pixel data is absent)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
-
-
 def test_an_image_over_pillows_own_bound_is_refused_from_its_header(toy: tuple[str, ServiceState]) -> None:
     # Regression: a 57-byte PNG declaring 50000x50000 was a 500 with Pillow's DecompressionBombError
     # traceback in the log, on every endpoint, instead of the 413 max_image_pixels promises.
     url, state = toy
     for endpoint in ("recognize", "search", "enroll"):
-        status, body = _post(f"{url}/{endpoint}", "bomb.png", _png_header_only(50_000, 50_000))
+        status, body = _post(f"{url}/{endpoint}", "bomb.png", png_declaring(50_000, 50_000))
         assert status == 413 and "bomb.png" in body["detail"], (endpoint, status, body)
     assert len(state.gallery) == 0
 

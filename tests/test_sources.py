@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from _crops import png_declaring
 from _video import SyntheticClip, make_image_folder, make_video, match_frame
 
 from daemon.config import SourceConfig, redact
@@ -198,6 +199,17 @@ def test_unreadable_image_in_folder_fails_loudly_with_cause(tmp_path: Path) -> N
         with pytest.raises(SourceError, match=r"frame_2\.png") as info:
             next(src)
     assert isinstance(info.value.__cause__, SourceError)
+
+
+def test_an_image_over_opencvs_pixel_bound_in_a_folder_is_a_source_error(tmp_path: Path) -> None:
+    # Regression: `run` on a folder holding a 74-byte PNG that declares 50000x50000 ended in a cv2.error
+    # traceback (OpenCV's CV_IO_MAX_IMAGE_PIXELS assertion) instead of an error naming the file.
+    folder = make_image_folder(tmp_path, frames=3)
+    (folder.path / "frame_2.png").write_bytes(png_declaring(50_000, 50_000, pixel_data=True))
+    with open_source(SourceConfig(uri=str(folder.path))) as src:
+        assert next(src).index == 0
+        with pytest.raises(SourceError, match=r"frame_2\.png: OpenCV refuses it .*pixels"):
+            next(src)
 
 
 # ------------------------------------------------------------------------------------------------- closing
