@@ -388,6 +388,7 @@ class Bridge:
         self._refused = {"send": "", "receive": ""}
         self._subscribed = threading.Event()
         self._stop = threading.Event()
+        self._interrupted = threading.Event()  # the owner is stopping: waits for Valkey end now
         self._log = _RateLimitedLog(cfg.log_every_s)
         self._last_ids: dict[str, str] = {}
         self._unmet: set[str] = set()  # cameras in the registry not heard of at the last resync
@@ -449,8 +450,18 @@ class Bridge:
         )
 
     def wait_ready(self, timeout: float) -> bool:
-        """True once the receiver is subscribed and has caught up (False after ``timeout`` seconds)."""
-        return self._subscribed.wait(timeout)
+        """True once the receiver is subscribed and has caught up (False after ``timeout`` seconds, or at once
+        after ``interrupt``)."""
+        deadline = time.monotonic() + timeout
+        while not self._subscribed.wait(min(LIVE_POLL_S, max(0.0, deadline - time.monotonic()))):
+            if self._interrupted.is_set() or time.monotonic() >= deadline:
+                return False
+        return True
+
+    def interrupt(self) -> None:
+        """The owner is stopping (a signal): a ``start`` waiting for the fleet gives up now. What is queued is
+        still written by ``close``."""
+        self._interrupted.set()
 
     def close(self, flush_s: float = 1.0) -> None:
         """Write what is queued (up to ``flush_s`` seconds), stop the threads, stop an embedded server."""

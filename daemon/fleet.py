@@ -403,6 +403,7 @@ class FleetLink:
         self.forgets_received = 0
         self.lockstep: Lockstep | None = None
         self._started = False
+        self._interrupted = False
         self.first_track_id = 1  # where this run numbers its tracks from (after an earlier run's, live)
         # ids forgotten since take_forgotten (bounded: the worker takes them every frame)
         self._forgotten: list[int] = []
@@ -429,7 +430,7 @@ class FleetLink:
             )
         self.bridge.start(wait_s=cfg.ready_timeout_s)
         self._started = True
-        self.first_track_id = self._first_track_id() if live else 1
+        self.first_track_id = self._first_track_id() if live and not self._interrupted else 1
         log.info(
             "%s: joined fleet %r at %s (%s clock)",
             self.camera,
@@ -491,7 +492,9 @@ class FleetLink:
         self.bridge.publish(FleetMessage("progress", self.camera, timestamp=t, ended=ended))
 
     def interrupt(self) -> None:
-        """The worker is stopping: a lockstep wait ends now."""
+        """The worker is stopping: the wait to catch up with the fleet (``start``) and a lockstep wait end now."""
+        self._interrupted = True
+        self.bridge.interrupt()
         if self.lockstep is not None:
             self.lockstep.interrupt()
 

@@ -274,9 +274,11 @@ class CameraWorker:
                     if self.fleet is not None:
                         self.fleet.start(live=src.live)
                         self.pipeline.tracker.number_from(self.fleet.first_track_id)
-                    for o in self.observers:
-                        o.started(self, src)
-                    frames, seconds, tracks = self._loop(src, outputs)
+                    frames, seconds, tracks = 0, 0.0, 0
+                    if not self._stop.is_set():  # else stopped while catching up with the fleet
+                        for o in self.observers:
+                            o.started(self, src)
+                        frames, seconds, tracks = self._loop(src, outputs)
                 finally:
                     try:
                         outputs.close()

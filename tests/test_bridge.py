@@ -871,3 +871,20 @@ def test_tls_connection_verified_against_the_ca(server: EmbeddedValkey, tmp_path
             Bridge(config(server.url, tls={"enabled": True}), "cam-d").start()
     finally:
         proxy.close()
+
+
+def test_an_interrupted_start_stops_waiting_for_an_unreachable_valkey() -> None:
+    """A worker stopped (SIGTERM) while it waited to catch up with an unreachable Valkey waited out the whole
+    ``wait_s`` (fleet.ready_timeout_s) first."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"redis://127.0.0.1:{s.getsockname()[1]}"
+    bridge = Bridge(config(url), "cam")
+    threading.Timer(0.3, bridge.interrupt).start()
+    t0 = time.monotonic()
+    try:
+        bridge.start(wait_s=30.0)
+        waited = time.monotonic() - t0
+    finally:
+        bridge.close(flush_s=0.0)
+    assert waited < 2.0

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
-from _ops import NotifySocket, notify_socket
+from _ops import NotifySocket, notify_socket, wait_until
 from _video import make_video
 
 from daemon.valkey_server import free_port
@@ -131,3 +133,38 @@ def test_missing_model_exits_non_zero_and_says_so_in_status(tmp_path: Path) -> N
     assert "ssdlite-mobilenetv2-pedestrian" in errors[0] and "Traceback" not in err
     assert any(s.startswith("model missing:") and "ssdlite-mobilenetv2-pedestrian" in s for s in statuses)
     assert not fake.times("READY")
+
+
+def test_sigterm_while_catching_up_with_an_unreachable_valkey_stops_at_once(
+    tmp_path: Path, mobilenet_model: Path
+) -> None:
+    """A starting worker waits up to fleet.ready_timeout_s to catch up with the fleet; with Valkey unreachable a
+    SIGTERM then went unheard until the wait ended (10 s by default, the unit's TimeoutStopSec: systemd's
+    SIGKILL), after which the worker sent READY=1 and processed a frame on its way out."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"redis://127.0.0.1:{s.getsockname()[1]}"
+    cfg = write_config(tmp_path, free_port(), "gt")
+    text = cfg.read_text().replace("embedder: {type: none}", "embedder: {type: onnx}")
+    text = text.replace("fleet: {replay_speed: 1.0}", "fleet: {enabled: true, ready_timeout_s: 60}")
+    cfg.write_text(text + f"bridge: {{url: '{url}', signing_key: {{value: {'k' * 32}}}}}\n")
+    with notify_socket(tmp_path) as (path, fake):
+        proc = start_worker(cfg, path)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr or []), daemon=True)
+        reader.start()
+        try:
+            wait_until(
+                lambda: any("reconnecting" in x for x in lines), START_TIMEOUT_S, "the bridge retrying"
+            )
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(10)
+            stop_s = time.monotonic() - t0
+        finally:
+            proc.kill()
+        reader.join(5)
+        time.sleep(0.2)  # the last datagrams are read on the fake socket's thread
+    err = "".join(lines)
+    assert code == 0 and stop_s < STOP_BUDGET_S, err[-2000:]
+    assert not fake.times("READY"), fake.messages  # never announced as started
