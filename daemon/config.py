@@ -762,7 +762,9 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     if path is not None:
         env = _environment()
         origin = f"{path} and the environment ({', '.join(_env_names())})" if env else str(path)
-        data = yield_to_backends(_read_yaml(Path(path)), env)
+        file = _read_yaml(Path(path))
+        _check_env_cameras(file, path)
+        data = yield_to_backends(file, env)
     data.update(overrides)
     return _settings(data, origin)
 
@@ -807,6 +809,34 @@ def _check_env_sections() -> None:
             f"environment variable(s) {', '.join(unknown)} name no field of the config (its top-level fields: "
             f"{', '.join(sorted(sections))})"
         )
+
+
+def _check_env_cameras(file: dict[str, Any], path: str | Path) -> None:
+    """ConfigError naming ``REID_CAMERAS__<name>__...`` variables whose camera ``file`` does not hold: the
+    environment source would add such a camera, and the one meant kept the file's values (a typo, or a camera
+    named with '-', which systemd drops from variable names, spelt with '_'). A file without cameras leaves them
+    to the environment."""
+    cameras = file.get("cameras")
+    if not isinstance(cameras, dict) or not cameras:
+        return
+    known = {str(c).lower(): str(c) for c in cameras}
+    prefix = f"{ENV_PREFIX}CAMERAS__"
+    named = {k: k[len(prefix) :].split("__", 1)[0] for k in _env_names() if k.upper().startswith(prefix)}
+    unknown = {k: n for k, n in named.items() if n.lower() not in known}
+    if not unknown:
+        return
+    names = sorted(set(unknown.values()))
+    meant = [c for low, c in known.items() if low.replace("-", "_") in {n.lower() for n in names}]
+    hint = (
+        f"; systemd drops variables whose name holds '-', so camera {meant[0]!r} cannot be set from an "
+        "EnvironmentFile: name it with letters, digits and '_' only"
+        if meant
+        else ""
+    )
+    raise ConfigError(
+        f"environment variable(s) {', '.join(sorted(unknown))} name no camera {', '.join(map(repr, names))} of "
+        f"{path} (its cameras: {', '.join(sorted(known.values()))}){hint}"
+    )
 
 
 def _env_names() -> list[str]:

@@ -143,6 +143,25 @@ def test_environment_override_of_a_camera_named_in_upper_case_is_an_error(
         load_settings(p)
 
 
+def test_environment_override_of_a_camera_the_file_does_not_hold_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """REID_CAMERAS__front_door__SOURCE__URI silently added a camera 'front_door' beside the file's 'front-door',
+    which kept the YAML's uri. systemd drops variables whose name holds '-' from an EnvironmentFile, so that
+    spelling was the only one a unit could pass: the camera ran the wrong stream, `config check` said valid."""
+    p = _write(tmp_path, "cameras:\n  front-door:\n    source: {uri: x.mp4}\n")
+    monkeypatch.setenv("REID_CAMERAS__front_door__SOURCE__URI", "rtsp://cam/stream")
+    with pytest.raises(
+        ConfigError, match=r"REID_CAMERAS__front_door__SOURCE__URI .*no camera 'front_door'"
+    ) as e:
+        load_settings(p)
+    assert "'-'" in str(e.value) and "front-door" in str(e.value)  # why, and which camera it meant
+    monkeypatch.delenv("REID_CAMERAS__front_door__SOURCE__URI")
+    monkeypatch.setenv("REID_CAMERAS__frontdoor__TRACKER__TRACK_BUFFER", "90")  # a typo
+    with pytest.raises(ConfigError, match=r"no camera 'frontdoor'.*front-door"):
+        load_settings(p)
+
+
 def test_a_port_for_a_camera_the_config_does_not_hold_is_an_error(tmp_path: Path) -> None:
     """A misspelt ops.camera_ports key was ignored: the camera served on a random port instead."""
     p = _write(
