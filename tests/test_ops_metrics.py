@@ -219,6 +219,29 @@ def test_head_requests_get_the_status_and_headers_of_get() -> None:
     assert answers["/metrics"] == (200, "20", b"") and answers["/nothing"][0] == 404
 
 
+def test_a_client_that_sends_nothing_is_dropped_and_does_not_hold_a_thread() -> None:
+    """A connection to /metrics that never sent its request (a stuck scraper, a port scanner) held a server
+    thread forever: enough of them use up the unit's TasksMax, and the worker can start no thread."""
+    live = Liveness()
+    health = Health("door", live, stall_after_s=5.0)
+    server = OpsServer("127.0.0.1", 0, lambda: b"reid_frames_total 1\n", health.report, "door").start()
+    try:
+        idle = socket.create_connection(("127.0.0.1", server.port))
+        idle.settimeout(15.0)
+        t0 = time.monotonic()
+        try:
+            assert idle.recv(1) == b""  # closed by the server
+        except TimeoutError:
+            pytest.fail("the server kept an idle connection open for 15 s")
+        finally:
+            idle.close()
+        assert time.monotonic() - t0 < 10.0
+        with urllib.request.urlopen(server.url + "/metrics", timeout=5) as r:  # others are served as before
+            assert r.status == 200
+    finally:
+        server.close()
+
+
 def test_port_in_use_is_a_config_error_naming_the_setting(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -1,5 +1,6 @@
 """The operations endpoint: ``GET /metrics`` (Prometheus text format) and ``GET /health`` (JSON; 200 or 503);
-``HEAD`` answers the same status and headers.
+``HEAD`` answers the same status and headers; a connection that sends no request within ``REQUEST_TIMEOUT_S`` is
+closed.
 
 A ``ThreadingHTTPServer`` on a daemon thread, so a slow scraper never touches the frame loop. Bind failures
 (port in use, bad address) are a ConfigError naming the setting to change.
@@ -24,10 +25,12 @@ from daemon.ops.health import Report
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1  # how often the server thread checks for shutdown (close() waits up to this)
+REQUEST_TIMEOUT_S = 5.0  # a client that sends no request this long (a stuck scraper, a port scan) is dropped
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    timeout = REQUEST_TIMEOUT_S  # each connection has a thread: one that never sends must not keep it
 
     def do_GET(self) -> None:
         self._reply(*self._answer())
