@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from daemon.embedding import atomic_write
 from daemon.errors import DataError
 from daemon.fleet_eval import CameraRun, evaluate_fleet
 from daemon.motio import read_ground_truth, read_results
@@ -60,8 +61,8 @@ def build_report(camera_dirs: dict[str, Path], out: Path) -> dict[str, Any]:
         "people": {str(g): p for g, p in people.items()},
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-    (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
+    atomic_write(out / "report.json", json.dumps(report, indent=1).encode("utf-8"))
+    atomic_write(out / "report.md", report_markdown(report).encode("utf-8"))
     if people:
         plot_timeline(people, epoch, out / "timeline.png")
     else:  # nobody seen: no picture, and not an earlier run's in its place
@@ -193,8 +194,8 @@ def evaluate_scenario(scenario_dir: Path, camera_dirs: dict[str, Path], out: Pat
         )
     metrics = evaluate_fleet(runs)
     doc = metrics.as_dict()
-    (out / "fleet_metrics.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    (out / "fleet_metrics.txt").write_text(metrics.text() + "\n", encoding="utf-8")
+    atomic_write(out / "fleet_metrics.json", json.dumps(doc, indent=1).encode("utf-8"))
+    atomic_write(out / "fleet_metrics.txt", (metrics.text() + "\n").encode("utf-8"))
     append_metrics(out / "report.md", metrics.text())
     return doc
 

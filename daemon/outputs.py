@@ -26,6 +26,7 @@ from daemon.sources import local_path
 from daemon.types import FloatArray, ImageBGR, Track
 
 EVENT_SCHEMA_VERSION = 1
+SUMMARY_SCHEMA_VERSION = 1  # summary.json and status.json
 SPACE_CHECK_EVERY = 50  # annotated frames between checks that the video's disk still has room
 MAX_FILL_S = 10.0  # a live stream's gap up to this long is filled with its last frame in the annotated video
 
@@ -436,7 +437,7 @@ class RunSummary:
         return asdict(self)
 
     def text(self) -> str:
-        stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms_per_frame.items())
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms_per_frame.items()) or "none (no frame)"
         return (
             f"[{self.camera}] {self.frames} frames in {self.seconds:.1f} s = {self.fps:.1f} FPS; "
             f"ms/frame: {stages}; {self.detections} detections, {self.embedded_boxes} embedded, "
@@ -444,7 +445,8 @@ class RunSummary:
         )
 
     def write(self, path: Path) -> None:
-        atomic_write(path, json.dumps(self.as_dict(), indent=2).encode("utf-8"))
+        doc = {"v": SUMMARY_SCHEMA_VERSION, **self.as_dict()}
+        atomic_write(path, json.dumps(doc, indent=2).encode("utf-8"))
 
 
 @dataclass(frozen=True, slots=True)

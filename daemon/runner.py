@@ -21,7 +21,7 @@ from types import FrameType
 from daemon.config import Settings
 from daemon.embedding import atomic_write
 from daemon.ops import STOP_SIGNALS
-from daemon.outputs import RunSummary
+from daemon.outputs import SUMMARY_SCHEMA_VERSION, RunSummary
 from daemon.pipeline import FrameResult
 from daemon.sources import FrameSource
 from daemon.worker import CameraWorker, WorkerObserver
@@ -62,6 +62,7 @@ class StatusFile:
             return
         elapsed = max(time.monotonic() - self._t0, 1e-9)
         doc = {
+            "v": SUMMARY_SCHEMA_VERSION,
             "camera": worker.name,
             "state": state,
             "frames": self._frames,

@@ -105,8 +105,15 @@ def test_video_keeps_frames_of_another_size(tmp_path: Path) -> None:
 def test_summary_round_trip(tmp_path: Path) -> None:
     s = RunSummary("cam", "x.mp4", 10, 2.0, 5.0, {"detect": 1.0}, 20, 5, 3, {"track.started": 3})
     s.write(tmp_path / "s.json")
-    assert json.loads((tmp_path / "s.json").read_text())["fps"] == 5.0
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["fps"] == 5.0 and doc["v"] == 1  # versioned, as the events and identity files are
     assert "10 frames" in s.text()
+
+
+def test_the_summary_line_of_a_run_without_frames_says_so() -> None:
+    """A worker stopped before its first frame logged 'ms/frame: ;' (an empty list of stages)."""
+    s = RunSummary("cam", "x.mp4", 0, 0.1, 0.0, {}, 0, 0, 0, {})
+    assert "ms/frame: none (no frame);" in s.text()
 
 
 def _noise_video(path: Path, frames: int) -> None:

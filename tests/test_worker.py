@@ -259,6 +259,22 @@ def test_a_status_file_that_cannot_be_written_is_a_warning(
     assert caplog.text.count("cam: cannot write") == 1
 
 
+def test_status_json_names_its_version_and_the_worker_process(tmp_path: Path) -> None:
+    """status.json said 'running' with nothing to tell a live worker from one killed with SIGKILL (forget
+    erases a stopped camera's files, never a running one's), and carried no version."""
+    import os
+    import socket
+
+    status = StatusFile()
+    worker = SimpleNamespace(
+        name="cam", cam=SimpleNamespace(output=SimpleNamespace(dir=tmp_path)), fleet=None
+    )
+    status.started(worker, None)  # type: ignore[arg-type]
+    doc = json.loads((tmp_path / "cam" / "status.json").read_text())
+    assert doc["v"] == 1 and doc["state"] == "running"
+    assert doc["pid"] == os.getpid() and doc["host"] == socket.gethostname()
+
+
 def test_a_worker_stopped_while_its_camera_is_not_up_yet_ends_cleanly(tmp_path: Path) -> None:
     """`run` with source.startup_wait_s on a stream that is down: it waits (logging each try) instead of
     failing, and SIGTERM meanwhile ends it with exit 0 rather than an error systemd would restart."""
