@@ -55,6 +55,16 @@ def _camera_updates(args: argparse.Namespace) -> dict[str, Any]:
     return updates
 
 
+# the option each of _camera_updates' fields comes from (named in the error a bad value gives)
+_UPDATE_FLAGS = {
+    "source.uri": "--source",
+    "output.dir": "--output",
+    "source.max_frames": "--max-frames",
+    "output.video": "--video",
+    "detector": "--detections",
+}
+
+
 def _load(args: argparse.Namespace) -> tuple[Any, str]:
     from daemon.config import load_settings, with_overrides
 
@@ -62,7 +72,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, str]:
     name, _ = settings.camera(args.camera)
     updates = _camera_updates(args)
     if updates:
-        settings = with_overrides(settings, name, updates)
+        settings = with_overrides(settings, name, updates, _UPDATE_FLAGS)
     return settings, name
 
 

@@ -738,10 +738,14 @@ def merge_defaults(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, A
     return out
 
 
-def _format_errors(err: ValidationError, origin: str) -> str:
+def _format_errors(err: ValidationError, origin: str, flags: dict[str, str] | None = None) -> str:
+    """One line per error, naming the field; ``flags`` (field path -> command-line option) names the option
+    too where the value came from one (``--max-frames (cameras.a.source.max_frames)``)."""
     lines = [f"invalid configuration in {origin}:"]
     for e in err.errors():
-        lines.append(f"  {_field_path(e['loc']) or '(top level)'}: {e['msg']}")
+        path = _field_path(e["loc"]) or "(top level)"
+        flag = next((f for p, f in (flags or {}).items() if path == p or path.startswith(p + ".")), None)
+        lines.append(f"  {f'{flag} ({path})' if flag else path}: {e['msg']}")
     return "\n".join(lines)
 
 
@@ -901,8 +905,11 @@ def single_camera_settings(camera: CameraConfig, name: str = "cam0", **kw: Any) 
     return _settings({"cameras": {name: camera}, **kw}, "arguments")
 
 
-def with_overrides(settings: Settings, camera: str, updates: dict[str, Any]) -> Settings:
-    """A re-validated copy of ``settings`` with dotted-path ``updates`` applied to one camera.
+def with_overrides(
+    settings: Settings, camera: str, updates: dict[str, Any], flags: dict[str, str] | None = None
+) -> Settings:
+    """A re-validated copy of ``settings`` with dotted-path ``updates`` applied to one camera; ``flags`` names
+    the command-line option each update came from, for the error a bad value gives.
 
     Example: ``with_overrides(s, "lobby", {"source.uri": "clip.mp4", "output.video": True})``.
     """
@@ -917,7 +924,8 @@ def with_overrides(settings: Settings, camera: str, updates: dict[str, Any]) -> 
     try:
         return Settings.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, "command-line options")) from e
+        named = {f"cameras.{camera}.{k}": v for k, v in (flags or {}).items()}
+        raise ConfigError(_format_errors(e, "command-line options", named)) from e
 
 
 class GalleryConfig(_Strict):

@@ -437,6 +437,16 @@ def test_scenario_build_options_out_of_bounds_exit_2_naming_them(
     assert not (tmp_path / "s").exists()
 
 
+def test_run_with_an_option_out_of_bounds_names_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --max-frames -5` said only 'cameras.cam.source.max_frames: ...', a field the user never wrote."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("cameras:\n  cam:\n    source: {uri: x.mp4}\n")
+    assert main(["run", "--config", str(cfg), "--max-frames", "-5"]) == 2
+    assert "--max-frames (cameras.cam.source.max_frames): Input should be greater" in capsys.readouterr().err
+
+
 def test_verbose_help_says_what_one_v_does() -> None:
     """The help said `-v, --verbose: More logging (-vv debug)`, but the default is info, so one -v is debug."""
     from daemon.cli import _parse, build_parser
