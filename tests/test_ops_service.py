@@ -59,6 +59,14 @@ def health(port: int) -> dict[str, object]:
         return dict(json.load(e))
 
 
+def _stop_timed(proc: subprocess.Popen[str]) -> tuple[int, float]:
+    """SIGTERM to ``proc``; its exit code and the seconds it took to exit."""
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(10)
+    return code, time.monotonic() - t0
+
+
 def test_notify_ready_watchdog_and_sigterm_exit_within_two_seconds(tmp_path: Path) -> None:
     port = free_port()
     cfg = write_config(tmp_path, port, "gt")
@@ -69,10 +77,7 @@ def test_notify_ready_watchdog_and_sigterm_exit_within_two_seconds(tmp_path: Pat
             assert health(port)["status"] == "ok"
             time.sleep(2.0)
             fed = fake.times("WATCHDOG")
-            t0 = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(10)
-            stop_s = time.monotonic() - t0
+            code, stop_s = _stop_timed(proc)
         finally:
             proc.kill()
         out, err = proc.communicate()
@@ -157,10 +162,7 @@ def test_sigterm_while_catching_up_with_an_unreachable_valkey_stops_at_once(
             wait_until(
                 lambda: any("reconnecting" in x for x in lines), START_TIMEOUT_S, "the bridge retrying"
             )
-            t0 = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(10)
-            stop_s = time.monotonic() - t0
+            code, stop_s = _stop_timed(proc)
         finally:
             proc.kill()
         reader.join(5)
