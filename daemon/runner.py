@@ -41,6 +41,9 @@ class StatusFile:
         self._last = -float("inf")
         self._failed = False  # a write failed (warned once)
 
+    def waiting(self, worker: CameraWorker, reason: str) -> None:
+        """Nothing to write yet: the outputs (and this file's folder) are made once the source opens."""
+
     def started(self, worker: CameraWorker, source: FrameSource) -> None:
         self.path = Path(worker.cam.output.dir) / worker.name / "status.json"
         self._t0 = time.monotonic()

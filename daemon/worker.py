@@ -42,10 +42,13 @@ ROTATE_CHECK_EVERY = 25  # frames between looks at the size of the output files 
 class WorkerObserver(Protocol):
     """Something that watches a worker (metrics, watchdog, health): called on the worker's main thread.
 
+    ``waiting`` each time a live source could not be opened yet (``source.startup_wait_s``), with why;
     ``started`` once the source is open; ``frame`` after each frame was written (``loop_s``: wall seconds of
     this loop iteration, waiting for the frame included); ``stopped`` with the summary at the end (also after
     an error: then ``summary`` is None). Keep the calls short: they run inside the frame loop.
     """
+
+    def waiting(self, worker: CameraWorker, reason: str) -> None: ...
 
     def started(self, worker: CameraWorker, source: FrameSource) -> None: ...
 
@@ -257,10 +260,16 @@ class CameraWorker:
         if self.fleet is not None:
             self.fleet.interrupt()
 
+    def _source_waiting(self, reason: str) -> None:
+        for o in self.observers:
+            o.waiting(self, reason)
+
     def run(self) -> RunSummary:
         summary: RunSummary | None = None
         try:
-            opened = open_source_waiting(self.cam.source, self._stop, name=self.name)
+            opened = open_source_waiting(
+                self.cam.source, self._stop, name=self.name, on_retry=self._source_waiting
+            )
             if opened is None:  # stopped while waiting for a live source to come up
                 summary = self._not_started()
                 log.info("%s: stopped before the source could be opened", self.name)

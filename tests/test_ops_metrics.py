@@ -102,6 +102,19 @@ def test_running_worker_serves_metrics_and_health(tmp_path: Path) -> None:
     assert after_stop[0] == 503 and json.loads(after_stop[1])["problems"] == ["stopped"]
 
 
+def test_health_says_why_a_starting_worker_waits_for_its_source() -> None:
+    """While a live camera was not up yet (source.startup_wait_s, up to minutes), /health and systemd's STATUS
+    said only 'loading models and opening the source'; why was in the journal alone."""
+    from daemon.ops.health import Health
+    from daemon.ops.liveness import Liveness
+
+    health = Health("door", Liveness(), 30.0)
+    health.waiting("cannot open stream rtsp://cam/s; trying again in 2.0 s")
+    assert health.report().problems == (
+        "starting: waiting for the source: cannot open stream rtsp://cam/s; trying again in 2.0 s",
+    )
+
+
 def test_health_says_valkey_is_full_not_just_down() -> None:
     """A Valkey at maxmemory with noeviction (deploy/valkey.conf) answers PING but refuses every write: /health
     said "the bridge has no connection" without why, as if the server were gone."""

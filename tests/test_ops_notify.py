@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from _ops import FakeSource, NotifySocket, looped_settings, notify_socket
 
+from daemon.config import with_overrides
 from daemon.ops.liveness import Liveness
 from daemon.ops.notify import Notifier, one_line, socket_address, watchdog_period
 from daemon.ops.service import Operations
@@ -111,6 +112,42 @@ class HangingDetector:
             self.hung_at = time.monotonic()
             self.release.wait(30)
         return self.inner.detect(frame)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_status_says_why_a_starting_worker_waits_for_its_live_source(
+    tmp_path: Path, notify_path: tuple[str, NotifySocket]
+) -> None:
+    """A camera not up yet (source.startup_wait_s): STATUS (systemctl status) said 'loading models and
+    opening the source' for minutes; it now says which source could not be opened, and when it is tried again."""
+    import socket
+
+    path, fake = notify_path
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"rtsp://127.0.0.1:{s.getsockname()[1]}/cam"
+    settings = with_overrides(
+        looped_settings(tmp_path),
+        "door",
+        {
+            "source.uri": url,
+            "source.open_timeout_s": 0.5,
+            "source.startup_wait_s": 60.0,
+            "source.loop": False,
+        },
+    )
+    with Operations(settings, "door", notifier=Notifier({"NOTIFY_SOCKET": path})) as ops:
+        worker = CameraWorker(settings, "door", observers=[ops])
+        runner = threading.Thread(target=worker.run, daemon=True)
+        runner.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("waiting for" in x for x in fake.values("STATUS")):
+            time.sleep(0.05)
+        problems = ops.health.report().problems
+        worker.stop()
+        runner.join(10)
+    waiting = [x for x in fake.values("STATUS") if "waiting for" in x]
+    assert waiting and waiting[0].startswith("starting: waiting for the source: ") and url in waiting[0]
+    assert "trying again in" in waiting[0] and problems[0].startswith("starting: waiting for the source: ")
 
 
 def test_watchdog_fed_while_progressing_and_starved_when_the_loop_hangs(

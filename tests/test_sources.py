@@ -595,9 +595,13 @@ def test_without_a_startup_wait_a_dead_stream_fails_at_once() -> None:
 
 def test_a_stream_still_down_after_the_startup_wait_names_the_setting() -> None:
     t0 = time.monotonic()
+    retries: list[str] = []  # each said to the caller (the worker's /health and STATUS say it)
     with pytest.raises(SourceError, match=r"tried for 1\.5 s: source\.startup_wait_s"):
-        open_source_waiting(rtsp_cfg(_dead_rtsp_url(), startup_wait_s=1.5), threading.Event())
+        open_source_waiting(
+            rtsp_cfg(_dead_rtsp_url(), startup_wait_s=1.5), threading.Event(), on_retry=retries.append
+        )
     assert 1.0 <= time.monotonic() - t0 < 8.0
+    assert retries and all("rtsp://127.0.0.1:" in r and "trying again in" in r for r in retries)
 
 
 def test_a_missing_file_is_not_waited_for(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@
 problems, each a short sentence starting with what is wrong:
 
 * ``starting: loading models and opening the source`` (before the first frame can be read)
+* ``starting: waiting for the source: <why>; trying again in N s`` (a live source not up yet, within
+  ``source.startup_wait_s``)
 * ``model missing: <error>`` (the worker is about to exit non-zero; see the runner)
 * ``source down: <last error>`` (a live stream reconnecting, a file that failed)
 * ``valkey down: <why>`` (fleet mode: the bridge has no connection, or the last PING failed)
@@ -52,6 +54,7 @@ class Health:
         self._lock = threading.Lock()
         self._phase: Phase = "starting"
         self._failure = ""
+        self._waiting = ""  # why the source could not be opened yet (while starting)
         self._source: WatchedSource | None = None
         self._bridge: Callable[[], BridgeStats] | None = None
         self._valkey_error: str | None = None  # from the probe: None = fine or not probed
@@ -60,6 +63,11 @@ class Health:
     def running(self, source: WatchedSource, bridge: Callable[[], BridgeStats] | None = None) -> None:
         with self._lock:
             self._phase, self._source, self._bridge = "running", source, bridge
+
+    def waiting(self, reason: str) -> None:
+        """The live source could not be opened yet (``reason``); the worker tries again."""
+        with self._lock:
+            self._waiting = reason
 
     def stopped(self) -> None:
         with self._lock:
@@ -77,14 +85,17 @@ class Health:
 
     def problems(self) -> list[str]:
         with self._lock:
-            phase, failure, source, bridge, probe = (
+            phase, failure, source, bridge, probe, waiting = (
                 self._phase,
                 self._failure,
                 self._source,
                 self._bridge,
                 self._valkey_error,
+                self._waiting,
             )
         if phase == "starting":
+            if waiting:
+                return [f"starting: waiting for the source: {waiting}"]
             return ["starting: loading models and opening the source"]
         if phase == "failed":
             return [failure]

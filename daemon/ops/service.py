@@ -125,6 +125,10 @@ class Operations:
 
     # ---------------------------------------------------------------------------------------- observer
 
+    def waiting(self, worker: Any, reason: str) -> None:
+        self.health.waiting(reason)
+        self.notifier.status(f"starting: waiting for the source: {reason}")
+
     def started(self, worker: Any, source: FrameSource) -> None:
         self._source = source
         fleet = getattr(worker, "fleet", None)
