@@ -26,6 +26,7 @@ from daemon.outputs import (
     EmbeddingFile,
     EventLog,
     RunSummary,
+    camera_files,
     check_source_kept,
     keep_earlier_run,
     stream_files,
@@ -213,12 +214,16 @@ def open_outputs(
     name: str, cam: CameraConfig, fps: float, dim: int | None, fleet: bool, live: bool
 ) -> CameraOutputs:
     """The camera's output files; a folder that cannot be created or written is a ConfigError naming it.
-    A live camera's earlier run is kept (``keep_earlier_run``); a recording run again overwrites its own."""
+    A live camera's earlier run is kept (``keep_earlier_run``); a recording run again replaces its own, those it
+    no longer writes (the annotated video turned off) included: they would be taken for this run's."""
     try:
         folder, keep = Path(cam.output.dir) / name, cam.output.keep_earlier
         kept = keep_earlier_run(folder, name, keep) if live and folder.is_dir() else None
         if kept is not None:
             log.info("%s: the earlier run's files are kept in %s", name, kept)
+        if not live:
+            for earlier in camera_files(name):
+                (folder / earlier).unlink(missing_ok=True)
         return CameraOutputs(name, cam, fps, dim, fleet, live)
     except OSError as e:
         where = e.filename or cam.output.dir

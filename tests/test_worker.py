@@ -167,6 +167,30 @@ def test_a_live_camera_started_again_keeps_its_earlier_runs_files(tmp_path: Path
     assert np.load(tmp_path / "cam" / "embeddings.npy")[0][0] == 3.0
 
 
+def test_a_recording_run_again_leaves_none_of_the_earlier_runs_files_it_does_not_write(
+    tmp_path: Path,
+) -> None:
+    """A replay run again with the annotated video off (--no-video) or the MOT file off left the earlier run's
+    annotated.mp4 / cam.txt beside this run's summary.json, to be taken for this run's (eval, --report-only)."""
+    clip = make_video(tmp_path / "clip.mp4", frames=12, size=(160, 120), people=1)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+
+    def run(**output: bool) -> Path:
+        cam = CameraConfig(
+            source=SourceConfig(uri=str(clip.path)),
+            detector=GroundTruthDetectorConfig(path=gt),
+            embedder=EmbedderConfig(type="none"),
+            output=OutputConfig(dir=tmp_path / "runs", progress=False, **output),
+        )
+        CameraWorker(single_camera_settings(cam, name="cam"), "cam").run()
+        return tmp_path / "runs" / "cam"
+
+    out = run(video=True)
+    assert {"annotated.mp4", "cam.txt", "events.jsonl", "summary.json"} <= {p.name for p in out.iterdir()}
+    out = run(video=False, mot=False, events=False)
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+
+
 def test_output_files_rotate_at_a_size_and_keep_a_bounded_number(tmp_path: Path) -> None:
     """A camera run as a service wrote events.jsonl (and the rest) for as long as it ran, without a bound:
     the disk filled. With output.rotate_mb the files start afresh at that size, the full ones move to an
