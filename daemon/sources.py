@@ -292,6 +292,8 @@ class _Reader(Protocol):
 
     def grab(self) -> bool: ...
 
+    def at_end(self) -> bool: ...
+
     def close(self) -> None: ...
 
 
@@ -319,6 +321,8 @@ class _CaptureReader:
         self._cap: Capture | None = None
         self._raw = 0  # frames grabbed since the file was opened (files only)
         self._last_ts = -math.inf
+        self._container_fps = 0.0  # the container's own rate (0: none), whatever source.fps says
+        self._position_ms = -math.inf  # the container's position of the last frame grabbed (files only)
         self.fps: float | None = None  # nominal rate and length, once opened (None: unknown)
         self.count: int | None = None
 
@@ -335,8 +339,10 @@ class _CaptureReader:
             cap.release()
             raise SourceError(f"cannot open {self._what()}")
         self._cap = cap
+        self._position_ms = -math.inf
         fps = cap.get(cv2.CAP_PROP_FPS)
-        self.fps = self._rate or (fps if 0 < fps <= _MAX_PLAUSIBLE_FPS else None)
+        self._container_fps = fps if 0 < fps <= _MAX_PLAUSIBLE_FPS else 0.0
+        self.fps = self._rate or self._container_fps or None
         self._by_index = not self.live and (self._rate is not None or self.fps is None)
         if self.fps is None and not self.live and self._raw == 0:  # once, not on each pass of a loop
             log.warning(
@@ -372,7 +378,17 @@ class _CaptureReader:
             self.last_error = "" if ok else "read failed or the stream ended"
         if ok:
             self._raw += 1
+            if not self.live:
+                self._position_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
         return ok
+
+    def at_end(self) -> bool:
+        """Whether the last frame grabbed is the last the container's length gives, at its nominal rate: a file
+        with a variable frame rate has fewer frames than OpenCV counts for a container that holds no count (MKV,
+        WebM: its duration times the nominal rate), and was still read to its end."""
+        if self.live or self.count is None or not self._container_fps:
+            return False
+        return self._position_ms / 1000.0 >= (self.count - 1.5) / self._container_fps
 
     def read(self) -> tuple[ImageBGR, float] | None:
         if not self.grab() or self._cap is None:
@@ -434,6 +450,9 @@ class _FolderReader:
             raise SourceError(f"image folder {self._folder} holds no images ({exts})")
         self._next = 0
         self.count = len(self._files)
+
+    def at_end(self) -> bool:
+        return self._next >= len(self._files)
 
     def grab(self) -> bool:
         if self._next >= len(self._files):
@@ -768,6 +787,20 @@ class FrameSource:
         expected = self._reader.count
         read = self._stats.frames_decoded - self._pass_start
         if expected is not None and read < expected:
+            self._warn_short(read, expected)
+        if not self._cfg.loop or read == 0:  # a pass that read nothing would loop forever
+            return False
+        self._reader.close()
+        self._reader.open()
+        self._pass_start = self._stats.frames_decoded
+        self._stats.loops += 1
+        return True
+
+    def _warn_short(self, read: int, expected: int) -> None:
+        """A file that gave fewer frames than its container counts: it ended early (a read failed), or it was
+        read to its end, and then it has a variable frame rate (MKV and WebM hold no count: OpenCV gives their
+        duration times the nominal rate) or its decoder skipped frames it could not decode."""
+        if not self._reader.at_end():
             self._stats.last_error = self._reader.last_error
             log.warning(
                 "source %s ended after %d of %d frames: %s",
@@ -776,13 +809,15 @@ class FrameSource:
                 expected,
                 self._reader.last_error,
             )
-        if not self._cfg.loop or read == 0:  # a pass that read nothing would loop forever
-            return False
-        self._reader.close()
-        self._reader.open()
-        self._pass_start = self._stats.frames_decoded
-        self._stats.loops += 1
-        return True
+            return
+        log.warning(
+            "source %s: read to its end, %d frames where its container counts %d: a variable frame rate, or frames "
+            "that could not be decoded were skipped (the frame numbers after them are then that many short of the "
+            "video's)",
+            self.name,
+            read,
+            expected,
+        )
 
     def _reconnect(self) -> bool:
         self._stats.connected = False

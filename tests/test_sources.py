@@ -393,6 +393,48 @@ def test_a_file_whose_container_rate_is_implausible_is_timed_at_the_fallback_rat
     assert "no plausible frame rate (5000)" in caplog.text and "folder_fps" in caplog.text
 
 
+class VariableRateCapture(FakeCapture):
+    """A file of frames at the given positions (ms) whose container counts ``count`` frames (MKV and WebM carry
+    no count: OpenCV gives their duration times the nominal rate, too many for a variable frame rate)."""
+
+    def __init__(self, positions_ms: list[float], count: int, fps: float = 10.0) -> None:
+        super().__init__(len(positions_ms))
+        self.positions_ms, self.count, self.fps = positions_ms, count, fps
+
+    def get(self, prop: int) -> float:
+        if prop == cv2.CAP_PROP_POS_MSEC:
+            return self.positions_ms[self.served - 1] if self.served else 0.0
+        return {cv2.CAP_PROP_FPS: self.fps, cv2.CAP_PROP_FRAME_COUNT: float(self.count)}.get(prop, 0.0)
+
+
+def test_a_variable_rate_file_read_to_its_end_is_not_said_to_end_early(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A variable-rate MKV of 100 frames over 17.3 s (10 fps nominal: OpenCV counts 173) warned 'ended after 100
+    of 173 frames: read failed or the stream ended' and left that error in summary.json, though every frame was
+    read. Read to its end, it is now told as such (which is also what a file whose decoder skipped frames it
+    could not decode looks like); a file that does stop short of the end its container gives is still reported."""
+    video = tmp_path / "vfr.mkv"
+    video.write_bytes(b"")  # only needs to exist: the fake capture is the file
+    vfr = [i * 100.0 for i in range(50)] + [5000.0 + i * 250.0 for i in range(50)]  # last frame at 17.25 s
+    cut = [i * 100.0 for i in range(41)]  # a 10 s file that breaks off after 4 s
+    for positions, count, early in ((vfr, 173, False), (cut, 100, True)):
+        caplog.clear()
+        factory = ScriptedFactory(VariableRateCapture(positions, count))
+        with open_source(SourceConfig(uri=str(video)), capture_factory=factory) as src:
+            frames = list(src)
+            assert len(frames) == len(positions)
+            assert [f.timestamp for f in frames] == pytest.approx([p / 1000 for p in positions])
+        assert ("ended after" in caplog.text) is early, caplog.text
+        assert ("read to its end" in caplog.text) is not early, caplog.text
+        assert bool(src.stats.last_error) is early
+        if not early:
+            assert (
+                "100 frames where its container counts 173: a variable frame rate, or frames" in caplog.text
+            )
+    assert "ended after 41 of 100 frames" in caplog.text
+
+
 def test_a_video_file_s_wrong_container_rate_can_be_corrected(tmp_path: Path) -> None:
     """PETS09-S2L1's container says 10 fps, its real rate is 7: configs/pets09.yaml set tracker.frame_rate 7,
     which times nothing (the tracker undoes BoxMOT's scaling of its buffer by it), so events and the annotated
