@@ -590,6 +590,9 @@ class FrameSource:
         self._cfg = cfg
         self.kind: SourceKind = source_kind(cfg)
         self.name = name or redact(cfg.uri.strip())
+        where = redact(cfg.uri.strip())
+        # what errors about its frames name: where it is, and the camera's name when it was given one
+        self._label = where if self.name == where else f"{where} ({self.name})"
         for option, given in (("loop", cfg.loop), ("fps", cfg.fps is not None)):
             if given and self.kind != "file":
                 raise SourceError(
@@ -661,7 +664,7 @@ class FrameSource:
         try:
             first = self._timed(self._reader.read)
             if first is None:
-                raise SourceError(f"no frame could be read from {self.name}: {self._reader.last_error}")
+                raise SourceError(f"no frame could be read from {self._label}: {self._reader.last_error}")
         except BaseException:
             self._reader.close()
             self._stats.connected = False
@@ -804,7 +807,7 @@ class FrameSource:
             self._stats.last_error = self._reader.last_error
             log.warning(
                 "source %s ended after %d of %d frames: %s",
-                self.name,
+                self._label,
                 read,
                 expected,
                 self._reader.last_error,
@@ -814,7 +817,7 @@ class FrameSource:
             "source %s: read to its end, %d frames where its container counts %d: a variable frame rate, or frames "
             "that could not be decoded were skipped (the frame numbers after them are then that many short of the "
             "video's)",
-            self.name,
+            self._label,
             read,
             expected,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import re
 import select
 import socket
 import subprocess
@@ -433,6 +434,28 @@ def test_a_variable_rate_file_read_to_its_end_is_not_said_to_end_early(
                 "100 frames where its container counts 173: a variable frame rate, or frames" in caplog.text
             )
     assert "ended after 41 of 100 frames" in caplog.text
+
+
+def test_a_video_file_with_no_decodable_frame_is_named_in_the_error(tmp_path: Path) -> None:
+    """An AVI that opens (header and index intact) but none of whose frames decodes said 'no frame could be read
+    from cam: read failed or the stream ended': the camera's name, not the file that is broken."""
+    import struct
+
+    video = tmp_path / "no frames é.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (64, 48))
+    for i in range(5):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    data = bytearray(video.read_bytes())
+    pos, index = data.find(b"movi") + 4, data.find(b"idx1")
+    while pos < index:  # blank every frame's JPEG data, keeping the chunks
+        chunk, size = bytes(data[pos : pos + 4]), struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        if chunk.endswith(b"dc"):
+            data[pos + 8 : pos + 8 + size] = bytes(size)
+        pos += 8 + size + (size & 1)
+    video.write_bytes(data)
+    with pytest.raises(SourceError, match=rf"no frame could be read from {re.escape(str(video))} \(cam\)"):
+        open_source(SourceConfig(uri=str(video)), name="cam")
 
 
 def test_a_video_file_s_wrong_container_rate_can_be_corrected(tmp_path: Path) -> None:
