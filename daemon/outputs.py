@@ -466,9 +466,18 @@ def run_extent(summary: Path, results: Path | None = None) -> RunExtent | None:
         mot = doc.get("outputs", {}).get("mot") if results is not None else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if results is not None and (not isinstance(mot, str) or not _same_file(Path(mot), results)):
+    if results is not None and (not isinstance(mot, str) or not _is_runs_mot(Path(mot), results, summary)):
         return None
     return RunExtent(last, max(stride, 1)) if last >= 0 else None
+
+
+def _is_runs_mot(mot: Path, results: Path, summary: Path) -> bool:
+    """Whether ``results`` is the MOT file a summary records as ``mot``: that file, or one of its name in the
+    summary's folder, where the worker writes both (``mot`` is relative to the run's working directory when
+    output.dir was, so it names another file, or none, from elsewhere)."""
+    return _same_file(mot, results) or (
+        mot.name == results.name and _same_file(summary.parent, results.parent)
+    )
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -262,6 +262,31 @@ def test_eval_of_a_strided_run_scores_only_the_frames_it_saw(
     assert scored["IDF1"] == pytest.approx(100.0) and scored["GT_Dets"] == 2 * 9
 
 
+def test_eval_of_a_run_with_a_relative_output_dir_from_another_folder_scores_the_frames_run(
+    synth: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """summary.json records the MOT file as the config gives it (runs/door/door.txt, from the run's working
+    directory); scored from another folder (`cd runs/door; eval --results door.txt`), the summary was taken for
+    another run's and a 10-frame run was charged the whole ground truth: IDF1 ~50 instead of 100."""
+    clip, gt, _ = synth
+    cfg = _config(
+        tmp_path,
+        f"cameras:\n  door:\n    source: {{uri: {clip}, max_frames: 10}}\n"
+        f"    detector: {{type: ground-truth, path: {gt}}}\n    embedder: {{type: none}}\n"
+        "    output: {dir: runs, progress: false}\n",
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--config", str(cfg), "--no-progress"]) == 0
+    monkeypatch.chdir(tmp_path / "runs" / "door")
+    m = tmp_path / "m.json"
+    assert main(["eval", "--gt", str(gt), "--results", "door.txt", "--json", str(m)]) == 0
+    scored = json.loads(m.read_text())
+    assert scored["Frames"] == 10 and scored["IDF1"] == pytest.approx(100.0)
+    (tmp_path / "runs" / "door" / "door.txt").rename(tmp_path / "runs" / "door" / "other.txt")
+    assert main(["eval", "--gt", str(gt), "--results", "other.txt", "--json", str(m)]) == 0
+    assert json.loads(m.read_text())["Frames"] == 25  # not the run's MOT file: the summary says nothing of it
+
+
 def test_source_on_the_command_line_is_timed_by_its_own_rate(
     synth: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
