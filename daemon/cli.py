@@ -251,7 +251,7 @@ def _extent_of_run(results: Path) -> tuple[int | None, int]:
     log.info(
         "scoring frames 1..%d%s: %s says the run ended there",
         ran.last_frame + 1,
-        f", every {ran.stride}th" if ran.stride > 1 else "",
+        f", one in {ran.stride} (source.stride)" if ran.stride > 1 else "",
         summary,
     )
     return ran.last_frame + 1, ran.stride

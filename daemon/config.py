@@ -17,6 +17,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -41,6 +42,22 @@ URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 GALLERY_SUFFIXES = (".rdg", ".npz", ".json")  # a gallery file's format is chosen by its suffix
 
 
+def _home(value: Any) -> Any:
+    """A path written ``~/...`` (or ``~user/...``) with the home folder put in, as a shell would: a YAML file or
+    an environment variable is not read by a shell, and ``~`` was taken as a folder of that name."""
+    if isinstance(value, str) and value.startswith("~"):
+        return os.path.expanduser(value)
+    if isinstance(value, Path) and str(value).startswith("~"):
+        return value.expanduser()
+    return value
+
+
+HomePath = Annotated[Path, BeforeValidator(_home)]  # a path; ``~`` is the home folder
+HomeStr = Annotated[
+    str, BeforeValidator(_home)
+]  # a path or a name (a URL, a preset); ``~`` is the home folder
+
+
 def gallery_file(path: Path | None) -> Path | None:
     """``path`` when None or a gallery file name (by its suffix); ValueError naming the suffixes otherwise."""
     if path is not None and path.suffix.lower() not in GALLERY_SUFFIXES:
@@ -63,7 +80,7 @@ class _Strict(BaseModel):
 class SourceConfig(_Strict):
     """Where frames come from."""
 
-    uri: str = Field(
+    uri: HomeStr = Field(
         description="Video file path, rtsp:// or http(s):// URL, webcam index ('0' or 'webcam:0') or a folder "
         "of images.",
         min_length=1,
@@ -143,7 +160,9 @@ class SSDLiteDetectorConfig(_Strict):
     type: Literal["ssdlite"] = Field(
         "ssdlite", description="Detector backend: the SSDLite-MobileNetV2 pedestrian detector."
     )
-    model: str = Field("ssdlite-mobilenetv2-pedestrian", description="Preset name or path to an .onnx file.")
+    model: HomeStr = Field(
+        "ssdlite-mobilenetv2-pedestrian", description="Preset name or path to an .onnx file."
+    )
     score_threshold: float = Field(0.1, ge=0, le=1, description="Keep boxes scoring at least this.")
     tiles: tuple[int, int] = Field(
         (2, 1), description="Extra tiled passes as (columns, rows); (1, 1) = full frame only."
@@ -167,7 +186,7 @@ class YoloDetectorConfig(_Strict):
     """Ultralytics-format YOLO detector run through onnxruntime (`.pt` files are exported once to ONNX)."""
 
     type: Literal["yolo"] = Field("yolo", description="Detector backend: an Ultralytics YOLO model (ONNX).")
-    model: str = Field("yolov8s-person", description="Preset name or path to a YOLO .onnx or .pt file.")
+    model: HomeStr = Field("yolov8s-person", description="Preset name or path to a YOLO .onnx or .pt file.")
     imgsz: int = Field(640, ge=32, le=4096, multiple_of=32, description="Square network input size.")
     score_threshold: float = Field(0.25, ge=0, le=1, description="Keep boxes scoring at least this.")
     nms_iou: float = Field(0.6, gt=0, le=1, description="NMS IoU threshold.")
@@ -185,7 +204,7 @@ class MotFileDetectorConfig(_Strict):
     type: Literal["mot-file"] = Field(
         "mot-file", description="Detector backend: boxes replayed from a MOTChallenge det.txt."
     )
-    path: Path = Field(description="MOTChallenge det.txt (frame,id,x,y,w,h,score,...; 1-based frames).")
+    path: HomePath = Field(description="MOTChallenge det.txt (frame,id,x,y,w,h,score,...; 1-based frames).")
     score_threshold: float = Field(0.0, ge=-1e9, le=1e9, description="Keep rows scoring at least this.")
 
 
@@ -196,7 +215,7 @@ class GroundTruthDetectorConfig(_Strict):
         "ground-truth",
         description="Detector backend: boxes made from the ground truth, with optional noise (evaluation only).",
     )
-    path: Path = Field(description="MOTChallenge gt.txt; rows with consider=0 are skipped.")
+    path: HomePath = Field(description="MOTChallenge gt.txt; rows with consider=0 are skipped.")
     jitter: float = Field(0.0, ge=0, le=1, description="Box jitter, std as a fraction of box size.")
     drop_rate: float = Field(0.0, ge=0, le=1, description="Probability that a true box is missed.")
     false_positive_rate: float = Field(
@@ -218,7 +237,7 @@ _DETECTOR_TYPES = frozenset(
 class GroundTruthLooksConfig(_Strict):
     """Looks made from a ground truth (embedder type 'ground-truth', evaluation only; daemon/oracle_embed.py)."""
 
-    path: Path = Field(
+    path: HomePath = Field(
         description="MOTChallenge gt.txt of the camera's video; rows with consider=0 are skipped."
     )
     similarity: float = Field(
@@ -243,7 +262,7 @@ class EmbedderConfig(_Strict):
     truth: GroundTruthLooksConfig | None = Field(
         None, description="Type 'ground-truth' only: where the truth is and how good the looks are."
     )
-    model: str = Field(
+    model: HomeStr = Field(
         "mobilenetv2-imagenet", description="Preset name, path to an .onnx, or BoxMOT ReID weights path/name."
     )
     input_size: tuple[Annotated[int, Field(ge=8, le=2048)], Annotated[int, Field(ge=8, le=2048)]] = Field(
@@ -262,7 +281,7 @@ class EmbedderConfig(_Strict):
     ambiguity_iou: float = Field(
         0.2, ge=0, le=1, description="A box overlapping another by more than this IoU is ambiguous: embed it."
     )
-    head: Path | None = Field(
+    head: HomePath | None = Field(
         None,
         description="Projection head (.npz from `reid-daemon adapt`) applied to the model's features; the "
         "embedding dim becomes the head's output dim. Only with type 'onnx'.",
@@ -377,7 +396,7 @@ class RuntimeConfig(_Strict):
 class OutputConfig(_Strict):
     """What a worker writes."""
 
-    dir: Path = Field(Path("runs"), description="Output folder; each camera writes into <dir>/<camera>/.")
+    dir: HomePath = Field(Path("runs"), description="Output folder; each camera writes into <dir>/<camera>/.")
     mot: bool = Field(True, description="Write MOTChallenge results (<camera>.txt).")
     events: bool = Field(True, description="Write JSON-lines track events (events.jsonl).")
     embeddings: bool = Field(
@@ -485,10 +504,10 @@ class ServeConfig(_Strict):
 
     host: str = Field("127.0.0.1", min_length=1, max_length=255, description="Address to listen on.")
     port: int = Field(8080, ge=0, le=65535, description="TCP port (0: any free port).")
-    gallery: Annotated[Path | None, AfterValidator(gallery_file)] = Field(
+    gallery: Annotated[HomePath | None, AfterValidator(gallery_file)] = Field(
         None, description="Gallery file loaded at start and saved after each enrolment (.npz/.json/.rdg)."
     )
-    references: Path | None = Field(
+    references: HomePath | None = Field(
         None,
         description="Folder of reference images, served at /references/; enrolled uploads are kept here.",
     )
@@ -581,7 +600,7 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
-    models_dir: Path = Field(default_factory=default_cache_dir, description="Model cache folder.")
+    models_dir: HomePath = Field(default_factory=default_cache_dir, description="Model cache folder.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Inference runtime tuning.")
     camera_defaults: dict[str, Any] = Field(
         default_factory=dict,
@@ -989,7 +1008,7 @@ class GalleryConfig(_Strict):
         "2-thread matrix-vector product took 24 ms instead of 0.1 ms); 0 = leave numpy's setting.",
     )
     seed: int = Field(0, ge=0, description="Seed of the drop_random policy.")
-    path: Annotated[Path | None, AfterValidator(gallery_file)] = Field(
+    path: Annotated[HomePath | None, AfterValidator(gallery_file)] = Field(
         None, description="Gallery file (.rdg, .npz or .json) to load at start and save to; null = none."
     )
 
@@ -1041,7 +1060,7 @@ class IdentityConfig(_Strict):
         le=10_000,
         description="Gallery rows retrieved per track exemplar when scoring named identities.",
     )
-    head: Path | None = Field(
+    head: HomePath | None = Field(
         None,
         description="Projection head (.npz from `reid-daemon adapt`) applied to the embeddings used for identity "
         "only (the tracker keeps the embedder's own); every camera of a fleet must use the same head, and a local "
@@ -1361,11 +1380,11 @@ class TlsConfig(_Strict):
     """TLS to Valkey (also switched on by a ``rediss://`` or ``valkeys://`` URL)."""
 
     enabled: bool = Field(False, description="Connect with TLS.")
-    ca: Path | None = Field(
+    ca: HomePath | None = Field(
         None, description="CA bundle that signed the server certificate; null = system CAs."
     )
-    cert: Path | None = Field(None, description="Client certificate (mutual TLS); needs `key`.")
-    key: Path | None = Field(None, description="Private key of the client certificate.")
+    cert: HomePath | None = Field(None, description="Client certificate (mutual TLS); needs `key`.")
+    key: HomePath | None = Field(None, description="Private key of the client certificate.")
     verify: bool = Field(
         True,
         description="Check the server certificate and host name (switch off only for local experiments).",

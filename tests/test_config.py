@@ -323,3 +323,27 @@ def test_an_error_in_a_detector_names_the_field_as_the_yaml_has_it(tmp_path: Pat
     with pytest.raises(ConfigError) as e:
         load_settings(p)
     assert "cameras.a.detector.tiles" in str(e.value) and "detector.yolo" not in str(e.value)
+
+
+def test_a_path_starting_with_a_tilde_is_in_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`output: {dir: ~/reid-runs}` wrote into ./~/reid-runs and `source: {uri: ~/clip.mp4}` was looked for at
+    <cwd>/~/clip.mp4: a YAML file (or an environment variable) is not read by a shell."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("REID_CAMERAS__cam__DETECTOR__PATH", "~/gt.txt")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "models_dir: ~/models\n"
+        "cameras:\n  cam:\n    source: {uri: ~/clip.mp4}\n    output: {dir: ~/reid-runs}\n"
+        "    detector: {type: ground-truth, path: x}\n    embedder: {model: ~/osnet.onnx}\n"
+    )
+    s = load_settings(cfg)
+    cam = s.cameras["cam"]
+    assert cam.source.uri == str(tmp_path / "clip.mp4") and cam.output.dir == tmp_path / "reid-runs"
+    assert cam.detector.path == tmp_path / "gt.txt"  # type: ignore[union-attr]
+    assert cam.embedder.model == str(tmp_path / "osnet.onnx") and s.models_dir == tmp_path / "models"
+    cfg.write_text("cameras:\n  cam:\n    source: {uri: 'rtsp://h/~x'}\n    output: {dir: a~b}\n")
+    monkeypatch.delenv("REID_CAMERAS__cam__DETECTOR__PATH")
+    cam = load_settings(cfg).cameras["cam"]
+    assert cam.source.uri == "rtsp://h/~x" and cam.output.dir == Path("a~b")  # only a leading ~ is home
