@@ -146,6 +146,19 @@ def signing_key(cfg: BridgeConfig) -> bytes | None:
     return key
 
 
+def accepted_keys(cfg: BridgeConfig) -> tuple[bytes, ...]:
+    """The keys of ``bridge.accept_keys`` (a key rotation); ConfigError naming one missing, unreadable, short."""
+    keys: list[bytes] = []
+    for i, source in enumerate(cfg.accept_keys):
+        key = source.resolve(f"bridge.accept_keys[{i}]")
+        if len(key) < MIN_KEY_BYTES:
+            raise ConfigError(
+                f"bridge.accept_keys[{i}]: the key is {len(key)} bytes; use at least {MIN_KEY_BYTES}"
+            )
+        keys.append(key)
+    return tuple(keys)
+
+
 # ------------------------------------------------------------------------------------------------ client
 
 
@@ -321,6 +334,7 @@ class BridgeStats:
     callback_errors: int  # on_message raised (logged)
     reconnects: int  # connections lost (sender or receiver)
     erased: int  # stream entries and track states deleted by forget
+    other_key: int  # messages signed with one of bridge.accept_keys, not the fleet key (a key rotation)
     rejected: Rejections
 
 
@@ -366,6 +380,7 @@ class Bridge:
         self.camera = camera
         self.keys = FleetKeys(cfg.fleet)
         self._key = signing_key(cfg)
+        self._also = accepted_keys(cfg) if self._key is not None else ()
         self._password = cfg.password.resolve("bridge.password") if cfg.password is not None else None
         self.sender_id = uuid.uuid4().hex
         self._sender_bytes = self.sender_id.encode("ascii")
@@ -760,7 +775,7 @@ class Bridge:
         args: list[Any] = [gid, self.cfg.state_ttl_s]
         for ref, blob in zip(doomed, client.hmget(keys[3], doomed) if doomed else [], strict=True):
             try:
-                batch = decode_batch(blob or b"", self._key, self.cfg.max_message_bytes)
+                batch = self._signed(blob or b"")  # one signed with an accepted key is signed anew
             except MessageRejected:
                 continue
             kept = [m for m in batch.messages if not (m.kind == "profile" and m.global_id == gid)]
@@ -965,12 +980,30 @@ class Bridge:
         return batch if batch is not None and self._fresh(batch, live) else None
 
     def _verified(self, blob: bytes) -> Batch | None:
-        """The batch of a well-formed blob signed with the fleet key; None (rejected, counted) otherwise."""
+        """The batch of a well-formed blob signed with the fleet key (or one of ``accept_keys``); None (rejected,
+        counted) otherwise."""
         try:
-            return decode_batch(blob, self._key, self.cfg.max_message_bytes)
+            return self._signed(blob)
         except MessageRejected as e:
             self._reject(e.reason, e.detail)
             return None
+
+    def _signed(self, blob: bytes) -> Batch:
+        """``decode_batch`` with the fleet key, then with each of ``accept_keys`` where the signature is the only
+        thing wrong (counted in ``other_key``)."""
+        try:
+            return decode_batch(blob, self._key, self.cfg.max_message_bytes)
+        except MessageRejected as e:
+            if e.reason != "forged":
+                raise
+            for key in self._also:
+                try:
+                    batch = decode_batch(blob, key, self.cfg.max_message_bytes)
+                except MessageRejected:
+                    continue
+                self._count("other_key", len(batch.messages))
+                return batch
+            raise
 
     def _fresh(self, batch: Batch, live: bool) -> bool:
         """Whether ``batch`` was sent recently enough (live: max_age_s; catch-up: state_ttl_s) and not from the

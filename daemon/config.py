@@ -1424,6 +1424,12 @@ class BridgeConfig(_Strict):
         None,
         description="Fleet key for HMAC-SHA256 signatures (at least 16 bytes). Required unless allow_unsigned.",
     )
+    accept_keys: list[SecretSource] = Field(
+        default_factory=list,
+        max_length=4,
+        description="Earlier (or coming) fleet keys whose signatures are accepted too, never used to sign: rotating "
+        "the fleet key without stopping the fleet (deploy/README.md). Each at least 16 bytes.",
+    )
     allow_unsigned: bool = Field(
         False,
         description="Run without a fleet key: publish unsigned and accept unsigned messages (local experiments "

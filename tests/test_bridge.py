@@ -538,6 +538,34 @@ def _inject(client: Any, channel: str, blob: bytes, prefix: bytes = b"1-0|intrud
     client.publish(channel, prefix + blob)
 
 
+NEW_KEY = "the-next-fleet-key-9876543210"
+
+
+def test_a_fleet_key_is_rotated_without_stopping_the_fleet(server: EmbeddedValkey) -> None:
+    """Changing the fleet key meant stopping every camera at once: a worker restarted with the new key rejected
+    every other camera's messages as forged, and they rejected its. With bridge.accept_keys a camera accepts
+    the other key too (counted) while it signs with its own, so the cameras can be restarted one at a time."""
+    old = config(server.url)
+    step1 = config(server.url, accept_keys=[{"value": NEW_KEY}])  # phase 1: accept the new key, sign old
+    step2 = config(server.url, signing_key={"value": NEW_KEY}, accept_keys=[{"value": KEY}])  # phase 2
+    with Bridge(old, "cam-a") as a, Bridge(step2, "cam-b") as b, Bridge(step1, "cam-c") as c:
+        assert a.wait_ready(5) and b.wait_ready(5) and c.wait_ready(5)
+        b.publish(profile("cam-b", track=1))
+        assert [m.camera for m in profiles_from(c, 1)] == ["cam-b"]  # new key, accepted by phase 1
+        a.publish(profile("cam-a", track=2))
+        assert [m.track_id for m in profiles_from(b, 1)] == [2]  # old key, accepted by phase 2
+        assert wait_for(lambda: a.stats.rejected.forged >= 1)  # a never agreed to the new key
+        assert b.stats.other_key >= 1 and c.stats.other_key >= 1 and b.stats.rejected.total == 0
+    with Bridge(step2, "cam-d") as d:  # a late joiner catches up on batches stored under either key
+        assert d.wait_ready(5) and d.stats.rejected.total == 0
+        assert sorted(m.camera for m in d.drain() if m.kind == "profile") == ["cam-a", "cam-b"]
+
+
+def test_an_accepted_key_that_is_too_short_is_a_config_error(server: EmbeddedValkey) -> None:
+    with pytest.raises(ConfigError, match=r"bridge\.accept_keys\[0\]: the key is 5 bytes"):
+        Bridge(config(server.url, accept_keys=[{"value": "short"}]), "cam-a")
+
+
 def test_bad_messages_are_rejected_counted_and_harmless(server: EmbeddedValkey) -> None:
     cfg = config(server.url, max_message_bytes=4096, max_age_s=30)
     key = KEY.encode()
