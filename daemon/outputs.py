@@ -323,7 +323,8 @@ class AnnotatedVideo:
         self.fps = fps
         self.paced = paced
         self._writer: cv2.VideoWriter | None = None
-        self._size = (0, 0)
+        self._source = (0, 0)  # the first frame's size (width, height)
+        self._size = (0, 0)  # the video's: the source's, made even
         self._frames = 0
         self._t0: float | None = None
         self._last: ImageBGR | None = None
@@ -337,17 +338,29 @@ class AnnotatedVideo:
         ts: float | None = None,
     ) -> None:
         if self._writer is None:
-            self._size = (image.shape[1], image.shape[0])
+            self._source = (image.shape[1], image.shape[0])
+            self._size = (self._source[0] + self._source[0] % 2, self._source[1] + self._source[1] % 2)
             fourcc = cv2.VideoWriter.fourcc(*"mp4v")
             self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, self._size)
             if not self._writer.isOpened():
                 raise OSError(f"cannot write video {self.path}")
-        drawn = draw_tracks(image, tracks, caption, identities)
-        if (drawn.shape[1], drawn.shape[0]) != self._size:
-            drawn = np.asarray(cv2.resize(drawn, self._size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+        drawn = self._fit(draw_tracks(image, tracks, caption, identities))
         if self.paced and ts is not None:
             self._fill_until(ts)
         self._put(drawn)
+
+    def _fit(self, drawn: ImageBGR) -> ImageBGR:
+        """A frame at the first frame's size, padded to even sides with black: the encoder needs even sides and
+        would cut an odd one's last column or row away."""
+        w, h = self._source
+        if (drawn.shape[1], drawn.shape[0]) != (w, h):
+            drawn = np.asarray(cv2.resize(drawn, (w, h), interpolation=cv2.INTER_AREA), dtype=np.uint8)
+        if (w, h) != self._size:
+            pad = (0, self._size[1] - h, 0, self._size[0] - w)
+            drawn = np.asarray(
+                cv2.copyMakeBorder(drawn, *pad, cv2.BORDER_CONSTANT, value=(0, 0, 0)), np.uint8
+            )
+        return drawn
 
     def _fill_until(self, ts: float) -> None:
         """Repeat the last frame over the slots the stream skipped before ``ts``."""

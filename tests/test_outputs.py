@@ -102,6 +102,24 @@ def test_video_keeps_frames_of_another_size(tmp_path: Path) -> None:
     cap.release()
 
 
+def test_a_video_of_odd_size_keeps_its_last_column_and_row(tmp_path: Path) -> None:
+    """A 767x575 source gave a 766x574 annotated.mp4: the encoder needs even sides and cut the last column and
+    row away; the frame is now padded with black to 768x576 instead."""
+    v = AnnotatedVideo(tmp_path / "odd.mp4", 10.0)
+    image = np.full((575, 767, 3), 40, np.uint8)
+    image[:, -4:] = 250  # the right edge and the bottom edge are bright
+    image[-4:, :] = 250
+    for _ in range(3):
+        v.write(image.copy(), [], "")
+    v.close()
+    cap = cv2.VideoCapture(str(tmp_path / "odd.mp4"))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok and frame.shape == (576, 768, 3)
+    assert frame[300, 765].mean() > 200 and frame[573, 300].mean() > 200  # still there
+    assert frame[300, 767].mean() < 30  # the padding
+
+
 def test_summary_round_trip(tmp_path: Path) -> None:
     s = RunSummary("cam", "x.mp4", 10, 2.0, 5.0, {"detect": 1.0}, 20, 5, 3, {"track.started": 3})
     s.write(tmp_path / "s.json")
