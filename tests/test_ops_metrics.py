@@ -27,7 +27,7 @@ from daemon.ops.health import Health
 from daemon.ops.http import OpsServer
 from daemon.ops.liveness import Liveness
 from daemon.ops.logs import JsonFormatter, setup_logging
-from daemon.ops.metrics import CameraMetrics
+from daemon.ops.metrics import FPS_SLICES, CameraMetrics, FrameRate
 from daemon.ops.notify import Notifier
 from daemon.ops.probe import ValkeyProbe
 from daemon.ops.service import Operations
@@ -302,6 +302,23 @@ def test_bridge_identity_and_decision_metrics() -> None:
         value(s, "reid_bridge_rtt_seconds_count") == 1
         and value(s, "reid_bridge_message_age_seconds_count") == 1
     )
+
+
+def test_the_fps_gauge_counts_every_frame_of_a_long_window_in_bounded_memory() -> None:
+    """The gauge kept the time of each frame, at most 10,000 of them: a window holding more (30 FPS over
+    ops.fps_window_s 600 is 18,000 frames) lost the oldest and reported 16.7 FPS for 30."""
+    m = CameraMetrics("door", OpsConfig(fps_window_s=500))
+    for _ in range(11_000):  # 22 FPS over the 500 s window (here all within the last seconds of it)
+        m.frame(StageTimes(), 0.0, 0.0, [])
+    assert m.fps() == pytest.approx(22.0)
+    assert value(samples(m.render().decode()), "reid_fps") == pytest.approx(22.0)
+    assert len(m._rate._slices) <= FPS_SLICES  # memory bounded by the window's slices, not by the frame rate
+    rate = FrameRate(5.0)
+    for i in range(100):  # 20 FPS for 5 s
+        rate.add(1000.0 + i / 20)
+    assert rate.rate(1005.0) == pytest.approx(20.0, rel=0.01)
+    assert rate.rate(1007.5) == pytest.approx(10.0, rel=0.02)  # the first half has left the window
+    assert rate.rate(1011.0) == 0.0
 
 
 # ------------------------------------------------------------------------------------------ logs

@@ -9,8 +9,8 @@ Two kinds:
   :class:`~daemon.bridge.BridgeStats` and the resolver's :class:`~daemon.identity.IdentityStats`. Their
   counters are exported as they are, so nothing is counted twice and a scrape costs no frame time.
 
-Every sample has the label ``camera``. Memory is bounded: the FPS window holds at most ``MAX_FPS_SAMPLES``
-times, identity tracking holds the live tracks only.
+Every sample has the label ``camera``. Memory is bounded: the FPS window holds frame counts of at most
+``FPS_SLICES`` slices of it (whatever the frame rate), identity tracking holds the live tracks only.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from daemon.ops.liveness import WatchedSource
 from daemon.types import StageTimes
 
 PREFIX = "reid"
-MAX_FPS_SAMPLES = 10_000  # frame times kept for the FPS gauge (a 5 s window at 2000 FPS)
+FPS_SLICES = (
+    1_000  # the FPS gauge counts frames per 1/FPS_SLICES of ops.fps_window_s (its memory, at any rate)
+)
 # Cosine similarity 0 .. 1 by 0.05; no negative bound (prometheus_client drops _sum when a bound is negative).
 SIMILARITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(21))
 DECIDED = ("gallery", "fleet", "new")  # identity sources that are a decision (not 'pending')
@@ -148,14 +150,48 @@ class _SnapshotCollector(Collector):
         )
 
 
+class FrameRate:
+    """Frames per second over the last ``window_s``: frames counted per slice of ``window_s / FPS_SLICES``, so
+    memory is bounded by the slices, not by the frame rate (a frame in the oldest slice counts while any of the
+    slice is in the window: up to 1/FPS_SLICES of the window too many). Thread-safe."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._width = window_s / FPS_SLICES
+        self._slices: deque[list[int]] = deque()  # [slice number, frames], oldest first
+        self._frames = 0  # in the slices held
+        self._lock = threading.Lock()
+
+    def add(self, now: float) -> None:
+        """One frame at monotonic time ``now``."""
+        k = int(now // self._width)
+        with self._lock:
+            if self._slices and self._slices[-1][0] == k:
+                self._slices[-1][1] += 1
+            else:
+                self._slices.append([k, 1])
+            self._frames += 1
+            self._trim(k)
+
+    def rate(self, now: float) -> float:
+        """Frames per second over the window ending at ``now``."""
+        with self._lock:
+            self._trim(int(now // self._width))
+            return self._frames / self.window_s
+
+    def _trim(self, k: int) -> None:
+        """Drop the slices wholly before the window that ends in slice ``k`` (call under the lock)."""
+        while self._slices and self._slices[0][0] <= k - FPS_SLICES:
+            self._frames -= self._slices.popleft()[1]
+
+
 class CameraMetrics:
     """The metrics of one camera. ``frame`` runs on the worker's main thread; ``render`` on any thread."""
 
     def __init__(self, camera: str, cfg: OpsConfig) -> None:
         self.camera = camera
         self.cfg = cfg
-        self._frame_times: deque[float] = deque(maxlen=MAX_FPS_SAMPLES)
-        self._times_lock = threading.Lock()
+        self._rate = FrameRate(cfg.fps_window_s)
         self.registry = CollectorRegistry(auto_describe=True)
         self._snap = _SnapshotCollector(camera)
         self._snap.fps = self.fps
@@ -237,9 +273,7 @@ class CameraMetrics:
 
     def frame(self, times: StageTimes, decode_s: float, loop_s: float, track_ids: list[int]) -> None:
         """One frame done: counts, stage deltas, loop time, live tracks and identity decisions."""
-        now = time.monotonic()
-        with self._times_lock:
-            self._frame_times.append(now)
+        self._rate.add(time.monotonic())
         self.frames.labels(self.camera).inc()
         self.loop.labels(self.camera).observe(max(loop_s, 0.0))
         self.tracks.labels(self.camera).set(len(track_ids))
@@ -273,12 +307,7 @@ class CameraMetrics:
 
     def fps(self) -> float:
         """Frames per second over the last ``fps_window_s`` (0 before the first frame)."""
-        now = time.monotonic()
-        with self._times_lock:
-            while self._frame_times and now - self._frame_times[0] > self.cfg.fps_window_s:
-                self._frame_times.popleft()
-            n = len(self._frame_times)
-        return n / self.cfg.fps_window_s
+        return self._rate.rate(time.monotonic())
 
     def valkey_ping(self, seconds: float | None) -> None:
         """A Valkey probe result: the round trip, or None when it failed."""
