@@ -8,7 +8,9 @@ wrote down as well, in its folder and its ``earlier-*`` folders:
 - ``<camera>.global.txt``: the id's rows go;
 - ``events.jsonl``: events of the id keep the track (its boxes, under the camera's own track id) but lose the
   global id, the label and the embedding (``"forgotten": true`` says why); so do the events of those tracks
-  from before the fleet knew who they were (no global id yet);
+  from before the fleet knew who they were (no global id yet, since the track started or its id last changed;
+  not the events of another run, or another life, of the same track id: a restarted camera can number its
+  tracks as an earlier run did);
 - ``embeddings.npy``: the rows those events referenced are overwritten with zeros (row numbers stay valid).
 
 Annotated videos keep their pixels: a video cannot be edited this way (the README says so).
@@ -129,28 +131,49 @@ def erase_global_rows(path: Path, gids: set[int]) -> int:
     return rewrite_lines(path, edit)
 
 
-def tracks_of(events: Path, gids: set[int]) -> set[int]:
-    """The camera's track ids that carried one of ``gids`` in ``events``."""
-    found: set[int] = set()
-    if events.is_file():
-        with open(events, encoding="utf-8") as f:
-            for line in f:
+def pending_lines(folders: list[Path], gids: set[int]) -> dict[Path, set[int]]:
+    """Per folder (oldest first), the line numbers in its ``events.jsonl`` of events with no global id yet
+    whose track's next global id is one of ``gids``: who they were before the fleet knew. Such a run of events
+    starts after the track's latest global id, or at its ``track.started`` (a restarted run, or a track re-linked,
+    can number a track as before; rotated files go on without one), and ends at its ``track.ended``."""
+    pending: dict[int, list[tuple[Path, int]]] = {}
+    doomed: dict[Path, set[int]] = {}
+    for folder in folders:
+        path = folder / "events.jsonl"
+        if not path.is_file():
+            continue
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f):
                 rec = _record(line)
-                if _of(rec, gids) and rec is not None and isinstance(rec.get("track_id"), int):
-                    found.add(rec["track_id"])
-    return found
+                if rec is None or not isinstance(rec.get("track_id"), int) or "global_id" not in rec:
+                    continue
+                track, event = rec["track_id"], rec.get("event")
+                if event == "track.started" or rec["global_id"] is not None:
+                    before = pending.pop(track, [])
+                    if _of(rec, gids):
+                        for where, line_no in before:
+                            doomed.setdefault(where, set()).add(line_no)
+                if event == "track.ended":
+                    pending.pop(track, None)
+                elif rec["global_id"] is None:
+                    pending.setdefault(track, []).append((folder, n))
+    return doomed
 
 
-def erase_events(path: Path, gids: set[int], tracks: set[int]) -> tuple[int, list[int]]:
-    """``events.jsonl``: events of ``gids``, and events of ``tracks`` with no global id yet, lose their global
-    id, label and embedding. Returns the lines changed and the embedding rows they referenced."""
+def erase_events(path: Path, gids: set[int], pending: set[int]) -> tuple[int, list[int]]:
+    """``events.jsonl``: events of ``gids``, and the events on lines ``pending`` (with no global id yet: see
+    ``pending_lines``), lose their global id, label and embedding. Returns the lines changed and the
+    embedding rows they referenced."""
     rows: list[int] = []
+    line_no = -1
 
     def edit(line: str) -> str | None:
+        nonlocal line_no
+        line_no += 1
         rec = _record(line)
         if rec is None or "global_id" not in rec:
             return line
-        if not (_of(rec, gids) or (rec["global_id"] is None and rec.get("track_id") in tracks)):
+        if not (_of(rec, gids) or (rec["global_id"] is None and line_no in pending)):
             return line
         ref = rec.get("embedding")
         if isinstance(ref, dict) and isinstance(ref.get("row"), int):
@@ -184,12 +207,12 @@ def folders_of(camera_dir: Path) -> list[Path]:
     return [camera_dir, *sorted(p for p in camera_dir.glob("earlier-*") if p.is_dir())]
 
 
-def erase_folder(folder: Path, gids: set[int], tracks: set[int]) -> Erased:
+def erase_folder(folder: Path, gids: set[int], pending: set[int]) -> Erased:
     """Erase ``gids`` from the camera files in one folder (none of them open for writing)."""
     erased = Erased()
     erased.identity_lines = erase_identity_lines(folder / "identities.jsonl", gids)
     erase_table(folder / "identities.json", gids)
-    erased.event_lines, rows = erase_events(folder / "events.jsonl", gids, tracks)
+    erased.event_lines, rows = erase_events(folder / "events.jsonl", gids, pending)
     erased.embeddings = zero_embedding_rows(folder / "embeddings.npy", rows)
     for mot in folder.glob("*.global.txt"):
         erased.global_rows += erase_global_rows(mot, gids)
@@ -200,10 +223,10 @@ def erase_camera(camera_dir: Path, global_ids: Iterable[int]) -> Erased:
     """Erase ``global_ids`` from every file a camera left in ``camera_dir`` and its ``earlier-*`` folders."""
     gids = set(global_ids)
     folders = folders_of(camera_dir)
-    tracks: set[int] = set()
-    for folder in folders:
-        tracks |= tracks_of(folder / "events.jsonl", gids)
+    pending = pending_lines(
+        [*folders[1:], *folders[:1]], gids
+    )  # oldest first: the earlier-* names sort by time
     erased = Erased()
     for folder in folders:
-        erased.add(erase_folder(folder, gids, tracks))
+        erased.add(erase_folder(folder, gids, pending.get(folder, set())))
     return erased

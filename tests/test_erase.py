@@ -186,3 +186,58 @@ def test_forget_without_a_shared_valkey_refuses_while_a_camera_runs(tmp_path: Pa
     assert main(["-q", "forget", "7", "--config", str(config)]) == 2
     assert "cameras cam are running" in capsys.readouterr().err  # type: ignore[attr-defined]
     assert any(e["global_id"] == 7 for e in _events(tmp_path / "runs" / "cam"))  # nothing touched
+
+
+def _keep_as_earlier(folder: Path, stamp: str) -> Path:
+    """Move a camera's files into an ``earlier-*`` folder, as a restarted live camera does."""
+    earlier = folder / f"earlier-{stamp}"
+    earlier.mkdir()
+    for f in folder.iterdir():
+        if f.is_file():
+            f.rename(earlier / f.name)
+    return earlier
+
+
+def test_erase_leaves_another_run_of_the_same_track_id_alone(tmp_path: Path) -> None:
+    """A restarted camera can number a track as an earlier run did (a track still pending when it stopped is
+    not in Valkey, nor is any after bridge.state_ttl_s). The pending events of a track id that ever carried
+    the forgotten id were erased in every run: `forget 7` took the embeddings of person 9, seen later under
+    the same track id, and kept none of the run where the id carried 7 pending."""
+    folder = tmp_path / "cam"
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {1: 7, 2: None})  # track 2: still pending when the camera stopped
+    outputs.close()
+    earlier = _keep_as_earlier(folder, "20260101T000000Z")
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {1: None, 2: None})  # the new run's tracks 1 and 2: other people, pending
+    _frame(outputs, 1, {1: 9, 2: 7})
+    outputs.close()
+
+    erased = erase_camera(folder, [7])
+    assert erased.event_lines == 3 and erased.embeddings == 3
+    before = {e["track_id"]: e for e in _events(earlier)}
+    assert before[1]["forgotten"] and not before[2].get("forgotten")  # run 1's track 2 was nobody known
+    now = _events(folder)
+    assert not any(e.get("forgotten") for e in now if e["track_id"] == 1)  # person 9's, before and after
+    assert [e.get("forgotten", False) for e in now if e["track_id"] == 2] == [True, True]
+    assert np.load(earlier / "embeddings.npy").any(axis=1).tolist() == [False, True]
+    assert np.load(folder / "embeddings.npy").any(axis=1).tolist() == [True, False, True, False]
+
+
+def test_erase_follows_a_pending_track_across_a_rotation(tmp_path: Path) -> None:
+    """output.rotate_mb moved a pending track's first events to an earlier-* folder; the fleet gave it the id
+    in the new files, which go on without a second track.started."""
+    cam = CameraConfig(
+        source=SourceConfig(uri="x.mp4"), output=OutputConfig(dir=tmp_path, progress=False, rotate_mb=1e-6)
+    )
+    outputs = CameraOutputs("cam", cam, 10.0, dim=3, fleet=True)
+    for i in range(25):  # the files are checked for size every 25 frames
+        _frame(outputs, i, {1: None})
+    _frame(outputs, 25, {1: 7})
+    outputs.close()
+    folder = tmp_path / "cam"
+    (earlier,) = folder.glob("earlier-*")
+
+    erased = erase_camera(folder, [7])
+    assert erased.event_lines == 26 and erased.embeddings == 26
+    assert all(e["forgotten"] for f in (earlier, folder) for e in _events(f))
