@@ -1,6 +1,7 @@
 """The identity report of a fleet run (who was seen where and when) and its scoring against a scenario's truth.
 
-``build_report`` reads each camera's ``identities.json`` (written by the worker in fleet mode) and writes
+``build_report`` reads each camera's ``identities.json`` (written by the worker in fleet mode; with those of
+its rotated files, and of its earlier runs where global ids are fleet-wide: ``identity_tables``) and writes
 ``report.json`` (every global id: label, cameras with first/last seen and frames), ``report.md`` (a summary,
 the timeline, the same as tables; the scores are appended when the run is scored) and ``timeline.png`` (one
 row per identity, those on most cameras first, at most TIMELINE_MAX_ROWS; a bar per camera sighting).
@@ -35,23 +36,49 @@ def _camera_table(path: Path) -> dict[str, Any]:
     return ids
 
 
-def collect(camera_dirs: dict[str, Path]) -> dict[int, dict[str, Any]]:
-    """Global id -> {label, cameras: {camera: {first_seen, last_seen, frames, tracks}}} over all cameras."""
+def identity_tables(camera_dir: Path, earlier_runs: bool = False) -> list[Path]:
+    """A camera's ``identities.json`` files, oldest first: its folder's and those of the ``earlier-*`` folders
+    its run rotated its files into (``output.rotate_mb``: each table holds what was seen since the rotation
+    before). An ``earlier-*`` folder holding a ``status.json`` is an earlier run's (a restarted live camera),
+    and ends the search unless ``earlier_runs``: the fleet's global ids go on across runs only with a shared
+    Valkey (``bridge.url``); on an embedded one each run starts them at 1 again."""
+    earlier = sorted(p for p in camera_dir.glob("earlier-*") if p.is_dir())  # the names sort by time
+    if not earlier_runs:
+        runs = [i for i, p in enumerate(earlier) if (p / "status.json").is_file()]
+        earlier = earlier[runs[-1] + 1 :] if runs else earlier
+    tables = [p / "identities.json" for p in (*earlier, camera_dir)]
+    return [t for t in tables if t.is_file()]
+
+
+def collect(camera_dirs: dict[str, Path], earlier_runs: bool = False) -> dict[int, dict[str, Any]]:
+    """Global id -> {label, cameras: {camera: {first_seen, last_seen, frames, tracks}}} over all cameras and
+    their ``identity_tables`` (one identity over several: first and last of all, frames summed, tracks joined)."""
     people: dict[int, dict[str, Any]] = {}
     for cam, d in camera_dirs.items():
-        path = d / "identities.json"
-        if not path.is_file():
-            continue
-        for gid_text, row in _camera_table(path).items():
-            entry = people.setdefault(int(gid_text), {"label": None, "cameras": {}})
-            entry["label"] = entry["label"] or row.get("label")
-            entry["cameras"][cam] = {k: row[k] for k in ("first_seen", "last_seen", "frames", "tracks")}
+        for path in identity_tables(d, earlier_runs):
+            for gid_text, row in _camera_table(path).items():
+                entry = people.setdefault(int(gid_text), {"label": None, "cameras": {}})
+                entry["label"] = entry["label"] or row.get("label")
+                seen = {k: row[k] for k in ("first_seen", "last_seen", "frames", "tracks")}
+                entry["cameras"][cam] = (
+                    _joined(entry["cameras"][cam], seen) if cam in entry["cameras"] else seen
+                )
     return dict(sorted(people.items()))
 
 
-def build_report(camera_dirs: dict[str, Path], out: Path) -> dict[str, Any]:
-    """Write report.json / report.md / timeline.png into ``out``; return the report."""
-    people = collect(camera_dirs)
+def _joined(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """One camera's sightings of an identity in two tables (rotated files) as one."""
+    return {
+        "first_seen": min(a["first_seen"], b["first_seen"]),
+        "last_seen": max(a["last_seen"], b["last_seen"]),
+        "frames": a["frames"] + b["frames"],
+        "tracks": sorted(set(a["tracks"]) | set(b["tracks"])),
+    }
+
+
+def build_report(camera_dirs: dict[str, Path], out: Path, earlier_runs: bool = False) -> dict[str, Any]:
+    """Write report.json / report.md / timeline.png into ``out`` (from ``collect``); return the report."""
+    people = collect(camera_dirs, earlier_runs)
     epoch = min((c["first_seen"] for p in people.values() for c in p["cameras"].values()), default=0.0)
     report = {
         "cameras": sorted(camera_dirs),

@@ -271,10 +271,12 @@ def report_fleet(
     """The report of a fleet from the outputs its cameras left, without running them: cameras that ran as
     services (``reid-daemon run``, one per camera, on recordings), or a run to report on again. DataError
     naming what is missing when a camera has left no fleet outputs."""
+    from daemon.fleet_report import identity_tables
+
     settings, names = _fleet(config, cameras)
     for n in names:
-        table = _camera_dir(settings, n) / "identities.json"
-        if not table.is_file():
+        if not identity_tables(_camera_dir(settings, n), earlier_runs=_ids_span_runs(settings)):
+            table = _camera_dir(settings, n) / "identities.json"
             raise DataError(
                 f"camera {n} has left no fleet outputs: {table} is missing (run it with fleet.enabled)"
             )
@@ -293,6 +295,12 @@ def _camera_dir(settings: Settings, name: str) -> Path:
     return Path(settings.cameras[name].output.dir) / name
 
 
+def _ids_span_runs(settings: Settings) -> bool:
+    """Whether global ids go on across runs (a shared Valkey keeps the counter), so that the report may take
+    the cameras' earlier runs too (``fleet_report.identity_tables``)."""
+    return settings.bridge.url is not None
+
+
 def _report(
     config: Path, settings: Settings, codes: dict[str, int], progress: bool, report_dir: Path | None
 ) -> FleetRun:
@@ -302,7 +310,7 @@ def _report(
     out = report_dir or _common_parent(list(dirs.values()))
     from daemon.fleet_report import build_report, evaluate_scenario
 
-    report = build_report(dirs, out)
+    report = build_report(dirs, out, earlier_runs=_ids_span_runs(settings))
     metrics = (
         evaluate_scenario(config.parent, dirs, out)
         if _scorable(config.parent, dirs) and run_ok(codes)
@@ -459,7 +467,7 @@ def forget(settings: Settings, global_id: int, timeout_s: float) -> Forgotten:
     stored = _forget_in_valkey(settings, global_id, timeout_s) if settings.bridge.url is not None else None
     files = {n: erase_camera(d, [global_id]) for n, d in dirs.items() if n not in running and d.is_dir()}
     erased_any = any(e.total for e in files.values())
-    report = _report_again(dirs) if erased_any and not running else None
+    report = _report_again(dirs, _ids_span_runs(settings)) if erased_any and not running else None
     return Forgotten(stored, files, running, report)
 
 
@@ -479,7 +487,7 @@ def _forget_in_valkey(settings: Settings, global_id: int, timeout_s: float) -> i
         return bridge.stats.erased
 
 
-def _report_again(dirs: dict[str, Path]) -> Path | None:
+def _report_again(dirs: dict[str, Path], earlier_runs: bool) -> Path | None:
     """Make the fleet report (report.json/.md, timeline.png) again where a fleet run left one, from the
     cameras' identity tables as they are now; the scores the run had are appended again. None when no report
     was there (or a ``fleet --report-dir`` elsewhere: make it again with ``fleet --report-only``)."""
@@ -491,7 +499,7 @@ def _report_again(dirs: dict[str, Path]) -> Path | None:
     out = _common_parent(list(present.values()))
     if not (out / "report.json").is_file():
         return None
-    build_report(present, out)
+    build_report(present, out, earlier_runs)
     scores = out / "fleet_metrics.txt"
     if scores.is_file():
         append_metrics(out / "report.md", scores.read_text(encoding="utf-8"))

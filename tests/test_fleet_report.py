@@ -92,6 +92,27 @@ def test_a_corrupt_identity_table_names_the_file(tmp_path: Path) -> None:
         build_report({"door": bad}, tmp_path / "out")
 
 
+def test_report_takes_the_tables_of_rotated_files_and_with_fleet_wide_ids_of_earlier_runs(
+    tmp_path: Path,
+) -> None:
+    """output.rotate_mb starts new files, identities.json with them, and a restarted live camera moves its
+    earlier run's to earlier-*: the report read the newest identities.json alone, so everyone seen before the
+    last rotation or restart was silently left out (the deploy example rotates every 100 MB)."""
+    door = tmp_path / "runs" / "door"
+    _table(door / "earlier-20270115T070000Z", "door", {5: _seen(-3600.0, -3500.0, 40)})  # an earlier run
+    (door / "earlier-20270115T070000Z" / "status.json").write_text('{"v": 1, "state": "done"}')
+    _table(door / "earlier-20270115T080000Z", "door", {3: _seen(0.0, 4.0, 28), 7: _seen(2.0, 3.0, 8)})
+    doc = {"v": 1, "camera": "door", "identities": {"3": _seen(5.0, 9.0, 10) | {"tracks": [2]}}}
+    (door / "identities.json").write_text(json.dumps(doc), encoding="utf-8")
+
+    report = build_report({"door": door}, tmp_path / "out")
+    assert sorted(report["people"]) == ["3", "7"]  # this run's, rotated files and all; not the earlier run's
+    three = report["people"]["3"]["cameras"]["door"]
+    assert three == {"first_seen": T0, "last_seen": T0 + 9.0, "frames": 38, "tracks": [1, 2]}
+    with_earlier = build_report({"door": door}, tmp_path / "out", earlier_runs=True)
+    assert sorted(with_earlier["people"]) == ["3", "5", "7"] and with_earlier["time_origin"] == T0 - 3600.0
+
+
 def _scenario_with_one_camera(tmp_path: Path, ran: int) -> tuple[Path, Path]:
     """A 10-frame camera whose ground truth is one person on every frame, and results for its first ``ran``."""
     scenario, cam = tmp_path / "scenario", tmp_path / "runs" / "a"
