@@ -78,10 +78,32 @@ def _joined(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 def build_report(camera_dirs: dict[str, Path], out: Path, earlier_runs: bool = False) -> dict[str, Any]:
     """Write report.json / report.md / timeline.png into ``out`` (from ``collect``); return the report."""
-    people = collect(camera_dirs, earlier_runs)
+    return _write_report(collect(camera_dirs, earlier_runs), sorted(camera_dirs), out)
+
+
+def leave_out_of_report(out: Path, global_id: int) -> bool:
+    """Take ``global_id`` out of the report in ``out`` as it stands (report.json, report.md, timeline.png; the
+    scores appended again), where the cameras' tables cannot be read again yet: a running camera erases its own
+    when the forget reaches it. False when there is no report or it does not hold the id."""
+    try:
+        report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+        people = {int(g): p for g, p in report["people"].items()}
+        cameras = list(report["cameras"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False  # no report here, or not one this daemon wrote
+    if people.pop(global_id, None) is None:
+        return False
+    _write_report(people, cameras, out)
+    scores = out / "fleet_metrics.txt"
+    if scores.is_file():
+        append_metrics(out / "report.md", scores.read_text(encoding="utf-8"))
+    return True
+
+
+def _write_report(people: dict[int, dict[str, Any]], cameras: list[str], out: Path) -> dict[str, Any]:
     epoch = min((c["first_seen"] for p in people.values() for c in p["cameras"].values()), default=0.0)
     report = {
-        "cameras": sorted(camera_dirs),
+        "cameras": cameras,
         "identities": len(people),
         "seen_on_several_cameras": sum(_on_several(p) for p in people.values()),
         "time_origin": epoch,

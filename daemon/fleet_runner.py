@@ -453,7 +453,8 @@ class Forgotten:
 def forget(settings: Settings, global_id: int, timeout_s: float) -> Forgotten:
     """Erase ``global_id`` from the fleet: running workers drop it and erase it from their files, stored state
     in Valkey is deleted, and the files of the config's cameras that are not running are erased here
-    (``daemon.erase``), with the fleet report made again from them. Without ``bridge.url`` (a fleet on an
+    (``daemon.erase``), with the fleet report made again from them (while a camera runs, the id is taken out
+    of the report as it stands). Without ``bridge.url`` (a fleet on an
     embedded Valkey, which ended with its run) only the files are erased, and no camera may be running."""
     from daemon.runner import worker_running
 
@@ -467,7 +468,10 @@ def forget(settings: Settings, global_id: int, timeout_s: float) -> Forgotten:
     stored = _forget_in_valkey(settings, global_id, timeout_s) if settings.bridge.url is not None else None
     files = {n: erase_camera(d, [global_id]) for n, d in dirs.items() if n not in running and d.is_dir()}
     erased_any = any(e.total for e in files.values())
-    report = _report_again(dirs, _ids_span_runs(settings)) if erased_any and not running else None
+    if erased_any and not running:
+        report = _report_again(dirs, _ids_span_runs(settings))
+    else:  # the running cameras' tables may hold the id a moment longer: out of the report as it stands
+        report = _leave_out_of_report(dirs, global_id)
     return Forgotten(stored, files, running, report)
 
 
@@ -487,19 +491,30 @@ def _forget_in_valkey(settings: Settings, global_id: int, timeout_s: float) -> i
         return bridge.stats.erased
 
 
+def _report_dir(dirs: dict[str, Path]) -> Path | None:
+    """Where a fleet run of these cameras left its report (beside their folders); None without one."""
+    present = [d for d in dirs.values() if d.is_dir()]
+    out = _common_parent(present) if present else None
+    return out if out is not None and (out / "report.json").is_file() else None
+
+
+def _leave_out_of_report(dirs: dict[str, Path], global_id: int) -> Path | None:
+    from daemon.fleet_report import leave_out_of_report
+
+    out = _report_dir(dirs)
+    return out / "report.md" if out is not None and leave_out_of_report(out, global_id) else None
+
+
 def _report_again(dirs: dict[str, Path], earlier_runs: bool) -> Path | None:
     """Make the fleet report (report.json/.md, timeline.png) again where a fleet run left one, from the
     cameras' identity tables as they are now; the scores the run had are appended again. None when no report
     was there (or a ``fleet --report-dir`` elsewhere: make it again with ``fleet --report-only``)."""
     from daemon.fleet_report import append_metrics, build_report
 
-    present = {n: d for n, d in dirs.items() if d.is_dir()}
-    if not present:
+    out = _report_dir(dirs)
+    if out is None:
         return None
-    out = _common_parent(list(present.values()))
-    if not (out / "report.json").is_file():
-        return None
-    build_report(present, out, earlier_runs)
+    build_report({n: d for n, d in dirs.items() if d.is_dir()}, out, earlier_runs)
     scores = out / "fleet_metrics.txt"
     if scores.is_file():
         append_metrics(out / "report.md", scores.read_text(encoding="utf-8"))

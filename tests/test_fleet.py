@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -483,6 +485,38 @@ def test_fleet_command_without_a_key_says_what_to_set(tmp_path: Path, capsys: ob
     path.write_text(yaml.safe_dump(cfg))
     assert main(["fleet", "--config", str(path), "--no-progress"]) == 2
     assert "bridge.signing_key" in capsys.readouterr().err  # type: ignore[attr-defined]
+
+
+def test_forget_while_a_camera_runs_takes_the_person_out_of_the_fleet_report(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The fleet report (report.json, report.md, timeline.png) was made again only when no camera ran: a forget
+    while the cameras ran (a live fleet always does) left the person in it, and said nothing of it."""
+    from daemon.fleet_report import build_report
+
+    runs = tmp_path / "runs"
+    cams = {
+        c: {"source": {"uri": "rtsp://127.0.0.1:9/cam"}, "output": {"dir": str(runs)}} for c in ("a", "b")
+    }
+    cfg = {"fleet": {"enabled": True}, "bridge": {"url": valkey.url, "signing_key": {"value": KEY}}}
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg | {"cameras": cams}))
+    with Bridge(load_settings(path).bridge, "x", receive=False) as b:
+        gid, other = b.allocate_global_id(), b.allocate_global_id()
+    seen = {"label": None, "first_seen": 1.0, "last_seen": 2.0, "frames": 3, "tracks": [1]}
+    (runs / "a").mkdir(parents=True)
+    table = {"v": 1, "camera": "a", "identities": {str(gid): seen, str(other): seen}}
+    (runs / "a" / "identities.json").write_text(json.dumps(table))
+    build_report({"a": runs / "a"}, runs)
+    status = {"state": "running", "pid": os.getpid(), "host": socket.gethostname()}
+    (runs / "a" / "status.json").write_text(json.dumps(status))  # its worker erases its own files
+
+    assert main(["-q", "forget", str(gid), "--config", str(path)]) == 0
+    assert f"fleet report made again without it: {runs / 'report.md'}" in capsys.readouterr().out
+    report = json.loads((runs / "report.json").read_text())
+    assert set(report["people"]) == {str(other)} and report["identities"] == 1
+    assert f"| {gid} |" not in (runs / "report.md").read_text()
+    assert f"| {other} |" in (runs / "report.md").read_text()
 
 
 def test_forget_command_without_the_fleet_url_says_only_files_were_erased(
