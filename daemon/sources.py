@@ -70,6 +70,7 @@ _RECONNECT_JITTER = 0.1
 _JOIN_GRACE_S = 1.0
 # A container frame rate outside (0, this] is treated as unknown.
 _MAX_PLAUSIBLE_FPS = 1000.0
+_TIMED_OUT = 0.9  # a stream open that failed after this share of source.open_timeout_s timed out
 
 T = TypeVar("T")
 
@@ -331,13 +332,14 @@ class _CaptureReader:
             path = Path(str(self._req.target))
             if not path.is_file():
                 raise _not_found("video file", path)
+        began = time.monotonic()
         try:
             cap = self._factory(self._req)
         except cv2.error as e:
-            raise SourceError(f"cannot open {self._what()}: {e}") from e
+            raise SourceError(f"cannot open {self._what(began)}: {e}") from e
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"cannot open {self._what()}")
+            raise SourceError(f"cannot open {self._what(began)}")
         self._cap = cap
         self._position_ms = -math.inf
         fps = cap.get(cv2.CAP_PROP_FPS)
@@ -355,15 +357,19 @@ class _CaptureReader:
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
         self.count = count if count > 0 else None
 
-    def _what(self) -> str:
+    def _what(self, began: float) -> str:
         """The source as an error names it: where it is (a stream's URL without its password) and, when the
-        caller named it otherwise (a camera), that name too."""
+        caller named it otherwise (a camera), that name too; for a stream, whether it did not answer in time
+        or failed before (refused, not found: FFmpeg's own line says which; OpenCV does not tell)."""
         where = redact(str(self._req.target))
         label = where if self._name == where else f"{where} ({self._name})"
         if self._req.kind == "file":
             return f"video file {label}: unreadable, corrupt or not a video"
         if self._req.kind == "webcam":
             return f"webcam {label}"
+        took = time.monotonic() - began
+        if took * 1000 < _TIMED_OUT * self._req.open_timeout_ms:
+            return f"stream {label}: it failed after {took:.1f} s (refused, not found or not a stream)"
         return f"stream {label} within {self._req.open_timeout_ms} ms"
 
     def grab(self) -> bool:

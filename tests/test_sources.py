@@ -192,6 +192,17 @@ def test_unreachable_stream_fails_at_open_not_in_the_loop() -> None:
     assert "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ
 
 
+def test_a_refused_stream_is_not_reported_as_a_timeout() -> None:
+    """A camera whose port refused the connection was 'cannot open stream ... within 5000 ms' (in the log, in
+    /health), as if it had not answered in time: an operator looks at the network, not at the camera."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SourceError) as e:
+        open_source(SourceConfig(uri=f"rtsp://127.0.0.1:{port}/cam", open_timeout_s=5.0))
+    assert "within 5000 ms" not in str(e.value) and "failed after 0." in str(e.value), str(e.value)
+
+
 def test_unreadable_image_in_folder_fails_loudly_with_cause(tmp_path: Path) -> None:
     folder = make_image_folder(tmp_path, frames=3)
     (folder.path / "frame_2.png").write_bytes(b"not a png")
