@@ -170,7 +170,12 @@ def cmd_forget(args: argparse.Namespace) -> int:
         print(f"  {name}: running; its worker erases it from its files")
     if done.report is not None:
         print(f"  fleet report made again without it: {done.report}")
-    return 0
+    for name, why in done.failed.items():
+        print(
+            f"  {name}: not erased from its files: {why}; run forget again as a user who can write them",
+            file=sys.stderr,
+        )
+    return 1 if done.failed else 0
 
 
 def cmd_who(args: argparse.Namespace) -> int:

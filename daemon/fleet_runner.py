@@ -446,6 +446,7 @@ class Forgotten:
 
     stored: int | None  # entries in Valkey that held the id; None: no shared Valkey (bridge.url unset)
     files: dict[str, Erased]  # cameras not running: erased from their files here
+    failed: dict[str, str]  # cameras not running whose files could not be written here: why
     running: tuple[str, ...]  # cameras running: their workers erase their own files
     report: Path | None  # the fleet report made again without the id
 
@@ -466,13 +467,21 @@ def forget(settings: Settings, global_id: int, timeout_s: float) -> Forgotten:
             "reach (bridge.url is unset); stop the fleet first, or give the fleet a bridge.url"
         )
     stored = _forget_in_valkey(settings, global_id, timeout_s) if settings.bridge.url is not None else None
-    files = {n: erase_camera(d, [global_id]) for n, d in dirs.items() if n not in running and d.is_dir()}
+    files: dict[str, Erased] = {}
+    failed: dict[str, str] = {}
+    for n, d in dirs.items():
+        if n in running or not d.is_dir():
+            continue
+        try:
+            files[n] = erase_camera(d, [global_id])
+        except OSError as e:  # a user who cannot write the folder: the rest of the fleet is erased still
+            failed[n] = f"cannot write {e.filename or d}: {e.strerror or e}"
     erased_any = any(e.total for e in files.values())
     if erased_any and not running:
         report = _report_again(dirs, _ids_span_runs(settings))
     else:  # the running cameras' tables may hold the id a moment longer: out of the report as it stands
         report = _leave_out_of_report(dirs, global_id)
-    return Forgotten(stored, files, running, report)
+    return Forgotten(stored, files, failed, running, report)
 
 
 def _forget_in_valkey(settings: Settings, global_id: int, timeout_s: float) -> int:
