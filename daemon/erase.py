@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from daemon.embedding import atomic_write
+from daemon.fleet import IDENTITY_SCHEMA_VERSION
 
 
 @dataclass(slots=True)
@@ -191,7 +192,10 @@ def zero_embedding_rows(path: Path, rows: Iterable[int]) -> int:
     wanted = sorted(set(rows))
     if not wanted or not path.is_file():
         return 0
-    table = np.load(path, mmap_mode="r+")
+    try:
+        table = np.load(path, mmap_mode="r+")
+    except (ValueError, EOFError):  # empty or cut before its header was written (a worker killed at once)
+        return 0
     inside = [r for r in wanted if 0 <= r < table.shape[0]]
     if inside:
         table[inside] = 0
@@ -230,3 +234,15 @@ def erase_camera(camera_dir: Path, global_ids: Iterable[int]) -> Erased:
     for folder in folders:
         erased.add(erase_folder(folder, gids, pending.get(folder, set())))
     return erased
+
+
+def mark_forgotten(camera_dir: Path, camera: str, global_ids: Iterable[int], now: float) -> None:
+    """A ``forgotten`` line per id in the camera's ``identities.jsonl`` (as a running worker writes when the
+    forget reaches it; no frame: the camera was not running), when the camera left that file."""
+    path = camera_dir / "identities.jsonl"
+    if not path.is_file():
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        for gid in global_ids:
+            rec = {"v": IDENTITY_SCHEMA_VERSION, "event": "forgotten", "camera": camera, "frame": None}
+            f.write(json.dumps(rec | {"ts": round(now, 3), "global_id": gid}, separators=(",", ":")) + "\n")

@@ -130,6 +130,16 @@ def test_erase_keeps_lines_it_cannot_read_and_rows_of_other_ids(tmp_path: Path) 
     assert np.load(npy).tolist() == [[1, 1, 1], [0, 0, 0]]
 
 
+def test_an_embedding_file_cut_before_its_header_is_left_alone(tmp_path: Path) -> None:
+    """A worker killed before its first flush leaves an empty embeddings.npy: np.load's ValueError came out
+    of forget as a traceback."""
+    empty = tmp_path / "embeddings.npy"
+    empty.write_bytes(b"")
+    assert zero_embedding_rows(empty, [0, 1]) == 0
+    empty.write_bytes(b"\x93NUMPY\x01\x00")  # cut inside the header
+    assert zero_embedding_rows(empty, [0]) == 0
+
+
 def test_a_worker_is_running_only_while_its_process_lives(tmp_path: Path) -> None:
     """A worker killed with SIGKILL leaves status.json saying running: forget would never erase its files."""
     status = tmp_path / "status.json"
@@ -176,6 +186,9 @@ def test_forget_without_a_shared_valkey_erases_a_finished_fleets_files_and_repor
     assert set(report["people"]) == {"8"}
     assert "global IDF1 90.0" in (runs / "report.md").read_text()  # the run's scores are kept
     assert all(e["global_id"] != 7 for e in _events(runs / "cam"))
+    # as a running worker does, the camera's log says when the id was forgotten (it had no such line)
+    lines = [json.loads(x) for x in (runs / "cam" / "identities.jsonl").read_text().splitlines()]
+    assert [(x["event"], x["global_id"]) for x in lines] == [("identity", 8), ("forgotten", 7)]
 
 
 def test_forget_without_a_shared_valkey_refuses_while_a_camera_runs(tmp_path: Path, capsys: object) -> None:
