@@ -106,6 +106,30 @@ def keep_earlier_run(
     return dest
 
 
+TAIL_BYTES = 4 << 20  # how much of an earlier run's events.jsonl is read for its last track id
+
+
+def last_track_id(events: Path) -> int:
+    """The highest track id in the last ``TAIL_BYTES`` of an events file (0: none, or no file): every track
+    alive when that run stopped is there (a live track gets an event at least every ``output.event_every``
+    frames), pending ones included, which the fleet's Valkey holds no state of."""
+    try:
+        with open(events, "rb") as f:
+            f.seek(max(f.seek(0, os.SEEK_END) - TAIL_BYTES, 0))
+            tail = f.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return 0
+    highest = 0
+    for line in tail[1:] if len(tail) > 1 else tail:  # the first may be cut
+        try:
+            track = json.loads(line).get("track_id")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(track, int):
+            highest = max(highest, track)
+    return highest
+
+
 def outlined_text(image: ImageBGR, text: str, at: tuple[int, int], scale: float, outline: int = 4) -> None:
     """White ``text`` with a black outline ``outline`` px thick, legible on any background (drawn in place)."""
     cv2.putText(image, text, at, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), outline, cv2.LINE_AA)

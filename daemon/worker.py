@@ -29,6 +29,7 @@ from daemon.outputs import (
     camera_files,
     check_source_kept,
     keep_earlier_run,
+    last_track_id,
     stream_files,
 )
 from daemon.pipeline import FrameResult, Pipeline
@@ -80,6 +81,9 @@ class CameraOutputs:
     ) -> None:
         self.name, self._cam, self._fps, self._dim, self._fleet = name, cam, fps, dim, fleet
         self._live = live
+        self.earlier_tracks = (
+            0  # the highest track id the camera's earlier run wrote (a live camera restarted)
+        )
         self.dir = Path(cam.output.dir) / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self._open()
@@ -218,13 +222,16 @@ def open_outputs(
     no longer writes (the annotated video turned off) included: they would be taken for this run's."""
     try:
         folder, keep = Path(cam.output.dir) / name, cam.output.keep_earlier
+        earlier_tracks = last_track_id(folder / "events.jsonl") if live else 0
         kept = keep_earlier_run(folder, name, keep) if live and folder.is_dir() else None
         if kept is not None:
             log.info("%s: the earlier run's files are kept in %s", name, kept)
         if not live:
             for earlier in camera_files(name):
                 (folder / earlier).unlink(missing_ok=True)
-        return CameraOutputs(name, cam, fps, dim, fleet, live)
+        outputs = CameraOutputs(name, cam, fps, dim, fleet, live)
+        outputs.earlier_tracks = earlier_tracks
+        return outputs
     except OSError as e:
         where = e.filename or cam.output.dir
         raise ConfigError(f"cameras.{name}.output.dir: cannot write {where}: {e.strerror or e}") from e
@@ -265,6 +272,19 @@ class CameraWorker:
         if self.fleet is not None:
             self.fleet.interrupt()
 
+    def _number_tracks(self, first: int, earlier: int) -> None:
+        """New tracks get ids from ``first`` (after those the fleet holds state of) or after the highest id the
+        camera's earlier run wrote (a live camera restarted: its tracks still pending then are in no Valkey),
+        whichever is later, so a track id names one track across the camera's runs."""
+        if earlier >= first:
+            log.info(
+                "%s: the earlier run's tracks went up to %d; track ids go on from %d",
+                self.name,
+                earlier,
+                earlier + 1,
+            )
+        self.pipeline.tracker.number_from(max(first, earlier + 1))
+
     def _source_waiting(self, reason: str) -> None:
         for o in self.observers:
             o.waiting(self, reason)
@@ -285,9 +305,11 @@ class CameraWorker:
                     self.name, self.cam, src.delivered_fps, dim, self.fleet is not None, src.live
                 )
                 try:
+                    first = 1
                     if self.fleet is not None:
                         self.fleet.start(live=src.live)
-                        self.pipeline.tracker.number_from(self.fleet.first_track_id)
+                        first = self.fleet.first_track_id
+                    self._number_tracks(first, outputs.earlier_tracks)
                     frames, seconds, tracks = 0, 0.0, 0
                     if not self._stop.is_set():  # else stopped while catching up with the fleet
                         for o in self.observers:

@@ -167,6 +167,39 @@ def test_a_live_camera_started_again_keeps_its_earlier_runs_files(tmp_path: Path
     assert np.load(tmp_path / "cam" / "embeddings.npy")[0][0] == 3.0
 
 
+def test_a_live_camera_started_again_numbers_its_tracks_after_its_earlier_runs(tmp_path: Path) -> None:
+    """A restarted live camera numbered its tracks after those the fleet's Valkey held state of only: tracks
+    still pending when it stopped (in no Valkey), and every track of a camera outside a fleet, got their ids
+    again, so the earlier run's events and this run's held one key (`cam/1`) for two people."""
+    cam = CameraConfig(
+        source=SourceConfig(uri="rtsp://cam/s"), output=OutputConfig(dir=tmp_path, progress=False)
+    )
+    first = open_outputs("cam", cam, 10.0, 3, fleet=False, live=True)
+    assert first.earlier_tracks == 0
+    image = np.zeros((48, 64, 3), np.uint8)
+    dets = Detections(np.array([[1, 2, 11, 22]], np.float32), np.array([0.9], np.float32))
+    tracks = [Track("cam", 41, (1.0, 2.0, 11.0, 22.0), 0.9, 0)]
+    first.write(FrameResult(Frame(0, 0.0, image), dets, None, TrackerUpdate(tracks, [])), "")
+    first.close()
+    again = open_outputs("cam", cam, 10.0, 3, fleet=False, live=True)
+    assert again.earlier_tracks == 41
+    again.close()
+    replay = CameraConfig(source=SourceConfig(uri="x.mp4"), output=OutputConfig(dir=tmp_path, progress=False))
+    assert open_outputs("cam", replay, 10.0, 3, fleet=False, live=False).earlier_tracks == 0  # from 1
+    # the worker takes the later of the fleet's first id and the earlier run's last one + 1
+    clip = make_video(tmp_path / "clip.mp4", frames=2, size=(320, 240), people=2)
+    settings = _settings(
+        tmp_path, clip.path, clip.write_mot_gt(tmp_path / "gt.txt"), EmbedderConfig(type="none")
+    )
+    worker = CameraWorker(settings, "synth")  # type: ignore[arg-type]
+    worker._number_tracks(5, 41)
+    boxes = Detections(
+        np.array([[10, 10, 50, 110], [200, 10, 240, 110]], np.float32), np.full(2, 0.9, np.float32)
+    )
+    update = worker.pipeline.tracker.update(boxes, None, np.zeros((240, 320, 3), np.uint8))
+    assert sorted(t.track_id for t in update.tracks) == [42, 43]
+
+
 def test_a_recording_run_again_leaves_none_of_the_earlier_runs_files_it_does_not_write(
     tmp_path: Path,
 ) -> None:
