@@ -22,7 +22,8 @@ description, the source file's sha256 and per-camera counts), ``fleet.yaml`` (a 
 errors), and ``fleet.true-looks.yaml`` / ``fleet.gt-boxes.true-looks.yaml``: the same two with looks made from
 the ground truth in place of the embedder (embedder type 'ground-truth', daemon/oracle_embed.py; two looks of one
 person ``TRUE_LOOKS_SIMILARITY`` apart), which score the trackers and the resolver as if the cameras ran a
-ReID-trained embedder (none can be fetched offline).
+ReID-trained embedder (none can be fetched offline). Without ground truth it writes ``fleet.yaml`` alone (no
+``.gt.txt``, none of the other three configs), and deletes those an earlier build left in the folder.
 """
 
 from __future__ import annotations
@@ -311,6 +312,12 @@ def _keep_sources(sources: list[Path], outputs: list[Path]) -> None:
             raise DataError(f"the build would write over its source {p}: give another --out folder")
 
 
+def _remove_earlier_truth(paths: list[Path]) -> None:
+    """Delete the ground truth and true-box / true-looks configs an earlier build left in the folder."""
+    for p in paths:
+        p.unlink(missing_ok=True)
+
+
 def fit_to(scenario: ScenarioConfig, size: tuple[int, int]) -> ScenarioConfig:
     """The scenario over a source of ``size`` (width, height): regions drawn on another ``frame_size`` are
     scaled to it (DataError when a view becomes too small)."""
@@ -405,6 +412,8 @@ def build(
         [video, *([gt_path] if gt_path is not None else [])], [*videos.values(), *truth_paths.values()]
     )
     out.mkdir(parents=True, exist_ok=True)
+    if gt is None:  # an earlier build's truth in this folder would score a run of these videos against it
+        _remove_earlier_truth([*truth_paths.values(), *(out / name for name in TRUTH_CONFIGS)])
     sizes = {v.name: camera_frames(v, total) for v in scenario.views}
     cameras = [_Camera(v, videos[v.name], fps, sizes[v.name]) for v in scenario.views]
     _write_videos(video, cameras, total, progress)
@@ -442,7 +451,7 @@ def build(
     )
     base = _fleet_config(scenario, videos, out)
     configs = {"fleet.yaml": base}
-    if truths:  # each variant edits its own copy
+    if truths:  # the TRUTH_CONFIGS; each variant edits its own copy
         gt_boxes = _gt_boxes_config(copy.deepcopy(base), truths, out)
         configs |= {
             "fleet.gt-boxes.yaml": gt_boxes,
@@ -454,6 +463,8 @@ def build(
     return ScenarioFiles(out, videos, truths, desc, out / "fleet.yaml", fps, container_fps)
 
 
+# The configs a build writes only with ground truth (beside fleet.yaml); a build without removes an earlier one's.
+TRUTH_CONFIGS = ("fleet.gt-boxes.yaml", "fleet.true-looks.yaml", "fleet.gt-boxes.true-looks.yaml")
 # Looks from the ground truth (fleet.*true-looks.yaml): two looks of one person 0.75 apart on average, two
 # people's near 0, about what a ReID-trained model gives across cameras; the resolver's thresholds for them.
 TRUE_LOOKS_SIMILARITY = 0.75

@@ -259,3 +259,27 @@ def test_scenario_fleet_configs_leave_re_linking_to_the_identity_resolver(tmp_pa
     assert {c.tracker.relink_window for c in cameras.values()} == {0}
     assert "relink_window" not in str(cfg["cameras"])
     assert cfg["identity"]["fleet_threshold"] == 0.85 and cfg["identity"]["fleet_distinct_margin"] == 0.08
+
+
+def test_a_build_without_ground_truth_leaves_no_earlier_truth_behind(tmp_path: Path) -> None:
+    """A folder built again without --gt (another video, no ground truth) kept the earlier build's <camera>.gt.txt
+    and fleet.gt-boxes*.yaml / fleet.true-looks.yaml: `reid-daemon fleet` scored the new video's run against the
+    old video's truth (scenario.json and the .gt.txt files beside fleet.yaml), and the true-box configs replayed
+    the old boxes over the new videos."""
+    clip = make_video(tmp_path / "src.mp4", frames=4, size=(320, 240), people=2)
+    gt_path = clip.write_mot_gt(tmp_path / "gt.txt")
+    two = ScenarioConfig(
+        name="t",
+        views=(
+            ViewConfig(name="a", region=(0, 0, 160, 240)),
+            ViewConfig(name="b", region=(160, 0, 320, 240)),
+        ),
+    )
+    out = tmp_path / "out"
+    build(clip.path, gt_path, two, out)
+    assert (out / "a.gt.txt").is_file() and (out / "fleet.gt-boxes.yaml").is_file()
+    other = make_video(tmp_path / "other.mp4", frames=3, size=(320, 240), people=1, seed=1)
+    files = build(other.path, None, two, out)
+    assert files.ground_truth == {}
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4", "fleet.yaml", "scenario.json"]
+    assert gt_path.is_file()  # the source's truth is never touched
