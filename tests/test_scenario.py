@@ -283,3 +283,13 @@ def test_a_build_without_ground_truth_leaves_no_earlier_truth_behind(tmp_path: P
     assert files.ground_truth == {}
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4", "fleet.yaml", "scenario.json"]
     assert gt_path.is_file()  # the source's truth is never touched
+
+
+def test_a_text_file_given_as_the_video_is_refused(tmp_path: Path) -> None:
+    """--video gt.txt (the ground truth and the video swapped) built a scenario: FFmpeg renders a .txt file as a
+    640x400 video of its characters (921 frames for PETS09's gt.txt), and every camera replayed that."""
+    clip = make_video(tmp_path / "src.mp4", frames=12, size=(320, 240), people=2)
+    gt_path = clip.write_mot_gt(tmp_path / "gt.txt")  # 24 rows: FFmpeg opens it (3 rows it does not)
+    with pytest.raises(SourceError, match=r"gt\.txt is a text file, not a video"):
+        build(gt_path, None, PRESETS["pets09-2cam-overlap"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
