@@ -330,6 +330,14 @@ def _keep_sources(sources: list[Path], outputs: list[Path]) -> None:
             raise DataError(f"the build would write over its source {p}: give another --out folder")
 
 
+def _make_folder(out: Path) -> None:
+    """Create the output folder (DataError naming it when that cannot be done)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file of that name, a file above it, no permission
+        raise DataError(f"cannot make the output folder {out}: {e.strerror or e}") from e
+
+
 def _remove_earlier_truth(paths: list[Path]) -> None:
     """Delete the ground truth and true-box / true-looks configs an earlier build left in the folder."""
     for p in paths:
@@ -429,7 +437,7 @@ def build(
     _keep_sources(
         [video, *([gt_path] if gt_path is not None else [])], [*videos.values(), *truth_paths.values()]
     )
-    out.mkdir(parents=True, exist_ok=True)
+    _make_folder(out)
     if gt is None:  # an earlier build's truth in this folder would score a run of these videos against it
         _remove_earlier_truth([*truth_paths.values(), *(out / name for name in TRUTH_CONFIGS)])
     sizes = {v.name: camera_frames(v, total) for v in scenario.views}

@@ -293,3 +293,15 @@ def test_a_text_file_given_as_the_video_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"gt\.txt is a text file, not a video"):
         build(gt_path, None, PRESETS["pets09-2cam-overlap"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_out_folder_that_cannot_be_made_is_named(tmp_path: Path) -> None:
+    """--out naming a file (or a folder under one, or somewhere the user cannot write) ended in a
+    FileExistsError / NotADirectoryError traceback from mkdir."""
+    clip = make_video(tmp_path / "src.mp4", frames=2, size=(320, 240), people=1)
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    for out in (taken, taken / "sub"):
+        with pytest.raises(DataError, match=rf"cannot make the output folder {out}: "):
+            build(clip.path, None, PRESETS["pets09-2cam-overlap"], out)
+    assert taken.read_text() == "not a folder"
