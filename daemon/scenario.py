@@ -197,15 +197,19 @@ def photometric(image: ImageBGR, view: ViewConfig) -> ImageBGR:
     return np.ascontiguousarray(out)
 
 
+def check_region(view: ViewConfig, size: tuple[int, int]) -> None:
+    """DataError when the view's region reaches past a source of ``size`` (width, height)."""
+    if view.region[2] > size[0] or view.region[3] > size[1]:
+        raise DataError(f"camera {view.name}: region {view.region} is outside the {size[0]}x{size[1]} source")
+
+
 def render(source: ImageBGR | None, view: ViewConfig) -> ImageBGR:
     """Camera picture of one source frame (None: black)."""
     w, h = view.output_size()
     if source is None:
         return np.zeros((h, w, 3), np.uint8)
+    check_region(view, (source.shape[1], source.shape[0]))
     x0, y0, x1, y1 = view.region
-    sh, sw = source.shape[:2]
-    if x1 > sw or y1 > sh:
-        raise DataError(f"camera {view.name}: region {view.region} is outside the {sw}x{sh} source")
     crop = source[y0:y1, x0:x1]
     resized = np.asarray(cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA), dtype=np.uint8)
     return photometric(resized, view)
@@ -430,6 +434,8 @@ def build(
         raise DataError(f"max_frames must be >= 0 (0: the whole source), got {max_frames}")
     total, container_fps, size = _probe(video, max_frames)
     scenario = fit_to(scenario, size)
+    for view in scenario.views:  # before any file is opened for writing
+        check_region(view, size)
     gt = read_ground_truth(gt_path) if gt_path is not None else None
     fps = scenario.frame_rate
     videos = {v.name: out / f"{v.name}.mp4" for v in scenario.views}

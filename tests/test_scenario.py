@@ -305,3 +305,15 @@ def test_an_out_folder_that_cannot_be_made_is_named(tmp_path: Path) -> None:
         with pytest.raises(DataError, match=rf"cannot make the output folder {out}: "):
             build(clip.path, None, PRESETS["pets09-2cam-overlap"], out)
     assert taken.read_text() == "not a folder"
+
+
+def test_a_region_outside_the_video_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """A view reaching past the video's edge was found while the first frame was written: the build failed after
+    opening every camera's writer, leaving cut videos in --out (an earlier build's there destroyed)."""
+    clip = make_video(tmp_path / "src.mp4", frames=2, size=(320, 240), people=1)
+    views = (ViewConfig(name="a", region=(0, 0, 160, 240)), ViewConfig(name="b", region=(160, 0, 400, 240)))
+    with pytest.raises(
+        DataError, match=r"camera b: region \(160, 0, 400, 240\) is outside the 320x240 source"
+    ):
+        build(clip.path, None, ScenarioConfig(name="w", views=views), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
