@@ -98,7 +98,9 @@ class ScenarioConfig(BaseModel):
 
     name: str = Field(min_length=1, max_length=64, description="Scenario name.")
     description: str = Field("", max_length=2000, description="What it tests, in words.")
-    frame_rate: float = Field(7.0, gt=0, le=240, description="The source's real frame rate.")
+    frame_rate: float = Field(
+        7.0, gt=0, le=240, allow_inf_nan=False, description="The source's real frame rate."
+    )
     frame_size: tuple[int, int] | None = Field(
         None,
         description="(width, height) of the source the regions are drawn on; a video of another size gets them "

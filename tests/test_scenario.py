@@ -147,6 +147,8 @@ def test_a_video_of_another_frame_rate_is_replayed_at_its_own_rate(
     assert fleet.cameras["a"].tracker.frame_rate == 25 and fleet.cameras["b"].tracker.frame_rate == 12
     assert main([*args, "--out", str(tmp_path / "bad"), "--fps", "0"]) == 2  # bad usage
     assert "frame rate 0: Input should be greater than 0" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "nan"), "--fps", "nan"]) == 2
+    assert "frame rate nan: Input should be a finite number" in capsys.readouterr().err  # not "<= 240"
 
 
 def test_a_preset_fits_a_video_of_another_size(tmp_path: Path) -> None:
