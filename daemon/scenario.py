@@ -115,6 +115,18 @@ class ScenarioConfig(BaseModel):
             raise ValueError(f"camera names repeat: {names}")
         return self
 
+    @model_validator(mode="after")
+    def _regions_in_frame(self) -> ScenarioConfig:
+        if self.frame_size is None:
+            return self
+        w, h = self.frame_size
+        if w < 16 or h < 16:
+            raise ValueError(f"frame_size {w}x{h} must be at least 16 px wide and high")
+        for v in self.views:
+            if v.region[2] > w or v.region[3] > h:
+                raise ValueError(f"camera {v.name}'s region {v.region} reaches past the frame_size {w}x{h}")
+        return self
+
 
 # PETS09-S2L1 is 768x576; people walk over the whole lower two thirds of it. The presets' regions are drawn on
 # it; on a video of another size they are scaled to it (fit_to).

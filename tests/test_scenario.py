@@ -319,3 +319,22 @@ def test_a_region_outside_the_video_is_refused_before_anything_is_written(tmp_pa
     ):
         build(clip.path, None, ScenarioConfig(name="w", views=views), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_scenario_file_frame_size_is_checked(tmp_path: Path) -> None:
+    """A scenario file's frame_size of 0 px ended the build in a ZeroDivisionError traceback (fit_to), a negative
+    one in pydantic's 'Tuple should have at least 1 item', and regions drawn outside it were taken and scaled
+    (region (0, 0, 2304, 1728) is outside the 768x576 source, for a file that says (0, 0, 300, 300))."""
+    for size, problem in (
+        ([0, 576], "frame_size 0x576 must be at least 16 px wide and high"),
+        ([-768, 576], "frame_size -768x576 must be at least 16 px wide and high"),
+        ([100, 100], r"camera a's region \(0, 0, 300, 300\) reaches past the frame_size 100x100"),
+    ):
+        spec = tmp_path / "s.yaml"
+        spec.write_text(
+            yaml.safe_dump(
+                {"name": "s", "frame_size": size, "views": [{"name": "a", "region": [0, 0, 300, 300]}]}
+            )
+        )
+        with pytest.raises(DataError, match=problem):
+            load_scenario(str(spec))
