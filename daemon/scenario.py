@@ -375,7 +375,7 @@ def fit_to(scenario: ScenarioConfig, size: tuple[int, int]) -> ScenarioConfig:
     try:
         return ScenarioConfig.model_validate(scenario.model_dump() | {"frame_size": size, "views": views})
     except ValidationError as e:
-        raise DataError(f"scenario {scenario.name} on a {size[0]}x{size[1]} video: {e}") from e
+        raise DataError(f"scenario {scenario.name} on a {size[0]}x{size[1]} video: {problems(e)}") from e
 
 
 def at_frame_rate(scenario: ScenarioConfig, fps: float) -> ScenarioConfig:
@@ -659,5 +659,23 @@ def load_scenario(name_or_path: str) -> ScenarioConfig:
     try:
         data = yaml.safe_load(path.read_text())
         return ScenarioConfig.model_validate(data)
+    except ValidationError as e:
+        raise DataError(f"{path}: not a valid scenario: {problems(e)}") from e
     except (yaml.YAMLError, ValueError) as e:
         raise DataError(f"{path}: not a valid scenario: {e}") from e
+
+
+def problems(error: ValidationError) -> str:
+    """Pydantic's errors on one line: ``views.1.scale: Input should be ...; ...``. An error on a field whose
+    items have errors of their own is left out (``views``: 'Tuple should have at least 1 item after validation',
+    of a file whose views are all wrong)."""
+    errors = error.errors()
+    locs = [e["loc"] for e in errors]
+    said = []
+    for e in errors:
+        loc = e["loc"]
+        if any(len(other) > len(loc) and other[: len(loc)] == loc for other in locs):
+            continue
+        msg = e["msg"].removeprefix("Value error, ")
+        said.append(f"{'.'.join(map(str, loc))}: {msg}" if loc else msg)
+    return "; ".join(said)

@@ -338,3 +338,29 @@ def test_a_scenario_file_frame_size_is_checked(tmp_path: Path) -> None:
         )
         with pytest.raises(DataError, match=problem):
             load_scenario(str(spec))
+
+
+def test_a_bad_scenario_file_is_one_line_per_problem(tmp_path: Path) -> None:
+    """A scenario file's mistakes came as pydantic's dump: three lines each with the input echoed and a URL, and
+    a spurious 'views: Tuple should have at least 1 item after validation, not 0' for a file with two views."""
+    spec = tmp_path / "s.yaml"
+    views = [
+        {"name": "a", "region": [0, 0, 300, 300], "zoom": 2},
+        {"name": "b", "region": [0, 0, 300, 300], "scale": 9},
+    ]
+    spec.write_text(yaml.safe_dump({"name": "s", "views": views}))
+    with pytest.raises(DataError) as e:
+        load_scenario(str(spec))
+    assert str(e.value) == (
+        f"{spec}: not a valid scenario: views.0.zoom: Extra inputs are not permitted; "
+        "views.1.scale: Input should be less than or equal to 4"
+    )
+    spec.write_text("- a\n")
+    with pytest.raises(DataError, match=r"not a valid scenario: Input should be a valid dictionary"):
+        load_scenario(str(spec))
+    view = {"name": "a", "region": [0, 0, 300, 300]}
+    spec.write_text(yaml.safe_dump({"name": "s", "frame_size": [8, 8], "views": [view]}))
+    with pytest.raises(
+        DataError, match=r"valid scenario: frame_size 8x8 must be at least 16 px wide and high$"
+    ):
+        load_scenario(str(spec))
