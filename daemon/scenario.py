@@ -28,7 +28,6 @@ ReID-trained embedder (none can be fetched offline). Without ground truth it wri
 
 from __future__ import annotations
 
-import codecs
 import copy
 import json
 import math
@@ -46,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from daemon.errors import DataError, SourceError
 from daemon.models import sha256_file
 from daemon.motio import MotGroundTruth, read_ground_truth, write_ground_truth, xywh_to_xyxy, xyxy_to_xywh
+from daemon.sources import is_text_file
 from daemon.types import ImageBGR
 
 FloatArray = NDArray[np.float64]
@@ -307,7 +307,7 @@ class ScenarioFiles:
 def _probe(video: Path, limit: int = 0) -> tuple[int, float | None, tuple[int, int]]:
     """Frames the source decodes to, at most ``limit`` when > 0 (counted by decoding: container counts lie),
     the frame rate its container gives (None: none) and its frames' (width, height)."""
-    if _is_text(video):  # FFmpeg plays a .txt as a video of its characters
+    if is_text_file(video):  # FFmpeg plays a .txt as a video of its characters
         raise SourceError(f"{video} is a text file, not a video (ground truth goes to --gt)")
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
@@ -323,21 +323,6 @@ def _probe(video: Path, limit: int = 0) -> tuple[int, float | None, tuple[int, i
     finally:
         cap.release()
     return n, fps if fps > 0 else None, (first.shape[1], first.shape[0])
-
-
-def _is_text(path: Path, probe: int = 4096) -> bool:
-    """Whether the file begins with UTF-8 text (no control characters but tabs and line ends); False for a file
-    that cannot be read here (OpenCV then says why it cannot open it)."""
-    try:
-        with path.open("rb") as f:
-            head = f.read(probe)
-    except OSError:
-        return False
-    try:
-        text = codecs.getincrementaldecoder("utf-8")().decode(head)  # a character cut at the end is fine
-    except UnicodeDecodeError:
-        return False
-    return bool(text) and all(c.isprintable() or c in "\t\r\n" for c in text)
 
 
 def _keep_sources(sources: list[Path], outputs: list[Path]) -> None:

@@ -32,6 +32,7 @@ left alone and wins.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import math
 import os
@@ -483,6 +484,22 @@ class _FolderReader:
         self._files = []
 
 
+def is_text_file(path: Path, probe: int = 4096) -> bool:
+    """Whether the file begins with UTF-8 text (no control characters but tabs and line ends): FFmpeg plays such
+    a file (a gt.txt) as a video of its characters. False for a file that cannot be read here (OpenCV then says
+    why it cannot open it)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(probe)
+    except OSError:
+        return False
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head)  # a character cut at the end is fine
+    except UnicodeDecodeError:
+        return False
+    return bool(text) and all(c.isprintable() or c in "\t\r\n" for c in text)
+
+
 def _make_reader(cfg: SourceConfig, kind: SourceKind, name: str, factory: CaptureFactory) -> _Reader:
     uri = cfg.uri.strip()
     if kind == "folder":
@@ -497,7 +514,10 @@ def _make_reader(cfg: SourceConfig, kind: SourceKind, name: str, factory: Captur
     elif URI_SCHEME.match(uri) and not uri.lower().startswith("file://"):
         target = uri  # a file served over http(s), read to its end like a local file
     else:
-        target = str(_local_path(uri))
+        path = _local_path(uri)
+        if is_text_file(path):  # FFmpeg would play it as a video of its characters
+            raise SourceError(f"{path} is a text file, not a video")
+        target = str(path)
     timeouts = (round(cfg.open_timeout_s * 1000), round(cfg.read_timeout_s * 1000))
     return _CaptureReader(CaptureRequest(kind, target, *timeouts), factory, name, cfg.folder_fps, cfg.fps)
 

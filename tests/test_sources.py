@@ -213,6 +213,15 @@ def test_unreadable_image_in_folder_fails_loudly_with_cause(tmp_path: Path) -> N
     assert isinstance(info.value.__cause__, SourceError)
 
 
+def test_a_text_file_given_as_the_video_is_refused(tmp_path: Path) -> None:
+    """`run --source gt.txt` (the ground truth given for the video) ran on FFmpeg's rendering of the text as a
+    640x400 video and wrote results for it."""
+    gt = tmp_path / "gt.txt"
+    gt.write_text("1,1,10,10,20,40,1,-1,-1,-1\n" * 50)
+    with pytest.raises(SourceError, match=r"gt\.txt is a text file, not a video"):
+        open_source(SourceConfig(uri=str(gt)))
+
+
 def test_an_image_over_opencvs_pixel_bound_in_a_folder_is_a_source_error(tmp_path: Path) -> None:
     # Regression: `run` on a folder holding a 74-byte PNG that declares 50000x50000 ended in a cv2.error
     # traceback (OpenCV's CV_IO_MAX_IMAGE_PIXELS assertion) instead of an error naming the file.
