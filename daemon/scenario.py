@@ -9,7 +9,10 @@ Only one real camera view is at hand (PETS09-S2L1), so a fleet is simulated from
   output pixels), JPEG re-encoding at ``jpeg_quality``; geometric: ``scale`` of the output;
 * time: ``step`` keeps every Nth source frame (a lower frame rate); ``delay`` frames of black open the video, so
   everything happens ``delay`` source frames later than in the source (a view further down a corridor).
-  Camera frame k shows source frame ``k * step - delay`` (black while that is negative).
+  Camera frame k shows source frame ``k * step - delay`` (black while that is negative). A scenario built on a
+  source of another real frame rate (``--fps``) has its delays scaled to last as many seconds
+  (``at_frame_rate``), and one on a video of another size its regions scaled to it (``fit_to``); both say so
+  at the end of the description, and ``scenario.json``'s views give the exact numbers.
 
 The ground truth goes with it: source rows of the frames a camera shows, boxes clipped to its region, moved and
 scaled into its pixels. A box with less than ``min_visible`` of its area inside the region (or smaller than
@@ -357,18 +360,40 @@ def fit_to(scenario: ScenarioConfig, size: tuple[int, int]) -> ScenarioConfig:
         v.model_dump() | {"region": [round(c * f) for c, f in zip(v.region, (sx, sy, sx, sy), strict=True)]}
         for v in scenario.views
     ]
+    (w0, h0), (w, h) = scenario.frame_size, size
+    said = _noted(
+        scenario.description, f"drawn on {w0}x{h0}, scaled to {w}x{h}: the views give the exact regions"
+    )
     try:
-        return ScenarioConfig.model_validate(scenario.model_dump() | {"frame_size": size, "views": views})
+        changes = {"frame_size": size, "views": views, "description": said}
+        return ScenarioConfig.model_validate(scenario.model_dump() | changes)
     except ValidationError as e:
         raise DataError(f"scenario {scenario.name} on a {size[0]}x{size[1]} video: {problems(e)}") from e
 
 
 def at_frame_rate(scenario: ScenarioConfig, fps: float) -> ScenarioConfig:
-    """The scenario over a source whose real frame rate is ``fps`` (DataError when it is out of bounds)."""
+    """The scenario over a source whose real frame rate is ``fps`` (DataError when it is out of bounds). The
+    views' delays are kept in seconds: ``delay`` source frames at the scenario's rate become as many at ``fps``
+    as last as long (a camera 2 s late stays 2 s late)."""
+    if not math.isfinite(fps) or fps == scenario.frame_rate:
+        changes: dict[str, Any] = {"frame_rate": fps}
+    else:
+        ratio = fps / scenario.frame_rate
+        views = [v.model_dump() | {"delay": round(v.delay * ratio)} for v in scenario.views]
+        note = (
+            f"written for {scenario.frame_rate:g} fps, here {fps:g} fps: delays kept in seconds, the views give "
+            "the frames"
+        )
+        changes = {"frame_rate": fps, "views": views, "description": _noted(scenario.description, note)}
     try:
-        return ScenarioConfig.model_validate(scenario.model_dump() | {"frame_rate": fps})
+        return ScenarioConfig.model_validate(scenario.model_dump() | changes)
     except ValidationError as e:
         raise DataError(f"frame rate {fps:g}: {e.errors()[0]['msg']}") from e
+
+
+def _noted(description: str, note: str) -> str:
+    """``description`` with ``note`` after it (what was changed since it was written), within its bound."""
+    return f"{description} [{note}]".strip()[:2000]
 
 
 def camera_frames(view: ViewConfig, source_frames: int) -> int:

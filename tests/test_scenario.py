@@ -364,3 +364,18 @@ def test_a_bad_scenario_file_is_one_line_per_problem(tmp_path: Path) -> None:
         DataError, match=r"valid scenario: frame_size 8x8 must be at least 16 px wide and high$"
     ):
         load_scenario(str(spec))
+
+
+def test_a_preset_on_another_frame_rate_keeps_its_delays_in_seconds_and_says_what_changed() -> None:
+    """With --fps 25 the handover's camera b ran 14 frames (0.56 s) late instead of its 2 s, and scenario.json
+    still said "14 source frames (2 s)"; the grid's c likewise, and a video of another size kept PETS09's pixel
+    numbers in the description."""
+    from daemon.scenario import PRESETS, at_frame_rate, fit_to
+
+    hand = at_frame_rate(PRESETS["pets09-3cam-handover"], 25.0)
+    assert {v.name: v.delay for v in hand.views} == {"a": 0, "b": 50, "c": 0}  # 2 s at 25 fps
+    assert "written for 7 fps, here 25 fps" in hand.description
+    same = at_frame_rate(PRESETS["pets09-4cam-grid"], 7.0)
+    assert same == PRESETS["pets09-4cam-grid"]  # PETS09's own rate: the published scenario, unchanged
+    wide = fit_to(PRESETS["pets09-2cam-overlap"], (1280, 720))
+    assert "drawn on 768x576, scaled to 1280x720" in wide.description
