@@ -237,8 +237,8 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     if args.fps is None and files.container_fps is not None and files.container_fps != files.frame_rate:
         print(
             f"{args.video} is replayed at {files.frame_rate:g} fps, the scenario's frame_rate; its container says "
-            f"{files.container_fps:g} fps (wrong for PETS09-S2L1, whose real rate is the presets' 7): give "
-            "another video's real rate with --fps"
+            f"{files.container_fps:g} fps: if that is the video's real rate, build again with --fps "
+            f"{files.container_fps:g} (PETS09-S2L1's container says 10, wrongly: its real rate is the presets' 7)"
         )
     return 0
 

@@ -136,7 +136,9 @@ def test_a_video_of_another_frame_rate_is_replayed_at_its_own_rate(
     spec.write_text(yaml.safe_dump({"name": "two", "views": views}))
     args = ["scenario", "build", str(spec), "--video", str(clip.path), "--no-progress"]
     assert main([*args, "--out", str(tmp_path / "default")]) == 0
-    assert "its container says 25 fps" in capsys.readouterr().out  # the 7 fps it used is said, not silent
+    said = capsys.readouterr().out
+    assert "its container says 25 fps" in said  # the 7 fps it used is said, not silent
+    assert "build again with --fps 25" in said  # the notice told any video it was PETS09's mistake
     assert main([*args, "--out", str(tmp_path / "own"), "--fps", "25"]) == 0
     assert "container says" not in capsys.readouterr().out
     for cam, fps in (("a", 25.0), ("b", 12.5)):
