@@ -50,6 +50,17 @@ class CameraRun:
     global_ids: MotTracks
     frames: int
 
+    def scored(self) -> CameraRun:
+        """Only the rows of frames 1..``frames``: laid end to end, a later row would land on the next camera's
+        frames (a camera alone leaves it out, as ``daemon.evaluate`` does)."""
+        local = self.local.select(self.local.frame <= self.frames) if self.local is not None else None
+        return CameraRun(
+            self.gt.select(self.gt.frame <= self.frames),
+            local,
+            self.global_ids.select(self.global_ids.frame <= self.frames),
+            self.frames,
+        )
+
 
 @dataclass(frozen=True)
 class Bound:
@@ -294,7 +305,8 @@ def merge_sources(runs: dict[str, CameraRun]) -> tuple[float, float] | None:
 
 
 def evaluate_fleet(runs: dict[str, CameraRun], min_support: int = 10) -> FleetMetrics:
-    """Score a fleet run (see the module doc)."""
+    """Score a fleet run (see the module doc) on each camera's ``CameraRun.scored`` rows."""
+    runs = {name: run.scored() for name, run in runs.items()}
     per_camera = {
         name: evaluate(run.gt, run.local if run.local is not None else run.global_ids, run.frames)
         for name, run in runs.items()

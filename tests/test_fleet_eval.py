@@ -184,3 +184,22 @@ def test_merges_are_split_between_the_trackers_switches_and_the_resolver() -> No
 def test_merge_sources_need_the_cameras_own_tracks() -> None:
     assert merge_sources(_runs({1: 10, 2: 11}, {1: 10, 2: 11})) is None
     assert evaluate_fleet(_runs({1: 10, 2: 11}, {1: 10, 2: 11})).as_dict()["false_merge_pct_by"] == {}
+
+
+def test_rows_past_a_cameras_frames_are_not_scored_on_the_next_camera() -> None:
+    # Regression: laid end to end, camera a's rows past its 20 frames landed on camera b's first frames and
+    # were scored there (a false positive on b, here on b's person under a's id); a camera alone left them out.
+    runs = _runs({1: 10, 2: 11}, {1: 10, 2: 11})
+    a = runs["a"]
+    stray = MotTracks(np.array([22]), np.array([10]), np.array([[102.0, 50.0, 30.0, 60.0]]), np.ones(1))
+    late = MotTracks(
+        np.concatenate([a.global_ids.frame, stray.frame]),
+        np.concatenate([a.global_ids.track_id, stray.track_id]),
+        np.concatenate([a.global_ids.xywh, stray.xywh]),
+        np.concatenate([a.global_ids.conf, stray.conf]),
+    )
+    runs["a"] = CameraRun(a.gt, None, late, a.frames)
+    m = evaluate_fleet(runs)
+    assert pytest.approx(100.0) == m.per_camera["a"].IDF1
+    assert pytest.approx(100.0) == m.global_metrics.IDF1 and m.global_metrics.FP == 0
+    assert m.false_merge_pct == 0
