@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment
 
 from daemon.boxes import box_iou
@@ -43,23 +44,30 @@ _ID_SPACE = 1 << 40
 
 @dataclass(frozen=True)
 class CameraRun:
-    """One camera's ground truth and results (camera-scoped and global ids) over ``frames`` frames."""
+    """One camera's ground truth and results (camera-scoped and global ids) over ``frames`` frames, of which
+    the camera ran every ``stride``-th (``source.stride``: frames 1, 1 + stride, ...)."""
 
     gt: MotGroundTruth
     local: MotTracks | None
     global_ids: MotTracks
     frames: int
+    stride: int = 1
 
     def scored(self) -> CameraRun:
-        """Only the rows of frames 1..``frames``: laid end to end, a later row would land on the next camera's
-        frames (a camera alone leaves it out, as ``daemon.evaluate`` does)."""
-        local = self.local.select(self.local.frame <= self.frames) if self.local is not None else None
+        """Only the rows of the frames the camera ran: 1..``frames`` (laid end to end, a later row would land on
+        the next camera's frames; a camera alone leaves it out, as ``daemon.evaluate`` does), every
+        ``stride``-th (the frames in between were not run: their people are not misses)."""
         return CameraRun(
-            self.gt.select(self.gt.frame <= self.frames),
-            local,
-            self.global_ids.select(self.global_ids.frame <= self.frames),
+            self.gt.select(self._ran(self.gt.frame)),
+            self.local.select(self._ran(self.local.frame)) if self.local is not None else None,
+            self.global_ids.select(self._ran(self.global_ids.frame)),
             self.frames,
+            self.stride,
         )
+
+    def _ran(self, frame: IntArray) -> NDArray[np.bool_]:
+        ran: NDArray[np.bool_] = (frame <= self.frames) & ((frame - 1) % self.stride == 0)
+        return ran
 
 
 @dataclass(frozen=True)
@@ -264,10 +272,10 @@ def track_bounds(runs: dict[str, CameraRun], min_support: int = 10) -> tuple[Bou
         if local is None:
             return None
         unmatched[name] = CameraRun(
-            run.gt, local, _with_ids(local, _unique_per_camera(local, index)), run.frames
+            run.gt, local, _with_ids(local, _unique_per_camera(local, index)), run.frames, run.stride
         )
         perfect[name] = CameraRun(
-            run.gt, local, _with_ids(local, perfect_ids(run.gt, local, index)), run.frames
+            run.gt, local, _with_ids(local, perfect_ids(run.gt, local, index)), run.frames, run.stride
         )
     return _bound(unmatched, min_support), _bound(perfect, min_support)
 

@@ -236,10 +236,10 @@ def evaluate_scenario(scenario_dir: Path, camera_dirs: dict[str, Path], out: Pat
         gt_path, local, global_path = scoring_inputs(scenario_dir, cam, d)
         if not (gt_path.is_file() and local.is_file() and global_path.is_file()):
             raise DataError(f"cannot score camera {cam}: need {gt_path}, {local} and {global_path}")
-        frames = _frames_run(d / "summary.json", int(desc["cameras"][cam]["frames"]))
+        frames, stride = _frames_run(d / "summary.json", int(desc["cameras"][cam]["frames"]))
         gt = read_ground_truth(gt_path)
         runs[cam] = CameraRun(
-            gt.select(gt.frame <= frames), read_results(local), read_results(global_path), frames
+            gt.select(gt.frame <= frames), read_results(local), read_results(global_path), frames, stride
         )
     metrics = evaluate_fleet(runs)
     doc = metrics.as_dict()
@@ -249,11 +249,12 @@ def evaluate_scenario(scenario_dir: Path, camera_dirs: dict[str, Path], out: Pat
     return doc
 
 
-def _frames_run(summary: Path, frames: int) -> int:
-    """The camera's frames up to the last one its worker ran (a ``max_frames`` run, or a worker stopped early,
-    is not charged for the rest of the ground truth); all of them when it left no summary."""
+def _frames_run(summary: Path, frames: int) -> tuple[int, int]:
+    """(frames, stride): the camera's frames up to the last one its worker ran (a ``max_frames`` run, or a
+    worker stopped early, is not charged for the rest of the ground truth), of which it ran every stride-th
+    (``source.stride``); all of them, stride 1, when it left no summary."""
     ran = run_extent(summary)
-    return frames if ran is None else min(frames, ran.last_frame + 1)
+    return (frames, 1) if ran is None else (min(frames, ran.last_frame + 1), ran.stride)
 
 
 def append_metrics(report_md: Path, text: str) -> None:

@@ -139,3 +139,16 @@ def test_a_camera_stopped_early_is_scored_on_the_frames_it_ran(tmp_path: Path) -
     (cam / "summary.json").unlink()
     doc = evaluate_scenario(scenario, {"a": cam}, tmp_path)
     assert doc["global"]["GT_Dets"] == 10 and doc["per_camera"]["a"]["IDF1"] < 70
+
+
+def test_a_strided_camera_is_scored_on_the_frames_it_ran(tmp_path: Path) -> None:
+    # Regression: the summary's stride (source.stride) was ignored, so the frames the camera skipped were misses.
+    scenario, cam = _scenario_with_one_camera(tmp_path, ran=10)
+    rows = "".join(f"{f},5,10,20,30,60,1,-1,-1,-1\n" for f in range(1, 11, 2))
+    (cam / "a.txt").write_text(rows, encoding="utf-8")
+    (cam / "a.global.txt").write_text(rows, encoding="utf-8")
+    (cam / "summary.json").write_text(json.dumps({"last_frame": 8, "stride": 2}), encoding="utf-8")
+    (tmp_path / "report.md").write_text("# report\n", encoding="utf-8")
+    doc = evaluate_scenario(scenario, {"a": cam}, tmp_path)
+    assert doc["per_camera"]["a"]["IDF1"] == pytest.approx(100.0) and doc["per_camera"]["a"]["FN"] == 0
+    assert doc["global"]["GT_Dets"] == 5 and doc["global"]["IDF1"] == pytest.approx(100.0)
