@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Final, Protocol
 
 import cv2
 import numpy as np
@@ -494,16 +494,22 @@ class RunExtent:
     stride: int
 
 
+MOT_OUTPUTS: Final = ("mot", "global_mot")
+"""The summary's ``outputs`` that are MOT files of the run's frames: its tracks, and in a fleet its global ids."""
+
+
 def run_extent(summary: Path, results: Path | None = None) -> RunExtent | None:
     """What the worker whose ``summary.json`` this is ran (None: it ran no frame, or left no readable
-    summary). With ``results``, only when that is the run's MOT file."""
+    summary). With ``results``, only when that is one of the run's MOT files (``MOT_OUTPUTS``)."""
     try:
         doc = json.loads(summary.read_text(encoding="utf-8"))
         last, stride = int(doc["last_frame"]), int(doc.get("stride", 1))
-        mot = doc.get("outputs", {}).get("mot") if results is not None else None
+        mots = [doc.get("outputs", {}).get(k) for k in MOT_OUTPUTS] if results is not None else []
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if results is not None and (not isinstance(mot, str) or not _is_runs_mot(Path(mot), results, summary)):
+    if results is not None and not any(
+        isinstance(mot, str) and _is_runs_mot(Path(mot), results, summary) for mot in mots
+    ):
         return None
     return RunExtent(last, max(stride, 1)) if last >= 0 else None
 

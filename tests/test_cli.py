@@ -527,3 +527,24 @@ def test_help_names_config_defaults_rather_than_copying_them() -> None:
     for where, (section, field) in named:
         model = Settings.model_fields[section].annotation
         assert field in model.model_fields, where  # type: ignore[union-attr]
+
+
+def test_eval_of_a_fleet_cameras_global_ids_scores_the_frames_it_ran(
+    synth: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """`eval --results <camera>.global.txt` (a fleet camera's global ids) took the summary.json beside it for
+    another file's, so a run at source.stride 2 that stopped after frame 10 was charged with every frame of the
+    ground truth: perfect ids scored IDF1 ~57 instead of 100."""
+    _, gt, _ = synth
+    cam = tmp_path / "runs" / "door"
+    cam.mkdir(parents=True)
+    rows = [line for line in gt.read_text().splitlines() if int(line.split(",")[0]) in range(1, 11, 2)]
+    (cam / "door.txt").write_text("\n".join(rows) + "\n")
+    (cam / "door.global.txt").write_text("\n".join(rows) + "\n")
+    outputs = {"mot": str(cam / "door.txt"), "global_mot": str(cam / "door.global.txt")}
+    summary = {"v": 1, "last_frame": 8, "stride": 2, "outputs": outputs}
+    (cam / "summary.json").write_text(json.dumps(summary))
+    m = tmp_path / "m.json"
+    assert main(["eval", "--gt", str(gt), "--results", str(cam / "door.global.txt"), "--json", str(m)]) == 0
+    scored = json.loads(m.read_text())
+    assert scored["Frames"] == 9 and scored["IDF1"] == pytest.approx(100.0) and scored["GT_Dets"] == 2 * 5
