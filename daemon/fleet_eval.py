@@ -169,7 +169,7 @@ def concatenate(runs: dict[str, CameraRun]) -> tuple[MotGroundTruth, MotTracks, 
 
 def matches(gt: MotGroundTruth, pred: MotTracks) -> list[tuple[int, int, int]]:
     """(frame, person id, predicted id) of every one-to-one IoU >= 0.5 match, frame by frame (considered gt
-    only)."""
+    only): the Hungarian over the pairs that overlap that much, as the per-camera scores match."""
     gt = gt.considered()
     pred_rows = rows_by_frame(pred.frame)
     found: list[tuple[int, int, int]] = []
@@ -178,6 +178,8 @@ def matches(gt: MotGroundTruth, pred: MotTracks) -> list[tuple[int, int, int]]:
         if p_rows is None:
             continue
         iou = box_iou(xywh_to_xyxy(gt.xywh[g_rows]), xywh_to_xyxy(pred.xywh[p_rows]))
+        # pairs under the threshold are out before the assignment (as in TrackEval): poor ones never outweigh one
+        iou[iou < MATCH_IOU] = 0.0
         r, c = linear_sum_assignment(-iou)
         ok = iou[r, c] >= MATCH_IOU
         for i, j in zip(r[ok], c[ok], strict=True):

@@ -9,6 +9,7 @@ from daemon.fleet_eval import (
     CameraRun,
     concatenate,
     evaluate_fleet,
+    matches,
     merge_sources,
     merge_split_counts,
     perfect_ids,
@@ -218,3 +219,14 @@ def test_a_strided_camera_is_scored_on_the_frames_it_ran() -> None:
     assert pytest.approx(100.0) == m.global_metrics.IDF1 and m.global_metrics.GT_Dets == 40 + 20
     assert m.unmatched is not None and m.perfect is not None and pytest.approx(100.0) == m.perfect.IDF1
     assert pytest.approx(100 * 2 * 40 / 120) == m.unmatched.IDF1  # b's own ids are misses of its 20 boxes
+
+
+def test_matches_pair_only_boxes_that_overlap_enough() -> None:
+    # Regression: the Hungarian ran on raw IoU and the pairs under 0.5 were dropped after, so two poor pairs
+    # (0.43 + 0.38) outweighed one good one (0.6) and neither person was matched, where the per-camera scores
+    # (TrackEval's rule: pairs under 0.5 are out before the assignment) matched person 1 to box 7.
+    a, b = (0.0, 0.0, 20.0, 40.0), (14.0, 0.0, 20.0, 40.0)  # people 1 and 2, side by side
+    x, y = (5.0, 0.0, 20.0, 40.0), (-8.0, 0.0, 20.0, 40.0)  # IoU: x-a 0.6, x-b 0.38, y-a 0.43, y-b 0
+    gt = MotGroundTruth(np.array([1, 1]), np.array([1, 2]), np.array([a, b]), np.ones(2, bool))
+    pred = MotTracks(np.array([1, 1]), np.array([7, 8]), np.array([x, y]), np.ones(2))
+    assert matches(gt, pred) == [(1, 1, 7)]
