@@ -243,6 +243,7 @@ def evaluate(
     *,
     distractors: bool = True,
     stride: int = 1,
+    warn_mismatch: bool = True,
 ) -> MotMetrics:
     """Score tracker results against ground truth over MOT frames ``1..num_frames``.
 
@@ -250,7 +251,9 @@ def evaluate(
     with :mod:`daemon.motio`. ``num_frames`` defaults to the last frame in either input; rows of later
     frames are left out (a run stopped early is scored on the frames it saw). ``stride`` > 1 scores only
     frames 1, 1 + stride, ... (a run with ``source.stride`` saw only those). ``distractors`` chooses how
-    boxes on consider=0 gt rows count (see the module docstring). Malformed input raises DataError.
+    boxes on consider=0 gt rows count (see the module docstring). ``warn_mismatch`` logs a warning for
+    results that look like another sequence's (``sequence_mismatch``); off where the ground truth was made for
+    these very results (a fleet scenario's cameras). Malformed input raises DataError.
     """
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
@@ -266,7 +269,7 @@ def evaluate(
         raise ValueError(f"num_frames must be >= 0, got {num_frames}")
     data = _sequence_data(gt, pred, num_frames, distractors)
     metrics = _to_metrics(_run_trackeval(data), num_frames)
-    for problem in sequence_mismatch(gt, pred, metrics):
+    for problem in sequence_mismatch(gt, pred, metrics) if warn_mismatch else []:
         log.warning("%s: are the results and the ground truth of the same sequence?", problem)
     return metrics
 

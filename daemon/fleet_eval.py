@@ -230,7 +230,7 @@ def _with_ids(tracks: MotTracks, ids: IntArray) -> MotTracks:
 def _global_scores(runs: dict[str, CameraRun], min_support: int) -> tuple[MotMetrics, MergeSplit]:
     gt, pred, frames = concatenate(runs)
     pairs = {name: matched_pairs(run.gt, run.global_ids) for name, run in runs.items()}
-    return evaluate(gt, pred, frames), merge_split_counts(pairs, min_support)
+    return evaluate(gt, pred, frames, warn_mismatch=False), merge_split_counts(pairs, min_support)
 
 
 def _bound(runs: dict[str, CameraRun], min_support: int) -> Bound:
@@ -318,7 +318,9 @@ def evaluate_fleet(runs: dict[str, CameraRun], min_support: int = 10) -> FleetMe
     """Score a fleet run (see the module doc) on each camera's ``CameraRun.scored`` rows."""
     runs = {name: run.scored() for name, run in runs.items()}
     per_camera = {
-        name: evaluate(run.gt, run.local if run.local is not None else run.global_ids, run.frames)
+        name: evaluate(
+            run.gt, run.local if run.local is not None else run.global_ids, run.frames, warn_mismatch=False
+        )
         for name, run in runs.items()
     }
     global_metrics, (matched, pct, merged, split, several, consistency) = _global_scores(runs, min_support)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -230,3 +232,18 @@ def test_matches_pair_only_boxes_that_overlap_enough() -> None:
     gt = MotGroundTruth(np.array([1, 1]), np.array([1, 2]), np.array([a, b]), np.ones(2, bool))
     pred = MotTracks(np.array([1, 1]), np.array([7, 8]), np.array([x, y]), np.ones(2))
     assert matches(gt, pred) == [(1, 1, 7)]
+
+
+def test_a_camera_whose_people_left_before_its_end_is_not_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Regression: with b's last person gone 5 frames before its end and a track kept, camera b's scores, the
+    # global ones and each bound asked "the results run to frame 40, the ground truth ends at frame 35: are the
+    # results and the ground truth of the same sequence?" (frames of the cameras laid end to end, no camera's),
+    # though a scenario's ground truth is made for its very cameras.
+    runs = _runs({1: 10, 2: 11}, {1: 10, 2: 11})
+    b = runs["b"]
+    runs["b"] = CameraRun(b.gt.select(b.gt.frame <= 15), None, b.global_ids, b.frames)
+    with caplog.at_level(logging.WARNING, logger="daemon.evaluate"):
+        m = evaluate_fleet(runs)
+    assert m.global_metrics.FP == 10 and caplog.text == ""
