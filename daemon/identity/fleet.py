@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -195,8 +195,12 @@ class FleetStore:
 
     def has_foreign_rows(self, gid: int, own: Key) -> bool:
         """Whether ``gid`` holds exemplar rows of any track other than ``own``."""
+        return self.has_rows_beyond(gid, {own})
+
+    def has_rows_beyond(self, gid: int, keys: Collection[Key]) -> bool:
+        """Whether ``gid`` holds exemplar rows of any track not in ``keys``."""
         ident = self.identities.get(gid)
-        return ident is not None and any(k != own and self.bank.count(k) for k in ident.keys)
+        return ident is not None and any(k not in keys and self.bank.count(k) for k in ident.keys)
 
     # ------------------------------------------------------------------------------------------- writing
 

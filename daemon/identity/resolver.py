@@ -9,10 +9,10 @@ Per frame (``update``), for the camera's reported tracks:
 2. **Match, in order**, as one-to-one assignments over the tracks being decided (Hungarian, maximising the
    total similarity above the threshold): (a) named identities of the local gallery, (b) the fleet's
    identities (remote tracks received through ``ingest_remote`` and this camera's own past tracks; a track
-   is never compared with its own exemplars; a best match closer than ``fleet_distinct_margin`` to the
-   runner-up counts as no match), (c) a new global id from the injected allocator, only for a
-   track with ``new_min_observations`` observations and a best quality of ``new_min_quality``; otherwise
-   it stays ``pending``.
+   is never compared with its own exemplars, and an identity known only from the other tracks of the frame
+   is someone else; a best match closer than ``fleet_distinct_margin`` to the runner-up counts as no match),
+   (c) a new global id from the injected allocator, only for a track with ``new_min_observations``
+   observations and a best quality of ``new_min_quality``; otherwise it stays ``pending``.
 3. **Guards.** Ids held by the other tracks of the frame are excluded, so two co-visible tracks never share
    an id (after a label merge or a lost track's return, the track that took the id first keeps it). An id
    claimed by another camera is excluded while that claim is live (unless the views overlap), and until the
@@ -629,7 +629,7 @@ class IdentityResolver:
         solo = lo.gid is not None and all(c.key == key for c in self.store.claims(lo.gid))
         for g, s in raw.items():
             ruled_out, near = gates[g]
-            if ruled_out or (solo and self._later_twin(g, lo, now)):
+            if ruled_out or (solo and self._later_twin(g, lo, now)) or self._only_covisible_rows(g, lo):
                 continue
             unsupported = lo.pos is not None and (near is None or near <= 0)
             if g != lo.gid and unsupported and s < self.cfg.look_only_threshold:
@@ -662,6 +662,12 @@ class IdentityResolver:
         if len(theirs) != 1 or theirs[0].local or not self.store.is_live(theirs[0], now):
             return False
         return (theirs[0].since, gid) > (lo.since, mine)
+
+    def _only_covisible_rows(self, gid: int, lo: _Local) -> bool:
+        """Whether every exemplar row of ``gid`` comes from tracks of this camera seen on this frame (``lo``
+        aside): those are other people, so their look is no evidence that ``lo`` is ``gid`` (two look-alikes
+        side by side would otherwise take each other's new ids, and swap them on every decision)."""
+        return gid != lo.gid and not self.store.has_rows_beyond(gid, self._visible)
 
     def _only_own_rows(self, lo: _Local, key: Key, raw: dict[int, float]) -> bool:
         """The track's current id is known but holds no exemplars except the track's own."""
