@@ -514,6 +514,26 @@ def test_remote_claim_lapses_after_its_ttl() -> None:
     assert later[2] == 1
 
 
+def test_a_lapsed_claim_blocks_for_the_travel_time_from_the_latest_possible_sighting() -> None:
+    """a sees the person until t=11 (embedded until t=3, so its last keep-alive says t=8), then loses them in
+    mid-view, its tracker still holding the track. The claim lapsed at 18 and b took the id at once: 7 s after a
+    last saw the person, though the walk takes 8 s at least. A track re-announces itself every half claim_ttl_s
+    while seen, so a lapsed claim now stands for a sighting up to then."""
+    people, alloc = People(1), Counter()
+    edge = CameraEdge(a="a", b="b", min_s=8.0, max_s=60.0)
+    cfg = IdentityConfig(adjacency=(edge,), claim_ttl_s=10.0)
+    a, b = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
+    for k in range(12):
+        out = step(a, float(k), {1: people.obs(0) if k < 4 else None})
+        relay(out.updates, b)
+    first = ids(out)[1]
+    assert first is not None
+    early = [
+        ids(step(b, float(k), {5: people.obs(0)}))[5] for k in range(16, 19)
+    ]  # 5-7 s after a's last sighting
+    assert first not in early, early
+
+
 def test_a_walk_that_fits_an_edge_gets_the_transition_bonus() -> None:
     people = People(1, noise=0.0)
     near = people.twin(0, 0.79)  # just under the fleet threshold (0.8) without the bonus (0.02)

@@ -678,8 +678,9 @@ class IdentityResolver:
         """Whether another camera's claim on ``gid`` forbids this track from taking (or keeping) it now.
 
         A live claim on a camera whose view does not overlap this one blocks it, unless this track holds the
-        id and took it first; an ended one blocks a track that does not hold it until the minimum travel
-        time from there has passed (a track that walked out of view is announced as ended after lost_after_s).
+        id and took it first; an ended or lapsed one blocks a track that does not hold it until the minimum
+        travel time from the last sighting it may stand for has passed (a track that walked out of view is
+        announced as ended after lost_after_s).
         """
         mine = (lo.since, self.camera) if lo.gid == gid else None
         for c in self.store.claims(gid):
@@ -688,9 +689,18 @@ class IdentityResolver:
             if self.store.is_live(c, now):
                 if mine is None or (c.since, c.camera) < mine:
                     return True
-            elif mine is None and now - c.last < self.travel.min_travel(c.camera, self.camera):
+            elif mine is None and now - self._last_sighting(c) < self.travel.min_travel(
+                c.camera, self.camera
+            ):
                 return True
         return False
+
+    def _last_sighting(self, c: Contribution) -> float:
+        """The latest another camera's track may have been seen: an ended one's update carries its last
+        sighting; one whose claim lapsed (hidden in mid-view, its tracker still holding it) was last heard of at
+        ``c.last`` but re-announces itself only every half claim_ttl_s while seen, so it may have been seen
+        until then."""
+        return c.last if c.ended else c.last + self.cfg.claim_ttl_s / 2
 
     def _site_closeness(self, gid: int, lo: _Local) -> float | None:
         """Where ``gid`` was last seen on the site plan against where ``lo`` is (site.closeness: 1 = same
