@@ -389,6 +389,15 @@ def test_file_timestamps_fall_back_to_index_over_fps(tmp_path: Path) -> None:
     assert factory.requests == [CaptureRequest("file", str(video), 5000, 5000)]
 
 
+def _mjpeg_avi(video: Path, frames: int) -> bytearray:
+    """An MJPEG AVI of ``frames`` 64x48 frames of rising grey written to ``video``; its bytes, to edit."""
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (64, 48))
+    for i in range(frames):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    return bytearray(video.read_bytes())
+
+
 def test_a_file_whose_container_rate_is_implausible_is_timed_at_the_fallback_rate(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -398,11 +407,7 @@ def test_a_file_whose_container_rate_is_implausible_is_timed_at_the_fallback_rat
     import struct
 
     video = tmp_path / "bogus-rate.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (64, 48))
-    for i in range(6):
-        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
-    writer.release()
-    data = bytearray(video.read_bytes())
+    data = _mjpeg_avi(video, 6)
     strh = data.find(b"strh") + 8  # fccType, fccHandler, flags, priority, language, initial frames
     struct.pack_into("<II", data, strh + 20, 1, 5000)  # dwScale 1, dwRate 5000: 5000 fps
     video.write_bytes(data)
@@ -462,11 +467,7 @@ def test_a_video_file_with_no_decodable_frame_is_named_in_the_error(tmp_path: Pa
     import struct
 
     video = tmp_path / "no frames é.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (64, 48))
-    for i in range(5):
-        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
-    writer.release()
-    data = bytearray(video.read_bytes())
+    data = _mjpeg_avi(video, 5)
     pos, index = data.find(b"movi") + 4, data.find(b"idx1")
     while pos < index:  # blank every frame's JPEG data, keeping the chunks
         chunk, size = bytes(data[pos : pos + 4]), struct.unpack("<I", data[pos + 4 : pos + 8])[0]
