@@ -902,8 +902,9 @@ def open_source_waiting(
         try:
             return open_source(cfg, name=name, capture_factory=capture_factory)
         except SourceError as e:
-            delay = backoff.next_delay() or cfg.reconnect_max_s
-            if source_kind(cfg) not in ("rtsp", "webcam") or time.monotonic() + delay > deadline:
+            left = deadline - time.monotonic()  # the last delay is cut to the deadline: tried once more there
+            delay = min(backoff.next_delay() or cfg.reconnect_max_s, left)
+            if source_kind(cfg) not in ("rtsp", "webcam") or left <= 0:
                 if cfg.startup_wait_s > 0 and backoff.tried > 1:
                     raise SourceError(
                         f"{e} (tried for {cfg.startup_wait_s:g} s: source.startup_wait_s)"

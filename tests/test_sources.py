@@ -671,6 +671,28 @@ def test_a_stream_that_comes_up_after_the_worker_is_waited_for(tmp_path: Path) -
     assert waited >= 1.5  # it did wait for the server rather than read something else
 
 
+def test_a_stream_that_comes_up_in_the_last_backoff_slot_of_the_startup_wait_is_read(tmp_path: Path) -> None:
+    """The wait gave up as soon as the next full backoff delay would end past source.startup_wait_s: with
+    startup_wait_s 6 and 4 s delays it stopped after 4 s, saying it "tried for 6 s", and a camera up at 5 s was
+    never opened. The last delay is cut to the deadline and the source is tried once more there."""
+    clip = make_video(tmp_path / "stream.mp4", frames=150, fps=25.0, people=3)
+    server = RtspServer(clip.path)
+    server.start()
+    server.stop()
+    starter = threading.Timer(4.5, server.start)
+    starter.start()
+    cfg = rtsp_cfg(server.url, startup_wait_s=6.0, reconnect_initial_s=4.0, reconnect_max_s=4.0)
+    try:
+        src = open_source_waiting(cfg, threading.Event(), name="door")
+        assert src is not None
+        with src:
+            first = next(iter(src))
+    finally:
+        starter.join()
+        server.stop()
+    assert first.index == 0
+
+
 def test_without_a_startup_wait_a_dead_stream_fails_at_once() -> None:
     t0 = time.monotonic()
     with pytest.raises(SourceError) as err:
