@@ -16,7 +16,7 @@ from tqdm import tqdm
 from daemon.config import CameraConfig, Settings, redact
 from daemon.detect import build_detector
 from daemon.embed import build_embedder
-from daemon.erase import Erased, erase_camera
+from daemon.erase import Erased, erase_camera, mark_forgotten
 from daemon.errors import ConfigError, DaemonError
 from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog, load_identity_head
 from daemon.identity import FrameIdentities
@@ -321,6 +321,7 @@ class CameraWorker:
                     finally:
                         if self.fleet is not None:
                             self.fleet.close()
+                self._erase_late_forgets(outputs)
                 summary = self._summary(src, outputs, frames, seconds, tracks)
             if outputs.summary_path is not None:
                 with outputs.writing():
@@ -330,6 +331,19 @@ class CameraWorker:
         finally:
             for o in self.observers:
                 o.stopped(self, summary)
+
+    def _erase_late_forgets(self, outputs: CameraOutputs) -> None:
+        """Ids the fleet forgot after the last frame's (a forget that reached the worker while it stopped):
+        erased from its files, closed by now, as ``reid-daemon forget`` erases a stopped camera's."""
+        gone = self.fleet.take_forgotten() if self.fleet is not None else []
+        for gid in gone:
+            with outputs.writing():
+                erased = erase_camera(outputs.dir, [gid])
+                if erased.total:
+                    mark_forgotten(outputs.dir, self.name, [gid], time.time())
+            log.info(
+                "%s: forgot global id %d while stopping; from its files: %s", self.name, gid, erased.text()
+            )
 
     def _loop(self, src: FrameSource, outputs: CameraOutputs) -> tuple[int, float, int]:
         """Run to the end of the source; return frames, seconds and the number of tracks started.

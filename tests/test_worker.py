@@ -370,3 +370,61 @@ def test_a_worker_stopped_while_its_camera_is_not_up_yet_ends_cleanly(tmp_path: 
     assert proc.returncode == 0, err
     assert "trying again in" in err and "source.startup_wait_s" in err
     assert "stopped before the source could be opened" in err
+
+
+class _ForgetWhileStopping:
+    """Stops the worker on frame ``at``, and then the fleet forgets the first global id it gave: as a forget
+    that reaches a worker being stopped (systemctl stop) after its last frame."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.gid: int | None = None
+
+    def waiting(self, worker: CameraWorker, reason: str) -> None:
+        pass
+
+    def started(self, worker: CameraWorker, source: object) -> None:
+        pass
+
+    def frame(self, worker: CameraWorker, result: FrameResult, loop_s: float) -> None:
+        if result.frame.index == self.at and worker.fleet is not None:
+            assert 1 in worker.fleet.resolver.store  # a fresh fleet's first id
+            self.gid = 1
+            worker.stop()
+            worker.fleet.forget(self.gid)
+
+    def stopped(self, worker: CameraWorker, summary: object) -> None:
+        pass
+
+
+def test_a_forget_that_reaches_a_stopping_worker_is_erased_from_its_files(tmp_path: Path) -> None:
+    """The worker erased forgotten ids from its files only on its next frame: a forget received while it was
+    stopping (after its last frame, or while its bridge closed) was never applied, and its identities.json,
+    written on the way out, still held the person, as did events.jsonl and the global MOT file."""
+    clip = make_video(tmp_path / "clip.mp4", frames=30, size=(320, 240), people=2)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    cam = CameraConfig(
+        source=SourceConfig(uri=str(clip.path)),
+        detector=GroundTruthDetectorConfig(path=gt),
+        embedder=EmbedderConfig(type="ground-truth", truth={"path": gt}),  # type: ignore[arg-type]
+        tracker=TrackerConfig(frame_rate=10),
+        output=OutputConfig(dir=tmp_path / "runs", progress=False),
+    )
+    settings = single_camera_settings(
+        cam,
+        name="synth",
+        fleet={"enabled": True},
+        bridge={"allow_unsigned": True},
+        identity={"min_observations": 2, "new_min_observations": 2},
+    )
+    observer = _ForgetWhileStopping(at=20)
+    CameraWorker(settings, "synth", observers=[observer]).run()
+    assert observer.gid is not None
+    out = tmp_path / "runs" / "synth"
+    table = json.loads((out / "identities.json").read_text())["identities"]
+    assert table and str(observer.gid) not in table
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    assert not [e for e in events if e.get("global_id") == observer.gid]
+    logged = [json.loads(x) for x in (out / "identities.jsonl").read_text().splitlines()]
+    assert [x["global_id"] for x in logged if x["event"] == "forgotten"] == [observer.gid]
+    assert f",{observer.gid}," not in (out / "synth.global.txt").read_text()
