@@ -1428,7 +1428,7 @@ class BridgeConfig(_Strict):
         default_factory=list,
         max_length=4,
         description="Earlier (or coming) fleet keys whose signatures are accepted too, never used to sign: rotating "
-        "the fleet key without stopping the fleet (deploy/README.md). Each at least 16 bytes.",
+        "the fleet key without stopping the fleet (deploy/README.md). Each at least 16 bytes; needs signing_key.",
     )
     allow_unsigned: bool = Field(
         False,
@@ -1511,6 +1511,15 @@ class BridgeConfig(_Strict):
             raise ValueError(
                 f"reconnect_max_s ({self.reconnect_max_s}) must be at least reconnect_initial_s "
                 f"({self.reconnect_initial_s})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _accepted_keys_need_a_signing_key(self) -> BridgeConfig:
+        if self.accept_keys and self.signing_key is None:
+            raise ValueError(
+                "accept_keys are accepted besides signing_key, which is not set: without a fleet key nothing is "
+                "signed or checked (allow_unsigned), so they would be ignored; set signing_key too"
             )
         return self
 

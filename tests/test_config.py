@@ -4,6 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from daemon.config import (
+    BridgeConfig,
     CameraConfig,
     EmbedderConfig,
     GroundTruthDetectorConfig,
@@ -347,3 +348,12 @@ def test_a_path_starting_with_a_tilde_is_in_the_home_folder(
     monkeypatch.delenv("REID_CAMERAS__cam__DETECTOR__PATH")
     cam = load_settings(cfg).cameras["cam"]
     assert cam.source.uri == "rtsp://h/~x" and cam.output.dir == Path("a~b")  # only a leading ~ is home
+
+
+def test_accepted_fleet_keys_without_a_signing_key_are_refused() -> None:
+    """bridge.accept_keys with no signing_key (allow_unsigned) was taken and silently ignored: nothing is signed
+    or checked then, so the keys a user set for a rotation did nothing."""
+    key = {"value": "the-next-fleet-key-9876543210"}
+    with pytest.raises(ValidationError, match=r"accept_keys .* signing_key, which is not set"):
+        BridgeConfig(allow_unsigned=True, accept_keys=[key])  # type: ignore[list-item]
+    assert BridgeConfig(signing_key=key, accept_keys=[key]).accept_keys  # type: ignore[arg-type,list-item]
