@@ -371,9 +371,12 @@ class CameraWorker:
                 frame = r.frame
                 t0 = time.perf_counter()
                 fps = frames / max(t0 - start, 1e-9)
+                # taken before the frame is resolved: an id forgotten while it is (on the bridge's thread) may be
+                # on this frame still, and is erased after it was written, on the next
+                gone = self.fleet.take_forgotten() if self.fleet is not None else []
                 who = self.fleet.update(r) if self.fleet is not None else None
                 fleet_time = self.fleet.clock.time_of(frame) if self.fleet is not None else 0.0
-                if self.fleet is not None and (gone := self.fleet.take_forgotten()):
+                if gone:
                     erased = outputs.forget(gone, frame.index, fleet_time)
                     log.info("%s: forgot global ids %s; from its files: %s", self.name, gone, erased.text())
                 self.pipeline.times.fleet += time.perf_counter() - t0

@@ -428,3 +428,50 @@ def test_a_forget_that_reaches_a_stopping_worker_is_erased_from_its_files(tmp_pa
     logged = [json.loads(x) for x in (out / "identities.jsonl").read_text().splitlines()]
     assert [x["global_id"] for x in logged if x["event"] == "forgotten"] == [observer.gid]
     assert f",{observer.gid}," not in (out / "synth.global.txt").read_text()
+
+
+def test_a_forget_arriving_while_a_frame_is_resolved_leaves_nothing_of_the_id(tmp_path: Path) -> None:
+    """The worker took the forgotten ids after resolving a frame: a forget that arrived (on the bridge's thread)
+    while the frame was resolved was erased from the files first, and then the frame was written with the id
+    it had just been given, back in events.jsonl, identities.json and the global MOT file."""
+    clip = make_video(tmp_path / "clip.mp4", frames=30, size=(320, 240), people=2)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    cam = CameraConfig(
+        source=SourceConfig(uri=str(clip.path)),
+        detector=GroundTruthDetectorConfig(path=gt),
+        embedder=EmbedderConfig(type="ground-truth", truth={"path": gt}),  # type: ignore[arg-type]
+        tracker=TrackerConfig(frame_rate=10),
+        output=OutputConfig(dir=tmp_path / "runs", progress=False),
+    )
+    settings = single_camera_settings(
+        cam,
+        name="synth",
+        fleet={"enabled": True},
+        bridge={"allow_unsigned": True},
+        identity={"min_observations": 2, "new_min_observations": 2},
+    )
+    worker = CameraWorker(settings, "synth")  # type: ignore[arg-type]
+    link = worker.fleet
+    assert link is not None
+    resolve = link.update
+    forgot: list[int] = []
+
+    def update_then_forget(r: FrameResult) -> object:
+        who = resolve(r)
+        given = [a.global_id for a in who.assignments if a.global_id is not None]
+        if (
+            given and not forgot and r.frame.index >= 10
+        ):  # the forget arrives just after this frame was resolved
+            forgot.append(given[0])
+            link.forget(given[0])
+        return who
+
+    link.update = update_then_forget  # type: ignore[method-assign]
+    worker.run()
+    assert forgot
+    out = tmp_path / "runs" / "synth"
+    assert str(forgot[0]) not in json.loads((out / "identities.json").read_text())["identities"]
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    assert not [e for e in events if e.get("global_id") == forgot[0]]
+    rows = [line.split(",") for line in (out / "synth.global.txt").read_text().splitlines()]
+    assert rows and all(int(float(r[1])) != forgot[0] for r in rows)
