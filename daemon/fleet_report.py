@@ -257,7 +257,9 @@ def _frames_run(summary: Path, frames: int) -> tuple[int, int]:
     return (frames, 1) if ran is None else (min(frames, ran.last_frame + 1), ran.stride)
 
 
-def append_metrics(report_md: Path, text: str) -> None:
-    """Add the scores against the scenario's ground truth at the end of report.md."""
+def append_metrics(report_md: Path, text: str, note: str = "") -> None:
+    """Add the scores against the scenario's ground truth at the end of report.md (``note``: a line before them,
+    e.g. that they are the run's and the report was made again since)."""
+    said = f"{note}\n\n" if note else ""
     with report_md.open("a", encoding="utf-8") as f:
-        f.write(f"\n## Scored against the scenario's ground truth\n\n```text\n{text.rstrip()}\n```\n")
+        f.write(f"\n## Scored against the scenario's ground truth\n\n{said}```text\n{text.rstrip()}\n```\n")

@@ -467,6 +467,8 @@ def forget(settings: Settings, global_id: int, timeout_s: float) -> Forgotten:
             "reach (bridge.url is unset); stop the fleet first, or give the fleet a bridge.url"
         )
     stored = _forget_in_valkey(settings, global_id, timeout_s) if settings.bridge.url is not None else None
+    # a camera that stopped meanwhile may have closed its bridge before the forget came: its files are erased here
+    running = tuple(n for n in running if worker_running(dirs[n]))
     files: dict[str, Erased] = {}
     failed: dict[str, str] = {}
     for n, d in dirs.items():
@@ -480,7 +482,7 @@ def forget(settings: Settings, global_id: int, timeout_s: float) -> Forgotten:
             failed[n] = f"cannot write {e.filename or d}: {e.strerror or e}"
     erased_any = any(e.total for e in files.values())
     if erased_any and not running:
-        report = _report_again(dirs, _ids_span_runs(settings))
+        report = _report_again(dirs, _ids_span_runs(settings), global_id)
     else:  # the running cameras' tables may hold the id a moment longer: out of the report as it stands
         report = _leave_out_of_report(dirs, global_id)
     return Forgotten(stored, files, failed, running, report)
@@ -516,10 +518,11 @@ def _leave_out_of_report(dirs: dict[str, Path], global_id: int) -> Path | None:
     return out / "report.md" if out is not None and leave_out_of_report(out, global_id) else None
 
 
-def _report_again(dirs: dict[str, Path], earlier_runs: bool) -> Path | None:
+def _report_again(dirs: dict[str, Path], earlier_runs: bool, global_id: int) -> Path | None:
     """Make the fleet report (report.json/.md, timeline.png) again where a fleet run left one, from the
-    cameras' identity tables as they are now; the scores the run had are appended again. None when no report
-    was there (or a ``fleet --report-dir`` elsewhere: make it again with ``fleet --report-only``)."""
+    cameras' identity tables as they are now; the scores the run had are appended again, said to be the run's
+    (made before ``global_id`` was forgotten). None when no report was there (or a ``fleet --report-dir``
+    elsewhere: make it again with ``fleet --report-only``)."""
     from daemon.fleet_report import append_metrics, build_report
 
     out = _report_dir(dirs)
@@ -528,5 +531,6 @@ def _report_again(dirs: dict[str, Path], earlier_runs: bool) -> Path | None:
     build_report({n: d for n, d in dirs.items() if d.is_dir()}, out, earlier_runs)
     scores = out / "fleet_metrics.txt"
     if scores.is_file():
-        append_metrics(out / "report.md", scores.read_text(encoding="utf-8"))
+        note = f"The run's scores, from before global id {global_id} was forgotten (they count its boxes)."
+        append_metrics(out / "report.md", scores.read_text(encoding="utf-8"), note)
     return out / "report.md"

@@ -184,7 +184,9 @@ def test_forget_without_a_shared_valkey_erases_a_finished_fleets_files_and_repor
     assert "b: " not in out  # a camera that left no folder is not named
     report = json.loads((runs / "report.json").read_text())
     assert set(report["people"]) == {"8"}
-    assert "global IDF1 90.0" in (runs / "report.md").read_text()  # the run's scores are kept
+    report_md = (runs / "report.md").read_text()
+    assert "global IDF1 90.0" in report_md  # the run's scores are kept, said to be the run's
+    assert "from before global id 7 was forgotten" in report_md
     assert all(e["global_id"] != 7 for e in _events(runs / "cam"))
     # as a running worker does, the camera's log says when the id was forgotten (it had no such line)
     lines = [json.loads(x) for x in (runs / "cam" / "identities.jsonl").read_text().splitlines()]
@@ -289,3 +291,32 @@ def test_forget_that_cannot_write_a_cameras_files_says_so_without_a_traceback(
     assert "Traceback" not in err
     assert main(["-q", "forget", "7", "--config", str(config)]) == 0  # again, once it can: done
     assert all(e["global_id"] != 7 for e in _events(folder))
+
+
+def test_forget_erases_a_camera_that_stopped_while_the_forget_was_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A camera still running when `forget` looked, stopped before the forget reached it (its bridge closed):
+    neither it nor the command erased its files. The command looks again once the forget is sent."""
+    from daemon import runner
+    from daemon.valkey_server import EmbeddedValkey
+
+    with EmbeddedValkey("tcp") as server:
+        config = _fleet_config(tmp_path)
+        doc = yaml.safe_load(config.read_text())
+        doc["bridge"]["url"] = server.url
+        config.write_text(yaml.safe_dump(doc))
+        server.client().set("reid:{default}:gid", 10)  # ids 1..10 were handed out
+        outputs = _outputs(tmp_path / "runs")
+        _frame(outputs, 0, {1: 7})
+        outputs.close()
+        looks: list[str] = []
+
+        def running_once(d: Path) -> bool:  # running at the first look, stopped at the second
+            looks.append(d.name)
+            return looks.count(d.name) == 1 and d.name == "cam"
+
+        monkeypatch.setattr(runner, "worker_running", running_once)
+        assert main(["-q", "forget", "7", "--config", str(config)]) == 0
+    assert "cam: 1 identity lines" in capsys.readouterr().out
+    assert all(e["global_id"] != 7 for e in _events(tmp_path / "runs" / "cam"))
