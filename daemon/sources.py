@@ -231,6 +231,13 @@ def local_path(cfg: SourceConfig) -> Path | None:
     return _local_path(uri) if kind in ("file", "folder") and not remote else None
 
 
+def check_not_text(cfg: SourceConfig) -> None:
+    """SourceError when the source is a local text file (a gt.txt given for the video), before models load."""
+    path = local_path(cfg)
+    if path is not None and source_kind(cfg) == "file" and is_text_file(path):
+        raise SourceError(f"{path} is a text file, not a video")
+
+
 def _check_url(uri: str) -> None:
     m = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)", uri)
     host = m.group(1).rsplit("@", 1)[-1] if m else ""
@@ -514,10 +521,8 @@ def _make_reader(cfg: SourceConfig, kind: SourceKind, name: str, factory: Captur
     elif URI_SCHEME.match(uri) and not uri.lower().startswith("file://"):
         target = uri  # a file served over http(s), read to its end like a local file
     else:
-        path = _local_path(uri)
-        if is_text_file(path):  # FFmpeg would play it as a video of its characters
-            raise SourceError(f"{path} is a text file, not a video")
-        target = str(path)
+        check_not_text(cfg)  # FFmpeg would play it as a video of its characters
+        target = str(_local_path(uri))
     timeouts = (round(cfg.open_timeout_s * 1000), round(cfg.read_timeout_s * 1000))
     return _CaptureReader(CaptureRequest(kind, target, *timeouts), factory, name, cfg.folder_fps, cfg.fps)
 

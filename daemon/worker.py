@@ -33,7 +33,7 @@ from daemon.outputs import (
     stream_files,
 )
 from daemon.pipeline import FrameResult, Pipeline
-from daemon.sources import FrameSource, open_source_waiting
+from daemon.sources import FrameSource, check_not_text, open_source_waiting
 from daemon.track import BotSortTracker
 from daemon.types import Frame
 
@@ -251,6 +251,7 @@ class CameraWorker:
         self.observers: list[WorkerObserver] = list(observers or [])
         self.name, self.cam = settings.camera(name)
         check_source_kept(self.cam, self.name)
+        check_not_text(self.cam.source)  # before the models load
         self.show_progress = self.cam.output.progress if show_progress is None else show_progress
         self._stop = threading.Event()
         self._last_index = -1

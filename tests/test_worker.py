@@ -19,7 +19,7 @@ from daemon.config import (
     TrackerConfig,
     single_camera_settings,
 )
-from daemon.errors import ConfigError, DaemonError
+from daemon.errors import ConfigError, DaemonError, SourceError
 from daemon.evaluate import evaluate
 from daemon.pipeline import FrameResult
 from daemon.runner import StatusFile
@@ -314,6 +314,17 @@ def test_a_status_file_that_cannot_be_written_is_a_warning(
     status.started(worker, None)  # type: ignore[arg-type]
     status.stopped(worker, None)  # type: ignore[arg-type]
     assert caplog.text.count("cam: cannot write") == 1
+
+
+def test_a_text_file_as_the_source_is_refused_before_the_models_load(tmp_path: Path) -> None:
+    """`run --source gt.txt` loaded both models (seconds) before it said the file was no video."""
+    gt = tmp_path / "gt.txt"
+    gt.write_text("1,1,10,10,20,40,1,-1,-1,-1\n")
+    cam = CameraConfig(
+        source=SourceConfig(uri=str(gt)), detector={"type": "ssdlite", "model": str(tmp_path / "absent.onnx")}
+    )
+    with pytest.raises(SourceError, match="is a text file, not a video"):  # not the missing model's error
+        CameraWorker(single_camera_settings(cam, name="cam"), "cam")
 
 
 def test_status_json_names_its_version_and_the_worker_process(tmp_path: Path) -> None:
