@@ -374,6 +374,10 @@ def create_app(state: ServiceState) -> FastAPI:
     def get_health() -> dict[str, Any]:
         return state.counted("health", lambda: health(state))
 
+    @app.head("/health", include_in_schema=False)  # a health checker asking with HEAD took a 405 for "down"
+    def head_health() -> dict[str, Any]:
+        return state.counted("health", lambda: health(state))
+
     @app.post(
         "/recognize",
         dependencies=known,

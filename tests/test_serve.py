@@ -247,6 +247,13 @@ def test_recognize_with_detect_says_when_it_found_no_person(tmp_path: Path) -> N
         assert status == 200 and len(body["queries"]) == 1 and body["no_person"] == [], body
 
 
+def test_health_answers_a_head_request(toy: tuple[str, ServiceState]) -> None:
+    """`HEAD /health` (what some health checkers send) was a 405, as if the service were down."""
+    url, _ = toy
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/health", method="HEAD"), timeout=30) as r:
+        assert r.status == 200 and r.read() == b""
+
+
 def test_health_counts_requests_refused_before_their_endpoint_ran(toy: tuple[str, ServiceState]) -> None:
     # Regression: /health counted neither the request nor the error of a 422 from FastAPI's validation
     # (k=0, no image field) or a 413 from the body limit: a client sending only such requests left the
