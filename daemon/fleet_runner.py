@@ -31,6 +31,7 @@ from daemon.bridge import Bridge, BridgeError
 from daemon.config import SecretSource, Settings, load_settings
 from daemon.erase import Erased, erase_camera, mark_forgotten
 from daemon.errors import ConfigError, DaemonError, DataError
+from daemon.fleet import IDENTITY_TABLE_REFRESH_S
 from daemon.fleet_wire import FleetMessage
 from daemon.ops import STOP_SIGNALS
 from daemon.outputs import camera_files, check_source_kept
@@ -272,11 +273,18 @@ def report_fleet(
     services (``reid-daemon run``, one per camera, on recordings), or a run to report on again. DataError
     naming what is missing when a camera has left no fleet outputs."""
     from daemon.fleet_report import identity_tables
+    from daemon.runner import worker_running
 
     settings, names = _fleet(config, cameras)
     for n in names:
-        if not identity_tables(_camera_dir(settings, n), earlier_runs=_ids_span_runs(settings)):
-            table = _camera_dir(settings, n) / "identities.json"
+        folder = _camera_dir(settings, n)
+        if not identity_tables(folder, earlier_runs=_ids_span_runs(settings)):
+            table = folder / "identities.json"
+            if worker_running(folder):
+                raise DataError(
+                    f"camera {n} is running and has not written {table} yet (every {IDENTITY_TABLE_REFRESH_S:g} "
+                    "s, and when it stops): try again in a minute, or leave it out with --cameras"
+                )
             raise DataError(
                 f"camera {n} has left no fleet outputs: {table} is missing (run it with fleet.enabled)"
             )

@@ -462,6 +462,13 @@ def test_a_report_of_cameras_that_left_no_outputs_says_which(tmp_path: Path, cap
         "camera b has left no fleet outputs" in err
         and str(tmp_path / "runs" / "b" / "identities.json") in err
     )
+    # a camera running now that has not written its table yet (its first minute) was told to enable the fleet
+    status = {"state": "running", "pid": os.getpid(), "host": socket.gethostname()}
+    (tmp_path / "runs" / "b").mkdir()
+    (tmp_path / "runs" / "b" / "status.json").write_text(json.dumps(status))
+    assert main(["fleet", "--config", str(path), "--report-only"]) == 1
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert "camera b is running and has not written" in err and "fleet.enabled" not in err
 
 
 def test_the_fleet_command_names_only_the_report_files_it_wrote(
