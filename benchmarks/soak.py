@@ -64,7 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "soak", help="Output folder.")
     p.add_argument("--video", type=Path, default=DEFAULT_VIDEO, help="Clip each camera loops.")
     p.add_argument(
-        "--gt", type=Path, help="Detect from this MOT ground truth instead of SSDLite (smoke tests)."
+        "--gt",
+        type=Path,
+        help="Detect from this MOT ground truth instead of SSDLite (smoke tests only: the frame numbers of a "
+        "looped clip go on, so its passes after the first have no boxes and the tracker idles).",
     )
     p.add_argument("--stride", type=int, default=4, help="Process every Nth frame of the clip.")
     p.add_argument("--speed", type=float, default=1.0, help="Replay pace, x real time (fleet.replay_speed).")
