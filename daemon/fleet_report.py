@@ -14,13 +14,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon.embedding import atomic_write
 from daemon.errors import DataError
 from daemon.fleet_eval import CameraRun, evaluate_fleet
 from daemon.motio import read_ground_truth, read_results
 from daemon.outputs import run_extent
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TIMELINE_MAX_ROWS = 40
 
@@ -186,8 +189,17 @@ def report_text(report: dict[str, Any], limit: int = 30) -> str:
 
 
 def plot_timeline(people: dict[int, dict[str, Any]], epoch: float, path: Path) -> None:
+    """Write ``timeline_figure`` to ``path`` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    fig = timeline_figure(people, epoch)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def timeline_figure(people: dict[int, dict[str, Any]], epoch: float) -> Figure:
     """One row per identity (those on most cameras first), one coloured bar per camera sighting, each camera
-    in its own lane of the row."""
+    in its own lane of the row; the cameras' legend sits right of the plot, where it hides no bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,10 +225,9 @@ def plot_timeline(people: dict[int, dict[str, Any]], epoch: float, path: Path) -
     ax.set_xlabel("seconds from the first sighting")
     ax.set_title("Who was seen where and when")
     handles = [Rectangle((0, 0), 1, 1, color=colours[c]) for c in cams]
-    ax.legend(handles, cams, loc="lower right", fontsize=8)
+    ax.legend(handles, cams, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def scoring_inputs(scenario_dir: Path, camera: str, camera_dir: Path) -> tuple[Path, Path, Path]:

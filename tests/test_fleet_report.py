@@ -152,3 +152,21 @@ def test_a_strided_camera_is_scored_on_the_frames_it_ran(tmp_path: Path) -> None
     doc = evaluate_scenario(scenario, {"a": cam}, tmp_path)
     assert doc["per_camera"]["a"]["IDF1"] == pytest.approx(100.0) and doc["per_camera"]["a"]["FN"] == 0
     assert doc["global"]["GT_Dets"] == 5 and doc["global"]["IDF1"] == pytest.approx(100.0)
+
+
+def test_the_timeline_legend_hides_no_bar() -> None:
+    # The legend sat inside the plot, lower right: the last rows' bars that ran to the end went under it.
+    from daemon.fleet_report import timeline_figure
+
+    sighting = {"first_seen": 0.0, "last_seen": 30.0, "frames": 200, "tracks": [1]}
+    people = {g: {"label": None, "cameras": {cam: sighting for cam in "abc"}} for g in range(1, 6)}
+    fig = timeline_figure(people, 0.0)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    bars = [b.get_window_extent() for b in ax.patches]
+    assert len(bars) == 15
+    assert not any(legend.overlaps(bar) for bar in bars)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
