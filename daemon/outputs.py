@@ -325,8 +325,14 @@ def draw_tracks(
         label = text + ("*" if t.embedded else "")
         cv2.putText(out, label, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, col, 2, cv2.LINE_AA)
     if caption:
-        cv2.putText(out, caption, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2, cv2.LINE_AA)
+        outlined_text(out, caption, (8, 20), _caption_scale(caption, out.shape[1] - 16), outline=3)
     return out
+
+
+def _caption_scale(caption: str, width: int, scale: float = 0.55) -> float:
+    """The caption's font scale: ``scale``, or smaller so that it fits ``width`` px (a narrow camera)."""
+    text_w = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+    return scale if text_w <= width else max(scale * width / text_w, 0.25)
 
 
 class AnnotatedVideo:

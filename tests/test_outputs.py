@@ -240,3 +240,13 @@ def test_the_readme_table_of_a_run_lists_every_file_a_single_camera_writes() -> 
     fleet_only = {"<camera>.global.txt", "identities.json", "identities.jsonl"}
     for name in sorted(set(camera_files("<camera>")) - fleet_only):
         assert f"| `{name}` |" in table, name
+
+
+def test_the_caption_is_legible_on_a_bright_scene_and_fits_a_narrow_frame() -> None:
+    # It was plain white text: invisible on a bright scene, and on a 204 px wide camera its end ran off the frame.
+    white = np.full((460, 204, 3), 255, np.uint8)
+    out = draw_tracks(white, [], "b  frame 209  30.4 FPS")
+    band = np.any(out[:32] != 255, axis=2)
+    cols = np.flatnonzero(band.any(axis=0))
+    assert cols.size > 0, "the caption does not show on white"
+    assert cols.max() < white.shape[1] - 2, "the caption runs off the frame's right edge"
