@@ -296,9 +296,24 @@ class EventLog:
 
 
 def _colour(track_id: int) -> tuple[int, int, int]:
-    rng = np.random.default_rng(track_id * 7919 + 17)
-    c = rng.integers(64, 256, size=3)
-    return int(c[0]), int(c[1]), int(c[2])
+    """A saturated colour (BGR) for an id; consecutive ids get hues far apart (golden-ratio steps round the
+    colour wheel), so tracks that start together, which get neighbouring ids, are told apart."""
+    hue = round((track_id * 0.6180339887 % 1.0) * 180) % 180  # OpenCV hues: 0..179
+    pixel = np.array([[[hue, 220, 240]]], np.uint8)
+    b, g, r = cv2.cvtColor(pixel, cv2.COLOR_HSV2BGR)[0, 0]
+    return int(b), int(g), int(r)
+
+
+def _label(image: ImageBGR, text: str, at: tuple[int, int], colour: tuple[int, int, int]) -> None:
+    """``text`` on a box of ``colour`` above the point ``at`` (inside the frame), in black or white, whichever
+    stands out from that colour: legible on any scene (drawn in place)."""
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+    x = min(max(at[0], 0), max(image.shape[1] - w - 4, 0))
+    y = max(at[1], h + base + 2)  # the box's bottom; below the top edge when the track touches it
+    cv2.rectangle(image, (x, y - h - base - 2), (x + w + 4, y), colour, cv2.FILLED)
+    b, g, r = colour
+    ink = (0, 0, 0) if 0.114 * b + 0.587 * g + 0.299 * r > 140 else (255, 255, 255)
+    cv2.putText(image, text, (x + 2, y - base), cv2.FONT_HERSHEY_SIMPLEX, 0.5, ink, 1, cv2.LINE_AA)
 
 
 def _fleet_label(t: Track, ident: Identity) -> tuple[str, int]:
@@ -322,8 +337,7 @@ def draw_tracks(
         text, seed = (f"{t.track_id}", t.track_id) if identities is None else _fleet_label(t, identities[i])
         col = _colour(seed)
         cv2.rectangle(out, (x1, y1), (x2, y2), col, 2)
-        label = text + ("*" if t.embedded else "")
-        cv2.putText(out, label, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, col, 2, cv2.LINE_AA)
+        _label(out, text + ("*" if t.embedded else ""), (x1, y1), col)
     if caption:
         outlined_text(out, caption, (8, 20), _caption_scale(caption, out.shape[1] - 16), outline=3)
     return out

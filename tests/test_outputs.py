@@ -1,3 +1,4 @@
+import itertools
 import json
 import os
 import subprocess
@@ -75,6 +76,24 @@ def test_periodic_updates_without_embeddings(tmp_path: Path) -> None:
         log.frame(i, 0.0, [_track(1, 0)], None)
     log.close()
     assert log.counts["track.updated"] == 2  # frames 4 and 8
+
+
+def test_track_labels_are_legible_and_neighbouring_ids_differ_in_colour() -> None:
+    """Labels were drawn in the box's random colour with no background (a dark slate 'G5' on a grey road), and
+    two neighbouring tracks could get nearly the same magenta."""
+    from daemon.outputs import _colour
+
+    grey = np.full((120, 160, 3), 110, np.uint8)
+    out = draw_tracks(grey, [_track(5, 40)], "")
+    x1, y1 = round(_track(5, 40).xyxy[0]), round(_track(5, 40).xyxy[1])
+    patch = out[max(y1 - 18, 0) : max(y1, 18), x1 : x1 + 14].reshape(-1, 3).astype(int)  # the label's box
+    lum = patch @ np.array([0.114, 0.587, 0.299])
+    assert lum.max() - lum.min() > 120  # ink against its box, whatever the scene
+    hues = [
+        cv2.cvtColor(np.array([[_colour(i)]], np.uint8), cv2.COLOR_BGR2HSV)[0, 0, 0] for i in range(1, 30)
+    ]
+    gaps = [min(abs(int(a) - int(b)), 180 - abs(int(a) - int(b))) for a, b in itertools.pairwise(hues)]
+    assert min(gaps) >= 30  # ids that start together (neighbours) are far apart on the colour wheel
 
 
 def test_draw_does_not_touch_input_and_video_is_readable(tmp_path: Path) -> None:
