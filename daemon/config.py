@@ -575,6 +575,12 @@ class CameraConfig(_Strict):
         "resolution also uses where and when each person was seen (identity.site_*).",
     )
 
+    @field_validator("detector", mode="before")
+    @classmethod
+    def _detector_type_defaults(cls, value: Any) -> Any:
+        """A detector section that names no ``type`` tunes the default detector, as an embedder section does."""
+        return _typed("detector", value)
+
 
 def default_cache_dir() -> Path:
     """The model cache nothing names: $XDG_CACHE_HOME/reid-daemon/models, else ~/.cache/reid-daemon/models

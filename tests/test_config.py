@@ -52,6 +52,23 @@ def test_unknown_nested_field_names_field_and_file(tmp_path: Path) -> None:
     assert "cameras.a.tracker.track_bufer" in msg
 
 
+def test_a_detector_section_without_type_tunes_the_default_detector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: `detector: {score_threshold: 0.3}` (every field optional, as the shipped config says) stopped
+    # with "cameras.a.detector: Unable to extract tag using discriminator 'type'", naming nothing to fix, and so
+    # did REID_CAMERAS__a__DETECTOR__SCORE_THRESHOLD on a camera whose file has no detector section; an embedder
+    # section without type was taken as the default embedder's all along.
+    p = _write(tmp_path, "cameras:\n  a:\n    source: {uri: x.mp4}\n    detector: {score_threshold: 0.3}\n")
+    _, cam = load_settings(p).camera()
+    assert isinstance(cam.detector, SSDLiteDetectorConfig)
+    assert cam.detector.score_threshold == 0.3
+    monkeypatch.setenv("REID_CAMERAS__a__DETECTOR__TILES", "[2, 1]")
+    _, cam = load_settings(_write(tmp_path, "cameras:\n  a:\n    source: {uri: x.mp4}\n")).camera()
+    assert isinstance(cam.detector, SSDLiteDetectorConfig)
+    assert cam.detector.tiles == (2, 1)
+
+
 def test_out_of_range_value(tmp_path: Path) -> None:
     p = _write(
         tmp_path,
