@@ -913,6 +913,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _read_yaml(p: Path) -> dict[str, Any]:
+    if p.is_dir():
+        raise ConfigError(f"config file {p} is a folder, not a YAML file")
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:

@@ -114,6 +114,13 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
         load_settings(_write(tmp_path, "- a\n- b\n"))
 
 
+def test_a_folder_given_as_the_config_is_named_a_folder_not_missing(tmp_path: Path) -> None:
+    # Regression: `config check configs/` (or a --config pointing at a folder) said "config file not found"
+    # about a path that exists, sending the user to look for a typo in it.
+    with pytest.raises(ConfigError, match=f"^config file {tmp_path} is a folder, not a YAML file$"):
+        load_settings(tmp_path)
+
+
 def test_no_cameras_and_bad_camera_name(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="at least one camera"):
         load_settings(_write(tmp_path, "cameras: {}\n"))
