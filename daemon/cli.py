@@ -422,9 +422,18 @@ def _section(args: argparse.Namespace, name: str) -> Any:
     """A top-level config section (gallery, enroll, recognition, serve) from --config, else its defaults."""
     from daemon import config
 
+    _check_camera_has_config(args)
     if getattr(args, "config", None):
         return getattr(config.load_settings(args.config), name)
     return config.Settings.model_fields[name].get_default(call_default_factory=True)
+
+
+def _check_camera_has_config(args: argparse.Namespace) -> None:
+    """ConfigError for --camera without --config: it names a camera of the config, and the default models
+    would be used as if it had been found."""
+    camera = getattr(args, "camera", None)
+    if camera is not None and not getattr(args, "config", None):
+        raise ConfigError(f"--camera {camera} names a camera of --config: give --config too")
 
 
 def _validated(model: Any, base: Any, updates: dict[str, Any], what: str) -> Any:
@@ -451,6 +460,7 @@ def _recognition_models(args: argparse.Namespace, detector: bool) -> tuple[Any, 
     from daemon.detect import build_detector
     from daemon.embed import build_embedder
 
+    _check_camera_has_config(args)
     if args.config:
         settings = load_settings(args.config)
         _, cam = settings.camera(args.camera)

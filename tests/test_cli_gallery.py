@@ -197,6 +197,16 @@ def test_bad_options_exit_2(tmp_path: Path, capsys: Capture) -> None:
     assert "embedder.type is 'none'" in capsys.readouterr().err
 
 
+def test_camera_without_config_exits_2_rather_than_being_ignored(tmp_path: Path, capsys: Capture) -> None:
+    # Regression: `embed a.jpg --camera lobby` (no --config) embedded with the default models, as if the camera
+    # had been found; --camera names a camera of --config, so without one it was silently ignored.
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"")
+    for command in (["embed", str(image)], ["recognize", str(image), "-g", str(tmp_path / "g.npz")]):
+        assert main([*command, "--camera", "lobby"]) == 2
+        assert "--camera lobby names a camera of --config: give --config too" in capsys.readouterr().err
+
+
 def test_a_negative_max_frames_exits_2_naming_the_option(tmp_path: Path, capsys: Capture) -> None:
     # Regression: search --max-frames -5 ended in a pydantic ValidationError traceback from the video
     # source, and embed printed '1 validation error for SourceConfig' (naming no option).
