@@ -348,8 +348,22 @@ class YoloOnnxDetector:
         inp = self.session.get_inputs()[0]
         self._input = inp.name
         self._dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        self._check_graph(path, inp.type, inp.shape)
         self._check_shapes(path, inp.shape)
         self._log_classes(path)
+
+    def _check_graph(self, path: Path, input_type: str, shape: list[Any]) -> None:
+        """ModelError for a graph that is no Ultralytics detect head (a preset of another kind, an SSD graph):
+        it would fail at the first frame, with onnxruntime's message or a nonsense class count."""
+        out_shape = self.session.get_outputs()[0].shape
+        image_in = (
+            input_type in ("tensor(float)", "tensor(float16)") and len(shape) == 4 and shape[1] in (3, "3")
+        )
+        if not image_in or len(out_shape) != 3:
+            raise ModelError(
+                f"{path} is not a YOLO detection graph: it needs a float (N, 3, H, W) input and a "
+                f"(N, 4+classes, boxes) output, has a {input_type} {shape} input and a {out_shape} output"
+            )
 
     def _check_shapes(self, path: Path, shape: list[Any]) -> None:
         if len(shape) != 4:

@@ -242,6 +242,17 @@ def test_yolo_detector_end_to_end_on_a_synthetic_graph(tmp_path: Path) -> None:
         YoloOnnxDetector(YoloDetectorConfig(model=str(model), person_classes=(90,)), CPU, tmp_path)
 
 
+def test_a_yolo_detector_on_another_graph_names_the_model(
+    tmp_path: Path, ssdlite_model: Path, mobilenet_model: Path
+) -> None:
+    # Regression: `detector: {type: yolo, model: ssdlite-mobilenetv2-pedestrian}` loaded, then the first frame
+    # ended in onnxruntime's INVALID_ARGUMENT traceback (a uint8 NHWC graph fed float NCHW), and the embedder
+    # preset as a YOLO model stopped at the first frame with "YOLO output has -3 classes".
+    for model in (ssdlite_model, mobilenet_model):
+        with pytest.raises(ModelError, match=rf"^{re.escape(str(model))} is not a YOLO detection graph: "):
+            YoloOnnxDetector(YoloDetectorConfig(model=str(model)), CPU, tmp_path)
+
+
 # ----------------------------------------------------------------------------------------- factory / cache
 
 
