@@ -180,11 +180,17 @@ class OnnxEmbedder:
             )
 
     def _find_dim(self) -> int:
-        dim = self.session.get_outputs()[0].shape[-1]
+        shape = self.session.get_outputs()[0].shape
+        if len(shape) < 2 or any(isinstance(d, int) and d != 1 for d in shape[2:]):  # (N, D) or (N, D, 1, 1)
+            raise ModelError(
+                f"{self.model_path} is not an embedding graph: its output {shape} is not one vector per crop, "
+                "(N, D) (a detector? set embedder.model to an embedder preset or ReID model)"
+            )
+        dim = shape[1] if len(shape) > 2 else shape[-1]
         if isinstance(dim, int) and dim > 0:
             return dim
         probe = np.zeros((1, 3, *self.cfg.input_size), dtype=self._dtype)
-        return int(self.session.run(None, {self._input: probe})[0].shape[-1])
+        return int(np.prod(self.session.run(None, {self._input: probe})[0].shape[1:]))
 
     @property
     def dim(self) -> int:

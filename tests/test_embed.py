@@ -179,6 +179,18 @@ def test_onnx_embedder_flip_average_uses_the_mirror(toy_model: Path, tmp_path: P
     assert a[2] == 0 and b[0] > 0 and b[2] > 0  # the mirror brought the red half in
 
 
+def test_a_graph_without_one_vector_per_crop_is_no_embedder(model_cache: Path, tmp_path: Path) -> None:
+    # Regression: the detector preset as an embedder (`embed photo.jpg --model yolov8s-person`) said to set
+    # input_size: [640, 640]; done, it "embedded" each crop as its flattened (6, 8400) detection head: 50400-d
+    # rows that matched nothing, with no word of warning.
+    status = preset_status("yolov8s-person", model_cache)
+    if status.state != "ready":
+        pytest.skip("yolov8s-person is not fetched (reid-daemon models fetch yolov8s-person)")
+    cfg = EmbedderConfig(model=str(status.path), input_size=(640, 640))
+    with pytest.raises(ModelError, match=r"is not an embedding graph: its output \[1, 6, 8400\]"):
+        OnnxEmbedder(cfg, CPU, tmp_path)
+
+
 def test_onnx_embedder_size_checks(toy_model: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"takes 8x8 crops.*input_size: \[8, 8\]"):
         OnnxEmbedder(EmbedderConfig(model=str(toy_model), input_size=(16, 8)), CPU, tmp_path)
