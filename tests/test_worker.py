@@ -15,6 +15,7 @@ from daemon.config import (
     EmbedderConfig,
     GroundTruthDetectorConfig,
     OutputConfig,
+    Settings,
     SourceConfig,
     TrackerConfig,
     single_camera_settings,
@@ -408,10 +409,8 @@ class _ForgetWhileStopping:
         pass
 
 
-def test_a_forget_that_reaches_a_stopping_worker_is_erased_from_its_files(tmp_path: Path) -> None:
-    """The worker erased forgotten ids from its files only on its next frame: a forget received while it was
-    stopping (after its last frame, or while its bridge closed) was never applied, and its identities.json,
-    written on the way out, still held the person, as did events.jsonl and the global MOT file."""
+def _fleet_of_one(tmp_path: Path) -> Settings:
+    """A one-camera fleet (embedded Valkey, unsigned) on a synthetic clip of two people, true boxes and looks."""
     clip = make_video(tmp_path / "clip.mp4", frames=30, size=(320, 240), people=2)
     gt = clip.write_mot_gt(tmp_path / "gt.txt")
     cam = CameraConfig(
@@ -428,6 +427,14 @@ def test_a_forget_that_reaches_a_stopping_worker_is_erased_from_its_files(tmp_pa
         bridge={"allow_unsigned": True},
         identity={"min_observations": 2, "new_min_observations": 2},
     )
+    return settings
+
+
+def test_a_forget_that_reaches_a_stopping_worker_is_erased_from_its_files(tmp_path: Path) -> None:
+    """The worker erased forgotten ids from its files only on its next frame: a forget received while it was
+    stopping (after its last frame, or while its bridge closed) was never applied, and its identities.json,
+    written on the way out, still held the person, as did events.jsonl and the global MOT file."""
+    settings = _fleet_of_one(tmp_path)
     observer = _ForgetWhileStopping(at=20)
     CameraWorker(settings, "synth", observers=[observer]).run()
     assert observer.gid is not None
@@ -445,22 +452,7 @@ def test_a_forget_arriving_while_a_frame_is_resolved_leaves_nothing_of_the_id(tm
     """The worker took the forgotten ids after resolving a frame: a forget that arrived (on the bridge's thread)
     while the frame was resolved was erased from the files first, and then the frame was written with the id
     it had just been given, back in events.jsonl, identities.json and the global MOT file."""
-    clip = make_video(tmp_path / "clip.mp4", frames=30, size=(320, 240), people=2)
-    gt = clip.write_mot_gt(tmp_path / "gt.txt")
-    cam = CameraConfig(
-        source=SourceConfig(uri=str(clip.path)),
-        detector=GroundTruthDetectorConfig(path=gt),
-        embedder=EmbedderConfig(type="ground-truth", truth={"path": gt}),  # type: ignore[arg-type]
-        tracker=TrackerConfig(frame_rate=10),
-        output=OutputConfig(dir=tmp_path / "runs", progress=False),
-    )
-    settings = single_camera_settings(
-        cam,
-        name="synth",
-        fleet={"enabled": True},
-        bridge={"allow_unsigned": True},
-        identity={"min_observations": 2, "new_min_observations": 2},
-    )
+    settings = _fleet_of_one(tmp_path)
     worker = CameraWorker(settings, "synth")  # type: ignore[arg-type]
     link = worker.fleet
     assert link is not None
