@@ -436,16 +436,42 @@ def _check_camera_has_config(args: argparse.Namespace) -> None:
         raise ConfigError(f"--camera {camera} names a camera of --config: give --config too")
 
 
+# the command-line option each config field of _validated's updates comes from (named in a bad value's error)
+_OPTION_FLAGS = {
+    "video_every": "--every",
+    "search_hits": "-k",
+    "top_k": "-k",
+    "margin_warn": "--margin-warn",
+    "confusable_pairs": "--pairs",
+    "threshold": "--threshold",
+    "max_per_label": "--max-per-label",
+    "model": "--model",
+    "label_from": "--label-from",
+    "host": "--host",
+    "port": "--port",
+    "gallery": "--gallery",
+    "references": "--references",
+}
+
+
 def _validated(model: Any, base: Any, updates: dict[str, Any], what: str) -> Any:
-    """``base`` (a config model) with ``updates`` from command-line options, re-validated."""
+    """``base`` (a config model) with ``updates`` from command-line options, re-validated; a bad value's error
+    names the option it came from (``--every (recognition.video_every)``)."""
     from pydantic import ValidationError
 
     clean = {k: v for k, v in updates.items() if v is not None}
     try:
         return model.model_validate({**base.model_dump(), **clean})
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        problems = "; ".join(_option_problem(err, what, clean) for err in e.errors())
         raise ConfigError(f"invalid {what} option: {problems}") from e
+
+
+def _option_problem(err: Any, what: str, given: dict[str, Any]) -> str:
+    path = ".".join(str(p) for p in err["loc"])
+    field = str(err["loc"][0]) if err["loc"] else ""
+    flag = _OPTION_FLAGS.get(field) if field in given else None
+    return f"{flag} ({what}.{path}): {err['msg']}" if flag else f"{path}: {err['msg']}"
 
 
 def _recognition_models(args: argparse.Namespace, detector: bool) -> tuple[Any, Any, str]:
@@ -995,7 +1021,9 @@ def _add_gallery_parsers(sub: Any) -> None:
     )
     e.add_argument("--detect", action="store_true", help="Embed the people the detector finds.")
     e.add_argument("--largest", action="store_true", help="With --detect: only the largest person per image.")
-    e.add_argument("--every", type=int, help="Read every Nth video frame (default: recognition.video_every).")
+    e.add_argument(
+        "--every", type=int, help="Read every Nth video frame, 1-100 (default: recognition.video_every)."
+    )
     e.add_argument(
         "--max-frames", type=_frame_count, default=0, help="Stop a video after this many frames read."
     )
@@ -1056,7 +1084,9 @@ def _add_gallery_parsers(sub: Any) -> None:
     s.add_argument(
         "--threshold", type=float, help="Similarity threshold (default: the gallery's or the default)."
     )
-    s.add_argument("--every", type=int, help="Read every Nth video frame (default: recognition.video_every).")
+    s.add_argument(
+        "--every", type=int, help="Read every Nth video frame, 1-100 (default: recognition.video_every)."
+    )
     s.add_argument(
         "--max-frames", type=_frame_count, default=0, help="Stop a video after this many frames read."
     )

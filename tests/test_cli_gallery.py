@@ -190,7 +190,14 @@ def test_bad_options_exit_2(tmp_path: Path, capsys: Capture) -> None:
     assert main(["recognize", "a.jpg", "-g", "g.npz", "--threshold", "3"]) == 2
     assert "--threshold" in capsys.readouterr().err
     assert main(["verify", "-g", "g.npz", "--pairs", "-1"]) == 2
-    assert "confusable_pairs" in capsys.readouterr().err
+    assert (
+        "--pairs (recognition.confusable_pairs)" in capsys.readouterr().err
+    )  # the option, not only the field
+    assert main(["embed", "clip.mp4", "--every", "200"]) == 2
+    assert (
+        "--every (recognition.video_every): Input should be less than or equal to 100"
+        in capsys.readouterr().err
+    )
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("cameras:\n  a:\n    source: {uri: x.mp4}\n    embedder: {type: none}\n")
     assert main(["embed", "a.jpg", "--config", str(cfg)]) == 2
