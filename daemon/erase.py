@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from daemon.embedding import atomic_write
-from daemon.fleet import IDENTITY_SCHEMA_VERSION
+from daemon.fleet import forgotten_line
 
 
 @dataclass(slots=True)
@@ -236,13 +236,14 @@ def erase_camera(camera_dir: Path, global_ids: Iterable[int]) -> Erased:
     return erased
 
 
-def mark_forgotten(camera_dir: Path, camera: str, global_ids: Iterable[int], now: float) -> None:
-    """A ``forgotten`` line per id in the camera's ``identities.jsonl`` (as a running worker writes when the
-    forget reaches it; no frame: the camera was not running), when the camera left that file."""
+def erase_stopped_camera(camera_dir: Path, camera: str, global_ids: Iterable[int], now: float) -> Erased:
+    """``erase_camera`` for a camera whose files are closed (stopped, or a worker on its way out), and, where
+    it held an id, a ``forgotten`` line for it in its ``identities.jsonl``, as a running worker writes (no
+    frame: the camera was not running)."""
+    gids = list(global_ids)
+    erased = erase_camera(camera_dir, gids)
     path = camera_dir / "identities.jsonl"
-    if not path.is_file():
-        return
-    with open(path, "a", encoding="utf-8") as f:
-        for gid in global_ids:
-            rec = {"v": IDENTITY_SCHEMA_VERSION, "event": "forgotten", "camera": camera, "frame": None}
-            f.write(json.dumps(rec | {"ts": round(now, 3), "global_id": gid}, separators=(",", ":")) + "\n")
+    if erased.total and path.is_file():
+        with open(path, "a", encoding="utf-8") as f:
+            f.writelines(forgotten_line(camera, gid, None, now) for gid in gids)
+    return erased

@@ -182,6 +182,13 @@ class _Seen:
     tracks: set[int] = field(default_factory=set)
 
 
+def forgotten_line(camera: str, global_id: int, frame: int | None, now: float) -> str:
+    """The ``identities.jsonl`` line saying ``global_id`` was forgotten at fleet time ``now`` (``frame`` None:
+    the camera was not running then)."""
+    rec = {"v": IDENTITY_SCHEMA_VERSION, "event": "forgotten", "camera": camera, "frame": frame}
+    return json.dumps(rec | {"ts": round(now, 3), "global_id": global_id}, separators=(",", ":")) + "\n"
+
+
 class IdentityLog:
     """``identities.jsonl``: one line each time a track's identity changes, and ``identities.json`` (every global
     id this camera saw: label, first and last fleet time, frames, its local track ids), written at the end and
@@ -249,9 +256,7 @@ class IdentityLog:
         ``forgotten`` line in identities.jsonl. Lines written before stay: the file is a log."""
         gone = [g for g in global_ids if self._seen.pop(g, None) is not None]
         for gid in gone:
-            rec = {"v": IDENTITY_SCHEMA_VERSION, "event": "forgotten", "camera": self.camera}
-            rec |= {"frame": index, "ts": round(now, 3), "global_id": gid}
-            self._fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            self._fh.write(forgotten_line(self.camera, gid, index, now))
         if gone:
             self._fh.flush()
             self._write_table()

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from daemon.bridge import Bridge, BridgeError
 from daemon.config import SecretSource, Settings, load_settings
-from daemon.erase import Erased, erase_camera, mark_forgotten
+from daemon.erase import Erased, erase_stopped_camera
 from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet import IDENTITY_TABLE_REFRESH_S
 from daemon.fleet_wire import FleetMessage
@@ -483,9 +483,7 @@ def forget(settings: Settings, global_id: int, timeout_s: float) -> Forgotten:
         if n in running or not d.is_dir():
             continue
         try:
-            files[n] = erase_camera(d, [global_id])
-            if files[n].total:
-                mark_forgotten(d, n, [global_id], time.time())
+            files[n] = erase_stopped_camera(d, n, [global_id], time.time())
         except OSError as e:  # a user who cannot write the folder: the rest of the fleet is erased still
             failed[n] = f"cannot write {e.filename or d}: {e.strerror or e}"
     erased_any = any(e.total for e in files.values())

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from daemon.config import CameraConfig, Settings, redact
 from daemon.detect import build_detector
 from daemon.embed import build_embedder
-from daemon.erase import Erased, erase_camera, mark_forgotten
+from daemon.erase import Erased, erase_camera, erase_stopped_camera
 from daemon.errors import ConfigError, DaemonError
 from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog, load_identity_head
 from daemon.identity import FrameIdentities
@@ -336,12 +336,9 @@ class CameraWorker:
     def _erase_late_forgets(self, outputs: CameraOutputs) -> None:
         """Ids the fleet forgot after the last frame's (a forget that reached the worker while it stopped):
         erased from its files, closed by now, as ``reid-daemon forget`` erases a stopped camera's."""
-        gone = self.fleet.take_forgotten() if self.fleet is not None else []
-        for gid in gone:
+        for gid in self.fleet.take_forgotten() if self.fleet is not None else []:
             with outputs.writing():
-                erased = erase_camera(outputs.dir, [gid])
-                if erased.total:
-                    mark_forgotten(outputs.dir, self.name, [gid], time.time())
+                erased = erase_stopped_camera(outputs.dir, self.name, [gid], time.time())
             log.info(
                 "%s: forgot global id %d while stopping; from its files: %s", self.name, gid, erased.text()
             )
