@@ -78,11 +78,12 @@ class CameraOutputs:
         dim: int | None,
         fleet: bool = False,
         live: bool = False,
+        earlier_tracks: int = 0,
     ) -> None:
         self.name, self._cam, self._fps, self._dim, self._fleet = name, cam, fps, dim, fleet
         self._live = live
         self.earlier_tracks = (
-            0  # the highest track id the camera's earlier run wrote (a live camera restarted)
+            earlier_tracks  # the highest track id its earlier run wrote (a live camera restarted)
         )
         self.dir = Path(cam.output.dir) / name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -229,9 +230,7 @@ def open_outputs(
         if not live:
             for earlier in camera_files(name):
                 (folder / earlier).unlink(missing_ok=True)
-        outputs = CameraOutputs(name, cam, fps, dim, fleet, live)
-        outputs.earlier_tracks = earlier_tracks
-        return outputs
+        return CameraOutputs(name, cam, fps, dim, fleet, live, earlier_tracks)
     except OSError as e:
         where = e.filename or cam.output.dir
         raise ConfigError(f"cameras.{name}.output.dir: cannot write {where}: {e.strerror or e}") from e
