@@ -98,7 +98,7 @@ def fleet_config(args: argparse.Namespace, url: str, ports: dict[str, int], out:
         "source": {"uri": str(args.video), "loop": True, "stride": args.stride},
         "detector": detector,
         "embedder": {"policy": "needed"},
-        "tracker": {"frame_rate": 7, "track_buffer": 60},
+        "tracker": {"track_buffer": 60},
         "output": {"dir": str(out / "runs"), "progress": False, "embeddings": False, "video": False},
     }
     return {

@@ -7,6 +7,7 @@ Every model has ``extra="forbid"`` so a misspelt key is an error, not a silently
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Hashable
@@ -34,6 +35,8 @@ from pydantic_settings import (
 )
 
 from daemon.errors import ConfigError
+
+_log = logging.getLogger(__name__)
 
 ENV_PREFIX = "REID_"
 # URL schemes a source reads as a live stream (file:// is a local path); any other scheme is refused.
@@ -336,13 +339,21 @@ class TrackerConfig(_Strict):
         "none", description="Camera-motion compensation; 'none' for fixed cameras."
     )
     fuse_first_associate: bool = Field(False, description="Fuse detection score into the first association.")
-    frame_rate: int = Field(
-        10,
-        ge=1,
+    frame_rate: float | None = Field(
+        None,
+        gt=0,
         le=240,
-        description="The stream's frame rate as BoxMOT is told it; track_buffer stays in frames whatever it "
-        "is (the tracker undoes BoxMOT's scaling, up to rounding), and it times nothing: see source.fps.",
+        description="No longer used: track_buffer is in frames whatever the frame rate (source.fps times a "
+        "replay). Accepted so older configs load, with a warning.",
     )
+
+    @field_validator("frame_rate")
+    @classmethod
+    def _frame_rate_unused(cls, v: float | None) -> float | None:
+        if v is not None:
+            _log.warning("tracker.frame_rate (%g) has no effect: track_buffer is in frames; remove it", v)
+        return v
+
     min_hits: int = Field(1, ge=1, le=100, description="Frames a track must be seen before it is reported.")
     relink_window: int = Field(
         150,

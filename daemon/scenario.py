@@ -408,8 +408,9 @@ class _Camera:
         self.view = view
         self.frames = frames
         self.next = 0
-        w, h = view.output_size()
-        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps / view.step, (w, h))
+        self.writer = cv2.VideoWriter(
+            str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps / view.step, written_size(view.output_size())
+        )
         if not self.writer.isOpened():
             raise DataError(f"cannot write {path} (mp4v)")
 
@@ -417,8 +418,26 @@ class _Camera:
         """Write every camera frame up to the one showing source frame ``index`` (black before the start)."""
         while self.next < self.frames and self.view.source_frame(self.next) <= index:
             shown = self.view.source_frame(self.next)
-            self.writer.write(render(image if shown == index else None, self.view))
+            self.writer.write(pad_even(render(image if shown == index else None, self.view)))
             self.next += 1
+
+
+def written_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The size a view's video is written at: mp4v keeps even sides only and would cut an odd last column or
+    row (a 205x461 view came back 204x460 while its ground truth reached x = 205)."""
+    w, h = size
+    return w + w % 2, h + h % 2
+
+
+def pad_even(image: ImageBGR) -> ImageBGR:
+    """``image`` with a black column and/or row added on the right and bottom to even sides (pixels keep their
+    coordinates, so ground truth and site homographies stay as they are)."""
+    h, w = image.shape[:2]
+    if w % 2 == 0 and h % 2 == 0:
+        return image
+    out = np.zeros((h + h % 2, w + w % 2, 3), np.uint8)
+    out[:h, :w] = image
+    return out
 
 
 def _write_videos(
@@ -568,7 +587,6 @@ def _fleet_config(scenario: ScenarioConfig, videos: dict[str, Path], out: Path) 
                 "clock_offset_s": round(-v.delay / scenario.frame_rate, 6),
             },
             "detector": {"tiles": list(_square_tiles(v.output_size()))},
-            "tracker": {"frame_rate": max(1, round(scenario.frame_rate / v.step))},
             "site": {"homography": view_homography(v)},
         }
         for v in scenario.views

@@ -28,6 +28,9 @@ from daemon.config import EmbedderConfig, TrackerConfig
 from daemon.types import Detections, FloatArray, Track
 
 _REMOVED_BUFFER = 64  # removed tracks BoxMOT keeps for duplicate suppression (bounded)
+# BoxMOT keeps a lost track for int(frame_rate / 30 * track_buffer) frames; at this rate that is track_buffer
+# exactly (any other rate loses a frame to float rounding: 7 fps and 60 gave 59).
+_BOXMOT_BASE_RATE = 30
 
 
 def _sparse_embedding_distance(tracks: list[STrack], detections: list[STrack]) -> NDArray[np.float64]:
@@ -126,29 +129,23 @@ class BotSortTracker:
 
     def _make(self) -> _SparseReidBotSort:
         c = self.cfg
-        # BoxMOT scales the buffer by frame_rate / 30; undo it so track_buffer is in frames as configured.
-        buffer = max(1, round(c.track_buffer * 30 / c.frame_rate))
         with _quiet_boxmot():
-            return self._construct(buffer)
-
-    def _construct(self, buffer: int) -> _SparseReidBotSort:
-        c = self.cfg
-        return _SparseReidBotSort(
-            track_high_thresh=c.track_high_thresh,
-            track_low_thresh=c.track_low_thresh,
-            new_track_thresh=c.new_track_thresh,
-            track_buffer=buffer,
-            match_thresh=c.match_thresh,
-            proximity_thresh=c.proximity_thresh,
-            appearance_thresh=c.appearance_thresh,
-            use_cmc=c.cmc_method != "none",
-            cmc_method=c.cmc_method if c.cmc_method != "none" else "ecc",
-            frame_rate=c.frame_rate,
-            fuse_first_associate=c.fuse_first_associate,
-            use_embeddings=self.use_embeddings,
-            removed_stracks_buffer=_REMOVED_BUFFER,
-            reid_model=_RefusingReid(),
-        )
+            return _SparseReidBotSort(
+                track_high_thresh=c.track_high_thresh,
+                track_low_thresh=c.track_low_thresh,
+                new_track_thresh=c.new_track_thresh,
+                track_buffer=c.track_buffer,
+                match_thresh=c.match_thresh,
+                proximity_thresh=c.proximity_thresh,
+                appearance_thresh=c.appearance_thresh,
+                use_cmc=c.cmc_method != "none",
+                cmc_method=c.cmc_method if c.cmc_method != "none" else "ecc",
+                frame_rate=_BOXMOT_BASE_RATE,
+                fuse_first_associate=c.fuse_first_associate,
+                use_embeddings=self.use_embeddings,
+                removed_stracks_buffer=_REMOVED_BUFFER,
+                reid_model=_RefusingReid(),
+            )
 
     def reset(self) -> None:
         """Forget every track and start a fresh BoxMOT tracker (also the initial state)."""

@@ -360,7 +360,6 @@ def test_fleet_command_runs_cameras_as_processes_and_they_agree(
         "source": {"uri": str(clip.path)},
         "detector": {"type": "ground-truth", "path": str(gt)},
         "embedder": {"policy": "all"},
-        "tracker": {"frame_rate": 10},
         "output": {"dir": str(tmp_path / "runs"), "video": True, "progress": False},
     }
     cfg = {
@@ -745,7 +744,6 @@ def _true_box_camera(video: Path, gt: Path, out: Path) -> dict[str, object]:
         "source": {"uri": str(video)},
         "detector": {"type": "ground-truth", "path": str(gt)},
         "embedder": {"policy": "all"},
-        "tracker": {"frame_rate": 10},
         "output": {"dir": str(out), "video": False, "progress": False},
     }
 

@@ -481,7 +481,7 @@ def test_a_video_file_with_no_decodable_frame_is_named_in_the_error(tmp_path: Pa
 
 def test_a_video_file_s_wrong_container_rate_can_be_corrected(tmp_path: Path) -> None:
     """PETS09-S2L1's container says 10 fps, its real rate is 7: configs/pets09.yaml set tracker.frame_rate 7,
-    which times nothing (the tracker undoes BoxMOT's scaling of its buffer by it), so events and the annotated
+    which timed nothing (it only scaled BoxMOT's buffer, which the tracker undid), so events and the annotated
     video kept the container's 10 fps and there was no setting that fixed them."""
     video = make_video(tmp_path / "clip.mp4", frames=5, fps=10.0).path
     with open_source(SourceConfig(uri=str(video), fps=7.0, stride=2)) as src:

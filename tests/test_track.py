@@ -1,6 +1,7 @@
 import itertools
 
 import numpy as np
+import pytest
 
 from daemon.config import EmbedderConfig, TrackerConfig
 from daemon.track import BotSortTracker
@@ -44,7 +45,7 @@ def test_ids_can_go_on_from_a_given_number() -> None:
 
 
 def test_ended_tracks_are_reported_once_after_buffer() -> None:
-    cfg = TrackerConfig(track_buffer=5, frame_rate=10)
+    cfg = TrackerConfig(track_buffer=5)
     t = BotSortTracker("cam", cfg, EmbedderConfig(), use_embeddings=False)
     for _ in range(3):
         t.update(_dets((100, 100, 140, 200)), None, IMG)
@@ -120,9 +121,7 @@ def test_appearance_recovers_identity_after_crossing() -> None:
 
 
 def test_memory_stays_bounded_over_many_short_tracks() -> None:
-    t = BotSortTracker(
-        "cam", TrackerConfig(track_buffer=3, frame_rate=10), EmbedderConfig(), use_embeddings=False
-    )
+    t = BotSortTracker("cam", TrackerConfig(track_buffer=3), EmbedderConfig(), use_embeddings=False)
     rng = np.random.default_rng(3)
     for f in range(600):
         x = float(rng.integers(0, 600))
@@ -148,7 +147,7 @@ def test_relink_takes_back_a_lost_id_after_a_jump() -> None:
     """A person vanishes and reappears farther than IoU can bridge: appearance gives the old id back."""
     rng = np.random.default_rng(4)
     a = _unit(rng)
-    cfg = TrackerConfig(track_buffer=10, frame_rate=10, relink_window=50)
+    cfg = TrackerConfig(track_buffer=10, relink_window=50)
     t = BotSortTracker("cam", cfg, EmbedderConfig(policy="all"), use_embeddings=True)
     before = _run(t, [([(100, 100, 140, 200)], [a])] * 4)
     gone = _run(t, [([], [])] * 5)
@@ -168,7 +167,7 @@ def test_relink_refuses_other_looks_far_places_and_old_tracks() -> None:
         (a, (600, 110, 640, 210), 1, 50),  # too far to have walked there in 1 + buffer frames
         (a, (200, 110, 240, 210), 40, 20),  # lost longer than the window
     ]:
-        cfg = TrackerConfig(track_buffer=3, frame_rate=10, relink_window=window, relink_max_speed=0.2)
+        cfg = TrackerConfig(track_buffer=3, relink_window=window, relink_max_speed=0.2)
         t = BotSortTracker("cam", cfg, EmbedderConfig(policy="all"), use_embeddings=True)
         _run(t, [([(100, 100, 140, 200)], [a])] * 4)
         _run(t, [([], [])] * gap)
@@ -181,7 +180,7 @@ def test_relink_never_gives_a_visible_id_twice() -> None:
     """Two look-alikes: while the first is on screen, the second cannot take its id (one id, one place)."""
     rng = np.random.default_rng(6)
     a = _unit(rng)
-    cfg = TrackerConfig(track_buffer=30, frame_rate=10, relink_window=100)
+    cfg = TrackerConfig(track_buffer=30, relink_window=100)
     t = BotSortTracker("cam", cfg, EmbedderConfig(policy="all"), use_embeddings=True)
     _run(t, [([(100, 100, 140, 200)], [a])] * 4)
     ups = _run(t, [([(100, 100, 140, 200), (300, 100, 340, 200)], [a, a])] * 4)
@@ -209,7 +208,7 @@ def test_predict_steps_tracks_without_losing_or_dropping_them() -> None:
 
 
 def test_predicted_frames_count_towards_the_lost_buffer() -> None:
-    cfg = TrackerConfig(track_buffer=5, frame_rate=10)
+    cfg = TrackerConfig(track_buffer=5)
     t = BotSortTracker("cam", cfg, EmbedderConfig(), use_embeddings=False)
     for _ in range(3):
         t.update(_dets((100, 100, 140, 200)), None, IMG)
@@ -217,3 +216,31 @@ def test_predicted_frames_count_towards_the_lost_buffer() -> None:
     for f in range(20):
         ended += (t.predict() if f % 2 else t.update(Detections.empty(), None, IMG)).ended
     assert ended == [1]
+
+
+def _frames_until_ended(cfg: TrackerConfig) -> int:
+    t = BotSortTracker("cam", cfg, EmbedderConfig(), use_embeddings=False)
+    for _ in range(3):
+        t.update(_dets((100, 100, 140, 200)), None, IMG)
+    for lost in range(1, 10 * cfg.track_buffer):
+        if t.update(Detections.empty(), None, IMG).ended:
+            return lost
+    raise AssertionError("the lost track never ended")
+
+
+def test_a_lost_track_is_kept_exactly_track_buffer_frames() -> None:
+    """track_buffer is in frames: BoxMOT's int(frame_rate / 30 * buffer) used to lose one to float rounding
+    (configs/pets09.yaml's 60 frames at frame_rate 7 kept 59)."""
+    short, long = (
+        _frames_until_ended(TrackerConfig(track_buffer=5)),
+        _frames_until_ended(TrackerConfig(track_buffer=60)),
+    )
+    assert long - short == 55
+
+
+def test_tracker_frame_rate_is_accepted_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Older configs set tracker.frame_rate; it has no effect now and says so instead of failing to load."""
+    with caplog.at_level("WARNING"):
+        cfg = TrackerConfig(frame_rate=7, track_buffer=60)
+    assert "tracker.frame_rate (7) has no effect" in caplog.text
+    assert _frames_until_ended(cfg) == _frames_until_ended(TrackerConfig(track_buffer=60))

@@ -34,7 +34,7 @@ def _settings(tmp_path: Path, video: Path, gt: Path, embedder: EmbedderConfig, *
         source=SourceConfig(uri=str(video)),
         detector=GroundTruthDetectorConfig(path=gt, **det),
         embedder=embedder,
-        tracker=TrackerConfig(frame_rate=10),
+        tracker=TrackerConfig(),
         output=OutputConfig(dir=tmp_path / "runs", video=True, progress=False),
     )
     return single_camera_settings(cam, name="synth")
@@ -417,7 +417,7 @@ def _fleet_of_one(tmp_path: Path) -> Settings:
         source=SourceConfig(uri=str(clip.path)),
         detector=GroundTruthDetectorConfig(path=gt),
         embedder=EmbedderConfig(type="ground-truth", truth={"path": gt}),  # type: ignore[arg-type]
-        tracker=TrackerConfig(frame_rate=10),
+        tracker=TrackerConfig(),
         output=OutputConfig(dir=tmp_path / "runs", progress=False),
     )
     settings = single_camera_settings(
