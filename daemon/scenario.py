@@ -272,21 +272,23 @@ def view_ground_truth(gt: MotGroundTruth, view: ViewConfig, frames: int) -> MotG
 
 
 def _into_view(xyxy: FloatArray, view: ViewConfig) -> tuple[FloatArray, FloatArray]:
-    """Boxes clipped to the region and mapped to output pixels, and the visible fraction of each."""
+    """Boxes clipped to what the camera's video shows and mapped to its pixels, and the visible fraction of each."""
     x0, y0, x1, y1 = (float(v) for v in view.region)
+    w, h = view.output_size()
+    sx, sy = w / (x1 - x0), h / (y1 - y0)
+    ww, wh = written_size((w, h))  # the region less an odd last column/row the writer cuts
+    xe, ye = x0 + ww / sx, y0 + wh / sy
     clipped = np.column_stack(
         [
-            np.clip(xyxy[:, 0], x0, x1),
-            np.clip(xyxy[:, 1], y0, y1),
-            np.clip(xyxy[:, 2], x0, x1),
-            np.clip(xyxy[:, 3], y0, y1),
+            np.clip(xyxy[:, 0], x0, xe),
+            np.clip(xyxy[:, 1], y0, ye),
+            np.clip(xyxy[:, 2], x0, xe),
+            np.clip(xyxy[:, 3], y0, ye),
         ]
     )
     area = np.prod(np.maximum(xyxy[:, 2:] - xyxy[:, :2], 0), axis=1)
     inside = np.prod(np.maximum(clipped[:, 2:] - clipped[:, :2], 0), axis=1)
     visible = np.where(area > 0, inside / np.maximum(area, 1e-9), 0.0)
-    w, h = view.output_size()
-    sx, sy = w / (x1 - x0), h / (y1 - y0)
     out = (clipped - np.array([x0, y0, x0, y0])) * np.array([sx, sy, sx, sy])
     return out, visible
 
@@ -418,26 +420,21 @@ class _Camera:
         """Write every camera frame up to the one showing source frame ``index`` (black before the start)."""
         while self.next < self.frames and self.view.source_frame(self.next) <= index:
             shown = self.view.source_frame(self.next)
-            self.writer.write(pad_even(render(image if shown == index else None, self.view)))
+            self.writer.write(even_sides(render(image if shown == index else None, self.view)))
             self.next += 1
 
 
 def written_size(size: tuple[int, int]) -> tuple[int, int]:
-    """The size a view's video is written at: mp4v keeps even sides only and would cut an odd last column or
-    row (a 205x461 view came back 204x460 while its ground truth reached x = 205)."""
+    """The size a view's video has: mp4v keeps even sides only, so an odd last column or row is cut (a 205x461
+    view is written 204x460); its ground truth is clipped to the same picture (``_into_view``)."""
     w, h = size
-    return w + w % 2, h + h % 2
+    return w - w % 2, h - h % 2
 
 
-def pad_even(image: ImageBGR) -> ImageBGR:
-    """``image`` with a black column and/or row added on the right and bottom to even sides (pixels keep their
-    coordinates, so ground truth and site homographies stay as they are)."""
+def even_sides(image: ImageBGR) -> ImageBGR:
+    """``image`` without an odd last column or row: what the writer keeps, cut here so that it is explicit."""
     h, w = image.shape[:2]
-    if w % 2 == 0 and h % 2 == 0:
-        return image
-    out = np.zeros((h + h % 2, w + w % 2, 3), np.uint8)
-    out[:h, :w] = image
-    return out
+    return image[: h - h % 2, : w - w % 2]
 
 
 def _write_videos(

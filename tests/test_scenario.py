@@ -382,16 +382,21 @@ def test_a_preset_on_another_frame_rate_keeps_its_delays_in_seconds_and_says_wha
     assert "drawn on 768x576, scaled to 1280x720" in wide.description
 
 
-def test_a_view_of_odd_size_keeps_its_last_column_and_row(tmp_path: Path) -> None:
-    """mp4v writes even sides only: a 101x61 view came back 100x60, cutting the pixels its ground truth
-    reaches. The video is padded with black on the right and bottom instead, so nothing the truth names is lost."""
+def test_a_view_of_odd_size_has_ground_truth_inside_its_picture(tmp_path: Path) -> None:
+    """mp4v writes even sides only: a 101x61 view comes back 100x60. Its ground truth reached x = 101, a column
+    the video does not have; it is clipped to the picture the video shows."""
     clip = make_video(tmp_path / "src.mp4", frames=3, size=(320, 240), people=1)
-    view = ViewConfig(name="odd", region=(0, 0, 101, 61))
-    files = build(clip.path, None, ScenarioConfig(name="t", views=(view,)), tmp_path / "out")
-    cap = cv2.VideoCapture(str(files.videos["odd"]))
-    ok, first = cap.read()
-    cap.release()
-    assert ok and first.shape[:2] == (62, 102)
-    src = cv2.VideoCapture(str(clip.path)).read()[1]
-    assert np.abs(first[:61, :101].astype(int) - src[:61, :101].astype(int)).mean() < 6  # the view itself
-    assert first[61].max() < 30 and first[:, 101].max() < 30  # and black past it
+    gt_path = tmp_path / "gt.txt"  # one person whose box runs past the view's right and bottom edges
+    gt_path.write_text("".join(f"{f},1,70,30,50,40,1,-1,-1,-1\n" for f in (1, 2, 3)))
+    view = ViewConfig(name="odd", region=(0, 0, 101, 61), scale=2.0)  # 202x122: even, nothing cut
+    odd = ViewConfig(name="odd", region=(0, 0, 101, 61))
+    for v, size in ((view, (202, 122)), (odd, (100, 60))):
+        files = build(clip.path, gt_path, ScenarioConfig(name="t", views=(v,)), tmp_path / f"out{size[0]}")
+        cap = cv2.VideoCapture(str(files.videos["odd"]))
+        ok, first = cap.read()
+        cap.release()
+        assert ok and (first.shape[1], first.shape[0]) == size
+        gt = read_ground_truth(files.ground_truth["odd"])
+        right, bottom = gt.xywh[:, 0] + gt.xywh[:, 2], gt.xywh[:, 1] + gt.xywh[:, 3]
+        assert len(gt) and right.max() <= size[0] + 1e-6 and bottom.max() <= size[1] + 1e-6
+        assert right.max() == pytest.approx(size[0]) and bottom.max() == pytest.approx(size[1])
