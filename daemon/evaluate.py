@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Final
 
 import numpy as np
@@ -210,6 +210,22 @@ def _pct(value: Any) -> float:
     return 100.0 * float(np.mean(value))
 
 
+def _clear_fields(res: dict[str, Any]) -> dict[str, Any]:
+    """The MotMetrics fields that TrackEval's CLEAR metric gives, from its results."""
+    return {
+        "MOTA": _pct(res["MOTA"]),
+        "MOTP": _pct(res["MOTP"]),
+        "IDSW": int(res["IDSW"]),
+        "FP": int(res["CLR_FP"]),
+        "FN": int(res["CLR_FN"]),
+        "TP": int(res["CLR_TP"]),
+        "MT": int(res["MT"]),
+        "PT": int(res["PT"]),
+        "ML": int(res["ML"]),
+        "Frag": int(res["Frag"]),
+    }
+
+
 def _to_metrics(res: dict[str, Any], frames: int) -> MotMetrics:
     return MotMetrics(
         HOTA=_pct(res["HOTA"]),
@@ -218,16 +234,7 @@ def _to_metrics(res: dict[str, Any], frames: int) -> MotMetrics:
         IDF1=_pct(res["IDF1"]),
         IDP=_pct(res["IDP"]),
         IDR=_pct(res["IDR"]),
-        MOTA=_pct(res["MOTA"]),
-        MOTP=_pct(res["MOTP"]),
-        IDSW=int(res["IDSW"]),
-        FP=int(res["CLR_FP"]),
-        FN=int(res["CLR_FN"]),
-        TP=int(res["CLR_TP"]),
-        MT=int(res["MT"]),
-        PT=int(res["PT"]),
-        ML=int(res["ML"]),
-        Frag=int(res["Frag"]),
+        **_clear_fields(res),
         GT_IDs=int(res["GT_IDs"]),
         IDs=int(res["IDs"]),
         GT_Dets=int(res["GT_Dets"]),
@@ -272,6 +279,22 @@ def evaluate(
     for problem in sequence_mismatch(gt, pred, metrics) if warn_mismatch else []:
         log.warning("%s: are the results and the ground truth of the same sequence?", problem)
     return metrics
+
+
+def with_clear_of_sequences(
+    metrics: MotMetrics, sequences: list[tuple[MotGroundTruth, MotTracks, int]], *, distractors: bool = True
+) -> MotMetrics:
+    """``metrics`` with its CLEAR fields (MOTA, MOTP, IDSW, FP, FN, TP, MT, PT, ML, Frag) replaced by those of
+    ``sequences`` (ground truth, results, frames 1..n; inputs ``evaluate`` has checked) each scored on its own
+    and combined as TrackEval combines a benchmark's sequences: counts summed, MOTA and MOTP from the sums. An
+    id switch is then counted within a sequence only, never between the end of one and the start of the next;
+    MT, PT and ML count each sequence's trajectory of a person."""
+    clear = CLEAR(_metric_config())
+    each = {
+        str(i): clear.eval_sequence(_sequence_data(gt, pred, frames, distractors))
+        for i, (gt, pred, frames) in enumerate(sequences)
+    }
+    return replace(metrics, **_clear_fields(clear.combine_sequences(each)))
 
 
 def sequence_mismatch(gt: MotGroundTruth, pred: MotTracks, metrics: MotMetrics) -> list[str]:

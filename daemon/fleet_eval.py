@@ -4,7 +4,16 @@
 * Global: the cameras' sequences laid end to end as one sequence (camera i's frames shifted past camera i-1's),
   scored with the GLOBAL ids as track ids and the ground truth's person ids (which are the fleet-wide identities
   in a scenario built by ``daemon.scenario``). A person keeps one id across cameras only if the fleet resolved
-  them to one global id, so global IDF1 measures cross-camera identity as well as tracking.
+  them to one global id, so global IDF1 and HOTA measure cross-camera identity as well as tracking; they match
+  ids over the whole sequence, so the order the cameras are laid in does not change them. The CLEAR scores
+  (MOTA, MOTP, IDSW, FP, FN, TP, MT/PT/ML, Frag) are instead each camera's sequence scored with the global ids
+  and summed, as a benchmark sums its sequences' (``evaluate.with_clear_of_sequences``): laid end to end, an id
+  switch would be counted between the last frame of one camera and the first of the next, which depends on
+  the order the cameras are laid in, and no order is the true one (cameras run side by side in time). IDSW then
+  counts the times a person's global id changed within one camera's view (a tracker's switch carried into the
+  ids, or the resolver changing a track's id); a person given another id on another camera costs IDF1, HOTA's
+  association and shows in the splits and the consistency below. MT/PT/ML count each camera's trajectory of a
+  person (so they can add up to more than GT_IDs, the people of the whole fleet).
 * Merges and splits, from per-frame one-to-one matches (Hungarian on IoU >= 0.5, considered gt rows only) of
   ground-truth boxes to global-id boxes:
   - ``false_merge_pct``: of all matched boxes, the share whose global id mostly belongs to ANOTHER person;
@@ -34,7 +43,7 @@ from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment
 
 from daemon.boxes import box_iou
-from daemon.evaluate import MotMetrics, evaluate
+from daemon.evaluate import MotMetrics, evaluate, with_clear_of_sequences
 from daemon.motio import IntArray, MotGroundTruth, MotTracks, rows_by_frame, xywh_to_xyxy
 
 MATCH_IOU = 0.5
@@ -115,7 +124,10 @@ class FleetMetrics:
     def text(self) -> str:
         g = self.global_metrics
         lines = [f"camera {k}: {v.summary()}" for k, v in self.per_camera.items()]
-        lines.append(f"global ids: HOTA {g.HOTA:.1f} IDF1 {g.IDF1:.1f} MOTA {g.MOTA:.1f} IDSW {g.IDSW}")
+        lines.append(
+            f"global ids: HOTA {g.HOTA:.1f} IDF1 {g.IDF1:.1f} MOTA {g.MOTA:.1f} IDSW {g.IDSW} (MOTA and IDSW "
+            "summed over the cameras: a switch is counted within a camera's view)"
+        )
         consistency = (
             f"{self.cross_camera_consistency:.0%} of {self.people_on_several_cameras} people seen on several "
             "cameras keep one global id"
@@ -227,15 +239,26 @@ def _with_ids(tracks: MotTracks, ids: IntArray) -> MotTracks:
     return MotTracks(tracks.frame, ids, tracks.xywh, tracks.conf)
 
 
-def _global_scores(runs: dict[str, CameraRun], min_support: int) -> tuple[MotMetrics, MergeSplit]:
+def _laid_end_to_end(runs: dict[str, CameraRun]) -> MotMetrics:
     gt, pred, frames = concatenate(runs)
+    return evaluate(gt, pred, frames, warn_mismatch=False)
+
+
+def global_scores(runs: dict[str, CameraRun]) -> MotMetrics:
+    """The global ids' scores (see the module doc): identity and HOTA over the cameras laid end to end, CLEAR
+    summed over the cameras scored one by one; neither depends on the order of ``runs``."""
+    laid = _laid_end_to_end(runs)
+    return with_clear_of_sequences(laid, [(run.gt, run.global_ids, run.frames) for run in runs.values()])
+
+
+def _merge_split(runs: dict[str, CameraRun], min_support: int) -> MergeSplit:
     pairs = {name: matched_pairs(run.gt, run.global_ids) for name, run in runs.items()}
-    return evaluate(gt, pred, frames, warn_mismatch=False), merge_split_counts(pairs, min_support)
+    return merge_split_counts(pairs, min_support)
 
 
 def _bound(runs: dict[str, CameraRun], min_support: int) -> Bound:
-    metrics, (_, false_merge_pct, *_) = _global_scores(runs, min_support)
-    return Bound(metrics.IDF1, false_merge_pct)
+    _, false_merge_pct, *_ = _merge_split(runs, min_support)
+    return Bound(_laid_end_to_end(runs).IDF1, false_merge_pct)
 
 
 def _unique_per_camera(local: MotTracks, index: int) -> IntArray:
@@ -323,7 +346,8 @@ def evaluate_fleet(runs: dict[str, CameraRun], min_support: int = 10) -> FleetMe
         )
         for name, run in runs.items()
     }
-    global_metrics, (matched, pct, merged, split, several, consistency) = _global_scores(runs, min_support)
+    global_metrics = global_scores(runs)
+    matched, pct, merged, split, several, consistency = _merge_split(runs, min_support)
     unmatched, perfect = track_bounds(runs, min_support) or (None, None)
     return FleetMetrics(
         per_camera,

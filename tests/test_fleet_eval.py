@@ -247,3 +247,20 @@ def test_a_camera_whose_people_left_before_its_end_is_not_warned_about(
     with caplog.at_level(logging.WARNING, logger="daemon.evaluate"):
         m = evaluate_fleet(runs)
     assert m.global_metrics.FP == 10 and caplog.text == ""
+
+
+def test_global_scores_do_not_depend_on_the_order_of_the_cameras() -> None:
+    # Regression: global MOTA and IDSW came from the cameras laid end to end, so a person's id on the last frame
+    # of one camera was compared with their id on the first frame of the next: b then a counted a switch (b ends
+    # with id 20, a starts with 10) that a then b did not (a ends with 10, b starts with 10).
+    a, b = _walk([1], 20), _walk([1], 20, x0=100)
+    b_ids = np.where(b.frame <= 10, 10, 20).astype(np.int64)  # on b, person 1's id changes mid-view
+    runs = {
+        "a": CameraRun(a, None, _as_results(a, {1: 10}), 20),
+        "b": CameraRun(b, None, MotTracks(b.frame.copy(), b_ids, b.xywh.copy(), np.ones(len(b))), 20),
+    }
+    forward, backward = evaluate_fleet(runs), evaluate_fleet({"b": runs["b"], "a": runs["a"]})
+    assert forward.global_metrics.IDSW == backward.global_metrics.IDSW == 1  # the one switch, on b
+    assert forward.global_metrics.as_dict() == pytest.approx(backward.global_metrics.as_dict())
+    assert pytest.approx(100 * (40 - 1) / 40) == forward.global_metrics.MOTA
+    assert "IDSW 1 (MOTA and IDSW summed over the cameras" in backward.text()
