@@ -56,7 +56,8 @@ class MotMetrics:
     Scores are percentages (0-100): HOTA, DetA, AssA (means over the 19 HOTA IoU thresholds), IDF1, IDP,
     IDR, MOTA, MOTP (mean IoU of the matches). Counts: IDSW, FP, FN, TP, MT/PT/ML (gt ids tracked over
     80 % / 20-80 % / under 20 % of their frames), Frag, GT_IDs and IDs (gt and predicted identities),
-    GT_Dets and Dets (gt and predicted boxes scored), Frames.
+    GT_Dets and Dets (gt and predicted boxes scored), Frames (the frames scored: those the run processed) and
+    Stride (1 in how many frames was scored: a run with ``source.stride`` skipped the others).
     """
 
     HOTA: float
@@ -80,6 +81,7 @@ class MotMetrics:
     GT_Dets: int
     Dets: int
     Frames: int
+    Stride: int = 1
 
     def as_dict(self) -> dict[str, float | int]:
         """Every metric by name (JSON-ready)."""
@@ -93,6 +95,7 @@ class MotMetrics:
             f"MOTA {self.MOTA:.2f} MOTP {self.MOTP:.2f} | IDSW {self.IDSW} FP {self.FP} FN {self.FN} | "
             f"MT {self.MT} PT {self.PT} ML {self.ML} | IDs {self.IDs} (gt {self.GT_IDs}) | "
             f"{self.Frames} frames"
+            + (f" (1 in {self.Stride}: source.stride {self.Stride})" if self.Stride > 1 else "")
         )
 
 
@@ -226,7 +229,7 @@ def _clear_fields(res: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _to_metrics(res: dict[str, Any], frames: int) -> MotMetrics:
+def _to_metrics(res: dict[str, Any], frames: int, stride: int) -> MotMetrics:
     return MotMetrics(
         HOTA=_pct(res["HOTA"]),
         DetA=_pct(res["DetA"]),
@@ -240,6 +243,7 @@ def _to_metrics(res: dict[str, Any], frames: int) -> MotMetrics:
         GT_Dets=int(res["GT_Dets"]),
         Dets=int(res["Dets"]),
         Frames=frames,
+        Stride=stride,
     )
 
 
@@ -257,8 +261,9 @@ def evaluate(
     Either input is a MOT file path, an (N, 7..10) array in the file's column layout, or a record read
     with :mod:`daemon.motio`. ``num_frames`` defaults to the last frame in either input; rows of later
     frames are left out (a run stopped early is scored on the frames it saw). ``stride`` > 1 scores only
-    frames 1, 1 + stride, ... (a run with ``source.stride`` saw only those). ``distractors`` chooses how
-    boxes on consider=0 gt rows count (see the module docstring). ``warn_mismatch`` logs a warning for
+    frames 1, 1 + stride, ... (a run with ``source.stride`` saw only those; ``Frames`` counts only those).
+    ``distractors`` chooses how boxes on consider=0 gt rows count (see the module docstring).
+    ``warn_mismatch`` logs a warning for
     results that look like another sequence's (``sequence_mismatch``); off where the ground truth was made for
     these very results (a fleet scenario's cameras). Malformed input raises DataError.
     """
@@ -275,7 +280,7 @@ def evaluate(
     if num_frames < 0:
         raise ValueError(f"num_frames must be >= 0, got {num_frames}")
     data = _sequence_data(gt, pred, num_frames, distractors)
-    metrics = _to_metrics(_run_trackeval(data), num_frames)
+    metrics = _to_metrics(_run_trackeval(data), frames_scored(num_frames, stride), stride)
     for problem in sequence_mismatch(gt, pred, metrics) if warn_mismatch else []:
         log.warning("%s: are the results and the ground truth of the same sequence?", problem)
     return metrics
@@ -295,6 +300,11 @@ def with_clear_of_sequences(
         for i, (gt, pred, frames) in enumerate(sequences)
     }
     return replace(metrics, **_clear_fields(clear.combine_sequences(each)))
+
+
+def frames_scored(num_frames: int, stride: int) -> int:
+    """How many of the frames 1..``num_frames`` a run with ``source.stride`` ``stride`` processed: 1, 1 + stride, ..."""
+    return len(range(1, num_frames + 1, stride))
 
 
 def sequence_mismatch(gt: MotGroundTruth, pred: MotTracks, metrics: MotMetrics) -> list[str]:

@@ -35,7 +35,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment
 
 from daemon.boxes import box_iou
-from daemon.evaluate import MotMetrics, evaluate, with_clear_of_sequences
+from daemon.evaluate import MotMetrics, evaluate, frames_scored, with_clear_of_sequences
 from daemon.motio import IntArray, MotGroundTruth, MotTracks, rows_by_frame, xywh_to_xyxy
 
 MATCH_IOU = 0.5
@@ -248,7 +248,8 @@ def global_scores(runs: dict[str, CameraRun]) -> MotMetrics:
     """The global ids' scores (see the module doc): identity and HOTA over the cameras laid end to end, CLEAR
     summed over the cameras scored one by one; neither depends on the order of ``runs``."""
     laid = _laid_end_to_end(runs)
-    return with_clear_of_sequences(laid, [(run.gt, run.global_ids, run.frames) for run in runs.values()])
+    summed = with_clear_of_sequences(laid, [(run.gt, run.global_ids, run.frames) for run in runs.values()])
+    return replace(summed, Frames=sum(frames_scored(run.frames, run.stride) for run in runs.values()))
 
 
 def _merge_split(runs: dict[str, CameraRun], min_support: int) -> MergeSplit:
@@ -342,7 +343,11 @@ def evaluate_fleet(runs: dict[str, CameraRun], min_support: int = 10) -> FleetMe
     runs = {name: run.scored() for name, run in runs.items()}
     per_camera = {
         name: evaluate(
-            run.gt, run.local if run.local is not None else run.global_ids, run.frames, warn_mismatch=False
+            run.gt,
+            run.local if run.local is not None else run.global_ids,
+            run.frames,
+            stride=run.stride,
+            warn_mismatch=False,
         )
         for name, run in runs.items()
     }

@@ -255,6 +255,7 @@ def test_eval_of_a_strided_run_scores_only_the_frames_it_saw(
     scored = json.loads(m.read_text())
     assert scored["IDF1"] == pytest.approx(100.0) and scored["MOTA"] == pytest.approx(100.0)
     assert scored["GT_Dets"] == 2 * 9  # two people on frames 1, 4, ..., 25
+    assert scored["Frames"] == 9 and scored["Stride"] == 3  # the frames it ran, not the 25 of the video
     # the run's own results file, scored later: its summary.json says which frames the run saw
     results = tmp_path / "runs" / "door" / "door.txt"
     assert main(["eval", "--gt", str(gt), "--results", str(results), "--json", str(m)]) == 0
@@ -547,4 +548,5 @@ def test_eval_of_a_fleet_cameras_global_ids_scores_the_frames_it_ran(
     m = tmp_path / "m.json"
     assert main(["eval", "--gt", str(gt), "--results", str(cam / "door.global.txt"), "--json", str(m)]) == 0
     scored = json.loads(m.read_text())
-    assert scored["Frames"] == 9 and scored["IDF1"] == pytest.approx(100.0) and scored["GT_Dets"] == 2 * 5
+    assert scored["Frames"] == 5 and scored["Stride"] == 2  # frames 1, 3, ..., 9: those it ran
+    assert scored["IDF1"] == pytest.approx(100.0) and scored["GT_Dets"] == 2 * 5

@@ -264,3 +264,15 @@ def test_global_scores_do_not_depend_on_the_order_of_the_cameras() -> None:
     assert forward.global_metrics.as_dict() == pytest.approx(backward.global_metrics.as_dict())
     assert pytest.approx(100 * (40 - 1) / 40) == forward.global_metrics.MOTA
     assert "IDSW 1 (MOTA and IDSW summed over the cameras" in backward.text()
+
+
+def test_a_strided_cameras_frames_are_the_frames_it_ran() -> None:
+    # Regression: camera b, run with source.stride 2 over 20 frames, was said to have "20 frames" (and the fleet
+    # 40), counting the 10 it skipped.
+    runs = _runs({1: 10, 2: 11}, {1: 10, 2: 11})
+    b = runs["b"]
+    runs["b"] = CameraRun(b.gt, None, b.global_ids.select((b.global_ids.frame - 1) % 2 == 0), 20, stride=2)
+    m = evaluate_fleet(runs)
+    assert m.per_camera["b"].Frames == 10 and m.per_camera["a"].Frames == 20
+    assert m.global_metrics.Frames == 30
+    assert "| 10 frames (1 in 2: source.stride 2)" in m.text() and "| 20 frames\n" in m.text()
