@@ -436,6 +436,14 @@ class OutputConfig(_Strict):
         description="Keep at most this many <camera>/earlier-* folders (a live camera's restarts and "
         "rotations), deleting the oldest (None: keep them all). With rotate_mb it bounds the disk used.",
     )
+    sighting_gap_s: float = Field(
+        3.0,
+        gt=0,
+        le=86_400,
+        description="Fleet mode: an id absent from this camera longer than this (and than a frame) starts a new "
+        "sighting span in identities.json, a new bar in the fleet report's timeline. Shorter absences (missed "
+        "detections, occlusions; up to 2.6 s on the scenario replays) are bridged.",
+    )
 
 
 class EnrollConfig(_Strict):

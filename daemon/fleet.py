@@ -63,6 +63,7 @@ MAX_PENDING_ROWS = 300  # rows a pending track may hold back before its global i
 MAX_PENDING_TRACKS = 2_000
 MAX_REPORTED_IDS = 100_000  # identities a camera keeps in its end-of-run report (least recently seen go)
 IDENTITY_TABLE_REFRESH_S = 60.0  # identities.json is rewritten this often while a camera runs
+MAX_SPANS = 16  # sighting spans an identity keeps per camera table (over it, the two closest are joined)
 
 
 # ------------------------------------------------------------------------------------- wire conversion
@@ -173,6 +174,13 @@ def fleet_clock(settings: Settings, live: bool, started: float, offset: float = 
     return FleetClock(epoch if media else 0.0, media, offset)
 
 
+def sighting_gap_s(configured: float, fps: float) -> float:
+    """The longest absence within one sighting span of ``identities.json``: ``output.sighting_gap_s``, and at
+    least a frame and a half at the ``fps`` frames are delivered, so that consecutive frames of a slow camera are
+    one span whatever the clock's rounding."""
+    return max(configured, 1.5 / fps)
+
+
 @dataclass(slots=True)
 class _Seen:
     label: str | None
@@ -180,6 +188,19 @@ class _Seen:
     last: float
     frames: int = 0
     tracks: set[int] = field(default_factory=set)
+    spans: list[float] = field(default_factory=list)  # start, end, start, end ... of the sighting spans
+
+    def seen(self, now: float, gap_s: float) -> None:
+        """A sighting at ``now``: the last span goes on to it, or a new span starts after an absence longer than
+        ``gap_s``; over ``MAX_SPANS``, the two spans with the shortest absence between them are joined."""
+        if self.spans and now - self.spans[-1] <= gap_s:
+            self.spans[-1] = max(self.spans[-1], now)
+        else:
+            self.spans += [now, now]
+        if len(self.spans) > 2 * MAX_SPANS:
+            gaps = [self.spans[i + 1] - self.spans[i] for i in range(1, len(self.spans) - 1, 2)]
+            i = 1 + 2 * gaps.index(min(gaps))
+            del self.spans[i : i + 2]
 
 
 def forgotten_line(camera: str, global_id: int, frame: int | None, now: float) -> str:
@@ -191,21 +212,26 @@ def forgotten_line(camera: str, global_id: int, frame: int | None, now: float) -
 
 class IdentityLog:
     """``identities.jsonl``: one line each time a track's identity changes, and ``identities.json`` (every global
-    id this camera saw: label, first and last fleet time, frames, its local track ids), written at the end and
-    refreshed every ``refresh_s`` while the camera runs (atomically), so a report can be made of a running or
-    killed worker too.
+    id this camera saw: label, first and last fleet time, frames, its local track ids, and its sighting spans,
+    [start, end] pairs of fleet time split where the id was absent longer than ``gap_s``: ``sighting_gap_s``),
+    written at the end and refreshed every ``refresh_s`` while the camera runs (atomically), so a report can be
+    made of a running or killed worker too.
 
-    Memory is bounded: the table keeps the ``MAX_REPORTED_IDS`` most recently seen identities.
+    Memory is bounded: the table keeps the ``MAX_REPORTED_IDS`` most recently seen identities, each with at most
+    ``MAX_SPANS`` sighting spans.
     """
 
     def __init__(
         self,
         directory: Path,
         camera: str,
+        *,
+        gap_s: float,
         refresh_s: float = IDENTITY_TABLE_REFRESH_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.camera = camera
+        self.gap_s = gap_s
         self.path = directory / "identities.jsonl"
         self.summary_path = directory / "identities.json"
         self._fh: IO[str] = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -227,6 +253,7 @@ class IdentityLog:
             else:
                 self._seen.move_to_end(a.global_id)
             seen.last, seen.frames = now, seen.frames + 1
+            seen.seen(now, self.gap_s)
             seen.label = a.label or seen.label
             if len(seen.tracks) < 64:
                 seen.tracks.add(a.track_id)
@@ -277,6 +304,9 @@ class IdentityLog:
                 "last_seen": round(s.last, 3),
                 "frames": s.frames,
                 "tracks": sorted(s.tracks),
+                "spans": [
+                    [round(a, 3), round(b, 3)] for a, b in zip(s.spans[::2], s.spans[1::2], strict=True)
+                ],
             }
             for gid, s in self._seen.items()
         }

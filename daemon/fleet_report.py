@@ -2,9 +2,10 @@
 
 ``build_report`` reads each camera's ``identities.json`` (written by the worker in fleet mode; with those of
 its rotated files, and of its earlier runs where global ids are fleet-wide: ``identity_tables``) and writes
-``report.json`` (every global id: label, cameras with first/last seen and frames), ``report.md`` (a summary,
-the timeline, the same as tables; the scores are appended when the run is scored) and ``timeline.png`` (one
-row per identity, those on most cameras first, at most TIMELINE_MAX_ROWS; a bar per camera sighting).
+``report.json`` (every global id: label, cameras with first/last seen, frames and sighting spans), ``report.md``
+(a summary, the timeline, the same as tables; the scores are appended when the run is scored) and
+``timeline.png`` (one row per identity, those on most cameras first, at most TIMELINE_MAX_ROWS; a bar per
+sighting span: an id absent from a camera longer than its ``output.sighting_gap_s`` gets a new bar).
 ``evaluate_scenario`` scores the run with :func:`daemon.fleet_eval.evaluate_fleet` when the fleet config sits
 in a scenario folder (``scenario.json`` and ``<camera>.gt.txt`` beside it).
 """
@@ -54,8 +55,9 @@ def identity_tables(camera_dir: Path, earlier_runs: bool = False) -> list[Path]:
 
 
 def collect(camera_dirs: dict[str, Path], earlier_runs: bool = False) -> dict[int, dict[str, Any]]:
-    """Global id -> {label, cameras: {camera: {first_seen, last_seen, frames, tracks}}} over all cameras and
-    their ``identity_tables`` (one identity over several: first and last of all, frames summed, tracks joined)."""
+    """Global id -> {label, cameras: {camera: {first_seen, last_seen, frames, tracks, spans}}} over all cameras
+    and their ``identity_tables`` (one identity over several: first and last of all, frames summed, tracks and
+    spans joined). A table written before spans were recorded gives one span, first to last."""
     people: dict[int, dict[str, Any]] = {}
     for cam, d in camera_dirs.items():
         for path in identity_tables(d, earlier_runs):
@@ -63,6 +65,7 @@ def collect(camera_dirs: dict[str, Path], earlier_runs: bool = False) -> dict[in
                 entry = people.setdefault(int(gid_text), {"label": None, "cameras": {}})
                 entry["label"] = entry["label"] or row.get("label")
                 seen = {k: row[k] for k in ("first_seen", "last_seen", "frames", "tracks")}
+                seen["spans"] = row.get("spans") or [[row["first_seen"], row["last_seen"]]]
                 entry["cameras"][cam] = (
                     _joined(entry["cameras"][cam], seen) if cam in entry["cameras"] else seen
                 )
@@ -76,6 +79,7 @@ def _joined(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         "last_seen": max(a["last_seen"], b["last_seen"]),
         "frames": a["frames"] + b["frames"],
         "tracks": sorted(set(a["tracks"]) | set(b["tracks"])),
+        "spans": sorted(a["spans"] + b["spans"]),
     }
 
 
@@ -160,11 +164,17 @@ def _identity_table(people: dict[str, dict[str, Any]], epoch: float) -> list[str
     ]
     for gid, p in people.items():
         cams = "; ".join(
-            f"{cam} {c['first_seen'] - epoch:.1f}–{c['last_seen'] - epoch:.1f} ({c['frames']})"
+            f"{cam} {_spans_text(c, epoch)} ({c['frames']})"
             for cam, c in sorted(p["cameras"].items(), key=lambda kv: kv[1]["first_seen"])
         )
         lines.append(f"| {gid} | {p['label'] or ''} | {cams} |")
     return lines
+
+
+def _spans_text(seen: dict[str, Any], epoch: float) -> str:
+    """A camera's sighting spans of an identity, 'from–to, from–to' (one, first to last, without spans)."""
+    spans = seen.get("spans") or [[seen["first_seen"], seen["last_seen"]]]
+    return ", ".join(f"{a - epoch:.1f}–{b - epoch:.1f}" for a, b in spans)
 
 
 def report_text(report: dict[str, Any], limit: int = 30) -> str:
@@ -198,8 +208,9 @@ def plot_timeline(people: dict[int, dict[str, Any]], epoch: float, path: Path) -
 
 
 def timeline_figure(people: dict[int, dict[str, Any]], epoch: float) -> Figure:
-    """One row per identity (those on most cameras first), one coloured bar per camera sighting, each camera
-    in its own lane of the row; the cameras' legend sits right of the plot, where it hides no bar."""
+    """One row per identity (those on most cameras first), one coloured bar per sighting span of a camera (an
+    entry without spans: one, first to last seen), each camera in its own lane of the row; the cameras' legend
+    sits right of the plot, where it hides no bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,10 +224,10 @@ def timeline_figure(people: dict[int, dict[str, Any]], epoch: float) -> Figure:
     fig, ax = plt.subplots(figsize=(10, 0.3 * len(rows) + 1.5))
     for y, (_gid, p) in enumerate(rows):
         for cam, c in p["cameras"].items():
-            start = c["first_seen"] - epoch
-            width = max(c["last_seen"] - c["first_seen"], 0.2)
             centre = y - 0.4 + (cams.index(cam) + 0.5) * lane
-            ax.barh(centre, width, left=start, height=lane * 0.9, color=colours[cam])
+            for first, last in c.get("spans") or [[c["first_seen"], c["last_seen"]]]:
+                width = max(last - first, 0.2)
+                ax.barh(centre, width, left=first - epoch, height=lane * 0.9, color=colours[cam])
     for y in range(len(rows) - 1):
         ax.axhline(y + 0.5, color="0.9", linewidth=0.5, zorder=0)
     ax.set_yticks(range(len(rows)))

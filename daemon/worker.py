@@ -18,7 +18,7 @@ from daemon.detect import build_detector
 from daemon.embed import build_embedder
 from daemon.erase import Erased, erase_camera, erase_stopped_camera
 from daemon.errors import ConfigError, DaemonError
-from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog, load_identity_head
+from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog, load_identity_head, sighting_gap_s
 from daemon.identity import FrameIdentities
 from daemon.motio import MotWriter
 from daemon.outputs import (
@@ -115,7 +115,11 @@ class CameraOutputs:
             if fleet and out.mot
             else None
         )
-        self.identities = IdentityLog(self.dir, name) if fleet else None
+        self.identities = (
+            IdentityLog(self.dir, name, gap_s=sighting_gap_s(out.sighting_gap_s, self._fps))
+            if fleet
+            else None
+        )
         if self.identities is not None:
             self.paths["identities"] = str(self.identities.summary_path)
 

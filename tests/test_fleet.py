@@ -25,7 +25,16 @@ from daemon.bridge import Bridge, FleetMessage
 from daemon.cli import main
 from daemon.config import BridgeConfig, IdentityConfig, SecretSource, Settings, load_settings
 from daemon.errors import ConfigError
-from daemon.fleet import FleetClock, FleetLink, GlobalMotWriter, IdentityLog, to_message, to_update
+from daemon.fleet import (
+    MAX_SPANS,
+    FleetClock,
+    FleetLink,
+    GlobalMotWriter,
+    IdentityLog,
+    sighting_gap_s,
+    to_message,
+    to_update,
+)
 from daemon.fleet_runner import forget, report_fleet, run_fleet
 from daemon.identity import IdentityAssignment, ProfileUpdate
 from daemon.motio import read_results
@@ -97,7 +106,7 @@ def test_a_track_that_switched_people_does_not_get_its_new_id_on_the_boxes_befor
 
 
 def test_identity_log_writes_changes_and_a_table(tmp_path: Path) -> None:
-    log = IdentityLog(tmp_path, "a")
+    log = IdentityLog(tmp_path, "a", gap_s=1.0)
     log.frame(0, 10.0, (_assigned(1, 5),))
     log.frame(1, 11.0, (IdentityAssignment("a", 1, 5, None, 0.9, "fleet", False),))
     log.close()
@@ -110,7 +119,7 @@ def test_identity_log_writes_changes_and_a_table(tmp_path: Path) -> None:
 def test_identity_log_drops_a_forgotten_id_from_its_table(tmp_path: Path) -> None:
     """A running worker kept a forgotten id (and its label) in identities.json, rewriting it every minute, so
     a later report still showed the person the fleet had erased."""
-    log = IdentityLog(tmp_path, "a")
+    log = IdentityLog(tmp_path, "a", gap_s=1.0)
     log.frame(0, 10.0, (_assigned(1, 5), _assigned(2, 6)))
     log.forget([5, 99], 3, 13.0)  # 99: never seen here, nothing to say
     assert sorted(json.loads((tmp_path / "identities.json").read_text())["identities"]) == ["6"]
@@ -131,7 +140,7 @@ def test_identity_log_drops_a_forgotten_id_from_its_table(tmp_path: Path) -> Non
 def test_identity_log_refreshes_its_table_while_the_camera_runs(tmp_path: Path) -> None:
     """A running (or killed) worker's identities can be reported on: the table is rewritten every refresh_s."""
     now = [0.0]
-    log = IdentityLog(tmp_path, "a", refresh_s=60.0, clock=lambda: now[0])
+    log = IdentityLog(tmp_path, "a", gap_s=1.0, refresh_s=60.0, clock=lambda: now[0])
     log.frame(0, 10.0, (_assigned(1, 5),))
     assert not (tmp_path / "identities.json").exists()  # not yet due
     now[0] = 61.0
@@ -143,6 +152,39 @@ def test_identity_log_refreshes_its_table_while_the_camera_runs(tmp_path: Path) 
     assert sorted(json.loads((tmp_path / "identities.json").read_text())["identities"]) == ["5", "6"]
     log.close()
     assert sorted(json.loads((tmp_path / "identities.json").read_text())["identities"]) == ["5", "6", "7"]
+
+
+def test_identity_log_splits_an_ids_sightings_where_it_was_gone_longer_than_the_tracker_waits(
+    tmp_path: Path,
+) -> None:
+    """identities.json held only an id's first and last sighting, so the report's timeline drew one bar from the
+    first to the last, across a minute in which the person was nowhere near the camera."""
+    fps = 10.0
+    log = IdentityLog(tmp_path, "a", gap_s=sighting_gap_s(3.0, fps))
+    seen_at = [*range(0, 20), *range(45, 60), *range(600, 610)]  # frames: a 2.5 s absence bridged, 54 s not
+    for f in seen_at:
+        log.frame(f, 100.0 + f / fps, (_assigned(1, 5),))
+    log.close()
+    row = json.loads((tmp_path / "identities.json").read_text())["identities"]["5"]
+    assert row["spans"] == [[100.0, 105.9], [160.0, 160.9]]
+    assert (row["first_seen"], row["last_seen"], row["frames"]) == (100.0, 160.9, 45)
+    assert (
+        sighting_gap_s(3.0, fps=0.25) == 6.0
+    )  # a camera slower than the gap: consecutive frames stay one span
+
+
+def test_identity_log_keeps_a_bounded_number_of_spans_joining_the_closest(tmp_path: Path) -> None:
+    log = IdentityLog(tmp_path, "a", gap_s=1.0)
+    starts = [10.0 * i for i in range(MAX_SPANS)] + [
+        10.0 * MAX_SPANS - 5.0
+    ]  # the last absence is the shortest
+    for t in starts:
+        log.frame(0, t, (_assigned(1, 5),))
+        log.frame(0, t + 2.0, (_assigned(1, 5),))
+    log.close()
+    spans = json.loads((tmp_path / "identities.json").read_text())["identities"]["5"]["spans"]
+    assert len(spans) == MAX_SPANS
+    assert spans[-1] == [10.0 * (MAX_SPANS - 1), 10.0 * MAX_SPANS - 3.0] and spans[0] == [0.0, 2.0]
 
 
 def test_replays_are_placed_on_the_shared_epoch_and_paced() -> None:

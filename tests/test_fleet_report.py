@@ -108,7 +108,13 @@ def test_report_takes_the_tables_of_rotated_files_and_with_fleet_wide_ids_of_ear
     report = build_report({"door": door}, tmp_path / "out")
     assert sorted(report["people"]) == ["3", "7"]  # this run's, rotated files and all; not the earlier run's
     three = report["people"]["3"]["cameras"]["door"]
-    assert three == {"first_seen": T0, "last_seen": T0 + 9.0, "frames": 38, "tracks": [1, 2]}
+    assert three == {
+        "first_seen": T0,
+        "last_seen": T0 + 9.0,
+        "frames": 38,
+        "tracks": [1, 2],
+        "spans": [[T0, T0 + 4.0], [T0 + 5.0, T0 + 9.0]],  # tables without spans: one, first to last
+    }
     with_earlier = build_report({"door": door}, tmp_path / "out", earlier_runs=True)
     assert sorted(with_earlier["people"]) == ["3", "5", "7"] and with_earlier["time_origin"] == T0 - 3600.0
 
@@ -167,6 +173,29 @@ def test_the_timeline_legend_hides_no_bar() -> None:
     bars = [b.get_window_extent() for b in ax.patches]
     assert len(bars) == 15
     assert not any(legend.overlaps(bar) for bar in bars)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_an_id_away_from_a_camera_between_two_sightings_gets_two_bars(tmp_path: Path) -> None:
+    # Regression: the timeline drew one bar from a camera's first to its last sighting of an id, so a person who
+    # walked from door to hall and back looked as if door had seen them all along, while hall saw them.
+    door, hall = tmp_path / "runs" / "door", tmp_path / "runs" / "hall"
+    spans = [[T0, T0 + 5.0], [T0 + 20.0, T0 + 25.0]]
+    _table(door, "door", {3: _seen(0.0, 25.0, 70) | {"spans": spans}})
+    _table(hall, "hall", {3: _seen(8.0, 16.0, 56) | {"spans": [[T0 + 8.0, T0 + 16.0]]}})
+    report = build_report({"door": door, "hall": hall}, tmp_path / "out")
+    assert report["people"]["3"]["cameras"]["door"]["spans"] == spans
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "| 3 |  | door 0.0–5.0, 20.0–25.0 (70); hall 8.0–16.0 (56) |" in md
+
+    from daemon.fleet_report import timeline_figure
+
+    fig = timeline_figure({int(g): p for g, p in report["people"].items()}, T0)
+    fig.canvas.draw()
+    bars = sorted((round(b.get_x(), 3), round(b.get_width(), 3)) for b in fig.axes[0].patches)
+    assert bars == [(0.0, 5.0), (8.0, 8.0), (20.0, 5.0)]  # door's two sightings, hall's one between them
     import matplotlib.pyplot as plt
 
     plt.close(fig)
