@@ -192,8 +192,11 @@ class _Seen:
 
     def seen(self, now: float, gap_s: float) -> None:
         """A sighting at ``now``: the last span goes on to it, or a new span starts after an absence longer than
-        ``gap_s``; over ``MAX_SPANS``, the two spans with the shortest absence between them are joined."""
-        if self.spans and now - self.spans[-1] <= gap_s:
+        ``gap_s``; over ``MAX_SPANS``, the two spans with the shortest absence between them are joined. A sighting
+        from before the last span (a track's rows held back until its id was known) goes into its place."""
+        if self.spans and now < self.spans[-2]:
+            self._insert(now, gap_s)
+        elif self.spans and now - self.spans[-1] <= gap_s:
             self.spans[-1] = max(self.spans[-1], now)
         else:
             self.spans += [now, now]
@@ -201,6 +204,17 @@ class _Seen:
             gaps = [self.spans[i + 1] - self.spans[i] for i in range(1, len(self.spans) - 1, 2)]
             i = 1 + 2 * gaps.index(min(gaps))
             del self.spans[i : i + 2]
+
+    def _insert(self, now: float, gap_s: float) -> None:
+        """``now`` into the sorted spans, then spans that now touch (an absence of ``gap_s`` or less) joined."""
+        pairs = sorted([*zip(self.spans[::2], self.spans[1::2], strict=True), (now, now)])
+        joined = [list(pairs[0])]
+        for start, end in pairs[1:]:
+            if start - joined[-1][1] <= gap_s:
+                joined[-1][1] = max(joined[-1][1], end)
+            else:
+                joined.append([start, end])
+        self.spans = [t for pair in joined for t in pair]
 
 
 def forgotten_line(camera: str, global_id: int, frame: int | None, now: float) -> str:
@@ -236,13 +250,17 @@ class IdentityLog:
         self.summary_path = directory / "identities.json"
         self._fh: IO[str] = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._seen: OrderedDict[int, _Seen] = OrderedDict()
+        self._held: OrderedDict[int, list[float]] = OrderedDict()  # pending track -> fleet times it was seen
         self._refresh_s = refresh_s
         self._clock = clock
         self._written = clock()
 
     def frame(self, index: int, now: float, assignments: tuple[IdentityAssignment, ...]) -> None:
         for a in assignments:
+            if a.switched:  # what it held was another person, who never got an id on this track
+                self._held.pop(a.track_id, None)
             if a.global_id is None:
+                self._hold(a.track_id, now)
                 continue
             seen = self._seen.get(a.global_id)
             if seen is None:
@@ -252,8 +270,9 @@ class IdentityLog:
                     self._seen.popitem(last=False)
             else:
                 self._seen.move_to_end(a.global_id)
-            seen.last, seen.frames = now, seen.frames + 1
-            seen.seen(now, self.gap_s)
+            for t in [*self._held.pop(a.track_id, []), now]:
+                seen.first, seen.last, seen.frames = min(seen.first, t), max(seen.last, t), seen.frames + 1
+                seen.seen(t, self.gap_s)
             seen.label = a.label or seen.label
             if len(seen.tracks) < 64:
                 seen.tracks.add(a.track_id)
@@ -262,6 +281,21 @@ class IdentityLog:
         if self._clock() - self._written >= self._refresh_s:
             self._fh.flush()
             self._write_table()
+
+    def _hold(self, track_id: int, now: float) -> None:
+        """A sighting of a track whose id is pending: it counts for the id it gets (as ``<camera>.global.txt``
+        writes the rows it held back), within the same bounds."""
+        times = self._held.setdefault(track_id, [])
+        self._held.move_to_end(track_id)
+        if len(times) < MAX_PENDING_ROWS:
+            times.append(now)
+        while len(self._held) > MAX_PENDING_TRACKS:
+            self._held.popitem(last=False)
+
+    def ended(self, track_ids: list[int]) -> None:
+        """Tracks that ended: what they held without ever getting an id is not anyone's sighting."""
+        for tid in track_ids:
+            self._held.pop(tid, None)
 
     def _write(self, index: int, now: float, a: IdentityAssignment) -> None:
         rec = {

@@ -149,6 +149,7 @@ class CameraOutputs:
                 self.global_mot.ended(r.update.ended)
             if self.identities is not None and assigned is not None:
                 self.identities.frame(r.frame.index, fleet_time, assigned)
+                self.identities.ended(r.update.ended)
             if self.events is not None:
                 self.events.frame(r.frame.index, r.frame.timestamp, tracks, r.embeddings, assigned)
                 self.events.ended(r.update.ended, r.frame.index, r.frame.timestamp)
@@ -204,6 +205,8 @@ class CameraOutputs:
                 self.events.ended(ended, index, ts)
             if self.global_mot is not None:
                 self.global_mot.ended(ended)
+            if self.identities is not None:
+                self.identities.ended(ended)
 
     def close(self) -> None:
         """Close every file, even after one fails to (so the others are complete), then raise the first failure."""

@@ -173,6 +173,41 @@ def test_identity_log_splits_an_ids_sightings_where_it_was_gone_longer_than_the_
     )  # a camera slower than the gap: consecutive frames stay one span
 
 
+def test_identity_log_counts_a_tracks_sightings_from_before_its_id_was_decided(tmp_path: Path) -> None:
+    """identities.json started an id at the frame its track was decided, while <camera>.global.txt writes the
+    rows it held back from the track's first frame: the report said a person was first seen 2.57 s in, with 3
+    frames, where the file had them from 0.14 s with 16 rows. Held sightings now count for the id they get; a
+    track that switched people or ended without an id gives them to nobody."""
+    log = IdentityLog(tmp_path, "a", gap_s=1.0)
+    for t in (10.0, 10.5, 11.0):
+        log.frame(0, t, (_assigned(1, None), _assigned(2, None), _assigned(3, None)))
+    log.frame(0, 11.5, (_assigned(1, 5), _assigned(3, 7)))  # 1 and 3 decided
+    log.frame(0, 30.0, (_assigned(4, None),))
+    log.frame(0, 30.5, (_assigned(4, 5),))  # 5 again, on another track
+    log.frame(0, 31.0, (IdentityAssignment("a", 2, 8, None, 0.9, "fleet", True, switched=True),))
+    log.ended([3])
+    log.frame(0, 32.0, (_assigned(9, None),))
+    log.ended([9])
+    log.frame(0, 33.0, (_assigned(9, 6),))  # track ids are not reused; a stale hold would show here
+    log.close()
+    table = json.loads((tmp_path / "identities.json").read_text())["identities"]
+    assert (table["5"]["first_seen"], table["5"]["frames"]) == (10.0, 6)
+    assert table["5"]["spans"] == [[10.0, 11.5], [30.0, 30.5]]
+    assert (table["7"]["first_seen"], table["7"]["frames"]) == (10.0, 4)
+    assert (table["8"]["first_seen"], table["8"]["frames"]) == (31.0, 1)  # its held past was someone else
+    assert (table["6"]["first_seen"], table["6"]["frames"]) == (33.0, 1)
+
+
+def test_identity_log_places_a_late_decided_tracks_sightings_among_the_spans(tmp_path: Path) -> None:
+    log = IdentityLog(tmp_path, "a", gap_s=1.0)
+    log.frame(0, 20.0, (_assigned(1, 5),))
+    log.frame(0, 10.0, (_assigned(2, None),))  # fleet times from a track held back, decided later
+    log.frame(0, 20.4, (_assigned(1, 5), _assigned(2, 5)))
+    log.close()
+    row = json.loads((tmp_path / "identities.json").read_text())["identities"]["5"]
+    assert row["spans"] == [[10.0, 10.0], [20.0, 20.4]] and row["first_seen"] == 10.0
+
+
 def test_identity_log_keeps_a_bounded_number_of_spans_joining_the_closest(tmp_path: Path) -> None:
     log = IdentityLog(tmp_path, "a", gap_s=1.0)
     starts = [10.0 * i for i in range(MAX_SPANS)] + [
