@@ -62,7 +62,8 @@ HEADER_SIZE = HEADER.size  # 40
 TAG_SIZE = 32
 MAX_DIM = 16_384
 MAX_COUNT = 50_000_000
-MAX_META_BYTES = 1 << 20
+MAX_META_BYTES = 1 << 20  # what a message may carry; a gallery file passes a larger bound (its row sources)
+MAX_META_FIELD = (1 << 32) - 1  # what the u32 length of the meta section can say
 MAX_LABEL_BYTES = 0xFFFF
 DEFAULT_MAX_BYTES = 1 << 30  # raw payload bound of decode(); a gallery file load passes a larger one
 
@@ -190,10 +191,13 @@ def write(
     dtype: Dtype = "float32",
     compress: bool = False,
     key: bytes | None = None,
+    *,
+    max_meta_bytes: int = MAX_META_BYTES,
 ) -> int:
     """Stream the blob of ``batch`` into a seekable binary file at its position; returns the bytes written.
 
     The payload goes out in blocks (no full-size copy of a large gallery); the header is written last.
+    ValueError when the meta JSON takes more than ``max_meta_bytes`` (at most MAX_META_FIELD).
     """
     if dtype not in _DTYPE_CODES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPE_CODES)}, got {dtype!r}")
@@ -206,7 +210,7 @@ def write(
     start = fp.tell()
     fp.write(bytes(HEADER_SIZE))
     sink = _Sink(fp, compress, key)
-    for chunk in _payload_chunks(batch, dtype):
+    for chunk in _payload_chunks(batch, dtype, min(max_meta_bytes, MAX_META_FIELD)):
         sink.feed(chunk)
     sink.close()
     head = HEADER.pack(MAGIC, VERSION, _DTYPE_CODES[dtype], flags, d, n, sink.stored_len, sink.raw_len, 0, 0)
@@ -263,7 +267,7 @@ def _row_blocks(a: NDArray[Any], values: int = 1 << 22) -> Iterator[NDArray[Any]
         yield a[i : i + step]
 
 
-def _payload_chunks(batch: EmbeddingBatch, dtype: str) -> Iterator[bytes | memoryview]:
+def _payload_chunks(batch: EmbeddingBatch, dtype: str, max_meta: int) -> Iterator[bytes | memoryview]:
     emb = batch.embeddings
     if dtype == "float16" and emb.size and float(np.abs(emb).max()) > float(np.finfo(np.float16).max):
         raise ValueError("embeddings exceed the float16 range (65504); use float32 or int8")
@@ -284,7 +288,7 @@ def _payload_chunks(batch: EmbeddingBatch, dtype: str) -> Iterator[bytes | memor
     if batch.timestamps is not None:
         yield batch.timestamps.astype("<f8").tobytes()
     if batch.meta is not None:
-        yield _meta_bytes(batch.meta)
+        yield _meta_bytes(batch.meta, max_meta)
 
 
 def quantize_int8(emb: FloatArray) -> tuple[FloatArray, NDArray[np.int8]]:
@@ -296,14 +300,14 @@ def quantize_int8(emb: FloatArray) -> tuple[FloatArray, NDArray[np.int8]]:
     return scales, codes
 
 
-def _meta_bytes(meta: dict[str, Any]) -> bytes:
+def _meta_bytes(meta: dict[str, Any], limit: int) -> bytes:
     try:
         text = json.dumps(meta, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as e:
         raise ValueError(f"meta is not JSON-serialisable: {e}") from e
     body = text.encode("utf-8")
-    if len(body) > MAX_META_BYTES:
-        raise ValueError(f"meta JSON is {len(body)} bytes; at most {MAX_META_BYTES}")
+    if len(body) > limit:
+        raise ValueError(f"meta JSON is {len(body)} bytes; at most {limit}")
     return struct.pack("<I", len(body)) + body
 
 
@@ -376,9 +380,14 @@ def _fixed_size(h: Header) -> int:
 
 
 def decode(
-    blob: bytes | bytearray | memoryview, key: bytes | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES
+    blob: bytes | bytearray | memoryview,
+    key: bytes | None = None,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_meta_bytes: int = MAX_META_BYTES,
 ) -> EmbeddingBatch:
-    """The batch in ``blob``; with ``key`` the blob must carry a valid HMAC-SHA256 tag. CodecError if bad."""
+    """The batch in ``blob``; with ``key`` the blob must carry a valid HMAC-SHA256 tag. CodecError if bad
+    (a meta JSON over ``max_meta_bytes`` among them)."""
     view = memoryview(blob).cast("B")
     h = read_header(view, max_bytes)
     expected = HEADER_SIZE + h.stored_len + (TAG_SIZE if h.signed else 0)
@@ -392,7 +401,7 @@ def decode(
     if crc != h.crc:
         raise CodecError(f"checksum mismatch: CRC32 0x{crc:08x}, header says 0x{h.crc:08x} (corrupt data)")
     raw = _decompress(stored, h) if h.flags & F_ZLIB else stored
-    return _parse_payload(raw, h)
+    return _parse_payload(raw, h, max_meta_bytes)
 
 
 def _check_signature(view: memoryview, h: Header, key: bytes | None) -> None:
@@ -443,13 +452,13 @@ class _Reader:
         return np.frombuffer(self.take(item * count, what), dtype=dtype)
 
 
-def _parse_payload(raw: bytes | memoryview, h: Header) -> EmbeddingBatch:
+def _parse_payload(raw: bytes | memoryview, h: Header, max_meta: int) -> EmbeddingBatch:
     r = _Reader(raw, h)
     emb = _read_vectors(r, h)
     labels = _read_labels(r, h.count) if h.flags & F_LABELS else None
     tracks = r.array("<i8", h.count, "track ids").astype(np.int64) if h.flags & F_TRACKS else None
     times = r.array("<f8", h.count, "timestamps").astype(np.float64) if h.flags & F_TIMES else None
-    meta = _read_meta(r) if h.flags & F_META else None
+    meta = _read_meta(r, max_meta) if h.flags & F_META else None
     if r.pos != len(raw):
         raise CodecError(
             f"count/dim inconsistent: {len(raw) - r.pos} payload bytes left over after the sections"
@@ -486,10 +495,10 @@ def _read_labels(r: _Reader, n: int) -> tuple[str, ...]:
         raise CodecError(f"invalid content: a label is not valid UTF-8 ({e})") from e
 
 
-def _read_meta(r: _Reader) -> dict[str, Any]:
+def _read_meta(r: _Reader, limit: int) -> dict[str, Any]:
     (size,) = struct.unpack("<I", r.take(4, "meta length"))
-    if size > MAX_META_BYTES:
-        raise CodecError(f"meta JSON of {size} bytes exceeds the limit of {MAX_META_BYTES}")
+    if size > limit:
+        raise CodecError(f"meta JSON of {size} bytes exceeds the limit of {limit}")
     body = bytes(r.take(size, "meta JSON"))
     try:
         meta = json.loads(body.decode("utf-8"))

@@ -5,8 +5,9 @@ A pure in-memory core (no I/O except ``save`` / ``load``), safe to share between
 * Similarity is the dot product of normalised vectors; a match needs ``similarity >= threshold`` and
   ``Match.distance`` is ``1 - similarity``. Inputs are validated (shape, NaN/inf, zero vector, empty label:
   ``ValueError`` naming the problem) and normalised on a copy, never in place.
-* Rows: ``add`` appends; removing a row (eviction, ``remove``) moves the last row into the freed slot, so a
-  row number is valid until the next change. ``Match.index`` is the row at search time.
+* Rows: ``add`` appends, optionally with the ``source`` the row was made from (the reference image file
+  ``serve`` kept for it), saved with the row; removing a row (eviction, ``remove``) moves the last row into
+  the freed slot, so a row number is valid until the next change. ``Match.index`` is the row at search time.
 * Per-label cap ``max_per_label``: when a label already holds that many rows, ``drop_oldest`` evicts its
   oldest row, ``drop_random`` a random one of its rows (seeded), and ``drop_latest`` rejects the new vector
   (``add`` then returns -1, ``add_many`` gives -1 for it).
@@ -23,8 +24,9 @@ A pure in-memory core (no I/O except ``save`` / ``load``), safe to share between
   cosine of the stored row.
 * Files, chosen by suffix: ``.rdg`` (daemon/codec.py, gallery settings in the meta JSON), ``.npz``
   (``np.savez``, read with ``allow_pickle=False``) and ``.json``. Writes are atomic (temporary file in the
-  same folder, fsync, rename); rows are written oldest first, so ages survive a round trip. A bad file gives
-  ``DataError`` naming the file and the problem.
+  same folder, fsync, rename); rows are written oldest first, so ages survive a round trip, with
+  their sources when any row has one (a ``sources`` list beside the settings, one entry a row, null: none).
+  A bad file gives ``DataError`` naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -324,6 +326,7 @@ class Gallery:
         self._emb = np.empty((0, dim), dtype=np.float32)
         self._uid = np.empty(0, dtype=np.int64)
         self._labels: list[str] = []
+        self._sources: list[str | None] = []  # row -> the file the row was made from, None: not known
         self._members: dict[str, set[int]] = {}
         self._n = 0
         self._next_uid = 0
@@ -386,6 +389,12 @@ class Gallery:
             view.flags.writeable = False
             return view
 
+    def sources(self, label: str) -> list[str]:
+        """The known sources (``add``'s ``source``) of ``label``'s rows, in no particular order."""
+        with self._lock:
+            found = (self._sources[r] for r in self._members.get(label, ()))
+            return [s for s in found if s is not None]
+
     def count(self, label: str) -> int:
         """Rows held for ``label``."""
         with self._lock:
@@ -408,23 +417,33 @@ class Gallery:
 
     # ---------------------------------------------------------------------------------------------- adding
 
-    def add(self, label: str, embedding: ArrayLike) -> int:
-        """Add one (D,) or (1, D) vector under ``label``; returns its row, or -1 when drop_latest rejected it."""
+    def add(self, label: str, embedding: ArrayLike, source: str | None = None) -> int:
+        """Add one (D,) or (1, D) vector under ``label``; returns its row, or -1 when drop_latest rejected it.
+        ``source``: what the row was made from (a file), kept with it (``sources``) and saved."""
         _check_label(label, 0)
+        _check_source(source, 0)
         vec = self._prepare(embedding, "embedding")
         if vec.shape[0] != 1:
             raise ValueError(f"embedding must be (D,) or (1, D), got {vec.shape[0]} rows; use add_many")
         with self._lock:
-            return -1 if self._add_one(label, vec[0]) < 0 else self._n - 1
+            return -1 if self._add_one(label, vec[0], source) < 0 else self._n - 1
 
-    def add_many(self, labels: Sequence[str], embeddings: ArrayLike) -> list[int]:
-        """Add N (N, D) vectors with N labels, in order (caps apply row by row); rows, -1 for rejected ones.
+    def add_many(
+        self, labels: Sequence[str], embeddings: ArrayLike, sources: Sequence[str | None] | None = None
+    ) -> list[int]:
+        """Add N (N, D) vectors with N labels (and N sources, or none), in order (caps apply row by row); rows,
+        -1 for rejected ones.
 
         A row evicted later in the same call by its own label's cap also reports -1.
         """
         labels = list(labels)
         for i, label in enumerate(labels):
             _check_label(label, i)
+        given: list[str | None] = [None] * len(labels) if sources is None else list(sources)
+        if len(given) != len(labels):
+            raise ValueError(f"{len(given)} sources for {len(labels)} labels")
+        for i, source in enumerate(given):
+            _check_source(source, i)
         vecs = self._prepare(embeddings, "embeddings")
         if len(labels) != len(vecs):
             raise ValueError(f"{len(labels)} labels for {len(vecs)} embeddings")
@@ -432,10 +451,11 @@ class Gallery:
             return []
         with self._lock:
             if self._fits_without_eviction(labels):
-                first = self._append_block(labels, vecs)
+                first = self._append_block(labels, vecs, given)
                 uids = np.arange(first, first + len(labels))
             else:
-                uids = np.array([self._add_one(lb, v) for lb, v in zip(labels, vecs, strict=True)])
+                rows = zip(labels, vecs, given, strict=True)
+                uids = np.array([self._add_one(lb, v, src) for lb, v, src in rows])
             return self._rows_of_uids(uids)
 
     def _fits_without_eviction(self, labels: list[str]) -> bool:
@@ -447,7 +467,7 @@ class Gallery:
             counts[label] = counts.get(label, 0) + 1
         return all(len(self._members.get(lb, ())) + c <= cap for lb, c in counts.items())
 
-    def _add_one(self, label: str, vec: FloatArray) -> int:
+    def _add_one(self, label: str, vec: FloatArray, source: str | None) -> int:
         """Apply the cap, append at the end; the new uid, or -1 when rejected."""
         members = self._members.get(label)
         cap = self._cfg.max_per_label
@@ -455,7 +475,7 @@ class Gallery:
             if self._cfg.drop_policy == "drop_latest":
                 return -1
             self._evict(label, self._victim(members))
-        return self._append_block([label], vec[None, :])
+        return self._append_block([label], vec[None, :], [source])
 
     def _victim(self, members: set[int]) -> int:
         rows = np.fromiter(members, dtype=np.int64, count=len(members))
@@ -464,7 +484,7 @@ class Gallery:
             return int(rows[0])
         return int(rows[self._rng.integers(len(rows))])
 
-    def _append_block(self, labels: list[str], vecs: FloatArray) -> int:
+    def _append_block(self, labels: list[str], vecs: FloatArray, sources: list[str | None]) -> int:
         """Append rows (no caps checked); returns the first new uid."""
         n, m = self._n, len(labels)
         self._grow(n + m)
@@ -473,6 +493,7 @@ class Gallery:
         self._uid[n : n + m] = np.arange(first, first + m)
         self._next_uid += m
         self._labels.extend(labels)
+        self._sources.extend(sources)
         for row, label in enumerate(labels, start=n):
             self._members.setdefault(label, set()).add(row)
         if self._faiss is not None:
@@ -529,10 +550,12 @@ class Gallery:
             self._uid[row] = self._uid[last]
             moved = self._labels[last]
             self._labels[row] = moved
+            self._sources[row] = self._sources[last]
             members = self._members[moved]
             members.discard(last)
             members.add(row)
         self._labels.pop()
+        self._sources.pop()
         self._n = last
 
     # ------------------------------------------------------------------------------------------- searching
@@ -673,7 +696,10 @@ class Gallery:
             order = np.argsort(self._uid[: self._n], kind="stable")
             emb = self._emb[: self._n][order]
             labels = [self._labels[i] for i in order.tolist()]
+            sources = [self._sources[i] for i in order.tolist()]
             settings = self._settings()
+        if any(s is not None for s in sources):  # galleries without sources are written as before
+            settings["sources"] = sources
         writer = {".rdg": _write_rdg, ".npz": _write_npz, ".json": _write_json}[suffix]
         try:
             atomic_write(path, lambda fp: writer(fp, settings, labels, emb))
@@ -727,9 +753,12 @@ class Gallery:
         made_by = settings.get("embedder")
         if made_by is not None and not isinstance(made_by, str):
             raise DataError(f"embedder must be a text naming the model, got {made_by!r}")
+        sources = settings.get("sources")
+        if sources is not None and (not isinstance(sources, list) or len(sources) != len(labels)):
+            raise DataError(f"sources must be a list of {len(labels)} (one a row), got {_sized(sources)}")
         gallery = cls.from_config(cfg, dim)
         gallery.embedder = made_by
-        gallery.add_many(labels, emb)
+        gallery.add_many(labels, emb, sources)
         return gallery
 
     def check_embedder(self, signature: str | None, what: str) -> None:
@@ -777,6 +806,15 @@ def _validation_message(err: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in err.errors())
 
 
+def _sized(value: object) -> str:
+    return f"a list of {len(value)}" if isinstance(value, list) else type(value).__name__
+
+
+def _check_source(source: object, i: int) -> None:
+    if source is not None and (not isinstance(source, str) or not source):
+        raise ValueError(f"source {i} must be a non-empty str or None, got {source!r}")
+
+
 def _check_label(label: object, i: int) -> None:
     codec.check_label(label, i)  # a str the binary format can hold
     if not str(label).strip():
@@ -816,7 +854,8 @@ def _exact_top_k(emb: FloatArray, q: FloatArray, k: int) -> NDArray[np.int64]:
 
 
 def _write_rdg(fp: BinaryIO, settings: dict[str, Any], labels: list[str], emb: FloatArray) -> None:
-    codec.write(fp, codec.EmbeddingBatch(emb, tuple(labels), meta=settings))
+    batch = codec.EmbeddingBatch(emb, tuple(labels), meta=settings)
+    codec.write(fp, batch, max_meta_bytes=codec.MAX_META_FIELD)  # settings hold the rows' sources
 
 
 def _write_npz(fp: BinaryIO, settings: dict[str, Any], labels: list[str], emb: FloatArray) -> None:
@@ -840,7 +879,7 @@ Parts = tuple[Any, list[str], NDArray[Any]]
 
 
 def _read_rdg(path: Path) -> Parts:
-    batch = codec.decode(path.read_bytes(), max_bytes=_LOAD_MAX_BYTES)
+    batch = codec.decode(path.read_bytes(), max_bytes=_LOAD_MAX_BYTES, max_meta_bytes=codec.MAX_META_FIELD)
     if batch.labels is None:
         raise DataError("the embedding file holds no labels (not a gallery)")
     return batch.meta, list(batch.labels), batch.embeddings

@@ -10,7 +10,8 @@ Endpoints:
   its label's reference images.
 * ``POST /enroll``: an uploaded image and a label (or the file name as label) -> a new gallery entry; the
   image is kept under the references folder (served as static files) and the gallery is saved atomically;
-  ``evicted`` counts the label's earlier entries the per-label cap dropped to make room (their files stay).
+  ``evicted`` counts the label's earlier entries the per-label cap dropped to make room; the reference images
+  the service kept for them are removed once the gallery is saved (``removed``: their URLs).
 * ``GET /references/<file>``: the reference images.
 
 Bad uploads get a 4xx that says why: 400 empty or undecodable image (or one whose header does not give its
@@ -257,23 +258,66 @@ def enroll_image(state: ServiceState, image: ImageBGR, name: str, label: str | N
     with state.lock:  # one name per enrolment, and a failed one is undone before anyone sees it
         ref_file = _free_name(state, stem)
         saved = _keep(state, image, ref_file)  # first: when it fails the gallery has not changed
-        row, held = -1, state.gallery.count(ref_label)
-        try:
-            row = state.gallery.add(ref_label, result.embedding)
-            if row < 0:
-                raise HTTPException(
-                    409, f"{ref_label!r} is at its cap and the gallery drops the latest image"
-                )
-            if state.cfg.gallery is not None:
-                state.gallery.save(state.cfg.gallery)
-        except BaseException:
-            if saved is not None and state.cfg.references is not None:
-                (state.cfg.references / ref_file.name).unlink(missing_ok=True)
-            if row >= 0:
-                state.gallery = _last_saved(state)
-            raise
+        kept = _kept_path(state, ref_file)
+        held, before = state.gallery.count(ref_label), state.gallery.sources(ref_label)
+        row = _add_and_save(state, ref_label, result.embedding, kept)
+        removed = _remove_evicted(state, before, state.gallery.sources(ref_label))
         size, evicted = len(state.gallery), held + 1 - state.gallery.count(ref_label)
-    return {"label": ref_label, "row": row, "gallery_size": size, "reference": saved, "evicted": evicted}
+    return {
+        "label": ref_label,
+        "row": row,
+        "gallery_size": size,
+        "reference": saved,
+        "evicted": evicted,
+        "removed": removed,
+    }
+
+
+def _add_and_save(state: ServiceState, label: str, embedding: Any, kept: Path | None) -> int:
+    """Add the row (its source: the ``kept`` reference image) and save the gallery; the new row. When either
+    fails, the kept image is removed and the gallery is as last saved (a row the cap evicted is back)."""
+    row = -1
+    try:
+        row = state.gallery.add(label, embedding, source=None if kept is None else str(kept))
+        if row < 0:
+            raise HTTPException(409, f"{label!r} is at its cap and the gallery drops the latest image")
+        if state.cfg.gallery is not None:
+            state.gallery.save(state.cfg.gallery)
+    except BaseException:
+        if kept is not None:
+            kept.unlink(missing_ok=True)
+        if row >= 0:
+            state.gallery = _last_saved(state)
+        raise
+    return row
+
+
+def _kept_path(state: ServiceState, name: Path) -> Path | None:
+    """Where the reference image ``name`` is kept (absolute, so that a row names its file wherever the service
+    runs from), None without a references folder."""
+    folder = state.cfg.references
+    return None if folder is None else folder.resolve() / name.name
+
+
+def _remove_evicted(state: ServiceState, before: list[str], after: list[str]) -> list[str]:
+    """Remove the reference images of the rows the cap evicted (sources in ``before``, not in ``after``), once
+    the gallery that no longer holds them is saved; the URLs of those removed. Only images this service kept
+    in its references folder are removed (rows enrolled from elsewhere name no file, or another folder's)."""
+    folder = state.cfg.references
+    if folder is None:
+        return []
+    removed, own = [], folder.resolve()
+    for source in sorted(set(before) - set(after)):
+        path = Path(source)
+        if path.parent != own:
+            continue
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as e:  # the enrolment is saved: a file left over is no reason to fail it
+            logger.warning("cannot remove the evicted entry's reference image %s: %s", path, e)
+            continue
+        removed.append(reference_url(path.name))
+    return removed
 
 
 def _last_saved(state: ServiceState) -> Gallery:

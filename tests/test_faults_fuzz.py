@@ -117,7 +117,7 @@ json_values = st.recursive(
 )
 
 
-def _hostile_meta_bytes(meta: dict[str, Any]) -> bytes:
+def _hostile_meta_bytes(meta: dict[str, Any], limit: int) -> bytes:
     """Meta JSON as a hostile peer may write it: NaN and Infinity tokens included (our encoder refuses them,
     but ``json.loads`` on the receiving side accepts them)."""
     body = json.dumps(meta, allow_nan=True).encode("utf-8")

@@ -475,6 +475,43 @@ def test_save_load_round_trip(tmp_path: Path, suffix: str) -> None:
     assert rows_by_label(h) == rows_by_label(g)
 
 
+def sources_by_label(g: Gallery) -> dict[str, list[str]]:
+    return {label: sorted(g.sources(label)) for label in g.unique_labels}
+
+
+@pytest.mark.parametrize("suffix", [".rdg", ".npz", ".json"])
+def test_row_sources_follow_their_rows_through_changes_and_files(tmp_path: Path, suffix: str) -> None:
+    # What a row was made from (serve's kept reference image) goes with the row: an eviction or a removal
+    # moves the last row into the freed slot, and a save writes the rows oldest first.
+    rng = np.random.default_rng(3)
+    g = Gallery(D, max_per_label=2, index="exact")
+    g.add_many(["a", "b", "a"], unit(rng, 3), ["/r/a.jpg", None, "/r/a--2.jpg"])
+    g.add("b", unit(rng, 1)[0], source="/r/b--2.jpg")
+    g.add("a", unit(rng, 1)[0], source="/r/a--3.jpg")  # evicts a.jpg, the oldest
+    assert sources_by_label(g) == {"a": ["/r/a--2.jpg", "/r/a--3.jpg"], "b": ["/r/b--2.jpg"]}
+    g.remove("b")
+    g.add("c", unit(rng, 1)[0])
+    h = Gallery.load(g.save(tmp_path / f"g{suffix}"))
+    assert sources_by_label(h) == {"a": ["/r/a--2.jpg", "/r/a--3.jpg"], "c": []}
+    h.add("a", unit(rng, 1)[0], source="/r/a--4.jpg")  # ages survived: a--2 is the oldest
+    assert sources_by_label(h)["a"] == ["/r/a--3.jpg", "/r/a--4.jpg"]
+    with pytest.raises(ValueError, match="source 0"):
+        g.add("a", unit(rng, 1)[0], source="")
+
+
+def test_rdg_holds_sources_beyond_a_messages_meta_bound(tmp_path: Path) -> None:
+    # The sources travel in the .rdg's meta JSON, which a fleet message keeps under 1 MiB; a gallery of a
+    # few thousand references passes that and must still save and load.
+    n = 30_000
+    g = Gallery(D, max_per_label=None)
+    names = [f"/srv/reid/references/person_{i:05d}--{i}.jpg" for i in range(n)]
+    g.add_many([f"p{i % 50}" for i in range(n)], unit(np.random.default_rng(0), n), names)
+    path = g.save(tmp_path / "g.rdg")
+    assert path.stat().st_size > n * D * 4 + codec.MAX_META_BYTES
+    h = Gallery.load(path)
+    assert sorted(s for label in h.unique_labels for s in h.sources(label)) == sorted(names)
+
+
 def test_empty_gallery_round_trip(tmp_path: Path) -> None:
     for suffix in (".rdg", ".npz", ".json"):
         h = Gallery.load(Gallery(D).save(tmp_path / f"e{suffix}"))
@@ -610,6 +647,8 @@ def write_json(path: Path, **changes: Any) -> Path:
         ({"embeddings": [[0.0, 0.0]]}, "zero vector"),
         ({"labels": [""]}, "empty"),
         ({"labels": "a"}, "must be lists"),
+        ({"sources": ["/r/a.jpg", None]}, "sources must be a list of 1"),
+        ({"sources": [""]}, "source 0 must be a non-empty str"),
     ],
 )
 def test_json_content_errors(tmp_path: Path, changes: dict[str, Any], message: str | None) -> None:

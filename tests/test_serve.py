@@ -132,6 +132,52 @@ def test_an_enrolment_the_cap_makes_room_for_says_what_it_dropped(tmp_path: Path
     assert answers[2]["gallery_size"] == 2 and Gallery.load(tmp_path / "g.npz").count("bob") == 2
 
 
+def _kept(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "drop_random"])
+def test_an_evicted_entrys_reference_image_is_removed(tmp_path: Path, policy: str) -> None:
+    # Regression: the reference image of an entry the per-label cap evicted stayed in the folder for good,
+    # so a service enrolling a label again and again filled the disk with files no entry stood for.
+    refs, path = tmp_path / "refs", tmp_path / "g.npz"
+    cfg = ServeConfig(gallery=path, references=refs)
+    gallery = Gallery(4, threshold=0.9, max_per_label=2, drop_policy=policy)  # type: ignore[arg-type]
+    state = ServiceState(MeanColour(), gallery, cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server:
+        answers = [_post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 0, 40 * i)))[1] for i in (1, 2, 3, 4)]
+        assert _post(f"{server.url}/enroll", "ann.jpg", _jpeg((0, 90, 0)))[0] == 200
+    assert [a["evicted"] for a in answers] == [0, 0, 1, 1], answers
+    assert len(_kept(refs)) == 3 and "ann.jpg" in _kept(refs)  # bob's two entries, ann's one
+    assert answers[3]["reference"].removeprefix("/references/") in _kept(refs)
+
+    # after a restart too: the rows of the gallery file still know their files
+    state = ServiceState(MeanColour(), Gallery.load(path), cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server:
+        for i in (5, 6):
+            assert _post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 0, 40 * i)))[1]["evicted"] == 1
+    assert len(_kept(refs)) == 3 and "ann.jpg" in _kept(refs)
+    assert Gallery.load(path).count("bob") == 2
+
+
+def test_a_reference_image_the_service_did_not_write_stays(tmp_path: Path) -> None:
+    # The service removes only the images it kept itself: a gallery enrolled from the folder by `enroll`
+    # (the user's own photos) loses its entries to the cap, never the photos.
+    from daemon.enroll import enroll
+
+    refs, path = tmp_path / "refs", tmp_path / "g.npz"
+    refs.mkdir()
+    cv2.imwrite(str(refs / "bob.png"), np.full((64, 32, 3), 90, np.uint8))
+    enroll(refs, MeanColour(), Gallery(4, threshold=0.9, max_per_label=1), save_to=path)
+    state = ServiceState(
+        MeanColour(), Gallery.load(path), ServeConfig(gallery=path, references=refs), model="m"
+    )
+    with BackgroundServer(create_app(state)) as server:
+        assert _post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 0, 200)))[1]["evicted"] == 1
+        assert _post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 200, 0)))[1]["evicted"] == 1
+    assert _kept(refs) == ["bob--2.jpg", "bob.png"]
+
+
 def test_an_enrolment_with_neither_label_nor_file_name_is_refused(
     toy: tuple[str, ServiceState], tmp_path: Path
 ) -> None:
