@@ -532,7 +532,7 @@ def _emit(args: argparse.Namespace, report: Any) -> None:
 def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from daemon.embedding import SUFFIXES, EmbeddingResult, EmbedOptions, embed
+    from daemon.embedding import SUFFIXES, EmbeddingResult, EmbedOptions
 
     if args.out and Path(args.out).suffix.lower() not in SUFFIXES:  # before the work, not after it
         raise ConfigError(f"--out {args.out}: embeddings are saved as {' or '.join(SUFFIXES)}")
@@ -552,11 +552,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         progress=_progress(args),
     )
     boxes = np.asarray(args.box, dtype=np.float32) if args.box else None
-    try:
-        parts = [embed(embedder, item, boxes=boxes, options=opts) for item in args.inputs]
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
-    result = EmbeddingResult.concat(parts)
+    result = EmbeddingResult.concat(_embed_inputs(args.inputs, embedder, boxes, opts))
     if args.out:
         result.save(args.out)
     if args.json:
@@ -575,6 +571,18 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.out:
         print(f"saved: {args.out}")
     return 0
+
+
+def _embed_inputs(inputs: list[str], embedder: Any, boxes: Any, opts: Any) -> list[Any]:
+    """``embed``'s result of each input; ConfigError for a bad input or --box."""
+    from daemon.embedding import BoxError, embed
+
+    try:
+        return [embed(embedder, item, boxes=boxes, options=opts) for item in inputs]
+    except BoxError as e:  # 'box X0,Y0,X1,Y1 of IMAGE: ...'
+        raise ConfigError(f"--{e}") from e
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 def _new_gallery(args: argparse.Namespace, dim: int) -> Any:
@@ -1017,7 +1025,7 @@ def _add_gallery_parsers(sub: Any) -> None:
         type=float,
         action="append",
         metavar=("X0", "Y0", "X1", "Y1"),
-        help="A box of the one input image (repeatable); default: the whole image.",
+        help="A box of the one input image (repeatable), clipped to it; default: the whole image.",
     )
     e.add_argument("--detect", action="store_true", help="Embed the people the detector finds.")
     e.add_argument("--largest", action="store_true", help="With --detect: only the largest person per image.")

@@ -3,8 +3,8 @@
 ``embed`` takes any of these inputs and returns an :class:`EmbeddingResult`:
 
 * an HxWx3 uint8 BGR image: the whole image is one crop, or each box of ``boxes`` (N, 4) x0,y0,x1,y1 is one
-  (ValueError for a box with no area, not finite, or outside the image), or each person the ``detector``
-  finds is one;
+  (clipped to the image, as embedded and recorded; BoxError, a ValueError, for a box with no area, not
+  finite, or outside the image), or each person the ``detector`` finds is one;
 * a sequence of images (crops): one row each;
 * an image file, a sequence of image files, or a folder of images (natural order, optionally recursive):
   one row per image (the whole image), or one per person box the ``detector`` finds (``largest``: only the
@@ -604,19 +604,26 @@ def _check_images(items: Sequence[Any]) -> None:
             )
 
 
+class BoxError(ValueError):
+    """A caller's box that cannot be embedded (not finite, no area, outside the image); the message starts
+    with ``box X0,Y0,X1,Y1``."""
+
+
 def _given_boxes(boxes: NDArray[Any], image: ImageBGR, source: str) -> FloatArray:
-    """A caller's ``boxes`` as (N, 4) float32; ValueError naming the first box that is not finite, has no
-    area, or lies outside the image (the embedder would give such a box a vector of a pixel or nothing)."""
+    """A caller's ``boxes`` as (N, 4) float32, clipped to the image (what is embedded, and so what the rows
+    record); BoxError naming the first box that is not finite, has no area, or lies outside the image (the
+    embedder would give such a box a vector of a pixel or nothing)."""
     xyxy = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     h, w = image.shape[:2]
     for b in xyxy:
         x0, y0, x1, y1 = (float(v) for v in b)
         if not (np.isfinite(b).all() and x0 < x1 and y0 < y1 and x0 < w and y0 < h and x1 > 0 and y1 > 0):
-            raise ValueError(
+            raise BoxError(
                 f"box {x0:g},{y0:g},{x1:g},{y1:g} of {source or 'the image'}: a box is x0 y0 x1 y1 with "
                 f"x0 < x1 and y0 < y1, and overlaps the {w}x{h} image"
             )
-    return xyxy
+    clipped: FloatArray = np.clip(xyxy, 0, np.asarray([w, h, w, h], dtype=np.float32))
+    return clipped
 
 
 def _embed_array(col: _Collector, image: NDArray[Any], boxes: NDArray[Any] | None) -> None:

@@ -81,6 +81,27 @@ def test_embed_files_boxes_and_video(
     assert frames <= {0, 100} and frames
 
 
+def test_embed_records_a_box_past_the_edge_as_clipped(
+    data: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    # Regression: --box 700 500 900 900 on a 768x576 frame embedded the crop clipped to the frame but recorded
+    # the box as given, 132x76 pixels of it outside the image; a box wholly outside was refused without
+    # naming --box.
+    frame = str(data / "frames" / "frame_0100.jpg")
+    out = tmp_path / "edge.json"
+    args = ["-q", "embed", frame, "--box", "700", "500", "900", "900", "--box", "-20", "-10", "40", "90"]
+    assert main([*args, "--out", str(out), *_model(mobilenet_model)]) == 0
+    saved = EmbeddingResult.load(out)
+    assert [c.box for c in saved.crops] == [(700.0, 500.0, 768.0, 576.0), (0.0, 0.0, 40.0, 90.0)]
+    inside = ["-q", "embed", frame, "--box", "700", "500", "768", "576", "--box", "0", "0", "40", "90"]
+    assert main([*inside, "--out", str(tmp_path / "inside.json"), *_model(mobilenet_model)]) == 0
+    assert (EmbeddingResult.load(tmp_path / "inside.json").embeddings == saved.embeddings).all()
+    capsys.readouterr()
+    assert main(["-q", "embed", frame, "--box", "800", "0", "900", "90", *_model(mobilenet_model)]) == 2
+    err = capsys.readouterr().err
+    assert "--box 800,0,900,90" in err and "768x576" in err, err
+
+
 def test_enroll_verify_recognize(data: Path, gallery: Path, mobilenet_model: Path, capsys: Capture) -> None:
     g = Gallery.load(gallery)
     assert len(g) == 24 and len(g.unique_labels) == 8
