@@ -15,9 +15,9 @@ Endpoints:
 * ``GET /references/<file>``: the reference images.
 
 Bad uploads get a 4xx that says why: 400 empty or undecodable image (or one whose header does not give its
-size), 413 too large, 409 a label that the file name convention cannot parse, 422 missing fields or an
-unknown query parameter; a request body longer than ``max_upload_bytes`` plus MULTIPART_SLACK gets its 413 as
-soon as that shows (its Content-Length, or the bytes received), unread.
+size), 413 too large, 409 a label that the file name convention cannot parse, 422 missing fields, an unknown
+query parameter or form field, or a form field sent twice; a request body longer than ``max_upload_bytes``
+plus MULTIPART_SLACK gets its 413 as soon as that shows (its Content-Length, or the bytes received), unread.
 Requests run in FastAPI's worker threads; one lock makes gallery changes and searches consistent.
 """
 
@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final, TypeVar
@@ -412,7 +412,7 @@ def create_app(state: ServiceState) -> FastAPI:
     )
     app.add_middleware(BodyLimit, limit=limit + MULTIPART_SLACK, refused=state.refused)
     k_default = state.cfg.top_k
-    known = [Depends(known_query(state))]
+    known = [Depends(known_query(state)), Depends(known_form(state))]
 
     @app.get("/health", summary="What the service holds and how it has been used.")
     def get_health() -> dict[str, Any]:
@@ -496,6 +496,29 @@ def known_query(state: ServiceState) -> Callable[[Request], None]:
                 f"unknown query parameter {', '.join(map(repr, unknown))}: {route.path} takes "
                 f"{', '.join(known) or 'none'}",
             )
+
+    return check
+
+
+def known_form(state: ServiceState) -> Callable[[Request], Awaitable[None]]:
+    """A route dependency: HTTPException 422 naming a form field the route does not take (``lable`` for
+    ``label`` would enrol the upload under its file name) or one sent twice (a second image would be answered
+    in place of the first, nothing said about the other)."""
+
+    async def check(request: Request) -> None:
+        route = request.scope["route"]
+        known = sorted(p.alias for p in route.dependant.body_params)
+        sent = Counter(name for name, _ in (await request.form()).multi_items())  # parsed once, cached
+        unknown = sorted(set(sent) - set(known))
+        twice = sorted(name for name, n in sent.items() if n > 1 and name in known)
+        if unknown or twice:
+            state.refused(_endpoint(request.scope))
+            what = (
+                f"unknown form field {', '.join(map(repr, unknown))}: {route.path} takes {', '.join(known)}"
+                if unknown
+                else f"form field {', '.join(map(repr, twice))} sent more than once: send it once"
+            )
+            raise HTTPException(422, what)
 
     return check
 

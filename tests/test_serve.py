@@ -35,14 +35,18 @@ def _jpeg(colour: tuple[int, int, int], size: tuple[int, int] = (64, 32)) -> byt
     return bytes(buf)
 
 
-def _multipart(files: dict[str, tuple[str, bytes]], fields: dict[str, str]) -> tuple[bytes, str]:
+FileParts = dict[str, tuple[str, bytes]] | list[tuple[str, tuple[str, bytes]]]
+
+
+def _multipart(files: FileParts, fields: dict[str, str]) -> tuple[bytes, str]:
+    """A multipart/form-data body and its content type; ``files`` as a list may name one field twice."""
     boundary = uuid.uuid4().hex
     parts: list[bytes] = []
     for name, value in fields.items():
         parts.append(
             f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
         )
-    for name, (filename, data) in files.items():
+    for name, (filename, data) in files.items() if isinstance(files, dict) else files:
         head = (
             f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
             "Content-Type: application/octet-stream\r\n\r\n"
@@ -278,6 +282,27 @@ def test_an_unknown_query_parameter_is_refused_naming_it(toy: tuple[str, Service
     assert len(state.gallery) == 0
     assert _post(f"{url}/recognize?k=2&threshold=0.5&detect=false", "q.jpg", _jpeg((0, 0, 200)))[0] == 200
     assert state.errors["recognize"] == 1 and state.errors["enroll"] == 1
+
+
+def test_an_unknown_or_repeated_form_field_is_refused_naming_it(
+    toy: tuple[str, ServiceState], tmp_path: Path
+) -> None:
+    # Regression: a form field an endpoint does not take was ignored, so `-F lable='jane doe'` (a typo)
+    # enrolled the upload under its file name; a second image (or label) was taken in place of the first,
+    # the answer about one of the two with nothing said.
+    url, state = toy
+    red, blue = ("q.jpg", _jpeg((0, 0, 200))), ("b.jpg", _jpeg((200, 0, 0)))
+    status, body = _call(f"{url}/enroll", *_multipart({"image": red}, {"lable": "jane doe"}))
+    assert status == 422 and "'lable'" in body["detail"] and "image, label" in body["detail"], body
+    two = _multipart([("image", red), ("image", blue)], {})
+    for endpoint in ("recognize", "search", "enroll"):
+        status, body = _call(f"{url}/{endpoint}", *two)
+        assert status == 422 and "'image'" in body["detail"] and "once" in body["detail"], (endpoint, body)
+    status, body = _post(f"{url}/search", *red, label="x")
+    assert status == 422 and "'label'" in body["detail"] and "takes image" in body["detail"], body
+    assert len(state.gallery) == 0 and not list((tmp_path / "refs").iterdir())
+    assert state.errors["enroll"] == 2 and state.errors["search"] == 2 and state.errors["recognize"] == 1
+    assert _post(f"{url}/enroll", *red, label="jane doe")[1]["label"] == "jane doe"
 
 
 def test_recognize_with_detect_says_when_it_found_no_person(tmp_path: Path) -> None:
