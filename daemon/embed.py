@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from daemon import models
 from daemon.config import EmbedderConfig, RuntimeConfig
 from daemon.errors import ModelError
+from daemon.gallery import CROPS
 from daemon.onnx_runtime import create_session
 from daemon.types import Embedder, FloatArray, ImageBGR
 
@@ -166,8 +167,10 @@ class OnnxEmbedder:
 
     @functools.cached_property
     def signature(self) -> str:
-        """What makes these embeddings: the model file and head by content (see ``embedder_signature``)."""
-        return signature_of(self.model_path, None if self.cfg.head is None else Path(self.cfg.head))
+        """What makes these embeddings: the model file and head by content, and the crop settings (see
+        ``embedder_signature``)."""
+        head = None if self.cfg.head is None else Path(self.cfg.head)
+        return signature_of(self.model_path, head) + crop_settings(self.cfg, self.cfg.input_size)
 
     def _check_input(self, path: Path, shape: list[Any]) -> None:
         if len(shape) != 4 or shape[1] not in (3, "3"):
@@ -256,8 +259,9 @@ class BoxmotEmbedder:
 
     @functools.cached_property
     def signature(self) -> str:
-        """What makes these embeddings: the weights file by content (see ``embedder_signature``)."""
-        return signature_of(self.model_path, None)
+        """What makes these embeddings: the weights file by content, and the crop settings (see
+        ``embedder_signature``)."""
+        return signature_of(self.model_path, None) + crop_settings(self.cfg, self.input_size)
 
     def embed(self, image: ImageBGR, xyxy: FloatArray) -> FloatArray:
         check_image(image)
@@ -324,10 +328,22 @@ def signature_of(model: Path, head: Path | None) -> str:
     return sig if head is None else f"{sig} + head {head.name} sha256:{file_sha256(head)[:16]}"
 
 
+def crop_settings(cfg: EmbedderConfig, input_size: Sequence[int]) -> str:
+    """``; crops 256x128[, flip][, colour_norm X][, detail_height N]``: the settings besides the files that
+    change the vectors (one crop's two vectors, with and without luminance normalisation, were 0.88 apart:
+    as far as two people's)."""
+    parts = [f"{input_size[0]}x{input_size[1]}"]
+    parts += ["flip"] if cfg.flip_average else []
+    parts += [] if cfg.colour_norm == "none" else [f"colour_norm {cfg.colour_norm}"]
+    parts += [f"detail_height {cfg.detail_height}"] if cfg.detail_height else []
+    return CROPS + ", ".join(parts)
+
+
 def embedder_signature(embedder: object) -> str | None:
-    """What made an embedder's vectors (its model and head files, by content), which a gallery records so
-    that it is never searched with another model's vectors of the same width; None when the embedder cannot
-    say (a ground-truth or test embedder)."""
+    """What made an embedder's vectors (its model and head files, by content, and its crop settings), which a
+    gallery records so that it is never searched with another model's vectors of the same width, or the same
+    model's on crops prepared otherwise; None when the embedder cannot say (a ground-truth or test
+    embedder)."""
     sig = getattr(embedder, "signature", None)
     return sig if isinstance(sig, str) else None
 

@@ -66,6 +66,7 @@ NORM_EPS = 1e-12
 UNIT_TOL = 4e-7  # a row whose norm is this close to 1 counts as normalised already (float32 rounding)
 _SIM_BLOCK = 1 << 24  # similarity values per block of a batched exact search (64 MiB of float32)
 _LOAD_MAX_BYTES = 1 << 40  # raw payload bound when loading a gallery file (content is checked as it is read)
+CROPS = "; crops "  # in an embedder signature, what comes before its crop settings (daemon.embed)
 _DEFAULTS = GalleryConfig()  # the constructor's defaults: the config's, never a second set
 
 
@@ -766,10 +767,11 @@ class Gallery:
         this gallery's rows were made by; nothing to check when either is not known."""
         if signature is None or self.embedder is None:
             return
-        if _hashes(signature) != _hashes(self.embedder):
+        if _hashes(signature) != _hashes(self.embedder) or not _same_crops(signature, self.embedder):
             raise DataError(
                 f"the gallery was enrolled with {self.embedder}, but {what} comes from {signature}: use the "
-                "model (and head) the gallery was enrolled with, or enrol it again with this one"
+                "model (and head) and the crop settings (embedder input_size, flip_average, colour_norm, "
+                "detail_height; --flip) the gallery was enrolled with, or enrol it again with these"
             )
 
     def made_by(self, signature: str | None) -> None:
@@ -779,9 +781,16 @@ class Gallery:
             self.embedder = signature
 
 
+def _same_crops(a: str, b: str) -> bool:
+    """Whether two signatures' crop settings agree; they do when either has none (a gallery recorded before
+    they were)."""
+    crops = [s.partition(CROPS)[2] for s in (a, b)]
+    return not all(crops) or crops[0] == crops[1]
+
+
 def _hashes(signature: str) -> list[str]:
     """The content hashes of a signature: what must agree (a model file renamed is still the same model)."""
-    return re.findall(r"sha256:([0-9a-f]+)", signature)
+    return re.findall(r"sha256:([0-9a-f]+)", signature.partition(CROPS)[0])
 
 
 def normalize_rows(arr: FloatArray, what: str = "embeddings") -> FloatArray:

@@ -339,6 +339,31 @@ def test_a_gallery_remembers_its_model_and_refuses_another_of_the_same_width(
     assert main(["-q", "recognize", query, "-g", str(path), *_model(mobilenet_model)]) == 0
 
 
+def test_a_gallery_remembers_its_crop_settings_and_refuses_others(
+    data: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    """A gallery enrolled with mirror averaging or a colour normalisation (a fleet config's embedder) was
+    searched with the plain model, the same file, without a word; one crop's two vectors are then as far
+    apart as two people's (0.88 with embedder.colour_norm luminance, 0.79 with detail_height 64)."""
+    path = tmp_path / "people.npz"
+    lum = tmp_path / "lum.yaml"
+    camera = "cameras:\n  a:\n    source: {uri: a.mp4}\n"
+    lum.write_text(f"{camera}    embedder: {{model: {mobilenet_model}, colour_norm: luminance}}\n")
+    query = str(data / "refs" / "person_09--2.jpg")
+    args = ["-q", "enroll", str(data / "refs"), "--gallery", str(path), "--flip", *_model(mobilenet_model)]
+    assert main(args) == 0
+    assert "flip" in str(Gallery.load(path).embedder)
+    assert main(["-q", "recognize", query, "-g", str(path), "--flip", *_model(mobilenet_model)]) == 0
+    capsys.readouterr()
+    assert main(["-q", "recognize", query, "-g", str(path), *_model(mobilenet_model)]) == 1
+    err = capsys.readouterr().err
+    assert "enrolled with" in err and "flip" in err, err
+    assert (
+        main(["-q", "enroll", str(data / "refs"), "-g", str(path), "-c", str(lum), "--flip", "--append"]) == 1
+    )
+    assert "colour_norm luminance" in capsys.readouterr().err
+
+
 def test_enroll_label_from_folder(data: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture) -> None:
     refs = tmp_path / "people"
     for crop in sorted((data / "refs").glob("person_0[12]*.jpg")):  # person_01.jpg, person_01--2.jpg, ...
