@@ -6,12 +6,17 @@ BIN := $(VENV)/bin
 DEMO_CONFIG ?= configs/pets09.yaml
 SHARED ?= ../shared/data
 PYTEST_ARGS ?=
+# Where pip finds a CPU build of torch. Empty: pip's own index (PyPI's Linux x86_64 wheels of torch are CUDA
+# builds of several GB; a machine with a local CPU wheel, as this project's are, needs nothing). Elsewhere:
+# make venv TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: venv models demo single test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(BIN)/pip install --quiet torch==2.13.0 torchvision==0.28.0 --index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
