@@ -669,6 +669,27 @@ def test_hysteresis_needs_consecutive_wins() -> None:
     assert _challenge(count=1) == [1, 1, 2, 1, 1]  # without hysteresis the label follows every view
 
 
+def _interrupted(between: int | None, **cfg: float) -> list[int | None]:
+    """Track 5 of camera b takes person 0's id, then sees person 1 (id 2) on two decisions of rising quality
+    (each replaces its single exemplar), with a look of person ``between`` (None: nothing) decided in between."""
+    people, alloc = People(3, seed=2), Counter()
+    a = IdentityResolver("a", D, alloc)
+    b = IdentityResolver("b", D, alloc, IdentityConfig(exemplars_per_track=1, min_observations=1, **cfg))
+    bus, _ = observe(a, people, {1: 0, 2: 1}, 0.0, 6)
+    relay(bus + end_all(a, [1, 2], 6.0), b)
+    looks = [(0, 0.3), (1, 0.5)] + ([] if between is None else [(between, 0.7)]) + [(1, 0.9)]
+    return [ids(step(b, 100.0 + k, {5: people.obs(p)}, scores={5: q}))[5] for k, (p, q) in enumerate(looks)]
+
+
+def test_a_decision_that_names_nobody_breaks_a_challengers_run() -> None:
+    """Win, no winner, win is not two consecutive wins: a look of a stranger in between (person 2, whom the
+    fleet does not know) came out pending (too little quality for a new id) or new (held: keep_held_ids), kept
+    the track's id, and left the challenger's one win standing, so its next win switched the id."""
+    assert _interrupted(None) == [1, 1, 2]  # two wins in a row: the id changes (hysteresis_count 2)
+    assert _interrupted(2, new_min_quality=0.95) == [1, 1, 1, 1]  # win, pending, win
+    assert _interrupted(2) == [1, 1, 1, 1]  # win, new (the track keeps its id), win
+
+
 def test_a_persistent_challenger_wins_after_the_count() -> None:
     people, alloc = People(2, seed=4), Counter()
     cfg = IdentityConfig(hysteresis_count=3, switch_similarity=0)  # the switch guard (below) would act first

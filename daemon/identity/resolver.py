@@ -508,12 +508,14 @@ class IdentityResolver:
         if lo.holds(p):
             lo.challenger, lo.wins, lo.similarity = None, 0, p.score
             return True
-        if p.source == "pending":  # not confident enough for a new id: keep the current one
+        if p.source == "pending" or (p.source == "new" and self.cfg.keep_held_ids and not lo.ruled_out):
+            # no identity won this decision (not confident enough for a new id; or no longer matching the id's
+            # other tracks, which is not evidence of another person): the track keeps its id, and a
+            # challenger's run of wins is broken, since its wins must be consecutive decisions
+            lo.challenger, lo.wins = None, 0
             return True
         if self._crossing(lo) and not lo.ruled_out:
             return True  # neither where it stands nor its look can tell it from the person it crosses now
-        if p.source == "new" and self.cfg.keep_held_ids and not lo.ruled_out:
-            return True  # no longer matching the id's other tracks is not evidence of another person
         if p.key == lo.challenger:
             lo.wins += 1
         else:
