@@ -256,13 +256,16 @@ def _settings(tmp_path: Path, url: str, cams: tuple[str, ...] = ("a", "b")) -> o
 PEOPLE = _unit(np.random.default_rng(7).normal(size=(3, DIM)))
 
 
-def _frame_result(cam: str, index: int, people: list[int], rng: np.random.Generator) -> FrameResult:
+def _frame_result(
+    cam: str, index: int, people: list[int], rng: np.random.Generator, at: float | None = None
+) -> FrameResult:
+    """Frame ``index`` of ``cam`` showing ``people`` (track 10 + p each), stamped ``at`` (None: now)."""
     tracks = [
         Track(cam, 10 + p, (40.0 + 120 * p, 50.0, 100.0 + 120 * p, 230.0), 0.9, i, True)
         for i, p in enumerate(people)
     ]
     emb = _unit(PEOPLE[people] + 0.05 * rng.normal(size=(len(people), DIM)))
-    frame = Frame(index, time.time(), np.zeros((300, 400, 3), np.uint8))
+    frame = Frame(index, time.time() if at is None else at, np.zeros((300, 400, 3), np.uint8))
     dets = Detections(np.array([t.xyxy for t in tracks], np.float32), np.full(len(tracks), 0.9, np.float32))
     return FrameResult(frame, dets, emb, TrackerUpdate(tracks, []))
 
@@ -810,6 +813,41 @@ def test_listeners_hear_every_fleet_message(tmp_path: Path, valkey: EmbeddedValk
     try:
         _run(a, "a", 6, [0], seed=1)
         assert _wait(lambda: any(m.kind == "profile" and m.sent_at > 0 for m in heard))
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_camera_whose_wall_clock_steps_back_keeps_publishing_and_its_peers_take_it(
+    tmp_path: Path, valkey: EmbeddedValkey
+) -> None:
+    """A live camera's frames are stamped with its wall clock, and NTP stepped it back 30 s. Its resolver's
+    clock stood still until the wall clock caught up, and the camera published nothing but new decisions
+    meanwhile (no exemplar updates, no keep-alives). Over a real Valkey, frames every 0.5 s: the peer hears a
+    profile of the camera's person at least every claim_ttl_s / 2 through 12 s after the step, and rejects none."""
+    settings = _settings(tmp_path, valkey.url)
+    a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    b = FleetLink(settings, "b", DIM).start(live=True)  # type: ignore[arg-type]
+    heard: list[tuple[float, FleetMessage]] = []
+    b.listeners.append(lambda m: heard.append((time.monotonic(), m)))
+    rng = np.random.default_rng(1)
+    start = time.time() - 10.0
+    try:
+        for i in range(6):
+            a.update(_frame_result(a.camera, i, [0], rng, at=start + 0.5 * i))
+        assert a.resolver.assignment(10) is not None and a.bridge.flush(2.0)
+        stepped = time.monotonic()
+        for i in range(24):  # 12 s of frames, all stamped before the camera's latest frame time
+            a.update(_frame_result(a.camera, 6 + i, [0], rng, at=start - 30.0 + 0.5 * i))
+            time.sleep(0.01)
+        assert a.bridge.flush(2.0)
+        due = 12 / (settings.identity.claim_ttl_s / 2)  # type: ignore[attr-defined]
+        _wait(lambda: len([m for t, m in heard if t > stepped and m.camera == "a"]) >= due)
+        after = [m for t, m in heard if t > stepped and m.kind == "profile" and m.camera == "a"]
+        assert len(after) >= due, len(after)
+        assert any(len(m.embeddings) for m in after)  # its new looks too, not keep-alives alone
+        assert min(m.timestamp for m in after) >= start + 2.5  # stamped on the resolver's clock: never back
+        assert b.resolver.stats().remote_rejected == {} and b.remote_invalid == 0
     finally:
         a.close()
         b.close()

@@ -326,6 +326,32 @@ def test_a_wall_clock_stepping_back_does_not_stall_the_camera() -> None:
     assert peer.stats().remote_rejected == {}
 
 
+def test_a_wall_clock_stepped_back_does_not_pause_the_cameras_updates() -> None:
+    """The wall clock steps back 30 s on a live camera (frames every 0.5 s). Its resolver's clock stands until
+    the wall clock has caught up, and every interval was measured on it, so for the step's length nothing but
+    new decisions went out: no exemplar updates or keep-alives (the peers' claims of its people lapsed after
+    claim_ttl_s), no track announced as gone after lost_after_s, none timed out. Intervals now go on at the
+    frames' pace; the stamps still never go back, so peers take every update."""
+    people, alloc = People(2), Counter()
+    cam = IdentityResolver("a", D, alloc, IdentityConfig(track_timeout_s=5.0))
+    peer = IdentityResolver("b", D, alloc)
+    bus, first = observe(cam, people, {1: 0, 2: 1}, 1000.0, 6)  # track 1 stands at the frame's edge (slot 0)
+    window: list[tuple[int, ProfileUpdate]] = []
+    for k in range(40):  # 976.0 ... 995.5: before the camera's latest frame time (1005) all along
+        seen = {1: people.obs(0), 2: people.obs(1)} if k < 10 else {2: people.obs(1)}
+        window += [(k, u) for u in step(cam, 976.0 + 0.5 * k, seen).updates]
+    relay(bus + [u for _, u in window], peer)
+    assert first == {1: 1, 2: 2}
+    kept_up = [k for k, u in window if u.track_id == 2]
+    assert kept_up and kept_up[0] <= 10 and max(np.diff([*kept_up, 39])) <= 10, kept_up  # every 5 s at most
+    assert any(len(u.exemplars) for k, u in window if u.track_id == 2)  # its new looks went out too
+    gone = [k for k, u in window if u.track_id == 1 and u.ended]
+    assert gone and gone[0] <= 13, gone  # last seen at k = 9 at the edge: announced after lost_after_s (1 s)
+    assert cam.assignment(1) is None and cam.assignment(2) is not None  # timed out after 5 s
+    stamps = [u.timestamp for u in bus + [u for _, u in window]]
+    assert min(stamps[len(bus) :]) >= 1005.0 and peer.stats().remote_rejected == {}
+
+
 # -------------------------------------------------------------------------------------- two cameras
 
 

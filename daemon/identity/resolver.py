@@ -31,9 +31,12 @@ Per frame (``update``), for the camera's reported tracks:
 
 Timestamps are seconds on one clock the whole fleet shares (wall-clock time in production, replay time in
 tests); the resolver's clock is the latest frame time it was given (a frame stamped earlier, after the wall
-clock stepped back, is taken at that time). Thread-safe (one lock), so a bridge thread may call
-``ingest_remote`` while the camera loop calls ``update``. Exceptions of the allocator propagate (the track
-stays pending and is decided again on its next observation).
+clock stepped back, is taken at that time): updates are stamped with it and claims are judged by it. Intervals
+of the camera's own (between two updates of a track, keep-alives, lost_after_s, track_timeout_s, velocities)
+are measured on the frame times with every step back taken out, so that they keep their pace while the wall
+clock catches up with the resolver's; in a replay (frame times never go back) both are the frame time.
+Thread-safe (one lock), so a bridge thread may call ``ingest_remote`` while the camera loop calls ``update``.
+Exceptions of the allocator propagate (the track stays pending and is decided again on its next observation).
 """
 
 from __future__ import annotations
@@ -110,7 +113,8 @@ class _Local:
 
     track_id: int
     profile: TrackProfile
-    last_seen: float
+    last_seen: float  # on the resolver's clock (stamped on updates)
+    seen_tick: float  # the same sighting on the interval clock (how long ago: lost_after_s, track_timeout_s)
     gid: int | None = None
     label: str | None = None
     source: Source = "pending"
@@ -124,10 +128,11 @@ class _Local:
     announce: bool = False  # identity changed since the last publish
     store_dirty: bool = False  # exemplars changed since the fleet store last took them
     stored: int | None = None  # the id the fleet store holds this track's contribution under
-    last_published: float = -math.inf
+    last_published: float = -math.inf  # on the interval clock
     reported: tuple[int | None, str | None] = (None, None)
     pos: Position | None = None  # where on the site plan, at pos_t (cameras with a site)
     pos_t: float = -math.inf
+    # (time on the interval clock, x, y) of its latest site positions
     trail: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=_TRAIL))
     vel: Position | None = None  # over the trail's last _VELOCITY_WINDOW_S
     first_pos: Position | None = None  # where on the site plan it was first seen, at first_pos_t
@@ -190,6 +195,9 @@ class IdentityResolver:
         self._tracks: OrderedDict[int, _Local] = OrderedDict()  # least recently seen first
         self._pending: list[ProfileUpdate] = []  # ends found between frames (timeouts, caps)
         self._now = -math.inf
+        self._frame_t = -math.inf  # the last frame time given
+        self._stepped = 0.0  # how far frame times went back in all (wall clock steps back)
+        self._tick = -math.inf  # the interval clock: the last frame time + _stepped
         self._lock = threading.RLock()
         self._allocations = 0
         self._accepted = 0
@@ -242,7 +250,7 @@ class IdentityResolver:
                 self._sync_store(lo, now)
             assignments = tuple(self._assignment(lo) for lo in frame)
             updates, self._pending = self._pending, []
-            updates.extend(self._announce_lost(now))
+            updates.extend(self._announce_lost())
             updates.extend(u for lo in frame if (u := self._publish(lo, now)) is not None)
             updates.extend(u for tid in ended if (u := self._end(tid)) is not None)
             return FrameIdentities(assignments, tuple(updates))
@@ -359,13 +367,18 @@ class IdentityResolver:
 
     def _advance(self, now: float) -> float:
         """Move the resolver's clock to ``now`` (never back: a wall clock stepped back leaves it standing until it
-        has caught up), expire and time out what is due; the clock."""
+        has caught up) and the interval clock on by the time since the last frame (nothing for a step back),
+        expire and time out what is due; the resolver's clock."""
+        if now < self._frame_t:
+            self._stepped += self._frame_t - now
+        self._frame_t = now
+        self._tick = now + self._stepped
         self._now = max(self._now, now)
         self.store.expire(self._now)
-        horizon = self._now - self.cfg.track_timeout_s
+        horizon = self._tick - self.cfg.track_timeout_s
         while self._tracks:
             tid, lo = next(iter(self._tracks.items()))
-            if lo.last_seen >= horizon:
+            if lo.seen_tick >= horizon:
                 break
             if (u := self._end(tid)) is not None:
                 self._pending.append(u)
@@ -388,7 +401,7 @@ class IdentityResolver:
         if look == "switched":
             lo = self._restart(lo, now)
         self._tracks.move_to_end(t.track_id)
-        lo.last_seen = max(lo.last_seen, now)
+        lo.last_seen, lo.seen_tick = max(lo.last_seen, now), self._tick
         lo.at_edge, lo.overlapped = at_edge, overlapped
         if lo.lost:  # the tracker found it again: the fleet hears it is back
             lo.lost, lo.announce = False, True
@@ -396,8 +409,8 @@ class IdentityResolver:
             lo.pos, lo.pos_t = pos, now
             if lo.first_pos is None:
                 lo.first_pos, lo.first_pos_t = pos, now
-            lo.trail.append((now, pos[0], pos[1]))
-            while lo.trail[0][0] < now - _VELOCITY_WINDOW_S:
+            lo.trail.append((self._tick, pos[0], pos[1]))
+            while lo.trail[0][0] < self._tick - _VELOCITY_WINDOW_S:
                 lo.trail.popleft()
             lo.vel = velocity(lo.trail)
         if emb is None or look != "like" or (lo.gid is not None and self._crossing(lo)):
@@ -457,6 +470,7 @@ class IdentityResolver:
             track_id,
             TrackProfile(self.dim, c.exemplars_per_track, c.min_exemplar_quality, c.replace_quality_margin),
             now,
+            self._tick,
         )
         self._tracks[track_id] = lo
         return lo
@@ -893,7 +907,7 @@ class IdentityResolver:
             self.camera, lo.track_id, lo.gid, lo.label, similarity, lo.source, changed, switched
         )
 
-    def _announce_lost(self, now: float) -> list[ProfileUpdate]:
+    def _announce_lost(self) -> list[ProfileUpdate]:
         """Updates telling the fleet which of this camera's tracks walked out of view ``lost_after_s`` ago
         (last seen at the frame's edge; published as ended, with their exemplars, at their last sighting, so
         their claims stop blocking far cameras; a track found again is announced again). A track lost in mid-view
@@ -903,7 +917,7 @@ class IdentityResolver:
             return []
         out: list[ProfileUpdate] = []
         for lo in self._tracks.values():  # least recently seen first
-            if lo.last_seen > now - after:
+            if lo.seen_tick > self._tick - after:
                 break
             if not lo.lost and lo.gid is not None and lo.at_edge:
                 lo.lost = True
@@ -911,15 +925,17 @@ class IdentityResolver:
         return out
 
     def _publish(self, lo: _Local, now: float) -> ProfileUpdate | None:
+        """The update of ``lo`` due on this frame (stamped ``now``), if any; how long since the last one is
+        measured on the interval clock, so a wall clock stepped back does not hold updates back."""
         if lo.gid is None:
             return None
-        since_last = now - lo.last_published
+        since_last = self._tick - lo.last_published
         due = lo.dirty and since_last >= self.cfg.publish_interval_s
         moved = lo.pos_t == now and since_last >= self.cfg.position_interval_s
         if not (lo.announce or due or moved or since_last >= self.cfg.claim_ttl_s / 2):
             return None
         update = self._profile_update(lo, now, full=lo.announce or lo.dirty, ended=False)
-        lo.last_published, lo.announce, lo.dirty = now, False, False
+        lo.last_published, lo.announce, lo.dirty = self._tick, False, False
         return update
 
     def _profile_update(self, lo: _Local, timestamp: float, full: bool, ended: bool) -> ProfileUpdate:
