@@ -716,6 +716,24 @@ def test_a_decision_that_names_nobody_breaks_a_challengers_run() -> None:
     assert _interrupted(2) == [1, 1, 1, 1]  # win, new (the track keeps its id), win
 
 
+def test_a_challenger_kept_by_another_track_does_not_cost_the_track_its_id() -> None:
+    """Track 5 holds person 0's id (1) and then looks like person 1 (id 2, held by track 6, whose look is a
+    poorer match of person 1). Id 2 won track 5's decisions, but track 6 keeps it; track 5 was then offered the
+    rest, and that offer was applied as it came: a new id (3), though no identity had won it and keep_held_ids
+    keeps a track's id when its looks no longer match. The second offer passes the hysteresis too."""
+    people, alloc = People(2, seed=2), Counter()
+    a = IdentityResolver("a", D, alloc)
+    b = IdentityResolver("b", D, alloc, IdentityConfig(exemplars_per_track=1, min_observations=1))
+    bus, _ = observe(a, people, {1: 0, 2: 1}, 0.0, 6)
+    relay(bus + end_all(a, [1, 2], 6.0), b)
+    twin = people.twin(1, 0.9)
+    history = []
+    for k, q in enumerate([0.3, 0.6, 0.9, 0.95]):
+        looks = {5: people.obs(0 if k == 0 else 1), 6: twin}
+        history.append(ids(step(b, 100.0 + k, looks, scores={5: q, 6: q})))
+    assert history == [{5: 1, 6: 2}] * 4 and alloc.calls == 2
+
+
 def test_a_persistent_challenger_wins_after_the_count() -> None:
     people, alloc = People(2, seed=4), Counter()
     cfg = IdentityConfig(hysteresis_count=3, switch_similarity=0)  # the switch guard (below) would act first

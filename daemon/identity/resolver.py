@@ -20,7 +20,7 @@ Per frame (``update``), for the camera's reported tracks:
    one id at the same moment, the one that took it later releases it as soon as it hears of the other.
    Hysteresis: a track's current identity gets ``hysteresis_margin`` added, and a challenger must win
    ``hysteresis_count`` consecutive decisions before the identity changes (when holding tracks keep their
-   ids, the rest are re-assigned around them).
+   ids, the rest are re-assigned around them, and their new offers pass the hysteresis too).
    With site positions (daemon/identity/site.py), an identity last seen too far from where the track is now,
    or from where it first appeared, is ruled out; one seen near gains up to ``site_weight``; one the
    positions say nothing for needs ``look_only_threshold``.
@@ -502,15 +502,23 @@ class IdentityResolver:
     # -------------------------------------------------------------------------------------- deciding
 
     def _decide(self, deciding: list[_Local], frame: list[_Local], now: float) -> None:
+        """Offer each deciding track an identity and apply the offers hysteresis lets through. When tracks that
+        keep their ids were offered to others, those others are offered again around them, and the new offer
+        passes the hysteresis too (a track is not switched to an id that won no decision, nor given a new id
+        that keep_held_ids withholds, because the id that won was kept by another track)."""
         deciding_ids = {lo.track_id for lo in deciding}
-        held = {lo.gid for lo in frame if lo.track_id not in deciding_ids and lo.gid is not None}
-        props = self._propose(deciding, held, now)
-        movers = [lo for lo in deciding if not self._hold(lo, props[lo.track_id])]
-        moving = {lo.track_id for lo in movers}
-        kept = {lo.gid for lo in deciding if lo.track_id not in moving and lo.gid is not None}
-        if kept and any(props[lo.track_id].gid in kept for lo in movers):
-            props = self._propose(movers, held | kept, now)  # holders keep their ids; the rest fit around
-        for lo in movers:
+        reserved = {lo.gid for lo in frame if lo.track_id not in deciding_ids and lo.gid is not None}
+        movers = deciding
+        while True:
+            props = self._propose(movers, reserved, now)
+            moving = [lo for lo in movers if not self._hold(lo, props[lo.track_id])]
+            ids = {lo.track_id for lo in moving}
+            kept = {lo.gid for lo in movers if lo.track_id not in ids and lo.gid is not None}
+            if len(moving) == len(movers) or not any(props[lo.track_id].gid in kept for lo in moving):
+                break
+            reserved |= kept  # holders keep their ids; the rest fit around them
+            movers = moving
+        for lo in moving:
             self._apply(lo, props[lo.track_id], now)
         for lo in deciding:
             lo.forced = False
