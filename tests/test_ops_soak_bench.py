@@ -8,9 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
-from _data import REPO_ROOT, load_benchmark
+from _data import REPO_ROOT, load_benchmark, require_pets09_gt, require_pets09_video
 from _video import make_video
+
+from daemon.motio import ground_truth_from_array, read_ground_truth, read_results, write_ground_truth
 
 SCRIPT = REPO_ROOT / "benchmarks" / "soak.py"
 
@@ -31,6 +35,68 @@ def test_soak_smoke(tmp_path: Path, mobilenet_model: Path) -> None:
     assert set(report["growth"]) >= {"soak-a_rss_mib", "soak-b_fds", "valkey_used_mib"}
     assert all(s["exit_code"] == 0 and s["stop_s"] < 5 for s in report["stop"].values())
     assert (out / "soak.png").stat().st_size > 10_000 and "growth after warm-up" in done.stdout
+
+
+def _pets09_start(tmp_path: Path, frames: int) -> tuple[Path, Path]:
+    """The first ``frames`` frames of PETS09-S2L1 as a clip (at its container's 10 fps) and their ground truth."""
+    cap = cv2.VideoCapture(str(require_pets09_video()))
+    clip = tmp_path / "pets-start.avi"
+    writer: cv2.VideoWriter | None = None
+    for _ in range(frames):
+        ok, image = cap.read()
+        assert ok
+        if writer is None:
+            size = (image.shape[1], image.shape[0])
+            writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, size)
+        writer.write(image)
+    cap.release()
+    assert writer is not None
+    writer.release()
+    gt = read_ground_truth(require_pets09_gt())
+    gt_path = tmp_path / "pets-start-gt.txt"
+    write_ground_truth(gt_path, gt.select(gt.frame <= frames))
+    return clip, gt_path
+
+
+def test_gt_boxes_reach_every_pass_of_the_looped_clip(tmp_path: Path, mobilenet_model: Path) -> None:
+    """--gt gave boxes on the first pass only: the looped clip's frame numbers go on past the ground truth's."""
+    frames = 20  # 2 s a pass at real-time pace: the soak below loops it about six times
+    clip, gt = _pets09_start(tmp_path, frames)
+    boxes = len(read_ground_truth(gt))  # 64: three people
+    out = tmp_path / "soak"
+    cmd = [sys.executable, str(SCRIPT), "--minutes", "0.2", "--sample-s", "4", "--warmup-min", "0.05"]
+    cmd += ["--video", str(clip), "--gt", str(gt), "--stride", "1", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    for camera in ("soak-a", "soak-b"):
+        tracked = read_results(out / "runs" / camera / f"{camera}.txt")
+        passes = np.bincount((tracked.frame - 1) // frames)
+        assert len(passes) >= 4 and (passes[:3] >= boxes // 2).all(), f"{camera}: rows per pass {passes}"
+
+
+def test_the_looped_truth_numbers_each_pass_on_and_keeps_the_strided_frames() -> None:
+    soak = load_benchmark("soak")
+    frame = np.array([1, 2, 3, 4, 5, 6])  # frame 6 is past the 5-frame clip's end: on no pass
+    rows = np.column_stack([frame, frame * 10, np.ones((6, 4)), np.ones(6)])
+    gt = ground_truth_from_array(np.column_stack([rows, -np.ones((6, 3))]))
+    looped = soak.looped_ground_truth(gt, 5, 3, 2)  # index 0, 2, 4 | 5 -> 6, 8 | 10 -> 10, 12, 14
+    assert looped.frame.tolist() == [1, 3, 5, 7, 9, 11, 13, 15]
+    assert looped.track_id.tolist() == [10, 30, 50, 20, 40, 10, 30, 50]
+    for passes, stride in ((3, 2), (7, 2), (4, 1), (9, 3), (5, 4), (6, 10)):
+        assert soak.looped_rows(gt, 5, passes, stride) == len(soak.looped_ground_truth(gt, 5, passes, stride))
+
+
+def test_a_soak_whose_looped_truth_would_not_fit_says_what_to_shorten(tmp_path: Path) -> None:
+    soak = load_benchmark("soak")
+    clip = make_video(tmp_path / "clip.mp4", frames=20, fps=10.0, people=3, size=(160, 120))
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    args = soak.parse_args(["--video", str(clip.path), "--gt", str(gt), "--minutes", "1e9", "--stride", "1"])
+    with pytest.raises(SystemExit, match=r"soak: --gt over the \d+ passes .* shorten --minutes"):
+        soak.looped_gt(args)
+    args = soak.parse_args(["--video", str(clip.path), "--gt", str(gt), "--minutes", "1", "--stride", "3"])
+    looped = soak.looped_gt(args)  # 180 + 60 + 10 + 60 s at 10 fps: 155 passes of 20 frames, and one more
+    assert looped is not None and not ((looped.frame - 1) % 3).any()  # every third frame
+    assert 155 * 20 < looped.frame.max() <= 156 * 20
 
 
 def test_growth_compares_the_first_and_last_samples_apart_on_a_short_soak() -> None:
