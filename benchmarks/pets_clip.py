@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 from scipy.optimize import linear_sum_assignment
 
+from daemon.cli import whole_number
 from daemon.config import RuntimeConfig, env_models_dir
 from daemon.detect import box_iou
 from daemon.errors import DataError
@@ -27,15 +28,8 @@ def models_dir() -> Path:
     return env_models_dir()
 
 
-def positive_int(text: str) -> int:
-    """argparse type of a count that must be 1 or more (a stride, repeats, a batch size, calls per repeat)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {n}")
-    return n
+positive_int = whole_number(1)
+"""argparse type of a count that must be 1 or more (a stride, repeats, a batch size, calls per repeat)."""
 
 
 def cpu_runtime(parser: argparse.ArgumentParser, threads: int) -> RuntimeConfig:

@@ -1005,15 +1005,26 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
 
-def _frame_count(text: str) -> int:
-    """An argparse type: a whole number of frames, 0 or more (0: no limit)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of frames: {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or more frames, not {n}")
-    return n
+def whole_number(minimum: int, unit: str = "", zero: str = "") -> Callable[[str], int]:
+    """An argparse type: a whole number of ``unit`` (frames), ``minimum`` or more; ``zero`` says what 0 means
+    where it is allowed ("no limit"). Its errors: 'not a whole number of frames: 'x'', 'must be 0 (no limit) or
+    more frames, not -5' (argparse puts the option before them)."""
+    of, more = (f" of {unit}", f" or more {unit}") if unit else ("", " or more")
+    floor = f"{minimum} ({zero})" if zero else str(minimum)
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number{of}: {text!r}") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"must be {floor}{more}, not {n}")
+        return n
+
+    return parse
+
+
+_frame_count = whole_number(0, "frames", zero="no limit")
 
 
 def _add_gallery_parsers(sub: Any) -> None:
