@@ -21,11 +21,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pets_clip import GT, VIDEO, cpu_runtime, load_gt, match_counts, models_dir, positive_int, read_frames
+from pets_clip import (
+    GT,
+    VIDEO,
+    cpu_runtime,
+    load_gt,
+    match_counts,
+    models_dir,
+    positive_int,
+    read_frames,
+    run_parts,
+)
 
 from daemon.config import RuntimeConfig, SSDLiteDetectorConfig
 from daemon.detect import SSDLiteDetector
-from daemon.errors import DaemonError
 from daemon.types import Frame
 
 TILINGS = ((1, 1), (2, 1), (3, 2))
@@ -107,14 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-latency", action="store_true")
     args = p.parse_args(argv)
     runtime = cpu_runtime(p, args.threads)
-    try:
-        if not args.skip_accuracy:
-            accuracy(args, runtime)
-        if not args.skip_latency:
-            latency(args, runtime)
-    except DaemonError as e:  # a model absent or broken: its message says what to do
-        raise SystemExit(f"error: {e}") from e
-    return 0
+    return run_parts(args, runtime, (args.skip_accuracy, accuracy), (args.skip_latency, latency))
 
 
 if __name__ == "__main__":

@@ -24,11 +24,10 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pets_clip import GT, VIDEO, cpu_runtime, load_gt, models_dir, positive_int, read_frames
+from pets_clip import GT, VIDEO, cpu_runtime, load_gt, models_dir, positive_int, read_frames, run_parts
 
 from daemon.config import EmbedderConfig, RuntimeConfig
 from daemon.embed import OnnxEmbedder, crop_boxes
-from daemon.errors import DaemonError
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -161,14 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-speed", action="store_true")
     args = p.parse_args(argv)
     runtime = cpu_runtime(p, args.threads)
-    try:
-        if not args.skip_similarity:
-            similarity(args, runtime)
-        if not args.skip_speed:
-            speed(args, runtime)
-    except DaemonError as e:  # a model absent or broken: its message says what to do
-        raise SystemExit(f"error: {e}") from e
-    return 0
+    return run_parts(args, runtime, (args.skip_similarity, similarity), (args.skip_speed, speed))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from scipy.optimize import linear_sum_assignment
 from daemon.cli import whole_number
 from daemon.config import RuntimeConfig, env_models_dir
 from daemon.detect import box_iou
-from daemon.errors import DataError
+from daemon.errors import DaemonError, DataError
 from daemon.motio import read_ground_truth, rows_by_frame, xywh_to_xyxy
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pets09-s2l1"
@@ -39,6 +40,22 @@ def cpu_runtime(parser: argparse.ArgumentParser, threads: int) -> RuntimeConfig:
         return RuntimeConfig(intra_op_threads=threads, providers=("CPUExecutionProvider",))
     except ValidationError as e:
         parser.error("; ".join(f"--threads: {err['msg']}" for err in e.errors()))
+
+
+Part = Callable[[argparse.Namespace, RuntimeConfig], None]
+"""One table of a benchmark (detector_sweep's accuracy, embedder_bench's speed...)."""
+
+
+def run_parts(args: argparse.Namespace, runtime: RuntimeConfig, *parts: tuple[bool, Part]) -> int:
+    """Run each ``(skipped, part)`` not skipped, in order; 0. A model absent or broken ends the script with its
+    message, which says what to do (exit 1)."""
+    try:
+        for skipped, part in parts:
+            if not skipped:
+                part(args, runtime)
+    except DaemonError as e:
+        raise SystemExit(f"error: {e}") from e
+    return 0
 
 
 @dataclass(frozen=True)
