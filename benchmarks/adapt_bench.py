@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pets_clip import GT, VIDEO, models_dir
+from pets_clip import GT, VIDEO, models_dir, positive_int
 from pydantic import ValidationError
 
 from daemon.adapt import (
@@ -73,6 +73,7 @@ FLAGS = {  # SplitConfig / AdaptConfig field -> the option that sets it
     "junk_frames": "--junk",
     "steps": "--steps",
     "dim": "--dim",
+    "seed": "--seeds",
 }
 
 
@@ -332,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stride", type=int, default=5, help="Take eval crops on every Nth frame.")
     p.add_argument("--junk", type=int, default=25, help="Junk window around a query (frames).")
     p.add_argument("--min-height", type=float, default=50.0, help="Smallest gt box used (px).")
-    p.add_argument("--refs-per-id", type=int, default=8, help="Reference crops per person (gt, part 1).")
+    p.add_argument(
+        "--refs-per-id", type=positive_int, default=8, help="Reference crops per person (gt, part 1)."
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, help="Training steps (default: AdaptConfig's).")
     p.add_argument("--dim", type=int, help="Head output dim (default: AdaptConfig's).")
@@ -341,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     args.adapt = {k: v for k, v in (("steps", args.steps), ("dim", args.dim)) if v is not None}
     try:
         split_config(args)
-        AdaptConfig(**args.adapt)
+        for seed in args.seeds:
+            AdaptConfig(**args.adapt, seed=seed)
     except ValidationError as e:
         p.error(
             "; ".join(

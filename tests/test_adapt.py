@@ -754,12 +754,15 @@ def test_cli_adapt_with_nothing_to_train_or_another_embedder_is_bad_usage(
         ),
         (["--stride", "0"], "--stride: Input should be greater than or equal to 1"),
         (["--steps", "0"], "--steps: Input should be greater than or equal to 1"),
+        (["--seeds", "0", "-1"], "--seeds: Input should be greater than or equal to 0"),
+        (["--refs-per-id", "0"], "argument --refs-per-id: must be 1 or more, not 0"),
     ],
 )
 def test_adapt_bench_names_a_bad_option(
     tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Out-of-range options were a pydantic traceback (--steps only after the tracklets were mined)."""
+    """Out-of-range options were a pydantic traceback (--steps and --seeds only after the tracklets were mined);
+    --refs-per-id 0 mined them, then said the reference folder held no image."""
     from _data import load_benchmark
 
     bench = load_benchmark("adapt_bench")
