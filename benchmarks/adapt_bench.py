@@ -346,11 +346,13 @@ def main(argv: list[str] | None = None) -> int:
         split_config(args)
         for seed in args.seeds:
             AdaptConfig(**args.adapt, seed=seed)
-    except ValidationError as e:
+    except ValidationError as e:  # once each: --stride sets two fields
         p.error(
             "; ".join(
-                f"{FLAGS.get(str(err['loc'][0]) if err['loc'] else '', '--split/--end')}: {err['msg']}"
-                for err in e.errors()
+                dict.fromkeys(
+                    f"{FLAGS.get(str(err['loc'][0]) if err['loc'] else '', '--split/--end')}: {err['msg']}"
+                    for err in e.errors()
+                )
             )
         )
     if not args.video.is_file() or not args.gt.is_file():
