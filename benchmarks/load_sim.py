@@ -1158,8 +1158,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("camera counts, --publishers, --dim and --tracks-min must be 1 or more")
     if a.tracks_max < a.tracks_min:
         p.error(f"--tracks-max ({a.tracks_max}) is below --tracks-min ({a.tracks_min})")
-    if a.measure_s <= 0 or a.embed_fps <= 0:
-        p.error("--measure-s and --embed-fps must be above 0")
+    if min([a.receivers, *a.fanout_listeners]) < 0:
+        p.error("--receivers and --fanout-listeners must be 0 or more")
+    if not all(v > 0 for v in (a.measure_s, a.embed_fps, a.track_life_s, a.p99_limit_ms)):  # NaN too
+        p.error("--measure-s, --embed-fps, --track-life-s and --p99-limit-ms must be above 0")
+    if not all(v >= 0 for v in (a.warmup_s, a.grace_s, a.decide_s)):
+        p.error("--warmup-s, --grace-s and --decide-s must be 0 or more")
+    if not 0 <= a.change_prob <= 1:
+        p.error("--change-prob must be between 0 and 1")
     return a
 
 

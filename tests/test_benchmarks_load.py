@@ -158,14 +158,34 @@ def test_load_sim_smoke(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--cameras", "10", "0"], "camera counts, --publishers, --dim and --tracks-min must be 1 or more"),
-        (["--measure-s", "0"], "--measure-s and --embed-fps must be above 0"),
+        (["--measure-s", "0"], "--measure-s, --embed-fps, --track-life-s and --p99-limit-ms must be above 0"),
+        (
+            ["--track-life-s", "0"],
+            "--measure-s, --embed-fps, --track-life-s and --p99-limit-ms must be above 0",
+        ),
+        (
+            ["--p99-limit-ms", "0"],
+            "--measure-s, --embed-fps, --track-life-s and --p99-limit-ms must be above 0",
+        ),
+        (
+            ["--embed-fps", "nan"],
+            "--measure-s, --embed-fps, --track-life-s and --p99-limit-ms must be above 0",
+        ),
         (["--tracks-min", "5", "--tracks-max", "2"], "--tracks-max (2) is below --tracks-min (5)"),
+        (["--receivers", "-1"], "--receivers and --fanout-listeners must be 0 or more"),
+        (["--fanout-listeners", "0", "-8"], "--receivers and --fanout-listeners must be 0 or more"),
+        (["--warmup-s", "-1"], "--warmup-s, --grace-s and --decide-s must be 0 or more"),
+        (["--grace-s", "-1"], "--warmup-s, --grace-s and --decide-s must be 0 or more"),
+        (["--decide-s", "-0.5"], "--warmup-s, --grace-s and --decide-s must be 0 or more"),
+        (["--change-prob", "2"], "--change-prob must be between 0 and 1"),
     ],
 )
 def test_bad_options_are_usage_errors(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """They were a ZeroDivisionError after the sweep point ran, or 'a child process failed' (tracks-min/max)."""
+    """They were a ZeroDivisionError after the sweep point ran, or 'a child process failed' (tracks-min/max); the
+    negative counts and times, a zero lifetime or p99 limit and a chance over 1 ran the whole default sweep, and
+    its points came out saturated (p99 nan, 'receivers got nan%') or meaningless."""
     with pytest.raises(SystemExit) as e:
         load_sim().parse_args(args)
     assert e.value.code == 2 and message in capsys.readouterr().err
