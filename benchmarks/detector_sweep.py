@@ -25,6 +25,7 @@ from pets_clip import (
     GT,
     VIDEO,
     cpu_runtime,
+    frame_limit,
     load_gt,
     match_counts,
     models_dir,
@@ -108,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gt", type=Path, default=GT)
     p.add_argument("--models-dir", type=Path, default=models_dir())
     p.add_argument("--stride", type=positive_int, default=8, help="Accuracy on every Nth frame.")
-    p.add_argument("--max-frames", type=int, default=0, help="Stop reading after this many kept frames.")
+    p.add_argument(
+        "--max-frames", type=frame_limit, default=0, help="Stop reading after this many kept frames."
+    )
     p.add_argument("--timing-frames", type=int, default=30)
     p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = default).")

@@ -24,7 +24,17 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pets_clip import GT, VIDEO, cpu_runtime, load_gt, models_dir, positive_int, read_frames, run_parts
+from pets_clip import (
+    GT,
+    VIDEO,
+    cpu_runtime,
+    frame_limit,
+    load_gt,
+    models_dir,
+    positive_int,
+    read_frames,
+    run_parts,
+)
 
 from daemon.config import EmbedderConfig, RuntimeConfig
 from daemon.embed import OnnxEmbedder, crop_boxes
@@ -149,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models-dir", type=Path, default=models_dir())
     p.add_argument("--model", default="mobilenetv2-imagenet")
     p.add_argument("--stride", type=positive_int, default=8)
-    p.add_argument("--max-frames", type=int, default=0)
+    p.add_argument("--max-frames", type=frame_limit, default=0)
     p.add_argument("--near", type=int, default=16, help="Frame gap of the 'near' same-person pairs.")
     p.add_argument("--sizes", type=parse_size, nargs="+", default=[(256, 128), (224, 224)])
     p.add_argument("--batches", type=positive_int, nargs="+", default=[1, 8, 16])

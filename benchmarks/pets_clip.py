@@ -31,6 +31,8 @@ def models_dir() -> Path:
 
 positive_int = whole_number(1)
 """argparse type of a count that must be 1 or more (a stride, repeats, a batch size, calls per repeat)."""
+frame_limit = whole_number(0, "frames", zero="no limit")
+"""argparse type of --max-frames: 0 (all) or more."""
 
 
 def cpu_runtime(parser: argparse.ArgumentParser, threads: int) -> RuntimeConfig:

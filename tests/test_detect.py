@@ -472,6 +472,20 @@ def test_benchmark_counts_below_one_are_usage_errors(
     assert f"argument {args[0]}: must be 1 or more, not {args[-1]}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("script", ["detector_sweep", "embedder_bench"])
+def test_benchmark_negative_max_frames_is_a_usage_error(
+    script: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--max-frames -1 read no frame: detector_sweep printed a table of zeros, embedder_bench ended in 'need at
+    least one array to concatenate'."""
+    from _data import load_benchmark
+
+    with pytest.raises(SystemExit) as e:
+        load_benchmark(script).main(["--max-frames", "-1"])
+    assert e.value.code == 2
+    assert "argument --max-frames: must be 0 (no limit) or more frames, not -1" in capsys.readouterr().err
+
+
 def test_person_classes_default_follows_the_model() -> None:
     from daemon.detect import person_classes_for
 
