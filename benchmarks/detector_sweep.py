@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--max-frames", type=frame_limit, default=0, help="Stop reading after this many kept frames."
     )
-    p.add_argument("--timing-frames", type=int, default=30)
+    p.add_argument("--timing-frames", type=positive_int, default=30)
     p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = default).")
     p.add_argument("--skip-accuracy", action="store_true")

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="mobilenetv2-imagenet")
     p.add_argument("--stride", type=positive_int, default=8)
     p.add_argument("--max-frames", type=frame_limit, default=0)
-    p.add_argument("--near", type=int, default=16, help="Frame gap of the 'near' same-person pairs.")
+    p.add_argument("--near", type=positive_int, default=16, help="Frame gap of the 'near' same-person pairs.")
     p.add_argument("--sizes", type=parse_size, nargs="+", default=[(256, 128), (224, 224)])
     p.add_argument("--batches", type=positive_int, nargs="+", default=[1, 8, 16])
     p.add_argument("--speed-crops", type=positive_int, default=64)

@@ -457,13 +457,17 @@ def test_benchmark_without_its_model_names_the_fetch(
         ("detector_sweep", ["--repeats", "0"]),
         ("embedder_bench", ["--batches", "8", "0"]),
         ("embedder_bench", ["--speed-crops", "-1"]),
+        ("detector_sweep", ["--timing-frames", "0"]),
+        ("detector_sweep", ["--timing-frames", "-3"]),
+        ("embedder_bench", ["--near", "0"]),
     ],
 )
 def test_benchmark_counts_below_one_are_usage_errors(
     script: str, args: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A stride, repeat count, batch or number of calls of 0 ended in a ZeroDivisionError or StatisticsError
-    traceback after the models loaded."""
+    traceback after the models loaded; --timing-frames 0 timed every frame of the clip (read_frames' 0 is all),
+    -3 ended in an IndexError; --near 0 (no pair is 0 frames apart) printed nan."""
     from _data import load_benchmark
 
     with pytest.raises(SystemExit) as e:
