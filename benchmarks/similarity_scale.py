@@ -40,6 +40,7 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from daemon.adapt import AdaptConfig, FrameTracks, Tracklets, mine_tracklets, pipeline_frames
+from daemon.cli import whole_number
 from daemon.config import IdentityConfig, Settings, load_settings, with_overrides
 from daemon.errors import DaemonError, DataError
 from daemon.identity.profile import set_similarity
@@ -47,6 +48,7 @@ from daemon.sources import source_kind
 from daemon.types import FloatArray, ImageBGR
 
 QUANTILES = (0.01, 0.05, 0.1, 0.5, 0.9, 0.95, 0.99)
+FRAME_LIMIT = whole_number(0, "frames", zero="no limit")  # --max-frames, as the CLI's
 
 
 class _PipelineLooks:
@@ -291,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, type=Path, help="Fleet (or camera) YAML.")
     p.add_argument("--cameras", default="", help="Comma-separated camera names (default: all).")
-    p.add_argument("--max-frames", type=int, default=0, help="Frames per camera (0: the whole source).")
+    p.add_argument(
+        "--max-frames", type=FRAME_LIMIT, default=0, help="Frames per camera (0: the whole source)."
+    )
     p.add_argument("--min-height", type=float, default=0.0, help="Skip boxes shorter than this (px).")
     p.add_argument("--json", action="store_true", help="One JSON object instead of text.")
     p.add_argument("--plot", type=Path, help="Also draw the histograms and thresholds to this PNG.")

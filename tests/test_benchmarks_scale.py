@@ -133,6 +133,17 @@ def test_min_height_below_zero_is_a_usage_error(tmp_path: Path, capsys: Any) -> 
     )
 
 
+def test_a_negative_max_frames_is_a_usage_error_naming_the_option(tmp_path: Path, capsys: Any) -> None:
+    """It was reported as the config field it sets: 'cameras.cam.source.max_frames: Input should be ...'."""
+    main = load_benchmark("similarity_scale").main
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump({"cameras": {"cam": {"source": {"uri": "clip.mp4"}}}}))
+    with pytest.raises(SystemExit) as e:
+        main(["--config", str(path), "--max-frames", "-1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "argument --max-frames: must be 0 (no limit) or more frames, not -1" in err
+
+
 def test_a_camera_named_twice_is_measured_once(tmp_path: Path) -> None:
     """--cameras cam,cam mined and pooled the camera twice: every score counted double."""
     cam = _true_looks_camera(tmp_path)
