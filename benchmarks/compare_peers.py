@@ -127,6 +127,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.repeats < 1 or args.frames < 0:
         p.error("--repeats must be >= 1 and --frames >= 0")
+    if not 0 <= args.score_threshold <= 1:  # the BoxMOT runs would each fail once their models loaded
+        p.error(f"--score-threshold must be between 0 and 1, not {args.score_threshold}")
+    if args.ultra_threads < 1:
+        p.error(f"--ultra-threads must be 1 or more, not {args.ultra_threads}")
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     args.ours = args.ours or [DEFAULT_OURS]
     known = {*KINDS, *(n for n, _ in BOXMOT_RUNS), *(spec.partition("=")[0] for spec in args.ours)}

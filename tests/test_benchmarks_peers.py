@@ -73,6 +73,24 @@ def test_skip_names_a_pipeline_or_kind(capsys: pytest.CaptureFixture[str]) -> No
     assert "--skip ultralyticss: no such pipeline or kind" in err and "boxmot-nocmc" in err
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--score-threshold", "2"], "--score-threshold must be between 0 and 1, not 2.0"),
+        (["--score-threshold", "nan"], "--score-threshold must be between 0 and 1, not nan"),
+        (["--ultra-threads", "0"], "--ultra-threads must be 1 or more, not 0"),
+    ],
+)
+def test_a_peer_option_out_of_range_is_a_usage_error(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each BoxMOT run failed after its models loaded with SSDLiteDetectorConfig's pydantic traceback in its
+    log, and the table was rows of dashes; --ultra-threads 0 reached torch.set_num_threads."""
+    with pytest.raises(SystemExit) as e:
+        load_benchmark("compare_peers").parse_args(args)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_settings_line_of_ours_names_the_detection_workers() -> None:
     bench = load_benchmark("compare_peers")
     args = bench.parse_args([])
