@@ -39,8 +39,9 @@ from typing import Any
 import numpy as np
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 
-from daemon.config import SourceConfig
+from daemon.config import BridgeConfig, FleetConfig, IdentityConfig, SourceConfig
 from daemon.errors import DataError, SourceError
 from daemon.motio import MotGroundTruth, read_ground_truth, write_ground_truth
 from daemon.sources import open_source
@@ -89,8 +90,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     for flag in ("--minutes", "--sample-s", "--stride", "--speed", "--retention-s"):
-        if getattr(args, flag[2:].replace("-", "_")) <= 0:
+        if not getattr(args, flag[2:].replace("-", "_")) > 0:  # NaN too
             p.error(f"{flag} must be above 0")
+    if not args.warmup_min >= 0:
+        p.error("--warmup-min must be 0 or more")
+    try:  # the config's own bounds, checked before Valkey and the workers start
+        SourceConfig(uri=str(args.video), stride=args.stride)
+        FleetConfig(replay_speed=args.speed)
+        IdentityConfig(retention_s=args.retention_s)
+        BridgeConfig(state_ttl_s=round(args.retention_s))
+    except ValidationError as e:
+        flags = {"uri": "--video", "stride": "--stride", "replay_speed": "--speed"}
+        p.error(
+            "; ".join(f"{flags.get(str(err['loc'][0]), '--retention-s')}: {err['msg']}" for err in e.errors())
+        )
     return args
 
 

@@ -138,3 +138,23 @@ def test_bad_options_are_usage_errors(args: list[str], capsys: pytest.CaptureFix
     with pytest.raises(SystemExit) as e:
         load_benchmark("soak").parse_args(args)
     assert e.value.code == 2 and f"{args[0]} must be above 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--minutes", "nan"], "--minutes must be above 0"),
+        (["--warmup-min", "-1"], "--warmup-min must be 0 or more"),
+        (["--stride", "101"], "--stride: Input should be less than or equal to 100"),
+        (["--speed", "5000"], "--speed: Input should be less than or equal to 1000"),
+        (["--retention-s", "0.3"], "--retention-s: Input should be greater than or equal to 1"),
+    ],
+)
+def test_options_the_workers_would_refuse_are_usage_errors(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--minutes nan took one sample and reported it as a soak, --warmup-min -1 was taken; the others started
+    Valkey and two workers that exited at once with a config error, the soak saying only 'see soak-a.log'."""
+    with pytest.raises(SystemExit) as e:
+        load_benchmark("soak").parse_args(args)
+    assert e.value.code == 2 and message in capsys.readouterr().err
