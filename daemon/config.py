@@ -1214,7 +1214,16 @@ class IdentityConfig(_Strict):
         30.0,
         gt=0,
         le=86_400,
-        description="A local track not reported for this long is ended (in case end_track never comes).",
+        description="A local track not reported for this long while frames come is ended (in case end_track never "
+        "comes); a gap between two frames counts as max_frame_gap_s at most, as the tracker counts frames.",
+    )
+    max_frame_gap_s: float = Field(
+        2.0,
+        gt=0,
+        le=3_600,
+        description="A gap between two frames (a stalled stream, a wall clock stepped forward) counts as this long "
+        "at most towards track_timeout_s, so the tracks the tracker keeps through it keep their ids; below "
+        "track_timeout_s.",
     )
     retention_s: float = Field(
         3_600.0,
@@ -1322,6 +1331,15 @@ class IdentityConfig(_Strict):
             raise ValueError(
                 f"new_min_observations ({self.new_min_observations}) must be at least min_observations "
                 f"({self.min_observations})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _gap_below_timeout(self) -> IdentityConfig:
+        if self.max_frame_gap_s >= self.track_timeout_s:
+            raise ValueError(
+                f"max_frame_gap_s ({self.max_frame_gap_s:g}) must be below track_timeout_s "
+                f"({self.track_timeout_s:g}): else every stall of the stream ends every track"
             )
         return self
 

@@ -853,6 +853,40 @@ def test_a_camera_whose_wall_clock_steps_back_keeps_publishing_and_its_peers_tak
         b.close()
 
 
+def test_a_live_camera_whose_stream_stalls_keeps_its_peoples_ids(
+    tmp_path: Path, valkey: EmbeddedValkey
+) -> None:
+    """A live camera's stream stalls for 40 s (over identity.track_timeout_s, 30 s) and comes back with the same
+    people, the tracker's tracks as they were. Every track was ended as timed out on the first frame after the
+    stall and given a new global id. Over a real Valkey: the ids stay, and the peer hears them again at once."""
+    settings = _settings(tmp_path, valkey.url)
+    a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    b = FleetLink(settings, "b", DIM).start(live=True)  # type: ignore[arg-type]
+    heard: list[FleetMessage] = []
+    b.listeners.append(heard.append)
+    rng = np.random.default_rng(1)
+    start = time.time() - 45.0
+    try:
+        before = [a.update(_frame_result("a", i, [0, 1], rng, at=start + 0.5 * i)) for i in range(6)][-1]
+        first = {x.track_id: x.global_id for x in before.assignments}
+        assert None not in first.values() and a.bridge.flush(2.0)
+        stalled = len(heard)
+        after = [
+            a.update(_frame_result("a", 6 + i, [0, 1], rng, at=start + 42.5 + 0.5 * i)) for i in range(4)
+        ]
+        assert all({x.track_id: x.global_id for x in f.assignments} == first for f in after)
+        assert not [u for f in after for u in f.updates if u.ended] and a.bridge.flush(2.0)
+        _wait(lambda: {m.track_id for m in heard[stalled:] if m.kind == "profile"} == set(first))
+        back = [m for m in heard[stalled:] if m.kind == "profile"]
+        assert {(m.track_id, m.global_id) for m in back} == set(first.items()) and not any(
+            m.ended for m in back
+        )
+        assert a.resolver.stats().allocations == 2 and b.resolver.stats().remote_rejected == {}
+    finally:
+        a.close()
+        b.close()
+
+
 def _true_box_camera(video: Path, gt: Path, out: Path) -> dict[str, object]:
     """A camera replaying ``video`` on its true boxes, embedding every box, no annotated video."""
     return {

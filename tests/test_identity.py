@@ -302,11 +302,18 @@ def test_updates_are_published_on_change_not_every_frame() -> None:
 
 
 def test_track_not_reported_for_the_timeout_is_ended() -> None:
+    """While frames come (one a second), a track not reported for track_timeout_s is ended, once."""
     people = People(2)
     cam = IdentityResolver("a", D, Counter(), IdentityConfig(track_timeout_s=5.0))
     observe(cam, people, {1: 0}, 0.0, 5)
-    out = step(cam, 20.0, {2: people.obs(1)})
-    assert [u.track_id for u in out.updates if u.ended] == [1]
+    ends = [
+        (k, u.track_id)
+        for k in range(5, 12)
+        for u in step(cam, float(k), {2: people.obs(1)}).updates
+        if u.ended
+    ]
+    assert [tid for _, tid in ends].count(1) == 2  # gone out of view (lost_after_s), then timed out
+    assert ends[-1] == (10, 1)  # last reported at 4 s
     assert cam.assignment(1) is None and cam.stats().live_tracks == 1
 
 
@@ -350,6 +357,33 @@ def test_a_wall_clock_stepped_back_does_not_pause_the_cameras_updates() -> None:
     assert cam.assignment(1) is None and cam.assignment(2) is not None  # timed out after 5 s
     stamps = [u.timestamp for u in bus + [u for _, u in window]]
     assert min(stamps[len(bus) :]) >= 1005.0 and peer.stats().remote_rejected == {}
+
+
+@pytest.mark.parametrize("gap", [40.0, 600.0])
+def test_tracks_the_tracker_keeps_through_a_stall_or_a_clock_step_forward_keep_their_ids(gap: float) -> None:
+    """A live stream stalls (or the wall clock steps forward) for ``gap`` seconds, over track_timeout_s (30 s),
+    and comes back with the tracker's tracks as they were (it counts frames, not seconds). Every track was
+    ended as timed out on the first frame after it and came back pending, then under new ids (1, 2 became 3, 4):
+    its own earlier record shares its key, so it is never a candidate. The camera's intervals now run only
+    while frames come: a gap counts as identity.max_frame_gap_s at most, and the tracks keep their ids; the
+    peers, whose claims of them lapsed meanwhile, hear of them again on the first frame after it."""
+    people, alloc = People(2), Counter()
+    cam, peer = IdentityResolver("a", D, alloc), IdentityResolver("b", D, alloc)
+    bus: list[ProfileUpdate] = []
+    before: dict[int, int | None] = {}
+    for k in range(12):  # 6 s at 2 fps
+        out = step(cam, 1000.0 + 0.5 * k, {1: people.obs(0), 2: people.obs(1)})
+        bus += out.updates
+        before = ids(out)
+    back = step(cam, 1005.5 + gap, {1: people.obs(0), 2: people.obs(1)})
+    assert before == {1: 1, 2: 2}
+    assert ids(back) == before and [a.changed for a in back.assignments] == [False, False]
+    assert not [u for u in back.updates if u.ended]
+    assert sorted(u.track_id for u in back.updates) == [1, 2]  # the claims renewed at once
+    relay(bus + list(back.updates), peer)
+    assert peer.stats().remote_rejected == {}
+    after = [ids(step(cam, 1006.0 + gap + 0.5 * k, {1: people.obs(0), 2: people.obs(1)})) for k in range(10)]
+    assert all(a == before for a in after) and alloc.calls == 2
 
 
 # -------------------------------------------------------------------------------------- two cameras
@@ -863,9 +897,11 @@ def test_identities_heard_of_out_of_order_expire_on_time() -> None:
     step(cam, 110.5, {})
     assert sorted(cam.store.identities) == [51]
     local = IdentityResolver("b", D, Counter(), IdentityConfig(retention_s=100.0, track_timeout_s=30.0))
-    observe(local, people, {1: 0}, 0.0, 5)  # last seen at t=4, ended by the timeout at t=40
+    observe(local, people, {1: 0}, 0.0, 5)  # last seen at t=4, ended by the timeout at t=35
     local.ingest_remote(_remote("r", 2, 51, 20.0, people.obs(1), ended=True))
-    step(local, 40.0, {})
+    for t in range(5, 41):  # frames come: the timeout runs
+        step(local, float(t), {})
+    assert local.stats().live_tracks == 0
     step(local, 104.5, {})
     assert sorted(local.store.identities) == [51]
 
@@ -1018,6 +1054,8 @@ def test_config_validation() -> None:
         CameraEdge(a="a", b="a", min_s=0, max_s=5)
     with pytest.raises(ValueError, match="extra"):
         IdentityConfig(fleet_treshold=0.5)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match=r"max_frame_gap_s \(5\) must be below track_timeout_s \(5\)"):
+        IdentityConfig(track_timeout_s=5.0, max_frame_gap_s=5.0)
 
 
 @pytest.mark.parametrize(("a", "b"), [("a", "b"), ("b", "a")])

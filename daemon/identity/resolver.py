@@ -32,9 +32,15 @@ Per frame (``update``), for the camera's reported tracks:
 Timestamps are seconds on one clock the whole fleet shares (wall-clock time in production, replay time in
 tests); the resolver's clock is the latest frame time it was given (a frame stamped earlier, after the wall
 clock stepped back, is taken at that time): updates are stamped with it and claims are judged by it. Intervals
-of the camera's own (between two updates of a track, keep-alives, lost_after_s, track_timeout_s, velocities)
-are measured on the frame times with every step back taken out, so that they keep their pace while the wall
-clock catches up with the resolver's; in a replay (frame times never go back) both are the frame time.
+of the camera's own (between two updates of a track, keep-alives, lost_after_s, velocities) are measured on
+the frame times with every step back taken out, so that they keep their pace while the wall clock catches up
+with the resolver's; in a replay (frame times never go back) both are the frame time.
+``track_timeout_s`` alone runs on a third clock, the frame clock, which goes on only while frames come: a gap
+between two frames counts as ``max_frame_gap_s`` at most. The timeout stands in for a tracker end that never
+came, and the tracker counts frames: through a stalled stream, or a wall clock stepped forward, it keeps its
+tracks, so they keep their ids here too (timed out by the gap, they came back as new tracks, pending, and their
+own earlier records, under the same key, were never candidates: new ids). What the fleet is told (keep-alives,
+tracks gone out of view) stays on the interval clock, which the gap does advance: peers' claims lapsed meanwhile.
 Thread-safe (one lock), so a bridge thread may call ``ingest_remote`` while the camera loop calls ``update``.
 Exceptions of the allocator propagate (the track stays pending and is decided again on its next observation).
 """
@@ -114,7 +120,8 @@ class _Local:
     track_id: int
     profile: TrackProfile
     last_seen: float  # on the resolver's clock (stamped on updates)
-    seen_tick: float  # the same sighting on the interval clock (how long ago: lost_after_s, track_timeout_s)
+    seen_tick: float  # the same sighting on the interval clock (how long ago: lost_after_s)
+    seen_frame: float  # the same sighting on the frame clock (how long ago: track_timeout_s)
     gid: int | None = None
     label: str | None = None
     source: Source = "pending"
@@ -198,6 +205,7 @@ class IdentityResolver:
         self._frame_t = -math.inf  # the last frame time given
         self._stepped = 0.0  # how far frame times went back in all (wall clock steps back)
         self._tick = -math.inf  # the interval clock: the last frame time + _stepped
+        self._frame_clock = 0.0  # runs only while frames come: each gap counts max_frame_gap_s at most
         self._lock = threading.RLock()
         self._allocations = 0
         self._accepted = 0
@@ -367,18 +375,20 @@ class IdentityResolver:
 
     def _advance(self, now: float) -> float:
         """Move the resolver's clock to ``now`` (never back: a wall clock stepped back leaves it standing until it
-        has caught up) and the interval clock on by the time since the last frame (nothing for a step back),
-        expire and time out what is due; the resolver's clock."""
-        if now < self._frame_t:
-            self._stepped += self._frame_t - now
+        has caught up), the interval clock on by the time since the last frame (nothing for a step back) and the
+        frame clock by that time up to max_frame_gap_s, expire and time out what is due; the resolver's clock."""
+        gap = now - self._frame_t if math.isfinite(self._frame_t) else 0.0
+        if gap < 0:
+            self._stepped -= gap
         self._frame_t = now
         self._tick = now + self._stepped
+        self._frame_clock += min(max(gap, 0.0), self.cfg.max_frame_gap_s)
         self._now = max(self._now, now)
         self.store.expire(self._now)
-        horizon = self._tick - self.cfg.track_timeout_s
+        horizon = self._frame_clock - self.cfg.track_timeout_s
         while self._tracks:
             tid, lo = next(iter(self._tracks.items()))
-            if lo.seen_tick >= horizon:
+            if lo.seen_frame >= horizon:
                 break
             if (u := self._end(tid)) is not None:
                 self._pending.append(u)
@@ -401,7 +411,7 @@ class IdentityResolver:
         if look == "switched":
             lo = self._restart(lo, now)
         self._tracks.move_to_end(t.track_id)
-        lo.last_seen, lo.seen_tick = max(lo.last_seen, now), self._tick
+        lo.last_seen, lo.seen_tick, lo.seen_frame = max(lo.last_seen, now), self._tick, self._frame_clock
         lo.at_edge, lo.overlapped = at_edge, overlapped
         if lo.lost:  # the tracker found it again: the fleet hears it is back
             lo.lost, lo.announce = False, True
@@ -471,6 +481,7 @@ class IdentityResolver:
             TrackProfile(self.dim, c.exemplars_per_track, c.min_exemplar_quality, c.replace_quality_margin),
             now,
             self._tick,
+            self._frame_clock,
         )
         self._tracks[track_id] = lo
         return lo
