@@ -8,6 +8,9 @@ Messages (daemon/fleet_wire.py)
     ``log_every_s`` what is unsigned, forged (wrong key, tampered), malformed, oversized, stale (sent more than
     ``max_age_s`` ago; ``state_ttl_s`` for catch-up), from the future (beyond ``max_clock_skew_s``) or of an
     unknown version. Nothing a peer, or anyone who reaches Valkey, sends can raise out of the receiver thread.
+    A peer whose live batches are accepted but all arrive more than ``lag_warn_s`` after they were sent (the
+    fleet link gives identity.claim_ttl_s: its claims count as lapsed as they arrive) is named, with the least
+    delay of its last ``LAG_WINDOW`` batches, in ``Bridge.stats.lagging`` and logged (its host's clock lags).
     Messages are deduplicated per sender by their signed sequence numbers; own messages are skipped (before
     decoding: the live payload names its sender).
 
@@ -59,7 +62,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from types import TracebackType
 from typing import Any, cast, get_args
 
@@ -113,6 +116,8 @@ ERASE_PAGE = 1000  # stream entries a forget script scans per call (bounds the t
 MAX_SENDERS = 65_536  # senders whose last sequence number is remembered (LRU)
 MAX_FORGOTTEN = 65_536  # forgotten global ids remembered, so late profiles of them are dropped
 RESYNC_GRACE_MS = 1000  # the resync leaves younger stream entries to pub/sub (they may be on their way)
+LAG_WINDOW = 8  # a peer's latest live batches whose least delay says how far behind its clock runs
+MAX_LAG_PEERS = 1_024  # peer cameras whose delays are kept (LRU)
 LIVE_POLL_S = 0.1  # the receiver wakes this often to notice close()
 ITEM_META_BYTES = 160  # meta JSON bytes one message adds to a batch, at most (with a short label)
 _STREAM_ID = re.compile(rb"^\d{1,20}-\d{1,20}$")
@@ -336,12 +341,15 @@ class BridgeStats:
     erased: int  # stream entries and track states deleted by forget
     other_key: int  # messages signed with one of bridge.accept_keys, not the fleet key (a key rotation)
     rejected: Rejections
+    # peer camera -> seconds its last LAG_WINDOW live batches all arrived after they were sent (the least of
+    # them), for peers over lag_warn_s: their clocks lag (NTP), and their claims lapse on arrival
+    lagging: dict[str, float] = field(default_factory=dict)
 
 
 _COUNTERS = tuple(
     f.name
     for f in fields(BridgeStats)
-    if f.name not in ("connected", "last_error", "subscribed", "backlog", "rejected")
+    if f.name not in ("connected", "last_error", "subscribed", "backlog", "rejected", "lagging")
 )
 
 
@@ -360,7 +368,8 @@ class Bridge:
     read with ``receive`` / ``drain``. ``receive=False`` makes a publish-only bridge (no receiver thread: tools,
     simulated cameras); ``observe=True`` a receive-only one that writes nothing to Valkey (no hello, no sender,
     the stored state read with plain commands: ``who`` with a read-only ACL user). Thread-safe. A context
-    manager (``close`` on exit).
+    manager (``close`` on exit). ``lag_warn_s``: a peer whose live batches all arrive later than this after
+    they were sent is reported in ``stats.lagging`` and logged (None: not watched).
     """
 
     def __init__(
@@ -371,6 +380,7 @@ class Bridge:
         *,
         receive: bool = True,
         observe: bool = False,
+        lag_warn_s: float | None = None,
     ) -> None:
         if observe and not receive:
             raise ValueError("an observing bridge receives: observe=True needs receive=True")
@@ -408,6 +418,9 @@ class Bridge:
         self._last_ids: dict[str, str] = {}
         self._unmet: set[str] = set()  # cameras in the registry not heard of at the last resync
         self._max_seq: OrderedDict[str, int] = OrderedDict()
+        self._lag_warn_s = lag_warn_s
+        self._lags: OrderedDict[str, deque[float]] = OrderedDict()  # peer -> its last live batches' delays
+        self._lagging: dict[str, float] = {}
         self._forgets_seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._forgotten: OrderedDict[int, None] = OrderedDict()
         self._forgotten_lock = threading.Lock()
@@ -960,7 +973,41 @@ class Bridge:
         self._last_ids[batch.camera] = stream_id  # heard, fresh or not: the resync must not bring it back
         if self._fresh(batch, live=True):
             self._check_camera_name(batch)
+            self._note_delay(batch)
             self._accept_batch(batch, stream_id, False)
+
+    def _note_delay(self, batch: Batch) -> None:
+        """Keep how long after sending a peer's accepted live batches arrive. When the last LAG_WINDOW of them
+        all took more than lag_warn_s (the least delay: transit jitter only adds), the peer's clock lags this
+        host's: it goes into ``lagging`` and a warning names it and the lag, once (again when it lagged, caught
+        up and lags again, at most once per log_every_s)."""
+        cam = batch.camera
+        if self._lag_warn_s is None or cam == self.camera:
+            return
+        delays = self._lags.setdefault(cam, deque(maxlen=LAG_WINDOW))
+        self._lags.move_to_end(cam)
+        _bound(self._lags, MAX_LAG_PEERS)
+        delays.append(time.time() - batch.sent_at)
+        least = min(delays)
+        lags = len(delays) == LAG_WINDOW and least > self._lag_warn_s
+        with self._lock:
+            was = self._lagging.pop(cam, None)
+            if lags:
+                self._lagging[cam] = round(least, 1)
+                while len(self._lagging) > MAX_LAG_PEERS:
+                    self._lagging.pop(next(iter(self._lagging)))
+        if lags and was is None:
+            self._log.warn(
+                f"lag-{cam}",
+                "bridge %s: camera %s's messages arrive %.0f s after they were sent (the least of its last %d), "
+                "more than identity.claim_ttl_s %g: its claims count as lapsed as they arrive; its host's clock "
+                "lags this one's (keep both on NTP)",
+                self.camera,
+                cam,
+                least,
+                LAG_WINDOW,
+                self._lag_warn_s,
+            )
 
     def _check_camera_name(self, batch: Batch) -> None:
         """Warn when another live process publishes tracks under this bridge's camera name (two workers started
@@ -1099,12 +1146,14 @@ class Bridge:
             counts = dict(self._counts)
             backlog = len(self._outbox) + len(self._erase) + self._in_flight
             rejected = Rejections(**self._rejected)
+            lagging = dict(self._lagging)
         return BridgeStats(
             connected=self._connected,
             last_error=self._last_error,
             subscribed=self._subscribed.is_set(),
             backlog=backlog,
             rejected=rejected,
+            lagging=lagging,
             **counts,
         )
 

@@ -459,7 +459,9 @@ class FleetLink:
         self.head = head
         dim = dim if head is None else head.output_dim
         self.gallery = _load_gallery(settings, dim)
-        self.bridge = bridge or Bridge(settings.bridge, camera, on_message=self._on_message)
+        self.bridge = bridge or Bridge(
+            settings.bridge, camera, on_message=self._on_message, lag_warn_s=settings.identity.claim_ttl_s
+        )
         self.ids = IdPool(self.bridge, known=self._largest_known_id)
         self.resolver = IdentityResolver(camera, dim, self.ids, settings.identity, self.gallery)
         cam = settings.cameras.get(camera)

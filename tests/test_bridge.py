@@ -454,6 +454,43 @@ def test_a_stale_live_message_is_not_brought_back_by_the_resync(
         assert b.stats.recovered == 0 and b.stats.rejected.stale == 1
 
 
+def test_a_peer_whose_clock_lags_past_the_claim_ttl_is_named_with_its_lag(
+    server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A camera whose clock lags 15 s: its messages are accepted (younger than max_age_s, 30 s), but its claims
+    are older than claim_ttl_s (10 s) as they arrive, so its peers treat them all as lapsed, and nothing said
+    so. Its peer now names it and the lag in stats.lagging and logs it once; it leaves once it catches up."""
+    cfg = config(server.url, max_age_s=30, max_clock_skew_s=5)
+    with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b", lag_warn_s=10.0) as b:
+        assert a.wait_ready(5) and b.wait_ready(5)
+
+        def send(n: int, first: int) -> None:  # one batch each
+            for i in range(n):
+                a.publish(profile("cam-a", first + i))
+                assert a.flush(5)
+            assert len(profiles_from(b, n)) == n
+
+        send(bridge_module.LAG_WINDOW, 1)
+        assert b.stats.lagging == {}
+        on_time = encode_batch
+        monkeypatch.setattr(
+            bridge_module, "encode_batch", lambda *a, sent_at: on_time(*a, sent_at=sent_at - 15)
+        )
+        with caplog.at_level(logging.WARNING, logger="daemon.bridge"):
+            send(bridge_module.LAG_WINDOW - 1, 100)
+            assert b.stats.lagging == {}  # one on-time batch is still among the last LAG_WINDOW
+            send(3, 200)
+        lagging = b.stats.lagging
+        assert list(lagging) == ["cam-a"] and 15.0 <= lagging["cam-a"] < 17.0, lagging
+        said = [r.getMessage() for r in caplog.records if "arrive" in r.getMessage()]
+        assert len(said) == 1 and "camera cam-a's messages arrive 15 s after" in said[0], said
+        assert "identity.claim_ttl_s 10" in said[0] and "NTP" in said[0]
+        assert b.stats.rejected.total == 0 and a.stats.lagging == {}  # not watched on a
+        monkeypatch.setattr(bridge_module, "encode_batch", on_time)
+        send(1, 300)
+        assert b.stats.lagging == {}
+
+
 @pytest.mark.parametrize("skew_s", [-100.0, 100.0])
 def test_a_message_rejected_for_its_time_says_how_far_off_the_senders_clock_is(
     server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, skew_s: float

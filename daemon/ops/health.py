@@ -11,6 +11,10 @@ problems, each a short sentence starting with what is wrong:
 * ``valkey down: <why>`` (fleet mode: the bridge has no connection, or the last PING failed)
 * ``stalled: no frame processed for N s while frames wait`` (hung inference; the watchdog acts on the same)
 * ``stopped`` (the worker has finished or is shutting down)
+
+In fleet mode the document also names the peer cameras whose clocks lag this host's by more than
+identity.claim_ttl_s (``lagging_peers``: camera -> seconds, from ``BridgeStats.lagging``): not a problem of this
+worker (its status stays ok), but the reason its people's ids may be taken by far cameras.
 """
 
 from __future__ import annotations
@@ -123,6 +127,10 @@ class Health:
             "idle_s": round(self.liveness.idle_s(), 3),
             "uptime_s": round(time.monotonic() - self._started, 3),
         }
+        with self._lock:
+            bridge = self._bridge
+        if bridge is not None:  # peers whose clocks lag: theirs to fix, so not a problem of this worker's
+            body["lagging_peers"] = bridge().lagging
         return Report(not problems, problems, body)
 
 

@@ -123,13 +123,22 @@ class _SnapshotCollector(Collector):
         events = {
             f.name: getattr(b, f.name)
             for f in dataclasses.fields(b)
-            if f.name not in (*_BRIDGE_GAUGES, "last_error", "rejected", "reconnects")
+            if f.name not in (*_BRIDGE_GAUGES, "last_error", "rejected", "reconnects", "lagging")
         }
         yield self._labelled(
             "bridge_messages", "Fleet messages (embeddings) by what happened to them.", "event", events
         )
         rejected = {f.name: getattr(b.rejected, f.name) for f in dataclasses.fields(b.rejected)}
         yield self._labelled("bridge_rejected", "Received messages rejected, by reason.", "reason", rejected)
+        lag = GaugeMetricFamily(
+            f"{PREFIX}_bridge_peer_lag_seconds",
+            "Peer cameras whose live messages all arrive later than identity.claim_ttl_s after they were sent "
+            "(their clocks lag: their claims lapse on arrival): the least delay of their latest messages.",
+            labels=["camera", "peer"],
+        )
+        for peer, seconds in b.lagging.items():
+            lag.add_metric([self.camera, peer], seconds)
+        yield lag
 
     def _identity(self, s: IdentityStats) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         for name in _IDENTITY_GAUGES:
