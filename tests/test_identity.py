@@ -359,6 +359,26 @@ def test_a_wall_clock_stepped_back_does_not_pause_the_cameras_updates() -> None:
     assert min(stamps[len(bus) :]) >= 1005.0 and peer.stats().remote_rejected == {}
 
 
+def test_a_track_reported_again_after_it_timed_out_can_get_its_id_back() -> None:
+    """The tracker holds two tracks unreported for longer than track_timeout_s while frames come (a low frame
+    rate, relink_window) and reports them again under their ids. The resolver had ended them; they came back
+    as new tracks, but their own earlier records share their keys (camera, track id) and were never candidates
+    (a track is not compared with its own rows): new ids, 1 and 2 became 4 and 5. The earlier record of a track
+    the resolver ended is now a candidate like any other, so they get their ids back (one each)."""
+    people, alloc = People(3), Counter()
+    cam = IdentityResolver("a", D, alloc, IdentityConfig(track_timeout_s=5.0))
+    _, first = observe(cam, people, {1: 0, 2: 1, 3: 2}, 0.0, 5)
+    _, alone = observe(cam, people, {3: 2}, 5.0, 8)  # 1 and 2 time out
+    assert cam.assignment(1) is None and cam.assignment(2) is None and alone == {3: 3}
+    _, back = observe(cam, people, {1: 0, 2: 1, 3: 2}, 13.0, 6)
+    assert first == back == {1: 1, 2: 2, 3: 3}
+    assert alloc.calls == 3
+    _, alone = observe(cam, people, {3: 2}, 19.0, 8)  # 1 and 2 time out again
+    _, other = observe(cam, people, {3: 2, 7: 0}, 27.0, 4)  # the tracker gives person 0 a new track: id 1
+    _, both = observe(cam, people, {3: 2, 7: 0, 1: 0}, 31.0, 6)  # and reports 1 again beside it
+    assert other == {3: 3, 7: 1} and both[7] == 1 and both[1] != 1  # one id per frame: never two tracks on 1
+
+
 @pytest.mark.parametrize("gap", [40.0, 600.0])
 def test_tracks_the_tracker_keeps_through_a_stall_or_a_clock_step_forward_keep_their_ids(gap: float) -> None:
     """A live stream stalls (or the wall clock steps forward) for ``gap`` seconds, over track_timeout_s (30 s),

@@ -414,11 +414,17 @@ class FleetStore:
     # ------------------------------------------------------------------------------------------- scoring
 
     def scores(
-        self, queries: Sequence[FloatArray], own: Sequence[Key], how: MatchScore, top: int, floor: float
+        self,
+        queries: Sequence[FloatArray],
+        own: Sequence[Key | None],
+        how: MatchScore,
+        top: int,
+        floor: float,
     ) -> list[dict[int, float]]:
         """Per query exemplar set: {global id: similarity} for ids scoring at least ``floor``.
 
-        The query track's own rows (``own``) are left out: a track is never compared with itself.
+        The query track's own rows (``own``; None: it has none here) are left out: a track is never compared
+        with itself.
         """
         out: list[dict[int, float]] = [{} for _ in queries]
         if self.bank.n == 0 or not queries:
@@ -431,7 +437,7 @@ class FleetStore:
         for i, (ex, key) in enumerate(zip(queries, own, strict=True)):
             block = sims[:, start : start + len(ex)]
             start += len(ex)
-            mine = self.bank.rows(key)
+            mine = self.bank.rows(key) if key is not None else []
             if mine:
                 block[mine, :] = -np.inf
             # per identity and track exemplar: the best match among the identity's rows

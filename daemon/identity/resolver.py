@@ -9,8 +9,10 @@ Per frame (``update``), for the camera's reported tracks:
 2. **Match, in order**, as one-to-one assignments over the tracks being decided (Hungarian, maximising the
    total similarity above the threshold): (a) named identities of the local gallery, (b) the fleet's
    identities (remote tracks received through ``ingest_remote`` and this camera's own past tracks; a track
-   is never compared with its own exemplars, and an identity known only from the other tracks of the frame
-   is someone else; a best match closer than ``fleet_distinct_margin`` to the runner-up counts as no match),
+   is never compared with its own exemplars, though the record of its earlier run that this resolver ended, a
+   track the tracker reports again after it timed out here, is one of those past tracks; an identity known
+   only from the other tracks of the frame is someone else; a best match closer than ``fleet_distinct_margin``
+   to the runner-up counts as no match),
    (c) a new global id from the injected allocator, only for a track with ``new_min_observations``
    observations and a best quality of ``new_min_quality``; otherwise it stays ``pending``.
 3. **Guards.** Ids held by the other tracks of the frame are excluded, so two co-visible tracks never share
@@ -150,6 +152,9 @@ class _Local:
     overlapped: float = 0.0  # the largest share of its box another box of the frame covers (hold_overlap)
     odd: list[tuple[FloatArray, float]] = field(default_factory=list)  # looks in a row unlike its exemplars
     switched: bool = False  # restarted on this frame after switching people (reported once)
+    # its key holds the record of its own earlier run, which this resolver ended (timed out, or the cap), until
+    # it takes an id: that record is a candidate like any other track's, not rows of its own
+    earlier: bool = False
 
     def holds(self, p: _Proposal) -> bool:
         if p.gid is not None:
@@ -407,6 +412,8 @@ class IdentityResolver:
         lo = self._tracks.get(t.track_id)
         if lo is None:
             lo = self._new_local(t.track_id, now)
+            earlier = self.store.contributions.get((self.camera, t.track_id))
+            lo.earlier = earlier is not None and earlier.local and earlier.ended
         look = self._look(lo, emb, quality, overlapped)
         if look == "switched":
             lo = self._restart(lo, now)
@@ -628,8 +635,9 @@ class IdentityResolver:
         if c.site_horizon_s > 0 and any(lo.pos is not None for lo in tracks):
             floor = min(floor, c.site_min_similarity)  # where a track stands may lift a weaker look
         keys: list[Key] = [(self.camera, lo.track_id) for lo in tracks]
+        own = [None if self._resumes(lo) else key for lo, key in zip(tracks, keys, strict=True)]
         raw = self.store.scores(
-            [lo.profile.exemplars for lo in tracks], keys, c.match_score, c.top_exemplars, floor
+            [lo.profile.exemplars for lo in tracks], own, c.match_score, c.top_exemplars, floor
         )
         if unnamed_only:
             raw = [{g: v for g, v in r.items() if self.store.label_of(g) is None} for r in raw]
@@ -702,7 +710,15 @@ class IdentityResolver:
         """Whether every exemplar row of ``gid`` comes from tracks of this camera seen on this frame (``lo``
         aside): those are other people, so their look is no evidence that ``lo`` is ``gid`` (two look-alikes
         side by side would otherwise take each other's new ids, and swap them on every decision)."""
-        return gid != lo.gid and not self.store.has_rows_beyond(gid, self._visible)
+        others = self._visible - {(self.camera, lo.track_id)} if self._resumes(lo) else self._visible
+        return gid != lo.gid and not self.store.has_rows_beyond(gid, others)
+
+    def _resumes(self, lo: _Local) -> bool:
+        """Whether the rows under ``lo``'s key are those of its own earlier run, which this resolver ended (timed
+        out while the tracker kept it, or ended by the max_live_tracks cap), not rows it gave since: that record
+        is then one more candidate of this camera's past tracks, held to every guard as they are. (A track that
+        switched people starts again too, but its earlier record is someone else and stays out.)"""
+        return lo.earlier
 
     def _only_own_rows(self, lo: _Local, key: Key, raw: dict[int, float]) -> bool:
         """The track's current id is known but holds no exemplars except the track's own."""
@@ -902,7 +918,7 @@ class IdentityResolver:
                 lo.stored = None
             return
         if lo.stored != lo.gid or lo.store_dirty or key not in self.store.contributions:
-            lo.stored, lo.store_dirty = lo.gid, False
+            lo.stored, lo.store_dirty, lo.earlier = lo.gid, False, False
             merges = self.store.record(self._contribution(lo, now, False), lo.profile.exemplars.copy(), now)
             self._apply_merges(merges)
         else:
