@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import secrets
 import signal
@@ -36,15 +35,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from daemon.config import BridgeConfig, FleetConfig, IdentityConfig, SourceConfig
-from daemon.errors import DataError, SourceError
-from daemon.motio import MotGroundTruth, read_ground_truth, write_ground_truth
-from daemon.sources import open_source
 from daemon.valkey_server import EmbeddedValkey, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,8 +48,6 @@ CAMERAS = ("soak-a", "soak-b")
 KEY_ENV = "REID_SOAK_KEY"
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 10.0
-GT_SLACK_S = 60.0  # --gt covers the passes of this much more replay than READY_TIMEOUT_S + --minutes + stop
-MAX_LOOPED_GT_ROWS = 500_000  # each worker holds the looped truth in memory: refuse a soak that needs more
 EDGE_SAMPLES = 3  # samples averaged (median) at each end of the window that growth compares
 WORKER_METRICS = {  # column -> (metric family, sample name)
     "frames": ("reid_frames", "reid_frames_total"),
@@ -75,9 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--gt",
         type=Path,
-        help="Detect from this MOT ground truth of the clip instead of SSDLite (smoke tests). A looped clip's "
-        "frame numbers go on, so the soak writes the truth again for every pass it can reach (gt.looped.txt "
-        "under --out).",
+        help="Detect from this MOT ground truth of the clip instead of SSDLite (smoke tests; every pass of the "
+        "looped clip gets its boxes).",
     )
     p.add_argument("--stride", type=int, default=4, help="Process every Nth frame of the clip.")
     p.add_argument("--speed", type=float, default=1.0, help="Replay pace, x real time (fleet.replay_speed).")
@@ -110,13 +102,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ------------------------------------------------------------------------------------------------ config
 
 
-def fleet_config(
-    args: argparse.Namespace, url: str, ports: dict[str, int], out: Path, gt: Path | None = None
-) -> dict[str, Any]:
-    """The soak's fleet YAML; ``gt``: the looped ground truth the cameras detect from (None: SSDLite)."""
+def fleet_config(args: argparse.Namespace, url: str, ports: dict[str, int], out: Path) -> dict[str, Any]:
     detector: dict[str, Any] = (
-        {"type": "ground-truth", "path": str(gt)}
-        if gt is not None
+        {"type": "ground-truth", "path": str(args.gt)}
+        if args.gt
         else {"type": "ssdlite", "score_threshold": 0.1, "tiles": [1, 1], "full_frame": True}
     )
     camera = {
@@ -134,76 +123,6 @@ def fleet_config(
         "ops": {"camera_ports": ports},
         "cameras": {cam: json.loads(json.dumps(camera)) for cam in CAMERAS},  # no YAML aliases
     }
-
-
-# ------------------------------------------------------------------------------------------------ --gt
-
-
-def clip_pass(video: Path) -> tuple[int, float]:
-    """Frames in one pass of ``video`` as a camera's source counts them (each looped pass numbers its frames
-    on from the last one's), and the frame rate its frames are timed at."""
-    with open_source(SourceConfig(uri=str(video), stride=100)) as src:  # stride: grabs, few decodes
-        for _ in src:
-            pass
-        return src.stats.frames_decoded, src.fps
-
-
-def looped_rows(gt: MotGroundTruth, pass_frames: int, passes: int, stride: int) -> int:
-    """len(looped_ground_truth(...)) with the same arguments, without building it. Pass ``k`` keeps the rows
-    whose 0-based index is ``-k * pass_frames`` modulo ``stride``: the passes repeat in periods of ``period``."""
-    index = gt.frame[gt.frame <= pass_frames] - 1
-    per_phase = np.bincount(index % stride, minlength=stride)
-    period = stride // math.gcd(pass_frames, stride)
-    kept = per_phase[(-np.arange(period) * pass_frames) % stride]
-    return int((passes // period) * kept.sum() + kept[: passes % period].sum())
-
-
-def looped_ground_truth(gt: MotGroundTruth, pass_frames: int, passes: int, stride: int) -> MotGroundTruth:
-    """``gt`` of a clip of ``pass_frames`` frames for each of ``passes`` passes of its loop: MOT frame ``f`` of
-    pass ``k`` is ``f + k * pass_frames``. Only the frames a camera keeps with ``stride`` (0-based index a
-    multiple of it; the stride runs on across passes), and none past the clip's end."""
-    gt = gt.select(gt.frame <= pass_frames)
-    parts = []
-    for k in range(passes):
-        frame = gt.frame + k * pass_frames
-        keep = (frame - 1) % stride == 0
-        parts.append(MotGroundTruth(frame[keep], gt.track_id[keep], gt.xywh[keep], gt.consider[keep]))
-    return MotGroundTruth(
-        np.concatenate([p.frame for p in parts]),
-        np.concatenate([p.track_id for p in parts]),
-        np.concatenate([p.xywh for p in parts]),
-        np.concatenate([p.consider for p in parts]),
-    )
-
-
-def looped_gt(args: argparse.Namespace) -> MotGroundTruth | None:
-    """--gt (None without it) for every pass of the looped clip the soak can reach: at ``--speed``, for
-    READY_TIMEOUT_S + ``--minutes`` + the stop and GT_SLACK_S. Errors end the script naming the file or limit."""
-    if args.gt is None:
-        return None
-    try:
-        gt = read_ground_truth(args.gt)
-        pass_frames, fps = clip_pass(args.video)
-    except (DataError, SourceError) as e:
-        raise SystemExit(f"soak: {e}") from e
-    horizon_s = READY_TIMEOUT_S + args.minutes * 60.0 + STOP_TIMEOUT_S + GT_SLACK_S
-    passes = math.ceil(horizon_s * fps * args.speed / pass_frames) + 1
-    rows = looped_rows(gt, pass_frames, passes, args.stride)
-    if rows > MAX_LOOPED_GT_ROWS:
-        raise SystemExit(
-            f"soak: --gt over the {passes} passes of the clip this soak can reach takes {rows} rows, more than "
-            f"the {MAX_LOOPED_GT_ROWS} a worker is given to hold: shorten --minutes, lower --speed or raise --stride"
-        )
-    return looped_ground_truth(gt, pass_frames, passes, args.stride)
-
-
-def write_gt(out: Path, looped: MotGroundTruth | None) -> Path | None:
-    """The looped ground truth as ``gt.looped.txt`` under ``out``, what the cameras' config names."""
-    if looped is None:
-        return None
-    path = out / "gt.looped.txt"
-    write_ground_truth(path, looped)
-    return path
 
 
 # ------------------------------------------------------------------------------------------------ workers
@@ -302,15 +221,12 @@ def sample(
     return row
 
 
-def run_soak(
-    args: argparse.Namespace, gt: Path | None = None
-) -> tuple[list[dict[str, float]], dict[str, dict[str, float]]]:
+def run_soak(args: argparse.Namespace) -> tuple[list[dict[str, float]], dict[str, dict[str, float]]]:
     out: Path = args.out
     with EmbeddedValkey("tcp") as server:
         ports = {cam: free_port() for cam in CAMERAS}
         config = out / "soak.yaml"
-        cfg = fleet_config(args, server.url, ports, out, gt)
-        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        config.write_text(yaml.safe_dump(fleet_config(args, server.url, ports, out), sort_keys=False))
         client = server.client()
         valkey_pid = int(client.info("server")["process_id"])
         procs = start_workers(config, out)
@@ -421,10 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     for flag, path in (("--video", args.video), ("--gt", args.gt)):
         if path is not None and not path.is_file():
             raise SystemExit(f"soak: {flag} {path} not found")
-    looped = looped_gt(args)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # the workers and Valkey are stopped on the way out
     args.out.mkdir(parents=True, exist_ok=True)
-    rows, stopped = run_soak(args, write_gt(args.out, looped))
+    rows, stopped = run_soak(args)
     report = write_outputs(args, rows, stopped)
     print(f"soak: {report['samples']} samples over {rows[-1]['minute']:.1f} min; growth after warm-up:")
     for col, g in report["growth"].items():

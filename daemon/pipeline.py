@@ -106,7 +106,7 @@ class Pipeline:
         need = self.tracker.plan_embeddings(dets)
         if need.any():
             if isinstance(self.embedder, FrameEmbedder):
-                embs[need] = self.embedder.embed_at(frame.index, frame.image, dets.xyxy[need])
+                embs[need] = self.embedder.embed_at(frame.clip_index, frame.image, dets.xyxy[need])
             else:
                 embs[need] = self.embedder.embed(frame.image, dets.xyxy[need])
             self.times.embedded_boxes += int(need.sum())

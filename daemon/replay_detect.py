@@ -1,15 +1,16 @@
 """Detectors that replay boxes from files, so trackers are compared on identical detections.
 
-* :class:`MotFileDetector` replays a MOTChallenge det.txt: the boxes of MOT frame ``frame.index + 1``
+* :class:`MotFileDetector` replays a MOTChallenge det.txt: the boxes of MOT frame ``frame.clip_index + 1``
   scoring at least the threshold.
 * :class:`GroundTruthDetector` replays the considered (consider=1) rows of a gt.txt with controlled noise:
   gaussian jitter of centre and size, random misses and Poisson-many false boxes of person-like sizes.
-  The noise of a frame is drawn from a generator seeded with ``(seed, frame.index)`` only, so it is the
+  The noise of a frame is drawn from a generator seeded with ``(seed, frame.clip_index)`` only, so it is the
   same whatever order or subset of frames is asked for.
 * :func:`write_detections` records any detector over a source into a det.txt that MotFileDetector replays.
 
-A replay detector ignores the image apart from its size (where false boxes may appear). Frame.index is the
-frame's position in the source, so a source with ``stride`` > 1 still lines up with the file's frames.
+A replay detector ignores the image apart from its size (where false boxes may appear). Frame.clip_index is
+the frame's position in the file, so a source with ``stride`` > 1 still lines up with the file's frames, and
+each pass of a looped file gets the file's boxes again.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def _frame_table(frame: NDArray[np.int64], xywh: F64Array, score: F64Array) -> d
 
 
 class MotFileDetector:
-    """Replays the boxes of a det.txt: MOT frame ``frame.index + 1``, scores >= ``score_threshold``."""
+    """Replays the boxes of a det.txt: MOT frame ``frame.clip_index + 1``, scores >= ``score_threshold``."""
 
     def __init__(self, detections: MotDetections, score_threshold: float = 0.0) -> None:
         kept = detections.select(detections.score >= score_threshold)
@@ -71,7 +72,7 @@ class MotFileDetector:
         return cls(read_detections(cfg.path), cfg.score_threshold)
 
     def detect(self, frame: Frame) -> Detections:
-        found = self._frames.get(frame.index + 1)
+        found = self._frames.get(frame.clip_index + 1)
         return found if found is not None else Detections.empty()
 
 
@@ -158,8 +159,10 @@ class GroundTruthDetector:
         return np.concatenate([top_left, sizes], axis=1), scores
 
     def detect(self, frame: Frame) -> Detections:
-        rng = self.rng(frame.index)
-        true_xywh, true_scores = self._true_boxes(rng, self._frames.get(frame.index + 1, np.zeros((0, 4))))
+        rng = self.rng(frame.clip_index)
+        true_xywh, true_scores = self._true_boxes(
+            rng, self._frames.get(frame.clip_index + 1, np.zeros((0, 4)))
+        )
         false_xywh, false_scores = self._false_boxes(rng, _frame_extent(frame, self._extent))
         xywh = np.concatenate([true_xywh, false_xywh])
         scores = np.concatenate([true_scores, false_scores]).astype(np.float32)

@@ -770,7 +770,7 @@ class FrameSource:
             got = self._pull()
 
     def _emit(self, image: ImageBGR, timestamp: float) -> None:
-        frame = Frame(self._stats.frames_decoded - 1, timestamp, image, self.name)
+        frame = Frame(self._stats.frames_decoded - 1, timestamp, image, self.name, self._pass_start)
         self._index += 1
         if self._buffer.put(frame, drop_oldest=self.live):
             self._stats.frames_dropped += 1

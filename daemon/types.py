@@ -28,12 +28,20 @@ def finite_pair(value: object, name: str) -> Position:
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One decoded frame. ``index`` is its 0-based position in the source (a stride leaves gaps); seconds."""
+    """One decoded frame. ``index`` is its 0-based position in the source (a stride leaves gaps; a looped file's
+    passes number on); ``pass_start`` the index its pass began at (0 but in a looped file); seconds."""
 
     index: int
     timestamp: float
     image: ImageBGR
     source: str = ""
+    pass_start: int = 0
+
+    @property
+    def clip_index(self) -> int:
+        """The frame's 0-based position in its file (the index within the current pass of a looped file): what
+        files about the clip (a det.txt, ground truth) number it by."""
+        return self.index - self.pass_start
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import pytest
 from _data import REPO_ROOT, load_benchmark, require_pets09_gt, require_pets09_video
 from _video import make_video
 
-from daemon.motio import ground_truth_from_array, read_ground_truth, read_results, write_ground_truth
+from daemon.motio import read_ground_truth, read_results, write_ground_truth
 
 SCRIPT = REPO_ROOT / "benchmarks" / "soak.py"
 
@@ -59,7 +59,8 @@ def _pets09_start(tmp_path: Path, frames: int) -> tuple[Path, Path]:
 
 
 def test_gt_boxes_reach_every_pass_of_the_looped_clip(tmp_path: Path, mobilenet_model: Path) -> None:
-    """--gt gave boxes on the first pass only: the looped clip's frame numbers go on past the ground truth's."""
+    """--gt gave boxes on the first pass only: the looped clip's frame numbers go on past the ground truth's.
+    Replay detectors now look boxes up by the frame's place in its pass (Frame.clip_index)."""
     frames = 20  # 2 s a pass at real-time pace: the soak below loops it about six times
     clip, gt = _pets09_start(tmp_path, frames)
     boxes = len(read_ground_truth(gt))  # 64: three people
@@ -72,31 +73,6 @@ def test_gt_boxes_reach_every_pass_of_the_looped_clip(tmp_path: Path, mobilenet_
         tracked = read_results(out / "runs" / camera / f"{camera}.txt")
         passes = np.bincount((tracked.frame - 1) // frames)
         assert len(passes) >= 4 and (passes[:3] >= boxes // 2).all(), f"{camera}: rows per pass {passes}"
-
-
-def test_the_looped_truth_numbers_each_pass_on_and_keeps_the_strided_frames() -> None:
-    soak = load_benchmark("soak")
-    frame = np.array([1, 2, 3, 4, 5, 6])  # frame 6 is past the 5-frame clip's end: on no pass
-    rows = np.column_stack([frame, frame * 10, np.ones((6, 4)), np.ones(6)])
-    gt = ground_truth_from_array(np.column_stack([rows, -np.ones((6, 3))]))
-    looped = soak.looped_ground_truth(gt, 5, 3, 2)  # index 0, 2, 4 | 5 -> 6, 8 | 10 -> 10, 12, 14
-    assert looped.frame.tolist() == [1, 3, 5, 7, 9, 11, 13, 15]
-    assert looped.track_id.tolist() == [10, 30, 50, 20, 40, 10, 30, 50]
-    for passes, stride in ((3, 2), (7, 2), (4, 1), (9, 3), (5, 4), (6, 10)):
-        assert soak.looped_rows(gt, 5, passes, stride) == len(soak.looped_ground_truth(gt, 5, passes, stride))
-
-
-def test_a_soak_whose_looped_truth_would_not_fit_says_what_to_shorten(tmp_path: Path) -> None:
-    soak = load_benchmark("soak")
-    clip = make_video(tmp_path / "clip.mp4", frames=20, fps=10.0, people=3, size=(160, 120))
-    gt = clip.write_mot_gt(tmp_path / "gt.txt")
-    args = soak.parse_args(["--video", str(clip.path), "--gt", str(gt), "--minutes", "1e9", "--stride", "1"])
-    with pytest.raises(SystemExit, match=r"soak: --gt over the \d+ passes .* shorten --minutes"):
-        soak.looped_gt(args)
-    args = soak.parse_args(["--video", str(clip.path), "--gt", str(gt), "--minutes", "1", "--stride", "3"])
-    looped = soak.looped_gt(args)  # 180 + 60 + 10 + 60 s at 10 fps: 155 passes of 20 frames, and one more
-    assert looped is not None and not ((looped.frame - 1) % 3).any()  # every third frame
-    assert 155 * 20 < looped.frame.max() <= 156 * 20
 
 
 def test_growth_compares_the_first_and_last_samples_apart_on_a_short_soak() -> None:
