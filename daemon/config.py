@@ -37,6 +37,7 @@ from pydantic_settings import (
 from daemon.errors import ConfigError
 
 _log = logging.getLogger(__name__)
+_UNUSED_SAID: set[str] = set()  # unused settings already warned about in this process
 
 ENV_PREFIX = "REID_"
 # URL schemes a source reads as a live stream (file:// is a local path); any other scheme is refused.
@@ -350,7 +351,8 @@ class TrackerConfig(_Strict):
     @field_validator("frame_rate")
     @classmethod
     def _frame_rate_unused(cls, v: float | None) -> float | None:
-        if v is not None:
+        if v is not None and not _UNUSED_SAID:  # once a process: a config is validated more than once
+            _UNUSED_SAID.add("tracker.frame_rate")
             _log.warning("tracker.frame_rate (%g) has no effect: track_buffer is in frames; remove it", v)
         return v
 
