@@ -15,8 +15,9 @@ Endpoints:
 * ``GET /references/<file>``: the reference images.
 
 Bad uploads get a 4xx that says why: 400 empty or undecodable image (or one whose header does not give its
-size), 413 too large, 409 a label that the file name convention cannot parse, 422 missing fields, an unknown
-query parameter or form field, or a form field sent twice; a request body longer than ``max_upload_bytes``
+size) or a body the form parser cannot read (a multipart Content-Type with no boundary), 413 too large, 409 a
+label that the file name convention cannot parse, 422 missing fields, an unknown query parameter or form
+field, or a form field sent twice; a request body longer than ``max_upload_bytes``
 plus MULTIPART_SLACK gets its 413 as soon as that shows (its Content-Length, or the bytes received), unread.
 Requests run in FastAPI's worker threads; one lock makes gallery changes and searches consistent.
 """
@@ -29,7 +30,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final, TypeVar
@@ -41,10 +42,13 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request,
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon.config import EnrollConfig, ServeConfig
@@ -65,6 +69,10 @@ MAX_STEM_BYTES: Final = 255 - len("--9999999999.jpg")
 
 MULTIPART_SLACK: Final = 64 * 1024
 """Bytes a request body may hold besides the image: multipart boundaries, part headers, the label field."""
+
+COUNTED: Final = "reid-daemon.counted"
+"""Request scope key, set once the request is counted or will be: the body limit refused it, or the route's
+dependencies ran (from there on the endpoint counts its own errors)."""
 
 
 @dataclass
@@ -410,6 +418,7 @@ def create_app(state: ServiceState) -> FastAPI:
         summary="Person re-identification gallery: recognise, search and enrol by image.",
         version="1",
     )
+    app.router.route_class = counting_route(state)
     app.add_middleware(BodyLimit, limit=limit + MULTIPART_SLACK, refused=state.refused)
     k_default = state.cfg.top_k
     known = [Depends(known_query(state)), Depends(known_form(state))]
@@ -486,6 +495,7 @@ def known_query(state: ServiceState) -> Callable[[Request], None]:
     as ``treshold`` would otherwise be ignored, the request answered with the defaults)."""
 
     def check(request: Request) -> None:
+        request.scope[COUNTED] = True  # the first dependency: the body was read, the endpoint counts the rest
         route = request.scope["route"]
         known = sorted(p.alias for p in route.dependant.query_params)
         unknown = sorted(set(request.query_params) - set(known))
@@ -523,6 +533,30 @@ def known_form(state: ServiceState) -> Callable[[Request], Awaitable[None]]:
     return check
 
 
+def counting_route(state: ServiceState) -> type[APIRoute]:
+    """The route class of the app: a request refused while its body is read, before the route's dependencies
+    run (the form parser's 400 for a multipart body with no boundary or a malformed part), is counted in
+    /health's requests and errors, as every other refused request is."""
+
+    class CountingRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handle = super().get_route_handler()
+            if self.body_field is None:  # nothing read before the endpoint, which counts its own
+                return handle
+
+            async def counted(request: Request) -> Response:
+                try:
+                    return await handle(request)
+                except StarletteHTTPException:  # the form parser raises Starlette's own
+                    if not request.scope.get(COUNTED):
+                        state.refused(_endpoint(request.scope))
+                    raise
+
+            return counted
+
+    return CountingRoute
+
+
 class BodyLimit:
     """ASGI middleware: reading a request body longer than ``limit`` bytes raises HTTPException 413 (a JSON
     reply naming the limit) at once when the Content-Length says so, else when the bytes received pass it,
@@ -554,6 +588,7 @@ class BodyLimit:
     def too_large(self, scope: Scope) -> HTTPException:
         if self.refused is not None:
             self.refused(_endpoint(scope))
+            scope[COUNTED] = True
         return HTTPException(413, f"the request body is more than the limit of {self.limit} bytes")
 
 

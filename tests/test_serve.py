@@ -338,6 +338,20 @@ def test_health_counts_requests_refused_before_their_endpoint_ran(toy: tuple[str
     assert h["errors"] == {"recognize": 1, "search": 1, "enroll": 1}, h
 
 
+def test_health_counts_a_multipart_request_without_a_boundary(toy: tuple[str, ServiceState]) -> None:
+    # Regression: a multipart body whose Content-Type names no boundary was answered 400 ('Missing boundary
+    # in multipart.') by the form parser, before the endpoint ran, and /health counted neither the request
+    # nor its error, unlike every other bad request.
+    url, _ = toy
+    body, _ = _multipart({"image": ("q.jpg", _jpeg((0, 0, 200)))}, {})
+    for endpoint in ("recognize", "search", "enroll"):
+        status, answer = _call(f"{url}/{endpoint}", body, "multipart/form-data")
+        assert status == 400 and "boundary" in answer["detail"], (endpoint, status, answer)
+    h = _call(f"{url}/health")[1]
+    assert h["requests"] == {"recognize": 1, "search": 1, "enroll": 1, "health": 1}, h
+    assert h["errors"] == {"recognize": 1, "search": 1, "enroll": 1}, h
+
+
 def test_an_image_too_large_to_decode_is_refused_from_its_header(toy: tuple[str, ServiceState]) -> None:
     # Regression: a PNG of a few KB holding a huge image was decoded whole (a 750 KB PNG took 768 MB).
     url, state = toy
