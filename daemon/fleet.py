@@ -225,11 +225,12 @@ def forgotten_line(camera: str, global_id: int, frame: int | None, now: float) -
 
 
 class IdentityLog:
-    """``identities.jsonl``: one line each time a track's identity changes, and ``identities.json`` (every global
-    id this camera saw: label, first and last fleet time, frames, its local track ids, and its sighting spans,
-    [start, end] pairs of fleet time split where the id was absent longer than ``gap_s``: ``sighting_gap_s``),
-    written at the end and refreshed every ``refresh_s`` while the camera runs (atomically), so a report can be
-    made of a running or killed worker too.
+    """``identities.jsonl``: one line each time a track's identity changes, and ``identities.json`` (the fleet
+    time of the first frame the camera wrote, ``first_frame_time``, from which the fleet report and fleet.mp4
+    count; every global id this camera saw: label, first and last fleet time, frames, its local track ids, and
+    its sighting spans, [start, end] pairs of fleet time split where the id was absent longer than ``gap_s``:
+    ``sighting_gap_s``), written at the end and refreshed every ``refresh_s`` while the camera runs
+    (atomically), so a report can be made of a running or killed worker too.
 
     Memory is bounded: the table keeps the ``MAX_REPORTED_IDS`` most recently seen identities, each with at most
     ``MAX_SPANS`` sighting spans.
@@ -254,8 +255,10 @@ class IdentityLog:
         self._refresh_s = refresh_s
         self._clock = clock
         self._written = clock()
+        self.first_frame_time: float | None = None  # fleet time of the first frame, whoever was on it
 
     def frame(self, index: int, now: float, assignments: tuple[IdentityAssignment, ...]) -> None:
+        self.first_frame_time = min(now, self.first_frame_time if self.first_frame_time is not None else now)
         for a in assignments:
             if a.switched:  # what it held was another person, who never got an id on this track
                 self._held.pop(a.track_id, None)
@@ -346,7 +349,13 @@ class IdentityLog:
         }
 
     def _write_table(self) -> None:
-        doc = {"v": IDENTITY_SCHEMA_VERSION, "camera": self.camera, "identities": self.table()}
+        first = None if self.first_frame_time is None else round(self.first_frame_time, 3)
+        doc = {
+            "v": IDENTITY_SCHEMA_VERSION,
+            "camera": self.camera,
+            "first_frame_time": first,
+            "identities": self.table(),
+        }
         atomic_write(self.summary_path, json.dumps(doc, indent=1).encode("utf-8"))
         self._written = self._clock()
 

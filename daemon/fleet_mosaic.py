@@ -4,7 +4,9 @@ Each camera's ``annotated.mp4`` (global ids drawn, one colour per id on every ca
 A camera's frame ``i`` is at fleet time ``clock_offset_s + i / fps`` (daemon/fleet.py, ``FleetClock``); the
 mosaic runs at the fastest camera's rate and shows, at each of its instants, every camera's latest frame: a
 slower camera's frame stays up until its next one, and a camera that has not started yet or has ended shows a
-dark tile saying so. A banner gives the fleet time from the first frame. The videos are read as a stream, one
+dark tile saying so. A banner gives the time in seconds since the fleet's first frame (``start_s``: the earliest
+camera's), the time base of the fleet report (daemon/fleet_report.py), so a time it names can be looked up
+here. The videos are read as a stream, one
 frame per camera held at a time, so memory does not grow with their length.
 """
 
@@ -106,9 +108,12 @@ def write_mosaic(
     out: Path,
     tile_height: int = 480,
     progress: Callable[[int, int], None] | None = None,
+    start_s: float | None = None,
 ) -> Path | None:
     """Write the mosaic of ``tiles`` to ``out`` (mp4v); None when no tile's video can be read (each unreadable
-    one is left out with a warning). ``progress(done, total)`` is called after each mosaic frame."""
+    one is left out with a warning). ``progress(done, total)`` is called after each mosaic frame. ``start_s``:
+    the fleet's first frame on the tiles' clock, where the mosaic and its banner's count begin (default: the
+    earliest tile's; earlier when a camera of the fleet left no video)."""
     readers = _open(tiles)
     if not readers:
         return None
@@ -117,6 +122,7 @@ def write_mosaic(
         cell_w, tile_height = cell_size([r.size for r in readers], cols, tile_height)
         fps = max(r.fps for r in readers)
         start = min(r.tile.offset_s for r in readers)
+        start = start if start_s is None else min(start, start_s)
         total = math.ceil((max(r.end_s for r in readers) - start) * fps)
         size = (cols * cell_w, BANNER_PX + rows * tile_height)
         writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
@@ -151,7 +157,7 @@ def _compose(
 ) -> ImageBGR:
     cols, cell_w, cell_h = cells
     canvas = np.zeros((size[1], size[0], 3), np.uint8)
-    outlined_text(canvas, f"fleet time {since_start:7.2f} s", (8, BANNER_PX - 8), 0.6)
+    outlined_text(canvas, f"{since_start:7.2f} s since the fleet's first frame", (8, BANNER_PX - 8), 0.6)
     for n, r in enumerate(readers):
         x, y = (n % cols) * cell_w, BANNER_PX + (n // cols) * cell_h
         canvas[y : y + cell_h, x : x + cell_w] = _cell(r, t, cell_w, cell_h)

@@ -5,7 +5,10 @@ its rotated files, and of its earlier runs where global ids are fleet-wide: ``id
 ``report.json`` (every global id: label, cameras with first/last seen, frames and sighting spans), ``report.md``
 (a summary, the timeline, the same as tables; the scores are appended when the run is scored) and
 ``timeline.png`` (one row per identity, those on most cameras first, at most TIMELINE_MAX_ROWS; a bar per
-sighting span: an id absent from a camera longer than its ``output.sighting_gap_s`` gets a new bar).
+sighting span: an id absent from a camera longer than its ``output.sighting_gap_s`` gets a new bar). Times are
+seconds since the fleet's first frame (the earliest ``first_frame_time`` of the tables), as fleet.mp4's banner
+counts them, so a time of the report can be looked up in the video; tables written before they recorded it
+count from the first sighting, and say so (``time_base``).
 ``evaluate_scenario`` scores the run with :func:`daemon.fleet_eval.evaluate_fleet` when the fleet config sits
 in a scenario folder (``scenario.json`` and ``<camera>.gt.txt`` beside it).
 """
@@ -27,17 +30,43 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 TIMELINE_MAX_ROWS = 40
+FROM_FIRST_FRAME = "s since the fleet's first frame"
+FROM_FIRST_SIGHTING = "s since the first sighting"
 
 
-def _camera_table(path: Path) -> dict[str, Any]:
+def _table_doc(path: Path) -> dict[str, Any]:
+    """An identity table as written; DataError naming the file when it is not one."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read the identity table {path}: {e}") from e
-    ids = doc.get("identities") if isinstance(doc, dict) else None
-    if not isinstance(ids, dict):
+    if not isinstance(doc, dict) or not isinstance(doc.get("identities"), dict):
         raise DataError(f"{path}: not an identity table (no 'identities' mapping)")
+    return doc
+
+
+def _camera_table(path: Path) -> dict[str, Any]:
+    ids: dict[str, Any] = _table_doc(path)["identities"]
     return ids
+
+
+def _first_frame_time(path: Path) -> float | None:
+    """The fleet time of the first frame the table's camera wrote; None in a table from before it was recorded
+    (or one naming no number)."""
+    t = _table_doc(path).get("first_frame_time")
+    return float(t) if isinstance(t, int | float) and not isinstance(t, bool) else None
+
+
+def fleet_start(camera_dirs: dict[str, Path], earlier_runs: bool = False) -> float | None:
+    """The fleet time of the fleet's first frame: the earliest ``first_frame_time`` of the cameras' tables
+    (``identity_tables``); None when no table records one."""
+    times = [
+        t
+        for d in camera_dirs.values()
+        for path in identity_tables(d, earlier_runs)
+        if (t := _first_frame_time(path)) is not None
+    ]
+    return min(times, default=None)
 
 
 def identity_tables(camera_dir: Path, earlier_runs: bool = False) -> list[Path]:
@@ -84,8 +113,20 @@ def _joined(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_report(camera_dirs: dict[str, Path], out: Path, earlier_runs: bool = False) -> dict[str, Any]:
-    """Write report.json / report.md / timeline.png into ``out`` (from ``collect``); return the report."""
-    return _write_report(collect(camera_dirs, earlier_runs), sorted(camera_dirs), out)
+    """Write report.json / report.md / timeline.png into ``out`` (from ``collect``, times from ``fleet_start``);
+    return the report."""
+    people = collect(camera_dirs, earlier_runs)
+    return _write_report(
+        people, sorted(camera_dirs), out, _time_origin(people, fleet_start(camera_dirs, earlier_runs))
+    )
+
+
+def _time_origin(people: dict[int, dict[str, Any]], start: float | None) -> tuple[float, str]:
+    """(origin, time base): the fleet's first frame, or the first sighting where no table recorded it."""
+    if start is not None:
+        return start, FROM_FIRST_FRAME
+    first = min((c["first_seen"] for p in people.values() for c in p["cameras"].values()), default=0.0)
+    return first, FROM_FIRST_SIGHTING
 
 
 def leave_out_of_report(out: Path, global_id: int) -> bool:
@@ -96,31 +137,35 @@ def leave_out_of_report(out: Path, global_id: int) -> bool:
         report = json.loads((out / "report.json").read_text(encoding="utf-8"))
         people = {int(g): p for g, p in report["people"].items()}
         cameras = list(report["cameras"])
+        origin = (float(report["time_origin"]), str(report.get("time_base", FROM_FIRST_SIGHTING)))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False  # no report here, or not one this daemon wrote
     if people.pop(global_id, None) is None:
         return False
-    _write_report(people, cameras, out)
+    _write_report(people, cameras, out, origin)
     scores = out / "fleet_metrics.txt"
     if scores.is_file():
         append_metrics(out / "report.md", scores.read_text(encoding="utf-8"))
     return True
 
 
-def _write_report(people: dict[int, dict[str, Any]], cameras: list[str], out: Path) -> dict[str, Any]:
-    epoch = min((c["first_seen"] for p in people.values() for c in p["cameras"].values()), default=0.0)
+def _write_report(
+    people: dict[int, dict[str, Any]], cameras: list[str], out: Path, origin: tuple[float, str]
+) -> dict[str, Any]:
+    epoch, base = origin
     report = {
         "cameras": cameras,
         "identities": len(people),
         "seen_on_several_cameras": sum(_on_several(p) for p in people.values()),
         "time_origin": epoch,
+        "time_base": base,
         "people": {str(g): p for g, p in people.items()},
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "report.json", json.dumps(report, indent=1).encode("utf-8"))
     atomic_write(out / "report.md", report_markdown(report).encode("utf-8"))
     if people:
-        plot_timeline(people, epoch, out / "timeline.png")
+        plot_timeline(people, epoch, out / "timeline.png", base)
     else:  # nobody seen: no picture, and not an earlier run's in its place
         (out / "timeline.png").unlink(missing_ok=True)
     return report
@@ -139,27 +184,34 @@ def _headline(report: dict[str, Any]) -> str:
 
 def report_markdown(report: dict[str, Any]) -> str:
     """report.md: a summary, the timeline picture, then every identity, those seen on several cameras first."""
-    people, epoch = report["people"], report["time_origin"]
+    people, epoch, base = report["people"], report["time_origin"], _base(report)
     multi = {g: p for g, p in people.items() if _on_several(p)}
     single = {g: p for g, p in people.items() if not _on_several(p)}
     start = datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if people else "-"
+    said = "the fleet's first frame" if base == FROM_FIRST_FRAME else "the first sighting"
+    video = ", as fleet.mp4's banner counts them" if base == FROM_FIRST_FRAME else ""
     lines = [
         "# Fleet identity report",
         "",
-        f"{_headline(report)}. Times are seconds from the first sighting ({start}).",
+        f"{_headline(report)}. Times are seconds since {said} ({start}){video}.",
         "",
     ]
     if people:
         lines += ["![Who was seen where and when](timeline.png)", ""]
     for title, group in (("Seen on several cameras", multi), ("Seen on one camera", single)):
         if group:
-            lines += [f"## {title}", "", *_identity_table(group, epoch), ""]
+            lines += [f"## {title}", "", *_identity_table(group, epoch, base), ""]
     return "\n".join(lines)
 
 
-def _identity_table(people: dict[str, dict[str, Any]], epoch: float) -> list[str]:
+def _base(report: dict[str, Any]) -> str:
+    """The report's time base; a report written before it said one counted from the first sighting."""
+    return str(report.get("time_base", FROM_FIRST_SIGHTING))
+
+
+def _identity_table(people: dict[str, dict[str, Any]], epoch: float, base: str) -> list[str]:
     lines = [
-        "| global id | label | cameras (seen from – to, s from the first sighting; frames) |",
+        f"| global id | label | cameras (seen from – to, {base}; frames) |",
         "|---|---|---|",
     ]
     for gid, p in people.items():
@@ -180,7 +232,7 @@ def _spans_text(seen: dict[str, Any], epoch: float) -> str:
 def report_text(report: dict[str, Any], limit: int = 30) -> str:
     """A few lines for the terminal: counts and the identities seen on several cameras."""
     epoch = report["time_origin"]
-    lines = [f"{_headline(report)}:"]
+    lines = [f"{_headline(report)} ({_base(report)}):"]
     shown = 0
     for gid, p in report["people"].items():
         if not _on_several(p):
@@ -198,16 +250,18 @@ def report_text(report: dict[str, Any], limit: int = 30) -> str:
     return "\n".join(lines)
 
 
-def plot_timeline(people: dict[int, dict[str, Any]], epoch: float, path: Path) -> None:
+def plot_timeline(
+    people: dict[int, dict[str, Any]], epoch: float, path: Path, base: str = FROM_FIRST_FRAME
+) -> None:
     """Write ``timeline_figure`` to ``path`` (PNG)."""
     import matplotlib.pyplot as plt
 
-    fig = timeline_figure(people, epoch)
+    fig = timeline_figure(people, epoch, base)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def timeline_figure(people: dict[int, dict[str, Any]], epoch: float) -> Figure:
+def timeline_figure(people: dict[int, dict[str, Any]], epoch: float, base: str = FROM_FIRST_FRAME) -> Figure:
     """One row per identity (those on most cameras first), one coloured bar per sighting span of a camera (an
     entry without spans: one, first to last seen), each camera in its own lane of the row; the cameras' legend
     sits right of the plot, where it hides no bar."""
@@ -233,7 +287,7 @@ def timeline_figure(people: dict[int, dict[str, Any]], epoch: float) -> Figure:
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([f"G{g}" + (f" {p['label']}" if p["label"] else "") for g, p in rows], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("seconds from the first sighting")
+    ax.set_xlabel(base.replace("s since", "seconds since", 1))
     ax.set_title("Who was seen where and when")
     handles = [Rectangle((0, 0), 1, 1, color=colours[c]) for c in cams]
     ax.legend(handles, cams, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)

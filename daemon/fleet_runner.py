@@ -367,8 +367,9 @@ def _mosaic(settings: Settings, dirs: dict[str, Path], out: Path, progress: bool
     ]
     if len(tiles) < 2:
         return None
+    start = min(settings.cameras[name].source.clock_offset_s for name in dirs)  # the report's first frame
     with progress_bar("fleet.mp4", "frame", progress) as step:
-        return write_mosaic(tiles, out, progress=step)
+        return write_mosaic(tiles, out, progress=step, start_s=start)
 
 
 def run_ok(codes: dict[str, int]) -> bool:

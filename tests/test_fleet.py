@@ -116,6 +116,17 @@ def test_identity_log_writes_changes_and_a_table(tmp_path: Path) -> None:
     assert table["5"]["frames"] == 2 and table["5"]["first_seen"] == 10.0 and table["5"]["last_seen"] == 11.0
 
 
+def test_identity_log_records_the_fleet_time_of_its_first_frame(tmp_path: Path) -> None:
+    # Regression: the table held sightings only, so the fleet report counted time from the first sighting while
+    # fleet.mp4 counts from the fleet's first frame; the first frame's time (nobody on it here) is recorded.
+    log = IdentityLog(tmp_path, "a", gap_s=1.0)
+    log.frame(0, 8.0, ())
+    log.frame(1, 9.0, (_assigned(1, 5),))
+    log.close()
+    doc = json.loads((tmp_path / "identities.json").read_text())
+    assert doc["first_frame_time"] == 8.0 and doc["identities"]["5"]["first_seen"] == 9.0
+
+
 def test_identity_log_drops_a_forgotten_id_from_its_table(tmp_path: Path) -> None:
     """A running worker kept a forgotten id (and its label) in identities.json, rewriting it every minute, so
     a later report still showed the person the fleet had erased."""

@@ -81,6 +81,18 @@ def test_the_mosaic_shows_each_camera_at_its_own_rate_and_start(tmp_path: Path) 
         assert level(frame, 1) == pytest.approx(want_slow, abs=8), k
 
 
+def test_the_mosaic_starts_at_the_fleets_first_frame_when_a_camera_left_no_video(tmp_path: Path) -> None:
+    # The fleet report counts from the fleet's first frame; a camera that started 1 s before the others and
+    # wrote no video made the mosaic (and its banner's count) start 1 s later than the report's 0.
+    video = _grey_video(tmp_path / "v.mp4", 10.0, [200] * 10)  # 0-1 s
+    out = write_mosaic([Tile("a", video), Tile("b", video)], tmp_path / "fleet.mp4", 96, start_s=-1.0)
+    assert out is not None
+    frames = _frames(out)
+    assert len(frames) == 20  # -1 .. 1 s
+    tops = [float(f[BANNER_PX + 4 : BANNER_PX + 30, 70:120].mean()) for f in frames]
+    assert max(tops[:10]) < 40 and min(tops[10:]) > 190  # "not started" until the fleet's 1.0 s
+
+
 def test_an_unreadable_camera_video_is_left_out(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     good = _grey_video(tmp_path / "good.mp4", 10.0, [100] * 5)
     bad = tmp_path / "bad.mp4"

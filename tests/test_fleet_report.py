@@ -63,6 +63,42 @@ def test_report_md_sums_up_shows_the_timeline_and_puts_several_cameras_first(
     )
 
 
+def test_report_times_count_from_the_fleets_first_frame_as_fleet_mp4_does(tmp_path: Path) -> None:
+    # Regression: the report counted from the first sighting and fleet.mp4's banner from the earliest camera's
+    # first frame, so on the handover replay the report's 0.0 was the video's 2.0 s: a time of the report could
+    # not be looked up in the video. Both count from the fleet's first frame now (a camera 2 s early, here).
+    door, hall = tmp_path / "runs" / "door", tmp_path / "runs" / "hall"
+    _table(door, "door", {3: _seen(0.0, 4.0, 28)})
+    _table(hall, "hall", {3: _seen(6.5, 9.0, 18)})
+    for cam, first in ((door, T0), (hall, T0 - 2.0)):  # nobody on hall's first 8.5 s
+        doc = json.loads((cam / "identities.json").read_text(encoding="utf-8"))
+        (cam / "identities.json").write_text(json.dumps(doc | {"first_frame_time": first}), encoding="utf-8")
+    report = build_report({"door": door, "hall": hall}, tmp_path / "out")
+    assert report["time_origin"] == T0 - 2.0 and report["time_base"] == "s since the fleet's first frame"
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "Times are seconds since the fleet's first frame (2027-01-15 07:59:58 UTC)" in md
+    assert "fleet.mp4" in md and "| 3 |  | door 2.0–6.0 (28); hall 8.5–11.0 (18) |" in md
+    assert "G3: door 2.0-6.0s, hall 8.5-11.0s" in report_text(report)
+    assert "s since the fleet's first frame" in report_text(report)
+    from daemon.fleet_report import leave_out_of_report
+
+    assert leave_out_of_report(tmp_path / "out", 3)  # made again from report.json: the same time base
+    again = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    assert again["time_origin"] == T0 - 2.0 and again["time_base"] == report["time_base"]
+
+
+def test_a_report_of_tables_without_a_first_frame_counts_from_the_first_sighting_and_says_so(
+    two_cameras: dict[str, Path], tmp_path: Path
+) -> None:
+    report = build_report(
+        two_cameras, tmp_path / "out"
+    )  # tables written before they recorded the first frame
+    assert report["time_origin"] == T0 and report["time_base"] == "s since the first sighting"
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "Times are seconds since the first sighting (2027-01-15 08:00:00 UTC)." in md
+    assert "fleet.mp4" not in md
+
+
 def test_scores_are_appended_to_report_md(two_cameras: dict[str, Path], tmp_path: Path) -> None:
     build_report(two_cameras, tmp_path / "out")
     append_metrics(tmp_path / "out" / "report.md", "global ids: IDF1 91.3\n")
