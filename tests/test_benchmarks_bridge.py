@@ -74,7 +74,9 @@ def test_bridge_bench_smoke(tmp_path: Path) -> None:
     assert len(mata) == 1  # measured, or a note saying why not
     if "note" not in mata[0]:
         assert mata[0]["correct"] == 1.0 and math.isfinite(ours[0]["x_mata_query_rate"])
-    assert "| tracks | system |" in proc.stdout
+    else:  # its ratio printed 'nan'
+        assert "| MATA not run |" in proc.stdout
+    assert "| tracks | system |" in proc.stdout and "nan" not in proc.stdout
 
 
 def test_query_data_has_a_known_answer() -> None:
@@ -83,6 +85,23 @@ def test_query_data_has_a_known_answer() -> None:
     q = bench.noisy(x[:20], 9)
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, rtol=1e-5)
     assert (np.argmax(q @ x.T, axis=1) == np.arange(20)).all()
+
+
+def test_the_versus_table_says_when_mata_did_not_run() -> None:
+    """Our row's 'ours ÷ MATA' printed 'nan' when MATA did not run (no peer interpreter), and MATA's own row
+    printed 'nan' for the catch-up it has not and the ratio that is on our row."""
+    table = load_benchmark("bridge_bench").versus_table
+    ours = {"tracks": 40, "system": "ours", "publish_s": 0.1, "catch_up_s": 0.05}
+    ours |= {"query_p50_ms": 0.4, "queries_per_s": 2000.0, "correct": 1.0}
+    note = {"tracks": 40, "system": "MATA ReIDBridge", "note": "not run: no peer interpreter at x"}
+    alone = table([ours, note])
+    assert (
+        "nan" not in alone and "| 1.00 | MATA not run |" in alone and "not run: no peer interpreter" in alone
+    )
+    mata = {"tracks": 40, "system": "MATA", "publish_s": 0.2, "query_p50_ms": 170.0, "queries_per_s": 5.0}
+    both = table([ours | {"x_mata_query_rate": 400.0}, mata | {"correct": 1.0}])
+    assert "nan" not in both and "| 1.00 | 400 |" in both and "| MATA | 0.20 | – |" in both
+    assert both.endswith("| 1.00 |  |")
 
 
 @pytest.mark.parametrize(
