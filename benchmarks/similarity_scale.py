@@ -290,7 +290,7 @@ def plot(scale: Scale, cfg: IdentityConfig, path: Path, title: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, type=Path, help="Fleet (or camera) YAML.")
     p.add_argument("--cameras", default="", help="Comma-separated camera names (default: all).")
     p.add_argument(

@@ -59,7 +59,7 @@ WORKER_METRICS = {  # column -> (metric family, sample name)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=60.0, help="How long the workers run.")
     p.add_argument("--sample-s", type=float, default=60.0, help="Seconds between samples.")
     p.add_argument("--warmup-min", type=float, default=10.0, help="Growth is measured after this warm-up.")

@@ -45,7 +45,7 @@ def _store(cfg: BridgeConfig, cameras: int, tracks: int, k: int, dim: int) -> fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cameras", type=int, default=20)
     p.add_argument("--tracks", type=int, default=500, help="Live tracks per camera.")
     p.add_argument("--k", type=int, default=4, help="Exemplars per profile.")
