@@ -47,7 +47,7 @@ from daemon.adapt import (
 )
 from daemon.config import Settings, load_settings, with_overrides
 from daemon.embed import OnnxEmbedder, crop_boxes
-from daemon.errors import ConfigError, DaemonError
+from daemon.errors import ConfigError, DaemonError, exit_code
 from daemon.motio import MotGroundTruth, read_ground_truth, xywh_to_xyxy
 from daemon.retrieval import (
     CropSet,
@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         split = build_split(read_ground_truth(args.gt), split_config(args))
     except DaemonError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return exit_code(e)
     if not len(split.query) or not len(split.gallery):  # every score would be nan
         print(
             f"nothing to score: the evaluated part gives {split.describe()}; "
@@ -374,9 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         return run(args, settings, name)
-    except DaemonError as e:  # a model absent or broken: its message says what to do
+    except DaemonError as e:  # a model absent or broken (exit 1, as the CLI's): its message says what to do
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return exit_code(e)
 
 
 if __name__ == "__main__":

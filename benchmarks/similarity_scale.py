@@ -42,7 +42,7 @@ from pydantic import ValidationError
 from daemon.adapt import AdaptConfig, FrameTracks, Tracklets, mine_tracklets, pipeline_frames
 from daemon.cli import whole_number
 from daemon.config import IdentityConfig, Settings, load_settings, with_overrides
-from daemon.errors import DaemonError, DataError
+from daemon.errors import ConfigError, DaemonError, exit_code
 from daemon.identity.profile import set_similarity
 from daemon.sources import source_kind
 from daemon.types import FloatArray, ImageBGR
@@ -130,20 +130,20 @@ def _frames_with_looks(
 
 
 def check_camera(settings: Settings, camera: str) -> None:
-    """DataError naming the problem when the camera cannot be measured: unknown, no embedder, or a live
+    """ConfigError naming the problem when the camera cannot be measured: unknown, no embedder, or a live
     stream or a looping file with no frame limit (it would never end)."""
     if camera not in settings.cameras:
-        raise DataError(f"no camera {camera!r} in the config (cameras: {', '.join(settings.cameras)})")
+        raise ConfigError(f"no camera {camera!r} in the config (cameras: {', '.join(settings.cameras)})")
     cam = settings.cameras[camera]
     if cam.embedder.type == "none":
-        raise DataError(f"camera {camera} has no embedder (embedder.type: none): nothing to measure")
+        raise ConfigError(f"camera {camera} has no embedder (embedder.type: none): nothing to measure")
     kind = source_kind(cam.source)
     if kind not in ("file", "folder") and not cam.source.max_frames:
-        raise DataError(
+        raise ConfigError(
             f"camera {camera} reads a live {kind} source: give --max-frames to bound the recording"
         )
     if cam.source.loop and not cam.source.max_frames:
-        raise DataError(f"camera {camera} loops its video (source.loop): give --max-frames to bound it")
+        raise ConfigError(f"camera {camera} loops its video (source.loop): give --max-frames to bound it")
 
 
 def camera_tracklets(settings: Settings, camera: str, mining: AdaptConfig, progress: bool) -> Tracklets:
@@ -316,9 +316,9 @@ def main(argv: list[str] | None = None) -> int:
             check_camera(settings, cam)
             tracklets = camera_tracklets(settings, cam, mining, not args.no_progress)
             parts.append(scale_of(tracklets, settings.identity))
-    except DaemonError as e:
+    except DaemonError as e:  # 2 for the config, 1 for a model or source that fails, as the CLI
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return exit_code(e)
     pooled = _pooled(parts)
     if not pooled.tracks:  # every figure would be nan
         print(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from daemon import __version__
-from daemon.errors import ConfigError, DaemonError, DataError
+from daemon.errors import ConfigError, DaemonError, DataError, exit_code
 
 log = logging.getLogger("daemon")
 
@@ -1122,10 +1122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except ConfigError as e:
-        return _failed(args, e, 2)
     except DaemonError as e:
-        return _failed(args, e, 1)
+        return _failed(args, e, exit_code(e))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

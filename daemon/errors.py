@@ -19,3 +19,10 @@ class ModelError(DaemonError):
 
 class DataError(DaemonError):
     """An input data file (detections, ground truth, gallery) is malformed."""
+
+
+def exit_code(error: DaemonError) -> int:
+    """The exit status of a command that ends on ``error``: 2 for a configuration error (the systemd units do
+    not restart on it), 1 for any other (a model missing or broken, a source down, bad data), as the CLI ends.
+    """
+    return 2 if isinstance(error, ConfigError) else 1

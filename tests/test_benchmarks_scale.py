@@ -94,6 +94,22 @@ def test_cameras_it_cannot_measure_are_named(tmp_path: Path, capsys: Any) -> Non
     assert "no camera 'lobby' in the config (cameras: blind, door, kiosk)" in capsys.readouterr().err
 
 
+def test_a_missing_model_exits_1_as_the_cli_does(tmp_path: Path, capsys: Any) -> None:
+    """A model that is not there exited 2, a configuration error's code (systemd and scripts read it so), where
+    the CLI exits 1."""
+    clip = make_video(tmp_path / "clip.mp4", frames=10, size=(320, 240), people=2)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    cam = {
+        "source": {"uri": str(clip.path)},
+        "detector": {"type": "ground-truth", "path": str(gt)},
+        "embedder": {"model": str(tmp_path / "absent.onnx")},
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump({"cameras": {"cam": cam}}))
+    assert load_benchmark("similarity_scale").main(["--config", str(path), "--no-progress"]) == 1
+    assert f"model file not found: {tmp_path / 'absent.onnx'}" in capsys.readouterr().err
+
+
 def test_nothing_measured_is_an_error_not_a_table_of_nan(tmp_path: Path, capsys: Any) -> None:
     clip = make_video(tmp_path / "clip.mp4", frames=10, size=(320, 240), people=2)
     gt = clip.write_mot_gt(tmp_path / "gt.txt")
