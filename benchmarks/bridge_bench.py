@@ -583,7 +583,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Stop querying after this many seconds (2 queries at least).",
     )
     p.add_argument("--peer-python", type=Path, default=PEER_PYTHON)
-    p.add_argument("--peer-timeout-s", type=float, default=1200.0)
+    p.add_argument(
+        "--peer-timeout-s", type=float, default=1200.0, help="Seconds MATA's worker may take (above 0)."
+    )
     p.add_argument("--out", type=Path, default=None, help="Write every figure as JSON here.")
     p.add_argument("--peer-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", default="", help=argparse.SUPPRESS)
@@ -602,8 +604,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         value = getattr(a, name)
         if min(value if isinstance(value, list) else [value]) < 1:
             p.error(f"--{name.replace('_', '-')} must be 1 or more")
-    for name in ("rate", "budget_s"):
-        if getattr(a, name) <= 0:
+    for name in ("rate", "budget_s", "peer_timeout_s"):
+        if not getattr(a, name) > 0:  # NaN too
             p.error(f"--{name.replace('_', '-')} must be above 0")
     return a
 

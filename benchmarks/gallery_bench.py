@@ -372,7 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--budget-s", type=float, default=120.0, help="Time cap of the single-query loop.")
     p.add_argument("--peer-python", type=Path, default=PEER_PYTHON)
-    p.add_argument("--peer-timeout-s", type=float, default=3600.0)
+    p.add_argument(
+        "--peer-timeout-s", type=float, default=3600.0, help="Seconds a peer's worker may take (above 0)."
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="Write the results as JSON here.")
     p.add_argument("--peer-worker", default=None, help=argparse.SUPPRESS)
@@ -383,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         return peer_worker(args.peer_worker, args.data, args.peer_out, args.budget_s)
     if min([*args.sizes, args.dim, args.queries, args.per_identity]) < 1:
         p.error("--sizes, --dim, --queries and --per-identity must be 1 or more")
+    if not args.peer_timeout_s > 0:  # NaN too; 0 timed a peer out at once: a traceback after ours ran
+        p.error("--peer-timeout-s must be above 0")
     fill_hnsw_defaults(args)
     if problem := gallery_option_error(args):
         p.error(problem)

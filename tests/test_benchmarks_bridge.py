@@ -112,11 +112,14 @@ def test_the_versus_table_says_when_mata_did_not_run() -> None:
         ["--dims", "0"],
         ["--latency-messages", "0"],
         ["--rate", "0"],
+        ["--peer-timeout-s", "0"],
+        ["--peer-timeout-s", "nan"],
     ],
 )
 def test_bad_counts_are_usage_errors(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """--cameras 0 was an IndexError, --tracks 0 'high <= 0', --dims 0 a ValueError, --latency-messages 0 a
-    two-minute wait for messages never sent, --rate 0 an unpaced latency run; each after starting Valkey."""
+    two-minute wait for messages never sent, --rate 0 an unpaced latency run, --peer-timeout-s 0 a TimeoutExpired
+    traceback from the MATA worker (where its interpreter exists); each after starting Valkey."""
     with pytest.raises(SystemExit) as e:
         load_benchmark("bridge_bench").parse_args(args)
     assert e.value.code == 2 and f"{args[0]} must be" in capsys.readouterr().err

@@ -66,6 +66,11 @@ def test_data_and_exact_top_k() -> None:
         (["--hnsw-m", "2"], "--hnsw-m: Input should be greater than or equal to 4"),
         (["--per-identity", "0"], "--sizes, --dim, --queries and --per-identity must be 1 or more"),
         (["--dim", "0"], "--sizes, --dim, --queries and --per-identity must be 1 or more"),
+        (
+            ["--peer-timeout-s", "0"],
+            "--peer-timeout-s must be above 0",
+        ),  # a TimeoutExpired traceback after ours ran
+        (["--peer-timeout-s", "nan"], "--peer-timeout-s must be above 0"),
     ],
 )
 def test_bad_options_are_usage_errors(
