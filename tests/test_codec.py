@@ -149,6 +149,29 @@ def test_write_streams_at_the_file_position() -> None:
     assert data[6:] == encode(b, "int8", compress=True, key=KEY)
 
 
+def test_the_largest_values_pass_and_one_more_is_refused() -> None:
+    """MAX_DIM dims, a label of MAX_LABEL_BYTES and float16's largest value are inside the bounds, both ways."""
+    wide = EmbeddingBatch(np.ones((1, codec.MAX_DIM), np.float32))
+    assert decode(encode(wide)).dim == codec.MAX_DIM
+    with pytest.raises(ValueError, match="at most 16384 dims, got 1x16385"):
+        encode(EmbeddingBatch(np.ones((1, codec.MAX_DIM + 1), np.float32)))
+    label = "x" * codec.MAX_LABEL_BYTES
+    assert decode(encode(batch(1, 2, labels=(label,)))).labels == (label,)
+    edge = EmbeddingBatch(np.full((1, 2), 65504.0, np.float32))
+    np.testing.assert_array_equal(decode(encode(edge, "float16")).embeddings, edge.embeddings)
+
+
+def test_meta_of_exactly_the_limit_passes_both_ways() -> None:
+    b = batch(meta={"x": "y" * 12})  # {"x":"yyyyyyyyyyyy"}: 20 bytes of JSON
+    buf = io.BytesIO()
+    codec.write(buf, b, max_meta_bytes=20)
+    assert decode(buf.getvalue(), max_meta_bytes=20).meta == b.meta
+    with pytest.raises(ValueError, match="meta JSON is 20 bytes; at most 19"):
+        codec.write(io.BytesIO(), b, max_meta_bytes=19)
+    with pytest.raises(CodecError, match="meta JSON of 20 bytes exceeds the limit of 19"):
+        decode(buf.getvalue(), max_meta_bytes=19)
+
+
 def test_batch_is_read_only_and_copied() -> None:
     src = np.ones((2, 3), dtype=np.float32)
     b = EmbeddingBatch(src)
@@ -165,10 +188,12 @@ def test_batch_is_read_only_and_copied() -> None:
     ("kw", "message"),
     [
         ({"embeddings": np.zeros((2,), np.float32)}, "must be \\(N, D\\)"),
+        ({"embeddings": np.zeros((2, 0), np.float32)}, "D >= 1, got shape \\(2, 0\\)"),
         ({"embeddings": np.array([[np.nan, 1.0]])}, "NaN or infinite"),
         ({"embeddings": np.ones((2, 2)), "labels": ("a",)}, "1 entries for 2"),
         ({"embeddings": np.ones((2, 2)), "labels": ("a", 3)}, "must be a str"),
         ({"embeddings": np.ones((1, 2)), "labels": ("x" * 70_000,)}, "at most 65535"),
+        ({"embeddings": np.ones((1, 2)), "labels": ("é" * 32_768,)}, "65536 UTF-8 bytes"),  # bytes, not chars
         ({"embeddings": np.ones((1, 2)), "labels": ("\ud800",)}, "UTF-8"),
         ({"embeddings": np.ones((2, 2)), "track_ids": [1]}, "track_ids must have shape"),
         ({"embeddings": np.ones((1, 2)), "timestamps": [np.inf]}, "timestamps hold NaN"),
@@ -214,10 +239,12 @@ def test_foreign_data(foreign: bytes) -> None:
         decode(foreign)
 
 
-def test_unsupported_version() -> None:
+@pytest.mark.parametrize("version", [0, 2])
+def test_unsupported_version(version: int) -> None:
+    """Any version but this reader's is refused, an older one (0) as a newer one."""
     blob = bytearray(encode(batch()))
-    struct.pack_into("<H", blob, 4, 2)
-    with pytest.raises(CodecError, match="unsupported format version 2"):
+    struct.pack_into("<H", blob, 4, version)
+    with pytest.raises(CodecError, match=f"unsupported format version {version}"):
         decode(reseal(blob))
 
 
@@ -298,6 +325,55 @@ def test_hostile_header_bounds(field: int, value: int, message: str) -> None:
     struct.pack_into("<I", blob, field, value)
     with pytest.raises(CodecError, match=message):
         decode(reseal(blob))
+
+
+def header_only(dim: int, count: int, raw_len: int) -> bytes:
+    """The 40 header bytes of an unsigned, uncompressed float32 blob (read_header reads nothing more)."""
+    return codec.HEADER.pack(codec.MAGIC, codec.VERSION, 1, 0, dim, count, raw_len, raw_len, 0, 0)
+
+
+def test_header_bounds_are_inclusive_and_checked_before_the_payload() -> None:
+    """read_header (what the fleet checks before decoding) takes MAX_COUNT vectors and a raw payload of exactly
+    max_bytes, refuses one more of either, and refuses a raw length too short for count x dim."""
+    size = codec.MAX_COUNT * 4
+    h = codec.read_header(header_only(1, codec.MAX_COUNT, size), max_bytes=size)
+    assert (h.dim, h.count, h.raw_len) == (1, codec.MAX_COUNT, size)
+    with pytest.raises(CodecError, match="count 50000001 exceeds the limit of 50000000"):
+        codec.read_header(header_only(1, codec.MAX_COUNT + 1, size + 4), max_bytes=size + 4)
+    with pytest.raises(CodecError, match=f"raw payload of {size} bytes exceeds the limit of {size - 1}"):
+        codec.read_header(header_only(1, codec.MAX_COUNT, size), max_bytes=size - 1)
+    assert codec.read_header(header_only(codec.MAX_DIM, 1, 4 * codec.MAX_DIM)).dim == codec.MAX_DIM
+    with pytest.raises(CodecError, match="5x8 float32 needs at least 160 payload bytes, header says 128"):
+        codec.read_header(header_only(8, 5, 128))
+
+
+def test_uncompressed_payload_length_must_be_the_raw_length() -> None:
+    """An uncompressed blob whose raw length understates its payload would slip past max_bytes."""
+    blob = bytearray(encode(full_batch()))
+    raw_len = struct.unpack_from("<Q", blob, 24)[0]
+    struct.pack_into("<Q", blob, 24, raw_len - 1)
+    with pytest.raises(CodecError, match=f"uncompressed payload {raw_len} != raw {raw_len - 1} bytes"):
+        decode(reseal(blob), max_bytes=raw_len - 1)
+
+
+def test_the_signature_covers_the_header() -> None:
+    """Reading 4x8 vectors as 8x4 (same payload) with the CRC resealed fails the HMAC: the tag covers the header."""
+    blob = bytearray(encode(batch(4, 8), key=KEY))
+    struct.pack_into("<II", blob, 8, 4, 8)
+    assert decode(reseal(blob)).embeddings.shape == (8, 4)  # a valid blob otherwise
+    with pytest.raises(CodecError, match="bad signature: HMAC"):
+        decode(reseal(blob), KEY)
+
+
+def test_a_zlib_stream_cut_before_its_end_is_refused() -> None:
+    """All the data is there but the stream's end (its Adler-32) is not: an incomplete write."""
+    raw = np.ones(2, "<f4").tobytes()
+    stored = zlib.compress(raw)[:-4]
+    head = codec.HEADER.pack(codec.MAGIC, codec.VERSION, 1, codec.F_ZLIB, 2, 1, len(stored), len(raw), 0, 0)
+    with pytest.raises(
+        CodecError, match="decompressed payload is not the announced 8 bytes \\(got 8, more follows"
+    ):
+        decode(reseal(head + stored))
 
 
 def test_count_dim_inconsistent_with_payload() -> None:
