@@ -646,6 +646,18 @@ def test_travel_model_paths_and_overlaps() -> None:
         TravelModel((*edges, CameraEdge(a="b", b="a", min_s=1, max_s=2)), False)
 
 
+def test_travel_window_bounds_overlaps_and_reverse_paths() -> None:
+    """in_window holds from min_s to max_s inclusive, either way round; a camera overlaps itself; an edge's views
+    overlap only with min_s 0 (half a second apart is not at once); min_travel goes both ways along a path."""
+    edges = (CameraEdge(a="a", b="b", min_s=10, max_s=60), CameraEdge(a="b", b="c", min_s=0.5, max_s=30))
+    tm = TravelModel(edges, allow_overlapping_views=False)
+    assert [tm.in_window("a", "b", dt) for dt in (9.9, 10, 60, 60.1)] == [False, True, True, False]
+    assert tm.in_window("b", "a", 10) and not tm.in_window("b", "a", 0)
+    assert tm.overlapping("a", "a") and tm.overlapping("z", "z")
+    assert not tm.overlapping("b", "c") and not tm.overlapping("c", "b")
+    assert tm.min_travel("c", "a") == tm.min_travel("a", "c") == 10.5
+
+
 def test_an_ambiguous_look_gets_a_new_id_rather_than_a_merge() -> None:
     got = {}
     for margin in (0.04, 0.0):
