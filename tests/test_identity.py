@@ -173,6 +173,36 @@ def test_quality_truncation_at_the_frame_border() -> None:
     assert box_qualities(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), FRAME, P).shape == (0,)
 
 
+def test_quality_boxes_as_near_occlude_each_other_and_occlusion_stops_at_one() -> None:
+    side_a, side_b = [100, 100, 180, 300], [140, 100, 220, 300]  # same bottom edge: as near as each other
+    assert occlusion_fractions(np.array([side_a, side_b], np.float32)).tolist() == pytest.approx([0.5, 0.5])
+    behind = [100, 100, 200, 200]  # covered whole by each of two boxes in front: summed to 2, capped at 1
+    xyxy = np.array([behind, [90, 90, 210, 260], [95, 95, 205, 250]], np.float32)
+    assert occlusion_fractions(xyxy)[0] == 1.0
+    assert box_qualities(xyxy, np.ones(3, np.float32), FRAME, P)[0] == 0.0
+
+
+def test_quality_truncation_on_the_top_right_and_bottom_edges() -> None:
+    top = [600, 1, 680, 301]  # touches the top edge
+    right = [1200, 100, 1279, 400]  # touches the right edge
+    below = [600, 520, 680, 820]  # its lower third lies below the 720-pixel frame
+    q = box_qualities(np.array([top, right, below], np.float32), np.ones(3, np.float32), FRAME, P)
+    assert q.tolist() == pytest.approx([0.5, 0.5, 2 / 3 * 0.5])
+
+
+def test_quality_confidence_is_clipped_and_a_nan_score_is_worth_nothing() -> None:
+    xyxy = np.array([box(0), box(1), box(2)], np.float32)
+    q = box_qualities(xyxy, np.array([1.5, -0.2, np.nan], np.float32), FRAME, P)
+    assert q.tolist() == [1.0, 0.0, 0.0]
+
+
+def test_quality_params_from_config() -> None:
+    cfg = IdentityConfig(quality_full_height_px=100, border_margin_px=3, border_penalty=0.25)
+    assert QualityParams.from_config(cfg) == QualityParams(
+        full_height_px=100.0, border_margin_px=3.0, border_penalty=0.25
+    )
+
+
 # ------------------------------------------------------------------------------------------ profile
 
 
