@@ -234,6 +234,35 @@ def test_profile_keeps_a_diverse_view() -> None:
     assert len(prof) == 0 and prof.observations == 0
 
 
+def test_profile_bounds_are_inclusive_and_a_nan_quality_is_refused() -> None:
+    """min_quality itself is enough; a redundant view replaces its nearest exemplar at exactly replace_margin
+    better; a NaN quality is no observation; a copy of a duplicated exemplar adds nothing."""
+    people = People(2)
+    v, w = people.centres[0], people.centres[1]
+    prof = TrackProfile(D, capacity=2, min_quality=0.25, replace_margin=0.25)
+    assert not prof.offer(v, float("nan")) and prof.observations == 0
+    assert prof.offer(v, 0.25) and prof.offer(w, 0.5)
+    assert not prof.offer(v, 0.49)  # v again: redundant, and not 0.25 better than the 0.25 it would replace
+    assert prof.offer(v, 0.5) and sorted(prof.qualities.tolist()) == [0.5, 0.5]
+    assert not prof.offer(w, 0.74) and prof.offer(w, 0.75)
+    assert sorted(prof.qualities.tolist()) == [0.5, 0.75] and prof.observations == 6
+    axis = np.eye(D, dtype=np.float32)[0]  # cosines exactly 1: a true tie with the duplicated pair
+    twice = TrackProfile(D, capacity=2, min_quality=0.0, replace_margin=0.1)
+    assert twice.offer(axis, 0.5) and twice.offer(axis, 0.5)
+    assert not twice.offer(axis, 0.5)
+
+
+def test_profile_full_drops_the_worse_view_of_the_closest_pair() -> None:
+    people = People(3)
+    best, alike, other = people.centres[0], people.twin(0, 0.95), people.centres[1]
+    prof = TrackProfile(D, capacity=3, min_quality=0.0, replace_margin=0.1)
+    for vec, q in ((best, 0.9), (alike, 0.3), (other, 0.5)):
+        assert prof.offer(vec, q)
+    assert prof.offer(people.centres[2], 0.6)  # unlike all: the closest pair (best, alike) makes room
+    assert sorted(prof.qualities.tolist()) == pytest.approx([0.5, 0.6, 0.9])
+    assert float((prof.exemplars @ best).max()) == pytest.approx(1.0, abs=1e-6)
+
+
 def test_set_similarity_max_and_top_mean() -> None:
     sims = np.array([[0.95, 0.1], [0.2, 0.3], [0.5, 0.6], [0.7, 0.4]], np.float32)
     assert set_similarity(sims, "max", 3) == pytest.approx(0.95)
