@@ -129,6 +129,37 @@ def test_velocity_over_the_trail() -> None:
     assert velocity([(0.0, 1.0, 2.0), (0.25, 5.0, 2.0), (0.5, 2.0, 1.0)]) == (2.0, -2.0)
 
 
+def test_non_finite_calibrations_are_named() -> None:
+    for bad in (math.inf, math.nan):  # the config takes them (YAML .inf, .nan); the site map must not
+        with pytest.raises(
+            ConfigError, match=r"cameras\.hall\.site: the homography is singular or not finite"
+        ):
+            SiteMap(SiteConfig(homography=((1, 0, 0), (0, bad, 0), (0, 0, 1))), "hall")
+    square = ((0, 0), (100, 0), (100, 100), (0, 100))
+    with pytest.raises(ConfigError, match="image_points and site_points must be finite numbers"):
+        SiteMap(SiteConfig(image_points=square, site_points=((0, 0), (1, 0), (1, 1), (math.nan, 1))))
+
+
+def test_a_box_standing_on_the_horizon_has_no_site_position() -> None:
+    """w = y - 100 (+1e-10): the image row y = 100 maps to infinity, so feet on it have no position (NaN)."""
+    site = SiteMap(SiteConfig(homography=((1, 0, 0), (0, 1, 0), (0, 1, -100 + 1e-10))))
+    got = site.feet(np.array([[0, 0, 20, 100], [0, 0, 20, 300]], np.float32))
+    assert np.isnan(got[0]).all() and np.isfinite(got[1]).all()
+
+
+def test_closeness_carries_a_later_sighting_back_and_holds_at_the_edge_of_reach() -> None:
+    # a seen before b: b's expected spot is carried back along its velocity, for at most MAX_LEAD_S
+    assert closeness((-0.5, 0.0), 0.0, (0.0, 0.0), 0.5, 0.5, 4.0, velocity=(1.0, 0.0)) == 1.0
+    assert closeness((-MAX_LEAD_S, 0.0), 0.0, (0.0, 0.0), 10.0, 0.5, 4.0, velocity=(1.0, 0.0)) == 1.0
+    # exactly at the reach (0.5 + 4 x 0.5 = 2.5): not beyond it, so the predicted spot still decides
+    assert closeness((2.5, 0.0), 0.5, (0.0, 0.0), 0.0, 0.5, 4.0, velocity=(5.0, 0.0)) == 1.0
+
+
+def test_velocity_over_exactly_the_shortest_span() -> None:
+    assert velocity([(0.0, 0.0, 0.0), (0.5, 1.0, 0.0)], min_span_s=0.5) == (2.0, 0.0)
+    assert velocity([(0.0, 0.0, 0.0), (0.3, 0.6, 0.0)]) == pytest.approx((2.0, 0.0))  # the default 0.3 s
+
+
 # ------------------------------------------------------------------------------------------- resolver
 
 
