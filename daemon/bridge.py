@@ -10,7 +10,8 @@ Messages (daemon/fleet_wire.py)
     unknown version. Nothing a peer, or anyone who reaches Valkey, sends can raise out of the receiver thread.
     A peer whose live batches are accepted but all arrive more than ``lag_warn_s`` after they were sent (the
     fleet link gives identity.claim_ttl_s: its claims count as lapsed as they arrive) is named, with the least
-    delay of its last ``LAG_WINDOW`` batches, in ``Bridge.stats.lagging`` and logged (its host's clock lags).
+    delay of its last ``LAG_WINDOW`` batches, in ``Bridge.stats.lagging`` and logged (its host's clock lags),
+    for as long as it is heard from at least every ``lag_warn_s``.
     Messages are deduplicated per sender by their signed sequence numbers; own messages are skipped (before
     decoding: the live payload names its sender).
 
@@ -342,7 +343,8 @@ class BridgeStats:
     other_key: int  # messages signed with one of bridge.accept_keys, not the fleet key (a key rotation)
     rejected: Rejections
     # peer camera -> seconds its last LAG_WINDOW live batches all arrived after they were sent (the least of
-    # them), for peers over lag_warn_s: their clocks lag (NTP), and their claims lapse on arrival
+    # them), for peers over lag_warn_s heard from within lag_warn_s: their clocks lag (NTP), and their claims
+    # lapse on arrival
     lagging: dict[str, float] = field(default_factory=dict)
 
 
@@ -369,7 +371,7 @@ class Bridge:
     simulated cameras); ``observe=True`` a receive-only one that writes nothing to Valkey (no hello, no sender,
     the stored state read with plain commands: ``who`` with a read-only ACL user). Thread-safe. A context
     manager (``close`` on exit). ``lag_warn_s``: a peer whose live batches all arrive later than this after
-    they were sent is reported in ``stats.lagging`` and logged (None: not watched).
+    they were sent is reported in ``stats.lagging`` while it is heard from, and logged (None: not watched).
     """
 
     def __init__(
@@ -420,7 +422,8 @@ class Bridge:
         self._max_seq: OrderedDict[str, int] = OrderedDict()
         self._lag_warn_s = lag_warn_s
         self._lags: OrderedDict[str, deque[float]] = OrderedDict()  # peer -> its last live batches' delays
-        self._lagging: dict[str, float] = {}
+        # peer -> (its lag, when it was last heard: monotonic); stats leaves out those silent for lag_warn_s
+        self._lagging: dict[str, tuple[float, float]] = {}
         self._forgets_seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._forgotten: OrderedDict[int, None] = OrderedDict()
         self._forgotten_lock = threading.Lock()
@@ -993,7 +996,7 @@ class Bridge:
         with self._lock:
             was = self._lagging.pop(cam, None)
             if lags:
-                self._lagging[cam] = round(least, 1)
+                self._lagging[cam] = (round(least, 1), time.monotonic())
                 while len(self._lagging) > MAX_LAG_PEERS:
                     self._lagging.pop(next(iter(self._lagging)))
         if lags and was is None:
@@ -1008,6 +1011,13 @@ class Bridge:
                 LAG_WINDOW,
                 self._lag_warn_s,
             )
+
+    def _still_lagging(self) -> dict[str, float]:
+        """The lagging peers heard from within lag_warn_s (the caller holds the lock): one silent for longer, a
+        camera stopped or with nobody in view, claims nothing that could lapse, and its lag is not known now."""
+        now = time.monotonic()
+        limit = self._lag_warn_s if self._lag_warn_s is not None else math.inf
+        return {cam: lag for cam, (lag, heard) in self._lagging.items() if now - heard <= limit}
 
     def _check_camera_name(self, batch: Batch) -> None:
         """Warn when another live process publishes tracks under this bridge's camera name (two workers started
@@ -1146,7 +1156,7 @@ class Bridge:
             counts = dict(self._counts)
             backlog = len(self._outbox) + len(self._erase) + self._in_flight
             rejected = Rejections(**self._rejected)
-            lagging = dict(self._lagging)
+            lagging = self._still_lagging()
         return BridgeStats(
             connected=self._connected,
             last_error=self._last_error,

@@ -491,6 +491,35 @@ def test_a_peer_whose_clock_lags_past_the_claim_ttl_is_named_with_its_lag(
         assert b.stats.lagging == {}
 
 
+def test_a_lagging_peer_that_falls_silent_is_no_longer_named(
+    server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: a peer named as lagging stayed in stats.lagging (so /health's lagging_peers and
+    reid_bridge_peer_lag_seconds) for good once it sent nothing more: a camera stopped to fix its clock, or one
+    with nobody in view (it claims nothing, so nothing of it lapses). A peer not heard from for lag_warn_s
+    (its claims' lifetime) is left out; heard again, still lagging, it is named again without a second warning."""
+    cfg = config(server.url, max_age_s=30, max_clock_skew_s=5)
+    on_time = encode_batch
+    monkeypatch.setattr(bridge_module, "encode_batch", lambda *a, sent_at: on_time(*a, sent_at=sent_at - 3))
+    with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b", lag_warn_s=1.0) as b:
+        assert a.wait_ready(5) and b.wait_ready(5)
+
+        def send(n: int, first: int) -> None:  # one batch each
+            for i in range(n):
+                a.publish(profile("cam-a", first + i))
+                assert a.flush(5)
+            assert len(profiles_from(b, n)) == n
+
+        with caplog.at_level(logging.WARNING, logger="daemon.bridge"):
+            send(bridge_module.LAG_WINDOW, 1)
+            assert list(b.stats.lagging) == ["cam-a"], b.stats.lagging
+            time.sleep(1.3)  # silent for longer than lag_warn_s
+            assert b.stats.lagging == {}
+            send(1, 100)
+            assert list(b.stats.lagging) == ["cam-a"], b.stats.lagging
+        assert len([r for r in caplog.records if "arrive" in r.getMessage()]) == 1
+
+
 @pytest.mark.parametrize("skew_s", [-100.0, 100.0])
 def test_a_message_rejected_for_its_time_says_how_far_off_the_senders_clock_is(
     server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, skew_s: float

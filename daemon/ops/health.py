@@ -13,8 +13,9 @@ problems, each a short sentence starting with what is wrong:
 * ``stopped`` (the worker has finished or is shutting down)
 
 In fleet mode the document also names the peer cameras whose clocks lag this host's by more than
-identity.claim_ttl_s (``lagging_peers``: camera -> seconds, from ``BridgeStats.lagging``): not a problem of this
-worker (its status stays ok), but the reason its people's ids may be taken by far cameras.
+identity.claim_ttl_s and were heard from within it (``lagging_peers``: camera -> seconds, from
+``BridgeStats.lagging``): not a problem of this worker (its status stays ok), but the reason its people's ids may
+be taken by far cameras.
 """
 
 from __future__ import annotations
