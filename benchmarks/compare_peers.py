@@ -491,7 +491,7 @@ def describe_ours(p: Pipeline) -> str:
     over = ", ".join(f"{k}={v}" for k, v in s["overrides"].items()) or "none"
     det = pick(cam["detector"], "type", "model", "tiles", "full_frame", "score_threshold", "imgsz")
     emb = pick(cam["embedder"], "type", "model", "input_size", "policy")
-    trk = pick(cam["tracker"], "cmc_method", "frame_rate", "track_buffer", "appearance_thresh", "min_hits")
+    trk = pick(cam["tracker"], "cmc_method", "track_buffer", "appearance_thresh", "min_hits")
     run = pick(rt, "allow_spinning", "intra_op_threads", "detect_ahead", "detect_workers")
     return (
         f"`{p.name}`: `{s['config']}`, overrides: {over}. Detector: {det}. Embedder: {emb}. "

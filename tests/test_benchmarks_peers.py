@@ -99,6 +99,14 @@ def test_settings_line_of_ours_names_the_detection_workers() -> None:
     assert "detect_workers 2" in bench.describe_ours(bench.ours_pipeline("ours=configs/pets09.yaml", args))
 
 
+def test_settings_line_of_ours_names_no_unused_tracker_setting() -> None:
+    # Regression: tracker.frame_rate is unused since track_buffer is in frames, and the settings line of the
+    # comparison report still named it, as 'frame_rate None', among what our tracker ran with.
+    bench = load_benchmark("compare_peers")
+    line = bench.describe_ours(bench.ours_pipeline("ours=configs/pets09.yaml", bench.parse_args([])))
+    assert "Tracker (BoT-SORT): cmc_method none, track_buffer 60," in line and "frame_rate" not in line, line
+
+
 def test_a_missing_ultralytics_venv_points_at_how_to_make_it(tmp_path: Path) -> None:
     bench = load_benchmark("compare_peers")
     notes: list[str] = []
