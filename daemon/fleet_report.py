@@ -223,14 +223,15 @@ def _identity_table(people: dict[str, dict[str, Any]], epoch: float, base: str) 
     return lines
 
 
-def _spans_text(seen: dict[str, Any], epoch: float) -> str:
+def _spans_text(seen: dict[str, Any], epoch: float, dash: str = "–", join: str = ", ", unit: str = "") -> str:
     """A camera's sighting spans of an identity, 'from–to, from–to' (one, first to last, without spans)."""
     spans = seen.get("spans") or [[seen["first_seen"], seen["last_seen"]]]
-    return ", ".join(f"{a - epoch:.1f}–{b - epoch:.1f}" for a, b in spans)
+    return join.join(f"{a - epoch:.1f}{dash}{b - epoch:.1f}{unit}" for a, b in spans)
 
 
 def report_text(report: dict[str, Any], limit: int = 30) -> str:
-    """A few lines for the terminal: counts and the identities seen on several cameras."""
+    """A few lines for the terminal: counts and the identities seen on several cameras, with their sighting spans
+    on each ('door 0.0-5.0s and 20.0-25.0s, hall 8.0-16.0s')."""
     epoch = report["time_origin"]
     lines = [f"{_headline(report)} ({_base(report)}):"]
     shown = 0
@@ -241,7 +242,7 @@ def report_text(report: dict[str, Any], limit: int = 30) -> str:
             lines.append("  ...")
             break
         where = ", ".join(
-            f"{cam} {c['first_seen'] - epoch:.1f}-{c['last_seen'] - epoch:.1f}s"
+            f"{cam} {_spans_text(c, epoch, '-', ' and ', 's')}"
             for cam, c in sorted(p["cameras"].items(), key=lambda kv: kv[1]["first_seen"])
         )
         name = f" ({p['label']})" if p["label"] else ""

@@ -225,6 +225,8 @@ def test_an_id_away_from_a_camera_between_two_sightings_gets_two_bars(tmp_path: 
     assert report["people"]["3"]["cameras"]["door"]["spans"] == spans
     md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert "| 3 |  | door 0.0–5.0, 20.0–25.0 (70); hall 8.0–16.0 (56) |" in md
+    # the terminal summary too: it showed 'door 0.0-25.0s', door seeing them all along
+    assert "G3: door 0.0-5.0s and 20.0-25.0s, hall 8.0-16.0s" in report_text(report), report_text(report)
 
     from daemon.fleet_report import timeline_figure
 
