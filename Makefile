@@ -10,13 +10,15 @@ PYTEST_ARGS ?=
 # builds of several GB; a machine with a local CPU wheel, as this project's are, needs nothing). Elsewhere:
 # make venv TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
+# torch and torchvision as pyproject.toml pins them (one place to change them)
+TORCH_PINS = $(shell grep -oE '"torch(vision)?==[^"]+"' pyproject.toml | tr -d '"')
 
 .PHONY: venv models demo single test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(if $(TORCH_INDEX),$(BIN)/pip install --quiet torch==2.13.0 torchvision==0.28.0 --index-url $(TORCH_INDEX))
+	$(if $(TORCH_INDEX),$(BIN)/pip install --quiet $(TORCH_PINS) --index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 

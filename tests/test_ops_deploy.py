@@ -111,3 +111,39 @@ def test_unit_command_line_parses_and_example_config_is_valid(monkeypatch: pytes
     read_timeout = max(c.source.read_timeout_s for c in settings.cameras.values())
     watchdog = int(next(x for x in unit.splitlines() if x.startswith("WatchdogSec=")).split("=")[1])
     assert read_timeout < watchdog  # a silent stream times out (reconnects) before the watchdog fires
+
+
+def _pins(text: str) -> list[str]:
+    return sorted(re.findall(r"torch(?:vision)?==[\w.+]+", text))
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_venv_takes_torch_from_the_cpu_index_at_the_pins_of_pyproject(tmp_path: Path) -> None:
+    """Regression: the Makefile named torch==2.13.0 torchvision==0.28.0 itself for TORCH_INDEX, a second copy of
+    pyproject.toml's pins; bumped there only, the CPU index gave the old torch and `pip install -e .` then took
+    the new one from PyPI, the multi-GB CUDA build TORCH_INDEX is there to avoid. The pins are read from
+    pyproject.toml (here a copy with other pins: `make -n` prints what it would run)."""
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert _pins(pyproject) == ["torch==2.13.0", "torchvision==0.28.0"]
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    bumped = pyproject.replace("torch==2.13.0", "torch==9.1.0").replace(
+        "torchvision==0.28.0", "torchvision==9.2.0"
+    )
+    (tmp_path / "pyproject.toml").write_text(bumped, encoding="utf-8")
+    run = subprocess.run(
+        ["make", "-n", "-B", "-C", str(tmp_path), "venv", "TORCH_INDEX=https://example.invalid/cpu"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    index_line = [line for line in run.stdout.splitlines() if "--index-url" in line]
+    assert len(index_line) == 1 and _pins(index_line[0]) == ["torch==9.1.0", "torchvision==9.2.0"], run.stdout
+    plain = subprocess.run(
+        ["make", "-n", "-B", "-C", str(tmp_path), "venv"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "--index-url" not in plain.stdout  # without TORCH_INDEX: pip's own index only
