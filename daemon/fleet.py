@@ -229,8 +229,8 @@ class IdentityLog:
     time of the first frame the camera wrote, ``first_frame_time``, from which the fleet report and fleet.mp4
     count; every global id this camera saw: label, first and last fleet time, frames, its local track ids, and
     its sighting spans, [start, end] pairs of fleet time split where the id was absent longer than ``gap_s``:
-    ``sighting_gap_s``), written at the end and refreshed every ``refresh_s`` while the camera runs
-    (atomically), so a report can be made of a running or killed worker too.
+    ``sighting_gap_s``, which the table records too), written at the end and refreshed every ``refresh_s`` while
+    the camera runs (atomically), so a report can be made of a running or killed worker too.
 
     Memory is bounded: the table keeps the ``MAX_REPORTED_IDS`` most recently seen identities, each with at most
     ``MAX_SPANS`` sighting spans.
@@ -354,6 +354,7 @@ class IdentityLog:
             "v": IDENTITY_SCHEMA_VERSION,
             "camera": self.camera,
             "first_frame_time": first,
+            "sighting_gap_s": self.gap_s,
             "identities": self.table(),
         }
         atomic_write(self.summary_path, json.dumps(doc, indent=1).encode("utf-8"))

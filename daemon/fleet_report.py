@@ -45,11 +45,6 @@ def _table_doc(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _camera_table(path: Path) -> dict[str, Any]:
-    ids: dict[str, Any] = _table_doc(path)["identities"]
-    return ids
-
-
 def _first_frame_time(path: Path) -> float | None:
     """The fleet time of the first frame the table's camera wrote; None in a table from before it was recorded
     (or one naming no number)."""
@@ -86,30 +81,51 @@ def identity_tables(camera_dir: Path, earlier_runs: bool = False) -> list[Path]:
 def collect(camera_dirs: dict[str, Path], earlier_runs: bool = False) -> dict[int, dict[str, Any]]:
     """Global id -> {label, cameras: {camera: {first_seen, last_seen, frames, tracks, spans}}} over all cameras
     and their ``identity_tables`` (one identity over several: first and last of all, frames summed, tracks and
-    spans joined). A table written before spans were recorded gives one span, first to last."""
+    spans joined, those of a camera no more than its ``sighting_gap_s`` apart as one: a sighting across a rotation
+    of the files). A table written before spans were recorded gives one span, first to last."""
     people: dict[int, dict[str, Any]] = {}
     for cam, d in camera_dirs.items():
-        for path in identity_tables(d, earlier_runs):
-            for gid_text, row in _camera_table(path).items():
+        docs = [_table_doc(path) for path in identity_tables(d, earlier_runs)]
+        gap = max((_sighting_gap(doc) for doc in docs), default=0.0)
+        for doc in docs:
+            for gid_text, row in doc["identities"].items():
                 entry = people.setdefault(int(gid_text), {"label": None, "cameras": {}})
                 entry["label"] = entry["label"] or row.get("label")
                 seen = {k: row[k] for k in ("first_seen", "last_seen", "frames", "tracks")}
                 seen["spans"] = row.get("spans") or [[row["first_seen"], row["last_seen"]]]
                 entry["cameras"][cam] = (
-                    _joined(entry["cameras"][cam], seen) if cam in entry["cameras"] else seen
+                    _joined(entry["cameras"][cam], seen, gap) if cam in entry["cameras"] else seen
                 )
     return dict(sorted(people.items()))
 
 
-def _joined(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """One camera's sightings of an identity in two tables (rotated files) as one."""
+def _sighting_gap(doc: dict[str, Any]) -> float:
+    """The longest absence within one sighting span of a table (0 in one from before it was recorded)."""
+    gap = doc.get("sighting_gap_s")
+    return float(gap) if isinstance(gap, int | float) and not isinstance(gap, bool) else 0.0
+
+
+def _joined(a: dict[str, Any], b: dict[str, Any], gap_s: float) -> dict[str, Any]:
+    """One camera's sightings of an identity in two tables (rotated files) as one; spans no more than ``gap_s``
+    apart are one (a sighting across a rotation of the files)."""
     return {
         "first_seen": min(a["first_seen"], b["first_seen"]),
         "last_seen": max(a["last_seen"], b["last_seen"]),
         "frames": a["frames"] + b["frames"],
         "tracks": sorted(set(a["tracks"]) | set(b["tracks"])),
-        "spans": sorted(a["spans"] + b["spans"]),
+        "spans": _merged(sorted(a["spans"] + b["spans"]), gap_s),
     }
+
+
+def _merged(spans: list[list[float]], gap_s: float) -> list[list[float]]:
+    """Sorted [start, end] spans with those that overlap or lie no more than ``gap_s`` apart joined."""
+    out: list[list[float]] = []
+    for start, end in spans:
+        if out and start - out[-1][1] <= gap_s:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return out
 
 
 def build_report(camera_dirs: dict[str, Path], out: Path, earlier_runs: bool = False) -> dict[str, Any]:

@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from daemon.errors import DataError
+from daemon.fleet import IdentityLog
 from daemon.fleet_report import append_metrics, build_report, evaluate_scenario, report_text
+from daemon.identity import IdentityAssignment
 
 T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 
@@ -153,6 +156,28 @@ def test_report_takes_the_tables_of_rotated_files_and_with_fleet_wide_ids_of_ear
     }
     with_earlier = build_report({"door": door}, tmp_path / "out", earlier_runs=True)
     assert sorted(with_earlier["people"]) == ["3", "5", "7"] and with_earlier["time_origin"] == T0 - 3600.0
+
+
+def test_a_sighting_across_a_rotation_of_the_files_is_one_span(tmp_path: Path) -> None:
+    # Regression: output.rotate_mb starts a new identities.json mid-sighting, and the report laid the two tables'
+    # spans side by side: a person in view throughout showed as two ranges ('0.0–10.0, 10.5–20.0') and two bars.
+    # Spans of one camera less than its sighting gap apart (recorded in the table) are one; a real absence stays.
+    door = tmp_path / "runs" / "door"
+    rotated = door / "earlier-20270115T080000Z"
+    rotated.mkdir(parents=True)
+    for folder, times in (
+        (rotated, np.arange(0.0, 10.1, 0.5)),
+        (door, [*np.arange(10.5, 20.1, 0.5), 30.0, 31.0]),
+    ):
+        log = IdentityLog(folder, "door", gap_s=1.0)
+        for i, t in enumerate(times):
+            log.frame(i, T0 + float(t), (IdentityAssignment("door", 1, 3, None, 0.9, "fleet", False),))
+        log.close()
+    assert json.loads((door / "identities.json").read_text(encoding="utf-8"))["sighting_gap_s"] == 1.0
+    report = build_report({"door": door}, tmp_path / "out")
+    spans = report["people"]["3"]["cameras"]["door"]["spans"]
+    assert spans == [[T0, T0 + 20.0], [T0 + 30.0, T0 + 31.0]], [[a - T0, b - T0] for a, b in spans]
+    assert "| 3 |  | door 0.0–20.0, 30.0–31.0 (43) |" in (tmp_path / "out" / "report.md").read_text("utf-8")
 
 
 def _scenario_with_one_camera(tmp_path: Path, ran: int) -> tuple[Path, Path]:
