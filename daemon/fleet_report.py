@@ -16,6 +16,7 @@ in a scenario folder (``scenario.json`` and ``<camera>.gt.txt`` beside it).
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,18 +86,66 @@ def collect(camera_dirs: dict[str, Path], earlier_runs: bool = False) -> dict[in
     of the files). A table written before spans were recorded gives one span, first to last."""
     people: dict[int, dict[str, Any]] = {}
     for cam, d in camera_dirs.items():
-        docs = [_table_doc(path) for path in identity_tables(d, earlier_runs)]
+        tables = identity_tables(d, earlier_runs)
+        docs = [_table_doc(path) for path in tables]
         gap = max((_sighting_gap(doc) for doc in docs), default=0.0)
-        for doc in docs:
+        for path, doc in zip(tables, docs, strict=True):
             for gid_text, row in doc["identities"].items():
-                entry = people.setdefault(int(gid_text), {"label": None, "cameras": {}})
-                entry["label"] = entry["label"] or row.get("label")
-                seen = {k: row[k] for k in ("first_seen", "last_seen", "frames", "tracks")}
-                seen["spans"] = row.get("spans") or [[row["first_seen"], row["last_seen"]]]
+                gid, label, seen = _sighting(path, gid_text, row)
+                entry = people.setdefault(gid, {"label": None, "cameras": {}})
+                entry["label"] = entry["label"] or label
                 entry["cameras"][cam] = (
                     _joined(entry["cameras"][cam], seen, gap) if cam in entry["cameras"] else seen
                 )
     return dict(sorted(people.items()))
+
+
+def _sighting(path: Path, gid_text: str, row: Any) -> tuple[int, str | None, dict[str, Any]]:
+    """(global id, label, {first_seen, last_seen, frames, tracks, spans}) of a table's row; DataError naming the
+    file and the id when it is not one the worker writes."""
+    try:
+        if not isinstance(row, dict):
+            raise ValueError(f"a row must be an object, got {type(row).__name__}")
+        seen = {k: row[k] for k in ("first_seen", "last_seen", "frames", "tracks")}
+        _check_sighting(seen, row.get("label"))
+        seen["spans"] = _spans(row.get("spans")) or [[seen["first_seen"], seen["last_seen"]]]
+        return int(gid_text), row.get("label"), seen
+    except KeyError as e:
+        raise DataError(f"{path}: global id {gid_text}: no {e.args[0]!r}") from e
+    except ValueError as e:
+        raise DataError(f"{path}: global id {gid_text}: {e}") from e
+
+
+def _is_time(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_sighting(seen: dict[str, Any], label: Any) -> None:
+    """ValueError naming the first field of a row that is not as the worker writes it."""
+    if not (_is_time(seen["first_seen"]) and _is_time(seen["last_seen"])):
+        first, last = seen["first_seen"], seen["last_seen"]
+        raise ValueError(f"first_seen and last_seen must be times, got {first!r}, {last!r}")
+    if not isinstance(seen["frames"], int) or isinstance(seen["frames"], bool) or seen["frames"] < 0:
+        raise ValueError(f"frames must be a count, got {seen['frames']!r}")
+    tracks = seen["tracks"]
+    if not isinstance(tracks, list) or not all(
+        isinstance(t, int) and not isinstance(t, bool) for t in tracks
+    ):
+        raise ValueError(f"tracks must be a list of track ids, got {tracks!r}")
+    if label is not None and not isinstance(label, str):
+        raise ValueError(f"label must be a text or null, got {label!r}")
+
+
+def _spans(spans: Any) -> list[list[float]]:
+    """A row's sighting spans, checked ([] for a row from before they were recorded)."""
+    if spans is None:
+        return []
+    if not isinstance(spans, list) or not all(
+        isinstance(s, list) and len(s) == 2 and _is_time(s[0]) and _is_time(s[1]) and s[0] <= s[1]
+        for s in spans
+    ):
+        raise ValueError(f"spans must be a list of [start, end] times, got {spans!r}"[:300])
+    return [[float(a), float(b)] for a, b in spans]
 
 
 def _sighting_gap(doc: dict[str, Any]) -> float:

@@ -131,6 +131,30 @@ def test_a_corrupt_identity_table_names_the_file(tmp_path: Path) -> None:
         build_report({"door": bad}, tmp_path / "out")
 
 
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"spans": [[T0]]},  # a span that is no [start, end] pair
+        {"spans": "0-4"},
+        {"first_seen": None},
+        {"frames": "28"},
+        {"tracks": 1},
+    ],
+)
+def test_a_malformed_row_of_an_identity_table_names_the_file_and_the_id(
+    tmp_path: Path, row: dict[str, Any]
+) -> None:
+    # Regression: a row the report could not read ended in a KeyError, TypeError or ValueError with no file named
+    # (a 'spans' entry that was no [start, end] pair: 'not enough values to unpack').
+    door = tmp_path / "door"
+    _table(door, "door", {3: _seen(0.0, 4.0, 28) | {"spans": [[T0, T0 + 4.0]]} | row})
+    with pytest.raises(DataError, match=r"door/identities\.json: global id 3: "):
+        build_report({"door": door}, tmp_path / "out")
+    _table(tmp_path / "hall", "hall", {5: {"first_seen": T0}})  # a missing field
+    with pytest.raises(DataError, match=r"hall/identities\.json: global id 5: .*last_seen"):
+        build_report({"hall": tmp_path / "hall"}, tmp_path / "out")
+
+
 def test_report_takes_the_tables_of_rotated_files_and_with_fleet_wide_ids_of_earlier_runs(
     tmp_path: Path,
 ) -> None:
