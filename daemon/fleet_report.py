@@ -8,7 +8,8 @@ its rotated files, and of its earlier runs where global ids are fleet-wide: ``id
 sighting span: an id absent from a camera longer than its ``output.sighting_gap_s`` gets a new bar). Times are
 seconds since the fleet's first frame (the earliest ``first_frame_time`` of the tables), as fleet.mp4's banner
 counts them, so a time of the report can be looked up in the video; tables written before they recorded it
-count from the first sighting, and say so (``time_base``).
+count from the first sighting, and say so (``time_base``), as do tables of both kinds where an older one
+saw someone before the first recorded frame (never a negative time).
 ``evaluate_scenario`` scores the run with :func:`daemon.fleet_eval.evaluate_fleet` when the fleet config sits
 in a scenario folder (``scenario.json`` and ``<camera>.gt.txt`` beside it).
 """
@@ -55,14 +56,21 @@ def _first_frame_time(path: Path) -> float | None:
 
 def fleet_start(camera_dirs: dict[str, Path], earlier_runs: bool = False) -> float | None:
     """The fleet time of the fleet's first frame: the earliest ``first_frame_time`` of the cameras' tables
-    (``identity_tables``); None when no table records one."""
-    times = [
-        t
-        for d in camera_dirs.values()
-        for path in identity_tables(d, earlier_runs)
-        if (t := _first_frame_time(path)) is not None
-    ]
-    return min(times, default=None)
+    (``identity_tables``); None when no table records one, or when a table that does not (written by a version
+    before it was recorded: an earlier run, a camera not yet upgraded) saw someone before it, where the first
+    frame is not known."""
+    recorded: list[float] = []
+    unrecorded: list[float] = []  # the first sightings of the tables that do not record their first frame
+    for d in camera_dirs.values():
+        for path in identity_tables(d, earlier_runs):
+            if (t := _first_frame_time(path)) is not None:
+                recorded.append(t)
+            else:
+                unrecorded += (float(row["first_seen"]) for row in _camera_table(path).values())
+    start = min(recorded, default=None)
+    if start is None or min(unrecorded, default=start) < start:
+        return None
+    return start
 
 
 def identity_tables(camera_dir: Path, earlier_runs: bool = False) -> list[Path]:

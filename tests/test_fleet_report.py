@@ -102,6 +102,41 @@ def test_a_report_of_tables_without_a_first_frame_counts_from_the_first_sighting
     assert "fleet.mp4" not in md
 
 
+def test_an_upgraded_cameras_earlier_table_without_a_first_frame_gives_no_negative_times(
+    tmp_path: Path,
+) -> None:
+    # Regression: after an upgrade in place, a live camera's earlier run (moved to earlier-*, read with a shared
+    # Valkey) left an identities.json written before tables recorded the first frame; the report counted from
+    # the new run's first frame, so everything the camera saw before the upgrade came out at negative times
+    # ('G1: a -116.2--102.4s'). A table without the record now counts from the first sighting when one of its
+    # sightings comes before every recorded first frame, and says so.
+    door = tmp_path / "runs" / "door"
+    _table(door, "door", {8: _seen(100.0, 104.0, 28)})
+    _table(door / "earlier-20270115T080000Z", "door", {3: _seen(0.0, 4.0, 28)})  # the previous version's
+    (door / "earlier-20270115T080000Z" / "status.json").write_text("{}", encoding="utf-8")
+    doc = json.loads((door / "identities.json").read_text(encoding="utf-8"))
+    (door / "identities.json").write_text(json.dumps(doc | {"first_frame_time": T0 + 99.0}), encoding="utf-8")
+    report = build_report({"door": door}, tmp_path / "out", earlier_runs=True)
+    assert report["time_origin"] == T0 and report["time_base"] == "s since the first sighting"
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "| 3 |  | door 0.0–4.0 (28) |" in md and "| 8 |  | door 100.0–104.0 (28) |" in md
+    assert "Times are seconds since the first sighting" in md and "fleet.mp4" not in md
+
+
+def test_a_table_without_a_first_frame_seen_after_the_recorded_first_frame_keeps_the_first_frame(
+    tmp_path: Path,
+) -> None:
+    # a camera still on the previous version beside an upgraded one: its sightings after the upgraded camera's
+    # first frame leave the origin at that frame
+    door, hall = tmp_path / "runs" / "door", tmp_path / "runs" / "hall"
+    _table(door, "door", {3: _seen(1.0, 4.0, 28)})
+    _table(hall, "hall", {3: _seen(6.5, 9.0, 18)})
+    doc = json.loads((hall / "identities.json").read_text(encoding="utf-8"))
+    (hall / "identities.json").write_text(json.dumps(doc | {"first_frame_time": T0}), encoding="utf-8")
+    report = build_report({"door": door, "hall": hall}, tmp_path / "out")
+    assert report["time_origin"] == T0 and report["time_base"] == "s since the fleet's first frame"
+
+
 def test_scores_are_appended_to_report_md(two_cameras: dict[str, Path], tmp_path: Path) -> None:
     build_report(two_cameras, tmp_path / "out")
     append_metrics(tmp_path / "out" / "report.md", "global ids: IDF1 91.3\n")
