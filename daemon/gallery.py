@@ -336,6 +336,8 @@ class Gallery:
         self._faiss: _FaissIndex | None = None
         # what made the rows (daemon.embed.embedder_signature), saved with them; None: not known
         self.embedder: str | None = None
+        self.file: Path | None = None  # the file ``load`` read it from
+        self._said_crops_unknown = False
         if index == "faiss":
             _import_faiss()
 
@@ -725,11 +727,13 @@ class Gallery:
         reader = {".rdg": _read_rdg, ".npz": _read_npz, ".json": _read_json}[suffix]
         try:
             settings, labels, emb = reader(path)
-            return cls._from_parts(settings, labels, emb)
+            gallery = cls._from_parts(settings, labels, emb)
         except DataError as e:
             raise DataError(f"{path}: {e}") from e
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(f"{path}: invalid gallery content: {e}") from e
+        gallery.file = path
+        return gallery
 
     @classmethod
     def _from_parts(cls, settings: Any, labels: list[str], emb: NDArray[Any]) -> Gallery:
@@ -764,7 +768,9 @@ class Gallery:
 
     def check_embedder(self, signature: str | None, what: str) -> None:
         """DataError when ``signature`` (of the vectors about to be added or searched) is not the embedder
-        this gallery's rows were made by; nothing to check when either is not known."""
+        this gallery's rows were made by; nothing to check when either is not known. A record of the model
+        alone (a gallery written before the crop settings were recorded) is checked by model, and a warning,
+        once, says the crop settings are not known."""
         if signature is None or self.embedder is None:
             return
         if _hashes(signature) != _hashes(self.embedder) or not _same_crops(signature, self.embedder):
@@ -772,6 +778,18 @@ class Gallery:
                 f"the gallery was enrolled with {self.embedder}, but {what} comes from {signature}: use the "
                 "model (and head) and the crop settings (embedder input_size, flip_average, colour_norm, "
                 "detail_height; --flip) the gallery was enrolled with, or enrol it again with these"
+            )
+        crops = signature.partition(CROPS)[2]
+        if crops and not self.embedder.partition(CROPS)[2] and not self._said_crops_unknown:
+            self._said_crops_unknown = True
+            logger.warning(
+                "the gallery %s does not record the crop settings it was enrolled with (written before galleries "
+                "recorded them: %s), so it is checked by model only and used with crops %s; if it was enrolled "
+                "with others (--flip, embedder colour_norm, detail_height), its matches are off: enrol it again "
+                "(a new gallery records them)",
+                self.file or "in memory",
+                self.embedder,
+                crops,
             )
 
     def made_by(self, signature: str | None) -> None:
