@@ -683,12 +683,13 @@ def _search_query(args: argparse.Namespace, embedder: Any, detector: Any) -> tup
     """The query rows (from --query images or a --label of --gallery) and the gallery's threshold, if any."""
     from daemon.embedding import EmbedOptions
     from daemon.gallery import Gallery
-    from daemon.recognize import query_embeddings
+    from daemon.recognize import check_embedder, query_embeddings
 
     if args.query:
         opts = EmbedOptions(detector=detector if args.query_detect else None, largest=True)
         return query_embeddings(embedder, args.query, opts).embeddings, None
     gallery = Gallery.load(Path(args.gallery))
+    check_embedder(gallery, embedder, "the embedder's output")  # its rows are compared with the embedder's
     rows = [i for i, label in enumerate(gallery.labels) if label == args.label]
     if not rows:
         known = ", ".join(repr(x) for x in gallery.unique_labels[:10])

@@ -422,3 +422,21 @@ def test_a_gallery_of_the_previous_version_says_its_crop_settings_are_not_known(
     caplog.clear()
     assert main([*args, "--append"]) == 0
     assert "does not record the crop settings" in caplog.text
+
+
+def test_search_by_a_gallery_label_refuses_the_embedder_the_gallery_was_not_enrolled_with(
+    data: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    """`search --gallery G --label L` compared L's rows with the embedder's vectors without checking what made
+    them: a gallery enrolled with --flip (or another model of the same width) was searched with plain crops
+    without a word, where recognize, enroll --append and serve refuse it."""
+    path = tmp_path / "people.npz"
+    enroll = ["-q", "enroll", str(data / "refs"), "--gallery", str(path), "--flip", *_model(mobilenet_model)]
+    assert main(enroll) == 0
+    capsys.readouterr()
+    search = ["-q", "search", str(data / "frames"), "-g", str(path), "--label", "person 09", "-k", "1"]
+    assert main([*search, "--flip", *_model(mobilenet_model)]) == 0
+    capsys.readouterr()
+    assert main([*search, *_model(mobilenet_model)]) == 1
+    err = capsys.readouterr().err
+    assert "enrolled with" in err and "flip" in err, err
