@@ -1339,9 +1339,15 @@ class IdentityConfig(_Strict):
     @model_validator(mode="after")
     def _gap_below_timeout(self) -> IdentityConfig:
         if self.max_frame_gap_s >= self.track_timeout_s:
+            given = (
+                ""
+                if "max_frame_gap_s" in self.model_fields_set
+                else ", its default: a setting new in this version"
+            )
             raise ValueError(
-                f"max_frame_gap_s ({self.max_frame_gap_s:g}) must be below track_timeout_s "
-                f"({self.track_timeout_s:g}): else every stall of the stream ends every track"
+                f"max_frame_gap_s ({self.max_frame_gap_s:g}{given}) must be below track_timeout_s "
+                f"({self.track_timeout_s:g}): else every stall of the stream ends every track; set "
+                f"identity.max_frame_gap_s below {self.track_timeout_s:g} or raise track_timeout_s"
             )
         return self
 
