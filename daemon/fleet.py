@@ -453,6 +453,7 @@ class FleetLink:
         dim: int,
         bridge: Bridge | None = None,
         head: ProjectionHead | None = None,
+        signature: str | None = None,
     ) -> None:
         if settings.bridge.url is None:
             log.warning(
@@ -468,7 +469,7 @@ class FleetLink:
             )
         self.head = head
         dim = dim if head is None else head.output_dim
-        self.gallery = _load_gallery(settings, dim)
+        self.gallery = _load_gallery(settings, dim, signature)
         self.bridge = bridge or Bridge(
             settings.bridge, camera, on_message=self._on_message, lag_warn_s=settings.identity.claim_ttl_s
         )
@@ -661,7 +662,9 @@ def load_identity_head(settings: Settings, embedder: object) -> ProjectionHead |
     return load_head(Path(path))
 
 
-def _load_gallery(settings: Settings, dim: int) -> Gallery | None:
+def _load_gallery(settings: Settings, dim: int, signature: str | None) -> Gallery | None:
+    """``gallery.path`` loaded; ConfigError naming it when its rows are not of ``dim`` or, where both say, were
+    made by another embedder than ``signature`` (daemon.embed.embedder_signature: model, head, crop settings)."""
     path = settings.gallery.path
     if path is None:
         return None
@@ -673,4 +676,8 @@ def _load_gallery(settings: Settings, dim: int) -> Gallery | None:
             f"gallery.path: {path} holds {gallery.dim}-d embeddings but the camera's embedder gives {dim}-d "
             "(enroll it with the same embedder)"
         )
+    try:
+        gallery.check_embedder(signature, "the camera's embedder")
+    except DataError as e:
+        raise ConfigError(f"gallery.path: {path}: {e}") from e
     return gallery

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from daemon.config import CameraConfig, Settings, redact
 from daemon.detect import build_detector
-from daemon.embed import build_embedder
+from daemon.embed import build_embedder, embedder_signature
 from daemon.erase import Erased, erase_camera, erase_stopped_camera
 from daemon.errors import ConfigError, DaemonError
 from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog, load_identity_head, sighting_gap_s
@@ -272,7 +272,9 @@ class CameraWorker:
             )
         embedder = self.pipeline.embedder
         head = load_identity_head(self.settings, embedder)
-        return FleetLink(self.settings, self.name, embedder.dim, head=head)
+        # with identity.head the resolver matches in the head's space, which the embedder's signature does not say
+        signature = embedder_signature(embedder) if head is None else None
+        return FleetLink(self.settings, self.name, embedder.dim, head=head, signature=signature)
 
     def stop(self) -> None:
         self._stop.set()

@@ -736,6 +736,36 @@ def test_a_gallery_of_another_width_is_refused_by_name(tmp_path: Path) -> None:
         FleetLink(Settings.model_validate(data), "a", DIM)
 
 
+def test_a_gallery_enrolled_with_another_model_or_crops_is_refused_by_name(tmp_path: Path) -> None:
+    # Regression: a fleet camera checked its gallery.path by width only, so a gallery enrolled with another
+    # model of the same width, or with --flip / colour_norm where the camera has none, named people by
+    # nonsense matches without a word, where recognize, search and serve refuse it.
+    from daemon.errors import ConfigError
+    from daemon.gallery import Gallery
+
+    gallery = Gallery(DIM)
+    gallery.made_by("mine.onnx sha256:0123456789abcdef; crops 256x128, flip")
+    gallery.add("alice", _unit(PEOPLE[0]))
+    path = gallery.save(tmp_path / "known.rdg")
+    data = _settings(tmp_path, "redis://127.0.0.1:1").model_dump(mode="python")  # type: ignore[attr-defined]
+    data["gallery"]["path"] = path
+    data["bridge"]["signing_key"] = {"value": KEY}
+    from daemon.config import Settings
+
+    settings = Settings.model_validate(data)
+    for other in (
+        "other.onnx sha256:fedcba9876543210; crops 256x128, flip",
+        "mine.onnx sha256:0123456789abcdef; crops 256x128",
+    ):
+        with pytest.raises(ConfigError, match=r"gallery\.path: .*enrolled with mine\.onnx"):
+            FleetLink(settings, "a", DIM, signature=other)  # type: ignore[arg-type]
+    from daemon.fleet import _load_gallery
+
+    same = "renamed.onnx sha256:0123456789abcdef; crops 256x128, flip"  # a model file renamed is the same
+    loaded = _load_gallery(settings, DIM, same)
+    assert loaded is not None and loaded.labels == ["alice"]
+
+
 # ----------------------------------------------------------------------------------------- identity head
 
 
