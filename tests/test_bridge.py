@@ -132,6 +132,30 @@ def test_message_round_trip_signed_and_exact_in_float32() -> None:
     assert len(encode_message(msg, None, "float16")) < len(encode_message(msg, None, "float32"))
 
 
+def test_a_batch_the_previous_release_sent_is_read_as_it_meant_it() -> None:
+    """A fleet is upgraded one camera at a time, and a new worker catches up from what the old ones left in
+    Valkey: the batches of the previous release (commit 420d741) must decode, field for field. The fixture is
+    687 bytes written by that release's fleet_wire.encode_batch (key b"upgrade-fixture-key", sent_at
+    1796611462): a resolved profile with two rows, a site position and a velocity, an ended keep-alive, a hello,
+    a lockstep progress marker and a forget."""
+    blob = (Path(__file__).parent / "fixtures" / "fleet-batch-420d741.bin").read_bytes()
+    batch = decode_batch(blob, b"upgrade-fixture-key", max_bytes=1 << 20)
+    assert (batch.camera, batch.sender, batch.sent_at) == ("door", "door-1", 1796611462.0)
+    profile, keep_alive, hello, progress, forget = batch.messages
+    assert [m.kind for m in batch.messages] == ["profile", "profile", "hello", "progress", "forget"]
+    assert [m.seq for m in batch.messages] == [1, 2, 3, 4, 5]
+    assert (profile.track_id, profile.global_id, profile.label) == (7, 42, "jane doe")
+    assert (profile.timestamp, profile.since, profile.ended) == (1796611461.5, 1796611460.0, False)
+    assert profile.quality == pytest.approx(0.8)
+    assert profile.position == (1.5, 2.5) and profile.velocity == (0.25, -0.5)
+    np.testing.assert_allclose(profile.embeddings, [[0.5, 0.5, 0.5, 0.5], [1.0, 0.0, 0.0, 0.0]], atol=1e-3)
+    assert keep_alive.ended and keep_alive.embeddings.shape[0] == 0 and keep_alive.global_id is None
+    assert hello.camera == "door" and progress.timestamp == 1796611461.5 and forget.global_id == 9
+    with pytest.raises(MessageRejected) as err:
+        decode_batch(blob, KEY.encode(), max_bytes=1 << 20)
+    assert err.value.reason == "forged"
+
+
 def test_decode_rejects_by_reason() -> None:
     key = KEY.encode()
     msg = FleetMessage("profile", "cam", 1, None, None, 1.0, 0.5, unit_rows(2, 0), sender="s", seq=1)
