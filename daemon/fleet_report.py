@@ -66,7 +66,8 @@ def fleet_start(camera_dirs: dict[str, Path], earlier_runs: bool = False) -> flo
             if (t := _first_frame_time(path)) is not None:
                 recorded.append(t)
             else:
-                unrecorded += (float(row["first_seen"]) for row in _camera_table(path).values())
+                rows = _table_doc(path)["identities"].items()
+                unrecorded += (_sighting(path, gid, row)[2]["first_seen"] for gid, row in rows)
     start = min(recorded, default=None)
     if start is None or min(unrecorded, default=start) < start:
         return None
