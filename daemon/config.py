@@ -351,7 +351,9 @@ class TrackerConfig(_Strict):
     @field_validator("frame_rate")
     @classmethod
     def _frame_rate_unused(cls, v: float | None) -> float | None:
-        if v is not None and not _UNUSED_SAID:  # once a process: a config is validated more than once
+        if (
+            v is not None and "tracker.frame_rate" not in _UNUSED_SAID
+        ):  # once a process: validated more than once
             _UNUSED_SAID.add("tracker.frame_rate")
             _log.warning("tracker.frame_rate (%g) has no effect: track_buffer is in frames; remove it", v)
         return v
@@ -442,7 +444,8 @@ class OutputConfig(_Strict):
         3.0,
         gt=0,
         le=86_400,
-        description="Fleet mode: an id absent from this camera longer than this (and than a frame) starts a new "
+        description="Fleet mode: an id absent from this camera longer than this (and than a frame and a half) "
+        "starts a new "
         "sighting span in identities.json, a new bar in the fleet report's timeline. Shorter absences (missed "
         "detections, occlusions; up to 2.6 s on the scenario replays) are bridged.",
     )
@@ -1225,7 +1228,7 @@ class IdentityConfig(_Strict):
         le=3_600,
         description="A gap between two frames (a stalled stream, a wall clock stepped forward) counts as this long "
         "at most towards track_timeout_s, so the tracks the tracker keeps through it keep their ids; below "
-        "track_timeout_s.",
+        "track_timeout_s (not set: half of a track_timeout_s of 2 s or less).",
     )
     retention_s: float = Field(
         3_600.0,
@@ -1336,16 +1339,28 @@ class IdentityConfig(_Strict):
             )
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _gap_fits_a_short_timeout(cls, data: Any) -> Any:
+        """A config that sets track_timeout_s at or below max_frame_gap_s's default (valid before that setting
+        existed) and not max_frame_gap_s gets half the timeout, instead of being refused for a setting it never
+        wrote."""
+        if not isinstance(data, dict) or "max_frame_gap_s" in data or "track_timeout_s" not in data:
+            return data
+        default = cls.model_fields["max_frame_gap_s"].default
+        try:
+            timeout = float(data["track_timeout_s"])
+        except (TypeError, ValueError):
+            return data  # the field's own validation names it
+        if 0 < timeout <= default:
+            return {**data, "max_frame_gap_s": timeout / 2}
+        return data
+
     @model_validator(mode="after")
     def _gap_below_timeout(self) -> IdentityConfig:
         if self.max_frame_gap_s >= self.track_timeout_s:
-            given = (
-                ""
-                if "max_frame_gap_s" in self.model_fields_set
-                else ", its default: a setting new in this version"
-            )
             raise ValueError(
-                f"max_frame_gap_s ({self.max_frame_gap_s:g}{given}) must be below track_timeout_s "
+                f"max_frame_gap_s ({self.max_frame_gap_s:g}) must be below track_timeout_s "
                 f"({self.track_timeout_s:g}): else every stall of the stream ends every track; set "
                 f"identity.max_frame_gap_s below {self.track_timeout_s:g} or raise track_timeout_s"
             )
