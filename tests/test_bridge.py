@@ -5,6 +5,7 @@ Each test starts its own server on a unix socket in a temp folder (no port races
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -478,6 +479,14 @@ def test_a_stale_live_message_is_not_brought_back_by_the_resync(
         assert b.stats.recovered == 0 and b.stats.rejected.stale == 1
 
 
+def _batches(a: Bridge, b: Bridge, n: int, first: int) -> None:
+    """``n`` profiles of cam-a from ``a``, one batch each, and ``b`` hears them."""
+    for i in range(n):
+        a.publish(profile("cam-a", first + i))
+        assert a.flush(5)
+    assert len(profiles_from(b, n)) == n
+
+
 def test_a_peer_whose_clock_lags_past_the_claim_ttl_is_named_with_its_lag(
     server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -488,11 +497,7 @@ def test_a_peer_whose_clock_lags_past_the_claim_ttl_is_named_with_its_lag(
     with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b", lag_warn_s=10.0) as b:
         assert a.wait_ready(5) and b.wait_ready(5)
 
-        def send(n: int, first: int) -> None:  # one batch each
-            for i in range(n):
-                a.publish(profile("cam-a", first + i))
-                assert a.flush(5)
-            assert len(profiles_from(b, n)) == n
+        send = functools.partial(_batches, a, b)
 
         send(bridge_module.LAG_WINDOW, 1)
         assert b.stats.lagging == {}
@@ -528,11 +533,7 @@ def test_a_lagging_peer_that_falls_silent_is_no_longer_named(
     with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b", lag_warn_s=1.0) as b:
         assert a.wait_ready(5) and b.wait_ready(5)
 
-        def send(n: int, first: int) -> None:  # one batch each
-            for i in range(n):
-                a.publish(profile("cam-a", first + i))
-                assert a.flush(5)
-            assert len(profiles_from(b, n)) == n
+        send = functools.partial(_batches, a, b)
 
         with caplog.at_level(logging.WARNING, logger="daemon.bridge"):
             send(bridge_module.LAG_WINDOW, 1)
