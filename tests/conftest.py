@@ -4,6 +4,7 @@ daemon's log level set to INFO for each test (a `main(["-q", ...])` sets it to W
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,15 @@ def _daemon_log_level() -> Iterator[None]:
     log.setLevel(logging.INFO)
     yield
     log.setLevel(logging.INFO)
+
+
+@pytest.fixture(autouse=True)
+def _no_reid_settings_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tester's shell may hold REID_* settings (REID_FLEET_KEY, exported for fleet runs as the README shows):
+    every REID_ variable overrides a config, so each test starts without them but $REID_MODELS_DIR, which says
+    where the fetched models are."""
+    for name in [n for n in os.environ if n.startswith("REID_") and n != "REID_MODELS_DIR"]:
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")
