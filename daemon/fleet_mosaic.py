@@ -1,13 +1,14 @@
 """``fleet.mp4``: the cameras of a fleet replay side by side, in step on the fleet clock.
 
 Each camera's ``annotated.mp4`` (global ids drawn, one colour per id on every camera) becomes one tile of a grid.
-A camera's frame ``i`` is at fleet time ``clock_offset_s + i / fps`` (daemon/fleet.py, ``FleetClock``); the
-mosaic runs at the fastest camera's rate and shows, at each of its instants, every camera's latest frame: a
-slower camera's frame stays up until its next one, and a camera that has not started yet or has ended shows a
-dark tile saying so. A banner gives the time in seconds since the fleet's first frame (``start_s``: the earliest
-camera's), the time base of the fleet report (daemon/fleet_report.py), so a time it names can be looked up
-here. The videos are read as a stream, one
-frame per camera held at a time, so memory does not grow with their length.
+A camera's frame ``i`` is at fleet time ``clock_offset_s + i / fps`` (daemon/fleet.py, ``FleetClock``), moved
+by when its first frame was seen where the cameras' identity tables record it (live cameras started at different
+moments: ``placements``); the mosaic runs at the fastest camera's rate and shows, at each of its instants, every
+camera's latest frame: a slower camera's frame stays up until its next one, and a camera that has not started yet
+or has ended shows a dark tile saying so. A banner gives the time in seconds since the fleet's first frame
+(``start_s``: the earliest camera's), the time base of the fleet report (daemon/fleet_report.py), so a time it
+names can be looked up here. The videos are read as a stream, one frame per camera held at a time, so memory does
+not grow with their length.
 """
 
 from __future__ import annotations
@@ -57,6 +58,19 @@ def cell_size(
     aspect = max(w / h for w, h in sizes)
     h = 2 * math.floor(min(height, max_width / (cols * aspect)) / 2)
     return 2 * math.ceil(h * aspect / 2), h
+
+
+def placements(offsets: dict[str, float], first_frames: dict[str, float] | None) -> dict[str, float]:
+    """Where each camera's video starts on the mosaic's clock. Its ``source.clock_offset_s`` (``offsets``), moved
+    by how much later than the others its first frame was seen, where every camera's identity table records
+    that (``first_frames``, fleet times: live cameras started at different moments); the offsets alone where one
+    does not. On a replay a camera's first frame is at the fleet's epoch plus its offset, so the move is 0 and
+    the placement its offset, exactly: the move is taken to the millisecond, as the tables record times."""
+    if first_frames is None or set(first_frames) != set(offsets):
+        return dict(offsets)
+    late = {n: first_frames[n] - offsets[n] for n in offsets}
+    least = min(late.values())
+    return {n: offsets[n] + round(late[n] - least, 3) for n in offsets}
 
 
 def frame_at(t: float, offset_s: float, fps: float, count: int) -> int | None:

@@ -54,6 +54,20 @@ def _first_frame_time(path: Path) -> float | None:
     return float(t) if isinstance(t, int | float) and not isinstance(t, bool) else None
 
 
+def video_first_frames(camera_dirs: dict[str, Path]) -> dict[str, float] | None:
+    """Each camera's ``first_frame_time`` in its folder's identity table, the one begun with its annotated.mp4
+    (the files of this run, since their last rotation), from which fleet.mp4 places its tiles; None when a
+    camera's table is missing or does not record it."""
+    firsts: dict[str, float] = {}
+    for cam, d in camera_dirs.items():
+        table = d / "identities.json"
+        first = _first_frame_time(table) if table.is_file() else None
+        if first is None:
+            return None
+        firsts[cam] = first
+    return firsts
+
+
 def fleet_start(camera_dirs: dict[str, Path], earlier_runs: bool = False) -> float | None:
     """The fleet time of the fleet's first frame: the earliest ``first_frame_time`` of the cameras' tables
     (``identity_tables``); None when no table records one, or when a table that does not (written by a version

@@ -357,17 +357,20 @@ def _scorable(folder: Path, dirs: dict[str, Path]) -> bool:
 def _mosaic(settings: Settings, dirs: dict[str, Path], out: Path, progress: bool) -> Path | None:
     """The cameras' annotated videos side by side in ``out`` (daemon/fleet_mosaic.py); None when fewer than two
     cameras wrote one."""
-    from daemon.fleet_mosaic import Tile, write_mosaic
+    from daemon.fleet_mosaic import Tile, placements, write_mosaic
+    from daemon.fleet_report import video_first_frames
     from daemon.progress import progress_bar
 
+    offsets = {name: settings.cameras[name].source.clock_offset_s for name in dirs}
+    at = placements(offsets, video_first_frames(dirs))
     tiles = [
-        Tile(name, d / "annotated.mp4", settings.cameras[name].source.clock_offset_s)
+        Tile(name, d / "annotated.mp4", at[name])
         for name, d in dirs.items()
         if (d / "annotated.mp4").is_file()
     ]
     if len(tiles) < 2:
         return None
-    start = min(settings.cameras[name].source.clock_offset_s for name in dirs)  # the report's first frame
+    start = min(at.values())  # the fleet's first frame, a camera that left no video included
     with progress_bar("fleet.mp4", "frame", progress) as step:
         return write_mosaic(tiles, out, progress=step, start_s=start)
 

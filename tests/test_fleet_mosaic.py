@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from daemon.fleet_mosaic import BANNER_PX, Tile, cell_size, frame_at, grid, write_mosaic
+from daemon.fleet_runner import report_fleet
 
 
 def _grey_video(path: Path, fps: float, levels: list[int], size: tuple[int, int] = (64, 48)) -> Path:
@@ -102,3 +105,61 @@ def test_an_unreadable_camera_video_is_left_out(tmp_path: Path, caplog: pytest.L
     assert out is not None and len(_frames(out)) == 5
     assert "camera bad left out" in caplog.text and "bad.mp4: not a readable video" in caplog.text
     assert write_mosaic([Tile("bad", bad)], tmp_path / "none.mp4") is None
+
+
+EPOCH = 1_800_000_000.0  # a fleet time, as the tables record it
+
+
+def _fleet_outputs(tmp_path: Path, offsets: dict[str, float], first_frames: dict[str, float] | None) -> Path:
+    """A fleet config whose cameras left a 2 s grey annotated.mp4 (10 fps) and an identity table (recording
+    ``first_frames`` when given); its cameras' ``source.clock_offset_s`` are ``offsets``."""
+    out = tmp_path / "runs"
+    for cam in offsets:
+        (out / cam).mkdir(parents=True)
+        _grey_video(out / cam / "annotated.mp4", 10.0, [200] * 20)
+        doc = {"v": 1, "camera": cam, "identities": {}}
+        if first_frames is not None:
+            doc["first_frame_time"] = first_frames[cam]
+        (out / cam / "identities.json").write_text(json.dumps(doc), encoding="utf-8")
+    cams = {
+        c: {"source": {"uri": str(tmp_path / f"{c}.mp4"), "clock_offset_s": o}} for c, o in offsets.items()
+    }
+    cfg = {"fleet": {"enabled": True}, "camera_defaults": {"output": {"dir": str(out)}}, "cameras": cams}
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def _tops(video: Path, col: int) -> list[float]:
+    return [
+        float(f[BANNER_PX + 4 : BANNER_PX + 30, col * 640 + 70 : col * 640 + 120].mean())
+        for f in _frames(video)
+    ]
+
+
+def test_live_cameras_started_at_different_moments_are_placed_by_their_first_frames(tmp_path: Path) -> None:
+    # Regression: the tiles were placed at the cameras' clock offsets only, 0 for live cameras, so a camera
+    # started 1 s after the other showed its first frame beside the other's first, 1 s out of step. Each
+    # camera's table records the fleet time of its first frame; the tiles are placed by it.
+    path = _fleet_outputs(tmp_path, {"a": 0.0, "b": 0.0}, {"a": EPOCH + 0.5, "b": EPOCH + 1.5})
+    run = report_fleet(path, progress=False)
+    assert run.mosaic is not None
+    a, b = _tops(run.mosaic, 0), _tops(run.mosaic, 1)
+    assert len(a) == 30  # 0 .. 3 s: b's 2 s start 1 s after a's
+    assert min(a[:20]) > 180 and max(a[20:]) < 40  # a from 0 to 2 s, then "ended"
+    assert max(b[:10]) < 40 and min(b[10:]) > 180  # b "not started" until 1 s
+
+
+def test_a_replay_is_placed_by_its_first_frames_as_by_its_clock_offsets(tmp_path: Path) -> None:
+    # On a replay a camera's first frame is at the fleet's epoch plus its clock offset: placed by either, the
+    # mosaic is the same, frame for frame (an offset finer than the tables' millisecond included).
+    offsets = {"a": 0.0, "b": 1.0, "c": 0.3004}
+    by_offsets = report_fleet(_fleet_outputs(tmp_path / "offsets", offsets, None), progress=False)
+    firsts = {c: round(EPOCH + o, 3) for c, o in offsets.items()}
+    by_firsts = report_fleet(_fleet_outputs(tmp_path / "firsts", offsets, firsts), progress=False)
+    assert by_offsets.mosaic is not None and by_firsts.mosaic is not None
+    old, new = _frames(by_offsets.mosaic), _frames(by_firsts.mosaic)
+    assert len(old) == len(new) == 30
+    assert all(np.array_equal(x, y) for x, y in zip(old, new, strict=True))
+    b = _tops(by_firsts.mosaic, 1)
+    assert max(b[:10]) < 40 and min(b[10:]) > 180  # b from 1 s
