@@ -6,9 +6,9 @@ by when its first frame was seen where the cameras' identity tables record it (l
 moments: ``placements``); the mosaic runs at the fastest camera's rate and shows, at each of its instants, every
 camera's latest frame: a slower camera's frame stays up until its next one, and a camera that has not started yet
 or has ended shows a dark tile saying so. A banner gives the time in seconds since the fleet's first frame
-(``start_s``: the earliest camera's), the time base of the fleet report (daemon/fleet_report.py), so a time it
-names can be looked up here. The videos are read as a stream, one frame per camera held at a time, so memory does
-not grow with their length.
+(``start_s``: the earliest camera's), the time base of the fleet report (daemon/fleet_report.py) where it covers
+these files only, so a time it names can be looked up here (report.md says where the video's 0.0 s is otherwise).
+The videos are read as a stream, one frame per camera held at a time, so memory does not grow with their length.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ its rotated files, and of its earlier runs where global ids are fleet-wide: ``id
 ``timeline.png`` (one row per identity, those on most cameras first, at most TIMELINE_MAX_ROWS; a bar per
 sighting span: an id absent from a camera longer than its ``output.sighting_gap_s`` gets a new bar). Times are
 seconds since the fleet's first frame (the earliest ``first_frame_time`` of the tables), as fleet.mp4's banner
-counts them, so a time of the report can be looked up in the video; tables written before they recorded it
+counts them, so a time of the report can be looked up in the video, unless the report covers more than the video
+(earlier runs, rotated files: the video shows the latest files), where report.md says where the video's 0.0 s
+falls (``video_origin``); tables written before they recorded it
 count from the first sighting, and say so (``time_base``), as do tables of both kinds where an older one
 saw someone before the first recorded frame (never a negative time).
 ``evaluate_scenario`` scores the run with :func:`daemon.fleet_eval.evaluate_fleet` when the fleet config sits
@@ -204,9 +206,15 @@ def build_report(camera_dirs: dict[str, Path], out: Path, earlier_runs: bool = F
     """Write report.json / report.md / timeline.png into ``out`` (from ``collect``, times from ``fleet_start``);
     return the report."""
     people = collect(camera_dirs, earlier_runs)
-    return _write_report(
-        people, sorted(camera_dirs), out, _time_origin(people, fleet_start(camera_dirs, earlier_runs))
-    )
+    origin = _time_origin(people, fleet_start(camera_dirs, earlier_runs))
+    return _write_report(people, sorted(camera_dirs), out, origin, video_origin(camera_dirs))
+
+
+def video_origin(camera_dirs: dict[str, Path]) -> float | None:
+    """The fleet time of fleet.mp4's 0.0 s: the earliest first frame of the cameras' latest files, which it shows
+    (``video_first_frames``); None where a table does not record it."""
+    firsts = video_first_frames(camera_dirs)
+    return None if firsts is None else min(firsts.values(), default=None)
 
 
 def _time_origin(people: dict[int, dict[str, Any]], start: float | None) -> tuple[float, str]:
@@ -226,11 +234,13 @@ def leave_out_of_report(out: Path, global_id: int) -> bool:
         people = {int(g): p for g, p in report["people"].items()}
         cameras = list(report["cameras"])
         origin = (float(report["time_origin"]), str(report.get("time_base", FROM_FIRST_SIGHTING)))
+        video = report.get("video_origin")
+        video = float(video) if video is not None else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False  # no report here, or not one this daemon wrote
     if people.pop(global_id, None) is None:
         return False
-    _write_report(people, cameras, out, origin)
+    _write_report(people, cameras, out, origin, video)
     scores = out / "fleet_metrics.txt"
     if scores.is_file():
         append_metrics(out / "report.md", scores.read_text(encoding="utf-8"))
@@ -238,7 +248,11 @@ def leave_out_of_report(out: Path, global_id: int) -> bool:
 
 
 def _write_report(
-    people: dict[int, dict[str, Any]], cameras: list[str], out: Path, origin: tuple[float, str]
+    people: dict[int, dict[str, Any]],
+    cameras: list[str],
+    out: Path,
+    origin: tuple[float, str],
+    video: float | None,
 ) -> dict[str, Any]:
     epoch, base = origin
     report = {
@@ -247,6 +261,7 @@ def _write_report(
         "seen_on_several_cameras": sum(_on_several(p) for p in people.values()),
         "time_origin": epoch,
         "time_base": base,
+        "video_origin": video,
         "people": {str(g): p for g, p in people.items()},
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -277,11 +292,10 @@ def report_markdown(report: dict[str, Any]) -> str:
     single = {g: p for g, p in people.items() if not _on_several(p)}
     start = datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if people else "-"
     said = "the fleet's first frame" if base == FROM_FIRST_FRAME else "the first sighting"
-    video = ", as fleet.mp4's banner counts them" if base == FROM_FIRST_FRAME else ""
     lines = [
         "# Fleet identity report",
         "",
-        f"{_headline(report)}. Times are seconds since {said} ({start}){video}.",
+        f"{_headline(report)}. Times are seconds since {said} ({start}){_video_said(report)}",
         "",
     ]
     if people:
@@ -290,6 +304,18 @@ def report_markdown(report: dict[str, Any]) -> str:
         if group:
             lines += [f"## {title}", "", *_identity_table(group, epoch, base), ""]
     return "\n".join(lines)
+
+
+def _video_said(report: dict[str, Any]) -> str:
+    """The end of report.md's sentence on its times: how fleet.mp4's banner counts them, where that is known."""
+    video, epoch = report.get("video_origin"), report["time_origin"]
+    if video is None:
+        return "."
+    if abs(video - epoch) < 0.0005 and _base(report) == FROM_FIRST_FRAME:
+        return ", as fleet.mp4's banner counts them."
+    return (
+        f". fleet.mp4 shows the cameras' latest files only: its banner's 0.0 s is {video - epoch:.1f} s here."
+    )
 
 
 def _base(report: dict[str, Any]) -> str:

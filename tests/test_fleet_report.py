@@ -120,7 +120,41 @@ def test_an_upgraded_cameras_earlier_table_without_a_first_frame_gives_no_negati
     assert report["time_origin"] == T0 and report["time_base"] == "s since the first sighting"
     md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert "| 3 |  | door 0.0–4.0 (28) |" in md and "| 8 |  | door 100.0–104.0 (28) |" in md
-    assert "Times are seconds since the first sighting" in md and "fleet.mp4" not in md
+    assert "Times are seconds since the first sighting" in md
+    assert "fleet.mp4 shows the cameras' latest files only: its banner's 0.0 s is 99.0 s here." in md
+
+
+def _first_frame(cam_dir: Path, t: float) -> None:
+    """Record ``t`` as the first frame of the table in ``cam_dir``."""
+    doc = json.loads((cam_dir / "identities.json").read_text(encoding="utf-8"))
+    (cam_dir / "identities.json").write_text(json.dumps(doc | {"first_frame_time": t}), encoding="utf-8")
+
+
+def test_a_report_of_earlier_runs_says_where_fleet_mp4s_count_begins(tmp_path: Path) -> None:
+    # Regression: with a shared Valkey the report covers the cameras' earlier runs and counts from the earliest
+    # run's first frame, but fleet.mp4 shows the current run only (from its first frame, 100 s later here), and
+    # report.md said its times were "as fleet.mp4's banner counts them": G8 at 100.0 s was at the video's 0.0.
+    door = tmp_path / "runs" / "door"
+    earlier = door / "earlier-20270115T080000Z"
+    _table(door, "door", {8: _seen(100.0, 104.0, 28)})
+    _first_frame(door, T0 + 100.0)
+    _table(earlier, "door", {3: _seen(1.0, 4.0, 28)})
+    _first_frame(earlier, T0)
+    (earlier / "status.json").write_text("{}", encoding="utf-8")
+    report = build_report({"door": door}, tmp_path / "out", earlier_runs=True)
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "as fleet.mp4's banner counts them" not in md and "| 8 |  | door 100.0–104.0 (28) |" in md
+    said = "fleet.mp4 shows the cameras' latest files only: its banner's 0.0 s is 100.0 s here."
+    assert said in md
+    assert report["time_origin"] == T0 and report["video_origin"] == T0 + 100.0
+    from daemon.fleet_report import leave_out_of_report
+
+    assert leave_out_of_report(tmp_path / "out", 3)  # made again from report.json: the same sentence
+    assert said in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    this_run = build_report({"door": door}, tmp_path / "out")  # without the earlier run: the video's count
+    assert this_run["time_origin"] == this_run["video_origin"] == T0 + 100.0
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "as fleet.mp4's banner counts them" in md and "| 8 |  | door 0.0–4.0 (28) |" in md
 
 
 def test_a_table_without_a_first_frame_seen_after_the_recorded_first_frame_keeps_the_first_frame(
