@@ -22,7 +22,9 @@ earlier gallery entries the cap drops to make room (appending) are counted in ``
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import time
 import unicodedata
@@ -58,6 +60,14 @@ log = logging.getLogger(__name__)
 
 CHUNK: Final = 32
 """Reference crops held in memory and embedded together."""
+
+SERVE_LEDGER: Final = ".reid-daemon-serve.json"
+"""Kept by ``serve`` in its references folder (hidden, so ``enroll`` leaves it out): the highest variant number
+it has given each ``[SET-]label`` stem, so that no name (no URL) is given twice; it also marks the folder as
+one ``serve`` writes its reference images to."""
+
+MAX_VARIANT_DIGITS: Final = 10
+"""Digits of the largest variant number ``serve`` gives (its file names leave room for ``--9999999999``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +118,66 @@ def _split_set(rest: str, cfg: EnrollConfig) -> tuple[str | None, str]:
     if re.fullmatch(cfg.set_code_pattern, prefix):
         return prefix, name
     return None, rest
+
+
+# ---------------------------------------------------------------------------------- serve's references
+
+
+def variant_name(stem: str, n: int, naming: EnrollConfig) -> str:
+    """The file name of variant ``n`` of ``stem``: ``stem.jpg`` for the first, ``stem--N.jpg`` after."""
+    return f"{stem}.jpg" if n == 1 else f"{stem}{naming.variant_separator}{n}.jpg"
+
+
+def next_variant(folder: Path, stem: str, naming: EnrollConfig) -> int:
+    """The next variant number for ``stem`` in ``folder``: past the highest the ledger recorded and the highest
+    its images show (``stem`` counts as 1, ``stem--N`` as N: a folder from before the ledger, or the user's
+    own numbered photos), so a name removed once is never given again. DataError naming an unreadable ledger."""
+    highest = serve_ledger(folder).get(stem, 0)
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if is_image_file(path):
+                highest = max(highest, _variant_number(path.stem, stem, naming))
+    return highest + 1
+
+
+def _variant_number(name: str, stem: str, naming: EnrollConfig) -> int:
+    """1 when the file stem ``name`` is ``stem``, N when it is ``stem--N``, else 0."""
+    if name == stem:
+        return 1
+    rest, variant = _split_variant(name, naming.variant_separator)
+    if rest != stem or variant is None or len(variant) > MAX_VARIANT_DIGITS:
+        return 0
+    return int(variant) if variant.isascii() and variant.isdigit() else 0
+
+
+def serve_ledger(folder: Path) -> dict[str, int]:
+    """``folder``'s ledger of the variant numbers serve gave ({} when it has none); DataError naming the file
+    when it cannot be read."""
+    path = folder / SERVE_LEDGER
+    if not path.exists():
+        return {}
+    try:
+        last = json.loads(path.read_text(encoding="utf-8"))["last"]
+        if not isinstance(last, dict) or not all(
+            isinstance(k, str) and type(v) is int for k, v in last.items()
+        ):
+            raise ValueError("'last' is not a map of file stems to numbers")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(
+            f"{path}: serve's ledger of reference names cannot be read ({e}); restore it, or remove it once "
+            "no client holds a URL of an image removed from the folder"
+        ) from e
+    return dict(last)
+
+
+def record_variant(folder: Path, stem: str, n: int) -> None:
+    """Record in ``folder``'s ledger that variant ``n`` of ``stem`` was given (written atomically)."""
+    last = serve_ledger(folder)
+    last[stem] = max(n, last.get(stem, 0))
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{SERVE_LEDGER}.tmp"
+    tmp.write_text(json.dumps({"v": 1, "last": last}, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, folder / SERVE_LEDGER)
 
 
 # ---------------------------------------------------------------------------------------------- report

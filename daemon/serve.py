@@ -9,7 +9,8 @@ Endpoints:
 * ``POST /search``: an uploaded image of one person -> the gallery entries most like it, each with the URLs of
   its label's reference images.
 * ``POST /enroll``: an uploaded image and a label (or the file name as label) -> a new gallery entry; the
-  image is kept under the references folder (served as static files) and the gallery is saved atomically;
+  image is kept under the references folder (served as static files, hidden ones left out) under a name
+  never given before there (``enroll.SERVE_LEDGER``), and the gallery is saved atomically;
   ``evicted`` counts the label's earlier entries the per-label cap dropped to make room; the reference images
   the service kept for them are removed once the gallery is saved (``removed``: their URLs).
 * ``GET /references/<file>``: the reference images.
@@ -54,7 +55,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from daemon.config import EnrollConfig, ServeConfig
 from daemon.embed import embedder_signature
 from daemon.embedding import EmbedOptions, embed, is_image_file
-from daemon.enroll import parse_reference_name
+from daemon.enroll import next_variant, parse_reference_name, record_variant, variant_name
 from daemon.errors import ConfigError, DataError
 from daemon.gallery import Gallery
 from daemon.recognize import check_embedder, recognize_embeddings
@@ -264,11 +265,12 @@ def enroll_image(state: ServiceState, image: ImageBGR, name: str, label: str | N
     ref_label = parse_reference_name(Path(stem + ".jpg"), state.naming).label
     result = embed(state.embedder, image, options=EmbedOptions(model=state.model))
     with state.lock:  # one name per enrolment, and a failed one is undone before anyone sees it
-        ref_file = _free_name(state, stem)
+        ref_file, n = _free_name(state, stem)
         saved = _keep(state, image, ref_file)  # first: when it fails the gallery has not changed
         kept = _kept_path(state, ref_file)
         held, before = state.gallery.count(ref_label), state.gallery.sources(ref_label)
         row = _add_and_save(state, ref_label, result.embedding, kept)
+        _record(state, stem, n)  # before any removal: a removed name is then never given again
         removed = _remove_evicted(state, before, state.gallery.sources(ref_label))
         size, evicted = len(state.gallery), held + 1 - state.gallery.count(ref_label)
     return {
@@ -386,14 +388,28 @@ def _check_file_name(stem: str, given: str) -> None:
         )
 
 
-def _free_name(state: ServiceState, stem: str) -> Path:
-    """``stem.jpg``, or ``stem--N.jpg`` with the first variant number free in the references folder."""
+def _free_name(state: ServiceState, stem: str) -> tuple[Path, int]:
+    """``stem.jpg`` or ``stem--N.jpg`` and its variant number N (1 for ``stem.jpg``): past every number the
+    references folder's ledger recorded or its files show, so that a name (a URL) answered once, as kept or
+    as ``removed``, never names another image; a free one besides (never overwrites a file)."""
     naming, folder = state.naming, state.cfg.references
-    candidate, n = Path(stem + ".jpg"), 1
-    while folder is not None and (folder / candidate.name).exists():
+    if folder is None:
+        return Path(variant_name(stem, 1, naming)), 1
+    n = next_variant(folder, stem, naming)
+    while (folder / variant_name(stem, n, naming)).exists():
         n += 1
-        candidate = Path(f"{stem}{naming.variant_separator}{n}.jpg")
-    return candidate
+    return Path(variant_name(stem, n, naming)), n
+
+
+def _record(state: ServiceState, stem: str, n: int) -> None:
+    """Record the variant number given to an enrolment now saved in the references folder's ledger."""
+    folder = state.cfg.references
+    if folder is None:
+        return
+    try:
+        record_variant(folder, stem, n)
+    except (OSError, DataError) as e:  # saved: the file in the folder still keeps its number from reuse
+        logger.warning("cannot record reference name %s in %s's ledger: %s", n, folder, e)
 
 
 def _keep(state: ServiceState, image: ImageBGR, name: Path) -> str | None:
@@ -486,8 +502,17 @@ def create_app(state: ServiceState) -> FastAPI:
 
     if state.cfg.references is not None:
         state.cfg.references.mkdir(parents=True, exist_ok=True)
-        app.mount("/references", StaticFiles(directory=state.cfg.references), name="references")
+        app.mount("/references", References(directory=state.cfg.references), name="references")
     return app
+
+
+class References(StaticFiles):
+    """The references folder as static files, its hidden files (serve's name ledger) left out: 404."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if any(part.startswith(".") for part in Path(path).parts):
+            raise StarletteHTTPException(404)
+        return await super().get_response(path, scope)
 
 
 def known_query(state: ServiceState) -> Callable[[Request], None]:

@@ -20,6 +20,7 @@ from _crops import FixedDetector, MeanColour, png_declaring, write_reference_cro
 
 from daemon.config import EmbedderConfig, EnrollConfig, GalleryConfig, RuntimeConfig, ServeConfig
 from daemon.embed import OnnxEmbedder
+from daemon.enroll import SERVE_LEDGER
 from daemon.errors import DataError
 from daemon.gallery import Gallery
 from daemon.serve import MULTIPART_SLACK, BackgroundServer, ServiceState, create_app
@@ -120,7 +121,7 @@ def test_a_second_image_of_a_label_gets_a_variant_name(toy: tuple[str, ServiceSt
     for _ in range(2):
         assert _post(f"{url}/enroll", "jane_doe.jpg", _jpeg((0, 200, 0)))[0] == 200
     assert _post(f"{url}/enroll", "A7-jane_doe--9.jpg", _jpeg((0, 200, 0)))[1]["label"] == "jane doe"
-    names = sorted(p.name for p in (tmp_path / "refs").iterdir())
+    names = _kept(tmp_path / "refs")
     assert names == ["A7-jane_doe.jpg", "jane_doe--2.jpg", "jane_doe.jpg"]
 
 
@@ -137,7 +138,40 @@ def test_an_enrolment_the_cap_makes_room_for_says_what_it_dropped(tmp_path: Path
 
 
 def _kept(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
+    """The visible files of ``folder`` (what ``enroll`` reads; serve's hidden name ledger is left out)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def test_a_removed_reference_url_never_names_another_image(tmp_path: Path) -> None:
+    # Regression: a new reference took the first free name of its label, so the URL answered as `removed`
+    # when the cap evicted bob's first image (/references/bob.jpg) served his fourth image next, and after a
+    # restart too: a client holding the old URL showed another photo under it.
+    refs, path = tmp_path / "refs", tmp_path / "g.npz"
+    cfg = ServeConfig(gallery=path, references=refs)
+    state = ServiceState(MeanColour(), Gallery(4, threshold=0.9, max_per_label=2), cfg, model="m")
+    with BackgroundServer(create_app(state)) as server:
+        answers = [_post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 0, 40 * i)))[1] for i in (1, 2, 3, 4)]
+        assert _call(f"{server.url}/references/{SERVE_LEDGER}")[0] == 404  # the ledger is not served
+    state = ServiceState(MeanColour(), Gallery.load(path), cfg, model="m")
+    with BackgroundServer(create_app(state)) as server:
+        answers += [_post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 0, 40 * i)))[1] for i in (5, 6)]
+    given = [a["reference"] for a in answers]
+    removed = [url for a in answers for url in a["removed"]]
+    assert removed == given[:4] and len(set(given)) == 6, answers
+    assert _kept(refs) == ["bob--5.jpg", "bob--6.jpg"]
+
+
+def test_a_reference_name_counts_past_the_folders_own_numbers(tmp_path: Path) -> None:
+    # A folder from before the ledger (or with the user's own bob--7.jpg) is numbered past what it holds.
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    cv2.imwrite(str(refs / "bob--7.png"), np.full((64, 32, 3), 90, np.uint8))
+    cv2.imwrite(str(refs / "bob--side.jpg"), np.full((64, 32, 3), 90, np.uint8))
+    state = ServiceState(MeanColour(), Gallery(4, threshold=0.9), ServeConfig(references=refs), model="m")
+    with BackgroundServer(create_app(state)) as server:
+        assert _post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 0, 90)))[1]["reference"] == (
+            "/references/bob--8.jpg"
+        )
 
 
 @pytest.mark.parametrize("policy", ["drop_oldest", "drop_random"])
@@ -179,7 +213,7 @@ def test_a_reference_image_the_service_did_not_write_stays(tmp_path: Path) -> No
     with BackgroundServer(create_app(state)) as server:
         assert _post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 0, 200)))[1]["evicted"] == 1
         assert _post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 200, 0)))[1]["evicted"] == 1
-    assert _kept(refs) == ["bob--2.jpg", "bob.png"]
+    assert _kept(refs) == ["bob--3.jpg", "bob.png"]  # bob.png counts as bob's first: bob--2.jpg, bob--3.jpg
 
 
 def test_an_enrolment_with_neither_label_nor_file_name_is_refused(
@@ -517,7 +551,7 @@ def test_requests_run_in_worker_threads(tmp_path: Path) -> None:
         assert _call(f"{url}/health")[0] == 200
         assert time.monotonic() - start < SlowColour.delay / 2
         assert [f.result()[0] for f in busy] == [200, 200, 200]
-    assert sorted(p.name for p in (tmp_path / "refs").iterdir()) == ["jane--2.jpg", "jane--3.jpg", "jane.jpg"]
+    assert _kept(tmp_path / "refs") == ["jane--2.jpg", "jane--3.jpg", "jane.jpg"]
     assert len(state.gallery) == 3 and state.requests["enroll"] == 3
 
 
@@ -582,7 +616,8 @@ def test_cli_serve_starts_answers_and_stops_on_sigterm(mobilenet_model: Path, tm
                 time.sleep(0.2)
         assert status == 200 and h["gallery"]["entries"] == 0 and h["dim"] == 1280
         status, body = _post(f"http://127.0.0.1:{port}/enroll", refs[0].name, refs[0].read_bytes())
-        assert status == 200 and body["reference"] == "/references/person_01.jpg"
+        # the folder holds person_01--1.jpg and --2.jpg: the new image is numbered past them
+        assert status == 200 and body["reference"] == "/references/person_01--3.jpg"
         assert Gallery.load(tmp_path / "g.rdg").labels == [body["label"]]
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -624,7 +659,7 @@ def test_an_enrolment_whose_save_fails_is_undone(tmp_path: Path, monkeypatch: py
         assert status == 409 and "g.npz" in body["detail"]
         assert state.gallery.labels == ["jane"]
         np.testing.assert_array_equal(state.gallery.embeddings, before)  # the evicted row is back
-        assert sorted(p.name for p in (tmp_path / "refs").iterdir()) == ["jane.jpg"]
+        assert _kept(tmp_path / "refs") == ["jane.jpg"]
         assert _call(f"{url}/health")[1]["gallery"]["entries"] == 1
 
         monkeypatch.setattr(daemon.gallery, "atomic_write", real_write)
