@@ -17,7 +17,8 @@ Naming convention (separators and the set-code pattern are fields of ``EnrollCon
 
 Hidden files are ignored; other files, unreadable images, photos where ``--detect`` finds no person and
 images refused by the gallery's per-label cap are reported in ``EnrollReport.skipped``, never dropped silently;
-earlier gallery entries the cap drops to make room (appending) are counted in ``EnrollReport.evicted``.
+earlier gallery entries the cap drops to make room (appending) are counted in ``EnrollReport.evicted``, and
+the reference images ``serve`` kept for such entries are removed once the gallery is saved (``removed``).
 """
 
 from __future__ import annotations
@@ -180,6 +181,26 @@ def record_variant(folder: Path, stem: str, n: int) -> None:
     os.replace(tmp, folder / SERVE_LEDGER)
 
 
+def remove_serve_references(sources: Collection[str]) -> list[Path]:
+    """Remove the reference images ``serve`` kept for entries a saved gallery no longer holds: of ``sources``
+    (those entries' recorded files), the ones in a folder holding serve's ledger (only serve records a row's
+    source, so a user's own photo, enrolled by ``enroll``, is never one); the files removed, sorted."""
+    removed = []
+    for source in sorted(sources):
+        path = Path(source)
+        if not path.is_absolute() or not (path.parent / SERVE_LEDGER).is_file():
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:  # removed already (by hand, or by serve)
+            continue
+        except OSError as e:  # the gallery is saved: a file left over is no reason to fail the enrolment
+            log.warning("cannot remove the dropped entry's reference image %s: %s", path, e)
+            continue
+        removed.append(path)
+    return removed
+
+
 # ---------------------------------------------------------------------------------------------- report
 
 
@@ -214,6 +235,7 @@ class EnrollReport:
     saved: Path | None
     timings: Timings
     evicted: tuple[tuple[str, int], ...] = ()  # (label, entries it held before) the per-label cap dropped
+    removed: tuple[Path, ...] = ()  # the reference images serve kept for the entries dropped, now removed
 
     @property
     def labels(self) -> list[str]:
@@ -237,6 +259,7 @@ class EnrollReport:
             ],
             "skipped": [{"path": str(s.path), "reason": s.reason} for s in self.skipped],
             "evicted": dict(self.evicted),
+            "removed": [str(p) for p in self.removed],
             "labels": self.labels,
             "gallery_size": self.gallery_size,
             "saved": None if self.saved is None else str(self.saved),
@@ -254,6 +277,9 @@ class EnrollReport:
         if self.evicted:
             dropped = ", ".join(f"{n} of {label!r}" for label, n in self.evicted)
             lines.append(f"the per-label cap dropped earlier gallery entries to make room: {dropped}")
+        if self.removed:
+            lines.append(f"removed {len(self.removed)} reference image(s) serve kept for them:")
+            lines += [f"  {p}" for p in self.removed]
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} file(s):")
             lines += [f"  {s.path}: {s.reason}" for s in self.skipped[:max_skipped]]
@@ -437,6 +463,7 @@ def enroll(
     names, skipped = reference_files(folder, cfg, sets)
     work = _Enroller(embedder, gallery, detector)
     work.skipped = skipped
+    held = {label: set(gallery.sources(label)) for label in {n.label for n in names}}
     for name in tqdm(names, unit="image", desc="enrol", disable=not progress, dynamic_ncols=True):
         work.take(name)
     work.add()
@@ -444,6 +471,8 @@ def enroll(
         reasons = "; ".join(f"{s.path.name}: {s.reason}" for s in work.skipped[:5]) or "the folder is empty"
         raise DataError(f"no reference image could be enrolled from {folder} ({reasons})")
     saved = gallery.save(Path(save_to)) if save_to is not None else None
+    dropped = set().union(*(was - set(gallery.sources(label)) for label, was in held.items()))
+    removed = remove_serve_references(dropped) if saved is not None else []
     total = (time.perf_counter() - start) * 1000.0
     timings = Timings(work.ms["read_ms"], work.ms["detect_ms"], work.ms["embed_ms"], total)
     return EnrollReport(
@@ -454,4 +483,5 @@ def enroll(
         saved,
         timings,
         tuple(work.evicted),
+        tuple(removed),
     )

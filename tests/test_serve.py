@@ -216,6 +216,35 @@ def test_a_reference_image_the_service_did_not_write_stays(tmp_path: Path) -> No
     assert _kept(refs) == ["bob--3.jpg", "bob.png"]  # bob.png counts as bob's first: bob--2.jpg, bob--3.jpg
 
 
+def test_enroll_append_removes_the_images_serve_kept_for_the_entries_it_drops(tmp_path: Path) -> None:
+    # Regression: `enroll --append` into the gallery serve uses dropped serve's entries to the cap and left
+    # their images in the references folder for good, no entry standing for them (/search still listed them).
+    from daemon.enroll import enroll
+
+    refs, path, mine = tmp_path / "refs", tmp_path / "g.npz", tmp_path / "mine"
+    gallery = Gallery(4, threshold=0.9, max_per_label=2, drop_policy="drop_oldest")
+    state = ServiceState(MeanColour(), gallery, ServeConfig(gallery=path, references=refs), model="m")
+    with BackgroundServer(create_app(state)) as server:
+        for name, colour in (("bob.jpg", (0, 0, 90)), ("bob.jpg", (0, 0, 180)), ("ann.jpg", (0, 90, 0))):
+            assert _post(f"{server.url}/enroll", name, _jpeg(colour))[0] == 200
+    mine.mkdir()
+    for i in (1, 2):
+        cv2.imwrite(str(mine / f"bob--{i}.png"), np.full((64, 32, 3), 60 * i, np.uint8))
+    cv2.imwrite(str(refs / "bob--side.png"), np.full((64, 32, 3), 30, np.uint8))  # the user's own photo
+    report = enroll(mine, MeanColour(), Gallery.load(path), save_to=path)
+    assert report.evicted == (("bob", 2),)
+    assert report.removed == (refs.resolve() / "bob--2.jpg", refs.resolve() / "bob.jpg")
+    assert _kept(refs) == ["ann.jpg", "bob--side.png"] and _kept(mine) == ["bob--1.png", "bob--2.png"]
+    assert report.as_dict()["removed"] == [str(p) for p in report.removed]
+    assert "removed 2 reference image(s) serve kept for them" in report.text()
+
+    # the user's photo enrolled from serve's folder names no source: dropped from the gallery, never removed
+    assert enroll(refs, MeanColour(), Gallery.load(path), save_to=path).removed == ()
+    report = enroll(mine, MeanColour(), Gallery.load(path), save_to=path)
+    assert report.evicted == (("bob", 2),) and report.removed == ()
+    assert _kept(refs) == ["ann.jpg", "bob--side.png"]
+
+
 def test_an_enrolment_with_neither_label_nor_file_name_is_refused(
     toy: tuple[str, ServiceState], tmp_path: Path
 ) -> None:
