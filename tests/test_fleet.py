@@ -300,6 +300,19 @@ def _wait(cond: object, timeout: float = 5.0) -> bool:
     return False
 
 
+def _quiet(items: list[object], for_s: float, timeout: float) -> bool:
+    """Wait until ``items`` (filled by another thread) has not grown for ``for_s``; False after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    seen, since = len(items), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if len(items) != seen:
+            seen, since = len(items), time.monotonic()
+        elif time.monotonic() - since >= for_s:
+            return True
+    return False
+
+
 def test_two_workers_agree_on_global_ids_and_a_late_joiner_catches_up(
     tmp_path: Path, valkey: EmbeddedValkey
 ) -> None:
@@ -877,6 +890,9 @@ def test_a_camera_whose_wall_clock_steps_back_keeps_publishing_and_its_peers_tak
         for i in range(6):
             a.update(_frame_result(a.camera, i, [0], rng, at=start + 0.5 * i))
         assert a.resolver.assignment(10) is not None and a.bridge.flush(2.0)
+        # b has heard what a sent before the step: under load its receiver lags, and a message of before it
+        # heard after it was counted as sent after it
+        assert _quiet(heard, 0.5, timeout=10.0)
         stepped = time.monotonic()
         for i in range(24):  # 12 s of frames, all stamped before the camera's latest frame time
             a.update(_frame_result(a.camera, 6 + i, [0], rng, at=start - 30.0 + 0.5 * i))
