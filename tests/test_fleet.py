@@ -927,6 +927,7 @@ def test_a_live_camera_whose_stream_stalls_keeps_its_peoples_ids(
         before = [a.update(_frame_result("a", i, [0, 1], rng, at=start + 0.5 * i)) for i in range(6)][-1]
         first = {x.track_id: x.global_id for x in before.assignments}
         assert None not in first.values() and a.bridge.flush(2.0)
+        assert _quiet(heard, 0.5, timeout=10.0)  # all before the stall heard: what comes next is after it
         stalled = len(heard)
         after = [
             a.update(_frame_result("a", 6 + i, [0, 1], rng, at=start + 42.5 + 0.5 * i)) for i in range(4)
