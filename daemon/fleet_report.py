@@ -49,11 +49,28 @@ def _table_doc(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _first_frame_time(path: Path) -> float | None:
+Tables = dict[
+    str, list[tuple[Path, dict[str, Any]]]
+]  # camera -> its identity tables (path, as read), oldest first
+
+
+def read_tables(camera_dirs: dict[str, Path], earlier_runs: bool = False) -> Tables:
+    """Every camera's ``identity_tables``, each read once (DataError naming a file that is not one)."""
+    return {
+        cam: [(path, _table_doc(path)) for path in identity_tables(d, earlier_runs)]
+        for cam, d in camera_dirs.items()
+    }
+
+
+def _number(v: Any) -> float | None:
+    """A table's number (a bool or anything else is not one: None)."""
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _first_frame_time(doc: dict[str, Any]) -> float | None:
     """The fleet time of the first frame the table's camera wrote; None in a table from before it was recorded
     (or one naming no number)."""
-    t = _table_doc(path).get("first_frame_time")
-    return float(t) if isinstance(t, int | float) and not isinstance(t, bool) else None
+    return _number(doc.get("first_frame_time"))
 
 
 def video_first_frames(camera_dirs: dict[str, Path]) -> dict[str, float] | None:
@@ -63,27 +80,26 @@ def video_first_frames(camera_dirs: dict[str, Path]) -> dict[str, float] | None:
     firsts: dict[str, float] = {}
     for cam, d in camera_dirs.items():
         table = d / "identities.json"
-        first = _first_frame_time(table) if table.is_file() else None
+        first = _first_frame_time(_table_doc(table)) if table.is_file() else None
         if first is None:
             return None
         firsts[cam] = first
     return firsts
 
 
-def fleet_start(camera_dirs: dict[str, Path], earlier_runs: bool = False) -> float | None:
+def fleet_start(tables: Tables) -> float | None:
     """The fleet time of the fleet's first frame: the earliest ``first_frame_time`` of the cameras' tables
-    (``identity_tables``); None when no table records one, or when a table that does not (written by a version
+    (``read_tables``); None when no table records one, or when a table that does not (written by a version
     before it was recorded: an earlier run, a camera not yet upgraded) saw someone before it, where the first
     frame is not known."""
     recorded: list[float] = []
     unrecorded: list[float] = []  # the first sightings of the tables that do not record their first frame
-    for d in camera_dirs.values():
-        for path in identity_tables(d, earlier_runs):
-            if (t := _first_frame_time(path)) is not None:
-                recorded.append(t)
-            else:
-                rows = _table_doc(path)["identities"].items()
-                unrecorded += (_sighting(path, gid, row)[2]["first_seen"] for gid, row in rows)
+    for path, doc in (table for camera in tables.values() for table in camera):
+        if (t := _first_frame_time(doc)) is not None:
+            recorded.append(t)
+        else:
+            rows = doc["identities"].items()
+            unrecorded += (_sighting(path, gid, row)[2]["first_seen"] for gid, row in rows)
     start = min(recorded, default=None)
     if start is None or min(unrecorded, default=start) < start:
         return None
@@ -104,17 +120,15 @@ def identity_tables(camera_dir: Path, earlier_runs: bool = False) -> list[Path]:
     return [t for t in tables if t.is_file()]
 
 
-def collect(camera_dirs: dict[str, Path], earlier_runs: bool = False) -> dict[int, dict[str, Any]]:
+def collect(tables: Tables) -> dict[int, dict[str, Any]]:
     """Global id -> {label, cameras: {camera: {first_seen, last_seen, frames, tracks, spans}}} over all cameras
-    and their ``identity_tables`` (one identity over several: first and last of all, frames summed, tracks and
+    and their tables (``read_tables``; one identity over several: first and last of all, frames summed, tracks and
     spans joined, those of a camera no more than its ``sighting_gap_s`` apart as one: a sighting across a rotation
     of the files). A table written before spans were recorded gives one span, first to last."""
     people: dict[int, dict[str, Any]] = {}
-    for cam, d in camera_dirs.items():
-        tables = identity_tables(d, earlier_runs)
-        docs = [_table_doc(path) for path in tables]
-        gap = max((_sighting_gap(doc) for doc in docs), default=0.0)
-        for path, doc in zip(tables, docs, strict=True):
+    for cam, read in tables.items():
+        gap = max((_sighting_gap(doc) for _, doc in read), default=0.0)
+        for path, doc in read:
             for gid_text, row in doc["identities"].items():
                 gid, label, seen = _sighting(path, gid_text, row)
                 entry = people.setdefault(gid, {"label": None, "cameras": {}})
@@ -175,8 +189,8 @@ def _spans(spans: Any) -> list[list[float]]:
 
 def _sighting_gap(doc: dict[str, Any]) -> float:
     """The longest absence within one sighting span of a table (0 in one from before it was recorded)."""
-    gap = doc.get("sighting_gap_s")
-    return float(gap) if isinstance(gap, int | float) and not isinstance(gap, bool) else 0.0
+    gap = _number(doc.get("sighting_gap_s"))
+    return 0.0 if gap is None else gap
 
 
 def _joined(a: dict[str, Any], b: dict[str, Any], gap_s: float) -> dict[str, Any]:
@@ -205,8 +219,9 @@ def _merged(spans: list[list[float]], gap_s: float) -> list[list[float]]:
 def build_report(camera_dirs: dict[str, Path], out: Path, earlier_runs: bool = False) -> dict[str, Any]:
     """Write report.json / report.md / timeline.png into ``out`` (from ``collect``, times from ``fleet_start``);
     return the report."""
-    people = collect(camera_dirs, earlier_runs)
-    origin = _time_origin(people, fleet_start(camera_dirs, earlier_runs))
+    tables = read_tables(camera_dirs, earlier_runs)
+    people = collect(tables)
+    origin = _time_origin(people, fleet_start(tables))
     return _write_report(people, sorted(camera_dirs), out, origin, video_origin(camera_dirs))
 
 
