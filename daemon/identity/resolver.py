@@ -152,8 +152,10 @@ class _Local:
     overlapped: float = 0.0  # the largest share of its box another box of the frame covers (hold_overlap)
     odd: list[tuple[FloatArray, float]] = field(default_factory=list)  # looks in a row unlike its exemplars
     switched: bool = False  # restarted on this frame after switching people (reported once)
-    # its key holds the record of its own earlier run, which this resolver ended (timed out, or the cap), until
-    # it takes an id: that record is a candidate like any other track's, not rows of its own
+    # its key holds the record of its own earlier run, which this resolver ended (timed out while the tracker kept
+    # it, or the max_live_tracks cap), until it takes an id: that record is a candidate like any of this camera's
+    # past tracks, held to every guard as they are, not rows of its own (a track that switched people starts
+    # again too, but its earlier record is someone else: not set for it)
     earlier: bool = False
 
     def holds(self, p: _Proposal) -> bool:
@@ -635,7 +637,7 @@ class IdentityResolver:
         if c.site_horizon_s > 0 and any(lo.pos is not None for lo in tracks):
             floor = min(floor, c.site_min_similarity)  # where a track stands may lift a weaker look
         keys: list[Key] = [(self.camera, lo.track_id) for lo in tracks]
-        own = [None if self._resumes(lo) else key for lo, key in zip(tracks, keys, strict=True)]
+        own = [None if lo.earlier else key for lo, key in zip(tracks, keys, strict=True)]
         raw = self.store.scores(
             [lo.profile.exemplars for lo in tracks], own, c.match_score, c.top_exemplars, floor
         )
@@ -710,15 +712,8 @@ class IdentityResolver:
         """Whether every exemplar row of ``gid`` comes from tracks of this camera seen on this frame (``lo``
         aside): those are other people, so their look is no evidence that ``lo`` is ``gid`` (two look-alikes
         side by side would otherwise take each other's new ids, and swap them on every decision)."""
-        others = self._visible - {(self.camera, lo.track_id)} if self._resumes(lo) else self._visible
+        others = self._visible - {(self.camera, lo.track_id)} if lo.earlier else self._visible
         return gid != lo.gid and not self.store.has_rows_beyond(gid, others)
-
-    def _resumes(self, lo: _Local) -> bool:
-        """Whether the rows under ``lo``'s key are those of its own earlier run, which this resolver ended (timed
-        out while the tracker kept it, or ended by the max_live_tracks cap), not rows it gave since: that record
-        is then one more candidate of this camera's past tracks, held to every guard as they are. (A track that
-        switched people starts again too, but its earlier record is someone else and stays out.)"""
-        return lo.earlier
 
     def _only_own_rows(self, lo: _Local, key: Key, raw: dict[int, float]) -> bool:
         """The track's current id is known but holds no exemplars except the track's own."""
