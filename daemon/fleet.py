@@ -30,7 +30,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -207,14 +207,19 @@ class _Seen:
 
     def _insert(self, now: float, gap_s: float) -> None:
         """``now`` into the sorted spans, then spans that now touch (an absence of ``gap_s`` or less) joined."""
-        pairs = sorted([*zip(self.spans[::2], self.spans[1::2], strict=True), (now, now)])
-        joined = [list(pairs[0])]
-        for start, end in pairs[1:]:
-            if start - joined[-1][1] <= gap_s:
-                joined[-1][1] = max(joined[-1][1], end)
-            else:
-                joined.append([start, end])
+        joined = merge_spans([*zip(self.spans[::2], self.spans[1::2], strict=True), (now, now)], gap_s)
         self.spans = [t for pair in joined for t in pair]
+
+
+def merge_spans(spans: Iterable[Sequence[float]], gap_s: float) -> list[list[float]]:
+    """[start, end] spans, sorted, with those that overlap or lie no more than ``gap_s`` apart joined."""
+    out: list[list[float]] = []
+    for start, end in sorted((float(a), float(b)) for a, b in spans):
+        if out and start - out[-1][1] <= gap_s:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return out
 
 
 def forgotten_line(camera: str, global_id: int, frame: int | None, now: float) -> str:

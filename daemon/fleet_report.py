@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.embedding import atomic_write
 from daemon.errors import DataError
+from daemon.fleet import merge_spans
 from daemon.fleet_eval import CameraRun, evaluate_fleet
 from daemon.motio import read_ground_truth, read_results
 from daemon.outputs import run_extent
@@ -201,19 +202,8 @@ def _joined(a: dict[str, Any], b: dict[str, Any], gap_s: float) -> dict[str, Any
         "last_seen": max(a["last_seen"], b["last_seen"]),
         "frames": a["frames"] + b["frames"],
         "tracks": sorted(set(a["tracks"]) | set(b["tracks"])),
-        "spans": _merged(sorted(a["spans"] + b["spans"]), gap_s),
+        "spans": merge_spans(a["spans"] + b["spans"], gap_s),
     }
-
-
-def _merged(spans: list[list[float]], gap_s: float) -> list[list[float]]:
-    """Sorted [start, end] spans with those that overlap or lie no more than ``gap_s`` apart joined."""
-    out: list[list[float]] = []
-    for start, end in spans:
-        if out and start - out[-1][1] <= gap_s:
-            out[-1][1] = max(out[-1][1], end)
-        else:
-            out.append([start, end])
-    return out
 
 
 def build_report(camera_dirs: dict[str, Path], out: Path, earlier_runs: bool = False) -> dict[str, Any]:
