@@ -136,28 +136,24 @@ def test_shares_of_a_kind_never_seen_are_null_not_nan() -> None:
     assert "two people at or above n/a" in "\n".join(similarity_scale.text(s))
 
 
-def test_min_height_below_zero_is_a_usage_error(tmp_path: Path, capsys: Any) -> None:
-    """It was a pydantic traceback."""
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        # it was a pydantic traceback
+        (["--min-height", "-5"], "--min-height: Input should be greater than or equal to 0"),
+        # it was reported as the config field it sets: 'cameras.cam.source.max_frames: Input should be ...'
+        (["--max-frames", "-1"], "argument --max-frames: must be 0 (no limit) or more frames, not -1"),
+    ],
+)
+def test_a_bad_option_is_a_usage_error_naming_it(
+    tmp_path: Path, capsys: Any, option: list[str], said: str
+) -> None:
     main = load_benchmark("similarity_scale").main
     path = tmp_path / "fleet.yaml"
     path.write_text(yaml.safe_dump({"cameras": {"cam": {"source": {"uri": "clip.mp4"}}}}))
     with pytest.raises(SystemExit) as e:
-        main(["--config", str(path), "--min-height", "-5"])
-    assert (
-        e.value.code == 2
-        and "--min-height: Input should be greater than or equal to 0" in capsys.readouterr().err
-    )
-
-
-def test_a_negative_max_frames_is_a_usage_error_naming_the_option(tmp_path: Path, capsys: Any) -> None:
-    """It was reported as the config field it sets: 'cameras.cam.source.max_frames: Input should be ...'."""
-    main = load_benchmark("similarity_scale").main
-    path = tmp_path / "fleet.yaml"
-    path.write_text(yaml.safe_dump({"cameras": {"cam": {"source": {"uri": "clip.mp4"}}}}))
-    with pytest.raises(SystemExit) as e:
-        main(["--config", str(path), "--max-frames", "-1"])
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and "argument --max-frames: must be 0 (no limit) or more frames, not -1" in err
+        main(["--config", str(path), *option])
+    assert e.value.code == 2 and said in capsys.readouterr().err
 
 
 def test_a_camera_named_twice_is_measured_once(tmp_path: Path) -> None:
