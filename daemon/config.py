@@ -433,6 +433,15 @@ class OutputConfig(_Strict):
         description="Start new output files once the camera's files (events, embeddings, MOT, identities, "
         "video) hold this many MB together; the full ones move to <camera>/earlier-<UTC time>/ (None: never).",
     )
+    live_rotate_s: float | None = Field(
+        86_400.0,
+        gt=0,
+        le=31_536_000,
+        description="A live source (stream, webcam): start new output files once the current ones hold this many "
+        "seconds of it (its frames' times), as rotate_mb does (None: only rotate_mb). What grows in memory until "
+        "a file is closed, the annotated video's index (~70 bytes a frame) and the identity table, stays bounded "
+        "on a camera that runs for months. Replays are not rotated by it.",
+    )
     keep_earlier: int | None = Field(
         None,
         ge=0,

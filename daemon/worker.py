@@ -89,6 +89,7 @@ class CameraOutputs:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._open()
         self._since_check = 0
+        self._opened_at: float | None = None  # the time of the first frame in the files now open
 
     def _open(self) -> None:
         name, out, dim, fleet = self.name, self._cam.output, self._dim, self._fleet
@@ -156,17 +157,14 @@ class CameraOutputs:
                 self.events.flush()
             if self.video is not None:
                 self.video.write(r.frame.image, tracks, caption, assigned, ts=r.frame.timestamp)
-        self._rotate_when_due()
+        self._rotate_when_due(r.frame.timestamp)
 
-    def _rotate_when_due(self) -> None:
-        """With ``output.rotate_mb``: once the stream's files hold that much, close them, move them to an
-        ``earlier-*`` folder (keeping ``output.keep_earlier`` of those) and go on in new ones."""
-        limit = self._cam.output.rotate_mb
-        self._since_check += 1
-        if limit is None or self._since_check < ROTATE_CHECK_EVERY:
-            return
-        self._since_check = 0
-        if self._stream_bytes() < limit * 2**20:
+    def _rotate_when_due(self, ts: float) -> None:
+        """Once the stream's files hold ``output.rotate_mb``, or a live source's files ``output.live_rotate_s``
+        of it (frame time ``ts``), close them, move them to an ``earlier-*`` folder (keeping
+        ``output.keep_earlier`` of those) and go on in new ones."""
+        why = self._rotation_due(ts)
+        if why is None:
             return
         events = self.events
         self.close()
@@ -175,11 +173,23 @@ class CameraOutputs:
                 self.dir, self.name, self._cam.output.keep_earlier, stream_files(self.name)
             )
             self._open()
+        self._opened_at = None
         if events is not None and self.events is not None:
             self.events.carry_on(events)
-        log.info(
-            "%s: output files passed %s MB; the full ones are in %s", self.name, limit, kept or "(deleted)"
-        )
+        log.info("%s: output files passed %s; the full ones are in %s", self.name, why, kept or "(deleted)")
+
+    def _rotation_due(self, ts: float) -> str | None:
+        """Which limit the open files have reached (for the log), or None."""
+        out = self._cam.output
+        if self._opened_at is None or ts < self._opened_at:  # the first frame, or the wall clock stepped back
+            self._opened_at = ts
+        if self._live and out.live_rotate_s is not None and ts - self._opened_at >= out.live_rotate_s:
+            return f"{out.live_rotate_s:g} s (output.live_rotate_s)"
+        self._since_check += 1
+        if out.rotate_mb is None or self._since_check < ROTATE_CHECK_EVERY:
+            return None
+        self._since_check = 0
+        return f"{out.rotate_mb:g} MB" if self._stream_bytes() >= out.rotate_mb * 2**20 else None
 
     def _stream_bytes(self) -> int:
         files = (self.dir / f for f in stream_files(self.name))

@@ -261,6 +261,42 @@ def test_output_files_rotate_at_a_size_and_keep_a_bounded_number(tmp_path: Path)
     assert len([d for d in out.iterdir() if d.name.startswith("earlier-")]) == 1
 
 
+def test_a_live_camera_s_files_rotate_by_default_and_a_replay_s_do_not(tmp_path: Path) -> None:
+    """Only output.rotate_mb, off by default, ever closed a camera's files, and until it does the annotated video's
+    index (~70 bytes a frame) and the identity table grow in memory: a live camera left at the defaults grew for
+    as long as it ran (months). A live source now starts new files every output.live_rotate_s (a day) of its
+    frames' times; a replay's files are not rotated by it."""
+
+    def run(live: bool) -> list[Path]:
+        folder = tmp_path / ("live" if live else "replay")
+        cam = CameraConfig(
+            source=SourceConfig(uri="rtsp://cam/s" if live else "x.mp4"),
+            output=OutputConfig(dir=folder, progress=False, video=True),  # the defaults otherwise
+        )
+        outputs = CameraOutputs("cam", cam, 10.0, dim=3, fleet=True, live=live)
+        image = np.zeros((48, 64, 3), np.uint8)
+        dets = Detections(np.array([[1, 2, 11, 22]], np.float32), np.array([0.9], np.float32))
+        tracks = [Track("cam", 1, (1.0, 2.0, 11.0, 22.0), 0.9, 0)]
+        for i, ts in enumerate(1.7e9 + np.arange(0.0, 108_000.0, 7200.0)):  # every 2 hours for 30 hours
+            outputs.write(FrameResult(Frame(i, float(ts), image), dets, None, TrackerUpdate(tracks, [])), "")
+        outputs.close()
+        return [*sorted((folder / "cam").glob("earlier-*")), folder / "cam"]
+
+    def frames(folder: Path) -> int:
+        cap = cv2.VideoCapture(str(folder / "annotated.mp4"))
+        try:
+            return int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        finally:
+            cap.release()
+
+    live = run(live=True)
+    assert len(live) == 2  # the first day's files (frames at 0 .. 24 h), then the rest
+    assert [frames(d) for d in live] == [13, 2]
+    assert all((d / "events.jsonl").is_file() and (d / "identities.json").is_file() for d in live)
+    replay = run(live=False)
+    assert len(replay) == 1 and frames(replay[0]) == 15
+
+
 def test_the_schema_names_the_files_a_worker_writes(tmp_path: Path) -> None:
     """`config schema` said embeddings.npz; the worker writes embeddings.npy."""
     cam = CameraConfig(source=SourceConfig(uri="x.mp4"), output=OutputConfig(dir=tmp_path, progress=False))
