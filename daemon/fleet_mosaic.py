@@ -1,14 +1,18 @@
 """``fleet.mp4``: the cameras of a fleet replay side by side, in step on the fleet clock.
 
-Each camera's ``annotated.mp4`` (global ids drawn, one colour per id on every camera) becomes one tile of a grid.
-A camera's frame ``i`` is at fleet time ``clock_offset_s + i / fps`` (daemon/fleet.py, ``FleetClock``), moved
-by when its first frame was seen where the cameras' identity tables record it (live cameras started at different
-moments: ``placements``); the mosaic runs at the fastest camera's rate and shows, at each of its instants, every
-camera's latest frame: a slower camera's frame stays up until its next one, and a camera that has not started yet
-or has ended shows a dark tile saying so. A banner gives the time in seconds since the fleet's first frame
-(``start_s``: the earliest camera's), the time base of the fleet report (daemon/fleet_report.py) where it covers
-these files only, so a time it names can be looked up here (report.md says where the video's 0.0 s is otherwise).
-The videos are read as a stream, one frame per camera held at a time, so memory does not grow with their length.
+Each camera's ``annotated.mp4`` (global ids drawn, one colour per id on every camera) becomes one tile of a grid;
+a camera whose run rotated its files (``output.rotate_mb``, ``output.live_rotate_s``) has one video per file, played
+one after the other in the tile. A camera's frame ``i`` is at fleet time ``clock_offset_s + i / fps``
+(daemon/fleet.py, ``FleetClock``), moved by when its first frame was seen where the cameras' identity tables record it
+(live cameras started at different moments: ``placements``); a later video of a camera follows the one before it,
+unless its table puts its first frame more than a frame away from there (a live stream that was away): there it
+starts where its table says. The mosaic runs at the fastest camera's rate and shows, at each of its instants, every
+camera's latest frame: a slower camera's frame stays up until its next one, and a camera that has not started yet,
+has ended or has no video then shows a dark tile saying so. A banner gives the time in seconds since the fleet's
+first frame (``start_s``: the earliest camera's), the time base of the fleet report (daemon/fleet_report.py) where
+it covers these runs only, so a time it names can be looked up here (report.md says where the video's 0.0 s is
+otherwise). The videos are read as a stream, one frame per camera held at a time, so memory does not grow with their
+length.
 """
 
 from __future__ import annotations
@@ -34,11 +38,14 @@ _DARK = 24
 
 @dataclass(frozen=True)
 class Tile:
-    """One camera's place in the mosaic: its annotated video and where its frames sit on the fleet clock."""
+    """One camera's place in the mosaic: its annotated video and where its frames sit on the fleet clock; ``more``:
+    its later videos (rotated files), oldest first, each with where its table puts its first frame on that clock
+    (None: not recorded)."""
 
     name: str
     video: Path
     offset_s: float = 0.0
+    more: tuple[tuple[Path, float | None], ...] = ()
 
 
 def grid(n: int) -> tuple[int, int]:
@@ -60,17 +67,32 @@ def cell_size(
     return 2 * math.ceil(h * aspect / 2), h
 
 
-def placements(offsets: dict[str, float], first_frames: dict[str, float] | None) -> dict[str, float]:
-    """Where each camera's video starts on the mosaic's clock. Its ``source.clock_offset_s`` (``offsets``), moved
-    by how much later than the others its first frame was seen, where every camera's identity table records
+def placements(offsets: dict[str, float], first_frames: dict[str, float | None]) -> dict[str, float]:
+    """Where each camera's first video starts on the mosaic's clock. Its ``source.clock_offset_s`` (``offsets``),
+    moved by how much later than the others its first frame was seen, where every camera's identity table records
     that (``first_frames``, fleet times: live cameras started at different moments); the offsets alone where one
-    does not. On a replay a camera's first frame is at the fleet's epoch plus its offset, so the move is 0 and
-    the placement its offset, exactly: the move is taken to the millisecond, as the tables record times."""
-    if first_frames is None or set(first_frames) != set(offsets):
+    does not. On a replay a camera's first frame is at the fleet's epoch plus its offset (a file's frames are timed
+    from its first, whatever time its container starts at), so the move is 0 and the placement its offset,
+    exactly: the move is taken to the millisecond, as the tables record times."""
+    firsts = {n: first_frames.get(n) for n in offsets}
+    if not firsts or any(t is None for t in firsts.values()):
         return dict(offsets)
-    late = {n: first_frames[n] - offsets[n] for n in offsets}
+    late = {n: t - offsets[n] for n, t in firsts.items() if t is not None}
     least = min(late.values())
     return {n: offsets[n] + round(late[n] - least, 3) for n in offsets}
+
+
+def camera_tile(name: str, videos: list[tuple[Path, float | None]], at: float, first: float | None) -> Tile:
+    """Camera ``name``'s tile: its ``videos`` of the run (``fleet_report.run_videos``: oldest first, each with
+    the fleet time of its first frame where recorded), the run's first frame, at fleet time ``first`` (None: not
+    recorded), placed at ``at`` on the mosaic's clock (``placements``)."""
+
+    def where(t: float | None) -> float | None:
+        return None if t is None or first is None else at + round(t - first, 3)
+
+    (video, t), *more = videos
+    start = where(t)
+    return Tile(name, video, at if start is None else start, tuple((v, where(u)) for v, u in more))
 
 
 def frame_at(t: float, offset_s: float, fps: float, count: int) -> int | None:
@@ -80,41 +102,100 @@ def frame_at(t: float, offset_s: float, fps: float, count: int) -> int | None:
     return i if 0 <= i < count else None
 
 
+@dataclass(frozen=True)
+class _Clip:
+    """One video of a tile, where it starts on the mosaic's clock, its rate and length."""
+
+    video: Path
+    start: float
+    fps: float
+    count: int
+    size: tuple[int, int]
+
+    @property
+    def end(self) -> float:
+        return self.start + self.count / self.fps
+
+
+def _clip(video: Path, start: float) -> _Clip:
+    """``video`` as a clip starting at ``start`` (its header read); OSError when it is not a readable video."""
+    cap = cv2.VideoCapture(str(video))
+    try:
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if not cap.isOpened() or not 0 < fps <= 1000 or count <= 0:
+            raise OSError(f"{video}: not a readable video")
+        size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    finally:
+        cap.release()
+    return _Clip(video, start, float(fps), count, size)
+
+
+def _clips(tile: Tile) -> list[_Clip]:
+    """A tile's videos as clips on the mosaic's clock: the first at ``offset_s``, each later one right after the one
+    before, or where its table puts it when that is more than a frame away (a later video that cannot be read is
+    left out with a warning). OSError when the first cannot be read."""
+    clips = [_clip(tile.video, tile.offset_s)]
+    for video, recorded in tile.more:
+        last = clips[-1]
+        start = last.end if recorded is None or abs(recorded - last.end) <= 1 / last.fps else recorded
+        try:
+            clips.append(_clip(video, start))
+        except OSError as e:
+            log.warning("mosaic: camera %s: a video left out: %s", tile.name, e)
+    return clips
+
+
 class _Reader:
-    """Frames of one video read forward on demand (indices never go back)."""
+    """Frames of one tile's videos read forward on demand (times never go back); one video open at a time."""
 
     def __init__(self, tile: Tile) -> None:
         self.tile = tile
-        self._cap = cv2.VideoCapture(str(tile.video))
-        fps = self._cap.get(cv2.CAP_PROP_FPS)
-        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        if not self._cap.isOpened() or not 0 < fps <= 1000 or count <= 0:
-            self._cap.release()
-            raise OSError(f"{tile.video}: not a readable video")
-        self.fps, self.count = float(fps), count
-        self.size = (
-            int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-            int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-        )
+        self.clips = _clips(tile)
+        self.fps = max(c.fps for c in self.clips)
+        self.size = self.clips[0].size
+        self._at = -1  # the clip open, its capture, and the index of the frame held
+        self._cap: cv2.VideoCapture | None = None
         self._index = -1
         self._image: ImageBGR | None = None
 
     @property
-    def end_s(self) -> float:
-        return self.tile.offset_s + self.count / self.fps
+    def start_s(self) -> float:
+        return self.clips[0].start
 
-    def at(self, index: int) -> ImageBGR | None:
+    @property
+    def end_s(self) -> float:
+        return max(c.end for c in self.clips)
+
+    def image(self, t: float) -> ImageBGR | None:
+        """The frame shown at ``t``: the latest of the latest clip started by then; None outside every clip."""
+        for n in range(len(self.clips) - 1, max(self._at, 0) - 1, -1):
+            clip = self.clips[n]
+            i = frame_at(t, clip.start, clip.fps, clip.count)
+            if i is not None:
+                return self._frame(n, i)
+            if t >= clip.start:
+                return None  # after this clip's end, before the next one's start
+        return None
+
+    def _frame(self, n: int, index: int) -> ImageBGR | None:
+        cap = self._cap
+        if n != self._at or cap is None:
+            self.close()
+            cap = self._cap = cv2.VideoCapture(str(self.clips[n].video))
+            self._at, self._index, self._image = n, -1, None
         while self._index < index:
-            ok, image = self._cap.read()
+            ok, image = cap.read()
             if not ok:  # shorter than its header said: keep the last frame
-                self.count = self._index + 1
                 break
             self._index += 1
             self._image = np.asarray(image, dtype=np.uint8)
         return self._image
 
     def close(self) -> None:
-        self._cap.release()
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
 
 
 def write_mosaic(
@@ -135,7 +216,7 @@ def write_mosaic(
         cols, rows = grid(len(readers))
         cell_w, tile_height = cell_size([r.size for r in readers], cols, tile_height)
         fps = max(r.fps for r in readers)
-        start = min(r.tile.offset_s for r in readers)
+        start = min(r.start_s for r in readers)
         start = start if start_s is None else min(start, start_s)
         total = math.ceil((max(r.end_s for r in readers) - start) * fps)
         size = (cols * cell_w, BANNER_PX + rows * tile_height)
@@ -181,10 +262,9 @@ def _compose(
 def _cell(r: _Reader, t: float, cell_w: int, cell_h: int) -> ImageBGR:
     """One camera's tile at fleet time ``t``, fitted into the cell (aspect kept), its name at the bottom."""
     cell = np.full((cell_h, cell_w, 3), _DARK, np.uint8)
-    i = frame_at(t, r.tile.offset_s, r.fps, r.count)
-    image = r.at(i) if i is not None else None
+    image = r.image(t)
     if image is None:
-        state = "not started" if t < r.tile.offset_s else "ended"
+        state = "not started" if t < r.start_s else "ended" if t >= r.end_s else "no video"
         outlined_text(cell, f"{r.tile.name}: {state}", (8, cell_h // 2), 0.6)
         return cell
     w = min(cell_w, round(image.shape[1] * cell_h / image.shape[0]))

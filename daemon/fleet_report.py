@@ -8,8 +8,8 @@ its rotated files, and of its earlier runs where global ids are fleet-wide: ``id
 sighting span: an id absent from a camera longer than its ``output.sighting_gap_s`` gets a new bar). Times are
 seconds since the fleet's first frame (the earliest ``first_frame_time`` of the tables), as fleet.mp4's banner
 counts them, so a time of the report can be looked up in the video, unless the report covers more than the video
-(earlier runs, rotated files: the video shows the latest files), where report.md says where the video's 0.0 s
-falls (``video_origin``); tables written before they recorded it
+(earlier runs: the video shows the latest run, its rotated files included), where report.md says where the video's
+0.0 s falls (``video_origin``); tables written before they recorded it
 count from the first sighting, and say so (``time_base``), as do tables of both kinds where an older one
 saw someone before the first recorded frame (never a negative time).
 ``evaluate_scenario`` scores the run with :func:`daemon.fleet_eval.evaluate_fleet` when the fleet config sits
@@ -74,18 +74,28 @@ def _first_frame_time(doc: dict[str, Any]) -> float | None:
     return _number(doc.get("first_frame_time"))
 
 
-def video_first_frames(camera_dirs: dict[str, Path]) -> dict[str, float] | None:
-    """Each camera's ``first_frame_time`` in its folder's identity table, the one begun with its annotated.mp4
-    (the files of this run, since their last rotation), from which fleet.mp4 places its tiles; None when a
-    camera's table is missing or does not record it."""
-    firsts: dict[str, float] = {}
+def run_first_frames(camera_dirs: dict[str, Path]) -> dict[str, float | None]:
+    """Each camera's ``first_frame_time`` in the oldest identity table of its run (``identity_tables``: the files
+    it rotated included), from which fleet.mp4 places its tiles; None for a camera that left no table or whose
+    table does not record it."""
+    firsts: dict[str, float | None] = {}
     for cam, d in camera_dirs.items():
-        table = d / "identities.json"
-        first = _first_frame_time(_table_doc(table)) if table.is_file() else None
-        if first is None:
-            return None
-        firsts[cam] = first
+        tables = identity_tables(d)
+        firsts[cam] = _first_frame_time(_table_doc(tables[0])) if tables else None
     return firsts
+
+
+def run_videos(camera_dir: Path) -> list[tuple[Path, float | None]]:
+    """A camera's annotated videos of its run, oldest first (its folder's and those of the ``earlier-*`` folders
+    its run rotated its files into, as ``identity_tables``), each with the ``first_frame_time`` of the identity
+    table beside it (None where there is none, or it does not record it)."""
+    videos: list[tuple[Path, float | None]] = []
+    for folder in run_folders(camera_dir):
+        table = folder / "identities.json"
+        if (folder / "annotated.mp4").is_file():
+            first = _first_frame_time(_table_doc(table)) if table.is_file() else None
+            videos.append((folder / "annotated.mp4", first))
+    return videos
 
 
 def fleet_start(tables: Tables) -> float | None:
@@ -108,17 +118,22 @@ def fleet_start(tables: Tables) -> float | None:
 
 
 def identity_tables(camera_dir: Path, earlier_runs: bool = False) -> list[Path]:
-    """A camera's ``identities.json`` files, oldest first: its folder's and those of the ``earlier-*`` folders
-    its run rotated its files into (``output.rotate_mb``: each table holds what was seen since the rotation
-    before). An ``earlier-*`` folder holding a ``status.json`` is an earlier run's (a restarted live camera),
-    and ends the search unless ``earlier_runs``: the fleet's global ids go on across runs only with a shared
-    Valkey (``bridge.url``); on an embedded one each run starts them at 1 again."""
+    """A camera's ``identities.json`` files, oldest first, in its ``run_folders``: each table of a rotated folder
+    holds what was seen since the rotation before."""
+    tables = [p / "identities.json" for p in run_folders(camera_dir, earlier_runs)]
+    return [t for t in tables if t.is_file()]
+
+
+def run_folders(camera_dir: Path, earlier_runs: bool = False) -> list[Path]:
+    """A camera's folder and the ``earlier-*`` folders its run rotated its files into (``output.rotate_mb``,
+    ``output.live_rotate_s``), oldest first. An ``earlier-*`` folder holding a ``status.json`` is an earlier run's
+    (a restarted live camera), and ends the search unless ``earlier_runs``: the fleet's global ids go on across
+    runs only with a shared Valkey (``bridge.url``); on an embedded one each run starts them at 1 again."""
     earlier = sorted(p for p in camera_dir.glob("earlier-*") if p.is_dir())  # the names sort by time
     if not earlier_runs:
         runs = [i for i, p in enumerate(earlier) if (p / "status.json").is_file()]
         earlier = earlier[runs[-1] + 1 :] if runs else earlier
-    tables = [p / "identities.json" for p in (*earlier, camera_dir)]
-    return [t for t in tables if t.is_file()]
+    return [*earlier, camera_dir]
 
 
 def collect(tables: Tables) -> dict[int, dict[str, Any]]:
@@ -216,10 +231,10 @@ def build_report(camera_dirs: dict[str, Path], out: Path, earlier_runs: bool = F
 
 
 def video_origin(camera_dirs: dict[str, Path]) -> float | None:
-    """The fleet time of fleet.mp4's 0.0 s: the earliest first frame of the cameras' latest files, which it shows
-    (``video_first_frames``); None where a table does not record it."""
-    firsts = video_first_frames(camera_dirs)
-    return None if firsts is None else min(firsts.values(), default=None)
+    """The fleet time of fleet.mp4's 0.0 s: the earliest first frame of the cameras' runs, which it shows, rotated
+    files included (``run_first_frames``); None where a camera's table does not record it."""
+    firsts = run_first_frames(camera_dirs).values()
+    return None if None in firsts else min((t for t in firsts if t is not None), default=None)
 
 
 def _time_origin(people: dict[int, dict[str, Any]], start: float | None) -> tuple[float, str]:
@@ -319,7 +334,7 @@ def _video_said(report: dict[str, Any]) -> str:
     if abs(video - epoch) < 0.0005 and _base(report) == FROM_FIRST_FRAME:
         return ", as fleet.mp4's banner counts them."
     return (
-        f". fleet.mp4 shows the cameras' latest files only: its banner's 0.0 s is {video - epoch:.1f} s here."
+        f". fleet.mp4 shows the cameras' latest runs only: its banner's 0.0 s is {video - epoch:.1f} s here."
     )
 
 

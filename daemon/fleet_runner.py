@@ -357,17 +357,15 @@ def _scorable(folder: Path, dirs: dict[str, Path]) -> bool:
 def _mosaic(settings: Settings, dirs: dict[str, Path], out: Path, progress: bool) -> Path | None:
     """The cameras' annotated videos side by side in ``out`` (daemon/fleet_mosaic.py); None when fewer than two
     cameras wrote one."""
-    from daemon.fleet_mosaic import Tile, placements, write_mosaic
-    from daemon.fleet_report import video_first_frames
+    from daemon.fleet_mosaic import camera_tile, placements, write_mosaic
+    from daemon.fleet_report import run_first_frames, run_videos
     from daemon.progress import progress_bar
 
     offsets = {name: settings.cameras[name].source.clock_offset_s for name in dirs}
-    at = placements(offsets, video_first_frames(dirs))
-    tiles = [
-        Tile(name, d / "annotated.mp4", at[name])
-        for name, d in dirs.items()
-        if (d / "annotated.mp4").is_file()
-    ]
+    firsts = run_first_frames(dirs)
+    at = placements(offsets, firsts)
+    videos = {name: run_videos(d) for name, d in dirs.items()}
+    tiles = [camera_tile(name, videos[name], at[name], firsts[name]) for name in dirs if videos[name]]
     if len(tiles) < 2:
         return None
     start = min(at.values())  # the fleet's first frame, a camera that left no video included

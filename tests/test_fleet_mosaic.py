@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from itertools import pairwise
 from pathlib import Path
 
 import cv2
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from daemon.fleet_mosaic import BANNER_PX, Tile, cell_size, frame_at, grid, write_mosaic
-from daemon.fleet_runner import report_fleet
+from daemon.fleet_runner import report_fleet, run_fleet
 
 
 def _grey_video(path: Path, fps: float, levels: list[int], size: tuple[int, int] = (64, 48)) -> Path:
@@ -163,3 +164,81 @@ def test_a_replay_is_placed_by_its_first_frames_as_by_its_clock_offsets(tmp_path
     assert all(np.array_equal(x, y) for x, y in zip(old, new, strict=True))
     b = _tops(by_firsts.mosaic, 1)
     assert max(b[:10]) < 40 and min(b[10:]) > 180  # b from 1 s
+
+
+def _grey_mkv_starting_at(path: Path, levels: list[int], size: tuple[int, int], start_ms: int) -> Path:
+    """``_grey_video`` as a Matroska file whose timestamps start at ``start_ms`` (< 256), as a recording cut from a
+    stream does: the cluster's timecode, written as 0 by FFmpeg's muxer, is set to it."""
+    _grey_video(path, 10.0, levels, size)
+    data = bytearray(path.read_bytes())
+    cluster = data.find(bytes.fromhex("1f43b675"))
+    timecode = data.find(bytes.fromhex("e78100"), cluster)  # Timecode element: 1 byte, 0
+    assert cluster > 0 and 0 < timecode - cluster < 32, "not the layout this helper patches"
+    data[timecode + 2] = start_ms
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_camera_s_rotated_files_are_all_in_the_mosaic_in_step(tmp_path: Path) -> None:
+    # Regression: fleet.mp4 showed each camera's latest files only, so after output.rotate_mb started new ones
+    # (here after frame 25 of 40), the mosaic played the last 15 frames from the fleet's 0.0 s: 15 frames where the
+    # replay had 40, out of step with the report. Every file of the run is played now, one after the other.
+    # Camera b reads a Matroska copy whose timestamps start 0.2 s into its container: frames are timed from
+    # the video's start (OpenCV's positions), so its tile is not moved by it.
+    levels = [10 + 6 * i for i in range(40)]  # frame i's grey level tells which frame a tile shows
+    sources = {
+        "a": _grey_video(tmp_path / "a.mp4", 10.0, levels, size=(160, 120)),
+        "b": _grey_mkv_starting_at(tmp_path / "b.mkv", levels, (160, 120), 200),
+    }
+    for name in sources:
+        rows = [f"{i + 1},1,4,4,20,40,1,1,1" for i in range(40)]  # one person in the top-left corner
+        (tmp_path / f"{name}.gt.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cams = {
+        name: {
+            "source": {"uri": str(src)},
+            "detector": {"type": "ground-truth", "path": str(tmp_path / f"{name}.gt.txt")},
+            "embedder": {"type": "ground-truth", "truth": {"path": str(tmp_path / f"{name}.gt.txt")}},
+        }
+        for name, src in sources.items()
+    }
+    output = {"dir": str(tmp_path / "runs"), "video": True, "progress": False, "rotate_mb": 0.001}
+    cfg = {
+        "fleet": {"enabled": True, "lockstep": True},
+        "bridge": {"signing_key": {"env": "REID_TEST_FLEET_KEY"}},
+        "identity": {"allow_overlapping_views": True},
+        "camera_defaults": {"output": output},
+        "cameras": cams,
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    run = run_fleet(path, progress=False)
+    assert run.ok and run.mosaic is not None, run.exit_codes
+    for name in sources:
+        assert len(list((tmp_path / "runs" / name).glob("earlier-*/annotated.mp4"))) == 1  # rotated once
+    frames = _frames(run.mosaic)
+    assert len(frames) == 40
+    cell_w = frames[0].shape[1] // 2
+
+    def level(frame: np.ndarray, col: int) -> float:  # right of the box, below the caption, above the name
+        top = BANNER_PX + frame.shape[0] // 3
+        return float(frame[top : top + 40, col * cell_w + cell_w // 2 : (col + 1) * cell_w - 8].mean())
+
+    a, b = [level(f, 0) for f in frames], [level(f, 1) for f in frames]
+    assert all(abs(x - y) <= 3 for x, y in zip(a, b, strict=True)), (a, b)  # the same frame side by side
+    assert all(3 <= y - x <= 9 for x, y in pairwise(a)), a  # frame after frame, none twice
+    assert a[0] == pytest.approx(levels[0], abs=12) and a[-1] == pytest.approx(levels[-1], abs=12)  # ~mp4v x3
+
+
+def test_a_later_video_follows_the_one_before_unless_its_table_puts_it_more_than_a_frame_away(
+    tmp_path: Path,
+) -> None:
+    first = _grey_video(tmp_path / "1.mp4", 10.0, [100] * 10)  # 0-1 s
+    then = _grey_video(tmp_path / "2.mp4", 10.0, [200] * 10)
+    near = write_mosaic([Tile("a", first, 0.0, ((then, 1.04),))], tmp_path / "near.mp4", 96)
+    assert near is not None
+    tops = [float(f[BANNER_PX + 4 : BANNER_PX + 30, 70:120].mean()) for f in _frames(near)]
+    assert len(tops) == 20 and max(tops[:10]) < 110 < 190 < min(tops[10:])  # right after: the table's ms off
+    away = write_mosaic([Tile("a", first, 0.0, ((then, 2.0),))], tmp_path / "away.mp4", 96)
+    assert away is not None
+    tops = [float(f[BANNER_PX + 4 : BANNER_PX + 30, 70:120].mean()) for f in _frames(away)]
+    assert len(tops) == 30 and max(tops[10:20]) < 40 < 190 < min(tops[20:])  # a live stream away for 1 s

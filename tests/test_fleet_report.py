@@ -121,7 +121,7 @@ def test_an_upgraded_cameras_earlier_table_without_a_first_frame_gives_no_negati
     md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert "| 3 |  | door 0.0–4.0 (28) |" in md and "| 8 |  | door 100.0–104.0 (28) |" in md
     assert "Times are seconds since the first sighting" in md
-    assert "fleet.mp4 shows the cameras' latest files only: its banner's 0.0 s is 99.0 s here." in md
+    assert "fleet.mp4 shows the cameras' latest runs only: its banner's 0.0 s is 99.0 s here." in md
 
 
 def _first_frame(cam_dir: Path, t: float) -> None:
@@ -144,7 +144,7 @@ def test_a_report_of_earlier_runs_says_where_fleet_mp4s_count_begins(tmp_path: P
     report = build_report({"door": door}, tmp_path / "out", earlier_runs=True)
     md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert "as fleet.mp4's banner counts them" not in md and "| 8 |  | door 100.0–104.0 (28) |" in md
-    said = "fleet.mp4 shows the cameras' latest files only: its banner's 0.0 s is 100.0 s here."
+    said = "fleet.mp4 shows the cameras' latest runs only: its banner's 0.0 s is 100.0 s here."
     assert said in md
     assert report["time_origin"] == T0 and report["video_origin"] == T0 + 100.0
     from daemon.fleet_report import leave_out_of_report
