@@ -17,7 +17,8 @@ Pipelines:
                 frame (see _peer_boxmot.py); ``boxmot-nocmc``: the same without camera-motion compensation.
   ultralytics   ``YOLO(yolov8s-person .pt).track(tracker=botsort + ReID)`` in .venv-ultra (_peer_ultralytics.py).
 ``--skip`` takes pipeline names or kinds (``ours`` skips every ours variant, ``boxmot`` both BoxMOT ones).
-Exit codes: 0 all ran, 1 a run failed, 2 a bad option, or the clip, a model or an environment is missing.
+Exit codes: 0 all ran, 1 a run failed or a model is missing or broken (as ``reid-daemon`` ends on it), 2 a bad
+option, or the clip or an environment is missing.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ sys.path.insert(0, str(HERE))
 from pets_clip import GT, SHARED, VIDEO, models_dir  # noqa: E402
 
 from daemon import models  # noqa: E402
-from daemon.errors import DaemonError  # noqa: E402
+from daemon.errors import DaemonError, ModelError, exit_code  # noqa: E402
 
 DEFAULT_OURS = "ours=configs/pets09.yaml:output__video=false"  # the peers write no video either
 DEFAULT_ULTRA_PYTHON = REPO / ".venv-ultra" / "bin" / "python"
@@ -60,7 +61,7 @@ METRICS = ("HOTA", "IDF1", "MOTA", "IDSW")
 
 
 class Missing(Exception):
-    """A prerequisite (clip, model, environment) is absent: exit code 2."""
+    """A prerequisite (clip, environment) is absent: exit code 2 (a model is a ModelError: exit code 1)."""
 
 
 class BadOption(Exception):
@@ -152,13 +153,6 @@ def check_data(args: argparse.Namespace) -> None:
                 f" (the shared data folder {SHARED.parent} is absent)" if not SHARED.parent.is_dir() else ""
             )
             raise Missing(f"{path} not found{hint}; this benchmark needs the PETS09-S2L1 clip and its gt.txt")
-
-
-def require_preset(name: str, args: argparse.Namespace) -> Path:
-    try:
-        return models.resolve(name, args.models_dir)
-    except DaemonError as e:
-        raise Missing(str(e)) from e
 
 
 # -------------------------------------------------------------------------------------------- ours
@@ -301,13 +295,15 @@ def boxmot_pipelines(args: argparse.Namespace) -> list[Pipeline]:
     wanted = [(n, c) for n, c in BOXMOT_RUNS if not skipped(args, n, "boxmot")]
     if not wanted:
         return []
-    require_preset("ssdlite-mobilenetv2-pedestrian", args)
+    models.resolve("ssdlite-mobilenetv2-pedestrian", args.models_dir)
     from _peer_boxmot import ensure_plain_reid_onnx
 
     try:
         reid_onnx = ensure_plain_reid_onnx(args.models_dir, args.embedder_wheel)
     except DaemonError as e:
-        raise Missing(f"cannot make the plain MobileNetV2 ONNX for BoxMOT: {e} (try --embedder-wheel)") from e
+        raise ModelError(
+            f"cannot make the plain MobileNetV2 ONNX for BoxMOT: {e} (try --embedder-wheel)"
+        ) from e
     return [boxmot_pipeline(n, c, reid_onnx, args) for n, c in wanted]
 
 
@@ -334,7 +330,7 @@ def build_pipelines(args: argparse.Namespace, notes: list[str]) -> list[Pipeline
     for spec in args.ours:
         name = spec.partition("=")[0]
         if not skipped(args, name, "ours"):
-            require_preset("mobilenetv2-imagenet", args)
+            models.resolve("mobilenetv2-imagenet", args.models_dir)
             pipelines.append(ours_pipeline(spec, args))
     pipelines += boxmot_pipelines(args)
     pipelines += ultra_pipelines(args, notes)
@@ -612,6 +608,9 @@ def main(argv: list[str] | None = None) -> int:
     except BadOption as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except DaemonError as e:  # a model missing or broken: its message says what to do
+        print(f"compare_peers: {e}", file=sys.stderr)
+        return exit_code(e)
     if not pipelines:
         print("compare_peers: every pipeline is skipped", file=sys.stderr)
         return 2

