@@ -205,8 +205,10 @@ def opencv_capture(req: CaptureRequest) -> Capture:
 
 
 def infer_kind(uri: str) -> SourceKind:
-    """The source kind of a uri: webcam index, stream URL, folder, else a video file."""
+    """The source kind of a uri: webcam index, stream URL, folder, else a video file. A bare number that also
+    names a file or folder here (stills in a folder named by their date) is refused as ambiguous."""
     if _WEBCAM.match(uri.strip()):
+        _check_not_a_path(uri.strip())
         return "webcam"
     m = URI_SCHEME.match(uri)
     if m:
@@ -216,6 +218,17 @@ def infer_kind(uri: str) -> SourceKind:
             raise SourceError(f"unsupported URL scheme {m.group(1)!r} in source {redact(uri)!r}")
         return "rtsp"
     return "folder" if Path(uri).is_dir() else "file"
+
+
+def _check_not_a_path(uri: str) -> None:
+    """SourceError when a bare webcam index (``20240101``) is also the name of a file or folder here."""
+    path = Path(uri)
+    if uri.isdigit() and path.exists():
+        what = "folder" if path.is_dir() else "file"
+        raise SourceError(
+            f"source {uri!r} is a webcam index and also names the {what} {path.resolve()}: write ./{uri} for the "
+            f"{what}, or webcam:{uri} for the webcam"
+        )
 
 
 def source_kind(cfg: SourceConfig) -> SourceKind:

@@ -135,6 +135,21 @@ def test_infer_kind_folder_and_bad_scheme(tmp_path: Path) -> None:
         infer_kind("ftp://host/video.mp4")
 
 
+def test_bare_number_naming_a_folder_is_not_taken_for_a_webcam(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder of stills named by its date, given as it is listed (``--source 20240101``), was opened as webcam
+    number 20240101: "cannot open webcam 20240101", with no word of the folder. A bare number that also names a
+    file or folder is refused, naming both spellings."""
+    make_image_folder(tmp_path / "20240101", frames=2)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SourceError, match=r"names the folder .*20240101.*\./20240101.*webcam:20240101"):
+        open_source(SourceConfig(uri="20240101"))
+    with open_source(SourceConfig(uri="./20240101")) as src:
+        assert src.kind == "folder" and len(list(src)) == 2
+    assert infer_kind("webcam:20240101") == "webcam" and infer_kind("7") == "webcam"
+
+
 def test_redact_hides_passwords() -> None:
     assert redact("rtsp://admin:s3cret@10.0.0.5:554/live") == "rtsp://admin:***@10.0.0.5:554/live"
     assert redact("rtsp://10.0.0.5/live") == "rtsp://10.0.0.5/live"
