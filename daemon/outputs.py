@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import shutil
 import struct
@@ -25,10 +26,15 @@ from daemon.errors import ConfigError
 from daemon.sources import local_path
 from daemon.types import FloatArray, ImageBGR, Track
 
+log = logging.getLogger(__name__)
+
 EVENT_SCHEMA_VERSION = 1
 SUMMARY_SCHEMA_VERSION = 1  # summary.json and status.json
 SPACE_CHECK_EVERY = 50  # annotated frames between checks that the video's disk still has room
 MAX_FILL_S = 10.0  # a live stream's gap up to this long is filled with its last frame in the annotated video
+MAX_VIDEO_SIDE = (
+    8190  # the largest even side MPEG-4 Part 2 (mp4v) encodes: a larger frame is scaled down to fit
+)
 
 
 class Identity(Protocol):
@@ -353,9 +359,11 @@ class AnnotatedVideo:
     """Writes annotated frames to an mp4v file, opened lazily at the first frame's size.
 
     A later frame of another size (a stream that came back at another resolution, a folder of mixed images) is
-    scaled to that size: the writer would drop it without a word. OpenCV's writer does not report a failed
-    write either, so a full disk is found here: every ``SPACE_CHECK_EVERY`` frames the disk's free space is
-    looked at, and ``close`` checks that the file was finished (its index written); either is an OSError.
+    scaled to that size: the writer would drop it without a word. Frames with a side over ``MAX_VIDEO_SIDE``
+    (8K footage) are scaled down to fit it, aspect kept: the encoder refuses them. OpenCV's writer does not
+    report a failed write either, so a full disk is found here: every ``SPACE_CHECK_EVERY`` frames the disk's
+    free space is looked at, and ``close`` checks that the file was finished (its index written); either is an
+    OSError.
 
     ``paced`` (a live stream, whose frames carry wall-clock times): frames the stream dropped are filled with the
     frame before them, so the video plays in real time; a gap longer than ``MAX_FILL_S`` (the stream was away)
@@ -367,8 +375,8 @@ class AnnotatedVideo:
         self.fps = fps
         self.paced = paced
         self._writer: cv2.VideoWriter | None = None
-        self._source = (0, 0)  # the first frame's size (width, height)
-        self._size = (0, 0)  # the video's: the source's, made even
+        self._source = (0, 0)  # the first frame's size (width, height), scaled down to fit mp4v
+        self._size = (0, 0)  # the video's: that, made even
         self._frames = 0
         self._t0: float | None = None
         self._last: ImageBGR | None = None
@@ -382,7 +390,7 @@ class AnnotatedVideo:
         ts: float | None = None,
     ) -> None:
         if self._writer is None:
-            self._source = (image.shape[1], image.shape[0])
+            self._source = _within_mpeg4(image.shape[1], image.shape[0], self.path)
             self._size = (self._source[0] + self._source[0] % 2, self._source[1] + self._source[1] % 2)
             fourcc = cv2.VideoWriter.fourcc(*"mp4v")
             self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, self._size)
@@ -433,6 +441,24 @@ class AnnotatedVideo:
             problem = mp4_problem(self.path)
             if problem is not None:
                 raise OSError(errno.EIO, f"{self.path} was not finished ({problem}); is the disk full?")
+
+
+def _within_mpeg4(width: int, height: int, path: Path) -> tuple[int, int]:
+    """(width, height) of a video's frames: the source's, scaled down (aspect kept) when a side is over
+    ``MAX_VIDEO_SIDE`` (8K footage), which the mp4v encoder refuses (logged once, naming the video)."""
+    scale = MAX_VIDEO_SIDE / max(width, height)
+    if scale >= 1:
+        return width, height
+    fitted = (max(1, round(width * scale)), max(1, round(height * scale)))
+    log.info(
+        "%s: %dx%d frames are written at %dx%d (mp4v takes sides up to %d px)",
+        path,
+        width,
+        height,
+        *fitted,
+        MAX_VIDEO_SIDE,
+    )
+    return fitted
 
 
 def _disk_full(path: Path) -> bool:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from daemon.outputs import (
+    MAX_VIDEO_SIDE,
     SPACE_CHECK_EVERY,
     AnnotatedVideo,
     EmbeddingFile,
@@ -137,6 +138,24 @@ def test_a_video_of_odd_size_keeps_its_last_column_and_row(tmp_path: Path) -> No
     assert ok and frame.shape == (576, 768, 3)
     assert frame[300, 765].mean() > 200 and frame[573, 300].mean() > 200  # still there
     assert frame[300, 767].mean() < 30  # the padding
+
+
+def test_a_frame_past_mpeg4_s_largest_side_is_scaled_down_to_fit(tmp_path: Path) -> None:
+    """8K footage (8192x4320 and wider: 360-degree and panoramic cameras) stopped the run at its first frame with
+    'cannot write video': MPEG-4 Part 2 takes sides below 8192 px, and the writer refused to open. The video is
+    now scaled down to fit, its aspect kept (a 8200x600 frame becomes 8190x600 or so: even sides)."""
+    v = AnnotatedVideo(tmp_path / "wide.mp4", 10.0)
+    image = np.full((600, 8200, 3), 40, np.uint8)
+    image[:, -100:] = 250  # the right edge is bright: it must still be in the picture
+    for _ in range(2):
+        v.write(image.copy(), [], "")
+    v.close()
+    cap = cv2.VideoCapture(str(tmp_path / "wide.mp4"))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok and frame.shape[1] <= MAX_VIDEO_SIDE and frame.shape[0] % 2 == 0 and frame.shape[1] % 2 == 0
+    assert abs(frame.shape[1] / frame.shape[0] - 8200 / 600) < 0.05
+    assert frame[300, frame.shape[1] - 30].mean() > 200 and frame[300, 100].mean() < 80
 
 
 def test_summary_round_trip(tmp_path: Path) -> None:
