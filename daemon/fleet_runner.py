@@ -36,7 +36,7 @@ from daemon.fleet_wire import FleetMessage
 from daemon.ops import STOP_SIGNALS
 from daemon.outputs import camera_files, check_source_kept
 from daemon.procs import spawn
-from daemon.sources import frames_to_deliver, local_path
+from daemon.sources import frames_to_deliver, list_images, local_path
 from daemon.valkey_server import EmbeddedValkey
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,15 @@ def child_environment(settings: Settings, url: str, epoch: float) -> dict[str, s
 
 
 def _frame_total(settings: Settings, name: str) -> int | None:
+    """The frames a camera's bar counts to: a file's or a folder's, as its source delivers them; None for a
+    live source or one that cannot be read here (the worker names the problem)."""
     src = settings.cameras[name].source
     path = local_path(src)
+    if path is not None and path.is_dir():
+        try:
+            return frames_to_deliver(src, len(list_images(path)))
+        except OSError:
+            return None
     if path is None or not path.is_file():
         return None
     cap = cv2.VideoCapture(str(path))

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from _video import make_video
+from _video import make_image_folder, make_video
 
 from daemon import fleet_runner
 from daemon.bridge import Bridge, FleetMessage
@@ -1190,6 +1190,22 @@ def test_a_camera_reading_a_file_uri_has_a_progress_total(tmp_path: Path) -> Non
     cfg = {"cameras": {"a": {"source": {"uri": uri}, "embedder": {"type": "none"}}}}
     (tmp_path / "f.yaml").write_text(yaml.safe_dump(cfg))
     assert fleet_runner._frame_total(load_settings(tmp_path / "f.yaml"), "a") == 5
+
+
+def test_a_camera_reading_a_folder_of_images_has_a_progress_total(tmp_path: Path) -> None:
+    """A camera replaying a folder of stills had no total on the fleet's bar (only files were counted), where
+    ``reid-daemon run`` shows it; its total is the images the folder source delivers (stride and max_frames)."""
+    folder = make_image_folder(tmp_path / "stills", frames=7, size=(64, 48), people=1).path
+    (folder / "notes.txt").write_text("not an image")
+
+    def total(**source: object) -> int | None:
+        cfg = {"cameras": {"a": {"source": {"uri": str(folder), **source}, "embedder": {"type": "none"}}}}
+        (tmp_path / "f.yaml").write_text(yaml.safe_dump(cfg))
+        return fleet_runner._frame_total(load_settings(tmp_path / "f.yaml"), "a")
+
+    assert total() == 7
+    assert total(stride=3) == 3
+    assert total(max_frames=2) == 2
 
 
 def test_a_fleet_never_removes_a_camera_s_source(tmp_path: Path) -> None:
