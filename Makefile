@@ -29,10 +29,12 @@ models: venv
 
 # The demo: a multi-camera replay. Cameras are cut from one real video (DEMO_VIDEO, with its ground truth
 # DEMO_GT when there is one) by a scenario preset; each camera runs as its own worker process and they
-# resolve people to global ids through an embedded Valkey. Any video: make demo DEMO_VIDEO=clip.mp4 DEMO_GT=
-# DEMO_FPS=25 (its real frame rate; the presets assume PETS09-S2L1's 7).
-DEMO_VIDEO ?= $(SHARED)/pets09-s2l1/vtest.avi
-DEMO_GT ?= $(SHARED)/pets09-s2l1/gt/gt.txt
+# resolve people to global ids through an embedded Valkey. Any video: make demo DEMO_VIDEO=clip.mp4
+# DEMO_FPS=25 (its real frame rate; the presets assume PETS09-S2L1's 7), DEMO_GT=clip-gt.txt to score it
+# (PETS09-S2L1's ground truth is the default for PETS09-S2L1's video only).
+PETS09_VIDEO = $(SHARED)/pets09-s2l1/vtest.avi
+DEMO_VIDEO ?= $(PETS09_VIDEO)
+DEMO_GT ?= $(if $(filter $(PETS09_VIDEO),$(DEMO_VIDEO)),$(SHARED)/pets09-s2l1/gt/gt.txt)
 DEMO_SCENARIO ?= pets09-3cam-handover
 DEMO_OUT ?= runs/demo
 DEMO_FPS ?=

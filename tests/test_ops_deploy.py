@@ -147,3 +147,33 @@ def test_make_venv_takes_torch_from_the_cpu_index_at_the_pins_of_pyproject(tmp_p
         check=True,
     )
     assert "--index-url" not in plain.stdout  # without TORCH_INDEX: pip's own index only
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_demo_with_a_video_of_one_s_own_does_not_score_it_against_pets09(tmp_path: Path) -> None:
+    """`make demo DEMO_VIDEO=my.mp4` (without the README's DEMO_GT=) built the scenario with PETS09-S2L1's
+    ground truth, present in ../shared/data, and scored the user's video against it: figures of nothing, and no
+    word of it. The PETS09 ground truth is the default only for the PETS09 video."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    gt = tmp_path / "shared" / "pets09-s2l1" / "gt" / "gt.txt"
+    gt.parent.mkdir(parents=True)
+    gt.write_text("1,1,10,10,20,40,1,1,1\n", encoding="utf-8")
+
+    def build_line(*settings: str) -> str:
+        run = subprocess.run(
+            ["make", "-n", "-B", "-C", str(tmp_path), "demo", f"SHARED={tmp_path / 'shared'}", *settings],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return next(line for line in run.stdout.splitlines() if "scenario build" in line)
+
+    assert f"--gt {gt}" in build_line()  # the PETS09 demo is scored
+    own = build_line(f"DEMO_VIDEO={tmp_path / 'my.mp4'}", "DEMO_FPS=25")
+    assert "--gt" not in own and f"--video {tmp_path / 'my.mp4'}" in own
+    (tmp_path / "my.gt.txt").write_text("1,1,10,10,20,40,1,1,1\n", encoding="utf-8")
+    assert f"--gt {tmp_path / 'my.gt.txt'}" in build_line(
+        f"DEMO_VIDEO={tmp_path / 'my.mp4'}", f"DEMO_GT={tmp_path / 'my.gt.txt'}"
+    )
