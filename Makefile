@@ -41,7 +41,7 @@ DEMO_FPS ?=
 
 demo: models
 	@test -f $(DEMO_VIDEO) || { echo "The demo replays $(DEMO_VIDEO), which is absent: give one with make demo DEMO_VIDEO=YOUR_VIDEO DEMO_GT="; exit 1; }
-	$(BIN)/reid-daemon scenario build $(DEMO_SCENARIO) --video $(DEMO_VIDEO) $(if $(wildcard $(DEMO_GT)),--gt $(DEMO_GT)) --out $(DEMO_OUT) $(if $(DEMO_FPS),--fps $(DEMO_FPS))
+	$(BIN)/reid-daemon scenario build $(DEMO_SCENARIO) --video $(DEMO_VIDEO) $(if $(DEMO_GT),--gt $(DEMO_GT)) --out $(DEMO_OUT) $(if $(DEMO_FPS),--fps $(DEMO_FPS))
 	$(BIN)/reid-daemon fleet --config $(DEMO_OUT)/fleet.yaml
 
 single: models

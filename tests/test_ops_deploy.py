@@ -177,3 +177,30 @@ def test_make_demo_with_a_video_of_one_s_own_does_not_score_it_against_pets09(tm
     assert f"--gt {tmp_path / 'my.gt.txt'}" in build_line(
         f"DEMO_VIDEO={tmp_path / 'my.mp4'}", f"DEMO_GT={tmp_path / 'my.gt.txt'}"
     )
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_demo_passes_a_ground_truth_it_cannot_find_on_to_be_named(tmp_path: Path) -> None:
+    """`make demo DEMO_VIDEO=my.mp4 DEMO_GT=my-gt.txt` with a mistyped or absent ground truth ran the demo
+    unscored without a word (the Makefile dropped a DEMO_GT it could not find); it is given to scenario build,
+    which stops naming the file."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    missing = tmp_path / "my-gt.txt"
+    run = subprocess.run(
+        [
+            "make",
+            "-n",
+            "-B",
+            "-C",
+            str(tmp_path),
+            "demo",
+            f"DEMO_VIDEO={tmp_path / 'my.mp4'}",
+            f"DEMO_GT={missing}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert f"--gt {missing}" in next(line for line in run.stdout.splitlines() if "scenario build" in line)
