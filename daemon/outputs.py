@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import shutil
 import struct
@@ -32,9 +33,10 @@ EVENT_SCHEMA_VERSION = 1
 SUMMARY_SCHEMA_VERSION = 1  # summary.json and status.json
 SPACE_CHECK_EVERY = 50  # annotated frames between checks that the video's disk still has room
 MAX_FILL_S = 10.0  # a live stream's gap up to this long is filled with its last frame in the annotated video
-MAX_VIDEO_SIDE = (
-    8190  # the largest even side MPEG-4 Part 2 (mp4v) encodes: a larger frame is scaled down to fit
-)
+# MPEG-4 Part 2 (mp4v): the largest even side it encodes (a larger frame is scaled down to fit), and the most
+# ticks a second its time base takes (a rate it cannot time is rounded: mp4v_fps)
+MAX_VIDEO_SIDE = 8190
+MPEG4_MAX_TICKS = 65535
 
 
 class Identity(Protocol):
@@ -393,7 +395,7 @@ class AnnotatedVideo:
             self._source = _within_mpeg4(image.shape[1], image.shape[0], self.path)
             self._size = (self._source[0] + self._source[0] % 2, self._source[1] + self._source[1] % 2)
             fourcc = cv2.VideoWriter.fourcc(*"mp4v")
-            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, self._size)
+            self._writer = cv2.VideoWriter(str(self.path), fourcc, mp4v_fps(self.fps), self._size)
             if not self._writer.isOpened():
                 raise OSError(f"cannot write video {self.path}")
         drawn = self._fit(draw_tracks(image, tracks, caption, identities))
@@ -441,6 +443,16 @@ class AnnotatedVideo:
             problem = mp4_problem(self.path)
             if problem is not None:
                 raise OSError(errno.EIO, f"{self.path} was not finished ({problem}); is the disk full?")
+
+
+def mp4v_fps(fps: float) -> float:
+    """``fps``, or the nearest rate an mp4v video can be timed at: OpenCV writes the rate to the ms (n / 1000,
+    reduced) and MPEG-4's time base takes n up to 65535, so 66.667 (200 fps at stride 3) is refused; such a rate
+    is written to 0.01 fps (whole above 655.35)."""
+    n = round(fps * 1000)
+    if n // math.gcd(n, 1000) <= MPEG4_MAX_TICKS:
+        return fps
+    return round(fps, 2) if fps <= MPEG4_MAX_TICKS / 100 else float(round(fps))
 
 
 def _within_mpeg4(width: int, height: int, path: Path) -> tuple[int, int]:

@@ -158,6 +158,21 @@ def test_a_frame_past_mpeg4_s_largest_side_is_scaled_down_to_fit(tmp_path: Path)
     assert frame[300, frame.shape[1] - 30].mean() > 200 and frame[300, 100].mean() < 80
 
 
+@pytest.mark.parametrize("fps", [200 / 3, 118.9314, 29.97])
+def test_a_frame_rate_mp4v_cannot_time_is_written_at_the_nearest_it_can(tmp_path: Path, fps: float) -> None:
+    """A source at 200 fps read at stride 3 (66.667 fps), or a high-rate phone recording whose average rate is
+    118.9314, stopped the run at its first frame with 'cannot write video': OpenCV writes the rate to the ms and
+    MPEG-4's time base takes 65535 ticks a second at most. The video is written at the nearest rate it can be
+    (to 0.01 fps), and a rate it can time is kept as it is."""
+    v = AnnotatedVideo(tmp_path / "a.mp4", fps)
+    for _ in range(3):
+        v.write(np.full((48, 64, 3), 90, np.uint8), [], "")
+    v.close()
+    cap = cv2.VideoCapture(str(tmp_path / "a.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3 and abs(cap.get(cv2.CAP_PROP_FPS) - fps) < 0.006
+    cap.release()
+
+
 def test_summary_round_trip(tmp_path: Path) -> None:
     s = RunSummary("cam", "x.mp4", 10, 2.0, 5.0, {"detect": 1.0}, 20, 5, 3, {"track.started": 3})
     s.write(tmp_path / "s.json")
