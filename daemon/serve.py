@@ -18,7 +18,7 @@ Endpoints:
 Bad uploads get a 4xx that says why: 400 empty or undecodable image (or one whose header does not give its
 size) or a body the form parser cannot read (a multipart Content-Type with no boundary), 413 too large, 409 a
 label that the file name convention cannot parse, 422 missing fields, an unknown query parameter or form
-field, or a form field sent twice; a request body longer than ``max_upload_bytes``
+field, or a query parameter or form field sent twice; a request body longer than ``max_upload_bytes``
 plus MULTIPART_SLACK gets its 413 as soon as that shows (its Content-Length, or the bytes received), unread.
 Requests run in FastAPI's worker threads; one lock makes gallery changes and searches consistent.
 """
@@ -517,20 +517,25 @@ class References(StaticFiles):
 
 def known_query(state: ServiceState) -> Callable[[Request], None]:
     """A route dependency: HTTPException 422 naming the query parameters the route does not take (a typo such
-    as ``treshold`` would otherwise be ignored, the request answered with the defaults)."""
+    as ``treshold`` would otherwise be ignored, the request answered with the defaults) or one given twice
+    (FastAPI takes the last value, the first dropped without a word)."""
 
     def check(request: Request) -> None:
         request.scope[COUNTED] = True  # the first dependency: the body was read, the endpoint counts the rest
         route = request.scope["route"]
         known = sorted(p.alias for p in route.dependant.query_params)
-        unknown = sorted(set(request.query_params) - set(known))
-        if unknown:
+        sent = Counter(name for name, _ in request.query_params.multi_items())
+        unknown = sorted(set(sent) - set(known))
+        twice = sorted(name for name, n in sent.items() if n > 1 and name in known)
+        if unknown or twice:
             state.refused(_endpoint(request.scope))
-            raise HTTPException(
-                422,
+            what = (
                 f"unknown query parameter {', '.join(map(repr, unknown))}: {route.path} takes "
-                f"{', '.join(known) or 'none'}",
+                f"{', '.join(known) or 'none'}"
+                if unknown
+                else f"query parameter {', '.join(map(repr, twice))} given more than once: give it once"
             )
+            raise HTTPException(422, what)
 
     return check
 

@@ -347,6 +347,22 @@ def test_an_unknown_query_parameter_is_refused_naming_it(toy: tuple[str, Service
     assert state.errors["recognize"] == 1 and state.errors["enroll"] == 1
 
 
+def test_a_repeated_query_parameter_is_refused_naming_it(toy: tuple[str, ServiceState]) -> None:
+    # Regression: `/recognize?threshold=0.99&threshold=0.1` answered 200 at the last value, the first dropped
+    # without a word (a client adding its own threshold to a URL that held one), where a form field sent twice
+    # is refused.
+    url, state = toy
+    assert _post(f"{url}/enroll", "red.jpg", _jpeg((0, 0, 200)))[0] == 200
+    status, body = _post(f"{url}/recognize?threshold=0.99&threshold=-1", "q.jpg", _jpeg((200, 0, 0)))
+    assert status == 422 and "'threshold'" in body["detail"] and "once" in body["detail"], body
+    status, body = _post(f"{url}/search?k=1&k=2&threshold=0&threshold=1", "q.jpg", _jpeg((200, 0, 0)))
+    assert status == 422 and "'k', 'threshold'" in body["detail"], body
+    status, body = _post(f"{url}/recognize?detect=false&detect=true", "q.jpg", _jpeg((200, 0, 0)))
+    assert status == 422 and "'detect'" in body["detail"], body
+    assert state.errors["recognize"] == 2 and state.errors["search"] == 1
+    assert _post(f"{url}/search?k=1&threshold=-1", "q.jpg", _jpeg((200, 0, 0)))[0] == 200
+
+
 def test_an_unknown_or_repeated_form_field_is_refused_naming_it(
     toy: tuple[str, ServiceState], tmp_path: Path
 ) -> None:
