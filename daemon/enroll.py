@@ -181,24 +181,58 @@ def record_variant(folder: Path, stem: str, n: int) -> None:
     os.replace(tmp, folder / SERVE_LEDGER)
 
 
-def remove_serve_references(sources: Collection[str]) -> list[Path]:
-    """Remove the reference images ``serve`` kept for entries a saved gallery no longer holds: of ``sources``
-    (those entries' recorded files), the ones in a folder holding serve's ledger (only serve records a row's
-    source, so a user's own photo, enrolled by ``enroll``, is never one); the files removed, sorted."""
-    removed = []
+@dataclass(frozen=True, slots=True)
+class RemovedReferences:
+    """What ``remove_serve_references`` did: the images it removed, and those that were gone already."""
+
+    removed: tuple[Path, ...] = ()
+    gone: tuple[Path, ...] = ()
+
+
+def remove_serve_references(
+    sources: Collection[str], naming: EnrollConfig, within: Path | None = None
+) -> RemovedReferences:
+    """Remove the reference images ``serve`` kept for entries a saved gallery no longer holds (``sources``: those
+    entries' recorded files), for ``serve`` (``within``: its references folder, resolved; other folders' files
+    stay) and ``enroll --append`` alike. Only a file whose name the ledger of its folder records as given by
+    serve is removed: only serve records a row's source, so a user's own photo is never one, and a name the
+    ledger holds is never given again, so a URL answered as removed never shows another image. A file that is
+    not there any more is ``gone``; one that cannot be removed is left with a warning (the gallery is saved)."""
+    removed, gone = [], []
+    ledgers: dict[Path, dict[str, int]] = {}
     for source in sorted(sources):
         path = Path(source)
-        if not path.is_absolute() or not (path.parent / SERVE_LEDGER).is_file():
+        if not path.is_absolute() or (within is not None and path.parent != within):
+            continue
+        if not _given_by_serve(path, naming, ledgers):
             continue
         try:
             path.unlink()
-        except FileNotFoundError:  # removed already (by hand, or by serve)
+        except FileNotFoundError:  # removed already (by hand, or by the other of serve and enroll)
+            gone.append(path)
             continue
-        except OSError as e:  # the gallery is saved: a file left over is no reason to fail the enrolment
+        except OSError as e:
             log.warning("cannot remove the dropped entry's reference image %s: %s", path, e)
             continue
         removed.append(path)
-    return removed
+    return RemovedReferences(tuple(removed), tuple(gone))
+
+
+def _given_by_serve(path: Path, naming: EnrollConfig, ledgers: dict[Path, dict[str, int]]) -> bool:
+    """Whether ``path``'s folder holds serve's ledger and it records ``path``'s name as one serve gave
+    (``stem.jpg`` as 1, ``stem--N.jpg`` as N: given when the ledger's number for the stem is N or more).
+    ``ledgers`` caches each folder's ledger ({} where none, or unreadable: a warning says so)."""
+    folder = path.parent
+    if folder not in ledgers:
+        try:
+            ledgers[folder] = serve_ledger(folder) if (folder / SERVE_LEDGER).is_file() else {}
+        except DataError as e:
+            log.warning("the reference images of dropped entries in %s stay: %s", folder, e)
+            ledgers[folder] = {}
+    rest, variant = _split_variant(path.stem, naming.variant_separator)
+    stem = path.stem if variant is None else rest
+    n = _variant_number(path.stem, stem, naming)
+    return n > 0 and path.name == variant_name(stem, n, naming) and ledgers[folder].get(stem, 0) >= n
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -472,7 +506,7 @@ def enroll(
         raise DataError(f"no reference image could be enrolled from {folder} ({reasons})")
     saved = gallery.save(Path(save_to)) if save_to is not None else None
     dropped = set().union(*(was - set(gallery.sources(label)) for label, was in held.items()))
-    removed = remove_serve_references(dropped) if saved is not None else []
+    removed = remove_serve_references(dropped, cfg).removed if saved is not None else ()
     total = (time.perf_counter() - start) * 1000.0
     timings = Timings(work.ms["read_ms"], work.ms["detect_ms"], work.ms["embed_ms"], total)
     return EnrollReport(
@@ -483,5 +517,5 @@ def enroll(
         saved,
         timings,
         tuple(work.evicted),
-        tuple(removed),
+        removed,
     )

@@ -55,7 +55,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from daemon.config import EnrollConfig, ServeConfig
 from daemon.embed import embedder_signature
 from daemon.embedding import EmbedOptions, embed, is_image_file
-from daemon.enroll import next_variant, parse_reference_name, record_variant, variant_name
+from daemon.enroll import (
+    next_variant,
+    parse_reference_name,
+    record_variant,
+    remove_serve_references,
+    variant_name,
+)
 from daemon.errors import ConfigError, DataError
 from daemon.gallery import Gallery
 from daemon.recognize import check_embedder, recognize_embeddings
@@ -311,23 +317,13 @@ def _kept_path(state: ServiceState, name: Path) -> Path | None:
 
 def _remove_evicted(state: ServiceState, before: list[str], after: list[str]) -> list[str]:
     """Remove the reference images of the rows the cap evicted (sources in ``before``, not in ``after``), once
-    the gallery that no longer holds them is saved; the URLs of those removed. Only images this service kept
-    in its references folder are removed (rows enrolled from elsewhere name no file, or another folder's)."""
+    the gallery that no longer holds them is saved, by ``enroll``'s rule (``remove_serve_references``), of this
+    service's references folder only; the URLs of those no longer there (removed now, or gone before)."""
     folder = state.cfg.references
     if folder is None:
         return []
-    removed, own = [], folder.resolve()
-    for source in sorted(set(before) - set(after)):
-        path = Path(source)
-        if path.parent != own:
-            continue
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as e:  # the enrolment is saved: a file left over is no reason to fail it
-            logger.warning("cannot remove the evicted entry's reference image %s: %s", path, e)
-            continue
-        removed.append(reference_url(path.name))
-    return removed
+    done = remove_serve_references(set(before) - set(after), state.naming, within=folder.resolve())
+    return [reference_url(path.name) for path in sorted(done.removed + done.gone)]
 
 
 def _last_saved(state: ServiceState) -> Gallery:

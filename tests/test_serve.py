@@ -245,6 +245,41 @@ def test_enroll_append_removes_the_images_serve_kept_for_the_entries_it_drops(tm
     assert _kept(refs) == ["ann.jpg", "bob--side.png"]
 
 
+def test_an_image_whose_name_the_ledger_does_not_record_is_never_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: `enroll --append` removed every recorded image of the serve entries it dropped that lay in a
+    # folder holding serve's ledger, also one whose name the ledger had not recorded (its write failed: a full
+    # disk), and that freed the name: serve's next image of the label took it, so the URL answered as removed
+    # showed another photo. serve's own removal and enroll's are one rule now: only a name the ledger records.
+    import errno
+
+    from daemon.enroll import enroll
+
+    refs, path, mine = tmp_path / "refs", tmp_path / "g.npz", tmp_path / "mine"
+    gallery = Gallery(4, threshold=0.9, max_per_label=2, drop_policy="drop_oldest")
+    state = ServiceState(MeanColour(), gallery, ServeConfig(gallery=path, references=refs), model="m")
+    with BackgroundServer(create_app(state)) as server:
+        given = [_post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 0, 90)))[1]["reference"]]
+
+        def full_disk(folder: Path, stem: str, n: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr("daemon.serve.record_variant", full_disk)
+        given.append(_post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 0, 180)))[1]["reference"])
+        monkeypatch.undo()
+        assert given == ["/references/bob.jpg", "/references/bob--2.jpg"]
+        mine.mkdir()
+        for i in (1, 2):
+            cv2.imwrite(str(mine / f"bob--{i}.png"), np.full((64, 32, 3), 60 * i, np.uint8))
+        report = enroll(mine, MeanColour(), Gallery.load(path), save_to=path)
+        assert report.removed == (refs.resolve() / "bob.jpg",)  # bob--2.jpg's name is not in the ledger
+        assert _kept(refs) == ["bob--2.jpg"]
+        state.gallery = Gallery.load(path)
+        answer = _post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 0, 30)))[1]
+    assert answer["reference"] not in given, answer
+
+
 def test_an_enrolment_with_neither_label_nor_file_name_is_refused(
     toy: tuple[str, ServiceState], tmp_path: Path
 ) -> None:
