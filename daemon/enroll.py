@@ -175,6 +175,27 @@ def record_variant(folder: Path, stem: str, n: int) -> None:
     """Record in ``folder``'s ledger that variant ``n`` of ``stem`` was given (written atomically)."""
     last = serve_ledger(folder)
     last[stem] = max(n, last.get(stem, 0))
+    _write_ledger(folder, last)
+
+
+def record_folder(folder: Path, naming: EnrollConfig) -> None:
+    """Record in ``folder``'s ledger the name of every image it holds (``stem.jpg`` as 1, ``stem--N`` as N),
+    creating the ledger: what serve does when it starts, so that a folder it wrote to before the ledger
+    existed (an older version) is known as serve's, and its images' names are never given again, before serve
+    enrols there once. DataError naming an unreadable ledger."""
+    last = serve_ledger(folder)
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not is_image_file(path):
+            continue
+        rest, variant = _split_variant(path.stem, naming.variant_separator)
+        stem = path.stem if variant is None else rest
+        n = _variant_number(path.stem, stem, naming)
+        if n > last.get(stem, 0):
+            last[stem] = n
+    _write_ledger(folder, last)
+
+
+def _write_ledger(folder: Path, last: dict[str, int]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f"{SERVE_LEDGER}.tmp"
     tmp.write_text(json.dumps({"v": 1, "last": last}, ensure_ascii=False), encoding="utf-8")
@@ -218,17 +239,31 @@ def remove_serve_references(
     return RemovedReferences(tuple(removed), tuple(gone))
 
 
+def _ledger_or_none(folder: Path) -> dict[str, int]:
+    """``folder``'s ledger for removing serve's images: {} when it has none (a folder of an older version, where
+    serve has not started since) or it cannot be read, with a warning that the images there stay."""
+    if not (folder / SERVE_LEDGER).is_file():
+        log.warning(
+            "%s holds no ledger of the names serve gave (%s; an older version's folder, where serve has not "
+            "started since): the reference images of dropped entries there stay (remove them by hand)",
+            folder,
+            SERVE_LEDGER,
+        )
+        return {}
+    try:
+        return serve_ledger(folder)
+    except DataError as e:
+        log.warning("the reference images of dropped entries in %s stay: %s", folder, e)
+        return {}
+
+
 def _given_by_serve(path: Path, naming: EnrollConfig, ledgers: dict[Path, dict[str, int]]) -> bool:
     """Whether ``path``'s folder holds serve's ledger and it records ``path``'s name as one serve gave
     (``stem.jpg`` as 1, ``stem--N.jpg`` as N: given when the ledger's number for the stem is N or more).
     ``ledgers`` caches each folder's ledger ({} where none, or unreadable: a warning says so)."""
     folder = path.parent
     if folder not in ledgers:
-        try:
-            ledgers[folder] = serve_ledger(folder) if (folder / SERVE_LEDGER).is_file() else {}
-        except DataError as e:
-            log.warning("the reference images of dropped entries in %s stay: %s", folder, e)
-            ledgers[folder] = {}
+        ledgers[folder] = _ledger_or_none(folder)
     rest, variant = _split_variant(path.stem, naming.variant_separator)
     stem = path.stem if variant is None else rest
     n = _variant_number(path.stem, stem, naming)

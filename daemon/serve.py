@@ -56,8 +56,10 @@ from daemon.config import EnrollConfig, ServeConfig
 from daemon.embed import embedder_signature
 from daemon.embedding import EmbedOptions, embed, is_image_file
 from daemon.enroll import (
+    SERVE_LEDGER,
     next_variant,
     parse_reference_name,
+    record_folder,
     record_variant,
     remove_serve_references,
     variant_name,
@@ -408,6 +410,19 @@ def _record(state: ServiceState, stem: str, n: int) -> None:
         logger.warning("cannot record reference name %s in %s's ledger: %s", n, folder, e)
 
 
+def _record_folder(state: ServiceState) -> None:
+    """Record the names the references folder holds in its ledger at start (``enroll.record_folder``): a folder
+    an older version wrote to is known as the service's then. A folder it cannot write to (served read-only,
+    for /search) is served all the same, with a warning."""
+    folder = state.cfg.references
+    if folder is None:
+        return
+    try:
+        record_folder(folder, state.naming)
+    except OSError as e:
+        logger.warning("cannot record the names of %s in its ledger (%s): %s", folder, SERVE_LEDGER, e)
+
+
 def _keep(state: ServiceState, image: ImageBGR, name: Path) -> str | None:
     """Write the reference image under the references folder; its URL, or None without a folder."""
     folder = state.cfg.references
@@ -498,6 +513,7 @@ def create_app(state: ServiceState) -> FastAPI:
 
     if state.cfg.references is not None:
         state.cfg.references.mkdir(parents=True, exist_ok=True)
+        _record_folder(state)
         app.mount("/references", References(directory=state.cfg.references), name="references")
     return app
 

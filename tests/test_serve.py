@@ -280,6 +280,54 @@ def test_an_image_whose_name_the_ledger_does_not_record_is_never_removed(
     assert answer["reference"] not in given, answer
 
 
+def test_a_folder_of_an_older_version_gets_its_ledger_when_serve_starts(tmp_path: Path) -> None:
+    # Regression: a references folder serve wrote before the ledger existed had none until serve enrolled
+    # there once; until then `enroll --append` left the images of serve's entries it dropped (no ledger: not
+    # known as serve's) and /search kept listing them. serve now records the folder's names when it starts.
+    from daemon.enroll import enroll
+
+    refs, path, mine = tmp_path / "refs", tmp_path / "g.npz", tmp_path / "mine"
+    gallery = Gallery(4, threshold=0.9, max_per_label=2, drop_policy="drop_oldest")
+    state = ServiceState(MeanColour(), gallery, ServeConfig(gallery=path, references=refs), model="m")
+    with BackgroundServer(create_app(state)) as server:
+        for i in (1, 2):
+            assert _post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 0, 90 * i)))[0] == 200
+    (refs / SERVE_LEDGER).unlink()  # as an older version left it: the rows' images, no ledger
+    cv2.imwrite(str(refs / "bob--side.png"), np.full((64, 32, 3), 30, np.uint8))  # the user's own photo
+    state = ServiceState(
+        MeanColour(), Gallery.load(path), ServeConfig(gallery=path, references=refs), model="m"
+    )
+    with BackgroundServer(create_app(state)) as server:
+        assert (refs / SERVE_LEDGER).is_file()  # on start, before any enrolment
+        mine.mkdir()
+        for i in (1, 2):
+            cv2.imwrite(str(mine / f"bob--{i}.png"), np.full((64, 32, 3), 60 * i, np.uint8))
+        report = enroll(mine, MeanColour(), Gallery.load(path), save_to=path)
+        assert report.removed == (refs.resolve() / "bob--2.jpg", refs.resolve() / "bob.jpg")
+        assert _kept(refs) == ["bob--side.png"]
+        state.gallery = Gallery.load(path)
+        answer = _post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 0, 30)))[1]
+    assert answer["reference"] == "/references/bob--3.jpg", answer  # past the names given before
+
+
+def test_a_references_folder_it_cannot_write_is_served_for_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # serve records the folder's names when it starts; a folder it may only read (served for /search's URLs)
+    # is served all the same, with a warning naming it.
+    refs = tmp_path / "refs"
+    refs.mkdir()
+
+    def read_only(folder: Path, naming: EnrollConfig) -> None:
+        raise PermissionError(13, "Permission denied", str(folder / SERVE_LEDGER))
+
+    monkeypatch.setattr("daemon.serve.record_folder", read_only)
+    state = ServiceState(MeanColour(), Gallery(4), ServeConfig(references=refs), model="m")
+    with BackgroundServer(create_app(state)) as server:
+        assert _call(f"{server.url}/health")[0] == 200
+    assert f"cannot record the names of {refs}" in caplog.text and "Permission denied" in caplog.text
+
+
 def test_an_enrolment_with_neither_label_nor_file_name_is_refused(
     toy: tuple[str, ServiceState], tmp_path: Path
 ) -> None:
@@ -305,7 +353,7 @@ def test_a_label_that_would_hide_the_reference_file_is_refused(
         assert status == 409 and "hidden" in body["detail"], (label, body)
     status, body = _post(f"{url}/enroll", ".secret.jpg", _jpeg((0, 0, 200)))
     assert status == 409
-    assert len(state.gallery) == 0 and not list((tmp_path / "refs").iterdir())
+    assert len(state.gallery) == 0 and not _kept(tmp_path / "refs")
 
 
 def test_a_label_its_file_name_cannot_keep_is_refused(toy: tuple[str, ServiceState], tmp_path: Path) -> None:
@@ -315,7 +363,7 @@ def test_a_label_its_file_name_cannot_keep_is_refused(toy: tuple[str, ServiceSta
     for label, part in (("AC/DC", "'/'"), ("jane--doe", "'--'"), ("../x", "'/'")):
         status, body = _post(f"{url}/enroll", "x.jpg", _jpeg((0, 0, 200)), label=label)
         assert status == 409 and part in body["detail"] and label in body["detail"], (label, body)
-    assert len(state.gallery) == 0 and not list((tmp_path / "refs").iterdir())
+    assert len(state.gallery) == 0 and not _kept(tmp_path / "refs")
     status, body = _post(f"{url}/enroll", "x.jpg", _jpeg((0, 0, 200)), label="mary-jane o'neil")
     assert status == 200 and body["label"] == "mary-jane o'neil"
 
@@ -328,7 +376,7 @@ def test_a_label_no_file_name_can_hold_is_refused(toy: tuple[str, ServiceState],
     assert status == 409 and "bytes" in body["detail"], body
     status, body = _post(f"{url}/enroll", "a\x00b.jpg", _jpeg((1, 2, 3)))
     assert status == 409 and "\\x00" in body["detail"], body
-    assert len(state.gallery) == 0 and not list((tmp_path / "refs").iterdir())
+    assert len(state.gallery) == 0 and not _kept(tmp_path / "refs")
     assert _post(f"{url}/enroll", "q.jpg", _jpeg((1, 2, 3)), label="€" * 70)[0] == 200  # 210 bytes: fits
 
 
@@ -414,7 +462,7 @@ def test_an_unknown_or_repeated_form_field_is_refused_naming_it(
         assert status == 422 and "'image'" in body["detail"] and "once" in body["detail"], (endpoint, body)
     status, body = _post(f"{url}/search", *red, label="x")
     assert status == 422 and "'label'" in body["detail"] and "takes image" in body["detail"], body
-    assert len(state.gallery) == 0 and not list((tmp_path / "refs").iterdir())
+    assert len(state.gallery) == 0 and not _kept(tmp_path / "refs")
     assert state.errors["enroll"] == 2 and state.errors["search"] == 2 and state.errors["recognize"] == 1
     assert _post(f"{url}/enroll", *red, label="jane doe")[1]["label"] == "jane doe"
 
@@ -728,7 +776,7 @@ def test_an_enrolment_whose_save_fails_is_undone(tmp_path: Path, monkeypatch: py
         monkeypatch.setattr(daemon.gallery, "atomic_write", full_disk)
         status, body = _post(f"{url}/enroll", "jane.jpg", _jpeg((0, 0, 200)))  # nothing saved yet
         assert status == 409 and "g.npz" in body["detail"] and "No space" in body["detail"]
-        assert len(state.gallery) == 0 and not list((tmp_path / "refs").iterdir())
+        assert len(state.gallery) == 0 and not _kept(tmp_path / "refs")
 
         monkeypatch.setattr(daemon.gallery, "atomic_write", real_write)
         assert _post(f"{url}/enroll", "jane.jpg", _jpeg((0, 0, 200)))[0] == 200
