@@ -639,6 +639,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         detector=detector,
         sets=set(args.set) if args.set else None,
         save_to=out,
+        append=args.append,
         progress=_progress(args),
     )
     _emit(args, report)

@@ -23,6 +23,7 @@ the reference images ``serve`` kept for such entries are removed once the galler
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -53,7 +54,7 @@ from daemon.embedding import (
     whole_box,
 )
 from daemon.errors import DataError
-from daemon.gallery import Gallery
+from daemon.gallery import Gallery, latest, locked
 from daemon.sources import natural_key
 from daemon.types import Detector, Embedder, FloatArray, Frame, ImageBGR
 
@@ -422,9 +423,8 @@ class _Pending:
 
 
 class _Enroller:
-    def __init__(self, embedder: Embedder, gallery: Gallery, detector: Detector | None) -> None:
+    def __init__(self, embedder: Embedder, detector: Detector | None) -> None:
         self.embedder = embedder
-        self.gallery = gallery
         self.detector = detector
         self.enrolled: list[EnrolledImage] = []
         self.skipped: list[SkippedFile] = []
@@ -470,15 +470,15 @@ class _Enroller:
         self.embedded.extend(zip(p.names, p.boxes, p.scores, strict=True))
         self.pending = _Pending([], [], [], [])
 
-    def add(self) -> None:
-        """Add every embedded reference in one call: a later chunk's cap evictions cannot then leave earlier
-        references reported as enrolled (or with stale rows)."""
+    def add(self, gallery: Gallery) -> None:
+        """Add every embedded reference to ``gallery`` in one call: a later chunk's cap evictions cannot then
+        leave earlier references reported as enrolled (or with stale rows)."""
         self.flush()
         if not self.embedded:
             return
         labels = [n.label for n, _, _ in self.embedded]
-        before = {label: self.gallery.count(label) for label in sorted(set(labels))}
-        kept = self.gallery.add_many(labels, np.concatenate(self.rows))
+        before = {label: gallery.count(label) for label in sorted(set(labels))}
+        kept = gallery.add_many(labels, np.concatenate(self.rows))
         for (name, box, score), row in zip(self.embedded, kept, strict=True):
             if row < 0:
                 self.skipped.append(SkippedFile(name.path, f"label {name.label!r} is at the gallery's cap"))
@@ -486,7 +486,7 @@ class _Enroller:
                 self.enrolled.append(EnrolledImage(name, row, box, score))
         added = Counter(label for label, row in zip(labels, kept, strict=True) if row >= 0)
         for label, held in before.items():
-            dropped = held + added[label] - self.gallery.count(label)
+            dropped = held + added[label] - gallery.count(label)
             if dropped:
                 self.evicted.append((label, dropped))
         self.embedded, self.rows = [], []
@@ -511,37 +511,42 @@ def enroll(
     detector: Detector | None = None,
     sets: Collection[str] | None = None,
     save_to: StrPath | None = None,
+    append: bool = False,
     progress: bool = False,
 ) -> EnrollReport:
     """Add every reference image of ``folder`` to ``gallery`` (labels from file names) and save it.
 
     With a ``detector`` each photo contributes its largest person box (for uncropped photos); without, the
-    whole image. Raises DataError when the folder is missing, holds no usable image, or the gallery's
-    dimension differs from the embedder's; other problems are reported per file in ``skipped``.
+    whole image. The references are embedded first; then, holding ``save_to``'s lock (``gallery.locked``),
+    they are added and the gallery saved. With ``append`` (``gallery`` is the file ``save_to`` as read, or a
+    new one where there was none) they are added to the file as it is then: rows another process (``serve``)
+    saved there since are kept. Raises DataError when the folder is missing, holds no usable image, or the
+    gallery's dimension differs from the embedder's; other problems are reported per file in ``skipped``.
     """
     start = time.perf_counter()
     cfg = naming or EnrollConfig()
-    if gallery.dim != embedder.dim:
-        raise DataError(
-            f"the gallery holds {gallery.dim}-d embeddings but the embedder gives {embedder.dim}-d: "
-            "enrol into a gallery made with the same model"
-        )
-    signature = embedder_signature(embedder)
-    gallery.check_embedder(signature, "the embedder")
-    gallery.made_by(signature)
+    _check_gallery(gallery, embedder)
     names, skipped = reference_files(folder, cfg, sets)
-    work = _Enroller(embedder, gallery, detector)
+    work = _Enroller(embedder, detector)
     work.skipped = skipped
-    held = {label: set(gallery.sources(label)) for label in {n.label for n in names}}
     for name in tqdm(names, unit="image", desc="enrol", disable=not progress, dynamic_ncols=True):
         work.take(name)
-    work.add()
-    if not work.enrolled:
-        reasons = "; ".join(f"{s.path.name}: {s.reason}" for s in work.skipped[:5]) or "the folder is empty"
-        raise DataError(f"no reference image could be enrolled from {folder} ({reasons})")
-    saved = gallery.save(Path(save_to)) if save_to is not None else None
-    dropped = set().union(*(was - set(gallery.sources(label)) for label, was in held.items()))
-    removed = remove_serve_references(dropped, cfg).removed if saved is not None else ()
+    work.flush()
+    target = None if save_to is None else Path(save_to)
+    with contextlib.nullcontext() if target is None else locked(target):
+        if append and target is not None:
+            gallery = latest(gallery, target)
+            _check_gallery(gallery, embedder)
+        held = {label: set(gallery.sources(label)) for label in {n.label for n, _, _ in work.embedded}}
+        work.add(gallery)
+        if not work.enrolled:
+            reasons = (
+                "; ".join(f"{s.path.name}: {s.reason}" for s in work.skipped[:5]) or "the folder is empty"
+            )
+            raise DataError(f"no reference image could be enrolled from {folder} ({reasons})")
+        saved = gallery.save(target) if target is not None else None
+        dropped = set().union(*(was - set(gallery.sources(label)) for label, was in held.items()))
+        removed = remove_serve_references(dropped, cfg).removed if saved is not None else ()
     total = (time.perf_counter() - start) * 1000.0
     timings = Timings(work.ms["read_ms"], work.ms["detect_ms"], work.ms["embed_ms"], total)
     return EnrollReport(
@@ -554,3 +559,16 @@ def enroll(
         tuple(work.evicted),
         removed,
     )
+
+
+def _check_gallery(gallery: Gallery, embedder: Embedder) -> None:
+    """DataError unless ``embedder``'s vectors can go into ``gallery`` (its width and, where both say, its
+    model and crop settings); a new gallery records the embedder."""
+    if gallery.dim != embedder.dim:
+        raise DataError(
+            f"the gallery holds {gallery.dim}-d embeddings but the embedder gives {embedder.dim}-d: "
+            "enrol into a gallery made with the same model"
+        )
+    signature = embedder_signature(embedder)
+    gallery.check_embedder(signature, "the embedder")
+    gallery.made_by(signature)

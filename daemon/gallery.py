@@ -27,19 +27,25 @@ A pure in-memory core (no I/O except ``save`` / ``load``), safe to share between
   same folder, fsync, rename); rows are written oldest first, so ages survive a round trip, with
   their sources when any row has one (a ``sources`` list beside the settings, one entry a row, null: none).
   A bad file gives ``DataError`` naming the file and the problem.
+* Several writers of one file (``serve``, ``enroll --append``): each read-modify-write holds the file's advisory
+  lock (``locked``: ``.<name>.lock`` beside it), and ``latest`` reads the file again when another process
+  wrote it since this copy read or wrote it (told by its inode, size and mtime), so no writer saves its copy
+  over rows another added.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import logging
+import os
 import re
 import threading
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -337,6 +343,7 @@ class Gallery:
         # what made the rows (daemon.embed.embedder_signature), saved with them; None: not known
         self.embedder: str | None = None
         self.file: Path | None = None  # the file ``load`` read it from
+        self._seen: tuple[Path, FileStamp] | None = None  # the file as this copy last read or wrote it
         self._said_crops_unknown = False
         if index == "faiss":
             _import_faiss()
@@ -708,6 +715,7 @@ class Gallery:
             atomic_write(path, lambda fp: writer(fp, settings, labels, emb))
         except OSError as e:
             raise DataError(f"cannot save the gallery as {path}: {e}") from e
+        self._seen = _seen(path)
         return path
 
     def _settings(self) -> dict[str, Any]:
@@ -725,6 +733,7 @@ class Gallery:
         if not path.is_file():
             raise DataError(f"{path}: gallery file not found")
         reader = {".rdg": _read_rdg, ".npz": _read_npz, ".json": _read_json}[suffix]
+        seen = _seen(path)  # before reading: a file replaced meanwhile is read again next time, never missed
         try:
             settings, labels, emb = reader(path)
             gallery = cls._from_parts(settings, labels, emb)
@@ -733,7 +742,13 @@ class Gallery:
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(f"{path}: invalid gallery content: {e}") from e
         gallery.file = path
+        gallery._seen = seen
         return gallery
+
+    def read_from(self, path: Path) -> bool:
+        """Whether ``path`` is the file as this gallery last read or wrote it (False: another process wrote it
+        since, or this gallery never read nor wrote it)."""
+        return self._seen is not None and self._seen == _seen(Path(path))
 
     @classmethod
     def _from_parts(cls, settings: Any, labels: list[str], emb: NDArray[Any]) -> Gallery:
@@ -797,6 +812,57 @@ class Gallery:
         new gallery); an existing record is kept (``check_embedder`` is what refuses another)."""
         if len(self) == 0 and self.embedder is None:
             self.embedder = signature
+
+
+FileStamp = tuple[int, int, int, int]  # (device, inode, size, mtime in ns): a file replaced has a new inode
+
+
+def _seen(path: Path) -> tuple[Path, FileStamp] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def lock_path(path: Path) -> Path:
+    """The advisory lock file of the gallery file ``path``: ``.<name>.lock`` beside it."""
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold the gallery file ``path``'s advisory lock (``lock_path``, made when missing) inside the block: every
+    writer of this package takes it around reading the file (``latest``), changing and saving it, so that no
+    writer saves over rows another added meanwhile. Waits while another process holds it (saying so); the lock
+    goes with the process, however it ends. DataError naming the lock file when it cannot be made."""
+    path = Path(path)
+    lock = lock_path(path)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise DataError(f"cannot open the gallery's lock file {lock}: {e}") from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("waiting for %s: another process is writing the gallery %s", lock, path.name)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
+
+
+def latest(gallery: Gallery, path: Path) -> Gallery:
+    """``gallery``, or the gallery file ``path`` read again when it is not the file as ``gallery`` last read or
+    wrote it (another process wrote it since, or made it while ``gallery`` was new). Call it holding
+    ``locked(path)`` before changing and saving the gallery."""
+    path = Path(path)
+    if not path.exists() or gallery.read_from(path):
+        return gallery
+    logger.info("%s was written by another process: reading it again", path)
+    return Gallery.load(path)
 
 
 def _same_crops(a: str, b: str) -> bool:

@@ -10,7 +10,8 @@ Endpoints:
   its label's reference images.
 * ``POST /enroll``: an uploaded image and a label (or the file name as label) -> a new gallery entry; the
   image is kept under the references folder (served as static files, hidden ones left out) under a name
-  never given before there (``enroll.SERVE_LEDGER``), and the gallery is saved atomically;
+  never given before there (``enroll.SERVE_LEDGER``), and the gallery is saved atomically, under the file's
+  lock (``gallery.locked``), read again first when another process (``enroll --append``) saved it;
   ``evicted`` counts the label's earlier entries the per-label cap dropped to make room; the reference images
   the service kept for them are removed once the gallery is saved (``removed``: their URLs).
 * ``GET /references/<file>``: the reference images.
@@ -25,6 +26,7 @@ Requests run in FastAPI's worker threads; one lock makes gallery changes and sea
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import socket
@@ -65,7 +67,7 @@ from daemon.enroll import (
     variant_name,
 )
 from daemon.errors import ConfigError, DataError
-from daemon.gallery import Gallery
+from daemon.gallery import Gallery, latest, locked
 from daemon.recognize import check_embedder, recognize_embeddings
 from daemon.types import Detector, Embedder, ImageBGR
 
@@ -272,7 +274,11 @@ def enroll_image(state: ServiceState, image: ImageBGR, name: str, label: str | N
     stem = _reference_stem(state, name, label)
     ref_label = parse_reference_name(Path(stem + ".jpg"), state.naming).label
     result = embed(state.embedder, image, options=EmbedOptions(model=state.model))
-    with state.lock:  # one name per enrolment, and a failed one is undone before anyone sees it
+    with (
+        state.lock,
+        _gallery_locked(state),
+    ):  # one name per enrolment, a failed one undone before anyone sees it
+        _latest(state)  # what another process (enroll --append) saved meanwhile is kept
         ref_file, n = _free_name(state, stem)
         saved = _keep(state, image, ref_file)  # first: when it fails the gallery has not changed
         kept = _kept_path(state, ref_file)
@@ -289,6 +295,25 @@ def enroll_image(state: ServiceState, image: ImageBGR, name: str, label: str | N
         "evicted": evicted,
         "removed": removed,
     }
+
+
+def _gallery_locked(state: ServiceState) -> contextlib.AbstractContextManager[None]:
+    """The gallery file's lock (``gallery.locked``), held while the service reads, changes and saves it; none
+    for a gallery kept in memory only."""
+    path = state.cfg.gallery
+    return contextlib.nullcontext() if path is None else locked(path)
+
+
+def _latest(state: ServiceState) -> None:
+    """Take the gallery file as it is now when another process wrote it since the service read or saved it
+    (``gallery.latest``), checked as at start (a DataError, 409, for one of another model)."""
+    path = state.cfg.gallery
+    if path is None:
+        return
+    now = latest(state.gallery, path)
+    if now is not state.gallery:
+        check_embedder(now, state.embedder, "the embedder's output")
+        state.gallery = now
 
 
 def _add_and_save(state: ServiceState, label: str, embedding: Any, kept: Path | None) -> int:

@@ -717,3 +717,25 @@ def test_tune_and_k_beyond_size(kind: FaissKind) -> None:
         g.tune(hnsw_ef_search=0)
     with pytest.raises(ValueError, match="tune takes"):
         g.tune(threshold=0.1)
+
+
+def test_latest_reads_the_file_again_only_when_another_writer_changed_it(tmp_path: Path) -> None:
+    # serve and enroll --append keep a gallery in memory between writes: `latest` tells them when the file is
+    # no longer what they last read or wrote (another process saved it, or made it while theirs was new).
+    from daemon.gallery import latest
+
+    path = tmp_path / "g.npz"
+    mine = Gallery(4)
+    assert latest(mine, path) is mine  # no file yet
+    theirs = Gallery(4)
+    theirs.add("ann", [1, 0, 0, 0])
+    theirs.save(path)
+    assert latest(mine, path).labels == ["ann"]  # made while mine was new
+    mine = Gallery.load(path)
+    assert latest(mine, path) is mine
+    mine.add("bob", [0, 1, 0, 0])
+    mine.save(path)
+    assert latest(mine, path) is mine  # its own save
+    theirs.add("carl", [0, 0, 1, 0])
+    theirs.save(path)  # same size as mine's file: told apart by the new file (inode) a save makes
+    assert latest(mine, path).labels == ["ann", "carl"]

@@ -713,6 +713,68 @@ def test_real_crops_recognised_over_http(mobilenet_model: Path, tmp_path: Path) 
     assert hits >= len(held_out) // 2  # an ImageNet embedder, 2 references each: most, not all
 
 
+def _enroll_append(folder: Path, gallery: Path, model: Path, slow_save_flag: Path | None = None) -> Any:
+    """``reid-daemon enroll FOLDER --gallery G --append`` in another process; with ``slow_save_flag``, its
+    gallery save first touches that file and then waits 2 s (holding what it read, as a large save does)."""
+    import subprocess
+    import sys
+
+    args = ["enroll", str(folder), "--gallery", str(gallery), "--append", "--model", str(model)]
+    slow = (
+        "import pathlib, time\nimport daemon.gallery as g\nreal = g.Gallery.save\n"
+        "def save(self, path):\n"
+        f"    pathlib.Path({str(slow_save_flag)!r}).touch()\n    time.sleep(2.0)\n    return real(self, path)\n"
+        "g.Gallery.save = save\n"
+    )
+    script = (
+        f"{slow if slow_save_flag else ''}import sys\nfrom daemon.cli import main\nsys.exit(main({args!r}))\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_serve_and_enroll_append_on_one_gallery_lose_no_rows(mobilenet_model: Path, tmp_path: Path) -> None:
+    # Regression: serve kept the gallery in memory, so its next enrolment after `enroll --append` saved its own
+    # copy over the file and the appended rows were gone; and an enrolment made while `enroll --append` held
+    # the gallery between reading and saving it was gone once enroll saved. Both take the gallery's lock for
+    # their read-modify-write now, and serve reads the file again when another process changed it.
+    from collections import Counter
+
+    crops = write_reference_crops(tmp_path / "crops", identities=4, per_identity=2)
+    people = sorted({p.stem.split("--")[0] for p in crops})
+    first, later = tmp_path / "first", tmp_path / "later"
+    for folder, person in ((first, people[0]), (later, people[2])):
+        folder.mkdir()
+        for p in crops:
+            if p.stem.split("--")[0] == person:
+                (folder / p.name).write_bytes(p.read_bytes())
+    served = [p for p in crops if p.stem.split("--")[0] in (people[1], people[3])]
+    embedder = OnnxEmbedder(EmbedderConfig(model=str(mobilenet_model)), CPU, tmp_path)
+    path = tmp_path / "g.npz"
+    cfg = ServeConfig(gallery=path, references=tmp_path / "refs")
+    state = ServiceState(embedder, Gallery(embedder.dim), cfg, model="mobilenetv2")
+    flag = tmp_path / "enroll-is-saving"
+    with BackgroundServer(create_app(state)) as server:
+        assert _post(f"{server.url}/enroll", served[0].name, served[0].read_bytes())[0] == 200
+        out = _enroll_append(first, path, mobilenet_model).communicate(timeout=120)[0]
+        assert b"enrolled 2 image(s)" in out, out
+        assert _post(f"{server.url}/enroll", served[1].name, served[1].read_bytes())[0] == 200
+
+        proc = _enroll_append(later, path, mobilenet_model, slow_save_flag=flag)
+        deadline = time.monotonic() + 120
+        while not flag.exists():
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "enroll did not get to its save"
+            time.sleep(0.05)
+        assert _post(f"{server.url}/enroll", served[2].name, served[2].read_bytes())[0] == 200
+        out = proc.communicate(timeout=120)[0]
+        assert proc.returncode == 0, out
+        entries = _call(f"{server.url}/health")[1]["gallery"]["entries"]
+    labels = Counter(Gallery.load(path).labels)
+    want = {people[0]: 2, people[1]: 2, people[2]: 2, people[3]: 1}
+    assert labels == Counter({k.replace("_", " "): n for k, n in want.items()}), labels
+    assert entries == 7
+
+
 def _free_port() -> int:
     import socket
 
