@@ -4,7 +4,8 @@ Endpoints:
 
 * ``GET /health``: gallery size and labels, model and dim, adaptation state (the projection head in use),
   request and error counts per endpoint, uptime. Always 200 while the process runs.
-* ``POST /recognize``: an uploaded image (or crop) -> top-k gallery matches per person. With ``detect`` the
+* ``POST /recognize``: an uploaded image (or crop) -> top-k gallery matches per person (in the gallery file as
+  it is: one another process saved since is read again, here and in ``/search``). With ``detect`` the
   people are found by the detector; without, the whole image is one crop.
 * ``POST /search``: an uploaded image of one person -> the gallery entries most like it, each with the URLs of
   its label's reference images.
@@ -237,6 +238,7 @@ def recognize_image(
     opts = EmbedOptions(detector=state.detector if detect else None, model=state.model)
     result = embed(state.embedder, image, options=opts)
     with state.lock:
+        _latest(state)  # with what another process (enroll --append) saved there
         report = recognize_embeddings(result, state.gallery, k=k, threshold=threshold)
     out = report.as_dict()
     for q in out["queries"]:
@@ -250,6 +252,7 @@ def search_image(
 ) -> dict[str, Any]:
     result = embed(state.embedder, image, options=EmbedOptions(model=state.model))
     with state.lock:
+        _latest(state)
         found = state.gallery.search(result.embedding, k=k, threshold=threshold)
         used = state.gallery.threshold if threshold is None else threshold
     urls = reference_urls(state.cfg.references, state.naming)
@@ -306,7 +309,8 @@ def _gallery_locked(state: ServiceState) -> contextlib.AbstractContextManager[No
 
 def _latest(state: ServiceState) -> None:
     """Take the gallery file as it is now when another process wrote it since the service read or saved it
-    (``gallery.latest``), checked as at start (a DataError, 409, for one of another model)."""
+    (``gallery.latest``: one stat a request), checked as at start (a DataError, 409, for one of another model).
+    Searches need no lock: a save replaces the file whole."""
     path = state.cfg.gallery
     if path is None:
         return

@@ -775,6 +775,25 @@ def test_serve_and_enroll_append_on_one_gallery_lose_no_rows(mobilenet_model: Pa
     assert entries == 7
 
 
+def test_serve_answers_with_what_enroll_append_added_to_its_gallery(tmp_path: Path) -> None:
+    # Regression: serve answered /recognize and /search from the gallery it read at start (or last saved), so
+    # the people `enroll --append` added to its gallery file were never found until serve enrolled someone
+    # itself or was restarted.
+    from daemon.enroll import enroll
+
+    path, mine = tmp_path / "g.npz", tmp_path / "mine"
+    state = ServiceState(MeanColour(), Gallery(4, threshold=0.9), ServeConfig(gallery=path), model="m")
+    with BackgroundServer(create_app(state)) as server:
+        assert _post(f"{server.url}/enroll", "red.jpg", _jpeg((0, 0, 200)))[0] == 200
+        mine.mkdir()
+        cv2.imwrite(str(mine / "blue.png"), np.full((64, 32, 3), (200, 0, 0), np.uint8))
+        enroll(mine, MeanColour(), Gallery.load(path), save_to=path, append=True)
+        status, body = _post(f"{server.url}/recognize?k=1", "q.jpg", _jpeg((190, 0, 10)))
+        assert status == 200 and [m["label"] for m in body["queries"][0]["matches"]] == ["blue"], body
+        status, body = _post(f"{server.url}/search?k=2&threshold=-1", "q.jpg", _jpeg((190, 0, 10)))
+        assert status == 200 and [m["label"] for m in body["matches"]] == ["blue", "red"], body
+
+
 def _free_port() -> int:
     import socket
 
