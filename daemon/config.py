@@ -1105,7 +1105,7 @@ class IdentityConfig(_Strict):
         None,
         description="Projection head (.npz from `reid-daemon adapt`) applied to the embeddings used for identity "
         "only (the tracker keeps the embedder's own); every camera of a fleet must use the same head, and a local "
-        "gallery must hold embeddings of the head's output width.",
+        "gallery must have been enrolled with this head file (as embedder.head): one of another head is refused.",
     )
     fleet_threshold: float = Field(
         0.8, ge=-1, le=1, description="Cosine similarity a fleet (global) identity needs."

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from daemon import models
 from daemon.config import EmbedderConfig, RuntimeConfig
 from daemon.errors import ModelError
-from daemon.gallery import CROPS
+from daemon.gallery import CROPS, HEAD
 from daemon.onnx_runtime import create_session
 from daemon.types import Embedder, FloatArray, ImageBGR
 
@@ -325,7 +325,23 @@ def signature_of(model: Path, head: Path | None) -> str:
     from daemon.adapt import file_sha256
 
     sig = f"{model.name} sha256:{file_sha256(model)[:16]}"
-    return sig if head is None else f"{sig} + head {head.name} sha256:{file_sha256(head)[:16]}"
+    return sig if head is None else sig + _head_part(head)
+
+
+def _head_part(head: Path) -> str:
+    from daemon.adapt import file_sha256
+
+    return f"{HEAD}{head.name} sha256:{file_sha256(head)[:16]}"
+
+
+def signature_through(signature: str | None, head: Path) -> str | None:
+    """``signature`` (``embedder_signature``) of vectors mapped through the projection head file ``head`` as
+    well, as an embedder with ``embedder.head: head`` signs its own (a fleet's ``identity.head``: the space the
+    resolver and its gallery match in); None when ``signature`` is."""
+    if signature is None:
+        return None
+    files, crops, settings = signature.partition(CROPS)
+    return files + _head_part(head) + crops + settings
 
 
 def crop_settings(cfg: EmbedderConfig, input_size: Sequence[int]) -> str:

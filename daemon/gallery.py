@@ -73,6 +73,7 @@ UNIT_TOL = 4e-7  # a row whose norm is this close to 1 counts as normalised alre
 _SIM_BLOCK = 1 << 24  # similarity values per block of a batched exact search (64 MiB of float32)
 _LOAD_MAX_BYTES = 1 << 40  # raw payload bound when loading a gallery file (content is checked as it is read)
 CROPS = "; crops "  # in an embedder signature, what comes before its crop settings (daemon.embed)
+HEAD = " + head "  # in an embedder signature, what comes before a projection head's file and digest
 _DEFAULTS = GalleryConfig()  # the constructor's defaults: the config's, never a second set
 
 
@@ -345,6 +346,7 @@ class Gallery:
         self.file: Path | None = None  # the file ``load`` read it from
         self._seen: tuple[Path, FileStamp] | None = None  # the file as this copy last read or wrote it
         self._said_crops_unknown = False
+        self._said_unrecorded = False
         if index == "faiss":
             _import_faiss()
 
@@ -785,8 +787,12 @@ class Gallery:
         """DataError when ``signature`` (of the vectors about to be added or searched) is not the embedder
         this gallery's rows were made by; nothing to check when either is not known. A record of the model
         alone (a gallery written before the crop settings were recorded) is checked by model, and a warning,
-        once, says the crop settings are not known."""
-        if signature is None or self.embedder is None:
+        once, says the crop settings are not known. A gallery that records no embedder (written before galleries
+        recorded one) is checked by width only, and used with a projection head a warning, once, says so."""
+        if signature is None:
+            return
+        if self.embedder is None:
+            self._say_unrecorded(signature)
             return
         if _hashes(signature) != _hashes(self.embedder) or not _same_crops(signature, self.embedder):
             raise DataError(
@@ -806,6 +812,20 @@ class Gallery:
                 self.embedder,
                 crops,
             )
+
+    def _say_unrecorded(self, signature: str) -> None:
+        """Warn, once, that this gallery records no embedder and is used with a projection head's vectors (two
+        heads of one width are told apart by the record alone)."""
+        if HEAD not in signature.partition(CROPS)[0] or self._said_unrecorded:
+            return
+        self._said_unrecorded = True
+        logger.warning(
+            "the gallery %s does not record the model and head it was enrolled with (written before galleries "
+            "recorded them), so it is checked by width only and used with %s; if it was enrolled with another "
+            "head of this width, its matches are off: enrol it again (a new gallery records them)",
+            self.file or "in memory",
+            signature.partition(CROPS)[0],
+        )
 
     def made_by(self, signature: str | None) -> None:
         """Record ``signature`` as the embedder of this gallery's rows when it has none and no record yet (a

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from daemon.config import CameraConfig, Settings, redact
 from daemon.detect import build_detector
-from daemon.embed import build_embedder, embedder_signature
+from daemon.embed import build_embedder, embedder_signature, signature_through
 from daemon.erase import Erased, erase_camera, erase_stopped_camera
 from daemon.errors import ConfigError, DaemonError
 from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog, load_identity_head, sighting_gap_s
@@ -282,8 +282,9 @@ class CameraWorker:
             )
         embedder = self.pipeline.embedder
         head = load_identity_head(self.settings, embedder)
-        # with identity.head the resolver matches in the head's space, which the embedder's signature does not say
-        signature = embedder_signature(embedder) if head is None else None
+        signature = embedder_signature(embedder)
+        if head is not None and self.settings.identity.head is not None:  # the resolver matches in its space
+            signature = signature_through(signature, Path(self.settings.identity.head))
         return FleetLink(self.settings, self.name, embedder.dim, head=head, signature=signature)
 
     def stop(self) -> None:

@@ -834,6 +834,74 @@ def test_identity_head_is_loaded_by_path_and_checked_against_the_model(tmp_path:
         load_identity_head(Settings.model_validate(data), object())
 
 
+def _head_for(model: Path, path: Path, seed: int) -> Path:
+    """A 16-d projection head fitting ``model`` (mobilenetv2-imagenet's 1280-d output), its weights from ``seed``."""
+    from daemon.adapt import AdaptConfig, ProjectionHead, file_sha256, init_head_arrays, save_head
+
+    rng = np.random.default_rng(seed)
+    arrays = init_head_arrays(_unit(rng.normal(size=(64, 1280))).astype(np.float32), AdaptConfig(dim=16), rng)
+    meta = {"base_model": "mobilenetv2-imagenet", "base_sha256": file_sha256(model), "input_size": [256, 128]}
+    return save_head(ProjectionHead.from_arrays(arrays, meta), path)
+
+
+def test_a_gallery_enrolled_with_another_identity_head_is_refused_naming_both(
+    tmp_path: Path, mobilenet_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression: with identity.head a camera checked its gallery.path by width only, so a gallery enrolled
+    # with another head of the same width (an earlier `adapt` run's) named people by nonsense matches without
+    # a word. The camera's vectors are now signed with the head's file, as an embedder with that head signs
+    # the gallery's; a gallery that records no embedder at all is used with one warning.
+    from daemon.config import CameraConfig, EmbedderConfig, GroundTruthDetectorConfig, RuntimeConfig
+    from daemon.embed import OnnxEmbedder
+    from daemon.gallery import Gallery
+    from daemon.worker import CameraWorker
+
+    clip = make_video(tmp_path / "clip.mp4", frames=2, size=(160, 120), people=1)
+    heads = [_head_for(mobilenet_model, tmp_path / f"{name}.npz", seed) for seed, name in enumerate("AB")]
+    cpu = RuntimeConfig(providers=("CPUExecutionProvider",), intra_op_threads=1)
+    enrolled_with_a = OnnxEmbedder(EmbedderConfig(model=str(mobilenet_model), head=heads[0]), cpu, tmp_path)
+    gallery = Gallery(16)
+    gallery.made_by(enrolled_with_a.signature)
+    gallery.add("alice", enrolled_with_a.embed_crops([np.full((128, 64, 3), 90, np.uint8)])[0])
+    unrecorded = Gallery(16)
+    unrecorded.add("alice", gallery.embeddings[0])
+    paths = [gallery.save(tmp_path / "people.rdg"), unrecorded.save(tmp_path / "old.rdg")]
+
+    def camera(head: Path, gallery_path: Path) -> Settings:
+        cam = CameraConfig.model_validate(
+            {
+                "source": {"uri": str(clip.path)},
+                "detector": GroundTruthDetectorConfig(path=clip.write_mot_gt(tmp_path / "gt.txt")),
+                "embedder": {"model": str(mobilenet_model)},
+                "output": {"dir": tmp_path / "runs", "progress": False},
+            }
+        )
+        data = {
+            "fleet": {"enabled": True, "clock": "wall"},
+            "bridge": {"url": "redis://127.0.0.1:1", "signing_key": {"value": KEY}},
+            "identity": {"head": head},
+            "gallery": {"path": gallery_path},
+            "runtime": cpu,
+            "cameras": {"a": cam},
+        }
+        return Settings.model_validate(data)
+
+    with pytest.raises(
+        ConfigError, match=r"gallery\.path: .*people\.rdg.*head A\.npz sha256.*head B\.npz sha256"
+    ):
+        CameraWorker(camera(heads[1], paths[0]), "a")
+    worker = CameraWorker(camera(heads[0], paths[0]), "a")
+    assert worker.fleet is not None and worker.fleet.gallery is not None
+    assert worker.fleet.gallery.labels == ["alice"]
+    worker.fleet.close()
+    caplog.clear()
+    worker = CameraWorker(camera(heads[1], paths[1]), "a")
+    assert worker.fleet is not None and worker.fleet.gallery is not None
+    worker.fleet.close()
+    said = [r.getMessage() for r in caplog.records if "does not record the model" in r.getMessage()]
+    assert len(said) == 1 and "old.rdg" in said[0] and "B.npz" in said[0], caplog.text
+
+
 def test_ids_are_never_handed_out_twice_after_valkey_comes_back_empty(
     tmp_path: Path, valkey: EmbeddedValkey
 ) -> None:
