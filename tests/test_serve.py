@@ -310,6 +310,27 @@ def test_a_folder_of_an_older_version_gets_its_ledger_when_serve_starts(tmp_path
     assert answer["reference"] == "/references/bob--3.jpg", answer  # past the names given before
 
 
+def test_enroll_leaves_serves_images_where_no_ledger_marks_the_folder_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A folder an older version's serve wrote to, where serve has not started since: no ledger says which
+    # names it gave, so `enroll --append` removes none of them, and a warning names the folder.
+    from daemon.enroll import enroll
+
+    refs, path, mine = tmp_path / "refs", tmp_path / "g.npz", tmp_path / "mine"
+    gallery = Gallery(4, threshold=0.9, max_per_label=1, drop_policy="drop_oldest")
+    state = ServiceState(MeanColour(), gallery, ServeConfig(gallery=path, references=refs), model="m")
+    with BackgroundServer(create_app(state)) as server:
+        assert _post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 0, 90)))[0] == 200
+    (refs / SERVE_LEDGER).unlink()
+    mine.mkdir()
+    cv2.imwrite(str(mine / "bob.png"), np.full((64, 32, 3), 60, np.uint8))
+    report = enroll(mine, MeanColour(), Gallery.load(path), save_to=path, append=True)
+    assert report.evicted == (("bob", 1),) and report.removed == ()
+    assert _kept(refs) == ["bob.jpg"]
+    assert f"{refs.resolve()} holds no ledger" in caplog.text and "stay" in caplog.text, caplog.text
+
+
 def test_a_references_folder_it_cannot_write_is_served_for_search(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
