@@ -438,6 +438,34 @@ def test_a_track_reported_again_after_it_timed_out_can_get_its_id_back() -> None
     assert other == {3: 3, 7: 1} and both[7] == 1 and both[1] != 1  # one id per frame: never two tracks on 1
 
 
+def test_a_track_that_takes_its_id_back_keeps_its_earlier_exemplars() -> None:
+    """Track 1 is seen from one side (view A), times out, and comes back from another (B, cosine 0.9 to A):
+    it takes id 1 back, but the store holds one record per (camera, track), so its new exemplars replaced the
+    old ones here and at the peers: a later track seen from a third side (C: 0.9 to A, 0.62 to B) no longer
+    matched id 1 and got a new id. The returning track now keeps its earlier exemplars, within
+    exemplars_per_track and by the same diversity rule."""
+    people, alloc = People(1, noise=0.1), Counter()
+    a_, b_ = people.centres[0], people.twin(0, 0.9)
+    c_ = (1.8 * a_ - b_) / np.linalg.norm(1.8 * a_ - b_)  # 0.9 to A, on the far side of it from B
+    people.centres = np.stack([a_, b_, c_]).astype(np.float32)
+    cfg = IdentityConfig(track_timeout_s=5.0, exemplars_per_track=6)
+    cam, peer = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
+    bus, first = observe(cam, people, {1: 0}, 0.0, 6)  # view A
+    for t in range(6, 12):  # frames come without it
+        step(cam, float(t), {})
+    assert first == {1: 1} and cam.assignment(1) is None  # timed out
+    back, again = observe(cam, people, {1: 1}, 12.0, 8)  # view B: matches its own earlier record
+    bus += back + end_all(cam, [1], 20.0)
+    assert again == {1: 1} and alloc.calls == 1
+    sent = [u for u in bus if u.track_id == 1 and len(u.exemplars)][-1].exemplars
+    assert len(sent) <= 6
+    assert (sent @ a_).max() > 0.95 and (sent @ b_).max() > 0.95  # both views, within the cap
+    relay(bus, peer)
+    _, later = observe(cam, people, {5: 2}, 30.0, 5)  # view C on the same camera
+    _, there = observe(peer, people, {7: 2}, 30.0, 5)  # and on the peer
+    assert later == {5: 1} and there == {7: 1}
+
+
 @pytest.mark.parametrize("gap", [40.0, 600.0])
 def test_tracks_the_tracker_keeps_through_a_stall_or_a_clock_step_forward_keep_their_ids(gap: float) -> None:
     """A live stream stalls (or the wall clock steps forward) for ``gap`` seconds, over track_timeout_s (30 s),

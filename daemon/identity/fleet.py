@@ -64,7 +64,8 @@ class _Identity:
 
 
 class ExemplarBank:
-    """Dense (n, D) exemplar rows with the global id and track of each; a track's rows are replaced whole.
+    """Dense (n, D) exemplar rows with the global id, track and quality of each; a track's rows are replaced
+    whole.
 
     Removing rows moves the last rows into the freed slots, so the live rows are always ``[0, n)``.
     """
@@ -73,6 +74,7 @@ class ExemplarBank:
         self.dim = dim
         self._emb = np.zeros((64, dim), dtype=np.float32)
         self._gid = np.full(64, -1, dtype=np.int64)
+        self._q = np.zeros(64, dtype=np.float32)
         self._key: list[Key | None] = [None] * 64
         self._rows: dict[Key, list[int]] = {}
         self.n = 0
@@ -83,6 +85,11 @@ class ExemplarBank:
     def count(self, key: Key) -> int:
         return len(self._rows.get(key, ()))
 
+    def of(self, key: Key) -> tuple[FloatArray, FloatArray]:
+        """Copies of the (K, D) rows of ``key`` and their (K,) qualities, in the order they were put."""
+        rows = self.rows(key)
+        return self._emb[rows].copy(), self._q[rows].copy()
+
     @property
     def matrix(self) -> FloatArray:
         return self._emb[: self.n]
@@ -91,8 +98,8 @@ class ExemplarBank:
     def gids(self) -> NDArray[np.int64]:
         return self._gid[: self.n]
 
-    def put(self, key: Key, gid: int, vecs: FloatArray) -> None:
-        """Replace the rows of ``key`` by ``vecs`` (K, D) under ``gid``."""
+    def put(self, key: Key, gid: int, vecs: FloatArray, qualities: FloatArray) -> None:
+        """Replace the rows of ``key`` by ``vecs`` (K, D) of ``qualities`` (K,) under ``gid``."""
         self.drop(key)
         k = len(vecs)
         if k == 0:
@@ -101,6 +108,7 @@ class ExemplarBank:
         rows = list(range(self.n, self.n + k))
         self._emb[self.n : self.n + k] = vecs
         self._gid[self.n : self.n + k] = gid
+        self._q[self.n : self.n + k] = qualities
         for r in rows:
             self._key[r] = key
         self._rows[key] = rows
@@ -125,6 +133,7 @@ class ExemplarBank:
             moved = cast(Key, self._key[last])  # rows [0, n) always have an owner
             self._emb[row] = self._emb[last]
             self._gid[row] = self._gid[last]
+            self._q[row] = self._q[last]
             self._key[row] = moved
             owned = self._rows[moved]
             owned[owned.index(last)] = row
@@ -140,11 +149,13 @@ class ExemplarBank:
         emb[: self.n] = self._emb[: self.n]
         gid = np.full(cap, -1, dtype=np.int64)
         gid[: self.n] = self._gid[: self.n]
-        self._emb, self._gid = emb, gid
+        q = np.zeros(cap, dtype=np.float32)
+        q[: self.n] = self._q[: self.n]
+        self._emb, self._gid, self._q = emb, gid, q
         self._key.extend([None] * (cap - len(self._key)))
 
     def nbytes(self) -> int:
-        return int(self._emb.nbytes + self._gid.nbytes)
+        return int(self._emb.nbytes + self._gid.nbytes + self._q.nbytes)
 
 
 class FleetStore:
@@ -204,8 +215,15 @@ class FleetStore:
 
     # ------------------------------------------------------------------------------------------- writing
 
-    def record(self, c: Contribution, exemplars: FloatArray | None, now: float) -> list[tuple[int, int]]:
-        """Store or update contribution ``c`` (its exemplars replace the track's rows unless None).
+    def record(
+        self,
+        c: Contribution,
+        exemplars: FloatArray | None,
+        now: float,
+        qualities: FloatArray | None = None,
+    ) -> list[tuple[int, int]]:
+        """Store or update contribution ``c`` (its exemplars replace the track's rows unless None; each of the
+        quality in ``qualities``, or ``c.quality`` when not given: a remote track tells only its best).
 
         Returns the label merges it caused as ``(old_id, new_id)`` pairs.
         """
@@ -221,7 +239,9 @@ class FleetStore:
         if exemplars is not None:
             self._make_room(len(exemplars), now, c.key)
             room = self.cfg.max_exemplar_rows - (self.bank.n - self.bank.count(c.key))
-            self.bank.put(c.key, c.gid, exemplars[: max(0, room)])
+            kept = exemplars[: max(0, room)]
+            q = np.full(len(kept), c.quality, np.float32) if qualities is None else qualities[: len(kept)]
+            self.bank.put(c.key, c.gid, kept, q)
         self._cap_tracks(ident)
         return self.bind_label(c.label, c.gid) if c.label is not None else []
 

@@ -77,7 +77,20 @@ class TrackProfile:
         if not quality >= self.min_quality:
             return False
         self.observations += 1
-        vec = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        return self._take(np.asarray(embedding, dtype=np.float32).reshape(-1), quality)
+
+    def resume(self, exemplars: FloatArray, qualities: FloatArray) -> None:
+        """Start from an earlier run's (K, D) ``exemplars`` and their ``qualities``: they are taken first, then
+        this profile's own, each by the rule of ``offer`` (the most redundant goes), so the set stays within
+        ``capacity`` and as diverse as one run's would. The observation count stays this run's."""
+        mine, mine_q = self.exemplars.copy(), self.qualities
+        observations = self.observations
+        self.clear()
+        for vec, q in zip((*exemplars, *mine), (*qualities, *mine_q), strict=True):
+            self._take(np.asarray(vec, dtype=np.float32), float(q))
+        self.observations = observations
+
+    def _take(self, vec: FloatArray, quality: float) -> bool:
         sims = self._ex[: self._n] @ vec
         if self._n < self.capacity:
             self._put(self._n, vec, quality, sims)

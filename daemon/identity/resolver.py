@@ -10,9 +10,10 @@ Per frame (``update``), for the camera's reported tracks:
    total similarity above the threshold): (a) named identities of the local gallery, (b) the fleet's
    identities (remote tracks received through ``ingest_remote`` and this camera's own past tracks; a track
    is never compared with its own exemplars, though the record of its earlier run that this resolver ended, a
-   track the tracker reports again after it timed out here, is one of those past tracks; an identity known
-   only from the other tracks of the frame is someone else; a best match closer than ``fleet_distinct_margin``
-   to the runner-up counts as no match),
+   track the tracker reports again after it timed out here, is one of those past tracks, and one that takes
+   that record's id back keeps its exemplars, within exemplars_per_track (``TrackProfile.resume``); an
+   identity known only from the other tracks of the frame is someone else; a best match closer than
+   ``fleet_distinct_margin`` to the runner-up counts as no match),
    (c) a new global id from the injected allocator, only for a track with ``new_min_observations``
    observations and a best quality of ``new_min_quality``; otherwise it stays ``pending``.
 3. **Guards.** Ids held by the other tracks of the frame are excluded, so two co-visible tracks never share
@@ -913,12 +914,28 @@ class IdentityResolver:
                 lo.stored = None
             return
         if lo.stored != lo.gid or lo.store_dirty or key not in self.store.contributions:
+            if lo.earlier:
+                self._resume(lo, key)
             lo.stored, lo.store_dirty, lo.earlier = lo.gid, False, False
-            merges = self.store.record(self._contribution(lo, now, False), lo.profile.exemplars.copy(), now)
+            merges = self.store.record(
+                self._contribution(lo, now, False), lo.profile.exemplars.copy(), now, lo.profile.qualities
+            )
             self._apply_merges(merges)
         else:
             fresh = lo.pos_t == now
             self.store.touch(key, now, lo.pos if fresh else None, lo.vel if fresh else None)
+
+    def _resume(self, lo: _Local, key: Key) -> None:
+        """``lo`` took back the id of its earlier record (it came back after this resolver ended it): the store
+        keeps one record per track, which ``lo``'s would replace, so that record's exemplars join ``lo``'s
+        profile first, by the profile's own rule (within exemplars_per_track, the most redundant go)."""
+        earlier = self.store.contributions.get(key)
+        if earlier is None or self.store.canonical(earlier.gid) != lo.gid:
+            return
+        vecs, qualities = self.store.bank.of(key)
+        if len(vecs):
+            lo.profile.resume(vecs, qualities)
+            lo.dirty = True
 
     def _apply_merges(self, merges: list[tuple[int, int]]) -> None:
         for gone, keep in merges:
@@ -997,9 +1014,8 @@ class IdentityResolver:
                 self.store.drop(key)
             return None
         exemplars = lo.profile.exemplars.copy() if lo.store_dirty or lo.stored != lo.gid else None
-        self._apply_merges(
-            self.store.record(self._contribution(lo, lo.last_seen, True), exemplars, self._now)
-        )
+        contribution = self._contribution(lo, lo.last_seen, True)
+        self._apply_merges(self.store.record(contribution, exemplars, self._now, lo.profile.qualities))
         # with its exemplars: the fleet's stored state keeps a track's latest profile that carries rows (a row-less
         # update only renews it), so an end without them left the track alive there for `who` and late joiners
         return self._profile_update(lo, lo.last_seen, full=True, ended=True)
