@@ -990,12 +990,18 @@ def _remote(camera: str, track: int, gid: int, t: float, vec: F32, ended: bool =
     return ProfileUpdate(camera, track, gid, t, 0.9, vec.reshape(1, -1), ended=ended)
 
 
+def frames(res: IdentityResolver, t0: float, t1: float) -> None:
+    """Empty frames, one a second, from ``t0`` to ``t1`` (both included): time the camera runs."""
+    for t in np.arange(t0, t1 + 1e-9, 1.0):
+        step(res, float(t), {})
+
+
 def test_identities_expire_after_the_retention_time() -> None:
     people = People(3)
     cam = IdentityResolver("a", D, Counter(), IdentityConfig(retention_s=100.0))
     for p in range(3):
         assert cam.ingest_remote(_remote("r", p, 50 + p, float(p), people.obs(p), ended=True))
-    step(cam, 50.0, {})
+    frames(cam, 0.0, 100.0)
     assert cam.stats().identities == 3
     step(cam, 101.5, {})  # the first two are now older than 100 s
     s = cam.stats()
@@ -1013,16 +1019,41 @@ def test_identities_heard_of_out_of_order_expire_on_time() -> None:
     assert cam.ingest_remote(_remote("r", 1, 50, 0.0, people.obs(0), ended=True))
     assert cam.ingest_remote(_remote("r", 2, 51, 80.0, people.obs(1), ended=True))
     assert cam.ingest_remote(_remote("s", 3, 52, 10.0, people.obs(2), ended=True))  # arrives late
+    frames(cam, 1.0, 110.0)
     step(cam, 110.5, {})
     assert sorted(cam.store.identities) == [51]
     local = IdentityResolver("b", D, Counter(), IdentityConfig(retention_s=100.0, track_timeout_s=30.0))
     observe(local, people, {1: 0}, 0.0, 5)  # last seen at t=4, ended by the timeout at t=35
     local.ingest_remote(_remote("r", 2, 51, 20.0, people.obs(1), ended=True))
-    for t in range(5, 41):  # frames come: the timeout runs
-        step(local, float(t), {})
+    frames(local, 5.0, 104.0)  # the timeout runs
     assert local.stats().live_tracks == 0
     step(local, 104.5, {})
     assert sorted(local.store.identities) == [51]
+
+
+@pytest.mark.parametrize("forward", [100.0, 5000.0])
+def test_a_wall_clock_stepped_forward_expires_no_identity(forward: float) -> None:
+    """The wall clock steps forward by ``forward`` seconds, retention_s (100 s) or more: an NTP step, not that
+    long without people. Every stored identity (this camera's ended track, a peer's) expired on the first frame
+    after it, and both people came back under new ids. Retention counts the camera's running time now (a gap
+    between frames counts max_frame_gap_s at most, as for track_timeout_s): they keep their ids, and expire
+    once the camera has run retention_s past their last sighting."""
+    people, alloc = People(2), Counter()
+    cfg = IdentityConfig(retention_s=100.0)
+    cam, peer = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
+    _, first = observe(cam, people, {1: 0}, 0.0, 6)
+    end_all(cam, [1], 6.0)
+    bus, theirs = observe(peer, people, {4: 1}, 0.0, 6)
+    relay(bus + end_all(peer, [4], 6.0), cam)
+    frames(cam, 6.0, 20.0)
+    _, after = observe(cam, people, {2: 0, 3: 1}, 20.0 + forward, 5)
+    assert first == {1: 1} and theirs == {4: 2}
+    assert after == {2: 1, 3: 2} and alloc.calls == 2 and cam.stats().expired_identities == 0
+    end_all(cam, [2, 3], 25.0 + forward)
+    frames(cam, 25.0 + forward, 123.0 + forward)  # the last sighting was at 24 + forward: 99 s of frames
+    assert cam.stats().identities == 2
+    frames(cam, 124.0 + forward, 125.0 + forward)
+    assert cam.stats().identities == 0 and cam.stats().expired_identities == 2
 
 
 def test_caps_hold_with_thousands_of_tracks() -> None:

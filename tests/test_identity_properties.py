@@ -385,10 +385,10 @@ class Checks:
         for what, (n, most) in limits.items():
             if n > most:
                 self.bad(t, f"{cam.name}: {n} {what}, over {most}")
-        horizon = cam.res._now - c.retention_s
+        horizon = cam.res._now - store.lag - c.retention_s  # on the camera's running clock
         for key, con in store.contributions.items():
-            if (con.ended or not con.local) and con.last < horizon - 1e-6:
-                self.bad(t, f"{cam.name}: {key} last heard of at {con.last}, kept past retention_s")
+            if (con.ended or not con.local) and con.heard < horizon - 1e-6:
+                self.bad(t, f"{cam.name}: {key} last heard of at {con.heard}, kept past retention_s")
             if key not in getattr(store.identities.get(con.gid), "keys", ()):
                 self.bad(t, f"{cam.name}: {key} of {con.gid} missing from its identity")
         self.consistent(cam, t)

@@ -7,10 +7,10 @@ ended. An identity exists while it has contributions; it carries an optional lab
 Bounds (IdentityConfig): ``max_exemplar_rows`` rows in all (the oldest ended or silent contributions are
 dropped to make room; live ones never); ``max_tracks_per_identity`` contributions per identity (ended ones
 go first, then remote ones, the oldest first; live local tracks stay, at most ``max_live_tracks``);
-``max_identities`` identities (the least recently seen without a live local track go); ``retention_s`` for
-contributions not heard of; ``max_forgotten`` tombstones of forgotten ids (the most recent ones);
-``max_identities`` aliases. So identities <= max_identities + max_live_tracks, and contributions <=
-identities x max_tracks_per_identity + max_live_tracks.
+``max_identities`` identities (the least recently seen without a live local track go); ``retention_s`` of the
+camera's running time (``lag``) for contributions not heard of; ``max_forgotten`` tombstones of forgotten ids
+(the most recent ones); ``max_identities`` aliases. So identities <= max_identities + max_live_tracks, and
+contributions <= identities x max_tracks_per_identity + max_live_tracks.
 
 Labels are fleet-wide: the first global id bound to a label is kept per camera; when two ids turn out to
 carry one label (two cameras named the same person at once) the larger id merges into the smaller one and
@@ -50,6 +50,7 @@ class Contribution:
     pos: tuple[float, float] | None = None  # where on the site plan, at pos_t (None: unknown)
     pos_t: float = float("nan")
     vel: tuple[float, float] | None = None  # velocity at pos_t (site units per second)
+    heard: float = float("nan")  # ``last`` on the running clock (FleetStore.lag): retention counts from it
 
     @property
     def camera(self) -> str:
@@ -174,6 +175,9 @@ class FleetStore:
         self.dropped = 0
         self.merges = 0
         self.label_conflicts = 0
+        # how far the clock the stamps are on has run ahead of the camera's running time (a gap between two frames
+        # counts max_frame_gap_s at most, a stand after a wall clock stepped back counts): retention runs on it
+        self.lag = 0.0
 
     # ------------------------------------------------------------------------------------------- lookups
 
@@ -228,6 +232,8 @@ class FleetStore:
         Returns the label merges it caused as ``(old_id, new_id)`` pairs.
         """
         old = self.contributions.pop(c.key, None)
+        # news no newer than what was heard (an end carrying the last sighting) keeps when that was heard
+        c.heard = old.heard if old is not None and c.last <= old.last else c.last - self.lag
         if old is not None and old.gid != c.gid:
             self._unlink(old)
             self.bank.regid(c.key, c.gid)
@@ -257,6 +263,7 @@ class FleetStore:
         c = self.contributions.get(key)
         if c is not None:
             c.last = max(c.last, now)
+            c.heard = max(c.heard, now - self.lag)
             if pos is not None:
                 c.pos, c.pos_t, c.vel = pos, now, vel
             self.contributions.move_to_end(key)
@@ -269,7 +276,7 @@ class FleetStore:
         eviction, which take them from the front, find every old one."""
         later = list(
             itertools.takewhile(
-                lambda key: self.contributions[key].last > c.last,
+                lambda key: self.contributions[key].heard > c.heard,
                 itertools.islice(reversed(self.contributions), 1, None),
             )
         )
@@ -420,9 +427,10 @@ class FleetStore:
         self._delete_identity(ident)
 
     def expire(self, now: float) -> None:
-        """Drop contributions not heard of for retention_s (and identities left without any)."""
-        horizon = now - self.cfg.retention_s
-        stale = list(itertools.takewhile(lambda c: c.last < horizon, self.contributions.values()))
+        """Drop contributions not heard of for retention_s of the camera's running time (and identities left
+        without any): a wall clock stepped forward, or a stalled stream, is no time without people."""
+        horizon = now - self.lag - self.cfg.retention_s
+        stale = list(itertools.takewhile(lambda c: c.heard < horizon, self.contributions.values()))
         for c in stale:
             if not self._droppable(c, now):
                 continue

@@ -38,11 +38,13 @@ clock stepped back, is taken at that time): updates are stamped with it and clai
 of the camera's own (between two updates of a track, keep-alives, lost_after_s, velocities) are measured on
 the frame times with every step back taken out, so that they keep their pace while the wall clock catches up
 with the resolver's; in a replay (frame times never go back) both are the frame time.
-``track_timeout_s`` alone runs on a third clock, the frame clock, which goes on only while frames come: a gap
+``track_timeout_s`` runs on a third clock, the frame clock, which goes on only while frames come: a gap
 between two frames counts as ``max_frame_gap_s`` at most. The timeout stands in for a tracker end that never
 came, and the tracker counts frames: through a stalled stream, or a wall clock stepped forward, it keeps its
 tracks, so they keep their ids here too (timed out by the gap, they came back as new tracks, pending, and their
-own earlier records, under the same key, were never candidates: new ids). What the fleet is told (keep-alives,
+own earlier records, under the same key, were never candidates: new ids). ``retention_s`` counts on the frame
+clock too (FleetStore.lag maps the stamps onto it): a wall clock stepped forward by an hour is no hour without
+people (every stored identity expired on the first frame after it). What the fleet is told (keep-alives,
 tracks gone out of view) stays on the interval clock, which the gap does advance: peers' claims lapsed meanwhile.
 Thread-safe (one lock), so a bridge thread may call ``ingest_remote`` while the camera loop calls ``update``.
 Exceptions of the allocator propagate (the track stays pending and is decided again on its next observation).
@@ -211,6 +213,7 @@ class IdentityResolver:
         self._pending: list[ProfileUpdate] = []  # ends found between frames (timeouts, caps)
         self._now = -math.inf
         self._frame_t = -math.inf  # the last frame time given
+        self._latest_frame = -math.inf  # the latest frame time given
         self._stepped = 0.0  # how far frame times went back in all (wall clock steps back)
         self._tick = -math.inf  # the interval clock: the last frame time + _stepped
         self._frame_clock = 0.0  # runs only while frames come: each gap counts max_frame_gap_s at most
@@ -390,7 +393,11 @@ class IdentityResolver:
             self._stepped -= gap
         self._frame_t = now
         self._tick = now + self._stepped
-        self._frame_clock += min(max(gap, 0.0), self.cfg.max_frame_gap_s)
+        ran = min(max(gap, 0.0), self.cfg.max_frame_gap_s)
+        self._frame_clock += ran
+        latest, self._latest_frame = self._latest_frame, max(self._latest_frame, now)
+        if math.isfinite(latest):  # how far the stamps' clock ran ahead of the frame clock (0 in a replay)
+            self.store.lag += (self._latest_frame - latest) - ran
         self._now = max(self._now, now)
         self.store.expire(self._now)
         horizon = self._frame_clock - self.cfg.track_timeout_s
