@@ -34,10 +34,12 @@ Why a stream *and* hashes
 Pub/sub delivers at most once
     A live message can be lost without the subscription dropping: a link between Cluster nodes not yet up (or
     down a while), a server that shed its output buffer. So every ``resync_s`` the receiver asks each known
-    camera's stream for one entry past the last it saw and older than a second (an empty reply in the common
-    case: one small command per camera) and replays those that have more; a camera in the registry at two
-    resyncs running that it has never heard of is caught up from its hashes. What this brings in is counted
-    as ``recovered``.
+    camera's stream for one entry past the last it saw (an empty reply in the common case: one small command
+    per camera, in one round trip) and replays those that have more, up to the entries older than a second,
+    by the server's clock or as this host saw the stream (stream ids are the server's time, kept increasing:
+    after its clock stepped back they run ahead of it, and its clock alone left them to pub/sub until it
+    caught up). A camera in the registry at two resyncs running that it has never heard of is caught up from
+    its hashes. What this brings in is counted as ``recovered``.
 
 Why pub/sub for live peers (and not XREAD BLOCK)
     Pub/sub delivers every camera's batches over one connection and one subscription, on one node or across a
@@ -117,6 +119,8 @@ ERASE_PAGE = 1000  # stream entries a forget script scans per call (bounds the t
 MAX_SENDERS = 65_536  # senders whose last sequence number is remembered (LRU)
 MAX_FORGOTTEN = 65_536  # forgotten global ids remembered, so late profiles of them are dropped
 RESYNC_GRACE_MS = 1000  # the resync leaves younger stream entries to pub/sub (they may be on their way)
+MAX_RESYNC_MARKS = 64  # unheard stream entries remembered per camera from past resyncs (_resync_end)
+MAX_SEQ = 2**64 - 1  # the largest sequence number of a stream id
 LAG_WINDOW = 8  # a peer's latest live batches whose least delay says how far behind its clock runs
 MAX_LAG_PEERS = 1_024  # peer cameras whose delays are kept (LRU)
 LIVE_POLL_S = 0.1  # the receiver wakes this often to notice close()
@@ -418,6 +422,8 @@ class Bridge:
         self._interrupted = threading.Event()  # the owner is stopping: waits for Valkey end now
         self._log = _RateLimitedLog(cfg.log_every_s)
         self._last_ids: dict[str, str] = {}
+        # per camera, (monotonic time, the first entry id past the last heard) as the latest resyncs found them
+        self._marks: dict[str, deque[tuple[float, str]]] = {}
         self._unmet: set[str] = set()  # cameras in the registry not heard of at the last resync
         self._max_seq: OrderedDict[str, int] = OrderedDict()
         self._lag_warn_s = lag_warn_s
@@ -876,8 +882,8 @@ class Bridge:
 
     def _resync(self, client: Any) -> None:
         """Bring in what pub/sub lost while subscribed (see "Pub/sub delivers at most once"). Only entries older
-        than RESYNC_GRACE_MS, and cameras in the registry at two resyncs running, count: younger ones may still be
-        on their way through pub/sub."""
+        than RESYNC_GRACE_MS (``_resync_end``), and cameras in the registry at two resyncs running, count: younger
+        ones may still be on their way through pub/sub."""
         with self._lock:
             before = self._counts["caught_up"]
         now_ms = _server_ms(client)
@@ -885,14 +891,17 @@ class Bridge:
         for cam in sorted(unmet & self._unmet):
             self._snapshot(client, cam)
         self._unmet = unmet - self._last_ids.keys()
-        cutoff = str(now_ms - RESYNC_GRACE_MS)
         cams = [cam for cam in self._last_ids if cam != self.camera]
         pipe = client.pipeline(transaction=False)
         for cam in cams:
-            pipe.xrange(self.keys.log(cam), "(" + self._last_ids[cam], cutoff, count=1)
+            pipe.xrange(self.keys.log(cam), "(" + self._last_ids[cam], "+", count=1)
         for cam, more in zip(cams, pipe.execute() if cams else [], strict=True):
-            if more:
-                self._replay(client, cam, self._last_ids[cam], end=cutoff)
+            if not more:
+                continue
+            unheard, end = _text(more[0][0]), self._resync_end(cam, now_ms)
+            self._marks.setdefault(cam, deque(maxlen=MAX_RESYNC_MARKS)).append((time.monotonic(), unheard))
+            if _stream_id_key(unheard) <= _stream_id_key(end):
+                self._replay(client, cam, self._last_ids[cam], end=end)
         with self._lock:
             found = self._counts["caught_up"] - before
         if found:
@@ -900,6 +909,20 @@ class Bridge:
             logger.info(
                 "bridge %s: %d message(s) lost on pub/sub recovered from the streams", self.camera, found
             )
+
+    def _resync_end(self, cam: str, now_ms: int) -> str:
+        """How far the resync replays ``cam``'s stream: to RESYNC_GRACE_MS before the server's time ``now_ms``,
+        or to an entry an earlier resync found unheard at least that long ago (by this host's monotonic clock)
+        when that is further. Stream ids are the server's time, kept increasing: after its clock stepped back
+        new entries are ahead of it, and the server's time alone left them to pub/sub until it caught up."""
+        grace = f"{now_ms - RESYNC_GRACE_MS}-{MAX_SEQ}"
+        marks = self._marks.get(cam)
+        old = time.monotonic() - RESYNC_GRACE_MS / 1000
+        if not marks or marks[0][0] > old:
+            return grace
+        while len(marks) > 1 and marks[1][0] <= old:  # the latest mark old enough goes first
+            marks.popleft()
+        return max(grace, marks[0][1], key=_stream_id_key)
 
     def _snapshot(self, client: Any, cam: str) -> None:
         """Deliver the latest profile of each live track of ``cam`` and remember the matching stream position."""

@@ -458,6 +458,37 @@ def test_messages_lost_on_pub_sub_are_recovered_from_the_streams(
             assert first == [] and then == [] and a.stats.recovered == 0
 
 
+def test_the_resync_recovers_lost_messages_after_the_servers_clock_stepped_back(
+    server: EmbeddedValkey,
+) -> None:
+    """Stream ids are the server's time, and Valkey keeps them increasing: once its clock steps back, new
+    entries take ids ahead of it. The resync left to pub/sub every entry less than a second old by that clock,
+    so it left them all, and lost messages came in only once the clock had caught up (here in 10 minutes).
+    Simulated with XSETID, which moves the stream's last id 10 minutes ahead of the server's time, as the step
+    back does. The resync now also takes what was in the stream a second ago as this host saw it (its last id
+    at an earlier resync)."""
+    muted = Bridge(config(server.url), "cam-b")
+    muted.keys = _MutedKeys(muted.keys.fleet)
+    with Bridge(config(server.url, resync_s=0.3), "cam-a") as a, muted as b:
+        assert a.wait_ready(5) and b.wait_ready(5)
+        b.publish(profile("cam-b", 1))
+        assert b.flush(5)
+        assert [m.track_id for m in profiles_from(a, 1, timeout=6.0)] == [1]  # cam-b's stored state
+        client, log = server.client(), b.keys.log("cam-b")
+        sec, _ = client.time()
+        client.execute_command("XSETID", log, f"{(int(sec) + 600) * 1000}-0")
+        b.publish(profile("cam-b", 2))
+        assert b.flush(5)
+        assert _id_ms(client.xrevrange(log, "+", "-", count=1)[0][0]) == (int(sec) + 600) * 1000  # ahead
+        assert [m.track_id for m in profiles_from(a, 1, timeout=6.0)] == [2]
+        assert a.stats.recovered == 2
+
+
+def _id_ms(stream_id: bytes) -> int:
+    """The milliseconds of a stream id."""
+    return int(stream_id.split(b"-")[0])
+
+
 def test_a_stale_live_message_is_not_brought_back_by_the_resync(
     server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
