@@ -12,6 +12,8 @@ PYTEST_ARGS ?=
 TORCH_INDEX ?=
 # torch and torchvision as pyproject.toml pins them (one place to change them)
 TORCH_PINS = $(shell grep -oE '"torch(vision)?==[^"]+"' pyproject.toml | tr -d '"')
+# A value as one word of the recipe's shell, whatever it holds (spaces, quotes): a path such as My Videos/x.mp4
+quote = '$(subst ','\'',$(1))'
 
 .PHONY: venv models demo single test lint bench clean
 
@@ -34,19 +36,20 @@ models: venv
 # (PETS09-S2L1's ground truth is the default for PETS09-S2L1's video only).
 PETS09_VIDEO = $(SHARED)/pets09-s2l1/vtest.avi
 DEMO_VIDEO ?= $(PETS09_VIDEO)
-DEMO_GT ?= $(if $(filter $(PETS09_VIDEO),$(DEMO_VIDEO)),$(SHARED)/pets09-s2l1/gt/gt.txt)
+# (the same path exactly: filter would compare the words of a path with spaces)
+DEMO_GT ?= $(if $(and $(findstring $(PETS09_VIDEO),$(DEMO_VIDEO)),$(findstring $(DEMO_VIDEO),$(PETS09_VIDEO))),$(SHARED)/pets09-s2l1/gt/gt.txt)
 DEMO_SCENARIO ?= pets09-3cam-handover
 DEMO_OUT ?= runs/demo
 DEMO_FPS ?=
 
 demo: models
-	@test -f $(DEMO_VIDEO) || { echo "The demo replays $(DEMO_VIDEO), which is absent: give one with make demo DEMO_VIDEO=YOUR_VIDEO DEMO_GT="; exit 1; }
-	$(BIN)/reid-daemon scenario build $(DEMO_SCENARIO) --video $(DEMO_VIDEO) $(if $(DEMO_GT),--gt $(DEMO_GT)) --out $(DEMO_OUT) $(if $(DEMO_FPS),--fps $(DEMO_FPS))
-	$(BIN)/reid-daemon fleet --config $(DEMO_OUT)/fleet.yaml
+	@test -f $(call quote,$(DEMO_VIDEO)) || { echo "The demo replays "$(call quote,$(DEMO_VIDEO))", which is absent: give one with make demo DEMO_VIDEO=YOUR_VIDEO DEMO_GT="; exit 1; }
+	$(BIN)/reid-daemon scenario build $(call quote,$(DEMO_SCENARIO)) --video $(call quote,$(DEMO_VIDEO)) $(if $(DEMO_GT),--gt $(call quote,$(DEMO_GT))) --out $(call quote,$(DEMO_OUT)) $(if $(DEMO_FPS),--fps $(call quote,$(DEMO_FPS)))
+	$(BIN)/reid-daemon fleet --config $(call quote,$(DEMO_OUT)/fleet.yaml)
 
 single: models
-	$(BIN)/reid-daemon run --config $(DEMO_CONFIG)
-	$(BIN)/reid-daemon eval --gt $(SHARED)/pets09-s2l1/gt/gt.txt --results runs/pets09/pets09.txt
+	$(BIN)/reid-daemon run --config $(call quote,$(DEMO_CONFIG))
+	$(BIN)/reid-daemon eval --gt $(call quote,$(SHARED)/pets09-s2l1/gt/gt.txt) --results runs/pets09/pets09.txt
 
 lint: venv
 	$(BIN)/ruff check daemon tests benchmarks

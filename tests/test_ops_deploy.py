@@ -10,10 +10,12 @@ and the units under test in /etc/systemd/system. Skips where ``systemd-analyze``
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -160,7 +162,7 @@ def test_make_demo_with_a_video_of_one_s_own_does_not_score_it_against_pets09(tm
     gt.parent.mkdir(parents=True)
     gt.write_text("1,1,10,10,20,40,1,1,1\n", encoding="utf-8")
 
-    def build_line(*settings: str) -> str:
+    def build_line(*settings: str) -> list[str]:
         run = subprocess.run(
             ["make", "-n", "-B", "-C", str(tmp_path), "demo", f"SHARED={tmp_path / 'shared'}", *settings],
             capture_output=True,
@@ -168,15 +170,24 @@ def test_make_demo_with_a_video_of_one_s_own_does_not_score_it_against_pets09(tm
             timeout=60,
             check=True,
         )
-        return next(line for line in run.stdout.splitlines() if "scenario build" in line)
+        return _scenario_build(run.stdout)
 
-    assert f"--gt {gt}" in build_line()  # the PETS09 demo is scored
+    assert _option(build_line(), "--gt") == str(gt)  # the PETS09 demo is scored
     own = build_line(f"DEMO_VIDEO={tmp_path / 'my.mp4'}", "DEMO_FPS=25")
-    assert "--gt" not in own and f"--video {tmp_path / 'my.mp4'}" in own
+    assert "--gt" not in own and _option(own, "--video") == str(tmp_path / "my.mp4")
     (tmp_path / "my.gt.txt").write_text("1,1,10,10,20,40,1,1,1\n", encoding="utf-8")
-    assert f"--gt {tmp_path / 'my.gt.txt'}" in build_line(
-        f"DEMO_VIDEO={tmp_path / 'my.mp4'}", f"DEMO_GT={tmp_path / 'my.gt.txt'}"
-    )
+    scored = build_line(f"DEMO_VIDEO={tmp_path / 'my.mp4'}", f"DEMO_GT={tmp_path / 'my.gt.txt'}")
+    assert _option(scored, "--gt") == str(tmp_path / "my.gt.txt")
+
+
+def _scenario_build(dry_run: str) -> list[str]:
+    """The words of the `scenario build` line of what `make -n demo` printed, as the shell splits them."""
+    return shlex.split(next(line for line in dry_run.splitlines() if "scenario build" in line))
+
+
+def _option(words: list[str], name: str) -> str | None:
+    """The word after option ``name`` (None: not given)."""
+    return words[words.index(name) + 1] if name in words else None
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
@@ -203,4 +214,69 @@ def test_make_demo_passes_a_ground_truth_it_cannot_find_on_to_be_named(tmp_path:
         timeout=60,
         check=True,
     )
-    assert f"--gt {missing}" in next(line for line in run.stdout.splitlines() if "scenario build" in line)
+    assert _option(_scenario_build(run.stdout), "--gt") == str(missing)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_demo_passes_paths_with_spaces_and_quotes_whole(tmp_path: Path) -> None:
+    """`make demo DEMO_VIDEO="My Videos/x.mp4"` split the path at its space: `test -f` said 'too many arguments'
+    and the demo called the video absent (scenario build would have taken 'My' as the video). Here make really
+    runs the recipe's shell, with a `reid-daemon` that records the arguments it is given in place of the real one."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / ".installed").touch()  # not older than pyproject.toml: the venv is taken as made
+    calls = tmp_path / "calls.jsonl"
+    recorder = bin_dir / "reid-daemon"
+    recorder.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"with open({str(calls)!r}, 'a') as f:\n    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+    )
+    recorder.chmod(0o755)
+    folder = tmp_path / "My Videos" / 'Bob\'s "best"'
+    folder.mkdir(parents=True)
+    video, gt, out = folder / "day 1.mp4", folder / "day 1 gt.txt", tmp_path / "my runs"
+    video.write_bytes(b"\0")
+    gt.write_text("1,1,10,10,20,40,1,1,1\n", encoding="utf-8")
+    settings = [f"BIN={bin_dir}", f"DEMO_VIDEO={video}", f"DEMO_GT={gt}", f"DEMO_OUT={out}", "DEMO_FPS=25"]
+    run = subprocess.run(
+        ["make", "-C", str(tmp_path), "demo", *settings], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    argv = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert argv[1:] == [
+        [
+            *("scenario", "build", "pets09-3cam-handover", "--video", str(video), "--gt", str(gt)),
+            *("--out", str(out), "--fps", "25"),
+        ],
+        ["fleet", "--config", f"{out}/fleet.yaml"],
+    ]
+    absent = subprocess.run(
+        ["make", "-C", str(tmp_path), "demo", f"BIN={bin_dir}", f"DEMO_VIDEO={folder / 'day 2.mp4'}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        absent.returncode != 0
+        and f"The demo replays {folder / 'day 2.mp4'}, which is absent" in absent.stdout
+    )
+    # PETS09-S2L1's ground truth goes with its own video only, compared as one path (not word by word)
+    beside = subprocess.run(
+        [
+            "make",
+            "-n",
+            "-B",
+            "-C",
+            str(tmp_path),
+            "demo",
+            f"SHARED={tmp_path / 'My Videos'}",
+            f"DEMO_VIDEO={video}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "--gt" not in _scenario_build(beside.stdout)
