@@ -27,6 +27,8 @@ the ground truth in place of the embedder (embedder type 'ground-truth', daemon/
 person ``TRUE_LOOKS_SIMILARITY`` apart), which score the trackers and the resolver as if the cameras ran a
 ReID-trained embedder (none can be fetched offline). Without ground truth it writes ``fleet.yaml`` alone (no
 ``.gt.txt``, none of the other three configs), and deletes those an earlier build left in the folder.
+A camera's rate that MPEG-4 cannot time (133.334 fps) is written to the hundredth (``mp4v_fps``, as the annotated
+video), and ``fleet.yaml`` gives it the exact rate (``source.fps``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from daemon.errors import DataError, SourceError
 from daemon.models import sha256_file
 from daemon.motio import MotGroundTruth, read_ground_truth, write_ground_truth, xywh_to_xyxy, xyxy_to_xywh
+from daemon.outputs import mp4v_fps
 from daemon.sources import is_text_file
 from daemon.types import ImageBGR
 
@@ -92,6 +95,10 @@ class ViewConfig(BaseModel):
     def source_frame(self, k: int) -> int:
         """0-based source frame shown as camera frame ``k`` (negative: black)."""
         return k * self.step - self.delay
+
+    def frame_rate(self, source_fps: float) -> float:
+        """The camera's real frame rate over a source of ``source_fps``."""
+        return source_fps / self.step
 
 
 class ScenarioConfig(BaseModel):
@@ -410,8 +417,10 @@ class _Camera:
         self.view = view
         self.frames = frames
         self.next = 0
+        # to the hundredth where MPEG-4 cannot time it (fleet.yaml gives the exact rate)
+        rate = mp4v_fps(view.frame_rate(fps))
         self.writer = cv2.VideoWriter(
-            str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps / view.step, written_size(view.output_size())
+            str(path), cv2.VideoWriter.fourcc(*"mp4v"), rate, written_size(view.output_size())
         )
         if not self.writer.isOpened():
             raise DataError(f"cannot write {path} (mp4v)")
@@ -492,7 +501,7 @@ def build(
     truths: dict[str, Path] = {}
     counts: dict[str, Any] = {}
     for view in scenario.views:
-        counts[view.name] = {"frames": sizes[view.name], "fps": fps / view.step}
+        counts[view.name] = {"frames": sizes[view.name], "fps": view.frame_rate(fps)}
         if gt is None:
             continue
         vgt = view_ground_truth(gt, view, sizes[view.name])
@@ -582,6 +591,7 @@ def _fleet_config(scenario: ScenarioConfig, videos: dict[str, Path], out: Path) 
             "source": {
                 "uri": str(videos[v.name].resolve()),
                 "clock_offset_s": round(-v.delay / scenario.frame_rate, 6),
+                **_exact_rate(v, scenario.frame_rate),
             },
             "detector": {"tiles": list(_square_tiles(v.output_size()))},
             "site": {"homography": view_homography(v)},
@@ -612,6 +622,13 @@ def _fleet_config(scenario: ScenarioConfig, videos: dict[str, Path], out: Path) 
         "camera_defaults": shared,
         "cameras": cameras,
     }
+
+
+def _exact_rate(view: ViewConfig, source_fps: float) -> dict[str, float]:
+    """``{"fps": rate}`` for a camera whose video holds its real rate rounded (one MPEG-4 cannot time: mp4v_fps),
+    so that its frames are timed at that rate exactly, as the source's are; nothing for the others."""
+    rate = view.frame_rate(source_fps)
+    return {} if mp4v_fps(rate) == rate else {"fps": rate}
 
 
 def view_homography(view: ViewConfig) -> list[list[float]]:

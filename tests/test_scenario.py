@@ -400,3 +400,32 @@ def test_a_view_of_odd_size_has_ground_truth_inside_its_picture(tmp_path: Path) 
         right, bottom = gt.xywh[:, 0] + gt.xywh[:, 2], gt.xywh[:, 1] + gt.xywh[:, 3]
         assert len(gt) and right.max() <= size[0] + 1e-6 and bottom.max() <= size[1] + 1e-6
         assert right.max() == pytest.approx(size[0]) and bottom.max() == pytest.approx(size[1])
+
+
+def test_a_frame_rate_mp4v_cannot_time_is_written_to_the_hundredth(tmp_path: Path) -> None:
+    """`scenario build --fps 133.334` (its step-2 view: 66.667 fps) stopped at its first camera with 'cannot write
+    a.mp4 (mp4v)': OpenCV writes the rate to the ms and MPEG-4 takes 65535 ticks a second at most (mp4v_fps, as
+    the annotated video). The videos are written at 133.33 and 66.67 fps; fleet.yaml gives the cameras their
+    exact rates (source.fps), so the replay is timed as the source was; a rate mp4v can time is left alone."""
+    from daemon.cli import main
+
+    clip = make_video(tmp_path / "src.mp4", frames=6, size=(320, 240), fps=25.0, people=1)
+    spec = tmp_path / "two.yaml"
+    views = [
+        {"name": "a", "region": [0, 0, 160, 240]},
+        {"name": "b", "region": [160, 0, 320, 240], "step": 2},
+    ]
+    spec.write_text(yaml.safe_dump({"name": "two", "views": views}))
+    args = ["scenario", "build", str(spec), "--video", str(clip.path), "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "fast"), "--fps", "133.334"]) == 0
+    fleet = load_settings(tmp_path / "fast" / "fleet.yaml")
+    for cam, written, exact in (("a", 133.33, 133.334), ("b", 66.67, 66.667)):
+        cap = cv2.VideoCapture(str(tmp_path / "fast" / f"{cam}.mp4"))
+        assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(written, abs=1e-6)
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == (6 if cam == "a" else 3)
+        cap.release()
+        assert fleet.cameras[cam].source.fps == pytest.approx(exact)
+    assert main([*args, "--out", str(tmp_path / "plain"), "--fps", "25"]) == 0
+    assert all(
+        c.source.fps is None for c in load_settings(tmp_path / "plain" / "fleet.yaml").cameras.values()
+    )
