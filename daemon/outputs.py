@@ -455,13 +455,20 @@ def mp4v_fps(fps: float) -> float:
     return round(fps, 2) if fps <= MPEG4_MAX_TICKS / 100 else float(round(fps))
 
 
-def _within_mpeg4(width: int, height: int, path: Path) -> tuple[int, int]:
-    """(width, height) of a video's frames: the source's, scaled down (aspect kept) when a side is over
-    ``MAX_VIDEO_SIDE`` (8K footage), which the mp4v encoder refuses (logged once, naming the video)."""
+def mpeg4_size(width: int, height: int) -> tuple[int, int]:
+    """(width, height) of frames of this size in an mp4v video: as they are, or scaled down (aspect kept) when a
+    side is over ``MAX_VIDEO_SIDE`` (8K footage), which the encoder refuses."""
     scale = MAX_VIDEO_SIDE / max(width, height)
     if scale >= 1:
         return width, height
-    fitted = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _within_mpeg4(width: int, height: int, path: Path) -> tuple[int, int]:
+    """``mpeg4_size`` of a video's frames (a change logged once, naming the video)."""
+    fitted = mpeg4_size(width, height)
+    if fitted == (width, height):
+        return fitted
     log.info(
         "%s: %dx%d frames are written at %dx%d (mp4v takes sides up to %d px)",
         path,

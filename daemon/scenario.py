@@ -6,7 +6,8 @@ Only one real camera view is at hand (PETS09-S2L1), so a fleet is simulated from
   the same spot at the same time) or be disjoint (a person walks out of one view into the next). A scenario
   with a ``frame_size`` (the presets: PETS09-S2L1's 768x576) has its regions scaled to a video of another size;
 * photometric changes: ``gamma``, per-channel ``gains`` (a colour cast, B, G, R), Gaussian ``blur`` (sigma in
-  output pixels), JPEG re-encoding at ``jpeg_quality``; geometric: ``scale`` of the output;
+  output pixels), JPEG re-encoding at ``jpeg_quality``; geometric: ``scale`` of the output (a side that would be
+  over the 8190 px mp4v encodes is scaled down to fit, aspect kept);
 * time: ``step`` keeps every Nth source frame (a lower frame rate); ``delay`` frames of black open the video, so
   everything happens ``delay`` source frames later than in the source (a view further down a corridor).
   Camera frame k shows source frame ``k * step - delay`` (black while that is negative). A scenario built on a
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,11 +52,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from daemon.errors import DataError, SourceError
 from daemon.models import sha256_file
 from daemon.motio import MotGroundTruth, read_ground_truth, write_ground_truth, xywh_to_xyxy, xyxy_to_xywh
-from daemon.outputs import mp4v_fps
+from daemon.outputs import MAX_VIDEO_SIDE, mp4v_fps, mpeg4_size
 from daemon.sources import is_text_file
 from daemon.types import ImageBGR
 
 FloatArray = NDArray[np.float64]
+
+log = logging.getLogger(__name__)
 
 
 class ViewConfig(BaseModel):
@@ -64,7 +68,13 @@ class ViewConfig(BaseModel):
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="Camera name.")
     region: tuple[int, int, int, int] = Field(description="x0, y0, x1, y1 of the source the camera sees.")
-    scale: float = Field(1.0, ge=0.25, le=4.0, description="Output size = region size x scale.")
+    scale: float = Field(
+        1.0,
+        ge=0.25,
+        le=4.0,
+        description="Output size = region size x scale (scaled down, aspect kept, to sides of 8190 px at most: "
+        "what mp4v encodes).",
+    )
     gamma: float = Field(1.0, ge=0.2, le=5.0, description="Gamma applied to [0, 1] intensities (>1: darker).")
     gains: tuple[float, float, float] = Field(
         (1.0, 1.0, 1.0), description="B, G, R multipliers (colour cast)."
@@ -88,7 +98,11 @@ class ViewConfig(BaseModel):
         return self
 
     def output_size(self) -> tuple[int, int]:
-        """(width, height) of the camera's frames."""
+        """(width, height) of the camera's frames: ``scaled_size``, scaled down to fit mp4v (``mpeg4_size``)."""
+        return mpeg4_size(*self.scaled_size())
+
+    def scaled_size(self) -> tuple[int, int]:
+        """(width, height) of the region at ``scale``."""
         x0, y0, x1, y1 = self.region
         return max(16, round((x1 - x0) * self.scale)), max(16, round((y1 - y0) * self.scale))
 
@@ -424,6 +438,15 @@ class _Camera:
         )
         if not self.writer.isOpened():
             raise DataError(f"cannot write {path} (mp4v)")
+        if view.output_size() != view.scaled_size():
+            log.info(
+                "camera %s: %dx%d frames are written at %dx%d, its ground truth and site plan with them (mp4v "
+                "takes sides up to %d px)",
+                view.name,
+                *view.scaled_size(),
+                *written_size(view.output_size()),
+                MAX_VIDEO_SIDE,
+            )
 
     def take(self, index: int, image: ImageBGR) -> None:
         """Write every camera frame up to the one showing source frame ``index`` (black before the start)."""

@@ -429,3 +429,37 @@ def test_a_frame_rate_mp4v_cannot_time_is_written_to_the_hundredth(tmp_path: Pat
     assert all(
         c.source.fps is None for c in load_settings(tmp_path / "plain" / "fleet.yaml").cameras.values()
     )
+
+
+def test_a_view_over_what_mp4v_encodes_is_scaled_down_with_its_ground_truth(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A view with a side of 8192 px or more (8K footage, or a view at scale 4 as here: 8400x1208) stopped the
+    build with 'cannot write a.mp4 (mp4v)': the encoder takes sides up to 8190 px, the limit the annotated video
+    had. It is scaled down to fit (aspect kept: 8190x1178), and its ground truth and site plan with it."""
+    source = tmp_path / "strip.mp4"
+    writer = cv2.VideoWriter(str(source), cv2.VideoWriter.fourcc(*"mp4v"), 7.0, (2100, 302))
+    for _ in range(3):
+        writer.write(np.full((302, 2100, 3), 128, np.uint8))
+    writer.release()
+    gt_path = tmp_path / "gt.txt"  # one person inside the view, one running past its right edge
+    gt_path.write_text(
+        "".join(f"{f},1,1000,8,50,32,1,-1,-1,-1\n{f},2,2080,8,40,32,1,-1,-1,-1\n" for f in (1, 2, 3))
+    )
+    view = ViewConfig(name="a", region=(0, 0, 2100, 302), scale=4.0)
+    with caplog.at_level("INFO", logger="daemon.scenario"):
+        files = build(source, gt_path, ScenarioConfig(name="wide", views=(view,)), tmp_path / "out")
+    assert "8400x1208 frames are written at 8190x1178" in caplog.text
+    cap = cv2.VideoCapture(str(files.videos["a"]))
+    ok, first = cap.read()
+    cap.release()
+    assert ok and first.shape[:2] == (1178, 8190)
+    sx, sy = 8190 / 2100, 1178 / 302
+    gt = read_ground_truth(files.ground_truth["a"])
+    one, two = gt.xywh[gt.track_id == 1][0], gt.xywh[gt.track_id == 2][0]
+    np.testing.assert_allclose(one, [1000 * sx, 8 * sy, 50 * sx, 32 * sy], rtol=1e-4)
+    assert two[0] + two[2] == pytest.approx(8190)  # clipped at the picture's right edge
+    camera = load_settings(files.fleet_config).cameras["a"]
+    assert camera.site is not None  # the picture's right edge is the source's
+    feet = SiteMap(camera.site).feet(np.array([[8180, 0, 8200, 1178]], np.float32))
+    np.testing.assert_allclose(feet[0], [2100, 302], rtol=1e-4)
