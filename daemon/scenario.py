@@ -38,6 +38,8 @@ import copy
 import json
 import logging
 import math
+import shlex
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +55,7 @@ from daemon.errors import DataError, SourceError
 from daemon.models import sha256_file
 from daemon.motio import MotGroundTruth, read_ground_truth, write_ground_truth, xywh_to_xyxy, xyxy_to_xywh
 from daemon.outputs import MAX_VIDEO_SIDE, mp4v_fps, mpeg4_size
-from daemon.sources import is_text_file
+from daemon.sources import is_text_file, list_images, not_found
 from daemon.types import ImageBGR
 
 FloatArray = NDArray[np.float64]
@@ -333,11 +335,17 @@ class ScenarioFiles:
 def _probe(video: Path, limit: int = 0) -> tuple[int, float | None, tuple[int, int]]:
     """Frames the source decodes to, at most ``limit`` when > 0 (counted by decoding: container counts lie),
     the frame rate its container gives (None: none) and its frames' (width, height)."""
+    if video.is_dir():
+        raise SourceError(_folder_given(video))
+    if not video.exists():
+        raise not_found("video file", video)
     if is_text_file(video):  # FFmpeg plays a .txt as a video of its characters
         raise SourceError(f"{video} is a text file, not a video (ground truth goes to --gt)")
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
-        raise SourceError(f"cannot open the scenario source video {video}")
+        raise SourceError(
+            f"cannot open the scenario source video {video}: unreadable, corrupt or not a video OpenCV reads"
+        )
     try:
         fps = float(cap.get(cv2.CAP_PROP_FPS))
         ok, first = cap.read()
@@ -349,6 +357,21 @@ def _probe(video: Path, limit: int = 0) -> tuple[int, float | None, tuple[int, i
     finally:
         cap.release()
     return n, fps if fps > 0 else None, (first.shape[1], first.shape[0])
+
+
+def _folder_given(folder: Path) -> str:
+    """Why a folder is not a scenario's source (``run`` takes a folder of images, ``scenario build`` does not),
+    and, when it holds images, how to join them into a video."""
+    images = list_images(folder)
+    if not images:
+        return f"{folder} is a folder, not a video: scenario build cuts its cameras out of one video file"
+    kind = Counter(p.suffix for p in images).most_common(1)[0][0]
+    pattern = shlex.quote(f"{folder}/*{kind}")
+    return (
+        f"{folder} is a folder of {len(images)} images, not a video: scenario build cuts its cameras out of one "
+        f"video file; join the images into one first (ffmpeg -framerate FPS -pattern_type glob -i {pattern} "
+        "video.mp4)"
+    )
 
 
 def _keep_sources(sources: list[Path], outputs: list[Path]) -> None:

@@ -263,7 +263,7 @@ def _local_path(uri: str) -> Path:
     return Path(unquote(uri[7:])) if uri.lower().startswith("file://") else Path(uri)
 
 
-def _not_found(what: str, path: Path) -> SourceError:
+def not_found(what: str, path: Path) -> SourceError:
     """A missing file or folder; a relative path also says where it was looked for."""
     if path.is_absolute():
         return SourceError(f"{what} not found: {path}")
@@ -352,7 +352,7 @@ class _CaptureReader:
         if self._req.kind == "file" and not URI_SCHEME.match(str(self._req.target)):
             path = Path(str(self._req.target))
             if not path.is_file():
-                raise _not_found("video file", path)
+                raise not_found("video file", path)
         began = time.monotonic()
         try:
             cap = self._factory(self._req)
@@ -470,7 +470,7 @@ class _FolderReader:
 
     def open(self) -> None:
         if not self._folder.is_dir():
-            raise _not_found("image folder", self._folder)
+            raise not_found("image folder", self._folder)
         self._files = list_images(self._folder)
         if not self._files:
             exts = ", ".join(sorted(IMAGE_EXTENSIONS))

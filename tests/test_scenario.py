@@ -214,7 +214,7 @@ def test_bad_scenarios_and_sources_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="zoom"):
         load_scenario(str(bad))
     (tmp_path / "gt.txt").write_text("1,1,10,10,20,20,1,1,1\n")
-    with pytest.raises(SourceError, match="cannot open"):
+    with pytest.raises(SourceError, match="video file not found"):
         build(tmp_path / "missing.mp4", tmp_path / "gt.txt", PRESETS["pets09-2cam-overlap"], tmp_path / "o")
     clip = make_video(tmp_path / "small.mp4", frames=3, size=(320, 240))
     wide = ScenarioConfig(name="w", views=(ViewConfig(name="a", region=(0, 0, 400, 240)),))
@@ -463,3 +463,35 @@ def test_a_view_over_what_mp4v_encodes_is_scaled_down_with_its_ground_truth(
     assert camera.site is not None  # the picture's right edge is the source's
     feet = SiteMap(camera.site).feet(np.array([[8180, 0, 8200, 1178]], np.float32))
     np.testing.assert_allclose(feet[0], [2100, 302], rtol=1e-4)
+
+
+def test_a_folder_or_a_missing_file_given_as_the_video_is_named_so(tmp_path: Path) -> None:
+    """`scenario build --video frames/` (a folder of images, as `run` takes) and a mistyped --video both said
+    'cannot open the scenario source video', as a corrupt file does: neither that build takes one video file
+    nor that the file is not there."""
+    frames = tmp_path / "my frames"
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"{i:04d}.png"), np.full((48, 64, 3), 100, np.uint8))
+    preset = PRESETS["pets09-2cam-overlap"]
+    with pytest.raises(SourceError) as folder:
+        build(frames, None, preset, tmp_path / "out")
+    assert str(folder.value) == (
+        f"{frames} is a folder of 3 images, not a video: scenario build cuts its cameras out of one video file; "
+        f"join the images into one first (ffmpeg -framerate FPS -pattern_type glob -i '{frames}/*.png' "
+        "video.mp4)"
+    )
+    with pytest.raises(
+        SourceError, match=rf"^{tmp_path / 'empty'} is a folder, not a video: scenario build "
+    ):
+        (tmp_path / "empty").mkdir()
+        build(tmp_path / "empty", None, preset, tmp_path / "out")
+    with pytest.raises(SourceError, match=rf"^video file not found: {tmp_path / 'typo.mp4'}$"):
+        build(tmp_path / "typo.mp4", None, preset, tmp_path / "out")
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(
+        SourceError, match=r"cannot open the scenario source video .*corrupt\.mp4: unreadable"
+    ):
+        build(corrupt, None, preset, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
