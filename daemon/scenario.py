@@ -55,7 +55,7 @@ from daemon.errors import DataError, SourceError
 from daemon.models import sha256_file
 from daemon.motio import MotGroundTruth, read_ground_truth, write_ground_truth, xywh_to_xyxy, xyxy_to_xywh
 from daemon.outputs import MAX_VIDEO_SIDE, mp4v_fps, mpeg4_size
-from daemon.sources import is_text_file, list_images, not_found
+from daemon.sources import is_text_file, list_images, no_first_frame, not_found
 from daemon.types import ImageBGR
 
 FloatArray = NDArray[np.float64]
@@ -350,7 +350,7 @@ def _probe(video: Path, limit: int = 0) -> tuple[int, float | None, tuple[int, i
         fps = float(cap.get(cv2.CAP_PROP_FPS))
         ok, first = cap.read()
         if not ok or first is None:
-            raise SourceError(f"{video}: no frame could be decoded")
+            raise SourceError(f"{video}: {no_first_frame(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))}")
         n = 1
         while (limit <= 0 or n < limit) and cap.grab():
             n += 1

@@ -273,6 +273,13 @@ def not_found(what: str, path: Path) -> SourceError:
     )
 
 
+def no_first_frame(count: int | None) -> str:
+    """Why a video file gave no frame from its start, by the frames its container counts (None or 0: none)."""
+    if count is None or count <= 0:
+        return "the file holds no frames (its container counts none)"
+    return f"its first frame could not be read (its container counts {count})"
+
+
 def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
     """Sort key that orders ``frame_2`` before ``frame_10``."""
     return tuple((0, int(p)) if p.isdigit() else (1, p.lower()) for p in re.split(r"(\d+)", name) if p)
@@ -402,12 +409,19 @@ class _CaptureReader:
         except cv2.error as e:
             ok, self.last_error = False, f"read failed: {e}"
         else:
-            self.last_error = "" if ok else "read failed or the stream ended"
+            self.last_error = "" if ok else self._no_frame()
         if ok:
             self._raw += 1
             if not self.live:
                 self._position_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
         return ok
+
+    def _no_frame(self) -> str:
+        """Why a grab gave no frame: a file that gave none from its start holds none (or its first cannot be
+        read, where its container counts frames); otherwise a read failed or the file or stream ended."""
+        if self.live or self._raw > 0:
+            return "read failed or the stream ended"
+        return no_first_frame(self.count)
 
     def at_end(self) -> bool:
         """Whether the last frame grabbed is the last the container's length gives, at its nominal rate: a file

@@ -495,3 +495,15 @@ def test_a_folder_or_a_missing_file_given_as_the_video_is_named_so(tmp_path: Pat
     ):
         build(corrupt, None, preset, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_video_of_no_frames_is_named_so(tmp_path: Path) -> None:
+    """A source video of 0 frames (an AVI a recorder stopped before its first frame) said 'no frame could be
+    decoded', as a corrupt one would; it is said to hold no frames."""
+    empty = tmp_path / "empty.avi"
+    cv2.VideoWriter(str(empty), cv2.VideoWriter.fourcc(*"MJPG"), 7.0, (64, 48)).release()
+    with pytest.raises(
+        SourceError, match=r"empty\.avi: the file holds no frames \(its container counts none\)$"
+    ):
+        build(empty, None, PRESETS["pets09-2cam-overlap"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -742,3 +742,30 @@ def test_a_stop_while_waiting_for_the_stream_returns_none_promptly() -> None:
     t0 = time.monotonic()
     assert open_source_waiting(rtsp_cfg(_dead_rtsp_url(), startup_wait_s=60.0), stop) is None
     assert time.monotonic() - t0 < 5.0
+
+
+def test_a_video_file_of_no_frames_is_named_so(tmp_path: Path) -> None:
+    """`run --source empty.avi` (a recording stopped before its first frame: an AVI of 0 frames, which OpenCV
+    opens) said 'no frame could be read from empty.avi: read failed or the stream ended', as a stream that
+    dropped says it; the file is said to hold no frames (and one cut after its header, that the first of the
+    frames its container counts cannot be read)."""
+    empty = tmp_path / "empty.avi"
+    cv2.VideoWriter(str(empty), cv2.VideoWriter.fourcc(*"MJPG"), 7.0, (64, 48)).release()
+    assert cv2.VideoCapture(str(empty)).isOpened()  # opened: the container is valid, it has no frame
+    with pytest.raises(SourceError) as e:
+        open_source(SourceConfig(uri=str(empty)))
+    assert (
+        str(e.value)
+        == f"no frame could be read from {empty}: the file holds no frames (its container counts none)"
+    )
+    full = tmp_path / "full.avi"
+    writer = cv2.VideoWriter(str(full), cv2.VideoWriter.fourcc(*"MJPG"), 7.0, (64, 48))
+    for value in (60, 120, 180):
+        writer.write(np.full((48, 64, 3), value, np.uint8))
+    writer.release()
+    cut = tmp_path / "cut.avi"  # its header (as long as the empty file's) and nothing after it
+    cut.write_bytes(full.read_bytes()[: empty.stat().st_size])
+    with pytest.raises(
+        SourceError, match=r"cut\.avi: its first frame could not be read \(its container counts 3\)$"
+    ):
+        open_source(SourceConfig(uri=str(cut)))
