@@ -658,10 +658,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_recognize(args: argparse.Namespace) -> int:
     from daemon.embedding import EmbedOptions
     from daemon.gallery import Gallery
-    from daemon.recognize import recognize
+    from daemon.recognize import recognize, refuse_videos
 
     cfg = _recognition_config(args, top_k=args.k)
     threshold = _threshold(args)
+    refuse_videos(args.images, args.gallery)
     gallery = Gallery.load(Path(args.gallery))
     embedder, detector, model = _recognition_models(args, detector=args.detect)
     opts = EmbedOptions(detector=detector, model=model, progress=_progress(args))

@@ -51,6 +51,7 @@ from daemon.embedding import (
 from daemon.errors import DataError
 from daemon.gallery import Gallery, Match
 from daemon.outputs import outlined_text
+from daemon.sources import is_text_file
 from daemon.types import Detector, Embedder, FloatArray, Frame, ImageBGR
 
 BLOCK_ELEMENTS: Final = 1 << 22
@@ -534,6 +535,30 @@ def recognize(
     report = recognize_embeddings(result, gallery, k=k or RecognitionConfig().top_k, threshold=threshold)
     seen = {c.source for c in result.crops}
     return replace(report, no_person=tuple(s for s in _query_sources(query) if s not in seen))
+
+
+def refuse_videos(paths: Sequence[StrPath], gallery: StrPath) -> None:
+    """DataError when a query of ``recognize`` is a video: it takes images, and read_image would only say that it
+    cannot decode one. The error names the commands that take a video (``search``, ``run``)."""
+    for video in (Path(p) for p in paths):
+        if _is_video(video):
+            raise DataError(
+                f"{video} is a video: recognize takes images (crops, or photos with --detect). To find the "
+                f"gallery's people in it: reid-daemon search {video} --gallery {gallery} --label NAME; to track "
+                f"everyone in it: reid-daemon run --source {video}"
+            )
+
+
+def _is_video(path: Path) -> bool:
+    """A file that is no image (by its name or its bytes) and that OpenCV plays, a frame at least (a text file
+    plays too, as its characters: not a video here)."""
+    if not path.is_file() or is_image_file(path) or cv2.haveImageReader(str(path)) or is_text_file(path):
+        return False
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return bool(cap.isOpened() and cap.grab())
+    finally:
+        cap.release()
 
 
 def _query_sources(query: ImageBGR | StrPath | Sequence[StrPath]) -> list[str]:

@@ -440,3 +440,23 @@ def test_search_by_a_gallery_label_refuses_the_embedder_the_gallery_was_not_enro
     assert main([*search, *_model(mobilenet_model)]) == 1
     err = capsys.readouterr().err
     assert "enrolled with" in err and "flip" in err, err
+
+
+def test_recognize_given_a_video_points_to_search_and_run(
+    gallery: Path, tmp_path: Path, mobilenet_model: Path, capsys: Capture
+) -> None:
+    """`recognize clip.mp4 -g people.npz` (a video where recognize takes images) said 'cannot decode image
+    clip.mp4 (corrupt, empty or not an image)', as if the file were broken; it says the file is a video and which
+    commands take one (search, run). A photo whose name is not .jpg/.png is still an image to recognize."""
+    from _video import make_video
+
+    clip = make_video(tmp_path / "clip.mp4", frames=3, size=(160, 120), people=1)
+    assert main(["recognize", str(clip.path), "-g", str(gallery), *_model(mobilenet_model)]) == 1
+    err = capsys.readouterr().err
+    assert f"{clip.path} is a video: recognize takes images (crops, or photos with --detect)" in err
+    assert f"reid-daemon search {clip.path} --gallery {gallery} --label NAME" in err
+    assert f"reid-daemon run --source {clip.path}" in err
+    photo = tmp_path / "photo.jfif"  # a JPEG by its bytes, which FFmpeg also opens as a one-frame video
+    photo.write_bytes(sorted((gallery.parent / "refs").glob("*.jpg"))[0].read_bytes())
+    assert main(["-q", "recognize", str(photo), "-g", str(gallery), "--json", *_model(mobilenet_model)]) == 0
+    capsys.readouterr()
