@@ -44,6 +44,7 @@ ENV_PREFIX = "REID_"
 STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt"})
 URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 GALLERY_SUFFIXES = (".rdg", ".npz", ".json")  # a gallery file's format is chosen by its suffix
+MAX_TILES = 8  # detector.tiles: at most this many columns and rows
 
 
 def _home(value: Any) -> Any:
@@ -181,8 +182,8 @@ class SSDLiteDetectorConfig(_Strict):
     @field_validator("tiles")
     @classmethod
     def _tiles_positive(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if not (1 <= v[0] <= 8 and 1 <= v[1] <= 8):
-            raise ValueError("tiles must be two integers between 1 and 8")
+        if not (1 <= v[0] <= MAX_TILES and 1 <= v[1] <= MAX_TILES):
+            raise ValueError(f"tiles must be two integers between 1 and {MAX_TILES}")
         return v
 
 

@@ -51,6 +51,7 @@ import yaml
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from daemon.config import MAX_TILES
 from daemon.errors import DataError, SourceError
 from daemon.models import sha256_file
 from daemon.motio import MotGroundTruth, read_ground_truth, write_ground_truth, xywh_to_xyxy, xyxy_to_xywh
@@ -687,9 +688,10 @@ def view_homography(view: ViewConfig) -> list[list[float]]:
 def _square_tiles(size: tuple[int, int]) -> tuple[int, int]:
     """Tiles (columns, rows) that cut a view into near-square pieces: the detector's input is square, so a
     tall strip in one pass squeezes people sideways (on the 256x576 strips of pets09-3cam-handover, two
-    stacked tiles raised per-camera IDF1 from 74/29/41 to 79/44/58)."""
+    stacked tiles raised per-camera IDF1 from 74/29/41 to 79/44/58). A view over ``MAX_TILES`` squares long
+    gets that many, the most the config takes."""
     w, h = size
-    return max(1, round(w / h)), max(1, round(h / w))
+    return min(MAX_TILES, max(1, round(w / h))), min(MAX_TILES, max(1, round(h / w)))
 
 
 def _gt_boxes_config(fleet: dict[str, Any], truths: dict[str, Path], out: Path) -> dict[str, Any]:

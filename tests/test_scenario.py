@@ -507,3 +507,18 @@ def test_a_video_of_no_frames_is_named_so(tmp_path: Path) -> None:
     ):
         build(empty, None, PRESETS["pets09-2cam-overlap"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_view_wider_than_eight_squares_gets_tiles_the_config_takes(tmp_path: Path) -> None:
+    """A view more than 8.5 times as wide as high (a 1000x100 strip of a panorama) was cut into round(10) detector
+    tiles across, and fleet.yaml was written with tiles [10, 1], which the config refuses (1 to 8): every fleet
+    of the build failed to start. Tiles are as square as the bound allows (8 across)."""
+    source = tmp_path / "strip.mp4"
+    writer = cv2.VideoWriter(str(source), cv2.VideoWriter.fourcc(*"mp4v"), 7.0, (1000, 100))
+    for _ in range(2):
+        writer.write(np.full((100, 1000, 3), 128, np.uint8))
+    writer.release()
+    views = (ViewConfig(name="a", region=(0, 0, 1000, 100)), ViewConfig(name="b", region=(0, 0, 100, 100)))
+    files = build(source, None, ScenarioConfig(name="strip", views=views), tmp_path / "out")
+    cameras = load_settings(files.fleet_config).cameras
+    assert cameras["a"].detector.tiles == (8, 1) and cameras["b"].detector.tiles == (1, 1)
