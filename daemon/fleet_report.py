@@ -29,7 +29,7 @@ from daemon.errors import DataError
 from daemon.fleet import merge_spans
 from daemon.fleet_eval import CameraRun, evaluate_fleet
 from daemon.motio import read_ground_truth, read_results
-from daemon.outputs import run_extent
+from daemon.outputs import recorded_run, run_extent
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -126,14 +126,24 @@ def identity_tables(camera_dir: Path, earlier_runs: bool = False) -> list[Path]:
 
 def run_folders(camera_dir: Path, earlier_runs: bool = False) -> list[Path]:
     """A camera's folder and the ``earlier-*`` folders its run rotated its files into (``output.rotate_mb``,
-    ``output.live_rotate_s``), oldest first. An ``earlier-*`` folder holding a ``status.json`` is an earlier run's
-    (a restarted live camera), and ends the search unless ``earlier_runs``: the fleet's global ids go on across
-    runs only with a shared Valkey (``bridge.url``); on an embedded one each run starts them at 1 again."""
+    ``output.live_rotate_s``), oldest first: those whose ``run.json`` names the run of the camera's folder
+    (``outputs.RunRecord``). The folders an earlier run rotated into are left out: a restarted live camera's (its
+    last files were moved to an ``earlier-*`` folder with its ``status.json``), and those of a recording run
+    again into the same folder, which replaced that run's last files. With ``earlier_runs`` the earlier runs a
+    live camera kept whole are taken too: the fleet's global ids go on across runs only with a shared Valkey
+    (``bridge.url``); on an embedded one each run starts them at 1 again. Folders written before runs were
+    recorded are told apart as they were then: one holding a ``status.json`` ends an earlier run."""
     earlier = sorted(p for p in camera_dir.glob("earlier-*") if p.is_dir())  # the names sort by time
-    if not earlier_runs:
-        runs = [i for i, p in enumerate(earlier) if (p / "status.json").is_file()]
-        earlier = earlier[runs[-1] + 1 :] if runs else earlier
-    return [*earlier, camera_dir]
+    runs = {p: recorded_run(p) for p in earlier}
+    this = recorded_run(camera_dir)
+    if earlier_runs:
+        kept = {runs[p] for p in earlier if (p / "status.json").is_file()}  # runs whose last files were kept
+        return [*(p for p in earlier if runs[p] is None or runs[p] == this or runs[p] in kept), camera_dir]
+    if this is not None:
+        return [*(p for p in earlier if runs[p] == this), camera_dir]
+    unrecorded = [p for p in earlier if runs[p] is None]
+    ends = [i for i, p in enumerate(unrecorded) if (p / "status.json").is_file()]
+    return [*(unrecorded[ends[-1] + 1 :] if ends else unrecorded), camera_dir]
 
 
 def collect(tables: Tables) -> dict[int, dict[str, Any]]:

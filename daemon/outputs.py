@@ -13,6 +13,7 @@ import os
 import shutil
 import struct
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ class Identity(Protocol):
 
 
 _NPY_HEADER_BYTES = 128
+RUN_RECORD: Final = "run.json"  # which run of the camera wrote the files beside it (``write_run_record``)
 
 
 def camera_files(name: str) -> tuple[str, ...]:
@@ -65,6 +67,7 @@ def camera_files(name: str) -> tuple[str, ...]:
         "summary.json",
         "identities.json",
         "identities.jsonl",
+        RUN_RECORD,
         "status.json",
     )
 
@@ -84,6 +87,39 @@ def check_source_kept(cam: CameraConfig, name: str) -> None:
 def stream_files(name: str) -> tuple[str, ...]:
     """The files of ``camera_files`` a worker writes as the stream goes (not its status or summary)."""
     return tuple(f for f in camera_files(name) if f not in ("summary.json", "status.json"))
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """``run.json``: which run of a camera wrote the files beside it. A worker writes one with its files and again
+    with each set of new ones after a rotation, so every ``earlier-*`` folder a run rotated its files into names
+    that run: a recording run again into the same folder replaces its own files, but the folders its earlier run
+    rotated into stay (they are the user's), and a reader (the fleet report, fleet.mp4) tells them from this run's
+    by it. ``run``: an id, new for each start of the worker; ``started``: when it started (UTC)."""
+
+    camera: str
+    run: str
+    started: str
+    live: bool
+
+    @staticmethod
+    def new(camera: str, live: bool) -> RunRecord:
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return RunRecord(camera, uuid.uuid4().hex, started, live)
+
+    def write(self, folder: Path) -> None:
+        doc = {"v": SUMMARY_SCHEMA_VERSION, **asdict(self)}
+        atomic_write(folder / RUN_RECORD, json.dumps(doc).encode("utf-8"))
+
+
+def recorded_run(folder: Path) -> str | None:
+    """The run id ``folder``'s ``run.json`` records; None where there is none (files written by a version before
+    it was recorded, or none) or it cannot be read."""
+    try:
+        run = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8")).get("run")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return run if isinstance(run, str) and run else None
 
 
 def keep_earlier_run(

@@ -25,6 +25,7 @@ from daemon.outputs import (
     AnnotatedVideo,
     EmbeddingFile,
     EventLog,
+    RunRecord,
     RunSummary,
     camera_files,
     check_source_kept,
@@ -87,6 +88,8 @@ class CameraOutputs:
         )
         self.dir = Path(cam.output.dir) / name
         self.dir.mkdir(parents=True, exist_ok=True)
+        # written with each set of files, so that a folder the files are rotated into names their run
+        self.run = RunRecord.new(name, live)
         self._open()
         self._since_check = 0
         self._opened_at: float | None = None  # the time of the first frame in the files now open
@@ -123,6 +126,8 @@ class CameraOutputs:
         )
         if self.identities is not None:
             self.paths["identities"] = str(self.identities.summary_path)
+        if any(w is not None for w in (self.mot, self.events, self.video, self.identities)):
+            self.run.write(self.dir)
 
     def _path(self, key: str, filename: str) -> str:
         p = str(self.dir / filename)

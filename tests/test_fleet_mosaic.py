@@ -179,19 +179,11 @@ def _grey_mkv_starting_at(path: Path, levels: list[int], size: tuple[int, int], 
     return path
 
 
-def test_a_camera_s_rotated_files_are_all_in_the_mosaic_in_step(tmp_path: Path) -> None:
-    # Regression: fleet.mp4 showed each camera's latest files only, so after output.rotate_mb started new ones
-    # (here after frame 25 of 40), the mosaic played the last 15 frames from the fleet's 0.0 s: 15 frames where the
-    # replay had 40, out of step with the report. Every file of the run is played now, one after the other.
-    # Camera b reads a Matroska copy whose timestamps start 0.2 s into its container: frames are timed from
-    # the video's start (OpenCV's positions), so its tile is not moved by it.
-    levels = [10 + 6 * i for i in range(40)]  # frame i's grey level tells which frame a tile shows
-    sources = {
-        "a": _grey_video(tmp_path / "a.mp4", 10.0, levels, size=(160, 120)),
-        "b": _grey_mkv_starting_at(tmp_path / "b.mkv", levels, (160, 120), 200),
-    }
+def _rotating_fleet(tmp_path: Path, sources: dict[str, Path]) -> Path:
+    """A fleet config replaying ``sources`` (40 frames each, one person in the top-left corner, found and told
+    apart by their ground truth), writing videos and rotating its files once, after frame 25."""
     for name in sources:
-        rows = [f"{i + 1},1,4,4,20,40,1,1,1" for i in range(40)]  # one person in the top-left corner
+        rows = [f"{i + 1},1,4,4,20,40,1,1,1" for i in range(40)]
         (tmp_path / f"{name}.gt.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
     cams = {
         name: {
@@ -211,7 +203,21 @@ def test_a_camera_s_rotated_files_are_all_in_the_mosaic_in_step(tmp_path: Path) 
     }
     path = tmp_path / "fleet.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    run = run_fleet(path, progress=False)
+    return path
+
+
+def test_a_camera_s_rotated_files_are_all_in_the_mosaic_in_step(tmp_path: Path) -> None:
+    # Regression: fleet.mp4 showed each camera's latest files only, so after output.rotate_mb started new ones
+    # (here after frame 25 of 40), the mosaic played the last 15 frames from the fleet's 0.0 s: 15 frames where the
+    # replay had 40, out of step with the report. Every file of the run is played now, one after the other.
+    # Camera b reads a Matroska copy whose timestamps start 0.2 s into its container: frames are timed from
+    # the video's start (OpenCV's positions), so its tile is not moved by it.
+    levels = [10 + 6 * i for i in range(40)]  # frame i's grey level tells which frame a tile shows
+    sources = {
+        "a": _grey_video(tmp_path / "a.mp4", 10.0, levels, size=(160, 120)),
+        "b": _grey_mkv_starting_at(tmp_path / "b.mkv", levels, (160, 120), 200),
+    }
+    run = run_fleet(_rotating_fleet(tmp_path, sources), progress=False)
     assert run.ok and run.mosaic is not None, run.exit_codes
     for name in sources:
         assert len(list((tmp_path / "runs" / name).glob("earlier-*/annotated.mp4"))) == 1  # rotated once
@@ -227,6 +233,27 @@ def test_a_camera_s_rotated_files_are_all_in_the_mosaic_in_step(tmp_path: Path) 
     assert all(abs(x - y) <= 3 for x, y in zip(a, b, strict=True)), (a, b)  # the same frame side by side
     assert all(3 <= y - x <= 9 for x, y in pairwise(a)), a  # frame after frame, none twice
     assert a[0] == pytest.approx(levels[0], abs=12) and a[-1] == pytest.approx(levels[-1], abs=12)  # ~mp4v x3
+
+
+def test_a_replay_run_again_reports_and_shows_its_own_rotated_files_only(tmp_path: Path) -> None:
+    # Regression: a replay run again into the same folder replaced its files but not the earlier-* folders its
+    # first run had rotated into (user data, not deleted on a guess), and the report and fleet.mp4 took them for
+    # the second run's: 25 frames of the first run, then the second's 40 (65 frames a camera where it had 40).
+    # Each run records its id in its tables and status.json; the report and the mosaic take this run's only.
+    levels = [10 + 6 * i for i in range(40)]
+    sources = {n: _grey_video(tmp_path / f"{n}.mp4", 10.0, levels, size=(160, 120)) for n in ("a", "b")}
+    path = _rotating_fleet(tmp_path, sources)
+    for _ in range(2):
+        run = run_fleet(path, progress=False)
+        assert run.ok and run.mosaic is not None, run.exit_codes
+    cam = tmp_path / "runs" / "a"
+    assert len(list(cam.glob("earlier-*/annotated.mp4"))) == 2  # the first run's is kept
+    assert len(_frames(run.mosaic)) == 40
+    (person,) = run.report["people"].values()
+    assert [c["frames"] for c in person["cameras"].values()] == [40, 40]
+    again = report_fleet(path, progress=False)  # --report-only reads the same
+    assert again.report["people"] == run.report["people"] and again.mosaic is not None
+    assert len(_frames(again.mosaic)) == 40
 
 
 def test_a_later_video_follows_the_one_before_unless_its_table_puts_it_more_than_a_frame_away(

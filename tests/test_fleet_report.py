@@ -13,6 +13,7 @@ from daemon.errors import DataError
 from daemon.fleet import IdentityLog
 from daemon.fleet_report import append_metrics, build_report, evaluate_scenario, report_text
 from daemon.identity import IdentityAssignment
+from daemon.outputs import RunRecord
 
 T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 
@@ -249,6 +250,41 @@ def test_report_takes_the_tables_of_rotated_files_and_with_fleet_wide_ids_of_ear
     }
     with_earlier = build_report({"door": door}, tmp_path / "out", earlier_runs=True)
     assert sorted(with_earlier["people"]) == ["3", "5", "7"] and with_earlier["time_origin"] == T0 - 3600.0
+
+
+def test_with_fleet_wide_ids_a_replaced_recording_run_is_left_out_and_a_live_camera_s_kept_run_taken(
+    tmp_path: Path,
+) -> None:
+    """A recording run again into a folder replaces that run's last files, not the earlier-* folders it rotated
+    into: with a shared Valkey the report took them as an earlier run (half a run, its end gone), beside the new
+    run's own rotated files. The runs are told apart by their run.json: a run whose last files were kept (moved
+    with its status.json, a restarted live camera) is an earlier run; one whose last files are gone is not.
+    Folders of a version before run.json are taken as before (without their run, nothing tells them apart)."""
+    door = tmp_path / "runs" / "door"
+
+    def part(stamp: str, run: str | None, gid: int, last: bool = False) -> None:
+        folder = door / f"earlier-20270115T{stamp}Z"
+        _table(folder, "door", {gid: _seen(float(gid), gid + 1.0, 7)})
+        if run is not None:
+            RunRecord("door", run, "2027-01-15T08:00:00Z", live=last).write(folder)
+        if last:
+            (folder / "status.json").write_text('{"v": 1, "state": "done"}', encoding="utf-8")
+
+    part("060000", None, 1, last=True)  # a live run of the previous version, kept whole
+    part("061000", None, 2)  # the previous version's rotated files of the run after it
+    part("070000", "live", 3)  # a live run that rotated, then was restarted: its last files kept
+    part("071000", "live", 4, last=True)
+    part("080000", "replay", 5)  # a recording run's rotated files: it was run again, its last files replaced
+    part("081000", "now", 6)  # this run's rotated files
+    doc = {"v": 1, "camera": "door", "identities": {"7": _seen(7.0, 8.0, 7)}}
+    (door / "identities.json").write_text(json.dumps(doc), encoding="utf-8")
+    RunRecord("door", "now", "2027-01-15T08:10:00Z", live=False).write(door)
+
+    def gids(**kw: bool) -> list[int]:
+        return sorted(map(int, build_report({"door": door}, tmp_path / "out", **kw)["people"]))
+
+    assert gids() == [6, 7]
+    assert gids(earlier_runs=True) == [1, 2, 3, 4, 6, 7]
 
 
 def test_a_sighting_across_a_rotation_of_the_files_is_one_span(tmp_path: Path) -> None:
