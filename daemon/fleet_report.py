@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 TIMELINE_MAX_ROWS = 40
+TIMELINE_MIN_BAR = 0.004  # the shortest bar of the timeline, as a part of its length (~3 px of the plot)
+TIMELINE_UNITS = ((1200.0, "seconds", 1.0), (43200.0, "minutes", 60.0), (345600.0, "hours", 3600.0))
 FROM_FIRST_FRAME = "s since the fleet's first frame"
 FROM_FIRST_SIGHTING = "s since the first sighting"
 
@@ -369,8 +371,7 @@ def _identity_table(people: dict[str, dict[str, Any]], epoch: float, base: str) 
 
 def _spans_text(seen: dict[str, Any], epoch: float, dash: str = "–", join: str = ", ", unit: str = "") -> str:
     """A camera's sighting spans of an identity, 'from–to, from–to' (one, first to last, without spans)."""
-    spans = seen.get("spans") or [[seen["first_seen"], seen["last_seen"]]]
-    return join.join(f"{a - epoch:.1f}{dash}{b - epoch:.1f}{unit}" for a, b in spans)
+    return join.join(f"{a - epoch:.1f}{dash}{b - epoch:.1f}{unit}" for a, b in _sighting_spans(seen))
 
 
 def report_text(report: dict[str, Any], limit: int = 30) -> str:
@@ -409,7 +410,8 @@ def plot_timeline(
 def timeline_figure(people: dict[int, dict[str, Any]], epoch: float, base: str = FROM_FIRST_FRAME) -> Figure:
     """One row per identity (those on most cameras first), one coloured bar per sighting span of a camera (an
     entry without spans: one, first to last seen), each camera in its own lane of the row; the cameras' legend
-    sits right of the plot, where it hides no bar."""
+    sits right of the plot, where it hides no bar. A bar is at least ``TIMELINE_MIN_BAR`` of the timeline's
+    length wide, and a long timeline counts in minutes, hours or days (``_time_unit``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -420,24 +422,41 @@ def timeline_figure(people: dict[int, dict[str, Any]], epoch: float, base: str =
     cams = sorted({c for _, p in rows for c in p["cameras"]})
     colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(cams)}
     lane = 0.8 / max(len(cams), 1)  # a lane per camera in each row: bars of one moment never hide each other
+    spans = {(y, cam): _sighting_spans(c) for y, (_, p) in enumerate(rows) for cam, c in p["cameras"].items()}
+    length = max((b - epoch for found in spans.values() for _, b in found), default=0.0)
+    unit, per = _time_unit(length)
+    shortest = max(0.2, length * TIMELINE_MIN_BAR)  # seconds: a short sighting of a long run still shows
     fig, ax = plt.subplots(figsize=(10, 0.3 * len(rows) + 1.5))
-    for y, (_gid, p) in enumerate(rows):
-        for cam, c in p["cameras"].items():
-            centre = y - 0.4 + (cams.index(cam) + 0.5) * lane
-            for first, last in c.get("spans") or [[c["first_seen"], c["last_seen"]]]:
-                width = max(last - first, 0.2)
-                ax.barh(centre, width, left=first - epoch, height=lane * 0.9, color=colours[cam])
+    for (y, cam), found in spans.items():
+        centre = y - 0.4 + (cams.index(cam) + 0.5) * lane
+        for first, last in found:
+            width = max(last - first, shortest) / per
+            ax.barh(centre, width, left=(first - epoch) / per, height=lane * 0.9, color=colours[cam])
     for y in range(len(rows) - 1):
         ax.axhline(y + 0.5, color="0.9", linewidth=0.5, zorder=0)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([f"G{g}" + (f" {p['label']}" if p["label"] else "") for g, p in rows], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel(base.replace("s since", "seconds since", 1))
+    ax.set_xlabel(base.replace("s since", f"{unit} since", 1))
     ax.set_title("Who was seen where and when")
     handles = [Rectangle((0, 0), 1, 1, color=colours[c]) for c in cams]
     ax.legend(handles, cams, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _sighting_spans(seen: dict[str, Any]) -> list[list[float]]:
+    """A camera's sighting spans of an identity (one, first to last seen, in an entry without spans)."""
+    return seen.get("spans") or [[seen["first_seen"], seen["last_seen"]]]
+
+
+def _time_unit(length_s: float) -> tuple[str, float]:
+    """The unit a timeline of ``length_s`` seconds counts in (its name, its seconds): seconds up to 20 minutes,
+    then minutes, hours and, past four days, days, so that its axis does not count to tens of thousands."""
+    for longest, unit, per in TIMELINE_UNITS:
+        if length_s <= longest:
+            return unit, per
+    return "days", 86400.0
 
 
 def scoring_inputs(scenario_dir: Path, camera: str, camera_dir: Path) -> tuple[Path, Path, Path]:

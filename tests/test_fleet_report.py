@@ -368,6 +368,37 @@ def test_the_timeline_legend_hides_no_bar() -> None:
     plt.close(fig)
 
 
+def test_a_day_long_timeline_shows_every_short_sighting_and_counts_in_hours() -> None:
+    # Regression: a bar was at least 0.2 s wide, so on a live fleet's day-long timeline a person seen for a few
+    # seconds was a bar a 20th of a pixel wide (rows with three cameras' sightings came out empty), on an axis
+    # counting to 86,400 seconds. Each bar is now a few pixels wide at least, and the axis counts in hours.
+    from daemon.fleet_report import timeline_figure
+
+    def seen(at: float) -> dict[str, Any]:
+        return {
+            "first_seen": at,
+            "last_seen": at + 5.0,
+            "frames": 35,
+            "tracks": [1],
+            "spans": [[at, at + 5.0]],
+        }
+
+    people = {
+        g: {"label": None, "cameras": {"a": seen(g * 8000.0), "b": seen(g * 8000.0 + 60)}} for g in range(11)
+    }
+    people[11] = {"label": None, "cameras": {"a": seen(86395.0)}}
+    fig = timeline_figure(people, 0.0)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    widths = [b.get_window_extent().width for b in ax.patches]
+    assert len(widths) == 23 and min(widths) >= 2.5, widths
+    assert ax.get_xlabel() == "hours since the fleet's first frame"
+    assert max(b.get_x() for b in ax.patches) == pytest.approx(86395.0 / 3600)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
 def test_an_id_away_from_a_camera_between_two_sightings_gets_two_bars(tmp_path: Path) -> None:
     # Regression: the timeline drew one bar from a camera's first to its last sighting of an id, so a person who
     # walked from door to hall and back looked as if door had seen them all along, while hall saw them.
