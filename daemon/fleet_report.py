@@ -420,7 +420,7 @@ def timeline_figure(people: dict[int, dict[str, Any]], epoch: float, base: str =
 
     rows = sorted(people.items(), key=lambda kv: (-len(kv[1]["cameras"]), kv[0]))[:TIMELINE_MAX_ROWS]
     cams = sorted({c for _, p in rows for c in p["cameras"]})
-    colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(cams)}
+    colours = dict(zip(cams, _camera_colours(len(cams)), strict=True))
     lane = 0.8 / max(len(cams), 1)  # a lane per camera in each row: bars of one moment never hide each other
     spans = {(y, cam): _sighting_spans(c) for y, (_, p) in enumerate(rows) for cam, c in p["cameras"].items()}
     length = max((b - epoch for found in spans.values() for _, b in found), default=0.0)
@@ -443,6 +443,17 @@ def timeline_figure(people: dict[int, dict[str, Any]], epoch: float, base: str =
     ax.legend(handles, cams, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _camera_colours(n: int) -> list[tuple[float, float, float, float]]:
+    """``n`` colours told apart: matplotlib's ten, its twenty past ten cameras, hues evenly round the wheel past
+    twenty (a camera's bars and its legend entry would otherwise share a colour with another camera's)."""
+    import matplotlib.pyplot as plt
+
+    if n <= 20:
+        cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+        return [cmap(i) for i in range(n)]
+    return [plt.get_cmap("hsv")(i / n) for i in range(n)]
 
 
 def _sighting_spans(seen: dict[str, Any]) -> list[list[float]]:

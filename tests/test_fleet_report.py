@@ -399,6 +399,23 @@ def test_a_day_long_timeline_shows_every_short_sighting_and_counts_in_hours() ->
     plt.close(fig)
 
 
+@pytest.mark.parametrize("cameras", [3, 12, 25])
+def test_every_camera_of_the_timeline_has_a_colour_of_its_own(cameras: int) -> None:
+    # Regression: the cameras' colours went round matplotlib's ten, so in a fleet of 12 cameras cam10's bars and
+    # legend entry were cam00's blue, and cam11's cam01's orange: the legend could not tell them apart.
+    from daemon.fleet_report import timeline_figure
+
+    sighting = {"first_seen": 0.0, "last_seen": 30.0, "frames": 200, "tracks": [1]}
+    people = {g: {"label": None, "cameras": {f"cam{g:02d}": sighting}} for g in range(cameras)}
+    fig = timeline_figure(people, 0.0)
+    legend = fig.axes[0].get_legend()
+    colours = {tuple(h.get_facecolor()) for h in legend.legend_handles}
+    assert len(legend.legend_handles) == len(colours) == cameras
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
 def test_an_id_away_from_a_camera_between_two_sightings_gets_two_bars(tmp_path: Path) -> None:
     # Regression: the timeline drew one bar from a camera's first to its last sighting of an id, so a person who
     # walked from door to hall and back looked as if door had seen them all along, while hall saw them.
