@@ -332,6 +332,11 @@ def report_markdown(report: dict[str, Any]) -> str:
     ]
     if people:
         lines += ["![Who was seen where and when](timeline.png)", ""]
+        if len(people) > TIMELINE_MAX_ROWS:
+            lines += [
+                f"The timeline shows {_timeline_rows_said(len(people))}; the tables list every one.",
+                "",
+            ]
     for title, group in (("Seen on several cameras", multi), ("Seen on one camera", single)):
         if group:
             lines += [f"## {title}", "", *_identity_table(group, epoch, base), ""]
@@ -438,11 +443,17 @@ def timeline_figure(people: dict[int, dict[str, Any]], epoch: float, base: str =
     ax.set_yticklabels([f"G{g}" + (f" {p['label']}" if p["label"] else "") for g, p in rows], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel(base.replace("s since", f"{unit} since", 1))
-    ax.set_title("Who was seen where and when")
+    left_out = f"\n{_timeline_rows_said(len(people))}" if len(people) > len(rows) else ""
+    ax.set_title(f"Who was seen where and when{left_out}")
     handles = [Rectangle((0, 0), 1, 1, color=colours[c]) for c in cams]
     ax.legend(handles, cams, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _timeline_rows_said(identities: int) -> str:
+    """Which identities a timeline of more than ``TIMELINE_MAX_ROWS`` shows."""
+    return f"{TIMELINE_MAX_ROWS} of the {identities} identities, those seen on the most cameras (then the lowest ids)"
 
 
 def _camera_colours(n: int) -> list[tuple[float, float, float, float]]:

@@ -416,6 +416,27 @@ def test_every_camera_of_the_timeline_has_a_colour_of_its_own(cameras: int) -> N
     plt.close(fig)
 
 
+def test_a_timeline_of_more_identities_than_it_has_rows_says_which_it_shows(tmp_path: Path) -> None:
+    # Regression: the timeline drew the first 40 identities (those on most cameras) and left the others out
+    # without a word: a reader of report.md took the picture for everyone seen.
+    from daemon.fleet_report import TIMELINE_MAX_ROWS, timeline_figure
+
+    rows = {g: _seen(float(g), g + 2.0, 14) for g in range(1, TIMELINE_MAX_ROWS + 6)}
+    _table(tmp_path / "runs" / "door", "door", rows)
+    report = build_report({"door": tmp_path / "runs" / "door"}, tmp_path / "out")
+    said = f"{TIMELINE_MAX_ROWS} of the {TIMELINE_MAX_ROWS + 5} identities, those seen on the most cameras"
+    assert said in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    fig = timeline_figure({int(g): p for g, p in report["people"].items()}, T0)
+    assert said in fig.axes[0].get_title()
+    assert len(fig.axes[0].get_yticks()) == TIMELINE_MAX_ROWS
+    few = timeline_figure({1: report["people"]["1"]}, T0)  # all shown: nothing said
+    assert few.axes[0].get_title() == "Who was seen where and when"
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    plt.close(few)
+
+
 def test_an_id_away_from_a_camera_between_two_sightings_gets_two_bars(tmp_path: Path) -> None:
     # Regression: the timeline drew one bar from a camera's first to its last sighting of an id, so a person who
     # walked from door to hall and back looked as if door had seen them all along, while hall saw them.
