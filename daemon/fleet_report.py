@@ -414,9 +414,10 @@ def plot_timeline(
 
 def timeline_figure(people: dict[int, dict[str, Any]], epoch: float, base: str = FROM_FIRST_FRAME) -> Figure:
     """One row per identity (those on most cameras first), one coloured bar per sighting span of a camera (an
-    entry without spans: one, first to last seen), each camera in its own lane of the row; the cameras' legend
-    sits right of the plot, where it hides no bar. A bar is at least ``TIMELINE_MIN_BAR`` of the timeline's
-    length wide, and a long timeline counts in minutes, hours or days (``_time_unit``)."""
+    entry without spans: one, first to last seen), each camera of the row in its own lane (a row of more than
+    three cameras is taller); the cameras' legend sits right of the plot, where it hides no bar. A bar is at
+    least ``TIMELINE_MIN_BAR`` of the timeline's length wide, and a long timeline counts in minutes, hours or days
+    (``_time_unit``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -426,14 +427,17 @@ def timeline_figure(people: dict[int, dict[str, Any]], epoch: float, base: str =
     rows = sorted(people.items(), key=lambda kv: (-len(kv[1]["cameras"]), kv[0]))[:TIMELINE_MAX_ROWS]
     cams = sorted({c for _, p in rows for c in p["cameras"]})
     colours = dict(zip(cams, _camera_colours(len(cams)), strict=True))
-    lane = 0.8 / max(len(cams), 1)  # a lane per camera in each row: bars of one moment never hide each other
+    # a lane for each camera of a row, in the fleet's order: bars of one moment never hide each other
+    lanes = [sorted(p["cameras"], key=cams.index) for _, p in rows]
     spans = {(y, cam): _sighting_spans(c) for y, (_, p) in enumerate(rows) for cam, c in p["cameras"].items()}
     length = max((b - epoch for found in spans.values() for _, b in found), default=0.0)
     unit, per = _time_unit(length)
     shortest = max(0.2, length * TIMELINE_MIN_BAR)  # seconds: a short sighting of a long run still shows
-    fig, ax = plt.subplots(figsize=(10, 0.3 * len(rows) + 1.5))
+    row_in = 0.1 * max([3, *map(len, lanes)])  # a row of many cameras is taller: each lane stays ~0.08 in
+    fig, ax = plt.subplots(figsize=(10, row_in * len(rows) + 1.5))
     for (y, cam), found in spans.items():
-        centre = y - 0.4 + (cams.index(cam) + 0.5) * lane
+        lane = 0.8 / len(lanes[y])
+        centre = y - 0.4 + (lanes[y].index(cam) + 0.5) * lane
         for first, last in found:
             width = max(last - first, shortest) / per
             ax.barh(centre, width, left=(first - epoch) / per, height=lane * 0.9, color=colours[cam])

@@ -437,6 +437,28 @@ def test_a_timeline_of_more_identities_than_it_has_rows_says_which_it_shows(tmp_
     plt.close(few)
 
 
+def test_a_fleet_of_many_cameras_draws_bars_that_can_be_seen() -> None:
+    # Regression: each row of the timeline held a lane for every camera of the fleet, so with 12 cameras a bar was
+    # under 2 px tall (under 1 with 25), though each person was seen by two of them. A row now holds lanes for
+    # its own cameras only, and a row of many cameras is taller.
+    from daemon.fleet_report import timeline_figure
+
+    sighting = {"first_seen": 0.0, "last_seen": 30.0, "frames": 200, "tracks": [1]}
+    cams = [f"cam{i:02d}" for i in range(12)]
+    people: dict[int, dict[str, Any]] = {
+        g: {"label": None, "cameras": {cams[g % 12]: sighting, cams[(g + 5) % 12]: sighting}}
+        for g in range(20)
+    }
+    people[20] = {"label": None, "cameras": dict.fromkeys(cams, sighting)}  # one seen by all twelve
+    fig = timeline_figure(people, 0.0)
+    fig.canvas.draw()
+    heights = [b.get_window_extent().height for b in fig.axes[0].patches]
+    assert len(heights) == 20 * 2 + 12 and min(heights) >= 6.0, min(heights)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
 def test_an_id_away_from_a_camera_between_two_sightings_gets_two_bars(tmp_path: Path) -> None:
     # Regression: the timeline drew one bar from a camera's first to its last sighting of an id, so a person who
     # walked from door to hall and back looked as if door had seen them all along, while hall saw them.
