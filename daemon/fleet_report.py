@@ -239,7 +239,28 @@ def build_report(camera_dirs: dict[str, Path], out: Path, earlier_runs: bool = F
     tables = read_tables(camera_dirs, earlier_runs)
     people = collect(tables)
     origin = _time_origin(people, fleet_start(tables))
-    return _write_report(people, sorted(camera_dirs), out, origin, video_origin(camera_dirs))
+    stopped = unfinished(camera_dirs)
+    return _write_report(people, sorted(camera_dirs), out, origin, video_origin(camera_dirs), stopped)
+
+
+def unfinished(camera_dirs: dict[str, Path]) -> dict[str, str]:
+    """The cameras whose worker did not end its run, with how its ``status.json`` leaves it: ``failed``,
+    ``running`` (still writing) or ``killed`` (left ``running`` by a process that is gone). What the report holds
+    of them ends where they stopped. A camera without a readable status (a worker run without the runner's
+    ``StatusFile``) is not named."""
+    from daemon.runner import worker_running
+
+    states: dict[str, str] = {}
+    for cam, d in sorted(camera_dirs.items()):
+        try:
+            state = json.loads((d / "status.json").read_text(encoding="utf-8")).get("state")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if state == "running" and not worker_running(d):
+            state = "killed"
+        if state in ("failed", "running", "killed"):
+            states[cam] = state
+    return states
 
 
 def video_origin(camera_dirs: dict[str, Path]) -> float | None:
@@ -268,11 +289,12 @@ def leave_out_of_report(out: Path, global_id: int) -> bool:
         origin = (float(report["time_origin"]), str(report.get("time_base", FROM_FIRST_SIGHTING)))
         video = report.get("video_origin")
         video = float(video) if video is not None else None
+        stopped = {str(c): str(why) for c, why in report.get("unfinished", {}).items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False  # no report here, or not one this daemon wrote
     if people.pop(global_id, None) is None:
         return False
-    _write_report(people, cameras, out, origin, video)
+    _write_report(people, cameras, out, origin, video, stopped)
     scores = out / "fleet_metrics.txt"
     if scores.is_file():
         append_metrics(out / "report.md", scores.read_text(encoding="utf-8"))
@@ -285,10 +307,12 @@ def _write_report(
     out: Path,
     origin: tuple[float, str],
     video: float | None,
+    stopped: dict[str, str],
 ) -> dict[str, Any]:
     epoch, base = origin
     report = {
         "cameras": cameras,
+        "unfinished": stopped,
         "identities": len(people),
         "seen_on_several_cameras": sum(_on_several(p) for p in people.values()),
         "time_origin": epoch,
@@ -330,6 +354,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"{_headline(report)}. Times are seconds since {said} ({start}){_video_said(report)}",
         "",
     ]
+    if report.get("unfinished"):
+        lines += [_unfinished_said(report["unfinished"]), ""]
     if people:
         lines += ["![Who was seen where and when](timeline.png)", ""]
         if len(people) > TIMELINE_MAX_ROWS:
@@ -341,6 +367,19 @@ def report_markdown(report: dict[str, Any]) -> str:
         if group:
             lines += [f"## {title}", "", *_identity_table(group, epoch, base), ""]
     return "\n".join(lines)
+
+
+_UNFINISHED_SAID = {
+    "failed": "failed",
+    "running": "is still running",
+    "killed": "was stopped without finishing (killed)",
+}
+
+
+def _unfinished_said(stopped: dict[str, str]) -> str:
+    """report.md's line on the cameras whose run did not end: what the report holds of them ends there."""
+    said = "; ".join(f"camera {cam} {_UNFINISHED_SAID.get(why, why)}" for cam, why in stopped.items())
+    return f"**Not a whole run:** {said}. What they saw ends where they stopped."
 
 
 def _video_said(report: dict[str, Any]) -> str:

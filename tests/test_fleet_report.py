@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,13 @@ import pytest
 
 from daemon.errors import DataError
 from daemon.fleet import IdentityLog
-from daemon.fleet_report import append_metrics, build_report, evaluate_scenario, report_text
+from daemon.fleet_report import (
+    append_metrics,
+    build_report,
+    evaluate_scenario,
+    leave_out_of_report,
+    report_text,
+)
 from daemon.identity import IdentityAssignment
 from daemon.outputs import RunRecord
 
@@ -285,6 +292,30 @@ def test_with_fleet_wide_ids_a_replaced_recording_run_is_left_out_and_a_live_cam
 
     assert gids() == [6, 7]
     assert gids(earlier_runs=True) == [1, 2, 3, 4, 6, 7]
+
+
+def test_the_report_says_which_cameras_did_not_finish_their_run(
+    two_cameras: dict[str, Path], tmp_path: Path
+) -> None:
+    # Regression: a camera that failed or was killed half way left half its sightings, and report.md (what is read
+    # after the run, the terminal's error long gone) showed them as if the camera had seen nobody after that.
+    # The cameras' status.json says how each run ended; those that did not end are named, also after a forget.
+    (two_cameras["door"] / "status.json").write_text('{"v": 1, "state": "failed"}', encoding="utf-8")
+    (two_cameras["hall"] / "status.json").write_text('{"v": 1, "state": "done"}', encoding="utf-8")
+    report = build_report(two_cameras, tmp_path / "out")
+    assert report["unfinished"] == {"door": "failed"}
+    said = "**Not a whole run:** camera door failed. What they saw ends where they stopped."
+    assert said in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert leave_out_of_report(tmp_path / "out", 9)
+    assert said in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    dead = {"v": 1, "state": "running", "pid": 2**22 + 1, "host": socket.gethostname()}  # no such process
+    (two_cameras["hall"] / "status.json").write_text(json.dumps(dead), encoding="utf-8")
+    assert build_report(two_cameras, tmp_path / "out")["unfinished"] == {"door": "failed", "hall": "killed"}
+    (two_cameras["door"] / "status.json").write_text('{"v": 1, "state": "done"}', encoding="utf-8")
+    (two_cameras["hall"] / "status.json").unlink()  # no status: not said
+    report = build_report(two_cameras, tmp_path / "out")
+    assert report["unfinished"] == {}
+    assert "Not a whole run" not in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
 
 
 def test_a_sighting_across_a_rotation_of_the_files_is_one_span(tmp_path: Path) -> None:
