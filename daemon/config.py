@@ -1244,9 +1244,9 @@ class IdentityConfig(_Strict):
         3_600.0,
         gt=0,
         le=31_536_000,
-        description="Ended tracks' exemplars, and identities left without any, are dropped after this long of the "
-        "camera's running time (a gap between two frames counts as max_frame_gap_s at most, so a stalled stream or a "
-        "wall clock stepped forward expires nothing).",
+        description="Ended tracks' exemplars, and identities left without any, are dropped after this long of real "
+        "time: a live camera tells a wall clock's step (forward or back: not counted) from time passing (a stalled "
+        "stream: counted) by a monotonic clock read with each frame; a replay's frame times are real time.",
     )
     max_identities: int = Field(
         2_000, ge=1, le=10_000_000, description="Most global identities held (the least recently seen go)."

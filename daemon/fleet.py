@@ -552,7 +552,9 @@ class FleetLink:
         where = None
         if self.site is not None:
             where = self.site.feet(np.asarray([t.xyxy for t in tracks], np.float32).reshape(-1, 4))
-        ids = self.resolver.update(now, tracks, rows, (w, h), ended=r.update.ended, positions=where)
+        ids = self.resolver.update(
+            now, tracks, rows, (w, h), ended=r.update.ended, positions=where, monotonic=r.frame.monotonic
+        )
         for a in ids.assignments:
             if a.global_id is not None and a.global_id > self._largest_id:
                 self._largest_id = a.global_id

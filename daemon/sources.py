@@ -46,7 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 from urllib.parse import unquote
 
 import cv2
@@ -305,6 +305,21 @@ def _to_bgr(image: Any) -> ImageBGR:
 # -------------------------------------------------------------------------------------------------- readers
 
 
+class _Decoded(NamedTuple):
+    """A frame as a reader gives it: ``monotonic`` (live sources) as ``Frame.monotonic``."""
+
+    image: ImageBGR
+    timestamp: float
+    monotonic: float | None = None
+
+
+def _monotonic() -> float:
+    """A monotonic clock that counts the time the system was suspended too, where it has one (Linux): real time
+    passing, which a wall clock stepped by NTP or by hand is not."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
+
+
 class _Reader(Protocol):
     live: bool
     last_error: str
@@ -317,7 +332,7 @@ class _Reader(Protocol):
 
     def open(self) -> None: ...
 
-    def read(self) -> tuple[ImageBGR, float] | None: ...
+    def read(self) -> _Decoded | None: ...
 
     def grab(self) -> bool: ...
 
@@ -431,10 +446,10 @@ class _CaptureReader:
             return False
         return self._position_ms / 1000.0 >= (self.count - 1.5) / self._container_fps
 
-    def read(self) -> tuple[ImageBGR, float] | None:
+    def read(self) -> _Decoded | None:
         if not self.grab() or self._cap is None:
             return None
-        ts = self._timestamp()
+        ts, monotonic = self._timestamp()
         try:
             ok, image = self._cap.retrieve()
         except cv2.error as e:
@@ -442,14 +457,14 @@ class _CaptureReader:
         if not ok or image is None:
             self.last_error = self.last_error or "decode failed"
             return None
-        return _to_bgr(image), ts
+        return _Decoded(_to_bgr(image), ts, monotonic)
 
-    def _timestamp(self) -> float:
-        """Live: wall-clock time. Files: the container position, else index / fps; never going backwards.
-        A rate given in the config, or a container with no plausible rate (whose positions are no better), times
-        frames at index / that rate (the fallback's)."""
+    def _timestamp(self) -> tuple[float, float | None]:
+        """The frame's timestamp and, live, its monotonic reading. Live: wall-clock time. Files: the container
+        position, else index / fps; never going backwards. A rate given in the config, or a container with no
+        plausible rate (whose positions are no better), times frames at index / that rate (the fallback's)."""
         if self.live:
-            return time.time()
+            return time.time(), _monotonic()
         fps = self.fps or self._fallback_fps
         ts = (
             self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
@@ -461,7 +476,7 @@ class _CaptureReader:
         if ts <= self._last_ts:
             ts = self._last_ts + 1.0 / fps
         self._last_ts = ts
-        return ts
+        return ts, None
 
     def close(self) -> None:
         cap, self._cap = self._cap, None
@@ -502,7 +517,7 @@ class _FolderReader:
         self._next += 1
         return True
 
-    def read(self) -> tuple[ImageBGR, float] | None:
+    def read(self) -> _Decoded | None:
         if not self.grab():
             return None
         path = self._files[self._next - 1]
@@ -512,7 +527,7 @@ class _FolderReader:
             raise SourceError(f"cannot read image {path}: OpenCV refuses it ({e.err})") from e
         if image is None:
             raise SourceError(f"cannot read image {path} (corrupt or unsupported)")
-        return _to_bgr(image), (self._next - 1) / self.fps
+        return _Decoded(_to_bgr(image), (self._next - 1) / self.fps)
 
     def close(self) -> None:
         self._files = []
@@ -666,7 +681,7 @@ class FrameSource:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._pending: tuple[ImageBGR, float] | None = None
+        self._pending: _Decoded | None = None
         self._index = 0
         self._closed = False
 
@@ -716,7 +731,7 @@ class FrameSource:
             self._thread.start()
         return self
 
-    def _open_first(self) -> tuple[ImageBGR, float]:
+    def _open_first(self) -> _Decoded:
         self._reader.open()
         self._stats.connected = True
         try:
@@ -796,8 +811,10 @@ class FrameSource:
                 return
             got = self._pull()
 
-    def _emit(self, image: ImageBGR, timestamp: float) -> None:
-        frame = Frame(self._stats.frames_decoded - 1, timestamp, image, self.name, self._pass_start)
+    def _emit(self, image: ImageBGR, timestamp: float, monotonic: float | None) -> None:
+        frame = Frame(
+            self._stats.frames_decoded - 1, timestamp, image, self.name, self._pass_start, monotonic
+        )
         self._index += 1
         if self._buffer.put(frame, drop_oldest=self.live):
             self._stats.frames_dropped += 1
@@ -813,7 +830,7 @@ class FrameSource:
         self._stats.frames_decoded += 1
         self._backoff.reset()
 
-    def _pull(self) -> tuple[ImageBGR, float] | None:
+    def _pull(self) -> _Decoded | None:
         """The next decoded frame, reconnecting a live stream; None at the end of a file or when stopped."""
         while not self._stop.is_set():
             got = self._timed(self._reader.read)

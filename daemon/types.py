@@ -29,13 +29,16 @@ def finite_pair(value: object, name: str) -> Position:
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One decoded frame. ``index`` is its 0-based position in the source (a stride leaves gaps; a looped file's
-    passes number on); ``pass_start`` the index its pass began at (0 but in a looped file); seconds."""
+    passes number on); ``pass_start`` the index its pass began at (0 but in a looped file); ``monotonic`` a live
+    source's reading of a monotonic clock taken with its wall-clock ``timestamp`` (what tells a clock step from
+    time passing; None for files and folders, whose timestamps are positions in them); seconds."""
 
     index: int
     timestamp: float
     image: ImageBGR
     source: str = ""
     pass_start: int = 0
+    monotonic: float | None = None
 
     @property
     def clip_index(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -360,6 +361,38 @@ def test_a_restarted_live_camera_numbers_its_tracks_after_its_earlier_runs(
     finally:
         again.close()
         replay.close()
+
+
+def test_a_live_camera_tells_its_wall_clock_stepping_from_its_stream_stalling(
+    tmp_path: Path, valkey: EmbeddedValkey
+) -> None:
+    """The worker hands the resolver each live frame's monotonic reading with its stamp, so that
+    identity.retention_s (1 h) counts real time: the wall clock stepped forward by 2 h between two frames a second
+    apart expires no one, and the stream stalled for 2 h expires the person seen before it (who was kept, the stall
+    counting max_frame_gap_s, 2 s)."""
+    settings = _settings(tmp_path, valkey.url, ("a",))
+    a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    rng, t0, hours = np.random.default_rng(3), time.time(), 7200.0
+
+    def update(i: int, ahead: float, stalled: float, ended: tuple[int, ...] = ()) -> None:
+        """Frame ``i``: person 0 on the first six, then no one; the monotonic clock starts at 100 s."""
+        r = _frame_result("a", i, [0], rng, at=t0 + i + ahead + stalled)
+        frame = dataclasses.replace(r.frame, monotonic=100.0 + i + stalled)
+        if i >= 6:
+            r = FrameResult(r.frame, Detections.empty(), None, TrackerUpdate([], list(ended)))
+        a.update(dataclasses.replace(r, frame=frame))
+
+    try:
+        for i in range(6):
+            update(i, 0.0, 0.0)
+        update(6, 0.0, 0.0, ended=(10,))  # the tracker ended the track
+        assert a.resolver.stats().identities == 1
+        update(7, hours, 0.0)  # the wall clock stepped
+        assert a.resolver.stats().identities == 1
+        update(8, hours, hours)  # the stream stalled
+        assert a.resolver.stats().identities == 0 and a.resolver.stats().expired_identities == 1
+    finally:
+        a.close()
 
 
 def test_forget_erases_an_identity_at_every_worker(tmp_path: Path, valkey: EmbeddedValkey) -> None:

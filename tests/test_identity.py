@@ -83,15 +83,18 @@ def step(
     scores: dict[int, float] | None = None,
     heights: dict[int, float] | None = None,
     ended: Sequence[int] = (),
+    ahead: float | None = None,
 ) -> FrameIdentities:
-    """One frame: track id -> embedding (None: not embedded this frame), one clean box each."""
+    """One frame: track id -> embedding (None: not embedded this frame), one clean box each. ``ahead``: a live
+    camera's, how far its wall clock is ahead of its monotonic clock (the frame's reading is ``t - ahead``);
+    None: a replay, whose frames come without readings."""
     tracks, rows = [], []
     for slot, (tid, vec) in enumerate(seen.items()):
         h = (heights or {}).get(tid, 200.0)
         tracks.append(Track(res.camera, tid, box(slot, h), (scores or {}).get(tid, 0.9), slot))
         rows.append(np.zeros(D, np.float32) if vec is None else vec)
     emb = np.stack(rows).astype(np.float32) if rows else np.zeros((0, D), np.float32)
-    return res.update(t, tracks, emb, FRAME, ended=ended)
+    return res.update(t, tracks, emb, FRAME, ended=ended, monotonic=None if ahead is None else t - ahead)
 
 
 def ids(out: FrameIdentities) -> dict[int, int | None]:
@@ -105,15 +108,17 @@ def observe(
     t0: float,
     frames: int,
     score: float = 0.9,
+    ahead: float | None = None,
 ) -> tuple[list[ProfileUpdate], dict[int, int | None]]:
     """``frames`` frames, one a second, of track id -> person; the updates and the last frame's ids.
 
-    A detector ``score`` below ``new_min_quality`` (0.25) keeps a track from getting a new id."""
+    A detector ``score`` below ``new_min_quality`` (0.25) keeps a track from getting a new id; ``ahead`` as
+    for ``step``."""
     updates: list[ProfileUpdate] = []
     last: dict[int, int | None] = {}
     for k in range(frames):
         seen = {tid: people.obs(p) for tid, p in tracks.items()}
-        out = step(res, t0 + k, seen, scores=dict.fromkeys(tracks, score))
+        out = step(res, t0 + k, seen, scores=dict.fromkeys(tracks, score), ahead=ahead)
         updates.extend(out.updates)
         last = ids(out)
     return updates, last
@@ -990,10 +995,11 @@ def _remote(camera: str, track: int, gid: int, t: float, vec: F32, ended: bool =
     return ProfileUpdate(camera, track, gid, t, 0.9, vec.reshape(1, -1), ended=ended)
 
 
-def frames(res: IdentityResolver, t0: float, t1: float) -> None:
-    """Empty frames, one a second, from ``t0`` to ``t1`` (both included): time the camera runs."""
+def frames(res: IdentityResolver, t0: float, t1: float, ahead: float | None = None) -> None:
+    """Empty frames, one a second, from ``t0`` to ``t1`` (both included): time the camera runs (``ahead`` as
+    for ``step``)."""
     for t in np.arange(t0, t1 + 1e-9, 1.0):
-        step(res, float(t), {})
+        step(res, float(t), {}, ahead=ahead)
 
 
 def test_identities_expire_after_the_retention_time() -> None:
@@ -1033,27 +1039,74 @@ def test_identities_heard_of_out_of_order_expire_on_time() -> None:
 
 @pytest.mark.parametrize("forward", [100.0, 5000.0])
 def test_a_wall_clock_stepped_forward_expires_no_identity(forward: float) -> None:
-    """The wall clock steps forward by ``forward`` seconds, retention_s (100 s) or more: an NTP step, not that
-    long without people. Every stored identity (this camera's ended track, a peer's) expired on the first frame
-    after it, and both people came back under new ids. Retention counts the camera's running time now (a gap
-    between frames counts max_frame_gap_s at most, as for track_timeout_s): they keep their ids, and expire
-    once the camera has run retention_s past their last sighting."""
+    """The wall clock of a live camera steps forward by ``forward`` seconds, retention_s (100 s) or more, between
+    two frames a second apart: an NTP step, not that long without people. Every stored identity (this camera's
+    ended track, a peer's) expired on the first frame after it, and both people came back under new ids. The
+    frames' monotonic readings tell the step from time passing: they keep their ids, and expire once retention_s
+    of real time has passed since their last sighting."""
     people, alloc = People(2), Counter()
     cfg = IdentityConfig(retention_s=100.0)
     cam, peer = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
-    _, first = observe(cam, people, {1: 0}, 0.0, 6)
+    _, first = observe(cam, people, {1: 0}, 0.0, 6, ahead=0.0)
     end_all(cam, [1], 6.0)
     bus, theirs = observe(peer, people, {4: 1}, 0.0, 6)
     relay(bus + end_all(peer, [4], 6.0), cam)
-    frames(cam, 6.0, 20.0)
-    _, after = observe(cam, people, {2: 0, 3: 1}, 20.0 + forward, 5)
+    frames(cam, 6.0, 20.0, ahead=0.0)
+    ahead = forward - 1.0  # the next frame came a second after the last
+    _, after = observe(cam, people, {2: 0, 3: 1}, 20.0 + forward, 5, ahead=ahead)
     assert first == {1: 1} and theirs == {4: 2}
     assert after == {2: 1, 3: 2} and alloc.calls == 2 and cam.stats().expired_identities == 0
     end_all(cam, [2, 3], 25.0 + forward)
-    frames(cam, 25.0 + forward, 123.0 + forward)  # the last sighting was at 24 + forward: 99 s of frames
+    frames(cam, 25.0 + forward, 124.0 + forward, ahead)  # the last sighting was 100 s of real time before
     assert cam.stats().identities == 2
-    frames(cam, 124.0 + forward, 125.0 + forward)
+    frames(cam, 125.0 + forward, 125.0 + forward, ahead)
     assert cam.stats().identities == 0 and cam.stats().expired_identities == 2
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_a_stream_stalled_past_the_retention_time_expires_the_identities_seen_before(live: bool) -> None:
+    """The camera's stream stalls for 8 hours (camera offline, the process running), retention_s being 100 s.
+    Retention counted the frame clock, on which the stall was max_frame_gap_s (2 s): the people seen before it
+    were kept (and matched, here and at the peers) hours past the time operators promise they expire. Real time
+    counts: a live camera's monotonic readings ran on with its wall clock (no step), and a replay's frame times
+    are real time; both expire them on the first frame after the stall."""
+    people, alloc = People(2), Counter()
+    cfg = IdentityConfig(retention_s=100.0)
+    ahead = 0.0 if live else None
+    cam, peer = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
+    observe(cam, people, {1: 0}, 0.0, 6, ahead=ahead)
+    end_all(cam, [1], 6.0)
+    bus, _ = observe(peer, people, {4: 1}, 0.0, 6)
+    relay(bus + end_all(peer, [4], 6.0), cam)
+    frames(cam, 6.0, 20.0, ahead)
+    assert cam.stats().identities == 2
+    frames(cam, 20.0 + 8 * 3600, 20.0 + 8 * 3600, ahead)
+    s = cam.stats()
+    assert s.identities == 0 and s.expired_identities == 2 and s.exemplar_rows == 0
+    _, back = observe(cam, people, {2: 0}, 21.0 + 8 * 3600, 5, ahead=ahead)
+    assert back == {2: 3}  # a new id: nothing of the person was kept
+
+
+def test_a_wall_clock_stepped_back_keeps_no_identity_past_the_retention_time() -> None:
+    """The wall clock of a live camera steps back by 1000 s, retention_s (100 s) being less: the resolver's clock
+    stands until the wall clock has caught up. Real time goes on meanwhile: one seen before the step expires
+    retention_s after its last sighting, and one seen during the stand is kept that long, not less."""
+    people, alloc = People(2), Counter()
+    cam = IdentityResolver("a", D, alloc, IdentityConfig(retention_s=100.0))
+    _, before = observe(cam, people, {1: 0}, 0.0, 6, ahead=0.0)  # last seen at 5
+    end_all(cam, [1], 6.0)
+    frames(cam, 6.0, 20.0, ahead=0.0)
+    back = -1000.0  # the frame after 20 s of real time is stamped 21 - 1000
+    frames(cam, 21.0 + back, 29.0 + back, back)
+    _, during = observe(cam, people, {2: 1}, 30.0 + back, 5, ahead=back)  # last seen at 34 of real time
+    end_all(cam, [2], 35.0 + back)
+    assert before == {1: 1} and during == {2: 2}
+    frames(cam, 35.0 + back, 105.0 + back, back)
+    assert sorted(cam.store.identities) == [1, 2]
+    frames(cam, 106.0 + back, 134.0 + back, back)
+    assert sorted(cam.store.identities) == [2]
+    frames(cam, 135.0 + back, 135.0 + back, back)
+    assert not cam.store.identities and cam.stats().expired_identities == 2
 
 
 def test_caps_hold_with_thousands_of_tracks() -> None:

@@ -385,7 +385,7 @@ class Checks:
         for what, (n, most) in limits.items():
             if n > most:
                 self.bad(t, f"{cam.name}: {n} {what}, over {most}")
-        horizon = cam.res._now - store.lag - c.retention_s  # on the camera's running clock
+        horizon = cam.res._now - store.lag - c.retention_s  # in real time
         for key, con in store.contributions.items():
             if (con.ended or not con.local) and con.heard < horizon - 1e-6:
                 self.bad(t, f"{cam.name}: {key} last heard of at {con.heard}, kept past retention_s")

@@ -518,6 +518,20 @@ def test_webcam_index_and_wall_clock_timestamps() -> None:
     assert [f.timestamp for f in frames] == sorted(f.timestamp for f in frames)
 
 
+def test_live_frames_carry_a_monotonic_reading_with_their_stamp(clip: SyntheticClip) -> None:
+    """What tells a clock step from time passing (identity.retention_s counts real time): a live frame's reading of
+    a monotonic clock, taken with its wall-clock stamp; a file's frames, timed by their position, have none."""
+    factory = ScriptedFactory(FakeCapture(5))
+    with open_source(live_cfg(reconnect_attempts=1), capture_factory=factory) as src:
+        frames, _ = drain(src)
+    readings = [f.monotonic for f in frames]
+    assert len(frames) == 5 and all(isinstance(m, float) for m in readings)
+    offsets = [f.timestamp - m for f, m in zip(frames, readings, strict=True) if m is not None]
+    assert readings == sorted(readings) and max(offsets) - min(offsets) < 0.05  # the two clocks ran together
+    with open_source(SourceConfig(uri=str(clip.path), max_frames=3)) as src:
+        assert [f.monotonic for f in src] == [None] * 3
+
+
 def test_error_in_decoder_thread_reaches_consumer_with_cause() -> None:
     boom = RuntimeError("decoder exploded")
     factory = ScriptedFactory(FakeCapture(1), FakeCapture(5, error=boom))

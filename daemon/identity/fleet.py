@@ -7,8 +7,8 @@ ended. An identity exists while it has contributions; it carries an optional lab
 Bounds (IdentityConfig): ``max_exemplar_rows`` rows in all (the oldest ended or silent contributions are
 dropped to make room; live ones never); ``max_tracks_per_identity`` contributions per identity (ended ones
 go first, then remote ones, the oldest first; live local tracks stay, at most ``max_live_tracks``);
-``max_identities`` identities (the least recently seen without a live local track go); ``retention_s`` of the
-camera's running time (``lag``) for contributions not heard of; ``max_forgotten`` tombstones of forgotten ids
+``max_identities`` identities (the least recently seen without a live local track go); ``retention_s`` of real
+time (the stamps less ``lag``) for contributions not heard of; ``max_forgotten`` tombstones of forgotten ids
 (the most recent ones); ``max_identities`` aliases. So identities <= max_identities + max_live_tracks, and
 contributions <= identities x max_tracks_per_identity + max_live_tracks.
 
@@ -20,6 +20,7 @@ stays as an alias, so every camera converges on one id per name.
 from __future__ import annotations
 
 import itertools
+import math
 from collections import OrderedDict
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ class Contribution:
     pos: tuple[float, float] | None = None  # where on the site plan, at pos_t (None: unknown)
     pos_t: float = float("nan")
     vel: tuple[float, float] | None = None  # velocity at pos_t (site units per second)
-    heard: float = float("nan")  # ``last`` on the running clock (FleetStore.lag): retention counts from it
+    heard: float = float("nan")  # ``last`` in real time (less FleetStore.lag): retention counts from it
 
     @property
     def camera(self) -> str:
@@ -175,8 +176,9 @@ class FleetStore:
         self.dropped = 0
         self.merges = 0
         self.label_conflicts = 0
-        # how far the clock the stamps are on has run ahead of the camera's running time (a gap between two frames
-        # counts max_frame_gap_s at most, a stand after a wall clock stepped back counts): retention runs on it
+        # how far the clock the stamps are on has run ahead of real time: the clock steps the resolver found (a
+        # wall clock stepped forward adds, a stand after one stepped back takes off; 0 in a replay); retention
+        # runs on the stamps less it
         self.lag = 0.0
 
     # ------------------------------------------------------------------------------------------- lookups
@@ -227,13 +229,15 @@ class FleetStore:
         qualities: FloatArray | None = None,
     ) -> list[tuple[int, int]]:
         """Store or update contribution ``c`` (its exemplars replace the track's rows unless None; each of the
-        quality in ``qualities``, or ``c.quality`` when not given: a remote track tells only its best).
+        quality in ``qualities``, or ``c.quality`` when not given: a remote track tells only its best). ``c.heard``
+        is its last sighting in real time where the caller knows it (NaN: from ``c.last``, less ``lag``).
 
         Returns the label merges it caused as ``(old_id, new_id)`` pairs.
         """
         old = self.contributions.pop(c.key, None)
-        # news no newer than what was heard (an end carrying the last sighting) keeps when that was heard
-        c.heard = old.heard if old is not None and c.last <= old.last else c.last - self.lag
+        if math.isnan(c.heard):  # a remote's: older news (an end carrying the last sighting) keeps it
+            later = c.last - self.lag
+            c.heard = later if old is None else old.heard if c.last < old.last else max(old.heard, later)
         if old is not None and old.gid != c.gid:
             self._unlink(old)
             self.bank.regid(c.key, c.gid)
@@ -427,8 +431,8 @@ class FleetStore:
         self._delete_identity(ident)
 
     def expire(self, now: float) -> None:
-        """Drop contributions not heard of for retention_s of the camera's running time (and identities left
-        without any): a wall clock stepped forward, or a stalled stream, is no time without people."""
+        """Drop contributions not heard of for retention_s of real time (and identities left without any): a wall
+        clock stepped forward is no time without people, a stream stalled for longer is."""
         horizon = now - self.lag - self.cfg.retention_s
         stale = list(itertools.takewhile(lambda c: c.heard < horizon, self.contributions.values()))
         for c in stale:

@@ -42,9 +42,12 @@ with the resolver's; in a replay (frame times never go back) both are the frame 
 between two frames counts as ``max_frame_gap_s`` at most. The timeout stands in for a tracker end that never
 came, and the tracker counts frames: through a stalled stream, or a wall clock stepped forward, it keeps its
 tracks, so they keep their ids here too (timed out by the gap, they came back as new tracks, pending, and their
-own earlier records, under the same key, were never candidates: new ids). ``retention_s`` counts on the frame
-clock too (FleetStore.lag maps the stamps onto it): a wall clock stepped forward by an hour is no hour without
-people (every stored identity expired on the first frame after it). What the fleet is told (keep-alives,
+own earlier records, under the same key, were never candidates: new ids). ``retention_s`` counts real elapsed
+time, a promise to the people seen: a live source gives each frame a monotonic reading taken with its stamp
+(``update``'s ``monotonic``), and where the stamps ran on by more or less than it between two frames, the
+difference is a clock step, which FleetStore.lag takes out (a wall clock stepped forward by an hour is no hour
+without people; a stream stalled overnight is a night; a stand after a step back counts). Without readings
+(a replay) the frame times are real time (lag 0). What the fleet is told (keep-alives,
 tracks gone out of view) stays on the interval clock, which the gap does advance: peers' claims lapsed meanwhile.
 Thread-safe (one lock), so a bridge thread may call ``ingest_remote`` while the camera loop calls ``update``.
 Exceptions of the allocator propagate (the track stays pending and is decided again on its next observation).
@@ -127,6 +130,7 @@ class _Local:
     last_seen: float  # on the resolver's clock (stamped on updates)
     seen_tick: float  # the same sighting on the interval clock (how long ago: lost_after_s)
     seen_frame: float  # the same sighting on the frame clock (how long ago: track_timeout_s)
+    seen_real: float = math.nan  # the same sighting in real time (less FleetStore.lag: retention_s)
     gid: int | None = None
     label: str | None = None
     source: Source = "pending"
@@ -213,10 +217,11 @@ class IdentityResolver:
         self._pending: list[ProfileUpdate] = []  # ends found between frames (timeouts, caps)
         self._now = -math.inf
         self._frame_t = -math.inf  # the last frame time given
-        self._latest_frame = -math.inf  # the latest frame time given
         self._stepped = 0.0  # how far frame times went back in all (wall clock steps back)
         self._tick = -math.inf  # the interval clock: the last frame time + _stepped
         self._frame_clock = 0.0  # runs only while frames come: each gap counts max_frame_gap_s at most
+        self._reading = math.nan  # the last frame's monotonic reading (NaN: none)
+        self._read_at = math.nan  # the resolver's clock at that reading
         self._lock = threading.RLock()
         self._allocations = 0
         self._accepted = 0
@@ -236,20 +241,24 @@ class IdentityResolver:
         frame_size: tuple[int, int],
         ended: Sequence[int] = (),
         positions: FloatArray | None = None,
+        monotonic: float | None = None,
     ) -> FrameIdentities:
         """Resolve one frame's ``tracks``; ``embeddings`` rows align with the detections (``det_index``).
 
         ``frame_size`` is ``(width, height)`` in pixels; ``ended`` the track ids the tracker ended on this
         frame (the same as calling ``end_track`` for each); ``positions`` (N, 2), one row per track, where each
-        stands on the site plan (NaN rows: unknown; None: the camera has no site). Returns an assignment per
-        track, in order, and the updates to publish.
+        stands on the site plan (NaN rows: unknown; None: the camera has no site); ``monotonic`` a reading of a
+        monotonic clock taken with ``now`` (a live source; None: a replay, whose frame times are real time), so
+        that retention_s counts real time through a wall clock's steps. Returns an assignment per track, in
+        order, and the updates to publish.
         """
         now = _finite(now, "now")
+        real = None if monotonic is None else _finite(monotonic, "monotonic")
         _check_frame_size(frame_size)
         rows = self._embedding_rows(tracks, embeddings)
         where = _positions(positions, len(tracks), self.camera)
         with self._lock:
-            now = self._advance(now)
+            now = self._advance(now, real)
             xyxy = np.asarray([t.xyxy for t in tracks], dtype=np.float32).reshape(-1, 4)
             scores = np.asarray([t.score for t in tracks], dtype=np.float32)
             quality = box_qualities(xyxy, scores, frame_size, self._quality)
@@ -384,21 +393,19 @@ class IdentityResolver:
             )
         return [_row(emb, t.det_index) for t in tracks]
 
-    def _advance(self, now: float) -> float:
+    def _advance(self, now: float, real: float | None) -> float:
         """Move the resolver's clock to ``now`` (never back: a wall clock stepped back leaves it standing until it
         has caught up), the interval clock on by the time since the last frame (nothing for a step back) and the
-        frame clock by that time up to max_frame_gap_s, expire and time out what is due; the resolver's clock."""
+        frame clock by that time up to max_frame_gap_s, count a clock step against the monotonic reading ``real``,
+        expire and time out what is due; the resolver's clock."""
         gap = now - self._frame_t if math.isfinite(self._frame_t) else 0.0
         if gap < 0:
             self._stepped -= gap
         self._frame_t = now
         self._tick = now + self._stepped
-        ran = min(max(gap, 0.0), self.cfg.max_frame_gap_s)
-        self._frame_clock += ran
-        latest, self._latest_frame = self._latest_frame, max(self._latest_frame, now)
-        if math.isfinite(latest):  # how far the stamps' clock ran ahead of the frame clock (0 in a replay)
-            self.store.lag += (self._latest_frame - latest) - ran
+        self._frame_clock += min(max(gap, 0.0), self.cfg.max_frame_gap_s)
         self._now = max(self._now, now)
+        self._count_step(real)
         self.store.expire(self._now)
         horizon = self._frame_clock - self.cfg.track_timeout_s
         while self._tracks:
@@ -408,6 +415,14 @@ class IdentityResolver:
             if (u := self._end(tid)) is not None:
                 self._pending.append(u)
         return self._now
+
+    def _count_step(self, real: float | None) -> None:
+        """Where the resolver's clock ran on by more (a wall clock stepped forward) or less (stepped back: it
+        stands) than the monotonic clock since the last reading, the difference is a clock step: FleetStore.lag
+        takes it, so that retention counts real time. No step is counted across a frame without a reading."""
+        if real is not None and math.isfinite(self._reading):
+            self.store.lag += (self._now - self._read_at) - max(real - self._reading, 0.0)
+        self._reading, self._read_at = (real, self._now) if real is not None else (math.nan, math.nan)
 
     def _observe(
         self,
@@ -429,6 +444,7 @@ class IdentityResolver:
             lo = self._restart(lo, now)
         self._tracks.move_to_end(t.track_id)
         lo.last_seen, lo.seen_tick, lo.seen_frame = max(lo.last_seen, now), self._tick, self._frame_clock
+        lo.seen_real = now - self.store.lag
         lo.at_edge, lo.overlapped = at_edge, overlapped
         if lo.lost:  # the tracker found it again: the fleet hears it is back
             lo.lost, lo.announce = False, True
@@ -911,6 +927,7 @@ class IdentityResolver:
             lo.pos,
             lo.pos_t,
             lo.vel,
+            lo.seen_real,  # not from ``last``: while a wall clock stepped back stands, sightings go on
         )
 
     def _sync_store(self, lo: _Local, now: float) -> None:
