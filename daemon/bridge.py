@@ -72,7 +72,7 @@ from typing import Any, cast, get_args
 from daemon import codec
 from daemon.config import BridgeConfig, redact
 from daemon.errors import ConfigError, DaemonError
-from daemon.fleet_store import ERASE_LUA, PUBLISH_LUA, REWRITE_LUA, SNAPSHOT_LUA, FleetKeys
+from daemon.fleet_store import ERASE_LUA, PUBLISH_LUA, REGISTER_LUA, REWRITE_LUA, SNAPSHOT_LUA, FleetKeys
 from daemon.fleet_wire import (
     NAME,
     Batch,
@@ -731,10 +731,8 @@ class Bridge:
                 args += [str(m.track_id), gid, "1" if m.embeddings.shape[0] else "0"]
             client.eval(PUBLISH_LUA, 5, log, *rest, *args)
             self._count("sent", len(chunk))
-        if time.monotonic() - self._registry_at >= REGISTRY_REFRESH_S:
-            now_ms = int(time.time() * 1000)
-            client.zadd(self.keys.cameras, {self.camera: now_ms})
-            client.zremrangebyscore(self.keys.cameras, "-inf", now_ms - self.cfg.state_ttl_s * 1000)
+        if time.monotonic() - self._registry_at >= REGISTRY_REFRESH_S:  # on the server's clock, as it is read
+            client.eval(REGISTER_LUA, 1, self.keys.cameras, self.camera, self.cfg.state_ttl_s)
             self._registry_at = time.monotonic()
 
     def _chunks(self, msgs: list[FleetMessage]) -> Iterable[list[FleetMessage]]:

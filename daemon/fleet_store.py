@@ -3,7 +3,8 @@
 Key layout (fleet ``F``, camera ``C``; a ``{...}`` hash tag decides the Valkey Cluster slot)::
 
     reid:{F}:gid          string  global-id counter: INCR is atomic, ids never repeat across processes
-    reid:{F}:cameras      zset    camera -> last publish time (ms): whom a catch-up reads; pruned after the TTL
+    reid:{F}:cameras      zset    camera -> last publish time (ms, the server's clock, as it is read): whom a
+                                  catch-up and a forget go through; pruned after the TTL
     reid:{F}:live         channel pub/sub channel of the fleet (not a key; a Cluster relays it to every node);
                                   payload "<stream id>|<sender id>|<batch blob>"
     reid:{F/C}:log        stream  every batch camera C sent: m = blob, g = ",gid,gid," of its profiles, s = sender;
@@ -198,6 +199,17 @@ end
 return deleted
 """
 )
+
+# KEYS: the camera registry. ARGV: camera, ttl_s. Scores the camera with the server's time, which every reader
+# of the registry reads it against (a host's clock more than the TTL off the server's listed no camera, or pruned
+# every other), and prunes the cameras silent for the TTL.
+REGISTER_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - tonumber(ARGV[2]) * 1000))
+return now
+"""
 
 # A forget's second step on one camera (after REWRITE_LUA). ARGV: gid, start ("-" on the first call), page
 # size, ttl_s. The first call drops every stored batch that still holds the gid (which REWRITE_LUA could not

@@ -426,6 +426,43 @@ def test_late_joiner_catches_up_on_latest_state(server: EmbeddedValkey) -> None:
             assert [m.track_id for m in profiles_from(c, 1)] == [99]
 
 
+class _ClockBehind:
+    """The ``time`` module as a host sees it whose wall clock is ``by`` seconds behind the Valkey server's."""
+
+    def __init__(self, by: float) -> None:
+        self.by = by
+
+    def time(self) -> float:
+        return time.time() - self.by
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def test_the_camera_registry_runs_on_the_servers_clock_as_it_is_read(
+    server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry of cameras (whom a catch-up and a forget go through) was scored with each camera host's time
+    but read against the server's: with the server's clock more than state_ttl_s ahead of the hosts' (here 2 h,
+    state_ttl_s 1 h) it listed no camera, so a late joiner caught up on nothing and a forget left every camera's
+    stored profiles of the person in Valkey. Its entries are scored and pruned by the server's time now."""
+    behind = 2 * 3600.0
+    monkeypatch.setattr(bridge_module, "time", _ClockBehind(behind))
+    cfg, keys, client = config(server.url), FleetKeys("default"), server.client()
+    now = time.time() - behind
+    with Bridge(cfg, "cam-a") as a, Bridge(cfg, "admin") as admin:
+        a.publish(replace(profile("cam-a", 1, gid=1), timestamp=now))
+        a.publish(replace(profile("cam-a", 2, gid=2), timestamp=now))
+        assert a.flush(5) and admin.wait_ready(5)
+        with Bridge(cfg, "cam-c") as c:
+            assert c.wait_ready(5)
+            assert sorted(m.track_id for m in c.drain() if m.kind == "profile") == [1, 2]
+        admin.forget(1)
+        assert admin.flush(5)
+        _log, state, _seen, _blobs, _refs = keys.camera_keys("cam-a")
+        assert sorted(client.hkeys(state)) == [b"2"] and admin.stats.erased >= 2
+
+
 class _MutedKeys(FleetKeys):
     """A camera whose live channel reaches no subscriber: its batches are stored, every pub/sub copy is lost."""
 
