@@ -956,6 +956,8 @@ def _read_yaml(p: Path) -> dict[str, Any]:
             data = yaml.load(fh, Loader=_UniqueKeyLoader)  # a SafeLoader
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p} is not valid YAML: {e}") from e
+    except OSError as e:  # no read permission, an I/O error
+        raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping with a 'cameras' key")
     return data

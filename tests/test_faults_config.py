@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _unreadable import unreadable_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMERA = "cameras:\n  door:\n    source: {uri: clip.mp4}\n"
@@ -91,3 +92,12 @@ def test_ops_host_not_on_this_machine_is_named_as_such(tmp_path: Path) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "cannot serve /metrics and /health on 192.0.2.1:0" in done.stderr
     assert "ops.host" in done.stderr and "another camera" not in done.stderr, done.stderr
+
+
+def test_unreadable_config_file_is_named_without_a_traceback(tmp_path: Path) -> None:
+    """A config file the user may not read (mode 600, another owner) ended in an OSError traceback from the
+    YAML reader, naming neither the file nor the option, and exit 1 where a config error is 2."""
+    cfg = unreadable_file(tmp_path / "fleet.yaml")
+    done = run(cfg)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip() == f"error: cannot read config file {cfg}: Input/output error"
