@@ -741,6 +741,8 @@ class Gallery:
             gallery = cls._from_parts(settings, labels, emb)
         except DataError as e:
             raise DataError(f"{path}: {e}") from e
+        except OSError as e:  # no read permission, an I/O error
+            raise DataError(f"{path}: cannot read the gallery file: {e.strerror or e}") from e
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(f"{path}: invalid gallery content: {e}") from e
         gallery.file = path

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from _crops import write_frames, write_reference_crops
 from _data import require_pets09_video
+from _unreadable import unreadable_file
 
 from daemon.cli import main
 from daemon.embedding import EmbeddingResult
@@ -194,6 +195,19 @@ def test_verify_corrupt_or_missing_gallery_exits_1_naming_it(tmp_path: Path, cap
     assert "broken.npz" in capsys.readouterr().err
     assert main(["verify", "-g", str(tmp_path / "gone.npz")]) == 1
     assert "gone.npz" in capsys.readouterr().err
+
+
+def test_enroll_append_to_an_unreadable_gallery_exits_1_and_keeps_it(
+    data: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    """`enroll --append` to a .rdg gallery it could not read ended in an OSError traceback; it is one line
+    naming the file, and the file (here a link) is left as it was."""
+    path = unreadable_file(tmp_path / "people.rdg")
+    args = ["enroll", str(data / "refs"), "-g", str(path), "--append", *_model(mobilenet_model)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: {path}: cannot read the gallery file: Input/output error\n", err
+    assert path.is_symlink() and [p.name for p in tmp_path.iterdir()] == ["people.rdg"]
 
 
 def test_enroll_missing_folder_exits_1_naming_it(tmp_path: Path, capsys: Capture) -> None:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pytest
+from _unreadable import unreadable_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
@@ -616,6 +617,16 @@ def test_load_errors(tmp_path: Path) -> None:
     plain.write_bytes(codec.encode(codec.EmbeddingBatch(np.ones((1, D), np.float32))))
     with pytest.raises(DataError, match="no labels"):
         Gallery.load(plain)
+
+
+@pytest.mark.parametrize("suffix", [".rdg", ".npz", ".json"])
+def test_unreadable_file_is_a_data_error_naming_it(tmp_path: Path, suffix: str) -> None:
+    # Regression: a gallery the user may not read (or an I/O error) ended in an OSError traceback for .rdg and
+    # .json (`verify`, `recognize`, `serve`, `enroll --append`), naming neither the file nor the problem
+    path = unreadable_file(tmp_path / f"g{suffix}")
+    with pytest.raises(DataError, match=str(path)) as err:
+        Gallery.load(path)
+    assert "Input/output error" in str(err.value)
 
 
 def write_json(path: Path, **changes: Any) -> Path:
