@@ -365,8 +365,7 @@ def fetch(
             return status.path
         if status.state == "corrupt":
             logger.warning("%s: cached copy is unusable (%s); fetching again", name, status.detail)
-    folder = preset_dir(name, cache_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _cache_folder(preset_dir(name, cache_dir))
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=folder) as tmp_s:
         tmp = Path(tmp_s)
@@ -390,6 +389,18 @@ def fetch(
     )
     logger.info("%s: ready at %s (%.0f s)", name, target, time.monotonic() - started)
     return target
+
+
+def _cache_folder(folder: Path) -> Path:
+    """``folder`` made (with its parents) to fetch a model into; a ModelError naming it and why when the model
+    cache cannot hold it (a file on the way, no write permission, a read-only file system)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelError(
+            f"cannot make {folder} in the model cache (--models-dir, $REID_MODELS_DIR): {e.strerror or e}"
+        ) from e
+    return folder
 
 
 def _run(cmd: Sequence[str], what: str, timeout: float = PIP_TIMEOUT_S) -> str:
@@ -794,7 +805,7 @@ def fetch_boxmot(name: str, cache_dir: Path, *, force: bool = False) -> Path:
             logger.warning("%s; downloading again", e)
     from boxmot.resources.download import download_file
 
-    folder.mkdir(parents=True, exist_ok=True)
+    _cache_folder(folder)
     tmp = folder / f".{name}.part"
     logger.info("downloading BoxMOT ReID weights %s from %s", name, zoo[name])
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from daemon import models
+from daemon.cli import main
 from daemon.config import default_cache_dir
 from daemon.errors import ModelError
 from daemon.models import Member, Preset
@@ -309,3 +310,21 @@ def test_real_fetch_of_the_embedder_preset(tmp_path: Path) -> None:
     path = models.fetch("mobilenetv2-imagenet", tmp_path)
     assert models.resolve("mobilenetv2-imagenet", tmp_path) == path
     assert models.preset_status("mobilenetv2-imagenet", tmp_path).state == "ready"
+
+
+@pytest.mark.parametrize(
+    "command", [["fetch", "mobilenetv2-imagenet"], ["fetch-boxmot", "osnet_x0_25_msmt17.pt"]]
+)
+def test_fetch_into_a_cache_that_cannot_be_a_folder_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """Regression: `models fetch` (and fetch-boxmot) with --models-dir naming a file, or a folder the user may
+    not write, ended in a NotADirectoryError / PermissionError traceback; it names the folder (exit 1), before
+    any download."""
+    cache = tmp_path / "models.yaml"
+    cache.write_text("not a folder\n")
+    assert main(["models", *command, "--models-dir", str(cache)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot make {cache}/") and "in the model cache" in err, err
+    assert err.endswith(": Not a directory\n") and err.count("\n") == 1, err
+    assert cache.read_text() == "not a folder\n"
