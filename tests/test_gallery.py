@@ -693,6 +693,22 @@ def test_npz_that_is_no_zip_archive_is_named_so(saved: dict[str, Path]) -> None:
         assert "pickled" not in str(e.value) and "object arrays" not in str(e.value)
 
 
+def test_npz_whose_start_is_no_archive_is_named_so(saved: dict[str, Path]) -> None:
+    # Regression: a .npz whose first bytes were damaged (its index at the end intact) was "unreadable .npz (object
+    # arrays are refused: This file contains pickled (object) data...)", and a bare .npy array named .npz was
+    # "invalid gallery content: 'numpy.ndarray' object does not support the context manager protocol"
+    damaged = saved[".npz"].with_name("damaged.npz")
+    damaged.write_bytes(b"XXXX" + saved[".npz"].read_bytes()[4:])
+    array = saved[".npz"].with_name("array.npz")
+    with array.open("wb") as fh:
+        np.save(fh, np.ones((2, D), np.float32))
+    for path, start in ((damaged, "b'XXXX'"), (array, "b'\\x93NUM'")):
+        with pytest.raises(DataError, match=r"not a \.npz archive") as e:
+            Gallery.load(path)
+        assert str(path) in str(e.value) and start in str(e.value), e.value
+        assert "pickled" not in str(e.value) and "context manager" not in str(e.value)
+
+
 def test_npz_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.npz"
     np.savez(bad, embeddings=np.ones((1, 2)))
