@@ -733,6 +733,8 @@ class Gallery:
         suffix = path.suffix.lower()
         if suffix not in SUFFIXES:
             raise DataError(f"{path}: unknown gallery file type {suffix!r} (expected one of {SUFFIXES})")
+        if path.is_dir():
+            raise DataError(f"{path} is a folder, not a gallery file")
         if not path.is_file():
             raise DataError(f"{path}: gallery file not found")
         reader = {".rdg": _read_rdg, ".npz": _read_npz, ".json": _read_json}[suffix]

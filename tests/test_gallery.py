@@ -609,6 +609,9 @@ def test_load_errors(tmp_path: Path) -> None:
         Gallery.load(tmp_path / "missing.rdg")
     with pytest.raises(DataError, match="unknown gallery file type"):
         Gallery.load(tmp_path / "g.txt")
+    (tmp_path / "folder.npz").mkdir()  # it was 'gallery file not found', for a path that is there
+    with pytest.raises(DataError, match=r"folder\.npz is a folder, not a gallery file"):
+        Gallery.load(tmp_path / "folder.npz")
     foreign = tmp_path / "foreign.rdg"
     foreign.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     with pytest.raises(DataError, match="bad magic"):
