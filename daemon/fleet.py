@@ -670,14 +670,18 @@ def load_identity_head(settings: Settings, embedder: object) -> ProjectionHead |
 
 
 def _load_gallery(settings: Settings, dim: int, signature: str | None) -> Gallery | None:
-    """``gallery.path`` loaded; ConfigError naming it when its rows are not of ``dim`` or, where both say, were
-    made by another embedder than ``signature`` (daemon.embed.embedder_signature: model, head, crop settings)."""
+    """``gallery.path`` loaded; ConfigError naming it when it is not there or cannot be read, its rows are not
+    of ``dim`` or, where both say, were made by another embedder than ``signature``
+    (daemon.embed.embedder_signature: model, head, crop settings). A restart does not mend any of these."""
     path = settings.gallery.path
     if path is None:
         return None
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise ConfigError(f"gallery.path: local gallery file not found: {path}")
-    gallery = Gallery.load(path)
+    try:
+        gallery = Gallery.load(path)
+    except DataError as e:  # the message names the file
+        raise ConfigError(f"gallery.path: {e}") from e
     if gallery.dim != dim:
         raise ConfigError(
             f"gallery.path: {path} holds {gallery.dim}-d embeddings but the camera's embedder gives {dim}-d "

@@ -812,6 +812,25 @@ def test_a_gallery_enrolled_with_another_model_or_crops_is_refused_by_name(tmp_p
     assert loaded is not None and loaded.labels == ["alice"]
 
 
+def test_a_gallery_path_that_cannot_be_loaded_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    # Regression: a corrupt gallery.path (cut short, overwritten) stopped the camera with a DataError (exit 1),
+    # which systemd restarts on, over and over, and the message did not say which setting named the file; a
+    # folder there was 'not found'. Like a gallery of another width or model, it is a ConfigError (exit 2).
+    from daemon.config import Settings
+    from daemon.errors import ConfigError
+    from daemon.fleet import _load_gallery
+    from daemon.gallery import Gallery
+
+    data = _settings(tmp_path, "redis://127.0.0.1:1").model_dump(mode="python")  # type: ignore[attr-defined]
+    cut = Gallery(DIM).save(tmp_path / "cut.rdg")
+    cut.write_bytes(cut.read_bytes()[:20])
+    (tmp_path / "folder.rdg").mkdir()
+    for path, problem in ((cut, "truncated"), (tmp_path / "folder.rdg", "is a folder, not a gallery file")):
+        data["gallery"]["path"] = path
+        with pytest.raises(ConfigError, match=rf"^gallery\.path: {path}:? {problem}"):
+            _load_gallery(Settings.model_validate(data), DIM, None)
+
+
 # ----------------------------------------------------------------------------------------- identity head
 
 
