@@ -541,10 +541,21 @@ def create_app(state: ServiceState) -> FastAPI:
         return JSONResponse(status_code=400, content={"detail": str(exc)})
 
     if state.cfg.references is not None:
-        state.cfg.references.mkdir(parents=True, exist_ok=True)
+        _make_references(state.cfg.references)
         _record_folder(state)
         app.mount("/references", References(directory=state.cfg.references), name="references")
     return app
+
+
+def _make_references(folder: Path) -> None:
+    """The references folder made (with its parents); ConfigError naming it and the option when it cannot be (a
+    file of that name, no write permission)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot make the references folder {folder}: {e.strerror or e} (--references, serve.references)"
+        ) from e
 
 
 class References(StaticFiles):

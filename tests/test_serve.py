@@ -922,6 +922,25 @@ def test_cli_serve_on_a_port_in_use_is_one_error_line(
     assert "serving" not in caplog.text
 
 
+def test_cli_serve_with_references_that_cannot_be_a_folder_is_one_error_line(
+    mobilenet_model: Path, tmp_path: Path, capsys: Any
+) -> None:
+    # Regression: --references naming a file (or a folder it may not make) ended in a FileExistsError traceback
+    # from the folder's mkdir, naming no option.
+    from daemon.cli import main
+
+    refs = tmp_path / "refs.txt"
+    refs.write_text("a file\n")
+    args = ["serve", "--references", str(refs), "--port", "0", "--model", str(mobilenet_model)]
+    assert main([*args, "-g", str(tmp_path / "g.npz")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"error: cannot make the references folder {refs}: File exists (--references, serve.references)\n"
+    )
+    assert refs.read_text() == "a file\n" and not (tmp_path / "g.npz").exists()
+
+
 def test_cli_serve_logs_as_the_global_options_say(mobilenet_model: Path, tmp_path: Path) -> None:
     """`reid-daemon -q --log-format json serve` printed uvicorn's own plain-text INFO lines (startup, every
     request, shutdown) beside the JSON ones: serve ignored -q and --log-format."""
