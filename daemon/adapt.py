@@ -1137,6 +1137,7 @@ def run_adapt(settings: Settings, camera: str | None, req: AdaptRequest, cfg: Ad
         )
     if not req.tracklets and req.reference is None:
         raise ConfigError("nothing to train on: give --reference FOLDER, or leave tracklet mining on")
+    _check_out(req.out)
     ecfg = cam.embedder.model_copy(update={"head": None})
     embedder = OnnxEmbedder(ecfg, settings.runtime, settings.models_dir)
     base = base_info(embedder, ecfg.model, embedder.model_path)
@@ -1162,8 +1163,24 @@ def run_adapt(settings: Settings, camera: str | None, req: AdaptRequest, cfg: Ad
             )
         tracklets = parts[0] if len(parts) == 1 else merge_tracklets(parts)
     head, report = train_head(tracklets, reference, base, cfg, progress=req.progress)
-    path = save_head(head, req.out)
+    try:
+        path = save_head(head, req.out)
+    except OSError as e:  # the disk filled up while it trained, say
+        raise DataError(f"cannot save the head as {req.out}: {e.strerror or e}") from e
     return AdaptResult(path, head, report, tracklets, reference)
+
+
+def _check_out(out: Path) -> None:
+    """ConfigError naming ``--out`` when the head could not be written there, before minutes of mining and
+    training: a folder, or a file whose folder cannot be made or written."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder: give the head's file (.npz)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file of that name on the way, no permission
+        raise ConfigError(f"--out {out}: cannot make its folder {out.parent}: {e.strerror or e}") from e
+    if not os.access(out.parent, os.W_OK):
+        raise ConfigError(f"--out {out}: its folder {out.parent} is not writable")
 
 
 _EMBEDDING_FIELDS: Final = ("type", "model", "input_size", "flip_average", "colour_norm", "detail_height")

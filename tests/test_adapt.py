@@ -633,6 +633,28 @@ def test_cli_adapt_with_a_missing_tracks_file_is_an_error_not_a_traceback(
     assert f"{missing}: file not found" in capsys.readouterr().err
 
 
+def test_cli_adapt_with_an_out_it_cannot_write_says_so_before_mining(
+    tmp_path: Path, mobilenet_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out naming a folder, or a file under a file, ended in an IsADirectoryError / FileExistsError traceback
+    once the features were mined and the head trained (minutes on a real video), and the head was lost; it is
+    bad usage (exit 2) named before anything is read."""
+    clip = make_video(tmp_path / "clip.mp4", frames=12, size=(320, 240), people=2)
+    tracks = clip.write_mot_gt(tmp_path / "tracks.txt")
+    cfg = _cfg(tmp_path, clip.path, mobilenet_model.parent.parent)
+    (tmp_path / "heads").mkdir()
+    (tmp_path / "afile").write_text("kept\n")
+    args = ["adapt", "-c", str(cfg), "--tracks", str(tracks), "--steps", "5", "--dim", "8", "--no-progress"]
+    for out, problem in (
+        (tmp_path / "heads", f"--out {tmp_path / 'heads'} is a folder: give the head's file (.npz)"),
+        (tmp_path / "afile" / "h.npz", f"--out {tmp_path / 'afile' / 'h.npz'}: cannot make its folder"),
+    ):
+        assert main([*args, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {problem}") and err.count("\n") == 1, err
+    assert (tmp_path / "afile").read_text() == "kept\n" and not (tmp_path / "adapt-cache").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_adapt_on_pets09_with_our_tracker(
