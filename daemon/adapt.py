@@ -772,7 +772,14 @@ def cached_tracklets(path: Path | None, make: Any) -> Tracklets:
             return hit
     result: Tracklets = make()
     if path is not None:
-        save_tracklets(result, path)
+        try:
+            save_tracklets(result, path)
+        except OSError as e:  # the cache spares the next run its mining; this run goes on without it
+            logger.warning(
+                "cannot write the tracklet cache %s: %s; going on without it (--cache-dir, --no-cache)",
+                path,
+                e.strerror or e,
+            )
     return result
 
 

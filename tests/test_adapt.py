@@ -655,6 +655,27 @@ def test_cli_adapt_with_an_out_it_cannot_write_says_so_before_mining(
     assert (tmp_path / "afile").read_text() == "kept\n" and not (tmp_path / "adapt-cache").exists()
 
 
+def test_cli_adapt_with_a_cache_it_cannot_write_trains_without_it(
+    tmp_path: Path, mobilenet_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """--cache-dir naming a file (or a folder it may not write) ended in a FileExistsError traceback once the
+    features were mined, and no head was trained: the cache only saves the next run's mining, so it warns,
+    naming the folder, and goes on."""
+    clip = make_video(tmp_path / "clip.mp4", frames=12, size=(320, 240), people=2)
+    tracks = clip.write_mot_gt(tmp_path / "tracks.txt")
+    cfg = _cfg(tmp_path, clip.path, mobilenet_model.parent.parent)
+    cache = tmp_path / "cache.txt"
+    cache.write_text("kept\n")
+    out = tmp_path / "head.npz"
+    args = ["adapt", "-c", str(cfg), "--tracks", str(tracks), "--steps", "5", "--dim", "8", "--no-progress"]
+    assert main([*args, "--out", str(out), "--cache-dir", str(cache)]) == 0
+    assert load_head(out).output_dim == 8 and cache.read_text() == "kept\n"
+    (warning,) = [r.getMessage() for r in caplog.records if "tracklet cache" in r.getMessage()]
+    assert (
+        warning.startswith(f"cannot write the tracklet cache {cache}/tracklets-") and "--cache-dir" in warning
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_adapt_on_pets09_with_our_tracker(
