@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import time
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +60,7 @@ from tqdm import tqdm
 from daemon.boxes import box_area, box_intersection
 from daemon.config import EnrollConfig
 from daemon.embed import crop_boxes
-from daemon.embedding import atomic_write, read_image
+from daemon.embedding import atomic_write, npz_start_problem, read_image
 from daemon.enroll import reference_files
 from daemon.errors import ConfigError, DataError, ModelError
 from daemon.types import FloatArray, ImageBGR
@@ -260,9 +261,12 @@ def load_head(path: Path) -> ProjectionHead:
     if not path.is_file():
         raise ModelError(f"head file not found: {path}")
     try:
+        problem = npz_start_problem(path)
+        if problem is not None:
+            raise ModelError(f"{path} is not a readable head .npz: {problem}")
         with np.load(path, allow_pickle=False) as z:
             data = {k: np.asarray(z[k]) for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ModelError(f"{path} is not a readable head .npz: {e}") from e
     meta = _head_meta(path, data)
     missing = [k for k in HEAD_ARRAYS if k not in data]

@@ -223,6 +223,23 @@ def _unit(v: NDArray[Any]) -> FloatArray:
     return out
 
 
+_ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive's first entry, or the end of an empty one
+
+
+def npz_start_problem(path: Path) -> str | None:
+    """What is wrong with ``path`` as a .npz when it does not start as a zip archive does, else None: numpy
+    reads any other file as a bare .npy array or a pickle, whichever its first bytes look like, and its errors
+    then say nothing of an archive ('This file contains pickled (object) data'). OSError when it cannot be read.
+    """
+    with Path(path).open("rb") as fh:
+        start = fh.read(4)
+    if not start:
+        return "not a .npz archive: the file is empty"
+    if start not in _ZIP_STARTS:
+        return f"not a .npz archive (another file type, cut short or damaged: it starts with {start!r})"
+    return None
+
+
 def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
     """Write ``data`` (bytes, or a function writing to the open file) to ``path`` through a temp file in the
     same folder (flush, fsync, rename, then fsync the folder where the platform allows it).

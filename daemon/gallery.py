@@ -56,7 +56,7 @@ from pydantic import ValidationError
 
 from daemon import codec
 from daemon.config import GALLERY_SUFFIXES, GalleryConfig
-from daemon.embedding import atomic_write
+from daemon.embedding import atomic_write, npz_start_problem
 from daemon.errors import ConfigError, DataError
 from daemon.types import FloatArray
 
@@ -71,7 +71,6 @@ SUFFIXES = GALLERY_SUFFIXES
 NORM_EPS = 1e-12
 UNIT_TOL = 4e-7  # a row whose norm is this close to 1 counts as normalised already (float32 rounding)
 _SIM_BLOCK = 1 << 24  # similarity values per block of a batched exact search (64 MiB of float32)
-_ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive's first entry, or the end of an empty one
 _LOAD_MAX_BYTES = 1 << 40  # raw payload bound when loading a gallery file (content is checked as it is read)
 CROPS = "; crops "  # in an embedder signature, what comes before its crop settings (daemon.embed)
 HEAD = " + head "  # in an embedder signature, what comes before a projection head's file and digest
@@ -1004,7 +1003,9 @@ def _read_rdg(path: Path) -> Parts:
 
 
 def _read_npz(path: Path) -> Parts:
-    _check_zip_start(path)
+    problem = npz_start_problem(path)
+    if problem is not None:
+        raise DataError(problem)
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = {"settings", "labels", "embeddings"} - set(data.files)
@@ -1021,19 +1022,6 @@ def _read_npz(path: Path) -> Parts:
     if emb.dtype.kind != "f":
         raise DataError(f"embeddings must be floats, got {emb.dtype}")
     return settings, [str(s) for s in labels.tolist()], emb
-
-
-def _check_zip_start(path: Path) -> None:
-    """DataError unless ``path`` starts as a zip archive does: numpy reads any other file as a bare .npy array
-    or a pickle, whichever its first bytes look like, and its errors then say nothing of an archive."""
-    with path.open("rb") as fh:
-        start = fh.read(4)
-    if not start:
-        raise DataError("not a .npz archive: the file is empty")
-    if start not in _ZIP_STARTS:
-        raise DataError(
-            f"not a .npz archive (another file type, cut short or damaged: it starts with {start!r})"
-        )
 
 
 def _read_json(path: Path) -> Parts:

@@ -378,6 +378,18 @@ def test_load_head_missing_or_not_npz(tmp_path: Path) -> None:
         load_head(tmp_path / "x.npz")
 
 
+def test_load_head_cut_short_or_damaged_is_named(tmp_path: Path) -> None:
+    # Regression: a head .npz cut short (a copy that stopped) ended in a zipfile.BadZipFile traceback at the
+    # camera's start, and one whose first bytes were damaged was 'This file contains pickled (object) data'
+    whole = save_head(_toy_head(), tmp_path / "whole.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "damaged.npz").write_bytes(b"XXXX" + whole[4:])
+    for name, problem in (("cut.npz", "File is not a zip file"), ("damaged.npz", "not a .npz archive")):
+        with pytest.raises(ModelError, match=f"{tmp_path / name} is not a readable head .npz") as e:
+            load_head(tmp_path / name)
+        assert problem in str(e.value) and "pickled" not in str(e.value), e.value
+
+
 def test_check_base_refuses_another_model() -> None:
     head = _toy_head()
     head.check_base(Path("h.npz"), BASE)  # fits
