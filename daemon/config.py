@@ -7,6 +7,7 @@ Every model has ``extra="forbid"`` so a misspelt key is an error, not a silently
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -908,12 +909,32 @@ def _env_names() -> list[str]:
 
 
 def _env_error(e: SettingsError) -> ConfigError:
-    """A REID_ variable setting a whole section with text that is not valid JSON."""
+    """A REID_ variable setting a whole section with text that is not valid JSON, named."""
     cause = f": {e.__cause__}" if e.__cause__ is not None else ""
     return ConfigError(
-        f"invalid environment override ({ENV_PREFIX}...): {e}{cause}; a variable that sets a whole section holds "
-        "JSON, or set one field with __ between levels"
+        f"invalid environment override ({', '.join(_unparsed_env(str(e))) or ENV_PREFIX + '...'}): {e}{cause}; "
+        "a variable that sets a whole section holds JSON, or set one field with __ between levels"
     )
+
+
+def _unparsed_env(message: str) -> list[str]:
+    """The REID_ variables a pydantic-settings message ('error parsing value for field "cameras" ...') may
+    mean: those under that field whose text is not JSON (all of them under it when each is). Names only: the
+    values may be secrets."""
+    field = re.search(r'field "([^"]+)"', message)
+    if field is None:
+        return []
+    section = field.group(1).lower()
+    names = [k for k in _env_names() if k[len(ENV_PREFIX) :].split("__", 1)[0].lower() == section]
+    return [k for k in names if not _is_json(os.environ[k])] or names
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _settings(data: dict[str, Any], origin: str) -> Settings:

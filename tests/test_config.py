@@ -245,6 +245,20 @@ def test_environment_section_that_is_not_json_is_a_config_error(
         single_camera_settings(CameraConfig(source=SourceConfig(uri="x.mp4")))
 
 
+def test_environment_section_that_is_not_json_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """REID_CAMERAS__lobby__TRACKER=90 (a section set to text that is not JSON) was reported as 'invalid
+    environment override (REID_...)': which of the service's variables was wrong, it did not say."""
+    p = _write(tmp_path, "cameras:\n  lobby:\n    source: {uri: x.mp4}\n")
+    monkeypatch.setenv("REID_CAMERAS__lobby__TRACKER", "90 frames")
+    monkeypatch.setenv("REID_RUNTIME__ALLOW_SPINNING", "true")  # a good one of another section: not named
+    with pytest.raises(ConfigError) as e:
+        load_settings(p)
+    assert str(e.value).startswith("invalid environment override (REID_CAMERAS__lobby__TRACKER): "), e.value
+    assert "ALLOW_SPINNING" not in str(e.value)
+
+
 FLEET_WITH_DEFAULTS = """
 camera_defaults:
   embedder: {batch_size: 4, flip_average: true}
