@@ -355,8 +355,13 @@ def _probe(video: Path, limit: int = 0) -> tuple[int, float | None, tuple[int, i
         n = 1
         while (limit <= 0 or n < limit) and cap.grab():
             n += 1
+        announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     finally:
         cap.release()
+    if (limit <= 0 or n < limit) and announced > n + 1:  # a frame short is a container's rounding
+        log.warning(
+            "%s decodes to %d frames, its container announces %d: cut short or damaged?", video, n, announced
+        )
     return n, fps if fps > 0 else None, (first.shape[1], first.shape[0])
 
 

@@ -298,6 +298,25 @@ def test_a_text_file_given_as_the_video_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_a_video_cut_short_is_said_to_be(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A source cut short (a copy that stopped) built a scenario of the frames it still decodes (11 of 30) without
+    a word, where `run` on it warns: the replay and its scores then cover a part of the recording."""
+    whole, cut = tmp_path / "whole.avi", tmp_path / "cut.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 7, (320, 240))
+    for i in range(30):
+        writer.write(np.full((240, 320, 3), i * 8, np.uint8))
+    writer.release()
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    files = build(cut, None, PRESETS["pets09-2cam-overlap"], tmp_path / "out")
+    frames = json.loads(files.description.read_text())["source"]["frames"]
+    assert 0 < frames < 30
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning == f"{cut} decodes to {frames} frames, its container announces 30: cut short or damaged?"
+    caplog.clear()
+    build(whole, None, PRESETS["pets09-2cam-overlap"], tmp_path / "out")  # whole: no warning
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 def test_an_out_folder_that_cannot_be_made_is_named(tmp_path: Path) -> None:
     """--out naming a file (or a folder under one, or somewhere the user cannot write) ended in a
     FileExistsError / NotADirectoryError traceback from mkdir."""
