@@ -536,6 +536,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     if args.out and Path(args.out).suffix.lower() not in SUFFIXES:  # before the work, not after it
         raise ConfigError(f"--out {args.out}: embeddings are saved as {' or '.join(SUFFIXES)}")
+    if args.out:
+        _check_output_file("--out", Path(args.out))
     if args.box and len(args.inputs) != 1:
         raise ConfigError("--box goes with exactly one input image")
     if args.largest and not args.detect:
@@ -612,6 +614,15 @@ def _warn_settings_kept(args: argparse.Namespace, gallery: Any, path: Path) -> N
         )
 
 
+def _check_output_file(option: str, path: Path) -> None:
+    """ConfigError naming ``option`` when ``path`` could not be written, before the work that fills it."""
+    from daemon.embedding import output_file_problem
+
+    problem = output_file_problem(path)
+    if problem is not None:
+        raise ConfigError(f"{option} {path}{' ' if problem.startswith('is ') else ': '}{problem}")
+
+
 def cmd_enroll(args: argparse.Namespace) -> int:
     from daemon.config import EnrollConfig
     from daemon.enroll import enroll, reference_files
@@ -620,6 +631,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     out = Path(args.gallery)
     if out.suffix.lower() not in SUFFIXES:
         raise ConfigError(f"--gallery {out}: a gallery file ends in {', '.join(SUFFIXES)}")
+    _check_output_file("--gallery", out)
     naming = _validated(
         EnrollConfig,
         _section(args, "enroll"),

@@ -240,6 +240,23 @@ def npz_start_problem(path: Path) -> str | None:
     return None
 
 
+def output_file_problem(path: Path) -> str | None:
+    """Why ``atomic_write`` could not write ``path``, found before the work that makes its content (None when
+    nothing is seen against it): a folder there, a file where its folder would be, a folder not writable.
+    Nothing is made or changed."""
+    path = Path(path)
+    if path.is_dir():
+        return "is a folder"
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # the folders atomic_write would make
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK):
+        return f"its folder {folder} is not writable"
+    return None
+
+
 def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
     """Write ``data`` (bytes, or a function writing to the open file) to ``path`` through a temp file in the
     same folder (flush, fsync, rename, then fsync the folder where the platform allows it).

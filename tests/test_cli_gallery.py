@@ -210,6 +210,31 @@ def test_enroll_append_to_an_unreadable_gallery_exits_1_and_keeps_it(
     assert path.is_symlink() and [p.name for p in tmp_path.iterdir()] == ["people.rdg"]
 
 
+def test_an_output_file_that_cannot_be_written_is_named_before_the_work(
+    data: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    """`enroll -g` naming a folder, or `embed --out` a file under a file, embedded every photo or frame first
+    (minutes for a big folder or a video) and then failed to save, the work lost; it is bad usage (exit 2)
+    named before any model loads (here none: the model given does not exist)."""
+    (tmp_path / "people.npz").mkdir()
+    (tmp_path / "afile").write_text("kept\n")
+    model = ["--model", str(tmp_path / "never-loaded.onnx"), "--no-progress"]
+    refs = str(data / "refs")
+    for args, problem in (
+        (
+            ["enroll", refs, "-g", str(tmp_path / "people.npz")],
+            f"--gallery {tmp_path / 'people.npz'} is a folder",
+        ),
+        (
+            ["embed", refs, "--out", str(tmp_path / "afile" / "e.npz")],
+            f"--out {tmp_path / 'afile' / 'e.npz'}: {tmp_path / 'afile'} is not a folder",
+        ),
+    ):
+        assert main([*args, *model]) == 2
+        assert capsys.readouterr().err == f"error: {problem}\n"
+    assert (tmp_path / "afile").read_text() == "kept\n" and not any((tmp_path / "people.npz").iterdir())
+
+
 def test_enroll_missing_folder_exits_1_naming_it(tmp_path: Path, capsys: Capture) -> None:
     assert main(["enroll", str(tmp_path / "no-refs"), "-g", str(tmp_path / "g.npz")]) == 1
     assert "no-refs" in capsys.readouterr().err
