@@ -60,7 +60,7 @@ from tqdm import tqdm
 from daemon.boxes import box_area, box_intersection
 from daemon.config import EnrollConfig
 from daemon.embed import crop_boxes
-from daemon.embedding import atomic_write, npz_start_problem, read_image
+from daemon.embedding import atomic_write, npz_start_problem, output_file_problem, read_image
 from daemon.enroll import reference_files
 from daemon.errors import ConfigError, DataError, ModelError
 from daemon.types import FloatArray, ImageBGR
@@ -1183,15 +1183,12 @@ def run_adapt(settings: Settings, camera: str | None, req: AdaptRequest, cfg: Ad
 
 def _check_out(out: Path) -> None:
     """ConfigError naming ``--out`` when the head could not be written there, before minutes of mining and
-    training: a folder, or a file whose folder cannot be made or written."""
-    if out.is_dir():
+    training: a folder, a file where its folder would be, a folder not writable."""
+    problem = output_file_problem(out)
+    if problem == "is a folder":
         raise ConfigError(f"--out {out} is a folder: give the head's file (.npz)")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # a file of that name on the way, no permission
-        raise ConfigError(f"--out {out}: cannot make its folder {out.parent}: {e.strerror or e}") from e
-    if not os.access(out.parent, os.W_OK):
-        raise ConfigError(f"--out {out}: its folder {out.parent} is not writable")
+    if problem is not None:
+        raise ConfigError(f"--out {out}: {problem}")
 
 
 _EMBEDDING_FIELDS: Final = ("type", "model", "input_size", "flip_average", "colour_norm", "detail_height")
