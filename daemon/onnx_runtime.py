@@ -46,6 +46,19 @@ def create_session(path: Path, runtime: RuntimeConfig) -> ort.InferenceSession:
     try:
         session = ort.InferenceSession(str(path), sess_options=session_options(runtime), providers=providers)
     except Exception as e:  # onnxruntime raises several unrelated exception types for a bad file
-        raise ModelError(f"onnxruntime cannot load {path}: {e}") from e
+        raise ModelError(f"onnxruntime cannot load {path}: {_load_problem(e)}") from e
     logger.info("loaded %s with %s", path.name, ", ".join(session.get_providers()))
     return session
+
+
+# onnxruntime's words for a file that holds no ONNX graph: not protobuf at all (text, an image, a file cut short),
+# or empty (a download that never started). Its messages run over lines, with C++ source paths and signatures.
+_NOT_ONNX = ("INVALID_PROTOBUF", "does not have a graph")
+
+
+def _load_problem(error: Exception) -> str:
+    """What onnxruntime's ``error`` says is wrong with a model file, in one line."""
+    text = str(error).strip()
+    if any(marker in text for marker in _NOT_ONNX):
+        return "not an ONNX model, or cut short"
+    return " ".join(text.split()) or type(error).__name__

@@ -389,3 +389,19 @@ def test_embedder_bench_names_a_bad_size(size: str, capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert e.value.code == 2
     assert f"argument --sizes: expected HEIGHTxWIDTH in pixels (e.g. 256x128), not {size!r}" in err
+
+
+@pytest.mark.parametrize("cut", [0, 6, 100_000])
+def test_a_model_file_that_is_no_onnx_graph_is_one_line_naming_it(
+    tmp_path: Path, mobilenet_model: Path, cut: int
+) -> None:
+    """An empty .onnx (a download that never started) was refused with onnxruntime's message over two lines,
+    its C++ source file and the signature of a constructor among them; a cut or foreign one with
+    'INVALID_PROTOBUF : ... Protobuf parsing failed.'. Either is one line saying what the file is not."""
+    from daemon.onnx_runtime import create_session
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"hello\n" if cut == 6 else mobilenet_model.read_bytes()[:cut])
+    with pytest.raises(ModelError) as e:
+        create_session(path, RuntimeConfig())
+    assert str(e.value) == f"onnxruntime cannot load {path}: not an ONNX model, or cut short"
