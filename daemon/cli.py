@@ -614,11 +614,12 @@ def _warn_settings_kept(args: argparse.Namespace, gallery: Any, path: Path) -> N
         )
 
 
-def _check_output_file(option: str, path: Path) -> None:
-    """ConfigError naming ``option`` when ``path`` could not be written, before the work that fills it."""
-    from daemon.embedding import output_file_problem
+def _check_output_file(option: str, path: Path, folder: bool = False) -> None:
+    """ConfigError naming ``option`` when the file (or the ``folder``) ``path`` could not be written, before the
+    work that fills it."""
+    from daemon.embedding import output_file_problem, output_folder_problem
 
-    problem = output_file_problem(path)
+    problem = output_folder_problem(path) if folder else output_file_problem(path)
     if problem is not None:
         raise ConfigError(f"{option} {path}{' ' if problem.startswith('is ') else ': '}{problem}")
 
@@ -716,6 +717,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from daemon.recognize import SearchOptions, search
 
     _check_search_query(args)
+    if args.out:
+        _check_output_file("--out", Path(args.out), folder=True)
     cfg: RecognitionConfig = _recognition_config(args, search_hits=args.k, video_every=args.every)
     threshold = _threshold(args)
     embedder, detector, _ = _recognition_models(args, detector=True)

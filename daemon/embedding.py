@@ -247,13 +247,23 @@ def output_file_problem(path: Path) -> str | None:
     path = Path(path)
     if path.is_dir():
         return "is a folder"
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:  # the folders atomic_write would make
-        folder = folder.parent
-    if not folder.is_dir():
-        return f"{folder} is not a folder"
-    if not os.access(folder, os.W_OK):
-        return f"its folder {folder} is not writable"
+    problem = output_folder_problem(path.parent)
+    if problem == "is not writable":
+        return f"its folder {path.parent} is not writable"
+    return f"{path.parent} {problem}" if problem is not None and problem.startswith("is ") else problem
+
+
+def output_folder_problem(folder: Path) -> str | None:
+    """Why files could not be written into ``folder`` (made with its parents when absent), found before the
+    work (None when nothing is seen against it): a file there or where a folder above it would be, the folder
+    (or the nearest one there is above it) not writable. Nothing is made or changed."""
+    there = Path(folder)
+    while not there.exists() and there != there.parent:  # the folders a mkdir(parents=True) would make
+        there = there.parent
+    if not there.is_dir():
+        return "is not a folder" if there == Path(folder) else f"{there} is not a folder"
+    if not os.access(there, os.W_OK):
+        return f"its folder {there} is not writable" if there != Path(folder) else "is not writable"
     return None
 
 

@@ -235,6 +235,20 @@ def test_an_output_file_that_cannot_be_written_is_named_before_the_work(
     assert (tmp_path / "afile").read_text() == "kept\n" and not any((tmp_path / "people.npz").iterdir())
 
 
+def test_search_out_that_cannot_be_a_folder_is_named_before_the_search(
+    data: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    """`search --out` naming a file searched the whole folder or video first (minutes for a video) and then
+    failed to write the hits, the search lost; it is bad usage (exit 2) named before any model loads."""
+    taken = tmp_path / "hits.txt"
+    taken.write_text("kept\n")
+    args = ["search", str(data / "frames"), "--query", str(data / "refs" / "person_09--2.jpg")]
+    args += ["--out", str(taken), "--model", str(tmp_path / "never-loaded.onnx"), "--no-progress"]
+    assert main(args) == 2
+    assert capsys.readouterr().err == f"error: --out {taken} is not a folder\n"
+    assert taken.read_text() == "kept\n"
+
+
 def test_enroll_missing_folder_exits_1_naming_it(tmp_path: Path, capsys: Capture) -> None:
     assert main(["enroll", str(tmp_path / "no-refs"), "-g", str(tmp_path / "g.npz")]) == 1
     assert "no-refs" in capsys.readouterr().err
