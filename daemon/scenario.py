@@ -749,10 +749,18 @@ def load_scenario(name_or_path: str) -> ScenarioConfig:
     if name_or_path in PRESETS:
         return PRESETS[name_or_path]
     path = Path(name_or_path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a scenario file")
     if not path.is_file():
         raise DataError(f"no scenario preset or file {name_or_path!r} (presets: {', '.join(PRESETS)})")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
+    except OSError as e:  # no read permission, an I/O error
+        raise DataError(f"{path}: cannot read the scenario file: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a valid scenario: {e}") from e
+    try:
+        data = yaml.safe_load(text)
         return ScenarioConfig.model_validate(data)
     except ValidationError as e:
         raise DataError(f"{path}: not a valid scenario: {problems(e)}") from e

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from _data import require_pets09
+from _unreadable import unreadable_file
 from _video import make_video
 
 from daemon.config import Settings, load_settings
@@ -223,6 +224,22 @@ def test_bad_scenarios_and_sources_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="max_frames must be >= 0"):  # was built from the whole source
         build(clip.path, None, PRESETS["pets09-2cam-overlap"], tmp_path / "neg", max_frames=-5)
     assert not (tmp_path / "neg").exists()
+
+
+def test_a_scenario_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    """A scenario file the user may not read ended in an OSError traceback, and a folder given as the file was
+    'no scenario preset or file', for a path that is there."""
+    unreadable = unreadable_file(tmp_path / "mine.yaml")
+    with pytest.raises(
+        DataError, match=rf"^{unreadable}: cannot read the scenario file: Input/output error$"
+    ):
+        load_scenario(str(unreadable))
+    (tmp_path / "views").mkdir()
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'views'} is a folder, not a scenario file$"):
+        load_scenario(str(tmp_path / "views"))
+    (tmp_path / "latin.yaml").write_bytes(b"\xff\xfe")  # read, not UTF-8: still named as not a scenario
+    with pytest.raises(DataError, match=r"latin\.yaml: not a valid scenario: 'utf-8' codec"):
+        load_scenario(str(tmp_path / "latin.yaml"))
 
 
 def test_presets_on_the_real_clip(tmp_path: Path) -> None:
