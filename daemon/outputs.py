@@ -606,7 +606,16 @@ def run_extent(summary: Path, results: Path | None = None) -> RunExtent | None:
         doc = json.loads(summary.read_text(encoding="utf-8"))
         last, stride = int(doc["last_frame"]), int(doc.get("stride", 1))
         mots = [doc.get("outputs", {}).get(k) for k in MOT_OUTPUTS] if results is not None else []
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # there, but cut short or foreign
+        log.warning(
+            "cannot read %s (%s: %s): the frames its run saw are not known, so every frame of the ground truth "
+            "is scored",
+            summary,
+            type(e).__name__,
+            e,
+        )
         return None
     if results is not None and not any(
         isinstance(mot, str) and _is_runs_mot(Path(mot), results, summary) for mot in mots

@@ -429,6 +429,22 @@ def test_eval_of_a_run_stopped_early_scores_the_frames_it_ran(
     assert scored["Frames"] == 25 and scored["IDF1"] < 80
 
 
+def test_eval_beside_a_summary_it_cannot_read_says_so(
+    synth: tuple[Path, Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A summary.json beside the results that could not be read (cut short by a full disk, another user's) was
+    taken for none without a word: a run of 10 frames was charged the rest of the ground truth as missed."""
+    _, gt, cfg = synth
+    assert main(["run", "--config", str(cfg), "--max-frames", "10"]) == 0
+    results = tmp_path / "runs" / "door" / "door.txt"
+    summary = results.parent / "summary.json"
+    summary.write_text(summary.read_text()[:40])
+    caplog.clear()
+    assert main(["eval", "--gt", str(gt), "--results", str(results)]) == 0
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith(f"cannot read {summary} (") and "every frame of the ground truth" in warning
+
+
 @pytest.mark.parametrize(
     ("argv", "named"),
     [
