@@ -110,17 +110,25 @@ def _frame_total(settings: Settings, name: str) -> int | None:
     return frames_to_deliver(src, n)
 
 
+def _ready_camera_dir(settings: Settings, name: str) -> None:
+    """The camera's output folder made, an earlier run's files that the report and the scores would take for
+    this one's removed; ConfigError naming ``output.dir`` when that cannot be done, before any camera starts."""
+    out = _camera_dir(settings, name)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for earlier in camera_files(name):
+            (out / earlier).unlink(missing_ok=True)
+    except OSError as e:  # a file on the way, a folder the user may not write
+        where = e.filename or out
+        raise ConfigError(f"cameras.{name}.output.dir: cannot write {where}: {e.strerror or e}") from e
+
+
 def _start_camera(
     config: Path, settings: Settings, name: str, env: dict[str, str], log_options: Sequence[str] = ()
 ) -> CameraProcess:
     out = _camera_dir(settings, name)
-    out.mkdir(parents=True, exist_ok=True)
     log_path = out / "worker.log"
     status = out / "status.json"
-    for earlier in camera_files(
-        name
-    ):  # an earlier run's: the report and the scores would take them for this one's
-        (out / earlier).unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "daemon", *log_options, "run", "--config", str(config), "--camera", name]
     cmd.append("--no-progress")
     with open(log_path, "wb") as fh:
@@ -239,6 +247,8 @@ def run_fleet(
         )
     for n in names:
         check_source_kept(settings.cameras[n], n)
+    for n in names:
+        _ready_camera_dir(settings, n)
     server = EmbeddedValkey("tcp").start() if settings.bridge.url is None else None
     url = server.url if server is not None else str(settings.bridge.url)
     stop = {"asked": False}

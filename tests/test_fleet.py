@@ -1169,6 +1169,32 @@ def test_a_fleet_run_leaves_no_temporary_valkey_folder(
     assert list(temp.glob("reid-valkey-*")) == []
 
 
+def test_a_camera_folder_that_cannot_be_made_stops_the_fleet_before_any_camera_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A camera whose output.dir could not be made (a file on the way, a folder the user may not write) ended
+    `reid-daemon fleet` in a NotADirectoryError / PermissionError traceback, with the cameras before it already
+    started; it is one line naming the setting and the folder (exit 2), and no camera starts."""
+    blocker = tmp_path / "runs-b"
+    blocker.write_text("not a folder\n")
+    cam = {"source": {"uri": str(tmp_path / "never-read.mp4")}, "embedder": {"type": "none"}}
+    cfg = {
+        "fleet": {"enabled": True},
+        "bridge": {"allow_unsigned": True},
+        "cameras": {
+            "a": {**cam, "output": {"dir": str(tmp_path / "runs")}},
+            "b": {**cam, "output": {"dir": str(blocker)}},
+        },
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["fleet", "--config", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: cameras.b.output.dir: cannot write {blocker / 'b'}: Not a directory\n", err
+    assert not (tmp_path / "runs" / "a" / "worker.log").exists()  # camera a was never started
+    assert blocker.read_text() == "not a folder\n"
+
+
 def test_a_camera_that_fails_at_start_is_not_reported_with_an_earlier_runs_outputs(tmp_path: Path) -> None:
     """A worker that fails before it writes anything (here: its video is missing), or is killed before its first
     identity table, left the earlier run's identities.json and annotated.mp4 in its folder, and the fleet's report
