@@ -261,6 +261,13 @@ def _stream_id_key(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def _resumable(stream_id: str) -> bool:
+    """Whether a stream can be read on past ``stream_id`` (a well-formed id): both its numbers within Valkey's
+    64 bits, and not the last id of all (Valkey refuses a range that starts past it)."""
+    ms, seq = _stream_id_key(stream_id)
+    return ms <= MAX_SEQ and seq <= MAX_SEQ and (ms, seq) != (MAX_SEQ, MAX_SEQ)
+
+
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
@@ -987,6 +994,9 @@ class Bridge:
             self._reject("malformed", "a live message without its '<stream id>|<sender>|' prefix")
             return
         stream_id = parts[0].decode("ascii")
+        if not _resumable(stream_id):  # the prefix is not signed: it may be anything that looks like an id
+            self._reject("malformed", f"a live message whose stream id {stream_id} is none Valkey gives")
+            return
         if parts[1] == self._sender_bytes:  # an own batch: skipped before decoding (saves the work)
             self._last_ids[self.camera] = stream_id
             self._count("own")

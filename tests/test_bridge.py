@@ -759,6 +759,35 @@ def test_bad_messages_are_rejected_counted_and_harmless(server: EmbeddedValkey) 
         assert b.stats.received >= 1 and b.stats.callback_errors == 0
 
 
+@pytest.mark.parametrize(
+    "stream_id", [b"99999999999999999999-0", b"18446744073709551615-18446744073709551615"]
+)
+def test_a_live_stream_id_valkey_cannot_take_back_is_rejected(
+    server: EmbeddedValkey, stream_id: bytes
+) -> None:
+    """The '<stream id>|' prefix of a live message is not signed. Anyone who could PUBLISH on the channel sent
+    an old batch of the fleet (any signed blob: the streams in Valkey hold them) with a stream id past Valkey's
+    range or its very last one; the receiver took it as the camera's position, and each resync, and each
+    catch-up after the reconnect that the error caused, asked Valkey for entries past it: 'Invalid stream ID'
+    for ever, the whole fleet's receivers disconnected by one message. Such an id is now rejected unread."""
+    with Bridge(config(server.url, resync_s=0.2), "cam-a") as a, Bridge(config(server.url), "cam-b") as b:
+        assert a.wait_ready(5) and b.wait_ready(5)
+        b.publish(profile("cam-b", 1))
+        assert [m.track_id for m in profiles_from(a, 1)] == [1]
+        old = FleetMessage("profile", "cam-b", 9, None, None, 0.0, 0.5, unit_rows(2, 0), sender="x", seq=1)
+        _inject(
+            server.client(),
+            a.keys.channel,
+            encode_message(old, KEY.encode(), sent_at=1.0),
+            stream_id + b"|x|",
+        )
+        assert wait_for(lambda: a.stats.rejected.malformed == 1)
+        time.sleep(1.0)  # several resyncs
+        b.publish(profile("cam-b", 2))
+        assert [m.track_id for m in profiles_from(a, 1)] == [2]
+        assert a.stats.reconnects == 0 and a.stats.subscribed
+
+
 def test_forged_entries_in_stored_state_are_rejected_on_catch_up(server: EmbeddedValkey) -> None:
     cfg = config(server.url)
     keys = FleetKeys("default")
