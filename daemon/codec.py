@@ -502,7 +502,9 @@ def _read_meta(r: _Reader, limit: int) -> dict[str, Any]:
     body = bytes(r.take(size, "meta JSON"))
     try:
         meta = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deep
+    # ValueError: bad JSON, or an integer of more digits than Python converts (sys.int_max_str_digits);
+    # RecursionError: nested too deep
+    except (ValueError, RecursionError) as e:
         raise CodecError(f"invalid content: meta is not UTF-8 JSON ({e})") from e
     if not isinstance(meta, dict):
         raise CodecError(f"invalid content: meta must be a JSON object, got {type(meta).__name__}")

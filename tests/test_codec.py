@@ -423,6 +423,7 @@ def payload_cases() -> list[tuple[bytes, int, int, str]]:
             codec.F_META,
             "not UTF-8 JSON",
         ),  # was RecursionError
+        (vec + struct.pack("<I", 5006) + b'{"a":' + b"9" * 5000 + b"}", 1, codec.F_META, "not UTF-8 JSON"),
         (np.array([np.nan, 1], "<f4").tobytes(), 1, 0, "NaN or infinite"),
         (vec + np.array([np.inf], "<f8").tobytes(), 1, codec.F_TIMES, "timestamps hold NaN"),
     ]

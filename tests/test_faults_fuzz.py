@@ -166,6 +166,16 @@ def test_signed_blobs_with_hostile_items(
     check(signed(meta, rows, 4), KEY)
 
 
+def test_a_signed_meta_holding_an_integer_of_5000_digits_is_rejected() -> None:
+    """json.loads refuses an integer of more than 4300 digits (sys.int_max_str_digits) with a plain ValueError,
+    which the codec did not take for bad JSON: it left decode_batch (and codec.decode, a gallery file's load)
+    as a ValueError, out of the receiver's handling, from a blob carrying a valid signature."""
+    body = b'{"v":1,"camera":"cam-a","sender":"s","sent":1,"items":[{"t":' + b"9" * 5000 + b"}]}"
+    with mock.patch.object(codec, "_meta_bytes", lambda meta, limit: struct.pack("<I", len(body)) + body):
+        blob = codec.encode(codec.EmbeddingBatch(np.ones((0, 4), np.float32), meta={}), key=KEY)
+    assert check(blob, KEY) is None
+
+
 def test_the_fuzzers_reach_acceptance() -> None:
     """The strategies are not all rejects: a valid blob decodes (with and without the key), a flipped one not."""
     blob = valid_blob(2, 2, 8, 0, "float16")
