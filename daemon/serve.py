@@ -15,7 +15,7 @@ Endpoints:
   lock (``gallery.locked``), read again first when another process (``enroll --append``) saved it;
   ``evicted`` counts the label's earlier entries the per-label cap dropped to make room; the reference images
   the service kept for them are removed once the gallery is saved (``removed``: their URLs).
-* ``GET /references/<file>``: the reference images.
+* ``GET /references/<file>``: the reference images (the folder's other files and hidden ones are not served).
 
 Bad uploads get a 4xx that says why: 400 empty or undecodable image (or one whose header does not give its
 size) or a body the form parser cannot read (a multipart Content-Type with no boundary), 413 too large, 409 a
@@ -559,10 +559,12 @@ def _make_references(folder: Path) -> None:
 
 
 class References(StaticFiles):
-    """The references folder as static files, its hidden files (serve's name ledger) left out: 404."""
+    """The references folder's images as static files: 404 for its hidden files (serve's name ledger) and for
+    what is no image by its name (a gallery kept there, notes)."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
-        if any(part.startswith(".") for part in Path(path).parts):
+        parts = Path(path).parts
+        if any(part.startswith(".") for part in parts) or not is_image_file(Path(path)):
             raise StarletteHTTPException(404)
         return await super().get_response(path, scope)
 

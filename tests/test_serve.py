@@ -349,6 +349,28 @@ def test_a_references_folder_it_cannot_write_is_served_for_search(
     assert f"cannot record the names of {refs}" in caplog.text and "Permission denied" in caplog.text
 
 
+def test_references_serves_the_folders_images_only(tmp_path: Path) -> None:
+    # Regression: /references/ served every file of the folder, so with the gallery kept there
+    # (--gallery refs/people.npz), anyone who reached the service downloaded its embeddings, labels and the
+    # paths of its images (/references/people.npz), and any notes or other files beside the photos too.
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    cv2.imwrite(str(refs / "bob.png"), np.full((8, 4, 3), 90, np.uint8))
+    (refs / "notes.txt").write_text("the door code is 1234")
+    (refs / "people").mkdir()
+    cv2.imwrite(str(refs / "people" / "ann.jpg"), np.full((8, 4, 3), 90, np.uint8))
+    cfg = ServeConfig(gallery=refs / "people.npz", references=refs)
+    state = ServiceState(MeanColour(), Gallery(4), cfg, model="m")
+    with BackgroundServer(create_app(state)) as server:
+        assert _post(f"{server.url}/enroll", "x.jpg", _jpeg((0, 0, 200)), label="eve")[0] == 200
+        assert (refs / "people.npz").is_file()
+        for name in ("people.npz", "notes.txt", "people", "PEOPLE.NPZ"):
+            assert _call(f"{server.url}/references/{name}")[0] == 404, name
+        for name in ("bob.png", "eve.jpg", "people/ann.jpg"):
+            status, body = _call(f"{server.url}/references/{name}")
+            assert status == 200 and body == (refs / name).read_bytes(), name
+
+
 def test_an_enrolment_with_neither_label_nor_file_name_is_refused(
     toy: tuple[str, ServiceState], tmp_path: Path
 ) -> None:
