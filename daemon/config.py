@@ -557,6 +557,14 @@ class ServeConfig(_Strict):
         "before it is decoded: a PNG of under 1 MB can hold an image that takes gigabytes to decode.",
     )
     top_k: int = Field(5, ge=1, le=1000, description="Matches returned when a request does not say k.")
+    client_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="A connection whose request headers are not all in this long after it opened (or after its "
+        "last answer), or whose request body pauses this long, is closed: idle or slow clients cannot hold "
+        "the service's connections (each takes a file descriptor).",
+    )
 
 
 class SiteConfig(_Strict):

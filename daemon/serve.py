@@ -22,11 +22,14 @@ size) or a body the form parser cannot read (a multipart Content-Type with no bo
 label that the file name convention cannot parse, 422 missing fields, an unknown query parameter or form
 field, or a query parameter or form field sent twice; a request body longer than ``max_upload_bytes``
 plus MULTIPART_SLACK gets its 413 as soon as that shows (its Content-Length, or the bytes received), unread.
-Requests run in FastAPI's worker threads; one lock makes gallery changes and searches consistent.
+Requests run in FastAPI's worker threads; one lock makes gallery changes and searches consistent. A client
+that has not sent its request's headers ``client_timeout_s`` after connecting (or after its last answer), or
+whose body pauses that long, is disconnected (``TimedH11Protocol``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import logging
@@ -41,6 +44,7 @@ from typing import Annotated, Any, Final, TypeVar
 from urllib.parse import quote
 
 import cv2
+import h11
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exception_handlers import request_validation_exception_handler
@@ -54,6 +58,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from daemon.config import EnrollConfig, ServeConfig
 from daemon.embed import embedder_signature
@@ -475,6 +480,7 @@ def create_app(state: ServiceState) -> FastAPI:
         version="1",
     )
     app.router.route_class = counting_route(state)
+    app.state.client_timeout_s = state.cfg.client_timeout_s  # for the server (server_config)
     app.add_middleware(BodyLimit, limit=limit + MULTIPART_SLACK, refused=state.refused)
     k_default = state.cfg.top_k
     known = [Depends(known_query(state)), Depends(known_form(state))]
@@ -694,13 +700,76 @@ async def _counted_read(
 # ------------------------------------------------------------------------------------------- running it
 
 
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol (h11) closing a client slow to send its request, which uvicorn holds for good:
+    its headers are due within ``timeout_s`` of the connection (or of the last answer on it), however it
+    trickles them, and its body may pause no longer than that (while the service reads it). A request in whole
+    is answered however long that takes. ``timed_protocol`` gives the subclass of a timeout."""
+
+    timeout_s: float = 10.0
+    _timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is h11.SEND_BODY:
+            self._arm()  # a pause in the body counts from its last bytes
+        elif self.conn.their_state is not h11.IDLE:  # the request is in (or the connection is over)
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.conn.their_state is h11.IDLE:
+            self._arm()  # the next request's headers are due
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(self.timeout_s, self._expired)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self) -> None:
+        self._timer = None
+        state = self.conn.their_state
+        if (
+            state is h11.SEND_BODY and self.flow.read_paused
+        ):  # the service is not reading: not the client's delay
+            self._arm()
+        elif state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
+            self.transport.close()
+
+
+def timed_protocol(timeout_s: float) -> type[TimedH11Protocol]:
+    """TimedH11Protocol closing slow clients after ``timeout_s`` seconds (serve.client_timeout_s)."""
+    return type("TimedH11Protocol", (TimedH11Protocol,), {"timeout_s": timeout_s})
+
+
+def server_config(app: FastAPI, host: str, port: int, **options: Any) -> Any:
+    """The uvicorn.Config of ``app`` (made by create_app): its client timeout (serve.client_timeout_s) on top of
+    ``options``."""
+    import uvicorn
+
+    http = timed_protocol(app.state.client_timeout_s)
+    return uvicorn.Config(app, host=host, port=port, http=http, **options)
+
+
 class BackgroundServer:
     """uvicorn serving an app on a thread (tests, embedding in other programs); ``url`` once started."""
 
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
         import uvicorn
 
-        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        self._server = uvicorn.Server(server_config(app, host, port, log_level="warning"))
         self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
 
     def __enter__(self) -> BackgroundServer:
@@ -732,7 +801,7 @@ def serve_forever(app: FastAPI, host: str, port: int, what: str = "the gallery")
     sock = listen(host, port)
     shown = f"[{host}]" if ":" in host else host
     logger.warning("serving %s on http://%s:%d (docs at /docs)", what, shown, sock.getsockname()[1])
-    uvicorn.Server(uvicorn.Config(app, log_config=None)).run(sockets=[sock])
+    uvicorn.Server(server_config(app, host, port, log_config=None)).run(sockets=[sock])
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -724,6 +726,49 @@ def test_requests_run_in_worker_threads(tmp_path: Path) -> None:
         assert [f.result()[0] for f in busy] == [200, 200, 200]
     assert _kept(tmp_path / "refs") == ["jane--2.jpg", "jane--3.jpg", "jane.jpg"]
     assert len(state.gallery) == 3 and state.requests["enroll"] == 3
+
+
+def _closed_by_server(sock: socket.socket, within_s: float) -> bool:
+    """Whether the server closes ``sock`` (EOF or reset) within ``within_s`` seconds."""
+    sock.settimeout(within_s)
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def _trickled_until_closed(sock: socket.socket, data: bytes) -> float:
+    """Send ``data`` a byte every 0.1 s until the server closes ``sock``; the seconds that took (inf: never)."""
+    start = time.monotonic()
+    for byte in data:
+        try:
+            sock.send(bytes([byte]))
+        except (BrokenPipeError, ConnectionResetError):
+            return time.monotonic() - start
+        time.sleep(0.1)
+    return math.inf
+
+
+def test_clients_slow_to_send_their_request_are_closed(tmp_path: Path) -> None:
+    # Regression: a connection that never sent its request (or the rest of its headers, or of its body) was
+    # held for good, each taking a file descriptor: 300 of them from one client left serve under a 256-file
+    # limit answering nobody (/health timed out) and logging 'Too many open files' 10,000 times a second.
+    # Closed now once client_timeout_s passes without the headers, or without a byte of the body; a request
+    # that takes longer than that to answer is not cut.
+    cfg = ServeConfig(references=tmp_path / "refs", client_timeout_s=0.5)
+    state = ServiceState(SlowColour(), Gallery(4), cfg, model="slow")
+    with BackgroundServer(create_app(state)) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        idle, trickle, stalled = (socket.create_connection((host, int(port))) for _ in range(3))
+        body, ctype = _multipart({"image": ("x.jpg", _jpeg((0, 0, 200)))}, {})
+        head = f"POST /recognize HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+        stalled.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body[:100])
+        assert _trickled_until_closed(trickle, head.encode()) < 1.5  # a byte every 0.1 s: closed all the same
+        assert _closed_by_server(idle, 1.0) and _closed_by_server(stalled, 1.0)
+        assert _post(f"{server.url}/recognize", "q.jpg", _jpeg((0, 0, 200)))[0] == 200  # 1 s to answer
+        assert _call(f"{server.url}/health")[0] == 200
 
 
 def test_openapi_schema_lists_the_endpoints(toy: tuple[str, ServiceState]) -> None:
