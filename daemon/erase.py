@@ -31,6 +31,7 @@ import numpy as np
 
 from daemon.embedding import atomic_write
 from daemon.fleet import forgotten_line
+from daemon.outputs import earlier_folders
 
 
 @dataclass(slots=True)
@@ -205,10 +206,10 @@ def zero_embedding_rows(path: Path, rows: Iterable[int]) -> int:
 
 
 def folders_of(camera_dir: Path) -> list[Path]:
-    """A camera's folder and its ``earlier-*`` folders (kept runs, rotated files)."""
+    """A camera's folder and its ``earlier-*`` folders (kept runs, rotated files), those oldest first."""
     if not camera_dir.is_dir():
         return []
-    return [camera_dir, *sorted(p for p in camera_dir.glob("earlier-*") if p.is_dir())]
+    return [camera_dir, *earlier_folders(camera_dir)]
 
 
 def erase_folder(folder: Path, gids: set[int], pending: set[int]) -> Erased:
@@ -227,9 +228,7 @@ def erase_camera(camera_dir: Path, global_ids: Iterable[int]) -> Erased:
     """Erase ``global_ids`` from every file a camera left in ``camera_dir`` and its ``earlier-*`` folders."""
     gids = set(global_ids)
     folders = folders_of(camera_dir)
-    pending = pending_lines(
-        [*folders[1:], *folders[:1]], gids
-    )  # oldest first: the earlier-* names sort by time
+    pending = pending_lines([*folders[1:], *folders[:1]], gids)  # oldest first
     erased = Erased()
     for folder in folders:
         erased.add(erase_folder(folder, gids, pending.get(folder, set())))

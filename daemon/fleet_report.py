@@ -29,7 +29,7 @@ from daemon.errors import DataError
 from daemon.fleet import merge_spans
 from daemon.fleet_eval import CameraRun, evaluate_fleet
 from daemon.motio import read_ground_truth, read_results
-from daemon.outputs import recorded_run, run_extent
+from daemon.outputs import earlier_folders, recorded_run, run_extent
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -135,7 +135,7 @@ def run_folders(camera_dir: Path, earlier_runs: bool = False) -> list[Path]:
     live camera kept whole are taken too: the fleet's global ids go on across runs only with a shared Valkey
     (``bridge.url``); on an embedded one each run starts them at 1 again. Folders written before runs were
     recorded are told apart as they were then: one holding a ``status.json`` ends an earlier run."""
-    earlier = sorted(p for p in camera_dir.glob("earlier-*") if p.is_dir())  # the names sort by time
+    earlier = earlier_folders(camera_dir)
     runs = {p: recorded_run(p) for p in earlier}
     this = recorded_run(camera_dir)
     if earlier_runs:

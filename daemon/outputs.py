@@ -122,6 +122,34 @@ def recorded_run(folder: Path) -> str | None:
     return run if isinstance(run, str) and run else None
 
 
+EARLIER_PREFIX: Final = "earlier-"  # <camera>/earlier-<UTC time>[-<n>]/: files moved out of a run's way
+
+
+def _earlier_order(folder: Path) -> tuple[str, int]:
+    """Sort key of an ``earlier-*`` folder: its UTC time, then its number within that second (``keep_earlier_run``
+    names the first ``earlier-<time>``, the next ones ``-2``, ``-3``, ...; by name ``-10`` sorts before ``-2``)."""
+    stamp = folder.name.removeprefix(EARLIER_PREFIX)
+    head, _, n = stamp.rpartition("-")
+    return (head, int(n)) if head and n.isdigit() else (stamp, 1)
+
+
+def earlier_folders(folder: Path) -> list[Path]:
+    """The ``earlier-*`` folders in a camera's ``folder``, oldest first (``keep_earlier_run`` names them)."""
+    return sorted((p for p in folder.glob(f"{EARLIER_PREFIX}*") if p.is_dir()), key=_earlier_order)
+
+
+def _next_earlier(folder: Path, stamp: str) -> Path:
+    """A new ``earlier-*`` folder's path at UTC time ``stamp``: ``earlier-<stamp>``, or where that second has
+    some (restarts, rotations), numbered after the newest of them; not a number ``output.keep_earlier`` freed
+    by deleting the oldest, which would sort before the folders kept and be the next one deleted."""
+    n = max((k for s, k in map(_earlier_order, earlier_folders(folder)) if s == stamp), default=0) + 1
+    dest = folder / (f"{EARLIER_PREFIX}{stamp}" if n == 1 else f"{EARLIER_PREFIX}{stamp}-{n}")
+    while dest.exists():  # a file of that name
+        n += 1
+        dest = folder / f"{EARLIER_PREFIX}{stamp}-{n}"
+    return dest
+
+
 def keep_earlier_run(
     folder: Path, name: str, keep: int | None = None, files: tuple[str, ...] | None = None
 ) -> Path | None:
@@ -133,16 +161,12 @@ def keep_earlier_run(
     found = [f for f in (files or camera_files(name)) if (folder / f).exists()]
     dest: Path | None = None
     if found:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        dest, n = folder / f"earlier-{stamp}", 1
-        while dest.exists():  # restarted twice within a second
-            n += 1
-            dest = folder / f"earlier-{stamp}-{n}"
+        dest = _next_earlier(folder, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
         dest.mkdir()
         for f in found:
             (folder / f).rename(dest / f)
     if keep is not None:
-        earlier = sorted(p for p in folder.glob("earlier-*") if p.is_dir())  # the names sort by time
+        earlier = earlier_folders(folder)
         for old in earlier[: max(len(earlier) - keep, 0)]:
             shutil.rmtree(old)
             if old == dest:

@@ -320,3 +320,28 @@ def test_forget_erases_a_camera_that_stopped_while_the_forget_was_sent(
         assert main(["-q", "forget", "7", "--config", str(config)]) == 0
     assert "cam: 1 identity lines" in capsys.readouterr().out
     assert all(e["global_id"] != 7 for e in _events(tmp_path / "runs" / "cam"))
+
+
+def test_erase_reads_a_camera_s_folders_in_the_order_they_were_written(tmp_path: Path) -> None:
+    # Regression: the tenth folder rotated into within one second is earlier-<time>-10, which sorted before -2
+    # by name, so erase read it before the ninth: a track pending in the ninth (who it was before the fleet
+    # knew) and given the forgotten id in the tenth kept its events and embeddings after `forget`.
+    folder = tmp_path / "cam"
+    stamp = "earlier-20270115T080000Z"
+    rotated = [folder / stamp, *(folder / f"{stamp}-{n}" for n in range(2, 11))]
+    for d in [*rotated, folder]:
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "events.jsonl").write_text("", encoding="utf-8")
+    pending = {
+        "event": "track.update",
+        "track_id": 1,
+        "global_id": None,
+        "embedding": {"file": "e", "row": 0},
+    }
+    (rotated[-2] / "events.jsonl").write_text(json.dumps(pending) + "\n", encoding="utf-8")
+    named = pending | {"global_id": 7, "label": None}
+    (rotated[-1] / "events.jsonl").write_text(json.dumps(named) + "\n", encoding="utf-8")
+
+    erased = erase_camera(folder, [7])
+    assert erased.event_lines == 2
+    assert [e.get("forgotten") for d in rotated[-2:] for e in _events(d)] == [True, True]

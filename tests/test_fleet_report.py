@@ -18,6 +18,8 @@ from daemon.fleet_report import (
     evaluate_scenario,
     leave_out_of_report,
     report_text,
+    run_first_frames,
+    run_folders,
 )
 from daemon.identity import IdentityAssignment
 from daemon.outputs import RunRecord
@@ -513,3 +515,21 @@ def test_an_id_away_from_a_camera_between_two_sightings_gets_two_bars(tmp_path: 
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_a_run_rotated_more_than_nine_times_within_a_second_is_read_in_order(tmp_path: Path) -> None:
+    # Regression: the tenth folder rotated into within one second is earlier-<time>-10, which sorted before -2
+    # by name, so the report read the run's tables (and fleet.mp4 its videos) out of order: fleet.mp4 placed the
+    # camera's tile by the tenth folder's first frame, not the run's.
+    door = tmp_path / "runs" / "door"
+    stamp = "earlier-20270115T080000Z"
+    rotated = [door / stamp, *(door / f"{stamp}-{n}" for n in range(2, 12))]
+    for i, folder in enumerate(rotated):
+        _table(folder, "door", {i + 1: _seen(float(i), i + 0.5, 3)})
+        doc = json.loads((folder / "identities.json").read_text(encoding="utf-8"))
+        doc["first_frame_time"] = T0 + i
+        (folder / "identities.json").write_text(json.dumps(doc), encoding="utf-8")
+        RunRecord("door", "now", "2027-01-15T08:00:00Z", live=False).write(folder)
+    RunRecord("door", "now", "2027-01-15T08:00:00Z", live=False).write(door)
+    assert run_folders(door) == [*rotated, door]
+    assert run_first_frames({"door": door}) == {"door": T0}

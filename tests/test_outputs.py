@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from daemon.outputs import (
     RunSummary,
     camera_files,
     draw_tracks,
+    earlier_folders,
+    keep_earlier_run,
     mp4_problem,
 )
 from daemon.types import Track
@@ -303,3 +306,22 @@ def test_the_caption_is_legible_on_a_bright_scene_and_fits_a_narrow_frame() -> N
     cols = np.flatnonzero(band.any(axis=0))
     assert cols.size > 0, "the caption does not show on white"
     assert cols.max() < white.shape[1] - 2, "the caption runs off the frame's right edge"
+
+
+def test_more_than_nine_restarts_within_a_second_keep_the_newest_earlier_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: the tenth folder kept within one second is earlier-<time>-10, which sorted before -2 by name,
+    # so output.keep_earlier deleted the newest folders (the one just kept among them) and kept older ones.
+    now = time.gmtime(1_800_000_000)
+    monkeypatch.setattr("daemon.outputs.time.gmtime", lambda *_: now)
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    kept = []
+    for run in range(1, 12):
+        (folder / "events.jsonl").write_text(f"{run}\n", encoding="utf-8")
+        kept.append(keep_earlier_run(folder, "cam", keep=3))
+    names = [p.name for p in earlier_folders(folder)]
+    assert names == [f"earlier-20270115T080000Z-{n}" for n in (9, 10, 11)]
+    assert kept[-1] == folder / names[-1]
+    assert [(p / "events.jsonl").read_text() for p in earlier_folders(folder)] == ["9\n", "10\n", "11\n"]

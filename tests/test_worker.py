@@ -22,6 +22,7 @@ from daemon.config import (
 )
 from daemon.errors import ConfigError, DaemonError, SourceError
 from daemon.evaluate import evaluate
+from daemon.outputs import earlier_folders
 from daemon.pipeline import FrameResult
 from daemon.runner import StatusFile
 from daemon.track import TrackerUpdate
@@ -243,7 +244,7 @@ def test_output_files_rotate_at_a_size_and_keep_a_bounded_number(tmp_path: Path)
         return tmp_path / "runs" / "synth", summary.events
 
     out, counts = run(rotate_mb=0.004)  # ~4 kB: the 120 frames' events and MOT rows hold ~20 kB
-    segments = [*sorted(d for d in out.iterdir() if d.name.startswith("earlier-")), out]
+    segments = [*earlier_folders(out), out]
     assert len(segments) >= 3
     events = [json.loads(x) for d in segments for x in (d / "events.jsonl").read_text().splitlines()]
     kinds = [e["event"] for e in events]
@@ -280,7 +281,7 @@ def test_a_live_camera_s_files_rotate_by_default_and_a_replay_s_do_not(tmp_path:
         for i, ts in enumerate(1.7e9 + np.arange(0.0, 108_000.0, 7200.0)):  # every 2 hours for 30 hours
             outputs.write(FrameResult(Frame(i, float(ts), image), dets, None, TrackerUpdate(tracks, [])), "")
         outputs.close()
-        return [*sorted((folder / "cam").glob("earlier-*")), folder / "cam"]
+        return [*earlier_folders(folder / "cam"), folder / "cam"]
 
     def frames(folder: Path) -> int:
         cap = cv2.VideoCapture(str(folder / "annotated.mp4"))
