@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -243,24 +244,37 @@ def build_report(camera_dirs: dict[str, Path], out: Path, earlier_runs: bool = F
     return _write_report(people, sorted(camera_dirs), out, origin, video_origin(camera_dirs), stopped)
 
 
-def unfinished(camera_dirs: dict[str, Path]) -> dict[str, str]:
-    """The cameras whose worker did not end its run, with how its ``status.json`` leaves it: ``failed``,
+@dataclass(frozen=True, slots=True)
+class Unfinished:
+    """The cameras whose worker did not end its run (``unfinished``): ``states`` how each ``status.json`` leaves
+    it (``failed``, ``running``, ``killed``); ``errors`` the error a failed one stopped with, where it says."""
+
+    states: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def unfinished(camera_dirs: dict[str, Path]) -> Unfinished:
+    """The cameras whose worker did not end its run, with how its ``status.json`` leaves it: ``failed`` (and the
+    error, which a worker that failed before its source opened records too: ``runner.StatusFile.failed``),
     ``running`` (still writing) or ``killed`` (left ``running`` by a process that is gone). What the report holds
     of them ends where they stopped. A camera without a readable status (a worker run without the runner's
     ``StatusFile``) is not named."""
     from daemon.runner import worker_running
 
-    states: dict[str, str] = {}
+    stopped = Unfinished()
     for cam, d in sorted(camera_dirs.items()):
         try:
-            state = json.loads((d / "status.json").read_text(encoding="utf-8")).get("state")
+            doc = json.loads((d / "status.json").read_text(encoding="utf-8"))
+            state, error = doc.get("state"), doc.get("error")
         except (OSError, ValueError, AttributeError):
             continue
         if state == "running" and not worker_running(d):
             state = "killed"
         if state in ("failed", "running", "killed"):
-            states[cam] = state
-    return states
+            stopped.states[cam] = state
+        if state == "failed" and isinstance(error, str) and error:
+            stopped.errors[cam] = error
+    return stopped
 
 
 def video_origin(camera_dirs: dict[str, Path]) -> float | None:
@@ -289,7 +303,10 @@ def leave_out_of_report(out: Path, global_id: int) -> bool:
         origin = (float(report["time_origin"]), str(report.get("time_base", FROM_FIRST_SIGHTING)))
         video = report.get("video_origin")
         video = float(video) if video is not None else None
-        stopped = {str(c): str(why) for c, why in report.get("unfinished", {}).items()}
+        stopped = Unfinished(
+            {str(c): str(why) for c, why in report.get("unfinished", {}).items()},
+            {str(c): str(why) for c, why in report.get("errors", {}).items()},
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False  # no report here, or not one this daemon wrote
     if people.pop(global_id, None) is None:
@@ -307,12 +324,13 @@ def _write_report(
     out: Path,
     origin: tuple[float, str],
     video: float | None,
-    stopped: dict[str, str],
+    stopped: Unfinished,
 ) -> dict[str, Any]:
     epoch, base = origin
     report = {
         "cameras": cameras,
-        "unfinished": stopped,
+        "unfinished": stopped.states,
+        "errors": stopped.errors,
         "identities": len(people),
         "seen_on_several_cameras": sum(_on_several(p) for p in people.values()),
         "time_origin": epoch,
@@ -355,7 +373,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     if report.get("unfinished"):
-        lines += [_unfinished_said(report["unfinished"]), ""]
+        lines += [_unfinished_said(report["unfinished"], report.get("errors", {})), ""]
     if people:
         lines += ["![Who was seen where and when](timeline.png)", ""]
         if len(people) > TIMELINE_MAX_ROWS:
@@ -376,10 +394,19 @@ _UNFINISHED_SAID = {
 }
 
 
-def _unfinished_said(stopped: dict[str, str]) -> str:
-    """report.md's line on the cameras whose run did not end: what the report holds of them ends there."""
-    said = "; ".join(f"camera {cam} {_UNFINISHED_SAID.get(why, why)}" for cam, why in stopped.items())
+def _unfinished_said(stopped: dict[str, str], errors: dict[str, str]) -> str:
+    """report.md's line on the cameras whose run did not end (and the error of each that failed, where its
+    status.json said it): what the report holds of them ends there."""
+    said = "; ".join(
+        f"camera {cam} {_UNFINISHED_SAID.get(why, why)}{_error_said(errors.get(cam))}"
+        for cam, why in stopped.items()
+    )
     return f"**Not a whole run:** {said}. What they saw ends where they stopped."
+
+
+def _error_said(error: str | None) -> str:
+    """``: `the error` `` (as code: a path's underscores are no emphasis), or nothing where none was said."""
+    return ": `" + error.replace("`", "'") + "`" if error else ""
 
 
 def _video_said(report: dict[str, Any]) -> str:

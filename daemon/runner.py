@@ -20,6 +20,7 @@ from types import FrameType
 
 from daemon.config import Settings
 from daemon.embedding import atomic_write
+from daemon.errors import DaemonError
 from daemon.ops import STOP_SIGNALS
 from daemon.outputs import SUMMARY_SCHEMA_VERSION, RunSummary
 from daemon.pipeline import FrameResult
@@ -27,6 +28,7 @@ from daemon.sources import FrameSource
 from daemon.worker import CameraWorker, WorkerObserver
 
 log = logging.getLogger(__name__)
+ERROR_CHARS = 1000  # status.json keeps this much of the error a run failed with
 
 
 class StatusFile:
@@ -40,6 +42,7 @@ class StatusFile:
         self._t0 = 0.0
         self._last = -float("inf")
         self._failed = False  # a write failed (warned once)
+        self._identities: int | None = None  # as the last write said
 
     def waiting(self, worker: CameraWorker, reason: str) -> None:
         """Nothing to write yet: the outputs (and this file's folder) are made once the source opens."""
@@ -60,26 +63,46 @@ class StatusFile:
         if self.path is not None:
             self._write(worker, "done" if summary is not None else "failed", 0)
 
+    def failed(self, settings: Settings, name: str, error: Exception) -> None:
+        """The run of camera ``name`` failed with ``error``, perhaps before its source opened (then nothing was
+        written yet, not even this file): ``failed``, and why (``error``), so that the fleet's report, read
+        after the run, names it. Written into the camera's folder where it is there (a fleet makes it before
+        the worker starts; an earlier run's); a first run of a camera alone leaves no folder behind."""
+        cam = settings.cameras.get(name)
+        if self.path is None and cam is not None and (Path(cam.output.dir) / name).is_dir():
+            self.path = Path(cam.output.dir) / name / "status.json"
+        why = str(error) if isinstance(error, DaemonError) else f"{type(error).__name__}: {error}"
+        self._save(name, "failed", 0, self._identities, error=" ".join(why.split())[:ERROR_CHARS])
+
     def _write(self, worker: CameraWorker, state: str, tracks: int) -> None:
+        if worker.fleet is not None:
+            self._identities = worker.fleet.resolver.stats().identities
+        self._save(worker.name, state, tracks, self._identities)
+
+    def _save(
+        self, camera: str, state: str, tracks: int, identities: int | None, error: str | None = None
+    ) -> None:
         if self.path is None:
             return
         elapsed = max(time.monotonic() - self._t0, 1e-9)
         doc = {
             "v": SUMMARY_SCHEMA_VERSION,
-            "camera": worker.name,
+            "camera": camera,
             "state": state,
             "frames": self._frames,
             "fps": round(self._frames / elapsed, 2),
             "tracks": tracks,
-            "identities": worker.fleet.resolver.stats().identities if worker.fleet is not None else None,
+            "identities": identities,
             "pid": os.getpid(),
             "host": socket.gethostname(),
         }
+        if error is not None:
+            doc["error"] = error
         try:
             atomic_write(self.path, json.dumps(doc).encode("utf-8"))
         except OSError as e:  # advisory: a full disk is reported by the outputs, not as a traceback from here
             if not self._failed:
-                log.warning("%s: cannot write %s: %s", worker.name, self.path, e.strerror or e)
+                log.warning("%s: cannot write %s: %s", camera, self.path, e.strerror or e)
             self._failed = True
 
 
@@ -132,8 +155,15 @@ def run_camera(settings: Settings, name: str, show_progress: bool | None = None)
     """Build and run camera ``name`` of ``settings`` until its source ends or a signal stops it."""
     from daemon.ops.service import Operations  # metrics, health, systemd notify and watchdog
 
-    with Operations(settings, name) as ops:
-        observers: list[WorkerObserver] = [StatusFile(), ops]
-        worker = CameraWorker(settings, name, show_progress=show_progress, observers=observers)
-        with _stop_on_signals(worker, ops.request_stop):
-            return worker.run()
+    status = StatusFile()
+    try:
+        with Operations(settings, name) as ops:
+            observers: list[WorkerObserver] = [status, ops]
+            worker = CameraWorker(settings, name, show_progress=show_progress, observers=observers)
+            with _stop_on_signals(worker, ops.request_stop):
+                return worker.run()
+    except (
+        Exception
+    ) as e:  # the models, the source, the outputs, the fleet: the status says it failed and why
+        status.failed(settings, name, e)
+        raise

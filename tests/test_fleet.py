@@ -1221,10 +1221,45 @@ def test_a_camera_that_fails_at_start_is_not_reported_with_an_earlier_runs_outpu
     path.write_text(yaml.safe_dump(cfg))
     run = run_fleet(path, progress=False)
     assert run.exit_codes == {"a": 2} and run.report["identities"] == 0
-    assert [f for f in fleet_runner.camera_files("a") if (out / "a" / f).exists()] == []
+    left = [f for f in fleet_runner.camera_files("a") if (out / "a" / f).exists()]
+    assert (
+        left == ["status.json"] and json.loads((out / "a" / "status.json").read_text())["state"] == "failed"
+    )
     assert (
         run.report_dir == report_dir and not (report_dir / "timeline.png").exists()
     )  # nobody seen: no picture
+
+
+def test_the_report_names_a_camera_that_failed_before_its_source_opened_and_why(
+    tmp_path: Path, mobilenet_model: Path
+) -> None:
+    # Regression: a worker that failed before its source opened (a: its video is missing, once its models are
+    # loaded; b: its config has no embedder for the fleet) wrote no status.json, so report.md, read after the run,
+    # did not name it: only the terminal's error said it failed, and why.
+    gt = tmp_path / "gt.txt"
+    gt.write_text("1,1,10,10,20,40,1,-1,-1,-1\n")
+    out = tmp_path / "runs"
+    missing = _true_box_camera(tmp_path / "missing.mp4", gt, out)
+    cfg = {
+        "models_dir": str(mobilenet_model.parent.parent),
+        "fleet": {"enabled": True},
+        "bridge": {"signing_key": {"env": "REID_TEST_FLEET_KEY"}},
+        "cameras": {"a": missing, "b": {**missing, "embedder": {"type": "none"}}},
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = run_fleet(path, progress=False)
+    assert run.exit_codes == {"a": 1, "b": 2}
+    status = json.loads((out / "a" / "status.json").read_text())
+    assert status["state"] == "failed" and status["frames"] == 0
+    assert "video file not found" in status["error"] and "missing.mp4" in status["error"]
+    assert run.report["unfinished"] == {"a": "failed", "b": "failed"}
+    assert "needs an appearance embedder" in run.report["errors"]["b"]
+    md = (run.report_dir / "report.md").read_text()
+    said = (
+        f"**Not a whole run:** camera a failed: `{status['error']}`; camera b failed: `cameras.b.embedder: "
+    )
+    assert said in md
 
 
 def test_cameras_left_out_by_cameras_are_not_waited_for(tmp_path: Path, mobilenet_model: Path) -> None:

@@ -354,6 +354,25 @@ def test_a_status_file_that_cannot_be_written_is_a_warning(
     assert caplog.text.count("cam: cannot write") == 1
 
 
+def test_a_run_that_failed_before_its_source_opened_says_why_only_in_a_folder_that_is_there(
+    tmp_path: Path,
+) -> None:
+    """A camera alone (`reid-daemon run`) that fails at start leaves no folder behind; in its folder (made by a
+    fleet, or an earlier run's) status.json says it failed and why, on one line."""
+    cam = CameraConfig(source=SourceConfig(uri="x.mp4"), output=OutputConfig(dir=tmp_path, progress=False))
+    settings = single_camera_settings(cam, name="cam")
+    StatusFile().failed(settings, "cam", SourceError("video file not found:\n x.mp4"))
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "cam").mkdir()
+    StatusFile().failed(settings, "cam", ValueError("a bug"))
+    doc = json.loads((tmp_path / "cam" / "status.json").read_text())
+    assert doc["state"] == "failed" and doc["error"] == "ValueError: a bug" and doc["frames"] == 0
+    StatusFile().failed(settings, "cam", SourceError("video file not found:\n x.mp4"))
+    assert (
+        json.loads((tmp_path / "cam" / "status.json").read_text())["error"] == "video file not found: x.mp4"
+    )
+
+
 def test_a_text_file_as_the_source_is_refused_before_the_models_load(tmp_path: Path) -> None:
     """`run --source gt.txt` loaded both models (seconds) before it said the file was no video."""
     gt = tmp_path / "gt.txt"
