@@ -364,14 +364,7 @@ def report_markdown(report: dict[str, Any]) -> str:
     people, epoch, base = report["people"], report["time_origin"], _base(report)
     multi = {g: p for g, p in people.items() if _on_several(p)}
     single = {g: p for g, p in people.items() if not _on_several(p)}
-    start = datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if people else "-"
-    said = "the fleet's first frame" if base == FROM_FIRST_FRAME else "the first sighting"
-    lines = [
-        "# Fleet identity report",
-        "",
-        f"{_headline(report)}. Times are seconds since {said} ({start}){_video_said(report)}",
-        "",
-    ]
+    lines = ["# Fleet identity report", "", f"{_headline(report)}.{_times_said(report)}", ""]
     if report.get("unfinished"):
         lines += [_unfinished_said(report["unfinished"], report.get("errors", {})), ""]
     if people:
@@ -407,6 +400,15 @@ def _unfinished_said(stopped: dict[str, str], errors: dict[str, str]) -> str:
 def _error_said(error: str | None) -> str:
     """``: `the error` `` (as code: a path's underscores are no emphasis), or nothing where none was said."""
     return ": `" + error.replace("`", "'") + "`" if error else ""
+
+
+def _times_said(report: dict[str, Any]) -> str:
+    """report.md's sentence on what its times count from (none where nobody was seen: it holds no times)."""
+    if not report["people"]:
+        return ""
+    start = datetime.fromtimestamp(report["time_origin"], tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    said = "the fleet's first frame" if _base(report) == FROM_FIRST_FRAME else "the first sighting"
+    return f" Times are seconds since {said} ({start}){_video_said(report)}"
 
 
 def _video_said(report: dict[str, Any]) -> str:
@@ -449,6 +451,8 @@ def report_text(report: dict[str, Any], limit: int = 30) -> str:
     """A few lines for the terminal: counts and the identities seen on several cameras, with their sighting spans
     on each ('door 0.0-5.0s and 20.0-25.0s, hall 8.0-16.0s')."""
     epoch = report["time_origin"]
+    if not report["people"]:
+        return f"{_headline(report)}."
     lines = [f"{_headline(report)} ({_base(report)}):"]
     shown = 0
     for gid, p in report["people"].items():

@@ -197,6 +197,10 @@ def test_a_run_where_nobody_was_seen_says_so(tmp_path: Path) -> None:
     md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert "0 identities over cameras door; 0 seen on two or more cameras" in md
     assert "timeline.png" not in md and not (tmp_path / "out" / "timeline.png").exists()
+    # Regression: it went on "Times are seconds since the fleet's first frame (-).", of times it has none of,
+    # and the terminal's line ended "(s since the fleet's first frame):" before nothing.
+    assert "Times are" not in md and "(-)" not in md
+    assert report_text(report) == "0 identities over cameras door; 0 seen on two or more cameras."
 
 
 def test_a_corrupt_identity_table_names_the_file(tmp_path: Path) -> None:
