@@ -454,20 +454,18 @@ def report_text(report: dict[str, Any], limit: int = 30) -> str:
     if not report["people"]:
         return f"{_headline(report)}."
     lines = [f"{_headline(report)} ({_base(report)}):"]
-    shown = 0
-    for gid, p in report["people"].items():
-        if not _on_several(p):
-            continue
-        if shown == limit:
-            lines.append("  ...")
-            break
+    several = [(gid, p) for gid, p in report["people"].items() if _on_several(p)]
+    for gid, p in several[:limit]:
         where = ", ".join(
             f"{cam} {_spans_text(c, epoch, '-', ' and ', 's')}"
             for cam, c in sorted(p["cameras"].items(), key=lambda kv: kv[1]["first_seen"])
         )
         name = f" ({p['label']})" if p["label"] else ""
         lines.append(f"  G{gid}{name}: {where}")
-        shown += 1
+    if len(several) > limit:
+        lines.append(
+            f"  ... and {len(several) - limit} more seen on several cameras (report.md lists every one)"
+        )
     return "\n".join(lines)
 
 

@@ -537,3 +537,18 @@ def test_a_run_rotated_more_than_nine_times_within_a_second_is_read_in_order(tmp
     RunRecord("door", "now", "2027-01-15T08:00:00Z", live=False).write(door)
     assert run_folders(door) == [*rotated, door]
     assert run_first_frames({"door": door}) == {"door": T0}
+
+
+def test_the_terminal_summary_says_how_many_it_left_out(tmp_path: Path) -> None:
+    # Regression: past its limit the summary ended "  ..." with no word of how many more were seen on several
+    # cameras, nor where they are listed.
+    dirs = {"door": tmp_path / "door", "hall": tmp_path / "hall"}
+    _table(dirs["door"], "door", {g: _seen(g, g + 1.0, 5) for g in range(1, 6)})
+    _table(dirs["hall"], "hall", {g: _seen(g + 2.0, g + 3.0, 5) for g in range(1, 6)})
+    text = report_text(build_report(dirs, tmp_path / "out"), limit=2).splitlines()
+    assert [line.split(":")[0] for line in text[1:3]] == ["  G1", "  G2"]
+    assert text[3:] == ["  ... and 3 more seen on several cameras (report.md lists every one)"]
+    assert report_text(build_report(dirs, tmp_path / "out"), limit=4).splitlines()[-1] == (
+        "  ... and 1 more seen on several cameras (report.md lists every one)"
+    )
+    assert len(report_text(build_report(dirs, tmp_path / "out"), limit=5).splitlines()) == 6
