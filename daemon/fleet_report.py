@@ -509,6 +509,10 @@ def timeline_figure(people: dict[int, dict[str, Any]], epoch: float, base: str =
         for first, last in found:
             width = max(last - first, shortest) / per
             ax.barh(centre, width, left=(first - epoch) / per, height=lane * 0.9, color=colours[cam])
+    earliest = min((a - epoch for found in spans.values() for a, _ in found), default=0.0)
+    ax.set_xlim(
+        min(earliest / per, 0.0), ax.get_xlim()[1]
+    )  # from the 0 the times count from; its margin right
     for y in range(len(rows) - 1):
         ax.axhline(y + 0.5, color="0.9", linewidth=0.5, zorder=0)
     ax.set_yticks(range(len(rows)))

@@ -552,3 +552,19 @@ def test_the_terminal_summary_says_how_many_it_left_out(tmp_path: Path) -> None:
         "  ... and 1 more seen on several cameras (report.md lists every one)"
     )
     assert len(report_text(build_report(dirs, tmp_path / "out"), limit=5).splitlines()) == 6
+
+
+@pytest.mark.parametrize("first", [0.0, 50.0])
+def test_the_timeline_s_axis_starts_at_the_fleet_s_first_frame(first: float) -> None:
+    # Regression: the axis started at the first sighting (50 s here), not at the 0 its times count from, so a
+    # reader took the first bar for the start of the run.
+    from daemon.fleet_report import timeline_figure
+
+    sighting = {"first_seen": first, "last_seen": first + 30.0, "frames": 200, "tracks": [1]}
+    people = {g: {"label": None, "cameras": {"a": sighting}} for g in range(3)}
+    fig = timeline_figure(people, 0.0)
+    left, right = fig.axes[0].get_xlim()
+    assert left == 0.0 and right > first + 30.0  # a margin right of the last bar, as before
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
