@@ -128,15 +128,18 @@ class FleetMetrics:
             f"global ids: HOTA {g.HOTA:.1f} IDF1 {g.IDF1:.1f} MOTA {g.MOTA:.1f} IDSW {g.IDSW} (MOTA and IDSW "
             "summed over the cameras: a switch is counted within a camera's view)"
         )
+        several = self.people_on_several_cameras
         consistency = (
-            f"{self.cross_camera_consistency:.0%} of {self.people_on_several_cameras} people seen on several "
-            "cameras keep one global id"
-            if self.people_on_several_cameras
+            f"{self.cross_camera_consistency:.0%} of {counted(several, 'person', 'people')} seen on several "
+            f"cameras {'keeps' if several == 1 else 'keep'} one global id"
+            if several
             else "nobody was seen on several cameras"
         )
+        boxes = counted(self.matched_boxes, "matched box", "matched boxes")
         lines.append(
-            f"false merges {self.false_merge_pct:.2f}% of {self.matched_boxes} matched boxes; "
-            f"{self.merged_ids} merged global id(s), {self.split_people} split person(s); {consistency}"
+            f"false merges {self.false_merge_pct:.2f}% of {boxes}; "
+            f"{counted(self.merged_ids, 'merged global id')}, "
+            f"{counted(self.split_people, 'split person', 'split people')}; {consistency}"
         )
         if self.merges_by:
             lines.append(
@@ -152,6 +155,12 @@ class FleetMetrics:
                 "(its merges are the trackers' id switches)"
             )
         return "\n".join(lines)
+
+
+def counted(n: int, one: str, many: str | None = None) -> str:
+    """``n`` and the noun that agrees with it ('1 person', '2 people'; ``many`` defaults to ``one`` + 's'), for
+    the fleet's texts (these scores, the report)."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def concatenate(runs: dict[str, CameraRun]) -> tuple[MotGroundTruth, MotTracks, int]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from daemon.embedding import atomic_write
 from daemon.errors import DataError
 from daemon.fleet import merge_spans
-from daemon.fleet_eval import CameraRun, evaluate_fleet
+from daemon.fleet_eval import CameraRun, counted, evaluate_fleet
 from daemon.motio import read_ground_truth, read_results
 from daemon.outputs import earlier_folders, recorded_run, run_extent
 
@@ -353,8 +353,10 @@ def _on_several(person: dict[str, Any]) -> bool:
 
 
 def _headline(report: dict[str, Any]) -> str:
+    cameras = report["cameras"]
     return (
-        f"{report['identities']} identities over cameras {', '.join(report['cameras'])}; "
+        f"{counted(report['identities'], 'identity', 'identities')} over "
+        f"{'camera' if len(cameras) == 1 else 'cameras'} {', '.join(cameras)}; "
         f"{report['seen_on_several_cameras']} seen on two or more cameras"
     )
 
@@ -394,7 +396,10 @@ def _unfinished_said(stopped: dict[str, str], errors: dict[str, str]) -> str:
         f"camera {cam} {_UNFINISHED_SAID.get(why, why)}{_error_said(errors.get(cam))}"
         for cam, why in stopped.items()
     )
-    return f"**Not a whole run:** {said}. What they saw ends where they stopped."
+    them = (
+        "What it saw ends where it stopped" if len(stopped) == 1 else "What they saw ends where they stopped"
+    )
+    return f"**Not a whole run:** {said}. {them}."
 
 
 def _error_said(error: str | None) -> str:

@@ -276,3 +276,23 @@ def test_a_strided_cameras_frames_are_the_frames_it_ran() -> None:
     assert m.per_camera["b"].Frames == 10 and m.per_camera["a"].Frames == 20
     assert m.global_metrics.Frames == 30
     assert "| 10 frames (1 in 2: source.stride 2)" in m.text() and "| 20 frames\n" in m.text()
+
+
+def test_the_text_s_counts_agree_with_their_nouns() -> None:
+    # Regression: one person seen on both cameras read "100% of 1 people seen on several cameras keep one
+    # global id", and the counts of merges and splits "0 merged global id(s), 0 split person(s)".
+    a, b = _walk([1], 20), _walk([1], 20, x0=100)
+    one = {
+        "a": CameraRun(a, None, _as_results(a, {1: 10}), 20),
+        "b": CameraRun(b, None, _as_results(b, {1: 10}), 20),
+    }
+    text = evaluate_fleet(one).text()
+    assert "100% of 1 person seen on several cameras keeps one global id" in text
+    assert "0 merged global ids, 0 split people;" in text
+    text = evaluate_fleet(_runs({1: 10, 2: 11}, {1: 12, 2: 10})).text()  # on b, person 2 takes person 1's id
+    assert (
+        "1 merged global id, 2 split people;" in text and "of 2 people seen on several cameras keep" in text
+    )
+    assert (
+        "0 merged global ids, 1 split person;" in evaluate_fleet(_runs({1: 10, 2: 11}, {1: 10, 2: 12})).text()
+    )

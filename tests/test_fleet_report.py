@@ -195,12 +195,12 @@ def test_a_run_where_nobody_was_seen_says_so(tmp_path: Path) -> None:
     report = build_report(dirs, tmp_path / "out")
     assert report["identities"] == 0
     md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
-    assert "0 identities over cameras door; 0 seen on two or more cameras" in md
+    assert "0 identities over camera door; 0 seen on two or more cameras" in md
     assert "timeline.png" not in md and not (tmp_path / "out" / "timeline.png").exists()
     # Regression: it went on "Times are seconds since the fleet's first frame (-).", of times it has none of,
     # and the terminal's line ended "(s since the fleet's first frame):" before nothing.
     assert "Times are" not in md and "(-)" not in md
-    assert report_text(report) == "0 identities over cameras door; 0 seen on two or more cameras."
+    assert report_text(report) == "0 identities over camera door; 0 seen on two or more cameras."
 
 
 def test_a_corrupt_identity_table_names_the_file(tmp_path: Path) -> None:
@@ -310,7 +310,7 @@ def test_the_report_says_which_cameras_did_not_finish_their_run(
     (two_cameras["hall"] / "status.json").write_text('{"v": 1, "state": "done"}', encoding="utf-8")
     report = build_report(two_cameras, tmp_path / "out")
     assert report["unfinished"] == {"door": "failed"}
-    said = "**Not a whole run:** camera door failed. What they saw ends where they stopped."
+    said = "**Not a whole run:** camera door failed. What it saw ends where it stopped."
     assert said in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert leave_out_of_report(tmp_path / "out", 9)
     assert said in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
@@ -568,3 +568,16 @@ def test_the_timeline_s_axis_starts_at_the_fleet_s_first_frame(first: float) -> 
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_the_report_s_counts_agree_with_their_nouns(tmp_path: Path) -> None:
+    # Regression: one person on one camera read "1 identities over cameras door", and one camera that did not
+    # finish "What they saw ends where they stopped."
+    dirs = {"door": tmp_path / "door"}
+    _table(dirs["door"], "door", {3: _seen(0.0, 4.0, 28)})
+    (dirs["door"] / "status.json").write_text('{"v": 1, "state": "failed"}', encoding="utf-8")
+    report = build_report(dirs, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "1 identity over camera door; 0 seen on two or more cameras." in md
+    assert "camera door failed. What it saw ends where it stopped." in md
+    assert report_text(report).startswith("1 identity over camera door; 0 seen on two or more cameras (")
