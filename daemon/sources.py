@@ -419,12 +419,23 @@ class _CaptureReader:
         if self._cap is None:
             self.last_error = "not connected"
             return False
+        began = time.monotonic()
         try:
             ok = self._cap.grab()
         except cv2.error as e:
             ok, self.last_error = False, f"read failed: {e}"
         else:
             self.last_error = "" if ok else self._no_frame()
+        if (
+            self._req.kind == "rtsp"
+            and (took := time.monotonic() - began) * 1000 >= self._req.read_timeout_ms
+        ):
+            # FFmpeg was interrupted: what it gives now is a frame its decoder held, not a sign of life
+            ok = False
+            self.last_error = (
+                f"no frame for {took:.1f} s (source.read_timeout_s: {self._req.read_timeout_ms / 1000:g} s): "
+                "the stream stopped sending"
+            )
         if ok:
             self._raw += 1
             if not self.live:

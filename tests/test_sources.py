@@ -7,6 +7,7 @@ import os
 import random
 import re
 import select
+import signal
 import socket
 import subprocess
 import threading
@@ -667,6 +668,33 @@ def test_rtsp_server_restart_reconnects_and_resumes(rtsp: tuple[RtspServer, Synt
     restart = next(i for i in range(1, len(positions)) if positions[i] < positions[i - 1])
     assert positions[restart] <= 2  # the new session starts again at the file's beginning
     assert stats.reconnects >= 1 and stats.connected
+
+
+def test_a_stream_that_stops_sending_is_down_after_one_read_timeout(
+    rtsp: tuple[RtspServer, SyntheticClip],
+) -> None:
+    """A camera that stops sending without closing the connection (frozen, or the network hangs): FFmpeg,
+    interrupted after read_timeout_s, still hands out the frames its decoder holds, one more per timeout, and
+    each was taken as the stream being alive: it was down only after 3 x read_timeout_s (15 s at the default
+    5 s, with /health saying ok throughout)."""
+    server, _ = rtsp
+    timeout = 1.5
+    cfg = rtsp_cfg(server.url, read_timeout_s=timeout, reconnect_initial_s=5.0, reconnect_max_s=5.0)
+    with open_source(cfg) as src:
+        for n, _frame in enumerate(src):
+            if n == 10:
+                break
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)  # the server holds its connection and sends nothing
+        try:
+            t0 = time.monotonic()
+            wait_for(lambda: not src.stats.connected, timeout=4 * timeout)
+            took = time.monotonic() - t0
+            error = src.stats.last_error
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+    assert took < 1.6 * timeout, f"down after {took:.2f} s"
+    assert "no frame for" in error and "source.read_timeout_s" in error
 
 
 # ------------------------------------------------------------------------------ a camera that comes up late
