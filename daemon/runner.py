@@ -44,8 +44,9 @@ class StatusFile:
         self._failed = False  # a write failed (warned once)
         self._identities: int | None = None  # as the last write said
 
-    def waiting(self, worker: CameraWorker, reason: str) -> None:
-        """Nothing to write yet: the outputs (and this file's folder) are made once the source opens."""
+    def waiting(self, worker: CameraWorker, what: str) -> None:
+        """Nothing to write: this file is written from ``started`` on (its folder is made once the source
+        opens)."""
 
     def started(self, worker: CameraWorker, source: FrameSource) -> None:
         self.path = Path(worker.cam.output.dir) / worker.name / "status.json"

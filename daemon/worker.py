@@ -45,13 +45,15 @@ ROTATE_CHECK_EVERY = 25  # frames between looks at the size of the output files 
 class WorkerObserver(Protocol):
     """Something that watches a worker (metrics, watchdog, health): called on the worker's main thread.
 
-    ``waiting`` each time a live source could not be opened yet (``source.startup_wait_s``), with why;
-    ``started`` once the source is open; ``frame`` after each frame was written (``loop_s``: wall seconds of
-    this loop iteration, waiting for the frame included); ``stopped`` with the summary at the end (also after
-    an error: then ``summary`` is None). Keep the calls short: they run inside the frame loop.
+    ``waiting`` when the start waits, with what for and why (``the source: <why>; trying again in N s`` each
+    time a live source could not be opened yet, ``source.startup_wait_s``; ``the fleet's Valkey at <url>: ...``
+    while the worker catches up with the fleet); ``started`` once the source is open and the fleet joined;
+    ``frame`` after each frame was written (``loop_s``: wall seconds of this loop iteration, waiting for the
+    frame included); ``stopped`` with the summary at the end (also after an error: then ``summary`` is None).
+    Keep the calls short: they run inside the frame loop.
     """
 
-    def waiting(self, worker: CameraWorker, reason: str) -> None: ...
+    def waiting(self, worker: CameraWorker, what: str) -> None: ...
 
     def started(self, worker: CameraWorker, source: FrameSource) -> None: ...
 
@@ -310,9 +312,20 @@ class CameraWorker:
             )
         self.pipeline.tracker.number_from(max(first, earlier + 1))
 
-    def _source_waiting(self, reason: str) -> None:
+    def _waiting(self, what: str) -> None:
         for o in self.observers:
-            o.waiting(self, reason)
+            o.waiting(self, what)
+
+    def _source_waiting(self, reason: str) -> None:
+        self._waiting(f"the source: {reason}")
+
+    def _join_fleet(self, fleet: FleetLink, live: bool) -> None:
+        """Connect to the fleet's Valkey and catch up (up to fleet.ready_timeout_s), saying so meanwhile."""
+        url = self.settings.bridge.url
+        where = f"the fleet's Valkey at {redact(url)}" if url else "the fleet's embedded Valkey"
+        wait = self.settings.fleet.ready_timeout_s
+        self._waiting(f"{where}: catching up with the fleet (up to fleet.ready_timeout_s, {wait:g} s)")
+        fleet.start(live=live)
 
     def run(self) -> RunSummary:
         summary: RunSummary | None = None
@@ -332,7 +345,7 @@ class CameraWorker:
                 try:
                     first = 1
                     if self.fleet is not None:
-                        self.fleet.start(live=src.live)
+                        self._join_fleet(self.fleet, src.live)
                         first = self.fleet.first_track_id
                     self._number_tracks(first, outputs.earlier_tracks)
                     frames, seconds, tracks = 0, 0.0, 0

@@ -109,7 +109,7 @@ def test_health_says_why_a_starting_worker_waits_for_its_source() -> None:
     from daemon.ops.liveness import Liveness
 
     health = Health("door", Liveness(), 30.0)
-    health.waiting("cannot open stream rtsp://cam/s; trying again in 2.0 s")
+    health.waiting("the source: cannot open stream rtsp://cam/s; trying again in 2.0 s")
     assert health.report().problems == (
         "starting: waiting for the source: cannot open stream rtsp://cam/s; trying again in 2.0 s",
     )

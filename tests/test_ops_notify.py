@@ -150,6 +150,43 @@ def test_status_says_why_a_starting_worker_waits_for_its_live_source(
     assert "trying again in" in waiting[0] and problems[0].startswith("starting: waiting for the source: ")
 
 
+def test_status_says_a_starting_fleet_worker_waits_for_its_valkey(
+    tmp_path: Path, notify_path: tuple[str, NotifySocket]
+) -> None:
+    """A fleet worker catches up with the fleet's Valkey before READY=1, for up to fleet.ready_timeout_s when
+    Valkey does not answer; meanwhile /health and STATUS (systemctl status) said 'loading models and opening the
+    source', both long done. They now say what the start waits for."""
+    import socket
+
+    from daemon.config import Settings
+
+    path, fake = notify_path
+    with socket.socket() as s:  # a port nobody listens on: Valkey is down
+        s.bind(("127.0.0.1", 0))
+        url = f"redis://127.0.0.1:{s.getsockname()[1]}"
+    data = looped_settings(tmp_path).model_dump(mode="python")
+    data["fleet"] |= {"enabled": True, "ready_timeout_s": 4.0}
+    data["bridge"] |= {"url": url, "allow_unsigned": True}
+    data["cameras"]["door"]["embedder"] = {"type": "ground-truth", "truth": {"path": tmp_path / "gt.txt"}}
+    settings = Settings.model_validate(data)
+    with Operations(settings, "door", notifier=Notifier({"NOTIFY_SOCKET": path})) as ops:
+        worker = CameraWorker(settings, "door", observers=[ops])
+        runner = threading.Thread(target=worker.run, daemon=True)
+        runner.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("Valkey" in x for x in fake.values("STATUS")):
+            time.sleep(0.05)
+        problems = ops.health.report().problems
+        worker.stop()
+        runner.join(10)
+    said = [x for x in fake.values("STATUS") if "Valkey" in x]
+    assert said and said[0].startswith("starting: waiting for the fleet's Valkey at " + url), fake.values(
+        "STATUS"
+    )
+    assert "fleet.ready_timeout_s" in said[0]
+    assert problems == (said[0],)
+
+
 def test_watchdog_fed_while_progressing_and_starved_when_the_loop_hangs(
     tmp_path: Path, notify_path: tuple[str, NotifySocket]
 ) -> None:

@@ -6,6 +6,8 @@ problems, each a short sentence starting with what is wrong:
 * ``starting: loading models and opening the source`` (before the first frame can be read)
 * ``starting: waiting for the source: <why>; trying again in N s`` (a live source not up yet, within
   ``source.startup_wait_s``)
+* ``starting: waiting for the fleet's Valkey at <url>: catching up ...`` (fleet mode: joining the fleet, for up
+  to ``fleet.ready_timeout_s`` when Valkey does not answer)
 * ``model missing: <error>`` (the worker is about to exit non-zero; see the runner)
 * ``source down: <last error>`` (a live stream reconnecting, a file that failed)
 * ``valkey down: <why>`` (fleet mode: the bridge has no connection, or the last PING failed)
@@ -59,7 +61,7 @@ class Health:
         self._lock = threading.Lock()
         self._phase: Phase = "starting"
         self._failure = ""
-        self._waiting = ""  # why the source could not be opened yet (while starting)
+        self._waiting = ""  # what the start waits for, and why (the source, the fleet's Valkey)
         self._source: WatchedSource | None = None
         self._bridge: Callable[[], BridgeStats] | None = None
         self._valkey_error: str | None = None  # from the probe: None = fine or not probed
@@ -69,10 +71,11 @@ class Health:
         with self._lock:
             self._phase, self._source, self._bridge = "running", source, bridge
 
-    def waiting(self, reason: str) -> None:
-        """The live source could not be opened yet (``reason``); the worker tries again."""
+    def waiting(self, what: str) -> None:
+        """The start waits for ``what`` (``the source: <why it could not be opened yet>``, ``the fleet's Valkey
+        at <url>: ...``)."""
         with self._lock:
-            self._waiting = reason
+            self._waiting = what
 
     def stopped(self) -> None:
         with self._lock:
@@ -100,7 +103,7 @@ class Health:
             )
         if phase == "starting":
             if waiting:
-                return [f"starting: waiting for the source: {waiting}"]
+                return [f"starting: waiting for {waiting}"]
             return ["starting: loading models and opening the source"]
         if phase == "failed":
             return [failure]

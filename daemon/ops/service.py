@@ -125,9 +125,9 @@ class Operations:
 
     # ---------------------------------------------------------------------------------------- observer
 
-    def waiting(self, worker: Any, reason: str) -> None:
-        self.health.waiting(reason)
-        self.notifier.status(f"starting: waiting for the source: {reason}")
+    def waiting(self, worker: Any, what: str) -> None:
+        self.health.waiting(what)
+        self.notifier.status(f"starting: waiting for {what}")
 
     def started(self, worker: Any, source: FrameSource) -> None:
         self._source = source
