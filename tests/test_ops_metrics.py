@@ -308,6 +308,16 @@ def test_bridge_identity_and_decision_metrics() -> None:
     )
 
 
+def test_source_connected_is_0_before_the_source_is_open() -> None:
+    """A starting worker exported no reid_source_connected at all (only reid_fps) until its source opened, so
+    an alert on reid_source_connected == 0 never fired for a camera down when its worker started, waited for
+    (source.startup_wait_s, 240 s in the example) and restarted again and again."""
+    m = CameraMetrics("door", OpsConfig())
+    assert value(samples(m.render().decode()), "reid_source_connected") == 0
+    m.attach(source=FakeSource(connected=True))
+    assert value(samples(m.render().decode()), "reid_source_connected") == 1
+
+
 def test_the_fps_gauge_counts_every_frame_of_a_long_window_in_bounded_memory() -> None:
     """The gauge kept the time of each frame, at most 10,000 of them: a window holding more (30 FPS over
     ops.fps_window_s 600 is 18,000 frames) lost the oldest and reported 16.7 FPS for 30."""

@@ -41,6 +41,7 @@ SIMILARITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(21))
 DECIDED = ("gallery", "fleet", "new")  # identity sources that are a decision (not 'pending')
 _BRIDGE_GAUGES = ("connected", "subscribed", "backlog")
 _IDENTITY_GAUGES = ("identities", "exemplar_rows", "contributions", "live_tracks")
+_SOURCE_CONNECTED = "1 while the source is open and reading (0 before it is opened, while the worker starts)."
 
 StatsFn = Callable[[], Any]
 
@@ -74,6 +75,8 @@ class _SnapshotCollector(Collector):
         yield self._gauge("fps", "Frames per second over the last ops.fps_window_s.", self.fps())
         if self.source is not None:
             yield from self._source(self.source)
+        else:  # starting: loading models, or waiting for a camera not up yet (source.startup_wait_s)
+            yield self._gauge("source_connected", _SOURCE_CONNECTED, 0)
         if self.bridge is not None:
             yield from self._bridge(self.bridge())
         if self.identity is not None:
@@ -97,7 +100,7 @@ class _SnapshotCollector(Collector):
 
     def _source(self, src: WatchedSource) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         s = src.stats
-        yield self._gauge("source_connected", "1 while the source is open and reading.", s.connected)
+        yield self._gauge("source_connected", _SOURCE_CONNECTED, s.connected)
         yield self._gauge("source_queue_depth", "Decoded frames waiting for the main loop.", src.queued)
         yield self._counter("source_frames_decoded", "Frames taken from the source.", s.frames_decoded)
         yield self._counter(
@@ -268,7 +271,8 @@ class CameraMetrics:
         identity: StatsFn | None = None,
         assignment: AssignmentLookup | None = None,
     ) -> None:
-        """Where the scrape-time snapshots come from (each optional; unset parts are not exported)."""
+        """Where the scrape-time snapshots come from (each optional; unset parts are not exported, except
+        reid_source_connected, 0 until a source is attached)."""
         if source is not None:
             self._snap.source = source
         if bridge is not None:
