@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.5
 STOP_GRACE_S = 10.0  # a camera still running this long after SIGTERM is killed (the unit's TimeoutStopSec)
-# A worker stopped before it has set its handlers (still loading its models) dies of the forwarded SIGTERM, or
+# A worker stopped before it has set its handlers (still importing its modules) dies of the forwarded SIGTERM, or
 # of a terminal's signal to its whole process group (SIGINT, SIGHUP), or exits 130 ("interrupted").
 _STOPPED_BY_SIGNAL = frozenset({-int(s) for s in STOP_SIGNALS} | {130})
 

@@ -1,6 +1,7 @@
 """Running one camera as a process (what `reid-daemon run` and systemd start): signals, fleet link, observers.
 
-SIGTERM and SIGINT ask the worker to stop after the frame in hand; the worker then flushes its outputs (and
+SIGTERM, SIGINT and SIGHUP ask the worker to stop after the frame in hand (from the moment its models start
+loading: one that comes before its source is open stops it there); the worker then flushes its outputs (and
 the fleet link its backlog) and returns, so a stop takes well under the 2 s systemd allows by default here.
 """
 
@@ -129,20 +130,16 @@ def worker_running(camera_dir: Path) -> bool:
 
 
 @contextmanager
-def _stop_on_signals(worker: CameraWorker, *also: Callable[[], None]) -> Iterator[None]:
-    """While inside, the STOP_SIGNALS (SIGTERM, SIGINT, SIGHUP) stop ``worker`` gracefully and call ``also``
-    (main thread only; elsewhere a no-op)."""
+def _stop_on_signals(name: str, stop: Callable[[], None]) -> Iterator[None]:
+    """While inside, the STOP_SIGNALS (SIGTERM, SIGINT, SIGHUP) call ``stop`` (camera ``name`` stops gracefully;
+    main thread only, elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        log.info(
-            "%s: %s received, stopping after the current frame", worker.name, signal.Signals(signum).name
-        )
-        worker.stop()
-        for stop in also:
-            stop()
+        log.info("%s: %s received, stopping after the current frame", name, signal.Signals(signum).name)
+        stop()
 
     previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
@@ -160,8 +157,19 @@ def run_camera(settings: Settings, name: str, show_progress: bool | None = None)
     try:
         with Operations(settings, name) as ops:
             observers: list[WorkerObserver] = [status, ops]
-            worker = CameraWorker(settings, name, show_progress=show_progress, observers=observers)
-            with _stop_on_signals(worker, ops.request_stop):
+            worker: CameraWorker | None = None
+            asked = threading.Event()  # a signal came while the worker was being built (its models loading)
+
+            def stop() -> None:
+                asked.set()
+                if worker is not None:
+                    worker.stop()
+                ops.request_stop()
+
+            with _stop_on_signals(name, stop):
+                worker = CameraWorker(settings, name, show_progress=show_progress, observers=observers)
+                if asked.is_set():
+                    worker.stop()
                 return worker.run()
     except (
         Exception

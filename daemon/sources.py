@@ -954,11 +954,11 @@ def open_source_waiting(
 ) -> FrameSource | None:
     """:func:`open_source`, except that a live source (stream, webcam) that cannot be opened is tried again with
     the reconnect backoff for up to ``cfg.startup_wait_s``, each failure logged (and given to ``on_retry``, in
-    words); then the last SourceError is raised. Returns None when ``stop`` is set while waiting. Files and
-    folders fail at once."""
+    words); then the last SourceError is raised. Returns None when ``stop`` is set before or while waiting.
+    Files and folders fail at once."""
     deadline = time.monotonic() + cfg.startup_wait_s
     backoff = Backoff(cfg.reconnect_initial_s, cfg.reconnect_max_s)
-    while True:
+    while not stop.is_set():
         try:
             return open_source(cfg, name=name, capture_factory=capture_factory)
         except SourceError as e:
@@ -973,5 +973,5 @@ def open_source_waiting(
             log.warning("%s; trying again in %.1f s (source.startup_wait_s)", e, delay)
             if on_retry is not None:
                 on_retry(f"{e}; trying again in {delay:.1f} s")
-        if stop.wait(delay):
-            return None
+        stop.wait(delay)
+    return None

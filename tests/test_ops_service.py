@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from _ops import NotifySocket, notify_socket, wait_until
 from _video import make_video
 
@@ -170,3 +171,40 @@ def test_sigterm_while_catching_up_with_an_unreachable_valkey_stops_at_once(
     err = "".join(lines)
     assert code == 0 and stop_s < STOP_BUDGET_S, err[-2000:]
     assert not fake.times("READY"), fake.messages  # never announced as started
+
+
+# A worker process whose models load while a signal arrives (systemctl stop or restart, Ctrl-C, a closing ssh
+# session during the seconds a start takes): the signal is sent from inside the model loading, so it always
+# lands there.
+_SIGNAL_WHILE_LOADING = """
+import os, signal, sys
+import daemon.worker as worker
+from daemon.cli import main
+load = worker.build_pipeline
+def loading(*args, **kwargs):
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    return load(*args, **kwargs)
+worker.build_pipeline = loading
+sys.exit(main(["--log-format", "json", "run", "--config", sys.argv[2], "--no-progress"]))
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_a_signal_while_the_models_load_stops_cleanly(tmp_path: Path, sig: str) -> None:
+    """The stop signals were handled from the moment the worker was built: one that came while its models
+    loaded killed it (SIGTERM, SIGHUP: exit by signal, no STOPPING=1, nothing in the journal) or printed a bare
+    'interrupted' among the JSON lines (SIGINT, exit 130). It now stops as it does later: exit 0, logged."""
+    cfg = write_config(tmp_path, free_port(), "gt")
+    with notify_socket(tmp_path) as (notify, fake):
+        env = dict(os.environ, NOTIFY_SOCKET=notify)
+        cmd = [sys.executable, "-c", _SIGNAL_WHILE_LOADING, sig, str(cfg)]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=START_TIMEOUT_S)
+        fake.wait_for("STOPPING", timeout=2)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in proc.stderr.splitlines() if x.startswith("{")]
+    assert len(lines) == len(proc.stderr.splitlines())  # JSON only
+    said = [x["message"] for x in lines]
+    assert f"door: {sig} received, stopping" in " ".join(said)
+    assert "door: stopped before the source could be opened" in said
+    assert "READY" not in [k for _, m in fake.messages for k in m]
+    assert not (tmp_path / "runs" / "door").exists()  # nothing opened, nothing written
