@@ -172,7 +172,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         print(f"  fleet report made again without it: {done.report}")
     for name, why in done.failed.items():
         print(
-            f"  {name}: not erased from its files: {why}; run forget again as a user who can write them",
+            f"  {name}: not erased from its files: {why}",
             file=sys.stderr,
         )
     return 1 if done.failed else 0

@@ -21,8 +21,9 @@ file open reopens it after (``CameraOutputs.forget``).
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,20 @@ import numpy as np
 from daemon.embedding import atomic_write
 from daemon.fleet import forgotten_line
 from daemon.outputs import earlier_folders
+
+
+class UnreadableFile(OSError):
+    """A camera file the erase could not read (an I/O error, no read permission): that file is left as it was.
+    An OSError still, as any other failure of the erase is; ``filename`` names the file."""
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """An OSError met while reading ``path`` raised as UnreadableFile naming it (a failure to write is not)."""
+    try:
+        yield
+    except OSError as e:
+        raise UnreadableFile(e.errno, e.strerror or str(e), str(path)) from e
 
 
 @dataclass(slots=True)
@@ -69,7 +84,7 @@ def rewrite_lines(path: Path, edit: Callable[[str], str | None]) -> int:
         return 0
     kept: list[str] = []
     changed = 0
-    with open(path, encoding="utf-8") as f:
+    with _reading(path), open(path, encoding="utf-8") as f:
         for line in f:
             new = edit(line)
             changed += new != line
@@ -107,8 +122,10 @@ def erase_table(path: Path, gids: set[int]) -> int:
     """``identities.json``: the entries of ``gids`` leave the table."""
     if not path.is_file():
         return 0
+    with _reading(path):
+        text = path.read_text(encoding="utf-8")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(text)
         table = doc["identities"]
     except (ValueError, KeyError, TypeError):
         return 0  # not a table this daemon wrote: left alone
@@ -144,7 +161,7 @@ def pending_lines(folders: list[Path], gids: set[int]) -> dict[Path, set[int]]:
         path = folder / "events.jsonl"
         if not path.is_file():
             continue
-        with open(path, encoding="utf-8") as f:
+        with _reading(path), open(path, encoding="utf-8") as f:
             for n, line in enumerate(f):
                 rec = _record(line)
                 if rec is None or not isinstance(rec.get("track_id"), int) or "global_id" not in rec:
@@ -197,6 +214,10 @@ def zero_embedding_rows(path: Path, rows: Iterable[int]) -> int:
         table = np.load(path, mmap_mode="r+")
     except (ValueError, EOFError):  # empty or cut before its header was written (a worker killed at once)
         return 0
+    except OSError:  # opened to be written in place: a file that cannot be read at all is said to be that
+        with _reading(path), open(path, "rb") as f:
+            f.read(1)
+        raise
     inside = [r for r in wanted if 0 <= r < table.shape[0]]
     if inside:
         table[inside] = 0

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from daemon.bridge import Bridge, BridgeError
 from daemon.config import SecretSource, Settings, load_settings
-from daemon.erase import Erased, erase_stopped_camera
+from daemon.erase import Erased, UnreadableFile, erase_stopped_camera
 from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet import IDENTITY_TABLE_REFRESH_S
 from daemon.fleet_wire import FleetMessage
@@ -473,7 +473,8 @@ class Forgotten:
 
     stored: int | None  # entries in Valkey that held the id; None: no shared Valkey (bridge.url unset)
     files: dict[str, Erased]  # cameras not running: erased from their files here
-    failed: dict[str, str]  # cameras not running whose files could not be written here: why
+    # cameras not running whose files could not be read or written here: why, and what to do about it
+    failed: dict[str, str]
     running: tuple[str, ...]  # cameras running: their workers erase their own files
     report: Path | None  # the fleet report made again without the id
 
@@ -504,13 +505,24 @@ def forget(settings: Settings, global_id: int, timeout_s: float) -> Forgotten:
         try:
             files[n] = erase_stopped_camera(d, n, [global_id], time.time())
         except OSError as e:  # a user who cannot write the folder: the rest of the fleet is erased still
-            failed[n] = f"cannot write {e.filename or d}: {e.strerror or e}"
+            failed[n] = _erase_failure(e, d)
     erased_any = any(e.total for e in files.values())
     if erased_any and not running:
         report = _report_again(dirs, _ids_span_runs(settings), global_id)
     else:  # the running cameras' tables may hold the id a moment longer: out of the report as it stands
         report = _leave_out_of_report(dirs, global_id)
     return Forgotten(stored, files, failed, running, report)
+
+
+def _erase_failure(e: OSError, camera_dir: Path) -> str:
+    """What a failure to erase a camera's files was, and what to do about it: read and write failures each
+    said as what they are."""
+    why = f"{e.filename or camera_dir}: {e.strerror or e}"
+    if isinstance(e, UnreadableFile):
+        return (
+            f"cannot read {why}; run forget again once it can be read (a user who may read it, a sound disk)"
+        )
+    return f"cannot write {why}; run forget again as a user who can write them"
 
 
 def _forget_in_valkey(settings: Settings, global_id: int, timeout_s: float) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from _unreadable import unreadable_file
 
 from daemon.cli import main
 from daemon.config import CameraConfig, OutputConfig, SourceConfig
@@ -291,6 +292,25 @@ def test_forget_that_cannot_write_a_cameras_files_says_so_without_a_traceback(
     assert "Traceback" not in err
     assert main(["-q", "forget", "7", "--config", str(config)]) == 0  # again, once it can: done
     assert all(e["global_id"] != 7 for e in _events(folder))
+
+
+@pytest.mark.parametrize("name", ["identities.jsonl", "identities.json", "events.jsonl", "embeddings.npy"])
+def test_forget_that_cannot_read_a_cameras_file_says_it_cannot_read_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """A camera file `forget` could not read (an I/O error) was reported as 'cannot write' it, with 'run forget
+    again as a user who can write them': advice that mends nothing for a file no user can read."""
+    config = _fleet_config(tmp_path)
+    outputs = _outputs(tmp_path / "runs")
+    _frame(outputs, 0, {1: 7})
+    outputs.close()
+    path = tmp_path / "runs" / "cam" / name
+    path.unlink()
+    unreadable_file(path)
+    assert main(["-q", "forget", "7", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"cam: not erased from its files: cannot read {path}: Input/output error;" in err, err
+    assert "write" not in err and "Traceback" not in err, err
 
 
 def test_forget_erases_a_camera_that_stopped_while_the_forget_was_sent(
