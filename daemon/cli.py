@@ -42,7 +42,7 @@ def _source_override(uri: str) -> dict[str, Any]:
 
 def _camera_updates(args: argparse.Namespace) -> dict[str, Any]:
     updates: dict[str, Any] = {}
-    if getattr(args, "source", None):
+    if getattr(args, "source", None) is not None:  # "" too: refused by the config, naming --source
         updates |= _source_override(args.source)
     if getattr(args, "output", None):
         updates["output.dir"] = args.output
@@ -767,8 +767,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, **overrides)
     first = next(iter(settings.cameras)) if args.all_cameras and not args.camera else args.camera
     name, _ = settings.camera(first)
-    if args.source:
-        settings = with_overrides(settings, name, _source_override(args.source))
+    if args.source is not None:
+        settings = with_overrides(settings, name, _source_override(args.source), _UPDATE_FLAGS)
     out = Path(args.out)
     req = AdaptRequest(
         out=out,

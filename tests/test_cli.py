@@ -88,6 +88,20 @@ def test_missing_video_exits_1_naming_it(
     assert "/no/such/video.mp4" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["run", "eval", "adapt"])
+def test_an_empty_source_is_refused_naming_the_option(
+    tmp_path: Path, synth: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """`run --source ""` (a variable that was not set, in a script) ran the config's source without a word, as
+    if no --source were given: the user took its tracks for those of the source they meant."""
+    _, gt, cfg = synth
+    args = {"run": [], "eval": ["--gt", str(gt)], "adapt": ["--out", str(tmp_path / "head.npz")]}[command]
+    assert main([command, "--config", str(cfg), "--source", "", *args]) == 2
+    err = capsys.readouterr().err
+    assert "--source" in err and "at least 1 character" in err and "Traceback" not in err, err
+    assert not (tmp_path / "runs").exists()  # nothing ran
+
+
 def test_unreadable_video_exits_1(tmp_path: Path, synth: tuple[Path, Path, Path]) -> None:
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00not a video" * 100)
