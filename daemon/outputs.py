@@ -600,10 +600,12 @@ class RunSummary:
 
     def text(self) -> str:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms_per_frame.items()) or "none (no frame)"
+        skipped = int(self.source_stats.get("frames_skipped", 0))
+        undecodable = f"; {skipped} undecodable frame{'s' * (skipped > 1)} skipped (named in the log)"
         return (
             f"[{self.camera}] {self.frames} frames in {self.seconds:.1f} s = {self.fps:.1f} FPS; "
             f"ms/frame: {stages}; {self.detections} detections, {self.embedded_boxes} embedded, "
-            f"{self.tracks} tracks"
+            f"{self.tracks} tracks{undecodable if skipped else ''}"
         )
 
     def write(self, path: Path) -> None:

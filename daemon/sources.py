@@ -86,6 +86,7 @@ class SourceStats:
     frames_decoded: int = 0  # frames taken from the source, including those skipped by the stride
     frames_delivered: int = 0  # frames handed to the consumer
     frames_dropped: int = 0  # live only: oldest buffered frames discarded because the consumer was slow
+    frames_skipped: int = 0  # a folder's images that could not be decoded, passed over (named in a warning)
     reconnects: int = 0  # successful reconnections of a live stream
     reconnect_failures: int = 0  # reconnection attempts that could not open the stream
     decode_seconds: float = 0.0  # time spent reading and decoding (including waiting on the network)
@@ -323,6 +324,7 @@ def _monotonic() -> float:
 class _Reader(Protocol):
     live: bool
     last_error: str
+    skipped: int  # frames passed over as undecodable since the reader was made (counted, named in a warning)
 
     @property
     def fps(self) -> float | None: ...
@@ -362,6 +364,7 @@ class _CaptureReader:
         )
         self.live = request.kind != "file"
         self.last_error = ""
+        self.skipped = 0  # FFmpeg passes over a frame it cannot decode without telling: none counted here
         self._cap: Capture | None = None
         self._raw = 0  # frames grabbed since the file was opened (files only)
         self._last_ts = -math.inf
@@ -496,7 +499,8 @@ class _CaptureReader:
 
 
 class _FolderReader:
-    """Images of a folder in natural order; timestamps are index / fps."""
+    """Images of a folder in natural order; timestamps are index / fps. An image that cannot be decoded is
+    skipped with a warning naming it and counted in ``skipped``; the images after it keep their places."""
 
     live = False
 
@@ -507,6 +511,9 @@ class _FolderReader:
         self._next = 0
         self.count: int | None = None
         self.last_error = ""
+        self.skipped = 0
+        self._first_skipped = ""  # the first image skipped and why, for the error of a folder none decodes in
+        self._decoded = False
 
     def open(self) -> None:
         if not self._folder.is_dir():
@@ -523,25 +530,51 @@ class _FolderReader:
 
     def grab(self) -> bool:
         if self._next >= len(self._files):
-            self.last_error = "end of folder"
+            self.last_error = self._end()
             return False
         self._next += 1
         return True
 
+    def _end(self) -> str:
+        if self._decoded or not self.skipped:
+            return "end of folder"
+        return f"none of the {self.skipped} images read could be decoded ({self._first_skipped})"
+
     def read(self) -> _Decoded | None:
+        """The next image; None at the end, and for an image that cannot be decoded (skipped: counted in
+        ``skipped``, named in a warning)."""
         if not self.grab():
             return None
         path = self._files[self._next - 1]
-        try:
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        except cv2.error as e:  # OpenCV's own refusals, e.g. more pixels than CV_IO_MAX_IMAGE_PIXELS
-            raise SourceError(f"cannot read image {path}: OpenCV refuses it ({e.err})") from e
+        image, problem = _read_image(path)
         if image is None:
-            raise SourceError(f"cannot read image {path} (corrupt or unsupported)")
+            self._skip(path, problem)
+            return None
+        self._decoded = True
         return _Decoded(_to_bgr(image), (self._next - 1) / self.fps)
+
+    def _skip(self, path: Path, problem: str) -> None:
+        log.warning(
+            "image folder %s: skipped %s: %s (the images after it keep their frame numbers)",
+            self._folder,
+            path,
+            problem,
+        )
+        self.skipped += 1
+        self.last_error = f"skipped {path}: {problem}"
+        self._first_skipped = self._first_skipped or f"the first, {path}: {problem}"
 
     def close(self) -> None:
         self._files = []
+
+
+def _read_image(path: Path) -> tuple[Any, str]:
+    """An image file decoded (BGR, as OpenCV gives it), or None and why it cannot be."""
+    try:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error as e:  # OpenCV's own refusals, e.g. more pixels than CV_IO_MAX_IMAGE_PIXELS
+        return None, f"OpenCV refuses it ({e.err})"
+    return (image, "") if image is not None else (None, "corrupt or unsupported")
 
 
 def is_text_file(path: Path, probe: int = 4096) -> bool:
@@ -746,7 +779,7 @@ class FrameSource:
         self._reader.open()
         self._stats.connected = True
         try:
-            first = self._timed(self._reader.read)
+            first = self._read()
             if first is None:
                 raise SourceError(f"no frame could be read from {self._label}: {self._reader.last_error}")
         except BaseException:
@@ -841,10 +874,26 @@ class FrameSource:
         self._stats.frames_decoded += 1
         self._backoff.reset()
 
+    def _read(self) -> _Decoded | None:
+        """The reader's next frame. One it skipped as undecodable (a folder's corrupt image) is taken from the
+        source still (the frames after it keep their numbers), counted, and the stride goes on from it, as if it
+        had been delivered; None at an end or a failure."""
+        while True:
+            got = self._timed(self._reader.read)
+            skipped = self._reader.skipped - self._stats.frames_skipped
+            if got is not None or not skipped:
+                return got
+            self._stats.frames_skipped += skipped
+            self._stats.frames_decoded += skipped
+            for _ in range(self._cfg.stride - 1):  # at the end, the next read says so
+                if self._stop.is_set() or not self._timed(self._reader.grab):
+                    break
+                self._got_frame()
+
     def _pull(self) -> _Decoded | None:
         """The next decoded frame, reconnecting a live stream; None at the end of a file or when stopped."""
         while not self._stop.is_set():
-            got = self._timed(self._reader.read)
+            got = self._read()
             if got is not None:
                 self._got_frame()
                 return got

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _video import make_video
+from _video import make_image_folder, make_video
 
 from daemon.cli import main
 
@@ -100,6 +100,37 @@ def test_an_empty_source_is_refused_naming_the_option(
     err = capsys.readouterr().err
     assert "--source" in err and "at least 1 character" in err and "Traceback" not in err, err
     assert not (tmp_path / "runs").exists()  # nothing ran
+
+
+def test_run_on_a_folder_skips_a_corrupt_image_and_counts_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`run` on a folder of stills failed at its first corrupt image, the frames before it written and the rest
+    never run; it skips the image with a warning naming it, the summary counts it, and the frames after it keep
+    their numbers: scored against the folder's ground truth, only the skipped frame's boxes are missed."""
+    folder = make_image_folder(tmp_path / "stills", frames=10, size=(320, 240))
+    gt = folder.write_mot_gt(tmp_path / "gt.txt")
+    bad = folder.path / "frame_4.png"
+    bad.write_bytes(b"\x89PNG cut short")
+    cfg = _config(
+        tmp_path,
+        f"cameras:\n  door:\n    source: {{uri: {folder.path}, folder_fps: 10}}\n"
+        f"    detector: {{type: ground-truth, path: {gt}}}\n    embedder: {{type: none}}\n"
+        f"    output: {{dir: {tmp_path / 'runs'}, progress: false}}\n",
+    )
+    with caplog.at_level("WARNING", logger="daemon"):
+        assert main(["run", "--config", str(cfg)]) == 0
+    assert str(bad) in caplog.text
+    assert "1 undecodable frame skipped" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "runs" / "door" / "summary.json").read_text())
+    assert summary["frames"] == 9 and summary["source_stats"]["frames_skipped"] == 1
+    mot = tmp_path / "runs" / "door" / "door.txt"
+    frames = sorted({int(line.split(",")[0]) for line in mot.read_text().splitlines()})
+    assert frames == [1, 2, 3, 5, 6, 7, 8, 9, 10]
+    m = tmp_path / "m.json"
+    assert main(["eval", "--gt", str(gt), "--results", str(mot), "--json", str(m)]) == 0
+    scored = json.loads(m.read_text())
+    assert scored["IDF1"] > 90  # frame 5 on is aligned with the ground truth: only frame 4 is missed
 
 
 def test_unreadable_video_exits_1(tmp_path: Path, synth: tuple[Path, Path, Path]) -> None:

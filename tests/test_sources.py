@@ -219,14 +219,55 @@ def test_a_refused_stream_is_not_reported_as_a_timeout() -> None:
     assert "within 5000 ms" not in str(e.value) and "failed after 0." in str(e.value), str(e.value)
 
 
-def test_unreadable_image_in_folder_fails_loudly_with_cause(tmp_path: Path) -> None:
-    folder = make_image_folder(tmp_path, frames=3)
-    (folder.path / "frame_2.png").write_bytes(b"not a png")
-    with open_source(SourceConfig(uri=str(folder.path))) as src:
-        assert next(src).index == 0
-        with pytest.raises(SourceError, match=r"frame_2\.png") as info:
-            next(src)
-    assert isinstance(info.value.__cause__, SourceError)
+def test_a_corrupt_image_in_a_folder_is_skipped_naming_it_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A folder replay ended at its first corrupt image (the whole run failed), where enroll skips such a file
+    and a video's decoder passes over a frame it cannot decode: it is skipped with a warning naming it, counted,
+    and the images after it keep their frame numbers and times (a folder's ground truth still lines up)."""
+    folder = make_image_folder(tmp_path / "imgs", frames=5)
+    (folder.path / "frame_3.png").write_bytes(b"not a png")
+    with caplog.at_level("WARNING", logger="daemon"), open_source(SourceConfig(uri=str(folder.path))) as src:
+        frames = list(src)
+    assert [f.index for f in frames] == [0, 1, 3, 4]
+    assert [match_frame(f.image, folder) for f in frames] == [0, 1, 3, 4]
+    assert [f.timestamp for f in frames] == pytest.approx([0.0, 0.1, 0.3, 0.4])
+    stats = src.stats
+    assert (stats.frames_skipped, stats.frames_decoded, stats.frames_delivered) == (1, 5, 4)
+    assert re.search(r"skipped .*frame_3\.png.*corrupt or unsupported", caplog.text), caplog.text
+    assert "ended after" not in caplog.text  # not taken for a replay cut short
+
+
+def test_a_corrupt_image_in_a_folder_keeps_the_stride_in_step(tmp_path: Path) -> None:
+    """With source.stride 2 the run takes images 0, 2, 4: a corrupt image 2 is that frame missed, not image 3
+    taken in its place (the stride, and the scoring of every second frame, out of step from there)."""
+    folder = make_image_folder(tmp_path / "imgs", frames=6)
+    (folder.path / "frame_3.png").write_bytes(b"not a png")
+    with open_source(SourceConfig(uri=str(folder.path), stride=2)) as src:
+        assert [f.index for f in src] == [0, 4]
+    assert (src.stats.frames_skipped, src.stats.frames_decoded) == (1, 6)
+
+
+def test_a_folder_whose_first_and_last_images_are_corrupt_keeps_its_frame_numbers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = make_image_folder(tmp_path / "imgs", frames=4)
+    for n in (1, 4):
+        (folder.path / f"frame_{n}.png").write_bytes(b"")
+    with caplog.at_level("WARNING", logger="daemon"), open_source(SourceConfig(uri=str(folder.path))) as src:
+        assert [f.index for f in src] == [1, 2]
+    assert (src.stats.frames_skipped, src.stats.frames_decoded) == (2, 4)
+    assert "frame_1.png" in caplog.text and "frame_4.png" in caplog.text
+
+
+def test_a_folder_where_no_image_decodes_is_an_error(tmp_path: Path) -> None:
+    folder = make_image_folder(tmp_path / "imgs", frames=2)
+    for f in folder.path.iterdir():
+        f.write_bytes(b"not a png")
+    with pytest.raises(
+        SourceError, match=r"imgs: none of the 2 images read could be decoded \(the first, .*frame_1"
+    ):
+        open_source(SourceConfig(uri=str(folder.path)))
 
 
 def test_a_text_file_given_as_the_video_is_refused(tmp_path: Path) -> None:
@@ -238,15 +279,17 @@ def test_a_text_file_given_as_the_video_is_refused(tmp_path: Path) -> None:
         open_source(SourceConfig(uri=str(gt)))
 
 
-def test_an_image_over_opencvs_pixel_bound_in_a_folder_is_a_source_error(tmp_path: Path) -> None:
+def test_an_image_over_opencvs_pixel_bound_in_a_folder_is_skipped_naming_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # Regression: `run` on a folder holding a 74-byte PNG that declares 50000x50000 ended in a cv2.error
-    # traceback (OpenCV's CV_IO_MAX_IMAGE_PIXELS assertion) instead of an error naming the file.
+    # traceback (OpenCV's CV_IO_MAX_IMAGE_PIXELS assertion) instead of naming the file; it is skipped as a
+    # corrupt image is, the warning saying why.
     folder = make_image_folder(tmp_path, frames=3)
     (folder.path / "frame_2.png").write_bytes(png_declaring(50_000, 50_000, pixel_data=True))
-    with open_source(SourceConfig(uri=str(folder.path))) as src:
-        assert next(src).index == 0
-        with pytest.raises(SourceError, match=r"frame_2\.png: OpenCV refuses it .*pixels"):
-            next(src)
+    with caplog.at_level("WARNING", logger="daemon"), open_source(SourceConfig(uri=str(folder.path))) as src:
+        assert [f.index for f in src] == [0, 2]
+    assert re.search(r"frame_2\.png: OpenCV refuses it .*pixels", caplog.text), caplog.text
 
 
 # ------------------------------------------------------------------------------------------------- closing
