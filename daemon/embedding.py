@@ -267,6 +267,15 @@ def output_folder_problem(folder: Path) -> str | None:
     return None
 
 
+_TMP_STEM_BYTES = 200  # a temp file's name is its file's (this much of it) and 18 bytes more: under 255
+
+
+def _tmp_stem(name: str) -> str:
+    """``name`` cut to ``_TMP_STEM_BYTES`` of UTF-8 (on a character's edge): a file name of the longest length
+    a file system allows leaves no room for the temporary file's additions."""
+    return name.encode("utf-8", "surrogateescape")[:_TMP_STEM_BYTES].decode("utf-8", "ignore")
+
+
 def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
     """Write ``data`` (bytes, or a function writing to the open file) to ``path`` through a temp file in the
     same folder (flush, fsync, rename, then fsync the folder where the platform allows it).
@@ -277,7 +286,7 @@ def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
     """
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    tmp = folder / f".{_tmp_stem(path.name)}.{secrets.token_hex(6)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to any new file
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -31,6 +31,7 @@ from daemon.embedding import (
     EmbeddingResult,
     EmbedOptions,
     Timings,
+    atomic_write,
     embed,
     list_image_files,
     read_image,
@@ -361,3 +362,13 @@ def test_real_flip_average_is_mirror_symmetric(mobilenet_model: Path, tmp_path: 
     b = embed(flip, [np.ascontiguousarray(crop[:, ::-1])]).embedding
     assert float(a @ b) > 0.999  # averaging a crop with its mirror makes it its mirror's equal
     assert embed(flip, [crop]).meta.flip_average
+
+
+@pytest.mark.parametrize("name", ["m" * 250 + ".json", "é" * 125 + ".npz"])
+def test_a_file_name_of_the_longest_length_is_written(tmp_path: Path, name: str) -> None:
+    """A name of 255 bytes (the most a file name may have) could not be written: the temporary file beside it
+    was named after it with 18 more, 'File name too long', once the work was done (embed --out, enroll
+    --gallery, eval --json)."""
+    path = tmp_path / name
+    atomic_write(path, b"data")
+    assert path.read_bytes() == b"data" and [p.name for p in tmp_path.iterdir()] == [name]
