@@ -245,8 +245,11 @@ def output_file_problem(path: Path) -> str | None:
     nothing is seen against it): a folder there, a file where its folder would be, a folder not writable.
     Nothing is made or changed."""
     path = Path(path)
-    if path.is_dir():
-        return "is a folder"
+    try:
+        if path.is_dir():
+            return "is a folder"
+    except OSError as e:  # a name longer than a file name may be
+        return e.strerror or str(e)
     problem = output_folder_problem(path.parent)
     if problem == "is not writable":
         return f"its folder {path.parent} is not writable"
@@ -258,8 +261,11 @@ def output_folder_problem(folder: Path) -> str | None:
     work (None when nothing is seen against it): a file there or where a folder above it would be, the folder
     (or the nearest one there is above it) not writable. Nothing is made or changed."""
     there = Path(folder)
-    while not there.exists() and there != there.parent:  # the folders a mkdir(parents=True) would make
-        there = there.parent
+    try:
+        while not there.exists() and there != there.parent:  # the folders a mkdir(parents=True) would make
+            there = there.parent
+    except OSError as e:  # a folder's name longer than a file name may be
+        return e.strerror or str(e)
     if not there.is_dir():
         return "is not a folder" if there == Path(folder) else f"{there} is not a folder"
     if not os.access(there, os.W_OK):

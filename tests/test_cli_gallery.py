@@ -235,6 +235,22 @@ def test_an_output_file_that_cannot_be_written_is_named_before_the_work(
     assert (tmp_path / "afile").read_text() == "kept\n" and not any((tmp_path / "people.npz").iterdir())
 
 
+def test_an_output_name_too_long_for_a_file_is_named_before_the_work(
+    data: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    """An output path with a name longer than a file name may be (300 bytes) ended the check of the path in an
+    OSError traceback ('File name too long'); it is named like any other path that cannot be written."""
+    model = ["--model", str(tmp_path / "never-loaded.onnx"), "--no-progress"]
+    long = "m" * 300
+    for args, option, path in (
+        (["embed", str(data / "refs"), "--out"], "--out", tmp_path / f"{long}.npz"),
+        (["embed", str(data / "refs"), "--out"], "--out", tmp_path / long / "e.npz"),
+        (["enroll", str(data / "refs"), "-g"], "--gallery", tmp_path / f"{long}.npz"),
+    ):
+        assert main([*args, str(path), *model]) == 2
+        assert capsys.readouterr().err == f"error: {option} {path}: File name too long\n"
+
+
 def test_search_out_that_cannot_be_a_folder_is_named_before_the_search(
     data: Path, tmp_path: Path, capsys: Capture
 ) -> None:
