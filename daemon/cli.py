@@ -266,6 +266,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from daemon.evaluate import evaluate
 
     _check_eval_options(args)
+    if args.json:  # before the run and the scoring, whose figures it is to hold
+        _check_output_file("--json", Path(args.json))
     results = args.results
     frames, stride = None, 1
     if results is None:
@@ -286,9 +288,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         frames, stride = _extent_of_run(Path(results))
     metrics = evaluate(args.gt, results, num_frames=frames, stride=stride)
     print(metrics.summary())
-    if args.json:
+    if args.json:  # the scores are printed first: a write that fails still (a full disk) loses nothing
+        from daemon.embedding import atomic_write
+
         try:
-            Path(args.json).write_text(json.dumps(metrics.as_dict(), indent=2), encoding="utf-8")
+            atomic_write(Path(args.json), json.dumps(metrics.as_dict(), indent=2).encode("utf-8"))
         except OSError as e:
             raise ConfigError(f"--json {args.json}: cannot write: {e.strerror or e}") from e
     return 0

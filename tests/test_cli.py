@@ -233,16 +233,29 @@ def test_eval_runs_tracker_on_noisy_gt_and_det_file(
     assert json.loads(m2.read_text())["IDF1"] == pytest.approx(100.0)
 
 
-def test_eval_json_that_cannot_be_written_is_one_message(
-    tmp_path: Path, synth: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("given", ["results", "config"])
+def test_eval_json_that_cannot_be_written_is_refused_before_the_run(
+    tmp_path: Path, synth: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str], given: str
 ) -> None:
-    """An unwritable --json path ended eval with a NotADirectoryError traceback."""
-    _, gt, _ = synth
+    """An unwritable --json path ended eval with a NotADirectoryError traceback; then it was one message, but
+    only once the whole pipeline had run (minutes on a real video) and its scores were lost to the file. It is
+    checked first, as embed's, enroll's and search's outputs are: nothing runs."""
+    _, gt, cfg = synth
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    assert main(["eval", "--gt", str(gt), "--results", str(gt), "--json", str(blocker / "m.json")]) == 2
+    what = ["--results", str(gt)] if given == "results" else ["--config", str(cfg)]
+    assert main(["eval", "--gt", str(gt), *what, "--json", str(blocker / "m.json")]) == 2
     captured = capsys.readouterr()
-    assert "IDF1" in captured.out and f"--json {blocker / 'm.json'}: cannot write" in captured.err
+    assert f"--json {blocker / 'm.json'}: {blocker} is not a folder" in captured.err, captured.err
+    assert "IDF1" not in captured.out and not (tmp_path / "runs").exists()
+
+
+def test_eval_json_into_a_folder_not_made_yet(tmp_path: Path, synth: tuple[Path, Path, Path]) -> None:
+    """The folder of --json is made, as embed's and enroll's outputs' are (the check before the run passes it)."""
+    _, gt, _ = synth
+    out = tmp_path / "scores" / "m.json"
+    assert main(["eval", "--gt", str(gt), "--results", str(gt), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["IDF1"] == pytest.approx(100.0)
 
 
 def test_bad_results_file_exits_1(tmp_path: Path, synth: tuple[Path, Path, Path]) -> None:
