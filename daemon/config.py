@@ -1277,7 +1277,8 @@ class IdentityConfig(_Strict):
         le=31_536_000,
         description="Ended tracks' exemplars, and identities left without any, are dropped after this long of real "
         "time: a live camera tells a wall clock's step (forward or back: not counted) from time passing (a stalled "
-        "stream: counted) by a monotonic clock read with each frame; a replay's frame times are real time.",
+        "stream: counted) by a monotonic clock read with each frame, and checks every second while no frames come "
+        "(its stream down); a replay's frame times are real time.",
     )
     max_identities: int = Field(
         2_000, ge=1, le=10_000_000, description="Most global identities held (the least recently seen go)."

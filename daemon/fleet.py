@@ -17,6 +17,13 @@ Global ids
     identities; when Valkey is away and the pool is empty, a track simply stays ``pending`` and is decided on a
     later frame. Tracking itself never waits for Valkey.
 
+Retention while no frames come
+    The resolver expires identities (``identity.retention_s``) as it resolves a frame; a live camera's worker
+    waits on its source while the stream is down (retrying for as long as it runs), and meanwhile the peers'
+    updates go on arriving. So a live camera's link also has a thread hand the resolver a monotonic reading every
+    ``IDLE_EXPIRY_S`` (``IdentityResolver.expire_idle``): what is due expires within that of retention_s, frames
+    or none. It ends no track and publishes nothing. A replay has none (its frames' times are real time).
+
 Identity head
     ``identity.head`` (a projection head from ``reid-daemon adapt``) maps each embedding row to the space the
     resolver matches in, for identity only: the tracker keeps the embedder's raw rows.
@@ -54,6 +61,7 @@ from daemon.identity.site import SiteMap
 from daemon.lockstep import Lockstep
 from daemon.motio import MotWriter
 from daemon.pipeline import FrameResult
+from daemon.sources import monotonic_reading
 from daemon.types import FloatArray, Frame, Track
 
 log = logging.getLogger(__name__)
@@ -64,6 +72,9 @@ MAX_PENDING_TRACKS = 2_000
 MAX_REPORTED_IDS = 100_000  # identities a camera keeps in its end-of-run report (least recently seen go)
 IDENTITY_TABLE_REFRESH_S = 60.0  # identities.json is rewritten this often while a camera runs
 MAX_SPANS = 16  # sighting spans an identity keeps per camera table (over it, the two closest are joined)
+IDLE_EXPIRY_S = (
+    1.0  # a live camera's resolver expires what is due this often between frames too (a stream down)
+)
 
 
 # ------------------------------------------------------------------------------------- wire conversion
@@ -495,6 +506,8 @@ class FleetLink:
         # ids forgotten since take_forgotten (bounded: the worker takes them every frame)
         self._forgotten: list[int] = []
         self._forgotten_lock = threading.Lock()
+        self._idle_stop = threading.Event()
+        self._idle_expiry: threading.Thread | None = None
 
     def start(self, live: bool) -> FleetLink:
         """Connect the bridge and catch up with the fleet (waiting up to ``fleet.ready_timeout_s``)."""
@@ -518,6 +531,12 @@ class FleetLink:
         self.bridge.start(wait_s=cfg.ready_timeout_s)
         self._started = True
         self.first_track_id = self._first_track_id() if live and not self._interrupted else 1
+        if live and self._idle_expiry is None:
+            self._idle_stop.clear()
+            self._idle_expiry = threading.Thread(
+                target=self._expire_while_idle, name=f"idle-expiry:{self.camera}", daemon=True
+            )
+            self._idle_expiry.start()
         log.info(
             "%s: joined fleet %r at %s (%s clock)",
             self.camera,
@@ -604,7 +623,16 @@ class FleetLink:
             taken, self._forgotten = self._forgotten, []
         return taken
 
+    def _expire_while_idle(self) -> None:
+        """A live camera's: let the resolver expire what is due every IDLE_EXPIRY_S, frames or none."""
+        while not self._idle_stop.wait(IDLE_EXPIRY_S):
+            self.resolver.expire_idle(monotonic_reading())
+
     def close(self, flush_s: float = 1.0) -> None:
+        self._idle_stop.set()
+        thread, self._idle_expiry = self._idle_expiry, None
+        if thread is not None:
+            thread.join()
         if self._started:
             self.bridge.close(flush_s)
             self._started = False

@@ -314,9 +314,10 @@ class _Decoded(NamedTuple):
     monotonic: float | None = None
 
 
-def _monotonic() -> float:
+def monotonic_reading() -> float:
     """A monotonic clock that counts the time the system was suspended too, where it has one (Linux): real time
-    passing, which a wall clock stepped by NTP or by hand is not."""
+    passing, which a wall clock stepped by NTP or by hand is not. A live frame's ``Frame.monotonic`` is read
+    from it; so are the readings the fleet link gives the resolver between frames (``expire_idle``)."""
     boottime = getattr(time, "CLOCK_BOOTTIME", None)
     return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
@@ -478,7 +479,7 @@ class _CaptureReader:
         position, else index / fps; never going backwards. A rate given in the config, or a container with no
         plausible rate (whose positions are no better), times frames at index / that rate (the fallback's)."""
         if self.live:
-            return time.time(), _monotonic()
+            return time.time(), monotonic_reading()
         fps = self.fps or self._fallback_fps
         ts = (
             self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0

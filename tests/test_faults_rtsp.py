@@ -1,7 +1,8 @@
 """The RTSP server under a real worker process is killed and restarted: the worker stays up, says "source down"
 on /health, keeps feeding the systemd watchdog while it waits (a down stream is not a hung worker), and resumes
-within 2 s of the server's return. Uses GStreamer's RTSP server from Debian (skips with the install line when
-it is missing), the helper of tests/test_sources.py. Figures are printed (``pytest -s``).
+within 2 s of the server's return; a fleet camera's worker expires what it saw on time meanwhile. Uses
+GStreamer's RTSP server from Debian (skips with the install line when it is missing), the helper of
+tests/test_sources.py. Figures are printed (``pytest -s``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +20,20 @@ from _ops import health, notify_socket, wait_until
 from _video import make_video
 from test_sources import RtspServer
 
+from daemon.config import (
+    CameraConfig,
+    EmbedderConfig,
+    GroundTruthDetectorConfig,
+    OutputConfig,
+    SourceConfig,
+    TrackerConfig,
+    single_camera_settings,
+)
+from daemon.outputs import RunSummary
+from daemon.pipeline import FrameResult
+from daemon.sources import FrameSource
 from daemon.valkey_server import free_port
+from daemon.worker import CameraWorker
 
 ROOT = Path(__file__).resolve().parents[1]
 RESUME_BUDGET_S = 2.0  # the issue's limit between the server's return and frames flowing again
@@ -84,3 +99,80 @@ def test_rtsp_server_killed_and_restarted_worker_resumes_within_2s(tmp_path: Pat
     assert t_resumed - t_back <= RESUME_BUDGET_S
     assert len(fed_while_down) >= 2  # the watchdog was fed although no frame came for DOWN_S > its period
     assert code == 0
+
+
+class _Identities:
+    """Observer of a fleet worker: the identities its resolver held after each frame."""
+
+    def __init__(self) -> None:
+        self.after_frames: list[int] = []
+
+    def waiting(self, worker: CameraWorker, reason: str) -> None:
+        pass
+
+    def started(self, worker: CameraWorker, source: FrameSource) -> None:
+        pass
+
+    def frame(self, worker: CameraWorker, result: FrameResult, loop_s: float) -> None:
+        assert worker.fleet is not None
+        self.after_frames.append(worker.fleet.resolver.stats().identities)
+
+    def stopped(self, worker: CameraWorker, summary: RunSummary | None) -> None:
+        pass
+
+
+def test_a_fleet_camera_whose_stream_is_down_expires_what_it_saw_on_time(tmp_path: Path) -> None:
+    """A live fleet camera's stream goes down and stays down: its worker waits on the source, retrying (for as long
+    as it runs, by default), and resolved no frame, and the resolver expired identities only as it resolved one:
+    the person whose track ended before, exemplars and all, was kept for as long as the stream stayed down, past
+    identity.retention_s (6 s here), a promise to the people seen. Now they go on time while no frame comes, and
+    the track the tracker keeps through the stall stays (its identity too)."""
+    clip = make_video(tmp_path / "stream.mp4", frames=750, fps=25.0, people=2)  # 30 s: no end of stream here
+    truth = clip.write_mot_gt(tmp_path / "all.txt").read_text().splitlines()
+    # person 1 on the first 40 frames only (its track ends while frames come), person 2 all along
+    gt = tmp_path / "gt.txt"
+    gt.write_text("\n".join(r for r in truth if r.split(",")[1] == "2" or int(r.split(",")[0]) <= 40) + "\n")
+    server = RtspServer(clip.path)
+    server.start()
+    cam = CameraConfig(
+        source=SourceConfig(
+            uri=server.url, open_timeout_s=2, read_timeout_s=1, reconnect_initial_s=0.1, reconnect_max_s=0.5
+        ),
+        detector=GroundTruthDetectorConfig(path=gt),
+        embedder=EmbedderConfig(type="ground-truth", truth={"path": gt}),  # type: ignore[arg-type]
+        tracker=TrackerConfig(track_buffer=10),
+        output=OutputConfig(dir=tmp_path / "runs", progress=False),
+    )
+    settings = single_camera_settings(
+        cam,
+        name="door",
+        fleet={"enabled": True},
+        bridge={"allow_unsigned": True},
+        identity={"min_observations": 2, "new_min_observations": 2, "retention_s": 6.0},
+    )
+    seen = _Identities()
+    worker = CameraWorker(settings, "door", observers=[seen])
+    assert worker.fleet is not None
+    resolver = worker.fleet.resolver
+    ran: list[RunSummary] = []
+    running = threading.Thread(target=lambda: ran.append(worker.run()), daemon=True)
+    running.start()
+    try:
+        wait_until(
+            lambda: (resolver.stats().identities, resolver.stats().live_tracks) == (2, 1), 60, "a track ended"
+        )
+        server.stop()  # SIGKILL: the stream is down
+        wait_until(lambda: resolver.stats().identities == 1, 15, "the ended track's identity expired")
+        assert seen.after_frames[-1] == 2  # the last frame resolved still held it: no frame expired it
+        s = resolver.stats()
+        assert s.expired_identities == 1 and s.live_tracks == 1 and s.exemplar_rows > 0  # the track kept
+        server.start()  # same port: frames again, so that the worker can stop after one
+        frames = len(seen.after_frames)
+        wait_until(lambda: len(seen.after_frames) > frames, 15, "frames again")
+    finally:
+        worker.stop()
+        if server.proc is None:  # the worker stops after a frame: let one come
+            server.start()
+        running.join(20)
+        server.stop()
+    assert not running.is_alive() and ran and ran[0].frames == len(seen.after_frames)

@@ -40,6 +40,7 @@ from daemon.fleet_runner import forget, report_fleet, run_fleet
 from daemon.identity import IdentityAssignment, ProfileUpdate
 from daemon.motio import read_results
 from daemon.pipeline import FrameResult
+from daemon.sources import monotonic_reading
 from daemon.track import TrackerUpdate
 from daemon.types import Detections, Frame, Track
 from daemon.valkey_server import EmbeddedValkey
@@ -253,11 +254,13 @@ def valkey() -> object:
     server.close()
 
 
-def _settings(tmp_path: Path, url: str, cams: tuple[str, ...] = ("a", "b")) -> object:
+def _settings(tmp_path: Path, url: str, cams: tuple[str, ...] = ("a", "b"), **identity: float) -> object:
+    """A fleet of ``cams`` on ``url``; ``identity``: identity settings beside the tests' own."""
     data = {
         "fleet": {"enabled": True, "clock": "wall"},
         "bridge": {"url": url, "signing_key": {"value": KEY}, "reconnect_max_s": 0.5},
-        "identity": {"min_observations": 2, "new_min_observations": 2, "allow_overlapping_views": True},
+        "identity": {"min_observations": 2, "new_min_observations": 2, "allow_overlapping_views": True}
+        | identity,
         "cameras": {c: {"source": {"uri": str(tmp_path / f"{c}.mp4")}} for c in cams},
     }
     p = tmp_path / "fleet.yaml"
@@ -372,12 +375,13 @@ def test_a_live_camera_tells_its_wall_clock_stepping_from_its_stream_stalling(
     counting max_frame_gap_s, 2 s)."""
     settings = _settings(tmp_path, valkey.url, ("a",))
     a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
-    rng, t0, hours = np.random.default_rng(3), time.time(), 7200.0
+    rng, t0, m0, hours = np.random.default_rng(3), time.time(), monotonic_reading(), 7200.0
 
     def update(i: int, ahead: float, stalled: float, ended: tuple[int, ...] = ()) -> None:
-        """Frame ``i``: person 0 on the first six, then no one; the monotonic clock starts at 100 s."""
+        """Frame ``i``: person 0 on the first six, then no one; read ``i`` s (and the stall) after the start, on
+        the clock the link reads between frames too (its readings then are earlier: they expire nothing here)."""
         r = _frame_result("a", i, [0], rng, at=t0 + i + ahead + stalled)
-        frame = dataclasses.replace(r.frame, monotonic=100.0 + i + stalled)
+        frame = dataclasses.replace(r.frame, monotonic=m0 + i + stalled)
         if i >= 6:
             r = FrameResult(r.frame, Detections.empty(), None, TrackerUpdate([], list(ended)))
         a.update(dataclasses.replace(r, frame=frame))
@@ -393,6 +397,60 @@ def test_a_live_camera_tells_its_wall_clock_stepping_from_its_stream_stalling(
         assert a.resolver.stats().identities == 0 and a.resolver.stats().expired_identities == 1
     finally:
         a.close()
+
+
+def test_a_live_camera_whose_stream_is_down_expires_what_it_holds_on_time(
+    tmp_path: Path, valkey: EmbeddedValkey
+) -> None:
+    """A live camera's stream goes down: its worker waits on the source (retrying for as long as it runs), so its
+    link resolves no frame, while a peer goes on. Expiry ran only as a frame was resolved: the person this camera
+    saw, and the one its peer saw and ended, were kept with their exemplars for as long as the stream stayed down,
+    past identity.retention_s (2 s here). The link hands the resolver a monotonic reading every second between
+    frames: both go retention_s after they were last seen (not before), while the person the peer still sees,
+    heard of all along, is kept."""
+    settings = _settings(tmp_path, valkey.url, retention_s=2.0, claim_ttl_s=1.0)
+    a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    b = FleetLink(settings, "b", DIM).start(live=True)  # type: ignore[arg-type]
+    rng = np.random.default_rng(4)
+
+    def frame_of_a(i: int, ended: tuple[int, ...] = ()) -> float:
+        """A live frame of camera a, stamped and read now (person 0; no one when a track ``ended``); its reading."""
+        r, reading = _frame_result("a", i, [0], rng), monotonic_reading()
+        r = dataclasses.replace(r, frame=dataclasses.replace(r.frame, monotonic=reading))
+        if ended:
+            r = FrameResult(r.frame, Detections.empty(), None, TrackerUpdate([], list(ended)))
+        a.update(r)
+        return reading
+
+    try:
+        for i in range(6):
+            seen = frame_of_a(i)  # person 0, last seen here
+            b.update(_frame_result("b", i, [1, 2], rng))
+            time.sleep(0.02)
+        frame_of_a(6, ended=(10,))  # a's last frame: then its stream is down
+        r = _frame_result("b", 6, [2], rng)
+        b.update(FrameResult(r.frame, r.detections, r.embeddings, TrackerUpdate(r.update.tracks, [11])))
+        assert _wait(lambda: a.resolver.stats().identities == 3)
+        kept = b.resolver.assignment(12)
+        assert kept is not None and kept.global_id in a.resolver.store
+        held: list[tuple[float, int]] = []  # (seconds since person 0 was last seen, identities a holds)
+        for i in range(7, 107):  # the peer still sees person 2, ten frames a second
+            b.update(_frame_result("b", i, [2], rng))
+            held.append((monotonic_reading() - seen, a.resolver.stats().identities))
+            if held[-1][1] == 1:
+                break
+            time.sleep(0.1)
+        assert all(
+            n == 3 for since, n in held if since < 1.9
+        )  # not before retention_s (a ms of stamping aside)
+        assert held[-1][1] == 1 and held[-1][0] < 5.0, held[
+            -1
+        ]  # within IDLE_EXPIRY_S of it (and a loaded host)
+        assert kept.global_id in a.resolver.store
+        assert a.resolver.stats().expired_identities == 2 and a.resolver.stats().live_tracks == 0
+    finally:
+        a.close()
+        b.close()
 
 
 def test_forget_erases_an_identity_at_every_worker(tmp_path: Path, valkey: EmbeddedValkey) -> None:

@@ -1109,6 +1109,71 @@ def test_a_wall_clock_stepped_back_keeps_no_identity_past_the_retention_time() -
     assert not cam.store.identities and cam.stats().expired_identities == 2
 
 
+def test_a_live_stream_down_past_the_retention_time_expires_without_waiting_for_a_frame() -> None:
+    """A live camera's stream goes down for good (its worker waits on it, retrying, as long as the process runs),
+    retention_s being 100 s. Expiry ran only when a frame was resolved, so the people seen before (this camera's
+    ended track, a peer's) were kept with their exemplars for as long as the process ran. Between frames the
+    worker hands the resolver a monotonic reading (``expire_idle``): they expire retention_s of real time after
+    their last sighting, and the track the tracker keeps through the stall is not ended (it keeps its id when
+    frames come back)."""
+    people, alloc = People(3), Counter()
+    cfg = IdentityConfig(retention_s=100.0)
+    cam, peer = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
+    _, first = observe(cam, people, {1: 0, 7: 2}, 0.0, 6, ahead=0.0)  # last seen at 5
+    end_all(cam, [1], 6.0)
+    bus, _ = observe(peer, people, {4: 1}, 0.0, 6)
+    relay(bus + end_all(peer, [4], 6.0), cam)
+    frames(cam, 6.0, 20.0, ahead=0.0)  # the last frame: stamped 20 with its reading 20; then none
+    allocated = alloc.calls
+    cam.expire_idle(104.0)
+    assert cam.stats().identities == 3
+    cam.expire_idle(106.0)
+    s = cam.stats()
+    assert s.identities == 1 and s.expired_identities == 2 and s.live_tracks == 1
+    assert s.exemplar_rows == cam.store.bank.count(("a", 7))  # the live track's alone
+    later = 20.0 + 8 * 3600  # the stream is back after 8 hours
+    back = step(cam, later, {7: people.obs(2)}, ahead=0.0)
+    assert ids(back) == {7: first[7]} and alloc.calls == allocated
+
+
+def test_peers_heard_of_while_the_stream_is_down_are_held_for_the_retention_time_only() -> None:
+    """While this live camera's stream is down its peers go on: their updates arrive, and are held (a track
+    that goes on being seen) and dropped (one that ended, or went silent) retention_s of real time after they
+    were last heard of, by the monotonic readings between frames, as they would be between frames."""
+    people = People(3)
+    cam = IdentityResolver("a", D, Counter(), IdentityConfig(retention_s=100.0, max_identities=50))
+    frames(cam, 0.0, 10.0, ahead=0.0)  # the last frame: stamped 10 with its reading 10
+    for t in range(11, 400):
+        cam.expire_idle(float(t))
+        if t < 300:  # peer b's track 1 is seen all along, until it ends at 299
+            assert cam.ingest_remote(_remote("b", 1, 20, float(t), people.obs(0), ended=t == 299))
+        if t % 5 == 0:  # peer c's tracks, one every 5 s, each seen once (heard of no more)
+            assert cam.ingest_remote(_remote("c", t, 100 + t, float(t), people.obs(1)))
+        stored = cam.store.contributions.values()
+        assert all(c.heard >= t - 100.0 for c in stored)
+        assert len(cam.store.identities) <= 22  # c's of the last 100 s (21), b's
+    cam.expire_idle(400.0)
+    assert sorted(cam.store.identities) == [100 + t for t in range(300, 400, 5)]
+    cam.expire_idle(500.0)
+    assert not cam.store.identities and cam.stats().exemplar_rows == 0
+
+
+def test_a_replay_expires_nothing_between_frames() -> None:
+    """A replay's frames carry no monotonic readings (its frame times are real time): nothing tells how long it
+    has been between two of them, so ``expire_idle`` leaves it be, whatever reading it is given."""
+    people = People(2)
+    cam = IdentityResolver("a", D, Counter(), IdentityConfig(retention_s=100.0))
+    observe(cam, people, {1: 0}, 0.0, 6)
+    end_all(cam, [1], 6.0)
+    frames(cam, 6.0, 20.0)
+    cam.expire_idle(1e9)
+    assert cam.stats().identities == 1 and cam.stats().expired_identities == 0
+    fresh = IdentityResolver("b", D, Counter(), IdentityConfig(retention_s=100.0))
+    fresh.ingest_remote(_remote("c", 1, 5, 0.0, people.obs(0), ended=True))
+    fresh.expire_idle(1e9)  # no frame yet
+    assert fresh.stats().identities == 1
+
+
 def test_caps_hold_with_thousands_of_tracks() -> None:
     rng = np.random.default_rng(0)
     cfg = IdentityConfig(

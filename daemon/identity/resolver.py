@@ -47,7 +47,8 @@ time, a promise to the people seen: a live source gives each frame a monotonic r
 (``update``'s ``monotonic``), and where the stamps ran on by more or less than it between two frames, the
 difference is a clock step, which FleetStore.lag takes out (a wall clock stepped forward by an hour is no hour
 without people; a stream stalled overnight is a night; a stand after a step back counts). Without readings
-(a replay) the frame times are real time (lag 0). What the fleet is told (keep-alives,
+(a replay) the frame times are real time (lag 0). While no frames come (a live stream down), the worker calls
+``expire_idle`` with a reading now and then, so that retention_s holds then too. What the fleet is told (keep-alives,
 tracks gone out of view) stays on the interval clock, which the gap does advance: peers' claims lapsed meanwhile.
 Thread-safe (one lock), so a bridge thread may call ``ingest_remote`` while the camera loop calls ``update``.
 Exceptions of the allocator propagate (the track stays pending and is decided again on its next observation).
@@ -292,6 +293,18 @@ class IdentityResolver:
         with self._lock:
             self._now = max(self._now, timestamp)
             return self._end(track_id)
+
+    def expire_idle(self, monotonic: float) -> None:
+        """Between frames (a live stream down, its worker waiting on it): drop what ``retention_s`` of real time
+        has passed by, ``monotonic`` being a reading, taken now, of the clock the frames' readings come from (the
+        real time since the last frame's reading is added to that frame's time). Nothing else moves: no track is
+        ended (track_timeout_s counts the frames the tracker counts), the resolver's clock stands, nothing is
+        published. Without a reading on the last frame (a replay, whose frame times are real time; no frame yet)
+        there is no telling how long it has been: nothing is done."""
+        real = _finite(monotonic, "monotonic")
+        with self._lock:
+            if math.isfinite(self._reading):
+                self.store.expire(self._read_at + max(real - self._reading, 0.0))
 
     def ingest_remote(self, update: ProfileUpdate) -> bool:
         """Take another camera's :class:`ProfileUpdate`; False (and counted by reason) when rejected."""
