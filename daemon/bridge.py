@@ -70,7 +70,7 @@ from types import TracebackType
 from typing import Any, cast, get_args
 
 from daemon import codec
-from daemon.config import BridgeConfig, redact
+from daemon.config import BridgeConfig, redact, valkey_url_problem
 from daemon.errors import ConfigError, DaemonError
 from daemon.fleet_store import ERASE_LUA, PUBLISH_LUA, REGISTER_LUA, REWRITE_LUA, SNAPSHOT_LUA, FleetKeys
 from daemon.fleet_wire import (
@@ -220,13 +220,10 @@ def connect(cfg: BridgeConfig, url: str, password: bytes | None = None) -> Any:
 
 
 def _tls_url(cfg: BridgeConfig, url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise ConfigError(
-            f"bridge.url {url!r} has no scheme (redis://, rediss://, valkey://, valkeys://, unix://)"
-        )
-    if scheme not in ("redis", "rediss", "valkey", "valkeys", "unix"):
-        raise ConfigError(f"bridge.url: unknown scheme {scheme!r} (redis, rediss, valkey, valkeys, unix)")
+    problem = valkey_url_problem(url)
+    if problem is not None:
+        raise ConfigError(f"bridge.url: {problem}")
+    scheme, _, rest = url.partition("://")
     if not cfg.tls.enabled:
         return url
     if scheme == "unix":

