@@ -75,8 +75,23 @@ def gallery_file(path: Path | None) -> Path | None:
 
 def redact(uri: str) -> str:
     """The uri with any password replaced by ``***`` (safe for logs, names and errors): camera streams and
-    Valkey URLs alike."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/]*@", r"\1:***@", uri)
+    Valkey URLs alike. A password runs from the first ':' of the user part to the last '@' of the host part
+    (up to the first '/', '?' or '#'); when the host part holds a ':' but no '@', and an '@' comes later, the
+    password held a '/', '?' or '#' unencoded, and it runs to the URL's last '@' (a port followed by a path
+    with an '@' is hidden too: safe)."""
+    m = URI_SCHEME.match(uri)
+    if m is None:
+        return uri
+    rest = uri[m.end() :]
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority:
+        end = authority.rindex("@")
+    elif ":" in authority and "@" in rest:
+        end = rest.rindex("@")
+    else:
+        return uri
+    user, colon, _ = rest[:end].partition(":")
+    return uri if not colon else f"{uri[: m.end()]}{user}:***{rest[end:]}"
 
 
 VALKEY_SCHEMES = ("redis", "rediss", "valkey", "valkeys", "unix")

@@ -157,6 +157,23 @@ def test_redact_hides_passwords() -> None:
     assert redact("rtsp://u:p@ss@host/a@b") == "rtsp://u:***@host/a@b"
 
 
+def test_a_password_with_a_slash_is_hidden_too() -> None:
+    """The *** masking stopped at the first '/', so a camera password holding '/', '?' or '#' unencoded (a
+    base64 one holds '/') was printed whole: in 'cannot open stream ...', the source's name in the logs and
+    status.json's source. The password runs to the URL's last '@' when its host part (up to the first '/', '?'
+    or '#') holds a ':' but no '@'."""
+    uri = "rtsp://admin:Zm9v/YmFy+cXV4=@127.0.0.1:1/stream"
+    with pytest.raises(SourceError) as e, open_source(SourceConfig(uri=uri, open_timeout_s=1)):
+        pass
+    assert "rtsp://admin:***@127.0.0.1:1/stream" in str(e.value) and "Zm9v" not in str(e.value), str(e.value)
+    for secret in ("Zm9v/YmFy", "Kq3?Jx8", "Vb5#Hn2", "12/34", "p:s/s"):
+        assert redact(f"rtsp://admin:{secret}@cam:554/live") == "rtsp://admin:***@cam:554/live", secret
+        assert redact(f"rtsp://:{secret}@cam/live") == "rtsp://:***@cam/live", secret
+    assert redact("unix:///run/valkey@main/valkey.sock") == "unix:///run/valkey@main/valkey.sock"
+    assert redact("rtsp://cam.test/live?user=a@b") == "rtsp://cam.test/live?user=a@b"
+    assert redact("redis://[::1]:6379/0") == "redis://[::1]:6379/0"
+
+
 # ------------------------------------------------------------------------------------------ opening errors
 
 
