@@ -22,6 +22,8 @@ size) or a body the form parser cannot read (a multipart Content-Type with no bo
 label that the file name convention cannot parse, 422 missing fields, an unknown query parameter or form
 field, or a query parameter or form field sent twice; a request body longer than ``max_upload_bytes``
 plus MULTIPART_SLACK gets its 413 as soon as that shows (its Content-Length, or the bytes received), unread.
+A failure of the service's own files (the gallery, its lock file, a reference image) is a 409 naming the file
+but not the server's folders (``for_client``); the log has the whole message.
 Requests run in FastAPI's worker threads; one lock makes gallery changes and searches consistent. A client
 that has not sent its request's headers ``client_timeout_s`` after connecting (or after its last answer), or
 whose body pauses that long, is disconnected (``TimedH11Protocol``).
@@ -33,11 +35,12 @@ import asyncio
 import contextlib
 import io
 import logging
+import re
 import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final, TypeVar
@@ -540,17 +543,45 @@ def create_app(state: ServiceState) -> FastAPI:
 
     @app.exception_handler(DataError)
     async def data_error(request: Request, exc: DataError) -> JSONResponse:
-        return JSONResponse(status_code=409, content={"detail": str(exc)})
+        return _error_answer(state, request, 409, exc)
 
     @app.exception_handler(ValueError)
     async def value_error(request: Request, exc: ValueError) -> JSONResponse:
-        return JSONResponse(status_code=400, content={"detail": str(exc)})
+        return _error_answer(state, request, 400, exc)
 
     if state.cfg.references is not None:
         _make_references(state.cfg.references)
         _record_folder(state)
         app.mount("/references", References(directory=state.cfg.references), name="references")
     return app
+
+
+def _error_answer(state: ServiceState, request: Request, status: int, exc: Exception) -> JSONResponse:
+    """The answer to a request that failed with ``exc`` (a gallery it cannot read or write, its lock file, a
+    reference image it cannot keep): the problem, with the files named but not the server's folders they are
+    in (``for_client``); the log has it whole."""
+    logger.warning("%s %s: %s %s", request.method, request.url.path, status, exc)
+    return JSONResponse(status_code=status, content={"detail": for_client(str(exc), _server_folders(state))})
+
+
+_FOLDERS_OF_A_PATH = re.compile(r"(?<![\w.~-])/(?:[^/\s'\"]+/)+")  # '/srv/reid/' of '/srv/reid/g.npz'
+
+
+def for_client(message: str, folders: Iterable[Path]) -> str:
+    """``message`` with ``folders`` (which may hold spaces) and the folders of any other absolute path taken
+    out of the paths it names, each file keeping its name: a client learns what went wrong, not where the
+    service keeps its files."""
+    for folder in sorted({str(f) for f in folders if str(f) not in ("", ".", "/")}, key=len, reverse=True):
+        message = re.sub(rf"(?<![^\s'\"(]){re.escape(folder)}/", "", message)  # where a path starts only
+    return _FOLDERS_OF_A_PATH.sub("", message)
+
+
+def _server_folders(state: ServiceState) -> list[Path]:
+    """The folders the service's files are in, as configured and resolved: the gallery's, the references'."""
+    folders = [state.cfg.gallery.parent] if state.cfg.gallery is not None else []
+    if state.cfg.references is not None:
+        folders.append(state.cfg.references)
+    return folders + [f.resolve() for f in folders]
 
 
 def _make_references(folder: Path) -> None:

@@ -25,7 +25,7 @@ from daemon.embed import OnnxEmbedder
 from daemon.enroll import SERVE_LEDGER
 from daemon.errors import DataError
 from daemon.gallery import Gallery
-from daemon.serve import MULTIPART_SLACK, BackgroundServer, ServiceState, create_app
+from daemon.serve import MULTIPART_SLACK, BackgroundServer, ServiceState, create_app, for_client
 
 CPU = RuntimeConfig(providers=("CPUExecutionProvider",), intra_op_threads=1)
 
@@ -1062,3 +1062,35 @@ def test_cli_serve_warns_of_a_threshold_of_zero_too(
     Gallery.from_config(GalleryConfig(threshold=0.4), 1280).save(path)
     assert main(["serve", "-g", str(path), "--threshold", "0", "--model", str(mobilenet_model)]) == 0
     assert f"--threshold set a new gallery's settings; {path} keeps its own (threshold 0.4" in caplog.text
+
+
+def test_an_error_answer_names_no_server_folder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Regression: a 409 said "cannot open the gallery's lock file /srv/reid/.g.npz.lock: [Errno 21] Is a
+    # directory: '/srv/reid/.g.npz.lock'" to any client, and a gallery that could not be read or written named
+    # its folder alike: where the service keeps its files. The answer names the file and the problem; the log
+    # has the message whole.
+    folder = tmp_path / "site data" / "reid"
+    folder.mkdir(parents=True)
+    (folder / ".g.npz.lock").mkdir()  # the lock cannot be opened
+    cfg = ServeConfig(gallery=folder / "g.npz", references=folder / "refs")
+    state = ServiceState(MeanColour(), Gallery(4), cfg, model="mean-colour")
+    with caplog.at_level("WARNING", logger="daemon.serve"), BackgroundServer(create_app(state)) as server:
+        status, body = _post(f"{server.url}/enroll", "jane.jpg", _jpeg((0, 0, 200)))
+        assert status == 409 and "lock file .g.npz.lock" in body["detail"], body
+        assert "Is a directory: '.g.npz.lock'" in body["detail"], body
+        (folder / ".g.npz.lock").rmdir()
+        (folder / "g.npz").write_bytes(b"not a gallery")
+        for endpoint in ("search", "recognize", "enroll"):
+            status, body = _post(f"{server.url}/{endpoint}", "jane.jpg", _jpeg((0, 0, 200)))
+            assert status == 409 and "g.npz" in body["detail"], (endpoint, body)
+            assert str(tmp_path) not in body["detail"] and "site data" not in body["detail"], (endpoint, body)
+    assert f"{folder}/.g.npz.lock" in caplog.text and f"{folder}/g.npz" in caplog.text
+    denied = "cannot read /srv/site data/g.npz: [Errno 13] Permission denied: '/srv/site data/g.npz'"
+    assert (
+        for_client(denied, [Path("/srv/site data")])
+        == "cannot read g.npz: [Errno 13] Permission denied: 'g.npz'"
+    )
+    assert for_client("made by /opt/m/x.onnx, not ./y.onnx", []) == "made by x.onnx, not ./y.onnx"
+    assert for_client("refs/.g.npz.lock, not prefs/g.npz", [Path("refs")]) == ".g.npz.lock, not prefs/g.npz"
+    kept = "label 'AC/DC': '/' cannot be kept in its reference file name ([SET-]name[--VARIANT].jpg)"
+    assert for_client(kept, [Path("/srv")]) == kept
