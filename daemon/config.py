@@ -39,6 +39,7 @@ from daemon.errors import ConfigError
 
 _log = logging.getLogger(__name__)
 _UNUSED_SAID: set[str] = set()  # unused settings already warned about in this process
+_OPEN_SECRETS_SAID: set[Path] = set()  # secrets' files open to others already warned about in this process
 
 ENV_PREFIX = "REID_"
 # URL schemes a source reads as a live stream (file:// is a local path); any other scheme is refused.
@@ -1487,7 +1488,8 @@ class SecretSource(_Strict):
         pattern=r"^[A-Za-z0-9_.@-]+$",
         max_length=200,
         description="Name of a systemd credential (LoadCredential=/SetCredentialEncrypted=): the secret is read "
-        "from $CREDENTIALS_DIRECTORY/<name>, one trailing newline removed.",
+        "from $CREDENTIALS_DIRECTORY/<name>, one trailing newline removed (outside systemd's own folder, a file "
+        "its group or others may read is warned about).",
     )
 
     @model_validator(mode="after")
@@ -1523,10 +1525,38 @@ def _read_credential(name: str, what: str) -> tuple[bytes, str]:
         )
     path = Path(folder) / name
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            data, mode = f.read(), os.fstat(f.fileno()).st_mode
     except OSError as e:
         raise ConfigError(f"{what}: cannot read systemd credential {path}: {e}") from e
+    if not _systemd_credentials(Path(folder)):
+        _warn_if_open(path, mode, what)
     return data.removesuffix(b"\n"), f"systemd credential {path}"
+
+
+def _systemd_credentials(folder: Path) -> bool:
+    """Whether ``folder`` is a credentials folder systemd made for a unit (``/run/credentials/<unit>``, or
+    ``$XDG_RUNTIME_DIR/credentials/<unit>`` for a user's): systemd lets the unit's user alone read it."""
+    runtimes = [
+        Path("/run"),
+        *([Path(os.environ["XDG_RUNTIME_DIR"])] if os.environ.get("XDG_RUNTIME_DIR") else []),
+    ]
+    return any(folder.parent == runtime / "credentials" for runtime in runtimes)
+
+
+def _warn_if_open(path: Path, mode: int, what: str) -> None:
+    """Warn, once per file, when a secret's file (``what``) is open to its group or others, as ssh does for a
+    private key: it names the file and its mode, never what it holds."""
+    if mode & 0o077 and path not in _OPEN_SECRETS_SAID:
+        _OPEN_SECRETS_SAID.add(path)
+        _log.warning(
+            "%s: %s is open to its group or others (mode %04o), and holds a secret: make it its owner's alone "
+            "(chmod 600 %s)",
+            what,
+            path,
+            mode & 0o7777,
+            path,
+        )
 
 
 class TlsConfig(_Strict):

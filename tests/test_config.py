@@ -395,3 +395,43 @@ def test_accepted_fleet_keys_without_a_signing_key_are_refused() -> None:
     with pytest.raises(ValidationError, match=r"accept_keys .* signing_key, which is not set"):
         BridgeConfig(allow_unsigned=True, accept_keys=[key])  # type: ignore[list-item]
     assert BridgeConfig(signing_key=key, accept_keys=[key]).accept_keys  # type: ignore[arg-type,list-item]
+
+
+def test_a_credential_file_others_can_read_is_warned_about_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`who` and `forget` are run with CREDENTIALS_DIRECTORY=/etc/reid-daemon/credentials (deploy/README), a
+    folder systemd does not guard: a fleet key there that its group or anyone could read (a copy made without
+    umask 077) was read without a word, as ssh would not. One warning names the file and its mode (never its
+    content); a file for its owner alone, and systemd's own credentials folder, give none."""
+    from daemon.config import SecretSource
+
+    key = "fleet-key-for-tests-0123456789"
+    folder = tmp_path / "etc-credentials"
+    folder.mkdir()
+    for name, mode in (("fleet-key", 0o644), ("valkey-password", 0o640), ("own-key", 0o600)):
+        (folder / name).write_text(key + "\n", encoding="utf-8")
+        (folder / name).chmod(mode)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(folder))
+    with caplog.at_level("WARNING", logger="daemon.config"):
+        for _ in range(2):
+            assert SecretSource(credential="fleet-key").resolve("bridge.signing_key") == key.encode()
+        SecretSource(credential="valkey-password").resolve("bridge.password")
+        SecretSource(credential="own-key").resolve("bridge.signing_key")
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2 and key not in caplog.text, warned
+    assert (
+        f"{folder / 'fleet-key'}" in warned[0] and "0644" in warned[0] and "bridge.signing_key" in warned[0]
+    )
+    assert f"{folder / 'valkey-password'}" in warned[1] and "0640" in warned[1] and "chmod 600" in warned[1]
+    caplog.clear()
+    runtime = tmp_path / "run-user"
+    systemd = runtime / "credentials" / "reid-daemon@lobby.service"  # a user unit's credentials folder
+    systemd.mkdir(parents=True)
+    (systemd / "fleet-key").write_text(key, encoding="utf-8")
+    (systemd / "fleet-key").chmod(0o644)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(systemd))
+    with caplog.at_level("WARNING", logger="daemon.config"):
+        SecretSource(credential="fleet-key").resolve("bridge.signing_key")
+    assert not caplog.records
