@@ -38,7 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from daemon.config import SourceConfig
+from daemon.config import RecognitionConfig, SourceConfig
 from daemon.errors import DataError
 from daemon.sources import IMAGE_EXTENSIONS, natural_key, open_source
 from daemon.types import Detections, Detector, Embedder, FloatArray, Frame, ImageBGR
@@ -553,14 +553,18 @@ class StageClock:
         return Timings(self.ms["read_ms"], self.ms["detect_ms"], self.ms["embed_ms"], total)
 
 
+_RECOGNITION = RecognitionConfig()  # EmbedOptions' defaults: the config's, never a second set
+
+
 @dataclass(frozen=True)
 class EmbedOptions:
-    """How ``embed`` finds crops: ``detector`` boxes (``largest`` only), every ``every``-th video frame up to
-    ``max_frames`` (0 = all), sub-folders when ``recursive``; ``model`` names the embedder in the meta."""
+    """How ``embed`` finds crops: ``detector`` boxes (``largest`` only), every ``every``-th video frame
+    (``recognition.video_every`` unless given) up to ``max_frames`` (0 = all), sub-folders when ``recursive``;
+    ``model`` names the embedder in the meta."""
 
     detector: Detector | None = None
     largest: bool = False
-    every: int = 1
+    every: int = _RECOGNITION.video_every
     max_frames: int = 0
     recursive: bool = False
     model: str = ""

@@ -63,6 +63,8 @@ LOW_RATE: Final = 0.5
 COPY_SIMILARITY: Final = 0.9999
 """Two rows of one label at least this similar are one image enrolled twice (``enroll --append`` of a folder
 already in the gallery): verify leaves such copies out of each other's check, which they would pass trivially."""
+_RECOGNITION: Final = RecognitionConfig()
+"""The defaults of SearchOptions and recognize: the config's, never a second set."""
 
 
 # ---------------------------------------------------------------------------------------------- verify
@@ -532,7 +534,7 @@ def recognize(
     return the gallery's top-``k`` matches at or above ``threshold`` (default: the gallery's) per crop."""
     check_embedder(gallery, embedder, "the embedder's output")
     result = embed(embedder, query, boxes=boxes, options=options)
-    report = recognize_embeddings(result, gallery, k=k or RecognitionConfig().top_k, threshold=threshold)
+    report = recognize_embeddings(result, gallery, k=k or _RECOGNITION.top_k, threshold=threshold)
     seen = {c.source for c in result.crops}
     return replace(report, no_person=tuple(s for s in _query_sources(query) if s not in seen))
 
@@ -645,16 +647,18 @@ class SearchReport:
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """``search`` settings: threshold and hit limit, video stride, sub-folders, progress, output folder."""
+    """``search`` settings: threshold and hit limit, video stride, sub-folders, progress, output folder; the
+    stride and the context of the hits' crops default to ``RecognitionConfig``'s (``video_every``,
+    ``crop_context``)."""
 
     threshold: float
     limit: int
-    every: int = 1
+    every: int = _RECOGNITION.video_every
     max_frames: int = 0
     recursive: bool = False
     progress: bool = False
     out: Path | None = None
-    crop_context: float = 0.25
+    crop_context: float = _RECOGNITION.crop_context
 
 
 class _Best:

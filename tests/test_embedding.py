@@ -23,7 +23,7 @@ from _crops import (
 from _data import require_pets09
 from _video import make_video
 
-from daemon.config import EmbedderConfig, RuntimeConfig
+from daemon.config import EmbedderConfig, RecognitionConfig, RuntimeConfig
 from daemon.embed import OnnxEmbedder
 from daemon.embedding import (
     CropRef,
@@ -124,6 +124,15 @@ def test_video_every_nth_frame_with_frame_indices(tmp_path: Path) -> None:
     assert {c.source for c in r.crops} == {str(clip.path)}
     whole = embed(MeanColour(), str(clip.path), options=EmbedOptions(every=4, max_frames=2))
     assert [c.frame for c in whole.crops] == [0, 4] and whole.crops[0].box == (0.0, 0.0, 64.0, 48.0)
+
+
+def test_a_video_is_read_at_the_configs_stride_unless_told_otherwise(tmp_path: Path) -> None:
+    # EmbedOptions() read every frame of a video (every=1) where RecognitionConfig, the single source of
+    # defaults, says embed reads every video_every-th (5): a second, different default for one setting
+    every = RecognitionConfig().video_every
+    clip = make_video(tmp_path / "clip.mp4", frames=2 * every + 1, size=(64, 48), people=1)
+    r = embed(MeanColour(), clip.path, options=EmbedOptions())
+    assert [c.frame for c in r.crops] == [0, every, 2 * every]
 
 
 def test_no_person_found_gives_an_empty_result(tmp_path: Path) -> None:

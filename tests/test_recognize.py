@@ -278,6 +278,18 @@ def test_search_video_reports_frames(tmp_path: Path) -> None:
     assert "frame" in report.text()
 
 
+def test_search_options_take_the_configs_defaults(tmp_path: Path) -> None:
+    # SearchOptions read every frame of a video (every=1) where RecognitionConfig says search reads every
+    # video_every-th (5), and copied crop_context (0.25): defaults of their own beside the config's
+    cfg = RecognitionConfig()
+    clip = make_video(tmp_path / "clip.mp4", frames=2 * cfg.video_every + 1, size=(64, 48), people=1)
+    det = FixedDetector([[0, 0, 32, 48]], [0.8])
+    opts = SearchOptions(-1.0, 10)
+    report = search(_query((128, 128, 128)), clip.path, MeanColour(), det, opts)
+    assert sorted(h.frame for h in report.hits) == [0, cfg.video_every, 2 * cfg.video_every]
+    assert opts.crop_context == cfg.crop_context
+
+
 def test_search_bad_inputs(tmp_path: Path) -> None:
     det = FixedDetector([], [])
     with pytest.raises(DataError, match="not found"):
