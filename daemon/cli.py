@@ -895,6 +895,8 @@ def _add_camera_args(p: argparse.ArgumentParser, config_required: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from daemon.config import MODELS_DIR_DEFAULT
+
     p = argparse.ArgumentParser(prog="reid-daemon", description=__doc__)
     p.add_argument("--version", action="version", version=f"reid-daemon {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=1, help="Debug logging (the default is info).")
@@ -999,9 +1001,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("names", nargs="*", help="Preset names to fetch.")
     m.add_argument("--all", action="store_true", help="Fetch every preset.")
     m.add_argument("--force", action="store_true", help="Fetch again even if the cache has a good copy.")
-    m.add_argument(
-        "--models-dir", help="Model cache folder (default $REID_MODELS_DIR or ~/.cache/reid-daemon/models)."
-    )
+    m.add_argument("--models-dir", help=f"Model cache folder (default: {MODELS_DIR_DEFAULT}).")
     m.set_defaults(func=cmd_models)
 
     c = sub.add_parser("config", help="Check, show or print the schema of a config.")
@@ -1015,6 +1015,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from daemon.config import MODELS_DIR_DEFAULT
+
     p.add_argument(
         "--config", "-c", help="YAML config: its camera's embedder and detector (else the defaults)."
     )
@@ -1022,7 +1024,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="Embedder preset or model path (overrides the config's).")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="Mirror averaging.")
     p.add_argument(
-        "--models-dir", help="Model cache folder (default: the config's, $REID_MODELS_DIR, ~/.cache)."
+        "--models-dir",
+        help=f"Model cache folder (default: the config's models_dir, else {MODELS_DIR_DEFAULT}).",
     )
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
 

@@ -667,6 +667,12 @@ class CameraConfig(_Strict):
         return _typed("detector", value)
 
 
+MODELS_DIR_DEFAULT = (
+    "$REID_MODELS_DIR, else $XDG_CACHE_HOME/reid-daemon/models, else ~/.cache/reid-daemon/models"
+)
+"""Where the model cache is when nothing names it, in words (help texts): env_models_dir, default_cache_dir."""
+
+
 def default_cache_dir() -> Path:
     """The model cache nothing names: $XDG_CACHE_HOME/reid-daemon/models, else ~/.cache/reid-daemon/models
     ($REID_MODELS_DIR names one: see env_models_dir)."""
@@ -691,7 +697,9 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
-    models_dir: HomePath = Field(default_factory=default_cache_dir, description="Model cache folder.")
+    models_dir: HomePath = Field(
+        default_factory=default_cache_dir, description=f"Model cache folder; unset: {MODELS_DIR_DEFAULT}."
+    )
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Inference runtime tuning.")
     camera_defaults: dict[str, Any] = Field(
         default_factory=dict,

@@ -281,6 +281,29 @@ def test_models_dir_from_the_environment(
     assert default_cache_dir() == tmp_path / "xdg" / "reid-daemon" / "models"
 
 
+def test_models_dir_help_names_where_the_cache_is_when_nothing_names_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `models --models-dir` said "(default $REID_MODELS_DIR or ~/.cache/reid-daemon/models)" and the recognition
+    # commands "~/.cache", while the cache is under $XDG_CACHE_HOME where that is set: help and code disagreed
+    import argparse
+
+    from daemon.cli import build_parser
+
+    monkeypatch.delenv("REID_MODELS_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert main(["models", "list"]) == 0
+    assert f"model cache: {tmp_path / 'xdg' / 'reid-daemon' / 'models'}" in capsys.readouterr().out
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {
+        cmd: a.help or "" for cmd, p in sub.choices.items() for a in p._actions if a.dest == "models_dir"
+    }
+    assert {"models", "embed", "enroll", "recognize", "search", "serve"} <= set(helps)
+    for cmd, text in helps.items():
+        if cmd != "adapt":  # adapt's is the config's, which names its own (config schema)
+            assert "$XDG_CACHE_HOME/reid-daemon/models" in text and "$REID_MODELS_DIR" in text, cmd
+
+
 def test_models_list(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["models", "list", "--models-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
