@@ -1,13 +1,17 @@
+import re
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from daemon.config import (
     BridgeConfig,
     CameraConfig,
     EmbedderConfig,
     GroundTruthDetectorConfig,
+    Settings,
     SourceConfig,
     SSDLiteDetectorConfig,
     YoloDetectorConfig,
@@ -435,3 +439,32 @@ def test_a_credential_file_others_can_read_is_warned_about_once(
     with caplog.at_level("WARNING", logger="daemon.config"):
         SecretSource(credential="fleet-key").resolve("bridge.signing_key")
     assert not caplog.records
+
+
+# `section.field` (N ...) or `section.field`, N ...: how README.md and deploy/README.md state a default
+_STATED_DEFAULT = re.compile(r"`([a-z_]+(?:\.[a-z_]+)+)`(?: \(|, )(\d+(?:\.\d+)?)(?=[ ,:;)])")
+
+
+def _model_default(path: str) -> Any:
+    """The default of a dotted config path (a camera's sections by their own name: ``source.read_timeout_s``)."""
+    model: Any = CameraConfig if path.split(".")[0] in CameraConfig.model_fields else Settings
+    for name in path.split("."):
+        f = model.model_fields[name]
+        sub = [a for a in (f.annotation, *typing.get_args(f.annotation)) if isinstance(a, type)]
+        model = next((a for a in sub if issubclass(a, BaseModel)), None)
+        if model is None:
+            return f.get_default(call_default_factory=True)
+    raise AssertionError(f"{path} is a section, not a field")
+
+
+def test_the_defaults_the_readmes_state_are_the_configs() -> None:
+    # README.md and deploy/README.md give defaults in prose ("`identity.lost_after_s` (1 s)", "`bridge.resync_s`
+    # (5 s)"); one changed in the config and not there would go on being documented
+    stated = [
+        (doc.name, m.group(1), float(m.group(2)))
+        for doc in (ROOT / "README.md", ROOT / "deploy" / "README.md")
+        for m in _STATED_DEFAULT.finditer(doc.read_text())
+    ]
+    assert len(stated) >= 6  # the check reads what it should (it found 9 when written)
+    wrong = [(doc, path, value, _model_default(path)) for doc, path, value in stated]
+    assert [w for w in wrong if w[2] != w[3]] == []
