@@ -174,6 +174,55 @@ def keep_earlier_run(
     return dest
 
 
+def recorded_no_frame(folder: Path, name: str) -> bool:
+    """Whether camera ``name``'s files in ``folder`` hold nothing of any frame: what a run leaves that failed, or
+    was stopped, after opening its outputs and before its first frame (Valkey refusing the password, a stream
+    that never sent one). Only a file known to hold nothing counts: one that holds a record, or cannot be read,
+    is a run's data."""
+    return all(_holds_no_frame(folder / f) for f in camera_files(name))
+
+
+def _holds_no_frame(path: Path) -> bool:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    if path.name == RUN_RECORD:  # which run wrote the files, not what it recorded
+        return True
+    if path.name == "embeddings.npy":
+        return size <= _NPY_HEADER_BYTES  # the header alone: no row
+    if path.name in ("status.json", "summary.json"):
+        return _json_object(path).get("frames") == 0
+    if path.name == "identities.json":
+        doc = _json_object(path)
+        return "first_frame_time" in doc and doc["first_frame_time"] is None and doc.get("identities") == {}
+    return size == 0
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    """``path``'s JSON object; an empty one where it is not one or cannot be read."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def drop_empty_run(folder: Path, name: str) -> bool:
+    """Remove camera ``name``'s files from ``folder`` where they hold nothing of any frame (``recorded_no_frame``),
+    so that a start that failed takes no place among the ``earlier-*`` folders ``output.keep_earlier`` keeps:
+    a service restarted on failure again and again would otherwise push every recorded run out. True when
+    files were removed."""
+    found = [folder / f for f in camera_files(name) if (folder / f).exists()]
+    if not found or not recorded_no_frame(folder, name):
+        return False
+    for f in found:
+        f.unlink(missing_ok=True)
+    return True
+
+
 TAIL_BYTES = 4 << 20  # how much of an earlier run's events.jsonl is read for its last track id
 
 

@@ -29,6 +29,7 @@ from daemon.outputs import (
     RunSummary,
     camera_files,
     check_source_kept,
+    drop_empty_run,
     keep_earlier_run,
     last_track_id,
     stream_files,
@@ -243,11 +244,14 @@ def open_outputs(
     name: str, cam: CameraConfig, fps: float, dim: int | None, fleet: bool, live: bool
 ) -> CameraOutputs:
     """The camera's output files; a folder that cannot be created or written is a ConfigError naming it.
-    A live camera's earlier run is kept (``keep_earlier_run``); a recording run again replaces its own, those it
+    A live camera's earlier run is kept (``keep_earlier_run``), unless it recorded no frame (``drop_empty_run``:
+    a start that failed); a recording run again replaces its own, those it
     no longer writes (the annotated video turned off) included: they would be taken for this run's."""
     try:
         folder, keep = Path(cam.output.dir) / name, cam.output.keep_earlier
         earlier_tracks = last_track_id(folder / "events.jsonl") if live else 0
+        if live and folder.is_dir() and drop_empty_run(folder, name):
+            log.info("%s: the earlier run recorded no frame; its empty files were removed, not kept", name)
         kept = keep_earlier_run(folder, name, keep) if live and folder.is_dir() else None
         if kept is not None:
             log.info("%s: the earlier run's files are kept in %s", name, kept)

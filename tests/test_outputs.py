@@ -1,6 +1,7 @@
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from daemon.outputs import (
     RunSummary,
     camera_files,
     draw_tracks,
+    drop_empty_run,
     earlier_folders,
     keep_earlier_run,
     mp4_problem,
@@ -325,3 +327,43 @@ def test_more_than_nine_restarts_within_a_second_keep_the_newest_earlier_folders
     assert names == [f"earlier-20270115T080000Z-{n}" for n in (9, 10, 11)]
     assert kept[-1] == folder / names[-1]
     assert [(p / "events.jsonl").read_text() for p in earlier_folders(folder)] == ["9\n", "10\n", "11\n"]
+
+
+def test_only_a_run_whose_files_hold_no_frame_is_dropped_at_the_next_start(tmp_path: Path) -> None:
+    """A start that failed before its first frame is removed rather than kept in earlier-*; anything that
+    holds a record, or cannot be told from one, stays a run's data (a run that saw nobody with the video off
+    leaves empty logs, but its status.json counts its frames)."""
+    folder = tmp_path / "cam"
+
+    def empty_run(name: str = "", text: str = "") -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        EmbeddingFile(folder / "embeddings.npy", 4).close()
+        for log in ("cam.txt", "cam.global.txt", "events.jsonl", "identities.jsonl"):
+            (folder / log).write_text("")
+        (folder / "identities.json").write_text('{"v": 1, "first_frame_time": null, "identities": {}}')
+        (folder / "status.json").write_text('{"v": 1, "state": "failed", "frames": 0}')
+        (folder / "run.json").write_text('{"v": 1, "run": "x"}')
+        if name:
+            (folder / name).write_text(text)
+
+    empty_run()
+    assert drop_empty_run(folder, "cam") and list(folder.iterdir()) == []
+    assert not drop_empty_run(folder, "cam")  # nothing there
+    held = [
+        ("status.json", '{"state": "running", "frames": 250}'),  # frames, nobody seen, the video off
+        ("status.json", "{cut sh"),
+        ("summary.json", '{"frames": 3}'),
+        ("identities.json", '{"first_frame_time": 12.5, "identities": {}}'),
+        ("events.jsonl", '{"event": "track.started"}\n'),
+        ("cam.txt", "1,1,10,10,20,40,1,-1,-1,-1\n"),
+        ("annotated.mp4", "x"),  # made at the first frame
+    ]
+    for name, text in held:
+        empty_run(name, text)
+        assert not drop_empty_run(folder, "cam"), (name, text)
+        assert (folder / "run.json").exists()
+    empty_run()
+    with open(folder / "embeddings.npy", "ab") as f:
+        f.write(b"\0" * 16)  # a row (its count not in the header yet)
+    assert not drop_empty_run(folder, "cam")

@@ -534,3 +534,55 @@ def test_a_forget_arriving_while_a_frame_is_resolved_leaves_nothing_of_the_id(tm
     assert not [e for e in events if e.get("global_id") == forgot[0]]
     rows = [line.split(",") for line in (out / "synth.global.txt").read_text().splitlines()]
     assert rows and all(int(float(r[1])) != forgot[0] for r in rows)
+
+
+def test_failed_restarts_of_a_live_camera_never_push_its_recorded_runs_out(tmp_path: Path) -> None:
+    """A live camera whose Valkey refuses its password fails (exit 2) after opening its outputs, leaving empty
+    files; each start moved the last one's into an earlier-* folder, which output.keep_earlier counts, so a
+    service restarted again and again deleted every run that recorded something within minutes. Real restarts
+    (`reid-daemon run`, a real RTSP stream and Valkey): a run that recorded no frame takes no earlier-* place."""
+    import yaml
+    from test_sources import RtspServer
+
+    from daemon.cli import main
+    from daemon.valkey_server import EmbeddedValkey
+
+    clip = make_video(tmp_path / "stream.mp4", frames=150, fps=25.0, people=3)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    server = RtspServer(clip.path)
+    server.start()
+
+    def run(valkey: EmbeddedValkey, password: str) -> int:
+        cam = {
+            "source": {"uri": server.url, "max_frames": 10},
+            "detector": {"type": "ground-truth", "path": str(gt)},
+            "embedder": {"type": "ground-truth", "truth": {"path": str(gt)}},
+            "output": {"dir": str(tmp_path / "runs"), "progress": False, "keep_earlier": 2},
+        }
+        cfg = {
+            "fleet": {"enabled": True},
+            "bridge": {
+                "url": valkey.url,
+                "password": {"value": password},
+                "signing_key": {"value": "k" * 32},
+            },
+            "cameras": {"door": cam},
+        }
+        path = tmp_path / "fleet.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return main(["-q", "run", "--config", str(path), "--no-progress"])
+
+    try:
+        with EmbeddedValkey("tcp") as valkey:
+            valkey.client().config_set("requirepass", "right")
+            assert run(valkey, "right") == 0  # a run that records 10 frames
+            assert [run(valkey, "wrong") for _ in range(3)] == [2, 2, 2]  # the password changed on the server
+    finally:
+        server.stop()
+    folder = tmp_path / "runs" / "door"
+    kept = earlier_folders(folder)  # the recorded run, and no empty one beside it
+    assert len(kept) == 1, [sorted(f.name for f in d.iterdir()) for d in kept]
+    earlier = kept[0]
+    assert json.loads((earlier / "summary.json").read_text())["frames"] == 10
+    assert (earlier / "events.jsonl").read_text().count("track.started") == 3
+    assert json.loads((folder / "status.json").read_text())["state"] == "failed"  # the last start's files
