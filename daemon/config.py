@@ -155,6 +155,14 @@ class SourceConfig(_Strict):
         "reconnect backoff, before failing; 0 fails at once. For a service whose camera may come up after the "
         "host (a power cut); keep it below the unit's TimeoutStartSec.",
     )
+    log_every_s: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="Live streams and webcams that keep failing (a camera down for hours): the first failure, each "
+        "change of reason and the recovery are logged at once, the same failure again at most once per this "
+        "period, with how many tries were held back.",
+    )
     queue_size: int = Field(
         8,
         ge=1,

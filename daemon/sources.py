@@ -12,8 +12,10 @@ behind (counted in ``stats.frames_dropped``), and reconnect with exponential bac
 a read fails or the stream ends; they give up (the iterator raises ``SourceError``) after
 ``reconnect_attempts`` failures in a row when that is above 0. Live streams must connect once at start: a
 stream that cannot be reached at start-up raises at once rather than retrying forever behind the caller's
-back, unless ``startup_wait_s`` gives it that long to come up (:func:`open_source_waiting`, each failure
-logged).
+back, unless ``startup_wait_s`` gives it that long to come up (:func:`open_source_waiting`). A stream that keeps
+failing, at start or after it dropped, logs its first failure, each change of reason and its recovery at once,
+and the same failure again at most once per ``log_every_s``, counting the tries held back
+(:class:`RepeatedFailure`).
 
 Frame indices are positions in the source (with ``stride`` 3 they are 0, 3, 6, ...), so results line up with
 ground truth numbered by source frame; they keep increasing across reconnects. ``max_frames`` stops the
@@ -93,6 +95,42 @@ class SourceStats:
     last_error: str = ""  # the latest read or connection failure, for status pages and logs
     connected: bool = False  # the source is open and reading
     loops: int = 0  # times a looped file started again from its first frame
+
+
+# ------------------------------------------------------------------------------------------- repeated failures
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+class RepeatedFailure:
+    """Warnings of a failure that repeats, a stream down for hours retried every few seconds: the first one and
+    each change of reason at once, the same reason again at most once per ``every_s`` with how many were held
+    back ("N more like this", as the bridge says it), so an outage does not flood the journal. Reasons that
+    differ in their numbers alone (``it failed after 0.1 s``) are one reason. ``recovered`` after a success
+    starts afresh: the next failure is logged at once."""
+
+    def __init__(self, every_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self._clock = clock
+        self._reason: str | None = None
+        self._logged_at = -math.inf
+        self._held = 0
+
+    def warn(self, reason: str, text: str, *args: object) -> None:
+        """One more failure, ``reason``: ``text % args`` is logged unless held back."""
+        now, kind = self._clock(), _NUMBER.sub("#", reason)
+        if kind == self._reason and now - self._logged_at < self.every_s:
+            self._held += 1
+            return
+        note = ""
+        if self._held:
+            like = "like this since the last report" if kind == self._reason else "like the one before"
+            note = f" ({self._held} more {like})"
+        log.warning(text + note, *args)
+        self._reason, self._logged_at, self._held = kind, now, 0
+
+    def recovered(self) -> None:
+        self._reason, self._logged_at, self._held = None, -math.inf, 0
 
 
 # -------------------------------------------------------------------------------------------------- backoff
@@ -722,6 +760,7 @@ class FrameSource:
             cfg.reconnect_initial_s, cfg.reconnect_max_s, cfg.reconnect_attempts, jitter=_RECONNECT_JITTER
         )
         self._stats = SourceStats()
+        self._failures = RepeatedFailure(cfg.log_every_s)
         self._buffer = _Buffer(cfg.queue_size)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -959,8 +998,11 @@ class FrameSource:
         )
 
     def _reconnect(self) -> bool:
+        """Open the stream again, with the backoff, until it opens (True) or a stop (False); each failure is
+        logged as ``RepeatedFailure`` collapses them, and the recovery with how many tries failed over how long."""
         self._stats.connected = False
         self._reader.close()
+        down, failed = time.monotonic(), 0
         while True:
             delay = self._backoff.next_delay()
             if delay is None:
@@ -968,7 +1010,8 @@ class FrameSource:
                     f"gave up on {self.name} after {self._backoff.tried} reconnect attempts in a row; "
                     f"last error: {self._stats.last_error}"
                 )
-            log.warning("source %s: %s; reconnecting in %.2f s", self.name, self._stats.last_error, delay)
+            why = self._stats.last_error
+            self._failures.warn(why, "source %s: %s; reconnecting in %.2f s", self.name, why, delay)
             if self._stop.wait(delay):
                 return False
             try:
@@ -976,10 +1019,18 @@ class FrameSource:
             except SourceError as e:
                 self._stats.reconnect_failures += 1
                 self._stats.last_error = str(e)
+                failed += 1
                 continue
             self._stats.reconnects += 1
             self._stats.connected = True
-            log.info("source %s: reconnected", self.name)
+            self._failures.recovered()
+            log.info(
+                "source %s: reconnected after %.1f s (%d failed %s)",
+                self.name,
+                time.monotonic() - down,
+                failed,
+                "try" if failed == 1 else "tries",
+            )
             return True
 
 
@@ -1003,14 +1054,16 @@ def open_source_waiting(
     on_retry: Callable[[str], None] | None = None,
 ) -> FrameSource | None:
     """:func:`open_source`, except that a live source (stream, webcam) that cannot be opened is tried again with
-    the reconnect backoff for up to ``cfg.startup_wait_s``, each failure logged (and given to ``on_retry``, in
-    words); then the last SourceError is raised. Returns None when ``stop`` is set before or while waiting.
-    Files and folders fail at once."""
-    deadline = time.monotonic() + cfg.startup_wait_s
+    the reconnect backoff for up to ``cfg.startup_wait_s``, each failure given to ``on_retry`` (in words) and
+    logged as :class:`RepeatedFailure` collapses them; then the last SourceError is raised. Returns None when
+    ``stop`` is set before or while waiting. Files and folders fail at once."""
+    began = time.monotonic()
+    deadline = began + cfg.startup_wait_s
     backoff = Backoff(cfg.reconnect_initial_s, cfg.reconnect_max_s)
+    failures = RepeatedFailure(cfg.log_every_s)
     while not stop.is_set():
         try:
-            return open_source(cfg, name=name, capture_factory=capture_factory)
+            src = open_source(cfg, name=name, capture_factory=capture_factory)
         except SourceError as e:
             left = deadline - time.monotonic()  # the last delay is cut to the deadline: tried once more there
             delay = min(backoff.next_delay() or cfg.reconnect_max_s, left)
@@ -1020,8 +1073,18 @@ def open_source_waiting(
                         f"{e} (tried for {cfg.startup_wait_s:g} s: source.startup_wait_s)"
                     ) from e
                 raise
-            log.warning("%s; trying again in %.1f s (source.startup_wait_s)", e, delay)
+            failures.warn(str(e), "%s; trying again in %.1f s (source.startup_wait_s)", e, delay)
             if on_retry is not None:
                 on_retry(f"{e}; trying again in {delay:.1f} s")
+        else:
+            if backoff.tried:
+                log.info(
+                    "source %s: opened after %.1f s (%d failed %s)",
+                    src.name,
+                    time.monotonic() - began,
+                    backoff.tried,
+                    "try" if backoff.tried == 1 else "tries",
+                )
+            return src
         stop.wait(delay)
     return None

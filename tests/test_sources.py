@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import random
 import re
@@ -27,6 +28,7 @@ from daemon.sources import (
     Backoff,
     CaptureRequest,
     FrameSource,
+    RepeatedFailure,
     SourceStats,
     _ffmpeg_capture_options,
     infer_kind,
@@ -757,6 +759,62 @@ def test_a_stream_that_stops_sending_is_down_after_one_read_timeout(
     assert "no frame for" in error and "source.read_timeout_s" in error
 
 
+def test_a_long_outage_logs_its_first_failure_and_recovery_not_every_try(
+    rtsp: tuple[RtspServer, SyntheticClip], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each reconnect attempt of a stream that was down logged a WARNING (one every 2 s with the deployed
+    backoff: 43,000 lines a day of a camera unplugged). The first failure shows, the tries after it are held
+    back (source.log_every_s), and the recovery says how many failed over how long."""
+    server, _clip = rtsp
+    seen = 0
+    with (
+        caplog.at_level(logging.INFO, logger="daemon.sources"),
+        open_source(
+            rtsp_cfg(server.url, reconnect_initial_s=0.05, reconnect_max_s=0.1, reconnect_attempts=0)
+        ) as src,
+    ):
+        for _ in src:
+            seen += 1
+            if seen == 5:
+                server.stop()
+                time.sleep(3.0)  # some 30 tries fail meanwhile
+                server.start()  # same port
+            if src.stats.reconnects >= 1:
+                break
+            assert seen < 500, "no reconnect"
+        failures = src.stats.reconnect_failures
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert failures >= 10 and len(warnings) <= 3, warnings
+    [back] = [r.getMessage() for r in caplog.records if "reconnected after" in r.getMessage()]
+    assert "reconnecting in" in warnings[0] and server.url in warnings[0]  # the first one, with why
+    assert re.search(rf"reconnected after \d+\.\d s \({failures} failed tries\)$", back), back
+
+
+def test_repeated_failures_show_each_change_of_reason_and_count_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    repeats = RepeatedFailure(60.0, clock=lambda: now[0])
+    tries = ["refused after 0.1 s"] * 5 + ["timed out"] * 3 + ["refused after 0.3 s"] * 2
+    with caplog.at_level(logging.WARNING, logger="daemon.sources"):
+        for why in tries:
+            now[0] += 2.0
+            repeats.warn(why, "cam: %s", why)
+        now[0] += 60.0
+        repeats.warn(
+            "refused after 9.9 s", "cam: %s", "refused after 9.9 s"
+        )  # a period later: with the count
+        repeats.recovered()
+        repeats.warn("refused after 0.1 s", "cam: %s", "refused after 0.1 s")  # a new outage: at once
+    assert caplog.messages == [
+        "cam: refused after 0.1 s",
+        "cam: timed out (4 more like the one before)",
+        "cam: refused after 0.3 s (2 more like the one before)",
+        "cam: refused after 9.9 s (1 more like this since the last report)",
+        "cam: refused after 0.1 s",
+    ]
+
+
 # ------------------------------------------------------------------------------ a camera that comes up late
 
 
@@ -827,6 +885,19 @@ def test_a_stream_still_down_after_the_startup_wait_names_the_setting() -> None:
         )
     assert 1.0 <= time.monotonic() - t0 < 8.0
     assert retries and all("rtsp://127.0.0.1:" in r and "trying again in" in r for r in retries)
+
+
+def test_a_stream_down_at_start_logs_its_first_failure_not_every_try(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each try to open a camera not up yet logged a WARNING (source.startup_wait_s: 240 s of them at the
+    deployed backoff); the first shows, the rest are held back, and the worker's /health still hears each."""
+    retries: list[str] = []
+    cfg = rtsp_cfg(_dead_rtsp_url(), startup_wait_s=1.5, reconnect_initial_s=0.02, reconnect_max_s=0.05)
+    with caplog.at_level(logging.WARNING, logger="daemon.sources"), pytest.raises(SourceError):
+        open_source_waiting(cfg, threading.Event(), on_retry=retries.append)
+    assert len(retries) >= 10
+    assert len(caplog.messages) == 1 and "trying again in" in caplog.messages[0], caplog.messages
 
 
 def test_a_missing_file_is_not_waited_for(tmp_path: Path) -> None:
