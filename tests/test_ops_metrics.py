@@ -115,6 +115,28 @@ def test_health_says_why_a_starting_worker_waits_for_its_source() -> None:
     )
 
 
+def test_uptime_counts_from_the_process_start_not_from_the_ops_server(tmp_path: Path) -> None:
+    """/health's uptime_s counted from when the ops server started (after the imports and the config's load),
+    not from the process's start. A process 1.5 s old when its Health is made says it is at least that old."""
+    import subprocess
+    import sys
+
+    script = (
+        "import time; time.sleep(1.5)\n"
+        "from daemon.ops.health import Health\nfrom daemon.ops.liveness import Liveness\n"
+        "print(Health('door', Liveness(), 30.0).report().body['uptime_s'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[1],
+    )
+    assert done.returncode == 0, done.stderr
+    assert 1.5 <= float(done.stdout) < 30.0, done.stdout
+
+
 def test_health_says_valkey_is_full_not_just_down() -> None:
     """A Valkey at maxmemory with noeviction (deploy/valkey.conf) answers PING but refuses every write: /health
     said "the bridge has no connection" without why, as if the server were gone."""

@@ -14,6 +14,9 @@ problems, each a short sentence starting with what is wrong:
 * ``stalled: no frame processed for N s while frames wait`` (hung inference; the watchdog acts on the same)
 * ``stopped`` (the worker has finished or is shutting down)
 
+The document also gives the frames processed, the seconds since the last one (``idle_s``) and since the process
+started (``uptime_s``: a worker restarted by systemd starts again from 0, however long the service has been up).
+
 In fleet mode the document also names the peer cameras whose clocks lag this host's by more than
 identity.claim_ttl_s and were heard from within it (``lagging_peers``: camera -> seconds, from
 ``BridgeStats.lagging``): not a problem of this worker (its status stays ok), but the reason its people's ids may
@@ -22,16 +25,31 @@ be taken by far cameras.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from daemon.bridge import BridgeStats
 from daemon.ops.liveness import Liveness, WatchedSource
 
 Phase = Literal["starting", "running", "stopped", "failed"]
+_IMPORTED = time.monotonic()  # where the process's start cannot be read: the closest this module knows
+
+
+def process_age_s() -> float:
+    """Seconds since this process started: its start in clock ticks after boot (``/proc/self/stat``, field 22)
+    against the time since boot (``/proc/uptime``); where those cannot be read, since this module was imported."""
+    try:
+        stat = Path("/proc/self/stat").read_bytes()  # pid (command) state ...: the command may hold anything
+        ticks = int(stat.rsplit(b")", 1)[1].split()[19])  # the fields after the command start at the 3rd
+        since_boot = float(Path("/proc/uptime").read_text(encoding="ascii").split()[0])
+        return max(since_boot - ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +83,7 @@ class Health:
         self._source: WatchedSource | None = None
         self._bridge: Callable[[], BridgeStats] | None = None
         self._valkey_error: str | None = None  # from the probe: None = fine or not probed
-        self._started = time.monotonic()
+        self._started = time.monotonic() - process_age_s()  # the process's start, on the monotonic clock
 
     def running(self, source: WatchedSource, bridge: Callable[[], BridgeStats] | None = None) -> None:
         with self._lock:
