@@ -81,6 +81,9 @@ T = TypeVar("T")
 # ----------------------------------------------------------------------------------------------- statistics
 
 
+SOURCE_WAIT = "the source: "  # what a worker waits for while its live source is tried again at start
+
+
 @dataclass(slots=True)
 class SourceStats:
     """Counters of one source. Each field has one writer thread; ``FrameSource.stats`` returns a copy."""
@@ -90,7 +93,7 @@ class SourceStats:
     frames_dropped: int = 0  # live only: oldest buffered frames discarded because the consumer was slow
     frames_skipped: int = 0  # a folder's images that could not be decoded, passed over (named in a warning)
     reconnects: int = 0  # successful reconnections of a live stream
-    reconnect_failures: int = 0  # reconnection attempts that could not open the stream
+    reconnect_failures: int = 0  # tries to open a live stream that failed: reconnections, and tries at start
     decode_seconds: float = 0.0  # time spent reading and decoding (including waiting on the network)
     last_error: str = ""  # the latest read or connection failure, for status pages and logs
     connected: bool = False  # the source is open and reading
@@ -741,7 +744,12 @@ class FrameSource:
     """
 
     def __init__(
-        self, cfg: SourceConfig, *, name: str | None = None, capture_factory: CaptureFactory | None = None
+        self,
+        cfg: SourceConfig,
+        *,
+        name: str | None = None,
+        capture_factory: CaptureFactory | None = None,
+        failed_opens: int = 0,
     ) -> None:
         self._cfg = cfg
         self.kind: SourceKind = source_kind(cfg)
@@ -759,7 +767,7 @@ class FrameSource:
         self._backoff = Backoff(
             cfg.reconnect_initial_s, cfg.reconnect_max_s, cfg.reconnect_attempts, jitter=_RECONNECT_JITTER
         )
-        self._stats = SourceStats()
+        self._stats = SourceStats(reconnect_failures=failed_opens)  # tries before this one (startup_wait_s)
         self._failures = RepeatedFailure(cfg.log_every_s)
         self._buffer = _Buffer(cfg.queue_size)
         self._stop = threading.Event()
@@ -1035,14 +1043,19 @@ class FrameSource:
 
 
 def open_source(
-    cfg: SourceConfig, *, name: str | None = None, capture_factory: CaptureFactory | None = None
+    cfg: SourceConfig,
+    *,
+    name: str | None = None,
+    capture_factory: CaptureFactory | None = None,
+    failed_opens: int = 0,
 ) -> FrameSource:
     """Open a frame source and start decoding; raises SourceError naming the source when it cannot be opened.
 
     ``name`` (default: the uri without its password) labels frames, logs and errors; ``capture_factory``
-    replaces ``cv2.VideoCapture`` (tests).
+    replaces ``cv2.VideoCapture`` (tests); ``failed_opens``: tries to open it that failed before this one
+    (:func:`open_source_waiting`), counted in ``stats.reconnect_failures`` with those of its reconnections.
     """
-    return FrameSource(cfg, name=name, capture_factory=capture_factory).start()
+    return FrameSource(cfg, name=name, capture_factory=capture_factory, failed_opens=failed_opens).start()
 
 
 def open_source_waiting(
@@ -1054,8 +1067,9 @@ def open_source_waiting(
     on_retry: Callable[[str], None] | None = None,
 ) -> FrameSource | None:
     """:func:`open_source`, except that a live source (stream, webcam) that cannot be opened is tried again with
-    the reconnect backoff for up to ``cfg.startup_wait_s``, each failure given to ``on_retry`` (in words) and
-    logged as :class:`RepeatedFailure` collapses them; then the last SourceError is raised. Returns None when
+    the reconnect backoff for up to ``cfg.startup_wait_s``, each failure given to ``on_retry`` (in words),
+    logged as :class:`RepeatedFailure` collapses them and counted in the source's ``stats.reconnect_failures``;
+    then the last SourceError is raised. Returns None when
     ``stop`` is set before or while waiting. Files and folders fail at once."""
     began = time.monotonic()
     deadline = began + cfg.startup_wait_s
@@ -1063,7 +1077,7 @@ def open_source_waiting(
     failures = RepeatedFailure(cfg.log_every_s)
     while not stop.is_set():
         try:
-            src = open_source(cfg, name=name, capture_factory=capture_factory)
+            src = open_source(cfg, name=name, capture_factory=capture_factory, failed_opens=backoff.tried)
         except SourceError as e:
             left = deadline - time.monotonic()  # the last delay is cut to the deadline: tried once more there
             delay = min(backoff.next_delay() or cfg.reconnect_max_s, left)

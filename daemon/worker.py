@@ -35,7 +35,7 @@ from daemon.outputs import (
     stream_files,
 )
 from daemon.pipeline import FrameResult, Pipeline
-from daemon.sources import FrameSource, check_not_text, open_source_waiting
+from daemon.sources import SOURCE_WAIT, FrameSource, check_not_text, open_source_waiting
 from daemon.track import BotSortTracker
 from daemon.types import Frame
 
@@ -321,7 +321,7 @@ class CameraWorker:
             o.waiting(self, what)
 
     def _source_waiting(self, reason: str) -> None:
-        self._waiting(f"the source: {reason}")
+        self._waiting(SOURCE_WAIT + reason)
 
     def _join_fleet(self, fleet: FleetLink, live: bool) -> None:
         """Connect to the fleet's Valkey and catch up (up to fleet.ready_timeout_s), saying so meanwhile."""

@@ -102,6 +102,45 @@ def test_running_worker_serves_metrics_and_health(tmp_path: Path) -> None:
     assert after_stop[0] == 503 and json.loads(after_stop[1])["problems"] == ["stopped"]
 
 
+def test_failed_tries_to_open_a_camera_at_start_count_as_reconnect_failures(tmp_path: Path) -> None:
+    """reid_source_reconnect_failures_total counts the tries to open a live stream that failed; those made while
+    a camera that was not up yet was waited for at start (source.startup_wait_s, minutes of them) were in no
+    metric: the counter was not there until the stream opened, and then it left them out."""
+    from test_sources import RtspServer
+
+    settings = looped_settings(tmp_path, http=True, port=0)
+    server = RtspServer(tmp_path / "clip.mp4")
+    server.start()  # here, so a missing GStreamer skips; down until the timer starts it again on its port
+    server.stop()
+    cam = settings.cameras["door"]
+    source = cam.source.model_copy(
+        update={"uri": server.url, "loop": False, "startup_wait_s": 30.0, "reconnect_max_s": 0.3}
+    )
+    settings = settings.model_copy(update={"cameras": {"door": cam.model_copy(update={"source": source})}})
+    starter = threading.Timer(2.5, server.start)
+    with Operations(settings, "door", notifier=Notifier({})) as ops:
+        assert ops.server is not None
+        worker = CameraWorker(settings, "door", observers=[ops])
+        runner = threading.Thread(target=worker.run, daemon=True)
+        runner.start()
+        starter.start()
+        time.sleep(1.5)
+        waiting = value(
+            samples(get(ops.server.url + "/metrics")[1].decode()), "reid_source_reconnect_failures_total"
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and ops.liveness.frames < 3:
+            time.sleep(0.1)
+        running = samples(get(ops.server.url + "/metrics")[1].decode())
+        worker.stop()
+        runner.join(10)
+    starter.join()
+    server.stop()
+    assert waiting >= 2  # while the camera is waited for
+    assert value(running, "reid_source_connected") == 1
+    assert value(running, "reid_source_reconnect_failures_total") > waiting  # the tries after it too
+
+
 def test_health_says_why_a_starting_worker_waits_for_its_source() -> None:
     """While a live camera was not up yet (source.startup_wait_s, up to minutes), /health and systemd's STATUS
     said only 'loading models and opening the source'; why was in the journal alone."""

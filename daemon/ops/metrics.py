@@ -44,6 +44,10 @@ _IDENTITY_GAUGES = ("identities", "exemplar_rows", "contributions", "live_tracks
 _SOURCE_CONNECTED = "1 while the source is open and reading (0 before it is opened, while the worker starts)."
 
 StatsFn = Callable[[], Any]
+RECONNECT_FAILURES = (
+    "Tries to open a live stream that failed: reconnections, and at start while it is waited for "
+    "(source.startup_wait_s)."
+)
 
 
 class AssignmentLookup(Protocol):
@@ -70,6 +74,7 @@ class _SnapshotCollector(Collector):
         self.bridge: StatsFn | None = None
         self.identity: StatsFn | None = None
         self.fps: Callable[[], float] = lambda: 0.0
+        self.startup_failures = 0  # tries to open a live source that failed, while it is not open yet
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         yield self._gauge("fps", "Frames per second over the last ops.fps_window_s.", self.fps())
@@ -77,6 +82,8 @@ class _SnapshotCollector(Collector):
             yield from self._source(self.source)
         else:  # starting: loading models, or waiting for a camera not up yet (source.startup_wait_s)
             yield self._gauge("source_connected", _SOURCE_CONNECTED, 0)
+            if self.startup_failures:  # its stats count them once it is open
+                yield self._counter("source_reconnect_failures", RECONNECT_FAILURES, self.startup_failures)
         if self.bridge is not None:
             yield from self._bridge(self.bridge())
         if self.identity is not None:
@@ -107,9 +114,7 @@ class _SnapshotCollector(Collector):
             "source_frames_dropped", "Live frames dropped: the loop fell behind.", s.frames_dropped
         )
         yield self._counter("source_reconnects", "Successful reconnections of a live stream.", s.reconnects)
-        yield self._counter(
-            "source_reconnect_failures", "Reconnection attempts that failed.", s.reconnect_failures
-        )
+        yield self._counter("source_reconnect_failures", RECONNECT_FAILURES, s.reconnect_failures)
         yield self._counter("source_loops", "Times a looped file started again.", s.loops)
 
     def _bridge(self, b: BridgeStats) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
@@ -321,6 +326,10 @@ class CameraMetrics:
     def fps(self) -> float:
         """Frames per second over the last ``fps_window_s`` (0 before the first frame)."""
         return self._rate.rate(time.monotonic())
+
+    def source_not_open(self) -> None:
+        """A try to open the live source at start failed (it is tried again: source.startup_wait_s)."""
+        self._snap.startup_failures += 1
 
     def valkey_ping(self, seconds: float | None) -> None:
         """A Valkey probe result: the round trip, or None when it failed."""

@@ -34,7 +34,7 @@ from daemon.ops.notify import Notifier
 from daemon.ops.probe import ValkeyProbe
 from daemon.outputs import RunSummary
 from daemon.pipeline import FrameResult
-from daemon.sources import FrameSource
+from daemon.sources import SOURCE_WAIT, FrameSource
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,8 @@ class Operations:
 
     def waiting(self, worker: Any, what: str) -> None:
         self.health.waiting(what)
+        if what.startswith(SOURCE_WAIT):  # a try to open the live source failed
+            self.metrics.source_not_open()
         self.notifier.status(f"starting: waiting for {what}")
 
     def started(self, worker: Any, source: FrameSource) -> None:
