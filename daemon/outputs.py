@@ -247,6 +247,19 @@ def last_track_id(events: Path) -> int:
     return highest
 
 
+def last_recorded_track(folder: Path) -> int:
+    """The highest track id the camera whose folder this is wrote before (0: none): from its ``events.jsonl``
+    (``last_track_id``), or where that holds no track (a start that failed before its first frame, a run or a
+    rotated file that saw nobody), from its ``earlier-*`` folders', newest first. Track ids only grow across a
+    camera's runs, so the first found is the highest."""
+    earlier = earlier_folders(folder) if folder.is_dir() else []
+    for events in [folder / "events.jsonl", *(d / "events.jsonl" for d in reversed(earlier))]:
+        highest = last_track_id(events)
+        if highest:
+            return highest
+    return 0
+
+
 def outlined_text(image: ImageBGR, text: str, at: tuple[int, int], scale: float, outline: int = 4) -> None:
     """White ``text`` with a black outline ``outline`` px thick, legible on any background (drawn in place)."""
     cv2.putText(image, text, at, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), outline, cv2.LINE_AA)

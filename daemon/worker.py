@@ -31,7 +31,7 @@ from daemon.outputs import (
     check_source_kept,
     drop_empty_run,
     keep_earlier_run,
-    last_track_id,
+    last_recorded_track,
     stream_files,
 )
 from daemon.pipeline import FrameResult, Pipeline
@@ -249,7 +249,7 @@ def open_outputs(
     no longer writes (the annotated video turned off) included: they would be taken for this run's."""
     try:
         folder, keep = Path(cam.output.dir) / name, cam.output.keep_earlier
-        earlier_tracks = last_track_id(folder / "events.jsonl") if live else 0
+        earlier_tracks = last_recorded_track(folder) if live else 0
         if live and folder.is_dir() and drop_empty_run(folder, name):
             log.info("%s: the earlier run recorded no frame; its empty files were removed, not kept", name)
         kept = keep_earlier_run(folder, name, keep) if live and folder.is_dir() else None

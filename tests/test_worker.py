@@ -172,7 +172,8 @@ def test_a_live_camera_started_again_keeps_its_earlier_runs_files(tmp_path: Path
 def test_a_live_camera_started_again_numbers_its_tracks_after_its_earlier_runs(tmp_path: Path) -> None:
     """A restarted live camera numbered its tracks after those the fleet's Valkey held state of only: tracks
     still pending when it stopped (in no Valkey), and every track of a camera outside a fleet, got their ids
-    again, so the earlier run's events and this run's held one key (`cam/1`) for two people."""
+    again, so the earlier run's events and this run's held one key (`cam/1`) for two people; and after a start
+    that failed before its first frame (its files, holding no track, the newest), ids went from 1 again."""
     cam = CameraConfig(
         source=SourceConfig(uri="rtsp://cam/s"), output=OutputConfig(dir=tmp_path, progress=False)
     )
@@ -185,7 +186,8 @@ def test_a_live_camera_started_again_numbers_its_tracks_after_its_earlier_runs(t
     first.close()
     again = open_outputs("cam", cam, 10.0, 3, fleet=False, live=True)
     assert again.earlier_tracks == 41
-    again.close()
+    again.close()  # a start that failed before its first frame: its files hold no track
+    assert open_outputs("cam", cam, 10.0, 3, fleet=False, live=True).earlier_tracks == 41  # not from 1 again
     replay = CameraConfig(source=SourceConfig(uri="x.mp4"), output=OutputConfig(dir=tmp_path, progress=False))
     assert open_outputs("cam", replay, 10.0, 3, fleet=False, live=False).earlier_tracks == 0  # from 1
     # the worker takes the later of the fleet's first id and the earlier run's last one + 1
