@@ -16,7 +16,10 @@ wrote down as well, in its folder and its ``earlier-*`` folders:
 Annotated videos keep their pixels: a video cannot be edited this way (the README says so).
 
 Every text file is rewritten atomically (a temporary file in the folder, then a rename); a worker that holds a
-file open reopens it after (``CameraOutputs.forget``).
+file open reopens it after (``CameraOutputs.forget``). A line that is not UTF-8 text (a damaged file) is read
+with its bad bytes kept as they are (``surrogateescape``): it is erased where it can still be read as a record,
+else kept byte for byte, and the erase names the file and the line (``Erased.damaged``), the rest of the file
+erased as any other.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,8 @@ import numpy as np
 from daemon.embedding import atomic_write
 from daemon.fleet import forgotten_line
 from daemon.outputs import earlier_folders
+
+MAX_NAMED_LINES = 5  # damaged lines of a file named by number in what the erase says (the rest counted)
 
 
 class UnreadableFile(OSError):
@@ -57,42 +62,90 @@ class Erased:
     event_lines: int = 0
     embeddings: int = 0
     global_rows: int = 0
+    damaged: list[str] = field(default_factory=list)  # files with lines kept as they were: which, and why
 
     def add(self, other: Erased) -> None:
         self.identity_lines += other.identity_lines
         self.event_lines += other.event_lines
         self.embeddings += other.embeddings
         self.global_rows += other.global_rows
+        self.damaged.extend(other.damaged)
+
+    def note(self, rewritten: Rewritten) -> int:
+        """Keep what ``rewritten`` says of damaged lines; returns its lines changed."""
+        if rewritten.damage is not None:
+            self.damaged.append(rewritten.damage)
+        return rewritten.changed
 
     @property
     def total(self) -> int:
         return self.identity_lines + self.event_lines + self.embeddings + self.global_rows
 
     def text(self) -> str:
+        damage = "".join(f"; {d}" for d in self.damaged)
         if not self.total:
-            return "no file held it"
+            return f"no file held it{damage}"
         return (
             f"{self.identity_lines} identity lines, {self.global_rows} global-id rows and {self.event_lines} "
-            f"events erased, {self.embeddings} embeddings zeroed (annotated videos keep their pixels)"
+            f"events erased, {self.embeddings} embeddings zeroed (annotated videos keep their pixels){damage}"
         )
 
 
-def rewrite_lines(path: Path, edit: Callable[[str], str | None]) -> int:
+@dataclass(frozen=True, slots=True)
+class Rewritten:
+    """What ``rewrite_lines`` did to a file: lines changed, and its lines that are not UTF-8 text and were kept
+    as they were (None: none)."""
+
+    changed: int
+    damage: str | None = None
+
+
+def _damage(path: Path, lines: list[int]) -> str | None:
+    """The note on ``path``'s lines (0-based) that are not UTF-8 text and were kept as they were."""
+    if not lines:
+        return None
+    some = ", ".join(str(n + 1) for n in lines[:MAX_NAMED_LINES])
+    if len(lines) > MAX_NAMED_LINES:
+        return f"{path}: {len(lines)} lines not UTF-8 text (lines {some}, ...), kept as they were: a damaged file"
+    if len(lines) > 1:
+        return f"{path}: {len(lines)} lines not UTF-8 text (lines {some}), kept as they were: a damaged file"
+    return f"{path}: 1 line not UTF-8 text (line {some}), kept as it was: a damaged file"
+
+
+def text_lines(path: Path) -> Iterator[tuple[bytes, str, bool]]:
+    """The lines of ``path`` as written (split at ``\\n`` only), as text, and whether they are UTF-8 text; in
+    one that is not, a bad byte is kept as a lone surrogate (``surrogateescape``): it still reads as a record
+    where its damage leaves one."""
+    with _reading(path), open(path, "rb") as f:
+        for raw in f:
+            try:
+                yield raw, raw.decode("utf-8"), True
+            except UnicodeDecodeError:
+                yield raw, raw.decode("utf-8", "surrogateescape"), False
+
+
+def rewrite_lines(path: Path, edit: Callable[[str], str | None]) -> Rewritten:
     """Rewrite text file ``path`` line by line: ``edit`` returns the line to keep (changed or not) or None to
-    drop it. Written atomically, and only when a line changed; returns how many lines changed."""
+    drop it. Written atomically, and only when a line changed; a line kept unchanged is written back byte for
+    byte (one that is not UTF-8 text too: its damage is noted)."""
     if not path.is_file():
-        return 0
-    kept: list[str] = []
+        return Rewritten(0)
+    kept: list[bytes] = []
     changed = 0
-    with _reading(path), open(path, encoding="utf-8") as f:
-        for line in f:
-            new = edit(line)
-            changed += new != line
-            if new is not None:
-                kept.append(new)
+    damaged: list[int] = []
+    for n, (raw, line, utf8) in enumerate(text_lines(path)):
+        new = edit(line)
+        if new == line:
+            kept.append(raw)
+            if not utf8:
+                damaged.append(n)
+            continue
+        changed += 1
+        if new is not None:
+            kept.append(new.encode("utf-8", "surrogateescape"))
     if changed:
-        atomic_write(path, "".join(kept).encode("utf-8"))
-    return changed
+        atomic_write(path, b"".join(kept))
+    return Rewritten(changed, _damage(path, damaged))
 
 
 def _record(line: str) -> dict[str, Any] | None:
@@ -108,7 +161,7 @@ def _of(rec: dict[str, Any] | None, gids: set[int]) -> bool:
     return rec is not None and rec.get("global_id") in gids
 
 
-def erase_identity_lines(path: Path, gids: set[int]) -> int:
+def erase_identity_lines(path: Path, gids: set[int]) -> Rewritten:
     """``identities.jsonl``: drop the ``identity`` lines of ``gids``."""
 
     def edit(line: str) -> str | None:
@@ -118,26 +171,40 @@ def erase_identity_lines(path: Path, gids: set[int]) -> int:
     return rewrite_lines(path, edit)
 
 
-def erase_table(path: Path, gids: set[int]) -> int:
-    """``identities.json``: the entries of ``gids`` leave the table."""
+def erase_table(path: Path, gids: set[int]) -> Rewritten:
+    """``identities.json``: the entries of ``gids`` leave the table (one that is not UTF-8 text too: its bad
+    bytes are written back as ``\\udcXX`` escapes, and its damage is noted)."""
     if not path.is_file():
-        return 0
+        return Rewritten(0)
     with _reading(path):
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+    text = raw.decode("utf-8", "surrogateescape")
+    damaged = not _is_utf8(raw)
     try:
         doc = json.loads(text)
         table = doc["identities"]
-    except (ValueError, KeyError, TypeError):
-        return 0  # not a table this daemon wrote: left alone
+    except (ValueError, KeyError, TypeError):  # not a table this daemon wrote: left alone
+        return Rewritten(0, f"{path}: not UTF-8 text, nor a table: left as it was" if damaged else None)
     gone = [k for k in list(table) if k.isdigit() and int(k) in gids]
     for k in gone:
         del table[k]
     if gone:
         atomic_write(path, json.dumps(doc, indent=1).encode("utf-8"))
-    return len(gone)
+    if not damaged:
+        return Rewritten(len(gone))
+    kept = "its bad bytes written back as \\udcXX escapes" if gone else "left as it was"
+    return Rewritten(len(gone), f"{path}: not UTF-8 text (a damaged file): {kept}")
 
 
-def erase_global_rows(path: Path, gids: set[int]) -> int:
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def erase_global_rows(path: Path, gids: set[int]) -> Rewritten:
     """A ``<camera>.global.txt``: drop the rows whose id (second column) is one of ``gids``."""
 
     def edit(line: str) -> str | None:
@@ -161,25 +228,24 @@ def pending_lines(folders: list[Path], gids: set[int]) -> dict[Path, set[int]]:
         path = folder / "events.jsonl"
         if not path.is_file():
             continue
-        with _reading(path), open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f):
-                rec = _record(line)
-                if rec is None or not isinstance(rec.get("track_id"), int) or "global_id" not in rec:
-                    continue
-                track, event = rec["track_id"], rec.get("event")
-                if event == "track.started" or rec["global_id"] is not None:
-                    before = pending.pop(track, [])
-                    if _of(rec, gids):
-                        for where, line_no in before:
-                            doomed.setdefault(where, set()).add(line_no)
-                if event == "track.ended":
-                    pending.pop(track, None)
-                elif rec["global_id"] is None:
-                    pending.setdefault(track, []).append((folder, n))
+        for n, (_, line, _) in enumerate(text_lines(path)):
+            rec = _record(line)
+            if rec is None or not isinstance(rec.get("track_id"), int) or "global_id" not in rec:
+                continue
+            track, event = rec["track_id"], rec.get("event")
+            if event == "track.started" or rec["global_id"] is not None:
+                before = pending.pop(track, [])
+                if _of(rec, gids):
+                    for where, line_no in before:
+                        doomed.setdefault(where, set()).add(line_no)
+            if event == "track.ended":
+                pending.pop(track, None)
+            elif rec["global_id"] is None:
+                pending.setdefault(track, []).append((folder, n))
     return doomed
 
 
-def erase_events(path: Path, gids: set[int], pending: set[int]) -> tuple[int, list[int]]:
+def erase_events(path: Path, gids: set[int], pending: set[int]) -> tuple[Rewritten, list[int]]:
     """``events.jsonl``: events of ``gids``, and the events on lines ``pending`` (with no global id yet: see
     ``pending_lines``), lose their global id, label and embedding. Returns the lines changed and the
     embedding rows they referenced."""
@@ -236,12 +302,13 @@ def folders_of(camera_dir: Path) -> list[Path]:
 def erase_folder(folder: Path, gids: set[int], pending: set[int]) -> Erased:
     """Erase ``gids`` from the camera files in one folder (none of them open for writing)."""
     erased = Erased()
-    erased.identity_lines = erase_identity_lines(folder / "identities.jsonl", gids)
-    erase_table(folder / "identities.json", gids)
-    erased.event_lines, rows = erase_events(folder / "events.jsonl", gids, pending)
+    erased.identity_lines = erased.note(erase_identity_lines(folder / "identities.jsonl", gids))
+    erased.note(erase_table(folder / "identities.json", gids))
+    events, rows = erase_events(folder / "events.jsonl", gids, pending)
+    erased.event_lines = erased.note(events)
     erased.embeddings = zero_embedding_rows(folder / "embeddings.npy", rows)
     for mot in folder.glob("*.global.txt"):
-        erased.global_rows += erase_global_rows(mot, gids)
+        erased.global_rows += erased.note(erase_global_rows(mot, gids))
     return erased
 
 

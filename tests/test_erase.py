@@ -123,7 +123,7 @@ def test_erase_reaches_the_earlier_folders_of_a_camera(tmp_path: Path) -> None:
 def test_erase_keeps_lines_it_cannot_read_and_rows_of_other_ids(tmp_path: Path) -> None:
     mot = tmp_path / "a.global.txt"
     mot.write_text("1,7,1,2,3,4,0.9,-1,-1,-1\n1,17,1,2,3,4,0.9,-1,-1,-1\n2,70,1,2,3,4,0.9,-1,-1,-1\n2,7,1")
-    assert erase_global_rows(mot, {7}) == 2
+    assert erase_global_rows(mot, {7}).changed == 2
     assert mot.read_text().splitlines() == ["1,17,1,2,3,4,0.9,-1,-1,-1", "2,70,1,2,3,4,0.9,-1,-1,-1"]
     npy = tmp_path / "e.npy"
     np.save(npy, np.ones((2, 3), np.float32))
@@ -365,3 +365,36 @@ def test_erase_reads_a_camera_s_folders_in_the_order_they_were_written(tmp_path:
     erased = erase_camera(folder, [7])
     assert erased.event_lines == 2
     assert [e.get("forgotten") for d in rotated[-2:] for e in _events(d)] == [True, True]
+
+
+def test_forget_on_a_damaged_events_file_erases_the_rest_and_names_the_damage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A byte of events.jsonl damaged (not UTF-8: a bad sector, a torn write) ended `forget` in a
+    UnicodeDecodeError traceback, erasing nothing of the camera. Its other lines are erased as any others, the
+    damaged one is kept byte for byte, and the output names the file and the line."""
+    config = _fleet_config(tmp_path)
+    outputs = _outputs(tmp_path / "runs")
+    _frame(outputs, 0, {1: 7, 2: 8})
+    _frame(outputs, 1, {1: 7, 2: 8}, changed=set())
+    outputs.close()
+    folder = tmp_path / "runs" / "cam"
+    path = folder / "events.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    damaged = lines[1].replace(b'"cam"', b'"c\xffm"', 1)  # an event of person 8, one byte wrong
+    assert damaged != lines[1]
+    path.write_bytes(b"".join([lines[0], damaged, *lines[2:]]))
+    table = folder / "identities.json"
+    table.write_bytes(table.read_bytes().replace(b'"cam"', b'"c\xe9m"', 1))  # a stray Latin-1 byte
+
+    assert main(["-q", "forget", "7", "--config", str(config)]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert f"{path}: 1 line not UTF-8 text (line 2), kept as it was" in captured.out, captured.out
+    after = path.read_bytes().splitlines(keepends=True)
+    assert len(after) == len(lines) and after[1] == damaged  # nothing lost, the damaged line as it was
+    events = [json.loads(x) for i, x in enumerate(after) if i != 1]
+    assert not any(e["global_id"] == 7 for e in events)
+    assert sum(bool(e.get("forgotten")) for e in events) == 2
+    assert [e["global_id"] for e in events if not e.get("forgotten")] == [8]
+    assert set(json.loads(table.read_bytes().decode("utf-8", "surrogateescape"))["identities"]) == {"8"}
