@@ -167,7 +167,10 @@ def cmd_forget(args: argparse.Namespace) -> int:
     for name, erased in done.files.items():
         print(f"  {name}: {erased.text()}")
     for name in done.running:
-        print(f"  {name}: running; its worker erases it from its files")
+        print(
+            f"  {name}: running; its worker erases it from its files (where it cannot, its log and /health say "
+            "why, naming the file, and it tries again)"
+        )
     if done.report is not None:
         print(f"  fleet report made again without it: {done.report}")
     for name, why in done.failed.items():

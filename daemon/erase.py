@@ -54,6 +54,13 @@ def _reading(path: Path) -> Iterator[None]:
         raise UnreadableFile(e.errno, e.strerror or str(e), str(path)) from e
 
 
+def erase_problem(e: OSError, folder: Path) -> str:
+    """What an erase that failed with ``e`` met, naming the file: ``cannot read <file>: <why>`` for one it could
+    not read (UnreadableFile), else ``cannot write <file>: <why>``."""
+    verb = "read" if isinstance(e, UnreadableFile) else "write"
+    return f"cannot {verb} {e.filename or folder}: {e.strerror or e}"
+
+
 @dataclass(slots=True)
 class Erased:
     """What one erase changed, summed over the folders it went through."""

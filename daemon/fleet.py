@@ -617,6 +617,12 @@ class FleetLink:
         with self._forgotten_lock:
             self._forgotten.append(global_id)
 
+    def forget_later(self, global_ids: list[int]) -> None:
+        """``global_ids``, taken by ``take_forgotten``, are still in the camera's files: taken again next time,
+        before those forgotten since."""
+        with self._forgotten_lock:
+            self._forgotten[:0] = global_ids
+
     def take_forgotten(self) -> list[int]:
         """The ids forgotten since the last call (for the camera's files: ``IdentityLog.forget``)."""
         with self._forgotten_lock:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from daemon.bridge import Bridge, BridgeError
 from daemon.config import SecretSource, Settings, load_settings
-from daemon.erase import Erased, UnreadableFile, erase_stopped_camera
+from daemon.erase import Erased, UnreadableFile, erase_problem, erase_stopped_camera
 from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet import IDENTITY_TABLE_REFRESH_S
 from daemon.fleet_wire import FleetMessage
@@ -517,12 +517,10 @@ def forget(settings: Settings, global_id: int, timeout_s: float) -> Forgotten:
 def _erase_failure(e: OSError, camera_dir: Path) -> str:
     """What a failure to erase a camera's files was, and what to do about it: read and write failures each
     said as what they are."""
-    why = f"{e.filename or camera_dir}: {e.strerror or e}"
+    problem = erase_problem(e, camera_dir)
     if isinstance(e, UnreadableFile):
-        return (
-            f"cannot read {why}; run forget again once it can be read (a user who may read it, a sound disk)"
-        )
-    return f"cannot write {why}; run forget again as a user who can write them"
+        return f"{problem}; run forget again once it can be read (a user who may read it, a sound disk)"
+    return f"{problem}; run forget again as a user who can write them"
 
 
 def _forget_in_valkey(settings: Settings, global_id: int, timeout_s: float) -> int:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from daemon.config import CameraConfig, Settings, redact
 from daemon.detect import build_detector
 from daemon.embed import build_embedder, embedder_signature, signature_through
-from daemon.erase import Erased, erase_camera, erase_stopped_camera
+from daemon.erase import Erased, erase_camera, erase_problem, erase_stopped_camera
 from daemon.errors import ConfigError, DaemonError
 from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog, load_identity_head, sighting_gap_s
 from daemon.identity import FrameIdentities
@@ -41,6 +41,10 @@ from daemon.types import Frame
 
 log = logging.getLogger(__name__)
 ROTATE_CHECK_EVERY = 25  # frames between looks at the size of the output files (output.rotate_mb)
+FORGET_RETRY_S = (
+    1.0  # a forget the camera's files could not take is tried again after this, doubling each time
+)
+FORGET_RETRY_MAX_S = 60.0  # ... up to this
 
 
 class WorkerObserver(Protocol):
@@ -205,17 +209,22 @@ class CameraOutputs:
 
     def forget(self, global_ids: list[int], index: int, now: float) -> Erased:
         """The fleet forgot ``global_ids``: out of the camera's identity table, and erased from what it wrote
-        so far, here and in its ``earlier-*`` folders (``daemon.erase``); the open files are reopened after."""
+        so far, here and in its ``earlier-*`` folders (``daemon.erase``); the open files are reopened after.
+        A file the erase could not read or write raises its OSError (``erase.UnreadableFile`` for one it could
+        not read; what was erased before it stays erased, and an erase again does the rest); the camera's own
+        files failing to be written is a DaemonError, as in ``write``."""
+        open_files = [w for w in (self.identities, self.events, self.global_mot) if w is not None]
         with self.writing():
             if self.identities is not None:
                 self.identities.forget(global_ids, index, now)
-            open_files = [w for w in (self.identities, self.events, self.global_mot) if w is not None]
             for w in open_files:
                 w.flush()
-            erased = erase_camera(self.dir, global_ids)
-            for w in open_files:
-                w.reopen()
-        return erased
+        try:
+            return erase_camera(self.dir, global_ids)
+        finally:
+            with self.writing():
+                for w in open_files:
+                    w.reopen()
 
     def finish(self, ended: list[int], index: int, ts: float) -> None:
         with self.writing():
@@ -282,6 +291,10 @@ class CameraWorker:
         self.show_progress = self.cam.output.progress if show_progress is None else show_progress
         self._stop = threading.Event()
         self._last_index = -1
+        # forgotten ids the camera's files could not take yet: why (for /health), and when to try again
+        self.unerased: str | None = None
+        self._erase_retry_s = 0.0
+        self._erase_retry_at = 0.0
         self.pipeline = build_pipeline(settings, self.name, self.cam)
         self.fleet = self._fleet_link() if settings.fleet.enabled else None
 
@@ -375,14 +388,51 @@ class CameraWorker:
                 o.stopped(self, summary)
 
     def _erase_late_forgets(self, outputs: CameraOutputs) -> None:
-        """Ids the fleet forgot after the last frame's (a forget that reached the worker while it stopped):
-        erased from its files, closed by now, as ``reid-daemon forget`` erases a stopped camera's."""
+        """Ids the fleet forgot after the last frame's (a forget that reached the worker while it stopped), and
+        those its files could not take while it ran: erased from its files, closed by now, as ``reid-daemon
+        forget`` erases a stopped camera's; a file it cannot read or write is logged, naming it."""
         for gid in self.fleet.take_forgotten() if self.fleet is not None else []:
-            with outputs.writing():
+            try:
                 erased = erase_stopped_camera(outputs.dir, self.name, [gid], time.time())
+            except OSError as e:
+                log.error(
+                    "%s: forget not done: global id %d is still in its files: %s; run `reid-daemon forget %d` "
+                    "again once it can be done (the camera stopped)",
+                    self.name,
+                    gid,
+                    erase_problem(e, outputs.dir),
+                    gid,
+                )
+                continue
             log.info(
                 "%s: forgot global id %d while stopping; from its files: %s", self.name, gid, erased.text()
             )
+
+    def _erase_forgotten(self, outputs: CameraOutputs, index: int, now: float) -> None:
+        """Erase the ids the fleet forgot since the last call from the camera's files (``CameraOutputs.forget``;
+        ``index`` and ``now``: the frame and fleet time it is done at). A file the erase cannot read or write is
+        logged, naming it, and said on /health (``unerased``); the ids stay to be erased, tried again after
+        FORGET_RETRY_S, doubling up to FORGET_RETRY_MAX_S, and after the run if it ends first."""
+        fleet = self.fleet
+        if fleet is None or time.monotonic() < self._erase_retry_at:
+            return
+        gone = fleet.take_forgotten()
+        if not gone:
+            return
+        try:
+            erased = outputs.forget(gone, index, now)
+        except OSError as e:
+            fleet.forget_later(gone)
+            self._erase_retry_s = min(max(2 * self._erase_retry_s, FORGET_RETRY_S), FORGET_RETRY_MAX_S)
+            self._erase_retry_at = time.monotonic() + self._erase_retry_s
+            problem = erase_problem(e, outputs.dir)
+            self.unerased = f"global ids {gone} are still in its files: {problem}"
+            log.error(
+                "%s: forget not done: %s; trying again in %g s", self.name, self.unerased, self._erase_retry_s
+            )
+            return
+        self.unerased, self._erase_retry_s, self._erase_retry_at = None, 0.0, 0.0
+        log.info("%s: forgot global ids %s; from its files: %s", self.name, gone, erased.text())
 
     def _loop(self, src: FrameSource, outputs: CameraOutputs) -> tuple[int, float, int]:
         """Run to the end of the source; return frames, seconds and the number of tracks started.
@@ -410,14 +460,11 @@ class CameraWorker:
                 frame = r.frame
                 t0 = time.perf_counter()
                 fps = frames / max(t0 - start, 1e-9)
+                fleet_time = self.fleet.clock.time_of(frame) if self.fleet is not None else 0.0
                 # taken before the frame is resolved: an id forgotten while it is (on the bridge's thread) may be
                 # on this frame still, and is erased after it was written, on the next
-                gone = self.fleet.take_forgotten() if self.fleet is not None else []
+                self._erase_forgotten(outputs, frame.index, fleet_time)
                 who = self.fleet.update(r) if self.fleet is not None else None
-                fleet_time = self.fleet.clock.time_of(frame) if self.fleet is not None else 0.0
-                if gone:
-                    erased = outputs.forget(gone, frame.index, fleet_time)
-                    log.info("%s: forgot global ids %s; from its files: %s", self.name, gone, erased.text())
                 self.pipeline.times.fleet += time.perf_counter() - t0
                 t1 = time.perf_counter()
                 outputs.write(r, f"{self.name}  frame {frame.index}  {fps:.1f} FPS", who, fleet_time)

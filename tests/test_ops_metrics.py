@@ -423,3 +423,18 @@ def test_setup_logging_json_on_a_fresh_root(monkeypatch: pytest.MonkeyPatch) -> 
     setup_logging(logging.INFO, "json", stream)
     logging.getLogger("daemon.test").info("hello %d", 3)
     assert json.loads(stream.getvalue().splitlines()[-1])["message"] == "hello 3"
+
+
+def test_health_names_a_forget_the_camera_s_files_could_not_take() -> None:
+    """A running worker that could not erase a forgotten id from its files (a file it cannot read) goes on and
+    tries again: /health says so, naming the file, until it is done."""
+    health = Health("door", Liveness(), stall_after_s=5.0)
+    unerased: list[str | None] = [
+        "global ids [42] are still in its files: cannot read /x/events.jsonl: I/O error"
+    ]
+    health.running(FakeSource(connected=True), None, lambda: unerased[0])
+    assert health.problems() == [
+        "forget not done: global ids [42] are still in its files: cannot read /x/events.jsonl: I/O error"
+    ]
+    unerased[0] = None
+    assert health.report().http_status == 200

@@ -588,3 +588,65 @@ def test_failed_restarts_of_a_live_camera_never_push_its_recorded_runs_out(tmp_p
     assert json.loads((earlier / "summary.json").read_text())["frames"] == 10
     assert (earlier / "events.jsonl").read_text().count("track.started") == 3
     assert json.loads((folder / "status.json").read_text())["state"] == "failed"  # the last start's files
+
+
+class _ForgetOnAnUnreadableFile:
+    """On frame ``at`` the fleet forgets its first global id while an ``earlier-*`` folder's events.jsonl cannot
+    be read (``blocked``); on frame ``mend`` that file is readable again."""
+
+    def __init__(self, blocked: Path, at: int, mend: int) -> None:
+        self.blocked, self.at, self.mend = blocked, at, mend
+        self.health: list[str | None] = []
+
+    def waiting(self, worker: CameraWorker, reason: str) -> None:
+        pass
+
+    def started(self, worker: CameraWorker, source: object) -> None:
+        pass
+
+    def frame(self, worker: CameraWorker, result: FrameResult, loop_s: float) -> None:
+        assert worker.fleet is not None
+        if result.frame.index == self.at:
+            assert 1 in worker.fleet.resolver.store  # a fresh fleet's first id
+            worker.fleet.forget(1)
+        elif result.frame.index == self.mend:
+            self.blocked.unlink()
+            self.blocked.write_text("")
+        self.health.append(worker.unerased)
+
+    def stopped(self, worker: CameraWorker, summary: object) -> None:
+        pass
+
+
+def test_a_running_worker_that_cannot_read_a_file_during_a_forget_goes_on_and_tries_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A camera file the running worker could not read (an I/O error) while it erased a forgotten id ended the
+    camera's run with 'cannot write the outputs in <folder>', the person still in its files. It is logged,
+    naming the file, the camera goes on, and the erase is tried again until it is done."""
+    from _unreadable import unreadable_file
+
+    import daemon.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "FORGET_RETRY_S", 0.0)  # each frame tries again
+    settings = _fleet_of_one(tmp_path)
+    earlier = tmp_path / "runs" / "synth" / "earlier-20260101T000000Z"
+    earlier.mkdir(parents=True)
+    blocked = unreadable_file(earlier / "events.jsonl")
+    observer = _ForgetOnAnUnreadableFile(blocked, at=20, mend=24)
+    with caplog.at_level("INFO", logger="daemon.worker"):
+        summary = CameraWorker(settings, "synth", observers=[observer]).run()  # type: ignore[arg-type]
+
+    assert summary.frames == 30
+    failed = [r.getMessage() for r in caplog.records if "forget not done" in r.getMessage()]
+    assert failed and f"cannot read {blocked}: Input/output error" in failed[0], failed
+    assert "global ids [1] are still in its files" in failed[0]
+    assert observer.health[21] is not None and f"cannot read {blocked}" in observer.health[21]
+    done = [r.getMessage() for r in caplog.records if "forgot global ids [1]" in r.getMessage()]
+    assert len(failed) == 4 and len(done) == 1  # frames 21 to 24 failed; 25, after the mend, erased it
+    assert observer.health[20] is None and observer.health[25] is None
+    out = tmp_path / "runs" / "synth"
+    assert "1" not in json.loads((out / "identities.json").read_text())["identities"]
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    assert not [e for e in events if e.get("global_id") == 1] and any(e.get("forgotten") for e in events)
+    assert all(int(float(r.split(",")[1])) != 1 for r in (out / "synth.global.txt").read_text().splitlines())

@@ -12,6 +12,8 @@ problems, each a short sentence starting with what is wrong:
 * ``source down: <last error>`` (a live stream reconnecting, a file that failed)
 * ``valkey down: <why>`` (fleet mode: the bridge has no connection, or the last PING failed)
 * ``stalled: no frame processed for N s while frames wait`` (hung inference; the watchdog acts on the same)
+* ``forget not done: global ids [...] are still in its files: cannot read <file>: <why>`` (fleet mode: a forget
+  the camera's files could not take yet; the worker tries again)
 * ``stopped`` (the worker has finished or is shutting down)
 
 The document also gives the frames processed, the seconds since the last one (``idle_s``) and since the process
@@ -82,12 +84,21 @@ class Health:
         self._waiting = ""  # what the start waits for, and why (the source, the fleet's Valkey)
         self._source: WatchedSource | None = None
         self._bridge: Callable[[], BridgeStats] | None = None
+        self._unerased: Callable[[], str | None] | None = None  # a forget the camera's files could not take
         self._valkey_error: str | None = None  # from the probe: None = fine or not probed
         self._started = time.monotonic() - process_age_s()  # the process's start, on the monotonic clock
 
-    def running(self, source: WatchedSource, bridge: Callable[[], BridgeStats] | None = None) -> None:
+    def running(
+        self,
+        source: WatchedSource,
+        bridge: Callable[[], BridgeStats] | None = None,
+        unerased: Callable[[], str | None] | None = None,
+    ) -> None:
+        """Running on ``source``; ``bridge`` gives the fleet link's stats, ``unerased`` what keeps a forget from
+        the camera's files (None: nothing)."""
         with self._lock:
             self._phase, self._source, self._bridge = "running", source, bridge
+            self._unerased = unerased
 
     def waiting(self, what: str) -> None:
         """The start waits for ``what`` (``the source: <why it could not be opened yet>``, ``the fleet's Valkey
@@ -136,6 +147,9 @@ class Health:
             out.extend(_valkey_problem(bridge(), probe))
         if self.liveness.stalled(self.stall_after_s):
             out.append(f"stalled: no frame processed for {self.liveness.idle_s():.0f} s while frames wait")
+        unerased = self._unerased() if self._unerased is not None else None
+        if unerased:
+            out.append(f"forget not done: {unerased}")
         return out
 
     def report(self) -> Report:

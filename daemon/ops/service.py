@@ -139,7 +139,7 @@ class Operations:
         lookup: AssignmentLookup | None = fleet.resolver.assignment if fleet is not None else None
         self.liveness.attach(source)
         self.metrics.attach(source=source, bridge=bridge, identity=identity, assignment=lookup)
-        self.health.running(source, bridge)
+        self.health.running(source, bridge, (lambda: worker.unerased) if fleet is not None else None)
         if fleet is not None:
             fleet.listeners.append(lambda m: self.metrics.message_received(m.sent_at))
             self._start_probe(fleet.bridge.url)
