@@ -23,6 +23,9 @@ Retention while no frames come
     updates go on arriving. So a live camera's link also has a thread hand the resolver a monotonic reading every
     ``IDLE_EXPIRY_S`` (``IdentityResolver.expire_idle``): what is due expires within that of retention_s, frames
     or none. It ends no track and publishes nothing. A replay has none (its frames' times are real time).
+    Forgotten ids wait here for the camera's files (``take_forgotten``), which a live camera's worker erases
+    every second, frames or none, as well as on each frame (daemon/worker.py); each id once, at most
+    ``MAX_PENDING_FORGETS``.
 
 Identity head
     ``identity.head`` (a projection head from ``reid-daemon adapt``) maps each embedding row to the space the
@@ -75,6 +78,7 @@ MAX_SPANS = 16  # sighting spans an identity keeps per camera table (over it, th
 IDLE_EXPIRY_S = (
     1.0  # a live camera's resolver expires what is due this often between frames too (a stream down)
 )
+MAX_PENDING_FORGETS = 10_000  # forgotten ids waiting for the camera's files (the oldest dropped, logged)
 
 
 # ------------------------------------------------------------------------------------- wire conversion
@@ -331,9 +335,10 @@ class IdentityLog:
         }
         self._fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
-    def forget(self, global_ids: Iterable[int], index: int, now: float) -> None:
+    def forget(self, global_ids: Iterable[int], index: int | None, now: float) -> None:
         """``global_ids`` were forgotten by the fleet: out of the table (identities.json, rewritten now), and a
-        ``forgotten`` line in identities.jsonl. Lines written before stay: the file is a log."""
+        ``forgotten`` line in identities.jsonl (``index``: the last frame written, None before the first). Lines
+        written before stay: the file is a log."""
         gone = [g for g in global_ids if self._seen.pop(g, None) is not None]
         for gid in gone:
             self._fh.write(forgotten_line(self.camera, gid, index, now))
@@ -503,8 +508,9 @@ class FleetLink:
         self._started = False
         self._interrupted = False
         self.first_track_id = 1  # where this run numbers its tracks from (after an earlier run's, live)
-        # ids forgotten since take_forgotten (bounded: the worker takes them every frame)
-        self._forgotten: list[int] = []
+        # ids forgotten since take_forgotten, oldest first, each once: the worker takes them on each frame and,
+        # live, every second while none comes; bounded all the same (its files may refuse them a while)
+        self._forgotten: OrderedDict[int, None] = OrderedDict()
         self._forgotten_lock = threading.Lock()
         self._idle_stop = threading.Event()
         self._idle_expiry: threading.Thread | None = None
@@ -615,18 +621,37 @@ class FleetLink:
 
     def _note_forgotten(self, global_id: int) -> None:
         with self._forgotten_lock:
-            self._forgotten.append(global_id)
+            self._forgotten[global_id] = None
+            self._bound_forgotten()
 
     def forget_later(self, global_ids: list[int]) -> None:
         """``global_ids``, taken by ``take_forgotten``, are still in the camera's files: taken again next time,
         before those forgotten since."""
         with self._forgotten_lock:
-            self._forgotten[:0] = global_ids
+            for gid in reversed(global_ids):
+                self._forgotten[gid] = None
+                self._forgotten.move_to_end(gid, last=False)
+            self._bound_forgotten()
+
+    def _bound_forgotten(self) -> None:
+        """At most MAX_PENDING_FORGETS ids wait (the camera's files refused them a long while): the oldest go,
+        each logged with what to do about it."""
+        while len(self._forgotten) > MAX_PENDING_FORGETS:
+            gid, _ = self._forgotten.popitem(last=False)
+            log.error(
+                "%s: global id %d is not erased from the camera's files: more than %d forgotten ids wait for "
+                "them (see the errors before); run `reid-daemon forget %d` again once they can be written",
+                self.camera,
+                gid,
+                MAX_PENDING_FORGETS,
+                gid,
+            )
 
     def take_forgotten(self) -> list[int]:
-        """The ids forgotten since the last call (for the camera's files: ``IdentityLog.forget``)."""
+        """The ids forgotten since the last call, oldest first (for the camera's files: ``IdentityLog.forget``)."""
         with self._forgotten_lock:
-            taken, self._forgotten = self._forgotten, []
+            taken = list(self._forgotten)
+            self._forgotten.clear()
         return taken
 
     def _expire_while_idle(self) -> None:

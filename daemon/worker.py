@@ -45,6 +45,7 @@ FORGET_RETRY_S = (
     1.0  # a forget the camera's files could not take is tried again after this, doubling each time
 )
 FORGET_RETRY_MAX_S = 60.0  # ... up to this
+FORGET_IDLE_S = 1.0  # a live fleet camera erases forgotten ids from its files this often between frames too
 
 
 class WorkerObserver(Protocol):
@@ -207,7 +208,7 @@ class CameraOutputs:
         files = (self.dir / f for f in stream_files(self.name))
         return sum(f.stat().st_size for f in files if f.exists())
 
-    def forget(self, global_ids: list[int], index: int, now: float) -> Erased:
+    def forget(self, global_ids: list[int], index: int | None, now: float) -> Erased:
         """The fleet forgot ``global_ids``: out of the camera's identity table, and erased from what it wrote
         so far, here and in its ``earlier-*`` folders (``daemon.erase``); the open files are reopened after.
         A file the erase could not read or write raises its OSError (``erase.UnreadableFile`` for one it could
@@ -295,6 +296,8 @@ class CameraWorker:
         self.unerased: str | None = None
         self._erase_retry_s = 0.0
         self._erase_retry_at = 0.0
+        # held while the camera's files are written: a frame (resolved and written), an erase between frames
+        self._files = threading.Lock()
         self.pipeline = build_pipeline(settings, self.name, self.cam)
         self.fleet = self._fleet_link() if settings.fleet.enabled else None
 
@@ -369,7 +372,8 @@ class CameraWorker:
                     if not self._stop.is_set():  # else stopped while catching up with the fleet
                         for o in self.observers:
                             o.started(self, src)
-                        frames, seconds, tracks = self._loop(src, outputs)
+                        with self._erasing_while_idle(outputs, src.live):
+                            frames, seconds, tracks = self._loop(src, outputs)
                 finally:
                     try:
                         outputs.close()
@@ -408,7 +412,38 @@ class CameraWorker:
                 "%s: forgot global id %d while stopping; from its files: %s", self.name, gid, erased.text()
             )
 
-    def _erase_forgotten(self, outputs: CameraOutputs, index: int, now: float) -> None:
+    @contextmanager
+    def _erasing_while_idle(self, outputs: CameraOutputs, live: bool) -> Iterator[None]:
+        """A live fleet camera's: while its loop runs, a thread erases the ids the fleet forgets from its files
+        every FORGET_IDLE_S, frames or none (a stream down: the worker waits on its source, retrying, for as long
+        as it runs, and the forget would wait for its next frame). A replay's frames come until it ends, and then
+        the worker erases what came late."""
+        if self.fleet is None or not live:
+            yield
+            return
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self._erase_while_idle, args=(outputs, stop), name=f"forget:{self.name}", daemon=True
+        )
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def _erase_while_idle(self, outputs: CameraOutputs, stop: threading.Event) -> None:
+        assert self.fleet is not None
+        offset = self.fleet.clock.offset
+        while not stop.wait(FORGET_IDLE_S):
+            with self._files:
+                index = self._last_index if self._last_index >= 0 else None
+                try:
+                    self._erase_forgotten(outputs, index, time.time() + offset)  # a live camera's clock
+                except DaemonError as e:  # its own files: the next frame's write says so, and ends the run
+                    log.error("%s: %s", self.name, e)
+
+    def _erase_forgotten(self, outputs: CameraOutputs, index: int | None, now: float) -> None:
         """Erase the ids the fleet forgot since the last call from the camera's files (``CameraOutputs.forget``;
         ``index`` and ``now``: the frame and fleet time it is done at). A file the erase cannot read or write is
         logged, naming it, and said on /health (``unerased``); the ids stay to be erased, tried again after
@@ -422,17 +457,42 @@ class CameraWorker:
         try:
             erased = outputs.forget(gone, index, now)
         except OSError as e:
-            fleet.forget_later(gone)
-            self._erase_retry_s = min(max(2 * self._erase_retry_s, FORGET_RETRY_S), FORGET_RETRY_MAX_S)
-            self._erase_retry_at = time.monotonic() + self._erase_retry_s
-            problem = erase_problem(e, outputs.dir)
-            self.unerased = f"global ids {gone} are still in its files: {problem}"
-            log.error(
-                "%s: forget not done: %s; trying again in %g s", self.name, self.unerased, self._erase_retry_s
-            )
+            self._erase_later(gone, erase_problem(e, outputs.dir))
             return
+        except DaemonError as e:  # the camera's own files could not be written
+            self._erase_later(gone, str(e))
+            raise
         self.unerased, self._erase_retry_s, self._erase_retry_at = None, 0.0, 0.0
         log.info("%s: forgot global ids %s; from its files: %s", self.name, gone, erased.text())
+
+    def _erase_later(self, gids: list[int], problem: str) -> None:
+        """``gids`` could not be erased from the camera's files (``problem``): they wait, tried again after
+        FORGET_RETRY_S, doubling up to FORGET_RETRY_MAX_S; logged and said on /health meanwhile."""
+        assert self.fleet is not None
+        self.fleet.forget_later(gids)
+        self._erase_retry_s = min(max(2 * self._erase_retry_s, FORGET_RETRY_S), FORGET_RETRY_MAX_S)
+        self._erase_retry_at = time.monotonic() + self._erase_retry_s
+        self.unerased = f"global ids {gids} are still in its files: {problem}"
+        log.error(
+            "%s: forget not done: %s; trying again in %g s", self.name, self.unerased, self._erase_retry_s
+        )
+
+    def _resolve_and_write(self, r: FrameResult, outputs: CameraOutputs, caption: str) -> None:
+        """Resolve the frame's identities (fleet mode) and write it, the camera's files held meanwhile: an erase
+        between frames comes before the forget of an id or after the frames written with it."""
+        frame = r.frame
+        t0 = time.perf_counter()
+        with self._files:
+            fleet_time = self.fleet.clock.time_of(frame) if self.fleet is not None else 0.0
+            # taken before the frame is resolved: an id forgotten while it is (on the bridge's thread) may be
+            # on this frame still, and is erased after it was written, on the next
+            self._erase_forgotten(outputs, frame.index, fleet_time)
+            who = self.fleet.update(r) if self.fleet is not None else None
+            t1 = time.perf_counter()
+            self.pipeline.times.fleet += t1 - t0
+            outputs.write(r, caption, who, fleet_time)
+            self._last_index = frame.index
+        self.pipeline.times.output += time.perf_counter() - t1
 
     def _loop(self, src: FrameSource, outputs: CameraOutputs) -> tuple[int, float, int]:
         """Run to the end of the source; return frames, seconds and the number of tracks started.
@@ -458,24 +518,14 @@ class CameraWorker:
         try:
             for r in self.pipeline.stream(source, overlap=self.settings.runtime.detect_ahead):
                 frame = r.frame
-                t0 = time.perf_counter()
-                fps = frames / max(t0 - start, 1e-9)
-                fleet_time = self.fleet.clock.time_of(frame) if self.fleet is not None else 0.0
-                # taken before the frame is resolved: an id forgotten while it is (on the bridge's thread) may be
-                # on this frame still, and is erased after it was written, on the next
-                self._erase_forgotten(outputs, frame.index, fleet_time)
-                who = self.fleet.update(r) if self.fleet is not None else None
-                self.pipeline.times.fleet += time.perf_counter() - t0
-                t1 = time.perf_counter()
-                outputs.write(r, f"{self.name}  frame {frame.index}  {fps:.1f} FPS", who, fleet_time)
-                self.pipeline.times.output += time.perf_counter() - t1
+                fps = frames / max(time.perf_counter() - start, 1e-9)
+                self._resolve_and_write(r, outputs, f"{self.name}  frame {frame.index}  {fps:.1f} FPS")
                 ids = {t.track_id for t in r.update.tracks}
                 started += len(ids - alive)
                 alive = (alive | ids) - set(r.update.ended)
                 frames += 1
                 last = (frame.index, frame.timestamp)
                 last_frame = frame
-                self._last_index = frame.index
                 bar.update(1)
                 bar.set_postfix(tracks=len(r.update.tracks), refresh=False)
                 now = time.perf_counter()
@@ -488,7 +538,8 @@ class CameraWorker:
             bar.close()
             ended = self.pipeline.tracker.finish()
             try:
-                outputs.finish(ended, last[0], last[1])
+                with self._files:
+                    outputs.finish(ended, last[0], last[1])
             finally:  # a full disk does not keep the fleet from hearing that the tracks ended
                 if self.fleet is not None:
                     self.fleet.finish(ended, last_frame)

@@ -7,6 +7,7 @@ tests/test_sources.py. Figures are printed (``pytest -s``).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -176,3 +177,77 @@ def test_a_fleet_camera_whose_stream_is_down_expires_what_it_saw_on_time(tmp_pat
         running.join(20)
         server.stop()
     assert not running.is_alive() and ran and ran[0].frames == len(seen.after_frames)
+
+
+def _held(folder: Path, gid: int) -> list[str]:
+    """The camera files in ``folder`` that still name global id ``gid``."""
+    events = [json.loads(x) for x in (folder / "events.jsonl").read_text().splitlines()]
+    path = folder / "identities.json"  # written every minute while the camera runs, and on a forget
+    table = json.loads(path.read_text())["identities"] if path.is_file() else {}
+    rows = [r.split(",") for r in (folder / "door.global.txt").read_text().splitlines()]
+    held = {
+        "events.jsonl": any(e.get("global_id") == gid for e in events),
+        "identities.json": str(gid) in table,
+        "door.global.txt": any(int(float(r[1])) == gid for r in rows),
+    }
+    return [name for name, there in held.items() if there]
+
+
+def test_a_fleet_camera_whose_stream_is_down_erases_a_forgotten_person_from_its_files(tmp_path: Path) -> None:
+    """`reid-daemon forget 1` while a live camera's stream was down: its worker erased person 1 from its files
+    only on its next frame, so they stayed in events.jsonl, identities.json and the global MOT file for as long
+    as the stream stayed down (possibly for good), and the forgotten ids waiting for that frame piled up. They
+    are erased within a second or so, frames or none."""
+    clip = make_video(tmp_path / "stream.mp4", frames=750, fps=25.0, people=2)  # 30 s: no end of stream here
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    server = RtspServer(clip.path)
+    server.start()
+    cam = CameraConfig(
+        source=SourceConfig(
+            uri=server.url, open_timeout_s=2, read_timeout_s=1, reconnect_initial_s=0.1, reconnect_max_s=0.5
+        ),
+        detector=GroundTruthDetectorConfig(path=gt),
+        embedder=EmbedderConfig(type="ground-truth", truth={"path": gt}),  # type: ignore[arg-type]
+        output=OutputConfig(dir=tmp_path / "runs", progress=False),
+    )
+    settings = single_camera_settings(
+        cam,
+        name="door",
+        fleet={"enabled": True},
+        bridge={"allow_unsigned": True},
+        identity={"min_observations": 2, "new_min_observations": 2},
+    )
+    seen = _Identities()
+    worker = CameraWorker(settings, "door", observers=[seen])
+    assert worker.fleet is not None
+    resolver = worker.fleet.resolver
+    folder = tmp_path / "runs" / "door"
+    ran: list[RunSummary] = []
+    running = threading.Thread(target=lambda: ran.append(worker.run()), daemon=True)
+    running.start()
+    try:
+        wait_until(lambda: resolver.stats().identities == 2 and len(seen.after_frames) > 30, 60, "two people")
+        server.stop()  # SIGKILL: the stream is down
+        gid = 1  # a fresh fleet's first id
+        assert gid in resolver.store
+        time.sleep(1.5)  # the frames the decoder held are written (read_timeout_s is 1 s)
+        frames = len(seen.after_frames)
+        worker.fleet.forget(gid)  # as `reid-daemon forget` reaches it through Valkey
+        t_sent = time.monotonic()
+        t_erased = wait_until(lambda: not _held(folder, gid), 10, f"global id {gid} out of the files")
+        assert len(seen.after_frames) == frames  # no frame came meanwhile: the stream is still down
+        events = [json.loads(x) for x in (folder / "events.jsonl").read_text().splitlines()]
+        assert any(e.get("forgotten") for e in events)
+        logged = [json.loads(x) for x in (folder / "identities.jsonl").read_text().splitlines()]
+        assert [x["global_id"] for x in logged if x["event"] == "forgotten"] == [gid]
+        server.start()  # same port: frames again, so that the worker can stop after one
+        wait_until(lambda: len(seen.after_frames) > frames, 15, "frames again")
+    finally:
+        worker.stop()
+        if server.proc is None:  # the worker stops after a frame: let one come
+            server.start()
+        running.join(20)
+        server.stop()
+    print(f"\nforget with the stream down: erased from the camera's files {t_erased - t_sent:.2f} s after it")
+    assert not running.is_alive() and ran
+    assert t_erased - t_sent <= 3.0

@@ -471,6 +471,42 @@ def test_forget_erases_an_identity_at_every_worker(tmp_path: Path, valkey: Embed
         b.close()
 
 
+def test_the_forgotten_ids_waiting_for_a_camera_s_files_are_bounded(
+    tmp_path: Path, valkey: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ids a worker had yet to erase from its files were a list said to be bounded because the worker took
+    it every frame: while no frame came (a stream down), every forget received, and each repeat of one, made it
+    longer, for as long as the stream stayed down. It holds each id once, and at most MAX_PENDING_FORGETS: the
+    oldest over it go, logged with what to do."""
+    from daemon import fleet as fleet_module
+
+    monkeypatch.setattr(fleet_module, "MAX_PENDING_FORGETS", 3)
+    settings = _settings(tmp_path, valkey.url)
+    a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    b = FleetLink(settings, "b", DIM).start(live=True)  # type: ignore[arg-type]
+    try:
+        with caplog.at_level(logging.ERROR, logger="daemon.fleet"):
+            for gid in (1, 2, 3, 4, 5, 5, 5):
+                b.forget(gid)
+            assert _wait(lambda: a.forgets_received == 7)
+        assert a.take_forgotten() == [3, 4, 5] and a.take_forgotten() == []
+        dropped = [
+            r.getMessage()
+            for r in caplog.records
+            if "is not erased from the camera's files" in r.getMessage()
+        ]
+        assert len(dropped) == 4  # 1 and 2 at each of the two links
+        assert "a: global id 1 " in " ".join(dropped) and "reid-daemon forget 1" in " ".join(dropped)
+        a.forget_later([3, 4])  # the camera's files refused them: first again, before those forgotten since
+        b.forget(6)
+        b.forget(7)
+        assert _wait(lambda: a.forgets_received == 9)
+        assert a.take_forgotten() == [4, 6, 7]  # 3, the oldest, over the bound
+    finally:
+        a.close()
+        b.close()
+
+
 def test_the_forget_command_says_whether_anything_stored_held_the_id(
     tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
 ) -> None:
