@@ -39,7 +39,9 @@ Pub/sub delivers at most once
     by the server's clock or as this host saw the stream (stream ids are the server's time, kept increasing:
     after its clock stepped back they run ahead of it, and its clock alone left them to pub/sub until it
     caught up). A camera in the registry at two resyncs running that it has never heard of is caught up from
-    its hashes. What this brings in is counted as ``recovered``.
+    its hashes; one no longer in it (nothing published for ``state_ttl_s``: its stream has expired) is let go
+    of, so the work and memory of a resync follow the fleet's cameras as they are now, not every camera ever
+    heard of. What this brings in is counted as ``recovered``.
 
 Why pub/sub for live peers (and not XREAD BLOCK)
     Pub/sub delivers every camera's batches over one connection and one subscription, on one node or across a
@@ -872,7 +874,9 @@ class Bridge:
             pubsub.close()
 
     def _catch_up(self, client: Any) -> None:
-        for cam in dict.fromkeys([*self._cameras(client), *self._last_ids]):
+        fleet = self._cameras(client)
+        self._let_go(fleet)
+        for cam in dict.fromkeys([*fleet, *self._last_ids]):
             last = self._last_ids.get(cam)
             if last is None:
                 self._snapshot(client, cam)
@@ -889,7 +893,9 @@ class Bridge:
         with self._lock:
             before = self._counts["caught_up"]
         now_ms = _server_ms(client)
-        unmet = {cam for cam in self._cameras(client, now_ms) if cam not in self._last_ids}
+        fleet = self._cameras(client, now_ms)
+        self._let_go(fleet)
+        unmet = {cam for cam in fleet if cam not in self._last_ids}
         for cam in sorted(unmet & self._unmet):
             self._snapshot(client, cam)
         self._unmet = unmet - self._last_ids.keys()
@@ -911,6 +917,17 @@ class Bridge:
             logger.info(
                 "bridge %s: %d message(s) lost on pub/sub recovered from the streams", self.camera, found
             )
+
+    def _let_go(self, fleet: Iterable[str]) -> None:
+        """Forget the stream positions (and resync marks) of the cameras not in the registry ``fleet``: nothing
+        published for state_ttl_s, so their streams and state have expired too, and there is nothing left to
+        replay. So a long-running receiver holds and asks after the fleet's cameras as they are now, not every
+        camera it ever heard of. One heard again is followed again (its live messages carry their position; a
+        lost one is caught up as the registry lists it)."""
+        keep = {*fleet, self.camera}
+        for cam in [c for c in self._last_ids if c not in keep]:
+            del self._last_ids[cam]
+            self._marks.pop(cam, None)
 
     def _resync_end(self, cam: str, now_ms: int) -> str:
         """How far the resync replays ``cam``'s stream: to RESYNC_GRACE_MS before the server's time ``now_ms``,

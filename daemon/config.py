@@ -1687,8 +1687,8 @@ class BridgeConfig(_Strict):
         ge=0,
         le=3600,
         description="The receiver checks the stored streams this often for messages pub/sub lost while it stayed "
-        "subscribed (one small command per camera; a camera it has not heard of is caught up). 0: only after a "
-        "reconnect.",
+        "subscribed (one small command per camera; a camera it has not heard of is caught up, one that has published "
+        "nothing for state_ttl_s is let go of). 0: only after a reconnect.",
     )
     reconnect_initial_s: float = Field(0.1, gt=0, le=60, description="First reconnect delay.")
     reconnect_max_s: float = Field(5.0, gt=0, le=600, description="Cap of the exponential reconnect delay.")

@@ -549,6 +549,39 @@ def test_a_stale_live_message_is_not_brought_back_by_the_resync(
         assert b.stats.recovered == 0 and b.stats.rejected.stale == 1
 
 
+def _xrange_calls(client: Any) -> int:
+    """XRANGE commands the server has run (scripts' included): the receivers' per-camera stream reads."""
+    return int(client.info("commandstats").get("cmdstat_xrange", {}).get("calls", 0))
+
+
+def test_the_resync_lets_go_of_cameras_gone_from_the_fleet(server: EmbeddedValkey) -> None:
+    """Regression: a receiver kept the stream position of every camera it had ever heard of, and every resync
+    (bridge.resync_s) and catch-up asked each one's stream for more, for as long as it ran: cameras retired or
+    renamed over months grew its memory and the commands of every resync without end, for streams Valkey had
+    long expired (here 20 cameras: 200 XRANGEs a second at resync_s 0.1). A camera out of the fleet's registry (nothing
+    published for state_ttl_s, so its stream and state have expired too) is let go of at the next resync; heard
+    again, it is followed again."""
+    cfg = config(server.url, state_ttl_s=1, resync_s=0.1)
+    client = server.client()
+    with Bridge(cfg, "cam-a") as a:
+        assert a.wait_ready(5)
+        for i in range(20):
+            with Bridge(cfg, f"gone-{i}", receive=False) as gone:
+                gone.publish(profile(f"gone-{i}", 1))
+                assert gone.flush(5)
+        assert len(profiles_from(a, 20)) == 20
+        time.sleep(1.5)  # past state_ttl_s: out of the registry, their streams expired
+        before = _xrange_calls(client)
+        time.sleep(1.0)  # about 10 resyncs
+        assert _xrange_calls(client) - before == 0
+        assert set(a._last_ids) <= {"cam-a"}  # nothing kept of them
+        with Bridge(cfg, "gone-3", receive=False) as back:
+            back.publish(profile("gone-3", 2))
+            assert back.flush(5)
+            assert [m.track_id for m in profiles_from(a, 1)] == [2]
+            assert wait_for(lambda: "gone-3" in a._last_ids)
+
+
 def _batches(a: Bridge, b: Bridge, n: int, first: int) -> None:
     """``n`` profiles of cam-a from ``a``, one batch each, and ``b`` hears them."""
     for i in range(n):
