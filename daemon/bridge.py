@@ -125,6 +125,7 @@ MAX_RESYNC_MARKS = 64  # unheard stream entries remembered per camera from past 
 MAX_SEQ = 2**64 - 1  # the largest sequence number of a stream id
 LAG_WINDOW = 8  # a peer's latest live batches whose least delay says how far behind its clock runs
 MAX_LAG_PEERS = 1_024  # peer cameras whose delays are kept (LRU)
+MAX_LOG_KEYS = 1_024  # rate-limited warnings (some per peer camera) whose last report is kept (LRU)
 LIVE_POLL_S = 0.1  # the receiver wakes this often to notice close()
 ITEM_META_BYTES = 160  # meta JSON bytes one message adds to a batch, at most (with a short label)
 _STREAM_ID = re.compile(rb"^\d{1,20}-\d{1,20}$")
@@ -293,11 +294,12 @@ class Backoff:
 
 
 class _RateLimitedLog:
-    """One warning per key per ``every_s``; the ones held back are counted into the next."""
+    """One warning per key per ``every_s``; the ones held back are counted into the next. Bounded: the
+    ``MAX_LOG_KEYS`` most recently reported keys are kept (a key may name a peer camera)."""
 
     def __init__(self, every_s: float) -> None:
         self.every_s = every_s
-        self._last: dict[str, float] = {}
+        self._last: OrderedDict[str, float] = OrderedDict()  # least recently reported first
         self._held: dict[str, int] = {}
 
     def warn(self, key: str, text: str, *args: object) -> None:
@@ -307,6 +309,10 @@ class _RateLimitedLog:
             return
         held = self._held.pop(key, 0)
         self._last[key] = now
+        self._last.move_to_end(key)
+        while len(self._last) > MAX_LOG_KEYS:
+            oldest, _ = self._last.popitem(last=False)
+            self._held.pop(oldest, None)
         suffix = f" ({held} more like this since the last report)" if held else ""
         logger.warning(text + suffix, *args)
 

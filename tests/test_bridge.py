@@ -242,6 +242,24 @@ def test_message_validation() -> None:
     assert not msg.embeddings.flags.writeable and np.abs(msg.embeddings).sum() > 0
 
 
+def test_the_rate_limited_log_keeps_a_bounded_number_of_keys(caplog: pytest.LogCaptureFixture) -> None:
+    """Regression: the bridge's rate-limited warnings kept the time of the last report, and the count held back
+    since, of every key for as long as the process ran, and a key may name a peer camera (``lag-<camera>``: each
+    camera whose clock was found lagging), so a fleet's cameras coming and going over months grew them without
+    end. The keys are kept least recently reported first, at most MAX_LOG_KEYS of them; each key is still
+    reported once per log_every_s."""
+    limited = bridge_module._RateLimitedLog(60.0)
+    n = bridge_module.MAX_LOG_KEYS + 500
+    with caplog.at_level(logging.WARNING, logger="daemon.bridge"):
+        for i in range(n):
+            limited.warn(f"lag-cam-{i}", "camera %d lags", i)
+            limited.warn(f"lag-cam-{i}", "camera %d lags", i)  # within log_every_s: held back
+        limited.warn(f"lag-cam-{n - 1}", "camera %d lags", n - 1)  # the latest keys are still limited
+    assert len(caplog.records) == n
+    assert len(limited._last) <= bridge_module.MAX_LOG_KEYS
+    assert len(limited._held) <= bridge_module.MAX_LOG_KEYS
+
+
 def test_backoff_is_capped_exponential() -> None:
     b = Backoff(0.1, 0.5, jitter=False)
     assert [b.next() for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
