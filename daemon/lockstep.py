@@ -63,7 +63,7 @@ class LockstepStats:
     steps: int = 0
     waited_s: float = 0.0
     dropped: int = 0  # messages dropped from a full peer queue
-    left_out: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # the peers left out at least once, each named once
 
 
 class Lockstep:
@@ -170,7 +170,8 @@ class Lockstep:
                 continue
             if now - p.heard > self.timeout_s:
                 p.left_out = True
-                self.stats.left_out.append(name)
+                if name not in self.stats.left_out:  # once, however often (bounded by the peers)
+                    self.stats.left_out.append(name)
                 log.warning(
                     "%s: camera %s has not moved on for %.0f s: lockstep goes on without it",
                     self.camera,

@@ -132,6 +132,23 @@ def test_a_silent_peer_is_left_out_and_waited_for_again_when_it_comes_back(
     assert ids(out[0]) == [("b", 2)]
 
 
+def test_a_peer_left_out_again_and_again_is_named_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Regression: stats.left_out (summary.json's fleet.lockstep.left_out) took the peer's name each time it was
+    left out, so a peer that kept falling silent and coming back (a looped replay, run for as long as it runs)
+    grew the list by one name each time, without end. It names each camera left out once; the log says each
+    time."""
+    clock = Clock()
+    ls = Lockstep("a", ["a", "b"], timeout_s=5, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="daemon.lockstep"):
+        for k in range(50):
+            t = 10.0 * k
+            ls.offer(progress("b", t))  # back (or there at first)
+            clock.t += 6  # then silent for longer than the timeout
+            assert ls.step(t + 5) == []
+    assert ls.stats.left_out == ["b"]
+    assert caplog.text.count("camera b has not moved on for 5 s") == 50
+
+
 def test_a_long_wait_says_which_cameras_it_waits_for(caplog: pytest.LogCaptureFixture) -> None:
     """A replay camera started alone waited the whole lockstep timeout (60 s) without a word: it looked hung."""
     clock = Clock()
