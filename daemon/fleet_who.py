@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -55,12 +56,13 @@ class Sightings:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._latest: dict[tuple[str, int], tuple[int | None, str | None, CameraSighting]] = {}
-        self._forgotten: set[int] = set()
+        self._forgotten: OrderedDict[int, None] = OrderedDict()  # least recently forgotten first
 
     def add(self, m: FleetMessage) -> None:
         with self._lock:
             if m.kind == "forget" and m.global_id is not None:
-                self._forgotten.add(m.global_id)
+                self._forgotten[m.global_id] = None
+                self._forgotten.move_to_end(m.global_id)
             elif m.kind == "profile":
                 key = (m.camera, m.track_id)
                 old = self._latest.get(key)
@@ -72,8 +74,8 @@ class Sightings:
         """Forget tracks whose latest word is older than ``before`` (a long watch stays bounded)."""
         with self._lock:
             self._latest = {k: v for k, v in self._latest.items() if v[2].timestamp >= before}
-            if len(self._forgotten) > _MAX_FORGOTTEN:
-                self._forgotten.clear()  # their tracks are long pruned; a forgotten id is not reused
+            while len(self._forgotten) > _MAX_FORGOTTEN:  # the oldest: their tracks are long pruned
+                self._forgotten.popitem(last=False)
 
     def rows(self) -> list[IdentitySighting]:
         """One row per global identity, most recently seen first. A track whose latest word has no identity

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from daemon import fleet_who
 from daemon.bridge import Bridge
 from daemon.cli import main
 from daemon.config import BridgeConfig, SecretSource, load_settings
@@ -69,6 +70,20 @@ def test_old_tracks_are_pruned_so_a_long_watch_stays_bounded() -> None:
         acc.add(m)
     acc.prune(T0 + 10.0)
     assert [(r.global_id, [c.camera for c in r.cameras]) for r in acc.rows()] == [(5, ["a"]), (4, ["b"])]
+
+
+def test_a_long_watch_bounds_the_forgotten_ids_without_showing_a_recent_one_again() -> None:
+    """Regression: a long ``who --watch`` bounded the forgotten ids it remembers by clearing them all once
+    they passed 10 000, the one just forgotten too, so a person forgotten a moment before showed again on the
+    next refresh, from the tracks the watch still held (until state_ttl_s). The oldest go first now."""
+    acc = Sightings()
+    acc.add(_profile("a", 1, 20_000, T0 + 100.0))
+    for gid in range(1, fleet_who._MAX_FORGOTTEN + 1):
+        acc.add(FleetMessage("forget", "ops", global_id=gid))
+    acc.add(FleetMessage("forget", "ops", global_id=20_000))
+    acc.prune(T0)
+    assert acc.rows() == []
+    assert len(acc._forgotten) <= fleet_who._MAX_FORGOTTEN
 
 
 def test_a_forgotten_identity_is_not_shown_and_nobody_says_so() -> None:
