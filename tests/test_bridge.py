@@ -1042,6 +1042,55 @@ def test_three_node_cluster() -> None:
         assert len(owners) >= 2  # the cameras' state is spread over the nodes
 
 
+def test_the_resync_and_the_registry_on_a_three_node_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This stop's registry script (scored and pruned by the server's time) and resync (a probe per known camera
+    in one pipeline, the clock-step marks) on a Cluster: the registry lives on the ``{fleet}`` node, each camera's
+    stream on its own, and the resync's pipeline spans them. With the hosts' clocks 2 h behind the servers', a
+    late joiner still catches up on every camera and a forget still reaches each camera's node; what pub/sub
+    lost is recovered from the stream of the camera's node, after its stream ids ran ahead too."""
+    behind = 2 * 3600.0
+    monkeypatch.setattr(bridge_module, "time", _ClockBehind(behind))
+    keys = FleetKeys("default")
+    with EmbeddedCluster(3) as cluster:
+        cfg = config(cluster.startup_url, cluster=True, resync_s=0.3)
+        spread = ("cam-a", "cam-b", "cam-d")  # the registry is on cam-d's node
+        assert len({_node_of(cluster, keys.log(c)) for c in spread}) == 3  # one camera on each node
+        muted = Bridge(cfg, "cam-b")
+        muted.keys = _MutedKeys(muted.keys.fleet)
+        with Bridge(cfg, "cam-a") as a, muted as b, Bridge(cfg, "cam-d") as d:
+            assert a.wait_ready(10) and b.wait_ready(10) and d.wait_ready(10)
+            now = time.time() - behind
+            d.publish(replace(profile("cam-d", 1, gid=1), timestamp=now))
+            b.publish(replace(profile("cam-b", 1, gid=2), timestamp=now))
+            assert b.flush(5) and d.flush(5)
+            assert [m.track_id for m in profiles_from(a, 1, timeout=10)] == [1]  # cam-d, live
+            got = profiles_from(
+                a, 1, timeout=10
+            )  # cam-b's, never on pub/sub: its stored state, by the resync
+            assert [(m.camera, m.global_id) for m in got] == [("cam-b", 2)]
+            admin = connect(cfg, cluster.startup_url)
+            log = keys.log("cam-b")
+            sec, _ = admin.time()
+            admin.execute_command("XSETID", log, f"{(int(sec) + 600) * 1000}-0")  # its ids 10 min ahead
+            b.publish(replace(profile("cam-b", 2, gid=2), timestamp=time.time() - behind))
+            assert b.flush(5)
+            assert [m.track_id for m in profiles_from(a, 1, timeout=10)] == [2]  # replayed from cam-b's node
+            assert a.stats.recovered == 2 and a.stats.reconnects == 0
+            with Bridge(cfg, "cam-late") as late:  # the registry lists every camera
+                assert late.wait_ready(10)
+                assert sorted((m.camera, m.track_id) for m in late.drain() if m.kind == "profile") == [
+                    ("cam-b", 1),
+                    ("cam-b", 2),
+                    ("cam-d", 1),
+                ]
+            a.forget(1)
+            a.forget(2)
+            assert a.flush(10)
+            for cam in ("cam-b", "cam-d"):
+                assert admin.hlen(keys.camera_keys(cam)[1]) == 0  # state erased on each camera's node
+            admin.close()
+
+
 def _node_of(cluster: EmbeddedCluster, key: str) -> int:
     from valkey.crc import key_slot
 
