@@ -110,6 +110,7 @@ __all__ = [
     "freshness",
     "signing_key",
     "stream_entries",
+    "valkey_errors",
 ]
 
 logger = logging.getLogger(__name__)
@@ -177,18 +178,24 @@ def accepted_keys(cfg: BridgeConfig) -> tuple[bytes, ...]:
 
 def _is_refusal(error: BaseException) -> bool:
     """Valkey refusing the credentials or the ACL user's permissions, in a command or inside one of the
-    bridge's scripts (a key or the channel the user may not touch): waiting does not help."""
+    bridge's scripts (a key or the channel the user may not touch): waiting does not help. A Cluster client wraps
+    the refusal of the node it tried in ValkeyClusterException."""
     import valkey.exceptions as ve
+
+    if isinstance(error, ve.ValkeyClusterException) and error.__cause__ is not None:
+        return _is_refusal(error.__cause__)
 
     if isinstance(error, (ve.AuthenticationError, ve.AuthorizationError, ve.NoPermissionError)):
         return True
     return isinstance(error, ve.ResponseError) and str(error).startswith("ACL failure in script")
 
 
-def _transient_errors() -> tuple[type[BaseException], ...]:
+def valkey_errors() -> tuple[type[BaseException], ...]:
+    """What valkey-py raises when Valkey is away or answers with an error: a Cluster client says that no node
+    answers with ValkeyClusterException, which is no ValkeyError."""
     import valkey.exceptions as ve
 
-    return (ve.ValkeyError, OSError)
+    return (ve.ValkeyError, ve.ValkeyClusterException, OSError)
 
 
 def connect(cfg: BridgeConfig, url: str, password: bytes | None = None) -> Any:
@@ -467,7 +474,10 @@ class Bridge:
         if self._url is None:
             self._embedded = EmbeddedValkey(self.cfg.embedded_transport).start()
             self._url = self._embedded.url
-        connect(self.cfg, self._url, self._password).close()  # checks URL and TLS settings before the threads
+        try:  # checks URL and TLS settings before the threads (ConfigError); a Cluster client connects here
+            connect(self.cfg, self._url, self._password).close()
+        except valkey_errors() as e:  # Valkey away: the threads wait for it, as they do for one node
+            logger.debug("bridge %s: Valkey not reached at start: %s", self.camera, e)
         loops = [] if self._observes else [(self._send_loop, "send")]
         loops += [(self._receive_loop, "receive")] if self._receives else []
         for target, name in loops:
@@ -631,7 +641,7 @@ class Bridge:
             if self._command is None:
                 self._command = connect(self.cfg, self.url, self._password)
             return call(self._command)
-        except _transient_errors() as e:
+        except valkey_errors() as e:
             self._drop_command()
             raise BridgeError(f"cannot {what}: Valkey at {redact(self.url)} is unreachable ({e})") from e
 
@@ -1244,7 +1254,7 @@ class Bridge:
         self._count("reconnects")
         self._last_error = str(error)
         self._refused[side] = str(error) if _is_refusal(error) else ""
-        if not isinstance(error, _transient_errors()):
+        if not isinstance(error, valkey_errors()):
             logger.error("bridge %s: unexpected error on the %s thread", self.camera, side, exc_info=error)
         self._log.warn(
             f"lost-{side}", "bridge %s: Valkey %s failed (%s); reconnecting", self.camera, side, error
@@ -1252,7 +1262,7 @@ class Bridge:
         if client is not None:
             try:
                 client.close()
-            except _transient_errors() as e:
+            except valkey_errors() as e:
                 logger.debug("bridge %s: closing a broken client: %s", self.camera, e)
 
 

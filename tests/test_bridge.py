@@ -30,6 +30,7 @@ from daemon import codec
 from daemon.bridge import (
     Backoff,
     Bridge,
+    BridgeError,
     FleetKeys,
     FleetMessage,
     MessageRejected,
@@ -1089,6 +1090,45 @@ def test_the_resync_and_the_registry_on_a_three_node_cluster(monkeypatch: pytest
             for cam in ("cam-b", "cam-d"):
                 assert admin.hlen(keys.camera_keys(cam)[1]) == 0  # state erased on each camera's node
             admin.close()
+
+
+def test_a_cluster_that_does_not_answer_is_valkey_away(caplog: pytest.LogCaptureFixture) -> None:
+    """valkey-py's Cluster client says no node answers with ValkeyClusterException, which is no ValkeyError:
+    a worker starting while the Cluster was down died in Bridge.start with its traceback (on one node it starts
+    and waits), an id asked for once it went down left allocate_global_id as that exception (not BridgeError:
+    the worker's IdPool let it through), the bridge threads logged every retry as an unexpected error with a
+    traceback, and the ops probe's thread ended at its first failed PING. Each now takes it for Valkey away; and
+    one that wraps a refused password is a refusal (a ConfigError at start, exit 2), as on one node."""
+    from daemon.ops.probe import ValkeyProbe
+
+    with EmbeddedCluster(3) as cluster:
+        cfg = config(cluster.startup_url, cluster=True, connect_timeout_s=0.5)
+        running = Bridge(cfg, "cam-a").start(wait_s=10)
+        assert running.allocate_global_id() == 1
+        for node in cluster.nodes:
+            with node.client() as admin:
+                admin.execute_command(
+                    "ACL", "SETUSER", "camera", "on", ">cam-pass", "~reid:*", "&reid:*", "+@all"
+                )
+        wrong = config(cluster.startup_url, cluster=True, username="camera", password={"value": "wrong"})
+        with pytest.raises(ConfigError, match=r"refused this worker: .*password.*bridge\.password"):
+            Bridge(wrong, "cam-c").start(wait_s=2.0)  # wrapped by the Cluster client, still a refusal
+    try:
+        with caplog.at_level(logging.WARNING, logger="daemon.bridge"):
+            with pytest.raises(
+                BridgeError, match=r"cannot allocate a global id: Valkey at .* is unreachable"
+            ):
+                running.allocate_global_id()
+            starting = Bridge(cfg, "cam-b").start(wait_s=1.0)  # the Cluster is down: it starts and waits
+            assert not starting.wait_ready(0.0) and "cannot be connected" in starting.stats.last_error
+            starting.close(flush_s=0.0)
+            assert wait_for(lambda: running.stats.reconnects >= 2)
+        assert "Valkey receive failed" in caplog.text
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no "unexpected error"
+        rtt, error = ValkeyProbe(cfg, cluster.startup_url, None, 60.0, lambda *_: None).ping()
+        assert rtt is None and error is not None and "cannot be connected" in error
+    finally:
+        running.close(flush_s=0.0)
 
 
 def _node_of(cluster: EmbeddedCluster, key: str) -> int:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from daemon.bridge import connect
+from daemon.bridge import connect, valkey_errors
 from daemon.config import BridgeConfig
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class ValkeyProbe:
             with contextlib.suppress(ve.NoPermissionError):  # an ACL user without PING: answered all the same
                 self._client.ping()
             return time.perf_counter() - t0, None
-        except (ve.ValkeyError, OSError) as e:
+        except valkey_errors() as e:
             self._drop()
             return None, f"PING failed: {e}"
 
