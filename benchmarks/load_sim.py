@@ -49,7 +49,9 @@ channel off a socket and discarding it) that add pub/sub fan-out to the server w
 ``used_cpu_sys + used_cpu_user`` deltas; per node on a cluster) and the time inside commands (INFO commandstats
 usec: wall time, so on a crowded machine it can exceed the CPU time), server memory (INFO memory
 ``used_memory`` at the window's end minus that of the empty server), a breakdown per camera (MEMORY USAGE of
-each of its keys, XLEN of its stream, on a sample of cameras), the CPU of each client process (/proc/PID/stat)
+each of its keys, XLEN of its stream, on a sample of cameras), on a cluster each node's bytes on the cluster bus
+(CLUSTER INFO ``cluster_stats_bytes_sent`` / ``_received``: a PUBLISH goes to every other node, and INFO's
+``total_net_*_bytes`` count clients only), the CPU of each client process (/proc/PID/stat)
 and of the whole machine (/proc/stat; what is neither ours nor the server's is other people's work). A point
 is *saturated* when resolution p99 exceeds ``--p99-limit-ms``, a receiver gets less than 99 % in time or loses
 its subscription, a camera drops from its backlog, or the cameras' schedule runs more than a publish interval
@@ -518,18 +520,33 @@ class NodeSample:
     used_memory: int
     net_in: int
     net_out: int
+    # bytes on the cluster bus (a PUBLISH goes to every other node), which INFO's net bytes leave out
+    bus_in: int = 0
+    bus_out: int = 0
 
 
-def node_sample(client: Any) -> NodeSample:
+def node_sample(client: Any, cluster: bool = False) -> NodeSample:
     info = client.info("all")
     cmd_us = sum(v["usec"] for k, v in info.items() if k.startswith("cmdstat_") and isinstance(v, dict))
+    bus = cluster_info(client) if cluster else {}
     return NodeSample(
         cpu_s=float(info["used_cpu_sys"]) + float(info["used_cpu_user"]),
         cmd_s=cmd_us / 1e6,
         used_memory=int(info["used_memory"]),
         net_in=int(info["total_net_input_bytes"]),
         net_out=int(info["total_net_output_bytes"]),
+        bus_in=int(bus.get("cluster_stats_bytes_received", 0)),
+        bus_out=int(bus.get("cluster_stats_bytes_sent", 0)),
     )
+
+
+def cluster_info(client: Any) -> dict[str, str]:
+    """CLUSTER INFO of one node as text fields (valkey-py hands it over parsed or as bytes)."""
+    reply = client.execute_command("CLUSTER", "INFO")
+    if isinstance(reply, dict):
+        return {str(k): str(v) for k, v in reply.items()}
+    text = reply.decode() if isinstance(reply, bytes) else str(reply)
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 
 class Servers:
@@ -560,7 +577,7 @@ class Servers:
         return Target(url, self.cluster)
 
     def samples(self) -> list[NodeSample]:
-        return [node_sample(c) for c in self.clients]
+        return [node_sample(c, self.cluster) for c in self.clients]
 
     def node_of(self, key: str) -> int:
         """Index of the node holding ``key`` (EmbeddedCluster splits the slots evenly in node order)."""
@@ -827,6 +844,8 @@ def _server_figures(
             "mem_mb": (b.used_memory - e.used_memory) / 1e6,
             "out_mb_s": (b.net_out - a.net_out) / span / 1e6,
             "in_mb_s": (b.net_in - a.net_in) / span / 1e6,
+            "bus_in_mb_s": (b.bus_in - a.bus_in) / span / 1e6,
+            "bus_out_mb_s": (b.bus_out - a.bus_out) / span / 1e6,
             "cameras": owners.count(i),
         }
         for i, (e, a, b) in enumerate(zip(empty, first.nodes, last.nodes, strict=True))
@@ -841,6 +860,7 @@ def _server_figures(
         "mem_kb_per_cam": mem * 1e6 / 1024 / spec.cameras,
         "net_in_mb_s": sum(n["in_mb_s"] for n in per_node),
         "net_out_mb_s": sum(n["out_mb_s"] for n in per_node),
+        "bus_mb_s": sum(n["bus_out_mb_s"] for n in per_node),
         "nodes": per_node,
         "channel_node": channel_node,
     }
@@ -938,6 +958,7 @@ COLUMNS = [
     "steady_mb_per_cam",
     "net_in_mb_s",
     "net_out_mb_s",
+    "bus_mb_s",
     "listener_mb_s",
     "listeners_lost",
     "saturated",
@@ -965,14 +986,16 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def node_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| cams | node | cameras on it | cpu cores | in commands | memory MB | in MB/s | out MB/s | channel |"
+        "| cams | node | cameras on it | cpu cores | in commands | memory MB | in MB/s | out MB/s | bus in MB/s | "
+        "bus out MB/s | channel |"
     ]
-    lines.append("|" + "---|" * 9)
+    lines.append("|" + "---|" * 11)
     for r in rows:
         for i, n in enumerate(r["nodes"]):
             lines.append(
                 f"| {r['cameras']} | {i} | {n['cameras']} | {n['cpu']:.2f} | {n['cmd']:.2f} | {n['mem_mb']:.0f} | "
-                f"{n['in_mb_s']:.1f} | {n['out_mb_s']:.1f} | {'yes' if i == r['channel_node'] else ''} |"
+                f"{n['in_mb_s']:.1f} | {n['out_mb_s']:.1f} | {n['bus_in_mb_s']:.1f} | {n['bus_out_mb_s']:.1f} | "
+                f"{'yes' if i == r['channel_node'] else ''} |"
             )
     return "\n".join(lines)
 

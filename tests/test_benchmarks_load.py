@@ -147,11 +147,16 @@ def test_load_sim_smoke(tmp_path: Path) -> None:
     cluster = rows["cluster"]
     assert len(cluster["nodes"]) == 3 and sum(n["cameras"] for n in cluster["nodes"]) == 3
     assert sum(n["mem_mb"] for n in cluster["nodes"]) > 0
+    # a PUBLISH goes over the cluster bus to every other node, which INFO's client bytes leave out: each node
+    # sends its cameras' batches to the two others and takes in theirs (in MB/s alone said a third each)
+    assert all(n["bus_in_mb_s"] > 0 and n["bus_out_mb_s"] >= 0 for n in cluster["nodes"])
+    assert cluster["bus_mb_s"] >= 1.5 * cluster["payload_mb_s"] and rows["single"]["bus_mb_s"] == 0
     assert rows["fanout"]["listeners"] == 2 and rows["fanout"]["listener_mb_s"] > 0
     with (out / "points.csv").open(encoding="utf-8") as f:
         assert [r["mode"] for r in csv.DictReader(f)] == ["single", "publish-only", "cluster", "fanout"]
     assert (out / "load_sim.png").stat().st_size > 10_000
     assert "| mode | cams |" in proc.stdout and "per node (cluster)" in proc.stdout
+    assert "| bus in MB/s | bus out MB/s |" in proc.stdout
 
 
 @pytest.mark.parametrize(
