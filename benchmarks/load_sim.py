@@ -580,10 +580,8 @@ class Servers:
         return [node_sample(c, self.cluster) for c in self.clients]
 
     def node_of(self, key: str) -> int:
-        """Index of the node holding ``key`` (EmbeddedCluster splits the slots evenly in node order)."""
-        from valkey.crc import key_slot
-
-        return key_slot(key.encode()) * len(self.nodes) // 16_384 if self.cluster else 0
+        """Index of the node holding ``key``."""
+        return int(self._server.node_of(key)) if self.cluster else 0
 
     def key_client(self, key: str) -> Any:
         return self.clients[self.node_of(key)]

@@ -216,6 +216,18 @@ class EmbeddedCluster:
     def startup_url(self) -> str:
         return self.nodes[0].url
 
+    def slot_ranges(self) -> list[tuple[int, int]]:
+        """(first, last) slot of each node, in node order."""
+        n = self._count
+        return [(i * CLUSTER_SLOTS // n, (i + 1) * CLUSTER_SLOTS // n - 1) for i in range(n)]
+
+    def node_of(self, key: str) -> int:
+        """Index in ``nodes`` of the node holding ``key``."""
+        from valkey.crc import key_slot
+
+        slot = key_slot(key.encode())
+        return next(i for i, (first, last) in enumerate(self.slot_ranges()) if first <= slot <= last)
+
     def start(self) -> EmbeddedCluster:
         """Start and join the nodes; on a startup failure (a port taken meanwhile) try again on new ports."""
         for attempt in range(1, self._attempts + 1):
@@ -239,10 +251,8 @@ class EmbeddedCluster:
         clients = [node.client() for node in self.nodes]
         try:
             n = len(clients)
-            for i, c in enumerate(clients):
-                c.execute_command(
-                    "CLUSTER", "ADDSLOTSRANGE", i * CLUSTER_SLOTS // n, (i + 1) * CLUSTER_SLOTS // n - 1
-                )
+            for c, (first, last) in zip(clients, self.slot_ranges(), strict=True):
+                c.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
             for c in clients[1:]:
                 c.execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port, self.bus_ports[0])
             deadline = time.monotonic() + self._timeout

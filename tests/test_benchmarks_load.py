@@ -194,3 +194,19 @@ def test_bad_options_are_usage_errors(
     with pytest.raises(SystemExit) as e:
         load_sim().parse_args(args)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_camera_on_the_first_slot_of_a_node_is_read_on_that_node() -> None:
+    """The load simulation found a camera's node as slot * 3 // 16384, but the cluster's second and third nodes
+    start at slots 5461 and 10922 (16384 // 3 and 2 * 16384 // 3), which that put on the node before: a sampled
+    camera there (sim-3059's keys hash to slot 10922) was read on the wrong node, MEMORY USAGE answered MOVED, and
+    the point failed, and the camera was counted on the wrong node."""
+    from valkey.crc import key_slot
+
+    sim = load_sim()
+    key = "reid:{default/sim-3059}:log"
+    assert key_slot(key.encode()) == 10922
+    with sim.Servers(cluster=True) as servers:
+        assert servers.node_of(key) == 2
+        servers.key_client(key).xadd(key, {"m": b"x"})  # the node that holds the slot takes it (no MOVED)
+        assert sim.memory_breakdown(servers, ["sim-3059"])["entries_per_cam"] == 1

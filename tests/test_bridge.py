@@ -1039,7 +1039,7 @@ def test_three_node_cluster() -> None:
                 gids = {m.global_id for m in d.drain() if m.kind == "profile"}
                 assert gids == {2}  # person 1 is gone from the stored state of every node
         keys = FleetKeys("default")
-        owners = {_node_of(cluster, keys.camera_keys(c)[0]) for c in ("cam-a", "cam-b", "cam-c")}
+        owners = {cluster.node_of(keys.camera_keys(c)[0]) for c in ("cam-a", "cam-b", "cam-c")}
         assert len(owners) >= 2  # the cameras' state is spread over the nodes
 
 
@@ -1055,7 +1055,7 @@ def test_the_resync_and_the_registry_on_a_three_node_cluster(monkeypatch: pytest
     with EmbeddedCluster(3) as cluster:
         cfg = config(cluster.startup_url, cluster=True, resync_s=0.3)
         spread = ("cam-a", "cam-b", "cam-d")  # the registry is on cam-d's node
-        assert len({_node_of(cluster, keys.log(c)) for c in spread}) == 3  # one camera on each node
+        assert len({cluster.node_of(keys.log(c)) for c in spread}) == 3  # one camera on each node
         muted = Bridge(cfg, "cam-b")
         muted.keys = _MutedKeys(muted.keys.fleet)
         with Bridge(cfg, "cam-a") as a, muted as b, Bridge(cfg, "cam-d") as d:
@@ -1129,13 +1129,6 @@ def test_a_cluster_that_does_not_answer_is_valkey_away(caplog: pytest.LogCapture
         assert rtt is None and error is not None and "cannot be connected" in error
     finally:
         running.close(flush_s=0.0)
-
-
-def _node_of(cluster: EmbeddedCluster, key: str) -> int:
-    from valkey.crc import key_slot
-
-    slot = key_slot(key.encode())
-    return slot * len(cluster.nodes) // 16_384
 
 
 def test_oversized_publish_is_refused_at_the_caller(server: EmbeddedValkey) -> None:
