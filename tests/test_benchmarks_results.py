@@ -67,3 +67,15 @@ def test_recorded_command_parses(command: list[str], monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
     with pytest.raises(Parsed):
         load_benchmark(SCRIPT.search(command[0]).group(1)).main(command[1:])  # type: ignore[union-attr]
+
+
+def test_the_load_simulation_names_the_stream_length_it_ran_with() -> None:
+    """'~380 cameras per 16 GB ... with the default `stream_maxlen` (200 entries, ~30 s of replay, would cut it to
+    ~9 MB per camera)' read as a default of 200 entries, where the figures (42 MB per camera) are those of the
+    configured default, 1000; 200 is the shorter stream it suggests."""
+    from daemon.config import BridgeConfig
+
+    text = " ".join(RESULTS.read_text(encoding="utf-8").split())
+    default = BridgeConfig().stream_maxlen
+    assert f"with the default `stream_maxlen` of {default} (" in text
+    assert "with the default `stream_maxlen` (" not in text
