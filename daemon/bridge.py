@@ -176,18 +176,23 @@ def accepted_keys(cfg: BridgeConfig) -> tuple[bytes, ...]:
 # ------------------------------------------------------------------------------------------------ client
 
 
-def _is_refusal(error: BaseException) -> bool:
+def _refusal_in(error: BaseException) -> BaseException | None:
     """Valkey refusing the credentials or the ACL user's permissions, in a command or inside one of the
     bridge's scripts (a key or the channel the user may not touch): waiting does not help. A Cluster client wraps
-    the refusal of the node it tried in ValkeyClusterException."""
+    the refusal of the node it asked in ValkeyClusterException, twice when it was reading the slot map ('Cluster
+    mode is not enabled on this node'); the refusal is found under them. None: no refusal."""
     import valkey.exceptions as ve
 
-    if isinstance(error, ve.ValkeyClusterException) and error.__cause__ is not None:
-        return _is_refusal(error.__cause__)
-
-    if isinstance(error, (ve.AuthenticationError, ve.AuthorizationError, ve.NoPermissionError)):
-        return True
-    return isinstance(error, ve.ResponseError) and str(error).startswith("ACL failure in script")
+    found: BaseException | None = error
+    for _ in range(4):
+        if not isinstance(found, ve.ValkeyClusterException):
+            break
+        found = found.__cause__ or found.__context__
+    if isinstance(found, (ve.AuthenticationError, ve.AuthorizationError, ve.NoPermissionError)):
+        return found
+    if isinstance(found, ve.ResponseError) and str(found).startswith("ACL failure in script"):
+        return found
+    return None
 
 
 def valkey_errors() -> tuple[type[BaseException], ...]:
@@ -1253,7 +1258,8 @@ class Bridge:
             )  # register again once back: a restarted Valkey has lost the registry
         self._count("reconnects")
         self._last_error = str(error)
-        self._refused[side] = str(error) if _is_refusal(error) else ""
+        refusal = _refusal_in(error)
+        self._refused[side] = "" if refusal is None else str(refusal)
         if not isinstance(error, valkey_errors()):
             logger.error("bridge %s: unexpected error on the %s thread", self.camera, side, exc_info=error)
         self._log.warn(

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import multiprocessing
+import re
 import shutil
 import socket
 import ssl
@@ -1129,6 +1130,43 @@ def test_a_cluster_that_does_not_answer_is_valkey_away(caplog: pytest.LogCapture
         assert rtt is None and error is not None and "cannot be connected" in error
     finally:
         running.close(flush_s=0.0)
+
+
+def _readme_rights(pattern: str) -> list[str]:
+    """The ACL rights deploy/README.md gives in the code span ``pattern`` matches (group 1)."""
+    text = " ".join((Path(__file__).resolve().parents[1] / "deploy" / "README.md").read_text().split())
+    found = re.search(pattern, text)
+    assert found, f"deploy/README.md no longer matches {pattern!r}"
+    return found.group(1).split()
+
+
+def test_the_acl_user_deploy_readme_gives_works_on_a_cluster() -> None:
+    """valkey-py's Cluster client reads the slot map (CLUSTER SLOTS) and the commands' key positions (COMMAND),
+    which the fleet's ACL user of deploy/README.md may not run; valkey-py then said 'Cluster mode is not enabled
+    on this node' over the refusal, and the bridge, taking that for an outage, waited for good. README names the
+    two for a Cluster, and such a refusal stops the start (exit 2), naming the command."""
+    rights = _readme_rights(r"`ACL SETUSER reid on >PASSWORD ~reid:\{site-a\}:\* (.*?)`")
+    cluster_rights = _readme_rights(r"a Cluster .*?also needs `(.*?)`")
+    keys = ["~reid:{site-a}:*", *rights]
+    with EmbeddedCluster(3) as cluster:
+        for node in cluster.nodes:
+            with node.client() as admin:
+                admin.execute_command("ACL", "SETUSER", "plain", "on", ">pw", *keys)
+                admin.execute_command("ACL", "SETUSER", "reid", "on", ">pw", *keys, *cluster_rights)
+        plain = config(
+            cluster.startup_url, cluster=True, fleet="site-a", username="plain", password={"value": "pw"}
+        )
+        with pytest.raises(
+            ConfigError, match=r"refused this worker: .*'cluster\|slots'.*ACL user's permissions"
+        ):
+            Bridge(plain, "cam-a").start(wait_s=3.0)
+        cfg = config(
+            cluster.startup_url, cluster=True, fleet="site-a", username="reid", password={"value": "pw"}
+        )
+        with Bridge(cfg, "cam-a").start(wait_s=5) as a, Bridge(cfg, "cam-b").start(wait_s=5) as b:
+            assert a.allocate_global_id() == 1
+            a.publish(profile("cam-a", 1, gid=1))
+            assert [m.track_id for m in profiles_from(b, 1, timeout=10)] == [1]
 
 
 def test_oversized_publish_is_refused_at_the_caller(server: EmbeddedValkey) -> None:
