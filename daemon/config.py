@@ -626,6 +626,15 @@ class ServeConfig(_Strict):
         "before it is decoded: a PNG of under 1 MB can hold an image that takes gigabytes to decode.",
     )
     top_k: int = Field(5, ge=1, le=1000, description="Matches returned when a request does not say k.")
+    max_entries: int = Field(
+        10_000,
+        ge=1,
+        le=100_000_000,
+        description="Most gallery entries /enroll fills the gallery to: an enrolment that would add one past this "
+        "(a new label, or a label under its max_per_label) is refused (HTTP 507), so clients cannot grow the "
+        "gallery, its file and the references folder without end; one that replaces a label's entry at its cap "
+        "is taken. A larger gallery (enroll's) is served all the same.",
+    )
     client_timeout_s: float = Field(
         10.0,
         gt=0,

@@ -9,17 +9,19 @@ Endpoints:
   people are found by the detector; without, the whole image is one crop.
 * ``POST /search``: an uploaded image of one person -> the gallery entries most like it, each with the URLs of
   its label's reference images.
-* ``POST /enroll``: an uploaded image and a label (or the file name as label) -> a new gallery entry; the
-  image is kept under the references folder (served as static files, hidden ones left out) under a name
-  never given before there (``enroll.SERVE_LEDGER``), and the gallery is saved atomically, under the file's
-  lock (``gallery.locked``), read again first when another process (``enroll --append``) saved it;
+* ``POST /enroll``: an uploaded image and a label (or the file name as label) -> a new gallery entry (up to
+  ``max_entries`` in all); the image is kept under the references folder (served as static files, hidden ones
+  left out) under a name never given before there (``enroll.SERVE_LEDGER``), and the gallery is saved
+  atomically, under the file's lock (``gallery.locked``), read again first when another process
+  (``enroll --append``) saved it;
   ``evicted`` counts the label's earlier entries the per-label cap dropped to make room; the reference images
   the service kept for them are removed once the gallery is saved (``removed``: their URLs).
 * ``GET /references/<file>``: the reference images (the folder's other files and hidden ones are not served).
 
 Bad uploads get a 4xx that says why: 400 empty or undecodable image (or one whose header does not give its
 size) or a body the form parser cannot read (a multipart Content-Type with no boundary), 413 too large, 409 a
-label that the file name convention cannot parse, 422 missing fields, an unknown query parameter or form
+label that the file name convention cannot parse, 507 an enrolment that would grow the gallery past
+``serve.max_entries`` (``_check_room``), 422 missing fields, an unknown query parameter or form
 field, or a query parameter or form field sent twice; a request body longer than ``max_upload_bytes``
 plus MULTIPART_SLACK gets its 413 as soon as that shows (its Content-Length, or the bytes received), unread.
 A failure of the service's own files (the gallery, its lock file, a reference image) is a 409 naming the file
@@ -116,6 +118,12 @@ class ServiceState:
         """DataError when the gallery's dimension is not the embedder's (no request could be answered)."""
         check_embedder(self.gallery, self.embedder, "the embedder's output")
         self.gallery.made_by(embedder_signature(self.embedder))
+        if len(self.gallery) >= self.cfg.max_entries:
+            logger.warning(
+                "the gallery holds %d entries, serve.max_entries is %d: /enroll adds no new label (HTTP 507)",
+                len(self.gallery),
+                self.cfg.max_entries,
+            )
 
     def counted(self, endpoint: str, work: Callable[[], T]) -> T:
         """Run ``work`` counting the request, and the error when it raises."""
@@ -230,6 +238,7 @@ def health(state: ServiceState) -> dict[str, Any]:
             "labels": len(g.unique_labels),
             "backend": g.backend,
             "threshold": g.threshold,
+            "max_entries": state.cfg.max_entries,
         },
         "detector": state.detector is not None,
         "requests": dict(state.requests),
@@ -290,6 +299,7 @@ def enroll_image(state: ServiceState, image: ImageBGR, name: str, label: str | N
         _gallery_locked(state),
     ):  # one name per enrolment, a failed one undone before anyone sees it
         _latest(state)  # what another process (enroll --append) saved meanwhile is kept
+        _check_room(state, ref_label)  # before anything is written
         ref_file, n = _free_name(state, stem)
         saved = _keep(state, image, ref_file)  # first: when it fails the gallery has not changed
         kept = _kept_path(state, ref_file)
@@ -306,6 +316,18 @@ def enroll_image(state: ServiceState, image: ImageBGR, name: str, label: str | N
         "evicted": evicted,
         "removed": removed,
     }
+
+
+def _check_room(state: ServiceState, label: str) -> None:
+    """HTTPException 507 when an entry of ``label`` would grow the gallery past ``serve.max_entries``: a new
+    label, or one under its per-label cap (one at its cap has an entry replaced, or is refused by drop_latest)."""
+    gallery, limit = state.gallery, state.cfg.max_entries
+    cap = gallery.config.max_per_label
+    if len(gallery) < limit or (cap is not None and gallery.count(label) >= cap):
+        return
+    full = f"the gallery is full: it holds {len(gallery)} entries; /enroll adds up to {limit} (serve.max_entries)"
+    at_cap = "" if cap is None else f"; an image of a label that holds its {cap} (max_per_label) replaces one"
+    raise HTTPException(507, full + at_cap)
 
 
 def _gallery_locked(state: ServiceState) -> contextlib.AbstractContextManager[None]:

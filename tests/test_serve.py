@@ -144,6 +144,27 @@ def _kept(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
 
+def test_enrolments_past_the_gallerys_limit_are_refused_naming_it(tmp_path: Path) -> None:
+    # Regression: only a label had a cap (max_per_label), so any client could enrol new labels without end: the
+    # gallery in memory, its file and the references folder grew for as long as the service ran.
+    gallery = Gallery(4, threshold=0.9, max_per_label=1)
+    cfg = ServeConfig(gallery=tmp_path / "g.npz", references=tmp_path / "refs", max_entries=2)
+    state = ServiceState(MeanColour(), gallery, cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server:
+        url = server.url
+        assert _post(f"{url}/enroll", "ann.jpg", _jpeg((0, 0, 200)))[0] == 200
+        assert _post(f"{url}/enroll", "bob.jpg", _jpeg((0, 200, 0)))[0] == 200
+        status, body = _post(f"{url}/enroll", "carl.jpg", _jpeg((200, 0, 0)))
+        assert status == 507, body
+        assert "2 entries" in body["detail"] and "serve.max_entries" in body["detail"], body
+        status, body = _post(f"{url}/enroll", "ann.jpg", _jpeg((0, 0, 150)))  # replaces ann's one entry
+        assert status == 200 and body["evicted"] == 1 and body["gallery_size"] == 2, body
+        health = _call(f"{url}/health")[1]
+    assert health["gallery"]["entries"] == 2 and health["errors"] == {"enroll": 1}
+    assert Gallery.load(tmp_path / "g.npz").labels == ["bob", "ann"]
+    assert _kept(tmp_path / "refs") == ["ann--2.jpg", "bob.jpg"]  # no image kept for carl
+
+
 def test_a_removed_reference_url_never_names_another_image(tmp_path: Path) -> None:
     # Regression: a new reference took the first free name of its label, so the URL answered as `removed`
     # when the cap evicted bob's first image (/references/bob.jpg) served his fourth image next, and after a
