@@ -563,6 +563,13 @@ class EnrollConfig(_Strict):
         False, description="Fold labels to lower case (Jane_Doe and jane_doe: one label)."
     )
     recursive: bool = Field(False, description="Also enrol images in sub-folders.")
+    lock_wait_s: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="How long enroll waits at most for the gallery's lock held by another process (serve "
+        "enrolling, another enroll; one stopped while it held it) before it stops with an error naming it.",
+    )
     label_from: Literal["file", "folder"] = Field(
         "file",
         description="Where a label comes from: the file name, or the name of the folder the image is in "
@@ -634,6 +641,14 @@ class ServeConfig(_Strict):
         "(a new label, or a label under its max_per_label) is refused (HTTP 507), so clients cannot grow the "
         "gallery, its file and the references folder without end; one that replaces a label's entry at its cap "
         "is taken. A larger gallery (enroll's) is served all the same.",
+    )
+    lock_wait_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="An enrolment waits this long at most for the gallery's lock held by another process "
+        "(enroll --append saving, or one stopped while it held it); past that it is answered 503 naming the "
+        "process and the lock file, and /recognize and /search never wait for it.",
     )
     client_timeout_s: float = Field(
         10.0,

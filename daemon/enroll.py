@@ -517,11 +517,12 @@ def enroll(
     """Add every reference image of ``folder`` to ``gallery`` (labels from file names) and save it.
 
     With a ``detector`` each photo contributes its largest person box (for uncropped photos); without, the
-    whole image. The references are embedded first; then, holding ``save_to``'s lock (``gallery.locked``),
-    they are added and the gallery saved. With ``append`` (``gallery`` is the file ``save_to`` as read, or a
-    new one where there was none) they are added to the file as it is then: rows another process (``serve``)
-    saved there since are kept. Raises DataError when the folder is missing, holds no usable image, or the
-    gallery's dimension differs from the embedder's; other problems are reported per file in ``skipped``.
+    whole image. The references are embedded first; then, holding ``save_to``'s lock (``gallery.locked``,
+    waiting ``naming.lock_wait_s`` at most for it: LockTimeout), they are added and the gallery saved. With
+    ``append`` (``gallery`` is the file ``save_to`` as read, or a new one where there was none) they are added
+    to the file as it is then: rows another process (``serve``) saved there since are kept. Raises DataError
+    when the folder is missing, holds no usable image, or the gallery's dimension differs from the embedder's;
+    other problems are reported per file in ``skipped``.
     """
     start = time.perf_counter()
     cfg = naming or EnrollConfig()
@@ -533,7 +534,9 @@ def enroll(
         work.take(name)
     work.flush()
     target = None if save_to is None else Path(save_to)
-    with contextlib.nullcontext() if target is None else locked(target):
+    who = "reid-daemon enroll --append" if append else "reid-daemon enroll"
+    lock = None if target is None else locked(target, cfg.lock_wait_s, who, "enroll.lock_wait_s")
+    with contextlib.nullcontext() if lock is None else lock:
         if append and target is not None:
             gallery = latest(gallery, target)
             _check_gallery(gallery, embedder)

@@ -21,6 +21,10 @@ class DataError(DaemonError):
     """An input data file (detections, ground truth, gallery) is malformed."""
 
 
+class LockTimeout(DataError):
+    """A file's lock stayed held by another process longer than the wait allowed (a writer stopped or stuck)."""
+
+
 def exit_code(error: DaemonError) -> int:
     """The exit status of a command that ends on ``error``: 2 for a configuration error (the systemd units do
     not restart on it), 1 for any other (a model missing or broken, a source down, bad data), as the CLI ends.

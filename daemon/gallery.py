@@ -28,9 +28,9 @@ A pure in-memory core (no I/O except ``save`` / ``load``), safe to share between
   their sources when any row has one (a ``sources`` list beside the settings, one entry a row, null: none).
   A bad file gives ``DataError`` naming the file and the problem.
 * Several writers of one file (``serve``, ``enroll --append``): each read-modify-write holds the file's advisory
-  lock (``locked``: ``.<name>.lock`` beside it), and ``latest`` reads the file again when another process
-  wrote it since this copy read or wrote it (told by its inode, size and mtime), so no writer saves its copy
-  over rows another added.
+  lock (``locked``: ``.<name>.lock`` beside it; waited for a bounded time, the holder named past it), and
+  ``latest`` reads the file again when another process wrote it since this copy read or wrote it (told by its
+  inode, size and mtime), so no writer saves its copy over rows another added.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import re
+import socket
 import threading
 import time
 import zipfile
@@ -57,7 +58,7 @@ from pydantic import ValidationError
 from daemon import codec
 from daemon.config import GALLERY_SUFFIXES, GalleryConfig
 from daemon.embedding import atomic_write, npz_start_problem
-from daemon.errors import ConfigError, DataError
+from daemon.errors import ConfigError, DataError, LockTimeout
 from daemon.types import FloatArray
 
 logger = logging.getLogger(__name__)
@@ -855,11 +856,13 @@ def lock_path(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
+def locked(path: Path, wait_s: float, who: str = "reid-daemon", setting: str = "") -> Iterator[None]:
     """Hold the gallery file ``path``'s advisory lock (``lock_path``, made when missing) inside the block: every
     writer of this package takes it around reading the file (``latest``), changing and saving it, so that no
-    writer saves over rows another added meanwhile. Waits while another process holds it (saying so); the lock
-    goes with the process, however it ends. DataError naming the lock file when it cannot be made."""
+    writer saves over rows another added meanwhile. Waits while another process holds it (saying so), ``wait_s``
+    at most: LockTimeout then, naming the holder (``Holder``: its pid and ``who``, which this one records while
+    it holds the lock), the lock file and ``setting`` (the option that sets the wait). The lock goes with the
+    process, however it ends. DataError naming the lock file when it cannot be made."""
     path = Path(path)
     lock = lock_path(path)
     try:
@@ -868,14 +871,90 @@ def locked(path: Path) -> Iterator[None]:
     except OSError as e:
         raise DataError(f"cannot open the gallery's lock file {lock}: {e}") from e
     try:
+        if not _take_lock(fd, wait_s, lock, path):
+            raise LockTimeout(_lock_timeout_message(fd, wait_s, lock, path, setting))
+        Holder.now(who).record(fd, lock)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.info("waiting for %s: another process is writing the gallery %s", lock, path.name)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+            yield
+        finally:
+            Holder.clear(fd)
     finally:
         os.close(fd)  # and with it the lock
+
+
+LOCK_POLL_S = 0.05
+"""How often a writer waiting for a gallery's lock tries it again (flock itself cannot wait with a timeout)."""
+
+
+def _take_lock(fd: int, wait_s: float, lock: Path, path: Path) -> bool:
+    """Whether the lock on ``fd`` was had within ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    said = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            if not said:
+                said = True
+                logger.info("waiting for %s: another process is writing the gallery %s", lock, path.name)
+            time.sleep(min(LOCK_POLL_S, max(0.0, deadline - time.monotonic())))
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a gallery's lock, written into the lock file while it does: a writer that waited too long
+    names it (the lock itself, flock, does not say who holds it)."""
+
+    pid: int
+    host: str
+    who: str
+    since: float  # Unix time it took the lock
+
+    @classmethod
+    def now(cls, who: str) -> Holder:
+        return cls(os.getpid(), socket.gethostname(), who, time.time())
+
+    def record(self, fd: int, lock: Path) -> None:
+        """Write it into the lock file ``fd`` (its content only: the lock is the flock)."""
+        data = json.dumps({"pid": self.pid, "host": self.host, "who": self.who, "since": self.since})
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data.encode() + b"\n", 0)
+        except OSError as e:  # the lock holds all the same; a writer that times out names no holder
+            logger.info("cannot record this process as the holder of %s: %s", lock, e)
+
+    @staticmethod
+    def clear(fd: int) -> None:
+        with contextlib.suppress(OSError):  # what is left names a holder gone, read only by one that waited
+            os.ftruncate(fd, 0)
+
+    @classmethod
+    def read(cls, fd: int) -> Holder | None:
+        """The holder a lock file records, None where it records none (taken a moment ago, or unreadable)."""
+        try:
+            doc = json.loads(os.pread(fd, 4096, 0))
+            return cls(int(doc["pid"]), str(doc["host"]), str(doc["who"]), float(doc["since"]))
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+    def __str__(self) -> str:
+        on = "" if self.host == socket.gethostname() else f" on {self.host}"
+        since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.since))
+        return f"pid {self.pid}{on} ({self.who}, since {since})"
+
+
+def _lock_timeout_message(fd: int, wait_s: float, lock: Path, path: Path, setting: str) -> str:
+    holder = Holder.read(fd)
+    by = "another process" if holder is None else str(holder)
+    option = f" ({setting})" if setting else ""
+    return (
+        f"the gallery {path.name} has been locked by {by} for more than the {wait_s:g} s this waits{option}, "
+        f"its lock file {lock}: that process is writing it, or stopped or stuck while it did; try again, or end "
+        "that process"
+    )
 
 
 def latest(gallery: Gallery, path: Path) -> Gallery:

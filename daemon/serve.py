@@ -25,7 +25,8 @@ label that the file name convention cannot parse, 507 an enrolment that would gr
 field, or a query parameter or form field sent twice; a request body longer than ``max_upload_bytes``
 plus MULTIPART_SLACK gets its 413 as soon as that shows (its Content-Length, or the bytes received), unread.
 A failure of the service's own files (the gallery, its lock file, a reference image) is a 409 naming the file
-but not the server's folders (``for_client``); the log has the whole message.
+but not the server's folders (``for_client``); the log has the whole message. An enrolment that waited
+``lock_wait_s`` for the gallery's lock, held by another process, is a 503 naming that process and the lock file.
 Requests run in FastAPI's worker threads; one lock makes gallery changes and searches consistent. A client
 that has not sent its request's headers ``client_timeout_s`` after connecting (or after its last answer), or
 whose body pauses that long, is disconnected (``TimedH11Protocol``).
@@ -37,6 +38,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import math
 import re
 import socket
 import threading
@@ -77,7 +79,7 @@ from daemon.enroll import (
     remove_serve_references,
     variant_name,
 )
-from daemon.errors import ConfigError, DataError
+from daemon.errors import ConfigError, DataError, LockTimeout
 from daemon.gallery import Gallery, latest, locked
 from daemon.recognize import check_embedder, recognize_embeddings
 from daemon.types import Detector, Embedder, ImageBGR
@@ -294,10 +296,9 @@ def enroll_image(state: ServiceState, image: ImageBGR, name: str, label: str | N
     stem = _reference_stem(state, name, label)
     ref_label = parse_reference_name(Path(stem + ".jpg"), state.naming).label
     result = embed(state.embedder, image, options=EmbedOptions(model=state.model))
-    with (
-        state.lock,
-        _gallery_locked(state),
-    ):  # one name per enrolment, a failed one undone before anyone sees it
+    # one name per enrolment, a failed one undone before anyone sees it; the file's lock first, so that
+    # searches (state.lock alone) never wait while an enrolment waits for another process
+    with _gallery_locked(state), state.lock:
         _latest(state)  # what another process (enroll --append) saved meanwhile is kept
         _check_room(state, ref_label)  # before anything is written
         ref_file, n = _free_name(state, stem)
@@ -331,10 +332,13 @@ def _check_room(state: ServiceState, label: str) -> None:
 
 
 def _gallery_locked(state: ServiceState) -> contextlib.AbstractContextManager[None]:
-    """The gallery file's lock (``gallery.locked``), held while the service reads, changes and saves it; none
-    for a gallery kept in memory only."""
+    """The gallery file's lock (``gallery.locked``), held while the service reads, changes and saves it, waited
+    for ``lock_wait_s`` at most (LockTimeout: 503); none for a gallery kept in memory only. Its own enrolments
+    take it in turn too (each holds the lock file open on its own)."""
     path = state.cfg.gallery
-    return contextlib.nullcontext() if path is None else locked(path)
+    if path is None:
+        return contextlib.nullcontext()
+    return locked(path, state.cfg.lock_wait_s, "reid-daemon serve", "serve.lock_wait_s")
 
 
 def _latest(state: ServiceState) -> None:
@@ -558,6 +562,18 @@ def create_app(state: ServiceState) -> FastAPI:
             state.counted, "enroll", lambda: enroll_image(state, img, named, label)
         )
 
+    _add_error_answers(app, state)
+    if state.cfg.references is not None:
+        _make_references(state.cfg.references)
+        _record_folder(state)
+        app.mount("/references", References(directory=state.cfg.references), name="references")
+    return app
+
+
+def _add_error_answers(app: FastAPI, state: ServiceState) -> None:
+    """The answers to requests that failed: FastAPI's own 422 (counted), 409 for a file of the service's it
+    cannot use (DataError), 503 while another process holds the gallery's lock (LockTimeout), 400 ValueError."""
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         state.refused(_endpoint(request.scope))  # FastAPI's own 422, before the endpoint could count it
@@ -567,15 +583,15 @@ def create_app(state: ServiceState) -> FastAPI:
     async def data_error(request: Request, exc: DataError) -> JSONResponse:
         return _error_answer(state, request, 409, exc)
 
+    @app.exception_handler(LockTimeout)
+    async def lock_timeout(request: Request, exc: LockTimeout) -> JSONResponse:
+        answer = _error_answer(state, request, 503, exc)  # another process holds the gallery: try again
+        answer.headers["Retry-After"] = str(math.ceil(state.cfg.lock_wait_s))
+        return answer
+
     @app.exception_handler(ValueError)
     async def value_error(request: Request, exc: ValueError) -> JSONResponse:
         return _error_answer(state, request, 400, exc)
-
-    if state.cfg.references is not None:
-        _make_references(state.cfg.references)
-        _record_folder(state)
-        app.mount("/references", References(directory=state.cfg.references), name="references")
-    return app
 
 
 def _error_answer(state: ServiceState, request: Request, status: int, exc: Exception) -> JSONResponse:

@@ -903,6 +903,97 @@ def test_serve_answers_with_what_enroll_append_added_to_its_gallery(tmp_path: Pa
         assert status == 200 and [m["label"] for m in body["matches"]] == ["blue", "red"], body
 
 
+def _stopped_lock_holder(gallery: Path) -> Any:
+    """A process that takes ``gallery``'s lock as ``enroll --append`` does and then stops (SIGSTOP) holding it:
+    a writer suspended in a terminal (Ctrl-Z) or stuck."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, pathlib, signal\nfrom daemon.gallery import locked\n"
+        f"with locked(pathlib.Path({str(gallery)!r}), 5.0, who='enroll --append'):\n"
+        "    print('held', flush=True)\n    os.kill(os.getpid(), signal.SIGSTOP)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+    return proc
+
+
+def _enroll_answer(url: str, filename: str, data: bytes) -> tuple[int, str | None, Any]:
+    """An enrolment's status, Retry-After header and body."""
+    body, ctype = _multipart({"image": (filename, data)}, {})
+    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": ctype})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.headers.get("Retry-After"), json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Retry-After"), json.loads(e.read())
+
+
+def test_an_enrolment_waits_for_a_stopped_lock_holder_no_longer_than_lock_wait_s(tmp_path: Path) -> None:
+    # Regression: the wait for the gallery's lock had no end, so a process stopped while it held the lock
+    # (enroll --append suspended with Ctrl-Z) held serve's enrolment for good, and with it every /recognize
+    # and /search (they waited for the enrolment's hold of the gallery).
+    folder = tmp_path / "site data"
+    folder.mkdir()
+    path = folder / "g.npz"
+    cfg = ServeConfig(gallery=path, references=folder / "refs", lock_wait_s=2.5)
+    state = ServiceState(MeanColour(), Gallery(4, threshold=0.9), cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server, ThreadPoolExecutor(1) as pool:
+        url = server.url
+        assert _post(f"{url}/enroll", "ann.jpg", _jpeg((0, 0, 200)))[0] == 200
+        holder = _stopped_lock_holder(path)
+        try:
+            start = time.monotonic()
+            waiting = pool.submit(_enroll_answer, f"{url}/enroll", "bob.jpg", _jpeg((0, 200, 0)))
+            time.sleep(0.3)
+            status, body = _post(f"{url}/search?k=1", "q.jpg", _jpeg((0, 0, 190)))
+            assert status == 200 and not waiting.done(), "search waited for the enrolment"
+            assert [m["label"] for m in body["matches"]] == ["ann"]
+            status, retry, body = waiting.result(timeout=30)
+            assert status == 503 and 2.4 < time.monotonic() - start < 20, (status, body)
+            assert retry == "3"
+            detail = body["detail"]
+            assert ".g.npz.lock" in detail and f"pid {holder.pid}" in detail and "enroll --append" in detail
+            assert "serve.lock_wait_s" in detail and str(folder) not in detail, detail
+        finally:
+            holder.kill()
+            holder.wait(timeout=10)
+        assert _post(f"{url}/enroll", "bob.jpg", _jpeg((0, 200, 0)))[0] == 200  # its end freed the lock
+        health = _call(f"{url}/health")[1]
+    assert health["gallery"]["entries"] == 2 and health["errors"] == {"enroll": 1}
+    assert Gallery.load(path).labels == ["ann", "bob"] and _kept(folder / "refs") == ["ann.jpg", "bob.jpg"]
+
+
+def test_enroll_append_waits_for_a_stopped_lock_holder_no_longer_than_lock_wait_s(
+    mobilenet_model: Path, tmp_path: Path, capsys: Any
+) -> None:
+    # Regression: enroll --append waited for the gallery's lock without end, saying once at INFO level (not
+    # shown by default) that it waited: a lock holder stopped for good hung it without a word.
+    from daemon.cli import main
+
+    refs = write_reference_crops(tmp_path / "refs", identities=1, per_identity=1)
+    path = tmp_path / "g.npz"
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text(
+        f"cameras:\n  door:\n    source: {{uri: door.mp4}}\n    embedder: {{model: {mobilenet_model}}}\n"
+        "enroll: {lock_wait_s: 0.5}\n"
+    )
+    holder = _stopped_lock_holder(path)
+    try:
+        start = time.monotonic()
+        code = main(["enroll", str(refs[0].parent), "-g", str(path), "--append", "--config", str(cfg)])
+        took = time.monotonic() - start
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    err = capsys.readouterr().err
+    assert code == 1 and took < 60, (code, took, err)
+    assert f"error: the gallery {path.name} has been locked by pid {holder.pid}" in err, err
+    assert f"{tmp_path}/.g.npz.lock" in err and "enroll.lock_wait_s" in err, err
+    assert not path.exists()
+
+
 def _free_port() -> int:
     import socket
 
