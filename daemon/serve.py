@@ -2,8 +2,9 @@
 
 Endpoints:
 
-* ``GET /health``: gallery size and labels, model and dim, adaptation state (the projection head in use),
-  request and error counts per endpoint, uptime. Always 200 while the process runs.
+* ``GET /health``: gallery size and labels (of the file as it is: one another process saved since is read
+  again; ``problem`` says why one could not be), model and dim, adaptation state (the projection head in use),
+  request and error counts per endpoint, uptime. Always 200 while the process runs, without waiting.
 * ``POST /recognize``: an uploaded image (or crop) -> top-k gallery matches per person (in the gallery file as
   it is: one another process saved since is read again, here and in ``/search``). With ``detect`` the
   people are found by the detector; without, the whole image is one crop.
@@ -109,6 +110,7 @@ class ServiceState:
     model: str
     detector: Detector | None = None
     head: dict[str, Any] | None = None  # the adaptation head's metadata, None when the raw embedder is used
+    problem: str | None = None  # why /health last could not take the gallery file as it is (for a client)
     naming: EnrollConfig = field(default_factory=EnrollConfig)
     requests: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
@@ -228,6 +230,9 @@ def reference_url(name: str) -> str:
 
 
 def health(state: ServiceState) -> dict[str, Any]:
+    """What /health answers, with the gallery file as it is now where another process saved it since
+    (``_health_latest``: a stat, and the file read again only then)."""
+    _health_latest(state)
     g = state.gallery
     return {
         "status": "ok",
@@ -241,12 +246,35 @@ def health(state: ServiceState) -> dict[str, Any]:
             "backend": g.backend,
             "threshold": g.threshold,
             "max_entries": state.cfg.max_entries,
+            "problem": state.problem,
         },
         "detector": state.detector is not None,
         "requests": dict(state.requests),
         "errors": dict(state.errors),
         "uptime_s": round(time.time() - state.started, 1),
     }
+
+
+def _health_latest(state: ServiceState) -> None:
+    """Take the gallery file as it is now (``_latest``) for /health, which never fails nor waits: while a
+    request holds the gallery (it reads the file itself) the copy held is reported; a file the service cannot
+    take (unreadable, another model's) leaves the copy held and is said in ``state.problem`` (and logged once
+    while it lasts), which the next good read clears."""
+    if not state.lock.acquire(blocking=False):
+        return
+    try:
+        _latest(state)
+        problem = None
+    except (DataError, OSError) as e:
+        problem = for_client(str(e), _server_folders(state))
+        if problem != state.problem:
+            logger.warning(
+                "/health: cannot take the gallery file as it is now (answers hold the copy read before): %s",
+                e,
+            )
+    finally:
+        state.lock.release()
+    state.problem = problem
 
 
 def recognize_image(

@@ -994,6 +994,42 @@ def test_enroll_append_waits_for_a_stopped_lock_holder_no_longer_than_lock_wait_
     assert not path.exists()
 
 
+def test_health_counts_what_another_process_saved_and_never_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression: /health gave the entries of the gallery as serve last read it, so after `enroll --append` added
+    # people to its file a monitor saw the old count until some client enrolled, recognised or searched.
+    from daemon.enroll import enroll
+
+    path, mine = tmp_path / "g.npz", tmp_path / "mine"
+    state = ServiceState(MeanColour(), Gallery(4, threshold=0.9), ServeConfig(gallery=path), model="m")
+    with BackgroundServer(create_app(state)) as server:
+        url = server.url
+        assert _post(f"{url}/enroll", "red.jpg", _jpeg((0, 0, 200)))[0] == 200
+        mine.mkdir()
+        cv2.imwrite(str(mine / "blue.png"), np.full((64, 32, 3), (200, 0, 0), np.uint8))
+        enroll(mine, MeanColour(), Gallery.load(path), save_to=path, append=True)
+        status, h = _call(f"{url}/health")
+        assert status == 200 and h["gallery"]["entries"] == 2 and h["gallery"]["labels"] == 2, h
+        assert h["gallery"]["problem"] is None
+
+        path.write_bytes(b"not a gallery")  # what it cannot read: said, never a failed /health
+        with caplog.at_level("WARNING", logger="daemon.serve"):
+            for _ in range(3):
+                status, h = _call(f"{url}/health")
+                assert status == 200 and h["gallery"]["entries"] == 2, h
+                assert "g.npz" in h["gallery"]["problem"] and str(tmp_path) not in h["gallery"]["problem"], h
+        assert caplog.text.count("cannot take the gallery file") == 1, caplog.text  # said once, not per check
+
+        with state.lock:  # a search or enrolment at work: /health answers at once, from what it holds
+            status, h = _call(f"{url}/health")
+            assert status == 200 and h["gallery"]["entries"] == 2, h
+        enroll(mine, MeanColour(), Gallery(4), save_to=path)  # a good file again: one entry
+        status, h = _call(f"{url}/health")
+        assert status == 200 and h["gallery"]["entries"] == 1 and h["gallery"]["problem"] is None, h
+        assert h["errors"] == {}
+
+
 def _free_port() -> int:
     import socket
 
