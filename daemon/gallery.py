@@ -793,7 +793,8 @@ class Gallery:
         this gallery's rows were made by; nothing to check when either is not known. A record of the model
         alone (a gallery written before the crop settings were recorded) is checked by model, and a warning,
         once, says the crop settings are not known. A gallery that records no embedder (written before galleries
-        recorded one) is checked by width only, and used with a projection head a warning, once, says so."""
+        recorded one) is checked by width only, and used with a projection head a warning, once, says so. Once
+        holds for the file read again (``latest``, ``warned_as``)."""
         if signature is None:
             return
         if self.embedder is None:
@@ -831,6 +832,12 @@ class Gallery:
             self.file or "in memory",
             signature.partition(CROPS)[0],
         )
+
+    def warned_as(self, earlier: Gallery) -> None:
+        """Count the once-only warnings ``earlier`` (this gallery's file as read before) gave as given by this
+        copy: a file read again after another process saved it is the same gallery, not a new one to warn of."""
+        self._said_crops_unknown |= earlier._said_crops_unknown
+        self._said_unrecorded |= earlier._said_unrecorded
 
     def made_by(self, signature: str | None) -> None:
         """Record ``signature`` as the embedder of this gallery's rows when it has none and no record yet (a
@@ -965,7 +972,9 @@ def latest(gallery: Gallery, path: Path) -> Gallery:
     if not path.exists() or gallery.read_from(path):
         return gallery
     logger.info("%s was written by another process: reading it again", path)
-    return Gallery.load(path)
+    fresh = Gallery.load(path)
+    fresh.warned_as(gallery)
+    return fresh
 
 
 def _same_crops(a: str, b: str) -> bool:

@@ -424,7 +424,9 @@ def _last_saved(state: ServiceState) -> Gallery:
     with the same settings when nothing was saved yet. Reloading undoes an eviction by the cap as well."""
     path, now = state.cfg.gallery, state.gallery
     if path is not None and path.exists():
-        return Gallery.load(path)
+        saved = Gallery.load(path)
+        saved.warned_as(now)
+        return saved
     empty = Gallery.from_config(now.config, now.dim)
     empty.embedder = now.embedder
     return empty

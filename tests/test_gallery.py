@@ -769,3 +769,28 @@ def test_latest_reads_the_file_again_only_when_another_writer_changed_it(tmp_pat
     theirs.add("carl", [0, 0, 1, 0])
     theirs.save(path)  # same size as mine's file: told apart by the new file (inode) a save makes
     assert latest(mine, path).labels == ["ann", "carl"]
+
+
+def test_a_file_read_again_does_not_repeat_its_once_only_warnings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression: a gallery that records no embedder, used with a projection head, warned once per copy, so a
+    # writer reading the file again after another process saved it (latest) warned again each time.
+    from daemon.gallery import latest
+
+    path = tmp_path / "g.npz"
+    old = Gallery(4)  # records no embedder: written before galleries did
+    old.add("ann", [1, 0, 0, 0])
+    old.save(path)
+    signature = "m.onnx sha256:aa + head h.npz sha256:bb; crops 4x4"
+    mine = Gallery.load(path)
+    with caplog.at_level("WARNING", logger="daemon.gallery"):
+        for label in ("bob", "carl"):
+            mine.check_embedder(signature, "the embedder")
+            theirs = Gallery.load(path)
+            theirs.add(label, [0, 1, 0, 0])
+            theirs.save(path)
+            mine = latest(mine, path)
+        mine.check_embedder(signature, "the embedder")
+    assert mine.labels == ["ann", "bob", "carl"]
+    assert caplog.text.count("does not record the model and head") == 1, caplog.text

@@ -1030,6 +1030,41 @@ def test_health_counts_what_another_process_saved_and_never_fails(
         assert h["errors"] == {}
 
 
+class CropsColour(MeanColour):
+    """MeanColour that signs its vectors with crop settings, as this release's embedders do."""
+
+    signature = "mean-colour sha256:00ff00ff; crops 4x4"
+
+
+def test_a_previous_release_gallery_says_its_crop_settings_are_unknown_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression: serve warned that the gallery does not record its crop settings at start, and again each time
+    # it read the file again after another process saved it (a new copy forgot it had said so): a log that
+    # repeats a warning after every `enroll --append` reads like a new problem each time.
+    path = tmp_path / "g.npz"
+    old = Gallery(4, threshold=0.5)
+    old.embedder = "mean-colour sha256:00ff00ff"  # as the previous release recorded it: model alone
+    old.add("ann", [0.0, 0.0, 1.0, 0.0])
+    old.save(path)
+    said = "does not record the crop settings"
+    with caplog.at_level("WARNING"):
+        state = ServiceState(CropsColour(), Gallery.load(path), ServeConfig(gallery=path), model="m")
+        with BackgroundServer(create_app(state)) as server:
+            url = server.url
+            for i, endpoint in enumerate(("recognize", "search", "enroll")):
+                other = Gallery.load(path)  # another process appends to the file
+                other.add(f"visitor {i}", [1.0, float(i), 0.0, 0.0])
+                other.save(path)
+                assert _post(f"{url}/{endpoint}", "bob.jpg", _jpeg((0, 200, 0)))[0] == 200
+            other = Gallery.load(path)
+            other.add("visitor 9", [0.0, 1.0, 1.0, 0.0])
+            other.save(path)
+            assert _call(f"{url}/health")[1]["gallery"]["entries"] == 6
+    warnings = [r.getMessage() for r in caplog.records if said in r.getMessage()]
+    assert len(warnings) == 1 and str(path) in warnings[0], warnings
+
+
 def _free_port() -> int:
     import socket
 
