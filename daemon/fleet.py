@@ -22,7 +22,9 @@ Retention while no frames come
     waits on its source while the stream is down (retrying for as long as it runs), and meanwhile the peers'
     updates go on arriving. So a live camera's link also has a thread hand the resolver a monotonic reading every
     ``IDLE_EXPIRY_S`` (``IdentityResolver.expire_idle``): what is due expires within that of retention_s, frames
-    or none. It ends no track and publishes nothing. A replay has none (its frames' times are real time).
+    or none. It ends no track and publishes nothing. A replay has none (its frames' times are real time). An
+    exception ends the thread and is raised by the link's next ``update`` or ``check_idle`` (the worker's own
+    thread between frames calls it), so the camera's run ends with it rather than going on without expiry.
     Forgotten ids wait here for the camera's files (``take_forgotten``), which a live camera's worker erases
     every second, frames or none, as well as on each frame (daemon/worker.py); each id once, at most
     ``MAX_PENDING_FORGETS``.
@@ -514,6 +516,9 @@ class FleetLink:
         self._forgotten_lock = threading.Lock()
         self._idle_stop = threading.Event()
         self._idle_expiry: threading.Thread | None = None
+        self._idle_failure: Exception | None = (
+            None  # what ended the idle expiry thread (raised by check_idle)
+        )
 
     def start(self, live: bool) -> FleetLink:
         """Connect the bridge and catch up with the fleet (waiting up to ``fleet.ready_timeout_s``)."""
@@ -567,6 +572,7 @@ class FleetLink:
 
     def update(self, r: FrameResult) -> FrameIdentities:
         """Resolve one frame's tracks and publish what the fleet should learn from it."""
+        self.check_idle()
         h, w = r.frame.image.shape[:2]
         now = self.clock.time_of(r.frame)
         if self.lockstep is not None:
@@ -655,9 +661,19 @@ class FleetLink:
         return taken
 
     def _expire_while_idle(self) -> None:
-        """A live camera's: let the resolver expire what is due every IDLE_EXPIRY_S, frames or none."""
-        while not self._idle_stop.wait(IDLE_EXPIRY_S):
-            self.resolver.expire_idle(monotonic_reading())
+        """A live camera's: let the resolver expire what is due every IDLE_EXPIRY_S, frames or none. An exception
+        ends it, kept for ``check_idle``."""
+        try:
+            while not self._idle_stop.wait(IDLE_EXPIRY_S):
+                self.resolver.expire_idle(monotonic_reading())
+        except Exception as e:  # raised in the camera's loop: a thread's traceback alone goes unseen
+            self._idle_failure = e
+
+    def check_idle(self) -> None:
+        """Raise the exception that ended the idle expiry thread, if one did: identities are no longer expired
+        between frames, and the camera's run ends with it."""
+        if self._idle_failure is not None:
+            raise self._idle_failure
 
     def close(self, flush_s: float = 1.0) -> None:
         self._idle_stop.set()

@@ -372,7 +372,7 @@ class CameraWorker:
                     if not self._stop.is_set():  # else stopped while catching up with the fleet
                         for o in self.observers:
                             o.started(self, src)
-                        with self._erasing_while_idle(outputs, src.live):
+                        with self._erasing_while_idle(outputs, src):
                             frames, seconds, tracks = self._loop(src, outputs)
                 finally:
                     try:
@@ -413,17 +413,23 @@ class CameraWorker:
             )
 
     @contextmanager
-    def _erasing_while_idle(self, outputs: CameraOutputs, live: bool) -> Iterator[None]:
+    def _erasing_while_idle(self, outputs: CameraOutputs, src: FrameSource) -> Iterator[None]:
         """A live fleet camera's: while its loop runs, a thread erases the ids the fleet forgets from its files
         every FORGET_IDLE_S, frames or none (a stream down: the worker waits on its source, retrying, for as long
-        as it runs, and the forget would wait for its next frame). A replay's frames come until it ends, and then
-        the worker erases what came late."""
-        if self.fleet is None or not live:
+        as it runs, and the forget would wait for its next frame), and checks the fleet link's idle expiry
+        (``FleetLink.check_idle``). An unexpected exception there closes the source, which wakes the loop, and
+        the run ends with it, as it would on a frame. A replay's frames come until it ends, and then the worker
+        erases what came late."""
+        if self.fleet is None or not src.live:
             yield
             return
         stop = threading.Event()
+        failed: list[Exception] = []
         thread = threading.Thread(
-            target=self._erase_while_idle, args=(outputs, stop), name=f"forget:{self.name}", daemon=True
+            target=self._erase_while_idle,
+            args=(outputs, stop, src, failed),
+            name=f"forget:{self.name}",
+            daemon=True,
         )
         thread.start()
         try:
@@ -431,17 +437,32 @@ class CameraWorker:
         finally:
             stop.set()
             thread.join()
+        if failed:
+            raise failed[0]
 
-    def _erase_while_idle(self, outputs: CameraOutputs, stop: threading.Event) -> None:
+    def _erase_while_idle(
+        self, outputs: CameraOutputs, stop: threading.Event, src: FrameSource, failed: list[Exception]
+    ) -> None:
         assert self.fleet is not None
         offset = self.fleet.clock.offset
         while not stop.wait(FORGET_IDLE_S):
-            with self._files:
-                index = self._last_index if self._last_index >= 0 else None
-                try:
-                    self._erase_forgotten(outputs, index, time.time() + offset)  # a live camera's clock
-                except DaemonError as e:  # its own files: the next frame's write says so, and ends the run
-                    log.error("%s: %s", self.name, e)
+            try:
+                self.fleet.check_idle()
+                with self._files:
+                    index = self._last_index if self._last_index >= 0 else None
+                    self._erase_idle(outputs, index, time.time() + offset)  # a live camera's clock
+            except Exception as e:  # a bug: handed to the run, whose loop the closed source wakes
+                failed.append(e)
+                src.close()
+                return
+
+    def _erase_idle(self, outputs: CameraOutputs, index: int | None, now: float) -> None:
+        """``_erase_forgotten`` between frames: the camera's own files failing to be written is logged (the next
+        frame's write says so too, and ends the run)."""
+        try:
+            self._erase_forgotten(outputs, index, now)
+        except DaemonError as e:
+            log.error("%s: %s", self.name, e)
 
     def _erase_forgotten(self, outputs: CameraOutputs, index: int | None, now: float) -> None:
         """Erase the ids the fleet forgot since the last call from the camera's files (``CameraOutputs.forget``;

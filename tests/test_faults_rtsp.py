@@ -26,6 +26,7 @@ from daemon.config import (
     EmbedderConfig,
     GroundTruthDetectorConfig,
     OutputConfig,
+    Settings,
     SourceConfig,
     TrackerConfig,
     single_camera_settings,
@@ -193,6 +194,26 @@ def _held(folder: Path, gid: int) -> list[str]:
     return [name for name, there in held.items() if there]
 
 
+def _fleet_camera(tmp_path: Path, url: str, gt: Path) -> Settings:
+    """A fleet of one live camera, ``door``, on the RTSP stream ``url`` whose people are ``gt``'s (ground-truth
+    boxes and looks), quick to reconnect."""
+    cam = CameraConfig(
+        source=SourceConfig(
+            uri=url, open_timeout_s=2, read_timeout_s=1, reconnect_initial_s=0.1, reconnect_max_s=0.5
+        ),
+        detector=GroundTruthDetectorConfig(path=gt),
+        embedder=EmbedderConfig(type="ground-truth", truth={"path": gt}),  # type: ignore[arg-type]
+        output=OutputConfig(dir=tmp_path / "runs", progress=False),
+    )
+    return single_camera_settings(
+        cam,
+        name="door",
+        fleet={"enabled": True},
+        bridge={"allow_unsigned": True},
+        identity={"min_observations": 2, "new_min_observations": 2},
+    )
+
+
 def test_a_fleet_camera_whose_stream_is_down_erases_a_forgotten_person_from_its_files(tmp_path: Path) -> None:
     """`reid-daemon forget 1` while a live camera's stream was down: its worker erased person 1 from its files
     only on its next frame, so they stayed in events.jsonl, identities.json and the global MOT file for as long
@@ -202,21 +223,7 @@ def test_a_fleet_camera_whose_stream_is_down_erases_a_forgotten_person_from_its_
     gt = clip.write_mot_gt(tmp_path / "gt.txt")
     server = RtspServer(clip.path)
     server.start()
-    cam = CameraConfig(
-        source=SourceConfig(
-            uri=server.url, open_timeout_s=2, read_timeout_s=1, reconnect_initial_s=0.1, reconnect_max_s=0.5
-        ),
-        detector=GroundTruthDetectorConfig(path=gt),
-        embedder=EmbedderConfig(type="ground-truth", truth={"path": gt}),  # type: ignore[arg-type]
-        output=OutputConfig(dir=tmp_path / "runs", progress=False),
-    )
-    settings = single_camera_settings(
-        cam,
-        name="door",
-        fleet={"enabled": True},
-        bridge={"allow_unsigned": True},
-        identity={"min_observations": 2, "new_min_observations": 2},
-    )
+    settings = _fleet_camera(tmp_path, server.url, gt)
     seen = _Identities()
     worker = CameraWorker(settings, "door", observers=[seen])
     assert worker.fleet is not None
@@ -251,3 +258,59 @@ def test_a_fleet_camera_whose_stream_is_down_erases_a_forgotten_person_from_its_
     print(f"\nforget with the stream down: erased from the camera's files {t_erased - t_sent:.2f} s after it")
     assert not running.is_alive() and ran
     assert t_erased - t_sent <= 3.0
+
+
+@pytest.mark.parametrize("failing", ["erase", "expiry"])
+def test_a_fleet_camera_whose_idle_thread_fails_ends_its_run_with_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """A live fleet camera's threads that work while its stream is down (erasing forgotten people from its files,
+    expiring identities) died of an unexpected exception with a traceback on stderr alone: the worker went on
+    waiting for its stream with neither done any more, nothing on /health, the run never failing. The error is
+    handed to the run, which ends with it at once, frames or none (a service then restarts it)."""
+    import daemon.worker as worker_module
+
+    clip = make_video(tmp_path / "stream.mp4", frames=750, fps=25.0, people=2)  # 30 s: no end of stream here
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    server = RtspServer(clip.path)
+    server.start()
+    seen = _Identities()
+    worker = CameraWorker(_fleet_camera(tmp_path, server.url, gt), "door", observers=[seen])
+    assert worker.fleet is not None
+    resolver = worker.fleet.resolver
+    ended: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except Exception as e:
+            ended.append(e)
+        else:
+            ended.append(None)
+
+    running = threading.Thread(target=run, daemon=True)
+    running.start()
+    bug = RuntimeError(f"a bug in the {failing}")
+
+    def broken(*args: object) -> None:
+        raise bug
+
+    try:
+        wait_until(lambda: resolver.stats().identities == 2 and len(seen.after_frames) > 30, 60, "two people")
+        server.stop()  # SIGKILL: the stream is down
+        time.sleep(1.5)  # the frames the decoder held are written (read_timeout_s is 1 s)
+        frames = len(seen.after_frames)
+        if failing == "erase":
+            monkeypatch.setattr(worker_module, "erase_camera", broken)
+            worker.fleet.forget(1)  # a fresh fleet's first id
+        else:
+            monkeypatch.setattr(resolver, "expire_idle", broken)
+        wait_until(lambda: bool(ended), 10, "the run ended")
+        assert ended == [bug] and len(seen.after_frames) == frames  # with the error, no frame meanwhile
+    finally:
+        if not ended:
+            worker.stop()
+            server.start()  # the worker stops after a frame: let one come
+        running.join(20)
+        server.stop()
+    assert not running.is_alive()

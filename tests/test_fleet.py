@@ -453,6 +453,33 @@ def test_a_live_camera_whose_stream_is_down_expires_what_it_holds_on_time(
         b.close()
 
 
+def test_a_live_camera_s_idle_expiry_that_fails_is_handed_to_its_frame_loop(
+    tmp_path: Path, valkey: EmbeddedValkey
+) -> None:
+    """The thread that expires a live camera's identities between frames died of an exception with a traceback on
+    stderr alone, and the camera went on without retention_s between frames, no error anywhere it is watched
+    (its run, /health). The failure is kept and raised by the link's next use (``update``, ``check_idle``)."""
+    settings = _settings(tmp_path, valkey.url)
+    a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    tried: list[float] = []
+
+    def broken(monotonic: float) -> None:
+        tried.append(monotonic)
+        raise RuntimeError("a bug in the expiry")
+
+    a.resolver.expire_idle = broken  # type: ignore[method-assign]
+    try:
+        assert _wait(lambda: len(tried) >= 1)
+        time.sleep(0.1)  # the thread has ended
+        with pytest.raises(RuntimeError, match="a bug in the expiry"):
+            a.check_idle()
+        with pytest.raises(RuntimeError, match="a bug in the expiry"):
+            a.update(_frame_result("a", 0, [0], np.random.default_rng(0)))
+        assert len(tried) == 1  # the thread ended with it
+    finally:
+        a.close()
+
+
 def test_forget_erases_an_identity_at_every_worker(tmp_path: Path, valkey: EmbeddedValkey) -> None:
     settings = _settings(tmp_path, valkey.url)
     a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
