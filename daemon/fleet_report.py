@@ -30,7 +30,7 @@ from daemon.errors import DataError
 from daemon.fleet import merge_spans
 from daemon.fleet_eval import CameraRun, counted, evaluate_fleet
 from daemon.motio import read_ground_truth, read_results
-from daemon.outputs import earlier_folders, recorded_run, run_extent
+from daemon.outputs import earlier_folders, json_object, recorded_run, run_extent
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -263,11 +263,8 @@ def unfinished(camera_dirs: dict[str, Path]) -> Unfinished:
 
     stopped = Unfinished()
     for cam, d in sorted(camera_dirs.items()):
-        try:
-            doc = json.loads((d / "status.json").read_text(encoding="utf-8"))
-            state, error = doc.get("state"), doc.get("error")
-        except (OSError, ValueError, AttributeError):
-            continue
+        doc = json_object(d / "status.json")
+        state, error = doc.get("state"), doc.get("error")
         if state == "running" and not worker_running(d):
             state = "killed"
         if state in ("failed", "running", "killed"):

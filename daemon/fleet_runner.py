@@ -10,7 +10,6 @@ evaluation against its ground truth (``fleet_metrics.json``).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -34,7 +33,7 @@ from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet import IDENTITY_TABLE_REFRESH_S
 from daemon.fleet_wire import FleetMessage
 from daemon.ops import STOP_SIGNALS
-from daemon.outputs import camera_files, check_source_kept
+from daemon.outputs import camera_files, check_source_kept, json_object
 from daemon.procs import spawn
 from daemon.sources import frames_to_deliver, list_images, local_path
 from daemon.valkey_server import EmbeddedValkey
@@ -136,14 +135,6 @@ def _start_camera(
     return CameraProcess(name, proc, status, log_path, _frame_total(settings, name))
 
 
-def _read_status(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _watch(cams: list[CameraProcess], progress: bool, stopping: Callable[[], bool], exits: _Exits) -> None:
     """Show the cameras' progress until they have all exited; forward a stop request once."""
     bars = {
@@ -183,7 +174,7 @@ def _stop(cams: list[CameraProcess], sent_at: float | None) -> float | None:
 
 def _show(cams: list[CameraProcess], bars: dict[str, Any]) -> None:
     for c in cams:
-        st = _read_status(c.status)
+        st = json_object(c.status)
         bar = bars[c.name]
         if "frames" in st:
             bar.update(int(st["frames"]) - bar.n)

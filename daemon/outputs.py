@@ -194,15 +194,16 @@ def _holds_no_frame(path: Path) -> bool:
     if path.name == "embeddings.npy":
         return size <= _NPY_HEADER_BYTES  # the header alone: no row
     if path.name in ("status.json", "summary.json"):
-        return _json_object(path).get("frames") == 0
+        return json_object(path).get("frames") == 0
     if path.name == "identities.json":
-        doc = _json_object(path)
+        doc = json_object(path)
         return "first_frame_time" in doc and doc["first_frame_time"] is None and doc.get("identities") == {}
     return size == 0
 
 
-def _json_object(path: Path) -> dict[str, Any]:
-    """``path``'s JSON object; an empty one where it is not one or cannot be read."""
+def json_object(path: Path) -> dict[str, Any]:
+    """``path``'s JSON object (a camera's ``status.json``, ``summary.json``); an empty one where it is not one or
+    cannot be read."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
