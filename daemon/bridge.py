@@ -36,7 +36,8 @@ Pub/sub delivers at most once
     down a while), a server that shed its output buffer. So every ``resync_s`` the receiver asks each known
     camera's stream for one entry past the last it saw (an empty reply in the common case: one small command
     per camera, in one round trip) and replays those that have more, up to the entries older than a second,
-    by the server's clock or as this host saw the stream (stream ids are the server's time, kept increasing:
+    by the clock of the server holding the stream (a Cluster's nodes each have theirs; the registry is read by
+    its own node's) or as this host saw the stream (stream ids are the server's time, kept increasing:
     after its clock stepped back they run ahead of it, and its clock alone left them to pub/sub until it
     caught up). A camera in the registry at two resyncs running that it has never heard of is caught up from
     its hashes; one no longer in it (nothing published for ``state_ttl_s``: its stream has expired) is let go
@@ -263,9 +264,35 @@ def _tls_kwargs(cfg: BridgeConfig) -> dict[str, Any]:
     return out
 
 
-def _server_ms(client: Any) -> int:
-    sec, usec = client.time()
+def _server_ms(client: Any, key: str) -> int:
+    """The server's time (ms) on the node that holds ``key``: what its scripts score and its stream ids are
+    made of. A Cluster's nodes each read their own clock (a Cluster client would ask its default node)."""
+    sec, usec = client.time(**_on_node_of(client, key))
     return int(sec) * 1000 + int(usec) // 1000
+
+
+def _on_node_of(client: Any, key: str) -> dict[str, Any]:
+    """The arguments that send a keyless command to the node holding ``key``: none on one node."""
+    if hasattr(client, "get_node_from_key"):  # a Cluster client
+        return {"target_nodes": client.get_node_from_key(key)}
+    return {}
+
+
+class _ServerClocks:
+    """The server's time on the nodes of a Cluster (the one node's otherwise), each read once and kept: a
+    resync reads the time of every node holding a stream it replays."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._ms: dict[str, int] = {}
+
+    def ms(self, key: str) -> int:
+        """The server's time (ms) on the node holding ``key``, as it was first read here."""
+        node = _on_node_of(self._client, key).get("target_nodes")
+        name = "" if node is None else str(node.name)
+        if name not in self._ms:
+            self._ms[name] = _server_ms(self._client, key)
+        return self._ms[name]
 
 
 def _stream_id_key(stream_id: str) -> tuple[int, int]:
@@ -834,8 +861,10 @@ class Bridge:
         return int(client.eval(REWRITE_LUA, 5, *keys, *args))
 
     def _cameras(self, client: Any, now_ms: int | None = None) -> list[str]:
-        """Cameras in the fleet registry that published within ``state_ttl_s`` of the server's ``now_ms``."""
-        floor = (_server_ms(client) if now_ms is None else now_ms) - self.cfg.state_ttl_s * 1000
+        """Cameras in the fleet registry that published within ``state_ttl_s`` of ``now_ms``, the time of the
+        registry's node (REGISTER_LUA scores them by it; read there when None)."""
+        now = _server_ms(client, self.keys.cameras) if now_ms is None else now_ms  # the registry's node
+        floor = now - self.cfg.state_ttl_s * 1000
         return [_text(c) for c in client.zrangebyscore(self.keys.cameras, floor, "+inf")]
 
     # -------------------------------------------------------------------------------------- receiving
@@ -913,8 +942,8 @@ class Bridge:
         ones may still be on their way through pub/sub."""
         with self._lock:
             before = self._counts["caught_up"]
-        now_ms = _server_ms(client)
-        fleet = self._cameras(client, now_ms)
+        clocks = _ServerClocks(client)  # each camera's stream ids are the time of its own node
+        fleet = self._cameras(client, clocks.ms(self.keys.cameras))
         self._let_go(fleet)
         unmet = {cam for cam in fleet if cam not in self._last_ids}
         for cam in sorted(unmet & self._unmet):
@@ -927,7 +956,7 @@ class Bridge:
         for cam, more in zip(cams, pipe.execute() if cams else [], strict=True):
             if not more:
                 continue
-            unheard, end = _text(more[0][0]), self._resync_end(cam, now_ms)
+            unheard, end = _text(more[0][0]), self._resync_end(cam, clocks.ms(self.keys.log(cam)))
             self._marks.setdefault(cam, deque(maxlen=MAX_RESYNC_MARKS)).append((time.monotonic(), unheard))
             if _stream_id_key(unheard) <= _stream_id_key(end):
                 self._replay(client, cam, self._last_ids[cam], end=end)
@@ -951,9 +980,10 @@ class Bridge:
             self._marks.pop(cam, None)
 
     def _resync_end(self, cam: str, now_ms: int) -> str:
-        """How far the resync replays ``cam``'s stream: to RESYNC_GRACE_MS before the server's time ``now_ms``,
-        or to an entry an earlier resync found unheard at least that long ago (by this host's monotonic clock)
-        when that is further. Stream ids are the server's time, kept increasing: after its clock stepped back
+        """How far the resync replays ``cam``'s stream: to RESYNC_GRACE_MS before ``now_ms``, the time of the node
+        holding that stream (on a Cluster each node's clock makes its own streams' ids), or to an entry an
+        earlier resync found unheard at least that long ago (by this host's monotonic clock) when that is
+        further. Stream ids are the server's time, kept increasing: after its clock stepped back
         new entries are ahead of it, and the server's time alone left them to pub/sub until it caught up."""
         grace = f"{now_ms - RESYNC_GRACE_MS}-{MAX_SEQ}"
         marks = self._marks.get(cam)
@@ -988,7 +1018,7 @@ class Bridge:
         tracks not updated within ``state_ttl_s`` are left out instead. Not atomic: a batch released between
         the reads is skipped, as the next publish would have replaced it anyway."""
         log, state, seen, blobs, _refs = self.keys.camera_keys(cam)
-        cutoff = _server_ms(client) - self.cfg.state_ttl_s * 1000
+        cutoff = _server_ms(client, seen) - self.cfg.state_ttl_s * 1000  # seen's scores: its node's time
         pipe = client.pipeline(transaction=False)
         pipe.xrevrange(log, "+", "-", count=1)
         pipe.hgetall(state)

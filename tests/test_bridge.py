@@ -1093,6 +1093,54 @@ def test_the_resync_and_the_registry_on_a_three_node_cluster(monkeypatch: pytest
             admin.close()
 
 
+def _time_reads(node: EmbeddedValkey) -> int:
+    """TIME commands ``node`` was sent since its slow log was reset (which logs every command with no
+    threshold), not counting the TIME of scripts: those are logged with the address that sent the EVAL."""
+    with node.client() as admin:
+        log = admin.slowlog_get(-1)
+    scripts = {
+        e["client_address"] for e in log if e["command"].split(b" ")[0].upper() in (b"EVAL", b"EVALSHA")
+    }
+    return sum(e["command"] == b"TIME" and e["client_address"] not in scripts for e in log)
+
+
+def test_a_cluster_s_time_is_read_on_the_node_of_the_keys_it_is_compared_with() -> None:
+    """A Cluster's nodes each have their own clock: the registry is scored by its ``{fleet}`` node's, a camera's
+    stream ids and track times are its node's. The bridge read TIME on the Cluster client's default node for
+    all of them, so a node whose clock ran the TTL ahead emptied the registry, and one behind made the resync
+    replay what pub/sub still carried (duplicates counted as recovered). Clocks cannot be skewed here: what is
+    checked is where each read goes, on a real three-node cluster, through each node's slow log. A late
+    observer lists the registry, reads the camera's state (cutoff against its track times) and recovers from
+    its stream by the resync: TIME goes to the registry's node and the camera's, never to the third."""
+    keys = FleetKeys("default")
+    with EmbeddedCluster(3) as cluster:
+        registry = cluster.node_of(keys.cameras)
+        cam = next(c for c in (f"cam-{i}" for i in range(64)) if cluster.node_of(keys.log(c)) != registry)
+        home = cluster.node_of(keys.log(cam))
+        (spare,) = {0, 1, 2} - {registry, home}
+        for node in cluster.nodes:
+            with node.client() as admin:
+                admin.config_set("slowlog-log-slower-than", 0)
+                admin.config_set("slowlog-max-len", 100_000)
+                admin.slowlog_reset()
+        cfg = config(cluster.startup_url, cluster=True, resync_s=0.3)
+        muted = Bridge(cfg, cam, receive=False)  # publishes only: its TIME reads are its scripts'
+        muted.keys = _MutedKeys(muted.keys.fleet)
+        with muted as b, Bridge(cfg, "who", observe=True) as o:
+            assert b.wait_ready(10) and o.wait_ready(10)
+            b.publish(profile(cam, 1))
+            assert b.flush(5)
+            assert [m.track_id for m in profiles_from(o, 1, timeout=10)] == [1]  # its state, read plainly
+            b.publish(profile(cam, 2))
+            assert b.flush(5)
+            assert [m.track_id for m in profiles_from(o, 1, timeout=10)] == [
+                2
+            ]  # from its stream, by the resync
+            assert o.stats.recovered == 2
+        reads = [_time_reads(node) for node in cluster.nodes]
+        assert reads[spare] == 0 and reads[registry] > 0 and reads[home] >= 2, reads
+
+
 def test_a_cluster_that_does_not_answer_is_valkey_away(caplog: pytest.LogCaptureFixture) -> None:
     """valkey-py's Cluster client says no node answers with ValkeyClusterException, which is no ValkeyError:
     a worker starting while the Cluster was down died in Bridge.start with its traceback (on one node it starts
