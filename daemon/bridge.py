@@ -207,7 +207,10 @@ def valkey_errors() -> tuple[type[BaseException], ...]:
 def connect(cfg: BridgeConfig, url: str, password: bytes | None = None) -> Any:
     """A valkey-py client (or Cluster client) for ``url`` with the timeouts, AUTH and TLS settings of ``cfg``.
 
-    Connections are opened lazily by valkey-py; retries are off (the bridge has its own backoff).
+    Connections are opened lazily by valkey-py; retries are off (the bridge has its own backoff), on a Cluster
+    too: a command whose node does not answer fails after one timeout, as on one node (valkey-py's Cluster
+    client tried it 4 times). When no node answers, the Cluster client also asks each other node for the slot
+    map before it fails (a timeout each where they stall; at once where they refuse).
     """
     import valkey
     from valkey.backoff import NoBackoff
@@ -229,7 +232,9 @@ def connect(cfg: BridgeConfig, url: str, password: bytes | None = None) -> Any:
         kwargs.update(_tls_kwargs(cfg))
     try:
         if cfg.cluster:
-            return ValkeyCluster.from_url(url, **kwargs)  # type: ignore[no-untyped-call]
+            return ValkeyCluster.from_url(  # type: ignore[no-untyped-call]
+                url, retry=Retry(NoBackoff(), 0), cluster_error_retry_attempts=0, **kwargs
+            )
         return valkey.Valkey.from_url(url, retry=Retry(NoBackoff(), 0), **kwargs)
     except ValueError as e:  # a malformed URL (port, database, query option): a setting to fix, not an outage
         raise ConfigError(f"bridge.url {redact(url)!r}: {e}") from e

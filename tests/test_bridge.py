@@ -10,8 +10,10 @@ import json
 import logging
 import math
 import multiprocessing
+import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -1178,6 +1180,41 @@ def test_a_cluster_that_does_not_answer_is_valkey_away(caplog: pytest.LogCapture
         assert rtt is None and error is not None and "cannot be connected" in error
     finally:
         running.close(flush_s=0.0)
+
+
+def test_a_cluster_node_that_stalls_fails_a_command_after_one_timeout() -> None:
+    """connect() gave the Cluster client no retry settings, so valkey-py's own applied: a command whose node did
+    not answer was tried 4 times (cluster_error_retry_attempts 3), each after bridge.socket_timeout_s, where
+    the one-node client tries once (the bridge has its own backoff): an id asked for while the ``{fleet}`` node
+    stalled took 4 s to fail at a 1 s timeout. On a real three-node cluster, that node stopped (SIGSTOP: it
+    holds its connections and answers nothing), it now fails after one timeout, as on one node. (A Cluster
+    whose nodes are all gone refuses at once, no timeout; one whose nodes all stall takes a timeout per node,
+    as valkey-py reads the slot map from each before it gives up.)"""
+    keys = FleetKeys("default")
+    with EmbeddedCluster(3) as cluster:
+        cfg = config(cluster.startup_url, cluster=True, socket_timeout_s=1.0, connect_timeout_s=1.0)
+        with Bridge(cfg, "cam-a", receive=False) as a:
+            assert a.allocate_global_id() == 1
+            stalled = cluster.nodes[cluster.node_of(keys.counter)]
+            assert stalled.pid is not None
+            os.kill(stalled.pid, signal.SIGSTOP)
+            try:
+                began = time.monotonic()
+                with pytest.raises(BridgeError, match=r"cannot allocate a global id: .*Timeout"):
+                    a.allocate_global_id()
+                took = time.monotonic() - began
+            finally:
+                os.kill(stalled.pid, signal.SIGCONT)
+            assert 0.9 <= took < 1.9, f"failed after {took:.2f} s"
+            assert wait_for(lambda: _allocates(a), timeout=10)  # back once the node answers
+
+
+def _allocates(bridge: Bridge) -> bool:
+    try:
+        bridge.allocate_global_id()
+    except BridgeError:
+        return False
+    return True
 
 
 def _readme_rights(pattern: str) -> list[str]:
