@@ -115,6 +115,27 @@ def test_unit_command_line_parses_and_example_config_is_valid(monkeypatch: pytes
     assert read_timeout < watchdog  # a silent stream times out (reconnects) before the watchdog fires
 
 
+def _unit_seconds(unit: str, key: str) -> int:
+    """A ``Key=N`` setting of the unit, in seconds (the unit writes them as plain numbers)."""
+    return int(next(x for x in unit.splitlines() if x.startswith(f"{key}=")).split("=", 1)[1])
+
+
+def test_the_example_waits_for_a_camera_at_start_for_less_than_the_unit_gives_a_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The example's ``source.startup_wait_s`` (a camera that boots after the host is waited for before READY=1)
+    must end before the unit's ``TimeoutStartSec``: else systemd kills the start that is still waiting, with no
+    'tried for ... s: source.startup_wait_s' error in the journal, and restarts it. The last try may begin at the
+    deadline and take ``open_timeout_s``, so that counts too."""
+    unit = (DEPLOY / "reid-daemon@.service").read_text()
+    monkeypatch.delenv("REID_MODELS_DIR", raising=False)
+    settings = load_settings(DEPLOY / "fleet.example.yaml")
+    sources = [c.source for c in settings.cameras.values()]
+    assert all(s.startup_wait_s > 0 for s in sources)  # what the deploy README says the example does
+    longest = max(s.startup_wait_s + s.open_timeout_s for s in sources)
+    assert longest < _unit_seconds(unit, "TimeoutStartSec")
+
+
 def _pins(text: str) -> list[str]:
     return sorted(re.findall(r"torch(?:vision)?==[\w.+]+", text))
 
