@@ -1316,10 +1316,19 @@ def test_a_camera_folder_that_cannot_be_made_stops_the_fleet_before_any_camera_s
     assert blocker.read_text() == "not a folder\n"
 
 
-def test_a_camera_that_fails_at_start_is_not_reported_with_an_earlier_runs_outputs(tmp_path: Path) -> None:
-    """A worker that fails before it writes anything (here: its video is missing), or is killed before its first
-    identity table, left the earlier run's identities.json and annotated.mp4 in its folder, and the fleet's report
-    and fleet.mp4 showed that run's people as this one's."""
+@pytest.mark.parametrize(
+    ("failure", "code", "error"),
+    [
+        ("video", 1, "video file not found"),  # once its models are loaded
+        ("config", 2, "fleet.enabled needs an appearance embedder"),  # as its worker is built
+    ],
+)
+def test_a_camera_that_fails_at_start_is_not_reported_with_an_earlier_runs_outputs(
+    tmp_path: Path, mobilenet_model: Path, failure: str, code: int, error: str
+) -> None:
+    """A worker that fails before it writes anything (its video is missing; or its config: no embedder in a
+    fleet), or is killed before its first identity table, left the earlier run's identities.json and
+    annotated.mp4 in its folder, and the fleet's report and fleet.mp4 showed that run's people as this one's."""
     out = tmp_path / "runs"
     (out / "a").mkdir(parents=True)
     row = {"label": None, "first_seen": 1.0, "last_seen": 2.0, "frames": 5, "tracks": [1]}
@@ -1331,17 +1340,25 @@ def test_a_camera_that_fails_at_start_is_not_reported_with_an_earlier_runs_outpu
     report_dir = fleet_runner._common_parent([out / "a"])
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "timeline.png").write_bytes(b"an earlier run's picture")
-    cam = {"source": {"uri": str(tmp_path / "missing.mp4")}, "embedder": {"type": "none"}}
+    gt = tmp_path / "gt.txt"
+    gt.write_text("1,1,10,10,20,40,1,-1,-1,-1\n")
+    video = tmp_path / "missing.mp4"
+    if failure == "config":  # a video it could read: only the config stops it
+        video = make_video(tmp_path / "clip.mp4", frames=5, size=(160, 120), people=1)
+    cam = _true_box_camera(video, gt, out)
+    if failure == "config":
+        cam["embedder"] = {"type": "none"}
     cfg = {
+        "models_dir": str(mobilenet_model.parent.parent),
         "fleet": {"enabled": True},
         "bridge": {"signing_key": {"env": "REID_TEST_FLEET_KEY"}},
-        "camera_defaults": {"output": {"dir": str(out)}},
         "cameras": {"a": cam},
     }
     path = tmp_path / "fleet.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run = run_fleet(path, progress=False)
-    assert run.exit_codes == {"a": 2} and run.report["identities"] == 0
+    assert run.exit_codes == {"a": code} and run.report["identities"] == 0
+    assert error in run.report["errors"]["a"]  # what it failed of, not something before it
     left = [f for f in fleet_runner.camera_files("a") if (out / "a" / f).exists()]
     assert (
         left == ["status.json"] and json.loads((out / "a" / "status.json").read_text())["state"] == "failed"
