@@ -1657,7 +1657,8 @@ class BridgeConfig(_Strict):
     )
     embedded_transport: Literal["unix", "tcp"] = Field(
         "unix",
-        description="Embedded server (url null): a unix socket in a temp folder or a free local TCP port.",
+        description="Embedded server (url null; `reid-daemon fleet`'s, shared by its cameras): a unix socket in a "
+        "temp folder or a free local TCP port.",
     )
     fleet: str = Field(
         "default",

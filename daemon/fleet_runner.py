@@ -1,11 +1,11 @@
 """``reid-daemon fleet``: every camera of a fleet YAML as its own worker process, on one shared Valkey.
 
 This is what several systemd units do on a site, folded into one command for replays and demos: start an
-embedded Valkey when the config names none, start ``reid-daemon run --config FILE --camera NAME`` for each
-camera (separate processes, as in production), show their progress, forward SIGINT/SIGTERM, and when they are
-done print and write the identity report (who was seen where and when: ``report.json``, ``report.md``,
-``timeline.png``) — and, when the config sits in a scenario built by ``reid-daemon scenario build``, the fleet
-evaluation against its ground truth (``fleet_metrics.json``).
+embedded Valkey when the config names none (on ``bridge.embedded_transport``), start ``reid-daemon run --config
+FILE --camera NAME`` for each camera (separate processes, as in production), show their progress, forward
+SIGINT/SIGTERM, and when they are done print and write the identity report (who was seen where and when:
+``report.json``, ``report.md``, ``timeline.png``) — and, when the config sits in a scenario built by
+``reid-daemon scenario build``, the fleet evaluation against its ground truth (``fleet_metrics.json``).
 """
 
 from __future__ import annotations
@@ -240,7 +240,9 @@ def run_fleet(
         check_source_kept(settings.cameras[n], n)
     for n in names:
         _ready_camera_dir(settings, n)
-    server = EmbeddedValkey("tcp").start() if settings.bridge.url is None else None
+    server = (
+        EmbeddedValkey(settings.bridge.embedded_transport).start() if settings.bridge.url is None else None
+    )
     url = server.url if server is not None else str(settings.bridge.url)
     stop = {"asked": False}
 

@@ -1484,6 +1484,34 @@ def test_looks_from_the_ground_truth_run_through_the_fleet(tmp_path: Path) -> No
     assert np.load(out / "left" / "embeddings.npy").shape[1] == 128
 
 
+@pytest.mark.parametrize(("transport", "url"), [("unix", "unix:///"), ("tcp", "redis://127.0.0.1:")])
+def test_the_fleet_s_embedded_valkey_listens_on_bridge_embedded_transport(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, transport: str, url: str
+) -> None:
+    """`reid-daemon fleet` started its embedded Valkey on a TCP port whatever bridge.embedded_transport said
+    (default unix: a socket in a folder only this user may enter, not a port any local user may connect to); it
+    listens where the setting says, and the cameras resolve one another's people through it."""
+    clip = make_video(tmp_path / "clip.mp4", frames=10, size=(160, 120), people=2)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    out = tmp_path / "runs"
+    cam = _true_box_camera(clip.path, gt, out)
+    cam["embedder"] = {"type": "ground-truth", "policy": "all", "truth": {"path": str(gt)}}
+    cfg = {
+        "fleet": {"enabled": True, "lockstep": True, "mosaic": False},
+        "bridge": {"signing_key": {"env": "REID_TEST_FLEET_KEY"}, "embedded_transport": transport},
+        "identity": {"allow_overlapping_views": True, "fleet_threshold": 0.6, "look_only_threshold": 0.7},
+        "cameras": {"left": cam, "right": cam},
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with caplog.at_level(logging.INFO, logger="daemon.fleet_runner"):
+        run = run_fleet(path, progress=False)
+    assert run.ok, run.exit_codes
+    assert f"embedded Valkey for this fleet at {url}" in caplog.text
+    gids = {n: set(read_results(out / n / f"{n}.global.txt").track_id.tolist()) for n in ("left", "right")}
+    assert len(gids["left"]) == 2 and gids["left"] == gids["right"]
+
+
 def test_the_fleet_s_progress_totals_are_the_frames_each_camera_will_deliver(tmp_path: Path) -> None:
     """The fleet counted a camera's frames as min(count, max_frames) // stride, where the source delivers
     ceil(count / stride) frames and then stops at max_frames: its bar ended short or never reached its total
