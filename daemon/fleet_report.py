@@ -386,9 +386,11 @@ _UNFINISHED_SAID = {
 }
 
 
-def _unfinished_said(stopped: dict[str, str], errors: dict[str, str]) -> str:
-    """report.md's line on the cameras whose run did not end (and the error of each that failed, where its
-    status.json said it): what the report holds of them ends there."""
+def _unfinished_said(
+    stopped: dict[str, str], errors: dict[str, str], lead: str = "**Not a whole run:**"
+) -> str:
+    """report.md's line (the terminal's, with a plain ``lead``) on the cameras whose run did not end (and the
+    error of each that failed, where its status.json said it): what the report holds of them ends there."""
     said = "; ".join(
         f"camera {cam} {_UNFINISHED_SAID.get(why, why)}{_error_said(errors.get(cam))}"
         for cam, why in stopped.items()
@@ -396,7 +398,7 @@ def _unfinished_said(stopped: dict[str, str], errors: dict[str, str]) -> str:
     them = (
         "What it saw ends where it stopped" if len(stopped) == 1 else "What they saw ends where they stopped"
     )
-    return f"**Not a whole run:** {said}. {them}."
+    return f"{lead} {said}. {them}."
 
 
 def _error_said(error: str | None) -> str:
@@ -451,10 +453,16 @@ def _spans_text(seen: dict[str, Any], epoch: float, dash: str = "–", join: str
 
 def report_text(report: dict[str, Any], limit: int = 30) -> str:
     """A few lines for the terminal: counts and the identities seen on several cameras, with their sighting spans
-    on each ('door 0.0-5.0s and 20.0-25.0s, hall 8.0-16.0s')."""
+    on each ('door 0.0-5.0s and 20.0-25.0s, hall 8.0-16.0s'), and the cameras whose run did not end (report.md's
+    line: a failed one with its error)."""
     epoch = report["time_origin"]
+    stopped = (
+        [_unfinished_said(report["unfinished"], report.get("errors", {}), "Not a whole run:")]
+        if report.get("unfinished")
+        else []
+    )
     if not report["people"]:
-        return f"{_headline(report)}."
+        return "\n".join([f"{_headline(report)}.", *stopped])
     lines = [f"{_headline(report)} ({_base(report)}):"]
     several = [(gid, p) for gid, p in report["people"].items() if _on_several(p)]
     for gid, p in several[:limit]:
@@ -468,7 +476,7 @@ def report_text(report: dict[str, Any], limit: int = 30) -> str:
         lines.append(
             f"  ... and {len(several) - limit} more seen on several cameras (report.md lists every one)"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, *stopped])
 
 
 def plot_timeline(

@@ -280,25 +280,41 @@ def report_fleet(
     report_dir: Path | None = None,
 ) -> FleetRun:
     """The report of a fleet from the outputs its cameras left, without running them: cameras that ran as
-    services (``reid-daemon run``, one per camera, on recordings), or a run to report on again. DataError
-    naming what is missing when a camera has left no fleet outputs."""
+    services (``reid-daemon run``, one per camera, on recordings), or a run to report on again. A camera whose
+    run failed (its ``status.json`` says why), or was killed, before it wrote an identity table is named as such
+    in the report, as a fleet run names it. DataError naming what is missing when any other camera has left no
+    fleet outputs."""
+    from daemon.fleet_report import unfinished
+
+    settings, names = _fleet(config, cameras)
+    stopped = unfinished({n: _camera_dir(settings, n) for n in names}).states
+    for n in names:
+        _check_reportable(settings, n, stopped.get(n))
+    return _report(config, settings, dict.fromkeys(names, 0), progress, report_dir)
+
+
+def _check_reportable(settings: Settings, name: str, state: str | None) -> None:
+    """DataError naming what is missing when camera ``name`` has left no identity table to report on, unless
+    its ``status.json`` says its run failed or was killed (``state``, from ``fleet_report.unfinished``): then
+    the report names it, and why it failed."""
     from daemon.fleet_report import identity_tables
     from daemon.runner import worker_running
 
-    settings, names = _fleet(config, cameras)
-    for n in names:
-        folder = _camera_dir(settings, n)
-        if not identity_tables(folder, earlier_runs=_ids_span_runs(settings)):
-            table = folder / "identities.json"
-            if worker_running(folder):
-                raise DataError(
-                    f"camera {n} is running and has not written {table} yet (every {IDENTITY_TABLE_REFRESH_S:g} "
-                    "s, and when it stops): try again in a minute, or leave it out with --cameras"
-                )
-            raise DataError(
-                f"camera {n} has left no fleet outputs: {table} is missing (run it with fleet.enabled)"
-            )
-    return _report(config, settings, dict.fromkeys(names, 0), progress, report_dir)
+    folder = _camera_dir(settings, name)
+    if identity_tables(folder, earlier_runs=_ids_span_runs(settings)):
+        return
+    if state in ("failed", "killed"):
+        log.warning("camera %s %s before it wrote an identity table: the report names it", name, state)
+        return
+    table = folder / "identities.json"
+    if worker_running(folder):
+        raise DataError(
+            f"camera {name} is running and has not written {table} yet (every {IDENTITY_TABLE_REFRESH_S:g} "
+            "s, and when it stops): try again in a minute, or leave it out with --cameras"
+        )
+    raise DataError(
+        f"camera {name} has left no fleet outputs: {table} is missing (run it with fleet.enabled)"
+    )
 
 
 def _fleet(config: Path, cameras: list[str] | None) -> tuple[Settings, list[str]]:

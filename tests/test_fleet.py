@@ -728,6 +728,46 @@ def test_a_report_of_cameras_that_left_no_outputs_says_which(tmp_path: Path, cap
     assert "camera b is running and has not written" in err and "fleet.enabled" not in err
 
 
+def test_a_report_of_a_fleet_whose_camera_failed_at_start_names_it_with_its_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fleet --report-only` refused a fleet with a camera that failed at start ('camera b has left no fleet
+    outputs ... run it with fleet.enabled'), though its status.json said it failed and why (as a fleet run writes
+    it): the other cameras are reported, and the failed one is named with its error, in report.md and on the
+    terminal, as a fleet run's report names it; one killed before its first table likewise."""
+    cam = {"source": {"uri": "x.mp4"}, "output": {"dir": str(tmp_path / "runs")}}
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump({"cameras": {"a": cam, "b": cam, "c": cam}}))
+    row = {"label": None, "first_seen": 1.0, "last_seen": 2.0, "frames": 3, "tracks": [1]}
+    for name in ("a", "b", "c"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+    table = {"v": 1, "camera": "a", "first_frame_time": 0.5, "identities": {"4": row}}
+    (tmp_path / "runs" / "a" / "identities.json").write_text(json.dumps(table))
+    failed = {"v": 1, "camera": "b", "state": "failed", "frames": 0, "error": "video file not found: b.mp4"}
+    (tmp_path / "runs" / "b" / "status.json").write_text(json.dumps(failed))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    killed = {
+        "v": 1,
+        "camera": "c",
+        "state": "running",
+        "frames": 0,
+        "pid": gone.pid,
+        "host": socket.gethostname(),
+    }
+    (tmp_path / "runs" / "c" / "status.json").write_text(json.dumps(killed))
+    assert main(["fleet", "--config", str(path), "--report-only", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    said = "camera b failed: `video file not found: b.mp4`; camera c was stopped without finishing (killed)"
+    assert "1 identity over cameras a, b, c" in out and f"Not a whole run: {said}" in out
+    report = json.loads((tmp_path / "runs" / "report.json").read_text())
+    assert report["unfinished"] == {"b": "failed", "c": "killed"} and list(report["people"]) == ["4"]
+    assert f"**Not a whole run:** {said}" in (tmp_path / "runs" / "report.md").read_text()
+    (tmp_path / "runs" / "b" / "status.json").write_text(json.dumps({**failed, "state": "done"}))
+    assert main(["fleet", "--config", str(path), "--report-only"]) == 1  # done, and no table: still refused
+    assert "camera b has left no fleet outputs" in capsys.readouterr().err
+
+
 def test_the_fleet_command_names_only_the_report_files_it_wrote(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
