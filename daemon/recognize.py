@@ -533,21 +533,24 @@ def recognize(
     """Embed ``query`` (an image or crop, image files; ``boxes`` or ``options.detector`` pick the people) and
     return the gallery's top-``k`` matches at or above ``threshold`` (default: the gallery's) per crop."""
     check_embedder(gallery, embedder, "the embedder's output")
+    if not isinstance(query, np.ndarray):
+        refuse_videos(_query_sources(query), gallery.file)
     result = embed(embedder, query, boxes=boxes, options=options)
     report = recognize_embeddings(result, gallery, k=k or _RECOGNITION.top_k, threshold=threshold)
     seen = {c.source for c in result.crops}
     return replace(report, no_person=tuple(s for s in _query_sources(query) if s not in seen))
 
 
-def refuse_videos(paths: Sequence[StrPath], gallery: StrPath) -> None:
+def refuse_videos(paths: Sequence[StrPath], gallery: StrPath | None) -> None:
     """DataError when a query of ``recognize`` is a video: it takes images, and read_image would only say that it
-    cannot decode one. The error names the commands that take a video (``search``, ``run``)."""
+    cannot decode one (embed, given one video alone, would take some of its frames). The error names the
+    commands that take a video (``search``, ``run``), with the ``gallery`` file where there is one."""
     for video in (Path(p) for p in paths):
         if _is_video(video):
             raise DataError(
                 f"{video} is a video: recognize takes images (crops, or photos with --detect). To find the "
-                f"gallery's people in it: reid-daemon search {video} --gallery {gallery} --label NAME; to track "
-                f"everyone in it: reid-daemon run --source {video}"
+                f"gallery's people in it: reid-daemon search {video} --gallery {gallery or 'GALLERY'} --label "
+                f"NAME; to track everyone in it: reid-daemon run --source {video}"
             )
 
 

@@ -215,6 +215,25 @@ def test_recognize_detector_and_dim_mismatch(tmp_path: Path) -> None:
         recognize(MeanColour(), _colour_gallery(), tmp_path / "bad.png")
 
 
+def test_recognize_given_a_video_says_it_is_one_as_the_cli_does(tmp_path: Path) -> None:
+    """The CLI's recognize says a video is one and which commands take it; the API's said 'cannot decode image
+    clip.mp4 (corrupt, empty or not an image)' for a list of paths, and for one path alone matched some of its
+    frames as if they were photos. Both say what the CLI says (naming the gallery's file where it has one)."""
+    clip = make_video(tmp_path / "clip.mp4", frames=3, size=(160, 120), people=1)
+    for query in (clip.path, [clip.path], str(clip.path)):
+        with pytest.raises(DataError) as e:
+            recognize(MeanColour(), _colour_gallery(), query)
+        assert str(e.value) == (
+            f"{clip.path} is a video: recognize takes images (crops, or photos with --detect). To find the gallery's "
+            f"people in it: reid-daemon search {clip.path} --gallery GALLERY --label NAME; to track everyone in it: "
+            f"reid-daemon run --source {clip.path}"
+        )
+    saved = tmp_path / "people.npz"
+    _colour_gallery().save(saved)
+    with pytest.raises(DataError, match=f"--gallery {saved} --label NAME"):
+        recognize(MeanColour(), Gallery.load(saved), [clip.path])
+
+
 # ---------------------------------------------------------------------------------------------- search
 
 
