@@ -19,14 +19,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from daemon.config import Settings
+from daemon.config import CameraConfig, Settings
 from daemon.embedding import atomic_write
 from daemon.errors import DaemonError
 from daemon.ops import STOP_SIGNALS
-from daemon.outputs import SUMMARY_SCHEMA_VERSION, RunSummary
+from daemon.outputs import SUMMARY_SCHEMA_VERSION, RunSummary, recorded_no_frame
 from daemon.pipeline import FrameResult
-from daemon.sources import FrameSource
-from daemon.worker import CameraWorker, WorkerObserver
+from daemon.sources import FrameSource, live_source
+from daemon.worker import CameraWorker, WorkerObserver, put_earlier_run_aside
 
 log = logging.getLogger(__name__)
 ERROR_CHARS = 1000  # status.json keeps this much of the error a run failed with
@@ -69,10 +69,11 @@ class StatusFile:
         """The run of camera ``name`` failed with ``error``, perhaps before its source opened (then nothing was
         written yet, not even this file): ``failed``, and why (``error``), so that the fleet's report, read
         after the run, names it. Written into the camera's folder where it is there (a fleet makes it before
-        the worker starts; an earlier run's); a first run of a camera alone leaves no folder behind."""
+        the worker starts; an earlier run's: ``_failed_start_status``); a first run of a camera alone leaves no
+        folder behind."""
         cam = settings.cameras.get(name)
-        if self.path is None and cam is not None and (Path(cam.output.dir) / name).is_dir():
-            self.path = Path(cam.output.dir) / name / "status.json"
+        if self.path is None and cam is not None:
+            self.path = _failed_start_status(cam, name)
         why = str(error) if isinstance(error, DaemonError) else f"{type(error).__name__}: {error}"
         self._save(name, "failed", 0, self._identities, error=" ".join(why.split())[:ERROR_CHARS])
 
@@ -106,6 +107,30 @@ class StatusFile:
             if not self._failed:
                 log.warning("%s: cannot write %s: %s", camera, self.path, e.strerror or e)
             self._failed = True
+
+
+def _failed_start_status(cam: CameraConfig, name: str) -> Path | None:
+    """The status file of a start of camera ``name`` that failed before it wrote one (before its outputs opened,
+    or as they did); None where none is written. The files an earlier run left in the camera's folder keep the
+    status that run wrote: a live camera's are put aside first, as its start would have put them (moved into an
+    ``earlier-*`` folder, status and all, or removed where they hold nothing of a frame:
+    ``worker.put_earlier_run_aside``); a recording's, which its next run replaces, are left with theirs (the
+    error is in the log); a folder another worker is writing now is left alone."""
+    folder = Path(cam.output.dir) / name
+    if not folder.is_dir() or worker_running(folder):
+        return None
+    try:
+        if live_source(cam.source):
+            put_earlier_run_aside(folder, name, cam.output.keep_earlier)
+        elif not recorded_no_frame(folder, name):
+            log.warning(
+                "%s: status.json is left as the earlier run whose files are in %s wrote it", name, folder
+            )
+            return None
+    except OSError as e:
+        log.warning("%s: status.json not written: cannot put the earlier run's files aside: %s", name, e)
+        return None
+    return folder / "status.json"
 
 
 def worker_running(camera_dir: Path) -> bool:

@@ -278,6 +278,15 @@ def source_kind(cfg: SourceConfig) -> SourceKind:
     return infer_kind(cfg.uri.strip()) if cfg.kind == "auto" else cfg.kind
 
 
+def live_source(cfg: SourceConfig) -> bool:
+    """Whether the config names a live source (a stream, a webcam); False where it cannot tell (a source named
+    wrongly, which opening it says)."""
+    try:
+        return source_kind(cfg) in ("rtsp", "webcam")
+    except SourceError:
+        return False
+
+
 def local_path(cfg: SourceConfig) -> Path | None:
     """The local file or folder a source reads; None for streams, webcams and files served over http."""
     uri = cfg.uri.strip()

@@ -250,6 +250,21 @@ class CameraOutputs:
                 raise failed
 
 
+def put_earlier_run_aside(folder: Path, name: str, keep: int | None) -> Path | None:
+    """What a live camera's start does first with the files an earlier run left in its ``folder``: removes them
+    where they hold nothing of a frame (``drop_empty_run``: a start that failed), else moves them into an
+    ``earlier-*`` folder (``keep_earlier_run``; only the newest ``keep`` such folders stay). Returns that folder
+    (None: none made); OSError where a file cannot be removed or moved."""
+    if not folder.is_dir():
+        return None
+    if drop_empty_run(folder, name):
+        log.info("%s: the earlier run recorded no frame; its empty files were removed, not kept", name)
+    kept = keep_earlier_run(folder, name, keep)
+    if kept is not None:
+        log.info("%s: the earlier run's files are kept in %s", name, kept)
+    return kept
+
+
 def open_outputs(
     name: str, cam: CameraConfig, fps: float, dim: int | None, fleet: bool, live: bool
 ) -> CameraOutputs:
@@ -258,14 +273,11 @@ def open_outputs(
     a start that failed); a recording run again replaces its own, those it
     no longer writes (the annotated video turned off) included: they would be taken for this run's."""
     try:
-        folder, keep = Path(cam.output.dir) / name, cam.output.keep_earlier
+        folder = Path(cam.output.dir) / name
         earlier_tracks = last_recorded_track(folder) if live else 0
-        if live and folder.is_dir() and drop_empty_run(folder, name):
-            log.info("%s: the earlier run recorded no frame; its empty files were removed, not kept", name)
-        kept = keep_earlier_run(folder, name, keep) if live and folder.is_dir() else None
-        if kept is not None:
-            log.info("%s: the earlier run's files are kept in %s", name, kept)
-        if not live:
+        if live:
+            put_earlier_run_aside(folder, name, cam.output.keep_earlier)
+        else:
             for earlier in camera_files(name):
                 (folder / earlier).unlink(missing_ok=True)
         return CameraOutputs(name, cam, fps, dim, fleet, live, earlier_tracks)

@@ -375,6 +375,89 @@ def test_a_run_that_failed_before_its_source_opened_says_why_only_in_a_folder_th
     )
 
 
+def _failing_start(tmp_path: Path, uri: str) -> tuple[int, Path]:
+    """`reid-daemon run` of camera door on ``uri`` (a source that cannot be opened), no models: its exit code and
+    the camera's folder."""
+    import yaml
+
+    from daemon.cli import main
+
+    gt = tmp_path / "gt.txt"
+    gt.write_text("1,1,10,10,20,40,1,-1,-1,-1\n")
+    cam = {
+        "source": {"uri": uri, "open_timeout_s": 1},
+        "detector": {"type": "ground-truth", "path": str(gt)},
+        "embedder": {"type": "none"},
+        "output": {"dir": str(tmp_path / "runs"), "progress": False},
+    }
+    path = tmp_path / "door.yaml"
+    path.write_text(yaml.safe_dump({"cameras": {"door": cam}}))
+    return main(["-q", "run", "--config", str(path), "--no-progress"]), tmp_path / "runs" / "door"
+
+
+def _recorded_run(folder: Path, live: bool) -> dict[str, object]:
+    """Files of an earlier run of camera door that recorded a frame, and the status.json it ended with."""
+    uri = "rtsp://cam/s" if live else "x.mp4"
+    cam = CameraConfig(source=SourceConfig(uri=uri), output=OutputConfig(dir=folder.parent, progress=False))
+    _write_one_frame(open_outputs("door", cam, 10.0, 3, fleet=False, live=live), 1.0)
+    status = {
+        "v": 1,
+        "camera": "door",
+        "state": "done",
+        "frames": 1,
+        "fps": 9.5,
+        "tracks": 0,
+        "identities": None,
+    }
+    (folder / "status.json").write_text(json.dumps(status))
+    return status
+
+
+def test_a_start_that_fails_before_its_outputs_open_keeps_the_earlier_run_s_status(tmp_path: Path) -> None:
+    """A live camera's start that failed before its outputs opened (its stream down) wrote status.json 'failed'
+    over the one the earlier run ended with, whose files stayed beside it: that run's final status was lost, and
+    its files read as a failed run's. The earlier run's files go into their earlier-* folder with their status,
+    as the start would have put them, and the failure is written beside them; a start failing again leaves no
+    empty folder. A recording's earlier run (replaced by its next run) keeps its status, the error in the log."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"rtsp://127.0.0.1:{s.getsockname()[1]}/cam"
+    folder = tmp_path / "runs" / "door"
+    done = _recorded_run(folder, live=True)
+    for _ in range(2):
+        code, _ = _failing_start(tmp_path, url)
+        assert code == 1
+        [earlier] = earlier_folders(folder)  # the recorded run, once
+        assert json.loads((earlier / "status.json").read_text()) == done
+        assert (earlier / "events.jsonl").read_text().count("track.started") == 1
+        status = json.loads((folder / "status.json").read_text())
+        assert status["state"] == "failed" and "127.0.0.1" in status["error"] and status["frames"] == 0
+        assert sorted(f.name for f in folder.iterdir() if f.is_file()) == ["status.json"]
+    shutil.rmtree(folder)
+    done = _recorded_run(folder, live=False)
+    events = (folder / "events.jsonl").read_text()
+    assert _failing_start(tmp_path, str(tmp_path / "missing.mp4"))[0] == 1
+    assert json.loads((folder / "status.json").read_text()) == done and earlier_folders(folder) == []
+    assert (folder / "events.jsonl").read_text() == events
+
+
+def test_a_failed_start_leaves_the_folder_of_a_worker_running_there_alone(tmp_path: Path) -> None:
+    """A second `run` of a camera whose service runs (its ops port taken, say) that fails must not put the
+    running worker's files aside, nor say 'failed' in its status."""
+    import os
+    import socket
+
+    folder = tmp_path / "runs" / "door"
+    _recorded_run(folder, live=True)
+    running = {"v": 1, "camera": "door", "state": "running", "frames": 1, "pid": os.getpid()}
+    running["host"] = socket.gethostname()
+    (folder / "status.json").write_text(json.dumps(running))
+    assert _failing_start(tmp_path, "rtsp://127.0.0.1:1/cam")[0] == 1
+    assert json.loads((folder / "status.json").read_text()) == running and earlier_folders(folder) == []
+
+
 def test_a_text_file_as_the_source_is_refused_before_the_models_load(tmp_path: Path) -> None:
     """`run --source gt.txt` loaded both models (seconds) before it said the file was no video."""
     gt = tmp_path / "gt.txt"
