@@ -56,8 +56,9 @@ RUN_RECORD: Final = "run.json"  # which run of the camera wrote the files beside
 
 def camera_files(name: str) -> tuple[str, ...]:
     """Every file camera ``name``'s worker may write into its folder (``worker.CameraOutputs``,
-    ``fleet.IdentityLog``, ``runner.StatusFile``); a fleet run removes an earlier run's before the camera starts,
-    so that a camera stopped or failed before it opened its outputs leaves none to be read as this run's."""
+    ``fleet.IdentityLog``, ``runner.StatusFile``); a fleet run removes an earlier run's before the camera starts
+    (a live camera's are put into an ``earlier-*`` folder), so that a camera stopped or failed before it opened its
+    outputs leaves none to be read as this run's."""
     return (
         f"{name}.txt",
         f"{name}.global.txt",

@@ -39,6 +39,7 @@ from daemon.fleet import (
 from daemon.fleet_runner import forget, report_fleet, run_fleet
 from daemon.identity import IdentityAssignment, ProfileUpdate
 from daemon.motio import read_results
+from daemon.outputs import earlier_folders
 from daemon.pipeline import FrameResult
 from daemon.sources import monotonic_reading
 from daemon.track import TrackerUpdate
@@ -1550,6 +1551,34 @@ def test_the_fleet_s_embedded_valkey_listens_on_bridge_embedded_transport(
     assert f"embedded Valkey for this fleet at {url}" in caplog.text
     gids = {n: set(read_results(out / n / f"{n}.global.txt").track_id.tolist()) for n in ("left", "right")}
     assert len(gids["left"]) == 2 and gids["left"] == gids["right"]
+
+
+def test_the_fleet_puts_a_live_camera_s_earlier_run_aside_rather_than_deleting_it(tmp_path: Path) -> None:
+    """`reid-daemon fleet` deleted every camera's earlier files before starting it, so that none would be read as
+    this run's: a recording's run makes them again, but a live camera's events, identities and embeddings were
+    lost for good, where its worker's own start keeps them in an earlier-* folder. The fleet puts a live
+    camera's there too (status and all); a recording's are still removed."""
+    out = tmp_path / "runs"
+    cams = {"door": {"source": {"uri": "rtsp://cam.local/s"}}, "hall": {"source": {"uri": "hall.mp4"}}}
+    cfg = {"camera_defaults": {"output": {"dir": str(out)}}, "cameras": cams}
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(cfg))
+    settings = load_settings(tmp_path / "fleet.yaml")
+    recorded = {
+        "events.jsonl": '{"v": 1, "event": "track.started", "track_id": 3}\n',
+        "status.json": json.dumps({"v": 1, "state": "done", "frames": 12}),
+        "run.json": json.dumps({"v": 1, "run": "r1", "live": True}),
+    }
+    for name in cams:
+        (out / name).mkdir(parents=True)
+        for f, text in recorded.items():
+            (out / name / f).write_text(text)
+    for name in cams:
+        fleet_runner._ready_camera_dir(settings, name)
+    [kept] = earlier_folders(out / "door")
+    assert {f: (kept / f).read_text() for f in recorded} == recorded
+    for name in cams:
+        assert [f for f in fleet_runner.camera_files(name) if (out / name / f).exists()] == []
+    assert earlier_folders(out / "hall") == []
 
 
 def test_the_fleet_s_progress_totals_are_the_frames_each_camera_will_deliver(tmp_path: Path) -> None:
