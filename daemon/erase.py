@@ -70,6 +70,7 @@ class Erased:
     embeddings: int = 0
     global_rows: int = 0
     damaged: list[str] = field(default_factory=list)  # files with lines kept as they were: which, and why
+    held: set[int] = field(default_factory=set)  # the ids erased that a line or row of a file held
 
     def add(self, other: Erased) -> None:
         self.identity_lines += other.identity_lines
@@ -77,11 +78,13 @@ class Erased:
         self.embeddings += other.embeddings
         self.global_rows += other.global_rows
         self.damaged.extend(other.damaged)
+        self.held |= other.held
 
     def note(self, rewritten: Rewritten) -> int:
-        """Keep what ``rewritten`` says of damaged lines; returns its lines changed."""
+        """Keep what ``rewritten`` says of damaged lines, and the ids it held; returns its lines changed."""
         if rewritten.damage is not None:
             self.damaged.append(rewritten.damage)
+        self.held |= rewritten.held
         return rewritten.changed
 
     @property
@@ -100,11 +103,16 @@ class Erased:
 
 @dataclass(frozen=True, slots=True)
 class Rewritten:
-    """What ``rewrite_lines`` did to a file: lines changed, and its lines that are not UTF-8 text and were kept
-    as they were (None: none)."""
+    """What ``rewrite_lines`` did to a file: lines changed, its lines that are not UTF-8 text and were kept
+    as they were (None: none), and the ids erased that its lines held (where the caller says)."""
 
     changed: int
     damage: str | None = None
+    held: frozenset[int] = frozenset()
+
+    def of(self, held: set[int]) -> Rewritten:
+        """This, saying that the file's lines held the ids ``held``."""
+        return Rewritten(self.changed, self.damage, frozenset(held))
 
 
 def _damage(path: Path, lines: list[int]) -> str | None:
@@ -170,12 +178,16 @@ def _of(rec: dict[str, Any] | None, gids: set[int]) -> bool:
 
 def erase_identity_lines(path: Path, gids: set[int]) -> Rewritten:
     """``identities.jsonl``: drop the ``identity`` lines of ``gids``."""
+    held: set[int] = set()
 
     def edit(line: str) -> str | None:
         rec = _record(line)
-        return None if _of(rec, gids) and rec is not None and rec.get("event") == "identity" else line
+        if not (_of(rec, gids) and rec is not None and rec.get("event") == "identity"):
+            return line
+        held.add(rec["global_id"])
+        return None
 
-    return rewrite_lines(path, edit)
+    return rewrite_lines(path, edit).of(held)
 
 
 def erase_table(path: Path, gids: set[int]) -> Rewritten:
@@ -213,15 +225,20 @@ def _is_utf8(raw: bytes) -> bool:
 
 def erase_global_rows(path: Path, gids: set[int]) -> Rewritten:
     """A ``<camera>.global.txt``: drop the rows whose id (second column) is one of ``gids``."""
+    held: set[int] = set()
 
     def edit(line: str) -> str | None:
         cells = line.split(",", 2)
         try:
-            return None if len(cells) > 2 and int(float(cells[1])) in gids else line
+            gid = int(float(cells[1])) if len(cells) > 2 else None
         except ValueError:
             return line
+        if gid not in gids:
+            return line
+        held.add(gid)
+        return None
 
-    return rewrite_lines(path, edit)
+    return rewrite_lines(path, edit).of(held)
 
 
 def pending_lines(folders: list[Path], gids: set[int]) -> dict[Path, set[int]]:
@@ -257,6 +274,7 @@ def erase_events(path: Path, gids: set[int], pending: set[int]) -> tuple[Rewritt
     ``pending_lines``), lose their global id, label and embedding. Returns the lines changed and the
     embedding rows they referenced."""
     rows: list[int] = []
+    held: set[int] = set()
     line_no = -1
 
     def edit(line: str) -> str | None:
@@ -272,10 +290,12 @@ def erase_events(path: Path, gids: set[int], pending: set[int]) -> tuple[Rewritt
             rows.append(ref["row"])
         if rec["global_id"] is None and ref is None:
             return line  # nothing of the person in it
+        if rec["global_id"] is not None:
+            held.add(rec["global_id"])
         rec |= {"global_id": None, "label": None, "embedding": None, "forgotten": True}
         return json.dumps(rec, separators=(",", ":")) + "\n"
 
-    return rewrite_lines(path, edit), rows
+    return rewrite_lines(path, edit).of(held), rows
 
 
 def zero_embedding_rows(path: Path, rows: Iterable[int]) -> int:
@@ -320,7 +340,8 @@ def erase_folder(folder: Path, gids: set[int], pending: set[int]) -> Erased:
 
 
 def erase_camera(camera_dir: Path, global_ids: Iterable[int]) -> Erased:
-    """Erase ``global_ids`` from every file a camera left in ``camera_dir`` and its ``earlier-*`` folders."""
+    """Erase ``global_ids`` from every file a camera left in ``camera_dir`` and its ``earlier-*`` folders, all
+    of them in one pass over each file (a stopping worker can have thousands waiting)."""
     gids = set(global_ids)
     folders = folders_of(camera_dir)
     pending = pending_lines([*folders[1:], *folders[:1]], gids)  # oldest first
@@ -331,13 +352,14 @@ def erase_camera(camera_dir: Path, global_ids: Iterable[int]) -> Erased:
 
 
 def erase_stopped_camera(camera_dir: Path, camera: str, global_ids: Iterable[int], now: float) -> Erased:
-    """``erase_camera`` for a camera whose files are closed (stopped, or a worker on its way out), and, where
-    it held an id, a ``forgotten`` line for it in its ``identities.jsonl``, as a running worker writes (no
-    frame: the camera was not running)."""
-    gids = list(global_ids)
+    """``erase_camera`` for a camera whose files are closed (stopped, or a worker on its way out), and, for each
+    id its files held (``Erased.held``), a ``forgotten`` line in its ``identities.jsonl``, as a running worker
+    writes (no frame: the camera was not running); in the order of ``global_ids``, as erasing them one by one
+    would leave them."""
+    gids = list(dict.fromkeys(global_ids))
     erased = erase_camera(camera_dir, gids)
     path = camera_dir / "identities.jsonl"
-    if erased.total and path.is_file():
+    if erased.held and path.is_file():
         with open(path, "a", encoding="utf-8") as f:
-            f.writelines(forgotten_line(camera, gid, None, now) for gid in gids)
+            f.writelines(forgotten_line(camera, gid, None, now) for gid in gids if gid in erased.held)
     return erased

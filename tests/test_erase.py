@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from _unreadable import unreadable_file
 
 from daemon.cli import main
 from daemon.config import CameraConfig, OutputConfig, SourceConfig
-from daemon.erase import erase_camera, erase_global_rows, zero_embedding_rows
+from daemon.erase import erase_camera, erase_global_rows, erase_stopped_camera, zero_embedding_rows
 from daemon.fleet_report import build_report
 from daemon.identity import FrameIdentities, IdentityAssignment
 from daemon.motio import read_results
@@ -398,3 +399,39 @@ def test_forget_on_a_damaged_events_file_erases_the_rest_and_names_the_damage(
     assert sum(bool(e.get("forgotten")) for e in events) == 2
     assert [e["global_id"] for e in events if not e.get("forgotten")] == [8]
     assert set(json.loads(table.read_bytes().decode("utf-8", "surrogateescape"))["identities"]) == {"8"}
+
+
+def _files_of(camera_dir: Path) -> dict[str, bytes]:
+    return {
+        str(f.relative_to(camera_dir)): f.read_bytes() for f in sorted(camera_dir.rglob("*")) if f.is_file()
+    }
+
+
+def test_erasing_many_ids_at_once_leaves_what_erasing_them_one_by_one_leaves(tmp_path: Path) -> None:
+    """A stopping worker's pending forgets are erased together (one pass over each file, not one per id):
+    its files, each id's ``forgotten`` line included, are as erasing them one by one left them. Erased
+    together, an id held nowhere got a ``forgotten`` line as soon as another id of the same erase was held."""
+    folder = tmp_path / "cam"
+    for run, stamp in enumerate(["20260101T000000Z", "20260102T000000Z"]):
+        outputs = _outputs(tmp_path)
+        _frame(outputs, 0, {1: None, 2: None, 3: 20 + run})  # tracks 1 and 2 pending first
+        _frame(outputs, 1, {1: 7, 2: None, 3: 20 + run}, changed={1})
+        _frame(outputs, 2, {1: 8, 2: 9, 3: 20 + run}, changed={1, 2})  # track 1's id changed
+        outputs.close()
+        _keep_as_earlier(folder, stamp)
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {1: None, 4: 7})
+    _frame(outputs, 1, {1: 9, 4: 7}, changed={1})
+    outputs.close()
+    forgotten = [7, 9, 20, 555, 8, 21]  # 555: in none of its files
+    apart, together = tmp_path / "apart", tmp_path / "together"
+    shutil.copytree(folder, apart / "cam")
+    shutil.copytree(folder, together / "cam")
+
+    for gid in forgotten:
+        erase_stopped_camera(apart / "cam", "cam", [gid], 1234.5)
+    erased = erase_stopped_camera(together / "cam", "cam", forgotten, 1234.5)
+
+    assert erased.total and _files_of(together / "cam") == _files_of(apart / "cam")
+    logged = [json.loads(x) for x in (together / "cam" / "identities.jsonl").read_text().splitlines()]
+    assert [x["global_id"] for x in logged if x["event"] == "forgotten"] == [7, 9, 20, 8, 21]  # not 555
