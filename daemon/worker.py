@@ -406,23 +406,23 @@ class CameraWorker:
     def _erase_late_forgets(self, outputs: CameraOutputs) -> None:
         """Ids the fleet forgot after the last frame's (a forget that reached the worker while it stopped), and
         those its files could not take while it ran: erased from its files, closed by now, as ``reid-daemon
-        forget`` erases a stopped camera's; a file it cannot read or write is logged, naming it."""
-        for gid in self.fleet.take_forgotten() if self.fleet is not None else []:
-            try:
-                erased = erase_stopped_camera(outputs.dir, self.name, [gid], time.time())
-            except OSError as e:
-                log.error(
-                    "%s: forget not done: global id %d is still in its files: %s; run `reid-daemon forget %d` "
-                    "again once it can be done (the camera stopped)",
-                    self.name,
-                    gid,
-                    erase_problem(e, outputs.dir),
-                    gid,
-                )
-                continue
-            log.info(
-                "%s: forgot global id %d while stopping; from its files: %s", self.name, gid, erased.text()
+        forget`` erases a stopped camera's, all of them (up to MAX_PENDING_FORGETS) in one pass over each file; a
+        file it cannot read or write is logged once, naming it and every id left in its files."""
+        gone = self.fleet.take_forgotten() if self.fleet is not None else []
+        if not gone:
+            return
+        try:
+            erased = erase_stopped_camera(outputs.dir, self.name, gone, time.time())
+        except OSError as e:
+            log.error(
+                "%s: forget not done: %s; %s left in its files: run `reid-daemon forget <id>` again for each once "
+                "it can be done (the camera stopped)",
+                self.name,
+                erase_problem(e, outputs.dir),
+                _ids_are(gone),
             )
+            return
+        log.info("%s: forgot %s while stopping; from its files: %s", self.name, _ids(gone), erased.text())
 
     @contextmanager
     def _erasing_while_idle(self, outputs: CameraOutputs, src: FrameSource) -> Iterator[None]:
@@ -637,6 +637,17 @@ class CameraWorker:
             "unresolved_rows": outputs.global_mot.unresolved_rows if outputs.global_mot is not None else 0,
             "conflicting_rows": outputs.global_mot.conflicting_rows if outputs.global_mot is not None else 0,
         }
+
+
+def _ids(gids: list[int]) -> str:
+    """``global id 7``, or ``3 global ids (7, 8, 9)``: every one, for a user to forget again."""
+    if len(gids) == 1:
+        return f"global id {gids[0]}"
+    return f"{len(gids)} global ids ({', '.join(map(str, gids))})"
+
+
+def _ids_are(gids: list[int]) -> str:
+    return f"{_ids(gids)} {'is' if len(gids) == 1 else 'are'}"
 
 
 def paced(frames: Iterable[Frame], speed: float, stop: threading.Event) -> Iterator[Frame]:

@@ -22,6 +22,7 @@ from daemon.config import (
 )
 from daemon.errors import ConfigError, DaemonError, SourceError
 from daemon.evaluate import evaluate
+from daemon.identity import FrameIdentities, IdentityAssignment
 from daemon.outputs import earlier_folders
 from daemon.pipeline import FrameResult
 from daemon.runner import StatusFile
@@ -733,3 +734,128 @@ def test_a_running_worker_that_cannot_read_a_file_during_a_forget_goes_on_and_tr
     events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
     assert not [e for e in events if e.get("global_id") == 1] and any(e.get("forgotten") for e in events)
     assert all(int(float(r.split(",")[1])) != 1 for r in (out / "synth.global.txt").read_text().splitlines())
+
+
+MANY = range(1000, 1500)  # global ids an earlier run of the camera gave, all forgotten while it stops
+
+
+def _earlier_runs_of_many(camera_dir: Path, runs: int) -> list[Path]:
+    """``runs`` earlier-* folders in ``camera_dir``, each written by a camera whose tracks had the ids MANY."""
+    folders = []
+    for k in range(runs):
+        folder = camera_dir / f"earlier-2026010{k + 1}T000000Z"
+        cam = CameraConfig(
+            source=SourceConfig(uri="x.mp4"), output=OutputConfig(dir=camera_dir / "_made", progress=False)
+        )
+        outputs = CameraOutputs("synth", cam, 10.0, dim=3, fleet=True)
+        tracks = list(range(1, len(MANY) + 1))
+        boxes = np.array([[1.0, 2, 9, 22]] * len(tracks), np.float32)
+        for index in range(2):
+            dets = Detections(boxes, np.full(len(tracks), 0.9, np.float32))
+            found = [
+                Track("synth", t, (1.0, 2.0, 9.0, 22.0), 0.9, i, embedded=True) for i, t in enumerate(tracks)
+            ]
+            assigned = tuple(
+                IdentityAssignment("synth", t, g, None, 0.9, "fleet", index == 0)
+                for t, g in zip(tracks, MANY, strict=True)
+            )
+            image = np.zeros((48, 64, 3), np.uint8)
+            vecs = np.ones((len(tracks), 3), np.float32)
+            result = FrameResult(Frame(index, index / 10, image), dets, vecs, TrackerUpdate(found, []))
+            outputs.write(result, "", FrameIdentities(assigned, ()), fleet_time=100.0 + index)
+        outputs.close()
+        (camera_dir / "_made" / "synth").rename(folder)
+        (camera_dir / "_made").rmdir()
+        folders.append(folder)
+    return folders
+
+
+class _ForgetManyAtTheEnd:
+    """On frame ``at`` the fleet's link is handed the ids MANY to erase later (as ids a camera file refused
+    for a while pile up), and the worker is stopped: they are erased as it stops."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def waiting(self, worker: CameraWorker, reason: str) -> None:
+        pass
+
+    def started(self, worker: CameraWorker, source: object) -> None:
+        pass
+
+    def frame(self, worker: CameraWorker, result: FrameResult, loop_s: float) -> None:
+        if result.frame.index == self.at and worker.fleet is not None:
+            worker.stop()
+            worker.fleet.forget_later(list(MANY))
+
+    def stopped(self, worker: CameraWorker, summary: object) -> None:
+        pass
+
+
+def _reads_of_events(monkeypatch: pytest.MonkeyPatch) -> dict[Path, int]:
+    """How many times the erase reads each events.jsonl from here on (``erase.text_lines``, still reading)."""
+    import daemon.erase as erase_module
+
+    reads: dict[Path, int] = {}
+    read = erase_module.text_lines
+
+    def counted(path: Path):  # type: ignore[no-untyped-def]
+        reads[path] = reads.get(path, 0) + 1
+        return read(path)
+
+    monkeypatch.setattr(erase_module, "text_lines", counted)
+    return reads
+
+
+def test_a_stopping_worker_erases_many_pending_forgets_in_one_pass_over_its_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stopping worker erased the forgotten ids still pending one at a time, each a whole erase of every
+    file in every earlier-* folder: 500 ids over 3 earlier runs read each events.jsonl 1,000 times (a stop far
+    past the unit's TimeoutStopSec with up to MAX_PENDING_FORGETS ids), one log line per id. All are erased
+    in one pass over each file, each id held there still given its ``forgotten`` line, one line logged."""
+    settings = _fleet_of_one(tmp_path)
+    camera_dir = tmp_path / "runs" / "synth"
+    earlier = _earlier_runs_of_many(camera_dir, 3)
+    reads = _reads_of_events(monkeypatch)
+    with caplog.at_level("INFO", logger="daemon.worker"):
+        CameraWorker(settings, "synth", observers=[_ForgetManyAtTheEnd(at=5)]).run()  # type: ignore[arg-type]
+
+    assert all(reads.get(f / "events.jsonl", 0) <= 2 for f in earlier), (
+        reads
+    )  # a pass for pending lines, one erase
+    for folder in earlier:
+        events = [json.loads(x) for x in (folder / "events.jsonl").read_text().splitlines()]
+        assert len(events) >= 2 * len(MANY) and not [e for e in events if e.get("global_id") is not None]
+        assert not json.loads((folder / "identities.json").read_text())["identities"]
+        assert not (folder / "synth.global.txt").read_text().strip()
+        assert not np.load(folder / "embeddings.npy").any()
+    logged = [json.loads(x) for x in (earlier[-1] / "identities.jsonl").read_text().splitlines()]
+    assert [x["event"] for x in logged] == []  # no identity line left; forgotten lines go to the camera's own
+    own = [json.loads(x) for x in (camera_dir / "identities.jsonl").read_text().splitlines()]
+    assert [x["global_id"] for x in own if x["event"] == "forgotten"] == list(MANY)
+    stopping = [r.getMessage() for r in caplog.records if "while stopping" in r.getMessage()]
+    assert len(stopping) == 1 and "500 global ids" in stopping[0], stopping
+
+
+def test_a_stopping_worker_that_cannot_read_a_file_says_so_once_for_all_its_pending_forgets(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stopping worker that could not read a camera file logged an error for each pending id (up to
+    MAX_PENDING_FORGETS lines, each having read every file before it again); one line names the file and how
+    many ids are left in the files, and which."""
+    from _unreadable import unreadable_file
+
+    settings = _fleet_of_one(tmp_path)
+    camera_dir = tmp_path / "runs" / "synth"
+    earlier = _earlier_runs_of_many(camera_dir, 2)
+    blocked = earlier[0] / "events.jsonl"
+    blocked.unlink()
+    unreadable_file(blocked)
+    with caplog.at_level("INFO", logger="daemon.worker"):
+        CameraWorker(settings, "synth", observers=[_ForgetManyAtTheEnd(at=5)]).run()  # type: ignore[arg-type]
+
+    failed = [r.getMessage() for r in caplog.records if "forget not done" in r.getMessage()]
+    assert len(failed) == 1, failed[:3]
+    assert f"cannot read {blocked}: Input/output error" in failed[0]
+    assert f"500 global ids ({', '.join(map(str, MANY))}) are left in its files" in failed[0]
