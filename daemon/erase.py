@@ -15,6 +15,12 @@ wrote down as well, in its folder and its ``earlier-*`` folders:
 
 Annotated videos keep their pixels: a video cannot be edited this way (the README says so).
 
+An erase can be given a deadline (a stopping worker's, under the unit's TimeoutStopSec): it stops between
+folders once past it, oldest folder first so that what is left can be erased again to the same end, and says so
+(``Erased.left``). Ids whose erase is not done wait in the camera's ``forget-pending.json`` (``PendingForgets``),
+written before the erase begins: the next start, or ``reid-daemon forget`` on the stopped camera, erases them
+first, and a worker killed meanwhile loses none.
+
 Every text file is rewritten atomically (a temporary file in the folder, then a rename); a worker that holds a
 file open reopens it after (``CameraOutputs.forget``). A line that is not UTF-8 text (a damaged file) is read
 with its bad bytes kept as they are (``surrogateescape``): it is erased where it can still be read as a record,
@@ -25,7 +31,9 @@ erased as any other.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +42,13 @@ from typing import Any
 import numpy as np
 
 from daemon.embedding import atomic_write
-from daemon.fleet import forgotten_line
+from daemon.fleet import MAX_PENDING_FORGETS, forgotten_line
 from daemon.outputs import earlier_folders
 
 MAX_NAMED_LINES = 5  # damaged lines of a file named by number in what the erase says (the rest counted)
+PENDING_FILE = (
+    "forget-pending.json"  # in a camera's folder: forgotten ids its files still hold (PendingForgets)
+)
 
 
 class UnreadableFile(OSError):
@@ -71,6 +82,7 @@ class Erased:
     global_rows: int = 0
     damaged: list[str] = field(default_factory=list)  # files with lines kept as they were: which, and why
     held: set[int] = field(default_factory=set)  # the ids erased that a line or row of a file held
+    left: bool = False  # its deadline came before every folder was erased (erased again, it ends the same)
 
     def add(self, other: Erased) -> None:
         self.identity_lines += other.identity_lines
@@ -241,15 +253,26 @@ def erase_global_rows(path: Path, gids: set[int]) -> Rewritten:
     return rewrite_lines(path, edit).of(held)
 
 
-def pending_lines(folders: list[Path], gids: set[int]) -> dict[Path, set[int]]:
+class OutOfTime(Exception):
+    """An erase's deadline came before it was done."""
+
+
+def _check(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() >= deadline:
+        raise OutOfTime
+
+
+def pending_lines(folders: list[Path], gids: set[int], deadline: float | None = None) -> dict[Path, set[int]]:
     """Per folder (oldest first), the line numbers in its ``events.jsonl`` of events with no global id yet
     whose track's next global id is one of ``gids``: who they were before the fleet knew. Such a run of events
     starts after the track's latest global id, or at its ``track.started`` (a restarted run, or a track re-linked,
-    can number a track as before; rotated files go on without one), and ends at its ``track.ended``."""
+    can number a track as before; rotated files go on without one), and ends at its ``track.ended``. OutOfTime
+    where ``deadline`` (monotonic) comes before a folder."""
     pending: dict[int, list[tuple[Path, int]]] = {}
     doomed: dict[Path, set[int]] = {}
     for folder in folders:
         path = folder / "events.jsonl"
+        _check(deadline)
         if not path.is_file():
             continue
         for n, (_, line, _) in enumerate(text_lines(path)):
@@ -339,27 +362,100 @@ def erase_folder(folder: Path, gids: set[int], pending: set[int]) -> Erased:
     return erased
 
 
-def erase_camera(camera_dir: Path, global_ids: Iterable[int]) -> Erased:
+def erase_camera(camera_dir: Path, global_ids: Iterable[int], deadline: float | None = None) -> Erased:
     """Erase ``global_ids`` from every file a camera left in ``camera_dir`` and its ``earlier-*`` folders, all
-    of them in one pass over each file (a stopping worker can have thousands waiting)."""
+    of them in one pass over each file (a stopping worker can have thousands waiting). The folders are erased
+    oldest first, the camera's own last, and with a ``deadline`` (monotonic) none is begun past it (the erase
+    then says ``left``): the events of a track from before its global id come before it, so an erase cut short
+    leaves the id where the next one finds those events again."""
     gids = set(global_ids)
     folders = folders_of(camera_dir)
-    pending = pending_lines([*folders[1:], *folders[:1]], gids)  # oldest first
+    oldest_first = [*folders[1:], *folders[:1]]
     erased = Erased()
-    for folder in folders:
-        erased.add(erase_folder(folder, gids, pending.get(folder, set())))
+    try:
+        pending = pending_lines(oldest_first, gids, deadline)
+        for folder in oldest_first:
+            _check(deadline)
+            erased.add(erase_folder(folder, gids, pending.get(folder, set())))
+    except OutOfTime:
+        erased.left = True
     return erased
 
 
-def erase_stopped_camera(camera_dir: Path, camera: str, global_ids: Iterable[int], now: float) -> Erased:
+def erase_stopped_camera(
+    camera_dir: Path,
+    camera: str,
+    global_ids: Iterable[int],
+    now: float,
+    deadline: float | None = None,
+    held: Iterable[int] = (),
+) -> Erased:
     """``erase_camera`` for a camera whose files are closed (stopped, or a worker on its way out), and, for each
-    id its files held (``Erased.held``), a ``forgotten`` line in its ``identities.jsonl``, as a running worker
-    writes (no frame: the camera was not running); in the order of ``global_ids``, as erasing them one by one
-    would leave them."""
+    id its files held (``Erased.held``, with ``held``: those an erase cut short found before), a ``forgotten``
+    line in its ``identities.jsonl``, as a running worker writes (no frame: the camera was not running); in the
+    order of ``global_ids``, as erasing them one by one would leave them. An erase its ``deadline`` cut short
+    (``Erased.left``) writes none yet."""
     gids = list(dict.fromkeys(global_ids))
-    erased = erase_camera(camera_dir, gids)
+    erased = erase_camera(camera_dir, gids, deadline)
+    erased.held |= set(held) & set(gids)
     path = camera_dir / "identities.jsonl"
-    if erased.held and path.is_file():
+    if erased.held and not erased.left and path.is_file():
         with open(path, "a", encoding="utf-8") as f:
             f.writelines(forgotten_line(camera, gid, None, now) for gid in gids if gid in erased.held)
     return erased
+
+
+@dataclass(frozen=True, slots=True)
+class PendingForgets:
+    """A camera's ``forget-pending.json``: the forgotten ids its files may still hold (oldest first, at most
+    MAX_PENDING_FORGETS), and those of them an erase cut short found in a file (their ``forgotten`` line is
+    written once the erase is done). Written atomically, before an erase that may not finish begins, so a stop
+    out of time, or a kill, loses none; the next erase of the camera's files does them first."""
+
+    camera_dir: Path
+
+    @property
+    def path(self) -> Path:
+        return self.camera_dir / PENDING_FILE
+
+    def read(self) -> tuple[list[int], set[int]]:
+        """The ids waiting and those held; none without the file. UnreadableFile for one this did not write."""
+        if not self.path.is_file():
+            return [], set()
+        with _reading(self.path):
+            raw = self.path.read_bytes()
+        try:
+            doc = json.loads(raw)
+            ids, held = doc["ids"], doc["held"]
+            if all(type(g) is int for g in [*ids, *held]):
+                return list(dict.fromkeys(ids)), set(held)
+        except (ValueError, KeyError, TypeError):
+            pass
+        raise UnreadableFile(errno.EINVAL, "not a list of pending forgotten ids", str(self.path))
+
+    def write(self, ids: list[int], held: set[int]) -> None:
+        """Keep ``ids`` (the newest MAX_PENDING_FORGETS) waiting, or remove the file where none is left."""
+        ids = ids[-MAX_PENDING_FORGETS:]
+        if not ids:
+            self.path.unlink(missing_ok=True)
+            return
+        doc = {"ids": ids, "held": sorted(held & set(ids))}
+        atomic_write(self.path, json.dumps(doc, separators=(",", ":")).encode("utf-8"))
+
+    def add(self, global_ids: Iterable[int]) -> list[int]:
+        """``global_ids`` wait too (after those waiting already); returns every id waiting now."""
+        ids, held = self.read()
+        ids = list(dict.fromkeys([*ids, *global_ids]))
+        self.write(ids, held)
+        return ids[-MAX_PENDING_FORGETS:]
+
+    def erase(self, camera: str, now: float, deadline: float | None = None) -> Erased:
+        """Erase the ids waiting from the camera's closed files (``erase_stopped_camera``); the file goes once
+        they are, else keeps them with those found so far. A file that cannot be read or written raises its
+        OSError, the ids kept waiting."""
+        ids, held = self.read()
+        if not ids:
+            return Erased()
+        erased = erase_stopped_camera(self.camera_dir, camera, ids, now, deadline, held)
+        self.write(ids if erased.left else [], erased.held)
+        return erased

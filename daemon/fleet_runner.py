@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from daemon.bridge import Bridge, BridgeError
 from daemon.config import SecretSource, Settings, load_settings
-from daemon.erase import Erased, UnreadableFile, erase_problem, erase_stopped_camera
+from daemon.erase import Erased, PendingForgets, UnreadableFile, erase_problem, erase_stopped_camera
 from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet import IDENTITY_TABLE_REFRESH_S
 from daemon.fleet_wire import FleetMessage
@@ -519,7 +519,7 @@ def forget(settings: Settings, global_id: int, timeout_s: float) -> Forgotten:
         if n in running or not d.is_dir():
             continue
         try:
-            files[n] = erase_stopped_camera(d, n, [global_id], time.time())
+            files[n] = _erase_stopped(d, n, global_id)
         except OSError as e:  # a user who cannot write the folder: the rest of the fleet is erased still
             failed[n] = _erase_failure(e, d)
     erased_any = any(e.total for e in files.values())
@@ -528,6 +528,16 @@ def forget(settings: Settings, global_id: int, timeout_s: float) -> Forgotten:
     else:  # the running cameras' tables may hold the id a moment longer: out of the report as it stands
         report = _leave_out_of_report(dirs, global_id)
     return Forgotten(stored, files, failed, running, report)
+
+
+def _erase_stopped(camera_dir: Path, camera: str, global_id: int) -> Erased:
+    """Erase ``global_id`` from a stopped camera's files, with the ids its last stop left in its
+    forget-pending.json (``erase.PendingForgets``) first, in the same pass."""
+    pending = PendingForgets(camera_dir)
+    if not pending.path.is_file():
+        return erase_stopped_camera(camera_dir, camera, [global_id], time.time())
+    pending.add([global_id])
+    return pending.erase(camera, time.time())
 
 
 def _erase_failure(e: OSError, camera_dir: Path) -> str:

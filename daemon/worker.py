@@ -16,7 +16,7 @@ from tqdm import tqdm
 from daemon.config import CameraConfig, Settings, redact
 from daemon.detect import build_detector
 from daemon.embed import build_embedder, embedder_signature, signature_through
-from daemon.erase import Erased, erase_camera, erase_problem, erase_stopped_camera
+from daemon.erase import Erased, PendingForgets, erase_camera, erase_problem
 from daemon.errors import ConfigError, DaemonError
 from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog, load_identity_head, sighting_gap_s
 from daemon.identity import FrameIdentities
@@ -46,6 +46,10 @@ FORGET_RETRY_S = (
 )
 FORGET_RETRY_MAX_S = 60.0  # ... up to this
 FORGET_IDLE_S = 1.0  # a live fleet camera erases forgotten ids from its files this often between frames too
+# a stopping worker erases forgotten ids from its files for at most this long (plus the file it is on), well
+# under the unit's TimeoutStopSec (10 s: deploy/reid-daemon@.service); the rest wait in forget-pending.json
+STOP_ERASE_S = 5.0
+MAX_LOGGED_IDS = 10  # forgotten ids named in a log line (the rest counted: a journald line is at most 48 KB)
 
 
 class WorkerObserver(Protocol):
@@ -362,6 +366,7 @@ class CameraWorker:
     def run(self) -> RunSummary:
         summary: RunSummary | None = None
         try:
+            self._erase_pending_forgets()
             opened = open_source_waiting(
                 self.cam.source, self._stop, name=self.name, on_retry=self._source_waiting
             )
@@ -405,24 +410,75 @@ class CameraWorker:
 
     def _erase_late_forgets(self, outputs: CameraOutputs) -> None:
         """Ids the fleet forgot after the last frame's (a forget that reached the worker while it stopped), and
-        those its files could not take while it ran: erased from its files, closed by now, as ``reid-daemon
-        forget`` erases a stopped camera's, all of them (up to MAX_PENDING_FORGETS) in one pass over each file; a
-        file it cannot read or write is logged once, naming it and every id left in its files."""
+        those its files could not take while it ran: written to the camera's forget-pending.json first (a kill
+        loses none), then erased from its files, closed by now, for at most STOP_ERASE_S (under the unit's
+        TimeoutStopSec); those left wait in the file, erased first by the next start or ``reid-daemon forget``.
+        One short line is logged: done, or how many wait and where, with the file it could not read or write."""
         gone = self.fleet.take_forgotten() if self.fleet is not None else []
         if not gone:
             return
+        pending = PendingForgets(outputs.dir)
         try:
-            erased = erase_stopped_camera(outputs.dir, self.name, gone, time.time())
+            waiting = pending.add(gone)
+            erased = pending.erase(self.name, time.time(), time.monotonic() + STOP_ERASE_S)
         except OSError as e:
             log.error(
-                "%s: forget not done: %s; %s left in its files: run `reid-daemon forget <id>` again for each once "
-                "it can be done (the camera stopped)",
+                "%s: forget not done: %s; %s: run `reid-daemon forget <id>` again for each once it can be done "
+                "(the camera stopped; one erases them all)",
                 self.name,
                 erase_problem(e, outputs.dir),
-                _ids_are(gone),
+                self._waiting_in(pending, gone),
             )
             return
-        log.info("%s: forgot %s while stopping; from its files: %s", self.name, _ids(gone), erased.text())
+        if erased.left:
+            log.warning(
+                "%s: forget not done in %g s while stopping (STOP_ERASE_S, under the unit's TimeoutStopSec): "
+                "%d global ids wait in %s, erased first by the next start or `reid-daemon forget`",
+                self.name,
+                STOP_ERASE_S,
+                len(waiting),
+                pending.path,
+            )
+            return
+        log.info("%s: forgot %s while stopping; from its files: %s", self.name, _ids(waiting), erased.text())
+
+    @staticmethod
+    def _waiting_in(pending: PendingForgets, gone: list[int]) -> str:
+        """Where the ids an erase could not do wait: the pending file, or, where it could not be written
+        either, the ids (the first MAX_LOGGED_IDS of them named)."""
+        try:
+            ids, _ = pending.read()
+        except OSError:
+            ids = []
+        if set(gone) <= set(ids):
+            return f"{len(ids)} global ids wait in {pending.path}"
+        return f"{_ids_are(gone)} left in its files"
+
+    def _erase_pending_forgets(self) -> None:
+        """Ids an earlier run's stop left in the camera's forget-pending.json, erased first (its files are
+        closed: no run of it writes them yet); a file that cannot be read or written is logged, the ids kept
+        waiting for the next start or ``reid-daemon forget``."""
+        pending = PendingForgets(Path(self.cam.output.dir) / self.name)
+        if not pending.path.is_file():
+            return
+        try:
+            ids, _ = pending.read()
+            erased = pending.erase(self.name, time.time())
+        except OSError as e:
+            log.error(
+                "%s: forget of the ids in %s not done: %s; they wait there for the next start or `reid-daemon "
+                "forget`",
+                self.name,
+                pending.path,
+                erase_problem(e, pending.camera_dir),
+            )
+            return
+        log.info(
+            "%s: forgot %s left by an earlier run's stop; from its files: %s",
+            self.name,
+            _ids(ids),
+            erased.text(),
+        )
 
     @contextmanager
     def _erasing_while_idle(self, outputs: CameraOutputs, src: FrameSource) -> Iterator[None]:
@@ -640,10 +696,12 @@ class CameraWorker:
 
 
 def _ids(gids: list[int]) -> str:
-    """``global id 7``, or ``3 global ids (7, 8, 9)``: every one, for a user to forget again."""
+    """``global id 7``, or ``3 global ids (7, 8, 9)``: up to MAX_LOGGED_IDS named, the rest counted."""
     if len(gids) == 1:
         return f"global id {gids[0]}"
-    return f"{len(gids)} global ids ({', '.join(map(str, gids))})"
+    named = ", ".join(map(str, gids[:MAX_LOGGED_IDS]))
+    more = f", and {len(gids) - MAX_LOGGED_IDS} more" if len(gids) > MAX_LOGGED_IDS else ""
+    return f"{len(gids)} global ids ({named}{more})"
 
 
 def _ids_are(gids: list[int]) -> str:
