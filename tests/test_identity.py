@@ -304,6 +304,7 @@ def test_assign_is_one_to_one_and_respects_the_threshold() -> None:
     assert sorted(pairs) == [(0, 1), (1, 0)]  # total 1.8 beats (0, 0) alone; row 2 is below the threshold
     assert assign(np.full((2, 2), 0.5), 0.8) == []
     assert assign(np.zeros((0, 3)), 0.5) == []
+    assert assign(np.array([[0.5]]), 0.5) == [(0, 0)]  # a pair exactly at the threshold is made
 
 
 # ------------------------------------------------------------------------------------- one camera
@@ -321,6 +322,7 @@ def test_single_camera_one_new_id_per_person_and_stable() -> None:
     assert alloc.calls == 3
     assert all(s == seen[-1] for s in seen[cfg.new_min_observations :])
     assert sorted(v for v in seen[-1].values() if v is not None) == [1, 2, 3]
+    assert {(a.source, a.similarity) for a in out.assignments} == {("new", 0.0)}  # no match: no similarity
 
 
 def test_no_new_id_for_flicker_or_low_quality() -> None:
@@ -333,6 +335,9 @@ def test_no_new_id_for_flicker_or_low_quality() -> None:
     assert alloc.calls == 0
     assert out.assignments[0].source == "pending"
     assert cam.stats().identities == 0
+    edge = IdentityResolver("b", D, Counter())  # a best quality of exactly new_min_quality (0.25) is enough
+    _, seen = observe(edge, people, {1: 0}, 0.0, 5, score=0.25)
+    assert seen == {1: 1}
 
 
 def test_person_back_on_the_same_camera_gets_the_same_id() -> None:
@@ -423,6 +428,19 @@ def test_a_wall_clock_stepped_back_does_not_pause_the_cameras_updates() -> None:
     assert min(stamps[len(bus) :]) >= 1005.0 and peer.stats().remote_rejected == {}
 
 
+def test_a_track_the_tracker_dropped_times_out_on_frames_after_a_wall_clock_step_back() -> None:
+    """The wall clock steps back 100 s while the tracker drops track 1: the frame clock stands through the
+    step, so track 1 times out after track_timeout_s of frames, not after that plus the step."""
+    people = People(2)
+    cam = IdentityResolver("a", D, Counter(), IdentityConfig(track_timeout_s=5.0))
+    observe(cam, people, {1: 0, 2: 1}, 1000.0, 5)  # last reported at 1004
+    for k in range(6):  # 900 ... 905, one frame a second
+        step(cam, 900.0 + k, {2: people.obs(1)})
+    assert cam.assignment(1) is not None  # 5 s of frames since
+    step(cam, 906.0, {2: people.obs(1)})
+    assert cam.assignment(1) is None and cam.assignment(2) is not None
+
+
 def test_a_track_reported_again_after_it_timed_out_can_get_its_id_back() -> None:
     """The tracker holds two tracks unreported for longer than track_timeout_s while frames come (a low frame
     rate, relink_window) and reports them again under their ids. The resolver had ended them; they came back
@@ -469,6 +487,18 @@ def test_a_track_that_takes_its_id_back_keeps_its_earlier_exemplars() -> None:
     _, later = observe(cam, people, {5: 2}, 30.0, 5)  # view C on the same camera
     _, there = observe(peer, people, {7: 2}, 30.0, 5)  # and on the peer
     assert later == {5: 1} and there == {7: 1}
+
+
+def test_a_timed_out_track_back_as_someone_else_takes_none_of_its_earlier_exemplars() -> None:
+    """Track 1 (person 0, id 1) times out; the tracker reports track 1 again on person 1, who gets a new id:
+    the earlier record is another person's, so its exemplars do not join the track's profile."""
+    people, alloc = People(2), Counter()
+    cam = IdentityResolver("a", D, alloc, IdentityConfig(track_timeout_s=5.0))
+    observe(cam, people, {1: 0}, 0.0, 5)
+    frames(cam, 5.0, 11.0)
+    back, again = observe(cam, people, {1: 1}, 12.0, 6)
+    sent = [u for u in back if u.track_id == 1 and len(u.exemplars)][-1].exemplars
+    assert again == {1: 2} and float((sent @ people.centres[0]).max()) < 0.5
 
 
 @pytest.mark.parametrize("gap", [40.0, 600.0])
@@ -555,6 +585,18 @@ def test_label_merge_never_leaves_two_visible_tracks_on_one_id() -> None:
 # --------------------------------------------------------------------------- travel-time guards
 
 
+def test_after_a_label_merge_the_track_that_took_the_id_first_keeps_it() -> None:
+    people, alloc = People(2, seed=5), Counter()
+    cam = IdentityResolver("a", D, alloc)
+    observe(cam, people, {5: 0}, 0.0, 6)  # track 5 takes id 1
+    _, both = observe(cam, people, {5: 0, 3: 1}, 6.0, 6)  # track 3 (a lower track id) takes id 2 later
+    empty = np.zeros((0, D), np.float32)
+    cam.ingest_remote(ProfileUpdate("r", 7, 1, 12.0, 0.9, empty, label="jane"))
+    cam.ingest_remote(ProfileUpdate("r", 8, 2, 12.0, 0.9, empty, label="jane"))  # 2 merges into 1
+    after = ids(step(cam, 12.0, {5: people.obs(0), 3: people.obs(1)}))
+    assert both == {5: 1, 3: 2} and after[5] == 1 and after[3] != 1
+
+
 def test_far_apart_cameras_cannot_hold_one_id_at_once() -> None:
     people, alloc = People(1), Counter()
     cfg = IdentityConfig(adjacency=(CameraEdge(a="a", b="b", min_s=30.0, max_s=120.0),))
@@ -602,8 +644,9 @@ def test_a_track_that_walked_out_of_view_is_announced_and_stops_blocking_far_cam
     _, seen_c = observe(c, people, {5: 0}, 5.0, 4)  # the person shows up on c
     # announced: c may take the id; otherwise a's claim holds for claim_ttl_s and c makes a new one
     assert (seen_c[5] == first) is announced
-    back = [u for u in _at(a, 6.0, 1, people.obs(0), MID_VIEW).updates if u.track_id == 1]
-    if announced:  # found again by a's tracker: the fleet hears it is back, with its exemplars
+    back = [u for u in _at(a, 6.0, 1, np.zeros(D, np.float32), MID_VIEW).updates if u.track_id == 1]
+    # found again by a's tracker (not embedded on that frame): the fleet hears it is back, with its exemplars
+    if announced:
         assert len(back) == 1 and not back[0].ended and len(back[0].exemplars) > 0
 
 
@@ -684,6 +727,23 @@ def test_remote_claim_lapses_after_its_ttl() -> None:
     assert soon[1] is None
     _, later = observe(b, people, {2: 0}, 20.0, 4)
     assert later[2] == 1
+
+
+def test_an_ended_claim_blocks_until_exactly_the_minimum_travel_time() -> None:
+    """a last sees the person at t=5 and the walk to b takes 30 s at least: b's track, decided on its second
+    look, may take the id at t=35, not at t=34."""
+    people, alloc = People(1), Counter()
+    cfg = IdentityConfig(adjacency=(CameraEdge(a="a", b="b", min_s=30.0, max_s=120.0),))
+    a = IdentityResolver("a", D, alloc, cfg)
+    bus, _ = observe(a, people, {1: 0}, 0.0, 6)
+    bus += end_all(a, [1], 5.0)
+    decided = {}
+    for t in (34.0, 35.0):
+        b = IdentityResolver("b", D, alloc, cfg)
+        relay(bus, b)
+        step(b, t - 1.0, {2: people.obs(0)})
+        decided[t] = ids(step(b, t, {2: people.obs(0)}))[2]
+    assert decided == {34.0: None, 35.0: 1}
 
 
 def test_a_lapsed_claim_blocks_for_the_travel_time_from_the_latest_possible_sighting() -> None:
@@ -792,6 +852,19 @@ def _crossing(hold_overlap: float) -> list[tuple[int | None, int | None]]:
         got = ids(res.update(float(k), tracks, np.stack(looks), FRAME))
         out.append((got[1], got[2]))
     return out
+
+
+def test_candidates_exactly_fleet_distinct_margin_apart_name_the_best() -> None:
+    axes = np.eye(D, dtype=np.float32)
+    # a unit vector at cosine 0.75 to id 1's exemplar and 0.5 to id 2's: exactly the margin (0.25) apart
+    look = 0.75 * axes[0] + 0.5 * axes[1] + 0.25 * (axes[2] + axes[3] + axes[4])
+    cfg = IdentityConfig(fleet_threshold=0.45, fleet_distinct_margin=0.25)
+    cam = IdentityResolver("b", D, itertools.count(100).__next__, cfg)
+    for gid in (1, 2):
+        cam.ingest_remote(_remote("a", gid, gid, 0.0, axes[gid - 1], ended=True))
+    for k in range(4):
+        out = step(cam, 100.0 + k, {7: look})
+    assert ids(out)[7] == 1
 
 
 def test_two_people_crossing_keep_their_ids() -> None:
@@ -946,6 +1019,22 @@ def test_the_switch_guard_is_off_at_zero_and_never_judges_a_track_with_few_exemp
     for k in range(6):
         step(on, 40.0 + k, {7: people.obs(1)})
     assert on.stats().switches == 1
+    three = IdentityResolver("c", D, alloc, IdentityConfig(exemplars_per_track=3))
+    for k in range(3):  # three exemplars, the fewest judged, and all its profile holds
+        step(three, float(k), {5: people.obs(0)})
+    for k in range(3):
+        step(three, 10.0 + k, {5: people.obs(1)})
+    assert three.stats().switches == 1
+
+
+def test_a_look_exactly_at_switch_similarity_is_like_the_track() -> None:
+    axes = np.eye(D, dtype=np.float32)
+    cam = IdentityResolver("a", D, Counter(), IdentityConfig(switch_similarity=0.5, switch_looks=3))
+    for k in range(3):
+        step(cam, float(k), {5: axes[k]})
+    for k in range(3):  # cosine exactly 0.5 to the first exemplar (0 to the others): like the track
+        step(cam, 3.0 + k, {5: 0.5 * (axes[0] + axes[3 + 3 * k] + axes[4 + 3 * k] + axes[5 + 3 * k])})
+    assert cam.stats().switches == 0
 
 
 # --------------------------------------------------------------------------------- gallery first
@@ -1270,6 +1359,11 @@ def test_remote_updates_are_validated_and_rejections_counted() -> None:
     assert not cam.ingest_remote(ProfileUpdate("r", 1, 1, 4.0, 0.5, v))  # older than what we hold
     assert not cam.ingest_remote("junk")  # type: ignore[arg-type]
     assert cam.stats().remote_rejected == {"own_camera": 1, "dim": 1, "out_of_order": 1, "type": 1}
+    kept = IdentityResolver("k", D, Counter(), IdentityConfig(retention_s=100.0))
+    step(kept, 200.0, {})
+    assert kept.ingest_remote(ProfileUpdate("r", 2, 1, 100.0, 0.5, v))  # exactly retention_s old: kept
+    assert not kept.ingest_remote(ProfileUpdate("r", 3, 1, 99.0, 0.5, v))
+    assert kept.stats().remote_rejected == {"stale": 1}
 
 
 def test_frame_input_is_validated() -> None:
@@ -1282,17 +1376,27 @@ def test_frame_input_is_validated() -> None:
         cam.update(0.0, [t], np.zeros((1, 5), np.float32), FRAME)
     with pytest.raises(DataError, match="finite"):
         cam.update(float("nan"), [t], None, FRAME)
+    with pytest.raises(DataError, match="finite"):
+        cam.update(True, [t], None, FRAME)
     with pytest.raises(DataError, match="frame_size"):
         cam.update(0.0, [t], None, (0, 10))
     small = IdentityResolver("a", D, Counter(), IdentityConfig(max_live_tracks=1))
     with pytest.raises(DataError, match="max_live_tracks"):
         small.update(0.0, [t, Track("a", 2, box(1), 0.9, -1)], None, FRAME)
+    assert len(small.update(0.0, [t], None, FRAME).assignments) == 1  # max_live_tracks itself is allowed
     bad = np.stack([people.obs(0)])
     bad[0, 3] = np.nan  # a broken embedding row counts as "not embedded"
     out = cam.update(0.0, [t, Track("a", 2, box(1), 0.9, -1)], bad, FRAME)
     assert [a.source for a in out.assignments] == ["pending", "pending"]
     with pytest.raises(ConfigError, match="8-d"):
         IdentityResolver("a", D, Counter(), gallery=Gallery(8))
+    alloc = Counter()
+    coast, faint = IdentityResolver("c", D, alloc), IdentityResolver("f", D, alloc)
+    tracks = [Track("c", 1, box(0), 0.9, 0), Track("c", 2, box(1), 0.9, -1)]  # track 2: no detection
+    for k in range(5):
+        out = coast.update(float(k), tracks, people.obs(0)[None], FRAME)  # the only row is track 1's
+        step(faint, float(k), {3: people.obs(0) * 1e-7})  # a near-zero row: not embedded
+    assert alloc.calls == 1 and [a.global_id for a in out.assignments] == [1, None]
 
 
 def test_allocator_must_return_fresh_ids() -> None:
@@ -1301,6 +1405,16 @@ def test_allocator_must_return_fresh_ids() -> None:
     observe(cam, people, {1: 0}, 0.0, 5)
     with pytest.raises(DataError, match="already in use"):
         observe(cam, people, {2: 1}, 5.0, 5)
+
+
+def test_the_allocator_may_not_return_an_id_merged_into_another() -> None:
+    people = People(1)
+    cam = IdentityResolver("a", D, lambda: 2)
+    empty = np.zeros((0, D), np.float32)
+    cam.ingest_remote(ProfileUpdate("r", 7, 1, 0.0, 0.9, empty, label="jane"))
+    cam.ingest_remote(ProfileUpdate("r", 8, 2, 0.0, 0.9, empty, label="jane"))  # 2 is an alias of 1 now
+    with pytest.raises(DataError, match="global id 2, which is already in use"):
+        observe(cam, people, {1: 0}, 1.0, 3)  # the third look asks for a new id
 
 
 def test_every_identity_setting_is_described_and_bounded() -> None:

@@ -267,6 +267,22 @@ def test_a_moving_track_publishes_its_position_at_the_interval() -> None:
     assert len(quiet) == 1 and quiet[0].position is None
 
 
+def test_a_camera_at_one_frame_a_second_publishes_velocities() -> None:
+    look = unit(np.random.default_rng(8).standard_normal(D))
+    cam = IdentityResolver("a", D, Counter(), CFG)
+    sent = [u for k in range(4) for u in frame(cam, float(k), {1: (look, (1.5 * k, 0.0))}).updates]
+    assert sent and sent[-1].timestamp == 3.0 and sent[-1].velocity == pytest.approx((1.5, 0.0))
+
+
+def test_updates_carry_a_position_only_from_their_own_time() -> None:
+    look = unit(np.random.default_rng(9).standard_normal(D))
+    cam = IdentityResolver("a", D, Counter(), CFG)
+    for k in range(4):
+        frame(cam, 0.5 * k, {1: (look, (0.0, 0.0))})
+    later = [u for k in range(4, 40) for u in frame(cam, 0.5 * k, {1: (look, None)}).updates]  # off the plan
+    assert later and all(u.position is None and u.velocity is None for u in later)
+
+
 def test_positions_are_validated() -> None:
     cam = IdentityResolver("a", D, Counter(), CFG)
     look = unit(np.ones(D))
@@ -277,6 +293,9 @@ def test_positions_are_validated() -> None:
         ProfileUpdate("a", 1, 1, 0.0, 0.5, np.zeros((0, D), np.float32), position=(1.0, math.inf))
     with pytest.raises(DataError, match="velocity must be None or two finite numbers"):
         ProfileUpdate("a", 1, 1, 0.0, 0.5, np.zeros((0, D), np.float32), velocity=(1.0,))  # type: ignore[arg-type]
+    half = IdentityResolver("b", D, Counter(), CFG)
+    sent = [u for k in range(4) for u in frame(half, 0.5 * k, {1: (look, (1.0, math.nan))}).updates]
+    assert sent and all(u.position is None for u in sent)  # a row with a NaN is no position
 
 
 # ------------------------------------------------------------------------------------------- wire
@@ -400,6 +419,8 @@ def test_a_cameras_own_earlier_tracks_only_rule_identities_out() -> None:
     assert second == first  # another camera's sighting right there speaks for the id
     first, second = after_track_1((0.3, 0.0), look, alike, other_camera=False)
     assert second not in (None, first)  # the same camera's: the tracker already kept them apart
+    first, second = after_track_1((0.3, 0.0), *pair(0.9, seed=23), other_camera=False)
+    assert second not in (None, first)  # nor does it lift a look under look_only_threshold (0.95)
     first, second = after_track_1((40.0, 0.0), same, same, other_camera=False)
     assert second not in (None, first)  # the same look, but too far from where track 1 just was
     first, second = after_track_1((1.2, 0.0), same, same, other_camera=False)
@@ -443,6 +464,20 @@ def test_where_positions_say_nothing_a_look_alone_must_be_near_certain(
         out = frame(b, later + 0.1 * k, {4: (after, (50.0, 0.0) if sited else None)})
     # look_only_threshold (0.95) with a site, fleet_threshold (0.8) without one
     assert (gid(out, 4) == 1) is joins and gid(out, 4) is not None
+
+
+def test_a_look_exactly_at_look_only_threshold_is_enough() -> None:
+    axes = np.eye(D, dtype=np.float32)
+    before, after = axes[0], 0.5 * (axes[0] + axes[1] + axes[2] + axes[3])  # cosine exactly 0.5
+    cfg = CFG.model_copy(update={"look_only_threshold": 0.5, "fleet_threshold": 0.4})
+    ids = Counter()
+    a, b = IdentityResolver("a", D, ids, cfg), IdentityResolver("b", D, ids, cfg)
+    for k in range(6):
+        relay(frame(a, 0.5 * k, {1: (before, (0.0, 0.0))}).updates, b)
+    relay([a.end_track(1, 2.5)], b)
+    for k in range(6):  # long after, far off: the positions say nothing
+        out = frame(b, 20.0 + 0.1 * k, {4: (after, (50.0, 0.0))})
+    assert gid(out, 4) == 1
 
 
 def test_a_look_too_weak_to_take_still_keeps_a_weaker_rival_out() -> None:
