@@ -1065,6 +1065,26 @@ def test_gallery_named_identities_take_precedence() -> None:
     assert c.assignment(3).label == "jane"  # type: ignore[union-attr]
 
 
+def test_a_named_track_takes_the_name_the_gallery_prefers_by_more_than_the_hysteresis_margin() -> None:
+    """Track 1 is named jane (0.9; ann 0.3), then looks like ann (0.93, then 0.96; jane 0.3, then 0.25). Within
+    hysteresis_margin (0.05) of jane's best, 0.93 keeps the name; 0.96 beats it and wins the name after
+    hysteresis_count decisions. The track kept jane for good, reporting ann's similarity: ann's proposal, a name
+    with no fleet id yet, adopted the track's own id 1 (jane's), which counted as holding it."""
+    axes = np.eye(D, dtype=np.float32)
+    gallery = Gallery(D, threshold=0.5)
+    gallery.add("jane", axes[0])
+    gallery.add("ann", axes[1])
+    cam = IdentityResolver("a", D, Counter(), gallery=gallery)
+    named: list[tuple[str | None, float]] = []
+    for k, (jane, ann) in enumerate([(0.9, 0.3)] * 3 + [(0.3, 0.93)] * 3 + [(0.25, 0.96)] * 3):
+        look = jane * axes[0] + ann * axes[1] + np.sqrt(1 - jane**2 - ann**2) * axes[2 + k // 3]
+        a = step(cam, float(k), {1: look}).assignments[0]
+        named.append((a.label, round(a.similarity, 2)))
+    assert named[1:6] == [("jane", 0.9)] * 5
+    assert named[6:] == [("jane", 0.9), ("ann", 0.96), ("ann", 0.96)]
+    assert cam.assignment(1).global_id == 2  # type: ignore[union-attr]  # ann's own id, not jane's
+
+
 def test_gallery_name_first_seen_gets_one_new_id() -> None:
     people, alloc = People(1, seed=7), Counter()
     gallery = Gallery(D, threshold=0.5)

@@ -683,6 +683,8 @@ class IdentityResolver:
         cands = [
             self._candidates(lo, key, r, taken, now) for lo, key, r in zip(tracks, keys, raw, strict=True)
         ]
+        if unnamed_only:  # _candidates adds the track's own id where only its own rows speak: it may be named
+            cands = [{g: v for g, v in c.items() if self.store.label_of(g) is None} for c in cands]
         gids = sorted(set().union(*cands))
         scores = np.full((len(tracks), len(gids)), -np.inf)
         for i, cand in enumerate(cands):
