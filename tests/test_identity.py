@@ -597,6 +597,23 @@ def test_after_a_label_merge_the_track_that_took_the_id_first_keeps_it() -> None
     assert both == {5: 1, 3: 2} and after[5] == 1 and after[3] != 1
 
 
+def test_a_track_that_lost_its_id_to_a_co_visible_track_is_decided_again_once() -> None:
+    """After the label merge track 2 shares id 1 with track 1, which took it first: track 2 is decided again on
+    that frame though not embedded (a new id), and then, like every track, only on its new looks: the
+    fleet's news of a better match for it waits for its next look."""
+    people, alloc = People(2, seed=5), Counter()
+    cam = IdentityResolver("a", D, alloc)
+    observe(cam, people, {1: 0, 2: 1}, 0.0, 6)
+    empty = np.zeros((0, D), np.float32)
+    cam.ingest_remote(ProfileUpdate("r", 7, 1, 6.0, 0.9, empty, label="jane"))
+    cam.ingest_remote(ProfileUpdate("r", 8, 2, 6.0, 0.9, empty, label="jane"))  # 2 merges into 1
+    assert ids(step(cam, 6.0, {1: people.obs(0), 2: None})) == {1: 1, 2: 3}
+    cam.ingest_remote(_remote("r", 9, 50, 6.0, people.centres[1], ended=True))  # person 1 as id 50
+    held = [ids(step(cam, 7.0 + k, {1: None, 2: None}))[2] for k in range(3)]
+    moved = [ids(step(cam, 10.0 + k, {1: None, 2: people.obs(1)}))[2] for k in range(3)]
+    assert held == [3, 3, 3] and moved[-1] == 50
+
+
 def test_far_apart_cameras_cannot_hold_one_id_at_once() -> None:
     people, alloc = People(1), Counter()
     cfg = IdentityConfig(adjacency=(CameraEdge(a="a", b="b", min_s=30.0, max_s=120.0),))
@@ -1025,6 +1042,22 @@ def test_the_switch_guard_is_off_at_zero_and_never_judges_a_track_with_few_exemp
     for k in range(3):
         step(three, 10.0 + k, {5: people.obs(1)})
     assert three.stats().switches == 1
+
+
+def test_a_look_beside_a_box_covering_exactly_hold_overlap_of_it_is_judged() -> None:
+    """Track 5's box shares exactly hold_overlap (0.25) of its area with track 6's: no crossing yet, so its
+    looks of someone else still count against it, and the third in a row ends its id."""
+    people = People(3, seed=4)
+    cam = IdentityResolver("a", D, Counter(), IdentityConfig(hold_overlap=0.25, switch_looks=3))
+    for k in range(4):
+        step(cam, float(k), {5: people.obs(0)})
+    five, six = (
+        Track("a", 5, (100.0, 100.0, 180.0, 300.0), 0.9, 0),
+        Track("a", 6, (160.0, 100.0, 240.0, 300.0), 0.9, 1),
+    )
+    for k in range(3):
+        cam.update(4.0 + k, [five, six], np.stack([people.obs(1), people.obs(2)]), FRAME)
+    assert cam.stats().switches == 1
 
 
 def test_a_look_exactly_at_switch_similarity_is_like_the_track() -> None:

@@ -238,6 +238,28 @@ def test_positions_past_the_horizon_say_nothing() -> None:
     assert gid(out, 4) == 1
 
 
+def test_a_sighting_exactly_site_horizon_s_before_still_rules_out() -> None:
+    look, _, a, b = standing_on_a(4)
+    relay([a.end_track(1, 3.0)], b)  # last seen at 2.5
+    frame(b, 5.5, {4: (look, (500.0, 0.0))})
+    out = frame(b, 6.5, {4: (look, (500.0, 0.0))})  # decided exactly site_horizon_s (4 s) later: too far
+    assert gid(out, 4) != 1
+
+
+def test_a_track_off_the_plan_is_not_taken_to_stand_where_it_was_last_placed() -> None:
+    """Track 1 stands at the origin until 1.5 s, then is seen off the plan until 5 s: its last known place is
+    the origin at 1.5 s. Track 2 with its look 5 units off at 5.5 s is within reach of that (1 + 2 x 4)."""
+    look = unit(np.random.default_rng(10).standard_normal(D))
+    cam = IdentityResolver("a", D, Counter(), CFG)
+    for k in range(4):
+        frame(cam, 0.5 * k, {1: (look, (0.0, 0.0))})
+    for k in range(4, 11):
+        frame(cam, 0.5 * k, {1: (look, None)})
+    for k in range(11, 14):
+        out = frame(cam, 0.5 * k, {2: (look, (5.0, 0.0))})
+    assert gid(out, 2) == 1
+
+
 def test_co_visible_tracks_of_one_camera_are_not_evidence_for_each_other() -> None:
     look, alike = pair(0.7, seed=5)
     ids = Counter()
