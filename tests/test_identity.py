@@ -298,6 +298,138 @@ def test_fleet_scores_agree_with_set_similarity(how: MatchScore) -> None:
     assert store.scores([query], [("me", 1)], how, 3, floor=2.0) == [{}]
 
 
+def _contrib(
+    key: tuple[str, int], gid: int, last: float, label: str | None = None, live_local: bool = False
+) -> Contribution:
+    """A remote ended track's say (or, ``live_local``, a live track of this camera's) about ``gid``."""
+    return Contribution(key, gid, 0.0, last, 0.5, label, not live_local, live_local)
+
+
+def test_store_a_row_less_say_is_no_look_of_the_identity() -> None:
+    people = People(1)
+    store = FleetStore(D, IdentityConfig())
+    store.record(_contrib(("me", 1), 1, 0.0, live_local=True), people.obs(0)[None], 0.0)
+    store.record(_contrib(("r", 2), 1, 0.0), None, 0.0)  # a keep-alive: no exemplars
+    assert not store.has_foreign_rows(1, ("me", 1))
+    store.record(_contrib(("r", 2), 1, 1.0), people.obs(0)[None], 1.0)
+    assert store.has_foreign_rows(1, ("me", 1))
+
+
+def test_store_rows_follow_a_track_that_changed_ids_without_new_rows() -> None:
+    people = People(1)
+    store = FleetStore(D, IdentityConfig())
+    store.record(_contrib(("r", 1), 5, 0.0), people.obs(0)[None], 0.0)
+    store.record(_contrib(("r", 1), 6, 1.0), None, 1.0)  # now id 6, rows as they were
+    assert store.scores([people.obs(0)[None]], [None], "max", 1, floor=0.5)[0].keys() == {6}
+
+
+def test_store_rows_stay_within_max_exemplar_rows_with_live_tracks_alone() -> None:
+    store = FleetStore(D, IdentityConfig(max_exemplar_rows=4))
+    store.record(_contrib(("me", 1), 1, 0.0, live_local=True), np.eye(D, dtype=np.float32)[:6], 0.0)
+    assert store.bank.n == 4 and store.bank.count(("me", 1)) == 4
+
+
+def test_store_an_end_carrying_the_last_sighting_keeps_when_it_was_heard() -> None:
+    """Heard at 10 on the stamps' clock; the stamps then run 50 s ahead of the running clock (a stall); the
+    track's end carries that same last sighting: it was still heard at 10 of running time."""
+    store = FleetStore(D, IdentityConfig(retention_s=100.0))
+    store.record(_contrib(("r", 1), 1, 10.0), np.eye(D, dtype=np.float32)[:1], 10.0)
+    store.lag = 50.0
+    store.record(_contrib(("r", 1), 1, 10.0), None, 60.0)
+    store.expire(155.0)  # running time 105: 95 s since
+    assert 1 in store
+    store.expire(161.0)
+    assert 1 not in store and store.expired == 1
+
+
+def test_store_two_names_never_merge() -> None:
+    store = FleetStore(D, IdentityConfig())
+    store.record(_contrib(("r", 1), 1, 0.0, label="jane"), None, 0.0)
+    store.record(_contrib(("r", 2), 2, 0.0, label="ann"), None, 0.0)
+    assert store.bind_label("ann", 1) == [] and store.label_conflicts == 1
+    assert store.label_of(1) == "jane" and store.gid_of_label("ann") == 2 and 2 in store
+
+
+def test_store_a_merge_keeps_max_tracks_per_identity() -> None:
+    store = FleetStore(D, IdentityConfig(max_tracks_per_identity=2))
+    for i, gid in enumerate((1, 1, 2, 2)):
+        store.record(_contrib(("r", i), gid, float(i)), None, float(i))
+    store.bind_label("jane", 1)
+    assert store.bind_label("jane", 2) == [(2, 1)]
+    assert store.identities[1].keys == {("r", 2), ("r", 3)}  # the two heard of last
+    assert len(store.contributions) == 2 and store.dropped == 2
+
+
+def test_store_bounds_hold_exactly_max_identities_aliases_and_max_forgotten_tombstones() -> None:
+    store = FleetStore(D, IdentityConfig(max_identities=1, max_forgotten=2))
+    store.record(_contrib(("me", 1), 1, 0.0, live_local=True), None, 0.0)
+    store.record(_contrib(("me", 2), 2, 0.0, live_local=True), None, 0.0)
+    store.bind_label("jane", 1)
+    store.bind_label("jane", 2)
+    assert store.canonical(2) == 1  # one alias: max_identities of them
+    store.forget(7, 1.0)
+    store.forget(8, 2.0)
+    assert store.is_forgotten(7) and store.is_forgotten(8)
+    store.forget(9, 3.0)
+    assert not store.is_forgotten(7)
+
+
+def test_store_forgetting_an_id_leaves_the_ids_merged_into_it_their_own() -> None:
+    store = FleetStore(D, IdentityConfig())
+    store.record(_contrib(("r", 1), 1, 0.0, label="jane"), None, 0.0)
+    store.record(_contrib(("r", 2), 2, 0.0, label="jane"), None, 0.0)
+    assert store.canonical(2) == 1
+    assert store.forget(1, 1.0) and store.canonical(2) == 2 and not store.is_forgotten(2)
+
+
+def test_store_a_remote_claim_lapses_exactly_claim_ttl_s_after_it_was_heard() -> None:
+    store = FleetStore(D, IdentityConfig(claim_ttl_s=10.0))
+    c = Contribution(("r", 1), 1, 0.0, 5.0, 0.5, None, False, False)
+    assert store.is_live(c, 14.9) and not store.is_live(c, 15.0)
+
+
+def test_store_makes_room_from_ended_tracks_only() -> None:
+    people = People(2)
+    store = FleetStore(D, IdentityConfig(max_exemplar_rows=2))
+    store.record(_contrib(("me", 1), 1, 0.0, live_local=True), np.stack([people.obs(0)] * 2), 0.0)
+    store.record(_contrib(("r", 2), 2, 1.0), people.obs(1)[None], 1.0)  # no room: a live track's rows stay
+    assert store.bank.count(("me", 1)) == 2 and store.bank.count(("r", 2)) == 0 and store.dropped == 0
+
+
+def test_store_over_max_tracks_per_identity_drops_ended_tracks_first() -> None:
+    store = FleetStore(D, IdentityConfig(max_tracks_per_identity=2, claim_ttl_s=10.0))
+    store.record(Contribution(("r", 1), 1, 0.0, 5.0, 0.5, None, False, False), None, 5.0)  # live, older
+    store.record(_contrib(("r", 2), 1, 6.0), None, 6.0)  # ended, newer
+    store.record(Contribution(("r", 3), 1, 0.0, 7.0, 0.5, None, False, False), None, 7.0)
+    assert store.identities[1].keys == {("r", 1), ("r", 3)}
+
+
+def test_store_never_evicts_an_identity_a_live_track_of_this_camera_holds() -> None:
+    store = FleetStore(D, IdentityConfig(max_identities=1))
+    store.record(_contrib(("me", 1), 1, 0.0, live_local=True), None, 0.0)  # the least recently seen
+    store.record(_contrib(("r", 2), 2, 1.0), None, 1.0)
+    store.record(_contrib(("r", 3), 3, 2.0), None, 2.0)
+    assert 1 in store and 2 not in store and store.evicted == 1
+
+
+def test_store_never_expires_a_live_track_of_this_camera() -> None:
+    store = FleetStore(D, IdentityConfig(retention_s=100.0))
+    store.record(_contrib(("me", 1), 1, 0.0, live_local=True), None, 0.0)
+    store.record(_contrib(("r", 2), 2, 0.0), None, 0.0)
+    store.expire(101.0)
+    assert 1 in store and 2 not in store
+
+
+def test_store_replacing_a_tracks_rows_makes_room_for_the_difference_only() -> None:
+    axes = np.eye(D, dtype=np.float32)
+    store = FleetStore(D, IdentityConfig(max_exemplar_rows=3))
+    store.record(_contrib(("r", 1), 1, 0.0), axes[:1], 0.0)
+    store.record(_contrib(("me", 2), 2, 1.0, live_local=True), axes[1:3], 1.0)
+    store.record(_contrib(("me", 2), 2, 2.0, live_local=True), axes[3:5], 2.0)  # 3 rows in all, as before
+    assert store.bank.count(("r", 1)) == 1 and store.dropped == 0
+    assert store.scores([axes[:1]], [None], "max", 1, floor=1.0) == [{1: 1.0}]  # the floor itself is kept
+
+
 def test_assign_is_one_to_one_and_respects_the_threshold() -> None:
     s = np.array([[0.95, 0.9, 0.1], [0.9, 0.2, 0.1], [0.5, 0.6, -np.inf]])
     pairs = assign(s, 0.8)
