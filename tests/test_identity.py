@@ -8,6 +8,9 @@ Gaussian noise of norm ~``noise``, normalised. Cameras exchange ``ProfileUpdate`
 from __future__ import annotations
 
 import itertools
+import sys
+import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -1476,6 +1479,48 @@ def test_caps_hold_with_thousands_of_tracks() -> None:
         assert s.contributions <= s.identities * cfg.max_tracks_per_identity + cfg.max_live_tracks
     assert len(cam.store.aliases) <= cfg.max_identities
     assert s.evicted_identities > 0 and s.dropped_contributions > 0 and alloc.calls == 1000
+
+
+def test_a_bridge_thread_ingesting_while_the_camera_resolves_breaks_nothing() -> None:
+    """The bridge's thread calls ingest_remote while the camera loop calls update (the resolver's one lock):
+    2 s of both, with the interpreter switching threads as often as it can, end with no error and the caps
+    holding."""
+    rng = np.random.default_rng(2)
+    cfg = IdentityConfig(max_identities=50, max_tracks_per_identity=2, max_exemplar_rows=200)
+    cam = IdentityResolver("a", D, Counter(), cfg)
+    looks = rng.standard_normal((64, D)).astype(np.float32)
+    looks /= np.linalg.norm(looks, axis=1, keepdims=True)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def bridge() -> None:
+        i = 0
+        try:
+            while not stop.is_set():
+                row = looks[i % 64 : i % 64 + 1]
+                cam.ingest_remote(ProfileUpdate("r", i, 10**6 + i % 80, 0.01 * i, 0.9, row, ended=i % 2 == 0))
+                i += 1
+        except BaseException as e:  # whatever it is, the test reports it
+            errors.append(e)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    thread = threading.Thread(target=bridge)
+    thread.start()
+    try:
+        end, k = time.monotonic() + 2.0, 0
+        while time.monotonic() < end and not errors:
+            tracks = [Track("a", 10 * (k // 5) + j, box(j), 0.9, j) for j in range(4)]
+            cam.update(0.01 * k, tracks, looks[rng.integers(64, size=4)], FRAME)
+            k += 1
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(switch)
+    assert not errors, errors
+    s = cam.stats()
+    assert s.remote_accepted > 100 and s.exemplar_rows <= cfg.max_exemplar_rows
+    assert s.identities <= cfg.max_identities + cfg.max_live_tracks
 
 
 def test_forget_erases_an_identity_and_keeps_it_erased() -> None:
