@@ -47,6 +47,7 @@ from daemon.bridge import (
 )
 from daemon.config import BridgeConfig
 from daemon.errors import ConfigError
+from daemon.fleet_wire import MAX_ITEMS, MAX_SENDER_CHARS
 from daemon.valkey_server import EmbeddedCluster, EmbeddedValkey
 
 KEY = "fleet-key-for-tests-0123456789"
@@ -179,12 +180,26 @@ def test_decode_rejects_by_reason() -> None:
         with pytest.raises(MessageRejected) as err:
             decode_message(blob, key, max_bytes=len(good) + 1000)
         assert err.value.reason == reason, (reason, err.value.detail)
+    newer = bytearray(good)
+    newer[4:6] = (codec.VERSION + 1).to_bytes(2, "little")  # the codec's format version, not the wire's
+    meta_v1 = {"v": 1, "camera": "cam", "sender": "s", "sent": 1.0, "items": [_item(r=4000)]}
+    inflated = codec.encode(  # 64 kB of rows that zlib packs into a blob far under the limit
+        codec.EmbeddingBatch(np.zeros((4000, 4), np.float32), meta=meta_v1), compress=True, key=key
+    )
+    assert len(inflated) < len(good) + 1000
+    for reason, blob in (("version", bytes(newer)), ("oversized", inflated)):
+        with pytest.raises(MessageRejected) as err:
+            decode_message(blob, key, max_bytes=len(good) + 1000)
+        assert err.value.reason == reason, (reason, err.value.detail)
+    assert decode_message(good, key, max_bytes=len(good)).track_id == 1  # exactly max_bytes: taken
     no_sender = codec.encode(codec.EmbeddingBatch(unit_rows(1, 0), meta={**meta_v2, "v": 1}), key=key)
     with pytest.raises(MessageRejected, match="malformed: bad meta"):
         decode_message(no_sender, key, 1 << 20)
     assert freshness(0.0, now=100.0, max_age_s=30, max_skew_s=5) == "stale"
     assert freshness(0.0, now=-10.0, max_age_s=30, max_skew_s=5) == "future"
     assert freshness(0.0, now=20.0, max_age_s=30, max_skew_s=5) is None
+    assert freshness(25.0, now=20.0, max_age_s=30, max_skew_s=5) is None  # exactly max_skew_s ahead
+    assert freshness(-10.0, now=20.0, max_age_s=30, max_skew_s=5) is None  # exactly max_age_s old
 
 
 def test_a_batch_carries_many_messages_under_one_signature() -> None:
@@ -214,17 +229,47 @@ def test_a_batch_carries_many_messages_under_one_signature() -> None:
         )
     with pytest.raises(ValueError, match="one camera"):
         encode_batch([msgs[0], FleetMessage("hello", "other", sender="s")], key)
+    with pytest.raises(ValueError, match="one sender"):
+        encode_batch([msgs[0], FleetMessage("hello", "cam", sender="t")], key)
     meta = {"v": 1, "camera": "cam", "sender": "s", "sent": 1.0, "items": [_item(r=3)]}
     bad_rows = codec.encode(codec.EmbeddingBatch(unit_rows(2, 0, 8), meta=meta), key=key)
     with pytest.raises(MessageRejected, match="malformed: bad meta: the items announce 3 rows"):
         decode_batch(bad_rows, key, 1 << 20)
+    meta["items"] = [_item(r=-1), _item(r=3)]  # the right total, from a negative count
+    negative = codec.encode(codec.EmbeddingBatch(unit_rows(2, 0, 8), meta=meta), key=key)
+    with pytest.raises(MessageRejected, match="malformed: bad meta: the items announce 2 rows"):
+        decode_batch(negative, key, 1 << 20)
     bad_items = [_item(r=2, k="teleport"), {**_item(r=2), "ts": 10**400}, {**_item(r=2), "g": 0}]
     bad_items.append({**_item(r=2), "e": 1})  # ended must be a JSON boolean
+    bad_items.append({**_item(r=2), "t": True})  # and a track id no boolean
     for item in bad_items:
         meta["items"] = [item]
         bad = codec.encode(codec.EmbeddingBatch(unit_rows(2, 0, 8), meta=meta), key=key)
         with pytest.raises(MessageRejected, match="malformed"):
             decode_batch(bad, key, 1 << 20)
+
+
+def test_a_batch_is_taken_up_to_its_bounds_exactly() -> None:
+    """MAX_ITEMS messages and a sender id of MAX_SENDER_CHARS are taken, one more refused; the version must be
+    the number 1 (JSON's true is not)."""
+    key = KEY.encode()
+
+    def blob(items: int, sender: str = "s", version: object = 1) -> bytes:
+        meta = {"v": version, "camera": "cam", "sender": sender, "sent": 1.0, "items": [_item(r=0)] * items}
+        return codec.encode(codec.EmbeddingBatch(np.zeros((0, 4), np.float32), meta=meta), key=key)
+
+    assert len(decode_batch(blob(MAX_ITEMS), key, 1 << 24).messages) == MAX_ITEMS
+    assert decode_batch(blob(1, "s" * MAX_SENDER_CHARS), key, 1 << 20).sender == "s" * MAX_SENDER_CHARS
+    for bad in (blob(MAX_ITEMS + 1), blob(0)):
+        with pytest.raises(
+            MessageRejected, match=f"malformed: bad meta: a batch holds 1..{MAX_ITEMS} messages"
+        ):
+            decode_batch(bad, key, 1 << 24)
+    with pytest.raises(MessageRejected, match="malformed: bad meta: sender id longer"):
+        decode_batch(blob(1, "s" * (MAX_SENDER_CHARS + 1)), key, 1 << 20)
+    with pytest.raises(MessageRejected) as err:
+        decode_batch(blob(1, version=True), key, 1 << 20)
+    assert err.value.reason == "version"
 
 
 def _item(r: int, k: str = "profile") -> dict[str, Any]:
@@ -240,6 +285,13 @@ def test_message_validation() -> None:
         FleetMessage("profile", "cam", embeddings=np.full((1, 4), np.nan, np.float32))
     with pytest.raises(ValueError, match="camera"):
         FleetMessage("hello", "cam{x}")
+    assert FleetMessage("hello", "c" * 200).camera == "c" * 200  # the longest camera name
+    with pytest.raises(ValueError, match="camera must be 1-200 characters"):
+        FleetMessage("hello", "c" * 201)
+    with pytest.raises(ValueError, match="seq must be >= 0"):
+        FleetMessage("hello", "cam", seq=-1)
+    with pytest.raises(ValueError, match="D >= 1"):
+        FleetMessage("profile", "cam", embeddings=np.zeros((1, 0), np.float32))
     caller = unit_rows(2, 0)
     msg = FleetMessage("profile", "cam", embeddings=caller)
     caller[:] = 0  # the message holds its own read-only copy
