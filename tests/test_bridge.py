@@ -897,6 +897,24 @@ def test_a_live_stream_id_valkey_cannot_take_back_is_rejected(
         assert a.stats.reconnects == 0 and a.stats.subscribed
 
 
+def test_a_message_heard_twice_is_delivered_once(server: EmbeddedValkey) -> None:
+    """A batch can arrive twice (live, then again from the streams): a profile of a sequence number already
+    delivered, and a forget already delivered, are counted as duplicates, not delivered again."""
+    key = KEY.encode()
+    with Bridge(config(server.url), "cam-b") as b:
+        assert b.wait_ready(5)
+        channel, client = b.keys.channel, server.client()
+        now = time.time()
+        first = FleetMessage("profile", "cam-x", 1, None, None, now, 0.5, unit_rows(2, 0), sender="x", seq=1)
+        erase = FleetMessage("forget", "cam-x", global_id=7, sender="x", seq=2)
+        later = FleetMessage("profile", "cam-x", 3, None, None, now, 0.5, unit_rows(2, 1), sender="x", seq=3)
+        for msg in (first, first, erase, erase, later):
+            _inject(client, channel, encode_message(msg, key, sent_at=now))
+        assert wait_for(lambda: b.stats.received + b.stats.duplicates == 5)
+        assert [(m.kind, m.seq) for m in b.drain()] == [("profile", 1), ("forget", 2), ("profile", 3)]
+        assert b.stats.duplicates == 2
+
+
 def test_forged_entries_in_stored_state_are_rejected_on_catch_up(server: EmbeddedValkey) -> None:
     cfg = config(server.url)
     keys = FleetKeys("default")
