@@ -136,6 +136,20 @@ def test_the_example_waits_for_a_camera_at_start_for_less_than_the_unit_gives_a_
     assert longest < _unit_seconds(unit, "TimeoutStartSec")
 
 
+def test_a_stopping_worker_erases_for_well_under_the_time_the_unit_gives_a_stop() -> None:
+    """A stopping worker erases forgotten ids for up to ``worker.STOP_ERASE_S``, plus the file it is on, after
+    its outputs close and before its summary: past the unit's ``TimeoutStopSec`` systemd SIGKILLs it mid-file.
+    At most half of it, the rest left for that file and the stop itself; and the READMEs say the same figures."""
+    from daemon.worker import STOP_ERASE_S
+
+    stop_s = _unit_seconds((DEPLOY / "reid-daemon@.service").read_text(), "TimeoutStopSec")
+    assert 0 < STOP_ERASE_S <= stop_s / 2
+    deploy_readme = (DEPLOY / "README.md").read_text()
+    assert f"at most {STOP_ERASE_S:g} s erasing" in deploy_readme
+    assert f"under `TimeoutStopSec={stop_s}`" in deploy_readme
+    assert f"within {STOP_ERASE_S:g} s" in (ROOT / "README.md").read_text()
+
+
 def _pins(text: str) -> list[str]:
     return sorted(re.findall(r"torch(?:vision)?==[\w.+]+", text))
 
