@@ -11,7 +11,8 @@ wrote down as well, in its folder and its ``earlier-*`` folders:
   from before the fleet knew who they were (no global id yet, since the track started or its id last changed;
   not the events of another run, or another life, of the same track id: a restarted camera can number its
   tracks as an earlier run did);
-- ``embeddings.npy``: the rows those events referenced are overwritten with zeros (row numbers stay valid).
+- ``embeddings.npy``: the rows those events referenced are overwritten with zeros (row numbers stay valid),
+  before the events are rewritten: an erase killed between the two leaves the references for the next to find.
 
 Annotated videos keep their pixels: a video cannot be edited this way (the README says so).
 
@@ -151,10 +152,12 @@ def text_lines(path: Path) -> Iterator[tuple[bytes, str, bool]]:
                 yield raw, raw.decode("utf-8", "surrogateescape"), False
 
 
-def rewrite_lines(path: Path, edit: Callable[[str], str | None]) -> Rewritten:
+def rewrite_lines(
+    path: Path, edit: Callable[[str], str | None], before: Callable[[], object] | None = None
+) -> Rewritten:
     """Rewrite text file ``path`` line by line: ``edit`` returns the line to keep (changed or not) or None to
-    drop it. Written atomically, and only when a line changed; a line kept unchanged is written back byte for
-    byte (one that is not UTF-8 text too: its damage is noted)."""
+    drop it. Written atomically, and only when a line changed, ``before`` called first; a line kept unchanged is
+    written back byte for byte (one that is not UTF-8 text too: its damage is noted)."""
     if not path.is_file():
         return Rewritten(0)
     kept: list[bytes] = []
@@ -171,6 +174,8 @@ def rewrite_lines(path: Path, edit: Callable[[str], str | None]) -> Rewritten:
         if new is not None:
             kept.append(new.encode("utf-8", "surrogateescape"))
     if changed:
+        if before is not None:
+            before()
         atomic_write(path, b"".join(kept))
     return Rewritten(changed, _damage(path, damaged))
 
@@ -292,11 +297,13 @@ def pending_lines(folders: list[Path], gids: set[int], deadline: float | None = 
     return doomed
 
 
-def erase_events(path: Path, gids: set[int], pending: set[int]) -> tuple[Rewritten, list[int]]:
+def erase_events(path: Path, gids: set[int], pending: set[int], embeddings: Path) -> tuple[Rewritten, int]:
     """``events.jsonl``: events of ``gids``, and the events on lines ``pending`` (with no global id yet: see
-    ``pending_lines``), lose their global id, label and embedding. Returns the lines changed and the
-    embedding rows they referenced."""
+    ``pending_lines``), lose their global id, label and embedding; the rows they referenced in ``embeddings``
+    are zeroed first (again, where an erase killed before the rewrite did it already), so that no kill leaves
+    a row no event points to any more unzeroed. Returns the lines changed and the rows zeroed."""
     rows: list[int] = []
+    zeroed = 0
     held: set[int] = set()
     line_no = -1
 
@@ -318,7 +325,12 @@ def erase_events(path: Path, gids: set[int], pending: set[int]) -> tuple[Rewritt
         rec |= {"global_id": None, "label": None, "embedding": None, "forgotten": True}
         return json.dumps(rec, separators=(",", ":")) + "\n"
 
-    return rewrite_lines(path, edit).of(held), rows
+    def zero() -> None:
+        nonlocal zeroed
+        zeroed = zero_embedding_rows(embeddings, rows)
+
+    rewritten = rewrite_lines(path, edit, zero)
+    return rewritten.of(held), zeroed
 
 
 def zero_embedding_rows(path: Path, rows: Iterable[int]) -> int:
@@ -354,9 +366,10 @@ def erase_folder(folder: Path, gids: set[int], pending: set[int]) -> Erased:
     erased = Erased()
     erased.identity_lines = erased.note(erase_identity_lines(folder / "identities.jsonl", gids))
     erased.note(erase_table(folder / "identities.json", gids))
-    events, rows = erase_events(folder / "events.jsonl", gids, pending)
+    events, erased.embeddings = erase_events(
+        folder / "events.jsonl", gids, pending, folder / "embeddings.npy"
+    )
     erased.event_lines = erased.note(events)
-    erased.embeddings = zero_embedding_rows(folder / "embeddings.npy", rows)
     for mot in folder.glob("*.global.txt"):
         erased.global_rows += erased.note(erase_global_rows(mot, gids))
     return erased

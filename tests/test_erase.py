@@ -435,3 +435,48 @@ def test_erasing_many_ids_at_once_leaves_what_erasing_them_one_by_one_leaves(tmp
     assert erased.total and _files_of(together / "cam") == _files_of(apart / "cam")
     logged = [json.loads(x) for x in (together / "cam" / "identities.jsonl").read_text().splitlines()]
     assert [x["global_id"] for x in logged if x["event"] == "forgotten"] == [7, 9, 20, 8, 21]  # not 555
+
+
+class _Killed(BaseException):
+    """A SIGKILL: nothing after it runs."""
+
+
+@pytest.mark.parametrize("kill_at", ["events.jsonl", "embeddings.npy"])
+def test_an_erase_killed_between_its_events_and_their_embeddings_ends_the_same_done_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kill_at: str
+) -> None:
+    """An erase rewrote events.jsonl (its embedding references dropped) before it zeroed those rows in
+    embeddings.npy: killed between the two, the rows stayed for good, as the erase done again found no event
+    that referenced them. Killed at either step, the erase done again leaves every row of the id zeroed."""
+    import daemon.erase as erase_module
+
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {1: None, 2: 8})
+    _frame(outputs, 1, {1: 7, 2: 8})
+    outputs.close()
+    folder = tmp_path / "cam"
+    write = erase_module.atomic_write
+
+    def killed_writing(path: Path, data: bytes) -> None:
+        if path.name == kill_at:
+            raise _Killed
+        write(path, data)
+
+    def killed_zeroing(path: Path, rows: object) -> int:
+        raise _Killed
+
+    monkeypatch.setattr(erase_module, "atomic_write", killed_writing)
+    if kill_at == "embeddings.npy":
+        monkeypatch.setattr(erase_module, "zero_embedding_rows", killed_zeroing)
+    with pytest.raises(_Killed):
+        erase_stopped_camera(folder, "cam", [7], 200.0)
+    monkeypatch.undo()
+
+    erase_stopped_camera(folder, "cam", [7], 200.0)
+    table = np.load(folder / "embeddings.npy")
+    assert table.shape[0] == 4
+    events = _events(folder)
+    assert all(e["global_id"] != 7 for e in events)
+    kept = {e["embedding"]["row"] for e in events if isinstance(e.get("embedding"), dict)}  # type: ignore[index]
+    assert kept and all(table[r].any() for r in kept)  # id 8's rows stay
+    assert not np.delete(table, sorted(kept), axis=0).any()  # id 7's, and track 1's from before it, zeroed
