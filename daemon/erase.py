@@ -85,14 +85,6 @@ class Erased:
     held: set[int] = field(default_factory=set)  # the ids erased that a line or row of a file held
     left: bool = False  # its deadline came before every folder was erased (erased again, it ends the same)
 
-    def add(self, other: Erased) -> None:
-        self.identity_lines += other.identity_lines
-        self.event_lines += other.event_lines
-        self.embeddings += other.embeddings
-        self.global_rows += other.global_rows
-        self.damaged.extend(other.damaged)
-        self.held |= other.held
-
     def note(self, rewritten: Rewritten) -> int:
         """Keep what ``rewritten`` says of damaged lines, and the ids it held; returns its lines changed."""
         if rewritten.damage is not None:
@@ -361,35 +353,36 @@ def folders_of(camera_dir: Path) -> list[Path]:
     return [camera_dir, *earlier_folders(camera_dir)]
 
 
-def erase_folder(folder: Path, gids: set[int], pending: set[int]) -> Erased:
-    """Erase ``gids`` from the camera files in one folder (none of them open for writing)."""
-    erased = Erased()
-    erased.identity_lines = erased.note(erase_identity_lines(folder / "identities.jsonl", gids))
+def erase_folder(folder: Path, gids: set[int], pending: set[int], erased: Erased) -> None:
+    """Erase ``gids`` from the camera files in one folder (none of them open for writing), counted in
+    ``erased`` file by file: where a file raises, what the files before it changed is there still."""
+    erased.identity_lines += erased.note(erase_identity_lines(folder / "identities.jsonl", gids))
     erased.note(erase_table(folder / "identities.json", gids))
-    events, erased.embeddings = erase_events(
-        folder / "events.jsonl", gids, pending, folder / "embeddings.npy"
-    )
-    erased.event_lines = erased.note(events)
+    events, zeroed = erase_events(folder / "events.jsonl", gids, pending, folder / "embeddings.npy")
+    erased.embeddings += zeroed
+    erased.event_lines += erased.note(events)
     for mot in folder.glob("*.global.txt"):
         erased.global_rows += erased.note(erase_global_rows(mot, gids))
-    return erased
 
 
-def erase_camera(camera_dir: Path, global_ids: Iterable[int], deadline: float | None = None) -> Erased:
+def erase_camera(
+    camera_dir: Path, global_ids: Iterable[int], deadline: float | None = None, erased: Erased | None = None
+) -> Erased:
     """Erase ``global_ids`` from every file a camera left in ``camera_dir`` and its ``earlier-*`` folders, all
     of them in one pass over each file (a stopping worker can have thousands waiting). The folders are erased
     oldest first, the camera's own last, and with a ``deadline`` (monotonic) none is begun past it (the erase
     then says ``left``): the events of a track from before its global id come before it, so an erase cut short
-    leaves the id where the next one finds those events again."""
+    leaves the id where the next one finds those events again. Counted in ``erased`` where given: a file that
+    raises leaves there what was erased before it (the ids the files rewritten held)."""
     gids = set(global_ids)
     folders = folders_of(camera_dir)
     oldest_first = [*folders[1:], *folders[:1]]
-    erased = Erased()
+    erased = Erased() if erased is None else erased
     try:
         pending = pending_lines(oldest_first, gids, deadline)
         for folder in oldest_first:
             _check(deadline)
-            erased.add(erase_folder(folder, gids, pending.get(folder, set())))
+            erase_folder(folder, gids, pending.get(folder, set()), erased)
     except OutOfTime:
         erased.left = True
     return erased
@@ -402,14 +395,15 @@ def erase_stopped_camera(
     now: float,
     deadline: float | None = None,
     held: Iterable[int] = (),
+    erased: Erased | None = None,
 ) -> Erased:
     """``erase_camera`` for a camera whose files are closed (stopped, or a worker on its way out), and, for each
     id its files held (``Erased.held``, with ``held``: those an erase cut short found before), a ``forgotten``
     line in its ``identities.jsonl``, as a running worker writes (no frame: the camera was not running); in the
     order of ``global_ids``, as erasing them one by one would leave them. An erase its ``deadline`` cut short
-    (``Erased.left``) writes none yet."""
+    (``Erased.left``) writes none yet. ``erased``: as ``erase_camera``'s."""
     gids = list(dict.fromkeys(global_ids))
-    erased = erase_camera(camera_dir, gids, deadline)
+    erased = erase_camera(camera_dir, gids, deadline, erased)
     erased.held |= set(held) & set(gids)
     path = camera_dir / "identities.jsonl"
     if erased.held and not erased.left and path.is_file():
@@ -465,10 +459,18 @@ class PendingForgets:
     def erase(self, camera: str, now: float, deadline: float | None = None) -> Erased:
         """Erase the ids waiting from the camera's closed files (``erase_stopped_camera``); the file goes once
         they are, else keeps them with those found so far. A file that cannot be read or written raises its
-        OSError, the ids kept waiting."""
+        OSError, the ids kept waiting, with those the files rewritten before it held (their ``forgotten`` line
+        is written by the erase that ends it; those files hold them no more)."""
         ids, held = self.read()
         if not ids:
             return Erased()
-        erased = erase_stopped_camera(self.camera_dir, camera, ids, now, deadline, held)
+        erased = Erased()
+        try:
+            erase_stopped_camera(self.camera_dir, camera, ids, now, deadline, held, erased)
+        except OSError:
+            if erased.held - held:
+                with contextlib.suppress(OSError):  # the error met is the one to raise
+                    self.write(ids, held | erased.held)
+            raise
         self.write(ids if erased.left else [], erased.held)
         return erased

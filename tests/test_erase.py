@@ -480,3 +480,44 @@ def test_an_erase_killed_between_its_events_and_their_embeddings_ends_the_same_d
     kept = {e["embedding"]["row"] for e in events if isinstance(e.get("embedding"), dict)}  # type: ignore[index]
     assert kept and all(table[r].any() for r in kept)  # id 8's rows stay
     assert not np.delete(table, sorted(kept), axis=0).any()  # id 7's, and track 1's from before it, zeroed
+
+
+def test_an_erase_of_pending_ids_that_fails_partway_keeps_the_ids_its_rewritten_files_held(
+    tmp_path: Path,
+) -> None:
+    """An erase of the ids in forget-pending.json that met a file it could not read, after it had rewritten
+    the files of an earlier folder, kept the ids waiting but not which of them those files held: the erase done
+    again found the id in no file, and wrote no ``forgotten`` line for it. They are kept in ``held``."""
+    from _unreadable import unreadable_file
+
+    from daemon.erase import PendingForgets, UnreadableFile
+
+    folder = tmp_path / "cam"
+    for stamp, gid in (("20260101T000000Z", 7), ("20260102T000000Z", 8)):
+        outputs = _outputs(tmp_path)
+        _frame(outputs, 0, {1: gid})
+        outputs.close()
+        earlier = _keep_as_earlier(folder, stamp)
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {1: 8})
+    outputs.close()
+    blocked = earlier / "identities.jsonl"  # the newer earlier folder's: erased after the one that holds 7
+    kept = blocked.read_bytes()
+    blocked.unlink()
+    unreadable_file(blocked)
+    pending = PendingForgets(folder)
+    pending.add([7])
+
+    with pytest.raises(UnreadableFile):
+        pending.erase("cam", 200.0)
+    assert all(e["global_id"] != 7 for e in _events(folder / "earlier-20260101T000000Z"))  # erased there
+    assert pending.read() == ([7], {7})
+
+    blocked.unlink()
+    blocked.write_bytes(kept)
+    erased = pending.erase("cam", 300.0)
+    assert not erased.left and not pending.path.exists()
+    lines = [json.loads(x) for x in (folder / "identities.jsonl").read_text().splitlines()]
+    assert [x for x in lines if x["event"] == "forgotten"] == [
+        {"v": 1, "event": "forgotten", "camera": "cam", "global_id": 7, "frame": None, "ts": 300.0}
+    ]
