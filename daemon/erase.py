@@ -456,6 +456,14 @@ class PendingForgets:
         self.write(ids, held)
         return ids[-MAX_PENDING_FORGETS:]
 
+    def remove(self, global_ids: Iterable[int]) -> None:
+        """``global_ids`` wait no more (erased while their camera ran); the file goes where none is left."""
+        if not self.path.is_file():
+            return
+        ids, held = self.read()
+        gone = set(global_ids)
+        self.write([g for g in ids if g not in gone], held - gone)
+
     def erase(self, camera: str, now: float, deadline: float | None = None) -> Erased:
         """Erase the ids waiting from the camera's closed files (``erase_stopped_camera``); the file goes once
         they are, else keeps them with those found so far. A file that cannot be read or written raises its

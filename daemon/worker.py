@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -546,25 +546,45 @@ class CameraWorker:
         try:
             erased = outputs.forget(gone, index, now)
         except OSError as e:
-            self._erase_later(gone, erase_problem(e, outputs.dir))
+            self._erase_later(outputs, gone, erase_problem(e, outputs.dir))
             return
         except DaemonError as e:  # the camera's own files could not be written
-            self._erase_later(gone, str(e))
+            self._erase_later(outputs, gone, str(e))
             raise
+        if self.unerased is not None:  # ids deferred before: out of forget-pending.json now
+            self._keep_pending(outputs, PendingForgets(outputs.dir).remove, gone)
         self.unerased, self._erase_retry_s, self._erase_retry_at = None, 0.0, 0.0
         log.info("%s: forgot global ids %s; from its files: %s", self.name, gone, erased.text())
 
-    def _erase_later(self, gids: list[int], problem: str) -> None:
+    def _erase_later(self, outputs: CameraOutputs, gids: list[int], problem: str) -> None:
         """``gids`` could not be erased from the camera's files (``problem``): they wait, tried again after
-        FORGET_RETRY_S, doubling up to FORGET_RETRY_MAX_S; logged and said on /health meanwhile."""
+        FORGET_RETRY_S, doubling up to FORGET_RETRY_MAX_S; logged and said on /health meanwhile. They wait in
+        the camera's forget-pending.json too (a SIGKILL meanwhile loses none: the next start erases them)."""
         assert self.fleet is not None
         self.fleet.forget_later(gids)
+        self._keep_pending(outputs, PendingForgets(outputs.dir).add, gids)
         self._erase_retry_s = min(max(2 * self._erase_retry_s, FORGET_RETRY_S), FORGET_RETRY_MAX_S)
         self._erase_retry_at = time.monotonic() + self._erase_retry_s
         self.unerased = f"global ids {gids} are still in its files: {problem}"
         log.error(
             "%s: forget not done: %s; trying again in %g s", self.name, self.unerased, self._erase_retry_s
         )
+
+    def _keep_pending(
+        self, outputs: CameraOutputs, change: Callable[[list[int]], object], gids: list[int]
+    ) -> None:
+        """``change`` forget-pending.json with ``gids`` (``PendingForgets.add`` or ``remove``); a file that
+        cannot be read or written is logged, the ids still waiting in the worker's memory."""
+        try:
+            change(gids)
+        except OSError as e:
+            log.error(
+                "%s: %s not kept in %s: %s",
+                self.name,
+                _ids(gids),
+                PendingForgets(outputs.dir).path,
+                erase_problem(e, outputs.dir),
+            )
 
     def _resolve_and_write(self, r: FrameResult, outputs: CameraOutputs, caption: str) -> None:
         """Resolve the frame's identities (fleet mode) and write it, the camera's files held meanwhile: an erase

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +21,7 @@ from daemon.config import (
     TrackerConfig,
     single_camera_settings,
 )
+from daemon.erase import PendingForgets
 from daemon.errors import ConfigError, DaemonError, SourceError
 from daemon.evaluate import evaluate
 from daemon.identity import FrameIdentities, IdentityAssignment
@@ -681,6 +683,7 @@ class _ForgetOnAnUnreadableFile:
     def __init__(self, blocked: Path, at: int, mend: int) -> None:
         self.blocked, self.at, self.mend = blocked, at, mend
         self.health: list[str | None] = []
+        self.pending: list[list[int]] = []  # per frame, the ids forget-pending.json holds
 
     def waiting(self, worker: CameraWorker, reason: str) -> None:
         pass
@@ -697,6 +700,7 @@ class _ForgetOnAnUnreadableFile:
             self.blocked.unlink()
             self.blocked.write_text("")
         self.health.append(worker.unerased)
+        self.pending.append(PendingForgets(self.blocked.parent.parent).read()[0])
 
     def stopped(self, worker: CameraWorker, summary: object) -> None:
         pass
@@ -729,6 +733,8 @@ def test_a_running_worker_that_cannot_read_a_file_during_a_forget_goes_on_and_tr
     done = [r.getMessage() for r in caplog.records if "forgot global ids [1]" in r.getMessage()]
     assert len(failed) == 4 and len(done) == 1  # frames 21 to 24 failed; 25, after the mend, erased it
     assert observer.health[20] is None and observer.health[25] is None
+    assert observer.pending[20] == [] and observer.pending[21:25] == [[1]] * 4 and observer.pending[25] == []
+    assert not (tmp_path / "runs" / "synth" / "forget-pending.json").exists()
     out = tmp_path / "runs" / "synth"
     assert "1" not in json.loads((out / "identities.json").read_text())["identities"]
     events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
@@ -943,3 +949,49 @@ def test_a_worker_killed_while_it_erases_its_pending_forgets_loses_none(
     CameraWorker(settings, "synth").run()
     assert _earlier_ids(earlier) == set()
     assert not (camera_dir / "forget-pending.json").exists()
+
+
+class _KilledAt(_ForgetOnAnUnreadableFile):
+    """As its parent, and killed (a SIGKILL: nothing after it runs) on frame ``kill``."""
+
+    def __init__(self, blocked: Path, at: int, kill: int) -> None:
+        super().__init__(blocked, at, mend=-1)
+        self.kill = kill
+
+    def frame(self, worker: CameraWorker, result: FrameResult, loop_s: float) -> None:
+        super().frame(worker, result, loop_s)
+        if result.frame.index == self.kill:
+            raise _Killed
+
+
+def test_a_running_worker_killed_while_a_forget_waits_on_a_file_loses_no_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ids a running worker could not erase from its files (a file it could not read) waited in its memory
+    alone until it stopped: SIGKILLed meanwhile, they were lost, the person in its files for good. They are
+    in forget-pending.json as soon as they wait, erased from there once the file can be read."""
+    from _unreadable import unreadable_file
+
+    import daemon.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "FORGET_RETRY_S", 0.0)
+    settings = _fleet_of_one(tmp_path)
+    camera_dir = tmp_path / "runs" / "synth"
+    earlier = camera_dir / "earlier-20260101T000000Z"
+    earlier.mkdir(parents=True)
+    blocked = unreadable_file(earlier / "events.jsonl")
+    with pytest.raises(_Killed):
+        CameraWorker(settings, "synth", observers=[_KilledAt(blocked, at=20, kill=22)]).run()  # type: ignore[arg-type]
+    pending = PendingForgets(camera_dir)
+    assert pending.read() == ([1], set())
+    assert any(e.get("global_id") == 1 for e in _run_events(camera_dir))
+
+    blocked.unlink()
+    blocked.write_text("")
+    pending.erase("synth", time.time())  # as the next start, or `forget` on the stopped camera, does
+    assert not pending.path.exists()
+    assert not any(e.get("global_id") == 1 for e in _run_events(camera_dir))
+
+
+def _run_events(camera_dir: Path) -> list[dict[str, object]]:
+    return [json.loads(x) for x in (camera_dir / "events.jsonl").read_text().splitlines()]
