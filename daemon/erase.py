@@ -84,6 +84,7 @@ class Erased:
     damaged: list[str] = field(default_factory=list)  # files with lines kept as they were: which, and why
     held: set[int] = field(default_factory=set)  # the ids erased that a line or row of a file held
     left: bool = False  # its deadline came before every folder was erased (erased again, it ends the same)
+    pending: int = 0  # ids erased with it that an earlier stop left in forget-pending.json (counted in it)
 
     def note(self, rewritten: Rewritten) -> int:
         """Keep what ``rewritten`` says of damaged lines, and the ids it held; returns its lines changed."""
@@ -98,6 +99,9 @@ class Erased:
 
     def text(self) -> str:
         damage = "".join(f"; {d}" for d in self.damaged)
+        if self.pending:
+            ids = "global id" if self.pending == 1 else "global ids"
+            damage = f", with {self.pending} {ids} its last stop left in {PENDING_FILE}{damage}"
         if not self.total:
             return f"no file held it{damage}"
         return (

@@ -532,12 +532,15 @@ def forget(settings: Settings, global_id: int, timeout_s: float) -> Forgotten:
 
 def _erase_stopped(camera_dir: Path, camera: str, global_id: int) -> Erased:
     """Erase ``global_id`` from a stopped camera's files, with the ids its last stop left in its
-    forget-pending.json (``erase.PendingForgets``) first, in the same pass."""
+    forget-pending.json (``erase.PendingForgets``) first, in the same pass: counted in what it erased, and said
+    to be (``Erased.pending``)."""
     pending = PendingForgets(camera_dir)
     if not pending.path.is_file():
         return erase_stopped_camera(camera_dir, camera, [global_id], time.time())
-    pending.add([global_id])
-    return pending.erase(camera, time.time())
+    waiting = pending.add([global_id])
+    erased = pending.erase(camera, time.time())
+    erased.pending = len(set(waiting) - {global_id})
+    return erased
 
 
 def _erase_failure(e: OSError, camera_dir: Path) -> str:

@@ -521,3 +521,33 @@ def test_an_erase_of_pending_ids_that_fails_partway_keeps_the_ids_its_rewritten_
     assert [x for x in lines if x["event"] == "forgotten"] == [
         {"v": 1, "event": "forgotten", "camera": "cam", "global_id": 7, "frame": None, "ts": 300.0}
     ]
+
+
+def test_forget_on_a_stopped_camera_with_ids_pending_says_which_it_erased_were_pending(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`forget` on a stopped camera whose last stop left ids in its forget-pending.json erases them too, in
+    the same pass, and reported what it erased as this forget's alone: a user read 2 identity lines erased for
+    one person. It says how many of the ids erased were pending, and those are erased and leave the file."""
+    from daemon.erase import PendingForgets
+
+    config = _fleet_config(tmp_path)
+    runs = tmp_path / "runs"
+    outputs = _outputs(runs)
+    _frame(outputs, 0, {1: 7, 2: 9, 3: 8})
+    outputs.close()
+    pending = PendingForgets(runs / "cam")
+    pending.add([9])
+
+    assert main(["-q", "forget", "7", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "cam: 2 identity lines" in out
+    assert "with 1 global id its last stop left in forget-pending.json" in out, out
+    assert not pending.path.exists()
+    assert {e["global_id"] for e in _events(runs / "cam")} == {8, None}
+    lines = [json.loads(x) for x in (runs / "cam" / "identities.jsonl").read_text().splitlines()]
+    assert [(x["event"], x["global_id"]) for x in lines] == [
+        ("identity", 8),
+        ("forgotten", 9),
+        ("forgotten", 7),
+    ]
