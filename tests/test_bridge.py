@@ -483,6 +483,44 @@ def test_own_messages_are_skipped(server: EmbeddedValkey) -> None:
         assert a.drain() == []
 
 
+def test_a_reconnect_does_not_read_back_the_batches_of_its_own_it_heard_live(server: EmbeddedValkey) -> None:
+    """Each own batch heard live moves the camera's own stream position: the catch-up after a reconnect reads
+    on from there, not every batch this worker wrote since it started (up to stream_maxlen of them, each up to
+    max_message_bytes, fetched again to be skipped)."""
+    with Bridge(config(server.url, resync_s=0), "cam-a") as a:
+        assert a.wait_ready(5)
+        for t in range(5):
+            a.publish(profile("cam-a", t))
+            assert a.flush(5)
+        assert wait_for(lambda: a.stats.own >= 5)
+        time.sleep(0.2)
+        heard = a.stats.own
+        server.client().client_kill_filter(_type="pubsub")
+        assert wait_for(lambda: a.stats.reconnects >= 1) and a.wait_ready(5)
+        time.sleep(0.2)
+        assert a.stats.own == heard and a.drain() == []
+
+
+def test_an_own_batch_stored_before_the_receiver_caught_up_is_not_delivered_back(
+    server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker publishes its first tracks while its receiver is still connecting: the receiver's first
+    catch-up then reads the camera's own latest state (the snapshot), which holds them. They are its own, not
+    a peer's: skipped and counted, never handed to the resolver as another camera's tracks."""
+    first_loop = Bridge._receive_loop
+
+    def after_the_first_writes(self: Bridge) -> None:
+        wait_for(lambda: self.stats.sent >= 2)  # the hello and the profile below are in the stream
+        first_loop(self)
+
+    monkeypatch.setattr(Bridge, "_receive_loop", after_the_first_writes)
+    a = Bridge(config(server.url), "cam-a")
+    a.publish(profile("cam-a", 1))
+    with a:
+        assert a.wait_ready(5) and a.stats.sent >= 2
+        assert a.drain() == [] and a.stats.own >= 1 and a.stats.received == 0
+
+
 def test_late_joiner_catches_up_on_latest_state(server: EmbeddedValkey) -> None:
     cfg = config(server.url)
     with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b:
@@ -621,6 +659,32 @@ def test_a_stale_live_message_is_not_brought_back_by_the_resync(
         assert wait_for(lambda: b.stats.rejected.stale == 1)
         assert profiles_from(b, 1, timeout=2.0) == []  # several resyncs, past RESYNC_GRACE_MS
         assert b.stats.recovered == 0 and b.stats.rejected.stale == 1
+
+
+@pytest.mark.parametrize(("state_ttl_s", "age_s", "heard_live"), [(60, 45.0, False), (10, 20.0, True)])
+def test_a_catch_up_takes_batches_as_old_as_the_longer_of_max_age_s_and_state_ttl_s(
+    server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch, state_ttl_s: int, age_s: float, heard_live: bool
+) -> None:
+    """A batch sent age_s ago (max_age_s 30): live, it is stale past max_age_s; a camera starting later still
+    takes it from the stored state, which keeps state_ttl_s of history, and never refuses there what it would
+    take live (a state_ttl_s under max_age_s does not shorten the catch-up's window)."""
+    cfg = config(server.url, max_age_s=30, state_ttl_s=state_ttl_s, resync_s=0)
+    late = encode_batch
+    with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b:
+        assert a.wait_ready(5) and b.wait_ready(5)
+        monkeypatch.setattr(
+            bridge_module, "encode_batch", lambda *args, sent_at: late(*args, sent_at=sent_at - age_s)
+        )
+        a.publish(profile("cam-a", 1))
+        assert a.flush(5)
+        if heard_live:
+            assert [m.track_id for m in profiles_from(b, 1)] == [1]
+        else:
+            assert wait_for(lambda: b.stats.rejected.stale == 1) and profiles_from(b, 1, timeout=0.5) == []
+        with Bridge(cfg, "cam-c") as c:
+            assert c.wait_ready(5)
+            assert [(m.camera, m.track_id) for m in c.drain() if m.kind == "profile"] == [("cam-a", 1)]
+            assert c.stats.rejected.total == 0
 
 
 def _xrange_calls(client: Any) -> int:
@@ -895,6 +959,35 @@ def test_a_live_stream_id_valkey_cannot_take_back_is_rejected(
         b.publish(profile("cam-b", 2))
         assert [m.track_id for m in profiles_from(a, 1)] == [2]
         assert a.stats.reconnects == 0 and a.stats.subscribed
+
+
+def test_a_live_prefix_takes_any_sender_a_batch_may_carry_and_refuses_a_longer_one(
+    server: EmbeddedValkey,
+) -> None:
+    """The '<stream id>|<sender>|' prefix of a live message is not signed; its sender is read before the
+    batch (to skip this bridge's own unread). A peer whose sender id has MAX_SENDER_CHARS characters, the most
+    a batch may carry, is heard; a prefix naming a longer sender is no prefix a bridge writes: refused unread
+    as malformed, whatever batch follows it."""
+    key = KEY.encode()
+    with Bridge(config(server.url), "cam-b") as b:
+        assert b.wait_ready(5)
+        channel, client = b.keys.channel, server.client()
+        longest = "s" * MAX_SENDER_CHARS
+        now = time.time()
+        msg = FleetMessage(
+            "profile", "cam-x", 1, None, None, now, 0.5, unit_rows(2, 0), sender=longest, seq=1
+        )
+        _inject(client, channel, encode_message(msg, key, sent_at=now), b"1-0|" + longest.encode() + b"|")
+        assert [m.sender for m in profiles_from(b, 1)] == [longest]
+        other = FleetMessage("profile", "cam-y", 2, None, None, now, 0.5, unit_rows(2, 1), sender="y", seq=1)
+        _inject(
+            client,
+            channel,
+            encode_message(other, key, sent_at=now),
+            b"1-0|" + b"y" * (MAX_SENDER_CHARS + 1) + b"|",
+        )
+        assert wait_for(lambda: b.stats.rejected.malformed == 1)
+        assert b.drain() == [] and b.stats.received == 1
 
 
 def test_a_message_heard_twice_is_delivered_once(server: EmbeddedValkey) -> None:
