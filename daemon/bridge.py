@@ -77,6 +77,7 @@ from daemon.config import BridgeConfig, redact, valkey_url_problem
 from daemon.errors import ConfigError, DaemonError
 from daemon.fleet_store import ERASE_LUA, PUBLISH_LUA, REGISTER_LUA, REWRITE_LUA, SNAPSHOT_LUA, FleetKeys
 from daemon.fleet_wire import (
+    MAX_SENDER_CHARS,
     NAME,
     Batch,
     FleetMessage,
@@ -1060,7 +1061,7 @@ class Bridge:
 
     def _on_live(self, data: bytes) -> None:
         parts = data.split(b"|", 2)
-        if len(parts) != 3 or not _STREAM_ID.match(parts[0]) or len(parts[1]) > 64:
+        if len(parts) != 3 or not _STREAM_ID.match(parts[0]) or len(parts[1]) > MAX_SENDER_CHARS:
             self._reject("malformed", "a live message without its '<stream id>|<sender>|' prefix")
             return
         stream_id = parts[0].decode("ascii")
