@@ -1165,8 +1165,8 @@ class Bridge:
             raise
 
     def _fresh(self, batch: Batch, live: bool) -> bool:
-        """Whether ``batch`` was sent recently enough (live: max_age_s; catch-up: state_ttl_s) and not from the
-        future; rejected and counted when not."""
+        """Whether ``batch`` was sent recently enough (live: max_age_s; catch-up: the longer of it and
+        state_ttl_s) and not from the future; rejected and counted when not."""
         max_age = self.cfg.max_age_s if live else max(self.cfg.max_age_s, float(self.cfg.state_ttl_s))
         now = time.time()
         reason = freshness(batch.sent_at, now, max_age, self.cfg.max_clock_skew_s)

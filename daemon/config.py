@@ -1693,7 +1693,8 @@ class BridgeConfig(_Strict):
         30.0,
         gt=0,
         le=86_400,
-        description="A live message sent longer ago than this is stale and rejected (catch-up allows state_ttl_s).",
+        description="A live message sent longer ago than this is stale and rejected (catch-up allows the longer of "
+        "this and state_ttl_s).",
     )
     max_clock_skew_s: float = Field(
         5.0, ge=0, le=3600, description="A message sent more than this in the future is rejected."
