@@ -40,18 +40,31 @@ def _source_override(uri: str) -> dict[str, Any]:
     return {"source.uri": uri, "source.fps": None}
 
 
+def _path_option(args: argparse.Namespace, attr: str, flag: str) -> str | None:
+    """The path given to ``flag``, None when not given; ConfigError for an empty one (a shell variable that was
+    not set), which would otherwise be taken as ``.`` or as no option at all."""
+    value: str | None = getattr(args, attr, None)
+    if value == "":
+        raise ConfigError(
+            f"{flag} is empty (a shell variable that was not set?): give a path, or leave {flag} out"
+        )
+    return value
+
+
 def _camera_updates(args: argparse.Namespace) -> dict[str, Any]:
     updates: dict[str, Any] = {}
     if getattr(args, "source", None) is not None:  # "" too: refused by the config, naming --source
         updates |= _source_override(args.source)
-    if getattr(args, "output", None):
-        updates["output.dir"] = args.output
+    output = _path_option(args, "output", "--output")
+    if output is not None:
+        updates["output.dir"] = output
     if getattr(args, "max_frames", None) is not None:
         updates["source.max_frames"] = args.max_frames
     if getattr(args, "video", None) is not None:
         updates["output.video"] = args.video
-    if getattr(args, "detections", None):
-        updates["detector"] = {"type": "mot-file", "path": args.detections}
+    detections = _path_option(args, "detections", "--detections")
+    if detections is not None:
+        updates["detector"] = {"type": "mot-file", "path": detections}
     return updates
 
 
@@ -325,7 +338,7 @@ def _check_eval_options(args: argparse.Namespace) -> None:
         )
     if args.results is None and args.config is None:
         raise ConfigError("eval needs --results FILE, or --config (and optional --source) to run the tracker")
-    if args.gt_noise is not None and args.detections:
+    if args.gt_noise is not None and args.detections is not None:
         raise ConfigError(
             "eval --gt-noise detects from the ground truth and --detections replays a det.txt: give one of them"
         )

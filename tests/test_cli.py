@@ -133,6 +133,28 @@ def test_run_on_a_folder_skips_a_corrupt_image_and_counts_it(
     assert scored["IDF1"] > 90  # frame 5 on is aligned with the ground truth: only frame 4 is missed
 
 
+@pytest.mark.parametrize("command", ["run", "eval"])
+@pytest.mark.parametrize("option", ["--output", "--detections"])
+def test_an_empty_output_or_detections_is_refused_naming_the_option(
+    tmp_path: Path,
+    synth: tuple[Path, Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    option: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`run --output ""` wrote the run into the config's output folder and `--detections ""` detected with the
+    config's detector, each without a word, as if the option were not given (a variable that was not set)."""
+    _, gt, cfg = synth
+    monkeypatch.chdir(tmp_path)
+    args = {"run": [], "eval": ["--gt", str(gt)]}[command]
+    assert main([command, "--config", str(cfg), option, "", *args]) == 2
+    err = capsys.readouterr().err
+    assert f"{option} is empty" in err and "Traceback" not in err, err
+    assert not (tmp_path / "runs").exists()  # nothing ran
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml", "clip.mp4", "gt.txt"]
+
+
 def test_unreadable_video_exits_1(tmp_path: Path, synth: tuple[Path, Path, Path]) -> None:
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00not a video" * 100)
