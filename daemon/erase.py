@@ -480,9 +480,16 @@ class PendingForgets:
         try:
             erase_stopped_camera(self.camera_dir, camera, ids, now, deadline, held, erased)
         except OSError:
-            if erased.held - held:
-                with contextlib.suppress(OSError):  # the error met is the one to raise
-                    self.write(ids, held | erased.held)
+            self.keep_held(ids, held, erased)
             raise
         self.write(ids if erased.left else [], erased.held)
         return erased
+
+    def keep_held(self, ids: list[int], held: set[int], erased: Erased) -> None:
+        """After an erase of ``ids`` raised partway: where the files it rewrote held ids not in ``held``
+        (``erased.held``), keep ``ids`` waiting with them, so that the erase done again writes their
+        ``forgotten`` line (those files hold them no more). A file that cannot be written is passed over: the
+        error the erase met is the one to raise."""
+        if erased.held - held:
+            with contextlib.suppress(OSError):
+                self.write(ids, held | erased.held)

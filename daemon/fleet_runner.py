@@ -533,10 +533,16 @@ def forget(settings: Settings, global_id: int, timeout_s: float) -> Forgotten:
 def _erase_stopped(camera_dir: Path, camera: str, global_id: int) -> Erased:
     """Erase ``global_id`` from a stopped camera's files, with the ids its last stop left in its
     forget-pending.json (``erase.PendingForgets``) first, in the same pass: counted in what it erased, and said
-    to be (``Erased.pending``)."""
+    to be (``Erased.pending``). One that fails partway keeps the id in forget-pending.json where the files it
+    rewrote held it, so that forget run again writes its ``forgotten`` line."""
     pending = PendingForgets(camera_dir)
     if not pending.path.is_file():
-        return erase_stopped_camera(camera_dir, camera, [global_id], time.time())
+        erased = Erased()
+        try:
+            return erase_stopped_camera(camera_dir, camera, [global_id], time.time(), erased=erased)
+        except OSError:
+            pending.keep_held([global_id], set(), erased)
+            raise
     waiting = pending.add([global_id])
     erased = pending.erase(camera, time.time())
     erased.pending = len(set(waiting) - {global_id})

@@ -551,3 +551,43 @@ def test_forget_on_a_stopped_camera_with_ids_pending_says_which_it_erased_were_p
         ("forgotten", 9),
         ("forgotten", 7),
     ]
+
+
+def test_forget_on_a_stopped_camera_that_fails_partway_keeps_the_ids_its_rewritten_files_held(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`forget` on a stopped camera with no forget-pending.json that met a file it could not read, after it
+    had rewritten the files of an earlier folder, kept nothing of which ids those files held: `forget` run again
+    found the id in no file, and wrote no ``forgotten`` line for it. It is kept in forget-pending.json's ``held``,
+    as a running worker's and a pending erase's are, and the forget run again writes the line."""
+    from _unreadable import unreadable_file
+
+    from daemon.erase import PendingForgets
+
+    config = _fleet_config(tmp_path)
+    folder = tmp_path / "runs" / "cam"
+    for stamp, gid in (("20260101T000000Z", 7), ("20260102T000000Z", 8)):
+        outputs = _outputs(tmp_path / "runs")
+        _frame(outputs, 0, {1: gid})
+        outputs.close()
+        earlier = _keep_as_earlier(folder, stamp)
+    outputs = _outputs(tmp_path / "runs")
+    _frame(outputs, 0, {1: 8})
+    outputs.close()
+    blocked = earlier / "identities.jsonl"  # the newer earlier folder's: erased after the one that holds 7
+    kept = blocked.read_bytes()
+    blocked.unlink()
+    unreadable_file(blocked)
+
+    assert main(["-q", "forget", "7", "--config", str(config)]) == 1
+    assert "cam: not erased from its files" in capsys.readouterr().err
+    assert all(e["global_id"] != 7 for e in _events(folder / "earlier-20260101T000000Z"))  # erased there
+    pending = PendingForgets(folder)
+    assert pending.read() == ([7], {7})
+
+    blocked.unlink()
+    blocked.write_bytes(kept)
+    assert main(["-q", "forget", "7", "--config", str(config)]) == 0
+    assert not pending.path.exists()
+    lines = [json.loads(x) for x in (folder / "identities.jsonl").read_text().splitlines()]
+    assert [(x["event"], x["global_id"]) for x in lines if x["event"] == "forgotten"] == [("forgotten", 7)]
