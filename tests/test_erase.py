@@ -482,29 +482,39 @@ def test_an_erase_killed_between_its_events_and_their_embeddings_ends_the_same_d
     assert not np.delete(table, sorted(kept), axis=0).any()  # id 7's, and track 1's from before it, zeroed
 
 
+def _earlier_runs_of_7_and_8_the_newer_unreadable(root: Path) -> tuple[Path, bytes]:
+    """Camera ``cam`` under ``root`` with two earlier runs (ids 7, then 8) and a current one (8); the newer
+    earlier folder's identities.jsonl, erased after the one that holds 7, made unreadable. Returns that file and
+    what it held, to put back."""
+    from _unreadable import unreadable_file
+
+    folder = root / "cam"
+    for stamp, gid in (("20260101T000000Z", 7), ("20260102T000000Z", 8)):
+        outputs = _outputs(root)
+        _frame(outputs, 0, {1: gid})
+        outputs.close()
+        earlier = _keep_as_earlier(folder, stamp)
+    outputs = _outputs(root)
+    _frame(outputs, 0, {1: 8})
+    outputs.close()
+    blocked = earlier / "identities.jsonl"
+    kept = blocked.read_bytes()
+    blocked.unlink()
+    unreadable_file(blocked)
+    return blocked, kept
+
+
 def test_an_erase_of_pending_ids_that_fails_partway_keeps_the_ids_its_rewritten_files_held(
     tmp_path: Path,
 ) -> None:
     """An erase of the ids in forget-pending.json that met a file it could not read, after it had rewritten
     the files of an earlier folder, kept the ids waiting but not which of them those files held: the erase done
     again found the id in no file, and wrote no ``forgotten`` line for it. They are kept in ``held``."""
-    from _unreadable import unreadable_file
 
     from daemon.erase import PendingForgets, UnreadableFile
 
     folder = tmp_path / "cam"
-    for stamp, gid in (("20260101T000000Z", 7), ("20260102T000000Z", 8)):
-        outputs = _outputs(tmp_path)
-        _frame(outputs, 0, {1: gid})
-        outputs.close()
-        earlier = _keep_as_earlier(folder, stamp)
-    outputs = _outputs(tmp_path)
-    _frame(outputs, 0, {1: 8})
-    outputs.close()
-    blocked = earlier / "identities.jsonl"  # the newer earlier folder's: erased after the one that holds 7
-    kept = blocked.read_bytes()
-    blocked.unlink()
-    unreadable_file(blocked)
+    blocked, kept = _earlier_runs_of_7_and_8_the_newer_unreadable(tmp_path)
     pending = PendingForgets(folder)
     pending.add([7])
 
@@ -560,24 +570,12 @@ def test_forget_on_a_stopped_camera_that_fails_partway_keeps_the_ids_its_rewritt
     had rewritten the files of an earlier folder, kept nothing of which ids those files held: `forget` run again
     found the id in no file, and wrote no ``forgotten`` line for it. It is kept in forget-pending.json's ``held``,
     as a running worker's and a pending erase's are, and the forget run again writes the line."""
-    from _unreadable import unreadable_file
 
     from daemon.erase import PendingForgets
 
     config = _fleet_config(tmp_path)
     folder = tmp_path / "runs" / "cam"
-    for stamp, gid in (("20260101T000000Z", 7), ("20260102T000000Z", 8)):
-        outputs = _outputs(tmp_path / "runs")
-        _frame(outputs, 0, {1: gid})
-        outputs.close()
-        earlier = _keep_as_earlier(folder, stamp)
-    outputs = _outputs(tmp_path / "runs")
-    _frame(outputs, 0, {1: 8})
-    outputs.close()
-    blocked = earlier / "identities.jsonl"  # the newer earlier folder's: erased after the one that holds 7
-    kept = blocked.read_bytes()
-    blocked.unlink()
-    unreadable_file(blocked)
+    blocked, kept = _earlier_runs_of_7_and_8_the_newer_unreadable(tmp_path / "runs")
 
     assert main(["-q", "forget", "7", "--config", str(config)]) == 1
     assert "cam: not erased from its files" in capsys.readouterr().err
