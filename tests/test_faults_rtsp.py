@@ -123,6 +123,16 @@ class _Identities:
         pass
 
 
+def _stop_worker(worker: CameraWorker, running: threading.Thread, server: RtspServer) -> None:
+    """Stop ``worker`` (run on ``running``) and then ``server``: a worker stops after a frame, so a server that was
+    down is started again to give it one."""
+    worker.stop()
+    if server.proc is None:
+        server.start()
+    running.join(20)
+    server.stop()
+
+
 def test_a_fleet_camera_whose_stream_is_down_expires_what_it_saw_on_time(tmp_path: Path) -> None:
     """A live fleet camera's stream goes down and stays down: its worker waits on the source, retrying (for as long
     as it runs, by default), and resolved no frame, and the resolver expired identities only as it resolved one:
@@ -172,11 +182,7 @@ def test_a_fleet_camera_whose_stream_is_down_expires_what_it_saw_on_time(tmp_pat
         frames = len(seen.after_frames)
         wait_until(lambda: len(seen.after_frames) > frames, 15, "frames again")
     finally:
-        worker.stop()
-        if server.proc is None:  # the worker stops after a frame: let one come
-            server.start()
-        running.join(20)
-        server.stop()
+        _stop_worker(worker, running, server)
     assert not running.is_alive() and ran and ran[0].frames == len(seen.after_frames)
 
 
@@ -250,11 +256,7 @@ def test_a_fleet_camera_whose_stream_is_down_erases_a_forgotten_person_from_its_
         server.start()  # same port: frames again, so that the worker can stop after one
         wait_until(lambda: len(seen.after_frames) > frames, 15, "frames again")
     finally:
-        worker.stop()
-        if server.proc is None:  # the worker stops after a frame: let one come
-            server.start()
-        running.join(20)
-        server.stop()
+        _stop_worker(worker, running, server)
     print(f"\nforget with the stream down: erased from the camera's files {t_erased - t_sent:.2f} s after it")
     assert not running.is_alive() and ran
     assert t_erased - t_sent <= 3.0
