@@ -152,6 +152,14 @@ def _variant_number(name: str, stem: str, naming: EnrollConfig) -> int:
     return int(variant) if variant.isascii() and variant.isdigit() else 0
 
 
+def _stem_and_variant(name: str, naming: EnrollConfig) -> tuple[str, int]:
+    """The file stem ``name`` as serve's ``(stem, N)``: ``stem--N`` as (stem, N), ``stem--X`` with no number
+    serve gives as X as (stem, 0), a name with no variant as (name, 1)."""
+    rest, variant = _split_variant(name, naming.variant_separator)
+    stem = name if variant is None else rest
+    return stem, _variant_number(name, stem, naming)
+
+
 def serve_ledger(folder: Path) -> dict[str, int]:
     """``folder``'s ledger of the variant numbers serve gave ({} when it has none); DataError naming the file
     when it cannot be read."""
@@ -188,9 +196,7 @@ def record_folder(folder: Path, naming: EnrollConfig) -> None:
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
         if not is_image_file(path):
             continue
-        rest, variant = _split_variant(path.stem, naming.variant_separator)
-        stem = path.stem if variant is None else rest
-        n = _variant_number(path.stem, stem, naming)
+        stem, n = _stem_and_variant(path.stem, naming)
         if n > last.get(stem, 0):
             last[stem] = n
     _write_ledger(folder, last)
@@ -265,9 +271,7 @@ def _given_by_serve(path: Path, naming: EnrollConfig, ledgers: dict[Path, dict[s
     folder = path.parent
     if folder not in ledgers:
         ledgers[folder] = _ledger_or_none(folder)
-    rest, variant = _split_variant(path.stem, naming.variant_separator)
-    stem = path.stem if variant is None else rest
-    n = _variant_number(path.stem, stem, naming)
+    stem, n = _stem_and_variant(path.stem, naming)
     return n > 0 and path.name == variant_name(stem, n, naming) and ledgers[folder].get(stem, 0) >= n
 
 
