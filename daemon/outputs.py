@@ -116,10 +116,7 @@ class RunRecord:
 def recorded_run(folder: Path) -> str | None:
     """The run id ``folder``'s ``run.json`` records; None where there is none (files written by a version before
     it was recorded, or none) or it cannot be read."""
-    try:
-        run = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8")).get("run")
-    except (OSError, ValueError, AttributeError):
-        return None
+    run = json_object(folder / RUN_RECORD).get("run")
     return run if isinstance(run, str) and run else None
 
 
