@@ -185,7 +185,9 @@ def _sighting(path: Path, gid_text: str, row: Any) -> tuple[int, str | None, dic
 
 
 def _is_time(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    """A table's finite number."""
+    n = _number(v)
+    return n is not None and math.isfinite(n)
 
 
 def _check_sighting(seen: dict[str, Any], label: Any) -> None:
