@@ -33,7 +33,7 @@ from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet import IDENTITY_TABLE_REFRESH_S
 from daemon.fleet_wire import FleetMessage
 from daemon.ops import STOP_SIGNALS
-from daemon.outputs import camera_files, check_source_kept, json_object
+from daemon.outputs import check_source_kept, json_object
 from daemon.procs import spawn
 from daemon.sources import frames_to_deliver, list_images, live_source, local_path
 from daemon.valkey_server import EmbeddedValkey
@@ -112,18 +112,15 @@ def _frame_total(settings: Settings, name: str) -> int | None:
 def _ready_camera_dir(settings: Settings, name: str) -> None:
     """The camera's output folder made, an earlier run's files that the report and the scores would take for
     this one's out of the way: a recording's removed (its run makes them again), a live camera's put into their
-    ``earlier-*`` folder as its worker's start puts them (``worker.put_earlier_run_aside``: they cannot be made
+    ``earlier-*`` folder as its worker's start puts them (``worker.clear_earlier_run``: they cannot be made
     again); ConfigError naming ``output.dir`` when that cannot be done, before any camera starts."""
-    from daemon.worker import put_earlier_run_aside
+    from daemon.worker import clear_earlier_run
 
     cam = settings.cameras[name]
     out = _camera_dir(settings, name)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        if live_source(cam.source):
-            put_earlier_run_aside(out, name, cam.output.keep_earlier)
-        for earlier in camera_files(name):
-            (out / earlier).unlink(missing_ok=True)
+        clear_earlier_run(out, name, cam.output.keep_earlier, live_source(cam.source))
     except OSError as e:  # a file on the way, a folder the user may not write
         where = e.filename or out
         raise ConfigError(f"cameras.{name}.output.dir: cannot write {where}: {e.strerror or e}") from e

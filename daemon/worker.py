@@ -269,6 +269,18 @@ def put_earlier_run_aside(folder: Path, name: str, keep: int | None) -> Path | N
     return kept
 
 
+def clear_earlier_run(folder: Path, name: str, keep: int | None, live: bool) -> None:
+    """The files an earlier run of camera ``name`` left in ``folder`` out of the way of this run's: a live
+    camera's put aside (``put_earlier_run_aside``: they cannot be made again), a recording's removed, those it
+    no longer writes (the annotated video turned off) included: they would be taken for this run's, which makes
+    them again. OSError where a file cannot be removed or moved."""
+    if live:
+        put_earlier_run_aside(folder, name, keep)
+        return
+    for earlier in camera_files(name):
+        (folder / earlier).unlink(missing_ok=True)
+
+
 def open_outputs(
     name: str, cam: CameraConfig, fps: float, dim: int | None, fleet: bool, live: bool
 ) -> CameraOutputs:
@@ -279,11 +291,7 @@ def open_outputs(
     try:
         folder = Path(cam.output.dir) / name
         earlier_tracks = last_recorded_track(folder) if live else 0
-        if live:
-            put_earlier_run_aside(folder, name, cam.output.keep_earlier)
-        else:
-            for earlier in camera_files(name):
-                (folder / earlier).unlink(missing_ok=True)
+        clear_earlier_run(folder, name, cam.output.keep_earlier, live)
         return CameraOutputs(name, cam, fps, dim, fleet, live, earlier_tracks)
     except OSError as e:
         where = e.filename or cam.output.dir

@@ -39,7 +39,7 @@ from daemon.fleet import (
 from daemon.fleet_runner import forget, report_fleet, run_fleet
 from daemon.identity import IdentityAssignment, ProfileUpdate
 from daemon.motio import read_results
-from daemon.outputs import earlier_folders
+from daemon.outputs import camera_files, earlier_folders
 from daemon.pipeline import FrameResult
 from daemon.sources import monotonic_reading
 from daemon.track import TrackerUpdate
@@ -1400,7 +1400,7 @@ def test_a_camera_that_fails_at_start_is_not_reported_with_an_earlier_runs_outpu
     run = run_fleet(path, progress=False)
     assert run.exit_codes == {"a": code} and run.report["identities"] == 0
     assert error in run.report["errors"]["a"]  # what it failed of, not something before it
-    left = [f for f in fleet_runner.camera_files("a") if (out / "a" / f).exists()]
+    left = [f for f in camera_files("a") if (out / "a" / f).exists()]
     assert (
         left == ["status.json"] and json.loads((out / "a" / "status.json").read_text())["state"] == "failed"
     )
@@ -1577,7 +1577,7 @@ def test_the_fleet_puts_a_live_camera_s_earlier_run_aside_rather_than_deleting_i
     [kept] = earlier_folders(out / "door")
     assert {f: (kept / f).read_text() for f in recorded} == recorded
     for name in cams:
-        assert [f for f in fleet_runner.camera_files(name) if (out / name / f).exists()] == []
+        assert [f for f in camera_files(name) if (out / name / f).exists()] == []
     assert earlier_folders(out / "hall") == []
 
 
