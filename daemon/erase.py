@@ -476,14 +476,21 @@ class PendingForgets:
         ids, held = self.read()
         if not ids:
             return Erased()
+        erased = self.erase_ids(camera, ids, held, now, deadline)
+        self.write(ids if erased.left else [], erased.held)
+        return erased
+
+    def erase_ids(
+        self, camera: str, ids: list[int], held: set[int], now: float, deadline: float | None = None
+    ) -> Erased:
+        """``erase_stopped_camera`` of ``ids`` (``held``: those an erase cut short found before); one that raises
+        partway keeps ``ids`` waiting here with the ids the files it rewrote held (``keep_held``)."""
         erased = Erased()
         try:
-            erase_stopped_camera(self.camera_dir, camera, ids, now, deadline, held, erased)
+            return erase_stopped_camera(self.camera_dir, camera, ids, now, deadline, held, erased)
         except OSError:
             self.keep_held(ids, held, erased)
             raise
-        self.write(ids if erased.left else [], erased.held)
-        return erased
 
     def keep_held(self, ids: list[int], held: set[int], erased: Erased) -> None:
         """After an erase of ``ids`` raised partway: where the files it rewrote held ids not in ``held``

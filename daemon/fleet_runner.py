@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from daemon.bridge import Bridge, BridgeError
 from daemon.config import SecretSource, Settings, load_settings
-from daemon.erase import Erased, PendingForgets, UnreadableFile, erase_problem, erase_stopped_camera
+from daemon.erase import Erased, PendingForgets, UnreadableFile, erase_problem
 from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet import IDENTITY_TABLE_REFRESH_S
 from daemon.fleet_wire import FleetMessage
@@ -534,12 +534,7 @@ def _erase_stopped(camera_dir: Path, camera: str, global_id: int) -> Erased:
     rewrote held it, so that forget run again writes its ``forgotten`` line."""
     pending = PendingForgets(camera_dir)
     if not pending.path.is_file():
-        erased = Erased()
-        try:
-            return erase_stopped_camera(camera_dir, camera, [global_id], time.time(), erased=erased)
-        except OSError:
-            pending.keep_held([global_id], set(), erased)
-            raise
+        return pending.erase_ids(camera, [global_id], set(), time.time())
     waiting = pending.add([global_id])
     erased = pending.erase(camera, time.time())
     erased.pending = len(set(waiting) - {global_id})
