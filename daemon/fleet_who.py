@@ -5,6 +5,12 @@ are out of reach. A short-lived observer bridge takes what Valkey keeps (the lat
 still within ``bridge.state_ttl_s``, verified with the fleet key like any peer's) and listens to the live
 channel for ``listen_s`` so that tracks in view now show their latest time, place and end. The folding of
 those messages into one row per identity (:class:`Sightings`) is pure; only :func:`gather` does I/O.
+
+A track that goes on as another identity (lost and back as someone else, a switch, a merge) keeps its earlier
+spell: each (camera, track, identity) is kept apart, the earlier marked with the id the track went on as, so
+both are shown, each under its own identity (at most ``MAX_SPELLS_PER_TRACK`` per track, the latest). Valkey
+keeps only each track's latest word, so a ``who`` started after the change sees the spell it heard of: one
+listening (``--listen``, ``--watch``) across the change sees both.
 """
 
 from __future__ import annotations
@@ -12,26 +18,31 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from daemon.bridge import Bridge
 from daemon.config import Settings
 from daemon.fleet_wire import FleetMessage
 
 _MAX_FORGOTTEN = 10_000  # forget messages remembered by a long watch
+MAX_SPELLS_PER_TRACK = 16  # identities kept per camera track (one it went on from, ...), the latest
 
 
 @dataclass(frozen=True)
 class CameraSighting:
-    """The latest a camera said of one identity: its track, when, whether the track is over, and where."""
+    """The latest a camera said of one identity: its track, when, whether the track is over, and where;
+    ``moved_on``: the track went on as another identity since (``went_on_as``; None: as none yet, or as one
+    forgotten)."""
 
     camera: str
     track_id: int
     timestamp: float
     ended: bool
     position: tuple[float, float] | None
+    moved_on: bool = False
+    went_on_as: int | None = None
 
 
 @dataclass(frozen=True)
@@ -48,14 +59,18 @@ class IdentitySighting:
         return {**asdict(self), "cameras": [asdict(c) for c in self.cameras]}
 
 
+Spell = tuple[str | None, CameraSighting]  # one identity's label and latest sighting on one camera track
+
+
 class Sightings:
-    """Folds the fleet's messages, as they come, into the latest word of each camera's track: what is kept
-    per track is a few fields, not its embeddings, so a large fleet's stored state fits. Thread-safe (the
-    bridge's receiver thread adds)."""
+    """Folds the fleet's messages, as they come, into the latest word of each camera track on each identity it
+    held (its spells, at most ``MAX_SPELLS_PER_TRACK``, the latest): what is kept per spell is a few fields, not
+    its embeddings, so a large fleet's stored state fits. Thread-safe (the bridge's receiver thread adds)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._latest: dict[tuple[str, int], tuple[int | None, str | None, CameraSighting]] = {}
+        # (camera, track) -> global id (None: a word with none) -> its spell
+        self._tracks: dict[tuple[str, int], dict[int | None, Spell]] = {}
         self._forgotten: OrderedDict[int, None] = OrderedDict()  # least recently forgotten first
 
     def add(self, m: FleetMessage) -> None:
@@ -64,29 +79,46 @@ class Sightings:
                 self._forgotten[m.global_id] = None
                 self._forgotten.move_to_end(m.global_id)
             elif m.kind == "profile":
-                key = (m.camera, m.track_id)
-                old = self._latest.get(key)
-                if old is None or m.timestamp >= old[2].timestamp:
+                spells = self._tracks.setdefault((m.camera, m.track_id), {})
+                old = spells.get(m.global_id)
+                if old is None or m.timestamp >= old[1].timestamp:
                     seen = CameraSighting(m.camera, m.track_id, m.timestamp, m.ended, m.position)
-                    self._latest[key] = (m.global_id, m.label, seen)
+                    spells[m.global_id] = (m.label, seen)
+                if len(spells) > MAX_SPELLS_PER_TRACK:
+                    del spells[min(spells, key=lambda g: spells[g][1].timestamp)]
 
     def prune(self, before: float) -> None:
-        """Forget tracks whose latest word is older than ``before`` (a long watch stays bounded)."""
+        """Forget spells whose latest word is older than ``before`` (a long watch stays bounded)."""
         with self._lock:
-            self._latest = {k: v for k, v in self._latest.items() if v[2].timestamp >= before}
+            for key, spells in list(self._tracks.items()):
+                kept = {g: s for g, s in spells.items() if s[1].timestamp >= before}
+                if kept:
+                    self._tracks[key] = kept
+                else:
+                    del self._tracks[key]
             while len(self._forgotten) > _MAX_FORGOTTEN:  # the oldest: their tracks are long pruned
                 self._forgotten.popitem(last=False)
 
     def rows(self) -> list[IdentitySighting]:
-        """One row per global identity, most recently seen first. A track whose latest word has no identity
-        (not resolved yet, or resolved afresh) and a forgotten identity are left out."""
+        """One row per global identity, most recently seen first. A word without an identity (not resolved yet,
+        or resolved afresh) and a forgotten identity are left out; a spell a track went on from says so."""
         with self._lock:
-            per_id: dict[int, list[tuple[str | None, CameraSighting]]] = {}
-            for gid, label, seen in self._latest.values():
-                if gid is not None and gid not in self._forgotten:
-                    per_id.setdefault(gid, []).append((label, seen))
+            per_id: dict[int, list[Spell]] = {}
+            for spells in self._tracks.values():
+                for gid, (label, seen) in _marked(spells, self._forgotten):
+                    if gid is not None and gid not in self._forgotten:
+                        per_id.setdefault(gid, []).append((label, seen))
         rows = [_row(gid, seen) for gid, seen in per_id.items()]
         return sorted(rows, key=lambda r: (-r.last_seen, r.global_id))
+
+
+def _marked(spells: dict[int | None, Spell], forgotten: Container[int]) -> Iterator[tuple[int | None, Spell]]:
+    """A track's spells, each one but its latest marked with the identity the track went on as (that latest's;
+    None where it has none, or it was forgotten: a forgotten id is named nowhere)."""
+    now = max(spells, key=lambda g: spells[g][1].timestamp)
+    then = None if now in forgotten else now
+    for gid, (label, seen) in spells.items():
+        yield gid, (label, seen if gid == now else replace(seen, moved_on=True, went_on_as=then))
 
 
 def sightings(messages: Iterable[FleetMessage]) -> list[IdentitySighting]:
@@ -117,12 +149,23 @@ def who_text(rows: list[IdentitySighting], now: float, fleet: str) -> str:
     for r in rows:
         name = f"G{r.global_id}" + (f" {r.label}" if r.label else "")
         where = "; ".join(
-            f"{c.camera} track {c.track_id} {_ago(now - c.timestamp)}{' (track ended)' if c.ended else ''}"
+            f"{c.camera} track {c.track_id} {_ago(now - c.timestamp)}{_state(c)}"
             + (f" at ({c.position[0]:.1f}, {c.position[1]:.1f})" if c.position is not None else "")
             for c in r.cameras
         )
         lines.append(f"  {name:<16} {where}")
     return "\n".join(lines)
+
+
+def _state(c: CameraSighting) -> str:
+    """What became of the track: ended, or went on as another identity (or as none, or one forgotten)."""
+    if c.moved_on:
+        return (
+            f" (track went on as G{c.went_on_as})"
+            if c.went_on_as is not None
+            else " (track no longer on this id)"
+        )
+    return " (track ended)" if c.ended else ""
 
 
 def _ago(seconds: float) -> str:

@@ -57,11 +57,52 @@ def test_one_row_per_identity_latest_first_with_each_camera_latest_sighting() ->
     assert json.loads(json.dumps([r.as_dict() for r in rows]))[0]["cameras"][0]["position"] == [2.0, 3.5]
 
 
-def test_a_track_whose_latest_word_has_no_identity_no_longer_shows_its_old_one() -> None:
+def test_a_track_whose_latest_word_has_no_identity_shows_its_old_one_as_over() -> None:
+    """Its spell as id 4 stays (who was seen where and when), said to be over, not shown as the track now."""
     rows = sightings(
         [_profile("a", 1, 4, T0), _profile("a", 1, None, T0 + 1.0), _profile("b", 2, 4, T0 - 5.0)]
     )
-    assert [(r.global_id, [c.camera for c in r.cameras]) for r in rows] == [(4, ["b"])]
+    assert [(r.global_id, [(c.camera, c.moved_on) for c in r.cameras]) for r in rows] == [
+        (4, [("a", True), ("b", False)])
+    ]
+    assert "a track 1 9 s ago (track no longer on this id); b track 2" in who_text(rows, T0 + 9.0, "f")
+
+
+def test_a_track_that_changes_ids_keeps_both_spells_and_the_earlier_says_it_is_over() -> None:
+    """Regression: ``who`` kept one record per camera and track, so a track that went on as another identity
+    (lost and back as someone else, a switch, a merge) took its earlier spell with it: G12 was no longer shown
+    on door track 7 at all. Each (camera, track, identity) spell is kept; the earlier one says the track went
+    on as G30, and a forget of either id leaves the other's spell (never naming the forgotten one)."""
+    msgs = [
+        _profile("door", 7, 12, T0 + 1.0),
+        _profile("door", 7, 12, T0 + 5.0),
+        _profile("door", 7, 30, T0 + 20.0),
+        _profile("door", 7, 30, T0 + 25.0),
+        _profile("door", 7, 12, T0 + 4.0),  # older news of the first spell, arrived late: changes nothing
+    ]
+    rows = sightings(msgs)
+    assert [(r.global_id, r.last_seen) for r in rows] == [(30, T0 + 25.0), (12, T0 + 5.0)]
+    now, then = rows[0].cameras[0], rows[1].cameras[0]
+    assert (now.track_id, now.went_on_as, now.moved_on) == (7, None, False)
+    assert (then.track_id, then.timestamp, then.went_on_as, then.moved_on) == (7, T0 + 5.0, 30, True)
+    text = who_text(rows, T0 + 30.0, "site-a")
+    assert "G30" in text and "door track 7 5 s ago\n" in text + "\n"
+    assert "door track 7 25 s ago (track went on as G30)" in text
+    assert json.loads(json.dumps([r.as_dict() for r in rows]))[1]["cameras"][0]["went_on_as"] == 30
+    for gone, kept in ((12, 30), (30, 12)):
+        left = sightings([*msgs, FleetMessage("forget", "ops", global_id=gone)])
+        assert [(r.global_id, [c.track_id for c in r.cameras]) for r in left] == [(kept, [7])]
+        assert f"G{gone}" not in who_text(left, T0 + 30.0, "site-a")
+    assert "door track 7 25 s ago (track no longer on this id)" in who_text(left, T0 + 30.0, "site-a")
+
+
+def test_a_track_that_flips_ids_again_and_again_keeps_a_bounded_number_of_spells() -> None:
+    acc = Sightings()
+    for k in range(3 * fleet_who.MAX_SPELLS_PER_TRACK):
+        acc.add(_profile("door", 7, 100 + k, T0 + k))
+    rows = acc.rows()
+    assert len(rows) == fleet_who.MAX_SPELLS_PER_TRACK
+    assert rows[0].global_id == 100 + 3 * fleet_who.MAX_SPELLS_PER_TRACK - 1  # the latest spells stay
 
 
 def test_old_tracks_are_pruned_so_a_long_watch_stays_bounded() -> None:
@@ -329,3 +370,26 @@ def test_watch_listens_for_listen_s_before_its_first_showing(tmp_path: Path, val
     finally:
         reporter.join()
     assert shown == [[41]]
+
+
+def test_a_watch_across_a_tracks_change_of_id_shows_both_spells(
+    tmp_path: Path, valkey: EmbeddedValkey
+) -> None:
+    """On a real Valkey: track 7 is G12 when the watch starts (stored state), then goes on as G30 (live)."""
+    settings = load_settings(_fleet_yaml(tmp_path, valkey.url))
+    door = Bridge(settings.bridge, "door", receive=False).start()
+    door.publish(_profile("door", 7, 12, time.time() - 2.0))
+    assert door.flush(5.0)
+    shown: list[list[tuple[int, bool, int | None]]] = []
+
+    def show(got: Gathered) -> None:
+        shown.append([(r.global_id, r.cameras[0].moved_on, r.cameras[0].went_on_as) for r in got.rows])
+        if len(shown) == 1:
+            door.publish(_profile("door", 7, 30, time.time()))
+            assert door.flush(5.0)
+
+    try:
+        watch(settings, 1.0, show, 5.0, rounds=2)
+    finally:
+        door.close()
+    assert shown == [[(12, False, None)], [(30, False, None), (12, True, 30)]]
