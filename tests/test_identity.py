@@ -319,11 +319,30 @@ def test_store_a_row_less_say_is_no_look_of_the_identity() -> None:
 
 
 def test_store_rows_follow_a_track_that_changed_ids_without_new_rows() -> None:
+    """A live remote track the resolver there moved to another id: its rows go with it (an ended one's stay:
+    test_store_an_ended_track_back_under_another_id_leaves_its_spell_to_the_first)."""
     people = People(1)
     store = FleetStore(D, IdentityConfig())
-    store.record(_contrib(("r", 1), 5, 0.0), people.obs(0)[None], 0.0)
+    live = Contribution(("r", 1), 5, 0.0, 0.0, 0.5, None, False, False)
+    store.record(live, people.obs(0)[None], 0.0)
     store.record(_contrib(("r", 1), 6, 1.0), None, 1.0)  # now id 6, rows as they were
     assert store.scores([people.obs(0)[None]], [None], "max", 1, floor=0.5)[0].keys() == {6}
+
+
+def test_store_an_ended_track_back_under_another_id_leaves_its_spell_to_the_first() -> None:
+    """Track r/1 ended as id 5; the same track id comes back as id 6 (another life of the tracker's number): id 5
+    keeps its rows and its claim under a key of its own, which forgetting id 6 leaves, and the bounds take."""
+    people = People(2)
+    store = FleetStore(D, IdentityConfig(max_tracks_per_identity=2))
+    store.record(_contrib(("r", 1), 5, 0.0), people.obs(0)[None], 0.0)
+    store.record(_contrib(("r", 1), 6, 1.0), people.obs(1)[None], 1.0)
+    got = store.scores([people.obs(0)[None], people.obs(1)[None]], [None, None], "max", 1, floor=0.5)
+    assert [g.keys() for g in got] == [{5}, {6}]
+    assert len(store.contributions) == 2 and store.contributions[("r", 1)].gid == 6
+    assert store.forget(6, 2.0) and [c.gid for c in store.contributions.values()] == [5]
+    for t in (3, 4):  # two more tracks of id 5: over max_tracks_per_identity the kept spell goes first
+        store.record(_contrib(("r", t), 5, float(t)), people.obs(0)[None], float(t))
+    assert sorted(store.contributions) == [("r", 3), ("r", 4)]
 
 
 def test_store_rows_stay_within_max_exemplar_rows_with_live_tracks_alone() -> None:
@@ -634,6 +653,29 @@ def test_a_timed_out_track_back_as_someone_else_takes_none_of_its_earlier_exempl
     back, again = observe(cam, people, {1: 1}, 12.0, 6)
     sent = [u for u in back if u.track_id == 1 and len(u.exemplars)][-1].exemplars
     assert again == {1: 2} and float((sent @ people.centres[0]).max()) < 0.5
+
+
+def test_a_timed_out_track_back_as_someone_else_leaves_its_earlier_id_its_exemplars() -> None:
+    """Regression: track 1 (person 0, id 1) times out and the tracker reports track 1 again on person 1, who
+    gets id 2; the store kept one record per (camera, track), so id 2's record replaced id 1's, here and at the
+    peers, and id 1 was gone: person 0 seen again on another track got a new id. Each id keeps its spell."""
+    people, alloc = People(2), Counter()
+    cfg = IdentityConfig(track_timeout_s=5.0)
+    cam, peer = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
+    bus, first = observe(cam, people, {1: 0}, 0.0, 5)
+    for t in range(5, 12):  # track 1 times out: its end goes to the peers too
+        bus += step(cam, float(t), {}).updates
+    assert any(u.track_id == 1 and u.ended for u in bus)
+    back, again = observe(cam, people, {1: 1}, 12.0, 6)  # the tracker's track 1 again, on person 1
+    bus += back + end_all(cam, [1], 18.0)
+    assert first == {1: 1} and again == {1: 2}
+    relay(bus, peer)
+    _, later = observe(cam, people, {5: 0}, 30.0, 5)  # person 0 again, on this camera
+    _, there = observe(peer, people, {7: 0}, 30.0, 5)  # and on the peer
+    assert later == {5: 1} and there == {7: 1} and alloc.calls == 2
+    assert cam.forget(2) and cam.forget(99) is False
+    _, still = observe(cam, people, {6: 0}, 40.0, 5)  # forgetting id 2 leaves id 1's spell of track 1
+    assert still == {6: 1}
 
 
 @pytest.mark.parametrize("gap", [40.0, 600.0])

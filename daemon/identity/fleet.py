@@ -2,7 +2,9 @@
 
 A *contribution* is what one track (local or remote, keyed ``(camera, track_id)``) says about one global
 id: its exemplars, when it took the id (``since``), when it was last heard of (``last``), whether it has
-ended. An identity exists while it has contributions; it carries an optional label (a named person).
+ended. An identity exists while it has contributions; it carries an optional label (a named person). A track
+id back under another id after its track ended (the tracker's number on someone else) leaves its earlier spell
+to that id, kept apart under ``(camera, -n)`` (``FleetStore.record``).
 
 Bounds (IdentityConfig): ``max_exemplar_rows`` rows in all (the oldest ended or silent contributions are
 dropped to make room; live ones never); ``max_tracks_per_identity`` contributions per identity (ended ones
@@ -116,6 +118,14 @@ class ExemplarBank:
         self._rows[key] = rows
         self.n += k
 
+    def rekey(self, key: Key, new: Key) -> None:
+        """The rows of ``key`` are ``new``'s now (``new`` holds none)."""
+        rows = self._rows.pop(key, None)
+        if rows:
+            self._rows[new] = rows
+            for r in rows:
+                self._key[r] = new
+
     def regid(self, key: Key, gid: int) -> None:
         for r in self._rows.get(key, ()):
             self._gid[r] = gid
@@ -180,6 +190,7 @@ class FleetStore:
         # wall clock stepped forward adds, a stand after one stepped back takes off; 0 in a replay); retention
         # runs on the stamps less it
         self.lag = 0.0
+        self._spells = itertools.count(1)  # earlier spells of a track kept apart: keys (camera, -n)
 
     # ------------------------------------------------------------------------------------------- lookups
 
@@ -232,9 +243,15 @@ class FleetStore:
         quality in ``qualities``, or ``c.quality`` when not given: a remote track tells only its best). ``c.heard``
         is its last sighting in real time where the caller knows it (NaN: from ``c.last``, less ``lag``).
 
+        A track that ended under another id (the tracker's track id back on someone else) leaves that spell
+        to its id (``_keep_apart``) rather than replace it: a record per camera track and identity spell.
+
         Returns the label merges it caused as ``(old_id, new_id)`` pairs.
         """
         old = self.contributions.pop(c.key, None)
+        if old is not None and old.ended and old.gid != c.gid:
+            self._keep_apart(old)
+            old = None
         if math.isnan(c.heard):  # a remote's: older news (an end carrying the last sighting) keeps it
             later = c.last - self.lag
             c.heard = later if old is None else old.heard if c.last < old.last else max(old.heard, later)
@@ -254,6 +271,24 @@ class FleetStore:
             self.bank.put(c.key, c.gid, kept, q)
         self._cap_tracks(ident)
         return self.bind_label(c.label, c.gid) if c.label is not None else []
+
+    def _keep_apart(self, c: Contribution) -> None:
+        """Ended contribution ``c``, just taken out of ``contributions``, back in under a key of its own,
+        ``(camera, -n)`` (no track's: track ids are never negative), its rows with it: its identity keeps what
+        the track said of it while it held it, within the same bounds as any ended contribution. Not where it
+        last stood: a track found to have switched people ends with the next person's place (its tracker
+        carried it over), which would rule the id out for the person it was."""
+        ident = self.identities.get(c.gid)
+        if ident is None:
+            self.bank.drop(c.key)
+            return
+        key = (c.camera, -next(self._spells))
+        self.bank.rekey(c.key, key)
+        ident.keys.discard(c.key)
+        ident.keys.add(key)
+        c.key, c.pos, c.pos_t, c.vel = key, None, math.nan, None
+        self.contributions[key] = c
+        self._in_order(c)
 
     def touch(
         self,

@@ -966,8 +966,9 @@ class IdentityResolver:
 
     def _resume(self, lo: _Local, key: Key) -> None:
         """``lo`` took back the id of its earlier record (it came back after this resolver ended it): the store
-        keeps one record per track, which ``lo``'s would replace, so that record's exemplars join ``lo``'s
-        profile first, by the profile's own rule (within exemplars_per_track, the most redundant go)."""
+        keeps one record per track and id (under another id it would keep the earlier apart), which ``lo``'s
+        would replace, so that record's exemplars join ``lo``'s profile first, by the profile's own rule (within
+        exemplars_per_track, the most redundant go)."""
         earlier = self.store.contributions.get(key)
         if earlier is None or self.store.canonical(earlier.gid) != lo.gid:
             return
