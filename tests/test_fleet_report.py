@@ -581,3 +581,44 @@ def test_the_report_s_counts_agree_with_their_nouns(tmp_path: Path) -> None:
     assert "1 identity over camera door; 0 seen on two or more cameras." in md
     assert "camera door failed. What it saw ends where it stopped." in md
     assert report_text(report).startswith("1 identity over camera door; 0 seen on two or more cameras (")
+
+
+def test_a_track_that_changes_ids_leaves_both_spells_in_the_report_and_forget_takes_one(
+    tmp_path: Path,
+) -> None:
+    """Track 7 is G12 for 1 s, then (lost and back as someone else) G30 for 1 s: the worker's table, the report
+    (json, md, the terminal's) and the timeline keep both, each under its id with track 7; forgetting G12 from
+    the camera's files and the report leaves G30's spell."""
+    from daemon.erase import erase_stopped_camera
+    from daemon.fleet_report import timeline_figure
+
+    door = tmp_path / "runs" / "door"
+    door.mkdir(parents=True)
+    log = IdentityLog(door, "door", gap_s=0.5)
+    for i in range(20):
+        gid, t = (12, T0 + 0.1 * i) if i < 10 else (30, T0 + 2.0 + 0.1 * i)
+        log.frame(i, t, (IdentityAssignment("door", 7, gid, None, 0.9, "fleet", i in (0, 10)),))
+    log.close()
+    out = tmp_path / "out"
+    report = build_report({"door": door}, out)
+    seen = {g: p["cameras"]["door"] for g, p in report["people"].items()}
+    assert {g: (s["tracks"], s["spans"]) for g, s in seen.items()} == {
+        "12": ([7], [[T0, T0 + 0.9]]),
+        "30": ([7], [[T0 + 3.0, T0 + 3.9]]),
+    }
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "| 12 |  | door 0.0–0.9 (10) |" in md and "| 30 |  | door 3.0–3.9 (10) |" in md
+    fig = timeline_figure({int(g): p for g, p in report["people"].items()}, T0)
+    assert len(fig.axes[0].patches) == 2  # a bar for each spell
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    assert erase_stopped_camera(door, "door", [12], T0 + 10.0).held == {12}
+    assert leave_out_of_report(out, 12)
+    for people in (build_report({"door": door}, tmp_path / "again")["people"], _people(out)):
+        assert {g: p["cameras"]["door"]["spans"] for g, p in people.items()} == {"30": [[T0 + 3.0, T0 + 3.9]]}
+
+
+def _people(out: Path) -> dict[str, Any]:
+    people: dict[str, Any] = json.loads((out / "report.json").read_text(encoding="utf-8"))["people"]
+    return people
