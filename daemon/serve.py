@@ -3,8 +3,9 @@
 Endpoints:
 
 * ``GET /health``: gallery size and labels (of the file as it is: one another process saved since is read
-  again; ``problem`` says why one could not be), model and dim, adaptation state (the projection head in use),
-  request and error counts per endpoint, uptime. Always 200 while the process runs, without waiting.
+  again; ``problem`` says why one could not be), the file's name (not its folders), size and SHA-256, model
+  and dim, adaptation state (the projection head in use), request and error counts per endpoint, uptime.
+  Always 200 while the process runs, without waiting.
 * ``POST /recognize``: an uploaded image (or crop) -> top-k gallery matches per person (in the gallery file as
   it is: one another process saved since is read again, here and in ``/search``). With ``detect`` the
   people are found by the detector; without, the whole image is one crop.
@@ -37,9 +38,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import logging
 import math
+import os
 import re
 import socket
 import threading
@@ -100,6 +103,29 @@ COUNTED: Final = "reid-daemon.counted"
 dependencies ran (from there on the endpoint counts its own errors)."""
 
 
+class FileDigest:
+    """The size and SHA-256 of a file, hashed again only when the file is another (an atomic save makes a new
+    inode) or changed (its size or mtime): /health reads it often, a gallery file changes seldom."""
+
+    def __init__(self) -> None:
+        self._stamp: tuple[int, int, int, int] | None = None
+        self._digest = ""
+        self._lock = threading.Lock()
+
+    def of(self, path: Path) -> tuple[int, str]:
+        """(bytes, SHA-256 hex) of ``path``; OSError when it cannot be read."""
+        with path.open("rb") as f:
+            st = os.fstat(f.fileno())  # of the file hashed, even where another replaces it meanwhile
+            stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            with self._lock:
+                if stamp == self._stamp:
+                    return st.st_size, self._digest
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        with self._lock:
+            self._stamp, self._digest = stamp, digest
+        return st.st_size, digest
+
+
 @dataclass
 class ServiceState:
     """What the service works with: models, the gallery (and where it lives), counters."""
@@ -115,6 +141,7 @@ class ServiceState:
     requests: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.time)
+    digest: FileDigest = field(default_factory=FileDigest)  # of the gallery file, for /health
     lock: threading.Lock = field(default_factory=threading.Lock)
     counting: threading.Lock = field(default_factory=threading.Lock)  # requests run in worker threads
 
@@ -240,7 +267,7 @@ def health(state: ServiceState) -> dict[str, Any]:
         "dim": g.dim,
         "adaptation": {"head": state.head is not None, **(state.head or {})},
         "gallery": {
-            "path": None if state.cfg.gallery is None else str(state.cfg.gallery),
+            **_gallery_file(state),
             "entries": len(g),
             "labels": len(g.unique_labels),
             "backend": g.backend,
@@ -253,6 +280,17 @@ def health(state: ServiceState) -> dict[str, Any]:
         "errors": dict(state.errors),
         "uptime_s": round(time.time() - state.started, 1),
     }
+
+
+def _gallery_file(state: ServiceState) -> dict[str, Any]:
+    """/health's word on the gallery file: its name, never its folders (the log names the path), and the size
+    and SHA-256 of the file as it is on disk now (None for a gallery kept in memory, or not saved yet)."""
+    path = state.cfg.gallery
+    size = digest = None
+    if path is not None:
+        with contextlib.suppress(OSError):  # not saved yet, or unreadable (gallery.problem says why)
+            size, digest = state.digest.of(path)
+    return {"file": None if path is None else path.name, "bytes": size, "sha256": digest}
 
 
 def _health_latest(state: ServiceState) -> None:

@@ -1277,3 +1277,34 @@ def test_an_error_answer_names_no_server_folder(tmp_path: Path, caplog: pytest.L
     assert for_client("refs/.g.npz.lock, not prefs/g.npz", [Path("refs")]) == ".g.npz.lock, not prefs/g.npz"
     kept = "label 'AC/DC': '/' cannot be kept in its reference file name ([SET-]name[--VARIANT].jpg)"
     assert for_client(kept, [Path("/srv")]) == kept
+
+
+def test_health_names_the_gallery_file_but_not_its_folder(tmp_path: Path) -> None:
+    # Regression: /health answered the gallery's absolute path ("/srv/site data/reid/g.npz") to any client, where
+    # every other answer names a file without the server's folders. It gives the file's name, size and SHA-256
+    # (the file as it is on disk now: a client can tell two services, or two moments, hold the same file).
+    import hashlib
+
+    folder = tmp_path / "site data" / "reid"
+    path = folder / "g.npz"
+    cfg = ServeConfig(gallery=path, references=folder / "refs")
+    state = ServiceState(MeanColour(), Gallery(4, threshold=0.9), cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server:
+        h = _call(f"{server.url}/health")[1]
+        assert h["gallery"]["file"] == "g.npz" and h["gallery"]["bytes"] is None, h  # not saved yet
+        assert h["gallery"]["sha256"] is None and "path" not in h["gallery"], h
+        assert _post(f"{server.url}/enroll", "ann.jpg", _jpeg((0, 0, 200)))[0] == 200
+        first = _call(f"{server.url}/health")[1]
+        assert _post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 200, 0)))[0] == 200
+        second = _call(f"{server.url}/health")[1]
+    for answer in (h, first, second):
+        assert str(tmp_path) not in json.dumps(answer) and "site data" not in json.dumps(answer), answer
+    data = path.read_bytes()
+    assert second["gallery"]["bytes"] == len(data)
+    assert second["gallery"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert first["gallery"]["sha256"] != second["gallery"]["sha256"]  # the file each saw
+
+    memory = ServiceState(MeanColour(), Gallery(4), ServeConfig(), model="mean-colour")
+    with BackgroundServer(create_app(memory)) as server:
+        g = _call(f"{server.url}/health")[1]["gallery"]
+    assert g["file"] is None and g["bytes"] is None and g["sha256"] is None, g
