@@ -142,11 +142,13 @@ class ServiceState:
     errors: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.time)
     digest: FileDigest = field(default_factory=FileDigest)  # of the gallery file, for /health
+    listing: ReferenceListing = field(init=False)  # the references folder's URLs, for /search
     lock: threading.Lock = field(default_factory=threading.Lock)
     counting: threading.Lock = field(default_factory=threading.Lock)  # requests run in worker threads
 
     def __post_init__(self) -> None:
         """DataError when the gallery's dimension is not the embedder's (no request could be answered)."""
+        self.listing = ReferenceListing(self.cfg.references, self.naming)
         check_embedder(self.gallery, self.embedder, "the embedder's output")
         self.gallery.made_by(embedder_signature(self.embedder))
         if len(self.gallery) >= self.cfg.max_entries:
@@ -251,6 +253,57 @@ def reference_urls(folder: Path | None, naming: EnrollConfig) -> dict[str, list[
     return urls
 
 
+SETTLED_NS: Final = 2_000_000_000
+"""A references folder whose mtime is older than this (2 s) when it is listed keeps its listing until its mtime
+changes. A younger one is listed again next time: a change in the same tick of the file system's clock as the
+listing (or within the second of a file system that keeps seconds) would leave the mtime as it was."""
+
+
+class ReferenceListing:
+    """``reference_urls`` of the references folder for /search, listed again only when the folder changed (its
+    device, inode or mtime: an image added, removed or renamed) or ``forget`` was called (the gallery read again
+    or an enrolment kept an image), so a query is one stat, not a walk of a folder of thousands of images. The
+    map answered is shared: read it, never change it."""
+
+    def __init__(self, folder: Path | None, naming: EnrollConfig) -> None:
+        self.folder, self.naming = folder, naming
+        self._stamp: tuple[int, int, int] | None = None  # of the folder listed, None: list again
+        self._urls: dict[str, list[str]] = {}
+        self._forgotten = 0  # how many times forget was called: a listing begun before one is not kept
+        self._lock = threading.Lock()
+
+    def urls(self) -> dict[str, list[str]]:
+        """Label -> URLs of its reference images, as the folder is now."""
+        stamp = _folder_stamp(self.folder)
+        with self._lock:
+            if stamp is not None and stamp == self._stamp:
+                return self._urls
+            forgotten = self._forgotten
+        urls = reference_urls(self.folder, self.naming)
+        settled = stamp is not None and time.time_ns() - stamp[2] > SETTLED_NS
+        with self._lock:
+            if forgotten == self._forgotten:
+                self._stamp, self._urls = (stamp if settled else None), urls
+        return urls
+
+    def forget(self) -> None:
+        """List the folder again at the next ``urls``."""
+        with self._lock:
+            self._stamp = None
+            self._forgotten += 1
+
+
+def _folder_stamp(folder: Path | None) -> tuple[int, int, int] | None:
+    """(device, inode, mtime in ns) of ``folder``, None when there is none."""
+    if folder is None:
+        return None
+    try:
+        st = folder.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns
+
+
 def reference_url(name: str) -> str:
     """The URL path of the reference file ``name``, percent-encoded ('#', '?', '%', spaces, non-ASCII)."""
     return f"/references/{quote(name)}"
@@ -340,7 +393,7 @@ def search_image(
         _latest(state)
         found = state.gallery.search(result.embedding, k=k, threshold=threshold)
         used = state.gallery.threshold if threshold is None else threshold
-    urls = reference_urls(state.cfg.references, state.naming)
+    urls = state.listing.urls()
     return {
         "query": name,
         "k": k,
@@ -369,6 +422,7 @@ def enroll_image(state: ServiceState, image: ImageBGR, name: str, label: str | N
         _check_room(state, ref_label)  # before anything is written
         ref_file, n = _free_name(state, stem)
         saved = _keep(state, image, ref_file)  # first: when it fails the gallery has not changed
+        state.listing.forget()
         kept = _kept_path(state, ref_file)
         held, before = state.gallery.count(ref_label), state.gallery.sources(ref_label)
         row = _add_and_save(state, ref_label, result.embedding, kept)
@@ -418,6 +472,7 @@ def _latest(state: ServiceState) -> None:
     if now is not state.gallery:
         check_embedder(now, state.embedder, "the embedder's output")
         state.gallery = now
+        state.listing.forget()  # another process wrote the gallery: its folder may have changed too
 
 
 def _add_and_save(state: ServiceState, label: str, embedding: Any, kept: Path | None) -> int:

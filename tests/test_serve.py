@@ -1308,3 +1308,67 @@ def test_health_names_the_gallery_file_but_not_its_folder(tmp_path: Path) -> Non
     with BackgroundServer(create_app(memory)) as server:
         g = _call(f"{server.url}/health")[1]["gallery"]
     assert g["file"] is None and g["bytes"] is None and g["sha256"] is None, g
+
+
+def test_search_lists_the_references_folder_again_only_when_it_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: /search walked the references folder on every request to give each match its reference URLs:
+    # with a folder of thousands of images, a directory walk per query. The listing is kept and taken again when
+    # the folder changes (its mtime: an image added, removed or renamed) or the gallery file is read again.
+    import os
+
+    import daemon.serve
+
+    walks: list[Path | None] = []
+    real = daemon.serve.reference_urls
+
+    def counted(folder: Path | None, naming: EnrollConfig) -> dict[str, list[str]]:
+        walks.append(folder)
+        return real(folder, naming)
+
+    monkeypatch.setattr("daemon.serve.reference_urls", counted)
+    monkeypatch.setattr("daemon.serve.SETTLED_NS", 30_000_000_000)  # however slow this machine is
+    refs, path = tmp_path / "refs", tmp_path / "g.npz"
+    state = ServiceState(MeanColour(), Gallery(4), ServeConfig(gallery=path, references=refs), model="m")
+
+    def settled() -> None:  # the folder as one changed a while ago
+        past = time.time() - 600
+        os.utime(refs, (past, past))
+
+    def ann_references(url: str) -> list[str]:
+        status, body = _post(f"{url}/search?k=1", "q.jpg", _jpeg((0, 0, 200)))
+        assert status == 200 and body["matches"][0]["label"] == "ann", body
+        return list(body["matches"][0]["references"])
+
+    with BackgroundServer(create_app(state)) as server:
+        url = server.url
+        assert _post(f"{url}/enroll", "ann.jpg", _jpeg((0, 0, 200)))[0] == 200
+        settled()
+        walks.clear()
+        assert all(ann_references(url) == ["/references/ann.jpg"] for _ in range(5))
+        assert len(walks) == 1, walks
+
+        cv2.imwrite(str(refs / "ann--side.jpg"), np.full((64, 32, 3), (0, 0, 190), np.uint8))  # by hand
+        assert ann_references(url) == ["/references/ann--side.jpg", "/references/ann.jpg"]
+        settled()
+        walks.clear()
+        for _ in range(3):
+            ann_references(url)
+        assert len(walks) == 1, walks
+
+        other = Gallery.load(path)  # another process saves the gallery: read again, the folder listed again
+        other.add("bob", [0.0, 1.0, 0.0, 0.0])
+        other.save(path)
+        for _ in range(3):
+            ann_references(url)
+        assert len(walks) == 2, walks
+
+        # a change in the same tick of the file system's clock as a listing leaves the folder's mtime as it was:
+        # a listing of a folder changed that recently is not kept
+        now = time.time_ns()
+        os.utime(refs, ns=(now, now))
+        assert ann_references(url) == ["/references/ann--side.jpg", "/references/ann.jpg"]
+        (refs / "ann--side.jpg").rename(refs / "ann--back.jpg")
+        os.utime(refs, ns=(now, now))
+        assert ann_references(url) == ["/references/ann--back.jpg", "/references/ann.jpg"]
