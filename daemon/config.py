@@ -647,8 +647,9 @@ class ServeConfig(_Strict):
         gt=0,
         le=3600,
         description="An enrolment waits this long at most for the gallery's lock held by another process "
-        "(enroll --append saving, or one stopped while it held it); past that it is answered 503 naming the "
-        "process and the lock file, and /recognize and /search never wait for it.",
+        "(enroll --append saving, or one stopped while it held it), and as long for the references folder's "
+        "(another serve enrolling there); past that it is answered 503 naming the process and the lock file, "
+        "and /recognize and /search never wait for either.",
     )
     client_timeout_s: float = Field(
         10.0,

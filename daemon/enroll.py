@@ -54,7 +54,7 @@ from daemon.embedding import (
     whole_box,
 )
 from daemon.errors import DataError
-from daemon.gallery import Gallery, latest, locked
+from daemon.gallery import Gallery, holding, latest, locked
 from daemon.sources import natural_key
 from daemon.types import Detector, Embedder, FloatArray, Frame, ImageBGR
 
@@ -67,6 +67,11 @@ SERVE_LEDGER: Final = ".reid-daemon-serve.json"
 """Kept by ``serve`` in its references folder (hidden, so ``enroll`` leaves it out): the highest variant number
 it has given each ``[SET-]label`` stem, so that no name (no URL) is given twice; it also marks the folder as
 one ``serve`` writes its reference images to."""
+
+SERVE_LOCK: Final = ".reid-daemon-serve.lock"
+"""The references folder's lock file (hidden, as the ledger): held by each ``serve`` while it chooses a new
+reference's name, writes the image and records the name (``ledger_locked``), so that two services on one folder
+never give one name twice."""
 
 MAX_VARIANT_DIGITS: Final = 10
 """Digits of the largest variant number ``serve`` gives (its file names leave room for ``--9999999999``)."""
@@ -178,6 +183,16 @@ def serve_ledger(folder: Path) -> dict[str, int]:
             "no client holds a URL of an image removed from the folder"
         ) from e
     return dict(last)
+
+
+def ledger_locked(
+    folder: Path, wait_s: float, who: str, setting: str
+) -> contextlib.AbstractContextManager[None]:
+    """Hold ``folder``'s lock file (``SERVE_LOCK``) inside the block: around choosing a name (``next_variant``),
+    writing its image and recording it in the ledger, which two processes doing so at once would each give the
+    same. Waits ``wait_s`` at most for another holder (LockTimeout naming it, the lock file and ``setting``);
+    DataError naming the lock file when it cannot be made (a folder served read-only)."""
+    return holding(folder / SERVE_LOCK, wait_s, f"the references folder {folder.name}", who, setting)
 
 
 def record_variant(folder: Path, stem: str, n: int) -> None:

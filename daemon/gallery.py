@@ -871,15 +871,25 @@ def locked(path: Path, wait_s: float, who: str = "reid-daemon", setting: str = "
     it holds the lock), the lock file and ``setting`` (the option that sets the wait). The lock goes with the
     process, however it ends. DataError naming the lock file when it cannot be made."""
     path = Path(path)
-    lock = lock_path(path)
+    with holding(lock_path(path), wait_s, f"the gallery {path.name}", who, setting):
+        yield
+
+
+@contextlib.contextmanager
+def holding(
+    lock: Path, wait_s: float, what: str, who: str = "reid-daemon", setting: str = ""
+) -> Iterator[None]:
+    """Hold the advisory lock file ``lock`` (made when missing) of ``what`` (as messages name it: "the gallery
+    g.npz") inside the block, as ``locked`` says: waited for ``wait_s`` at most (LockTimeout naming the holder,
+    the lock file and ``setting``), DataError naming the lock file when it cannot be made."""
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
-        raise DataError(f"cannot open the gallery's lock file {lock}: {e}") from e
+        raise DataError(f"cannot open the lock file {lock} of {what}: {e}") from e
     try:
-        if not _take_lock(fd, wait_s, lock, path):
-            raise LockTimeout(_lock_timeout_message(fd, wait_s, lock, path, setting))
+        if not _take_lock(fd, wait_s, lock, what):
+            raise LockTimeout(_lock_timeout_message(fd, wait_s, lock, what, setting))
         Holder.now(who).record(fd, lock)
         try:
             yield
@@ -893,7 +903,7 @@ LOCK_POLL_S = 0.05
 """How often a writer waiting for a gallery's lock tries it again (flock itself cannot wait with a timeout)."""
 
 
-def _take_lock(fd: int, wait_s: float, lock: Path, path: Path) -> bool:
+def _take_lock(fd: int, wait_s: float, lock: Path, what: str) -> bool:
     """Whether the lock on ``fd`` was had within ``wait_s`` seconds."""
     deadline = time.monotonic() + wait_s
     said = False
@@ -906,7 +916,7 @@ def _take_lock(fd: int, wait_s: float, lock: Path, path: Path) -> bool:
                 return False
             if not said:
                 said = True
-                logger.info("waiting for %s: another process is writing the gallery %s", lock, path.name)
+                logger.info("waiting for %s: another process is writing %s", lock, what)
             time.sleep(min(LOCK_POLL_S, max(0.0, deadline - time.monotonic())))
 
 
@@ -953,12 +963,12 @@ class Holder:
         return f"pid {self.pid}{on} ({self.who}, since {since})"
 
 
-def _lock_timeout_message(fd: int, wait_s: float, lock: Path, path: Path, setting: str) -> str:
+def _lock_timeout_message(fd: int, wait_s: float, lock: Path, what: str, setting: str) -> str:
     holder = Holder.read(fd)
     by = "another process" if holder is None else str(holder)
     option = f" ({setting})" if setting else ""
     return (
-        f"the gallery {path.name} has been locked by {by} for more than the {wait_s:g} s this waits{option}, "
+        f"{what} has been locked by {by} for more than the {wait_s:g} s this waits{option}, "
         f"its lock file {lock}: that process is writing it, or stopped or stuck while it did; try again, or end "
         "that process"
     )

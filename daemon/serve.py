@@ -13,9 +13,10 @@ Endpoints:
   its label's reference images.
 * ``POST /enroll``: an uploaded image and a label (or the file name as label) -> a new gallery entry (up to
   ``max_entries`` in all); the image is kept under the references folder (served as static files, hidden ones
-  left out) under a name never given before there (``enroll.SERVE_LEDGER``), and the gallery is saved
-  atomically, under the file's lock (``gallery.locked``), read again first when another process
-  (``enroll --append``) saved it;
+  left out) under a name never given before there (``enroll.SERVE_LEDGER``; chosen, written and recorded
+  holding the folder's lock file, ``enroll.SERVE_LOCK``, as another serve on the folder does), and the
+  gallery is saved atomically, under the file's lock (``gallery.locked``), read again first when another
+  process (``enroll --append``) saved it;
   ``evicted`` counts the label's earlier entries the per-label cap dropped to make room; the reference images
   the service kept for them are removed once the gallery is saved (``removed``: their URLs).
 * ``GET /references/<file>``: the reference images (the folder's other files and hidden ones are not served).
@@ -28,7 +29,8 @@ field, or a query parameter or form field sent twice; a request body longer than
 plus MULTIPART_SLACK gets its 413 as soon as that shows (its Content-Length, or the bytes received), unread.
 A failure of the service's own files (the gallery, its lock file, a reference image) is a 409 naming the file
 but not the server's folders (``for_client``); the log has the whole message. An enrolment that waited
-``lock_wait_s`` for the gallery's lock, held by another process, is a 503 naming that process and the lock file.
+``lock_wait_s`` for the gallery's lock, or the references folder's, held by another process, is a 503 naming that
+process and the lock file.
 Requests run in FastAPI's worker threads; one lock makes gallery changes and searches consistent. A client
 that has not sent its request's headers ``client_timeout_s`` after connecting (or after its last answer), or
 whose body pauses that long, is disconnected (``TimedH11Protocol``).
@@ -76,6 +78,7 @@ from daemon.embed import embedder_signature
 from daemon.embedding import EmbedOptions, embed, is_image_file
 from daemon.enroll import (
     SERVE_LEDGER,
+    ledger_locked,
     next_variant,
     parse_reference_name,
     record_folder,
@@ -415,9 +418,10 @@ def enroll_image(state: ServiceState, image: ImageBGR, name: str, label: str | N
     stem = _reference_stem(state, name, label)
     ref_label = parse_reference_name(Path(stem + ".jpg"), state.naming).label
     result = embed(state.embedder, image, options=EmbedOptions(model=state.model))
-    # one name per enrolment, a failed one undone before anyone sees it; the file's lock first, so that
-    # searches (state.lock alone) never wait while an enrolment waits for another process
-    with _gallery_locked(state), state.lock:
+    # one name per enrolment, a failed one undone before anyone sees it; the files' locks first (the gallery's,
+    # then the references folder's, in every process), so that searches (state.lock alone) never wait while
+    # an enrolment waits for another process
+    with _gallery_locked(state), _references_locked(state), state.lock:
         _latest(state)  # what another process (enroll --append) saved meanwhile is kept
         _check_room(state, ref_label)  # before anything is written
         ref_file, n = _free_name(state, stem)
@@ -459,6 +463,17 @@ def _gallery_locked(state: ServiceState) -> contextlib.AbstractContextManager[No
     if path is None:
         return contextlib.nullcontext()
     return locked(path, state.cfg.lock_wait_s, "reid-daemon serve", "serve.lock_wait_s")
+
+
+def _references_locked(state: ServiceState) -> contextlib.AbstractContextManager[None]:
+    """The references folder's lock (``enroll.ledger_locked``), held while the service chooses a new reference's
+    name, writes the image and records the name, so that another serve on the folder (with its own gallery, or
+    none) never gives the same name; waited for ``lock_wait_s`` at most (LockTimeout: 503). None without a
+    folder."""
+    folder = state.cfg.references
+    if folder is None:
+        return contextlib.nullcontext()
+    return ledger_locked(folder, state.cfg.lock_wait_s, "reid-daemon serve", "serve.lock_wait_s")
 
 
 def _latest(state: ServiceState) -> None:
@@ -603,10 +618,16 @@ def _record_folder(state: ServiceState) -> None:
     folder = state.cfg.references
     if folder is None:
         return
-    try:
-        record_folder(folder, state.naming)
-    except OSError as e:
-        logger.warning("cannot record the names of %s in its ledger (%s): %s", folder, SERVE_LEDGER, e)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_references_locked(state))  # another serve may be recording a name there
+        except DataError as e:  # the lock file cannot be made (a read-only folder), or held too long
+            logger.warning("cannot record the names of %s in its ledger (%s): %s", folder, SERVE_LEDGER, e)
+            return
+        try:
+            record_folder(folder, state.naming)
+        except OSError as e:
+            logger.warning("cannot record the names of %s in its ledger (%s): %s", folder, SERVE_LEDGER, e)
 
 
 def _keep(state: ServiceState, image: ImageBGR, name: Path) -> str | None:

@@ -22,7 +22,7 @@ from _crops import FixedDetector, MeanColour, png_declaring, write_reference_cro
 
 from daemon.config import EmbedderConfig, EnrollConfig, GalleryConfig, RuntimeConfig, ServeConfig
 from daemon.embed import OnnxEmbedder
-from daemon.enroll import SERVE_LEDGER
+from daemon.enroll import SERVE_LEDGER, SERVE_LOCK
 from daemon.errors import DataError
 from daemon.gallery import Gallery
 from daemon.serve import MULTIPART_SLACK, BackgroundServer, ServiceState, create_app, for_client
@@ -370,6 +370,26 @@ def test_a_references_folder_it_cannot_write_is_served_for_search(
     with BackgroundServer(create_app(state)) as server:
         assert _call(f"{server.url}/health")[0] == 200
     assert f"cannot record the names of {refs}" in caplog.text and "Permission denied" in caplog.text
+
+
+def test_a_references_folder_whose_lock_file_cannot_be_made_is_served_for_search(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # serve takes the folder's lock file to record its names at start: one it cannot make (a read-only folder;
+    # here a folder in its place) is said, and the folder served for /search; an enrolment is a 409 naming it.
+    refs = tmp_path / "refs"
+    (refs / SERVE_LOCK).mkdir(parents=True)
+    cv2.imwrite(str(refs / "ann.jpg"), np.full((64, 32, 3), (0, 0, 200), np.uint8))
+    gallery = Gallery(4)
+    gallery.add("ann", [1.0, 0.0, 0.0, 0.0])
+    state = ServiceState(MeanColour(), gallery, ServeConfig(references=refs), model="m")
+    with BackgroundServer(create_app(state)) as server:
+        status, body = _post(f"{server.url}/search?k=1&threshold=-1", "q.jpg", _jpeg((0, 0, 200)))
+        assert status == 200 and body["matches"][0]["references"] == ["/references/ann.jpg"], body
+        status, body = _post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 200, 0)))
+        assert status == 409 and f"lock file {SERVE_LOCK}" in body["detail"], body
+    assert f"cannot record the names of {refs}" in caplog.text and "Is a directory" in caplog.text
+    assert _kept(refs) == ["ann.jpg"]
 
 
 def test_references_serves_the_folders_images_only(tmp_path: Path) -> None:
@@ -1372,3 +1392,86 @@ def test_search_lists_the_references_folder_again_only_when_it_changed(
         (refs / "ann--side.jpg").rename(refs / "ann--back.jpg")
         os.utime(refs, ns=(now, now))
         assert ann_references(url) == ["/references/ann--back.jpg", "/references/ann.jpg"]
+
+
+def _serve_process(
+    gallery: Path, refs: Path, model: Path, slow_keep_flag: Path | None = None
+) -> tuple[Any, str]:
+    """``reid-daemon serve --gallery G --references R`` in another process, and its URL once it answers; with
+    ``slow_keep_flag``, each enrolment, its reference name chosen, touches that file and waits 3 s before it
+    writes the image (as a slow disk does)."""
+    import subprocess
+    import sys
+
+    port = _free_port()
+    args = [
+        "serve",
+        "-g",
+        str(gallery),
+        "--references",
+        str(refs),
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+    ]
+    slow = (
+        "import pathlib, time\nimport daemon.serve as s\nreal = s._keep\n"
+        "def keep(state, image, name):\n"
+        f"    pathlib.Path({str(slow_keep_flag)!r}).touch()\n    time.sleep(3.0)\n"
+        "    return real(state, image, name)\n"
+        "s._keep = keep\n"
+    )
+    script = (
+        f"{slow if slow_keep_flag else ''}import sys\nfrom daemon.cli import main\nsys.exit(main({args!r}))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+    while True:
+        try:
+            if _call(f"{url}/health")[0] == 200:
+                return proc, url
+        except urllib.error.URLError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"serve did not answer: {proc.communicate()[0]!r}")
+        time.sleep(0.2)
+
+
+def test_two_serve_processes_on_one_references_folder_never_give_one_name_twice(
+    mobilenet_model: Path, tmp_path: Path
+) -> None:
+    # Regression: two serve processes on one references folder (each its own gallery) chose a new reference's
+    # name each on its own, so two enrolments of one label at once were both answered /references/jane.jpg:
+    # the later image overwrote the earlier, a gallery's row pointed at another gallery's photo (and its
+    # eviction would delete it). The folder's names are chosen, written and recorded holding its lock file.
+    import signal
+
+    crops = write_reference_crops(tmp_path / "crops", identities=2, per_identity=1)
+    uploads = [cv2.imread(str(p)) for p in crops]
+    assert uploads[0].shape != uploads[1].shape
+    refs, flag = tmp_path / "refs", tmp_path / "a-is-keeping"
+    a, a_url = _serve_process(tmp_path / "a.npz", refs, mobilenet_model, slow_keep_flag=flag)
+    b, b_url = _serve_process(tmp_path / "b.npz", refs, mobilenet_model)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_post, f"{a_url}/enroll", "jane.jpg", crops[0].read_bytes())
+            deadline = time.monotonic() + 60
+            while not flag.exists():
+                assert not first.done(), first.result()
+                assert time.monotonic() < deadline, "serve A did not get to keep its image"
+                time.sleep(0.05)
+            b_status, b_body = _post(f"{b_url}/enroll", "jane.jpg", crops[1].read_bytes())
+            a_status, a_body = first.result(timeout=60)
+    finally:
+        for proc in (a, b):
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=15)
+    assert a_status == 200 and b_status == 200, (a_body, b_body)
+    assert {a_body["reference"], b_body["reference"]} == {"/references/jane.jpg", "/references/jane--2.jpg"}
+    for gallery, body, upload in (("a.npz", a_body, uploads[0]), ("b.npz", b_body, uploads[1])):
+        kept = refs / urllib.parse.unquote(body["reference"].removeprefix("/references/"))
+        assert cv2.imread(str(kept)).shape == upload.shape, body  # its own image, not the other's
+        assert Gallery.load(tmp_path / gallery).sources("jane") == [str(kept.resolve())]
+    assert json.loads((refs / SERVE_LEDGER).read_text())["last"] == {"jane": 2}
