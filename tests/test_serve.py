@@ -1475,3 +1475,44 @@ def test_two_serve_processes_on_one_references_folder_never_give_one_name_twice(
         assert cv2.imread(str(kept)).shape == upload.shape, body  # its own image, not the other's
         assert Gallery.load(tmp_path / gallery).sources("jane") == [str(kept.resolve())]
     assert json.loads((refs / SERVE_LEDGER).read_text())["last"] == {"jane": 2}
+
+
+def test_an_enrolment_waits_for_a_stopped_holder_of_the_references_folder_no_longer_than_lock_wait_s(
+    tmp_path: Path,
+) -> None:
+    # Another serve stopped (Ctrl-Z, stuck) while it held the references folder's lock: an enrolment waits
+    # lock_wait_s for it, then is answered 503 naming the holder and the lock file (not the server's folders),
+    # and leaves nothing behind; searches never wait for it.
+    import subprocess
+    import sys
+
+    refs, path = tmp_path / "refs", tmp_path / "g.npz"
+    cfg = ServeConfig(gallery=path, references=refs, lock_wait_s=1.5)
+    state = ServiceState(MeanColour(), Gallery(4, threshold=0.9), cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server:
+        url = server.url
+        assert _post(f"{url}/enroll", "ann.jpg", _jpeg((0, 0, 200)))[0] == 200
+        script = (
+            "import os, pathlib, signal\nfrom daemon.enroll import ledger_locked\n"
+            f"with ledger_locked(pathlib.Path({str(refs)!r}), 5.0, 'reid-daemon serve', ''):\n"
+            "    print('held', flush=True)\n    os.kill(os.getpid(), signal.SIGSTOP)\n"
+        )
+        holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+            start = time.monotonic()
+            status, retry, body = _enroll_answer(f"{url}/enroll", "bob.jpg", _jpeg((0, 200, 0)))
+            assert status == 503 and 1.4 < time.monotonic() - start < 20, (status, body)
+            assert retry == "2"
+            detail = body["detail"]
+            assert f"the references folder refs has been locked by pid {holder.pid}" in detail, detail
+            assert SERVE_LOCK in detail and "serve.lock_wait_s" in detail and str(tmp_path) not in detail, (
+                detail
+            )
+            status, body = _post(f"{url}/search?k=1", "q.jpg", _jpeg((0, 0, 190)))
+            assert status == 200 and [m["label"] for m in body["matches"]] == ["ann"], body
+        finally:
+            holder.kill()
+            holder.wait(timeout=10)
+        assert _post(f"{url}/enroll", "bob.jpg", _jpeg((0, 200, 0)))[0] == 200  # its end freed the lock
+    assert Gallery.load(path).labels == ["ann", "bob"] and _kept(refs) == ["ann.jpg", "bob.jpg"]
