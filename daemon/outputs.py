@@ -222,6 +222,32 @@ def drop_empty_run(folder: Path, name: str) -> bool:
     return True
 
 
+def drop_empty_earlier(folder: Path, name: str) -> list[Path]:
+    """Remove the ``earlier-*`` folders in camera ``name``'s ``folder`` that hold nothing of a run: no file at
+    all, or a start's camera files of no frame (``recorded_no_frame``, its status or summary at 0 frames), what
+    releases before ``drop_empty_run`` moved there for a failed start; ``output.keep_earlier`` would count them
+    and delete a recorded run before them. A folder holding anything else (a frame, a file not the camera's, one
+    that cannot be read, a rotation's files, which hold no status, of a stretch that saw nobody) stays. Returns
+    those removed; OSError where one cannot be."""
+    removed = []
+    for earlier in earlier_folders(folder):
+        try:
+            found = list(earlier.iterdir())
+        except OSError:
+            continue  # cannot be told from a run's data
+        ours = set(camera_files(name))
+        if any(f.name not in ours or f.is_symlink() or not f.is_file() for f in found):
+            continue
+        started = any((earlier / f).is_file() for f in ("status.json", "summary.json"))
+        if found and not (started and recorded_no_frame(earlier, name)):
+            continue  # a rotation's files (no status) that saw nobody are a record of that
+        for f in found:
+            f.unlink()
+        earlier.rmdir()
+        removed.append(earlier)
+    return removed
+
+
 TAIL_BYTES = 4 << 20  # how much of an earlier run's events.jsonl is read for its last track id
 
 

@@ -29,6 +29,7 @@ from daemon.outputs import (
     RunSummary,
     camera_files,
     check_source_kept,
+    drop_empty_earlier,
     drop_empty_run,
     keep_earlier_run,
     last_recorded_track,
@@ -257,12 +258,22 @@ class CameraOutputs:
 def put_earlier_run_aside(folder: Path, name: str, keep: int | None) -> Path | None:
     """What a live camera's start does first with the files an earlier run left in its ``folder``: removes them
     where they hold nothing of a frame (``drop_empty_run``: a start that failed), else moves them into an
-    ``earlier-*`` folder (``keep_earlier_run``; only the newest ``keep`` such folders stay). Returns that folder
-    (None: none made); OSError where a file cannot be removed or moved."""
+    ``earlier-*`` folder (``keep_earlier_run``; only the newest ``keep`` such folders stay), having removed the
+    ``earlier-*`` folders that hold nothing of a frame (``drop_empty_earlier``: an older release's failed starts),
+    which would count among them. Returns the new folder (None: none made); OSError where a file cannot be
+    removed or moved."""
     if not folder.is_dir():
         return None
     if drop_empty_run(folder, name):
         log.info("%s: the earlier run recorded no frame; its empty files were removed, not kept", name)
+    empty = drop_empty_earlier(folder, name)
+    if empty:
+        log.info(
+            "%s: %d earlier-* folders in %s held nothing of a frame (an older release's failed starts); removed",
+            name,
+            len(empty),
+            folder,
+        )
     kept = keep_earlier_run(folder, name, keep)
     if kept is not None:
         log.info("%s: the earlier run's files are kept in %s", name, kept)

@@ -25,7 +25,7 @@ from daemon.erase import PendingForgets
 from daemon.errors import ConfigError, DaemonError, SourceError
 from daemon.evaluate import evaluate
 from daemon.identity import FrameIdentities, IdentityAssignment
-from daemon.outputs import earlier_folders
+from daemon.outputs import EmbeddingFile, earlier_folders
 from daemon.pipeline import FrameResult
 from daemon.runner import StatusFile
 from daemon.track import TrackerUpdate
@@ -205,6 +205,50 @@ def test_a_live_camera_started_again_numbers_its_tracks_after_its_earlier_runs(t
     )
     update = worker.pipeline.tracker.update(boxes, None, np.zeros((240, 320, 3), np.uint8))
     assert sorted(t.track_id for t in update.tracks) == [42, 43]
+
+
+def test_a_live_start_removes_the_empty_earlier_folders_of_older_releases_and_keeps_only_recorded_runs(
+    tmp_path: Path,
+) -> None:
+    """Releases before the empty-run check moved a failed start's empty files into an earlier-* folder (and an
+    empty folder may be left by hand); a start left them, and output.keep_earlier counted them, so a recorded
+    run older than them was deleted while they stayed. A start removes every earlier-* folder that is empty or
+    holds only a start's camera files of no frame (its status at 0 frames); one holding a frame, a file that is
+    not the camera's, or a rotation's files (no status) of a day that saw nobody, stays."""
+    folder = tmp_path / "cam"
+    cam = CameraConfig(
+        source=SourceConfig(uri="rtsp://cam/s"),
+        output=OutputConfig(dir=tmp_path, progress=False, keep_earlier=4),
+    )
+    _write_one_frame(open_outputs("cam", cam, 10.0, 3, fleet=False, live=True), 1.0)
+    recorded = folder / "earlier-20250101T000000Z"
+    recorded.mkdir()
+    for f in folder.iterdir():
+        if f.is_file():
+            f.rename(recorded / f.name)
+    (folder / "earlier-20250102T000000Z").mkdir()  # empty
+    for stamp, extra in (("20250103T000000Z", None), ("20250104T000000Z", "notes.txt")):
+        failed = folder / f"earlier-{stamp}"  # what an older release's failed start left
+        failed.mkdir()
+        EmbeddingFile(failed / "embeddings.npy", 3).close()
+        for log in ("cam.txt", "events.jsonl"):
+            (failed / log).write_text("")
+        (failed / "status.json").write_text('{"v": 1, "state": "failed", "frames": 0}')
+        if extra:
+            (failed / extra).write_text("the user's")
+    rotated = folder / "earlier-20250105T000000Z"  # a rotation's files (no status) of a day that saw nobody
+    rotated.mkdir()
+    EmbeddingFile(rotated / "embeddings.npy", 3).close()
+    for log in ("cam.txt", "events.jsonl"):
+        (rotated / log).write_text("")
+    _write_one_frame(open_outputs("cam", cam, 10.0, 3, fleet=False, live=True), 2.0)
+    _write_one_frame(open_outputs("cam", cam, 10.0, 3, fleet=False, live=True), 3.0)
+    names = [d.name for d in earlier_folders(folder)]
+    assert names[:3] == ["earlier-20250101T000000Z", "earlier-20250104T000000Z", rotated.name]
+    assert len(names) == 4
+    assert np.load(recorded / "embeddings.npy")[0][0] == 1.0  # the recorded run, kept
+    assert np.load(folder / names[3] / "embeddings.npy")[0][0] == 2.0
+    assert (folder / names[1] / "notes.txt").read_text() == "the user's"
 
 
 def test_a_recording_run_again_leaves_none_of_the_earlier_runs_files_it_does_not_write(
