@@ -133,6 +133,18 @@ def _log_options(args: argparse.Namespace) -> list[str]:
     return [*(["-v"] if args.verbose > 1 else []), "--log-format", args.log_format]
 
 
+def _camera_written(name: str, folder: Path) -> str:
+    """What a fleet's camera wrote that a user looks at, for the fleet's last lines."""
+    from daemon.outputs import VIDEO, video_segments
+
+    files = (VIDEO, f"{name}.global.txt", "identities.jsonl", "worker.log")
+    written = [f for f in files if (folder / f).is_file()]
+    later = len(video_segments(folder)) - 1
+    if later > 0:  # the annotated video's later segments (output.video_segment_s)
+        written[0] = f"{VIDEO} and {later} more segment{'s' * (later > 1)}"
+    return ", ".join(written) or "nothing written"
+
+
 def cmd_fleet(args: argparse.Namespace) -> int:
     from daemon.fleet_report import report_text
     from daemon.fleet_runner import report_fleet, run_fleet
@@ -146,8 +158,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     if run.metrics is not None:
         print((run.report_dir / "fleet_metrics.txt").read_text(encoding="utf-8").rstrip())
     for name, d in run.camera_dirs.items():
-        files = ("annotated.mp4", f"{name}.global.txt", "identities.jsonl", "worker.log")
-        print(f"  {name}: {d} ({', '.join(f for f in files if (d / f).is_file()) or 'nothing written'})")
+        print(f"  {name}: {d} ({_camera_written(name, d)})")
     written = [run.report_dir / f for f in ("report.md", "timeline.png") if (run.report_dir / f).is_file()]
     print(f"  report: {', '.join(str(p) for p in written)}")  # no timeline when nobody was seen
     if run.mosaic is not None:

@@ -495,6 +495,14 @@ class OutputConfig(_Strict):
         description="Write track.updated at most this often per track (and on new embeddings).",
     )
     video: bool = Field(False, description="Write an annotated video (annotated.mp4, mp4v).")
+    video_segment_s: float = Field(
+        3600.0,
+        ge=1,
+        le=31_536_000,
+        description="Cut the annotated video into files of at most this many seconds of video (annotated.mp4, "
+        "annotated-001.mp4, ...), each closed, and playable, as the next begins: OpenCV's mp4 writer holds an "
+        "index entry of ~74 bytes per frame in memory until it closes a file (an hour at 25 FPS: ~7 MB).",
+    )
     progress: bool = Field(True, description="Show a progress bar with live FPS.")
     summary: bool = Field(True, description="Write summary.json (frames, FPS, stage timings).")
     rotate_mb: float | None = Field(
@@ -509,9 +517,9 @@ class OutputConfig(_Strict):
         gt=0,
         le=31_536_000,
         description="A live source (stream, webcam): start new output files once the current ones hold this many "
-        "seconds of it (its frames' times), as rotate_mb does (None: only rotate_mb). What grows in memory until "
-        "a file is closed, the annotated video's index (~70 bytes a frame) and the identity table, stays bounded "
-        "on a camera that runs for months. Replays are not rotated by it.",
+        "seconds of it (its frames' times), as rotate_mb does (None: only rotate_mb). The identity table, which "
+        "grows in memory until its file is closed, stays bounded on a camera that runs for months (the "
+        "annotated video's index: video_segment_s). Replays are not rotated by it.",
     )
     keep_earlier: int | None = Field(
         None,

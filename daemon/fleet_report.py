@@ -30,7 +30,7 @@ from daemon.errors import DataError
 from daemon.fleet import merge_spans
 from daemon.fleet_eval import CameraRun, counted, evaluate_fleet
 from daemon.motio import read_ground_truth, read_results
-from daemon.outputs import earlier_folders, json_object, recorded_run, run_extent
+from daemon.outputs import earlier_folders, json_object, recorded_run, run_extent, video_segments
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -90,14 +90,16 @@ def run_first_frames(camera_dirs: dict[str, Path]) -> dict[str, float | None]:
 
 def run_videos(camera_dir: Path) -> list[tuple[Path, float | None]]:
     """A camera's annotated videos of its run, oldest first (its folder's and those of the ``earlier-*`` folders
-    its run rotated its files into, as ``identity_tables``), each with the ``first_frame_time`` of the identity
-    table beside it (None where there is none, or it does not record it)."""
+    its run rotated its files into, as ``identity_tables``; each folder's segments in order, ``video_segments``),
+    the first of a folder with the ``first_frame_time`` of the identity table beside it (None where there is none,
+    or it does not record it), the later segments with None: each follows the one before it."""
     videos: list[tuple[Path, float | None]] = []
     for folder in run_folders(camera_dir):
         table = folder / "identities.json"
-        if (folder / "annotated.mp4").is_file():
+        segments = video_segments(folder)
+        if segments:
             first = _first_frame_time(_table_doc(table)) if table.is_file() else None
-            videos.append((folder / "annotated.mp4", first))
+            videos += [(segments[0], first), *((v, None) for v in segments[1:])]
     return videos
 
 

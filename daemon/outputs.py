@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import struct
 import time
@@ -54,17 +55,45 @@ _NPY_HEADER_BYTES = 128
 RUN_RECORD: Final = "run.json"  # which run of the camera wrote the files beside it (``write_run_record``)
 
 
-def camera_files(name: str) -> tuple[str, ...]:
+VIDEO: Final = "annotated.mp4"  # the annotated video's first segment; the next ones: annotated-001.mp4, ...
+_SEGMENT = re.compile(r"annotated-(\d{3,})\.mp4")
+
+
+def video_segment(first: Path, n: int) -> Path:
+    """The path of segment ``n`` (0-based) of the annotated video whose first segment is ``first``:
+    ``annotated.mp4``, ``annotated-001.mp4``, ``annotated-002.mp4``, ..."""
+    return first if n == 0 else first.with_name(f"{first.stem}-{n:03d}{first.suffix}")
+
+
+def video_segments(folder: Path) -> list[Path]:
+    """The annotated video's segment files in ``folder``, in the order they were written (``annotated.mp4``
+    first, then ``annotated-001.mp4``, ...: by number, ``-1000`` after ``-999``)."""
+    later = []
+    try:
+        for p in folder.iterdir():
+            m = _SEGMENT.fullmatch(p.name)
+            if m is not None and p.is_file():
+                later.append((int(m.group(1)), p))
+    except OSError:
+        pass  # no folder, or one that cannot be listed: no segment to be read there
+    first = [folder / VIDEO] if (folder / VIDEO).is_file() else []
+    return first + [p for _, p in sorted(later)]
+
+
+def camera_files(name: str, folder: Path | None = None) -> tuple[str, ...]:
     """Every file camera ``name``'s worker may write into its folder (``worker.CameraOutputs``,
     ``fleet.IdentityLog``, ``runner.StatusFile``); a fleet run removes an earlier run's before the camera starts
     (a live camera's are put into an ``earlier-*`` folder), so that a camera stopped or failed before it opened its
-    outputs leaves none to be read as this run's."""
+    outputs leaves none to be read as this run's. With ``folder``, the annotated video's later segments there
+    too (``annotated-001.mp4``, ...: ``video_segments``)."""
+    later = tuple(p.name for p in video_segments(folder)[1:]) if folder is not None else ()
     return (
         f"{name}.txt",
         f"{name}.global.txt",
         "events.jsonl",
         "embeddings.npy",
-        "annotated.mp4",
+        VIDEO,
+        *later,
         "summary.json",
         "identities.json",
         "identities.jsonl",
@@ -78,16 +107,16 @@ def check_source_kept(cam: CameraConfig, name: str) -> None:
     as its source): the worker would cut it while reading it, and a fleet removes it before the camera starts."""
     src = local_path(cam.source)
     out = Path(cam.output.dir) / name
-    if src is not None and src.resolve() in {(out / f).resolve() for f in camera_files(name)}:
+    if src is not None and src.resolve() in {(out / f).resolve() for f in camera_files(name, out)}:
         raise ConfigError(
             f"cameras.{name}.source.uri: {src} is a file the camera writes in {out}; it would be lost: move it "
             "or give another output.dir"
         )
 
 
-def stream_files(name: str) -> tuple[str, ...]:
+def stream_files(name: str, folder: Path | None = None) -> tuple[str, ...]:
     """The files of ``camera_files`` a worker writes as the stream goes (not its status or summary)."""
-    return tuple(f for f in camera_files(name) if f not in ("summary.json", "status.json"))
+    return tuple(f for f in camera_files(name, folder) if f not in ("summary.json", "status.json"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,12 +180,12 @@ def _next_earlier(folder: Path, stamp: str) -> Path:
 def keep_earlier_run(
     folder: Path, name: str, keep: int | None = None, files: tuple[str, ...] | None = None
 ) -> Path | None:
-    """Move an earlier run's files of camera ``name`` (``files``, default ``camera_files``) out of the way,
-    into ``folder/earlier-<UTC time>/``, so that this run does not overwrite them: a live camera's outputs
+    """Move an earlier run's files of camera ``name`` (``files``, default ``camera_files`` in ``folder``) out of
+    the way, into ``folder/earlier-<UTC time>/``, so that this run does not overwrite them: a live camera's outputs
     cannot be made again. Events keep pointing at their embeddings (the reference is the file's name). With
     ``keep``, only the newest ``keep`` such folders stay. Returns the new folder, or None when there was
     nothing to keep (or ``keep`` is 0)."""
-    found = [f for f in (files or camera_files(name)) if (folder / f).exists()]
+    found = [f for f in (files or camera_files(name, folder)) if (folder / f).exists()]
     dest: Path | None = None
     if found:
         dest = _next_earlier(folder, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
@@ -177,7 +206,7 @@ def recorded_no_frame(folder: Path, name: str) -> bool:
     was stopped, after opening its outputs and before its first frame (Valkey refusing the password, a stream
     that never sent one). Only a file known to hold nothing counts: one that holds a record, or cannot be read,
     is a run's data."""
-    return all(_holds_no_frame(folder / f) for f in camera_files(name))
+    return all(_holds_no_frame(folder / f) for f in camera_files(name, folder))
 
 
 def _holds_no_frame(path: Path) -> bool:
@@ -214,7 +243,7 @@ def drop_empty_run(folder: Path, name: str) -> bool:
     so that a start that failed takes no place among the ``earlier-*`` folders ``output.keep_earlier`` keeps:
     a service restarted on failure again and again would otherwise push every recorded run out. True when
     files were removed."""
-    found = [folder / f for f in camera_files(name) if (folder / f).exists()]
+    found = [folder / f for f in camera_files(name, folder) if (folder / f).exists()]
     if not found or not recorded_no_frame(folder, name):
         return False
     for f in found:
@@ -235,7 +264,7 @@ def drop_empty_earlier(folder: Path, name: str) -> list[Path]:
             found = list(earlier.iterdir())
         except OSError:
             continue  # cannot be told from a run's data
-        ours = set(camera_files(name))
+        ours = set(camera_files(name, earlier))
         if any(f.name not in ours or f.is_symlink() or not f.is_file() for f in found):
             continue
         started = any((earlier / f).is_file() for f in ("status.json", "summary.json"))
@@ -505,25 +534,35 @@ def _caption_scale(caption: str, width: int, scale: float = 0.55) -> float:
 
 
 class AnnotatedVideo:
-    """Writes annotated frames to an mp4v file, opened lazily at the first frame's size.
+    """Writes annotated frames to mp4v files, opened lazily at the first frame's size.
 
     A later frame of another size (a stream that came back at another resolution, a folder of mixed images) is
     scaled to that size: the writer would drop it without a word. Frames with a side over ``MAX_VIDEO_SIDE``
     (8K footage) are scaled down to fit it, aspect kept: the encoder refuses them. OpenCV's writer does not
     report a failed write either, so a full disk is found here: every ``SPACE_CHECK_EVERY`` frames the disk's
-    free space is looked at, and ``close`` checks that the file was finished (its index written); either is an
-    OSError.
+    free space is looked at, and each file is checked to be finished (its index written) once closed; either is
+    an OSError.
+
+    ``segment_frames``: the video is cut into files of that many frames (``path``, then ``video_segment``'s
+    ``annotated-001.mp4``, ...), each closed, and so playable, as the next begins: OpenCV's muxer holds the
+    index of every frame of a file in memory until it closes it (~74 bytes a frame, 160 MB a day at 25 FPS).
 
     ``paced`` (a live stream, whose frames carry wall-clock times): frames the stream dropped are filled with the
     frame before them, so the video plays in real time; a gap longer than ``MAX_FILL_S`` (the stream was away)
     is not filled, and the video jumps.
     """
 
-    def __init__(self, path: Path, fps: float, paced: bool = False) -> None:
+    def __init__(
+        self, path: Path, fps: float, paced: bool = False, segment_frames: int | None = None
+    ) -> None:
         self.path = path
         self.fps = fps
         self.paced = paced
+        self.segment_frames = segment_frames
+        self.segments = 0  # the files begun so far
         self._writer: cv2.VideoWriter | None = None
+        self._writing = path  # the file open
+        self._in_file = 0  # frames written into it
         self._source = (0, 0)  # the first frame's size (width, height), scaled down to fit mp4v
         self._size = (0, 0)  # the video's: that, made even
         self._frames = 0
@@ -538,17 +577,25 @@ class AnnotatedVideo:
         identities: Sequence[Identity] | None = None,
         ts: float | None = None,
     ) -> None:
-        if self._writer is None:
+        if self._size == (0, 0):
             self._source = _within_mpeg4(image.shape[1], image.shape[0], self.path)
             self._size = (self._source[0] + self._source[0] % 2, self._source[1] + self._source[1] % 2)
-            fourcc = cv2.VideoWriter.fourcc(*"mp4v")
-            self._writer = cv2.VideoWriter(str(self.path), fourcc, mp4v_fps(self.fps), self._size)
-            if not self._writer.isOpened():
-                raise OSError(f"cannot write video {self.path}")
         drawn = self._fit(draw_tracks(image, tracks, caption, identities))
         if self.paced and ts is not None:
             self._fill_until(ts)
         self._put(drawn)
+
+    def _begin(self) -> cv2.VideoWriter:
+        """The next segment's file, opened."""
+        self._writing = video_segment(self.path, self.segments)
+        writer = cv2.VideoWriter(
+            str(self._writing), cv2.VideoWriter.fourcc(*"mp4v"), mp4v_fps(self.fps), self._size
+        )
+        if not writer.isOpened():
+            raise OSError(f"cannot write video {self._writing}")
+        self._writer, self._in_file = writer, 0
+        self.segments += 1
+        return writer
 
     def _fit(self, drawn: ImageBGR) -> ImageBGR:
         """A frame at the first frame's size, padded to even sides with black: the encoder needs even sides and
@@ -576,20 +623,28 @@ class AnnotatedVideo:
             missing -= 1
 
     def _put(self, drawn: ImageBGR) -> None:
-        assert self._writer is not None
-        self._writer.write(drawn)
+        writer = self._writer or self._begin()
+        writer.write(drawn)
         self._last = drawn
         self._frames += 1
+        self._in_file += 1
         if self._frames % SPACE_CHECK_EVERY == 0 and _disk_full(self.path):
             raise OSError(errno.ENOSPC, f"no space left on the disk of {self.path}")
+        if self.segment_frames is not None and self._in_file >= self.segment_frames:
+            self._end()
+
+    def _end(self) -> None:
+        """Close the file open, checking that it was finished."""
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        problem = mp4_problem(self._writing)
+        if problem is not None:
+            raise OSError(errno.EIO, f"{self._writing} was not finished ({problem}); is the disk full?")
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-            problem = mp4_problem(self.path)
-            if problem is not None:
-                raise OSError(errno.EIO, f"{self.path} was not finished ({problem}); is the disk full?")
+        self._end()
 
 
 def mp4v_fps(fps: float) -> float:

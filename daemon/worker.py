@@ -22,6 +22,7 @@ from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog, load_identity_
 from daemon.identity import FrameIdentities
 from daemon.motio import MotWriter
 from daemon.outputs import (
+    VIDEO,
     AnnotatedVideo,
     EmbeddingFile,
     EventLog,
@@ -122,7 +123,12 @@ class CameraOutputs:
             else None
         )
         self.video = (
-            AnnotatedVideo(Path(self._path("video", "annotated.mp4")), self._fps, paced=self._live)
+            AnnotatedVideo(
+                Path(self._path("video", VIDEO)),
+                self._fps,
+                paced=self._live,
+                segment_frames=max(round(out.video_segment_s * self._fps), 1),
+            )
             if out.video
             else None
         )
@@ -188,7 +194,7 @@ class CameraOutputs:
         self.close()
         with self.writing():
             kept = keep_earlier_run(
-                self.dir, self.name, self._cam.output.keep_earlier, stream_files(self.name)
+                self.dir, self.name, self._cam.output.keep_earlier, stream_files(self.name, self.dir)
             )
             self._open()
         self._opened_at = None
@@ -210,7 +216,7 @@ class CameraOutputs:
         return f"{out.rotate_mb:g} MB" if self._stream_bytes() >= out.rotate_mb * 2**20 else None
 
     def _stream_bytes(self) -> int:
-        files = (self.dir / f for f in stream_files(self.name))
+        files = (self.dir / f for f in stream_files(self.name, self.dir))
         return sum(f.stat().st_size for f in files if f.exists())
 
     def forget(self, global_ids: list[int], index: int | None, now: float) -> Erased:
@@ -288,7 +294,7 @@ def clear_earlier_run(folder: Path, name: str, keep: int | None, live: bool) -> 
     if live:
         put_earlier_run_aside(folder, name, keep)
         return
-    for earlier in camera_files(name):
+    for earlier in camera_files(name, folder):
         (folder / earlier).unlink(missing_ok=True)
 
 

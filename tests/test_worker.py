@@ -25,7 +25,7 @@ from daemon.erase import PendingForgets
 from daemon.errors import ConfigError, DaemonError, SourceError
 from daemon.evaluate import evaluate
 from daemon.identity import FrameIdentities, IdentityAssignment
-from daemon.outputs import EmbeddingFile, earlier_folders
+from daemon.outputs import EmbeddingFile, earlier_folders, mp4_problem, video_segments
 from daemon.pipeline import FrameResult
 from daemon.runner import StatusFile
 from daemon.track import TrackerUpdate
@@ -259,20 +259,124 @@ def test_a_recording_run_again_leaves_none_of_the_earlier_runs_files_it_does_not
     clip = make_video(tmp_path / "clip.mp4", frames=12, size=(160, 120), people=1)
     gt = clip.write_mot_gt(tmp_path / "gt.txt")
 
-    def run(**output: bool) -> Path:
+    def run(source: Path = clip.path, **output: object) -> Path:
         cam = CameraConfig(
-            source=SourceConfig(uri=str(clip.path)),
+            source=SourceConfig(uri=str(source)),
             detector=GroundTruthDetectorConfig(path=gt),
             embedder=EmbedderConfig(type="none"),
-            output=OutputConfig(dir=tmp_path / "runs", progress=False, **output),
+            output=OutputConfig.model_validate({"dir": tmp_path / "runs", "progress": False, **output}),
         )
         CameraWorker(single_camera_settings(cam, name="cam"), "cam").run()
         return tmp_path / "runs" / "cam"
 
-    out = run(video=True)
-    assert {"annotated.mp4", "cam.txt", "events.jsonl", "summary.json"} <= {p.name for p in out.iterdir()}
+    out = run(video=True, video_segment_s=1)  # 12 frames at 10 fps: two segments
+    assert {"annotated.mp4", "annotated-001.mp4", "cam.txt", "events.jsonl", "summary.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    with pytest.raises(ConfigError, match=r"annotated-001\.mp4 is a file the camera writes"):
+        run(source=out / "annotated-001.mp4", video=True)  # a later segment is the camera's too
     out = run(video=False, mot=False, events=False)
     assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+
+
+def _frame_counts(videos: list[Path]) -> list[int]:
+    """Each video's frames, as a player reads them (not its header's count)."""
+    counts = []
+    for video in videos:
+        assert mp4_problem(video) is None, video
+        cap = cv2.VideoCapture(str(video))
+        n = 0
+        while cap.read()[0]:
+            n += 1
+        cap.release()
+        counts.append(n)
+    return counts
+
+
+def test_a_live_camera_s_annotated_video_is_cut_into_closed_playable_segments(tmp_path: Path) -> None:
+    """OpenCV's mp4 writer holds every frame's index entry in memory until it closes the file (~74 bytes a
+    frame), and the annotated video was one file per output.live_rotate_s (a day: ~160 MB a camera at 25 FPS),
+    unplayable until it closed. It is cut into files of output.video_segment_s, each closed as the next begins;
+    a rotation takes them all into its earlier-* folder, and the fleet's readers take them in order."""
+    from daemon.cli import _camera_written
+    from daemon.fleet_report import run_videos
+
+    output = {"dir": tmp_path, "progress": False, "video": True, "video_segment_s": 1, "live_rotate_s": 3}
+    cam = CameraConfig(source=SourceConfig(uri="rtsp://cam/s"), output=OutputConfig.model_validate(output))
+    outputs = open_outputs("cam", cam, 10.0, 3, fleet=False, live=True)
+    folder = tmp_path / "cam"
+    image = np.zeros((48, 64, 3), np.uint8)
+    for i in range(35):  # 10 fps: a segment every 10 frames; a rotation at 3 s (frame 30, written before it)
+        update = TrackerUpdate([Track("cam", 1, (1.0, 2.0, 11.0, 22.0), 0.9, -1)], [])
+        outputs.write(FrameResult(Frame(i, 100 + i / 10, image), Detections.empty(), None, update), "")
+        if i == 24:  # the run goes on: the first two segments are closed and play
+            assert _frame_counts(video_segments(folder)[:2]) == [10, 10]
+    outputs.close()
+    [earlier] = earlier_folders(folder)
+    assert [p.name for p in video_segments(earlier)] == [
+        "annotated.mp4",
+        "annotated-001.mp4",
+        "annotated-002.mp4",
+        "annotated-003.mp4",
+    ]
+    assert _frame_counts(video_segments(earlier)) == [10, 10, 10, 1]
+    assert _frame_counts(video_segments(folder)) == [4]
+    assert [v for v, _ in run_videos(folder)] == [*video_segments(earlier), *video_segments(folder)]
+    assert _camera_written("cam", earlier) == "annotated.mp4 and 3 more segments"  # fleet's last lines
+
+
+# A live camera's annotated video written for 100,000 frames (over an hour at 25 FPS) with segments of 40 s
+# (1,000 frames): the process's resident memory at frame 20,000 and at the end.
+LONG_LIVE_RUN = """
+import sys
+from pathlib import Path
+import numpy as np
+from daemon.config import CameraConfig, OutputConfig, SourceConfig
+from daemon.pipeline import FrameResult
+from daemon.track import TrackerUpdate
+from daemon.types import Detections, Frame
+from daemon.worker import open_outputs
+
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+output = OutputConfig(dir=Path(sys.argv[1]), progress=False, video=True, mot=False, events=False,
+                      video_segment_s=40)
+cam = CameraConfig(source=SourceConfig(uri="rtsp://cam/s"), output=output)
+outputs = open_outputs("cam", cam, 25.0, None, fleet=False, live=True)
+image = np.zeros((16, 16, 3), np.uint8)
+update = TrackerUpdate([], [])
+for i in range(100_000):
+    outputs.write(FrameResult(Frame(i, i / 25, image), Detections.empty(), None, update), "")
+    if i == 20_000:
+        early = rss()
+print(rss() - early)
+outputs.close()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the resident memory from /proc")
+def test_a_long_live_run_s_annotated_video_keeps_its_memory_bounded(tmp_path: Path) -> None:
+    """Written as one file, the 80,000 frames after frame 20,000 held ~6 MB more of the writer's index."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", LONG_LIVE_RUN, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=root,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 0, out.stderr
+    grown = int(out.stdout.split()[-1])
+    assert grown < 1_500_000, f"{grown / 1e6:.1f} MB more"
+    segments = video_segments(tmp_path / "cam")
+    assert len(segments) == 100
+    assert _frame_counts(segments[-2:]) == [1000, 1000]
 
 
 def test_output_files_rotate_at_a_size_and_keep_a_bounded_number(tmp_path: Path) -> None:
