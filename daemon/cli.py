@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from daemon import __version__
 from daemon.errors import ConfigError, DaemonError, DataError, exit_code
+from daemon.videolog import quiet_ffmpeg
 
 log = logging.getLogger("daemon")
 
@@ -1171,6 +1172,7 @@ def _add_gallery_parsers(sub: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(build_parser(), argv)
     _setup_logging(args.verbose, args.log_format)
+    quiet_ffmpeg()  # before any command has OpenCV use FFmpeg
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

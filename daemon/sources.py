@@ -29,7 +29,10 @@ end.
 
 RTSP streams are opened over TCP: ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` is set to ``rtsp_transport;tcp`` for the
 duration of the open call only (under a lock) and removed again; a value the user set in the environment is
-left alone and wins.
+left alone and wins. FFmpeg and OpenCV print their own errors to the process's stderr, past the logging (two
+lines for each failed reconnection of a stream that is down); FFmpeg's are kept quiet and OpenCV's to its errors
+(``daemon.videolog``) unless the user set ``OPENCV_FFMPEG_LOGLEVEL`` or ``OPENCV_LOG_LEVEL``, and a stream
+that cannot be opened says why in its own error (:func:`why_unreachable`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import math
 import os
 import random
 import re
+import socket
 import threading
 import time
 from collections import deque
@@ -49,7 +53,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Protocol, TypeVar
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import cv2
 import numpy as np
@@ -57,6 +61,7 @@ import numpy as np
 from daemon.config import STREAM_SCHEMES, URI_SCHEME, SourceConfig, redact
 from daemon.errors import SourceError
 from daemon.types import Frame, ImageBGR
+from daemon.videolog import FFMPEG_LOG_ENV, quiet_video_libraries
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,9 @@ _JOIN_GRACE_S = 1.0
 # A container frame rate outside (0, this] is treated as unknown.
 _MAX_PLAUSIBLE_FPS = 1000.0
 _TIMED_OUT = 0.9  # a stream open that failed after this share of source.open_timeout_s timed out
+_PROBE_MAX_S = 2.0  # the longest a failed stream's server is probed for why (within source.open_timeout_s)
+# the TCP port a stream URL without one is served on (udp and srt: not over TCP, not probed)
+_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443, "http": 80, "https": 443}
 
 T = TypeVar("T")
 
@@ -224,8 +232,34 @@ def _ffmpeg_capture_options(options: str) -> Iterator[None]:
             os.environ.pop(_FFMPEG_OPTIONS_ENV, None)
 
 
+def why_unreachable(url: str, timeout_s: float) -> str | None:
+    """Why a stream's server cannot be reached, found by a TCP connection to the URL's host and port (what
+    FFmpeg said on stderr, kept quiet: ``daemon.videolog``): refused, a name not resolved, no answer in
+    ``timeout_s``; None when the connection is taken, or the scheme is not carried over TCP (udp, srt)."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:  # a port that is no number
+        return None
+    if not host or port is None:
+        return None
+    where = f"{host}:{port}"
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except ConnectionRefusedError:
+        return f"connection refused by {where} (nothing listens there)"
+    except socket.gaierror as e:
+        return f"host name {host!r} not resolved ({e.strerror})"
+    except TimeoutError:
+        return f"{where} did not answer within {timeout_s:.1f} s"
+    except OSError as e:
+        return f"{where}: {e.strerror or e}"
+    return None
+
+
 def opencv_capture(req: CaptureRequest) -> Capture:
     """The default factory: ``cv2.VideoCapture`` (FFmpeg with timeouts for streams, TCP for RTSP)."""
+    quiet_video_libraries()
     if req.kind == "webcam":
         return cv2.VideoCapture(req.target)
     if req.kind == "file":
@@ -457,7 +491,7 @@ class _CaptureReader:
     def _what(self, began: float) -> str:
         """The source as an error names it: where it is (a stream's URL without its password) and, when the
         caller named it otherwise (a camera), that name too; for a stream, whether it did not answer in time
-        or failed before (refused, not found: FFmpeg's own line says which; OpenCV does not tell)."""
+        or failed before, and why (``_why_failed``)."""
         where = redact(str(self._req.target))
         label = where if self._name == where else f"{where} ({self._name})"
         if self._req.kind == "file":
@@ -466,8 +500,20 @@ class _CaptureReader:
             return f"webcam {label}"
         took = time.monotonic() - began
         if took * 1000 < _TIMED_OUT * self._req.open_timeout_ms:
-            return f"stream {label}: it failed after {took:.1f} s (refused, not found or not a stream)"
+            return f"stream {label}: it failed after {took:.1f} s: {self._why_failed(took)}"
         return f"stream {label} within {self._req.open_timeout_ms} ms"
+
+    def _why_failed(self, took: float) -> str:
+        """Why a stream failed to open before its timeout (OpenCV does not tell): its server unreachable
+        (``why_unreachable``, within what is left of the timeout), or reached and the stream not played."""
+        left = min(self._req.open_timeout_ms / 1000 - took, _PROBE_MAX_S)
+        why = why_unreachable(str(self._req.target), max(left, 0.1))
+        if why is not None:
+            return why
+        return (
+            "its server takes connections but would not play it (not found, credentials refused or not a stream; "
+            f"{FFMPEG_LOG_ENV}=16 in its environment prints FFmpeg's own words)"
+        )
 
     def grab(self) -> bool:
         if self._cap is None:

@@ -316,3 +316,64 @@ def test_a_fleet_camera_whose_idle_thread_fails_ends_its_run_with_the_error(
         running.join(20)
         server.stop()
     assert not running.is_alive()
+
+
+# A source on a real RTSP server that is killed once 5 frames came, and started again on the same port after
+# two failed reconnections; the log goes to stdout, so what is left on the process's stderr (fd 2) is what
+# bypassed it.
+RECONNECT = """
+import logging, sys, time
+sys.path.insert(0, sys.argv[2])
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="LOG %(message)s")
+from pathlib import Path
+from test_sources import RtspServer
+from daemon.config import SourceConfig
+from daemon.sources import open_source
+server = RtspServer(Path(sys.argv[1]))
+server.start()
+cfg = SourceConfig(uri=server.url, open_timeout_s=2, read_timeout_s=1, reconnect_initial_s=0.2, reconnect_max_s=0.3)
+src = open_source(cfg, name="door")
+frames = iter(src)
+for _ in range(5):
+    next(frames)
+server.stop()
+while src.stats.reconnect_failures < 2:
+    time.sleep(0.05)
+server.start()
+for _ in range(5):
+    next(frames)
+src.close()
+server.stop()
+print("DONE")
+"""
+
+
+def test_a_failed_reconnect_says_why_in_the_log_alone(tmp_path: Path) -> None:
+    """Each failed reconnection printed two lines to stderr past the logging (FFmpeg's '[tcp @ 0x...] Connection
+    to tcp://...:N?timeout=0 failed: Connection refused' and OpenCV's '[ WARN:0@2.0] global cap.cpp:212 open
+    VIDEOIO(FFMPEG): backend is generally available but can't be used to capture by name'), unthrottled, in no
+    log format, while the log line said 'refused, not found or not a stream'. The libraries are quiet unless the
+    user set their levels, and the log line names the reason."""
+    clip = make_video(tmp_path / "stream.mp4", frames=150, fps=25.0, people=3)
+
+    def run(**env: str) -> subprocess.CompletedProcess[str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+        done = subprocess.run(
+            [sys.executable, "-c", RECONNECT, str(clip.path), str(ROOT / "tests")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+            env={**clean, "PYTHONPATH": str(ROOT), **env},
+        )
+        assert done.returncode == 0 and "DONE" in done.stdout, done.stdout + done.stderr
+        return done
+
+    done = run()
+    assert done.stderr == ""
+    refused = [line for line in done.stdout.splitlines() if "cannot open stream" in line]
+    assert refused, done.stdout
+    assert all("connection refused" in line and "127.0.0.1:" in line for line in refused), refused
+    assert "reconnected after" in done.stdout
+    own = run(OPENCV_FFMPEG_LOGLEVEL="16")  # the user's own level is left alone: FFmpeg's errors shown
+    assert "failed: Connection refused" in own.stdout + own.stderr  # (OpenCV prints them to stdout then)

@@ -710,6 +710,23 @@ def test_rtsp_stream_from_local_server(rtsp: tuple[RtspServer, SyntheticClip]) -
     assert src.stats.reconnects == 0 and src.stats.frames_dropped == 0
 
 
+def test_a_stream_its_server_will_not_play_is_told_from_one_nobody_serves(
+    rtsp: tuple[RtspServer, SyntheticClip],
+) -> None:
+    """With FFmpeg kept quiet, its line saying which (refused, or 'DESCRIBE failed: 404 Not Found') is gone: the
+    error says whether the server could be reached."""
+    server, _ = rtsp
+    with pytest.raises(SourceError, match="its server takes connections but would not play it"):
+        open_source(rtsp_cfg(server.url.replace("/cam", "/nope")))
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SourceError, match=rf"connection refused by 127\.0\.0\.1:{port} \(nothing listens"):
+        open_source(rtsp_cfg(f"rtsp://127.0.0.1:{port}/cam"))
+    with pytest.raises(SourceError, match=r"host name 'camera\.invalid' not resolved"):
+        open_source(rtsp_cfg("rtsp://camera.invalid/cam"))
+
+
 def test_rtsp_server_restart_reconnects_and_resumes(rtsp: tuple[RtspServer, SyntheticClip]) -> None:
     server, clip = rtsp
     frames: list[Frame] = []
