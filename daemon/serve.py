@@ -75,7 +75,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from daemon.config import EnrollConfig, ServeConfig
 from daemon.embed import embedder_signature
-from daemon.embedding import EmbedOptions, embed, is_image_file
+from daemon.embedding import EmbedOptions, atomic_write, embed, is_image_file
 from daemon.enroll import (
     SERVE_LEDGER,
     ledger_locked,
@@ -631,13 +631,20 @@ def _record_folder(state: ServiceState) -> None:
 
 
 def _keep(state: ServiceState, image: ImageBGR, name: Path) -> str | None:
-    """Write the reference image under the references folder; its URL, or None without a folder."""
+    """Write the reference image under the references folder; its URL, or None without a folder. It is written
+    atomically (``atomic_write``: a hidden temporary file in the folder, fsynced, renamed), so a service killed
+    meanwhile never leaves a truncated image under the name, which ``enroll`` of the folder would read."""
     folder = state.cfg.references
     if folder is None:
         return None
-    folder.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(folder / name.name), image):
-        raise DataError(f"cannot write the reference image {folder / name.name}")
+    path = folder / name.name
+    ok, data = cv2.imencode(".jpg", image)
+    if not ok:
+        raise DataError(f"cannot encode the reference image {path} as JPEG")
+    try:
+        atomic_write(path, data.tobytes())
+    except OSError as e:
+        raise DataError(f"cannot write the reference image {path}: {e.strerror or e}") from e
     return reference_url(name.name)
 
 

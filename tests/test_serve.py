@@ -1516,3 +1516,51 @@ def test_an_enrolment_waits_for_a_stopped_holder_of_the_references_folder_no_lon
             holder.wait(timeout=10)
         assert _post(f"{url}/enroll", "bob.jpg", _jpeg((0, 200, 0)))[0] == 200  # its end freed the lock
     assert Gallery.load(path).labels == ["ann", "bob"] and _kept(refs) == ["ann.jpg", "bob.jpg"]
+
+
+class _Killed(BaseException):
+    """The process dying at that instant (nothing after it runs; no except Exception catches it)."""
+
+
+def test_a_reference_image_is_never_visible_under_its_name_before_it_is_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: _keep wrote the JPEG straight under its final name (cv2.imwrite), so a serve killed mid-write
+    # left a truncated jane.jpg there, which a later `enroll` of the folder read as a corrupt image. It is
+    # written to a hidden temporary name in the same folder, fsynced, then renamed over the final name.
+    import os
+
+    from daemon.enroll import reference_files
+    from daemon.serve import _keep
+
+    refs = tmp_path / "refs"
+    state = ServiceState(MeanColour(), Gallery(4), ServeConfig(references=refs), model="mean-colour")
+    image = np.full((64, 32, 3), (0, 0, 200), np.uint8)
+    real_replace, real_fsync = os.replace, os.fsync
+    seen: list[str] = []
+
+    def fsync(fd: int) -> None:
+        seen.append("fsync")
+        real_fsync(fd)
+
+    def killed_at_rename(src: Any, dst: Any) -> None:
+        src, dst = Path(src), Path(dst)
+        assert dst == refs / "jane.jpg" and not dst.exists()  # nothing under the final name yet
+        assert src.parent == refs and src.name.startswith(".")  # hidden: enroll and /references leave it out
+        written = cv2.imread(str(src))
+        assert written is not None and written.shape == image.shape  # whole before it is renamed
+        seen.append("replace")
+        raise _Killed
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", killed_at_rename)
+    with pytest.raises(_Killed):
+        _keep(state, image, Path("jane.jpg"))
+    assert seen == ["fsync", "replace"]  # the data on disk before the rename
+    assert not (refs / "jane.jpg").exists() and _kept(refs) == []
+    assert reference_files(refs, EnrollConfig()) == ([], [])  # enroll of the folder meets no broken image
+
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert _keep(state, image, Path("jane.jpg")) == "/references/jane.jpg"
+    assert _kept(refs) == ["jane.jpg"] and cv2.imread(str(refs / "jane.jpg")).shape == image.shape
+    assert [p.name for p in refs.iterdir()] == ["jane.jpg"]  # no temporary file left
