@@ -12,11 +12,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from daemon import __version__
 from daemon.errors import ConfigError, DaemonError, DataError, exit_code
 from daemon.videolog import quiet_ffmpeg
+
+if TYPE_CHECKING:
+    from daemon.config import ServeConfig
 
 log = logging.getLogger("daemon")
 
@@ -887,9 +890,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     head = getattr(embedder, "head", None)
     meta = None if head is None else dict(head.meta)
     state = ServiceState(embedder, gallery, cfg, model, detector, meta, naming=_section(args, "enroll"))
-    what = f"{len(gallery)} gallery entries ({cfg.gallery or 'in memory'})"
-    serve_forever(create_app(state), cfg.host, cfg.port, what)
+    serve_forever(create_app(state), cfg.host, cfg.port, _serving(cfg, len(gallery)))
     return 0
+
+
+def _serving(cfg: ServeConfig, entries: int) -> str:
+    """What serve's start line says it serves: the gallery file and the references folder by their absolute
+    paths (a relative one says nothing of the working directory it was given in: a unit's, a shell's)."""
+    where = "in memory" if cfg.gallery is None else str(cfg.gallery.resolve())
+    refs = "" if cfg.references is None else f" and the reference images of {cfg.references.resolve()}"
+    return f"{entries} gallery entries ({where}){refs}"
 
 
 def _add_serve_parser(sub: Any) -> None:

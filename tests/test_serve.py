@@ -1564,3 +1564,43 @@ def test_a_reference_image_is_never_visible_under_its_name_before_it_is_whole(
     assert _keep(state, image, Path("jane.jpg")) == "/references/jane.jpg"
     assert _kept(refs) == ["jane.jpg"] and cv2.imread(str(refs / "jane.jpg")).shape == image.shape
     assert [p.name for p in refs.iterdir()] == ["jane.jpg"]  # no temporary file left
+
+
+def test_cli_serve_logs_the_absolute_paths_of_a_gallery_and_folder_given_relative(
+    mobilenet_model: Path, tmp_path: Path
+) -> None:
+    # Regression: `serve -g g.npz --references refs` logged "serving 0 gallery entries (g.npz)": relative to a
+    # working directory the log does not give (a unit's WorkingDirectory, a shell's cd), so which file it
+    # served could not be told from the log. The start line names the gallery and the folder absolute, once.
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [sys.executable, "-m", "daemon", "serve", "--port", str(port), "--model", str(mobilenet_model)]
+    cmd += ["--gallery", "g.npz", "--references", "refs"]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert _call(f"http://127.0.0.1:{port}/health")[0] == 200
+                break
+            except urllib.error.URLError:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "serve did not answer within 60 s"
+                time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=15)[1]
+    gallery, refs = (tmp_path / "g.npz").resolve(), (tmp_path / "refs").resolve()
+    (line,) = [line for line in err.splitlines() if "serving" in line]
+    assert f"serving 0 gallery entries ({gallery}) and the reference images of {refs} on" in line, err
+    assert err.count(str(gallery)) == 1, err  # once, at start
