@@ -628,7 +628,10 @@ class ServeConfig(_Strict):
     )
     references: HomePath | None = Field(
         None,
-        description="Folder of reference images, served at /references/; enrolled uploads are kept here.",
+        description="Folder of reference images, served at /references/; enrolled uploads are kept here, as "
+        "enroll of the folder reads them: at its top level, or with enroll.label_from: folder in the person's "
+        "folder (jane_doe/N.jpg); /search gives the URLs of the images enroll reads there (sub-folders' too "
+        "with enroll.recursive).",
     )
     max_upload_bytes: int = Field(
         20_000_000, ge=1_000, le=1_000_000_000, description="Largest accepted upload (HTTP 413 above)."

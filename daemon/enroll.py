@@ -101,7 +101,7 @@ def parse_reference_name(path: StrPath, naming: EnrollConfig | None = None) -> R
     return ReferenceName(label, set_code, variant, p)
 
 
-def _folder_label(path: Path, naming: EnrollConfig) -> ReferenceName:
+def folder_label(path: Path, naming: EnrollConfig) -> ReferenceName:
     """``refs/A12-jane_doe/3.jpg``: the folder's name read as a file name is ("A12", "jane doe"), the file's
     name is the variant; ValueError naming the folder when it leaves no label."""
     try:
@@ -135,16 +135,41 @@ def variant_name(stem: str, n: int, naming: EnrollConfig) -> str:
     return f"{stem}.jpg" if n == 1 else f"{stem}{naming.variant_separator}{n}.jpg"
 
 
+def serve_reference(stem: str, n: int, naming: EnrollConfig) -> Path:
+    """Where in its references folder serve keeps variant ``n`` of ``stem``, as ``enroll`` of the folder reads
+    it: ``variant_name`` at the top level, or with ``label_from: folder`` ``stem/N.jpg`` (a folder a person)."""
+    if naming.label_from == "folder":
+        return Path(stem) / f"{n}.jpg"
+    return Path(variant_name(stem, n, naming))
+
+
+def ledger_key(stem: str, naming: EnrollConfig) -> str:
+    """The ledger's key of ``stem``'s names: ``stem``, or ``stem/`` for a person's folder (``label_from:
+    folder``; no file stem holds a '/')."""
+    return f"{stem}/" if naming.label_from == "folder" else stem
+
+
 def next_variant(folder: Path, stem: str, naming: EnrollConfig) -> int:
     """The next variant number for ``stem`` in ``folder``: past the highest the ledger recorded and the highest
-    its images show (``stem`` counts as 1, ``stem--N`` as N: a folder from before the ledger, or the user's
-    own numbered photos), so a name removed once is never given again. DataError naming an unreadable ledger."""
-    highest = serve_ledger(folder).get(stem, 0)
-    if folder.is_dir():
-        for path in folder.iterdir():
+    its images show (``stem`` counts as 1, ``stem--N`` as N; with ``label_from: folder``, ``stem/N.jpg`` as N: a
+    folder from before the ledger, or the user's own numbered photos), so a name removed once is never given
+    again. DataError naming an unreadable ledger."""
+    highest = serve_ledger(folder).get(ledger_key(stem, naming), 0)
+    by_folder = naming.label_from == "folder"
+    where = folder / stem if by_folder else folder
+    if where.is_dir():
+        for path in where.iterdir():
             if is_image_file(path):
-                highest = max(highest, _variant_number(path.stem, stem, naming))
+                n = _number(path.stem) if by_folder else _variant_number(path.stem, stem, naming)
+                highest = max(highest, n)
     return highest + 1
+
+
+def _number(name: str) -> int:
+    """N when the file stem ``name`` is a number serve gives (``3``), else 0."""
+    if len(name) > MAX_VARIANT_DIGITS or not (name.isascii() and name.isdigit()):
+        return 0
+    return int(name)
 
 
 def _variant_number(name: str, stem: str, naming: EnrollConfig) -> int:
@@ -209,12 +234,23 @@ def record_folder(folder: Path, naming: EnrollConfig) -> None:
     enrols there once. DataError naming an unreadable ledger."""
     last = serve_ledger(folder)
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if naming.label_from == "folder" and path.is_dir() and not path.name.startswith("."):
+            _record_person(path, last)
         if not is_image_file(path):
             continue
         stem, n = _stem_and_variant(path.stem, naming)
         if n > last.get(stem, 0):
             last[stem] = n
     _write_ledger(folder, last)
+
+
+def _record_person(sub: Path, last: dict[str, int]) -> None:
+    """Record in ``last`` the highest ``N.jpg`` a person's folder ``sub`` holds (``label_from: folder``)."""
+    key = f"{sub.name}/"
+    for path in sub.iterdir():
+        n = _number(path.stem) if is_image_file(path) else 0
+        if n > last.get(key, 0):
+            last[key] = n
 
 
 def _write_ledger(folder: Path, last: dict[str, int]) -> None:
@@ -245,7 +281,7 @@ def remove_serve_references(
     ledgers: dict[Path, dict[str, int]] = {}
     for source in sorted(sources):
         path = Path(source)
-        if not path.is_absolute() or (within is not None and path.parent != within):
+        if not path.is_absolute() or (within is not None and _references_folder(path, naming) != within):
             continue
         if not _given_by_serve(path, naming, ledgers):
             continue
@@ -279,15 +315,26 @@ def _ledger_or_none(folder: Path) -> dict[str, int]:
         return {}
 
 
+def _references_folder(path: Path, naming: EnrollConfig) -> Path:
+    """The references folder serve would have kept the image ``path`` in: its folder, or with ``label_from:
+    folder`` the folder above its person's folder."""
+    return path.parent.parent if naming.label_from == "folder" else path.parent
+
+
 def _given_by_serve(path: Path, naming: EnrollConfig, ledgers: dict[Path, dict[str, int]]) -> bool:
-    """Whether ``path``'s folder holds serve's ledger and it records ``path``'s name as one serve gave
-    (``stem.jpg`` as 1, ``stem--N.jpg`` as N: given when the ledger's number for the stem is N or more).
-    ``ledgers`` caches each folder's ledger ({} where none, or unreadable: a warning says so)."""
-    folder = path.parent
+    """Whether ``path``'s references folder holds serve's ledger and it records ``path``'s name as one serve gave
+    (``stem.jpg`` as 1, ``stem--N.jpg`` as N; with ``label_from: folder`` ``stem/N.jpg`` as N: given when the
+    ledger's number for the stem is N or more). ``ledgers`` caches each folder's ledger ({} where none, or
+    unreadable: a warning says so)."""
+    folder = _references_folder(path, naming)
     if folder not in ledgers:
         ledgers[folder] = _ledger_or_none(folder)
-    stem, n = _stem_and_variant(path.stem, naming)
-    return n > 0 and path.name == variant_name(stem, n, naming) and ledgers[folder].get(stem, 0) >= n
+    if naming.label_from == "folder":
+        stem, n = path.parent.name, _number(path.stem)
+    else:
+        stem, n = _stem_and_variant(path.stem, naming)
+    named = n > 0 and path.relative_to(folder) == serve_reference(stem, n, naming)
+    return named and ledgers[folder].get(ledger_key(stem, naming), 0) >= n
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -416,7 +463,7 @@ def reference_files(
             skipped.append(SkippedFile(path, "not in a person's folder (labels come from folder names)"))
             continue
         try:
-            name = _folder_label(path, naming) if by_folder else parse_reference_name(path, naming)
+            name = folder_label(path, naming) if by_folder else parse_reference_name(path, naming)
         except ValueError as e:
             skipped.append(SkippedFile(path, str(e)))
             continue

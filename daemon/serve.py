@@ -12,8 +12,9 @@ Endpoints:
 * ``POST /search``: an uploaded image of one person -> the gallery entries most like it, each with the URLs of
   its label's reference images.
 * ``POST /enroll``: an uploaded image and a label (or the file name as label) -> a new gallery entry (up to
-  ``max_entries`` in all); the image is kept under the references folder (served as static files, hidden ones
-  left out) under a name never given before there (``enroll.SERVE_LEDGER``; chosen, written and recorded
+  ``max_entries`` in all); the image is kept in the references folder as ``enroll`` of it reads it (at its top
+  level, or in the person's folder with the enroll section's ``label_from: folder``; served as static files,
+  hidden ones left out) under a name never given before there (``enroll.SERVE_LEDGER``; chosen, written and recorded
   holding the folder's lock file, ``enroll.SERVE_LOCK``, as another serve on the folder does), and the
   gallery is saved atomically, under the file's lock (``gallery.locked``), read again first when another
   process (``enroll --append``) saved it;
@@ -75,16 +76,18 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from daemon.config import EnrollConfig, ServeConfig
 from daemon.embed import embedder_signature
-from daemon.embedding import EmbedOptions, atomic_write, embed, is_image_file
+from daemon.embedding import EmbedOptions, atomic_write, embed, is_image_file, list_files
 from daemon.enroll import (
     SERVE_LEDGER,
+    folder_label,
+    ledger_key,
     ledger_locked,
     next_variant,
     parse_reference_name,
     record_folder,
     record_variant,
     remove_serve_references,
-    variant_name,
+    serve_reference,
 )
 from daemon.errors import ConfigError, DataError, LockTimeout
 from daemon.gallery import Gallery, latest, locked
@@ -241,18 +244,22 @@ async def read_upload(upload: UploadFile, max_bytes: int, max_pixels: int) -> tu
 
 
 def reference_urls(folder: Path | None, naming: EnrollConfig) -> dict[str, list[str]]:
-    """Label -> URLs of the reference images in ``folder`` (files whose name parses to that label)."""
+    """Label -> URLs of the reference images in ``folder`` as ``enroll`` of the folder reads them (a URL is the
+    image's path in the folder): files whose name parses to that label, in its visible sub-folders too with
+    ``naming.recursive``; with ``naming.label_from: folder`` those of its sub-folders, labelled by their
+    folder's name."""
     urls: dict[str, list[str]] = {}
     if folder is None or not folder.is_dir():
         return urls
-    for path in sorted(folder.iterdir()):
-        if not is_image_file(path):
+    by_folder = naming.label_from == "folder"
+    for path in list_files(folder, naming.recursive or by_folder):
+        if not is_image_file(path) or (by_folder and path.parent == folder):
             continue
         try:
-            label = parse_reference_name(path, naming).label
+            label = (folder_label(path, naming) if by_folder else parse_reference_name(path, naming)).label
         except ValueError:
             continue
-        urls.setdefault(label, []).append(reference_url(path.name))
+        urls.setdefault(label, []).append(reference_url(path.relative_to(folder).as_posix()))
     return urls
 
 
@@ -263,30 +270,37 @@ listing (or within the second of a file system that keeps seconds) would leave t
 
 
 class ReferenceListing:
-    """``reference_urls`` of the references folder for /search, listed again only when the folder changed (its
-    device, inode or mtime: an image added, removed or renamed) or ``forget`` was called (the gallery read again
-    or an enrolment kept an image), so a query is one stat, not a walk of a folder of thousands of images. The
+    """``reference_urls`` of the references folder for /search, listed again only when a folder listed changed
+    (the folder, and with ``naming.recursive`` each of its visible sub-folders: its device, inode or mtime, which
+    an image or a sub-folder added, removed or renamed in it changes) or ``forget`` was called (the gallery read
+    again or an enrolment kept an image), so a query is a stat a folder, not a walk of thousands of images. The
     map answered is shared: read it, never change it."""
 
     def __init__(self, folder: Path | None, naming: EnrollConfig) -> None:
         self.folder, self.naming = folder, naming
-        self._stamp: tuple[int, int, int] | None = None  # of the folder listed, None: list again
+        self._folders: list[Path] = [] if folder is None else [folder]  # the folders of the last listing
+        self._stamp: tuple[tuple[int, int, int], ...] | None = None  # of those folders, None: list again
         self._urls: dict[str, list[str]] = {}
         self._forgotten = 0  # how many times forget was called: a listing begun before one is not kept
         self._lock = threading.Lock()
 
     def urls(self) -> dict[str, list[str]]:
         """Label -> URLs of its reference images, as the folder is now."""
-        stamp = _folder_stamp(self.folder)
+        with self._lock:
+            folders = self._folders
+        stamp = _folders_stamp(folders)
         with self._lock:
             if stamp is not None and stamp == self._stamp:
                 return self._urls
             forgotten = self._forgotten
+        folders = _listed_folders(self.folder, self.naming.recursive or self.naming.label_from == "folder")
+        stamp = _folders_stamp(folders)  # before the listing: a change after it makes another stamp
         urls = reference_urls(self.folder, self.naming)
-        settled = stamp is not None and time.time_ns() - stamp[2] > SETTLED_NS
+        now = time.time_ns()
+        settled = stamp is not None and all(now - mtime > SETTLED_NS for _, _, mtime in stamp)
         with self._lock:
             if forgotten == self._forgotten:
-                self._stamp, self._urls = (stamp if settled else None), urls
+                self._folders, self._stamp, self._urls = folders, (stamp if settled else None), urls
         return urls
 
     def forget(self) -> None:
@@ -296,15 +310,30 @@ class ReferenceListing:
             self._forgotten += 1
 
 
-def _folder_stamp(folder: Path | None) -> tuple[int, int, int] | None:
-    """(device, inode, mtime in ns) of ``folder``, None when there is none."""
+def _listed_folders(folder: Path | None, recursive: bool) -> list[Path]:
+    """The folders ``reference_urls`` lists: ``folder``, and with ``recursive`` its visible sub-folders (those
+    ``list_files`` walks: hidden ones and what is below them left out)."""
     if folder is None:
-        return None
-    try:
-        st = folder.stat()
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino, st.st_mtime_ns
+        return []
+    if not recursive:
+        return [folder]
+    found = [folder]
+    for top, dirs, _ in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(top) / d for d in dirs]
+    return found
+
+
+def _folders_stamp(folders: list[Path]) -> tuple[tuple[int, int, int], ...] | None:
+    """(device, inode, mtime in ns) of each of ``folders``, None when there are none or one is not there."""
+    stamps = []
+    for folder in folders:
+        try:
+            st = folder.stat()
+        except OSError:
+            return None
+        stamps.append((st.st_dev, st.st_ino, st.st_mtime_ns))
+    return tuple(stamps) or None
 
 
 def reference_url(name: str) -> str:
@@ -510,10 +539,10 @@ def _add_and_save(state: ServiceState, label: str, embedding: Any, kept: Path | 
 
 
 def _kept_path(state: ServiceState, name: Path) -> Path | None:
-    """Where the reference image ``name`` is kept (absolute, so that a row names its file wherever the service
-    runs from), None without a references folder."""
+    """Where the reference image ``name`` (its path in the references folder) is kept (absolute, so that a row
+    names its file wherever the service runs from), None without a references folder."""
     folder = state.cfg.references
-    return None if folder is None else folder.resolve() / name.name
+    return None if folder is None else folder.resolve() / name
 
 
 def _remove_evicted(state: ServiceState, before: list[str], after: list[str]) -> list[str]:
@@ -523,8 +552,9 @@ def _remove_evicted(state: ServiceState, before: list[str], after: list[str]) ->
     folder = state.cfg.references
     if folder is None:
         return []
-    done = remove_serve_references(set(before) - set(after), state.naming, within=folder.resolve())
-    return [reference_url(path.name) for path in sorted(done.removed + done.gone)]
+    within = folder.resolve()
+    done = remove_serve_references(set(before) - set(after), state.naming, within=within)
+    return [reference_url(path.relative_to(within).as_posix()) for path in sorted(done.removed + done.gone)]
 
 
 def _last_saved(state: ServiceState) -> Gallery:
@@ -588,16 +618,17 @@ def _check_file_name(stem: str, given: str) -> None:
 
 
 def _free_name(state: ServiceState, stem: str) -> tuple[Path, int]:
-    """``stem.jpg`` or ``stem--N.jpg`` and its variant number N (1 for ``stem.jpg``): past every number the
-    references folder's ledger recorded or its files show, so that a name (a URL) answered once, as kept or
-    as ``removed``, never names another image; a free one besides (never overwrites a file)."""
+    """``stem.jpg`` or ``stem--N.jpg`` (with the enroll section's ``label_from: folder``, ``stem/N.jpg``: a
+    folder a person), its path in the references folder, and its variant number N (1 for ``stem.jpg``): past
+    every number the folder's ledger recorded or its files show, so that a name (a URL) answered once, as kept
+    or as ``removed``, never names another image; a free one besides (never overwrites a file)."""
     naming, folder = state.naming, state.cfg.references
     if folder is None:
-        return Path(variant_name(stem, 1, naming)), 1
+        return serve_reference(stem, 1, naming), 1
     n = next_variant(folder, stem, naming)
-    while (folder / variant_name(stem, n, naming)).exists():
+    while (folder / serve_reference(stem, n, naming)).exists():
         n += 1
-    return Path(variant_name(stem, n, naming)), n
+    return serve_reference(stem, n, naming), n
 
 
 def _record(state: ServiceState, stem: str, n: int) -> None:
@@ -606,7 +637,7 @@ def _record(state: ServiceState, stem: str, n: int) -> None:
     if folder is None:
         return
     try:
-        record_variant(folder, stem, n)
+        record_variant(folder, ledger_key(stem, state.naming), n)
     except (OSError, DataError) as e:  # saved: the file in the folder still keeps its number from reuse
         logger.warning("cannot record reference name %s in %s's ledger: %s", n, folder, e)
 
@@ -631,13 +662,13 @@ def _record_folder(state: ServiceState) -> None:
 
 
 def _keep(state: ServiceState, image: ImageBGR, name: Path) -> str | None:
-    """Write the reference image under the references folder; its URL, or None without a folder. It is written
-    atomically (``atomic_write``: a hidden temporary file in the folder, fsynced, renamed), so a service killed
-    meanwhile never leaves a truncated image under the name, which ``enroll`` of the folder would read."""
+    """Write the reference image ``name`` (its path in the references folder); its URL, or None without a
+    folder. It is written atomically (``atomic_write``: a hidden temporary file beside it, fsynced, renamed), so
+    a service killed meanwhile never leaves a truncated image under the name, which ``enroll`` would read."""
     folder = state.cfg.references
     if folder is None:
         return None
-    path = folder / name.name
+    path = folder / name
     ok, data = cv2.imencode(".jpg", image)
     if not ok:
         raise DataError(f"cannot encode the reference image {path} as JPEG")
@@ -645,7 +676,7 @@ def _keep(state: ServiceState, image: ImageBGR, name: Path) -> str | None:
         atomic_write(path, data.tobytes())
     except OSError as e:
         raise DataError(f"cannot write the reference image {path}: {e.strerror or e}") from e
-    return reference_url(name.name)
+    return reference_url(name.as_posix())
 
 
 # ---------------------------------------------------------------------------------------------- the app

@@ -1566,6 +1566,67 @@ def test_a_reference_image_is_never_visible_under_its_name_before_it_is_whole(
     assert [p.name for p in refs.iterdir()] == ["jane.jpg"]  # no temporary file left
 
 
+def test_cli_serve_keeps_uploads_in_a_persons_folder_with_label_from_folder(
+    mobilenet_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: with the config's enroll section reading labels from folder names (label_from: folder),
+    # serve --references kept an upload as jane_doe.jpg at the folder's top level, which `enroll` of the folder
+    # then leaves out (the README's promise of a valid enroll input broken), and /search listed the top level
+    # by file name (no URL for refs/jane_doe/1.jpg; bob.txt's neighbours listed that enroll ignores). An upload
+    # goes to the person's folder as N.jpg, numbered past the ledger and the folder's own numbers, /search lists
+    # the people's folders, and an evicted entry's image there is removed by the ledger's rule.
+    from daemon.cli import main
+    from daemon.enroll import reference_files, remove_serve_references, serve_ledger
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("cameras:\n  a:\n    source: {uri: a.mp4}\nenroll: {label_from: folder}\n")
+    refs = tmp_path / "refs"
+    for own in ("jane_doe/1.jpg", "bob/front.jpg", "stray.jpg"):  # the user's own photos
+        (refs / own).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(refs / own), np.full((64, 32, 3), (0, 0, 200), np.uint8))
+    answers: list[Any] = []
+
+    def serve_once(app: Any, host: str, port: int, *_: Any) -> None:
+        with BackgroundServer(app) as server:
+            url = server.url
+            for colour in ((0, 0, 200), (0, 200, 0), (200, 0, 0)):
+                answers.append(_post(f"{url}/enroll", "x.jpg", _jpeg(colour), label="jane doe")[1])
+            status, body = _post(f"{url}/search?k=1&threshold=-1", "q.jpg", _jpeg((200, 0, 0)))
+            assert status == 200, body
+            answers.append(body["matches"][0])
+            answers.append(_call(f"{url}/references/jane_doe/3.jpg")[0])
+
+    monkeypatch.setattr("daemon.serve.serve_forever", serve_once)
+    args = ["serve", "-c", str(cfg), "-g", str(tmp_path / "g.npz"), "--references", str(refs)]
+    assert main([*args, "--max-per-label", "2", "--model", str(mobilenet_model)]) == 0
+    *enrolled, match, fetched = answers
+    assert [a["reference"] for a in enrolled] == [f"/references/jane_doe/{n}.jpg" for n in (2, 3, 4)], (
+        enrolled
+    )
+    assert [a["removed"] for a in enrolled] == [[], [], ["/references/jane_doe/2.jpg"]]  # the cap of 2
+    assert match["label"] == "jane doe" and fetched == 200
+    assert match["references"] == [f"/references/jane_doe/{n}.jpg" for n in (1, 3, 4)]
+    names, skipped = reference_files(refs, EnrollConfig(label_from="folder"))  # enroll of the folder
+    assert [(n.path.relative_to(refs).as_posix(), n.label) for n in names] == [
+        ("bob/front.jpg", "bob"),
+        ("jane_doe/1.jpg", "jane doe"),
+        ("jane_doe/3.jpg", "jane doe"),
+        ("jane_doe/4.jpg", "jane doe"),
+    ]
+    assert [s.path.name for s in skipped] == ["stray.jpg"]  # the user's, left at the top level
+    assert serve_ledger(refs)["jane_doe/"] == 4  # 2, removed, is never given again
+    assert Gallery.load(tmp_path / "g.npz").sources("jane doe") == [
+        str(refs.resolve() / "jane_doe" / f"{n}.jpg") for n in (3, 4)
+    ]
+
+    # enroll --append drops serve's rows by the same rule: serve's image goes, the user's photo stays
+    naming = EnrollConfig(label_from="folder")
+    done = remove_serve_references(
+        {str(refs.resolve() / "jane_doe/3.jpg"), str(refs.resolve() / "bob/front.jpg")}, naming
+    )
+    assert done.removed == (refs.resolve() / "jane_doe" / "3.jpg",) and (refs / "bob" / "front.jpg").is_file()
+
+
 def test_cli_serve_logs_the_absolute_paths_of_a_gallery_and_folder_given_relative(
     mobilenet_model: Path, tmp_path: Path
 ) -> None:
@@ -1604,3 +1665,80 @@ def test_cli_serve_logs_the_absolute_paths_of_a_gallery_and_folder_given_relativ
     (line,) = [line for line in err.splitlines() if "serving" in line]
     assert f"serving 0 gallery entries ({gallery}) and the reference images of {refs} on" in line, err
     assert err.count(str(gallery)) == 1, err  # once, at start
+
+
+def test_search_gives_the_urls_of_a_recursive_folders_sub_folder_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: with the enroll section's recursive: true, which `enroll` of the references folder reads
+    # through its sub-folders, /search listed the folder's top level only: refs/2024/ann--old.jpg, enrolled by
+    # enroll, had no URL (and serve was refused such a config at start). The listing takes the sub-folders, each
+    # image's URL its path in the folder, and is taken again when any folder listed changes.
+    import os
+
+    import daemon.serve
+    from daemon.enroll import reference_files
+
+    walks: list[Path | None] = []
+    real = daemon.serve.reference_urls
+
+    def counted(folder: Path | None, naming: EnrollConfig) -> dict[str, list[str]]:
+        walks.append(folder)
+        return real(folder, naming)
+
+    monkeypatch.setattr("daemon.serve.reference_urls", counted)
+    monkeypatch.setattr("daemon.serve.SETTLED_NS", 30_000_000_000)  # however slow this machine is
+    refs = tmp_path / "refs"
+    (refs / "2024" / "site a").mkdir(parents=True)
+    (refs / ".trash").mkdir()
+    red = np.full((64, 32, 3), (0, 0, 200), np.uint8)
+    cv2.imwrite(str(refs / "2024" / "ann--old.jpg"), red)
+    cv2.imwrite(str(refs / ".trash" / "ann.jpg"), red)  # hidden: enroll leaves it out, so does the listing
+    naming = EnrollConfig(recursive=True)
+    cfg = ServeConfig(gallery=tmp_path / "g.npz", references=refs)
+    state = ServiceState(MeanColour(), Gallery(4), cfg, model="m", naming=naming)
+
+    def settled() -> None:  # every folder as one changed a while ago
+        past = time.time() - 600
+        for folder in (refs, refs / "2024", refs / "2024" / "site a"):
+            os.utime(folder, (past, past))
+
+    def ann_references(url: str) -> list[str]:
+        status, body = _post(f"{url}/search?k=1", "q.jpg", _jpeg((0, 0, 200)))
+        assert status == 200 and body["matches"][0]["label"] == "ann", body
+        return list(body["matches"][0]["references"])
+
+    with BackgroundServer(create_app(state)) as server:
+        url = server.url
+        assert _post(f"{url}/enroll", "ann.jpg", _jpeg((0, 0, 200)))[0] == 200
+        assert ann_references(url) == ["/references/2024/ann--old.jpg", "/references/ann.jpg"]
+        status, image = _call(f"{url}/references/2024/ann--old.jpg")
+        assert status == 200 and cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR) is not None
+
+        settled()
+        walks.clear()
+        assert all(len(ann_references(url)) == 2 for _ in range(4))
+        assert len(walks) == 1, walks  # listed once while nothing changed
+
+        cv2.imwrite(str(refs / "2024" / "site a" / "ann.jpg"), red)  # by hand, two folders down
+        assert ann_references(url) == [
+            "/references/2024/ann--old.jpg",
+            "/references/2024/site%20a/ann.jpg",
+            "/references/ann.jpg",
+        ]
+        settled()
+        (refs / "2024" / "site a" / "ann.jpg").unlink()
+        assert ann_references(url) == ["/references/2024/ann--old.jpg", "/references/ann.jpg"]
+        settled()
+        (refs / "2025").mkdir()  # a new sub-folder, then an image in it once the folders settled
+        settled()
+        assert len(ann_references(url)) == 2
+        cv2.imwrite(str(refs / "2025" / "ann.jpg"), red)
+        assert "/references/2025/ann.jpg" in ann_references(url)
+
+    names, _ = reference_files(refs, naming)  # the folder as enroll reads it: the same images
+    assert [n.path.relative_to(refs).as_posix() for n in names] == [
+        "2024/ann--old.jpg",
+        "2025/ann.jpg",
+        "ann.jpg",
+    ]
