@@ -83,6 +83,9 @@ class Erased:
     global_rows: int = 0
     damaged: list[str] = field(default_factory=list)  # files with lines kept as they were: which, and why
     held: set[int] = field(default_factory=set)  # the ids erased that a line or row of a file held
+    # the ids whose last line in the identities.jsonl files read so far (oldest first) is a forgotten line: a
+    # running worker wrote it as it forgot them, before an erase that had to wait
+    said: set[int] = field(default_factory=set)
     left: bool = False  # its deadline came before every folder was erased (erased again, it ends the same)
     pending: int = 0  # ids erased with it that an earlier stop left in forget-pending.json (counted in it)
 
@@ -118,10 +121,11 @@ class Rewritten:
     changed: int
     damage: str | None = None
     held: frozenset[int] = frozenset()
+    said: frozenset[int] = frozenset()  # identities.jsonl: the ids whose last line in it is a forgotten line
 
-    def of(self, held: set[int]) -> Rewritten:
-        """This, saying that the file's lines held the ids ``held``."""
-        return Rewritten(self.changed, self.damage, frozenset(held))
+    def of(self, held: set[int], said: set[int] | None = None) -> Rewritten:
+        """This, saying that the file's lines held the ids ``held`` (and ``said``: see the field)."""
+        return Rewritten(self.changed, self.damage, frozenset(held), frozenset(said or ()))
 
 
 def _damage(path: Path, lines: list[int]) -> str | None:
@@ -190,17 +194,24 @@ def _of(rec: dict[str, Any] | None, gids: set[int]) -> bool:
 
 
 def erase_identity_lines(path: Path, gids: set[int]) -> Rewritten:
-    """``identities.jsonl``: drop the ``identity`` lines of ``gids``."""
+    """``identities.jsonl``: drop the ``identity`` lines of ``gids``; says which of them the file held, and
+    which have a ``forgotten`` line after their last identity line (``Rewritten.said``)."""
     held: set[int] = set()
+    said: set[int] = set()
 
     def edit(line: str) -> str | None:
         rec = _record(line)
-        if not (_of(rec, gids) and rec is not None and rec.get("event") == "identity"):
+        if not _of(rec, gids) or rec is None:
+            return line
+        if rec.get("event") == "forgotten":
+            said.add(rec["global_id"])
+        if rec.get("event") != "identity":
             return line
         held.add(rec["global_id"])
+        said.discard(rec["global_id"])
         return None
 
-    return rewrite_lines(path, edit).of(held)
+    return rewrite_lines(path, edit).of(held, said)
 
 
 def erase_table(path: Path, gids: set[int]) -> Rewritten:
@@ -360,7 +371,9 @@ def folders_of(camera_dir: Path) -> list[Path]:
 def erase_folder(folder: Path, gids: set[int], pending: set[int], erased: Erased) -> None:
     """Erase ``gids`` from the camera files in one folder (none of them open for writing), counted in
     ``erased`` file by file: where a file raises, what the files before it changed is there still."""
-    erased.identity_lines += erased.note(erase_identity_lines(folder / "identities.jsonl", gids))
+    lines = erase_identity_lines(folder / "identities.jsonl", gids)
+    erased.said = (erased.said - lines.held) | lines.said  # a newer folder's word is the last
+    erased.identity_lines += erased.note(lines)
     erased.note(erase_table(folder / "identities.json", gids))
     events, zeroed = erase_events(folder / "events.jsonl", gids, pending, folder / "embeddings.npy")
     erased.embeddings += zeroed
@@ -404,15 +417,17 @@ def erase_stopped_camera(
     """``erase_camera`` for a camera whose files are closed (stopped, or a worker on its way out), and, for each
     id its files held (``Erased.held``, with ``held``: those an erase cut short found before), a ``forgotten``
     line in its ``identities.jsonl``, as a running worker writes (no frame: the camera was not running); in the
-    order of ``global_ids``, as erasing them one by one would leave them. An erase its ``deadline`` cut short
-    (``Erased.left``) writes none yet. ``erased``: as ``erase_camera``'s."""
+    order of ``global_ids``, as erasing them one by one would leave them. None for an id whose last line there
+    is its forgotten line already (``Erased.said``: a running worker's, whose erase had to wait). An erase its
+    ``deadline`` cut short (``Erased.left``) writes none yet. ``erased``: as ``erase_camera``'s."""
     gids = list(dict.fromkeys(global_ids))
     erased = erase_camera(camera_dir, gids, deadline, erased)
     erased.held |= set(held) & set(gids)
     path = camera_dir / "identities.jsonl"
     if erased.held and not erased.left and path.is_file():
         with open(path, "a", encoding="utf-8") as f:
-            f.writelines(forgotten_line(camera, gid, None, now) for gid in gids if gid in erased.held)
+            unsaid = erased.held - erased.said
+            f.writelines(forgotten_line(camera, gid, None, now) for gid in gids if gid in unsaid)
     return erased
 
 

@@ -1143,3 +1143,32 @@ def test_a_running_worker_killed_while_a_forget_waits_on_a_file_loses_no_id(
 
 def _run_events(camera_dir: Path) -> list[dict[str, object]]:
     return [json.loads(x) for x in (camera_dir / "events.jsonl").read_text().splitlines()]
+
+
+def test_an_id_a_running_worker_deferred_gets_one_forgotten_line_once_erased(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running worker writes an id's ``forgotten`` line in identities.jsonl as it forgets it; where the erase
+    of its files then had to wait (a file it could not read) and was done later from forget-pending.json (the
+    next start, `forget` on the stopped camera, its own stop), that erase found the id's identity lines and
+    wrote a second ``forgotten`` line: the log said the person was forgotten twice. The line is written once."""
+    from _unreadable import unreadable_file
+
+    import daemon.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "FORGET_RETRY_S", 0.0)
+    settings = _fleet_of_one(tmp_path)
+    camera_dir = tmp_path / "runs" / "synth"
+    earlier = camera_dir / "earlier-20260101T000000Z"
+    earlier.mkdir(parents=True)
+    blocked = unreadable_file(earlier / "events.jsonl")
+    with pytest.raises(_Killed):
+        CameraWorker(settings, "synth", observers=[_KilledAt(blocked, at=20, kill=22)]).run()  # type: ignore[arg-type]
+    blocked.unlink()
+    blocked.write_text("")
+    erased = PendingForgets(camera_dir).erase("synth", time.time())
+
+    assert 1 in erased.held and erased.identity_lines > 0  # its identity lines were still there
+    logged = [json.loads(x) for x in (camera_dir / "identities.jsonl").read_text().splitlines()]
+    # the running worker's line alone, on the frame after the forget
+    assert [(x["event"], x["frame"]) for x in logged if x["global_id"] == 1] == [("forgotten", 21)]
