@@ -74,6 +74,7 @@ from typing import Any, cast, get_args
 
 from daemon import codec
 from daemon.config import BridgeConfig, redact, valkey_url_problem
+from daemon.erase_ack import EraseAck, UntrustedAck, decode_ack
 from daemon.errors import ConfigError, DaemonError
 from daemon.fleet_store import ERASE_LUA, PUBLISH_LUA, REGISTER_LUA, REWRITE_LUA, SNAPSHOT_LUA, FleetKeys
 from daemon.fleet_wire import (
@@ -465,6 +466,8 @@ class Bridge:
         self._work = threading.Condition(self._lock)
         self._outbox: deque[FleetMessage] = deque()
         self._erase: deque[FleetMessage] = deque()
+        # what this camera says of forgets (daemon.erase_ack), written by the sender thread; the newest kept
+        self._acks: deque[EraseAck] = deque(maxlen=cfg.backlog_size)
         self._in_flight = 0
         self._inbox: deque[FleetMessage] = deque(maxlen=cfg.inbox_size)
         self._inbox_ready = threading.Condition(threading.Lock())
@@ -621,11 +624,43 @@ class Bridge:
             self._work.notify()
         self._remember_forgotten(int(global_id))
 
+    def say_of_forgets(self, acks: Iterable[EraseAck]) -> None:
+        """Queue what this camera says of forgets it received (erased, or pending and why) for Valkey, where
+        ``reid-daemon forget`` waits for it; written by the sender thread, signed, at most ``backlog_size`` kept
+        while Valkey is away (the newest)."""
+        with self._work:
+            self._acks.extend(acks)
+            self._work.notify()
+
+    def erase_acks(self, global_id: int) -> dict[str, EraseAck | UntrustedAck]:
+        """What the fleet's cameras said of the forget of ``global_id``, per camera: its word, its signature
+        checked, or why it is not taken (UntrustedAck); BridgeError if unreachable."""
+        raw = self._on_command(
+            "read what cameras said of a forget", lambda c: c.hgetall(self.keys.erased(global_id))
+        )
+        keys = (self._key, *self._also) if self._key is not None else ()
+        said: dict[str, EraseAck | UntrustedAck] = {}
+        for field_name, value in raw.items():
+            camera = _text(field_name)
+            try:
+                said[camera] = decode_ack(
+                    value, self.cfg.fleet, camera, global_id, keys, self.cfg.allow_unsigned
+                )
+            except UntrustedAck as e:
+                said[camera] = e
+        return said
+
+    def clear_erase_acks(self, global_id: int) -> None:
+        """Drop what cameras said of an earlier forget of ``global_id`` (before a new one is sent)."""
+        self._on_command(
+            "clear what cameras said of a forget", lambda c: c.delete(self.keys.erased(global_id))
+        )
+
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued has been written to Valkey; False if ``timeout`` passed first."""
         deadline = time.monotonic() + timeout
         with self._work:
-            while self._outbox or self._erase or self._in_flight:
+            while self._outbox or self._erase or self._acks or self._in_flight:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._stop.is_set():
                     return False
@@ -715,12 +750,13 @@ class Bridge:
         backoff = Backoff(self.cfg.reconnect_initial_s, self.cfg.reconnect_max_s)
         client: Any = None
         while True:
-            batch, erase = self._take_work()
-            if not batch and erase is None:
+            batch, erase, acks = self._take_work()
+            if not batch and erase is None and not acks:
                 break
             try:
                 if client is None:
                     client = connect(self.cfg, self.url, self._password)
+                self._write_acks(client, acks)  # first: written again harmlessly where what follows fails
                 if erase is not None:
                     self._do_erase(client, erase)
                 self._write(client, batch)
@@ -730,7 +766,7 @@ class Bridge:
             except (
                 Exception
             ) as e:  # Valkey away (expected) or a bug (logged with its trace): retry, never die
-                self._done(batch, erase, ok=False)
+                self._done(batch, erase, ok=False, acks=acks)
                 self._lost(client, "send", e)
                 client = None
                 if self._stop.wait(backoff.next()):
@@ -738,27 +774,36 @@ class Bridge:
         if client is not None:
             client.close()
 
-    def _take_work(self) -> tuple[list[FleetMessage], FleetMessage | None]:
-        """Up to publish_batch queued messages, or one forget request; ([], None) once stopped."""
+    def _take_work(self) -> tuple[list[FleetMessage], FleetMessage | None, list[EraseAck]]:
+        """Up to publish_batch queued messages, or one forget request, with what the camera says of forgets;
+        ([], None, []) once stopped."""
         with self._work:
-            while not (self._outbox or self._erase):
+            while not (self._outbox or self._erase or self._acks):
                 if self._stop.is_set():
-                    return [], None
+                    return [], None, []
                 self._work.wait(LIVE_POLL_S)
             if self._stop.is_set():
-                return [], None
+                return [], None, []
+            acks = list(self._acks)
+            self._acks.clear()
             # A forget waits for what was published before it, so no older profile brings its state back.
             limit = self._erase[0].seq if self._erase else math.inf
             if self._erase and not (self._outbox and self._outbox[0].seq < limit):
-                self._in_flight = 1
-                return [], self._erase.popleft()
+                self._in_flight = 1 + len(acks)
+                return [], self._erase.popleft(), acks
             batch: list[FleetMessage] = []
             while self._outbox and len(batch) < self.cfg.publish_batch and self._outbox[0].seq < limit:
                 batch.append(self._outbox.popleft())
-            self._in_flight = len(batch)
-            return batch, None
+            self._in_flight = len(batch) + len(acks)
+            return batch, None, acks
 
-    def _done(self, batch: list[FleetMessage], erase: FleetMessage | None, ok: bool) -> None:
+    def _done(
+        self,
+        batch: list[FleetMessage],
+        erase: FleetMessage | None,
+        ok: bool,
+        acks: list[EraseAck] | None = None,
+    ) -> None:
         with self._work:
             self._in_flight = 0
             if not ok:  # back to the front, oldest first, as far as the bound allows (the newest are kept)
@@ -768,7 +813,17 @@ class Bridge:
                 self._outbox.extendleft(reversed(keep))
                 if erase is not None:
                     self._erase.appendleft(erase)
+                room = max(0, self.cfg.backlog_size - len(self._acks))  # those said since are newer: kept
+                self._acks.extendleft(reversed((acks or [])[-room:] if room else []))
             self._work.notify_all()
+
+    def _write_acks(self, client: Any, acks: list[EraseAck]) -> None:
+        """Write what this camera says of forgets: a signed field in each id's hash, which expires
+        ``forget_ack_ttl_s`` after (``daemon.erase_ack``)."""
+        for ack in acks:
+            key = self.keys.erased(ack.global_id)
+            client.hset(key, ack.camera, ack.encode(self.cfg.fleet, self._key))
+            client.expire(key, self.cfg.forget_ack_ttl_s)
 
     def _write(self, client: Any, msgs: list[FleetMessage]) -> None:
         """Write ``msgs`` in as few signed batches as max_message_bytes allows, one script call each."""

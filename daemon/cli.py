@@ -178,10 +178,13 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from daemon.config import load_settings
     from daemon.fleet_runner import forget
 
-    if args.global_id < 1 or args.timeout <= 0:
-        raise ConfigError("forget: the global id must be >= 1 and --timeout > 0 seconds")
+    if args.global_id < 1 or args.timeout <= 0 or (args.wait is not None and not 0 <= args.wait <= 600):
+        raise ConfigError(
+            "forget: the global id must be >= 1, --timeout > 0 seconds and --wait 0 to 600 seconds"
+        )
     settings = load_settings(args.config)
-    done = forget(settings, args.global_id, args.timeout)
+    wait = settings.bridge.forget_wait_s if args.wait is None else args.wait
+    done = forget(settings, args.global_id, args.timeout, wait)
     gid = args.global_id
     if done.stored is not None:
         stored = (
@@ -193,20 +196,16 @@ def cmd_forget(args: argparse.Namespace) -> int:
     else:
         print(f"global id {gid}: no shared Valkey (bridge.url unset): erased from the cameras' files only")
     for name, erased in done.files.items():
-        print(f"  {name}: {erased.text()}")
-    for name in done.running:
-        print(
-            f"  {name}: running; its worker erases it from its files (where it cannot, its log and /health say "
-            "why, naming the file, and it tries again)"
-        )
+        print(f"  {name}: erased: {erased.text()}")
+    for name, what in done.confirmed.items():
+        print(f"  {name}: erased by its running worker: {what}")
     if done.report is not None:
         print(f"  fleet report made again without it: {done.report}")
+    for name, why in done.pending.items():
+        print(f"  {name}: pending: {why}; run forget again to hear from it", file=sys.stderr)
     for name, why in done.failed.items():
-        print(
-            f"  {name}: not erased from its files: {why}",
-            file=sys.stderr,
-        )
-    return 1 if done.failed else 0
+        print(f"  {name}: not erased from its files: {why}", file=sys.stderr)
+    return 0 if done.done else 1
 
 
 def cmd_who(args: argparse.Namespace) -> int:
@@ -969,6 +968,12 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("global_id", type=int, help="The global id to erase.")
     fg.add_argument("--config", "-c", required=True, help="Fleet YAML (its bridge section names the Valkey).")
     fg.add_argument("--timeout", type=float, default=5.0, help="Seconds to wait for Valkey.")
+    fg.add_argument(
+        "--wait",
+        type=float,
+        help="Seconds to wait for each running camera to say it erased the id (bridge.forget_wait_s, 5); one "
+        "that has not said so is reported pending, with why, and the exit status is 1.",
+    )
     fg.set_defaults(func=cmd_forget)
 
     wh = sub.add_parser("who", help="Who is where now in a running fleet: each identity and its cameras.")

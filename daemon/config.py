@@ -1731,6 +1731,20 @@ class BridgeConfig(_Strict):
         le=1_000_000,
         description="Messages kept while Valkey is away; beyond it the oldest are dropped.",
     )
+    forget_wait_s: float = Field(
+        5.0,
+        ge=0,
+        le=600,
+        description="`reid-daemon forget` waits this long (--wait) for each running camera to say, through Valkey, "
+        "that it erased the id from its files and memory, or why it could not yet (daemon/erase_ack.py).",
+    )
+    forget_ack_ttl_s: int = Field(
+        3600,
+        ge=60,
+        le=30 * 86_400,
+        description="What cameras said of a forget (one hash per forgotten id, a field per camera) expires from "
+        "Valkey this long after their last word.",
+    )
     inbox_size: int = Field(
         10_000,
         ge=1,

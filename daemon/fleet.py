@@ -53,6 +53,7 @@ from daemon.adapt import ProjectionHead, load_head
 from daemon.bridge import Bridge, BridgeError, FleetMessage
 from daemon.config import Settings, redact
 from daemon.embedding import atomic_write
+from daemon.erase_ack import AckState, erase_ack
 from daemon.errors import ConfigError, DataError
 from daemon.gallery import Gallery
 from daemon.identity import (
@@ -652,6 +653,12 @@ class FleetLink:
                 MAX_PENDING_FORGETS,
                 gid,
             )
+
+    def say_of_forgets(self, global_ids: list[int], state: AckState, detail: str) -> None:
+        """Tell ``reid-daemon forget``, through Valkey, what became of the forgets of ``global_ids`` here:
+        ``erased`` from the camera's files and memory (``detail``: what its files held), or ``pending`` (why)."""
+        now = time.time()
+        self.bridge.say_of_forgets(erase_ack(self.camera, gid, state, detail, now) for gid in global_ids)
 
     def take_forgotten(self) -> list[int]:
         """The ids forgotten since the last call, oldest first (for the camera's files: ``IdentityLog.forget``)."""

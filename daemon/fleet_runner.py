@@ -29,6 +29,7 @@ from tqdm import tqdm
 from daemon.bridge import Bridge, BridgeError
 from daemon.config import SecretSource, Settings, load_settings
 from daemon.erase import Erased, PendingForgets, UnreadableFile, erase_problem
+from daemon.erase_ack import EraseAck, UntrustedAck
 from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet import IDENTITY_TABLE_REFRESH_S
 from daemon.fleet_wire import FleetMessage
@@ -41,6 +42,7 @@ from daemon.valkey_server import EmbeddedValkey
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5
+FORGET_POLL_S = 0.2  # `forget` reads what the running cameras said of it this often while it waits
 STOP_GRACE_S = 10.0  # a camera still running this long after SIGTERM is killed (the unit's TimeoutStopSec)
 # A worker stopped before it has set its handlers (still importing its modules) dies of the forwarded SIGTERM, or
 # of a terminal's signal to its whole process group (SIGINT, SIGHUP), or exits 130 ("interrupted").
@@ -488,43 +490,100 @@ class Forgotten:
     files: dict[str, Erased]  # cameras not running: erased from their files here
     # cameras not running whose files could not be read or written here: why, and what to do about it
     failed: dict[str, str]
-    running: tuple[str, ...]  # cameras running: their workers erase their own files
+    confirmed: dict[str, str]  # running cameras whose workers said they erased it: what their files held
+    pending: dict[str, str]  # running cameras that did not say so within the wait: why
     report: Path | None  # the fleet report made again without the id
 
+    @property
+    def done(self) -> bool:
+        """Every camera erased it: here, or its running worker said so."""
+        return not self.failed and not self.pending
 
-def forget(settings: Settings, global_id: int, timeout_s: float) -> Forgotten:
+
+def forget(settings: Settings, global_id: int, timeout_s: float, wait_s: float = 0.0) -> Forgotten:
     """Erase ``global_id`` from the fleet: running workers drop it and erase it from their files, stored state
     in Valkey is deleted, and the files of the config's cameras that are not running are erased here
     (``daemon.erase``), with the fleet report made again from them (while a camera runs, the id is taken out
-    of the report as it stands). Without ``bridge.url`` (a fleet on an
-    embedded Valkey, which ended with its run) only the files are erased, and no camera may be running."""
+    of the report as it stands). The running cameras are waited for up to ``wait_s`` to say, through Valkey,
+    that they erased it (``daemon.erase_ack``); one that stops meanwhile without saying so is erased here. Without
+    ``bridge.url`` (a fleet on an embedded Valkey, which ended with its run) only the files are erased, and no
+    camera may be running."""
     from daemon.runner import worker_running
 
     dirs = {n: _camera_dir(settings, n) for n in settings.cameras}
-    running = tuple(n for n, d in dirs.items() if worker_running(d))
+    running = [n for n, d in dirs.items() if worker_running(d)]
     if settings.bridge.url is None and running:
         raise ConfigError(
             f"forget: cameras {', '.join(running)} are running on a fleet's embedded Valkey, which forget cannot "
             "reach (bridge.url is unset); stop the fleet first, or give the fleet a bridge.url"
         )
-    stored = _forget_in_valkey(settings, global_id, timeout_s) if settings.bridge.url is not None else None
-    # a camera that stopped meanwhile may have closed its bridge before the forget came: its files are erased here
-    running = tuple(n for n in running if worker_running(dirs[n]))
+    confirmed: dict[str, str] = {}
+    pending: dict[str, str] = {}
+    stored = None
+    if settings.bridge.url is not None:
+        with Bridge(settings.bridge, "forget-cli", receive=False) as bridge:
+            since = time.time() - settings.bridge.max_clock_skew_s
+            stored = _forget_in_valkey(bridge, global_id, timeout_s)
+            heard = _Heard(bridge, global_id, since, {n: dirs[n] for n in running})
+            confirmed, pending = heard.wait(wait_s)
+    # a camera that stopped meanwhile (its bridge closed before the forget came, or before it said): erased here
     files: dict[str, Erased] = {}
     failed: dict[str, str] = {}
     for n, d in dirs.items():
-        if n in running or not d.is_dir():
+        if n in confirmed or n in pending or not d.is_dir():
             continue
         try:
             files[n] = _erase_stopped(d, n, global_id)
         except OSError as e:  # a user who cannot write the folder: the rest of the fleet is erased still
             failed[n] = _erase_failure(e, d)
     erased_any = any(e.total for e in files.values())
-    if erased_any and not running:
+    if erased_any and not confirmed and not pending:
         report = _report_again(dirs, _ids_span_runs(settings), global_id)
     else:  # the running cameras' tables may hold the id a moment longer: out of the report as it stands
         report = _leave_out_of_report(dirs, global_id)
-    return Forgotten(stored, files, failed, running, report)
+    return Forgotten(stored, files, failed, confirmed, pending, report)
+
+
+class _Heard:
+    """What the running cameras said of a forget of ``global_id`` sent at ``since`` (less the clock skew the
+    fleet allows), read from Valkey until each said it erased it, or stopped."""
+
+    def __init__(self, bridge: Bridge, global_id: int, since: float, running: dict[str, Path]) -> None:
+        self.bridge, self.global_id, self.since, self.running = bridge, global_id, since, running
+
+    def wait(self, wait_s: float) -> tuple[dict[str, str], dict[str, str]]:
+        """Per running camera, what it erased (said ``erased``) or why not (``pending``); cameras that stopped
+        without saying so are in neither (their files are closed: erased here). Reads every FORGET_POLL_S
+        until each said ``erased`` or stopped, or ``wait_s`` passed."""
+        from daemon.runner import worker_running
+
+        deadline = time.monotonic() + wait_s
+        while True:
+            said = self.bridge.erase_acks(self.global_id)
+            confirmed = {
+                n: a.detail
+                for n, a in said.items()
+                if n in self.running and isinstance(a, EraseAck) and self._erased(a)
+            }
+            still = {n for n, d in self.running.items() if n not in confirmed and worker_running(d)}
+            if not still or time.monotonic() >= deadline:
+                return confirmed, {n: self._why(said.get(n), wait_s) for n in sorted(still)}
+            time.sleep(FORGET_POLL_S)
+
+    def _erased(self, ack: EraseAck) -> bool:
+        return ack.state == "erased" and ack.sent_at >= self.since
+
+    def _why(self, ack: EraseAck | UntrustedAck | None, wait_s: float) -> str:
+        """Why a running camera is not known to have erased the id."""
+        silent = (
+            f"its worker did not say it erased it within {wait_s:g} s (--wait): the forget reaches it through "
+            "Valkey, and it erases the id once it does; its log and /health say where it cannot"
+        )
+        if isinstance(ack, UntrustedAck):
+            return f"{silent} (what Valkey holds in its name is not taken: {ack})"
+        if ack is None or ack.sent_at < self.since:
+            return silent
+        return f"its worker has not erased it yet: {ack.detail}"
 
 
 def _erase_stopped(camera_dir: Path, camera: str, global_id: int) -> Erased:
@@ -550,20 +609,21 @@ def _erase_failure(e: OSError, camera_dir: Path) -> str:
     return f"{problem}; run forget again as a user who can write them"
 
 
-def _forget_in_valkey(settings: Settings, global_id: int, timeout_s: float) -> int:
-    """Send the forget to the fleet; returns how many stored entries (track states, batches, log entries) held
-    the id. ConfigError when the id was never handed out (nothing is sent)."""
-    with Bridge(settings.bridge, "forget-cli", receive=False) as bridge:
-        last = _last_global_id(bridge, timeout_s)
-        if last is not None and global_id > last:  # a typo: every worker would raise its id floor past it
-            raise ConfigError(
-                f"forget: global id {global_id} was never handed out (fleet {settings.bridge.fleet!r} has given "
-                f"1..{last}); nothing was sent"
-            )
-        bridge.forget(global_id)
-        if not bridge.flush(timeout_s):
-            raise bridge.unreachable(timeout_s)
-        return bridge.stats.erased
+def _forget_in_valkey(bridge: Bridge, global_id: int, timeout_s: float) -> int:
+    """Send the forget to the fleet, what its cameras said of an earlier one cleared first; returns how many
+    stored entries (track states, batches, log entries) held the id. ConfigError when the id was never handed
+    out (nothing is sent)."""
+    last = _last_global_id(bridge, timeout_s)
+    if last is not None and global_id > last:  # a typo: every worker would raise its id floor past it
+        raise ConfigError(
+            f"forget: global id {global_id} was never handed out (fleet {bridge.cfg.fleet!r} has given "
+            f"1..{last}); nothing was sent"
+        )
+    bridge.clear_erase_acks(global_id)
+    bridge.forget(global_id)
+    if not bridge.flush(timeout_s):
+        raise bridge.unreachable(timeout_s)
+    return bridge.stats.erased
 
 
 def _report_dir(dirs: dict[str, Path]) -> Path | None:

@@ -51,6 +51,10 @@ class FleetKeys:
     def channel(self) -> str:
         return f"reid:{{{self.fleet}}}:live"
 
+    def erased(self, global_id: int) -> str:
+        """The hash of what the cameras said of the forget of ``global_id`` (``daemon.erase_ack``)."""
+        return f"reid:{{{self.fleet}}}:erased:{global_id}"
+
     def camera_keys(self, camera: str) -> tuple[str, str, str, str, str]:
         """(log, state, seen, blobs, refs) of ``camera``: one hash tag, one slot."""
         tag = f"reid:{{{self.fleet}/{camera}}}"

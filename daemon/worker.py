@@ -580,6 +580,7 @@ class CameraWorker:
             self._keep_pending(outputs, PendingForgets(outputs.dir).remove, gone)
         self.unerased, self._erase_retry_s, self._erase_retry_at = None, 0.0, 0.0
         log.info("%s: forgot global ids %s; from its files: %s", self.name, gone, erased.text())
+        fleet.say_of_forgets(gone, "erased", erased.text())  # files and memory clean: `forget` hears it
 
     def _erase_later(self, outputs: CameraOutputs, gids: list[int], problem: str) -> None:
         """``gids`` could not be erased from the camera's files (``problem``): they wait, tried again after
@@ -591,6 +592,7 @@ class CameraWorker:
         self._erase_retry_s = min(max(2 * self._erase_retry_s, FORGET_RETRY_S), FORGET_RETRY_MAX_S)
         self._erase_retry_at = time.monotonic() + self._erase_retry_s
         self.unerased = f"global ids {gids} are still in its files: {problem}"
+        self.fleet.say_of_forgets(gids, "pending", f"{problem}; it tries again")
         log.error(
             "%s: forget not done: %s; trying again in %g s", self.name, self.unerased, self._erase_retry_s
         )

@@ -182,7 +182,10 @@ def test_forget_without_a_shared_valkey_erases_a_finished_fleets_files_and_repor
 
     assert main(["-q", "forget", "7", "--config", str(config)]) == 0
     out = capsys.readouterr().out  # type: ignore[attr-defined]
-    assert "erased from the cameras' files only" in out and "cam: 1 identity lines, 1 global-id rows" in out
+    assert (
+        "erased from the cameras' files only" in out
+        and "cam: erased: 1 identity lines, 1 global-id rows" in out
+    )
     assert "b: " not in out  # a camera that left no folder is not named
     report = json.loads((runs / "report.json").read_text())
     assert set(report["people"]) == {"8"}
@@ -339,7 +342,7 @@ def test_forget_erases_a_camera_that_stopped_while_the_forget_was_sent(
 
         monkeypatch.setattr(runner, "worker_running", running_once)
         assert main(["-q", "forget", "7", "--config", str(config)]) == 0
-    assert "cam: 1 identity lines" in capsys.readouterr().out
+    assert "cam: erased: 1 identity lines" in capsys.readouterr().out
     assert all(e["global_id"] != 7 for e in _events(tmp_path / "runs" / "cam"))
 
 
@@ -551,7 +554,7 @@ def test_forget_on_a_stopped_camera_with_ids_pending_says_which_it_erased_were_p
 
     assert main(["-q", "forget", "7", "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert "cam: 2 identity lines" in out
+    assert "cam: erased: 2 identity lines" in out
     assert "with 1 global id its last stop left in forget-pending.json" in out, out
     assert not pending.path.exists()
     assert {e["global_id"] for e in _events(runs / "cam")} == {8, None}

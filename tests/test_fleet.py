@@ -816,8 +816,11 @@ def test_forget_while_a_camera_runs_takes_the_person_out_of_the_fleet_report(
     status = {"state": "running", "pid": os.getpid(), "host": socket.gethostname()}
     (runs / "a" / "status.json").write_text(json.dumps(status))  # its worker erases its own files
 
-    assert main(["-q", "forget", str(gid), "--config", str(path)]) == 0
-    assert f"fleet report made again without it: {runs / 'report.md'}" in capsys.readouterr().out
+    assert main(["-q", "forget", str(gid), "--config", str(path), "--wait", "0.5"]) == 1
+    out, err = capsys.readouterr()
+    assert f"fleet report made again without it: {runs / 'report.md'}" in out
+    # no worker there to say it erased the id: pending, and the exit status says it is not done
+    assert "  a: pending: its worker did not say it erased it within 0.5 s (--wait)" in err, err
     report = json.loads((runs / "report.json").read_text())
     assert set(report["people"]) == {str(other)} and report["identities"] == 1
     assert f"| {gid} |" not in (runs / "report.md").read_text()
@@ -873,9 +876,16 @@ def test_forget_command_refuses_an_id_or_timeout_that_cannot_be(
     }
     path.write_text(yaml.safe_dump(cfg))
     capsys.readouterr()
-    for argv in (["0"], ["--", "-3"], ["3", "--timeout", "-1"], ["3", "--timeout", "0"]):
+    said = "forget: the global id must be >= 1, --timeout > 0 seconds and --wait 0 to 600 seconds"
+    for argv in (
+        ["0"],
+        ["--", "-3"],
+        ["3", "--timeout", "-1"],
+        ["3", "--timeout", "0"],
+        ["3", "--wait", "-1"],
+    ):
         assert main(["-q", "forget", "--config", str(path), *argv]) == 2, argv
-        assert "forget: the global id must be >= 1 and --timeout > 0 seconds" in capsys.readouterr().err
+        assert said in capsys.readouterr().err
     assert main(["-q", "forget", "3", "--config", str(path)]) == 0
 
 

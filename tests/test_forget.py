@@ -1,0 +1,146 @@
+"""`reid-daemon forget` hears from the running cameras: real workers (processes) on a real Valkey say, signed,
+that they erased the id from their files, or why not yet, and the command prints it per camera."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from _unreadable import unreadable_file
+from _video import make_video
+
+from daemon.bridge import Bridge
+from daemon.cli import main
+from daemon.config import load_settings
+from daemon.erase_ack import UntrustedAck, decode_ack, erase_ack
+from daemon.runner import worker_running
+from daemon.valkey_server import EmbeddedValkey
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "f" * 32
+
+
+@pytest.fixture
+def valkey() -> Iterator[EmbeddedValkey]:
+    with EmbeddedValkey("tcp") as server:
+        yield server
+
+
+def _fleet(tmp_path: Path, url: str) -> Path:
+    """Two cameras replaying a synthetic clip in real time (true boxes and looks) on ``url``'s Valkey."""
+    clip = make_video(tmp_path / "clip.mp4", frames=600, size=(160, 120), fps=10.0, people=2)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    camera = {
+        "source": {"uri": str(clip.path)},
+        "detector": {"type": "ground-truth", "path": str(gt)},
+        "embedder": {"type": "ground-truth", "truth": {"path": str(gt)}},
+        "output": {"dir": str(tmp_path / "runs"), "progress": False, "video": False},
+    }
+    cfg = {
+        "bridge": {"url": url, "signing_key": {"value": KEY}},
+        "fleet": {"enabled": True, "replay_speed": 1.0},
+        "identity": {"min_observations": 2, "new_min_observations": 2},
+        "cameras": {"a": camera, "b": camera},
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _start(config: Path, camera: str, tmp_path: Path) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "daemon",
+        "run",
+        "--config",
+        str(config),
+        "--camera",
+        camera,
+        "--no-progress",
+    ]
+    log = (tmp_path / f"{camera}.log").open("wb")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
+
+
+def _until(what: str, ok: object, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_forget_says_which_running_cameras_erased_the_id_and_which_have_not_yet(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A running camera's erase was said only in its own log and on its /health: `forget` returned as if done
+    while a camera could not erase the person from its files. Each running camera now says so through Valkey,
+    and `forget` waits for them: one that erased it is named erased, one whose files refuse it pending, with the
+    file and why, and the exit status is 1 until every camera erased it."""
+    config = _fleet(tmp_path, valkey.url)
+    earlier = tmp_path / "runs" / "b" / "earlier-20260101T000000Z"
+    earlier.mkdir(parents=True)
+    blocked = unreadable_file(earlier / "events.jsonl")
+    workers = [_start(config, c, tmp_path) for c in ("a", "b")]
+    try:
+        settings = load_settings(config)
+        with Bridge(settings.bridge, "test", receive=False) as bridge:
+            _until("a global id", lambda: (bridge.last_global_id() or 0) >= 1)
+        _until("both workers running", lambda: all(worker_running(tmp_path / "runs" / c) for c in "ab"))
+        capsys.readouterr()
+
+        assert main(["-q", "forget", "1", "--config", str(config), "--wait", "8"]) == 1
+        out, err = capsys.readouterr()
+        assert "  a: erased by its running worker: " in out, out + err
+        assert (
+            f"  b: pending: its worker has not erased it yet: cannot read {blocked}: Input/output error"
+            in err
+        )
+        assert "run forget again to hear from it" in err
+
+        blocked.unlink()
+        blocked.write_text("")  # mended: b's next try erases it
+        assert main(["-q", "forget", "1", "--config", str(config), "--wait", "70"]) == 0
+        out, err = capsys.readouterr()
+        assert "  a: erased by its running worker: " in out and "  b: erased by its running worker: " in out
+        assert not err, err
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(30)
+    for c in "ab":
+        events = (tmp_path / "runs" / c / "events.jsonl").read_text().splitlines()
+        assert not [e for e in map(json.loads, events) if e.get("global_id") == 1], c
+
+
+def test_a_word_in_valkey_not_signed_for_that_camera_and_id_with_the_fleet_key_is_not_taken() -> None:
+    """What a camera says is signed over the fleet, the id, the camera and the word: a copy under another
+    camera or id, another key's, an unsigned one and a damaged one are each refused, naming why."""
+    key, other = b"k" * 32, b"o" * 32
+    ack = erase_ack("a", 7, "erased", "no file held it", 1000.5)
+    raw = ack.encode("fleet", key)
+    assert decode_ack(raw, "fleet", "a", 7, (other, key), False) == ack  # an accepted key of a rotation too
+    for camera, gid, fleet, keys in (
+        ("b", 7, "fleet", (key,)),
+        ("a", 8, "fleet", (key,)),
+        ("a", 7, "x", (key,)),
+    ):
+        with pytest.raises(UntrustedAck, match="signature is not the fleet key's"):
+            decode_ack(raw, fleet, camera, gid, keys, False)
+    with pytest.raises(UntrustedAck, match="signature is not the fleet key's"):
+        decode_ack(ack.encode("fleet", other), "fleet", "a", 7, (key,), False)
+    with pytest.raises(UntrustedAck, match="unsigned"):
+        decode_ack(ack.encode("fleet", None), "fleet", "a", 7, (key,), False)
+    assert decode_ack(ack.encode("fleet", None), "fleet", "a", 7, (), True) == ack  # allow_unsigned
+    with pytest.raises(UntrustedAck, match="not a word this daemon writes"):
+        decode_ack(b"erased", "fleet", "a", 7, (key,), False)
