@@ -16,11 +16,12 @@ wrote down as well, in its folder and its ``earlier-*`` folders:
 
 Annotated videos keep their pixels: a video cannot be edited this way (the README says so).
 
-An erase can be given a deadline (a stopping worker's, under the unit's TimeoutStopSec): it stops between
-folders once past it, oldest folder first so that what is left can be erased again to the same end, and says so
-(``Erased.left``). Ids whose erase is not done wait in the camera's ``forget-pending.json`` (``PendingForgets``),
-written before the erase begins: the next start, or ``reid-daemon forget`` on the stopped camera, erases them
-first, and a worker killed meanwhile loses none.
+An erase can be given a deadline (a stopping worker's, under the unit's TimeoutStopSec): it stops at the line
+it reads past it, the file it was reading left as it was (each file is written whole or not at all), oldest
+folder first so that what is left can be erased again to the same end, and says so (``Erased.left``). Ids
+whose erase is not done wait in the camera's ``forget-pending.json`` (``PendingForgets``), written before the
+erase begins: the next start, or ``reid-daemon forget`` on the stopped camera, erases them first, and a worker
+killed meanwhile loses none.
 
 Every text file is rewritten atomically (a temporary file in the folder, then a rename); a worker that holds a
 file open reopens it after (``CameraOutputs.forget``). A line that is not UTF-8 text (a damaged file) is read
@@ -140,6 +141,15 @@ def _damage(path: Path, lines: list[int]) -> str | None:
     return f"{path}: 1 line not UTF-8 text (line {some}), kept as it was: a damaged file"
 
 
+class OutOfTime(Exception):
+    """An erase's deadline came before it was done."""
+
+
+def _check(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() >= deadline:
+        raise OutOfTime
+
+
 def text_lines(path: Path) -> Iterator[tuple[bytes, str, bool]]:
     """The lines of ``path`` as written (split at ``\\n`` only), as text, and whether they are UTF-8 text; in
     one that is not, a bad byte is kept as a lone surrogate (``surrogateescape``): it still reads as a record
@@ -153,17 +163,22 @@ def text_lines(path: Path) -> Iterator[tuple[bytes, str, bool]]:
 
 
 def rewrite_lines(
-    path: Path, edit: Callable[[str], str | None], before: Callable[[], object] | None = None
+    path: Path,
+    edit: Callable[[str], str | None],
+    before: Callable[[], object] | None = None,
+    deadline: float | None = None,
 ) -> Rewritten:
     """Rewrite text file ``path`` line by line: ``edit`` returns the line to keep (changed or not) or None to
     drop it. Written atomically, and only when a line changed, ``before`` called first; a line kept unchanged is
-    written back byte for byte (one that is not UTF-8 text too: its damage is noted)."""
+    written back byte for byte (one that is not UTF-8 text too: its damage is noted). OutOfTime where
+    ``deadline`` (monotonic) comes before the last line is read: the file is left as it was."""
     if not path.is_file():
         return Rewritten(0)
     kept: list[bytes] = []
     changed = 0
     damaged: list[int] = []
     for n, (raw, line, utf8) in enumerate(text_lines(path)):
+        _check(deadline)
         new = edit(line)
         if new == line:
             kept.append(raw)
@@ -193,7 +208,7 @@ def _of(rec: dict[str, Any] | None, gids: set[int]) -> bool:
     return rec is not None and rec.get("global_id") in gids
 
 
-def erase_identity_lines(path: Path, gids: set[int]) -> Rewritten:
+def erase_identity_lines(path: Path, gids: set[int], deadline: float | None = None) -> Rewritten:
     """``identities.jsonl``: drop the ``identity`` lines of ``gids``; says which of them the file held, and
     which have a ``forgotten`` line after their last identity line (``Rewritten.said``)."""
     held: set[int] = set()
@@ -211,7 +226,7 @@ def erase_identity_lines(path: Path, gids: set[int]) -> Rewritten:
         said.discard(rec["global_id"])
         return None
 
-    return rewrite_lines(path, edit).of(held, said)
+    return rewrite_lines(path, edit, deadline=deadline).of(held, said)
 
 
 def erase_table(path: Path, gids: set[int]) -> Rewritten:
@@ -247,7 +262,7 @@ def _is_utf8(raw: bytes) -> bool:
     return True
 
 
-def erase_global_rows(path: Path, gids: set[int]) -> Rewritten:
+def erase_global_rows(path: Path, gids: set[int], deadline: float | None = None) -> Rewritten:
     """A ``<camera>.global.txt``: drop the rows whose id (second column) is one of ``gids``."""
     held: set[int] = set()
 
@@ -262,16 +277,7 @@ def erase_global_rows(path: Path, gids: set[int]) -> Rewritten:
         held.add(gid)
         return None
 
-    return rewrite_lines(path, edit).of(held)
-
-
-class OutOfTime(Exception):
-    """An erase's deadline came before it was done."""
-
-
-def _check(deadline: float | None) -> None:
-    if deadline is not None and time.monotonic() >= deadline:
-        raise OutOfTime
+    return rewrite_lines(path, edit, deadline=deadline).of(held)
 
 
 def pending_lines(folders: list[Path], gids: set[int], deadline: float | None = None) -> dict[Path, set[int]]:
@@ -279,7 +285,7 @@ def pending_lines(folders: list[Path], gids: set[int], deadline: float | None = 
     whose track's next global id is one of ``gids``: who they were before the fleet knew. Such a run of events
     starts after the track's latest global id, or at its ``track.started`` (a restarted run, or a track re-linked,
     can number a track as before; rotated files go on without one), and ends at its ``track.ended``. OutOfTime
-    where ``deadline`` (monotonic) comes before a folder."""
+    where ``deadline`` (monotonic) comes before the last line is read."""
     pending: dict[int, list[tuple[Path, int]]] = {}
     doomed: dict[Path, set[int]] = {}
     for folder in folders:
@@ -288,6 +294,7 @@ def pending_lines(folders: list[Path], gids: set[int], deadline: float | None = 
         if not path.is_file():
             continue
         for n, (_, line, _) in enumerate(text_lines(path)):
+            _check(deadline)
             rec = _record(line)
             if rec is None or not isinstance(rec.get("track_id"), int) or "global_id" not in rec:
                 continue
@@ -304,7 +311,9 @@ def pending_lines(folders: list[Path], gids: set[int], deadline: float | None = 
     return doomed
 
 
-def erase_events(path: Path, gids: set[int], pending: set[int], embeddings: Path) -> tuple[Rewritten, int]:
+def erase_events(
+    path: Path, gids: set[int], pending: set[int], embeddings: Path, deadline: float | None = None
+) -> tuple[Rewritten, int]:
     """``events.jsonl``: events of ``gids``, and the events on lines ``pending`` (with no global id yet: see
     ``pending_lines``), lose their global id, label and embedding; the rows they referenced in ``embeddings``
     are zeroed first (again, where an erase killed before the rewrite did it already), so that no kill leaves
@@ -336,7 +345,7 @@ def erase_events(path: Path, gids: set[int], pending: set[int], embeddings: Path
         nonlocal zeroed
         zeroed = zero_embedding_rows(embeddings, rows)
 
-    rewritten = rewrite_lines(path, edit, zero)
+    rewritten = rewrite_lines(path, edit, zero, deadline)
     return rewritten.of(held), zeroed
 
 
@@ -368,18 +377,23 @@ def folders_of(camera_dir: Path) -> list[Path]:
     return [camera_dir, *earlier_folders(camera_dir)]
 
 
-def erase_folder(folder: Path, gids: set[int], pending: set[int], erased: Erased) -> None:
+def erase_folder(
+    folder: Path, gids: set[int], pending: set[int], erased: Erased, deadline: float | None = None
+) -> None:
     """Erase ``gids`` from the camera files in one folder (none of them open for writing), counted in
-    ``erased`` file by file: where a file raises, what the files before it changed is there still."""
-    lines = erase_identity_lines(folder / "identities.jsonl", gids)
+    ``erased`` file by file: where a file raises, what the files before it changed is there still. OutOfTime
+    where ``deadline`` (monotonic) comes first: the file it was reading is left as it was (each is written
+    whole), the files before it erased (the events' embedding rows are zeroed as their file is written)."""
+    lines = erase_identity_lines(folder / "identities.jsonl", gids, deadline)
     erased.said = (erased.said - lines.held) | lines.said  # a newer folder's word is the last
     erased.identity_lines += erased.note(lines)
+    _check(deadline)
     erased.note(erase_table(folder / "identities.json", gids))
-    events, zeroed = erase_events(folder / "events.jsonl", gids, pending, folder / "embeddings.npy")
+    events, zeroed = erase_events(folder / "events.jsonl", gids, pending, folder / "embeddings.npy", deadline)
     erased.embeddings += zeroed
     erased.event_lines += erased.note(events)
     for mot in folder.glob("*.global.txt"):
-        erased.global_rows += erased.note(erase_global_rows(mot, gids))
+        erased.global_rows += erased.note(erase_global_rows(mot, gids, deadline))
 
 
 def erase_camera(
@@ -387,9 +401,10 @@ def erase_camera(
 ) -> Erased:
     """Erase ``global_ids`` from every file a camera left in ``camera_dir`` and its ``earlier-*`` folders, all
     of them in one pass over each file (a stopping worker can have thousands waiting). The folders are erased
-    oldest first, the camera's own last, and with a ``deadline`` (monotonic) none is begun past it (the erase
-    then says ``left``): the events of a track from before its global id come before it, so an erase cut short
-    leaves the id where the next one finds those events again. Counted in ``erased`` where given: a file that
+    oldest first, the camera's own last, and with a ``deadline`` (monotonic) the erase stops at the line it
+    reads past it, the file it was reading left as it was (the erase then says ``left``): the events of a track
+    from before its global id come before it, so an erase cut short leaves the id where the next one finds
+    those events again. Counted in ``erased`` where given: a file that
     raises leaves there what was erased before it (the ids the files rewritten held)."""
     gids = set(global_ids)
     folders = folders_of(camera_dir)
@@ -399,7 +414,7 @@ def erase_camera(
         pending = pending_lines(oldest_first, gids, deadline)
         for folder in oldest_first:
             _check(deadline)
-            erase_folder(folder, gids, pending.get(folder, set()), erased)
+            erase_folder(folder, gids, pending.get(folder, set()), erased, deadline)
     except OutOfTime:
         erased.left = True
     return erased

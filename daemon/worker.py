@@ -48,8 +48,9 @@ FORGET_RETRY_S = (
 )
 FORGET_RETRY_MAX_S = 60.0  # ... up to this
 FORGET_IDLE_S = 1.0  # a live fleet camera erases forgotten ids from its files this often between frames too
-# a stopping worker erases forgotten ids from its files for at most this long (plus the file it is on), well
-# under the unit's TimeoutStopSec (10 s: deploy/reid-daemon@.service); the rest wait in forget-pending.json
+# a stopping worker erases forgotten ids from its files for at most this long (looked at line by line, the
+# file it reads then left whole), well under the unit's TimeoutStopSec (10 s: deploy/reid-daemon@.service);
+# the rest wait in forget-pending.json
 STOP_ERASE_S = 5.0
 MAX_LOGGED_IDS = 10  # forgotten ids named in a log line (the rest counted: a journald line is at most 48 KB)
 

@@ -592,3 +592,29 @@ def test_forget_on_a_stopped_camera_that_fails_partway_keeps_the_ids_its_rewritt
     assert not pending.path.exists()
     lines = [json.loads(x) for x in (folder / "identities.jsonl").read_text().splitlines()]
     assert [(x["event"], x["global_id"]) for x in lines if x["event"] == "forgotten"] == [("forgotten", 7)]
+
+
+def test_an_erase_with_a_deadline_stops_inside_one_large_folder(tmp_path: Path) -> None:
+    """A stopping worker's erase (STOP_ERASE_S, under the unit's TimeoutStopSec) looked at its deadline only
+    between folders, so one folder whose events.jsonl takes seconds to read ran past it by all that time (and
+    the unit's SIGKILL came). It is looked at line by line: the erase stops soon after its deadline, leaving
+    the folder as it was (a file is written whole or not at all), and says it is left."""
+    import time
+
+    folder = tmp_path / "cam"
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {1: 7, 2: 8})
+    outputs.close()
+    line = json.dumps(
+        {"v": 1, "event": "track.seen", "frame": 1, "track_id": 2, "global_id": 8, "x": "." * 60}
+    )
+    with open(folder / "events.jsonl", "a") as f:
+        f.write((line + "\n") * 400_000)
+    before = _files_of(folder)
+
+    started = time.monotonic()
+    erased = erase_camera(folder, [7], deadline=started + 0.2)
+    took = time.monotonic() - started
+
+    assert erased.left and took < 1.2, took  # reading the file once takes seconds here
+    assert _files_of(folder) == before

@@ -137,9 +137,10 @@ def test_the_example_waits_for_a_camera_at_start_for_less_than_the_unit_gives_a_
 
 
 def test_a_stopping_worker_erases_for_well_under_the_time_the_unit_gives_a_stop() -> None:
-    """A stopping worker erases forgotten ids for up to ``worker.STOP_ERASE_S``, plus the file it is on, after
+    """A stopping worker erases forgotten ids for up to ``worker.STOP_ERASE_S`` (and the line it reads), after
     its outputs close and before its summary: past the unit's ``TimeoutStopSec`` systemd SIGKILLs it mid-file.
-    At most half of it, the rest left for that file and the stop itself; and the READMEs say the same figures."""
+    At most half of it, the rest left for writing the file it is on and the stop itself; and the READMEs say the
+    same figures."""
     from daemon.worker import STOP_ERASE_S
 
     stop_s = _unit_seconds((DEPLOY / "reid-daemon@.service").read_text(), "TimeoutStopSec")

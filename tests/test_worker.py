@@ -1081,11 +1081,13 @@ def test_a_worker_killed_while_it_erases_its_pending_forgets_loses_none(
     erase_folder = erase_module.erase_folder
     calls: list[Path] = []
 
-    def killed_after_one(folder: Path, gids: set[int], pending: set[int], erased: object) -> None:
+    def killed_after_one(
+        folder: Path, gids: set[int], pending: set[int], erased: object, deadline: float | None = None
+    ) -> None:
         if calls:
             raise _Killed
         calls.append(folder)
-        erase_folder(folder, gids, pending, erased)
+        erase_folder(folder, gids, pending, erased, deadline)
 
     monkeypatch.setattr(erase_module, "erase_folder", killed_after_one)
     with pytest.raises(_Killed):
