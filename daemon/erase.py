@@ -89,6 +89,9 @@ class Erased:
     said: set[int] = field(default_factory=set)
     left: bool = False  # its deadline came before every folder was erased (erased again, it ends the same)
     pending: int = 0  # ids erased with it that an earlier stop left in forget-pending.json (counted in it)
+    # called with the ids a file holds before the file is replaced (PendingForgets keeps them: a kill after the
+    # replace leaves a note of them, so the erase done again writes their forgotten line)
+    keep: Callable[[set[int]], object] | None = field(default=None, repr=False, compare=False)
 
     def note(self, rewritten: Rewritten) -> int:
         """Keep what ``rewritten`` says of damaged lines, and the ids it held; returns its lines changed."""
@@ -208,9 +211,15 @@ def _of(rec: dict[str, Any] | None, gids: set[int]) -> bool:
     return rec is not None and rec.get("global_id") in gids
 
 
-def erase_identity_lines(path: Path, gids: set[int], deadline: float | None = None) -> Rewritten:
+def erase_identity_lines(
+    path: Path,
+    gids: set[int],
+    deadline: float | None = None,
+    keep: Callable[[set[int]], object] | None = None,
+) -> Rewritten:
     """``identities.jsonl``: drop the ``identity`` lines of ``gids``; says which of them the file held, and
-    which have a ``forgotten`` line after their last identity line (``Rewritten.said``)."""
+    which have a ``forgotten`` line after their last identity line (``Rewritten.said``). ``keep``: see
+    ``Erased.keep``."""
     held: set[int] = set()
     said: set[int] = set()
 
@@ -226,7 +235,7 @@ def erase_identity_lines(path: Path, gids: set[int], deadline: float | None = No
         said.discard(rec["global_id"])
         return None
 
-    return rewrite_lines(path, edit, deadline=deadline).of(held, said)
+    return rewrite_lines(path, edit, _keeping(keep, held), deadline).of(held, said)
 
 
 def erase_table(path: Path, gids: set[int]) -> Rewritten:
@@ -262,8 +271,14 @@ def _is_utf8(raw: bytes) -> bool:
     return True
 
 
-def erase_global_rows(path: Path, gids: set[int], deadline: float | None = None) -> Rewritten:
-    """A ``<camera>.global.txt``: drop the rows whose id (second column) is one of ``gids``."""
+def erase_global_rows(
+    path: Path,
+    gids: set[int],
+    deadline: float | None = None,
+    keep: Callable[[set[int]], object] | None = None,
+) -> Rewritten:
+    """A ``<camera>.global.txt``: drop the rows whose id (second column) is one of ``gids`` (``keep``: see
+    ``Erased.keep``)."""
     held: set[int] = set()
 
     def edit(line: str) -> str | None:
@@ -277,7 +292,12 @@ def erase_global_rows(path: Path, gids: set[int], deadline: float | None = None)
         held.add(gid)
         return None
 
-    return rewrite_lines(path, edit, deadline=deadline).of(held)
+    return rewrite_lines(path, edit, _keeping(keep, held), deadline).of(held)
+
+
+def _keeping(keep: Callable[[set[int]], object] | None, held: set[int]) -> Callable[[], object] | None:
+    """The ``before`` of a rewrite: ``keep`` called with the ids its lines held (``Erased.keep``)."""
+    return None if keep is None else lambda: keep(held)
 
 
 def pending_lines(folders: list[Path], gids: set[int], deadline: float | None = None) -> dict[Path, set[int]]:
@@ -312,12 +332,18 @@ def pending_lines(folders: list[Path], gids: set[int], deadline: float | None = 
 
 
 def erase_events(
-    path: Path, gids: set[int], pending: set[int], embeddings: Path, deadline: float | None = None
+    path: Path,
+    gids: set[int],
+    pending: set[int],
+    embeddings: Path,
+    deadline: float | None = None,
+    keep: Callable[[set[int]], object] | None = None,
 ) -> tuple[Rewritten, int]:
     """``events.jsonl``: events of ``gids``, and the events on lines ``pending`` (with no global id yet: see
     ``pending_lines``), lose their global id, label and embedding; the rows they referenced in ``embeddings``
     are zeroed first (again, where an erase killed before the rewrite did it already), so that no kill leaves
-    a row no event points to any more unzeroed. Returns the lines changed and the rows zeroed."""
+    a row no event points to any more unzeroed (``keep``, see ``Erased.keep``, called before both). Returns the
+    lines changed and the rows zeroed."""
     rows: list[int] = []
     zeroed = 0
     held: set[int] = set()
@@ -343,6 +369,8 @@ def erase_events(
 
     def zero() -> None:
         nonlocal zeroed
+        if keep is not None:
+            keep(held)
         zeroed = zero_embedding_rows(embeddings, rows)
 
     rewritten = rewrite_lines(path, edit, zero, deadline)
@@ -384,16 +412,19 @@ def erase_folder(
     ``erased`` file by file: where a file raises, what the files before it changed is there still. OutOfTime
     where ``deadline`` (monotonic) comes first: the file it was reading is left as it was (each is written
     whole), the files before it erased (the events' embedding rows are zeroed as their file is written)."""
-    lines = erase_identity_lines(folder / "identities.jsonl", gids, deadline)
+    keep = erased.keep
+    lines = erase_identity_lines(folder / "identities.jsonl", gids, deadline, keep)
     erased.said = (erased.said - lines.held) | lines.said  # a newer folder's word is the last
     erased.identity_lines += erased.note(lines)
     _check(deadline)
     erased.note(erase_table(folder / "identities.json", gids))
-    events, zeroed = erase_events(folder / "events.jsonl", gids, pending, folder / "embeddings.npy", deadline)
+    events, zeroed = erase_events(
+        folder / "events.jsonl", gids, pending, folder / "embeddings.npy", deadline, keep
+    )
     erased.embeddings += zeroed
     erased.event_lines += erased.note(events)
     for mot in folder.glob("*.global.txt"):
-        erased.global_rows += erased.note(erase_global_rows(mot, gids, deadline))
+        erased.global_rows += erased.note(erase_global_rows(mot, gids, deadline, keep))
 
 
 def erase_camera(
@@ -499,34 +530,29 @@ class PendingForgets:
         self.write([g for g in ids if g not in gone], held - gone)
 
     def erase(self, camera: str, now: float, deadline: float | None = None) -> Erased:
-        """Erase the ids waiting from the camera's closed files (``erase_stopped_camera``); the file goes once
-        they are, else keeps them with those found so far. A file that cannot be read or written raises its
-        OSError, the ids kept waiting, with those the files rewritten before it held (their ``forgotten`` line
-        is written by the erase that ends it; those files hold them no more)."""
+        """Erase the ids waiting from the camera's closed files (``erase_ids``)."""
         ids, held = self.read()
         if not ids:
             return Erased()
-        erased = self.erase_ids(camera, ids, held, now, deadline)
-        self.write(ids if erased.left else [], erased.held)
-        return erased
+        return self.erase_ids(camera, ids, held, now, deadline)
 
     def erase_ids(
         self, camera: str, ids: list[int], held: set[int], now: float, deadline: float | None = None
     ) -> Erased:
-        """``erase_stopped_camera`` of ``ids`` (``held``: those an erase cut short found before); one that raises
-        partway keeps ``ids`` waiting here with the ids the files it rewrote held (``keep_held``)."""
-        erased = Erased()
-        try:
-            return erase_stopped_camera(self.camera_dir, camera, ids, now, deadline, held, erased)
-        except OSError:
-            self.keep_held(ids, held, erased)
-            raise
+        """``erase_stopped_camera`` of ``ids`` (``held``: those an erase cut short found before); the file goes
+        once they are erased, else keeps them with those found so far. Before a file holding ids not known to be
+        held is replaced, ``ids`` are kept waiting here with them (``Erased.keep``): an erase that fails partway
+        (a file it cannot read or write: its OSError raised), or is killed, leaves a note of the ids the files it
+        rewrote held, and the erase that ends it writes their ``forgotten`` line (those files hold them no more).
+        Where this file cannot be written, that is passed over: the erase's own error is the one to raise."""
+        known = set(held)
 
-    def keep_held(self, ids: list[int], held: set[int], erased: Erased) -> None:
-        """After an erase of ``ids`` raised partway: where the files it rewrote held ids not in ``held``
-        (``erased.held``), keep ``ids`` waiting with them, so that the erase done again writes their
-        ``forgotten`` line (those files hold them no more). A file that cannot be written is passed over: the
-        error the erase met is the one to raise."""
-        if erased.held - held:
-            with contextlib.suppress(OSError):
-                self.write(ids, held | erased.held)
+        def keep(found: set[int]) -> None:
+            if found - known:
+                known.update(found)
+                with contextlib.suppress(OSError):
+                    self.write(ids, set(known))
+
+        erased = erase_stopped_camera(self.camera_dir, camera, ids, now, deadline, held, Erased(keep=keep))
+        self.write(ids if erased.left else [], erased.held)
+        return erased

@@ -589,8 +589,9 @@ class _Heard:
 def _erase_stopped(camera_dir: Path, camera: str, global_id: int) -> Erased:
     """Erase ``global_id`` from a stopped camera's files, with the ids its last stop left in its
     forget-pending.json (``erase.PendingForgets``) first, in the same pass: counted in what it erased, and said
-    to be (``Erased.pending``). One that fails partway keeps the id in forget-pending.json where the files it
-    rewrote held it, so that forget run again writes its ``forgotten`` line."""
+    to be (``Erased.pending``). The id goes into forget-pending.json before a file holding it is replaced, so
+    that one that fails partway, or is killed or interrupted, leaves it there, and forget run again writes its
+    ``forgotten`` line."""
     pending = PendingForgets(camera_dir)
     if not pending.path.is_file():
         return pending.erase_ids(camera, [global_id], set(), time.time())

@@ -618,3 +618,48 @@ def test_an_erase_with_a_deadline_stops_inside_one_large_folder(tmp_path: Path) 
 
     assert erased.left and took < 1.2, took  # reading the file once takes seconds here
     assert _files_of(folder) == before
+
+
+class _Killed(BaseException):
+    """A SIGKILL (or a power cut): nothing after it runs."""
+
+
+def test_forget_on_a_stopped_camera_killed_partway_still_writes_the_forgotten_line_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`forget` on a stopped camera with no forget-pending.json kept which ids the files it had rewritten held
+    only when it met an OSError after them: killed (or interrupted) after an earlier folder's files were
+    rewritten, nothing said the id had been there, and `forget` run again found it in no file and wrote no
+    ``forgotten`` line for it. The ids a file holds are kept in forget-pending.json before the file is replaced."""
+    import daemon.erase as erase_module
+
+    config = _fleet_config(tmp_path)
+    folder = tmp_path / "runs" / "cam"
+    for stamp, gid in (("20260101T000000Z", 7), ("20260102T000000Z", 8)):
+        outputs = _outputs(tmp_path / "runs")
+        _frame(outputs, 0, {1: gid})
+        outputs.close()
+        _keep_as_earlier(folder, stamp)
+    outputs = _outputs(tmp_path / "runs")
+    _frame(outputs, 0, {1: 8})
+    outputs.close()
+    erase_folder = erase_module.erase_folder
+    done: list[Path] = []
+
+    def killed_after_one(folder: Path, *args: object) -> None:
+        if done:
+            raise _Killed
+        done.append(folder)
+        erase_folder(folder, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(erase_module, "erase_folder", killed_after_one)
+    with pytest.raises(_Killed):
+        main(["-q", "forget", "7", "--config", str(config)])
+    monkeypatch.undo()
+    assert done == [folder / "earlier-20260101T000000Z"]
+    assert all(e["global_id"] != 7 for e in _events(done[0]))  # erased there, the rest not yet
+
+    assert main(["-q", "forget", "7", "--config", str(config)]) == 0
+    lines = [json.loads(x) for x in (folder / "identities.jsonl").read_text().splitlines()]
+    assert [(x["event"], x["global_id"]) for x in lines if x["event"] == "forgotten"] == [("forgotten", 7)]
+    assert not (folder / "forget-pending.json").exists()
