@@ -13,7 +13,7 @@ import trackeval
 from _data import require_pets09_gt
 
 from daemon.errors import DataError
-from daemon.evaluate import MotMetrics, evaluate
+from daemon.evaluate import MotMetrics, evaluate, with_clear_of_sequences
 from daemon.motio import MotGroundTruth, MotTracks, read_ground_truth, write_ground_truth, write_results
 
 # -------------------------------------------------------------------------------- a hand-built case
@@ -96,6 +96,48 @@ def test_box_overlapping_an_ignored_row_too_little_is_a_false_positive() -> None
     assert (m.TP, m.FP, m.FN) == (1, 1, 0)
 
 
+def _half_height(x: float) -> tuple[float, float, float, float]:
+    """The top half of a gt box at ``x``: IoU with it exactly 0.5 (10x10 inside 10x20)."""
+    return (x, 0.0, 10.0, 10.0)
+
+
+def _boxes(frames: list[int], ids: list[int], xywh: list[tuple[float, float, float, float]]) -> MotTracks:
+    return MotTracks(np.asarray(frames), np.asarray(ids), np.asarray(xywh), np.ones(len(frames)))
+
+
+def test_a_box_at_exactly_the_iou_threshold_matches_and_is_removed_on_an_ignored_row() -> None:
+    # IoU >= 0.5 (TrackEval's rule), so exactly 0.5 is a match: a true positive on person 1, and on the ignored
+    # row a distractor match, removed (not a false positive).
+    gt = _gt([(1, 1, A_X, 1), (1, 2, IGNORED_X, 0)])
+    pred = _boxes([1, 1], [1, 2], [_half_height(A_X), _half_height(IGNORED_X)])
+    m = evaluate(gt, pred)
+    assert (m.TP, m.FP, m.FN, m.Dets) == (1, 0, 0, 1)
+    assert pytest.approx(50.0) == m.MOTP
+
+
+def test_a_box_on_an_ignored_row_alone_in_its_frame_is_removed() -> None:
+    # Frame 2 holds the ignored row and nothing else considered: the box on it is still a distractor's.
+    gt = _gt([(1, 1, A_X, 1), (2, 1, A_X, 1), (2, 2, IGNORED_X, 0), (3, 2, IGNORED_X, 0)])
+    pred = _pred([(1, 1, A_X), (2, 1, A_X), (2, 2, IGNORED_X), (3, 2, IGNORED_X)])
+    m = evaluate(gt, pred)
+    assert (m.TP, m.FP, m.FN, m.Dets, m.IDs) == (2, 0, 0, 2, 1)
+    assert evaluate(gt, pred, distractors=False).FP == 2
+
+
+def test_clear_of_sequences_takes_the_distractor_rule_and_sums_the_counts() -> None:
+    gt, pred = _hand_case()
+    for distractors in (True, False):
+        m = evaluate(gt, pred, distractors=distractors)
+        # one sequence: the same CLEAR fields as the sequence scored alone, under the same rule
+        assert with_clear_of_sequences(m, [(gt, pred, 4)], distractors=distractors) == m
+    # twice the same sequence: counts doubled (FP 2 + 2 under the default rule, the ignored box removed), the
+    # ratios unchanged, and A's switch counted in each (2), not between them
+    m = evaluate(gt, pred)
+    both = with_clear_of_sequences(m, [(gt, pred, 4), (gt, pred, 4)])
+    assert (both.TP, both.FP, both.FN, both.IDSW, both.MT, both.PT) == (14, 4, 2, 2, 2, 2)
+    assert pytest.approx(50.0) == both.MOTA
+
+
 def test_identical_results_score_100() -> None:
     gt, _ = _hand_case()
     m = evaluate(gt, MotTracks(gt.frame, gt.track_id, gt.xywh, np.ones(len(gt))))
@@ -108,6 +150,7 @@ def test_empty_results_score_zero_and_miss_everything() -> None:
     gt, _ = _hand_case()
     m = evaluate(gt, MotTracks.empty())
     assert (m.HOTA, m.IDF1, m.MOTA, m.FN, m.FP, m.ML) == (0.0, 0.0, 0.0, 8, 0, 2)
+    assert (m.GT_IDs, m.IDs, m.GT_Dets, m.Dets) == (2, 0, 8, 0)  # no predicted identity at all
 
 
 def test_num_frames_scores_only_the_frames_seen() -> None:
@@ -115,6 +158,8 @@ def test_num_frames_scores_only_the_frames_seen() -> None:
     m = evaluate(gt, pred, num_frames=2)
     # Frames 1-2: gt 4 boxes, all tracked; one FP (frame 2), the box on the ignored row removed.
     assert (m.Frames, m.GT_Dets, m.TP, m.FP, m.FN, m.IDSW) == (2, 4, 4, 1, 0, 0)
+    none = evaluate(gt, pred, num_frames=0)  # a run stopped before its first frame: nothing scored
+    assert (none.Frames, none.GT_Dets, none.Dets, none.TP, none.FP, none.FN) == (0, 0, 0, 0, 0, 0)
     with pytest.raises(ValueError, match="num_frames"):
         evaluate(gt, pred, num_frames=-1)
 
@@ -150,6 +195,17 @@ def test_results_of_another_sequence_are_warned_about(caplog: pytest.LogCaptureF
     assert "the results run to frame 14, the ground truth ends at frame 4" in caplog.text
     assert "none of the 10 result boxes overlaps a ground-truth box" in caplog.text
     assert "same sequence?" in caplog.text
+
+
+def test_nothing_to_compare_is_not_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    # No results at all (a camera that saw nobody), or ground truth with nobody in it: neither is a sign of
+    # another sequence's results, whatever frame the other side runs to.
+    gt, pred = _hand_case()
+    with caplog.at_level(logging.WARNING, logger="daemon.evaluate"):
+        evaluate(gt, MotTracks.empty())
+        nobody = gt.select(gt.frame < 0)
+        assert evaluate(nobody, pred).FP == 10  # every box is a false positive, but nothing to warn of
+    assert caplog.text == ""
 
 
 def test_as_dict_and_summary() -> None:

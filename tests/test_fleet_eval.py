@@ -61,7 +61,7 @@ def test_the_text_says_when_nobody_was_seen_on_several_cameras() -> None:
     # Regression: it said "100% of 0 people seen on several cameras keep one global id".
     a = _walk([1, 2], 20)
     m = evaluate_fleet({"a": CameraRun(a, None, _as_results(a, {1: 10, 2: 11}), 20)})
-    assert m.people_on_several_cameras == 0
+    assert m.people_on_several_cameras == 0 and m.cross_camera_consistency == 1.0  # nobody is inconsistent
     assert "nobody was seen on several cameras" in m.text() and "of 0 people" not in m.text()
     assert "2 people seen on several cameras keep" in evaluate_fleet(_runs({1: 1, 2: 2}, {1: 1, 2: 2})).text()
 
@@ -73,6 +73,63 @@ def test_two_people_under_one_id_are_a_merge() -> None:
         100 * 20 / 80
     )  # person 2's 20 boxes on b sit under person 1's id
     assert m.global_metrics.IDF1 < 100
+
+
+def test_an_ignored_person_under_another_person_s_id_is_no_merge() -> None:
+    # Person 1 (considered) in frames 1-10, then person 2, a consider=0 row, in frames 11-20, both under id 10.
+    # Ignored rows are matched by nobody: no false merge, no merged id, and the box on person 2 is removed as a
+    # distractor's (no false positive) in the global scores too, as in the camera's.
+    a = _walk([1], 20)
+    ignored = a.frame > 10
+    gt = MotGroundTruth(a.frame, np.where(ignored, 2, 1).astype(np.int64), a.xywh, ~ignored)
+    run = CameraRun(gt, None, _as_results(a, {1: 10}), 20)
+    assert matches(gt, run.global_ids) == [(f, 1, 10) for f in range(1, 11)]
+    m = evaluate_fleet({"a": run}, min_support=5)
+    assert (m.matched_boxes, m.false_merge_pct, m.merged_ids, m.split_people) == (10, 0.0, 0, 0)
+    assert (m.global_metrics.TP, m.global_metrics.FP, m.global_metrics.Dets) == (10, 0, 10)
+    assert m.per_camera["a"].FP == 0
+
+
+def test_the_support_threshold_counts_exactly_min_support_boxes() -> None:
+    # Exactly min_support boxes count: person 1 under id 5 on a and id 6 on b (a split, seen on two cameras,
+    # not consistent), person 2 and 3 under id 7 on a (a merge of 10 of 20 boxes: 10 wrong ones).
+    pairs = {"a": [(1, 5)] * 10 + [(2, 7)] * 10 + [(3, 7)] * 10, "b": [(1, 6)] * 10}
+    matched, pct, merged, split, several, consistency = merge_split_counts(pairs, min_support=10)
+    assert (matched, merged, split, several, consistency) == (40, 1, 1, 1, 0.0)
+    assert pct == pytest.approx(100 * 10 / 40)
+    # one box fewer on b: person 1 is no longer seen there (nor split); the merge on a stays
+    pairs["b"] = [(1, 6)] * 9
+    assert merge_split_counts(pairs, min_support=10)[2:] == (1, 0, 0, 1.0)
+
+
+def test_a_person_seen_on_one_camera_only_keeps_the_consistency_of_nobody() -> None:
+    # A few boxes (under min_support) on a second camera do not make a person seen there; with nobody seen on
+    # two cameras the consistency is 1.0 (nobody is inconsistent), as the text says "nobody was seen ...".
+    pairs = {"a": [(1, 5)] * 12, "b": [(1, 6)] * 3}
+    assert merge_split_counts(pairs, min_support=10)[2:] == (0, 0, 0, 1.0)
+
+
+def test_evaluate_fleet_leaves_out_flickers_under_ten_boxes_by_default() -> None:
+    # on b, person 1 is under id 20 for 3 frames (a flicker), else id 10: no split at the default min_support
+    # of 10; with min_support 3 it is one
+    runs = _runs({1: 10, 2: 11}, {1: 10, 2: 11})
+    b = runs["b"]
+    ids = np.where((b.gt.track_id == 1) & (b.gt.frame <= 3), 20, b.global_ids.track_id).astype(np.int64)
+    runs["b"] = CameraRun(b.gt, None, MotTracks(b.gt.frame, ids, b.gt.xywh, np.ones(len(ids))), 20)
+    assert evaluate_fleet(runs).split_people == 0
+    assert evaluate_fleet(runs, min_support=3).split_people == 1
+
+
+def test_the_per_camera_scores_are_the_camera_s_own_tracks() -> None:
+    # Camera tracks clean (one per person), but the fleet changed person 1's global id mid-view on b: the
+    # camera's tracking is perfect, the switch is the global ids' (IDSW 1 there).
+    runs = _with_local(_runs({1: 10, 2: 11}, {1: 10, 2: 11}), {"a": {1: 1, 2: 2}, "b": {1: 1, 2: 2}})
+    b = runs["b"]
+    ids = np.where((b.gt.track_id == 1) & (b.gt.frame > 10), 30, b.global_ids.track_id).astype(np.int64)
+    runs["b"] = CameraRun(b.gt, b.local, MotTracks(b.gt.frame, ids, b.gt.xywh, np.ones(len(ids))), 20)
+    m = evaluate_fleet(runs)
+    assert pytest.approx(100.0) == m.per_camera["b"].IDF1 and m.per_camera["b"].IDSW == 0
+    assert m.global_metrics.IDSW == 1 and m.global_metrics.IDF1 < 100
 
 
 def test_concatenate_shifts_frames_past_earlier_cameras() -> None:
@@ -147,6 +204,24 @@ def test_perfect_ids_keep_one_row_per_id_and_frame() -> None:
     ).all()
 
 
+def test_the_perfect_bound_s_own_ids_never_take_a_person_s_id() -> None:
+    # Camera a (the first camera): person 1 followed by track 5 over 10 frames; a false track with the camera id
+    # 1 (a person's id too) beside it in frames 1-5, its rows first. The perfect resolver gives track 5 person
+    # 1's id and keeps the false track under an id of its own, which is no person's: person 1 is under one id.
+    a = _walk([1], 10)
+    false_rows = [(f, 1, 400.0, 50.0, 30.0, 60.0) for f in range(1, 6)]
+    real_rows = [(int(f), 5, *map(float, b)) for f, b in zip(a.frame, a.xywh, strict=True)]
+    rows = np.asarray(sorted(false_rows + real_rows, key=lambda r: (r[0], r[1])))
+    local = MotTracks(
+        rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64), rows[:, 2:6], np.ones(len(rows))
+    )
+    ids = perfect_ids(a, local, index=0)
+    assert set(ids[local.track_id == 5].tolist()) == {1}
+    assert 1 not in set(ids[local.track_id == 1].tolist())
+    m = evaluate_fleet({"a": CameraRun(a, local, local, 10)})
+    assert m.perfect is not None and pytest.approx(100 * 2 * 10 / (10 + 15)) == m.perfect.IDF1
+
+
 def _switching_track(frames: int = 20, at: int = 14) -> tuple[MotGroundTruth, MotTracks]:
     """Camera tracks over people 1 and 2: track 7 follows person 1 up to frame ``at``, then person 2."""
     a = _walk([1, 2], frames)
@@ -182,6 +257,19 @@ def test_merges_are_split_between_the_trackers_switches_and_the_resolver() -> No
     assert m.merges_by == pytest.approx((100 * 12 / 45, 100 * 5 / 45))
     assert m.false_merge_pct == pytest.approx(sum(m.merges_by))
     assert m.as_dict()["false_merge_pct_by"]["resolver"] == pytest.approx(100 * 5 / 45)
+
+
+def test_a_merged_box_no_camera_track_holds_is_the_resolver_s() -> None:
+    # On camera a, person 2's boxes of frames 1-4 are under person 1's id 10, and no camera track is on them
+    # there (the camera's tracks start at frame 5): no tracker's switch carried them, so they count as the
+    # resolver's (4 of 40 boxes), none as the trackers'.
+    a = _walk([1, 2], 20)
+    local = _as_results(a, {1: 1, 2: 2}).select(a.frame > 4)
+    global_ids = np.where((a.track_id == 2) & (a.frame <= 4), 10, np.where(a.track_id == 1, 10, 11))
+    runs = {
+        "a": CameraRun(a, local, MotTracks(a.frame, global_ids.astype(np.int64), a.xywh, np.ones(40)), 20)
+    }
+    assert merge_sources(runs) == pytest.approx((0.0, 100 * 4 / 40))
 
 
 def test_merge_sources_need_the_cameras_own_tracks() -> None:
@@ -221,6 +309,14 @@ def test_a_strided_camera_is_scored_on_the_frames_it_ran() -> None:
     assert pytest.approx(100.0) == m.global_metrics.IDF1 and m.global_metrics.GT_Dets == 40 + 20
     assert m.unmatched is not None and m.perfect is not None and pytest.approx(100.0) == m.perfect.IDF1
     assert pytest.approx(100 * 2 * 40 / 120) == m.unmatched.IDF1  # b's own ids are misses of its 20 boxes
+
+
+def test_matches_take_a_pair_at_exactly_the_iou_threshold() -> None:
+    # IoU >= 0.5 is a match, as in the per-camera scores: the top half of person 1's box (IoU exactly 0.5)
+    gt = MotGroundTruth(np.array([1]), np.array([1]), np.array([[0.0, 0.0, 30.0, 60.0]]), np.ones(1, bool))
+    pred = MotTracks(np.array([1]), np.array([7]), np.array([[0.0, 0.0, 30.0, 30.0]]), np.ones(1))
+    assert matches(gt, pred) == [(1, 1, 7)]
+    assert evaluate_fleet({"a": CameraRun(gt, None, pred, 1)}).per_camera["a"].TP == 1
 
 
 def test_matches_pair_only_boxes_that_overlap_enough() -> None:
