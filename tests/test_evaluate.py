@@ -164,6 +164,19 @@ def test_num_frames_scores_only_the_frames_seen() -> None:
         evaluate(gt, pred, num_frames=-1)
 
 
+def test_a_strided_run_is_scored_on_frames_1_1_plus_stride_and_so_on() -> None:
+    gt, pred = _hand_case()
+    m = evaluate(gt, pred, stride=2)
+    # Frames 1 and 3 only: A under track 1 then 3 (one switch), B under 2, the box on the ignored row removed;
+    # the false positives of frames 2 and 4 and B's miss in frame 4 are on frames the run did not process.
+    assert (m.TP, m.FP, m.FN, m.IDSW, m.GT_Dets, m.Dets) == (4, 0, 0, 1, 4, 4)
+    assert (m.Frames, m.Stride) == (2, 2) and pytest.approx(75.0) == m.MOTA
+    ran = pred.select((pred.frame - 1) % 2 == 0)  # what a run with source.stride 2 writes: the same scores
+    assert evaluate(gt, ran, stride=2) == m
+    with pytest.raises(ValueError, match="stride"):
+        evaluate(gt, pred, stride=0)
+
+
 def test_paths_arrays_and_records_give_the_same_numbers(tmp_path: Path) -> None:
     gt, pred = _hand_case()
     write_ground_truth(tmp_path / "gt.txt", gt)
@@ -183,6 +196,9 @@ def test_bad_inputs_raise_data_error(tmp_path: Path) -> None:
     twice = MotTracks(np.array([1, 1]), np.array([5, 5]), np.ones((2, 4)), np.ones(2))
     with pytest.raises(DataError, match="results: id 5 appears more than once in frame 1"):
         evaluate(gt, twice)
+    gt_twice = MotGroundTruth(np.array([3, 3]), np.array([2, 2]), np.ones((2, 4)), np.ones(2, bool))
+    with pytest.raises(DataError, match="ground truth: id 2 appears more than once in frame 3"):
+        evaluate(gt_twice, MotTracks.empty())
 
 
 def test_results_of_another_sequence_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:

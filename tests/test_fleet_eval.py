@@ -296,6 +296,37 @@ def test_rows_past_a_cameras_frames_are_not_scored_on_the_next_camera() -> None:
     assert m.false_merge_pct == 0
 
 
+def test_a_camera_s_own_rows_past_its_frames_are_not_scored_in_the_bounds() -> None:
+    # As for the global ids: camera a's own track with a row at frame 22, past its 20 frames, would land on
+    # camera b's person 1 in the bounds laid end to end (a false positive there).
+    runs = _with_local(_runs({1: 10, 2: 11}, {1: 10, 2: 11}), {"a": {1: 1, 2: 2}, "b": {1: 1, 2: 2}})
+    a = runs["a"]
+    assert a.local is not None
+    late = MotTracks(
+        np.concatenate([a.local.frame, [22]]),
+        np.concatenate([a.local.track_id, [1]]),
+        np.concatenate([a.local.xywh, [[102.0, 50.0, 30.0, 60.0]]]),
+        np.ones(len(a.local) + 1),
+    )
+    runs["a"] = CameraRun(a.gt, late, a.global_ids, a.frames)
+    m = evaluate_fleet(runs)
+    assert m.perfect is not None and m.unmatched is not None
+    assert pytest.approx(100.0) == m.perfect.IDF1 and pytest.approx(50.0) == m.unmatched.IDF1
+    assert pytest.approx(100.0) == m.per_camera["a"].IDF1
+
+
+def test_a_camera_whose_last_frames_are_empty_counts_them() -> None:
+    # Camera b ran 20 frames; its people and tracks end at frame 15: still 20 frames scored (not the last frame
+    # holding a row), and 40 for the fleet.
+    runs = _runs({1: 10, 2: 11}, {1: 10, 2: 11})
+    b = runs["b"]
+    runs["b"] = CameraRun(
+        b.gt.select(b.gt.frame <= 15), None, b.global_ids.select(b.global_ids.frame <= 15), 20
+    )
+    m = evaluate_fleet(runs)
+    assert m.per_camera["b"].Frames == 20 and m.global_metrics.Frames == 40
+
+
 def test_a_strided_camera_is_scored_on_the_frames_it_ran() -> None:
     # Regression: a camera run with source.stride 2 was charged a miss for every person on the frames it never
     # ran (camera IDF1 and MOTA about halved, global IDF1 down with them), where `reid-daemon eval` skips them.
