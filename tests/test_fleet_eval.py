@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from daemon.evaluate import MotMetrics
 from daemon.fleet_eval import (
+    Bound,
     CameraRun,
+    FleetMetrics,
     concatenate,
     evaluate_fleet,
     matches,
@@ -423,3 +427,72 @@ def test_the_text_s_counts_agree_with_their_nouns() -> None:
     assert (
         "0 merged global ids, 1 split person;" in evaluate_fleet(_runs({1: 10, 2: 11}, {1: 10, 2: 12})).text()
     )
+
+
+def test_the_text_and_the_dict_put_every_figure_in_its_place() -> None:
+    # every figure distinct, so that one shown in another's place is seen
+    cam = MotMetrics(
+        HOTA=11.0,
+        DetA=12.0,
+        AssA=13.0,
+        IDF1=14.0,
+        IDP=15.0,
+        IDR=16.0,
+        MOTA=17.0,
+        MOTP=18.0,
+        IDSW=19,
+        FP=20,
+        FN=21,
+        TP=22,
+        MT=23,
+        PT=24,
+        ML=25,
+        Frag=26,
+        GT_IDs=27,
+        IDs=28,
+        GT_Dets=29,
+        Dets=30,
+        Frames=31,
+    )
+    glob = replace(cam, HOTA=41.0, IDF1=42.0, MOTA=43.0, IDSW=44)
+    m = FleetMetrics(
+        {"a": cam},
+        glob,
+        matched_boxes=500,
+        false_merge_pct=6.5,
+        merged_ids=3,
+        split_people=4,
+        people_on_several_cameras=5,
+        cross_camera_consistency=0.6,
+        unmatched=Bound(51.0, 7.25),
+        perfect=Bound(97.0, 1.5),
+        merges_by=(2.25, 4.25),
+    )
+    assert m.text() == "\n".join(
+        [
+            "camera a: HOTA 11.00 (DetA 12.00 AssA 13.00) | IDF1 14.00 (IDP 15.00 IDR 16.00) | MOTA 17.00 MOTP "
+            "18.00 | IDSW 19 FP 20 FN 21 | MT 23 PT 24 ML 25 | IDs 28 (gt 27) | 31 frames",
+            "global ids: HOTA 41.0 IDF1 42.0 MOTA 43.0 IDSW 44 (MOTA and IDSW summed over the cameras: a switch is "
+            "counted within a camera's view)",
+            "false merges 6.50% of 500 matched boxes; 3 merged global ids, 4 split people; 60% of 5 people seen on "
+            "several cameras keep one global id",
+            "of the false merges: 2.25% on boxes a camera track carried over from another person (trackers' id "
+            "switches), 4.25% on tracks given another person's id (the resolver)",
+            "same camera tracks, no cross-camera matching: IDF1 51.0, false merges 7.25%; perfect whole-track "
+            "resolver: IDF1 97.0, false merges 1.50% (its merges are the trackers' id switches)",
+        ]
+    )
+    d = m.as_dict()
+    assert d["per_camera"] == {"a": cam.as_dict()} and d["global"] == glob.as_dict()
+    assert {k: d[k] for k in ("matched_boxes", "false_merge_pct", "merged_ids", "split_people")} == {
+        "matched_boxes": 500,
+        "false_merge_pct": 6.5,
+        "merged_ids": 3,
+        "split_people": 4,
+    }
+    assert (d["people_on_several_cameras"], d["cross_camera_consistency"]) == (5, 0.6)
+    assert d["bounds"] == {
+        "unmatched": {"IDF1": 51.0, "false_merge_pct": 7.25},
+        "perfect": {"IDF1": 97.0, "false_merge_pct": 1.5},
+    }
+    assert d["false_merge_pct_by"] == {"trackers": 2.25, "resolver": 4.25}
