@@ -124,19 +124,27 @@ def _check_unique_ids(frame: IntArray, ids: IntArray, what: str) -> None:
         raise DataError(f"{what}: id {i} appears more than once in frame {f}")
 
 
-def _box_ious(gt_xywh: F64Array, pred_xywh: F64Array) -> F64Array:
-    # TrackEval's own IoU, the one MotChallenge2DBox._calculate_similarities uses.
+def box_ious(gt_xywh: F64Array, pred_xywh: F64Array) -> F64Array:
+    """(N, M) IoU of gt and predicted top-left/size boxes: TrackEval's own, in float64, the one
+    MotChallenge2DBox._calculate_similarities uses (and the fleet's merges match on)."""
     ious: F64Array = MotChallenge2DBox._calculate_box_ious(gt_xywh, pred_xywh, box_format="xywh")
     return ious
 
 
-def _distractor_matches(similarity: F64Array, consider: NDArray[np.bool_]) -> NDArray[np.intp]:
-    """Columns of predicted boxes matched to an ignored gt row (as MotChallenge2DBox preprocessing)."""
+def iou_matches(similarity: F64Array) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """(rows, columns) of the one-to-one matches of ``similarity`` (gt x predicted IoU): the Hungarian over the
+    pairs of IoU >= IOU_THRESHOLD, those under it out before the assignment, as MotChallenge2DBox's
+    preprocessing matches (and TrackEval's CLEAR, which puts the person's match of the frame before first)."""
     scores = similarity.copy()
     scores[scores < IOU_THRESHOLD - _EPS] = 0
     rows, cols = linear_sum_assignment(-scores)
     matched = scores[rows, cols] > _EPS
-    rows, cols = rows[matched], cols[matched]
+    return rows[matched], cols[matched]
+
+
+def _distractor_matches(similarity: F64Array, consider: NDArray[np.bool_]) -> NDArray[np.intp]:
+    """Columns of predicted boxes matched to an ignored gt row (as MotChallenge2DBox preprocessing)."""
+    rows, cols = iou_matches(similarity)
     removed: NDArray[np.intp] = cols[~consider[rows]]
     return removed
 
@@ -155,7 +163,7 @@ def _frame_data(
     pred_rows: NDArray[np.intp],
     distractors: bool,
 ) -> _FrameData:
-    similarity = _box_ious(gt.xywh[gt_rows], pred.xywh[pred_rows])
+    similarity = box_ious(gt.xywh[gt_rows], pred.xywh[pred_rows])
     consider = gt.consider[gt_rows]
     keep_pred = np.ones(len(pred_rows), dtype=bool)
     if distractors and len(gt_rows) > 0 and len(pred_rows) > 0 and not consider.all():

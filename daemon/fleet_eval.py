@@ -40,13 +40,17 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import linear_sum_assignment
 
-from daemon.boxes import box_iou
-from daemon.evaluate import MotMetrics, evaluate, frames_scored, with_clear_of_sequences
-from daemon.motio import IntArray, MotGroundTruth, MotTracks, rows_by_frame, xywh_to_xyxy
+from daemon.evaluate import (
+    MotMetrics,
+    box_ious,
+    evaluate,
+    frames_scored,
+    iou_matches,
+    with_clear_of_sequences,
+)
+from daemon.motio import IntArray, MotGroundTruth, MotTracks, rows_by_frame
 
-MATCH_IOU = 0.5
 # In the bounds, camera i's own track ids become (i + 1)·2^40 + id: clear of persons' ids and of each other's.
 _ID_SPACE = 1 << 40
 
@@ -190,7 +194,9 @@ def concatenate(runs: dict[str, CameraRun]) -> tuple[MotGroundTruth, MotTracks, 
 
 def matches(gt: MotGroundTruth, pred: MotTracks) -> list[tuple[int, int, int]]:
     """(frame, person id, predicted id) of every one-to-one IoU >= 0.5 match, frame by frame (considered gt
-    only): the Hungarian over the pairs that overlap that much, as the per-camera scores match."""
+    only): ``evaluate.iou_matches`` on ``evaluate.box_ious``, the per-camera scores' IoU and threshold rule (pairs
+    under it out before the assignment: poor ones never outweigh one good one). CLEAR's matches of a frame can
+    be fewer: it keeps a person's match of the frame before where it can, even where that leaves another out."""
     gt = gt.considered()
     pred_rows = rows_by_frame(pred.frame)
     found: list[tuple[int, int, int]] = []
@@ -198,12 +204,8 @@ def matches(gt: MotGroundTruth, pred: MotTracks) -> list[tuple[int, int, int]]:
         p_rows = pred_rows.get(frame)
         if p_rows is None:
             continue
-        iou = box_iou(xywh_to_xyxy(gt.xywh[g_rows]), xywh_to_xyxy(pred.xywh[p_rows]))
-        # pairs under the threshold are out before the assignment (as in TrackEval): poor ones never outweigh one
-        iou[iou < MATCH_IOU] = 0.0
-        r, c = linear_sum_assignment(-iou)
-        ok = iou[r, c] >= MATCH_IOU
-        for i, j in zip(r[ok], c[ok], strict=True):
+        r, c = iou_matches(box_ious(gt.xywh[g_rows], pred.xywh[p_rows]))
+        for i, j in zip(r, c, strict=True):
             found.append((int(frame), int(gt.track_id[g_rows[i]]), int(pred.track_id[p_rows[j]])))
     return found
 

@@ -354,6 +354,17 @@ def test_matches_take_a_pair_at_exactly_the_iou_threshold() -> None:
     assert evaluate_fleet({"a": CameraRun(gt, None, pred, 1)}).per_camera["a"].TP == 1
 
 
+def test_matches_judge_the_iou_as_the_per_camera_scores_do() -> None:
+    # Regression: the merges matched on float32 boxes and IoU, the per-camera scores on TrackEval's float64 IoU,
+    # so a pair just under 0.5 (here 0.49999999995: a box 1e-9 short of half the person's height) was a match
+    # of the merges (in float32 the box is exactly half: IoU 0.5) and a miss and a false positive of the scores.
+    gt = MotGroundTruth(np.array([1]), np.array([1]), np.array([[0.0, 0.0, 30.0, 60.0]]), np.ones(1, bool))
+    pred = MotTracks(np.array([1]), np.array([7]), np.array([[0.0, 0.0, 30.0, 30.0 - 1e-9]]), np.ones(1))
+    m = evaluate_fleet({"a": CameraRun(gt, None, pred, 1)})
+    assert (m.per_camera["a"].TP, m.per_camera["a"].FP) == (0, 1)
+    assert matches(gt, pred) == [] and m.matched_boxes == 0
+
+
 def test_matches_pair_only_boxes_that_overlap_enough() -> None:
     # Regression: the Hungarian ran on raw IoU and the pairs under 0.5 were dropped after, so two poor pairs
     # (0.43 + 0.38) outweighed one good one (0.6) and neither person was matched, where the per-camera scores
