@@ -206,6 +206,11 @@ def test_perfect_ids_keep_one_row_per_id_and_frame() -> None:
     assert (
         ids[(a.track_id == 2) & (a.frame != 3) & (a.frame != 4) & (a.frame != 5) & (a.frame != 6)] > 2
     ).all()
+    # the same tracks on the second camera: the same people's ids, but ids of their own no other camera holds
+    # (else two cameras' unrelated tracks would be one id in the bound)
+    second = perfect_ids(a, local, index=1)
+    assert ((second <= 2) == (ids <= 2)).all() and (second[ids <= 2] == ids[ids <= 2]).all()
+    assert not set(ids[ids > 2].tolist()) & set(second[second > 2].tolist())
 
 
 def test_the_perfect_bound_s_own_ids_never_take_a_person_s_id() -> None:
@@ -274,6 +279,15 @@ def test_a_merged_box_no_camera_track_holds_is_the_resolver_s() -> None:
         "a": CameraRun(a, local, MotTracks(a.frame, global_ids.astype(np.int64), a.xywh, np.ones(40)), 20)
     }
     assert merge_sources(runs) == pytest.approx((0.0, 100 * 4 / 40))
+
+
+def test_a_fleet_that_matched_nobody_has_no_false_merges() -> None:
+    # every box far from everyone: nothing matched, so no share of false merges (not 100 %), by nobody
+    a = _walk([1, 2], 5)
+    away = MotTracks(a.frame, a.track_id, a.xywh + np.array([500.0, 0.0, 0.0, 0.0]), np.ones(len(a)))
+    m = evaluate_fleet({"a": CameraRun(a, away, away, 5)})
+    assert (m.matched_boxes, m.false_merge_pct, m.merges_by) == (0, 0.0, (0.0, 0.0))
+    assert m.perfect is not None and m.perfect.false_merge_pct == 0.0
 
 
 def test_merge_sources_need_the_cameras_own_tracks() -> None:
