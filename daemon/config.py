@@ -1857,7 +1857,8 @@ class FleetConfig(_Strict):
         False,
         description="Replays: each camera resolves the frame at fleet time t only once every other camera of "
         "this YAML has reached t, and takes in what they sent before t in a fixed order, so a replay gives the "
-        "same global ids on every run whatever the machine's load (daemon/lockstep.py). Live sources ignore it.",
+        "same global ids on every run whatever the machine's load (daemon/lockstep.py). Live sources ignore it, "
+        "and so does a worker with no bridge.url (no other camera reaches the Valkey it starts for itself).",
     )
     lockstep_timeout_s: float = Field(
         60.0,

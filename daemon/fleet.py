@@ -536,6 +536,10 @@ class FleetLink:
             log.warning(
                 "%s: fleet.lockstep is for replays; a live camera cannot wait for its peers", self.camera
             )
+        elif cfg.lockstep and self.settings.bridge.url is None:  # its own embedded Valkey: no peer reaches it
+            log.info(
+                "%s: fleet.lockstep: alone on its own Valkey, this worker waits for no camera", self.camera
+            )
         elif cfg.lockstep:
             self.lockstep = Lockstep(
                 self.camera, self.settings.cameras, cfg.lockstep_timeout_s, self.settings.bridge.inbox_size

@@ -592,6 +592,23 @@ def test_a_fleet_worker_without_a_shared_url_is_told_it_is_alone(tmp_path: Path,
     assert "no other camera will see it" in caplog.text  # type: ignore[attr-defined]
 
 
+def test_a_replay_worker_alone_on_its_own_valkey_waits_for_no_lockstep_peer(tmp_path: Path) -> None:
+    """`reid-daemon run --config fleet.yaml --camera a` on a scenario's fleet.yaml (lockstep on, no bridge.url)
+    started its own embedded Valkey, which no other camera can reach, and then waited lockstep_timeout_s (60 s)
+    on its first frame for camera b's marker, which could never come."""
+    data = _settings(tmp_path, "redis://127.0.0.1:1").model_dump(mode="python")  # type: ignore[attr-defined]
+    data["bridge"].update(url=None, signing_key={"value": KEY})
+    data["fleet"].update(clock="media", epoch=1.8e9, lockstep=True, lockstep_timeout_s=5.0)
+    link = FleetLink(Settings.model_validate(data), "a", DIM).start(live=False)
+    try:
+        t0 = time.monotonic()
+        link.update(_frame_result("a", 0, [0], np.random.default_rng(0), at=0.0))
+        waited = time.monotonic() - t0
+    finally:
+        link.close()
+    assert waited < 2.0, f"the first frame waited {waited:.1f} s for a peer that cannot reach this Valkey"
+
+
 @pytest.mark.parametrize("epoch", [None, 1.8e9])
 def test_a_replay_worker_without_a_shared_epoch_says_so(
     tmp_path: Path, valkey: EmbeddedValkey, caplog: pytest.LogCaptureFixture, epoch: float | None
