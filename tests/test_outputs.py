@@ -300,6 +300,32 @@ def test_the_readme_table_of_a_run_lists_every_file_a_single_camera_writes() -> 
         assert f"| `{name}` |" in table, name
 
 
+def test_the_readme_names_every_field_of_the_events_a_run_writes(tmp_path: Path) -> None:
+    """The README's events.jsonl row spoke of a "timestamp" (the field is `ts`), "track id" (`track_id`), gave
+    every event an embedding reference (track.ended has none, an update may hold null) and left out the fields
+    of track.ended and a fleet's global_id and label: a reader of the file could not find them by those names."""
+    from daemon.identity import IdentityAssignment
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith("| `events.jsonl` |"))
+    emb = EmbeddingFile(tmp_path / "e.npy", 3)
+    log = EventLog(tmp_path / "ev.jsonl", "cam", every=5, embeddings=emb)
+    named = [IdentityAssignment("cam", 1, 7, "jane", 0.9, "gallery", changed=True)]
+    log.frame(0, 0.0, [_track(1, 0, True)], np.eye(3, dtype=np.float32), named)
+    log.frame(1, 0.1, [_track(1, 0, True)], np.eye(3, dtype=np.float32))
+    log.ended([1], 2, 0.2)
+    log.close()
+    emb.close()
+    events = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["track.started", "track.updated", "track.ended"]
+    for e in events:
+        assert f"`{e['event']}`" in row
+        for name in e:
+            assert f"`{name}`" in row or f'`"{name}": 1`' in row, (
+                f"{e['event']}'s {name!r} is not in the README"
+            )
+
+
 def test_the_caption_is_legible_on_a_bright_scene_and_fits_a_narrow_frame() -> None:
     # It was plain white text: invisible on a bright scene, and on a 204 px wide camera its end ran off the frame.
     white = np.full((460, 204, 3), 255, np.uint8)
