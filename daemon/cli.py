@@ -100,9 +100,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_camera(settings, name, show_progress=False if args.no_progress else None)
     print(summary.text())
     _warn_unused_detections(settings.cameras[name].detector, summary)
-    for key, path in summary.outputs.items():
-        print(f"  {key}: {path}")
+    _print_outputs(summary.outputs)
     return 0
+
+
+def _print_outputs(outputs: dict[str, str]) -> None:
+    """The files a run wrote (replacing a recording's earlier run there), one a line."""
+    for key, path in outputs.items():
+        print(f"  {key}: {path}")
 
 
 def _warn_unused_detections(detector: Any, summary: Any) -> None:
@@ -311,6 +316,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         summary = CameraWorker(settings, name, show_progress=False if args.no_progress else None).run()
         print(summary.text())
         _warn_unused_detections(settings.cameras[name].detector, summary)
+        _print_outputs(summary.outputs)
         # score the ground truth up to the last frame run (a --max-frames run is not charged for the rest)
         results, frames = summary.outputs["mot"], summary.last_frame + 1
         stride = settings.cameras[name].source.stride  # the frames in between were not run: not misses

@@ -255,6 +255,26 @@ def test_eval_runs_tracker_on_noisy_gt_and_det_file(
     assert json.loads(m2.read_text())["IDF1"] == pytest.approx(100.0)
 
 
+def test_eval_that_runs_the_tracker_names_the_files_it_wrote(
+    synth: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """eval --config --detections (or --gt-noise) runs the camera into its output folder, replacing the files a
+    `run` left there (the README's run then eval), and said nothing of it: run prints its files, eval did not."""
+    _, gt, cfg = synth
+    det = tmp_path / "det.txt"
+    det.write_text(
+        "".join(
+            f"{x.split(',')[0]},-1,{','.join(x.split(',')[2:6])},0.9,-1,-1,-1\n"
+            for x in gt.read_text().split()
+        )
+    )
+    capsys.readouterr()
+    assert main(["eval", "--gt", str(gt), "--config", str(cfg), "--detections", str(det)]) == 0
+    out = capsys.readouterr().out
+    folder = tmp_path / "runs" / "door"
+    assert f"  mot: {folder / 'door.txt'}" in out and f"  events: {folder / 'events.jsonl'}" in out, out
+
+
 @pytest.mark.parametrize("given", ["results", "config"])
 def test_eval_json_that_cannot_be_written_is_refused_before_the_run(
     tmp_path: Path, synth: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str], given: str
