@@ -929,7 +929,11 @@ def _add_serve_parser(sub: Any) -> None:
 def _add_camera_args(p: argparse.ArgumentParser, config_required: bool) -> None:
     p.add_argument("--config", "-c", required=config_required, default=None, help="YAML config file.")
     p.add_argument("--camera", help="Camera name in the config (needed when it holds several).")
-    p.add_argument("--source", help="Override the camera's source (file, rtsp://, webcam index, folder).")
+    p.add_argument(
+        "--source",
+        help="Override the camera's source (file, rtsp://, webcam index, folder), timed at its own frame rate: "
+        "the config's source.fps is left out (it is the rate of the config's own video).",
+    )
     p.add_argument("--output", help="Override the output folder.")
     p.add_argument("--max-frames", type=int, help="Stop after this many frames.")
     p.add_argument("--video", action=argparse.BooleanOptionalAction, default=None, help="Annotated video.")
