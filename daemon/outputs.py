@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 EVENT_SCHEMA_VERSION = 1
 SUMMARY_SCHEMA_VERSION = 1  # summary.json and status.json
 SPACE_CHECK_EVERY = 50  # annotated frames between checks that the video's disk still has room
-MAX_FILL_S = 10.0  # a live stream's gap up to this long is filled with its last frame in the annotated video
+MAX_FILL_S = 10.0  # a source's gap up to this long is filled with its last frame in the annotated video
 # MPEG-4 Part 2 (mp4v): the largest even side it encodes (a larger frame is scaled down to fit), and the most
 # ticks a second its time base takes (a rate it cannot time is rounded: mp4v_fps)
 MAX_VIDEO_SIDE = 8190
@@ -547,17 +547,17 @@ class AnnotatedVideo:
     ``annotated-001.mp4``, ...), each closed, and so playable, as the next begins: OpenCV's muxer holds the
     index of every frame of a file in memory until it closes it (~74 bytes a frame, 160 MB a day at 25 FPS).
 
-    ``paced`` (a live stream, whose frames carry wall-clock times): frames the stream dropped are filled with the
-    frame before them, so the video plays in real time; a gap longer than ``MAX_FILL_S`` (the stream was away)
-    is not filled, and the video jumps.
+    A frame given its source time ``ts`` is put on the video's constant-rate grid (``fps``, as mp4v times it) at
+    that time, so the video plays in real time whatever the source's rate does: the slots of frames a live stream
+    dropped, or a variable-rate file skipped, show the frame before again, and a frame whose slot is filled already
+    (a burst, a file's faster stretch) is left out. A gap longer than ``MAX_FILL_S`` (a stream that was away, a
+    file's long pause) is not filled: the grid starts again at the next frame and the video jumps; so does a time
+    that goes back (a wall clock stepped back). A frame given no time takes the next slot.
     """
 
-    def __init__(
-        self, path: Path, fps: float, paced: bool = False, segment_frames: int | None = None
-    ) -> None:
+    def __init__(self, path: Path, fps: float, segment_frames: int | None = None) -> None:
         self.path = path
-        self.fps = fps
-        self.paced = paced
+        self.fps = mp4v_fps(fps)  # the rate the video is timed at: its grid
         self.segment_frames = segment_frames
         self.segments = 0  # the files begun so far
         self._writer: cv2.VideoWriter | None = None
@@ -566,7 +566,8 @@ class AnnotatedVideo:
         self._source = (0, 0)  # the first frame's size (width, height), scaled down to fit mp4v
         self._size = (0, 0)  # the video's: that, made even
         self._frames = 0
-        self._t0: float | None = None
+        self._t0: float | None = None  # the source time of the grid's slot 0
+        self._last_ts = -math.inf
         self._last: ImageBGR | None = None
 
     def write(
@@ -580,17 +581,18 @@ class AnnotatedVideo:
         if self._size == (0, 0):
             self._source = _within_mpeg4(image.shape[1], image.shape[0], self.path)
             self._size = (self._source[0] + self._source[0] % 2, self._source[1] + self._source[1] % 2)
-        drawn = self._fit(draw_tracks(image, tracks, caption, identities))
-        if self.paced and ts is not None:
-            self._fill_until(ts)
-        self._put(drawn)
+        empty = 0 if ts is None else self._empty_slots_before(ts)
+        if empty is None:
+            return
+        if self._last is not None:
+            for _ in range(empty):
+                self._put(self._last)
+        self._put(self._fit(draw_tracks(image, tracks, caption, identities)))
 
     def _begin(self) -> cv2.VideoWriter:
         """The next segment's file, opened."""
         self._writing = video_segment(self.path, self.segments)
-        writer = cv2.VideoWriter(
-            str(self._writing), cv2.VideoWriter.fourcc(*"mp4v"), mp4v_fps(self.fps), self._size
-        )
+        writer = cv2.VideoWriter(str(self._writing), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, self._size)
         if not writer.isOpened():
             raise OSError(f"cannot write video {self._writing}")
         self._writer, self._in_file = writer, 0
@@ -610,17 +612,17 @@ class AnnotatedVideo:
             )
         return drawn
 
-    def _fill_until(self, ts: float) -> None:
-        """Repeat the last frame over the slots the stream skipped before ``ts``."""
+    def _empty_slots_before(self, ts: float) -> int | None:
+        """How many slots of the grid before the one of source time ``ts`` are still empty (the frame before fills
+        them); None when that slot is filled already (the frame is left out)."""
         if self._t0 is None:
             self._t0 = ts
-        missing = round((ts - self._t0) * self.fps) - self._frames
-        if missing > MAX_FILL_S * self.fps:  # the stream was away: start counting from here
+        back, self._last_ts = ts < self._last_ts, ts
+        slot = round((ts - self._t0) * self.fps)
+        if back or slot - self._frames > MAX_FILL_S * self.fps:  # the grid starts again at ts, the next slot
             self._t0 = ts - self._frames / self.fps
-            return
-        while missing > 0 and self._last is not None:
-            self._put(self._last)
-            missing -= 1
+            return 0
+        return slot - self._frames if slot >= self._frames else None
 
     def _put(self, drawn: ImageBGR) -> None:
         writer = self._writer or self._begin()

@@ -127,7 +127,6 @@ class CameraOutputs:
             AnnotatedVideo(
                 Path(self._path("video", VIDEO)),
                 self._fps,
-                paced=self._live,
                 segment_frames=max(round(out.video_segment_s * self._fps), 1),
             )
             if out.video

@@ -8,6 +8,8 @@ fault, not the clip's).
 
 from __future__ import annotations
 
+import itertools
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -193,3 +195,59 @@ def match_frame(image: NDArray[np.uint8], clip: SyntheticClip) -> int:
     small = cv2.resize(image, (reference.shape[2], reference.shape[1]), interpolation=cv2.INTER_AREA)
     errors = np.abs(reference - small.astype(np.int16)).mean(axis=(1, 2, 3))
     return int(np.argmin(errors))
+
+
+_MP4_PARENTS = (b"moov", b"trak", b"mdia", b"minf", b"stbl")  # the boxes around a video track's time table
+
+
+def _mp4_box(data: bytearray, kind: bytes, start: int, end: int) -> tuple[int, int]:
+    """(offset, size) of the first ``kind`` box among the boxes from ``start`` to ``end``."""
+    pos = start
+    while pos < end:
+        size, found = struct.unpack(">I4s", data[pos : pos + 8])
+        if found == kind:
+            return pos, size
+        pos += size
+    raise ValueError(f"no {kind!r} box: not the layout OpenCV's mp4v writer gives")
+
+
+def retime_mp4(path: Path, times_s: Sequence[float]) -> Path:
+    """Give the frames of an mp4v video written by OpenCV (one track, its index at the end) the presentation times
+    ``times_s`` (seconds from the first, increasing): a variable-frame-rate file, as phones and NVRs that skip still
+    or lost frames record. Its time table (``stts``) is replaced and the durations of its headers follow; the frames
+    stay as they are. FFmpeg then gives the average rate as the file's rate."""
+    data = bytearray(path.read_bytes())
+    chain, start, end = [], 0, len(data)
+    for kind in _MP4_PARENTS:
+        pos, size = _mp4_box(data, kind, start, end)
+        chain.append(pos)
+        start, end = pos + 8, pos + size
+    moov, trak, mdia = chain[:3]
+    mdhd, _ = _mp4_box(data, b"mdhd", mdia + 8, len(data))
+    scale = struct.unpack(">I", data[mdhd + 20 : mdhd + 24])[0]
+    stts, old = _mp4_box(data, b"stts", start, end)
+    count, last = struct.unpack(">II", data[stts + 16 : stts + 24])
+    if count != len(times_s) or data[mdhd + 8] != 0:
+        raise ValueError(f"{path}: {count} frames, {len(times_s)} times given (or a 64-bit header)")
+    ticks = [round(t * scale) for t in times_s]
+    runs: list[list[int]] = []
+    for delta in [b - a for a, b in itertools.pairwise(ticks)] + [last]:
+        if runs and runs[-1][1] == delta:
+            runs[-1][0] += 1
+        else:
+            runs.append([1, delta])
+    table = struct.pack(">I4sII", 16 + 8 * len(runs), b"stts", 0, len(runs))
+    table += b"".join(struct.pack(">II", *run) for run in runs)
+    data[stts : stts + old] = table
+    for pos in chain:  # the index is the file's last box: the frames' offsets do not move
+        struct.pack_into(">I", data, pos, struct.unpack(">I", data[pos : pos + 4])[0] + len(table) - old)
+    struct.pack_into(">I", data, mdhd + 24, ticks[-1] + last)
+    mvhd, _ = _mp4_box(data, b"mvhd", moov + 8, len(data))
+    movie = round((ticks[-1] + last) * struct.unpack(">I", data[mvhd + 20 : mvhd + 24])[0] / scale)
+    struct.pack_into(">I", data, mvhd + 24, movie)
+    tkhd, _ = _mp4_box(data, b"tkhd", trak + 8, len(data))
+    struct.pack_into(">I", data, tkhd + 28, movie)
+    edts, _ = _mp4_box(data, b"edts", trak + 8, len(data))
+    struct.pack_into(">I", data, edts + 24, movie)  # its edit list's one segment
+    path.write_bytes(bytes(data))
+    return path

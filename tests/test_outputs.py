@@ -11,7 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from _video import make_video, retime_mp4
 
+from daemon.cli import main
 from daemon.outputs import (
     MAX_VIDEO_SIDE,
     SPACE_CHECK_EVERY,
@@ -270,24 +272,59 @@ def test_a_full_disk_stops_the_video_mid_run(tiny_disk: Path) -> None:
 
 def test_a_live_streams_video_fills_dropped_frames_and_plays_in_real_time(tmp_path: Path) -> None:
     """A live stream drops frames when the worker is slow; the annotated video wrote only those it got at the
-    stream's rate, so it played fast (10 s of a busy scene in 4 s) and the fleet mosaic put it out of step."""
-    v = AnnotatedVideo(tmp_path / "live.mp4", 10.0, paced=True)
+    stream's rate, so it played fast (10 s of a busy scene in 4 s) and the fleet mosaic put it out of step. A burst
+    of frames (the network held them back) is not written ahead of real time either, and a wall clock stepped back
+    starts the grid again rather than leaving every frame out until it has caught up."""
+    v = AnnotatedVideo(tmp_path / "live.mp4", 10.0)
     img = np.zeros((48, 64, 3), np.uint8)
     for ts in (100.0, 100.1, 100.5, 100.6):  # frames 2-4 were dropped
         v.write(img, [], "x", ts=ts)
     v.write(img, [], "x", ts=160.6)  # the stream was away a minute: not filled, the video jumps
     v.write(img, [], "x", ts=160.7)
+    for ts in (160.72, 160.74, 160.8):  # a burst: the first two fall in slots filled already
+        v.write(img, [], "x", ts=ts)
+    for ts in (150.0, 150.1):  # the wall clock stepped back 10 s: the next slots, not left out
+        v.write(img, [], "x", ts=ts)
+    v.write(img, [], "x")  # no time: the next slot
     v.close()
     cap = cv2.VideoCapture(str(tmp_path / "live.mp4"))
-    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 7 + 2
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 7 + 2 + 1 + 2 + 1
     cap.release()
-    replay = AnnotatedVideo(tmp_path / "replay.mp4", 10.0)  # not paced: one frame written per frame given
-    for ts in (0.0, 0.5):
-        replay.write(img, [], "x", ts=ts)
-    replay.close()
-    cap = cv2.VideoCapture(str(tmp_path / "replay.mp4"))
-    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
+
+
+def test_a_variable_rate_file_s_video_shows_each_frame_at_its_own_time(tmp_path: Path) -> None:
+    """A 10 s phone recording with a 3 s gap (70 frames: 0-4.9 s and 8-9.9 s, 7 fps on average) gave an
+    annotated.mp4 of its 70 frames at 7 fps, one after the other: frame 50, seen at 8.0 s, played at 7.1 s, and
+    everything before the gap ran late, everything after it early. Each frame is now put on the video's 7 fps grid
+    at its own time: the frame before the gap stays up through it, and of two frames that fall in one slot of the
+    grid (the 10 fps parts) the first is kept."""
+    clip = make_video(tmp_path / "vfr.mp4", frames=70, size=(160, 120), people=2)
+    times = [i / 10 for i in range(50)] + [8.0 + i / 10 for i in range(20)]
+    retime_mp4(clip.path, times)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"cameras:\n  phone:\n    source: {{uri: {clip.path}}}\n"
+        f"    detector: {{type: ground-truth, path: {gt}}}\n    embedder: {{type: none}}\n"
+        f"    output: {{dir: {tmp_path / 'runs'}, progress: false, video: true}}\n",
+        encoding="utf-8",
+    )
+    assert main(["run", "--config", str(cfg)]) == 0
+    cap = cv2.VideoCapture(str(tmp_path / "runs" / "phone" / "annotated.mp4"))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    below = slice(30, None)  # below the caption, whose FPS figure differs from run to run
+    truth = np.stack([clip.render(i)[below] for i in range(clip.frames)]).astype(np.int16)
+    shown = []
+    while (got := cap.read())[0]:
+        shown.append(int(np.argmin(np.abs(truth - got[1][below].astype(np.int16)).mean(axis=(1, 2, 3)))))
     cap.release()
+    assert fps == pytest.approx(7.0)
+    slots: dict[int, int] = {}  # the grid's slot of each frame's time: the first frame in a slot is kept
+    for i, t in enumerate(times):
+        slots.setdefault(round(t * fps), i)
+    expected = [slots[max(s for s in slots if s <= k)] for k in range(max(slots) + 1)]
+    assert shown == expected
+    assert set(shown[35:56]) == {48} and shown[56] == 50  # 5.0-7.9 s: the last frame before the gap held
 
 
 def test_the_readme_table_of_a_run_lists_every_file_a_single_camera_writes() -> None:
