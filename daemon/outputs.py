@@ -26,6 +26,7 @@ import numpy as np
 from daemon.config import CameraConfig
 from daemon.embedding import atomic_write
 from daemon.errors import ConfigError
+from daemon.mp4_timing import Mp4LayoutError, hold_gaps
 from daemon.sources import local_path
 from daemon.types import FloatArray, ImageBGR, Track
 
@@ -35,6 +36,7 @@ EVENT_SCHEMA_VERSION = 1
 SUMMARY_SCHEMA_VERSION = 1  # summary.json and status.json
 SPACE_CHECK_EVERY = 50  # annotated frames between checks that the video's disk still has room
 MAX_FILL_S = 10.0  # a source's gap up to this long is filled with its last frame in the annotated video
+MAX_HELD_GAPS = 10_000  # longer gaps an annotated video's index holds its frame through (more: it jumps)
 # MPEG-4 Part 2 (mp4v): the largest even side it encodes (a larger frame is scaled down to fit), and the most
 # ticks a second its time base takes (a rate it cannot time is rounded: mp4v_fps)
 MAX_VIDEO_SIDE = 8190
@@ -551,8 +553,11 @@ class AnnotatedVideo:
     that time, so the video plays in real time whatever the source's rate does: the slots of frames a live stream
     dropped, or a variable-rate file skipped, show the frame before again, and a frame whose slot is filled already
     (a burst, a file's faster stretch) is left out. A gap longer than ``MAX_FILL_S`` (a stream that was away, a
-    file's long pause) is not filled: the grid starts again at the next frame and the video jumps; so does a time
-    that goes back (a wall clock stepped back). A frame given no time takes the next slot.
+    file's long pause) is not filled: the grid starts again at the next frame, and as its file is closed the
+    frame before the gap (its last, where the next file begins after it) is lengthened in the file's time table
+    by the time not filled (``mp4_timing.hold_gaps``; up to
+    ``MAX_HELD_GAPS`` gaps, the video jumps at those after), so what follows still plays at its time. A time that
+    goes back (a wall clock stepped back) starts the grid again too. A frame given no time takes the next slot.
     """
 
     def __init__(self, path: Path, fps: float, segment_frames: int | None = None) -> None:
@@ -569,6 +574,9 @@ class AnnotatedVideo:
         self._t0: float | None = None  # the source time of the grid's slot 0
         self._last_ts = -math.inf
         self._last: ImageBGR | None = None
+        self._gaps: list[
+            tuple[int, float]
+        ] = []  # the open file's: (its frames before a gap, seconds not filled)
 
     def write(
         self,
@@ -620,11 +628,15 @@ class AnnotatedVideo:
         back, self._last_ts = ts < self._last_ts, ts
         slot = round((ts - self._t0) * self.fps)
         if back or slot - self._frames > MAX_FILL_S * self.fps:  # the grid starts again at ts, the next slot
-            self._t0 = ts - self._frames / self.fps
+            t0, self._t0 = self._t0, ts - self._frames / self.fps
+            if not back and len(self._gaps) < MAX_HELD_GAPS:  # the frame before it: the open file's last
+                self._gaps.append((self._in_file, self._t0 - t0))
             return 0
         return slot - self._frames if slot >= self._frames else None
 
     def _put(self, drawn: ImageBGR) -> None:
+        if self.segment_frames is not None and self._in_file >= self.segment_frames:
+            self._end()  # as the next begins: a gap before this frame is held in the file that ends here
         writer = self._writer or self._begin()
         writer.write(drawn)
         self._last = drawn
@@ -632,11 +644,9 @@ class AnnotatedVideo:
         self._in_file += 1
         if self._frames % SPACE_CHECK_EVERY == 0 and _disk_full(self.path):
             raise OSError(errno.ENOSPC, f"no space left on the disk of {self.path}")
-        if self.segment_frames is not None and self._in_file >= self.segment_frames:
-            self._end()
 
     def _end(self) -> None:
-        """Close the file open, checking that it was finished."""
+        """Close the file open, checking that it was finished, and hold the gaps it jumped over."""
         if self._writer is None:
             return
         self._writer.release()
@@ -644,9 +654,20 @@ class AnnotatedVideo:
         problem = mp4_problem(self._writing)
         if problem is not None:
             raise OSError(errno.EIO, f"{self._writing} was not finished ({problem}); is the disk full?")
+        if self._gaps:
+            self._hold_gaps()
 
     def close(self) -> None:
         self._end()
+
+    def _hold_gaps(self) -> None:
+        """The gaps the grid jumped over in the file just closed, held in its time table; a file laid out otherwise
+        than OpenCV's writer lays it out is left as it is (it jumps there), with a warning."""
+        gaps, self._gaps = self._gaps, []
+        try:
+            hold_gaps(self._writing, gaps)
+        except Mp4LayoutError as e:
+            log.warning("%s: its %d gaps over %g s are jumps: %s", self._writing, len(gaps), MAX_FILL_S, e)
 
 
 def mp4v_fps(fps: float) -> float:

@@ -27,6 +27,7 @@ from daemon.outputs import (
     earlier_folders,
     keep_earlier_run,
     mp4_problem,
+    video_segment,
 )
 from daemon.types import Track
 
@@ -279,7 +280,7 @@ def test_a_live_streams_video_fills_dropped_frames_and_plays_in_real_time(tmp_pa
     img = np.zeros((48, 64, 3), np.uint8)
     for ts in (100.0, 100.1, 100.5, 100.6):  # frames 2-4 were dropped
         v.write(img, [], "x", ts=ts)
-    v.write(img, [], "x", ts=160.6)  # the stream was away a minute: not filled, the video jumps
+    v.write(img, [], "x", ts=160.6)  # the stream was away a minute: not filled (held in its time table)
     v.write(img, [], "x", ts=160.7)
     for ts in (160.72, 160.74, 160.8):  # a burst: the first two fall in slots filled already
         v.write(img, [], "x", ts=ts)
@@ -290,6 +291,39 @@ def test_a_live_streams_video_fills_dropped_frames_and_plays_in_real_time(tmp_pa
     cap = cv2.VideoCapture(str(tmp_path / "live.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 7 + 2 + 1 + 2 + 1
     cap.release()
+
+
+def test_a_gap_the_video_does_not_fill_is_held_in_its_time_table(tmp_path: Path) -> None:
+    """A live stream away for a minute (or a file's long pause) is not filled with copies of the frame before, and
+    the video jumped: everything after the gap played a minute early, and fleet.mp4 showed it beside the other
+    cameras' frames of a minute before. The frame before the gap is now held in the file's time table for as long
+    as the gap lasted; the frames themselves are the same."""
+    v = AnnotatedVideo(tmp_path / "live.mp4", 10.0)
+    levels = [40, 80, 120, 160, 200]
+    for ts, level in zip((100.0, 100.1, 160.2, 160.3, 300.0), levels, strict=True):
+        v.write(np.full((48, 64, 3), level, np.uint8), [], "", ts=ts)
+    v.close()
+    assert mp4_problem(tmp_path / "live.mp4") is None
+    cap = cv2.VideoCapture(str(tmp_path / "live.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(5 / 200.1, rel=1e-3)  # the average: its length is right
+    times, shown = [], []
+    while cap.grab():
+        times.append(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000)
+        shown.append(float(cap.retrieve()[1][10:40, 10:50].mean()))
+    cap.release()
+    assert times == pytest.approx([0.0, 0.1, 60.2, 60.3, 200.0], abs=1e-3)
+    assert shown == pytest.approx(levels, abs=8)
+    cut = AnnotatedVideo(tmp_path / "cut.mp4", 10.0, segment_frames=2)  # the gaps fall between its files
+    for ts in (100.0, 100.1, 160.2, 160.3, 300.0):
+        cut.write(np.full((48, 64, 3), 90, np.uint8), [], "", ts=ts)
+    cut.close()
+    lengths = []
+    for n in range(cut.segments):
+        cap = cv2.VideoCapture(str(video_segment(tmp_path / "cut.mp4", n)))
+        lengths.append(cap.get(cv2.CAP_PROP_FRAME_COUNT) / cap.get(cv2.CAP_PROP_FPS))
+        cap.release()
+    assert lengths == pytest.approx([60.2, 139.8, 0.1], abs=1e-3)  # each file's last frame held: 0, 60.2, 200
 
 
 def test_a_variable_rate_file_s_video_shows_each_frame_at_its_own_time(tmp_path: Path) -> None:
