@@ -2,17 +2,19 @@
 
 Each camera's ``annotated.mp4`` (global ids drawn, one colour per id on every camera) becomes one tile of a grid;
 a camera whose run rotated its files (``output.rotate_mb``, ``output.live_rotate_s``) has one video per file, played
-one after the other in the tile. A camera's frame ``i`` is at fleet time ``clock_offset_s + i / fps``
-(daemon/fleet.py, ``FleetClock``), moved by when its first frame was seen where the cameras' identity tables record it
+one after the other in the tile. A camera's frame is at fleet time ``clock_offset_s`` + its time in the video (from
+the video's first frame: a gap the video holds its frame through, ``mp4_timing.hold_gaps``, counts as it lasted;
+daemon/fleet.py, ``FleetClock``), moved by when its first frame was seen where the cameras' identity tables record it
 (live cameras started at different moments: ``placements``); a later video of a camera follows the one before it,
 unless its table puts its first frame more than a frame away from there (a live stream that was away): there it
-starts where its table says. The mosaic runs at the fastest camera's rate and shows, at each of its instants, every
+starts where its table says. The mosaic runs at the fastest camera's rate (its videos' grid, not their average
+rate over such gaps) and shows, at each of its instants, every
 camera's latest frame: a slower camera's frame stays up until its next one, and a camera that has not started yet,
 has ended or has no video then shows a dark tile saying so. A banner gives the time in seconds since the fleet's
 first frame (``start_s``: the earliest camera's), the time base of the fleet report (daemon/fleet_report.py) where
 it covers these runs only, so a time it names can be looked up here (report.md says where the video's 0.0 s is
-otherwise). The videos are read as a stream, one frame per camera held at a time, so memory does not grow with their
-length.
+otherwise). The videos are read as a stream, two frames per camera held at a time (the one up, the next with its
+time), so memory does not grow with their length.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from daemon.mp4_timing import frame_rate
 from daemon.outputs import outlined_text
 from daemon.types import ImageBGR
 
@@ -95,40 +98,46 @@ def camera_tile(name: str, videos: list[tuple[Path, float | None]], at: float, f
     return Tile(name, video, at if start is None else start, tuple((v, where(u)) for v, u in more))
 
 
-def frame_at(t: float, offset_s: float, fps: float, count: int) -> int | None:
-    """Index of the frame a camera shows at fleet time ``t`` (its latest frame not after ``t``); None before
-    its first frame or after its last one has had its time."""
-    i = math.floor((t - offset_s) * fps + 1e-6)
-    return i if 0 <= i < count else None
+# a frame whose time is this close after an instant is shown at it (rates that divide each other)
+_EPS_S = 1e-6
 
 
 @dataclass(frozen=True)
 class _Clip:
-    """One video of a tile, where it starts on the mosaic's clock, its rate and length."""
+    """One video of a tile: where it starts on the mosaic's clock, its rate (its frames' grid), how long it plays
+    (its last frame's time included) and its frames' size."""
 
     video: Path
     start: float
     fps: float
-    count: int
+    length_s: float
     size: tuple[int, int]
 
     @property
     def end(self) -> float:
-        return self.start + self.count / self.fps
+        return self.start + self.length_s
+
+    def plays_at(self, t: float) -> bool:
+        """Whether one of the clip's frames is up at ``t`` (its first has come, its last has not had its time)."""
+        return -_EPS_S <= t - self.start < self.length_s - _EPS_S
 
 
 def _clip(video: Path, start: float) -> _Clip:
-    """``video`` as a clip starting at ``start`` (its header read); OSError when it is not a readable video."""
+    """``video`` as a clip starting at ``start`` (its header read); OSError when it is not a readable video. Its
+    length is its frame count over the container's rate, an average that counts held gaps in; its rate is that
+    of its time table's grid where the file has one (``mp4_timing.frame_rate``)."""
     cap = cv2.VideoCapture(str(video))
     try:
-        fps = cap.get(cv2.CAP_PROP_FPS)
+        average = cap.get(cv2.CAP_PROP_FPS)
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        if not cap.isOpened() or not 0 < fps <= 1000 or count <= 0:
+        if not cap.isOpened() or not 0 < average <= 1000 or count <= 0:
             raise OSError(f"{video}: not a readable video")
         size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     finally:
         cap.release()
-    return _Clip(video, start, float(fps), count, size)
+    fps = frame_rate(video)
+    fps = fps if fps is not None and 0 < fps <= 1000 else float(average)
+    return _Clip(video, start, fps, count / average, size)
 
 
 def _clips(tile: Tile) -> list[_Clip]:
@@ -154,10 +163,11 @@ class _Reader:
         self.clips = _clips(tile)
         self.fps = max(c.fps for c in self.clips)
         self.size = self.clips[0].size
-        self._at = -1  # the clip open, its capture, and the index of the frame held
+        self._at = -1  # the clip open, its capture, the frame held and the one after it with its time
         self._cap: cv2.VideoCapture | None = None
-        self._index = -1
         self._image: ImageBGR | None = None
+        self._next: tuple[float, ImageBGR] | None = None
+        self._first_s = 0.0  # the clip's first frame's position in its container
 
     @property
     def start_s(self) -> float:
@@ -171,26 +181,34 @@ class _Reader:
         """The frame shown at ``t``: the latest of the latest clip started by then; None outside every clip."""
         for n in range(len(self.clips) - 1, max(self._at, 0) - 1, -1):
             clip = self.clips[n]
-            i = frame_at(t, clip.start, clip.fps, clip.count)
-            if i is not None:
-                return self._frame(n, i)
+            if clip.plays_at(t):
+                return self._frame(n, t - clip.start)
             if t >= clip.start:
                 return None  # after this clip's end, before the next one's start
         return None
 
-    def _frame(self, n: int, index: int) -> ImageBGR | None:
-        cap = self._cap
-        if n != self._at or cap is None:
+    def _frame(self, n: int, at_s: float) -> ImageBGR | None:
+        """Clip ``n``'s latest frame whose time in it is not after ``at_s`` (read forward from the one held)."""
+        if n != self._at or self._cap is None:
             self.close()
-            cap = self._cap = cv2.VideoCapture(str(self.clips[n].video))
-            self._at, self._index, self._image = n, -1, None
-        while self._index < index:
-            ok, image = cap.read()
-            if not ok:  # shorter than its header said: keep the last frame
-                break
-            self._index += 1
-            self._image = np.asarray(image, dtype=np.uint8)
-        return self._image
+            self._cap = cv2.VideoCapture(str(self.clips[n].video))
+            self._at, self._image = n, None
+            self._next = self._read()
+            self._first_s = self._next[0] if self._next is not None else 0.0
+        while self._next is not None and self._next[0] - self._first_s <= at_s + _EPS_S:
+            self._image = self._next[1]
+            self._next = self._read()
+        return self._image if self._image is not None or self._next is None else self._next[1]
+
+    def _read(self) -> tuple[float, ImageBGR] | None:
+        """The open clip's next frame and its position (s); None at its end (one shorter than its header said:
+        the last frame read stays up)."""
+        assert self._cap is not None
+        if not self._cap.grab():
+            return None
+        at_s = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        ok, image = self._cap.retrieve()
+        return (at_s, np.asarray(image, dtype=np.uint8)) if ok else None
 
     def close(self) -> None:
         if self._cap is not None:

@@ -53,6 +53,8 @@ def _last_top_box(f: os.PathLike[str] | str) -> tuple[bytes, int, int]:
         while pos < end:
             fh.seek(pos)
             head = fh.read(16)
+            if len(head) < 8:
+                raise Mp4LayoutError(f"{end - pos} stray bytes at its end")
             size, kind = struct.unpack(">I4s", head[:8])
             if size == 1:
                 size = struct.unpack(">Q", head[8:16])[0]
@@ -159,3 +161,33 @@ def _stretch_edit(data: bytearray, trak: int, extra: int) -> None:
     if struct.unpack(">I", data[elst + 12 : elst + 16])[0] != 1:
         raise Mp4LayoutError("an edit list of several segments")
     _add_duration(data, elst, 16, 16, extra)
+
+
+def frame_rate(path: Path) -> float | None:
+    """The rate most of an MP4's frames are timed at (its track's time scale over the duration the most frames
+    have): an annotated video's grid, which its container's average rate is not where ``hold_gaps`` held gaps in
+    it. None where the file is not laid out as OpenCV writes it, or cannot be read."""
+    try:
+        return _grid_rate(path)
+    except (OSError, ValueError, struct.error):
+        return None
+
+
+def _grid_rate(path: Path) -> float | None:
+    kind, at, size = _last_top_box(path)
+    if kind != b"moov":
+        return None
+    with open(path, "rb") as f:
+        f.seek(at)
+        data = bytearray(f.read(size))
+    mdia = _child(data, _child(data, 0, b"trak"), b"mdia")
+    stts = _child(data, _child(data, _child(data, mdia, b"minf"), b"stbl"), b"stts")
+    mdhd = _child(data, mdia, b"mdhd")
+    scale = struct.unpack(">I", data[mdhd + (28 if data[mdhd + 8] else 20) :][:4])[0]
+    n_runs = struct.unpack(">I", data[stts + 12 : stts + 16])[0]
+    by_duration: dict[int, int] = {}
+    for i in range(n_runs):
+        count, duration = struct.unpack(">II", data[stts + 16 + 8 * i : stts + 24 + 8 * i])
+        by_duration[duration] = by_duration.get(duration, 0) + count
+    duration = max(by_duration, key=lambda d: by_duration[d], default=0)
+    return scale / duration if duration > 0 and scale > 0 else None

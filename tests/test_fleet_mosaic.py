@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
-from daemon.fleet_mosaic import BANNER_PX, Tile, cell_size, frame_at, grid, write_mosaic
+from daemon.fleet_mosaic import BANNER_PX, Tile, cell_size, grid, write_mosaic
 from daemon.fleet_runner import report_fleet, run_fleet
+from daemon.mp4_timing import frame_rate
+from daemon.outputs import AnnotatedVideo
 
 
 def _grey_video(path: Path, fps: float, levels: list[int], size: tuple[int, int] = (64, 48)) -> Path:
@@ -56,15 +58,6 @@ def test_cells_fit_the_widest_view_at_even_sizes_and_many_cameras_get_smaller_on
     assert cell_size([(640, 480), (256, 576)], 2, 481) == (640, 480)  # the wider view sets the width
 
 
-def test_frame_at_gives_the_latest_frame_of_a_camera_on_the_fleet_clock() -> None:
-    assert frame_at(0.0, 0.0, 10.0, 5) == 0
-    assert frame_at(0.29, 0.0, 10.0, 5) == 2
-    assert frame_at(0.3, 0.0, 10.0, 5) == 3  # exactly on a frame's time
-    assert frame_at(0.5, 0.0, 10.0, 5) is None  # its last frame has had its time
-    assert frame_at(0.9, 1.0, 5.0, 5) is None  # not started
-    assert [frame_at(1.0 + k / 10, 1.0, 5.0, 5) for k in range(4)] == [0, 0, 1, 1]  # half rate: shown twice
-
-
 def test_the_mosaic_shows_each_camera_at_its_own_rate_and_start(tmp_path: Path) -> None:
     fast = _grey_video(tmp_path / "fast.mp4", 10.0, [12 * i for i in range(20)])  # 0-2 s
     slow = _grey_video(tmp_path / "slow.mp4", 5.0, [200 - 20 * i for i in range(6)])  # starts 1 s late, 5 fps
@@ -83,6 +76,32 @@ def test_the_mosaic_shows_each_camera_at_its_own_rate_and_start(tmp_path: Path) 
         want_slow = 24 if k < 10 else 200 - 20 * ((k - 10) // 2)
         assert level(frame, 0) == pytest.approx(want_fast, abs=8), k
         assert level(frame, 1) == pytest.approx(want_slow, abs=8), k
+
+
+def test_a_camera_s_frames_are_placed_by_their_times_across_a_gap_in_its_video(tmp_path: Path) -> None:
+    # Regression: a tile showed a camera's frame i at i / its video's rate, so after a gap its annotated.mp4 holds
+    # in its time table (a live stream away 19 s) the camera's frames came 19 s early, beside the other cameras'
+    # frames of 19 s before; and the video's rate, its average over the gap (1 fps), set where every frame went.
+    # Each frame is now shown from its own time in the video, and the mosaic runs at the cameras' own rate.
+    away = AnnotatedVideo(tmp_path / "away.mp4", 10.0)
+    for k, ts in enumerate([i / 10 for i in range(10)] + [20.0 + i / 10 for i in range(10)]):
+        away.write(np.full((48, 64, 3), 20 + 10 * k, np.uint8), [], "", ts=ts)
+    away.close()
+    steady = _grey_video(tmp_path / "steady.mp4", 10.0, [200] * 210)  # 0-21 s
+    out = write_mosaic(
+        [Tile("away", tmp_path / "away.mp4"), Tile("steady", steady)], tmp_path / "fleet.mp4", 96
+    )
+    assert out is not None
+    tops = [float(f[BANNER_PX + 4 : BANNER_PX + 30, 70:120].mean()) for f in _frames(out)]
+    assert len(tops) == 210  # 0 .. 21 s at 10 fps
+    want = [20 + 10 * min(k, 9) if k < 200 else 20 + 10 * (k - 190) for k in range(210)]
+    assert tops == pytest.approx(want, abs=8)
+    alone = write_mosaic([Tile("away", tmp_path / "away.mp4")], tmp_path / "alone.mp4", 96)
+    assert alone is not None and len(_frames(alone)) == 210  # at 10 fps, not its average rate (1 fps)
+    assert frame_rate(tmp_path / "away.mp4") == pytest.approx(10.0)
+    for damaged in (b"\x00\x00\x00\x10moov\x00\x00\x00\x08trak", b"\x00\x00\x00\x08moov\x00\x00"):
+        (tmp_path / "damaged.mp4").write_bytes(damaged)
+        assert frame_rate(tmp_path / "damaged.mp4") is None  # the container's rate is taken then
 
 
 def test_the_mosaic_starts_at_the_fleets_first_frame_when_a_camera_left_no_video(tmp_path: Path) -> None:
