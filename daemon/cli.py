@@ -934,10 +934,17 @@ def _add_camera_args(p: argparse.ArgumentParser, config_required: bool) -> None:
         help="Override the camera's source (file, rtsp://, webcam index, folder), timed at its own frame rate: "
         "the config's source.fps is left out (it is the rate of the config's own video).",
     )
-    p.add_argument("--output", help="Override the output folder.")
+    p.add_argument(
+        "--output",
+        help="Override the output folder (an empty path is refused: leave it out for the config's).",
+    )
     p.add_argument("--max-frames", type=int, help="Stop after this many frames.")
     p.add_argument("--video", action=argparse.BooleanOptionalAction, default=None, help="Annotated video.")
-    p.add_argument("--detections", help="Replay detections from a MOTChallenge det.txt instead of detecting.")
+    p.add_argument(
+        "--detections",
+        help="Replay detections from a MOTChallenge det.txt instead of detecting (an empty path is refused: leave "
+        "it out for the config's detector).",
+    )
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
 

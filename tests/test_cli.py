@@ -155,6 +155,15 @@ def test_an_empty_output_or_detections_is_refused_naming_the_option(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml", "clip.mp4", "gt.txt"]
 
 
+def test_the_help_of_run_says_an_empty_output_or_detections_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "output folder (an empty path is refused" in text and "detecting (an empty path is refused" in text
+
+
 def test_unreadable_video_exits_1(tmp_path: Path, synth: tuple[Path, Path, Path]) -> None:
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00not a video" * 100)
