@@ -335,7 +335,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _check_eval_options(args: argparse.Namespace) -> None:
-    """ConfigError for options eval would ignore (it ran and scored without them)."""
+    """ConfigError for options eval would ignore (it ran and scored without them), and for an empty path."""
+    for attr, flag in (("gt", "--gt"), ("results", "--results"), ("json", "--json")):
+        _path_option(args, attr, flag)
     run_options = [
         opt
         for opt, given in (
@@ -1032,11 +1034,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_scenario)
 
     ev = sub.add_parser("eval", help="HOTA / IDF1 / MOTA against MOTChallenge ground truth.")
-    ev.add_argument("--gt", required=True, help="MOTChallenge gt.txt.")
+    ev.add_argument("--gt", required=True, help="MOTChallenge gt.txt (an empty path is refused).")
     ev.add_argument(
         "--results",
         help="Existing results file to score (skips running the tracker); a worker's, beside its summary.json, "
-        "is scored up to the frame the run ended at.",
+        "is scored up to the frame the run ended at (an empty path is refused).",
     )
     ev.add_argument(
         "--gt-noise",
@@ -1048,7 +1050,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--seed", type=int, help="Seed of --gt-noise's noise (default: the ground-truth detector's)."
     )
-    ev.add_argument("--json", help="Also write the metrics to this JSON file.")
+    ev.add_argument("--json", help="Also write the metrics to this JSON file (an empty path is refused).")
     _add_camera_args(ev, config_required=False)
     ev.set_defaults(func=cmd_eval)
 

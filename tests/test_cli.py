@@ -155,6 +155,22 @@ def test_an_empty_output_or_detections_is_refused_naming_the_option(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml", "clip.mp4", "gt.txt"]
 
 
+@pytest.mark.parametrize("option", ["--json", "--results", "--gt"])
+def test_an_empty_path_to_eval_is_refused_naming_the_option(
+    tmp_path: Path, synth: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    """`eval --json ""` scored and wrote no JSON without a word (a truthiness check), and `--results ""` or
+    `--gt ""` stopped with "error: .: cannot read: Is a directory", naming no option."""
+    _, gt, cfg = synth
+    assert main(["run", "--config", str(cfg)]) == 0
+    given = {"--gt": str(gt), "--results": str(tmp_path / "runs" / "door" / "door.txt"), "--json": None}
+    args = [x for flag, path in (given | {option: ""}).items() if path is not None for x in (flag, path)]
+    capsys.readouterr()
+    assert main(["eval", *args]) == 2
+    out, err = capsys.readouterr()
+    assert f"{option} is empty" in err and "IDF1" not in out and "Traceback" not in err, err
+
+
 def test_the_help_of_run_says_an_empty_output_or_detections_is_refused(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
