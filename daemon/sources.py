@@ -82,6 +82,9 @@ _TIMED_OUT = 0.9  # a stream open that failed after this share of source.open_ti
 _PROBE_MAX_S = 2.0  # the longest a failed stream's server is probed for why (within source.open_timeout_s)
 # the TCP port a stream URL without one is served on (udp and srt: not over TCP, not probed)
 _DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443, "http": 80, "https": 443}
+# A file's grab that fails before its end is tried again this many times: frames FFmpeg cannot decode (a damaged
+# one fails its grab, the next goes on past it) are passed over; so many failing in a row is the file's end.
+_UNDECODABLE_RUN = 50
 
 T = TypeVar("T")
 
@@ -99,7 +102,9 @@ class SourceStats:
     frames_decoded: int = 0  # frames taken from the source, including those skipped by the stride
     frames_delivered: int = 0  # frames handed to the consumer
     frames_dropped: int = 0  # live only: oldest buffered frames discarded because the consumer was slow
-    frames_skipped: int = 0  # a folder's images that could not be decoded, passed over (named in a warning)
+    frames_skipped: int = (
+        0  # a folder's images, a file's frames, that could not be decoded: passed over (warned)
+    )
     reconnects: int = 0  # successful reconnections of a live stream
     reconnect_failures: int = 0  # tries to open a live stream that failed: reconnections, and tries at start
     decode_seconds: float = 0.0  # time spent reading and decoding (including waiting on the network)
@@ -449,7 +454,8 @@ class _CaptureReader:
         )
         self.live = request.kind != "file"
         self.last_error = ""
-        self.skipped = 0  # FFmpeg passes over a frame it cannot decode without telling: none counted here
+        self.skipped = 0  # a file's frames FFmpeg could not decode, passed over (``_pass_undecodable``)
+        self._held = False  # a file's frame grabbed past undecodable ones: the next grab's
         self._cap: Capture | None = None
         self._raw = 0  # frames grabbed since the file was opened (files only)
         self._last_ts = -math.inf
@@ -472,6 +478,7 @@ class _CaptureReader:
             cap.release()
             raise SourceError(f"cannot open {self._what(began)}")
         self._cap = cap
+        self._held = False
         self._position_ms = -math.inf
         fps = cap.get(cv2.CAP_PROP_FPS)
         self._container_fps = fps if 0 < fps <= _MAX_PLAUSIBLE_FPS else 0.0
@@ -488,12 +495,17 @@ class _CaptureReader:
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
         self.count = count if count > 0 else None
 
+    def _label(self) -> str:
+        """Where the source is (a stream's URL without its password) and, when the caller named it otherwise (a
+        camera), that name too."""
+        where = redact(str(self._req.target))
+        return where if self._name == where else f"{where} ({self._name})"
+
     def _what(self, began: float) -> str:
         """The source as an error names it: where it is (a stream's URL without its password) and, when the
         caller named it otherwise (a camera), that name too; for a stream, whether it did not answer in time
         or failed before, and why (``_why_failed``)."""
-        where = redact(str(self._req.target))
-        label = where if self._name == where else f"{where} ({self._name})"
+        label = self._label()
         if self._req.kind == "file":
             return f"video file {label}: unreadable, corrupt or not a video"
         if self._req.kind == "webcam":
@@ -519,6 +531,9 @@ class _CaptureReader:
         if self._cap is None:
             self.last_error = "not connected"
             return False
+        if self._held:
+            self._held = False
+            return True
         began = time.monotonic()
         try:
             ok = self._cap.grab()
@@ -558,7 +573,12 @@ class _CaptureReader:
         return self._position_ms / 1000.0 >= (self.count - 1.5) / self._container_fps
 
     def read(self) -> _Decoded | None:
-        if not self.grab() or self._cap is None:
+        """The next frame; None at the end or an error, and where frames that could not be decoded were passed
+        over (counted in ``skipped``: the frame after them is the next read's)."""
+        if not self.grab():
+            self._pass_undecodable()
+            return None
+        if self._cap is None:
             return None
         ts, monotonic = self._timestamp()
         try:
@@ -569,6 +589,29 @@ class _CaptureReader:
             self.last_error = self.last_error or "decode failed"
             return None
         return _Decoded(_to_bgr(image), ts, monotonic)
+
+    def _pass_undecodable(self) -> None:
+        """After a grab that failed inside a file: FFmpeg could not decode that frame (a damaged one: the grab
+        after it goes on), so it is grabbed again, up to ``_UNDECODABLE_RUN`` times; the frames that failed are
+        counted in ``skipped``, named in a warning by their numbers, and the one grabbed after them is held for the
+        next read. Nothing where none comes (the end of the file, or one cut short: it says so as before)."""
+        if self.live or self._raw == 0 or self.at_end():
+            return
+        first, why = self._raw, self.last_error
+        for failed in range(1, _UNDECODABLE_RUN + 1):
+            if not self.grab():
+                continue
+            self._raw += failed  # the frames passed over, taken from the file: those after keep their numbers
+            self._held, self.skipped = True, self.skipped + failed
+            which = f"frame {first}" if failed == 1 else f"frames {first}-{first + failed - 1}"
+            log.warning(
+                "%s: %s could not be decoded: skipped (the frames after keep their numbers)",
+                self._label(),
+                which,
+            )
+            self.last_error = f"{which} could not be decoded"
+            return
+        self.last_error = why
 
     def _timestamp(self) -> tuple[float, float | None]:
         """The frame's timestamp and, live, its monotonic reading. Live: wall-clock time. Files: the container
@@ -978,9 +1021,9 @@ class FrameSource:
         self._backoff.reset()
 
     def _read(self) -> _Decoded | None:
-        """The reader's next frame. One it skipped as undecodable (a folder's corrupt image) is taken from the
-        source still (the frames after it keep their numbers), counted, and the stride goes on from it, as if it
-        had been delivered; None at an end or a failure."""
+        """The reader's next frame. One it skipped as undecodable (a folder's corrupt image, a file's damaged
+        frame) is taken from the source still (the frames after it keep their numbers), counted, and the stride
+        goes on from it, as if it had been delivered; None at an end or a failure."""
         while True:
             got = self._timed(self._reader.read)
             skipped = self._reader.skipped - self._stats.frames_skipped

@@ -557,6 +557,55 @@ def test_a_video_file_with_no_decodable_frame_is_named_in_the_error(tmp_path: Pa
         open_source(SourceConfig(uri=str(video)), name="cam")
 
 
+def _blank_frames(data: bytearray, which: set[int]) -> bytearray:
+    """An MJPEG AVI's bytes with the JPEG data of frames ``which`` (0-based) blanked, the chunks kept."""
+    import struct
+
+    pos, index, n = data.find(b"movi") + 4, data.find(b"idx1"), 0
+    while pos < index:
+        chunk, size = bytes(data[pos : pos + 4]), struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        if chunk.endswith(b"dc"):
+            if n in which:
+                data[pos + 8 : pos + 8 + size] = bytes(size)
+            n += 1
+        pos += 8 + size + (size & 1)
+    return data
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_an_undecodable_frame_of_a_video_file_is_skipped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, stride: int
+) -> None:
+    """An AVI with one damaged frame (its JPEG data lost) ended the replay there: OpenCV's grab fails at a frame
+    FFmpeg cannot decode, and the run stopped at frame 2 of 6, 'ended after 2 of 6 frames: read failed or the
+    stream ended', the rest of the file never read. The frame is passed over as a folder's corrupt image is:
+    counted, named by its number in a warning, the frames after it keeping their numbers, times and stride."""
+    video = tmp_path / "damaged.avi"
+    video.write_bytes(_blank_frames(_mjpeg_avi(video, 6), {2}))
+    with (
+        caplog.at_level("WARNING", logger="daemon"),
+        open_source(SourceConfig(uri=str(video), stride=stride)) as src,
+    ):
+        frames = list(src)
+    want = [0, 1, 3, 4, 5] if stride == 1 else [0, 4]
+    assert [f.index for f in frames] == want
+    assert [round(float(f.image.mean()) / 40) for f in frames] == want  # frame i is grey 40 * i
+    assert [f.timestamp for f in frames] == pytest.approx([i / 10 for i in want])
+    assert (src.stats.frames_skipped, src.stats.frames_decoded) == (1, 6)
+    assert f"{video}: frame 2 could not be decoded" in caplog.text and "ended after" not in caplog.text
+
+
+def test_a_video_file_cut_short_still_says_it_ended_early(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Frames that cannot be decoded up to the end are not taken for damaged ones: the file ended early."""
+    video = tmp_path / "cut.avi"
+    video.write_bytes(_blank_frames(_mjpeg_avi(video, 6), {3, 4, 5}))
+    with caplog.at_level("WARNING", logger="daemon"), open_source(SourceConfig(uri=str(video))) as src:
+        assert [f.index for f in src] == [0, 1, 2]
+    assert src.stats.frames_skipped == 0 and "ended after 3 of 6 frames" in caplog.text, caplog.text
+
+
 def test_a_video_file_s_wrong_container_rate_can_be_corrected(tmp_path: Path) -> None:
     """PETS09-S2L1's container says 10 fps, its real rate is 7: configs/pets09.yaml set tracker.frame_rate 7,
     which timed nothing (it only scaled BoxMOT's buffer, which the tracker undid), so events and the annotated
