@@ -78,18 +78,18 @@ def gallery_file(path: Path | None) -> Path | None:
 def redact(uri: str) -> str:
     """The uri with any password replaced by ``***`` (safe for logs, names and errors): camera streams and
     Valkey URLs alike. A password runs from the first ':' of the user part to the last '@' of the host part
-    (up to the first '/', '?' or '#'); when the host part holds a ':' but no '@', and an '@' comes later, the
-    password held a '/', '?' or '#' unencoded, and it runs to the URL's last '@' (a port followed by a path
-    with an '@' is hidden too: safe)."""
+    (up to the first '/', '?' or '#'); when an '@' comes after the host part too, and the host part holds a
+    ':', the password may hold a '/', '?' or '#' unencoded (and an '@' before it), and it runs to the URL's
+    last '@' (a port, or a host, followed by a path with an '@' is hidden too: safe)."""
     m = URI_SCHEME.match(uri)
     if m is None:
         return uri
     rest = uri[m.end() :]
     authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    if "@" in authority:
-        end = authority.rindex("@")
-    elif ":" in authority and "@" in rest:
+    if ":" in authority and "@" in rest[len(authority) :]:
         end = rest.rindex("@")
+    elif "@" in authority:
+        end = authority.rindex("@")
     else:
         return uri
     user, colon, _ = rest[:end].partition(":")

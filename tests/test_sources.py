@@ -156,7 +156,9 @@ def test_bare_number_naming_a_folder_is_not_taken_for_a_webcam(
 def test_redact_hides_passwords() -> None:
     assert redact("rtsp://admin:s3cret@10.0.0.5:554/live") == "rtsp://admin:***@10.0.0.5:554/live"
     assert redact("rtsp://10.0.0.5/live") == "rtsp://10.0.0.5/live"
-    assert redact("rtsp://u:p@ss@host/a@b") == "rtsp://u:***@host/a@b"
+    assert redact("rtsp://u:p@ss@host/a") == "rtsp://u:***@host/a"
+    # the password may as well be 'p@ss@host/a' (an '@' and a '/' unencoded): all up to the last '@' is hidden
+    assert redact("rtsp://u:p@ss@host/a@b") == "rtsp://u:***@b"
 
 
 def test_a_password_with_a_slash_is_hidden_too() -> None:
@@ -174,6 +176,27 @@ def test_a_password_with_a_slash_is_hidden_too() -> None:
     assert redact("unix:///run/valkey@main/valkey.sock") == "unix:///run/valkey@main/valkey.sock"
     assert redact("rtsp://cam.test/live?user=a@b") == "rtsp://cam.test/live?user=a@b"
     assert redact("redis://[::1]:6379/0") == "redis://[::1]:6379/0"
+
+
+def test_a_password_with_an_at_and_a_slash_leaves_no_fragment_shown(caplog: pytest.LogCaptureFixture) -> None:
+    """A camera password holding both '@' and '/' unencoded was hidden only up to its own '@' (the host part, up
+    to the first '/', held an '@', taken for the end of the password), so what followed its '/' was shown: in
+    'cannot open stream ...', the source's name in the logs and status.json. Where an '@' comes after the host
+    part too, the password runs to the URL's last '@'."""
+    secret = "Qx@127.0.0.1:1/Zm9v"  # FFmpeg takes the host up to the first '/': 127.0.0.1, refused at once
+    uri = f"rtsp://admin:{secret}@127.0.0.1:1/stream"
+    with (
+        caplog.at_level(logging.DEBUG, logger="daemon"),
+        pytest.raises(SourceError) as e,
+        open_source(SourceConfig(uri=uri, open_timeout_s=1)),
+    ):
+        pass
+    shown = f"{e.value}\n{caplog.text}"
+    assert "rtsp://admin:***@127.0.0.1:1/stream" in str(e.value), shown
+    assert "Qx" not in shown and "Zm9v" not in shown, shown
+    for secret in ("p@ss/w0rd", "a@b?c", "a@b#c", "@/", "x/y@z"):
+        assert redact(f"rtsp://admin:{secret}@cam:554/live") == "rtsp://admin:***@cam:554/live", secret
+        assert redact(f"rtsp://:{secret}@cam/live") == "rtsp://:***@cam/live", secret
 
 
 # ------------------------------------------------------------------------------------------ opening errors
