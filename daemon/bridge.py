@@ -73,7 +73,7 @@ from types import TracebackType
 from typing import Any, cast, get_args
 
 from daemon import codec
-from daemon.config import BridgeConfig, redact, valkey_url_problem
+from daemon.config import BridgeConfig, redact, valkey_url_problem, warn_if_key_open
 from daemon.erase_ack import EraseAck, UntrustedAck, decode_ack
 from daemon.errors import ConfigError, DaemonError
 from daemon.fleet_store import ERASE_LUA, PUBLISH_LUA, REGISTER_LUA, REWRITE_LUA, SNAPSHOT_LUA, FleetKeys
@@ -260,6 +260,8 @@ def _tls_kwargs(cfg: BridgeConfig) -> dict[str, Any]:
         path = getattr(tls, name)
         if path is not None and not path.is_file():
             raise ConfigError(f"bridge.tls.{name}: file not found: {path}")
+    if tls.key is not None:
+        warn_if_key_open(tls.key, "bridge.tls.key")
     out: dict[str, Any] = {
         "ssl_cert_reqs": "required" if tls.verify else "none",
         "ssl_check_hostname": tls.verify,

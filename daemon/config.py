@@ -1630,6 +1630,19 @@ def _warn_if_open(path: Path, mode: int, what: str) -> None:
         )
 
 
+def warn_if_key_open(path: Path, what: str) -> None:
+    """:func:`_warn_if_open` for a private key file named by a setting (``what``), unless systemd's own
+    credentials folder holds it (the unit's user alone may read that); a file that cannot be read is left
+    to the reader (an error naming it)."""
+    if _systemd_credentials(path.parent):
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    _warn_if_open(path, mode, what)
+
+
 class TlsConfig(_Strict):
     """TLS to Valkey (also switched on by a ``rediss://`` or ``valkeys://`` URL)."""
 
@@ -1638,7 +1651,10 @@ class TlsConfig(_Strict):
         None, description="CA bundle that signed the server certificate; null = system CAs."
     )
     cert: HomePath | None = Field(None, description="Client certificate (mutual TLS); needs `key`.")
-    key: HomePath | None = Field(None, description="Private key of the client certificate.")
+    key: HomePath | None = Field(
+        None,
+        description="Private key of the client certificate (a file its group or others may read is warned about).",
+    )
     verify: bool = Field(
         True,
         description="Check the server certificate and host name (switch off only for local experiments).",

@@ -1510,6 +1510,37 @@ def test_tls_connection_verified_against_the_ca(server: EmbeddedValkey, tmp_path
         proxy.close()
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_a_client_key_others_can_read_is_warned_about_once(
+    server: EmbeddedValkey, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """bridge.tls.key, the private key of the client certificate (mutual TLS), was read whatever its mode, where
+    a credential file its group or others may read is warned about, as ssh does. One warning names the setting,
+    the file and its mode (never its content); a key for its owner alone gives none."""
+    cert, key = _self_signed(tmp_path, "server")
+    client_cert, client_key = _self_signed(tmp_path, "client")
+    own_cert, own_key = _self_signed(tmp_path, "own")
+    client_key.chmod(0o640)
+    own_key.chmod(0o600)
+    proxy = TlsProxy(server.socket_path, cert, key)
+    url = f"redis://127.0.0.1:{proxy.port}"
+    try:
+        with caplog.at_level(logging.WARNING, logger="daemon"):
+            for _ in range(2):
+                tls = {"enabled": True, "ca": str(cert), "cert": str(client_cert), "key": str(client_key)}
+                with Bridge(config(url, tls=tls), "cam-a").start(wait_s=5) as a:
+                    assert a.allocate_global_id() >= 1
+            tls = {"enabled": True, "ca": str(cert), "cert": str(own_cert), "key": str(own_key)}
+            with Bridge(config(url, tls=tls), "cam-b").start(wait_s=5) as b:
+                assert b.allocate_global_id() >= 1
+    finally:
+        proxy.close()
+    warned = [r.getMessage() for r in caplog.records if "open to its group" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert warned[0].startswith(f"bridge.tls.key: {client_key} ") and "mode 0640" in warned[0], warned
+    assert "PRIVATE KEY" not in caplog.text
+
+
 def test_an_interrupted_start_stops_waiting_for_an_unreachable_valkey() -> None:
     """A worker stopped (SIGTERM) while it waited to catch up with an unreachable Valkey waited out the whole
     ``wait_s`` (fleet.ready_timeout_s) first."""
