@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
@@ -948,6 +948,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         env = _environment()
         origin = f"{path} and the environment ({', '.join(_env_names())})" if env else str(path)
         file = _read_yaml(Path(path))
+        _warn_if_secrets_open(Path(path), file)
         _check_env_cameras(file, path)
         data = yield_to_backends(file, env)
     data.update(overrides)
@@ -1103,6 +1104,40 @@ def _read_yaml(p: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping with a 'cameras' key")
     return data
+
+
+def _warn_if_secrets_open(p: Path, file: dict[str, Any]) -> None:
+    """Warn, once per file, when a config file that its group or others may read holds a secret written in it
+    (a password in a URL, a secret's ``value``), naming the file, its mode and the settings, never the secret."""
+    found = list(_inline_secrets(file))
+    if not found:
+        return
+    try:
+        mode = p.stat().st_mode
+    except OSError:  # read a moment ago: gone since, nothing left to warn about
+        return
+    _warn_if_open(
+        p,
+        mode,
+        f"{', '.join(found)} (written in the config: give a secret as {{env: NAME}} or {{credential: NAME}}, a "
+        "camera's URL in its environment file, deploy/README.md)",
+    )
+
+
+def _inline_secrets(node: Any, where: str = "") -> Iterator[str]:
+    """The settings of a config file's own text that hold a secret: a URL with a password (a camera's stream,
+    bridge.url), a secret's ``value`` (bridge.password, signing_key, accept_keys)."""
+    if isinstance(node, dict):
+        if "value" in node and node.keys() <= SecretSource.model_fields.keys():
+            yield f"{where}.value"
+            return
+        for key, value in node.items():
+            yield from _inline_secrets(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _inline_secrets(value, f"{where}[{i}]")
+    elif isinstance(node, str) and URI_SCHEME.match(node) and redact(node) != node:
+        yield where
 
 
 def single_camera_settings(camera: CameraConfig, name: str = "cam0", **kw: Any) -> Settings:

@@ -464,6 +464,45 @@ def test_a_credential_file_others_can_read_is_warned_about_once(
     assert not caplog.records
 
 
+def test_a_config_holding_secrets_that_others_can_read_is_warned_about_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A config file holding a secret in its own text (an inline fleet key, a password in bridge.url or in a
+    camera's stream URL) was read whatever its mode, where a credential file its group or others may read is
+    warned about, as ssh does. One warning names the file, its mode and the settings (never a secret); a file
+    for its owner alone, and one holding no secret (secrets from the environment or credentials), give none."""
+    secrets = ("fleet-key-for-tests-0123456789", "hunter2", "s3cret")
+    text = (
+        "cameras:\n"
+        "  lobby: {source: {uri: 'rtsp://admin:s3cret@10.0.0.5/s1'}}\n"
+        "  door: {source: {uri: 'rtsp://10.0.0.6/s1'}}\n"
+        "fleet: {enabled: true}\n"
+        "bridge:\n"
+        "  url: 'redis://:hunter2@127.0.0.1:6379'\n"
+        "  signing_key: {value: fleet-key-for-tests-0123456789}\n"
+    )
+    open_file, own_file, clean_file = (tmp_path / f"{n}.yaml" for n in ("open", "own", "clean"))
+    open_file.write_text(text, encoding="utf-8")
+    own_file.write_text(text, encoding="utf-8")
+    clean_file.write_text(
+        "cameras: {lobby: {source: {uri: 'rtsp://10.0.0.5/s1'}}}\n"
+        "bridge: {url: 'redis://127.0.0.1:6379', signing_key: {credential: fleet-key}}\n",
+        encoding="utf-8",
+    )
+    open_file.chmod(0o644)
+    own_file.chmod(0o600)
+    clean_file.chmod(0o644)
+    with caplog.at_level("WARNING", logger="daemon.config"):
+        for p in (open_file, open_file, own_file, clean_file):
+            load_settings(p)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1, warned
+    assert f"{open_file} is open to its group or others (mode 0644)" in warned[0], warned
+    for setting in ("cameras.lobby.source.uri", "bridge.url", "bridge.signing_key.value"):
+        assert setting in warned[0], warned
+    assert "cameras.door" not in warned[0] and not any(s in caplog.text for s in secrets), warned
+
+
 # `section.field` (N ...) or `section.field`, N ...: how README.md and deploy/README.md state a default
 _STATED_DEFAULT = re.compile(r"`([a-z_]+(?:\.[a-z_]+)+)`(?: \(|, )(\d+(?:\.\d+)?)(?=[ ,:;)])")
 
