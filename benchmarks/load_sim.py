@@ -135,10 +135,13 @@ class Window:
 
 
 def sim_config(target: Target) -> Any:
-    """The bridge settings of every simulated process: defaults, except the URL and the fleet key."""
+    """The bridge settings of every simulated process: defaults, except the URL and the fleet key, and a
+    receiving worker takes the simulated cameras' batches though its config lists none of them."""
     from daemon.config import BridgeConfig
 
-    return BridgeConfig(url=target.url, cluster=target.cluster, signing_key={"value": KEY})
+    return BridgeConfig(
+        url=target.url, cluster=target.cluster, signing_key={"value": KEY}, accept_unlisted=True
+    )
 
 
 def default_model(dim: int, **changes: Any) -> LoadModel:

@@ -6,8 +6,9 @@ Messages (daemon/fleet_wire.py)
     codec blob, HMAC-SHA256 with the fleet key, per round trip). Receivers get one ``FleetMessage`` per track
     again. A receiver rejects, counts by reason (``Bridge.stats.rejected``) and logs at most once per
     ``log_every_s`` what is unsigned, forged (wrong key, tampered), malformed, oversized, stale (sent more than
-    ``max_age_s`` ago; ``state_ttl_s`` for catch-up), from the future (beyond ``max_clock_skew_s``) or of an
-    unknown version. Nothing a peer, or anyone who reaches Valkey, sends can raise out of the receiver thread.
+    ``max_age_s`` ago; ``state_ttl_s`` for catch-up), from the future (beyond ``max_clock_skew_s``), of an
+    unknown version, or (a fleet worker's, ``peers``) from a camera its config does not list. Nothing a peer,
+    or anyone who reaches Valkey, sends can raise out of the receiver thread.
     A peer whose live batches are accepted but all arrive more than ``lag_warn_s`` after they were sent (the
     fleet link gives identity.claim_ttl_s: its claims count as lapsed as they arrive) is named, with the least
     delay of its last ``LAG_WINDOW`` batches, in ``Bridge.stats.lagging`` and logged (its host's clock lags),
@@ -67,10 +68,10 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, fields
 from types import TracebackType
-from typing import Any, cast, get_args
+from typing import Any, Literal, cast, get_args
 
 from daemon import codec
 from daemon.config import BridgeConfig, redact, valkey_url_problem, warn_if_key_open
@@ -133,6 +134,12 @@ MAX_LOG_KEYS = 1_024  # rate-limited warnings (some per peer camera) whose last 
 LIVE_POLL_S = 0.1  # the receiver wakes this often to notice close()
 ITEM_META_BYTES = 160  # meta JSON bytes one message adds to a batch, at most (with a short label)
 _STREAM_ID = re.compile(rb"^\d{1,20}-\d{1,20}$")
+# the names the fleet's tools publish under (`reid-daemon forget`), taken from whatever cameras a config lists
+FORGET_CAMERA = "forget-cli"
+TOOL_CAMERAS = (FORGET_CAMERA,)
+# why a received batch was refused: what decoding finds, or (``unlisted``) a camera the worker's config does not
+# list (the bridge's ``peers``)
+BridgeRejectReason = Literal[RejectReason, "unlisted"]
 
 
 ALLOCATE_LUA = """
@@ -376,6 +383,7 @@ class Rejections:
     stale: int = 0
     future: int = 0
     version: int = 0
+    unlisted: int = 0  # from a camera the worker's config does not list (Bridge's peers)
 
     @property
     def total(self) -> int:
@@ -436,6 +444,8 @@ class Bridge:
     the stored state read with plain commands: ``who`` with a read-only ACL user). Thread-safe. A context
     manager (``close`` on exit). ``lag_warn_s``: a peer whose live batches all arrive later than this after
     they were sent is reported in ``stats.lagging`` while it is heard from, and logged (None: not watched).
+    ``peers``: the cameras whose batches are taken (with TOOL_CAMERAS'); a batch of another camera is refused,
+    counted as ``unlisted`` (None: any camera's are taken).
     """
 
     def __init__(
@@ -447,6 +457,7 @@ class Bridge:
         receive: bool = True,
         observe: bool = False,
         lag_warn_s: float | None = None,
+        peers: Collection[str] | None = None,
     ) -> None:
         if observe and not receive:
             raise ValueError("an observing bridge receives: observe=True needs receive=True")
@@ -474,7 +485,7 @@ class Bridge:
         self._inbox: deque[FleetMessage] = deque(maxlen=cfg.inbox_size)
         self._inbox_ready = threading.Condition(threading.Lock())
         self._counts = dict.fromkeys(_COUNTERS, 0)
-        self._rejected = dict.fromkeys(get_args(RejectReason), 0)
+        self._rejected = dict.fromkeys(get_args(BridgeRejectReason), 0)
         self._connected = False
         self._last_error = ""  # the latest connection failure, for the error of a caller that gives up
         # per thread, its latest failure when it was Valkey refusing the credentials or a permission ("" if not)
@@ -489,6 +500,7 @@ class Bridge:
         self._unmet: set[str] = set()  # cameras in the registry not heard of at the last resync
         self._max_seq: OrderedDict[str, int] = OrderedDict()
         self._lag_warn_s = lag_warn_s
+        self._peers = None if peers is None else frozenset([*peers, *TOOL_CAMERAS])
         self._lags: OrderedDict[str, deque[float]] = OrderedDict()  # peer -> its last live batches' delays
         # peer -> (its lag, when it was last heard: monotonic); stats leaves out those silent for lag_warn_s
         self._lagging: dict[str, tuple[float, float]] = {}
@@ -1133,7 +1145,7 @@ class Bridge:
         if batch is None:
             return
         self._last_ids[batch.camera] = stream_id  # heard, fresh or not: the resync must not bring it back
-        if self._fresh(batch, live=True):
+        if self._listed(batch) and self._fresh(batch, live=True):
             self._check_camera_name(batch)
             self._note_delay(batch)
             self._accept_batch(batch, stream_id, False)
@@ -1193,7 +1205,20 @@ class Bridge:
 
     def _decode(self, blob: bytes, live: bool) -> Batch | None:
         batch = self._verified(blob)
-        return batch if batch is not None and self._fresh(batch, live) else None
+        return batch if batch is not None and self._listed(batch) and self._fresh(batch, live) else None
+
+    def _listed(self, batch: Batch) -> bool:
+        """Whether ``batch`` comes from one of ``peers`` (any camera when None); rejected and counted when not."""
+        if self._peers is None or batch.camera in self._peers:
+            return True
+        self._reject(
+            "unlisted",
+            f"camera {batch.camera!r} (sender {batch.sender[:8]}) is none of this config's cameras "
+            f"({', '.join(sorted(set(self._peers) - set(TOOL_CAMERAS)))}): a worker started with a misspelt "
+            "--camera, or left running for a camera taken out of the config? (bridge.accept_unlisted: true takes "
+            "any camera's)",
+        )
+        return False
 
     def _verified(self, blob: bytes) -> Batch | None:
         """The batch of a well-formed blob signed with the fleet key (or one of ``accept_keys``); None (rejected,
@@ -1330,7 +1355,7 @@ class Bridge:
         with self._lock:
             self._counts[name] += n
 
-    def _reject(self, reason: RejectReason, detail: str) -> None:
+    def _reject(self, reason: BridgeRejectReason, detail: str) -> None:
         with self._lock:
             self._rejected[reason] += 1
         self._log.warn(

@@ -1741,6 +1741,13 @@ class BridgeConfig(_Strict):
         description="Earlier (or coming) fleet keys whose signatures are accepted too, never used to sign: rotating "
         "the fleet key without stopping the fleet (deploy/README.md). Each at least 16 bytes; needs signing_key.",
     )
+    accept_unlisted: bool = Field(
+        False,
+        description="A fleet worker takes batches from any camera, not only from this config's (and `forget`'s): "
+        "for a load simulation, or a fleet whose cameras are split over several configs. Unset, a batch from a "
+        "camera the config does not list (a worker started with a misspelt --camera, or left running for a "
+        "camera taken out of the config) is refused, counted as rejected 'unlisted'.",
+    )
     allow_unsigned: bool = Field(
         False,
         description="Run without a fleet key: publish unsigned and accept unsigned messages (local experiments "

@@ -495,7 +495,11 @@ class FleetLink:
         dim = dim if head is None else head.output_dim
         self.gallery = _load_gallery(settings, dim, signature)
         self.bridge = bridge or Bridge(
-            settings.bridge, camera, on_message=self._on_message, lag_warn_s=settings.identity.claim_ttl_s
+            settings.bridge,
+            camera,
+            on_message=self._on_message,
+            lag_warn_s=settings.identity.claim_ttl_s,
+            peers=None if settings.bridge.accept_unlisted else settings.cameras,
         )
         self.ids = IdPool(self.bridge, known=self._largest_known_id)
         self.resolver = IdentityResolver(camera, dim, self.ids, settings.identity, self.gallery)

@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 from tqdm import tqdm
 
-from daemon.bridge import Bridge, BridgeError
+from daemon.bridge import FORGET_CAMERA, Bridge, BridgeError
 from daemon.config import SecretSource, Settings, load_settings
 from daemon.erase import Erased, PendingForgets, UnreadableFile, erase_problem
 from daemon.erase_ack import EraseAck, UntrustedAck
@@ -521,7 +521,7 @@ def forget(settings: Settings, global_id: int, timeout_s: float, wait_s: float =
     pending: dict[str, str] = {}
     stored = None
     if settings.bridge.url is not None:
-        with Bridge(settings.bridge, "forget-cli", receive=False) as bridge:
+        with Bridge(settings.bridge, FORGET_CAMERA, receive=False) as bridge:
             since = time.time() - settings.bridge.max_clock_skew_s
             stored = _forget_in_valkey(bridge, global_id, timeout_s)
             heard = _Heard(bridge, global_id, since, {n: dirs[n] for n in running})

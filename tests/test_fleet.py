@@ -926,6 +926,52 @@ def test_bridge_messages_from_unknown_keys_never_reach_the_resolver(
         a.close()
 
 
+def test_a_worker_refuses_batches_of_a_camera_its_config_does_not_list(
+    tmp_path: Path, valkey: EmbeddedValkey, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch signed with the fleet key from a camera the worker's config does not list (a worker started with a
+    misspelt --camera, or one left running for a camera taken out of the config) was taken like any camera's,
+    its people given fleet ids. It is refused, live and in a catch-up, counted as rejected 'unlisted' and logged
+    naming the camera; the listed cameras' and `forget`'s are taken, and bridge.accept_unlisted takes any."""
+    settings = _settings(tmp_path, valkey.url)  # cameras a and b
+    open_to_any = settings.model_copy(  # type: ignore[attr-defined]
+        update={"bridge": settings.bridge.model_copy(update={"accept_unlisted": True})}  # type: ignore[attr-defined]
+    )
+
+    def profile(cam: str, gid: int, person: int) -> FleetMessage:
+        return FleetMessage(
+            "profile", cam, 1, gid, timestamp=time.time(), quality=0.9, embeddings=PEOPLE[person : person + 1]
+        )
+
+    a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="daemon.bridge"),
+            Bridge(settings.bridge, "b-typo", receive=False) as stray,  # type: ignore[attr-defined]
+            Bridge(settings.bridge, "b", receive=False) as b,  # type: ignore[attr-defined]
+        ):
+            stray.publish(profile("b-typo", 998, 0))
+            b.publish(profile("b", 997, 1))
+            assert stray.flush(2.0) and b.flush(2.0)
+            assert _wait(lambda: 997 in a.resolver.store)
+            assert _wait(lambda: a.bridge.stats.rejected.unlisted == 2)  # the stray's hello and profile
+        assert 998 not in a.resolver.store and a.bridge.stats.rejected.total == 2
+        assert "rejected a unlisted message: camera 'b-typo'" in caplog.text, caplog.text
+        forget(settings, 997, 5.0)  # type: ignore[arg-type]
+        assert _wait(lambda: a.forgets_received == 1)
+    finally:
+        a.close()
+    late = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    anyone = FleetLink(open_to_any, "a", DIM).start(live=True)
+    try:
+        assert late.bridge.stats.rejected.unlisted == 1  # the stray's profile, in the stored state
+        assert 998 not in late.resolver.store
+        assert 998 in anyone.resolver.store and anyone.bridge.stats.rejected.total == 0
+    finally:
+        late.close()
+        anyone.close()
+
+
 def test_identity_config_reaches_the_resolver(tmp_path: Path, valkey: EmbeddedValkey) -> None:
     settings = _settings(tmp_path, valkey.url)
     link = FleetLink(settings, "a", DIM)  # type: ignore[arg-type]
