@@ -13,8 +13,10 @@ Messages (daemon/fleet_wire.py)
     fleet link gives identity.claim_ttl_s: its claims count as lapsed as they arrive) is named, with the least
     delay of its last ``LAG_WINDOW`` batches, in ``Bridge.stats.lagging`` and logged (its host's clock lags),
     for as long as it is heard from at least every ``lag_warn_s``.
-    Messages are deduplicated per sender by their signed sequence numbers; own messages are skipped (before
-    decoding: the live payload names its sender).
+    Messages are deduplicated per sender by their signed sequence numbers (a starting receiver takes them from
+    the stored batches of the last ``max_age_s`` it could not hear, so a captured batch replayed on the channel
+    is a duplicate after a restart too); own messages are skipped (before decoding: the live payload names its
+    sender).
 
 Stored state and key layout (daemon/fleet_store.py)
     Per camera, under one hash tag ``{fleet/camera}`` (one Cluster slot, so each publish and each snapshot is
@@ -499,6 +501,7 @@ class Bridge:
         self._marks: dict[str, deque[tuple[float, str]]] = {}
         self._unmet: set[str] = set()  # cameras in the registry not heard of at the last resync
         self._max_seq: OrderedDict[str, int] = OrderedDict()
+        self._subscribed_ms = 0  # the server's time as the receiver last subscribed (what it could not hear)
         self._lag_warn_s = lag_warn_s
         self._peers = None if peers is None else frozenset([*peers, *TOOL_CAMERAS])
         self._lags: OrderedDict[str, deque[float]] = OrderedDict()  # peer -> its last live batches' delays
@@ -979,6 +982,7 @@ class Bridge:
     def _listen(self, client: Any, backoff: Backoff) -> None:
         pubsub = client.pubsub()
         try:
+            self._subscribed_ms = _server_ms(client, self.keys.channel)
             pubsub.subscribe(self.keys.channel)
             resync_at = math.inf  # no resync before the subscription is confirmed and caught up
             while not self._stop.is_set():
@@ -1086,7 +1090,61 @@ class Bridge:
                 msgs.append(with_fields(latest, stream_id=batch_id))
         for msg in sorted(msgs, key=lambda m: (m.sender, m.seq)):
             self._accept(msg, caught_up=True)
+        self._seed_marks(client, cam, _text(reply[0]))
         self._last_ids[cam] = _text(reply[0])
+
+    def _seed_marks(self, client: Any, cam: str, upto: str) -> None:
+        """Raise each sender's last sequence number to the highest of ``cam``'s stored batches up to ``upto`` (the
+        snapshot's position) that this receiver could not have heard (stored before it subscribed) and that a
+        replay could still pass off as live (stored within ``max_age_s`` and ``max_clock_skew_s`` before that): a
+        receiver that has just started remembers no sequence number, so such a batch, captured and published
+        again on the channel, was delivered again where it was not in the snapshot (keep-alives, track ends,
+        lockstep markers). Only batches that cannot come live are taken, so nothing a receiver is given changes:
+        those stored since it subscribed come live, or in a replay, as before (on a Cluster, to within its nodes'
+        clocks). A sender's sequence numbers grow along the stream, so its newest batch there that is signed
+        says it (one batch decoded per sender). A sender's batches trimmed from the stream (stream_maxlen) or
+        erased by a forget are not seen: a later batch of its in the window covers them."""
+        heard_from = (self._subscribed_ms, 0)
+        end = min(_stream_id_key(upto), heard_from)
+        if end == (0, 0):
+            return
+        floor_ms = self._subscribed_ms - int((self.cfg.max_age_s + self.cfg.max_clock_skew_s) * 1000)
+        start, stop = f"{max(0, floor_ms)}-0", f"{end[0]}-{end[1]}"
+        exclusive = end == heard_from
+        seen: set[str] = set()  # senders whose newest batch was found
+        while True:
+            entries = client.xrevrange(
+                self.keys.log(cam), ("(" if exclusive else "") + stop, start, count=CATCHUP_PAGE
+            )
+            for _, entry in entries:
+                sender = _text(entry.get(b"s", b""))
+                if sender not in seen and self._seed_from(entry.get(b"m", b""), sender):
+                    seen.add(sender)
+            if len(entries) < CATCHUP_PAGE:
+                return
+            stop, exclusive = _text(entries[-1][0]), True
+
+    def _seed_from(self, blob: bytes, sender: str) -> bool:
+        """Raise the last sequence number of ``sender`` to the highest in ``blob`` (a stored batch; forgets,
+        idempotent, are not numbered in turn); False, and nothing raised, for a blob that is not a well-formed
+        batch of that sender signed with a key this bridge takes (a catch-up that meets it counts it), or that
+        holds forgets alone."""
+        for key in (self._key, *self._also):
+            try:
+                batch = decode_batch(blob, key, self.cfg.max_message_bytes)
+            except MessageRejected:
+                continue
+            if batch.sender != sender:
+                return False
+            seqs = [m.seq for m in batch.messages if m.kind != "forget"]
+            if not seqs:  # forgets alone: the numbers are in an older batch
+                return False
+            if max(seqs) > self._max_seq.get(sender, 0):
+                self._max_seq[sender] = max(seqs)
+                self._max_seq.move_to_end(sender)
+                _bound(self._max_seq, MAX_SENDERS)
+            return True
+        return False
 
     def _read_snapshot(self, client: Any, cam: str) -> list[Any]:
         """SNAPSHOT_LUA's reply read with plain commands, for an observer that may only read: nothing is pruned;

@@ -1008,6 +1008,41 @@ def test_a_message_heard_twice_is_delivered_once(server: EmbeddedValkey) -> None
         assert b.stats.duplicates == 2
 
 
+def test_a_batch_replayed_after_a_receiver_restarts_is_a_duplicate(server: EmbeddedValkey) -> None:
+    """A captured live batch (hello, a profile, then its track's end) published again on the channel within
+    max_age_s of its sending, to a receiver started after it was sent: the receiver remembered no sequence
+    number of its sender, so the snapshot's profile alone was known and the track's end was delivered again (any
+    message the snapshot does not carry: keep-alives, ends, lockstep markers). A starting receiver takes each
+    sender's last sequence number from the stored batches it could not have heard (sent before it subscribed,
+    within max_age_s and max_clock_skew_s): each replayed message is a duplicate."""
+    cfg = config(server.url)
+    client = server.client()
+    listener = client.pubsub()
+    listener.subscribe(FleetKeys("default").channel)
+    with Bridge(cfg, "cam-b", receive=False) as b:
+        b.publish(profile("cam-b", 1))
+        assert b.flush(2.0)
+        b.publish(FleetMessage("profile", "cam-b", 1, timestamp=time.time(), quality=0.5, ended=True))
+        assert b.flush(2.0)
+    captured: list[bytes] = []
+    while (item := listener.get_message(timeout=0.5)) is not None:
+        if item["type"] == "message":
+            captured.append(item["data"])
+    listener.close()
+    sent = [
+        m for blob in captured for m in decode_batch(blob.split(b"|", 2)[2], KEY.encode(), 1 << 20).messages
+    ]
+    assert [(m.kind, m.ended) for m in sent] == [("hello", False), ("profile", False), ("profile", True)]
+    with Bridge(cfg, "cam-a") as a:
+        assert a.wait_ready(5)
+        assert [(m.kind, m.ended) for m in a.drain()] == [("profile", False)]  # the stored state: its latest
+        for data in captured:
+            client.publish(FleetKeys("default").channel, data)
+        assert wait_for(lambda: a.stats.duplicates == 3), a.stats
+        time.sleep(0.2)
+        assert a.drain() == [] and a.stats.received == 1
+
+
 def test_forged_entries_in_stored_state_are_rejected_on_catch_up(server: EmbeddedValkey) -> None:
     cfg = config(server.url)
     keys = FleetKeys("default")
