@@ -77,21 +77,15 @@ def gallery_file(path: Path | None) -> Path | None:
 
 def redact(uri: str) -> str:
     """The uri with any password replaced by ``***`` (safe for logs, names and errors): camera streams and
-    Valkey URLs alike. A password runs from the first ':' of the user part to the last '@' of the host part
-    (up to the first '/', '?' or '#'); when an '@' comes after the host part too, and the host part holds a
-    ':', the password may hold a '/', '?' or '#' unencoded (and an '@' before it), and it runs to the URL's
-    last '@' (a port, or a host, followed by a path with an '@' is hidden too: safe)."""
+    Valkey URLs alike. A password runs from the first ':' after the scheme to the URL's last '@': the user name
+    or the password may hold '/', '?', '#' or '@' unencoded, so neither the first '/' nor the first '@' says
+    where it ends (a port or a host followed by a path with an '@', or a ':' in a path before an '@', is
+    hidden too: safe)."""
     m = URI_SCHEME.match(uri)
-    if m is None:
+    rest = "" if m is None else uri[m.end() :]
+    if m is None or "@" not in rest:
         return uri
-    rest = uri[m.end() :]
-    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    if ":" in authority and "@" in rest[len(authority) :]:
-        end = rest.rindex("@")
-    elif "@" in authority:
-        end = authority.rindex("@")
-    else:
-        return uri
+    end = rest.rindex("@")
     user, colon, _ = rest[:end].partition(":")
     return uri if not colon else f"{uri[: m.end()]}{user}:***{rest[end:]}"
 

@@ -199,6 +199,19 @@ def test_a_password_with_an_at_and_a_slash_leaves_no_fragment_shown(caplog: pyte
         assert redact(f"rtsp://:{secret}@cam/live") == "rtsp://:***@cam/live", secret
 
 
+def test_a_password_after_a_user_name_with_a_slash_is_hidden() -> None:
+    """A user name holding '/', '?' or '#' unencoded ('site/viewer') ended the host part before the ':' that
+    begins the password, so redact saw no password and showed the URL whole. A password runs from the first ':'
+    to the URL's last '@' wherever that ':' is."""
+    for user in ("site/viewer", "site?viewer", "site#viewer"):
+        shown = redact(f"rtsp://{user}:Zm9v/YmFy@cam:554/live")
+        assert shown == f"rtsp://{user}:***@cam:554/live", shown
+    assert (
+        redact("rtsp://site/viewer@cam/live") == "rtsp://site/viewer@cam/live"
+    )  # no password: nothing hidden
+    assert redact("rtsp://cam.test/live?user=a@b") == "rtsp://cam.test/live?user=a@b"
+
+
 # ------------------------------------------------------------------------------------------ opening errors
 
 
