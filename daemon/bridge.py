@@ -491,7 +491,7 @@ class Bridge:
         self._connected = False
         self._last_error = ""  # the latest connection failure, for the error of a caller that gives up
         # per thread, its latest failure when it was Valkey refusing the credentials or a permission ("" if not)
-        self._refused = {"send": "", "receive": ""}
+        self._refused = {"send": "", "receive": "", "command": ""}
         self._subscribed = threading.Event()
         self._stop = threading.Event()
         self._interrupted = threading.Event()  # the owner is stopping: waits for Valkey end now
@@ -730,10 +730,20 @@ class Bridge:
         try:
             if self._command is None:
                 self._command = connect(self.cfg, self.url, self._password)
-            return call(self._command)
+            answer = call(self._command)
         except valkey_errors() as e:
             self._drop_command()
+            refusal = _refusal_in(e)
+            self._refused["command"] = "" if refusal is None else str(refusal)
             raise BridgeError(f"cannot {what}: Valkey at {redact(self.url)} is unreachable ({e})") from e
+        self._refused["command"] = ""
+        return answer
+
+    def refusal_or(self, error: BridgeError) -> DaemonError:
+        """``error`` of a command, or the configuration error (exit 2) when Valkey refused this client's
+        credentials or an ACL permission (waiting does not help)."""
+        refusal = self._refusal(f"this client ({self.camera})")
+        return error if refusal is None else refusal
 
     def _drop_command(self) -> None:
         cmd, self._command = self._command, None

@@ -620,7 +620,10 @@ def _forget_in_valkey(bridge: Bridge, global_id: int, timeout_s: float) -> int:
             f"forget: global id {global_id} was never handed out (fleet {bridge.cfg.fleet!r} has given "
             f"1..{last}); nothing was sent"
         )
-    bridge.clear_erase_acks(global_id)
+    try:
+        bridge.clear_erase_acks(global_id)
+    except BridgeError as e:
+        raise bridge.refusal_or(e) from None
     bridge.forget(global_id)
     if not bridge.flush(timeout_s):
         raise bridge.unreachable(timeout_s)
