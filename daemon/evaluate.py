@@ -150,29 +150,30 @@ def _distractor_matches(similarity: F64Array, consider: NDArray[np.bool_]) -> ND
 
 
 @dataclass(frozen=True, slots=True)
-class _FrameData:
-    gt_ids: IntArray
-    pred_ids: IntArray
+class FrameBoxes:
+    """One frame's boxes as the scores take them: its considered gt rows, its predicted rows left once the
+    distractor rule (``distractors``) removed those on ignored rows, and their IoU (gt x predicted)."""
+
+    gt_rows: NDArray[np.intp]
+    pred_rows: NDArray[np.intp]
     similarity: F64Array
 
 
-def _frame_data(
+def frame_boxes(
     gt: MotGroundTruth,
     pred: MotTracks,
     gt_rows: NDArray[np.intp],
     pred_rows: NDArray[np.intp],
-    distractors: bool,
-) -> _FrameData:
+    distractors: bool = True,
+) -> FrameBoxes:
+    """The rows ``gt_rows`` and ``pred_rows`` of one frame that are scored (see the module docstring): the one
+    rule of the scores and of the fleet's merges (``fleet_eval.matches``)."""
     similarity = box_ious(gt.xywh[gt_rows], pred.xywh[pred_rows])
     consider = gt.consider[gt_rows]
     keep_pred = np.ones(len(pred_rows), dtype=bool)
     if distractors and len(gt_rows) > 0 and len(pred_rows) > 0 and not consider.all():
         keep_pred[_distractor_matches(similarity, consider)] = False
-    return _FrameData(
-        gt_ids=gt.track_id[gt_rows[consider]],
-        pred_ids=pred.track_id[pred_rows[keep_pred]],
-        similarity=similarity[consider][:, keep_pred],
-    )
+    return FrameBoxes(gt_rows[consider], pred_rows[keep_pred], similarity[consider][:, keep_pred])
 
 
 def _relabel(ids_per_frame: list[IntArray]) -> tuple[list[IntArray], int]:
@@ -188,17 +189,17 @@ def _sequence_data(gt: MotGroundTruth, pred: MotTracks, num_frames: int, distrac
     """The ``data`` dict TrackEval's metrics take, as MotChallenge2DBox.get_preprocessed_seq_data makes it."""
     gt_by_frame, pred_by_frame = rows_by_frame(gt.frame), rows_by_frame(pred.frame)
     frames = [
-        _frame_data(gt, pred, gt_by_frame.get(f, _NO_ROWS), pred_by_frame.get(f, _NO_ROWS), distractors)
+        frame_boxes(gt, pred, gt_by_frame.get(f, _NO_ROWS), pred_by_frame.get(f, _NO_ROWS), distractors)
         for f in range(1, num_frames + 1)
     ]
-    gt_ids, num_gt_ids = _relabel([fd.gt_ids for fd in frames])
-    pred_ids, num_pred_ids = _relabel([fd.pred_ids for fd in frames])
+    gt_ids, num_gt_ids = _relabel([gt.track_id[fb.gt_rows] for fb in frames])
+    pred_ids, num_pred_ids = _relabel([pred.track_id[fb.pred_rows] for fb in frames])
     return {
         "seq": "sequence",
         "num_timesteps": num_frames,
         "gt_ids": gt_ids,
         "tracker_ids": pred_ids,
-        "similarity_scores": [fd.similarity for fd in frames],
+        "similarity_scores": [fb.similarity for fb in frames],
         "num_gt_ids": num_gt_ids,
         "num_tracker_ids": num_pred_ids,
         "num_gt_dets": sum(len(ids) for ids in gt_ids),

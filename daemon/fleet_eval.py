@@ -14,8 +14,9 @@
   ids, or the resolver changing a track's id); a person given another id on another camera costs IDF1, HOTA's
   association and shows in the splits and the consistency below. MT/PT/ML count each camera's trajectory of a
   person (so they can add up to more than GT_IDs, the people of the whole fleet).
-* Merges and splits, from per-frame one-to-one matches (Hungarian on IoU >= 0.5, considered gt rows only) of
-  ground-truth boxes to global-id boxes:
+* Merges and splits, from per-frame one-to-one matches (Hungarian on IoU >= 0.5) of ground-truth boxes to
+  global-id boxes, on the boxes the scores take (considered gt rows; a box the distractor rule gives an ignored
+  row is no one's match):
   - ``false_merge_pct``: of all matched boxes, the share whose global id mostly belongs to ANOTHER person;
   - ``merges_by`` (with the cameras' own tracks): that share split into the boxes a camera track carried from
     another person (the trackers' id switches) and those on tracks given another person's id (the resolver);
@@ -43,8 +44,8 @@ from numpy.typing import NDArray
 
 from daemon.evaluate import (
     MotMetrics,
-    box_ious,
     evaluate,
+    frame_boxes,
     frames_scored,
     iou_matches,
     with_clear_of_sequences,
@@ -193,20 +194,23 @@ def concatenate(runs: dict[str, CameraRun]) -> tuple[MotGroundTruth, MotTracks, 
 
 
 def matches(gt: MotGroundTruth, pred: MotTracks) -> list[tuple[int, int, int]]:
-    """(frame, person id, predicted id) of every one-to-one IoU >= 0.5 match, frame by frame (considered gt
-    only): ``evaluate.iou_matches`` on ``evaluate.box_ious``, the per-camera scores' IoU and threshold rule (pairs
-    under it out before the assignment: poor ones never outweigh one good one). CLEAR's matches of a frame can
-    be fewer: it keeps a person's match of the frame before where it can, even where that leaves another out."""
-    gt = gt.considered()
+    """(frame, person id, predicted id) of every one-to-one IoU >= 0.5 match, frame by frame, of the boxes the
+    per-camera scores take (``evaluate.frame_boxes``: considered gt only, and no predicted box the distractor
+    rule gave an ignored row): ``evaluate.iou_matches``, the scores' IoU and threshold rule (pairs under it out
+    before the assignment: poor ones never outweigh one good one). CLEAR's matches of a frame can be fewer: it
+    keeps a person's match of the frame before where it can, even where that leaves another out."""
     pred_rows = rows_by_frame(pred.frame)
     found: list[tuple[int, int, int]] = []
     for frame, g_rows in rows_by_frame(gt.frame).items():
         p_rows = pred_rows.get(frame)
         if p_rows is None:
             continue
-        r, c = iou_matches(box_ious(gt.xywh[g_rows], pred.xywh[p_rows]))
+        boxes = frame_boxes(gt, pred, g_rows, p_rows)
+        r, c = iou_matches(boxes.similarity)
         for i, j in zip(r, c, strict=True):
-            found.append((int(frame), int(gt.track_id[g_rows[i]]), int(pred.track_id[p_rows[j]])))
+            found.append(
+                (int(frame), int(gt.track_id[boxes.gt_rows[i]]), int(pred.track_id[boxes.pred_rows[j]]))
+            )
     return found
 
 

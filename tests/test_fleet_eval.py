@@ -94,6 +94,36 @@ def test_an_ignored_person_under_another_person_s_id_is_no_merge() -> None:
     assert m.per_camera["a"].FP == 0
 
 
+def test_a_box_the_scores_drop_on_an_ignored_row_is_no_match_of_the_merges() -> None:
+    # Person 1 (considered) at x = f in frames 1-20, beside an ignored row (consider=0) 2 px to the right in
+    # frames 11-20. Id 10 is on person 1 in frames 1-10; id 20 sits exactly on the ignored row in 11-20. Its box
+    # overlaps person 1 at IoU 160 / 240 = 0.67 too, but the distractor rule matches it to the ignored row
+    # (IoU 1): the scores drop it (no TP, no FP, person 1 a miss). The merges drop it by the same rule, so
+    # person 1 is not under id 20 (no split) and the merges' matched boxes are the scores' TP.
+    person = _walk([1], 20)
+    late = person.frame > 10
+    ignored = MotGroundTruth(
+        person.frame[late], np.full(10, 2, np.int64), person.xywh[late] + [2.0, 0, 0, 0], np.zeros(10, bool)
+    )
+    gt = MotGroundTruth(
+        np.concatenate([person.frame, ignored.frame]),
+        np.concatenate([person.track_id, ignored.track_id]),
+        np.concatenate([person.xywh, ignored.xywh]),
+        np.concatenate([person.consider, ignored.consider]),
+    )
+    pred = MotTracks(
+        np.concatenate([person.frame[~late], ignored.frame]),
+        np.repeat(np.asarray([10, 20], np.int64), 10),
+        np.concatenate([person.xywh[~late], ignored.xywh]),
+        np.ones(20),
+    )
+    assert matches(gt, pred) == [(f, 1, 10) for f in range(1, 11)]
+    m = evaluate_fleet({"a": CameraRun(gt, pred, pred, 20)}, min_support=5)
+    cam, g = m.per_camera["a"], m.global_metrics
+    assert (cam.TP, cam.FP, cam.FN, g.TP, g.FP, g.FN) == (10, 0, 10, 10, 0, 10)
+    assert (m.matched_boxes, m.split_people, m.false_merge_pct) == (10, 0, 0.0)
+
+
 def test_the_support_threshold_counts_exactly_min_support_boxes() -> None:
     # Exactly min_support boxes count: person 1 under id 5 on a and id 6 on b (a split, seen on two cameras,
     # not consistent), person 2 and 3 under id 7 on a (a merge of 10 of 20 boxes: 10 wrong ones).
