@@ -23,7 +23,8 @@
   - ``merged_ids``: global ids carrying at least ``min_support`` boxes of two or more people;
   - ``split_people``: people carrying at least ``min_support`` boxes under two or more global ids;
   - ``cross_camera_consistency``: of the people seen (``min_support`` boxes) on two or more cameras, the share
-    whose majority global id is the same on every camera.
+    whose majority global id is the same on every camera; None (null in fleet_metrics.json) when nobody was
+    seen on two cameras (not measurable, which a perfect 1.0 would hide).
 * Bounds, when the cameras' own track ids are given: the same scores for two resolvers run on the very same camera
   tracks, to tell the trackers' errors from the resolver's:
   - ``unmatched``: no cross-camera matching at all (each camera track its own global id);
@@ -104,7 +105,7 @@ class FleetMetrics:
     merged_ids: int
     split_people: int
     people_on_several_cameras: int
-    cross_camera_consistency: float
+    cross_camera_consistency: float | None  # None: nobody seen on two cameras
     unmatched: Bound | None = None
     perfect: Bound | None = None
     merges_by: tuple[float, float] | None = None  # (trackers', resolver's) % of matched boxes; merge_sources
@@ -133,11 +134,11 @@ class FleetMetrics:
             f"global ids: HOTA {g.HOTA:.1f} IDF1 {g.IDF1:.1f} MOTA {g.MOTA:.1f} IDSW {g.IDSW} (MOTA and IDSW "
             "summed over the cameras: a switch is counted within a camera's view)"
         )
-        several = self.people_on_several_cameras
+        several, share = self.people_on_several_cameras, self.cross_camera_consistency
         consistency = (
-            f"{self.cross_camera_consistency:.0%} of {counted(several, 'person', 'people')} seen on several "
+            f"{share:.0%} of {counted(several, 'person', 'people')} seen on several "
             f"cameras {'keeps' if several == 1 else 'keep'} one global id"
-            if several
+            if share is not None
             else "nobody was seen on several cameras"
         )
         boxes = counted(self.matched_boxes, "matched box", "matched boxes")
@@ -223,11 +224,12 @@ def _supported(counter: Counter[int], min_support: int) -> list[int]:
     return [k for k, n in counter.items() if n >= min_support]
 
 
-MergeSplit = tuple[int, float, int, int, int, float]  # what merge_split_counts returns
+MergeSplit = tuple[int, float, int, int, int, float | None]  # what merge_split_counts returns
 
 
 def merge_split_counts(pairs_by_camera: dict[str, list[tuple[int, int]]], min_support: int) -> MergeSplit:
-    """(matched, false_merge_pct, merged_ids, split_people, people on several cameras, consistency)."""
+    """(matched, false_merge_pct, merged_ids, split_people, people on several cameras, consistency: None
+    where that is 0 people)."""
     people_of: dict[int, Counter[int]] = defaultdict(Counter)  # global id -> person -> boxes
     ids_of: dict[int, Counter[int]] = defaultdict(Counter)  # person -> global id -> boxes
     per_camera_ids: dict[int, dict[str, Counter[int]]] = defaultdict(lambda: defaultdict(Counter))
@@ -247,7 +249,7 @@ def merge_split_counts(pairs_by_camera: dict[str, list[tuple[int, int]]], min_su
             several += 1
             consistent += len(set(seen.values())) == 1
     pct = 100.0 * wrong / matched if matched else 0.0
-    return matched, pct, merged, split, several, consistent / several if several else 1.0
+    return matched, pct, merged, split, several, consistent / several if several else None
 
 
 def _with_ids(tracks: MotTracks, ids: IntArray) -> MotTracks:

@@ -65,8 +65,10 @@ def test_the_text_says_when_nobody_was_seen_on_several_cameras() -> None:
     # Regression: it said "100% of 0 people seen on several cameras keep one global id".
     a = _walk([1, 2], 20)
     m = evaluate_fleet({"a": CameraRun(a, None, _as_results(a, {1: 10, 2: 11}), 20)})
-    assert m.people_on_several_cameras == 0 and m.cross_camera_consistency == 1.0  # nobody is inconsistent
+    assert m.people_on_several_cameras == 0 and m.cross_camera_consistency is None  # not measurable
     assert "nobody was seen on several cameras" in m.text() and "of 0 people" not in m.text()
+    # Regression: the dict (fleet_metrics.json) gave 1.0 there, as if every such person kept one id
+    assert m.as_dict()["cross_camera_consistency"] is None
     assert "2 people seen on several cameras keep" in evaluate_fleet(_runs({1: 1, 2: 2}, {1: 1, 2: 2})).text()
 
 
@@ -133,14 +135,14 @@ def test_the_support_threshold_counts_exactly_min_support_boxes() -> None:
     assert pct == pytest.approx(100 * 10 / 40)
     # one box fewer on b: person 1 is no longer seen there (nor split); the merge on a stays
     pairs["b"] = [(1, 6)] * 9
-    assert merge_split_counts(pairs, min_support=10)[2:] == (1, 0, 0, 1.0)
+    assert merge_split_counts(pairs, min_support=10)[2:] == (1, 0, 0, None)
 
 
 def test_a_person_seen_on_one_camera_only_keeps_the_consistency_of_nobody() -> None:
     # A few boxes (under min_support) on a second camera do not make a person seen there; with nobody seen on
-    # two cameras the consistency is 1.0 (nobody is inconsistent), as the text says "nobody was seen ...".
+    # two cameras the consistency is None (not measurable), as the text says "nobody was seen ...".
     pairs = {"a": [(1, 5)] * 12, "b": [(1, 6)] * 3}
-    assert merge_split_counts(pairs, min_support=10)[2:] == (0, 0, 0, 1.0)
+    assert merge_split_counts(pairs, min_support=10)[2:] == (0, 0, 0, None)
 
 
 def test_evaluate_fleet_leaves_out_flickers_under_ten_boxes_by_default() -> None:

@@ -374,6 +374,20 @@ def test_a_camera_stopped_early_is_scored_on_the_frames_it_ran(tmp_path: Path) -
     assert doc["global"]["GT_Dets"] == 10 and doc["per_camera"]["a"]["IDF1"] < 70
 
 
+def test_fleet_metrics_json_has_no_consistency_where_nobody_was_on_two_cameras(tmp_path: Path) -> None:
+    # Regression: with one camera nobody can be seen on two, and fleet_metrics.json said consistency 1.0, which a
+    # reader could not tell from every such person keeping one global id; it is null, as the text says.
+    scenario, cam = _scenario_with_one_camera(tmp_path, ran=10)
+    (tmp_path / "report.md").write_text("# report\n", encoding="utf-8")
+    doc = evaluate_scenario(scenario, {"a": cam}, tmp_path)
+    written = json.loads((tmp_path / "fleet_metrics.json").read_text(encoding="utf-8"))
+    assert written == doc and written["matched_boxes"] == 10
+    assert (written["people_on_several_cameras"], written["cross_camera_consistency"]) == (0, None)
+    assert "nobody was seen on several cameras" in (tmp_path / "fleet_metrics.txt").read_text(
+        encoding="utf-8"
+    )
+
+
 def test_a_strided_camera_is_scored_on_the_frames_it_ran(tmp_path: Path) -> None:
     # Regression: the summary's stride (source.stride) was ignored, so the frames the camera skipped were misses.
     scenario, cam = _scenario_with_one_camera(tmp_path, ran=10)
