@@ -109,6 +109,23 @@ def test_ties_are_ordered_by_row() -> None:
     assert [m.index for m in g.search(v, k=3).matches] == [0, 1, 2]
 
 
+def test_a_match_exactly_at_the_threshold_is_kept_and_a_given_threshold_of_zero_is_used() -> None:
+    # "a match needs similarity >= threshold": a row whose cosine to the query is exactly the threshold matches
+    # (no test had one: a mutant taking '>' passed); a threshold given to search replaces the gallery's, 0.0
+    # too (a mutant taking 'threshold or the gallery's' passed)
+    g = Gallery(2, threshold=0.5)
+    g.add("a", [1.0, 0.0])
+    at_half = np.array([0.5, np.sqrt(0.75)], np.float32)  # of unit length: cosine 0.5 exactly
+    assert [(m.label, m.similarity) for m in g.search(at_half).matches] == [("a", 0.5)]
+    assert g.search(at_half, threshold=float(np.nextafter(0.5, 1.0))).matches == ()
+    assert [m.similarity for m in g.search([1.0, 0.0], threshold=1.0).matches] == [1.0]
+    low = np.array([0.2, np.sqrt(0.96)], np.float32)  # cosine 0.2: under the gallery's 0.5, over 0.0
+    assert g.search(low).matches == ()
+    assert [m.label for m in g.search(low, threshold=0.0).matches] == ["a"]
+    batch = g.search_batch([low, at_half], threshold=0.0)
+    assert [[m.label for m in r.matches] for r in batch] == [["a"], ["a"]]
+
+
 def test_match_distance() -> None:
     assert Match("a", 0.75, 0).distance == pytest.approx(0.25)
 
@@ -216,6 +233,36 @@ def test_drop_random_is_seeded_and_bounded() -> None:
     assert first == run(7)
     assert len(first["a"]) == 5 and keys(x[-1])[0] in first["a"]  # the newest is always kept
     assert any(run(s) != first for s in range(8, 12))
+
+
+def test_drop_random_may_evict_any_row_of_the_label() -> None:
+    # drop_random evicts "a random one of its rows": over seeds, the oldest and the newest row the label holds
+    # are each evicted at times (mutants never drawing the last or the first of them passed every test)
+    x = unit(np.random.default_rng(8), 4)
+    evicted = set()
+    for seed in range(30):
+        g = Gallery(D, max_per_label=3, drop_policy="drop_random", seed=seed)
+        g.add_many(["a"] * 3, x[:3])
+        assert g.add("a", x[3]) >= 0
+        kept = rows_by_label(g)["a"]
+        assert keys(x[3])[0] in kept and len(kept) == 3
+        evicted |= {i for i in range(3) if keys(x[i])[0] not in kept}
+    assert evicted == {0, 1, 2}
+
+
+@pytest.mark.parametrize("suffix", [".rdg", ".npz", ".json"])
+def test_drop_oldest_still_evicts_the_oldest_after_a_round_trip(tmp_path: Path, suffix: str) -> None:
+    # an eviction moves the last row into the freed slot, so row order is not age; the file keeps the ages
+    # (rows written oldest first), so a loaded gallery evicts the row added first, not row 0 (a mutant saving
+    # in row order passed every test)
+    x = unit(np.random.default_rng(10), 5)
+    g = Gallery(D, max_per_label=3, drop_policy="drop_oldest")
+    for v in x[:4]:
+        g.add("a", v)  # x0 evicted: its slot takes x2, so the rows are x2, x1, x3
+    assert keys(g.embeddings) == keys(x[[2, 1, 3]])
+    loaded = Gallery.load(g.save(tmp_path / f"g{suffix}"))
+    loaded.add("a", x[4])
+    assert rows_by_label(loaded)["a"] == set(keys(x[2:5]))
 
 
 def test_add_many_with_caps_reports_rows_and_rejections() -> None:
@@ -359,6 +406,21 @@ def test_faiss_stays_correct_through_removals_evictions_and_rebuilds(kind: Faiss
             assert all(approx.labels[m.index] == m.label for m in res.matches)
     index = approx._faiss  # built once, then rebuilt as tombstones passed 10 %
     assert index is not None and index.builds >= 2
+
+
+def test_pq_search_after_removals_returns_k_live_rows_for_a_query_like_row_0() -> None:
+    # removed rows stay in a PQ index as tombstones, which come back as candidate row -1 and must rank last:
+    # a mutant leaving their similarity unset (read from row 0) passed every test, for no query was like
+    # row 0: here the 3 tombstones outrank every live row and the search returned 2 of the 5 matches asked
+    rng = np.random.default_rng(11)
+    g = Gallery(D, index="faiss", threshold=-1, tuning=GalleryConfig(faiss_kind="pq", rebuild_fraction=0.5))
+    g.add_many([f"p{i}" for i in range(60)], unit(rng, 60))
+    g.search(g.embeddings[0])  # the index is built
+    for i in range(50, 53):
+        g.remove(f"p{i}")  # 3 tombstones, under rebuild_fraction
+    res = g.search(g.embeddings[0], k=5)
+    assert [m.index for m in res.matches][:1] == [0] and len(res.matches) == 5
+    assert all(g.labels[m.index] == m.label for m in res.matches)
 
 
 def test_pq_below_training_size_and_growth_retrain() -> None:
