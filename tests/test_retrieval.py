@@ -73,6 +73,20 @@ def test_junk_rule_drops_near_duplicates_and_skips_queries_left_without_a_match(
     np.testing.assert_allclose(s.cmc[:3], [0.0, 0.0, 1.0])
 
 
+def test_ties_keep_gallery_order_in_a_long_ranking_and_rank_k_reads_its_own_k() -> None:
+    # "ties keep gallery order": 20 gallery rows tie at cosine 1, the query's only match the last of them, so
+    # it ranks 20th (AP 1/20). numpy's default sort keeps ties in order for short arrays only: a mutant
+    # sorting without kind="stable" passed every test (here it ranks the match 17th). rank(k) is CMC rank-k
+    # (a mutant reading rank k+1 for k < max_rank passed too).
+    feats = np.zeros((40, 2), np.float32)
+    feats[:20], feats[20:] = (0, 1), (1, 0)
+    g = _emb(feats, [2] * 39 + [1], [1000] * 40)
+    s = evaluate(_emb(_unit([[1, 0]]), [1], [0]), g, junk_frames=0, max_rank=20)
+    assert s.mean_ap == pytest.approx(1 / 20)
+    np.testing.assert_array_equal(s.cmc, [0.0] * 19 + [1.0])
+    assert (s.rank(19), s.rank(20), s.rank(21)) == (0.0, 1.0, 1.0)
+
+
 def test_evaluate_rejects_bad_input() -> None:
     g = _emb(_unit([[1, 0]]), [1], [0])
     with pytest.raises(ValueError, match="dim"):
@@ -146,6 +160,26 @@ def test_build_split_alternates_segments_with_strides_and_filters() -> None:
     assert len(split.query) == 16 and len(split.gallery) == 4
     np.testing.assert_allclose(split.query.xyxy[0], [10, 20, 20, 80])
     assert split.junk_frames == 3 and "16 queries of 2 identities" in split.describe()
+
+
+def test_build_split_takes_its_bounds_exactly() -> None:
+    # frames [start, end), end 0 = up to the last gt frame (included), boxes at least min_height tall (one of
+    # exactly min_height kept), strides counted from start (not frame 0); mutants taking 'frame <= end',
+    # 'the last frame' as the end for 0, 'height > min_height', or strides from frame 0 passed every test
+    rows = [(f + 1, 1, 60.0, 1) for f in range(40)] + [(12 + 1, 5, 50.0, 1)]
+    gt = ground_truth_from_array(_gt(rows))
+
+    def cfg(end: int, query_stride: int) -> SplitConfig:
+        return SplitConfig(
+            start=11, end=end, segment=10, query_stride=query_stride, gallery_stride=1, min_height=50
+        )
+
+    every = build_split(gt, cfg(end=0, query_stride=1))
+    assert sorted(set(every.query.frames.tolist())) == [*range(11, 21), *range(31, 40)]
+    assert sorted(set(every.gallery.frames.tolist())) == list(range(21, 31))
+    assert every.query.ids[every.query.frames == 12].tolist() == [1, 5]
+    cut = build_split(gt, cfg(end=33, query_stride=2))  # frame 33 would be a query: the end leaves it out
+    assert sorted(set(cut.query.frames.tolist())) == [11, 13, 15, 17, 19, 31]
 
 
 def test_split_config_bounds() -> None:
