@@ -177,6 +177,104 @@ def test_verify_empty_and_one_label() -> None:
     assert report.rate == 1.0 and report.pairs == () and report.references[0].best_wrong is None
 
 
+def test_verify_counts_rows_exactly_copy_similarity_apart_as_copies_and_no_row_its_own() -> None:
+    # rows of one label "at least COPY_SIMILARITY similar" are one image twice: exactly at it they are copies
+    # (left out of each other's check: ann is then unchecked); a row is never counted a copy of itself (bob's
+    # single row: 0). Mutants taking '>', and no longer leaving each row out of its own check (which the copy
+    # rule then hid, but for the count), passed every test where the models were not fetched.
+    c = np.float32(rec.COPY_SIMILARITY)
+    g = Gallery(2)
+    for label, v in [("ann", [1, 0]), ("ann", [c, np.sqrt(1 - c * c)]), ("bob", [0, 1])]:
+        g.add(label, np.asarray(v, np.float32))
+    assert float(g.embeddings[0] @ g.embeddings[1]) == float(c)
+    report = verify(g)
+    assert [r.copies for r in report.references] == [1, 1, 0]
+    assert [r.self_match for r in report.references] == [None, None, None]
+
+
+def test_verify_lists_every_pair_of_labels_up_to_confusable_pairs() -> None:
+    # two labels are one pair to list (a mutant listing pairs only from three labels on passed every test)
+    g = Gallery(3)
+    s = float(np.sqrt(0.75))
+    for label, v in [("ann", [1, 0, 0]), ("ann", [0.5, s, 0]), ("bob", [0, 0, 1]), ("bob", [0.5, 0, s])]:
+        g.add(label, np.asarray(v, np.float32))
+    (pair,) = verify(g).pairs  # cross similarities 0, 0.5 (rows 0 and 3), 0, 0.25
+    assert (pair.label_a, pair.label_b, pair.similarity) == ("ann", "bob", 0.5)
+    assert (pair.index_a, pair.index_b) == (0, 3)
+    # a pair is listed though neither label is the other's closest: ann and bob are each closest to cy
+    # (0.5), to each other 0 (a mutant counting only each row's closest other label passed every test)
+    three = Gallery(3)
+    half = float(np.sqrt(0.5))
+    for label, v in [("ann", [1, 0, 0]), ("bob", [0, 1, 0]), ("cy", [0.5, 0.5, half])]:
+        three.add(label, np.asarray(v, np.float32))
+    pairs = verify(three, config=RecognitionConfig(confusable_pairs=3)).pairs
+    assert [(p.label_a, p.label_b, p.similarity) for p in pairs] == [
+        ("ann", "cy", 0.5),
+        ("bob", "cy", 0.5),
+        ("ann", "bob", 0.0),
+    ]
+
+
+def _ref(index: int, label: str, correct: float, wrong: float, wrong_label: str) -> rec.ReferenceCheck:
+    """A checked reference whose best correct and best wrong match are ``correct`` and ``wrong``."""
+    best = label if correct >= wrong else wrong_label
+    return rec.ReferenceCheck(
+        index, label, best == label, best, max(correct, wrong), correct, wrong, wrong_label
+    )
+
+
+def test_verify_margin_advice_takes_zero_and_leaves_out_the_bound_and_the_failures() -> None:
+    # near-duplicate advice is for 0 <= margin < margin_warn: a margin of exactly 0 (a tie, still a self-match)
+    # is warned of, one of exactly margin_warn is not, and a negative one is a failure, said by its own advice
+    # (mutants taking 0 < m, m <= margin_warn, or dropping 0 <= m passed every test)
+    refs = (
+        _ref(0, "ann", 0.75, 0.75, "bob"),  # margin +0.000
+        _ref(1, "cy", 0.75, 0.5, "dee"),  # margin +0.250, exactly margin_warn
+        _ref(2, "eve", 0.5, 0.75, "fay"),  # margin -0.250: closer to fay
+    )
+    report = rec.VerifyReport(refs, (), (), threshold=0.25, margin_warn=0.25)
+    assert [r.margin for r in refs] == [0.0, 0.25, -0.25]
+    near = [a for a in rec.advise(report) if "near-duplicates" in a]
+    assert len(near) == 1 and near[0].startswith("margin < 0.25 between 'ann' and 'bob' (+0.000)")
+    assert any("row 2 of 'eve' is closer to 'fay'" in a for a in rec.advise(report))
+
+
+def test_verify_threshold_advice_at_exactly_the_threshold() -> None:
+    # a gallery search matches at similarity >= threshold, so a reference matching its own label at exactly
+    # the threshold is recognised (no 'below the threshold' advice), and two labels whose closest references
+    # are exactly at it do match the wrong person (advice); a wrong match as high as the lowest correct one
+    # leaves no threshold that separates them (mutants taking <=, >, and > in suggested_threshold passed)
+    refs = (_ref(0, "ann", 0.5, 0.25, "bob"), _ref(1, "bob", 0.75, 0.5, "ann"))
+    pairs = (rec.ConfusablePair("ann", "bob", 0.5, 0, 1),)
+    report = rec.VerifyReport(refs, (), pairs, threshold=0.5, margin_warn=0.05)
+    advice = " | ".join(rec.advise(report))
+    assert "below the threshold" not in advice
+    assert "different labels reach the threshold 0.500 ('ann'/'bob' 0.500)" in advice
+    assert report.suggested_threshold is None and "would separate" not in advice
+    apart = rec.VerifyReport((refs[0], _ref(1, "bob", 0.75, 0.25, "ann")), (), (), 0.5, 0.05)
+    assert apart.suggested_threshold == 0.375  # midway between 0.25 and 0.5
+
+
+def test_verify_of_a_sound_gallery_says_only_that() -> None:
+    # the threshold already separates every correct from every wrong match: the advice says the gallery is
+    # sound, and no other threshold (a mutant offering the suggested threshold whatever the advice passed)
+    refs = (_ref(0, "ann", 0.75, 0.25, "bob"), _ref(1, "bob", 0.75, 0.25, "ann"))
+    pairs = (rec.ConfusablePair("ann", "bob", 0.25, 0, 1),)
+    report = rec.VerifyReport(refs, (), pairs, threshold=0.5, margin_warn=0.05)
+    assert report.suggested_threshold == 0.5
+    assert rec.advise(report) == (
+        "every checked reference matches its own label, worst margin +0.500: the gallery looks sound",
+    )
+
+
+def test_verify_worst_margin_of_a_label_is_its_lowest() -> None:
+    g = _clustered(3, 3, [4, 4, 4], noise=0.6)
+    report = verify(g)
+    for lc in report.labels:
+        margins = [r.margin for r in report.references if r.label == lc.label and r.margin is not None]
+        assert len(set(margins)) > 1 and lc.worst_margin == min(margins)
+
+
 # ---------------------------------------------------------------------------------------------- recognise
 
 
