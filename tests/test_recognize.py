@@ -365,6 +365,55 @@ def test_search_folder_ranks_hits_and_writes_them(tmp_path: Path) -> None:
     assert all(h.similarity >= 0.999 for h in high.hits) and len(high.hits) < 4
 
 
+RED, BLUE, GREY = (0, 0, 250), (250, 0, 0), (200, 200, 200)
+HALVES = FixedDetector([[0, 0, 20, 40], [20, 0, 40, 40]], [0.9, 0.8])  # the left and the right person
+
+
+def _two_people(folder: Path, lefts: list[tuple[int, int, int]], right: tuple[int, int, int]) -> Path:
+    """Images img_0.png, img_1.png ... of two people: the left half in ``lefts[i]``, the right in ``right``."""
+    folder.mkdir()
+    for i, colour in enumerate(lefts):
+        img = np.zeros((40, 40, 3), np.uint8)
+        img[:, :20], img[:, 20:] = colour, right
+        cv2.imwrite(str(folder / f"img_{i}.png"), img)
+    return folder
+
+
+def test_search_takes_the_best_over_the_query_rows(tmp_path: Path) -> None:
+    # "a person's similarity is the best over them" (the query's views): a red and a blue view find the red
+    # and the blue person alike, each at its own view's 1.0 (red . blue is 0.002; mutants taking the mean over
+    # the rows, or the first row alone, passed every test)
+    target = _two_people(tmp_path / "imgs", [RED, RED], BLUE)
+    views = np.vstack([_query(RED), _query(BLUE)])
+    report = search(views, target, MeanColour(), HALVES, SearchOptions(threshold=0.99, limit=10))
+    assert sorted((Path(h.source).name, h.box[0]) for h in report.hits) == [
+        ("img_0.png", 0.0),
+        ("img_0.png", 20.0),
+        ("img_1.png", 0.0),
+        ("img_1.png", 20.0),
+    ]
+    assert all(h.similarity == pytest.approx(1.0, abs=1e-5) for h in report.hits)
+
+
+def test_search_keeps_a_hit_exactly_at_the_threshold_and_equal_hits_in_scan_order(tmp_path: Path) -> None:
+    # a person whose similarity is exactly the threshold is a hit (>=; a mutant taking '>' passed every test);
+    # equal hits keep the scan order: the earlier images are kept when the limit is reached, and listed first
+    # (mutants replacing an equal hit, or listing equal hits last found first, passed)
+    target = _two_people(tmp_path / "imgs", [RED, RED, RED], GREY)  # three equal red people
+    query = _query(RED)
+    every = search(query, target, MeanColour(), HALVES, SearchOptions(threshold=-1.0, limit=10))
+    red = {h.similarity for h in every.hits if h.box[0] == 0.0}
+    (exact,) = red  # the same pixels: the same similarity
+    at = search(query, target, MeanColour(), HALVES, SearchOptions(threshold=exact, limit=10))
+    assert [(Path(h.source).name, h.similarity) for h in at.hits] == [
+        ("img_0.png", exact),
+        ("img_1.png", exact),
+        ("img_2.png", exact),
+    ]
+    two = search(query, target, MeanColour(), HALVES, SearchOptions(threshold=exact, limit=2))
+    assert [Path(h.source).name for h in two.hits] == ["img_0.png", "img_1.png"]
+
+
 def test_search_folder_names_the_files_that_are_not_images(tmp_path: Path) -> None:
     # Regression: a folder's .tiff / .gif snapshots (and any other file) were left out of the search without
     # a word: '2 images or frames' of a folder of four files.
