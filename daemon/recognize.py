@@ -11,7 +11,8 @@
 * ``recognize(...)``: embed an image (whole, given boxes, or detected people) and return the gallery's top-k
   matches at or above the threshold for each crop.
 * ``search(...)``: run the detector over a folder of images or a video, embed every person and keep the
-  best hits (similarity to the query >= threshold), best first, with the image path or frame index and box;
+  best hits (similarity to the query >= threshold), best first (of equal ones the earlier found, kept first
+  when the limit is reached), with the image path or frame index and box;
   ``out`` writes one annotated crop per hit and ``hits.json``.
 """
 
@@ -665,7 +666,8 @@ class SearchOptions:
 
 
 class _Best:
-    """The ``limit`` best hits seen so far, each with a context crop for ``out`` (bounded memory)."""
+    """The ``limit`` best hits seen so far, each with a context crop for ``out`` (bounded memory); of equal
+    hits the earlier found is kept and ranked first. The heap's bottom is the worst hit, the latest of equals."""
 
     def __init__(self, limit: int, keep_crops: bool, context: float) -> None:
         self.limit, self.keep_crops, self.context = limit, keep_crops, context
@@ -676,14 +678,14 @@ class _Best:
         if len(self.heap) >= self.limit and hit.similarity <= self.heap[0][0]:
             return
         crop, rel = context_crop(image, hit.box, self.context) if self.keep_crops else (None, hit.box)
-        item = (hit.similarity, next(self.counter), hit, crop, rel)
+        item = (hit.similarity, -next(self.counter), hit, crop, rel)
         if len(self.heap) < self.limit:
             heapq.heappush(self.heap, item)
         else:
             heapq.heapreplace(self.heap, item)
 
     def ranked(self) -> list[tuple[Hit, ImageBGR | None, Box]]:
-        return [(h, c, r) for _, _, h, c, r in sorted(self.heap, key=lambda t: (-t[0], t[1]))]
+        return [(h, c, r) for _, _, h, c, r in sorted(self.heap, key=lambda t: (-t[0], -t[1]))]
 
 
 def context_crop(image: ImageBGR, box: Box, context: float) -> tuple[ImageBGR, Box]:

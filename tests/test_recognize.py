@@ -414,6 +414,19 @@ def test_search_keeps_a_hit_exactly_at_the_threshold_and_equal_hits_in_scan_orde
     assert [Path(h.source).name for h in two.hits] == ["img_0.png", "img_1.png"]
 
 
+def test_search_keeps_the_earlier_of_equal_hits_when_a_better_one_comes_after(tmp_path: Path) -> None:
+    # Regression: the hits' heap put the earliest of equal hits at its bottom, so a better hit found later
+    # evicted it and kept the later one, where an equal hit found later was refused: of two equal people the
+    # one kept depended on whether the better one came between them or after (limit 2: img_1 here, img_0
+    # when the best came first). The earlier is kept either way.
+    dim_red = (0, 0, 200)  # a little under the query's red: equal to each other, below img_2's exact red
+    for name, lefts in {"after": [dim_red, dim_red, RED], "between": [dim_red, RED, dim_red]}.items():
+        target = _two_people(tmp_path / name, lefts, GREY)
+        two = search(_query(RED), target, MeanColour(), HALVES, SearchOptions(threshold=0.9, limit=2))
+        best = "img_2.png" if name == "after" else "img_1.png"
+        assert [Path(h.source).name for h in two.hits] == [best, "img_0.png"], name
+
+
 def test_search_folder_names_the_files_that_are_not_images(tmp_path: Path) -> None:
     # Regression: a folder's .tiff / .gif snapshots (and any other file) were left out of the search without
     # a word: '2 images or frames' of a folder of four files.
