@@ -423,6 +423,23 @@ def test_pq_search_after_removals_returns_k_live_rows_for_a_query_like_row_0() -
     assert all(g.labels[m.index] == m.label for m in res.matches)
 
 
+def test_pq_search_left_one_live_candidate_short_is_answered_exactly() -> None:
+    # PQ fetches pq_candidates more for the tombstones it holds; where the nearest were removed it may still
+    # find fewer than k live rows, and such a query is answered exactly: k matches. Here it fetches 6, 2 of
+    # them the removed copies of the query, 4 live for k = 5 (a mutant answering exactly only from 2 short
+    # passed every test, returning 4)
+    rng = np.random.default_rng(12)
+    q = unit(rng, 1)[0]
+    tuning = GalleryConfig(faiss_kind="pq", pq_candidates=5, rebuild_fraction=0.5)
+    g = Gallery(D, index="faiss", threshold=-1, tuning=tuning)
+    g.add_many(["copy", "copy"] + [f"p{i}" for i in range(298)], np.vstack([q, q, unit(rng, 298)]))
+    g.search(q)  # the index is built
+    assert g.remove("copy") == 2
+    res = g.search(q, k=5)
+    expected = np.argsort(-(g.embeddings @ q), kind="stable")[:5]
+    assert [m.index for m in res.matches] == expected.tolist()
+
+
 def test_pq_below_training_size_and_growth_retrain() -> None:
     rng = np.random.default_rng(4)
     g = Gallery(D, index="faiss", threshold=-1)  # default kind: pq
