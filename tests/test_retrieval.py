@@ -10,6 +10,7 @@ import pytest
 from _video import make_video
 from pydantic import ValidationError
 
+from daemon import retrieval
 from daemon.motio import ground_truth_from_array
 from daemon.retrieval import (
     CropSet,
@@ -55,6 +56,20 @@ def test_evaluate_small_case_by_hand() -> None:
     np.testing.assert_allclose(s.cmc, [0.5, 1.0, 1.0, 1.0])
     assert s.rank1 == 0.5 and s.rank(5) == 1.0
     assert "mAP" in s.text()
+
+
+def test_evaluate_scores_every_query_of_a_later_chunk_as_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    # queries are scored _QUERY_CHUNK (256) at a time; no test had more than 40, so a mutant scoring a later
+    # chunk's queries with the identity and frame of the first chunk's passed every test. With chunks of 2,
+    # the third query (id 2 at 90 degrees: ranking 90, 60, 30, 0 -> T F T F) is scored as itself.
+    monkeypatch.setattr(retrieval, "_QUERY_CHUNK", 2)
+    ang = np.deg2rad([0, 30, 60, 90])
+    g = _emb(np.column_stack([np.cos(ang), np.sin(ang)]).astype(np.float32), [1, 2, 1, 2], [100] * 4)
+    q = _emb(_unit([[1, 0], [np.cos(np.deg2rad(5)), np.sin(np.deg2rad(5))], [0, 1]]), [1, 2, 2], [0, 0, 0])
+    s = evaluate(q, g, junk_frames=10, max_rank=4)
+    aps = [(1 + 2 / 3) / 2, (1 / 2 + 2 / 4) / 2, (1 + 2 / 3) / 2]
+    assert s.queries == 3 and s.mean_ap == pytest.approx(sum(aps) / 3)
+    np.testing.assert_allclose(s.cmc, [2 / 3, 1.0, 1.0, 1.0])
 
 
 def test_junk_rule_drops_near_duplicates_and_skips_queries_left_without_a_match() -> None:
