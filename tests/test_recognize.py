@@ -267,6 +267,41 @@ def test_verify_of_a_sound_gallery_says_only_that() -> None:
     )
 
 
+@pytest.mark.parametrize("failing", [5, 6])
+def test_verify_advice_names_at_most_five_failures_and_says_how_many_more(failing: int) -> None:
+    # MAX_ADVICE_ITEMS (5) failures are each named, and only past it a line says how many more (mutants
+    # naming 4, or saying '... and 0 more' at exactly 5, passed every test)
+    bad = [_ref(i, f"f{i}", 0.25, 0.5, f"g{i}") for i in range(failing)]  # each closer to g_i
+    good = [_ref(failing + i, f"g{i}", 0.75, 0.5, f"f{i}") for i in range(failing)]  # rate 0.5: not low
+    advice = rec.advise(rec.VerifyReport((*bad, *good), (), (), threshold=0.1, margin_warn=0.05))
+    named = [a for a in advice if "is closer to" in a]
+    assert [a.split(" is closer")[0] for a in named] == [f"reference row {i} of 'f{i}'" for i in range(5)]
+    more = [a for a in advice if a.startswith("... and")]
+    assert more == ([] if failing == 5 else ["... and 1 more references closer to another label (--json)"])
+
+
+@pytest.mark.parametrize("singles", [5, 6])
+def test_verify_advice_names_at_most_five_labels_and_says_how_many_more(singles: int) -> None:
+    labels = tuple(rec.LabelCheck(f"s{i}", 1, 0, 0, None) for i in range(singles))
+    (advice,) = rec.advise(rec.VerifyReport((), labels, (), threshold=0.5, margin_warn=0.05))
+    names = "'s0', 's1', 's2', 's3', 's4'" + ("" if singles == 5 else " and 1 more")
+    assert advice.startswith(f"{singles} label(s) have a single reference ({names}) and cannot self-match")
+
+
+def test_verify_advice_lists_the_five_worst_margins_and_every_pair_over_the_threshold() -> None:
+    # near-duplicate pairs: the five lowest margins (a pair's lowest of its references), lowest first; pairs
+    # at or over the threshold: each named (mutants listing the highest margins, a pair's last margin, or the
+    # first pair alone passed every test)
+    margins = [0.0, 0.01, 0.02, 0.03, 0.04, 0.045]
+    refs = [_ref(i, f"a{i}", 0.5, 0.5 - m, f"b{i}") for i, m in enumerate(margins)]
+    refs.append(_ref(6, "a0", 0.5, 0.47, "b0"))  # a0/b0's other reference: margin 0.03
+    pairs = (rec.ConfusablePair("a0", "b0", 0.6, 0, 9), rec.ConfusablePair("a1", "b1", 0.5, 1, 9))
+    advice = rec.advise(rec.VerifyReport(tuple(refs), (), pairs, threshold=0.5, margin_warn=0.05))
+    near = [a.split(":")[0] for a in advice if "near-duplicates" in a]
+    assert near == [f"margin < 0.05 between 'a{i}' and 'b{i}' (+{m:.3f})" for i, m in enumerate(margins[:5])]
+    assert any("reach the threshold 0.500 ('a0'/'b0' 0.600, 'a1'/'b1' 0.500)" in a for a in advice)
+
+
 def test_verify_worst_margin_of_a_label_is_its_lowest() -> None:
     g = _clustered(3, 3, [4, 4, 4], noise=0.6)
     report = verify(g)
@@ -297,6 +332,15 @@ def test_recognize_top_k_threshold_and_boxes() -> None:
     strict = recognize(MeanColour(), g, img, boxes=np.array([[0, 0, 10, 30]]), k=3, threshold=0.9999)
     assert all(m.similarity >= 0.9999 for m in strict.recognitions[0].matches)
     assert "red" in report.text() and report.as_dict()["queries"][0]["matches"][0]["label"] == "red"
+
+
+def test_recognize_reports_a_given_threshold_of_zero() -> None:
+    # the threshold given is the one used and reported, 0.0 too (a mutant reporting the gallery's 0.5 for a
+    # given 0.0, 'threshold or the gallery's', passed every test): green is 0.002 from red and blue
+    green = np.full((30, 10, 3), (0, 250, 0), np.uint8)
+    report = recognize(MeanColour(), _colour_gallery(), green, k=3, threshold=0.0)
+    assert report.threshold == 0.0 and report.as_dict()["threshold"] == 0.0
+    assert len(report.recognitions[0].matches) == 3
 
 
 def test_recognize_detector_and_dim_mismatch(tmp_path: Path) -> None:
