@@ -58,6 +58,15 @@ class UnreadableFile(OSError):
     An OSError still, as any other failure of the erase is; ``filename`` names the file."""
 
 
+class NotATable(UnreadableFile):
+    """An ``identities.json`` that is not the table this daemon writes (not JSON, or its ``identities`` not an
+    object of global ids: a hand edit, a damaged disk): it may hold the id, so the erase cannot say it is done.
+    The camera's other files are erased first (``Erased.refused``); this is raised at the end."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(errno.EINVAL, f"not an identity table: {why}; mend it or move it away", str(path))
+
+
 @contextlib.contextmanager
 def _reading(path: Path) -> Iterator[None]:
     """An OSError met while reading ``path`` raised as UnreadableFile naming it (a failure to write is not)."""
@@ -68,9 +77,10 @@ def _reading(path: Path) -> Iterator[None]:
 
 
 def erase_problem(e: OSError, folder: Path) -> str:
-    """What an erase that failed with ``e`` met, naming the file: ``cannot read <file>: <why>`` for one it could
-    not read (UnreadableFile), else ``cannot write <file>: <why>``."""
-    verb = "read" if isinstance(e, UnreadableFile) else "write"
+    """What an erase that failed with ``e`` met, naming the file: ``cannot erase <file>: <why>`` for a table it
+    could not read as one (NotATable), ``cannot read <file>: <why>`` for one it could not read (UnreadableFile),
+    else ``cannot write <file>: <why>``."""
+    verb = "erase" if isinstance(e, NotATable) else "read" if isinstance(e, UnreadableFile) else "write"
     return f"cannot {verb} {e.filename or folder}: {e.strerror or e}"
 
 
@@ -89,6 +99,8 @@ class Erased:
     said: set[int] = field(default_factory=set)
     left: bool = False  # its deadline came before every folder was erased (erased again, it ends the same)
     pending: int = 0  # ids erased with it that an earlier stop left in forget-pending.json (counted in it)
+    # identities.json files the erase went past, left as they were (raised once the other files are erased)
+    refused: list[NotATable] = field(default_factory=list)
     # called with the ids a file holds before the file is replaced (PendingForgets keeps them: a kill after the
     # replace leaves a note of them, so the erase done again writes their forgotten line)
     keep: Callable[[set[int]], object] | None = field(default=None, repr=False, compare=False)
@@ -240,18 +252,15 @@ def erase_identity_lines(
 
 def erase_table(path: Path, gids: set[int]) -> Rewritten:
     """``identities.json``: the entries of ``gids`` leave the table (one that is not UTF-8 text too: its bad
-    bytes are written back as ``\\udcXX`` escapes, and its damage is noted)."""
+    bytes are written back as ``\\udcXX`` escapes, and its damage is noted). NotATable for a file that is not
+    such a table, left as it was."""
     if not path.is_file():
         return Rewritten(0)
     with _reading(path):
         raw = path.read_bytes()
     text = raw.decode("utf-8", "surrogateescape")
     damaged = not _is_utf8(raw)
-    try:
-        doc = json.loads(text)
-        table = doc["identities"]
-    except (ValueError, KeyError, TypeError):  # not a table this daemon wrote: left alone
-        return Rewritten(0, f"{path}: not UTF-8 text, nor a table: left as it was" if damaged else None)
+    doc, table = _table(path, text)
     gone = [k for k in list(table) if k.isdigit() and int(k) in gids]
     for k in gone:
         del table[k]
@@ -261,6 +270,22 @@ def erase_table(path: Path, gids: set[int]) -> Rewritten:
         return Rewritten(len(gone))
     kept = "its bad bytes written back as \\udcXX escapes" if gone else "left as it was"
     return Rewritten(len(gone), f"{path}: not UTF-8 text (a damaged file): {kept}")
+
+
+def _table(path: Path, text: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The document of identities.json ``path`` and its ``identities`` object; NotATable, saying what it is,
+    where the file is not one."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise NotATable(path, "not JSON") from None
+    if not isinstance(doc, dict):
+        raise NotATable(path, f"a JSON {type(doc).__name__}, not an object")
+    table = doc.get("identities")
+    if not isinstance(table, dict):
+        what = "missing" if table is None else f"a {type(table).__name__}"
+        raise NotATable(path, f'its "identities" is {what}, not an object of global ids')
+    return doc, table
 
 
 def _is_utf8(raw: bytes) -> bool:
@@ -417,7 +442,10 @@ def erase_folder(
     erased.said = (erased.said - lines.held) | lines.said  # a newer folder's word is the last
     erased.identity_lines += erased.note(lines)
     _check(deadline)
-    erased.note(erase_table(folder / "identities.json", gids))
+    try:
+        erased.note(erase_table(folder / "identities.json", gids))
+    except NotATable as e:  # the other files are erased still; said at the end
+        erased.refused.append(e)
     events, zeroed = erase_events(
         folder / "events.jsonl", gids, pending, folder / "embeddings.npy", deadline, keep
     )
@@ -436,7 +464,8 @@ def erase_camera(
     reads past it, the file it was reading left as it was (the erase then says ``left``): the events of a track
     from before its global id come before it, so an erase cut short leaves the id where the next one finds
     those events again. Counted in ``erased`` where given: a file that
-    raises leaves there what was erased before it (the ids the files rewritten held)."""
+    raises leaves there what was erased before it (the ids the files rewritten held). An identities.json that
+    is not a table is gone past, and raised (NotATable, the first) once the other files are erased."""
     gids = set(global_ids)
     folders = folders_of(camera_dir)
     oldest_first = [*folders[1:], *folders[:1]]
@@ -448,6 +477,8 @@ def erase_camera(
             erase_folder(folder, gids, pending.get(folder, set()), erased, deadline)
     except OutOfTime:
         erased.left = True
+    if erased.refused:
+        raise erased.refused[0]
     return erased
 
 

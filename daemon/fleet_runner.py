@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from daemon.bridge import FORGET_CAMERA, Bridge, BridgeError
 from daemon.config import SecretSource, Settings, load_settings
-from daemon.erase import Erased, PendingForgets, UnreadableFile, erase_problem
+from daemon.erase import Erased, NotATable, PendingForgets, UnreadableFile, erase_problem
 from daemon.erase_ack import EraseAck, UntrustedAck
 from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet import IDENTITY_TABLE_REFRESH_S
@@ -605,6 +605,8 @@ def _erase_failure(e: OSError, camera_dir: Path) -> str:
     """What a failure to erase a camera's files was, and what to do about it: read and write failures each
     said as what they are."""
     problem = erase_problem(e, camera_dir)
+    if isinstance(e, NotATable):
+        return f"{problem}, then run forget again"
     if isinstance(e, UnreadableFile):
         return f"{problem}; run forget again once it can be read (a user who may read it, a sound disk)"
     return f"{problem}; run forget again as a user who can write them"

@@ -664,3 +664,82 @@ def test_forget_on_a_stopped_camera_killed_partway_still_writes_the_forgotten_li
     lines = [json.loads(x) for x in (folder / "identities.jsonl").read_text().splitlines()]
     assert [(x["event"], x["global_id"]) for x in lines if x["event"] == "forgotten"] == [("forgotten", 7)]
     assert not (folder / "forget-pending.json").exists()
+
+
+def _earlier_run_with_a_table(root: Path, table: str) -> Path:
+    """Camera ``cam`` under ``root``: an earlier run of ids 7 and 8, whose identities.json is ``table``, and a
+    current one to come. Returns the table's path."""
+    folder = root / "cam"
+    outputs = _outputs(root)
+    _frame(outputs, 0, {1: 7, 2: 8})
+    outputs.close()
+    earlier = _keep_as_earlier(folder, "20260101T000000Z")
+    (earlier / "identities.json").write_text(table)
+    return earlier / "identities.json"
+
+
+WRONG_TABLES = [
+    '{"v": 1, "identities": [{"7": {}}]}',
+    '{"v": 1, "identities": ["7"]}',
+    '{"v": 1, "identities": "7"}',
+    '{"v": 1, "identities": 7}',
+    '[{"identities": {"7": {}}}]',
+    '{"v": 1}',
+    '{"v": 1, "identities": {"7": {',
+]
+
+
+@pytest.mark.parametrize("table", WRONG_TABLES)
+def test_forget_past_an_identity_table_of_the_wrong_shape_erases_the_rest_and_says_it_is_not_done(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], table: str
+) -> None:
+    """An identities.json that was valid JSON but whose "identities" was a list (a string, a number, or the
+    document not an object) ended `forget` in an AttributeError or TypeError traceback, the camera's newer files
+    not erased; one that was not JSON at all was passed over, and the camera said erased though the table may
+    hold the person. The table is named and left as it was, the camera's other files are erased, and the id is
+    not erased there (exit 1), kept in forget-pending.json; forget run again once it is mended finishes it."""
+    from daemon.erase import PendingForgets
+
+    config = _fleet_config(tmp_path)
+    folder = tmp_path / "runs" / "cam"
+    bad = _earlier_run_with_a_table(tmp_path / "runs", table)
+    outputs = _outputs(tmp_path / "runs")
+    _frame(outputs, 0, {1: 7})
+    outputs.close()
+
+    assert main(["-q", "forget", "7", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"cam: not erased from its files: cannot erase {bad}: not an identity table: " in err, err
+    assert "mend it or move it away, then run forget again" in err and "Traceback" not in err, err
+    assert bad.read_text() == table
+    for f in (bad.parent, folder):  # the other files, the newer folder's too, erased
+        assert all(e["global_id"] != 7 for e in _events(f)), f
+    assert PendingForgets(folder).read() == ([7], {7})
+
+    bad.write_text(json.dumps({"v": 1, "identities": {"7": {}, "8": {}}}))  # mended
+    assert main(["-q", "forget", "7", "--config", str(config)]) == 0
+    assert set(json.loads(bad.read_text())["identities"]) == {"8"}
+    lines = [json.loads(x) for x in (folder / "identities.jsonl").read_text().splitlines()]
+    assert [x["global_id"] for x in lines if x["event"] == "forgotten"] == [7]
+    assert not PendingForgets(folder).path.exists()
+
+
+def test_a_running_worker_past_an_identity_table_of_the_wrong_shape_erases_the_rest_and_raises(
+    tmp_path: Path,
+) -> None:
+    """A running worker's erase crashed on such a table (an AttributeError its retry loop does not take for a
+    file it cannot erase). It erases its other files and raises NotATable, an OSError naming the file: the id
+    is pending, said with the file, and tried again."""
+    from daemon.erase import NotATable, erase_problem
+
+    bad = _earlier_run_with_a_table(tmp_path, WRONG_TABLES[0])
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {1: 7})
+    with pytest.raises(NotATable) as caught:
+        outputs.forget([7], 0, 101.0)
+    _frame(outputs, 1, {1: 8}, changed={1})
+    outputs.close()
+    assert erase_problem(caught.value, tmp_path).startswith(f"cannot erase {bad}: not an identity table: ")
+    for f in (bad.parent, tmp_path / "cam"):
+        assert all(e["global_id"] != 7 for e in _events(f)), f
+    assert bad.read_text() == WRONG_TABLES[0]
