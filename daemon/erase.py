@@ -543,7 +543,10 @@ class PendingForgets:
             self.path.unlink(missing_ok=True)
             return
         doc = {"ids": ids, "held": sorted(held & set(ids))}
-        atomic_write(self.path, json.dumps(doc, separators=(",", ":")).encode("utf-8"))
+        try:
+            atomic_write(self.path, json.dumps(doc, separators=(",", ":")).encode("utf-8"))
+        except OSError as e:  # named by its temporary file: the one to name is this
+            raise type(e)(e.errno, e.strerror, str(self.path)) from e
 
     def add(self, global_ids: Iterable[int]) -> list[int]:
         """``global_ids`` wait too (after those waiting already); returns every id waiting now."""
@@ -575,14 +578,14 @@ class PendingForgets:
         held is replaced, ``ids`` are kept waiting here with them (``Erased.keep``): an erase that fails partway
         (a file it cannot read or write: its OSError raised), or is killed, leaves a note of the ids the files it
         rewrote held, and the erase that ends it writes their ``forgotten`` line (those files hold them no more).
-        Where this file cannot be written, that is passed over: the erase's own error is the one to raise."""
+        Where this file cannot be written, the file about to be replaced is not: its OSError, naming this file,
+        is raised (an erase gone on without the note could leave no word that the id was there)."""
         known = set(held)
 
         def keep(found: set[int]) -> None:
             if found - known:
+                self.write(ids, known | found)
                 known.update(found)
-                with contextlib.suppress(OSError):
-                    self.write(ids, set(known))
 
         erased = erase_stopped_camera(self.camera_dir, camera, ids, now, deadline, held, Erased(keep=keep))
         self.write(ids if erased.left else [], erased.held)

@@ -743,3 +743,37 @@ def test_a_running_worker_past_an_identity_table_of_the_wrong_shape_erases_the_r
     for f in (bad.parent, tmp_path / "cam"):
         assert all(e["global_id"] != 7 for e in _events(f)), f
     assert bad.read_text() == WRONG_TABLES[0]
+
+
+def test_forget_that_cannot_keep_its_note_in_forget_pending_json_rewrites_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`forget` on a stopped camera whose own folder could not be written (forget-pending.json not made there),
+    its earlier folders writable, went on without its note: it erased the id from an earlier folder, then met a
+    file it could not read, and `forget` run again, once both were mended, found the id in no file and wrote no
+    ``forgotten`` line for it. Without its note it rewrites nothing: the camera is named, with forget-pending.json
+    and why, and forget run again erases the id and writes the line."""
+    config = _fleet_config(tmp_path)
+    folder = tmp_path / "runs" / "cam"
+    blocked, kept = _earlier_runs_of_7_and_8_the_newer_unreadable(tmp_path / "runs")
+    holder = folder / "earlier-20260101T000000Z"
+    before = _files_of(holder)
+    if not _read_only(folder):
+        pytest.skip("cannot make a folder read-only here (chattr)")
+    try:
+        assert main(["-q", "forget", "7", "--config", str(config)]) == 1
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+        folder.chmod(0o755)
+    err = capsys.readouterr().err
+    assert f"cam: not erased from its files: cannot write {folder / 'forget-pending.json'}: " in err, err
+    assert _files_of(holder) == before  # nothing rewritten without the note
+
+    blocked.unlink()
+    blocked.write_bytes(kept)
+    assert main(["-q", "forget", "7", "--config", str(config)]) == 0
+    assert all(e["global_id"] != 7 for e in _events(holder))
+    lines = [json.loads(x) for x in (folder / "identities.jsonl").read_text().splitlines()]
+    assert [(x["event"], x["global_id"]) for x in lines if x["event"] == "forgotten"] == [("forgotten", 7)]
+    assert not (folder / "forget-pending.json").exists()
