@@ -93,7 +93,7 @@ class Erased:
     embeddings: int = 0
     global_rows: int = 0
     damaged: list[str] = field(default_factory=list)  # files with lines kept as they were: which, and why
-    held: set[int] = field(default_factory=set)  # the ids erased that a line or row of a file held
+    held: set[int] = field(default_factory=set)  # the ids erased that a line, row or entry of a file held
     # the ids whose last line in the identities.jsonl files read so far (oldest first) is a forgotten line: a
     # running worker wrote it as it forgot them, before an erase that had to wait
     said: set[int] = field(default_factory=set)
@@ -250,10 +250,10 @@ def erase_identity_lines(
     return rewrite_lines(path, edit, _keeping(keep, held), deadline).of(held, said)
 
 
-def erase_table(path: Path, gids: set[int]) -> Rewritten:
+def erase_table(path: Path, gids: set[int], keep: Callable[[set[int]], object] | None = None) -> Rewritten:
     """``identities.json``: the entries of ``gids`` leave the table (one that is not UTF-8 text too: its bad
-    bytes are written back as ``\\udcXX`` escapes, and its damage is noted). NotATable for a file that is not
-    such a table, left as it was."""
+    bytes are written back as ``\\udcXX`` escapes, and its damage is noted); says which of them it held
+    (``keep``: see ``Erased.keep``). NotATable for a file that is not such a table, left as it was."""
     if not path.is_file():
         return Rewritten(0)
     with _reading(path):
@@ -262,14 +262,17 @@ def erase_table(path: Path, gids: set[int]) -> Rewritten:
     damaged = not _is_utf8(raw)
     doc, table = _table(path, text)
     gone = [k for k in list(table) if k.isdigit() and int(k) in gids]
+    held = {int(k) for k in gone}
     for k in gone:
         del table[k]
     if gone:
+        if keep is not None:
+            keep(held)
         atomic_write(path, json.dumps(doc, indent=1).encode("utf-8"))
     if not damaged:
-        return Rewritten(len(gone))
+        return Rewritten(len(gone)).of(held)
     kept = "its bad bytes written back as \\udcXX escapes" if gone else "left as it was"
-    return Rewritten(len(gone), f"{path}: not UTF-8 text (a damaged file): {kept}")
+    return Rewritten(len(gone), f"{path}: not UTF-8 text (a damaged file): {kept}").of(held)
 
 
 def _table(path: Path, text: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -443,7 +446,7 @@ def erase_folder(
     erased.identity_lines += erased.note(lines)
     _check(deadline)
     try:
-        erased.note(erase_table(folder / "identities.json", gids))
+        erased.note(erase_table(folder / "identities.json", gids, keep))
     except NotATable as e:  # the other files are erased still; said at the end
         erased.refused.append(e)
     events, zeroed = erase_events(

@@ -343,11 +343,17 @@ class IdentityLog:
         ``forgotten`` line in identities.jsonl (``index``: the last frame written, None before the first). Lines
         written before stay: the file is a log."""
         gone = [g for g in global_ids if self._seen.pop(g, None) is not None]
-        for gid in gone:
-            self._fh.write(forgotten_line(self.camera, gid, index, now))
+        self.write_forgotten(gone, index, now)
         if gone:
-            self._fh.flush()
             self._write_table()
+
+    def write_forgotten(self, global_ids: Iterable[int], index: int | None, now: float) -> None:
+        """A ``forgotten`` line for each of ``global_ids`` (as ``forget``'s), flushed: the ids the camera's
+        erase found in its files that this run did not see (an earlier run's, before a rotation)."""
+        lines = [forgotten_line(self.camera, gid, index, now) for gid in global_ids]
+        if lines:
+            self._fh.writelines(lines)
+            self._fh.flush()
 
     def flush(self) -> None:
         self._fh.flush()

@@ -224,7 +224,11 @@ class CameraOutputs:
         so far, here and in its ``earlier-*`` folders (``daemon.erase``); the open files are reopened after.
         A file the erase could not read or write raises its OSError (``erase.UnreadableFile`` for one it could
         not read; what was erased before it stays erased, and an erase again does the rest); the camera's own
-        files failing to be written is a DaemonError, as in ``write``."""
+        files failing to be written is a DaemonError, as in ``write``. Each id the erase found in a file gets its
+        ``forgotten`` line in identities.jsonl, as ``reid-daemon forget`` on a stopped camera writes: the ids this
+        run saw as it forgets them, those only an earlier run's files held (or an earlier folder's, before a
+        rotation) once they are erased (``Erased.held``; one whose last line is its forgotten line already, a
+        retry's, gets none)."""
         open_files = [w for w in (self.identities, self.events, self.global_mot) if w is not None]
         with self.writing():
             if self.identities is not None:
@@ -232,11 +236,16 @@ class CameraOutputs:
             for w in open_files:
                 w.flush()
         try:
-            return erase_camera(self.dir, global_ids)
+            erased = erase_camera(self.dir, global_ids)
         finally:
             with self.writing():
                 for w in open_files:
                     w.reopen()
+        unsaid = erased.held - erased.said
+        if self.identities is not None and unsaid:
+            with self.writing():
+                self.identities.write_forgotten([g for g in global_ids if g in unsaid], index, now)
+        return erased
 
     def finish(self, ended: list[int], index: int, ts: float) -> None:
         with self.writing():

@@ -777,3 +777,41 @@ def test_forget_that_cannot_keep_its_note_in_forget_pending_json_rewrites_nothin
     lines = [json.loads(x) for x in (folder / "identities.jsonl").read_text().splitlines()]
     assert [(x["event"], x["global_id"]) for x in lines if x["event"] == "forgotten"] == [("forgotten", 7)]
     assert not (folder / "forget-pending.json").exists()
+
+
+@pytest.mark.parametrize("path", ["running", "stopped"])
+def test_an_id_only_an_earlier_run_held_gets_its_forgotten_line_from_a_running_worker_as_when_stopped(
+    tmp_path: Path, path: str
+) -> None:
+    """A running worker wrote a ``forgotten`` line only for the ids its own run had seen, while `forget` on the
+    stopped camera wrote one for each id its files held, an earlier run's too: an auditor reading identities.jsonl
+    saw person 7's data erased from an earlier run's folder with no word of it, or with one, by whether the
+    camera ran. Both write the line wherever the id's data was erased (a line, row or table entry of any of its
+    folders: an id only an earlier run's identities.json held too), and none for an id no file held."""
+    folder = tmp_path / "cam"
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {1: 7, 2: 8})
+    outputs.close()
+    earlier = _keep_as_earlier(folder, "20260101T000000Z")
+    table = json.loads((earlier / "identities.json").read_text())
+    table["identities"]["9"] = table["identities"]["8"]  # 9: in its table alone
+    (earlier / "identities.json").write_text(json.dumps(table))
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {1: 8})
+    if path == "running":
+        erased = outputs.forget([7, 9, 555], 0, 101.0)
+        _frame(outputs, 1, {1: 8}, changed=set())
+        outputs.close()
+    else:
+        outputs.close()
+        erased = erase_stopped_camera(folder, "cam", [7, 9, 555], 101.0)
+    frame = 0 if path == "running" else None
+
+    lines = [json.loads(x) for x in (folder / "identities.jsonl").read_text().splitlines()]
+    assert [(x["global_id"], x["frame"]) for x in lines if x["event"] == "forgotten"] == [
+        (7, frame),
+        (9, frame),
+    ]
+    assert erased.held == {7, 9}
+    assert set(json.loads((earlier / "identities.json").read_text())["identities"]) == {"8"}
+    assert all(e["global_id"] != 7 for e in _events(earlier))
