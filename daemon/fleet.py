@@ -524,6 +524,9 @@ class FleetLink:
         # ids forgotten since take_forgotten, oldest first, each once: the worker takes them on each frame and,
         # live, every second while none comes; bounded all the same (its files may refuse them a while)
         self._forgotten: OrderedDict[int, None] = OrderedDict()
+        # ids whose forget came since take_heard (again or not): the worker, waiting to try its files again,
+        # says of them at once that they are pending; bounded as _forgotten
+        self._heard: OrderedDict[int, None] = OrderedDict()
         self._forgotten_lock = threading.Lock()
         self._idle_stop = threading.Event()
         self._idle_expiry: threading.Thread | None = None
@@ -644,6 +647,10 @@ class FleetLink:
         with self._forgotten_lock:
             self._forgotten[global_id] = None
             self._bound_forgotten()
+            self._heard[global_id] = None
+            self._heard.move_to_end(global_id)
+            while len(self._heard) > MAX_PENDING_FORGETS:
+                self._heard.popitem(last=False)
 
     def forget_later(self, global_ids: list[int]) -> None:
         """``global_ids``, taken by ``take_forgotten``, are still in the camera's files: taken again next time,
@@ -673,6 +680,14 @@ class FleetLink:
         ``erased`` from the camera's files and memory (``detail``: what its files held), or ``pending`` (why)."""
         now = time.time()
         self.bridge.say_of_forgets(erase_ack(self.camera, gid, state, detail, now) for gid in global_ids)
+
+    def take_heard(self) -> list[int]:
+        """The ids whose forget came since the last call, each once, a forget sent again included (one that
+        ``take_forgotten`` keeps once): whom a worker waiting to try its files again tells it is not done."""
+        with self._forgotten_lock:
+            heard = list(self._heard)
+            self._heard.clear()
+        return heard
 
     def take_forgotten(self) -> list[int]:
         """The ids forgotten since the last call, oldest first (for the camera's files: ``IdentityLog.forget``)."""

@@ -344,6 +344,7 @@ class CameraWorker:
         self._last_index = -1
         # forgotten ids the camera's files could not take yet: why (for /health), and when to try again
         self.unerased: str | None = None
+        self._erase_problem = ""  # what the last erase that failed met, as said to `forget` (pending)
         self._erase_retry_s = 0.0
         self._erase_retry_at = 0.0
         # held while the camera's files are written: a frame (resolved and written), an erase between frames
@@ -570,9 +571,16 @@ class CameraWorker:
         """Erase the ids the fleet forgot since the last call from the camera's files (``CameraOutputs.forget``;
         ``index`` and ``now``: the frame and fleet time it is done at). A file the erase cannot read or write is
         logged, naming it, and said on /health (``unerased``); the ids stay to be erased, tried again after
-        FORGET_RETRY_S, doubling up to FORGET_RETRY_MAX_S, and after the run if it ends first."""
+        FORGET_RETRY_S, doubling up to FORGET_RETRY_MAX_S, and after the run if it ends first; a forget that
+        comes meanwhile (of one of them again, or of another id) is said to be pending, with the file, at once:
+        ``reid-daemon forget`` waits a few seconds only."""
         fleet = self.fleet
-        if fleet is None or time.monotonic() < self._erase_retry_at:
+        if fleet is None:
+            return
+        heard = fleet.take_heard()  # before take_forgotten: one heard after it is taken on the next call
+        if time.monotonic() < self._erase_retry_at:
+            if heard:
+                fleet.say_of_forgets(heard, "pending", self._erase_problem)
             return
         gone = fleet.take_forgotten()
         if not gone:
@@ -601,7 +609,8 @@ class CameraWorker:
         self._erase_retry_s = min(max(2 * self._erase_retry_s, FORGET_RETRY_S), FORGET_RETRY_MAX_S)
         self._erase_retry_at = time.monotonic() + self._erase_retry_s
         self.unerased = f"global ids {gids} are still in its files: {problem}"
-        self.fleet.say_of_forgets(gids, "pending", f"{problem}; it tries again")
+        self._erase_problem = f"{problem}; it tries again"
+        self.fleet.say_of_forgets(gids, "pending", self._erase_problem)
         log.error(
             "%s: forget not done: %s; trying again in %g s", self.name, self.unerased, self._erase_retry_s
         )

@@ -54,18 +54,19 @@ def _fleet(tmp_path: Path, url: str) -> Path:
     return path
 
 
-def _start(config: Path, camera: str, tmp_path: Path) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "daemon",
-        "run",
-        "--config",
-        str(config),
-        "--camera",
-        camera,
-        "--no-progress",
-    ]
+def _start(
+    config: Path, camera: str, tmp_path: Path, retry_s: float | None = None
+) -> subprocess.Popen[bytes]:
+    """A worker process of ``camera``; ``retry_s``: its first wait before trying a forget its files refused
+    again (daemon.worker.FORGET_RETRY_S, 1 s), to have it waiting while a test sends a forget."""
+    args = ["run", "--config", str(config), "--camera", camera, "--no-progress"]
+    cmd = [sys.executable, "-m", "daemon", *args]
+    if retry_s is not None:
+        code = (
+            "import sys, daemon.worker as w; from daemon.cli import main; "
+            f"w.FORGET_RETRY_S = {retry_s!r}; sys.exit(main({args!r}))"
+        )
+        cmd = [sys.executable, "-c", code]
     log = (tmp_path / f"{camera}.log").open("wb")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
@@ -121,6 +122,34 @@ def test_forget_says_which_running_cameras_erased_the_id_and_which_have_not_yet(
     for c in "ab":
         events = (tmp_path / "runs" / c / "events.jsonl").read_text().splitlines()
         assert not [e for e in map(json.loads, events) if e.get("global_id") == 1], c
+
+
+def test_a_worker_waiting_to_try_its_files_again_says_at_once_that_a_forget_sent_meanwhile_is_pending(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A running worker whose files refused a forget waits before it tries them again (1 s, doubling up to a
+    minute) and said nothing meanwhile: a forget sent then (run again, or of another id) heard nothing, and
+    `forget` printed that the worker did not say within --wait, though the worker knew which file it was stuck
+    on (its /health said it). It says at once that the forget is pending, with the file and why."""
+    config = _fleet(tmp_path, valkey.url)
+    earlier = tmp_path / "runs" / "b" / "earlier-20260101T000000Z"
+    earlier.mkdir(parents=True)
+    blocked = unreadable_file(earlier / "events.jsonl")
+    worker = _start(config, "b", tmp_path, retry_s=120.0)  # its next try long after this test's forgets
+    try:
+        settings = load_settings(config)
+        with Bridge(settings.bridge, "test", receive=False) as bridge:
+            _until("a global id", lambda: (bridge.last_global_id() or 0) >= 1)
+        _until("the worker running", lambda: worker_running(tmp_path / "runs" / "b"))
+        stuck = f"  b: pending: its worker has not erased it yet: cannot read {blocked}: Input/output error"
+        for wait in ("8", "3"):  # the first meets the file; the second comes while the worker waits
+            capsys.readouterr()
+            assert main(["-q", "forget", "1", "--config", str(config), "--wait", wait]) == 1
+            err = capsys.readouterr().err
+            assert f"{stuck}; it tries again; run forget again to hear from it" in err, (wait, err)
+    finally:
+        worker.terminate()
+        worker.wait(30)
 
 
 def test_a_word_in_valkey_not_signed_for_that_camera_and_id_with_the_fleet_key_is_not_taken() -> None:
