@@ -573,6 +573,20 @@ class PendingForgets:
             return Erased()
         return self.erase_ids(camera, ids, held, now, deadline)
 
+    def keeper(self, ids: list[int], held: set[int]) -> Callable[[set[int]], None]:
+        """An ``Erased.keep`` that, before a file holding ids not known to be held is replaced, keeps ``ids``
+        waiting here with them (``held``: those known already). Where this file cannot be written, its OSError,
+        naming it, is raised and the file is not replaced: an erase gone on without the note could leave no
+        word that the id was there."""
+        known = set(held)
+
+        def keep(found: set[int]) -> None:
+            if found - known:
+                self.write(ids, known | found)
+                known.update(found)
+
+        return keep
+
     def erase_ids(
         self, camera: str, ids: list[int], held: set[int], now: float, deadline: float | None = None
     ) -> Erased:
@@ -581,15 +595,8 @@ class PendingForgets:
         held is replaced, ``ids`` are kept waiting here with them (``Erased.keep``): an erase that fails partway
         (a file it cannot read or write: its OSError raised), or is killed, leaves a note of the ids the files it
         rewrote held, and the erase that ends it writes their ``forgotten`` line (those files hold them no more).
-        Where this file cannot be written, the file about to be replaced is not: its OSError, naming this file,
-        is raised (an erase gone on without the note could leave no word that the id was there)."""
-        known = set(held)
-
-        def keep(found: set[int]) -> None:
-            if found - known:
-                self.write(ids, known | found)
-                known.update(found)
-
+        Where this file cannot be written, the file about to be replaced is not (``keeper``)."""
+        keep = self.keeper(ids, held)
         erased = erase_stopped_camera(self.camera_dir, camera, ids, now, deadline, held, Erased(keep=keep))
         self.write(ids if erased.left else [], erased.held)
         return erased

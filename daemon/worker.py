@@ -219,7 +219,14 @@ class CameraOutputs:
         files = (self.dir / f for f in stream_files(self.name, self.dir))
         return sum(f.stat().st_size for f in files if f.exists())
 
-    def forget(self, global_ids: list[int], index: int | None, now: float) -> Erased:
+    def forget(
+        self,
+        global_ids: list[int],
+        index: int | None,
+        now: float,
+        held: set[int] | None = None,
+        keep: Callable[[set[int]], object] | None = None,
+    ) -> Erased:
         """The fleet forgot ``global_ids``: out of the camera's identity table, and erased from what it wrote
         so far, here and in its ``earlier-*`` folders (``daemon.erase``); the open files are reopened after.
         A file the erase could not read or write raises its OSError (``erase.UnreadableFile`` for one it could
@@ -228,7 +235,8 @@ class CameraOutputs:
         ``forgotten`` line in identities.jsonl, as ``reid-daemon forget`` on a stopped camera writes: the ids this
         run saw as it forgets them, those only an earlier run's files held (or an earlier folder's, before a
         rotation) once they are erased (``Erased.held``; one whose last line is its forgotten line already, a
-        retry's, gets none)."""
+        retry's, gets none; ``held``: ids an erase before found, whose files it rewrote). ``keep``: see
+        ``Erased.keep``."""
         open_files = [w for w in (self.identities, self.events, self.global_mot) if w is not None]
         with self.writing():
             if self.identities is not None:
@@ -236,11 +244,12 @@ class CameraOutputs:
             for w in open_files:
                 w.flush()
         try:
-            erased = erase_camera(self.dir, global_ids)
+            erased = erase_camera(self.dir, global_ids, None, Erased(keep=keep))
         finally:
             with self.writing():
                 for w in open_files:
                     w.reopen()
+        erased.held |= (held or set()) & set(global_ids)
         unsaid = erased.held - erased.said
         if self.identities is not None and unsaid:
             with self.writing():
@@ -569,7 +578,10 @@ class CameraWorker:
 
     def _erase_forgotten(self, outputs: CameraOutputs, index: int | None, now: float) -> None:
         """Erase the ids the fleet forgot since the last call from the camera's files (``CameraOutputs.forget``;
-        ``index`` and ``now``: the frame and fleet time it is done at). A file the erase cannot read or write is
+        ``index`` and ``now``: the frame and fleet time it is done at), kept in its forget-pending.json until they
+        are, with the ids the files it rewrites held (a SIGKILL meanwhile, a unit's stop past TimeoutStopSec
+        while a long erase runs, loses none: the next start erases them, and writes their forgotten lines;
+        where that file cannot be written nothing is rewritten). A file the erase cannot read or write is
         logged, naming it, and said on /health (``unerased``); the ids stay to be erased, tried again after
         FORGET_RETRY_S, doubling up to FORGET_RETRY_MAX_S, and after the run if it ends first; a forget that
         comes meanwhile (of one of them again, or of another id) is said to be pending, with the file, at once:
@@ -585,16 +597,18 @@ class CameraWorker:
         gone = fleet.take_forgotten()
         if not gone:
             return
+        pending = PendingForgets(outputs.dir)
         try:
-            erased = outputs.forget(gone, index, now)
+            waiting = pending.add(gone)  # first: a worker killed while it erases loses none
+            _, held = pending.read()
+            erased = outputs.forget(gone, index, now, held, pending.keeper(waiting, held))
         except OSError as e:
             self._erase_later(outputs, gone, erase_problem(e, outputs.dir))
             return
         except DaemonError as e:  # the camera's own files could not be written
             self._erase_later(outputs, gone, str(e))
             raise
-        if self.unerased is not None:  # ids deferred before: out of forget-pending.json now
-            self._keep_pending(outputs, PendingForgets(outputs.dir).remove, gone)
+        self._keep_pending(outputs, pending.remove, gone)  # erased: out of forget-pending.json
         self.unerased, self._erase_retry_s, self._erase_retry_at = None, 0.0, 0.0
         log.info("%s: forgot global ids %s; from its files: %s", self.name, gone, erased.text())
         fleet.say_of_forgets(gone, "erased", erased.text())  # files and memory clean: `forget` hears it

@@ -1174,3 +1174,86 @@ def test_an_id_a_running_worker_deferred_gets_one_forgotten_line_once_erased(
     logged = [json.loads(x) for x in (camera_dir / "identities.jsonl").read_text().splitlines()]
     # the running worker's line alone, on the frame after the forget
     assert [(x["event"], x["frame"]) for x in logged if x["global_id"] == 1] == [("forgotten", 21)]
+
+
+def _earlier_runs_holding(camera_dir: Path, gid: int, runs: int) -> list[Path]:
+    """``runs`` earlier-* folders in ``camera_dir``, each written by a camera whose one track had ``gid``."""
+    folders = []
+    for k in range(runs):
+        folder = camera_dir / f"earlier-2026010{k + 1}T000000Z"
+        cam = CameraConfig(
+            source=SourceConfig(uri="x.mp4"), output=OutputConfig(dir=camera_dir / "_made", progress=False)
+        )
+        outputs = CameraOutputs("synth", cam, 10.0, dim=3, fleet=True)
+        image = np.zeros((48, 64, 3), np.uint8)
+        for index in range(2):
+            dets = Detections(np.array([[1.0, 2, 9, 22]], np.float32), np.full(1, 0.9, np.float32))
+            found = [Track("synth", 1, (1.0, 2.0, 9.0, 22.0), 0.9, 0, embedded=True)]
+            assigned = (IdentityAssignment("synth", 1, gid, None, 0.9, "fleet", index == 0),)
+            result = FrameResult(
+                Frame(index, index / 10, image), dets, np.ones((1, 3), np.float32), TrackerUpdate(found, [])
+            )
+            outputs.write(result, "", FrameIdentities(assigned, ()), fleet_time=100.0 + index)
+        outputs.close()
+        (camera_dir / "_made" / "synth").rename(folder)
+        (camera_dir / "_made").rmdir()
+        folders.append(folder)
+    return folders
+
+
+class _ForgetAt:
+    """On frame ``at`` the fleet forgets ``gid``."""
+
+    def __init__(self, gid: int, at: int) -> None:
+        self.gid, self.at = gid, at
+
+    def waiting(self, worker: CameraWorker, reason: str) -> None:
+        pass
+
+    def started(self, worker: CameraWorker, source: object) -> None:
+        pass
+
+    def frame(self, worker: CameraWorker, result: FrameResult, loop_s: float) -> None:
+        if result.frame.index == self.at and worker.fleet is not None:
+            worker.fleet.forget(self.gid)
+
+    def stopped(self, worker: CameraWorker, summary: object) -> None:
+        pass
+
+
+def test_a_running_worker_killed_while_it_erases_a_forgotten_id_loses_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running worker erased a forgotten id with the id in its memory alone: killed while it did (a unit's
+    SIGKILL past TimeoutStopSec while a long erase of its earlier folders ran), the folders not reached yet kept
+    the person for good, with no note of them, and those it had rewritten no ``forgotten`` line. The id is in
+    forget-pending.json before the erase begins, with the ids its rewritten files held: the next start (here
+    as it does, from that file) erases the rest and writes the line."""
+    import daemon.erase as erase_module
+
+    settings = _fleet_of_one(tmp_path)
+    camera_dir = tmp_path / "runs" / "synth"
+    earlier = _earlier_runs_holding(camera_dir, 555, 2)  # an earlier run's person, not this run's
+    erase_folder = erase_module.erase_folder
+    calls: list[Path] = []
+
+    def killed_after_one(
+        folder: Path, gids: set[int], pending: set[int], erased: object, deadline: float | None = None
+    ) -> None:
+        if calls:
+            raise _Killed
+        calls.append(folder)
+        erase_folder(folder, gids, pending, erased, deadline)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(erase_module, "erase_folder", killed_after_one)
+    with pytest.raises(_Killed):
+        CameraWorker(settings, "synth", observers=[_ForgetAt(555, at=10)]).run()  # type: ignore[arg-type]
+    monkeypatch.undo()
+    assert calls == [earlier[0]] and _earlier_ids(earlier) == {555}  # the newer one not reached
+    pending = PendingForgets(camera_dir)
+    assert pending.read() == ([555], {555})
+
+    pending.erase("synth", 1234.0)
+    assert _earlier_ids(earlier) == set() and not pending.path.exists()
+    logged = [json.loads(x) for x in (camera_dir / "identities.jsonl").read_text().splitlines()]
+    assert [(x["global_id"], x["frame"]) for x in logged if x["event"] == "forgotten"] == [(555, None)]
