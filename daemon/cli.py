@@ -299,6 +299,7 @@ def _extent_of_run(results: Path) -> tuple[int | None, int]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from daemon.evaluate import evaluate
+    from daemon.outputs import run_results
 
     _check_eval_options(args)
     if args.json:  # before the run and the scoring, whose figures it is to hold
@@ -322,7 +323,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         stride = settings.cameras[name].source.stride  # the frames in between were not run: not misses
     else:
         frames, stride = _extent_of_run(Path(results))
-    metrics = evaluate(args.gt, results, num_frames=frames, stride=stride)
+    metrics = evaluate(args.gt, run_results(Path(results)), num_frames=frames, stride=stride)
     print(metrics.summary())
     if args.json:  # the scores are printed first: a write that fails still (a full disk) loses nothing
         from daemon.embedding import atomic_write
@@ -1038,7 +1039,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--results",
         help="Existing results file to score (skips running the tracker); a worker's, beside its summary.json, "
-        "is scored up to the frame the run ended at (an empty path is refused).",
+        "is scored up to the frame the run ended at, with the rows of the files of its name that its run rotated "
+        "into earlier-* folders (output.rotate_mb); an empty path is refused.",
     )
     ev.add_argument(
         "--gt-noise",

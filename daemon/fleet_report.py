@@ -29,8 +29,8 @@ from daemon.embedding import atomic_write
 from daemon.errors import DataError
 from daemon.fleet import merge_spans
 from daemon.fleet_eval import CameraRun, counted, evaluate_fleet
-from daemon.motio import read_ground_truth, read_results
-from daemon.outputs import earlier_folders, json_object, recorded_run, run_extent, video_segments
+from daemon.motio import read_ground_truth
+from daemon.outputs import json_object, run_extent, run_folders, run_results, video_segments
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -127,28 +127,6 @@ def identity_tables(camera_dir: Path, earlier_runs: bool = False) -> list[Path]:
     holds what was seen since the rotation before."""
     tables = [p / "identities.json" for p in run_folders(camera_dir, earlier_runs)]
     return [t for t in tables if t.is_file()]
-
-
-def run_folders(camera_dir: Path, earlier_runs: bool = False) -> list[Path]:
-    """A camera's folder and the ``earlier-*`` folders its run rotated its files into (``output.rotate_mb``,
-    ``output.live_rotate_s``), oldest first: those whose ``run.json`` names the run of the camera's folder
-    (``outputs.RunRecord``). The folders an earlier run rotated into are left out: a restarted live camera's (its
-    last files were moved to an ``earlier-*`` folder with its ``status.json``), and those of a recording run
-    again into the same folder, which replaced that run's last files. With ``earlier_runs`` the earlier runs a
-    live camera kept whole are taken too: the fleet's global ids go on across runs only with a shared Valkey
-    (``bridge.url``); on an embedded one each run starts them at 1 again. Folders written before runs were
-    recorded are told apart as they were then: one holding a ``status.json`` ends an earlier run."""
-    earlier = earlier_folders(camera_dir)
-    runs = {p: recorded_run(p) for p in earlier}
-    this = recorded_run(camera_dir)
-    if earlier_runs:
-        kept = {runs[p] for p in earlier if (p / "status.json").is_file()}  # runs whose last files were kept
-        return [*(p for p in earlier if runs[p] is None or runs[p] == this or runs[p] in kept), camera_dir]
-    if this is not None:
-        return [*(p for p in earlier if runs[p] == this), camera_dir]
-    unrecorded = [p for p in earlier if runs[p] is None]
-    ends = [i for i, p in enumerate(unrecorded) if (p / "status.json").is_file()]
-    return [*(unrecorded[ends[-1] + 1 :] if ends else unrecorded), camera_dir]
 
 
 def collect(tables: Tables) -> dict[int, dict[str, Any]]:
@@ -591,7 +569,7 @@ def evaluate_scenario(scenario_dir: Path, camera_dirs: dict[str, Path], out: Pat
         frames, stride = _frames_run(d / "summary.json", int(desc["cameras"][cam]["frames"]))
         gt = read_ground_truth(gt_path)
         runs[cam] = CameraRun(
-            gt.select(gt.frame <= frames), read_results(local), read_results(global_path), frames, stride
+            gt.select(gt.frame <= frames), run_results(local), run_results(global_path), frames, stride
         )
     metrics = evaluate_fleet(runs)
     doc = metrics.as_dict()

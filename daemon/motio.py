@@ -16,7 +16,7 @@ a track id that is not a non-negative integer, a consider flag other than 0/1, o
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -99,6 +99,18 @@ class MotTracks:
     @staticmethod
     def empty() -> MotTracks:
         return MotTracks(_ints(0), _ints(0), np.zeros((0, 4)), np.zeros(0))
+
+    @staticmethod
+    def joined(parts: Sequence[MotTracks]) -> MotTracks:
+        """The rows of ``parts`` one after the other (a run's files, rotated into several folders)."""
+        if not parts:
+            return MotTracks.empty()
+        return MotTracks(
+            np.concatenate([p.frame for p in parts]),
+            np.concatenate([p.track_id for p in parts]),
+            np.concatenate([p.xywh for p in parts]),
+            np.concatenate([p.conf for p in parts]),
+        )
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -26,6 +26,7 @@ import numpy as np
 from daemon.config import CameraConfig
 from daemon.embedding import atomic_write
 from daemon.errors import ConfigError
+from daemon.motio import MotTracks, read_results
 from daemon.mp4_timing import Mp4LayoutError, hold_gaps
 from daemon.sources import local_path
 from daemon.types import FloatArray, ImageBGR, Track
@@ -165,6 +166,28 @@ def _earlier_order(folder: Path) -> tuple[str, int]:
 def earlier_folders(folder: Path) -> list[Path]:
     """The ``earlier-*`` folders in a camera's ``folder``, oldest first (``keep_earlier_run`` names them)."""
     return sorted((p for p in folder.glob(f"{EARLIER_PREFIX}*") if p.is_dir()), key=_earlier_order)
+
+
+def run_folders(camera_dir: Path, earlier_runs: bool = False) -> list[Path]:
+    """A camera's folder and the ``earlier-*`` folders its run rotated its files into (``output.rotate_mb``,
+    ``output.live_rotate_s``), oldest first: those whose ``run.json`` names the run of the camera's folder
+    (``outputs.RunRecord``). The folders an earlier run rotated into are left out: a restarted live camera's (its
+    last files were moved to an ``earlier-*`` folder with its ``status.json``), and those of a recording run
+    again into the same folder, which replaced that run's last files. With ``earlier_runs`` the earlier runs a
+    live camera kept whole are taken too: the fleet's global ids go on across runs only with a shared Valkey
+    (``bridge.url``); on an embedded one each run starts them at 1 again. Folders written before runs were
+    recorded are told apart as they were then: one holding a ``status.json`` ends an earlier run."""
+    earlier = earlier_folders(camera_dir)
+    runs = {p: recorded_run(p) for p in earlier}
+    this = recorded_run(camera_dir)
+    if earlier_runs:
+        kept = {runs[p] for p in earlier if (p / "status.json").is_file()}  # runs whose last files were kept
+        return [*(p for p in earlier if runs[p] is None or runs[p] == this or runs[p] in kept), camera_dir]
+    if this is not None:
+        return [*(p for p in earlier if runs[p] == this), camera_dir]
+    unrecorded = [p for p in earlier if runs[p] is None]
+    ends = [i for i, p in enumerate(unrecorded) if (p / "status.json").is_file()]
+    return [*(unrecorded[ends[-1] + 1 :] if ends else unrecorded), camera_dir]
 
 
 def _next_earlier(folder: Path, stamp: str) -> Path:
@@ -813,6 +836,23 @@ def run_extent(summary: Path, results: Path | None = None) -> RunExtent | None:
     ):
         return None
     return RunExtent(last, max(stride, 1)) if last >= 0 else None
+
+
+def run_results(results: Path) -> MotTracks:
+    """The rows of a worker's MOT file (``<camera>.txt``, ``<camera>.global.txt``) over its whole run: the file's,
+    after those of the files of its name in the ``earlier-*`` folders the run rotated its files into
+    (``run_folders``: ``output.rotate_mb``, ``output.live_rotate_s``), where the file alone holds only what came
+    after the last rotation. DataError naming a file that is not a MOT file; a folder whose file is gone
+    (``output.keep_earlier`` deleted it) adds no row."""
+    files = [f for f in (d / results.name for d in run_folders(results.parent)[:-1]) if f.is_file()]
+    if files:
+        log.info(
+            "%s: scored with the rows its run rotated into %d earlier-* folders before it (from %s)",
+            results,
+            len(files),
+            files[0].parent,
+        )
+    return MotTracks.joined([read_results(f) for f in [*files, results]])
 
 
 def _is_runs_mot(mot: Path, results: Path, summary: Path) -> bool:

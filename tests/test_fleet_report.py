@@ -401,6 +401,36 @@ def test_a_strided_camera_is_scored_on_the_frames_it_ran(tmp_path: Path) -> None
     assert doc["global"]["GT_Dets"] == 5 and doc["global"]["IDF1"] == pytest.approx(100.0)
 
 
+def test_a_camera_whose_run_rotated_its_files_is_scored_on_all_of_them(tmp_path: Path) -> None:
+    """output.rotate_mb moved a camera's first rows into an earlier-* folder, and the fleet scored only the rows
+    of its folder's <camera>.txt against every frame it ran: the rotated frames were all misses (FN 6 of 10). The
+    rows of an earlier run's rotated folder (another run.json) are still left out."""
+    scenario, cam = _scenario_with_one_camera(tmp_path, ran=10)
+    rows = [f"{f},5,10,20,30,60,1,-1,-1,-1\n" for f in range(1, 11)]
+    run = RunRecord("a", "this-run", "2026-01-01T00:00:00Z", False)
+    for name, kept, record in (
+        (
+            "earlier-20260101T000000Z",
+            rows[:2],
+            RunRecord("a", "an-earlier-run", "2025-01-01T00:00:00Z", False),
+        ),
+        ("earlier-20260101T000001Z", rows[:4], run),
+        ("earlier-20260101T000002Z", rows[4:6], run),
+    ):
+        (cam / name).mkdir()
+        record.write(cam / name)
+        for f in ("a.txt", "a.global.txt"):
+            (cam / name / f).write_text("".join(kept), encoding="utf-8")
+    run.write(cam)
+    for f in ("a.txt", "a.global.txt"):
+        (cam / f).write_text("".join(rows[6:]), encoding="utf-8")
+    (cam / "summary.json").write_text(json.dumps({"last_frame": 9}), encoding="utf-8")
+    (tmp_path / "report.md").write_text("# report\n", encoding="utf-8")
+    doc = evaluate_scenario(scenario, {"a": cam}, tmp_path)
+    assert doc["per_camera"]["a"]["FN"] == 0 and doc["per_camera"]["a"]["IDF1"] == pytest.approx(100.0)
+    assert doc["global"]["GT_Dets"] == 10 and doc["global"]["IDF1"] == pytest.approx(100.0)
+
+
 def test_the_timeline_legend_hides_no_bar() -> None:
     # The legend sat inside the plot, lower right: the last rows' bars that ran to the end went under it.
     from daemon.fleet_report import timeline_figure

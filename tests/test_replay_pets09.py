@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from _data import require_pets09
 
+from daemon.cli import main
 from daemon.config import load_settings, with_overrides
 from daemon.evaluate import evaluate
+from daemon.outputs import earlier_folders
 from daemon.worker import CameraWorker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,3 +44,36 @@ def test_pets09_accuracy_stays_at_baseline(
     assert BASELINE["IDF1"] <= m.IDF1
     assert BASELINE["HOTA"] <= m.HOTA
     assert BASELINE["MOTA"] <= m.MOTA
+
+
+def _rows_of_run(camera_dir: Path) -> str:
+    """The camera's MOT rows over its run laid end to end by hand: its rotated folders', oldest first, then its
+    own (the worker writes each frame once, into the files open at the time)."""
+    folders = [*earlier_folders(camera_dir), camera_dir]
+    return "".join((d / "pets09.txt").read_text(encoding="utf-8") for d in folders)
+
+
+@pytest.mark.shared_data
+def test_a_rotated_recording_is_scored_over_all_its_files(
+    tmp_path: Path, ssdlite_model: Path, mobilenet_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With output.rotate_mb splitting a run across earlier-* folders, eval (--config, and --results on the
+    run's pets09.txt) scored only the newest file against every frame up to the summary's last_frame: the
+    frames written before the last rotation were all misses (FN 4x the run's own)."""
+    folder = require_pets09()
+    monkeypatch.setenv("REID_CAMERAS__pets09__SOURCE__URI", str(folder / "vtest.avi"))
+    monkeypatch.setenv("REID_CAMERAS__pets09__OUTPUT__ROTATE_MB", "0.05")  # ~25 frames of files
+    gt, out = folder / "gt" / "gt.txt", tmp_path / "runs"
+    run = ["--config", str(ROOT / "configs" / "pets09.yaml"), "--output", str(out), "--max-frames", "110"]
+    ran, scored = tmp_path / "ran.json", tmp_path / "scored.json"
+    assert main(["eval", "--gt", str(gt), *run, "--no-video", "--no-progress", "--json", str(ran)]) == 0
+    camera_dir = out / "pets09"
+    assert len(earlier_folders(camera_dir)) >= 3
+    whole = tmp_path / "whole.txt"
+    whole.write_text(_rows_of_run(camera_dir), encoding="utf-8")
+    expected = evaluate(gt, whole, num_frames=110).as_dict()
+    assert expected["FN"] < 300  # ~6 people on 110 frames: most of them found
+    assert json.loads(ran.read_text()) == expected
+    results = camera_dir / "pets09.txt"
+    assert main(["eval", "--gt", str(gt), "--results", str(results), "--json", str(scored)]) == 0
+    assert json.loads(scored.read_text()) == expected
