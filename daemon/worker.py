@@ -108,6 +108,7 @@ class CameraOutputs:
         self._open()
         self._since_check = 0
         self._opened_at: float | None = None  # the time of the first frame in the files now open
+        self._due: str | None = None  # a limit the open files reached: they rotate as the next frame comes
 
     def _open(self) -> None:
         name, out, dim, fleet = self.name, self._cam.output, self._dim, self._fleet
@@ -166,6 +167,8 @@ class CameraOutputs:
     ) -> None:
         tracks = r.update.tracks
         assigned = ids.assignments if ids is not None else None
+        if self._due is not None:
+            self._rotate(self._due)
         with self.writing():
             if self.mot is not None:
                 self.mot.write_tracks(r.frame.index + 1, tracks)
@@ -181,15 +184,15 @@ class CameraOutputs:
                 self.events.flush()
             if self.video is not None:
                 self.video.write(r.frame.image, tracks, caption, assigned, ts=r.frame.timestamp)
-        self._rotate_when_due(r.frame.timestamp)
+        self._due = self._rotation_due(r.frame.timestamp)
 
-    def _rotate_when_due(self, ts: float) -> None:
-        """Once the stream's files hold ``output.rotate_mb``, or a live source's files ``output.live_rotate_s``
-        of it (frame time ``ts``), close them, move them to an ``earlier-*`` folder (keeping
-        ``output.keep_earlier`` of those) and go on in new ones."""
-        why = self._rotation_due(ts)
-        if why is None:
-            return
+    def _rotate(self, why: str) -> None:
+        """The open files reached a limit (``why``: ``output.rotate_mb``, or a live source's
+        ``output.live_rotate_s``) and a frame is to be written: close them, move them to an ``earlier-*`` folder
+        (keeping ``output.keep_earlier`` of those) and go on in new ones. Done as the next frame comes, not as the
+        limit is reached, so that a run ending there leaves its last files whole in its folder, not new empty
+        ones."""
+        self._due = None
         events = self.events
         self.close()
         with self.writing():

@@ -415,6 +415,30 @@ def test_output_files_rotate_at_a_size_and_keep_a_bounded_number(tmp_path: Path)
     assert len([d for d in out.iterdir() if d.name.startswith("earlier-")]) == 1
 
 
+def test_a_run_that_ends_as_its_files_reach_rotate_mb_leaves_no_empty_files(tmp_path: Path) -> None:
+    """The files were rotated right after the frame that took them past output.rotate_mb, so a run ending on
+    that frame moved all it wrote to an earlier-* folder and left new, empty ones in the camera's folder (an
+    empty synth.txt beside the summary). They rotate as the next frame comes: the last files keep the last
+    frame, and every folder holds frames."""
+    clip = make_video(tmp_path / "clip.mp4", frames=120, size=(320, 240), people=3)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    cam = CameraConfig(
+        source=SourceConfig(uri=str(clip.path), max_frames=100),  # a look at the size every 25 frames
+        detector=GroundTruthDetectorConfig(path=gt),
+        embedder=EmbedderConfig(type="none"),
+        output=OutputConfig(dir=tmp_path / "runs", progress=False, rotate_mb=0.002),  # passed at each look
+    )
+    summary = CameraWorker(single_camera_settings(cam, name="synth"), "synth").run()
+    out = tmp_path / "runs" / "synth"
+    rows = [(d / "synth.txt").read_text().splitlines() for d in [*earlier_folders(out), out]]
+    assert all(rows) and int(rows[-1][-1].split(",")[0]) == 100
+    assert summary.last_frame == 99 and len(rows) == 4  # rotated after frames 25, 50 and 75
+    assert [int(r.split(",")[0]) for d in rows for r in d] == sorted(
+        int(r.split(",")[0]) for d in rows for r in d
+    )
+    assert sum(len(d) for d in rows) == 300  # three people on each of the 100 frames, each row once
+
+
 def test_a_live_camera_s_files_rotate_by_default_and_a_replay_s_do_not(tmp_path: Path) -> None:
     """Only output.rotate_mb, off by default, ever closed a camera's files, and until it does the annotated video's
     index (~70 bytes a frame) and the identity table grow in memory: a live camera left at the defaults grew for
