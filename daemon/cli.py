@@ -94,10 +94,13 @@ def _load(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    settings, name = _load(args)  # before the heavy imports: a config error is reported at once
-    from daemon.runner import run_camera
+    from daemon.ops import HeldStop
 
-    summary = run_camera(settings, name, show_progress=False if args.no_progress else None)
+    with HeldStop() as held:  # a stop signal from here on stops the start cleanly (exit 0, logged)
+        settings, name = _load(args)  # before the heavy imports: a config error is reported at once
+        from daemon.runner import run_camera
+
+        summary = run_camera(settings, name, show_progress=False if args.no_progress else None, held=held)
     print(summary.text())
     _warn_unused_detections(settings.cameras[name].detector, summary)
     _print_outputs(summary.outputs)

@@ -1,7 +1,8 @@
 """Running one camera as a process (what `reid-daemon run` and systemd start): signals, fleet link, observers.
 
-SIGTERM, SIGINT and SIGHUP ask the worker to stop after the frame in hand (from the moment its models start
-loading: one that comes before its source is open stops it there); the worker then flushes its outputs (and
+SIGTERM, SIGINT and SIGHUP ask the worker to stop after the frame in hand (one that comes before its source is
+open stops it there; one that comes before its models start loading, from the first line of ``reid-daemon run``
+on, is held until then: ``ops.HeldStop``, and stops it before they load); the worker then flushes its outputs (and
 the fleet link its backlog) and returns, so a stop takes well under the 2 s systemd allows by default here.
 """
 
@@ -18,15 +19,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from daemon.config import CameraConfig, Settings
 from daemon.embedding import atomic_write
 from daemon.errors import DaemonError
-from daemon.ops import STOP_SIGNALS
+from daemon.ops import STOP_SIGNALS, HeldStop
 from daemon.outputs import SUMMARY_SCHEMA_VERSION, RunSummary, recorded_no_frame
 from daemon.pipeline import FrameResult
 from daemon.sources import FrameSource, live_source
-from daemon.worker import CameraWorker, WorkerObserver, put_earlier_run_aside
+from daemon.worker import CameraWorker, WorkerObserver, not_started, put_earlier_run_aside
+
+if TYPE_CHECKING:
+    from daemon.ops.service import Operations
 
 log = logging.getLogger(__name__)
 ERROR_CHARS = 1000  # status.json keeps this much of the error a run failed with
@@ -174,8 +179,11 @@ def _stop_on_signals(name: str, stop: Callable[[], None]) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def run_camera(settings: Settings, name: str, show_progress: bool | None = None) -> RunSummary:
-    """Build and run camera ``name`` of ``settings`` until its source ends or a signal stops it."""
+def run_camera(
+    settings: Settings, name: str, show_progress: bool | None = None, held: HeldStop | None = None
+) -> RunSummary:
+    """Build and run camera ``name`` of ``settings`` until its source ends or a signal stops it (``held``: one
+    that came before, while the command started: then no model is loaded and nothing opened)."""
     from daemon.ops.service import Operations  # metrics, health, systemd notify and watchdog
 
     status = StatusFile()
@@ -192,6 +200,11 @@ def run_camera(settings: Settings, name: str, show_progress: bool | None = None)
                 ops.request_stop()
 
             with _stop_on_signals(name, stop):
+                if held is not None and held.received is not None:
+                    log.info("%s: %s received while starting, stopping", name, held.received.name)
+                    asked.set()
+                if asked.is_set():  # before the models load: none is
+                    return _stopped_at_start(settings, name, ops)
                 worker = CameraWorker(settings, name, show_progress=show_progress, observers=observers)
                 if asked.is_set():
                     worker.stop()
@@ -201,3 +214,12 @@ def run_camera(settings: Settings, name: str, show_progress: bool | None = None)
     ) as e:  # the models, the source, the outputs, the fleet: the status says it failed and why
         status.failed(settings, name, e)
         raise
+
+
+def _stopped_at_start(settings: Settings, name: str, ops: Operations) -> RunSummary:
+    """The run of camera ``name`` that a signal stopped before its worker was built: no frame, nothing written
+    (no status.json either: its folder is not made), systemd told it stops (STOPPING=1)."""
+    summary = not_started(settings.cameras[name], name)
+    ops.stopped(None, summary)
+    log.info("%s: stopped before its models loaded", name)
+    return summary

@@ -336,6 +336,22 @@ def open_outputs(
         raise ConfigError(f"cameras.{name}.output.dir: cannot write {where}: {e.strerror or e}") from e
 
 
+def not_started(cam: CameraConfig, name: str) -> RunSummary:
+    """The summary of camera ``name``'s run stopped before its source opened: no frame."""
+    return RunSummary(
+        camera=name,
+        source=redact(cam.source.uri),
+        frames=0,
+        seconds=0.0,
+        fps=0.0,
+        stage_ms_per_frame={},
+        detections=0,
+        embedded_boxes=0,
+        tracks=0,
+        events={},
+    )
+
+
 class CameraWorker:
     """Runs one camera until its source ends, ``max_frames`` is reached or ``stop()`` is called."""
 
@@ -717,18 +733,7 @@ class CameraWorker:
         return frames, time.perf_counter() - start, started
 
     def _not_started(self) -> RunSummary:
-        return RunSummary(
-            camera=self.name,
-            source=redact(self.cam.source.uri),
-            frames=0,
-            seconds=0.0,
-            fps=0.0,
-            stage_ms_per_frame={},
-            detections=0,
-            embedded_boxes=0,
-            tracks=0,
-            events={},
-        )
+        return not_started(self.cam, self.name)
 
     def _summary(
         self, src: FrameSource, outputs: CameraOutputs, frames: int, seconds: float, tracks: int

@@ -208,3 +208,43 @@ def test_a_signal_while_the_models_load_stops_cleanly(tmp_path: Path, sig: str) 
     assert "door: stopped before the source could be opened" in said
     assert "READY" not in [k for _, m in fake.messages for k in m]
     assert not (tmp_path / "runs" / "door").exists()  # nothing opened, nothing written
+
+
+# A worker process signalled during the seconds before the worker is built (the config read, the imports of
+# torch and the models' code: 12 s on a loaded machine): the signal is sent from inside the import of the tracker's
+# module (torch), so it always lands there.
+_SIGNAL_WHILE_IMPORTING = """
+import os, signal, sys
+
+class SignalOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "daemon.track":
+            os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+        return None
+
+sys.meta_path.insert(0, SignalOnImport())
+from daemon.cli import entry
+entry(["--log-format", "json", "run", "--config", sys.argv[2], "--no-progress"])
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_a_signal_while_the_command_starts_stops_cleanly(tmp_path: Path, sig: str) -> None:
+    """The stop signals were handled once the models began to load; one that came before, while the config was
+    read and torch and the worker's code imported, killed it (SIGTERM: exit 143, SIGHUP: 129, nothing logged) or
+    printed a bare 'interrupted' among the JSON lines (SIGINT, exit 130). It stops the start: exit 0, logged,
+    STOPPING=1, no model loaded, nothing written."""
+    cfg = write_config(tmp_path, free_port(), "gt")
+    with notify_socket(tmp_path) as (notify, fake):
+        env = dict(os.environ, NOTIFY_SOCKET=notify)
+        cmd = [sys.executable, "-c", _SIGNAL_WHILE_IMPORTING, sig, str(cfg)]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=START_TIMEOUT_S)
+        fake.wait_for("STOPPING", timeout=2)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in proc.stderr.splitlines() if x.startswith("{")]
+    assert len(lines) == len(proc.stderr.splitlines())  # JSON only
+    said = [x["message"] for x in lines]
+    assert f"door: {sig} received while starting, stopping" in said
+    assert "door: stopped before its models loaded" in said
+    assert "READY" not in [k for _, m in fake.messages for k in m]
+    assert not (tmp_path / "runs" / "door").exists()  # nothing opened, nothing written
