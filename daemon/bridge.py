@@ -8,11 +8,14 @@ Messages (daemon/fleet_wire.py)
     ``log_every_s`` what is unsigned, forged (wrong key, tampered), malformed, oversized, stale (sent more than
     ``max_age_s`` ago; ``state_ttl_s`` for catch-up), from the future (beyond ``max_clock_skew_s``), of an
     unknown version, or (a fleet worker's, ``peers``) from a camera its config does not list. Nothing a peer,
-    or anyone who reaches Valkey, sends can raise out of the receiver thread.
+    or anyone who reaches Valkey, sends can raise out of the receiver thread. Send times are stamped and judged
+    on the fleet's clock, Valkey's (daemon/clocks.py), so a host whose wall clock stepped neither refuses its
+    peers nor is refused by them.
     A peer whose live batches are accepted but all arrive more than ``lag_warn_s`` after they were sent (the
     fleet link gives identity.claim_ttl_s: its claims count as lapsed as they arrive) is named, with the least
-    delay of its last ``LAG_WINDOW`` batches, in ``Bridge.stats.lagging`` and logged (its host's clock lags),
-    for as long as it is heard from at least every ``lag_warn_s``.
+    delay of its last ``LAG_WINDOW`` batches, in ``Bridge.stats.lagging`` and logged (its host's clock lags:
+    each batch carries its sender's wall clock beside the fleet's), for as long as it is heard from at least
+    every ``lag_warn_s``.
     Messages are deduplicated per sender by their signed sequence numbers (a starting receiver takes them from
     the stored batches of the last ``max_age_s`` it could not hear, so a captured batch replayed on the channel
     is a duplicate after a restart too); own messages are skipped (before decoding: the live payload names its
@@ -76,6 +79,7 @@ from types import TracebackType
 from typing import Any, Literal, cast, get_args
 
 from daemon import codec
+from daemon.clocks import SharedClock
 from daemon.config import BridgeConfig, redact, valkey_url_problem, warn_if_key_open
 from daemon.erase_ack import EraseAck, UntrustedAck, decode_ack
 from daemon.errors import ConfigError, DaemonError
@@ -289,6 +293,12 @@ def _server_ms(client: Any, key: str) -> int:
     return int(sec) * 1000 + int(usec) // 1000
 
 
+def _server_s(client: Any, key: str) -> float:
+    """``_server_ms`` in seconds, to the microsecond."""
+    sec, usec = client.time(**_on_node_of(client, key))
+    return int(sec) + int(usec) / 1e6
+
+
 def _on_node_of(client: Any, key: str) -> dict[str, Any]:
     """The arguments that send a keyless command to the node holding ``key``: none on one node."""
     if hasattr(client, "get_node_from_key"):  # a Cluster client
@@ -496,6 +506,7 @@ class Bridge:
         self._stop = threading.Event()
         self._interrupted = threading.Event()  # the owner is stopping: waits for Valkey end now
         self._log = _RateLimitedLog(cfg.log_every_s)
+        self.clock = SharedClock()  # the fleet's: batches are stamped and judged by it (daemon/clocks.py)
         self._last_ids: dict[str, str] = {}
         # per camera, (monotonic time, the first entry id past the last heard) as the latest resyncs found them
         self._marks: dict[str, deque[tuple[float, str]]] = {}
@@ -855,6 +866,7 @@ class Bridge:
     def _write(self, client: Any, msgs: list[FleetMessage]) -> None:
         """Write ``msgs`` in as few signed batches as max_message_bytes allows, one script call each."""
         log, *rest = self.keys.camera_keys(self.camera)
+        self._read_clock(client)
         for chunk in self._chunks(msgs):
             blob = self._encode(chunk)
             if blob is None:
@@ -897,7 +909,9 @@ class Bridge:
     def _encode(self, chunk: list[FleetMessage]) -> bytes | None:
         """The signed blob of ``chunk``; None (counted, logged) when it cannot be sent as configured."""
         try:
-            blob = encode_batch(chunk, self._key, self.cfg.publish_dtype, sent_at=time.time())
+            blob = encode_batch(
+                chunk, self._key, self.cfg.publish_dtype, sent_at=self.clock.now(), wall=time.time()
+            )
         except ValueError as e:  # beyond float16's range
             problem = str(e)
         else:
@@ -948,6 +962,12 @@ class Bridge:
             args += [ref, blob, _gid_list(gids)]
         return int(client.eval(REWRITE_LUA, 5, *keys, *args))
 
+    def _read_clock(self, client: Any) -> None:
+        """Read the fleet's clock again when due: the time of the node holding the fleet-wide keys, one node for
+        every camera's bridge (on a Cluster too, where each node has its own clock), as the registry is scored."""
+        if self.clock.due():
+            self.clock.read(lambda: _server_s(client, self.keys.cameras))
+
     def _cameras(self, client: Any, now_ms: int | None = None) -> list[str]:
         """Cameras in the fleet registry that published within ``state_ttl_s`` of ``now_ms``, the time of the
         registry's node (REGISTER_LUA scores them by it; read there when None)."""
@@ -996,6 +1016,7 @@ class Bridge:
             pubsub.subscribe(self.keys.channel)
             resync_at = math.inf  # no resync before the subscription is confirmed and caught up
             while not self._stop.is_set():
+                self._read_clock(client)
                 item = pubsub.get_message(timeout=LIVE_POLL_S)
                 if time.monotonic() >= resync_at:
                     self._resync(client)
@@ -1229,7 +1250,7 @@ class Bridge:
         delays = self._lags.setdefault(cam, deque(maxlen=LAG_WINDOW))
         self._lags.move_to_end(cam)
         _bound(self._lags, MAX_LAG_PEERS)
-        delays.append(time.time() - batch.sent_at)
+        delays.append(time.time() - (batch.wall if batch.wall is not None else batch.sent_at))
         least = min(delays)
         lags = len(delays) == LAG_WINDOW and least > self._lag_warn_s
         with self._lock:
@@ -1316,16 +1337,16 @@ class Bridge:
 
     def _fresh(self, batch: Batch, live: bool) -> bool:
         """Whether ``batch`` was sent recently enough (live: max_age_s; catch-up: the longer of it and
-        state_ttl_s) and not from the future; rejected and counted when not."""
+        state_ttl_s) and not from the future, by the fleet's clock; rejected and counted when not."""
         max_age = self.cfg.max_age_s if live else max(self.cfg.max_age_s, float(self.cfg.state_ttl_s))
-        now = time.time()
+        now = self.clock.now()
         reason = freshness(batch.sent_at, now, max_age, self.cfg.max_clock_skew_s)
         if reason is not None:
             self._reject(reason, self._time_detail(batch, reason, now, live, max_age))
         return reason is None
 
     def _time_detail(self, batch: Batch, reason: RejectReason, now: float, live: bool, max_age: float) -> str:
-        """Why a batch's send time was refused: how far it is from this host's clock, and the setting."""
+        """Why a batch's send time was refused: how far it is from the fleet's clock, and the setting."""
         if reason == "future":
             off, cause = f"{batch.sent_at - now:.0f} s ahead of", ""
             limit = f"bridge.max_clock_skew_s {self.cfg.max_clock_skew_s:g}"
@@ -1333,8 +1354,9 @@ class Bridge:
             off, cause = f"{now - batch.sent_at:.0f} s behind", "held up on its way, or "
             limit = f"bridge.{'max_age_s' if live else 'state_ttl_s'} {max_age:g}"
         return (
-            f"sent by {batch.camera}/{batch.sender[:8]} {off} this host's clock ({limit}): {cause}the two hosts' "
-            "clocks differ (keep them on NTP)"
+            f"sent by {batch.camera}/{batch.sender[:8]} {off} the fleet's clock (Valkey's time, as this host "
+            f"reads it; {limit}): {cause}its sender stamps another clock (an older release stamps its host's: "
+            "keep the hosts on NTP)"
         )
 
     def _accept_batch(self, batch: Batch | None, stream_id: str, caught_up: bool) -> None:

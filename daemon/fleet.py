@@ -51,6 +51,7 @@ import numpy as np
 
 from daemon.adapt import ProjectionHead, load_head
 from daemon.bridge import Bridge, BridgeError, FleetMessage
+from daemon.clocks import monotonic_reading
 from daemon.config import Settings, redact
 from daemon.embedding import atomic_write
 from daemon.erase_ack import AckState, erase_ack
@@ -67,7 +68,6 @@ from daemon.identity.site import SiteMap
 from daemon.lockstep import Lockstep
 from daemon.motio import MotWriter
 from daemon.pipeline import FrameResult
-from daemon.sources import monotonic_reading
 from daemon.types import FloatArray, Frame, Track
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,9 @@ holding every message's exemplar rows, one after the other (float16 or float32),
 
 ``p`` (where the track was on the site plan at ``ts``) and ``w`` (its velocity there) are optional: readers of
 the first version ignore them and a message without them has none, so cameras with and without sites mix
-during an upgrade.
+during an upgrade. ``sent`` is on the fleet's clock (Valkey's time as the sender read it, daemon/clocks.py);
+an optional ``"wall"`` beside it is the sender's own wall clock then (what tells a peer whose clock lags; a
+batch without it, from an older sender, has ``sent`` on that clock).
 
 signed as a whole with HMAC-SHA256 (the codec's tag). One blob per batch instead of one per message divides
 the fixed cost of encoding, signing, decoding and storing by the batch size (measured in
@@ -142,8 +144,10 @@ def encode_batch(
     key: bytes | None,
     dtype: Literal["float16", "float32"] = "float16",
     sent_at: float = 0.0,
+    wall: float | None = None,
 ) -> bytes:
-    """``msgs`` (one camera, one sender, one embedding dim) as one blob, signed when ``key`` is given.
+    """``msgs`` (one camera, one sender, one embedding dim) as one blob, signed when ``key`` is given; ``sent_at``
+    on the fleet's clock, ``wall`` the sender's wall clock then (left out when None).
 
     ValueError when they cannot share a batch or the vectors exceed float16's range.
     """
@@ -160,6 +164,7 @@ def encode_batch(
         "camera": first.camera,
         "sender": first.sender,
         "sent": sent_at,
+        **({"wall": wall} if wall is not None else {}),
         "items": [_item_meta(m) for m in msgs],
     }
     return codec.encode(codec.EmbeddingBatch(emb, meta=meta), dtype=dtype, key=key)
@@ -204,12 +209,14 @@ def _item_meta(m: FleetMessage) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Batch:
-    """A decoded batch: who sent it, when, and its messages (in sequence order as sent)."""
+    """A decoded batch: who sent it, when (on the fleet's clock; ``wall``: on the sender's own, None when it did
+    not say), and its messages (in sequence order as sent)."""
 
     camera: str
     sender: str
     sent_at: float
     messages: tuple[FleetMessage, ...]
+    wall: float | None = None
 
 
 def decode_batch(blob: bytes, key: bytes | None, max_bytes: int) -> Batch:
@@ -272,7 +279,15 @@ def _batch_from(batch: codec.EmbeddingBatch) -> Batch:
     for item, n in zip(items, rows, strict=True):
         out.append(_message(item, camera, sender, sent, batch.embeddings[start : start + n]))
         start += n
-    return Batch(camera, sender, sent, tuple(out))
+    return Batch(camera, sender, sent, tuple(out), _wall(meta))
+
+
+def _wall(meta: dict[str, Any]) -> float | None:
+    """The sender's wall clock of a batch's meta (None: an older sender's, which has none)."""
+    wall = _optional_float(meta, "wall") if "wall" in meta else None
+    if wall is not None and not math.isfinite(wall):
+        raise ValueError(f"wall must be finite, got {wall}")
+    return wall
 
 
 def _message(item: dict[str, Any], camera: str, sender: str, sent: float, emb: FloatArray) -> FleetMessage:

@@ -58,6 +58,7 @@ from urllib.parse import unquote, urlsplit
 import cv2
 import numpy as np
 
+from daemon.clocks import monotonic_reading
 from daemon.config import STREAM_SCHEMES, URI_SCHEME, SourceConfig, redact
 from daemon.errors import SourceError
 from daemon.types import Frame, ImageBGR
@@ -401,14 +402,6 @@ class _Decoded(NamedTuple):
     image: ImageBGR
     timestamp: float
     monotonic: float | None = None
-
-
-def monotonic_reading() -> float:
-    """A monotonic clock that counts the time the system was suspended too, where it has one (Linux): real time
-    passing, which a wall clock stepped by NTP or by hand is not. A live frame's ``Frame.monotonic`` is read
-    from it; so are the readings the fleet link gives the resolver between frames (``expire_idle``)."""
-    boottime = getattr(time, "CLOCK_BOOTTIME", None)
-    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
 
 class _Reader(Protocol):

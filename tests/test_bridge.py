@@ -643,9 +643,9 @@ def _id_ms(stream_id: bytes) -> int:
 def test_a_stale_live_message_is_not_brought_back_by_the_resync(
     server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A camera whose clock runs 100 s behind: its live batch is rejected as stale, and the periodic resync
-    must not then deliver it from the stream as "lost on pub/sub" (the resync reads the stream like a
-    catch-up, with state_ttl_s of allowance, so the live check was undone 5 s later)."""
+    """A batch stamped 100 s late (held up, or from a sender on another clock): its live batch is rejected as
+    stale, and the periodic resync must not then deliver it from the stream as "lost on pub/sub" (the resync
+    reads the stream like a catch-up, with state_ttl_s of allowance, so the live check was undone 5 s later)."""
     cfg = config(server.url, max_age_s=30, resync_s=0.2)
     with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b:
         assert a.wait_ready(5) and b.wait_ready(5)
@@ -653,7 +653,9 @@ def test_a_stale_live_message_is_not_brought_back_by_the_resync(
         assert [m.track_id for m in profiles_from(b, 1)] == [1]  # b knows cam-a's stream position
         late = encode_batch
         monkeypatch.setattr(
-            bridge_module, "encode_batch", lambda *a, sent_at: late(*a, sent_at=sent_at - 100)
+            bridge_module,
+            "encode_batch",
+            lambda *a, sent_at, wall: late(*a, sent_at=sent_at - 100, wall=wall),
         )
         a.publish(profile("cam-a", 2))
         assert wait_for(lambda: b.stats.rejected.stale == 1)
@@ -673,7 +675,9 @@ def test_a_catch_up_takes_batches_as_old_as_the_longer_of_max_age_s_and_state_tt
     with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b:
         assert a.wait_ready(5) and b.wait_ready(5)
         monkeypatch.setattr(
-            bridge_module, "encode_batch", lambda *args, sent_at: late(*args, sent_at=sent_at - age_s)
+            bridge_module,
+            "encode_batch",
+            lambda *args, sent_at, wall: late(*args, sent_at=sent_at - age_s, wall=wall),
         )
         a.publish(profile("cam-a", 1))
         assert a.flush(5)
@@ -728,12 +732,14 @@ def _batches(a: Bridge, b: Bridge, n: int, first: int) -> None:
     assert len(profiles_from(b, n)) == n
 
 
+@pytest.mark.parametrize("lag_s", [15.0, 100.0])
 def test_a_peer_whose_clock_lags_past_the_claim_ttl_is_named_with_its_lag(
-    server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, lag_s: float
 ) -> None:
-    """A camera whose clock lags 15 s: its messages are accepted (younger than max_age_s, 30 s), but its claims
-    are older than claim_ttl_s (10 s) as they arrive, so its peers treat them all as lapsed, and nothing said
-    so. Its peer now names it and the lag in stats.lagging and logs it once; it leaves once it catches up."""
+    """A camera whose wall clock lags 15 s (or 100 s, past max_age_s: its batches are judged by the fleet's
+    clock, which they are stamped on, and accepted): its claims are older than claim_ttl_s (10 s) as they
+    arrive, so its peers treat them all as lapsed, and nothing said so. Its peer now names it and the lag
+    (from the wall clock each batch carries) in stats.lagging and logs it once; it leaves once it catches up."""
     cfg = config(server.url, max_age_s=30, max_clock_skew_s=5)
     with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b", lag_warn_s=10.0) as b:
         assert a.wait_ready(5) and b.wait_ready(5)
@@ -744,16 +750,18 @@ def test_a_peer_whose_clock_lags_past_the_claim_ttl_is_named_with_its_lag(
         assert b.stats.lagging == {}
         on_time = encode_batch
         monkeypatch.setattr(
-            bridge_module, "encode_batch", lambda *a, sent_at: on_time(*a, sent_at=sent_at - 15)
+            bridge_module,
+            "encode_batch",
+            lambda *a, sent_at, wall: on_time(*a, sent_at=sent_at, wall=wall - lag_s),
         )
         with caplog.at_level(logging.WARNING, logger="daemon.bridge"):
             send(bridge_module.LAG_WINDOW - 1, 100)
             assert b.stats.lagging == {}  # one on-time batch is still among the last LAG_WINDOW
             send(3, 200)
         lagging = b.stats.lagging
-        assert list(lagging) == ["cam-a"] and 15.0 <= lagging["cam-a"] < 17.0, lagging
+        assert list(lagging) == ["cam-a"] and lag_s <= lagging["cam-a"] < lag_s + 2, lagging
         said = [r.getMessage() for r in caplog.records if "arrive" in r.getMessage()]
-        assert len(said) == 1 and "camera cam-a's messages arrive 15 s after" in said[0], said
+        assert len(said) == 1 and f"camera cam-a's messages arrive {lag_s:.0f} s after" in said[0], said
         assert "identity.claim_ttl_s 10" in said[0] and "NTP" in said[0]
         assert b.stats.rejected.total == 0 and a.stats.lagging == {}  # not watched on a
         monkeypatch.setattr(bridge_module, "encode_batch", on_time)
@@ -770,7 +778,9 @@ def test_a_lagging_peer_that_falls_silent_is_no_longer_named(
     (its claims' lifetime) is left out; heard again, still lagging, it is named again without a second warning."""
     cfg = config(server.url, max_age_s=30, max_clock_skew_s=5)
     on_time = encode_batch
-    monkeypatch.setattr(bridge_module, "encode_batch", lambda *a, sent_at: on_time(*a, sent_at=sent_at - 3))
+    monkeypatch.setattr(
+        bridge_module, "encode_batch", lambda *a, sent_at, wall: on_time(*a, sent_at=sent_at, wall=wall - 3)
+    )
     with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b", lag_warn_s=1.0) as b:
         assert a.wait_ready(5) and b.wait_ready(5)
 
@@ -797,7 +807,9 @@ def test_a_message_rejected_for_its_time_says_how_far_off_the_senders_clock_is(
         assert a.wait_ready(5) and b.wait_ready(5)
         skewed = encode_batch
         monkeypatch.setattr(
-            bridge_module, "encode_batch", lambda *a, sent_at: skewed(*a, sent_at=sent_at + skew_s)
+            bridge_module,
+            "encode_batch",
+            lambda *a, sent_at, wall: skewed(*a, sent_at=sent_at + skew_s, wall=wall),
         )
         with caplog.at_level(logging.WARNING, logger="daemon.bridge"):
             a.publish(profile("cam-a", 1))
@@ -805,6 +817,57 @@ def test_a_message_rejected_for_its_time_says_how_far_off_the_senders_clock_is(
     setting = "bridge.max_age_s 30" if skew_s < 0 else "bridge.max_clock_skew_s 5"
     assert f"{abs(skew_s):.0f} s {'behind' if skew_s < 0 else 'ahead of'}" in caplog.text, caplog.text
     assert setting in caplog.text and "clock" in caplog.text
+
+
+def _peer_batch(track: int) -> bytes:
+    """A batch of camera cam-x as a peer on an unstepped host sends it (stamped on Valkey's clock: this host's)."""
+    msg = FleetMessage(
+        "profile", "cam-x", track, None, None, time.time(), 0.5, unit_rows(2, track), sender="x", seq=track
+    )
+    return encode_message(msg, KEY.encode(), sent_at=time.time())
+
+
+@pytest.mark.parametrize("when", ["before it started", "while it runs"])
+@pytest.mark.parametrize("step_s", [3600.0, -3600.0])
+def test_a_host_whose_wall_clock_stepped_still_takes_its_peers_batches(
+    server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch, when: str, step_s: float
+) -> None:
+    """Regression: a host judged its peers' send times by its own wall clock, so once that clock stepped (an NTP
+    correction, a VM resumed) every peer's batch was refused there, as stale (stepped forward) or from the
+    future (back), until someone fixed the clock: only the warning said so. It judges them by the fleet's clock,
+    Valkey's time as its bridge read it, carried on by a monotonic clock: a host stepped an hour either way,
+    before its bridge started or while it runs, takes its peers' batches."""
+    cfg = config(server.url, max_age_s=30, max_clock_skew_s=5)
+    stepped = _ClockBehind(-step_s)
+    if when == "before it started":
+        monkeypatch.setattr(bridge_module, "time", stepped)
+    with Bridge(cfg, "cam-b") as b:
+        assert b.wait_ready(5)
+        monkeypatch.setattr(bridge_module, "time", stepped)
+        _inject(server.client(), b.keys.channel, _peer_batch(1))
+        assert [m.track_id for m in profiles_from(b, 1)] == [1]
+        assert b.stats.rejected.total == 0
+
+
+@pytest.mark.parametrize("step_s", [3600.0, -3600.0])
+def test_a_host_whose_wall_clock_stepped_stamps_its_batches_on_the_fleets_clock(
+    server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch, step_s: float
+) -> None:
+    """Regression: a host stamped its batches with its own wall clock, so after that clock stepped its peers
+    refused everything it sent (stale after a step back, from the future after one forward). A batch carries
+    its send time on the fleet's clock (Valkey's time, as the bridge read it), and the host's own wall clock
+    beside it (``wall``: what the lag check compares)."""
+    client = server.client()
+    with Bridge(config(server.url), "cam-a") as a:
+        assert a.wait_ready(5) and a.flush(5)
+        monkeypatch.setattr(bridge_module, "time", _ClockBehind(-step_s))
+        a.publish(profile("cam-a", 1))
+        assert a.flush(5)
+        sec, usec = client.time()
+        entry = list(stream_entries(client, a.keys, "cam-a"))[-1][1]
+    batch = decode_batch(entry[b"m"], KEY.encode(), 1 << 20)
+    assert abs(batch.sent_at - (int(sec) + int(usec) / 1e6)) < 2.0, batch.sent_at
+    assert batch.wall is not None and abs(batch.wall - (time.time() + step_s)) < 2.0
 
 
 def test_keep_alive_renews_a_track_without_replacing_its_exemplars(server: EmbeddedValkey) -> None:

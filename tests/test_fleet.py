@@ -24,6 +24,7 @@ from _video import make_image_folder, make_video
 from daemon import fleet_runner
 from daemon.bridge import Bridge, FleetMessage
 from daemon.cli import main
+from daemon.clocks import monotonic_reading
 from daemon.config import BridgeConfig, IdentityConfig, SecretSource, Settings, load_settings
 from daemon.errors import ConfigError
 from daemon.fleet import (
@@ -41,7 +42,6 @@ from daemon.identity import IdentityAssignment, ProfileUpdate
 from daemon.motio import read_results
 from daemon.outputs import camera_files, earlier_folders
 from daemon.pipeline import FrameResult
-from daemon.sources import monotonic_reading
 from daemon.track import TrackerUpdate
 from daemon.types import Detections, Frame, Track
 from daemon.valkey_server import EmbeddedValkey
