@@ -752,7 +752,7 @@ class FleetLink:
             log.debug("%s: invalid profile from %s dropped: %s", self.camera, m.camera, e)
             return
         if u is not None:
-            self.resolver.ingest_remote(u)
+            self.resolver.ingest_remote(u, monotonic_reading())  # between frames: judged when it comes
 
 
 def identity_rows(head: ProjectionHead, embeddings: FloatArray | None) -> FloatArray | None:

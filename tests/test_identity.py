@@ -1477,6 +1477,26 @@ def test_peers_heard_of_while_the_stream_is_down_are_held_for_the_retention_time
     assert not cam.store.identities and cam.stats().exemplar_rows == 0
 
 
+def test_a_peers_update_between_frames_is_judged_at_the_time_it_arrives() -> None:
+    """Regression: while a live camera's stream was down, its peers' updates were judged at its last frame's
+    time: a peer's claim that had lapsed meanwhile still counted as live, so a full exemplar store kept its rows
+    and took none of a new update's, and an update older than retention_s by the time it came was taken (held
+    until the next idle expiry). Given a monotonic reading as it arrives, an update is judged at the last
+    frame's time plus the real time since (as ``expire_idle`` counts it)."""
+    people = People(3)
+    cfg = IdentityConfig(retention_s=100.0, claim_ttl_s=10.0, max_exemplar_rows=4)
+    cam = IdentityResolver("a", D, Counter(), cfg)
+    frames(cam, 0.0, 10.0, ahead=0.0)  # the last frame: stamped 10 with its reading 10; then none
+    rows = np.stack([people.obs(0) for _ in range(4)])
+    assert cam.ingest_remote(ProfileUpdate("b", 1, 20, 10.0, 0.9, rows), monotonic=11.0)
+    later = ProfileUpdate("c", 2, 30, 59.0, 0.9, np.stack([people.obs(1) for _ in range(4)]))
+    assert cam.ingest_remote(later, monotonic=60.0)  # b's claim lapsed at 20: its rows make room
+    assert cam.store.bank.count(("c", 2)) == 4 and cam.store.bank.count(("b", 1)) == 0
+    old = ProfileUpdate("d", 3, 40, 90.0, 0.9, people.obs(2).reshape(1, -1))
+    assert not cam.ingest_remote(old, monotonic=200.0)  # 110 s old as it comes
+    assert cam.stats().remote_rejected == {"stale": 1}
+
+
 def test_a_replay_expires_nothing_between_frames() -> None:
     """A replay's frames carry no monotonic readings (its frame times are real time): nothing tells how long it
     has been between two of them, so ``expire_idle`` leaves it be, whatever reading it is given."""

@@ -48,8 +48,10 @@ time, a promise to the people seen: a live source gives each frame a monotonic r
 difference is a clock step, which FleetStore.lag takes out (a wall clock stepped forward by an hour is no hour
 without people; a stream stalled overnight is a night; a stand after a step back counts). Without readings
 (a replay) the frame times are real time (lag 0). While no frames come (a live stream down), the worker calls
-``expire_idle`` with a reading now and then, so that retention_s holds then too. What the fleet is told (keep-alives,
-tracks gone out of view) stays on the interval clock, which the gap does advance: peers' claims lapsed meanwhile.
+``expire_idle`` with a reading now and then, so that retention_s holds then too, and a peer's update comes with
+a reading (``ingest_remote``): it is judged at the last frame's time plus the real time since. What the fleet is
+told (keep-alives, tracks gone out of view) stays on the interval clock, which the gap does advance: peers' claims
+lapsed meanwhile.
 Thread-safe (one lock), so a bridge thread may call ``ingest_remote`` while the camera loop calls ``update``.
 Exceptions of the allocator propagate (the track stays pending and is decided again on its next observation).
 """
@@ -304,16 +306,30 @@ class IdentityResolver:
         real = _finite(monotonic, "monotonic")
         with self._lock:
             if math.isfinite(self._reading):
-                self.store.expire(self._read_at + max(real - self._reading, 0.0))
+                self.store.expire(self._since_last_frame(real))
 
-    def ingest_remote(self, update: ProfileUpdate) -> bool:
-        """Take another camera's :class:`ProfileUpdate`; False (and counted by reason) when rejected."""
+    def _since_last_frame(self, real: float) -> float:
+        """The last frame's time plus the real time since its reading, ``real`` a reading now (the caller holds
+        the lock and knows the last frame had a reading)."""
+        return self._read_at + max(real - self._reading, 0.0)
+
+    def ingest_remote(self, update: ProfileUpdate, monotonic: float | None = None) -> bool:
+        """Take another camera's :class:`ProfileUpdate`; False (and counted by reason) when rejected.
+
+        ``monotonic``: a reading taken as it arrives, of the clock the frames' readings come from, so that
+        between frames (a live stream down) it is judged (too old to take, which claims have lapsed) at the last
+        frame's time plus the real time since, not at the last frame's; None, or no reading on the last frame
+        (a replay): at the resolver's clock."""
         if not isinstance(update, ProfileUpdate):
             with self._lock:
                 self._rejected["type"] += 1
             return False
+        real = None if monotonic is None else _finite(monotonic, "monotonic")
         with self._lock:
-            reason = self._reject_reason(update)
+            now = self._now
+            if real is not None and math.isfinite(self._reading):
+                now = max(now, self._since_last_frame(real))
+            reason = self._reject_reason(update, now)
             if reason is not None:
                 self._rejected[reason] += 1
                 return False
@@ -332,7 +348,7 @@ class IdentityResolver:
                 update.velocity,
             )
             exemplars = update.exemplars if len(update.exemplars) else None
-            self._apply_merges(self.store.record(c, exemplars, self._now))
+            self._apply_merges(self.store.record(c, exemplars, now))
             self._accepted += 1
             return True
 
@@ -1060,7 +1076,7 @@ class IdentityResolver:
         # update only renews it), so an end without them left the track alive there for `who` and late joiners
         return self._profile_update(lo, lo.last_seen, full=True, ended=True)
 
-    def _reject_reason(self, u: ProfileUpdate) -> str | None:
+    def _reject_reason(self, u: ProfileUpdate, now: float) -> str | None:
         if u.camera == self.camera:
             return "own_camera"
         if u.dim != self.dim:
@@ -1068,7 +1084,7 @@ class IdentityResolver:
         gid = self.store.canonical(u.global_id)
         if self.store.is_forgotten(u.global_id) or self.store.is_forgotten(gid):
             return "forgotten"
-        if u.timestamp < self._now - self.cfg.retention_s:
+        if u.timestamp < now - self.cfg.retention_s:
             return "stale"
         known = self.store.contributions.get(u.key)
         if known is not None and u.timestamp < known.last:
