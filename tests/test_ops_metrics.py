@@ -13,16 +13,20 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import fields, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from _ops import FakeSource, NotifySocket, looped_settings, notify_socket
 from prometheus_client.parser import text_string_to_metric_families
 
+from daemon import bridge as bridge_module
 from daemon.bridge import Bridge, BridgeStats, FleetMessage, Rejections
 from daemon.config import BridgeConfig, OpsConfig
 from daemon.errors import ConfigError, ModelError
+from daemon.fleet import FleetLink
 from daemon.identity import IdentityAssignment
+from daemon.ops import metrics as metrics_module
 from daemon.ops.health import Health
 from daemon.ops.http import OpsServer
 from daemon.ops.liveness import Liveness
@@ -191,6 +195,55 @@ def test_health_says_valkey_is_full_not_just_down() -> None:
             problems = health.problems()
     assert len(problems) == 1 and problems[0].startswith("valkey down: the bridge has no connection")
     assert "maxmemory" in problems[0], problems
+
+
+class _HostClock:
+    """The ``time`` module as a host sees it whose wall clock is ``ahead`` seconds ahead of the Valkey server's."""
+
+    def __init__(self, ahead: float) -> None:
+        self.ahead = ahead
+
+    def time(self) -> float:
+        return time.time() + self.ahead
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def test_a_fleet_messages_age_is_taken_on_the_fleets_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches carry their send time on the fleet's clock (Valkey's time, as the sender's bridge read it);
+    reid_bridge_message_age_seconds took the receipt time from this host's wall clock, so on a host whose clock
+    had stepped an hour forward every message was an hour old. The receipt time is the fleet's clock too."""
+    from test_fleet import DIM, _settings
+
+    with EmbeddedValkey() as server:
+        settings = _settings(tmp_path, server.url, ("door", "b"))
+        fleet = FleetLink(settings, "door", DIM).start(live=True)  # type: ignore[arg-type]
+        try:
+            with Operations(settings, "door", notifier=Notifier({})) as ops:  # type: ignore[arg-type]
+                source = FakeSource(connected=True)
+                source.name, source.live = "door", True  # type: ignore[attr-defined]
+                worker = SimpleNamespace(fleet=fleet, cam=fleet.settings.cameras["door"], unerased=0)
+                ops.started(worker, source)  # type: ignore[arg-type]
+                stepped = _HostClock(3600.0)
+                monkeypatch.setattr(bridge_module, "time", stepped)
+                monkeypatch.setattr(metrics_module, "time", stepped)
+                with Bridge(fleet.settings.bridge, "b", receive=False) as peer:  # its hello
+                    assert peer.flush(5)
+                    deadline = time.monotonic() + 5
+                    while time.monotonic() < deadline:
+                        s = samples(ops.metrics.render().decode())
+                        if value(s, "reid_bridge_message_age_seconds_count") >= 1:
+                            break
+                        time.sleep(0.05)
+        finally:
+            fleet.close()
+    assert value(s, "reid_bridge_message_age_seconds_count") == 1
+    assert value(s, "reid_bridge_message_age_seconds_sum") < 5.0, value(
+        s, "reid_bridge_message_age_seconds_sum"
+    )
 
 
 def test_the_valkey_probe_counts_a_refused_ping_as_an_answer() -> None:

@@ -261,7 +261,7 @@ class CameraMetrics:
         )
         self.message_age = Histogram(
             f"{PREFIX}_bridge_message_age_seconds",
-            "Received fleet messages: receipt time minus the sender's send time.",
+            "Received fleet messages: receipt time minus the sender's send time (the fleet's clock, Valkey's).",
             cam,
             registry=r,
             buckets=buckets,

@@ -141,7 +141,8 @@ class Operations:
         self.metrics.attach(source=source, bridge=bridge, identity=identity, assignment=lookup)
         self.health.running(source, bridge, (lambda: worker.unerased) if fleet is not None else None)
         if fleet is not None:
-            fleet.listeners.append(lambda m: self.metrics.message_received(m.sent_at))
+            clock = fleet.bridge.clock  # the fleet's, which batches are stamped on
+            fleet.listeners.append(lambda m: self.metrics.message_received(m.sent_at, clock.now()))
             self._start_probe(fleet.bridge.url)
         self._check_watchdog(source, worker.cam.source.read_timeout_s)
         self.notifier.ready(f"running: {source.name}")
