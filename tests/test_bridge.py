@@ -1404,6 +1404,27 @@ def test_a_cluster_s_time_is_read_on_the_node_of_the_keys_it_is_compared_with() 
         assert reads[spare] == 0 and reads[registry] > 0 and reads[home] >= 2, reads
 
 
+def test_on_a_cluster_the_fleets_clock_is_the_registrys_node() -> None:
+    """A Cluster's nodes each have their own clock, so the fleet's clock must be one node's for every bridge:
+    the node holding the fleet-wide keys (``{fleet}``), whose time already scores the registry. Clocks cannot be
+    skewed here: an observer reads the fleet's clock again every 0.1 s, and every TIME it sends goes to that
+    node, none to the others (each node's slow log)."""
+    keys = FleetKeys("default")
+    with EmbeddedCluster(3) as cluster:
+        registry = cluster.node_of(keys.cameras)
+        with Bridge(config(cluster.startup_url, cluster=True, resync_s=0), "who", observe=True) as o:
+            assert o.wait_ready(10)
+            for node in cluster.nodes:
+                with node.client() as admin:
+                    admin.config_set("slowlog-log-slower-than", 0)
+                    admin.config_set("slowlog-max-len", 100_000)
+                    admin.slowlog_reset()
+            o.clock.every_s = 0.1
+            time.sleep(1.0)
+        reads = [_time_reads(node) for node in cluster.nodes]
+    assert reads[registry] >= 5 and sum(reads) == reads[registry], reads
+
+
 def test_a_cluster_that_does_not_answer_is_valkey_away(caplog: pytest.LogCaptureFixture) -> None:
     """valkey-py's Cluster client says no node answers with ValkeyClusterException, which is no ValkeyError:
     a worker starting while the Cluster was down died in Bridge.start with its traceback (on one node it starts
