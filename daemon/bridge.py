@@ -962,6 +962,11 @@ class Bridge:
             args += [ref, blob, _gid_list(gids)]
         return int(client.eval(REWRITE_LUA, 5, *keys, *args))
 
+    def fleet_time(self) -> float:
+        """The fleet's clock now (daemon/clocks.py), read from Valkey first when due; BridgeError if unreachable."""
+        self._on_command("read the fleet's clock", self._read_clock)
+        return self.clock.now()
+
     def _read_clock(self, client: Any) -> None:
         """Read the fleet's clock again when due: the time of the node holding the fleet-wide keys, one node for
         every camera's bridge (on a Cluster too, where each node has its own clock), as the registry is scored."""

@@ -25,8 +25,8 @@ AckState = Literal["erased", "pending"]
 
 @dataclass(frozen=True, slots=True)
 class EraseAck:
-    """What a camera said of its forget of ``global_id`` at ``sent_at`` (unix time): ``erased`` (``detail``:
-    what its files held) or ``pending`` (``detail``: why not yet)."""
+    """What a camera said of its forget of ``global_id`` at ``sent_at`` (the fleet's clock, daemon/clocks.py):
+    ``erased`` (``detail``: what its files held) or ``pending`` (``detail``: why not yet)."""
 
     camera: str
     global_id: int

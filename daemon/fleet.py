@@ -677,8 +677,9 @@ class FleetLink:
 
     def say_of_forgets(self, global_ids: list[int], state: AckState, detail: str) -> None:
         """Tell ``reid-daemon forget``, through Valkey, what became of the forgets of ``global_ids`` here:
-        ``erased`` from the camera's files and memory (``detail``: what its files held), or ``pending`` (why)."""
-        now = time.time()
+        ``erased`` from the camera's files and memory (``detail``: what its files held), or ``pending`` (why),
+        stamped on the fleet's clock, which forget reads too (one host's clock lagging its own is nothing)."""
+        now = self.bridge.clock.now()
         self.bridge.say_of_forgets(erase_ack(self.camera, gid, state, detail, now) for gid in global_ids)
 
     def take_heard(self) -> list[int]:

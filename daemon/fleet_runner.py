@@ -522,8 +522,8 @@ def forget(settings: Settings, global_id: int, timeout_s: float, wait_s: float =
     stored = None
     if settings.bridge.url is not None:
         with Bridge(settings.bridge, FORGET_CAMERA, receive=False) as bridge:
-            since = time.time() - settings.bridge.max_clock_skew_s
-            stored = _forget_in_valkey(bridge, global_id, timeout_s)
+            stored, sent = _forget_in_valkey(bridge, global_id, timeout_s)
+            since = sent - settings.bridge.max_clock_skew_s
             heard = _Heard(bridge, global_id, since, {n: dirs[n] for n in running})
             confirmed, pending = heard.wait(wait_s)
     # a camera that stopped meanwhile (its bridge closed before the forget came, or before it said): erased here
@@ -612,10 +612,11 @@ def _erase_failure(e: OSError, camera_dir: Path) -> str:
     return f"{problem}; run forget again as a user who can write them"
 
 
-def _forget_in_valkey(bridge: Bridge, global_id: int, timeout_s: float) -> int:
+def _forget_in_valkey(bridge: Bridge, global_id: int, timeout_s: float) -> tuple[int, float]:
     """Send the forget to the fleet, what its cameras said of an earlier one cleared first; returns how many
-    stored entries (track states, batches, log entries) held the id. ConfigError when the id was never handed
-    out (nothing is sent)."""
+    stored entries (track states, batches, log entries) held the id, and when it was sent by the fleet's clock
+    (Valkey's time, which the cameras stamp what they say on: one host's clock lagging another's is nothing).
+    ConfigError when the id was never handed out (nothing is sent)."""
     last = _last_global_id(bridge, timeout_s)
     if last is not None and global_id > last:  # a typo: every worker would raise its id floor past it
         raise ConfigError(
@@ -624,12 +625,13 @@ def _forget_in_valkey(bridge: Bridge, global_id: int, timeout_s: float) -> int:
         )
     try:
         bridge.clear_erase_acks(global_id)
+        sent = bridge.fleet_time()
     except BridgeError as e:
         raise bridge.refusal_or(e) from None
     bridge.forget(global_id)
     if not bridge.flush(timeout_s):
         raise bridge.unreachable(timeout_s)
-    return bridge.stats.erased
+    return bridge.stats.erased, sent
 
 
 def _report_dir(dirs: dict[str, Path]) -> Path | None:

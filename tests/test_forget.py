@@ -173,3 +173,59 @@ def test_a_word_in_valkey_not_signed_for_that_camera_and_id_with_the_fleet_key_i
     assert decode_ack(ack.encode("fleet", None), "fleet", "a", 7, (), True) == ack  # allow_unsigned
     with pytest.raises(UntrustedAck, match="not a word this daemon writes"):
         decode_ack(b"erased", "fleet", "a", 7, (key,), False)
+
+
+_LAGGING_WORKER = """
+import sys, time
+import daemon.fleet
+
+
+class _Lagging:
+    def time(self):
+        return time.time() - 60.0
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+daemon.fleet.time = _Lagging()
+from daemon.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_running_camera_whose_clock_lags_is_heard_to_have_erased_the_id(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A camera said it erased the id with its host's wall clock, and forget took only what was said after it
+    sent the forget by its own host's (less bridge.max_clock_skew_s): a camera whose clock lagged more than that
+    (here 60 s, injected into its worker) was never heard to have erased it, and forget asked, again and again,
+    to be run again. Both go by the fleet's clock, Valkey's time."""
+    config = _fleet(tmp_path, valkey.url)
+    cmd = [
+        sys.executable,
+        "-c",
+        _LAGGING_WORKER,
+        "run",
+        "--config",
+        str(config),
+        "--camera",
+        "a",
+        "--no-progress",
+    ]
+    log = (tmp_path / "a.log").open("wb")
+    worker = subprocess.Popen(
+        cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=log, stderr=log
+    )
+    try:
+        settings = load_settings(config)
+        with Bridge(settings.bridge, "test", receive=False) as bridge:
+            _until("a global id", lambda: (bridge.last_global_id() or 0) >= 1)
+        _until("the worker running", lambda: worker_running(tmp_path / "runs" / "a"))
+        capsys.readouterr()
+        assert main(["-q", "forget", "1", "--config", str(config), "--wait", "15"]) == 0
+        out, err = capsys.readouterr()
+        assert "  a: erased by its running worker: " in out, out + err
+    finally:
+        worker.terminate()
+        worker.wait(30)
