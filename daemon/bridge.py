@@ -457,7 +457,7 @@ class Bridge:
     manager (``close`` on exit). ``lag_warn_s``: a peer whose live batches all arrive later than this after
     they were sent is reported in ``stats.lagging`` while it is heard from, and logged (None: not watched).
     ``peers``: the cameras whose batches are taken (with TOOL_CAMERAS'); a batch of another camera is refused,
-    counted as ``unlisted`` (None: any camera's are taken).
+    counted as ``unlisted`` (None: any camera's are taken); ``set_peers`` changes them while the bridge runs.
     """
 
     def __init__(
@@ -515,6 +515,7 @@ class Bridge:
         self._subscribed_ms = 0  # the server's time as the receiver last subscribed (what it could not hear)
         self._lag_warn_s = lag_warn_s
         self._peers = None if peers is None else frozenset([*peers, *TOOL_CAMERAS])
+        self._next_peers: frozenset[str] | None = None  # set_peers's, until the receiver thread takes them
         self._lags: OrderedDict[str, deque[float]] = OrderedDict()  # peer -> its last live batches' delays
         # peer -> (its lag, when it was last heard: monotonic); stats leaves out those silent for lag_warn_s
         self._lagging: dict[str, tuple[float, float]] = {}
@@ -566,6 +567,33 @@ class Bridge:
             self.close(flush_s=0.0)
             raise refusal
         return self
+
+    def set_peers(self, peers: Collection[str]) -> None:
+        """Take batches from ``peers`` (and TOOL_CAMERAS') from now on, refusing the others (a fleet's cameras
+        changed while its workers run). The receiver thread takes them up between two messages: a camera listed
+        now that was not is caught up from its stored state as a camera first heard of is (its batches refused
+        before are in it), before its live batches are taken."""
+        with self._lock:
+            self._next_peers = frozenset([*peers, *TOOL_CAMERAS])
+
+    def _take_peers(self, client: Any) -> None:
+        """On the receiver thread: the peers ``set_peers`` gave, if it gave any since; each camera they list that
+        the earlier ones did not is caught up with ``client`` (None: by the catch-up that follows, which takes a
+        camera without a stream position from its stored state)."""
+        with self._lock:
+            peers, self._next_peers = self._next_peers, None
+        if peers is None:
+            return
+        added = sorted(peers - self._peers) if self._peers is not None else []
+        self._peers = peers
+        for cam in added:  # heard, but refused: its position says nothing of what was taken
+            self._last_ids.pop(cam, None)
+            self._marks.pop(cam, None)
+            if client is not None:
+                self._snapshot(client, cam)
+                logger.info(
+                    "bridge %s: camera %s is listed now: caught up from its stored state", self.camera, cam
+                )
 
     def _refusal(self, who: str) -> ConfigError | None:
         """The configuration error of a Valkey that refused this bridge's credentials or ACL rights, if it did."""
@@ -1026,6 +1054,8 @@ class Bridge:
                 if time.monotonic() >= resync_at:
                     self._resync(client)
                     resync_at = self._next_resync()
+                if self._next_peers is not None and self._subscribed.is_set():
+                    self._take_peers(client)
                 if item is None:
                     continue
                 if item["type"] == "subscribe":  # first subscription, or valkey-py resubscribed after a drop
@@ -1039,6 +1069,7 @@ class Bridge:
             pubsub.close()
 
     def _catch_up(self, client: Any) -> None:
+        self._take_peers(None)
         fleet = self._cameras(client)
         self._let_go(fleet)
         for cam in dict.fromkeys([*fleet, *self._last_ids]):
@@ -1309,8 +1340,9 @@ class Bridge:
             "unlisted",
             f"camera {batch.camera!r} (sender {batch.sender[:8]}) is none of this config's cameras "
             f"({', '.join(sorted(set(self._peers) - set(TOOL_CAMERAS)))}): a worker started with a misspelt "
-            "--camera, or left running for a camera taken out of the config? (bridge.accept_unlisted: true takes "
-            "any camera's)",
+            "--camera, or left running for a camera taken out of the config? (one added to the config is taken "
+            "once this worker reads it again: a live camera's does within seconds of the file's change; "
+            "bridge.accept_unlisted: true takes any camera's)",
         )
         return False
 

@@ -100,7 +100,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings, name = _load(args)  # before the heavy imports: a config error is reported at once
         from daemon.runner import run_camera
 
-        summary = run_camera(settings, name, show_progress=False if args.no_progress else None, held=held)
+        summary = run_camera(
+            settings,
+            name,
+            show_progress=False if args.no_progress else None,
+            held=held,
+            config_path=Path(args.config),
+        )
     print(summary.text())
     _warn_unused_detections(settings.cameras[name].detector, summary)
     _print_outputs(summary.outputs)

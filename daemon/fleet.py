@@ -25,6 +25,10 @@ Retention while no frames come
     or none. It ends no track and publishes nothing. A replay has none (its frames' times are real time). An
     exception ends the thread and is raised by the link's next ``update`` or ``check_idle`` (the worker's own
     thread between frames calls it), so the camera's run ends with it rather than going on without expiry.
+    The same thread reads the worker's config file again when it changes (``ConfigWatch``, every
+    ``CONFIG_CHECK_S``) and takes its camera list (``take_cameras``): the bridge takes the batches of a camera
+    added to a running fleet, catching up on what it stored before (refused until then), and refuses a removed
+    one's, without a restart. A file that does not validate is logged, naming it, and the cameras are kept.
     Forgotten ids wait here for the camera's files (``take_forgotten``), which a live camera's worker erases
     every second, frames or none, as well as on each frame (daemon/worker.py); each id once, at most
     ``MAX_PENDING_FORGETS``.
@@ -52,7 +56,7 @@ import numpy as np
 from daemon.adapt import ProjectionHead, load_head
 from daemon.bridge import Bridge, BridgeError, FleetMessage
 from daemon.clocks import monotonic_reading
-from daemon.config import Settings, redact
+from daemon.config import Settings, load_settings, redact
 from daemon.embedding import atomic_write
 from daemon.erase_ack import AckState, erase_ack
 from daemon.errors import ConfigError, DataError
@@ -82,6 +86,7 @@ IDLE_EXPIRY_S = (
     1.0  # a live camera's resolver expires what is due this often between frames too (a stream down)
 )
 MAX_PENDING_FORGETS = 10_000  # forgotten ids waiting for the camera's files (the oldest dropped, logged)
+CONFIG_CHECK_S = 2.0  # a live camera's link looks this often whether its config file changed (its cameras)
 
 
 # ------------------------------------------------------------------------------------- wire conversion
@@ -469,6 +474,44 @@ class GlobalMotWriter:
         self.writer.close()
 
 
+class ConfigWatch:
+    """A running worker's config file, read again when it changes (its modification time, size or inode: an
+    editor's or a deployment's rename too). ``changed`` gives the new settings; a file that cannot be read or
+    no longer validates is logged as an error naming it (once per change) and gives None, so the worker keeps
+    what it holds. Checked first whatever the file's state: it may have changed while the worker started."""
+
+    def __init__(self, path: Path, camera: str) -> None:
+        self.path = path
+        self.camera = camera
+        self._seen: tuple[int, ...] | None = (-1,)  # the file's state when last read ((-1,): not read yet)
+
+    def changed(self) -> Settings | None:
+        state = _file_state(self.path)
+        if state == self._seen:  # None twice: still not there (said once)
+            return None
+        self._seen = state
+        try:
+            return load_settings(self.path)
+        except ConfigError as e:
+            log.error(
+                "%s: config file %s changed but cannot be taken: %s; the worker keeps the cameras it had",
+                self.camera,
+                self.path,
+                e,
+            )
+            return None
+
+
+def _file_state(path: Path) -> tuple[int, ...] | None:
+    """What tells a file's change: modification time, size, inode and device; None when it cannot be looked at
+    (``load_settings`` then says why)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev
+
+
 # ------------------------------------------------------------------------------------------- the link
 
 
@@ -484,6 +527,7 @@ class FleetLink:
         bridge: Bridge | None = None,
         head: ProjectionHead | None = None,
         signature: str | None = None,
+        config_path: Path | None = None,
     ) -> None:
         if settings.bridge.url is None:
             log.warning(
@@ -518,6 +562,8 @@ class FleetLink:
         self.remote_invalid = 0
         self.forgets_received = 0
         self.lockstep: Lockstep | None = None
+        self.cameras = frozenset(settings.cameras)  # the fleet's, as the config file says now (ConfigWatch)
+        self._watch = None if config_path is None else ConfigWatch(config_path, camera)
         self._started = False
         self._interrupted = False
         self.first_track_id = 1  # where this run numbers its tracks from (after an earlier run's, live)
@@ -698,13 +744,47 @@ class FleetLink:
         return taken
 
     def _expire_while_idle(self) -> None:
-        """A live camera's: let the resolver expire what is due every IDLE_EXPIRY_S, frames or none. An exception
-        ends it, kept for ``check_idle``."""
+        """A live camera's: let the resolver expire what is due every IDLE_EXPIRY_S, frames or none, and take the
+        cameras of its config file when it changed (every CONFIG_CHECK_S). An exception ends it, kept for
+        ``check_idle``."""
+        check_at = time.monotonic()
         try:
             while not self._idle_stop.wait(IDLE_EXPIRY_S):
                 self.resolver.expire_idle(monotonic_reading())
+                if self._watch is not None and time.monotonic() >= check_at:
+                    check_at = time.monotonic() + CONFIG_CHECK_S
+                    new = self._watch.changed()
+                    if new is not None:
+                        self.take_cameras(new)
         except Exception as e:  # raised in the camera's loop: a thread's traceback alone goes unseen
             self._idle_failure = e
+
+    def take_cameras(self, settings: Settings) -> None:
+        """The fleet's cameras are ``settings``' (its config file, changed while the worker runs): the bridge
+        takes the batches of those added, caught up from what they stored before, and refuses those removed.
+        Nothing else of ``settings`` is taken (a restart takes it)."""
+        cameras = frozenset(settings.cameras)
+        added, removed = sorted(cameras - self.cameras), sorted(self.cameras - cameras)
+        if not added and not removed:
+            return
+        self.cameras = cameras
+        if not self.settings.bridge.accept_unlisted:
+            self.bridge.set_peers(cameras)
+        log.info(
+            "%s: the config's cameras are now %s (added: %s; removed: %s): the batches of those added are taken "
+            "from now, caught up from Valkey, and those removed refused",
+            self.camera,
+            ", ".join(sorted(cameras)),
+            ", ".join(added) or "none",
+            ", ".join(removed) or "none",
+        )
+        if self.camera not in cameras:
+            log.error(
+                "%s: this camera is no longer in the config: the fleet's other workers refuse its batches; stop "
+                "its worker (systemctl disable --now reid-daemon@%s)",
+                self.camera,
+                self.camera,
+            )
 
     def check_idle(self) -> None:
         """Raise the exception that ended the idle expiry thread, if one did: identities are no longer expired

@@ -181,10 +181,15 @@ def _stop_on_signals(name: str, stop: Callable[[], None]) -> Iterator[None]:
 
 
 def run_camera(
-    settings: Settings, name: str, show_progress: bool | None = None, held: HeldStop | None = None
+    settings: Settings,
+    name: str,
+    show_progress: bool | None = None,
+    held: HeldStop | None = None,
+    config_path: Path | None = None,
 ) -> RunSummary:
     """Build and run camera ``name`` of ``settings`` until its source ends or a signal stops it (``held``: one
-    that came before, while the command started: then no model is loaded and nothing opened)."""
+    that came before, while the command started: then no model is loaded and nothing opened); ``config_path``:
+    the file ``settings`` came from (a live fleet camera takes the cameras it lists when it changes)."""
     from daemon.ops.service import Operations  # metrics, health, systemd notify and watchdog
 
     status = StatusFile()
@@ -206,7 +211,9 @@ def run_camera(
                     asked.set()
                 if asked.is_set():  # before the models load: none is
                     return _stopped_at_start(settings, name, ops)
-                worker = CameraWorker(settings, name, show_progress=show_progress, observers=observers)
+                worker = CameraWorker(
+                    settings, name, show_progress=show_progress, observers=observers, config_path=config_path
+                )
                 if asked.is_set():
                     worker.stop()
                 return worker.run()

@@ -361,8 +361,12 @@ class CameraWorker:
         name: str,
         show_progress: bool | None = None,
         observers: list[WorkerObserver] | None = None,
+        config_path: Path | None = None,
     ) -> None:
         self.settings = settings
+        self.config_path = (
+            config_path  # the file settings came from: a live fleet camera takes its camera list
+        )
         self.observers: list[WorkerObserver] = list(observers or [])
         self.name, self.cam = settings.camera(name)
         check_source_kept(self.cam, self.name)
@@ -391,7 +395,14 @@ class CameraWorker:
         signature = embedder_signature(embedder)
         if head is not None and self.settings.identity.head is not None:  # the resolver matches in its space
             signature = signature_through(signature, Path(self.settings.identity.head))
-        return FleetLink(self.settings, self.name, embedder.dim, head=head, signature=signature)
+        return FleetLink(
+            self.settings,
+            self.name,
+            embedder.dim,
+            head=head,
+            signature=signature,
+            config_path=self.config_path,
+        )
 
     def stop(self) -> None:
         self._stop.set()

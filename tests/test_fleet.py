@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from _ops import health, metrics, wait_until
 from _video import make_image_folder, make_video
 
 from daemon import fleet_runner
@@ -44,11 +45,12 @@ from daemon.outputs import camera_files, earlier_folders
 from daemon.pipeline import FrameResult
 from daemon.track import TrackerUpdate
 from daemon.types import Detections, Frame, Track
-from daemon.valkey_server import EmbeddedValkey
+from daemon.valkey_server import EmbeddedValkey, free_port
 from daemon.worker import paced
 
 DIM = 32
 KEY = "k" * 32
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # ----------------------------------------------------------------------------------------- pure parts
@@ -1002,6 +1004,162 @@ def test_a_worker_refuses_batches_of_a_camera_its_config_does_not_list(
     finally:
         late.close()
         anyone.close()
+
+
+def test_a_live_worker_takes_the_cameras_its_config_file_lists_when_it_changes(
+    tmp_path: Path, valkey: EmbeddedValkey, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A camera added to a running fleet's YAML was refused ('unlisted') by every worker until it was restarted,
+    and what it sent meanwhile was lost to them. A live worker reads its config file again when it changes: the
+    added camera's batches are taken, those it stored before caught up; a file that does not validate is logged
+    naming it and the cameras kept; a camera removed is refused again."""
+
+    def profile(gid: int, person: int) -> FleetMessage:
+        return FleetMessage(
+            "profile", "c", 1, gid, timestamp=time.time(), quality=0.9, embeddings=PEOPLE[person : person + 1]
+        )
+
+    settings = _settings(tmp_path, valkey.url)  # cameras a and b
+    cfg = tmp_path / "fleet.yaml"
+    listed = yaml.safe_load(cfg.read_text())
+    a = FleetLink(settings, "a", DIM, config_path=cfg).start(live=True)  # type: ignore[arg-type]
+    try:
+        with (
+            caplog.at_level(logging.INFO, logger="daemon"),
+            Bridge(settings.bridge, "c", receive=False) as c,  # type: ignore[attr-defined]
+        ):
+            assert c.flush(2.0) and _wait(lambda: a.bridge.stats.rejected.unlisted == 1)  # its hello
+            c.publish(profile(501, 0))  # before c is listed: refused, but stored
+            assert c.flush(2.0) and _wait(lambda: a.bridge.stats.rejected.unlisted == 2)
+            assert 501 not in a.resolver.store and a.bridge.stats.caught_up == 0
+            listed["cameras"]["c"] = {"source": {"uri": str(tmp_path / "c.mp4")}}
+            cfg.write_text(yaml.safe_dump(listed))
+            assert _wait(lambda: 501 in a.resolver.store, 10.0), caplog.text  # caught up from Valkey
+            assert a.cameras == {"a", "b", "c"} and a.bridge.stats.caught_up >= 1
+            assert "added: c; removed: none" in caplog.text
+
+            cfg.write_text("cameras: {a: {source: {uri: 3.mp4, fps: -1}}}\n")  # does not validate
+            assert _wait(lambda: f"config file {cfg} changed but cannot be taken" in caplog.text, 10.0)
+            c.publish(profile(502, 1))
+            assert _wait(lambda: 502 in a.resolver.store), caplog.text  # c is still taken
+            assert a.cameras == {"a", "b", "c"}
+
+            del listed["cameras"]["c"]
+            cfg.write_text(yaml.safe_dump(listed))
+            assert _wait(lambda: a.cameras == {"a", "b"}, 10.0), caplog.text
+            unlisted = a.bridge.stats.rejected.unlisted
+            c.publish(profile(503, 2))
+            assert c.flush(2.0)
+            assert _wait(lambda: a.bridge.stats.rejected.unlisted == unlisted + 1)
+        assert 503 not in a.resolver.store
+    finally:
+        a.close()
+
+
+def _live_camera(url: str, gt: Path, out: Path) -> dict[str, object]:
+    """A live camera on the RTSP stream ``url`` whose people are ``gt``'s (true boxes, looks a ReID model that
+    tells people apart well would give)."""
+    return {
+        "source": {"uri": url, "open_timeout_s": 5, "read_timeout_s": 2, "reconnect_max_s": 0.5},
+        "detector": {"type": "ground-truth", "path": str(gt)},
+        "embedder": {"type": "ground-truth", "truth": {"path": str(gt), "similarity": 0.95}},
+        "output": {"dir": str(out), "progress": False},
+    }
+
+
+def _worker(cfg: Path, camera: str, log: Path) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "daemon",
+        "--log-format",
+        "json",
+        "run",
+        "--config",
+        str(cfg),
+        "--camera",
+        camera,
+    ]
+    env = dict(os.environ, REID_TEST_FLEET_KEY=KEY)
+    with log.open("wb") as fh:
+        return subprocess.Popen([*cmd, "--no-progress"], cwd=ROOT, env=env, stdout=fh, stderr=fh)
+
+
+def _gids(folder: Path) -> set[int]:
+    """The global ids a camera's identities.jsonl gave its tracks."""
+    path = folder / "identities.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return {rec["global_id"] for rec in map(json.loads, lines) if rec.get("global_id") is not None}
+
+
+def test_a_camera_added_to_a_running_fleet_has_its_identities_taken_without_a_restart(tmp_path: Path) -> None:
+    """Two live workers on a real Valkey, as two hosts run them. `yard` is added to the fleet: its host's YAML
+    lists it and its worker starts, seeing person 1; `door`'s worker runs on, its YAML listing door alone, and
+    refuses yard's batches ('unlisted'). door's YAML is then given yard, as deploy/README says, and door's worker
+    is not restarted. It took yard's batches only after a restart, so when person 1 walked into door's view
+    later, door gave them a new global id. door's worker reads its YAML again, catches up on what yard sent
+    before, and door gives person 1 yard's id."""
+    from test_sources import RtspServer
+
+    # door's frame (10 fps) where person 1 first shows: after yard is up and door's YAML lists it
+    walks_in = 300
+    clip = make_video(tmp_path / "stream.mp4", frames=420, fps=10.0, people=2, size=(160, 120))
+    truth = clip.write_mot_gt(tmp_path / "all.txt").read_text().splitlines()
+    door_gt, yard_gt = tmp_path / "door-gt.txt", tmp_path / "yard-gt.txt"
+    people = [r.split(",") for r in truth]
+    door_gt.write_text("".join(f"{','.join(r)}\n" for r in people if r[1] == "2" or int(r[0]) > walks_in))
+    yard_gt.write_text("".join(f"{','.join(r)}\n" for r in people if r[1] == "1"))
+    server = RtspServer(clip.path)
+    server.start()
+    valkey = EmbeddedValkey("tcp").start()
+    ports = {"door": free_port(), "yard": free_port()}
+    runs = tmp_path / "runs"
+
+    def config(cams: dict[str, Path], port: int) -> dict[str, object]:
+        return {
+            "ops": {"port": port},
+            "fleet": {"enabled": True},
+            "bridge": {"url": valkey.url, "signing_key": {"env": "REID_TEST_FLEET_KEY"}},
+            "identity": {"min_observations": 2, "new_min_observations": 2, "allow_overlapping_views": True},
+            "cameras": {name: _live_camera(server.url, gt, runs) for name, gt in cams.items()},
+        }
+
+    door_cfg, yard_cfg = tmp_path / "door-host.yaml", tmp_path / "yard-host.yaml"
+    door_cfg.write_text(yaml.safe_dump(config({"door": door_gt}, ports["door"])))
+    yard_cfg.write_text(yaml.safe_dump(config({"door": door_gt, "yard": yard_gt}, ports["yard"])))
+    procs = []
+    try:
+        procs.append(_worker(door_cfg, "door", tmp_path / "door.log"))
+        wait_until(lambda: health(ports["door"]).get("status") == "ok", 120, "door running")
+        procs.append(_worker(yard_cfg, "yard", tmp_path / "yard.log"))
+        wait_until(lambda: health(ports["yard"]).get("status") == "ok", 120, "yard running")
+        decided = "reid_identity_decisions_total{source=new}"
+        wait_until(lambda: metrics(ports["yard"]).get(decided, 0) > 0, 120, "yard giving person 1 an id", 0.5)
+        wait_until(
+            lambda: metrics(ports["door"]).get("reid_bridge_rejected_total{reason=unlisted}", 0) > 0,
+            20,
+            "door refusing yard",
+        )
+        door_cfg.write_text(yaml.safe_dump(config({"door": door_gt, "yard": yard_gt}, ports["door"])))
+        frames = health(ports["door"])["frames"]
+        print(f"\ndoor's YAML listed yard at door's frame {frames}; person 1 walks in at {walks_in}")
+        assert frames < walks_in - 50, (
+            f"door reached frame {frames} before its YAML listed yard: too slow a machine"
+        )
+        wait_until(lambda: health(ports["door"])["frames"] > walks_in + 30, 120, "person 1 at door")
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        assert [proc.wait(20) for proc in procs] == [0, 0]
+    finally:
+        for proc in procs:
+            proc.kill()
+        server.stop()
+        valkey.close()
+    yard_ids, door_ids = _gids(runs / "yard"), _gids(runs / "door")
+    log = (tmp_path / "door.log").read_text()
+    assert len(yard_ids) == 1 and len(door_ids) == 2, (yard_ids, door_ids, log[-3000:])
+    assert yard_ids < door_ids, (yard_ids, door_ids, log[-3000:])  # person 1 has yard's id at door too
+    assert "added: yard; removed: none" in log and "camera yard is listed now: caught up" in log
 
 
 def test_identity_config_reaches_the_resolver(tmp_path: Path, valkey: EmbeddedValkey) -> None:
