@@ -28,7 +28,8 @@ Retention while no frames come
     The same thread reads the worker's config file again when it changes (``ConfigWatch``, every
     ``CONFIG_CHECK_S``) and takes its camera list (``take_cameras``): the bridge takes the batches of a camera
     added to a running fleet, catching up on what it stored before (refused until then), and refuses a removed
-    one's, without a restart. A file that does not validate is logged, naming it, and the cameras are kept.
+    one's, and the resolver takes ``identity.adjacency`` (its edges name the cameras), without a restart. A
+    file that does not validate is logged, naming it, and the cameras are kept.
     Forgotten ids wait here for the camera's files (``take_forgotten``), which a live camera's worker erases
     every second, frames or none, as well as on each frame (daemon/worker.py); each id once, at most
     ``MAX_PENDING_FORGETS``.
@@ -563,6 +564,7 @@ class FleetLink:
         self.forgets_received = 0
         self.lockstep: Lockstep | None = None
         self.cameras = frozenset(settings.cameras)  # the fleet's, as the config file says now (ConfigWatch)
+        self.adjacency = settings.identity.adjacency  # and the edges between them
         self._watch = None if config_path is None else ConfigWatch(config_path, camera)
         self._started = False
         self._interrupted = False
@@ -761,8 +763,21 @@ class FleetLink:
 
     def take_cameras(self, settings: Settings) -> None:
         """The fleet's cameras are ``settings``' (its config file, changed while the worker runs): the bridge
-        takes the batches of those added, caught up from what they stored before, and refuses those removed.
-        Nothing else of ``settings`` is taken (a restart takes it)."""
+        takes the batches of those added, caught up from what they stored before, and refuses those removed, and
+        the resolver judges travel between them by its ``identity.adjacency`` (which names them). Nothing else of
+        ``settings`` is taken (a restart takes it)."""
+        self._take_camera_list(settings)
+        edges = settings.identity.adjacency
+        if edges != self.adjacency:
+            self.adjacency = edges
+            self.resolver.set_adjacency(edges)
+            log.info(
+                "%s: identity.adjacency taken from the config: %s",
+                self.camera,
+                "; ".join(f"{e.a}-{e.b} {e.min_s:g}-{e.max_s:g} s" for e in edges) or "no edges",
+            )
+
+    def _take_camera_list(self, settings: Settings) -> None:
         cameras = frozenset(settings.cameras)
         added, removed = sorted(cameras - self.cameras), sorted(self.cameras - cameras)
         if not added and not removed:

@@ -1056,6 +1056,38 @@ def test_a_live_worker_takes_the_cameras_its_config_file_lists_when_it_changes(
         a.close()
 
 
+def test_a_live_worker_takes_the_adjacency_of_cameras_added_to_its_config_file(
+    tmp_path: Path, valkey: EmbeddedValkey, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A camera added to a running fleet comes with its edges in identity.adjacency (they name it). The worker took
+    the camera list alone, so it judged the new camera by the old graph: here, with overlapping views allowed
+    and no edge, a person seen at c a moment ago was taken at a at once, where the edge says a walk from c
+    takes at least 30 s. The worker takes the edges with the cameras."""
+    settings = _settings(tmp_path, valkey.url)  # cameras a and b, overlapping views allowed, no edges
+    cfg = tmp_path / "fleet.yaml"
+    listed = yaml.safe_load(cfg.read_text())
+    listed["cameras"]["c"] = {"source": {"uri": str(tmp_path / "c.mp4")}}
+    listed["identity"]["adjacency"] = [{"a": "a", "b": "c", "min_s": 30, "max_s": 120}]
+    a = FleetLink(settings, "a", DIM, config_path=cfg).start(live=True)  # type: ignore[arg-type]
+    try:
+        with caplog.at_level(logging.INFO, logger="daemon.fleet"):
+            cfg.write_text(yaml.safe_dump(listed))
+            assert _wait(
+                lambda: "identity.adjacency taken from the config: a-c 30-120 s" in caplog.text, 10.0
+            )
+        assert a.cameras == {"a", "b", "c"} and a.resolver.travel.min_travel("c", "a") == 30
+        with Bridge(settings.bridge, "c", receive=False) as c:  # type: ignore[attr-defined]
+            seen = FleetMessage(
+                "profile", "c", 1, 601, timestamp=time.time(), quality=0.9, embeddings=PEOPLE[0:1]
+            )
+            c.publish(seen)
+            assert c.flush(2.0) and _wait(lambda: 601 in a.resolver.store)
+        ids = _run(a, "a", 8, [0], seed=3)
+        assert ids[0] is not None and ids[0] != 601  # seen at c a moment ago: not the one walking in at a
+    finally:
+        a.close()
+
+
 def _live_camera(url: str, gt: Path, out: Path) -> dict[str, object]:
     """A live camera on the RTSP stream ``url`` whose people are ``gt``'s (true boxes, looks a ReID model that
     tells people apart well would give)."""

@@ -69,7 +69,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment
 
-from daemon.config import IdentityConfig
+from daemon.config import CameraEdge, IdentityConfig
 from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.gallery import Gallery
 from daemon.identity.fleet import Contribution, FleetStore, Key
@@ -295,6 +295,13 @@ class IdentityResolver:
         with self._lock:
             self._now = max(self._now, timestamp)
             return self._end(track_id)
+
+    def set_adjacency(self, edges: Sequence[CameraEdge]) -> None:
+        """Judge travel between cameras by ``edges`` from now on (``identity.adjacency`` of a config changed while
+        the worker runs: an added camera's edges); ConfigError when two join the same cameras."""
+        travel = TravelModel(edges, self.cfg.allow_overlapping_views)
+        with self._lock:
+            self.travel = travel
 
     def expire_idle(self, monotonic: float) -> None:
         """Between frames (a live stream down, its worker waiting on it): drop what ``retention_s`` of real time
