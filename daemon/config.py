@@ -716,6 +716,13 @@ class CameraConfig(_Strict):
         description="The camera's placement on the site plan (null: none). With it, the fleet's identity "
         "resolution also uses where and when each person was seen (identity.site_*).",
     )
+    ground_truth: HomePath | None = Field(
+        None,
+        description="Evaluation only: the MOTChallenge gt.txt of this camera's recording (frame k of its video "
+        "is row frame k + 1), its ids the same people on every camera. When every camera of a `reid-daemon "
+        "fleet` run has one, the run is scored against them (fleet_metrics.json: per-camera and global-id "
+        "scores); null: not scored (a scenario's fleet.yaml is scored on the ground truth beside it).",
+    )
 
     @field_validator("detector", mode="before")
     @classmethod

@@ -12,8 +12,9 @@ counts them, so a time of the report can be looked up in the video, unless the r
 0.0 s falls (``video_origin``); tables written before they recorded it
 count from the first sighting, and say so (``time_base``), as do tables of both kinds where an older one
 saw someone before the first recorded frame (never a negative time).
-``evaluate_scenario`` scores the run with :func:`daemon.fleet_eval.evaluate_fleet` when the fleet config sits
-in a scenario folder (``scenario.json`` and ``<camera>.gt.txt`` beside it).
+``evaluate_run`` scores the run with :func:`daemon.fleet_eval.evaluate_fleet` against each camera's ground truth:
+the files the config names (``cameras.<name>.ground_truth``: a user's own recordings) or, for a config that sits
+in a scenario folder, ``<camera>.gt.txt`` beside it (``scenario_truths``; ``evaluate_scenario``).
 """
 
 from __future__ import annotations
@@ -549,28 +550,55 @@ def _time_unit(length_s: float) -> tuple[str, float]:
     return "days", 86400.0
 
 
+@dataclass(frozen=True)
+class Truth:
+    """A camera's ground truth and the frames of its video (None where not known: a user's own recording, scored
+    up to the frame its worker ran to, else to the last frame of its truth and results)."""
+
+    path: Path
+    frames: int | None = None
+
+
 def scoring_inputs(scenario_dir: Path, camera: str, camera_dir: Path) -> tuple[Path, Path, Path]:
-    """What scoring ``camera`` needs: its ground truth, its tracks' results and its global ids' results."""
-    return (
-        scenario_dir / f"{camera}.gt.txt",
-        camera_dir / f"{camera}.txt",
-        camera_dir / f"{camera}.global.txt",
-    )
+    """What scoring ``camera`` of a scenario needs: its ground truth, its tracks' results and its global ids'."""
+    return (scenario_dir / f"{camera}.gt.txt", *results_files(camera, camera_dir))
+
+
+def results_files(camera: str, camera_dir: Path) -> tuple[Path, Path]:
+    """A camera's results: its tracks' (``<camera>.txt``) and its global ids' (``<camera>.global.txt``)."""
+    return camera_dir / f"{camera}.txt", camera_dir / f"{camera}.global.txt"
+
+
+def scenario_truths(scenario_dir: Path, cameras: list[str]) -> dict[str, Truth]:
+    """The ground truth of each camera of the scenario in ``scenario_dir`` (scenario.json's frame counts)."""
+    desc = json.loads((scenario_dir / "scenario.json").read_text(encoding="utf-8"))
+    return {c: Truth(scenario_dir / f"{c}.gt.txt", int(desc["cameras"][c]["frames"])) for c in cameras}
 
 
 def evaluate_scenario(scenario_dir: Path, camera_dirs: dict[str, Path], out: Path) -> dict[str, Any]:
     """Score the run against the scenario's ground truth; write fleet_metrics.json; return it as a dict."""
+    return evaluate_run(scenario_truths(scenario_dir, list(camera_dirs)), camera_dirs, out)
+
+
+def evaluate_run(truths: dict[str, Truth], camera_dirs: dict[str, Path], out: Path) -> dict[str, Any]:
+    """Score the run against each camera's ground truth (``truths``, by camera); write fleet_metrics.json and
+    .txt, append the scores to report.md; return them as a dict."""
     runs: dict[str, CameraRun] = {}
-    desc = json.loads((scenario_dir / "scenario.json").read_text(encoding="utf-8"))
     for cam, d in camera_dirs.items():
-        gt_path, local, global_path = scoring_inputs(scenario_dir, cam, d)
-        if not (gt_path.is_file() and local.is_file() and global_path.is_file()):
-            raise DataError(f"cannot score camera {cam}: need {gt_path}, {local} and {global_path}")
-        frames, stride = _frames_run(d / "summary.json", int(desc["cameras"][cam]["frames"]))
-        gt = read_ground_truth(gt_path)
-        runs[cam] = CameraRun(
-            gt.select(gt.frame <= frames), run_results(local), run_results(global_path), frames, stride
+        truth = truths[cam]
+        local, global_path = results_files(cam, d)
+        if not (truth.path.is_file() and local.is_file() and global_path.is_file()):
+            raise DataError(f"cannot score camera {cam}: need {truth.path}, {local} and {global_path}")
+        gt, local_ids, global_ids = (
+            read_ground_truth(truth.path),
+            run_results(local),
+            run_results(global_path),
         )
+        known = truth.frames
+        if known is None:  # as far as anything was seen, where the worker left no summary
+            known = int(max([0, *gt.frame.tolist(), *local_ids.frame.tolist(), *global_ids.frame.tolist()]))
+        frames, stride = _frames_run(d / "summary.json", known)
+        runs[cam] = CameraRun(gt.select(gt.frame <= frames), local_ids, global_ids, frames, stride)
     metrics = evaluate_fleet(runs)
     doc = metrics.as_dict()
     atomic_write(out / "fleet_metrics.json", json.dumps(doc, indent=1).encode("utf-8"))
@@ -588,8 +616,8 @@ def _frames_run(summary: Path, frames: int) -> tuple[int, int]:
 
 
 def append_metrics(report_md: Path, text: str, note: str = "") -> None:
-    """Add the scores against the scenario's ground truth at the end of report.md (``note``: a line before them,
+    """Add the scores against the ground truth at the end of report.md (``note``: a line before them,
     e.g. that they are the run's and the report was made again since)."""
     said = f"{note}\n\n" if note else ""
     with report_md.open("a", encoding="utf-8") as f:
-        f.write(f"\n## Scored against the scenario's ground truth\n\n{said}```text\n{text.rstrip()}\n```\n")
+        f.write(f"\n## Scored against the ground truth\n\n{said}```text\n{text.rstrip()}\n```\n")

@@ -4,8 +4,9 @@ This is what several systemd units do on a site, folded into one command for rep
 embedded Valkey when the config names none (on ``bridge.embedded_transport``), start ``reid-daemon run --config
 FILE --camera NAME`` for each camera (separate processes, as in production), show their progress, forward
 SIGINT/SIGTERM, and when they are done print and write the identity report (who was seen where and when:
-``report.json``, ``report.md``, ``timeline.png``) — and, when the config sits in a scenario built by
-``reid-daemon scenario build``, the fleet evaluation against its ground truth (``fleet_metrics.json``).
+``report.json``, ``report.md``, ``timeline.png``) — and the fleet evaluation against the cameras' ground truth
+(``fleet_metrics.json``) when the config names each camera's (``cameras.<name>.ground_truth``: one's own
+recordings) or sits in a scenario built by ``reid-daemon scenario build`` with ``--gt``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 from tqdm import tqdm
@@ -38,6 +39,9 @@ from daemon.outputs import check_source_kept, json_object
 from daemon.procs import spawn
 from daemon.sources import frames_to_deliver, list_images, live_source, local_path
 from daemon.valkey_server import EmbeddedValkey
+
+if TYPE_CHECKING:
+    from daemon.fleet_report import Truth
 
 log = logging.getLogger(__name__)
 
@@ -344,18 +348,15 @@ def _ids_span_runs(settings: Settings) -> bool:
 def _report(
     config: Path, settings: Settings, codes: dict[str, int], progress: bool, report_dir: Path | None
 ) -> FleetRun:
-    """report.json/.md, timeline.png, the scores of a scenario with ground truth, fleet.mp4."""
+    """report.json/.md, timeline.png, the scores against the ground truth (_truths), fleet.mp4."""
     names = list(codes)
     dirs = {n: _camera_dir(settings, n) for n in names}
     out = report_dir or _common_parent(list(dirs.values()))
-    from daemon.fleet_report import build_report, evaluate_scenario
+    from daemon.fleet_report import build_report, evaluate_run
 
     report = build_report(dirs, out, earlier_runs=_ids_span_runs(settings))
-    metrics = (
-        evaluate_scenario(config.parent, dirs, out)
-        if _scorable(config.parent, dirs) and run_ok(codes)
-        else None
-    )
+    truths = _truths(config.parent, settings, dirs) if run_ok(codes) else None
+    metrics = evaluate_run(truths, dirs, out) if truths is not None else None
     if metrics is None:
         for stale in ("fleet_metrics.json", "fleet_metrics.txt"):
             (out / stale).unlink(missing_ok=True)  # an earlier run's scores, not this run's
@@ -363,20 +364,59 @@ def _report(
     return FleetRun(codes, dirs, out, report, metrics, mosaic)
 
 
-def _scorable(folder: Path, dirs: dict[str, Path]) -> bool:
-    """Whether ``folder`` is a scenario with every camera's ground truth and every camera left its results; a
-    warning names what is missing (a scenario built without ``--gt`` has no ground truth: nothing to say)."""
-    from daemon.fleet_report import scoring_inputs
+def _truths(folder: Path, settings: Settings, dirs: dict[str, Path]) -> dict[str, Truth] | None:
+    """Each camera's ground truth, where the run can be scored: the files the config names
+    (``cameras.<name>.ground_truth``), else those of the scenario in ``folder``; None otherwise, with a warning
+    naming what is missing (a config that names none, outside a scenario, has nothing to be scored on)."""
+    given = {n: settings.cameras[n].ground_truth for n in dirs}
+    if any(p is not None for p in given.values()):
+        truths = _given_truths(given)
+    elif (folder / "scenario.json").is_file():
+        truths = _scenario_truths(folder, dirs)
+    else:
+        return None
+    return truths if truths is not None and _left_results(dirs) else None
 
-    if not (folder / "scenario.json").is_file():
-        return False
-    inputs = {n: scoring_inputs(folder, n, d) for n, d in dirs.items()}
-    missing = [gt for gt, _, _ in inputs.values() if not gt.is_file()]
+
+def _given_truths(given: dict[str, Path | None]) -> dict[str, Truth] | None:
+    from daemon.fleet_report import Truth
+
+    without = [n for n, p in given.items() if p is None]
+    if without:
+        log.warning(
+            "not scored: camera(s) %s have no ground_truth (the global ids are scored over every camera of the "
+            "run: give each its cameras.<name>.ground_truth, or leave it out with --cameras)",
+            ", ".join(without),
+        )
+        return None
+    missing = [
+        f"{p} (cameras.{n}.ground_truth)" for n, p in given.items() if p is not None and not p.is_file()
+    ]
     if missing:
-        if len(missing) < len(inputs):
+        log.warning("not scored: the ground truth %s is missing", ", ".join(missing))
+        return None
+    return {n: Truth(p) for n, p in given.items() if p is not None}
+
+
+def _scenario_truths(folder: Path, dirs: dict[str, Path]) -> dict[str, Truth] | None:
+    """The ground truth of the scenario in ``folder``; None, with a warning naming what is missing, when some of
+    it is (a scenario built without ``--gt`` has no ground truth: nothing to say)."""
+    from daemon.fleet_report import scenario_truths, scoring_inputs
+
+    paths = [scoring_inputs(folder, n, d)[0] for n, d in dirs.items()]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        if len(missing) < len(paths):
             log.warning("not scored: the scenario's ground truth %s is missing", ", ".join(map(str, missing)))
-        return False
-    unscorable = [n for n, (_, local, glob) in inputs.items() if not (local.is_file() and glob.is_file())]
+        return None
+    return scenario_truths(folder, list(dirs))
+
+
+def _left_results(dirs: dict[str, Path]) -> bool:
+    """Whether every camera left its results to score; a warning names those that did not."""
+    from daemon.fleet_report import results_files
+
+    unscorable = [n for n, d in dirs.items() if not all(p.is_file() for p in results_files(n, d))]
     if unscorable:
         log.warning(
             "not scored: camera(s) %s left no results (<camera>.txt and <camera>.global.txt): stopped before "

@@ -1956,3 +1956,59 @@ def test_fleet_workers_log_as_the_global_options_say(tmp_path: Path, monkeypatch
     # -q quiets the fleet's console, not worker.log (a failed camera is diagnosed from it)
     assert logged and "INFO" in {r["level"] for r in logged} <= {"INFO", "WARNING"}
     assert not [line for line in lines if " INFO daemon" in line]  # no plain-text log line
+
+
+def test_a_fleet_of_ones_own_recordings_is_scored_on_the_ground_truth_its_config_names(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A researcher's own cameras (a config written by hand, no scenario folder) could not be scored at all:
+    fleet_metrics.json was written only beside a scenario.json. ``cameras.<name>.ground_truth`` names each
+    camera's gt.txt, in its own video's frame numbers (here the right camera's recording starts 10 frames
+    later, placed on the fleet clock by its clock_offset_s), and the run is scored on them."""
+    clip = make_video(tmp_path / "left.mp4", frames=30, size=(320, 240), people=3)
+    gt = clip.write_mot_gt(tmp_path / "left.gt.txt")
+    late = tmp_path / "right.mp4"  # the same scene from 10 frames on, its truth renumbered from 1
+    writer = cv2.VideoWriter(str(late), cv2.VideoWriter.fourcc(*"mp4v"), clip.fps, clip.size)
+    for f in range(10, clip.frames):
+        writer.write(clip.render(f))
+    writer.release()
+    right_gt = tmp_path / "right.gt.txt"
+    right_gt.write_text(
+        "".join(f"{b.frame - 9},{b.id},{b.x},{b.y},{b.w},{b.h},1,1,1\n" for f in clip.truth[10:] for b in f)
+    )
+    out = tmp_path / "runs"
+    cams: dict[str, dict[str, object]] = {}
+    for name, video, truth in (("left", clip.path, gt), ("right", late, right_gt)):
+        cams[name] = _true_box_camera(video, truth, out)
+        cams[name]["embedder"] = {
+            "type": "ground-truth",
+            "policy": "all",
+            "truth": {"path": str(truth), "similarity": 0.75},
+        }
+        cams[name]["ground_truth"] = str(truth)
+    cams["right"]["source"] = {"uri": str(late), "clock_offset_s": 1.0}
+    cfg = {
+        "fleet": {"enabled": True, "lockstep": True, "mosaic": False},
+        "bridge": {"signing_key": {"env": "REID_TEST_FLEET_KEY"}},
+        "identity": {"allow_overlapping_views": True, "fleet_threshold": 0.6, "look_only_threshold": 0.7},
+        "cameras": cams,
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = run_fleet(path, progress=False)
+    assert run.ok, run.exit_codes
+    assert run.metrics is not None
+    written = json.loads((out / "fleet_metrics.json").read_text(encoding="utf-8"))
+    assert written == run.metrics
+    assert written["per_camera"]["right"]["IDF1"] == pytest.approx(100.0)
+    assert written["global"]["IDF1"] == pytest.approx(100.0) and written["false_merge_pct"] == 0.0
+    assert written["people_on_several_cameras"] == 3 and written["cross_camera_consistency"] == 1.0
+    assert "global ids: HOTA" in (out / "report.md").read_text(encoding="utf-8")
+
+    # A camera whose ground_truth is not there: not scored, a warning names it and the setting.
+    cams["left"]["ground_truth"] = str(tmp_path / "missing.txt")
+    path.write_text(yaml.safe_dump(cfg))
+    with caplog.at_level(logging.WARNING, logger="daemon.fleet_runner"):
+        again = report_fleet(path, progress=False)
+    assert again.metrics is None and not (out / "fleet_metrics.json").exists()
+    assert f"{tmp_path / 'missing.txt'} (cameras.left.ground_truth) is missing" in caplog.text

@@ -185,7 +185,7 @@ def test_scores_are_appended_to_report_md(two_cameras: dict[str, Path], tmp_path
     build_report(two_cameras, tmp_path / "out")
     append_metrics(tmp_path / "out" / "report.md", "global ids: IDF1 91.3\n")
     md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
-    assert md.index("## Seen on one camera") < md.index("\n\n## Scored against the scenario's ground truth\n")
+    assert md.index("## Seen on one camera") < md.index("\n\n## Scored against the ground truth\n")
     assert md.endswith("```text\nglobal ids: IDF1 91.3\n```\n")
 
 
