@@ -248,6 +248,7 @@ def run_fleet(
         )
     for n in names:
         check_source_kept(settings.cameras[n], n)
+    _check_truths(config.parent, settings, names)
     for n in names:
         _ready_camera_dir(settings, n)
     server = (
@@ -354,14 +355,32 @@ def _report(
     out = report_dir or _common_parent(list(dirs.values()))
     from daemon.fleet_report import build_report, evaluate_run
 
+    for stale in ("fleet_metrics.json", "fleet_metrics.txt"):
+        (out / stale).unlink(missing_ok=True)  # an earlier run's scores, not this run's (scored again below)
     report = build_report(dirs, out, earlier_runs=_ids_span_runs(settings))
     truths = _truths(config.parent, settings, dirs) if run_ok(codes) else None
-    metrics = evaluate_run(truths, dirs, out) if truths is not None else None
-    if metrics is None:
-        for stale in ("fleet_metrics.json", "fleet_metrics.txt"):
-            (out / stale).unlink(missing_ok=True)  # an earlier run's scores, not this run's
     mosaic = _mosaic(settings, dirs, out / "fleet.mp4", progress) if settings.fleet.mosaic else None
+    metrics = evaluate_run(truths, dirs, out) if truths is not None else None  # last: a bad file stops it
     return FleetRun(codes, dirs, out, report, metrics, mosaic)
+
+
+def _check_truths(folder: Path, settings: Settings, names: list[str]) -> None:
+    """ConfigError naming the camera and the file, before any camera starts, when a ground truth the run is to be
+    scored on (``cameras.<name>.ground_truth``, or a scenario's ``<camera>.gt.txt``) is missing or cannot be
+    read: found after the run, it cost the run its scores."""
+    from daemon.motio import read_ground_truth
+
+    scenario = (folder / "scenario.json").is_file()
+    for n in names:
+        given = settings.cameras[n].ground_truth
+        path = given if given is not None else folder / f"{n}.gt.txt"
+        if given is None and not (scenario and path.is_file()):
+            continue  # nothing to score on (a scenario built without --gt)
+        where = f"cameras.{n}.ground_truth" if given is not None else f"camera {n}'s ground truth"
+        try:
+            read_ground_truth(path)
+        except DataError as e:
+            raise ConfigError(f"{where}: {e}") from None
 
 
 def _truths(folder: Path, settings: Settings, dirs: dict[str, Path]) -> dict[str, Truth] | None:

@@ -27,7 +27,7 @@ from daemon.bridge import Bridge, FleetMessage
 from daemon.cli import main
 from daemon.clocks import monotonic_reading
 from daemon.config import BridgeConfig, IdentityConfig, SecretSource, Settings, load_settings
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, DataError
 from daemon.fleet import (
     MAX_SPANS,
     FleetClock,
@@ -2012,3 +2012,45 @@ def test_a_fleet_of_ones_own_recordings_is_scored_on_the_ground_truth_its_config
         again = report_fleet(path, progress=False)
     assert again.metrics is None and not (out / "fleet_metrics.json").exists()
     assert f"{tmp_path / 'missing.txt'} (cameras.left.ground_truth) is missing" in caplog.text
+
+
+def test_a_ground_truth_that_cannot_be_read_stops_the_fleet_before_it_runs(tmp_path: Path) -> None:
+    """A camera's ground truth that could not be read (0-based frames, as some converted datasets number them)
+    was found only once every camera had run to its end: the fleet stopped with the error, made no fleet.mp4,
+    and left an earlier run's fleet_metrics.json and .txt beside the new report as if they were its scores. It
+    is read before any camera starts (exit 2, naming the setting and the line); a report made again on a file
+    that went bad since drops the earlier scores and still makes the rest."""
+    out = tmp_path / "runs"
+    good, bad = tmp_path / "a.gt.txt", tmp_path / "b.gt.txt"
+    good.write_text("1,1,10,10,20,40,1,1,1\n")
+    bad.write_text("0,1,10,10,20,40,1,1,1\n")
+    cams = {
+        c: {"source": {"uri": str(tmp_path / f"{c}.mp4")}, "ground_truth": str(gt)}
+        for c, gt in (("a", good), ("b", bad))
+    }
+    cfg = {
+        "fleet": {"enabled": True, "mosaic": False},
+        "bridge": {"allow_unsigned": True},
+        "camera_defaults": {"output": {"dir": str(out)}},
+        "cameras": cams,
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match=r"cameras\.b\.ground_truth: .*b\.gt\.txt, line 1: frame must be"):
+        run_fleet(path, progress=False)
+    assert not out.exists()  # no camera started
+
+    table = {"label": None, "first_seen": 1.0, "last_seen": 2.0, "frames": 1, "tracks": [1]}
+    for cam in ("a", "b"):
+        (out / cam).mkdir(parents=True)
+        (out / cam / "identities.json").write_text(
+            json.dumps({"v": 1, "camera": cam, "identities": {"1": table}})
+        )
+        for name in (f"{cam}.txt", f"{cam}.global.txt"):
+            (out / cam / name).write_text("1,1,10,10,20,40,1,-1,-1,-1\n")
+    (out / "fleet_metrics.json").write_text("{}")
+    (out / "fleet_metrics.txt").write_text("global ids: IDF1 94.3 (an earlier run)\n")
+    with pytest.raises(DataError, match=r"b\.gt\.txt, line 1"):
+        report_fleet(path, progress=False)
+    assert not (out / "fleet_metrics.json").exists() and not (out / "fleet_metrics.txt").exists()
+    assert (out / "report.json").is_file()
