@@ -208,7 +208,9 @@ class SourceConfig(_Strict):
         ge=-86_400,
         le=86_400,
         description="Seconds added to this camera's frame times on the fleet clock: a camera whose clock or "
-        "stream runs 2 s late gets -2, so the fleet compares sightings at the moments they happened.",
+        "stream runs 2 s late gets -2, so the fleet compares sightings at the moments they happened. A replayed "
+        "recording is timed from its first frame: one that began 1.5 s after the others' gets 1.5 (its first "
+        "frame happened 1.5 s into theirs), one that began earlier a negative offset.",
     )
 
     @field_validator("uri")
