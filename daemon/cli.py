@@ -177,7 +177,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         print((run.report_dir / "fleet_metrics.txt").read_text(encoding="utf-8").rstrip())
     for name, d in run.camera_dirs.items():
         print(f"  {name}: {d} ({_camera_written(name, d)})")
-    written = [run.report_dir / f for f in ("report.md", "timeline.png") if (run.report_dir / f).is_file()]
+    files = ("report.md", "timeline.png", "fleet_metrics.json", "fleet_metrics.txt")  # the scores: this run's
+    written = [run.report_dir / f for f in files if (run.report_dir / f).is_file()]
     print(f"  report: {', '.join(str(p) for p in written)}")  # no timeline when nobody was seen
     if run.mosaic is not None:
         print(f"  all cameras side by side: {run.mosaic}")

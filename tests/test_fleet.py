@@ -2054,3 +2054,30 @@ def test_a_ground_truth_that_cannot_be_read_stops_the_fleet_before_it_runs(tmp_p
         report_fleet(path, progress=False)
     assert not (out / "fleet_metrics.json").exists() and not (out / "fleet_metrics.txt").exists()
     assert (out / "report.json").is_file()
+
+
+def test_the_fleet_command_names_the_scores_it_wrote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A scored run wrote fleet_metrics.json and .txt beside the report, but the command's last lines named
+    report.md and timeline.png only, so a user looking for the scores' file was not told where it was."""
+    out = tmp_path / "runs"
+    table = {"label": None, "first_seen": 1.0, "last_seen": 2.0, "frames": 1, "tracks": [1]}
+    cams = {}
+    for cam in ("a", "b"):
+        (out / cam).mkdir(parents=True)
+        (out / cam / "identities.json").write_text(
+            json.dumps({"v": 1, "camera": cam, "identities": {"1": table}})
+        )
+        for name in (f"{cam}.txt", f"{cam}.global.txt"):
+            (out / cam / name).write_text("1,1,10,10,20,40,1,-1,-1,-1\n")
+        (tmp_path / f"{cam}.gt.txt").write_text("1,7,10,10,20,40,1,1,1\n")
+        cams[cam] = {"source": {"uri": f"{cam}.mp4"}, "ground_truth": str(tmp_path / f"{cam}.gt.txt")}
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump({"camera_defaults": {"output": {"dir": str(out)}}, "cameras": cams}))
+    assert main(["-q", "fleet", "--config", str(path), "--report-only", "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    files = ", ".join(
+        str(out / f) for f in ("report.md", "timeline.png", "fleet_metrics.json", "fleet_metrics.txt")
+    )
+    assert f"  report: {files}\n" in said and "global ids: HOTA 100.0 IDF1 100.0" in said
