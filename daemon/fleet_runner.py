@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
 from daemon.bridge import FORGET_CAMERA, Bridge, BridgeError
@@ -34,6 +35,7 @@ from daemon.erase_ack import EraseAck, UntrustedAck
 from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet import IDENTITY_TABLE_REFRESH_S
 from daemon.fleet_wire import FleetMessage
+from daemon.motio import MotGroundTruth
 from daemon.ops import STOP_SIGNALS
 from daemon.outputs import check_source_kept, json_object
 from daemon.procs import spawn
@@ -378,9 +380,55 @@ def _check_truths(folder: Path, settings: Settings, names: list[str]) -> None:
             continue  # nothing to score on (a scenario built without --gt)
         where = f"cameras.{n}.ground_truth" if given is not None else f"camera {n}'s ground truth"
         try:
-            read_ground_truth(path)
+            gt = read_ground_truth(path)
         except DataError as e:
             raise ConfigError(f"{where}: {e}") from None
+        _check_truth_size(where, path, gt, _frame_size(settings, n))
+
+
+def _check_truth_size(where: str, path: Path, gt: MotGroundTruth, size: tuple[int, int] | None) -> None:
+    """A warning when boxes of a camera's ground truth lie wholly outside its video's frame: a truth made for
+    the video at another size (a recording resized after it was annotated) scores every box as a miss."""
+    if size is None or not len(gt):
+        return
+    w, h = size
+    outside = (gt.xywh[:, 0] >= w) | (gt.xywh[:, 1] >= h) | (gt.xywh[:, 0] + gt.xywh[:, 2] <= 0)
+    outside |= gt.xywh[:, 1] + gt.xywh[:, 3] <= 0
+    if outside.any():
+        first = int(np.flatnonzero(outside)[0])
+        log.warning(
+            "%s: %d of %d boxes of %s lie wholly outside the camera's %dx%d frames (the first: frame %d, id %d): "
+            "is it the ground truth of the video at another size? Those boxes are scored as misses",
+            where,
+            int(outside.sum()),
+            len(gt),
+            path,
+            w,
+            h,
+            int(gt.frame[first]),
+            int(gt.track_id[first]),
+        )
+
+
+def _frame_size(settings: Settings, name: str) -> tuple[int, int] | None:
+    """The width and height of a camera's frames, from its file or its folder's first image; None for a live
+    source or one that cannot be read here (its worker names the problem)."""
+    path = local_path(settings.cameras[name].source)
+    if path is None:
+        return None
+    if path.is_dir():
+        try:
+            images = list_images(path)
+        except OSError:
+            return None
+        first = cv2.imread(str(images[0])) if images else None
+        return (int(first.shape[1]), int(first.shape[0])) if first is not None else None
+    cap = cv2.VideoCapture(str(path))
+    try:
+        size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    finally:
+        cap.release()
+    return size if min(size) > 0 else None
 
 
 def _truths(folder: Path, settings: Settings, dirs: dict[str, Path]) -> dict[str, Truth] | None:

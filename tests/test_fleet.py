@@ -2081,3 +2081,37 @@ def test_the_fleet_command_names_the_scores_it_wrote(
         str(out / f) for f in ("report.md", "timeline.png", "fleet_metrics.json", "fleet_metrics.txt")
     )
     assert f"  report: {files}\n" in said and "global ids: HOTA 100.0 IDF1 100.0" in said
+
+
+def test_a_ground_truth_made_for_the_video_at_another_size_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A researcher who resized a recording after annotating it (or gave the truth of the full-size video) got a
+    run scored on boxes that lie outside the frames, every one a miss, without a word; the fleet says so before
+    it starts, naming the setting, the file, the frame size and the first such box (a video and an image folder:
+    the truth of one at twice the size is warned about, its own truth is not)."""
+    video = make_video(tmp_path / "a.mp4", frames=5, size=(160, 120), people=2)
+    folder = make_image_folder(tmp_path / "b", frames=5, size=(160, 120), people=2)
+    own, doubled = tmp_path / "own.txt", tmp_path / "doubled.txt"
+    video.write_mot_gt(own)
+    doubled.write_text(
+        "".join(
+            f"{b.frame + 1},{b.id},{2 * b.x},{2 * b.y},{2 * b.w},{2 * b.h},1,1,1\n"
+            for f in video.truth
+            for b in f
+        )
+    )
+    cams = {
+        "a": {"source": {"uri": str(video.path)}, "ground_truth": str(doubled)},
+        "b": {"source": {"uri": str(folder.path)}, "ground_truth": str(doubled)},
+        "c": {"source": {"uri": str(video.path)}, "ground_truth": str(own)},
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump({"cameras": cams}))
+    settings = load_settings(path)
+    with caplog.at_level(logging.WARNING, logger="daemon.fleet_runner"):
+        fleet_runner._check_truths(tmp_path, settings, ["a", "b", "c"])
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and all("lie wholly outside the camera's 160x120 frames" in m for m in said), said
+    assert said[0].startswith("cameras.a.ground_truth: ") and str(doubled) in said[0]
+    assert said[1].startswith("cameras.b.ground_truth: ")
