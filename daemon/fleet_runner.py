@@ -369,9 +369,17 @@ def _report(
 def _check_truths(folder: Path, settings: Settings, names: list[str]) -> None:
     """ConfigError naming the camera and the file, before any camera starts, when a ground truth the run is to be
     scored on (``cameras.<name>.ground_truth``, or a scenario's ``<camera>.gt.txt``) is missing or cannot be
-    read: found after the run, it cost the run its scores."""
+    read: found after the run, it cost the run its scores. A warning when only some cameras name theirs: the run
+    will not be scored (``_given_truths`` says so again at its end)."""
     from daemon.motio import read_ground_truth
 
+    without = [n for n in names if settings.cameras[n].ground_truth is None]
+    if 0 < len(without) < len(names):
+        log.warning(
+            "this run will not be scored: camera(s) %s have no ground_truth where the others have (the global "
+            "ids are scored over every camera of the run)",
+            ", ".join(without),
+        )
     scenario = (folder / "scenario.json").is_file()
     for n in names:
         given = settings.cameras[n].ground_truth

@@ -2115,3 +2115,22 @@ def test_a_ground_truth_made_for_the_video_at_another_size_is_warned_about(
     assert len(said) == 2 and all("lie wholly outside the camera's 160x120 frames" in m for m in said), said
     assert said[0].startswith("cameras.a.ground_truth: ") and str(doubled) in said[0]
     assert said[1].startswith("cameras.b.ground_truth: ")
+
+
+def test_a_camera_left_without_ground_truth_is_said_before_the_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two cameras of three given their ground_truth: the run could not be scored, and the fleet said so only
+    after every camera had run to its end; it says so before they start, naming the camera left without."""
+    video = make_video(tmp_path / "a.mp4", frames=5, size=(160, 120), people=2)
+    gt = video.write_mot_gt(tmp_path / "gt.txt")
+    cams = {n: {"source": {"uri": str(video.path)}, "ground_truth": str(gt)} for n in ("a", "b")}
+    cams["c"] = {"source": {"uri": str(video.path)}}
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump({"cameras": cams}))
+    with caplog.at_level(logging.WARNING, logger="daemon.fleet_runner"):
+        fleet_runner._check_truths(tmp_path, load_settings(path), ["a", "b", "c"])
+        assert "this run will not be scored: camera(s) c have no ground_truth" in caplog.text
+        caplog.clear()
+        fleet_runner._check_truths(tmp_path, load_settings(path), ["a", "b"])  # --cameras a,b
+    assert caplog.text == ""
