@@ -19,7 +19,7 @@ import torch
 from boxmot import BotSort
 from boxmot.structures import Boxes
 from boxmot.structures import Detections as BmDetections
-from boxmot.trackers.box.botsort.track import STrack
+from boxmot.trackers.box.botsort.track import STrack, TrackState
 from boxmot.trackers.common.association.matching import fuse_score
 from numpy.typing import NDArray
 
@@ -90,18 +90,18 @@ class _SparseReidBotSort(BotSort):  # type: ignore[misc]
 
         BotSort's own update with no boxes would mark every tracked track lost and remove the unconfirmed ones
         (so no new track could ever be confirmed when detection skips frames). Here tracks keep their state;
-        lost ones still expire after the buffer, counted in frames. Returns the confirmed tracked tracks.
+        lost ones still expire after the buffer, counted in frames, and on the same frame as with every frame
+        detected: BotSort's update leaves a track it removes among the lost ones until the next frame, and so
+        does this. Returns the confirmed tracked tracks.
         """
         self.frame_count += 1
+        self.lost_stracks = [t for t in self.lost_stracks if t.state != TrackState.Removed]
         pool = [*self.active_tracks, *self.lost_stracks]
         if pool:
             STrack.multi_predict(pool, dt=self._prediction_dt)
         removed: list[STrack] = []
         self._update_track_states(removed)
-        if removed:
-            gone = {id(t) for t in removed}
-            self.lost_stracks = [t for t in self.lost_stracks if id(t) not in gone]
-            self.removed_stracks.extend(removed)
+        self.removed_stracks.extend(removed)
         return [t for t in self.active_tracks if t.is_activated]
 
 

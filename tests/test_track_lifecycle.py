@@ -31,6 +31,26 @@ def test_min_hits_reports_a_track_from_its_nth_detected_frame_and_on_predicted_f
     assert reported == [[], [], [], [1], [1], [1]]
 
 
+def _lost_frames_until_ended(cfg: TrackerConfig, predict_every_other: bool) -> int:
+    t = BotSortTracker("cam", cfg, EmbedderConfig(), use_embeddings=False)
+    for _ in range(3):
+        t.update(_dets(HOME), None, IMG)
+    for lost in range(1, 10 * cfg.track_buffer):
+        predicted = predict_every_other and lost % 2 == 0
+        if (t.predict() if predicted else t.update(Detections.empty(), None, IMG)).ended:
+            return lost
+    raise AssertionError("the lost track never ended")
+
+
+def test_a_lost_track_ends_on_the_same_frame_whether_the_frames_between_were_detected_or_predicted() -> None:
+    """track_buffer counts delivered frames: with detect_every 2 a lost track ends on the frame it would have
+    ended on with every frame detected, whether that frame is a detected or a predicted one (a removal on a
+    predicted frame was said a frame early: buffer 5 ended after 6 lost frames, not 7)."""
+    for buffer in (4, 5):
+        cfg = TrackerConfig(track_buffer=buffer)
+        assert _lost_frames_until_ended(cfg, True) == _lost_frames_until_ended(cfg, False) == buffer + 2
+
+
 def test_a_lost_track_keeps_moving_on_predicted_frames_and_is_found_where_the_walker_is() -> None:
     """A walker (10 px a frame, 40 px wide) is missed by the detector for 5 detection frames under detect_every
     2: the lost track goes on moving on the predicted frames too, so it is found again 11 frames later, 110 px on
