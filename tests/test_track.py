@@ -105,18 +105,25 @@ def test_overlapping_boxes_are_ambiguous() -> None:
 
 
 def test_appearance_recovers_identity_after_crossing() -> None:
-    """Two people swap sides while hidden; appearance (not motion) must keep their ids."""
+    """Two people swap sides while hidden; appearance (not motion) must keep their ids.
+
+    Each comes back near the other's last place (IoU 0.43 with it) and clear of their own: their own track costs
+    0 by look (proximity_thresh 1.0 lets looks reach anywhere), the other's 0.57 by overlap, so the swap is the
+    cheaper assignment by far. (Coming back exactly on the other's last box would cost 0 by overlap too: the
+    min fusion has no preference there, and an assignment between equal costs is not a test of appearance.)
+    """
     rng = np.random.default_rng(2)
     a, b = _unit(rng), _unit(rng)
     cfg = TrackerConfig(track_buffer=30, proximity_thresh=1.0, appearance_thresh=0.25)
     t = BotSortTracker("cam", cfg, EmbedderConfig(policy="all"), use_embeddings=True)
-    left, right = (100, 100, 140, 200), (160, 100, 200, 200)
+    left, right = (100, 100, 140, 200), (300, 100, 340, 200)
     for _ in range(5):
         u = t.update(_dets(left, right), np.stack([a, b]), IMG)
     ids = {tr.det_index: tr.track_id for tr in u.tracks}
     for _ in range(3):
         t.update(Detections.empty(), np.zeros((0, 16), np.float32), IMG)
-    u = t.update(_dets(left, right), np.stack([b, a]), IMG)
+    near_left, near_right = (116, 100, 156, 200), (284, 100, 324, 200)
+    u = t.update(_dets(near_left, near_right), np.stack([b, a]), IMG)
     swapped = {tr.det_index: tr.track_id for tr in u.tracks}
     assert swapped == {0: ids[1], 1: ids[0]}
 

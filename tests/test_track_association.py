@@ -15,6 +15,7 @@ from daemon.types import Detections
 IMG = np.zeros((480, 640, 3), np.uint8)
 HOME = (100.0, 100.0, 140.0, 200.0)
 NEAR = (116.0, 100.0, 156.0, 200.0)  # IoU 24/56 = 0.43 with HOME: IoU distance 0.57
+EDGE = (121.0, 100.0, 161.0, 200.0)  # IoU 19/61 = 0.31 with HOME: IoU distance 0.69, within proximity_thresh
 E1 = np.array([1, 0, 0, 0, 0], np.float32)
 E2 = np.array([0, 1, 0, 0, 0], np.float32)
 LOOK_AT = {
@@ -73,9 +74,10 @@ def test_appearance_cannot_reach_past_proximity_thresh() -> None:
 def test_a_box_not_embedded_on_a_frame_is_matched_on_overlap_alone() -> None:
     """With the `needed` policy most boxes carry no embedding (a zero row): such a box keeps its track where it
     overlaps enough, and no missing look makes it match where it does not."""
-    t = _tracker()
-    _settled(t)
-    assert _ids(t, [NEAR], [0.9], [NO_LOOK]) == [1]  # IoU distance 0.57 < match_thresh 0.8
+    for box in (NEAR, EDGE):  # IoU distance 0.57, 0.69 < match_thresh 0.8: the look's absence costs nothing
+        t = _tracker()
+        _settled(t)
+        assert _ids(t, [box], [0.9], [NO_LOOK]) == [1], box
     t = _tracker(match_thresh=0.55)
     _settled(t)
     _ids(t, [NEAR], [0.9], [NO_LOOK])
