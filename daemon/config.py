@@ -392,8 +392,19 @@ class EmbedderConfig(_Strict):
 class TrackerConfig(_Strict):
     """BoT-SORT parameters (BoxMOT's BotSort), fed with our detections and embeddings."""
 
-    track_high_thresh: float = Field(0.4, ge=0, le=1, description="First-association score threshold.")
-    track_low_thresh: float = Field(0.1, ge=0, le=1, description="Second-association (low-score) threshold.")
+    track_high_thresh: float = Field(
+        0.4,
+        ge=0,
+        le=1,
+        description="Boxes scored at least this go to the first association (with appearance).",
+    )
+    track_low_thresh: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Boxes scored above this and under track_high_thresh go to the second (overlap only); "
+        "the rest are ignored.",
+    )
     new_track_thresh: float = Field(0.5, ge=0, le=1, description="Score needed to start a new track.")
     track_buffer: int = Field(60, ge=1, le=10_000, description="Frames a lost track is kept for recovery.")
     match_thresh: float = Field(

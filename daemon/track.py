@@ -52,6 +52,24 @@ class _SparseReidBotSort(BotSort):  # type: ignore[misc]
 
     lost_stracks: list[STrack]
 
+    def _split_detections(self, dets: Any, embs: Any) -> tuple[Any, Any, Any, Any]:
+        """First association: score >= track_high_thresh; second: track_low_thresh < score < track_high_thresh.
+
+        BoxMOT's split takes score > track_high_thresh for the first, so a box scored exactly the threshold went
+        to neither and was dropped (a tracked person lost for that frame; plan_embeddings embedded it for nothing).
+        """
+        batch = self._make_detection_batch(dets, embs=embs)
+        high = batch.confs >= self.track_high_thresh
+        first = batch.select(high)
+        second = batch.select(~high & (batch.confs > self.track_low_thresh))
+        dtype = dets.dtype
+        return (
+            batch.as_indexed_detections(dtype=dtype),
+            first.as_indexed_detections(dtype=dtype),
+            first,
+            second.as_indexed_detections(dtype=dtype),
+        )
+
     def _create_detections(self, dets_first: Any, features_high: Any) -> list[STrack]:
         out = []
         for det, feat in zip(dets_first, features_high, strict=True):

@@ -120,6 +120,17 @@ def test_score_thresholds_decide_which_boxes_start_continue_or_are_ignored() -> 
     assert _ids(t, [far], [0.75]) == [1]
 
 
+def test_a_box_scored_exactly_track_high_thresh_goes_to_the_first_association() -> None:
+    """It continues its track as a confident box does (NEAR at IoU distance 0.57: within match_thresh 0.8, not
+    within the low-score stage's 0.5), and is one that plan_embeddings embeds; it used to be dropped."""
+    for score in (0.5, 0.625):
+        t = _tracker(False, track_high_thresh=0.5)
+        _settled(t, None)
+        assert _ids(t, [NEAR], [score]) == [1], score
+    t = BotSortTracker("cam", TrackerConfig(track_high_thresh=0.5), EmbedderConfig(), use_embeddings=True)
+    assert t.plan_embeddings(_dets([HOME, NEAR], [0.5, 0.375])).tolist() == [True, False]
+
+
 def test_a_low_score_box_must_overlap_more_than_a_confident_one() -> None:
     """The second (low-score) association asks an IoU distance under 0.5: NEAR's 0.57 passes for a confident
     box (match_thresh 0.8), not for a low-score one, which leaves the track lost."""
