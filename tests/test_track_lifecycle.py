@@ -1,6 +1,8 @@
 """A track's life in BotSortTracker: when it is reported, how predicted frames count, what is embedded, what
 memory it leaves behind. Hand-built detections; embeddings as unit vectors."""
 
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -123,3 +125,40 @@ def test_a_fixed_camera_does_not_move_tracks_when_the_image_moves() -> None:
         u = t.update(_dets(HOME), None, image)
         assert [tr.track_id for tr in u.tracks] == [1]
         assert np.allclose(u.tracks[0].xyxy, HOME, atol=0.5)
+
+
+def _settled_plan_tracker(*boxes: tuple[float, float, float, float], **embed: Any) -> BotSortTracker:
+    """Tracks at ``boxes``, just embedded (refresh_every 1000: never stale here)."""
+    rng = np.random.default_rng(1)
+    t = BotSortTracker(
+        "cam", TrackerConfig(), EmbedderConfig(refresh_every=1000, **embed), use_embeddings=True
+    )
+    looks = np.stack([_unit(rng) for _ in boxes])
+    for _ in range(3):
+        u = t.update(_dets(*boxes), looks, IMG)
+    assert sorted(tr.track_id for tr in u.tracks) == list(range(1, len(boxes) + 1))
+    return t
+
+
+def test_a_box_overlapping_its_track_by_less_than_half_is_embedded() -> None:
+    """IoU with the best tracked box under 0.5: maybe someone new or someone recovering, so embedded; from 0.5
+    on (the box's top half, 2000 / 4000, exactly) it is that track's."""
+    t = _settled_plan_tracker(HOME)
+    for box, needed in [
+        ((100.0, 100.0, 140.0, 140.0), True),  # IoU 0.4
+        ((100.0, 100.0, 140.0, 150.0), False),  # 0.5
+        ((100.0, 100.0, 140.0, 160.0), False),  # 0.6
+    ]:
+        assert t.plan_embeddings(_dets(box)).tolist() == [needed], box
+
+
+def test_a_box_is_ambiguous_above_ambiguity_iou_with_a_second_track_or_another_box() -> None:
+    """Tracks at HOME and 24 px right of it overlap by IoU exactly 0.25 (16 / 64): with ambiguity_iou 0.25
+    their own boxes are not ambiguous (neither the second track nor the other box is above it); a box on HOME
+    alone beside a track 20 px right of it (IoU 0.33) is, for the second track alone."""
+    beside = (124.0, 100.0, 164.0, 200.0)
+    t = _settled_plan_tracker(HOME, beside, ambiguity_iou=0.25)
+    assert t.plan_embeddings(_dets(HOME, beside)).tolist() == [False, False]
+    closer = (120.0, 100.0, 160.0, 200.0)
+    t = _settled_plan_tracker(HOME, closer, ambiguity_iou=0.25)
+    assert t.plan_embeddings(_dets(HOME)).tolist() == [True]
