@@ -15,7 +15,9 @@ Messages (daemon/fleet_wire.py)
     fleet link gives identity.claim_ttl_s: its claims count as lapsed as they arrive) is named, with the least
     delay of its last ``LAG_WINDOW`` batches, in ``Bridge.stats.lagging`` and logged (its host's clock lags:
     each batch carries its sender's wall clock beside the fleet's), for as long as it is heard from at least
-    every ``lag_warn_s``.
+    every ``lag_warn_s``. One whose live batches all arrive more than ``max_clock_skew_s`` before they were
+    sent (taken: the fleet's clock says when they were sent; its claims hold that much longer than
+    identity.claim_ttl_s) is named alike, with the most of those leads, in ``Bridge.stats.leading``.
     Messages are deduplicated per sender by their signed sequence numbers (a starting receiver takes them from
     the stored batches of the last ``max_age_s`` it could not hear, so a captured batch replayed on the channel
     is a duplicate after a restart too); own messages are skipped (before decoding: the live payload names its
@@ -430,12 +432,16 @@ class BridgeStats:
     # them), for peers over lag_warn_s heard from within lag_warn_s: their clocks lag (NTP), and their claims
     # lapse on arrival
     lagging: dict[str, float] = field(default_factory=dict)
+    # peer camera -> seconds its last LAG_WINDOW live batches all arrived before they were sent (the most of
+    # them), for peers over bridge.max_clock_skew_s heard from within lag_warn_s: their clocks lead, and their
+    # claims hold that much longer than identity.claim_ttl_s
+    leading: dict[str, float] = field(default_factory=dict)
 
 
 _COUNTERS = tuple(
     f.name
     for f in fields(BridgeStats)
-    if f.name not in ("connected", "last_error", "subscribed", "backlog", "rejected", "lagging")
+    if f.name not in ("connected", "last_error", "subscribed", "backlog", "rejected", "lagging", "leading")
 )
 
 
@@ -455,7 +461,8 @@ class Bridge:
     simulated cameras); ``observe=True`` a receive-only one that writes nothing to Valkey (no hello, no sender,
     the stored state read with plain commands: ``who`` with a read-only ACL user). Thread-safe. A context
     manager (``close`` on exit). ``lag_warn_s``: a peer whose live batches all arrive later than this after
-    they were sent is reported in ``stats.lagging`` while it is heard from, and logged (None: not watched).
+    they were sent is reported in ``stats.lagging`` while it is heard from (within this), and logged, one whose
+    batches all arrive more than ``cfg.max_clock_skew_s`` before in ``stats.leading`` (None: not watched).
     ``peers``: the cameras whose batches are taken (with TOOL_CAMERAS'); a batch of another camera is refused,
     counted as ``unlisted`` (None: any camera's are taken); ``set_peers`` changes them while the bridge runs.
     """
@@ -517,7 +524,8 @@ class Bridge:
         self._peers = None if peers is None else frozenset([*peers, *TOOL_CAMERAS])
         self._next_peers: frozenset[str] | None = None  # set_peers's, until the receiver thread takes them
         self._lags: OrderedDict[str, deque[float]] = OrderedDict()  # peer -> its last live batches' delays
-        # peer -> (its lag, when it was last heard: monotonic); stats leaves out those silent for lag_warn_s
+        # peer -> (its lag, negative where it leads, when it was last heard: monotonic), peers off alone; stats
+        # leaves out those silent for lag_warn_s
         self._lagging: dict[str, tuple[float, float]] = {}
         self._forgets_seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._forgotten: OrderedDict[int, None] = OrderedDict()
@@ -1276,10 +1284,14 @@ class Bridge:
             self._accept_batch(batch, stream_id, False)
 
     def _note_delay(self, batch: Batch) -> None:
-        """Keep how long after sending a peer's accepted live batches arrive. When the last LAG_WINDOW of them
-        all took more than lag_warn_s (the least delay: transit jitter only adds), the peer's clock lags this
-        host's: it goes into ``lagging`` and a warning names it and the lag, once (again when it lagged, caught
-        up and lags again, at most once per log_every_s)."""
+        """Keep how long after sending a peer's accepted live batches arrive, by the wall clock each carries and
+        this host's. The least delay of the last LAG_WINDOW (transit only adds to each) is how far the peer's
+        clock runs behind this host's. When they all took more than lag_warn_s, it lags (its claims lapse as
+        they come); when they all came more than bridge.max_clock_skew_s before they were sent, it leads (its
+        claims look that far in the future: they hold that much longer), which the fleet's clock, judging send
+        times, no longer refuses. Such a peer goes into ``lagging`` or ``leading`` and a warning
+        names it and how far, once (again when it was off, came right and is off again, at most once per
+        log_every_s)."""
         cam = batch.camera
         if self._lag_warn_s is None or cam == self.camera:
             return
@@ -1287,15 +1299,21 @@ class Bridge:
         self._lags.move_to_end(cam)
         _bound(self._lags, MAX_LAG_PEERS)
         delays.append(time.time() - (batch.wall if batch.wall is not None else batch.sent_at))
-        least = min(delays)
-        lags = len(delays) == LAG_WINDOW and least > self._lag_warn_s
+        least = min(delays)  # how far the peer's clock runs behind: the least transit's (negative: ahead)
+        full = len(delays) == LAG_WINDOW
+        off = full and (least > self._lag_warn_s or max(delays) < -self.cfg.max_clock_skew_s)
         with self._lock:
             was = self._lagging.pop(cam, None)
-            if lags:
+            if off:
                 self._lagging[cam] = (round(least, 1), time.monotonic())
                 while len(self._lagging) > MAX_LAG_PEERS:
                     self._lagging.pop(next(iter(self._lagging)))
-        if lags and was is None:
+        if off and (was is None or (was[0] > 0) != (least > 0)):
+            self._warn_off(cam, least)
+
+    def _warn_off(self, cam: str, least: float) -> None:
+        """Name a peer whose clock lags (``least`` > 0) or leads this host's, rate limited per peer and way."""
+        if least > 0:
             self._log.warn(
                 f"lag-{cam}",
                 "bridge %s: camera %s's messages arrive %.0f s after they were sent (the least of its last %d), "
@@ -1307,13 +1325,30 @@ class Bridge:
                 LAG_WINDOW,
                 self._lag_warn_s,
             )
+            return
+        self._log.warn(
+            f"lead-{cam}",
+            "bridge %s: camera %s's messages arrive %.0f s before they were sent (the most of its last %d), more "
+            "than bridge.max_clock_skew_s %g: its claims hold that much longer than identity.claim_ttl_s; its "
+            "host's clock leads this one's (keep both on NTP)",
+            self.camera,
+            cam,
+            -least,
+            LAG_WINDOW,
+            self.cfg.max_clock_skew_s,
+        )
 
-    def _still_lagging(self) -> dict[str, float]:
-        """The lagging peers heard from within lag_warn_s (the caller holds the lock): one silent for longer, a
-        camera stopped or with nobody in view, claims nothing that could lapse, and its lag is not known now."""
+    def _still_off(self) -> tuple[dict[str, float], dict[str, float]]:
+        """The lagging and the leading peers (seconds, both positive) heard from within lag_warn_s (the caller
+        holds the lock): one silent for longer, a camera stopped or with nobody in view, claims nothing, and how
+        far its clock is off is not known now."""
         now = time.monotonic()
         limit = self._lag_warn_s if self._lag_warn_s is not None else math.inf
-        return {cam: lag for cam, (lag, heard) in self._lagging.items() if now - heard <= limit}
+        heard = {cam: off for cam, (off, at) in self._lagging.items() if now - at <= limit}
+        return (
+            {cam: off for cam, off in heard.items() if off > 0},
+            {cam: -off for cam, off in heard.items() if off < 0},
+        )
 
     def _check_camera_name(self, batch: Batch) -> None:
         """Warn when another live process publishes tracks under this bridge's camera name (two workers started
@@ -1467,7 +1502,7 @@ class Bridge:
             counts = dict(self._counts)
             backlog = len(self._outbox) + len(self._erase) + self._in_flight
             rejected = Rejections(**self._rejected)
-            lagging = self._still_lagging()
+            lagging, leading = self._still_off()
         return BridgeStats(
             connected=self._connected,
             last_error=self._last_error,
@@ -1475,6 +1510,7 @@ class Bridge:
             backlog=backlog,
             rejected=rejected,
             lagging=lagging,
+            leading=leading,
             **counts,
         )
 

@@ -1781,7 +1781,12 @@ class BridgeConfig(_Strict):
         "this and state_ttl_s).",
     )
     max_clock_skew_s: float = Field(
-        5.0, ge=0, le=3600, description="A message sent more than this in the future is rejected."
+        5.0,
+        ge=0,
+        le=3600,
+        description="A message sent more than this in the future (by the fleet's clock) is rejected; a fleet "
+        "worker names a peer whose messages all arrive more than this before they were sent by its host's "
+        "clock (its clock leads).",
     )
     stream_maxlen: int = Field(
         1000,

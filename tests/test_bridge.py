@@ -769,6 +769,53 @@ def test_a_peer_whose_clock_lags_past_the_claim_ttl_is_named_with_its_lag(
         assert b.stats.lagging == {}
 
 
+@pytest.mark.parametrize("lead_s", [8.0, 100.0])
+def test_a_peer_whose_clock_leads_past_the_skew_is_named_with_its_lead(
+    server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, lead_s: float
+) -> None:
+    """Regression: a camera whose wall clock ran ahead of its peers' by more than max_clock_skew_s had its batches
+    refused "from the future", with a warning; judged by the fleet's clock they are taken, and nothing named it,
+    while its claims (stamped with its host's clock) hold that much longer than claim_ttl_s at its peers. Its peer
+    names it and the lead (8 s: past max_clock_skew_s 5, short of claim_ttl_s 10; 100 s: past max_age_s too) in
+    stats.leading and logs it once; it leaves once it is on time, and lagging later it is named for that."""
+    cfg = config(server.url, max_age_s=30, max_clock_skew_s=5)
+    with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b", lag_warn_s=10.0) as b:
+        assert a.wait_ready(5) and b.wait_ready(5)
+
+        send = functools.partial(_batches, a, b)
+
+        send(bridge_module.LAG_WINDOW, 1)
+        on_time = encode_batch
+        monkeypatch.setattr(
+            bridge_module,
+            "encode_batch",
+            lambda *a, sent_at, wall: on_time(*a, sent_at=sent_at, wall=wall + lead_s),
+        )
+        with caplog.at_level(logging.WARNING, logger="daemon.bridge"):
+            send(bridge_module.LAG_WINDOW - 1, 100)
+            assert not [r for r in caplog.records if "arrive" in r.getMessage()]  # one on-time batch is
+            assert b.stats.leading == {}  # still among the last LAG_WINDOW
+            send(3, 200)
+            said = [r.getMessage() for r in caplog.records if "arrive" in r.getMessage()]
+            assert len(said) == 1 and f"camera cam-a's messages arrive {lead_s:.0f} s before" in said[0], said
+            assert "bridge.max_clock_skew_s 5" in said[0] and "leads" in said[0] and "NTP" in said[0]
+            leading = b.stats.leading
+            assert list(leading) == ["cam-a"] and lead_s - 2 < leading["cam-a"] <= lead_s, leading
+            assert b.stats.lagging == {} and b.stats.rejected.total == 0
+            monkeypatch.setattr(bridge_module, "encode_batch", on_time)
+            send(1, 300)
+            assert b.stats.leading == {}
+            monkeypatch.setattr(
+                bridge_module,
+                "encode_batch",
+                lambda *a, sent_at, wall: on_time(*a, sent_at=sent_at, wall=wall - 15),
+            )
+            send(bridge_module.LAG_WINDOW, 400)
+            assert list(b.stats.lagging) == ["cam-a"] and b.stats.leading == {}
+        said = [r.getMessage() for r in caplog.records if "arrive" in r.getMessage()]
+        assert len(said) == 2 and "arrive 15 s after" in said[1], said
+
+
 def test_a_lagging_peer_that_falls_silent_is_no_longer_named(
     server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -64,7 +64,7 @@ def bridge_stats(connected: bool = True, backlog: int = 0) -> BridgeStats:
     """A BridgeStats with every counter 0."""
     rejected = Rejections(**{f.name: 0 for f in fields(Rejections)})
     given = {"connected": connected, "subscribed": connected, "backlog": backlog, "rejected": rejected}
-    given["last_error"], given["lagging"] = "", {}
+    given["last_error"], given["lagging"], given["leading"] = "", {}, {}
     return BridgeStats(**{f.name: given.get(f.name, 0) for f in fields(BridgeStats)})
 
 
@@ -281,6 +281,8 @@ def test_health_names_what_is_wrong() -> None:
     assert health.report().http_status == 200
     bridge[0] = replace(bridge_stats(), lagging={"lobby": 14.5})  # a peer's clock lags: named, not failing
     assert health.report().http_status == 200 and health.report().body["lagging_peers"] == {"lobby": 14.5}
+    bridge[0] = replace(bridge_stats(), leading={"gate": 8.5})  # one's leads: alike
+    assert health.report().http_status == 200 and health.report().body["leading_peers"] == {"gate": 8.5}
     src_stats = src.stats
     src.connected = False
     assert health.problems() == ["source down: not connected"]
@@ -397,7 +399,7 @@ def test_bridge_identity_and_decision_metrics() -> None:
         2: IdentityAssignment("door", 2, None, None, 0.0, "pending", False),
     }
     b = replace(bridge_stats(), published=5, received=3, rejected=replace(bridge_stats().rejected, forged=2))
-    b = replace(b, lagging={"lobby": 14.5})
+    b = replace(b, lagging={"lobby": 14.5}, leading={"gate": 8.5})
     m.attach(source=FakeSource(), bridge=lambda: b, assignment=table.get)
     m.frame(StageTimes(), 0.0, 0.01, [1, 2])
     m.frame(StageTimes(detect=0.02), 0.005, 0.03, [1, 2])  # same decisions: counted once
@@ -415,6 +417,7 @@ def test_bridge_identity_and_decision_metrics() -> None:
     assert value(s, "reid_bridge_messages_total", event="received") == 3
     assert value(s, "reid_bridge_rejected_total", reason="forged") == 2
     assert value(s, "reid_bridge_peer_lag_seconds", peer="lobby") == 14.5
+    assert value(s, "reid_bridge_peer_lag_seconds", peer="gate") == -8.5  # its clock leads
     assert value(s, "reid_bridge_connected") == 1 and value(s, "reid_bridge_valkey_up") == 1
     assert (
         value(s, "reid_bridge_rtt_seconds_count") == 1

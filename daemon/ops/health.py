@@ -22,7 +22,8 @@ started (``uptime_s``: a worker restarted by systemd starts again from 0, howeve
 In fleet mode the document also names the peer cameras whose clocks lag this host's by more than
 identity.claim_ttl_s and were heard from within it (``lagging_peers``: camera -> seconds, from
 ``BridgeStats.lagging``): not a problem of this worker (its status stays ok), but the reason its people's ids may
-be taken by far cameras.
+be taken by far cameras; and those whose clocks lead it by more than bridge.max_clock_skew_s (``leading_peers``,
+from ``BridgeStats.leading``: their claims hold that much longer).
 """
 
 from __future__ import annotations
@@ -166,7 +167,8 @@ class Health:
         with self._lock:
             bridge = self._bridge
         if bridge is not None:  # peers whose clocks lag: theirs to fix, so not a problem of this worker's
-            body["lagging_peers"] = bridge().lagging
+            stats = bridge()
+            body["lagging_peers"], body["leading_peers"] = stats.lagging, stats.leading
         return Report(not problems, problems, body)
 
 

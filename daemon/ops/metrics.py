@@ -131,7 +131,7 @@ class _SnapshotCollector(Collector):
         events = {
             f.name: getattr(b, f.name)
             for f in dataclasses.fields(b)
-            if f.name not in (*_BRIDGE_GAUGES, "last_error", "rejected", "reconnects", "lagging")
+            if f.name not in (*_BRIDGE_GAUGES, "last_error", "rejected", "reconnects", "lagging", "leading")
         }
         yield self._labelled(
             "bridge_messages", "Fleet messages (embeddings) by what happened to them.", "event", events
@@ -141,11 +141,15 @@ class _SnapshotCollector(Collector):
         lag = GaugeMetricFamily(
             f"{PREFIX}_bridge_peer_lag_seconds",
             "Peer cameras whose live messages all arrive later than identity.claim_ttl_s after they were sent "
-            "(their clocks lag: their claims lapse on arrival): the least delay of their latest messages.",
+            "(their clocks lag: their claims lapse on arrival): the least delay of their latest messages; "
+            "negative for those whose messages all arrive more than bridge.max_clock_skew_s before they were "
+            "sent (their clocks lead: their claims hold that much longer).",
             labels=["camera", "peer"],
         )
         for peer, seconds in b.lagging.items():
             lag.add_metric([self.camera, peer], seconds)
+        for peer, seconds in b.leading.items():
+            lag.add_metric([self.camera, peer], -seconds)
         yield lag
 
     def _identity(self, s: IdentityStats) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
