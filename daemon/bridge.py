@@ -11,13 +11,13 @@ Messages (daemon/fleet_wire.py)
     or anyone who reaches Valkey, sends can raise out of the receiver thread. Send times are stamped and judged
     on the fleet's clock, Valkey's (daemon/clocks.py), so a host whose wall clock stepped neither refuses its
     peers nor is refused by them.
-    A peer whose live batches are accepted but all arrive more than ``lag_warn_s`` after they were sent (the
-    fleet link gives identity.claim_ttl_s: its claims count as lapsed as they arrive) is named, with the least
-    delay of its last ``LAG_WINDOW`` batches, in ``Bridge.stats.lagging`` and logged (its host's clock lags:
-    each batch carries its sender's wall clock beside the fleet's), for as long as it is heard from at least
-    every ``lag_warn_s``. One whose live batches all arrive more than ``max_clock_skew_s`` before they were
-    sent (taken: the fleet's clock says when they were sent; its claims hold that much longer than
-    identity.claim_ttl_s) is named alike, with the most of those leads, in ``Bridge.stats.leading``.
+    A peer whose live batches are accepted but all arrive more than ``lag_warn_s`` after they were sent by its
+    host's wall clock (each batch carries it beside the fleet's; the fleet link gives identity.claim_ttl_s) is
+    named, with the least delay of its last ``LAG_WINDOW`` batches, in ``Bridge.stats.lagging`` and logged,
+    for as long as it is heard from at least every ``lag_warn_s``; one whose batches all arrive more than
+    ``max_clock_skew_s`` before they were sent is named alike, with the most of those leads, in
+    ``Bridge.stats.leading``. Its host's clock is that far off this one's: what it says to the fleet is on the
+    fleet's clock, but the times in its files (events' ``ts``, its video) are not.
     Messages are deduplicated per sender by their signed sequence numbers (a starting receiver takes them from
     the stored batches of the last ``max_age_s`` it could not hear, so a captured batch replayed on the channel
     is a duplicate after a restart too); own messages are skipped (before decoding: the live payload names its
@@ -429,12 +429,11 @@ class BridgeStats:
     other_key: int  # messages signed with one of bridge.accept_keys, not the fleet key (a key rotation)
     rejected: Rejections
     # peer camera -> seconds its last LAG_WINDOW live batches all arrived after they were sent (the least of
-    # them), for peers over lag_warn_s heard from within lag_warn_s: their clocks lag (NTP), and their claims
-    # lapse on arrival
+    # them), for peers over lag_warn_s heard from within lag_warn_s: their hosts' clocks lag (NTP), and so do
+    # the times in their files
     lagging: dict[str, float] = field(default_factory=dict)
     # peer camera -> seconds its last LAG_WINDOW live batches all arrived before they were sent (the most of
-    # them), for peers over bridge.max_clock_skew_s heard from within lag_warn_s: their clocks lead, and their
-    # claims hold that much longer than identity.claim_ttl_s
+    # them), for peers over bridge.max_clock_skew_s heard from within lag_warn_s: their hosts' clocks lead
     leading: dict[str, float] = field(default_factory=dict)
 
 
@@ -1286,12 +1285,11 @@ class Bridge:
     def _note_delay(self, batch: Batch) -> None:
         """Keep how long after sending a peer's accepted live batches arrive, by the wall clock each carries and
         this host's. The least delay of the last LAG_WINDOW (transit only adds to each) is how far the peer's
-        clock runs behind this host's. When they all took more than lag_warn_s, it lags (its claims lapse as
-        they come); when they all came more than bridge.max_clock_skew_s before they were sent, it leads (its
-        claims look that far in the future: they hold that much longer), which the fleet's clock, judging send
-        times, no longer refuses. Such a peer goes into ``lagging`` or ``leading`` and a warning
-        names it and how far, once (again when it was off, came right and is off again, at most once per
-        log_every_s)."""
+        clock runs behind this host's. When they all took more than lag_warn_s, it lags; when they all came more
+        than bridge.max_clock_skew_s before they were sent, it leads (the fleet's clock, judging send times, no
+        longer refuses them). What it says to the fleet is on the fleet's clock; the times in its files are not.
+        Such a peer goes into ``lagging`` or ``leading`` and a warning names it and how far, once (again when it
+        was off, came right and is off again, at most once per log_every_s)."""
         cam = batch.camera
         if self._lag_warn_s is None or cam == self.camera:
             return
@@ -1317,8 +1315,8 @@ class Bridge:
             self._log.warn(
                 f"lag-{cam}",
                 "bridge %s: camera %s's messages arrive %.0f s after they were sent (the least of its last %d), "
-                "more than identity.claim_ttl_s %g: its claims count as lapsed as they arrive; its host's clock "
-                "lags this one's (keep both on NTP)",
+                "more than identity.claim_ttl_s %g: its host's clock lags this one's, and the times in its files "
+                "(events' ts, its video) the fleet's (keep both on NTP)",
                 self.camera,
                 cam,
                 least,
@@ -1329,8 +1327,8 @@ class Bridge:
         self._log.warn(
             f"lead-{cam}",
             "bridge %s: camera %s's messages arrive %.0f s before they were sent (the most of its last %d), more "
-            "than bridge.max_clock_skew_s %g: its claims hold that much longer than identity.claim_ttl_s; its "
-            "host's clock leads this one's (keep both on NTP)",
+            "than bridge.max_clock_skew_s %g: its host's clock leads this one's, and the times in its files "
+            "(events' ts, its video) the fleet's (keep both on NTP)",
             self.camera,
             cam,
             -least,

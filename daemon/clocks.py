@@ -50,6 +50,15 @@ class SharedClock:
         server, at = anchor
         return server + (monotonic_reading() - at)
 
+    def at(self, reading: float) -> float | None:
+        """The fleet's time at ``reading``, one taken on ``monotonic_reading``'s clock (a live frame's); None
+        before the first reading of the server's time."""
+        anchor = self._anchor
+        if anchor is None:
+            return None
+        server, at = anchor
+        return server + (reading - at)
+
     def due(self) -> bool:
         """Whether the server's time should be read again (never read, or ``every_s`` since the last try)."""
         return monotonic_reading() - self._tried >= self.every_s

@@ -7,7 +7,10 @@ what other cameras publish back into the resolver (on the bridge's receiver thre
 lockstep replay, ``fleet.lockstep``, on the worker's thread before each frame, see daemon/lockstep.py).
 
 Fleet clock
-    Every camera's timestamps must be on one clock. Live streams already carry wall time. A replayed file
+    Every camera's timestamps must be on one clock. A live frame is put on the fleet's clock (Valkey's time,
+    as the bridge reads it, at the monotonic reading the source took with the frame's wall-clock stamp): a
+    host whose wall clock stepped, or runs off, still says when it saw someone as its peers count time (its
+    files, events' ``ts`` and the annotated video, keep the host's wall clock). A replayed file
     carries its position in the recording, so it is placed at ``fleet.epoch + position``: every camera of one
     replay shares the epoch (``reid-daemon fleet`` sets it), and cameras replayed at different speeds still
     agree on when a person was where.
@@ -56,7 +59,7 @@ import numpy as np
 
 from daemon.adapt import ProjectionHead, load_head
 from daemon.bridge import Bridge, BridgeError, FleetMessage
-from daemon.clocks import monotonic_reading
+from daemon.clocks import SharedClock, monotonic_reading
 from daemon.config import Settings, load_settings, redact
 from daemon.embedding import atomic_write
 from daemon.erase_ack import AckState, erase_ack
@@ -180,22 +183,38 @@ class IdPool:
 
 @dataclass(frozen=True, slots=True)
 class FleetClock:
-    """Maps a frame to fleet time: its own timestamp for live sources, ``epoch + position`` for replays."""
+    """Maps a frame to fleet time: ``epoch + position`` for replays; for live sources the fleet's shared clock
+    (Valkey's time, daemon/clocks.py) at the monotonic reading the frame was taken with, so that a host whose
+    wall clock stepped still tells its peers when it saw someone (its own timestamp, the host's wall clock,
+    where there is no reading or no shared clock yet)."""
 
     epoch: float
     media: bool
     offset: float = 0.0  # the camera's source.clock_offset_s
+    shared: SharedClock | None = None  # the bridge's reading of the fleet's clock
 
     def time_of(self, frame: Frame) -> float:
-        return (self.epoch + frame.timestamp if self.media else frame.timestamp) + self.offset
+        if self.media:
+            return self.epoch + frame.timestamp + self.offset
+        shared = None
+        if self.shared is not None and frame.monotonic is not None:
+            shared = self.shared.at(frame.monotonic)
+        return (frame.timestamp if shared is None else shared) + self.offset
+
+    def now(self) -> float:
+        """A live camera's fleet time now, between frames."""
+        return (time.time() if self.shared is None else self.shared.now()) + self.offset
 
 
-def fleet_clock(settings: Settings, live: bool, started: float, offset: float = 0.0) -> FleetClock:
-    """The fleet clock of a worker; ``offset``: its camera's ``source.clock_offset_s``."""
+def fleet_clock(
+    settings: Settings, live: bool, started: float, offset: float = 0.0, shared: SharedClock | None = None
+) -> FleetClock:
+    """The fleet clock of a worker; ``offset``: its camera's ``source.clock_offset_s``; ``shared``: its bridge's
+    reading of the fleet's clock, which a live camera's frames are put on."""
     cfg = settings.fleet
     media = cfg.clock == "media" or (cfg.clock == "auto" and not live)
     epoch = cfg.epoch if cfg.epoch is not None else started
-    return FleetClock(epoch if media else 0.0, media, offset)
+    return FleetClock(epoch if media else 0.0, media, offset, shared)
 
 
 def sighting_gap_s(configured: float, fps: float) -> float:
@@ -584,7 +603,7 @@ class FleetLink:
 
     def start(self, live: bool) -> FleetLink:
         """Connect the bridge and catch up with the fleet (waiting up to ``fleet.ready_timeout_s``)."""
-        self.clock = fleet_clock(self.settings, live, time.time(), self._clock_offset)
+        self.clock = fleet_clock(self.settings, live, time.time(), self._clock_offset, self.bridge.clock)
         cfg = self.settings.fleet
         if self.clock.media and cfg.epoch is None and len(self.settings.cameras) > 1:
             log.warning(
@@ -662,7 +681,7 @@ class FleetLink:
 
     def finish(self, ended: list[int], frame: Frame | None) -> None:
         """The worker stopped: end the tracks still open and publish their last profiles."""
-        now = self.clock.time_of(frame) if frame is not None else time.time()
+        now = self.clock.time_of(frame) if frame is not None else self.clock.now()
         updates = [u for tid in ended if (u := self.resolver.end_track(tid, now)) is not None]
         self._publish(tuple(updates))
         if self.lockstep is not None:

@@ -586,13 +586,13 @@ class CameraWorker:
         self, outputs: CameraOutputs, stop: threading.Event, src: FrameSource, failed: list[Exception]
     ) -> None:
         assert self.fleet is not None
-        offset = self.fleet.clock.offset
+        clock = self.fleet.clock
         while not stop.wait(FORGET_IDLE_S):
             try:
                 self.fleet.check_idle()
                 with self._files:
                     index = self._last_index if self._last_index >= 0 else None
-                    self._erase_idle(outputs, index, time.time() + offset)  # a live camera's clock
+                    self._erase_idle(outputs, index, clock.now())  # a live camera's fleet clock
             except Exception as e:  # a bug: handed to the run, whose loop the closed source wakes
                 failed.append(e)
                 src.close()

@@ -737,9 +737,9 @@ def test_a_peer_whose_clock_lags_past_the_claim_ttl_is_named_with_its_lag(
     server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, lag_s: float
 ) -> None:
     """A camera whose wall clock lags 15 s (or 100 s, past max_age_s: its batches are judged by the fleet's
-    clock, which they are stamped on, and accepted): its claims are older than claim_ttl_s (10 s) as they
-    arrive, so its peers treat them all as lapsed, and nothing said so. Its peer now names it and the lag
-    (from the wall clock each batch carries) in stats.lagging and logs it once; it leaves once it catches up."""
+    clock, which they are stamped on, and accepted), more than claim_ttl_s (10 s): its peer names it and the lag
+    (from the wall clock each batch carries) in stats.lagging and logs it once (the times in its files are that
+    far off); it leaves once it catches up."""
     cfg = config(server.url, max_age_s=30, max_clock_skew_s=5)
     with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b", lag_warn_s=10.0) as b:
         assert a.wait_ready(5) and b.wait_ready(5)
@@ -774,10 +774,11 @@ def test_a_peer_whose_clock_leads_past_the_skew_is_named_with_its_lead(
     server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, lead_s: float
 ) -> None:
     """Regression: a camera whose wall clock ran ahead of its peers' by more than max_clock_skew_s had its batches
-    refused "from the future", with a warning; judged by the fleet's clock they are taken, and nothing named it,
-    while its claims (stamped with its host's clock) hold that much longer than claim_ttl_s at its peers. Its peer
-    names it and the lead (8 s: past max_clock_skew_s 5, short of claim_ttl_s 10; 100 s: past max_age_s too) in
-    stats.leading and logs it once; it leaves once it is on time, and lagging later it is named for that."""
+    refused "from the future", with a warning; judged by the fleet's clock they are taken, and nothing named it
+    (the times in its files are that far off the fleet's; its claims were too, until frames went on the fleet's
+    clock). Its peer names it and the lead (8 s: past max_clock_skew_s 5, short of claim_ttl_s 10; 100 s: past
+    max_age_s too) in stats.leading and logs it once; it leaves once it is on time, and lagging later it is named
+    for that."""
     cfg = config(server.url, max_age_s=30, max_clock_skew_s=5)
     with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b", lag_warn_s=10.0) as b:
         assert a.wait_ready(5) and b.wait_ready(5)

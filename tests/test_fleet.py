@@ -402,6 +402,54 @@ def test_a_live_camera_tells_its_wall_clock_stepping_from_its_stream_stalling(
         a.close()
 
 
+@pytest.mark.parametrize("step_s", [3600.0, -3600.0])
+def test_a_live_camera_whose_wall_clock_stepped_stamps_its_claims_on_the_fleets_clock(
+    tmp_path: Path, valkey: EmbeddedValkey, step_s: float
+) -> None:
+    """Regression: a live camera put its frames on the fleet clock by its host's wall clock, so once that clock
+    stepped its claims came to its peers that far off: an hour in the future (held an hour past claim_ttl_s) or
+    an hour old (lapsed as they came). Its frames' fleet times are on the fleet's clock (Valkey's time, as its
+    bridge reads it, carried on by the monotonic reading each frame is taken with): camera a's host stepped an
+    hour either way, its profile is stamped within a second of the server's time, and its claim counts at b as
+    it comes and lapses claim_ttl_s (1 s) after."""
+    settings = _settings(tmp_path, valkey.url, claim_ttl_s=1.0)
+    a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    b = FleetLink(settings, "b", DIM).start(live=True)  # type: ignore[arg-type]
+    heard: list[FleetMessage] = []
+    b.listeners.append(heard.append)
+    rng = np.random.default_rng(11)
+
+    def live(r: FrameResult, wall: float) -> FrameResult:
+        """``r`` as a live source gives it on a host whose wall clock reads ``wall`` now."""
+        return dataclasses.replace(
+            r, frame=dataclasses.replace(r.frame, timestamp=wall, monotonic=monotonic_reading())
+        )
+
+    def claimed_at_b() -> bool:
+        """Whether a's claim counts at b on b's frame now (its host's wall clock not stepped)."""
+        seen = _frame_result("b", 0, [1], rng)
+        r = live(FrameResult(seen.frame, Detections.empty(), None, TrackerUpdate([], [])), time.time())
+        b.update(r)
+        now = b.clock.time_of(r.frame)
+        return any(b.resolver.store.is_live(c, now) for c in b.resolver.store.claims(gid))
+
+    try:
+        for i in range(3):
+            a.update(live(_frame_result("a", i, [0], rng), time.time() + step_s))
+        assert _wait(lambda: any(m.kind == "profile" and m.global_id is not None for m in heard))
+        sec, usec = valkey.client().time()
+        server = int(sec) + int(usec) / 1e6
+        profile = next(m for m in heard if m.kind == "profile" and m.global_id is not None)
+        gid = profile.global_id
+        assert abs(profile.timestamp - server) < 1.0, (profile.timestamp, server)
+        assert claimed_at_b()
+        time.sleep(1.2)  # a says nothing more for longer than claim_ttl_s
+        assert not claimed_at_b()
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_peers_update_while_the_stream_is_down_is_judged_when_it_comes(
     tmp_path: Path, valkey: EmbeddedValkey
 ) -> None:

@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from daemon.bridge import FleetMessage
+from daemon.clocks import SharedClock, monotonic_reading
 from daemon.config import IdentityConfig, SiteConfig
 from daemon.errors import ConfigError, DataError
 from daemon.fleet import FleetClock, to_message, to_update
@@ -372,6 +373,22 @@ def test_fleet_clock_applies_the_camera_offset() -> None:
     f = Frame(0, 10.0, np.zeros((2, 2, 3), np.uint8), "b")
     assert FleetClock(1000.0, True, -2.0).time_of(f) == 1008.0
     assert FleetClock(0.0, False, 0.5).time_of(f) == 10.5
+
+
+def test_a_live_frame_is_put_on_the_shared_clock_at_its_monotonic_reading() -> None:
+    """A live frame's fleet time is the shared clock's at the monotonic reading taken with it (plus the offset),
+    whatever its wall-clock stamp; with no reading (a replay on the wall clock) or before the shared clock's
+    first reading, its stamp."""
+    shared = SharedClock()
+    live = FleetClock(0.0, False, 0.5, shared)
+    m = monotonic_reading()
+    f = Frame(0, 10.0, np.zeros((2, 2, 3), np.uint8), "b", monotonic=m)
+    assert live.time_of(f) == 10.5  # not read yet
+    shared.read(lambda: 5_000.0)
+    assert live.time_of(f) == pytest.approx(5_000.5, abs=0.1)
+    later = Frame(1, 3_600.0, f.image, "b", monotonic=m + 2.0)  # the wall clock stepped
+    assert live.time_of(later) == pytest.approx(5_002.5, abs=0.1)
+    assert live.time_of(Frame(2, 10.0, f.image, "b")) == 10.5
 
 
 # ------------------------------------------------------------------------------------------- holding an id

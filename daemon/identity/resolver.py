@@ -32,9 +32,10 @@ Per frame (``update``), for the camera's reported tracks:
    seen (no exemplars), as ended once it walked out of view ``lost_after_s`` ago (last seen at the frame's
    edge; again when found), and when it ends.
 
-Timestamps are seconds on one clock the whole fleet shares (wall-clock time in production, replay time in
-tests); the resolver's clock is the latest frame time it was given (a frame stamped earlier, after the wall
-clock stepped back, is taken at that time): updates are stamped with it and claims are judged by it. Intervals
+Timestamps are seconds on one clock the whole fleet shares (live: Valkey's time at each frame, as the fleet
+link reads it, daemon/fleet.py; a replay's media time; in tests often the wall clock); the resolver's clock is
+the latest frame time it was given (a frame stamped earlier, after the clock stepped back, is taken at that
+time): updates are stamped with it and claims are judged by it. Intervals
 of the camera's own (between two updates of a track, keep-alives, lost_after_s, velocities) are measured on
 the frame times with every step back taken out, so that they keep their pace while the wall clock catches up
 with the resolver's; in a replay (frame times never go back) both are the frame time.

@@ -21,9 +21,9 @@ started (``uptime_s``: a worker restarted by systemd starts again from 0, howeve
 
 In fleet mode the document also names the peer cameras whose clocks lag this host's by more than
 identity.claim_ttl_s and were heard from within it (``lagging_peers``: camera -> seconds, from
-``BridgeStats.lagging``): not a problem of this worker (its status stays ok), but the reason its people's ids may
-be taken by far cameras; and those whose clocks lead it by more than bridge.max_clock_skew_s (``leading_peers``,
-from ``BridgeStats.leading``: their claims hold that much longer).
+``BridgeStats.lagging``), and those whose clocks lead it by more than bridge.max_clock_skew_s (``leading_peers``,
+from ``BridgeStats.leading``): not a problem of this worker (its status stays ok), nor of the ids (what cameras
+say to the fleet is on the fleet's clock), but the times in those cameras' files are off.
 """
 
 from __future__ import annotations

@@ -141,9 +141,9 @@ class _SnapshotCollector(Collector):
         lag = GaugeMetricFamily(
             f"{PREFIX}_bridge_peer_lag_seconds",
             "Peer cameras whose live messages all arrive later than identity.claim_ttl_s after they were sent "
-            "(their clocks lag: their claims lapse on arrival): the least delay of their latest messages; "
-            "negative for those whose messages all arrive more than bridge.max_clock_skew_s before they were "
-            "sent (their clocks lead: their claims hold that much longer).",
+            "by their hosts' wall clocks (those clocks lag, and the times in their files): the least delay of "
+            "their latest messages; negative for those whose messages all arrive more than "
+            "bridge.max_clock_skew_s before they were sent (their clocks lead).",
             labels=["camera", "peer"],
         )
         for peer, seconds in b.lagging.items():
