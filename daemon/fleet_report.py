@@ -274,8 +274,9 @@ def _time_origin(people: dict[int, dict[str, Any]], start: float | None) -> tupl
 
 def leave_out_of_report(out: Path, global_id: int) -> bool:
     """Take ``global_id`` out of the report in ``out`` as it stands (report.json, report.md, timeline.png; the
-    scores appended again), where the cameras' tables cannot be read again yet: a running camera erases its own
-    when the forget reaches it. False when there is no report or it does not hold the id."""
+    scores appended again, said to be the run's: ``scores_before_forget``), where the cameras' tables cannot be
+    read again yet: a running camera erases its own when the forget reaches it. False when there is no report
+    or it does not hold the id."""
     try:
         report = json.loads((out / "report.json").read_text(encoding="utf-8"))
         people = {int(g): p for g, p in report["people"].items()}
@@ -294,8 +295,14 @@ def leave_out_of_report(out: Path, global_id: int) -> bool:
     _write_report(people, cameras, out, origin, video, stopped)
     scores = out / "fleet_metrics.txt"
     if scores.is_file():
-        append_metrics(out / "report.md", scores.read_text(encoding="utf-8"))
+        append_metrics(out / "report.md", scores.read_text(encoding="utf-8"), scores_before_forget(global_id))
     return True
+
+
+def scores_before_forget(global_id: int) -> str:
+    """The line before the run's scores appended again to a report ``global_id`` was taken out of: they are
+    the run's, made before it was forgotten (they count its boxes)."""
+    return f"The run's scores, from before global id {global_id} was forgotten (they count its boxes)."
 
 
 def _write_report(

@@ -768,7 +768,7 @@ def _report_again(dirs: dict[str, Path], earlier_runs: bool, global_id: int) -> 
     cameras' identity tables as they are now; the scores the run had are appended again, said to be the run's
     (made before ``global_id`` was forgotten). None when no report was there (or a ``fleet --report-dir``
     elsewhere: make it again with ``fleet --report-only``)."""
-    from daemon.fleet_report import append_metrics, build_report
+    from daemon.fleet_report import append_metrics, build_report, scores_before_forget
 
     out = _report_dir(dirs)
     if out is None:
@@ -776,6 +776,5 @@ def _report_again(dirs: dict[str, Path], earlier_runs: bool, global_id: int) -> 
     build_report({n: d for n, d in dirs.items() if d.is_dir()}, out, earlier_runs)
     scores = out / "fleet_metrics.txt"
     if scores.is_file():
-        note = f"The run's scores, from before global id {global_id} was forgotten (they count its boxes)."
-        append_metrics(out / "report.md", scores.read_text(encoding="utf-8"), note)
+        append_metrics(out / "report.md", scores.read_text(encoding="utf-8"), scores_before_forget(global_id))
     return out / "report.md"

@@ -666,3 +666,20 @@ def test_a_track_that_changes_ids_leaves_both_spells_in_the_report_and_forget_ta
 def _people(out: Path) -> dict[str, Any]:
     people: dict[str, Any] = json.loads((out / "report.json").read_text(encoding="utf-8"))["people"]
     return people
+
+
+def test_scores_appended_again_as_an_id_leaves_the_report_say_they_are_from_before(
+    two_cameras: dict[str, Path], tmp_path: Path
+) -> None:
+    # Regression: forget with a camera still running takes the id out of the report as it stands
+    # (leave_out_of_report) and appended the run's scores again as if they were the report's own, where the
+    # report made again from the tables (forget on stopped cameras) says they are from before the id was
+    # forgotten (they count its boxes); both say so now.
+    out = tmp_path / "out"
+    report = build_report(two_cameras, out)
+    gid = int(next(iter(report["people"])))
+    (out / "fleet_metrics.txt").write_text("global ids: IDF1 91.3\n", encoding="utf-8")
+    assert leave_out_of_report(out, gid)
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert f"The run's scores, from before global id {gid} was forgotten (they count its boxes)." in md, md
+    assert md.endswith("```text\nglobal ids: IDF1 91.3\n```\n")
