@@ -88,8 +88,9 @@ def camera_files(name: str, folder: Path | None = None) -> tuple[str, ...]:
     ``fleet.IdentityLog``, ``runner.StatusFile``); a fleet run removes an earlier run's before the camera starts
     (a live camera's are put into an ``earlier-*`` folder), so that a camera stopped or failed before it opened its
     outputs leaves none to be read as this run's. With ``folder``, the annotated video's later segments there
-    too (``annotated-001.mp4``, ...: ``video_segments``)."""
-    later = tuple(p.name for p in video_segments(folder)[1:]) if folder is not None else ()
+    too (``annotated-001.mp4``, ...: ``video_segments``), whether its first is there or not (an hour of video
+    removed to free the disk)."""
+    later = tuple(p.name for p in video_segments(folder) if p.name != VIDEO) if folder is not None else ()
     return (
         f"{name}.txt",
         f"{name}.global.txt",

@@ -279,6 +279,36 @@ def test_a_recording_run_again_leaves_none_of_the_earlier_runs_files_it_does_not
     assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
 
 
+def test_a_later_segment_left_without_the_first_is_still_the_camera_s(tmp_path: Path) -> None:
+    """Regression: the camera's files listed the annotated video's later segments as those after the first
+    (annotated.mp4), so where that was gone (an operator removing the oldest hour of video to free the disk)
+    annotated-001.mp4 was no file of the camera's: a recording run again left it beside its own files (taken
+    for this run's second segment), a live camera's restart did not move it aside, and a run could replay it as
+    its source and write over it."""
+    clip = make_video(tmp_path / "clip.mp4", frames=24, size=(160, 120), people=1)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+
+    def camera(source: Path = clip.path, **output: object) -> CameraConfig:
+        return CameraConfig(
+            source=SourceConfig(uri=str(source)),
+            detector=GroundTruthDetectorConfig(path=gt),
+            embedder=EmbedderConfig(type="none"),
+            output=OutputConfig.model_validate({"dir": tmp_path / "runs", "progress": False, **output}),
+        )
+
+    def run(**output: object) -> Path:
+        CameraWorker(single_camera_settings(camera(**output), name="cam"), "cam").run()
+        return tmp_path / "runs" / "cam"
+
+    out = run(video=True, video_segment_s=1)  # 24 frames at 10 fps: three segments
+    (out / "annotated.mp4").unlink()
+    assert [p.name for p in video_segments(out)] == ["annotated-001.mp4", "annotated-002.mp4"]
+    with pytest.raises(ConfigError, match=r"annotated-001\.mp4 is a file the camera writes"):
+        CameraWorker(single_camera_settings(camera(source=out / "annotated-001.mp4"), name="cam"), "cam")
+    out = run(video=False, mot=False, events=False)
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+
+
 def _frame_counts(videos: list[Path]) -> list[int]:
     """Each video's frames, as a player reads them (not its header's count)."""
     counts = []
