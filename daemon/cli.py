@@ -153,14 +153,18 @@ def _log_options(args: argparse.Namespace) -> list[str]:
 
 def _camera_written(name: str, folder: Path) -> str:
     """What a fleet's camera wrote that a user looks at, for the fleet's last lines."""
-    from daemon.outputs import VIDEO, video_segments
+    from daemon.outputs import video_segments
 
-    files = (VIDEO, f"{name}.global.txt", "identities.jsonl", "worker.log")
-    written = [f for f in files if (folder / f).is_file()]
-    later = len(video_segments(folder)) - 1
-    if later > 0:  # the annotated video's later segments (output.video_segment_s)
-        written[0] = f"{VIDEO} and {later} more segment{'s' * (later > 1)}"
+    segments = video_segments(folder)  # annotated.mp4 (unless removed since), annotated-001.mp4, ...
+    written = [f"{segments[0].name}{_more_segments(len(segments) - 1)}"] if segments else []
+    files = (f"{name}.global.txt", "identities.jsonl", "worker.log")
+    written += [f for f in files if (folder / f).is_file()]
     return ", ".join(written) or "nothing written"
+
+
+def _more_segments(later: int) -> str:
+    """' and N more segments' of the annotated video (output.video_segment_s); '' for none."""
+    return f" and {later} more segment{'s' * (later > 1)}" if later else ""
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:

@@ -714,3 +714,20 @@ def test_eval_of_a_fleet_cameras_global_ids_scores_the_frames_it_ran(
     scored = json.loads(m.read_text())
     assert scored["Frames"] == 5 and scored["Stride"] == 2  # frames 1, 3, ..., 9: those it ran
     assert scored["IDF1"] == pytest.approx(100.0) and scored["GT_Dets"] == 2 * 5
+
+
+def test_fleet_s_last_lines_name_a_camera_s_video_segments_as_they_are(tmp_path: Path) -> None:
+    # Regression: the fleet's line of what a camera wrote counted the video's segments past the first and put
+    # them in place of its first file's name, taken to be annotated.mp4: where that had been removed (the
+    # oldest hour of a long run's video, to free the disk) the line named annotated.mp4, which was not there,
+    # in place of another file (cam.global.txt), and with no other file it ended the command in an IndexError.
+    from daemon.cli import _camera_written
+
+    assert _camera_written("cam", tmp_path) == "nothing written"
+    for name in ("annotated-001.mp4", "annotated-002.mp4"):
+        (tmp_path / name).write_bytes(b"")
+    assert _camera_written("cam", tmp_path) == "annotated-001.mp4 and 1 more segment"
+    (tmp_path / "cam.global.txt").write_text("", encoding="utf-8")
+    assert _camera_written("cam", tmp_path) == "annotated-001.mp4 and 1 more segment, cam.global.txt"
+    (tmp_path / "annotated.mp4").write_bytes(b"")
+    assert _camera_written("cam", tmp_path) == "annotated.mp4 and 2 more segments, cam.global.txt"
