@@ -20,6 +20,7 @@ in a scenario folder, ``<camera>.gt.txt`` beside it (``scenario_truths``; ``eval
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,10 +32,20 @@ from daemon.errors import DataError
 from daemon.fleet import merge_spans
 from daemon.fleet_eval import CameraRun, counted, evaluate_fleet
 from daemon.motio import read_ground_truth
-from daemon.outputs import json_object, run_extent, run_folders, run_results, video_segments
+from daemon.outputs import (
+    VIDEO,
+    json_object,
+    run_extent,
+    run_folders,
+    run_results,
+    video_segment,
+    video_segments,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
 
 TIMELINE_MAX_ROWS = 40
 TIMELINE_MIN_BAR = 0.004  # the shortest bar of the timeline, as a part of its length (~3 px of the plot)
@@ -93,15 +104,36 @@ def run_videos(camera_dir: Path) -> list[tuple[Path, float | None]]:
     """A camera's annotated videos of its run, oldest first (its folder's and those of the ``earlier-*`` folders
     its run rotated its files into, as ``identity_tables``; each folder's segments in order, ``video_segments``),
     the first of a folder with the ``first_frame_time`` of the identity table beside it (None where there is none,
-    or it does not record it), the later segments with None: each follows the one before it."""
+    or it does not record it), the later segments with None: each follows the one before it. Segments past one
+    that was removed (the oldest hour of video, to free the disk) are left out, with a warning: where they begin
+    is not known."""
     videos: list[tuple[Path, float | None]] = []
     for folder in run_folders(camera_dir):
         table = folder / "identities.json"
-        segments = video_segments(folder)
+        segments = _placeable(folder, video_segments(folder))
         if segments:
             first = _first_frame_time(_table_doc(table)) if table.is_file() else None
             videos += [(segments[0], first), *((v, None) for v in segments[1:])]
     return videos
+
+
+def _placeable(folder: Path, segments: list[Path]) -> list[Path]:
+    """``segments`` of ``folder`` up to the first one missing (annotated.mp4, annotated-001.mp4, ...): a segment
+    begins where the one before it ends, and the first where the folder's table says; a warning names those left
+    out."""
+    n = 0
+    while n < len(segments) and segments[n] == video_segment(folder / VIDEO, n):
+        n += 1
+    if n < len(segments):
+        missing = video_segment(folder / VIDEO, n).name
+        log.warning(
+            "%s: %s is not there, so where %s and the %d after it begin is not known: left out of fleet.mp4",
+            folder,
+            missing,
+            segments[n].name,
+            len(segments) - n - 1,
+        )
+    return segments[:n]
 
 
 def fleet_start(tables: Tables) -> float | None:

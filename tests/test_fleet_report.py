@@ -683,3 +683,34 @@ def test_scores_appended_again_as_an_id_leaves_the_report_say_they_are_from_befo
     md = (out / "report.md").read_text(encoding="utf-8")
     assert f"The run's scores, from before global id {gid} was forgotten (they count its boxes)." in md, md
     assert md.endswith("```text\nglobal ids: IDF1 91.3\n```\n")
+
+
+def test_a_folder_s_video_segments_after_one_removed_are_not_placed_where_it_was(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression: fleet.mp4 placed a folder's first video segment at the first frame its identity table records
+    # and each later one after the one before, whatever segment was there: with annotated.mp4 removed (the
+    # oldest hour of video, to free the disk) annotated-001.mp4 was shown at the run's first frame, an hour early
+    # beside the other cameras, and with annotated-001.mp4 removed annotated-002.mp4 an hour early after
+    # annotated.mp4. A segment is placed only after the one before it; those past a removed one are left out,
+    # with a warning naming them.
+    from daemon.fleet_report import run_videos
+
+    cam = tmp_path / "door"
+    _table(cam, "door", {})
+    doc = json.loads((cam / "identities.json").read_text(encoding="utf-8"))
+    (cam / "identities.json").write_text(json.dumps(doc | {"first_frame_time": T0}), encoding="utf-8")
+    for name in ("annotated-001.mp4", "annotated-002.mp4"):
+        (cam / name).write_bytes(b"")
+    with caplog.at_level("WARNING", logger="daemon.fleet_report"):
+        assert run_videos(cam) == []
+    assert "annotated-001.mp4" in caplog.text and "left out of fleet.mp4" in caplog.text, caplog.text
+    (cam / "annotated.mp4").write_bytes(b"")
+    (cam / "annotated-001.mp4").unlink()
+    assert run_videos(cam) == [(cam / "annotated.mp4", T0)]
+    (cam / "annotated-001.mp4").write_bytes(b"")
+    assert run_videos(cam) == [
+        (cam / "annotated.mp4", T0),
+        (cam / "annotated-001.mp4", None),
+        (cam / "annotated-002.mp4", None),
+    ]
