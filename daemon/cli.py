@@ -20,6 +20,7 @@ from daemon.videolog import quiet_ffmpeg
 
 if TYPE_CHECKING:
     from daemon.config import ServeConfig
+    from daemon.motio import MotGroundTruth
 
 log = logging.getLogger("daemon")
 
@@ -337,7 +338,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         stride = settings.cameras[name].source.stride  # the frames in between were not run: not misses
     else:
         frames, stride = _extent_of_run(Path(results))
-    metrics = evaluate(args.gt, run_results(Path(results)), num_frames=frames, stride=stride)
+    metrics = evaluate(
+        _gt_from(args.gt, Path(results)), run_results(Path(results)), num_frames=frames, stride=stride
+    )
     print(metrics.summary())
     if args.json:  # the scores are printed first: a write that fails still (a full disk) loses nothing
         from daemon.embedding import atomic_write
@@ -347,6 +350,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         except OSError as e:
             raise ConfigError(f"--json {args.json}: cannot write: {e.strerror or e}") from e
     return 0
+
+
+def _gt_from(gt: str, results: Path) -> MotGroundTruth:
+    """The ground truth ``gt`` from the frame where the files of ``results``' run begin (``run_first_frame``:
+    past those ``output.keep_earlier`` deleted)."""
+    from daemon.motio import read_ground_truth
+    from daemon.outputs import run_first_frame
+
+    truth = read_ground_truth(gt)
+    return truth.select(truth.frame >= run_first_frame(results))
 
 
 def _check_eval_options(args: argparse.Namespace) -> None:
@@ -1054,7 +1067,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--results",
         help="Existing results file to score (skips running the tracker); a worker's, beside its summary.json, "
         "is scored up to the frame the run ended at, with the rows of the files of its name that its run rotated "
-        "into earlier-* folders (output.rotate_mb); an empty path is refused.",
+        "into earlier-* folders (output.rotate_mb), from the frame where the oldest of those left begins (the "
+        "frames of folders output.keep_earlier deleted are not scored); an empty path is refused.",
     )
     ev.add_argument(
         "--gt-noise",

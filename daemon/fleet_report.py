@@ -36,6 +36,7 @@ from daemon.outputs import (
     VIDEO,
     json_object,
     run_extent,
+    run_first_frame,
     run_folders,
     run_results,
     video_segment,
@@ -637,7 +638,8 @@ def evaluate_run(truths: dict[str, Truth], camera_dirs: dict[str, Path], out: Pa
         if known is None:  # as far as anything was seen, where the worker left no summary
             known = int(max([0, *gt.frame.tolist(), *local_ids.frame.tolist(), *global_ids.frame.tolist()]))
         frames, stride = _frames_run(d / "summary.json", known)
-        runs[cam] = CameraRun(gt.select(gt.frame <= frames), local_ids, global_ids, frames, stride)
+        kept = (gt.frame <= frames) & (gt.frame >= run_first_frame(local))  # past files keep_earlier deleted
+        runs[cam] = CameraRun(gt.select(kept), local_ids, global_ids, frames, stride)
     metrics = evaluate_fleet(runs)
     doc = metrics.as_dict()
     atomic_write(out / "fleet_metrics.json", json.dumps(doc, indent=1).encode("utf-8"))

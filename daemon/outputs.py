@@ -129,12 +129,16 @@ class RunRecord:
     with each set of new ones after a rotation, so every ``earlier-*`` folder a run rotated its files into names
     that run: a recording run again into the same folder replaces its own files, but the folders its earlier run
     rotated into stay (they are the user's), and a reader (the fleet report, fleet.mp4) tells them from this run's
-    by it. ``run``: an id, new for each start of the worker; ``started``: when it started (UTC)."""
+    by it. ``run``: an id, new for each start of the worker; ``started``: when it started (UTC); ``first_frame``:
+    the index (0-based) of the first frame of the files beside it (0: the run's first files; after a rotation,
+    the frame it came at), so that a run scored after ``output.keep_earlier`` deleted its first files is scored
+    from where its files begin (``run_first_frame``)."""
 
     camera: str
     run: str
     started: str
     live: bool
+    first_frame: int = 0
 
     @staticmethod
     def new(camera: str, live: bool) -> RunRecord:
@@ -837,6 +841,26 @@ def run_extent(summary: Path, results: Path | None = None) -> RunExtent | None:
     ):
         return None
     return RunExtent(last, max(stride, 1)) if last >= 0 else None
+
+
+def run_first_frame(results: Path) -> int:
+    """The MOT frame (1-based) from which the run of a worker's MOT file ``results`` is to be scored: 1, or where
+    ``output.keep_earlier`` (or a user) deleted the ``earlier-*`` folders its run rotated its first files into,
+    the first frame of the oldest of its files left (its folder's ``RunRecord.first_frame``), with a warning: the
+    frames before it are no longer in any file, and would all be scored as misses."""
+    oldest = run_folders(results.parent)[0]
+    first = json_object(oldest / RUN_RECORD).get("first_frame", 0)
+    if type(first) is not int or first <= 0:
+        return 1
+    log.warning(
+        "%s: frames 1..%d of its run were in files deleted since (output.keep_earlier): scored from frame %d, "
+        "where its oldest files left begin (%s)",
+        results,
+        first,
+        first + 1,
+        oldest,
+    )
+    return first + 1
 
 
 def run_results(results: Path) -> MotTracks:

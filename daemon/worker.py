@@ -168,7 +168,7 @@ class CameraOutputs:
         tracks = r.update.tracks
         assigned = ids.assignments if ids is not None else None
         if self._due is not None:
-            self._rotate(self._due)
+            self._rotate(self._due, r.frame.index)
         with self.writing():
             if self.mot is not None:
                 self.mot.write_tracks(r.frame.index + 1, tracks)
@@ -186,10 +186,11 @@ class CameraOutputs:
                 self.video.write(r.frame.image, tracks, caption, assigned, ts=r.frame.timestamp)
         self._due = self._rotation_due(r.frame.timestamp)
 
-    def _rotate(self, why: str) -> None:
+    def _rotate(self, why: str, index: int) -> None:
         """The open files reached a limit (``why``: ``output.rotate_mb``, or a live source's
-        ``output.live_rotate_s``) and a frame is to be written: close them, move them to an ``earlier-*`` folder
-        (keeping ``output.keep_earlier`` of those) and go on in new ones. Done as the next frame comes, not as the
+        ``output.live_rotate_s``) and frame ``index`` is to be written: close them, move them to an ``earlier-*``
+        folder (keeping ``output.keep_earlier`` of those) and go on in new ones, whose run.json says they begin
+        at that frame. Done as the next frame comes, not as the
         limit is reached, so that a run ending there leaves its last files whole in its folder, not new empty
         ones."""
         self._due = None
@@ -199,6 +200,7 @@ class CameraOutputs:
             kept = keep_earlier_run(
                 self.dir, self.name, self._cam.output.keep_earlier, stream_files(self.name, self.dir)
             )
+            self.run = dataclasses.replace(self.run, first_frame=index)
             self._open()
         self._opened_at = None
         if events is not None and self.events is not None:

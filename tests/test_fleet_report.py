@@ -714,3 +714,34 @@ def test_a_folder_s_video_segments_after_one_removed_are_not_placed_where_it_was
         (cam / "annotated-001.mp4", None),
         (cam / "annotated-002.mp4", None),
     ]
+
+
+def test_a_fleet_camera_whose_first_rotated_files_were_deleted_is_scored_from_where_its_files_begin(
+    tmp_path: Path,
+) -> None:
+    # Regression: the fleet's scores took each camera's rows of its run over the earlier-* folders left and its
+    # ground truth from frame 1, so where output.keep_earlier had deleted the folders of its first files every
+    # frame of those was a miss (here 5 of 15). The run is scored from where the oldest files left begin
+    # (run.json's first_frame), as eval does.
+    from daemon.fleet_report import Truth, evaluate_run
+
+    cam = tmp_path / "runs" / "door"
+    kept = cam / "earlier-20270115T080000Z"
+    kept.mkdir(parents=True)
+    row = "{f},1,10,20,30,60,1,-1,-1,-1\n"
+    for folder, frames, first in ((kept, range(6, 11), 5), (cam, range(11, 16), 10)):
+        record = {
+            "v": 1,
+            "camera": "door",
+            "run": "this-run",
+            "started": "2027-01-15T08:00:00Z",
+            "live": False,
+        }
+        (folder / "run.json").write_text(json.dumps(record | {"first_frame": first}), encoding="utf-8")
+        for name in ("door.txt", "door.global.txt"):
+            (folder / name).write_text("".join(row.format(f=f) for f in frames), encoding="utf-8")
+    gt = tmp_path / "gt.txt"
+    gt.write_text("".join(row.format(f=f).replace(",1,-1,-1,-1", ",1,1,1") for f in range(1, 16)))
+    (tmp_path / "out").mkdir()
+    doc = evaluate_run({"door": Truth(gt, 15)}, {"door": cam}, tmp_path / "out")
+    assert doc["per_camera"]["door"]["FN"] == 0 and doc["global"]["IDF1"] == 100.0, doc

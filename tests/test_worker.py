@@ -1311,3 +1311,36 @@ def test_a_running_worker_killed_while_it_erases_a_forgotten_id_loses_none(
     assert _earlier_ids(earlier) == set() and not pending.path.exists()
     logged = [json.loads(x) for x in (camera_dir / "identities.jsonl").read_text().splitlines()]
     assert [(x["global_id"], x["frame"]) for x in logged if x["event"] == "forgotten"] == [(555, None)]
+
+
+def test_a_rotated_run_whose_first_files_were_deleted_is_scored_from_where_its_files_begin(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: eval scored a run that output.rotate_mb split across earlier-* folders on the rows of the
+    folders left, against every frame of the ground truth from frame 1; where output.keep_earlier had deleted
+    the folders of its first files, every frame of those was a miss (here FN 50 of 100, IDF1 66.7, for a
+    tracker that missed nothing), with no word of it. Each set of files records the frame it begins at
+    (run.json's first_frame), and the run is scored from the oldest left, saying so."""
+    from daemon.cli import main
+
+    clip = make_video(tmp_path / "clip.mp4", frames=100, size=(160, 120), people=1)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    output = {"dir": tmp_path / "runs", "progress": False, "rotate_mb": 0.001, "keep_earlier": 1}
+    cam = CameraConfig(
+        source=SourceConfig(uri=str(clip.path)),
+        detector=GroundTruthDetectorConfig(path=gt),
+        embedder=EmbedderConfig(type="none"),
+        output=OutputConfig.model_validate(output),
+    )
+    CameraWorker(single_camera_settings(cam, name="cam"), "cam").run()
+    folder = tmp_path / "runs" / "cam"
+    scores = tmp_path / "scores.json"
+    with caplog.at_level("WARNING", logger="daemon.outputs"):
+        assert (
+            main(["eval", "--gt", str(gt), "--results", str(folder / "cam.txt"), "--json", str(scores)]) == 0
+        )
+    assert "frames 1..50 of its run were in files deleted since (output.keep_earlier)" in caplog.text
+    metrics = json.loads(scores.read_text(encoding="utf-8"))
+    assert (metrics["FN"], metrics["IDF1"]) == (0, 100.0), metrics
+    [kept] = earlier_folders(folder)  # files of 25 frames: the first two sets deleted
+    assert json.loads((kept / "run.json").read_text(encoding="utf-8"))["first_frame"] == 50
