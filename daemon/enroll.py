@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import time
 import unicodedata
@@ -45,6 +44,7 @@ from daemon.embedding import (
     Box,
     StrPath,
     Timings,
+    atomic_write,
     embed_crops,
     is_image_file,
     largest,
@@ -254,10 +254,9 @@ def _record_person(sub: Path, last: dict[str, int]) -> None:
 
 
 def _write_ledger(folder: Path, last: dict[str, int]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{SERVE_LEDGER}.tmp"
-    tmp.write_text(json.dumps({"v": 1, "last": last}, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, folder / SERVE_LEDGER)
+    atomic_write(
+        folder / SERVE_LEDGER, json.dumps({"v": 1, "last": last}, ensure_ascii=False).encode("utf-8")
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1742,3 +1742,27 @@ def test_search_gives_the_urls_of_a_recursive_folders_sub_folder_images(
         "2025/ann.jpg",
         "ann.jpg",
     ]
+
+
+def test_the_serve_ledger_is_written_durably(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ledger of the names serve gave (.reid-daemon-serve.json) was written to a temp file and renamed with
+    no fsync: after a power cut it could be empty, and serve then refuses every enrolment until it is mended. It
+    is written as the gallery is: the file synced before the rename, the folder after it."""
+    import os
+
+    from daemon import enroll
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    enroll._write_ledger(tmp_path, {"jane": 2})
+    assert json.loads((tmp_path / SERVE_LEDGER).read_text(encoding="utf-8"))["last"] == {"jane": 2}
+    files = [p for p in synced if p != str(tmp_path)]
+    assert files and all(Path(p).parent == tmp_path for p in files)  # the ledger's data, before its rename
+    assert str(tmp_path) in synced  # the rename itself
+    assert [p.name for p in tmp_path.iterdir()] == [SERVE_LEDGER]  # no temp file left
