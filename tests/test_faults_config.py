@@ -43,6 +43,7 @@ def run(cfg: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 def test_bad_config_one_message_exit_2(tmp_path: Path, body: str, expected: str) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(body)
+    cfg.chmod(0o600)  # the owner's alone: an inline secret in a file others may read is warned about first
     done = run(cfg)
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and done.stderr.count("error:") == 1
