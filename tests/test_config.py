@@ -613,6 +613,15 @@ _POINTS4 = "[[0, 0], [1, 0], [0, 1], [1, 1]]"
         (_CAM + "bridge: {tls: {cert: c.pem}}\n", r"bridge\.tls: .*cert and key go together"),
         (_CAM + "bridge: {tls: {key: k.pem}}\n", r"bridge\.tls: .*cert and key go together"),
         (_CAM + "bridge: {url: 'http://10.0.0.5:6379'}\n", r"bridge\.url: .*unknown scheme 'http'"),
+        (
+            _CAM + "bridge: {password: {}}\n",
+            r"bridge\.password: .*give exactly one of value, env, credential \(got none\)",
+        ),
+        (_CAM + "bridge: {signing_key: {env: 'FLEET KEY'}}\n", r"bridge\.signing_key\.env: .*match pattern"),
+        (
+            _CAM + "bridge: {signing_key: {credential: ../../etc/fleet-key}}\n",
+            r"bridge\.signing_key\.credential: .*match pattern",
+        ),
     ],
 )
 def test_a_value_out_of_its_bounds_is_an_error_naming_the_setting(
@@ -654,3 +663,34 @@ def test_a_short_track_timeout_without_a_frame_gap_gets_half_of_it(tmp_path: Pat
         )
     ]
     assert gaps == [1.0, 0.75, 2.0, 0.5]
+
+
+def test_a_secret_that_is_missing_or_empty_is_an_error_naming_the_setting_and_its_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A secret is read as a component starts: an unset variable, an empty one and an empty credential file are
+    each named with the setting (never a secret), and a credential loses one trailing newline, no more (a
+    mutation audit: the unset check, the empty check, and the newline stripped whole, passed every config
+    test)."""
+    from daemon.config import SecretSource
+
+    monkeypatch.delenv("REID_TEST_FLEET_KEY", raising=False)
+    with pytest.raises(
+        ConfigError, match=r"^bridge\.signing_key: environment variable REID_TEST_FLEET_KEY is not set$"
+    ):
+        SecretSource(env="REID_TEST_FLEET_KEY").resolve("bridge.signing_key")
+    monkeypatch.setenv("REID_TEST_FLEET_KEY", "")
+    with pytest.raises(
+        ConfigError, match=r"^bridge\.password: environment variable REID_TEST_FLEET_KEY is empty$"
+    ):
+        SecretSource(env="REID_TEST_FLEET_KEY").resolve("bridge.password")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    for name, text in (("empty", b""), ("newline", b"\n"), ("key", b" fleet key \n\n")):
+        (tmp_path / name).write_bytes(text)
+        (tmp_path / name).chmod(0o600)
+    for name in ("empty", "newline"):
+        with pytest.raises(
+            ConfigError, match=rf"^bridge\.signing_key: systemd credential {tmp_path / name} is empty$"
+        ):
+            SecretSource(credential=name).resolve("bridge.signing_key")
+    assert SecretSource(credential="key").resolve("bridge.signing_key") == b" fleet key \n"
