@@ -694,3 +694,72 @@ def test_a_secret_that_is_missing_or_empty_is_an_error_naming_the_setting_and_it
         ):
             SecretSource(credential=name).resolve("bridge.signing_key")
     assert SecretSource(credential="key").resolve("bridge.signing_key") == b" fleet key \n"
+
+
+def test_an_earlier_fleet_key_written_in_an_open_config_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """bridge.accept_keys is a list: an earlier fleet key written in it (a key rotation, deploy/README.md) is
+    a secret in the file's text as signing_key's value is, and is named by its place in the list (a mutation
+    audit: the list's items left unread passed every config test)."""
+    old = "the-earlier-fleet-key-0123456789"
+    p = _write(
+        tmp_path,
+        _CAM
+        + f"bridge:\n  signing_key: {{env: REID_FLEET_KEY}}\n  accept_keys: [{{env: OTHER}}, {{value: {old}}}]\n",
+    )
+    p.chmod(0o640)
+    with caplog.at_level("WARNING", logger="daemon.config"):
+        load_settings(p)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and f"{p} is open to its group or others (mode 0640)" in warned[0], warned
+    assert "bridge.accept_keys[1].value" in warned[0] and "accept_keys[0]" not in warned[0], warned
+    assert old not in caplog.text
+
+
+def test_a_command_line_option_is_named_only_for_its_own_setting() -> None:
+    """with_overrides names the option a bad value came from (--video for output.video), and not for another
+    setting whose name begins with the same letters (output.video_segment_s; a mutation audit: the prefix
+    taken without its '.' passed every config test)."""
+    s = single_camera_settings(CameraConfig(source=SourceConfig(uri="a.mp4")), name="cam")
+    flags = {"output.video": "--video", "source.max_frames": "--max-frames"}
+    with pytest.raises(ConfigError) as e:
+        with_overrides(s, "cam", {"output.video": True, "output.video_segment_s": 0.5}, flags)
+    assert "\n  cameras.cam.output.video_segment_s: Input should be greater" in str(e.value), e.value
+    assert "--video" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"--max-frames \(cameras\.cam\.source\.max_frames\): "):
+        with_overrides(s, "cam", {"source.max_frames": -1}, flags)
+
+
+def test_a_path_given_in_code_starting_with_a_tilde_is_in_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Path (a command-line option's, with_overrides') written ~/... is in the home folder as a YAML string
+    is (a mutation audit: the Path branch of the expansion removed passed every config test)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    s = single_camera_settings(CameraConfig(source=SourceConfig(uri="a.mp4")), name="cam")
+    s2 = with_overrides(s, "cam", {"output.dir": Path("~/runs")})
+    assert s2.cameras["cam"].output.dir == tmp_path / "runs"
+
+
+def test_an_empty_xdg_cache_home_is_taken_as_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """XDG_CACHE_HOME= (set empty, as a unit's Environment= may leave it) is unset by the XDG rule: the model
+    cache is ~/.cache/reid-daemon/models, not reid-daemon/models in the current folder (a mutation audit: the
+    variable read with a default, empty taken as a folder, passed every config test)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    monkeypatch.delenv("REID_MODELS_DIR", raising=False)
+    assert default_cache_dir() == tmp_path / ".cache" / "reid-daemon" / "models"
+    assert load_settings(_write(tmp_path, _CAM)).models_dir == tmp_path / ".cache" / "reid-daemon" / "models"
+
+
+def test_a_config_without_a_bridge_section_signs_its_messages(tmp_path: Path) -> None:
+    """A fleet whose config leaves out the bridge section is not one that takes unsigned messages: anyone who
+    reaches Valkey could then inject identities (a mutation audit: the section's default built with
+    allow_unsigned=True passed every config test)."""
+    from daemon.bridge import signing_key
+
+    s = load_settings(_write(tmp_path, _CAM + "fleet: {enabled: true}\n"))
+    assert s.bridge.allow_unsigned is False and s.bridge.signing_key is None
+    with pytest.raises(ConfigError, match=r"^bridge\.signing_key is not set: .*bridge\.allow_unsigned: true"):
+        signing_key(s.bridge)  # what a fleet worker's bridge asks for as it starts
