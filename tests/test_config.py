@@ -614,6 +614,11 @@ _POINTS4 = "[[0, 0], [1, 0], [0, 1], [1, 1]]"
         (_CAM + "bridge: {tls: {key: k.pem}}\n", r"bridge\.tls: .*cert and key go together"),
         (_CAM + "bridge: {url: 'http://10.0.0.5:6379'}\n", r"bridge\.url: .*unknown scheme 'http'"),
         (
+            _CAM + "gallery: {path: people.txt}\n",
+            r"gallery\.path: .*a gallery file ends in \.rdg, \.npz, \.json, not \.txt",
+        ),
+        ("cameras:\n  a:\n    source: {uri: ' rstp://cam/s'}\n", r"cameras\.a\.source\.uri: .*scheme 'rstp'"),
+        (
             _CAM + "bridge: {password: {}}\n",
             r"bridge\.password: .*give exactly one of value, env, credential \(got none\)",
         ),
@@ -763,3 +768,109 @@ def test_a_config_without_a_bridge_section_signs_its_messages(tmp_path: Path) ->
     assert s.bridge.allow_unsigned is False and s.bridge.signing_key is None
     with pytest.raises(ConfigError, match=r"^bridge\.signing_key is not set: .*bridge\.allow_unsigned: true"):
         signing_key(s.bridge)  # what a fleet worker's bridge asks for as it starts
+
+
+def test_an_error_names_its_file_alone_and_a_whole_config_problem_as_the_top_level(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without REID_ variables the error names the file alone (with them, the variables too: another test),
+    and a problem of the whole config is on a line of its own called the top level (a mutation audit: the
+    environment named whether set or not, and the top level left blank (': Value error'), passed every config
+    test)."""
+    monkeypatch.delenv("REID_MODELS_DIR", raising=False)
+    p = _write(tmp_path, "cameras: {}\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(p)
+    assert str(e.value) == (
+        f"invalid configuration in {p}:\n  (top level): Value error, at least one camera is needed under 'cameras'"
+    )
+
+
+def test_a_track_timeout_that_is_no_number_or_not_positive_is_named_alone(tmp_path: Path) -> None:
+    """identity.track_timeout_s 'soon' or 0 is an error naming that setting, not a conversion error of the
+    identity section nor one about max_frame_gap_s, which the file never set (a mutation audit: the halving of
+    a short timeout done without its number check, or for 0 too, passed every config test)."""
+    for value, why in (("soon", "Input should be a valid number"), ("0", "Input should be greater than 0")):
+        with pytest.raises(ConfigError) as e:
+            load_settings(_write(tmp_path, _CAM + f"identity: {{track_timeout_s: {value}}}\n"))
+        lines = str(e.value).splitlines()[1:]
+        assert len(lines) == 1 and lines[0].startswith(f"  identity.track_timeout_s: {why}"), lines
+
+
+def test_the_tracker_frame_rate_no_longer_used_is_warned_about_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A config is validated more than once in a process (with_overrides, each camera of a fleet): the unused
+    setting is said once (a mutation audit: said at each validation passed every config test)."""
+    import daemon.config
+
+    monkeypatch.setattr(daemon.config, "_UNUSED_SAID", set())
+    p = _write(tmp_path, _CAM + "    tracker: {frame_rate: 25}\n")
+    with caplog.at_level("WARNING", logger="daemon.config"):
+        s = load_settings(p)
+        with_overrides(s, "a", {"source.uri": "y.mp4"})
+        load_settings(p)
+    assert [r.getMessage() for r in caplog.records] == [
+        "tracker.frame_rate (25) has no effect: track_buffer is in frames; remove it"
+    ]
+
+
+def test_a_lower_case_environment_variable_is_checked_as_an_upper_case_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """REID_ variables are not case-sensitive, so reid_cameras__... sets a camera as REID_CAMERAS__... does; a
+    typo in one spelt in lower case is refused as in upper case (a mutation audit: only upper-case names
+    checked passed every config test, and the typo was then ignored without a word)."""
+    p = _write(tmp_path, _CAM)
+    monkeypatch.setenv("reid_cameras__a__tracker__track_buffer", "90")
+    assert load_settings(p).cameras["a"].tracker.track_buffer == 90
+    monkeypatch.setenv("reid_trackr__track_buffer", "90")
+    with pytest.raises(ConfigError, match=r"reid_trackr__track_buffer name no field of the config"):
+        load_settings(p)
+    monkeypatch.delenv("reid_trackr__track_buffer")
+    monkeypatch.setenv("reid_cameras__lobby__tracker__track_buffer", "90")
+    with pytest.raises(
+        ConfigError, match=r"reid_cameras__lobby__tracker__track_buffer name no camera 'lobby'"
+    ):
+        load_settings(p)
+
+
+def test_only_systemds_own_credentials_folders_are_left_unchecked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """systemd makes /run/credentials/<unit> (a user unit's: $XDG_RUNTIME_DIR/credentials/<unit>) for the
+    unit's user alone; any other folder's secret files are checked, /run/credentials itself and folders below
+    a unit's too (a mutation audit: /run changed, and any depth under credentials/ taken, passed every config
+    test)."""
+    from daemon.config import _systemd_credentials, warn_if_key_open
+
+    runtime = tmp_path / "run-user"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    assert _systemd_credentials(Path("/run/credentials/reid-daemon@lobby.service"))
+    assert _systemd_credentials(runtime / "credentials" / "reid-daemon@lobby.service")
+    for other in (
+        "/run/credentials",
+        "/run/credentials/unit/sub",
+        "/etc/reid-daemon/credentials",
+        "/var/run/x",
+    ):
+        assert not _systemd_credentials(Path(other)), other
+    unit = runtime / "credentials" / "reid-daemon@lobby.service"
+    unit.mkdir(parents=True)
+    for folder in (unit, tmp_path):
+        (folder / "client.key").write_text("-----BEGIN PRIVATE KEY-----\n")
+        (folder / "client.key").chmod(0o644)
+    with caplog.at_level("WARNING", logger="daemon.config"):
+        warn_if_key_open(unit / "client.key", "bridge.tls.key")
+        warn_if_key_open(tmp_path / "client.key", "bridge.tls.key")
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and f"{tmp_path / 'client.key'} is open" in warned[0], warned
+
+
+def test_tls_checks_the_server_certificate_unless_told_not_to(tmp_path: Path) -> None:
+    """bridge.tls switched on (or a rediss:// URL) checks the server's certificate and host name: verify is
+    for local experiments only (a mutation audit: its default as false passed every config test)."""
+    s = load_settings(
+        _write(tmp_path, _CAM + "bridge: {url: 'rediss://10.0.0.5:6379', tls: {enabled: true}}\n")
+    )
+    assert s.bridge.tls.verify is True
