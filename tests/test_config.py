@@ -1,3 +1,4 @@
+import json
 import re
 import typing
 from pathlib import Path
@@ -874,3 +875,90 @@ def test_tls_checks_the_server_certificate_unless_told_not_to(tmp_path: Path) ->
         _write(tmp_path, _CAM + "bridge: {url: 'rediss://10.0.0.5:6379', tls: {enabled: true}}\n")
     )
     assert s.bridge.tls.verify is True
+
+
+_CAMERA_SECTIONS = ("source", "embedder", "tracker", "output")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "bound"),
+    [
+        ("source.folder_fps", 0, "greater than 0"),
+        ("source.fps", 0, "greater than 0"),
+        ("source.read_timeout_s", 0, "greater than 0"),
+        ("source.reconnect_initial_s", 0, "greater than 0"),
+        ("source.log_every_s", 0, "greater than 0"),
+        ("embedder.batch_size", 0, "greater than or equal to 1"),
+        ("embedder.refresh_every", 0, "greater than or equal to 1"),
+        ("tracker.track_buffer", 0, "greater than or equal to 1"),
+        ("tracker.min_hits", 0, "greater than or equal to 1"),
+        ("tracker.detect_every", 0, "greater than or equal to 1"),
+        ("tracker.relink_max_speed", 0, "greater than 0"),
+        ("output.event_every", 0, "greater than or equal to 1"),
+        ("output.video_segment_s", 0.5, "greater than or equal to 1"),
+        ("output.rotate_mb", 0, "greater than 0"),
+        ("output.live_rotate_s", 0, "greater than 0"),
+        ("output.sighting_gap_s", 0, "greater than 0"),
+        ("runtime.detect_workers", 0, "greater than or equal to 1"),
+        ("recognition.top_k", 0, "greater than or equal to 1"),
+        ("recognition.video_every", 0, "greater than or equal to 1"),
+        ("recognition.search_hits", 0, "greater than or equal to 1"),
+        ("serve.top_k", 0, "greater than or equal to 1"),
+        ("serve.max_entries", 0, "greater than or equal to 1"),
+        ("serve.lock_wait_s", 0, "greater than 0"),
+        ("serve.client_timeout_s", 0, "greater than 0"),
+        ("serve.port", 65536, "less than or equal to 65535"),
+        ("gallery.max_per_label", 0, "greater than or equal to 1"),
+        ("gallery.pq_m", 0, "greater than or equal to 1"),
+        ("gallery.rebuild_fraction", 0, "greater than 0"),
+        ("gallery.pq_candidates", 0, "greater than or equal to 1"),
+        ("gallery.hnsw_ef_search", 0, "greater than or equal to 1"),
+        ("identity.quality_full_height_px", 0, "greater than 0"),
+        ("identity.claim_ttl_s", 0, "greater than 0"),
+        ("identity.retention_s", 0, "greater than 0"),
+        ("identity.site_radius", 0, "greater than 0"),
+        ("identity.site_speed", 0, "greater than 0"),
+        ("identity.switch_similarity", 1, "less than 1"),
+        ("identity.top_exemplars", 0, "greater than or equal to 1"),
+        ("identity.exemplars_per_track", 0, "greater than or equal to 1"),
+        ("identity.hysteresis_count", 0, "greater than or equal to 1"),
+        ("identity.position_interval_s", 0, "greater than 0"),
+        ("identity.max_identities", 0, "greater than or equal to 1"),
+        ("bridge.max_age_s", 0, "greater than 0"),
+        ("bridge.stream_maxlen", 9, "greater than or equal to 10"),
+        ("bridge.max_message_bytes", 1023, "greater than or equal to 1024"),
+        ("bridge.publish_batch", 0, "greater than or equal to 1"),
+        ("bridge.state_ttl_s", 0, "greater than or equal to 1"),
+        ("bridge.forget_ack_ttl_s", 59, "greater than or equal to 60"),
+        ("bridge.socket_timeout_s", 0, "greater than 0"),
+        ("bridge.log_every_s", 0, "greater than 0"),
+        ("bridge.inbox_size", 0, "greater than or equal to 1"),
+        ("bridge.backlog_size", 0, "greater than or equal to 1"),
+        ("fleet.replay_speed", 0, "greater than 0"),
+        ("fleet.lockstep_timeout_s", 0, "greater than 0"),
+        ("ops.fps_window_s", 0, "greater than 0"),
+        ("ops.stall_after_s", 0, "greater than 0"),
+        ("ops.valkey_probe_s", 0, "greater than 0"),
+        ("embedder.truth.similarity", 0, "greater than 0"),
+        ("embedder.truth.similarity", 1, "less than 1"),
+    ],
+)
+def test_a_count_a_period_or_a_size_past_its_bound_is_refused_naming_the_setting(
+    tmp_path: Path, setting: str, value: float, bound: str
+) -> None:
+    """Counts, periods and sizes a loop, a queue, a cache or a division takes (a batch of 0, every 0th frame, a
+    timeout of 0 s, a looks' similarity of 1), and a port past 65535, are refused at the bound the schema
+    gives, naming the setting, before anything starts (a mutation audit: each of these bounds loosened by one
+    step, gt=0 as ge=0, ge=N as a lower N, lt=1 as le=1, le=65535 as 65536, passed every config test)."""
+    section, *keys = setting.split(".")
+    camera: dict[str, Any] = {"source": {"uri": "x.mp4"}}
+    config: dict[str, Any] = {"cameras": {"a": camera}}
+    node = camera if section in _CAMERA_SECTIONS else config
+    for key in (section, *keys[:-1]):
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+    if "truth" in keys:  # the looks of a ground truth: only embedder type 'ground-truth' takes them
+        camera["embedder"] = {"type": "ground-truth", "truth": {"path": "gt.txt", **node}}
+    where = f"cameras.a.{setting}" if section in _CAMERA_SECTIONS else setting
+    with pytest.raises(ConfigError, match=rf"\n  {re.escape(where)}: Input should be {bound}"):
+        load_settings(_write(tmp_path, json.dumps(config)))  # JSON is YAML
