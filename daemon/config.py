@@ -964,25 +964,59 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         file = _read_yaml(Path(path))
         _warn_if_secrets_open(Path(path), file)
         _check_env_cameras(file, path)
-        data = yield_to_backends(file, env)
+        data = yield_to_backends(file, env, _backends_named(file))
     data.update(overrides)
     return _settings(data, origin)
 
 
-def yield_to_backends(file: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
+def yield_to_backends(
+    file: dict[str, Any], env: dict[str, Any], named: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """``file`` without the sections to which ``env`` gives another backend ``type``, so that such a section is
     the environment's whole (``REID_CAMERAS__x__DETECTOR__TYPE=yolo`` with the file's detector an ssdlite one),
     as a camera's own section is over ``camera_defaults`` (:func:`merge_defaults`); the rest is merged key by
-    key when the environment is laid over the file."""
+    key when the environment is laid over the file. ``named`` is ``file`` with the backend each section takes
+    named where it names none (:func:`_backends_named`); it is compared, never returned."""
+    named = file if named is None else named
     out = dict(file)
     for key, value in env.items():
-        mine = file.get(key)
+        mine, kind = file.get(key), named.get(key)
         if not (isinstance(mine, dict) and isinstance(value, dict)):
             continue
-        if "type" in value and "type" in mine and value["type"] != mine["type"]:
+        kind = kind if isinstance(kind, dict) else mine
+        if "type" in value and "type" in kind and value["type"] != kind["type"]:
             del out[key]
         else:
-            out[key] = yield_to_backends(mine, value)
+            out[key] = yield_to_backends(mine, value, kind)
+    return out
+
+
+def _backends_named(file: dict[str, Any]) -> dict[str, Any]:
+    """``file`` with each backend section (detector, embedder) of camera_defaults and of the cameras that names
+    no ``type`` naming the one it takes: camera_defaults' section's for a camera, else the default backend."""
+    given = file.get("camera_defaults")
+    defaults = (
+        {k: _typed(k, v) for k, v in given.items() if k in CameraConfig.model_fields}
+        if isinstance(given, dict)
+        else {}
+    )
+    cameras = file.get("cameras")
+    if not isinstance(cameras, dict):
+        return {**file, "camera_defaults": defaults}
+    named = {n: _camera_backends(c, defaults) if isinstance(c, dict) else c for n, c in cameras.items()}
+    return {**file, "camera_defaults": defaults, "cameras": named}
+
+
+def _camera_backends(camera: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """A camera's sections, each backend section naming no ``type`` given camera_defaults' one, else the
+    default backend (:func:`_typed`)."""
+    out = dict(camera)
+    for section, value in camera.items():
+        if section not in CameraConfig.model_fields or not isinstance(value, dict) or "type" in value:
+            continue
+        base = defaults.get(section)
+        backend = base.get("type") if isinstance(base, dict) else None
+        out[section] = _typed(section, value) if backend is None else {"type": backend, **value}
     return out
 
 

@@ -962,3 +962,42 @@ def test_a_count_a_period_or_a_size_past_its_bound_is_refused_naming_the_setting
     where = f"cameras.a.{setting}" if section in _CAMERA_SECTIONS else setting
     with pytest.raises(ConfigError, match=rf"\n  {re.escape(where)}: Input should be {bound}"):
         load_settings(_write(tmp_path, json.dumps(config)))  # JSON is YAML
+
+
+def test_environment_switches_a_backend_section_that_names_no_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A detector or embedder section that names no type is the default backend's (or camera_defaults'), as
+    one naming it is; REID_..._DETECTOR__TYPE=yolo then merged the yolo type into the file's ssdlite keys,
+    'cameras.a.detector.tiles: Extra inputs are not permitted', where the same file with `type: ssdlite`
+    written out switched (found by the mutation audit of yield_to_backends)."""
+    p = _write(
+        tmp_path,
+        _CAM + "    detector: {tiles: [3, 1], full_frame: false}\n    embedder: {colour_norm: grey_world}\n",
+    )
+    monkeypatch.setenv("REID_CAMERAS__a__DETECTOR__TYPE", "yolo")
+    monkeypatch.setenv("REID_CAMERAS__a__EMBEDDER__TYPE", "none")
+    cam = load_settings(p).cameras["a"]
+    assert isinstance(cam.detector, YoloDetectorConfig) and cam.embedder.type == "none"
+    # a section naming no type under camera_defaults' yolo detector is a yolo one: the same type keeps its keys
+    monkeypatch.delenv("REID_CAMERAS__a__EMBEDDER__TYPE")
+    p = _write(
+        tmp_path,
+        "camera_defaults: {detector: {type: yolo, imgsz: 320}}\n" + _CAM + "    detector: {nms_iou: 0.4}\n",
+    )
+    cam = load_settings(p).cameras["a"]
+    assert isinstance(cam.detector, YoloDetectorConfig) and (cam.detector.imgsz, cam.detector.nms_iou) == (
+        320,
+        0.4,
+    )
+    # and camera_defaults' own section naming no type is the default detector's
+    monkeypatch.delenv("REID_CAMERAS__a__DETECTOR__TYPE")
+    monkeypatch.setenv("REID_CAMERA_DEFAULTS__DETECTOR__TYPE", "yolo")
+    p = _write(tmp_path, "camera_defaults: {detector: {tiles: [3, 1]}}\n" + _CAM)
+    assert isinstance(load_settings(p).cameras["a"].detector, YoloDetectorConfig)
+    # the backends named for the comparison are not written into the file's sections: a camera's section naming
+    # none still tunes the detector camera_defaults takes from the environment
+    monkeypatch.setenv("REID_CAMERAS__a__DETECTOR__SCORE_THRESHOLD", "0.3")
+    cam = load_settings(_write(tmp_path, _CAM + "    detector: {nms_iou: 0.4}\n")).cameras["a"]
+    assert isinstance(cam.detector, YoloDetectorConfig)
+    assert (cam.detector.nms_iou, cam.detector.score_threshold) == (0.4, 0.3)
