@@ -1164,7 +1164,8 @@ class Bridge:
                 msgs.append(with_fields(latest, stream_id=batch_id))
         for msg in sorted(msgs, key=lambda m: (m.sender, m.seq)):
             self._accept(msg, caught_up=True)
-        self._seed_marks(client, cam, _text(reply[0]))
+        if self._peers is None or cam in self._peers:  # an unlisted one's: its snapshot, once listed, is new
+            self._seed_marks(client, cam, _text(reply[0]))
         self._last_ids[cam] = _text(reply[0])
 
     def _seed_marks(self, client: Any, cam: str, upto: str) -> None:
@@ -1177,7 +1178,9 @@ class Bridge:
         those stored since it subscribed come live, or in a replay, as before (on a Cluster, to within its nodes'
         clocks). A sender's sequence numbers grow along the stream, so its newest batch there that is signed
         says it (one batch decoded per sender). A sender's batches trimmed from the stream (stream_maxlen) or
-        erased by a forget are not seen: a later batch of its in the window covers them."""
+        erased by a forget are not seen: a later batch of its in the window covers them. Not for a camera that
+        ``peers`` leaves out (``_snapshot``): its batches are refused whatever their numbers, and numbers raised
+        then made its stored state duplicates once ``set_peers`` lists it."""
         heard_from = (self._subscribed_ms, 0)
         end = min(_stream_id_key(upto), heard_from)
         if end == (0, 0):

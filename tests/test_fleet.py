@@ -1104,6 +1104,34 @@ def test_a_live_worker_takes_the_cameras_its_config_file_lists_when_it_changes(
         a.close()
 
 
+def test_a_camera_added_to_the_config_gets_what_it_stored_before_the_worker_started(
+    tmp_path: Path, valkey: EmbeddedValkey, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A camera added to a running worker's config is caught up from its stored state. But a starting receiver
+    raises each sender's sequence number to the highest of the batches stored just before it subscribed (so a
+    captured one replayed is a duplicate), an unlisted camera's too: what the added camera stored before the
+    worker started was then dropped as duplicates, its people never taken. Now only the listed cameras' are."""
+    settings = _settings(tmp_path, valkey.url)  # cameras a and b
+    cfg = tmp_path / "fleet.yaml"
+    listed = yaml.safe_load(cfg.read_text())
+    with Bridge(settings.bridge, "c", receive=False) as c:  # type: ignore[attr-defined]
+        c.publish(
+            FleetMessage("profile", "c", 1, 601, timestamp=time.time(), quality=0.9, embeddings=PEOPLE[:1])
+        )
+        assert c.flush(2.0)
+    a = FleetLink(settings, "a", DIM, config_path=cfg).start(live=True)  # type: ignore[arg-type]
+    try:
+        with caplog.at_level(logging.INFO, logger="daemon"):
+            assert a.bridge.stats.rejected.unlisted == 1  # its profile, in the stored state
+            listed["cameras"]["c"] = {"source": {"uri": str(tmp_path / "c.mp4")}}
+            cfg.write_text(yaml.safe_dump(listed))
+            assert _wait(lambda: a.cameras == {"a", "b", "c"}, 10.0), caplog.text
+            assert _wait(lambda: 601 in a.resolver.store), a.bridge.stats
+            assert a.bridge.stats.duplicates == 0
+    finally:
+        a.close()
+
+
 def test_a_live_worker_takes_the_adjacency_of_cameras_added_to_its_config_file(
     tmp_path: Path, valkey: EmbeddedValkey, caplog: pytest.LogCaptureFixture
 ) -> None:
