@@ -1147,8 +1147,10 @@ class Bridge:
             marks.popleft()
         return max(grace, marks[0][1], key=_stream_id_key)
 
-    def _snapshot(self, client: Any, cam: str) -> None:
-        """Deliver the latest profile of each live track of ``cam`` and remember the matching stream position."""
+    def _snapshot(self, client: Any, cam: str, seed: bool = True) -> None:
+        """Deliver the latest profile of each live track of ``cam`` and remember the matching stream position;
+        ``seed``: and take its senders' sequence numbers from what this receiver could not hear (``_seed_marks``;
+        not where a replay of the stream follows, which delivers that and counts its numbers itself)."""
         if self._observes:
             reply = self._read_snapshot(client, cam)
         else:
@@ -1164,7 +1166,8 @@ class Bridge:
                 msgs.append(with_fields(latest, stream_id=batch_id))
         for msg in sorted(msgs, key=lambda m: (m.sender, m.seq)):
             self._accept(msg, caught_up=True)
-        if self._peers is None or cam in self._peers:  # an unlisted one's: its snapshot, once listed, is new
+        listed = self._peers is None or cam in self._peers  # unlisted: its snapshot, once listed, is new
+        if seed and listed:
             self._seed_marks(client, cam, _text(reply[0]))
         self._last_ids[cam] = _text(reply[0])
 
@@ -1180,7 +1183,8 @@ class Bridge:
         says it (one batch decoded per sender). A sender's batches trimmed from the stream (stream_maxlen) or
         erased by a forget are not seen: a later batch of its in the window covers them. Not for a camera that
         ``peers`` leaves out (``_snapshot``): its batches are refused whatever their numbers, and numbers raised
-        then made its stored state duplicates once ``set_peers`` lists it."""
+        then made its stored state duplicates once ``set_peers`` lists it; nor where a replay of the stream
+        follows (``_replay``, past a trimmed position), whose batches it had made duplicates unheard."""
         heard_from = (self._subscribed_ms, 0)
         end = min(_stream_id_key(upto), heard_from)
         if end == (0, 0):
@@ -1249,7 +1253,8 @@ class Bridge:
         log = self.keys.log(cam)
         first = client.xrange(log, "-", "+", count=1)
         if first and _stream_id_key(_text(first[0][0])) > _stream_id_key(last):
-            self._snapshot(client, cam)  # the stream was trimmed past our position: take the latest state too
+            # the stream was trimmed past our position: the latest state, then what is left of the stream
+            self._snapshot(client, cam, seed=False)
         start = "(" + last
         while True:
             entries = client.xrange(log, start, end, count=CATCHUP_PAGE)

@@ -1154,6 +1154,33 @@ def test_a_batch_replayed_after_a_receiver_restarts_is_a_duplicate(server: Embed
         assert a.drain() == [] and a.stats.received == 1
 
 
+def test_a_receiver_back_past_a_trimmed_stream_position_gets_what_came_after_the_snapshot(
+    server: EmbeddedValkey,
+) -> None:
+    """A receiver whose stream position was trimmed away while it was disconnected takes the camera's stored
+    state, then replays what is left of the stream. But taking the stored state also raised the sender's
+    sequence number to the newest batch stored before the receiver subscribed again (as a starting receiver
+    does, so a captured batch replayed is a duplicate): the replay that follows, of batches it never heard,
+    dropped them as duplicates, here a track's end. Only the replay's own numbers count there now."""
+    cfg = config(server.url, stream_maxlen=10)
+    slow = config(server.url, stream_maxlen=10, reconnect_initial_s=2.0, reconnect_max_s=2.0)
+    with Bridge(cfg, "cam-a", receive=False) as a, Bridge(slow, "cam-b") as b:
+        assert b.wait_ready(5)
+        a.publish(profile("cam-a", 0))
+        assert a.flush(2.0) and [m.track_id for m in profiles_from(b, 1)] == [0]
+        server.client().client_kill_filter(_type="pubsub")  # b is away for 2 s; a publishes on
+        assert wait_for(lambda: b.stats.reconnects >= 1)
+        for t in range(1, 301):  # one batch each: the stream is trimmed past b's position
+            a.publish(profile("cam-a", t))
+            assert a.flush(2.0)
+        a.publish(FleetMessage("profile", "cam-a", 300, timestamp=time.time(), quality=0.5, ended=True))
+        assert a.flush(2.0)
+        first = server.client().xrange(FleetKeys("default").log("cam-a"), "-", "+", count=1)
+        assert first and b.stats.reconnects == 1 and not b.stats.subscribed  # trimmed; b still away
+        got = profiles_from(b, 301, timeout=10)
+        assert len(got) == 301 and got[-1].track_id == 300 and got[-1].ended, [m.track_id for m in got[-3:]]
+
+
 def test_forged_entries_in_stored_state_are_rejected_on_catch_up(server: EmbeddedValkey) -> None:
     cfg = config(server.url)
     keys = FleetKeys("default")
