@@ -94,11 +94,13 @@ from daemon.fleet_wire import (
     MessageKind,
     MessageRejected,
     RejectReason,
+    batch_meta_bytes,
     decode_batch,
     decode_message,
     encode_batch,
     encode_message,
     freshness,
+    item_meta_bytes,
     with_fields,
 )
 from daemon.valkey_server import EmbeddedValkey
@@ -140,7 +142,6 @@ LAG_WINDOW = 8  # a peer's latest live batches whose least delay says how far be
 MAX_LAG_PEERS = 1_024  # peer cameras whose delays are kept (LRU)
 MAX_LOG_KEYS = 1_024  # rate-limited warnings (some per peer camera) whose last report is kept (LRU)
 LIVE_POLL_S = 0.1  # the receiver wakes this often to notice close()
-ITEM_META_BYTES = 160  # meta JSON bytes one message adds to a batch, at most (with a short label)
 _STREAM_ID = re.compile(rb"^\d{1,20}-\d{1,20}$")
 # the names the fleet's tools publish under (`reid-daemon forget`), taken from whatever cameras a config lists
 FORGET_CAMERA = "forget-cli"
@@ -808,7 +809,7 @@ class Bridge:
             raise ValueError(
                 f"this bridge publishes for camera {self.camera!r}, the message is from {msg.camera!r}"
             )
-        if _estimate(msg, self._item_bytes) + codec.HEADER_SIZE + codec.TAG_SIZE > self.cfg.max_message_bytes:
+        if _estimate(msg, self._item_bytes) > self._batch_budget:
             k, d = msg.embeddings.shape
             raise ValueError(
                 f"{k}x{d} {self.cfg.publish_dtype} embeddings exceed bridge.max_message_bytes "
@@ -818,6 +819,12 @@ class Bridge:
     @property
     def _item_bytes(self) -> int:
         return 2 if self.cfg.publish_dtype == "float16" else 4
+
+    @property
+    def _batch_budget(self) -> int:
+        """The bytes of a batch blob left to its messages (``_estimate``) within max_message_bytes."""
+        fixed = codec.HEADER_SIZE + codec.TAG_SIZE + batch_meta_bytes(self.camera, self.sender_id)
+        return self.cfg.max_message_bytes - fixed
 
     def _send_loop(self) -> None:
         backoff = Backoff(self.cfg.reconnect_initial_s, self.cfg.reconnect_max_s)
@@ -926,7 +933,7 @@ class Bridge:
 
     def _chunks(self, msgs: list[FleetMessage]) -> Iterable[list[FleetMessage]]:
         """Runs of ``msgs`` of one embedding dim whose estimated batch size fits max_message_bytes."""
-        budget = self.cfg.max_message_bytes - codec.HEADER_SIZE - codec.TAG_SIZE - ITEM_META_BYTES
+        budget = self._batch_budget
         chunk: list[FleetMessage] = []
         size, dim = 0, None
         for m in msgs:
@@ -1560,9 +1567,9 @@ class Bridge:
 
 
 def _estimate(msg: FleetMessage, item_bytes: int) -> int:
-    """Bytes ``msg`` adds to a batch blob: its vectors and its meta entry (label included)."""
+    """Bytes ``msg`` adds to a batch blob: its vectors and its meta entry (label, place and all)."""
     k, d = (int(n) for n in msg.embeddings.shape)
-    return k * d * item_bytes + ITEM_META_BYTES + (len(msg.label.encode("utf-8")) if msg.label else 0)
+    return k * d * item_bytes + item_meta_bytes(msg)
 
 
 def _latest_profile(batch: Batch | None, track: str) -> FleetMessage | None:

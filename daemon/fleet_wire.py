@@ -25,6 +25,7 @@ benchmarks/bridge_bench.py). ``decode_batch`` never raises anything but :class:`
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field, fields
@@ -185,6 +186,33 @@ def _batch_dim(msgs: list[FleetMessage]) -> int:
     if len(dims) > 1:
         raise ValueError(f"the messages of one batch share one embedding dim, got {sorted(dims)}")
     return dims.pop() if dims else 1
+
+
+_LONGEST_TIME = -1.2345678901234567e-300  # a float whose JSON text is as long as any (24 characters)
+
+
+def _json_bytes(doc: object) -> int:
+    """The bytes of ``doc`` in a batch's meta JSON (as the codec writes it)."""
+    return len(json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def item_meta_bytes(m: FleetMessage) -> int:
+    """The bytes ``m``'s entry adds to a batch's meta JSON, its separating comma included (what a sender packs
+    batches by: places, velocities and labels make it several hundred)."""
+    return _json_bytes(_item_meta(m)) + 1
+
+
+def batch_meta_bytes(camera: str, sender: str) -> int:
+    """The most bytes a batch of ``camera``'s ``sender`` takes beside its items' entries and vectors: the meta
+    JSON with its two send times at their longest, and its length field."""
+    doc = {
+        "v": WIRE_VERSION,
+        "camera": camera,
+        "sender": sender,
+        "sent": _LONGEST_TIME,
+        "wall": _LONGEST_TIME,
+    }
+    return _json_bytes({**doc, "items": []}) + 4
 
 
 def _item_meta(m: FleetMessage) -> dict[str, Any]:

@@ -977,6 +977,44 @@ def test_valkey_killed_and_restarted_backlog_is_bounded_and_delivered(server: Em
         assert [m for m in b.drain() if m.kind == "profile"] == []  # nothing beyond the bound, nothing twice
 
 
+def test_a_backlog_of_profiles_with_places_is_sent_whole_in_batches_that_fit(server: EmbeddedValkey) -> None:
+    """The sender packs queued messages into batches up to bridge.max_message_bytes by an estimate of each
+    message's bytes, which took its meta entry for 160 bytes at most: a profile with a place and a velocity on
+    the site plan (and a label, the fleet's send times) takes about 250, so a full batch came out larger than
+    the limit and all its messages were dropped as unsendable (most of a backlog sent once Valkey was back).
+    Each message is counted by its own meta now: every batch fits, none is dropped."""
+    cfg = config(server.url, max_message_bytes=16_384, publish_batch=500)
+    rng = np.random.default_rng(3)
+    with Bridge(cfg, "cam-with-a-rather-long-name-on-the-site-plan", receive=False) as a:
+        assert a.flush(2.0)
+        server.kill()
+        for t in range(300):  # queued while Valkey is away: packed into full batches once it is back
+            a.publish(
+                FleetMessage(
+                    "profile",
+                    a.camera,
+                    track_id=100_000 + t,
+                    global_id=1_000_000 + t,
+                    label=f"visitor {t}",
+                    timestamp=time.time() + rng.random(),
+                    quality=float(rng.random()),
+                    since=time.time() - rng.random(),
+                    position=(float(rng.random() * 100), float(rng.random() * 100)),
+                    velocity=(float(rng.normal()), float(rng.normal())),
+                    embeddings=unit_rows(2, t),
+                )
+            )
+        server.start()
+        assert a.flush(10.0)
+        assert a.stats.unsendable == 0 and a.stats.sent == 301, a.stats  # and the hello
+        entries = server.client().xrange(FleetKeys("default").log(a.camera), "-", "+")
+        assert all(len(e[b"m"]) <= 16_384 for _, e in entries)
+        held = [
+            decode_batch(e[b"m"], KEY.encode(), 16_384).messages for _, e in entries
+        ]  # Valkey came back empty
+        assert sum(map(len, held)) == 300 and len(held) < 30  # in full batches, not one by one
+
+
 def _inject(client: Any, channel: str, blob: bytes, prefix: bytes = b"1-0|intruder|") -> None:
     client.publish(channel, prefix + blob)
 
