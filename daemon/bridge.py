@@ -27,7 +27,8 @@ Stored state and key layout (daemon/fleet_store.py)
     Per camera, under one hash tag ``{fleet/camera}`` (one Cluster slot, so each publish and each snapshot is
     one atomic script, while different cameras spread over the Cluster): a *stream* of every batch the camera
     sent, and *hashes* that map each live track to the batch holding its latest profile. Fleet-wide keys
-    (global-id counter, camera registry, the pub/sub channel) share ``{fleet}``.
+    (global-id counter, camera registry, the pub/sub channel, and per forgotten id a hash of what each camera
+    said of its forget, daemon/erase_ack.py, expiring after ``forget_ack_ttl_s``) share ``{fleet}``.
 
 Why a stream *and* hashes
     The stream is the ordered log: a worker that lost its connection replays it from the last entry id it saw
@@ -61,7 +62,8 @@ Valkey away
     ``publish`` never blocks and never raises for a connection problem: messages wait in a bounded backlog
     (``backlog_size``; beyond it the oldest are dropped and counted) that the sender writes when Valkey is back;
     it reconnects with capped exponential backoff. ``forget`` requests wait in their own queue (never dropped)
-    behind what was published before them. ``allocate_global_id`` needs Valkey (BridgeError when away).
+    behind what was published before them, and what the camera says of forgets (``say_of_forgets``) in one of
+    its own (``backlog_size``, the newest kept). ``allocate_global_id`` needs Valkey (BridgeError when away).
 """
 
 from __future__ import annotations
