@@ -512,7 +512,7 @@ class ConfigWatch:
         self._seen = state
         try:
             return load_settings(self.path)
-        except ConfigError as e:
+        except (ConfigError, OSError) as e:  # OSError: a folder on its path the worker may no longer enter
             log.error(
                 "%s: config file %s changed but cannot be taken: %s; the worker keeps the cameras it had",
                 self.camera,

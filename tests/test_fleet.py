@@ -2210,3 +2210,27 @@ def test_a_camera_left_without_ground_truth_is_said_before_the_run(
         caplog.clear()
         fleet_runner._check_truths(tmp_path, load_settings(path), ["a", "b"])  # --cameras a,b
     assert caplog.text == ""
+
+
+def test_a_config_file_that_can_no_longer_be_reached_keeps_the_worker_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker whose user lost the right to enter its config's folder: reading the file again raised a
+    PermissionError (Path.is_dir inside load_settings), which is no ConfigError, so it ended the worker's idle
+    thread and then its run. It is logged, naming the file, and the worker keeps the cameras it had. (Tests run as
+    root, whom permissions do not stop: the refusal is raised where the OS would raise it.)"""
+    import daemon.fleet as fleet_module
+    from daemon.fleet import ConfigWatch
+
+    path = tmp_path / "fleet.yaml"
+    path.write_text("cameras: {a: {source: {uri: x.mp4}}}\n", encoding="utf-8")
+    watch = ConfigWatch(path, "a")
+
+    def refused(_: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr(fleet_module, "load_settings", refused)
+    with caplog.at_level(logging.ERROR, logger="daemon.fleet"):
+        assert watch.changed() is None
+    assert f"config file {path} changed but cannot be taken" in caplog.text
+    assert "Permission denied" in caplog.text
