@@ -815,3 +815,121 @@ def test_an_id_only_an_earlier_run_held_gets_its_forgotten_line_from_a_running_w
     assert erased.held == {7, 9}
     assert set(json.loads((earlier / "identities.json").read_text())["identities"]) == {"8"}
     assert all(e["global_id"] != 7 for e in _events(earlier))
+
+
+def _held_by(camera_dir: Path, gid: int) -> list[str]:
+    """Where a camera's folders still hold ``gid`` (its boxes under it, its embedding, its table entry or
+    label): each file and line, or table entry, named; what a privacy officer checks after a forget. The
+    ``forgotten`` lines that say when it was forgotten are not the person's data."""
+    found: list[str] = []
+    for f in sorted(camera_dir.rglob("*")):
+        if f.name.endswith(".jsonl"):
+            for n, line in enumerate(f.read_text().splitlines()):
+                rec = json.loads(line)
+                if rec.get("global_id") == gid and rec.get("event") != "forgotten":
+                    found.append(f"{f}:{n + 1}")
+        elif f.name == "identities.json" and str(gid) in json.loads(f.read_text())["identities"]:
+            found.append(f"{f}: table entry")
+        elif f.name.endswith(".global.txt"):
+            rows = [r.split(",") for r in f.read_text().splitlines()]
+            found += [f"{f}:{n + 1}" for n, r in enumerate(rows) if int(float(r[1])) == gid]
+    return found
+
+
+def _inject_7(earlier: Path, name: str) -> None:
+    """Make ``earlier``'s file ``name`` (and no other there) hold person 7 beside the 8 the run wrote."""
+    path = earlier / name
+    if name == "identities.json":
+        table = json.loads(path.read_text())
+        table["identities"]["7"] = table["identities"]["8"]
+        path.write_text(json.dumps(table))
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    if name.endswith(".global.txt"):
+        path.write_text("".join([*lines, lines[-1].replace(",8,", ",7,", 1)]))
+        return
+    of_8 = next(x for x in lines if json.loads(x).get("global_id") == 8)
+    path.write_text("".join([*lines, json.dumps(json.loads(of_8) | {"global_id": 7}) + "\n"]))
+
+
+@pytest.mark.parametrize("name", ["identities.jsonl", "identities.json", "events.jsonl", "cam.global.txt"])
+def test_forget_killed_as_it_replaces_the_only_file_holding_the_id_writes_its_line_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Each file an erase replaces keeps the ids it held in forget-pending.json first (``Erased.keep``), so a
+    forget killed just after replacing it leaves a note that the id was there, and forget run again writes its
+    ``forgotten`` line though no file holds the id any more. Each kind of file alone holds person 7 here, in an
+    earlier folder; the tests before had identities.jsonl hold the id with the others, so a file that replaced
+    itself without the note (the table, the global rows, the events), or with it after the replace, passed.
+    Kills: erase_table's, erase_global_rows' and erase_events' keep dropped; erase_table's keep after its write."""
+    import daemon.erase as erase_module
+
+    config = _fleet_config(tmp_path)
+    runs = tmp_path / "runs"
+    folder = runs / "cam"
+    outputs = _outputs(runs)
+    _frame(outputs, 0, {1: None, 2: 8})
+    _frame(outputs, 1, {1: 9, 2: 8})
+    outputs.close()
+    earlier = _keep_as_earlier(folder, "20260101T000000Z")
+    _inject_7(earlier, name)
+    outputs = _outputs(runs)
+    _frame(outputs, 0, {2: 8})
+    outputs.close()
+    assert _held_by(folder, 7) == [
+        f"{earlier / name}: table entry" if name == "identities.json" else _held_by(earlier, 7)[0]
+    ]
+    write = erase_module.atomic_write
+
+    def killed_once_written(path: Path, data: bytes) -> None:
+        write(path, data)
+        if path == earlier / name:
+            raise _Killed
+
+    monkeypatch.setattr(erase_module, "atomic_write", killed_once_written)
+    with pytest.raises(_Killed):
+        main(["-q", "forget", "7", "--config", str(config)])
+    monkeypatch.undo()
+    assert _held_by(folder, 7) == []  # erased there, and nowhere else did it hold 7
+
+    assert main(["-q", "forget", "7", "--config", str(config)]) == 0
+    lines = [json.loads(x) for x in (folder / "identities.jsonl").read_text().splitlines()]
+    assert [(x["event"], x["global_id"]) for x in lines if x["event"] == "forgotten"] == [("forgotten", 7)]
+    assert not (folder / "forget-pending.json").exists()
+    assert _held_by(earlier, 8) and _held_by(earlier, 9)  # the others stay
+
+
+@pytest.mark.parametrize("where", ["same file", "newer folder"])
+def test_an_id_seen_again_after_its_forgotten_line_gets_a_new_one_once_erased(
+    tmp_path: Path, where: str
+) -> None:
+    """An id whose forgotten line is the last word on it gets no second one (a running worker wrote it, its
+    erase deferred): but where identity lines of the id came after that line (the id seen again, in the same
+    identities.jsonl or a newer folder's), what was erased now is said by none, so a new one is written. Kills:
+    an identity line not taking back the id's ``said`` (in erase_identity_lines), a newer folder's identity
+    lines not taking back an older folder's (in erase_folder)."""
+    from daemon.fleet import forgotten_line
+
+    folder = tmp_path / "cam"
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {1: 7, 2: 8})
+    outputs.close()
+    log = folder / "identities.jsonl"
+    of_7 = next(x for x in log.read_text().splitlines(keepends=True) if json.loads(x)["global_id"] == 7)
+    with open(log, "a") as f:
+        f.write(forgotten_line("cam", 7, 0, 100.5))
+        if where == "same file":
+            f.write(of_7)
+    if where == "newer folder":
+        _keep_as_earlier(folder, "20260101T000000Z")
+        outputs = _outputs(tmp_path)
+        _frame(outputs, 1, {1: 7, 2: 8})
+        outputs.close()
+
+    erase_stopped_camera(folder, "cam", [7, 8], 300.0)
+    lines = [json.loads(x) for x in (folder / "identities.jsonl").read_text().splitlines()]
+    assert [(x["global_id"], x["ts"]) for x in lines if x["event"] == "forgotten"][-2:] == [
+        (7, 300.0),
+        (8, 300.0),
+    ]
+    assert _held_by(folder, 7) == [] and _held_by(folder, 8) == []
