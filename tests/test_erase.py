@@ -28,10 +28,15 @@ KEY = "0123456789abcdef0123456789abcdef"
 
 
 def _frame(
-    outputs: CameraOutputs, index: int, ids: dict[int, int | None], changed: set[int] | None = None
+    outputs: CameraOutputs,
+    index: int,
+    ids: dict[int, int | None],
+    changed: set[int] | None = None,
+    labels: dict[int, str] | None = None,
 ) -> None:
-    """One frame: track t at its own place, embedded, with global id ids[t] (None: pending); the tracks in
-    ``changed`` (default: every one with an id) got that id on this frame."""
+    """One frame: track t at its own place, embedded, with global id ids[t] (None: pending) and the name
+    ``labels[t]`` where given; the tracks in ``changed`` (default: every one with an id) got that id on this
+    frame."""
     image = np.zeros((48, 64, 3), np.uint8)
     n = len(ids)
     boxes = np.array([[10.0 * t, 2, 10.0 * t + 8, 22] for t in ids], np.float32)
@@ -44,7 +49,13 @@ def _frame(
     vecs = np.stack([np.full(3, t + index / 100, np.float32) for t in ids])
     assigned = tuple(
         IdentityAssignment(
-            "cam", t, g, None, 0.9, "fleet" if g else "pending", g is not None and t in changed
+            "cam",
+            t,
+            g,
+            (labels or {}).get(t),
+            0.9,
+            "fleet" if g else "pending",
+            g is not None and t in changed,
         )
         for t, g in ids.items()
     )
@@ -933,3 +944,37 @@ def test_an_id_seen_again_after_its_forgotten_line_gets_a_new_one_once_erased(
         (8, 300.0),
     ]
     assert _held_by(folder, 7) == [] and _held_by(folder, 8) == []
+
+
+@pytest.mark.parametrize("path", ["running", "stopped"])
+def test_a_forgotten_person_s_name_is_in_no_file_of_the_camera_after_the_erase(
+    tmp_path: Path, path: str
+) -> None:
+    """A named person (a gallery label, or one the fleet learned) has the name in their events, identity lines
+    and table entry; no test had a label, so an erase that took the global id and the embedding out of the
+    events but left the name passed. After the erase no file of the camera holds the name, in any folder; the
+    other person keeps theirs. Kills: erase_events leaving ``label`` as it was."""
+    folder = tmp_path / "cam"
+    names = {1: "Alice Example", 2: "Bob Other"}
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {1: 7, 2: 8}, labels=names)
+    _frame(outputs, 1, {1: 7, 2: 8}, changed=set(), labels=names)
+    outputs.close()
+    earlier = _keep_as_earlier(folder, "20260101T000000Z")
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {1: 7, 2: 8}, labels=names)
+    if path == "running":
+        outputs.forget([7], 0, 101.0)
+        _frame(outputs, 1, {2: 8}, changed=set(), labels=names)
+        outputs.close()
+    else:
+        outputs.close()
+        erase_stopped_camera(folder, "cam", [7], 101.0)
+
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    assert [str(f) for f in files if b"Alice" in f.read_bytes()] == []
+    for f in (earlier, folder):
+        assert any(e.get("label") == "Bob Other" for e in _events(f))
+        assert b"Bob Other" in (f / "identities.jsonl").read_bytes()
+        assert b"Bob Other" in (f / "identities.json").read_bytes()
+    assert _held_by(folder, 7) == []
