@@ -27,7 +27,9 @@ Every text file is rewritten atomically (a temporary file in the folder, then a 
 file open reopens it after (``CameraOutputs.forget``). A line that is not UTF-8 text (a damaged file) is read
 with its bad bytes kept as they are (``surrogateescape``): it is erased where it can still be read as a record,
 else kept byte for byte, and the erase names the file and the line (``Erased.damaged``), the rest of the file
-erased as any other.
+erased as any other. A line that is no record (torn by a kill or a power cut as it was written, or damaged) but
+names a forgotten id as its ``global_id`` holds the person still (their id, their name after it): it is dropped
+whole, and an event's embedding row it names zeroed.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +51,9 @@ from daemon.fleet import MAX_PENDING_FORGETS, forgotten_line
 from daemon.outputs import earlier_folders
 
 MAX_NAMED_LINES = 5  # damaged lines of a file named by number in what the erase says (the rest counted)
+# a global id, and an embedding's row, as this daemon's JSON lines write them: read in a line that is no record
+_GLOBAL_ID = re.compile(r'"global_id":\s*(\d+)(?![\d.eE])')
+_ROW = re.compile(r'"row":\s*(\d+)(?![\d.eE])')
 PENDING_FILE = (
     "forget-pending.json"  # in a camera's folder: forgotten ids its files still hold (PendingForgets)
 )
@@ -211,7 +217,8 @@ def rewrite_lines(
 
 
 def _record(line: str) -> dict[str, Any] | None:
-    """A JSON-lines record, or None for a line that is not one (a torn last line after a crash: kept as is)."""
+    """A JSON-lines record, or None for a line that is not one (a torn last line after a crash: kept as is,
+    unless it names a forgotten id: ``_torn_of``)."""
     try:
         rec = json.loads(line)
     except ValueError:
@@ -221,6 +228,13 @@ def _record(line: str) -> dict[str, Any] | None:
 
 def _of(rec: dict[str, Any] | None, gids: set[int]) -> bool:
     return rec is not None and rec.get("global_id") in gids
+
+
+def _torn_of(line: str, gids: set[int]) -> set[int]:
+    """Of ``gids``, those a line that is not a record names as its global id (a last line torn by a kill or a
+    power cut, a damaged one): what is left of it holds the person still (their id, their name after it), and
+    it is dropped whole, being no record anyone reads."""
+    return {int(m.group(1)) for m in _GLOBAL_ID.finditer(line)} & gids
 
 
 def erase_identity_lines(
@@ -237,7 +251,11 @@ def erase_identity_lines(
 
     def edit(line: str) -> str | None:
         rec = _record(line)
-        if not _of(rec, gids) or rec is None:
+        if rec is None:
+            torn = _torn_of(line, gids)
+            held.update(torn)
+            return None if torn else line
+        if not _of(rec, gids):
             return line
         if rec.get("event") == "forgotten":
             said.add(rec["global_id"])
@@ -359,6 +377,17 @@ def pending_lines(folders: list[Path], gids: set[int], deadline: float | None = 
     return doomed
 
 
+def _torn_event(line: str, gids: set[int], held: set[int], rows: list[int]) -> str | None:
+    """``erase_events``' edit of a line that is no record: dropped where it names one of ``gids`` (``_torn_of``),
+    those ids kept in ``held`` and the embedding rows it names in ``rows`` (zeroed); else kept as it is."""
+    torn = _torn_of(line, gids)
+    if not torn:
+        return line
+    held.update(torn)
+    rows.extend(int(m.group(1)) for m in _ROW.finditer(line))
+    return None
+
+
 def erase_events(
     path: Path,
     gids: set[int],
@@ -381,7 +410,9 @@ def erase_events(
         nonlocal line_no
         line_no += 1
         rec = _record(line)
-        if rec is None or "global_id" not in rec:
+        if rec is None:
+            return _torn_event(line, gids, held, rows)
+        if "global_id" not in rec:
             return line
         if not (_of(rec, gids) or (rec["global_id"] is None and line_no in pending)):
             return line

@@ -978,3 +978,53 @@ def test_a_forgotten_person_s_name_is_in_no_file_of_the_camera_after_the_erase(
         assert b"Bob Other" in (f / "identities.jsonl").read_bytes()
         assert b"Bob Other" in (f / "identities.json").read_bytes()
     assert _held_by(folder, 7) == []
+
+
+def _torn(line: bytes, at: bytes) -> bytes:
+    """``line`` cut just after ``at`` (its first): a line a kill (or a power cut) tore as it was written."""
+    return line[: line.index(at) + len(at)]
+
+
+def test_forget_erases_a_person_from_lines_a_kill_tore_as_it_wrote_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker killed (SIGKILL, a power cut) as it wrote leaves a torn last line in events.jsonl and
+    identities.jsonl, which a restart moves into an earlier-* folder. The erase read only whole records and kept
+    any other line as it was, so a torn line of the person, which holds their global id and their name (and an
+    event's embedding row), stayed after `forget`. Such a line naming the id is dropped, its row zeroed; torn
+    lines of others are kept as they were."""
+    config = _fleet_config(tmp_path)
+    runs = tmp_path / "runs"
+    folder = runs / "cam"
+    outputs = _outputs(runs)
+    _frame(outputs, 0, {1: 7, 2: 8}, labels={1: "Alice Example", 2: "Bob Other"})
+    outputs.close()
+    events, log = folder / "events.jsonl", folder / "identities.jsonl"
+    of_7, of_8 = (
+        next(x for x in events.read_bytes().splitlines() if b'"global_id":%d' % g in x) for g in (7, 8)
+    )
+    row_7 = json.loads(of_7)["embedding"]["row"]
+    (ident_7,) = (x for x in log.read_bytes().splitlines() if b'"global_id":7' in x)
+    with open(events, "ab") as f:  # the frame's events again, torn after person 7's embedding row
+        f.write(of_8 + b"\n" + _torn(of_7, b'"row":%d' % row_7))
+    with open(log, "ab") as f:
+        f.write(_torn(ident_7, b"Alice"))
+    earlier = _keep_as_earlier(folder, "20260101T000000Z")
+    outputs = _outputs(runs)
+    _frame(outputs, 0, {2: 8}, labels={2: "Bob Other"})
+    outputs.close()
+
+    assert main(["-q", "forget", "7", "--config", str(config)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    lines_of_7 = [
+        f"{f}: {x!r}"
+        for f in folder.rglob("*")
+        if f.is_file()
+        for x in f.read_bytes().splitlines()
+        if b"Alice" in x or (b'"global_id":7' in x and b'"event":"forgotten"' not in x)
+    ]
+    assert lines_of_7 == []
+    assert not np.load(earlier / "embeddings.npy")[row_7].any()
+    assert (earlier / "events.jsonl").read_bytes().splitlines()[-1] == of_8  # the others' lines kept
+    lines = [json.loads(x) for x in (folder / "identities.jsonl").read_text().splitlines()]
+    assert [(x["event"], x["global_id"]) for x in lines] == [("identity", 8), ("forgotten", 7)]
