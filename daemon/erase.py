@@ -536,10 +536,22 @@ def erase_stopped_camera(
     erased.held |= set(held) & set(gids)
     path = camera_dir / "identities.jsonl"
     if erased.held and not erased.left and path.is_file():
+        torn = not _ends_a_line(path)
         with open(path, "a", encoding="utf-8") as f:
             unsaid = erased.held - erased.said
+            f.write("\n" if torn else "")
             f.writelines(forgotten_line(camera, gid, None, now) for gid in gids if gid in unsaid)
     return erased
+
+
+def _ends_a_line(path: Path) -> bool:
+    """Whether text file ``path`` is empty or ends with a newline: not with a last line a kill tore, which a line
+    appended would join (neither then read as a record)."""
+    with _reading(path), open(path, "rb") as f:
+        if f.seek(0, 2) == 0:
+            return True
+        f.seek(-1, 2)
+        return f.read(1) == b"\n"
 
 
 @dataclass(frozen=True, slots=True)

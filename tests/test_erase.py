@@ -1028,3 +1028,28 @@ def test_forget_erases_a_person_from_lines_a_kill_tore_as_it_wrote_them(
     assert (earlier / "events.jsonl").read_bytes().splitlines()[-1] == of_8  # the others' lines kept
     lines = [json.loads(x) for x in (folder / "identities.jsonl").read_text().splitlines()]
     assert [(x["event"], x["global_id"]) for x in lines] == [("identity", 8), ("forgotten", 7)]
+
+
+def test_forget_writes_its_forgotten_line_on_a_line_of_its_own_after_a_torn_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stopped camera's identities.jsonl that ends with a line a kill tore (of another person) got the
+    ``forgotten`` line appended to it, on the same line: neither read as a record, so the word that the id was
+    erased was lost to every reader (and the erase after, not seeing it, wrote it again). It goes on a line of
+    its own; the torn line stays as it was."""
+    config = _fleet_config(tmp_path)
+    folder = tmp_path / "runs" / "cam"
+    outputs = _outputs(tmp_path / "runs")
+    _frame(outputs, 0, {1: 7, 2: 8})
+    outputs.close()
+    log = folder / "identities.jsonl"
+    (of_8,) = (x for x in log.read_bytes().splitlines() if b'"global_id":8' in x)
+    torn = _torn(of_8, b'"label"')
+    with open(log, "ab") as f:
+        f.write(torn)
+
+    assert main(["-q", "forget", "7", "--config", str(config)]) == 0
+    lines = log.read_bytes().splitlines()
+    assert lines[-2] == torn
+    last = json.loads(lines[-1])
+    assert (last["event"], last["global_id"], last["frame"]) == ("forgotten", 7, None)
