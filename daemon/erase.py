@@ -362,19 +362,32 @@ def pending_lines(folders: list[Path], gids: set[int], deadline: float | None = 
         for n, (_, line, _) in enumerate(text_lines(path)):
             _check(deadline)
             rec = _record(line)
-            if rec is None or not isinstance(rec.get("track_id"), int) or "global_id" not in rec:
-                continue
-            track, event = rec["track_id"], rec.get("event")
-            if event == "track.started" or rec["global_id"] is not None:
-                before = pending.pop(track, [])
-                if _of(rec, gids):
-                    for where, line_no in before:
-                        doomed.setdefault(where, set()).add(line_no)
-            if event == "track.ended":
-                pending.pop(track, None)
-            elif rec["global_id"] is None:
-                pending.setdefault(track, []).append((folder, n))
+            if rec is not None and isinstance(rec.get("track_id"), int):
+                _follow(rec, (folder, n), gids, pending, doomed)
     return doomed
+
+
+def _follow(
+    rec: dict[str, Any],
+    at: tuple[Path, int],
+    gids: set[int],
+    pending: dict[int, list[tuple[Path, int]]],
+    doomed: dict[Path, set[int]],
+) -> None:
+    """``pending_lines``' step for the event ``rec`` at ``at`` (folder, line): a ``track.started`` or
+    ``track.ended`` begins or ends a life of its track, the events it had pending before are nobody's it names
+    (another life's, another run's: left as they are); a global id names the track's pending events since
+    (``doomed`` where it is one of ``gids``); an event with no global id yet is pending."""
+    track, event, gid = rec["track_id"], rec.get("event"), rec.get("global_id")
+    if event in ("track.started", "track.ended"):
+        pending.pop(track, None)
+    elif gid is not None:
+        before = pending.pop(track, [])
+        if gid in gids:
+            for where, line_no in before:
+                doomed.setdefault(where, set()).add(line_no)
+    if gid is None and "global_id" in rec:
+        pending.setdefault(track, []).append(at)
 
 
 def _torn_event(line: str, gids: set[int], held: set[int], rows: list[int]) -> str | None:

@@ -1053,3 +1053,31 @@ def test_forget_writes_its_forgotten_line_on_a_line_of_its_own_after_a_torn_one(
     assert lines[-2] == torn
     last = json.loads(lines[-1])
     assert (last["event"], last["global_id"], last["frame"]) == ("forgotten", 7, None)
+
+
+@pytest.mark.parametrize("ended", [True, False])
+def test_erase_leaves_another_run_s_pending_track_alone_when_the_id_comes_with_its_track_s_start(
+    tmp_path: Path, ended: bool
+) -> None:
+    """The events a track had pending before a ``track.started`` of the same track id are another life's (a
+    restarted camera can number a track as an earlier run did); the erase kept them only where the new life
+    started pending: one that started with the forgotten id already took the earlier run's pending events, and
+    zeroed their embeddings, someone the fleet never knew, and a ``track.ended`` between did not stop it. Both
+    begin or end a life: the other person's events and embeddings stay."""
+    folder = tmp_path / "cam"
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {2: None})
+    _frame(outputs, 1, {2: None})
+    if ended:
+        outputs.finish([2], 2, 0.2)
+    outputs.close()
+    earlier = _keep_as_earlier(folder, "20260101T000000Z")
+    before = _files_of(earlier)
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {2: 7})  # the new run's track 2: person 7 from its first frame
+    outputs.close()
+
+    erased = erase_camera(folder, [7])
+    assert erased.event_lines == 1 and erased.embeddings == 1
+    assert _files_of(earlier) == before
+    assert [e.get("forgotten") for e in _events(folder)] == [True]
