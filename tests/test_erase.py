@@ -1081,3 +1081,62 @@ def test_erase_leaves_another_run_s_pending_track_alone_when_the_id_comes_with_i
     assert erased.event_lines == 1 and erased.embeddings == 1
     assert _files_of(earlier) == before
     assert [e.get("forgotten") for e in _events(folder)] == [True]
+
+
+def test_an_erase_with_a_deadline_stops_inside_a_large_global_id_file(tmp_path: Path) -> None:
+    """The deadline is looked at line by line in each file rewritten, not only as the events are read first
+    for who tracks were before their id (``pending_lines``): a <camera>.global.txt (a row per frame and
+    track, a camera's largest file) of 400k rows was read and rewritten whole past the deadline, the erase
+    then said done. Kills: rewrite_lines without its check."""
+    import time
+
+    folder = tmp_path / "cam"
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {1: 7, 2: 8})
+    outputs.close()
+    with open(folder / "cam.global.txt", "a") as f:
+        f.write("".join(f"{n},{7 + n % 2},1,2,3,4,0.9,-1,-1,-1\n" for n in range(400_000)))
+    rows = (folder / "cam.global.txt").read_bytes()
+
+    started = time.monotonic()
+    erased = erase_camera(folder, [7], deadline=started + 0.2)
+    took = time.monotonic() - started
+
+    assert erased.left and took < 5.0, took  # the bound is loose for loaded machines
+    assert (folder / "cam.global.txt").read_bytes() == rows  # left as it was (the small files before, erased)
+
+
+def test_an_erase_cut_short_by_its_deadline_writes_no_forgotten_line_until_it_is_done(tmp_path: Path) -> None:
+    """A stopping worker's erase that its deadline cut short writes no ``forgotten`` line yet, though an
+    earlier folder it erased held the id: the id is in the camera's own folder still, and the line says when it
+    was erased. The erase done again writes it, once. Kills: the line written for an erase left (``left``)."""
+    import time
+
+    from daemon.erase import PendingForgets
+
+    folder = tmp_path / "cam"
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {1: 7, 2: 8})
+    outputs.close()
+    earlier = _keep_as_earlier(folder, "20260101T000000Z")
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {1: 7, 2: 8})
+    outputs.close()
+    with open(
+        folder / "cam.global.txt", "a"
+    ) as f:  # the camera's own folder, erased last, too large for 0.2 s
+        f.write("".join(f"{n},{7 + n % 2},1,2,3,4,0.9,-1,-1,-1\n" for n in range(400_000)))
+    pending = PendingForgets(folder)
+    pending.add([7])
+
+    erased = pending.erase("cam", 200.0, deadline=time.monotonic() + 0.2)
+    assert erased.left and _held_by(earlier, 7) == [] and _held_by(folder, 7)
+    assert b'"forgotten"' not in (folder / "identities.jsonl").read_bytes()
+    assert pending.read() == ([7], {7})
+
+    erased = pending.erase("cam", 300.0)
+    assert not erased.left and _held_by(folder, 7) == [] and not pending.path.exists()
+    lines = [json.loads(x) for x in (folder / "identities.jsonl").read_text().splitlines()]
+    assert [(x["event"], x["global_id"], x["ts"]) for x in lines if x["event"] == "forgotten"] == [
+        ("forgotten", 7, 300.0)
+    ]
