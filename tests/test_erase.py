@@ -1140,3 +1140,22 @@ def test_an_erase_cut_short_by_its_deadline_writes_no_forgotten_line_until_it_is
     assert [(x["event"], x["global_id"], x["ts"]) for x in lines if x["event"] == "forgotten"] == [
         ("forgotten", 7, 300.0)
     ]
+
+
+def test_forget_pending_json_keeps_the_newest_ids_past_its_bound_and_takes_only_whole_numbers(
+    tmp_path: Path,
+) -> None:
+    """forget-pending.json holds at most MAX_PENDING_FORGETS ids, the newest (as the worker's memory keeps
+    them: the oldest were logged as they went), and reads only a list of whole numbers: a hand edit or damage
+    that made an id ``true`` would have erased person 1. No test had either. Kills: the oldest kept, and
+    isinstance taking a bool for an id."""
+    from daemon.erase import PendingForgets, UnreadableFile
+    from daemon.fleet import MAX_PENDING_FORGETS
+
+    pending = PendingForgets(tmp_path)
+    ids = list(range(1, MAX_PENDING_FORGETS + 3))
+    assert pending.add(ids) == ids[2:]
+    assert pending.read() == (ids[2:], set())
+    pending.path.write_text(json.dumps({"ids": [5, True], "held": []}))
+    with pytest.raises(UnreadableFile, match="not a list of pending forgotten ids"):
+        pending.read()
