@@ -1159,3 +1159,47 @@ def test_forget_pending_json_keeps_the_newest_ids_past_its_bound_and_takes_only_
     pending.path.write_text(json.dumps({"ids": [5, True], "held": []}))
     with pytest.raises(UnreadableFile, match="not a list of pending forgotten ids"):
         pending.read()
+
+
+@pytest.mark.parametrize("name", ["events.jsonl", "identities.json"])
+def test_an_erase_that_cannot_write_a_file_whole_leaves_it_as_it_was(tmp_path: Path, name: str) -> None:
+    """Each file is rewritten through a temporary file then renamed, so a write that fails partway (a disk
+    that fills; here a file-size limit, EFBIG) leaves the file as it was, the other people's events with it:
+    the tests before checked that only by replacing atomic_write itself. Kills: the rewrite, and the table,
+    written in place (the file cut at the limit, the rest of its people lost)."""
+    import resource
+    import sys
+
+    import daemon
+
+    folder = tmp_path / "cam"
+    outputs = _outputs(tmp_path)
+    _frame(outputs, 0, {1: 7, 2: 8})
+    outputs.close()
+    if name == "events.jsonl":
+        line = json.dumps(
+            {"v": 1, "event": "track.seen", "frame": 1, "track_id": 2, "global_id": 8, "x": "." * 60}
+        )
+        with open(folder / name, "a") as f:
+            f.write((line + "\n") * 20_000)
+    else:
+        table = json.loads((folder / name).read_text())
+        table["identities"] |= {str(g): table["identities"]["8"] for g in range(1000, 21_000)}
+        (folder / name).write_text(json.dumps(table, indent=1))
+    before = (folder / name).read_bytes()
+    assert len(before) > 2**21  # twice the limit
+
+    def limited() -> None:  # Python ignores SIGXFSZ: a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
+
+    code = "import sys, pathlib, daemon.erase as e; e.erase_stopped_camera(pathlib.Path(sys.argv[1]), 'cam', [7], 1.0)"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(folder)],
+        env={**os.environ, "PYTHONPATH": str(Path(daemon.__file__).parents[1])},
+        preexec_fn=limited,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and "File too large" in done.stderr, done.stderr
+    assert (folder / name).read_bytes() == before
+    assert [f.name for f in folder.iterdir() if f.name.endswith(".tmp")] == []
