@@ -1203,3 +1203,34 @@ def test_an_erase_that_cannot_write_a_file_whole_leaves_it_as_it_was(tmp_path: P
     assert done.returncode == 1 and "File too large" in done.stderr, done.stderr
     assert (folder / name).read_bytes() == before
     assert [f.name for f in folder.iterdir() if f.name.endswith(".tmp")] == []
+
+
+def test_a_running_worker_s_retry_writes_the_line_for_an_id_its_failed_try_erased(tmp_path: Path) -> None:
+    """A running worker's erase that failed partway (a file it could not read) after rewriting an earlier
+    folder that alone held the id keeps that in forget-pending.json's ``held``; its retry, once the file is
+    mended, finds the id in no file, and writes its ``forgotten`` line from that note (``held``), as a stopped
+    camera's erase does. No test had a running worker's retry find nothing. Kills: CameraOutputs.forget
+    without ``held``."""
+    from daemon.erase import PendingForgets, UnreadableFile
+
+    folder = tmp_path / "cam"
+    blocked, kept = _earlier_runs_of_7_and_8_the_newer_unreadable(tmp_path)
+    outputs = _outputs(tmp_path)  # the camera runs again: person 8
+    _frame(outputs, 0, {1: 8})
+    pending = PendingForgets(folder)
+    for index in (0, 1):  # as the worker's _erase_forgotten: noted first, then erased, the held note with it
+        waiting = pending.add([7])
+        _, held = pending.read()
+        if index == 0:
+            with pytest.raises(UnreadableFile):
+                outputs.forget([7], index, 100.0 + index, held, pending.keeper(waiting, held))
+            blocked.unlink()
+            blocked.write_bytes(kept)
+        else:
+            assert held == {7}
+            erased = outputs.forget([7], index, 100.0 + index, held, pending.keeper(waiting, held))
+    outputs.close()
+
+    assert erased.total == 0 and _held_by(folder, 7) == []
+    lines = [json.loads(x) for x in (folder / "identities.jsonl").read_text().splitlines()]
+    assert [(x["global_id"], x["frame"]) for x in lines if x["event"] == "forgotten"] == [(7, 1)]
