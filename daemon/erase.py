@@ -16,9 +16,10 @@ wrote down as well, in its folder and its ``earlier-*`` folders:
 
 Annotated videos keep their pixels: a video cannot be edited this way (the README says so).
 
-An erase can be given a deadline (a stopping worker's, under the unit's TimeoutStopSec): it stops at the line
-it reads past it, the file it was reading left as it was (each file is written whole or not at all), oldest
-folder first so that what is left can be erased again to the same end, and says so (``Erased.left``). Ids
+An erase can be given a deadline (``Deadline``: a stopping worker's time, under the unit's TimeoutStopSec, or a
+running worker's stop event, set by SIGTERM): it stops at the line it reads past it, the file it was reading left
+as it was (each file is written whole or not at all), oldest folder first so that what is left can be erased
+again to the same end, and says so (``Erased.left``). Ids
 whose erase is not done wait in the camera's ``forget-pending.json`` (``PendingForgets``), written before the
 erase begins: the next start, or ``reid-daemon forget`` on the stopped camera, erases them first, and a worker
 killed meanwhile loses none.
@@ -38,6 +39,7 @@ import contextlib
 import errno
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -162,12 +164,19 @@ def _damage(path: Path, lines: list[int]) -> str | None:
     return f"{path}: 1 line not UTF-8 text (line {some}), kept as it was: a damaged file"
 
 
+# when an erase stops: a time (monotonic), an event (a running worker's stop: once set, the erase stops at the
+# line it reads), or None (it runs to its end)
+Deadline = float | threading.Event | None
+
+
 class OutOfTime(Exception):
     """An erase's deadline came before it was done."""
 
 
-def _check(deadline: float | None) -> None:
-    if deadline is not None and time.monotonic() >= deadline:
+def _check(deadline: Deadline) -> None:
+    if deadline is None:
+        return
+    if deadline.is_set() if isinstance(deadline, threading.Event) else time.monotonic() >= deadline:
         raise OutOfTime
 
 
@@ -187,12 +196,12 @@ def rewrite_lines(
     path: Path,
     edit: Callable[[str], str | None],
     before: Callable[[], object] | None = None,
-    deadline: float | None = None,
+    deadline: Deadline = None,
 ) -> Rewritten:
     """Rewrite text file ``path`` line by line: ``edit`` returns the line to keep (changed or not) or None to
     drop it. Written atomically, and only when a line changed, ``before`` called first; a line kept unchanged is
     written back byte for byte (one that is not UTF-8 text too: its damage is noted). OutOfTime where
-    ``deadline`` (monotonic) comes before the last line is read: the file is left as it was."""
+    ``deadline`` comes before the last line is read: the file is left as it was."""
     if not path.is_file():
         return Rewritten(0)
     kept: list[bytes] = []
@@ -240,7 +249,7 @@ def _torn_of(line: str, gids: set[int]) -> set[int]:
 def erase_identity_lines(
     path: Path,
     gids: set[int],
-    deadline: float | None = None,
+    deadline: Deadline = None,
     keep: Callable[[set[int]], object] | None = None,
 ) -> Rewritten:
     """``identities.jsonl``: drop the ``identity`` lines of ``gids``; says which of them the file held, and
@@ -320,7 +329,7 @@ def _is_utf8(raw: bytes) -> bool:
 def erase_global_rows(
     path: Path,
     gids: set[int],
-    deadline: float | None = None,
+    deadline: Deadline = None,
     keep: Callable[[set[int]], object] | None = None,
 ) -> Rewritten:
     """A ``<camera>.global.txt``: drop the rows whose id (second column) is one of ``gids`` (``keep``: see
@@ -346,12 +355,12 @@ def _keeping(keep: Callable[[set[int]], object] | None, held: set[int]) -> Calla
     return None if keep is None else lambda: keep(held)
 
 
-def pending_lines(folders: list[Path], gids: set[int], deadline: float | None = None) -> dict[Path, set[int]]:
+def pending_lines(folders: list[Path], gids: set[int], deadline: Deadline = None) -> dict[Path, set[int]]:
     """Per folder (oldest first), the line numbers in its ``events.jsonl`` of events with no global id yet
     whose track's next global id is one of ``gids``: who they were before the fleet knew. Such a run of events
     starts after the track's latest global id, or at its ``track.started`` (a restarted run, or a track re-linked,
     can number a track as before; rotated files go on without one), and ends at its ``track.ended``. OutOfTime
-    where ``deadline`` (monotonic) comes before the last line is read."""
+    where ``deadline`` (``Deadline``) comes before the last line is read."""
     pending: dict[int, list[tuple[Path, int]]] = {}
     doomed: dict[Path, set[int]] = {}
     for folder in folders:
@@ -406,7 +415,7 @@ def erase_events(
     gids: set[int],
     pending: set[int],
     embeddings: Path,
-    deadline: float | None = None,
+    deadline: Deadline = None,
     keep: Callable[[set[int]], object] | None = None,
 ) -> tuple[Rewritten, int]:
     """``events.jsonl``: events of ``gids``, and the events on lines ``pending`` (with no global id yet: see
@@ -478,11 +487,11 @@ def folders_of(camera_dir: Path) -> list[Path]:
 
 
 def erase_folder(
-    folder: Path, gids: set[int], pending: set[int], erased: Erased, deadline: float | None = None
+    folder: Path, gids: set[int], pending: set[int], erased: Erased, deadline: Deadline = None
 ) -> None:
     """Erase ``gids`` from the camera files in one folder (none of them open for writing), counted in
     ``erased`` file by file: where a file raises, what the files before it changed is there still. OutOfTime
-    where ``deadline`` (monotonic) comes first: the file it was reading is left as it was (each is written
+    where ``deadline`` (``Deadline``) comes first: the file it was reading is left as it was (each is written
     whole), the files before it erased (the events' embedding rows are zeroed as their file is written)."""
     keep = erased.keep
     lines = erase_identity_lines(folder / "identities.jsonl", gids, deadline, keep)
@@ -503,11 +512,11 @@ def erase_folder(
 
 
 def erase_camera(
-    camera_dir: Path, global_ids: Iterable[int], deadline: float | None = None, erased: Erased | None = None
+    camera_dir: Path, global_ids: Iterable[int], deadline: Deadline = None, erased: Erased | None = None
 ) -> Erased:
     """Erase ``global_ids`` from every file a camera left in ``camera_dir`` and its ``earlier-*`` folders, all
     of them in one pass over each file (a stopping worker can have thousands waiting). The folders are erased
-    oldest first, the camera's own last, and with a ``deadline`` (monotonic) the erase stops at the line it
+    oldest first, the camera's own last, and with a ``deadline`` (``Deadline``) the erase stops at the line it
     reads past it, the file it was reading left as it was (the erase then says ``left``): the events of a track
     from before its global id come before it, so an erase cut short leaves the id where the next one finds
     those events again. Counted in ``erased`` where given: a file that
@@ -534,7 +543,7 @@ def erase_stopped_camera(
     camera: str,
     global_ids: Iterable[int],
     now: float,
-    deadline: float | None = None,
+    deadline: Deadline = None,
     held: Iterable[int] = (),
     erased: Erased | None = None,
 ) -> Erased:
@@ -622,7 +631,7 @@ class PendingForgets:
         gone = set(global_ids)
         self.write([g for g in ids if g not in gone], held - gone)
 
-    def erase(self, camera: str, now: float, deadline: float | None = None) -> Erased:
+    def erase(self, camera: str, now: float, deadline: Deadline = None) -> Erased:
         """Erase the ids waiting from the camera's closed files (``erase_ids``)."""
         ids, held = self.read()
         if not ids:
@@ -644,7 +653,7 @@ class PendingForgets:
         return keep
 
     def erase_ids(
-        self, camera: str, ids: list[int], held: set[int], now: float, deadline: float | None = None
+        self, camera: str, ids: list[int], held: set[int], now: float, deadline: Deadline = None
     ) -> Erased:
         """``erase_stopped_camera`` of ``ids`` (``held``: those an erase cut short found before); the file goes
         once they are erased, else keeps them with those found so far. Before a file holding ids not known to be

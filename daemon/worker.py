@@ -50,7 +50,7 @@ FORGET_RETRY_MAX_S = 60.0  # ... up to this
 FORGET_IDLE_S = 1.0  # a live fleet camera erases forgotten ids from its files this often between frames too
 # a stopping worker erases forgotten ids from its files for at most this long (looked at line by line, the
 # file it reads then left whole), well under the unit's TimeoutStopSec (10 s: deploy/reid-daemon@.service);
-# the rest wait in forget-pending.json
+# the rest wait in forget-pending.json, as do those of an erase the stop cut short (ended at once)
 STOP_ERASE_S = 5.0
 MAX_LOGGED_IDS = 10  # forgotten ids named in a log line (the rest counted: a journald line is at most 48 KB)
 
@@ -231,6 +231,7 @@ class CameraOutputs:
         now: float,
         held: set[int] | None = None,
         keep: Callable[[set[int]], object] | None = None,
+        stop: threading.Event | None = None,
     ) -> Erased:
         """The fleet forgot ``global_ids``: out of the camera's identity table, and erased from what it wrote
         so far, here and in its ``earlier-*`` folders (``daemon.erase``); the open files are reopened after.
@@ -241,7 +242,8 @@ class CameraOutputs:
         run saw as it forgets them, those only an earlier run's files held (or an earlier folder's, before a
         rotation) once they are erased (``Erased.held``; one whose last line is its forgotten line already, a
         retry's, gets none; ``held``: ids an erase before found, whose files it rewrote). ``keep``: see
-        ``Erased.keep``."""
+        ``Erased.keep``. ``stop`` set (the worker stopping) ends the erase at the line it reads (``Erased.left``):
+        then no such line is written yet (the erase that ends it, from forget-pending.json, writes them)."""
         open_files = [w for w in (self.identities, self.events, self.global_mot) if w is not None]
         with self.writing():
             if self.identities is not None:
@@ -249,14 +251,14 @@ class CameraOutputs:
             for w in open_files:
                 w.flush()
         try:
-            erased = erase_camera(self.dir, global_ids, None, Erased(keep=keep))
+            erased = erase_camera(self.dir, global_ids, stop, Erased(keep=keep))
         finally:
             with self.writing():
                 for w in open_files:
                     w.reopen()
         erased.held |= (held or set()) & set(global_ids)
         unsaid = erased.held - erased.said
-        if self.identities is not None and unsaid:
+        if self.identities is not None and unsaid and not erased.left:
             with self.writing():
                 self.identities.write_forgotten([g for g in global_ids if g in unsaid], index, now)
         return erased
@@ -617,9 +619,11 @@ class CameraWorker:
         logged, naming it, and said on /health (``unerased``); the ids stay to be erased, tried again after
         FORGET_RETRY_S, doubling up to FORGET_RETRY_MAX_S, and after the run if it ends first; a forget that
         comes meanwhile (of one of them again, or of another id) is said to be pending, with the file, at once:
-        ``reid-daemon forget`` waits a few seconds only."""
+        ``reid-daemon forget`` waits a few seconds only. A stop ends the erase at the line it reads, the ids left
+        in forget-pending.json (``_erase_cut_short``); once the worker is stopping, none begins (its stop erases
+        what is forgotten after: ``_erase_late_forgets``)."""
         fleet = self.fleet
-        if fleet is None:
+        if fleet is None or self._stop.is_set():
             return
         heard = fleet.take_heard()  # before take_forgotten: one heard after it is taken on the next call
         if time.monotonic() < self._erase_retry_at:
@@ -633,17 +637,36 @@ class CameraWorker:
         try:
             waiting = pending.add(gone)  # first: a worker killed while it erases loses none
             _, held = pending.read()
-            erased = outputs.forget(gone, index, now, held, pending.keeper(waiting, held))
+            erased = outputs.forget(gone, index, now, held, pending.keeper(waiting, held), self._stop)
         except OSError as e:
             self._erase_later(outputs, gone, erase_problem(e, outputs.dir))
             return
         except DaemonError as e:  # the camera's own files could not be written
             self._erase_later(outputs, gone, str(e))
             raise
+        if erased.left:
+            self._erase_cut_short(pending, gone)
+            return
         self._keep_pending(outputs, pending.remove, gone)  # erased: out of forget-pending.json
         self.unerased, self._erase_retry_s, self._erase_retry_at = None, 0.0, 0.0
         log.info("%s: forgot global ids %s; from its files: %s", self.name, gone, erased.text())
         fleet.say_of_forgets(gone, "erased", erased.text())  # files and memory clean: `forget` hears it
+
+    def _erase_cut_short(self, pending: PendingForgets, gids: list[int]) -> None:
+        """The worker was stopped while it erased ``gids`` from its files: the erase ended at the line it read (a
+        long one, of large earlier-* folders, would hold the stop past the unit's TimeoutStopSec), and they wait
+        in forget-pending.json, erased first by the next start or ``reid-daemon forget`` on the stopped camera;
+        logged, and said to be pending."""
+        assert self.fleet is not None
+        log.warning(
+            "%s: forget cut short by the stop: %s left waiting in %s, erased first by the next start or "
+            "`reid-daemon forget`",
+            self.name,
+            _ids_are(gids),
+            pending.path,
+        )
+        why = f"its worker stopped while it erased it; it waits in {pending.path}, erased by the camera's next start"
+        self.fleet.say_of_forgets(gids, "pending", why)
 
     def _erase_later(self, outputs: CameraOutputs, gids: list[int], problem: str) -> None:
         """``gids`` could not be erased from the camera's files (``problem``): they wait, tried again after

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -229,3 +230,126 @@ def test_a_running_camera_whose_clock_lags_is_heard_to_have_erased_the_id(
     finally:
         worker.terminate()
         worker.wait(30)
+
+
+def _live_camera(tmp_path: Path, url: str, stream: str, gt: Path) -> Path:
+    """One live camera, ``door``, on the RTSP stream ``stream`` (true boxes and looks, quick to reconnect), in a
+    fleet on ``url``'s Valkey."""
+    camera = {
+        "source": {
+            "uri": stream,
+            "open_timeout_s": 2,
+            "read_timeout_s": 1,
+            "reconnect_initial_s": 0.1,
+            "reconnect_max_s": 0.5,
+        },
+        "detector": {"type": "ground-truth", "path": str(gt)},
+        "embedder": {"type": "ground-truth", "truth": {"path": str(gt)}},
+        "output": {"dir": str(tmp_path / "runs"), "progress": False, "video": False},
+    }
+    cfg = {
+        "bridge": {"url": url, "signing_key": {"value": KEY}},
+        "fleet": {"enabled": True},
+        "identity": {"min_observations": 2, "new_min_observations": 2},
+        "cameras": {"door": camera},
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _large_earlier_run(camera_dir: Path, gid: int, lines: int) -> Path:
+    """An earlier-* folder of ``camera_dir`` whose events.jsonl holds ``lines`` events of another person and, at
+    its end, a few of ``gid``'s: seconds to read (about 190 bytes a line). Returns the file."""
+    folder = camera_dir / "earlier-20260101T000000Z"
+    folder.mkdir(parents=True)
+
+    def event(track: int, global_id: int) -> str:
+        rec = {
+            "v": 1,
+            "event": "track.updated",
+            "camera": "door",
+            "track_id": track,
+            "key": f"door/{track}",
+            "frame": 1,
+            "ts": 0.1,
+            "box": [1, 2, 3, 4],
+            "score": 0.9,
+            "global_id": global_id,
+            "label": None,
+            "embedding": None,
+        }
+        return json.dumps(rec, separators=(",", ":")) + "\n"
+
+    path = folder / "events.jsonl"
+    path.write_text(event(2, gid + 1000) * lines + event(1, gid) * 5)
+    return path
+
+
+def _holds(events: Path, gid: int) -> bool:
+    return f'"global_id":{gid},' in events.read_text()
+
+
+def _forgotten_lines(camera_dir: Path, gid: int) -> int:
+    """The ``forgotten`` lines of ``gid`` in the identities.jsonl of ``camera_dir`` and its earlier-* folders."""
+    found = 0
+    for path in camera_dir.glob("**/identities.jsonl"):
+        lines = [json.loads(x) for x in path.read_text().splitlines()]
+        found += sum(1 for x in lines if x["event"] == "forgotten" and x["global_id"] == gid)
+    return found
+
+
+def test_a_stop_during_a_long_erase_exits_at_once_and_the_next_start_erases_the_rest(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A running worker erased a forgotten id from its files (here its idle thread, the live stream down) with
+    no deadline, holding the camera's files: SIGTERM during a long erase (large earlier-* folders) waited for it
+    to end, past the unit's TimeoutStopSec (10 s) on a large enough folder, where systemd's SIGKILL ended the run
+    without its summary.json. The stop ends the erase at the line it reads: the worker exits 0 at once with its
+    summary written, the id waits in forget-pending.json, and the next start erases it first."""
+    from test_sources import RtspServer
+
+    clip = make_video(tmp_path / "stream.mp4", frames=750, size=(160, 120), fps=25.0, people=2)
+    server = RtspServer(clip.path)
+    server.start()
+    config = _live_camera(tmp_path, valkey.url, server.url, clip.write_mot_gt(tmp_path / "gt.txt"))
+    camera_dir = tmp_path / "runs" / "door"
+    events = _large_earlier_run(camera_dir, 1, 300_000)  # seconds to erase (7 s on a loaded 2-core machine)
+    pending = camera_dir / "forget-pending.json"
+    worker = _start(config, "door", tmp_path)
+    try:
+        settings = load_settings(config)
+        with Bridge(settings.bridge, "test", receive=False) as bridge:
+            _until("a global id", lambda: (bridge.last_global_id() or 0) >= 1)
+        _until("the worker running", lambda: worker_running(camera_dir))
+        server.stop()  # the stream is down: the worker's idle thread erases
+        time.sleep(1.5)  # the frames the decoder held are written (read_timeout_s is 1 s)
+        assert main(["-q", "forget", "1", "--config", str(config), "--wait", "0"]) == 1  # not erased yet
+        _until("the erase begun", pending.is_file, 30)  # written as each erase begins
+        worker.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        code = worker.wait(30)
+        took = time.monotonic() - stopping
+    finally:
+        worker.kill()
+        worker.wait(30)
+    print(f"\nSIGTERM during a long erase: the worker exited {took:.2f} s after")
+    log = (tmp_path / "door.log").read_text()
+    assert code == 0 and took < 5.0, (code, took, log[-3000:])
+    assert "cut short by the stop" in log, log[-3000:]
+    assert json.loads((camera_dir / "summary.json").read_text())["frames"] > 0
+    assert json.loads(pending.read_text())["ids"] == [1]  # still waiting
+    assert _holds(events, 1)
+
+    server.start()  # the same port
+    worker = _start(config, "door", tmp_path)
+    try:
+        _until("the next start's erase", lambda: not pending.exists(), 90)
+        _until("the worker running", lambda: worker_running(camera_dir))
+    finally:
+        worker.terminate()
+        assert worker.wait(30) == 0
+        server.stop()
+    assert "left by an earlier run's stop" in (tmp_path / "door.log").read_text()
+    assert not _holds(events, 1) and _holds(events, 1001)
+    assert _forgotten_lines(camera_dir, 1) == 1
