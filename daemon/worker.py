@@ -535,13 +535,14 @@ class CameraWorker:
     def _erase_pending_forgets(self) -> None:
         """Ids an earlier run's stop left in the camera's forget-pending.json, erased first (its files are
         closed: no run of it writes them yet); a file that cannot be read or written is logged, the ids kept
-        waiting for the next start or ``reid-daemon forget``."""
+        waiting for the next start or ``reid-daemon forget``. A stop meanwhile ends the erase at the line it
+        reads (a long one would hold the stop past the unit's TimeoutStopSec): the ids wait there still."""
         pending = PendingForgets(Path(self.cam.output.dir) / self.name)
         if not pending.path.is_file():
             return
         try:
             ids, _ = pending.read()
-            erased = pending.erase(self.name, time.time())
+            erased = pending.erase(self.name, time.time(), self._stop)
         except OSError as e:
             log.error(
                 "%s: forget of the ids in %s not done: %s; they wait there for the next start or `reid-daemon "
@@ -549,6 +550,15 @@ class CameraWorker:
                 self.name,
                 pending.path,
                 erase_problem(e, pending.camera_dir),
+            )
+            return
+        if erased.left:
+            log.warning(
+                "%s: forget of the ids an earlier run's stop left, cut short by this one's: %s left waiting in %s, "
+                "erased first by the next start or `reid-daemon forget`",
+                self.name,
+                _ids_are(ids),
+                pending.path,
             )
             return
         log.info(

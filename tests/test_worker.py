@@ -1,6 +1,7 @@
 """The camera worker end to end on a synthetic video (no shared data needed), and on the real clip."""
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -1344,3 +1345,71 @@ def test_a_rotated_run_whose_first_files_were_deleted_is_scored_from_where_its_f
     assert (metrics["FN"], metrics["IDF1"]) == (0, 100.0), metrics
     [kept] = earlier_folders(folder)  # files of 25 frames: the first two sets deleted
     assert json.loads((kept / "run.json").read_text(encoding="utf-8"))["first_frame"] == 50
+
+
+def _reading(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` holds ``path`` open (Linux: /proc/<pid>/fd)."""
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        return any(Path(os.readlink(fd)) == path for fd in fds.iterdir())
+    except OSError:  # a descriptor closed meanwhile, or the process ended
+        return False
+
+
+def test_a_stop_during_the_start_s_erase_of_pending_forgets_exits_at_once_leaving_them_pending(
+    tmp_path: Path,
+) -> None:
+    """A start erases first the forgotten ids an earlier run's stop left in forget-pending.json, with no deadline:
+    SIGTERM meanwhile (large earlier-* folders take minutes) waited for the whole erase, past the unit's
+    TimeoutStopSec (10 s) on a large enough folder, where systemd's SIGKILL ended it. The stop ends that erase at
+    the line it reads: the worker exits 0 at once, the ids still waiting, and the start after erases them."""
+    import signal
+    import subprocess
+    import sys
+
+    clip = make_video(tmp_path / "clip.mp4", frames=10, size=(160, 120), people=1)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"cameras:\n  door:\n    source: {{uri: '{clip.path}'}}\n"
+        f"    detector: {{type: ground-truth, path: {gt}}}\n    embedder: {{type: none}}\n"
+        f"    output: {{dir: {tmp_path / 'runs'}, progress: false, video: false}}\n"
+    )
+    camera_dir = tmp_path / "runs" / "door"
+    earlier = camera_dir / "earlier-20260101T000000Z"
+    earlier.mkdir(parents=True)
+    line = json.dumps({"v": 1, "event": "track.updated", "track_id": 2, "global_id": 8, "x": "." * 120})
+    gone = json.dumps({"v": 1, "event": "track.updated", "track_id": 1, "global_id": 7})
+    events = earlier / "events.jsonl"
+    events.write_text(
+        (line + "\n") * 300_000 + gone + "\n"
+    )  # seconds to read (7 s on a loaded 2-core machine)
+    pending = PendingForgets(camera_dir)
+    pending.add([7])
+
+    cmd = [sys.executable, "-m", "daemon", "run", "--config", str(cfg), "--no-progress"]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(cmd, cwd=root, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60  # a loaded machine takes a while to import the worker
+        while not _reading(proc.pid, events) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _reading(proc.pid, events), "the start did not get to its erase"
+        proc.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - stopping
+    finally:
+        proc.kill()
+        proc.wait(30)
+    print(f"\nSIGTERM during the start's erase: the worker exited {took:.2f} s after")
+    assert proc.returncode == 0 and took < 5.0, (took, err[-3000:])
+    assert "cut short by this one's" in err, err[-3000:]
+    assert pending.read() == ([7], set())
+    assert '"global_id": 7' in events.read_text()
+
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "left by an earlier run's stop" in done.stderr
+    assert not pending.path.exists()
+    assert '"global_id": 7' not in events.read_text()
