@@ -1413,3 +1413,35 @@ def test_a_stop_during_the_start_s_erase_of_pending_forgets_exits_at_once_leavin
     assert "left by an earlier run's stop" in done.stderr
     assert not pending.path.exists()
     assert '"global_id": 7' not in events.read_text()
+
+
+def test_a_stop_during_an_erase_between_frames_ends_it_and_leaves_the_id_pending(tmp_path: Path) -> None:
+    """A running worker erases a forgotten id from its files between two frames (on its frame loop), with no
+    deadline: a stop then (SIGTERM) waited for the whole erase of large earlier-* folders. The stop ends it at the
+    line it reads: the run ends at once with its summary written, the id waiting in forget-pending.json."""
+    import threading
+
+    settings = _fleet_of_one(tmp_path)
+    camera_dir = tmp_path / "runs" / "synth"
+    [earlier] = _earlier_runs_holding(camera_dir, 555, 1)
+    filler = json.dumps({"v": 1, "event": "track.updated", "track_id": 2, "global_id": 8, "x": "." * 120})
+    with open(earlier / "events.jsonl", "a") as f:
+        f.write((filler + "\n") * 300_000)  # seconds to read
+    pending = PendingForgets(camera_dir)
+    worker = CameraWorker(settings, "synth", observers=[_ForgetAt(555, at=10)])  # type: ignore[arg-type]
+    stopped: list[float] = []
+
+    def stop_once_the_erase_began() -> None:
+        while not pending.path.exists():  # written as each erase begins
+            time.sleep(0.01)
+        stopped.append(time.monotonic())
+        worker.stop()
+
+    stopper = threading.Thread(target=stop_once_the_erase_began, daemon=True)
+    stopper.start()
+    summary = worker.run()
+    took = time.monotonic() - stopped[0]
+    assert took < 5.0, took
+    assert 0 < summary.frames < 30 and (camera_dir / "summary.json").is_file()
+    assert pending.read()[0] == [555]
+    assert 555 in _earlier_ids([earlier])  # not erased yet: the next start does
