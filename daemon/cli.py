@@ -325,8 +325,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from daemon.worker import CameraWorker
 
         settings, name = _load(args)
+        gt = _camera_ground_truth(args, settings, name)
         if args.gt_noise is not None:
-            settings = _with_gt_noise(settings, name, args)
+            settings = _with_gt_noise(settings, name, args, gt)
         if not settings.cameras[name].output.mot:
             raise ConfigError(f"eval scores the MOT results file, but cameras.{name}.output.mot is off")
         summary = CameraWorker(settings, name, show_progress=False if args.no_progress else None).run()
@@ -337,9 +338,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         results, frames = summary.outputs["mot"], summary.last_frame + 1
         stride = settings.cameras[name].source.stride  # the frames in between were not run: not misses
     else:
+        gt = Path(args.gt)
         frames, stride = _extent_of_run(Path(results))
     metrics = evaluate(
-        _gt_from(args.gt, Path(results)), run_results(Path(results)), num_frames=frames, stride=stride
+        _gt_from(gt, Path(results)), run_results(Path(results)), num_frames=frames, stride=stride
     )
     print(metrics.summary())
     if args.json:  # the scores are printed first: a write that fails still (a full disk) loses nothing
@@ -352,7 +354,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gt_from(gt: str, results: Path) -> MotGroundTruth:
+def _gt_from(gt: Path, results: Path) -> MotGroundTruth:
     """The ground truth ``gt`` from the frame where the files of ``results``' run begin (``run_first_frame``:
     past those ``output.keep_earlier`` deleted)."""
     from daemon.motio import read_ground_truth
@@ -360,6 +362,20 @@ def _gt_from(gt: str, results: Path) -> MotGroundTruth:
 
     truth = read_ground_truth(gt)
     return truth.select(truth.frame >= run_first_frame(results))
+
+
+def _camera_ground_truth(args: argparse.Namespace, settings: Any, name: str) -> Path:
+    """The ground truth eval scores a camera of --config on: --gt, else the camera's ``ground_truth`` setting
+    (the file a fleet run scores it on); ConfigError where there is neither."""
+    if args.gt is not None:
+        return Path(args.gt)
+    given: Path | None = settings.cameras[name].ground_truth
+    if given is None:
+        raise ConfigError(
+            f"eval needs the ground truth to score camera {name} on: give --gt, or set "
+            f"cameras.{name}.ground_truth in {args.config}"
+        )
+    return given
 
 
 def _check_eval_options(args: argparse.Namespace) -> None:
@@ -388,6 +404,8 @@ def _check_eval_options(args: argparse.Namespace) -> None:
         )
     if args.results is None and args.config is None:
         raise ConfigError("eval needs --results FILE, or --config (and optional --source) to run the tracker")
+    if args.gt is None and args.results is not None:
+        raise ConfigError("eval --results needs --gt, the ground truth to score the file on")
     if args.gt_noise is not None and args.detections is not None:
         raise ConfigError(
             "eval --gt-noise detects from the ground truth and --detections replays a det.txt: give one of them"
@@ -396,13 +414,13 @@ def _check_eval_options(args: argparse.Namespace) -> None:
         raise ConfigError("eval --seed seeds the noise of --gt-noise: give --gt-noise too")
 
 
-def _with_gt_noise(settings: Any, name: str, args: argparse.Namespace) -> Any:
+def _with_gt_noise(settings: Any, name: str, args: argparse.Namespace, gt: Path) -> Any:
     from daemon.config import with_overrides
 
     jitter, drop, fp = args.gt_noise
     det = {
         "type": "ground-truth",
-        "path": args.gt,
+        "path": str(gt),
         "jitter": jitter,
         "drop_rate": drop,
         "false_positive_rate": fp,
@@ -1062,7 +1080,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_scenario)
 
     ev = sub.add_parser("eval", help="HOTA / IDF1 / MOTA against MOTChallenge ground truth.")
-    ev.add_argument("--gt", required=True, help="MOTChallenge gt.txt (an empty path is refused).")
+    ev.add_argument(
+        "--gt",
+        help="MOTChallenge gt.txt (an empty path is refused); with --config, default: the camera's "
+        "cameras.<name>.ground_truth.",
+    )
     ev.add_argument(
         "--results",
         help="Existing results file to score (skips running the tracker); a worker's, beside its summary.json, "

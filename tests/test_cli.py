@@ -731,3 +731,46 @@ def test_fleet_s_last_lines_name_a_camera_s_video_segments_as_they_are(tmp_path:
     assert _camera_written("cam", tmp_path) == "annotated-001.mp4 and 1 more segment, cam.global.txt"
     (tmp_path / "annotated.mp4").write_bytes(b"")
     assert _camera_written("cam", tmp_path) == "annotated.mp4 and 2 more segments, cam.global.txt"
+
+
+def test_eval_of_a_config_camera_scores_on_its_ground_truth_setting(
+    synth: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`eval --config fleet.yaml --camera X` needed --gt even where the config names the camera's ground truth
+    (cameras.X.ground_truth, the file the fleet scores it on): argparse refused the command. --gt defaults to the
+    chosen camera's setting (another camera's is not taken), and a camera without one is refused naming it."""
+    clip, gt, _ = synth
+    first_only = tmp_path / "first-only.txt"
+    first_only.write_text("".join(f"{x}\n" for x in gt.read_text().split() if x.split(",")[1] == "1"))
+    runs = tmp_path / "runs"
+    camera = (
+        f"source: {{uri: {clip}}}, detector: {{type: ground-truth, path: {gt}}}, embedder: {{type: none}}"
+    )
+    cfg = _config(
+        tmp_path,
+        f"camera_defaults: {{output: {{dir: {runs}, progress: false}}}}\ncameras:\n"
+        f"  hall: {{{camera}, ground_truth: {gt}}}\n  door: {{{camera}, ground_truth: {first_only}}}\n"
+        f"  yard: {{{camera}}}\n",
+    )
+    m = tmp_path / "m.json"
+    assert main(["eval", "--config", str(cfg), "--camera", "hall", "--json", str(m)]) == 0
+    scored = json.loads(m.read_text())
+    assert scored["GT_Dets"] == 2 * 25 and scored["IDF1"] == pytest.approx(100.0)
+    assert main(["eval", "--config", str(cfg), "--camera", "door", "--json", str(m)]) == 0
+    scored = json.loads(m.read_text())
+    assert scored["GT_Dets"] == 25 and scored["FP"] == 25  # door's truth: the other person's boxes are FPs
+    # --gt-noise detects from the camera's truth too, and --gt still overrides the setting
+    assert (
+        main(
+            ["eval", "--config", str(cfg), "--camera", "door", "--gt-noise", "0", "0", "0", "--json", str(m)]
+        )
+        == 0
+    )
+    assert json.loads(m.read_text())["FP"] == 0
+    assert main(["eval", "--gt", str(gt), "--config", str(cfg), "--camera", "door", "--json", str(m)]) == 0
+    assert json.loads(m.read_text())["GT_Dets"] == 2 * 25
+    capsys.readouterr()
+    assert main(["eval", "--config", str(cfg), "--camera", "yard"]) == 2
+    assert "cameras.yard.ground_truth" in capsys.readouterr().err and not (runs / "yard").exists()
+    assert main(["eval", "--results", str(runs / "hall" / "hall.txt")]) == 2
+    assert "--gt" in capsys.readouterr().err
