@@ -326,6 +326,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         settings, name = _load(args)
         gt = _camera_ground_truth(args, settings, name)
+        truth = _read_truth(gt, args, name)
         if args.gt_noise is not None:
             settings = _with_gt_noise(settings, name, args, gt)
         if not settings.cameras[name].output.mot:
@@ -338,10 +339,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         results, frames = summary.outputs["mot"], summary.last_frame + 1
         stride = settings.cameras[name].source.stride  # the frames in between were not run: not misses
     else:
-        gt = Path(args.gt)
+        truth = _read_truth(Path(args.gt), args, "")
         frames, stride = _extent_of_run(Path(results))
     metrics = evaluate(
-        _gt_from(gt, Path(results)), run_results(Path(results)), num_frames=frames, stride=stride
+        _gt_from(truth, Path(results)), run_results(Path(results)), num_frames=frames, stride=stride
     )
     print(metrics.summary())
     if args.json:  # the scores are printed first: a write that fails still (a full disk) loses nothing
@@ -354,13 +355,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gt_from(gt: Path, results: Path) -> MotGroundTruth:
-    """The ground truth ``gt`` from the frame where the files of ``results``' run begin (``run_first_frame``:
-    past those ``output.keep_earlier`` deleted)."""
-    from daemon.motio import read_ground_truth
+def _gt_from(truth: MotGroundTruth, results: Path) -> MotGroundTruth:
+    """The ground truth from the frame where the files of ``results``' run begin (``run_first_frame``: past
+    those ``output.keep_earlier`` deleted)."""
     from daemon.outputs import run_first_frame
 
-    truth = read_ground_truth(gt)
     return truth.select(truth.frame >= run_first_frame(results))
 
 
@@ -376,6 +375,19 @@ def _camera_ground_truth(args: argparse.Namespace, settings: Any, name: str) -> 
             f"cameras.{name}.ground_truth in {args.config}"
         )
     return given
+
+
+def _read_truth(path: Path, args: argparse.Namespace, name: str) -> MotGroundTruth:
+    """The ground truth at ``path``, read before the camera runs (a bad one found after cost the run); its
+    DataError names the setting where the path came from the config's ``cameras.<name>.ground_truth``."""
+    from daemon.motio import read_ground_truth
+
+    try:
+        return read_ground_truth(path)
+    except DataError as e:
+        if args.gt is not None:
+            raise
+        raise DataError(f"cameras.{name}.ground_truth: {e}") from None
 
 
 def _check_eval_options(args: argparse.Namespace) -> None:

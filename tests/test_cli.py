@@ -774,3 +774,29 @@ def test_eval_of_a_config_camera_scores_on_its_ground_truth_setting(
     assert "cameras.yard.ground_truth" in capsys.readouterr().err and not (runs / "yard").exists()
     assert main(["eval", "--results", str(runs / "hall" / "hall.txt")]) == 2
     assert "--gt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting", [False, True])
+def test_eval_reads_the_ground_truth_before_running_the_camera(
+    synth: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: bool
+) -> None:
+    """`eval --config` read its ground truth only once the camera had run to its end (minutes on a real video):
+    a truth that was missing, or not MOTChallenge (0-based frames), was named after the run, its work lost. It
+    is read first, as the fleet reads its cameras' (given as --gt or as cameras.<name>.ground_truth)."""
+    clip, gt, _ = synth
+    zero_based = tmp_path / "zero-based.txt"
+    zero_based.write_text(
+        "".join(f"{int(x.split(',')[0]) - 1},{x.split(',', 1)[1]}\n" for x in gt.read_text().split())
+    )
+    truth = f", ground_truth: {zero_based}" if setting else ""
+    cfg = _config(
+        tmp_path,
+        f"cameras:\n  door: {{source: {{uri: {clip}}}, detector: {{type: ground-truth, path: {gt}}}, "
+        f"embedder: {{type: none}}, output: {{dir: {tmp_path / 'runs'}, progress: false}}{truth}}}\n",
+    )
+    given = [] if setting else ["--gt", str(zero_based)]
+    assert main(["eval", *given, "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert f"{zero_based}, line 1: frame must be an integer >= 1" in err, err
+    assert ("cameras.door.ground_truth: " in err) == setting  # where the path came from
+    assert not (tmp_path / "runs").exists()  # nothing ran
