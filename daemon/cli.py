@@ -1094,8 +1094,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="HOTA / IDF1 / MOTA against MOTChallenge ground truth.")
     ev.add_argument(
         "--gt",
-        help="MOTChallenge gt.txt (an empty path is refused); with --config, default: the camera's "
-        "cameras.<name>.ground_truth.",
+        help="MOTChallenge gt.txt (an empty path is refused): MOT15's 10 columns, every consider=0 row ignored, "
+        "or MOT16/17/20's 9 (...,consider,class,visibility), scored by its classes as TrackEval scores them; "
+        "with --config, default: the camera's cameras.<name>.ground_truth.",
     )
     ev.add_argument(
         "--results",

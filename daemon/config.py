@@ -286,7 +286,10 @@ class GroundTruthDetectorConfig(_Strict):
         "ground-truth",
         description="Detector backend: boxes made from the ground truth, with optional noise (evaluation only).",
     )
-    path: HomePath = Field(description="MOTChallenge gt.txt; rows with consider=0 are skipped.")
+    path: HomePath = Field(
+        description="MOTChallenge gt.txt; rows with consider=0 are skipped (and in the 9-column MOT16/17/20 "
+        "layout every class but pedestrian, 1).",
+    )
     jitter: float = Field(0.0, ge=0, le=1, description="Box jitter, std as a fraction of box size.")
     drop_rate: float = Field(0.0, ge=0, le=1, description="Probability that a true box is missed.")
     false_positive_rate: float = Field(
@@ -309,7 +312,8 @@ class GroundTruthLooksConfig(_Strict):
     """Looks made from a ground truth (embedder type 'ground-truth', evaluation only; daemon/oracle_embed.py)."""
 
     path: HomePath = Field(
-        description="MOTChallenge gt.txt of the camera's video; rows with consider=0 are skipped."
+        description="MOTChallenge gt.txt of the camera's video; rows with consider=0 are skipped (and in the "
+        "9-column MOT16/17/20 layout every class but pedestrian, 1)."
     )
     similarity: float = Field(
         0.75,

@@ -5,11 +5,12 @@ loader hands its metrics (box IoU similarities, ids relabelled to 0..n-1), in me
 
 * gt rows with consider=0 are ignored. With ``distractors=True`` (the default, the MOT16/17/20 rule of
   ``MotChallenge2DBox.get_preprocessed_seq_data``) predicted boxes are first matched to *all* gt boxes of
-  their frame (Hungarian on IoU, matches need IoU >= 0.5) and those matched to an ignored row are removed,
+  their frame (Hungarian on IoU, matches need IoU >= 0.5) and those matched to a distractor row are removed,
   so they count neither as true nor as false positives. With ``distractors=False`` (TrackEval's MOT15 rule,
   also py-motmetrics') ignored rows are simply dropped and boxes on them are false positives.
-  TrackEval removes only boxes matched to distractor *classes* of a MOT16/17 gt; this module has one
-  'pedestrian' class and treats every consider=0 row as a distractor.
+  A gt in the MOT16/17/20 layout has classes, and TrackEval's rule is followed (``daemon.motio``): pedestrians
+  with consider=1 are scored, the distractor classes (2, 7, 8, 12) shield the boxes on them, and a box on
+  another class (a car) is a false positive. A MOT15 gt has none: every consider=0 row is a distractor.
 * TP matches need IoU >= 0.5 (CLEAR, Identity); HOTA averages over IoU thresholds 0.05..0.95.
 """
 
@@ -142,10 +143,10 @@ def iou_matches(similarity: F64Array) -> tuple[NDArray[np.intp], NDArray[np.intp
     return rows[matched], cols[matched]
 
 
-def _distractor_matches(similarity: F64Array, consider: NDArray[np.bool_]) -> NDArray[np.intp]:
-    """Columns of predicted boxes matched to an ignored gt row (as MotChallenge2DBox preprocessing)."""
+def _distractor_matches(similarity: F64Array, distractor: NDArray[np.bool_]) -> NDArray[np.intp]:
+    """Columns of predicted boxes matched to a distractor gt row (as MotChallenge2DBox preprocessing)."""
     rows, cols = iou_matches(similarity)
-    removed: NDArray[np.intp] = cols[~consider[rows]]
+    removed: NDArray[np.intp] = cols[distractor[rows]]
     return removed
 
 
@@ -169,10 +170,10 @@ def frame_boxes(
     """The rows ``gt_rows`` and ``pred_rows`` of one frame that are scored (see the module docstring): the one
     rule of the scores and of the fleet's merges (``fleet_eval.matches``)."""
     similarity = box_ious(gt.xywh[gt_rows], pred.xywh[pred_rows])
-    consider = gt.consider[gt_rows]
+    consider, distractor = gt.consider[gt_rows], gt.distractors()[gt_rows]
     keep_pred = np.ones(len(pred_rows), dtype=bool)
-    if distractors and len(gt_rows) > 0 and len(pred_rows) > 0 and not consider.all():
-        keep_pred[_distractor_matches(similarity, consider)] = False
+    if distractors and len(gt_rows) > 0 and len(pred_rows) > 0 and distractor.any():
+        keep_pred[_distractor_matches(similarity, distractor)] = False
     return FrameBoxes(gt_rows[consider], pred_rows[keep_pred], similarity[consider][:, keep_pred])
 
 
@@ -271,7 +272,8 @@ def evaluate(
     with :mod:`daemon.motio`. ``num_frames`` defaults to the last frame in either input; rows of later
     frames are left out (a run stopped early is scored on the frames it saw). ``stride`` > 1 scores only
     frames 1, 1 + stride, ... (a run with ``source.stride`` saw only those; ``Frames`` counts only those).
-    ``distractors`` chooses how boxes on consider=0 gt rows count (see the module docstring).
+    ``distractors`` chooses how boxes on distractor gt rows count (consider=0 rows of a MOT15 gt; see the
+    module docstring).
     ``warn_mismatch`` logs a warning for
     results that look like another sequence's (``sequence_mismatch``); off where the ground truth was made for
     these very results (a fleet scenario's cameras). Malformed input raises DataError.

@@ -176,15 +176,10 @@ def concatenate(runs: dict[str, CameraRun]) -> tuple[MotGroundTruth, MotTracks, 
     offset = 0
     for run in runs.values():
         g, p = run.gt, run.global_ids
-        gts.append(MotGroundTruth(g.frame + offset, g.track_id, g.xywh, g.consider))
+        gts.append(MotGroundTruth(g.frame + offset, g.track_id, g.xywh, g.consider, g.distractor))
         preds.append(MotTracks(p.frame + offset, p.track_id, p.xywh, p.conf))
         offset += run.frames
-    gt = MotGroundTruth(
-        np.concatenate([g.frame for g in gts]),
-        np.concatenate([g.track_id for g in gts]),
-        np.concatenate([g.xywh for g in gts]),
-        np.concatenate([g.consider for g in gts]),
-    )
+    gt = MotGroundTruth.joined(gts)
     pred = MotTracks(
         np.concatenate([p.frame for p in preds]),
         np.concatenate([p.track_id for p in preds]),

@@ -7,6 +7,15 @@ Three kinds of file share one layout of comma-separated numbers; frames are 1-ba
 * det.txt: ``frame,-1,x,y,w,h,score,...``     -> :class:`MotDetections`
 * gt.txt:  ``frame,id,x,y,w,h,consider,...`` -> :class:`MotGroundTruth` (consider=0 marks a row to be ignored)
 
+Ground truth comes in two layouts, told apart by their number of columns. MOT15's has 10 (or fewer: 7, 8):
+``...,consider,world_x,world_y,world_z``, whose world coordinates are not read; every consider=0 row is an
+ignored region. MOT16/17/20's has 9: ``...,consider,class,visibility``, and its rows are read as TrackEval reads
+that benchmark (unless its class column is -1 throughout: unused, read as MOT15's): only pedestrians (class 1)
+with consider=1 are scored, and the classes person on vehicle (2), static person (7), distractor (8) and
+reflection (12) are distractors (a box on one is neither rewarded nor punished); the other classes (vehicles,
+occluders: 3-6, 9-11, 13) are not people, and a box on one is a false positive. (TrackEval's MOT20 also takes
+non-motorised vehicles, class 6, for distractors; this reader does not.)
+
 Boxes are ``x, y, w, h`` with (x, y) the top-left corner, in pixels. Every reader raises :class:`DataError`
 naming the file (or array) and the line (or row) of the first problem: a wrong number of columns, a value
 that is not a number, NaN or infinity, a frame that is not a positive integer, a negative width or height,
@@ -41,6 +50,13 @@ BOX_DECIMALS: Final = 3
 """Decimals written for box coordinates (a thousandth of a pixel)."""
 SCORE_DIGITS: Final = 6
 """Significant digits written for scores and confidences."""
+MOT17_GT_COLUMNS: Final = 9
+"""Columns of the MOT16/17/20 ground-truth layout (frame,id,x,y,w,h,consider,class,visibility)."""
+MOT17_CLASSES: Final = 13
+"""The classes of that layout are 1..13 (1 pedestrian)."""
+MOT17_DISTRACTOR_CLASSES: Final = (2, 7, 8, 12)
+"""Person on vehicle, static person, distractor, reflection: TrackEval's MOT16/17 distractor classes."""
+_DISTRACTOR_CLASS: Final = 8
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -139,22 +155,46 @@ class MotDetections:
 class MotGroundTruth:
     """Ground truth, one row per (frame, person): 1-based ``frame``, ``track_id``, ``xywh``, ``consider``.
 
-    Rows with ``consider`` False are ignored regions: evaluation neither rewards nor punishes boxes on them.
+    Rows with ``consider`` True are the people scored. ``distractor`` marks the rows evaluation neither rewards
+    nor punishes boxes on (ignored regions, static people...); None, as MOT15 files are read: every row not
+    considered. A row neither considered nor a distractor (a MOT17 car) is not scored and shields no box.
     """
 
     frame: IntArray
     track_id: IntArray
     xywh: F64Array
     consider: NDArray[np.bool_]
+    distractor: NDArray[np.bool_] | None = None
 
     def __post_init__(self) -> None:
         _check_rows(len(self.frame), self.xywh, track_id=self.track_id, consider=self.consider)
+        if self.distractor is not None:
+            _check_rows(len(self.frame), self.xywh, distractor=self.distractor)
 
     def __len__(self) -> int:
         return int(self.frame.shape[0])
 
+    def distractors(self) -> NDArray[np.bool_]:
+        """The rows boxes on which count neither way: ``distractor``, by default every row not considered."""
+        return ~self.consider if self.distractor is None else self.distractor
+
     def select(self, keep: NDArray[np.bool_] | NDArray[np.intp]) -> MotGroundTruth:
-        return MotGroundTruth(self.frame[keep], self.track_id[keep], self.xywh[keep], self.consider[keep])
+        distractor = None if self.distractor is None else self.distractor[keep]
+        return MotGroundTruth(
+            self.frame[keep], self.track_id[keep], self.xywh[keep], self.consider[keep], distractor
+        )
+
+    @staticmethod
+    def joined(parts: Sequence[MotGroundTruth]) -> MotGroundTruth:
+        """The rows of ``parts`` one after the other (distractors kept as each part marks them)."""
+        explicit = any(p.distractor is not None for p in parts)
+        return MotGroundTruth(
+            np.concatenate([_ints(0), *(p.frame for p in parts)]),
+            np.concatenate([_ints(0), *(p.track_id for p in parts)]),
+            np.concatenate([np.zeros((0, 4)), *(p.xywh for p in parts)]),
+            np.concatenate([np.zeros(0, bool), *(p.consider for p in parts)]),
+            np.concatenate([np.zeros(0, bool), *(p.distractors() for p in parts)]) if explicit else None,
+        )
 
     def considered(self) -> MotGroundTruth:
         """Only the rows to be evaluated (consider=1)."""
@@ -285,7 +325,24 @@ def _ground_truth(a: F64Array, origin: _Origin) -> MotGroundTruth:
         origin,
         "consider flag (column 7) must be 0 or 1: a score there means results or detections, not ground truth",
     )
-    return MotGroundTruth(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2:6].copy(), a[:, 6] == 1)
+    frame, ids, xywh, consider = (
+        a[:, 0].astype(np.int64),
+        a[:, 1].astype(np.int64),
+        a[:, 2:6].copy(),
+        a[:, 6] == 1,
+    )
+    classes = a[:, 7] if a.shape[1] == MOT17_GT_COLUMNS else None
+    if classes is None or (classes == -1).all():  # MOT15's layout, or 9 columns with the class unused (-1)
+        return MotGroundTruth(frame, ids, xywh, consider)
+    _fail_if(
+        ~np.isin(classes, np.arange(1, MOT17_CLASSES + 1)),
+        origin,
+        f"class (column 8 of {MOT17_GT_COLUMNS}: the MOT16/17/20 layout frame,id,x,y,w,h,consider,class,visibility) "
+        f"must be a whole number from 1 to {MOT17_CLASSES}; MOT15 ground truth has 10 columns",
+    )
+    return MotGroundTruth(
+        frame, ids, xywh, consider & (classes == 1), np.isin(classes, MOT17_DISTRACTOR_CLASSES)
+    )
 
 
 def read_results(path: StrPath) -> MotTracks:
@@ -446,12 +503,27 @@ def write_detections_file(path: StrPath, detections: MotDetections) -> None:
     )
 
 
+def _mot17_gt_row(
+    mot_frame: int, track_id: int, xywh: Iterable[float], consider: bool, distractor: bool
+) -> str:
+    """One gt.txt line of the MOT16/17/20 layout: a distractor as class 8, any other row as a pedestrian."""
+    box = ",".join(_box_text(float(v)) for v in xywh)
+    klass = _DISTRACTOR_CLASS if distractor else 1
+    return f"{mot_frame},{track_id},{box},{int(consider and not distractor)},{klass},1\n"
+
+
 def write_ground_truth(path: StrPath, gt: MotGroundTruth) -> None:
-    """Write a gt.txt in the MOT15 layout (``frame,id,x,y,w,h,consider,-1,-1,-1``)."""
-    _write_lines(
-        path,
-        (
+    """Write a gt.txt in the MOT15 layout (``frame,id,x,y,w,h,consider,-1,-1,-1``), or, where ``gt`` marks its
+    distractors (read from the MOT16/17/20 layout), in that layout (``frame,id,x,y,w,h,consider,class,1``;
+    distractors as class 8), which reads back the same."""
+    if gt.distractor is None:
+        lines = (
             format_row(int(f), int(i), b, 1.0 if c else 0.0)
             for f, i, b, c in zip(gt.frame, gt.track_id, gt.xywh, gt.consider, strict=True)
-        ),
-    )
+        )
+    else:
+        lines = (
+            _mot17_gt_row(int(f), int(i), b, bool(c), bool(d))
+            for f, i, b, c, d in zip(gt.frame, gt.track_id, gt.xywh, gt.consider, gt.distractor, strict=True)
+        )
+    _write_lines(path, lines)

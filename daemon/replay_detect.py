@@ -2,8 +2,9 @@
 
 * :class:`MotFileDetector` replays a MOTChallenge det.txt: the boxes of MOT frame ``frame.clip_index + 1``
   scoring at least the threshold.
-* :class:`GroundTruthDetector` replays the considered (consider=1) rows of a gt.txt with controlled noise:
-  gaussian jitter of centre and size, random misses and Poisson-many false boxes of person-like sizes.
+* :class:`GroundTruthDetector` replays the considered rows of a gt.txt (consider=1; pedestrians of a MOT17 one)
+  with controlled noise: gaussian jitter of centre and size, random misses and Poisson-many false boxes of
+  person-like sizes.
   The noise of a frame is drawn from a generator seeded with ``(seed, frame.clip_index)`` only, so it is the
   same whatever order or subset of frames is asked for.
 * :func:`write_detections` records any detector over a source into a det.txt that MotFileDetector replays.

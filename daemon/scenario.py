@@ -281,18 +281,18 @@ def view_ground_truth(gt: MotGroundTruth, view: ViewConfig, frames: int) -> MotG
                 gt.track_id[rows][keep],
                 xyxy_to_xywh(xyxy[keep]),
                 consider[keep],
+                _view_distractors(gt, rows, consider)[keep] if gt.distractor is not None else None,
             )
         )
-    if not parts:
-        return MotGroundTruth(
-            np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, bool)
-        )
-    return MotGroundTruth(
-        np.concatenate([p.frame for p in parts]),
-        np.concatenate([p.track_id for p in parts]),
-        np.concatenate([p.xywh for p in parts]),
-        np.concatenate([p.consider for p in parts]),
-    )
+    return MotGroundTruth.joined(parts)
+
+
+def _view_distractors(
+    gt: MotGroundTruth, rows: NDArray[np.intp], consider: NDArray[np.bool_]
+) -> NDArray[np.bool_]:
+    """The distractors of a view's rows (a gt with classes): the source's, and the people the view shows too
+    little of to be scored (ignored regions, as every row not considered is in a gt without classes)."""
+    return gt.distractors()[rows] | (gt.consider[rows] & ~consider)
 
 
 def _into_view(xyxy: FloatArray, view: ViewConfig) -> tuple[FloatArray, FloatArray]:

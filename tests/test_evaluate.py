@@ -244,11 +244,19 @@ def test_as_dict_and_summary() -> None:
 
 
 def _trackeval_reference(folder: Path, gt: MotGroundTruth, pred: MotTracks, benchmark: str) -> dict[str, Any]:
+    lines = (
+        f"{f},{i},{','.join(repr(float(v)) for v in b)},{int(c)},{1 if c else 8},1\n"
+        for f, i, b, c in zip(gt.frame, gt.track_id, gt.xywh, gt.consider, strict=True)
+    )
+    return _trackeval_of_gt_file(folder, "".join(lines), int(gt.frame.max()), pred, benchmark)
+
+
+def _trackeval_of_gt_file(
+    folder: Path, gt_text: str, frames: int, pred: MotTracks, benchmark: str
+) -> dict[str, Any]:
     (folder / "gt" / "seq" / "gt").mkdir(parents=True)
     (folder / "trackers" / "t" / "data").mkdir(parents=True)
-    with open(folder / "gt" / "seq" / "gt" / "gt.txt", "w", encoding="utf-8") as fh:
-        for f, i, b, c in zip(gt.frame, gt.track_id, gt.xywh, gt.consider, strict=True):
-            fh.write(f"{f},{i},{','.join(repr(float(v)) for v in b)},{int(c)},{1 if c else 8},1\n")
+    (folder / "gt" / "seq" / "gt" / "gt.txt").write_text(gt_text, encoding="utf-8")
     with open(folder / "trackers" / "t" / "data" / "seq.txt", "w", encoding="utf-8") as fh:
         for f, i, b, s in zip(pred.frame, pred.track_id, pred.xywh, pred.conf, strict=True):
             fh.write(f"{f},{i},{','.join(repr(float(v)) for v in b)},{float(s)!r},-1,-1,-1\n")
@@ -270,7 +278,7 @@ def _trackeval_reference(folder: Path, gt: MotGroundTruth, pred: MotTracks, benc
             "GT_FOLDER": str(folder / "gt"),
             "TRACKERS_FOLDER": str(folder / "trackers"),
             "SKIP_SPLIT_FOL": True,
-            "SEQ_INFO": {"seq": int(gt.frame.max())},
+            "SEQ_INFO": {"seq": frames},
             "BENCHMARK": benchmark,
         }
     )
@@ -376,3 +384,39 @@ def test_real_gt_matches_trackeval_evaluator(tmp_path: Path, benchmark: str, dis
     _assert_same(
         evaluate(gt, pred, distractors=distractors), _trackeval_reference(tmp_path, gt, pred, benchmark)
     )
+
+
+# -------------------------------------------------------------------------------- MOT16/17/20 classes
+# frame,id,x,y,w,h,consider,class,visibility: TrackEval scores pedestrians (class 1) with consider=1 only,
+# removes the boxes on person on vehicle (2), static person (7), distractor (8) and reflection (12), and counts a
+# box on anything else (a pedestrian marked consider=0, a car: class 3) as a false positive.
+MOT17_CASE = (
+    "".join(f"{f},1,{A_X},0,10,20,1,1,1\n" for f in (1, 2, 3))  # a pedestrian, scored
+    + "1,2,100,0,10,20,0,1,0.1\n"  # a pedestrian marked consider=0: not scored, a box on it is an FP
+    + "1,3,200,0,10,20,1,7,1\n2,3,200,0,10,20,0,7,1\n"  # a static person: a box on it is removed
+    + "1,4,300,0,10,20,0,3,1\n"  # a car: a box on it is an FP
+    + "2,5,400,0,10,20,0,12,1\n3,6,500,0,10,20,1,2,1\n"  # a reflection and a person on a vehicle: removed
+)
+
+
+def _mot17_case_results() -> MotTracks:
+    on_others = [
+        (1, 12, 100.0),
+        (1, 13, 200.0),
+        (2, 13, 200.0),
+        (1, 14, 300.0),
+        (2, 15, 400.0),
+        (3, 16, 500.0),
+    ]
+    return _pred([(f, 1, A_X) for f in (1, 2, 3)] + on_others)
+
+
+def test_mot17_classes_are_scored_as_trackeval_scores_them(tmp_path: Path) -> None:
+    """A MOT16/17/20 gt's classes were not read: its static people and people on vehicles with consider=1 were
+    scored as pedestrians (a box on them a TP, none a miss), and a box on a car or on a pedestrian marked
+    consider=0 was removed with the distractors' (TrackEval counts it a false positive)."""
+    gt_file = tmp_path / "gt.txt"
+    gt_file.write_text(MOT17_CASE)
+    m = evaluate(gt_file, _mot17_case_results())
+    assert (m.GT_Dets, m.GT_IDs, m.TP, m.FN, m.FP, m.Dets) == (3, 1, 3, 0, 2, 5)
+    _assert_same(m, _trackeval_of_gt_file(tmp_path / "te", MOT17_CASE, 3, _mot17_case_results(), "MOT17"))

@@ -173,6 +173,18 @@ def test_concatenate_shifts_frames_past_earlier_cameras() -> None:
     assert frames == 40 and gt.frame.min() == 1 and gt.frame.max() == 40 and pred.frame.max() == 40
 
 
+def test_concatenate_keeps_a_classed_gt_s_distractors() -> None:
+    """Laid end to end, a MOT17 gt's car (not scored, a box on it a false positive) stays apart from the other
+    camera's ignored row (a distractor, as every row not considered is in a MOT15 gt)."""
+    mot17 = MotGroundTruth(
+        np.array([1, 1]), np.array([1, 4]), np.ones((2, 4)), np.array([True, False]), np.zeros(2, bool)
+    )
+    mot15 = MotGroundTruth(np.array([1]), np.array([2]), np.ones((1, 4)), np.array([False]))
+    runs = {n: CameraRun(g, None, MotTracks.empty(), 3) for n, g in (("a", mot17), ("b", mot15))}
+    gt, _, _ = concatenate(runs)
+    assert gt.frame.tolist() == [1, 1, 4] and gt.distractors().tolist() == [False, False, True]
+
+
 def test_support_threshold_ignores_flickers() -> None:
     pairs = {"a": [(1, 5)] * 30 + [(1, 6)] * 3, "b": [(1, 5)] * 12}
     matched, pct, merged, split, several, consistent = merge_split_counts(pairs, min_support=10)

@@ -263,3 +263,58 @@ def test_arrays_are_validated_like_files() -> None:
         results_from_array(bad)
     with pytest.raises(DataError, match=r"mine: expected an \(N, 7..10\) array"):
         ground_truth_from_array(np.zeros((3, 6)), name="mine")
+
+
+# -------------------------------------------------------------------------------- MOT16/17/20 classes
+
+
+def test_mot17_layout_reads_its_class_column_and_mot15_world_coordinates_are_not_classes(
+    tmp_path: Path,
+) -> None:
+    """A 9-column gt (frame,id,x,y,w,h,consider,class,visibility) scores pedestrians (class 1) with consider=1,
+    and takes classes 2, 7, 8, 12 for distractors (TrackEval's MOT16/17 rule); a MOT15 gt's 8th column is the
+    world x (PETS09's runs from -15 to 15, 2 or 7 among them): a 10-column file is read by its consider flag."""
+    mot17 = _write(
+        tmp_path,
+        "1,1,0,0,5,5,1,1,1\n1,2,9,0,5,5,1,7,0.5\n1,3,18,0,5,5,0,1,0.2\n1,4,27,0,5,5,0,3,1\n1,5,36,0,5,5,0,12,1\n",
+    )
+    gt = read_ground_truth(mot17)
+    assert gt.consider.tolist() == [True, False, False, False, False]
+    assert gt.distractors().tolist() == [False, True, False, False, True]
+    mot15 = _write(
+        tmp_path, "1,1,0,0,5,5,1,7,2,0\n1,2,9,0,5,5,0,2,-1,0\n1,3,18,0,5,5,1,-1,-1,-1\n", "mot15.txt"
+    )
+    gt15 = read_ground_truth(mot15)
+    assert gt15.consider.tolist() == [True, False, True] and gt15.distractor is None
+    assert gt15.distractors().tolist() == [False, True, False]  # every row not considered, as before
+    unused = read_ground_truth(_write(tmp_path, "1,1,0,0,5,5,1,-1,-1\n1,2,9,0,5,5,0,-1,-1\n", "unused.txt"))
+    assert unused.distractor is None and unused.consider.tolist() == [
+        True,
+        False,
+    ]  # 9 columns, class -1: none
+
+
+@pytest.mark.parametrize("klass", ["0", "14", "1.5", "-1"])  # -1 beside classes (alone: unused, as MOT15)
+def test_mot17_class_outside_1_to_13_names_the_line_and_the_layout(tmp_path: Path, klass: str) -> None:
+    path = _write(tmp_path, f"1,1,0,0,5,5,1,1,1\n2,1,0,0,5,5,1,{klass},1\n")
+    with pytest.raises(DataError, match=r"line 2: class \(column 8 of 9") as err:
+        read_ground_truth(path)
+    assert "MOT15 ground truth has 10 columns" in str(err.value)
+
+
+def test_ground_truth_with_classes_written_and_read_back_keeps_its_distractors(tmp_path: Path) -> None:
+    """write_ground_truth wrote every gt in the MOT15 layout, so a car (neither scored nor a distractor) read
+    back as a distractor; a gt read with classes is written in their layout and reads back the same."""
+    gt = read_ground_truth(
+        _write(tmp_path, "1,1,0,0,5,5,1,1,1\n1,2,9,0,5,5,0,7,1\n1,4,27,0,5,5,0,3,1\n2,1,1,0,5,5,0,1,1\n")
+    )
+    write_ground_truth(tmp_path / "out.txt", gt)
+    back = read_ground_truth(tmp_path / "out.txt")
+    assert back.consider.tolist() == gt.consider.tolist() == [True, False, False, False]
+    assert back.distractors().tolist() == gt.distractors().tolist() == [False, True, False, False]
+    np.testing.assert_array_equal(back.xywh, gt.xywh)
+    joined = MotGroundTruth.joined(
+        [gt, read_ground_truth(_write(tmp_path, "1,1,0,0,5,5,0,-1,-1,-1\n", "15.txt"))]
+    )
+    assert joined.distractors().tolist() == [False, True, False, False, True]
+    assert joined.select(np.array([1, 4])).distractors().tolist() == [True, True]

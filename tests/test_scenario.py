@@ -51,6 +51,22 @@ def test_view_ground_truth_moves_scales_clips_and_ignores_the_barely_visible() -
     assert narrow.consider.tolist() == [True, False, True]
 
 
+def test_view_ground_truth_keeps_the_classes_distractors(tmp_path: Path) -> None:
+    """A MOT17 gt's distractors (a static person) and its rows neither scored nor distractors (a car) are kept
+    apart in a view, and a pedestrian the view shows too little of becomes an ignored region (a distractor), as
+    every row not considered is in a gt without classes."""
+    src = tmp_path / "gt.txt"
+    src.write_text(
+        "1,7,100,50,20,40,1,1,1\n1,8,190,50,20,40,1,1,1\n1,9,120,50,20,40,0,7,1\n1,4,140,50,20,40,0,3,1\n"
+    )
+    view = ViewConfig(name="v", region=(100, 0, 200, 100), min_visible=0.6)
+    out = view_ground_truth(read_ground_truth(src), view, frames=1)
+    assert out.track_id.tolist() == [7, 8, 9, 4]
+    assert out.consider.tolist() == [True, False, False, False]
+    assert out.distractors().tolist() == [False, True, True, False]
+    assert view_ground_truth(_gt([(1, 7, 190, 50, 20, 40)]), view, frames=1).distractor is None
+
+
 def test_delay_and_step_map_camera_frames_to_source_frames() -> None:
     view = ViewConfig(name="v", region=(0, 0, 100, 100), step=2, delay=3)
     assert [view.source_frame(k) for k in range(5)] == [-3, -1, 1, 3, 5]
