@@ -163,6 +163,38 @@ class FleetMetrics:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True, slots=True)
+class TimedTruth:
+    """A camera's ground truth on the fleet clock: its MOT frame k at ``offset_s + (k - 1) / fps``."""
+
+    gt: MotGroundTruth
+    fps: float
+    offset_s: float
+
+    def times(self, frames: IntArray) -> NDArray[np.float64]:
+        return self.offset_s + (frames - 1) / self.fps
+
+
+def seen_at_once(a: TimedTruth, b: TimedTruth) -> tuple[int, int, int] | None:
+    """(gt id, a's frame, b's frame) of the lowest id that both truths show (rows to be scored) at one moment:
+    frames within half the shorter frame interval of each other; None where none is. Cameras whose views do not
+    overlap never see one person at once, so such an id means two people, one on each (a truth numbered per
+    camera), or views that overlap after all."""
+    tolerance = 0.5 / max(a.fps, b.fps)
+    ga, gb = a.gt.considered(), b.gt.considered()
+    for pid in np.intersect1d(ga.track_id, gb.track_id):
+        fa, fb = np.sort(ga.frame[ga.track_id == pid]), np.sort(gb.frame[gb.track_id == pid])
+        ta, tb = a.times(fa), b.times(fb)
+        after = np.clip(np.searchsorted(ta, tb), 0, len(ta) - 1)
+        before = np.clip(after - 1, 0, len(ta) - 1)
+        nearest = np.where(np.abs(ta[before] - tb) <= np.abs(ta[after] - tb), before, after)
+        close = np.abs(ta[nearest] - tb) < tolerance
+        if close.any():
+            j = int(np.argmax(close))
+            return int(pid), int(fa[nearest[j]]), int(fb[j])
+    return None
+
+
 def counted(n: int, one: str, many: str | None = None) -> str:
     """``n`` and the noun that agrees with it ('1 person', '2 people'; ``many`` defaults to ``one`` + 's'), for
     the fleet's texts (these scores, the report)."""

@@ -11,6 +11,7 @@ recordings) or sits in a scenario built by ``reid-daemon scenario build`` with `
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -370,7 +371,9 @@ def _check_truths(folder: Path, settings: Settings, names: list[str]) -> None:
     """ConfigError naming the camera and the file, before any camera starts, when a ground truth the run is to be
     scored on (``cameras.<name>.ground_truth``, or a scenario's ``<camera>.gt.txt``) is missing or cannot be
     read: found after the run, it cost the run its scores. A warning when only some cameras name theirs: the run
-    will not be scored (``_given_truths`` says so again at its end)."""
+    will not be scored (``_given_truths`` says so again at its end); when a truth's boxes lie outside its frames
+    (``_check_truth_size``); and when two truths show one id at once on cameras whose views do not overlap
+    (``_check_truth_ids``)."""
     from daemon.motio import read_ground_truth
 
     without = [n for n in names if settings.cameras[n].ground_truth is None]
@@ -381,6 +384,7 @@ def _check_truths(folder: Path, settings: Settings, names: list[str]) -> None:
             ", ".join(without),
         )
     scenario = (folder / "scenario.json").is_file()
+    read: dict[str, tuple[str, MotGroundTruth]] = {}
     for n in names:
         given = settings.cameras[n].ground_truth
         path = given if given is not None else folder / f"{n}.gt.txt"
@@ -392,6 +396,59 @@ def _check_truths(folder: Path, settings: Settings, names: list[str]) -> None:
         except DataError as e:
             raise ConfigError(f"{where}: {e}") from None
         _check_truth_size(where, path, gt, _frame_size(settings, n))
+        read[n] = (f"{where} ({path})", gt)
+    _check_truth_ids(settings, read)
+
+
+def _check_truth_ids(settings: Settings, read: dict[str, tuple[str, MotGroundTruth]]) -> None:
+    """A warning for each pair of cameras whose views do not overlap (identity.adjacency,
+    identity.allow_overlapping_views) but whose truths show one id on both at the same moment: a truth numbered
+    per camera (its person 1 not the other's), scored as if the ids were the same people on every camera, or
+    views that overlap after all (the resolver keeps one id off both at once: it can never be scored right)."""
+    from daemon.fleet_eval import TimedTruth, seen_at_once
+    from daemon.identity.travel import TravelModel
+
+    travel = TravelModel(settings.identity.adjacency, settings.identity.allow_overlapping_views)
+    timed = {}
+    for n, (_, gt) in read.items():
+        fps = _nominal_fps(settings, n)
+        if fps is not None:
+            timed[n] = TimedTruth(gt, fps, settings.cameras[n].source.clock_offset_s)
+    for a, b in itertools.combinations(timed, 2):
+        hit = None if travel.overlapping(a, b) else seen_at_once(timed[a], timed[b])
+        if hit is not None:
+            log.warning(
+                "%s and %s show id %d at the same moment (frame %d of %s, frame %d of %s), where the cameras' views "
+                "do not overlap (identity.adjacency, identity.allow_overlapping_views): a ground truth numbered per "
+                "camera is scored as if its ids were the same people on every camera; if the views do overlap, say "
+                "so there (the resolver keeps one id off both at once)",
+                read[a][0],
+                read[b][0],
+                hit[0],
+                hit[1],
+                a,
+                hit[2],
+                b,
+            )
+
+
+def _nominal_fps(settings: Settings, name: str) -> float | None:
+    """A recorded camera's frame rate: source.fps, else its video's (an image folder: source.folder_fps); None
+    for a live source or a video that gives none."""
+    source = settings.cameras[name].source
+    path = local_path(source)
+    if path is None:
+        return None
+    if source.fps is not None:
+        return float(source.fps)
+    if path.is_dir():
+        return float(source.folder_fps)
+    cap = cv2.VideoCapture(str(path))
+    try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+    finally:
+        cap.release()
+    return fps if 0 < fps <= 1000 else None
 
 
 def _check_truth_size(where: str, path: Path, gt: MotGroundTruth, size: tuple[int, int] | None) -> None:

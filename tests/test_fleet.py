@@ -2182,8 +2182,8 @@ def test_a_ground_truth_made_for_the_video_at_another_size_is_warned_about(
         "b": {"source": {"uri": str(folder.path)}, "ground_truth": str(doubled)},
         "c": {"source": {"uri": str(video.path)}, "ground_truth": str(own)},
     }
-    path = tmp_path / "fleet.yaml"
-    path.write_text(yaml.safe_dump({"cameras": cams}))
+    path = tmp_path / "fleet.yaml"  # one clip on every camera: views that overlap
+    path.write_text(yaml.safe_dump({"identity": {"allow_overlapping_views": True}, "cameras": cams}))
     settings = load_settings(path)
     with caplog.at_level(logging.WARNING, logger="daemon.fleet_runner"):
         fleet_runner._check_truths(tmp_path, settings, ["a", "b", "c"])
@@ -2202,8 +2202,8 @@ def test_a_camera_left_without_ground_truth_is_said_before_the_run(
     gt = video.write_mot_gt(tmp_path / "gt.txt")
     cams = {n: {"source": {"uri": str(video.path)}, "ground_truth": str(gt)} for n in ("a", "b")}
     cams["c"] = {"source": {"uri": str(video.path)}}
-    path = tmp_path / "fleet.yaml"
-    path.write_text(yaml.safe_dump({"cameras": cams}))
+    path = tmp_path / "fleet.yaml"  # one clip on every camera: views that overlap
+    path.write_text(yaml.safe_dump({"identity": {"allow_overlapping_views": True}, "cameras": cams}))
     with caplog.at_level(logging.WARNING, logger="daemon.fleet_runner"):
         fleet_runner._check_truths(tmp_path, load_settings(path), ["a", "b", "c"])
         assert "this run will not be scored: camera(s) c have no ground_truth" in caplog.text
@@ -2234,3 +2234,55 @@ def test_a_config_file_that_can_no_longer_be_reached_keeps_the_worker_running(
         assert watch.changed() is None
     assert f"config file {path} changed but cannot be taken" in caplog.text
     assert "Permission denied" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("identity", "offset_s", "warned"),
+    [
+        ({}, 0.0, True),  # no edge, no overlap allowed: one id on both at once is two people
+        ({"adjacency": [{"a": "a", "b": "b", "min_s": 2, "max_s": 10}]}, 0.0, True),
+        (
+            {"adjacency": [{"a": "a", "b": "b", "min_s": 0, "max_s": 10}]},
+            0.0,
+            False,
+        ),  # an edge of 0 s: overlap
+        ({"allow_overlapping_views": True}, 0.0, False),
+        ({}, 10.0, False),  # b's clip began 10 s later: its frames are never a's moments
+    ],
+)
+def test_ground_truths_numbered_per_camera_are_warned_about(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    identity: dict[str, object],
+    offset_s: float,
+    warned: bool,
+) -> None:
+    """Each camera's truth numbered on its own (person 1 of a is not person 1 of b) was scored as if its ids were
+    the same people on every camera, without a word. Where the views do not overlap, one id on both at the same
+    moment (on the fleet clock: source.clock_offset_s) cannot be one person: the fleet says so before it starts,
+    naming both settings and files, the id and the frames."""
+    video = make_video(tmp_path / "a.mp4", frames=10, size=(160, 120), people=2)
+    boxes = [b for f in video.truth for b in f]
+    truths = {c: tmp_path / f"{c}.gt.txt" for c in ("a", "b")}
+    for cam, person in (("a", 1), ("b", 2)):  # each camera's own person, numbered 1 there
+        truths[cam].write_text(
+            "".join(f"{b.frame + 1},1,{b.x},{b.y},{b.w},{b.h},1,1,1\n" for b in boxes if b.id == person)
+        )
+    cams = {
+        "a": {"source": {"uri": str(video.path)}, "ground_truth": str(truths["a"])},
+        "b": {
+            "source": {"uri": str(video.path), "clock_offset_s": offset_s},
+            "ground_truth": str(truths["b"]),
+        },
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump({"identity": identity, "cameras": cams}))
+    with caplog.at_level(logging.WARNING, logger="daemon.fleet_runner"):
+        fleet_runner._check_truths(tmp_path, load_settings(path), ["a", "b"])
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == int(warned), said
+    if warned:
+        assert said[0].startswith(
+            f"cameras.a.ground_truth ({truths['a']}) and cameras.b.ground_truth ({truths['b']})"
+        )
+        assert "show id 1 at the same moment (frame 1 of a, frame 1 of b)" in said[0]

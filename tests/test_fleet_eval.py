@@ -13,12 +13,14 @@ from daemon.fleet_eval import (
     Bound,
     CameraRun,
     FleetMetrics,
+    TimedTruth,
     concatenate,
     evaluate_fleet,
     matches,
     merge_sources,
     merge_split_counts,
     perfect_ids,
+    seen_at_once,
 )
 from daemon.motio import MotGroundTruth, MotTracks
 
@@ -565,3 +567,21 @@ def test_the_text_and_the_dict_put_every_figure_in_its_place() -> None:
         "perfect": {"IDF1": 97.0, "false_merge_pct": 1.5},
     }
     assert d["false_merge_pct_by"] == {"trackers": 2.25, "resolver": 4.25}
+
+
+def _one_person(frames: list[int], pid: int = 1, consider: bool = True) -> MotGroundTruth:
+    n = len(frames)
+    return MotGroundTruth(np.array(frames), np.full(n, pid), np.ones((n, 4)), np.full(n, consider))
+
+
+def test_seen_at_once_compares_frames_on_the_fleet_clock() -> None:
+    """Frames are moments by each camera's rate and offset: a's frame 5 at 7 fps (0.571 s) is b's frame 3 at
+    3.5 fps (0.571 s); b 1 s late (offset +1) meets a 7 frames later; within half the shorter frame interval."""
+    a = TimedTruth(_one_person([5, 13]), 7.0, 0.0)
+    assert seen_at_once(a, TimedTruth(_one_person([3]), 3.5, 0.0)) == (1, 5, 3)
+    assert seen_at_once(a, TimedTruth(_one_person([1]), 3.5, 1.0)) is None  # 1 s: between a's two frames
+    assert seen_at_once(a, TimedTruth(_one_person([1]), 3.5, 12 / 7)) == (1, 13, 1)
+    assert seen_at_once(a, TimedTruth(_one_person([1]), 3.5, 12 / 7 + 0.07)) == (1, 13, 1)  # under 1/14 s
+    assert seen_at_once(a, TimedTruth(_one_person([1]), 3.5, 12 / 7 + 0.072)) is None
+    assert seen_at_once(a, TimedTruth(_one_person([3], pid=2), 3.5, 0.0)) is None  # another id
+    assert seen_at_once(a, TimedTruth(_one_person([3], consider=False), 3.5, 0.0)) is None  # not to be scored
