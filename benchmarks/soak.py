@@ -3,8 +3,8 @@
 Starts one embedded Valkey (TCP, loopback) and two ``reid-daemon run`` processes in fleet mode on it, both
 looping the clip (``source.loop``) at real-time pace (``fleet.replay_speed``), so they keep tracking, embedding,
 publishing and matching identities for ``--minutes``. Every ``--sample-s`` seconds it records each worker's
-RSS and open file descriptors (``/proc``), their ``/metrics`` (frames, FPS, bridge backlog, identities held,
-exemplar rows) and Valkey's ``INFO memory`` and RSS. At the end it stops the workers with SIGTERM (timing the
+RSS, open file descriptors and threads (``/proc``), their ``/metrics`` (frames, FPS, bridge backlog, identities
+held, exemplar rows) and Valkey's ``INFO memory`` and RSS. At the end it stops the workers with SIGTERM (timing the
 graceful stop) and writes ``samples.csv``, ``soak.png`` and ``soak.json`` under ``--out``, and prints the growth
 of each series between the first samples after ``--warmup-min`` and the last ones.
 
@@ -204,6 +204,10 @@ def proc_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def proc_threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
 def sample(
     t0: float, procs: dict[str, subprocess.Popen[bytes]], ports: dict[str, int], valkey: Any, valkey_pid: int
 ) -> dict[str, float]:
@@ -213,6 +217,7 @@ def sample(
             raise SystemExit(f"worker {cam} exited during the soak with code {p.returncode}")
         row[f"{cam}_rss_mib"] = round(proc_rss_mib(p.pid), 2)
         row[f"{cam}_fds"] = proc_fds(p.pid)
+        row[f"{cam}_threads"] = proc_threads(p.pid)
         for col, value in scrape(ports[cam]).items():
             row[f"{cam}_{col}"] = round(value, 3)
     mem = valkey.info("memory")
@@ -276,7 +281,7 @@ def growth(rows: list[dict[str, float]], column: str, warmup_min: float) -> dict
 
 
 def series(rows: list[dict[str, float]]) -> list[str]:
-    return [c for c in rows[0] if c.endswith(("_rss_mib", "_fds", "_used_mib"))]
+    return [c for c in rows[0] if c.endswith(("_rss_mib", "_fds", "_threads", "_used_mib"))]
 
 
 def plot(rows: list[dict[str, float]], warmup_min: float, path: Path) -> None:
@@ -289,9 +294,10 @@ def plot(rows: list[dict[str, float]], warmup_min: float, path: Path) -> None:
     panels = (
         ("RSS (MiB)", "_rss_mib"),
         ("open file descriptors", "_fds"),
+        ("threads", "_threads"),
         ("Valkey used_memory (MiB)", "_used_mib"),
     )
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 9), sharex=True)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 11), sharex=True)
     for ax, (title, suffix) in zip(axes, panels, strict=True):
         for col in (c for c in rows[0] if c.endswith(suffix)):
             ax.plot(minutes, [r[col] for r in rows], marker=".", label=col.removesuffix(suffix))

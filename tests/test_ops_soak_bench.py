@@ -30,9 +30,10 @@ def test_soak_smoke(tmp_path: Path, mobilenet_model: Path) -> None:
     rows = list(csv.DictReader((out / "samples.csv").open()))
     assert len(rows) >= 3
     assert all(float(r["soak-a_rss_mib"]) > 50 and int(r["soak-b_fds"]) > 3 for r in rows)
+    assert all(int(r["soak-a_threads"]) > 1 and int(r["soak-b_threads"]) > 1 for r in rows)
     assert float(rows[-1]["soak-a_frames"]) > float(rows[0]["soak-a_frames"])  # the workers were working
     report = json.loads((out / "soak.json").read_text())
-    assert set(report["growth"]) >= {"soak-a_rss_mib", "soak-b_fds", "valkey_used_mib"}
+    assert set(report["growth"]) >= {"soak-a_rss_mib", "soak-b_fds", "soak-a_threads", "valkey_used_mib"}
     assert all(s["exit_code"] == 0 and s["stop_s"] < 5 for s in report["stop"].values())
     assert (out / "soak.png").stat().st_size > 10_000 and "growth after warm-up" in done.stdout
 
