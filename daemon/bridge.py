@@ -68,6 +68,7 @@ Valkey away
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -822,9 +823,10 @@ class Bridge:
     def _item_bytes(self) -> int:
         return 2 if self.cfg.publish_dtype == "float16" else 4
 
-    @property
+    @functools.cached_property
     def _batch_budget(self) -> int:
-        """The bytes of a batch blob left to its messages (``_estimate``) within max_message_bytes."""
+        """The bytes of a batch blob left to its messages (``_estimate``) within max_message_bytes (the camera
+        and sender id are the bridge's for good)."""
         fixed = codec.HEADER_SIZE + codec.TAG_SIZE + batch_meta_bytes(self.camera, self.sender_id)
         return self.cfg.max_message_bytes - fixed
 

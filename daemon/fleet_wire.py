@@ -196,10 +196,37 @@ def _json_bytes(doc: object) -> int:
     return len(json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
 
+_LONGEST_INT = -(2**63)  # 20 characters, more than any id, sequence number or row count takes
+_ITEM_FIXED = _json_bytes(
+    {
+        "k": max(KINDS, key=len),
+        "t": _LONGEST_INT,
+        "g": _LONGEST_INT,
+        "l": None,
+        "ts": _LONGEST_TIME,
+        "q": _LONGEST_TIME,
+        "n": _LONGEST_INT,
+        "r": _LONGEST_INT,
+        "e": False,
+        "s": _LONGEST_TIME,
+    }
+)  # an entry with no label, place or velocity, every number at its longest
+_LABEL_CHAR_BYTES = 6  # the most one character of a label takes in the JSON: a control character's \uXXXX
+_COORD_BYTES = len(str(_LONGEST_TIME)) + 1  # one coordinate of a place or velocity, and its comma
+
+
 def item_meta_bytes(m: FleetMessage) -> int:
-    """The bytes ``m``'s entry adds to a batch's meta JSON, its separating comma included (what a sender packs
-    batches by: places, velocities and labels make it several hundred)."""
-    return _json_bytes(_item_meta(m)) + 1
+    """At most the bytes ``m``'s entry adds to a batch's meta JSON, its separating comma included (what a sender
+    packs batches by: places, velocities and labels make it several hundred). A bound, not the JSON's length:
+    it is taken for every message published, where writing the JSON twice cost a fifth of the bridge's
+    throughput."""
+    size = _ITEM_FIXED + 1
+    if m.label:
+        size += _LABEL_CHAR_BYTES * len(m.label) + 2  # its quotes, in place of null
+    for coords in (m.position, m.velocity):
+        if coords is not None:
+            size += len(',"p":[]') + _COORD_BYTES * len(coords)
+    return size
 
 
 def batch_meta_bytes(camera: str, sender: str) -> int:

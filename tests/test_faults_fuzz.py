@@ -16,6 +16,7 @@ from typing import Any
 from unittest import mock
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -183,3 +184,36 @@ def test_the_fuzzers_reach_acceptance() -> None:
     tampered = bytearray(blob)
     tampered[-40] ^= 1
     assert check(bytes(tampered), KEY) is None
+
+
+@pytest.mark.parametrize(
+    "label",
+    [None, "", "jane", "Zoë Smith", "\x01\x02\x1f" * 20, '"\\' * 30, "漢字😀" * 25],
+)
+@pytest.mark.parametrize("placed", [False, True])
+def test_the_senders_bound_on_a_messages_meta_holds_for_every_message(
+    label: str | None, placed: bool
+) -> None:
+    """A sender packs batches by fleet_wire.item_meta_bytes, a bound taken without writing the JSON (writing it
+    for every message published cost a fifth of the bridge's throughput); the bound must never be under the
+    entry's real size, or a full batch comes out over bridge.max_message_bytes and is dropped. Every number at
+    its longest, labels of control characters (\\uXXXX), quotes and 4-byte characters, places and velocities."""
+    from daemon.fleet_wire import _item_meta, _json_bytes, item_meta_bytes
+
+    long_float = -1.2345678901234567e-300
+    msg = FleetMessage(
+        kind="progress",
+        camera="c" * 200,
+        track_id=-(2**63),
+        global_id=2**63 - 1,
+        label=label,
+        timestamp=long_float,
+        quality=long_float,
+        seq=2**63 - 1,
+        since=long_float,
+        embeddings=np.ones((3, 4), np.float32),
+        position=(long_float, long_float) if placed else None,
+        velocity=(long_float, long_float) if placed else None,
+    )
+    exact = _json_bytes(_item_meta(msg)) + 1
+    assert exact <= item_meta_bytes(msg) <= exact + 6 * len(label or "") + 200
