@@ -13,7 +13,9 @@ this script; separate servers for ours and MATA's (MATA's query scans ``reid:*``
 3. **Latency**: a receiving bridge in its own process (``spawn``); this process publishes profiles of K
    exemplars at ``--rate`` messages/s through its bridge; latency = wall-clock time when the receiver's
    callback holds the decoded message minus the time just before ``publish`` (same machine clock); "queued"
-   is the part before the sender thread encoded the batch (``sent_at - timestamp``).
+   is the part before the sender thread encoded the batch (``sent_at - timestamp``, ``sent_at`` taken from the
+   fleet's clock, Valkey's time, back to this host's by the receiver's offset to it: each bridge reads that
+   offset to within half a round trip, so "queued" is good to a fraction of a millisecond).
 4. **Throughput**: the same two processes; ``--throughput-messages`` profiles published as fast as
    ``publish`` takes them (building each message included), for each of ``--throughput-ks``; embeddings/s
    received = messages x K / (last received - first published); written = until every message is in Valkey.
@@ -170,13 +172,16 @@ def receiver_process(url: str, fleet: str, expected: int, ready: Any, results: A
     queued: list[float] = []
     done = threading.Event()
     last = [0.0]
+    clock: list[Any] = []  # the receiving bridge's fleet clock, once it exists
 
     def on_message(msg: FleetMessage) -> None:
         if msg.kind != "profile":
             return
         now = time.time()
         lat.append((now - msg.timestamp) * 1000)
-        queued.append((msg.sent_at - msg.timestamp) * 1000)
+        # sent_at is on the fleet's clock (Valkey's time): back on this host's by the receiver's own offset
+        offset = clock[0].now() - now if clock else 0.0
+        queued.append((msg.sent_at - offset - msg.timestamp) * 1000)
         last[0] = now
         if len(lat) >= expected:
             done.set()
@@ -184,6 +189,7 @@ def receiver_process(url: str, fleet: str, expected: int, ready: Any, results: A
     with Bridge(
         bridge_config(url, fleet=fleet, state_ttl_s=600), "receiver", on_message=on_message
     ) as bridge:
+        clock.append(bridge.clock)
         bridge.wait_ready(10)
         ready.set()
         done.wait(120)

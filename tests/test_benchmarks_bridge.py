@@ -64,7 +64,9 @@ def test_bridge_bench_smoke(tmp_path: Path) -> None:
     for r in doc["pairs"]:
         assert r["received"] == r["messages"] and r["rejected"] == 0 and r["dropped"] == 0
         assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] and r["embeddings_per_s"] > 0
-        assert 0 <= r["queued_p50_ms"] <= r["p50_ms"]
+        # queued is sent_at (the fleet's clock, as each bridge reads Valkey's time: to half a round trip) less
+        # the publish time (this host's): the two bridges' readings may differ by a round trip on loopback
+        assert -1.0 <= r["queued_p50_ms"] <= r["p50_ms"] + 1.0
     (alone,) = doc["alone"]
     assert alone["k"] == 2 and alone["embeddings_per_s"] > 0 and alone["unsendable"] == 0
     rows = doc["versus_mata"]
