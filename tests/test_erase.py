@@ -1,10 +1,12 @@
 """Erasing a forgotten global id from a camera's files: by the running worker (its files open), and by
 ``reid-daemon forget`` for cameras that are not running (their files closed), with the fleet report again."""
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -276,12 +278,20 @@ def test_erase_follows_a_pending_track_across_a_rotation(tmp_path: Path) -> None
     assert all(e["forgotten"] for f in (earlier, folder) for e in _events(f))
 
 
-def _read_only(folder: Path) -> bool:
-    """Make ``folder`` one its files cannot be replaced in (chattr +i for root, whom modes do not stop)."""
+@contextlib.contextmanager
+def _read_only(folder: Path) -> Iterator[None]:
+    """Inside, ``folder`` is one its files cannot be replaced in (chattr +i for root, whom modes do not stop);
+    the test is skipped where that cannot be done, and the folder made writable again after."""
     if os.geteuid() != 0:
         folder.chmod(0o555)
-        return True
-    return subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+    elif subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a folder read-only here (chattr)")
+    try:
+        yield
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+        folder.chmod(0o755)
 
 
 def test_forget_that_cannot_write_a_cameras_files_says_so_without_a_traceback(
@@ -294,14 +304,8 @@ def test_forget_that_cannot_write_a_cameras_files_says_so_without_a_traceback(
     _frame(outputs, 0, {1: 7})
     outputs.close()
     folder = tmp_path / "runs" / "cam"
-    if not _read_only(folder):
-        pytest.skip("cannot make a folder read-only here (chattr)")
-    try:
+    with _read_only(folder):
         assert main(["-q", "forget", "7", "--config", str(config)]) == 1
-    finally:
-        if os.geteuid() == 0:
-            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
-        folder.chmod(0o755)
     err = capsys.readouterr().err
     assert "cam: not erased from its files: cannot write" in err and str(folder) in err, err
     assert "Traceback" not in err
@@ -769,14 +773,8 @@ def test_forget_that_cannot_keep_its_note_in_forget_pending_json_rewrites_nothin
     blocked, kept = _earlier_runs_of_7_and_8_the_newer_unreadable(tmp_path / "runs")
     holder = folder / "earlier-20260101T000000Z"
     before = _files_of(holder)
-    if not _read_only(folder):
-        pytest.skip("cannot make a folder read-only here (chattr)")
-    try:
+    with _read_only(folder):
         assert main(["-q", "forget", "7", "--config", str(config)]) == 1
-    finally:
-        if os.geteuid() == 0:
-            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
-        folder.chmod(0o755)
     err = capsys.readouterr().err
     assert f"cam: not erased from its files: cannot write {folder / 'forget-pending.json'}: " in err, err
     assert _files_of(holder) == before  # nothing rewritten without the note
