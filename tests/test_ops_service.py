@@ -189,25 +189,31 @@ sys.exit(main(["--log-format", "json", "run", "--config", sys.argv[2], "--no-pro
 """
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
-def test_a_signal_while_the_models_load_stops_cleanly(tmp_path: Path, sig: str) -> None:
-    """The stop signals were handled from the moment the worker was built: one that came while its models
-    loaded killed it (SIGTERM, SIGHUP: exit by signal, no STOPPING=1, nothing in the journal) or printed a bare
-    'interrupted' among the JSON lines (SIGINT, exit 130). It now stops as it does later: exit 0, logged."""
+def _stopped_while_starting(tmp_path: Path, script: str, sig: str) -> list[str]:
+    """Run ``script`` (a worker that signals itself with ``sig`` while it starts) under a systemd notify socket;
+    it must exit 0, log JSON lines only, say STOPPING=1 but never READY=1, and write nothing. Its log messages."""
     cfg = write_config(tmp_path, free_port(), "gt")
     with notify_socket(tmp_path) as (notify, fake):
         env = dict(os.environ, NOTIFY_SOCKET=notify)
-        cmd = [sys.executable, "-c", _SIGNAL_WHILE_LOADING, sig, str(cfg)]
+        cmd = [sys.executable, "-c", script, sig, str(cfg)]
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=START_TIMEOUT_S)
         fake.wait_for("STOPPING", timeout=2)
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(x) for x in proc.stderr.splitlines() if x.startswith("{")]
     assert len(lines) == len(proc.stderr.splitlines())  # JSON only
-    said = [x["message"] for x in lines]
-    assert f"door: {sig} received, stopping" in " ".join(said)
-    assert "door: stopped before the source could be opened" in said
     assert "READY" not in [k for _, m in fake.messages for k in m]
     assert not (tmp_path / "runs" / "door").exists()  # nothing opened, nothing written
+    return [x["message"] for x in lines]
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_a_signal_while_the_models_load_stops_cleanly(tmp_path: Path, sig: str) -> None:
+    """The stop signals were handled from the moment the worker was built: one that came while its models
+    loaded killed it (SIGTERM, SIGHUP: exit by signal, no STOPPING=1, nothing in the journal) or printed a bare
+    'interrupted' among the JSON lines (SIGINT, exit 130). It now stops as it does later: exit 0, logged."""
+    said = _stopped_while_starting(tmp_path, _SIGNAL_WHILE_LOADING, sig)
+    assert f"door: {sig} received, stopping" in " ".join(said)
+    assert "door: stopped before the source could be opened" in said
 
 
 # A worker process signalled during the seconds before the worker is built (the config read, the imports of
@@ -234,17 +240,6 @@ def test_a_signal_while_the_command_starts_stops_cleanly(tmp_path: Path, sig: st
     read and torch and the worker's code imported, killed it (SIGTERM: exit 143, SIGHUP: 129, nothing logged) or
     printed a bare 'interrupted' among the JSON lines (SIGINT, exit 130). It stops the start: exit 0, logged,
     STOPPING=1, no model loaded, nothing written."""
-    cfg = write_config(tmp_path, free_port(), "gt")
-    with notify_socket(tmp_path) as (notify, fake):
-        env = dict(os.environ, NOTIFY_SOCKET=notify)
-        cmd = [sys.executable, "-c", _SIGNAL_WHILE_IMPORTING, sig, str(cfg)]
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=START_TIMEOUT_S)
-        fake.wait_for("STOPPING", timeout=2)
-    assert proc.returncode == 0, proc.stderr
-    lines = [json.loads(x) for x in proc.stderr.splitlines() if x.startswith("{")]
-    assert len(lines) == len(proc.stderr.splitlines())  # JSON only
-    said = [x["message"] for x in lines]
+    said = _stopped_while_starting(tmp_path, _SIGNAL_WHILE_IMPORTING, sig)
     assert f"door: {sig} received while starting, stopping" in said
     assert "door: stopped before its models loaded" in said
-    assert "READY" not in [k for _, m in fake.messages for k in m]
-    assert not (tmp_path / "runs" / "door").exists()  # nothing opened, nothing written
