@@ -1032,6 +1032,7 @@ def test_a_worker_refuses_batches_of_a_camera_its_config_does_not_list(
             Bridge(settings.bridge, "b-typo", receive=False) as stray,  # type: ignore[attr-defined]
             Bridge(settings.bridge, "b", receive=False) as b,  # type: ignore[attr-defined]
         ):
+            assert stray.flush(2.0)  # its hello alone: queued with the profile, one batch may hold both
             stray.publish(profile("b-typo", 998, 0))
             b.publish(profile("b", 997, 1))
             assert stray.flush(2.0) and b.flush(2.0)
