@@ -22,8 +22,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import math
 import os
+import re
 import secrets
 import stat
 import time
@@ -42,6 +44,8 @@ from daemon.config import RecognitionConfig, SourceConfig
 from daemon.errors import DataError
 from daemon.sources import IMAGE_EXTENSIONS, natural_key, open_source
 from daemon.types import Detections, Detector, Embedder, FloatArray, Frame, ImageBGR
+
+logger = logging.getLogger(__name__)
 
 FORMAT: Final = "reid-daemon.embeddings"
 VERSION: Final = 1
@@ -315,6 +319,81 @@ def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
         finally:
             os.close(dfd)
     return path
+
+
+_TEMP_NAME = re.compile(r"\.(.+)\.[0-9a-f]{12}\.tmp", re.DOTALL)  # atomic_write's: .<name>.<12 hex>.tmp
+
+LEFTOVER_AGE_S: Final = 600.0
+"""How long ago a temporary file of ``atomic_write`` must have been last written for a cleaner that holds no lock
+its writers take to count it left over (``remove_leftovers``'s ``before``). A live writer's file is there only
+while one file is written and synced (its mtime moves with every write): seconds, a minute for the largest
+rewrite on a slow disk; one ten minutes still is a killed writer's."""
+
+
+def temp_target(name: str) -> str | None:
+    """The name of the file whose ``atomic_write`` temporary file is named ``name`` (cut to its first 200
+    bytes, as ``atomic_write`` cuts it: ``temp_stem``); None for a name of any other kind."""
+    m = _TEMP_NAME.fullmatch(name)
+    return None if m is None else m.group(1)
+
+
+def temp_stem(name: str) -> str:
+    """What ``temp_target`` gives for the temporary files of the file named ``name``."""
+    return _tmp_stem(name)
+
+
+def may_be_cut(target: str) -> bool:
+    """Whether ``target`` (``temp_target``'s) may be a longer name cut short (``temp_stem``): whose end, its
+    suffix, the temporary file's name does not show."""
+    return len(target.encode("utf-8", "surrogateescape")) > _TMP_STEM_BYTES - 4  # cut on a character's edge
+
+
+@dataclass(frozen=True, slots=True)
+class Leftovers:
+    """Temporary files of ``atomic_write`` removed as left over: how many, and their bytes."""
+
+    files: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: Leftovers) -> Leftovers:
+        return Leftovers(self.files + other.files, self.bytes + other.bytes)
+
+    def text(self) -> str:
+        return f"{self.files} temporary file{'s' if self.files != 1 else ''} ({self.bytes} bytes)"
+
+
+def remove_leftovers(folder: Path, ours: Callable[[str], bool], before: float | None = None) -> Leftovers:
+    """Remove the temporary files ``atomic_write`` left in ``folder`` (not in its sub-folders) for the files
+    whose names ``ours`` takes (given ``temp_target``'s name): what a writer killed between writing and
+    renaming left there for good. With ``before`` (a ``time.time()``), only those last written before it: the
+    caller holds no lock that every writer of those files takes. Plain files only (a link or a folder of such
+    a name is no leftover of ``atomic_write``). A folder that cannot be listed has none removed; a file that
+    cannot be removed is logged and left."""
+    removed = Leftovers()
+    try:
+        entries = os.scandir(folder)
+    except OSError:  # none there, or not to be read: nothing of ours can be told apart in it
+        return removed
+    with entries:
+        for entry in entries:
+            target = temp_target(entry.name)
+            if target is not None and ours(target):
+                removed += _remove_leftover(entry, before)
+    return removed
+
+
+def _remove_leftover(entry: os.DirEntry[str], before: float | None) -> Leftovers:
+    try:
+        st = entry.stat(follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode) or (before is not None and st.st_mtime >= before):
+            return Leftovers()
+        os.unlink(entry.path)
+    except FileNotFoundError:  # renamed by its writer, or removed by another cleaner, meanwhile
+        return Leftovers()
+    except OSError as e:
+        logger.warning("cannot remove the left-over temporary file %s: %s", entry.path, e.strerror or e)
+        return Leftovers()
+    return Leftovers(1, st.st_size)
 
 
 # ---------------------------------------------------------------------------------------------- files

@@ -76,7 +76,19 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from daemon.config import EnrollConfig, ServeConfig
 from daemon.embed import embedder_signature
-from daemon.embedding import EmbedOptions, atomic_write, embed, is_image_file, list_files
+from daemon.embedding import (
+    LEFTOVER_AGE_S,
+    EmbedOptions,
+    Leftovers,
+    atomic_write,
+    embed,
+    is_image_file,
+    list_files,
+    may_be_cut,
+    remove_leftovers,
+    temp_stem,
+    temp_target,
+)
 from daemon.enroll import (
     SERVE_LEDGER,
     folder_label,
@@ -655,10 +667,70 @@ def _record_folder(state: ServiceState) -> None:
         except DataError as e:  # the lock file cannot be made (a read-only folder), or held too long
             logger.warning("cannot record the names of %s in its ledger (%s): %s", folder, SERVE_LEDGER, e)
             return
+        _said_removed(_remove_reference_leftovers(folder), folder)
         try:
             record_folder(folder, state.naming)
         except OSError as e:
             logger.warning("cannot record the names of %s in its ledger (%s): %s", folder, SERVE_LEDGER, e)
+
+
+def _remove_reference_leftovers(folder: Path) -> Leftovers:
+    """The temporary files of the reference images and the ledger that a serve killed while it wrote them left
+    in the references ``folder`` (and in its people's folders, ``label_from: folder``), removed; called holding
+    the folder's lock, which every serve holds while it writes them there, so none is a live writer's. A name
+    too long for its temporary file to show it ends in .jpg (a label of over ~190 bytes) is taken only once it is
+    ``LEFTOVER_AGE_S`` old: the folder may hold other files (a gallery) whose writers take another lock."""
+    cut = time.time() - LEFTOVER_AGE_S
+    removed = remove_leftovers(folder, _serves_reference) + remove_leftovers(folder, may_be_cut, before=cut)
+    try:
+        with os.scandir(folder) as entries:
+            people = [
+                Path(e.path)
+                for e in entries
+                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+            ]
+    except OSError:
+        return removed
+    for person in people:
+        removed += remove_leftovers(person, _serves_reference)
+    return removed
+
+
+def _serves_reference(target: str) -> bool:
+    """Whether ``target`` (a temporary file's, ``temp_target``) names a file serve writes into its references
+    folder: a reference image or the ledger."""
+    return target.endswith(".jpg") or target == SERVE_LEDGER
+
+
+def _remove_gallery_leftovers(state: ServiceState) -> None:
+    """The temporary files of the gallery that a writer killed while it saved it left beside it (a serve's or an
+    ``enroll``'s: each saves the gallery holding its lock), removed at start, holding that lock (waited for
+    ``lock_wait_s``): none is then a live writer's. Where none is there the lock is not taken."""
+    path = state.cfg.gallery
+    if path is None:
+        return
+    stem = temp_stem(path.name)
+    try:
+        with os.scandir(path.parent) as entries:
+            if not any(temp_target(e.name) == stem for e in entries):
+                return
+        with _gallery_locked(state):
+            removed = remove_leftovers(path.parent, lambda target: target == stem)
+    except (OSError, DataError) as e:  # the lock held too long (LockTimeout), its file not to be made
+        logger.warning(
+            "cannot remove the temporary files a killed writer left beside the gallery %s: %s", path, e
+        )
+        return
+    _said_removed(removed, path.parent)
+
+
+def _said_removed(removed: Leftovers, folder: Path) -> None:
+    if removed.files:
+        logger.info(
+            "removed %s left in %s by a writer killed before it renamed them",
+            removed.text(),
+            folder.resolve(),
+        )
 
 
 def _keep(state: ServiceState, image: ImageBGR, name: Path) -> str | None:
@@ -745,6 +817,7 @@ def create_app(state: ServiceState) -> FastAPI:
         )
 
     _add_error_answers(app, state)
+    _remove_gallery_leftovers(state)
     if state.cfg.references is not None:
         _make_references(state.cfg.references)
         _record_folder(state)

@@ -26,6 +26,7 @@ from _video import make_video
 from daemon.config import EmbedderConfig, RecognitionConfig, RuntimeConfig
 from daemon.embed import OnnxEmbedder
 from daemon.embedding import (
+    LEFTOVER_AGE_S,
     CropRef,
     EmbeddingMeta,
     EmbeddingResult,
@@ -34,7 +35,10 @@ from daemon.embedding import (
     atomic_write,
     embed,
     list_image_files,
+    may_be_cut,
     read_image,
+    remove_leftovers,
+    temp_target,
 )
 from daemon.errors import DataError
 from daemon.types import ImageBGR
@@ -381,3 +385,28 @@ def test_a_file_name_of_the_longest_length_is_written(tmp_path: Path, name: str)
     path = tmp_path / name
     atomic_write(path, b"data")
     assert path.read_bytes() == b"data" and [p.name for p in tmp_path.iterdir()] == [name]
+
+
+@pytest.mark.parametrize("name", ["status.json", "m" * 250 + ".json", "é" * 125 + ".npz"])
+def test_leftovers_are_told_by_the_name_atomic_write_gives_them_and_by_age(tmp_path: Path, name: str) -> None:
+    """A temporary file left by a killed atomic_write is told by its name (that of the file it was for, cut as
+    atomic_write cuts a long one) and, for a cleaner holding no lock its writers take, by when it was last
+    written: a young one may be a writer's at work and stays."""
+    import time
+
+    seen: list[str] = []
+    atomic_write(tmp_path / name, lambda fh: seen.extend(p.name for p in tmp_path.iterdir()))
+    (left,) = seen  # the temporary file as atomic_write names it, while it writes
+    target = temp_target(left)
+    assert target is not None and name.startswith(target) and may_be_cut(target) == (target != name)
+    assert temp_target(".status.json.tmp") is None and temp_target(".status.json.0123456789AB.tmp") is None
+    (tmp_path / left).write_bytes(b"x" * 30)
+    other = tmp_path / left.replace(target, "other.json")
+    other.write_bytes(b"y")
+    now = time.time()
+    assert remove_leftovers(tmp_path, lambda t: t == target, before=now - LEFTOVER_AGE_S).files == 0
+    os.utime(tmp_path / left, (now - LEFTOVER_AGE_S - 1, now - LEFTOVER_AGE_S - 1))
+    removed = remove_leftovers(tmp_path, lambda t: t == target, before=now - LEFTOVER_AGE_S)
+    assert (removed.files, removed.bytes) == (1, 30) and removed.text() == "1 temporary file (30 bytes)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, other.name])
+    assert remove_leftovers(tmp_path / "none", lambda t: True).files == 0  # no folder: nothing to remove

@@ -1766,3 +1766,113 @@ def test_the_serve_ledger_is_written_durably(tmp_path: Path, monkeypatch: pytest
     assert files and all(Path(p).parent == tmp_path for p in files)  # the ledger's data, before its rename
     assert str(tmp_path) in synced  # the rename itself
     assert [p.name for p in tmp_path.iterdir()] == [SERVE_LEDGER]  # no temp file left
+
+
+def _writer_mid_write(path: Path, lock: str) -> Any:
+    """A process writing ``path`` with ``atomic_write`` holding ``lock`` ("gallery": the gallery's lock, as serve
+    and enroll save it; "references": the references folder's, as serve writes an image and its ledger), stopped
+    halfway through the write (its temporary file there, 1000 bytes in) until a line comes on its stdin."""
+    import subprocess
+    import sys
+
+    take = (
+        "locked(p, 5.0, 'enroll')"
+        if lock == "gallery"
+        else "ledger_locked(p.parent, 5.0, 'reid-daemon serve', 'serve.lock_wait_s')"
+    )
+    script = (
+        "import pathlib, sys\nfrom daemon.embedding import atomic_write\nfrom daemon.enroll import ledger_locked\n"
+        "from daemon.gallery import locked\n"
+        f"p = pathlib.Path({str(path)!r})\n"
+        "def write(fh):\n"
+        "    fh.write(b'x' * 1000)\n    fh.flush()\n    print('writing', flush=True)\n    sys.stdin.readline()\n"
+        "    fh.write(b'y' * 1000)\n"
+        f"with {take}:\n    atomic_write(p, write)\nprint('written', flush=True)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
+    return proc
+
+
+def _killed_mid_write(path: Path, lock: str) -> Path:
+    """The temporary file a writer of ``path`` (``_writer_mid_write``) killed with SIGKILL halfway left."""
+    proc = _writer_mid_write(path, lock)
+    proc.kill()
+    proc.wait(timeout=10)
+    (left,) = path.parent.glob(f".{path.name}.*.tmp")
+    return left
+
+
+def _temp_name(name: str) -> str:
+    return f".{name}.{uuid.uuid4().hex[:12]}.tmp"  # as atomic_write names it
+
+
+def test_serve_removes_at_start_the_temporary_files_killed_writers_left_and_only_those(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression: a serve (or an enroll) killed between writing a file and renaming it (SIGKILL, a power cut)
+    # left its hidden temporary file for good, each as large as the file (a gallery's can be large); a long-run
+    # service's folders piled them up. serve removes, holding the lock every writer of them holds, those of its
+    # own files (the gallery, reference images, the ledger), and nothing else.
+    import logging
+
+    refs, path = tmp_path / "refs", tmp_path / "g.npz"
+    refs.mkdir()
+    ours = [_killed_mid_write(refs / "ann.jpg", "references"), _killed_mid_write(path, "gallery")]
+    (refs / "bob").mkdir()  # a person's folder (label_from: folder): serve writes bob/2.jpg
+    ours.append(refs / "bob" / _temp_name("2.jpg"))
+    ours.append(refs / _temp_name(SERVE_LEDGER))
+    for p in ours[2:]:
+        p.write_bytes(b"z" * 500)
+    others = [
+        refs / _temp_name("notes.txt"),  # not a file serve writes there
+        tmp_path / _temp_name("other.npz"),  # beside the gallery: another file's
+        refs / ".ann.jpg.tmp",  # not atomic_write's name
+        refs / "ann.jpg",  # the user's photo
+        refs / "bob" / _temp_name("2.png"),
+    ]
+    for p in others:
+        p.write_bytes(b"u" * 10)
+    linked = refs / _temp_name("cat.jpg")  # a link of that name is no temporary file of atomic_write
+    linked.symlink_to(refs / "ann.jpg")
+    caplog.set_level(logging.INFO, logger="daemon.serve")
+    state = ServiceState(
+        MeanColour(), Gallery(4, threshold=0.9), ServeConfig(gallery=path, references=refs), "m"
+    )
+    with BackgroundServer(create_app(state)) as server:
+        assert _post(f"{server.url}/enroll", "cat.jpg", _jpeg((0, 0, 90)))[0] == 200
+    assert [p for p in ours if p.exists()] == []
+    assert all(p.read_bytes() == b"u" * 10 for p in others) and linked.is_symlink()
+    assert f"removed 3 temporary files (2000 bytes) left in {refs.resolve()}" in caplog.text, caplog.text
+    assert f"removed 1 temporary file (1000 bytes) left in {tmp_path.resolve()}" in caplog.text, caplog.text
+    assert sorted(p.name for p in refs.glob(".*.tmp")) == sorted(
+        [others[0].name, ".ann.jpg.tmp", linked.name]
+    )
+
+
+@pytest.mark.parametrize("lock", ["references", "gallery"])
+def test_serve_leaves_the_temporary_file_of_a_writer_at_work(tmp_path: Path, lock: str) -> None:
+    # A writer at work (another serve writing an image into the shared references folder, an enroll saving the
+    # gallery) holds the lock while its temporary file is there: a serve starting meanwhile waits lock_wait_s
+    # for it, then starts without removing anything, and the writer's file is renamed whole.
+    refs, path = tmp_path / "refs", tmp_path / "g.npz"
+    refs.mkdir()
+    target = refs / "ann.jpg" if lock == "references" else path
+    writer = _writer_mid_write(target, lock)
+    try:
+        (tmp,) = target.parent.glob(f".{target.name}.*.tmp")
+        cfg = ServeConfig(gallery=path, references=refs, lock_wait_s=0.5)
+        state = ServiceState(MeanColour(), Gallery(4, threshold=0.9), cfg, "m")
+        with BackgroundServer(create_app(state)) as server:
+            assert _call(f"{server.url}/health")[0] == 200
+            assert tmp.read_bytes() == b"x" * 1000
+        assert writer.stdin is not None
+        writer.stdin.write("\n")
+        writer.stdin.flush()
+        assert writer.stdout is not None and writer.stdout.readline() == "written\n"
+    finally:
+        writer.kill()
+        writer.wait(timeout=10)
+    assert target.read_bytes() == b"x" * 1000 + b"y" * 1000 and not tmp.exists()
