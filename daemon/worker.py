@@ -16,12 +16,14 @@ from tqdm import tqdm
 from daemon.config import CameraConfig, Settings, redact
 from daemon.detect import build_detector
 from daemon.embed import build_embedder, embedder_signature, signature_through
-from daemon.erase import Erased, PendingForgets, erase_camera, erase_problem
+from daemon.embedding import LEFTOVER_AGE_S, Leftovers, remove_leftovers, temp_stem
+from daemon.erase import PENDING_FILE, Erased, PendingForgets, erase_camera, erase_problem
 from daemon.errors import ConfigError, DaemonError
 from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog, load_identity_head, sighting_gap_s
 from daemon.identity import FrameIdentities
 from daemon.motio import MotWriter
 from daemon.outputs import (
+    RUN_RECORD,
     VIDEO,
     AnnotatedVideo,
     EmbeddingFile,
@@ -32,6 +34,7 @@ from daemon.outputs import (
     check_source_kept,
     drop_empty_earlier,
     drop_empty_run,
+    earlier_folders,
     keep_earlier_run,
     last_recorded_track,
     stream_files,
@@ -286,6 +289,26 @@ class CameraOutputs:
                 raise failed
 
 
+WORKER_ONLY_FILES = ("status.json", "summary.json", RUN_RECORD)
+"""The files of a camera's folder that no process but its worker writes (``reid-daemon forget`` rewrites the
+others that hold ids, and may do so while a worker starts: one starting does not look running yet)."""
+
+
+def remove_camera_leftovers(folder: Path, name: str) -> Leftovers:
+    """The temporary files ``atomic_write`` left in camera ``name``'s ``folder`` and its ``earlier-*`` folders (a
+    worker, or a forget, killed between writing a file and renaming it), removed as its worker starts, before it
+    writes there: those of ``WORKER_ONLY_FILES`` in the folder whatever their age (one worker a camera: the
+    earlier one that left them is dead), those of its other files (``camera_files``, ``forget-pending.json``)
+    once ``LEFTOVER_AGE_S`` old, for a forget may be writing them now. Nothing else of that pattern."""
+    own = {temp_stem(f) for f in WORKER_ONLY_FILES}
+    shared = {temp_stem(f) for f in (*camera_files(name), PENDING_FILE)}
+    before = time.time() - LEFTOVER_AGE_S
+    removed = remove_leftovers(folder, own.__contains__)
+    for each in (folder, *earlier_folders(folder)):
+        removed += remove_leftovers(each, shared.__contains__, before)
+    return removed
+
+
 def put_earlier_run_aside(folder: Path, name: str, keep: int | None) -> Path | None:
     """What a live camera's start does first with the files an earlier run left in its ``folder``: removes them
     where they hold nothing of a frame (``drop_empty_run``: a start that failed), else moves them into an
@@ -444,6 +467,7 @@ class CameraWorker:
     def run(self) -> RunSummary:
         summary: RunSummary | None = None
         try:
+            self._remove_leftovers()
             self._erase_pending_forgets()
             opened = open_source_waiting(
                 self.cam.source, self._stop, name=self.name, on_retry=self._source_waiting
@@ -531,6 +555,19 @@ class CameraWorker:
         if set(gone) <= set(ids):
             return f"{len(ids)} global ids wait in {pending.path}"
         return f"{_ids_are(gone)} left in its files"
+
+    def _remove_leftovers(self) -> None:
+        """The temporary files killed writers left in the camera's folders, removed and logged
+        (``remove_camera_leftovers``)."""
+        folder = Path(self.cam.output.dir) / self.name
+        removed = remove_camera_leftovers(folder, self.name)
+        if removed.files:
+            log.info(
+                "%s: removed %s left in %s by a writer killed before it renamed them",
+                self.name,
+                removed.text(),
+                folder,
+            )
 
     def _erase_pending_forgets(self) -> None:
         """Ids an earlier run's stop left in the camera's forget-pending.json, erased first (its files are

@@ -1445,3 +1445,91 @@ def test_a_stop_during_an_erase_between_frames_ends_it_and_leaves_the_id_pending
     assert 0 < summary.frames < 30 and (camera_dir / "summary.json").is_file()
     assert pending.read()[0] == [555]
     assert 555 in _earlier_ids([earlier])  # not erased yet: the next start does
+
+
+def _temp_of(folder: Path, name: str, age_s: float, size: int = 100) -> Path:
+    """A temporary file of ``name`` in ``folder`` as ``atomic_write`` names it, last written ``age_s`` ago."""
+    import uuid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f".{name}.{uuid.uuid4().hex[:12]}.tmp"
+    path.write_bytes(b"t" * size)
+    when = time.time() - age_s
+    os.utime(path, (when, when))
+    return path
+
+
+def test_a_start_removes_the_temporary_files_killed_writers_left_in_the_camera_s_folders(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker (or a forget) killed between writing a file and renaming it (SIGKILL past TimeoutStopSec, the
+    watchdog's, a power cut) left its hidden temporary file there for good: status.json, written every second,
+    most often; restarts piled them up. The start removes those of the files only a worker writes whatever their
+    age, those of the files a forget rewrites too once old (a forget may be writing one now), nothing else."""
+    import logging
+
+    from daemon.embedding import LEFTOVER_AGE_S
+
+    clip = make_video(tmp_path / "clip.mp4", frames=10, size=(320, 240), people=2)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    settings = _settings(tmp_path, clip.path, gt, EmbedderConfig(type="none"))
+    camera_dir = tmp_path / "runs" / "synth"
+    earlier = camera_dir / "earlier-20240101T000000Z"
+    old = LEFTOVER_AGE_S + 60
+    gone = [
+        _temp_of(camera_dir, "status.json", 0.0),  # young: a killed worker's all the same
+        _temp_of(camera_dir, "summary.json", 1.0),
+        _temp_of(camera_dir, "run.json", 1.0),
+        _temp_of(camera_dir, "events.jsonl", old),
+        _temp_of(camera_dir, "forget-pending.json", old),
+        _temp_of(earlier, "events.jsonl", old),
+        _temp_of(earlier, "synth.global.txt", old),
+    ]
+    kept = [
+        _temp_of(camera_dir, "identities.json", 1.0),  # young: a forget may be writing it now
+        _temp_of(earlier, "events.jsonl", 1.0),
+        _temp_of(camera_dir, "notes.json", old),  # not a file the camera writes
+        _temp_of(tmp_path / "runs", "report.json", old),  # not in the camera's folders
+        _temp_of(camera_dir / "mine", "events.jsonl", old),  # nor in a folder of the user's
+    ]
+    caplog.set_level(logging.INFO, logger="daemon.worker")
+    summary = CameraWorker(settings, "synth").run()  # type: ignore[arg-type]
+    assert summary.frames == 10
+    assert [p for p in gone if p.exists()] == [] and all(p.exists() for p in kept)
+    said = f"synth: removed 7 temporary files (700 bytes) left in {camera_dir} by a writer killed"
+    assert said in caplog.text, caplog.text
+
+
+def test_a_start_leaves_the_temporary_file_of_a_forget_writing_the_camera_s_files(tmp_path: Path) -> None:
+    """A forget erasing a stopped camera's earlier folder while its worker starts (a starting worker does not
+    look running yet) is writing a temporary file there: the start leaves it, and the forget renames it whole."""
+    import subprocess
+    import sys
+
+    clip = make_video(tmp_path / "clip.mp4", frames=10, size=(320, 240), people=2)
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    settings = _settings(tmp_path, clip.path, gt, EmbedderConfig(type="none"))
+    events = tmp_path / "runs" / "synth" / "earlier-20240101T000000Z" / "events.jsonl"
+    events.parent.mkdir(parents=True)
+    script = (
+        "import pathlib, sys\nfrom daemon.embedding import atomic_write\n"
+        "def write(fh):\n    fh.write(b'{}\\n')\n    fh.flush()\n    print('writing', flush=True)\n"
+        "    sys.stdin.readline()\n    fh.write(b'{}\\n')\n"
+        f"atomic_write(pathlib.Path({str(events)!r}), write)\nprint('written', flush=True)\n"
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "writing\n"
+        (tmp,) = events.parent.glob(".events.jsonl.*.tmp")
+        assert CameraWorker(settings, "synth").run().frames == 10  # type: ignore[arg-type]
+        assert tmp.exists()
+        assert writer.stdin is not None
+        writer.stdin.write("\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline() == "written\n"
+    finally:
+        writer.kill()
+        writer.wait(timeout=10)
+    assert events.read_text() == "{}\n{}\n" and not tmp.exists()
