@@ -169,14 +169,26 @@ def _more_segments(later: int) -> str:
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
-    from daemon.fleet_report import report_text
-    from daemon.fleet_runner import report_fleet, run_fleet
+    from daemon.ops import HeldStop
 
     cameras = camera_list(args.cameras) if args.cameras else None
     if args.report_only:
-        run = report_fleet(Path(args.config), cameras, progress=not args.no_progress)
-    else:
-        run = run_fleet(Path(args.config), cameras, not args.no_progress, log_options=_log_options(args))
+        from daemon.fleet_runner import report_fleet
+
+        return _print_fleet_run(report_fleet(Path(args.config), cameras, progress=not args.no_progress))
+    with HeldStop() as held:  # a stop signal from here on stops the start cleanly (exit 0, logged)
+        from daemon.fleet_runner import run_fleet
+
+        run = run_fleet(
+            Path(args.config), cameras, not args.no_progress, log_options=_log_options(args), held=held
+        )
+    return 0 if run is None else _print_fleet_run(run)
+
+
+def _print_fleet_run(run: Any) -> int:
+    """The fleet's report, scores and files on stdout; 1 (named on stderr) when a camera's worker failed."""
+    from daemon.fleet_report import report_text
+
     print(report_text(run.report))
     if run.metrics is not None:
         print((run.report_dir / "fleet_metrics.txt").read_text(encoding="utf-8").rstrip())

@@ -11,6 +11,7 @@ recordings) or sits in a scenario built by ``reid-daemon scenario build`` with `
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -37,7 +38,7 @@ from daemon.errors import ConfigError, DaemonError, DataError
 from daemon.fleet import IDENTITY_TABLE_REFRESH_S
 from daemon.fleet_wire import FleetMessage
 from daemon.motio import MotGroundTruth
-from daemon.ops import STOP_SIGNALS
+from daemon.ops import STOP_SIGNALS, HeldStop
 from daemon.outputs import check_source_kept, json_object
 from daemon.procs import spawn
 from daemon.sources import frames_to_deliver, list_images, live_source, local_path
@@ -240,9 +241,67 @@ def run_fleet(
     progress: bool = True,
     report_dir: Path | None = None,
     log_options: Sequence[str] = (),
-) -> FleetRun:
+    held: HeldStop | None = None,
+) -> FleetRun | None:
     """Run the cameras of ``config`` (all, or ``cameras``) to their end; then report (see the module doc).
-    ``log_options`` (``-q``, ``--log-format json`` ...) go to every worker's command line."""
+    ``log_options`` (``-q``, ``--log-format json`` ...) go to every worker's command line. A stop signal is
+    caught from the first line (``held``: the caller's, caught since before; else one is held here): one that
+    comes before the cameras start (the config and the ground truths read, Valkey started) stops the run there,
+    logged, with no camera started and nothing reported: None."""
+    with contextlib.ExitStack() as stack:
+        if held is None:
+            held = stack.enter_context(HeldStop())
+        return _run_fleet(config, cameras, progress, report_dir, log_options, held)
+
+
+def _run_fleet(
+    config: Path,
+    cameras: list[str] | None,
+    progress: bool,
+    report_dir: Path | None,
+    log_options: Sequence[str],
+    held: HeldStop,
+) -> FleetRun | None:
+    settings, names = _checked_fleet(config, cameras)
+    if _stopped_while_starting(held):
+        return None
+    for n in names:
+        _ready_camera_dir(settings, n)
+    server = (
+        EmbeddedValkey(settings.bridge.embedded_transport).start() if settings.bridge.url is None else None
+    )
+    url = server.url if server is not None else str(settings.bridge.url)
+
+    def stopping() -> bool:
+        return held.received is not None
+
+    try:
+        if _stopped_while_starting(held):
+            return None
+        if server is not None:
+            log.info("embedded Valkey for this fleet at %s", url)
+        env = child_environment(settings, url, time.time())
+        withdrawals = _Withdrawals(settings, url, env) if settings.fleet.lockstep else None
+        exits = _Exits(withdrawals, stopping)
+        for n in settings.cameras:
+            if withdrawals is not None and n not in names:  # left out by --cameras: never wait for it
+                withdrawals.add(n, started=False)
+        cams = [_start_camera(config, settings, n, env, log_options) for n in names]
+        try:
+            _watch(cams, progress, stopping, exits)
+        finally:
+            exits.close()
+        codes = {c.name: exits.code(int(c.proc.wait())) for c in cams}
+    finally:
+        if server is not None:
+            server.close()  # and its temporary folder
+    held.release()  # a stop signal now ends the report (fleet.mp4 can take minutes) as it did before the run
+    return _report(config, settings, codes, progress, report_dir)
+
+
+def _checked_fleet(config: Path, cameras: list[str] | None) -> tuple[Settings, list[str]]:
+    """The fleet's settings and the cameras to run, checked before any starts (ConfigError naming what is
+    wrong): the fleet key, sources the cameras would overwrite, the ground truths."""
     settings, names = _fleet(config, cameras)
     if settings.bridge.signing_key is None and not settings.bridge.allow_unsigned:
         raise ConfigError(
@@ -252,39 +311,15 @@ def run_fleet(
     for n in names:
         check_source_kept(settings.cameras[n], n)
     _check_truths(config.parent, settings, names)
-    for n in names:
-        _ready_camera_dir(settings, n)
-    server = (
-        EmbeddedValkey(settings.bridge.embedded_transport).start() if settings.bridge.url is None else None
-    )
-    url = server.url if server is not None else str(settings.bridge.url)
-    stop = {"asked": False}
+    return settings, names
 
-    def on_signal(signum: int, _frame: object) -> None:
-        stop["asked"] = True
 
-    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
-    try:
-        if server is not None:
-            log.info("embedded Valkey for this fleet at %s", url)
-        env = child_environment(settings, url, time.time())
-        withdrawals = _Withdrawals(settings, url, env) if settings.fleet.lockstep else None
-        exits = _Exits(withdrawals, lambda: stop["asked"])
-        for n in settings.cameras:
-            if withdrawals is not None and n not in names:  # left out by --cameras: never wait for it
-                withdrawals.add(n, started=False)
-        cams = [_start_camera(config, settings, n, env, log_options) for n in names]
-        try:
-            _watch(cams, progress, lambda: stop["asked"], exits)
-        finally:
-            exits.close()
-        codes = {c.name: exits.code(int(c.proc.wait())) for c in cams}
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-        if server is not None:
-            server.close()  # and its temporary folder
-    return _report(config, settings, codes, progress, report_dir)
+def _stopped_while_starting(held: HeldStop) -> bool:
+    """Whether a stop signal came while the fleet started (logged: no camera is started)."""
+    if held.received is None:
+        return False
+    log.info("fleet: %s received while starting, stopping: no camera started", held.received.name)
+    return True
 
 
 def report_fleet(

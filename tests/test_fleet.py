@@ -807,6 +807,58 @@ def test_a_camera_the_fleets_own_stop_ended_before_it_caught_signals_has_not_fai
     )  # real failures stay failures
 
 
+# `reid-daemon fleet` signalled while it starts: from inside its config's read (``load_settings``, as fleet_runner
+# calls it) or the import of fleet_runner, so the signal always lands there.
+_FLEET_SIGNALLED_WHILE_STARTING = """
+import os, signal, sys
+
+def signal_now(*_args):
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+
+class SignalOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "daemon.fleet_runner":
+            signal_now()
+        return None
+
+if sys.argv[3] == "import":
+    sys.meta_path.insert(0, SignalOnImport())
+else:
+    from daemon import fleet_runner, config
+    fleet_runner.load_settings = lambda path: (signal_now(), config.load_settings(path))[1]
+from daemon.cli import entry
+entry(["--log-format", "json", "fleet", "--config", sys.argv[2], "--no-progress"])
+"""
+
+
+@pytest.mark.parametrize(
+    ("sig", "where"),
+    [("SIGTERM", "config"), ("SIGINT", "config"), ("SIGHUP", "config"), ("SIGTERM", "import")],
+)
+def test_a_signal_while_the_fleet_reads_its_config_stops_it_cleanly(
+    tmp_path: Path, sig: str, where: str
+) -> None:
+    """`reid-daemon fleet` set its stop handlers only once it had read its config and ground truths, made the
+    cameras' folders and started Valkey: a stop signal before (seconds on a loaded machine) killed it (SIGTERM:
+    exit -15, SIGHUP: -1, nothing logged) or ended it in a KeyboardInterrupt (SIGINT, 130). It is held from the
+    command's first line, as `run` holds it: exit 0, logged, no camera started, nothing written."""
+    clip = make_video(tmp_path / "clip.mp4", frames=5, size=(64, 48), people=1)
+    cfg = {
+        "fleet": {"enabled": True},
+        "bridge": {"allow_unsigned": True},
+        "camera_defaults": {"output": {"dir": str(tmp_path / "runs")}, "embedder": {"type": "none"}},
+        "cameras": {"a": {"source": {"uri": str(clip.path)}}},
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-c", _FLEET_SIGNALLED_WHILE_STARTING, sig, str(path), where]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    said = [json.loads(line)["message"] for line in proc.stderr.splitlines()]  # JSON lines only
+    assert said == [f"fleet: {sig} received while starting, stopping: no camera started"], said
+    assert proc.stdout == "" and not (tmp_path / "runs").exists()  # no report, no camera folder
+
+
 def test_a_report_of_cameras_that_left_no_outputs_says_which(tmp_path: Path, capsys: object) -> None:
     cam = {"source": {"uri": "x.mp4"}, "output": {"dir": str(tmp_path / "runs")}}
     path = tmp_path / "fleet.yaml"

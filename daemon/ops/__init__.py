@@ -18,8 +18,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 class HeldStop:
     """A stop signal held from the first line of ``reid-daemon run`` until the worker's own handler takes over
-    (``runner.run_camera``): the seconds before it (the config read, the imports of torch and the models' code:
-    12 s on a loaded machine) would otherwise end the process by the signal (exit 143, nothing flushed nor
+    (``runner.run_camera``), and of ``reid-daemon fleet`` until its cameras have ended (``fleet_runner``): the
+    seconds before (the config read, the imports of torch and the models' code: 12 s on a loaded machine; a
+    fleet's ground truths read) would otherwise end the process by the signal (exit 143, nothing flushed nor
     logged). While inside (main thread only; elsewhere nothing is held), the STOP_SIGNALS are noted;
     ``received``: the first one that came (None: none). The handlers before are restored on the way out."""
 
@@ -33,7 +34,13 @@ class HeldStop:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        for s, h in self._previous.items():
+        self.release()
+
+    def release(self) -> None:
+        """The handlers before restored now, before leaving (a fleet's report: a stop signal ends it as it did
+        before the fleet ran); leaving then restores nothing more."""
+        previous, self._previous = self._previous, {}
+        for s, h in previous.items():
             signal.signal(s, h)
 
     def _note(self, signum: int, _frame: FrameType | None) -> None:
