@@ -1040,7 +1040,11 @@ def build_parser() -> argparse.ArgumentParser:
         "fleet", help="Run every camera of a fleet YAML as its own process on one Valkey; report identities."
     )
     fl.add_argument("--config", "-c", required=True, help="Fleet YAML (several cameras, fleet and bridge).")
-    fl.add_argument("--cameras", help="Comma-separated camera names (default: all).")
+    fl.add_argument(
+        "--cameras",
+        help="Comma-separated camera names (default: all, and, unless a lockstep replay, the YAML followed while "
+        "it runs: a camera added to it started, one taken out stopped).",
+    )
     fl.add_argument("--no-progress", action="store_true", help="No progress bars.")
     fl.add_argument(
         "--report-only",

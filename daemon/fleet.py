@@ -500,13 +500,14 @@ class ConfigWatch:
     no longer validates is logged as an error naming it (once per change) and gives None, so the worker keeps
     what it holds. Checked first whatever the file's state: it may have changed while the worker started."""
 
-    def __init__(self, path: Path, camera: str) -> None:
+    def __init__(self, path: Path, camera: str, keeps: str = "the worker keeps the cameras it had") -> None:
         self.path = path
-        self.camera = camera
+        self.camera = camera  # who reads it ("fleet": ``reid-daemon fleet``), and what it keeps meanwhile
+        self.keeps = keeps
         self._seen: tuple[int, ...] | None = (-1,)  # the file's state when last read ((-1,): not read yet)
 
     def changed(self) -> Settings | None:
-        state = _file_state(self.path)
+        state = file_state(self.path)
         if state == self._seen:  # None twice: still not there (said once)
             return None
         self._seen = state
@@ -514,15 +515,16 @@ class ConfigWatch:
             return load_settings(self.path)
         except (ConfigError, OSError) as e:  # OSError: a folder on its path the worker may no longer enter
             log.error(
-                "%s: config file %s changed but cannot be taken: %s; the worker keeps the cameras it had",
+                "%s: config file %s changed but cannot be taken: %s; %s",
                 self.camera,
                 self.path,
                 e,
+                self.keeps,
             )
             return None
 
 
-def _file_state(path: Path) -> tuple[int, ...] | None:
+def file_state(path: Path) -> tuple[int, ...] | None:
     """What tells a file's change: modification time, size, inode and device; None when it cannot be looked at
     (``load_settings`` then says why)."""
     try:

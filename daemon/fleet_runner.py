@@ -3,7 +3,8 @@
 This is what several systemd units do on a site, folded into one command for replays and demos: start an
 embedded Valkey when the config names none (on ``bridge.embedded_transport``), start ``reid-daemon run --config
 FILE --camera NAME`` for each camera (separate processes, as in production), show their progress, forward
-SIGINT/SIGTERM, and when they are done print and write the identity report (who was seen where and when:
+SIGINT/SIGTERM, follow the YAML while they run (a live fleet's: a camera added started, one taken out stopped:
+``_Follow``), and when they are done print and write the identity report (who was seen where and when:
 ``report.json``, ``report.md``, ``timeline.png``) — and the fleet evaluation against the cameras' ground truth
 (``fleet_metrics.json``) when the config names each camera's (``cameras.<name>.ground_truth``: one's own
 recordings) or sits in a scenario built by ``reid-daemon scenario build`` with ``--gt``.
@@ -31,17 +32,25 @@ import numpy as np
 from tqdm import tqdm
 
 from daemon.bridge import FORGET_CAMERA, Bridge, BridgeError
-from daemon.config import SecretSource, Settings, load_settings
+from daemon.config import CameraConfig, SecretSource, Settings, load_settings
 from daemon.erase import Erased, NotATable, PendingForgets, UnreadableFile, erase_problem
 from daemon.erase_ack import EraseAck, UntrustedAck
-from daemon.errors import ConfigError, DaemonError, DataError
-from daemon.fleet import IDENTITY_TABLE_REFRESH_S
+from daemon.errors import ConfigError, DaemonError, DataError, SourceError
+from daemon.fleet import IDENTITY_TABLE_REFRESH_S, ConfigWatch, file_state
 from daemon.fleet_wire import FleetMessage
 from daemon.motio import MotGroundTruth
 from daemon.ops import STOP_SIGNALS, HeldStop
 from daemon.outputs import check_source_kept, json_object
 from daemon.procs import spawn
-from daemon.sources import frames_to_deliver, list_images, live_source, local_path
+from daemon.sources import (
+    check_not_text,
+    frames_to_deliver,
+    list_images,
+    live_source,
+    local_path,
+    not_found,
+    source_kind,
+)
 from daemon.valkey_server import EmbeddedValkey
 
 if TYPE_CHECKING:
@@ -149,50 +158,183 @@ def _start_camera(
     return CameraProcess(name, proc, status, log_path, _frame_total(settings, name))
 
 
-def _watch(cams: list[CameraProcess], progress: bool, stopping: Callable[[], bool], exits: _Exits) -> None:
-    """Show the cameras' progress until they have all exited; forward a stop request once."""
-    bars = {
-        c.name: tqdm(total=c.total, desc=c.name, unit="frame", position=i, disable=not progress, leave=True)
-        for i, c in enumerate(cams)
-    }
-    stop_sent: float | None = None
+def _watch(
+    cams: list[CameraProcess],
+    progress: bool,
+    stopping: Callable[[], bool],
+    exits: _Exits,
+    follow: _Follow | None = None,
+) -> None:
+    """Show the cameras' progress until they have all exited; forward a stop request (``_Stops``). ``follow``:
+    the fleet's YAML, followed meanwhile (the cameras added to it started and appended to ``cams``, those
+    removed stopped), until the fleet's stop."""
+    bars = _Bars(progress)
+    stops = _Stops()
     try:
-        while exits.running(cams):
+        while True:
             if stopping():
-                stop_sent = _stop(cams, stop_sent)
-            _show(cams, bars)
+                stops.ask(cams)
+            elif follow is not None:
+                follow.tick(cams, stops, exits)
+            if not exits.running(cams):
+                break
+            stops.enforce(cams)
+            bars.show(cams)
             time.sleep(POLL_S)
     finally:
-        _show(cams, bars)
-        for bar in bars.values():
+        bars.show(cams)
+        bars.close()
+
+
+class _Stops:
+    """Camera processes stopped as the unit's stop does: SIGTERM once, then SIGKILL to one still running
+    ``STOP_GRACE_S`` later (a hung worker would hold the fleet forever; a second Ctrl-C did nothing)."""
+
+    def __init__(self) -> None:
+        self._sent: dict[CameraProcess, float] = {}  # when each was sent SIGTERM (inf: killed)
+
+    def ask(self, cams: Sequence[CameraProcess]) -> None:
+        """SIGTERM to those of ``cams`` still running that have not been sent it."""
+        for c in cams:
+            if c not in self._sent and c.proc.poll() is None:
+                c.proc.send_signal(signal.SIGTERM)
+                self._sent[c] = time.monotonic()
+
+    def enforce(self, cams: Sequence[CameraProcess]) -> None:
+        """SIGKILL to those still running ``STOP_GRACE_S`` after their SIGTERM."""
+        now = time.monotonic()
+        for c in cams:
+            sent = self._sent.get(c)
+            if sent is not None and now - sent >= STOP_GRACE_S and c.proc.poll() is None:
+                log.warning(
+                    "camera %s has not stopped %.0f s after SIGTERM: killing it", c.name, STOP_GRACE_S
+                )
+                c.proc.kill()
+                self._sent[c] = math.inf
+
+
+class _Bars:
+    """A progress bar per camera process, one under the other, made when it is first shown (a camera added to
+    the fleet's YAML gets the next line)."""
+
+    def __init__(self, progress: bool) -> None:
+        self._progress = progress
+        self._bars: dict[CameraProcess, Any] = {}
+
+    def show(self, cams: Sequence[CameraProcess]) -> None:
+        for c in cams:
+            bar = self._bars.get(c)
+            if bar is None:
+                at = len(self._bars)
+                bar = tqdm(total=c.total, desc=c.name, unit="frame", position=at, disable=not self._progress)
+                self._bars[c] = bar
+            st = json_object(c.status)
+            if "frames" in st:
+                bar.update(int(st["frames"]) - bar.n)
+                bar.set_postfix(fps=st.get("fps"), ids=st.get("identities"), refresh=False)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
             bar.close()
 
 
-def _stop(cams: list[CameraProcess], sent_at: float | None) -> float | None:
-    """Forward a stop request: SIGTERM to the running cameras the first time (returns when it was sent), SIGKILL
-    to those still running ``STOP_GRACE_S`` later (a hung worker would hold the fleet forever; returns inf)."""
-    now = time.monotonic()
-    if sent_at is None:
-        for c in cams:
-            if c.proc.poll() is None:
-                c.proc.send_signal(signal.SIGTERM)
-        return now
-    if now - sent_at < STOP_GRACE_S:
-        return sent_at
-    for c in cams:
-        if c.proc.poll() is None:
-            log.warning("camera %s has not stopped %.0f s after SIGTERM: killing it", c.name, STOP_GRACE_S)
-            c.proc.kill()
-    return math.inf
+class _Follow:
+    """A live fleet's YAML, followed while it runs as its workers follow it (``fleet.ConfigWatch``): a camera
+    added to it is started, its folder readied as at the fleet's start; one removed has its worker stopped as
+    the fleet's stop does (``_Stops``), which is not a failure; a file that cannot be read or does not validate
+    is logged, naming it, and changes nothing. An added camera that cannot be used (its source missing or a
+    text file, a file it would overwrite, a ground truth that cannot be read, a folder it cannot make) is logged
+    and not started, the others running on; it is tried again once its settings change. A camera added back
+    before its earlier worker has stopped starts once that one has. The file is taken once it has not changed
+    for a poll (``POLL_S``), so that an edit being written is not read half-way. Only the camera list is
+    followed: any other change takes a restart of the fleet (its workers take what they take themselves)."""
+
+    def __init__(
+        self, config: Path, settings: Settings, start: Callable[[Settings, str], CameraProcess]
+    ) -> None:
+        self.config = config
+        self.ran: dict[str, CameraConfig] = dict(
+            settings.cameras
+        )  # every camera run, as started: the report's
+        self._start = start
+        self._watch = ConfigWatch(config, "fleet", keeps="the fleet keeps the cameras it runs")
+        self._wanted = settings  # the file as last taken
+        self._members = set(settings.cameras)  # the cameras the fleet runs (a worker may have ended)
+        self._refused: dict[str, CameraConfig] = {}  # added cameras not started, as they were
+        self._polled: tuple[int, ...] | None = None
+
+    def tick(self, cams: list[CameraProcess], stops: _Stops, exits: _Exits) -> None:
+        """Take the file if it changed: stop the workers of the cameras removed, start those added."""
+        new = self._settled_change()
+        if new is not None:
+            self._wanted = new
+        wanted = self._wanted.cameras
+        for name in sorted(self._members - set(wanted)):
+            self._members.discard(name)
+            self._remove(name, cams, stops, exits)
+        for name in wanted:
+            if name in self._members or self._refused.get(name) == wanted[name]:
+                continue
+            if any(c.name == name and c.proc.poll() is None for c in cams):
+                continue  # removed and added back: its earlier worker is still stopping
+            joined = self._join(name)
+            if joined is not None:
+                cams.append(joined)
+                self._members.add(name)
+
+    def _settled_change(self) -> Settings | None:
+        state = file_state(self.config)
+        if state != self._polled:  # changed since the last poll: perhaps being written
+            self._polled = state
+            return None
+        return self._watch.changed()
+
+    def _remove(self, name: str, cams: list[CameraProcess], stops: _Stops, exits: _Exits) -> None:
+        running = [c for c in cams if c.name == name and c.proc.poll() is None]
+        for c in running:
+            exits.removed(c)
+        stops.ask(running)
+        if running:
+            log.info("camera %s is no longer in %s: stopping its worker", name, self.config)
+        else:
+            log.info("camera %s is no longer in %s (its worker had ended)", name, self.config)
+
+    def _join(self, name: str) -> CameraProcess | None:
+        settings = self._wanted
+        try:
+            _check_added(self.config.parent, settings, name)
+            _ready_camera_dir(settings, name)
+            joined = self._start(settings, name)
+        except (ConfigError, OSError) as e:
+            self._refused[name] = settings.cameras[name]
+            log.error(
+                "camera %s, added to %s, is not started: %s; the other cameras run on (it is tried again when "
+                "its settings change)",
+                name,
+                self.config,
+                e,
+            )
+            return None
+        self._refused.pop(name, None)
+        self.ran[name] = settings.cameras[name]
+        log.info("camera %s was added to %s: its worker started (pid %d)", name, self.config, joined.proc.pid)
+        return joined
 
 
-def _show(cams: list[CameraProcess], bars: dict[str, Any]) -> None:
-    for c in cams:
-        st = json_object(c.status)
-        bar = bars[c.name]
-        if "frames" in st:
-            bar.update(int(st["frames"]) - bar.n)
-            bar.set_postfix(fps=st.get("fps"), ids=st.get("identities"), refresh=False)
+def _check_added(folder: Path, settings: Settings, name: str) -> None:
+    """ConfigError naming the setting when camera ``name``, added to a running fleet's YAML, cannot be used: its
+    local source missing or a text file, a file it would overwrite (``check_source_kept``), a ground truth that
+    cannot be read (``_check_truths``)."""
+    src = settings.cameras[name].source
+    try:
+        path = local_path(src)
+        if path is not None and not path.exists():
+            raise not_found("image folder" if source_kind(src) == "folder" else "video file", path)
+        check_not_text(src)
+    except SourceError as e:
+        raise ConfigError(f"cameras.{name}.source.uri: {e}") from None
+    check_source_kept(settings.cameras[name], name)
+    _check_truths(folder, settings, [name])
 
 
 class _Exits:
@@ -201,13 +343,29 @@ class _Exits:
     not to wait for it (``_Withdrawals``)."""
 
     def __init__(self, withdrawals: _Withdrawals | None, stopping: Callable[[], bool]) -> None:
-        self._seen: set[str] = set()
+        self._seen: set[CameraProcess] = set()
+        self._removed: set[CameraProcess] = set()  # stopped because their camera left the fleet's YAML
         self._withdrawals = withdrawals
         self._stopping = stopping
 
-    def code(self, code: int) -> int:
-        """A camera's exit code as the fleet counts it: 0 for a camera the fleet's own stop ended by its signal."""
-        return 0 if code in _STOPPED_BY_SIGNAL and self._stopping() else code
+    def code(self, code: int, removed: bool = False) -> int:
+        """A camera's exit code as the fleet counts it: 0 for a camera the fleet's own stop ended by its signal,
+        or (``removed``) the stop of a camera taken out of its YAML."""
+        return 0 if code in _STOPPED_BY_SIGNAL and (removed or self._stopping()) else code
+
+    def removed(self, c: CameraProcess) -> None:
+        """``c`` is being stopped because its camera was taken out of the fleet's YAML."""
+        self._removed.add(c)
+
+    def codes(self, cams: Sequence[CameraProcess]) -> dict[str, int]:
+        """Each camera's exit code as the fleet counts it, once all have exited: of a camera run more than once
+        (taken out of the YAML and put back), its first failure, else 0."""
+        codes: dict[str, int] = {}
+        for c in cams:
+            code = self.code(int(c.proc.wait()), c in self._removed)
+            if not codes.get(c.name):
+                codes[c.name] = code
+        return codes
 
     def running(self, cams: list[CameraProcess]) -> bool:
         """Whether any camera still runs; acts on the exits not seen before."""
@@ -216,15 +374,17 @@ class _Exits:
             code = c.proc.poll()
             if code is None:
                 running = True
-            elif c.name not in self._seen:
-                self._seen.add(c.name)
-                self._exited(c, self.code(int(code)))
+            elif c not in self._seen:
+                self._seen.add(c)
+                self._exited(c, self.code(int(code), c in self._removed))
         if self._withdrawals is not None:
             self._withdrawals.tick()
         return running
 
     def _exited(self, c: CameraProcess, code: int) -> None:
         if code == 0:
+            if c in self._removed:
+                log.info("camera %s has stopped (taken out of the fleet's config)", c.name)
             return
         log.error("camera %s exited with %d; the end of its log:\n%s", c.name, code, _tail(c.log_path))
         if self._withdrawals is not None:
@@ -286,17 +446,45 @@ def _run_fleet(
         for n in settings.cameras:
             if withdrawals is not None and n not in names:  # left out by --cameras: never wait for it
                 withdrawals.add(n, started=False)
-        cams = [_start_camera(config, settings, n, env, log_options) for n in names]
+
+        def start(now: Settings, name: str) -> CameraProcess:
+            return _start_camera(config, now, name, env, log_options)
+
+        follow = _following(config, settings, cameras, start)
+        cams = [start(settings, n) for n in names]
         try:
-            _watch(cams, progress, stopping, exits)
+            _watch(cams, progress, stopping, exits, follow)
         finally:
             exits.close()
-        codes = {c.name: exits.code(int(c.proc.wait())) for c in cams}
+        codes = exits.codes(cams)
     finally:
         if server is not None:
             server.close()  # and its temporary folder
     held.release()  # a stop signal now ends the report (fleet.mp4 can take minutes) as it did before the run
-    return _report(config, settings, codes, progress, report_dir)
+    ran = settings if follow is None else settings.model_copy(update={"cameras": follow.ran})
+    return _report(config, ran, codes, progress, report_dir)
+
+
+def _following(
+    config: Path,
+    settings: Settings,
+    cameras: list[str] | None,
+    start: Callable[[Settings, str], CameraProcess],
+) -> _Follow | None:
+    """The fleet's YAML followed while it runs (``_Follow``), unless the run keeps a fixed set of cameras (said
+    in the log): a lockstep replay (its cameras wait for each other from the first frame), or ``--cameras``."""
+    if settings.fleet.lockstep:
+        log.info(
+            "a lockstep replay runs the cameras it started with: %s is not followed while it runs", config
+        )
+        return None
+    if cameras is not None:
+        log.info(
+            "--cameras: the fleet runs %s only; %s is not followed while it runs", ", ".join(cameras), config
+        )
+        return None
+    log.info("following %s: a camera added to it is started, one taken out of it stopped", config)
+    return _Follow(config, settings, start)
 
 
 def _checked_fleet(config: Path, cameras: list[str] | None) -> tuple[Settings, list[str]]:

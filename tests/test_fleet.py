@@ -41,7 +41,7 @@ from daemon.fleet import (
 from daemon.fleet_runner import forget, report_fleet, run_fleet
 from daemon.identity import IdentityAssignment, ProfileUpdate
 from daemon.motio import read_results
-from daemon.outputs import camera_files, earlier_folders
+from daemon.outputs import camera_files, earlier_folders, json_object
 from daemon.pipeline import FrameResult
 from daemon.track import TrackerUpdate
 from daemon.types import Detections, Frame, Track
@@ -1323,6 +1323,151 @@ def test_a_camera_added_to_a_running_fleet_has_its_identities_taken_without_a_re
     assert "added: yard; removed: none" in log and "camera yard is listed now: caught up" in log
 
 
+def _frames(folder: Path) -> int:
+    """The frames a camera's status.json says its worker has read (0 before it writes one)."""
+    return int(json_object(folder / "status.json").get("frames", 0))
+
+
+def test_a_live_fleet_starts_the_cameras_added_to_its_yaml_and_stops_those_taken_out(tmp_path: Path) -> None:
+    """`reid-daemon fleet` on live cameras started the cameras its YAML listed when it started, and those only:
+    one added later got no worker until the whole fleet was restarted, one taken out kept running. Real processes
+    on a real RTSP stream: b added starts and writes its folder; c, added with a video that is not there, is
+    logged and not started; a file that does not validate is logged and changes nothing; a taken out stops
+    (exit 0: not a failure) while b runs on; the fleet's stop then ends b, exit 0, both in the report."""
+    from test_sources import RtspServer
+
+    clip = make_video(tmp_path / "stream.mp4", frames=600, fps=10.0, people=2, size=(160, 120))
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    server = RtspServer(clip.path)
+    server.start()
+    runs = tmp_path / "runs"
+    path = tmp_path / "fleet.yaml"
+
+    def write(cams: dict[str, object]) -> None:
+        cfg = {"fleet": {"enabled": True}, "bridge": {"allow_unsigned": True}, "cameras": cams}
+        tmp = path.with_suffix(".new")
+        tmp.write_text(yaml.safe_dump(cfg))
+        tmp.replace(path)  # moved into place, as a deployment does
+
+    live = _live_camera(server.url, gt, runs)
+    write({"a": live})
+    said = tmp_path / "fleet.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "daemon",
+        "--log-format",
+        "json",
+        "fleet",
+        "--config",
+        str(path),
+        "--no-progress",
+    ]
+    with said.open("wb") as err:
+        fleet = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err)
+    try:
+        wait_until(lambda: _frames(runs / "a") > 0, 120, "camera a reading its stream", 0.2)
+        missing = {**live, "source": {"uri": str(tmp_path / "missing.mp4")}}
+        write({"a": live, "b": live, "c": missing})
+        wait_until(lambda: _frames(runs / "b") > 0, 120, "camera b, added, reading its stream", 0.2)
+        assert "camera c, added to" in said.read_text() and "video file not found" in said.read_text()
+        assert not (runs / "c").exists()
+        write({"a": live, "b": {**live, "unknown_setting": 1}})  # does not validate: nothing changes
+        wait_until(lambda: "changed but cannot be taken" in said.read_text(), 30, "the bad file logged", 0.2)
+        write({"b": live})
+        wait_until(lambda: "camera a has stopped" in said.read_text(), 60, "camera a stopped", 0.2)
+        assert json_object(runs / "a" / "status.json")["state"] == "done"
+        at = _frames(runs / "b")
+        wait_until(lambda: _frames(runs / "b") > at + 5, 60, "camera b running on", 0.2)
+        assert fleet.poll() is None
+        fleet.send_signal(signal.SIGTERM)
+        out, _ = fleet.communicate(timeout=60)
+    finally:
+        fleet.kill()
+        server.stop()
+    log = said.read_text()
+    assert fleet.returncode == 0, log[-3000:]
+    messages = [json.loads(line)["message"] for line in log.splitlines() if line.startswith("{")]
+    assert f"camera b was added to {path}" in " ".join(messages), messages
+    assert f"camera a is no longer in {path}: stopping its worker" in messages, messages
+    assert "config file" in " ".join(messages) and "the fleet keeps the cameras it runs" in log
+    assert not any("exited with" in m for m in messages), messages
+    text = out.decode()
+    assert f"  a: {runs / 'a'}" in text and f"  b: {runs / 'b'}" in text, text  # both in the report
+    assert json_object(runs / "b" / "status.json")["state"] == "done"
+
+
+# A camera's worker for _Follow's test: on SIGTERM it exits 0 once the file argv[1] is there (a worker whose stop
+# takes a while), until then it runs on; it says 'up' once it catches SIGTERM.
+_SLOW_TO_STOP = """
+import os, signal, sys, time
+asked = []
+signal.signal(signal.SIGTERM, lambda *_: asked.append(1))
+print("up", flush=True)
+while not (asked and os.path.exists(sys.argv[1])):
+    time.sleep(0.05)
+"""
+
+
+def test_a_camera_put_back_before_its_worker_stopped_starts_once_it_has_and_a_refused_one_when_mended(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fleet's following of its YAML (fleet_runner._Follow, with real processes for workers): a camera taken
+    out and put back while its worker still stops gets its new worker once the earlier one has exited (two in
+    one folder would write over each other), both counted exit 0; an added camera that cannot be used is said
+    once, not at every poll, and started once its settings are mended."""
+    clip = make_video(tmp_path / "clip.mp4", frames=3, size=(64, 48), people=1)
+    go = tmp_path / "go"
+    path = tmp_path / "fleet.yaml"
+
+    def write(cams: dict[str, str]) -> None:
+        out = {"dir": str(tmp_path / "runs")}
+        cfg = {"fleet": {"enabled": True}, "bridge": {"allow_unsigned": True}}
+        cfg["cameras"] = {n: {"source": {"uri": uri}, "output": out} for n, uri in cams.items()}
+        path.with_suffix(".new").write_text(yaml.safe_dump(cfg))
+        path.with_suffix(".new").replace(path)
+
+    def start(_now: Settings, name: str) -> fleet_runner.CameraProcess:
+        proc = subprocess.Popen([sys.executable, "-c", _SLOW_TO_STOP, str(go)], stdout=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdout.readline() == b"up\n"  # SIGTERM is caught from here
+        return fleet_runner.CameraProcess(name, proc, tmp_path / "status.json", tmp_path / "log", None)
+
+    def take() -> None:  # the file is taken once unchanged for a poll
+        for _ in range(2):
+            follow.tick(cams, stops, exits)
+
+    write({"a": str(clip.path), "b": str(clip.path)})
+    follow = fleet_runner._Follow(path, load_settings(path), start)
+    cams = [start(load_settings(path), "a"), start(load_settings(path), "b")]
+    stops, exits = fleet_runner._Stops(), fleet_runner._Exits(None, lambda: False)
+    try:
+        take()
+        assert len(cams) == 2  # nothing changed
+        write({"b": str(clip.path)})
+        take()
+        write({"a": str(clip.path), "b": str(clip.path), "c": str(tmp_path / "missing.mp4")})
+        with caplog.at_level(logging.ERROR, logger="daemon.fleet_runner"):
+            take()
+            take()
+        assert [c.name for c in cams] == ["a", "b"] and cams[0].proc.poll() is None  # a's worker still stops
+        assert caplog.text.count("camera c, added to") == 1 and "video file not found" in caplog.text
+        go.touch()
+        cams[0].proc.wait(30)
+        take()
+        assert [c.name for c in cams] == ["a", "b", "a"] and cams[2].proc.poll() is None
+        write({"a": str(clip.path), "b": str(clip.path), "c": str(clip.path)})  # mended
+        take()
+        assert [c.name for c in cams] == ["a", "b", "a", "c"]
+    finally:
+        go.touch()
+        stops.ask(cams)
+        for c in cams:
+            c.proc.wait(30)
+    assert exits.codes(cams) == {"a": 0, "b": 0, "c": 0}
+    assert (tmp_path / "runs" / "c").is_dir() and not (tmp_path / "runs" / "missing").exists()
+    assert list(follow.ran) == ["a", "b", "c"]
+
+
 def test_identity_config_reaches_the_resolver(tmp_path: Path, valkey: EmbeddedValkey) -> None:
     settings = _settings(tmp_path, valkey.url)
     link = FleetLink(settings, "a", DIM)  # type: ignore[arg-type]
@@ -1865,9 +2010,12 @@ def test_the_report_names_a_camera_that_failed_before_its_source_opened_and_why(
     assert said in md
 
 
-def test_cameras_left_out_by_cameras_are_not_waited_for(tmp_path: Path, mobilenet_model: Path) -> None:
+def test_cameras_left_out_by_cameras_are_not_waited_for(
+    tmp_path: Path, mobilenet_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """`fleet --cameras b` of a lockstep YAML with cameras a and b: b waited lockstep_timeout_s (60 s) for a's
-    markers, which no worker of this run would send, and the 5 s replay took 66 s."""
+    markers, which no worker of this run would send, and the 5 s replay took 66 s. The run keeps its cameras:
+    its YAML is not followed (said)."""
     clip = make_video(tmp_path / "clip.mp4", frames=30, size=(320, 240), people=2)
     gt = clip.write_mot_gt(tmp_path / "gt.txt")
     out = tmp_path / "runs"
@@ -1882,8 +2030,10 @@ def test_cameras_left_out_by_cameras_are_not_waited_for(tmp_path: Path, mobilene
     }
     path = tmp_path / "fleet.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    run = run_fleet(path, ["right"], progress=False)
+    with caplog.at_level(logging.INFO, logger="daemon.fleet_runner"):
+        run = run_fleet(path, ["right"], progress=False)
     assert run.exit_codes == {"right": 0}
+    assert f"a lockstep replay runs the cameras it started with: {path} is not followed" in caplog.text
     lockstep = json.loads((out / "right" / "summary.json").read_text())["fleet"]["lockstep"]
     assert lockstep["steps"] == 30 and lockstep["left_out"] == []  # told, not timed out
     assert lockstep["waited_s"] < 30
