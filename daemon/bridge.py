@@ -28,7 +28,8 @@ Stored state and key layout (daemon/fleet_store.py)
     one atomic script, while different cameras spread over the Cluster): a *stream* of every batch the camera
     sent, and *hashes* that map each live track to the batch holding its latest profile. Fleet-wide keys
     (global-id counter, camera registry, the pub/sub channel, and per forgotten id a hash of what each camera
-    said of its forget, daemon/erase_ack.py, expiring after ``forget_ack_ttl_s``) share ``{fleet}``.
+    said of its forget, daemon/erase_ack.py, expiring after ``forget_ack_ttl_s``; every forget, kept for
+    ``forget_keep_s``) share ``{fleet}``.
 
 Why a stream *and* hashes
     The stream is the ordered log: a worker that lost its connection replays it from the last entry id it saw
@@ -39,6 +40,19 @@ Why a stream *and* hashes
     the hashes (one script per camera: state plus the matching stream position), then follows pub/sub; after
     a disconnection it replays the streams from where it stopped (and takes the hashes again when the stream
     was trimmed past that point).
+
+Forgets sent while a worker was not running
+    A worker that starts cold takes the cameras' hashes, not their streams, so a forget published while it was
+    down (or trimmed from a stream before its reconnection replayed it) would never reach it, and its camera's
+    files would keep the person. So each forget is also appended, as the signed batch it was sent in, to one
+    fleet-wide stream (``FleetKeys.forgets``: at most MAX_STORED_FORGETS, trimmed past ``forget_keep_s``, and
+    expiring alike). A fleet worker's bridge (``stored_forgets``) reads it at each catch-up, from where its
+    camera last marked that it applied them all (``mark_forgets_applied``: a field per camera, signed with the
+    fleet key like what it says of forgets, daemon/erase_ack.py), and at each resync, which brings the copies of
+    forgets heard live (duplicates by their sender and number), so the mark passes them too. Only batches signed
+    with a key this bridge takes, from a camera it takes, sent within ``forget_keep_s`` are delivered; the rest
+    are refused and counted as live ones (a stale one silently: trimmed by time). A mark that is not the
+    camera's, signed, is logged and every stored forget taken again (harmless: an erase done again).
 
 Pub/sub delivers at most once
     A live message can be lost without the subscription dropping: a link between Cluster nodes not yet up (or
@@ -86,9 +100,17 @@ from typing import Any, Literal, cast, get_args
 from daemon import codec
 from daemon.clocks import SharedClock
 from daemon.config import BridgeConfig, redact, valkey_url_problem, warn_if_key_open
-from daemon.erase_ack import EraseAck, UntrustedAck, decode_ack
+from daemon.erase_ack import EraseAck, UntrustedAck, decode_ack, decode_applied, encode_applied
 from daemon.errors import ConfigError, DaemonError
-from daemon.fleet_store import ERASE_LUA, PUBLISH_LUA, REGISTER_LUA, REWRITE_LUA, SNAPSHOT_LUA, FleetKeys
+from daemon.fleet_store import (
+    ERASE_LUA,
+    PUBLISH_LUA,
+    RECORD_FORGET_LUA,
+    REGISTER_LUA,
+    REWRITE_LUA,
+    SNAPSHOT_LUA,
+    FleetKeys,
+)
 from daemon.fleet_wire import (
     MAX_SENDER_CHARS,
     NAME,
@@ -138,6 +160,7 @@ CATCHUP_PAGE = 200  # stream entries (batches) per XRANGE while replaying
 ERASE_PAGE = 1000  # stream entries a forget script scans per call (bounds the time Valkey is busy)
 MAX_SENDERS = 65_536  # senders whose last sequence number is remembered (LRU)
 MAX_FORGOTTEN = 65_536  # forgotten global ids remembered, so late profiles of them are dropped
+MAX_STORED_FORGETS = 10_000  # forgets kept for workers that were not running (MAXLEN ~ of their stream)
 RESYNC_GRACE_MS = 1000  # the resync leaves younger stream entries to pub/sub (they may be on their way)
 MAX_RESYNC_MARKS = 64  # unheard stream entries remembered per camera from past resyncs (_resync_end)
 MAX_SEQ = 2**64 - 1  # the largest sequence number of a stream id
@@ -468,6 +491,9 @@ class Bridge:
     batches all arrive more than ``cfg.max_clock_skew_s`` before in ``stats.leading`` (None: not watched).
     ``peers``: the cameras whose batches are taken (with TOOL_CAMERAS'); a batch of another camera is refused,
     counted as ``unlisted`` (None: any camera's are taken); ``set_peers`` changes them while the bridge runs.
+    ``stored_forgets``: at each catch-up and resync, also take the forgets the fleet stored (see "Forgets sent
+    while a worker was not running") from where this camera last said it applied them
+    (``mark_forgets_applied``), as far as ``stored_forgets_read``.
     """
 
     def __init__(
@@ -480,6 +506,7 @@ class Bridge:
         observe: bool = False,
         lag_warn_s: float | None = None,
         peers: Collection[str] | None = None,
+        stored_forgets: bool = False,
     ) -> None:
         if observe and not receive:
             raise ValueError("an observing bridge receives: observe=True needs receive=True")
@@ -533,6 +560,9 @@ class Bridge:
         self._forgets_seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._forgotten: OrderedDict[int, None] = OrderedDict()
         self._forgotten_lock = threading.Lock()
+        self._stored_forgets = stored_forgets
+        self._forgets_at: str | None = None  # the last entry of the fleet's forgets read (None: not yet)
+        self._applied: str | None = None  # mark_forgets_applied's, until the sender writes it
         self._registry_at = -math.inf
         self._embedded: EmbeddedValkey | None = None
         self._url: str | None = cfg.url
@@ -727,7 +757,7 @@ class Bridge:
         """Wait until everything queued has been written to Valkey; False if ``timeout`` passed first."""
         deadline = time.monotonic() + timeout
         with self._work:
-            while self._outbox or self._erase or self._acks or self._in_flight:
+            while self._outbox or self._erase or self._acks or self._applied or self._in_flight:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._stop.is_set():
                     return False
@@ -835,12 +865,13 @@ class Bridge:
         client: Any = None
         while True:
             batch, erase, acks = self._take_work()
-            if not batch and erase is None and not acks:
+            if not batch and erase is None and not acks and self._stop.is_set():
                 break
             try:
                 if client is None:
                     client = connect(self.cfg, self.url, self._password)
                 self._write_acks(client, acks)  # first: written again harmlessly where what follows fails
+                self._write_applied(client)
                 if erase is not None:
                     self._do_erase(client, erase)
                 self._write(client, batch)
@@ -862,7 +893,7 @@ class Bridge:
         """Up to publish_batch queued messages, or one forget request, with what the camera says of forgets;
         ([], None, []) once stopped."""
         with self._work:
-            while not (self._outbox or self._erase or self._acks):
+            while not (self._outbox or self._erase or self._acks or self._applied):
                 if self._stop.is_set():
                     return [], None, []
                 self._work.wait(LIVE_POLL_S)
@@ -908,6 +939,19 @@ class Bridge:
             key = self.keys.erased(ack.global_id)
             client.hset(key, ack.camera, ack.encode(self.cfg.fleet, self._key))
             client.expire(key, self.cfg.forget_ack_ttl_s)
+
+    def _write_applied(self, client: Any) -> None:
+        """Write this camera's signed mark of how far it applied the fleet's stored forgets, when one is due."""
+        with self._work:
+            upto = self._applied
+        if upto is None:
+            return
+        key = self.keys.forgets_applied
+        client.hset(key, self.camera, encode_applied(self.cfg.fleet, self.camera, upto, self._key))
+        client.expire(key, self.cfg.forget_keep_s)
+        with self._work:
+            if self._applied == upto:
+                self._applied = None
 
     def _write(self, client: Any, msgs: list[FleetMessage]) -> None:
         """Write ``msgs`` in as few signed batches as max_message_bytes allows, one script call each."""
@@ -974,6 +1018,10 @@ class Bridge:
         self._write(client, [msg])
         gid = msg.global_id
         assert gid is not None  # forget() always names one
+        blob = self._encode([msg])  # kept for the workers that are not running now (signed as sent)
+        if blob is not None:
+            keep = self.cfg.forget_keep_s
+            client.eval(RECORD_FORGET_LUA, 1, self.keys.forgets, blob, gid, MAX_STORED_FORGETS, keep)
         erased = 0
         for cam in self._cameras(client):
             erased += self._rewrite_without(client, cam, gid)
@@ -1096,6 +1144,7 @@ class Bridge:
                 self._snapshot(client, cam)
             else:
                 self._replay(client, cam, last)
+        self._take_stored_forgets(client)
 
     def _next_resync(self) -> float:
         return time.monotonic() + self.cfg.resync_s if self.cfg.resync_s > 0 else math.inf
@@ -1131,6 +1180,74 @@ class Bridge:
             logger.info(
                 "bridge %s: %d message(s) lost on pub/sub recovered from the streams", self.camera, found
             )
+        self._take_stored_forgets(client)  # mostly those heard live: the mark then passes them
+
+    @property
+    def stored_forgets_read(self) -> str | None:
+        """The last entry of the fleet's stored forgets this bridge has read (None: none read yet). Every forget
+        stored up to it has been delivered (``on_message``) or refused before it moves past it."""
+        return self._forgets_at
+
+    def mark_forgets_applied(self, upto: str) -> None:
+        """Say, signed, in Valkey, that this camera applied every forget the fleet stored up to entry ``upto``
+        (``stored_forgets_read`` as it was before those forgets were done): its next start takes those after
+        it. Written by the sender thread; only the latest mark is kept while Valkey is away."""
+        with self._work:
+            self._applied = upto
+            self._work.notify()
+
+    def _take_stored_forgets(self, client: Any) -> None:
+        """Deliver the forgets the fleet stored since this camera's mark (first call) or since the last read
+        (``stored_forgets``; see "Forgets sent while a worker was not running"): signed with a key this bridge
+        takes, from a camera it takes, sent within ``forget_keep_s``; those heard live are duplicates."""
+        if not self._stored_forgets:
+            return
+        if self._forgets_at is None:
+            self._forgets_at = self._applied_mark(client)
+        start = "(" + self._forgets_at
+        while True:
+            entries = client.xrange(self.keys.forgets, start, "+", count=CATCHUP_PAGE)
+            for entry_id, entry in entries:
+                self._take_stored_forget(entry.get(b"m", b""))
+                self._forgets_at = _text(entry_id)  # after it was delivered: see stored_forgets_read
+            if len(entries) < CATCHUP_PAGE:
+                return
+            start = "(" + self._forgets_at
+
+    def _applied_mark(self, client: Any) -> str:
+        """The entry of the fleet's stored forgets up to which this camera said it applied them ("0-0": none, or
+        a mark that is not this camera's, signed with a key this bridge takes, logged: all are taken again)."""
+        raw = client.hget(self.keys.forgets_applied, self.camera)
+        if raw is None:
+            return "0-0"
+        keys = (self._key, *self._also) if self._key is not None else ()
+        try:
+            upto = decode_applied(raw, self.cfg.fleet, self.camera, keys, self.cfg.allow_unsigned)
+        except UntrustedAck as e:
+            logger.warning(
+                "bridge %s: the mark of the forgets it applied in %s is not taken (%s): every forget the fleet "
+                "stored is applied again",
+                self.camera,
+                self.keys.forgets_applied,
+                e,
+            )
+            return "0-0"
+        return upto if _STREAM_ID.match(upto.encode()) and _resumable(upto) else "0-0"
+
+    def _take_stored_forget(self, blob: bytes) -> None:
+        batch = self._verified(blob)
+        if batch is None or not self._listed(batch):
+            return
+        now = self.clock.now()
+        reason = freshness(batch.sent_at, now, self.cfg.forget_keep_s, self.cfg.max_clock_skew_s)
+        if reason == "stale":  # kept past forget_keep_s (no forget since trimmed it): gone by the setting
+            return
+        if reason is not None:
+            self._reject(reason, self._time_detail(batch, reason, now, False, self.cfg.forget_keep_s))
+            return
+        for msg in batch.messages:
+            if msg.kind == "forget" and msg.global_id is not None:
+                self._accept(with_fields(msg, stream_id=""), caught_up=True)
 
     def _let_go(self, fleet: Iterable[str]) -> None:
         """Forget the stream positions (and resync marks) of the cameras not in the registry ``fleet``: nothing

@@ -1860,6 +1860,16 @@ class BridgeConfig(_Strict):
         description="What cameras said of a forget (one hash per forgotten id, a field per camera) expires from "
         "Valkey this long after their last word.",
     )
+    forget_keep_s: int = Field(
+        30 * 86_400,
+        ge=60,
+        le=366 * 86_400,
+        description="Every forget is kept in Valkey this long (signed, at most 10,000, the oldest trimmed first), "
+        "so a camera whose worker was not running when it was sent (stopped, crashed, restarting, on another "
+        "host) erases the id from its memory and files when it starts, and says so to `forget`; a camera down "
+        "longer misses it (run forget again). Each camera keeps a signed mark of how far it applied them, "
+        "expiring alike.",
+    )
     inbox_size: int = Field(
         10_000,
         ge=1,

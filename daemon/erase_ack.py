@@ -7,6 +7,9 @@ in a hash per forgotten id (``FleetKeys.erased``), which expires ``bridge.forget
 bounded by the fleet's cameras, gone by itself. It is signed with the fleet key (HMAC-SHA256 over the fleet, the
 id, the camera and what it says), so a word another id's, another camera's or another fleet's cannot stand in,
 nor one written by a client without the key; one sent before this forget began is not taken either.
+
+A camera also marks, signed alike, how far it applied the forgets the fleet keeps for workers that were not
+running (``encode_applied``; daemon/bridge.py, "Forgets sent while a worker was not running").
 """
 
 from __future__ import annotations
@@ -77,4 +80,37 @@ def decode_ack(
     for key in keys:
         if hmac.compare_digest(sig, hmac.new(key, text, hashlib.sha256).hexdigest()):
             return ack
+    raise UntrustedAck("its signature is not the fleet key's")
+
+
+def _mark_text(fleet: str, camera: str, upto: str) -> bytes:
+    return json.dumps(["forgets-applied", fleet, camera, upto], separators=(",", ":")).encode("utf-8")
+
+
+def encode_applied(fleet: str, camera: str, upto: str, key: bytes | None) -> bytes:
+    """A camera's mark that it applied every forget the fleet stored up to entry ``upto`` of its forgets stream
+    (``FleetKeys.forgets_applied``): JSON, signed over the fleet, the camera and the entry (empty signature with
+    no fleet key: allow_unsigned)."""
+    sig = "" if key is None else hmac.new(key, _mark_text(fleet, camera, upto), hashlib.sha256).hexdigest()
+    return json.dumps({"upto": upto, "sig": sig}, separators=(",", ":")).encode("utf-8")
+
+
+def decode_applied(raw: bytes, fleet: str, camera: str, keys: tuple[bytes, ...], allow_unsigned: bool) -> str:
+    """The entry ``camera``'s mark ``raw`` says it applied the stored forgets up to, its signature checked
+    against ``keys`` (as ``decode_ack``); UntrustedAck, saying why, when it is not one."""
+    try:
+        doc = json.loads(raw)
+        upto, sig = doc["upto"], doc["sig"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UntrustedAck("not a mark this daemon writes") from e
+    if not isinstance(upto, str) or not isinstance(sig, str):
+        raise UntrustedAck("not a mark this daemon writes")
+    if not sig:
+        if allow_unsigned:
+            return upto
+        raise UntrustedAck("unsigned, and bridge.allow_unsigned is off")
+    text = _mark_text(fleet, camera, upto)
+    for key in keys:
+        if hmac.compare_digest(sig, hmac.new(key, text, hashlib.sha256).hexdigest()):
+            return upto
     raise UntrustedAck("its signature is not the fleet key's")

@@ -35,7 +35,10 @@ Retention while no frames come
     file that does not validate is logged, naming it, and the cameras are kept.
     Forgotten ids wait here for the camera's files (``take_forgotten``), which a live camera's worker erases
     every second, frames or none, as well as on each frame (daemon/worker.py); each id once, at most
-    ``MAX_PENDING_FORGETS``.
+    ``MAX_PENDING_FORGETS``. Those sent while the worker was not running come as it catches up (the fleet keeps
+    them: daemon/bridge.py); once the worker has said it erased every id it was given (``say_of_forgets``), or
+    has none left, the link marks how far it applied the stored ones (``mark_applied``), so its next start takes
+    only those sent since.
 
 Identity head
     ``identity.head`` (a projection head from ``reid-daemon adapt``) maps each embedding row to the space the
@@ -572,6 +575,7 @@ class FleetLink:
             on_message=self._on_message,
             lag_warn_s=settings.identity.claim_ttl_s,
             peers=None if settings.bridge.accept_unlisted else settings.cameras,
+            stored_forgets=True,
         )
         self.ids = IdPool(self.bridge, known=self._largest_known_id)
         self.resolver = IdentityResolver(camera, dim, self.ids, settings.identity, self.gallery)
@@ -596,6 +600,9 @@ class FleetLink:
         # ids whose forget came since take_heard (again or not): the worker, waiting to try its files again,
         # says of them at once that they are pending; bounded as _forgotten
         self._heard: OrderedDict[int, None] = OrderedDict()
+        # ids take_forgotten handed out that the camera has not said it erased (nor handed back: forget_later)
+        self._erasing: set[int] = set()
+        self._applied_upto: str | None = None  # the last mark of the fleet's stored forgets said applied
         self._forgotten_lock = threading.Lock()
         self._idle_stop = threading.Event()
         self._idle_expiry: threading.Thread | None = None
@@ -728,6 +735,7 @@ class FleetLink:
             for gid in reversed(global_ids):
                 self._forgotten[gid] = None
                 self._forgotten.move_to_end(gid, last=False)
+                self._erasing.discard(gid)
             self._bound_forgotten()
 
     def _bound_forgotten(self) -> None:
@@ -750,6 +758,24 @@ class FleetLink:
         stamped on the fleet's clock, which forget reads too (one host's clock lagging its own is nothing)."""
         now = self.bridge.clock.now()
         self.bridge.say_of_forgets(erase_ack(self.camera, gid, state, detail, now) for gid in global_ids)
+        if state == "erased":
+            with self._forgotten_lock:
+                self._erasing.difference_update(global_ids)
+            self.mark_applied()
+
+    def mark_applied(self) -> None:
+        """Mark, in Valkey, how far the camera applied the forgets the fleet stored (``Bridge.stored_forgets_read``)
+        once every forget it was given is erased from its files and memory (none waits, none is being erased),
+        so that its next start does not apply them again. Cheap: nothing is sent when the mark stands. Not with
+        lockstep, which may hold a peer's forget back."""
+        upto = self.bridge.stored_forgets_read  # first: what it read up to was given before it moved
+        if upto is None or upto == self._applied_upto or self.lockstep is not None:
+            return
+        with self._forgotten_lock:
+            if self._forgotten or self._erasing:
+                return
+        self._applied_upto = upto
+        self.bridge.mark_forgets_applied(upto)
 
     def take_heard(self) -> list[int]:
         """The ids whose forget came since the last call, each once, a forget sent again included (one that
@@ -764,6 +790,7 @@ class FleetLink:
         with self._forgotten_lock:
             taken = list(self._forgotten)
             self._forgotten.clear()
+            self._erasing.update(taken)
         return taken
 
     def _expire_while_idle(self) -> None:

@@ -5,6 +5,11 @@ Key layout (fleet ``F``, camera ``C``; a ``{...}`` hash tag decides the Valkey C
     reid:{F}:gid          string  global-id counter: INCR is atomic, ids never repeat across processes
     reid:{F}:cameras      zset    camera -> last publish time (ms, the server's clock, as it is read): whom a
                                   catch-up and a forget go through; pruned after the TTL
+    reid:{F}:forgets      stream  every forget sent to the fleet: m = its signed batch, g = the id; what a worker
+                                  that was not running takes when it starts (MAXLEN ~ MAX_STORED_FORGETS,
+                                  MINID ~ now - forget_keep_s, EXPIRE forget_keep_s)
+    reid:{F}:forgets:applied  hash  camera -> the last entry of ``forgets`` up to which it applied them all
+                                  (signed, daemon/erase_ack.py); EXPIRE forget_keep_s
     reid:{F}:live         channel pub/sub channel of the fleet (not a key; a Cluster relays it to every node);
                                   payload "<stream id>|<sender id>|<batch blob>"
     reid:{F/C}:log        stream  every batch camera C sent: m = blob, g = ",gid,gid," of its profiles, s = sender;
@@ -20,7 +25,7 @@ A camera's five keys share the tag ``{F/C}``: a publish (append to the log, move
 batch, release batches no track needs any more, prune expired tracks, PUBLISH) is one script, atomic on one
 slot; so is a catch-up snapshot (the latest batch of every live track, with the stream position it matches).
 Different cameras hash to different slots, so a Cluster spreads the writes and the stored state by camera.
-The fleet-wide keys (counter, camera registry) share ``{F}``.
+The fleet-wide keys (counter, camera registry, the forgets) share ``{F}``.
 """
 
 from __future__ import annotations
@@ -50,6 +55,16 @@ class FleetKeys:
     @property
     def channel(self) -> str:
         return f"reid:{{{self.fleet}}}:live"
+
+    @property
+    def forgets(self) -> str:
+        """The stream of every forget sent to the fleet (RECORD_FORGET_LUA)."""
+        return f"reid:{{{self.fleet}}}:forgets"
+
+    @property
+    def forgets_applied(self) -> str:
+        """The hash of how far each camera applied ``forgets`` (its signed mark)."""
+        return f"reid:{{{self.fleet}}}:forgets:applied"
 
     def erased(self, global_id: int) -> str:
         """The hash of what the cameras said of the forget of ``global_id`` (``daemon.erase_ack``)."""
@@ -203,6 +218,19 @@ end
 return deleted
 """
 )
+
+# KEYS: the fleet's forgets stream. ARGV: blob (the forget's signed batch), gid, maxlen, keep_s. Appends the
+# forget, trims what is older than keep_s (MINID ~, on the server's clock) or over maxlen (MAXLEN ~), and renews
+# the stream's expiry. Returns the entry id.
+RECORD_FORGET_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local keep = tonumber(ARGV[4])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'g', ARGV[2], 'm', ARGV[1])
+redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%.0f', now - keep * 1000))
+redis.call('EXPIRE', KEYS[1], keep)
+return id
+"""
 
 # KEYS: the camera registry. ARGV: camera, ttl_s. Scores the camera with the server's time, which every reader
 # of the registry reads it against (a host's clock more than the TTL off the server's listed no camera, or pruned

@@ -679,6 +679,7 @@ class CameraWorker:
             return
         gone = fleet.take_forgotten()
         if not gone:
+            fleet.mark_applied()  # the stored forgets read since (those heard live) are done too
             return
         pending = PendingForgets(outputs.dir)
         try:

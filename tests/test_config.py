@@ -930,6 +930,7 @@ _CAMERA_SECTIONS = ("source", "embedder", "tracker", "output")
         ("bridge.publish_batch", 0, "greater than or equal to 1"),
         ("bridge.state_ttl_s", 0, "greater than or equal to 1"),
         ("bridge.forget_ack_ttl_s", 59, "greater than or equal to 60"),
+        ("bridge.forget_keep_s", 59, "greater than or equal to 60"),
         ("bridge.socket_timeout_s", 0, "greater than 0"),
         ("bridge.log_every_s", 0, "greater than 0"),
         ("bridge.inbox_size", 0, "greater than or equal to 1"),

@@ -617,6 +617,127 @@ def test_the_forgotten_ids_waiting_for_a_camera_s_files_are_bounded(
         b.close()
 
 
+def _handed_out(settings: object, n: int) -> None:
+    """The fleet hands out ``n`` global ids (forget refuses one never handed out)."""
+    with Bridge(settings.bridge, "test", receive=False) as bridge:  # type: ignore[attr-defined]
+        bridge.allocate_global_ids(n)
+
+
+def test_a_worker_that_was_not_running_when_a_forget_was_sent_takes_it_when_it_starts_once(
+    tmp_path: Path, valkey: EmbeddedValkey
+) -> None:
+    """A forget sent while a camera's worker was not running (stopped, crashed, on another host) never reached it:
+    a starting worker took the cameras' track state, not the forgets, so its files kept the person. It takes the
+    forgets the fleet stored, as it catches up; once its worker said it erased them (its files and memory clean)
+    it marks how far it applied them, and its next start takes none of them again, nor one it heard live."""
+    settings = _settings(tmp_path, valkey.url)
+    fast = settings.model_copy(  # type: ignore[attr-defined]
+        update={"bridge": settings.bridge.model_copy(update={"resync_s": 0.2})}  # type: ignore[attr-defined]
+    )
+    _handed_out(settings, 10)
+    forget(settings, 5, 5.0)  # type: ignore[arg-type]
+    a = FleetLink(fast, "a", DIM).start(live=True)
+    try:
+        assert a.forgets_received == 1  # in the catch-up, before start returned
+        assert a.take_forgotten() == [5]  # for the camera's files
+    finally:
+        a.close()  # stopped before its files were erased: the next start takes it again
+    a = FleetLink(fast, "a", DIM).start(live=True)
+    try:
+        assert a.forgets_received == 1 and a.take_forgotten() == [5]
+        a.say_of_forgets([5], "erased", "1 identity lines erased")
+        assert a.bridge.flush(5.0)
+    finally:
+        a.close()
+    a = FleetLink(fast, "a", DIM).start(live=True)
+    try:
+        assert a.forgets_received == 0  # applied: not again
+        forget(settings, 6, 5.0)  # type: ignore[arg-type]
+        assert _wait(lambda: a.forgets_received == 1) and a.take_forgotten() == [6]
+        a.say_of_forgets([6], "erased", "nothing held it")
+        read = a.bridge.stored_forgets_read
+        assert _wait(lambda: a.bridge.stored_forgets_read != read)  # the resync read the stored copy
+        a.mark_applied()  # as the worker does while nothing waits
+        assert a.bridge.flush(5.0)
+    finally:
+        a.close()
+    b = FleetLink(fast, "b", DIM).start(live=True)  # another camera: its own mark
+    again = FleetLink(fast, "a", DIM).start(live=True)
+    try:
+        assert again.forgets_received == 0
+        assert b.forgets_received == 2 and b.take_forgotten() == [5, 6]
+    finally:
+        again.close()
+        b.close()
+
+
+def test_a_stored_forget_that_is_not_signed_with_the_fleet_key_is_not_applied(
+    tmp_path: Path, valkey: EmbeddedValkey, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A starting worker applies only the stored forgets signed with a key it takes, from a camera it takes
+    (or `forget`), sent within bridge.forget_keep_s: one signed with another key, an unsigned one and one older
+    than that are refused (the first two counted as live batches are); a mark of how far it applied them that
+    is not signed with the fleet key is not taken (all are applied again)."""
+    from daemon.bridge import FORGET_CAMERA, FleetKeys
+    from daemon.erase_ack import encode_applied
+    from daemon.fleet_wire import encode_batch
+
+    settings = _settings(tmp_path, valkey.url)
+    keys = FleetKeys(settings.bridge.fleet)  # type: ignore[attr-defined]
+    now = time.time()
+
+    def stored(gid: int, key: bytes | None, sent_at: float = now) -> None:
+        msg = FleetMessage(
+            "forget", FORGET_CAMERA, global_id=gid, timestamp=sent_at, sender="x" * 32, seq=gid
+        )
+        blob = encode_batch([msg], key, sent_at=sent_at)
+        valkey.client().xadd(keys.forgets, {"g": str(gid), "m": blob})
+
+    stored(7, b"o" * 32)
+    stored(8, None)
+    stored(9, KEY.encode(), now - 31 * 86_400)  # bridge.forget_keep_s is 30 days
+    stored(10, KEY.encode())
+    forged_mark = encode_applied(settings.bridge.fleet, "a", f"{int(now * 1000) + 10**6}-0", b"o" * 32)  # type: ignore[attr-defined]
+    valkey.client().hset(keys.forgets_applied, "a", forged_mark)
+    with caplog.at_level(logging.WARNING, logger="daemon.bridge"):
+        a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    try:
+        assert a.forgets_received == 1 and a.take_forgotten() == [10]
+        rejected = a.bridge.stats.rejected
+        assert rejected.forged == 1 and rejected.unsigned == 1 and rejected.total == 2
+    finally:
+        a.close()
+    assert "is not taken (its signature is not the fleet key's)" in caplog.text, caplog.text
+
+
+def test_a_worker_whose_connection_dropped_takes_a_stored_forget_its_streams_no_longer_hold(
+    tmp_path: Path, valkey: EmbeddedValkey
+) -> None:
+    """A worker reconnecting replays the cameras' streams from where it stopped; a forget it did not hear live
+    and that is no longer in `forget`'s stream (trimmed, expired) never reached it. Its catch-up after the
+    reconnection takes it from the forgets the fleet keeps (resync off here: the reconnection alone brings it)."""
+    from daemon.bridge import FORGET_CAMERA, FleetKeys
+    from daemon.fleet_wire import encode_batch
+
+    settings = _settings(tmp_path, valkey.url)
+    quiet = settings.model_copy(  # type: ignore[attr-defined]
+        update={"bridge": settings.bridge.model_copy(update={"resync_s": 0})}  # type: ignore[attr-defined]
+    )
+    a = FleetLink(quiet, "a", DIM).start(live=True)
+    try:
+        now = time.time()
+        msg = FleetMessage("forget", FORGET_CAMERA, global_id=4, timestamp=now, sender="y" * 32, seq=1)
+        blob = encode_batch([msg], KEY.encode(), sent_at=now)  # kept, never heard live, in no camera's stream
+        valkey.client().xadd(FleetKeys(quiet.bridge.fleet).forgets, {"g": "4", "m": blob})
+        time.sleep(1.0)
+        assert a.forgets_received == 0  # no reconnection yet, no resync
+        assert valkey.client().client_kill_filter(_type="pubsub") >= 1
+        assert _wait(lambda: a.forgets_received == 1, 10.0)
+        assert a.take_forgotten() == [4]
+    finally:
+        a.close()
+
+
 def test_the_forget_command_says_whether_anything_stored_held_the_id(
     tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
 ) -> None:

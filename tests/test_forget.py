@@ -20,7 +20,8 @@ from _video import make_video
 from daemon.bridge import Bridge
 from daemon.cli import main
 from daemon.config import load_settings
-from daemon.erase_ack import UntrustedAck, decode_ack, erase_ack
+from daemon.erase_ack import UntrustedAck, decode_ack, decode_applied, erase_ack
+from daemon.fleet_store import FleetKeys
 from daemon.runner import worker_running
 from daemon.valkey_server import EmbeddedValkey
 
@@ -353,3 +354,84 @@ def test_a_stop_during_a_long_erase_exits_at_once_and_the_next_start_erases_the_
     assert "left by an earlier run's stop" in (tmp_path / "door.log").read_text()
     assert not _holds(events, 1) and _holds(events, 1001)
     assert _forgotten_lines(camera_dir, 1) == 1
+
+
+def _applied_upto(valkey: EmbeddedValkey, camera: str) -> str | None:
+    """The entry of the fleet's stored forgets up to which ``camera`` marked them applied (None: no mark)."""
+    raw = valkey.client().hget(FleetKeys("default").forgets_applied, camera)
+    return None if raw is None else decode_applied(raw, "default", camera, (KEY.encode(),), False)
+
+
+def _last_stored_forget(valkey: EmbeddedValkey) -> str:
+    entries = valkey.client().xrevrange(FleetKeys("default").forgets, count=1)
+    return entries[0][0].decode()
+
+
+def test_a_forget_sent_while_a_camera_s_worker_was_down_is_erased_by_its_next_start(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A forget sent while a camera's worker was down (here its status.json says it runs on another host, as a
+    crash there leaves it) reached only the running workers: `forget` said the camera was pending, "the forget
+    reaches it through Valkey", but a starting worker took the cameras' track state, not the forgets, and its
+    files kept the person for good. The fleet keeps the forgets (signed); the next start erases the id from its
+    files (an earlier run's, put aside), says it erased it, and marks how far it applied them, so the start after
+    does not erase them again."""
+    from test_sources import RtspServer
+
+    clip = make_video(tmp_path / "stream.mp4", frames=750, size=(160, 120), fps=25.0, people=2)
+    server = RtspServer(clip.path)
+    server.start()
+    config = _live_camera(tmp_path, valkey.url, server.url, clip.write_mot_gt(tmp_path / "gt.txt"))
+    camera_dir = tmp_path / "runs" / "door"
+    settings = load_settings(config)
+    try:
+        worker = _start(config, "door", tmp_path)
+        try:
+            _until("the worker running", lambda: worker_running(camera_dir))
+            _until("id 1 in its files", lambda: _holds(camera_dir / "events.jsonl", 1), 30)
+        finally:
+            worker.terminate()
+            assert worker.wait(30) == 0
+        status = json.loads((camera_dir / "status.json").read_text())
+        (camera_dir / "status.json").write_text(
+            json.dumps(status | {"state": "running", "host": "elsewhere"})
+        )
+        capsys.readouterr()
+        assert main(["-q", "forget", "1", "--config", str(config), "--wait", "1"]) == 1
+        assert "  door: pending: its worker did not say it erased it within 1 s" in capsys.readouterr().err
+        assert _holds(camera_dir / "events.jsonl", 1)  # its worker is down: nothing erased it
+        (camera_dir / "status.json").write_text(json.dumps(status))  # the host's worker is started again
+
+        worker = _start(config, "door", tmp_path)
+        try:
+            _until("the worker running", lambda: worker_running(camera_dir))
+            with Bridge(settings.bridge, "test", receive=False) as bridge:
+                _until("its word", lambda: "door" in bridge.erase_acks(1), 30)
+                said = bridge.erase_acks(1)["door"]
+            assert not isinstance(said, UntrustedAck) and said.state == "erased", said
+            assert not any(_holds(p, 1) for p in camera_dir.glob("**/events.jsonl"))
+            assert _forgotten_lines(camera_dir, 1) == 1
+            assert "forgot global ids [1]" in (tmp_path / "door.log").read_text()
+            capsys.readouterr()
+            assert (
+                main(["-q", "forget", "1", "--config", str(config), "--wait", "20"]) == 0
+            )  # again: harmless
+            assert "  door: erased by its running worker: " in capsys.readouterr().out
+            last = _last_stored_forget(valkey)
+            _until("its mark past both forgets", lambda: _applied_upto(valkey, "door") == last, 30)
+        finally:
+            worker.terminate()
+            assert worker.wait(30) == 0
+
+        worker = _start(config, "door", tmp_path)
+        try:
+            _until("the worker running", lambda: worker_running(camera_dir))
+            time.sleep(3)  # its erase thread looks every second
+        finally:
+            worker.terminate()
+            assert worker.wait(30) == 0
+    finally:
+        server.stop()
+    log = (tmp_path / "door.log").read_text()
+    assert "forgot global ids" not in log, log[-3000:]  # applied: not again
+    assert _forgotten_lines(camera_dir, 1) >= 1
