@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from _ops import FakeSource, NotifySocket, looped_settings, notify_socket
+from _ops import FakeSource, NotifySocket, looped_settings, notify_socket, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon import bridge as bridge_module
@@ -68,6 +68,11 @@ def bridge_stats(connected: bool = True, backlog: int = 0) -> BridgeStats:
     return BridgeStats(**{f.name: given.get(f.name, 0) for f in fields(BridgeStats)})
 
 
+def frames_counted(ops: Operations) -> float:
+    """reid_frames_total as the worker's metrics count it now (0 before its first frame)."""
+    return samples(ops.metrics.render().decode()).get(("reid_frames_total", (("camera", "door"),)), 0.0)
+
+
 @pytest.fixture
 def notify_path(tmp_path: Path) -> Iterator[tuple[str, NotifySocket]]:
     with notify_socket(tmp_path) as pair:
@@ -86,7 +91,8 @@ def test_running_worker_serves_metrics_and_health(tmp_path: Path) -> None:
         worker = CameraWorker(settings, "door", observers=[ops])
         runner = threading.Thread(target=worker.run, daemon=True)
         runner.start()
-        time.sleep(2.5)  # 10 FPS replay: ~25 frames
+        # 10 FPS replay: 10 frames a second once it runs, its start as long as a loaded host takes
+        wait_until(lambda: frames_counted(ops) >= 10, 30.0, "10 frames counted")
         status, body = get(base + "/health")
         health = json.loads(body)
         metrics = samples(get(base + "/metrics")[1].decode())
