@@ -120,32 +120,36 @@ def test_failed_tries_to_open_a_camera_at_start_count_as_reconnect_failures(tmp_
 
     settings = looped_settings(tmp_path, http=True, port=0)
     server = RtspServer(tmp_path / "clip.mp4")
-    server.start()  # here, so a missing GStreamer skips; down until the timer starts it again on its port
+    server.start()  # here, so a missing GStreamer skips; down until started again on its port below
     server.stop()
     cam = settings.cameras["door"]
     source = cam.source.model_copy(
         update={"uri": server.url, "loop": False, "startup_wait_s": 30.0, "reconnect_max_s": 0.3}
     )
     settings = settings.model_copy(update={"cameras": {"door": cam.model_copy(update={"source": source})}})
-    starter = threading.Timer(2.5, server.start)
     with Operations(settings, "door", notifier=Notifier({})) as ops:
         assert ops.server is not None
+        url = ops.server.url
+
+        def failures() -> float:
+            return samples(get(url + "/metrics")[1].decode()).get(
+                ("reid_source_reconnect_failures_total", (("camera", "door"),)), 0.0
+            )
+
         worker = CameraWorker(settings, "door", observers=[ops])
         runner = threading.Thread(target=worker.run, daemon=True)
         runner.start()
-        starter.start()
-        time.sleep(1.5)
-        waiting = value(
-            samples(get(ops.server.url + "/metrics")[1].decode()), "reid_source_reconnect_failures_total"
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and ops.liveness.frames < 3:
-            time.sleep(0.1)
-        running = samples(get(ops.server.url + "/metrics")[1].decode())
-        worker.stop()
-        runner.join(10)
-    starter.join()
-    server.stop()
+        try:  # the camera comes up once the tries while it is waited for are seen counted, and one more
+            wait_until(lambda: failures() >= 2, 20.0, "two failed tries while the camera is waited for")
+            waiting = failures()
+            wait_until(lambda: failures() > waiting, 20.0, "a failed try more, the camera still down")
+            server.start()
+            wait_until(lambda: ops.liveness.frames >= 3, 30.0, "3 frames once the camera is up")
+            running = samples(get(url + "/metrics")[1].decode())
+        finally:
+            worker.stop()
+            runner.join(10)
+            server.stop()
     assert waiting >= 2  # while the camera is waited for
     assert value(running, "reid_source_connected") == 1
     assert value(running, "reid_source_reconnect_failures_total") > waiting  # the tries after it too
