@@ -403,8 +403,9 @@ def test_a_live_camera_whose_wall_clock_stepped_stamps_its_claims_on_the_fleets_
     stepped its claims came to its peers that far off: an hour in the future (held an hour past claim_ttl_s) or
     an hour old (lapsed as they came). Its frames' fleet times are on the fleet's clock (Valkey's time, as its
     bridge reads it, carried on by the monotonic reading each frame is taken with): camera a's host stepped an
-    hour either way, its profile is stamped within a second of the server's time, and its claim counts at b as
-    it comes and lapses claim_ttl_s (1 s) after."""
+    hour either way, its profile is stamped within a second of the server's time as read before and after, and
+    its claim counts at b on b's frame 0.5 s after a's and has lapsed 1.2 s after it (claim_ttl_s, 1 s), b's
+    frames put on the fleet's clock by b's reading of it."""
     settings = _settings(tmp_path, valkey.url, claim_ttl_s=1.0)
     a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
     b = FleetLink(settings, "b", DIM).start(live=True)  # type: ignore[arg-type]
@@ -418,26 +419,41 @@ def test_a_live_camera_whose_wall_clock_stepped_stamps_its_claims_on_the_fleets_
             r, frame=dataclasses.replace(r.frame, timestamp=wall, monotonic=monotonic_reading())
         )
 
-    def claimed_at_b() -> bool:
-        """Whether a's claim counts at b on b's frame now (its host's wall clock not stepped)."""
+    frames: list[tuple[float, float]] = []  # a's frames: (the time a put it at, its monotonic reading)
+
+    def claimed_at_b(after_s: float) -> bool:
+        """Whether a's claim counts at b on b's frame read ``after_s`` after a read the frame of its latest
+        profile, on b's reading of the fleet's clock (its host's wall clock not stepped): not as late as b's
+        receiver, on a loaded host, got to the profile."""
+        latest = max(m.timestamp for m in heard if m.kind == "profile" and m.global_id == gid)
+        _, reading = min(frames, key=lambda f: abs(f[0] - latest))
         seen = _frame_result("b", 0, [1], rng)
-        r = live(FrameResult(seen.frame, Detections.empty(), None, TrackerUpdate([], [])), time.time())
+        frame = dataclasses.replace(seen.frame, timestamp=time.time(), monotonic=reading + after_s)
+        r = FrameResult(frame, Detections.empty(), None, TrackerUpdate([], []))
         b.update(r)
         now = b.clock.time_of(r.frame)
         return any(b.resolver.store.is_live(c, now) for c in b.resolver.store.claims(gid))
 
-    try:
-        for i in range(3):
-            a.update(live(_frame_result("a", i, [0], rng), time.time() + step_s))
-        assert _wait(lambda: any(m.kind == "profile" and m.global_id is not None for m in heard))
+    def server_time() -> float:
         sec, usec = valkey.client().time()
-        server = int(sec) + int(usec) / 1e6
+        return int(sec) + int(usec) / 1e6
+
+    try:
+        before = server_time()
+        for i in range(3):
+            r = live(_frame_result("a", i, [0], rng), time.time() + step_s)
+            a.update(r)
+            assert r.frame.monotonic is not None
+            frames.append((a.clock.time_of(r.frame), r.frame.monotonic))
+        assert a.bridge.flush(5.0)
+        newest = _newest_batch(a, valkey)  # b has heard all a says
+        assert _wait(lambda: any(m.stream_id == newest for m in heard), timeout=10.0)
+        after = server_time()
         profile = next(m for m in heard if m.kind == "profile" and m.global_id is not None)
         gid = profile.global_id
-        assert abs(profile.timestamp - server) < 1.0, (profile.timestamp, server)
-        assert claimed_at_b()
-        time.sleep(1.2)  # a says nothing more for longer than claim_ttl_s
-        assert not claimed_at_b()
+        assert before - 1.0 < profile.timestamp < after + 1.0, (before, profile.timestamp, after)
+        assert claimed_at_b(0.5)
+        assert not claimed_at_b(1.2)  # a says nothing more for longer than claim_ttl_s
     finally:
         a.close()
         b.close()
