@@ -879,7 +879,8 @@ def test_a_long_outage_logs_its_first_failure_and_recovery_not_every_try(
             seen += 1
             if seen == 5:
                 server.stop()
-                time.sleep(3.0)  # some 30 tries fail meanwhile
+                # some 30 tries fail meanwhile (3 s of them on an idle host; however long a loaded one takes)
+                wait_for(lambda: src.stats.reconnect_failures >= 30, timeout=60.0)
                 server.start()  # same port
             if src.stats.reconnects >= 1:
                 break
