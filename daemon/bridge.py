@@ -648,7 +648,8 @@ class Bridge:
 
     def wait_ready(self, timeout: float) -> bool:
         """True once the receiver is subscribed and has caught up (False after ``timeout`` seconds, or at once
-        after ``interrupt``)."""
+        after ``interrupt``). A receiver's lost connection is counted (``stats.reconnects``) only once it is no
+        longer subscribed: called after that count, it waits for the catch-up that follows the reconnection."""
         deadline = time.monotonic() + timeout
         while not self._subscribed.wait(min(LIVE_POLL_S, max(0.0, deadline - time.monotonic()))):
             if self._interrupted.is_set() or time.monotonic() >= deadline:
@@ -1100,9 +1101,9 @@ class Bridge:
             except (
                 Exception
             ) as e:  # Valkey away (expected) or a bug (logged with its trace): retry, never die
+                self._subscribed.clear()  # before the loss is counted: see wait_ready
                 self._lost(client, "receive", e)
                 client = None
-                self._subscribed.clear()
                 self._stop.wait(backoff.next())
             finally:
                 if client is not None:

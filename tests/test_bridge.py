@@ -503,6 +503,32 @@ def test_a_reconnect_does_not_read_back_the_batches_of_its_own_it_heard_live(ser
         assert a.stats.own == heard and a.drain() == []
 
 
+def test_wait_ready_after_a_counted_reconnect_waits_for_the_catch_up_that_follows(
+    server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receiver counted its lost connection (stats.reconnects) before it cleared 'subscribed', so a
+    caller that saw the count and then called wait_ready got True at once from the old subscription, before
+    the catch-up that follows the reconnection: what a peer stored meanwhile was not there yet. The receiver
+    thread is held 0.5 s in the loss's handling, after the count (as a loaded host may hold it)."""
+    lost = Bridge._lost
+
+    def held(self: Bridge, client: Any, side: str, error: BaseException) -> None:
+        lost(self, client, side, error)
+        if side == "receive":
+            time.sleep(0.5)
+
+    monkeypatch.setattr(Bridge, "_lost", held)
+    cfg = config(server.url, resync_s=0)
+    with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b", receive=False) as b:
+        assert a.wait_ready(5) and b.flush(5)
+        server.client().client_kill_filter(_type="pubsub")
+        assert wait_for(lambda: a.stats.reconnects >= 1)
+        b.publish(profile("cam-b", 7))
+        assert b.flush(5)  # stored while a's receiver is away
+        assert a.wait_ready(5)
+        assert [m.track_id for m in a.drain() if m.kind == "profile"] == [7]  # caught up: [] before
+
+
 def test_an_own_batch_stored_before_the_receiver_caught_up_is_not_delivered_back(
     server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
