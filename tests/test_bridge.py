@@ -498,8 +498,8 @@ def test_a_reconnect_does_not_read_back_the_batches_of_its_own_it_heard_live(ser
         assert wait_for(lambda: a._last_ids.get("cam-a") == newest) and a.stats.own >= 5
         heard = a.stats.own
         server.client().client_kill_filter(_type="pubsub")
+        # counted once unsubscribed: wait_ready returns after the catch-up that reads on from the position
         assert wait_for(lambda: a.stats.reconnects >= 1) and a.wait_ready(5)
-        time.sleep(0.2)
         assert a.stats.own == heard and a.drain() == []
 
 
@@ -967,7 +967,7 @@ def test_keep_alive_renews_a_track_without_replacing_its_exemplars(server: Embed
 
 
 def test_receiver_replays_what_it_missed_while_disconnected(server: EmbeddedValkey) -> None:
-    cfg = config(server.url)
+    cfg = config(server.url, resync_s=0)  # the catch-up alone (a resync would bring back what it missed)
     with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b:
         assert b.wait_ready(5)
         a.publish(profile("cam-a", 0))
@@ -978,13 +978,16 @@ def test_receiver_replays_what_it_missed_while_disconnected(server: EmbeddedValk
             a.publish(profile("cam-a", t))
         got = profiles_from(b, 20)
         assert [m.track_id for m in got] == list(range(1, 21))  # in order, none lost, none twice
-        assert wait_for(lambda: b.stats.reconnects >= 1)
-        time.sleep(0.1)
-        assert [m for m in b.drain() if m.kind == "profile"] == []
+        # caught up after the reconnection; a last profile sent once b is subscribed again comes live, after
+        # every batch of a's that b heard live before it (one pub/sub connection, read in order)
+        assert wait_for(lambda: b.stats.reconnects >= 1) and b.wait_ready(5)
+        a.publish(profile("cam-a", 21))
+        assert [m.track_id for m in profiles_from(b, 1)] == [21]
+        assert [m for m in b.drain() if m.kind == "profile"] == [] and b.stats.reconnects == 1
 
 
 def test_valkey_killed_and_restarted_backlog_is_bounded_and_delivered(server: EmbeddedValkey) -> None:
-    cfg = config(server.url, backlog_size=5)
+    cfg = config(server.url, backlog_size=5, resync_s=0)  # the catch-up alone
     with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b:
         assert a.wait_ready(5) and b.wait_ready(5)
         a.publish(profile("cam-a", 0))
@@ -1001,8 +1004,12 @@ def test_valkey_killed_and_restarted_backlog_is_bounded_and_delivered(server: Em
         got = profiles_from(b, 5, timeout=10)
         assert [m.track_id for m in got] == [8, 9, 10, 11, 12]
         assert a.stats.sent >= 7 and a.stats.backlog == 0 and a.stats.connected
-        time.sleep(0.1)
-        assert [m for m in b.drain() if m.kind == "profile"] == []  # nothing beyond the bound, nothing twice
+        # b caught up on the new server; a last profile sent once b is subscribed comes live, after every batch
+        # of a's that b heard live before it
+        assert b.stats.reconnects >= 1 and b.wait_ready(5)
+        a.publish(profile("cam-a", 13))
+        assert [m.track_id for m in profiles_from(b, 1)] == [13]  # nothing beyond the bound, nothing twice
+        assert [m for m in b.drain() if m.kind == "profile"] == []
 
 
 def test_a_backlog_of_profiles_with_places_is_sent_whole_in_batches_that_fit(server: EmbeddedValkey) -> None:
