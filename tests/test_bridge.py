@@ -724,7 +724,22 @@ def _xrange_calls(client: Any) -> int:
     return int(client.info("commandstats").get("cmdstat_xrange", {}).get("calls", 0))
 
 
-def test_the_resync_lets_go_of_cameras_gone_from_the_fleet(server: EmbeddedValkey) -> None:
+def _resyncs_done(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Camera -> resyncs its bridge has finished (without an error) from now on."""
+    done: dict[str, int] = {}
+    resync = Bridge._resync
+
+    def counted(self: Bridge, client: Any) -> None:
+        resync(self, client)
+        done[self.camera] = done.get(self.camera, 0) + 1
+
+    monkeypatch.setattr(Bridge, "_resync", counted)
+    return done
+
+
+def test_the_resync_lets_go_of_cameras_gone_from_the_fleet(
+    server: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Regression: a receiver kept the stream position of every camera it had ever heard of, and every resync
     (bridge.resync_s) and catch-up asked each one's stream for more, for as long as it ran: cameras retired or
     renamed over months grew its memory and the commands of every resync without end, for streams Valkey had
@@ -733,6 +748,7 @@ def test_the_resync_lets_go_of_cameras_gone_from_the_fleet(server: EmbeddedValke
     again, it is followed again."""
     cfg = config(server.url, state_ttl_s=1, resync_s=0.1)
     client = server.client()
+    resyncs = _resyncs_done(monkeypatch)
     with Bridge(cfg, "cam-a") as a:
         assert a.wait_ready(5)
         for i in range(20):
@@ -740,11 +756,12 @@ def test_the_resync_lets_go_of_cameras_gone_from_the_fleet(server: EmbeddedValke
                 gone.publish(profile(f"gone-{i}", 1))
                 assert gone.flush(5)
         assert len(profiles_from(a, 20)) == 20
-        time.sleep(1.5)  # past state_ttl_s: out of the registry, their streams expired
-        before = _xrange_calls(client)
-        time.sleep(1.0)  # about 10 resyncs
+        # past state_ttl_s they are out of the registry and their streams expired: a resync lets go of them
+        # (nothing kept of them; the resyncs after it ask nothing of their streams)
+        assert wait_for(lambda: set(a._last_ids) <= {"cam-a"}, timeout=20), a._last_ids
+        before, since = _xrange_calls(client), resyncs.get("cam-a", 0)
+        assert wait_for(lambda: resyncs.get("cam-a", 0) >= since + 5, timeout=20)  # 4 whole ones at least
         assert _xrange_calls(client) - before == 0
-        assert set(a._last_ids) <= {"cam-a"}  # nothing kept of them
         with Bridge(cfg, "gone-3", receive=False) as back:
             back.publish(profile("gone-3", 2))
             assert back.flush(5)
@@ -1120,13 +1137,14 @@ def test_bad_messages_are_rejected_counted_and_harmless(server: EmbeddedValkey) 
     "stream_id", [b"99999999999999999999-0", b"18446744073709551615-18446744073709551615"]
 )
 def test_a_live_stream_id_valkey_cannot_take_back_is_rejected(
-    server: EmbeddedValkey, stream_id: bytes
+    server: EmbeddedValkey, stream_id: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The '<stream id>|' prefix of a live message is not signed. Anyone who could PUBLISH on the channel sent
     an old batch of the fleet (any signed blob: the streams in Valkey hold them) with a stream id past Valkey's
     range or its very last one; the receiver took it as the camera's position, and each resync, and each
     catch-up after the reconnect that the error caused, asked Valkey for entries past it: 'Invalid stream ID'
     for ever, the whole fleet's receivers disconnected by one message. Such an id is now rejected unread."""
+    resyncs = _resyncs_done(monkeypatch)
     with Bridge(config(server.url, resync_s=0.2), "cam-a") as a, Bridge(config(server.url), "cam-b") as b:
         assert a.wait_ready(5) and b.wait_ready(5)
         b.publish(profile("cam-b", 1))
@@ -1139,7 +1157,9 @@ def test_a_live_stream_id_valkey_cannot_take_back_is_rejected(
             stream_id + b"|x|",
         )
         assert wait_for(lambda: a.stats.rejected.malformed == 1)
-        time.sleep(1.0)  # several resyncs
+        since = resyncs.get("cam-a", 0)
+        # several resyncs read on from cam-b's position without an error (one taken from the prefix fails each)
+        assert wait_for(lambda: resyncs.get("cam-a", 0) >= since + 3, timeout=20), a.stats
         b.publish(profile("cam-b", 2))
         assert [m.track_id for m in profiles_from(a, 1)] == [2]
         assert a.stats.reconnects == 0 and a.stats.subscribed
