@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
+import sys
 import threading
 import time
 import urllib.error
@@ -33,12 +35,15 @@ from daemon.sources import SourceStats
 
 
 class NotifySocket:
-    """A fake systemd: a bound unix datagram socket collecting (monotonic time, fields) per message."""
+    """A fake systemd: a bound unix datagram socket collecting (monotonic time, fields) per message, in the
+    order they were sent. The time is when the message was sent: the kernel's stamp (SO_TIMESTAMPNS, Linux),
+    not when this socket's thread, late on a loaded host, read it (that only where the stamp is not had)."""
 
     def __init__(self, address: str) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(address)
         self.sock.settimeout(0.05)
+        self.stamped = _stamp_sent(self.sock)
         self.messages: list[tuple[float, dict[str, str]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -47,11 +52,11 @@ class NotifySocket:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                data = self.sock.recv(4096)
+                data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(16))
             except TimeoutError:
                 continue
             fields = dict(line.split("=", 1) for line in data.decode().splitlines() if line)
-            self.messages.append((time.monotonic(), fields))
+            self.messages.append((_sent_at(ancillary), fields))
 
     def times(self, key: str) -> list[float]:
         return [t for t, m in list(self.messages) if key in m]
@@ -67,10 +72,42 @@ class NotifySocket:
             time.sleep(0.01)
         raise AssertionError(f"no {key} notification within {timeout} s: {self.messages}")
 
+    def mark(self, name: str) -> None:
+        """Send ``MARK=<name>`` to this socket: the datagrams one socket holds are read in the order they were
+        sent, so a message read after the mark was sent after this call."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(f"MARK={name}\n".encode(), self.sock.getsockname())
+
+    def after(self, key: str, value: str) -> list[dict[str, str]]:
+        """The messages read after the first whose ``key`` starts with ``value`` ([] while there is none)."""
+        fields = [m for _, m in list(self.messages)]
+        at = next((i for i, m in enumerate(fields) if m.get(key, "").startswith(value)), len(fields))
+        return fields[at + 1 :]
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(1)
         self.sock.close()
+
+
+SO_TIMESTAMPNS = 35  # Linux (asm-generic, x86, arm): a received datagram carries when it was queued
+
+
+def _stamp_sent(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp each datagram as it is queued (Linux, 64-bit); False where it cannot."""
+    if sys.platform != "linux" or struct.calcsize("l") != 8:
+        return False
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    return True
+
+
+def _sent_at(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """The monotonic time a datagram was queued, from its kernel stamp (wall clock; now if there is none)."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack("qq", data[:16])
+            return sec + nsec / 1e9 + (time.monotonic() - time.time())
+    return time.monotonic()
 
 
 @contextmanager
