@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 from _crops import FixedDetector, MeanColour, png_declaring, write_reference_crops
+from _ops import wait_until
 
 from daemon.config import EmbedderConfig, EnrollConfig, GalleryConfig, RuntimeConfig, ServeConfig
 from daemon.embed import OnnxEmbedder
@@ -752,18 +754,37 @@ def test_cli_serve_names_references_as_the_config_enroll_section_says(
     assert Gallery.load(tmp_path / "g.npz").labels == ["jane doe"]
 
 
+class GatedColour(MeanColour):
+    """MeanColour whose calls each wait in the model until ``release`` is set (a model busy on a large image);
+    ``inside`` counts the calls that came in."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+        self.inside = 0
+
+    def embed(self, image: Any, xyxy: Any) -> Any:
+        with self._lock:
+            self.inside += 1
+        self.release.wait(30)
+        return super().embed(image, xyxy)
+
+
 def test_requests_run_in_worker_threads(tmp_path: Path) -> None:
     # Regression: the async handlers embedded on the event loop, so /health waited for every request in
     # flight and requests ran one at a time (the docstring said worker threads). In threads, the name of a
     # kept reference must be chosen under the lock: two enrolments of one label get two files.
-    state = ServiceState(SlowColour(), Gallery(4), ServeConfig(references=tmp_path / "refs"), model="slow")
+    model = GatedColour()
+    state = ServiceState(model, Gallery(4), ServeConfig(references=tmp_path / "refs"), model="gated")
     with BackgroundServer(create_app(state)) as server, ThreadPoolExecutor(4) as pool:
         url = server.url
         busy = [pool.submit(_post, f"{url}/enroll", "jane.jpg", _jpeg((0, 0, 200 - i))) for i in range(3)]
-        time.sleep(0.3)
-        start = time.monotonic()
-        assert _call(f"{url}/health")[0] == 200
-        assert time.monotonic() - start < SlowColour.delay / 2
+        try:
+            # all three in the model at once (one at a time: never), and /health answered while they are
+            wait_until(lambda: model.inside == 3, 30, "three enrolments in the model at once")
+            assert _call(f"{url}/health")[0] == 200 and not any(f.done() for f in busy)
+        finally:
+            model.release.set()
         assert [f.result()[0] for f in busy] == [200, 200, 200]
     assert _kept(tmp_path / "refs") == ["jane--2.jpg", "jane--3.jpg", "jane.jpg"]
     assert len(state.gallery) == 3 and state.requests["enroll"] == 3
