@@ -464,9 +464,10 @@ def test_a_peers_update_while_the_stream_is_down_is_judged_when_it_comes(
 ) -> None:
     """The link hands the resolver a monotonic reading with each peer's update (``ingest_remote``), so that
     between frames (a live stream down) it is judged at the time it comes, not at the last frame's: a profile
-    stamped 0.2 s after camera a's last frame and coming 1.5 s after it, retention_s 1 s, is too old to take
-    (it was taken, and held until the next idle expiry); one stamped as it is sent is taken."""
-    settings = _settings(tmp_path, valkey.url, retention_s=1.0, claim_ttl_s=0.5)
+    stamped 0.2 s after camera a's last frame, taken 4 s ago (its stream down since), retention_s 3 s, is too
+    old to take, however late it comes (it was taken, and held until the next idle expiry); one stamped as it
+    is sent is taken (if it comes within retention_s: time enough on a loaded host)."""
+    settings = _settings(tmp_path, valkey.url, retention_s=3.0, claim_ttl_s=0.5)
     a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
     b = FleetLink(settings, "b", DIM).start(live=True)  # type: ignore[arg-type]
 
@@ -474,14 +475,12 @@ def test_a_peers_update_while_the_stream_is_down_is_judged_when_it_comes(
         return FleetMessage("profile", "b", track, 90 + track, None, at, 0.9, PEOPLE[:1])
 
     try:
-        r, last = _frame_result("a", 0, [0], np.random.default_rng(5)), time.time()
-        a.update(
-            dataclasses.replace(
-                r, frame=dataclasses.replace(r.frame, timestamp=last, monotonic=monotonic_reading())
-            )
+        r, down_s = _frame_result("a", 0, [0], np.random.default_rng(5)), 4.0
+        frame = dataclasses.replace(
+            r.frame, timestamp=time.time() - down_s, monotonic=monotonic_reading() - down_s
         )
-        time.sleep(1.5)  # a's stream is down
-        b.bridge.publish(profile(1, last + 0.2))
+        a.update(dataclasses.replace(r, frame=frame))  # a's last frame, read 4 s ago
+        b.bridge.publish(profile(1, a.clock.time_of(frame) + 0.2))
         assert _wait(lambda: a.resolver.stats().remote_rejected == {"stale": 1})
         b.bridge.publish(profile(2, time.time()))
         assert _wait(lambda: a.resolver.stats().remote_accepted == 1)
