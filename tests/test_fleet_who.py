@@ -345,17 +345,31 @@ def test_watch_from_the_command_line_prints_a_json_line_each_time(
     assert len(lines) == 2 and all(json.loads(x)[0]["global_id"] == 8 for x in lines)
 
 
-def test_watch_listens_for_listen_s_before_its_first_showing(tmp_path: Path, valkey: EmbeddedValkey) -> None:
+def test_watch_listens_for_listen_s_before_its_first_showing(
+    tmp_path: Path, valkey: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`who --watch 5 --listen 3` showed its first table at once: --listen was ignored with --watch, so the
-    first table missed who the live cameras were reporting."""
+    first table missed who the live cameras were reporting. The camera reports once the watch has caught up
+    with what Valkey keeps (so only listening hears it), its bridge already started: the report has the 2 s
+    of listening to come."""
     import threading
 
     settings = load_settings(_fleet_yaml(tmp_path, valkey.url))
     shown: list[list[int]] = []
+    caught_up = threading.Event()
+    wait_ready = Bridge.wait_ready
+
+    def noted(self: Bridge, timeout: float) -> bool:
+        ready = wait_ready(self, timeout)
+        if ready and self.camera == "who-cli":
+            caught_up.set()
+        return ready
+
+    monkeypatch.setattr(Bridge, "wait_ready", noted)
+    lobby = Bridge(settings.bridge, "lobby", receive=False).start()
 
     def a_camera_reports_soon() -> None:
-        time.sleep(0.3)
-        with Bridge(settings.bridge, "lobby", receive=False) as lobby:
+        if caught_up.wait(30):
             lobby.publish(_profile("lobby", 1, 41, time.time()))
             assert lobby.flush(5.0)
 
@@ -371,7 +385,9 @@ def test_watch_listens_for_listen_s_before_its_first_showing(tmp_path: Path, val
             listen_s=2.0,
         )
     finally:
+        caught_up.set()
         reporter.join()
+        lobby.close()
     assert shown == [[41]]
 
 
