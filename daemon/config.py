@@ -1966,7 +1966,7 @@ class FleetConfig(_Strict):
         None,
         ge=0,
         description="Unix time of media time 0 for the 'media' clock; every camera of one replay must share it "
-        "(`reid-daemon fleet` sets it); null = when this worker started.",
+        "(`reid-daemon fleet` sets it to its start where none is given); null = when this worker started.",
     )
     replay_speed: float | None = Field(
         None,

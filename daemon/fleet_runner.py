@@ -92,7 +92,9 @@ class FleetRun:
 
 
 def child_environment(settings: Settings, url: str, epoch: float) -> dict[str, str]:
-    """The environment of the camera processes: the shared Valkey, one replay epoch, the fleet key.
+    """The environment of the camera processes: the shared Valkey, one replay epoch (``epoch`` where neither
+    the config nor the environment gives ``fleet.epoch``: an environment variable would override the file's),
+    the fleet key.
 
     When the config takes its fleet key from an environment variable that is not set, a random key is made for
     this run (a local replay needs no durable key; a deployment sets one, e.g. as a systemd credential).
@@ -100,12 +102,22 @@ def child_environment(settings: Settings, url: str, epoch: float) -> dict[str, s
     env = dict(os.environ)
     env["REID_BRIDGE__URL"] = url
     env["REID_FLEET__ENABLED"] = "true"
-    env.setdefault("REID_FLEET__EPOCH", repr(epoch))
+    if settings.fleet.epoch is None:  # read with the environment's REID_FLEET__EPOCH, if any
+        env["REID_FLEET__EPOCH"] = repr(epoch)
     key = settings.bridge.signing_key
     if key is not None and key.env and not env.get(key.env):
         env[key.env] = secrets.token_hex(32)
         log.info("fleet key: %s is not set, using a random key for this run", key.env)
     return env
+
+
+def joining_environment(settings: Settings, env: dict[str, str]) -> dict[str, str]:
+    """The environment of a camera added to a running fleet (``env``: its first cameras'): a recording it replays
+    starts at its own start, as a live camera's frames do, not at the fleet's (placed there, its sightings would
+    fall in the past beside its peers' live ones); an epoch the config or the environment gives is kept."""
+    if settings.fleet.epoch is not None:
+        return env
+    return {**env, "REID_FLEET__EPOCH": repr(time.time())}
 
 
 def _frame_total(settings: Settings, name: str) -> int | None:
@@ -441,16 +453,17 @@ def _run_fleet(
         if server is not None:
             log.info("embedded Valkey for this fleet at %s", url)
         env = child_environment(settings, url, time.time())
-        withdrawals = _Withdrawals(settings, url, env) if settings.fleet.lockstep else None
-        exits = _Exits(withdrawals, stopping)
-        for n in settings.cameras:
-            if withdrawals is not None and n not in names:  # left out by --cameras: never wait for it
-                withdrawals.add(n, started=False)
+        exits = _Exits(_lockstep_withdrawals(settings, url, env, names), stopping)
 
         def start(now: Settings, name: str) -> CameraProcess:
             return _start_camera(config, now, name, env, log_options)
 
-        follow = _following(config, settings, cameras, start)
+        def join(
+            now: Settings, name: str
+        ) -> CameraProcess:  # a camera added to the YAML while the fleet runs
+            return _start_camera(config, now, name, joining_environment(settings, env), log_options)
+
+        follow = _following(config, settings, cameras, join)
         cams = [start(settings, n) for n in names]
         try:
             _watch(cams, progress, stopping, exits, follow)
@@ -463,6 +476,20 @@ def _run_fleet(
     held.release()  # a stop signal now ends the report (fleet.mp4 can take minutes) as it did before the run
     ran = settings if follow is None else settings.model_copy(update={"cameras": follow.ran})
     return _report(config, ran, codes, progress, report_dir)
+
+
+def _lockstep_withdrawals(
+    settings: Settings, url: str, env: dict[str, str], names: list[str]
+) -> _Withdrawals | None:
+    """A lockstep replay's withdrawals (None for a fleet that is not one), the cameras ``--cameras`` left out
+    already withdrawn: no camera waits for them."""
+    if not settings.fleet.lockstep:
+        return None
+    withdrawals = _Withdrawals(settings, url, env)
+    for n in settings.cameras:
+        if n not in names:
+            withdrawals.add(n, started=False)
+    return withdrawals
 
 
 def _following(

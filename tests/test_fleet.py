@@ -1471,7 +1471,8 @@ def test_a_live_fleet_starts_the_cameras_added_to_its_yaml_and_stops_those_taken
     one added later got no worker until the whole fleet was restarted, one taken out kept running. Real processes
     on a real RTSP stream: b added starts and writes its folder; c, added with a video that is not there, is
     logged and not started; a file that does not validate is logged and changes nothing; a taken out stops
-    (exit 0: not a failure) while b runs on; the fleet's stop then ends b, exit 0, both in the report."""
+    (exit 0: not a failure) while b runs on; the fleet's stop then ends b, exit 0, both in the report. d, a
+    recording added with b, is replayed from when it joined (it was placed at the fleet's start, in the past)."""
     from test_sources import RtspServer
 
     clip = make_video(tmp_path / "stream.mp4", frames=600, fps=10.0, people=2, size=(160, 120))
@@ -1506,7 +1507,10 @@ def test_a_live_fleet_starts_the_cameras_added_to_its_yaml_and_stops_those_taken
     try:
         wait_until(lambda: _frames(runs / "a") > 0, 120, "camera a reading its stream", 0.2)
         missing = {**live, "source": {"uri": str(tmp_path / "missing.mp4")}}
-        write({"a": live, "b": live, "c": missing})
+        recording = make_video(tmp_path / "d.mp4", frames=8, fps=10.0, people=1, size=(160, 120))
+        replay = _live_camera(str(recording.path), recording.write_mot_gt(tmp_path / "d-gt.txt"), runs)
+        joined = time.time()
+        write({"a": live, "b": live, "c": missing, "d": replay})
         wait_until(lambda: _frames(runs / "b") > 0, 120, "camera b, added, reading its stream", 0.2)
         assert "camera c, added to" in said.read_text() and "video file not found" in said.read_text()
         assert not (runs / "c").exists()
@@ -1514,6 +1518,10 @@ def test_a_live_fleet_starts_the_cameras_added_to_its_yaml_and_stops_those_taken
         wait_until(lambda: "changed but cannot be taken" in said.read_text(), 30, "the bad file logged", 0.2)
         write({"b": live})
         wait_until(lambda: "camera a has stopped" in said.read_text(), 60, "camera a stopped", 0.2)
+        wait_until(
+            lambda: json_object(runs / "d" / "status.json").get("state") == "done", 60, "d replayed", 0.2
+        )
+        assert json_object(runs / "d" / "identities.json")["first_frame_time"] >= joined
         assert json_object(runs / "a" / "status.json")["state"] == "done"
         at = _frames(runs / "b")
         wait_until(lambda: _frames(runs / "b") > at + 5, 60, "camera b running on", 0.2)
@@ -2629,3 +2637,28 @@ def test_ground_truths_numbered_per_camera_are_warned_about(
             f"cameras.a.ground_truth ({truths['a']}) and cameras.b.ground_truth ({truths['b']})"
         )
         assert "show id 1 at the same moment (frame 1 of a, frame 1 of b)" in said[0]
+
+
+def test_a_fleet_run_keeps_the_replay_epoch_its_config_gives(tmp_path: Path, mobilenet_model: Path) -> None:
+    """`fleet.epoch` in a fleet's YAML (a researcher placing replays at the time the recordings were made) was
+    replaced by the fleet's start time: `reid-daemon fleet` gave every worker its own REID_FLEET__EPOCH, which
+    overrides the file. The config's epoch is kept; the fleet sets one only where none is given."""
+    clip = make_video(tmp_path / "clip.mp4", frames=6, size=(160, 120), people=1)
+    gt = tmp_path / "gt.txt"
+    gt.write_text(
+        "".join(f"{b.frame + 1},{b.id},{b.x},{b.y},{b.w},{b.h},1,-1,-1,-1\n" for (b,) in clip.truth)
+    )
+    epoch = 1_500_000_000.0  # July 2017
+    cfg = {
+        "models_dir": str(mobilenet_model.parent.parent),
+        "fleet": {"enabled": True, "epoch": epoch},
+        "bridge": {"signing_key": {"env": "REID_TEST_FLEET_KEY"}},
+        "cameras": {"a": _true_box_camera(clip.path, gt, tmp_path / "runs")},
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = run_fleet(path, progress=False)
+    assert run.exit_codes == {"a": 0}
+    table = json.loads((tmp_path / "runs" / "a" / "identities.json").read_text())
+    assert table["first_frame_time"] == pytest.approx(epoch)
+    assert [i["first_seen"] for i in table["identities"].values()] == [pytest.approx(epoch)]
