@@ -22,7 +22,13 @@ class DataError(DaemonError):
 
 
 class LockTimeout(DataError):
-    """A file's lock stayed held by another process longer than the wait allowed (a writer stopped or stuck)."""
+    """A file's lock stayed held by another process longer than the wait allowed (a writer stopped or stuck),
+    or was held by one not to be waited for; ``holder``: who its lock file says holds it (``gallery.Holder``),
+    None where it says nobody."""
+
+    def __init__(self, message: str, holder: object = None) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 def exit_code(error: DaemonError) -> int:

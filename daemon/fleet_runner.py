@@ -35,7 +35,7 @@ from daemon.bridge import FORGET_CAMERA, Bridge, BridgeError
 from daemon.config import CameraConfig, SecretSource, Settings, load_settings
 from daemon.erase import Erased, NotATable, PendingForgets, UnreadableFile, erase_problem
 from daemon.erase_ack import EraseAck, UntrustedAck
-from daemon.errors import ConfigError, DaemonError, DataError, SourceError
+from daemon.errors import ConfigError, DaemonError, DataError, LockTimeout, SourceError
 from daemon.fleet import IDENTITY_TABLE_REFRESH_S, ConfigWatch, file_state
 from daemon.fleet_wire import FleetMessage
 from daemon.motio import MotGroundTruth
@@ -144,17 +144,24 @@ def _ready_camera_dir(settings: Settings, name: str) -> None:
     """The camera's output folder made, an earlier run's files that the report and the scores would take for
     this one's out of the way: a recording's removed (its run makes them again), a live camera's put into their
     ``earlier-*`` folder as its worker's start puts them (``worker.clear_earlier_run``: they cannot be made
-    again); ConfigError naming ``output.dir`` when that cannot be done, before any camera starts."""
+    again), holding the folder's lock (``camera_lock``); ConfigError naming ``output.dir`` when that cannot be
+    done, and naming the worker that holds the lock where one runs the camera already, before any camera starts."""
+    from daemon.camera_lock import worker_locked
     from daemon.worker import clear_earlier_run
 
     cam = settings.cameras[name]
     out = _camera_dir(settings, name)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        clear_earlier_run(out, name, cam.output.keep_earlier, live_source(cam.source))
+        with worker_locked(out, name, FLEET_WHO):
+            clear_earlier_run(out, name, cam.output.keep_earlier, live_source(cam.source))
     except OSError as e:  # a file on the way, a folder the user may not write
         where = e.filename or out
         raise ConfigError(f"cameras.{name}.output.dir: cannot write {where}: {e.strerror or e}") from e
+
+
+FLEET_WHO = (
+    "reid-daemon fleet"  # the fleet's record in a camera folder's lock file, while it readies the folder
+)
 
 
 def _start_camera(
@@ -926,44 +933,121 @@ def forget(settings: Settings, global_id: int, timeout_s: float, wait_s: float =
     """Erase ``global_id`` from the fleet: running workers drop it and erase it from their files, stored state
     in Valkey is deleted, and the files of the config's cameras that are not running are erased here
     (``daemon.erase``), with the fleet report made again from them (while a camera runs, the id is taken out
-    of the report as it stands). The running cameras are waited for up to ``wait_s`` to say, through Valkey,
-    that they erased it (``daemon.erase_ack``); one that stops meanwhile without saying so is erased here. Without
-    ``bridge.url`` (a fleet on an embedded Valkey, which ended with its run) only the files are erased, and no
-    camera may be running."""
-    from daemon.runner import worker_running
-
+    of the report as it stands). A camera of this host is running while its worker holds its folder's lock
+    (``camera_lock``); a stopped one's lock is held here from then until its files are erased, so that a worker
+    starting meanwhile waits. The running cameras, and those whose folder is not on this host (another host's:
+    a stored forget reaches its worker when it next starts), are waited for up to ``wait_s`` to say, through
+    Valkey, that they erased it (``daemon.erase_ack``); one that stops meanwhile without saying so is erased
+    here. Without ``bridge.url`` (a fleet on an embedded Valkey, which ended with its run) only the files are
+    erased, and no camera may be running."""
     dirs = {n: _camera_dir(settings, n) for n in settings.cameras}
-    running = [n for n, d in dirs.items() if worker_running(d)]
-    if settings.bridge.url is None and running:
-        raise ConfigError(
-            f"forget: cameras {', '.join(running)} are running on a fleet's embedded Valkey, which forget cannot "
-            "reach (bridge.url is unset); stop the fleet first, or give the fleet a bridge.url"
-        )
-    confirmed: dict[str, str] = {}
-    pending: dict[str, str] = {}
-    stored = None
-    if settings.bridge.url is not None:
-        with Bridge(settings.bridge, FORGET_CAMERA, receive=False) as bridge:
-            stored, sent = _forget_in_valkey(bridge, global_id, timeout_s)
-            since = sent - settings.bridge.max_clock_skew_s
-            heard = _Heard(bridge, global_id, since, {n: dirs[n] for n in running})
-            confirmed, pending = heard.wait(wait_s)
-    # a camera that stopped meanwhile (its bridge closed before the forget came, or before it said): erased here
-    files: dict[str, Erased] = {}
-    failed: dict[str, str] = {}
-    for n, d in dirs.items():
-        if n in confirmed or n in pending or not d.is_dir():
-            continue
-        try:
-            files[n] = _erase_stopped(d, n, global_id)
-        except OSError as e:  # a user who cannot write the folder: the rest of the fleet is erased still
-            failed[n] = _erase_failure(e, d)
+    with _Folders(dirs) as folders:
+        running = folders.running
+        if settings.bridge.url is None and running:
+            raise ConfigError(
+                f"forget: cameras {', '.join(running)} are running on a fleet's embedded Valkey, which forget "
+                "cannot reach (bridge.url is unset); stop the fleet first, or give the fleet a bridge.url"
+            )
+        confirmed: dict[str, str] = {}
+        pending: dict[str, str] = {}
+        stored = None
+        if settings.bridge.url is not None:
+            with Bridge(settings.bridge, FORGET_CAMERA, receive=False) as bridge:
+                stored, sent = _forget_in_valkey(bridge, global_id, timeout_s)
+                since = sent - settings.bridge.max_clock_skew_s
+                heard = _Heard(bridge, global_id, since, {n: dirs[n] for n in running})
+                confirmed, pending = heard.wait(wait_s)
+        # a camera that stopped meanwhile (its bridge closed before the forget came, or before it said): erased here
+        files: dict[str, Erased] = {}
+        failed: dict[str, str] = dict(folders.failed)
+        for n, d in dirs.items():
+            if n in confirmed or n in pending or n in failed or not d.is_dir():
+                continue
+            held = folders.take(n)
+            if held == "worker":
+                pending[n] = (
+                    "its worker started while forget waited for the running cameras: it erases the id as it "
+                    "starts, and says so"
+                )
+                continue
+            if held != "held":
+                failed[n] = held
+                continue
+            try:
+                files[n] = _erase_stopped(d, n, global_id)
+            except OSError as e:  # a user who cannot write the folder: the rest of the fleet is erased still
+                failed[n] = _erase_failure(e, d)
+            finally:
+                folders.release(n)
     erased_any = any(e.total for e in files.values())
     if erased_any and not confirmed and not pending:
         report = _report_again(dirs, _ids_span_runs(settings), global_id)
     else:  # the running cameras' tables may hold the id a moment longer: out of the report as it stands
         report = _leave_out_of_report(dirs, global_id)
     return Forgotten(stored, files, failed, confirmed, pending, report)
+
+
+FORGET_WHO = "reid-daemon forget"  # forget's record in a camera folder's lock file
+
+
+class _Folders:
+    """The config's camera folders as ``forget`` finds them: ``running`` (a worker of this host holds the
+    folder's lock, or its status.json says running on another host), ``absent`` (no folder on this host), and
+    the others stopped, their locks held here (``camera_lock.writer_locked``) until ``release``d; ``failed``:
+    those whose lock another command held past its wait."""
+
+    def __init__(self, dirs: dict[str, Path]) -> None:
+        from daemon.runner import running_elsewhere
+
+        self.dirs = dirs
+        self.running: list[str] = []
+        self.absent: list[str] = []
+        self.failed: dict[str, str] = {}
+        self._held: dict[str, contextlib.ExitStack] = {}
+        for n, d in dirs.items():
+            if not d.is_dir():
+                self.absent.append(n)
+            elif running_elsewhere(d):
+                self.running.append(n)
+            else:
+                held = self.take(n)
+                if held == "worker":
+                    self.running.append(n)
+                elif held != "held":
+                    self.failed[n] = held
+
+    def take(self, name: str) -> str:
+        """Hold camera ``name``'s folder lock (kept while held already): ``held``; ``worker`` where its worker
+        holds it; else why it could not be had. A lock file that cannot be made (a folder this user may not
+        write) is not held: the erase then says what it cannot write."""
+        from daemon.camera_lock import is_worker, writer_locked
+        from daemon.gallery import Holder
+
+        if name in self._held:
+            return "held"
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(writer_locked(self.dirs[name], name, FORGET_WHO))
+        except LockTimeout as e:
+            if isinstance(e.holder, Holder) and is_worker(e.holder):
+                return "worker"
+            return f"{e}; run forget again once it is done"
+        except DataError:
+            pass  # no lock file: no worker of this host holds it either
+        self._held[name] = stack
+        return "held"
+
+    def release(self, name: str) -> None:
+        held = self._held.pop(name, None)
+        if held is not None:
+            held.close()
+
+    def __enter__(self) -> _Folders:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in list(self._held):
+            self.release(name)
 
 
 class _Heard:
@@ -974,9 +1058,9 @@ class _Heard:
         self.bridge, self.global_id, self.since, self.running = bridge, global_id, since, running
 
     def wait(self, wait_s: float) -> tuple[dict[str, str], dict[str, str]]:
-        """Per running camera, what it erased (said ``erased``) or why not (``pending``); cameras that stopped
-        without saying so are in neither (their files are closed: erased here). Reads every FORGET_POLL_S
-        until each said ``erased`` or stopped, or ``wait_s`` passed."""
+        """Per running camera, what it erased (said ``erased``) or why not
+        (``pending``); cameras that stopped without saying so are in neither (their files are closed: erased
+        here). Reads every FORGET_POLL_S until each said ``erased`` or stopped, or ``wait_s`` passed."""
         from daemon.runner import worker_running
 
         deadline = time.monotonic() + wait_s

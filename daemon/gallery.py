@@ -46,7 +46,7 @@ import socket
 import threading
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -877,19 +877,26 @@ def locked(path: Path, wait_s: float, who: str = "reid-daemon", setting: str = "
 
 @contextlib.contextmanager
 def holding(
-    lock: Path, wait_s: float, what: str, who: str = "reid-daemon", setting: str = ""
+    lock: Path,
+    wait_s: float,
+    what: str,
+    who: str = "reid-daemon",
+    setting: str = "",
+    wait_for: Callable[[Holder | None], bool] | None = None,
 ) -> Iterator[None]:
     """Hold the advisory lock file ``lock`` (made when missing) of ``what`` (as messages name it: "the gallery
     g.npz") inside the block, as ``locked`` says: waited for ``wait_s`` at most (LockTimeout naming the holder,
-    the lock file and ``setting``), DataError naming the lock file when it cannot be made."""
+    the lock file and ``setting``), DataError naming the lock file when it cannot be made. ``wait_for``: whether
+    to wait for the holder its lock file records (None: recorded nobody yet); one it says no to is a
+    LockTimeout at once (its ``holder`` the holder)."""
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
         raise DataError(f"cannot open the lock file {lock} of {what}: {e}") from e
     try:
-        if not _take_lock(fd, wait_s, lock, what):
-            raise LockTimeout(_lock_timeout_message(fd, wait_s, lock, what, setting))
+        if not _take_lock(fd, wait_s, lock, what, wait_for):
+            raise LockTimeout(_lock_timeout_message(fd, wait_s, lock, what, setting), Holder.read(fd))
         Holder.now(who).record(fd, lock)
         try:
             yield
@@ -903,8 +910,10 @@ LOCK_POLL_S = 0.05
 """How often a writer waiting for a gallery's lock tries it again (flock itself cannot wait with a timeout)."""
 
 
-def _take_lock(fd: int, wait_s: float, lock: Path, what: str) -> bool:
-    """Whether the lock on ``fd`` was had within ``wait_s`` seconds."""
+def _take_lock(
+    fd: int, wait_s: float, lock: Path, what: str, wait_for: Callable[[Holder | None], bool] | None = None
+) -> bool:
+    """Whether the lock on ``fd`` was had within ``wait_s`` seconds (while ``wait_for`` takes its holder)."""
     deadline = time.monotonic() + wait_s
     said = False
     while True:
@@ -912,7 +921,7 @@ def _take_lock(fd: int, wait_s: float, lock: Path, what: str) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or (wait_for is not None and not wait_for(Holder.read(fd))):
                 return False
             if not said:
                 said = True
@@ -961,6 +970,24 @@ class Holder:
         on = "" if self.host == socket.gethostname() else f" on {self.host}"
         since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.since))
         return f"pid {self.pid}{on} ({self.who}, since {since})"
+
+
+def lock_holder(lock: Path) -> tuple[bool, Holder | None]:
+    """Whether a process holds the lock file ``lock`` now (``holding``'s), and who it records (None: nobody
+    yet, or unreadable); taken for a moment to tell, never made: a missing file is held by none."""
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False, None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True, Holder.read(fd)
+    except OSError:
+        return False, None
+    finally:
+        os.close(fd)  # and with it a lock taken here
+    return False, None
 
 
 def _lock_timeout_message(fd: int, wait_s: float, lock: Path, what: str, setting: str) -> str:

@@ -22,9 +22,10 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from daemon.camera_lock import WORKER, held_by_worker, writer_locked
 from daemon.config import CameraConfig, Settings
 from daemon.embedding import atomic_write
-from daemon.errors import DaemonError
+from daemon.errors import DaemonError, DataError
 from daemon.ops import STOP_SIGNALS, HeldStop
 from daemon.outputs import SUMMARY_SCHEMA_VERSION, RunSummary, recorded_no_frame
 from daemon.pipeline import FrameResult
@@ -75,13 +76,24 @@ class StatusFile:
         """The run of camera ``name`` failed with ``error``, perhaps before its source opened (then nothing was
         written yet, not even this file): ``failed``, and why (``error``), so that the fleet's report, read
         after the run, names it. Written into the camera's folder where it is there (a fleet makes it before
-        the worker starts; an earlier run's: ``_failed_start_status``); a first run of a camera alone leaves no
-        folder behind."""
+        the worker starts, its worker's lock too; an earlier run's: ``_failed_start_status``), holding the
+        folder's lock (its run let it go); a first run of a camera alone that failed before it took that lock
+        leaves no folder behind. Where another process holds the lock now (a worker started since, or the one
+        this start was refused for: ``camera_lock``), the folder is theirs: nothing is written, said in the log."""
         cam = settings.cameras.get(name)
-        if self.path is None and cam is not None:
-            self.path = _failed_start_status(cam, name)
+        if cam is None:
+            return
+        folder = Path(cam.output.dir) / name
+        if not folder.is_dir():
+            return
         why = str(error) if isinstance(error, DaemonError) else f"{type(error).__name__}: {error}"
-        self._save(name, "failed", 0, self._identities, error=" ".join(why.split())[:ERROR_CHARS])
+        try:
+            with writer_locked(folder, name, f"{WORKER} --camera {name}", wait_s=0):
+                if self.path is None:
+                    self.path = _failed_start_status(cam, name)
+                self._save(name, "failed", 0, self._identities, error=" ".join(why.split())[:ERROR_CHARS])
+        except DataError as e:  # LockTimeout: another process writes the folder
+            log.info("%s: status.json not written: %s", name, e)
 
     def _write(self, worker: CameraWorker, state: str, tracks: int) -> None:
         if worker.fleet is not None:
@@ -121,9 +133,10 @@ def _failed_start_status(cam: CameraConfig, name: str) -> Path | None:
     status that run wrote: a live camera's are put aside first, as its start would have put them (moved into an
     ``earlier-*`` folder, status and all, or removed where they hold nothing of a frame:
     ``worker.put_earlier_run_aside``); a recording's, which its next run replaces, are left with theirs (the
-    error is in the log); a folder another worker is writing now is left alone."""
+    error is in the log); a folder another host's worker is writing now is left alone (the caller holds the
+    folder's lock: none of this host's is)."""
     folder = Path(cam.output.dir) / name
-    if not folder.is_dir() or worker_running(folder):
+    if not folder.is_dir() or running_elsewhere(folder):
         return None
     try:
         if live_source(cam.source):
@@ -140,24 +153,22 @@ def _failed_start_status(cam: CameraConfig, name: str) -> Path | None:
 
 
 def worker_running(camera_dir: Path) -> bool:
-    """Whether a worker is writing ``camera_dir`` now: its ``status.json`` says ``running``, and unless it was
-    written on another host, by a process that is still alive (a killed worker leaves ``running`` behind)."""
+    """Whether a worker is writing ``camera_dir`` now: one of this host holds its lock (``camera_lock``; a
+    killed worker's lock went with it), or its ``status.json`` says ``running`` on another host (a folder
+    shared between hosts: the lock is this host's)."""
+    return running_elsewhere(camera_dir) or held_by_worker(camera_dir)
+
+
+def running_elsewhere(camera_dir: Path) -> bool:
+    """Whether ``camera_dir``'s ``status.json`` says a worker of another host is running there."""
     try:
         doc = json.loads((camera_dir / "status.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     if not isinstance(doc, dict) or doc.get("state") != "running":
         return False
-    pid = doc.get("pid")
-    if doc.get("host") != socket.gethostname() or not isinstance(pid, int):
-        return True  # cannot tell from here: taken as running
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, another user's
-    return True
+    host = doc.get("host")
+    return isinstance(host, str) and host != socket.gethostname()
 
 
 @contextmanager

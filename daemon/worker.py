@@ -7,23 +7,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 from tqdm import tqdm
 
+from daemon.camera_lock import worker_locked
 from daemon.config import CameraConfig, Settings, redact
 from daemon.detect import build_detector
 from daemon.embed import build_embedder, embedder_signature, signature_through
-from daemon.embedding import LEFTOVER_AGE_S, Leftovers, remove_leftovers, temp_stem
+from daemon.embedding import Leftovers, remove_leftovers, temp_stem
 from daemon.erase import PENDING_FILE, Erased, PendingForgets, erase_camera, erase_problem
 from daemon.errors import ConfigError, DaemonError
 from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog, load_identity_head, sighting_gap_s
 from daemon.identity import FrameIdentities
 from daemon.motio import MotWriter
 from daemon.outputs import (
-    RUN_RECORD,
     VIDEO,
     AnnotatedVideo,
     EmbeddingFile,
@@ -289,23 +289,16 @@ class CameraOutputs:
                 raise failed
 
 
-WORKER_ONLY_FILES = ("status.json", "summary.json", RUN_RECORD)
-"""The files of a camera's folder that no process but its worker writes (``reid-daemon forget`` rewrites the
-others that hold ids, and may do so while a worker starts: one starting does not look running yet)."""
-
-
 def remove_camera_leftovers(folder: Path, name: str) -> Leftovers:
     """The temporary files ``atomic_write`` left in camera ``name``'s ``folder`` and its ``earlier-*`` folders (a
-    worker, or a forget, killed between writing a file and renaming it), removed as its worker starts, before it
-    writes there: those of ``WORKER_ONLY_FILES`` in the folder whatever their age (one worker a camera: the
-    earlier one that left them is dead), those of its other files (``camera_files``, ``forget-pending.json``)
-    once ``LEFTOVER_AGE_S`` old, for a forget may be writing them now. Nothing else of that pattern."""
-    own = {temp_stem(f) for f in WORKER_ONLY_FILES}
-    shared = {temp_stem(f) for f in (*camera_files(name), PENDING_FILE)}
-    before = time.time() - LEFTOVER_AGE_S
-    removed = remove_leftovers(folder, own.__contains__)
+    worker, or a forget, killed between writing a file and renaming it), removed as its worker starts, holding
+    the folder's lock (``camera_lock``), before it writes there: those of every file the camera or ``forget``
+    writes there (``camera_files``, ``forget-pending.json``), whatever their age: every writer of them holds that
+    lock, so none is a live writer's. Nothing else of that pattern."""
+    ours = {temp_stem(f) for f in (*camera_files(name), PENDING_FILE)}
+    removed = Leftovers()
     for each in (folder, *earlier_folders(folder)):
-        removed += remove_leftovers(each, shared.__contains__, before)
+        removed += remove_leftovers(each, ours.__contains__)
     return removed
 
 
@@ -465,50 +458,60 @@ class CameraWorker:
         fleet.start(live=live)
 
     def run(self) -> RunSummary:
+        """Run the camera, holding its folder's lock throughout (``camera_lock.worker_locked``: taken before
+        anything is written there; ConfigError at once where another worker holds it, a wait while a ``forget``
+        or ``fleet`` writes the folder)."""
         summary: RunSummary | None = None
-        try:
-            self._remove_leftovers()
-            self._erase_pending_forgets()
-            opened = open_source_waiting(
-                self.cam.source, self._stop, name=self.name, on_retry=self._source_waiting
-            )
-            if opened is None:  # stopped while waiting for a live source to come up
-                summary = self._not_started()
-                log.info("%s: stopped before the source could be opened", self.name)
+        with ExitStack() as locked:  # the observers told it stopped holding it still (status.json written)
+            try:
+                if self._stop.is_set():  # stopped while its models loaded: its folder is not even made
+                    summary = self._not_opened()
+                    return summary
+                locked.enter_context(worker_locked(Path(self.cam.output.dir) / self.name, self.name))
+                summary = self._run()
                 return summary
-            with opened as src:
-                dim = self.pipeline.embedder.dim if self.pipeline.embedder is not None else None
-                outputs = open_outputs(
-                    self.name, self.cam, src.delivered_fps, dim, self.fleet is not None, src.live
-                )
+            finally:
+                for o in self.observers:
+                    o.stopped(self, summary)
+
+    def _run(self) -> RunSummary:
+        self._remove_leftovers()
+        self._erase_pending_forgets()
+        opened = open_source_waiting(
+            self.cam.source, self._stop, name=self.name, on_retry=self._source_waiting
+        )
+        if opened is None:  # stopped while waiting for a live source to come up
+            return self._not_opened()
+        with opened as src:
+            dim = self.pipeline.embedder.dim if self.pipeline.embedder is not None else None
+            outputs = open_outputs(
+                self.name, self.cam, src.delivered_fps, dim, self.fleet is not None, src.live
+            )
+            try:
+                first = 1
+                if self.fleet is not None:
+                    self._join_fleet(self.fleet, src.live)
+                    first = self.fleet.first_track_id
+                self._number_tracks(first, outputs.earlier_tracks)
+                frames, seconds, tracks = 0, 0.0, 0
+                if not self._stop.is_set():  # else stopped while catching up with the fleet
+                    for o in self.observers:
+                        o.started(self, src)
+                    with self._erasing_while_idle(outputs, src):
+                        frames, seconds, tracks = self._loop(src, outputs)
+            finally:
                 try:
-                    first = 1
-                    if self.fleet is not None:
-                        self._join_fleet(self.fleet, src.live)
-                        first = self.fleet.first_track_id
-                    self._number_tracks(first, outputs.earlier_tracks)
-                    frames, seconds, tracks = 0, 0.0, 0
-                    if not self._stop.is_set():  # else stopped while catching up with the fleet
-                        for o in self.observers:
-                            o.started(self, src)
-                        with self._erasing_while_idle(outputs, src):
-                            frames, seconds, tracks = self._loop(src, outputs)
+                    outputs.close()
                 finally:
-                    try:
-                        outputs.close()
-                    finally:
-                        if self.fleet is not None:
-                            self.fleet.close()
-                self._erase_late_forgets(outputs)
-                summary = self._summary(src, outputs, frames, seconds, tracks)
-            if outputs.summary_path is not None:
-                with outputs.writing():
-                    summary.write(outputs.summary_path)
-            log.info(summary.text())
-            return summary
-        finally:
-            for o in self.observers:
-                o.stopped(self, summary)
+                    if self.fleet is not None:
+                        self.fleet.close()
+            self._erase_late_forgets(outputs)
+            summary = self._summary(src, outputs, frames, seconds, tracks)
+        if outputs.summary_path is not None:
+            with outputs.writing():
+                summary.write(outputs.summary_path)
+        log.info(summary.text())
+        return summary
 
     def _erase_late_forgets(self, outputs: CameraOutputs) -> None:
         """Ids the fleet forgot after the last frame's (a forget that reached the worker while it stopped), and
@@ -818,6 +821,10 @@ class CameraWorker:
 
     def _not_started(self) -> RunSummary:
         return not_started(self.cam, self.name)
+
+    def _not_opened(self) -> RunSummary:
+        log.info("%s: stopped before the source could be opened", self.name)
+        return self._not_started()
 
     def _summary(
         self, src: FrameSource, outputs: CameraOutputs, frames: int, seconds: float, tracks: int

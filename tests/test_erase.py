@@ -155,14 +155,25 @@ def test_an_embedding_file_cut_before_its_header_is_left_alone(tmp_path: Path) -
     assert zero_embedding_rows(empty, [0]) == 0
 
 
-def test_a_worker_is_running_only_while_its_process_lives(tmp_path: Path) -> None:
-    """A worker killed with SIGKILL leaves status.json saying running: forget would never erase its files."""
+def test_a_worker_is_running_only_while_it_holds_its_folder_s_lock(tmp_path: Path) -> None:
+    """A worker killed with SIGKILL leaves status.json saying running: forget would never erase its files. A
+    worker of this host is running while it holds its folder's lock (a killed one's went with it); status.json
+    says so of another host's only."""
+    import signal
+
+    from _camlock import camera_lock_held
+
     status = tmp_path / "status.json"
     assert not worker_running(tmp_path)
     status.write_text(json.dumps({"state": "running", "pid": os.getpid(), "host": os.uname().nodename}))
-    assert worker_running(tmp_path)
-    status.write_text(json.dumps({"state": "running", "pid": 2**22 + 7, "host": os.uname().nodename}))
-    assert not worker_running(tmp_path)  # no such process
+    assert not worker_running(tmp_path)  # no lock held: a worker killed while its pid was reused
+    with camera_lock_held(tmp_path, "cam") as worker:
+        assert worker_running(tmp_path)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        assert not worker_running(tmp_path)
+    with camera_lock_held(tmp_path, "cam", "reid-daemon forget"):
+        assert not worker_running(tmp_path)  # a forget erasing the stopped camera's files
     status.write_text(json.dumps({"state": "running", "pid": 2**22 + 7, "host": "elsewhere"}))
     assert worker_running(tmp_path)  # another host's: cannot tell, taken as running
     status.write_text(json.dumps({"state": "done", "pid": os.getpid()}))
@@ -216,9 +227,10 @@ def test_forget_without_a_shared_valkey_refuses_while_a_camera_runs(tmp_path: Pa
     outputs = _outputs(tmp_path / "runs")
     _frame(outputs, 0, {1: 7})
     outputs.close()
-    status = {"state": "running", "pid": os.getpid(), "host": os.uname().nodename}
-    (tmp_path / "runs" / "cam" / "status.json").write_text(json.dumps(status))
-    assert main(["-q", "forget", "7", "--config", str(config)]) == 2
+    from _camlock import camera_lock_held
+
+    with camera_lock_held(tmp_path / "runs" / "cam", "cam"):
+        assert main(["-q", "forget", "7", "--config", str(config)]) == 2
     assert "cameras cam are running" in capsys.readouterr().err  # type: ignore[attr-defined]
     assert any(e["global_id"] == 7 for e in _events(tmp_path / "runs" / "cam"))  # nothing touched
 
@@ -336,27 +348,39 @@ def test_forget_erases_a_camera_that_stopped_while_the_forget_was_sent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A camera still running when `forget` looked, stopped before the forget reached it (its bridge closed):
-    neither it nor the command erased its files. The command looks again once the forget is sent."""
-    from daemon import runner
+    neither it nor the command erased its files. The command looks again once the forget is sent. Its worker
+    (a helper process holding the folder's lock) ends as forget begins to wait for the running cameras."""
+    from _camlock import camera_lock_held
+
+    from daemon import fleet_runner
     from daemon.valkey_server import EmbeddedValkey
 
     with EmbeddedValkey("tcp") as server:
         config = _fleet_config(tmp_path)
         doc = yaml.safe_load(config.read_text())
         doc["bridge"]["url"] = server.url
+        del doc["cameras"]["b"]
         config.write_text(yaml.safe_dump(doc))
         server.client().set("reid:{default}:gid", 10)  # ids 1..10 were handed out
         outputs = _outputs(tmp_path / "runs")
         _frame(outputs, 0, {1: 7})
         outputs.close()
-        looks: list[str] = []
+        with camera_lock_held(tmp_path / "runs" / "cam", "cam") as worker:
+            wait = fleet_runner._Heard.wait
+            running: list[dict[str, Path]] = []
 
-        def running_once(d: Path) -> bool:  # running at the first look, stopped at the second
-            looks.append(d.name)
-            return looks.count(d.name) == 1 and d.name == "cam"
+            def stop_then_wait(
+                heard: fleet_runner._Heard, wait_s: float
+            ) -> tuple[dict[str, str], dict[str, str]]:
+                running.append(dict(heard.running))
+                assert worker.stdin is not None
+                worker.stdin.close()  # it lets go of the lock and ends
+                worker.wait(10)
+                return wait(heard, wait_s)
 
-        monkeypatch.setattr(runner, "worker_running", running_once)
-        assert main(["-q", "forget", "7", "--config", str(config)]) == 0
+            monkeypatch.setattr(fleet_runner._Heard, "wait", stop_then_wait)
+            assert main(["-q", "forget", "7", "--config", str(config)]) == 0
+    assert running == [{"cam": tmp_path / "runs" / "cam"}]  # running at the first look
     assert "cam: erased: 1 identity lines" in capsys.readouterr().out
     assert all(e["global_id"] != 7 for e in _events(tmp_path / "runs" / "cam"))
 

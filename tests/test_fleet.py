@@ -1010,10 +1010,13 @@ def test_a_report_of_cameras_that_left_no_outputs_says_which(tmp_path: Path, cap
         and str(tmp_path / "runs" / "b" / "identities.json") in err
     )
     # a camera running now that has not written its table yet (its first minute) was told to enable the fleet
+    from _camlock import camera_lock_held
+
     status = {"state": "running", "pid": os.getpid(), "host": socket.gethostname()}
     (tmp_path / "runs" / "b").mkdir()
     (tmp_path / "runs" / "b" / "status.json").write_text(json.dumps(status))
-    assert main(["fleet", "--config", str(path), "--report-only"]) == 1
+    with camera_lock_held(tmp_path / "runs" / "b", "b"):  # its worker holds its folder's lock
+        assert main(["fleet", "--config", str(path), "--report-only"]) == 1
     err = capsys.readouterr().err  # type: ignore[attr-defined]
     assert "camera b is running and has not written" in err and "fleet.enabled" not in err
 
@@ -1102,10 +1105,13 @@ def test_forget_while_a_camera_runs_takes_the_person_out_of_the_fleet_report(
     table = {"v": 1, "camera": "a", "identities": {str(gid): seen, str(other): seen}}
     (runs / "a" / "identities.json").write_text(json.dumps(table))
     build_report({"a": runs / "a"}, runs)
+    from _camlock import camera_lock_held
+
     status = {"state": "running", "pid": os.getpid(), "host": socket.gethostname()}
     (runs / "a" / "status.json").write_text(json.dumps(status))  # its worker erases its own files
 
-    assert main(["-q", "forget", str(gid), "--config", str(path), "--wait", "0.5"]) == 1
+    with camera_lock_held(runs / "a", "a"):
+        assert main(["-q", "forget", str(gid), "--config", str(path), "--wait", "0.5"]) == 1
     out, err = capsys.readouterr()
     assert f"fleet report made again without it: {runs / 'report.md'}" in out
     # no worker there to say it erased the id: pending, and the exit status says it is not done
@@ -2301,6 +2307,26 @@ def test_the_fleet_puts_a_live_camera_s_earlier_run_aside_rather_than_deleting_i
     for name in cams:
         assert [f for f in camera_files(name) if (out / name / f).exists()] == []
     assert earlier_folders(out / "hall") == []
+
+
+def test_the_fleet_leaves_the_folder_of_a_camera_whose_worker_runs_already(tmp_path: Path) -> None:
+    """`reid-daemon fleet` put a live camera's files aside before starting it, whoever was writing them: a
+    worker of that camera running already (a unit beside the fleet) had its files moved under it. The fleet
+    readies the folder holding its lock, and refuses, naming the worker, where one holds it."""
+    from _camlock import camera_lock_held
+
+    out = tmp_path / "runs"
+    cfg = {"cameras": {"door": {"source": {"uri": "rtsp://cam.local/s"}, "output": {"dir": str(out)}}}}
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(cfg))
+    settings = load_settings(tmp_path / "fleet.yaml")
+    (out / "door").mkdir(parents=True)
+    (out / "door" / "events.jsonl").write_text('{"v": 1, "event": "track.started", "track_id": 3}\n')
+    with camera_lock_held(out / "door", "door") as worker:
+        with pytest.raises(ConfigError, match=f"being written by another worker, pid {worker.pid} "):
+            fleet_runner._ready_camera_dir(settings, "door")
+        assert (out / "door" / "events.jsonl").is_file() and earlier_folders(out / "door") == []
+    fleet_runner._ready_camera_dir(settings, "door")  # its worker stopped: put aside
+    assert len(earlier_folders(out / "door")) == 1
 
 
 def test_the_fleet_s_progress_totals_are_the_frames_each_camera_will_deliver(tmp_path: Path) -> None:

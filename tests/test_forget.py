@@ -367,6 +367,34 @@ def _last_stored_forget(valkey: EmbeddedValkey) -> str:
     return entries[0][0].decode()
 
 
+def test_a_forget_while_a_camera_s_worker_starts_leaves_its_files_to_it(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker writes status.json 'running' only once it has joined the fleet: `forget` judged a starting one
+    stopped and rewrote its files while it put the earlier run aside and removed temporary files (a rewrite
+    landing after the move recreated an old run's data in the new run's folder). A camera of this host is
+    running while its worker holds its folder's lock, taken before it writes anything there: forget leaves its
+    files to it (pending until it says), and erases the stopped camera's holding that camera's lock."""
+    from _camlock import camera_lock_held
+
+    config = _fleet(tmp_path, valkey.url)
+    with Bridge(load_settings(config).bridge, "test", receive=False) as bridge:
+        gid = bridge.allocate_global_id()
+    starting, stopped = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
+    events = {c: _large_earlier_run(c, gid, 10) for c in (starting, stopped)}
+    for c in (
+        starting,
+        stopped,
+    ):  # the earlier run's, as a starting worker leaves it until it joins the fleet
+        (c / "status.json").write_text(json.dumps({"v": 1, "camera": c.name, "state": "done", "frames": 1}))
+    with camera_lock_held(starting, "a"):  # a worker starting: its lock taken, nothing written yet
+        assert main(["-q", "forget", str(gid), "--config", str(config), "--wait", "0.5"]) == 1
+        out, err = capsys.readouterr()
+        assert "  a: pending: its worker did not say it erased it within 0.5 s (--wait)" in err, out + err
+        assert _holds(events[starting], gid) and not (starting / "forget-pending.json").exists()
+        assert "  b: erased: " in out and not _holds(events[stopped], gid)
+
+
 def test_a_forget_sent_while_a_camera_s_worker_was_down_is_erased_by_its_next_start(
     tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -387,8 +415,9 @@ def test_a_forget_sent_while_a_camera_s_worker_was_down_is_erased_by_its_next_st
     try:
         worker = _start(config, "door", tmp_path)
         try:
-            _until("the worker running", lambda: worker_running(camera_dir))
-            _until("id 1 in its files", lambda: _holds(camera_dir / "events.jsonl", 1), 30)
+            _until("the worker running", lambda: worker_running(camera_dir))  # from its lock on: starting
+            events = camera_dir / "events.jsonl"
+            _until("id 1 in its files", lambda: events.is_file() and _holds(events, 1), 30)
         finally:
             worker.terminate()
             assert worker.wait(30) == 0

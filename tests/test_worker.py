@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from _video import make_video
 
+from daemon.camera_lock import CAMERA_LOCK
 from daemon.config import (
     CameraConfig,
     EmbedderConfig,
@@ -277,7 +278,7 @@ def test_a_recording_run_again_leaves_none_of_the_earlier_runs_files_it_does_not
     with pytest.raises(ConfigError, match=r"annotated-001\.mp4 is a file the camera writes"):
         run(source=out / "annotated-001.mp4", video=True)  # a later segment is the camera's too
     out = run(video=False, mot=False, events=False)
-    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [CAMERA_LOCK, "summary.json"]
 
 
 def test_a_later_segment_left_without_the_first_is_still_the_camera_s(tmp_path: Path) -> None:
@@ -307,7 +308,7 @@ def test_a_later_segment_left_without_the_first_is_still_the_camera_s(tmp_path: 
     with pytest.raises(ConfigError, match=r"annotated-001\.mp4 is a file the camera writes"):
         CameraWorker(single_camera_settings(camera(source=out / "annotated-001.mp4"), name="cam"), "cam")
     out = run(video=False, mot=False, events=False)
-    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [CAMERA_LOCK, "summary.json"]
 
 
 def _frame_counts(videos: list[Path]) -> list[int]:
@@ -640,7 +641,7 @@ def test_a_start_that_fails_before_its_outputs_open_keeps_the_earlier_run_s_stat
         assert (earlier / "events.jsonl").read_text().count("track.started") == 1
         status = json.loads((folder / "status.json").read_text())
         assert status["state"] == "failed" and "127.0.0.1" in status["error"] and status["frames"] == 0
-        assert sorted(f.name for f in folder.iterdir() if f.is_file()) == ["status.json"]
+        assert sorted(f.name for f in folder.iterdir() if f.is_file()) == [CAMERA_LOCK, "status.json"]
     shutil.rmtree(folder)
     done = _recorded_run(folder, live=False)
     events = (folder / "events.jsonl").read_text()
@@ -649,19 +650,55 @@ def test_a_start_that_fails_before_its_outputs_open_keeps_the_earlier_run_s_stat
     assert (folder / "events.jsonl").read_text() == events
 
 
-def test_a_failed_start_leaves_the_folder_of_a_worker_running_there_alone(tmp_path: Path) -> None:
-    """A second `run` of a camera whose service runs (its ops port taken, say) that fails must not put the
-    running worker's files aside, nor say 'failed' in its status."""
-    import os
+def test_a_second_worker_of_a_camera_is_refused_naming_the_one_writing_its_folder(tmp_path: Path) -> None:
+    """Nothing stopped two workers of one camera on one host (a misspelt unit, a `run` beside the service) from
+    writing one folder: the second put the first one's files aside and wrote over them. A worker holds its
+    folder's lock from before it writes there; a second one exits 2 (a configuration error: systemd does not
+    restart it), naming the folder and the first one's pid, and touches nothing: the running worker's files
+    stay, no status 'failed' is written over its status."""
+    import signal
     import socket
+    import subprocess
+    import sys
 
+    with socket.socket() as s:  # a port nobody listens on: the first worker waits for its stream
+        s.bind(("127.0.0.1", 0))
+        url = f"rtsp://127.0.0.1:{s.getsockname()[1]}/cam"
     folder = tmp_path / "runs" / "door"
     _recorded_run(folder, live=True)
-    running = {"v": 1, "camera": "door", "state": "running", "frames": 1, "pid": os.getpid()}
-    running["host"] = socket.gethostname()
+    running = {"v": 1, "camera": "door", "state": "running", "frames": 1, "host": socket.gethostname()}
     (folder / "status.json").write_text(json.dumps(running))
-    assert _failing_start(tmp_path, "rtsp://127.0.0.1:1/cam")[0] == 1
-    assert json.loads((folder / "status.json").read_text()) == running and earlier_folders(folder) == []
+    gt = tmp_path / "gt.txt"
+    gt.write_text("1,1,10,10,20,40,1,-1,-1,-1\n")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "cameras:\n  door:\n"
+        f"    source: {{uri: '{url}', open_timeout_s: 1, reconnect_initial_s: 0.2, reconnect_max_s: 0.5, "
+        "startup_wait_s: 120}\n"
+        f"    detector: {{type: ground-truth, path: {gt}}}\n    embedder: {{type: none}}\n"
+        f"    output: {{dir: {tmp_path / 'runs'}, progress: false}}\n"
+    )
+    cmd = [sys.executable, "-m", "daemon", "run", "--config", str(cfg), "--no-progress"]
+    root = Path(__file__).resolve().parents[1]
+    first = subprocess.Popen(cmd, cwd=root, stderr=subprocess.PIPE, text=True)
+    try:
+        assert first.stderr is not None
+        seen: list[str] = []
+        deadline = time.monotonic() + 60  # a loaded machine takes a while to import the worker
+        while time.monotonic() < deadline and not any("trying again in" in x for x in seen):
+            seen.append(first.stderr.readline())  # waiting for its stream: its lock is held by then
+            assert seen[-1] or first.poll() is None, "".join(seen)
+        moved = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}  # the first one's start
+        second = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert f"its folder {folder} is being written by another worker, pid {first.pid} (" in second.stderr
+        assert "reid-daemon run --camera door" in second.stderr and CAMERA_LOCK in second.stderr
+        assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == moved
+        assert first.poll() is None  # the first runs on
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=20)
+    assert first.returncode == 0
 
 
 def test_a_text_file_as_the_source_is_refused_before_the_models_load(tmp_path: Path) -> None:
@@ -1464,18 +1501,17 @@ def test_a_start_removes_the_temporary_files_killed_writers_left_in_the_camera_s
 ) -> None:
     """A worker (or a forget) killed between writing a file and renaming it (SIGKILL past TimeoutStopSec, the
     watchdog's, a power cut) left its hidden temporary file there for good: status.json, written every second,
-    most often; restarts piled them up. The start removes those of the files only a worker writes whatever their
-    age, those of the files a forget rewrites too once old (a forget may be writing one now), nothing else."""
+    most often; restarts piled them up. The start removes, holding the folder's lock (every writer of those
+    files holds it: none is a live writer's), those of every file the camera or a forget writes there, whatever
+    their age, nothing else."""
     import logging
-
-    from daemon.embedding import LEFTOVER_AGE_S
 
     clip = make_video(tmp_path / "clip.mp4", frames=10, size=(320, 240), people=2)
     gt = clip.write_mot_gt(tmp_path / "gt.txt")
     settings = _settings(tmp_path, clip.path, gt, EmbedderConfig(type="none"))
     camera_dir = tmp_path / "runs" / "synth"
     earlier = camera_dir / "earlier-20240101T000000Z"
-    old = LEFTOVER_AGE_S + 60
+    old = 3600.0
     gone = [
         _temp_of(camera_dir, "status.json", 0.0),  # young: a killed worker's all the same
         _temp_of(camera_dir, "summary.json", 1.0),
@@ -1484,10 +1520,12 @@ def test_a_start_removes_the_temporary_files_killed_writers_left_in_the_camera_s
         _temp_of(camera_dir, "forget-pending.json", old),
         _temp_of(earlier, "events.jsonl", old),
         _temp_of(earlier, "synth.global.txt", old),
+        _temp_of(
+            camera_dir, "identities.json", 1.0
+        ),  # young: no forget writes it while the worker holds the lock
+        _temp_of(earlier, "events.jsonl", 1.0),
     ]
     kept = [
-        _temp_of(camera_dir, "identities.json", 1.0),  # young: a forget may be writing it now
-        _temp_of(earlier, "events.jsonl", 1.0),
         _temp_of(camera_dir, "notes.json", old),  # not a file the camera writes
         _temp_of(tmp_path / "runs", "report.json", old),  # not in the camera's folders
         _temp_of(camera_dir / "mine", "events.jsonl", old),  # nor in a folder of the user's
@@ -1496,40 +1534,69 @@ def test_a_start_removes_the_temporary_files_killed_writers_left_in_the_camera_s
     summary = CameraWorker(settings, "synth").run()  # type: ignore[arg-type]
     assert summary.frames == 10
     assert [p for p in gone if p.exists()] == [] and all(p.exists() for p in kept)
-    said = f"synth: removed 7 temporary files (700 bytes) left in {camera_dir} by a writer killed"
+    said = f"synth: removed 9 temporary files (900 bytes) left in {camera_dir} by a writer killed"
     assert said in caplog.text, caplog.text
 
 
-def test_a_start_leaves_the_temporary_file_of_a_forget_writing_the_camera_s_files(tmp_path: Path) -> None:
-    """A forget erasing a stopped camera's earlier folder while its worker starts (a starting worker does not
-    look running yet) is writing a temporary file there: the start leaves it, and the forget renames it whole."""
+def test_a_start_waits_for_a_forget_writing_the_camera_s_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A forget erasing a stopped camera's earlier folder while its worker started (a starting worker did not
+    look running yet) wrote there as the start put files aside and removed temporary files: a forget holds the
+    folder's lock while it writes, and the start waits for it (logged) before it writes anything; the forget's
+    file is renamed whole, and the run goes on."""
+    import logging
     import subprocess
     import sys
+    import threading
 
     clip = make_video(tmp_path / "clip.mp4", frames=10, size=(320, 240), people=2)
     gt = clip.write_mot_gt(tmp_path / "gt.txt")
     settings = _settings(tmp_path, clip.path, gt, EmbedderConfig(type="none"))
-    events = tmp_path / "runs" / "synth" / "earlier-20240101T000000Z" / "events.jsonl"
+    camera_dir = tmp_path / "runs" / "synth"
+    events = camera_dir / "earlier-20240101T000000Z" / "events.jsonl"
     events.parent.mkdir(parents=True)
+    (camera_dir / "synth.txt").write_text(
+        "1,1,10,10,20,40,1,-1,-1,-1\n"
+    )  # the earlier run's: the start removes it
     script = (
         "import pathlib, sys\nfrom daemon.embedding import atomic_write\n"
+        "from daemon.camera_lock import writer_locked\n"
         "def write(fh):\n    fh.write(b'{}\\n')\n    fh.flush()\n    print('writing', flush=True)\n"
         "    sys.stdin.readline()\n    fh.write(b'{}\\n')\n"
-        f"atomic_write(pathlib.Path({str(events)!r}), write)\nprint('written', flush=True)\n"
+        f"with writer_locked(pathlib.Path({str(camera_dir)!r}), 'synth', 'reid-daemon forget'):\n"
+        f"    atomic_write(pathlib.Path({str(events)!r}), write)\n    print('written', flush=True)\n"
+        "    sys.stdin.readline()\n"
     )
     writer = subprocess.Popen(
         [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
+    caplog.set_level(logging.INFO)
+    ran: list[int] = []
+    worker = CameraWorker(settings, "synth")  # type: ignore[arg-type]
+    start = threading.Thread(target=lambda: ran.append(worker.run().frames))
     try:
-        assert writer.stdout is not None and writer.stdout.readline() == "writing\n"
+        assert writer.stdout is not None and writer.stdin is not None
+        assert writer.stdout.readline() == "writing\n"
         (tmp,) = events.parent.glob(".events.jsonl.*.tmp")
-        assert CameraWorker(settings, "synth").run().frames == 10  # type: ignore[arg-type]
-        assert tmp.exists()
-        assert writer.stdin is not None
+        start.start()
+        deadline = time.monotonic() + 60
+        while "another process is writing camera synth's folder" not in caplog.text:
+            assert time.monotonic() < deadline and start.is_alive(), caplog.text
+            time.sleep(0.05)
+        assert tmp.exists() and (camera_dir / "synth.txt").exists()  # nothing written while it waits
         writer.stdin.write("\n")
         writer.stdin.flush()
         assert writer.stdout.readline() == "written\n"
+        assert events.read_text() == "{}\n{}\n" and not tmp.exists()
+        assert start.is_alive()  # the forget holds the lock still
+        writer.stdin.write("\n")
+        writer.stdin.flush()
+        start.join(60)
+        assert ran == [10]
     finally:
         writer.kill()
         writer.wait(timeout=10)
-    assert events.read_text() == "{}\n{}\n" and not tmp.exists()
+        start.join(60)
+    assert events.read_text() == "{}\n{}\n"
+    assert "1,1,10,10" not in (camera_dir / "synth.txt").read_text()  # this run's

@@ -1,0 +1,84 @@
+"""A camera folder's lock: one writer of ``<output.dir>/<camera>/`` at a time.
+
+The camera's worker holds it from before it writes anything there until it ends (``worker_locked``); a second
+worker for the folder is refused at once, naming the one that holds it. ``reid-daemon forget`` holds it while it
+erases a stopped camera's files, and ``reid-daemon fleet`` while it readies a folder (``writer_locked``): a worker
+starting meanwhile waits for them (``WRITER_WAIT_S`` at most, logged). The lock is ``gallery.holding``'s (flock on
+``CAMERA_LOCK`` in the folder, its holder's pid, host and command written in it); it goes with its process, however
+that ends. flock is this host's: a folder shared with another host is told running by its status.json there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+from daemon.errors import ConfigError, DataError, LockTimeout
+from daemon.gallery import Holder, holding, lock_holder
+
+CAMERA_LOCK: Final = ".reid-daemon-camera.lock"
+WORKER: Final = "reid-daemon run"  # what a worker's holder record begins with
+WRITER_WAIT_S: Final = 900.0
+"""How long a worker waits at start for a ``forget`` or ``fleet`` writing its camera's folder: a forget waits for
+the running cameras (``--wait``, 600 s at most) before it erases the stopped ones' files; then a LockTimeout."""
+
+
+def lock_file(folder: Path) -> Path:
+    return folder / CAMERA_LOCK
+
+
+def is_worker(holder: Holder | None) -> bool:
+    """Whether ``holder`` is a camera's worker (not a ``forget`` or ``fleet`` writing its folder for a moment)."""
+    return holder is not None and holder.who.startswith(WORKER)
+
+
+def held_by_worker(folder: Path) -> bool:
+    """Whether a worker of this host holds camera ``folder``'s lock now (one whose record is not written yet
+    counts: it has just taken it)."""
+    held, holder = lock_holder(lock_file(folder))
+    return held and (holder is None or is_worker(holder))
+
+
+@contextlib.contextmanager
+def worker_locked(folder: Path, name: str, who: str = "") -> Iterator[None]:
+    """Hold camera ``name``'s ``folder`` lock (the folder made) for its worker's run (``who``: by default the
+    worker's record, ``reid-daemon run --camera <name>``): waited for while a ``forget`` or ``fleet`` holds it
+    (``WRITER_WAIT_S`` at most: LockTimeout naming it); ConfigError at once naming the folder and the worker that
+    holds it (one worker a camera), or where the lock file cannot be made."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file on the way, a folder the user may not write
+        where = e.filename or folder
+        raise ConfigError(f"cameras.{name}.output.dir: cannot write {where}: {e.strerror or e}") from e
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(writer_locked(folder, name, who or f"{WORKER} --camera {name}"))
+        except LockTimeout as e:
+            if not isinstance(e.holder, Holder) or not is_worker(e.holder):
+                raise
+            raise ConfigError(
+                f"camera {name}: its folder {folder} is being written by another worker, {e.holder} (lock file "
+                f"{lock_file(folder)}); one worker a camera: stop that one first (two units of one camera, or a "
+                "`reid-daemon run` beside its service?)"
+            ) from None
+        except DataError as e:
+            raise ConfigError(f"cameras.{name}.output.dir: {e}") from e
+        yield
+
+
+def writer_locked(
+    folder: Path, name: str, who: str, wait_s: float = WRITER_WAIT_S
+) -> contextlib.AbstractContextManager[None]:
+    """Camera ``name``'s ``folder`` lock for a command that writes it while its worker is stopped (``who``:
+    ``reid-daemon forget``, ``reid-daemon fleet``): waited for while another such command holds it (``wait_s``
+    at most); a LockTimeout whose ``holder`` ``is_worker`` at once where a worker runs; DataError where the
+    lock file cannot be made."""
+    return holding(
+        lock_file(folder),
+        wait_s,
+        f"camera {name}'s folder {folder}",
+        who,
+        wait_for=lambda h: not is_worker(h),
+    )
