@@ -1064,8 +1064,9 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument(
         "--wait",
         type=float,
-        help="Seconds to wait for each running camera to say it erased the id (bridge.forget_wait_s, 5); one "
-        "that has not said so is reported pending, with why, and the exit status is 1.",
+        help="Seconds to wait for each running camera, and each whose folder is not on this host, to say it "
+        "erased the id (bridge.forget_wait_s, 5); one that has not said so is reported pending, with why, and the "
+        "exit status is 1.",
     )
     fg.set_defaults(func=cmd_forget)
 

@@ -956,6 +956,7 @@ def forget(settings: Settings, global_id: int, timeout_s: float, wait_s: float =
                 stored, sent = _forget_in_valkey(bridge, global_id, timeout_s)
                 since = sent - settings.bridge.max_clock_skew_s
                 heard = _Heard(bridge, global_id, since, {n: dirs[n] for n in running})
+                heard.elsewhere({n: dirs[n] for n in folders.absent}, settings.bridge.forget_keep_s)
                 confirmed, pending = heard.wait(wait_s)
         # a camera that stopped meanwhile (its bridge closed before the forget came, or before it said): erased here
         files: dict[str, Erased] = {}
@@ -1056,11 +1057,19 @@ class _Heard:
 
     def __init__(self, bridge: Bridge, global_id: int, since: float, running: dict[str, Path]) -> None:
         self.bridge, self.global_id, self.since, self.running = bridge, global_id, since, running
+        self.remote: dict[str, Path] = {}
+        self.keep_s = 0
+
+    def elsewhere(self, remote: dict[str, Path], keep_s: int) -> None:
+        """Cameras whose folder is not on this host (another host's in a multi-host fleet), waited for as the
+        running ones are: their worker, running there or when it next starts (the fleet keeps a forget for
+        ``keep_s``, ``bridge.forget_keep_s``), says it erased the id; forget cannot tell which from here."""
+        self.remote, self.keep_s = remote, keep_s
 
     def wait(self, wait_s: float) -> tuple[dict[str, str], dict[str, str]]:
-        """Per running camera, what it erased (said ``erased``) or why not
-        (``pending``); cameras that stopped without saying so are in neither (their files are closed: erased
-        here). Reads every FORGET_POLL_S until each said ``erased`` or stopped, or ``wait_s`` passed."""
+        """Per running camera (and one not on this host: ``elsewhere``), what it erased (said ``erased``) or
+        why not (``pending``); cameras that stopped without saying so are in neither (their files are closed:
+        erased here). Reads every FORGET_POLL_S until each said ``erased`` or stopped, or ``wait_s`` passed."""
         from daemon.runner import worker_running
 
         deadline = time.monotonic() + wait_s
@@ -1069,22 +1078,29 @@ class _Heard:
             confirmed = {
                 n: a.detail
                 for n, a in said.items()
-                if n in self.running and isinstance(a, EraseAck) and self._erased(a)
+                if (n in self.running or n in self.remote) and isinstance(a, EraseAck) and self._erased(a)
             }
             still = {n for n, d in self.running.items() if n not in confirmed and worker_running(d)}
+            still |= {n for n in self.remote if n not in confirmed}
             if not still or time.monotonic() >= deadline:
-                return confirmed, {n: self._why(said.get(n), wait_s) for n in sorted(still)}
+                return confirmed, {n: self._why(n, said.get(n), wait_s) for n in sorted(still)}
             time.sleep(FORGET_POLL_S)
 
     def _erased(self, ack: EraseAck) -> bool:
         return ack.state == "erased" and ack.sent_at >= self.since
 
-    def _why(self, ack: EraseAck | UntrustedAck | None, wait_s: float) -> str:
-        """Why a running camera is not known to have erased the id."""
+    def _why(self, name: str, ack: EraseAck | UntrustedAck | None, wait_s: float) -> str:
+        """Why camera ``name``, running or not on this host, is not known to have erased the id."""
         silent = (
             f"its worker did not say it erased it within {wait_s:g} s (--wait): the forget reaches it through "
             "Valkey, and it erases the id once it does; its log and /health say where it cannot"
         )
+        if name in self.remote:
+            silent = (
+                f"its folder {self.remote[name]} is not on this host, and no word came from its worker within "
+                f"{wait_s:g} s (--wait): its worker erases the id when it next runs (the fleet keeps the forget "
+                f"{self.keep_s} s, bridge.forget_keep_s)"
+            )
         if isinstance(ack, UntrustedAck):
             return f"{silent} (what Valkey holds in its name is not taken: {ack})"
         if ack is None or ack.sent_at < self.since:

@@ -767,9 +767,10 @@ def test_the_forget_command_says_whether_anything_stored_held_the_id(
         config = str(tmp_path / "fleet.yaml")
         unused = a.bridge.allocate_global_id()  # handed out, never given to anyone
         capsys.readouterr()
-        assert main(["-q", "forget", str(unused), "--config", config]) == 0
+        # 1: the cameras' folders are not here, and no worker says it erased it (pending)
+        assert main(["-q", "forget", str(unused), "--config", config, "--wait", "0"]) == 1
         unknown = capsys.readouterr().out
-        assert main(["-q", "forget", str(gid), "--config", config]) == 0
+        assert main(["-q", "forget", str(gid), "--config", config, "--wait", "0"]) == 1
         known = capsys.readouterr().out
         # an id the fleet never handed out (a typo) is refused: every worker would raise its id floor past it
         assert main(["-q", "forget", str(unused + 10**6), "--config", config]) == 2
@@ -1181,7 +1182,9 @@ def test_forget_command_refuses_an_id_or_timeout_that_cannot_be(
     ):
         assert main(["-q", "forget", "--config", str(path), *argv]) == 2, argv
         assert said in capsys.readouterr().err
-    assert main(["-q", "forget", "3", "--config", str(path)]) == 0
+    # accepted: a's folder is not on this host, and no word came from it (pending, exit 1)
+    assert main(["-q", "forget", "3", "--config", str(path), "--wait", "0"]) == 1
+    assert "  a: pending: its folder " in capsys.readouterr().err
 
 
 def test_bridge_messages_from_unknown_keys_never_reach_the_resolver(

@@ -204,6 +204,9 @@ def test_a_running_camera_whose_clock_lags_is_heard_to_have_erased_the_id(
     (here 60 s, injected into its worker) was never heard to have erased it, and forget asked, again and again,
     to be run again. Both go by the fleet's clock, Valkey's time."""
     config = _fleet(tmp_path, valkey.url)
+    cfg = yaml.safe_load(config.read_text())
+    del cfg["cameras"]["b"]  # not run here: forget would wait for its word too
+    config.write_text(yaml.safe_dump(cfg))
     cmd = [
         sys.executable,
         "-c",
@@ -393,6 +396,49 @@ def test_a_forget_while_a_camera_s_worker_starts_leaves_its_files_to_it(
         assert "  a: pending: its worker did not say it erased it within 0.5 s (--wait)" in err, out + err
         assert _holds(events[starting], gid) and not (starting / "forget-pending.json").exists()
         assert "  b: erased: " in out and not _holds(events[stopped], gid)
+
+
+def test_forget_waits_for_the_word_of_a_camera_whose_folder_is_on_another_host(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`forget` said nothing at all of a config camera whose folder is not on this host (another host's in a
+    multi-host fleet), and exited 0 as if it had erased the id. It waits for its word as for a running
+    camera's: pending (on stderr, exit 1) with why while none comes, erased by its running worker once one
+    (here on another folder root, as on another host) says so."""
+    config = _fleet(tmp_path, valkey.url)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["cameras"] = {"c": cfg["cameras"]["a"]}
+    config.write_text(yaml.safe_dump(cfg))  # this host's view: c's folder would be runs/c, never made here
+    cfg["cameras"]["c"]["output"]["dir"] = str(tmp_path / "host-b")
+    other = tmp_path / "host-b.yaml"
+    other.write_text(yaml.safe_dump(cfg))
+    settings = load_settings(config)
+    with Bridge(settings.bridge, "test", receive=False) as bridge:
+        gid = bridge.allocate_global_id()
+
+    assert main(["-q", "forget", str(gid), "--config", str(config), "--wait", "0.5"]) == 1
+    out, err = capsys.readouterr()
+    folder = tmp_path / "runs" / "c"
+    assert (
+        f"  c: pending: its folder {folder} is not on this host, and no word came from its worker within 0.5 s "
+        "(--wait): its worker erases the id when it next runs (the fleet keeps the forget 2592000 s, "
+        "bridge.forget_keep_s); run forget again to hear from it" in err
+    ), out + err
+    assert not folder.exists()
+
+    worker = _start(other, "c", tmp_path)
+    try:
+        events = tmp_path / "host-b" / "c" / "events.jsonl"
+        _until("an id of its own in its files", lambda: events.is_file() and _holds(events, gid + 1), 60)
+        capsys.readouterr()
+        assert main(["-q", "forget", str(gid + 1), "--config", str(config), "--wait", "20"]) == 0
+        out, err = capsys.readouterr()
+        assert "  c: erased by its running worker: " in out and not err, out + err
+        assert not _holds(events, gid + 1)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert not folder.exists()
 
 
 def test_a_forget_sent_while_a_camera_s_worker_was_down_is_erased_by_its_next_start(
