@@ -21,8 +21,8 @@ from daemon.gallery import Holder, holding, lock_holder
 CAMERA_LOCK: Final = ".reid-daemon-camera.lock"
 WORKER: Final = "reid-daemon run"  # what a worker's holder record begins with
 WRITER_WAIT_S: Final = 900.0
-"""How long a worker waits at start for a ``forget`` or ``fleet`` writing its camera's folder: a forget waits for
-the running cameras (``--wait``, 600 s at most) before it erases the stopped ones' files; then a LockTimeout."""
+"""How long a worker waits at start for a ``forget`` or ``fleet`` writing its camera's folder (a forget holds a
+stopped camera's lock for its erase alone, minutes where its earlier-* folders are large); then a LockTimeout."""
 
 
 def lock_file(folder: Path) -> Path:

@@ -934,12 +934,13 @@ def forget(settings: Settings, global_id: int, timeout_s: float, wait_s: float =
     in Valkey is deleted, and the files of the config's cameras that are not running are erased here
     (``daemon.erase``), with the fleet report made again from them (while a camera runs, the id is taken out
     of the report as it stands). A camera of this host is running while its worker holds its folder's lock
-    (``camera_lock``); a stopped one's lock is held here from then until its files are erased, so that a worker
-    starting meanwhile waits. The running cameras, and those whose folder is not on this host (another host's:
-    a stored forget reaches its worker when it next starts), are waited for up to ``wait_s`` to say, through
-    Valkey, that they erased it (``daemon.erase_ack``); one that stops meanwhile without saying so is erased
-    here. Without ``bridge.url`` (a fleet on an embedded Valkey, which ended with its run) only the files are
-    erased, and no camera may be running."""
+    (``camera_lock``); a stopped one's lock is held here from then until its files are erased, once the forget
+    is sent and before the wait below, so that a worker starting meanwhile waits for the erase alone. The
+    running cameras, and those whose folder is not on this host (another host's: a stored forget reaches its
+    worker when it next starts), are then waited for up to ``wait_s`` to say, through Valkey, that they erased
+    it (``daemon.erase_ack``); one that stops meanwhile without saying so is erased here after. Without
+    ``bridge.url`` (a fleet on an embedded Valkey, which ended with its run) only the files are erased, and no
+    camera may be running."""
     dirs = {n: _camera_dir(settings, n) for n in settings.cameras}
     with _Folders(dirs) as folders:
         running = folders.running
@@ -948,38 +949,23 @@ def forget(settings: Settings, global_id: int, timeout_s: float, wait_s: float =
                 f"forget: cameras {', '.join(running)} are running on a fleet's embedded Valkey, which forget "
                 "cannot reach (bridge.url is unset); stop the fleet first, or give the fleet a bridge.url"
             )
+        erasing = _Erasing(folders, global_id)
         confirmed: dict[str, str] = {}
-        pending: dict[str, str] = {}
         stored = None
         if settings.bridge.url is not None:
             with Bridge(settings.bridge, FORGET_CAMERA, receive=False) as bridge:
                 stored, sent = _forget_in_valkey(bridge, global_id, timeout_s)
+                erasing.stopped()  # their locks let go before the wait: a worker starting waits for no more
                 since = sent - settings.bridge.max_clock_skew_s
                 heard = _Heard(bridge, global_id, since, {n: dirs[n] for n in running})
                 heard.elsewhere({n: dirs[n] for n in folders.absent}, settings.bridge.forget_keep_s)
-                confirmed, pending = heard.wait(wait_s)
+                confirmed, erasing.pending = heard.wait(wait_s)
+        else:
+            erasing.stopped()
         # a camera that stopped meanwhile (its bridge closed before the forget came, or before it said): erased here
-        files: dict[str, Erased] = {}
-        failed: dict[str, str] = dict(folders.failed)
-        for n, d in dirs.items():
-            if n in confirmed or n in pending or n in failed or not d.is_dir():
-                continue
-            held = folders.take(n)
-            if held == "worker":
-                pending[n] = (
-                    "its worker started while forget waited for the running cameras: it erases the id as it "
-                    "starts, and says so"
-                )
-                continue
-            if held != "held":
-                failed[n] = held
-                continue
-            try:
-                files[n] = _erase_stopped(d, n, global_id)
-            except OSError as e:  # a user who cannot write the folder: the rest of the fleet is erased still
-                failed[n] = _erase_failure(e, d)
-            finally:
-                folders.release(n)
+        erasing.stopped_meanwhile(confirmed)
+    files = {n: erasing.files[n] for n in dirs if n in erasing.files}  # in the config's order
+    pending, failed = erasing.pending, erasing.failed
     erased_any = any(e.total for e in files.values())
     if erased_any and not confirmed and not pending:
         report = _report_again(dirs, _ids_span_runs(settings), global_id)
@@ -1038,6 +1024,11 @@ class _Folders:
         self._held[name] = stack
         return "held"
 
+    @property
+    def held(self) -> list[str]:
+        """The cameras whose locks are held here now, in the config's order."""
+        return list(self._held)
+
     def release(self, name: str) -> None:
         held = self._held.pop(name, None)
         if held is not None:
@@ -1049,6 +1040,50 @@ class _Folders:
     def __exit__(self, *exc: object) -> None:
         for name in list(self._held):
             self.release(name)
+
+
+class _Erasing:
+    """``forget``'s erase of the files of ``folders``' stopped cameras here, each camera's lock let go as soon as
+    its files are erased: ``files`` what each held, ``failed`` why one could not be (``_Folders.failed`` too),
+    ``pending`` the cameras left to their workers (the running ones' word, set by ``forget``)."""
+
+    def __init__(self, folders: _Folders, global_id: int) -> None:
+        self.folders, self.global_id = folders, global_id
+        self.files: dict[str, Erased] = {}
+        self.failed: dict[str, str] = dict(folders.failed)
+        self.pending: dict[str, str] = {}
+
+    def stopped(self) -> None:
+        """Erase the cameras found stopped (their locks held since)."""
+        for n in self.folders.held:
+            self._erase(n)
+
+    def stopped_meanwhile(self, confirmed: dict[str, str]) -> None:
+        """Erase the cameras that stopped since the first look without saying they erased the id (not in
+        ``confirmed``, nor ``pending``), taking each one's lock; one whose worker started again is pending."""
+        for n, d in self.folders.dirs.items():
+            done = n in self.files or n in self.failed or n in confirmed or n in self.pending
+            if done or not d.is_dir():
+                continue
+            held = self.folders.take(n)
+            if held == "worker":
+                self.pending[n] = (
+                    "its worker started while forget waited for the running cameras: it erases the id as it "
+                    "starts, and says so"
+                )
+            elif held != "held":
+                self.failed[n] = held
+            else:
+                self._erase(n)
+
+    def _erase(self, name: str) -> None:
+        d = self.folders.dirs[name]
+        try:
+            self.files[name] = _erase_stopped(d, name, self.global_id)
+        except OSError as e:  # a user who cannot write the folder: the rest of the fleet is erased still
+            self.failed[name] = _erase_failure(e, d)
+        finally:
+            self.folders.release(name)
 
 
 class _Heard:

@@ -398,6 +398,57 @@ def test_a_forget_while_a_camera_s_worker_starts_leaves_its_files_to_it(
         assert "  b: erased: " in out and not _holds(events[stopped], gid)
 
 
+def test_forget_lets_go_of_a_stopped_camera_s_lock_once_its_files_are_erased_before_it_waits(
+    tmp_path: Path, valkey: EmbeddedValkey
+) -> None:
+    """`forget` held a stopped camera's lock from its first look until it erased its files, which it did only
+    after waiting (--wait, up to 600 s) for the running cameras' word: that camera's worker, started meanwhile,
+    waited as long, telling systemd nothing. It erases the stopped cameras' files, each lock let go once they
+    are, before it waits: while it waits for a silent running camera (a helper holding its lock as its worker),
+    the stopped one's lock is free (a helper takes it at once); the running one, stopping during the wait
+    without a word, is still erased here after, its lock taken then."""
+    from _camlock import camera_lock_held
+
+    from daemon.camera_lock import lock_file
+    from daemon.gallery import lock_holder
+
+    config = _fleet(tmp_path, valkey.url)
+    with Bridge(load_settings(config).bridge, "test", receive=False) as bridge:
+        gid = bridge.allocate_global_id()
+    running, stopped = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
+    events = {c: _large_earlier_run(c, gid, 10) for c in (running, stopped)}
+    config.chmod(0o600)  # no warning of its signing key on stderr
+    cmd = [sys.executable, "-m", "daemon", "-q", "forget", str(gid), "--config", str(config), "--wait", "60"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with camera_lock_held(running, "a") as worker:
+        forget = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            _until(
+                "the stopped camera erased and its lock free",
+                lambda: not _holds(events[stopped], gid) and not lock_holder(lock_file(stopped))[0],
+                30,
+            )
+            t0 = time.monotonic()
+            with camera_lock_held(stopped, "b"):  # its worker starting: it has the lock at once
+                took_s = time.monotonic() - t0
+                assert forget.poll() is None  # still waiting for a's word
+            assert _holds(events[running], gid)
+            assert worker.stdin is not None
+            worker.stdin.close()  # a stops without a word: its lock lets go as it ends
+            worker.wait(10)
+            out, err = forget.communicate(timeout=60)
+        finally:
+            if forget.poll() is None:
+                forget.kill()
+                forget.wait()
+    assert forget.returncode == 0, out + err
+    assert "  a: erased: " in out and "  b: erased: " in out and not err, out + err
+    assert not _holds(events[running], gid) and not _holds(events[stopped], gid)
+    assert took_s < 5, took_s  # a python helper's start; the forget waits 60 s
+
+
 def test_forget_waits_for_the_word_of_a_camera_whose_folder_is_on_another_host(
     tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
 ) -> None:
