@@ -11,7 +11,8 @@ that ends. flock is this host's: a folder shared with another host is told runni
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -23,6 +24,12 @@ WORKER: Final = "reid-daemon run"  # what a worker's holder record begins with
 WRITER_WAIT_S: Final = 900.0
 """How long a worker waits at start for a ``forget`` or ``fleet`` writing its camera's folder (a forget holds a
 stopped camera's lock for its erase alone, minutes where its earlier-* folders are large); then a LockTimeout."""
+
+
+WAIT_SAY_EVERY_S: Final = 10.0
+"""How often a worker waiting at start for its folder's lock says so again (``worker_locked``'s ``say``: its
+/health, and systemd's STATUS= and EXTEND_TIMEOUT_USEC, ``ops.service``); at once too when the holder changes."""
+LOCK_WAIT: Final = "the camera folder's lock, held by "  # what such a worker says it waits for begins so
 
 
 def lock_file(folder: Path) -> Path:
@@ -41,12 +48,36 @@ def held_by_worker(folder: Path) -> bool:
     return held and (holder is None or is_worker(holder))
 
 
+class _Saying:
+    """Says what a worker's start waits for while a ``forget`` or ``fleet`` holds its ``folder``'s lock (a line
+    beginning with LOCK_WAIT, naming the holder): at once, when the holder changes, and every WAIT_SAY_EVERY_S."""
+
+    def __init__(self, folder: Path, say: Callable[[str], None]) -> None:
+        self.folder, self.say = folder, say
+        self._holder: Holder | None = None
+        self._next = -float("inf")
+
+    def __call__(self, holder: Holder | None) -> None:
+        now = time.monotonic()
+        if holder == self._holder and now < self._next:
+            return
+        self._holder, self._next = holder, now + WAIT_SAY_EVERY_S
+        by = "a process that has not recorded itself yet" if holder is None else str(holder)
+        self.say(
+            f"{LOCK_WAIT}{by}, which writes {self.folder} ({WRITER_WAIT_S:g} s at most; lock file "
+            f"{lock_file(self.folder)})"
+        )
+
+
 @contextlib.contextmanager
-def worker_locked(folder: Path, name: str, who: str = "") -> Iterator[None]:
+def worker_locked(
+    folder: Path, name: str, who: str = "", say: Callable[[str], None] | None = None
+) -> Iterator[None]:
     """Hold camera ``name``'s ``folder`` lock (the folder made) for its worker's run (``who``: by default the
     worker's record, ``reid-daemon run --camera <name>``): waited for while a ``forget`` or ``fleet`` holds it
-    (``WRITER_WAIT_S`` at most: LockTimeout naming it); ConfigError at once naming the folder and the worker that
-    holds it (one worker a camera), or where the lock file cannot be made."""
+    (``WRITER_WAIT_S`` at most: LockTimeout naming it), saying so meanwhile through ``say`` (``_Saying``);
+    ConfigError at once naming the folder and the worker that holds it (one worker a camera), or where the lock
+    file cannot be made."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file on the way, a folder the user may not write
@@ -54,7 +85,10 @@ def worker_locked(folder: Path, name: str, who: str = "") -> Iterator[None]:
         raise ConfigError(f"cameras.{name}.output.dir: cannot write {where}: {e.strerror or e}") from e
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(writer_locked(folder, name, who or f"{WORKER} --camera {name}"))
+            saying = _Saying(folder, say) if say is not None else None
+            stack.enter_context(
+                writer_locked(folder, name, who or f"{WORKER} --camera {name}", waiting=saying)
+            )
         except LockTimeout as e:
             if not isinstance(e.holder, Holder) or not is_worker(e.holder):
                 raise
@@ -69,16 +103,22 @@ def worker_locked(folder: Path, name: str, who: str = "") -> Iterator[None]:
 
 
 def writer_locked(
-    folder: Path, name: str, who: str, wait_s: float = WRITER_WAIT_S
+    folder: Path,
+    name: str,
+    who: str,
+    wait_s: float = WRITER_WAIT_S,
+    waiting: Callable[[Holder | None], None] | None = None,
 ) -> contextlib.AbstractContextManager[None]:
     """Camera ``name``'s ``folder`` lock for a command that writes it while its worker is stopped (``who``:
     ``reid-daemon forget``, ``reid-daemon fleet``): waited for while another such command holds it (``wait_s``
-    at most); a LockTimeout whose ``holder`` ``is_worker`` at once where a worker runs; DataError where the
-    lock file cannot be made."""
-    return holding(
-        lock_file(folder),
-        wait_s,
-        f"camera {name}'s folder {folder}",
-        who,
-        wait_for=lambda h: not is_worker(h),
-    )
+    at most; ``waiting`` told its holder at each try meanwhile); a LockTimeout whose ``holder`` ``is_worker`` at
+    once where a worker runs; DataError where the lock file cannot be made."""
+
+    def wait_for(holder: Holder | None) -> bool:
+        if is_worker(holder):
+            return False
+        if waiting is not None:
+            waiting(holder)
+        return True
+
+    return holding(lock_file(folder), wait_s, f"camera {name}'s folder {folder}", who, wait_for=wait_for)

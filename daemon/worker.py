@@ -61,12 +61,14 @@ MAX_LOGGED_IDS = 10  # forgotten ids named in a log line (the rest counted: a jo
 class WorkerObserver(Protocol):
     """Something that watches a worker (metrics, watchdog, health): called on the worker's main thread.
 
-    ``waiting`` when the start waits, with what for and why (``the source: <why>; trying again in N s`` each
-    time a live source could not be opened yet, ``source.startup_wait_s``; ``the fleet's Valkey at <url>: ...``
-    while the worker catches up with the fleet); ``started`` once the source is open and the fleet joined;
-    ``frame`` after each frame was written (``loop_s``: wall seconds of this loop iteration, waiting for the
-    frame included); ``stopped`` with the summary at the end (also after an error: then ``summary`` is None).
-    Keep the calls short: they run inside the frame loop.
+    ``waiting`` when the start waits, with what for and why (``the camera folder's lock, held by <holder>...``
+    while a ``forget`` or ``fleet`` writes its folder, again every ``camera_lock.WAIT_SAY_EVERY_S``; ``the
+    source: <why>; trying again in N s`` each time a live source could not be opened yet,
+    ``source.startup_wait_s``; ``the fleet's Valkey at <url>: ...`` while the worker catches up with the
+    fleet); ``started`` once the source is open and the fleet joined; ``frame`` after each frame was written
+    (``loop_s``: wall seconds of this loop iteration, waiting for the frame included); ``stopped`` with the
+    summary at the end (also after an error: then ``summary`` is None). Keep the calls short: they run inside
+    the frame loop.
     """
 
     def waiting(self, worker: CameraWorker, what: str) -> None: ...
@@ -460,14 +462,15 @@ class CameraWorker:
     def run(self) -> RunSummary:
         """Run the camera, holding its folder's lock throughout (``camera_lock.worker_locked``: taken before
         anything is written there; ConfigError at once where another worker holds it, a wait while a ``forget``
-        or ``fleet`` writes the folder)."""
+        or ``fleet`` writes the folder, told to the observers' ``waiting``)."""
         summary: RunSummary | None = None
         with ExitStack() as locked:  # the observers told it stopped holding it still (status.json written)
             try:
                 if self._stop.is_set():  # stopped while its models loaded: its folder is not even made
                     summary = self._not_opened()
                     return summary
-                locked.enter_context(worker_locked(Path(self.cam.output.dir) / self.name, self.name))
+                folder = Path(self.cam.output.dir) / self.name
+                locked.enter_context(worker_locked(folder, self.name, say=self._waiting))
                 summary = self._run()
                 return summary
             finally:

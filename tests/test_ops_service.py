@@ -257,3 +257,66 @@ def test_a_signal_while_the_command_starts_stops_cleanly(tmp_path: Path, sig: st
     said = _stopped_while_starting(tmp_path, _SIGNAL_WHILE_IMPORTING, sig)
     assert f"door: {sig} received while starting, stopping" in said
     assert "door: stopped before its models loaded" in said
+
+
+# A worker whose start says every 0.5 s (not camera_lock.WAIT_SAY_EVERY_S, 10 s) that it waits for its folder's lock.
+_SAYING_OFTEN = """
+import sys
+import daemon.camera_lock as camera_lock
+from daemon.cli import main
+camera_lock.WAIT_SAY_EVERY_S = 0.5
+sys.exit(main(["--log-format", "json", "run", "--config", sys.argv[1], "--no-progress"]))
+"""
+
+
+def test_a_start_waiting_for_a_forget_holding_its_folder_s_lock_tells_systemd_and_extends_its_start(
+    tmp_path: Path,
+) -> None:
+    """A worker starting while `forget` (or `fleet`) held its camera folder's lock waited for it (up to 900 s)
+    telling systemd nothing: STATUS= said it loaded its models, and past TimeoutStartSec the unit killed it as a
+    failed start. While it waits it says so (STATUS= naming the holder) with EXTEND_TIMEOUT_USEC, again and again,
+    each past the time waited so far; the watchdog is fed meanwhile; READY=1 once the lock is let go."""
+    from _camlock import camera_lock_held
+
+    port = free_port()
+    cfg = write_config(tmp_path, port, "gt")
+    folder = tmp_path / "runs" / "door"
+    with notify_socket(tmp_path) as (path, fake):
+        env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC=str(int(WATCHDOG_S * 1e6)))
+        with camera_lock_held(folder, "door", "reid-daemon forget") as forget:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _SAYING_OFTEN, str(cfg)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                first = fake.wait_for("EXTEND_TIMEOUT_USEC", timeout=START_TIMEOUT_S)
+                wait_until(lambda: len(fake.times("EXTEND_TIMEOUT_USEC")) >= 4, 10, "4 EXTEND_TIMEOUT_USEC")
+                assert f"waiting for the camera folder's lock, held by pid {forget.pid}" in str(health(port))
+                let_go = time.monotonic()
+            except BaseException:
+                proc.kill()
+                raise
+        try:
+            ready = fake.wait_for("READY", timeout=30)
+            code, _ = _stop_timed(proc)
+        finally:
+            proc.kill()
+        _, err = proc.communicate()
+    assert code == 0, err[-2000:]
+    from daemon.ops.service import LOCK_EXTEND_S
+
+    extends = [(t, m) for t, m in fake.messages if "EXTEND_TIMEOUT_USEC" in m]
+    for t, m in extends:
+        assert m["STATUS"].startswith(
+            f"starting: waiting for the camera folder's lock, held by pid {forget.pid} (reid-daemon forget, since "
+        ), m
+        assert str(folder) in m["STATUS"]
+        assert int(m["EXTEND_TIMEOUT_USEC"]) >= (LOCK_EXTEND_S + t - first - 0.5) * 1e6, (t - first, m)
+    assert max(t for t, _ in extends) <= let_go < ready
+    fed = [t for t in fake.times("WATCHDOG") if first <= t <= let_go]
+    gaps = [b - a for a, b in itertools.pairwise([first, *fed, let_go])]
+    assert max(gaps) < WATCHDOG_S, gaps  # fed while it waits

@@ -4,6 +4,8 @@
 problems, each a short sentence starting with what is wrong:
 
 * ``starting: loading models and opening the source`` (before the first frame can be read)
+* ``starting: waiting for the camera folder's lock, held by <holder>, which writes <folder> ...`` (a ``forget``
+  or ``fleet`` writing the camera's folder; ``camera_lock.WRITER_WAIT_S`` at most)
 * ``starting: waiting for the source: <why>; trying again in N s`` (a live source not up yet, within
   ``source.startup_wait_s``)
 * ``starting: waiting for the fleet's Valkey at <url>: catching up ...`` (fleet mode: joining the fleet, for up

@@ -1,4 +1,5 @@
-"""systemd's notification protocol (``sd_notify``) without a dependency: READY, WATCHDOG, STATUS, STOPPING.
+"""systemd's notification protocol (``sd_notify``) without a dependency: READY, WATCHDOG, STATUS, STOPPING,
+EXTEND_TIMEOUT_USEC.
 
 Each call sends one datagram of ``KEY=value`` lines to the unix socket named by ``$NOTIFY_SOCKET``: a path, or
 ``@name`` for the abstract namespace. Without ``NOTIFY_SOCKET`` (not started by systemd, or ``Type=simple``)
@@ -96,6 +97,11 @@ class Notifier:
 
     def status(self, text: str) -> bool:
         return self.send(STATUS=one_line(text))
+
+    def extend_start(self, seconds: float, status: str) -> bool:
+        """Ask systemd for ``seconds`` more to start, from now (EXTEND_TIMEOUT_USEC: it counts only past
+        TimeoutStartSec, and must come again before those seconds are over), saying why (STATUS=)."""
+        return self.send(EXTEND_TIMEOUT_USEC=str(max(1, round(seconds * 1e6))), STATUS=one_line(status))
 
     def stopping(self, status: str) -> bool:
         return self.send(STOPPING="1", STATUS=one_line(status))

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from daemon.bridge import BridgeStats
+from daemon.camera_lock import LOCK_WAIT
 from daemon.config import Settings
 from daemon.errors import ModelError
 from daemon.identity import IdentityStats
@@ -41,6 +43,9 @@ log = logging.getLogger(__name__)
 STATUS_EVERY_S = (
     1.0  # the supervisor refreshes STATUS= this often (and feeds the watchdog at least this often)
 )
+LOCK_EXTEND_S = 30.0
+"""While the start waits for its camera folder's lock, each EXTEND_TIMEOUT_USEC asks this much more than the time
+waited so far; it is said again every ``camera_lock.WAIT_SAY_EVERY_S`` (10 s: two may be late)."""
 
 
 class Operations:
@@ -61,6 +66,7 @@ class Operations:
         self._identity: Callable[[], IdentityStats] | None = None
         self._stop = threading.Event()
         self._starved = False  # the watchdog is not being fed (the loop is hung)
+        self._lock_wait_since: float | None = None  # when the start began to wait for its folder's lock
         self._thread = threading.Thread(target=self._supervise, name="ops-supervisor", daemon=True)
 
     # ---------------------------------------------------------------------------------------- lifecycle
@@ -129,7 +135,19 @@ class Operations:
         self.health.waiting(what)
         if what.startswith(SOURCE_WAIT):  # a try to open the live source failed
             self.metrics.source_not_open()
-        self.notifier.status(f"starting: waiting for {what}")
+        if what.startswith(LOCK_WAIT):  # a forget or fleet writes its folder: not to count as a slow start
+            self._extend_start(f"starting: waiting for {what}")
+        else:
+            self.notifier.status(f"starting: waiting for {what}")
+
+    def _extend_start(self, status: str) -> None:
+        """Extend systemd's start timeout (TimeoutStartSec) while the start waits for its camera folder's lock
+        (``camera_lock.WRITER_WAIT_S`` at most): by LOCK_EXTEND_S past now, and as long again as it has waited,
+        so that what is left of the start once it has the lock has at least that long."""
+        now = time.monotonic()
+        if self._lock_wait_since is None:
+            self._lock_wait_since = now
+        self.notifier.extend_start(LOCK_EXTEND_S + now - self._lock_wait_since, status)
 
     def started(self, worker: Any, source: FrameSource) -> None:
         self._source = source
