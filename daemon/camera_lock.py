@@ -48,36 +48,51 @@ def held_by_worker(folder: Path) -> bool:
     return held and (holder is None or is_worker(holder))
 
 
-class _Saying:
-    """Says what a worker's start waits for while a ``forget`` or ``fleet`` holds its ``folder``'s lock (a line
-    beginning with LOCK_WAIT, naming the holder): at once, when the holder changes, and every WAIT_SAY_EVERY_S."""
+class StoppedWaiting(Exception):
+    """A worker asked to stop while it waited at start for its folder's lock (``worker_locked``'s ``stopped``):
+    it holds nothing, and has written nothing there."""
 
-    def __init__(self, folder: Path, say: Callable[[str], None]) -> None:
-        self.folder, self.say = folder, say
+
+class _Waiting:
+    """A worker's start while a ``forget`` or ``fleet`` holds its ``folder``'s lock: says what it waits for (a
+    line beginning with LOCK_WAIT, naming the holder) at once, when the holder changes, and every
+    WAIT_SAY_EVERY_S; whether to wait on (not once ``stopped``)."""
+
+    def __init__(
+        self, folder: Path, say: Callable[[str], None] | None, stopped: Callable[[], bool] | None
+    ) -> None:
+        self.folder, self.say, self.stopped = folder, say, stopped
         self._holder: Holder | None = None
         self._next = -float("inf")
 
-    def __call__(self, holder: Holder | None) -> None:
+    def __call__(self, holder: Holder | None) -> bool:
+        if self.stopped is not None and self.stopped():
+            return False
         now = time.monotonic()
-        if holder == self._holder and now < self._next:
-            return
+        if self.say is None or (holder == self._holder and now < self._next):
+            return True
         self._holder, self._next = holder, now + WAIT_SAY_EVERY_S
         by = "a process that has not recorded itself yet" if holder is None else str(holder)
         self.say(
             f"{LOCK_WAIT}{by}, which writes {self.folder} ({WRITER_WAIT_S:g} s at most; lock file "
             f"{lock_file(self.folder)})"
         )
+        return True
 
 
 @contextlib.contextmanager
 def worker_locked(
-    folder: Path, name: str, who: str = "", say: Callable[[str], None] | None = None
+    folder: Path,
+    name: str,
+    who: str = "",
+    say: Callable[[str], None] | None = None,
+    stopped: Callable[[], bool] | None = None,
 ) -> Iterator[None]:
     """Hold camera ``name``'s ``folder`` lock (the folder made) for its worker's run (``who``: by default the
     worker's record, ``reid-daemon run --camera <name>``): waited for while a ``forget`` or ``fleet`` holds it
-    (``WRITER_WAIT_S`` at most: LockTimeout naming it), saying so meanwhile through ``say`` (``_Saying``);
-    ConfigError at once naming the folder and the worker that holds it (one worker a camera), or where the lock
-    file cannot be made."""
+    (``WRITER_WAIT_S`` at most: LockTimeout naming it), saying so meanwhile through ``say`` (``_Waiting``), and
+    StoppedWaiting once ``stopped`` says so; ConfigError at once naming the folder and the worker that holds it
+    (one worker a camera), or where the lock file cannot be made."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file on the way, a folder the user may not write
@@ -85,12 +100,16 @@ def worker_locked(
         raise ConfigError(f"cameras.{name}.output.dir: cannot write {where}: {e.strerror or e}") from e
     with contextlib.ExitStack() as stack:
         try:
-            saying = _Saying(folder, say) if say is not None else None
+            waiting = _Waiting(folder, say, stopped)
             stack.enter_context(
-                writer_locked(folder, name, who or f"{WORKER} --camera {name}", waiting=saying)
+                writer_locked(folder, name, who or f"{WORKER} --camera {name}", waiting=waiting)
             )
         except LockTimeout as e:
             if not isinstance(e.holder, Holder) or not is_worker(e.holder):
+                if stopped is not None and stopped():
+                    raise StoppedWaiting(
+                        f"camera {name}: stopped while waiting for {lock_file(folder)}"
+                    ) from None
                 raise
             raise ConfigError(
                 f"camera {name}: its folder {folder} is being written by another worker, {e.holder} (lock file "
@@ -107,18 +126,15 @@ def writer_locked(
     name: str,
     who: str,
     wait_s: float = WRITER_WAIT_S,
-    waiting: Callable[[Holder | None], None] | None = None,
+    waiting: Callable[[Holder | None], bool] | None = None,
 ) -> contextlib.AbstractContextManager[None]:
     """Camera ``name``'s ``folder`` lock for a command that writes it while its worker is stopped (``who``:
     ``reid-daemon forget``, ``reid-daemon fleet``): waited for while another such command holds it (``wait_s``
-    at most; ``waiting`` told its holder at each try meanwhile); a LockTimeout whose ``holder`` ``is_worker`` at
-    once where a worker runs; DataError where the lock file cannot be made."""
+    at most; ``waiting`` told its holder at each try meanwhile, and whether to wait on: else a LockTimeout at
+    once); a LockTimeout whose ``holder`` ``is_worker`` at once where a worker runs; DataError where the lock
+    file cannot be made."""
 
     def wait_for(holder: Holder | None) -> bool:
-        if is_worker(holder):
-            return False
-        if waiting is not None:
-            waiting(holder)
-        return True
+        return not is_worker(holder) and (waiting is None or waiting(holder))
 
     return holding(lock_file(folder), wait_s, f"camera {name}'s folder {folder}", who, wait_for=wait_for)

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
-from daemon.camera_lock import worker_locked
+from daemon.camera_lock import StoppedWaiting, worker_locked
 from daemon.config import CameraConfig, Settings, redact
 from daemon.detect import build_detector
 from daemon.embed import build_embedder, embedder_signature, signature_through
@@ -462,7 +462,7 @@ class CameraWorker:
     def run(self) -> RunSummary:
         """Run the camera, holding its folder's lock throughout (``camera_lock.worker_locked``: taken before
         anything is written there; ConfigError at once where another worker holds it, a wait while a ``forget``
-        or ``fleet`` writes the folder, told to the observers' ``waiting``)."""
+        or ``fleet`` writes the folder, told to the observers' ``waiting``, which a stop ends)."""
         summary: RunSummary | None = None
         with ExitStack() as locked:  # the observers told it stopped holding it still (status.json written)
             try:
@@ -470,7 +470,13 @@ class CameraWorker:
                     summary = self._not_opened()
                     return summary
                 folder = Path(self.cam.output.dir) / self.name
-                locked.enter_context(worker_locked(folder, self.name, say=self._waiting))
+                try:
+                    locked.enter_context(
+                        worker_locked(folder, self.name, say=self._waiting, stopped=self._stop.is_set)
+                    )
+                except StoppedWaiting:  # stopped while a forget or fleet held it: nothing written there
+                    summary = self._not_opened()
+                    return summary
                 summary = self._run()
                 return summary
             finally:

@@ -320,3 +320,32 @@ def test_a_start_waiting_for_a_forget_holding_its_folder_s_lock_tells_systemd_an
     fed = [t for t in fake.times("WATCHDOG") if first <= t <= let_go]
     gaps = [b - a for a, b in itertools.pairwise([first, *fed, let_go])]
     assert max(gaps) < WATCHDOG_S, gaps  # fed while it waits
+
+
+def test_sigterm_while_waiting_for_a_forget_holding_its_folder_s_lock_stops_at_once(tmp_path: Path) -> None:
+    """A stop (systemctl stop, a restart) while the start waited for a `forget` holding its camera folder's lock
+    went unheard until the lock was let go (up to 900 s): systemd's SIGKILL after TimeoutStopSec. It stops at
+    once, as a stop while the models load does: exit 0, STOPPING=1, never READY=1, the forget's lock untouched."""
+    from _camlock import camera_lock_held
+
+    from daemon.camera_lock import lock_file
+    from daemon.gallery import lock_holder
+
+    cfg = write_config(tmp_path, free_port(), "gt")
+    folder = tmp_path / "runs" / "door"
+    with notify_socket(tmp_path) as (path, fake):
+        with camera_lock_held(folder, "door", "reid-daemon forget") as forget:
+            proc = start_worker(cfg, path)
+            try:
+                fake.wait_for("EXTEND_TIMEOUT_USEC", timeout=START_TIMEOUT_S)  # it waits for the lock
+                code, stop_s = _stop_timed(proc)
+            finally:
+                proc.kill()
+            _, err = proc.communicate()
+            held, holder = lock_holder(lock_file(folder))
+            assert held and holder is not None and holder.pid == forget.pid
+        fake.wait_for("STOPPING", timeout=2)
+    assert code == 0 and stop_s < STOP_BUDGET_S, (stop_s, err[-2000:])
+    assert "READY" not in [k for _, m in fake.messages for k in m]
+    assert "door: stopped before the source could be opened" in err
+    assert not (folder / "status.json").exists()
