@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -243,9 +244,25 @@ def test_replays_are_placed_on_the_shared_epoch_and_paced() -> None:
     clock = FleetClock(1000.0, media=True)
     assert clock.time_of(Frame(3, 0.3, np.zeros((2, 2, 3), np.uint8))) == pytest.approx(1000.3)
     frames = [Frame(i, i * 0.1, np.zeros((2, 2, 3), np.uint8)) for i in range(6)]
+    stop = _AskedWaits()
     t0 = time.monotonic()
-    assert len(list(paced(frames, 2.0, threading.Event()))) == 6  # 0.5 s of media at 2x: 0.25 s
-    assert 0.2 <= time.monotonic() - t0 < 1.0
+    assert len(list(paced(frames, 2.0, stop))) == 6  # 0.5 s of media at 2x: 0.25 s
+    assert time.monotonic() - t0 >= 0.2  # paced, not as fast as they come
+    # not slower than 2x: no wait is for more than the 0.05 s a frame's 0.1 s of media takes at 2x (0.1 s at
+    # 1x), whatever the host's load (a late frame asks for less or none, never more); the elapsed time is no measure
+    assert all(asked <= 0.05 + 1e-6 for asked in stop.asked), stop.asked
+
+
+class _AskedWaits(threading.Event):
+    """A stop event that keeps the timeout of each wait asked of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.asked.append(math.inf if timeout is None else timeout)
+        return super().wait(timeout)
 
 
 # --------------------------------------------------------------------------- FleetLink on a real Valkey
