@@ -854,7 +854,7 @@ def test_a_stream_that_stops_sending_is_down_after_one_read_timeout(
     each was taken as the stream being alive: it was down only after 3 x read_timeout_s (15 s at the default
     5 s, with /health saying ok throughout)."""
     server, _ = rtsp
-    timeout = 1.5
+    timeout = 2.5  # seconds of slack under the bound below for a loaded host
     cfg = rtsp_cfg(server.url, read_timeout_s=timeout, reconnect_initial_s=5.0, reconnect_max_s=5.0)
     with open_source(cfg) as src:
         for n, _frame in enumerate(src):
@@ -869,7 +869,9 @@ def test_a_stream_that_stops_sending_is_down_after_one_read_timeout(
             error = src.stats.last_error
         finally:
             server.proc.send_signal(signal.SIGCONT)
-    assert took < 1.6 * timeout, f"down after {took:.2f} s"
+    # the defect took 3 timeouts (the decoder's held frames, each handed out after one); one held frame alone
+    # makes it 2: the bound, not the time one timeout takes on an idle host
+    assert took < 2 * timeout, f"down after {took:.2f} s"
     assert "no frame for" in error and "source.read_timeout_s" in error
 
 
