@@ -1647,7 +1647,8 @@ def test_a_cluster_node_that_stalls_fails_a_command_after_one_timeout() -> None:
     as valkey-py reads the slot map from each before it gives up.)"""
     keys = FleetKeys("default")
     with EmbeddedCluster(3) as cluster:
-        cfg = config(cluster.startup_url, cluster=True, socket_timeout_s=1.0, connect_timeout_s=1.0)
+        timeout = 2.5  # seconds of slack under the bound below for a loaded host
+        cfg = config(cluster.startup_url, cluster=True, socket_timeout_s=timeout, connect_timeout_s=1.0)
         with Bridge(cfg, "cam-a", receive=False) as a:
             assert a.allocate_global_id() == 1
             stalled = cluster.nodes[cluster.node_of(keys.counter)]
@@ -1660,7 +1661,8 @@ def test_a_cluster_node_that_stalls_fails_a_command_after_one_timeout() -> None:
                 took = time.monotonic() - began
             finally:
                 os.kill(stalled.pid, signal.SIGCONT)
-            assert 0.9 <= took < 1.9, f"failed after {took:.2f} s"
+            # one timeout, no retry: a second try would fail after 2 timeouts at the earliest (the defect's 4)
+            assert 0.9 * timeout <= took < 2 * timeout, f"failed after {took:.2f} s"
             assert wait_for(lambda: _allocates(a), timeout=10)  # back once the node answers
 
 
