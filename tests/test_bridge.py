@@ -1842,14 +1842,16 @@ def test_an_interrupted_start_stops_waiting_for_an_unreachable_valkey() -> None:
         s.bind(("127.0.0.1", 0))
         url = f"redis://127.0.0.1:{s.getsockname()[1]}"
     bridge = Bridge(config(url), "cam")
+    wait_s = 30.0
     threading.Timer(0.3, bridge.interrupt).start()
     t0 = time.monotonic()
     try:
-        bridge.start(wait_s=30.0)
+        bridge.start(wait_s=wait_s)
         waited = time.monotonic() - t0
     finally:
         bridge.close(flush_s=0.0)
-    assert waited < 2.0
+    # a start that is not stopped waits all of wait_s: half of it leaves a loaded host its seconds
+    assert waited < wait_s / 2, f"waited {waited:.1f} s of {wait_s:g}"
 
 
 # A base64 password holds '/' and '+'; one with '?', '#', '[' or ']' is as likely from a password generator.
