@@ -745,7 +745,7 @@ def test_a_stored_forget_that_is_not_signed_with_the_fleet_key_is_not_applied(
 
 
 def test_a_worker_whose_connection_dropped_takes_a_stored_forget_its_streams_no_longer_hold(
-    tmp_path: Path, valkey: EmbeddedValkey
+    tmp_path: Path, valkey: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker reconnecting replays the cameras' streams from where it stopped; a forget it did not hear live
     and that is no longer in `forget`'s stream (trimmed, expired) never reached it. Its catch-up after the
@@ -757,19 +757,38 @@ def test_a_worker_whose_connection_dropped_takes_a_stored_forget_its_streams_no_
     quiet = settings.model_copy(  # type: ignore[attr-defined]
         update={"bridge": settings.bridge.model_copy(update={"resync_s": 0})}  # type: ignore[attr-defined]
     )
+    caught = _catch_ups(monkeypatch)
     a = FleetLink(quiet, "a", DIM).start(live=True)
     try:
+        assert len(caught) == 1  # the start's
         now = time.time()
         msg = FleetMessage("forget", FORGET_CAMERA, global_id=4, timestamp=now, sender="y" * 32, seq=1)
         blob = encode_batch([msg], KEY.encode(), sent_at=now)  # kept, never heard live, in no camera's stream
-        valkey.client().xadd(FleetKeys(quiet.bridge.fleet).forgets, {"g": "4", "m": blob})
-        time.sleep(1.0)
-        assert a.forgets_received == 0  # no reconnection yet, no resync
+        kept = valkey.client().xadd(FleetKeys(quiet.bridge.fleet).forgets, {"g": "4", "m": blob}).decode()
+        assert a.forgets_received == 0
         assert valkey.client().client_kill_filter(_type="pubsub") >= 1
-        assert _wait(lambda: a.forgets_received == 1, 10.0)
-        assert a.take_forgotten() == [4]
+        assert _wait(lambda: len(caught) == 2, 10.0)  # the reconnection's catch-up is done
+        # it read the stored forget, and nothing had read it before it (no resync): it began where the start's
+        # catch-up ended, whatever time passed in between
+        assert caught[1] == (caught[0][1], kept), (caught, kept)
+        assert a.forgets_received == 1 and a.take_forgotten() == [4]
     finally:
         a.close()
+
+
+def _catch_ups(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str | None, str | None]]:
+    """The stored forgets read (``Bridge.stored_forgets_read``) as each catch-up of a bridge began and as it
+    ended, in order, from now on."""
+    done: list[tuple[str | None, str | None]] = []
+    catch_up = Bridge._catch_up
+
+    def recorded(self: Bridge, client: object) -> None:
+        began = self.stored_forgets_read
+        catch_up(self, client)
+        done.append((began, self.stored_forgets_read))
+
+    monkeypatch.setattr(Bridge, "_catch_up", recorded)
+    return done
 
 
 def test_the_forget_command_says_whether_anything_stored_held_the_id(
