@@ -650,24 +650,15 @@ def test_a_start_that_fails_before_its_outputs_open_keeps_the_earlier_run_s_stat
     assert (folder / "events.jsonl").read_text() == events
 
 
-def test_a_second_worker_of_a_camera_is_refused_naming_the_one_writing_its_folder(tmp_path: Path) -> None:
-    """Nothing stopped two workers of one camera on one host (a misspelt unit, a `run` beside the service) from
-    writing one folder: the second put the first one's files aside and wrote over them. A worker holds its
-    folder's lock from before it writes there; a second one exits 2 (a configuration error: systemd does not
-    restart it), naming the folder and the first one's pid, and touches nothing: the running worker's files
-    stay, no status 'failed' is written over its status."""
-    import signal
+def _waiting_door(tmp_path: Path) -> list[str]:
+    """The command of a worker of camera door (under tmp_path/runs) whose RTSP stream is on a port nobody
+    listens on: it waits for it (startup_wait_s 120) until stopped."""
     import socket
-    import subprocess
     import sys
 
-    with socket.socket() as s:  # a port nobody listens on: the first worker waits for its stream
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         url = f"rtsp://127.0.0.1:{s.getsockname()[1]}/cam"
-    folder = tmp_path / "runs" / "door"
-    _recorded_run(folder, live=True)
-    running = {"v": 1, "camera": "door", "state": "running", "frames": 1, "host": socket.gethostname()}
-    (folder / "status.json").write_text(json.dumps(running))
     gt = tmp_path / "gt.txt"
     gt.write_text("1,1,10,10,20,40,1,-1,-1,-1\n")
     cfg = tmp_path / "cfg.yaml"
@@ -678,7 +669,24 @@ def test_a_second_worker_of_a_camera_is_refused_naming_the_one_writing_its_folde
         f"    detector: {{type: ground-truth, path: {gt}}}\n    embedder: {{type: none}}\n"
         f"    output: {{dir: {tmp_path / 'runs'}, progress: false}}\n"
     )
-    cmd = [sys.executable, "-m", "daemon", "run", "--config", str(cfg), "--no-progress"]
+    return [sys.executable, "-m", "daemon", "run", "--config", str(cfg), "--no-progress"]
+
+
+def test_a_second_worker_of_a_camera_is_refused_naming_the_one_writing_its_folder(tmp_path: Path) -> None:
+    """Nothing stopped two workers of one camera on one host (a misspelt unit, a `run` beside the service) from
+    writing one folder: the second put the first one's files aside and wrote over them. A worker holds its
+    folder's lock from before it writes there; a second one exits 2 (a configuration error: systemd does not
+    restart it), naming the folder and the first one's pid, and touches nothing: the running worker's files
+    stay, no status 'failed' is written over its status."""
+    import signal
+    import socket
+    import subprocess
+
+    folder = tmp_path / "runs" / "door"
+    _recorded_run(folder, live=True)
+    running = {"v": 1, "camera": "door", "state": "running", "frames": 1, "host": socket.gethostname()}
+    (folder / "status.json").write_text(json.dumps(running))
+    cmd = _waiting_door(tmp_path)  # the first worker waits for its stream
     root = Path(__file__).resolve().parents[1]
     first = subprocess.Popen(cmd, cwd=root, stderr=subprocess.PIPE, text=True)
     try:
@@ -732,25 +740,10 @@ def test_a_worker_stopped_while_its_camera_is_not_up_yet_ends_cleanly(tmp_path: 
     """`run` with source.startup_wait_s on a stream that is down: it waits (logging each try) instead of
     failing, and SIGTERM meanwhile ends it with exit 0 rather than an error systemd would restart."""
     import signal
-    import socket
     import subprocess
-    import sys
     import time
 
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        url = f"rtsp://127.0.0.1:{s.getsockname()[1]}/cam"
-    gt = tmp_path / "gt.txt"
-    gt.write_text("1,1,10,10,20,40,1,-1,-1,-1\n")
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(
-        "cameras:\n  door:\n"
-        f"    source: {{uri: '{url}', open_timeout_s: 1, reconnect_initial_s: 0.2, reconnect_max_s: 0.5, "
-        "startup_wait_s: 120}\n"
-        f"    detector: {{type: ground-truth, path: {gt}}}\n    embedder: {{type: none}}\n"
-        f"    output: {{dir: {tmp_path / 'runs'}, progress: false}}\n"
-    )
-    cmd = [sys.executable, "-m", "daemon", "run", "--config", str(cfg), "--no-progress"]
+    cmd = _waiting_door(tmp_path)
     proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     seen: list[str] = []
