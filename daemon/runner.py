@@ -57,7 +57,7 @@ class StatusFile:
         opens)."""
 
     def started(self, worker: CameraWorker, source: FrameSource) -> None:
-        self.path = Path(worker.cam.output.dir) / worker.name / "status.json"
+        self.path = worker.folder / "status.json"
         self._t0 = time.monotonic()
         self._write(worker, "running", 0)
 

@@ -391,6 +391,7 @@ class CameraWorker:
         )
         self.observers: list[WorkerObserver] = list(observers or [])
         self.name, self.cam = settings.camera(name)
+        self.folder = Path(self.cam.output.dir) / self.name  # the camera's folder, held locked while it runs
         check_source_kept(self.cam, self.name)
         check_not_text(self.cam.source)  # before the models load
         self.show_progress = self.cam.output.progress if show_progress is None else show_progress
@@ -469,10 +470,9 @@ class CameraWorker:
                 if self._stop.is_set():  # stopped while its models loaded: its folder is not even made
                     summary = self._not_opened()
                     return summary
-                folder = Path(self.cam.output.dir) / self.name
                 try:
                     locked.enter_context(
-                        worker_locked(folder, self.name, say=self._waiting, stopped=self._stop.is_set)
+                        worker_locked(self.folder, self.name, say=self._waiting, stopped=self._stop.is_set)
                     )
                 except StoppedWaiting:  # stopped while a forget or fleet held it: nothing written there
                     summary = self._not_opened()
@@ -571,14 +571,13 @@ class CameraWorker:
     def _remove_leftovers(self) -> None:
         """The temporary files killed writers left in the camera's folders, removed and logged
         (``remove_camera_leftovers``)."""
-        folder = Path(self.cam.output.dir) / self.name
-        removed = remove_camera_leftovers(folder, self.name)
+        removed = remove_camera_leftovers(self.folder, self.name)
         if removed.files:
             log.info(
                 "%s: removed %s left in %s by a writer killed before it renamed them",
                 self.name,
                 removed.text(),
-                folder,
+                self.folder,
             )
 
     def _erase_pending_forgets(self) -> None:
@@ -586,7 +585,7 @@ class CameraWorker:
         closed: no run of it writes them yet); a file that cannot be read or written is logged, the ids kept
         waiting for the next start or ``reid-daemon forget``. A stop meanwhile ends the erase at the line it
         reads (a long one would hold the stop past the unit's TimeoutStopSec): the ids wait there still."""
-        pending = PendingForgets(Path(self.cam.output.dir) / self.name)
+        pending = PendingForgets(self.folder)
         if not pending.path.is_file():
             return
         try:

@@ -556,7 +556,7 @@ def test_a_status_file_that_cannot_be_written_is_a_warning(
     replaced the error naming the problem."""
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    worker = SimpleNamespace(name="cam", cam=SimpleNamespace(output=SimpleNamespace(dir=blocker)), fleet=None)
+    worker = SimpleNamespace(name="cam", folder=blocker / "cam", fleet=None)
     status = StatusFile()
     status.started(worker, None)  # type: ignore[arg-type]
     status.stopped(worker, None)  # type: ignore[arg-type]
@@ -727,9 +727,7 @@ def test_status_json_names_its_version_and_the_worker_process(tmp_path: Path) ->
     import socket
 
     status = StatusFile()
-    worker = SimpleNamespace(
-        name="cam", cam=SimpleNamespace(output=SimpleNamespace(dir=tmp_path)), fleet=None
-    )
+    worker = SimpleNamespace(name="cam", folder=tmp_path / "cam", fleet=None)
     status.started(worker, None)  # type: ignore[arg-type]
     doc = json.loads((tmp_path / "cam" / "status.json").read_text())
     assert doc["v"] == 1 and doc["state"] == "running"
