@@ -132,12 +132,28 @@ def _frame_total(settings: Settings, name: str) -> int | None:
             return None
     if path is None or not path.is_file():
         return None
+    return frames_to_deliver(src, _video_header(path).frames)
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What a video file's header says, as OpenCV reads it (0 where it says nothing, or cannot be read)."""
+
+    frames: int
+    fps: float
+    size: tuple[int, int]  # width, height
+
+
+def _video_header(path: Path) -> _Header:
     cap = cv2.VideoCapture(str(path))
     try:
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        return _Header(
+            int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
+            float(cap.get(cv2.CAP_PROP_FPS)),
+            (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))),
+        )
     finally:
         cap.release()
-    return frames_to_deliver(src, n)
 
 
 def _ready_camera_dir(settings: Settings, name: str) -> None:
@@ -700,11 +716,7 @@ def _nominal_fps(settings: Settings, name: str) -> float | None:
         return float(source.fps)
     if path.is_dir():
         return float(source.folder_fps)
-    cap = cv2.VideoCapture(str(path))
-    try:
-        fps = float(cap.get(cv2.CAP_PROP_FPS))
-    finally:
-        cap.release()
+    fps = _video_header(path).fps
     return fps if 0 < fps <= 1000 else None
 
 
@@ -745,11 +757,7 @@ def _frame_size(settings: Settings, name: str) -> tuple[int, int] | None:
             return None
         first = cv2.imread(str(images[0])) if images else None
         return (int(first.shape[1]), int(first.shape[0])) if first is not None else None
-    cap = cv2.VideoCapture(str(path))
-    try:
-        size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    finally:
-        cap.release()
+    size = _video_header(path).size
     return size if min(size) > 0 else None
 
 
