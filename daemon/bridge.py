@@ -954,10 +954,12 @@ class Bridge:
             if self._applied == upto:
                 self._applied = None
 
-    def _write(self, client: Any, msgs: list[FleetMessage]) -> None:
-        """Write ``msgs`` in as few signed batches as max_message_bytes allows, one script call each."""
+    def _write(self, client: Any, msgs: list[FleetMessage]) -> list[bytes]:
+        """Write ``msgs`` in as few signed batches as max_message_bytes allows, one script call each; returns the
+        batches written."""
         log, *rest = self.keys.camera_keys(self.camera)
         self._read_clock(client)
+        written: list[bytes] = []
         for chunk in self._chunks(msgs):
             blob = self._encode(chunk)
             if blob is None:
@@ -976,9 +978,11 @@ class Bridge:
                 args += [str(m.track_id), gid, "1" if m.embeddings.shape[0] else "0"]
             client.eval(PUBLISH_LUA, 5, log, *rest, *args)
             self._count("sent", len(chunk))
+            written.append(blob)
         if time.monotonic() - self._registry_at >= REGISTRY_REFRESH_S:  # on the server's clock, as it is read
             client.eval(REGISTER_LUA, 1, self.keys.cameras, self.camera, self.cfg.state_ttl_s)
             self._registry_at = time.monotonic()
+        return written
 
     def _chunks(self, msgs: list[FleetMessage]) -> Iterable[list[FleetMessage]]:
         """Runs of ``msgs`` of one embedding dim whose estimated batch size fits max_message_bytes."""
@@ -1016,11 +1020,9 @@ class Bridge:
         return None
 
     def _do_erase(self, client: Any, msg: FleetMessage) -> None:
-        self._write(client, [msg])
         gid = msg.global_id
         assert gid is not None  # forget() always names one
-        blob = self._encode([msg])  # kept for the workers that are not running now (signed as sent)
-        if blob is not None:
+        for blob in self._write(client, [msg]):  # kept for the workers that are not running now, as sent
             keep = self.cfg.forget_keep_s
             client.eval(RECORD_FORGET_LUA, 1, self.keys.forgets, blob, gid, MAX_STORED_FORGETS, keep)
         erased = 0
