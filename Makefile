@@ -43,7 +43,7 @@ DEMO_OUT ?= runs/demo
 DEMO_FPS ?=
 
 demo: models
-	@test -f $(call quote,$(DEMO_VIDEO)) || { echo "The demo replays "$(call quote,$(DEMO_VIDEO))", which is absent: give one with make demo DEMO_VIDEO=YOUR_VIDEO DEMO_GT="; exit 1; }
+	@test -f $(call quote,$(DEMO_VIDEO)) || { echo "The demo replays "$(call quote,$(DEMO_VIDEO))", which is absent: the data sits beside the clone (../shared/data) or is named with make demo SHARED=/path/to/shared/data; or replay your own video with make demo DEMO_VIDEO=clip.mp4 DEMO_FPS=25 (DEMO_GT=clip-gt.txt scores it)"; exit 1; }
 	$(BIN)/reid-daemon scenario build $(call quote,$(DEMO_SCENARIO)) --video $(call quote,$(DEMO_VIDEO)) $(if $(DEMO_GT),--gt $(call quote,$(DEMO_GT))) --out $(call quote,$(DEMO_OUT)) $(if $(DEMO_FPS),--fps $(call quote,$(DEMO_FPS)))
 	$(BIN)/reid-daemon fleet --config $(call quote,$(DEMO_OUT)/fleet.yaml)
 
@@ -57,7 +57,7 @@ lint: venv
 	$(BIN)/mypy daemon
 
 test: models lint
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	REID_SHARED_DATA=$(call quote,$(SHARED)) $(BIN)/pytest -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""Where the shared test data lives (``../shared/data`` beside the repository), and skips when it is absent.
+"""Where the shared test data lives (``../shared/data`` beside the repository, or ``$REID_SHARED_DATA``, which
+``make test SHARED=...`` sets; a relative one is taken from the repository root), and skips when it is absent.
 
 Import from a test module as ``from _data import require_pets09`` (pytest puts ``tests/`` on sys.path).
 """
@@ -6,6 +7,7 @@ Import from a test module as ``from _data import require_pets09`` (pytest puts `
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -13,12 +15,12 @@ from types import ModuleType
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SHARED_DATA = (REPO_ROOT / os.environ.get("REID_SHARED_DATA", "../shared/data")).resolve()
 PETS09 = "pets09-s2l1"
 
 
 def shared_data_dir() -> Path | None:
-    """``../shared/data`` from the repository root, or None where it is absent (a fresh clone)."""
+    """The shared data folder (``SHARED_DATA``), or None where it is absent (a fresh clone)."""
     return SHARED_DATA if SHARED_DATA.is_dir() else None
 
 
@@ -26,7 +28,10 @@ def require_pets09() -> Path:
     """The PETS09-S2L1 folder (``vtest.avi``, ``gt/gt.txt``); skips the calling test when it is absent."""
     root = shared_data_dir()
     if root is None:
-        pytest.skip(f"shared test data not found at {SHARED_DATA} (see ../shared/data/README.md)")
+        pytest.skip(
+            f"shared test data not found at {SHARED_DATA} (see ../shared/data/README.md; elsewhere: make test "
+            "SHARED=/path/to/shared/data)"
+        )
     folder = root / PETS09
     if not (folder / "gt" / "gt.txt").is_file():
         pytest.skip(f"{folder / 'gt' / 'gt.txt'} not found in the shared test data")
