@@ -280,9 +280,10 @@ def output_folder_problem(folder: Path) -> str | None:
 _TMP_STEM_BYTES = 200  # a temp file's name is its file's (this much of it) and 18 bytes more: under 255
 
 
-def _tmp_stem(name: str) -> str:
-    """``name`` cut to ``_TMP_STEM_BYTES`` of UTF-8 (on a character's edge): a file name of the longest length
-    a file system allows leaves no room for the temporary file's additions."""
+def temp_stem(name: str) -> str:
+    """``name`` cut to ``_TMP_STEM_BYTES`` of UTF-8 (on a character's edge), as the temporary files of the file
+    named ``name`` carry it (what ``temp_target`` gives for them): a file name of the longest length a file
+    system allows leaves no room for the temporary file's additions."""
     return name.encode("utf-8", "surrogateescape")[:_TMP_STEM_BYTES].decode("utf-8", "ignore")
 
 
@@ -296,7 +297,7 @@ def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
     """
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{_tmp_stem(path.name)}.{secrets.token_hex(6)}.tmp"
+    tmp = folder / f".{temp_stem(path.name)}.{secrets.token_hex(6)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to any new file
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -337,11 +338,6 @@ def temp_target(name: str) -> str | None:
     return None if m is None else m.group(1)
 
 
-def temp_stem(name: str) -> str:
-    """What ``temp_target`` gives for the temporary files of the file named ``name``."""
-    return _tmp_stem(name)
-
-
 def may_be_cut(target: str) -> bool:
     """Whether ``target`` (``temp_target``'s) may be a longer name cut short (``temp_stem``): whose end, its
     suffix, the temporary file's name does not show."""
@@ -360,6 +356,10 @@ class Leftovers:
 
     def text(self) -> str:
         return f"{self.files} temporary file{'s' if self.files != 1 else ''} ({self.bytes} bytes)"
+
+    def left_in(self, folder: Path) -> str:
+        """What a cleaner logs of these, removed from ``folder``."""
+        return f"removed {self.text()} left in {folder} by a writer killed before it renamed them"
 
 
 def remove_leftovers(folder: Path, ours: Callable[[str], bool], before: float | None = None) -> Leftovers:

@@ -726,11 +726,7 @@ def _remove_gallery_leftovers(state: ServiceState) -> None:
 
 def _said_removed(removed: Leftovers, folder: Path) -> None:
     if removed.files:
-        logger.info(
-            "removed %s left in %s by a writer killed before it renamed them",
-            removed.text(),
-            folder.resolve(),
-        )
+        logger.info("%s", removed.left_in(folder.resolve()))
 
 
 def _keep(state: ServiceState, image: ImageBGR, name: Path) -> str | None:

@@ -573,12 +573,7 @@ class CameraWorker:
         (``remove_camera_leftovers``)."""
         removed = remove_camera_leftovers(self.folder, self.name)
         if removed.files:
-            log.info(
-                "%s: removed %s left in %s by a writer killed before it renamed them",
-                self.name,
-                removed.text(),
-                self.folder,
-            )
+            log.info("%s: %s", self.name, removed.left_in(self.folder))
 
     def _erase_pending_forgets(self) -> None:
         """Ids an earlier run's stop left in the camera's forget-pending.json, erased first (its files are
