@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pets_clip import GT, VIDEO, models_dir, positive_int
+from pets_clip import GT, VIDEO, absent_hint, models_dir, positive_int
 from pydantic import ValidationError
 
 from daemon.adapt import (
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     if not args.video.is_file() or not args.gt.is_file():
-        print(f"missing {args.video} or {args.gt}", file=sys.stderr)
+        print(f"missing {args.video} or {args.gt}{absent_hint(args.video, args.gt)}", file=sys.stderr)
         return 2
     try:
         settings, name = load_bench_settings(args)

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pets_clip import GT, VIDEO, load_gt, models_dir, positive_int, read_frames
+from pets_clip import GT, VIDEO, absent_hint, load_gt, models_dir, positive_int, read_frames
 
 from daemon import codec
 from daemon.codec import EmbeddingBatch
@@ -100,7 +100,7 @@ def speed(repeats: int, batch: int, inner_single: int) -> list[dict[str, Any]]:
 def real_embeddings(args: argparse.Namespace) -> tuple[F32, NDArray[np.int64], NDArray[np.int64]] | str:
     """(embeddings, identity ids, frames) of the gt crops, or the reason they cannot be made."""
     if not args.video.is_file() or not args.gt.is_file():
-        return f"the PETS09-S2L1 clip is absent ({args.video}, {args.gt})"
+        return f"the PETS09-S2L1 clip is absent ({args.video}, {args.gt}){absent_hint(args.video, args.gt)}"
     from daemon.config import EmbedderConfig, RuntimeConfig
     from daemon.embed import OnnxEmbedder
     from daemon.errors import ModelError

@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from pets_clip import GT, SHARED, VIDEO, models_dir  # noqa: E402
+from pets_clip import GT, VIDEO, absent_hint, models_dir  # noqa: E402
 
 from daemon import models  # noqa: E402
 from daemon.errors import DaemonError, ModelError, exit_code  # noqa: E402
@@ -149,10 +149,9 @@ def skipped(args: argparse.Namespace, name: str, kind: str) -> bool:
 def check_data(args: argparse.Namespace) -> None:
     for path in (args.video, args.gt):
         if not path.is_file():
-            hint = (
-                f" (the shared data folder {SHARED.parent} is absent)" if not SHARED.parent.is_dir() else ""
+            raise Missing(
+                f"{path} not found: this benchmark needs the PETS09-S2L1 clip and its gt.txt{absent_hint(path)}"
             )
-            raise Missing(f"{path} not found{hint}; this benchmark needs the PETS09-S2L1 clip and its gt.txt")
 
 
 # -------------------------------------------------------------------------------------------- ours

@@ -18,10 +18,22 @@ from daemon.config import RuntimeConfig, env_models_dir
 from daemon.detect import box_iou
 from daemon.errors import DaemonError, DataError
 from daemon.motio import read_ground_truth, rows_by_frame, xywh_to_xyxy
+from daemon.shared_data import pets09_dir, shared_data_hint
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pets09-s2l1"
+REPO = Path(__file__).resolve().parents[1]
+SHARED = pets09_dir(REPO)
+"""The PETS09-S2L1 folder of the shared data ($REID_SHARED_DATA, else ../shared/data beside the clone), as the
+tests find it."""
 VIDEO = SHARED / "vtest.avi"
 GT = SHARED / "gt" / "gt.txt"
+
+
+def absent_hint(*paths: Path | None) -> str:
+    """``"; "`` and where the shared data was looked for (and how to name it) when a file of ``paths`` (--video,
+    --gt...) is absent, for the message that says so; "" when they are all there."""
+    if all(p is None or p.is_file() for p in paths):
+        return ""
+    return f"; {shared_data_hint(REPO)}"
 
 
 def models_dir() -> Path:
@@ -76,7 +88,7 @@ def load_gt(path: Path = GT) -> dict[int, GtFrame]:
     try:
         gt = read_ground_truth(path)
     except DataError as e:
-        raise SystemExit(f"error: {e}") from e
+        raise SystemExit(f"error: {e}{absent_hint(path)}") from e
     by_frame = rows_by_frame(gt.frame)
     return {
         f - 1: GtFrame(gt.track_id[rows], xywh_to_xyxy(gt.xywh[rows]), gt.consider[rows])
@@ -90,7 +102,7 @@ def read_frames(
     """(0-based index, BGR image) of every ``stride``-th frame, at most ``max_frames`` (0 = all)."""
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
-        raise SystemExit(f"cannot open {video}")
+        raise SystemExit(f"cannot open {video}{absent_hint(video)}")
     frames: list[tuple[int, NDArray[np.uint8]]] = []
     index = 0
     while True:

@@ -40,10 +40,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from daemon.config import BridgeConfig, FleetConfig, IdentityConfig, SourceConfig
+from daemon.shared_data import pets09_dir, shared_data_hint
 from daemon.valkey_server import EmbeddedValkey, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_VIDEO = ROOT.parent / "shared" / "data" / "pets09-s2l1" / "vtest.avi"
 CAMERAS = ("soak-a", "soak-b")
 KEY_ENV = "REID_SOAK_KEY"
 READY_TIMEOUT_S = 180.0
@@ -64,7 +64,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-s", type=float, default=60.0, help="Seconds between samples.")
     p.add_argument("--warmup-min", type=float, default=10.0, help="Growth is measured after this warm-up.")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "soak", help="Output folder.")
-    p.add_argument("--video", type=Path, default=DEFAULT_VIDEO, help="Clip each camera loops.")
+    p.add_argument(
+        "--video",
+        type=Path,
+        default=pets09_dir(ROOT) / "vtest.avi",
+        help="Clip each camera loops (default: PETS09-S2L1's in the shared data: $REID_SHARED_DATA, else "
+        "../shared/data beside the clone).",
+    )
     p.add_argument(
         "--gt",
         type=Path,
@@ -342,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     for flag, path in (("--video", args.video), ("--gt", args.gt)):
         if path is not None and not path.is_file():
-            raise SystemExit(f"soak: {flag} {path} not found")
+            raise SystemExit(f"soak: {flag} {path} not found; {shared_data_hint(ROOT)}")
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # the workers and Valkey are stopped on the way out
     args.out.mkdir(parents=True, exist_ok=True)
     rows, stopped = run_soak(args)

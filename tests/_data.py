@@ -1,5 +1,6 @@
 """Where the shared test data lives (``../shared/data`` beside the repository, or ``$REID_SHARED_DATA``, which
-``make test SHARED=...`` sets; a relative one is taken from the repository root), and skips when it is absent.
+``make test SHARED=...`` sets; a relative one is taken from the repository root: daemon.shared_data, the rule the
+benchmarks follow too), and skips when it is absent.
 
 Import from a test module as ``from _data import require_pets09`` (pytest puts ``tests/`` on sys.path).
 """
@@ -7,16 +8,16 @@ Import from a test module as ``from _data import require_pets09`` (pytest puts `
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from daemon.shared_data import PETS09, shared_data_dir
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO_ROOT / os.environ.get("REID_SHARED_DATA", "../shared/data")).resolve()
-PETS09 = "pets09-s2l1"
+SHARED_DATA = shared_data_dir(REPO_ROOT)  # read at import: each test runs without the shell's REID_ variables
 
 
 def shared_data_dir() -> Path | None:
