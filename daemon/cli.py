@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("daemon")
 
 DEFAULT_CONFIG = Path("configs/pets09.yaml")
+BENCHMARKS = ("auto", "mot16", "mot17", "mot20")
+"""eval --benchmark's choices (the MOTChallenge benchmark whose rule scores a gt with classes)."""
 
 
 def _setup_logging(verbose: int, log_format: str = "text") -> None:
@@ -390,16 +392,40 @@ def _camera_ground_truth(args: argparse.Namespace, settings: Any, name: str) -> 
 
 
 def _read_truth(path: Path, args: argparse.Namespace, name: str) -> MotGroundTruth:
-    """The ground truth at ``path``, read before the camera runs (a bad one found after cost the run); its
-    DataError names the setting where the path came from the config's ``cameras.<name>.ground_truth``."""
+    """The ground truth at ``path``, read before the camera runs (a bad one found after cost the run) by the
+    --benchmark's rule; its DataError names the setting where the path came from the config's
+    ``cameras.<name>.ground_truth``."""
     from daemon.motio import read_ground_truth
 
     try:
-        return read_ground_truth(path)
+        truth = read_ground_truth(path, mot20=_mot20(args.benchmark, path))
     except DataError as e:
         if args.gt is not None:
             raise
         raise DataError(f"cameras.{name}.ground_truth: {e}") from None
+    if args.benchmark == "mot20" and truth.distractor is None:
+        raise ConfigError(
+            f"--benchmark mot20 sets how the classes of a gt count, but {path} has none (MOT15's layout, or a "
+            "class column of -1): leave --benchmark out for it"
+        )
+    return truth
+
+
+def _mot20(benchmark: str, gt: Path) -> bool:
+    """Whether eval reads ``gt`` by TrackEval's MOT20 rule: --benchmark mot20, or auto and a MOT20 sequence's
+    gt (said in the log, which is how a researcher learns it was taken for one)."""
+    from daemon.evaluate import mot20_sequence
+
+    if benchmark != "auto":
+        return benchmark == "mot20"
+    if not mot20_sequence(gt):
+        return False
+    log.info(
+        "%s is a MOT20 sequence's ground truth: scored by TrackEval's MOT20 rule, class 6 (non-motorised vehicle) "
+        "a distractor too (--benchmark mot17 for the MOT16/17 rule)",
+        gt,
+    )
+    return True
 
 
 def _check_eval_options(args: argparse.Namespace) -> None:
@@ -1112,8 +1138,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--gt",
         help="MOTChallenge gt.txt (an empty path is refused): MOT15's 10 columns, every consider=0 row ignored, "
-        "or MOT16/17/20's 9 (...,consider,class,visibility), scored by its classes as TrackEval scores them; "
-        "with --config, default: the camera's cameras.<name>.ground_truth.",
+        "or MOT16/17/20's 9 (...,consider,class,visibility), scored by its classes as TrackEval scores them "
+        "(see --benchmark); with --config, default: the camera's cameras.<name>.ground_truth.",
+    )
+    ev.add_argument(
+        "--benchmark",
+        choices=BENCHMARKS,
+        default="auto",
+        help="The MOTChallenge benchmark whose rule scores a gt with classes (MOT16/17/20's layout), as "
+        "TrackEval's --BENCHMARK: mot16 and mot17 shield boxes on classes 2, 7, 8 and 12 (person on vehicle, "
+        "static person, distractor, reflection); mot20 on class 6 (non-motorised vehicle) too. auto (the "
+        "default): mot20 for a MOT20 sequence's gt (the folder holding its gt/ folder named MOT20-<n>, as "
+        "MOTChallenge lays it out; logged), else mot17. A MOT15 gt (10 columns, no classes; PETS09-S2L1's) "
+        "ignores its consider=0 rows whatever this says (mot20 is refused for it).",
     )
     ev.add_argument(
         "--results",

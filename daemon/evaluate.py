@@ -10,7 +10,9 @@ loader hands its metrics (box IoU similarities, ids relabelled to 0..n-1), in me
   also py-motmetrics') ignored rows are simply dropped and boxes on them are false positives.
   A gt in the MOT16/17/20 layout has classes, and TrackEval's rule is followed (``daemon.motio``): pedestrians
   with consider=1 are scored, the distractor classes (2, 7, 8, 12) shield the boxes on them, and a box on
-  another class (a car) is a false positive. A MOT15 gt has none: every consider=0 row is a distractor.
+  another class (a car) is a false positive. TrackEval scores the MOT20 benchmark with class 6 (non-motorised
+  vehicle) a distractor too: ``mot20=True`` (``reid-daemon eval --benchmark``, which takes a MOT20 sequence's
+  gt for one: ``mot20_sequence``). A MOT15 gt has none: every consider=0 row is a distractor.
 * TP matches need IoU >= 0.5 (CLEAR, Identity); HOTA averages over IoU thresholds 0.05..0.95.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -42,6 +45,8 @@ from daemon.motio import (
 
 log = logging.getLogger(__name__)
 
+MOT20_PREFIX: Final = "MOT20-"
+"""How the MOT20 benchmark's sequences are named (MOT20-01 ... MOT20-08), their folders too."""
 IOU_THRESHOLD: Final = 0.5
 """IoU a predicted box needs with a gt box to be a match (CLEAR, Identity, distractor removal)."""
 _EPS: Final = float(np.finfo(float).eps)
@@ -100,12 +105,24 @@ class MotMetrics:
         )
 
 
-def _load_gt(src: GroundTruthInput) -> MotGroundTruth:
+def mot20_sequence(gt_path: Path) -> bool:
+    """Whether ``gt_path`` is the gt of a MOT20 sequence, as MOTChallenge lays them out: the folder holding its
+    ``gt/`` folder (or, for a gt.txt elsewhere, its own folder) is named MOT20-<n> (``MOT20/train/MOT20-01/gt/
+    gt.txt``, TrackEval's ``MOT20-train/MOT20-01/gt/gt.txt``)."""
+    folder = gt_path.parent.parent if gt_path.parent.name == "gt" else gt_path.parent
+    return folder.name.startswith(MOT20_PREFIX)
+
+
+def _load_gt(src: GroundTruthInput, mot20: bool) -> MotGroundTruth:
     if isinstance(src, MotGroundTruth):
+        if mot20:
+            raise ValueError(
+                "mot20 is a rule of reading the gt: read it with read_ground_truth(path, mot20=True)"
+            )
         return src
     if isinstance(src, np.ndarray):
-        return ground_truth_from_array(src)
-    return read_ground_truth(src)
+        return ground_truth_from_array(src, mot20=mot20)
+    return read_ground_truth(src, mot20=mot20)
 
 
 def _load_results(src: ResultsInput) -> MotTracks:
@@ -263,6 +280,7 @@ def evaluate(
     num_frames: int | None = None,
     *,
     distractors: bool = True,
+    mot20: bool = False,
     stride: int = 1,
     warn_mismatch: bool = True,
 ) -> MotMetrics:
@@ -273,14 +291,15 @@ def evaluate(
     frames are left out (a run stopped early is scored on the frames it saw). ``stride`` > 1 scores only
     frames 1, 1 + stride, ... (a run with ``source.stride`` saw only those; ``Frames`` counts only those).
     ``distractors`` chooses how boxes on distractor gt rows count (consider=0 rows of a MOT15 gt; see the
-    module docstring).
+    module docstring); ``mot20`` reads a gt path or array with TrackEval's MOT20 rule (class 6, non-motorised
+    vehicle, a distractor too; a record comes read already: ValueError).
     ``warn_mismatch`` logs a warning for
     results that look like another sequence's (``sequence_mismatch``); off where the ground truth was made for
     these very results (a fleet scenario's cameras). Malformed input raises DataError.
     """
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
-    gt = _load_gt(gt_path_or_array)
+    gt = _load_gt(gt_path_or_array, mot20)
     pred = _load_results(results_path_or_array)
     if stride > 1:
         gt, pred = gt.select((gt.frame - 1) % stride == 0), pred.select((pred.frame - 1) % stride == 0)

@@ -13,8 +13,8 @@ ignored region. MOT16/17/20's has 9: ``...,consider,class,visibility``, and its 
 that benchmark (unless its class column is -1 throughout: unused, read as MOT15's): only pedestrians (class 1)
 with consider=1 are scored, and the classes person on vehicle (2), static person (7), distractor (8) and
 reflection (12) are distractors (a box on one is neither rewarded nor punished); the other classes (vehicles,
-occluders: 3-6, 9-11, 13) are not people, and a box on one is a false positive. (TrackEval's MOT20 also takes
-non-motorised vehicles, class 6, for distractors; this reader does not.)
+occluders: 3-6, 9-11, 13) are not people, and a box on one is a false positive. TrackEval's MOT20 also takes
+non-motorised vehicles (class 6) for distractors: so does this reader when asked to (``mot20=True``).
 
 Boxes are ``x, y, w, h`` with (x, y) the top-left corner, in pixels. Every reader raises :class:`DataError`
 naming the file (or array) and the line (or row) of the first problem: a wrong number of columns, a value
@@ -56,6 +56,8 @@ MOT17_CLASSES: Final = 13
 """The classes of that layout are 1..13 (1 pedestrian)."""
 MOT17_DISTRACTOR_CLASSES: Final = (2, 7, 8, 12)
 """Person on vehicle, static person, distractor, reflection: TrackEval's MOT16/17 distractor classes."""
+MOT20_DISTRACTOR_CLASSES: Final = (*MOT17_DISTRACTOR_CLASSES, 6)
+"""TrackEval's MOT20 distractor classes: MOT16/17's and non-motorised vehicle (6)."""
 _DISTRACTOR_CLASS: Final = 8
 
 
@@ -317,7 +319,7 @@ def _detections(a: F64Array, origin: _Origin) -> MotDetections:
     return MotDetections(a[:, 0].astype(np.int64), a[:, 2:6].copy(), a[:, 6].copy())
 
 
-def _ground_truth(a: F64Array, origin: _Origin) -> MotGroundTruth:
+def _ground_truth(a: F64Array, origin: _Origin, mot20: bool) -> MotGroundTruth:
     _check_common(a, origin)
     _check_ids(a, origin)
     _fail_if(
@@ -340,9 +342,8 @@ def _ground_truth(a: F64Array, origin: _Origin) -> MotGroundTruth:
         f"class (column 8 of {MOT17_GT_COLUMNS}: the MOT16/17/20 layout frame,id,x,y,w,h,consider,class,visibility) "
         f"must be a whole number from 1 to {MOT17_CLASSES}; MOT15 ground truth has 10 columns",
     )
-    return MotGroundTruth(
-        frame, ids, xywh, consider & (classes == 1), np.isin(classes, MOT17_DISTRACTOR_CLASSES)
-    )
+    distractors = MOT20_DISTRACTOR_CLASSES if mot20 else MOT17_DISTRACTOR_CLASSES
+    return MotGroundTruth(frame, ids, xywh, consider & (classes == 1), np.isin(classes, distractors))
 
 
 def read_results(path: StrPath) -> MotTracks:
@@ -355,9 +356,10 @@ def read_detections(path: StrPath) -> MotDetections:
     return _detections(*_read_table(Path(path)))
 
 
-def read_ground_truth(path: StrPath) -> MotGroundTruth:
-    """Read a gt.txt (``frame,id,x,y,w,h,consider,...``), keeping consider=0 rows (flagged)."""
-    return _ground_truth(*_read_table(Path(path)))
+def read_ground_truth(path: StrPath, *, mot20: bool = False) -> MotGroundTruth:
+    """Read a gt.txt (``frame,id,x,y,w,h,consider,...``), keeping consider=0 rows (flagged); ``mot20``: a gt
+    with classes takes class 6 for a distractor too, as TrackEval's MOT20 benchmark does."""
+    return _ground_truth(*_read_table(Path(path)), mot20)
 
 
 def results_from_array(values: ArrayLike, name: str = "<results array>") -> MotTracks:
@@ -370,9 +372,11 @@ def detections_from_array(values: ArrayLike, name: str = "<detections array>") -
     return _detections(*_array_table(values, name))
 
 
-def ground_truth_from_array(values: ArrayLike, name: str = "<ground-truth array>") -> MotGroundTruth:
-    """Validate an (N, 7..10) array laid out like a gt.txt."""
-    return _ground_truth(*_array_table(values, name))
+def ground_truth_from_array(
+    values: ArrayLike, name: str = "<ground-truth array>", *, mot20: bool = False
+) -> MotGroundTruth:
+    """Validate an (N, 7..10) array laid out like a gt.txt (``mot20`` as for read_ground_truth)."""
+    return _ground_truth(*_array_table(values, name), mot20)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -12,9 +13,17 @@ import pytest
 import trackeval
 from _data import require_pets09_gt
 
+from daemon.cli import main
 from daemon.errors import DataError
 from daemon.evaluate import MotMetrics, evaluate, with_clear_of_sequences
-from daemon.motio import MotGroundTruth, MotTracks, read_ground_truth, write_ground_truth, write_results
+from daemon.motio import (
+    MotGroundTruth,
+    MotTracks,
+    read_ground_truth,
+    read_results,
+    write_ground_truth,
+    write_results,
+)
 
 # -------------------------------------------------------------------------------- a hand-built case
 # Boxes are 10x20 at y=0 and far apart along x, so every IoU is 1 (same place) or 0.
@@ -420,3 +429,80 @@ def test_mot17_classes_are_scored_as_trackeval_scores_them(tmp_path: Path) -> No
     m = evaluate(gt_file, _mot17_case_results())
     assert (m.GT_Dets, m.GT_IDs, m.TP, m.FN, m.FP, m.Dets) == (3, 1, 3, 0, 2, 5)
     _assert_same(m, _trackeval_of_gt_file(tmp_path / "te", MOT17_CASE, 3, _mot17_case_results(), "MOT17"))
+
+
+# -------------------------------------------------------------------------------- MOT20's class 6
+# TrackEval's MOT20 benchmark takes non-motorised vehicles (class 6) for distractors too; MOT16/17 do not.
+MOT20_CASE = (
+    "".join(f"{f},1,{A_X},0,10,20,1,1,1\n" for f in (1, 2, 3))  # a pedestrian, scored
+    + "1,7,600,0,10,20,0,6,1\n2,7,600,0,10,20,0,6,1\n"  # a non-motorised vehicle: an FP, removed for MOT20
+    + "1,4,300,0,10,20,0,3,1\n"  # a car: an FP for either
+)
+MOT20_RESULTS = (
+    "".join(
+        f"{f},{i},{x},0,10,20,1,-1,-1,-1\n"
+        for f, i, x in [(1, 1, A_X), (2, 1, A_X), (3, 1, A_X), (1, 17, 600.0)]
+    )
+    + "2,17,600,0,10,20,1,-1,-1,-1\n1,14,300,0,10,20,1,-1,-1,-1\n"
+)
+
+
+@pytest.mark.parametrize(("mot20", "benchmark", "fp"), [(False, "MOT17", 3), (True, "MOT20", 1)])
+def test_a_box_on_a_non_motorised_vehicle_is_removed_by_the_mot20_rule_only(
+    tmp_path: Path, mot20: bool, benchmark: str, fp: int
+) -> None:
+    """evaluate had no MOT20 rule: boxes on class 6 were false positives where TrackEval's MOT20 removes them."""
+    gt_file, results = tmp_path / "gt.txt", tmp_path / "results.txt"
+    gt_file.write_text(MOT20_CASE)
+    results.write_text(MOT20_RESULTS)
+    m = evaluate(gt_file, results, mot20=mot20)
+    assert (m.GT_Dets, m.TP, m.FN, m.FP, m.Dets) == (3, 3, 0, fp, 3 + fp)
+    reference = _trackeval_of_gt_file(tmp_path / "te", MOT20_CASE, 3, read_results(results), benchmark)
+    _assert_same(m, reference)
+    assert reference["FP"] == fp  # TrackEval itself tells the two benchmarks apart so
+    with pytest.raises(ValueError, match="read it with read_ground_truth"):  # a record is read already
+        evaluate(read_ground_truth(gt_file), results, mot20=True)
+
+
+def _eval_fp(gt: Path, results: Path, *options: str) -> int:
+    scores = gt.parent / "scores.json"
+    assert main(["eval", "--gt", str(gt), "--results", str(results), "--json", str(scores), *options]) == 0
+    fp: int = json.loads(scores.read_text())["FP"]
+    return fp
+
+
+def test_eval_scores_a_mot20_sequence_by_the_mot20_rule(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`reid-daemon eval` had no way to know the benchmark: a MOT20 sequence's boxes on class 6 were false
+    positives. --benchmark says it, and by default a gt in a MOT20-<n> folder (MOTChallenge's layout) is one."""
+    results = tmp_path / "results.txt"
+    results.write_text(MOT20_RESULTS)
+    mot20, other = tmp_path / "MOT20-train" / "MOT20-01" / "gt", tmp_path / "MOT17-02" / "gt"
+    for folder in (mot20, other):
+        folder.mkdir(parents=True)
+        (folder / "gt.txt").write_text(MOT20_CASE)
+    with caplog.at_level(logging.INFO, logger="daemon"):
+        assert _eval_fp(mot20 / "gt.txt", results) == 1
+    assert "MOT20 sequence's ground truth: scored by TrackEval's MOT20 rule" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="daemon"):
+        assert _eval_fp(other / "gt.txt", results) == 3
+    assert "MOT20" not in caplog.text
+    assert _eval_fp(mot20 / "gt.txt", results, "--benchmark", "mot17") == 3
+    assert _eval_fp(other / "gt.txt", results, "--benchmark", "mot20") == 1
+    assert _eval_fp(other / "gt.txt", results, "--benchmark", "mot16") == 3
+
+
+def test_eval_refuses_the_mot20_rule_for_a_gt_without_classes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A MOT15 gt (10 columns) has no class 6 to shield: --benchmark mot20 would change nothing, said so."""
+    gt, results = tmp_path / "gt.txt", tmp_path / "results.txt"
+    gt.write_text("1,1,0,0,10,20,1,-1,-1,-1\n")
+    results.write_text("1,1,0,0,10,20,1,-1,-1,-1\n")
+    assert main(["eval", "--gt", str(gt), "--results", str(results), "--benchmark", "mot20"]) == 2
+    assert (
+        f"--benchmark mot20 sets how the classes of a gt count, but {gt} has none" in capsys.readouterr().err
+    )
+    assert _eval_fp(gt, results, "--benchmark", "mot17") == 0
