@@ -47,8 +47,10 @@ demo: models
 	$(BIN)/reid-daemon scenario build $(call quote,$(DEMO_SCENARIO)) --video $(call quote,$(DEMO_VIDEO)) $(if $(DEMO_GT),--gt $(call quote,$(DEMO_GT))) --out $(call quote,$(DEMO_OUT)) $(if $(DEMO_FPS),--fps $(call quote,$(DEMO_FPS)))
 	$(BIN)/reid-daemon fleet --config $(call quote,$(DEMO_OUT)/fleet.yaml)
 
+# One camera (configs/pets09.yaml's pets09) on the whole PETS09-S2L1 clip of SHARED, scored.
 single: models
-	$(BIN)/reid-daemon run --config $(call quote,$(DEMO_CONFIG))
+	@test -f $(call quote,$(PETS09_VIDEO)) || { echo "make single replays "$(call quote,$(PETS09_VIDEO))", which is absent: the data sits beside the clone (../shared/data) or is named with make single SHARED=/path/to/shared/data"; exit 1; }
+	REID_CAMERAS__pets09__SOURCE__URI=$(call quote,$(PETS09_VIDEO)) $(BIN)/reid-daemon run --config $(call quote,$(DEMO_CONFIG))
 	$(BIN)/reid-daemon eval --gt $(call quote,$(SHARED)/pets09-s2l1/gt/gt.txt) --results runs/pets09/pets09.txt
 
 lint: venv

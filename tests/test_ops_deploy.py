@@ -316,3 +316,41 @@ def test_make_demo_passes_paths_with_spaces_and_quotes_whole(tmp_path: Path) -> 
         check=True,
     )
     assert "--gt" not in _scenario_build(beside.stdout)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_single_replays_the_clip_of_shared(tmp_path: Path) -> None:
+    """`make single SHARED=/elsewhere` scored against /elsewhere's ground truth a run of configs/pets09.yaml's own
+    source, ../shared/data's clip: absent for a clone not beside shared/, and another folder's where it was. The
+    run takes SHARED's clip (its camera's source.uri from the environment: the config's fps kept), and an absent
+    one is named with how to give the folder, before anything runs."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / ".installed").touch()  # not older than pyproject.toml: the venv is taken as made
+    calls = tmp_path / "calls.jsonl"
+    recorder = bin_dir / "reid-daemon"  # records its arguments and the source the environment gives it
+    recorder.write_text(
+        f"#!{sys.executable}\nimport json, os, sys\n"
+        f"with open({str(calls)!r}, 'a') as f:\n"
+        "    f.write(json.dumps([os.environ.get('REID_CAMERAS__pets09__SOURCE__URI'), *sys.argv[1:]]) + '\\n')\n"
+    )
+    recorder.chmod(0o755)
+    shared = tmp_path / "my data"
+    make = ["make", "-C", str(tmp_path), "single", f"BIN={bin_dir}", f"SHARED={shared}"]
+    absent = subprocess.run(make, capture_output=True, text=True, timeout=60)
+    assert absent.returncode != 0
+    assert f"make single replays {shared}/pets09-s2l1/vtest.avi, which is absent" in absent.stdout
+    assert "make single SHARED=/path/to/shared/data" in absent.stdout
+    video, gt = shared / "pets09-s2l1" / "vtest.avi", shared / "pets09-s2l1" / "gt" / "gt.txt"
+    gt.parent.mkdir(parents=True)
+    video.write_bytes(b"\0")
+    calls.unlink()
+    run = subprocess.run(make, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    argv = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert argv[1:] == [
+        [str(video), "run", "--config", "configs/pets09.yaml"],
+        [None, "eval", "--gt", str(gt), "--results", "runs/pets09/pets09.txt"],
+    ]
