@@ -15,7 +15,7 @@ TORCH_PINS = $(shell grep -oE '"torch(vision)?==[^"]+"' pyproject.toml | tr -d '
 # A value as one word of the recipe's shell, whatever it holds (spaces, quotes): a path such as My Videos/x.mp4
 quote = '$(subst ','\'',$(1))'
 
-.PHONY: venv models demo single test lint bench clean
+.PHONY: venv models demo single test lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)

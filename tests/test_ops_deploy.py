@@ -354,3 +354,15 @@ def test_make_single_replays_the_clip_of_shared(tmp_path: Path) -> None:
         [str(video), "run", "--config", "configs/pets09.yaml"],
         [None, "eval", "--gt", str(gt), "--results", "runs/pets09/pets09.txt"],
     ]
+
+
+def test_every_phony_target_of_the_makefile_has_a_rule() -> None:
+    """.PHONY named a `bench` target that no rule made: `make bench` said 'Nothing to be done' and ran nothing
+    (there is no benchmark target: each benchmark is a script, README says how to run them)."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    phony = re.search(r"^\.PHONY:(.*)$", makefile, re.MULTILINE)
+    assert phony is not None
+    ruleless = [
+        t for t in phony.group(1).split() if not re.search(rf"^{re.escape(t)}:", makefile, re.MULTILINE)
+    ]
+    assert not ruleless
