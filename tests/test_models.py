@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -14,6 +19,7 @@ from daemon.cli import main
 from daemon.config import default_cache_dir
 from daemon.errors import ModelError
 from daemon.models import Member, Preset
+from daemon.tempdirs import UNLOCKED_AGE_S, make_owned_folder
 
 
 def _sha(data: bytes) -> str:
@@ -328,3 +334,106 @@ def test_fetch_into_a_cache_that_cannot_be_a_folder_is_named(
     assert err.startswith(f"error: cannot make {cache}/") and "in the model cache" in err, err
     assert err.endswith(": Not a directory\n") and err.count("\n") == 1, err
     assert cache.read_text() == "not a folder\n"
+
+
+# ----------------------------------------------------------------------------- what a killed fetch leaves
+
+_FETCHER = """
+import sys, time
+from pathlib import Path
+from daemon import models
+from daemon.models import Member, Preset
+
+payload, cache, wheel, go = sys.argv[1].encode(), Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+models.PRESETS["fake-model"] = Preset(
+    "fake-model", "fake-package", "1.0", Member("fake_package/model.onnx", models.hashlib.sha256(payload).hexdigest()),
+    "copy", "model.onnx", "a test preset", "MIT",
+)
+copy = models._CONVERTERS["copy"]
+
+def held(source, helpers, out, cache_dir, tool_python):  # halfway: the wheel extracted into its folder
+    print(out.parent, flush=True)
+    while not go.exists():
+        time.sleep(0.02)
+    return copy(source, helpers, out, cache_dir, tool_python)
+
+models._CONVERTERS["copy"] = held
+print(models.fetch("fake-model", cache, wheel=wheel, force=True), flush=True)
+"""
+
+
+def _fetcher(payload: bytes, cache: Path, whl: Path, go: Path) -> tuple[subprocess.Popen[str], Path]:
+    """A real `fetch` process held halfway (its wheel extracted into its temporary folder) until ``go`` exists;
+    and that folder."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    cmd = [sys.executable, "-c", _FETCHER, payload.decode(), str(cache), str(whl), str(go)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    return proc, Path(proc.stdout.readline().strip())
+
+
+def test_a_fetch_removes_what_a_killed_fetch_left_and_keeps_a_running_ones(
+    tmp_path: Path, fake_preset: tuple[Preset, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: a fetch killed midway (SIGKILL, a power cut) left its .fetch-* folder (the wheel, the
+    extracted and converted model: hundreds of MB) in the model cache for good. A later fetch removes it, and
+    keeps the folder of a fetch running beside it, which then ends as it should; a folder older fetches made
+    without a lock goes once UNLOCKED_AGE_S old."""
+    preset, payload = fake_preset
+    cache = tmp_path / "cache"
+    whl = _wheel(tmp_path / "fake.whl", {preset.member.path: payload})
+    live, live_dir = _fetcher(payload, cache, whl, tmp_path / "go")
+    try:
+        killed, killed_dir = _fetcher(payload, cache, whl, tmp_path / "never")
+        killed.kill()
+        killed.wait()
+        folder = models.preset_dir(preset.name, cache)
+        assert killed_dir.parent == folder == live_dir.parent and killed_dir != live_dir
+        assert (killed_dir / "src" / "model.onnx").read_bytes() == payload  # what the killed one left
+        unlocked_old, unlocked_young = folder / ".fetch-old", folder / ".fetch-young"
+        for each in (unlocked_old, unlocked_young):
+            each.mkdir()
+            (each / "big.whl").write_bytes(b"w" * 1000)
+        os.utime(unlocked_old, (time.time() - UNLOCKED_AGE_S - 60,) * 2)
+        with caplog.at_level(logging.INFO, logger="daemon.models"):
+            path = models.fetch(preset.name, cache, wheel=whl, force=True)
+        assert path.read_bytes() == payload
+        assert not killed_dir.exists() and not unlocked_old.exists()
+        assert live_dir.is_dir() and unlocked_young.is_dir()
+        (said,) = [r.getMessage() for r in caplog.records if "temporary folder" in r.getMessage()]
+        assert said.startswith(f"removed 2 temporary folders ({len(payload) + 1000} bytes) left in {folder} ")
+        (tmp_path / "go").touch()
+        out, _ = live.communicate(timeout=60)
+        assert live.returncode == 0 and Path(out.strip()) == path and not live_dir.exists()
+    finally:
+        live.kill()
+        live.wait()
+    assert models.preset_status(preset.name, cache).state == "ready"
+    assert sorted(p.name for p in folder.iterdir()) == [".fetch-young", "manifest.json", "model.onnx"]
+
+
+def test_fetch_boxmot_removes_what_a_killed_fetch_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: fetch-boxmot downloaded into a fixed .<name>.part (two at once wrote one file, a killed one
+    left it); it downloads into its own locked .fetch-* folder, and removes the ones killed fetches left."""
+    import boxmot.resources.download as download
+
+    folder = tmp_path / "boxmot"
+    folder.mkdir()
+    left = make_owned_folder(folder, ".fetch-")
+    (left.path / "osnet_x0_25_msmt17.pt").write_bytes(b"half a download")
+    os.close(left.lock_fd)  # its fetch gone, the folder left
+    seen: list[Path] = []
+
+    def download_file(url: str, dest: Path, overwrite: bool = False) -> Path:
+        seen.append(dest)
+        dest.write_bytes(b"weights")
+        return dest
+
+    monkeypatch.setattr(download, "download_file", download_file)
+    path = models.fetch_boxmot("osnet_x0_25_msmt17.pt", tmp_path)
+    assert path == folder / "osnet_x0_25_msmt17.pt" and path.read_bytes() == b"weights"
+    assert seen[0].parent.name.startswith(".fetch-") and seen[0].parent != left.path
+    assert sorted(p.name for p in folder.iterdir()) == [path.name, f"{path.name}.manifest.json"]
+    assert models.resolve_boxmot_weights(path.name, tmp_path) == path
