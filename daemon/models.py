@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from daemon.config import default_cache_dir
+from daemon.embedding import atomic_write
 from daemon.errors import ModelError
 from daemon.tempdirs import owned_folder, remove_stale_folders
 
@@ -184,7 +185,8 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def write_manifest(folder: Path, file: Path, **info: Any) -> Path:
-    """Record ``file``'s sha256 (plus ``info``) in ``folder/manifest.json``; returns the manifest path."""
+    """Record ``file``'s sha256 (plus ``info``) in ``folder/manifest.json`` (written whole or not at all,
+    ``atomic_write``: two writers at once each through a temporary file of its own); returns its path."""
     data = {
         "schema": MANIFEST_SCHEMA,
         "file": file.name,
@@ -193,11 +195,11 @@ def write_manifest(folder: Path, file: Path, **info: Any) -> Path:
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         **info,
     }
-    target = folder / MANIFEST
-    tmp = folder / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return atomic_write(folder / MANIFEST, _manifest_bytes(data))
+
+
+def _manifest_bytes(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -827,5 +829,5 @@ def fetch_boxmot(name: str, cache_dir: Path, *, force: bool = False) -> Path:
             raise ModelError(f"could not download {name} from {zoo[name]} (this needs internet): {e}") from e
         os.replace(tmp / name, target)
     info = {"file": name, "sha256": sha256_file(target), "url": zoo[name], "schema": MANIFEST_SCHEMA}
-    manifest.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write(manifest, _manifest_bytes(info))
     return target

@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -437,3 +438,28 @@ def test_fetch_boxmot_removes_what_a_killed_fetch_left(
     assert seen[0].parent.name.startswith(".fetch-") and seen[0].parent != left.path
     assert sorted(p.name for p in folder.iterdir()) == [path.name, f"{path.name}.manifest.json"]
     assert models.resolve_boxmot_weights(path.name, tmp_path) == path
+
+
+def test_manifests_written_at_once_each_land_whole(tmp_path: Path) -> None:
+    """Regression: write_manifest wrote through the one fixed name .manifest.json.tmp (and without fsync): of two
+    writers at once (two fetches, two exports) one renamed the other's file away and failed (FileNotFoundError)
+    or renamed a file the other was still writing. Each writes through its own temporary file now."""
+    f = tmp_path / "model.onnx"
+    f.write_bytes(b"model")
+    failed: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            for i in range(300):
+                models.write_manifest(tmp_path, f, writer=n, round=i)
+        except BaseException as e:  # the failure the test is about, reported below
+            failed.append(e)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failed == []
+    assert json.loads((tmp_path / "manifest.json").read_text())["round"] == 299
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "model.onnx"]
