@@ -43,13 +43,13 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import os
+import re
 import time
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol
 
 import cv2
 import numpy as np
@@ -60,7 +60,15 @@ from tqdm import tqdm
 from daemon.boxes import box_area, box_intersection
 from daemon.config import EnrollConfig
 from daemon.embed import crop_boxes
-from daemon.embedding import atomic_write, npz_start_problem, output_file_problem, read_image
+from daemon.embedding import (
+    LEFTOVER_AGE_S,
+    Leftovers,
+    atomic_write,
+    npz_start_problem,
+    output_file_problem,
+    read_image,
+    remove_leftovers,
+)
 from daemon.enroll import reference_files
 from daemon.errors import ConfigError, DataError, ModelError
 from daemon.types import FloatArray, ImageBGR
@@ -724,25 +732,27 @@ def file_identity(path: Path) -> dict[str, Any]:
 
 
 def save_tracklets(t: Tracklets, path: Path) -> None:
-    """Cache mined tracklets as an .npz (cliques padded with -1)."""
+    """Cache mined tracklets as an .npz (cliques padded with -1), written whole or not at all (``atomic_write``:
+    a temporary file of its own beside it, so two runs writing one cache at once do not mix theirs)."""
     width = max((len(c) for c in t.cliques), default=0)
     padded = np.full((len(t.cliques), width), -1, np.int64)
     for i, c in enumerate(t.cliques):
         padded[i, : len(c)] = c
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(
-        tmp,
-        version=np.int64(CACHE_VERSION),
-        features=t.features,
-        labels=t.labels,
-        frames=t.frames,
-        track_ids=t.track_ids,
-        cliques=padded,
-        num_tracks=np.int64(t.num_tracks),
-        frames_read=np.int64(t.frames_read),
-    )
-    os.replace(tmp, path)
+
+    def write(fh: BinaryIO) -> None:
+        np.savez(
+            fh,
+            version=np.int64(CACHE_VERSION),
+            features=t.features,
+            labels=t.labels,
+            frames=t.frames,
+            track_ids=t.track_ids,
+            cliques=padded,
+            num_tracks=np.int64(t.num_tracks),
+            frames_read=np.int64(t.frames_read),
+        )
+
+    atomic_write(path, write)
 
 
 def load_tracklets(path: Path) -> Tracklets | None:
@@ -767,8 +777,24 @@ def load_tracklets(path: Path) -> Tracklets | None:
         return None
 
 
+_CACHE_FILE = re.compile(r"tracklets-[0-9a-f]{20}\.npz")  # collect_tracklets's names
+
+
+def remove_cache_leftovers(folder: Path) -> Leftovers:
+    """The temporary files of tracklet caches (``tracklets-<key>.npz``) that adapt runs killed while they wrote
+    them left in the cache ``folder`` (``atomic_write``'s), removed once ``LEFTOVER_AGE_S`` old: no lock is
+    taken, and another adapt run may be writing one now (seconds); nothing else there."""
+    before = time.time() - LEFTOVER_AGE_S
+    return remove_leftovers(folder, lambda target: _CACHE_FILE.fullmatch(target) is not None, before=before)
+
+
 def cached_tracklets(path: Path | None, make: Any) -> Tracklets:
-    """``make()``'s tracklets, read from / written to ``path`` when given."""
+    """``make()``'s tracklets, read from / written to ``path`` when given (the leftovers of killed writers in its
+    folder removed first: ``remove_cache_leftovers``)."""
+    if path is not None:
+        removed = remove_cache_leftovers(path.parent)
+        if removed.files:
+            logger.info("%s", removed.left_in(path.parent))
     if path is not None and path.is_file():
         hit = load_tracklets(path)
         if hit is not None:

@@ -4,6 +4,9 @@ a CLI smoke test and a small real run on PETS09-S2L1."""
 from __future__ import annotations
 
 import json
+import logging
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from daemon.adapt import (
     TrackletMiner,
     Tracklets,
     augment_crop,
+    cached_tracklets,
     cooccurrence,
     covered_fraction,
     eligible_boxes,
@@ -45,6 +49,7 @@ from daemon.adapt import (
 from daemon.cli import main
 from daemon.config import EmbedderConfig, EnrollConfig, RuntimeConfig
 from daemon.embed import OnnxEmbedder
+from daemon.embedding import LEFTOVER_AGE_S
 from daemon.enroll import reference_files
 from daemon.errors import ModelError
 from daemon.types import FloatArray, ImageBGR
@@ -291,6 +296,56 @@ def test_tracklet_cache_round_trip(tmp_path: Path) -> None:
     assert [c.tolist() for c in back.cliques] == [c.tolist() for c in t.cliques]
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     assert load_tracklets(tmp_path / "bad.npz") is None
+
+
+def test_tracklet_caches_written_at_once_each_land_whole(tmp_path: Path) -> None:
+    """Regression: the tracklet cache was written through one fixed name (tracklets-<key>.tmp.npz): two adapt
+    runs writing it at once renamed each other's file away (FileNotFoundError) or a half-written one, and a run
+    killed meanwhile left it. Each writer has its own temporary file (atomic_write)."""
+    cfg = AdaptConfig(sample_every=1, max_gap=5, min_track_samples=2)
+    t = mine_tracklets(((IMG, _frame(f, {1: A, 2: B})) for f in range(6)), _FakeEmbedder(), cfg)
+    path = tmp_path / "tracklets-0123456789abcdef0123.npz"
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for _ in range(100):
+                save_tracklets(t, path)
+        except BaseException as e:  # the failure the test is about, reported below
+            failed.append(e)
+
+    threads = [threading.Thread(target=write) for _ in range(3)]
+    for each in threads:
+        each.start()
+    for each in threads:
+        each.join()
+    assert failed == []
+    back = load_tracklets(path)
+    assert back is not None and [p.name for p in tmp_path.iterdir()] == [path.name]
+    np.testing.assert_array_equal(back.features, t.features)
+
+
+def test_tracklet_cache_leftovers_of_killed_writers_are_removed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run killed while it wrote a tracklet cache left its temporary file (as large as the cache) in the cache
+    folder for good; a run using that folder removes those LEFTOVER_AGE_S old (another run may be writing a
+    young one now) and nothing else there."""
+    cfg = AdaptConfig(sample_every=1, max_gap=5, min_track_samples=2)
+    t = mine_tracklets(((IMG, _frame(f, {1: A, 2: B})) for f in range(6)), _FakeEmbedder(), cfg)
+    key = "0123456789abcdef0123"
+    old = tmp_path / f".tracklets-{key}.npz.0123456789ab.tmp"
+    young = tmp_path / f".tracklets-{key}.npz.ba9876543210.tmp"
+    other = tmp_path / ".head.npz.0123456789ab.tmp"
+    for each in (old, young, other):
+        each.write_bytes(b"x" * 100)
+    for each in (old, other):
+        os.utime(each, (time.time() - LEFTOVER_AGE_S - 60,) * 2)
+    path = tmp_path / f"tracklets-{key}.npz"
+    with caplog.at_level(logging.INFO, logger="daemon.adapt"):
+        assert cached_tracklets(path, lambda: t).num_tracks == t.num_tracks
+    assert not old.exists() and young.exists() and other.exists() and path.is_file()
+    assert f"removed 1 temporary file (100 bytes) left in {tmp_path} " in caplog.text
 
 
 # ------------------------------------------------------------------------------------------- head file
