@@ -22,12 +22,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from daemon.embedding import atomic_write
+from daemon.embedding import LEFTOVER_AGE_S, Leftovers, atomic_write, remove_leftovers, temp_stem
 from daemon.errors import DataError
 from daemon.fleet import merge_spans
 from daemon.fleet_eval import CameraRun, counted, evaluate_fleet
@@ -53,6 +54,17 @@ TIMELINE_MIN_BAR = 0.004  # the shortest bar of the timeline, as a part of its l
 TIMELINE_UNITS = ((1200.0, "seconds", 1.0), (43200.0, "minutes", 60.0), (345600.0, "hours", 3600.0))
 FROM_FIRST_FRAME = "s since the fleet's first frame"
 FROM_FIRST_SIGHTING = "s since the first sighting"
+REPORT_FILES: Final = ("report.json", "report.md", "fleet_metrics.json", "fleet_metrics.txt")
+"""The report's files in the output root written whole with ``atomic_write`` (timeline.png is drawn in place)."""
+
+
+def remove_report_leftovers(out: Path) -> Leftovers:
+    """The temporary files of the report's files (``REPORT_FILES``) that a fleet, or a ``forget`` making its
+    report again, killed while it wrote one left in the output root ``out``, removed once ``LEFTOVER_AGE_S``
+    old: no lock that every writer of them takes is held (a ``forget`` may be writing one now). Nothing else
+    of that pattern there: the cameras' folders and their files are their workers'."""
+    ours = {temp_stem(f) for f in REPORT_FILES}
+    return remove_leftovers(out, ours.__contains__, before=time.time() - LEFTOVER_AGE_S)
 
 
 def _table_doc(path: Path) -> dict[str, Any]:

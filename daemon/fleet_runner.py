@@ -458,6 +458,7 @@ def _run_fleet(
     held: HeldStop,
 ) -> FleetRun | None:
     settings, names = _checked_fleet(config, cameras)
+    _remove_report_leftovers(report_dir or _report_root(settings, names))
     if _stopped_while_starting(held):
         return None
     for n in names:
@@ -574,6 +575,7 @@ def report_fleet(
     from daemon.fleet_report import unfinished
 
     settings, names = _fleet(config, cameras)
+    _remove_report_leftovers(report_dir or _report_root(settings, names))
     stopped = unfinished({n: _camera_dir(settings, n) for n in names}).states
     for n in names:
         _check_reportable(settings, n, stopped.get(n))
@@ -616,6 +618,21 @@ def _camera_dir(settings: Settings, name: str) -> Path:
     return Path(settings.cameras[name].output.dir) / name
 
 
+def _report_root(settings: Settings, names: list[str]) -> Path:
+    """Where the report of cameras ``names`` goes without a report_dir: the folder holding their folders."""
+    return _common_parent([_camera_dir(settings, n) for n in names])
+
+
+def _remove_report_leftovers(out: Path) -> None:
+    """The temporary files of the report's files a writer killed meanwhile left in the output root ``out``,
+    removed and logged as the fleet starts (``fleet_report.remove_report_leftovers``)."""
+    from daemon.fleet_report import remove_report_leftovers
+
+    removed = remove_report_leftovers(out)
+    if removed.files:
+        log.info("fleet: %s", removed.left_in(out))
+
+
 def _ids_span_runs(settings: Settings) -> bool:
     """Whether global ids go on across runs (a shared Valkey keeps the counter), so that the report may take
     the cameras' earlier runs too (``fleet_report.identity_tables``)."""
@@ -628,7 +645,7 @@ def _report(
     """report.json/.md, timeline.png, the scores against the ground truth (_truths), fleet.mp4."""
     names = list(codes)
     dirs = {n: _camera_dir(settings, n) for n in names}
-    out = report_dir or _common_parent(list(dirs.values()))
+    out = report_dir or _report_root(settings, names)
     from daemon.fleet_report import build_report, evaluate_run
 
     for stale in ("fleet_metrics.json", "fleet_metrics.txt"):

@@ -28,6 +28,7 @@ from daemon.bridge import Bridge, FleetMessage
 from daemon.cli import main
 from daemon.clocks import monotonic_reading
 from daemon.config import BridgeConfig, IdentityConfig, SecretSource, Settings, load_settings
+from daemon.embedding import LEFTOVER_AGE_S
 from daemon.errors import ConfigError, DataError
 from daemon.fleet import (
     IDLE_EXPIRY_S,
@@ -2731,3 +2732,47 @@ def test_a_fleet_run_keeps_the_replay_epoch_its_config_gives(tmp_path: Path, mob
     table = json.loads((tmp_path / "runs" / "a" / "identities.json").read_text())
     assert table["first_frame_time"] == pytest.approx(epoch)
     assert [i["first_seen"] for i in table["identities"].values()] == [pytest.approx(epoch)]
+
+
+def test_a_fleet_removes_the_leftovers_of_its_report_files_as_it_starts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: a fleet (or a forget making its report again) killed while it wrote report.json, report.md
+    or fleet_metrics.* left the hidden temporary file (.report.json.<12 hex>.tmp) in the output root for good;
+    a fleet, and `fleet --report-only`, removes those LEFTOVER_AGE_S old as it starts (a forget may be writing
+    a young one now), logged; nothing else of that pattern there."""
+    out = tmp_path / "runs"
+    (out / "a").mkdir(parents=True)
+    old = time.time() - LEFTOVER_AGE_S - 60
+
+    def plant() -> tuple[list[Path], list[Path]]:
+        gone = [out / f".{f}.0123456789ab.tmp" for f in ("report.json", "report.md", "fleet_metrics.txt")]
+        kept = [out / ".report.json.ba9876543210.tmp", out / ".notes.txt.0123456789ab.tmp"]
+        kept.append(out / "a" / ".report.json.0123456789ab.tmp")  # a camera's folder: its worker's
+        for each in (*gone, *kept):
+            each.write_bytes(b"x" * 10)
+        for each in (*gone, *kept[1:]):
+            os.utime(each, (old, old))
+        return gone, kept
+
+    cam = {"source": {"uri": str(tmp_path / "missing.mp4")}, "embedder": {"type": "none"}}
+    cfg = {
+        "fleet": {"enabled": True, "mosaic": False},
+        "bridge": {"allow_unsigned": True},
+        "camera_defaults": {"output": {"dir": str(out), "video": False, "progress": False}},
+        "cameras": {"a": cam},
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    said = (
+        f"fleet: removed 3 temporary files (30 bytes) left in {out} by a writer killed before it renamed them"
+    )
+    for run in (lambda: run_fleet(path, progress=False), lambda: report_fleet(path, progress=False)):
+        gone, kept = plant()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="daemon.fleet_runner"):
+            assert run().report_dir == out
+        assert [p for p in gone if p.exists()] == [] and all(p.exists() for p in kept)
+        assert said in [r.getMessage() for r in caplog.records]
+        for each in kept:
+            each.unlink()
