@@ -6,13 +6,18 @@ for with other programs) or on a free TCP port of 127.0.0.1; it keeps nothing on
 restart starts empty, like a Valkey whose memory was lost.
 
 The server is this process's child and ends with it (``daemon.procs.spawn``): a fleet killed with SIGKILL
-leaves no server behind.
+leaves no server behind. Its folder (``/tmp/reid-valkey-*``: the socket, the config, the log) is removed on
+``close``; one whose owner was killed stays, so each new server first removes those of this user that no
+process uses any more (``daemon.tempdirs``): the owner, and its server (handed the descriptor), hold a lock on a
+file in the folder for its life, so a folder whose lock can be taken is stale, and one whose owner or server
+lives is kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
+import os
 import socket
 import subprocess
 import tempfile
@@ -23,10 +28,12 @@ from typing import Any, Literal
 
 from daemon.errors import DaemonError
 from daemon.procs import spawn
+from daemon.tempdirs import make_owned_folder, remove_stale_folders
 
 logger = logging.getLogger(__name__)
 
 CLUSTER_SLOTS = 16_384
+FOLDER_PREFIX = "reid-valkey-"
 
 
 class EmbeddedValkeyError(DaemonError):
@@ -60,7 +67,9 @@ class EmbeddedValkey:
         if transport not in ("unix", "tcp"):
             raise ValueError(f"transport must be 'unix' or 'tcp', got {transport!r}")
         self.transport = transport
-        self._dir = Path(tempfile.mkdtemp(prefix="reid-valkey-"))
+        remove_stale_server_folders()
+        self._folder = make_owned_folder(None, FOLDER_PREFIX)
+        self._dir = self._folder.path
         self._port = (port or free_port()) if transport == "tcp" else 0
         self._config = dict(config or {})
         self._timeout = start_timeout_s
@@ -101,7 +110,11 @@ class EmbeddedValkey:
             offset = log.tell()
             try:
                 server = spawn(
-                    [str(_binary()), str(conf)], stdout=log, stderr=subprocess.STDOUT, cwd=self._dir
+                    [str(_binary()), str(conf)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=self._dir,
+                    pass_fds=(self._folder.lock_fd,),  # the folder stays in use while the server lives
                 )
             except OSError as e:
                 raise EmbeddedValkeyError(f"could not start the embedded Valkey ({self.url}): {e}") from e
@@ -152,9 +165,9 @@ class EmbeddedValkey:
             server.wait()
 
     def close(self) -> None:
-        """Stop the server and remove its folder."""
+        """Stop the server and remove its folder (then let its lock go)."""
         self.stop()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        self._folder.close()
 
     def client(self, **kwargs: Any) -> Any:
         """A plain valkey-py client of this server (tests, tools)."""
@@ -169,6 +182,31 @@ class EmbeddedValkey:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def remove_stale_server_folders() -> None:
+    """Remove the embedded servers' folders (``FOLDER_PREFIX``) of this user in the system's temporary folder
+    that their owners, killed, left: those whose lock (``tempdirs``) can be taken, its owner and its server gone;
+    those made before owners locked them once a day old and no process works in them (a server's working
+    folder is its own). Logged with their count and size."""
+    removed = remove_stale_folders(None, FOLDER_PREFIX, in_use=_a_process_works_in)
+    if removed.folders:
+        logger.info("%s", removed.left_in(Path(tempfile.gettempdir())))
+
+
+def _a_process_works_in(folder: Path) -> bool:
+    """Whether a process (of this user: others' cannot be read) has ``folder`` as its working folder, as an
+    embedded server has its own; True where that cannot be told (no /proc)."""
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return True
+    target = os.path.realpath(folder)
+    for pid in pids:
+        with contextlib.suppress(OSError):  # gone meanwhile, or another user's
+            if os.readlink(f"/proc/{pid}/cwd") == target:
+                return True
+    return False
 
 
 def _cluster_port() -> int:
