@@ -33,7 +33,7 @@ from typing import Any, Literal
 from daemon.config import default_cache_dir
 from daemon.embedding import atomic_write
 from daemon.errors import ModelError
-from daemon.tempdirs import owned_folder, remove_stale_folders
+from daemon.tempdirs import a_process_works_in, make_owned_folder, owned_folder, remove_stale_folders
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 PIP_TIMEOUT_S = 1800
 FETCH_PREFIX = ".fetch-"
+EXPORT_PREFIX = "reid-yolo-export-"
 ONNX_SUFFIXES = (".onnx",)
 TORCH_SUFFIXES = (".pt", ".pth")
 
@@ -707,22 +708,43 @@ shutil.move(str(out), sys.argv[3])
 """
 
 
+def _remove_export_leftovers() -> None:
+    """The working folders (``reid-yolo-export-*`` in the system's temporary folder: ultralytics' settings, a
+    standard model it downloaded) of YOLO exports whose process and export child are gone (killed), removed: the
+    lock each holds on its own (``tempdirs``) is free; those made before exports locked them once a day old and
+    no process works in them."""
+    removed = remove_stale_folders(None, EXPORT_PREFIX, in_use=a_process_works_in)
+    if removed.folders:
+        logger.info("%s", removed.left_in(Path(tempfile.gettempdir())))
+
+
 def export_yolo_with_ultralytics(model: Path, target_dir: Path, imgsz: int, *, offline: bool) -> Path:
     """Export a YOLO .pt to ONNX in a child process, ultralytics' auto-install switched off."""
     target_dir.mkdir(parents=True, exist_ok=True)
     out = target_dir / "model.onnx"
-    with tempfile.TemporaryDirectory(prefix="reid-yolo-export-") as work:
-        env = dict(os.environ, YOLO_AUTOINSTALL="False", YOLO_CONFIG_DIR=work)
+    _remove_export_leftovers()
+    work = make_owned_folder(None, EXPORT_PREFIX)
+    try:
+        env = dict(os.environ, YOLO_AUTOINSTALL="False", YOLO_CONFIG_DIR=str(work.path))
         if offline:
             env["YOLO_OFFLINE"] = "1"
         logger.info("exporting %s to ONNX with ultralytics (imgsz %d)", model, imgsz)
         cmd = [sys.executable, "-c", _EXPORT_SCRIPT, str(model), str(imgsz), str(out)]
         try:
             proc = subprocess.run(
-                cmd, capture_output=True, text=True, env=env, cwd=work, timeout=900, check=False
+                cmd,
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=work.path,
+                timeout=900,
+                check=False,
+                pass_fds=(work.lock_fd,),  # the folder is in use while the export lives, this process or not
             )
         except (OSError, subprocess.TimeoutExpired) as e:
             raise ModelError(f"ultralytics export of {model} failed: {e}") from e
+    finally:
+        work.close()
     if proc.returncode != 0 or not out.is_file():
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-10:])
         hint = "" if offline else " (a standard model name needs internet: ultralytics downloads it)"

@@ -182,3 +182,20 @@ def _bytes_in(folder: Path) -> int:
                 st = os.lstat(os.path.join(root, name))
                 total += st.st_size if stat.S_ISREG(st.st_mode) else 0
     return total
+
+
+def a_process_works_in(folder: Path) -> bool:
+    """Whether a process (of this user: others' cannot be read) has ``folder`` as its working folder (as an
+    embedded Valkey server, or a YOLO export, has its own): ``remove_stale_folders``'s ``in_use`` for folders
+    whose owners, made before owners locked them, started such a process there. True where that cannot be told
+    (no /proc)."""
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return True
+    target = os.path.realpath(folder)
+    for pid in pids:
+        with contextlib.suppress(OSError):  # gone meanwhile, or another user's
+            if os.readlink(f"/proc/{pid}/cwd") == target:
+                return True
+    return False

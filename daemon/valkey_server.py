@@ -15,9 +15,7 @@ lives is kept.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import socket
 import subprocess
 import tempfile
@@ -28,7 +26,7 @@ from typing import Any, Literal
 
 from daemon.errors import DaemonError
 from daemon.procs import spawn
-from daemon.tempdirs import make_owned_folder, remove_stale_folders
+from daemon.tempdirs import a_process_works_in, make_owned_folder, remove_stale_folders
 
 logger = logging.getLogger(__name__)
 
@@ -189,24 +187,9 @@ def remove_stale_server_folders() -> None:
     that their owners, killed, left: those whose lock (``tempdirs``) can be taken, its owner and its server gone;
     those made before owners locked them once a day old and no process works in them (a server's working
     folder is its own). Logged with their count and size."""
-    removed = remove_stale_folders(None, FOLDER_PREFIX, in_use=_a_process_works_in)
+    removed = remove_stale_folders(None, FOLDER_PREFIX, in_use=a_process_works_in)
     if removed.folders:
         logger.info("%s", removed.left_in(Path(tempfile.gettempdir())))
-
-
-def _a_process_works_in(folder: Path) -> bool:
-    """Whether a process (of this user: others' cannot be read) has ``folder`` as its working folder, as an
-    embedded server has its own; True where that cannot be told (no /proc)."""
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return True
-    target = os.path.realpath(folder)
-    for pid in pids:
-        with contextlib.suppress(OSError):  # gone meanwhile, or another user's
-            if os.readlink(f"/proc/{pid}/cwd") == target:
-                return True
-    return False
 
 
 def _cluster_port() -> int:

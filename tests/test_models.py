@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from _ops import process_alive, wait_until
 
 from daemon import models
 from daemon.cli import main
@@ -463,3 +465,74 @@ def test_manifests_written_at_once_each_land_whole(tmp_path: Path) -> None:
     assert failed == []
     assert json.loads((tmp_path / "manifest.json").read_text())["round"] == 299
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "model.onnx"]
+
+
+_BLOCKING_ULTRALYTICS = """
+import os, time
+from pathlib import Path
+
+class YOLO:
+    def __init__(self, model):
+        self.model = model
+
+    def export(self, format, imgsz, opset, simplify, dynamic):
+        if os.environ.get("FAKE_EXPORT_GO"):  # halfway: its working folder in use until told to go on
+            Path(os.environ["FAKE_EXPORT_PID"]).write_text(str(os.getpid()))
+            while not Path(os.environ["FAKE_EXPORT_GO"]).exists():
+                time.sleep(0.02)
+        out = Path(os.getcwd()) / "exported.onnx"
+        out.write_text("onnx")
+        return str(out)
+"""
+
+_EXPORTER = """
+import sys
+from pathlib import Path
+from daemon import models
+models.export_yolo_with_ultralytics(Path(sys.argv[1]), Path(sys.argv[2]), 320, offline=True)
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the export's working folder is read in /proc"
+)
+def test_a_yolo_export_removes_the_folder_of_a_killed_one_once_its_child_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: a YOLO export killed midway left its working folder (/tmp/reid-yolo-export-*: ultralytics'
+    settings, a standard model it downloaded) for good. A later export removes it, but not while the export
+    child that works in it still runs (the killed process's child goes on: it holds the folder's lock too)."""
+    fake = tmp_path / "site" / "ultralytics"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(_BLOCKING_ULTRALYTICS)
+    pt = tmp_path / "my_yolo.pt"
+    pt.write_bytes(b"weights")
+    pid_file, go = tmp_path / "export.pid", tmp_path / "go"
+    paths = f"{fake.parent}{os.pathsep}{Path(__file__).parents[1]}"
+    env = dict(os.environ, PYTHONPATH=paths, FAKE_EXPORT_GO=str(go), FAKE_EXPORT_PID=str(pid_file))
+    owner = subprocess.Popen([sys.executable, "-c", _EXPORTER, str(pt), str(tmp_path / "first")], env=env)
+    child = 0
+    try:
+        wait_until(pid_file.exists, 30.0, "the export child halfway")
+        child = int(pid_file.read_text())
+        work = Path(os.readlink(f"/proc/{child}/cwd"))
+        assert work.name.startswith("reid-yolo-export-")
+        owner.kill()  # SIGKILL: its child goes on
+        owner.wait()
+        monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+        monkeypatch.delenv("FAKE_EXPORT_GO", raising=False)
+        assert models.export_yolo_with_ultralytics(pt, tmp_path / "second", 320, offline=True).is_file()
+        assert work.is_dir()  # its export child works in it
+        os.kill(child, signal.SIGKILL)
+        wait_until(lambda: not process_alive(child), 10.0, "the export child gone")
+        with caplog.at_level(logging.INFO, logger="daemon.models"):
+            assert models.export_yolo_with_ultralytics(pt, tmp_path / "third", 320, offline=True).is_file()
+        assert not work.exists()
+        assert any(
+            r.getMessage().startswith("removed ") for r in caplog.records if "folder" in r.getMessage()
+        )
+    finally:
+        owner.kill()
+        owner.wait()
+        if child and process_alive(child):
+            os.kill(child, signal.SIGKILL)
