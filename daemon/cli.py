@@ -414,7 +414,7 @@ def _read_truth(path: Path, args: argparse.Namespace, name: str) -> MotGroundTru
 def _mot20(benchmark: str, gt: Path) -> bool:
     """Whether eval reads ``gt`` by TrackEval's MOT20 rule: --benchmark mot20, or auto and a MOT20 sequence's
     gt (said in the log, which is how a researcher learns it was taken for one)."""
-    from daemon.evaluate import mot20_sequence
+    from daemon.motio import mot20_sequence
 
     if benchmark != "auto":
         return benchmark == "mot20"

@@ -12,7 +12,7 @@ loader hands its metrics (box IoU similarities, ids relabelled to 0..n-1), in me
   with consider=1 are scored, the distractor classes (2, 7, 8, 12) shield the boxes on them, and a box on
   another class (a car) is a false positive. TrackEval scores the MOT20 benchmark with class 6 (non-motorised
   vehicle) a distractor too: ``mot20=True`` (``reid-daemon eval --benchmark``, which takes a MOT20 sequence's
-  gt for one: ``mot20_sequence``). A MOT15 gt has none: every consider=0 row is a distractor.
+  gt for one: ``daemon.motio.mot20_sequence``). A MOT15 gt has none: every consider=0 row is a distractor.
 * TP matches need IoU >= 0.5 (CLEAR, Identity); HOTA averages over IoU thresholds 0.05..0.95.
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -45,7 +44,6 @@ from daemon.motio import (
 
 log = logging.getLogger(__name__)
 
-MOT20_PREFIX: Final = "MOT20-"
 """How the MOT20 benchmark's sequences are named (MOT20-01 ... MOT20-08), their folders too."""
 IOU_THRESHOLD: Final = 0.5
 """IoU a predicted box needs with a gt box to be a match (CLEAR, Identity, distractor removal)."""
@@ -103,14 +101,6 @@ class MotMetrics:
             f"{self.Frames} frames"
             + (f" (1 in {self.Stride}: source.stride {self.Stride})" if self.Stride > 1 else "")
         )
-
-
-def mot20_sequence(gt_path: Path) -> bool:
-    """Whether ``gt_path`` is the gt of a MOT20 sequence, as MOTChallenge lays them out: the folder holding its
-    ``gt/`` folder (or, for a gt.txt elsewhere, its own folder) is named MOT20-<n> (``MOT20/train/MOT20-01/gt/
-    gt.txt``, TrackEval's ``MOT20-train/MOT20-01/gt/gt.txt``)."""
-    folder = gt_path.parent.parent if gt_path.parent.name == "gt" else gt_path.parent
-    return folder.name.startswith(MOT20_PREFIX)
 
 
 def _load_gt(src: GroundTruthInput, mot20: bool) -> MotGroundTruth:

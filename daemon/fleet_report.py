@@ -32,7 +32,7 @@ from daemon.embedding import LEFTOVER_AGE_S, Leftovers, atomic_write, remove_lef
 from daemon.errors import DataError
 from daemon.fleet import merge_spans
 from daemon.fleet_eval import CameraRun, counted, evaluate_fleet
-from daemon.motio import read_ground_truth
+from daemon.motio import read_sequence_truth
 from daemon.outputs import (
     VIDEO,
     json_object,
@@ -642,7 +642,7 @@ def evaluate_run(truths: dict[str, Truth], camera_dirs: dict[str, Path], out: Pa
         if not (truth.path.is_file() and local.is_file() and global_path.is_file()):
             raise DataError(f"cannot score camera {cam}: need {truth.path}, {local} and {global_path}")
         gt, local_ids, global_ids = (
-            read_ground_truth(truth.path),
+            read_sequence_truth(truth.path),
             run_results(local),
             run_results(global_path),
         )

@@ -664,7 +664,7 @@ def _check_truths(folder: Path, settings: Settings, names: list[str]) -> None:
     will not be scored (``_given_truths`` says so again at its end); when a truth's boxes lie outside its frames
     (``_check_truth_size``); and when two truths show one id at once on cameras whose views do not overlap
     (``_check_truth_ids``)."""
-    from daemon.motio import read_ground_truth
+    from daemon.motio import read_sequence_truth
 
     without = [n for n in names if settings.cameras[n].ground_truth is None]
     if 0 < len(without) < len(names):
@@ -682,7 +682,7 @@ def _check_truths(folder: Path, settings: Settings, names: list[str]) -> None:
             continue  # nothing to score on (a scenario built without --gt)
         where = f"cameras.{n}.ground_truth" if given is not None else f"camera {n}'s ground truth"
         try:
-            gt = read_ground_truth(path)
+            gt = read_sequence_truth(path)
         except DataError as e:
             raise ConfigError(f"{where}: {e}") from None
         _check_truth_size(where, path, gt, _frame_size(settings, n))

@@ -24,6 +24,7 @@ a track id that is not a non-negative integer, a consider flag other than 0/1, o
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from daemon.errors import DataError
 from daemon.types import Detections, Track
+
+log = logging.getLogger(__name__)
 
 IntArray = NDArray[np.int64]
 F64Array = NDArray[np.float64]
@@ -360,6 +363,31 @@ def read_ground_truth(path: StrPath, *, mot20: bool = False) -> MotGroundTruth:
     """Read a gt.txt (``frame,id,x,y,w,h,consider,...``), keeping consider=0 rows (flagged); ``mot20``: a gt
     with classes takes class 6 for a distractor too, as TrackEval's MOT20 benchmark does."""
     return _ground_truth(*_read_table(Path(path)), mot20)
+
+
+MOT20_PREFIX: Final = "MOT20-"
+
+
+def mot20_sequence(gt_path: Path) -> bool:
+    """Whether ``gt_path`` is the gt of a MOT20 sequence, as MOTChallenge lays them out: the folder holding its
+    ``gt/`` folder (or, for a gt.txt elsewhere, its own folder) is named MOT20-<n> (``MOT20/train/MOT20-01/gt/
+    gt.txt``, TrackEval's ``MOT20-train/MOT20-01/gt/gt.txt``)."""
+    folder = gt_path.parent.parent if gt_path.parent.name == "gt" else gt_path.parent
+    return folder.name.startswith(MOT20_PREFIX)
+
+
+def read_sequence_truth(path: Path) -> MotGroundTruth:
+    """A gt read by the rule of the benchmark its sequence belongs to, as ``reid-daemon eval``'s default
+    (``--benchmark auto``) reads it: TrackEval's MOT20 rule for a MOT20 sequence's gt (``mot20_sequence``; said
+    in the log), else MOT16/17's. What the fleet scores its cameras and cuts its scenarios' truths with."""
+    mot20 = mot20_sequence(path)
+    if mot20:
+        log.info(
+            "%s is a MOT20 sequence's ground truth: read by TrackEval's MOT20 rule, class 6 (non-motorised "
+            "vehicle) a distractor too",
+            path,
+        )
+    return read_ground_truth(path, mot20=mot20)
 
 
 def results_from_array(values: ArrayLike, name: str = "<results array>") -> MotTracks:

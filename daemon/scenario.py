@@ -54,7 +54,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from daemon.config import MAX_TILES
 from daemon.errors import DataError, SourceError
 from daemon.models import sha256_file
-from daemon.motio import MotGroundTruth, read_ground_truth, write_ground_truth, xywh_to_xyxy, xyxy_to_xywh
+from daemon.motio import (
+    MotGroundTruth,
+    read_sequence_truth,
+    write_ground_truth,
+    xywh_to_xyxy,
+    xyxy_to_xywh,
+)
 from daemon.outputs import MAX_VIDEO_SIDE, mp4v_fps, mpeg4_size
 from daemon.sources import is_text_file, list_images, no_first_frame, not_found
 from daemon.types import ImageBGR
@@ -537,7 +543,7 @@ def build(
     scenario = fit_to(scenario, size)
     for view in scenario.views:  # before any file is opened for writing
         check_region(view, size)
-    gt = read_ground_truth(gt_path) if gt_path is not None else None
+    gt = read_sequence_truth(gt_path) if gt_path is not None else None
     fps = scenario.frame_rate
     videos = {v.name: out / f"{v.name}.mp4" for v in scenario.views}
     truth_paths = {v.name: out / f"{v.name}.gt.txt" for v in scenario.views}

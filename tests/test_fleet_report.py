@@ -745,3 +745,27 @@ def test_a_fleet_camera_whose_first_rotated_files_were_deleted_is_scored_from_wh
     (tmp_path / "out").mkdir()
     doc = evaluate_run({"door": Truth(gt, 15)}, {"door": cam}, tmp_path / "out")
     assert doc["per_camera"]["door"]["FN"] == 0 and doc["global"]["IDF1"] == 100.0, doc
+
+
+@pytest.mark.parametrize(("sequence", "fp"), [("MOT20-05", 0), ("MOT17-04", 1)])
+def test_a_fleet_camera_on_a_mot20_sequence_is_scored_by_the_mot20_rule(
+    tmp_path: Path, sequence: str, fp: int
+) -> None:
+    """The fleet scored every camera by the MOT16/17 rule: a box on a MOT20 sequence's non-motorised vehicle
+    (class 6, a distractor in TrackEval's MOT20) was a false positive, where `reid-daemon eval` (and TrackEval)
+    remove it. A camera's truth is read as eval reads it by default."""
+    from daemon.fleet_report import Truth, evaluate_run
+
+    cam = tmp_path / "runs" / "door"
+    cam.mkdir(parents=True)
+    person, cart = "{f},1,10,20,30,60,1,-1,-1,-1\n", "{f},2,200,20,30,60,1,-1,-1,-1\n"
+    for name in ("door.txt", "door.global.txt"):
+        (cam / name).write_text(
+            "".join(person.format(f=f) + cart.format(f=f) for f in (1,)), encoding="utf-8"
+        )
+    gt = tmp_path / "MOTX" / sequence / "gt" / "gt.txt"
+    gt.parent.mkdir(parents=True)
+    gt.write_text("1,1,10,20,30,60,1,1,1\n1,7,200,20,30,60,0,6,1\n", encoding="utf-8")
+    (tmp_path / "out").mkdir()
+    doc = evaluate_run({"door": Truth(gt, 1)}, {"door": cam}, tmp_path / "out")
+    assert (doc["per_camera"]["door"]["FP"], doc["per_camera"]["door"]["FN"]) == (fp, 0), doc

@@ -574,3 +574,30 @@ def test_a_view_wider_than_eight_squares_gets_tiles_the_config_takes(tmp_path: P
     files = build(source, None, ScenarioConfig(name="strip", views=views), tmp_path / "out")
     cameras = load_settings(files.fleet_config).cameras
     assert cameras["a"].detector.tiles == (8, 1) and cameras["b"].detector.tiles == (1, 1)
+
+
+@pytest.mark.parametrize(("sequence", "shielded"), [("MOT20-01", True), ("MOT17-02", False)])
+def test_a_mot20_sequence_s_non_motorised_vehicles_stay_distractors_in_its_views(
+    tmp_path: Path, sequence: str, shielded: bool
+) -> None:
+    """scenario build read its source gt by the MOT16/17 rule whatever the sequence: a MOT20 sequence's class-6
+    rows (non-motorised vehicles, distractors in TrackEval's MOT20) were cut into the views as rows neither
+    scored nor distractors, so a fleet on those views scored boxes on them as false positives. It reads them
+    as `reid-daemon eval` does by default: by MOT20's rule for a MOT20 sequence's gt."""
+    clip = make_video(tmp_path / "src.mp4", frames=6, size=(320, 240), people=2)
+    gt_path = clip.write_mot_gt(tmp_path / "MOTX" / sequence / "gt" / "gt.txt")
+    rows = gt_path.read_text(encoding="utf-8").splitlines()
+    vehicle = rows[0].split(",")[1]  # the first person's rows become a non-motorised vehicle (class 6)
+    gt_path.write_text(
+        "".join(
+            (r.replace(",1,1,1.0", ",0,6,1.0") if r.split(",")[1] == vehicle else r) + "\n" for r in rows
+        ),
+        encoding="utf-8",
+    )
+    two = ScenarioConfig(name="t", views=(ViewConfig(name="all", region=(0, 0, 320, 240)),))
+    files = build(clip.path, gt_path, two, tmp_path / "out")
+    view = read_ground_truth(files.ground_truth["all"])
+    on_vehicle = view.track_id == int(vehicle)
+    assert on_vehicle.any() and view.distractor is not None
+    assert bool(view.distractor[on_vehicle].all()) is shielded
+    assert not view.distractor[~on_vehicle].any()
