@@ -32,7 +32,9 @@ Retention while no frames come
     ``CONFIG_CHECK_S``) and takes its camera list (``take_cameras``): the bridge takes the batches of a camera
     added to a running fleet, catching up on what it stored before (refused until then), and refuses a removed
     one's, and the resolver takes ``identity.adjacency`` (its edges name the cameras), without a restart. A
-    file that does not validate is logged, naming it, and the cameras are kept.
+    file that does not validate is logged, naming it, and the cameras are kept. A worker whose own camera was
+    taken out says who stops it (``removal_advice``): the user (a service), or the ``reid-daemon fleet`` that
+    runs it, which tells it so in its environment.
     Forgotten ids wait here for the camera's files (``take_forgotten``), which a live camera's worker erases
     every second, frames or none, as well as on each frame (daemon/worker.py); each id once, at most
     ``MAX_PENDING_FORGETS``. Those sent while the worker was not running come as it catches up (the fleet keeps
@@ -50,10 +52,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -527,6 +530,28 @@ class ConfigWatch:
             return None
 
 
+FLEET_PID_ENV = "REID_DAEMON_FLEET_PID"  # `reid-daemon fleet` gives its workers its pid in their environment
+FLEET_FOLLOWS_ENV = (
+    "REID_DAEMON_FLEET_FOLLOWS"  # and "1" there where it follows its YAML (fleet_runner._Follow)
+)
+
+
+def removal_advice(camera: str, env: Mapping[str, str]) -> str:
+    """What is to be done with the worker of ``camera``, taken out of its config, as it runs (``env``: its
+    environment): a service's is stopped by the user; one that a ``reid-daemon fleet`` runs (``FLEET_PID_ENV``)
+    is stopped by that fleet where it follows its YAML (``FLEET_FOLLOWS_ENV``), else (``--cameras``) runs until
+    that fleet is stopped."""
+    fleet = env.get(FLEET_PID_ENV)
+    if not fleet:
+        return f"stop its worker (systemctl disable --now reid-daemon@{camera})"
+    if env.get(FLEET_FOLLOWS_ENV) == "1":
+        return f"the `reid-daemon fleet` that runs it (pid {fleet}) stops its worker"
+    return (
+        f"the `reid-daemon fleet` that runs it (pid {fleet}) keeps the cameras it started with (--cameras): "
+        "stop that fleet to stop its worker"
+    )
+
+
 def file_state(path: Path) -> tuple[int, ...] | None:
     """What tells a file's change: modification time, size, inode and device; None when it cannot be looked at
     (``load_settings`` then says why)."""
@@ -843,10 +868,9 @@ class FleetLink:
         )
         if self.camera not in cameras:
             log.error(
-                "%s: this camera is no longer in the config: the fleet's other workers refuse its batches; stop "
-                "its worker (systemctl disable --now reid-daemon@%s)",
+                "%s: this camera is no longer in the config: the fleet's other workers refuse its batches; %s",
                 self.camera,
-                self.camera,
+                removal_advice(self.camera, os.environ),
             )
 
     def check_idle(self) -> None:

@@ -36,7 +36,13 @@ from daemon.config import CameraConfig, SecretSource, Settings, load_settings
 from daemon.erase import Erased, NotATable, PendingForgets, UnreadableFile, erase_problem
 from daemon.erase_ack import EraseAck, UntrustedAck
 from daemon.errors import ConfigError, DaemonError, DataError, LockTimeout, SourceError
-from daemon.fleet import IDENTITY_TABLE_REFRESH_S, ConfigWatch, file_state
+from daemon.fleet import (
+    FLEET_FOLLOWS_ENV,
+    FLEET_PID_ENV,
+    IDENTITY_TABLE_REFRESH_S,
+    ConfigWatch,
+    file_state,
+)
 from daemon.fleet_wire import FleetMessage
 from daemon.motio import MotGroundTruth
 from daemon.ops import STOP_SIGNALS, HeldStop
@@ -91,10 +97,12 @@ class FleetRun:
         return run_ok(self.exit_codes)
 
 
-def child_environment(settings: Settings, url: str, epoch: float) -> dict[str, str]:
+def child_environment(settings: Settings, url: str, epoch: float, follows: bool = False) -> dict[str, str]:
     """The environment of the camera processes: the shared Valkey, one replay epoch (``epoch`` where neither
     the config nor the environment gives ``fleet.epoch``: an environment variable would override the file's),
-    the fleet key.
+    the fleet key, and that this fleet runs them (its pid; ``follows``: whether it follows its YAML, stopping
+    the worker of a camera taken out of it), which a worker whose camera leaves its config says
+    (``fleet.removal_advice``).
 
     When the config takes its fleet key from an environment variable that is not set, a random key is made for
     this run (a local replay needs no durable key; a deployment sets one, e.g. as a systemd credential).
@@ -104,6 +112,8 @@ def child_environment(settings: Settings, url: str, epoch: float) -> dict[str, s
     env["REID_FLEET__ENABLED"] = "true"
     if settings.fleet.epoch is None:  # read with the environment's REID_FLEET__EPOCH, if any
         env["REID_FLEET__EPOCH"] = repr(epoch)
+    env[FLEET_PID_ENV] = str(os.getpid())
+    env[FLEET_FOLLOWS_ENV] = "1" if follows else "0"
     key = settings.bridge.signing_key
     if key is not None and key.env and not env.get(key.env):
         env[key.env] = secrets.token_hex(32)
@@ -476,7 +486,7 @@ def _run_fleet(
             return None
         if server is not None:
             log.info("embedded Valkey for this fleet at %s", url)
-        env = child_environment(settings, url, time.time())
+        env = child_environment(settings, url, time.time(), _followed(settings, cameras))
         exits = _Exits(_lockstep_withdrawals(settings, url, env, names), stopping)
 
         def start(now: Settings, name: str) -> CameraProcess:
@@ -524,18 +534,26 @@ def _following(
 ) -> _Follow | None:
     """The fleet's YAML followed while it runs (``_Follow``), unless the run keeps a fixed set of cameras (said
     in the log): a lockstep replay (its cameras wait for each other from the first frame), or ``--cameras``."""
+    if _followed(settings, cameras):
+        log.info("following %s: a camera added to it is started, one taken out of it stopped", config)
+        return _Follow(config, settings, start)
     if settings.fleet.lockstep:
         log.info(
             "a lockstep replay runs the cameras it started with: %s is not followed while it runs", config
         )
-        return None
-    if cameras is not None:
+    else:
         log.info(
-            "--cameras: the fleet runs %s only; %s is not followed while it runs", ", ".join(cameras), config
+            "--cameras: the fleet runs %s only; %s is not followed while it runs",
+            ", ".join(cameras or []),
+            config,
         )
-        return None
-    log.info("following %s: a camera added to it is started, one taken out of it stopped", config)
-    return _Follow(config, settings, start)
+    return None
+
+
+def _followed(settings: Settings, cameras: list[str] | None) -> bool:
+    """Whether the fleet follows its YAML while it runs (``_following``): not in a lockstep replay nor with
+    ``--cameras``."""
+    return not settings.fleet.lockstep and cameras is None
 
 
 def _checked_fleet(config: Path, cameras: list[str] | None) -> tuple[Settings, list[str]]:
