@@ -3,11 +3,12 @@
 This is what several systemd units do on a site, folded into one command for replays and demos: start an
 embedded Valkey when the config names none (on ``bridge.embedded_transport``), start ``reid-daemon run --config
 FILE --camera NAME`` for each camera (separate processes, as in production), show their progress, forward
-SIGINT/SIGTERM, follow the YAML while they run (a live fleet's: a camera added started, one taken out stopped:
-``_Follow``), and when they are done print and write the identity report (who was seen where and when:
-``report.json``, ``report.md``, ``timeline.png``) — and the fleet evaluation against the cameras' ground truth
-(``fleet_metrics.json``) when the config names each camera's (``cameras.<name>.ground_truth``: one's own
-recordings) or sits in a scenario built by ``reid-daemon scenario build`` with ``--gt``.
+SIGINT/SIGTERM, follow the YAML while they run (a live fleet's: a camera added started, one taken out stopped,
+one whose own settings changed started again with them: ``_Follow``), and when they are done print and write
+the identity report (who was seen where and when: ``report.json``, ``report.md``, ``timeline.png``) — and the
+fleet evaluation against the cameras' ground truth (``fleet_metrics.json``) when the config names each camera's
+(``cameras.<name>.ground_truth``: one's own recordings) or sits in a scenario built by ``reid-daemon scenario
+build`` with ``--gt``.
 """
 
 from __future__ import annotations
@@ -291,37 +292,58 @@ class _Follow:
     text file, a file it would overwrite, a ground truth that cannot be read, a folder it cannot make) is logged
     and not started, the others running on; it is tried again once its settings change. A camera added back
     before its earlier worker has stopped starts once that one has. The file is taken once it has not changed
-    for a poll (``POLL_S``), so that an edit being written is not read half-way. Only the camera list is
-    followed: any other change takes a restart of the fleet (its workers take what they take themselves)."""
+    for a poll (``POLL_S``), so that an edit being written is not read half-way.
+
+    A camera's own settings (its section, ``camera_defaults`` as merged into it, its ``ops.camera_ports``
+    entry: ``_own``), which its worker takes only when it starts, are followed too: when they change, its worker
+    is stopped as a removed camera's is and started again with them once it has exited (a camera whose worker
+    had ended is started again), the change's keys logged; a change that cannot be used (as an added camera's)
+    is logged and the worker runs on as it was, tried again when they change. A change of ``ground_truth``
+    alone, which the worker does not read, is taken for the run's scores without a restart. A camera started
+    again is placed as an added one is (a recording from its new start: ``joining_environment``), and the report
+    takes its new run (``ran``): the files its folder holds, an earlier run's having been put aside or removed as
+    at any start (``_ready_camera_dir``). The settings the cameras share (``_shared``: bridge, identity, fleet,
+    ...) are not followed beyond what the workers take themselves (the camera list, and live workers
+    ``identity.adjacency``): a change to them is logged once, naming its keys, as taking a restart of the fleet
+    (a camera started from then on, added or restarted, takes them)."""
 
     def __init__(
         self, config: Path, settings: Settings, start: Callable[[Settings, str], CameraProcess]
     ) -> None:
         self.config = config
-        self.ran: dict[str, CameraConfig] = dict(
-            settings.cameras
-        )  # every camera run, as started: the report's
+        # every camera run, as its last worker was started: the report's (a camera restarted: its new run's)
+        self.ran: dict[str, CameraConfig] = dict(settings.cameras)
         self._start = start
         self._watch = ConfigWatch(config, "fleet", keeps="the fleet keeps the cameras it runs")
+        self._first = settings  # the file the fleet started with (its workers' shared settings)
         self._wanted = settings  # the file as last taken
         self._members = set(settings.cameras)  # the cameras the fleet runs (a worker may have ended)
-        self._refused: dict[str, CameraConfig] = {}  # added cameras not started, as they were
+        self._running = {n: _own(settings, n) for n in settings.cameras}  # members' settings, as started
+        self._refused: dict[str, dict[str, Any]] = {}  # cameras not started (again), as they were (_own)
+        self._restarting: set[str] = set()  # cameras whose worker is stopped to start again with new settings
+        self._shared_said: list[str] = []  # the shared keys last said to differ from the fleet's start
         self._polled: tuple[int, ...] | None = None
 
     def tick(self, cams: list[CameraProcess], stops: _Stops, exits: _Exits) -> None:
-        """Take the file if it changed: stop the workers of the cameras removed, start those added."""
+        """Take the file if it changed: stop the workers of the cameras removed, and of those whose settings
+        changed, start those added and those stopped to start again."""
         new = self._settled_change()
         if new is not None:
             self._wanted = new
+            self._say_shared(new)
         wanted = self._wanted.cameras
+        self._restarting &= set(wanted)
         for name in sorted(self._members - set(wanted)):
             self._members.discard(name)
             self._remove(name, cams, stops, exits)
+        if new is not None:
+            for name in sorted(self._members):
+                self._follow_camera(name, cams, stops, exits)
         for name in wanted:
-            if name in self._members or self._refused.get(name) == wanted[name]:
+            if name in self._members or self._refused.get(name) == _own(self._wanted, name):
                 continue
             if any(c.name == name and c.proc.poll() is None for c in cams):
-                continue  # removed and added back: its earlier worker is still stopping
+                continue  # removed and added back, or restarted: its earlier worker is still stopping
             joined = self._join(name)
             if joined is not None:
                 cams.append(joined)
@@ -333,6 +355,77 @@ class _Follow:
             self._polled = state
             return None
         return self._watch.changed()
+
+    def _say_shared(self, new: Settings) -> None:
+        """Log, once per change, the shared settings that differ from those the fleet started with: its workers
+        take them only when they start."""
+        changed = _changed_keys(_shared(self._first), _shared(new))
+        if all(live_source(c.source) for c in new.cameras.values()):  # each live worker takes it itself
+            changed = [k for k in changed if k != "identity.adjacency"]
+        if changed == self._shared_said:
+            return
+        self._shared_said = changed
+        if changed:
+            log.warning(
+                "%s: %s changed: the workers running keep what they started with until the fleet is restarted "
+                "(a camera started from now, added or restarted, takes the new settings)",
+                self.config,
+                ", ".join(changed),
+            )
+        else:
+            log.info(
+                "%s: the settings the cameras share are back as the fleet started with them", self.config
+            )
+
+    def _follow_camera(self, name: str, cams: list[CameraProcess], stops: _Stops, exits: _Exits) -> None:
+        """Camera ``name``'s own settings as last taken: its worker stopped to start again with them where they
+        changed (``tick`` starts it once it has exited), the change taken without a restart where the worker
+        does not read it (``ground_truth``), logged and left alone where they cannot be used."""
+        own = _own(self._wanted, name)
+        changed = _changed_keys(self._running[name], own)
+        if not changed:
+            self._refused.pop(name, None)
+            return
+        if self._refused.get(name) == own:  # refused as it is: said then
+            return
+        try:
+            _check_added(self.config.parent, self._wanted, name)
+        except (ConfigError, OSError) as e:
+            self._refused[name] = own
+            log.error(
+                "camera %s's settings changed in %s (%s) but are not taken: %s; its worker runs on as it was "
+                "(they are tried again when they change)",
+                name,
+                self.config,
+                ", ".join(changed),
+                e,
+            )
+            return
+        self._refused.pop(name, None)
+        if changed == [f"cameras.{name}.ground_truth"]:
+            self._running[name] = own
+            self.ran[name] = self._wanted.cameras[name]
+            log.info(
+                "camera %s: %s taken for the run's scores (its worker does not read it: not restarted)",
+                name,
+                changed[0],
+            )
+            return
+        running = [c for c in cams if c.name == name and c.proc.poll() is None]
+        for c in running:
+            exits.removed(c, "to start again with its new settings")
+        stops.ask(running)
+        self._members.discard(name)
+        self._restarting.add(name)
+        log.info(
+            "camera %s's settings changed in %s (%s): %s",
+            name,
+            self.config,
+            ", ".join(changed),
+            "stopping its worker to start it again with them"
+            if running
+            else "its worker had ended: starting it again with them",
+        )
 
     def _remove(self, name: str, cams: list[CameraProcess], stops: _Stops, exits: _Exits) -> None:
         running = [c for c in cams if c.name == name and c.proc.poll() is None]
@@ -346,24 +439,72 @@ class _Follow:
 
     def _join(self, name: str) -> CameraProcess | None:
         settings = self._wanted
+        again = name in self._restarting
         try:
             _check_added(self.config.parent, settings, name)
             _ready_camera_dir(settings, name)
             joined = self._start(settings, name)
         except (ConfigError, OSError) as e:
-            self._refused[name] = settings.cameras[name]
+            self._refused[name] = _own(settings, name)
             log.error(
-                "camera %s, added to %s, is not started: %s; the other cameras run on (it is tried again when "
-                "its settings change)",
+                "camera %s, %s %s, is not started%s: %s; the other cameras run on (it is tried again when its "
+                "settings change)",
                 name,
+                "whose settings changed in" if again else "added to",
                 self.config,
+                " again" if again else "",
                 e,
             )
             return None
         self._refused.pop(name, None)
+        self._restarting.discard(name)
         self.ran[name] = settings.cameras[name]
-        log.info("camera %s was added to %s: its worker started (pid %d)", name, self.config, joined.proc.pid)
+        self._running[name] = _own(settings, name)
+        log.info(
+            "camera %s %s %s: its worker started (pid %d)",
+            name,
+            "was started again with its settings in" if again else "was added to",
+            self.config,
+            joined.proc.pid,
+        )
         return joined
+
+
+_NOT_SET = object()
+
+
+def _own(settings: Settings, name: str) -> dict[str, Any]:
+    """Camera ``name``'s own settings as flat dotted keys (``cameras.<name>.detector.score_threshold``): its
+    section (``camera_defaults`` merged into it) and its ``ops.camera_ports`` entry."""
+    own = _flat(settings.cameras[name].model_dump(), f"cameras.{name}")
+    own[f"ops.camera_ports.{name}"] = settings.ops.camera_ports.get(name)
+    return own
+
+
+def _shared(settings: Settings) -> dict[str, Any]:
+    """The settings every camera's worker takes besides its own (``_own``), as flat dotted keys."""
+    doc = settings.model_dump(exclude={"cameras", "camera_defaults"})
+    doc["ops"].pop("camera_ports", None)
+    return _flat(doc, "")
+
+
+def _flat(doc: dict[str, Any], at: str) -> dict[str, Any]:
+    """``doc``'s values by dotted key under ``at``, mappings opened (lists and other values kept whole)."""
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        path = f"{at}.{key}" if at else str(key)
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def _changed_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The keys whose values differ (one of them missing included), sorted."""
+    return sorted(
+        k for k in before.keys() | after.keys() if before.get(k, _NOT_SET) != after.get(k, _NOT_SET)
+    )
 
 
 def _check_added(folder: Path, settings: Settings, name: str) -> None:
@@ -389,7 +530,8 @@ class _Exits:
 
     def __init__(self, withdrawals: _Withdrawals | None, stopping: Callable[[], bool]) -> None:
         self._seen: set[CameraProcess] = set()
-        self._removed: set[CameraProcess] = set()  # stopped because their camera left the fleet's YAML
+        # stopped by the fleet's following of its YAML (``_Follow``), and why
+        self._removed: dict[CameraProcess, str] = {}
         self._withdrawals = withdrawals
         self._stopping = stopping
 
@@ -398,9 +540,10 @@ class _Exits:
         or (``removed``) the stop of a camera taken out of its YAML."""
         return 0 if code in _STOPPED_BY_SIGNAL and (removed or self._stopping()) else code
 
-    def removed(self, c: CameraProcess) -> None:
-        """``c`` is being stopped because its camera was taken out of the fleet's YAML."""
-        self._removed.add(c)
+    def removed(self, c: CameraProcess, why: str = "taken out of the fleet's config") -> None:
+        """``c`` is being stopped by the fleet's following of its YAML (``why``: its camera was taken out of it,
+        or its settings changed there); its exit by the signal is not a failure."""
+        self._removed[c] = why
 
     def codes(self, cams: Sequence[CameraProcess]) -> dict[str, int]:
         """Each camera's exit code as the fleet counts it, once all have exited: of a camera run more than once
@@ -429,7 +572,7 @@ class _Exits:
     def _exited(self, c: CameraProcess, code: int) -> None:
         if code == 0:
             if c in self._removed:
-                log.info("camera %s has stopped (taken out of the fleet's config)", c.name)
+                log.info("camera %s has stopped (%s)", c.name, self._removed[c])
             return
         log.error("camera %s exited with %d; the end of its log:\n%s", c.name, code, _tail(c.log_path))
         if self._withdrawals is not None:
@@ -535,7 +678,11 @@ def _following(
     """The fleet's YAML followed while it runs (``_Follow``), unless the run keeps a fixed set of cameras (said
     in the log): a lockstep replay (its cameras wait for each other from the first frame), or ``--cameras``."""
     if _followed(settings, cameras):
-        log.info("following %s: a camera added to it is started, one taken out of it stopped", config)
+        log.info(
+            "following %s: a camera added to it is started, one taken out of it stopped, one whose own settings "
+            "change started again with them",
+            config,
+        )
         return _Follow(config, settings, start)
     if settings.fleet.lockstep:
         log.info(
