@@ -661,10 +661,13 @@ class FleetLink:
         self.bridge.start(wait_s=cfg.ready_timeout_s)
         self._started = True
         self.first_track_id = self._first_track_id() if live and not self._interrupted else 1
-        if live and self._idle_expiry is None:
+        # a replay's identities expire on its frames' times; its config file is followed unless it is in
+        # lockstep (whose cameras are fixed from the start, as `reid-daemon fleet` keeps them)
+        watching = self._watch is not None and not cfg.lockstep
+        if (live or watching) and self._idle_expiry is None:
             self._idle_stop.clear()
             self._idle_expiry = threading.Thread(
-                target=self._expire_while_idle, name=f"idle-expiry:{self.camera}", daemon=True
+                target=self._expire_while_idle, args=(live,), name=f"idle-expiry:{self.camera}", daemon=True
             )
             self._idle_expiry.start()
         log.info(
@@ -818,14 +821,15 @@ class FleetLink:
             self._erasing.update(taken)
         return taken
 
-    def _expire_while_idle(self) -> None:
-        """A live camera's: let the resolver expire what is due every IDLE_EXPIRY_S, frames or none, and take the
-        cameras of its config file when it changed (every CONFIG_CHECK_S). An exception ends it, kept for
-        ``check_idle``."""
+    def _expire_while_idle(self, live: bool) -> None:
+        """A live camera's: let the resolver expire what is due every IDLE_EXPIRY_S, frames or none; and a live
+        camera's or a replay's out of lockstep: take the cameras of its config file when it changed (every
+        CONFIG_CHECK_S). An exception ends it, kept for ``check_idle``."""
         check_at = time.monotonic()
         try:
             while not self._idle_stop.wait(IDLE_EXPIRY_S):
-                self.resolver.expire_idle(monotonic_reading())
+                if live:
+                    self.resolver.expire_idle(monotonic_reading())
                 if self._watch is not None and time.monotonic() >= check_at:
                     check_at = time.monotonic() + CONFIG_CHECK_S
                     new = self._watch.changed()

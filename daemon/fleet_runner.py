@@ -303,9 +303,10 @@ class _Follow:
     again is placed as an added one is (a recording from its new start: ``joining_environment``), and the report
     takes its new run (``ran``): the files its folder holds, an earlier run's having been put aside or removed as
     at any start (``_ready_camera_dir``). The settings the cameras share (``_shared``: bridge, identity, fleet,
-    ...) are not followed beyond what the workers take themselves (the camera list, and live workers
-    ``identity.adjacency``): a change to them is logged once, naming its keys, as taking a restart of the fleet
-    (a camera started from then on, added or restarted, takes them)."""
+    ...) are not followed beyond what the workers take themselves (the camera list and ``identity.adjacency``:
+    a followed fleet is not in lockstep, and its workers, live or replaying, follow the file too): a change to
+    them is logged once, naming its keys, as taking a restart of the fleet (a camera started from then on, added
+    or restarted, takes them)."""
 
     def __init__(
         self, config: Path, settings: Settings, start: Callable[[Settings, str], CameraProcess]
@@ -360,8 +361,7 @@ class _Follow:
         """Log, once per change, the shared settings that differ from those the fleet started with: its workers
         take them only when they start."""
         changed = _changed_keys(_shared(self._first), _shared(new))
-        if all(live_source(c.source) for c in new.cameras.values()):  # each live worker takes it itself
-            changed = [k for k in changed if k != "identity.adjacency"]
+        changed = [k for k in changed if k != "identity.adjacency"]  # each worker takes it itself
         if changed == self._shared_said:
             return
         self._shared_said = changed

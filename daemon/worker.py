@@ -387,7 +387,7 @@ class CameraWorker:
     ) -> None:
         self.settings = settings
         self.config_path = (
-            config_path  # the file settings came from: a live fleet camera takes its camera list
+            config_path  # the file settings came from: a fleet camera out of lockstep takes its camera list
         )
         self.observers: list[WorkerObserver] = list(observers or [])
         self.name, self.cam = settings.camera(name)

@@ -31,6 +31,7 @@ from daemon.config import BridgeConfig, IdentityConfig, SecretSource, Settings, 
 from daemon.embedding import LEFTOVER_AGE_S
 from daemon.errors import ConfigError, DataError
 from daemon.fleet import (
+    CONFIG_CHECK_S,
     IDLE_EXPIRY_S,
     MAX_SPANS,
     FleetClock,
@@ -1341,6 +1342,47 @@ def test_a_live_worker_takes_the_cameras_its_config_file_lists_when_it_changes(
             assert c.flush(2.0)
             assert _wait(lambda: a.bridge.stats.rejected.unlisted == unlisted + 1)
         assert 503 not in a.resolver.store
+    finally:
+        a.close()
+
+
+@pytest.mark.parametrize("lockstep", [False, True])
+def test_a_replay_out_of_lockstep_takes_the_cameras_its_config_file_lists_when_it_changes(
+    tmp_path: Path, valkey: EmbeddedValkey, caplog: pytest.LogCaptureFixture, lockstep: bool
+) -> None:
+    """`reid-daemon fleet` follows its YAML for a paced replay (not lockstep) as for live cameras, starting the
+    cameras added to it, but only a live worker read its config file again: the replays running refused the
+    added camera's batches ('unlisted') to their end. A replay out of lockstep takes the camera list as a live
+    worker does; one in lockstep keeps the cameras it started with, as the fleet does."""
+    settings = _settings(tmp_path, valkey.url)  # cameras a and b
+    cfg = tmp_path / "fleet.yaml"
+    listed = yaml.safe_load(cfg.read_text())
+    listed["fleet"]["lockstep"] = lockstep
+    cfg.write_text(yaml.safe_dump(listed))
+    settings = load_settings(cfg)
+    a = FleetLink(settings, "a", DIM, config_path=cfg).start(live=False)  # type: ignore[arg-type]
+    try:
+        with caplog.at_level(logging.INFO, logger="daemon"):
+            listed["cameras"]["c"] = {"source": {"uri": str(tmp_path / "c.mp4")}}
+            cfg.write_text(yaml.safe_dump(listed))
+            if lockstep:  # a followed file is read within CONFIG_CHECK_S: twice that, and c starts sending
+                time.sleep(2 * CONFIG_CHECK_S + IDLE_EXPIRY_S)
+            else:
+                assert _wait(lambda: a.cameras == {"a", "b", "c"}, 10.0), caplog.text
+            with Bridge(settings.bridge, "c", receive=False) as c:  # type: ignore[attr-defined]
+                assert c.flush(2.0)  # its hello, in a batch of its own
+                c.publish(
+                    FleetMessage(
+                        "profile", "c", 1, 701, timestamp=time.time(), quality=0.9, embeddings=PEOPLE[:1]
+                    )
+                )
+                assert c.flush(2.0)
+                if lockstep:
+                    assert _wait(lambda: a.bridge.stats.rejected.unlisted == 2)  # c's hello and profile
+                    assert a.cameras == {"a", "b"} and "added: c" not in caplog.text
+                else:
+                    assert _wait(lambda: 701 in a.resolver.store), a.bridge.stats
+                    assert a.bridge.stats.rejected.unlisted == 0 and "added: c; removed: none" in caplog.text
     finally:
         a.close()
 
