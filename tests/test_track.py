@@ -255,3 +255,44 @@ def test_tracker_frame_rate_is_accepted_with_a_warning(caplog: pytest.LogCapture
         TrackerConfig(frame_rate=7)  # a config is validated more than once: said once a process
     assert caplog.text.count("tracker.frame_rate (7) has no effect") == 1
     assert _frames_until_ended(cfg) == _frames_until_ended(TrackerConfig(track_buffer=60))
+
+
+def _panned_world() -> tuple[np.ndarray, list[int]]:
+    """A site of solid shapes (what sparse optical flow finds corners on) and a camera panning across it in
+    jumps: still for five frames, then 70 px to the right (more than a 40 px wide person moves, so IoU is 0)."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    world = np.full((800, 1400, 3), 90, np.uint8)
+    for _ in range(400):
+        x, y = int(rng.integers(0, 1400)), int(rng.integers(0, 800))
+        w, h = int(rng.integers(10, 80)), int(rng.integers(10, 80))
+        cv2.rectangle(world, (x, y), (x + w, y + h), tuple(int(v) for v in rng.integers(0, 255, 3)), -1)
+    pans = list(itertools.accumulate(70 if f % 6 == 0 else 0 for f in range(30)))
+    return world, pans
+
+
+@pytest.mark.parametrize(("method", "kept"), [("none", False), ("sof", True)])
+def test_camera_motion_compensation_keeps_people_standing_still_while_the_camera_pans(
+    method: str, kept: bool
+) -> None:
+    """tracker.cmc_method was passed to BoxMOT untested: two people standing still while the camera jumps sideways
+    by more than their width. Without compensation each jump ends both tracks and starts two more; with it
+    (sparse optical flow) the tracks are moved with the picture and keep their ids."""
+    world, pans = _panned_world()
+    t = BotSortTracker("cam", TrackerConfig(cmc_method=method), EmbedderConfig(), use_embeddings=False)
+    seen: set[int] = set()
+    for pan in pans:
+        view = np.ascontiguousarray(world[100:580, pan : pan + 640])
+        boxes = [(x - pan, y, x - pan + 40, y + 100) for x, y in ((500, 300), (600, 320))]
+        seen |= {tr.track_id for tr in t.update(_dets(*boxes), None, view).tracks}
+    assert (seen == {1, 2}) is kept, sorted(seen)
+    assert len(seen) >= 2 * (1 + sum(b > a for a, b in itertools.pairwise(pans))) or kept  # two per jump
+
+
+@pytest.mark.parametrize("method", ["ecc", "orb", "sift", "sof"])
+def test_the_configured_camera_motion_compensation_is_the_one_boxmot_runs(method: str) -> None:
+    t = BotSortTracker("cam", TrackerConfig(cmc_method=method), EmbedderConfig(), use_embeddings=False)
+    assert type(t._bm.cmc).__name__.lower() == method
+    off = BotSortTracker("cam", TrackerConfig(cmc_method="none"), EmbedderConfig(), use_embeddings=False)
+    assert off._bm.cmc is None
