@@ -845,9 +845,16 @@ def _search_query(args: argparse.Namespace, embedder: Any, detector: Any) -> tup
     check_embedder(gallery, embedder, "the embedder's output")  # its rows are compared with the embedder's
     rows = [i for i, label in enumerate(gallery.labels) if label == args.label]
     if not rows:
-        known = ", ".join(repr(x) for x in gallery.unique_labels[:10])
-        raise DataError(f"{args.gallery} has no label {args.label!r} (it has {known} ...)")
+        raise DataError(f"{args.gallery} has no label {args.label!r} ({_labels_held(gallery.unique_labels)})")
     return gallery.embeddings[rows], float(gallery.threshold)
+
+
+def _labels_held(labels: list[str], shown: int = 10) -> str:
+    """What a gallery's ``labels`` are, for an error: the first ``shown``, then how many more; or that it is empty."""
+    if not labels:
+        return "the gallery is empty"
+    more = f" and {len(labels) - shown} more" if len(labels) > shown else ""
+    return f"it has {', '.join(repr(x) for x in labels[:shown])}{more}"
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -529,3 +529,27 @@ def test_recognize_given_a_video_points_to_search_and_run(
     photo.write_bytes(sorted((gallery.parent / "refs").glob("*.jpg"))[0].read_bytes())
     assert main(["-q", "recognize", str(photo), "-g", str(gallery), "--json", *_model(mobilenet_model)]) == 0
     capsys.readouterr()
+
+
+def test_search_for_a_label_the_gallery_lacks_names_the_labels_it_has_and_no_more(
+    gallery: Path, data: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    """`search --gallery G --label L` for a label G lacks listed G's first 10 labels followed by '...' whatever
+    their number: the 8 labels of a gallery of 8 ended in '...' as if more were left out, and an empty gallery
+    said '(it has  ...)'; it lists them all (up to 10, then how many more), or says the gallery is empty."""
+    search = ["-q", "search", str(data / "frames"), "--label", "nobody", "-k", "1", *_model(mobilenet_model)]
+    assert main([*search, "-g", str(gallery)]) == 1
+    err = capsys.readouterr().err
+    assert "'person 01'" in err and "..." not in err and "more" not in err, err
+    empty = tmp_path / "empty.npz"
+    Gallery(1280).save(empty)
+    assert main([*search, "-g", str(empty)]) == 1
+    err = capsys.readouterr().err
+    assert "empty.npz" in err and "'nobody'" in err and "is empty" in err and "it has" not in err, err
+    many = tmp_path / "many.npz"
+    g = Gallery(1280)
+    g.add_many([f"p{i:02d}" for i in range(13)], [[1.0] * 1280] * 13)
+    g.save(many)
+    assert main([*search, "-g", str(many)]) == 1
+    err = capsys.readouterr().err
+    assert "'p09'" in err and "'p10'" not in err and "and 3 more" in err, err
