@@ -287,13 +287,15 @@ def verify(gallery: Gallery, *, config: RecognitionConfig | None = None) -> Veri
     index = {name: i for i, name in enumerate(names)}
     ids = np.asarray([index[x] for x in labels], dtype=np.intp)
     emb = np.asarray(gallery.embeddings, dtype=np.float32)
-    scan = _Scan(emb, ids, len(names), cfg.confusable_pairs)
+    top = max(cfg.confusable_pairs, MAX_ADVICE_ITEMS)  # the advice names pairs however few the report lists
+    scan = _Scan(emb, ids, len(names), top)
     scan.run()
     refs = tuple(_reference(i, labels, scan) for i in range(len(labels)))
     per_label = tuple(_label_check(name, [r for r in refs if r.label == name]) for name in names)
-    pairs = _top_pairs(scan, emb, ids, names, cfg.confusable_pairs)
-    report = VerifyReport(refs, per_label, pairs, float(gallery.threshold), cfg.margin_warn)
-    return replace(report, advice=advise(report))
+    pairs = _top_pairs(scan, emb, ids, names, top)
+    shown = pairs[: cfg.confusable_pairs]
+    report = VerifyReport(refs, per_label, shown, float(gallery.threshold), cfg.margin_warn)
+    return replace(report, advice=advise(report, pairs))
 
 
 def _reference(i: int, labels: Sequence[str], scan: _Scan) -> ReferenceCheck:
@@ -335,14 +337,16 @@ def _top_pairs(
     return tuple(out)
 
 
-def advise(report: VerifyReport) -> tuple[str, ...]:
-    """Plain advice from a verification: what is wrong with the references and what to do about it."""
+def advise(report: VerifyReport, pairs: Sequence[ConfusablePair] | None = None) -> tuple[str, ...]:
+    """Plain advice from a verification: what is wrong with the references and what to do about it. ``pairs``:
+    the most similar label pairs, best first, the threshold advice draws on (default: those the report lists,
+    which ``confusable_pairs`` may cut shorter than the advice names)."""
     advice = [
         *_advise_copies(report),
         *_advise_singles(report),
         *_advise_failures(report),
         *_advise_margins(report),
-        *_advise_threshold(report),
+        *_advise_threshold(report, report.pairs if pairs is None else pairs),
     ]
     if not advice and report.checked:
         worst = min((m for r in report.references if (m := r.margin) is not None), default=None)
@@ -415,10 +419,10 @@ def _advise_margins(report: VerifyReport) -> list[str]:
     ]
 
 
-def _advise_threshold(report: VerifyReport) -> list[str]:
+def _advise_threshold(report: VerifyReport, pairs: Sequence[ConfusablePair]) -> list[str]:
     t = report.threshold
     low = sorted({r.label for r in report.references if r.best_correct is not None and r.best_correct < t})
-    high = [p for p in report.pairs if p.similarity >= t]
+    high = [p for p in pairs if p.similarity >= t]
     out = []
     if low:
         out.append(
@@ -426,9 +430,9 @@ def _advise_threshold(report: VerifyReport) -> list[str]:
             "photo may go unrecognised; add references or lower the threshold"
         )
     if high:
-        pairs = ", ".join(f"{p.label_a!r}/{p.label_b!r} {p.similarity:.3f}" for p in high[:MAX_ADVICE_ITEMS])
+        named = ", ".join(f"{p.label_a!r}/{p.label_b!r} {p.similarity:.3f}" for p in high[:MAX_ADVICE_ITEMS])
         out.append(
-            f"different labels reach the threshold {t:.3f} ({pairs}): a query may match the wrong person"
+            f"different labels reach the threshold {t:.3f} ({named}): a query may match the wrong person"
         )
     suggested = report.suggested_threshold
     if (low or high) and suggested is not None:

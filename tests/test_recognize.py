@@ -302,6 +302,26 @@ def test_verify_advice_lists_the_five_worst_margins_and_every_pair_over_the_thre
     assert any("reach the threshold 0.500 ('a0'/'b0' 0.600, 'a1'/'b1' 0.500)" in a for a in advice)
 
 
+def test_verify_warns_of_labels_reaching_the_threshold_however_few_pairs_it_lists() -> None:
+    """`verify --pairs N` (confusable_pairs) sets how many confusable pairs the report lists, but the advice
+    that different labels reach the threshold was drawn from that list alone: --pairs 0 dropped it (a gallery
+    where every label matched the others at 0.8, threshold 0.5, got no word of it) and --pairs 1 named one pair
+    of three; the advice names the pairs at or over the threshold (up to MAX_ADVICE_ITEMS) whatever is listed."""
+    g = Gallery(3, threshold=0.5)
+    rows = {"ann": [[1.0, 0.0, 0.0], [0.9, 0.1, 0.0]], "bob": [[0.8, 0.6, 0.0], [0.7, 0.7, 0.0]]}
+    rows["cat"] = [[0.8, 0.0, 0.6], [0.7, 0.0, 0.7]]
+    for label, vs in rows.items():
+        for v in vs:
+            g.add(label, v)
+    every = verify(g, config=RecognitionConfig(confusable_pairs=3))
+    (reach,) = [a for a in every.advice if "different labels reach the threshold" in a]
+    assert reach.count("/") == 3, reach
+    for shown in (0, 1):
+        report = verify(g, config=RecognitionConfig(confusable_pairs=shown))
+        assert len(report.pairs) == shown
+        assert reach in report.advice, report.advice
+
+
 def test_verify_worst_margin_of_a_label_is_its_lowest() -> None:
     g = _clustered(3, 3, [4, 4, 4], noise=0.6)
     report = verify(g)
