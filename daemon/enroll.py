@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import time
 import unicodedata
@@ -91,6 +92,8 @@ def parse_reference_name(path: StrPath, naming: EnrollConfig | None = None) -> R
     """Parse ``[SET-]name[--VARIANT].ext`` (see the module doc); ValueError when no label is left."""
     cfg = naming or EnrollConfig()
     p = Path(path)
+    if not is_utf8(p.name):
+        raise ValueError(f"{shown(p.name)}: the file name is not UTF-8 ({NOT_UTF8})")
     rest, variant = _split_variant(p.stem, cfg.variant_separator)
     set_code, rest = _split_set(rest, cfg)
     label = unicodedata.normalize("NFC", " ".join(rest.replace(cfg.word_separator, " ").split()))
@@ -103,12 +106,32 @@ def parse_reference_name(path: StrPath, naming: EnrollConfig | None = None) -> R
 
 def folder_label(path: Path, naming: EnrollConfig) -> ReferenceName:
     """``refs/A12-jane_doe/3.jpg``: the folder's name read as a file name is ("A12", "jane doe"), the file's
-    name is the variant; ValueError naming the folder when it leaves no label."""
+    name is the variant; ValueError naming the folder when it leaves no label or is not UTF-8."""
+    if not is_utf8(path.parent.name):
+        raise ValueError(f"folder {shown(path.parent.name)}: its name is not UTF-8 ({NOT_UTF8})")
     try:
         ref = parse_reference_name(Path(path.parent.name + path.suffix), naming)
     except ValueError as e:
         raise ValueError(f"folder {path.parent.name}: its name leaves no label ([SET-]name)") from e
     return ReferenceName(ref.label, ref.set_code, path.stem, path)
+
+
+NOT_UTF8: Final = "written in another encoding, Latin-1 say: a label cannot be read from it; rename it"
+
+
+def is_utf8(name: str) -> bool:
+    """Whether the file name ``name`` (as Python reads it: bytes that are not UTF-8 become lone surrogates) is
+    UTF-8, so that a label, a gallery file and a URL can hold what it says."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(name: str | Path) -> str:
+    """``name`` printable whatever its bytes: those that are not UTF-8 as ``\\xe9``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _split_variant(stem: str, sep: str) -> tuple[str, str | None]:
@@ -403,7 +426,7 @@ class EnrollReport:
 
     def text(self, max_skipped: int = 20) -> str:
         lines = [
-            f"enrolled {len(self.enrolled)} image(s) of {len(self.labels)} label(s) from {self.folder} "
+            f"enrolled {len(self.enrolled)} image(s) of {len(self.labels)} label(s) from {shown(self.folder)} "
             f"in {self.timings.total_ms / 1000:.1f} s; the gallery holds {self.gallery_size} entries"
         ]
         for label in self.labels:
@@ -417,7 +440,7 @@ class EnrollReport:
             lines += [f"  {p}" for p in self.removed]
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} file(s):")
-            lines += [f"  {s.path}: {s.reason}" for s in self.skipped[:max_skipped]]
+            lines += [f"  {shown(s.path)}: {s.reason}" for s in self.skipped[:max_skipped]]
             if len(self.skipped) > max_skipped:
                 lines.append(f"  ... and {len(self.skipped) - max_skipped} more (--json lists all)")
         if self.saved is not None:

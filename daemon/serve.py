@@ -269,9 +269,10 @@ def reference_urls(folder: Path | None, naming: EnrollConfig) -> dict[str, list[
             continue
         try:
             label = (folder_label(path, naming) if by_folder else parse_reference_name(path, naming)).label
-        except ValueError:
+            url = reference_url(path.relative_to(folder).as_posix())
+        except ValueError:  # no label, or a name that is not UTF-8 (no URL either: enroll leaves it out)
             continue
-        urls.setdefault(label, []).append(reference_url(path.relative_to(folder).as_posix()))
+        urls.setdefault(label, []).append(url)
     return urls
 
 

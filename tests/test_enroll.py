@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import unicodedata
 from pathlib import Path
 
@@ -232,6 +233,38 @@ def test_enroll_labels_from_folders_one_per_person(tmp_path: Path) -> None:
     reasons = {s.path.relative_to(refs).as_posix(): s.reason for s in report.skipped}
     assert reasons["loose.png"] == "not in a person's folder (labels come from folder names)"
     assert reasons["___/1.png"] == "folder ___: its name leaves no label ([SET-]name)"
+
+
+def test_a_reference_whose_name_is_not_utf8_is_skipped_naming_it(tmp_path: Path) -> None:
+    """A photo whose file name is not UTF-8 (b'caf\\xe9.jpg': Latin-1, from an old camera, a Windows share or a
+    zip) crashed enroll with a traceback (codec's 'surrogates not allowed' from the gallery's label check) and
+    enrolled nothing; it is skipped, named printably, as any file that cannot be used, and so is a person's
+    folder so named with --label-from folder."""
+
+    def write(path: Path, colour: tuple[int, int, int]) -> None:  # cv2.imwrite crashes on such a name
+        path.write_bytes(cv2.imencode(".png", np.full((40, 20, 3), colour, np.uint8))[1].tobytes())
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    write(refs / "ann.png", (0, 0, 250))
+    write(refs / os.fsdecode(b"caf\xe9--1.png"), (0, 250, 0))
+    write(refs / os.fsdecode(b"bob--\xe9t\xe9.png"), (250, 0, 0))  # the variant alone
+    report = enroll(refs, MeanColour(), Gallery(MeanColour.dim))
+    assert report.labels == ["ann"]
+    reasons = {os.fsencode(s.path.name): s.reason for s in report.skipped}
+    assert set(reasons) == {b"caf\xe9--1.png", b"bob--\xe9t\xe9.png"}
+    assert reasons[b"caf\xe9--1.png"].startswith("caf\\xe9--1.png: the file name is not UTF-8"), reasons
+    report.text().encode("utf-8")  # printable on any terminal: no lone surrogates
+    people = tmp_path / "people"
+    for person in ("ann", os.fsdecode(b"jos\xe9")):
+        (people / person).mkdir(parents=True)
+        write(people / person / "1.png", (0, 0, 250))
+    report = enroll(people, MeanColour(), Gallery(MeanColour.dim), naming=EnrollConfig(label_from="folder"))
+    assert report.labels == ["ann"]
+    ((skipped, reason),) = [(s.path, s.reason) for s in report.skipped]
+    assert os.fsencode(skipped.parent.name) == b"jos\xe9"
+    assert reason.startswith("folder jos\\xe9: its name is not UTF-8"), reason
+    report.text().encode("utf-8")
 
 
 def test_enroll_bad_inputs(tmp_path: Path, refs: Path) -> None:
