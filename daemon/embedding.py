@@ -534,6 +534,26 @@ def _crop_from(c: dict[str, Any]) -> CropRef:
 # ---------------------------------------------------------------------------------------------- inputs
 
 
+NOT_UTF8: Final = "written in another encoding, Latin-1 say: rename it"
+"""What to do about a file name that is not UTF-8 (``is_utf8``)."""
+
+
+def is_utf8(name: str | Path) -> bool:
+    """Whether the file name or path ``name`` (as Python reads it: bytes that are not UTF-8 become lone
+    surrogates) is UTF-8, so that a label, a URL, and OpenCV (whose Python binding kills the process on such a
+    name: a segfault) can take it."""
+    try:
+        str(name).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(name: str | Path) -> str:
+    """``name`` printable whatever its bytes: those that are not UTF-8 as ``\\xe9``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def read_image(path: StrPath) -> ImageBGR:
     """An image file as HxWx3 uint8 BGR; DataError naming the path when it is missing or cannot be decoded."""
     p = Path(path)
@@ -813,6 +833,8 @@ def iter_video(
     """Every ``every``-th frame of a video file (``Frame.index`` is the 0-based position in the file)."""
     if not path.is_file():
         raise DataError(f"video not found: {path}" if not path.exists() else f"not a video file: {path}")
+    if not is_utf8(path):  # OpenCV cannot be given its name
+        raise DataError(f"{shown(path)}: the video's path is not UTF-8 ({NOT_UTF8})")
     cfg = SourceConfig(uri=str(path), kind="file", stride=every, max_frames=max_frames)
     with open_source(cfg, name=str(path)) as src:
         bar = tqdm(total=src.frame_count, unit="frame", disable=not progress, dynamic_ncols=True)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import time
 import unicodedata
@@ -42,16 +41,19 @@ from tqdm import tqdm
 from daemon.config import EnrollConfig
 from daemon.embed import crop_boxes, embedder_signature
 from daemon.embedding import (
+    NOT_UTF8,
     Box,
     StrPath,
     Timings,
     atomic_write,
     embed_crops,
     is_image_file,
+    is_utf8,
     largest,
     list_files,
     not_an_image,
     read_image,
+    shown,
     whole_box,
 )
 from daemon.errors import DataError
@@ -114,24 +116,6 @@ def folder_label(path: Path, naming: EnrollConfig) -> ReferenceName:
     except ValueError as e:
         raise ValueError(f"folder {path.parent.name}: its name leaves no label ([SET-]name)") from e
     return ReferenceName(ref.label, ref.set_code, path.stem, path)
-
-
-NOT_UTF8: Final = "written in another encoding, Latin-1 say: a label cannot be read from it; rename it"
-
-
-def is_utf8(name: str) -> bool:
-    """Whether the file name ``name`` (as Python reads it: bytes that are not UTF-8 become lone surrogates) is
-    UTF-8, so that a label, a gallery file and a URL can hold what it says."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def shown(name: str | Path) -> str:
-    """``name`` printable whatever its bytes: those that are not UTF-8 as ``\\xe9``."""
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _split_variant(stem: str, sep: str) -> tuple[str, str | None]:

@@ -47,6 +47,7 @@ from daemon.embedding import (
     Timings,
     embed,
     is_image_file,
+    is_utf8,
     iter_frames,
 )
 from daemon.errors import DataError
@@ -562,7 +563,9 @@ def refuse_videos(paths: Sequence[StrPath], gallery: StrPath | None) -> None:
 def _is_video(path: Path) -> bool:
     """A file that is no image (by its name or its bytes) and that OpenCV plays, a frame at least (a text file
     plays too, as its characters: not a video here)."""
-    if not path.is_file() or is_image_file(path) or cv2.haveImageReader(str(path)) or is_text_file(path):
+    if not path.is_file() or is_image_file(path) or not is_utf8(path):  # OpenCV cannot be given such a name
+        return False
+    if cv2.haveImageReader(str(path)) or is_text_file(path):
         return False
     cap = cv2.VideoCapture(str(path))
     try:
@@ -821,8 +824,7 @@ def write_hits(ranked: Sequence[tuple[Hit, ImageBGR | None, Box]], out: Path) ->
             continue
         where = f"frame{hit.frame:06d}" if hit.frame >= 0 else _safe_stem(hit.source)
         path = out / f"{rank:03d}_{hit.similarity:.3f}_{where}.jpg"
-        if not cv2.imwrite(str(path), annotate(crop, rel, f"#{rank} {hit.similarity:.3f}")):
-            raise DataError(f"cannot write {path}")
+        _write_jpeg(path, annotate(crop, rel, f"#{rank} {hit.similarity:.3f}"))
         written.append(path)
         files[-1] = path.name
     index = out / "hits.json"
@@ -830,6 +832,18 @@ def write_hits(ranked: Sequence[tuple[Hit, ImageBGR | None, Box]], out: Path) ->
     doc = [{"rank": rank, **h.as_dict(), "file": f} for rank, ((h, _, _), f) in pairs]
     index.write_text(json.dumps(doc, indent=2), encoding="utf-8")
     return (*written, index)
+
+
+def _write_jpeg(path: Path, image: ImageBGR) -> None:
+    """``image`` as a JPEG file ``path``, written by Python: cv2.imwrite kills the process (a segfault) on a path
+    that is not UTF-8 (an --out folder named in Latin-1). DataError naming the file when it cannot be."""
+    ok, jpeg = cv2.imencode(".jpg", image)
+    if not ok:
+        raise DataError(f"cannot write {path}: the image could not be encoded as JPEG")
+    try:
+        path.write_bytes(jpeg.tobytes())
+    except OSError as e:
+        raise DataError(f"cannot write {path}: {e.strerror or e}") from e
 
 
 HIT_CROP = re.compile(r"\d{3,}_-?\d\.\d{3}_[\w-]+\.jpg")  # the names write_hits gives its crops

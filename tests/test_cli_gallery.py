@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -553,3 +556,39 @@ def test_search_for_a_label_the_gallery_lacks_names_the_labels_it_has_and_no_mor
     assert main([*search, "-g", str(many)]) == 1
     err = capsys.readouterr().err
     assert "'p09'" in err and "'p10'" not in err and "and 3 more" in err, err
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """The command in a process of its own (one OpenCV kills takes the test's process no more)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", "-q", *args], capture_output=True, env=env, timeout=300
+    )
+
+
+def test_paths_that_are_not_utf8_are_refused_or_written_never_a_crash(
+    gallery: Path, data: Path, mobilenet_model: Path, tmp_path: Path
+) -> None:
+    """A name that is not UTF-8 (b'caf\\xe9': Latin-1, from an old camera, a Windows share or a zip) handed to
+    OpenCV, whose Python binding cannot take it, killed the process with a segfault (`recognize` of such a
+    file: its video check; `search --out` such a folder: the hits' crops) or ended in pydantic's traceback
+    (`search` / `embed` of such a video); the video is refused naming it, the file is an image that cannot be
+    decoded, and the crops are written."""
+    model = _model(mobilenet_model)
+    text = tmp_path / os.fsdecode(b"notes-\xe9.txt")
+    text.write_text("not an image\n")
+    done = _run_cli("recognize", str(text), "-g", str(gallery), *model)
+    assert done.returncode == 1 and b"cannot decode image" in done.stderr, done
+    out = tmp_path / os.fsdecode(b"hits-\xe9")
+    query = str(data / "refs" / "person_09--1.jpg")
+    done = _run_cli("search", str(data / "frames"), "-q", query, "-k", "1", "--out", str(out), *model)
+    assert done.returncode == 0, done
+    assert len(list(out.glob("001_*.jpg"))) == 1 and (out / "hits.json").is_file()
+    from _video import make_video
+
+    clip = make_video(tmp_path / "clip.mp4", frames=3, size=(160, 120), people=1).path
+    latin = clip.rename(tmp_path / os.fsdecode(b"entr\xe9e.mp4"))
+    for command in (["search", str(latin), "-q", query], ["embed", str(latin)]):
+        done = _run_cli(*command, *model)
+        assert done.returncode == 1 and b"Traceback" not in done.stderr, done
+        assert b"entr\\xe9e.mp4: the video's path is not UTF-8" in done.stderr, done
