@@ -24,7 +24,8 @@ Endpoints:
 
 Bad uploads get a 4xx that says why: 400 empty or undecodable image (or one whose header does not give its
 size) or a body the form parser cannot read (a multipart Content-Type with no boundary), 413 too large, 409 a
-label that the file name convention cannot parse, 507 an enrolment that would grow the gallery past
+label that the file name convention cannot parse (or an image of a label at its cap in a ``drop_latest``
+gallery), 507 an enrolment that would grow the gallery past
 ``serve.max_entries`` (``_check_room``), 422 missing fields, an unknown query parameter or form
 field, or a query parameter or form field sent twice; a request body longer than ``max_upload_bytes``
 plus MULTIPART_SLACK gets its 413 as soon as that shows (its Content-Length, or the bytes received), unread.
@@ -539,7 +540,12 @@ def _add_and_save(state: ServiceState, label: str, embedding: Any, kept: Path | 
     try:
         row = state.gallery.add(label, embedding, source=None if kept is None else str(kept))
         if row < 0:
-            raise HTTPException(409, f"{label!r} is at its cap and the gallery drops the latest image")
+            cap = state.gallery.config.max_per_label
+            raise HTTPException(
+                409,
+                f"{label!r} holds {cap} entries, the gallery's max_per_label, and its drop_policy is drop_latest: "
+                "an image of a label at its cap is refused",
+            )
         if state.cfg.gallery is not None:
             state.gallery.save(state.cfg.gallery)
     except BaseException:

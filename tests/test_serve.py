@@ -504,6 +504,26 @@ def test_a_reference_image_whose_name_is_not_utf8_is_left_out_of_search(
     assert body["matches"][0]["references"] == ["/references/ann.jpg"]
 
 
+def test_an_image_of_a_label_at_its_cap_under_drop_latest_is_refused_naming_the_settings(
+    tmp_path: Path,
+) -> None:
+    """A gallery whose drop_policy is drop_latest refuses an image of a label at its max_per_label: the 409 said
+    "'ann' is at its cap and the gallery drops the latest image", naming neither setting, and README said such an
+    image 'replaces one of its entries and is taken'; the answer names both settings (and the image is not
+    kept, the gallery not changed)."""
+    gallery = Gallery(4, threshold=0.9, max_per_label=1, drop_policy="drop_latest")
+    cfg = ServeConfig(gallery=tmp_path / "g.npz", references=tmp_path / "refs")
+    state = ServiceState(MeanColour(), gallery, cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server:
+        assert _post(f"{server.url}/enroll", "x.jpg", _jpeg((0, 0, 200)), label="ann")[0] == 200
+        status, body = _post(f"{server.url}/enroll", "y.jpg", _jpeg((0, 0, 190)), label="ann")
+    assert status == 409, body
+    assert "max_per_label" in body["detail"] and "drop_latest" in body["detail"], body
+    assert "holds 1" in body["detail"], body
+    assert sorted(p.name for p in (tmp_path / "refs").glob("*.jpg")) == ["ann.jpg"]
+    assert len(Gallery.load(tmp_path / "g.npz")) == 1
+
+
 def test_bad_uploads_get_a_4xx_with_a_reason(toy: tuple[str, ServiceState]) -> None:
     url, state = toy
     status, body = _post(f"{url}/recognize", "empty.jpg", b"")
