@@ -667,10 +667,9 @@ def _emit(args: argparse.Namespace, report: Any) -> None:
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
 
 
-def cmd_embed(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from daemon.embedding import SUFFIXES, EmbeddingResult, EmbedOptions
+def _check_embed_options(args: argparse.Namespace) -> None:
+    """ConfigError, before the models load, for an --out embed cannot write or options it would not follow."""
+    from daemon.embedding import SUFFIXES
 
     if args.out and Path(args.out).suffix.lower() not in SUFFIXES:  # before the work, not after it
         raise ConfigError(f"--out {args.out}: embeddings are saved as {' or '.join(SUFFIXES)}")
@@ -680,6 +679,16 @@ def cmd_embed(args: argparse.Namespace) -> int:
         raise ConfigError("--box goes with exactly one input image")
     if args.largest and not args.detect:
         raise ConfigError("--largest picks among the people --detect finds: give --detect too")
+    if args.box and args.detect:
+        raise ConfigError("--box embeds the boxes given, --detect the people the detector finds: give one")
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from daemon.embedding import EmbeddingResult, EmbedOptions
+
+    _check_embed_options(args)
     cfg = _recognition_config(args, video_every=args.every)
     embedder, detector, model = _recognition_models(args, detector=args.detect)
     opts = EmbedOptions(
@@ -1251,7 +1260,9 @@ def _add_gallery_parsers(sub: Any) -> None:
         metavar=("X0", "Y0", "X1", "Y1"),
         help="A box of the one input image (repeatable), clipped to it; default: the whole image.",
     )
-    e.add_argument("--detect", action="store_true", help="Embed the people the detector finds.")
+    e.add_argument(
+        "--detect", action="store_true", help="Embed the people the detector finds (not with --box)."
+    )
     e.add_argument("--largest", action="store_true", help="With --detect: only the largest person per image.")
     e.add_argument(
         "--every", type=int, help="Read every Nth video frame, 1-100 (default: recognition.video_every)."

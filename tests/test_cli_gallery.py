@@ -592,3 +592,16 @@ def test_paths_that_are_not_utf8_are_refused_or_written_never_a_crash(
         done = _run_cli(*command, *model)
         assert done.returncode == 1 and b"Traceback" not in done.stderr, done
         assert b"entr\\xe9e.mp4: the video's path is not UTF-8" in done.stderr, done
+
+
+def test_embed_box_with_detect_exits_2_rather_than_ignoring_detect(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capture
+) -> None:
+    """`embed photo.jpg --box X0 Y0 X1 Y1 --detect` loaded the detector and embedded the box alone, --detect
+    ignored without a word (exit 0), as --largest without --detect was before it was refused; both are refused
+    before the models load, naming the two options."""
+    monkeypatch.setenv("REID_MODELS_DIR", str(tmp_path / "no-models"))  # a model load would exit 1
+    photo = str(data / "frames" / "frame_0040.jpg")
+    assert main(["embed", photo, "--box", "0", "0", "100", "100", "--detect"]) == 2
+    err = capsys.readouterr().err
+    assert "--box" in err and "--detect" in err, err
