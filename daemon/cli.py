@@ -664,7 +664,15 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def _emit(args: argparse.Namespace, report: Any) -> None:
-    print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
+    print(json.dumps(report.as_dict(), indent=2) if args.json else _printable(report.text()))
+
+
+def _printable(text: str) -> str:
+    """``text`` with the bytes of file names that are not UTF-8 as ``\\xe9``: a strict UTF-8 stdout (a
+    LANG=en_US.UTF-8 terminal) refuses them, a traceback once the work is done (JSON escapes them already)."""
+    from daemon.embedding import shown
+
+    return shown(text)
 
 
 def _check_embed_options(args: argparse.Namespace) -> None:
@@ -712,13 +720,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
         f"{len(result)} embedding(s), {result.dim}-d, model {model}, {t.total_ms:.0f} ms (embed {t.embed_ms:.0f})"
     )
     for c in result.crops[:20]:
-        where = c.source or "<image>"
+        where = _printable(c.source or "<image>")
         frame = f" frame {c.frame}" if c.frame >= 0 else ""
         print(f"  {where}{frame} box {','.join(f'{v:.0f}' for v in c.box)}")
     if len(result) > 20:
         print(f"  ... and {len(result) - 20} more")
     if args.out:
-        print(f"saved: {args.out}")
+        print(_printable(f"saved: {args.out}"))
     return 0
 
 

@@ -558,9 +558,9 @@ def test_search_for_a_label_the_gallery_lacks_names_the_labels_it_has_and_no_mor
     assert "'p09'" in err and "'p10'" not in err and "and 3 more" in err, err
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+def _run_cli(*args: str, **environ: str) -> subprocess.CompletedProcess[bytes]:
     """The command in a process of its own (one OpenCV kills takes the test's process no more)."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **environ}
     return subprocess.run(
         [sys.executable, "-m", "daemon", "-q", *args], capture_output=True, env=env, timeout=300
     )
@@ -605,3 +605,26 @@ def test_embed_box_with_detect_exits_2_rather_than_ignoring_detect(
     assert main(["embed", photo, "--box", "0", "0", "100", "100", "--detect"]) == 2
     err = capsys.readouterr().err
     assert "--box" in err and "--detect" in err, err
+
+
+def test_reports_naming_a_file_that_is_not_utf8_print_on_a_strict_terminal(
+    gallery: Path, data: Path, mobilenet_model: Path, tmp_path: Path
+) -> None:
+    """Where Python writes stdout as strict UTF-8 (a LANG=en_US.UTF-8 terminal, PYTHONIOENCODING), the report of
+    `embed`, `recognize` or `search` naming a file whose name is not UTF-8 (b'caf\\xe9.jpg') ended in a
+    UnicodeEncodeError traceback once the work was done (embed's file already saved); the name is printed with
+    such bytes as \\xe9."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = folder / os.fsdecode(b"caf\xe9--1.jpg")
+    photo.write_bytes((data / "refs" / "person_09--1.jpg").read_bytes())
+    model = _model(mobilenet_model)
+    strict = {"PYTHONIOENCODING": "utf-8:strict"}
+    for command in (
+        ["embed", str(photo), "--out", str(tmp_path / "e.npz")],
+        ["recognize", str(photo), "-g", str(gallery), "-k", "1"],
+        ["search", str(folder), "-q", str(photo), "-k", "1"],
+    ):
+        done = _run_cli(*command, *model, **strict)
+        assert done.returncode == 0 and b"Traceback" not in done.stderr, done
+        assert b"caf\\xe9--1.jpg" in done.stdout, done
