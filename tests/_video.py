@@ -9,7 +9,9 @@ fault, not the clip's).
 from __future__ import annotations
 
 import itertools
+import re
 import struct
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -251,3 +253,64 @@ def retime_mp4(path: Path, times_s: Sequence[float]) -> Path:
     struct.pack_into(">I", data, edts + 24, movie)  # its edit list's one segment
     path.write_bytes(bytes(data))
     return path
+
+
+# ------------------------------------------------------------------------------ H.264 / HEVC through FFmpeg
+
+NUMBER_BITS = 8  # a numbered frame shows its number as this many black or white squares along its top
+
+
+def numbered_frame(number: int, size: tuple[int, int] = (320, 240)) -> NDArray[np.uint8]:
+    """A frame that shows ``number`` (0-255) in squares (``frame_number`` reads it back after any codec), a red
+    box moving right by 7 px a frame and a band of noise along its bottom moving 3 px a frame (so that frames are
+    large, a file cut at a share of its bytes is cut mid-stream, and motion makes B-frames worth coding)."""
+    w, h = size
+    side = w // NUMBER_BITS
+    img = np.full((h, w, 3), 128, np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, (h // 6, w, 3), dtype=np.uint8)
+    img[h - h // 6 :] = np.roll(noise, 3 * number, axis=1)
+    x = (number * 7) % (w - side)
+    img[h // 2 - side : h // 2 + side, x : x + side] = (0, 0, 255)
+    for bit in range(NUMBER_BITS):
+        img[:side, bit * side : (bit + 1) * side] = 255 if number >> bit & 1 else 0
+    return img
+
+
+def frame_number(image: NDArray[np.uint8]) -> int:
+    """The number a ``numbered_frame`` shows, read from the middle of its squares."""
+    side = image.shape[1] // NUMBER_BITS
+    q = side // 4
+    bits = [image[q : side - q, b * side + q : (b + 1) * side - q].mean() > 128 for b in range(NUMBER_BITS)]
+    return sum(1 << b for b, on in enumerate(bits) if on)
+
+
+def encode_numbered(
+    ffmpeg: str, path: Path, args: Sequence[str], frames: int = 20, fps: float = 10.0
+) -> Path:
+    """Encode ``frames`` numbered frames (0, 1, ...) at ``fps`` with FFmpeg (``ffmpeg``: its executable) and the
+    output ``args`` (codec, B-frames, filters, container flags) into ``path``."""
+    size = (320, 240)
+    cmd = [ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size[0]}x{size[1]}"]
+    cmd += ["-r", f"{fps:g}", "-i", "-", *args, str(path)]
+    raw = b"".join(numbered_frame(i, size).tobytes() for i in range(frames))
+    subprocess.run(cmd, input=raw, check=True, capture_output=True, timeout=60)
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """A frame as FFmpeg itself decodes and shows it: its presentation time (the file's own, ``-copyts``) and
+    picture type (I, P or B, as coded)."""
+
+    pts_s: float
+    kind: str
+
+
+def shown_frames(ffmpeg: str, path: Path) -> list[Shown]:
+    """The frames of a video in display order, as FFmpeg's own decoder gives them (its showinfo filter)."""
+    cmd = [ffmpeg, "-hide_banner", "-copyts", "-i", str(path), "-vf", "showinfo", "-f", "null", "-"]
+    err = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stderr
+    return [
+        Shown(float(m.group(1)), m.group(2))
+        for m in re.finditer(r"\bpts_time:\s*(-?[\d.]+).*?\btype:([IPB])", err)
+    ]

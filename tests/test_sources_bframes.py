@@ -1,0 +1,169 @@
+"""Recorded footage as cameras and NVRs write it: H.264 and HEVC with B-frames (decoded out of display order), a
+non-zero start time, an edit list, a variable frame rate, a file cut short. Read through the daemon's file source
+(what ``reid-daemon run`` reads), frame N must be the N-th frame shown (ground truth is numbered so), timed at
+its presentation time from the first frame shown. The clips are encoded at test time with imageio-ffmpeg's FFmpeg
+(libx264, libx265), each frame showing its number in squares that survive the codec."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+
+import pytest
+from _video import Shown, encode_numbered, frame_number, shown_frames
+
+from daemon.config import SourceConfig
+from daemon.errors import SourceError
+from daemon.sources import open_source
+from daemon.types import Frame
+
+imageio_ffmpeg = pytest.importorskip(
+    "imageio_ffmpeg", reason="imageio-ffmpeg (the dev extra) ships the FFmpeg with libx264/libx265 these need"
+)
+
+FRAMES, FPS = 20, 10.0
+# three B-frames between references, forced (x264 and x265 would choose P-frames for so simple a picture)
+H264 = ["-c:v", "libx264", "-x264-params", "bframes=3:b-adapt=0:b-pyramid=normal", "-g", "10"]
+HEVC = ["-c:v", "libx265", "-x265-params", "bframes=3:b-adapt=0:log-level=error", "-g", "10"]
+YUV = ["-pix_fmt", "yuv420p"]
+
+
+@pytest.fixture(scope="module")
+def ffmpeg() -> str:
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def read_all(path: Path, **source: object) -> tuple[list[Frame], int | None]:
+    """Every frame the daemon's file source delivers, and the count it announced."""
+    with open_source(SourceConfig(uri=str(path), **source)) as src:  # type: ignore[arg-type]
+        return list(src), src.frame_count
+
+
+def numbers(frames: list[Frame]) -> list[int]:
+    return [frame_number(f.image) for f in frames]
+
+
+def with_b_frames(shown: list[Shown]) -> list[Shown]:
+    """The frames, once the clip is checked to hold B-frames (the encoder did as asked)."""
+    assert sum(s.kind == "B" for s in shown) >= 5, [s.kind for s in shown]
+    return shown
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("h264.mp4", H264),
+        ("h264.mkv", H264),
+        ("hevc.mp4", HEVC),
+        ("hevc.mkv", HEVC),
+        ("h264-from-5s.mp4", [*H264, "-output_ts_offset", "5"]),
+    ],
+)
+def test_b_frames_are_delivered_once_each_in_display_order_at_their_times(
+    ffmpeg: str, tmp_path: Path, name: str, args: list[str]
+) -> None:
+    """Each frame once, in the order shown, frame N the N-th shown, timed at its presentation time counted from the
+    first frame shown (``source.clock_offset_s`` places a recording on the fleet clock: a start of 5 s in the
+    container does not move it), and the count the source announces is the count delivered. Test-only: it held."""
+    video = encode_numbered(ffmpeg, tmp_path / name, [*args, *YUV], FRAMES, FPS)
+    shown = with_b_frames(shown_frames(ffmpeg, video))
+    start = 5.0 if "from-5s" in name else 0.0
+    assert [s.pts_s for s in shown] == pytest.approx([start + i / FPS for i in range(FRAMES)])
+    frames, count = read_all(video)
+    assert count == FRAMES
+    assert [f.index for f in frames] == list(range(FRAMES))
+    assert numbers(frames) == list(range(FRAMES))
+    assert [f.timestamp for f in frames] == pytest.approx([s.pts_s - start for s in shown], abs=0.5 / FPS)
+
+
+def test_a_variable_rate_recording_with_frames_left_out_keeps_its_times_and_numbers(
+    ffmpeg: str, tmp_path: Path
+) -> None:
+    """An H.264 file with B-frames whose frames 5-9 were never written (a camera that records on motion, an
+    encoder dropping frames, -fps_mode vfr): frame 5 delivered is the 6th shown (source frame 10), timed at 1.0 s,
+    the gap kept, and the source counts the 15 frames the file holds. Test-only: it held."""
+    drop = ["-vf", r"select=not(between(n\,5\,9))", "-fps_mode", "vfr"]
+    video = encode_numbered(ffmpeg, tmp_path / "vfr.mp4", [*H264, *drop, *YUV], FRAMES, FPS)
+    shown = with_b_frames(shown_frames(ffmpeg, video))
+    kept = [*range(5), *range(10, FRAMES)]
+    assert [s.pts_s for s in shown] == pytest.approx([i / FPS for i in kept])
+    frames, count = read_all(video)
+    assert (count, [f.index for f in frames]) == (len(kept), list(range(len(kept))))
+    assert numbers(frames) == kept
+    assert [f.timestamp for f in frames] == pytest.approx([s.pts_s for s in shown], abs=0.5 / FPS)
+
+
+def test_a_recording_cut_by_stream_copy_starts_at_its_cut(ffmpeg: str, tmp_path: Path) -> None:
+    """A recording cut at 0.55 s without re-encoding (ffmpeg -ss 0.55 -c copy: what an NVR export does) keeps the
+    frames from the key frame before the cut and an edit list that hides them: the first frame delivered is the
+    first shown (source frame 6), timed at 0, and each after it once, in order. Test-only: it held."""
+    whole = encode_numbered(ffmpeg, tmp_path / "whole.mp4", [*H264, "-g", "8", *YUV], FRAMES, FPS)
+    cut = tmp_path / "cut.mp4"
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-ss", "0.55", "-i", str(whole), "-c", "copy", str(cut)], check=True
+    )
+    shown = shown_frames(ffmpeg, cut)
+    frames, _ = read_all(cut)
+    assert numbers(frames) == list(range(6, FRAMES)) and len(shown) == len(frames)
+    assert [f.index for f in frames] == list(range(len(shown)))
+    assert [f.timestamp for f in frames] == pytest.approx(
+        [s.pts_s - shown[0].pts_s for s in shown], abs=0.5 / FPS
+    )
+
+
+@pytest.mark.parametrize("codec", [H264, HEVC], ids=["h264", "hevc"])
+def test_stride_and_max_frames_on_b_frames_keep_source_numbers(
+    ffmpeg: str, tmp_path: Path, codec: list[str]
+) -> None:
+    """With B-frames decoded out of order, a stride of 3 delivers source frames 0, 3, 6, ... (the frames between
+    are grabbed, not decoded to pictures) and max_frames stops after that many. Test-only: it held."""
+    video = encode_numbered(ffmpeg, tmp_path / "clip.mp4", [*codec, *YUV], FRAMES, FPS)
+    frames, count = read_all(video, stride=3)
+    want = list(range(0, FRAMES, 3))
+    assert count == len(want) and [f.index for f in frames] == want and numbers(frames) == want
+    assert [f.timestamp for f in frames] == pytest.approx([i / FPS for i in want])
+    frames, count = read_all(video, stride=3, max_frames=4)
+    assert count == 4 and numbers(frames) == [0, 3, 6, 9]
+
+
+def test_a_looped_b_frame_file_starts_again_at_its_first_shown_frame(ffmpeg: str, tmp_path: Path) -> None:
+    """Looping reopens the file: every pass starts at the first frame shown (not the first decoded), indices and
+    times go on across passes at the file's rate. Test-only: it held."""
+    video = encode_numbered(ffmpeg, tmp_path / "loop.mkv", [*H264, *YUV], FRAMES, FPS)
+    frames, _ = read_all(video, loop=True, max_frames=2 * FRAMES + 5)
+    assert numbers(frames) == [*range(FRAMES), *range(FRAMES), *range(5)]
+    assert [f.index for f in frames] == list(range(2 * FRAMES + 5))
+    assert [f.timestamp for f in frames] == pytest.approx([i / FPS for i in range(2 * FRAMES + 5)])
+
+
+def _cut_at(video: Path, share: float, out: Path) -> Path:
+    data = video.read_bytes()
+    out.write_bytes(data[: int(len(data) * share)])
+    return out
+
+
+def test_an_mp4_cut_short_without_its_index_is_refused_at_open(ffmpeg: str, tmp_path: Path) -> None:
+    """A recording whose writer was killed (its index, written last, missing) cannot be read at all: open_source
+    says so, naming the file, before any frame. Test-only: it held."""
+    video = encode_numbered(ffmpeg, tmp_path / "whole.mp4", [*H264, *YUV], FRAMES, FPS)
+    cut = _cut_at(video, 0.6, tmp_path / "killed.mp4")
+    with pytest.raises(
+        SourceError, match=rf"cannot open video file {cut}: unreadable, corrupt or not a video"
+    ):
+        open_source(SourceConfig(uri=str(cut)))
+
+
+def test_a_matroska_file_cut_short_ends_early_saying_so(
+    ffmpeg: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An MKV (no index needed) cut at 60% of its bytes: the frames before the cut are delivered, numbered as
+    shown, and the replay ends with the warning a file cut short gives, not a hang or a traceback. Test-only: it
+    held."""
+    video = encode_numbered(ffmpeg, tmp_path / "whole.mkv", [*H264, *YUV], FRAMES, FPS)
+    cut = _cut_at(video, 0.6, tmp_path / "cut.mkv")
+    with caplog.at_level(logging.WARNING, logger="daemon"):
+        frames, count = read_all(cut)
+    assert count == FRAMES and 5 <= len(frames) < FRAMES
+    assert numbers(frames) == [f.index for f in frames] == list(range(len(frames)))
+    assert f"source {cut} ended after {len(frames)} of {FRAMES} frames" in caplog.text
