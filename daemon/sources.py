@@ -18,8 +18,10 @@ and the same failure again at most once per ``log_every_s``, counting the tries 
 (:class:`RepeatedFailure`).
 
 Frame indices are positions in the source (with ``stride`` 3 they are 0, 3, 6, ...), so results line up with
-ground truth numbered by source frame; they keep increasing across reconnects. ``max_frames`` stops the
-decoder after delivering that many (on a live stream some of them may be dropped). Timestamps are the
+ground truth numbered by source frame; they keep increasing across reconnects. After a read of a file failed (a
+damaged frame, a file cut short), its frames are numbered by their times at the container's rate, so that frames
+FFmpeg dropped without a failed read (B-frames that referred to the lost data) keep their places. ``max_frames``
+stops the decoder after delivering that many (on a live stream some of them may be dropped). Timestamps are the
 container's position for files (index / fps when it has none; a container with no plausible rate is timed at
 index / ``folder_fps``, with a warning), index / ``folder_fps`` for folders and wall-clock seconds for live
 streams. A video file with ``loop`` starts again from its first frame at its end,
@@ -454,6 +456,9 @@ class _CaptureReader:
         self._last_ts = -math.inf
         self._container_fps = 0.0  # the container's own rate (0: none), whatever source.fps says
         self._position_ms = -math.inf  # the container's position of the last frame grabbed (files only)
+        # after a read of a file failed: the number and position of the frame before it, from which the frames
+        # after are numbered by their times (``_number_by_time``); None: numbered as grabbed
+        self._timed_from: tuple[int, float] | None = None
         self.fps: float | None = None  # nominal rate and length, once opened (None: unknown)
         self.count: int | None = None
 
@@ -473,6 +478,7 @@ class _CaptureReader:
         self._cap = cap
         self._held = False
         self._position_ms = -math.inf
+        self._timed_from = None
         fps = cap.get(cv2.CAP_PROP_FPS)
         self._container_fps = fps if 0 < fps <= _MAX_PLAUSIBLE_FPS else 0.0
         self.fps = self._rate or self._container_fps or None
@@ -548,7 +554,21 @@ class _CaptureReader:
             self._raw += 1
             if not self.live:
                 self._position_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+                self._number_by_time()
         return ok
+
+    def _number_by_time(self) -> None:
+        """After a failed read of a file, the frame just grabbed is numbered by how far its time is from the last
+        frame before the failure, at the container's rate: FFmpeg's decoder, once data is missing, drops the
+        frames that cannot be made without it (B-frames referring to it, one behind the failure or further on)
+        without a failed read, and gives the frames it held after one that dropped none (a file cut short), so
+        counting reads no longer numbers them. The frames between are passed over as undecodable."""
+        if self._timed_from is None or self._cap is None:
+            return
+        number, at_ms = self._timed_from
+        by_time = number + round((self._position_ms - at_ms) / 1000.0 * self._container_fps)
+        if by_time > self._raw - 1:
+            self._passed_over(self._raw - 1, by_time - (self._raw - 1))
 
     def _no_frame(self) -> str:
         """Why a grab gave no frame: a file that gave none from its start holds none (or its first cannot be
@@ -568,8 +588,7 @@ class _CaptureReader:
     def read(self) -> _Decoded | None:
         """The next frame; None at the end or an error, and where frames that could not be decoded were passed
         over (counted in ``skipped``: the frame after them is the next read's)."""
-        if not self.grab():
-            self._pass_undecodable()
+        if not self.grab() and not self._pass_undecodable():
             return None
         if self._cap is None:
             return None
@@ -583,28 +602,48 @@ class _CaptureReader:
             return None
         return _Decoded(_to_bgr(image), ts, monotonic)
 
-    def _pass_undecodable(self) -> None:
-        """After a grab that failed inside a file: FFmpeg could not decode that frame (a damaged one: the grab
-        after it goes on), so it is grabbed again, up to ``_UNDECODABLE_RUN`` times; the frames that failed are
-        counted in ``skipped``, named in a warning by their numbers, and the one grabbed after them is held for the
-        next read. Nothing where none comes (the end of the file, or one cut short: it says so as before)."""
+    def _pass_undecodable(self) -> bool:
+        """After a grab that failed inside a file: FFmpeg could not read or decode the data there (a damaged frame:
+        the grab after it goes on; a file cut short: the frames its decoder held come still), so it is grabbed
+        again, up to ``_UNDECODABLE_RUN`` times. The frames that were lost are passed over (``_passed_over``):
+        told by the next frame's time where the container gives a rate (``_number_by_time``, which numbers the
+        frames after by their times from then on), else one for each failed grab; the frame grabbed after them is
+        held for the next read. True when none was lost: the frame grabbed is the next, to be read now. False
+        where none comes (the end of the file, or one cut short: it says so as before)."""
         if self.live or self._raw == 0 or self.at_end():
-            return
-        first, why = self._raw, self.last_error
+            return False
+        why = self.last_error
+        if self._container_fps and math.isfinite(self._position_ms):
+            self._timed_from = (self._raw - 1, self._position_ms)
         for failed in range(1, _UNDECODABLE_RUN + 1):
+            skipped = self.skipped
             if not self.grab():
                 continue
-            self._raw += failed  # the frames passed over, taken from the file: those after keep their numbers
-            self._held, self.skipped = True, self.skipped + failed
-            which = f"frame {first}" if failed == 1 else f"frames {first}-{first + failed - 1}"
-            log.warning(
-                "%s: %s could not be decoded: skipped (the frames after keep their numbers)",
-                self._label(),
-                which,
-            )
-            self.last_error = f"{which} could not be decoded"
-            return
+            if self._timed_from is None:  # no times to tell by: each failed grab lost a frame
+                self._passed_over(self._raw - 1, failed)
+            if self.skipped == skipped:
+                log.warning(
+                    "%s: a read failed after frame %d (%s); the frame after it came next: none was lost",
+                    self._label(),
+                    self._raw - 2,
+                    why,
+                )
+                return True
+            self._held = True
+            return False
         self.last_error = why
+        return False
+
+    def _passed_over(self, first: int, n: int) -> None:
+        """Frames ``first`` to ``first + n - 1`` could not be decoded: taken from the file, counted in ``skipped``
+        and named in a warning; the frame grabbed last becomes ``first + n`` (those after keep their numbers)."""
+        self._raw += n
+        self.skipped += n
+        which = f"frame {first}" if n == 1 else f"frames {first}-{first + n - 1}"
+        log.warning(
+            "%s: %s could not be decoded: skipped (the frames after keep their numbers)", self._label(), which
+        )
+        self.last_error = f"{which} could not be decoded"
 
     def _timestamp(self) -> tuple[float, float | None]:
         """The frame's timestamp and, live, its monotonic reading. Live: wall-clock time. Files: the container
@@ -1016,18 +1055,25 @@ class FrameSource:
     def _read(self) -> _Decoded | None:
         """The reader's next frame. One it skipped as undecodable (a folder's corrupt image, a file's damaged
         frame) is taken from the source still (the frames after it keep their numbers), counted, and the stride
-        goes on from it, as if it had been delivered; None at an end or a failure."""
+        goes on from it, as if it had been delivered; None at an end or a failure. Frames a file's reader found
+        lost only by the time of the frame it read (``_CaptureReader._number_by_time``) are counted so too, and
+        that frame is delivered."""
         while True:
             got = self._timed(self._reader.read)
-            skipped = self._reader.skipped - self._stats.frames_skipped
-            if got is not None or not skipped:
+            if not self._count_skipped() or got is not None:
                 return got
-            self._stats.frames_skipped += skipped
-            self._stats.frames_decoded += skipped
             for _ in range(self._cfg.stride - 1):  # at the end, the next read says so
                 if self._stop.is_set() or not self._timed(self._reader.grab):
                     break
+                self._count_skipped()
                 self._got_frame()
+
+    def _count_skipped(self) -> int:
+        """The frames the reader passed over as undecodable since it was last asked, counted as taken."""
+        skipped = self._reader.skipped - self._stats.frames_skipped
+        self._stats.frames_skipped += skipped
+        self._stats.frames_decoded += skipped
+        return skipped
 
     def _pull(self) -> _Decoded | None:
         """The next decoded frame, reconnecting a live stream; None at the end of a file or when stopped."""
@@ -1045,6 +1091,7 @@ class FrameSource:
         done = 0
         while done < n and not self._stop.is_set():
             if self._timed(self._reader.grab):
+                self._count_skipped()
                 self._got_frame()
                 done += 1
             elif not self._recover():

@@ -167,3 +167,32 @@ def test_a_matroska_file_cut_short_ends_early_saying_so(
     assert count == FRAMES and 5 <= len(frames) < FRAMES
     assert numbers(frames) == [f.index for f in frames] == list(range(len(frames)))
     assert f"source {cut} ended after {len(frames)} of {FRAMES} frames" in caplog.text
+
+
+@pytest.mark.parametrize("share", [0.3, 0.5, 0.7, 0.9])
+def test_an_mp4_cut_short_keeps_its_frame_numbers_to_the_cut(
+    ffmpeg: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, share: float
+) -> None:
+    """An mp4 with its index first (-movflags +faststart: what a camera writes to stream it) cut short, with
+    B-frames: at the cut FFmpeg's read fails once, the frames its decoder still held come after it, and those
+    that referred to the data cut off are dropped without a failed read. The failed read was taken for one
+    damaged frame passed over ('frame 13 could not be decoded: skipped') and the frames dropped silently were not
+    seen, so the frames after were numbered one too high or too low (source frame 13 delivered as frame 14, 14 as
+    13), off the ground truth. Now the frames after a failed read are numbered by their times: each frame delivered
+    is numbered as shown, the frames FFmpeg itself cannot show are the ones passed over (named), and the replay
+    ends saying it ended early."""
+    video = encode_numbered(
+        ffmpeg, tmp_path / "whole.mp4", [*H264, *YUV, "-movflags", "+faststart"], FRAMES, FPS
+    )
+    cut = _cut_at(video, share, tmp_path / "cut.mp4")
+    shown = [round(s.pts_s * FPS) for s in shown_frames(ffmpeg, cut)]
+    with caplog.at_level(logging.WARNING, logger="daemon"):
+        frames, count = read_all(cut)
+        strided, _ = read_all(cut, stride=2)
+    assert count == FRAMES and 2 <= len(frames) < FRAMES
+    assert numbers(frames) == [f.index for f in frames] == shown
+    assert [f.timestamp for f in frames] == pytest.approx([i / FPS for i in shown])
+    assert numbers(strided) == [f.index for f in strided] and len(strided) >= len(frames) // 2
+    for lost in sorted(set(range(shown[-1])) - set(shown)):
+        assert f"{cut}: frame {lost} could not be decoded" in caplog.text
+    assert f"source {cut} ended after {shown[-1] + 1} of {FRAMES} frames" in caplog.text
