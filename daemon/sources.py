@@ -527,6 +527,11 @@ class _CaptureReader:
         )
 
     def grab(self) -> bool:
+        """The next frame taken without being decoded to a picture (a frame the stride passes over); False at the
+        end or an error, and where frames that could not be decoded were passed over (as ``read``)."""
+        return self._grab() or self._pass_undecodable()
+
+    def _grab(self) -> bool:
         if self._cap is None:
             self.last_error = "not connected"
             return False
@@ -588,7 +593,7 @@ class _CaptureReader:
     def read(self) -> _Decoded | None:
         """The next frame; None at the end or an error, and where frames that could not be decoded were passed
         over (counted in ``skipped``: the frame after them is the next read's)."""
-        if not self.grab() and not self._pass_undecodable():
+        if not self.grab():
             return None
         if self._cap is None:
             return None
@@ -617,7 +622,7 @@ class _CaptureReader:
             self._timed_from = (self._raw - 1, self._position_ms)
         for failed in range(1, _UNDECODABLE_RUN + 1):
             skipped = self.skipped
-            if not self.grab():
+            if not self._grab():
                 continue
             if self._timed_from is None:  # no times to tell by: each failed grab lost a frame
                 self._passed_over(self._raw - 1, failed)
@@ -1087,13 +1092,16 @@ class FrameSource:
         return None
 
     def _skip(self, n: int) -> bool:
-        """Grab ``n`` frames without decoding them (stride); False at the end of a file or when stopped."""
+        """Grab ``n`` frames without decoding them (stride); False at the end of a file or when stopped. Frames of
+        a file that could not be decoded are passed over among them (counted, as ``_read`` does)."""
         done = 0
         while done < n and not self._stop.is_set():
             if self._timed(self._reader.grab):
                 self._count_skipped()
                 self._got_frame()
                 done += 1
+            elif lost := self._count_skipped():  # passed over as undecodable: the frame after them is held
+                done += lost
             elif not self._recover():
                 return False
         return not self._stop.is_set()

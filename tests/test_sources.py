@@ -645,6 +645,24 @@ def test_an_undecodable_frame_of_a_video_file_is_skipped_and_counted(
     assert f"{video}: frame 2 could not be decoded" in caplog.text and "ended after" not in caplog.text
 
 
+def test_an_undecodable_frame_between_the_frames_a_stride_keeps_does_not_end_the_replay(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With stride 2, a damaged frame among those the stride passes over (grabbed, not delivered) ended the replay
+    there, 'ended after 3 of 6 frames: read failed or the stream ended', as if the file had been cut: only the
+    frames read were passed over when they could not be decoded. Frame 3 is passed over as frame 2 is."""
+    video = tmp_path / "damaged.avi"
+    video.write_bytes(_blank_frames(_mjpeg_avi(video, 6), {3}))
+    with (
+        caplog.at_level("WARNING", logger="daemon"),
+        open_source(SourceConfig(uri=str(video), stride=2)) as src,
+    ):
+        frames = list(src)
+    assert [f.index for f in frames] == [round(float(f.image.mean()) / 40) for f in frames] == [0, 2, 4]
+    assert (src.stats.frames_skipped, src.stats.frames_decoded) == (1, 6)
+    assert f"{video}: frame 3 could not be decoded" in caplog.text and "ended after" not in caplog.text
+
+
 def test_a_video_file_cut_short_still_says_it_ended_early(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
