@@ -62,7 +62,14 @@ from daemon.motio import (
     xyxy_to_xywh,
 )
 from daemon.outputs import MAX_VIDEO_SIDE, mp4v_fps, mpeg4_size
-from daemon.sources import is_text_file, list_images, no_first_frame, not_found
+from daemon.sources import (
+    counted_frames,
+    is_matroska,
+    is_text_file,
+    list_images,
+    no_first_frame,
+    not_found,
+)
 from daemon.types import ImageBGR
 
 FloatArray = NDArray[np.float64]
@@ -358,10 +365,10 @@ def _probe(video: Path, limit: int = 0) -> tuple[int, float | None, tuple[int, i
         ok, first = cap.read()
         if not ok or first is None:
             raise SourceError(f"{video}: {no_first_frame(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))}")
+        announced = counted_frames(cap, is_matroska(video)) or 0  # as a run counts them
         n = 1
         while (limit <= 0 or n < limit) and cap.grab():
             n += 1
-        announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     finally:
         cap.release()
     if (limit <= 0 or n < limit) and announced > n + 1:  # a frame short is a container's rounding

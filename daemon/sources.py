@@ -88,6 +88,7 @@ _DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443, "http":
 # A file's grab that fails before its end is tried again this many times: frames FFmpeg cannot decode (a damaged
 # one fails its grab, the next goes on past it) are passed over; so many failing in a row is the file's end.
 _UNDECODABLE_RUN = 50
+_EBML_MAGIC = b"\x1a\x45\xdf\xa3"  # the first bytes of a Matroska or WebM file
 
 T = TypeVar("T")
 
@@ -366,6 +367,29 @@ def not_found(what: str, path: Path) -> SourceError:
     )
 
 
+def is_matroska(path: Path) -> bool:
+    """Whether a local file is Matroska or WebM (by its EBML header); False where it cannot be read here."""
+    try:
+        with path.open("rb") as f:
+            return f.read(len(_EBML_MAGIC)) == _EBML_MAGIC
+    except OSError:
+        return False
+
+
+def counted_frames(cap: Capture, matroska: bool) -> int | None:
+    """The frames a video file's container counts (None: none), ``cap`` having grabbed its first frame. Matroska
+    and WebM hold no count: OpenCV gives their duration times their rate, and their duration runs from time 0, so
+    one whose first frame is shown later (a segment of a longer recording, written with its timestamps running
+    on) is counted the frames of that lead too many; they are taken off (OpenCV's ``CAP_PROP_PTS`` gives the
+    first frame's time in frames from time 0, its position the time from the first frame)."""
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    if matroska and count > 0:
+        lead = cap.get(cv2.CAP_PROP_PTS) - cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 * cap.get(cv2.CAP_PROP_FPS)
+        if math.isfinite(lead) and lead >= 1:
+            count -= round(lead)
+    return count if count > 0 else None
+
+
 def no_first_frame(count: int | None) -> str:
     """Why a video file gave no frame from its start, by the frames its container counts (None or 0: none)."""
     if count is None or count <= 0:
@@ -459,6 +483,7 @@ class _CaptureReader:
         # after a read of a file failed: the number and position of the frame before it, from which the frames
         # after are numbered by their times (``_number_by_time``); None: numbered as grabbed
         self._timed_from: tuple[int, float] | None = None
+        self._recount = False  # a Matroska file: its count is taken again once its first frame is grabbed
         self.fps: float | None = None  # nominal rate and length, once opened (None: unknown)
         self.count: int | None = None
 
@@ -493,6 +518,8 @@ class _CaptureReader:
             )
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
         self.count = count if count > 0 else None
+        local = self._req.kind == "file" and not URI_SCHEME.match(str(self._req.target))
+        self._recount = local and is_matroska(Path(str(self._req.target)))
 
     def _label(self) -> str:
         """Where the source is (a stream's URL without its password) and, when the caller named it otherwise (a
@@ -560,6 +587,8 @@ class _CaptureReader:
             if not self.live:
                 self._position_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
                 self._number_by_time()
+            if self._recount:
+                self._recount, self.count = False, counted_frames(self._cap, matroska=True)
         return ok
 
     def _number_by_time(self) -> None:
