@@ -6,6 +6,7 @@ its presentation time from the first frame shown. The clips are encoded at test 
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from _video import Shown, encode_numbered, frame_number, shown_frames
 
+from daemon.cli import main
 from daemon.config import SourceConfig
 from daemon.errors import SourceError
 from daemon.scenario import ScenarioConfig, ViewConfig, build
@@ -226,3 +228,54 @@ def test_a_scenario_built_from_a_b_frame_recording_shows_each_camera_its_source_
     for name, step in (("whole", 1), ("half", 2)):
         with open_source(SourceConfig(uri=str(files.videos[name]))) as src:
             assert numbers(list(src)) == list(range(0, FRAMES, step))
+
+
+def _run_config(tmp_path: Path, video: Path) -> Path:
+    """A one-camera run of ``video`` on true boxes (the red square of every frame), no embedder."""
+    gt = tmp_path / "gt.txt"
+    gt.write_text("".join(f"{n + 1},1,{n * 7 % 280},80,40,80,1,1,1.0\n" for n in range(FRAMES)))
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"cameras:\n  door:\n    source: {{uri: {video}}}\n    detector: {{type: ground-truth, path: {gt}}}\n"
+        f"    embedder: {{type: none}}\n    output: {{dir: {tmp_path / 'runs'}, progress: false}}\n"
+    )
+    return cfg
+
+
+def test_reid_daemon_run_replays_a_b_frame_recording_frame_for_frame(ffmpeg: str, tmp_path: Path) -> None:
+    """`reid-daemon run` on an H.264 mp4 with B-frames starting at 5 s: its annotated video's frame k shows source
+    frame k, its MOT rows are numbered 1-20, its events are timed from the first frame (frame 10 at 1.0 s) and its
+    summary counts 20 frames, none skipped. Test-only: it held."""
+    video = encode_numbered(
+        ffmpeg, tmp_path / "rec.mp4", [*H264, *YUV, "-output_ts_offset", "5"], FRAMES, FPS
+    )
+    assert main(["run", "--config", str(_run_config(tmp_path, video)), "--video"]) == 0
+    out = tmp_path / "runs" / "door"
+    with open_source(SourceConfig(uri=str(out / "annotated.mp4"))) as src:
+        assert numbers(list(src)) == list(range(FRAMES))
+    rows = (out / "door.txt").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, FRAMES + 1))
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert {e["frame"]: e["ts"] for e in events if "frame" in e}[10] == pytest.approx(1.0)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == FRAMES and summary["source_stats"]["frames_skipped"] == 0
+
+
+def test_reid_daemon_run_of_a_recording_cut_short_keeps_the_frames_numbered_as_shown(
+    ffmpeg: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`reid-daemon run` on an H.264 mp4 with B-frames cut at 30% of its bytes ends (exit 0, as a replay that ended
+    early does) with its MOT rows on the frames FFmpeg shows, numbered as shown, the frames it cannot show counted
+    as skipped in the summary and its line."""
+    whole = encode_numbered(
+        ffmpeg, tmp_path / "whole.mp4", [*H264, *YUV, "-movflags", "+faststart"], FRAMES, FPS
+    )
+    cut = _cut_at(whole, 0.3, tmp_path / "cut.mp4")
+    shown = [round(s.pts_s * FPS) for s in shown_frames(ffmpeg, cut)]
+    assert main(["run", "--config", str(_run_config(tmp_path, cut))]) == 0
+    out = tmp_path / "runs" / "door"
+    assert [int(r.split(",")[0]) - 1 for r in (out / "door.txt").read_text().splitlines()] == shown
+    stats = json.loads((out / "summary.json").read_text())["source_stats"]
+    skipped = shown[-1] + 1 - len(shown)
+    assert (stats["frames_delivered"], stats["frames_skipped"]) == (len(shown), skipped)
+    assert f"{skipped} undecodable frames skipped" in capsys.readouterr().out
