@@ -1,9 +1,10 @@
-"""A tiny RTSP server for tests: serves an mp4v file over RTSP/TCP on 127.0.0.1, without re-encoding.
+"""A tiny RTSP server for tests: serves an mp4 file (mp4v, H.264 or HEVC) over RTSP/TCP on 127.0.0.1, without
+re-encoding.
 
 Run it with Debian's interpreter (``/usr/bin/python3``), which sees the GStreamer bindings from the packages
 python3-gi, python3-gst-1.0, gir1.2-gst-rtsp-server-1.0 and gstreamer1.0-plugins-{base,good,bad}:
 
-    /usr/bin/python3 tests/rtsp_server.py VIDEO.mp4 [--port 0] [--mount /cam]
+    /usr/bin/python3 tests/rtsp_server.py VIDEO.mp4 [--codec mpeg4|h264|h265] [--port 0] [--mount /cam]
 
 It prints ``READY <port>`` once listening (port 0 picks a free one) and serves until killed. Each client gets
 the file from its start. When the bindings are missing it prints ``UNAVAILABLE <reason>`` and exits with 3, so
@@ -18,9 +19,15 @@ from pathlib import Path
 from typing import Any
 
 UNAVAILABLE_EXIT = 3
+# the parser and RTP payloader of each codec an mp4 may hold (h264 and h265 with B-frames too)
+_CODECS = {
+    "mpeg4": ("mpeg4videoparse", "rtpmp4vpay"),
+    "h264": ("h264parse", "rtph264pay"),
+    "h265": ("h265parse", "rtph265pay"),
+}
 
 
-def _load_gstreamer() -> tuple[Any, Any, Any]:
+def _load_gstreamer(codec: str) -> tuple[Any, Any, Any]:
     import gi  # type: ignore[import-not-found, unused-ignore]  # Debian's python3-gi, not the venv
 
     gi.require_version("Gst", "1.0")
@@ -29,7 +36,7 @@ def _load_gstreamer() -> tuple[Any, Any, Any]:
     from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # type: ignore[import-not-found, unused-ignore]
 
     Gst.init(None)
-    for element in ("filesrc", "qtdemux", "mpeg4videoparse", "rtpmp4vpay"):
+    for element in ("filesrc", "qtdemux", *_CODECS[codec]):
         if Gst.ElementFactory.find(element) is None:
             raise ImportError(f"GStreamer element {element!r} is missing")
     return GLib, GstRtsp, GstRtspServer
@@ -37,12 +44,15 @@ def _load_gstreamer() -> tuple[Any, Any, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("video", type=Path, help="mp4 file with MPEG-4 Part 2 video (cv2 'mp4v')")
+    parser.add_argument(
+        "video", type=Path, help="mp4 file with MPEG-4 Part 2 video (cv2 'mp4v'), or --codec's"
+    )
+    parser.add_argument("--codec", choices=sorted(_CODECS), default="mpeg4", help="the video's codec")
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free one)")
     parser.add_argument("--mount", default="/cam", help="path of the stream in the URL")
     args = parser.parse_args(argv)
     try:
-        glib, gst_rtsp, gst_rtsp_server = _load_gstreamer()
+        glib, gst_rtsp, gst_rtsp_server = _load_gstreamer(args.codec)
     except (ImportError, ValueError) as e:
         print(f"UNAVAILABLE {e}", flush=True)
         return UNAVAILABLE_EXIT
@@ -54,9 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     server.set_service(str(args.port))
     factory = gst_rtsp_server.RTSPMediaFactory()
     location = str(args.video.resolve()).replace('"', '\\"')
-    factory.set_launch(
-        f'( filesrc location="{location}" ! qtdemux ! mpeg4videoparse ! rtpmp4vpay name=pay0 pt=96 )'
-    )
+    parse, pay = _CODECS[args.codec]
+    factory.set_launch(f'( filesrc location="{location}" ! qtdemux ! {parse} ! {pay} name=pay0 pt=96 )')
     factory.set_protocols(gst_rtsp.RTSPLowerTrans.TCP)
     factory.set_shared(False)
     server.get_mount_points().add_factory(args.mount, factory)
