@@ -2,8 +2,10 @@
 
 A pure in-memory core (no I/O except ``save`` / ``load``), safe to share between threads (one lock).
 
-* Similarity is the dot product of normalised vectors; a match needs ``similarity >= threshold`` and
-  ``Match.distance`` is ``1 - similarity``. Inputs are validated (shape, NaN/inf, zero vector, empty label:
+* Similarity is the dot product of normalised vectors, reported clamped to [-1, 1]; a match needs
+  ``similarity >= threshold - SIMILARITY_TOL`` (``meets``: float32 rounding puts the cosine of an embedding
+  with itself up to ~8 ulps either side of 1, so a threshold of 1.0 would otherwise miss the identical photo)
+  and ``Match.distance`` is ``1 - similarity``. Inputs are validated (shape, NaN/inf, zero vector, empty label:
   ``ValueError`` naming the problem) and normalised on a copy, never in place.
 * Rows: ``add`` appends, optionally with the ``source`` the row was made from (the reference image file
   ``serve`` kept for it), saved with the row; removing a row (eviction, ``remove``) moves the last row into
@@ -71,6 +73,7 @@ FORMAT_VERSION = 1
 SUFFIXES = GALLERY_SUFFIXES
 NORM_EPS = 1e-12
 UNIT_TOL = 4e-7  # a row whose norm is this close to 1 counts as normalised already (float32 rounding)
+SIMILARITY_TOL = 16 * 2.0**-24  # ~9.5e-7, 16 float32 ulps under 1: how far under a threshold a match may fall
 _SIM_BLOCK = 1 << 24  # similarity values per block of a batched exact search (64 MiB of float32)
 _LOAD_MAX_BYTES = 1 << 40  # raw payload bound when loading a gallery file (content is checked as it is read)
 CROPS = "; crops "  # in an embedder signature, what comes before its crop settings (daemon.embed)
@@ -605,9 +608,9 @@ class Gallery:
 
     def _matches(self, sims: NDArray[np.float32], rows: NDArray[np.int64], thr: float) -> list[Match]:
         return [
-            Match(self._labels[r], s, r)
+            Match(self._labels[r], clamp_similarity(s), r)
             for s, r in zip(sims.tolist(), rows.tolist(), strict=True)
-            if r >= 0 and s >= thr
+            if r >= 0 and meets(s, thr)
         ]
 
     def _top_k(self, q: FloatArray, k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
@@ -1024,6 +1027,17 @@ def _same_crops(a: str, b: str) -> bool:
 def _hashes(signature: str) -> list[str]:
     """The content hashes of a signature: what must agree (a model file renamed is still the same model)."""
     return re.findall(r"sha256:([0-9a-f]+)", signature.partition(CROPS)[0])
+
+
+def meets(similarity: float, threshold: float) -> bool:
+    """Whether a cosine ``similarity`` reaches ``threshold``, allowing SIMILARITY_TOL for float32 rounding (the
+    identical embedding meets 1.0); only a similarity within SIMILARITY_TOL (< 1e-6) under it is moved over."""
+    return similarity >= threshold - SIMILARITY_TOL
+
+
+def clamp_similarity(similarity: float) -> float:
+    """A computed cosine within [-1, 1] (rounding takes one of a vector with itself a few ulps past 1)."""
+    return min(1.0, max(-1.0, similarity))
 
 
 def normalize_rows(arr: FloatArray, what: str = "embeddings") -> FloatArray:

@@ -51,7 +51,7 @@ from daemon.embedding import (
     iter_frames,
 )
 from daemon.errors import DataError
-from daemon.gallery import Gallery, Match
+from daemon.gallery import SIMILARITY_TOL, Gallery, Match, clamp_similarity
 from daemon.outputs import outlined_text
 from daemon.sources import is_text_file
 from daemon.types import Detector, Embedder, FloatArray, Frame, ImageBGR
@@ -778,14 +778,14 @@ def _scan_frame(
         return 0
     sims = (embedder.embed(frame.image, dets.xyxy) @ q.T).max(axis=1)
     clock.add("embed_ms", t)
-    for i in np.flatnonzero(sims >= threshold):
+    for i in np.flatnonzero(sims >= threshold - SIMILARITY_TOL):  # as the gallery's ``meets``
         x0, y0, x1, y1 = (float(v) for v in dets.xyxy[i])
         hit = Hit(
             frame.source,
             frame.index if video else -1,
             (x0, y0, x1, y1),
             float(dets.scores[i]),
-            float(sims[i]),
+            clamp_similarity(float(sims[i])),
         )
         best.offer(hit, frame.image)
     return len(dets)

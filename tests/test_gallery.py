@@ -117,13 +117,47 @@ def test_a_match_exactly_at_the_threshold_is_kept_and_a_given_threshold_of_zero_
     g.add("a", [1.0, 0.0])
     at_half = np.array([0.5, np.sqrt(0.75)], np.float32)  # of unit length: cosine 0.5 exactly
     assert [(m.label, m.similarity) for m in g.search(at_half).matches] == [("a", 0.5)]
-    assert g.search(at_half, threshold=float(np.nextafter(0.5, 1.0))).matches == ()
+    assert g.search(at_half, threshold=0.5 + 2 * gallery.SIMILARITY_TOL).matches == ()
     assert [m.similarity for m in g.search([1.0, 0.0], threshold=1.0).matches] == [1.0]
     low = np.array([0.2, np.sqrt(0.96)], np.float32)  # cosine 0.2: under the gallery's 0.5, over 0.0
     assert g.search(low).matches == ()
     assert [m.label for m in g.search(low, threshold=0.0).matches] == ["a"]
     batch = g.search_batch([low, at_half], threshold=0.0)
     assert [[m.label for m in r.matches] for r in batch] == [["a"], ["a"]]
+
+
+def test_an_identical_embedding_meets_a_threshold_of_one_and_similarities_stay_within_minus_one_and_one() -> (
+    None
+):
+    # the same photo's embedding searched against its own row came out at 0.99999976 (rounding of the dot
+    # product), so a threshold of 1.0 never matched it; once it came out at 1.0000001, a cosine above 1
+    rng = np.random.default_rng(3)
+    worst_low = worst_high = 0.0
+    for d in (128, 512, 2048):
+        x = rng.standard_normal((40, d)).astype(np.float32) * rng.uniform(0.01, 100.0, (40, 1)).astype(
+            np.float32
+        )
+        g = Gallery(d, threshold=1.0, index="exact")
+        g.add_many([f"p{i}" for i in range(40)], x)
+        for i, row in enumerate(x):
+            found = g.search(row, k=1)
+            assert [m.index for m in found.matches] == [i]  # threshold 1.0: its own row matches
+            assert -1.0 <= found.matches[0].similarity <= 1.0
+            raw = float(g.embeddings[i] @ g._prepare(row, "q")[0])
+            worst_low, worst_high = min(worst_low, raw - 1.0), max(worst_high, raw - 1.0)
+        flipped = g.search(-x[0], k=1, threshold=-1.0).matches[0]
+        assert flipped.similarity >= -1.0
+    assert worst_low < 0.0 < worst_high  # the rounding this guards against happens on both sides of 1
+    assert gallery.SIMILARITY_TOL <= 1e-6  # only similarities this close under a threshold are moved over it
+
+
+def test_the_threshold_tolerance_acts_only_within_similarity_tol_of_the_threshold() -> None:
+    g = Gallery(2, threshold=0.5)
+    g.add("a", [1.0, 0.0])
+    at_half = np.array([0.5, np.sqrt(0.75)], np.float32)  # cosine 0.5
+    assert [m.label for m in g.search(at_half, threshold=0.5 + gallery.SIMILARITY_TOL / 2).matches] == ["a"]
+    assert g.search(at_half, threshold=0.5 + 1e-6).matches == ()
+    assert g.search(at_half, threshold=0.95).matches == ()
 
 
 def test_match_distance() -> None:
