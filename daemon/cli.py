@@ -1342,7 +1342,12 @@ def _add_gallery_parsers(sub: Any) -> None:
         "--max-frames", type=_frame_count, default=0, help="Stop a video after this many frames read."
     )
     s.add_argument("--recursive", action="store_true", help="Also images in sub-folders.")
-    s.add_argument("--out", help="Write annotated crops of the hits and hits.json into this folder.")
+    s.add_argument(
+        "--out",
+        help="Write annotated crops of the hits and hits.json into this folder. Removes first the files an "
+        "earlier search wrote there (listed in its .reid-daemon-search.json, where unchanged), no other: a file "
+        "of yours named like a crop stays, and a hits.json of yours is refused.",
+    )
     s.add_argument("--json", action="store_true", help="Print the hits as JSON.")
     _add_model_args(s)
     s.set_defaults(func=cmd_search)

@@ -13,16 +13,17 @@
 * ``search(...)``: run the detector over a folder of images or a video, embed every person and keep the
   best hits (similarity to the query >= threshold), best first (of equal ones the earlier found, kept first
   when the limit is reached), with the image path or frame index and box;
-  ``out`` writes one annotated crop per hit and ``hits.json``.
+  ``out`` writes one annotated crop per hit and ``hits.json``, listed in ``SEARCH_MANIFEST``; what an earlier
+  search wrote there (and no other file) is removed first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import json
 import math
-import re
 import time
 from collections.abc import Sequence
 from contextlib import closing
@@ -725,6 +726,8 @@ def search(
     if not path.exists():
         raise DataError(f"search target not found: {path}")
     video = not (path.is_dir() or is_image_file(path))
+    if options.out is not None:
+        check_out_folder(options.out)  # before the work, not after it
     best = _Best(options.limit, options.out is not None, options.crop_context)
     skipped: list[tuple[str, str]] = []
     scanned = people = 0
@@ -807,46 +810,135 @@ def _query_rows(query: FloatArray, dim: int) -> FloatArray:
     return out
 
 
+HITS_INDEX: Final = "hits.json"
+SEARCH_MANIFEST: Final = ".reid-daemon-search.json"
+"""Written by ``search --out`` beside its crops and ``hits.json``: the name and SHA-256 of each file it wrote
+there, so that the next search into the folder removes those files, where they are unchanged, and nothing else
+(a user's file named like a crop stays)."""
+
+
+def check_out_folder(out: Path) -> None:
+    """DataError, before a search into ``out``, when ``hits.json`` there is not a search's (a file of the user's of
+    that name, which the search would write over)."""
+    index = out / HITS_INDEX
+    if index.exists() and not (_ours(out, HITS_INDEX, _manifest(out)) or _old_index(index)):
+        raise DataError(
+            f"{index} was not written by a search (it is not listed in {SEARCH_MANIFEST}, nor a search's list of "
+            "hits), and search --out writes its hits.json there: choose another folder, or move that file"
+        )
+
+
 def write_hits(ranked: Sequence[tuple[Hit, ImageBGR | None, Box]], out: Path) -> tuple[Path, ...]:
-    """One annotated crop per hit (``001_0.912_frame000123.jpg``) and ``hits.json`` into ``out``."""
+    """One annotated crop per hit (``001_0.912_frame000123.jpg``; ``..._2.jpg`` where a file of that name is
+    there) and ``hits.json`` into ``out``, listed in ``SEARCH_MANIFEST``. The files an earlier search listed
+    there, and unchanged since, are removed first (they would sit among these as if they were hits); no other."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot write the hits into {out}: {e}") from e
-    for earlier in out.iterdir():  # an earlier search's crops would sit among these as if they were hits
-        if HIT_CROP.fullmatch(earlier.name) and earlier.is_file():
-            earlier.unlink()
+    check_out_folder(out)
+    _remove_earlier(out)
     written: list[Path] = []
     files: list[str | None] = []
+    digests: dict[str, str] = {}
     for rank, (hit, crop, rel) in enumerate(ranked, 1):
         files.append(None)
         if crop is None:
             continue
         where = f"frame{hit.frame:06d}" if hit.frame >= 0 else _safe_stem(hit.source)
-        path = out / f"{rank:03d}_{hit.similarity:.3f}_{where}.jpg"
-        _write_jpeg(path, annotate(crop, rel, f"#{rank} {hit.similarity:.3f}"))
+        path = _free_name(out, f"{rank:03d}_{hit.similarity:.3f}_{where}")
+        digests[path.name] = _write_file(
+            path, _jpeg(path, annotate(crop, rel, f"#{rank} {hit.similarity:.3f}"))
+        )
         written.append(path)
         files[-1] = path.name
-    index = out / "hits.json"
+    index = out / HITS_INDEX
     pairs = enumerate(zip(ranked, files, strict=True), 1)
     doc = [{"rank": rank, **h.as_dict(), "file": f} for rank, ((h, _, _), f) in pairs]
-    index.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    digests[HITS_INDEX] = _write_file(index, json.dumps(doc, indent=2).encode("utf-8"))
+    manifest = {"v": 1, "files": digests}
+    _write_file(out / SEARCH_MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
     return (*written, index)
 
 
-def _write_jpeg(path: Path, image: ImageBGR) -> None:
-    """``image`` as a JPEG file ``path``, written by Python: cv2.imwrite kills the process (a segfault) on a path
-    that is not UTF-8 (an --out folder named in Latin-1). DataError naming the file when it cannot be."""
+def _remove_earlier(out: Path) -> None:
+    """Remove the crops an earlier search listed in ``out``'s manifest, those unchanged since (a file the user
+    replaced one with, or put under such a name, is the user's: left)."""
+    earlier = _manifest(out)
+    for name in sorted(earlier):
+        if name != HITS_INDEX and _ours(out, name, earlier):
+            try:
+                (out / name).unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise DataError(
+                    f"cannot remove an earlier search's crop {out / name}: {e.strerror or e}"
+                ) from e
+
+
+def _manifest(out: Path) -> dict[str, str]:
+    """The files (name -> SHA-256) an earlier search wrote into ``out``; {} where it lists none (none there, or
+    not readable as one: nothing is removed then)."""
+    try:
+        files = json.loads((out / SEARCH_MANIFEST).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if not isinstance(files, dict):
+        return {}
+    return {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _ours(out: Path, name: str, listed: dict[str, str]) -> bool:
+    """Whether ``out / name`` is a plain file a search wrote, as it wrote it (its SHA-256 the one ``listed``)."""
+    if not name or name != Path(name).name or name.startswith(".") or name not in listed:
+        return False
+    path = out / name
+    try:
+        if not path.is_file() or path.is_symlink():
+            return False
+        return hashlib.sha256(path.read_bytes()).hexdigest() == listed[name]
+    except OSError:
+        return False
+
+
+def _old_index(path: Path) -> bool:
+    """Whether ``path`` is the hits.json of a search of a version before the manifest: a JSON list of hits, each
+    an object with its rank and similarity."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, list) and all(
+        isinstance(h, dict) and {"rank", "similarity"} <= h.keys() for h in doc
+    )
+
+
+def _free_name(out: Path, stem: str) -> Path:
+    """``out / stem.jpg``, or ``stem_N.jpg`` (N = 2, 3, ...) where a file of that name is there: never over one."""
+    path, n = out / f"{stem}.jpg", 1
+    while path.exists() or path.is_symlink():
+        n += 1
+        path = out / f"{stem}_{n}.jpg"
+    return path
+
+
+def _jpeg(path: Path, image: ImageBGR) -> bytes:
+    """``image`` encoded as JPEG by OpenCV (written by Python: cv2.imwrite kills the process, a segfault, on a
+    path that is not UTF-8, an --out folder named in Latin-1)."""
     ok, jpeg = cv2.imencode(".jpg", image)
     if not ok:
         raise DataError(f"cannot write {path}: the image could not be encoded as JPEG")
+    return bytes(jpeg.tobytes())
+
+
+def _write_file(path: Path, data: bytes) -> str:
+    """Write ``data`` to ``path``; its SHA-256. DataError naming the file when it cannot be written."""
     try:
-        path.write_bytes(jpeg.tobytes())
+        path.write_bytes(data)
     except OSError as e:
         raise DataError(f"cannot write {path}: {e.strerror or e}") from e
-
-
-HIT_CROP = re.compile(r"\d{3,}_-?\d\.\d{3}_[\w-]+\.jpg")  # the names write_hits gives its crops
+    return hashlib.sha256(data).hexdigest()
 
 
 def _safe_stem(source: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -548,6 +549,45 @@ def test_search_out_that_is_a_file_is_a_data_error(tmp_path: Path) -> None:
     (tmp_path / "taken").touch()
     with pytest.raises(DataError, match="cannot write the hits into"):
         rec.write_hits([], tmp_path / "taken")
+
+
+def test_search_out_removes_only_the_files_an_earlier_search_wrote(tmp_path: Path) -> None:
+    # Regression: search --out DIR deleted every file in DIR named like a hit crop (001_0.999_x.jpg), a user's
+    # own photo included; it removes what the earlier search listed in its manifest, unchanged since, only
+    target = _two_people(tmp_path / "imgs", [RED, RED, BLUE], GREY)
+    out = tmp_path / "hits"
+    out.mkdir()
+    mine = out / "001_0.999_holiday.jpg"  # a name like a crop's
+    mine.write_bytes(b"the user's photo")
+    opts = SearchOptions(threshold=0.9, limit=3, out=out)
+    first = search(_query(RED), target, MeanColour(), HALVES, opts)
+    assert len(first.hits) == 2 and mine.read_bytes() == b"the user's photo"
+    crops = sorted(p.name for p in out.glob("0*.jpg") if p != mine)
+    assert len(crops) == 2
+    # the user keeps one of the crops by writing over it: it is theirs now
+    kept = out / crops[1]
+    kept.write_bytes(b"edited by the user")
+    second = search(_query(BLUE), target, MeanColour(), HALVES, replace(opts, limit=1))
+    assert len(second.hits) == 1
+    assert mine.read_bytes() == b"the user's photo" and kept.read_bytes() == b"edited by the user"
+    assert not (out / crops[0]).exists()  # the earlier search's crop, unchanged: removed
+    index = json.loads((out / "hits.json").read_text())
+    assert [h["file"] for h in index] == [p.name for p in second.written if p.suffix == ".jpg"]
+    assert sorted(p.name for p in out.glob("*.jpg")) == sorted([mine.name, kept.name, index[0]["file"]])
+
+
+def test_search_out_never_writes_over_a_users_file(tmp_path: Path) -> None:
+    target = _two_people(tmp_path / "imgs", [RED], GREY)
+    out = tmp_path / "hits"
+    first = search(_query(RED), target, MeanColour(), HALVES, SearchOptions(0.9, 1, out=out))
+    name = first.written[0].name
+    (out / rec.SEARCH_MANIFEST).unlink()  # the crop is not known as a search's any more: the user's
+    again = search(_query(RED), target, MeanColour(), HALVES, SearchOptions(0.9, 1, out=out))
+    assert (out / name).is_file() and again.written[0].name == name.replace(".jpg", "_2.jpg")
+    (out / "hits.json").write_text("my notes")  # a user's hits.json: refused before the search, kept
+    with pytest.raises(DataError, match=r"hits\.json was not written by a search"):
+        search(_query(RED), target, MeanColour(), HALVES, SearchOptions(0.9, 1, out=out))
+    assert (out / "hits.json").read_text() == "my notes"
 
 
 # ---------------------------------------------------------------------------------------------- real
