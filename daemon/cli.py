@@ -788,6 +788,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in SUFFIXES:
         raise ConfigError(f"--gallery {out}: a gallery file ends in {', '.join(SUFFIXES)}")
     _check_output_file("--gallery", out)
+    _check_replacing(args, out)
     naming = _validated(
         EnrollConfig,
         _section(args, "enroll"),
@@ -808,10 +809,22 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         sets=set(args.set) if args.set else None,
         save_to=out,
         append=args.append,
+        replace=args.replace,
         progress=_progress(args),
     )
     _emit(args, report)
     return 0
+
+
+def _check_replacing(args: argparse.Namespace, out: Path) -> None:
+    """ConfigError, before the models load, for enroll into an existing gallery file without --append (add to
+    it) or --replace (write a new one over it): its entries would be lost without a word."""
+    from daemon.enroll import existing_gallery
+
+    if args.append and args.replace:
+        raise ConfigError("--append adds to the gallery file, --replace writes a new one over it: give one")
+    if not (args.append or args.replace) and out.exists():
+        raise ConfigError(existing_gallery(out))
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -1290,6 +1303,12 @@ def _add_gallery_parsers(sub: Any) -> None:
     en.add_argument("folder", help="Reference folder: [SET-]name[--VARIANT].jpg, e.g. A12-jane_doe--2.jpg.")
     en.add_argument("--gallery", "-g", required=True, help="Gallery file to write (.npz, .json or .rdg).")
     en.add_argument("--append", action="store_true", help="Add to the gallery file if it exists.")
+    en.add_argument(
+        "--replace",
+        action="store_true",
+        help="Write a new gallery over the file if it exists (without --append or --replace, an existing "
+        "gallery file is refused: its entries would be lost).",
+    )
     en.add_argument("--detect", action="store_true", help="Uncropped photos: take the largest person box.")
     en.add_argument("--recursive", action="store_true", help="Also images in sub-folders.")
     en.add_argument(

@@ -584,6 +584,7 @@ def enroll(
     sets: Collection[str] | None = None,
     save_to: StrPath | None = None,
     append: bool = False,
+    replace: bool = True,
     progress: bool = False,
 ) -> EnrollReport:
     """Add every reference image of ``folder`` to ``gallery`` (labels from file names) and save it.
@@ -592,7 +593,8 @@ def enroll(
     whole image. The references are embedded first; then, holding ``save_to``'s lock (``gallery.locked``,
     waiting ``naming.lock_wait_s`` at most for it: LockTimeout), they are added and the gallery saved. With
     ``append`` (``gallery`` is the file ``save_to`` as read, or a new one where there was none) they are added
-    to the file as it is then: rows another process (``serve``) saved there since are kept. Raises DataError
+    to the file as it is then: rows another process (``serve``) saved there since are kept; without ``append``
+    nor ``replace`` a file there then is refused (DataError, ``existing_gallery``), never written over. Raises DataError
     when the folder is missing, holds no usable image, or the gallery's dimension differs from the embedder's;
     other problems are reported per file in ``skipped``.
     """
@@ -612,6 +614,8 @@ def enroll(
         if append and target is not None:
             gallery = latest(gallery, target)
             _check_gallery(gallery, embedder)
+        elif not replace and target is not None and target.exists():  # made while the images were embedded
+            raise DataError(existing_gallery(target))
         held = {label: set(gallery.sources(label)) for label in {n.label for n, _, _ in work.embedded}}
         work.add(gallery)
         if not work.enrolled:
@@ -633,6 +637,19 @@ def enroll(
         timings,
         tuple(work.evicted),
         removed,
+    )
+
+
+def existing_gallery(path: Path) -> str:
+    """Why enroll will not write a new gallery over the file ``path``: what it holds, and the two options."""
+    try:
+        held = Gallery.load(path)
+        what = f"holds {len(held)} entries of {len(held.unique_labels)} label(s)"
+    except DataError as e:
+        what = f"cannot be read as a gallery ({e})"
+    return (
+        f"the gallery file {shown(path)} exists and {what}: enroll --append adds to it, --replace writes a new "
+        "gallery over it (its entries lost)"
     )
 
 

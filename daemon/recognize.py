@@ -370,7 +370,7 @@ def _advise_copies(report: VerifyReport) -> list[str]:
     return [
         f"{len(copied)} reference(s) of {_names(labels)} are the same image as another of their label (enrolled "
         "twice, e.g. enroll --append of a folder already in the gallery): copies are left out of each other's "
-        "check; enrol the folder afresh without --append"
+        "check; enrol the folder afresh (enroll --replace, not --append)"
     ]
 
 

@@ -147,6 +147,33 @@ def test_enroll_append_json_and_sets(
     assert Gallery.load(out).threshold != 0.9
 
 
+def test_enroll_refuses_to_replace_an_existing_gallery_without_append_or_replace(
+    data: Path, gallery: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    """enroll without --append wrote a new gallery over an existing one, saying only 'saved' (24 entries became
+    1); it is refused before the models load, naming the file, what it holds and both options."""
+    path = tmp_path / "people.npz"
+    path.write_bytes(gallery.read_bytes())
+    before = path.read_bytes()
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "jane_doe.jpg").write_bytes((data / "refs" / "person_09--1.jpg").read_bytes())
+    unloaded = ["--model", str(tmp_path / "never-loaded.onnx"), "--no-progress"]  # refused before it loads
+    assert main(["enroll", str(one), "-g", str(path), *unloaded]) == 2
+    err = capsys.readouterr().err
+    assert f"the gallery file {path} exists and holds 24 entries of 8 label(s)" in err, err
+    assert "--append adds to it, --replace writes a new gallery over it" in err
+    assert path.read_bytes() == before
+    assert main(["enroll", str(one), "-g", str(path), "--append", "--replace", *unloaded]) == 2
+    assert "give one" in capsys.readouterr().err and path.read_bytes() == before
+    path.write_bytes(b"not a gallery")
+    assert main(["enroll", str(one), "-g", str(path), *unloaded]) == 2
+    assert "exists and cannot be read as a gallery" in capsys.readouterr().err
+    path.write_bytes(before)
+    assert main(["-q", "enroll", str(one), "-g", str(path), "--replace", *_model(mobilenet_model)]) == 0
+    assert "saved:" in capsys.readouterr().out and Gallery.load(path).labels == ["jane doe"]
+
+
 def test_search_folder_and_video(
     data: Path, gallery: Path, mobilenet_model: Path, ssdlite_model: Path, capsys: Capture
 ) -> None:

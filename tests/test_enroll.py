@@ -105,6 +105,23 @@ def refs(tmp_path: Path) -> Path:
     return folder
 
 
+def test_enroll_without_replace_never_writes_over_a_gallery_made_meanwhile(
+    refs: Path, tmp_path: Path
+) -> None:
+    # the CLI checks before the models load; a gallery saved there while the images were embedded (another
+    # enroll, serve) is refused under the lock as well, not written over
+    target = tmp_path / "g.npz"
+    other = Gallery(MeanColour.dim)
+    other.add("someone", np.ones(MeanColour.dim, np.float32))
+    other.save(target)
+    before = target.read_bytes()
+    with pytest.raises(DataError, match=r"exists and holds 1 entries of 1 label\(s\): enroll --append adds"):
+        enroll(refs, MeanColour(), Gallery(MeanColour.dim), save_to=target, replace=False)
+    assert target.read_bytes() == before
+    report = enroll(refs, MeanColour(), Gallery(MeanColour.dim), save_to=target, replace=True)
+    assert report.gallery_size == 4 and "someone" not in Gallery.load(target)
+
+
 def test_enroll_folder_reports_and_saves(refs: Path, tmp_path: Path) -> None:
     gallery = Gallery(MeanColour.dim, threshold=0.5)
     report = enroll(refs, MeanColour(), gallery, save_to=tmp_path / "g.npz")
