@@ -11,7 +11,8 @@ Endpoints:
   people are found by the detector; without, the whole image is one crop.
 * ``POST /search``: an uploaded image of one person -> the gallery entries most like it, each with the URLs of
   its label's reference images.
-* ``POST /enroll``: an uploaded image and a label (or the file name as label) -> a new gallery entry (up to
+* ``POST /enroll``: an uploaded image and a label (taken as given, trimmed; without the field, read from the
+  file name as ``enroll`` reads it, set code included) -> a new gallery entry (up to
   ``max_entries`` in all); the image is kept in the references folder as ``enroll`` of it reads it (at its top
   level, or in the person's folder with the enroll section's ``label_from: folder``; served as static files,
   hidden ones left out) under a name never given before there (``enroll.SERVE_LEDGER``; chosen, written and recorded
@@ -51,6 +52,7 @@ import re
 import socket
 import threading
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -458,8 +460,7 @@ def search_image(
 
 
 def enroll_image(state: ServiceState, image: ImageBGR, name: str, label: str | None) -> dict[str, Any]:
-    stem = _reference_stem(state, name, label)
-    ref_label = parse_reference_name(Path(stem + ".jpg"), state.naming).label
+    stem, ref_label = _reference_stem(state, name, label)
     result = embed(state.embedder, image, options=EmbedOptions(model=state.model))
     # one name per enrolment, a failed one undone before anyone sees it; the files' locks first (the gallery's,
     # then the references folder's, in every process), so that searches (state.lock alone) never wait while
@@ -589,36 +590,82 @@ def _last_saved(state: ServiceState) -> Gallery:
     return empty
 
 
-def _reference_stem(state: ServiceState, name: str, label: str | None) -> str:
-    """The ``[SET-]label`` stem a new reference is kept under, from ``label`` or else the upload's own name.
-    HTTPException 409 when there is neither, when no label can be parsed, when a given label holds what its
-    file name cannot keep ('/', the variant separator: 'AC/DC' would be 'DC', 'jane--doe' would be 'jane'), or
-    when the file would be hidden (a leading '.': ``enroll`` leaves hidden files out)."""
+def _reference_stem(state: ServiceState, name: str, label: str | None) -> tuple[str, str]:
+    """The ``[SET-]label`` stem a new reference is kept under, and its label: the ``label`` field as given
+    (``given_label``; a set code only from a file name), or else read from the upload's own name by the
+    reference-name rule. HTTPException 422 for a label field that is blank or holds a control character; 409
+    when there is no file name to read, when no label can be parsed from it, when a given label cannot be kept
+    in its file name as it is ('AC/DC', 'jane--doe', 'R2-D2' read back as set R2, 'ab_cd' as 'ab cd'), or when
+    the file would be hidden (a leading '.': ``enroll`` leaves hidden files out)."""
     naming = state.naming
-    lost = [s for s in ("/", naming.variant_separator) if label and s in label]
+    if label is not None:
+        ref_label = given_label(label, naming)
+        stem = _label_stem(ref_label, naming)
+    else:
+        if not Path(name).stem:
+            raise HTTPException(
+                409,
+                "no label: give the label field, or a file name to read it from ([SET-]name[--VARIANT].jpg)",
+            )
+        try:
+            ref = parse_reference_name(
+                Path(Path(name).stem).name + ".jpg", naming
+            )  # no folders from a client
+        except ValueError as e:
+            raise HTTPException(409, str(e)) from e
+        ref_label, stem = ref.label, ref.label.replace(" ", naming.word_separator)
+        if ref.set_code:
+            stem = f"{ref.set_code}{naming.set_separator}{stem}"
+    if stem.startswith("."):
+        raise HTTPException(
+            409, f"{label or name!r}: a label may not start with '.' (its reference file would be hidden)"
+        )
+    _check_file_name(stem, label or name)
+    return stem, ref_label
+
+
+def given_label(label: str, naming: EnrollConfig) -> str:
+    """The ``label`` form field as the label: trimmed, runs of white space as one space, Unicode NFC and, where
+    the enroll section says ``lowercase``, lower case (what ``enroll`` makes of a file name's label), never parsed
+    as a file name (no set code, no variant). HTTPException 422 naming the field when it is blank or holds a
+    control character (a newline, a tab, NUL: no label of a person)."""
+    text = label.strip()
+    if not text:
+        raise HTTPException(
+            422,
+            "the form field 'label' is blank: give the person's label, or leave the field out to read it from "
+            "the image's file name ([SET-]name[--VARIANT].jpg)",
+        )
+    bad = next((c for c in text if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise HTTPException(422, f"the form field 'label' holds the control character {bad!r}: {label!r}")
+    out = unicodedata.normalize("NFC", " ".join(text.split()))
+    return out.lower() if naming.lowercase else out
+
+
+def _label_stem(label: str, naming: EnrollConfig) -> str:
+    """The reference file stem that ``enroll`` reads back as ``label`` (spaces as the word separator);
+    HTTPException 409 naming the label when its file name cannot keep it as it is."""
+    lost = [s for s in ("/", naming.variant_separator) if s in label]
     if lost:
         raise HTTPException(
             409,
             f"label {label!r}: {lost[0]!r} cannot be kept in its reference file name "
             f"([SET-]name[{naming.variant_separator}VARIANT].jpg); choose a label without it",
         )
-    given = label.strip().replace(" ", naming.word_separator) if label and label.strip() else Path(name).stem
-    if not given:
-        raise HTTPException(
-            409, "no label: give the label field, or a file name to read it from ([SET-]name[--VARIANT].jpg)"
-        )
+    stem = label.replace(" ", naming.word_separator)
     try:
-        ref = parse_reference_name(Path(Path(given).name + ".jpg"), naming)  # no folders from a client
+        ref = parse_reference_name(stem + ".jpg", naming)
     except ValueError as e:
-        raise HTTPException(409, str(e)) from e
-    stem = ref.label.replace(" ", naming.word_separator)
-    if ref.set_code:
-        stem = f"{ref.set_code}{naming.set_separator}{stem}"
-    if stem.startswith("."):
+        raise HTTPException(409, f"label {label!r}: {e}") from e
+    if (ref.label, ref.set_code, ref.variant) != (label, None, None):
+        read = f"label {ref.label!r}" + ("" if ref.set_code is None else f" of set {ref.set_code!r}")
         raise HTTPException(
-            409, f"{given!r}: a label may not start with '.' (its reference file would be hidden)"
+            409,
+            f"label {label!r} cannot be kept in its reference file name as it is: enroll reads {stem}.jpg as "
+            f"{read} ({naming.word_separator!r} is read as a space, a prefix like a set code before "
+            f"{naming.set_separator!r} as the set); choose a label without it",
         )
-    _check_file_name(stem, given)
     return stem
 
 
@@ -811,7 +858,10 @@ def create_app(state: ServiceState) -> FastAPI:
     @app.post("/enroll", dependencies=known, summary="Add an uploaded reference image to the gallery.")
     async def post_enroll(
         image: Annotated[UploadFile, File(description="A reference image of one person.")],
-        label: Annotated[str | None, Form(max_length=200, description="Default: from the file name.")] = None,
+        label: Annotated[
+            str | None,
+            Form(max_length=200, description="The label as given (trimmed). Default: from the file name."),
+        ] = None,
     ) -> dict[str, Any]:
         img, _ = await _counted_read(state, "enroll", image, limit)
         named = image.filename or ""  # not read_upload's stand-in for a nameless upload: no label is made up

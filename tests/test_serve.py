@@ -26,7 +26,7 @@ from _ops import wait_until
 
 from daemon.config import EmbedderConfig, EnrollConfig, GalleryConfig, RuntimeConfig, ServeConfig
 from daemon.embed import OnnxEmbedder
-from daemon.enroll import SERVE_LEDGER, SERVE_LOCK
+from daemon.enroll import SERVE_LEDGER, SERVE_LOCK, reference_files
 from daemon.errors import DataError
 from daemon.gallery import Gallery
 from daemon.serve import MULTIPART_SLACK, BackgroundServer, ServiceState, create_app, for_client
@@ -424,11 +424,14 @@ def test_an_enrolment_with_neither_label_nor_file_name_is_refused(
     # Regression: an upload with an empty file name and no label field was enrolled as 'upload' (the name
     # the service gives a nameless upload), a label nobody gave; kept as upload.jpg.
     url, state = toy
-    for fields in ({}, {"label": "  "}):
-        status, body = _post(f"{url}/enroll", "", _jpeg((0, 0, 200)), **fields)
-        assert status == 409 and "label" in body["detail"] and "file name" in body["detail"], body
-    assert len(state.gallery) == 0 and not (tmp_path / "refs" / "upload.jpg").exists()
-    assert state.errors["enroll"] == 2
+    status, body = _post(f"{url}/enroll", "", _jpeg((0, 0, 200)))
+    assert status == 409 and "label" in body["detail"] and "file name" in body["detail"], body
+    # a blank label field is no label either, nor a reason to take the file name ('blob' from a browser)
+    for name in ("", "blob"):
+        status, body = _post(f"{url}/enroll", name, _jpeg((0, 0, 200)), label="  ")
+        assert status == 422 and "the form field 'label' is blank" in body["detail"], body
+    assert len(state.gallery) == 0 and not _kept(tmp_path / "refs")
+    assert state.errors["enroll"] == 3
     assert _post(f"{url}/enroll", "", _jpeg((0, 0, 200)), label="jane")[1]["label"] == "jane"
 
 
@@ -456,6 +459,35 @@ def test_a_label_its_file_name_cannot_keep_is_refused(toy: tuple[str, ServiceSta
     assert len(state.gallery) == 0 and not _kept(tmp_path / "refs")
     status, body = _post(f"{url}/enroll", "x.jpg", _jpeg((0, 0, 200)), label="mary-jane o'neil")
     assert status == 200 and body["label"] == "mary-jane o'neil"
+
+
+def test_a_label_field_is_the_label_as_given_never_read_as_a_file_name(
+    toy: tuple[str, ServiceState], tmp_path: Path
+) -> None:
+    """The label field went through the file-name rule: 'R2-D2' became label 'D2' of set R2, 'ab_cd' became
+    'ab cd', both answered 200; a label is taken as given (trimmed), and one its reference file name cannot
+    keep as it is (enroll of the folder would read another label) is refused, naming what enroll would read;
+    control characters are refused naming the field. Set codes come from an upload's file name only."""
+    url, state = toy
+    image = _jpeg((0, 0, 200))
+    for label, read in (("R2-D2", "label 'D2' of set 'R2'"), ("ab_cd", "label 'ab cd'")):
+        status, body = _post(f"{url}/enroll", "x.jpg", image, label=label)
+        assert status == 409 and f"label {label!r} cannot be kept" in body["detail"], body
+        assert f"as {read}" in body["detail"], body
+    for label in ("ann\nbob", "a\tb", "x\x7f"):
+        status, body = _post(f"{url}/enroll", "x.jpg", image, label=label)
+        assert status == 422 and "the form field 'label' holds the control character" in body["detail"], body
+    assert len(state.gallery) == 0 and not _kept(tmp_path / "refs")
+    for label, kept in (("  R2 D2 ", "R2 D2"), ("Dr  Who", "Dr Who"), ("A12 jane", "A12 jane")):
+        status, body = _post(f"{url}/enroll", "A7-zed.jpg", image, label=label)
+        assert status == 200 and body["label"] == kept, body
+    status, body = _post(f"{url}/enroll", "A7-zed.jpg", image)  # no label field: the file name's rule
+    assert status == 200 and body["label"] == "zed" and body["reference"] == "/references/A7-zed.jpg"
+    assert sorted(state.gallery.unique_labels) == ["A12 jane", "Dr Who", "R2 D2", "zed"]
+    names, _ = reference_files(
+        tmp_path / "refs", EnrollConfig()
+    )  # the folder, read by enroll: the same labels
+    assert sorted({n.label for n in names}) == sorted(state.gallery.unique_labels)
 
 
 def test_a_label_no_file_name_can_hold_is_refused(toy: tuple[str, ServiceState], tmp_path: Path) -> None:
