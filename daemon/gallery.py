@@ -842,6 +842,13 @@ class Gallery:
         self._said_crops_unknown |= earlier._said_crops_unknown
         self._said_unrecorded |= earlier._said_unrecorded
 
+    def emptied(self) -> Gallery:
+        """A new empty gallery of this one's settings and embedder record (its once-only warnings said)."""
+        empty = Gallery.from_config(self.config, self.dim)
+        empty.embedder = self.embedder
+        empty.warned_as(self)
+        return empty
+
     def made_by(self, signature: str | None) -> None:
         """Record ``signature`` as the embedder of this gallery's rows when it has none and no record yet (a
         new gallery); an existing record is kept (``check_embedder`` is what refuses another)."""
@@ -1006,10 +1013,23 @@ def _lock_timeout_message(fd: int, wait_s: float, lock: Path, what: str, setting
 
 def latest(gallery: Gallery, path: Path) -> Gallery:
     """``gallery``, or the gallery file ``path`` read again when it is not the file as ``gallery`` last read or
-    wrote it (another process wrote it since, or made it while ``gallery`` was new). Call it holding
-    ``locked(path)`` before changing and saving the gallery."""
+    wrote it (another process wrote it since, or made it while ``gallery`` was new), or an empty gallery of its
+    settings (``emptied``, with a warning) when that file is gone (deleted or moved away since ``gallery`` read
+    or wrote it: its rows are not written back). Call it holding ``locked(path)`` before changing and saving the
+    gallery."""
     path = Path(path)
-    if not path.exists() or gallery.read_from(path):
+    if not path.exists():
+        if gallery._seen is None:  # new, or already taken as gone
+            return gallery
+        logger.warning(
+            "the gallery file %s is gone (deleted or moved away since it was read or written): taking it as an "
+            "empty gallery with the same settings (its %d entries are not written back); the next save writes "
+            "the file anew",
+            path,
+            len(gallery),
+        )
+        return gallery.emptied()
+    if gallery.read_from(path):
         return gallery
     logger.info("%s was written by another process: reading it again", path)
     fresh = Gallery.load(path)

@@ -7,7 +7,8 @@ Endpoints:
   and dim, adaptation state (the projection head in use), request and error counts per endpoint, uptime.
   Always 200 while the process runs, without waiting.
 * ``POST /recognize``: an uploaded image (or crop) -> top-k gallery matches per person (in the gallery file as
-  it is: one another process saved since is read again, here and in ``/search``). With ``detect`` the
+  it is: one another process saved since is read again, here and in ``/search``; one deleted since is an empty
+  gallery, logged, and the next enrolment writes the file anew: ``gallery.latest``). With ``detect`` the
   people are found by the detector; without, the whole image is one crop.
 * ``POST /search``: an uploaded image of one person -> the gallery entries most like it, each with the URLs of
   its label's reference images.
@@ -585,9 +586,7 @@ def _last_saved(state: ServiceState) -> Gallery:
         saved = Gallery.load(path)
         saved.warned_as(now)
         return saved
-    empty = Gallery.from_config(now.config, now.dim)
-    empty.embedder = now.embedder
-    return empty
+    return now.emptied()
 
 
 def _reference_stem(state: ServiceState, name: str, label: str | None) -> tuple[str, str]:

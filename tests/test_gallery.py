@@ -884,6 +884,32 @@ def test_latest_reads_the_file_again_only_when_another_writer_changed_it(tmp_pat
     assert latest(mine, path).labels == ["ann", "carl"]
 
 
+def test_latest_takes_a_gallery_file_deleted_since_as_empty(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression: a file deleted under a writer (serve, enroll --append) left `latest` returning the copy held,
+    # whose next save wrote every deleted entry back
+    from daemon.gallery import latest
+
+    path = tmp_path / "g.npz"
+    mine = Gallery(4, threshold=0.7, max_per_label=3)
+    mine.add_many(["ann", "bob"], np.eye(4, dtype=np.float32)[:2])
+    mine.embedder = "m sha256:00"
+    mine.save(path)
+    path.unlink()
+    now = latest(mine, path)
+    assert len(now) == 0 and now.config == mine.config and now.embedder == "m sha256:00"
+    assert (
+        f"the gallery file {path} is gone" in caplog.text
+        and "its 2 entries are not written back" in caplog.text
+    )
+    caplog.clear()
+    assert latest(now, path) is now and not caplog.text  # said once
+    now.add("carl", [0, 0, 1, 0])
+    now.save(path)
+    assert Gallery.load(path).labels == ["carl"]
+
+
 def test_a_file_read_again_does_not_repeat_its_once_only_warnings(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

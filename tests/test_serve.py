@@ -122,6 +122,27 @@ def test_enroll_then_recognize_and_search(toy: tuple[str, ServiceState], tmp_pat
     assert h["adaptation"]["head"] is False
 
 
+def test_a_gallery_file_deleted_while_serving_is_not_written_back(
+    toy: tuple[str, ServiceState], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator who deleted the gallery file while serve ran saw it come back, every entry in it, at the
+    next enrolment; serve follows the file: gone is an empty gallery (logged), and the next enrolment writes
+    the file anew with that entry alone."""
+    url, state = toy
+    for name, colour in (("ann.jpg", (0, 0, 200)), ("bob.jpg", (200, 0, 0))):
+        assert _post(f"{url}/enroll", name, _jpeg(colour))[0] == 200
+    (tmp_path / "g.npz").unlink()
+    status, h = _call(f"{url}/health")
+    assert status == 200 and h["gallery"]["entries"] == 0 and h["gallery"]["bytes"] is None, h
+    assert f"the gallery file {tmp_path / 'g.npz'} is gone" in caplog.text
+    status, body = _post(f"{url}/search?k=2&threshold=-1", "q.jpg", _jpeg((0, 0, 200)))
+    assert status == 200 and body["matches"] == []
+    status, body = _post(f"{url}/enroll", "carl.jpg", _jpeg((0, 200, 0)))
+    assert status == 200 and body["gallery_size"] == 1, body
+    assert Gallery.load(tmp_path / "g.npz").labels == ["carl"]  # before: ann, bob and carl
+    assert state.gallery.threshold == 0.9  # the service's settings, kept
+
+
 def test_a_second_image_of_a_label_gets_a_variant_name(toy: tuple[str, ServiceState], tmp_path: Path) -> None:
     url, _ = toy
     for _ in range(2):
