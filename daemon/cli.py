@@ -751,21 +751,26 @@ def _new_gallery(args: argparse.Namespace, dim: int) -> Any:
 
 
 def _warn_settings_kept(args: argparse.Namespace, gallery: Any, path: Path) -> None:
-    """--threshold / --max-per-label set up a new gallery; an existing one (appended to, served) keeps its own:
-    say so."""
-    given = [
-        opt
-        for opt, v in (("--threshold", args.threshold), ("--max-per-label", args.max_per_label))
-        if v is not None
-    ]
-    if given:
-        cfg = gallery.config
+    """--threshold, --max-per-label and the config's gallery section set up a new gallery; an existing one
+    (appended to, served) keeps the settings it was made with: say so, naming each setting given that differs
+    from the gallery's own."""
+    kept = gallery.config
+    unused = []
+    flags = {"threshold": "--threshold", "max_per_label": "--max-per-label"}
+    for field, flag in flags.items():
+        value = getattr(args, field, None)
+        if value is not None and value != getattr(kept, field):
+            unused.append(f"{flag} {value} (its {field} {getattr(kept, field)})")
+    section = _section(args, "gallery")
+    for field in sorted(section.model_fields_set - {"path"}):
+        mine, its = getattr(section, field), getattr(kept, field)
+        if getattr(args, field, None) is None and mine != its:
+            unused.append(f"gallery.{field} {mine} of {args.config} (its {field} {its})")
+    if unused:
         log.warning(
-            "%s set a new gallery's settings; %s keeps its own (threshold %s, max_per_label %s)",
-            " and ".join(given),
+            "%s keeps the settings it was made with, not %s: they set up a new gallery (enroll --replace)",
             path,
-            cfg.threshold,
-            cfg.max_per_label,
+            "; ".join(unused),
         )
 
 
@@ -1317,7 +1322,11 @@ def _add_gallery_parsers(sub: Any) -> None:
         help="Labels from file names (default) or from the folder each image is in (refs/jane_doe/1.jpg).",
     )
     en.add_argument("--set", action="append", help="Enrol only this set code (repeatable).")
-    en.add_argument("--threshold", type=float, help="Match threshold stored in a new gallery.")
+    en.add_argument(
+        "--threshold",
+        type=float,
+        help="Match threshold stored in a new gallery (an existing one keeps its own).",
+    )
     en.add_argument("--max-per-label", type=int, help="Cap of references per label in a new gallery.")
     en.add_argument("--json", action="store_true", help="Print the report as JSON.")
     _add_model_args(en)

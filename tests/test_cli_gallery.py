@@ -143,7 +143,7 @@ def test_enroll_append_json_and_sets(
     assert main(args) == 0
     assert len(Gallery.load(out)) == 12
     assert main([*args, "--threshold", "0.9"]) == 0  # a new gallery's setting: the file keeps its own, said
-    assert f"--threshold set a new gallery's settings; {out} keeps its own (threshold" in caplog.text
+    assert f"{out} keeps the settings it was made with, not --threshold 0.9 (its threshold" in caplog.text
     assert Gallery.load(out).threshold != 0.9
 
 

@@ -1376,7 +1376,9 @@ def test_cli_serve_says_an_existing_gallery_keeps_its_own_settings(
     path = tmp_path / "g.npz"
     Gallery.from_config(GalleryConfig(threshold=0.4), 1280).save(path)
     assert main(["serve", "-g", str(path), "--threshold", "0.9", "--model", str(mobilenet_model)]) == 0
-    assert f"--threshold set a new gallery's settings; {path} keeps its own (threshold 0.4" in caplog.text
+    assert (
+        f"{path} keeps the settings it was made with, not --threshold 0.9 (its threshold 0.4)" in caplog.text
+    )
 
 
 def test_cli_serve_warns_of_a_threshold_of_zero_too(
@@ -1389,7 +1391,42 @@ def test_cli_serve_warns_of_a_threshold_of_zero_too(
     path = tmp_path / "g.npz"
     Gallery.from_config(GalleryConfig(threshold=0.4), 1280).save(path)
     assert main(["serve", "-g", str(path), "--threshold", "0", "--model", str(mobilenet_model)]) == 0
-    assert f"--threshold set a new gallery's settings; {path} keeps its own (threshold 0.4" in caplog.text
+    assert (
+        f"{path} keeps the settings it was made with, not --threshold 0.0 (its threshold 0.4)" in caplog.text
+    )
+
+
+def test_cli_serve_and_enroll_append_name_the_configs_gallery_settings_an_existing_gallery_does_not_take(
+    mobilenet_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The config's gallery section (threshold, max_per_label, drop_policy, ...) was silently ignored by serve of
+    an existing gallery and by enroll --append, which keep the file's own; each setting that differs is named,
+    one the gallery shares is not."""
+    from daemon.cli import main
+
+    monkeypatch.setattr("daemon.serve.serve_forever", lambda *a: None)
+    path = tmp_path / "g.npz"
+    Gallery.from_config(GalleryConfig(threshold=0.4, seed=3), 1280).save(path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "cameras:\n  a:\n    source: {uri: a.mp4}\n"
+        "gallery:\n  threshold: 0.7\n  drop_policy: drop_latest\n  max_per_label: 5\n  seed: 3\n"
+    )
+    model = ["--model", str(mobilenet_model), "--no-progress"]
+    refs = write_reference_crops(tmp_path / "refs", identities=1, per_identity=1)[0].parent
+    for command in (
+        ["serve", "-g", str(path), "-c", str(cfg), *model],
+        ["-q", "enroll", str(refs), "-g", str(path), "--append", "-c", str(cfg), *model],
+    ):
+        caplog.clear()
+        assert main(command) == 0
+        said = [
+            r.getMessage() for r in caplog.records if "keeps the settings it was made with" in r.getMessage()
+        ]
+        assert len(said) == 1, caplog.text
+        for setting in ("drop_policy drop_latest", "max_per_label 5", "threshold 0.7"):
+            assert f"gallery.{setting} of {cfg}" in said[0], said
+        assert "its threshold 0.4" in said[0] and "seed" not in said[0]
 
 
 def test_an_error_answer_names_no_server_folder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
