@@ -807,7 +807,7 @@ class Gallery:
             raise DataError(
                 f"the gallery was enrolled with {self.embedder}, but {what} comes from {signature}: use the "
                 "model (and head) and the crop settings (embedder input_size, flip_average, colour_norm, "
-                "detail_height; --flip) the gallery was enrolled with, or enrol it again with these"
+                "detail_height; --flip) the gallery was enrolled with, or enrol it again with these (enroll --replace)"
             )
         crops = signature.partition(CROPS)[2]
         if crops and not self.embedder.partition(CROPS)[2] and not self._said_crops_unknown:
@@ -816,7 +816,7 @@ class Gallery:
                 "the gallery %s does not record the crop settings it was enrolled with (written before galleries "
                 "recorded them: %s), so it is checked by model only and used with crops %s; if it was enrolled "
                 "with others (--flip, embedder colour_norm, detail_height), its matches are off: enrol it again "
-                "(a new gallery records them)",
+                "(enroll --replace: a new gallery records them)",
                 self.file or "in memory",
                 self.embedder,
                 crops,
@@ -831,7 +831,7 @@ class Gallery:
         logger.warning(
             "the gallery %s does not record the model and head it was enrolled with (written before galleries "
             "recorded them), so it is checked by width only and used with %s; if it was enrolled with another "
-            "head of this width, its matches are off: enrol it again (a new gallery records them)",
+            "head of this width, its matches are off: enrol it again (enroll --replace: a new gallery records them)",
             self.file or "in memory",
             signature.partition(CROPS)[0],
         )
