@@ -8,14 +8,21 @@ mosaic reading each frame's time, show every frame after the gap at its real tim
 
 The edited index is written as a new ``moov`` box at the end of the file, and only then is the old one turned into
 a ``free`` box (one 4-byte write): a process killed between the two leaves the file as it was, playable.
+
+The reading side (``shown_frames``, read-only) counts the frames a file's video track shows from its own tables:
+OpenCV counts every frame the file holds, and a file cut by stream copy holds frames its edit list hides.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 
 _TRACK_TABLE = (b"trak", b"mdia", b"minf", b"stbl", b"stts")  # where a track's time table is, inside moov
 
@@ -191,3 +198,210 @@ def _grid_rate(path: Path) -> float | None:
         by_duration[duration] = by_duration.get(duration, 0) + count
     duration = max(by_duration, key=lambda d: by_duration[d], default=0)
     return scale / duration if duration > 0 and scale > 0 else None
+
+
+# ------------------------------------------------------------------ reading: the frames a file shows (read-only)
+
+_VIDEO_TABLES = (b"mdia", b"minf", b"stbl")  # where a track's sample tables are, inside trak
+_MAX_INDEX_BYTES = 256 << 20  # a longer index (days of video) is not read: OpenCV's count stands
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """One segment of a track's edit list: the track's media from ``media_time`` (its own time scale; -1: an empty
+    edit, nothing shown: a start delay) played for ``duration`` (the movie's time scale)."""
+
+    media_time: int
+    duration: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrackTiming:
+    """A video track's timing tables: its samples (frames, in decoding order) take ``durations`` (time-to-sample
+    runs ``(count, ticks)``, ``stts``) and are shown ``offsets`` after their decoding times (composition offsets,
+    ``(count, ticks)`` runs, ``ctts``: B-frames), in the track's time scale; ``edits`` (None: no edit list) say
+    which of its media times are shown, their durations in the movie's time scale."""
+
+    movie_scale: int
+    scale: int
+    durations: tuple[tuple[int, int], ...]
+    offsets: tuple[tuple[int, int], ...]
+    edits: tuple[Edit, ...] | None
+
+
+def _walk(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(kind, payload offset, end) of the boxes from ``start`` to ``end``: 64-bit sizes (1) and a last box running
+    to the end (0) too. Mp4LayoutError where one does not fit."""
+    pos = start
+    while pos + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        head = 8
+        if size == 1:
+            size, head = struct.unpack_from(">Q", data, pos + 8)[0], 16
+        elif size == 0:
+            size = end - pos
+        if size < head or pos + size > end:
+            raise Mp4LayoutError(f"a {kind!r} box of {size} bytes at {pos} does not fit")
+        yield kind, pos + head, pos + size
+        pos += size
+
+
+def _inside(data: bytes, box: tuple[int, int], kind: bytes) -> tuple[int, int] | None:
+    """(payload offset, end) of the first ``kind`` box in the payload ``box`` spans; None where there is none."""
+    for found, at, end in _walk(data, *box):
+        if found == kind:
+            return at, end
+    return None
+
+
+def _needed(data: bytes, box: tuple[int, int], kind: bytes) -> tuple[int, int]:
+    found = _inside(data, box, kind)
+    if found is None:
+        raise Mp4LayoutError(f"no {kind!r} box")
+    return found
+
+
+def _time_scale(data: bytes, box: tuple[int, int]) -> int:
+    """The time scale of an ``mvhd`` or ``mdhd`` (version 0: 32-bit times before it, 1: 64-bit)."""
+    at = box[0]
+    scale: int = struct.unpack_from(">I", data, at + (20 if data[at] == 1 else 12))[0]
+    if scale <= 0:
+        raise Mp4LayoutError("a time scale of 0")
+    return scale
+
+
+def _entries(data: bytes, box: tuple[int, int], size: int, head: int = 4) -> tuple[int, int]:
+    """(offset of the first, count) of a full box's table of ``size``-byte entries, its count at ``head`` bytes in;
+    Mp4LayoutError where the table does not fit in the box."""
+    at, end = box
+    count: int = struct.unpack_from(">I", data, at + head)[0]
+    if at + head + 4 + count * size > end:
+        raise Mp4LayoutError(f"a table of {count} entries in a box of {end - at} bytes")
+    return at + head + 4, count
+
+
+def _runs(data: bytes, box: tuple[int, int], signed: bool) -> tuple[tuple[int, int], ...]:
+    """The ``(count, value)`` runs of an ``stts`` or ``ctts`` (composition offsets read signed, as FFmpeg does)."""
+    first, count = _entries(data, box, 8)
+    fmt = ">Ii" if signed else ">II"
+    return tuple(struct.unpack_from(fmt, data, first + 8 * i) for i in range(count))
+
+
+def _edits(data: bytes, box: tuple[int, int]) -> tuple[Edit, ...]:
+    """An ``elst``'s segments (version 0: 32-bit fields, 1: 64-bit); Mp4LayoutError for a rate other than 1 (a
+    segment held on one frame, or played faster), which is not counted here."""
+    version = data[box[0]]
+    size, fmt = (20, ">QqhH") if version == 1 else (12, ">IihH")
+    first, count = _entries(data, box, size)
+    edits = []
+    for i in range(count):
+        duration, media_time, rate, fraction = struct.unpack_from(fmt, data, first + size * i)
+        if (rate, fraction) != (1, 0) or media_time < -1:
+            raise Mp4LayoutError(f"an edit at {media_time} played at rate {rate + fraction / 65536:g}")
+        edits.append(Edit(media_time, duration))
+    return tuple(edits)
+
+
+def _handler(data: bytes, trak: tuple[int, int]) -> bytes:
+    hdlr = _inside(data, _needed(data, trak, b"mdia"), b"hdlr")
+    return bytes(data[hdlr[0] + 8 : hdlr[0] + 12]) if hdlr is not None else b""
+
+
+def video_track(moov: bytes) -> tuple[int, int]:
+    """(payload offset, end) of the video track (the ``trak`` whose handler is ``vide``) in a ``moov`` box's bytes;
+    Mp4LayoutError where it has none or several (which one OpenCV reads is FFmpeg's choice), or is a fragmented
+    file's (its samples are in ``moof`` boxes)."""
+    whole = (8, len(moov))
+    if _inside(moov, whole, b"mvex") is not None:
+        raise Mp4LayoutError("a fragmented file (its frames are indexed in moof boxes)")
+    found = [(at, end) for kind, at, end in _walk(moov, *whole) if kind == b"trak"]
+    video = [trak for trak in found if _handler(moov, trak) == b"vide"]
+    if len(video) != 1:
+        raise Mp4LayoutError(f"{len(video) or 'no'} video tracks")
+    return video[0]
+
+
+def track_timing(moov: bytes, trak: tuple[int, int]) -> TrackTiming:
+    """The timing tables of the track at ``trak`` (``video_track``) in a ``moov`` box's bytes."""
+    mdia = _needed(moov, trak, b"mdia")
+    stbl = _needed(moov, _needed(moov, mdia, b"minf"), b"stbl")
+    ctts = _inside(moov, stbl, b"ctts")
+    edts = _inside(moov, trak, b"edts")
+    elst = _inside(moov, edts, b"elst") if edts is not None else None
+    return TrackTiming(
+        movie_scale=_time_scale(moov, _needed(moov, (8, len(moov)), b"mvhd")),
+        scale=_time_scale(moov, _needed(moov, mdia, b"mdhd")),
+        durations=_runs(moov, _needed(moov, stbl, b"stts"), signed=False),
+        offsets=_runs(moov, ctts, signed=True) if ctts is not None else (),
+        edits=_edits(moov, elst) if elst is not None else None,
+    )
+
+
+def presentation_times(timing: TrackTiming) -> npt.NDArray[np.int64]:
+    """Each sample's presentation time (its decoding time plus its composition offset), in decoding order, in the
+    track's time scale. Mp4LayoutError where the offsets are given for more samples than there are."""
+    counts = np.array([c for c, _ in timing.durations], np.int64)
+    ticks = np.repeat(np.array([d for _, d in timing.durations], np.int64), counts)
+    decoded = np.concatenate(([0], np.cumsum(ticks)[:-1])) if ticks.size else ticks
+    offsets = np.repeat(
+        np.array([o for _, o in timing.offsets], np.int64), np.array([c for c, _ in timing.offsets], np.int64)
+    )
+    if offsets.size > decoded.size:
+        raise Mp4LayoutError(f"composition offsets for {offsets.size} samples, {decoded.size} timed")
+    decoded[: offsets.size] += offsets  # samples beyond the table are shown as decoded (FFmpeg's reading)
+    return decoded
+
+
+def shown_samples(timing: TrackTiming) -> npt.NDArray[np.bool_]:
+    """Which samples a player shows (FFmpeg's reading of an edit list): with no edit list, all; else those whose
+    presentation time falls inside a segment's media range ``[media_time, media_time + duration)`` (its duration
+    brought to the track's time scale); an empty edit (a start delay) shows none. Mp4LayoutError where a segment
+    lasts 0 (read as 'to the end' by some, 'nothing' by others: not counted here)."""
+    times = presentation_times(timing)
+    if not timing.edits:
+        return np.ones(times.size, np.bool_)
+    shown = np.zeros(times.size, np.bool_)
+    for edit in timing.edits:
+        if edit.media_time == -1:
+            continue
+        if edit.duration == 0:
+            raise Mp4LayoutError("an edit of duration 0")
+        length = (edit.duration * timing.scale + timing.movie_scale // 2) // timing.movie_scale
+        shown |= (times >= edit.media_time) & (times < edit.media_time + length)
+    return shown
+
+
+def _index(path: Path) -> bytes:
+    """The bytes of a file's ``moov`` box (wherever it is among the top-level boxes: first or last), with an 8-byte
+    header; Mp4LayoutError where it has none, or one larger than ``_MAX_INDEX_BYTES``."""
+    with open(path, "rb") as f:
+        end = os.fstat(f.fileno()).st_size
+        pos = 0
+        while pos + 8 <= end:
+            f.seek(pos)
+            head = f.read(16)
+            size, kind = struct.unpack(">I4s", head[:8])
+            large = size == 1
+            if large:
+                size = struct.unpack(">Q", head[8:16])[0]
+            elif size == 0:
+                size = end - pos
+            if size < (16 if large else 8):
+                raise Mp4LayoutError(f"a {kind!r} box of {size} bytes at {pos}")
+            if kind == b"moov":
+                if size > _MAX_INDEX_BYTES or pos + size > end:
+                    raise Mp4LayoutError(f"an index of {size} bytes at {pos} (the file has {end})")
+                f.seek(pos + (16 if large else 8))
+                payload = f.read(size - (16 if large else 8))
+                return struct.pack(">I4s", 8 + len(payload), b"moov") + payload
+            pos += size
+    raise Mp4LayoutError("no moov box")
+
+
+def shown_frames(path: Path) -> int:
+    """The frames an MP4 or MOV file's video track shows, by its own tables (``shown_samples``): a file cut by
+    stream copy holds frames from the key frame before its cut that its edit list hides, which OpenCV counts.
+    Mp4LayoutError (a ValueError) where its index cannot be read so (a fragmented file, one damaged), OSError
+    where the file cannot be read, struct.error where a table is cut short."""
+    moov = _index(path)
+    return int(shown_samples(track_timing(moov, video_track(moov))).sum())

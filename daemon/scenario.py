@@ -64,7 +64,6 @@ from daemon.motio import (
 from daemon.outputs import MAX_VIDEO_SIDE, mp4v_fps, mpeg4_size
 from daemon.sources import (
     counted_frames,
-    is_matroska,
     is_text_file,
     list_images,
     no_first_frame,
@@ -365,7 +364,7 @@ def _probe(video: Path, limit: int = 0) -> tuple[int, float | None, tuple[int, i
         ok, first = cap.read()
         if not ok or first is None:
             raise SourceError(f"{video}: {no_first_frame(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))}")
-        announced = counted_frames(cap, is_matroska(video)) or 0  # as a run counts them
+        announced = counted_frames(cap, video) or 0  # as a run counts them
         n = 1
         while (limit <= 0 or n < limit) and cap.grab():
             n += 1

@@ -46,6 +46,7 @@ import os
 import random
 import re
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -60,6 +61,7 @@ from urllib.parse import unquote, urlsplit
 import cv2
 import numpy as np
 
+from daemon import mp4_timing
 from daemon.clocks import monotonic_reading
 from daemon.config import STREAM_SCHEMES, URI_SCHEME, SourceConfig, redact
 from daemon.errors import SourceError
@@ -71,6 +73,7 @@ log = logging.getLogger(__name__)
 SourceKind = Literal["file", "rtsp", "webcam", "folder"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+MP4_SUFFIXES = frozenset({".mp4", ".mov", ".m4v"})  # files whose frames are counted by their own tables
 _WEBCAM = re.compile(r"^(?:webcam:)?(\d+)$")
 _FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 _RTSP_OVER_TCP = "rtsp_transport;tcp"
@@ -376,14 +379,34 @@ def is_matroska(path: Path) -> bool:
         return False
 
 
-def counted_frames(cap: Capture, matroska: bool) -> int | None:
-    """The frames a video file's container counts (None: none), ``cap`` having grabbed its first frame. Matroska
-    and WebM hold no count: OpenCV gives their duration times their rate, and their duration runs from time 0, so
-    one whose first frame is shown later (a segment of a longer recording, written with its timestamps running
-    on) is counted the frames of that lead too many; they are taken off (OpenCV's ``CAP_PROP_PTS`` gives the
-    first frame's time in frames from time 0, its position the time from the first frame)."""
+def mp4_shown_frames(path: Path) -> int | None:
+    """The frames an MP4, MOV or M4V file shows, by its own tables (``mp4_timing.shown_frames``: its edit list, the
+    frames' times and composition offsets); None for another kind of file, or where its tables cannot be read
+    (a fragmented or damaged file: logged at debug, and OpenCV's count stands)."""
+    if path.suffix.lower() not in MP4_SUFFIXES:
+        return None
+    try:
+        return mp4_timing.shown_frames(path)
+    except (OSError, ValueError, struct.error) as e:
+        log.debug("%s: its frames are counted by OpenCV: its mp4 tables cannot be read (%s)", path, e)
+        return None
+
+
+def counted_frames(cap: Capture, video: Path | None) -> int | None:
+    """The frames a video file shows (None: not known), as its container counts them; ``video`` is the local file
+    ``cap`` reads (None: none), Matroska counted right once ``cap`` has grabbed its first frame.
+    An MP4 or MOV cut by stream copy (an NVR export, ffmpeg -ss -c copy) holds the frames from the key frame before
+    its cut, hidden by its edit list, and OpenCV counts them too: its frames are counted from its own tables
+    (``mp4_shown_frames``). Matroska and WebM hold no count: OpenCV gives their duration times their rate, and
+    their duration runs from time 0, so one whose first frame is shown later (a segment of a longer recording,
+    written with its timestamps running on) is counted the frames of that lead too many; they are taken off
+    (OpenCV's ``CAP_PROP_PTS`` gives the first frame's time in frames from time 0, its position the time from
+    the first frame)."""
+    shown = mp4_shown_frames(video) if video is not None else None
+    if shown is not None:
+        return shown if shown > 0 else None
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    if matroska and count > 0:
+    if video is not None and count > 0 and is_matroska(video):
         lead = cap.get(cv2.CAP_PROP_PTS) - cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 * cap.get(cv2.CAP_PROP_FPS)
         if math.isfinite(lead) and lead >= 1:
             count -= round(lead)
@@ -484,6 +507,7 @@ class _CaptureReader:
         # after are numbered by their times (``_number_by_time``); None: numbered as grabbed
         self._timed_from: tuple[int, float] | None = None
         self._recount = False  # a Matroska file: its count is taken again once its first frame is grabbed
+        self._path: Path | None = None  # the local file read (None: a stream, a webcam, a file over http)
         self.fps: float | None = None  # nominal rate and length, once opened (None: unknown)
         self.count: int | None = None
 
@@ -516,10 +540,10 @@ class _CaptureReader:
                 fps,
                 self._fallback_fps,
             )
-        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
-        self.count = count if count > 0 else None
         local = self._req.kind == "file" and not URI_SCHEME.match(str(self._req.target))
-        self._recount = local and is_matroska(Path(str(self._req.target)))
+        self._path = Path(str(self._req.target)) if local else None
+        self.count = None if self.live else counted_frames(cap, self._path)
+        self._recount = self._path is not None and is_matroska(self._path)
 
     def _label(self) -> str:
         """Where the source is (a stream's URL without its password) and, when the caller named it otherwise (a
@@ -588,7 +612,7 @@ class _CaptureReader:
                 self._position_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
                 self._number_by_time()
             if self._recount:
-                self._recount, self.count = False, counted_frames(self._cap, matroska=True)
+                self._recount, self.count = False, counted_frames(self._cap, self._path)
         return ok
 
     def _number_by_time(self) -> None:

@@ -10,10 +10,12 @@ import itertools
 import json
 import logging
 import select
+import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import pytest
 from _video import Shown, encode_numbered, frame_number, shown_frames
 
@@ -126,6 +128,136 @@ def test_a_recording_cut_by_stream_copy_starts_at_its_cut(ffmpeg: str, tmp_path:
     assert [f.timestamp for f in frames] == pytest.approx(
         [s.pts_s - shown[0].pts_s for s in shown], abs=0.5 / FPS
     )
+
+
+def _stream_copy_cut(ffmpeg: str, video: Path, out: Path, at_s: float = 0.55) -> Path:
+    """``video`` cut at ``at_s`` without re-encoding, as an NVR export does (an edit list hides the frames from the
+    key frame before the cut)."""
+    cmd = [ffmpeg, "-v", "error", "-ss", f"{at_s:g}", "-i", str(video), "-c", "copy", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+    return out
+
+
+def _opencv_count(video: Path) -> int:
+    cap = cv2.VideoCapture(str(video))
+    try:
+        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        cap.release()
+
+
+def test_a_recording_cut_by_stream_copy_counts_the_frames_it_shows(
+    ffmpeg: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An mp4 cut by stream copy keeps the frames from the key frame before the cut, hidden by its edit list: OpenCV
+    counts them (20), so the replay of a whole file ended warning 'ended after 14 of 20 frames: read failed or the
+    stream ended', its progress bar counted to 20. The frames shown are counted from the file's own tables (its
+    edit list, time-to-sample and composition offsets): 14, every one delivered, nothing warned."""
+    whole = encode_numbered(ffmpeg, tmp_path / "whole.mp4", [*H264, "-g", "8", *YUV], FRAMES, FPS)
+    cut = _stream_copy_cut(ffmpeg, whole, tmp_path / "cut.mp4")
+    assert _opencv_count(cut) == FRAMES  # the hidden frames are still in its tables
+    with caplog.at_level(logging.WARNING, logger="daemon"):
+        frames, count = read_all(cut)
+        strided, strided_count = read_all(cut, stride=3)
+    assert numbers(frames) == list(range(6, FRAMES)) and len(shown_frames(ffmpeg, cut)) == len(frames)
+    assert count == len(frames) == 14 and not caplog.text, caplog.text
+    assert strided_count == len(strided) == 5
+
+
+def test_reid_daemon_run_of_a_stream_copy_cut_ends_without_error(
+    ffmpeg: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`reid-daemon run` on an NVR-style stream-copy cut: its summary counts the 14 frames shown and keeps no error
+    (before: last_error 'read failed or the stream ended', from 'ended after 14 of 20 frames')."""
+    whole = encode_numbered(ffmpeg, tmp_path / "whole.mp4", [*H264, "-g", "8", *YUV], FRAMES, FPS)
+    cut = _stream_copy_cut(ffmpeg, whole, tmp_path / "cut.mp4")
+    with caplog.at_level(logging.WARNING, logger="daemon"):
+        assert main(["run", "--config", str(_run_config(tmp_path, cut))]) == 0
+    assert "ended after" not in caplog.text, caplog.text
+    summary = json.loads((tmp_path / "runs" / "door" / "summary.json").read_text())
+    assert summary["frames"] == 14 and summary["source_stats"]["last_error"] == ""
+
+
+def test_a_scenario_built_from_a_stream_copy_cut_warns_nothing(
+    ffmpeg: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """scenario build announced the stream-copy cut as 20 frames and warned 'decodes to 14 frames, its container
+    announces 20: cut short or damaged?' of a whole file; it counts as the run does now, and warns nothing."""
+    whole = encode_numbered(ffmpeg, tmp_path / "whole.mp4", [*H264, "-g", "8", *YUV], FRAMES, FPS)
+    cut = _stream_copy_cut(ffmpeg, whole, tmp_path / "cut.mp4")
+    scenario = ScenarioConfig(name="c", views=(ViewConfig(name="whole", region=(0, 0, 320, 240)),))
+    with caplog.at_level(logging.WARNING, logger="daemon"):
+        files = build(cut, None, scenario, tmp_path / "out")
+    assert not caplog.text, caplog.text
+    with open_source(SourceConfig(uri=str(files.videos["whole"]))) as src:
+        assert numbers(list(src)) == list(range(6, FRAMES))
+
+
+def _with_edits(video: Path, out: Path, edits: list[tuple[int, int]]) -> Path:
+    """``video`` (FFmpeg's mp4, its index last) with its video track's edit list replaced by ``edits``: (media time
+    in the track's time scale, -1 for an empty edit; duration in the movie's), version 0."""
+    data = bytearray(video.read_bytes())
+    at = data.rindex(b"moov") - 4
+    elst = data.index(b"elst", at) - 4
+    old = struct.unpack(">I", data[elst : elst + 4])[0]
+    table = struct.pack(">I4sII", 16 + 12 * len(edits), b"elst", 0, len(edits))
+    table += b"".join(struct.pack(">IihH", duration, media, 1, 0) for media, duration in edits)
+    data[elst : elst + old] = table
+    for kind in (b"moov", b"trak", b"edts"):  # the boxes around it grow with it; the frames, before, stay put
+        box = data.rindex(kind, at, elst) - 4
+        struct.pack_into(">I", data, box, struct.unpack(">I", data[box : box + 4])[0] + len(table) - old)
+    out.write_bytes(bytes(data))
+    return out
+
+
+def _track_scales(video: Path) -> tuple[int, int]:
+    """(movie, track) time scales of an FFmpeg mp4 (version 0 headers)."""
+    data = video.read_bytes()
+    mvhd, mdhd = data.rindex(b"mvhd") - 4, data.rindex(b"mdhd") - 4
+    return struct.unpack(">I", data[mvhd + 20 : mvhd + 24])[0], struct.unpack(
+        ">I", data[mdhd + 20 : mdhd + 24]
+    )[0]
+
+
+def test_an_edit_list_with_a_start_delay_and_a_segment_counts_the_segment(
+    ffmpeg: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hand-made edit list: an empty edit (nothing shown for 0.5 s: a start delay) then source frames 4-13 (ten
+    frames of the 20 the file holds). The count is the ten shown (OpenCV: 20), the frames delivered are those
+    FFmpeg shows, nothing warned."""
+    whole = encode_numbered(ffmpeg, tmp_path / "whole.mp4", [*H264, *YUV], FRAMES, FPS)
+    movie, track = _track_scales(whole)
+    first = _first_shown_ticks(whole)
+    edits = [(-1, movie // 2), (first + 4 * track // int(FPS), 10 * movie // int(FPS))]
+    video = _with_edits(whole, tmp_path / "edited.mp4", edits)
+    assert len(shown_frames(ffmpeg, video)) == 10 and _opencv_count(video) == FRAMES
+    with caplog.at_level(logging.WARNING, logger="daemon"):
+        frames, count = read_all(video)
+    assert numbers(frames) == list(range(4, 14)) and count == 10 and not caplog.text, caplog.text
+
+
+def _first_shown_ticks(video: Path) -> int:
+    """The media time FFmpeg's one edit starts the track at (its B-frame delay), in the track's time scale."""
+    data = video.read_bytes()
+    elst = data.rindex(b"elst") - 4
+    return struct.unpack(">i", data[elst + 20 : elst + 24])[0]
+
+
+def test_an_mp4_whose_tables_cannot_be_read_is_counted_as_before(
+    ffmpeg: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stream-copy cut whose edit list says it holds 1000 entries where it holds one (FFmpeg reads the one): the
+    count falls back to OpenCV's (20), said at debug, and every frame is still delivered: no exception."""
+    whole = encode_numbered(ffmpeg, tmp_path / "whole.mp4", [*H264, "-g", "8", *YUV], FRAMES, FPS)
+    cut = bytearray(_stream_copy_cut(ffmpeg, whole, tmp_path / "cut.mp4").read_bytes())
+    elst = cut.rindex(b"elst") - 4
+    struct.pack_into(">I", cut, elst + 12, 1000)
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(cut))
+    with caplog.at_level(logging.DEBUG, logger="daemon"):
+        frames, count = read_all(damaged)
+    assert numbers(frames) == list(range(6, FRAMES)) and count == FRAMES
+    assert f"{damaged}: its frames are counted by OpenCV" in caplog.text
 
 
 @pytest.mark.parametrize("codec", [H264, HEVC], ids=["h264", "hevc"])

@@ -1,0 +1,177 @@
+"""The reading side of daemon/mp4_timing.py on hand-built boxes: which of an MP4 track's frames a player shows, from
+its edit list (versions 0 and 1, several segments, an empty edit), its time-to-sample and composition-offset tables
+and its time scales; 64-bit box sizes; what it refuses (a fragmented file, a damaged table) rather than guess."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from daemon.mp4_timing import (
+    Edit,
+    Mp4LayoutError,
+    TrackTiming,
+    presentation_times,
+    shown_frames,
+    shown_samples,
+    track_timing,
+    video_track,
+)
+
+MOVIE, TRACK = (
+    1000,
+    10240,
+)  # time scales: FFmpeg's movie scale, its track scale at 10 fps (1024 ticks a frame)
+
+
+def box(kind: bytes, *payload: bytes, large: bool = False) -> bytes:
+    body = b"".join(payload)
+    if large:  # a 64-bit size
+        return struct.pack(">I4sQ", 1, kind, 16 + len(body)) + body
+    return struct.pack(">I4s", 8 + len(body), kind) + body
+
+
+def full(kind: bytes, version: int, body: bytes, large: bool = False) -> bytes:
+    return box(kind, struct.pack(">B3x", version) + body, large=large)
+
+
+def header(kind: bytes, scale: int, version: int = 0) -> bytes:
+    """An mvhd or mdhd: times, its scale and a duration (version 1: 64-bit times and duration)."""
+    if version == 1:
+        return full(kind, 1, struct.pack(">QQIQ", 0, 0, scale, 0) + bytes(80 if kind == b"mvhd" else 4))
+    return full(kind, 0, struct.pack(">IIII", 0, 0, scale, 0) + bytes(80 if kind == b"mvhd" else 4))
+
+
+def elst(edits: list[tuple[int, int]], version: int = 0) -> bytes:
+    fmt = ">QqhH" if version == 1 else ">IihH"
+    rows = b"".join(struct.pack(fmt, duration, media, 1, 0) for media, duration in edits)
+    return box(b"edts", full(b"elst", version, struct.pack(">I", len(edits)) + rows))
+
+
+def runs(kind: bytes, table: list[tuple[int, int]], version: int = 0) -> bytes:
+    fmt = ">Ii" if kind == b"ctts" else ">II"
+    return full(kind, version, struct.pack(">I", len(table)) + b"".join(struct.pack(fmt, *r) for r in table))
+
+
+def trak(
+    handler: bytes = b"vide",
+    edits: bytes = b"",
+    stts: list[tuple[int, int]] | None = None,
+    ctts: list[tuple[int, int]] | None = None,
+    mdhd_version: int = 0,
+    large: bool = False,
+) -> bytes:
+    stbl = box(b"stbl", runs(b"stts", stts or [(20, 1024)]), runs(b"ctts", ctts) if ctts else b"")
+    hdlr = full(b"hdlr", 0, struct.pack(">I4s12x", 0, handler) + b"\0")
+    mdia = box(b"mdia", header(b"mdhd", TRACK, mdhd_version), hdlr, box(b"minf", stbl))
+    return box(b"trak", full(b"tkhd", 0, bytes(80)), edits, mdia, large=large)
+
+
+def moov(*traks: bytes, mvhd_version: int = 0, extra: bytes = b"") -> bytes:
+    return box(b"moov", header(b"mvhd", MOVIE, mvhd_version), *traks, extra)
+
+
+def timing(data: bytes) -> TrackTiming:
+    return track_timing(data, video_track(data))
+
+
+# B-frames as FFmpeg writes them: I P B B, each frame decoded one frame early or shown two later
+B_FRAMES = [(1, 2048), (1, 5120), (1, 2048), (1, 0), (1, 1024)] * 4
+
+
+def test_presentation_times_are_decoding_times_plus_composition_offsets() -> None:
+    t = timing(moov(trak(stts=[(5, 1024)], ctts=B_FRAMES[:5])))
+    assert presentation_times(t).tolist() == [2048, 6144, 4096, 3072, 5120]
+
+
+def test_a_track_without_an_edit_list_shows_every_frame() -> None:
+    t = timing(moov(trak(ctts=B_FRAMES)))
+    assert t.edits is None and int(shown_samples(t).sum()) == 20
+
+
+@pytest.mark.parametrize("version", [0, 1])
+def test_an_edit_shows_the_frames_whose_times_fall_in_its_media_range(version: int) -> None:
+    """One segment from media time 7680 (between frames 5 and 6, the B-frame delay of 2048 counted), 1.45 s long
+    (14848 track ticks): frames 6-19 shown, as the stream-copy cut of FFmpeg's, in either elst version, with
+    64-bit headers too."""
+    edits = elst([(7680, 1450)], version)
+    t = timing(moov(trak(edits=edits, ctts=B_FRAMES, mdhd_version=version), mvhd_version=version))
+    assert t.edits == (Edit(7680, 1450),) and (t.movie_scale, t.scale) == (MOVIE, TRACK)
+    shown = shown_samples(t)
+    assert sorted(presentation_times(t)[shown].tolist()) == [2048 + 1024 * k for k in range(6, 20)]
+
+
+def test_an_empty_edit_delays_and_several_segments_add_up() -> None:
+    """An empty edit (media time -1: 0.5 s of nothing, a start delay) shows no frame; two segments show frames
+    2-4 and 10-11."""
+    edits = elst([(-1, 500), (2048 + 2 * 1024, 300), (2048 + 10 * 1024, 200)])
+    t = timing(moov(trak(edits=edits, ctts=B_FRAMES)))
+    shown = presentation_times(t)[shown_samples(t)]
+    assert sorted(shown.tolist()) == [2048 + 1024 * k for k in (2, 3, 4, 10, 11)]
+
+
+def test_only_an_empty_edit_shows_nothing() -> None:
+    assert int(shown_samples(timing(moov(trak(edits=elst([(-1, 500)]))))).sum()) == 0
+
+
+def test_the_video_track_is_found_behind_others_and_in_a_64_bit_box() -> None:
+    sound = trak(handler=b"soun", stts=[(7, 1024)])
+    t = timing(moov(sound, trak(stts=[(12, 1024)], large=True)))
+    assert int(shown_samples(t).sum()) == 12
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (moov(trak(), extra=box(b"mvex", b"")), "fragmented"),
+        (moov(trak(handler=b"soun")), "no video tracks"),
+        (moov(trak(), trak()), "2 video tracks"),
+        (moov(trak(edits=elst([(0, 0)]))), "duration 0"),
+        (moov(trak(ctts=[(25, 1024)])), "composition offsets for 25 samples"),
+        (moov(trak())[:-9], "does not fit"),
+    ],
+    ids=["fragmented", "no-video", "two-videos", "edit-of-0", "ctts-too-long", "cut-short"],
+)
+def test_tables_that_cannot_be_read_so_are_refused(data: bytes, why: str) -> None:
+    with pytest.raises(Mp4LayoutError, match=why):
+        shown_samples(timing(data))
+
+
+def test_an_edit_list_counting_more_entries_than_it_holds_is_refused() -> None:
+    data = bytearray(moov(trak(edits=elst([(2048, 2000)]))))
+    at = data.index(b"elst") + 8
+    struct.pack_into(">I", data, at, 1000)
+    with pytest.raises(Mp4LayoutError, match="a table of 1000 entries"):
+        timing(bytes(data))
+
+
+def test_an_edit_played_at_another_rate_is_refused() -> None:
+    data = bytearray(moov(trak(edits=elst([(2048, 2000)]))))
+    rate = data.index(b"elst") + 8 + 4 + 8
+    struct.pack_into(">h", data, rate, 0)  # a dwell: one frame held
+    with pytest.raises(Mp4LayoutError, match="rate 0"):
+        timing(bytes(data))
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["index-first", "index-last"])
+def test_a_files_shown_frames_are_read_from_its_index_with_64_bit_sizes(tmp_path: Path, first: bool) -> None:
+    """The index found first or last among the file's boxes, after a 64-bit-sized mdat, itself 64-bit-sized."""
+    index = box(b"moov", *_payload(moov(trak(edits=elst([(7680, 1450)]), ctts=B_FRAMES))), large=True)
+    media = box(b"mdat", bytes(64), large=True)
+    boxes = [box(b"ftyp", b"isom"), index, media] if first else [box(b"ftyp", b"isom"), media, index]
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"".join(boxes))
+    assert shown_frames(path) == 14
+
+
+def _payload(data: bytes) -> tuple[bytes]:
+    return (data[8:],)
+
+
+def test_a_file_without_an_index_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "killed.mp4"
+    path.write_bytes(box(b"ftyp", b"isom") + box(b"mdat", bytes(64)))
+    with pytest.raises(Mp4LayoutError, match="no moov box"):
+        shown_frames(path)
