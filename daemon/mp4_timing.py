@@ -20,6 +20,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -261,10 +262,18 @@ def _needed(data: bytes, box: tuple[int, int], kind: bytes) -> tuple[int, int]:
     return found
 
 
+def _field(fmt: str, data: bytes, box: tuple[int, int], offset: int) -> tuple[Any, ...]:
+    """The fields ``fmt`` at ``offset`` bytes into a box's payload; Mp4LayoutError where they pass its end."""
+    at = box[0] + offset
+    if at + struct.calcsize(fmt) > box[1]:
+        raise Mp4LayoutError(f"a box of {box[1] - box[0]} bytes read at {offset}")
+    return struct.unpack_from(fmt, data, at)
+
+
 def _time_scale(data: bytes, box: tuple[int, int]) -> int:
     """The time scale of an ``mvhd`` or ``mdhd`` (version 0: 32-bit times before it, 1: 64-bit)."""
-    at = box[0]
-    scale: int = struct.unpack_from(">I", data, at + (20 if data[at] == 1 else 12))[0]
+    version = _field(">B", data, box, 0)[0]
+    scale: int = _field(">I", data, box, 20 if version == 1 else 12)[0]
     if scale <= 0:
         raise Mp4LayoutError("a time scale of 0")
     return scale
@@ -274,7 +283,7 @@ def _entries(data: bytes, box: tuple[int, int], size: int, head: int = 4) -> tup
     """(offset of the first, count) of a full box's table of ``size``-byte entries, its count at ``head`` bytes in;
     Mp4LayoutError where the table does not fit in the box."""
     at, end = box
-    count: int = struct.unpack_from(">I", data, at + head)[0]
+    count: int = _field(">I", data, box, head)[0]
     if at + head + 4 + count * size > end:
         raise Mp4LayoutError(f"a table of {count} entries in a box of {end - at} bytes")
     return at + head + 4, count
@@ -290,7 +299,7 @@ def _runs(data: bytes, box: tuple[int, int], signed: bool) -> tuple[tuple[int, i
 def _edits(data: bytes, box: tuple[int, int]) -> tuple[Edit, ...]:
     """An ``elst``'s segments (version 0: 32-bit fields, 1: 64-bit); Mp4LayoutError for a rate other than 1 (a
     segment held on one frame, or played faster), which is not counted here."""
-    version = data[box[0]]
+    version = _field(">B", data, box, 0)[0]
     size, fmt = (20, ">QqhH") if version == 1 else (12, ">IihH")
     first, count = _entries(data, box, size)
     edits = []
@@ -304,7 +313,7 @@ def _edits(data: bytes, box: tuple[int, int]) -> tuple[Edit, ...]:
 
 def _handler(data: bytes, trak: tuple[int, int]) -> bytes:
     hdlr = _inside(data, _needed(data, trak, b"mdia"), b"hdlr")
-    return bytes(data[hdlr[0] + 8 : hdlr[0] + 12]) if hdlr is not None else b""
+    return bytes(_field(">4s", data, hdlr, 8)[0]) if hdlr is not None else b""
 
 
 def video_track(moov: bytes) -> tuple[int, int]:
@@ -400,8 +409,112 @@ def _index(path: Path) -> bytes:
 
 def shown_frames(path: Path) -> int:
     """The frames an MP4 or MOV file's video track shows, by its own tables (``shown_samples``): a file cut by
-    stream copy holds frames from the key frame before its cut that its edit list hides, which OpenCV counts.
+    stream copy holds frames from the key frame before its cut that its edit list hides, which OpenCV counts; an
+    HEVC one cut at an open GOP's key frame also holds pictures its decoder cannot show (``skipped_leading``).
     Mp4LayoutError (a ValueError) where its index cannot be read so (a fragmented file, one damaged), OSError
     where the file cannot be read, struct.error where a table is cut short."""
     moov = _index(path)
-    return int(shown_samples(track_timing(moov, video_track(moov))).sum())
+    trak = video_track(moov)
+    shown = shown_samples(track_timing(moov, trak))
+    shown[[i for i in _skipped_samples(path, moov, trak) if i < shown.size]] = False
+    return int(shown.sum())
+
+
+# HEVC: a stream that starts at a CRA or BLA picture (a cut at an open GOP's key frame) cannot show the RASL pictures
+# after it (decoded after it, shown before it, referring to frames cut off): FFmpeg's decoder drops them
+_HEVC_ENTRIES = frozenset({b"hvc1", b"hev1"})
+_HEVC_CRA_BLA = frozenset({16, 17, 18, 21})  # BLA_W_LP, BLA_W_RADL, BLA_N_LP, CRA_NUT
+_HEVC_RASL = frozenset({8, 9})  # RASL_N, RASL_R
+_HEVC_LEADING = frozenset(
+    {6, 7, 8, 9}
+)  # RADL and RASL: they come right after their key frame, in decoding order
+_MAX_LEADING = 64  # samples looked at after the first (leading pictures are one group of B-frames: a few)
+
+
+def skipped_leading(first_types: Sequence[int]) -> list[int]:
+    """The samples (decoding order) a decoder drops at the start of an HEVC stream whose samples' first picture
+    NAL unit types are ``first_types``: where the first is a CRA or BLA picture, the RASL pictures right after it."""
+    if not first_types or first_types[0] not in _HEVC_CRA_BLA:
+        return []
+    skipped = []
+    for i, kind in enumerate(first_types[1:], start=1):
+        if kind not in _HEVC_LEADING:
+            break
+        if kind in _HEVC_RASL:
+            skipped.append(i)
+    return skipped
+
+
+def sample_offsets(moov: bytes, stbl: tuple[int, int], n: int) -> list[tuple[int, int]]:
+    """(file offset, size) of a track's first ``n`` samples (fewer where it has fewer), from its sample table
+    (``stbl``: sizes ``stsz``, samples per chunk ``stsc``, chunk offsets ``stco``, or ``co64`` past 4 GiB)."""
+    stsz = _needed(moov, stbl, b"stsz")
+    fixed, total = _field(">II", moov, stsz, 4)
+    if fixed == 0:
+        first_size, total = _entries(moov, stsz, 4, head=8)
+        sizes = [struct.unpack_from(">I", moov, first_size + 4 * i)[0] for i in range(min(n, total))]
+    else:
+        sizes = [fixed] * min(n, total)
+    chunks = _chunk_offsets(moov, stbl)
+    first_run, runs = _entries(moov, _needed(moov, stbl, b"stsc"), 12)
+    per_chunk = [struct.unpack_from(">II", moov, first_run + 12 * i) for i in range(runs)]
+    out: list[tuple[int, int]] = []
+    for r, (first_chunk, count) in enumerate(per_chunk):
+        last_chunk = per_chunk[r + 1][0] - 1 if r + 1 < runs else len(chunks)
+        for chunk in range(first_chunk, last_chunk + 1):
+            if not 1 <= chunk <= len(chunks):
+                raise Mp4LayoutError(f"samples in chunk {chunk} of {len(chunks)}")
+            pos = chunks[chunk - 1]
+            for _ in range(count):
+                if len(out) == len(sizes):
+                    return out
+                out.append((pos, sizes[len(out)]))
+                pos += out[-1][1]
+    return out
+
+
+def _chunk_offsets(moov: bytes, stbl: tuple[int, int]) -> list[int]:
+    """The file offsets of a track's chunks: ``stco`` (32-bit) or ``co64`` (64-bit)."""
+    stco = _inside(moov, stbl, b"stco")
+    if stco is not None:
+        first, count = _entries(moov, stco, 4)
+        return [struct.unpack_from(">I", moov, first + 4 * i)[0] for i in range(count)]
+    first, count = _entries(moov, _needed(moov, stbl, b"co64"), 8)
+    return [struct.unpack_from(">Q", moov, first + 8 * i)[0] for i in range(count)]
+
+
+def _hevc_length_size(moov: bytes, stbl: tuple[int, int]) -> int | None:
+    """The size of the NAL unit lengths of an HEVC track (its ``hvcC``); None where the track is not HEVC."""
+    stsd = _needed(moov, stbl, b"stsd")
+    entry = next(_walk(moov, stsd[0] + 8, stsd[1]), None)
+    if entry is None or entry[0] not in _HEVC_ENTRIES:
+        return None
+    hvcc = _needed(moov, (entry[1] + 78, entry[2]), b"hvcC")  # after the visual sample entry's 78 bytes
+    return int(_field(">B", moov, hvcc, 21)[0] & 3) + 1
+
+
+def _picture_type(f: BinaryIO, offset: int, size: int, length_size: int) -> int:
+    """The NAL unit type of a sample's first picture (VCL) NAL unit, past parameter sets and SEI; -1: none."""
+    pos, end = offset, offset + size
+    while pos + length_size + 2 <= end:
+        f.seek(pos)
+        head = f.read(length_size + 2)
+        if len(head) < length_size + 2:
+            break
+        kind = (head[length_size] >> 1) & 0x3F
+        if kind < 32:
+            return kind
+        pos += length_size + int.from_bytes(head[:length_size], "big")
+    return -1
+
+
+def _skipped_samples(path: Path, moov: bytes, trak: tuple[int, int]) -> list[int]:
+    """The samples of the track at ``trak`` a decoder starting at its first sample drops (``skipped_leading``)."""
+    stbl = _needed(moov, _needed(moov, _needed(moov, trak, b"mdia"), b"minf"), b"stbl")
+    length_size = _hevc_length_size(moov, stbl)
+    if length_size is None:
+        return []
+    samples = sample_offsets(moov, stbl, _MAX_LEADING + 1)
+    with open(path, "rb") as f:
+        types = [_picture_type(f, at, size, length_size) for at, size in samples]
+    return skipped_leading(types)

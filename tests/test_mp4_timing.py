@@ -14,8 +14,10 @@ from daemon.mp4_timing import (
     Mp4LayoutError,
     TrackTiming,
     presentation_times,
+    sample_offsets,
     shown_frames,
     shown_samples,
+    skipped_leading,
     track_timing,
     video_track,
 )
@@ -55,6 +57,29 @@ def runs(kind: bytes, table: list[tuple[int, int]], version: int = 0) -> bytes:
     return full(kind, version, struct.pack(">I", len(table)) + b"".join(struct.pack(fmt, *r) for r in table))
 
 
+def sample_entry(kind: bytes = b"avc1", length_size: int = 4) -> bytes:
+    """A sample description with one visual entry (its 78 bytes of fields, then hvcC for HEVC)."""
+    config = (
+        box(b"hvcC", bytes(21) + bytes([0xFC | (length_size - 1)]) + bytes(1)) if kind == b"hvc1" else b""
+    )
+    return full(b"stsd", 0, struct.pack(">I", 1) + box(kind, bytes(78), config))
+
+
+def sample_table(
+    sizes: list[int], chunks: list[int], per_chunk: list[tuple[int, int]], wide: bool = False
+) -> bytes:
+    """stsz (sizes), stsc ((first chunk, samples per chunk) runs) and stco, or co64 where ``wide``."""
+    stsz = full(b"stsz", 0, struct.pack(">II", 0, len(sizes)) + b"".join(struct.pack(">I", n) for n in sizes))
+    stsc = full(
+        b"stsc",
+        0,
+        struct.pack(">I", len(per_chunk)) + b"".join(struct.pack(">III", *r, 1) for r in per_chunk),
+    )
+    fmt, kind = (">Q", b"co64") if wide else (">I", b"stco")
+    stco = full(kind, 0, struct.pack(">I", len(chunks)) + b"".join(struct.pack(fmt, c) for c in chunks))
+    return stsz + stsc + stco
+
+
 def trak(
     handler: bytes = b"vide",
     edits: bytes = b"",
@@ -62,8 +87,16 @@ def trak(
     ctts: list[tuple[int, int]] | None = None,
     mdhd_version: int = 0,
     large: bool = False,
+    samples: bytes = b"",
+    entry: bytes | None = None,
 ) -> bytes:
-    stbl = box(b"stbl", runs(b"stts", stts or [(20, 1024)]), runs(b"ctts", ctts) if ctts else b"")
+    stbl = box(
+        b"stbl",
+        sample_entry() if entry is None else entry,
+        runs(b"stts", stts or [(20, 1024)]),
+        runs(b"ctts", ctts) if ctts else b"",
+        samples,
+    )
     hdlr = full(b"hdlr", 0, struct.pack(">I4s12x", 0, handler) + b"\0")
     mdia = box(b"mdia", header(b"mdhd", TRACK, mdhd_version), hdlr, box(b"minf", stbl))
     return box(b"trak", full(b"tkhd", 0, bytes(80)), edits, mdia, large=large)
@@ -175,3 +208,60 @@ def test_a_file_without_an_index_is_refused(tmp_path: Path) -> None:
     path.write_bytes(box(b"ftyp", b"isom") + box(b"mdat", bytes(64)))
     with pytest.raises(Mp4LayoutError, match="no moov box"):
         shown_frames(path)
+
+
+@pytest.mark.parametrize(
+    ("types", "skipped"),
+    [
+        ([21, 9, 8, 8, 1, 1], [1, 2, 3]),  # a CRA first: the RASL pictures after it
+        ([16, 8, 1], [1]),  # a BLA first
+        ([21, 7, 9, 1, 8], [2]),  # a RADL picture decodes; a RASL after a trailing picture is not the CRA's
+        ([19, 6, 1], []),  # an IDR: no RASL pictures
+        ([1, 8, 8], []),  # no key frame first: not counted here
+        ([], []),
+    ],
+    ids=["cra", "bla", "radl-then-later", "idr", "no-key-frame", "empty"],
+)
+def test_an_hevc_stream_starting_at_a_cra_drops_its_rasl_pictures(
+    types: list[int], skipped: list[int]
+) -> None:
+    assert skipped_leading(types) == skipped
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["stco", "co64"])
+def test_sample_offsets_follow_chunks_and_their_sizes(wide: bool) -> None:
+    """Two samples in chunk 1, two in chunk 2 (the first run goes on), one in chunk 3, past 4 GiB in a co64."""
+    far = 1 << 33 if wide else 9000
+    table = sample_table([10, 20, 30, 40, 50], [1000, 5000, far], [(1, 2), (3, 1)], wide=wide)
+    data = moov(trak(samples=table))
+    stbl = _stbl(data)
+    assert sample_offsets(data, stbl, 9) == [(1000, 10), (1010, 20), (5000, 30), (5030, 40), (far, 50)]
+    assert sample_offsets(data, stbl, 3) == [(1000, 10), (1010, 20), (5000, 30)]
+
+
+def _stbl(data: bytes) -> tuple[int, int]:
+    at = data.index(b"stbl") + 4
+    return at, at - 8 + struct.unpack(">I", data[at - 8 : at - 4])[0]
+
+
+def nal(kind: int, length_size: int, body: bytes = bytes(5)) -> bytes:
+    unit = bytes([kind << 1, 1]) + body
+    return len(unit).to_bytes(length_size, "big") + unit
+
+
+@pytest.mark.parametrize(("entry", "shown"), [(b"hvc1", 5), (b"avc1", 8)])
+@pytest.mark.parametrize("length_size", [2, 4])
+def test_a_file_starting_at_a_cra_is_counted_without_its_rasl_pictures(
+    tmp_path: Path, entry: bytes, shown: int, length_size: int
+) -> None:
+    """Eight HEVC samples: a CRA (after a parameter set and an SEI), three RASL pictures, four trailing ones: five
+    shown (a decoder drops the three). The same bytes described as H.264 are not looked into: eight."""
+    first = nal(32, length_size, bytes(30)) + nal(39, length_size, bytes(300)) + nal(21, length_size)
+    frames = [first, *(nal(8, length_size) for _ in range(3)), *(nal(1, length_size) for _ in range(4))]
+    head = box(b"ftyp", b"isom") + struct.pack(">I4s", 8 + sum(map(len, frames)), b"mdat")
+    table = sample_table([len(f) for f in frames], [len(head)], [(1, 8)])
+    description = sample_entry(entry, length_size)
+    index = moov(trak(stts=[(8, 1024)], samples=table, entry=description))
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(head + b"".join(frames) + index)
+    assert shown_frames(path) == shown

@@ -164,6 +164,23 @@ def test_a_recording_cut_by_stream_copy_counts_the_frames_it_shows(
     assert strided_count == len(strided) == 5
 
 
+def test_a_stream_copy_cut_of_hevc_counts_the_frames_its_decoder_shows(
+    ffmpeg: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An HEVC recording with B-frames (x265: open GOPs, its key frames after the first are CRA pictures) cut by
+    stream copy starts at a CRA picture; the B-frames decoded after it but shown before it (RASL pictures) refer to
+    frames cut off, and FFmpeg's decoder drops them, two of them inside the edit list's range: its tables say 14
+    frames are shown (OpenCV: 15), 12 are; the replay warned 'read to its end, 12 frames where its container counts
+    14'. Counted 12 now: every frame FFmpeg shows delivered, nothing warned."""
+    whole = encode_numbered(ffmpeg, tmp_path / "whole.mp4", [*HEVC, "-g", "8", *YUV], FRAMES, FPS)
+    cut = _stream_copy_cut(ffmpeg, whole, tmp_path / "cut.mp4")
+    shown = shown_frames(ffmpeg, cut)
+    with caplog.at_level(logging.WARNING, logger="daemon"):
+        frames, count = read_all(cut)
+    assert numbers(frames) == list(range(FRAMES - len(shown), FRAMES)) and _opencv_count(cut) > len(shown)
+    assert count == len(frames) == len(shown) and not caplog.text, caplog.text
+
+
 def test_reid_daemon_run_of_a_stream_copy_cut_ends_without_error(
     ffmpeg: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
