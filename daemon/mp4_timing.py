@@ -410,13 +410,17 @@ def _index(path: Path) -> bytes:
 def shown_frames(path: Path) -> int:
     """The frames an MP4 or MOV file's video track shows, by its own tables (``shown_samples``): a file cut by
     stream copy holds frames from the key frame before its cut that its edit list hides, which OpenCV counts; an
-    HEVC one cut at an open GOP's key frame also holds pictures its decoder cannot show (``skipped_leading``).
+    H.264 or HEVC one cut at an open GOP's key frame also holds pictures its decoder cannot show
+    (``shown_before_first``, ``skipped_leading``).
     Mp4LayoutError (a ValueError) where its index cannot be read so (a fragmented file, one damaged), OSError
     where the file cannot be read, struct.error where a table is cut short."""
     moov = _index(path)
     trak = video_track(moov)
-    shown = shown_samples(track_timing(moov, trak))
-    shown[[i for i in _skipped_samples(path, moov, trak) if i < shown.size]] = False
+    timing = track_timing(moov, trak)
+    shown = shown_samples(timing)
+    shown[[i for i in _skipped_samples(path, moov, trak, presentation_times(timing)) if i < shown.size]] = (
+        False
+    )
     return int(shown.sum())
 
 
@@ -425,9 +429,11 @@ def shown_frames(path: Path) -> int:
 _HEVC_ENTRIES = frozenset({b"hvc1", b"hev1"})
 _HEVC_CRA_BLA = frozenset({16, 17, 18, 21})  # BLA_W_LP, BLA_W_RADL, BLA_N_LP, CRA_NUT
 _HEVC_RASL = frozenset({8, 9})  # RASL_N, RASL_R
-_HEVC_LEADING = frozenset(
-    {6, 7, 8, 9}
-)  # RADL and RASL: they come right after their key frame, in decoding order
+# RADL and RASL: they come right after their key frame, in decoding order
+_HEVC_LEADING = frozenset({6, 7, 8, 9})
+# H.264: a stream that starts at an I picture that is not IDR (an open GOP's) cannot show the B-frames after it that
+# are shown before it (they refer to frames cut off); after an IDR picture there are none
+_AVC_ENTRIES = frozenset({b"avc1", b"avc3"})
 _MAX_LEADING = 64  # samples looked at after the first (leading pictures are one group of B-frames: a few)
 
 
@@ -483,14 +489,30 @@ def _chunk_offsets(moov: bytes, stbl: tuple[int, int]) -> list[int]:
     return [struct.unpack_from(">Q", moov, first + 8 * i)[0] for i in range(count)]
 
 
-def _hevc_length_size(moov: bytes, stbl: tuple[int, int]) -> int | None:
-    """The size of the NAL unit lengths of an HEVC track (its ``hvcC``); None where the track is not HEVC."""
+def _sample_entry(moov: bytes, stbl: tuple[int, int]) -> tuple[bytes, int, int]:
+    """(kind, payload offset, end) of a track's first sample description (``avc1``, ``hvc1``...)."""
     stsd = _needed(moov, stbl, b"stsd")
     entry = next(_walk(moov, stsd[0] + 8, stsd[1]), None)
-    if entry is None or entry[0] not in _HEVC_ENTRIES:
-        return None
+    if entry is None:
+        raise Mp4LayoutError("no sample description")
+    return entry
+
+
+def _hevc_length_size(moov: bytes, entry: tuple[bytes, int, int]) -> int:
+    """The size of the NAL unit lengths of an HEVC track (its ``hvcC``)."""
     hvcc = _needed(moov, (entry[1] + 78, entry[2]), b"hvcC")  # after the visual sample entry's 78 bytes
     return int(_field(">B", moov, hvcc, 21)[0] & 3) + 1
+
+
+def shown_before_first(times: npt.NDArray[np.int64]) -> list[int]:
+    """The samples right after the first in decoding order (``times``: their presentation times) that are shown
+    before it: what an H.264 stream starting at an open GOP's I picture cannot show."""
+    leading = []
+    for i in range(1, min(times.size, _MAX_LEADING + 1)):
+        if times[i] >= times[0]:
+            break
+        leading.append(i)
+    return leading
 
 
 def _picture_type(f: BinaryIO, offset: int, size: int, length_size: int) -> int:
@@ -508,12 +530,19 @@ def _picture_type(f: BinaryIO, offset: int, size: int, length_size: int) -> int:
     return -1
 
 
-def _skipped_samples(path: Path, moov: bytes, trak: tuple[int, int]) -> list[int]:
-    """The samples of the track at ``trak`` a decoder starting at its first sample drops (``skipped_leading``)."""
+def _skipped_samples(
+    path: Path, moov: bytes, trak: tuple[int, int], times: npt.NDArray[np.int64]
+) -> list[int]:
+    """The samples of the track at ``trak`` (presented at ``times``) a decoder starting at its first sample drops:
+    H.264's leading B-frames (``shown_before_first``), HEVC's RASL pictures (``skipped_leading``); other codecs'
+    are not looked into."""
     stbl = _needed(moov, _needed(moov, _needed(moov, trak, b"mdia"), b"minf"), b"stbl")
-    length_size = _hevc_length_size(moov, stbl)
-    if length_size is None:
+    entry = _sample_entry(moov, stbl)
+    if entry[0] in _AVC_ENTRIES:
+        return shown_before_first(times)
+    if entry[0] not in _HEVC_ENTRIES:
         return []
+    length_size = _hevc_length_size(moov, entry)
     samples = sample_offsets(moov, stbl, _MAX_LEADING + 1)
     with open(path, "rb") as f:
         types = [_picture_type(f, at, size, length_size) for at, size in samples]

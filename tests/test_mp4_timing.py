@@ -7,6 +7,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from daemon.mp4_timing import (
@@ -15,6 +16,7 @@ from daemon.mp4_timing import (
     TrackTiming,
     presentation_times,
     sample_offsets,
+    shown_before_first,
     shown_frames,
     shown_samples,
     skipped_leading,
@@ -226,6 +228,23 @@ def test_an_hevc_stream_starting_at_a_cra_drops_its_rasl_pictures(
     types: list[int], skipped: list[int]
 ) -> None:
     assert skipped_leading(types) == skipped
+
+
+@pytest.mark.parametrize(
+    ("times", "leading"),
+    [
+        (
+            [5120, 3072, 2048, 4096, 9216, 7168],
+            [1, 2, 3],
+        ),  # an open GOP's I picture first: its B-frames before it
+        ([2048, 6144, 4096, 3072, 5120], []),  # an IDR picture first: none shown before it
+        ([0], []),
+    ],
+)
+def test_the_b_frames_shown_before_an_h264_streams_first_picture_are_not_shown(
+    times: list[int], leading: list[int]
+) -> None:
+    assert shown_before_first(np.array(times, np.int64)) == leading
 
 
 @pytest.mark.parametrize("wide", [False, True], ids=["stco", "co64"])
