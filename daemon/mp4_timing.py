@@ -203,8 +203,9 @@ def _grid_rate(path: Path) -> float | None:
 
 # ------------------------------------------------------------------ reading: the frames a file shows (read-only)
 
-_VIDEO_TABLES = (b"mdia", b"minf", b"stbl")  # where a track's sample tables are, inside trak
-_MAX_INDEX_BYTES = 256 << 20  # a longer index (days of video) is not read: OpenCV's count stands
+_MAX_INDEX_BYTES = 64 << 20  # a larger index (days of video) is not read: OpenCV's count stands
+# nor one of more samples (nearly 4 days at 25 fps): each takes some 60 bytes while counted
+_MAX_SAMPLES = 1 << 23
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,14 +220,14 @@ class Edit:
 @dataclass(frozen=True, slots=True)
 class TrackTiming:
     """A video track's timing tables: its samples (frames, in decoding order) take ``durations`` (time-to-sample
-    runs ``(count, ticks)``, ``stts``) and are shown ``offsets`` after their decoding times (composition offsets,
-    ``(count, ticks)`` runs, ``ctts``: B-frames), in the track's time scale; ``edits`` (None: no edit list) say
-    which of its media times are shown, their durations in the movie's time scale."""
+    runs, rows ``(count, ticks)``, ``stts``) and are shown ``offsets`` after their decoding times (composition
+    offsets, rows ``(count, ticks)``, ``ctts``: B-frames), in the track's time scale; ``edits`` (None: no edit list)
+    say which of its media times are shown, their durations in the movie's time scale."""
 
     movie_scale: int
     scale: int
-    durations: tuple[tuple[int, int], ...]
-    offsets: tuple[tuple[int, int], ...]
+    durations: npt.NDArray[np.int64]
+    offsets: npt.NDArray[np.int64]
     edits: tuple[Edit, ...] | None
 
 
@@ -289,11 +290,11 @@ def _entries(data: bytes, box: tuple[int, int], size: int, head: int = 4) -> tup
     return at + head + 4, count
 
 
-def _runs(data: bytes, box: tuple[int, int], signed: bool) -> tuple[tuple[int, int], ...]:
-    """The ``(count, value)`` runs of an ``stts`` or ``ctts`` (composition offsets read signed, as FFmpeg does)."""
+def _runs(data: bytes, box: tuple[int, int], signed: bool) -> npt.NDArray[np.int64]:
+    """The ``(count, value)`` rows of an ``stts`` or ``ctts`` (composition offsets read signed, as FFmpeg does)."""
     first, count = _entries(data, box, 8)
-    fmt = ">Ii" if signed else ">II"
-    return tuple(struct.unpack_from(fmt, data, first + 8 * i) for i in range(count))
+    rows = np.frombuffer(data, np.dtype([("n", ">u4"), ("v", ">i4" if signed else ">u4")]), count, first)
+    return np.stack([rows["n"].astype(np.int64), rows["v"].astype(np.int64)], axis=1).reshape(count, 2)
 
 
 def _edits(data: bytes, box: tuple[int, int]) -> tuple[Edit, ...]:
@@ -341,22 +342,23 @@ def track_timing(moov: bytes, trak: tuple[int, int]) -> TrackTiming:
         movie_scale=_time_scale(moov, _needed(moov, (8, len(moov)), b"mvhd")),
         scale=_time_scale(moov, _needed(moov, mdia, b"mdhd")),
         durations=_runs(moov, _needed(moov, stbl, b"stts"), signed=False),
-        offsets=_runs(moov, ctts, signed=True) if ctts is not None else (),
+        offsets=_runs(moov, ctts, signed=True) if ctts is not None else np.zeros((0, 2), np.int64),
         edits=_edits(moov, elst) if elst is not None else None,
     )
 
 
 def presentation_times(timing: TrackTiming) -> npt.NDArray[np.int64]:
     """Each sample's presentation time (its decoding time plus its composition offset), in decoding order, in the
-    track's time scale. Mp4LayoutError where the offsets are given for more samples than there are."""
-    counts = np.array([c for c, _ in timing.durations], np.int64)
-    ticks = np.repeat(np.array([d for _, d in timing.durations], np.int64), counts)
+    track's time scale. Mp4LayoutError where the offsets are given for more samples than there are, or there are
+    more than ``_MAX_SAMPLES``."""
+    samples, offset_samples = int(timing.durations[:, 0].sum()), int(timing.offsets[:, 0].sum())
+    if samples > _MAX_SAMPLES:
+        raise Mp4LayoutError(f"{samples} samples")
+    if offset_samples > samples:
+        raise Mp4LayoutError(f"composition offsets for {offset_samples} samples, {samples} timed")
+    ticks = np.repeat(timing.durations[:, 1], timing.durations[:, 0])
     decoded = np.concatenate(([0], np.cumsum(ticks)[:-1])) if ticks.size else ticks
-    offsets = np.repeat(
-        np.array([o for _, o in timing.offsets], np.int64), np.array([c for c, _ in timing.offsets], np.int64)
-    )
-    if offsets.size > decoded.size:
-        raise Mp4LayoutError(f"composition offsets for {offsets.size} samples, {decoded.size} timed")
+    offsets = np.repeat(timing.offsets[:, 1], timing.offsets[:, 0])
     decoded[: offsets.size] += offsets  # samples beyond the table are shown as decoded (FFmpeg's reading)
     return decoded
 
@@ -461,12 +463,13 @@ def sample_offsets(moov: bytes, stbl: tuple[int, int], n: int) -> list[tuple[int
         sizes = [struct.unpack_from(">I", moov, first_size + 4 * i)[0] for i in range(min(n, total))]
     else:
         sizes = [fixed] * min(n, total)
-    chunks = _chunk_offsets(moov, stbl)
+    chunks = _chunk_offsets(moov, stbl, n)  # n samples are in the first n chunks at most
     first_run, runs = _entries(moov, _needed(moov, stbl, b"stsc"), 12)
-    per_chunk = [struct.unpack_from(">II", moov, first_run + 12 * i) for i in range(runs)]
+    # runs start at increasing chunks: those after the (n + 1)-th start past the first n chunks
+    per_chunk = [struct.unpack_from(">II", moov, first_run + 12 * i) for i in range(min(runs, n + 1))]
     out: list[tuple[int, int]] = []
     for r, (first_chunk, count) in enumerate(per_chunk):
-        last_chunk = per_chunk[r + 1][0] - 1 if r + 1 < runs else len(chunks)
+        last_chunk = per_chunk[r + 1][0] - 1 if r + 1 < len(per_chunk) else len(chunks)
         for chunk in range(first_chunk, last_chunk + 1):
             if not 1 <= chunk <= len(chunks):
                 raise Mp4LayoutError(f"samples in chunk {chunk} of {len(chunks)}")
@@ -479,14 +482,15 @@ def sample_offsets(moov: bytes, stbl: tuple[int, int], n: int) -> list[tuple[int
     return out
 
 
-def _chunk_offsets(moov: bytes, stbl: tuple[int, int]) -> list[int]:
-    """The file offsets of a track's chunks: ``stco`` (32-bit) or ``co64`` (64-bit)."""
+def _chunk_offsets(moov: bytes, stbl: tuple[int, int], n: int) -> list[int]:
+    """The file offsets of a track's first ``n`` chunks (fewer where it has fewer): ``stco`` (32-bit) or ``co64``
+    (64-bit)."""
     stco = _inside(moov, stbl, b"stco")
     if stco is not None:
         first, count = _entries(moov, stco, 4)
-        return [struct.unpack_from(">I", moov, first + 4 * i)[0] for i in range(count)]
+        return [struct.unpack_from(">I", moov, first + 4 * i)[0] for i in range(min(n, count))]
     first, count = _entries(moov, _needed(moov, stbl, b"co64"), 8)
-    return [struct.unpack_from(">Q", moov, first + 8 * i)[0] for i in range(count)]
+    return [struct.unpack_from(">Q", moov, first + 8 * i)[0] for i in range(min(n, count))]
 
 
 def _sample_entry(moov: bytes, stbl: tuple[int, int]) -> tuple[bytes, int, int]:

@@ -165,9 +165,10 @@ def test_the_video_track_is_found_behind_others_and_in_a_64_bit_box() -> None:
         (moov(trak(), trak()), "2 video tracks"),
         (moov(trak(edits=elst([(0, 0)]))), "duration 0"),
         (moov(trak(ctts=[(25, 1024)])), "composition offsets for 25 samples"),
+        (moov(trak(stts=[(0xFFFFFFFF, 1024)])), "4294967295 samples"),  # not 32 GiB of times
         (moov(trak())[:-9], "does not fit"),
     ],
-    ids=["fragmented", "no-video", "two-videos", "edit-of-0", "ctts-too-long", "cut-short"],
+    ids=["fragmented", "no-video", "two-videos", "edit-of-0", "ctts-too-long", "too-many", "cut-short"],
 )
 def test_tables_that_cannot_be_read_so_are_refused(data: bytes, why: str) -> None:
     with pytest.raises(Mp4LayoutError, match=why):
