@@ -206,6 +206,7 @@ def _grid_rate(path: Path) -> float | None:
 _MAX_INDEX_BYTES = 64 << 20  # a larger index (days of video) is not read: OpenCV's count stands
 # nor one of more samples (nearly 4 days at 25 fps): each takes some 60 bytes while counted
 _MAX_SAMPLES = 1 << 23
+_MAX_EDITS = 256  # an edit list of more segments is not counted here (an editor's makes a few: one per cut)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +304,8 @@ def _edits(data: bytes, box: tuple[int, int]) -> tuple[Edit, ...]:
     version = _field(">B", data, box, 0)[0]
     size, fmt = (20, ">QqhH") if version == 1 else (12, ">IihH")
     first, count = _entries(data, box, size)
+    if count > _MAX_EDITS:
+        raise Mp4LayoutError(f"an edit list of {count} segments")
     edits = []
     for i in range(count):
         duration, media_time, rate, fraction = struct.unpack_from(fmt, data, first + size * i)
@@ -367,7 +370,7 @@ def shown_samples(timing: TrackTiming) -> npt.NDArray[np.bool_]:
     """Which samples a player shows (FFmpeg's reading of an edit list): with no edit list, all; else those whose
     presentation time falls inside a segment's media range ``[media_time, media_time + duration)`` (its duration
     brought to the track's time scale); an empty edit (a start delay) shows none. Mp4LayoutError where a segment
-    lasts 0 (read as 'to the end' by some, 'nothing' by others: not counted here)."""
+    lasts 0 (read as 'to the end' by some, 'nothing' by others: not counted here) or past 64-bit times."""
     times = presentation_times(timing)
     if not timing.edits:
         return np.ones(times.size, np.bool_)
@@ -377,8 +380,10 @@ def shown_samples(timing: TrackTiming) -> npt.NDArray[np.bool_]:
             continue
         if edit.duration == 0:
             raise Mp4LayoutError("an edit of duration 0")
-        length = (edit.duration * timing.scale + timing.movie_scale // 2) // timing.movie_scale
-        shown |= (times >= edit.media_time) & (times < edit.media_time + length)
+        end = edit.media_time + (edit.duration * timing.scale + timing.movie_scale // 2) // timing.movie_scale
+        if end >= 1 << 63:
+            raise Mp4LayoutError(f"an edit to {end}, past 64-bit times")
+        shown |= (times >= edit.media_time) & (times < end)
     return shown
 
 

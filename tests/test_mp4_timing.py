@@ -164,11 +164,23 @@ def test_the_video_track_is_found_behind_others_and_in_a_64_bit_box() -> None:
         (moov(trak(handler=b"soun")), "no video tracks"),
         (moov(trak(), trak()), "2 video tracks"),
         (moov(trak(edits=elst([(0, 0)]))), "duration 0"),
+        (moov(trak(edits=elst([(0, 1 << 63)], version=1))), "past 64-bit times"),
+        (moov(trak(edits=elst([(-1, 1)] * 257))), "257 segments"),
         (moov(trak(ctts=[(25, 1024)])), "composition offsets for 25 samples"),
         (moov(trak(stts=[(0xFFFFFFFF, 1024)])), "4294967295 samples"),  # not 32 GiB of times
         (moov(trak())[:-9], "does not fit"),
     ],
-    ids=["fragmented", "no-video", "two-videos", "edit-of-0", "ctts-too-long", "too-many", "cut-short"],
+    ids=[
+        "fragmented",
+        "no-video",
+        "two-videos",
+        "edit-of-0",
+        "edit-too-long",
+        "edits-too-many",
+        "ctts-too-long",
+        "too-many",
+        "cut-short",
+    ],
 )
 def test_tables_that_cannot_be_read_so_are_refused(data: bytes, why: str) -> None:
     with pytest.raises(Mp4LayoutError, match=why):
