@@ -503,6 +503,11 @@ class _CaptureReader:
         self._last_ts = -math.inf
         self._container_fps = 0.0  # the container's own rate (0: none), whatever source.fps says
         self._position_ms = -math.inf  # the container's position of the last frame grabbed (files only)
+        # a file's position of its first frame, from which its frames are timed: FFmpeg's positions count from
+        # the stream's start, which lies before it where the decoder dropped the first frames (a cut starting on
+        # an open-GOP key frame: its RASL or B pictures refer to frames cut off); 0 where the first frame read
+        # came after frames that could not be decoded (they took its first place); None: none read yet
+        self._origin_ms: float | None = None
         # after a read of a file failed: the number and position of the frame before it, from which the frames
         # after are numbered by their times (``_number_by_time``); None: numbered as grabbed
         self._timed_from: tuple[int, float] | None = None
@@ -711,7 +716,7 @@ class _CaptureReader:
             return time.time(), monotonic_reading()
         fps = self.fps or self._fallback_fps
         ts = (
-            self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            self._position_s(self._cap.get(cv2.CAP_PROP_POS_MSEC))
             if self._cap is not None and not self._by_index
             else math.nan
         )
@@ -721,6 +726,13 @@ class _CaptureReader:
             ts = self._last_ts + 1.0 / fps
         self._last_ts = ts
         return ts, None
+
+    def _position_s(self, ms: float) -> float:
+        """A file's frame at container position ``ms``, in seconds from its first frame (the first pass's: a
+        looped file's later passes go on from where the one before ended, ``_timestamp``)."""
+        if self._origin_ms is None:
+            self._origin_ms = ms if math.isfinite(ms) and ms > 0 and self.skipped == 0 else 0.0
+        return (ms - self._origin_ms) / 1000.0
 
     def close(self) -> None:
         cap, self._cap = self._cap, None

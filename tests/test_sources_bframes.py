@@ -164,6 +164,15 @@ def test_a_recording_cut_by_stream_copy_counts_the_frames_it_shows(
     assert strided_count == len(strided) == 5
 
 
+def assert_timed_from_the_first_shown(frames: list[Frame], shown: list[Shown]) -> None:
+    """The frames are timed from the first one delivered (0), at their presentation times' steps. A cut whose
+    first frames its decoder drops (RASL pictures, open-GOP B-frames) had its first frame at 0.2 s: OpenCV's
+    position counts from the dropped frames' times, so the recording sat 0.2 s late on the fleet clock."""
+    assert [f.timestamp for f in frames] == pytest.approx(
+        [s.pts_s - shown[0].pts_s for s in shown], abs=0.5 / FPS
+    )
+
+
 def test_a_stream_copy_cut_of_hevc_counts_the_frames_its_decoder_shows(
     ffmpeg: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -179,6 +188,7 @@ def test_a_stream_copy_cut_of_hevc_counts_the_frames_its_decoder_shows(
         frames, count = read_all(cut)
     assert numbers(frames) == list(range(FRAMES - len(shown), FRAMES)) and _opencv_count(cut) > len(shown)
     assert count == len(frames) == len(shown) and not caplog.text, caplog.text
+    assert_timed_from_the_first_shown(frames, shown)
 
 
 def test_a_stream_copy_cut_of_an_open_gop_h264_recording_counts_the_frames_its_decoder_shows(
@@ -196,6 +206,7 @@ def test_a_stream_copy_cut_of_an_open_gop_h264_recording_counts_the_frames_its_d
         frames, count = read_all(cut)
     assert numbers(frames) == list(range(FRAMES - len(shown), FRAMES)) and _opencv_count(cut) > len(shown)
     assert count == len(frames) == len(shown) and not caplog.text, caplog.text
+    assert_timed_from_the_first_shown(frames, shown)
 
 
 def test_reid_daemon_run_of_a_stream_copy_cut_ends_without_error(
