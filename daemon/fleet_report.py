@@ -54,8 +54,8 @@ TIMELINE_MIN_BAR = 0.004  # the shortest bar of the timeline, as a part of its l
 TIMELINE_UNITS = ((1200.0, "seconds", 1.0), (43200.0, "minutes", 60.0), (345600.0, "hours", 3600.0))
 FROM_FIRST_FRAME = "s since the fleet's first frame"
 FROM_FIRST_SIGHTING = "s since the first sighting"
-REPORT_FILES: Final = ("report.json", "report.md", "fleet_metrics.json", "fleet_metrics.txt")
-"""The report's files in the output root written whole with ``atomic_write`` (timeline.png is drawn in place)."""
+REPORT_FILES: Final = ("report.json", "report.md", "timeline.png", "fleet_metrics.json", "fleet_metrics.txt")
+"""The report's files in the output root, each written whole with ``atomic_write``."""
 
 
 def remove_report_leftovers(out: Path) -> Leftovers:
@@ -371,12 +371,12 @@ def _write_report(
         "people": {str(g): p for g, p in people.items()},
     }
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "report.json", json.dumps(report, indent=1).encode("utf-8"))
-    atomic_write(out / "report.md", report_markdown(report).encode("utf-8"))
-    if people:
+    if people:  # the picture first: report.md, which shows it, never names an earlier run's
         plot_timeline(people, epoch, out / "timeline.png", base)
     else:  # nobody seen: no picture, and not an earlier run's in its place
         (out / "timeline.png").unlink(missing_ok=True)
+    atomic_write(out / "report.json", json.dumps(report, indent=1).encode("utf-8"))
+    atomic_write(out / "report.md", report_markdown(report).encode("utf-8"))
     return report
 
 
@@ -517,12 +517,15 @@ def report_text(report: dict[str, Any], limit: int = 30) -> str:
 def plot_timeline(
     people: dict[int, dict[str, Any]], epoch: float, path: Path, base: str = FROM_FIRST_FRAME
 ) -> None:
-    """Write ``timeline_figure`` to ``path`` (PNG)."""
+    """Write ``timeline_figure`` to ``path`` (PNG), whole or not at all (``atomic_write``: a writer killed
+    meanwhile leaves its temporary file, not a cut picture under that name)."""
     import matplotlib.pyplot as plt
 
     fig = timeline_figure(people, epoch, base)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    finally:
+        plt.close(fig)
 
 
 def timeline_figure(people: dict[int, dict[str, Any]], epoch: float, base: str = FROM_FIRST_FRAME) -> Figure:

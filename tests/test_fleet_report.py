@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from _ops import wait_until
 
+from daemon.embedding import LEFTOVER_AGE_S, Leftovers
 from daemon.errors import DataError
 from daemon.fleet import IdentityLog
 from daemon.fleet_report import (
@@ -17,6 +23,7 @@ from daemon.fleet_report import (
     build_report,
     evaluate_scenario,
     leave_out_of_report,
+    remove_report_leftovers,
     report_text,
     run_first_frames,
     run_folders,
@@ -769,3 +776,58 @@ def test_a_fleet_camera_on_a_mot20_sequence_is_scored_by_the_mot20_rule(
     (tmp_path / "out").mkdir()
     doc = evaluate_run({"door": Truth(gt, 1)}, {"door": cam}, tmp_path / "out")
     assert (doc["per_camera"]["door"]["FP"], doc["per_camera"]["door"]["FN"]) == (fp, 0), doc
+
+
+_HALF_A_PICTURE = """
+import io, json, sys, time
+from pathlib import Path
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from daemon.fleet_report import build_report
+
+out, held, dirs = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+png = FigureCanvasAgg.print_png
+
+def half(self, target, **kw):  # halfway through the picture, then held until killed
+    buf = io.BytesIO()
+    png(self, buf, metadata=kw.get("metadata"), pil_kwargs=kw.get("pil_kwargs"))  # not print_figure's others
+    if isinstance(target, io.BytesIO):  # matplotlib's own dry run
+        return
+    fh = open(target, "wb") if isinstance(target, (str, Path)) else target
+    fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+    fh.flush()
+    held.touch()
+    time.sleep(600)
+
+FigureCanvasAgg.print_png = half
+build_report({name: Path(d) for name, d in dirs.items()}, out)
+"""
+
+
+def test_a_report_killed_while_it_draws_the_timeline_leaves_the_picture_whole(
+    two_cameras: dict[str, Path], tmp_path: Path
+) -> None:
+    """Regression: timeline.png was drawn in place, so a fleet (or a forget) killed while it wrote the picture
+    left a cut PNG under that name, which report.md shows. It is written whole through a temporary file (the
+    earlier picture stays meanwhile), whose leftover the next fleet removes as it does the report's
+    (remove_report_leftovers)."""
+    out = tmp_path / "out"
+    build_report(two_cameras, out)
+    picture = (out / "timeline.png").read_bytes()
+    held = tmp_path / "held"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]), MPLBACKEND="agg")
+    dirs = json.dumps({name: str(d) for name, d in two_cameras.items()})
+    proc = subprocess.Popen([sys.executable, "-c", _HALF_A_PICTURE, str(out), str(held), dirs], env=env)
+    try:
+        wait_until(lambda: held.exists() or proc.poll() is not None, 60.0, "the picture half written")
+        assert held.exists(), "the writer ended before it was half done"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (out / "timeline.png").read_bytes() == picture  # before: its first half
+    (left,) = [p for p in out.iterdir() if p.name.startswith(".timeline.png.")]
+    assert 0 < left.stat().st_size < len(picture)
+    assert remove_report_leftovers(out) == Leftovers()  # a young one: its writer may live
+    size = left.stat().st_size
+    os.utime(left, (time.time() - LEFTOVER_AGE_S - 60,) * 2)
+    assert remove_report_leftovers(out) == Leftovers(1, size)
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md", "timeline.png"]
