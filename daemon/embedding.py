@@ -287,6 +287,12 @@ def temp_stem(name: str) -> str:
     return name.encode("utf-8", "surrogateescape")[:_TMP_STEM_BYTES].decode("utf-8", "ignore")
 
 
+def temp_name(path: Path, suffix: str = "") -> Path:
+    """A new temporary file's path for ``path``, in its folder: ``.<name>.<12 hex>.tmp`` (the name cut:
+    ``temp_stem``), ``suffix`` after it for a writer that picks the format by the name (a video's ``.mp4``)."""
+    return path.parent / f".{temp_stem(path.name)}.{secrets.token_hex(6)}.tmp{suffix}"
+
+
 def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
     """Write ``data`` (bytes, or a function writing to the open file) to ``path`` through a temp file in the
     same folder (flush, fsync, rename, then fsync the folder where the platform allows it).
@@ -297,7 +303,7 @@ def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
     """
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{temp_stem(path.name)}.{secrets.token_hex(6)}.tmp"
+    tmp = temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to any new file
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -362,13 +368,16 @@ class Leftovers:
         return f"removed {self.text()} left in {folder} by a writer killed before it renamed them"
 
 
-def remove_leftovers(folder: Path, ours: Callable[[str], bool], before: float | None = None) -> Leftovers:
+def remove_leftovers(
+    folder: Path, ours: Callable[[str], bool], before: float | None = None, suffix: str = ""
+) -> Leftovers:
     """Remove the temporary files ``atomic_write`` left in ``folder`` (not in its sub-folders) for the files
     whose names ``ours`` takes (given ``temp_target``'s name): what a writer killed between writing and
     renaming left there for good. With ``before`` (a ``time.time()``), only those last written before it: the
-    caller holds no lock that every writer of those files takes. Plain files only (a link or a folder of such
-    a name is no leftover of ``atomic_write``). A folder that cannot be listed has none removed; a file that
-    cannot be removed is logged and left."""
+    caller holds no lock that every writer of those files takes. With ``suffix``, those named so with it after
+    (``temp_name``'s, for a writer that picks the file's format by its name: cv2.VideoWriter). Plain files only
+    (a link or a folder of such a name is no leftover of ``atomic_write``). A folder that cannot be listed has
+    none removed; a file that cannot be removed is logged and left."""
     removed = Leftovers()
     try:
         entries = os.scandir(folder)
@@ -376,7 +385,8 @@ def remove_leftovers(folder: Path, ours: Callable[[str], bool], before: float | 
         return removed
     with entries:
         for entry in entries:
-            target = temp_target(entry.name)
+            named = entry.name.endswith(suffix)
+            target = temp_target(entry.name[: len(entry.name) - len(suffix)]) if named else None
             if target is not None and ours(target):
                 removed += _remove_leftover(entry, before)
     return removed

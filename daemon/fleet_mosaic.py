@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from daemon.embedding import temp_name
 from daemon.mp4_timing import frame_rate
 from daemon.outputs import outlined_text
 from daemon.types import ImageBGR
@@ -223,36 +225,69 @@ def write_mosaic(
     progress: Callable[[int, int], None] | None = None,
     start_s: float | None = None,
 ) -> Path | None:
-    """Write the mosaic of ``tiles`` to ``out`` (mp4v); None when no tile's video can be read (each unreadable
-    one is left out with a warning). ``progress(done, total)`` is called after each mosaic frame. ``start_s``:
-    the fleet's first frame on the tiles' clock, where the mosaic and its banner's count begin (default: the
-    earliest tile's; earlier when a camera of the fleet left no video)."""
+    """Write the mosaic of ``tiles`` to ``out`` (mp4v), whole or not at all: through ``temp_video``'s file,
+    renamed to ``out`` once complete and synced (a writer killed meanwhile leaves that file, not a cut video
+    under ``out``'s name); None when no tile's video can be read (each unreadable one is left out with a
+    warning). ``progress(done, total)`` is called after each mosaic frame. ``start_s``: the fleet's first frame
+    on the tiles' clock, where the mosaic and its banner's count begin (default: the earliest tile's; earlier
+    when a camera of the fleet left no video)."""
     readers = _open(tiles)
     if not readers:
         return None
+    tmp = temp_video(out)
     try:
-        cols, rows = grid(len(readers))
-        cell_w, tile_height = cell_size([r.size for r in readers], cols, tile_height)
-        fps = max(r.fps for r in readers)
-        start = min(r.start_s for r in readers)
-        start = start if start_s is None else min(start, start_s)
-        total = math.ceil((max(r.end_s for r in readers) - start) * fps)
-        size = (cols * cell_w, BANNER_PX + rows * tile_height)
-        writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
-        if not writer.isOpened():
-            raise OSError(f"cannot write video {out}")
-        try:
-            for k in range(total):
-                t = start + k / fps
-                writer.write(_compose(readers, t, t - start, (cols, cell_w, tile_height), size))
-                if progress is not None:
-                    progress(k + 1, total)
-        finally:
-            writer.release()
+        _write_frames(readers, tmp, tile_height, progress, start_s)
+        _fsync(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     finally:
         for r in readers:
             r.close()
     return out
+
+
+def temp_video(out: Path) -> Path:
+    """Where the video for ``out`` is written before it takes that name: ``atomic_write``'s temporary name with
+    the video's suffix after it (OpenCV picks the container by the name), ``.fleet.mp4.<12 hex>.tmp.mp4``."""
+    return temp_name(out, out.suffix)
+
+
+def _write_frames(
+    readers: list[_Reader],
+    path: Path,
+    tile_height: int,
+    progress: Callable[[int, int], None] | None,
+    start_s: float | None,
+) -> None:
+    cols, rows = grid(len(readers))
+    cell_w, tile_height = cell_size([r.size for r in readers], cols, tile_height)
+    fps = max(r.fps for r in readers)
+    start = min(r.start_s for r in readers)
+    start = start if start_s is None else min(start, start_s)
+    total = math.ceil((max(r.end_s for r in readers) - start) * fps)
+    size = (cols * cell_w, BANNER_PX + rows * tile_height)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        raise OSError(f"cannot write video {path}")
+    try:
+        for k in range(total):
+            t = start + k / fps
+            writer.write(_compose(readers, t, t - start, (cols, cell_w, tile_height), size))
+            if progress is not None:
+                progress(k + 1, total)
+    finally:
+        writer.release()
+
+
+def _fsync(path: Path) -> None:
+    """Make ``path``'s data durable before it is renamed (a power cut then leaves a whole video or none)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _open(tiles: list[Tile]) -> list[_Reader]:

@@ -58,13 +58,24 @@ REPORT_FILES: Final = ("report.json", "report.md", "timeline.png", "fleet_metric
 """The report's files in the output root, each written whole with ``atomic_write``."""
 
 
+MOSAIC_FILE: Final = "fleet.mp4"
+"""The cameras side by side in the output root (daemon/fleet_mosaic.py), written whole through its temporary
+file ``.fleet.mp4.<12 hex>.tmp.mp4`` (``fleet_mosaic.temp_video``)."""
+
+
 def remove_report_leftovers(out: Path) -> Leftovers:
-    """The temporary files of the report's files (``REPORT_FILES``) that a fleet, or a ``forget`` making its
-    report again, killed while it wrote one left in the output root ``out``, removed once ``LEFTOVER_AGE_S``
-    old: no lock that every writer of them takes is held (a ``forget`` may be writing one now). Nothing else
-    of that pattern there: the cameras' folders and their files are their workers'."""
+    """The temporary files of the report's files (``REPORT_FILES``) and of the mosaic (``MOSAIC_FILE``) that a
+    fleet, or a ``forget`` making its report again, killed while it wrote one left in the output root ``out``,
+    removed once ``LEFTOVER_AGE_S`` old: no lock that every writer of them takes is held (a ``forget`` may be
+    writing one now; a live mosaic's file is written to all along). Nothing else of that pattern there: the
+    cameras' folders and their files are their workers'."""
     ours = {temp_stem(f) for f in REPORT_FILES}
-    return remove_leftovers(out, ours.__contains__, before=time.time() - LEFTOVER_AGE_S)
+    before = time.time() - LEFTOVER_AGE_S
+    mosaic = temp_stem(MOSAIC_FILE)
+    suffix = Path(MOSAIC_FILE).suffix
+    return remove_leftovers(out, ours.__contains__, before=before) + remove_leftovers(
+        out, mosaic.__eq__, before=before, suffix=suffix
+    )
 
 
 def _table_doc(path: Path) -> dict[str, Any]:

@@ -2780,16 +2780,16 @@ def test_a_fleet_removes_the_leftovers_of_its_report_files_as_it_starts(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Regression: a fleet (or a forget making its report again) killed while it wrote report.json, report.md,
-    timeline.png or fleet_metrics.* left the hidden temporary file (.report.json.<12 hex>.tmp) in the output
-    root for good; a fleet, and `fleet --report-only`, removes those LEFTOVER_AGE_S old as it starts (a forget
-    may be writing a young one now), logged; nothing else of that pattern there."""
+    timeline.png, fleet_metrics.* or fleet.mp4 left the hidden temporary file (.report.json.<12 hex>.tmp) in
+    the output root for good; a fleet, and `fleet --report-only`, removes those LEFTOVER_AGE_S old as it
+    starts (a forget may be writing a young one now), logged; nothing else of that pattern there."""
     out = tmp_path / "runs"
     (out / "a").mkdir(parents=True)
     old = time.time() - LEFTOVER_AGE_S - 60
 
     def plant() -> tuple[list[Path], list[Path]]:
         names = ("report.json", "report.md", "timeline.png", "fleet_metrics.txt")
-        gone = [out / f".{f}.0123456789ab.tmp" for f in names]
+        gone = [out / f".{f}.0123456789ab.tmp" for f in names] + [out / ".fleet.mp4.0123456789ab.tmp.mp4"]
         kept = [out / ".report.json.ba9876543210.tmp", out / ".notes.txt.0123456789ab.tmp"]
         kept.append(out / "a" / ".report.json.0123456789ab.tmp")  # a camera's folder: its worker's
         for each in (*gone, *kept):
@@ -2808,7 +2808,7 @@ def test_a_fleet_removes_the_leftovers_of_its_report_files_as_it_starts(
     path = tmp_path / "fleet.yaml"
     path.write_text(yaml.safe_dump(cfg))
     said = (
-        f"fleet: removed 4 temporary files (40 bytes) left in {out} by a writer killed before it renamed them"
+        f"fleet: removed 5 temporary files (50 bytes) left in {out} by a writer killed before it renamed them"
     )
     for run in (lambda: run_fleet(path, progress=False), lambda: report_fleet(path, progress=False)):
         gone, kept = plant()

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
+import time
 from itertools import pairwise
 from pathlib import Path
 
@@ -11,8 +15,11 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from _ops import wait_until
 
+from daemon.embedding import LEFTOVER_AGE_S, Leftovers
 from daemon.fleet_mosaic import BANNER_PX, Tile, cell_size, grid, write_mosaic
+from daemon.fleet_report import remove_report_leftovers
 from daemon.fleet_runner import report_fleet, run_fleet
 from daemon.mp4_timing import frame_rate
 from daemon.outputs import AnnotatedVideo
@@ -288,3 +295,52 @@ def test_a_later_video_follows_the_one_before_unless_its_table_puts_it_more_than
     assert away is not None
     tops = [float(f[BANNER_PX + 4 : BANNER_PX + 30, 70:120].mean()) for f in _frames(away)]
     assert len(tops) == 30 and max(tops[10:20]) < 40 < 190 < min(tops[20:])  # a live stream away for 1 s
+
+
+_HELD_MOSAIC = """
+import sys, time
+from pathlib import Path
+from daemon.fleet_mosaic import Tile, write_mosaic
+
+a, b, out, held = (Path(p) for p in sys.argv[1:5])
+
+def progress(done, total):  # halfway through the video, then held until killed
+    if done == total // 2:
+        held.touch()
+        time.sleep(600)
+
+write_mosaic([Tile("a", a), Tile("b", b, offset_s=0.5)], out, 96, progress=progress)
+"""
+
+
+def test_a_fleet_killed_while_it_writes_the_mosaic_leaves_the_video_whole(tmp_path: Path) -> None:
+    """Regression: fleet.mp4 was written in place (cv2.VideoWriter on its name), so a fleet killed while it
+    wrote the mosaic left a cut video (no index: unreadable) under that name, which the fleet's summary and
+    README point to. It is written through .fleet.mp4.<12 hex>.tmp.mp4 and renamed once complete (the
+    earlier video stays meanwhile); the next fleet removes that leftover as it does the report's."""
+    a = _grey_video(tmp_path / "a.mp4", 10.0, [12 * i for i in range(20)])
+    b = _grey_video(tmp_path / "b.mp4", 10.0, [200 - 8 * i for i in range(20)])
+    out = tmp_path / "runs"
+    out.mkdir()
+    earlier = write_mosaic([Tile("a", a), Tile("b", b)], out / "fleet.mp4", 96)
+    assert earlier is not None
+    video = earlier.read_bytes()
+    held = tmp_path / "held"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    cmd = [sys.executable, "-c", _HELD_MOSAIC, str(a), str(b), str(earlier), str(held)]
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        wait_until(lambda: held.exists() or proc.poll() is not None, 60.0, "the mosaic half written")
+        assert held.exists(), "the mosaic ended before it was half written"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert earlier.read_bytes() == video  # before: a cut video in its place
+    assert len(_frames(earlier)) == 20
+    (left,) = [p for p in out.iterdir() if p.name != "fleet.mp4"]
+    assert left.name.startswith(".fleet.mp4.") and left.name.endswith(".tmp.mp4")
+    assert remove_report_leftovers(out) == Leftovers()  # a young one: its writer may live
+    size = left.stat().st_size
+    os.utime(left, (time.time() - LEFTOVER_AGE_S - 60,) * 2)
+    assert remove_report_leftovers(out) == Leftovers(1, size)
+    assert [p.name for p in out.iterdir()] == ["fleet.mp4"]
