@@ -811,13 +811,13 @@ def _report(
     names = list(codes)
     dirs = {n: _camera_dir(settings, n) for n in names}
     out = report_dir or _report_root(settings, names)
-    from daemon.fleet_report import build_report, evaluate_run
+    from daemon.fleet_report import MOSAIC_FILE, build_report, evaluate_run
 
     for stale in ("fleet_metrics.json", "fleet_metrics.txt"):
         (out / stale).unlink(missing_ok=True)  # an earlier run's scores, not this run's (scored again below)
     report = build_report(dirs, out, earlier_runs=_ids_span_runs(settings))
     truths = _truths(config.parent, settings, dirs) if run_ok(codes) else None
-    mosaic = _mosaic(settings, dirs, out / "fleet.mp4", progress) if settings.fleet.mosaic else None
+    mosaic = _mosaic(settings, dirs, out / MOSAIC_FILE, progress) if settings.fleet.mosaic else None
     metrics = evaluate_run(truths, dirs, out) if truths is not None else None  # last: a bad file stops it
     return FleetRun(codes, dirs, out, report, metrics, mosaic)
 
