@@ -901,6 +901,14 @@ def supcon_loss(
     return -(mean_log_prob_pos[use]).mean()
 
 
+def dim_problem(cfg: AdaptConfig, input_dim: int) -> str | None:
+    """Why a head of ``cfg.dim`` outputs cannot be trained on ``input_dim``-d features (None: it can): its
+    linear branch starts as their principal directions, of which there are ``input_dim`` at most."""
+    if cfg.dim <= input_dim:
+        return None
+    return f"a head projects the embedder's {input_dim}-d features to {input_dim} dimensions at most"
+
+
 def init_head_arrays(
     features: FloatArray, cfg: AdaptConfig, rng: np.random.Generator
 ) -> dict[str, FloatArray]:
@@ -1046,6 +1054,9 @@ def _train(
             "with 2+ images"
         )
     allf = np.concatenate([s.features for s in sources])
+    problem = dim_problem(cfg, allf.shape[1])
+    if problem is not None:
+        raise DataError(f"dim {cfg.dim}: {problem}")
     head = _torch_head(init_head_arrays(allf, cfg, rng), cfg.dropout)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
@@ -1178,6 +1189,9 @@ def run_adapt(settings: Settings, camera: str | None, req: AdaptRequest, cfg: Ad
     ecfg = cam.embedder.model_copy(update={"head": None})
     embedder = OnnxEmbedder(ecfg, settings.runtime, settings.models_dir)
     base = base_info(embedder, ecfg.model, embedder.model_path)
+    problem = dim_problem(cfg, base.input_dim)
+    if problem is not None:  # before the mining: the head could not start from its features
+        raise ConfigError(f"--dim {cfg.dim}: {problem} (embedder model {base.name!r})")
     reference = _reference(req, embedder)
     tracklets = None
     if req.tracklets:

@@ -995,7 +995,11 @@ def _add_adapt_parser(sub: Any) -> None:
         help="Mine tracklets from the video (--no-tracklets: reference folder only).",
     )
     a.add_argument("--reference", help="Labelled reference folder (file name = label).")
-    a.add_argument("--dim", type=int, help="Head output dimension.")
+    a.add_argument(
+        "--dim",
+        type=int,
+        help="Head output dimension (default 128; at most the embedder's own, 1280 for the shipped one).",
+    )
     a.add_argument("--steps", type=int, help="Training steps.")
     a.add_argument("--seed", type=int, help="Random seed.")
     a.add_argument("--sample-every", type=int, help="Frames between two samples of one track.")

@@ -51,7 +51,7 @@ from daemon.config import EmbedderConfig, EnrollConfig, RuntimeConfig
 from daemon.embed import OnnxEmbedder
 from daemon.embedding import LEFTOVER_AGE_S
 from daemon.enroll import reference_files
-from daemon.errors import ModelError
+from daemon.errors import DataError, ModelError
 from daemon.types import FloatArray, ImageBGR
 
 CPU = RuntimeConfig(providers=("CPUExecutionProvider",))
@@ -723,6 +723,31 @@ def test_cli_adapt_with_an_out_it_cannot_write_says_so_before_mining(
         err = capsys.readouterr().err
         assert err.startswith(f"error: {problem}") and err.count("\n") == 1, err
     assert (tmp_path / "afile").read_text() == "kept\n" and not (tmp_path / "adapt-cache").exists()
+
+
+def test_cli_adapt_with_a_dim_above_the_embedders_is_bad_usage_before_mining(
+    tmp_path: Path, mobilenet_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--dim 2000 on the 1280-d embedder ended, once the features were mined, in torch's RuntimeError traceback
+    (the PCA start has 1280 directions at most): bad usage (exit 2) named before anything is mined; 1280 trains."""
+    clip = make_video(tmp_path / "clip.mp4", frames=12, size=(320, 240), people=2)
+    tracks = clip.write_mot_gt(tmp_path / "tracks.txt")
+    cfg = _cfg(tmp_path, clip.path, mobilenet_model.parent.parent)
+    args = ["adapt", "-c", str(cfg), "--tracks", str(tracks), "--steps", "2", "--no-progress"]
+    out = tmp_path / "h.npz"
+    assert main([*args, "--dim", "2000", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "error: --dim 2000: a head projects the embedder's 1280-d features to 1280 dimensions"
+    )
+    assert not out.exists() and not (tmp_path / "adapt-cache").exists()
+    assert main([*args, "--dim", "1280", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert load_head(out).output_dim == 1280
+
+
+def test_train_head_refuses_a_dim_above_its_features() -> None:
+    with pytest.raises(DataError, match="dim 40: a head projects the embedder's 32-d features"):
+        train_head(_toy_tracklets(), None, BASE, AdaptConfig(dim=40, steps=2), progress=False)
 
 
 def test_cli_adapt_with_a_cache_it_cannot_write_trains_without_it(
