@@ -943,6 +943,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from daemon.adapt import AdaptRequest, run_adapt
     from daemon.config import load_settings, with_overrides
 
+    _check_adapt_options(args)
     overrides = {"models_dir": args.models_dir} if args.models_dir else {}
     settings = load_settings(args.config, **overrides)
     first = next(iter(settings.cameras)) if args.all_cameras and not args.camera else args.camera
@@ -971,6 +972,22 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_adapt_options(args: argparse.Namespace) -> None:
+    """ConfigError for options of one camera's video given with --all-cameras, which mines every camera's own:
+    --source would replace the first camera's video alone, --tracks be read as the tracks of every camera."""
+    if not args.all_cameras:
+        return
+    given = [
+        flag for flag, value in (("--source", args.source), ("--tracks", args.tracks)) if value is not None
+    ]
+    if given:
+        raise ConfigError(
+            f"adapt {' and '.join(given)} name one camera's video and its tracks, but --all-cameras mines every "
+            "camera of the config from its own source with our tracker: give one camera (--camera NAME) or "
+            "leave them out"
+        )
+
+
 def _add_adapt_parser(sub: Any) -> None:
     a = sub.add_parser(
         "adapt",
@@ -983,7 +1000,8 @@ def _add_adapt_parser(sub: Any) -> None:
     a.add_argument(
         "--all-cameras",
         action="store_true",
-        help="Mine every camera of the config into one head (a fleet's `identity: {head: ...}`).",
+        help="Mine every camera of the config into one head (a fleet's `identity: {head: ...}`), each from its "
+        "own source with our tracker (not with --source or --tracks, which are one camera's).",
     )
     a.add_argument("--source", help="Video to mine tracklets from (default: the camera's source).")
     a.add_argument("--max-frames", type=int, help="Mine the first N frames only.")

@@ -745,6 +745,36 @@ def test_cli_adapt_with_a_dim_above_the_embedders_is_bad_usage_before_mining(
     assert load_head(out).output_dim == 1280
 
 
+def test_cli_adapt_refuses_one_cameras_video_or_tracks_with_all_cameras(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--all-cameras --tracks read one MOT file as the tracks of every camera's video (boxes of one view cut
+    from the others), and --all-cameras --source mined the first camera from the video given and the others
+    from their own, nothing said; both are refused before the models load (exit 2), naming the options."""
+    cfg = tmp_path / "fleet.yaml"
+    cfg.write_text(
+        f"models_dir: {tmp_path / 'no-models'}\ncameras:\n  a: {{source: {{uri: {tmp_path / 'a.mp4'}}}}}\n"
+        f"  b: {{source: {{uri: {tmp_path / 'b.mp4'}}}}}\n"
+    )
+    (tmp_path / "tracks.txt").write_text("1,1,0,0,10,20,1,-1,-1,-1\n")
+    base = ["adapt", "-c", str(cfg), "--all-cameras", "--out", str(tmp_path / "h.npz"), "--no-progress"]
+    for extra, named in (
+        (["--tracks", str(tmp_path / "tracks.txt")], "--tracks"),
+        (["--source", str(tmp_path / "other.mp4")], "--source"),
+        (
+            ["--source", str(tmp_path / "other.mp4"), "--tracks", str(tmp_path / "tracks.txt")],
+            "--source and --tracks",
+        ),
+    ):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(
+            f"error: adapt {named} name one camera's video and its tracks, but --all-cameras"
+        )
+        assert "--camera NAME" in err
+    assert not (tmp_path / "adapt-cache").exists()
+
+
 def test_train_head_refuses_a_dim_above_its_features() -> None:
     with pytest.raises(DataError, match="dim 40: a head projects the embedder's 32-d features"):
         train_head(_toy_tracklets(), None, BASE, AdaptConfig(dim=40, steps=2), progress=False)
