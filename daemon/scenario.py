@@ -18,7 +18,8 @@ Only one real camera view is at hand (PETS09-S2L1), so a fleet is simulated from
 The ground truth goes with it: source rows of the frames a camera shows, boxes clipped to its region, moved and
 scaled into its pixels. A box with less than ``min_visible`` of its area inside the region (or smaller than
 ``min_box_px`` after scaling) is kept with consider=0, so boxes on it are neither rewarded nor punished.
-The source's person ids are kept: they are the fleet-wide (global) identities.
+The source's person ids are kept: they are the fleet-wide (global) identities. Boxes wholly outside the
+source's frames (a truth of the video at another size) are warned about.
 
 ``build`` writes ``<camera>.mp4`` (mp4v), ``<camera>.gt.txt`` (MOT ground truth), ``scenario.json`` (this
 description, the source file's sha256 and per-camera counts), ``fleet.yaml`` (a config running the cameras) and
@@ -377,6 +378,28 @@ def _probe(video: Path, limit: int = 0) -> tuple[int, float | None, tuple[int, i
     return n, fps if fps > 0 else None, (first.shape[1], first.shape[0])
 
 
+def _check_truth_size(path: Path, gt: MotGroundTruth, size: tuple[int, int]) -> None:
+    """A warning when boxes of the ground truth lie wholly outside the source's frames (``size``: width,
+    height): a truth of the video at another size (annotated before it was resized) is cut into the views at
+    the wrong places, each camera's truth then showing people where they are not, or no one."""
+    w, h = size
+    x, y, bw, bh = gt.xywh.T
+    outside = (x >= w) | (y >= h) | (x + bw <= 0) | (y + bh <= 0)
+    if outside.any():
+        first = int(np.flatnonzero(outside)[0])
+        log.warning(
+            "%d of %d boxes of %s lie wholly outside the video's %dx%d frames (the first: frame %d, id %d): is it "
+            "the ground truth of the video at another size? The cameras' truths are cut from it as it is",
+            int(outside.sum()),
+            len(gt),
+            path,
+            w,
+            h,
+            int(gt.frame[first]),
+            int(gt.track_id[first]),
+        )
+
+
 def _folder_given(folder: Path) -> str:
     """Why a folder is not a scenario's source (``run`` takes a folder of images, ``scenario build`` does not),
     and, when it holds images, how to join them into a video."""
@@ -550,6 +573,8 @@ def build(
     for view in scenario.views:  # before any file is opened for writing
         check_region(view, size)
     gt = read_sequence_truth(gt_path) if gt_path is not None else None
+    if gt is not None and gt_path is not None:
+        _check_truth_size(gt_path, gt, size)
     fps = scenario.frame_rate
     videos = {v.name: out / f"{v.name}.mp4" for v in scenario.views}
     truth_paths = {v.name: out / f"{v.name}.gt.txt" for v in scenario.views}

@@ -16,7 +16,7 @@ from _video import make_video
 from daemon.config import Settings, load_settings
 from daemon.errors import DataError, SourceError
 from daemon.identity.site import SiteMap
-from daemon.motio import MotGroundTruth, read_ground_truth
+from daemon.motio import MotGroundTruth, read_ground_truth, write_ground_truth
 from daemon.scenario import (
     PRESETS,
     ScenarioConfig,
@@ -195,6 +195,31 @@ def test_a_preset_fits_a_video_of_another_size(tmp_path: Path) -> None:
     assert fleet.identity.site_radius == pytest.approx(
         30.0 * (640 * 360 / (768 * 576)) ** 0.5
     )  # smaller people
+
+
+def test_a_ground_truth_of_the_video_at_another_size_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gt annotated at 640x360 given with the video resized to 320x180 was cut into the views as it was,
+    without a word: the cameras' truths showed people where there were none (the right-hand view's people all
+    past the frame). Boxes wholly outside the source's frames are warned about, naming the file and the first."""
+    clip = make_video(tmp_path / "src.mp4", frames=4, size=(320, 180), people=3)
+    gt = read_ground_truth(clip.write_mot_gt(tmp_path / "small-gt.txt"))
+    big = MotGroundTruth(gt.frame, gt.track_id, gt.xywh * 2, gt.consider)
+    write_ground_truth(tmp_path / "big-gt.txt", big)
+    outside = (big.xywh[:, 0] >= 320) | (big.xywh[:, 1] >= 180)
+    assert outside.any()
+    first = int(np.flatnonzero(outside)[0])
+    build(clip.path, tmp_path / "big-gt.txt", PRESETS["pets09-2cam-overlap"], tmp_path / "out")
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith(
+        f"{int(outside.sum())} of {len(big)} boxes of {tmp_path / 'big-gt.txt'} lie wholly outside the video's "
+        f"320x180 frames (the first: frame {int(big.frame[first])}, id {int(big.track_id[first])}): is it the "
+        "ground truth of the video at another size?"
+    )
+    caplog.clear()
+    build(clip.path, tmp_path / "small-gt.txt", PRESETS["pets09-2cam-overlap"], tmp_path / "out")
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # its own truth: nothing said
 
 
 def test_build_never_writes_over_its_own_source(tmp_path: Path) -> None:
