@@ -19,7 +19,8 @@ non-motorised vehicles (class 6) for distractors: so does this reader when asked
 Boxes are ``x, y, w, h`` with (x, y) the top-left corner, in pixels. Every reader raises :class:`DataError`
 naming the file (or array) and the line (or row) of the first problem: a wrong number of columns, a value
 that is not a number, NaN or infinity, a frame that is not a positive integer, a negative width or height,
-a track id that is not a non-negative integer, a consider flag other than 0/1, or one id twice in a frame.
+a track id that is not a non-negative integer, a frame or id of 2**53 or more (not read exactly), a consider
+flag other than 0/1, or one id twice in a frame.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ MOT17_DISTRACTOR_CLASSES: Final = (2, 7, 8, 12)
 MOT20_DISTRACTOR_CLASSES: Final = (*MOT17_DISTRACTOR_CLASSES, 6)
 """TrackEval's MOT20 distractor classes: MOT16/17's and non-motorised vehicle (6)."""
 _DISTRACTOR_CLASS: Final = 8
+EXACT_BELOW: Final = 2**53
+"""Frames and ids are read as float64, which holds every whole number below this (2**53) exactly and no larger
+one: two ids above it may read as one, one above 2**63 as a negative number."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -296,12 +300,22 @@ def _check_common(a: F64Array, origin: _Origin) -> None:
     _fail_if(~np.isfinite(a).all(axis=1), origin, "NaN or infinite value")
     frame = a[:, 0]
     _fail_if(~_is_whole(frame) | (frame < 1), origin, "frame must be an integer >= 1 (MOT frames start at 1)")
+    _fail_if_inexact(frame, origin, "frame")
     _fail_if((a[:, 4] < 0) | (a[:, 5] < 0), origin, "negative box width or height")
+
+
+def _fail_if_inexact(values: F64Array, origin: _Origin, what: str) -> None:
+    _fail_if(
+        values >= EXACT_BELOW,
+        origin,
+        f"{what} must be below 2**53 ({EXACT_BELOW}): a larger one is not read exactly (two may read as one)",
+    )
 
 
 def _check_ids(a: F64Array, origin: _Origin) -> None:
     ids = a[:, 1]
     _fail_if(~_is_whole(ids) | (ids < 0), origin, "id must be an integer >= 0")
+    _fail_if_inexact(ids, origin, "id")
     if len(a) == 0:
         return
     pairs = a[:, :2].astype(np.int64)

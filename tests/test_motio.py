@@ -214,6 +214,10 @@ GOOD = "1,1,10,10,5,5,1,-1,-1,-1\n"
         ("2.5,1,10,10,5,5,1,-1,-1,-1", "frame must be an integer >= 1"),
         ("2,-3,10,10,5,5,1,-1,-1,-1", "id must be an integer >= 0"),
         ("2,1.5,10,10,5,5,1,-1,-1,-1", "id must be an integer >= 0"),
+        # read as 2**53 and -2**63 (taken without a word, or 'the same id twice' of two ids): refused
+        ("2,9007199254740993,10,10,5,5,1,-1,-1,-1", r"id must be below 2\*\*53 \(9007199254740992\)"),
+        ("2,100000000000000000000,10,10,5,5,1,-1,-1,-1", r"id must be below 2\*\*53"),
+        ("9007199254740993,1,10,10,5,5,1,-1,-1,-1", r"frame must be below 2\*\*53"),
         ("1,1,20,20,5,5,1,-1,-1,-1", "same id appears twice in one frame"),
     ],
 )
