@@ -194,17 +194,21 @@ _NO_ROWS: Final = np.zeros(0, dtype=np.intp)
 
 
 def _sequence_data(gt: MotGroundTruth, pred: MotTracks, num_frames: int, distractors: bool) -> dict[str, Any]:
-    """The ``data`` dict TrackEval's metrics take, as MotChallenge2DBox.get_preprocessed_seq_data makes it."""
+    """The ``data`` dict TrackEval's metrics take, as MotChallenge2DBox.get_preprocessed_seq_data makes it, of
+    the frames 1..``num_frames`` that hold a row: a frame of none adds nothing to any of their counts (CLEAR's
+    and HOTA's, Identity's; ``Frames`` is counted apart), and a results row at frame 10**9 would otherwise cost
+    10**9 empty frames of time and memory."""
     gt_by_frame, pred_by_frame = rows_by_frame(gt.frame), rows_by_frame(pred.frame)
+    with_rows = sorted(f for f in gt_by_frame.keys() | pred_by_frame.keys() if 1 <= f <= num_frames)
     frames = [
         frame_boxes(gt, pred, gt_by_frame.get(f, _NO_ROWS), pred_by_frame.get(f, _NO_ROWS), distractors)
-        for f in range(1, num_frames + 1)
+        for f in with_rows
     ]
     gt_ids, num_gt_ids = _relabel([gt.track_id[fb.gt_rows] for fb in frames])
     pred_ids, num_pred_ids = _relabel([pred.track_id[fb.pred_rows] for fb in frames])
     return {
         "seq": "sequence",
-        "num_timesteps": num_frames,
+        "num_timesteps": len(frames),
         "gt_ids": gt_ids,
         "tracker_ids": pred_ids,
         "similarity_scores": [fb.similarity for fb in frames],

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +187,40 @@ def test_a_strided_run_is_scored_on_frames_1_1_plus_stride_and_so_on() -> None:
     assert evaluate(gt, ran, stride=2) == m
     with pytest.raises(ValueError, match="stride"):
         evaluate(gt, pred, stride=0)
+
+
+def test_a_results_row_far_past_the_ground_truth_is_scored_at_once(tmp_path: Path) -> None:
+    """A results file with one row at frame 10**9 (a typo, a time stamp taken for a frame) made eval build 10**9
+    empty frames, minutes and gigabytes each 10**7 (200,000 took 18 s and 360 MB): killed here by a 2 GB
+    address-space limit. The frames that hold no row are left out of the scoring (they count for nothing in
+    any metric) and counted in Frames; the scores are those of the same row moved next to the others."""
+    gt, pred = _hand_case()
+    far = MotTracks.joined(
+        [pred, MotTracks(np.array([10**9]), np.array([9]), np.array([[0.0, 0, 10, 20]]), np.ones(1))]
+    )
+    near = MotTracks.joined(
+        [pred, MotTracks(np.array([5]), np.array([9]), np.array([[0.0, 0, 10, 20]]), np.ones(1))]
+    )
+    write_ground_truth(tmp_path / "gt.txt", gt)
+    write_results(tmp_path / "res.txt", far)
+    script = (
+        "import resource, json, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30));"
+        "from daemon.evaluate import evaluate;"
+        "print(json.dumps(evaluate(sys.argv[1], sys.argv[2]).as_dict()))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "gt.txt"), str(tmp_path / "res.txt")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    scored = json.loads(done.stdout)
+    assert scored["Frames"] == 10**9 and scored["FP"] == 3
+    assert scored == evaluate(gt, near).as_dict() | {"Frames": 10**9}
+    assert evaluate(gt, far) == replace(evaluate(gt, near), Frames=10**9)
+    assert evaluate(gt, far, num_frames=4) == evaluate(gt, pred)  # rows past num_frames left out, as before
 
 
 def test_paths_arrays_and_records_give_the_same_numbers(tmp_path: Path) -> None:
