@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from daemon import __version__
 from daemon.errors import ConfigError, DaemonError, DataError, exit_code
@@ -972,9 +972,29 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+_MINING_OPTIONS: Final = (
+    ("--all-cameras", "all_cameras"),
+    ("--source", "source"),
+    ("--tracks", "tracks"),
+    ("--max-frames", "max_frames"),
+    ("--sample-every", "sample_every"),
+    ("--max-per-track", "max_per_track"),
+    ("--augment", "augment"),
+)
+"""adapt's options that mine the video's tracklets (what --no-tracklets leaves out)."""
+
+
 def _check_adapt_options(args: argparse.Namespace) -> None:
-    """ConfigError for options of one camera's video given with --all-cameras, which mines every camera's own:
-    --source would replace the first camera's video alone, --tracks be read as the tracks of every camera."""
+    """ConfigError for options adapt would ignore or misapply: those of the mining with --no-tracklets, and
+    those of one camera's video with --all-cameras, which mines every camera's own (--source would replace the
+    first camera's video alone, --tracks be read as the tracks of every camera)."""
+    if not args.tracklets:
+        mining = [flag for flag, attr in _MINING_OPTIONS if getattr(args, attr) not in (None, False)]
+        if mining:
+            raise ConfigError(
+                f"adapt --no-tracklets trains on --reference alone, so {', '.join(mining)} (for mining the "
+                "video's tracklets) would be ignored: give one or the other"
+            )
     if not args.all_cameras:
         return
     given = [
@@ -1010,7 +1030,7 @@ def _add_adapt_parser(sub: Any) -> None:
         "--tracklets",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="Mine tracklets from the video (--no-tracklets: reference folder only).",
+        help="Mine tracklets from the video (--no-tracklets: reference folder only, the mining's options refused).",
     )
     a.add_argument("--reference", help="Labelled reference folder (file name = label).")
     a.add_argument(

@@ -775,6 +775,31 @@ def test_cli_adapt_refuses_one_cameras_video_or_tracks_with_all_cameras(
     assert not (tmp_path / "adapt-cache").exists()
 
 
+def test_cli_adapt_refuses_mining_options_with_no_tracklets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--no-tracklets --reference refs/ --augment 4 trained on the reference crops without augmenting one (the
+    copies are the mining's), --tracks, --source, --max-frames likewise ignored, nothing said; they are refused
+    before the models load (exit 2), named; --no-tracklets with --reference alone goes on to them."""
+    cfg = _cfg(tmp_path, tmp_path / "never-read.mp4", tmp_path / "no-models")
+    (tmp_path / "refs").mkdir()
+    base = ["adapt", "-c", str(cfg), "--no-tracklets", "--reference", str(tmp_path / "refs")]
+    base += ["--out", str(tmp_path / "h.npz"), "--no-progress"]
+    for extra, named in (
+        (["--augment", "4"], "--augment"),
+        (["--tracks", "t.txt", "--max-frames", "50"], "--tracks, --max-frames"),
+        (["--source", "v.mp4", "--all-cameras", "--sample-every", "2", "--max-per-track", "9"], None),
+    ):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        said = named or "--all-cameras, --source, --sample-every, --max-per-track"
+        assert err.startswith(
+            f"error: adapt --no-tracklets trains on --reference alone, so {said} (for mining"
+        ), err
+    assert main(base) != 2  # no option left over: it goes on (to the model it lacks here)
+    assert "--no-tracklets" not in capsys.readouterr().err
+
+
 def test_train_head_refuses_a_dim_above_its_features() -> None:
     with pytest.raises(DataError, match="dim 40: a head projects the embedder's 32-d features"):
         train_head(_toy_tracklets(), None, BASE, AdaptConfig(dim=40, steps=2), progress=False)
