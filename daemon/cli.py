@@ -1024,7 +1024,7 @@ def _add_adapt_parser(sub: Any) -> None:
         "own source with our tracker (not with --source or --tracks, which are one camera's).",
     )
     a.add_argument("--source", help="Video to mine tracklets from (default: the camera's source).")
-    a.add_argument("--max-frames", type=int, help="Mine the first N frames only.")
+    a.add_argument("--max-frames", type=_frame_count, help="Mine the first N frames only (0: all).")
     a.add_argument("--tracks", help="MOT results file of --source: its tracks instead of running ours.")
     a.add_argument(
         "--tracklets",

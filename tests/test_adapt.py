@@ -800,6 +800,20 @@ def test_cli_adapt_refuses_mining_options_with_no_tracklets(
     assert "--no-tracklets" not in capsys.readouterr().err
 
 
+def test_cli_adapt_names_a_negative_max_frames_as_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--max-frames -3 was taken, the models loaded, and then refused as 'cameras.door.source.max_frames: Input
+    should be greater than or equal to 0', naming a setting the user never wrote; it is refused as the option,
+    as run's and scenario's --max-frames are, before anything loads."""
+    cfg = _cfg(tmp_path, tmp_path / "never-read.mp4", tmp_path / "no-models")
+    for bad, said in (("-3", "must be 0 (no limit) or more frames, not -3"), ("ten", "not a whole number")):
+        with pytest.raises(SystemExit) as e:
+            main(["adapt", "-c", str(cfg), "--max-frames", bad, "--out", str(tmp_path / "h.npz")])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and f"argument --max-frames: {said}" in err, err
+
+
 def test_train_head_refuses_a_dim_above_its_features() -> None:
     with pytest.raises(DataError, match="dim 40: a head projects the embedder's 32-d features"):
         train_head(_toy_tracklets(), None, BASE, AdaptConfig(dim=40, steps=2), progress=False)
