@@ -127,7 +127,11 @@ class AdaptConfig(BaseModel):
         4, ge=2, le=10_000, description="A track with fewer samples is not a training identity."
     )
     max_samples: int = Field(
-        20_000, ge=10, le=2_000_000, description="Mining stops once this many features are held (memory)."
+        20_000,
+        ge=10,
+        le=2_000_000,
+        description="Mining stops once this many features are held (memory): each sampled crop's and its "
+        "augmented copies'.",
     )
     max_gap: int = Field(
         10, ge=0, le=100_000, description="A track seen again after a longer gap (frames) is a new identity."
@@ -572,7 +576,7 @@ class TrackletMiner:
         items = self._store.setdefault(label, [])
         if slot == len(items):
             items.append(item)
-            self._held += 1
+            self._held += len(item[0])  # the crop's feature and its augmented copies': each is held
         else:
             items[slot] = item
 
@@ -711,7 +715,7 @@ def mine_tracklets(
     for image, ft in frames:
         miner.add(image, ft)
         if miner.full:
-            logger.warning("tracklet mining stopped at frame %d: %d samples held", ft.index, cfg.max_samples)
+            logger.warning("tracklet mining stopped at frame %d: %d features held", ft.index, cfg.max_samples)
             break
     return miner.result()
 

@@ -216,6 +216,16 @@ def test_miner_stops_at_max_samples() -> None:
     assert len(t.labels) == 10 and t.frames_read == 5
 
 
+def test_miner_counts_augmented_copies_towards_max_samples() -> None:
+    """max_samples bounds the features held (memory), but a sampled crop counted once whatever its augmented
+    copies: with --augment 16 mining held 17 times the bound (20,000 crops, 340,000 features: 1.7 GB at 1280-d,
+    not 100 MB). Each copy counts: 2 tracks x 2 features a frame stop at 12 after 3 frames (before: 6, 24)."""
+    cfg = AdaptConfig(sample_every=1, max_samples=12, min_track_samples=2, max_gap=100, augment=1)
+    frames = (_frame(f, {1: A, 2: B}) for f in range(100))
+    t = mine_tracklets(((IMG, ft) for ft in frames), _FakeEmbedder(), cfg)
+    assert len(t.labels) == 12 and len(t.features) == 12 and t.frames_read == 3
+
+
 def test_augmented_crops_are_camera_like_variants_and_seeded() -> None:
     rng = np.random.default_rng(3)
     image = rng.integers(0, 255, (200, 150, 3)).astype(np.uint8)
