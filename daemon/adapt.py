@@ -776,7 +776,7 @@ def load_tracklets(path: Path) -> Tracklets | None:
                 cliques,
                 int(z["frames_read"]),
             )
-    except (OSError, KeyError, ValueError, EOFError) as e:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:  # a copy cut short, a bad disk
         logger.warning("ignoring unreadable feature cache %s: %s", path, e)
         return None
 

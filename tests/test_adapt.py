@@ -308,6 +308,28 @@ def test_tracklet_cache_round_trip(tmp_path: Path) -> None:
     assert load_tracklets(tmp_path / "bad.npz") is None
 
 
+def test_a_tracklet_cache_cut_short_is_mined_again_not_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cache file cut short (half its bytes: a copy that stopped, a full disk outside atomic_write) ended adapt
+    in zipfile's BadZipFile traceback ('File is not a zip file'); it is named as unreadable and mined again, and
+    the new cache written whole."""
+    cfg = AdaptConfig(sample_every=1, max_gap=5, min_track_samples=2)
+    frames = [_frame(f, {1: A, 2: B, 3: C}) for f in range(6)]
+    t = mine_tracklets(((IMG, ft) for ft in frames), _FakeEmbedder(), cfg)
+    path = tmp_path / "tracklets-0123456789abcdef0123.npz"
+    save_tracklets(t, path)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    assert load_tracklets(path) is None
+    assert f"ignoring unreadable feature cache {path}" in caplog.text
+    mined = []
+    got = cached_tracklets(path, lambda: mined.append(1) or t)
+    assert mined == [1] and got is t
+    again = load_tracklets(path)
+    assert again is not None and np.array_equal(again.features, t.features)
+
+
 def test_tracklet_caches_written_at_once_each_land_whole(tmp_path: Path) -> None:
     """Regression: the tracklet cache was written through one fixed name (tracklets-<key>.tmp.npz): two adapt
     runs writing it at once renamed each other's file away (FileNotFoundError) or a half-written one, and a run
