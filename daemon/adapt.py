@@ -735,6 +735,26 @@ def file_identity(path: Path) -> dict[str, Any]:
     return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def source_identity(path: Path | None) -> dict[str, Any] | None:
+    """What a tracklet cache of the source read at ``path`` (``sources.local_path``) is keyed on: a video
+    file's ``file_identity``, an image folder's path and its images' names, sizes and modification times (an
+    image added, removed or replaced misses the cache); None for a stream, a webcam or a remote file, whose
+    frames are others at each run, so that nothing of theirs is cached."""
+    from daemon.sources import list_images
+
+    if path is None:
+        return None
+    if path.is_file():
+        return file_identity(path)
+    if not path.is_dir():
+        return None
+    images = []
+    for image in list_images(path):
+        st = image.stat()
+        images.append([image.name, st.st_size, st.st_mtime_ns])
+    return {"path": str(path.resolve()), "images": cache_key(images=images)}
+
+
 def save_tracklets(t: Tracklets, path: Path) -> None:
     """Cache mined tracklets as an .npz (cliques padded with -1), written whole or not at all (``atomic_write``:
     a temporary file of its own beside it, so two runs writing one cache at once do not mix theirs)."""
@@ -1270,23 +1290,29 @@ def collect_tracklets(
     """Tracklet features of the camera's source (its ``max_frames`` and ``stride`` apply), cached.
 
     Tracks come from our detector and tracker, or from ``tracks_file`` (MOT results) read beside the video.
-    The cache key covers the video (path, size, mtime), the tracks file, the model hash and crop size, the
-    detector and tracker settings, the frame limits and the mining fields of ``cfg``.
+    The cache key covers the video (path, size, mtime; an image folder's images: ``source_identity``), the
+    tracks file, the model hash and crop size, the detector and tracker settings, the frame limits and the
+    mining fields of ``cfg``; a live or remote source is not cached.
     """
     from daemon.motio import read_results
     from daemon.sources import local_path
 
     cam = settings.cameras[camera]
-    video = local_path(cam.source) or Path(cam.source.uri)  # a file:// URI names the file it decodes to
+    local = local_path(cam.source)
+    video = local or Path(cam.source.uri)  # a file:// URI names the file it decodes to
     if tracks_file is not None and not Path(tracks_file).is_file():
         raise DataError(f"{tracks_file}: file not found")  # before its size and mtime go into the cache key
+    source = source_identity(local)
+    if source is None and cache_dir is not None:
+        logger.info("%s: a live or remote source's tracklets are mined afresh, not cached", cam.source.uri)
+        cache_dir = None
     key = cache_key(
         base=base.sha256,
         size=base.input_size,
         flip=base.flip_average,
         crops=cam.embedder.model_dump(include={"colour_norm", "detail_height"}),
         mining=cfg.model_dump(include=set(MINING_FIELDS)),
-        video=file_identity(video) if video.is_file() else cam.source.uri,
+        video=source,
         tracks=file_identity(tracks_file) if tracks_file else None,
         detector=None if tracks_file else cam.detector.model_dump(mode="json"),
         tracker=None if tracks_file else cam.tracker.model_dump(mode="json"),

@@ -42,6 +42,7 @@ from daemon.adapt import (
     reference_features,
     save_head,
     save_tracklets,
+    source_identity,
     supcon_loss,
     train_head,
     valid_pairs,
@@ -874,6 +875,35 @@ def test_cli_adapt_with_a_cache_it_cannot_write_trains_without_it(
 
 @pytest.mark.slow
 @pytest.mark.shared_data
+def test_an_image_folder_with_images_added_is_mined_again_not_read_from_the_cache(
+    tmp_path: Path, ssdlite_model: Path, mobilenet_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder source's cache was keyed on its path alone: with 10 more images in the folder, the next adapt
+    trained on the tracklets of the first 20 ('from cache', 20 frames read), the new ones never seen. It is
+    keyed on its images too; a live source is not cached at all (its frames are others at each run)."""
+    video = require_pets09_video()
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cap = cv2.VideoCapture(str(video))
+    frames = [cap.read()[1] for _ in range(30)]
+    cap.release()
+    for i, image in enumerate(frames[:20]):
+        cv2.imwrite(str(folder / f"{i:04d}.jpg"), image)
+    root = Path(__file__).resolve().parents[1]
+    args = ["adapt", "-c", str(root / "configs" / "pets09.yaml"), "--source", str(folder)]
+    args += ["--models-dir", str(ssdlite_model.parent.parent), "--steps", "3", "--sample-every", "1"]
+    args += ["--out", str(tmp_path / "h.npz"), "--no-progress"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "20 frames read" in capsys.readouterr().out
+    for i, image in enumerate(frames[20:], start=20):
+        cv2.imwrite(str(folder / f"{i:04d}.jpg"), image)
+    assert main(args) == 0, capsys.readouterr().err
+    assert "30 frames read" in capsys.readouterr().out  # was 20: the cache of the folder before
+    assert len(list((tmp_path / "adapt-cache").glob("tracklets-*.npz"))) == 2
+    assert source_identity(folder) == source_identity(folder)
+    assert source_identity(None) is None  # rtsp://, a webcam, http: sources.local_path gives None
+
+
 def test_adapt_on_pets09_with_our_tracker(
     tmp_path: Path, mobilenet_model: Path, ssdlite_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
