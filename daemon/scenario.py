@@ -77,6 +77,10 @@ FloatArray = NDArray[np.float64]
 log = logging.getLogger(__name__)
 
 
+MIN_SIDE = 16
+"""Pixels a view's region, and its picture (region x scale), have at least on each side."""
+
+
 class ViewConfig(BaseModel):
     """One simulated camera: which part of the source it sees and how its picture differs."""
 
@@ -88,8 +92,8 @@ class ViewConfig(BaseModel):
         1.0,
         ge=0.25,
         le=4.0,
-        description="Output size = region size x scale (scaled down, aspect kept, to sides of 8190 px at most: "
-        "what mp4v encodes).",
+        description="Output size = region size x scale (at least 16 px a side; scaled down, aspect kept, to "
+        "sides of 8190 px at most: what mp4v encodes).",
     )
     gamma: float = Field(1.0, ge=0.2, le=5.0, description="Gamma applied to [0, 1] intensities (>1: darker).")
     gains: tuple[float, float, float] = Field(
@@ -107,10 +111,18 @@ class ViewConfig(BaseModel):
     @model_validator(mode="after")
     def _region_ok(self) -> ViewConfig:
         x0, y0, x1, y1 = self.region
-        if x0 < 0 or y0 < 0 or x1 - x0 < 16 or y1 - y0 < 16:
-            raise ValueError(f"region {self.region} must be x0,y0 >= 0 and at least 16 px wide and high")
+        if x0 < 0 or y0 < 0 or x1 - x0 < MIN_SIDE or y1 - y0 < MIN_SIDE:
+            raise ValueError(
+                f"region {self.region} must be x0,y0 >= 0 and at least {MIN_SIDE} px wide and high"
+            )
         if any(not 0.05 <= g <= 5.0 for g in self.gains):
             raise ValueError(f"gains {self.gains} must each be in [0.05, 5]")
+        w, h = (x1 - x0) * self.scale, (y1 - y0) * self.scale
+        if round(w) < MIN_SIDE or round(h) < MIN_SIDE:
+            raise ValueError(
+                f"region {self.region} at scale {self.scale:g} is a {w:g}x{h:g} picture: its sides must be at "
+                f"least {MIN_SIDE} px (a larger scale or region)"
+            )
         return self
 
     def output_size(self) -> tuple[int, int]:
@@ -120,7 +132,7 @@ class ViewConfig(BaseModel):
     def scaled_size(self) -> tuple[int, int]:
         """(width, height) of the region at ``scale``."""
         x0, y0, x1, y1 = self.region
-        return max(16, round((x1 - x0) * self.scale)), max(16, round((y1 - y0) * self.scale))
+        return round((x1 - x0) * self.scale), round((y1 - y0) * self.scale)
 
     def source_frame(self, k: int) -> int:
         """0-based source frame shown as camera frame ``k`` (negative: black)."""

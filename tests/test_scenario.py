@@ -418,6 +418,22 @@ def test_a_scenario_file_frame_size_is_checked(tmp_path: Path) -> None:
             load_scenario(str(spec))
 
 
+def test_a_view_whose_picture_would_be_under_16_px_is_refused(tmp_path: Path) -> None:
+    """'Output size = region size x scale', but a side under 16 px was raised to 16 alone: region 17x576 at
+    scale 0.25 became a 16x144 picture, its people 4x squashed in height and not in width (the detector and
+    the scores on a view unlike the one described). Such a view is refused, naming the picture's size."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        yaml.safe_dump({"name": "s", "views": [{"name": "a", "region": [0, 0, 17, 576], "scale": 0.25}]})
+    )
+    with pytest.raises(
+        DataError,
+        match=r"views\.0: region \(0, 0, 17, 576\) at scale 0\.25 is a 4\.25x144 picture: its sides must",
+    ):
+        load_scenario(str(spec))
+    assert ViewConfig(name="a", region=(0, 0, 64, 576), scale=0.25).output_size() == (16, 144)
+
+
 def test_a_bad_scenario_file_is_one_line_per_problem(tmp_path: Path) -> None:
     """A scenario file's mistakes came as pydantic's dump: three lines each with the input echoed and a URL, and
     a spurious 'views: Tuple should have at least 1 item after validation, not 0' for a file with two views."""
