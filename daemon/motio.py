@@ -3,7 +3,8 @@
 Three kinds of file share one layout of comma-separated numbers; frames are 1-based
 (MOT frame = ``Frame.index + 1``):
 
-* results: ``frame,id,x,y,w,h,conf,-1,-1,-1`` -> :class:`MotTracks`
+* results: ``frame,id,x,y,w,h,conf,-1,-1,-1`` -> :class:`MotTracks` (column 8, where there is one, is the
+  class: a row of a class above 1, not a pedestrian, is refused, as TrackEval refuses to score it)
 * det.txt: ``frame,-1,x,y,w,h,score,...``     -> :class:`MotDetections`
 * gt.txt:  ``frame,id,x,y,w,h,consider,...`` -> :class:`MotGroundTruth` (consider=0 marks a row to be ignored)
 
@@ -20,7 +21,7 @@ Boxes are ``x, y, w, h`` with (x, y) the top-left corner, in pixels. Every reade
 naming the file (or array) and the line (or row) of the first problem: a wrong number of columns, a value
 that is not a number, NaN or infinity, a frame that is not a positive integer, a negative width or height,
 a track id that is not a non-negative integer, a frame or id of 2**53 or more (not read exactly), a consider
-flag other than 0/1, or one id twice in a frame.
+flag other than 0/1, a results row of a class above 1, or one id twice in a frame.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ MOT17_DISTRACTOR_CLASSES: Final = (2, 7, 8, 12)
 MOT20_DISTRACTOR_CLASSES: Final = (*MOT17_DISTRACTOR_CLASSES, 6)
 """TrackEval's MOT20 distractor classes: MOT16/17's and non-motorised vehicle (6)."""
 _DISTRACTOR_CLASS: Final = 8
+RESULTS_CLASS_COLUMN: Final = 7
+"""Index of a results row's class (column 8): -1 unused, 1 pedestrian; TrackEval refuses results with one above 1."""
 EXACT_BELOW: Final = 2**53
 """Frames and ids are read as float64, which holds every whole number below this (2**53) exactly and no larger
 one: two ids above it may read as one, one above 2**63 as a negative number."""
@@ -325,9 +328,24 @@ def _check_ids(a: F64Array, origin: _Origin) -> None:
     _fail_if(repeated, origin, "the same id appears twice in one frame")
 
 
+def _check_result_classes(a: F64Array, origin: _Origin) -> None:
+    """Column 8 of a results row is its class, as TrackEval reads it (whole, toward zero): it refuses to score
+    results holding any class above 1 (pedestrian), and so do we, rather than score a car as a person."""
+    if a.shape[1] < RESULTS_CLASS_COLUMN + 1:
+        return
+    row = _first(a[:, RESULTS_CLASS_COLUMN] >= 2)
+    if row is not None:
+        raise DataError(
+            f"{origin.at(row)}: class {a[row, RESULTS_CLASS_COLUMN]:g} (column 8): TrackEval scores pedestrians "
+            "(class 1) alone and refuses results holding another class; leave those rows out, or write -1 there "
+            "(unused)"
+        )
+
+
 def _tracks(a: F64Array, origin: _Origin) -> MotTracks:
     _check_common(a, origin)
     _check_ids(a, origin)
+    _check_result_classes(a, origin)
     return MotTracks(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2:6].copy(), a[:, 6].copy())
 
 

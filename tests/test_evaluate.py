@@ -298,14 +298,17 @@ def _trackeval_reference(folder: Path, gt: MotGroundTruth, pred: MotTracks, benc
 
 
 def _trackeval_of_gt_file(
-    folder: Path, gt_text: str, frames: int, pred: MotTracks, benchmark: str
+    folder: Path, gt_text: str, frames: int, pred: MotTracks | str, benchmark: str
 ) -> dict[str, Any]:
     (folder / "gt" / "seq" / "gt").mkdir(parents=True)
     (folder / "trackers" / "t" / "data").mkdir(parents=True)
     (folder / "gt" / "seq" / "gt" / "gt.txt").write_text(gt_text, encoding="utf-8")
     with open(folder / "trackers" / "t" / "data" / "seq.txt", "w", encoding="utf-8") as fh:
-        for f, i, b, s in zip(pred.frame, pred.track_id, pred.xywh, pred.conf, strict=True):
-            fh.write(f"{f},{i},{','.join(repr(float(v)) for v in b)},{float(s)!r},-1,-1,-1\n")
+        if isinstance(pred, str):  # a results file's text as it is
+            fh.write(pred)
+        else:
+            for f, i, b, s in zip(pred.frame, pred.track_id, pred.xywh, pred.conf, strict=True):
+                fh.write(f"{f},{i},{','.join(repr(float(v)) for v in b)},{float(s)!r},-1,-1,-1\n")
     quiet = {"PRINT_CONFIG": False}
     evaluator = trackeval.Evaluator(
         {
@@ -399,7 +402,9 @@ def _perturbed_pets_results(gt: MotGroundTruth) -> MotTracks:
 @pytest.mark.shared_data
 def test_real_gt_against_itself_scores_100() -> None:
     gt = read_ground_truth(require_pets09_gt())
-    m = evaluate(gt, require_pets09_gt())  # consider=0 rows read as results are removed as distractors
+    # every row as a result (its world x in column 8 left out: TrackEval would take it for a class); the
+    # consider=0 rows are removed as distractors
+    m = evaluate(gt, MotTracks(gt.frame, gt.track_id, gt.xywh, np.ones(len(gt))))
     assert pytest.approx([100.0, 100.0, 100.0]) == [m.HOTA, m.IDF1, m.MOTA]
     assert (m.IDSW, m.FP, m.FN, m.GT_IDs, m.GT_Dets, m.Frames) == (0, 0, 0, 19, 4476, 795)
 
@@ -543,3 +548,20 @@ def test_eval_refuses_the_mot20_rule_for_a_gt_without_classes(
         f"--benchmark mot20 sets how the classes of a gt count, but {gt} has none" in capsys.readouterr().err
     )
     assert _eval_fp(gt, results, "--benchmark", "mot17") == 0
+
+
+@pytest.mark.parametrize("benchmark", ["MOT17", "MOT15"])
+def test_eval_refuses_results_of_a_class_above_1_as_trackeval_does(
+    tmp_path: Path, benchmark: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A results row with class 3 (a car, column 8) was scored as a pedestrian; TrackEval refuses such results
+    for every benchmark (MOT15's included), and so does eval, naming the file, the line and the class."""
+    gt_text = "1,1,0,0,10,20,1,1,1\n1,2,50,0,10,20,1,1,1\n"
+    results_text = "1,1,0,0,10,20,1,-1,-1,-1\n1,2,50,0,10,20,1,3,-1,-1\n"
+    with pytest.raises(trackeval.utils.TrackEvalException, match=r"Non pedestrian class \(3\)"):
+        _trackeval_of_gt_file(tmp_path / "te", gt_text, 1, results_text, benchmark)
+    gt, results = tmp_path / "gt.txt", tmp_path / "results.txt"
+    gt.write_text(gt_text)
+    results.write_text(results_text)
+    assert main(["eval", "--gt", str(gt), "--results", str(results)]) == 1  # a DataError
+    assert f"{results}, line 2: class 3 (column 8)" in capsys.readouterr().err

@@ -240,6 +240,22 @@ def test_ground_truth_consider_flag_must_be_0_or_1(tmp_path: Path) -> None:
     )  # eval's args swapped
 
 
+def test_results_of_a_class_above_1_are_refused_as_trackeval_refuses_them(tmp_path: Path) -> None:
+    """Column 8 of a results row is its class (TrackEval's MotChallenge2DBox): a car (3) was read, and scored, as
+    a pedestrian; TrackEval refuses to score any results row of a class above 1, so the reader refuses it,
+    naming the file, the line and the class. -1 (unused, as the worker writes it), 0 and 1 are read."""
+    ok = _write(
+        tmp_path, "1,1,10,10,5,5,0.9,-1,-1,-1\n1,2,10,10,5,5,0.9,0,-1,-1\n2,1,10,10,5,5,0.9,1,-1,-1\n"
+    )
+    assert len(read_results(ok)) == 3
+    car = _write(tmp_path, GOOD + "1,2,20,20,5,5,0.8,3,-1,-1\n", "car.txt")
+    with pytest.raises(DataError, match=r"car\.txt, line 2: class 3 \(column 8\)") as err:
+        read_results(car)
+    assert "TrackEval scores pedestrians (class 1) alone" in str(err.value)
+    with pytest.raises(DataError, match=r"<results array>, row 1: class 2 \(column 8\)"):
+        results_from_array(np.array([[1, 1, 0, 0, 5, 5, 1, 2]], dtype=float))
+
+
 def test_det_file_ignores_ids_but_checks_the_rest(tmp_path: Path) -> None:
     ok = _write(tmp_path, "1,-1,10,10,5,5,0.9\n1,-1,12,10,5,5,0.4\n")
     assert len(read_detections(ok)) == 2  # id -1 twice in a frame is how det.txt looks
