@@ -395,6 +395,7 @@ def _read_truth(path: Path, args: argparse.Namespace, name: str) -> MotGroundTru
     """The ground truth at ``path``, read before the camera runs (a bad one found after cost the run) by the
     --benchmark's rule; its DataError names the setting where the path came from the config's
     ``cameras.<name>.ground_truth``."""
+    from daemon.evaluate import warn_if_nobody_to_score
     from daemon.motio import read_ground_truth
 
     try:
@@ -403,6 +404,7 @@ def _read_truth(path: Path, args: argparse.Namespace, name: str) -> MotGroundTru
         if args.gt is not None:
             raise
         raise DataError(f"cameras.{name}.ground_truth: {e}") from None
+    warn_if_nobody_to_score(truth, str(path))
     if args.benchmark == "mot20" and truth.distractor is None:
         raise ConfigError(
             f"--benchmark mot20 sets how the classes of a gt count, but {path} has none (MOT15's layout, or a "

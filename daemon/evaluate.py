@@ -111,8 +111,28 @@ def _load_gt(src: GroundTruthInput, mot20: bool) -> MotGroundTruth:
             )
         return src
     if isinstance(src, np.ndarray):
-        return ground_truth_from_array(src, mot20=mot20)
-    return read_ground_truth(src, mot20=mot20)
+        gt, name = ground_truth_from_array(src, mot20=mot20), "<ground-truth array>"
+    else:
+        gt, name = read_ground_truth(src, mot20=mot20), str(src)
+    warn_if_nobody_to_score(gt, name)
+    return gt
+
+
+def warn_if_nobody_to_score(gt: MotGroundTruth, name: str) -> None:
+    """A warning naming ``name`` (the file) when ``gt`` holds no one to score: empty, or every row ignored
+    (consider=0, or not a pedestrian), so that every result box is a false positive and HOTA, IDF1 and MOTA say
+    nothing of the tracking. Not the mismatch warning (``sequence_mismatch``): a gt with nobody in it is no sign
+    of another sequence's results; a record passed in (a fleet camera's truth cut from a scenario, which may
+    rightly show no one) is the caller's to judge."""
+    if gt.consider.any():
+        return
+    log.warning(
+        "%s: no one to score in this ground truth (%d rows, none %s): every result box counts as a false "
+        "positive, and HOTA, IDF1 and MOTA say nothing of the tracking; is it the right file?",
+        name,
+        len(gt),
+        "a pedestrian (class 1) with consider=1" if gt.distractor is not None else "with consider=1",
+    )
 
 
 def _load_results(src: ResultsInput) -> MotTracks:

@@ -565,3 +565,26 @@ def test_eval_refuses_results_of_a_class_above_1_as_trackeval_does(
     results.write_text(results_text)
     assert main(["eval", "--gt", str(gt), "--results", str(results)]) == 1  # a DataError
     assert f"{results}, line 2: class 3 (column 8)" in capsys.readouterr().err
+
+
+def test_a_ground_truth_file_with_nobody_to_score_is_warned_about_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An empty gt.txt (a failed conversion, the wrong file), or one whose rows are all ignored, scored every box
+    a false positive and HOTA 0 without a word. The mismatch warning rightly keeps quiet (nothing to compare is
+    no sign of another sequence: test_nothing_to_compare_is_not_warned_about); the file is now named once."""
+    results = tmp_path / "results.txt"
+    results.write_text("1,1,0,0,10,20,1,-1,-1,-1\n")
+    empty, ignored = tmp_path / "empty.txt", tmp_path / "ignored.txt"
+    empty.write_text("")
+    ignored.write_text("1,1,0,0,10,20,0,-1,-1,-1\n")
+    for gt, rows, fp in ((empty, 0, 1), (ignored, 1, 0)):  # the box on the ignored row is removed
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="daemon"):
+            assert fp == evaluate(gt, results).FP
+            assert main(["eval", "--gt", str(gt), "--results", str(results)]) == 0
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 2, said  # once by evaluate, once by eval
+        for message in said:
+            assert message.startswith(f"{gt}: no one to score in this ground truth ({rows} rows"), message
+        assert "same sequence?" not in caplog.text
