@@ -341,6 +341,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         settings, name = _load(args)
         gt = _camera_ground_truth(args, settings, name)
         truth = _read_truth(gt, args, name)
+        _check_truth_size(args, settings, name, gt, truth)
         if args.gt_noise is not None:
             settings = _with_gt_noise(settings, name, args, gt)
         if not settings.cameras[name].output.mot:
@@ -375,6 +376,18 @@ def _gt_from(truth: MotGroundTruth, results: Path) -> MotGroundTruth:
     from daemon.outputs import run_first_frame
 
     return truth.select(truth.frame >= run_first_frame(results))
+
+
+def _check_truth_size(
+    args: argparse.Namespace, settings: Any, name: str, path: Path, truth: MotGroundTruth
+) -> None:
+    """The fleet's warning, before the camera runs, when the truth's boxes lie outside its frames (a truth of
+    the video at another size); naming --gt or the camera's ``ground_truth`` setting, whichever gave it."""
+    from daemon.fleet_runner import _frame_size
+    from daemon.motio import check_truth_size
+
+    where = "--gt" if args.gt is not None else f"cameras.{name}.ground_truth"
+    check_truth_size(where, path, truth, _frame_size(settings, name), log)
 
 
 def _camera_ground_truth(args: argparse.Namespace, settings: Any, name: str) -> Path:

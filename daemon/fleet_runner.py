@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
-import numpy as np
 from tqdm import tqdm
 
 from daemon.bridge import FORGET_CAMERA, Bridge, BridgeError
@@ -45,7 +44,7 @@ from daemon.fleet import (
     file_state,
 )
 from daemon.fleet_wire import FleetMessage
-from daemon.motio import MotGroundTruth
+from daemon.motio import MotGroundTruth, check_truth_size
 from daemon.ops import STOP_SIGNALS, HeldStop
 from daemon.outputs import check_source_kept, json_object
 from daemon.procs import spawn
@@ -827,7 +826,7 @@ def _check_truths(folder: Path, settings: Settings, names: list[str]) -> None:
     scored on (``cameras.<name>.ground_truth``, or a scenario's ``<camera>.gt.txt``) is missing or cannot be
     read: found after the run, it cost the run its scores. A warning when only some cameras name theirs: the run
     will not be scored (``_given_truths`` says so again at its end); when a truth's boxes lie outside its frames
-    (``_check_truth_size``); and when two truths show one id at once on cameras whose views do not overlap
+    (``motio.check_truth_size``); and when two truths show one id at once on cameras whose views do not overlap
     (``_check_truth_ids``)."""
     from daemon.motio import read_sequence_truth
 
@@ -850,7 +849,7 @@ def _check_truths(folder: Path, settings: Settings, names: list[str]) -> None:
             gt = read_sequence_truth(path)
         except DataError as e:
             raise ConfigError(f"{where}: {e}") from None
-        _check_truth_size(where, path, gt, _frame_size(settings, n))
+        check_truth_size(where, path, gt, _frame_size(settings, n), log)
         read[n] = (f"{where} ({path})", gt)
     _check_truth_ids(settings, read)
 
@@ -900,30 +899,6 @@ def _nominal_fps(settings: Settings, name: str) -> float | None:
         return float(source.folder_fps)
     fps = _video_header(path).fps
     return fps if 0 < fps <= 1000 else None
-
-
-def _check_truth_size(where: str, path: Path, gt: MotGroundTruth, size: tuple[int, int] | None) -> None:
-    """A warning when boxes of a camera's ground truth lie wholly outside its video's frame: a truth made for
-    the video at another size (a recording resized after it was annotated) scores every box as a miss."""
-    if size is None or not len(gt):
-        return
-    w, h = size
-    outside = (gt.xywh[:, 0] >= w) | (gt.xywh[:, 1] >= h) | (gt.xywh[:, 0] + gt.xywh[:, 2] <= 0)
-    outside |= gt.xywh[:, 1] + gt.xywh[:, 3] <= 0
-    if outside.any():
-        first = int(np.flatnonzero(outside)[0])
-        log.warning(
-            "%s: %d of %d boxes of %s lie wholly outside the camera's %dx%d frames (the first: frame %d, id %d): "
-            "is it the ground truth of the video at another size? Those boxes are scored as misses",
-            where,
-            int(outside.sum()),
-            len(gt),
-            path,
-            w,
-            h,
-            int(gt.frame[first]),
-            int(gt.track_id[first]),
-        )
 
 
 def _frame_size(settings: Settings, name: str) -> tuple[int, int] | None:

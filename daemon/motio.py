@@ -422,6 +422,34 @@ def read_sequence_truth(path: Path) -> MotGroundTruth:
     return read_ground_truth(path, mot20=mot20)
 
 
+def check_truth_size(
+    where: str, path: Path, gt: MotGroundTruth, size: tuple[int, int] | None, logger: logging.Logger = log
+) -> None:
+    """A warning (on ``logger``: the caller's) when boxes of a camera's ground truth lie wholly outside its
+    video's frame (``size``: width, height; None, unknown: nothing said): a truth made for the video at another
+    size (a recording resized after it was annotated) scores every box as a miss. ``where`` names the setting or
+    option the truth came from. The fleet's check before its cameras start, and eval's before it runs one."""
+    if size is None or not len(gt):
+        return
+    w, h = size
+    outside = (gt.xywh[:, 0] >= w) | (gt.xywh[:, 1] >= h) | (gt.xywh[:, 0] + gt.xywh[:, 2] <= 0)
+    outside |= gt.xywh[:, 1] + gt.xywh[:, 3] <= 0
+    if outside.any():
+        first = int(np.flatnonzero(outside)[0])
+        logger.warning(
+            "%s: %d of %d boxes of %s lie wholly outside the camera's %dx%d frames (the first: frame %d, id %d): "
+            "is it the ground truth of the video at another size? Those boxes are scored as misses",
+            where,
+            int(outside.sum()),
+            len(gt),
+            path,
+            w,
+            h,
+            int(gt.frame[first]),
+            int(gt.track_id[first]),
+        )
+
+
 def results_from_array(values: ArrayLike, name: str = "<results array>") -> MotTracks:
     """Validate an (N, 7..10) array laid out like a results file."""
     return _tracks(*_array_table(values, name))

@@ -800,3 +800,26 @@ def test_eval_reads_the_ground_truth_before_running_the_camera(
     assert f"{zero_based}, line 1: frame must be an integer >= 1" in err, err
     assert ("cameras.door.ground_truth: " in err) == setting  # where the path came from
     assert not (tmp_path / "runs").exists()  # nothing ran
+
+
+def test_eval_running_a_camera_warns_of_a_ground_truth_made_for_another_size(
+    tmp_path: Path, synth: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """eval --config ran the camera and scored it on a truth whose boxes lie outside the video's frames (the
+    truth of the video at twice the size: every such box a miss) without a word, where the fleet warns of it
+    (the same check, daemon.motio.check_truth_size); the camera's own truth is not warned about."""
+    _, gt, cfg = synth
+    doubled = tmp_path / "doubled.txt"
+    rows = [line.split(",") for line in gt.read_text().splitlines()]
+    doubled.write_text(
+        "".join(",".join([*r[:2], *(str(2 * float(v)) for v in r[2:6]), *r[6:]]) + "\n" for r in rows)
+    )
+    for truth, warned in ((doubled, True), (gt, False)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="daemon"):
+            assert main(["eval", "--config", str(cfg), "--gt", str(truth)]) == 0
+        said = [r.getMessage() for r in caplog.records if "lie wholly outside" in r.getMessage()]
+        assert len(said) == int(warned), said
+        if warned:
+            assert said[0].startswith("--gt: ") and str(doubled) in said[0], said[0]
+            assert "lie wholly outside the camera's 320x240 frames" in said[0], said[0]
