@@ -383,11 +383,11 @@ def _check_truth_size(
 ) -> None:
     """The fleet's warning, before the camera runs, when the truth's boxes lie outside its frames (a truth of
     the video at another size); naming --gt or the camera's ``ground_truth`` setting, whichever gave it."""
-    from daemon.fleet_runner import _frame_size
+    from daemon.fleet_runner import camera_frame_size
     from daemon.motio import check_truth_size
 
     where = "--gt" if args.gt is not None else f"cameras.{name}.ground_truth"
-    check_truth_size(where, path, truth, _frame_size(settings, name), log)
+    check_truth_size(where, path, truth, camera_frame_size(settings, name), log)
 
 
 def _camera_ground_truth(args: argparse.Namespace, settings: Any, name: str) -> Path:

@@ -849,7 +849,7 @@ def _check_truths(folder: Path, settings: Settings, names: list[str]) -> None:
             gt = read_sequence_truth(path)
         except DataError as e:
             raise ConfigError(f"{where}: {e}") from None
-        check_truth_size(where, path, gt, _frame_size(settings, n), log)
+        check_truth_size(where, path, gt, camera_frame_size(settings, n), log)
         read[n] = (f"{where} ({path})", gt)
     _check_truth_ids(settings, read)
 
@@ -901,7 +901,7 @@ def _nominal_fps(settings: Settings, name: str) -> float | None:
     return fps if 0 < fps <= 1000 else None
 
 
-def _frame_size(settings: Settings, name: str) -> tuple[int, int] | None:
+def camera_frame_size(settings: Settings, name: str) -> tuple[int, int] | None:
     """The width and height of a camera's frames, from its file or its folder's first image; None for a live
     source or one that cannot be read here (its worker names the problem)."""
     path = local_path(settings.cameras[name].source)
