@@ -253,23 +253,32 @@ def test_make_demo_passes_a_ground_truth_it_cannot_find_on_to_be_named(tmp_path:
     assert _option(_scenario_build(run.stdout), "--gt") == str(missing)
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_make_demo_passes_paths_with_spaces_and_quotes_whole(tmp_path: Path) -> None:
-    """`make demo DEMO_VIDEO="My Videos/x.mp4"` split the path at its space: `test -f` said 'too many arguments'
-    and the demo called the video absent (scenario build would have taken 'My' as the video). Here make really
-    runs the recipe's shell, with a `reid-daemon` that records the arguments it is given in place of the real one."""
+def _recording_make(tmp_path: Path, env: str | None = None) -> tuple[Path, Path]:
+    """The Makefile in ``tmp_path`` with its venv taken as made (BIN=<the bin folder>), and a `reid-daemon` there
+    that records the arguments of each call as a JSON line in the calls file (led by the value of environment
+    variable ``env``, where given) in place of the real one. The bin folder and the calls file."""
     shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / ".installed").touch()  # not older than pyproject.toml: the venv is taken as made
     calls = tmp_path / "calls.jsonl"
+    lead = "" if env is None else f"os.environ.get({env!r}), "
     recorder = bin_dir / "reid-daemon"
     recorder.write_text(
-        f"#!{sys.executable}\nimport json, sys\n"
-        f"with open({str(calls)!r}, 'a') as f:\n    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        f"#!{sys.executable}\nimport json, os, sys\n"
+        f"with open({str(calls)!r}, 'a') as f:\n    f.write(json.dumps([{lead}*sys.argv[1:]]) + '\\n')\n"
     )
     recorder.chmod(0o755)
+    return bin_dir, calls
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_demo_passes_paths_with_spaces_and_quotes_whole(tmp_path: Path) -> None:
+    """`make demo DEMO_VIDEO="My Videos/x.mp4"` split the path at its space: `test -f` said 'too many arguments'
+    and the demo called the video absent (scenario build would have taken 'My' as the video). Here make really
+    runs the recipe's shell, with a `reid-daemon` that records the arguments it is given in place of the real one."""
+    bin_dir, calls = _recording_make(tmp_path)
     folder = tmp_path / "My Videos" / 'Bob\'s "best"'
     folder.mkdir(parents=True)
     video, gt, out = folder / "day 1.mp4", folder / "day 1 gt.txt", tmp_path / "my runs"
@@ -324,19 +333,7 @@ def test_make_single_replays_the_clip_of_shared(tmp_path: Path) -> None:
     source, ../shared/data's clip: absent for a clone not beside shared/, and another folder's where it was. The
     run takes SHARED's clip (its camera's source.uri from the environment: the config's fps kept), and an absent
     one is named with how to give the folder, before anything runs."""
-    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / ".installed").touch()  # not older than pyproject.toml: the venv is taken as made
-    calls = tmp_path / "calls.jsonl"
-    recorder = bin_dir / "reid-daemon"  # records its arguments and the source the environment gives it
-    recorder.write_text(
-        f"#!{sys.executable}\nimport json, os, sys\n"
-        f"with open({str(calls)!r}, 'a') as f:\n"
-        "    f.write(json.dumps([os.environ.get('REID_CAMERAS__pets09__SOURCE__URI'), *sys.argv[1:]]) + '\\n')\n"
-    )
-    recorder.chmod(0o755)
+    bin_dir, calls = _recording_make(tmp_path, "REID_CAMERAS__pets09__SOURCE__URI")  # and the source given
     shared = tmp_path / "my data"
     make = ["make", "-C", str(tmp_path), "single", f"BIN={bin_dir}", f"SHARED={shared}"]
     absent = subprocess.run(make, capture_output=True, text=True, timeout=60)
