@@ -15,7 +15,8 @@ this script; separate servers for ours and MATA's (MATA's query scans ``reid:*``
    callback holds the decoded message minus the time just before ``publish`` (same machine clock); "queued"
    is the part before the sender thread encoded the batch (``sent_at - timestamp``, ``sent_at`` taken from the
    fleet's clock, Valkey's time, back to this host's by the receiver's offset to it: each bridge reads that
-   offset to within half a round trip, so "queued" is good to a fraction of a millisecond).
+   offset to within half its reading's round trip, so "queued" is good to half the two readings' round trips,
+   ``queued_error_ms``: a millisecond or two on loopback, and "queued" may come out that far below 0).
 4. **Throughput**: the same two processes; ``--throughput-messages`` profiles published as fast as
    ``publish`` takes them (building each message included), for each of ``--throughput-ks``; embeddings/s
    received = messages x K / (last received - first published); written = until every message is in Valkey.
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import multiprocessing
 import os
 import queue
@@ -170,6 +172,7 @@ def receiver_process(url: str, fleet: str, expected: int, ready: Any, results: A
 
     lat: list[float] = []
     queued: list[float] = []
+    round_trip = [0.0]  # the slowest reading of Valkey's time the receiver's clock used (s)
     done = threading.Event()
     last = [0.0]
     clock: list[Any] = []  # the receiving bridge's fleet clock, once it exists
@@ -182,6 +185,8 @@ def receiver_process(url: str, fleet: str, expected: int, ready: Any, results: A
         # sent_at is on the fleet's clock (Valkey's time): back on this host's by the receiver's own offset
         offset = clock[0].now() - now if clock else 0.0
         queued.append((msg.sent_at - offset - msg.timestamp) * 1000)
+        if clock and math.isfinite(clock[0].round_trip_s):
+            round_trip[0] = max(round_trip[0], clock[0].round_trip_s)
         last[0] = now
         if len(lat) >= expected:
             done.set()
@@ -195,7 +200,13 @@ def receiver_process(url: str, fleet: str, expected: int, ready: Any, results: A
         done.wait(120)
         stats = bridge.stats
     results.put(
-        {"lat_ms": lat, "queued_ms": queued, "last_received": last[0], "rejected": stats.rejected.total}
+        {
+            "lat_ms": lat,
+            "queued_ms": queued,
+            "round_trip_s": round_trip[0],
+            "last_received": last[0],
+            "rejected": stats.rejected.total,
+        }
     )
 
 
@@ -217,6 +228,7 @@ def run_pair(url: str, n: int, k: int, dim: int, rate: float | None, dtype: str)
         )
         with Bridge(cfg, "publisher") as bridge:
             bridge.wait_ready(10)
+            round_trip = 0.0  # the slowest reading of Valkey's time the publisher's clock used (s)
             t0 = time.time()
             for i in range(n):
                 if rate:
@@ -227,6 +239,8 @@ def run_pair(url: str, n: int, k: int, dim: int, rate: float | None, dtype: str)
                 bridge.publish(
                     FleetMessage("profile", "publisher", i % 500, None, None, time.time(), 0.9, emb)
                 )
+                if math.isfinite(bridge.clock.round_trip_s):
+                    round_trip = max(round_trip, bridge.clock.round_trip_s)
             bridge.flush(120)
             written = time.time()
             r = results.get(timeout=120)
@@ -248,6 +262,8 @@ def run_pair(url: str, n: int, k: int, dim: int, rate: float | None, dtype: str)
         "p99_ms": pct(lat, 99),
         "max_ms": max(lat) if lat else float("nan"),
         "queued_p50_ms": pct(r["queued_ms"], 50),
+        # how far "queued" may be off: each bridge's fleet clock is off by up to half its reading's round trip
+        "queued_error_ms": (round_trip + r["round_trip_s"]) / 2 * 1000,
         "embeddings_per_s": len(lat) * k / span,
         "publisher_embeddings_per_s": n * k / max(1e-9, written - t0),
         "rejected": r["rejected"],

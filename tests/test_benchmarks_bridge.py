@@ -65,8 +65,11 @@ def test_bridge_bench_smoke(tmp_path: Path) -> None:
         assert r["received"] == r["messages"] and r["rejected"] == 0 and r["dropped"] == 0
         assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] and r["embeddings_per_s"] > 0
         # queued is sent_at (the fleet's clock, as each bridge reads Valkey's time: to half a round trip) less
-        # the publish time (this host's): the two bridges' readings may differ by a round trip on loopback
-        assert -1.0 <= r["queued_p50_ms"] <= r["p50_ms"] + 1.0
+        # the publish time (this host's): off by up to half of each bridge's reading's round trip, which on a
+        # loaded host exceeds the millisecond of an idle loopback (a fixed -1 ms bound failed there: -1.03)
+        error = r["queued_error_ms"]
+        assert 0 < error < 500  # both clocks read Valkey's time (a slower reading is not used)
+        assert -max(1.0, error) <= r["queued_p50_ms"] <= r["p50_ms"] + max(1.0, error)
     (alone,) = doc["alone"]
     assert alone["k"] == 2 and alone["embeddings_per_s"] > 0 and alone["unsendable"] == 0
     rows = doc["versus_mata"]
