@@ -283,6 +283,23 @@ class _Bars:
             bar.close()
 
 
+def _running(name: str, cams: list[CameraProcess]) -> list[CameraProcess]:
+    """Camera ``name``'s workers still running."""
+    return [c for c in cams if c.name == name and c.proc.poll() is None]
+
+
+def _stop_workers(
+    name: str, cams: list[CameraProcess], stops: _Stops, exits: _Exits, why: str
+) -> list[CameraProcess]:
+    """Stop camera ``name``'s running workers as the fleet's stop does, their exits counted as not failures
+    (``_Exits.removed``, ``why``); the workers asked to stop."""
+    running = _running(name, cams)
+    for c in running:
+        exits.removed(c, why)
+    stops.ask(running)
+    return running
+
+
 class _Follow:
     """A live fleet's YAML, followed while it runs as its workers follow it (``fleet.ConfigWatch``): a camera
     added to it is started, its folder readied as at the fleet's start; one removed has its worker stopped as
@@ -342,7 +359,7 @@ class _Follow:
         for name in wanted:
             if name in self._members or self._refused.get(name) == _own(self._wanted, name):
                 continue
-            if any(c.name == name and c.proc.poll() is None for c in cams):
+            if _running(name, cams):
                 continue  # removed and added back, or restarted: its earlier worker is still stopping
             joined = self._join(name)
             if joined is not None:
@@ -410,10 +427,7 @@ class _Follow:
                 changed[0],
             )
             return
-        running = [c for c in cams if c.name == name and c.proc.poll() is None]
-        for c in running:
-            exits.removed(c, "to start again with its new settings")
-        stops.ask(running)
+        running = _stop_workers(name, cams, stops, exits, "to start again with its new settings")
         self._members.discard(name)
         self._restarting.add(name)
         log.info(
@@ -427,11 +441,7 @@ class _Follow:
         )
 
     def _remove(self, name: str, cams: list[CameraProcess], stops: _Stops, exits: _Exits) -> None:
-        running = [c for c in cams if c.name == name and c.proc.poll() is None]
-        for c in running:
-            exits.removed(c)
-        stops.ask(running)
-        if running:
+        if _stop_workers(name, cams, stops, exits, "taken out of the fleet's config"):
             log.info("camera %s is no longer in %s: stopping its worker", name, self.config)
         else:
             log.info("camera %s is no longer in %s (its worker had ended)", name, self.config)
