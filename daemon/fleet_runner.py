@@ -50,6 +50,7 @@ from daemon.outputs import check_source_kept, json_object
 from daemon.procs import spawn
 from daemon.sources import (
     check_not_text,
+    counted_frames,
     frames_to_deliver,
     list_images,
     live_source,
@@ -142,14 +143,17 @@ def _frame_total(settings: Settings, name: str) -> int | None:
             return None
     if path is None or not path.is_file():
         return None
-    return frames_to_deliver(src, _video_header(path).frames)
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return frames_to_deliver(src, counted_frames(cap, path) or 0)  # as the worker's source counts them
+    finally:
+        cap.release()
 
 
 @dataclass(frozen=True)
 class _Header:
     """What a video file's header says, as OpenCV reads it (0 where it says nothing, or cannot be read)."""
 
-    frames: int
     fps: float
     size: tuple[int, int]  # width, height
 
@@ -158,7 +162,6 @@ def _video_header(path: Path) -> _Header:
     cap = cv2.VideoCapture(str(path))
     try:
         return _Header(
-            int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
             float(cap.get(cv2.CAP_PROP_FPS)),
             (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))),
         )

@@ -196,6 +196,18 @@ def test_a_stream_copy_cut_of_an_open_gop_recording_counts_the_frames_its_decode
     assert_timed_from_the_first_shown(frames, shown)
 
 
+def test_reid_daemon_fleet_counts_a_stream_copy_cut_as_its_worker_does(ffmpeg: str, tmp_path: Path) -> None:
+    """`reid-daemon fleet`'s progress bar of a camera replaying a stream-copy cut counted to OpenCV's 20 while
+    its worker delivers the 14 frames shown (the worker's count came from the file's tables, the fleet's did
+    not): the fleet counts the frames as the source does."""
+    from daemon.config import load_settings
+    from daemon.fleet_runner import _frame_total
+
+    whole = encode_numbered(ffmpeg, tmp_path / "whole.mp4", [*H264, "-g", "8", *YUV], FRAMES, FPS)
+    cut = _stream_copy_cut(ffmpeg, whole, tmp_path / "cut.mp4")
+    assert _frame_total(load_settings(_run_config(tmp_path, cut)), "door") == 14
+
+
 def test_reid_daemon_run_of_a_stream_copy_cut_ends_without_error(
     ffmpeg: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
