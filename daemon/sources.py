@@ -715,11 +715,8 @@ class _CaptureReader:
         if self.live:
             return time.time(), monotonic_reading()
         fps = self.fps or self._fallback_fps
-        ts = (
-            self._position_s(self._cap.get(cv2.CAP_PROP_POS_MSEC))
-            if self._cap is not None and not self._by_index
-            else math.nan
-        )
+        # the position read when the frame was grabbed (``_grab``)
+        ts = self._position_s(self._position_ms) if self._cap is not None and not self._by_index else math.nan
         if not math.isfinite(ts) or ts < 0 or (self._raw > 1 and ts <= self._last_ts):
             ts = (self._raw - 1) / fps
         if ts <= self._last_ts:
