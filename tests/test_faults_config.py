@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _procs import daemon_json
 from _unreadable import unreadable_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ def test_with_json_logs_the_error_is_a_json_record(tmp_path: Path) -> None:
     the deploy README's jq at a parse error."""
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(CAMERA + "    trackr: {}\n")
-    cmd = [sys.executable, "-m", "daemon", "--log-format", "json", "run", "--config", str(cfg)]
+    cmd = daemon_json("run", "--config", str(cfg))
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     (record,) = [json.loads(line) for line in done.stderr.splitlines()]

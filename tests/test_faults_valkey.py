@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from _ops import health, metrics, wait_until
+from _procs import daemon_json
 from _video import make_video
 
 from daemon.valkey_server import EmbeddedValkey, free_port
@@ -62,18 +62,7 @@ def fleet(
         procs = {}
         for c in CAMERAS:
             log = (tmp_path / f"{c}.log").open("wb")
-            cmd = [
-                sys.executable,
-                "-m",
-                "daemon",
-                "--log-format",
-                "json",
-                "run",
-                "--config",
-                str(cfg),
-                "--camera",
-                c,
-            ]
+            cmd = daemon_json("run", "--config", str(cfg), "--camera", c)
             procs[c] = subprocess.Popen([*cmd, "--no-progress"], cwd=ROOT, env=env, stdout=log, stderr=log)
             log.close()
         try:

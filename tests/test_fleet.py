@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import yaml
 from _ops import health, metrics, wait_until
+from _procs import daemon_json
 from _video import make_image_folder, make_video
 
 from daemon import fleet_runner
@@ -1459,18 +1460,7 @@ def _live_camera(url: str, gt: Path, out: Path) -> dict[str, object]:
 
 
 def _worker(cfg: Path, camera: str, log: Path) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "daemon",
-        "--log-format",
-        "json",
-        "run",
-        "--config",
-        str(cfg),
-        "--camera",
-        camera,
-    ]
+    cmd = daemon_json("run", "--config", str(cfg), "--camera", camera)
     env = dict(os.environ, REID_TEST_FLEET_KEY=KEY)
     with log.open("wb") as fh:
         return subprocess.Popen([*cmd, "--no-progress"], cwd=ROOT, env=env, stdout=fh, stderr=fh)
@@ -1583,17 +1573,7 @@ def test_a_live_fleet_starts_the_cameras_added_to_its_yaml_and_stops_those_taken
     live = _live_camera(server.url, gt, runs)
     write({"a": live})
     said = tmp_path / "fleet.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "daemon",
-        "--log-format",
-        "json",
-        "fleet",
-        "--config",
-        str(path),
-        "--no-progress",
-    ]
+    cmd = daemon_json("fleet", "--config", str(path), "--no-progress")
     with said.open("wb") as err:
         fleet = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err)
     try:

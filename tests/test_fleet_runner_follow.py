@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from _ops import wait_until
+from _procs import daemon_json
 from _video import SyntheticClip, make_video
 from test_fleet import _live_camera
 
@@ -46,7 +47,7 @@ def _saying(log: Path, part: str) -> Callable[[], bool]:
 
 
 def _run(config: Path, camera: str, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "daemon", "--log-format", "json", "run", "--config", str(config)]
+    cmd = daemon_json("run", "--config", str(config))
     with log.open("wb") as fh:
         return subprocess.Popen(
             [*cmd, "--camera", camera, "--no-progress"], cwd=ROOT, env=env, stdout=fh, stderr=fh
@@ -252,17 +253,7 @@ def test_a_recording_whose_source_changes_mid_run_is_replayed_from_then_and_repo
 
     write(first)
     said = tmp_path / "fleet.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "daemon",
-        "--log-format",
-        "json",
-        "fleet",
-        "--config",
-        str(path),
-        "--no-progress",
-    ]
+    cmd = daemon_json("fleet", "--config", str(path), "--no-progress")
     with said.open("wb") as err:
         fleet = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err)
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from _ops import NotifySocket, notify_socket, wait_until
+from _procs import daemon_json
 from _video import make_video
 
 from daemon.valkey_server import free_port
@@ -30,7 +31,7 @@ def start_worker(
     cfg: Path, notify: str, *extra: str, env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:
     environ = dict(os.environ, NOTIFY_SOCKET=notify, WATCHDOG_USEC=str(int(WATCHDOG_S * 1e6)), **(env or {}))
-    cmd = [sys.executable, "-m", "daemon", "--log-format", "json", *extra, "run", "--config", str(cfg)]
+    cmd = daemon_json(*extra, "run", "--config", str(cfg))
     return subprocess.Popen(
         [*cmd, "--no-progress"],
         cwd=ROOT,
