@@ -534,6 +534,9 @@ FLEET_PID_ENV = "REID_DAEMON_FLEET_PID"  # `reid-daemon fleet` gives its workers
 FLEET_FOLLOWS_ENV = (
     "REID_DAEMON_FLEET_FOLLOWS"  # and "1" there where it follows its YAML (fleet_runner._Follow)
 )
+STARTED_AGAIN_ENV = (  # and, to a worker it started again with new settings (fleet_runner._Follow), the
+    "REID_DAEMON_STARTED_AGAIN"  # keys that changed, comma-joined: its status.json records them for the report
+)
 
 
 def removal_advice(camera: str, env: Mapping[str, str]) -> str:

@@ -280,7 +280,8 @@ def build_report(camera_dirs: dict[str, Path], out: Path, earlier_runs: bool = F
     people = collect(tables)
     origin = _time_origin(people, fleet_start(tables))
     stopped = unfinished(camera_dirs)
-    return _write_report(people, sorted(camera_dirs), out, origin, video_origin(camera_dirs), stopped)
+    again = started_again(camera_dirs, earlier_runs)
+    return _write_report(people, sorted(camera_dirs), out, origin, video_origin(camera_dirs), stopped, again)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +312,27 @@ def unfinished(camera_dirs: dict[str, Path]) -> Unfinished:
         if state == "failed" and isinstance(error, str) and error:
             stopped.errors[cam] = error
     return stopped
+
+
+def started_again(camera_dirs: dict[str, Path], earlier_runs: bool = False) -> dict[str, dict[str, Any]]:
+    """The cameras whose worker ``reid-daemon fleet`` started again with new settings as it followed its YAML
+    (their ``status.json`` names the keys that changed: ``runner.started_again_keys``), each with ``keys``, the
+    ``first_frame_time`` of the run the report holds (None where its table does not say), and whether its run
+    before is in the report too (``earlier_run_in_report``: a live camera's, put aside, where ``earlier_runs``;
+    a recording's was replaced)."""
+    firsts = run_first_frames(camera_dirs)
+    again: dict[str, dict[str, Any]] = {}
+    for cam, d in sorted(camera_dirs.items()):
+        keys = json_object(d / "status.json").get("started_again")
+        if not isinstance(keys, list) or not keys:
+            continue
+        earlier = len(identity_tables(d, earlier_runs)) > len(identity_tables(d))
+        again[cam] = {
+            "keys": [str(k) for k in keys],
+            "first_frame_time": firsts.get(cam),
+            "earlier_run_in_report": earlier,
+        }
+    return again
 
 
 def video_origin(camera_dirs: dict[str, Path]) -> float | None:
@@ -344,11 +366,12 @@ def leave_out_of_report(out: Path, global_id: int) -> bool:
             {str(c): str(why) for c, why in report.get("unfinished", {}).items()},
             {str(c): str(why) for c, why in report.get("errors", {}).items()},
         )
+        again = {str(c): dict(how) for c, how in report.get("started_again", {}).items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False  # no report here, or not one this daemon wrote
     if people.pop(global_id, None) is None:
         return False
-    _write_report(people, cameras, out, origin, video, stopped)
+    _write_report(people, cameras, out, origin, video, stopped, again)
     scores = out / "fleet_metrics.txt"
     if scores.is_file():
         append_metrics(out / "report.md", scores.read_text(encoding="utf-8"), scores_before_forget(global_id))
@@ -368,12 +391,14 @@ def _write_report(
     origin: tuple[float, str],
     video: float | None,
     stopped: Unfinished,
+    again: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     epoch, base = origin
     report = {
         "cameras": cameras,
         "unfinished": stopped.states,
         "errors": stopped.errors,
+        "started_again": again,
         "identities": len(people),
         "seen_on_several_cameras": sum(_on_several(p) for p in people.values()),
         "time_origin": epoch,
@@ -412,6 +437,8 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines = ["# Fleet identity report", "", f"{_headline(report)}.{_times_said(report)}", ""]
     if report.get("unfinished"):
         lines += [_unfinished_said(report["unfinished"], report.get("errors", {})), ""]
+    if report.get("started_again"):
+        lines += [_started_again_said(report["started_again"], epoch), ""]
     if people:
         lines += ["![Who was seen where and when](timeline.png)", ""]
         if len(people) > TIMELINE_MAX_ROWS:
@@ -445,6 +472,26 @@ def _unfinished_said(
         "What it saw ends where it stopped" if len(stopped) == 1 else "What they saw ends where they stopped"
     )
     return f"{lead} {said}. {them}."
+
+
+def _started_again_said(
+    again: dict[str, dict[str, Any]], epoch: float, lead: str = "**Started again with new settings:**"
+) -> str:
+    """report.md's line (the terminal's, with a plain ``lead``) on the cameras the fleet started again with new
+    settings as it followed its YAML: the keys that changed, from when the report holds its run, and whether
+    what it saw before is in the report."""
+    said = []
+    for cam, how in again.items():
+        keys = ", ".join(f"`{k}`" for k in how["keys"])
+        first = _number(how.get("first_frame_time"))
+        since = f", its run from {first - epoch:.1f} s" if first is not None else ""
+        before = (
+            "its run before is in the report too"
+            if how.get("earlier_run_in_report")
+            else "what it saw before is not in the report"
+        )
+        said.append(f"camera {cam} ({keys} changed){since}: {before}")
+    return f"{lead} {'; '.join(said)}."
 
 
 def _error_said(error: str | None) -> str:
@@ -507,6 +554,10 @@ def report_text(report: dict[str, Any], limit: int = 30) -> str:
         if report.get("unfinished")
         else []
     )
+    if report.get("started_again"):
+        stopped.append(
+            _started_again_said(report["started_again"], epoch, "Started again with new settings:")
+        )
     if not report["people"]:
         return "\n".join([f"{_headline(report)}.", *stopped])
     lines = [f"{_headline(report)} ({_base(report)}):"]

@@ -40,6 +40,7 @@ from daemon.fleet import (
     FLEET_FOLLOWS_ENV,
     FLEET_PID_ENV,
     IDENTITY_TABLE_REFRESH_S,
+    STARTED_AGAIN_ENV,
     ConfigWatch,
     file_state,
 )
@@ -122,13 +123,20 @@ def child_environment(settings: Settings, url: str, epoch: float, follows: bool 
     return env
 
 
-def joining_environment(settings: Settings, env: dict[str, str]) -> dict[str, str]:
-    """The environment of a camera added to a running fleet (``env``: its first cameras'): a recording it replays
-    starts at its own start, as a live camera's frames do, not at the fleet's (placed there, its sightings would
-    fall in the past beside its peers' live ones); an epoch the config or the environment gives is kept."""
+def joining_environment(
+    settings: Settings, env: dict[str, str], changed: Sequence[str] = ()
+) -> dict[str, str]:
+    """The environment of a camera added to a running fleet, or started again with the settings whose keys
+    ``changed`` (``env``: its first cameras'): a recording it replays starts at its own start, as a live camera's
+    frames do, not at the fleet's (placed there, its sightings would fall in the past beside its peers' live
+    ones); an epoch the config or the environment gives is kept. A camera started again is told the keys
+    (``STARTED_AGAIN_ENV``), which its status.json records for the report."""
+    joined = {k: v for k, v in env.items() if k != STARTED_AGAIN_ENV}
+    if changed:
+        joined[STARTED_AGAIN_ENV] = ",".join(changed)
     if settings.fleet.epoch is not None:
-        return env
-    return {**env, "REID_FLEET__EPOCH": repr(time.time())}
+        return joined
+    return {**joined, "REID_FLEET__EPOCH": repr(time.time())}
 
 
 def _frame_total(settings: Settings, name: str) -> int | None:
@@ -191,6 +199,12 @@ def _ready_camera_dir(settings: Settings, name: str) -> None:
 FLEET_WHO = (
     "reid-daemon fleet"  # the fleet's record in a camera folder's lock file, while it readies the folder
 )
+
+
+JoinCamera = Callable[
+    [Settings, str, Sequence[str]], CameraProcess
+]  # starts a camera added, or started again
+# with its settings' changed keys (``_Follow``)
 
 
 def _start_camera(
@@ -327,9 +341,7 @@ class _Follow:
     them is logged once, naming its keys, as taking a restart of the fleet (a camera started from then on, added
     or restarted, takes them)."""
 
-    def __init__(
-        self, config: Path, settings: Settings, start: Callable[[Settings, str], CameraProcess]
-    ) -> None:
+    def __init__(self, config: Path, settings: Settings, start: JoinCamera) -> None:
         self.config = config
         # every camera run, as its last worker was started: the report's (a camera restarted: its new run's)
         self.ran: dict[str, CameraConfig] = dict(settings.cameras)
@@ -340,7 +352,8 @@ class _Follow:
         self._members = set(settings.cameras)  # the cameras the fleet runs (a worker may have ended)
         self._running = {n: _own(settings, n) for n in settings.cameras}  # members' settings, as started
         self._refused: dict[str, dict[str, Any]] = {}  # cameras not started (again), as they were (_own)
-        self._restarting: set[str] = set()  # cameras whose worker is stopped to start again with new settings
+        # cameras whose worker is stopped to start again with new settings, and the keys that changed
+        self._restarting: dict[str, list[str]] = {}
         self._shared_said: list[str] = []  # the shared keys last said to differ from the fleet's start
         self._polled: tuple[int, ...] | None = None
 
@@ -352,7 +365,7 @@ class _Follow:
             self._wanted = new
             self._say_shared(new)
         wanted = self._wanted.cameras
-        self._restarting &= set(wanted)
+        self._restarting = {n: keys for n, keys in self._restarting.items() if n in wanted}
         for name in sorted(self._members - set(wanted)):
             self._members.discard(name)
             self._remove(name, cams, stops, exits)
@@ -432,7 +445,7 @@ class _Follow:
             return
         running = _stop_workers(name, cams, stops, exits, "to start again with its new settings")
         self._members.discard(name)
-        self._restarting.add(name)
+        self._restarting[name] = changed
         log.info(
             "camera %s's settings changed in %s (%s): %s",
             name,
@@ -455,7 +468,7 @@ class _Follow:
         try:
             _check_added(self.config.parent, settings, name)
             _ready_camera_dir(settings, name)
-            joined = self._start(settings, name)
+            joined = self._start(settings, name, self._restarting.get(name, []))
         except (ConfigError, OSError) as e:
             self._refused[name] = _own(settings, name)
             log.error(
@@ -469,7 +482,7 @@ class _Follow:
             )
             return None
         self._refused.pop(name, None)
-        self._restarting.discard(name)
+        self._restarting.pop(name, None)
         self.ran[name] = settings.cameras[name]
         self._running[name] = _own(settings, name)
         log.info(
@@ -647,10 +660,10 @@ def _run_fleet(
         def start(now: Settings, name: str) -> CameraProcess:
             return _start_camera(config, now, name, env, log_options)
 
-        def join(
-            now: Settings, name: str
-        ) -> CameraProcess:  # a camera added to the YAML while the fleet runs
-            return _start_camera(config, now, name, joining_environment(settings, env), log_options)
+        def join(  # a camera added to the YAML while the fleet runs, or started again with new settings
+            now: Settings, name: str, changed: Sequence[str]
+        ) -> CameraProcess:
+            return _start_camera(config, now, name, joining_environment(settings, env, changed), log_options)
 
         follow = _following(config, settings, cameras, join)
         cams = [start(settings, n) for n in names]
@@ -685,7 +698,7 @@ def _following(
     config: Path,
     settings: Settings,
     cameras: list[str] | None,
-    start: Callable[[Settings, str], CameraProcess],
+    start: JoinCamera,
 ) -> _Follow | None:
     """The fleet's YAML followed while it runs (``_Follow``), unless the run keeps a fixed set of cameras (said
     in the log): a lockstep replay (its cameras wait for each other from the first frame), or ``--cameras``."""

@@ -16,7 +16,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -26,6 +26,7 @@ from daemon.camera_lock import WORKER, held_by_worker, writer_locked
 from daemon.config import CameraConfig, Settings
 from daemon.embedding import atomic_write
 from daemon.errors import DaemonError, DataError
+from daemon.fleet import STARTED_AGAIN_ENV
 from daemon.ops import STOP_SIGNALS, HeldStop
 from daemon.outputs import SUMMARY_SCHEMA_VERSION, RunSummary, recorded_no_frame
 from daemon.pipeline import FrameResult
@@ -37,6 +38,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ERROR_CHARS = 1000  # status.json keeps this much of the error a run failed with
+
+
+def started_again_keys(env: Mapping[str, str]) -> list[str]:
+    """The settings' keys whose change made ``reid-daemon fleet`` start this camera's worker again
+    (``fleet.STARTED_AGAIN_ENV``, given by ``fleet_runner._Follow``); none for a worker started otherwise."""
+    return [k for k in env.get(STARTED_AGAIN_ENV, "").split(",") if k]
 
 
 class StatusFile:
@@ -51,6 +58,8 @@ class StatusFile:
         self._last = -float("inf")
         self._failed = False  # a write failed (warned once)
         self._identities: int | None = None  # as the last write said
+        # the settings' keys that changed where a fleet started this camera again with them (STARTED_AGAIN_ENV)
+        self._started_again = started_again_keys(os.environ)
 
     def waiting(self, worker: CameraWorker, what: str) -> None:
         """Nothing to write: this file is written from ``started`` on (its folder is made once the source
@@ -119,6 +128,8 @@ class StatusFile:
         }
         if error is not None:
             doc["error"] = error
+        if self._started_again:
+            doc["started_again"] = self._started_again
         try:
             atomic_write(self.path, json.dumps(doc).encode("utf-8"))
         except OSError as e:  # advisory: a full disk is reported by the outputs, not as a traceback from here

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -1645,7 +1646,7 @@ def test_a_camera_put_back_before_its_worker_stopped_starts_once_it_has_and_a_re
         path.with_suffix(".new").write_text(yaml.safe_dump(cfg))
         path.with_suffix(".new").replace(path)
 
-    def start(_now: Settings, name: str) -> fleet_runner.CameraProcess:
+    def start(_now: Settings, name: str, _changed: Sequence[str] = ()) -> fleet_runner.CameraProcess:
         proc = subprocess.Popen([sys.executable, "-c", _SLOW_TO_STOP, str(go)], stdout=subprocess.PIPE)
         assert proc.stdout is not None and proc.stdout.readline() == b"up\n"  # SIGTERM is caught from here
         return fleet_runner.CameraProcess(name, proc, tmp_path / "status.json", tmp_path / "log", None)

@@ -831,3 +831,48 @@ def test_a_report_killed_while_it_draws_the_timeline_leaves_the_picture_whole(
     os.utime(left, (time.time() - LEFTOVER_AGE_S - 60,) * 2)
     assert remove_report_leftovers(out) == Leftovers(1, size)
     assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md", "timeline.png"]
+
+
+def test_a_camera_the_fleet_started_again_is_named_with_its_changed_keys_and_what_the_report_holds(
+    tmp_path: Path,
+) -> None:
+    # Regression: a camera the fleet started again with new settings (its YAML edited mid-run) showed in the
+    # report as if it had run once: nothing said it was started again, nor that what its first worker saw was
+    # not in the report (a recording's run is replaced). Its status.json names the keys (runner.StatusFile,
+    # told by the fleet); the report says them, from when it holds its run, and what became of the run before.
+    door, hall = tmp_path / "runs" / "door", tmp_path / "runs" / "hall"
+    _table(door, "door", {3: _seen(0.0, 4.0, 28)})
+    _first_frame(door, T0)
+    _table(hall, "hall", {3: _seen(6.5, 9.0, 18)})
+    _first_frame(hall, T0 + 5.0)
+    status = {"state": "done", "started_again": ["cameras.hall.source.uri"]}
+    (hall / "status.json").write_text(json.dumps(status), encoding="utf-8")
+    (door / "status.json").write_text(json.dumps({"state": "done"}), encoding="utf-8")
+    report = build_report({"door": door, "hall": hall}, tmp_path / "out")
+    assert report["started_again"] == {
+        "hall": {
+            "keys": ["cameras.hall.source.uri"],
+            "first_frame_time": T0 + 5.0,
+            "earlier_run_in_report": False,
+        }
+    }
+    said = (
+        "camera hall (`cameras.hall.source.uri` changed), its run from 5.0 s: what it saw before is not in the "
+        "report."
+    )
+    assert f"**Started again with new settings:** {said}" in (tmp_path / "out" / "report.md").read_text()
+    assert f"Started again with new settings: {said}" in report_text(report)
+    from daemon.fleet_report import leave_out_of_report
+
+    assert leave_out_of_report(tmp_path / "out", 3)  # made again from report.json: still said
+    assert said in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    # a live camera's run before, put aside, is in a report that takes earlier runs (a shared Valkey)
+    earlier = hall / "earlier-20270115T080000Z"
+    _table(earlier, "hall", {9: _seen(1.0, 2.0, 7)})
+    (earlier / "status.json").write_text("{}", encoding="utf-8")
+    report = build_report({"door": door, "hall": hall}, tmp_path / "out", earlier_runs=True)
+    assert report["started_again"]["hall"]["earlier_run_in_report"] is True
+    assert "its run before is in the report too" in (tmp_path / "out" / "report.md").read_text()
+    assert (
+        build_report({"door": door}, tmp_path / "out2")["started_again"] == {}
+    )  # door was not started again

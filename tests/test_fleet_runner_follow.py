@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -149,6 +149,7 @@ def test_a_camera_whose_settings_change_is_started_again_with_them_once_its_work
     gt, gt2 = clip.write_mot_gt(tmp_path / "gt.txt"), clip.write_mot_gt(tmp_path / "gt2.txt")
     go, path = tmp_path / "go", tmp_path / "fleet.yaml"
     started: list[tuple[str, Settings]] = []
+    restarted: list[list[str]] = []  # the keys each start was told changed (none for a first start)
 
     def write(a: dict[str, object], retention_s: float = 30.0) -> None:
         out = {"dir": str(tmp_path / "runs")}
@@ -159,8 +160,9 @@ def test_a_camera_whose_settings_change_is_started_again_with_them_once_its_work
         path.with_suffix(".new").write_text(yaml.safe_dump(cfg))
         path.with_suffix(".new").replace(path)
 
-    def start(now: Settings, name: str) -> fleet_runner.CameraProcess:
+    def start(now: Settings, name: str, changed: Sequence[str] = ()) -> fleet_runner.CameraProcess:
         started.append((name, now))
+        restarted.append(list(changed))
         return fleet_runner.CameraProcess(
             name, _fake_worker(go), tmp_path / "status.json", tmp_path / "log", None
         )
@@ -230,6 +232,7 @@ def test_a_camera_whose_settings_change_is_started_again_with_them_once_its_work
     assert exits.codes(cams) == {"a": 0, "b": 0}
     assert follow.ran["a"].detector.score_threshold == 0.3 and follow.ran["a"].ground_truth == gt
     assert [n for n, _ in started] == ["a", "b", "a"]
+    assert restarted == [[], [], ["cameras.a.detector.score_threshold"]]  # told to the worker started again
 
 
 def test_a_recording_whose_source_changes_mid_run_is_replayed_from_then_and_reported_so(
@@ -284,3 +287,6 @@ def test_a_recording_whose_source_changes_mid_run_is_replayed_from_then_and_repo
     assert json_object(runs / "r" / "summary.json")["frames"] == 20
     scores = json_object(runs / "fleet_metrics.json")
     assert scores["per_camera"]["r"]["IDF1"] > 90, scores
+    again = json_object(runs / "report.json")["started_again"]  # the report says r was started again
+    assert again["r"]["keys"] == keys.split(", ") and again["r"]["first_frame_time"] >= edited, again
+    assert "what it saw before is not in the report" in (runs / "report.md").read_text(encoding="utf-8")
