@@ -429,18 +429,11 @@ def _read_truth(path: Path, args: argparse.Namespace, name: str) -> MotGroundTru
 def _mot20(benchmark: str, gt: Path) -> bool:
     """Whether eval reads ``gt`` by TrackEval's MOT20 rule: --benchmark mot20, or auto and a MOT20 sequence's
     gt (said in the log, which is how a researcher learns it was taken for one)."""
-    from daemon.motio import mot20_sequence
+    from daemon.motio import mot20_said
 
     if benchmark != "auto":
         return benchmark == "mot20"
-    if not mot20_sequence(gt):
-        return False
-    log.info(
-        "%s is a MOT20 sequence's ground truth: scored by TrackEval's MOT20 rule, class 6 (non-motorised vehicle) "
-        "a distractor too (--benchmark mot17 for the MOT16/17 rule)",
-        gt,
-    )
-    return True
+    return mot20_said(gt, "--benchmark mot17 for the MOT16/17 rule", log)
 
 
 def _check_eval_options(args: argparse.Namespace) -> None:

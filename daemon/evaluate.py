@@ -44,7 +44,6 @@ from daemon.motio import (
 
 log = logging.getLogger(__name__)
 
-"""How the MOT20 benchmark's sequences are named (MOT20-01 ... MOT20-08), their folders too."""
 IOU_THRESHOLD: Final = 0.5
 """IoU a predicted box needs with a gt box to be a match (CLEAR, Identity, distractor removal)."""
 _EPS: Final = float(np.finfo(float).eps)

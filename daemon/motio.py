@@ -408,18 +408,26 @@ def mot20_sequence(gt_path: Path) -> bool:
     return folder.name.startswith(MOT20_PREFIX)
 
 
+def mot20_said(path: Path, hint: str = "", logger: logging.Logger = log) -> bool:
+    """Whether ``path`` is a MOT20 sequence's gt (``mot20_sequence``), said in the log (on ``logger``: the
+    caller's, with a ``hint`` of how to read it otherwise) where it is: how a user learns that TrackEval's MOT20
+    rule was taken."""
+    if not mot20_sequence(path):
+        return False
+    logger.info(
+        "%s is a MOT20 sequence's ground truth: read by TrackEval's MOT20 rule, class 6 (non-motorised vehicle) "
+        "a distractor too%s",
+        path,
+        f" ({hint})" if hint else "",
+    )
+    return True
+
+
 def read_sequence_truth(path: Path) -> MotGroundTruth:
     """A gt read by the rule of the benchmark its sequence belongs to, as ``reid-daemon eval``'s default
-    (``--benchmark auto``) reads it: TrackEval's MOT20 rule for a MOT20 sequence's gt (``mot20_sequence``; said
-    in the log), else MOT16/17's. What the fleet scores its cameras and cuts its scenarios' truths with."""
-    mot20 = mot20_sequence(path)
-    if mot20:
-        log.info(
-            "%s is a MOT20 sequence's ground truth: read by TrackEval's MOT20 rule, class 6 (non-motorised "
-            "vehicle) a distractor too",
-            path,
-        )
-    return read_ground_truth(path, mot20=mot20)
+    (``--benchmark auto``) reads it: TrackEval's MOT20 rule for a MOT20 sequence's gt (``mot20_said``), else
+    MOT16/17's. What the fleet scores its cameras and cuts its scenarios' truths with."""
+    return read_ground_truth(path, mot20=mot20_said(path))
 
 
 def check_truth_size(

@@ -526,7 +526,8 @@ def test_eval_scores_a_mot20_sequence_by_the_mot20_rule(
         (folder / "gt.txt").write_text(MOT20_CASE)
     with caplog.at_level(logging.INFO, logger="daemon"):
         assert _eval_fp(mot20 / "gt.txt", results) == 1
-    assert "MOT20 sequence's ground truth: scored by TrackEval's MOT20 rule" in caplog.text
+    assert "MOT20 sequence's ground truth: read by TrackEval's MOT20 rule" in caplog.text
+    assert "(--benchmark mot17 for the MOT16/17 rule)" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="daemon"):
         assert _eval_fp(other / "gt.txt", results) == 3
