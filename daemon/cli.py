@@ -683,9 +683,33 @@ def _printable(text: str) -> str:
     return shown(text)
 
 
+def _check_input_options(args: argparse.Namespace, inputs: list[str]) -> None:
+    """ConfigError, before the models load, for --every / --max-frames where no input is a video, and
+    --recursive where none is a folder: embed and search would run without them, as if they were followed."""
+    from daemon.embedding import is_image_file
+
+    paths = [Path(p) for p in inputs]
+    folders = [p for p in paths if p.is_dir()]
+    videos = [p for p in paths if not p.is_dir() and not is_image_file(p)]  # or missing: said when read
+    given = [flag for flag, value in (("--every", args.every), ("--max-frames", args.max_frames)) if value]
+    if given and not videos:
+        raise ConfigError(
+            f"{' and '.join(given)} {'take' if len(given) > 1 else 'takes'} frames of a video, and "
+            f"{_printable(', '.join(inputs))} {'is' if len(inputs) == 1 else 'are'} no video: leave "
+            f"{'them' if len(given) > 1 else 'it'} out"
+        )
+    if args.recursive and not folders:
+        raise ConfigError(
+            f"--recursive takes the images in sub-folders of a folder, and {_printable(', '.join(inputs))} "
+            f"{'is' if len(inputs) == 1 else 'are'} no folder: leave it out"
+        )
+
+
 def _check_embed_options(args: argparse.Namespace) -> None:
     """ConfigError, before the models load, for an --out embed cannot write or options it would not follow."""
     from daemon.embedding import SUFFIXES
+
+    _check_input_options(args, args.inputs)
 
     if args.out and Path(args.out).suffix.lower() not in SUFFIXES:  # before the work, not after it
         raise ConfigError(f"--out {args.out}: embeddings are saved as {' or '.join(SUFFIXES)}")
@@ -905,6 +929,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from daemon.recognize import SearchOptions, search
 
     _check_search_query(args)
+    _check_input_options(args, [args.target])
     if args.out:
         _check_output_file("--out", Path(args.out), folder=True)
     cfg: RecognitionConfig = _recognition_config(args, search_hits=args.k, video_every=args.every)

@@ -334,6 +334,32 @@ def test_camera_without_config_exits_2_rather_than_being_ignored(tmp_path: Path,
         assert "--camera lobby names a camera of --config: give --config too" in capsys.readouterr().err
 
 
+def test_video_and_folder_options_without_a_video_or_folder_exit_2_naming_them(
+    tmp_path: Path, capsys: Capture
+) -> None:
+    # Regression: `embed photos/ --every 5 --max-frames 2` embedded every image of the folder, and `search
+    # one.jpg --recursive ...` searched the one image, as if the options had been followed: they take a video's
+    # frames and a folder's sub-folders, and were dropped without a word. Refused before the models load.
+    folder, image, video = tmp_path / "photos", tmp_path / "a.jpg", tmp_path / "clip.mp4"
+    folder.mkdir()
+    image.write_bytes(b"")
+    video.write_bytes(b"")
+    for command in (["embed", str(folder), str(image)], ["search", str(folder), "-q", str(image)]):
+        assert main([*command, "--every", "5", "--max-frames", "2"]) == 2
+        said = capsys.readouterr().err
+        assert (
+            "--every and --max-frames take frames of a video" in said and "no video: leave them out" in said
+        )
+        assert main([*command, "--max-frames", "2"]) == 2
+        assert "--max-frames takes frames of a video" in capsys.readouterr().err
+    assert main(["embed", str(image), "--recursive"]) == 2
+    assert f"--recursive takes the images in sub-folders of a folder, and {image} is no folder" in (
+        capsys.readouterr().err
+    )
+    assert main(["search", str(video), "-q", str(image), "--recursive"]) == 2
+    assert "--recursive takes the images in sub-folders" in capsys.readouterr().err
+
+
 def test_a_negative_max_frames_exits_2_naming_the_option(tmp_path: Path, capsys: Capture) -> None:
     # Regression: search --max-frames -5 ended in a pydantic ValidationError traceback from the video
     # source, and embed printed '1 validation error for SourceConfig' (naming no option).
