@@ -52,7 +52,7 @@ from daemon.embedding import (
     iter_frames,
 )
 from daemon.errors import DataError
-from daemon.gallery import SIMILARITY_TOL, Gallery, Match, clamp_similarity
+from daemon.gallery import SIMILARITY_TOL, Gallery, Match, clamp_similarity, meets
 from daemon.outputs import outlined_text
 from daemon.sources import is_text_file
 from daemon.types import Detector, Embedder, FloatArray, Frame, ImageBGR
@@ -152,12 +152,14 @@ class VerifyReport:
 
     @property
     def suggested_threshold(self) -> float | None:
-        """Midway between the highest wrong and the lowest correct best match, when the first is lower."""
+        """Midway between the highest wrong and the lowest correct best match, where the gallery, comparing as
+        it does (``gallery.meets``), would not match that wrong one at it."""
         correct = [r.best_correct for r in self.references if r.best_correct is not None]
         wrong = [r.best_wrong for r in self.references if r.best_wrong is not None]
-        if not correct or not wrong or max(wrong) >= min(correct):
+        if not correct or not wrong:
             return None
-        return (max(wrong) + min(correct)) / 2
+        midway = (max(wrong) + min(correct)) / 2
+        return None if meets(max(wrong), midway) else midway
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -422,9 +424,11 @@ def _advise_margins(report: VerifyReport) -> list[str]:
 
 
 def _advise_threshold(report: VerifyReport, pairs: Sequence[ConfusablePair]) -> list[str]:
-    t = report.threshold
-    low = sorted({r.label for r in report.references if r.best_correct is not None and r.best_correct < t})
-    high = [p for p in pairs if p.similarity >= t]
+    t = report.threshold  # compared as the gallery compares (``gallery.meets``: within SIMILARITY_TOL)
+    low = sorted(
+        {r.label for r in report.references if r.best_correct is not None and not meets(r.best_correct, t)}
+    )
+    high = [p for p in pairs if meets(p.similarity, t)]
     out = []
     if low:
         out.append(

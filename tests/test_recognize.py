@@ -22,7 +22,7 @@ from daemon.embed import OnnxEmbedder
 from daemon.embedding import EmbedOptions, embed
 from daemon.enroll import enroll
 from daemon.errors import DataError
-from daemon.gallery import Gallery
+from daemon.gallery import SIMILARITY_TOL, Gallery
 from daemon.motio import read_ground_truth, xywh_to_xyxy
 from daemon.recognize import SearchOptions, recognize, search, verify
 
@@ -254,6 +254,49 @@ def test_verify_threshold_advice_at_exactly_the_threshold() -> None:
     assert report.suggested_threshold is None and "would separate" not in advice
     apart = rec.VerifyReport((refs[0], _ref(1, "bob", 0.75, 0.25, "ann")), (), (), 0.5, 0.05)
     assert apart.suggested_threshold == 0.375  # midway between 0.25 and 0.5
+
+
+def test_verify_threshold_advice_compares_as_the_gallery_matches() -> None:
+    """Regression: a gallery match needs similarity >= threshold less SIMILARITY_TOL (66388a6: float32 rounding),
+    but verify's threshold advice compared without it: a reference that search matches to its own label at the
+    threshold was said to match it 'only below the threshold', two labels that search confuses at it were not
+    said to reach it, and a threshold under 2 SIMILARITY_TOL above the highest wrong match was offered as one
+    that separates every correct from every wrong match (search would match that wrong one)."""
+    t = 0.5 + SIMILARITY_TOL / 2
+    g = Gallery(2, threshold=t)
+    ann, other, bob = (
+        _unit([1, 0]),
+        np.array([0.5, np.sqrt(0.75)], np.float32),
+        np.array([0.5, -np.sqrt(0.75)]),
+    )
+    g.add("ann", ann)
+    g.add("ann", other)
+    g.add("bob", bob)
+    assert [(m.label, m.index) for m in g.search(other, k=2).matches] == [("ann", 1), ("ann", 0)]
+    assert [(m.label, m.index) for m in g.search(bob, k=2).matches] == [("bob", 2), ("ann", 0)]
+    report = verify(g)
+    assert min(r.best_correct for r in report.references if r.best_correct is not None) == 0.5
+    advice = " | ".join(report.advice)
+    assert "below the threshold" not in advice, advice  # before: 'ann' only below it
+    assert f"different labels reach the threshold {t:.3f} ('ann'/'bob' 0.500)" in advice, (
+        advice
+    )  # before: none
+    tie = rec.VerifyReport(
+        (_ref(0, "ann", 0.5, 0.5 - SIMILARITY_TOL, "bob"), _ref(1, "bob", 0.75, 0.25, "ann")),
+        (),
+        (),
+        0.5,
+        0.05,
+    )
+    assert tie.suggested_threshold is None  # before: 0.5 - SIMILARITY_TOL / 2, which matches the wrong one
+    apart = rec.VerifyReport(
+        (_ref(0, "ann", 0.5, 0.5 - 3 * SIMILARITY_TOL, "bob"), _ref(1, "bob", 0.75, 0.25, "ann")),
+        (),
+        (),
+        0.5,
+        0.05,
+    )
+    assert apart.suggested_threshold == 0.5 - 1.5 * SIMILARITY_TOL
 
 
 def test_verify_of_a_sound_gallery_says_only_that() -> None:
