@@ -584,7 +584,7 @@ def enroll(
     sets: Collection[str] | None = None,
     save_to: StrPath | None = None,
     append: bool = False,
-    replace: bool = True,
+    replace: bool = False,
     progress: bool = False,
 ) -> EnrollReport:
     """Add every reference image of ``folder`` to ``gallery`` (labels from file names) and save it.
@@ -593,13 +593,18 @@ def enroll(
     whole image. The references are embedded first; then, holding ``save_to``'s lock (``gallery.locked``,
     waiting ``naming.lock_wait_s`` at most for it: LockTimeout), they are added and the gallery saved. With
     ``append`` (``gallery`` is the file ``save_to`` as read, or a new one where there was none) they are added
-    to the file as it is then: rows another process (``serve``) saved there since are kept; without ``append``
-    nor ``replace`` a file there then is refused (DataError, ``existing_gallery``), never written over. Raises DataError
-    when the folder is missing, holds no usable image, or the gallery's dimension differs from the embedder's;
-    other problems are reported per file in ``skipped``.
+    to the file as it is then: rows another process (``serve``) saved there since are kept; with ``replace``
+    ``gallery`` is saved over the file; without either (the default, as ``reid-daemon enroll`` without
+    ``--append`` or ``--replace``) a file there is refused (DataError, ``existing_gallery``), before anything is
+    embedded and again under the lock, never written over. Raises DataError when the folder is missing, holds
+    no usable image, or the gallery's dimension differs from the embedder's; other problems are reported per
+    file in ``skipped``.
     """
     start = time.perf_counter()
     cfg = naming or EnrollConfig()
+    target = None if save_to is None else Path(save_to)
+    if not (append or replace) and target is not None and target.exists():
+        raise DataError(existing_gallery(target))
     _check_gallery(gallery, embedder)
     names, skipped = reference_files(folder, cfg, sets)
     work = _Enroller(embedder, detector)
@@ -607,7 +612,6 @@ def enroll(
     for name in tqdm(names, unit="image", desc="enrol", disable=not progress, dynamic_ncols=True):
         work.take(name)
     work.flush()
-    target = None if save_to is None else Path(save_to)
     who = "reid-daemon enroll --append" if append else "reid-daemon enroll"
     lock = None if target is None else locked(target, cfg.lock_wait_s, who, "enroll.lock_wait_s")
     with contextlib.nullcontext() if lock is None else lock:

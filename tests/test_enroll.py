@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from _crops import FixedDetector, MeanColour, write_reference_crops
+from _crops import BatchedMeanColour, FixedDetector, MeanColour, write_reference_crops
 from pydantic import ValidationError
 
 import daemon.enroll as enroll_module
@@ -18,6 +19,7 @@ from daemon.embed import OnnxEmbedder
 from daemon.enroll import SUB_FOLDER, ReferenceName, enroll, parse_reference_name
 from daemon.errors import DataError
 from daemon.gallery import Gallery
+from daemon.types import FloatArray, ImageBGR
 
 CPU = RuntimeConfig(providers=("CPUExecutionProvider",), intra_op_threads=1)
 
@@ -113,13 +115,40 @@ def test_enroll_without_replace_never_writes_over_a_gallery_made_meanwhile(
     target = tmp_path / "g.npz"
     other = Gallery(MeanColour.dim)
     other.add("someone", np.ones(MeanColour.dim, np.float32))
-    other.save(target)
-    before = target.read_bytes()
+
+    class SavedMeanwhile(BatchedMeanColour):
+        def embed_crops(self, crops: Sequence[ImageBGR]) -> FloatArray:
+            if not target.exists():  # the first check found no file; one is saved while embedding
+                other.save(target)
+            return super().embed_crops(crops)
+
     with pytest.raises(DataError, match=r"exists and holds 1 entries of 1 label\(s\): enroll --append adds"):
-        enroll(refs, MeanColour(), Gallery(MeanColour.dim), save_to=target, replace=False)
-    assert target.read_bytes() == before
+        enroll(refs, SavedMeanwhile(), Gallery(MeanColour.dim), save_to=target)
+    assert Gallery.load(target).labels == ["someone"]
     report = enroll(refs, MeanColour(), Gallery(MeanColour.dim), save_to=target, replace=True)
     assert report.gallery_size == 4 and "someone" not in Gallery.load(target)
+
+
+def test_enroll_as_a_library_refuses_an_existing_gallery_unless_told_to_append_or_replace(
+    refs: Path, tmp_path: Path
+) -> None:
+    # Regression: `reid-daemon enroll` refuses a gallery file that exists unless given --append or --replace,
+    # but enroll() called as a library wrote a new gallery over it by default (replace=True), its entries lost
+    # without a word. It refuses by default with the command's error, before embedding anything.
+    target = tmp_path / "g.npz"
+    other = Gallery(MeanColour.dim)
+    other.add("someone", np.ones(MeanColour.dim, np.float32))
+    other.save(target)
+    before = target.read_bytes()
+    embedder = BatchedMeanColour()
+    with pytest.raises(DataError) as refused:
+        enroll(refs, embedder, Gallery(MeanColour.dim), save_to=target)
+    assert str(refused.value) == enroll_module.existing_gallery(target)
+    assert "exists and holds 1 entries of 1 label(s): enroll --append adds to it" in str(refused.value)
+    assert target.read_bytes() == before and embedder.calls == 0
+    assert enroll(refs, embedder, Gallery.load(target), save_to=target, append=True).gallery_size == 5
+    assert enroll(refs, embedder, Gallery(MeanColour.dim), save_to=target, replace=True).gallery_size == 4
+    assert "someone" not in Gallery.load(target)
 
 
 def test_enroll_folder_reports_and_saves(refs: Path, tmp_path: Path) -> None:

@@ -279,7 +279,7 @@ def test_enroll_append_removes_the_images_serve_kept_for_the_entries_it_drops(tm
     for i in (1, 2):
         cv2.imwrite(str(mine / f"bob--{i}.png"), np.full((64, 32, 3), 60 * i, np.uint8))
     cv2.imwrite(str(refs / "bob--side.png"), np.full((64, 32, 3), 30, np.uint8))  # the user's own photo
-    report = enroll(mine, MeanColour(), Gallery.load(path), save_to=path)
+    report = enroll(mine, MeanColour(), Gallery.load(path), save_to=path, append=True)
     assert report.evicted == (("bob", 2),)
     assert report.removed == (refs.resolve() / "bob--2.jpg", refs.resolve() / "bob.jpg")
     assert _kept(refs) == ["ann.jpg", "bob--side.png"] and _kept(mine) == ["bob--1.png", "bob--2.png"]
@@ -287,8 +287,8 @@ def test_enroll_append_removes_the_images_serve_kept_for_the_entries_it_drops(tm
     assert "removed 2 reference image(s) serve kept for them" in report.text()
 
     # the user's photo enrolled from serve's folder names no source: dropped from the gallery, never removed
-    assert enroll(refs, MeanColour(), Gallery.load(path), save_to=path).removed == ()
-    report = enroll(mine, MeanColour(), Gallery.load(path), save_to=path)
+    assert enroll(refs, MeanColour(), Gallery.load(path), save_to=path, append=True).removed == ()
+    report = enroll(mine, MeanColour(), Gallery.load(path), save_to=path, append=True)
     assert report.evicted == (("bob", 2),) and report.removed == ()
     assert _kept(refs) == ["ann.jpg", "bob--side.png"]
 
@@ -320,7 +320,7 @@ def test_an_image_whose_name_the_ledger_does_not_record_is_never_removed(
         mine.mkdir()
         for i in (1, 2):
             cv2.imwrite(str(mine / f"bob--{i}.png"), np.full((64, 32, 3), 60 * i, np.uint8))
-        report = enroll(mine, MeanColour(), Gallery.load(path), save_to=path)
+        report = enroll(mine, MeanColour(), Gallery.load(path), save_to=path, append=True)
         assert report.removed == (refs.resolve() / "bob.jpg",)  # bob--2.jpg's name is not in the ledger
         assert _kept(refs) == ["bob--2.jpg"]
         state.gallery = Gallery.load(path)
@@ -350,7 +350,7 @@ def test_a_folder_of_an_older_version_gets_its_ledger_when_serve_starts(tmp_path
         mine.mkdir()
         for i in (1, 2):
             cv2.imwrite(str(mine / f"bob--{i}.png"), np.full((64, 32, 3), 60 * i, np.uint8))
-        report = enroll(mine, MeanColour(), Gallery.load(path), save_to=path)
+        report = enroll(mine, MeanColour(), Gallery.load(path), save_to=path, append=True)
         assert report.removed == (refs.resolve() / "bob--2.jpg", refs.resolve() / "bob.jpg")
         assert _kept(refs) == ["bob--side.png"]
         state.gallery = Gallery.load(path)
@@ -1169,7 +1169,7 @@ def test_health_counts_what_another_process_saved_and_never_fails(
         with state.lock:  # a search or enrolment at work: /health answers at once, from what it holds
             status, h = _call(f"{url}/health")
             assert status == 200 and h["gallery"]["entries"] == 2, h
-        enroll(mine, MeanColour(), Gallery(4), save_to=path)  # a good file again: one entry
+        enroll(mine, MeanColour(), Gallery(4), save_to=path, replace=True)  # a good file again: one entry
         status, h = _call(f"{url}/health")
         assert status == 200 and h["gallery"]["entries"] == 1 and h["gallery"]["problem"] is None, h
         assert h["errors"] == {}
