@@ -881,29 +881,54 @@ def _verify_boxmot_cached(path: Path) -> Path:
 
 
 def fetch_boxmot(name: str, cache_dir: Path, *, force: bool = False) -> Path:
-    """Download a BoxMOT zoo ReID weights file with BoxMOT's own downloader into ``<cache>/boxmot/``."""
+    """Download a BoxMOT zoo ReID weights file with BoxMOT's own downloader into ``<cache>/boxmot/``.
+
+    Weights there already (checked against their manifest) are kept unless ``force``. Fetches of one name take
+    turns as ``fetch``'s do (``<cache>/boxmot/.<name>.fetch.lock``): one started while another runs waits for
+    it (logged), then finds the weights there and returns them (with ``force``, downloads them again, after
+    it), so one's file never lands beside the other's manifest."""
     zoo = boxmot_zoo()
     if name not in zoo:
         raise ModelError(f"{name!r} is not a BoxMOT zoo name; zoo names: {', '.join(sorted(zoo))}")
     folder = Path(cache_dir).expanduser() / "boxmot"
     target = folder / name
-    manifest = folder / f"{name}.{MANIFEST}"
     _remove_fetch_leftovers(folder)  # where the file is there already too
-    if not force and manifest.exists():
-        try:
-            return _verify_boxmot_cached(target)
-        except ModelError as e:
+    if not force and (ready := _boxmot_ready(target, quiet=False)) is not None:
+        return ready
+    _cache_folder(folder)
+    with _taking_turns(folder / f".{name}{FETCH_LOCK_SUFFIX}", f"{name}: another fetch of it"):
+        if not force and (ready := _boxmot_ready(target, quiet=True)) is not None:
+            logger.info("%s: fetched by another fetch meanwhile (%s)", name, ready)
+            return ready
+        return _download_boxmot(name, zoo[name], target)
+
+
+def _boxmot_ready(target: Path, *, quiet: bool) -> Path | None:
+    """``target`` where its manifest is there and it matches it, else None (a mismatch logged unless
+    ``quiet``)."""
+    if not (target.parent / f"{target.name}.{MANIFEST}").exists():
+        return None
+    try:
+        return _verify_boxmot_cached(target)
+    except ModelError as e:
+        if not quiet:
             logger.warning("%s; downloading again", e)
+        return None
+
+
+def _download_boxmot(name: str, url: str, target: Path) -> Path:
+    """``fetch_boxmot``'s work, its lock held: the download, in a folder of its own, then the file and its
+    manifest."""
     from boxmot.resources.download import download_file
 
-    _cache_folder(folder)
-    logger.info("downloading BoxMOT ReID weights %s from %s", name, zoo[name])
+    folder = target.parent
+    logger.info("downloading BoxMOT ReID weights %s from %s", name, url)
     with owned_folder(folder, FETCH_PREFIX) as tmp:
         try:
-            download_file(zoo[name], tmp / name, overwrite=True)
+            download_file(url, tmp / name, overwrite=True)
         except Exception as e:  # BoxMOT's downloader (requests / gdown) raises many types
-            raise ModelError(f"could not download {name} from {zoo[name]} (this needs internet): {e}") from e
+            raise ModelError(f"could not download {name} from {url} (this needs internet): {e}") from e
         os.replace(tmp / name, target)
-    info = {"file": name, "sha256": sha256_file(target), "url": zoo[name], "schema": MANIFEST_SCHEMA}
-    atomic_write(manifest, _manifest_bytes(info))
+    info = {"file": name, "sha256": sha256_file(target), "url": url, "schema": MANIFEST_SCHEMA}
+    atomic_write(folder / f"{name}.{MANIFEST}", _manifest_bytes(info))
     return target

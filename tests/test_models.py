@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.server
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from _ops import process_alive, wait_until
@@ -579,6 +581,74 @@ def test_two_fetches_of_one_preset_take_turns(tmp_path: Path, monkeypatch: pytes
     assert not (tmp_path / "held2").exists()
 
 
+_TURNS_BOXMOT = """
+import logging, sys, time
+from pathlib import Path
+from boxmot.reid.core import catalog
+from daemon import models
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+name, url, cache = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+go, held = Path(sys.argv[4]), Path(sys.argv[5])
+catalog.TRAINED_URLS[name] = url  # the zoo's entry at the test's local server
+{held_write}
+models.atomic_write = held_write
+print(models.fetch_boxmot(name, cache), flush=True)
+""".replace("{held_write}", _HELD_WRITE)
+
+
+class _Weights(http.server.BaseHTTPRequestHandler):
+    """A local stand-in for the zoo's download site: each answer's bytes are new (the file replaced upstream
+    between two downloads), and every request is counted."""
+
+    served: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.served.append(self.path)
+        body = f"weights, download {len(self.served)}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_two_fetch_boxmots_of_one_name_take_turns(tmp_path: Path) -> None:
+    """Regression: `models fetch-boxmot NAME` in two shells at once downloaded the weights twice, each put its
+    own file in place and wrote its own manifest, so one's file could end beside the other's manifest (where the
+    two downloads differ) and the next start refused the weights as corrupt; they take turns as `models fetch`
+    does: the second waits for the first (logged), then finds the weights there and downloads nothing."""
+    name = "osnet_x0_25_msmt17.pt"
+    _Weights.served = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Weights)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cache = tmp_path / "cache"
+    url = f"http://127.0.0.1:{server.server_address[1]}/{name}"
+    env = dict(
+        os.environ, PYTHONPATH=str(Path(__file__).parents[1]), NO_PROXY="127.0.0.1", no_proxy="127.0.0.1"
+    )
+
+    def args(n: int) -> list[str]:
+        return [name, url, str(cache), str(tmp_path / f"go{n}"), str(tmp_path / f"held{n}")]
+
+    try:
+        runs, outs, said = _two_at_once(tmp_path, _TURNS_BOXMOT, args, env, "fetch-boxmot")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [run.returncode for run in runs] == [0, 0], said
+    target = cache / "boxmot" / name
+    assert outs == [str(target)] * 2
+    assert models.resolve_boxmot_weights(name, cache) == target  # before: corrupt, sha256 differs
+    assert _Weights.served == [f"/{name}"] and target.read_bytes() == b"weights, download 1"  # before: 2
+    lock = cache / "boxmot" / f".{name}.fetch.lock"
+    assert f"{name}: another fetch of it is running (it holds {lock})" in said, said
+    assert f"{name}: fetched by another fetch meanwhile ({target})" in said, said
+    assert not (tmp_path / "held2").exists()
+
+
 def test_fetch_boxmot_removes_what_a_killed_fetch_left(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -602,7 +672,8 @@ def test_fetch_boxmot_removes_what_a_killed_fetch_left(
     path = models.fetch_boxmot("osnet_x0_25_msmt17.pt", tmp_path)
     assert path == folder / "osnet_x0_25_msmt17.pt" and path.read_bytes() == b"weights"
     assert seen[0].parent.name.startswith(".fetch-") and seen[0].parent != left.path
-    assert sorted(p.name for p in folder.iterdir()) == [path.name, f"{path.name}.manifest.json"]
+    listed = sorted(p.name for p in folder.iterdir())
+    assert listed == [f".{path.name}.fetch.lock", path.name, f"{path.name}.manifest.json"]  # the lock stays
     assert models.resolve_boxmot_weights(path.name, tmp_path) == path
 
 
