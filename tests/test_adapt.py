@@ -53,6 +53,7 @@ from daemon.embed import OnnxEmbedder
 from daemon.embedding import LEFTOVER_AGE_S
 from daemon.enroll import reference_files
 from daemon.errors import DataError, ModelError
+from daemon.tempdirs import UNLOCKED_AGE_S
 from daemon.types import FloatArray, ImageBGR
 
 CPU = RuntimeConfig(providers=("CPUExecutionProvider",))
@@ -379,6 +380,32 @@ def test_tracklet_cache_leftovers_of_killed_writers_are_removed(
         assert cached_tracklets(path, lambda: t).num_tracks == t.num_tracks
     assert not old.exists() and young.exists() and other.exists() and path.is_file()
     assert f"removed 1 temporary file (100 bytes) left in {tmp_path} " in caplog.text
+
+
+def test_tracklet_cache_temporaries_of_earlier_releases_are_removed_once_a_day_old(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: earlier releases wrote a tracklet cache through the one fixed name tracklets-<key>.tmp.npz
+    (90a64e0), which a run killed meanwhile left in the cache folder for good (as large as the cache): no run
+    removed it, as it is not atomic_write's name. A run using that folder removes those UNLOCKED_AGE_S (a day)
+    old, as tempdirs removes folders without their lock (an older release's run may be writing one: no lock
+    tells), and nothing else there."""
+    cfg = AdaptConfig(sample_every=1, max_gap=5, min_track_samples=2)
+    t = mine_tracklets(((IMG, _frame(f, {1: A, 2: B})) for f in range(6)), _FakeEmbedder(), cfg)
+    old = tmp_path / "tracklets-0123456789abcdef0123.tmp.npz"
+    young = tmp_path / "tracklets-ba9876543210fedcba98.tmp.npz"  # past LEFTOVER_AGE_S, not a day old
+    other = tmp_path / "notes.tmp.npz"
+    for each in (old, young, other):
+        each.write_bytes(b"x" * 100)
+    os.utime(young, (time.time() - LEFTOVER_AGE_S - 60,) * 2)
+    for each in (old, other):
+        os.utime(each, (time.time() - UNLOCKED_AGE_S - 60,) * 2)
+    path = tmp_path / "tracklets-00000000000000000000.npz"
+    with caplog.at_level(logging.INFO, logger="daemon.adapt"):
+        assert cached_tracklets(path, lambda: t).num_tracks == t.num_tracks
+    assert not old.exists() and young.exists() and other.exists() and path.is_file()
+    said = f"removed 1 temporary file (100 bytes) left in {tmp_path} by an earlier release"
+    assert said in caplog.text, caplog.text
 
 
 # ------------------------------------------------------------------------------------------- head file

