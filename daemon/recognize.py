@@ -52,7 +52,7 @@ from daemon.embedding import (
     iter_frames,
 )
 from daemon.errors import DataError
-from daemon.gallery import SIMILARITY_TOL, Gallery, Match, clamp_similarity, meets
+from daemon.gallery import Gallery, Match, clamp_similarity, meets
 from daemon.outputs import outlined_text
 from daemon.sources import is_text_file
 from daemon.types import Detector, Embedder, FloatArray, Frame, ImageBGR
@@ -785,14 +785,16 @@ def _scan_frame(
         return 0
     sims = (embedder.embed(frame.image, dets.xyxy) @ q.T).max(axis=1)
     clock.add("embed_ms", t)
-    for i in np.flatnonzero(sims >= threshold - SIMILARITY_TOL):  # as the gallery's ``meets``
+    for i, similarity in enumerate(sims.tolist()):  # Python floats: compared as the gallery compares
+        if not meets(similarity, threshold):
+            continue
         x0, y0, x1, y1 = (float(v) for v in dets.xyxy[i])
         hit = Hit(
             frame.source,
             frame.index if video else -1,
             (x0, y0, x1, y1),
             float(dets.scores[i]),
-            clamp_similarity(float(sims[i])),
+            clamp_similarity(similarity),
         )
         best.offer(hit, frame.image)
     return len(dets)

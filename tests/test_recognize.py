@@ -22,7 +22,7 @@ from daemon.embed import OnnxEmbedder
 from daemon.embedding import EmbedOptions, embed
 from daemon.enroll import enroll
 from daemon.errors import DataError
-from daemon.gallery import SIMILARITY_TOL, Gallery
+from daemon.gallery import SIMILARITY_TOL, Gallery, meets
 from daemon.motio import read_ground_truth, xywh_to_xyxy
 from daemon.recognize import SearchOptions, recognize, search, verify
 
@@ -501,6 +501,26 @@ def test_search_takes_the_best_over_the_query_rows(tmp_path: Path) -> None:
         ("img_1.png", 20.0),
     ]
     assert all(h.similarity == pytest.approx(1.0, abs=1e-5) for h in report.hits)
+
+
+def test_search_takes_a_hit_as_the_gallery_matches(tmp_path: Path) -> None:
+    # Regression: search kept its own copy of the gallery's comparison (sims >= threshold - SIMILARITY_TOL) on
+    # float32 similarities, where numpy compares a float32 array with a Python float in float32: the bound was
+    # rounded to float32, so a person up to half a float32 step under it, whom the gallery's meets does not
+    # match, was a hit, reported under the threshold less SIMILARITY_TOL. It compares with gallery.meets.
+    target = _two_people(tmp_path / "imgs", [(0, 60, 250)], GREY)  # near red, not red
+    query = _query(RED)
+    every = search(query, target, MeanColour(), HALVES, SearchOptions(threshold=-1.0, limit=10))
+    (exact,) = {h.similarity for h in every.hits if h.box[0] == 0.0}
+    step = float(np.spacing(np.float32(exact)))
+    over = exact + SIMILARITY_TOL + step / 4  # the person a quarter of a float32 step under the bound
+    assert not meets(exact, over) and np.float32(over - SIMILARITY_TOL) == np.float32(exact)
+    found = search(query, target, MeanColour(), HALVES, SearchOptions(threshold=over, limit=10))
+    assert [h.similarity for h in found.hits if h.box[0] == 0.0] == []  # before: [exact]
+    at = exact + SIMILARITY_TOL  # within the tolerance: a hit, as the gallery matches it
+    assert meets(exact, at)
+    found = search(query, target, MeanColour(), HALVES, SearchOptions(threshold=at, limit=10))
+    assert [h.similarity for h in found.hits if h.box[0] == 0.0] == [exact]
 
 
 def test_search_keeps_a_hit_exactly_at_the_threshold_and_equal_hits_in_scan_order(tmp_path: Path) -> None:
