@@ -596,12 +596,16 @@ def enroll(
     to the file as it is then: rows another process (``serve``) saved there since are kept; with ``replace``
     ``gallery`` is saved over the file; without either (the default, as ``reid-daemon enroll`` without
     ``--append`` or ``--replace``) a file there is refused (DataError, ``existing_gallery``), before anything is
-    embedded and again under the lock, never written over. Raises DataError when the folder is missing, holds
-    no usable image, or the gallery's dimension differs from the embedder's; other problems are reported per
-    file in ``skipped``.
+    embedded and again under the lock, never written over; both are refused (ValueError), as the command refuses
+    both options. Raises DataError when the folder is missing, holds no usable image, or the gallery's
+    dimension differs from the embedder's; other problems are reported per file in ``skipped``.
     """
     start = time.perf_counter()
     cfg = naming or EnrollConfig()
+    if append and replace:
+        raise ValueError(
+            "append adds to the gallery file, replace writes a new one over it: give one, not both"
+        )
     target = None if save_to is None else Path(save_to)
     if not (append or replace) and target is not None and target.exists():
         raise DataError(existing_gallery(target))

@@ -151,6 +151,23 @@ def test_enroll_as_a_library_refuses_an_existing_gallery_unless_told_to_append_o
     assert "someone" not in Gallery.load(target)
 
 
+def test_enroll_as_a_library_refuses_both_append_and_replace(refs: Path, tmp_path: Path) -> None:
+    # Regression: `reid-daemon enroll --append --replace` is refused (give one), but enroll(append=True,
+    # replace=True) appended without a word, the replace asked for dropped; it is refused before anything is
+    # embedded, the gallery file left as it was.
+    target = tmp_path / "g.npz"
+    other = Gallery(MeanColour.dim)
+    other.add("someone", np.ones(MeanColour.dim, np.float32))
+    other.save(target)
+    before = target.read_bytes()
+    embedder = BatchedMeanColour()
+    with pytest.raises(
+        ValueError, match=r"^append adds to the gallery file, replace writes a new one over it"
+    ):
+        enroll(refs, embedder, Gallery.load(target), save_to=target, append=True, replace=True)
+    assert target.read_bytes() == before and embedder.calls == 0
+
+
 def test_enroll_folder_reports_and_saves(refs: Path, tmp_path: Path) -> None:
     gallery = Gallery(MeanColour.dim, threshold=0.5)
     report = enroll(refs, MeanColour(), gallery, save_to=tmp_path / "g.npz")
