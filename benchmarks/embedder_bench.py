@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.stats import rankdata
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -71,10 +72,7 @@ def auc(pos: NDArray[np.float32], neg: NDArray[np.float32]) -> float:
     """P(pos > neg) + 0.5 P(tie), by ranks (Mann-Whitney); nan when either side is empty."""
     if len(pos) == 0 or len(neg) == 0:
         return float("nan")
-    allv = np.concatenate([pos, neg])
-    order = allv.argsort(kind="stable")
-    ranks = np.empty(len(allv), dtype=np.float64)
-    ranks[order] = np.arange(1, len(allv) + 1)
+    ranks = rankdata(np.concatenate([pos, neg]))  # tied values share their mean rank: a tie counts half
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
