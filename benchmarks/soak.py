@@ -48,6 +48,7 @@ CAMERAS = ("soak-a", "soak-b")
 KEY_ENV = "REID_SOAK_KEY"
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 10.0
+WARMUP_MIN = 10.0  # the default warm-up of a run of 30 minutes or more (a third of a shorter one)
 EDGE_SAMPLES = 3  # samples averaged (median) at each end of the window that growth compares
 WORKER_METRICS = {  # column -> (metric family, sample name)
     "frames": ("reid_frames", "reid_frames_total"),
@@ -62,7 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=60.0, help="How long the workers run.")
     p.add_argument("--sample-s", type=float, default=60.0, help="Seconds between samples.")
-    p.add_argument("--warmup-min", type=float, default=10.0, help="Growth is measured after this warm-up.")
+    p.add_argument(
+        "--warmup-min",
+        type=float,
+        help=f"Growth is measured after this warm-up (default: {WARMUP_MIN:g}, or a third of a shorter "
+        "--minutes); it must be shorter than --minutes.",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "soak", help="Output folder.")
     p.add_argument(
         "--video",
@@ -90,8 +96,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag in ("--minutes", "--sample-s", "--stride", "--speed", "--retention-s"):
         if not getattr(args, flag[2:].replace("-", "_")) > 0:  # NaN too
             p.error(f"{flag} must be above 0")
-    if not args.warmup_min >= 0:
+    if args.warmup_min is None:
+        args.warmup_min = min(WARMUP_MIN, args.minutes / 3)
+    elif not args.warmup_min >= 0:
         p.error("--warmup-min must be 0 or more")
+    elif args.warmup_min >= args.minutes:
+        p.error(
+            f"--warmup-min {args.warmup_min:g} leaves nothing to measure: it must be shorter than "
+            f"--minutes {args.minutes:g}"
+        )
     try:  # the config's own bounds, checked before Valkey and the workers start
         SourceConfig(uri=str(args.video), stride=args.stride)
         FleetConfig(replay_speed=args.speed)
@@ -326,7 +339,7 @@ def write_outputs(
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    warmup = min(args.warmup_min, rows[-1]["minute"] / 3)
+    warmup = args.warmup_min
     plot(rows, warmup, out / "soak.png")
     report = {
         "minutes": args.minutes,
