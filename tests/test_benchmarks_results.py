@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 import shlex
 from typing import Any
@@ -79,3 +80,20 @@ def test_the_load_simulation_names_the_stream_length_it_ran_with() -> None:
     default = BridgeConfig().stream_maxlen
     assert f"with the default `stream_maxlen` of {default} (" in text
     assert "with the default `stream_maxlen` (" not in text
+
+
+def test_every_lever_a_table_shows_has_its_command() -> None:
+    """The run before the shipped one (2026-12-04) gave its levers' command only as 'command in
+    runs/bench-w2/results.md', a file not in the repository: lever-detect-workers-2 and lever-workers2-emb224
+    could not be run again as they ran."""
+    rows = [line for line in RESULTS.read_text(encoding="utf-8").splitlines() if line.startswith("|")]
+    shown = {name for row in rows for name in re.findall(r"^\| `?(lever-[\w+-]+)`?", row)}
+    named = {
+        arg.partition("=")[0]
+        for command in recorded_commands()
+        if "compare_peers" in command[0]
+        for option, arg in itertools.pairwise(command)
+        if option == "--ours"
+    }
+    assert {"lever-full-only", "lever-detect-workers-2", "lever-workers2-emb224"} <= shown
+    assert shown <= named, sorted(shown - named)
