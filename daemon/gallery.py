@@ -107,7 +107,15 @@ class SearchResult:
         return self.matches[0] if self.matches else None
 
 
+OMP_WAIT_POLICY = "OMP_WAIT_POLICY"  # how FAISS's OpenMP threads wait for work, read as its runtime loads
+
+
 def _import_faiss() -> Any:
+    """FAISS, its OpenMP threads set to sleep while they wait (``OMP_WAIT_POLICY=PASSIVE``) unless the user's
+    environment says otherwise: spinning, OpenMP's default, took a 10k-row PQ build from ~2 s to ~55 s on two
+    cores busy with other work (the embedder's threads beside it, benchmarks/RESULTS.md), as onnxruntime's
+    spinning does, which ``runtime.allow_spinning`` turns off by default."""
+    os.environ.setdefault(OMP_WAIT_POLICY, "PASSIVE")
     try:
         import faiss
     except ImportError as e:  # pragma: no cover - faiss-cpu is a dependency

@@ -933,3 +933,37 @@ def test_a_file_read_again_does_not_repeat_its_once_only_warnings(
         mine.check_embedder(signature, "the embedder")
     assert mine.labels == ["ann", "bob", "carl"]
     assert caplog.text.count("does not record the model and head") == 1, caplog.text
+
+
+_WAIT_POLICY = """
+import os, sys
+import numpy as np
+from daemon.config import GalleryConfig
+from daemon.gallery import Gallery
+g = Gallery.from_config(GalleryConfig(index="faiss"), 8)
+for i, row in enumerate(np.eye(8, dtype=np.float32)):
+    g.add(str(i), row)
+g.search(np.eye(8, dtype=np.float32)[0])
+print(os.environ.get("OMP_WAIT_POLICY"), "faiss" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("given", "taken"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_faiss_loads_with_its_openmp_threads_sleeping_unless_the_environment_says(
+    given: str | None, taken: str
+) -> None:
+    # Regression: FAISS's OpenMP threads spun while waiting (OpenMP's default), which took a 10k-row PQ build
+    # from ~2 s to ~55 s on two cores with other work beside it (benchmarks/RESULTS.md, gallery). The policy
+    # is set before FAISS loads, a user's own kept.
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", _WAIT_POLICY], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [taken, "True"]
