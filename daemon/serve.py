@@ -856,6 +856,7 @@ def create_app(state: ServiceState) -> FastAPI:
 
     @app.post("/enroll", dependencies=known, summary="Add an uploaded reference image to the gallery.")
     async def post_enroll(
+        request: Request,
         image: Annotated[UploadFile, File(description="A reference image of one person.")],
         label: Annotated[
             str | None,
@@ -863,6 +864,8 @@ def create_app(state: ServiceState) -> FastAPI:
         ] = None,
     ) -> dict[str, Any]:
         img, _ = await _counted_read(state, "enroll", image, limit)
+        if label is None and "label" in await request.form():  # parsed once, cached
+            label = ""  # an empty field, which FastAPI takes for none: blank, refused as one of spaces is
         named = image.filename or ""  # not read_upload's stand-in for a nameless upload: no label is made up
         return await run_in_threadpool(
             state.counted, "enroll", lambda: enroll_image(state, img, named, label)

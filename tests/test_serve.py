@@ -456,6 +456,19 @@ def test_an_enrolment_with_neither_label_nor_file_name_is_refused(
     assert _post(f"{url}/enroll", "", _jpeg((0, 0, 200)), label="jane")[1]["label"] == "jane"
 
 
+def test_an_empty_label_field_is_refused_as_blank(toy: tuple[str, ServiceState], tmp_path: Path) -> None:
+    # Regression: an empty label field (a browser form's label left empty; curl -F 'label=' or -F 'label=  ',
+    # whose leading blanks curl drops) was taken for no field at all, FastAPI reading an empty form value as
+    # missing, and the upload enrolled under its file name: README and given_label say a blank field is a 422.
+    url, state = toy
+    for name in ("red_shirt.jpg", "blob"):
+        status, body = _post(f"{url}/enroll", name, _jpeg((0, 0, 200)), label="")
+        assert status == 422 and "the form field 'label' is blank" in body["detail"], body
+    assert len(state.gallery) == 0 and not _kept(tmp_path / "refs")
+    assert state.errors["enroll"] == 2
+    assert _post(f"{url}/enroll", "red_shirt.jpg", _jpeg((0, 0, 200)))[1]["label"] == "red shirt"  # no field
+
+
 def test_a_label_that_would_hide_the_reference_file_is_refused(
     toy: tuple[str, ServiceState], tmp_path: Path
 ) -> None:
