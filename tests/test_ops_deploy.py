@@ -363,3 +363,14 @@ def test_every_phony_target_of_the_makefile_has_a_rule() -> None:
         t for t in phony.group(1).split() if not re.search(rf"^{re.escape(t)}:", makefile, re.MULTILINE)
     ]
     assert not ruleless
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    """README's Layout listed the package's modules but not six of them (camera_lock, clocks, erase_ack,
+    mp4_timing, tempdirs, videolog), added since: a reader looking for where a thing is done did not find it."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("## Layout", 1)[1]
+    named = set(re.findall(r"\b(\w+\.py)\b", layout))
+    modules = {p.name for p in (ROOT / "daemon").rglob("*.py") if not p.name.startswith("__")}
+    assert sorted(modules - named) == []
+    assert sorted(named - modules) == []  # nor one that is gone
