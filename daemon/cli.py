@@ -316,6 +316,7 @@ def _extent_of_run(results: Path) -> tuple[int | None, int]:
     summary = results.parent / "summary.json"
     ran = run_extent(summary, results)
     if ran is None:
+        _warn_if_running(results.parent / "status.json", summary)
         return None, 1
     log.info(
         "scoring frames 1..%d%s: %s says the run ended there",
@@ -324,6 +325,22 @@ def _extent_of_run(results: Path) -> tuple[int | None, int]:
         summary,
     )
     return ran.last_frame + 1, ran.stride
+
+
+def _warn_if_running(status: Path, summary: Path) -> None:
+    """A warning where the worker beside a results file has not ended (its ``status.json`` says it runs, and
+    it has written no ``summary.json`` yet): the frames it has not reached are scored as misses."""
+    from daemon.outputs import json_object
+
+    doc = json_object(status)
+    if doc.get("state") != "running" or summary.exists():
+        return
+    log.warning(
+        "%s says its run is still going (%s frames so far; or its worker was killed): with no summary.json yet, "
+        "every frame of the ground truth is scored, those it has not reached as misses; score it once it ends",
+        status,
+        doc.get("frames", "?"),
+    )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -1274,7 +1291,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="Existing results file to score (skips running the tracker); a worker's, beside its summary.json, "
         "is scored up to the frame the run ended at, with the rows of the files of its name that its run rotated "
         "into earlier-* folders (output.rotate_mb), from the frame where the oldest of those left begins (the "
-        "frames of folders output.keep_earlier deleted are not scored); an empty path is refused.",
+        "frames of folders output.keep_earlier deleted are not scored); a run still going has no summary.json "
+        "yet: every frame is scored, with a warning; an empty path is refused.",
     )
     ev.add_argument(
         "--gt-noise",
