@@ -439,6 +439,29 @@ def test_bridge_identity_and_decision_metrics() -> None:
     )
 
 
+def test_a_track_lost_for_a_few_frames_is_not_a_new_decision_when_it_comes_back() -> None:
+    """reid_identity_decisions_total counted a track again each time it came back after frames without it (lost
+    by the tracker, kept by the resolver, its identity unchanged): two fleet workers on a looped clip counted 39
+    decisions for 3 tracks and 3 allocations, one per track per loop, and as many similarities."""
+    m = CameraMetrics("door", OpsConfig())
+    table = {
+        1: IdentityAssignment("door", 1, 7, None, 0.0, "new", True),
+        2: IdentityAssignment("door", 2, 8, None, 0.8, "fleet", True),
+    }
+    m.attach(assignment=table.get)
+    for ids in ([1, 2], [], [1], [1, 2], [2]):  # both lost for a frame, then 2 again: still the resolver's
+        m.frame(StageTimes(), 0.0, 0.01, ids)
+    s = samples(m.render().decode())
+    assert value(s, "reid_identity_decisions_total", source="new") == 1
+    assert value(s, "reid_identity_decisions_total", source="fleet") == 1
+    assert value(s, "reid_identity_similarity_count", source="fleet") == 1
+    table[1] = IdentityAssignment("door", 1, 9, None, 0.7, "fleet", True)  # decided again while it was lost
+    del table[2]  # ended: the resolver dropped it, so the metrics drop it too (bounded)
+    m.frame(StageTimes(), 0.0, 0.01, [1])
+    assert value(samples(m.render().decode()), "reid_identity_decisions_total", source="fleet") == 2
+    assert set(m._identities) == {1}
+
+
 def test_source_connected_is_0_before_the_source_is_open() -> None:
     """A starting worker exported no reid_source_connected at all (only reid_fps) until its source opened, so
     an alert on reid_source_connected == 0 never fired for a camera down when its worker started, waited for

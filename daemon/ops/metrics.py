@@ -311,19 +311,23 @@ class CameraMetrics:
                 self.stage.labels(self.camera, name).observe(total - before)
 
     def _decisions(self, track_ids: list[int], lookup: AssignmentLookup) -> None:
-        """Count a decision when a live track's (global id, source) changes to a decided one."""
-        seen: dict[int, tuple[int | None, str]] = {}
+        """Count a decision when a live track's (global id, source) changes to a decided one. A track not
+        reported on this frame (lost by the tracker for a while) keeps its last one while the resolver holds it,
+        so its coming back is no decision; those the resolver dropped are dropped (bounded by its live tracks)."""
         for tid in track_ids:
             a = lookup(tid)
             if a is None:
+                self._identities.pop(tid, None)
                 continue
             now = (a.global_id, a.source)
-            seen[tid] = now
             if now != self._identities.get(tid) and a.source in DECIDED and a.global_id is not None:
                 self.decisions.labels(self.camera, a.source).inc()
                 if a.source != "new":
                     self.similarity.labels(self.camera, a.source).observe(a.similarity)
-        self._identities = seen  # only the live tracks: bounded
+            self._identities[tid] = now
+        reported = set(track_ids)
+        for tid in [t for t in self._identities if t not in reported and lookup(t) is None]:
+            del self._identities[tid]
 
     # ------------------------------------------------------------------------------------------ other
 
