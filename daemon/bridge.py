@@ -451,7 +451,10 @@ class BridgeStats:
     forgotten: int  # profiles of a forgotten global id dropped
     inbox_dropped: int  # delivered messages dropped because nobody called receive() in time
     callback_errors: int  # on_message raised (logged)
-    reconnects: int  # connections lost (sender or receiver)
+    reconnects: (
+        int  # working connections lost (sender or receiver): once per loss, however long Valkey is away
+    )
+    reconnect_failures: int  # tries that failed without a working connection (Valkey away, a refusal)
     erased: int  # stream entries and track states deleted by forget
     other_key: int  # messages signed with one of bridge.accept_keys, not the fleet key (a key rotation)
     rejected: Rejections
@@ -883,7 +886,7 @@ class Bridge:
                 Exception
             ) as e:  # Valkey away (expected) or a bug (logged with its trace): retry, never die
                 self._done(batch, erase, ok=False, acks=acks)
-                self._lost(client, "send", e)
+                self._lost(client, "send", e, self._connected)
                 client = None
                 if self._stop.wait(backoff.next()):
                     break
@@ -1103,8 +1106,9 @@ class Bridge:
             except (
                 Exception
             ) as e:  # Valkey away (expected) or a bug (logged with its trace): retry, never die
+                working = self._subscribed.is_set()
                 self._subscribed.clear()  # before the loss is counted: see wait_ready
-                self._lost(client, "receive", e)
+                self._lost(client, "receive", e, working)
                 client = None
                 self._stop.wait(backoff.next())
             finally:
@@ -1667,14 +1671,15 @@ class Bridge:
             logger.info("bridge %s: connected to Valkey at %s", self.camera, redact(self.url))
         self._connected = value
 
-    def _lost(self, client: Any, side: str, error: BaseException) -> None:
-        """Close a broken client after an error; count and log the loss."""
+    def _lost(self, client: Any, side: str, error: BaseException, working: bool) -> None:
+        """Close a broken client after an error; count and log the loss: of a ``working`` connection (the
+        sender's connected, the receiver's subscribed), else a failed try."""
         if side == "send":
             self._set_connected(False)
             self._registry_at = (
                 -math.inf
             )  # register again once back: a restarted Valkey has lost the registry
-        self._count("reconnects")
+        self._count("reconnects" if working else "reconnect_failures")
         self._last_error = str(error)
         refusal = _refusal_in(error)
         self._refused[side] = "" if refusal is None else str(refusal)

@@ -208,6 +208,31 @@ def test_health_says_valkey_is_full_not_just_down() -> None:
     assert "maxmemory" in problems[0], problems
 
 
+def test_bridge_reconnects_count_connections_lost_not_each_try_while_valkey_is_away() -> None:
+    """reid_bridge_reconnects_total ('Valkey connections lost') counted every failed try to reach Valkey: 174
+    for one 25 s outage of a fleet worker's Valkey (sender and receiver each trying every 0.5 s). It counts the
+    working connections lost; the tries that failed while away are reid_bridge_reconnect_failures_total."""
+    with EmbeddedValkey() as server:
+        cfg = BridgeConfig(
+            url=server.url, signing_key={"value": "k" * 16}, reconnect_initial_s=0.05, reconnect_max_s=0.05
+        )
+        with Bridge(cfg, "door") as bridge:
+            m = CameraMetrics("door", OpsConfig())
+            m.attach(bridge=lambda: bridge.stats)
+            assert bridge.wait_ready(5)
+            bridge.publish(FleetMessage("hello", "door", timestamp=time.time()))
+            assert bridge.flush(5)
+            server.kill()
+            bridge.publish(FleetMessage("hello", "door", timestamp=time.time()))  # the sender finds out
+            time.sleep(1.0)  # away for 1 s: some 20 tries a side, 0.05 s apart
+            server.start()
+            assert bridge.flush(5) and bridge.wait_ready(5)
+            s = samples(m.render().decode())
+    assert value(s, "reid_bridge_reconnects_total") == 2  # the sender's connection and the receiver's
+    assert value(s, "reid_bridge_reconnect_failures_total") >= 10
+    assert ("reid_bridge_messages_total", (("camera", "door"), ("event", "reconnect_failures"))) not in s
+
+
 class _HostClock:
     """The ``time`` module as a host sees it whose wall clock is ``ahead`` seconds ahead of the Valkey server's."""
 

@@ -40,6 +40,7 @@ FPS_SLICES = (
 SIMILARITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(21))
 DECIDED = ("gallery", "fleet", "new")  # identity sources that are a decision (not 'pending')
 _BRIDGE_GAUGES = ("connected", "subscribed", "backlog")
+_BRIDGE_LINKS = ("reconnects", "reconnect_failures")  # counters of their own, not message events
 _IDENTITY_GAUGES = ("identities", "exemplar_rows", "contributions", "live_tracks")
 _SOURCE_CONNECTED = "1 while the source is open and reading (0 before it is opened, while the worker starts)."
 
@@ -126,12 +127,17 @@ class _SnapshotCollector(Collector):
         )
         yield self._gauge("bridge_backlog", "Messages waiting to be written to Valkey.", b.backlog)
         yield self._counter(
-            "bridge_reconnects", "Valkey connections lost (sender or receiver).", b.reconnects
+            "bridge_reconnects", "Working Valkey connections lost (sender or receiver).", b.reconnects
+        )
+        yield self._counter(
+            "bridge_reconnect_failures",
+            "Tries to reach Valkey that failed without a working connection (Valkey away, or refusing).",
+            b.reconnect_failures,
         )
         events = {
             f.name: getattr(b, f.name)
             for f in dataclasses.fields(b)
-            if f.name not in (*_BRIDGE_GAUGES, "last_error", "rejected", "reconnects", "lagging", "leading")
+            if f.name not in (*_BRIDGE_GAUGES, *_BRIDGE_LINKS, "last_error", "rejected", "lagging", "leading")
         }
         yield self._labelled(
             "bridge_messages", "Fleet messages (embeddings) by what happened to them.", "event", events
