@@ -346,6 +346,28 @@ def test_health_names_what_is_wrong() -> None:
     assert health.problems() == ["model missing: ssdlite"] and src_stats.connected
 
 
+def test_a_silent_stream_is_not_said_to_stall_the_worker_while_frames_wait() -> None:
+    """A connected RTSP camera that stopped sending (its server SIGSTOPped) with ops.stall_after_s 1 under its
+    source.read_timeout_s 6 made /health say 'stalled: no frame processed for 5 s while frames wait' for 5 s,
+    reid_source_queue_depth 0 all along: a hung worker to restart, where the camera had gone quiet. With no
+    frame waiting, it says the source is silent (still 503), until the read timeout makes it 'source down'."""
+    now = [0.0]
+    live = Liveness(clock=lambda: now[0])
+    health = Health("door", live, stall_after_s=1.0)
+    src = FakeSource(connected=True, queued=0)
+    health.running(src)
+    live.attach(src)
+    now[0] = 5.0
+    report = health.report()
+    assert report.problems == (
+        "source silent: connected, but no frame for 5 s (a live stream is reconnected after "
+        "source.read_timeout_s)",
+    )
+    assert report.http_status == 503
+    src.queued = 2  # frames wait and none is taken: the loop is hung
+    assert health.problems() == ["stalled: no frame processed for 5 s while frames wait"]
+
+
 def test_model_missing_is_reported_in_health_and_status(
     tmp_path: Path, notify_path: tuple[str, NotifySocket]
 ) -> None:

@@ -14,6 +14,8 @@ problems, each a short sentence starting with what is wrong:
 * ``source down: <last error>`` (a live stream reconnecting, a file that failed)
 * ``valkey down: <why>`` (fleet mode: the bridge has no connection, or the last PING failed)
 * ``stalled: no frame processed for N s while frames wait`` (hung inference; the watchdog acts on the same)
+* ``source silent: connected, but no frame for N s ...`` (a stream that stopped sending without failing, for
+  longer than ops.stall_after_s and not yet source.read_timeout_s, after which it is ``source down``)
 * ``forget not done: global ids [...] are still in its files: cannot read <file>: <why>`` (fleet mode: a forget
   the camera's files could not take yet; the worker tries again)
 * ``stopped`` (the worker has finished or is shutting down)
@@ -149,7 +151,7 @@ class Health:
         if bridge is not None:
             out.extend(_valkey_problem(bridge(), probe))
         if self.liveness.stalled(self.stall_after_s):
-            out.append(f"stalled: no frame processed for {self.liveness.idle_s():.0f} s while frames wait")
+            out.append(_stalled(source, self.liveness.idle_s()))
         unerased = self._unerased() if self._unerased is not None else None
         if unerased:
             out.append(f"forget not done: {unerased}")
@@ -172,6 +174,17 @@ class Health:
             stats = bridge()
             body["lagging_peers"], body["leading_peers"] = stats.lagging, stats.leading
         return Report(not problems, problems, body)
+
+
+def _stalled(source: WatchedSource | None, idle_s: float) -> str:
+    """No progress for too long: a hung loop when frames wait for it; with none waiting (the source is connected,
+    or the loop would be waiting for it), a camera that stopped sending without failing."""
+    if source is not None and source.queued == 0:
+        return (
+            f"source silent: connected, but no frame for {idle_s:.0f} s (a live stream is reconnected after "
+            "source.read_timeout_s)"
+        )
+    return f"stalled: no frame processed for {idle_s:.0f} s while frames wait"
 
 
 def _valkey_problem(stats: BridgeStats, probe_error: str | None) -> list[str]:
