@@ -519,6 +519,25 @@ def test_source_connected_is_0_before_the_source_is_open() -> None:
     assert value(samples(m.render().decode()), "reid_source_connected") == 1
 
 
+def test_a_starting_worker_exports_its_frame_series_at_0() -> None:
+    """reid_frames_total, reid_tracks_alive, reid_loop_seconds and reid_stage_seconds were not there until the
+    first frame, nor reid_identity_decisions_total{source} until the first such decision: a worker that never
+    got its first frame (a camera waited for at start, source.startup_wait_s, restarted again and again) had
+    no reid_frames_total, so an alert on increase(reid_frames_total[5m]) == 0 never fired for it."""
+    m = CameraMetrics("door", OpsConfig())
+    s = samples(m.render().decode())
+    assert value(s, "reid_frames_total") == 0 and value(s, "reid_tracks_alive") == 0
+    assert value(s, "reid_loop_seconds_count") == 0
+    for stage in ("decode", "detect", "embed", "track", "output", "fleet"):
+        assert value(s, "reid_stage_seconds_count", stage=stage) == 0
+    m.attach(assignment=lambda track_id: None)  # fleet mode: identity decisions
+    s = samples(m.render().decode())
+    for source in ("gallery", "fleet", "new"):
+        assert value(s, "reid_identity_decisions_total", source=source) == 0
+    for source in ("gallery", "fleet"):
+        assert value(s, "reid_identity_similarity_count", source=source) == 0
+
+
 def test_the_fps_gauge_counts_every_frame_of_a_long_window_in_bounded_memory() -> None:
     """The gauge kept the time of each frame, at most 10,000 of them: a window holding more (30 FPS over
     ops.fps_window_s 600 is 18,000 frames) lost the oldest and reported 16.7 FPS for 30."""

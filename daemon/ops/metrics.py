@@ -227,6 +227,7 @@ class CameraMetrics:
         self._identities: dict[int, tuple[int | None, str]] = {}
         self._assignment: AssignmentLookup | None = None
         self._build(cfg.latency_buckets)
+        self._zeros()
 
     def _build(self, buckets: tuple[float, ...]) -> None:
         r, cam = self.registry, ["camera"]
@@ -277,6 +278,14 @@ class CameraMetrics:
             buckets=buckets,
         )
 
+    def _zeros(self) -> None:
+        """The per-frame series at 0 before the first frame (a worker that never gets one must not lack them)."""
+        self.frames.labels(self.camera)
+        self.tracks.labels(self.camera)
+        self.loop.labels(self.camera)
+        for name in _stage_seconds(StageTimes(), 0.0):
+            self.stage.labels(self.camera, name)
+
     # ------------------------------------------------------------------------------------------ wiring
 
     def attach(
@@ -287,7 +296,8 @@ class CameraMetrics:
         assignment: AssignmentLookup | None = None,
     ) -> None:
         """Where the scrape-time snapshots come from (each optional; unset parts are not exported, except
-        reid_source_connected, 0 until a source is attached)."""
+        reid_source_connected, 0 until a source is attached). With ``assignment`` (fleet mode) the identity
+        decisions of each source are exported, at 0 until the first."""
         if source is not None:
             self._snap.source = source
         if bridge is not None:
@@ -296,6 +306,10 @@ class CameraMetrics:
             self._snap.identity = identity
         if assignment is not None:
             self._assignment = assignment
+            for decided in DECIDED:  # at 0 until the first of each
+                self.decisions.labels(self.camera, decided)
+                if decided != "new":
+                    self.similarity.labels(self.camera, decided)
 
     # ------------------------------------------------------------------------------------------ per frame
 
