@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from _ops import FakeSource, NotifySocket, looped_settings, notify_socket, wait_until
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon import bridge as bridge_module
@@ -395,7 +396,9 @@ def test_head_requests_get_the_status_and_headers_of_get() -> None:
     """Health checkers that probe with HEAD (load balancers, uptime monitors) got 501 Unsupported method."""
     live = Liveness()
     health = Health("door", live, stall_after_s=5.0)
-    server = OpsServer("127.0.0.1", 0, lambda: b"reid_frames_total 1\n", health.report, "door").start()
+    server = OpsServer(
+        "127.0.0.1", 0, lambda _accept: (b"reid_frames_total 1\n", "text/plain"), health.report, "door"
+    ).start()
     try:
         answers = {}
         for path in ("/health", "/metrics", "/nothing"):
@@ -411,12 +414,38 @@ def test_head_requests_get_the_status_and_headers_of_get() -> None:
     assert answers["/metrics"] == (200, "20", b"") and answers["/nothing"][0] == 404
 
 
+def test_metrics_answer_in_the_format_the_scraper_asks_for(tmp_path: Path) -> None:
+    """/metrics ignored the Accept header: Prometheus, which asks for OpenMetrics first, got the classic text
+    labelled 'version=1.0.0' (prometheus_client's label for text it writes when asked for that version), where
+    each counter's and histogram's creation time is a gauge series of its own (reid_frames_created,
+    reid_stage_seconds_created{stage} ...). It answers OpenMetrics when asked, else the classic text as 0.0.4."""
+    settings = looped_settings(tmp_path, http=True, port=0)
+    with Operations(settings, "door", notifier=Notifier({})) as ops:
+        assert ops.server is not None
+        url = ops.server.url + "/metrics"
+        prometheus = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        answers = {}
+        for accept in (prometheus, None):
+            req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                answers[accept] = (r.headers["Content-Type"], r.read().decode())
+    content_type, body = answers[prometheus]
+    assert content_type.startswith("application/openmetrics-text; version=1.0.0") and body.endswith("# EOF\n")
+    families = {f.name: f for f in openmetrics_families(body)}
+    assert families["reid_frames"].type == "counter" and "reid_frames_created" not in families
+    content_type, body = answers[None]
+    assert content_type == "text/plain; version=0.0.4; charset=utf-8"
+    assert "reid_frames_total" in {s.name for f in text_string_to_metric_families(body) for s in f.samples}
+
+
 def test_a_client_that_sends_nothing_is_dropped_and_does_not_hold_a_thread() -> None:
     """A connection to /metrics that never sent its request (a stuck scraper, a port scanner) held a server
     thread forever: enough of them use up the unit's TasksMax, and the worker can start no thread."""
     live = Liveness()
     health = Health("door", live, stall_after_s=5.0)
-    server = OpsServer("127.0.0.1", 0, lambda: b"reid_frames_total 1\n", health.report, "door").start()
+    server = OpsServer(
+        "127.0.0.1", 0, lambda _accept: (b"reid_frames_total 1\n", "text/plain"), health.report, "door"
+    ).start()
     try:
         idle = socket.create_connection(("127.0.0.1", server.port))
         idle.settimeout(15.0)

@@ -1,4 +1,5 @@
-"""The operations endpoint: ``GET /metrics`` (Prometheus text format) and ``GET /health`` (JSON; 200 or 503);
+"""The operations endpoint: ``GET /metrics`` (Prometheus text format, or OpenMetrics for a scraper whose Accept
+header asks for it) and ``GET /health`` (JSON; 200 or 503);
 ``HEAD`` answers the same status and headers; a connection that sends no request within ``REQUEST_TIMEOUT_S`` is
 closed.
 
@@ -16,8 +17,6 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from daemon.errors import ConfigError
 from daemon.ops.health import Report
@@ -42,7 +41,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self) -> tuple[int, str, bytes]:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, self.server.metrics()
+            body, content_type = self.server.metrics(self.headers.get("Accept", ""))
+            return 200, content_type, body
         if path == "/health":
             report = self.server.health()
             return report.http_status, "application/json", json.dumps(report.body).encode("utf-8")
@@ -61,12 +61,13 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("ops http %s: " + format, self.client_address[0], *args)
 
 
+Exposition = Callable[[str], tuple[bytes, str]]  # the scraper's Accept header -> (body, its content type)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(
-        self, address: tuple[str, int], metrics: Callable[[], bytes], health: Callable[[], Report]
-    ) -> None:
+    def __init__(self, address: tuple[str, int], metrics: Exposition, health: Callable[[], Report]) -> None:
         self.metrics = metrics
         self.health = health
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -77,7 +78,7 @@ class OpsServer:
     """Serves /metrics and /health on ``host:port`` (port 0: any free one) until ``close``."""
 
     def __init__(
-        self, host: str, port: int, metrics: Callable[[], bytes], health: Callable[[], Report], what: str
+        self, host: str, port: int, metrics: Exposition, health: Callable[[], Report], what: str
     ) -> None:
         try:
             self._server = _Server((host, port), metrics, health)

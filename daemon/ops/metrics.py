@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from daemon.bridge import BridgeStats
@@ -374,3 +375,9 @@ class CameraMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        """Every metric in the format a scraper's Accept header asks for (OpenMetrics, which Prometheus asks for
+        first; else the classic text), and its content type."""
+        encode, content_type = choose_encoder(accept)
+        return encode(self.registry), content_type
