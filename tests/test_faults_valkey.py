@@ -138,6 +138,9 @@ def test_valkey_down_30s_no_crash_bounded_backlog_delivered_after(
     assert published > BACKLOG and dropped >= published - BACKLOG  # the oldest went, counted
     assert sent_after >= BACKLOG  # what was kept was written once Valkey returned
     assert t_ok - t_back < 10.0
+    lost = after["reid_bridge_reconnects_total"] - before["reid_bridge_reconnects_total"]
+    tries = after["reid_bridge_reconnect_failures_total"] - before["reid_bridge_reconnect_failures_total"]
+    assert lost == 2 and tries >= 10  # the sender's and the receiver's connection, not each try while away
 
     for p in procs.values():
         p.send_signal(signal.SIGTERM)
