@@ -438,6 +438,24 @@ def test_metrics_answer_in_the_format_the_scraper_asks_for(tmp_path: Path) -> No
     assert "reid_frames_total" in {s.name for f in text_string_to_metric_families(body) for s in f.samples}
 
 
+def test_a_request_for_an_absolute_url_is_answered_as_its_path() -> None:
+    """'GET http://host:port/health HTTP/1.1' (the absolute form, which HTTP/1.1 servers must accept, sent by a
+    checker going through a proxy) got 404 'not found: try /metrics or /health'."""
+    health = Health("door", Liveness(), stall_after_s=5.0)
+    server = OpsServer(
+        "127.0.0.1", 0, lambda _a: (b"reid_fps 1\n", "text/plain"), health.report, "door"
+    ).start()
+    try:
+        answers = []
+        for target in (f"{server.url}/health", f"{server.url}/metrics?x=1", f"{server.url}/nothing"):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+                s.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+                answers.append(s.makefile("rb").readline().split()[1])
+    finally:
+        server.close()
+    assert answers == [b"503", b"200", b"404"]  # /health: still starting
+
+
 def test_a_client_that_sends_nothing_is_dropped_and_does_not_hold_a_thread() -> None:
     """A connection to /metrics that never sent its request (a stuck scraper, a port scanner) held a server
     thread forever: enough of them use up the unit's TasksMax, and the worker can start no thread."""

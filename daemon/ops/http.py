@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from daemon.errors import ConfigError
 from daemon.ops.health import Report
@@ -39,7 +40,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(*self._answer(), with_body=False)
 
     def _answer(self) -> tuple[int, str, bytes]:
-        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        path = urlsplit(self.path).path.rstrip("/") or "/"  # the query left out; an absolute URL's path
         if path == "/metrics":
             body, content_type = self.server.metrics(self.headers.get("Accept", ""))
             return 200, content_type, body
