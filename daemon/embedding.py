@@ -293,13 +293,24 @@ def temp_name(path: Path, suffix: str = "") -> Path:
     return path.parent / f".{temp_stem(path.name)}.{secrets.token_hex(6)}.tmp{suffix}"
 
 
+def _take_over(fd: int, replaced: os.stat_result) -> None:
+    """Give the open file ``fd`` the owner, group and mode of the file it is to replace, as far as this process
+    may (changing the owner takes root; a group, one of this user's groups): the mode in any case."""
+    if (replaced.st_uid, replaced.st_gid) != (os.geteuid(), os.getegid()):
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, replaced.st_uid, replaced.st_gid)
+    os.chmod(fd, stat.S_IMODE(replaced.st_mode))  # after fchown, which may clear set-id bits
+
+
 def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
     """Write ``data`` (bytes, or a function writing to the open file) to ``path`` through a temp file in the
     same folder (flush, fsync, rename, then fsync the folder where the platform allows it).
 
     The file gets the mode a file made with ``open`` would (0666 less the umask), or keeps the mode of the
     file it replaces: a temp file of ``tempfile.mkstemp`` is 0600, and other users (a service reading a
-    gallery someone enrolled) could no longer read it once renamed.
+    gallery someone enrolled) could no longer read it once renamed. It keeps that file's owner and group too
+    where this process may give them (root: ``forget`` run as root over a service's folders, deploy/README.md);
+    else it is this process's, as a new file is.
     """
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -308,7 +319,7 @@ def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             with contextlib.suppress(FileNotFoundError):
-                os.chmod(fh.fileno(), stat.S_IMODE(path.stat().st_mode))
+                _take_over(fh.fileno(), path.stat())
             if callable(data):
                 data(fh)
             else:

@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import yaml
 from _unreadable import unreadable_file
 
+from daemon.camera_lock import lock_file
 from daemon.cli import main
 from daemon.config import CameraConfig, OutputConfig, SourceConfig
 from daemon.erase import erase_camera, erase_global_rows, erase_stopped_camera, zero_embedding_rows
@@ -233,6 +235,36 @@ def test_forget_without_a_shared_valkey_refuses_while_a_camera_runs(tmp_path: Pa
         assert main(["-q", "forget", "7", "--config", str(config)]) == 2
     assert "cameras cam are running" in capsys.readouterr().err  # type: ignore[attr-defined]
     assert any(e["global_id"] == 7 for e in _events(tmp_path / "runs" / "cam"))  # nothing touched
+
+
+SERVICE_UID = 61240  # a uid of no one here, as a unit's DynamicUser= is
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another user takes root")
+def test_forget_run_as_root_leaves_the_files_it_rewrites_to_the_service_s_user(tmp_path: Path) -> None:
+    """deploy/README runs `forget` as root over the folders of the units' DynamicUser: each file it rewrote became
+    root's, at the file's mode (0640 under the unit's UMask=0027), so the service could no longer read it: a later
+    forget reaching the camera's worker stayed 'forget not done: ... Permission denied' on /health for good. A
+    file replaced keeps its owner, group and mode."""
+    config = _fleet_config(tmp_path)
+    runs = tmp_path / "runs"
+    outputs = _outputs(runs)
+    _frame(outputs, 0, {1: 7, 2: 8})
+    outputs.close()
+    camera = runs / "cam"
+    lock_file(camera).touch()  # a worker takes its folder's lock before it writes there
+    for path in [camera, *camera.rglob("*")]:
+        os.chown(path, SERVICE_UID, SERVICE_UID)
+        os.chmod(path, 0o750 if path.is_dir() else 0o640)
+    before = {p.name: p.stat() for p in camera.iterdir()}
+
+    assert main(["-q", "forget", "7", "--config", str(config)]) == 0
+    assert all(e["global_id"] != 7 for e in _events(camera))  # the files were rewritten
+    after = {p.name: p.stat() for p in camera.iterdir()}
+    assert set(after) == set(before)
+    owners = {name: (s.st_uid, s.st_gid, stat.S_IMODE(s.st_mode)) for name, s in after.items()}
+    assert owners == {name: (SERVICE_UID, SERVICE_UID, 0o640) for name in before}, owners
+    assert any(after[n].st_ino != before[n].st_ino for n in after)  # some were replaced, not written in place
 
 
 def _keep_as_earlier(folder: Path, stamp: str) -> Path:
