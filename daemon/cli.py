@@ -89,7 +89,12 @@ def _load(args: argparse.Namespace) -> tuple[Any, str]:
     from daemon.config import load_settings, with_overrides
 
     settings = load_settings(args.config)
-    name, _ = settings.camera(args.camera)
+    try:
+        name, _ = settings.camera(args.camera)
+    except ConfigError as e:  # --camera (a unit's instance name) against the file: name the file
+        if args.config is None:
+            raise
+        raise ConfigError(f"{args.config}: {e}") from e
     updates = _camera_updates(args)
     if updates:
         settings = with_overrides(settings, name, updates, _UPDATE_FLAGS)

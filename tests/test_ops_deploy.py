@@ -374,3 +374,21 @@ def test_the_readme_layout_names_every_module() -> None:
     modules = {p.name for p in (ROOT / "daemon").rglob("*.py") if not p.name.startswith("__")}
     assert sorted(modules - named) == []
     assert sorted(named - modules) == []  # nor one that is gone
+
+
+def test_a_unit_instance_naming_no_camera_of_the_file_exits_2_naming_the_file(tmp_path: Path) -> None:
+    """`systemctl start reid-daemon@lobyy` (a misspelt instance, or a camera taken out of fleet.yaml whose unit
+    is still enabled) ran the unit's command line to "no camera 'lobyy' in the config (it has [...])": neither the
+    file nor the option that named it. The journal's one line names the file; exit status 2 (not restarted)."""
+    unit = (DEPLOY / "reid-daemon@.service").read_text()
+    line = next(x for x in unit.splitlines() if x.startswith("ExecStart="))
+    config = DEPLOY / "fleet.example.yaml"
+    argv = shlex.split(line.removeprefix("ExecStart=").replace("%i", "lobyy"))[1:]
+    argv[argv.index("/etc/reid-daemon/fleet.yaml")] = str(config)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", *argv], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 2, done.stderr
+    (error,) = [json.loads(x) for x in done.stderr.splitlines() if '"exit_code"' in x]
+    assert error["message"] == f"{config}: no camera 'lobyy' in the config (it has ['door', 'lobby'])"
