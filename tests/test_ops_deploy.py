@@ -392,3 +392,27 @@ def test_a_unit_instance_naming_no_camera_of_the_file_exits_2_naming_the_file(tm
     assert done.returncode == 2, done.stderr
     (error,) = [json.loads(x) for x in done.stderr.splitlines() if '"exit_code"' in x]
     assert error["message"] == f"{config}: no camera 'lobyy' in the config (it has ['door', 'lobby'])"
+
+
+def _section(markdown: str, title: str) -> str:
+    """The text of section ``## title`` of ``markdown`` (up to the next ``## ``)."""
+    return markdown.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_upgrade_takes_every_unit_and_file_the_install_installs() -> None:
+    """The deploy README's Upgrade diffed and installed reid-daemon@.service and the target only: a release
+    changing reid-valkey.service or valkey.conf left the host on the old ones, and the valkey-server `make venv`
+    replaced ran on as the old binary. Every file of deploy/ the Install and Valkey steps install is named in
+    the Upgrade (installed, or its diff merged), and Valkey is restarted there."""
+    readme = (DEPLOY / "README.md").read_text()
+    upgrade = _section(readme, "Upgrade")
+    installed = {
+        name
+        for section in ("Install (Debian 12)", "Valkey")
+        for name in re.findall(r"deploy/([\w@.-]+)", _section(readme, section))
+        if name != "fleet.example.yaml"  # the site's own file, edited: not replaced by a release
+    }
+    assert installed == {"reid-daemon@.service", "reid-daemon.target", "reid-valkey.service", "valkey.conf"}
+    taken = set(re.findall(r"deploy/([\w@.-]+)", upgrade))
+    assert installed <= taken, installed - taken
+    assert "systemctl restart reid-valkey.service" in upgrade
