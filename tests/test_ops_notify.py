@@ -258,3 +258,28 @@ def test_watchdog_keeps_feeding_while_the_loop_waits_for_a_dead_source(
         starved = _stalled(fake)
     read = _read(fake)
     assert [m for m in read[starved[0] : starved[-1]] if "WATCHDOG" in m] == []
+
+
+def test_status_says_stopping_from_a_stop_request_on(
+    tmp_path: Path, notify_path: tuple[str, NotifySocket]
+) -> None:
+    """A SIGTERM sent STOPPING=1 'stopping: door asked to stop', and the supervisor's next tick, its source now
+    closed, said 'source down: not connected' (seen under a hand-run unit: `systemctl status` of a stopping
+    service, and /health, showing a camera fault) until the worker's last 'stopping: N frames'. From the stop
+    request on, STATUS= and /health say stopping. A 0.3 s watchdog period: the supervisor ticks each 0.1 s."""
+    path, fake = notify_path
+    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "300000"})
+    with Operations(looped_settings(tmp_path), "door", notifier=notifier) as ops:
+        source = FakeSource()
+        ops.health.running(source)
+        ops.liveness.beat()
+        wait_until(lambda: any(s.startswith("ok: ") for s in fake.values("STATUS")), 5.0, "a status tick")
+        ops.request_stop()
+        wait_until(lambda: bool(fake.values("STOPPING")), 5.0, "STOPPING=1")
+        source.connected = False  # as the stop closes it
+        fake.mark("closed")
+        wait_until(lambda: len(fake.after("MARK", "closed")) >= 3, 5.0, "three ticks after the close")
+        report = ops.health.report()
+    said = [m["STATUS"] for m in fake.after("STOPPING", "1") if "STATUS" in m]
+    assert said and all(s == "stopping: door asked to stop" for s in said), said
+    assert report.problems == ("stopping: door asked to stop",) and report.http_status == 503

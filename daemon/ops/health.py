@@ -18,6 +18,7 @@ problems, each a short sentence starting with what is wrong:
   longer than ops.stall_after_s and not yet source.read_timeout_s, after which it is ``source down``)
 * ``forget not done: global ids [...] are still in its files: cannot read <file>: <why>`` (fleet mode: a forget
   the camera's files could not take yet; the worker tries again)
+* ``stopping: <why>`` (a stop was asked for: the worker finishes its frame, flushes and exits)
 * ``stopped`` (the worker has finished or is shutting down)
 
 The document also gives the frames processed, the seconds since the last one (``idle_s``) and since the process
@@ -43,7 +44,7 @@ from typing import Any, Literal
 from daemon.bridge import BridgeStats
 from daemon.ops.liveness import Liveness, WatchedSource
 
-Phase = Literal["starting", "running", "stopped", "failed"]
+Phase = Literal["starting", "running", "stopping", "stopped", "failed"]
 _IMPORTED = time.monotonic()  # where the process's start cannot be read: the closest this module knows
 
 
@@ -76,6 +77,21 @@ class Report:
         return "ok" if self.ok else "; ".join(self.problems)
 
 
+def _phase_problem(phase: Phase, failure: str, waiting: str, stopping: str) -> str | None:
+    """What a worker that is not running says of itself (None: it runs, its problems are its parts')."""
+    if phase == "starting":
+        if waiting:
+            return f"starting: waiting for {waiting}"
+        return "starting: loading models and opening the source"
+    if phase == "failed":
+        return failure
+    if phase == "stopping":
+        return f"stopping: {stopping}"
+    if phase == "stopped":
+        return "stopped"
+    return None
+
+
 class Health:
     """Collects the worker's phase, its source, its bridge and the loop's liveness into a :class:`Report`."""
 
@@ -86,6 +102,7 @@ class Health:
         self._lock = threading.Lock()
         self._phase: Phase = "starting"
         self._failure = ""
+        self._stopping = ""  # why the worker stops (a signal), from the request to the end
         self._waiting = ""  # what the start waits for, and why (the source, the fleet's Valkey)
         self._source: WatchedSource | None = None
         self._bridge: Callable[[], BridgeStats] | None = None
@@ -102,14 +119,22 @@ class Health:
         """Running on ``source``; ``bridge`` gives the fleet link's stats, ``unerased`` what keeps a forget from
         the camera's files (None: nothing)."""
         with self._lock:
-            self._phase, self._source, self._bridge = "running", source, bridge
-            self._unerased = unerased
+            self._source, self._bridge, self._unerased = source, bridge, unerased
+            if self._phase == "starting":  # not a stop asked for while it started
+                self._phase = "running"
 
     def waiting(self, what: str) -> None:
         """The start waits for ``what`` (``the source: <why it could not be opened yet>``, ``the fleet's Valkey
         at <url>: ...``)."""
         with self._lock:
             self._waiting = what
+
+    def stopping(self, why: str) -> None:
+        """A stop was asked for (``why``): the worker finishes its frame, flushes and exits; its closed source
+        and bridge are no fault of the camera's."""
+        with self._lock:
+            if self._phase in ("starting", "running"):
+                self._phase, self._stopping = "stopping", why
 
     def stopped(self) -> None:
         with self._lock:
@@ -127,22 +152,18 @@ class Health:
 
     def problems(self) -> list[str]:
         with self._lock:
-            phase, failure, source, bridge, probe, waiting = (
+            phase, failure, source, bridge, probe, waiting, stopping = (
                 self._phase,
                 self._failure,
                 self._source,
                 self._bridge,
                 self._valkey_error,
                 self._waiting,
+                self._stopping,
             )
-        if phase == "starting":
-            if waiting:
-                return [f"starting: waiting for {waiting}"]
-            return ["starting: loading models and opening the source"]
-        if phase == "failed":
-            return [failure]
-        if phase == "stopped":
-            return ["stopped"]
+        said = _phase_problem(phase, failure, waiting, stopping)
+        if said is not None:
+            return [said]
         out: list[str] = []
         if source is not None:
             stats = source.stats

@@ -125,6 +125,7 @@ class Operations:
         threading.Thread(target=self._stop_source, args=(src,), name="ops-stop", daemon=True).start()
 
     def _stop_source(self, src: FrameSource | None) -> None:
+        self.health.stopping(f"{self.camera} asked to stop")  # the supervisor's STATUS= says so too
         self.notifier.stopping(f"stopping: {self.camera} asked to stop")
         if src is not None:
             src.close()
