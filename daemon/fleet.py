@@ -87,6 +87,9 @@ from daemon.types import FloatArray, Frame, Track
 log = logging.getLogger(__name__)
 
 IDENTITY_SCHEMA_VERSION = 1
+STOP_FLUSH_S = 1.0
+"""How long a stopping worker waits for its fleet backlog to be written to Valkey (all of it, at once, where
+Valkey is up; the whole of this where it is away, in case it comes back): part of the unit's TimeoutStopSec."""
 MAX_PENDING_ROWS = 300  # rows a pending track may hold back before its global id is known (then dropped)
 MAX_PENDING_TRACKS = 2_000
 MAX_REPORTED_IDS = 100_000  # identities a camera keeps in its end-of-run report (least recently seen go)
@@ -886,7 +889,7 @@ class FleetLink:
         if self._idle_failure is not None:
             raise self._idle_failure
 
-    def close(self, flush_s: float = 1.0) -> None:
+    def close(self, flush_s: float = STOP_FLUSH_S) -> None:
         self._idle_stop.set()
         thread, self._idle_expiry = self._idle_expiry, None
         if thread is not None:
