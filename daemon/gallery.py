@@ -913,6 +913,7 @@ def holding(
     except OSError as e:
         raise DataError(f"cannot open the lock file {lock} of {what}: {e}") from e
     try:
+        _give_to_folder_owner(fd, lock)
         if not _take_lock(fd, wait_s, lock, what, wait_for):
             raise LockTimeout(_lock_timeout_message(fd, wait_s, lock, what, setting), Holder.read(fd))
         Holder.now(who).record(fd, lock)
@@ -922,6 +923,16 @@ def holding(
             Holder.clear(fd)
     finally:
         os.close(fd)  # and with it the lock
+
+
+def _give_to_folder_owner(fd: int, lock: Path) -> None:
+    """A lock file this process owns in a folder of another user is that user's where this process may give it
+    (root: ``forget`` run as root over a service's camera folder, deploy/README.md), so that its writers, that
+    user's, can still open it; else it stays as it is."""
+    mine, folder = os.fstat(fd), os.stat(lock.parent)
+    if mine.st_uid == os.geteuid() and (mine.st_uid, mine.st_gid) != (folder.st_uid, folder.st_gid):
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, folder.st_uid, folder.st_gid)
 
 
 LOCK_POLL_S = 0.05

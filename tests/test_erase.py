@@ -267,6 +267,27 @@ def test_forget_run_as_root_leaves_the_files_it_rewrites_to_the_service_s_user(t
     assert any(after[n].st_ino != before[n].st_ino for n in after)  # some were replaced, not written in place
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another user takes root")
+def test_a_lock_file_forget_as_root_makes_in_a_service_s_folder_is_the_service_s(tmp_path: Path) -> None:
+    """`forget` run as root over a camera folder that held no lock file (a folder of a release before the
+    lock, or copied in) made it root's, 0644: the camera's worker, the unit's DynamicUser, could then not open it
+    to take its lock, and exited 2 ('cannot open the lock file ...: Permission denied'), not restarted. A lock
+    file root makes in a folder of another user is that user's."""
+    config = _fleet_config(tmp_path)
+    outputs = _outputs(tmp_path / "runs")
+    _frame(outputs, 0, {1: 7})
+    outputs.close()
+    camera = tmp_path / "runs" / "cam"
+    for path in [tmp_path / "runs", camera, *camera.rglob("*")]:
+        os.chown(path, SERVICE_UID, SERVICE_UID)
+    assert not lock_file(camera).exists()
+
+    assert main(["-q", "forget", "7", "--config", str(config)]) == 0
+    made = lock_file(camera).stat()
+    assert (made.st_uid, made.st_gid) == (SERVICE_UID, SERVICE_UID)
+    assert made.st_mode & 0o600 == 0o600  # its owner, the worker, may open it to write its name in
+
+
 def _keep_as_earlier(folder: Path, stamp: str) -> Path:
     """Move a camera's files into an ``earlier-*`` folder, as a restarted live camera does."""
     earlier = folder / f"earlier-{stamp}"
