@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import pytest
 from _video import Shown, encode_numbered, frame_number, shown_frames
+from test_sources import _blank_frames, _mjpeg_avi  # an MJPEG AVI and its frames' data lost
 
 from daemon.cli import main
 from daemon.config import SourceConfig
@@ -523,3 +524,21 @@ def test_an_rtsp_stream_with_b_frames_is_delivered_in_display_order(b_frame_stre
     assert numbers(got) == list(range(40)) and [f.index for f in got] == list(range(40))
     stamps = [f.timestamp for f in got]
     assert all(b >= a for a, b in itertools.pairwise(stamps)) and stamps[-1] - stamps[0] < 10.0
+
+
+def test_a_damaged_frame_of_a_file_with_no_plausible_rate_is_passed_over_by_its_failed_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An MJPEG AVI whose header says 5000 fps (no plausible rate: timed at folder_fps) with frame 2's data lost:
+    its frames have no times to be numbered by after the failed read, so the failed grab counts the frame lost,
+    as before the numbering by times: frames 0, 1, 3, 4, 5, frame 2 named (numbered by times at no rate, frames
+    3-5 would have come as 2-4, frame 2 never named)."""
+    video = tmp_path / "bogus-rate.avi"
+    data = _mjpeg_avi(video, 6)
+    strh = data.find(b"strh") + 8  # fccType, fccHandler, flags, priority, language, initial frames
+    struct.pack_into("<II", data, strh + 20, 1, 5000)  # dwScale 1, dwRate 5000: 5000 fps
+    video.write_bytes(_blank_frames(data, {2}))
+    with caplog.at_level(logging.WARNING, logger="daemon"):
+        frames, _ = read_all(video, folder_fps=8)
+    assert [f.index for f in frames] == [round(float(f.image.mean()) / 40) for f in frames] == [0, 1, 3, 4, 5]
+    assert f"{video}: frame 2 could not be decoded" in caplog.text
