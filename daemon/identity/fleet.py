@@ -64,7 +64,9 @@ class Contribution:
 class _Identity:
     gid: int
     label: str | None = None
-    keys: set[Key] = field(default_factory=set)
+    # its tracks, in the order they joined it: a dict, not a set, whose order (a str in each key, hashed with the
+    # process's random seed) would differ from run to run, and with it whichever of two tied claims is met first
+    keys: dict[Key, None] = field(default_factory=dict)
 
 
 class ExemplarBank:
@@ -261,7 +263,7 @@ class FleetStore:
         self.contributions[c.key] = c
         self._in_order(c)
         ident = self._identity(c.gid, now)
-        ident.keys.add(c.key)
+        ident.keys[c.key] = None
         self.identities.move_to_end(c.gid)
         if exemplars is not None:
             self._make_room(len(exemplars), now, c.key)
@@ -284,8 +286,8 @@ class FleetStore:
             return
         key = (c.camera, -next(self._spells))
         self.bank.rekey(c.key, key)
-        ident.keys.discard(c.key)
-        ident.keys.add(key)
+        ident.keys.pop(c.key, None)
+        ident.keys[key] = None
         c.key, c.pos, c.pos_t, c.vel = key, None, math.nan, None
         self.contributions[key] = c
         self._in_order(c)
@@ -347,7 +349,7 @@ class FleetStore:
         for key in src.keys:
             self.contributions[key].gid = keep
             self.bank.regid(key, keep)
-            dst.keys.add(key)
+            dst.keys[key] = None
         self._alias(gone, keep)
         self.merges += 1
         self._cap_tracks(dst)
@@ -375,7 +377,7 @@ class FleetStore:
         ident = self.identities.get(c.gid)
         if ident is None:
             return
-        ident.keys.discard(c.key)
+        ident.keys.pop(c.key, None)
         if not ident.keys:
             self._delete_identity(ident)
 
