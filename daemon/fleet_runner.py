@@ -201,10 +201,8 @@ FLEET_WHO = (
 )
 
 
-JoinCamera = Callable[
-    [Settings, str, Sequence[str]], CameraProcess
-]  # starts a camera added, or started again
-# with its settings' changed keys (``_Follow``)
+# starts a camera added to the YAML, or one started again with the keys of its settings that changed (_Follow)
+JoinCamera = Callable[[Settings, str, Sequence[str]], CameraProcess]
 
 
 def _start_camera(
