@@ -62,7 +62,6 @@ from daemon.config import EnrollConfig
 from daemon.embed import crop_boxes
 from daemon.embedding import (
     LEFTOVER_AGE_S,
-    Leftovers,
     atomic_write,
     npz_start_problem,
     output_file_problem,
@@ -71,7 +70,7 @@ from daemon.embedding import (
 )
 from daemon.enroll import reference_files
 from daemon.errors import ConfigError, DataError, ModelError
-from daemon.tempdirs import OldFiles, remove_old_files
+from daemon.tempdirs import EARLIER_RELEASE, Leftovers, remove_old_files
 from daemon.types import FloatArray, ImageBGR
 
 if TYPE_CHECKING:
@@ -816,7 +815,7 @@ def remove_cache_leftovers(folder: Path) -> Leftovers:
 _OLD_CACHE_TEMP = re.compile(r"tracklets-[0-9a-f]{20}\.tmp\.npz")  # save_tracklets's one name before 90a64e0
 
 
-def remove_old_cache_temporaries(folder: Path) -> OldFiles:
+def remove_old_cache_temporaries(folder: Path) -> Leftovers:
     """The temporary files earlier releases wrote every tracklet cache through (``tracklets-<key>.tmp.npz``, one
     fixed name, no lock), left in the cache ``folder`` by a run killed while it wrote one, removed once a day
     old (``tempdirs.remove_old_files``: an older release's run may be writing one now); nothing else there."""
@@ -832,7 +831,7 @@ def cached_tracklets(path: Path | None, make: Any) -> Tracklets:
             logger.info("%s", removed.left_in(path.parent))
         old = remove_old_cache_temporaries(path.parent)
         if old.files:
-            logger.info("%s", old.left_in(path.parent))
+            logger.info("%s", old.left_in(path.parent, EARLIER_RELEASE))
     if path is not None and path.is_file():
         hit = load_tracklets(path)
         if hit is not None:

@@ -43,6 +43,7 @@ from tqdm import tqdm
 from daemon.config import RecognitionConfig, SourceConfig
 from daemon.errors import DataError
 from daemon.sources import IMAGE_EXTENSIONS, natural_key, open_source
+from daemon.tempdirs import Leftovers, remove_files
 from daemon.types import Detections, Detector, Embedder, FloatArray, Frame, ImageBGR
 
 logger = logging.getLogger(__name__)
@@ -361,24 +362,6 @@ def may_be_cut(target: str) -> bool:
     return len(target.encode("utf-8", "surrogateescape")) > _TMP_STEM_BYTES - 4  # cut on a character's edge
 
 
-@dataclass(frozen=True, slots=True)
-class Leftovers:
-    """Temporary files of ``atomic_write`` removed as left over: how many, and their bytes."""
-
-    files: int = 0
-    bytes: int = 0
-
-    def __add__(self, other: Leftovers) -> Leftovers:
-        return Leftovers(self.files + other.files, self.bytes + other.bytes)
-
-    def text(self) -> str:
-        return f"{self.files} temporary file{'s' if self.files != 1 else ''} ({self.bytes} bytes)"
-
-    def left_in(self, folder: Path) -> str:
-        """What a cleaner logs of these, removed from ``folder``."""
-        return f"removed {self.text()} left in {folder} by a writer killed before it renamed them"
-
-
 def remove_leftovers(
     folder: Path, ours: Callable[[str], bool], before: float | None = None, suffix: str = ""
 ) -> Leftovers:
@@ -389,32 +372,12 @@ def remove_leftovers(
     (``temp_name``'s, for a writer that picks the file's format by its name: cv2.VideoWriter). Plain files only
     (a link or a folder of such a name is no leftover of ``atomic_write``). A folder that cannot be listed has
     none removed; a file that cannot be removed is logged and left."""
-    removed = Leftovers()
-    try:
-        entries = os.scandir(folder)
-    except OSError:  # none there, or not to be read: nothing of ours can be told apart in it
-        return removed
-    with entries:
-        for entry in entries:
-            named = entry.name.endswith(suffix)
-            target = temp_target(entry.name[: len(entry.name) - len(suffix)]) if named else None
-            if target is not None and ours(target):
-                removed += _remove_leftover(entry, before)
-    return removed
 
+    def taken(name: str) -> bool:
+        target = temp_target(name[: len(name) - len(suffix)]) if name.endswith(suffix) else None
+        return target is not None and ours(target)
 
-def _remove_leftover(entry: os.DirEntry[str], before: float | None) -> Leftovers:
-    try:
-        st = entry.stat(follow_symlinks=False)
-        if not stat.S_ISREG(st.st_mode) or (before is not None and st.st_mtime >= before):
-            return Leftovers()
-        os.unlink(entry.path)
-    except FileNotFoundError:  # renamed by its writer, or removed by another cleaner, meanwhile
-        return Leftovers()
-    except OSError as e:
-        logger.warning("cannot remove the left-over temporary file %s: %s", entry.path, e.strerror or e)
-        return Leftovers()
-    return Leftovers(1, st.st_size)
+    return remove_files(folder, taken, before)
 
 
 # ---------------------------------------------------------------------------------------------- files

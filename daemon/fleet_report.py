@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from daemon.embedding import LEFTOVER_AGE_S, Leftovers, atomic_write, remove_leftovers, temp_stem
+from daemon.embedding import LEFTOVER_AGE_S, atomic_write, remove_leftovers, temp_stem
 from daemon.errors import DataError
 from daemon.fleet import merge_spans
 from daemon.fleet_eval import CameraRun, counted, evaluate_fleet
@@ -43,6 +43,7 @@ from daemon.outputs import (
     video_segment,
     video_segments,
 )
+from daemon.tempdirs import Leftovers
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -37,6 +37,7 @@ from daemon.config import default_cache_dir
 from daemon.embedding import atomic_write
 from daemon.errors import ModelError
 from daemon.tempdirs import (
+    EARLIER_RELEASE,
     a_process_works_in,
     make_owned_folder,
     owned_folder,
@@ -473,7 +474,7 @@ def _remove_old_temporaries(folder: Path, old: Callable[[str], object]) -> None:
     a day old (``tempdirs.remove_old_files``: an older release's process may be writing one now)."""
     removed = remove_old_files(folder, old)
     if removed.files:
-        logger.info("%s", removed.left_in(folder))
+        logger.info("%s", removed.left_in(folder, EARLIER_RELEASE))
 
 
 def _old_download(file: str, zoo: Collection[str]) -> bool:

@@ -83,7 +83,6 @@ from daemon.embed import embedder_signature
 from daemon.embedding import (
     LEFTOVER_AGE_S,
     EmbedOptions,
-    Leftovers,
     atomic_write,
     embed,
     is_image_file,
@@ -108,6 +107,7 @@ from daemon.enroll import (
 from daemon.errors import ConfigError, DataError, LockTimeout
 from daemon.gallery import Gallery, latest, locked
 from daemon.recognize import check_embedder, recognize_embeddings
+from daemon.tempdirs import Leftovers
 from daemon.types import Detector, Embedder, ImageBGR
 
 logger = logging.getLogger(__name__)

@@ -63,22 +63,24 @@ class StaleFolders:
 
 
 @dataclass(frozen=True, slots=True)
-class OldFiles:
-    """Fixed-name temporary files of earlier releases removed as left over: how many, and their bytes."""
+class Leftovers:
+    """Temporary files removed as left over (``remove_files``): how many, and their bytes."""
 
     files: int = 0
     bytes: int = 0
 
-    def __add__(self, other: OldFiles) -> OldFiles:
-        return OldFiles(self.files + other.files, self.bytes + other.bytes)
+    def __add__(self, other: Leftovers) -> Leftovers:
+        return Leftovers(self.files + other.files, self.bytes + other.bytes)
 
-    def left_in(self, parent: Path) -> str:
-        """What a cleaner logs of these, removed from ``parent``."""
-        s = "s" if self.files != 1 else ""
-        return (
-            f"removed {self.files} temporary file{s} ({self.bytes} bytes) left in {parent} by an earlier release "
-            "that ended before renaming them (killed)"
-        )
+    def text(self) -> str:
+        return f"{self.files} temporary file{'s' if self.files != 1 else ''} ({self.bytes} bytes)"
+
+    def left_in(self, folder: Path, by: str = "a writer killed before it renamed them") -> str:
+        """What a cleaner logs of these, removed from ``folder``, left there ``by`` whom."""
+        return f"removed {self.text()} left in {folder} by {by}"
+
+
+EARLIER_RELEASE = "an earlier release that ended before renaming them (killed)"  # remove_old_files' leftovers
 
 
 @dataclass(slots=True)
@@ -209,39 +211,49 @@ def _bytes_in(folder: Path) -> int:
     return total
 
 
-def remove_old_files(folder: Path, named: Callable[[str], object]) -> OldFiles:
+def remove_old_files(folder: Path, named: Callable[[str], object]) -> Leftovers:
     """Remove the plain files of this user in ``folder`` (not in its sub-folders) whose names ``named`` takes,
     once last written ``UNLOCKED_AGE_S`` ago: the temporary files earlier releases wrote through one fixed name
-    without a lock, left for good by one killed before it renamed them. Nothing tells whether an older process
-    still writes one (an older release's run beside this one), so the age rule of folders without their lock
-    file applies: its writer changes it all along and renames it in far less than a day. Links, folders and
-    younger files are left; a folder that cannot be listed has none removed; a file that cannot be removed is
-    logged and left."""
-    removed = OldFiles()
+    without a lock, left for good by one killed before it renamed them (logged ``left_in(folder,
+    EARLIER_RELEASE)``). Nothing tells whether an older process still writes one (an older release's run beside
+    this one), so the age rule of folders without their lock file applies: its writer changes it all along and
+    renames it in far less than a day."""
+    return remove_files(folder, named, time.time() - UNLOCKED_AGE_S, own_only=True)
+
+
+def remove_files(
+    folder: Path, named: Callable[[str], object], before: float | None = None, own_only: bool = False
+) -> Leftovers:
+    """Remove the plain files in ``folder`` (not in its sub-folders) whose names ``named`` takes: with
+    ``before`` (a ``time.time()``), only those last written before it; with ``own_only``, only this user's.
+    Links and folders are left; a folder that cannot be listed has none removed; a file that cannot be removed
+    is logged and left; one gone meanwhile (renamed by its writer, removed by another cleaner) is no matter."""
+    removed = Leftovers()
     try:
         entries = os.scandir(folder)
     except OSError:  # none there, or not to be read
         return removed
-    before = time.time() - UNLOCKED_AGE_S
     with entries:
         for entry in entries:
             if named(entry.name):
-                removed += _remove_old_file(entry, before)
+                removed += _remove_file(entry, before, own_only)
     return removed
 
 
-def _remove_old_file(entry: os.DirEntry[str], before: float) -> OldFiles:
+def _remove_file(entry: os.DirEntry[str], before: float | None, own_only: bool) -> Leftovers:
     try:
         st = entry.stat(follow_symlinks=False)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mtime >= before:
-            return OldFiles()
+        if not stat.S_ISREG(st.st_mode) or (own_only and st.st_uid != os.getuid()):
+            return Leftovers()
+        if before is not None and st.st_mtime >= before:
+            return Leftovers()
         os.unlink(entry.path)
     except FileNotFoundError:  # renamed by its writer, or removed by another cleaner, meanwhile
-        return OldFiles()
+        return Leftovers()
     except OSError as e:
         logger.warning("cannot remove the left-over temporary file %s: %s", entry.path, e.strerror or e)
-        return OldFiles()
-    return OldFiles(1, st.st_size)
+        return Leftovers()
+    return Leftovers(1, st.st_size)
 
 
 def a_process_works_in(folder: Path) -> bool:

@@ -17,7 +17,7 @@ from daemon.camera_lock import StoppedWaiting, worker_locked
 from daemon.config import CameraConfig, Settings, redact
 from daemon.detect import build_detector
 from daemon.embed import build_embedder, embedder_signature, signature_through
-from daemon.embedding import Leftovers, remove_leftovers, temp_stem
+from daemon.embedding import remove_leftovers, temp_stem
 from daemon.erase import PENDING_FILE, Erased, PendingForgets, erase_camera, erase_problem
 from daemon.errors import ConfigError, DaemonError
 from daemon.fleet import FleetLink, GlobalMotWriter, IdentityLog, load_identity_head, sighting_gap_s
@@ -41,6 +41,7 @@ from daemon.outputs import (
 )
 from daemon.pipeline import FrameResult, Pipeline
 from daemon.sources import SOURCE_WAIT, FrameSource, check_not_text, open_source_waiting
+from daemon.tempdirs import Leftovers
 from daemon.track import BotSortTracker
 from daemon.types import Frame
 

@@ -17,12 +17,13 @@ import pytest
 import yaml
 from _ops import wait_until
 
-from daemon.embedding import LEFTOVER_AGE_S, Leftovers
+from daemon.embedding import LEFTOVER_AGE_S
 from daemon.fleet_mosaic import BANNER_PX, Tile, cell_size, grid, write_mosaic
 from daemon.fleet_report import remove_report_leftovers
 from daemon.fleet_runner import report_fleet, run_fleet
 from daemon.mp4_timing import frame_rate
 from daemon.outputs import AnnotatedVideo
+from daemon.tempdirs import Leftovers
 
 
 def _grey_video(path: Path, fps: float, levels: list[int], size: tuple[int, int] = (64, 48)) -> Path:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from _ops import wait_until
 
-from daemon.embedding import LEFTOVER_AGE_S, Leftovers
+from daemon.embedding import LEFTOVER_AGE_S
 from daemon.errors import DataError
 from daemon.fleet import IdentityLog
 from daemon.fleet_report import (
@@ -30,6 +30,7 @@ from daemon.fleet_report import (
 )
 from daemon.identity import IdentityAssignment
 from daemon.outputs import RunRecord
+from daemon.tempdirs import Leftovers
 
 T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 
