@@ -745,6 +745,23 @@ def _check_embed_options(args: argparse.Namespace) -> None:
         raise ConfigError("--box embeds the boxes given, --detect the people the detector finds: give one")
 
 
+def _check_embed_inputs(inputs: list[str], recursive: bool) -> None:
+    """DataError, before the work, for an input that is not there or a folder that holds no image: found after
+    the inputs before it were embedded, it would end the command with their work lost."""
+    from daemon.embedding import is_image_file, list_image_files
+    from daemon.sources import IMAGE_EXTENSIONS
+
+    for path in (Path(p) for p in inputs):
+        if not (path.exists() or path.is_symlink()):  # a broken link is an image that cannot be read
+            raise DataError(
+                f"{'image' if is_image_file(path) else 'video'} not found: {_printable(str(path))}"
+            )
+        if path.is_dir() and not list_image_files(path, recursive):
+            raise DataError(
+                f"folder {_printable(str(path))} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+            )
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -753,6 +770,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     _check_embed_options(args)
     cfg = _recognition_config(args, video_every=args.every)
     embedder, detector, model = _recognition_models(args, detector=args.detect)
+    _check_embed_inputs(args.inputs, args.recursive)
+    skipped: list[tuple[Path, str]] = []
     opts = EmbedOptions(
         detector=detector,
         largest=args.largest,
@@ -761,13 +780,17 @@ def cmd_embed(args: argparse.Namespace) -> int:
         recursive=args.recursive,
         model=model,
         progress=_progress(args),
+        on_error=_skipping(skipped),
     )
     boxes = np.asarray(args.box, dtype=np.float32) if args.box else None
     result = EmbeddingResult.concat(_embed_inputs(args.inputs, embedder, boxes, opts))
+    _check_some_read(args.inputs, args.recursive, skipped)
     if args.out:
         result.save(args.out)
     if args.json:
-        print(json.dumps(result.as_dict()))
+        print(
+            json.dumps({**result.as_dict(), "skipped": [{"path": str(p), "reason": r} for p, r in skipped]})
+        )
         return 0
     t = result.meta.timings
     print(
@@ -779,9 +802,48 @@ def cmd_embed(args: argparse.Namespace) -> int:
         print(f"  {where}{frame} box {','.join(f'{v:.0f}' for v in c.box)}")
     if len(result) > 20:
         print(f"  ... and {len(result) - 20} more")
+    print(_printable(_skipped_text(skipped)), end="")
     if args.out:
         print(_printable(f"saved: {args.out}"))
     return 0
+
+
+def _skipping(skipped: list[tuple[Path, str]]) -> Callable[[Path, str], None]:
+    """embed's ``on_error``: a file it skips goes into ``skipped``, and an image that cannot be read is warned of
+    at once, as enroll warns of one (a folder's other files are listed only, as enroll and search list them)."""
+    from daemon.embedding import is_image_file
+
+    def skip(path: Path, reason: str) -> None:
+        if is_image_file(path):
+            log.warning("skipping %s", reason)
+        skipped.append((path, reason))
+
+    return skip
+
+
+def _check_some_read(inputs: list[str], recursive: bool, skipped: list[tuple[Path, str]]) -> None:
+    """DataError naming the inputs (the folder) when not one of their images could be read (a video is read as
+    frames, and fails on its own)."""
+    from daemon.embedding import is_image_file, list_image_files
+
+    paths = [Path(p) for p in inputs]
+    if any(not (p.is_dir() or is_image_file(p)) for p in paths):
+        return
+    unread = {p for p, _ in skipped if is_image_file(p)}
+    images = [f for p in paths for f in (list_image_files(p, recursive) if p.is_dir() else [p])]
+    if images and all(f in unread for f in images):
+        reasons = "; ".join([f"{p.name}: {r}" for p, r in skipped if p in unread][:5])
+        raise DataError(_printable(f"no image of {', '.join(inputs)} could be read ({reasons})"))
+
+
+def _skipped_text(skipped: list[tuple[Path, str]], shown: int = 20) -> str:
+    """The lines of a report that list the files skipped (enroll's), '' for none."""
+    if not skipped:
+        return ""
+    lines = [f"skipped {len(skipped)} file(s):", *(f"  {p}: {r}" for p, r in skipped[:shown])]
+    if len(skipped) > shown:
+        lines.append(f"  ... and {len(skipped) - shown} more (--json lists all)")
+    return "\n".join(lines) + "\n"
 
 
 def _embed_inputs(inputs: list[str], embedder: Any, boxes: Any, opts: Any) -> list[Any]:
@@ -1375,7 +1437,11 @@ _frame_count = whole_number(0, "frames", zero="no limit")
 
 def _add_gallery_parsers(sub: Any) -> None:
     e = sub.add_parser("embed", help="Embed images, crops, a folder or a video; save .npz / .json.")
-    e.add_argument("inputs", nargs="+", help="Image files, folders of images, or a video.")
+    e.add_argument(
+        "inputs",
+        nargs="+",
+        help="Image files, folders of images, or a video (an image that cannot be read is skipped, with a warning).",
+    )
     e.add_argument(
         "--box",
         nargs=4,

@@ -652,6 +652,9 @@ class EmbedOptions:
     recursive: bool = False
     model: str = ""
     progress: bool = False
+    on_error: ErrorHandler | None = None
+    """Where an image that cannot be read, and a folder's file that is not an image, go (``(path, reason)``),
+    skipped; None: an image that cannot be read raises DataError and a folder's other files are left out."""
 
 
 class _Collector:
@@ -718,7 +721,8 @@ def embed(
 ) -> EmbeddingResult:
     """Embed an image, crops, an image plus ``boxes``, image files, a folder or a video (see the module doc).
 
-    Unreadable images raise DataError naming the file; a missing video raises DataError too.
+    Unreadable images raise DataError naming the file, or with ``options.on_error`` go to it and are skipped (a
+    folder's files that are not images too); a missing video raises DataError.
     """
     opts = options or EmbedOptions()
     col = _Collector(embedder, opts)
@@ -791,10 +795,14 @@ def _embed_path(col: _Collector, path: Path, boxes: NDArray[Any] | None) -> None
         xyxy = _given_boxes(boxes, image, str(path))
         col.add_boxes(image, xyxy, [None] * len(xyxy), str(path), -1)
     elif path.is_dir():
-        files = list_image_files(path, col.opts.recursive)
-        if not files:
+        files = list_files(path, col.opts.recursive)
+        images = [p for p in files if is_image_file(p)]
+        if not images:
             raise DataError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        _embed_files(col, files)
+        if col.opts.on_error is not None:
+            for other in (p for p in files if not is_image_file(p)):
+                col.opts.on_error(other, not_an_image(other))
+        _embed_files(col, images)
     elif is_image_file(path):
         _embed_files(col, [path])
     else:
@@ -806,8 +814,15 @@ def _embed_files(col: _Collector, files: Sequence[Path]) -> None:
     bar = tqdm(files, unit="image", disable=not col.opts.progress or len(files) < 2, dynamic_ncols=True)
     for i, path in enumerate(bar):
         t = time.perf_counter()
-        image = read_image(path)
-        col.clock.add("read_ms", t)
+        try:
+            image = read_image(path)
+        except DataError as e:
+            if col.opts.on_error is None:
+                raise
+            col.opts.on_error(path, str(e))
+            continue
+        finally:
+            col.clock.add("read_ms", t)
         col.add_frame(Frame(i, 0.0, image, str(path)), -1)
 
 

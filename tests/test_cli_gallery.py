@@ -394,6 +394,60 @@ def test_unreadable_image_exits_1_naming_it(
     assert "garbled.jpg" in capsys.readouterr().err
 
 
+def test_embed_skips_unreadable_images_as_enroll_and_search_do(
+    data: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: `embed DIR` stopped (exit 1, nothing written) at the first image it could not decode, where
+    enroll and search skip it with a warning and list it; it skips such images (and lists the folder's files
+    that are not images), keeps every row of the others, and says how many it skipped. A folder of which no
+    image can be read is an error naming the folder."""
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    good = sorted((data / "refs").glob("*.jpg"))[:3]
+    for i, src in enumerate(good):
+        (folder / f"{i}_good.jpg").write_bytes(src.read_bytes())
+    whole = good[0].read_bytes()
+    (folder / "1_cut.jpg").write_bytes(whole[: len(whole) // 3])  # a truncated JPEG: its header reads
+    (folder / "2_notes.jpg").write_text("a text file named .jpg\n")
+    (folder / "readme.txt").write_text("not an image\n")
+    out = tmp_path / "shots.npz"
+    code = main(["embed", str(folder), "--out", str(out), *_model(mobilenet_model)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    saved = EmbeddingResult.load(out)
+    assert [Path(c.source).name for c in saved.crops] == ["0_good.jpg", "1_good.jpg", "2_good.jpg"]
+    assert "3 embedding(s)" in printed and "skipped 3 file(s):" in printed, printed
+    assert f"{folder / '2_notes.jpg'}: cannot decode image" in printed, printed
+    assert f"{folder / 'readme.txt'}: not an image file (.txt)" in printed, printed
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [m for m in warned if m.startswith("skipping cannot decode image")] == [
+        f"skipping cannot decode image {folder / n} (corrupt, empty or not an image)"
+        for n in ("1_cut.jpg", "2_notes.jpg")
+    ], warned
+    assert main(["embed", str(folder), "--json", *_model(mobilenet_model)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["embeddings"]) == 3 and [Path(s["path"]).name for s in doc["skipped"]] == [
+        "readme.txt",
+        "1_cut.jpg",
+        "2_notes.jpg",
+    ]
+    given = [str(folder / "0_good.jpg"), str(folder / "2_notes.jpg"), str(folder / "1_good.jpg")]
+    assert main(["embed", *given, "--json", *_model(mobilenet_model)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [Path(c["source"]).name for c in doc["crops"]] == ["0_good.jpg", "1_good.jpg"]
+    assert [s["path"] for s in doc["skipped"]] == [given[1]]
+    missing = str(folder / "gone.jpg")  # found before the first is embedded, not after
+    assert main(["embed", given[0], missing, *_model(mobilenet_model)]) == 1
+    assert f"image not found: {missing}" in capsys.readouterr().err
+
+    for name in ("0_good.jpg", "1_good.jpg", "2_good.jpg"):
+        (folder / name).unlink()
+    assert main(["embed", str(folder), "--out", str(tmp_path / "none.npz"), *_model(mobilenet_model)]) == 1
+    err = capsys.readouterr().err
+    assert f"no image of {folder} could be read" in err and "1_cut.jpg" in err, err
+    assert not (tmp_path / "none.npz").exists()
+
+
 def test_missing_model_exits_1_with_fetch_hint(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capture
 ) -> None:
