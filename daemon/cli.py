@@ -937,6 +937,17 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unenroll(args: argparse.Namespace) -> int:
+    from daemon.enroll import unenroll
+    from daemon.gallery import SUFFIXES
+
+    path = Path(args.gallery)
+    if path.suffix.lower() not in SUFFIXES:
+        raise ConfigError(f"--gallery {path}: a gallery file ends in {', '.join(SUFFIXES)}")
+    _emit(args, unenroll(path, args.labels, _section(args, "enroll")))
+    return 0
+
+
 def _check_replacing(args: argparse.Namespace, out: Path) -> None:
     """ConfigError, before the models load, for enroll into an existing gallery file without --append (add to
     it) or --replace (write a new one over it): its entries would be lost without a word."""
@@ -986,6 +997,7 @@ def _check_search_query(args: argparse.Namespace) -> None:
 def _search_query(args: argparse.Namespace, embedder: Any, detector: Any) -> tuple[Any, float | None]:
     """The query rows (from --query images or a --label of --gallery) and the gallery's threshold, if any."""
     from daemon.embedding import EmbedOptions
+    from daemon.enroll import labels_held
     from daemon.gallery import Gallery
     from daemon.recognize import check_embedder, query_embeddings
 
@@ -996,16 +1008,8 @@ def _search_query(args: argparse.Namespace, embedder: Any, detector: Any) -> tup
     check_embedder(gallery, embedder, "the embedder's output")  # its rows are compared with the embedder's
     rows = [i for i, label in enumerate(gallery.labels) if label == args.label]
     if not rows:
-        raise DataError(f"{args.gallery} has no label {args.label!r} ({_labels_held(gallery.unique_labels)})")
+        raise DataError(f"{args.gallery} has no label {args.label!r} ({labels_held(gallery.unique_labels)})")
     return gallery.embeddings[rows], float(gallery.threshold)
-
-
-def _labels_held(labels: list[str], shown: int = 10) -> str:
-    """What a gallery's ``labels`` are, for an error: the first ``shown``, then how many more; or that it is empty."""
-    if not labels:
-        return "the gallery is empty"
-    more = f" and {len(labels) - shown} more" if len(labels) > shown else ""
-    return f"it has {', '.join(repr(x) for x in labels[:shown])}{more}"
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -1495,6 +1499,22 @@ def _add_gallery_parsers(sub: Any) -> None:
     en.add_argument("--json", action="store_true", help="Print the report as JSON.")
     _add_model_args(en)
     en.set_defaults(func=cmd_enroll)
+
+    un = sub.add_parser(
+        "unenroll",
+        help="Remove labels (people) from a gallery, and the reference images serve kept for them.",
+    )
+    un.add_argument("labels", nargs="+", metavar="LABEL", help='A label to remove, e.g. "jane doe".')
+    un.add_argument(
+        "--gallery", "-g", required=True, help="Gallery file to remove them from (saved in its format)."
+    )
+    un.add_argument(
+        "--config",
+        "-c",
+        help="YAML config: its enroll section (label_from and separators of serve's reference names, lock_wait_s).",
+    )
+    un.add_argument("--json", action="store_true", help="Print the report as JSON.")
+    un.set_defaults(func=cmd_unenroll)
 
     v = sub.add_parser(
         "verify", help="Leave-one-out check of a gallery: self-match, confusable labels, advice."

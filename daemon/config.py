@@ -586,8 +586,8 @@ class EnrollConfig(_Strict):
         60.0,
         gt=0,
         le=86_400,
-        description="How long enroll waits at most for the gallery's lock held by another process (serve "
-        "enrolling, another enroll; one stopped while it held it) before it stops with an error naming it.",
+        description="How long enroll (and unenroll) waits at most for the gallery's lock held by another process "
+        "(serve enrolling, another enroll; one stopped while it held it) before it stops with an error naming it.",
     )
     label_from: Literal["file", "folder"] = Field(
         "file",

@@ -19,6 +19,9 @@ Hidden files are ignored; other files, unreadable images, photos where ``--detec
 images refused by the gallery's per-label cap are reported in ``EnrollReport.skipped``, never dropped silently;
 earlier gallery entries the cap drops to make room (appending) are counted in ``EnrollReport.evicted``, and
 the reference images ``serve`` kept for such entries are removed once the gallery is saved (``removed``).
+
+``unenroll`` removes labels (every entry of each) from a gallery file, and the reference images serve kept for
+them, by the same rule and holding the same locks.
 """
 
 from __future__ import annotations
@@ -301,6 +304,13 @@ def remove_serve_references(
             continue
         removed.append(path)
     return RemovedReferences(tuple(removed), tuple(gone))
+
+
+def serve_folders(sources: Collection[str], naming: EnrollConfig) -> list[Path]:
+    """The references folders holding a serve ledger in which ``remove_serve_references`` may remove some of
+    ``sources`` (sorted: the order in which their locks are taken)."""
+    found = {_references_folder(Path(s), naming) for s in sources if Path(s).is_absolute()}
+    return sorted(f for f in found if (f / SERVE_LEDGER).is_file())
 
 
 def _ledger_or_none(folder: Path) -> dict[str, int]:
@@ -646,6 +656,112 @@ def enroll(
         tuple(work.evicted),
         removed,
     )
+
+
+# ---------------------------------------------------------------------------------------------- unenrol
+
+
+@dataclass(frozen=True)
+class UnenrollReport:
+    """What ``unenroll`` did: the ``labels`` removed (with the entries each held) from the gallery ``file``, the
+    reference images serve kept for them now removed (``removed``, with those that were gone already), the
+    images their entries record that stay (``kept``: not named as serve's by their folder's ledger), and the
+    gallery's size after."""
+
+    file: Path
+    labels: tuple[tuple[str, int], ...]
+    removed: tuple[Path, ...]
+    kept: tuple[Path, ...]
+    gallery_size: int
+    gallery_labels: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "gallery": str(self.file),
+            "removed_labels": dict(self.labels),
+            "removed": [str(p) for p in self.removed],
+            "kept": [str(p) for p in self.kept],
+            "gallery_size": self.gallery_size,
+            "labels": self.gallery_labels,
+        }
+
+    def text(self) -> str:
+        entries = sum(n for _, n in self.labels)
+        which = ", ".join(f"{label!r} ({n})" for label, n in self.labels)
+        lines = [
+            f"removed {entries} entries of {len(self.labels)} label(s) from {shown(self.file)}: {which}; the "
+            f"gallery holds {self.gallery_size} entries of {self.gallery_labels} label(s)"
+        ]
+        if self.removed:
+            lines.append(f"removed {len(self.removed)} reference image(s) serve kept for them:")
+            lines += [f"  {shown(p)}" for p in self.removed]
+        if self.kept:
+            lines.append(
+                f"{len(self.kept)} image(s) their entries were made from stay (their folder's ledger does not name "
+                "them as serve's; remove them by hand if they are not yours to keep):"
+            )
+            lines += [f"  {shown(p)}" for p in self.kept]
+        lines.append(
+            "photos of them in a reference folder of yours stay: enroll of that folder would add them again"
+        )
+        return "\n".join(lines)
+
+
+def unenroll(path: StrPath, labels: Sequence[str], naming: EnrollConfig | None = None) -> UnenrollReport:
+    """Remove every entry of ``labels`` from the gallery file ``path`` and save it (atomically, in its format),
+    holding its lock (``locked``, waiting ``naming.lock_wait_s`` at most: LockTimeout) and reading it as it is
+    then (``latest``: a ``serve`` or ``enroll --append`` may have saved it since), so that no writer saves the
+    entries back; then remove the reference images ``serve`` kept for them (``remove_serve_references``: only
+    names its folder's ledger records), holding each such folder's lock as serve does. A label is the gallery's
+    as given, or with its white space and Unicode form as enroll leaves a label's. DataError naming the labels
+    the gallery does not hold and the gallery (nothing is changed then), or when the file cannot be read."""
+    cfg = naming or EnrollConfig()
+    target = Path(path)
+    gallery = Gallery.load(target)  # a missing or bad file is named before its lock file is made
+    who = "reid-daemon unenroll"
+    with locked(target, cfg.lock_wait_s, who, "enroll.lock_wait_s"):
+        gallery = latest(gallery, target)
+        chosen = _held_labels(gallery, labels, target)
+        sources = {s for label in chosen for s in gallery.sources(label)}
+        counts = tuple((label, gallery.remove(label)) for label in chosen)
+        with contextlib.ExitStack() as folders:
+            for folder in serve_folders(sources, cfg):
+                folders.enter_context(ledger_locked(folder, cfg.lock_wait_s, who, "enroll.lock_wait_s"))
+            gallery.save(target)
+            done = remove_serve_references(sources, cfg)
+    gone = {*done.removed, *done.gone}
+    kept = tuple(sorted(p for p in map(Path, sources) if p not in gone))
+    return UnenrollReport(target, counts, done.removed, kept, len(gallery), len(gallery.unique_labels))
+
+
+def _held_labels(gallery: Gallery, labels: Sequence[str], path: Path) -> list[str]:
+    """The gallery's label of each of ``labels`` (as given, else trimmed, runs of white space as one space and
+    Unicode NFC, as enroll and serve make a label), once each; DataError naming those it does not hold."""
+    found: list[str] = []
+    missing: list[str] = []
+    for label in labels:
+        tidy = unicodedata.normalize("NFC", " ".join(label.split()))
+        held = label if label in gallery else tidy if tidy in gallery else None
+        if held is None:
+            missing.append(label)
+        elif held not in found:
+            found.append(held)
+    if missing:
+        names = ", ".join(repr(x) for x in missing)
+        raise DataError(
+            f"the gallery {shown(path)} has no label {names} ({labels_held(gallery.unique_labels)}): nothing was "
+            "removed"
+        )
+    return found
+
+
+def labels_held(labels: list[str], shown_at_most: int = 10) -> str:
+    """What a gallery's ``labels`` are, for an error: the first ``shown_at_most``, then how many more; or that
+    it is empty."""
+    if not labels:
+        return "the gallery is empty"
+    more = f" and {len(labels) - shown_at_most} more" if len(labels) > shown_at_most else ""
+    return f"it has {', '.join(repr(x) for x in labels[:shown_at_most])}{more}"
 
 
 def existing_gallery(path: Path) -> str:

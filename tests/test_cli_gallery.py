@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _crops import write_frames, write_reference_crops
 from _data import require_pets09_video
@@ -145,6 +146,44 @@ def test_enroll_append_json_and_sets(
     assert main([*args, "--threshold", "0.9"]) == 0  # a new gallery's setting: the file keeps its own, said
     assert f"{out} keeps the settings it was made with, not --threshold 0.9 (its threshold" in caplog.text
     assert Gallery.load(out).threshold != 0.9
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".json", ".rdg"])
+def test_unenroll_removes_a_label_and_keeps_the_rest_and_the_format(
+    gallery: Path, tmp_path: Path, capsys: Capture, suffix: str
+) -> None:
+    """There was no way to remove a person (someone who left, a wrong enrolment, a request for erasure) from a
+    gallery but to enrol it anew without them; `unenroll LABEL... --gallery G` removes every entry of each
+    label and saves the gallery in its format, its settings, embedder record and the other rows (in their
+    order) as they were. An unknown label is an error naming it and the gallery, and nothing changes."""
+    before = Gallery.load(gallery)
+    path = tmp_path / f"people{suffix}"
+    before.save(path)
+    start = path.read_bytes()
+    assert main(["unenroll", "person 01", "nobody", "-g", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"the gallery {path} has no label 'nobody' (it has 'person 01'" in err, err
+    assert "nothing was removed" in err and path.read_bytes() == start
+
+    assert main(["unenroll", "person  01", "person 04", "-g", str(path)]) == 0  # white space as enroll's
+    out = capsys.readouterr().out
+    assert f"removed 6 entries of 2 label(s) from {path}: 'person 01' (3), 'person 04' (3)" in out, out
+    after = Gallery.load(path)
+    kept = [i for i, label in enumerate(before.labels) if label not in ("person 01", "person 04")]
+    assert after.labels == [before.labels[i] for i in kept] and len(after) == 18
+    np.testing.assert_array_equal(after.embeddings, before.embeddings[kept])
+    assert after.config == before.config and after.embedder == before.embedder and after.embedder
+
+    assert main(["unenroll", *after.unique_labels, "-g", str(path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["gallery_size"] == 0 and sum(doc["removed_labels"].values()) == 18
+    empty = Gallery.load(path)
+    assert len(empty) == 0 and empty.embedder == before.embedder and empty.dim == before.dim
+    assert main(["unenroll", "person 02", "-g", str(path)]) == 1
+    assert "the gallery is empty" in capsys.readouterr().err
+    assert main(["unenroll", "x", "-g", str(tmp_path / "missing.npz")]) == 1
+    assert "missing.npz: gallery file not found" in capsys.readouterr().err
+    assert not (tmp_path / ".missing.npz.lock").exists()
 
 
 def test_enroll_refuses_to_replace_an_existing_gallery_without_append_or_replace(

@@ -383,3 +383,21 @@ def test_a_reference_without_a_set_code_skipped_by_sets_says_so(refs: Path) -> N
     reasons = {s.path.name: s.reason for s in report.skipped}
     assert reasons["red_one--1.png"] == "no set code in its name (enrolling set(s) A1 only)"
     assert reasons["B2-blue_three.jpg"] == "set 'B2' not selected"
+
+
+def test_unenroll_waits_for_the_gallerys_lock_and_changes_nothing_past_it(tmp_path: Path) -> None:
+    """unenroll reads, changes and saves the gallery holding its lock, as every writer does: held by another
+    writer past enroll.lock_wait_s, it stops naming the holder, the file left as it was."""
+    from daemon.enroll import unenroll
+    from daemon.errors import LockTimeout
+    from daemon.gallery import locked
+
+    path = tmp_path / "g.npz"
+    g = Gallery(4)
+    g.add_many(["ann", "bob"], np.eye(4, dtype=np.float32)[:2])
+    g.save(path)
+    start = path.read_bytes()
+    with locked(path, 1.0, "reid-daemon serve"), pytest.raises(LockTimeout, match="reid-daemon serve"):
+        unenroll(path, ["ann"], EnrollConfig(lock_wait_s=0.2))
+    assert path.read_bytes() == start
+    assert unenroll(path, ["ann"]).labels == (("ann", 1),) and Gallery.load(path).labels == ["bob"]

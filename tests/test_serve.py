@@ -1652,6 +1652,44 @@ def test_two_serve_processes_on_one_references_folder_never_give_one_name_twice(
     assert json.loads((refs / SERVE_LEDGER).read_text())["last"] == {"jane": 2}
 
 
+def test_unenroll_of_a_label_a_running_serve_holds_removes_its_images_and_serve_never_writes_it_back(
+    mobilenet_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`unenroll` (new) removes a label from the gallery file a running serve holds in memory: serve's images of
+    it go, the user's own photo beside them stays, and serve, at its next request and its next enrolment, takes
+    the file as it is now: the label is never written back nor found."""
+    import signal
+
+    from daemon.cli import main
+
+    crops = write_reference_crops(tmp_path / "crops", identities=2, per_identity=2)
+    refs, path = tmp_path / "refs", tmp_path / "g.rdg"
+    proc, url = _serve_process(path, refs, mobilenet_model)
+    try:
+        for crop, name in zip(crops, ("ann.jpg", "ann.jpg", "bob.jpg"), strict=False):
+            assert _post(f"{url}/enroll", name, crop.read_bytes())[0] == 200
+        cv2.imwrite(str(refs / "ann--side.png"), cv2.imread(str(crops[0])))  # the user's own photo
+        assert _kept(refs) == ["ann--2.jpg", "ann--side.png", "ann.jpg", "bob.jpg"]
+        assert _call(f"{url}/health")[1]["gallery"]["entries"] == 3
+
+        assert main(["unenroll", "ann", "-g", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert "removed 2 entries of 1 label(s)" in out and f"  {refs.resolve() / 'ann.jpg'}" in out, out
+        assert _kept(refs) == ["ann--side.png", "bob.jpg"]
+        assert Gallery.load(path).sources("bob") == [str(refs.resolve() / "bob.jpg")]  # kept with its row
+        assert _call(f"{url}/references/ann.jpg") == (404, {"detail": "Not Found"})
+        assert _call(f"{url}/health")[1]["gallery"]["entries"] == 1
+        status, body = _post(f"{url}/search?k=5&threshold=-1", "q.jpg", crops[0].read_bytes())
+        assert status == 200 and [m["label"] for m in body["matches"]] == ["bob"], body
+        status, body = _post(f"{url}/enroll", "bob.jpg", crops[3].read_bytes())
+        assert status == 200 and body["gallery_size"] == 2, body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    assert Gallery.load(path).labels == ["bob", "bob"]
+    assert _kept(refs) == ["ann--side.png", "bob--2.jpg", "bob.jpg"]
+
+
 def test_an_enrolment_waits_for_a_stopped_holder_of_the_references_folder_no_longer_than_lock_wait_s(
     tmp_path: Path,
 ) -> None:
