@@ -282,17 +282,22 @@ def remove_serve_references(
 ) -> RemovedReferences:
     """Remove the reference images ``serve`` kept for entries a saved gallery no longer holds (``sources``: those
     entries' recorded files), for ``serve`` (``within``: its references folder, resolved; other folders' files
-    stay) and ``enroll --append`` alike. Only a file whose name the ledger of its folder records as given by
-    serve is removed: only serve records a row's source, so a user's own photo is never one, and a name the
-    ledger holds is never given again, so a URL answered as removed never shows another image. A file that is
-    not there any more is ``gone``; one that cannot be removed is left with a warning (the gallery is saved)."""
+    stay) and ``enroll --append`` alike. Only a file whose name the ledger of its references folder records as
+    given by serve is removed (``serve_folder``): only serve records a row's source, so a user's own photo is
+    never one, and a name the ledger holds is never given again, so a URL answered as removed never shows another
+    image. A file that is not there any more is ``gone``; one that cannot be removed is left with a warning (the
+    gallery is saved)."""
     removed, gone = [], []
     ledgers: dict[Path, dict[str, int]] = {}
+    unmarked: set[Path] = set()
     for source in sorted(sources):
         path = Path(source)
-        if not path.is_absolute() or (within is not None and _references_folder(path, naming) != within):
+        if not path.is_absolute():
             continue
-        if not _given_by_serve(path, naming, ledgers):
+        folder = serve_folder(path, naming, ledgers)
+        if folder is None:
+            _say_unmarked(_references_folder(path, naming), within, unmarked)
+        if folder is None or (within is not None and folder != within):
             continue
         try:
             path.unlink()
@@ -307,50 +312,63 @@ def remove_serve_references(
 
 
 def serve_folders(sources: Collection[str], naming: EnrollConfig) -> list[Path]:
-    """The references folders holding a serve ledger in which ``remove_serve_references`` may remove some of
-    ``sources`` (sorted: the order in which their locks are taken)."""
-    found = {_references_folder(Path(s), naming) for s in sources if Path(s).is_absolute()}
-    return sorted(f for f in found if (f / SERVE_LEDGER).is_file())
+    """The references folders in which ``remove_serve_references`` would remove some of ``sources`` (sorted: the
+    order in which their locks are taken)."""
+    ledgers: dict[Path, dict[str, int]] = {}
+    found = {serve_folder(Path(s), naming, ledgers) for s in sources if Path(s).is_absolute()}
+    return sorted(f for f in found if f is not None)
 
 
-def _ledger_or_none(folder: Path) -> dict[str, int]:
-    """``folder``'s ledger for removing serve's images: {} when it has none (a folder of an older version, where
-    serve has not started since) or it cannot be read, with a warning that the images there stay."""
-    if not (folder / SERVE_LEDGER).is_file():
-        log.warning(
-            "%s holds no ledger of the names serve gave (%s; an older version's folder, where serve has not "
-            "started since): the reference images of dropped entries there stay (remove them by hand)",
-            folder,
-            SERVE_LEDGER,
-        )
-        return {}
-    try:
-        return serve_ledger(folder)
-    except DataError as e:
-        log.warning("the reference images of dropped entries in %s stay: %s", folder, e)
-        return {}
+def serve_folder(path: Path, naming: EnrollConfig, ledgers: dict[Path, dict[str, int]]) -> Path | None:
+    """The references folder whose serve ledger records the image ``path`` as one serve gave, None where none
+    does. Either layout serve keeps images in is taken by the path itself, not by ``naming.label_from`` now (a
+    switch since leaves the images kept before it where they are): ``stem.jpg`` as 1 or ``stem--N.jpg`` as N at
+    a folder's top level, or ``stem/N.jpg`` as N in a person's folder; given when the ledger's number for the
+    stem is N or more. ``ledgers`` caches each folder's ledger ({} where none, or unreadable: a warning says
+    so)."""
+    stem, n = _stem_and_variant(path.stem, naming)
+    at_top = n > 0 and path.name == variant_name(stem, n, naming)
+    if at_top and _ledger_of(path.parent, ledgers).get(stem, 0) >= n:
+        return path.parent
+    n, person = _number(path.stem), path.parent.name
+    in_person = n > 0 and path.name == f"{n}.jpg" and not person.startswith(".")
+    if in_person and _ledger_of(path.parent.parent, ledgers).get(f"{person}/", 0) >= n:
+        return path.parent.parent
+    return None
+
+
+def _ledger_of(folder: Path, ledgers: dict[Path, dict[str, int]]) -> dict[str, int]:
+    """``folder``'s ledger for removing serve's images, read once (``ledgers``): {} when it has none, or it
+    cannot be read, with a warning that the images there stay."""
+    if folder not in ledgers:
+        ledgers[folder] = {}
+        if (folder / SERVE_LEDGER).is_file():
+            try:
+                ledgers[folder] = serve_ledger(folder)
+            except DataError as e:
+                log.warning("the reference images of dropped entries in %s stay: %s", folder, e)
+    return ledgers[folder]
+
+
+def _say_unmarked(folder: Path, within: Path | None, said: set[Path]) -> None:
+    """Warn, once a folder, that the references folder serve would keep a dropped entry's image in now holds no
+    ledger (a folder of an older version, where serve has not started since), so its images there stay; not
+    for a folder other than ``within`` (serve's), whose images are not serve's to remove."""
+    if folder in said or (within is not None and folder != within) or (folder / SERVE_LEDGER).exists():
+        return
+    said.add(folder)
+    log.warning(
+        "%s holds no ledger of the names serve gave (%s; an older version's folder, where serve has not "
+        "started since): the reference images of dropped entries there stay (remove them by hand)",
+        folder,
+        SERVE_LEDGER,
+    )
 
 
 def _references_folder(path: Path, naming: EnrollConfig) -> Path:
-    """The references folder serve would have kept the image ``path`` in: its folder, or with ``label_from:
-    folder`` the folder above its person's folder."""
+    """The references folder serve would keep the image ``path`` in with ``naming`` as it is now: its folder, or
+    with ``label_from: folder`` the folder above its person's folder."""
     return path.parent.parent if naming.label_from == "folder" else path.parent
-
-
-def _given_by_serve(path: Path, naming: EnrollConfig, ledgers: dict[Path, dict[str, int]]) -> bool:
-    """Whether ``path``'s references folder holds serve's ledger and it records ``path``'s name as one serve gave
-    (``stem.jpg`` as 1, ``stem--N.jpg`` as N; with ``label_from: folder`` ``stem/N.jpg`` as N: given when the
-    ledger's number for the stem is N or more). ``ledgers`` caches each folder's ledger ({} where none, or
-    unreadable: a warning says so)."""
-    folder = _references_folder(path, naming)
-    if folder not in ledgers:
-        ledgers[folder] = _ledger_or_none(folder)
-    if naming.label_from == "folder":
-        stem, n = path.parent.name, _number(path.stem)
-    else:
-        stem, n = _stem_and_variant(path.stem, naming)
-    named = n > 0 and path.relative_to(folder) == serve_reference(stem, n, naming)
-    return named and ledgers[folder].get(ledger_key(stem, naming), 0) >= n
 
 
 # ---------------------------------------------------------------------------------------------- report

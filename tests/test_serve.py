@@ -358,6 +358,38 @@ def test_a_folder_of_an_older_version_gets_its_ledger_when_serve_starts(tmp_path
     assert answer["reference"] == "/references/bob--3.jpg", answer  # past the names given before
 
 
+def test_serves_images_kept_before_a_switch_of_label_from_are_removed_after_it(tmp_path: Path) -> None:
+    """Regression: which image of a dropped entry was serve's was decided by the layout the enroll section says
+    now, so after a switch to `label_from: folder` the images serve had kept at the folder's top level
+    (bob.jpg, bob--2.jpg) were never removed when the cap dropped their entries (nor, switched back, those of a
+    person's folder, bob/1.jpg): each is taken by the layout its own path shows, which its folder's ledger must
+    name as serve's; the user's own photo stays."""
+    from daemon.enroll import unenroll
+
+    refs, path = tmp_path / "refs", tmp_path / "g.npz"
+    by_folder = EnrollConfig(label_from="folder")
+    gallery = Gallery(4, threshold=0.9, max_per_label=2, drop_policy="drop_oldest")
+
+    def enrol(naming: EnrollConfig, shades: tuple[int, ...]) -> list[list[str]]:
+        cfg = ServeConfig(gallery=path, references=refs)
+        kept = Gallery.load(path) if path.exists() else gallery
+        state = ServiceState(MeanColour(), kept, cfg, model="m", naming=naming)
+        with BackgroundServer(create_app(state)) as server:
+            return [_post(f"{server.url}/enroll", "bob.jpg", _jpeg((0, 0, s)))[1]["removed"] for s in shades]
+
+    assert enrol(EnrollConfig(), (40, 80)) == [[], []]
+    cv2.imwrite(str(refs / "bob--side.png"), np.full((64, 32, 3), 30, np.uint8))  # the user's own photo
+    assert enrol(by_folder, (120, 160)) == [["/references/bob.jpg"], ["/references/bob--2.jpg"]]
+    assert _kept(refs) == ["bob", "bob--side.png"] and _kept(refs / "bob") == ["1.jpg", "2.jpg"]
+    assert enrol(EnrollConfig(), (200, 240)) == [["/references/bob/1.jpg"], ["/references/bob/2.jpg"]]
+    assert _kept(refs) == ["bob", "bob--3.jpg", "bob--4.jpg", "bob--side.png"] and not _kept(refs / "bob")
+    report = unenroll(path, ["bob"], by_folder)
+    assert (
+        report.removed == (refs.resolve() / "bob--3.jpg", refs.resolve() / "bob--4.jpg") and not report.kept
+    )
+    assert _kept(refs) == ["bob", "bob--side.png"]
+
+
 def test_enroll_leaves_serves_images_where_no_ledger_marks_the_folder_and_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
