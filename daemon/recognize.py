@@ -23,6 +23,7 @@ import hashlib
 import heapq
 import itertools
 import json
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -56,6 +57,8 @@ from daemon.gallery import Gallery, Match, clamp_similarity, meets
 from daemon.outputs import outlined_text
 from daemon.sources import is_text_file
 from daemon.types import Detector, Embedder, FloatArray, Frame, ImageBGR
+
+logger = logging.getLogger(__name__)
 
 BLOCK_ELEMENTS: Final = 1 << 22
 """verify computes similarities in row blocks of at most this many values (16 MiB of float32)."""
@@ -844,6 +847,7 @@ def write_hits(ranked: Sequence[tuple[Hit, ImageBGR | None, Box]], out: Path) ->
         raise DataError(f"cannot write the hits into {out}: {e}") from e
     check_out_folder(out)
     _remove_earlier(out)
+    _say_earlier_version(out)
     written: list[Path] = []
     files: list[str | None] = []
     digests: dict[str, str] = {}
@@ -881,6 +885,27 @@ def _remove_earlier(out: Path) -> None:
                 raise DataError(
                     f"cannot remove an earlier search's crop {out / name}: {e.strerror or e}"
                 ) from e
+
+
+def _say_earlier_version(out: Path) -> None:
+    """Warn that the crops a search of a version before the manifest wrote into ``out`` stay, naming those its
+    ``hits.json`` (about to be replaced, after which nothing lists them) names and ``out`` still holds: it
+    recorded no digest of them, so a crop the user has replaced or edited since, under its name, cannot be told
+    from the search's own, and none is removed (a user's own file never is)."""
+    index = out / HITS_INDEX
+    if _ours(out, HITS_INDEX, _manifest(out)) or not _old_index(index):
+        return
+    doc = json.loads(index.read_text(encoding="utf-8"))
+    listed = {h.get("file") for h in doc}
+    names = sorted(
+        n for n in listed if isinstance(n, str) and n and n == Path(n).name and (out / n).is_file()
+    )
+    logger.warning(
+        "%s holds the hits of a search of an earlier version, which listed no digest of its crops: %s stay "
+        "(remove them by hand if they are not yours to keep); this search's crops are written beside them",
+        out,
+        ", ".join(names) if names else "its crops (its hits.json names none of them)",
+    )
 
 
 def _manifest(out: Path) -> dict[str, str]:

@@ -639,6 +639,30 @@ def test_search_out_removes_only_the_files_an_earlier_search_wrote(tmp_path: Pat
     assert sorted(p.name for p in out.glob("*.jpg")) == sorted([mine.name, kept.name, index[0]["file"]])
 
 
+def test_search_out_names_the_crops_of_an_earlier_versions_search_it_leaves(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A search of a version before the manifest listed no digest of its crops, so the next search leaves them
+    (one may be a user's file by now) without a word, and once its hits.json is replaced nothing names them
+    any more; the search says which stay, and writes its own beside them."""
+    target = _two_people(tmp_path / "imgs", [RED], GREY)
+    out = tmp_path / "hits"
+    first = search(_query(RED), target, MeanColour(), HALVES, SearchOptions(0.9, 1, out=out))
+    crop = first.written[0]
+    (out / rec.SEARCH_MANIFEST).unlink()  # as an earlier version left the folder: crops and hits.json
+    again = search(_query(RED), target, MeanColour(), HALVES, SearchOptions(0.9, 1, out=out))
+    assert crop.is_file() and again.written[0].name == crop.name.replace(".jpg", "_2.jpg")
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert said == [
+        f"{out} holds the hits of a search of an earlier version, which listed no digest of its crops: "
+        f"{crop.name} stay (remove them by hand if they are not yours to keep); this search's crops are "
+        "written beside them"
+    ], said
+    caplog.clear()
+    search(_query(RED), target, MeanColour(), HALVES, SearchOptions(0.9, 1, out=out))  # listed now: quiet
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 def test_search_out_never_writes_over_a_users_file(tmp_path: Path) -> None:
     target = _two_people(tmp_path / "imgs", [RED], GREY)
     out = tmp_path / "hits"
