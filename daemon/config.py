@@ -7,6 +7,7 @@ Every model has ``extra="forbid"`` so a misspelt key is an error, not a silently
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -2002,6 +2003,44 @@ class FleetConfig(_Strict):
     )
 
 
+_HOST_NAME = re.compile(
+    r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$"
+)
+
+
+def bind_host(written: str) -> str:
+    """The address or name a server binds, from ``written`` as people write one: an IPv6 address in brackets, as
+    in a URL (``[::1]``), is the address in them. ValueError saying what is wrong with a URL, a host with a port,
+    ``*``, or anything else that is neither an IP address nor a host name (a name is resolved when bound)."""
+    host = written.strip()
+    if URI_SCHEME.match(host):
+        raise ValueError(f"{written!r} is not a URL: give the address alone (127.0.0.1, ::1, a host name)")
+    if host == "*":
+        raise ValueError("'*': every address is 0.0.0.0 (IPv4) or :: (IPv6, and IPv4 where the host maps it)")
+    inner = host[1:-1] if host.startswith("[") and host.endswith("]") else None
+    if re.fullmatch(r"\[.*\]:\d+|[^:]+:\d+", host):
+        raise ValueError(
+            f"{written!r} holds a port: give the address alone, its port in ops.port or ops.camera_ports"
+        )
+    if inner is not None:
+        if not _is_ip(inner, version=6):
+            raise ValueError(
+                f"{written!r}: brackets hold an IPv6 address (::1); a name or IPv4 address goes bare"
+            )
+        return inner
+    if _is_ip(host) or _HOST_NAME.match(host):
+        return host
+    raise ValueError(f"{written!r} is not an IP address nor a host name")
+
+
+def _is_ip(text: str, version: int | None = None) -> bool:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return version is None or address.version == version
+
+
 class OpsConfig(_Strict):
     """Running as a service (daemon/ops): the /metrics and /health HTTP endpoint, systemd watchdog, timings."""
 
@@ -2010,7 +2049,9 @@ class OpsConfig(_Strict):
         "127.0.0.1",
         min_length=1,
         max_length=255,
-        description="Address the /metrics and /health server binds.",
+        description="Address the /metrics and /health server binds: an IPv4 or IPv6 address (bare or in "
+        "brackets, [::1]) or a host name (its IPv4 address, or its IPv6 one where it has none); 0.0.0.0 or :: "
+        "for every address.",
     )
     port: int = Field(
         0,
@@ -2051,6 +2092,11 @@ class OpsConfig(_Strict):
         max_length=40,
         description="Upper bounds (s) of the latency histogram buckets (stages, loop, Valkey round trip).",
     )
+
+    @field_validator("host")
+    @classmethod
+    def _bindable(cls, v: str) -> str:
+        return bind_host(v)
 
     @field_validator("latency_buckets")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -24,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemon import bridge as bridge_module
 from daemon.bridge import Bridge, BridgeStats, FleetMessage, Rejections
 from daemon.clocks import MAX_READ_ROUND_TRIP_S
-from daemon.config import BridgeConfig, OpsConfig
+from daemon.config import BridgeConfig, OpsConfig, load_settings
 from daemon.errors import ConfigError, ModelError
 from daemon.fleet import FleetLink
 from daemon.identity import IdentityAssignment
@@ -489,6 +490,50 @@ def test_port_in_use_is_a_config_error_naming_the_setting(tmp_path: Path) -> Non
         settings = looped_settings(tmp_path, http=True, port=port)
         with pytest.raises(ConfigError, match=r"127\.0\.0\.1:\d+ .*ops\.camera_ports"):
             Operations(settings, "door", notifier=Notifier({})).start()
+
+
+@pytest.mark.parametrize(("written", "bound"), [("[::1]", "::1"), ("[::]", "::"), ("::1", "::1")])
+def test_an_ipv6_host_written_in_brackets_is_served_on(tmp_path: Path, written: str, bound: str) -> None:
+    """ops.host "[::1]", an IPv6 address written as in a URL, was refused at start: 'cannot serve /metrics and
+    /health on [::1]:0 (Name or service not known)', exit 2. It is the address in the brackets."""
+    assert OpsConfig(host=written).host == bound
+    settings = looped_settings(tmp_path, http=True, port=0, host=written)
+    with Operations(settings, "door", notifier=Notifier({})) as ops:
+        assert ops.server is not None
+        status, _ = get(f"http://[::1]:{ops.server.port}/health")
+        assert ops.server.url == f"http://[{bound}]:{ops.server.port}"
+    assert status == 503  # starting
+
+
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        ("127.0.0.1:9100", "holds a port"),
+        ("[::1]:9100", "holds a port"),
+        ("http://127.0.0.1", "not a URL"),
+        ("*", "0.0.0.0"),
+        ("[localhost]", "brackets hold an IPv6 address"),
+        ("cam host", "not an IP address nor a host name"),
+    ],
+)
+def test_a_host_that_is_no_address_is_a_config_error_naming_ops_host(
+    tmp_path: Path, written: str, said: str
+) -> None:
+    """A host:port, a URL, '*' or a name with a space in ops.host passed `config check` and failed only at
+    start, as 'Name or service not known' for whatever was written."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"cameras:\n  door:\n    source: {{uri: clip.mp4}}\nops: {{host: {json.dumps(written)}}}\n"
+    )
+    with pytest.raises(ConfigError, match=r"ops\.host: Value error, .*" + re.escape(said)):
+        load_settings(cfg)
+
+
+def test_a_host_name_not_resolved_is_a_config_error_naming_ops_host() -> None:
+    """A name that does not resolve was blamed on 'ops.host and the camera's port'."""
+    health = Health("door", Liveness(), stall_after_s=5.0)
+    with pytest.raises(ConfigError, match=r"on nowhere\.invalid:0 .*; ops\.host is neither .* resolves$"):
+        OpsServer("nowhere.invalid", 0, lambda _a: (b"", "text/plain"), health.report, "camera door")
 
 
 def test_ops_config_ports_and_buckets() -> None:

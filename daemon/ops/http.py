@@ -4,7 +4,7 @@ header asks for it) and ``GET /health`` (JSON; 200 or 503);
 closed.
 
 A ``ThreadingHTTPServer`` on a daemon thread, so a slow scraper never touches the frame loop. Bind failures
-(port in use, bad address) are a ConfigError naming the setting to change.
+(port in use, bad address, a name not resolved) are a ConfigError naming the setting to change.
 """
 
 from __future__ import annotations
@@ -68,11 +68,26 @@ Exposition = Callable[[str], tuple[bytes, str]]  # the scraper's Accept header -
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], metrics: Exposition, health: Callable[[], Report]) -> None:
+    def __init__(
+        self,
+        family: socket.AddressFamily,
+        address: tuple[Any, ...],
+        metrics: Exposition,
+        health: Callable[[], Report],
+    ) -> None:
         self.metrics = metrics
         self.health = health
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.address_family = family
         super().__init__(address, _Handler)
+
+
+def bind_address(host: str, port: int) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
+    """The family and socket address to bind for ``host`` (an address, or a name: its first IPv4 address, else
+    its first IPv6 one) and ``port``; socket.gaierror when the name is not resolved."""
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    found.sort(key=lambda info: info[0] != socket.AF_INET)  # stable: the resolver's order within a family
+    family, _, _, _, address = found[0]
+    return family, address
 
 
 class OpsServer:
@@ -82,10 +97,11 @@ class OpsServer:
         self, host: str, port: int, metrics: Exposition, health: Callable[[], Report], what: str
     ) -> None:
         try:
-            self._server = _Server((host, port), metrics, health)
+            self._server = _Server(*bind_address(host, port), metrics, health)
         except OSError as e:
             raise ConfigError(
-                f"{what}: cannot serve /metrics and /health on {host}:{port} ({e.strerror or e}); {_bind_hint(e)}"
+                f"{what}: cannot serve /metrics and /health on {_joined(host, port)} ({e.strerror or e}); "
+                f"{_bind_hint(e)}"
             ) from e
         self._thread = threading.Thread(target=self._serve, name="ops-http", daemon=True)
 
@@ -95,8 +111,7 @@ class OpsServer:
 
     @property
     def url(self) -> str:
-        host = str(self._server.server_address[0])
-        return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
+        return f"http://{_joined(str(self._server.server_address[0]), self.port)}"
 
     def _serve(self) -> None:
         self._server.serve_forever(poll_interval=POLL_S)
@@ -112,8 +127,15 @@ class OpsServer:
         self._server.server_close()
 
 
+def _joined(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets (``[::1]:9400``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _bind_hint(error: OSError) -> str:
     """What to change when the /metrics and /health address cannot be bound."""
+    if isinstance(error, socket.gaierror):
+        return "ops.host is neither an address nor a name this host resolves"
     if error.errno == errno.EADDRINUSE:
         return "another camera on this host may use it: give each camera its own port (ops.camera_ports)"
     if error.errno == errno.EADDRNOTAVAIL:
