@@ -115,6 +115,33 @@ def test_running_worker_serves_metrics_and_health(tmp_path: Path) -> None:
     assert after_stop[0] == 503 and json.loads(after_stop[1])["problems"] == ["stopped"]
 
 
+def test_undecodable_frames_of_a_damaged_file_are_a_metric_equal_to_the_summarys_count(
+    tmp_path: Path,
+) -> None:
+    """Frames the source could not decode and passed over (a damaged video's, a folder's corrupt images) were
+    counted in summary.json's source_stats.frames_skipped and the summary line only: no metric said a camera's
+    recording or stream was damaged. reid_source_frames_undecodable_total counts them, from the same count."""
+    from test_sources import _blank_frames, _mjpeg_avi
+
+    video = tmp_path / "damaged.avi"
+    video.write_bytes(_blank_frames(_mjpeg_avi(video, 6), {2, 4}))  # two frames' JPEG data lost
+    settings = looped_settings(tmp_path)
+    cam = settings.cameras["door"]
+    update = {
+        "source": cam.source.model_copy(update={"uri": str(video), "loop": False}),
+        "output": cam.output.model_copy(update={"summary": True}),
+    }
+    settings = settings.model_copy(update={"cameras": {"door": cam.model_copy(update=update)}})
+    with Operations(settings, "door", notifier=Notifier({})) as ops:
+        before = samples(ops.metrics.render().decode())
+        CameraWorker(settings, "door", observers=[ops]).run()
+        after = samples(ops.metrics.render().decode())
+    summary = json.loads((tmp_path / "runs" / "door" / "summary.json").read_text())
+    assert summary["source_stats"]["frames_skipped"] == 2 and summary["frames"] == 4
+    assert value(before, "reid_source_frames_undecodable_total") == 0  # there from the start
+    assert value(after, "reid_source_frames_undecodable_total") == summary["source_stats"]["frames_skipped"]
+
+
 def test_failed_tries_to_open_a_camera_at_start_count_as_reconnect_failures(tmp_path: Path) -> None:
     """reid_source_reconnect_failures_total counts the tries to open a live stream that failed; those made while
     a camera that was not up yet was waited for at start (source.startup_wait_s, minutes of them) were in no

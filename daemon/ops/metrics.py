@@ -44,6 +44,10 @@ _BRIDGE_GAUGES = ("connected", "subscribed", "backlog")
 _BRIDGE_LINKS = ("reconnects", "reconnect_failures")  # counters of their own, not message events
 _IDENTITY_GAUGES = ("identities", "exemplar_rows", "contributions", "live_tracks")
 _SOURCE_CONNECTED = "1 while the source is open and reading (0 before it is opened, while the worker starts)."
+_UNDECODABLE = (
+    "Frames the source could not decode and passed over (a damaged video's, a folder's corrupt images; each "
+    "named in the log): summary.json's source_stats.frames_skipped."
+)
 
 StatsFn = Callable[[], Any]
 RECONNECT_FAILURES = (
@@ -84,6 +88,7 @@ class _SnapshotCollector(Collector):
             yield from self._source(self.source)
         else:  # starting: loading models, or waiting for a camera not up yet (source.startup_wait_s)
             yield self._gauge("source_connected", _SOURCE_CONNECTED, 0)
+            yield self._counter("source_frames_undecodable", _UNDECODABLE, 0)
             if self.startup_failures:  # its stats count them once it is open
                 yield self._counter("source_reconnect_failures", RECONNECT_FAILURES, self.startup_failures)
         if self.bridge is not None:
@@ -115,6 +120,7 @@ class _SnapshotCollector(Collector):
         yield self._counter(
             "source_frames_dropped", "Live frames dropped: the loop fell behind.", s.frames_dropped
         )
+        yield self._counter("source_frames_undecodable", _UNDECODABLE, s.frames_skipped)
         yield self._counter("source_reconnects", "Successful reconnections of a live stream.", s.reconnects)
         yield self._counter("source_reconnect_failures", RECONNECT_FAILURES, s.reconnect_failures)
         yield self._counter("source_loops", "Times a looped file started again.", s.loops)
