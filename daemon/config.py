@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -2090,7 +2091,33 @@ class OpsConfig(_Strict):
         (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
         min_length=1,
         max_length=40,
-        description="Upper bounds (s) of the latency histogram buckets (stages, loop, Valkey round trip).",
+        description="Upper bounds (s) of the latency histogram buckets (stages, loop).",
+    )
+    bridge_buckets: tuple[float, ...] = Field(
+        (
+            2.5e-5,
+            5e-5,
+            1e-4,
+            2.5e-4,
+            5e-4,
+            0.001,
+            0.0025,
+            0.005,
+            0.01,
+            0.025,
+            0.05,
+            0.1,
+            0.25,
+            0.5,
+            1.0,
+            2.5,
+            5.0,
+            10.0,
+        ),
+        min_length=1,
+        max_length=40,
+        description="Upper bounds (s) of the fleet's histograms: the Valkey round trip (a PING takes some 30 us on "
+        "loopback, 0.1-1 ms on a LAN) and the age of live messages (up to bridge.max_age_s).",
     )
 
     @field_validator("host")
@@ -2098,11 +2125,11 @@ class OpsConfig(_Strict):
     def _bindable(cls, v: str) -> str:
         return bind_host(v)
 
-    @field_validator("latency_buckets")
+    @field_validator("latency_buckets", "bridge_buckets")
     @classmethod
-    def _increasing(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+    def _increasing(cls, v: tuple[float, ...], info: ValidationInfo) -> tuple[float, ...]:
         if not all(0 < b < 1e6 for b in v) or list(v) != sorted(set(v)):
-            raise ValueError("latency_buckets must be positive, finite and strictly increasing")
+            raise ValueError(f"{info.field_name} must be positive, finite and strictly increasing")
         return v
 
     def port_for(self, camera: str) -> int:

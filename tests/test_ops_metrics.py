@@ -314,6 +314,33 @@ def test_a_fleet_messages_age_is_taken_on_the_fleets_clock(
     assert age <= heard - began + MAX_READ_ROUND_TRIP_S, (age, heard - began)
 
 
+def _median_bucket(s: dict[Any, float], name: str) -> float:
+    """The upper bound of the bucket holding the median of histogram ``name`` (as histogram_quantile finds it)."""
+    buckets = sorted((float(dict(labels)["le"]), v) for (n, labels), v in s.items() if n == f"{name}_bucket")
+    total = buckets[-1][1]
+    return next(le for le, count in buckets if count >= total / 2)
+
+
+def test_the_valkey_round_trip_histogram_resolves_a_loopback_ping() -> None:
+    """reid_bridge_rtt_seconds took ops.latency_buckets, from 1 ms: every PING to a Valkey on the same host or
+    LAN (30-50 us on loopback here) fell in the first bucket, so its quantiles read 0.5-1 ms whatever the round
+    trip was. Its buckets (and the message age's) run from 25 us to 10 s."""
+    m = CameraMetrics("door", OpsConfig())
+    with EmbeddedValkey() as server:
+        cfg = BridgeConfig(url=server.url, allow_unsigned=True)
+        probe = ValkeyProbe(cfg, server.url, None, 60.0, lambda *_: None)
+        rtts = [probe.ping()[0] for _ in range(30)]
+    for rtt in rtts:
+        m.valkey_ping(rtt)
+        m.message_received(sent_at=1000.0, received_at=1000.0 + 4.0)  # a live message 4 s old
+    s = samples(m.render().decode())
+    median = sorted(r for r in rtts if r is not None)[len(rtts) // 2]
+    assert median <= _median_bucket(s, "reid_bridge_rtt_seconds") <= 2.5 * max(median, 1e-5), median
+    assert _median_bucket(s, "reid_bridge_message_age_seconds") == 5.0  # seconds resolved too
+    bounds = OpsConfig().bridge_buckets
+    assert bounds[0] <= 25e-6 and bounds[-1] >= 10.0 and len(bounds) <= 20
+
+
 def test_the_valkey_probe_counts_a_refused_ping_as_an_answer() -> None:
     """An ACL user with just the rights the bridge uses (no PING): the bridge worked, yet /health said
     "valkey down: PING failed: ... no permissions to run the 'ping' command" for as long as it ran."""
@@ -568,6 +595,8 @@ def test_ops_config_ports_and_buckets() -> None:
     assert (cfg.port_for("lobby"), cfg.port_for("door")) == (9401, 9400)
     with pytest.raises(ValueError, match="strictly increasing"):
         OpsConfig(latency_buckets=(0.1, 0.1))
+    with pytest.raises(ValueError, match="bridge_buckets must be positive"):
+        OpsConfig(bridge_buckets=(0.1, 0.01))
     with pytest.raises(ValueError):
         OpsConfig(camera_ports={"lobby": 70000})
 

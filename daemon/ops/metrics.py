@@ -233,10 +233,10 @@ class CameraMetrics:
         self._last_stage: dict[str, float] = {}
         self._identities: dict[int, tuple[int | None, str]] = {}
         self._assignment: AssignmentLookup | None = None
-        self._build(cfg.latency_buckets)
+        self._build(cfg.latency_buckets, cfg.bridge_buckets)
         self._zeros()
 
-    def _build(self, buckets: tuple[float, ...]) -> None:
+    def _build(self, buckets: tuple[float, ...], bridge_buckets: tuple[float, ...]) -> None:
         r, cam = self.registry, ["camera"]
         self.frames = Counter(f"{PREFIX}_frames", "Frames processed by the main loop.", cam, registry=r)
         self.stage = Histogram(
@@ -272,7 +272,7 @@ class CameraMetrics:
             "Round trip (PING) to the fleet's Valkey.",
             cam,
             registry=r,
-            buckets=buckets,
+            buckets=bridge_buckets,
         )
         self.valkey_up = Gauge(
             f"{PREFIX}_bridge_valkey_up", "1 when the last PING to Valkey succeeded.", cam, registry=r
@@ -282,7 +282,7 @@ class CameraMetrics:
             "Received fleet messages: receipt time minus the sender's send time (the fleet's clock, Valkey's).",
             cam,
             registry=r,
-            buckets=buckets,
+            buckets=bridge_buckets,
         )
 
     def _zeros(self) -> None:
