@@ -2085,7 +2085,11 @@ class OpsConfig(_Strict):
         description="Fleet mode: PING the fleet's Valkey this often (round-trip histogram, /health).",
     )
     fps_window_s: float = Field(
-        5.0, gt=0, le=3600, description="The FPS gauge counts the frames of this last window."
+        5.0,
+        gt=0,
+        le=3600,
+        description="The FPS gauge counts the frames of this last window (until it has passed since the first "
+        "frame, those since the first over the time since).",
     )
     latency_buckets: tuple[float, ...] = Field(
         (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),

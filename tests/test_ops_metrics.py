@@ -689,18 +689,42 @@ def test_a_starting_worker_exports_its_frame_series_at_0() -> None:
 def test_the_fps_gauge_counts_every_frame_of_a_long_window_in_bounded_memory() -> None:
     """The gauge kept the time of each frame, at most 10,000 of them: a window holding more (30 FPS over
     ops.fps_window_s 600 is 18,000 frames) lost the oldest and reported 16.7 FPS for 30."""
-    m = CameraMetrics("door", OpsConfig(fps_window_s=500))
-    for _ in range(11_000):  # 22 FPS over the 500 s window (here all within the last seconds of it)
-        m.frame(StageTimes(), 0.0, 0.0, [])
-    assert m.fps() == pytest.approx(22.0)
-    assert value(samples(m.render().decode()), "reid_fps") == pytest.approx(22.0)
-    assert len(m._rate._slices) <= FPS_SLICES  # memory bounded by the window's slices, not by the frame rate
+    long = FrameRate(600.0)
+    for i in range(18_001):  # 30 FPS for the whole 600 s window
+        long.add(1000.0 + i / 30)
+    assert long.rate(1600.0) == pytest.approx(30.0, rel=0.001)
+    assert len(long._slices) <= FPS_SLICES  # memory bounded by the window's slices, not by the frame rate
     rate = FrameRate(5.0)
     for i in range(100):  # 20 FPS for 5 s
         rate.add(1000.0 + i / 20)
     assert rate.rate(1005.0) == pytest.approx(20.0, rel=0.01)
     assert rate.rate(1007.5) == pytest.approx(10.0, rel=0.02)  # the first half has left the window
     assert rate.rate(1011.0) == 0.0
+
+
+def test_the_fps_gauge_reads_the_true_rate_before_a_whole_window_has_passed() -> None:
+    """reid_fps divided the frames of its window by the whole ops.fps_window_s from the first frame on: a worker
+    at 20 FPS read 4 FPS a second after its start, 12 after three, and 20 only once a whole window (5 s) of
+    frames was in. Until a window has passed since the first frame, it is the frames over the time since the
+    first."""
+    rate = FrameRate(5.0)
+    assert rate.rate(999.0) == 0.0  # no frame yet
+    rate.add(1000.0)
+    assert rate.rate(1000.0) == 0.0  # one frame: no rate yet
+    for i in range(1, 21):  # 20 FPS for 1 s
+        rate.add(1000.0 + i / 20)
+    assert rate.rate(1001.0) == pytest.approx(20.0)
+    assert rate.rate(1002.0) == pytest.approx(10.0)  # none for the last second: its true rate since the first
+    for i in range(41, 100):  # 20 FPS again from 1002.05
+        rate.add(1000.0 + i / 20)
+    assert rate.rate(1004.99) == pytest.approx(79 / 4.99)  # 80 frames, 79 intervals since the first
+    rate.add(1005.0)  # the window is whole from 1005 on
+    assert rate.rate(1006.0) == pytest.approx(60 / 5.0, rel=0.01)  # the frames of the last 5 s over 5 s
+    m = CameraMetrics("door", OpsConfig())  # on the clock: 20 frames 0.05 s apart
+    for _ in range(20):
+        m.frame(StageTimes(), 0.0, 0.0, [])
+        time.sleep(0.05)
+    assert 10.0 <= value(samples(m.render().decode()), "reid_fps") <= 21.0  # 20 FPS (less on a busy host)
 
 
 # ------------------------------------------------------------------------------------------ logs

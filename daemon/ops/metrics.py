@@ -83,7 +83,11 @@ class _SnapshotCollector(Collector):
         self.startup_failures = 0  # tries to open a live source that failed, while it is not open yet
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        yield self._gauge("fps", "Frames per second over the last ops.fps_window_s.", self.fps())
+        yield self._gauge(
+            "fps",
+            "Frames per second over the last ops.fps_window_s (since the first frame, until that long has passed).",
+            self.fps(),
+        )
         if self.source is not None:
             yield from self._source(self.source)
         else:  # starting: loading models, or waiting for a camera not up yet (source.startup_wait_s)
@@ -186,14 +190,17 @@ class _SnapshotCollector(Collector):
 
 class FrameRate:
     """Frames per second over the last ``window_s``: frames counted per slice of ``window_s / FPS_SLICES``, so
-    memory is bounded by the slices, not by the frame rate (a frame in the oldest slice counts while any of the
-    slice is in the window: up to 1/FPS_SLICES of the window too many). Thread-safe."""
+    memory is bounded by the slices, not by the frame rate (the oldest slice, partly out of the window, is left
+    out: up to 1/FPS_SLICES of the window too few). Until a whole window has passed since the first frame, the
+    frames since it over the time since it (a full window's count would read low). Thread-safe."""
 
     def __init__(self, window_s: float) -> None:
         self.window_s = window_s
         self._width = window_s / FPS_SLICES
         self._slices: deque[list[int]] = deque()  # [slice number, frames], oldest first
         self._frames = 0  # in the slices held
+        self._first: float | None = None  # when the first frame came
+        self._total = 0  # frames since then
         self._lock = threading.Lock()
 
     def add(self, now: float) -> None:
@@ -205,12 +212,18 @@ class FrameRate:
             else:
                 self._slices.append([k, 1])
             self._frames += 1
+            if self._first is None:
+                self._first = now
+            self._total += 1
             self._trim(k)
 
     def rate(self, now: float) -> float:
-        """Frames per second over the window ending at ``now``."""
+        """Frames per second over the window ending at ``now`` (0 before the second frame)."""
         with self._lock:
             self._trim(int(now // self._width))
+            since = None if self._first is None else now - self._first
+            if since is not None and since < self.window_s:  # the intervals between the frames so far
+                return (self._total - 1) / since if since > 0 else 0.0
             return self._frames / self.window_s
 
     def _trim(self, k: int) -> None:
@@ -359,7 +372,7 @@ class CameraMetrics:
     # ------------------------------------------------------------------------------------------ other
 
     def fps(self) -> float:
-        """Frames per second over the last ``fps_window_s`` (0 before the first frame)."""
+        """Frames per second over the last ``fps_window_s`` (0 before the second frame)."""
         return self._rate.rate(time.monotonic())
 
     def source_not_open(self) -> None:
