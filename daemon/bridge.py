@@ -1254,7 +1254,7 @@ class Bridge:
             return
         for msg in batch.messages:
             if msg.kind == "forget" and msg.global_id is not None:
-                self._accept(with_fields(msg, stream_id=""), caught_up=True)
+                self._accept(with_fields(msg, stream_id="", caught_up=True), caught_up=True)
 
     def _let_go(self, fleet: Iterable[str]) -> None:
         """Forget the stream positions (and resync marks) of the cameras not in the registry ``fleet``: nothing
@@ -1576,7 +1576,7 @@ class Bridge:
         if batch is None:
             return
         for msg in batch.messages:
-            self._accept(with_fields(msg, stream_id=stream_id), caught_up)
+            self._accept(with_fields(msg, stream_id=stream_id, caught_up=caught_up), caught_up)
 
     def _accept(self, msg: FleetMessage, caught_up: bool) -> None:
         if msg.sender == self.sender_id:

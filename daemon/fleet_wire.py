@@ -72,8 +72,9 @@ class FleetMessage:
     worker started; ``progress``: (lockstep replays) everything this camera sent before it is from before
     ``timestamp``, and ``ended`` = the camera has finished. ``sender``, ``seq`` and ``sent_at`` are set by
     the publishing bridge; ``stream_id`` is where the message's batch lies in its camera's stream (set on
-    receipt; "" when unknown). Embeddings are kept as a read-only float32 array (copied unless they are one
-    already).
+    receipt; "" when unknown), ``caught_up`` whether it was read from the streams or the stored state (a
+    catch-up, a resync: set on receipt; False for one heard live on pub/sub); neither is on the wire.
+    Embeddings are kept as a read-only float32 array (copied unless they are one already).
     """
 
     kind: MessageKind
@@ -92,6 +93,7 @@ class FleetMessage:
     since: float | None = None
     position: Position | None = None
     velocity: Position | None = None
+    caught_up: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

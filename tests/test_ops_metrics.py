@@ -28,6 +28,7 @@ from daemon.clocks import MAX_READ_ROUND_TRIP_S
 from daemon.config import BridgeConfig, OpsConfig, load_settings
 from daemon.errors import ConfigError, ModelError
 from daemon.fleet import FleetLink
+from daemon.fleet_wire import encode_message, with_fields
 from daemon.identity import IdentityAssignment
 from daemon.ops import metrics as metrics_module
 from daemon.ops.health import Health
@@ -339,6 +340,53 @@ def test_the_valkey_round_trip_histogram_resolves_a_loopback_ping() -> None:
     assert _median_bucket(s, "reid_bridge_message_age_seconds") == 5.0  # seconds resolved too
     bounds = OpsConfig().bridge_buckets
     assert bounds[0] <= 25e-6 and bounds[-1] >= 10.0 and len(bounds) <= 20
+
+
+def test_the_message_age_histogram_takes_live_messages_not_those_caught_up(tmp_path: Path) -> None:
+    """reid_bridge_message_age_seconds observed every message received, those a catch-up or resync read from the
+    streams too: after each Valkey outage or lost subscription the messages caught up, as old as the outage by
+    design, filled its top buckets and an alert on its quantile fired. It takes the messages heard live on
+    pub/sub; those caught up are reid_bridge_messages_total{event="caught_up"}, as before."""
+    from test_fleet import DIM, _settings
+
+    def counted(ops: Operations) -> tuple[float, float]:
+        s = samples(ops.metrics.render().decode())
+        age = s.get(("reid_bridge_message_age_seconds_count", (("camera", "door"),)), 0.0)
+        return age, value(s, "reid_bridge_messages_total", event="caught_up")
+
+    with EmbeddedValkey() as server:
+        settings: Any = _settings(tmp_path, server.url, ("door", "b"))
+        slow = settings.bridge.model_copy(update={"reconnect_initial_s": 1.5, "reconnect_max_s": 1.5})
+        settings = settings.model_copy(update={"bridge": slow})
+        fleet = FleetLink(settings, "door", DIM).start(live=True)
+        try:
+            with Operations(settings, "door", notifier=Notifier({})) as ops:
+                source = FakeSource(connected=True)
+                source.name, source.live = "door", True  # type: ignore[attr-defined]
+                worker = SimpleNamespace(fleet=fleet, cam=settings.cameras["door"], unerased=0)
+                ops.started(worker, source)  # type: ignore[arg-type]
+                with Bridge(settings.bridge, "b", receive=False) as peer:  # its hello, live
+                    assert peer.flush(5)
+                    wait_until(lambda: counted(ops)[0] == 1, 10.0, "the peer's hello heard live")
+                    live = counted(ops)
+                    server.client().client_kill_filter(_type="pubsub")  # door's subscription drops
+                    wait_until(lambda: fleet.bridge.stats.reconnects == 1, 10.0, "door finds it lost")
+                    for _ in range(3):  # while door is away (1.5 s): caught up once it is back
+                        peer.publish(FleetMessage("hello", "b", timestamp=time.time()))
+                    assert peer.flush(5)
+                    wait_until(lambda: counted(ops)[1] == live[1] + 3, 10.0, "the three caught up")
+                    assert fleet.bridge.wait_ready(5)
+                    caught_up = counted(ops)
+                    peer.publish(FleetMessage("hello", "b", timestamp=time.time()))
+                    assert peer.flush(5)
+                    wait_until(lambda: counted(ops)[0] > caught_up[0], 10.0, "a live one after")
+                    after = counted(ops)
+        finally:
+            fleet.close()
+    assert live[0] == 1 and caught_up == (1, live[1] + 3)  # the caught-up ones not taken
+    assert after == (2, live[1] + 3)
+    hello = FleetMessage("hello", "b", timestamp=1.0)  # the receiving side's mark, not on the wire
+    assert encode_message(with_fields(hello, caught_up=True), None) == encode_message(hello, None)
 
 
 def test_the_valkey_probe_counts_a_refused_ping_as_an_answer() -> None:

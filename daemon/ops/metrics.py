@@ -292,7 +292,9 @@ class CameraMetrics:
         )
         self.message_age = Histogram(
             f"{PREFIX}_bridge_message_age_seconds",
-            "Received fleet messages: receipt time minus the sender's send time (the fleet's clock, Valkey's).",
+            "Fleet messages heard live (pub/sub): receipt time minus the sender's send time (the fleet's clock, "
+            "Valkey's). Those caught up from the streams after an outage, old by design, are left out: "
+            'reid_bridge_messages_total{event="caught_up"} counts them.',
             cam,
             registry=r,
             buckets=bridge_buckets,
@@ -386,7 +388,8 @@ class CameraMetrics:
             self.valkey_rtt.labels(self.camera).observe(seconds)
 
     def message_received(self, sent_at: float, received_at: float | None = None) -> None:
-        """A fleet message arrived (its ``sent_at``): observe its age. For the fleet link's receive callback."""
+        """A fleet message heard live arrived (its ``sent_at``): observe its age (the service leaves out those
+        caught up)."""
         if sent_at > 0:
             age = (time.time() if received_at is None else received_at) - sent_at
             self.message_age.labels(self.camera).observe(max(age, 0.0))

@@ -27,6 +27,7 @@ from daemon.bridge import BridgeStats
 from daemon.camera_lock import LOCK_WAIT
 from daemon.config import Settings
 from daemon.errors import ModelError
+from daemon.fleet_wire import FleetMessage
 from daemon.identity import IdentityStats
 from daemon.ops.health import Health
 from daemon.ops.http import OpsServer
@@ -161,7 +162,7 @@ class Operations:
         self.health.running(source, bridge, (lambda: worker.unerased) if fleet is not None else None)
         if fleet is not None:
             clock = fleet.bridge.clock  # the fleet's, which batches are stamped on
-            fleet.listeners.append(lambda m: self.metrics.message_received(m.sent_at, clock.now()))
+            fleet.listeners.append(lambda m: self._message_received(m, clock.now))
             self._start_probe(fleet.bridge.url)
         self._check_watchdog(source, worker.cam.source.read_timeout_s)
         self.notifier.ready(f"running: {source.name}")
@@ -179,6 +180,12 @@ class Operations:
         self.notifier.stopping(f"stopping: {what}")
 
     # ---------------------------------------------------------------------------------------- internals
+
+    def _message_received(self, m: FleetMessage, now: Callable[[], float]) -> None:
+        """A fleet message received: its age, on the fleet's clock, where it was heard live (one caught up from
+        the streams after an outage or a lost subscription is old by design: the bridge counts it)."""
+        if not m.caught_up:
+            self.metrics.message_received(m.sent_at, now())
 
     def _start_probe(self, url: str) -> None:
         cfg = self.settings.bridge
