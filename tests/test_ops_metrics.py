@@ -29,7 +29,7 @@ from daemon.config import BridgeConfig, OpsConfig, load_settings
 from daemon.errors import ConfigError, ModelError
 from daemon.fleet import FleetLink
 from daemon.fleet_wire import encode_message, with_fields
-from daemon.identity import IdentityAssignment
+from daemon.identity import IdentityAssignment, IdentityStats
 from daemon.ops import metrics as metrics_module
 from daemon.ops.health import Health
 from daemon.ops.http import OpsServer
@@ -773,6 +773,31 @@ def test_the_fps_gauge_reads_the_true_rate_before_a_whole_window_has_passed() ->
         m.frame(StageTimes(), 0.0, 0.0, [])
         time.sleep(0.05)
     assert 10.0 <= value(samples(m.render().decode()), "reid_fps") <= 21.0  # 20 FPS (less on a busy host)
+
+
+def test_deploy_readme_names_every_metric_a_fleet_worker_exports_and_no_other() -> None:
+    """deploy/README's list of metrics, which operators write their alerts from, left out
+    reid_bridge_message_age_seconds, reid_bridge_valkey_up, reid_bridge_subscribed,
+    reid_source_frames_decoded_total and reid_source_loops_total. Every family a fleet worker exports is named
+    (reid_identity_* stands for the resolver's), and every name there is exported."""
+    text = (Path(__file__).parents[1] / "deploy" / "README.md").read_text()
+    listed = text[text.index("Metrics (label `camera`)") :]
+    listed = listed[: listed.index("\n* **")]
+    named = set(re.findall(r"`(reid_[a-z_]+)[`{]", listed))
+    m = CameraMetrics("door", OpsConfig())
+    b = replace(bridge_stats(), lagging={"lobby": 14.5})
+    identity = IdentityStats(**{f.name: 0 for f in fields(IdentityStats)} | {"remote_rejected": {"x": 1}})
+    m.attach(source=FakeSource(), bridge=lambda: b, identity=lambda: identity, assignment=lambda _t: None)
+    m.valkey_ping(0.001)
+    m.message_received(1.0, 2.0)
+    exported = {
+        f.name + ("_total" if f.type == "counter" else "")
+        for f in text_string_to_metric_families(m.render().decode())
+        if not f.name.endswith("_created")
+    }
+    resolvers = {n for n in exported if n.startswith("reid_identity_") and n not in named}
+    assert sorted(exported - resolvers - named) == [] and "reid_identity_*" in listed
+    assert sorted(named - exported) == []
 
 
 # ------------------------------------------------------------------------------------------ logs
