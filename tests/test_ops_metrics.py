@@ -682,6 +682,27 @@ def test_bridge_identity_and_decision_metrics() -> None:
     )
 
 
+def test_the_bridge_messages_help_says_what_its_events_count() -> None:
+    """reid_bridge_messages_total's HELP said 'Fleet messages (embeddings) by what happened to them', but hellos
+    and forgets carry no embedding, received counts caught_up and recovered again, and two of its events count
+    no message: own (this worker's batches come back, skipped undecoded) and erased (stream entries and track
+    states a forget deleted)."""
+    m = CameraMetrics("door", OpsConfig())
+    m.attach(bridge=bridge_stats)
+    (family,) = [
+        f for f in text_string_to_metric_families(m.render().decode()) if f.name == "reid_bridge_messages"
+    ]
+    events = {s.labels["event"] for s in family.samples}
+    assert {"own", "erased", "caught_up", "recovered"} <= events
+    assert "embeddings" not in family.documentation
+    for said in (
+        "own: this worker's own batches",
+        "erased: not messages",
+        "of those received",
+    ):
+        assert said in family.documentation, family.documentation
+
+
 def test_a_track_lost_for_a_few_frames_is_not_a_new_decision_when_it_comes_back() -> None:
     """reid_identity_decisions_total counted a track again each time it came back after frames without it (lost
     by the tracker, kept by the resolver, its identity unchanged): two fleet workers on a looped clip counted 39

@@ -49,6 +49,12 @@ _UNDECODABLE = (
     "named in the log): summary.json's source_stats.frames_skipped."
 )
 
+_BRIDGE_MESSAGES = (
+    "Fleet messages (track profiles, hellos, forgets) by what happened to them; caught_up and recovered are of "
+    "those received. own: this worker's own batches come back, skipped (its own stored messages, one each, in a "
+    "catch-up); erased: not messages, the stream entries and track states a forget deleted."
+)
+
 StatsFn = Callable[[], Any]
 RECONNECT_FAILURES = (
     "Tries to open a live stream that failed: reconnections, and at start while it is waited for "
@@ -150,9 +156,7 @@ class _SnapshotCollector(Collector):
             for f in dataclasses.fields(b)
             if f.name not in (*_BRIDGE_GAUGES, *_BRIDGE_LINKS, "last_error", "rejected", "lagging", "leading")
         }
-        yield self._labelled(
-            "bridge_messages", "Fleet messages (embeddings) by what happened to them.", "event", events
-        )
+        yield self._labelled("bridge_messages", _BRIDGE_MESSAGES, "event", events)
         rejected = {f.name: getattr(b.rejected, f.name) for f in dataclasses.fields(b.rejected)}
         yield self._labelled("bridge_rejected", "Received messages rejected, by reason.", "reason", rejected)
         lag = GaugeMetricFamily(
