@@ -634,7 +634,13 @@ class RecognitionConfig(_Strict):
 class ServeConfig(_Strict):
     """``reid-daemon serve``: the gallery over HTTP."""
 
-    host: str = Field("127.0.0.1", min_length=1, max_length=255, description="Address to listen on.")
+    host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        max_length=255,
+        description="Address to listen on: an IPv4 or IPv6 address (bare or in brackets, [::1]) or a host name; "
+        "0.0.0.0 or :: for every address.",
+    )
     port: int = Field(8080, ge=0, le=65535, description="TCP port (0: any free port).")
     gallery: Annotated[HomePath | None, AfterValidator(gallery_file)] = Field(
         None, description="Gallery file loaded at start and saved after each enrolment (.npz/.json/.rdg)."
@@ -683,6 +689,11 @@ class ServeConfig(_Strict):
         "last answer), or whose request body pauses this long, is closed: idle or slow clients cannot hold "
         "the service's connections (each takes a file descriptor).",
     )
+
+    @field_validator("host")
+    @classmethod
+    def _bindable(cls, v: str) -> str:
+        return bind_host(v)
 
 
 class SiteConfig(_Strict):

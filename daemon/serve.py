@@ -106,6 +106,7 @@ from daemon.enroll import (
 )
 from daemon.errors import ConfigError, DataError, LockTimeout
 from daemon.gallery import Gallery, latest, locked
+from daemon.ops.http import bind_address
 from daemon.recognize import check_embedder, recognize_embeddings
 from daemon.tempdirs import Leftovers
 from daemon.types import Detector, Embedder, ImageBGR
@@ -1164,7 +1165,7 @@ class BackgroundServer:
     def url(self) -> str:
         sock = self._server.servers[0].sockets[0]
         host, port = sock.getsockname()[:2]
-        return f"http://{host}:{port}"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
@@ -1184,15 +1185,21 @@ def serve_forever(app: FastAPI, host: str, port: int, what: str = "the gallery")
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host``:``port`` (IPv6 when the host holds ':'), as uvicorn binds one; ConfigError
-    naming the address when it cannot be had (in use, not an address of this machine, an unknown name)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    """A TCP socket bound to ``host``:``port`` (an address, or a name: its IPv4 address, else its IPv6 one, as
+    ops.http binds), as uvicorn binds one; ConfigError naming the address when it cannot be had (in use, not an
+    address of this machine, an unknown name)."""
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family, address = bind_address(host, port)
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {shown}: {e.strerror or e} (--host, serve.host)") from e
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        sock.bind(address)
     except OSError as e:
         sock.close()
         raise ConfigError(
-            f"cannot listen on {host}:{port}: {e.strerror or e} (--host / --port, serve.host / serve.port)"
+            f"cannot listen on {shown}: {e.strerror or e} (--host / --port, serve.host / serve.port)"
         ) from e
     return sock

@@ -2121,3 +2121,31 @@ def test_serve_leaves_the_temporary_file_of_a_writer_at_work(tmp_path: Path, loc
         writer.kill()
         writer.wait(timeout=10)
     assert target.read_bytes() == b"x" * 1000 + b"y" * 1000 and not tmp.exists()
+
+
+@pytest.mark.parametrize(("written", "bound"), [("[::1]", "::1"), ("::1", "::1")])
+def test_serve_listens_on_an_ipv6_host_written_in_brackets(written: str, bound: str) -> None:
+    """serve --host "[::1]" (an IPv6 address as written in a URL) failed: 'cannot listen on [::1]:0' (the
+    brackets were handed to bind). It is the address in the brackets, as ops.host takes it."""
+    from daemon.config import ServeConfig
+    from daemon.serve import listen
+
+    assert ServeConfig(host=written).host == bound
+    sock = listen(ServeConfig(host=written).host, 0)
+    try:
+        assert sock.family == socket.AF_INET6 and sock.getsockname()[0] == bound
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize(("written", "said"), [("127.0.0.1:8080", "holds a port"), ("http://x", "not a URL")])
+def test_a_serve_host_that_is_no_address_is_refused_naming_the_option(
+    mobilenet_model: Path, tmp_path: Path, capsys: Any, written: str, said: str
+) -> None:
+    """A host:port or a URL in --host failed only when bound, as 'Name or service not known'."""
+    from daemon.cli import main
+
+    code = main(["serve", "--host", written, "--model", str(mobilenet_model), "-g", str(tmp_path / "g.npz")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--host" in err and said in err, err
