@@ -270,8 +270,8 @@ def connect(cfg: BridgeConfig, url: str, password: bytes | None = None) -> Any:
         kwargs["socket_keepalive"] = True
     if cfg.username is not None:
         kwargs["username"] = cfg.username
-    if password is not None:
-        kwargs["password"] = password.decode("utf-8")
+    if password is not None:  # bytes, as Valkey's passwords are: a credential file need not hold UTF-8
+        kwargs["password"] = password
     if url.split("://", 1)[0] in ("rediss", "valkeys"):
         kwargs.update(_tls_kwargs(cfg))
     try:

@@ -1430,6 +1430,27 @@ def test_auth_with_an_acl_user(server: EmbeddedValkey, monkeypatch: pytest.Monke
         Bridge(wrong, "cam-d").start(wait_s=2.0)
 
 
+def test_a_password_that_is_not_utf8_is_sent_as_its_bytes(
+    server: EmbeddedValkey, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A credential file holds bytes (`head -c 24 /dev/urandom > file`, without the README's base64), and
+    Valkey's passwords are bytes, but connect() decoded the password as UTF-8: a worker (and its health probe,
+    who, forget) whose bridge.password was not UTF-8 died at its first connection with a UnicodeDecodeError
+    and no word of the setting. It is sent as it is; a wrong one is refused as any wrong password is."""
+    password = b"\xff\xfe\x80 raw \x00bytes"
+    server.client().config_set("requirepass", password)
+    (tmp_path / "valkey-password").write_bytes(password + b"\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    cfg = config(server.url, password={"credential": "valkey-password"})
+    with Bridge(cfg, "cam-a") as a, Bridge(cfg, "cam-b") as b:
+        assert a.wait_ready(5) and b.wait_ready(5)
+        a.publish(profile("cam-a", 1))
+        assert [m.track_id for m in profiles_from(b, 1)] == [1]
+    (tmp_path / "valkey-password").write_bytes(password[:-1])
+    with pytest.raises(ConfigError, match=r"refused this worker: .*(password|WRONGPASS).*bridge\.password"):
+        Bridge(cfg, "cam-c").start(wait_s=2.0)
+
+
 @pytest.mark.parametrize(
     "rights",
     [
