@@ -108,8 +108,10 @@ def child_environment(settings: Settings, url: str, epoch: float, follows: bool 
 
     When the config takes its fleet key from an environment variable that is not set, a random key is made for
     this run (a local replay needs no durable key; a deployment sets one, e.g. as a systemd credential).
+    ``STARTED_AGAIN_ENV`` is not passed on (a user's export, or a fleet started from a worker started again):
+    only ``joining_environment`` names a restart.
     """
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != STARTED_AGAIN_ENV}
     env["REID_BRIDGE__URL"] = url
     env["REID_FLEET__ENABLED"] = "true"
     if settings.fleet.epoch is None:  # read with the environment's REID_FLEET__EPOCH, if any

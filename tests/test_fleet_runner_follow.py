@@ -23,7 +23,7 @@ from _video import SyntheticClip, make_video
 from test_fleet import _live_camera
 
 from daemon.config import Settings, load_settings
-from daemon.fleet import FLEET_FOLLOWS_ENV, FLEET_PID_ENV
+from daemon.fleet import FLEET_FOLLOWS_ENV, FLEET_PID_ENV, STARTED_AGAIN_ENV
 from daemon.fleet_runner import child_environment
 from daemon.outputs import json_object
 from daemon.valkey_server import EmbeddedValkey
@@ -290,3 +290,28 @@ def test_a_recording_whose_source_changes_mid_run_is_replayed_from_then_and_repo
     again = json_object(runs / "report.json")["started_again"]  # the report says r was started again
     assert again["r"]["keys"] == keys.split(", ") and again["r"]["first_frame_time"] >= edited, again
     assert "what it saw before is not in the report" in (runs / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_fleet_started_with_started_again_in_its_environment_does_not_pass_it_to_its_first_workers(
+    tmp_path: Path,
+) -> None:
+    """`reid-daemon fleet` gave its first workers its own environment, STARTED_AGAIN_ENV included where its
+    user had exported it (or a fleet was started from inside a worker started again): each first worker's
+    status.json, and the report, then said it had been started again with those keys, a restart that never
+    happened (and the report's 'what it saw before is not in the report'). A real fleet of two recordings run
+    with it set: neither worker's status.json names a restart, the report names none."""
+    clip = make_video(tmp_path / "clip.mp4", frames=5, fps=10.0, people=1, size=(64, 48))
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    runs, path = tmp_path / "runs", tmp_path / "fleet.yaml"
+    cams = {name: _live_camera(str(clip.path), gt, runs) for name in ("a", "b")}
+    cfg = {"fleet": {"enabled": True}, "bridge": {"allow_unsigned": True}, "cameras": cams}
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, STARTED_AGAIN_ENV: "cameras.a.source.uri,cameras.b.detector.path"}
+    cmd = daemon_json("fleet", "--config", str(path), "--no-progress")
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("a", "b"):
+        status = json_object(runs / name / "status.json")
+        assert status["state"] == "done" and "started_again" not in status, status
+    assert json_object(runs / "report.json")["started_again"] == {}
+    assert "Started again" not in (runs / "report.md").read_text(encoding="utf-8")
