@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -103,19 +104,35 @@ def _owner() -> tuple[subprocess.Popen[str], int, Path]:
     return proc, int(pid_text), Path(folder)
 
 
+@pytest.fixture
+def private_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A temporary folder of its own for this test's embedded servers and their owners (TMPDIR, and this
+    process's tempfile.tempdir): any other process's embedded server starting in the system's (another test
+    run on the machine) removes the stale folders of this user it finds there, so the one a test means its own
+    server to remove could go in that process's start, and be said in that process's log, not the test's."""
+    folder = Path(tempfile.mkdtemp(prefix="valkey-test-"))  # short: a unix socket's path is 107 bytes at most
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _another_server_starts() -> None:
     EmbeddedValkey().close()  # its start looks for stale folders
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a server's working folder is read in /proc")
 def test_a_killed_owners_folder_is_removed_once_neither_it_nor_its_server_lives(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, private_tmp: Path
 ) -> None:
     """Regression: the server's folder (/tmp/reid-valkey-*: socket, config, log) was removed only by close(), so
     an owner killed with SIGKILL left it for good, and they piled up. A new server removes the stale ones of
     this user: never one whose owner lives, nor one whose owner was killed while its server still runs (here
-    held stopped: its SIGTERM waits); once both are gone, it goes."""
+    held stopped: its SIGTERM waits); once both are gone, it goes, and the new server says so."""
     owner, server, folder = _owner()
+    assert folder.parent == private_tmp
     try:
         assert (folder / "valkey.sock").exists()
         _another_server_starts()
