@@ -26,7 +26,7 @@ from daemon.camera_lock import WORKER, held_by_worker, writer_locked
 from daemon.config import CameraConfig, Settings
 from daemon.embedding import atomic_write
 from daemon.errors import DaemonError, DataError
-from daemon.fleet import STARTED_AGAIN_ENV
+from daemon.fleet import FLEET_PID_ENV, STARTED_AGAIN_ENV
 from daemon.ops import STOP_SIGNALS, HeldStop
 from daemon.outputs import SUMMARY_SCHEMA_VERSION, RunSummary, recorded_no_frame
 from daemon.pipeline import FrameResult
@@ -40,9 +40,14 @@ log = logging.getLogger(__name__)
 ERROR_CHARS = 1000  # status.json keeps this much of the error a run failed with
 
 
-def started_again_keys(env: Mapping[str, str]) -> list[str]:
+def started_again_keys(env: Mapping[str, str], parent: int | None = None) -> list[str]:
     """The settings' keys whose change made ``reid-daemon fleet`` start this camera's worker again
-    (``fleet.STARTED_AGAIN_ENV``, given by ``fleet_runner._Follow``); none for a worker started otherwise."""
+    (``fleet.STARTED_AGAIN_ENV``, given by ``fleet_runner._Follow``); none for a worker started otherwise: one
+    whose parent (``parent``, this process's by default) is not the fleet ``FLEET_PID_ENV`` names (a variable
+    exported in a shell, a fleet worker's environment copied)."""
+    parent = os.getppid() if parent is None else parent
+    if env.get(FLEET_PID_ENV) != str(parent):
+        return []
     return [k for k in env.get(STARTED_AGAIN_ENV, "").split(",") if k]
 
 

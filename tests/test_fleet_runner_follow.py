@@ -315,3 +315,27 @@ def test_a_fleet_started_with_started_again_in_its_environment_does_not_pass_it_
         assert status["state"] == "done" and "started_again" not in status, status
     assert json_object(runs / "report.json")["started_again"] == {}
     assert "Started again" not in (runs / "report.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("fleet_pid", [None, "1"], ids=["no-fleet", "another-parent"])
+def test_a_worker_not_started_by_its_fleet_does_not_take_started_again_from_its_environment(
+    tmp_path: Path, fleet_pid: str | None
+) -> None:
+    """A worker took STARTED_AGAIN_ENV from its environment however it was started: `reid-daemon run` by hand
+    in a shell where it was exported, or with a fleet worker's environment copied (its FLEET_PID_ENV naming a
+    fleet that is not its parent), wrote a restart that never happened into status.json, which a report over
+    its folder then names. Only a worker whose parent is the fleet its environment names takes it (a fleet's
+    own restart is tested above, and by test_a_recording_whose_source_changes_mid_run_...)."""
+    clip = make_video(tmp_path / "clip.mp4", frames=5, fps=10.0, people=1, size=(64, 48))
+    gt = clip.write_mot_gt(tmp_path / "gt.txt")
+    runs, path = tmp_path / "runs", tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump({"cameras": {"a": _live_camera(str(clip.path), gt, runs)}}))
+    env = {k: v for k, v in os.environ.items() if k not in (FLEET_PID_ENV, FLEET_FOLLOWS_ENV)}
+    env[STARTED_AGAIN_ENV] = "cameras.a.source.uri"
+    if fleet_pid is not None:
+        env[FLEET_PID_ENV] = fleet_pid
+    cmd = [*daemon_json("run", "--config", str(path)), "--camera", "a", "--no-progress"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    status = json_object(runs / "a" / "status.json")
+    assert status["state"] == "done" and "started_again" not in status, status
