@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from _data import REPO_ROOT, load_benchmark, require_pets09_gt, require_pets09_video
 from _video import make_video
+from test_sources import RtspServer
 
 from daemon.motio import read_ground_truth, read_results, write_ground_truth
 
@@ -135,3 +136,30 @@ def test_options_the_workers_would_refuse_are_usage_errors(
     with pytest.raises(SystemExit) as e:
         load_benchmark("soak").parse_args(args)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_live_soaks_clip_is_vtest_as_mp4v_and_serves_over_rtsp(tmp_path: Path) -> None:
+    """RESULTS.md's live soak served 'pets.mp4: vtest.avi as mp4v, 10 fps' that no command made. mp4v_copy.py
+    makes it: every one of the 795 frames at 768x576 and 10 fps, which tests/rtsp_server.py serves as it is
+    (its first frame over RTSP is the copy's first)."""
+    video = require_pets09_video()
+    out = tmp_path / "runs" / "pets.mp4"
+    assert load_benchmark("mp4v_copy").main(["--video", str(video), str(out)]) == 0
+    copy = cv2.VideoCapture(str(out))
+    fourcc = int(copy.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little")
+    shape = [copy.get(p) for p in (cv2.CAP_PROP_FPS, cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT)]
+    assert (fourcc, shape) == (b"FMP4", [10.0, 768.0, 576.0])  # FFmpeg's name of MPEG-4 Part 2 (mp4v)
+    frames = []
+    while (got := copy.read())[0]:
+        frames.append(got[1])
+    copy.release()
+    assert len(frames) == 795
+    server = RtspServer(out)
+    server.start()
+    try:
+        stream = cv2.VideoCapture(server.url, cv2.CAP_FFMPEG)
+        ok, first = stream.read()
+        stream.release()
+    finally:
+        server.stop()
+    assert ok and np.array_equal(first, frames[0])
