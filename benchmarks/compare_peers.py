@@ -51,6 +51,7 @@ from daemon import models  # noqa: E402
 from daemon.errors import DaemonError, ModelError, exit_code  # noqa: E402
 
 DEFAULT_OURS = "ours=configs/pets09.yaml:output__video=false"  # the peers write no video either
+"""The --ours run without one; its config is the repository's (REPO's), wherever the script runs from."""
 DEFAULT_ULTRA_PYTHON = REPO / ".venv-ultra" / "bin" / "python"
 BASELINE = "boxmot"
 BOXMOT_RUNS = (("boxmot", "on"), ("boxmot-nocmc", "off"))  # pipeline name, CMC
@@ -113,7 +114,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--repeats", type=int, default=3, help="Runs per pipeline, interleaved; FPS is the median."
     )
     p.add_argument("--out", type=Path, default=Path("runs/bench-peers"), help="Output folder.")
-    p.add_argument("--ours", action="append", metavar="NAME=CONFIG[:k=v,...]", help=f"default {DEFAULT_OURS}")
+    p.add_argument(
+        "--ours",
+        action="append",
+        metavar="NAME=CONFIG[:k=v,...]",
+        help=f"A relative CONFIG is taken from the current folder (default {DEFAULT_OURS}, its config this "
+        "repository's, wherever the script runs from).",
+    )
     p.add_argument("--skip", default="", help="Comma-separated pipeline names or kinds to leave out.")
     p.add_argument("--score-threshold", type=float, default=0.3, help="SSDLite threshold of the BoxMOT peer.")
     p.add_argument("--spinning", choices=("on", "off"), default="off", help="Thread spinning in the peers.")
@@ -140,6 +147,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.ours_models_dir = args.models_dir  # given: ours runs on it too; else its config's stands
     args.models_dir = args.models_dir or models_dir()
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    args.ours_folder = Path.cwd() if args.ours else REPO  # where a relative --ours config is taken from
     args.ours = args.ours or [DEFAULT_OURS]
     known = {*KINDS, *(n for n, _ in BOXMOT_RUNS), *(spec.partition("=")[0] for spec in args.ours)}
     if unknown := args.skip - known:
@@ -221,7 +229,7 @@ def reid_daemon_bin() -> str:
 
 def ours_pipeline(spec: str, args: argparse.Namespace) -> Pipeline:
     name, config, overrides = parse_ours(spec)
-    config = config.resolve()
+    config = (args.ours_folder / config).resolve()
     if not config.is_file():
         raise BadOption(f"--ours {spec!r}: config {config} not found")
     camera, _ = effective_config(config, {})

@@ -201,3 +201,31 @@ def test_ours_takes_its_models_from_the_models_dir_given(
 def test_ours_keeps_its_config_models_dir_without_the_option() -> None:
     bench = load_benchmark("compare_peers")
     assert "REID_MODELS_DIR" not in bench.ours_pipeline("ours=configs/pets09.yaml", bench.parse_args([])).env
+
+
+def test_the_default_ours_is_the_repositorys_config_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default --ours named configs/pets09.yaml from the folder compare_peers ran in: run from anywhere but
+    the repository's root it stopped with "config .../configs/pets09.yaml not found" (exit 2)."""
+    bench = load_benchmark("compare_peers")
+    monkeypatch.chdir(tmp_path)
+    args = bench.parse_args([])
+    (spec,) = args.ours
+    assert bench.ours_pipeline(spec, args).settings["config"] == str(REPO_ROOT / "configs" / "pets09.yaml")
+
+
+def test_a_given_ours_config_is_taken_from_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative config the user names stays theirs, from the folder they run in, even one the repository also
+    holds (configs/pets09.yaml)."""
+    bench = load_benchmark("compare_peers")
+    (tmp_path / "configs").mkdir()
+    mine = tmp_path / "configs" / "pets09.yaml"
+    mine.write_text("cameras:\n  mine: {source: {uri: a.mp4}}\n")
+    monkeypatch.chdir(tmp_path)
+    args = bench.parse_args(["--ours", "x=configs/pets09.yaml"])
+    pipeline = bench.ours_pipeline("x=configs/pets09.yaml", args)
+    assert pipeline.settings["config"] == str(mine)
+    assert pipeline.settings["effective"]["camera"]["source"]["uri"] == "a.mp4"
