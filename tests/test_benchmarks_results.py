@@ -54,6 +54,18 @@ def test_results_records_commands_of_every_kind() -> None:
     assert sum(c[0] == "reid-daemon" for c in commands) > 10
 
 
+def test_every_benchmark_whose_figures_results_gives_has_its_command() -> None:
+    """Section 2's tables named detector_sweep.py and embedder_bench.py but gave no command (its 128x64 embedder
+    row is not in embedder_bench's default --sizes), and who_bench's figures had their command only inline,
+    where neither a reader's copy-paste of a block nor recorded_commands finds it."""
+    text = RESULTS.read_text(encoding="utf-8")
+    named = set(SCRIPT.findall(text)) - {"pets_clip"}  # pets_clip: the helpers, no command of its own
+    recorded = {SCRIPT.search(c[0]).group(1) for c in recorded_commands() if SCRIPT.search(c[0])}  # type: ignore[union-attr]
+    assert named <= recorded, sorted(named - recorded)
+    embedder = [c for c in recorded_commands() if c[0].endswith("embedder_bench.py")]
+    assert any({"256x128", "224x224", "128x64"} <= set(c) for c in embedder), embedder
+
+
 @pytest.mark.parametrize("command", recorded_commands(), ids=lambda c: " ".join(c)[:80])
 def test_recorded_command_parses(command: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     parse = argparse.ArgumentParser.parse_args
