@@ -93,6 +93,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "The bounded stores fill for this long, then hold steady; warm-up must be longer to measure leaks.",
     )
     args = p.parse_args(argv)
+    for path in ("out", "video", "gt"):  # the workers run in ROOT: a relative path is the caller's folder's
+        if getattr(args, path) is not None:
+            setattr(args, path, getattr(args, path).resolve())
     for flag in ("--minutes", "--sample-s", "--stride", "--speed", "--retention-s"):
         if not getattr(args, flag[2:].replace("-", "_")) > 0:  # NaN too
             p.error(f"{flag} must be above 0")

@@ -163,3 +163,19 @@ def test_the_live_soaks_clip_is_vtest_as_mp4v_and_serves_over_rtsp(tmp_path: Pat
     finally:
         server.stop()
     assert ok and np.array_equal(first, frames[0])
+
+
+def test_a_soak_run_from_another_folder_takes_its_paths_from_there(
+    tmp_path: Path, mobilenet_model: Path
+) -> None:
+    """The workers run in the repository's root, and soak.py handed them --video, --gt and --out's config and
+    output folder as given: run from another folder with relative paths, both workers exited at once with
+    'config file not found: soak/soak.yaml' (exit 2). Relative paths are the caller's folder's."""
+    clip = make_video(tmp_path / "clip.mp4", frames=40, fps=10.0, people=3, size=(320, 240))
+    clip.write_mot_gt(tmp_path / "gt.txt")
+    cmd = [sys.executable, str(SCRIPT), "--minutes", "0.1", "--sample-s", "3", "--warmup-min", "0.05"]
+    cmd += ["--video", "clip.mp4", "--gt", "gt.txt", "--stride", "1", "--out", "soak"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (tmp_path / "soak" / "samples.csv").is_file()
+    assert read_results(tmp_path / "soak" / "runs" / "soak-a" / "soak-a.txt").frame.size > 0
