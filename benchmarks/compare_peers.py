@@ -59,6 +59,8 @@ KINDS = ("ours", "boxmot", "ultralytics")
 TOP_LEVEL_KEYS = ("runtime", "models_dir", "cameras")
 STAGES = ("decode", "detect", "embed", "track", "output")
 METRICS = ("HOTA", "IDF1", "MOTA", "IDSW")
+PATH_OPTIONS = ("video", "gt", "models_dir", "ultra_python", "embedder_wheel")
+"""Paths the runs are handed, made absolute from the caller's folder: the peers run in other folders."""
 
 
 class Missing(Exception):
@@ -144,6 +146,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--score-threshold must be between 0 and 1, not {args.score_threshold}")
     if args.ultra_threads < 1:
         p.error(f"--ultra-threads must be 1 or more, not {args.ultra_threads}")
+    for path in PATH_OPTIONS:  # absolute(), not resolve(): a venv's python is a link to keep
+        if getattr(args, path) is not None:
+            setattr(args, path, getattr(args, path).absolute())
     args.ours_models_dir = args.models_dir  # given: ours runs on it too; else its config's stands
     args.models_dir = args.models_dir or models_dir()
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}

@@ -229,3 +229,33 @@ def test_a_given_ours_config_is_taken_from_the_current_folder(
     pipeline = bench.ours_pipeline("x=configs/pets09.yaml", args)
     assert pipeline.settings["config"] == str(mine)
     assert pipeline.settings["effective"]["camera"]["source"]["uri"] == "a.mp4"
+
+
+@pytest.mark.shared_data
+def test_relative_paths_are_the_callers_folders_in_every_pipeline(
+    tmp_path: Path, model_cache: Path, ssdlite_model: Path, mobilenet_model: Path
+) -> None:
+    """The peers run in other folders (BoxMOT in the repository's root, Ultralytics in its run folder) and got
+    --models-dir as given: from another folder with a relative one, ours ran and both BoxMOT runs failed with
+    "model preset 'ssdlite-mobilenetv2-pedestrian' is not in the model cache m"."""
+    for name, target in (
+        ("m", model_cache),
+        ("clip.avi", require_pets09_video()),
+        ("gt.txt", require_pets09_gt()),
+    ):
+        (tmp_path / name).symlink_to(target)
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--frames",
+        "3",
+        "--repeats",
+        "1",
+        "--skip",
+        "boxmot-nocmc,ultralytics",
+    ]
+    cmd += ["--models-dir", "m", "--video", "clip.avi", "--gt", "gt.txt", "--out", "bench"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUDGET_S, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = table_rows((tmp_path / "bench" / "results.md").read_text(encoding="utf-8"))
+    assert all(float(rows[name]["FPS (median)"]) > 0 for name in ("ours", "boxmot")), rows
