@@ -285,7 +285,7 @@ def timing_record(loop: dict[str, Any], embed: CallTimer, settings: dict[str, An
         "detections": loop["detections"],
         "embedded_boxes": embed.rows,
         "result_rows": loop["rows"],
-        "peak_rss_mb_self": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib_self": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "settings": settings,
     }
 

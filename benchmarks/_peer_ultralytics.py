@@ -149,7 +149,7 @@ def timing_record(loop: dict[str, Any], clock: StageClock, settings: dict[str, A
         "stage_ms_per_frame": {k: round(1000 * v / n, 2) for k, v in clock.sums.items()},
         "result_rows": loop["rows"],
         "setup_seconds": round(loop["setup_seconds"], 3),
-        "peak_rss_mb_self": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib_self": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "settings": {**settings, "torch_threads_seen": clock.threads_seen},
     }
 

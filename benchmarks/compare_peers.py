@@ -95,7 +95,7 @@ class RunRecord:
     repeat: int
     rc: int
     wall_s: float
-    peak_rss_mb: float
+    peak_rss_mib: float
     frames: int = 0
     fps: float = float("nan")
     stages: dict[str, float] = field(default_factory=dict)
@@ -268,7 +268,7 @@ def ours_pipeline(spec: str, args: argparse.Namespace) -> Pipeline:
 
 def read_peer(run_dir: Path) -> dict[str, Any]:
     timing = json.loads((run_dir / "timing.json").read_text(encoding="utf-8"))
-    keep = ("seconds", "detections", "embedded_boxes", "result_rows", "peak_rss_mb_self")
+    keep = ("seconds", "detections", "embedded_boxes", "result_rows", "peak_rss_mib_self")
     keep += ("track_incl_reid_ms_per_frame",)
     return {
         "frames": timing["frames"],
@@ -365,7 +365,7 @@ def build_pipelines(args: argparse.Namespace, notes: list[str]) -> list[Pipeline
 
 
 def run_child(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> tuple[int, float, float]:
-    """(exit code, wall seconds, peak RSS MB of that child) — rusage from os.wait4, so per process."""
+    """(exit code, wall seconds, peak RSS MiB of that child) — rusage from os.wait4 (KiB), so per process."""
     with log.open("w", encoding="utf-8") as fh:
         fh.write(shlex.join(cmd) + "\n" + "".join(f"  {k}={v}\n" for k, v in env.items()) + "\n")
         fh.flush()
@@ -422,7 +422,7 @@ def run_all(pipelines: list[Pipeline], args: argparse.Namespace) -> list[RunReco
             else:
                 idf1 = rec.metrics.get("IDF1", float("nan"))
                 print(
-                    f"{rec.fps:.2f} FPS, IDF1 {idf1:.1f}, {rec.peak_rss_mb:.0f} MB ({rec.wall_s:.0f} s)",
+                    f"{rec.fps:.2f} FPS, IDF1 {idf1:.1f}, {rec.peak_rss_mib:.0f} MiB ({rec.wall_s:.0f} s)",
                     flush=True,
                 )
     return records
@@ -450,7 +450,7 @@ def summarise(name: str, recs: list[RunRecord]) -> dict[str, Any]:
         "fps_min": min(fps, default=float("nan")),
         "fps_max": max(fps, default=float("nan")),
         "stage_ms_per_frame": {k: v for k, v in stages.items() if v == v},
-        "peak_rss_mb": max((r.peak_rss_mb for r in ok), default=float("nan")),
+        "peak_rss_mib": max((r.peak_rss_mib for r in ok), default=float("nan")),
         "metrics": metrics,
         "metrics_identical_across_repeats": len(distinct) <= 1,
     }
@@ -482,7 +482,7 @@ def table_row(s: dict[str, Any]) -> str:
     st, m, vs = s["stage_ms_per_frame"], s["metrics"], s["vs_boxmot"] or {}
     cells = [s["pipeline"], fmt(s["fps_median"], 2), f"{fmt(s['fps_min'], 2)}–{fmt(s['fps_max'], 2)}"]
     cells += [fmt(st.get(k)) for k in STAGES]
-    cells += [fmt(s["peak_rss_mb"], 0), fmt(m["HOTA"]), fmt(m["IDF1"]), fmt(m["MOTA"]), fmt(m["IDSW"], 0)]
+    cells += [fmt(s["peak_rss_mib"], 0), fmt(m["HOTA"]), fmt(m["IDF1"]), fmt(m["MOTA"]), fmt(m["IDSW"], 0)]
     cells += [
         fmt(vs.get("fps_ratio"), 2),
         fmt(vs.get("idf1_diff"), 1, True),
@@ -492,7 +492,7 @@ def table_row(s: dict[str, Any]) -> str:
 
 
 def markdown_table(summaries: list[dict[str, Any]]) -> str:
-    head = ["pipeline", "FPS (median)", "FPS min–max", *[f"{s} ms" for s in STAGES], "peak RSS MB"]
+    head = ["pipeline", "FPS (median)", "FPS min–max", *[f"{s} ms" for s in STAGES], "peak RSS MiB"]
     head += [*METRICS, "FPS ÷ BoxMOT", "ΔIDF1 vs BoxMOT", "ΔHOTA vs BoxMOT"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     return "\n".join(lines + [table_row(s) for s in summaries])

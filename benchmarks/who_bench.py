@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(
                     f"expected {n} identities and no rejections, got {len(got.rows)}, {got.rejected}"
                 )
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")  # ru_maxrss: KiB
     return 0
 
 

@@ -21,6 +21,20 @@ def test_who_bench_smoke() -> None:
     assert lines[-1].startswith("peak RSS ")
 
 
+def test_peak_rss_is_labelled_in_the_unit_it_is_in(capsys: pytest.CaptureFixture[str]) -> None:
+    """ru_maxrss is KiB on Linux, and the line printed it divided by 1024 as 'MB': MiB, 4.9 % more than MB."""
+    import resource
+
+    assert (
+        load_benchmark("who_bench").main(["--cameras", "1", "--tracks", "2", "--dim", "8", "--repeats", "1"])
+        == 0
+    )
+    last = capsys.readouterr().out.splitlines()[-1]
+    mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert last.startswith("peak RSS ") and last.endswith(" MiB"), last
+    assert abs(float(last.split()[2]) - mib) <= 1  # the same figure, truly labelled
+
+
 @pytest.mark.parametrize("flag", ["--cameras", "--tracks", "--k", "--dim", "--repeats"])
 def test_counts_below_one_are_usage_errors(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     """--k 0 stored profiles with no exemplars and ended in 'expected 21 identities ..., got 0'; --repeats 0
