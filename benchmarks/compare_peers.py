@@ -115,7 +115,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--repeats", type=int, default=3, help="Runs per pipeline, interleaved; FPS is the median."
     )
-    p.add_argument("--out", type=Path, default=Path("runs/bench-peers"), help="Output folder.")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "runs" / "bench-peers",
+        help="Output folder (default: the repository's runs/bench-peers, wherever the script runs from; a "
+        "relative one is taken from the current folder).",
+    )
     p.add_argument(
         "--ours",
         action="append",

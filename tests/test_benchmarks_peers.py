@@ -274,3 +274,21 @@ def test_peak_rss_is_labelled_in_the_unit_it_is_in() -> None:
     assert "| peak RSS MiB |" in header and " MB" not in header, header
     assert "| 512 |" in row and summary["peak_rss_mib"] == 512.0
     assert "peak_rss_mib" in bench.asdict(rec) and "peak_rss_mb" not in bench.asdict(rec)
+
+
+def test_the_default_out_is_the_repositorys_runs_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The default --out was runs/bench-peers in the folder the script ran in, where the other scripts write
+    under the repository's runs/ (git-ignored) wherever they run from: run from elsewhere it made a runs/ there.
+    A relative --out given is still the caller's."""
+    bench = load_benchmark("compare_peers")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "400")  # argparse wraps its help at the terminal's width, hyphens too
+    assert bench.parse_args([]).out == REPO_ROOT / "runs" / "bench-peers"
+    assert bench.parse_args(["--out", "mine"]).out.absolute() == tmp_path / "mine"
+    with pytest.raises(SystemExit) as e:
+        bench.parse_args(["--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: the repository's runs/bench-peers, wherever the script runs from" in text, text
