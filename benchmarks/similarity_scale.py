@@ -2,7 +2,7 @@
 
     python benchmarks/similarity_scale.py --config runs/hand/fleet.gt-boxes.yaml           # every camera
     python benchmarks/similarity_scale.py --config fleet.yaml --cameras lobby,door --max-frames 2000 --json
-    python benchmarks/similarity_scale.py --config fleet.yaml --plot scale.png   # and the histograms
+    python benchmarks/similarity_scale.py --config fleet.yaml --plot runs/scale.png   # and the histograms
 
 The resolver's similarity thresholds (``identity.fleet_threshold``, ``look_only_threshold``,
 ``switch_similarity``) only mean something on one embedder's scale: the shipped ImageNet embedder keeps every

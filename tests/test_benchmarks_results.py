@@ -6,6 +6,7 @@ import argparse
 import itertools
 import re
 import shlex
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +38,27 @@ def recorded_commands() -> list[list[str]]:
 
 
 class Parsed(Exception):
-    """Raised once argparse has accepted a command line: nothing runs."""
+    """Raised once argparse has accepted a command line: nothing runs. ``namespace`` holds what it parsed."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__()
+        self.namespace = args
+
+
+def parsed(command: list[str], monkeypatch: pytest.MonkeyPatch) -> argparse.Namespace:
+    """What the script or ``reid-daemon`` makes of ``command`` (argparse exits 2 on one it does not take)."""
+    if command[0] == "reid-daemon":
+        return build_parser().parse_args(command[1:])
+    parse = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self: argparse.ArgumentParser, args: Any = None, namespace: Any = None) -> Any:
+        raise Parsed(parse(self, args, namespace))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    with pytest.raises(Parsed) as e:
+        load_benchmark(SCRIPT.search(command[0]).group(1)).main(command[1:])  # type: ignore[union-attr]
+    monkeypatch.undo()
+    return e.value.namespace
 
 
 def test_results_records_commands_of_every_kind() -> None:
@@ -68,18 +89,24 @@ def test_every_benchmark_whose_figures_results_gives_has_its_command() -> None:
 
 @pytest.mark.parametrize("command", recorded_commands(), ids=lambda c: " ".join(c)[:80])
 def test_recorded_command_parses(command: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    parse = argparse.ArgumentParser.parse_args
+    parsed(command, monkeypatch)
 
-    def parse_then_stop(self: argparse.ArgumentParser, args: Any = None, namespace: Any = None) -> Any:
-        parse(self, args, namespace)
-        raise Parsed
 
-    if command[0] == "reid-daemon":
-        build_parser().parse_args(command[1:])  # argparse exits 2 on an option it does not know
-        return
-    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
-    with pytest.raises(Parsed):
-        load_benchmark(SCRIPT.search(command[0]).group(1)).main(command[1:])  # type: ignore[union-attr]
+WRITTEN = (
+    "out",
+    "plot",
+    "json",
+    "output",
+)  # the options (and mp4v_copy's argument) naming what a command writes
+
+
+@pytest.mark.parametrize("command", recorded_commands(), ids=lambda c: " ".join(c)[:80])
+def test_recorded_commands_write_under_runs(command: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """similarity_scale's '--plot scale.png' wrote into the repository's root, where git does not ignore it;
+    every file or folder a recorded command writes is under runs/ (git-ignored) or /tmp."""
+    args = vars(parsed(command, monkeypatch))
+    written = [str(args[k]) for k in WRITTEN if isinstance(args.get(k), str | Path)]
+    assert all(w.startswith(("runs/", "/tmp/")) for w in written), written
 
 
 def test_the_load_simulation_names_the_stream_length_it_ran_with() -> None:
