@@ -37,9 +37,9 @@ receiving ``Bridge`` whose receiver thread converts each profile and hands it to
 *Resolution latency* = wall-clock time when ``ingest_remote`` returned minus the message's ``timestamp`` (same
 machine clock): the camera's bridge queue, encode and sign, one server script, pub/sub, decode and check, the
 ingest. A worker that cannot keep up falls behind on its subscription socket; Valkey buffers for it and cuts
-it off past ``client-output-buffer-limit pubsub`` (32 MB), and the bridge reconnects and replays the streams
-(counted: ``rx_reconnects``, ``rx_caught_up``). *Delivered* = in-window profiles a receiver ingested /
-in-window profiles the cameras published (the receivers go on ``--grace-s`` past the window).
+it off past ``client-output-buffer-limit pubsub`` (32 MiB: Valkey's ``32mb``), and the bridge reconnects and
+replays the streams (counted: ``rx_reconnects``, ``rx_caught_up``). *Delivered* = in-window profiles a
+receiver ingested / in-window profiles the cameras published (the receivers go on ``--grace-s`` past the window).
 
 **Raw listeners** (``--fanout-listeners``): extra pub/sub subscribers (threads of one process reading the
 channel off a socket and discarding it) that add pub/sub fan-out to the server without decode work, at
@@ -56,6 +56,9 @@ and of the whole machine (/proc/stat; what is neither ours nor the server's is o
 is *saturated* when resolution p99 exceeds ``--p99-limit-ms``, a receiver gets less than 99 % in time or loses
 its subscription, a camera drops from its backlog, or the cameras' schedule runs more than a publish interval
 late (publishers out of CPU); the sweep stops after the first saturated point unless ``--keep-going``.
+
+Units: memory in binary units (KiB = 1024 bytes, MiB = 2**20; the ``_kib`` / ``_mib`` figures), rates in decimal
+MB/s (10**6 bytes a second, as network links are rated; the ``_mb_s`` figures).
 
 Output: a table on stdout, ``points.csv``, ``points.json`` and ``load_sim.png`` under ``--out``.
 """
@@ -90,6 +93,7 @@ F32 = NDArray[np.float32]
 POOL = 128  # distinct exemplar sets the simulated tracks draw from
 TICK_S = 0.02  # the camera driver wakes this often
 MEMORY_SAMPLE = 8  # cameras whose keys are measured one by one
+KIB, MIB = 1024, 2**20  # memory figures are binary; rates (_mb_s) decimal
 READY_TIMEOUT_S = 120.0
 
 
@@ -607,8 +611,8 @@ def memory_breakdown(servers: Servers, cameras: list[str]) -> dict[str, float]:
     n_entries = float(np.mean(entries)) if entries else 0.0
     log_mean = float(np.mean(log_b)) if log_b else 0.0
     return {
-        "log_kb_per_cam": log_mean / 1024,
-        "state_kb_per_cam": (float(np.mean(state_b)) if state_b else 0.0) / 1024,
+        "log_kib_per_cam": log_mean / KIB,
+        "state_kib_per_cam": (float(np.mean(state_b)) if state_b else 0.0) / KIB,
         "entries_per_cam": n_entries,
         "entry_bytes": log_mean / n_entries if n_entries else float("nan"),
     }
@@ -783,7 +787,7 @@ def summarise(
     row["rx_us_per_msg"] = row["receiver_cpu"] / (rate * spec.receivers) * 1e6 if spec.receivers else math.nan
     row["listener_mb_s"] = sum(r["bytes"] for r in kids.reports.get("listener", [])) / span / 1e6
     row["listeners_lost"] = sum(r["lost"] for r in kids.reports.get("listener", []))
-    row["steady_mb_per_cam"] = _steady_memory(row, spec)
+    row["steady_mib_per_cam"] = _steady_memory(row, spec)
     row["saturated"] = saturation(row, spec)
     return row
 
@@ -842,7 +846,7 @@ def _server_figures(
         {
             "cpu": (b.cpu_s - a.cpu_s) / span,
             "cmd": (b.cmd_s - a.cmd_s) / span,
-            "mem_mb": (b.used_memory - e.used_memory) / 1e6,
+            "mem_mib": (b.used_memory - e.used_memory) / MIB,
             "out_mb_s": (b.net_out - a.net_out) / span / 1e6,
             "in_mb_s": (b.net_in - a.net_in) / span / 1e6,
             "bus_in_mb_s": (b.bus_in - a.bus_in) / span / 1e6,
@@ -852,13 +856,13 @@ def _server_figures(
         for i, (e, a, b) in enumerate(zip(empty, first.nodes, last.nodes, strict=True))
     ]
     cpu = sum(n["cpu"] for n in per_node)
-    mem = sum(n["mem_mb"] for n in per_node)
+    mem = sum(n["mem_mib"] for n in per_node)
     return {
         "server_cpu": cpu,
         "server_cmd_cpu": sum(n["cmd"] for n in per_node),
         "server_cpu_ms_per_cam": cpu / spec.cameras * 1000,
-        "used_memory_mb": mem,
-        "mem_kb_per_cam": mem * 1e6 / 1024 / spec.cameras,
+        "used_memory_mib": mem,
+        "mem_kib_per_cam": mem * MIB / KIB / spec.cameras,
         "net_in_mb_s": sum(n["in_mb_s"] for n in per_node),
         "net_out_mb_s": sum(n["out_mb_s"] for n in per_node),
         "bus_mb_s": sum(n["bus_out_mb_s"] for n in per_node),
@@ -876,14 +880,14 @@ def _client_cpu(first: Sampled, last: Sampled, span: float) -> dict[str, float]:
 
 
 def _steady_memory(row: dict[str, Any], spec: PointSpec) -> float:
-    """MB per camera once its stream is full: stream_maxlen entries (or state_ttl_s of them) plus the state."""
+    """MiB per camera once its stream is full: stream_maxlen entries (or state_ttl_s of them) plus the state."""
     from daemon.config import BridgeConfig
 
     cfg = BridgeConfig()
     entries_per_s = row["entries_per_cam"] / (spec.warmup_s + spec.measure_s)
     kept = min(cfg.stream_maxlen, entries_per_s * cfg.state_ttl_s)
     entry = row["entry_bytes"] if math.isfinite(row["entry_bytes"]) else 0.0
-    return float((kept * entry + row["state_kb_per_cam"] * 1024) / 1e6)
+    return float((kept * entry + row["state_kib_per_cam"] * KIB) / MIB)
 
 
 def saturation(row: dict[str, Any], spec: PointSpec) -> str:
@@ -950,13 +954,13 @@ COLUMNS = [
     "listener_cpu",
     "other_cpu",
     "machine_cpu",
-    "used_memory_mb",
-    "mem_kb_per_cam",
-    "log_kb_per_cam",
-    "state_kb_per_cam",
+    "used_memory_mib",
+    "mem_kib_per_cam",
+    "log_kib_per_cam",
+    "state_kib_per_cam",
     "entries_per_cam",
     "entry_bytes",
-    "steady_mb_per_cam",
+    "steady_mib_per_cam",
     "net_in_mb_s",
     "net_out_mb_s",
     "bus_mb_s",
@@ -969,8 +973,8 @@ COLUMNS = [
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| mode | cams | rx | lst | msgs/s | MB/s in | p50 ms | p99 ms | delivered | late p99 ms | "
-        "server cores | server ms/cam·s | pub cores | rx cores | other | machine | MB | KB/cam | "
-        "steady MB/cam | out MB/s | saturated |"
+        "server cores | server ms/cam·s | pub cores | rx cores | other | machine | MiB | KiB/cam | "
+        "steady MiB/cam | out MB/s | saturated |"
     )
     lines = [head, "|" + "---|" * 21]
     for r in rows:
@@ -979,7 +983,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['payload_mb_s']:.1f} | {r['lat_p50_ms']:.1f} | {r['lat_p99_ms']:.1f} | {r['delivered']:.3f} | "
             f"{r['lateness_p99_ms']:.0f} | {r['server_cpu']:.2f} | {r['server_cpu_ms_per_cam']:.2f} | "
             f"{r['publisher_cpu']:.2f} | {r['receiver_cpu']:.2f} | {r['other_cpu']:.2f} | {r['machine_cpu']:.2f} | "
-            f"{r['used_memory_mb']:.0f} | {r['mem_kb_per_cam']:.0f} | {r['steady_mb_per_cam']:.1f} | "
+            f"{r['used_memory_mib']:.0f} | {r['mem_kib_per_cam']:.0f} | {r['steady_mib_per_cam']:.1f} | "
             f"{r['net_out_mb_s']:.1f} | {r['saturated'] or '-'} |"
         )
     return "\n".join(lines)
@@ -987,14 +991,14 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def node_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| cams | node | cameras on it | cpu cores | in commands | memory MB | in MB/s | out MB/s | bus in MB/s | "
+        "| cams | node | cameras on it | cpu cores | in commands | memory MiB | in MB/s | out MB/s | bus in MB/s | "
         "bus out MB/s | channel |"
     ]
     lines.append("|" + "---|" * 11)
     for r in rows:
         for i, n in enumerate(r["nodes"]):
             lines.append(
-                f"| {r['cameras']} | {i} | {n['cameras']} | {n['cpu']:.2f} | {n['cmd']:.2f} | {n['mem_mb']:.0f} | "
+                f"| {r['cameras']} | {i} | {n['cameras']} | {n['cpu']:.2f} | {n['cmd']:.2f} | {n['mem_mib']:.0f} | "
                 f"{n['in_mb_s']:.1f} | {n['out_mb_s']:.1f} | {n['bus_in_mb_s']:.1f} | {n['bus_out_mb_s']:.1f} | "
                 f"{'yes' if i == r['channel_node'] else ''} |"
             )
@@ -1034,11 +1038,11 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
         for role in roles:
             axes[1].plot(x, [r[f"{role}_cpu"] for r in rs], marker=marker, label=f"{mode}: {role}")
         axes[2].plot(
-            x, [r["mem_kb_per_cam"] / 1024 for r in rs], marker=marker, label=f"{mode}: after the run"
+            x, [r["mem_kib_per_cam"] / KIB for r in rs], marker=marker, label=f"{mode}: after the run"
         )
         axes[2].plot(
             x,
-            [r["steady_mb_per_cam"] for r in rs],
+            [r["steady_mib_per_cam"] for r in rs],
             marker=marker,
             linestyle=":",
             label=f"{mode}: full stream",
@@ -1046,7 +1050,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     _plot_fanout([r for r in rows if r["mode"] == "fanout"], axes[3])
     axes[0].set(xscale="log", yscale="log", xlabel="cameras", ylabel="publish → ingested at a peer, ms")
     axes[1].set(xscale="log", xlabel="cameras", ylabel="CPU, cores (machine: 2)")
-    axes[2].set(xscale="log", yscale="log", xlabel="cameras", ylabel="server memory per camera, MB")
+    axes[2].set(xscale="log", yscale="log", xlabel="cameras", ylabel="server memory per camera, MiB")
     for ax in axes:
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

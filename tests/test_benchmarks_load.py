@@ -131,7 +131,7 @@ def test_load_sim_smoke(tmp_path: Path) -> None:
     rows = {r["mode"]: r for r in doc["points"]}
     assert set(rows) == {"single", "publish-only", "cluster", "fanout"}
     quiet = rows.pop("publish-only")  # nobody receives: the server's side alone
-    assert quiet["receivers"] == 0 and quiet["messages"] > 0 and quiet["used_memory_mb"] > 0
+    assert quiet["receivers"] == 0 and quiet["messages"] > 0 and quiet["used_memory_mib"] > 0
     assert quiet["pub_dropped"] == 0 and quiet["net_out_mb_s"] < rows["single"]["net_out_mb_s"]
     for r in rows.values():
         assert r["messages"] > 0 and r["full"] > 0 and r["embeddings"] >= r["full"]
@@ -140,13 +140,13 @@ def test_load_sim_smoke(tmp_path: Path) -> None:
         assert r["rx_callback_errors"] == 0 and r["rx_reconnects"] == 0
         assert r["pub_dropped"] == 0 and r["unsendable"] == 0
         assert 0 < r["lat_p50_ms"] <= r["lat_p99_ms"] <= r["lat_max_ms"] and math.isfinite(r["lat_max_ms"])
-        assert r["used_memory_mb"] > 0 and r["mem_kb_per_cam"] > 0 and r["log_kb_per_cam"] > 0
-        assert r["entries_per_cam"] > 0 and r["steady_mb_per_cam"] > 0
+        assert r["used_memory_mib"] > 0 and r["mem_kib_per_cam"] > 0 and r["log_kib_per_cam"] > 0
+        assert r["entries_per_cam"] > 0 and r["steady_mib_per_cam"] > 0
         assert r["server_cpu"] >= 0 and r["publisher_cpu"] >= 0 and r["machine_cpu"] > 0
         assert not r["alloc_p50_ms"] <= 0  # ids allocated in the window took time (NaN: no birth in it)
     cluster = rows["cluster"]
     assert len(cluster["nodes"]) == 3 and sum(n["cameras"] for n in cluster["nodes"]) == 3
-    assert sum(n["mem_mb"] for n in cluster["nodes"]) > 0
+    assert sum(n["mem_mib"] for n in cluster["nodes"]) > 0
     # a PUBLISH goes over the cluster bus to every other node, which INFO's client bytes leave out: each node
     # sends its cameras' batches to the two others and takes in theirs (in MB/s alone said a third each)
     assert all(n["bus_in_mb_s"] > 0 and n["bus_out_mb_s"] >= 0 for n in cluster["nodes"])
@@ -157,6 +157,29 @@ def test_load_sim_smoke(tmp_path: Path) -> None:
     assert (out / "load_sim.png").stat().st_size > 10_000
     assert "| mode | cams |" in proc.stdout and "per node (cluster)" in proc.stdout
     assert "| bus in MB/s | bus out MB/s |" in proc.stdout
+
+
+def test_memory_figures_are_in_one_binary_unit_family() -> None:
+    """The table's server memory ('MB') and a node's were decimal (bytes / 1e6), its per-camera figure ('KB/cam')
+    KiB (bytes / 1024), and the full-stream figure ('steady MB/cam') decimal again, beside a per-camera MiB in
+    RESULTS.md: 4.6 % apart for the same bytes. Every memory figure is KiB or MiB, and labelled so."""
+    sim = load_sim()
+    mib = 2**20
+    spec = sim.PointSpec("single", 10, 2, 1, 0, 5.0, 20.0, 3.0, 500.0, sim.default_model(1280))
+    empty = [sim.NodeSample(0.0, 0.0, mib, 0, 0)]
+    first = sim.Sampled([sim.NodeSample(1.0, 0.5, 20 * mib, 0, 0)], (0.0, 0.0), {}, 100.0)
+    last = sim.Sampled([sim.NodeSample(2.0, 1.0, 31 * mib, 10**6, 10**7)], (1.0, 2.0), {}, 120.0)
+    row = sim._server_figures(spec, empty, first, last, 20.0, [0] * 10, 0)
+    assert row["used_memory_mib"] == 30 and row["nodes"][0]["mem_mib"] == 30
+    assert row["mem_kib_per_cam"] == 3072  # 3 MiB a camera: the same bytes as the node's 30 MiB
+    assert row["net_out_mb_s"] == 0.5  # rates stay decimal MB/s, as labelled
+    # a full stream: BridgeConfig's stream_maxlen (1000) entries of 40 KiB, and 1 MiB of latest state
+    row.update({"entries_per_cam": 250.0, "entry_bytes": 40 * 1024.0, "state_kib_per_cam": 1024.0})
+    assert sim._steady_memory(row, spec) == 1000 * 40 / 1024 + 1
+    header = sim.table([]).splitlines()[0]
+    assert "| MiB | KiB/cam | steady MiB/cam |" in header and " MB |" not in header, header
+    assert "| memory MiB |" in sim.node_table([])
+    assert {"used_memory_mib", "mem_kib_per_cam", "steady_mib_per_cam", "log_kib_per_cam"} <= set(sim.COLUMNS)
 
 
 @pytest.mark.parametrize(
