@@ -186,7 +186,7 @@ def run_ours(
     rss = rss_bytes() - rss0
     build = {"add_s": t1 - t0, "index_s": t2 - t1, "build_s": t2 - t0}
     mem = g.memory_bytes()
-    extra: dict[str, Any] = {"rss_mb": rss / 2**20, "held_mb": (mem["vectors"] + mem["index"]) / 2**20}
+    extra: dict[str, Any] = {"rss_mib": rss / 2**20, "held_mib": (mem["vectors"] + mem["index"]) / 2**20}
 
     def one(v: F32) -> list[int]:
         return [m.index for m in g.search(v, K).matches]
@@ -262,8 +262,8 @@ def peer_worker(peer: str, data: Path, out: Path, budget_s: float) -> int:
         "lat": lat,
         "batch_qps": batch_qps,
         "batch_queries": n_batch,
-        "rss_mb": rss / 2**20,
-        "held_mb": g._get_matrix().nbytes / 2**20 + sum(e.nbytes for e in g._embeddings) / 2**20,
+        "rss_mib": rss / 2**20,
+        "held_mib": g._get_matrix().nbytes / 2**20 + sum(e.nbytes for e in g._embeddings) / 2**20,
     }
     out.write_text(json.dumps(result), encoding="utf-8")
     return 0
@@ -287,7 +287,7 @@ def run_peer(peer: str, data: Path, truth: I64, args: argparse.Namespace) -> dic
         if proc.returncode != 0 or not out.is_file():
             return {"backend": peer, "note": f"not run: worker failed ({proc.stderr.strip()[-400:]})"}
         r = json.loads(out.read_text(encoding="utf-8"))
-    extra = {k: r[k] for k in ("batch_qps", "batch_queries", "rss_mb", "held_mb")}
+    extra = {k: r[k] for k in ("batch_qps", "batch_queries", "rss_mib", "held_mib")}
     name = r["backend"] + (", BLAS 1 thread" if peer == "mata-blas1" else "")
     return summarise(name, {"build_s": r["build_s"]}, r["lat"], r["found"], truth, extra)
 
@@ -300,7 +300,7 @@ def fmt(v: Any, spec: str) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = "| rows | backend | build s (add + index) | p50 ms | p95 ms | batch q/s | recall@5 | RSS Δ MB | held MB |"
+    head = "| rows | backend | build s (add + index) | p50 ms | p95 ms | batch q/s | recall@5 | RSS Δ MiB | held MiB |"
     lines = [head, "|" + "---|" * 9]
     for r in rows:
         if "note" in r:
@@ -313,7 +313,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['rows']} | {r['backend']}{queries} | {build} | {fmt(r['p50_ms'], '.3f')} | "
             f"{fmt(r['p95_ms'], '.3f')} | {fmt(r['batch_qps'], '.0f')} | {fmt(r['recall_at_5'], '.4f')} | "
-            f"{fmt(r['rss_mb'], '.0f')} | {fmt(r['held_mb'], '.0f')} |"
+            f"{fmt(r['rss_mib'], '.0f')} | {fmt(r['held_mib'], '.0f')} |"
         )
     return "\n".join(lines)
 
