@@ -523,7 +523,8 @@ class OutputConfig(_Strict):
         gt=0,
         le=1_000_000,
         description="Start new output files once the camera's files (events, embeddings, MOT, identities, "
-        "video) hold this many MB together; the full ones move to <camera>/earlier-<UTC time>/ (None: never).",
+        "video) hold this many MiB (2**20 bytes) together; the full ones move to <camera>/earlier-<UTC time>/ "
+        "(None: never).",
     )
     live_rotate_s: float | None = Field(
         86_400.0,
