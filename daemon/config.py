@@ -1296,7 +1296,9 @@ class GalleryConfig(_Strict):
     )
     seed: int = Field(0, ge=0, description="Seed of the drop_random policy.")
     path: Annotated[HomePath | None, AfterValidator(gallery_file)] = Field(
-        None, description="Gallery file (.rdg, .npz or .json) to load at start and save to; null = none."
+        None,
+        description="Gallery file (.rdg, .npz or .json) to load at start and save to; a fleet camera reads it again "
+        "when it changes (not a replay in lockstep); null = none.",
     )
 
 

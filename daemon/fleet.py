@@ -35,6 +35,13 @@ Retention while no frames come
     file that does not validate is logged, naming it, and the cameras are kept. A worker whose own camera was
     taken out says who stops it (``removal_advice``): the user (a service), or the ``reid-daemon fleet`` that
     runs it, which tells it so in its environment.
+    It reads ``gallery.path`` again too when the file changes (``GalleryWatch``, every ``GALLERY_CHECK_S``;
+    ``enroll --append``, ``unenroll`` and ``serve`` replace it whole, by a rename, so it is read without the
+    gallery's lock and never half written), checked as at start (``_load_gallery``), and hands it to the
+    resolver (``take_gallery``): a label added is matched from then on; a label removed is given to no track
+    any more (those holding it keep their global ids, unnamed, and the camera's files stop naming it). A file
+    gone, unreadable or of another embedder is logged, naming gallery.path, and the gallery kept. Not in
+    lockstep: a replay in lockstep keeps the gallery it started with, so that it repeats exactly.
     Forgotten ids wait here for the camera's files (``take_forgotten``), which a live camera's worker erases
     every second, frames or none, as well as on each frame (daemon/worker.py); each id once, at most
     ``MAX_PENDING_FORGETS``. Those sent while the worker was not running come as it catches up (the fleet keeps
@@ -100,6 +107,8 @@ IDLE_EXPIRY_S = (
 )
 MAX_PENDING_FORGETS = 10_000  # forgotten ids waiting for the camera's files (the oldest dropped, logged)
 CONFIG_CHECK_S = 2.0  # a live camera's link looks this often whether its config file changed (its cameras)
+GALLERY_CHECK_S = 2.0  # and whether its gallery.path changed (enroll --append, unenroll, serve)
+MAX_LISTED_LABELS = 20  # labels a gallery change's log line names (then how many more)
 
 
 # ------------------------------------------------------------------------------------- wire conversion
@@ -372,6 +381,16 @@ class IdentityLog:
         }
         self._fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
+    def unname(self, labels: Iterable[str]) -> None:
+        """The camera's gallery no longer holds ``labels``: the identities the table gives one of them are
+        unnamed (identities.json, rewritten now). Lines written before stay: the file is a log."""
+        gone = set(labels)
+        unnamed = [s for s in self._seen.values() if s.label in gone]
+        for s in unnamed:
+            s.label = None
+        if unnamed:
+            self._write_table()
+
     def forget(self, global_ids: Iterable[int], index: int | None, now: float) -> None:
         """``global_ids`` were forgotten by the fleet: out of the table (identities.json, rewritten now), and a
         ``forgotten`` line in identities.jsonl (``index``: the last frame written, None before the first). Lines
@@ -533,6 +552,63 @@ class ConfigWatch:
             return None
 
 
+class GalleryWatch:
+    """A running camera's ``gallery.path``, read again when it changes (``file_state``: a file replaced by a
+    rename, as every writer of a gallery saves it, has a new inode). ``changed`` gives the new gallery, checked as
+    at start (``_load_gallery``: its width and embedder); a file gone, unreadable, corrupt or of another embedder
+    is logged as an error naming gallery.path (once per change of the file) and gives None: the camera keeps the
+    gallery it holds. Read without the gallery's lock (writers hold it to read, change and save the file): a
+    rename replaces the file whole, so a read sees the old file or the new one, never half of one, and the
+    camera needs no right to write in the gallery's folder (where the lock file is made)."""
+
+    def __init__(
+        self, settings: Settings, camera: str, dim: int, signature: str | None, seen: tuple[int, ...] | None
+    ) -> None:
+        self.settings = settings
+        self.camera = camera
+        self.dim = dim
+        self.signature = signature
+        if settings.gallery.path is None:
+            raise ConfigError("gallery.path is not set: there is no gallery file to follow")
+        self.path = Path(settings.gallery.path)
+        self._seen = seen  # the file's state before it was last read
+
+    def changed(self, held: Gallery | None) -> Gallery | None:
+        """The gallery file as it is now where it changed since it was last read (None: unchanged, or it cannot
+        be taken, logged); ``held``: the gallery the camera holds (its once-only warnings are not said again)."""
+        state = file_state(self.path)
+        if state == self._seen:
+            return None
+        self._seen = state
+        try:
+            return _load_gallery(self.settings, self.dim, self.signature, held)
+        except ConfigError as e:  # names gallery.path and the file
+            log.error(
+                "%s: the gallery file changed but cannot be taken: %s; the camera keeps the gallery it had (%s)",
+                self.camera,
+                e,
+                gallery_size(held),
+            )
+            return None
+
+
+def gallery_size(gallery: Gallery | None) -> str:
+    """``N entries of K labels`` ("no entries": none)."""
+    if gallery is None or not len(gallery):
+        return "no entries"
+    n, k = len(gallery), len(gallery.unique_labels)
+    return f"{n} entr{'ies' if n != 1 else 'y'} of {k} label{'s' if k != 1 else ''}"
+
+
+def listed(labels: Sequence[str]) -> str:
+    """``labels`` for a log line: the first ``MAX_LISTED_LABELS``, then how many more ("none": none)."""
+    if not labels:
+        return "none"
+    more = len(labels) - MAX_LISTED_LABELS
+    names = ", ".join(repr(label) for label in labels[:MAX_LISTED_LABELS])
+    return names if more <= 0 else f"{names} and {more} more"
+
+
 FLEET_PID_ENV = "REID_DAEMON_FLEET_PID"  # `reid-daemon fleet` gives its workers its pid in their environment
 FLEET_FOLLOWS_ENV = (
     "REID_DAEMON_FLEET_FOLLOWS"  # and "1" there where it follows its YAML (fleet_runner._Follow)
@@ -599,7 +675,11 @@ class FleetLink:
             )
         self.head = head
         dim = dim if head is None else head.output_dim
+        path = settings.gallery.path
+        # the file's state before it is read: a change while it is read is taken on the first check
+        seen = file_state(Path(path)) if path is not None else None
         self.gallery = _load_gallery(settings, dim, signature)
+        self._gallery_watch = None if path is None else GalleryWatch(settings, camera, dim, signature, seen)
         self.bridge = bridge or Bridge(
             settings.bridge,
             camera,
@@ -667,9 +747,10 @@ class FleetLink:
         self.bridge.start(wait_s=cfg.ready_timeout_s)
         self._started = True
         self.first_track_id = self._first_track_id() if live and not self._interrupted else 1
-        # a replay's identities expire on its frames' times; its config file is followed unless it is in
-        # lockstep (whose cameras are fixed from the start, as `reid-daemon fleet` keeps them)
-        watching = self._watch is not None and not cfg.lockstep
+        # a replay's identities expire on its frames' times; its config file and gallery are followed unless it
+        # is in lockstep (whose cameras are fixed from the start, as `reid-daemon fleet` keeps them, and whose
+        # decisions must repeat exactly)
+        watching = (self._watch is not None or self._gallery_watch is not None) and not cfg.lockstep
         if (live or watching) and self._idle_expiry is None:
             self._idle_stop.clear()
             self._idle_expiry = threading.Thread(
@@ -830,8 +911,9 @@ class FleetLink:
     def _expire_while_idle(self, live: bool) -> None:
         """A live camera's: let the resolver expire what is due every IDLE_EXPIRY_S, frames or none; and a live
         camera's or a replay's out of lockstep: take the cameras of its config file when it changed (every
-        CONFIG_CHECK_S). An exception ends it, kept for ``check_idle``."""
-        check_at = time.monotonic()
+        CONFIG_CHECK_S), and its gallery.path (every GALLERY_CHECK_S). An exception ends it, kept for
+        ``check_idle``."""
+        check_at = gallery_at = time.monotonic()
         try:
             while not self._idle_stop.wait(IDLE_EXPIRY_S):
                 if live:
@@ -841,8 +923,35 @@ class FleetLink:
                     new = self._watch.changed()
                     if new is not None:
                         self.take_cameras(new)
+                if self._gallery_watch is not None and time.monotonic() >= gallery_at:
+                    gallery_at = time.monotonic() + GALLERY_CHECK_S
+                    gallery = self._gallery_watch.changed(self.gallery)
+                    if gallery is not None:
+                        self.take_gallery(gallery)
         except Exception as e:  # raised in the camera's loop: a thread's traceback alone goes unseen
             self._idle_failure = e
+
+    def take_gallery(self, gallery: Gallery) -> None:
+        """The camera's gallery.path changed while it runs (read and checked: ``GalleryWatch``): the resolver
+        matches ``gallery`` from now on (``IdentityResolver.set_gallery``: a label removed is given to no track
+        any more, those added are matched), and the change is logged."""
+        before = self.gallery
+        held = set(before.unique_labels) if before is not None else set()
+        removed = self.resolver.set_gallery(gallery)
+        self.gallery = gallery
+        added = sorted(set(gallery.unique_labels) - held)
+        log.info(
+            "%s: gallery.path %s changed: now %s (before: %s); labels added: %s; removed: %s%s",
+            self.camera,
+            self.settings.gallery.path,
+            gallery_size(gallery),
+            gallery_size(before),
+            listed(added),
+            listed(removed),
+            " (given to no track from now on; those holding one keep their global id, unnamed)"
+            if removed
+            else "",
+        )
 
     def take_cameras(self, settings: Settings) -> None:
         """The fleet's cameras are ``settings``' (its config file, changed while the worker runs): the bridge
@@ -958,10 +1067,13 @@ def load_identity_head(settings: Settings, embedder: object) -> ProjectionHead |
     return load_head(Path(path))
 
 
-def _load_gallery(settings: Settings, dim: int, signature: str | None) -> Gallery | None:
+def _load_gallery(
+    settings: Settings, dim: int, signature: str | None, earlier: Gallery | None = None
+) -> Gallery | None:
     """``gallery.path`` loaded; ConfigError naming it when it is not there or cannot be read, its rows are not
     of ``dim`` or, where both say, were made by another embedder than ``signature``
-    (daemon.embed.embedder_signature: model, head, crop settings). A restart does not mend any of these."""
+    (daemon.embed.embedder_signature: model, head, crop settings). A restart does not mend any of these.
+    ``earlier``: the gallery read from it before (its once-only warnings are not said again)."""
     path = settings.gallery.path
     if path is None:
         return None
@@ -971,6 +1083,8 @@ def _load_gallery(settings: Settings, dim: int, signature: str | None) -> Galler
         gallery = Gallery.load(path)
     except DataError as e:  # the message names the file
         raise ConfigError(f"gallery.path: {e}") from e
+    if earlier is not None:
+        gallery.warned_as(earlier)
     if gallery.dim != dim:
         raise ConfigError(
             f"gallery.path: {path} holds {gallery.dim}-d embeddings but the camera's embedder gives {dim}-d "

@@ -181,8 +181,9 @@ class CameraOutputs:
             if self.global_mot is not None and assigned is not None:
                 self.global_mot.write(r.frame.index + 1, tracks, assigned)
                 self.global_mot.ended(r.update.ended)
-            if self.identities is not None and assigned is not None:
-                self.identities.frame(r.frame.index, fleet_time, assigned)
+            if self.identities is not None and ids is not None:
+                self.identities.unname(ids.unnamed)  # the gallery dropped them: no longer anyone's name
+                self.identities.frame(r.frame.index, fleet_time, ids.assignments)
                 self.identities.ended(r.update.ended)
             if self.events is not None:
                 self.events.frame(r.frame.index, r.frame.timestamp, tracks, r.embeddings, assigned)

@@ -1309,6 +1309,79 @@ def test_gallery_name_first_seen_gets_one_new_id() -> None:
     assert cam.assignment(2) is not None and cam.assignment(2).label == "jane"  # type: ignore[union-attr]
 
 
+def _gallery(people: People, **enrolled: int) -> Gallery:
+    """A gallery of three looks of each person ``enrolled[name]`` under ``name``."""
+    gallery = Gallery(D, threshold=0.5)
+    for name, p in enrolled.items():
+        gallery.add_many([name] * 3, np.stack([people.obs(p) for _ in range(3)]))
+    return gallery
+
+
+def test_a_label_the_gallery_drops_is_given_to_no_track_and_its_holder_keeps_its_global_id() -> None:
+    """A camera's gallery was fixed at start, so a person unenrolled (someone who left, a wrong enrolment, an
+    erasure) kept being named until a restart. The resolver takes a new gallery: the live track named jane is
+    unnamed on the next frame, keeping its global id (announced to the fleet without the name), the frame says
+    jane went (once), a new track of her gets her id unnamed, ann stays named, and a peer still naming her is
+    taken without the name."""
+    people = People(2, seed=6)
+    cam = IdentityResolver("a", D, Counter(), gallery=_gallery(people, jane=0, ann=1))
+    _, seen = observe(cam, people, {1: 0, 2: 1}, 0.0, 6)
+    jane, ann = cam.assignment(1), cam.assignment(2)
+    assert jane is not None and (jane.label, jane.source) == ("jane", "gallery")
+    assert ann is not None and ann.label == "ann"
+    assert cam.set_gallery(_gallery(people, jane=0, ann=1, bob=1)) == ()
+    assert cam.set_gallery(_gallery(people, ann=1)) == ("bob", "jane")
+    out = step(cam, 6.0, {1: people.obs(0), 2: people.obs(1)})
+    first, second = out.assignments
+    assert (first.global_id, first.label, first.source, first.changed) == (seen[1], None, "fleet", True)
+    assert (second.global_id, second.label, second.changed) == (seen[2], "ann", False)
+    assert out.unnamed == ("bob", "jane")
+    told = [u for u in out.updates if u.track_id == 1]
+    assert len(told) == 1 and told[0].label is None and len(told[0].exemplars)  # the fleet hears it at once
+    assert cam.store.label_of(seen[1]) is None and cam.store.gid_of_label("jane") is None
+    later, _ = observe(cam, people, {1: 0, 2: 1}, 7.0, 4)
+    assert cam.assignment(1).label is None and cam.assignment(1).global_id == seen[1]  # type: ignore[union-attr]
+    assert all(u.label is None for u in later if u.track_id == 1)
+    assert step(cam, 11.0, {1: people.obs(0)}).unnamed == ()  # said once
+    end_all(cam, [1, 2], 12.0)
+    _, back = observe(cam, people, {3: 0}, 20.0, 6)
+    assert back[3] == seen[1] and cam.assignment(3).label is None  # type: ignore[union-attr]
+
+    assert cam.ingest_remote(_remote("b", 9, 77, 25.0, people.obs(0)))  # b's camera still names her 77
+    named = ProfileUpdate("b", 9, 77, 25.5, 0.9, people.obs(0).reshape(1, -1), label="jane")
+    assert cam.ingest_remote(named)
+    assert cam.store.label_of(77) is None and cam.store.gid_of_label("jane") is None
+
+
+def test_a_label_added_to_the_gallery_is_given_from_then_on() -> None:
+    """A person enrolled while the camera runs (enroll --append) is named by the camera from then on: a new
+    track of theirs takes the name; so does one removed and enrolled again."""
+    people = People(2, seed=8)
+    cam = IdentityResolver("a", D, Counter(), gallery=_gallery(people, ann=0))
+    assert cam.set_gallery(_gallery(people, ann=0, bob=1)) == ()
+    observe(cam, people, {1: 1}, 0.0, 6)
+    assert cam.assignment(1).label == "bob"  # type: ignore[union-attr]
+    assert cam.set_gallery(_gallery(people, ann=0).emptied()) == ("ann", "bob")  # an empty gallery
+    assert cam.ingest_remote(
+        ProfileUpdate("b", 4, 50, 6.0, 0.9, people.obs(1).reshape(1, -1), label="bob")
+    )  # a peer's, stripped of the name
+    cam.set_gallery(_gallery(people, ann=0, bob=1))
+    end_all(cam, [1], 7.0)
+    observe(cam, people, {2: 1}, 30.0, 6)
+    assert cam.assignment(2).label == "bob"  # type: ignore[union-attr]
+    named = ProfileUpdate("b", 5, 51, 36.0, 0.9, people.centres[0].reshape(1, -1), label="carl")
+    assert cam.ingest_remote(named) and cam.store.label_of(51) == "carl"  # a name this camera never held
+
+
+def test_a_gallery_of_another_width_is_refused_and_the_held_one_kept() -> None:
+    people = People(1, seed=9)
+    gallery = _gallery(people, ann=0)
+    cam = IdentityResolver("a", D, Counter(), gallery=gallery)
+    with pytest.raises(ConfigError, match="8-d embeddings, not 32-d"):
+        cam.set_gallery(Gallery(8))
+    assert cam.gallery is gallery
+
+
 # ----------------------------------------------------------------------------- expiry, caps, forget
 
 

@@ -16,7 +16,8 @@ contributions <= identities x max_tracks_per_identity + max_live_tracks.
 
 Labels are fleet-wide: the first global id bound to a label is kept per camera; when two ids turn out to
 carry one label (two cameras named the same person at once) the larger id merges into the smaller one and
-stays as an alias, so every camera converges on one id per name.
+stays as an alias, so every camera converges on one id per name. A label the camera's gallery no longer holds
+is taken off its identity (``unbind_label``), which keeps its id.
 """
 
 from __future__ import annotations
@@ -342,6 +343,19 @@ class FleetStore:
         self.identities[keep].label = label
         self.labels[label] = keep
         return [(gone, keep)]
+
+    def unbind_label(self, label: str) -> int | None:
+        """Take ``label`` off the identity it names, which keeps its id, contributions and rows, unnamed, and off
+        the contributions that carried it (the camera's gallery no longer holds it); the id it named (None: none).
+        The label merges it made stand: the ids were judged one person."""
+        gid = self.labels.pop(label, None)
+        for ident in self.identities.values():
+            if ident.label == label:
+                ident.label = None
+        for c in self.contributions.values():
+            if c.label == label:
+                c.label = None
+        return gid
 
     def _merge(self, gone: int, keep: int) -> None:
         src = self.identities.pop(gone)

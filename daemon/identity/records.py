@@ -126,11 +126,14 @@ def _check_scalars(u: ProfileUpdate) -> None:
 
 @dataclass(frozen=True, slots=True)
 class FrameIdentities:
-    """What one ``IdentityResolver.update`` call gives: an assignment per reported track (in input order) and
-    the profile updates to publish to the fleet (decisions, material exemplar changes, keep-alives, ends)."""
+    """What one ``IdentityResolver.update`` call gives: an assignment per reported track (in input order), the
+    profile updates to publish to the fleet (decisions, material exemplar changes, keep-alives, ends), and the
+    labels the resolver's gallery dropped since the previous call (``set_gallery``: no longer given to anyone;
+    each once), so that the camera's files stop naming them too."""
 
     assignments: tuple[IdentityAssignment, ...]
     updates: tuple[ProfileUpdate, ...]
+    unnamed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

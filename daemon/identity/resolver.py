@@ -53,6 +53,8 @@ without people; a stream stalled overnight is a night; a stand after a step back
 a reading (``ingest_remote``): it is judged at the last frame's time plus the real time since. What the fleet is
 told (keep-alives, tracks gone out of view) stays on the interval clock, which the gap does advance: peers' claims
 lapsed meanwhile.
+The local gallery may be replaced between frames (``set_gallery``: the camera's gallery.path changed): a label
+it no longer holds is given to nobody from then on, the identity it named keeping its global id, unnamed.
 Thread-safe (one lock), so a bridge thread may call ``ingest_remote`` while the camera loop calls ``update``.
 Exceptions of the allocator propagate (the track stays pending and is decided again on its next observation).
 """
@@ -101,6 +103,9 @@ _VELOCITY_WINDOW_S = 1.0  # a track's site velocity is its mean over this long
 _SAME_SPOT = 0.5  # site.closeness from which two sightings at about one time are one person standing there
 _TRAIL = 64  # positions kept per track for it (bounded even at high frame rates)
 _SWITCH_EXEMPLARS = 3  # exemplars a track needs before a look can be judged unlike it (switch_similarity)
+MAX_WITHDRAWN_LABELS = (
+    10_000  # labels the gallery dropped that peers' updates are stripped of (the oldest go)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +239,9 @@ class IdentityResolver:
         self._unallocated = 0  # decisions put off because the allocator was unavailable
         self._switches = 0  # tracks that switched people (switch_similarity)
         self._visible: set[Key] = set()  # this camera's tracks on the frame being resolved
+        # labels the gallery held and dropped (set_gallery) and holds no more: not taken from peers' updates
+        self._withdrawn: OrderedDict[str, None] = OrderedDict()
+        self._unnamed: OrderedDict[str, None] = OrderedDict()  # dropped since the last update (it says them)
 
     # ------------------------------------------------------------------------------------------ public
 
@@ -285,7 +293,8 @@ class IdentityResolver:
             updates.extend(self._announce_lost())
             updates.extend(u for lo in frame if (u := self._publish(lo, now)) is not None)
             updates.extend(u for tid in ended if (u := self._end(tid)) is not None)
-            return FrameIdentities(assignments, tuple(updates))
+            unnamed, self._unnamed = tuple(self._unnamed), OrderedDict()
+            return FrameIdentities(assignments, tuple(updates), unnamed)
 
     def end_track(self, track_id: int, timestamp: float) -> ProfileUpdate | None:
         """The tracker ended ``track_id`` at ``timestamp``; the update to publish (None without an id).
@@ -303,6 +312,47 @@ class IdentityResolver:
         travel = TravelModel(edges, self.cfg.allow_overlapping_views)
         with self._lock:
             self.travel = travel
+
+    def set_gallery(self, gallery: Gallery | None) -> tuple[str, ...]:
+        """Match named identities against ``gallery`` from now on (the camera's gallery.path changed while it
+        runs); the labels it dropped, sorted. A label added is matched from the next decision on. A label dropped
+        is given to no track any more: the identity it named keeps its global id, unnamed (``unbind_label``), as
+        do this camera's live tracks that held it, announced to the fleet anew without it on this frame (the next
+        ``update`` also says which labels went, ``FrameIdentities.unnamed``); a peer's update that still carries
+        it (its camera has not taken the change yet, or its gallery still holds it) is taken without it, until a
+        gallery of this camera holds it again. ConfigError for a gallery of another width."""
+        if gallery is not None and gallery.dim != self.dim:
+            raise ConfigError(
+                f"identity resolver: the gallery holds {gallery.dim}-d embeddings, not {self.dim}-d"
+            )
+        after = set(gallery.unique_labels) if gallery is not None else set()
+        with self._lock:
+            before = set(self.gallery.unique_labels) if self.gallery is not None else set()
+            self.gallery = gallery
+            gone = sorted(before - after)
+            for label in after:
+                self._withdrawn.pop(label, None)
+                self._unnamed.pop(label, None)
+            for label in gone:
+                self._unname(label)
+            return tuple(gone)
+
+    def _unname(self, label: str) -> None:
+        """No one is ``label`` any more: off the fleet's identity it named, and off this camera's live tracks
+        (they keep their ids, and are announced anew); peers' updates are stripped of it from now on."""
+        for seen in (self._withdrawn, self._unnamed):
+            seen[label] = None
+            seen.move_to_end(label)
+            while len(seen) > MAX_WITHDRAWN_LABELS:
+                seen.popitem(last=False)
+        self.store.unbind_label(label)
+        for lo in self._tracks.values():
+            if lo.challenger == ("label", label):
+                lo.challenger, lo.wins = None, 0
+            if lo.label == label:
+                lo.label, lo.announce = None, True
+                if lo.source == "gallery":  # the id it holds is the fleet's, now nobody's name
+                    lo.source = "fleet"
 
     def expire_idle(self, monotonic: float) -> None:
         """Between frames (a live stream down, its worker waiting on it): drop what ``retention_s`` of real time
@@ -348,7 +398,7 @@ class IdentityResolver:
                 update.since,
                 update.timestamp,
                 update.quality,
-                update.label,
+                None if update.label in self._withdrawn else update.label,
                 update.ended,
                 False,
                 update.position,
