@@ -83,7 +83,7 @@ def _config(tmp_path: Path, clip: SyntheticClip, model: Path, gallery: Path) -> 
     return path
 
 
-def test_a_running_camera_stops_naming_a_person_unenrolled_from_its_gallery(
+def test_a_running_camera_stops_naming_a_person_unenrolled_from_its_gallery_and_names_them_enrolled_again(
     tmp_path: Path, mobilenet_model: Path
 ) -> None:
     """A fleet camera read its gallery.path once, at start: a person unenrolled (someone who left, a wrong
@@ -91,7 +91,9 @@ def test_a_running_camera_stops_naming_a_person_unenrolled_from_its_gallery(
     replays a clip whose person 1 is enrolled from crops of it; once its files name them, ``unenroll`` removes
     them from the file. The worker's own files show the name given before the change, and never after it: the
     track keeps its global id, unnamed (identities.jsonl says so on the frame it changed, identities.json no
-    longer names the id), within seconds of the unenroll; the log says what changed."""
+    longer names the id), within seconds of the unenroll; the log says what changed. ``enroll --append`` of
+    the crops then names the live track again, with its id (it stayed unnamed to its end: the name's proposal
+    adopted its own id, which counted as holding it)."""
     clip = make_video(tmp_path / "clip.mp4", frames=900, size=(320, 240), fps=10.0, people=2)
     gallery = tmp_path / "people.npz"
     cfg = _config(tmp_path, clip, mobilenet_model, gallery)
@@ -118,6 +120,11 @@ def test_a_running_camera_stops_naming_a_person_unenrolled_from_its_gallery(
         wait_until(lambda: any(e.get("global_id") == gid for e in unnamed()), 60, f"{NAME} unnamed")
         changed = min(e["frame"] for e in unnamed() if e.get("global_id") == gid)  # its first event since
         wait_until(lambda: max(e["frame"] for e in _lines(events)) > changed + 50, 60, "50 frames more")
+        table = json_object(folder / "identities.json")["identities"]  # rewritten as the name went
+        assert str(gid) in table and table[str(gid)]["label"] is None, table
+        assert main([*enroll, "--append", "--no-progress"]) == 0  # enrolled again: named again
+        appended = max(e["frame"] for e in _lines(events))
+        wait_until(lambda: max(e["frame"] for e in named_on()) > appended, 60, f"{NAME} named again")
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0, said.read_text()[-3000:]
     finally:
@@ -125,17 +132,21 @@ def test_a_running_camera_stops_naming_a_person_unenrolled_from_its_gallery(
     log = said.read_text()
     named = [e for e in _lines(events) if e.get("label") == NAME]
     assert {e["global_id"] for e in named} == {gid}
+    renamed = min(e["frame"] for e in named if e["frame"] > changed)
     assert min(e["frame"] for e in named) < unenrolled - 10  # given before the change ...
-    assert max(e["frame"] for e in named) < changed, log[-3000:]  # ... and never after it
+    assert max(e["frame"] for e in named if e["frame"] < renamed) < changed, log[-3000:]  # ... not after it
     assert changed - unenrolled <= 10 * 10, (changed, unenrolled)  # within 10 s of frames (checked every 2 s)
-    after = [e for e in _lines(events) if e["frame"] >= changed and e.get("global_id") == gid]
-    assert len(after) >= 5 and all(e["label"] is None for e in after)  # the same person, the same id
+    between = [e for e in _lines(events) if changed <= e["frame"] < renamed and e.get("global_id") == gid]
+    assert len(between) >= 5 and all(e["label"] is None for e in between)  # the same person, the same id
+    assert appended < renamed <= appended + 10 * 10, (appended, renamed)  # enrolled again: named again
     line = [r for r in _lines(identities) if unenrolled < r["frame"] <= changed and r["global_id"] == gid]
     assert len(line) == 1 and (line[0]["label"], line[0]["source"]) == (None, "fleet"), line
-    assert not [r for r in _lines(identities) if r["frame"] >= changed and r["label"] == NAME]
-    assert json_object(folder / "identities.json")["identities"][str(gid)]["label"] is None
+    again = [r for r in _lines(identities) if r["frame"] > changed and r["global_id"] == gid]
+    assert [(r["label"], r["source"]) for r in again] == [(NAME, "gallery")], again
+    assert appended < again[0]["frame"] <= renamed, (appended, again, renamed)
     assert f"labels added: none; removed: '{NAME}'" in log, log[-3000:]
     assert "now no entries (before: 6 entries of 1 label)" in log, log[-3000:]
+    assert f"now 6 entries of 1 label (before: no entries); labels added: '{NAME}'; removed: none" in log
 
 
 # ------------------------------------------------------------------ FleetLink on a real Valkey, arrays for looks

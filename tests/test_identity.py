@@ -1373,6 +1373,26 @@ def test_a_label_added_to_the_gallery_is_given_from_then_on() -> None:
     assert cam.ingest_remote(named) and cam.store.label_of(51) == "carl"  # a name this camera never held
 
 
+def test_a_live_track_without_a_name_takes_one_the_gallery_gives_its_person_later() -> None:
+    """bob is enrolled while his track runs unnamed (enroll --append), or unenrolled and enrolled again: the
+    gallery names his look, but its proposal, a name with no fleet id yet, adopted the track's own id, which
+    counted as holding it, so the track stayed unnamed to its end (only a new track of his was named). It takes
+    the name, after hysteresis_count decisions as any change, keeping its global id."""
+    people = People(2, seed=10)
+    cfg = IdentityConfig()
+    cam = IdentityResolver("a", D, Counter(), cfg, gallery=_gallery(people, ann=0))
+    _, seen = observe(cam, people, {1: 1}, 0.0, 6)
+    assert cam.assignment(1).label is None  # type: ignore[union-attr]
+    for t0 in (6.0, 20.0):
+        cam.set_gallery(_gallery(people, ann=0, bob=1))
+        labels = [step(cam, t0 + k, {1: people.obs(1)}).assignments[0] for k in range(6)]
+        assert [a.label for a in labels[: cfg.hysteresis_count - 1]] == [None] * (cfg.hysteresis_count - 1)
+        assert all((a.label, a.source, a.global_id) == ("bob", "gallery", seen[1]) for a in labels[-3:])
+        assert cam.store.gid_of_label("bob") == seen[1]
+        cam.set_gallery(_gallery(people, ann=0))  # and out again: unnamed, then enrolled again
+        assert step(cam, t0 + 6, {1: people.obs(1)}).assignments[0].label is None
+
+
 def test_a_gallery_of_another_width_is_refused_and_the_held_one_kept() -> None:
     people = People(1, seed=9)
     gallery = _gallery(people, ann=0)

@@ -658,9 +658,10 @@ class IdentityResolver:
         """Hysteresis: whether ``lo`` keeps its current identity against proposal ``p``."""
         if lo.gid is None:
             return False
-        if lo.holds(p):
+        if lo.holds(p) and not (lo.label is None and p.label is not None):
             lo.challenger, lo.wins, lo.similarity = None, 0, p.score
             return True
+        # another identity, or the track's own id named (a gallery label that adopted it): a change to be won
         if p.source == "pending" or (p.source == "new" and self.cfg.keep_held_ids and not lo.ruled_out):
             # no identity won this decision (not confident enough for a new id; or no longer matching the id's
             # other tracks, which is not evidence of another person): the track keeps its id, and a
