@@ -42,6 +42,7 @@ from daemon.identity import (
     overlap_fractions,
     set_similarity,
 )
+from daemon.identity import resolver as resolver_module
 from daemon.identity.fleet import Contribution, FleetStore
 from daemon.identity.profile import MatchScore
 from daemon.types import Track
@@ -1371,6 +1372,40 @@ def test_a_label_added_to_the_gallery_is_given_from_then_on() -> None:
     assert cam.assignment(2).label == "bob"  # type: ignore[union-attr]
     named = ProfileUpdate("b", 5, 51, 36.0, 0.9, people.centres[0].reshape(1, -1), label="carl")
     assert cam.ingest_remote(named) and cam.store.label_of(51) == "carl"  # a name this camera never held
+
+
+def test_a_label_enrolled_again_is_taken_from_peers_again_and_not_said_gone() -> None:
+    """A label the gallery drops is stripped from peers' updates only until a gallery holds it again: enrolled
+    anew, a peer's update naming it names its id here too; dropped and enrolled again between two frames, the
+    frame says no label went (the files keep naming it: the gallery holds it)."""
+    people = People(2, seed=8)
+    cam = IdentityResolver("a", D, Counter(), gallery=_gallery(people, ann=0, bob=1))
+    assert cam.set_gallery(_gallery(people, ann=0)) == ("bob",)
+    assert cam.ingest_remote(ProfileUpdate("b", 4, 50, 1.0, 0.9, people.obs(1).reshape(1, -1), label="bob"))
+    assert cam.store.label_of(50) is None  # stripped while the gallery does not hold bob
+    assert cam.set_gallery(_gallery(people, ann=0, bob=1)) == ()
+    assert step(cam, 2.0, {}).unnamed == ()  # dropped and enrolled again before this frame: not gone
+    assert cam.ingest_remote(ProfileUpdate("b", 4, 50, 3.0, 0.9, people.obs(1).reshape(1, -1), label="bob"))
+    assert cam.store.label_of(50) == "bob" and cam.store.gid_of_label("bob") == 50
+
+
+def test_the_labels_withdrawn_from_peers_are_bounded_the_oldest_going_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MAX_WITHDRAWN_LABELS labels dropped are stripped from peers' updates (and said gone on the next frame);
+    past it the oldest dropped goes, not the newest, nor one more."""
+    monkeypatch.setattr(resolver_module, "MAX_WITHDRAWN_LABELS", 2)
+    people = People(1, seed=3)
+    names = ["a", "b", "c"]
+    cam = IdentityResolver("a", D, Counter(), gallery=_gallery(people, a=0, b=0, c=0, d=0))
+    for k, name in enumerate(names):  # dropped one at a time, oldest first
+        kept = {n: 0 for n in names[k + 1 :]}
+        assert cam.set_gallery(_gallery(people, d=0, **kept)) == (name,)
+    assert step(cam, 0.0, {}).unnamed == ("b", "c")
+    for gid, name in enumerate(names, start=60):
+        update = ProfileUpdate("b", gid, gid, 1.0, 0.9, people.obs(0).reshape(1, -1), label=name)
+        assert cam.ingest_remote(update)
+    assert [cam.store.label_of(gid) for gid in (60, 61, 62)] == ["a", None, None]
 
 
 def test_a_live_track_without_a_name_takes_one_the_gallery_gives_its_person_later() -> None:
