@@ -615,6 +615,9 @@ def test_an_ipv6_host_written_in_brackets_is_served_on(tmp_path: Path, written: 
         ("http://127.0.0.1", "not a URL"),
         ("*", "0.0.0.0"),
         ("[localhost]", "brackets hold an IPv6 address"),
+        ("[127.0.0.1]", "brackets hold an IPv6 address"),  # an IPv4 address goes bare
+        ("[::1", "not an IP address nor a host name"),  # brackets are a pair or none
+        ("::1]", "not an IP address nor a host name"),
         ("cam host", "not an IP address nor a host name"),
     ],
 )
@@ -629,6 +632,14 @@ def test_a_host_that_is_no_address_is_a_config_error_naming_ops_host(
     )
     with pytest.raises(ConfigError, match=r"ops\.host: Value error, .*" + re.escape(said)):
         load_settings(cfg)
+
+
+def test_a_host_is_taken_without_the_white_space_around_it() -> None:
+    """ops.host and serve.host as people write them, quoted with a space around (" [::1] "): the address."""
+    from daemon.config import ServeConfig
+
+    assert OpsConfig(host=" [::1] ").host == "::1" and OpsConfig(host="\t127.0.0.1 ").host == "127.0.0.1"
+    assert ServeConfig(host=" localhost ").host == "localhost"
 
 
 def test_a_host_name_not_resolved_is_a_config_error_naming_ops_host() -> None:
