@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
@@ -401,3 +402,56 @@ def test_unenroll_waits_for_the_gallerys_lock_and_changes_nothing_past_it(tmp_pa
         unenroll(path, ["ann"], EnrollConfig(lock_wait_s=0.2))
     assert path.read_bytes() == start
     assert unenroll(path, ["ann"]).labels == (("ann", 1),) and Gallery.load(path).labels == ["bob"]
+
+
+def test_unenroll_takes_each_label_once_and_the_gallerys_own_spelling_first(tmp_path: Path) -> None:
+    """A label given twice, or as given and as enroll spells it, is removed once; a label the gallery holds as
+    given (two spaces, from another writer) is that one, not the one enroll's spelling would name."""
+    from daemon.enroll import unenroll
+
+    path = tmp_path / "g.npz"
+    g = Gallery(4)
+    g.add_many(["ann", "ann lee", "ann  lee", "bob"], np.eye(4, dtype=np.float32))
+    g.save(path)
+    assert unenroll(path, ["ann", "ann", " ann "]).labels == (("ann", 1),)
+    assert unenroll(path, ["ann  lee"]).labels == (("ann  lee", 1),)
+    assert Gallery.load(path).labels == ["ann lee", "bob"]
+
+
+def test_unenroll_removes_from_the_gallery_as_saved_while_it_waited_for_the_lock(tmp_path: Path) -> None:
+    """unenroll reads the file once more under the lock: a writer that saved it meanwhile (serve, enroll
+    --append) keeps what it added."""
+    import threading
+
+    from daemon.enroll import unenroll
+    from daemon.gallery import locked
+
+    path = tmp_path / "g.npz"
+    g = Gallery(4)
+    g.add_many(["ann", "bob"], np.eye(4, dtype=np.float32)[:2])
+    g.save(path)
+    done: list[object] = []
+    with locked(path, 1.0, "reid-daemon serve"):
+        waiting = threading.Thread(target=lambda: done.append(unenroll(path, ["ann"])))
+        waiting.start()
+        time.sleep(0.5)  # unenroll has read the file and waits for the lock
+        g.add("carl", np.eye(4, dtype=np.float32)[2])
+        g.save(path)
+    waiting.join(10)
+    assert done and Gallery.load(path).labels == ["bob", "carl"]
+
+
+def test_unenroll_reports_a_users_own_photos_as_kept(tmp_path: Path) -> None:
+    """The images a removed label's entries record that serve did not give (no ledger names them) stay, and
+    the report says which."""
+    from daemon.enroll import unenroll
+
+    path, photo = tmp_path / "g.npz", tmp_path / "refs" / "ann--1.jpg"
+    photo.parent.mkdir()
+    photo.write_bytes(b"jpeg")
+    g = Gallery(4)
+    g.add("ann", np.eye(4, dtype=np.float32)[0], source=str(photo))
+    g.add("bob", np.eye(4, dtype=np.float32)[1], source=str(tmp_path / "refs" / "bob--1.jpg"))
+    g.save(path)
+    report = unenroll(path, ["ann"])
+    assert report.kept == (photo,) and report.removed == () and photo.is_file()
