@@ -2149,3 +2149,31 @@ def test_a_serve_host_that_is_no_address_is_refused_naming_the_option(
     assert code == 2
     err = capsys.readouterr().err
     assert "--host" in err and said in err, err
+
+
+def test_unenroll_waits_for_the_references_folders_lock_and_skips_no_image_gone_already(
+    tmp_path: Path,
+) -> None:
+    """unenroll removes serve's images of a label holding their folder's lock, as serve does while it names and
+    writes one: held past enroll.lock_wait_s, it stops naming the holder, the gallery and the images as they
+    were. An image of serve's removed by hand already is not reported as one that stays."""
+    from daemon.enroll import ledger_locked, unenroll
+    from daemon.errors import LockTimeout
+
+    refs, path = tmp_path / "refs", tmp_path / "g.npz"
+    cfg = ServeConfig(gallery=path, references=refs)
+    state = ServiceState(MeanColour(), Gallery(4, threshold=0.9), cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server:
+        for name, colour in (("ann.jpg", (0, 0, 200)), ("bob.jpg", (0, 200, 0)), ("carl.jpg", (200, 0, 0))):
+            assert _post(f"{server.url}/enroll", name, _jpeg(colour))[0] == 200
+    start = path.read_bytes()
+    with (
+        ledger_locked(refs.resolve(), 1.0, "reid-daemon serve", ""),
+        pytest.raises(LockTimeout, match="reid-daemon serve"),
+    ):
+        unenroll(path, ["ann"], EnrollConfig(lock_wait_s=0.2))
+    assert path.read_bytes() == start and (refs / "ann.jpg").is_file()
+    (refs / "bob.jpg").unlink()
+    report = unenroll(path, ["ann", "bob"])
+    assert report.removed == (refs.resolve() / "ann.jpg",) and report.kept == ()
+    assert Gallery.load(path).labels == ["carl"]
