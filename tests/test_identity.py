@@ -1335,7 +1335,12 @@ def test_a_label_the_gallery_drops_is_given_to_no_track_and_its_holder_keeps_its
     out = step(cam, 6.0, {1: people.obs(0), 2: people.obs(1)})
     first, second = out.assignments
     assert (first.global_id, first.label, first.source, first.changed) == (seen[1], None, "fleet", True)
-    assert (second.global_id, second.label, second.changed) == (seen[2], "ann", False)
+    assert (second.global_id, second.label, second.source, second.changed) == (
+        seen[2],
+        "ann",
+        "gallery",
+        False,
+    )
     assert out.unnamed == ("bob", "jane")
     told = [u for u in out.updates if u.track_id == 1]
     assert len(told) == 1 and told[0].label is None and len(told[0].exemplars)  # the fleet hears it at once
@@ -1406,6 +1411,39 @@ def test_the_labels_withdrawn_from_peers_are_bounded_the_oldest_going_first(
         update = ProfileUpdate("b", gid, gid, 1.0, 0.9, people.obs(0).reshape(1, -1), label=name)
         assert cam.ingest_remote(update)
     assert [cam.store.label_of(gid) for gid in (60, 61, 62)] == ["a", None, None]
+
+
+def test_a_label_dropped_restarts_the_wins_a_track_had_counted_towards_it() -> None:
+    """Track 1, named jane, looks like ann (not enrolled with a fleet id yet) on one decision: one win of
+    hysteresis_count towards ann. ann dropped and enrolled again before the next frame, that win is gone: the
+    track keeps jane for hysteresis_count decisions more, then takes ann."""
+    axes = np.eye(D, dtype=np.float32)
+    jane_only = Gallery(D, threshold=0.5)
+    jane_only.add("jane", axes[0])
+    gallery = Gallery(D, threshold=0.5)
+    gallery.add("jane", axes[0])
+    gallery.add("ann", axes[1])
+    cam = IdentityResolver("a", D, Counter(), gallery=gallery)
+    assert IdentityConfig().hysteresis_count == 2
+    named: list[str | None] = []
+    for k, (jane, ann) in enumerate([(0.9, 0.3)] * 4 + [(0.25, 0.96)] * 3):
+        if k == 5:  # after ann's first win
+            assert cam.set_gallery(jane_only) == ("ann",) and cam.set_gallery(gallery) == ()
+        look = jane * axes[0] + ann * axes[1] + np.sqrt(1 - jane**2 - ann**2) * axes[2 + k]
+        named.append(step(cam, float(k), {1: look}).assignments[0].label)
+    assert named[1:] == ["jane", "jane", "jane", "jane", "jane", "ann"]
+
+
+def test_a_track_unnamed_is_announced_to_the_fleet_on_the_next_frame_whatever_else_is_due() -> None:
+    """The fleet hears at once that a track lost its name: on a frame where nothing else of it is due (just
+    published), its update goes out because the name went."""
+    people = People(1, seed=6)
+    cam = IdentityResolver("a", D, Counter(), gallery=_gallery(people, jane=0))
+    observe(cam, people, {1: 0}, 0.0, 6)
+    assert [u for u in step(cam, 5.1, {1: people.obs(0)}).updates if u.track_id == 1] == []  # nothing due
+    assert cam.set_gallery(Gallery(D)) == ("jane",)
+    told = [u for u in step(cam, 5.2, {1: people.obs(0)}).updates if u.track_id == 1]
+    assert len(told) == 1 and told[0].label is None
 
 
 def test_a_live_track_without_a_name_takes_one_the_gallery_gives_its_person_later() -> None:
