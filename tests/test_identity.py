@@ -311,6 +311,24 @@ def _contrib(
     return Contribution(key, gid, 0.0, last, 0.5, label, not live_local, live_local)
 
 
+def test_store_unbind_label_takes_the_name_off_the_identity_and_every_say_that_carried_it() -> None:
+    """unbind_label: the label names no id and no identity, and no contribution carries it any more (its id,
+    rows and contributions stay); another label is left as it was."""
+    people = People(2)
+    store = FleetStore(D, IdentityConfig())
+    store.record(_contrib(("r", 1), 1, 0.0, label="jane"), people.obs(0)[None], 0.0)
+    store.record(_contrib(("me", 2), 1, 0.0, label="jane", live_local=True), people.obs(0)[None], 0.0)
+    store.record(_contrib(("r", 3), 2, 0.0, label="ann"), people.obs(1)[None], 0.0)
+    assert store.unbind_label("jane") == 1 and store.unbind_label("nobody") is None
+    assert store.gid_of_label("jane") is None and store.label_of(1) is None and store.label_of(2) == "ann"
+    assert {k: c.label for k, c in store.contributions.items()} == {
+        ("r", 1): None,
+        ("me", 2): None,
+        ("r", 3): "ann",
+    }
+    assert store.has_foreign_rows(1, ("me", 2))
+
+
 def test_store_a_row_less_say_is_no_look_of_the_identity() -> None:
     people = People(1)
     store = FleetStore(D, IdentityConfig())
