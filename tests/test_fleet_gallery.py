@@ -23,7 +23,16 @@ from _video import SyntheticClip, make_video
 
 from daemon.cli import main
 from daemon.config import Settings
-from daemon.fleet import GALLERY_CHECK_S, IDLE_EXPIRY_S, FleetLink
+from daemon.fleet import (
+    GALLERY_CHECK_S,
+    IDLE_EXPIRY_S,
+    MAX_LISTED_LABELS,
+    FleetLink,
+    GalleryWatch,
+    file_state,
+    gallery_size,
+    listed,
+)
 from daemon.gallery import Gallery
 from daemon.outputs import json_object
 from daemon.valkey_server import EmbeddedValkey
@@ -245,3 +254,41 @@ def test_a_replay_in_lockstep_keeps_the_gallery_it_started_with(
                     wait_until(_said(caplog, "removed: 'bob'"), 10, "the replay out of lockstep following")
         finally:
             link.close()
+
+
+def test_the_gallery_watch_reads_a_file_replaced_by_a_rename_once_even_at_the_same_time_and_size(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GalleryWatch.changed on real files: nothing while the file is as last read; a file replaced by a rename
+    (every writer saves so) is read once, even where its modification time and size are the old one's (a new
+    inode); a file that cannot be taken is logged once, not on every check."""
+    path = _people(tmp_path / "people.rdg", alice=0, bob=1)
+    settings = _link_settings(tmp_path, "redis://127.0.0.1:6379", path)
+    watch = GalleryWatch(settings, "a", DIM, MINE, file_state(path))
+    held = Gallery.load(path)
+    assert watch.changed(held) is None and watch.changed(held) is None  # as read
+    was = path.stat()
+    fresh = _people(tmp_path / "new.rdg", alice=0, cat=1)  # the same size: two rows, names of one length
+    os.utime(fresh, ns=(was.st_atime_ns, was.st_mtime_ns))
+    assert fresh.stat().st_size == was.st_size
+    fresh.replace(path)
+    taken = watch.changed(held)
+    assert taken is not None and taken.unique_labels == ["alice", "cat"]
+    assert watch.changed(taken) is None
+    with caplog.at_level(logging.INFO, logger="daemon.fleet"):
+        path.write_bytes(b"not a gallery")
+        assert watch.changed(taken) is None and watch.changed(taken) is None
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and f"gallery.path: {path}" in errors[0], errors
+
+
+def test_a_gallery_change_is_logged_with_its_sizes_and_at_most_max_listed_labels() -> None:
+    names = [f"p{i:02d}" for i in range(MAX_LISTED_LABELS + 1)]
+    assert listed([]) == "none" and listed(names[:1]) == "'p00'"
+    assert listed(names[:MAX_LISTED_LABELS]) == ", ".join(repr(n) for n in names[:MAX_LISTED_LABELS])
+    assert listed(names) == ", ".join(repr(n) for n in names[:MAX_LISTED_LABELS]) + " and 1 more"
+    one, two = Gallery(DIM), Gallery(DIM)
+    one.add("alice", np.eye(DIM, dtype=np.float32)[0])
+    two.add_many(["alice", "bob"], np.eye(DIM, dtype=np.float32)[:2])
+    assert (gallery_size(None), gallery_size(Gallery(DIM))) == ("no entries", "no entries")
+    assert (gallery_size(one), gallery_size(two)) == ("1 entry of 1 label", "2 entries of 2 labels")
