@@ -292,3 +292,21 @@ def test_a_gallery_change_is_logged_with_its_sizes_and_at_most_max_listed_labels
     two.add_many(["alice", "bob"], np.eye(DIM, dtype=np.float32)[:2])
     assert (gallery_size(None), gallery_size(Gallery(DIM))) == ("no entries", "no entries")
     assert (gallery_size(one), gallery_size(two)) == ("1 entry of 1 label", "2 entries of 2 labels")
+
+
+def test_the_gallery_watch_does_not_warn_again_of_a_file_it_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gallery that records its model but not its crop settings is warned of once; the file saved again (an
+    enroll --append) is the same gallery: the watch takes it without the warning."""
+    model_only = MINE.partition(";")[0]
+    path = _people(tmp_path / "people.rdg", model_only, alice=0)
+    watch = GalleryWatch(_link_settings(tmp_path, "redis://127.0.0.1:6379", path), "a", DIM, MINE, None)
+    with caplog.at_level(logging.WARNING, logger="daemon.gallery"):
+        held = watch.changed(None)
+        assert held is not None
+        _people(path, model_only, alice=0, bob=1)
+        taken = watch.changed(held)
+    assert taken is not None and taken.unique_labels == ["alice", "bob"]
+    said = [r.getMessage() for r in caplog.records if "does not record the crop settings" in r.getMessage()]
+    assert len(said) == 1, said
