@@ -32,7 +32,7 @@ from daemon.fleet_wire import encode_message, with_fields
 from daemon.identity import IdentityAssignment, IdentityStats
 from daemon.ops import metrics as metrics_module
 from daemon.ops.health import Health
-from daemon.ops.http import OpsServer
+from daemon.ops.http import OpsServer, bind_address
 from daemon.ops.liveness import Liveness
 from daemon.ops.logs import JsonFormatter, setup_logging
 from daemon.ops.metrics import FPS_SLICES, CameraMetrics, FrameRate
@@ -874,3 +874,15 @@ def test_health_names_a_forget_the_camera_s_files_could_not_take() -> None:
     ]
     unerased[0] = None
     assert health.report().http_status == 200
+
+
+def test_a_host_name_binds_its_ipv4_address_before_its_ipv6_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name binds its first IPv4 address (as before IPv6 was taken), else its first IPv6 one, whatever order
+    the resolver gives them in (no name here resolves to both, so the resolver's answer is given)."""
+    v6 = (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", 9400, 0, 0))
+    v6b = (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("fe80::1", 9400, 0, 0))
+    v4 = (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 9400))
+    answers = {"both": [v6, v4], "six": [v6, v6b]}
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *_a, **_k: list(answers[host]))
+    assert bind_address("both", 9400) == (socket.AF_INET, ("127.0.0.1", 9400))
+    assert bind_address("six", 9400) == (socket.AF_INET6, ("::1", 9400, 0, 0))
