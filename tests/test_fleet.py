@@ -138,6 +138,27 @@ def test_identity_log_records_the_fleet_time_of_its_first_frame(tmp_path: Path) 
     assert doc["first_frame_time"] == 8.0 and doc["identities"]["5"]["first_seen"] == 9.0
 
 
+def test_identity_log_unnames_only_the_labels_the_gallery_dropped(tmp_path: Path) -> None:
+    """The camera's gallery dropped bob: identities.json stops naming bob's id at once (rewritten then), alice
+    stays named, and a frame that drops nothing unnames nobody."""
+    log = IdentityLog(tmp_path, "a", gap_s=1.0, refresh_s=1e9)
+
+    def table() -> dict[str, str | None]:
+        doc = json.loads((tmp_path / "identities.json").read_text())["identities"]
+        return {gid: row["label"] for gid, row in doc.items()}
+
+    named = IdentityAssignment("a", 1, 5, "alice", 0.9, "gallery", True)
+    log.frame(0, 10.0, (named, IdentityAssignment("a", 2, 6, "bob", 0.9, "gallery", True)))
+    log.unname(["carl"])  # held by no id here: nothing to write
+    assert not (tmp_path / "identities.json").exists()
+    log.unname([])
+    log.unname(["bob"])
+    assert table() == {"5": "alice", "6": None}
+    log.unname([])
+    log.close()
+    assert table() == {"5": "alice", "6": None}
+
+
 def test_identity_log_drops_a_forgotten_id_from_its_table(tmp_path: Path) -> None:
     """A running worker kept a forgotten id (and its label) in identities.json, rewriting it every minute, so
     a later report still showed the person the fleet had erased."""
