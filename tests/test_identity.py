@@ -1464,6 +1464,25 @@ def test_a_track_unnamed_is_announced_to_the_fleet_on_the_next_frame_whatever_el
     assert len(told) == 1 and told[0].label is None
 
 
+def test_a_track_named_by_the_fleet_keeps_its_source_when_the_name_is_dropped() -> None:
+    """Only a track named by this camera's gallery becomes the fleet's (its id held unnamed): a track on an id
+    of its own that a peer named jane loses the name when this camera's gallery drops jane, its source as it
+    was."""
+    people = People(2, seed=11)
+    cam = IdentityResolver("a", D, Counter(), gallery=_gallery(people, jane=1))  # jane's rows: person 1
+    _, seen = observe(cam, people, {1: 0}, 0.0, 6)
+    mine = cam.assignment(1)
+    assert mine is not None and (mine.label, mine.source) == (None, "new")
+    assert cam.ingest_remote(
+        ProfileUpdate("b", 3, seen[1], 6.0, 0.9, people.obs(0).reshape(1, -1), label="jane")  # type: ignore[arg-type]
+    )
+    named = step(cam, 6.5, {1: people.obs(0)}).assignments[0]
+    assert (named.global_id, named.label, named.source) == (seen[1], "jane", "new")
+    assert cam.set_gallery(_gallery(people, ann=1)) == ("jane",)
+    out = step(cam, 7.0, {1: people.obs(0)}).assignments[0]
+    assert (out.global_id, out.label, out.source) == (seen[1], None, "new")
+
+
 def test_a_live_track_without_a_name_takes_one_the_gallery_gives_its_person_later() -> None:
     """bob is enrolled while his track runs unnamed (enroll --append), or unenrolled and enrolled again: the
     gallery names his look, but its proposal, a name with no fleet id yet, adopted the track's own id, which
