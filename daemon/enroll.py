@@ -682,9 +682,9 @@ def enroll(
 @dataclass(frozen=True)
 class UnenrollReport:
     """What ``unenroll`` did: the ``labels`` removed (with the entries each held) from the gallery ``file``, the
-    reference images serve kept for them now removed (``removed``, with those that were gone already), the
-    images their entries record that stay (``kept``: not named as serve's by their folder's ledger), and the
-    gallery's size after."""
+    reference images serve kept for them that it removed (``removed``: those it deleted; one already gone is in
+    neither list), the images their entries record that stay (``kept``: not named as serve's by their folder's
+    ledger), and the gallery's size after."""
 
     file: Path
     labels: tuple[tuple[str, int], ...]
