@@ -765,7 +765,7 @@ def _check_embed_inputs(inputs: list[str], recursive: bool) -> None:
 def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from daemon.embedding import EmbeddingResult, EmbedOptions
+    from daemon.embedding import EmbeddingResult, EmbedOptions, skipped_lines
 
     _check_embed_options(args)
     cfg = _recognition_config(args, video_every=args.every)
@@ -802,7 +802,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
         print(f"  {where}{frame} box {','.join(f'{v:.0f}' for v in c.box)}")
     if len(result) > 20:
         print(f"  ... and {len(result) - 20} more")
-    print(_printable(_skipped_text(skipped)), end="")
+    for line in skipped_lines(skipped):
+        print(_printable(line))
     if args.out:
         print(_printable(f"saved: {args.out}"))
     return 0
@@ -834,16 +835,6 @@ def _check_some_read(inputs: list[str], recursive: bool, skipped: list[tuple[Pat
     if images and all(f in unread for f in images):
         reasons = "; ".join([f"{p.name}: {r}" for p, r in skipped if p in unread][:5])
         raise DataError(_printable(f"no image of {', '.join(inputs)} could be read ({reasons})"))
-
-
-def _skipped_text(skipped: list[tuple[Path, str]], shown: int = 20) -> str:
-    """The lines of a report that list the files skipped (enroll's), '' for none."""
-    if not skipped:
-        return ""
-    lines = [f"skipped {len(skipped)} file(s):", *(f"  {p}: {r}" for p, r in skipped[:shown])]
-    if len(skipped) > shown:
-        lines.append(f"  ... and {len(skipped) - shown} more (--json lists all)")
-    return "\n".join(lines) + "\n"
 
 
 def _embed_inputs(inputs: list[str], embedder: Any, boxes: Any, opts: Any) -> list[Any]:

@@ -569,6 +569,17 @@ def not_an_image(path: Path) -> str:
     return f"not an image file ({path.suffix or 'no extension'})"
 
 
+def skipped_lines(skipped: Sequence[tuple[str | Path, str]], most: int = 20) -> list[str]:
+    """A report's lines listing the files it skipped (``(path, reason)``): the first ``most``, then how many more
+    (all of them are in its JSON); none for none."""
+    if not skipped:
+        return []
+    lines = [f"skipped {len(skipped)} file(s):", *(f"  {shown(p)}: {r}" for p, r in skipped[:most])]
+    if len(skipped) > most:
+        lines.append(f"  ... and {len(skipped) - most} more (--json lists all)")
+    return lines
+
+
 def list_image_files(folder: StrPath, recursive: bool = False) -> list[Path]:
     """Image files (jpg, jpeg, png, bmp, webp) of a folder in natural order; hidden files are left out.
 

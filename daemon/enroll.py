@@ -57,6 +57,7 @@ from daemon.embedding import (
     not_an_image,
     read_image,
     shown,
+    skipped_lines,
     whole_box,
 )
 from daemon.errors import DataError
@@ -450,11 +451,7 @@ class EnrollReport:
         if self.removed:
             lines.append(f"removed {len(self.removed)} reference image(s) serve kept for them:")
             lines += [f"  {p}" for p in self.removed]
-        if self.skipped:
-            lines.append(f"skipped {len(self.skipped)} file(s):")
-            lines += [f"  {shown(s.path)}: {s.reason}" for s in self.skipped[:max_skipped]]
-            if len(self.skipped) > max_skipped:
-                lines.append(f"  ... and {len(self.skipped) - max_skipped} more (--json lists all)")
+        lines += skipped_lines([(s.path, s.reason) for s in self.skipped], max_skipped)
         if self.saved is not None:
             lines.append(f"saved: {self.saved}")
         return "\n".join(lines)
