@@ -745,21 +745,28 @@ def _check_embed_options(args: argparse.Namespace) -> None:
         raise ConfigError("--box embeds the boxes given, --detect the people the detector finds: give one")
 
 
-def _check_embed_inputs(inputs: list[str], recursive: bool) -> None:
-    """DataError, before the work, for an input that is not there or a folder that holds no image: found after
-    the inputs before it were embedded, it would end the command with their work lost."""
+def _check_embed_inputs(inputs: list[str], recursive: bool) -> list[Path] | None:
+    """The images ``inputs`` name (a folder's, listed once; None where one is a video, read as frames); DataError,
+    before the work, for an input that is not there or a folder that holds no image: found after the inputs before
+    it were embedded, it would end the command with their work lost."""
     from daemon.embedding import is_image_file, list_image_files
     from daemon.sources import IMAGE_EXTENSIONS
 
+    images: list[Path] | None = []
     for path in (Path(p) for p in inputs):
         if not (path.exists() or path.is_symlink()):  # a broken link is an image that cannot be read
             raise DataError(
                 f"{'image' if is_image_file(path) else 'video'} not found: {_printable(str(path))}"
             )
-        if path.is_dir() and not list_image_files(path, recursive):
+        found = (
+            list_image_files(path, recursive) if path.is_dir() else [path] if is_image_file(path) else None
+        )
+        if path.is_dir() and not found:
             raise DataError(
                 f"folder {_printable(str(path))} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
             )
+        images = None if images is None or found is None else images + found
+    return images
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -770,7 +777,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     _check_embed_options(args)
     cfg = _recognition_config(args, video_every=args.every)
     embedder, detector, model = _recognition_models(args, detector=args.detect)
-    _check_embed_inputs(args.inputs, args.recursive)
+    images = _check_embed_inputs(args.inputs, args.recursive)
     skipped: list[tuple[Path, str]] = []
     opts = EmbedOptions(
         detector=detector,
@@ -784,7 +791,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     )
     boxes = np.asarray(args.box, dtype=np.float32) if args.box else None
     result = EmbeddingResult.concat(_embed_inputs(args.inputs, embedder, boxes, opts))
-    _check_some_read(args.inputs, args.recursive, skipped)
+    _check_some_read(args.inputs, images, skipped)
     if args.out:
         result.save(args.out)
     if args.json:
@@ -822,16 +829,14 @@ def _skipping(skipped: list[tuple[Path, str]]) -> Callable[[Path, str], None]:
     return skip
 
 
-def _check_some_read(inputs: list[str], recursive: bool, skipped: list[tuple[Path, str]]) -> None:
-    """DataError naming the inputs (the folder) when not one of their images could be read (a video is read as
-    frames, and fails on its own)."""
-    from daemon.embedding import is_image_file, list_image_files
+def _check_some_read(inputs: list[str], images: list[Path] | None, skipped: list[tuple[Path, str]]) -> None:
+    """DataError naming the inputs (the folder) when not one of their ``images`` (``_check_embed_inputs``'; None
+    where one input is a video, read as frames, which fails on its own) could be read."""
+    from daemon.embedding import is_image_file
 
-    paths = [Path(p) for p in inputs]
-    if any(not (p.is_dir() or is_image_file(p)) for p in paths):
+    if images is None:
         return
     unread = {p for p, _ in skipped if is_image_file(p)}
-    images = [f for p in paths for f in (list_image_files(p, recursive) if p.is_dir() else [p])]
     if images and all(f in unread for f in images):
         reasons = "; ".join([f"{p.name}: {r}" for p, r in skipped if p in unread][:5])
         raise DataError(_printable(f"no image of {', '.join(inputs)} could be read ({reasons})"))
