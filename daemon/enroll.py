@@ -102,12 +102,17 @@ def parse_reference_name(path: StrPath, naming: EnrollConfig | None = None) -> R
         raise ValueError(f"{shown(p.name)}: the file name is not UTF-8 ({NOT_UTF8})")
     rest, variant = _split_variant(p.stem, cfg.variant_separator)
     set_code, rest = _split_set(rest, cfg)
-    label = unicodedata.normalize("NFC", " ".join(rest.replace(cfg.word_separator, " ").split()))
-    if cfg.lowercase:
-        label = label.lower()
+    label = tidy_label(rest.replace(cfg.word_separator, " "), cfg.lowercase)
     if not label:
         raise ValueError(f"{p.name}: the file name leaves no label ([SET-]name[--VARIANT].ext)")
     return ReferenceName(label, set_code, variant, p)
+
+
+def tidy_label(text: str, lowercase: bool = False) -> str:
+    """``text`` as a label: trimmed, runs of white space as one space, Unicode NFC, and lower case where asked
+    (``enroll.lowercase``). What enroll makes of a file name's label, serve of a form's, unenroll of one given."""
+    label = unicodedata.normalize("NFC", " ".join(text.split()))
+    return label.lower() if lowercase else label
 
 
 def folder_label(path: Path, naming: EnrollConfig) -> ReferenceName:
@@ -755,7 +760,7 @@ def _held_labels(gallery: Gallery, labels: Sequence[str], path: Path) -> list[st
     found: list[str] = []
     missing: list[str] = []
     for label in labels:
-        tidy = unicodedata.normalize("NFC", " ".join(label.split()))
+        tidy = tidy_label(label)
         held = label if label in gallery else tidy if tidy in gallery else None
         if held is None:
             missing.append(label)

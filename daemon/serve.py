@@ -103,6 +103,7 @@ from daemon.enroll import (
     record_variant,
     remove_serve_references,
     serve_reference,
+    tidy_label,
 )
 from daemon.errors import ConfigError, DataError, LockTimeout
 from daemon.gallery import Gallery, latest, locked
@@ -639,8 +640,7 @@ def given_label(label: str, naming: EnrollConfig) -> str:
     bad = next((c for c in text if unicodedata.category(c) == "Cc"), None)
     if bad is not None:
         raise HTTPException(422, f"the form field 'label' holds the control character {bad!r}: {label!r}")
-    out = unicodedata.normalize("NFC", " ".join(text.split()))
-    return out.lower() if naming.lowercase else out
+    return tidy_label(text, naming.lowercase)
 
 
 def _label_stem(label: str, naming: EnrollConfig) -> str:
