@@ -107,7 +107,7 @@ from daemon.enroll import (
 )
 from daemon.errors import ConfigError, DataError, LockTimeout
 from daemon.gallery import Gallery, latest, locked
-from daemon.ops.http import bind_address
+from daemon.ops.http import bind_address, host_port
 from daemon.recognize import check_embedder, recognize_embeddings
 from daemon.tempdirs import Leftovers
 from daemon.types import Detector, Embedder, ImageBGR
@@ -1165,7 +1165,7 @@ class BackgroundServer:
     def url(self) -> str:
         sock = self._server.servers[0].sockets[0]
         host, port = sock.getsockname()[:2]
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        return f"http://{host_port(host, port)}"
 
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
@@ -1179,8 +1179,7 @@ def serve_forever(app: FastAPI, host: str, port: int, what: str = "the gallery")
     import uvicorn
 
     sock = listen(host, port)
-    shown = f"[{host}]" if ":" in host else host
-    logger.warning("serving %s on http://%s:%d (docs at /docs)", what, shown, sock.getsockname()[1])
+    logger.warning("serving %s on http://%s (docs at /docs)", what, host_port(host, sock.getsockname()[1]))
     uvicorn.Server(server_config(app, host, port, log_config=None)).run(sockets=[sock])
 
 
@@ -1188,7 +1187,7 @@ def listen(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host``:``port`` (an address, or a name: its IPv4 address, else its IPv6 one, as
     ops.http binds), as uvicorn binds one; ConfigError naming the address when it cannot be had (in use, not an
     address of this machine, an unknown name)."""
-    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    shown = host_port(host, port)
     try:
         family, address = bind_address(host, port)
     except OSError as e:

@@ -100,7 +100,7 @@ class OpsServer:
             self._server = _Server(*bind_address(host, port), metrics, health)
         except OSError as e:
             raise ConfigError(
-                f"{what}: cannot serve /metrics and /health on {_joined(host, port)} ({e.strerror or e}); "
+                f"{what}: cannot serve /metrics and /health on {host_port(host, port)} ({e.strerror or e}); "
                 f"{_bind_hint(e)}"
             ) from e
         self._thread = threading.Thread(target=self._serve, name="ops-http", daemon=True)
@@ -111,7 +111,7 @@ class OpsServer:
 
     @property
     def url(self) -> str:
-        return f"http://{_joined(str(self._server.server_address[0]), self.port)}"
+        return f"http://{host_port(str(self._server.server_address[0]), self.port)}"
 
     def _serve(self) -> None:
         self._server.serve_forever(poll_interval=POLL_S)
@@ -127,8 +127,8 @@ class OpsServer:
         self._server.server_close()
 
 
-def _joined(host: str, port: int) -> str:
-    """``host:port``, an IPv6 address in brackets (``[::1]:9400``)."""
+def host_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets (``[::1]:9400``), as a URL writes it."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
