@@ -385,6 +385,8 @@ class IdentityLog:
         """The camera's gallery no longer holds ``labels``: the identities the table gives one of them are
         unnamed (identities.json, rewritten now). Lines written before stay: the file is a log."""
         gone = set(labels)
+        if not gone:  # the camera's every frame: its gallery seldom changes
+            return
         unnamed = [s for s in self._seen.values() if s.label in gone]
         for s in unnamed:
             s.label = None
