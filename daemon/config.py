@@ -632,10 +632,51 @@ class RecognitionConfig(_Strict):
     )
 
 
+_HOST_NAME = re.compile(
+    r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$"
+)
+
+
+def bind_host(written: str) -> str:
+    """The address or name a server binds, from ``written`` as people write one: an IPv6 address in brackets, as
+    in a URL (``[::1]``), is the address in them. ValueError saying what is wrong with a URL, a host with a port,
+    ``*``, or anything else that is neither an IP address nor a host name (a name is resolved when bound)."""
+    host = written.strip()
+    if URI_SCHEME.match(host):
+        raise ValueError(f"{written!r} is not a URL: give the address alone (127.0.0.1, ::1, a host name)")
+    if host == "*":
+        raise ValueError("'*': every address is 0.0.0.0 (IPv4) or :: (IPv6, and IPv4 where the host maps it)")
+    inner = host[1:-1] if host.startswith("[") and host.endswith("]") else None
+    if re.fullmatch(r"\[.*\]:\d+|[^:]+:\d+", host):
+        raise ValueError(
+            f"{written!r} holds a port: give the address alone, its port in ops.port or ops.camera_ports"
+        )
+    if inner is not None:
+        if not _is_ip(inner, version=6):
+            raise ValueError(
+                f"{written!r}: brackets hold an IPv6 address (::1); a name or IPv4 address goes bare"
+            )
+        return inner
+    if _is_ip(host) or _HOST_NAME.match(host):
+        return host
+    raise ValueError(f"{written!r} is not an IP address nor a host name")
+
+
+def _is_ip(text: str, version: int | None = None) -> bool:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return version is None or address.version == version
+
+
+BindHost = Annotated[str, AfterValidator(bind_host)]  # an address a server binds, as people write one
+
+
 class ServeConfig(_Strict):
     """``reid-daemon serve``: the gallery over HTTP."""
 
-    host: str = Field(
+    host: BindHost = Field(
         "127.0.0.1",
         min_length=1,
         max_length=255,
@@ -690,11 +731,6 @@ class ServeConfig(_Strict):
         "last answer), or whose request body pauses this long, is closed: idle or slow clients cannot hold "
         "the service's connections (each takes a file descriptor).",
     )
-
-    @field_validator("host")
-    @classmethod
-    def _bindable(cls, v: str) -> str:
-        return bind_host(v)
 
 
 class SiteConfig(_Strict):
@@ -2018,49 +2054,11 @@ class FleetConfig(_Strict):
     )
 
 
-_HOST_NAME = re.compile(
-    r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$"
-)
-
-
-def bind_host(written: str) -> str:
-    """The address or name a server binds, from ``written`` as people write one: an IPv6 address in brackets, as
-    in a URL (``[::1]``), is the address in them. ValueError saying what is wrong with a URL, a host with a port,
-    ``*``, or anything else that is neither an IP address nor a host name (a name is resolved when bound)."""
-    host = written.strip()
-    if URI_SCHEME.match(host):
-        raise ValueError(f"{written!r} is not a URL: give the address alone (127.0.0.1, ::1, a host name)")
-    if host == "*":
-        raise ValueError("'*': every address is 0.0.0.0 (IPv4) or :: (IPv6, and IPv4 where the host maps it)")
-    inner = host[1:-1] if host.startswith("[") and host.endswith("]") else None
-    if re.fullmatch(r"\[.*\]:\d+|[^:]+:\d+", host):
-        raise ValueError(
-            f"{written!r} holds a port: give the address alone, its port in ops.port or ops.camera_ports"
-        )
-    if inner is not None:
-        if not _is_ip(inner, version=6):
-            raise ValueError(
-                f"{written!r}: brackets hold an IPv6 address (::1); a name or IPv4 address goes bare"
-            )
-        return inner
-    if _is_ip(host) or _HOST_NAME.match(host):
-        return host
-    raise ValueError(f"{written!r} is not an IP address nor a host name")
-
-
-def _is_ip(text: str, version: int | None = None) -> bool:
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return version is None or address.version == version
-
-
 class OpsConfig(_Strict):
     """Running as a service (daemon/ops): the /metrics and /health HTTP endpoint, systemd watchdog, timings."""
 
     http: bool = Field(True, description="Serve Prometheus /metrics and /health over HTTP.")
-    host: str = Field(
+    host: BindHost = Field(
         "127.0.0.1",
         min_length=1,
         max_length=255,
@@ -2137,11 +2135,6 @@ class OpsConfig(_Strict):
         description="Upper bounds (s) of the fleet's histograms: the Valkey round trip (a PING takes some 30 us on "
         "loopback, 0.1-1 ms on a LAN) and the age of live messages (up to bridge.max_age_s).",
     )
-
-    @field_validator("host")
-    @classmethod
-    def _bindable(cls, v: str) -> str:
-        return bind_host(v)
 
     @field_validator("latency_buckets", "bridge_buckets")
     @classmethod
