@@ -536,9 +536,17 @@ def test_metrics_answer_in_the_format_the_scraper_asks_for(tmp_path: Path) -> No
     assert content_type.startswith("application/openmetrics-text; version=1.0.0") and body.endswith("# EOF\n")
     families = {f.name: f for f in openmetrics_families(body)}
     assert families["reid_frames"].type == "counter" and "reid_frames_created" not in families
+    assert {"reid_frames_created", "reid_stage_seconds_created"} <= {
+        s.name for f in families.values() for s in f.samples
+    }
     content_type, body = answers[None]
     assert content_type == "text/plain; version=0.0.4; charset=utf-8"
-    assert "reid_frames_total" in {s.name for f in text_string_to_metric_families(body) for s in f.samples}
+    samples = {s.name for f in text_string_to_metric_families(body) for s in f.samples}
+    assert "reid_frames_total" in samples and "reid_stage_seconds_bucket" in samples
+    # the classic text has no place for a creation time: prometheus_client wrote each as a gauge series of its
+    # own (reid_frames_created, reid_stage_seconds_created{stage} ...), one more series per counter and
+    # histogram child for every scraper that does not ask for OpenMetrics
+    assert sorted(n for n in samples if n.endswith("_created")) == []
 
 
 def test_a_request_for_an_absolute_url_is_answered_as_its_path() -> None:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
@@ -192,6 +192,22 @@ class _SnapshotCollector(Collector):
         )
 
 
+class _WithoutCreated(Collector):
+    """A registry's metrics without their ``*_created`` samples, for the classic text format: it has no place
+    for a creation time, so prometheus_client writes each as a gauge series of its own (``reid_frames_created``,
+    ``reid_stage_seconds_created{stage}`` ...), one more series per counter and histogram child for every
+    scraper that does not ask for OpenMetrics (which carries them as what they are)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            kept = Metric(family.name, family.documentation, family.type, family.unit)
+            kept.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield kept
+
+
 class FrameRate:
     """Frames per second over the last ``window_s``: frames counted per slice of ``window_s / FPS_SLICES``, so
     memory is bounded by the slices, not by the frame rate (the oldest slice, partly out of the window, is left
@@ -247,6 +263,8 @@ class CameraMetrics:
         self._snap = _SnapshotCollector(camera)
         self._snap.fps = self.fps
         self.registry.register(self._snap)
+        self._text = CollectorRegistry(auto_describe=False)  # what the classic text format is written from
+        self._text.register(_WithoutCreated(self.registry))
         self._last_stage: dict[str, float] = {}
         self._identities: dict[int, tuple[int | None, str]] = {}
         self._assignment: AssignmentLookup | None = None
@@ -399,11 +417,12 @@ class CameraMetrics:
             self.message_age.labels(self.camera).observe(max(age, 0.0))
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition of every metric (without ``*_created`` series)."""
+        return generate_latest(self._text)
 
     def exposition(self, accept: str) -> tuple[bytes, str]:
         """Every metric in the format a scraper's Accept header asks for (OpenMetrics, which Prometheus asks for
         first; else the classic text), and its content type."""
         encode, content_type = choose_encoder(accept)
-        return encode(self.registry), content_type
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        return encode(self.registry if openmetrics else self._text), content_type
