@@ -103,9 +103,11 @@ def _load(args: argparse.Namespace) -> tuple[Any, str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from daemon.ops import HeldStop
+    from daemon.threads import bound_library_threads
 
     with HeldStop() as held:  # a stop signal from here on stops the start cleanly (exit 0, logged)
         settings, name = _load(args)  # before the heavy imports: a config error is reported at once
+        bound_library_threads(settings.runtime)  # before numpy, cv2 and torch read their variables
         from daemon.runner import run_camera
 
         summary = run_camera(

@@ -471,7 +471,23 @@ class TrackerConfig(_Strict):
 class RuntimeConfig(_Strict):
     """Inference runtime tuning, shared by every onnxruntime session of a worker."""
 
-    intra_op_threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads; 0 = cores.")
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="onnxruntime intra-op threads of each session (the detector's, the embedder's); 0 = the "
+        "host's cores, at most max_threads.",
+    )
+    max_threads: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="On a host with more processors than this, the most threads each pool sized by the host's "
+        "cores takes: onnxruntime's where intra_op_threads is 0, OpenBLAS's (numpy's, OpenCV's), OpenMP's "
+        "(torch), OpenCV's and its FFmpeg decoder's and encoder's, each of which takes one a core otherwise (a "
+        "worker as if on 96 processors held 513 threads, over the unit's TasksMax=256). OPENBLAS_NUM_THREADS, "
+        "OMP_NUM_THREADS, OPENCV_FOR_THREADS_NUM or OPENCV_FFMPEG_THREADS set in the environment are kept.",
+    )
     allow_spinning: bool = Field(
         False, description="Let onnxruntime threads spin between calls (faster alone, slower beside others)."
     )

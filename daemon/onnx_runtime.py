@@ -10,6 +10,7 @@ import onnxruntime as ort
 
 from daemon.config import RuntimeConfig
 from daemon.errors import ModelError
+from daemon.threads import intra_op_threads
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +31,11 @@ def select_providers(requested: Sequence[str], available: Sequence[str] | None =
 
 
 def session_options(runtime: RuntimeConfig) -> ort.SessionOptions:
-    """Session options from the runtime config: full graph optimisation, threads, spinning."""
+    """Session options from the runtime config: full graph optimisation, threads (``threads.intra_op_threads``:
+    0 is bounded by ``runtime.max_threads``), spinning."""
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads = runtime.intra_op_threads
+    so.intra_op_num_threads = intra_op_threads(runtime)
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if runtime.allow_spinning else "0")
     return so
 
