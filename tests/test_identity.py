@@ -1503,6 +1503,29 @@ def test_a_live_track_without_a_name_takes_one_the_gallery_gives_its_person_late
         assert step(cam, t0 + 6, {1: people.obs(1)}).assignments[0].label is None
 
 
+def test_a_track_named_while_its_look_stays_the_same_binds_the_name_so_no_other_track_takes_it() -> None:
+    """bob's track is named on a decision whose look changed none of its exemplars (the same view again): the
+    fleet store took the track again only when its id or exemplars changed, so bob stayed bound to no id here, and
+    a second track of bob's look on the same frames (a tracker split) was named bob too, under a new id: one
+    name on two tracks of one frame (found by a fuzz of the fleet with galleries). The store takes the name with
+    the decision."""
+    people = People(2, seed=10)
+    cfg = IdentityConfig(exemplars_per_track=1, min_observations=1, switch_similarity=0)
+    cam = IdentityResolver("a", D, Counter(), cfg, gallery=_gallery(people, ann=0))
+    bob = people.centres[1].copy()  # one view, again and again: the exemplar never changes
+    seen = [ids(step(cam, float(k), {1: bob})) for k in range(4)]
+    gid = seen[-1][1]
+    assert gid is not None and cam.assignment(1).label is None  # type: ignore[union-attr]
+    cam.set_gallery(_gallery(people, ann=0, bob=1))
+    for k in range(cfg.hysteresis_count):
+        step(cam, 4.0 + k, {1: bob})
+    assert cam.assignment(1).label == "bob" and cam.store.gid_of_label("bob") == gid  # type: ignore[union-attr]
+    for k in range(4):  # bob's track not embedded on these frames: it keeps its identity, undecided
+        out = step(cam, 10.0 + k, {1: None, 2: people.obs(1)})
+        assert [a.label for a in out.assignments].count("bob") == 1, out.assignments
+    assert ids(out)[1] == gid and ids(out)[2] != gid
+
+
 def test_a_gallery_of_another_width_is_refused_and_the_held_one_kept() -> None:
     people = People(1, seed=9)
     gallery = _gallery(people, ann=0)

@@ -1027,7 +1027,9 @@ class IdentityResolver:
                 self.store.drop(key)
                 lo.stored = None
             return
-        if lo.stored != lo.gid or lo.store_dirty or key not in self.store.contributions:
+        known = self.store.contributions.get(key)
+        # a name taken or lost with the id kept (the same look again changes no exemplar) is news for the store
+        if lo.stored != lo.gid or lo.store_dirty or known is None or known.label != lo.label:
             if lo.earlier:
                 self._resume(lo, key)
             lo.stored, lo.store_dirty, lo.earlier = lo.gid, False, False
