@@ -245,6 +245,19 @@ def test_profile_keeps_a_diverse_view() -> None:
     assert len(prof) == 0 and prof.observations == 0
 
 
+def test_a_profile_full_of_one_look_makes_room_for_each_new_one_and_keeps_the_look() -> None:
+    """Every exemplar a copy of one view: each new distinct view, even of lower quality, takes the place of a
+    copy (the closest pair's worse member), and the view itself keeps one place. Test-only."""
+    looks = np.eye(4, dtype=np.float32)
+    prof = TrackProfile(4, capacity=3, min_quality=0.05, replace_margin=0.1)
+    for _ in range(3):
+        prof.offer(looks[0], 0.5)
+    assert prof.offer(looks[1], 0.2) and prof.offer(looks[2], 0.2)
+    held = {int(np.argmax(e)) for e in prof.exemplars}
+    assert held == {0, 1, 2} and sorted(prof.qualities.tolist()) == pytest.approx([0.2, 0.2, 0.5])
+    assert not prof.offer(looks[0], 0.55)  # the look again: redundant, and not better by the margin
+
+
 def test_profile_bounds_are_inclusive_and_a_nan_quality_is_refused() -> None:
     """min_quality itself is enough; a redundant view replaces its nearest exemplar at exactly replace_margin
     better; a NaN quality is no observation; a copy of a duplicated exemplar adds nothing."""
@@ -741,6 +754,21 @@ def test_two_cameras_resolve_the_same_people_to_the_same_ids() -> None:
         assert later[20 + p] == first[10 + p] is not None
 
 
+@pytest.mark.parametrize("same", [True, False])
+def test_a_track_ending_as_another_starts_on_the_same_frame(same: bool) -> None:
+    """The tracker ends track 1 on the frame where it starts track 2. Of the same person, track 2 takes track 1's
+    id (no new id); of someone else, it gets an id of its own. Test-only."""
+    people, alloc = People(2), Counter()
+    cam = IdentityResolver("a", D, alloc)
+    _, seen = observe(cam, people, {1: 0}, 0.0, 6)
+    who = 0 if same else 1
+    outs = [step(cam, 6.0 + k, {2: people.obs(who)}, ended=[1] if k == 0 else []) for k in range(5)]
+    assert [a.track_id for a in outs[0].assignments] == [2] and 1 not in cam._tracks
+    assert {u.ended for u in outs[0].updates if u.track_id == 1} == {True}  # ended (at the edge: also lost)
+    assert (ids(outs[-1])[2] == seen[1]) is same and ids(outs[-1])[2] is not None
+    assert alloc.calls == (1 if same else 2)
+
+
 def test_co_visible_tracks_never_share_an_id() -> None:
     people, alloc = People(1), Counter()
     twin = people.twin(0, 0.999)  # two people who look alike, side by side
@@ -930,6 +958,39 @@ def test_a_new_id_given_at_once_by_a_camera_whose_track_has_ended_is_still_taken
     for k in range(3, 8):
         out_a = step(a, float(k), {1: people.obs(0)})
     assert ids(out_a)[1] == 2
+
+
+def test_two_far_cameras_taking_one_id_at_the_same_instant_agree_on_which_keeps_it() -> None:
+    """The race above with equal timestamps: both took the id at t=50 exactly. The tie goes to the camera whose
+    name sorts first on both sides, so exactly one of them keeps it. Test-only."""
+    people, alloc = People(1), Counter()
+    c = IdentityResolver("c", D, alloc)
+    bus, seen_c = observe(c, people, {1: 0}, 0.0, 6)
+    relay(
+        bus + end_all(c, [1], 6.0), a := IdentityResolver("a", D, alloc), b := IdentityResolver("b", D, alloc)
+    )
+    to_b, seen_a = observe(a, people, {1: 0}, 50.0, 3)
+    to_a, seen_b = observe(b, people, {1: 0}, 50.0, 3)
+    assert seen_a[1] == seen_b[1] == seen_c[1]
+    relay(to_b, b)
+    relay(to_a, a)
+    after_a, after_b = ids(step(a, 53.0, {1: None})), ids(step(b, 53.0, {1: None}))
+    assert after_a[1] == seen_c[1] and after_b[1] != seen_c[1]
+
+
+def test_a_camera_outside_the_graph_is_blocked_while_the_claim_lives_and_free_once_it_ends() -> None:
+    """A graph joins a and b; z is in no edge. a's live claim blocks z (no edge: the views do not overlap); once a's
+    track ended, no path bounds the walk to z, so z may take the id at once. Test-only."""
+    people, alloc = People(1), Counter()
+    cfg = IdentityConfig(adjacency=(CameraEdge(a="a", b="b", min_s=30.0, max_s=120.0),))
+    a, z = IdentityResolver("a", D, alloc, cfg), IdentityResolver("z", D, alloc, cfg)
+    bus, seen = observe(a, people, {1: 0}, 0.0, 6)
+    relay(bus, z)
+    _, during = observe(z, people, {1: 0}, 3.0, 3, score=0.2)  # too faint for a new id: a's id or nothing
+    assert during[1] is None
+    relay(end_all(a, [1], 6.0), z)
+    _, after = observe(z, people, {2: 0}, 7.0, 3)
+    assert after[2] == seen[1] and alloc.calls == 1
 
 
 def test_remote_claim_lapses_after_its_ttl() -> None:
@@ -1151,6 +1212,23 @@ def _interrupted(between: int | None, **cfg: float) -> list[int | None]:
     relay(bus + end_all(a, [1, 2], 6.0), b)
     looks = [(0, 0.3), (1, 0.5)] + ([] if between is None else [(between, 0.7)]) + [(1, 0.9)]
     return [ids(step(b, 100.0 + k, {5: people.obs(p)}, scores={5: q}))[5] for k, (p, q) in enumerate(looks)]
+
+
+def test_challengers_that_take_turns_never_win() -> None:
+    """A track holding person 0's id then looks like person 1 and person 2 in turn, each look replacing its single
+    exemplar: neither wins two decisions in a row, so the id never changes. Test-only."""
+    people, alloc = People(3, seed=2), Counter()
+    cfg = IdentityConfig(
+        exemplars_per_track=1, min_observations=1, switch_similarity=0, replace_quality_margin=0.0
+    )
+    a, b = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
+    bus, _ = observe(a, people, {1: 0, 2: 1, 3: 2}, 0.0, 6)
+    relay(bus + end_all(a, [1, 2, 3], 6.0), b)
+    looks = [(0, 0.3)] + [(1 + k % 2, 0.35 + 0.05 * k) for k in range(10)]
+    history = [
+        ids(step(b, 100.0 + k, {5: people.obs(p)}, scores={5: q}))[5] for k, (p, q) in enumerate(looks)
+    ]
+    assert history == [1] * len(looks)
 
 
 def test_a_decision_that_names_nobody_breaks_a_challengers_run() -> None:
@@ -1560,6 +1638,22 @@ def test_identities_expire_after_the_retention_time() -> None:
     s = cam.stats()
     assert s.identities == 1 and s.expired_identities == 2 and s.exemplar_rows == 1
     assert not cam.ingest_remote(_remote("r", 9, 60, 1.0, people.obs(0)))  # too old to take
+    assert cam.stats().remote_rejected == {"stale": 1}
+
+
+def test_retention_holds_exactly_retention_s_and_not_a_moment_more() -> None:
+    """An ended track heard of exactly retention_s ago is kept, and a peer's update stamped exactly then is taken;
+    a millisecond later both are too old. Test-only: the bounds of FleetStore.expire and the stale check agree."""
+    people = People(1)
+    cam = IdentityResolver("a", D, Counter(), IdentityConfig(retention_s=100.0))
+    assert cam.ingest_remote(_remote("r", 1, 50, 0.0, people.obs(0), ended=True))
+    step(cam, 100.0, {})
+    assert cam.stats().identities == 1
+    assert cam.ingest_remote(_remote("r", 2, 51, 0.0, people.obs(0), ended=True))
+    step(cam, 100.001, {})
+    s = cam.stats()
+    assert s.identities == 0 and s.expired_identities == 2
+    assert not cam.ingest_remote(_remote("r", 3, 52, 0.0, people.obs(0), ended=True))
     assert cam.stats().remote_rejected == {"stale": 1}
 
 
