@@ -1549,7 +1549,11 @@ class IdentityConfig(_Strict):
         "(its stream down); a replay's frame times are real time.",
     )
     max_identities: int = Field(
-        2_000, ge=1, le=10_000_000, description="Most global identities held (the least recently seen go)."
+        2_000,
+        ge=1,
+        le=10_000_000,
+        description="Most global identities held (the least recently seen go: first those no live track claims, "
+        "then those another camera's live track claims; never one a live track of this camera holds).",
     )
     max_tracks_per_identity: int = Field(
         4,

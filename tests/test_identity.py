@@ -468,6 +468,26 @@ def test_store_never_evicts_an_identity_a_live_track_of_this_camera_holds() -> N
     assert 1 in store and 2 not in store and store.evicted == 1
 
 
+def test_store_evicts_identities_no_live_track_claims_before_a_live_claim_of_another_camera() -> None:
+    """At max_identities the least recently seen identity went even when another camera's track still claimed it
+    live and an ended one was left: the claim that keeps far cameras off its id was forgotten first. Identities
+    no live track claims go first, then live remote ones, each the least recently seen first."""
+    store = FleetStore(D, IdentityConfig(max_identities=2, claim_ttl_s=10.0))
+    live = Contribution(("r", 1), 1, 0.0, 0.0, 0.5, None, False, False)  # heard at 0, live until 10
+    store.record(live, None, 0.0)
+    store.record(_contrib(("r", 2), 2, 1.0), None, 1.0)  # ended, heard of later
+    store.record(_contrib(("r", 3), 3, 2.0), None, 2.0)
+    assert 1 in store and 2 not in store and 3 in store and store.evicted == 1
+    store.record(_contrib(("r", 4), 4, 3.0), None, 3.0)  # the ended 3 goes before the live claim
+    assert 1 in store and 3 not in store and 4 in store
+    lapsed = Contribution(("r", 5), 5, 0.0, 11.0, 0.5, None, False, False)  # 1's claim has lapsed by now
+    store.record(lapsed, None, 11.0)
+    assert 1 not in store and 4 in store and 5 in store and store.evicted == 3
+    for n, gid in enumerate((6, 7)):  # every identity claimed live: the bound holds, the oldest going first
+        store.record(Contribution(("r", gid), gid, 11.0, 11.0 + n, 0.5, None, False, False), None, 11.0 + n)
+    assert set(store.identities) == {6, 7}
+
+
 def test_store_never_expires_a_live_track_of_this_camera() -> None:
     store = FleetStore(D, IdentityConfig(retention_s=100.0))
     store.record(_contrib(("me", 1), 1, 0.0, live_local=True), None, 0.0)
@@ -891,6 +911,35 @@ def test_a_track_that_walked_out_of_view_is_announced_and_stops_blocking_far_cam
     # found again by a's tracker (not embedded on that frame): the fleet hears it is back, with its exemplars
     if announced:
         assert len(back) == 1 and not back[0].ended and len(back[0].exemplars) > 0
+
+
+def test_a_live_claim_of_a_far_camera_holds_at_max_identities() -> None:
+    """a names jane (id 1) and keeps seeing her, one view of her (no news but keep-alives); b, at max_identities,
+    heard of two ended tracks since a's last word and evicted a's live claim, the least recently seen: b then
+    named its own look of jane too, under a new id, jane on two far-apart cameras at once until a's next
+    keep-alive (the label merge took b's id into 1, which b's track then gave up). The live claim stays; b's
+    track stays off jane and id 1."""
+    people = People(3, seed=6)
+    gallery = _gallery(people, jane=0)
+    cfg = IdentityConfig(max_identities=2, claim_ttl_s=30.0)
+    alloc = Counter()
+    a = IdentityResolver("a", D, alloc, cfg, gallery=gallery)
+    b = IdentityResolver("b", D, alloc, cfg, gallery=gallery)
+    jane = people.centres[0].copy()
+    for k in range(10):
+        relay(step(a, float(k), {1: jane}).updates, b)
+    assert a.assignment(1).label == "jane"  # type: ignore[union-attr]
+    for p in (1, 2):
+        assert b.ingest_remote(_remote("r", p, 50 + p, 9.0 + 0.1 * p, people.obs(p), ended=True))
+    gid = ids(step(a, 10.0, {1: jane}))[1]
+    for k in range(20):
+        out_a = step(a, 11.0 + k, {1: jane})
+        out_b = step(b, 11.0 + k, {7: people.obs(0)})
+        relay(out_a.updates, b)
+        relay(out_b.updates, a)
+        got = out_b.assignments[0]
+        assert got.global_id != gid and got.label is None, (k, got)
+    assert ids(out_a)[1] == gid
 
 
 def test_without_a_graph_simultaneous_claims_need_overlapping_views() -> None:

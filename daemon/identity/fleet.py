@@ -9,7 +9,8 @@ to that id, kept apart under ``(camera, -n)`` (``FleetStore.record``).
 Bounds (IdentityConfig): ``max_exemplar_rows`` rows in all (the oldest ended or silent contributions are
 dropped to make room; live ones never); ``max_tracks_per_identity`` contributions per identity (ended ones
 go first, then remote ones, the oldest first; live local tracks stay, at most ``max_live_tracks``);
-``max_identities`` identities (the least recently seen without a live local track go); ``retention_s`` of real
+``max_identities`` identities (the least recently seen without a live local track go, those no live track
+claims before those another camera's live track claims); ``retention_s`` of real
 time (the stamps less ``lag``) for contributions not heard of; ``max_forgotten`` tombstones of forgotten ids
 (the most recent ones); ``max_identities`` aliases. So identities <= max_identities + max_live_tracks, and
 contributions <= identities x max_tracks_per_identity + max_live_tracks.
@@ -460,20 +461,30 @@ class FleetStore:
             self.dropped += 1
 
     def _cap_identities(self, now: float) -> None:
+        """Evict down to max_identities, the least recently seen first: first identities no live track claims, then
+        those another camera's live track claims (a claim keeps far cameras off its id, so it goes last); never one
+        a live track of this camera holds, nor the one being created (no contribution yet)."""
         over = len(self.identities) - self.cfg.max_identities
         if over <= 0:
             return
-        for gid in list(self.identities):
+        claimed: list[_Identity] = []
+        for ident in list(self.identities.values()):
             if over <= 0:
                 return
-            ident = self.identities[gid]
-            if any(self.contributions[k].local and not self.contributions[k].ended for k in ident.keys):
+            says = [self.contributions[k] for k in ident.keys]
+            if not says or any(c.local and not c.ended for c in says):
                 continue
-            if not ident.keys:  # the identity being created right now
+            if any(self.is_live(c, now) for c in says):
+                claimed.append(ident)
                 continue
-            self._remove_identity(ident)
-            self.evicted += 1
+            self._evict(ident)
             over -= 1
+        for ident in claimed[:over]:
+            self._evict(ident)
+
+    def _evict(self, ident: _Identity) -> None:
+        self._remove_identity(ident)
+        self.evicted += 1
 
     def _remove_identity(self, ident: _Identity) -> None:
         for key in list(ident.keys):
