@@ -1,7 +1,8 @@
 """Where a person can be: the camera adjacency graph with minimum and maximum travel times.
 
-* ``min_travel(a, b)``: fewest seconds between a sighting on ``a`` and one on ``b``: the edge's ``min_s``,
-  else the shortest path's sum of ``min_s`` (Dijkstra over the small graph), else 0 (no path: nothing known).
+* ``min_travel(a, b)``: fewest seconds between a sighting on ``a`` and one on ``b``: the shortest path's sum of
+  ``min_s`` (Dijkstra over the small graph; a direct edge is one path, and a route round it may be shorter),
+  else 0 (no path: nothing known).
 * ``overlapping(a, b)``: may one person be seen by both at the same time? An edge says so with ``min_s == 0``;
   cameras without an edge between them overlap only when ``allow_overlapping_views`` is set.
 * ``in_window(a, b, dt)``: a direct edge joins them and ``min_s <= dt <= max_s`` (a plausible direct walk).
