@@ -7,10 +7,11 @@ import atexit
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
@@ -626,22 +627,39 @@ _OPTION_FLAGS = {
 
 def _validated(model: Any, base: Any, updates: dict[str, Any], what: str) -> Any:
     """``base`` (a config model) with ``updates`` from command-line options, re-validated; a bad value's error
-    names the option it came from (``--every (recognition.video_every)``)."""
+    names the option it came from (``--every (recognition.video_every)``), and the command's options beside the
+    settings its hint names (``its port in --port (serve.port)``)."""
     from pydantic import ValidationError
 
     clean = {k: v for k, v in updates.items() if v is not None}
     try:
         return model.model_validate({**base.model_dump(), **clean})
     except ValidationError as e:
-        problems = "; ".join(_option_problem(err, what, clean) for err in e.errors())
+        problems = "; ".join(_option_problem(err, what, clean, updates) for err in e.errors())
         raise ConfigError(f"invalid {what} option: {problems}") from e
 
 
-def _option_problem(err: Any, what: str, given: dict[str, Any]) -> str:
+def _option_problem(err: Any, what: str, given: dict[str, Any], options: Iterable[str]) -> str:
+    """A bad value's problem; one given as an option (in ``given``) is named by it, and the settings its message
+    points to that the command takes as ``options`` too."""
     path = ".".join(str(p) for p in err["loc"])
     field = str(err["loc"][0]) if err["loc"] else ""
     flag = _OPTION_FLAGS.get(field) if field in given else None
-    return f"{flag} ({what}.{path}): {err['msg']}" if flag else f"{path}: {err['msg']}"
+    if not flag:
+        return f"{path}: {err['msg']}"
+    return f"{flag} ({what}.{path}): {_with_options(err['msg'], what, options)}"
+
+
+def _with_options(message: str, what: str, options: Iterable[str]) -> str:
+    """``message`` naming the option beside each ``what.<field>`` it names of the fields given as ``options``:
+    a value given on the command line is mended there."""
+    for name in options:
+        flag = _OPTION_FLAGS.get(name)
+        if flag:
+            message = re.sub(
+                rf"(?<![\w.]){re.escape(f'{what}.{name}')}(?![\w.])", rf"{flag} (\g<0>)", message
+            )
+    return message
 
 
 def _recognition_models(args: argparse.Namespace, detector: bool) -> tuple[Any, Any, str]:

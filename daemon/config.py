@@ -653,10 +653,11 @@ _HOST_NAME = re.compile(
 )
 
 
-def bind_host(written: str) -> str:
+def bind_host(written: str, port_in: str) -> str:
     """The address or name a server binds, from ``written`` as people write one: an IPv6 address in brackets, as
-    in a URL (``[::1]``), is the address in them. ValueError saying what is wrong with a URL, a host with a port,
-    ``*``, or anything else that is neither an IP address nor a host name (a name is resolved when bound)."""
+    in a URL (``[::1]``), is the address in them. ValueError saying what is wrong with a URL, a host with a port
+    (naming ``port_in``, the setting the port goes in), ``*``, or anything else that is neither an IP address nor a
+    host name (a name is resolved when bound)."""
     host = written.strip()
     if URI_SCHEME.match(host):
         raise ValueError(f"{written!r} is not a URL: give the address alone (127.0.0.1, ::1, a host name)")
@@ -664,9 +665,7 @@ def bind_host(written: str) -> str:
         raise ValueError("'*': every address is 0.0.0.0 (IPv4) or :: (IPv6, and IPv4 where the host maps it)")
     inner = host[1:-1] if host.startswith("[") and host.endswith("]") else None
     if re.fullmatch(r"\[.*\]:\d+|[^:]+:\d+", host):
-        raise ValueError(
-            f"{written!r} holds a port: give the address alone, its port in ops.port or ops.camera_ports"
-        )
+        raise ValueError(f"{written!r} holds a port: give the address alone, its port in {port_in}")
     if inner is not None:
         if not _is_ip(inner, version=6):
             raise ValueError(
@@ -686,13 +685,15 @@ def _is_ip(text: str, version: int | None = None) -> bool:
     return version is None or address.version == version
 
 
-BindHost = Annotated[str, AfterValidator(bind_host)]  # an address a server binds, as people write one
+# an address a server binds, as people write one; a port written in it is pointed to its server's own setting
+OpsHost = Annotated[str, AfterValidator(lambda h: bind_host(h, "ops.port or ops.camera_ports"))]
+ServeHost = Annotated[str, AfterValidator(lambda h: bind_host(h, "serve.port"))]
 
 
 class ServeConfig(_Strict):
     """``reid-daemon serve``: the gallery over HTTP."""
 
-    host: BindHost = Field(
+    host: ServeHost = Field(
         "127.0.0.1",
         min_length=1,
         max_length=255,
@@ -2078,7 +2079,7 @@ class OpsConfig(_Strict):
     """Running as a service (daemon/ops): the /metrics and /health HTTP endpoint, systemd watchdog, timings."""
 
     http: bool = Field(True, description="Serve Prometheus /metrics and /health over HTTP.")
-    host: BindHost = Field(
+    host: OpsHost = Field(
         "127.0.0.1",
         min_length=1,
         max_length=255,

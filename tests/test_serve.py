@@ -24,10 +24,17 @@ import pytest
 from _crops import FixedDetector, MeanColour, png_declaring, write_reference_crops
 from _ops import wait_until
 
-from daemon.config import EmbedderConfig, EnrollConfig, GalleryConfig, RuntimeConfig, ServeConfig
+from daemon.config import (
+    EmbedderConfig,
+    EnrollConfig,
+    GalleryConfig,
+    RuntimeConfig,
+    ServeConfig,
+    load_settings,
+)
 from daemon.embed import OnnxEmbedder
 from daemon.enroll import SERVE_LEDGER, SERVE_LOCK, reference_files
-from daemon.errors import DataError
+from daemon.errors import ConfigError, DataError
 from daemon.gallery import Gallery
 from daemon.serve import MULTIPART_SLACK, BackgroundServer, ServiceState, create_app, for_client
 
@@ -2149,6 +2156,32 @@ def test_a_serve_host_that_is_no_address_is_refused_naming_the_option(
     assert code == 2
     err = capsys.readouterr().err
     assert "--host" in err and said in err, err
+
+
+def test_a_serve_host_with_a_port_names_serves_own_port_option(
+    mobilenet_model: Path, tmp_path: Path, capsys: Any
+) -> None:
+    """serve --host 127.0.0.1:8080 was told to give its port 'in ops.port or ops.camera_ports', the metrics
+    endpoint's settings, which serve does not read. The hint names the option the port goes in: --port on the
+    command line, serve.port in the YAML; ops.host's names ops.port still."""
+    from daemon.cli import main
+
+    model = ["--model", str(mobilenet_model), "-g", str(tmp_path / "g.npz")]
+    assert main(["serve", "--host", "127.0.0.1:8080", *model]) == 2
+    err = capsys.readouterr().err
+    assert "holds a port: give the address alone, its port in --port (serve.port)" in err, err
+    assert "ops." not in err, err
+
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text('cameras:\n  door:\n    source: {uri: clip.mp4}\nserve: {host: "127.0.0.1:8080"}\n')
+    assert main(["serve", "--config", str(cfg), *model]) == 2
+    err = capsys.readouterr().err
+    assert "serve.host: Value error, '127.0.0.1:8080' holds a port" in err, err
+    assert "its port in serve.port" in err and "ops." not in err and "--port" not in err, err
+
+    cfg.write_text('cameras:\n  door:\n    source: {uri: clip.mp4}\nops: {host: "127.0.0.1:9100"}\n')
+    with pytest.raises(ConfigError, match=r"ops\.host: .*its port in ops\.port or ops\.camera_ports"):
+        load_settings(cfg)
 
 
 def test_unenroll_waits_for_the_references_folders_lock_and_skips_no_image_gone_already(
