@@ -1527,7 +1527,8 @@ def _add_gallery_parsers(sub: Any) -> None:
     un.add_argument(
         "--config",
         "-c",
-        help="YAML config: its enroll section (label_from and separators of serve's reference names, lock_wait_s).",
+        help="YAML config: its enroll section (lowercase of the labels given, label_from and separators of "
+        "serve's reference names, lock_wait_s).",
     )
     un.add_argument("--json", action="store_true", help="Print the report as JSON.")
     un.set_defaults(func=cmd_unenroll)

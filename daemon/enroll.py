@@ -733,15 +733,16 @@ def unenroll(path: StrPath, labels: Sequence[str], naming: EnrollConfig | None =
     then (``latest``: a ``serve`` or ``enroll --append`` may have saved it since), so that no writer saves the
     entries back; then remove the reference images ``serve`` kept for them (``remove_serve_references``: only
     names its folder's ledger records), holding each such folder's lock as serve does. A label is the gallery's
-    as given, or with its white space and Unicode form as enroll leaves a label's. DataError naming the labels
-    the gallery does not hold and the gallery (nothing is changed then), or when the file cannot be read."""
+    as given, or as enroll leaves a label: its white space and Unicode form, and lower case with
+    ``naming.lowercase``. DataError naming the labels the gallery does not hold and the gallery (nothing is
+    changed then), or when the file cannot be read."""
     cfg = naming or EnrollConfig()
     target = Path(path)
     gallery = Gallery.load(target)  # a missing or bad file is named before its lock file is made
     who = "reid-daemon unenroll"
     with locked(target, cfg.lock_wait_s, who, "enroll.lock_wait_s"):
         gallery = latest(gallery, target)
-        chosen = _held_labels(gallery, labels, target)
+        chosen = _held_labels(gallery, labels, target, cfg.lowercase)
         sources = {s for label in chosen for s in gallery.sources(label)}
         counts = tuple((label, gallery.remove(label)) for label in chosen)
         with contextlib.ExitStack() as folders:
@@ -754,14 +755,15 @@ def unenroll(path: StrPath, labels: Sequence[str], naming: EnrollConfig | None =
     return UnenrollReport(target, counts, done.removed, kept, len(gallery), len(gallery.unique_labels))
 
 
-def _held_labels(gallery: Gallery, labels: Sequence[str], path: Path) -> list[str]:
+def _held_labels(gallery: Gallery, labels: Sequence[str], path: Path, lowercase: bool) -> list[str]:
     """The gallery's label of each of ``labels`` (as given, else trimmed, runs of white space as one space and
-    Unicode NFC, as enroll and serve make a label), once each; DataError naming those it does not hold."""
+    Unicode NFC, else, with ``lowercase`` (enroll.lowercase), that in lower case: as enroll and serve make a
+    label), once each; DataError naming those it does not hold."""
     found: list[str] = []
     missing: list[str] = []
     for label in labels:
-        tidy = tidy_label(label)
-        held = label if label in gallery else tidy if tidy in gallery else None
+        spellings = (label, tidy_label(label), tidy_label(label, lowercase))
+        held = next((x for x in spellings if x in gallery), None)
         if held is None:
             missing.append(label)
         elif held not in found:

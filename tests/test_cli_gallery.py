@@ -186,6 +186,34 @@ def test_unenroll_removes_a_label_and_keeps_the_rest_and_the_format(
     assert not (tmp_path / ".missing.npz.lock").exists()
 
 
+def test_unenroll_folds_a_label_to_lower_case_where_enroll_does(
+    data: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    """With the config's enroll.lowercase, enroll of Person_01--1.jpg (and serve of the label 'Person 01')
+    enrols 'person 01', but `unenroll "Person 01" --config` looked for 'Person 01' as given and only tidied its
+    white space: 'no label', exit 1, so the person could not be removed by the name they were enrolled under.
+    unenroll makes of a label what enroll makes of it, lower case included; without the setting a label's case
+    is its own (Person 04 is not person 04)."""
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for src in sorted((data / "refs").glob("person_0[14]--*.jpg")):
+        (refs / src.name.replace("person", "Person")).write_bytes(src.read_bytes())
+    cfg = tmp_path / "lower.yaml"
+    cfg.write_text("cameras:\n  door:\n    source: {uri: clip.mp4}\nenroll: {lowercase: true}\n")
+    path = tmp_path / "people.npz"
+    enrol = ["-q", "enroll", str(refs), "-g", str(path), "-c", str(cfg), *_model(mobilenet_model)]
+    assert main(enrol) == 0
+    assert Gallery.load(path).unique_labels == ["person 01", "person 04"]
+    capsys.readouterr()
+
+    assert main(["unenroll", "Person 04", "-g", str(path)]) == 1  # the case is the label's own by default
+    assert "has no label 'Person 04'" in capsys.readouterr().err
+    assert main(["unenroll", "Person  01", "-g", str(path), "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert f"removed 3 entries of 1 label(s) from {path}: 'person 01' (3)" in out, out
+    assert Gallery.load(path).labels == ["person 04"] * 3
+
+
 def test_enroll_refuses_to_replace_an_existing_gallery_without_append_or_replace(
     data: Path, gallery: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture
 ) -> None:
