@@ -745,8 +745,9 @@ class ServeConfig(_Strict):
         gt=0,
         le=3600,
         description="A connection whose request headers are not all in this long after it opened (or after its "
-        "last answer), or whose request body pauses this long, is closed: idle or slow clients cannot hold "
-        "the service's connections (each takes a file descriptor).",
+        "last answer), whose request body pauses this long, or whose answer waits this long for the client to "
+        "read it, is closed: idle or slow clients cannot hold the service's connections (each takes a file "
+        "descriptor).",
     )
 
 

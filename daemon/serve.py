@@ -36,8 +36,8 @@ but not the server's folders (``for_client``); the log has the whole message. An
 ``lock_wait_s`` for the gallery's lock, or the references folder's, held by another process, is a 503 naming that
 process and the lock file.
 Requests run in FastAPI's worker threads; one lock makes gallery changes and searches consistent. A client
-that has not sent its request's headers ``client_timeout_s`` after connecting (or after its last answer), or
-whose body pauses that long, is disconnected (``TimedH11Protocol``).
+that has not sent its request's headers ``client_timeout_s`` after connecting (or after its last answer), whose
+body pauses that long, or that leaves an answer unread that long, is disconnected (``TimedH11Protocol``).
 """
 
 from __future__ import annotations
@@ -1084,10 +1084,13 @@ class TimedH11Protocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol (h11) closing a client slow to send its request, which uvicorn holds for good:
     its headers are due within ``timeout_s`` of the connection (or of the last answer on it), however it
     trickles them, and its body may pause no longer than that (while the service reads it). A request in whole
-    is answered however long that takes. ``timed_protocol`` gives the subclass of a timeout."""
+    is answered however long that takes, but an answer that waits that long for the client to read it (the
+    socket's buffers full: it sent its requests and reads nothing) closes the connection. ``timed_protocol``
+    gives the subclass of a timeout."""
 
     timeout_s: float = 10.0
     _timer: asyncio.TimerHandle | None = None
+    _unread: asyncio.TimerHandle | None = None  # armed while writing waits for the client to read
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -1107,7 +1110,28 @@ class TimedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._read_again()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._unread is None:
+            self._unread = self.loop.call_later(self.timeout_s, self._not_read)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._read_again()
+
+    def _read_again(self) -> None:
+        if self._unread is not None:
+            self._unread.cancel()
+            self._unread = None
+
+    def _not_read(self) -> None:
+        """The client took none of its answer for ``timeout_s``: closed at once (a close would wait to send what
+        the client does not read)."""
+        self._unread = None
+        self.transport.abort()
 
     def _arm(self) -> None:
         self._disarm()

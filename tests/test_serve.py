@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import math
@@ -978,6 +979,47 @@ def test_clients_slow_to_send_their_request_are_closed(tmp_path: Path) -> None:
         assert took < len(head) * 0.1 / 2, took
         assert _closed_by_server(idle, 5.0) and _closed_by_server(stalled, 5.0)
         assert _post(f"{server.url}/recognize", "q.jpg", _jpeg((0, 0, 200)))[0] == 200  # 1 s to answer
+        assert _call(f"{server.url}/health")[0] == 200
+
+
+def _tcp_state(sock: socket.socket) -> int:
+    """The connection's TCP state as Linux's TCP_INFO gives it (1: established; 7: closed, 8: the peer closed)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[0]
+
+
+def test_a_client_that_reads_no_answer_is_closed(tmp_path: Path) -> None:
+    """A client that sent its requests (pipelined, all at once) and then read none of the answers was held for
+    good once its answers filled the socket's buffers: the server waited to write the next one without end,
+    each such client a file descriptor (a slow reader's slowloris). A connection whose answer cannot be written
+    for client_timeout_s is closed; one that reads its answers as they come is served on (keep-alive)."""
+    cfg = ServeConfig(references=tmp_path / "refs", client_timeout_s=0.5)
+    state = ServiceState(MeanColour(), Gallery(4), cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        stalled = socket.create_connection((host, int(port)))
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.setblocking(False)
+        requests = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 100
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:  # past when the server stops reading: its answers are not taken
+            try:
+                stalled.send(requests)
+            except BlockingIOError:
+                time.sleep(0.05)
+            except (BrokenPipeError, ConnectionResetError):
+                break  # closed already
+        wait_until(lambda: _tcp_state(stalled) != 1, 10.0, "the server closing a client that reads nothing")
+        stalled.close()
+        reader = http.client.HTTPConnection(host, int(port), timeout=5.0)
+        used = []
+        for _ in range(3):  # a client that reads its answers keeps its connection past client_timeout_s
+            reader.request("GET", "/openapi.json")
+            answer = reader.getresponse()
+            assert answer.status == 200 and json.loads(answer.read())["paths"]
+            used.append(reader.sock)
+            time.sleep(0.3)
+        assert all(sock is used[0] for sock in used)  # one connection throughout
+        reader.close()
         assert _call(f"{server.url}/health")[0] == 200
 
 
