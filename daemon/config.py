@@ -749,6 +749,14 @@ class ServeConfig(_Strict):
         "read it, is closed: idle or slow clients cannot hold the service's connections (each takes a file "
         "descriptor).",
     )
+    client_min_rate: int = Field(
+        1_000,
+        ge=1,
+        le=1_000_000_000,
+        description="Bytes a second a request body must come at, on average, past its first client_timeout_s: "
+        "a body of N bytes has client_timeout_s + N / client_min_rate seconds to come whole, or its connection "
+        "is closed (a client trickling a byte every few seconds would hold it for days).",
+    )
 
 
 class SiteConfig(_Strict):

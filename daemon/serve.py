@@ -37,7 +37,8 @@ but not the server's folders (``for_client``); the log has the whole message. An
 process and the lock file.
 Requests run in FastAPI's worker threads; one lock makes gallery changes and searches consistent. A client
 that has not sent its request's headers ``client_timeout_s`` after connecting (or after its last answer), whose
-body pauses that long, or that leaves an answer unread that long, is disconnected (``TimedH11Protocol``).
+body pauses that long or comes slower than ``client_min_rate`` past that, or that leaves an answer unread that
+long, is disconnected (``TimedH11Protocol``).
 """
 
 from __future__ import annotations
@@ -814,6 +815,7 @@ def create_app(state: ServiceState) -> FastAPI:
     )
     app.router.route_class = counting_route(state)
     app.state.client_timeout_s = state.cfg.client_timeout_s  # for the server (server_config)
+    app.state.client_min_rate = state.cfg.client_min_rate
     app.add_middleware(BodyLimit, limit=limit + MULTIPART_SLACK, refused=state.refused)
     k_default = state.cfg.top_k
     known = [Depends(known_query(state)), Depends(known_form(state))]
@@ -1083,13 +1085,17 @@ async def _counted_read(
 class TimedH11Protocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol (h11) closing a client slow to send its request, which uvicorn holds for good:
     its headers are due within ``timeout_s`` of the connection (or of the last answer on it), however it
-    trickles them, and its body may pause no longer than that (while the service reads it). A request in whole
+    trickles them, and its body may pause no longer than that (while the service reads it) nor come slower than
+    ``min_rate`` bytes a second past its first ``timeout_s`` (it has ``timeout_s`` + its bytes / ``min_rate``
+    seconds from its first bytes, checked as they come; the pause bound covers the time between). A request in whole
     is answered however long that takes, but an answer that waits that long for the client to read it (the
     socket's buffers full: it sent its requests and reads nothing) closes the connection. ``timed_protocol``
     gives the subclass of a timeout."""
 
     timeout_s: float = 10.0
+    min_rate: float = 1000.0
     _timer: asyncio.TimerHandle | None = None
+    _body: tuple[float, int] | None = None  # (when the request's body began, its bytes so far)
     _unread: asyncio.TimerHandle | None = None  # armed while writing waits for the client to read
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -1098,10 +1104,23 @@ class TimedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.conn.their_state is h11.SEND_BODY:
-            self._arm()  # a pause in the body counts from its last bytes
-        elif self.conn.their_state is not h11.IDLE:  # the request is in (or the connection is over)
+        if self.conn.their_state is not h11.SEND_BODY:
+            self._body = None
+            if self.conn.their_state is not h11.IDLE:  # the request is in (or the connection is over)
+                self._disarm()
+        elif self._too_slow(len(data)):
             self._disarm()
+            self.transport.close()
+        else:
+            self._arm()  # a pause in the body counts from its last bytes
+
+    def _too_slow(self, received: int) -> bool:
+        """Whether the body, ``received`` bytes more of it now, comes too slowly: its bytes so far took longer
+        than ``timeout_s`` and a second for each ``min_rate`` of them."""
+        now = self.loop.time()
+        began, size = self._body or (now, 0)
+        self._body = began, size + received
+        return now - began > self.timeout_s + (size + received) / self.min_rate
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -1153,17 +1172,18 @@ class TimedH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def timed_protocol(timeout_s: float) -> type[TimedH11Protocol]:
-    """TimedH11Protocol closing slow clients after ``timeout_s`` seconds (serve.client_timeout_s)."""
-    return type("TimedH11Protocol", (TimedH11Protocol,), {"timeout_s": timeout_s})
+def timed_protocol(timeout_s: float, min_rate: float) -> type[TimedH11Protocol]:
+    """TimedH11Protocol closing slow clients after ``timeout_s`` seconds (serve.client_timeout_s), and a body
+    slower than ``min_rate`` bytes a second past that (serve.client_min_rate)."""
+    return type("TimedH11Protocol", (TimedH11Protocol,), {"timeout_s": timeout_s, "min_rate": min_rate})
 
 
 def server_config(app: FastAPI, host: str, port: int, **options: Any) -> Any:
-    """The uvicorn.Config of ``app`` (made by create_app): its client timeout (serve.client_timeout_s) on top of
-    ``options``."""
+    """The uvicorn.Config of ``app`` (made by create_app): its client timeout and body rate
+    (serve.client_timeout_s, serve.client_min_rate) on top of ``options``."""
     import uvicorn
 
-    http = timed_protocol(app.state.client_timeout_s)
+    http = timed_protocol(app.state.client_timeout_s, app.state.client_min_rate)
     return uvicorn.Config(app, host=host, port=port, http=http, **options)
 
 

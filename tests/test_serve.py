@@ -982,6 +982,34 @@ def test_clients_slow_to_send_their_request_are_closed(tmp_path: Path) -> None:
         assert _call(f"{server.url}/health")[0] == 200
 
 
+def test_a_body_trickled_slower_than_client_min_rate_is_closed(tmp_path: Path) -> None:
+    """A request body trickled a byte at a time, each pause shorter than client_timeout_s, held its connection
+    for as long as the body's length allowed (20 MB at a byte every 9 s: years), so a few hundred such clients
+    took every file descriptor as slow headers did. A body has client_timeout_s and a second for each
+    client_min_rate bytes to come whole; one sent faster is answered."""
+    cfg = ServeConfig(references=tmp_path / "refs", client_timeout_s=0.5, client_min_rate=1000)
+    state = ServiceState(MeanColour(), Gallery(4), cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        noise = np.random.default_rng(0).integers(0, 255, (128, 128, 3), np.uint8)
+        body, ctype = _multipart({"image": ("x.jpg", bytes(cv2.imencode(".jpg", noise)[1]))}, {})
+        head = f"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"
+        trickle = socket.create_connection((host, int(port)))
+        trickle.sendall(head.encode() + body[:100])
+        took = _trickled_until_closed(trickle, body[100:200])  # 10 bytes a second, 10 s for these 100
+        assert took < 5.0, took  # past 0.5 s + 100 bytes / 1000 (a loaded host closes it later)
+
+        steady = socket.create_connection((host, int(port)), timeout=10.0)
+        steady.sendall(head.encode())
+        for start in range(0, len(body), 1000):  # 5,000 bytes a second, some 2 s in all
+            steady.sendall(body[start : start + 1000])
+            time.sleep(0.2)
+        answer = steady.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 OK"), answer
+        assert len(body) > 8000
+        steady.close()
+
+
 def _tcp_state(sock: socket.socket) -> int:
     """The connection's TCP state as Linux's TCP_INFO gives it (1: established; 7: closed, 8: the peer closed)."""
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[0]
