@@ -30,7 +30,8 @@ label that the file name convention cannot parse (or an image of a label at its 
 gallery), 507 an enrolment that would grow the gallery past
 ``serve.max_entries`` (``_check_room``), 422 missing fields, an unknown query parameter or form
 field, or a query parameter or form field sent twice; a request body longer than ``max_upload_bytes``
-plus MULTIPART_SLACK gets its 413 as soon as that shows (its Content-Length, or the bytes received), unread.
+plus MULTIPART_SLACK gets its 413 as soon as that shows (its Content-Length, or the bytes received), unread;
+a client that goes on sending it is disconnected ``client_timeout_s`` after the answer.
 A failure of the service's own files (the gallery, its lock file, a reference image) is a 409 naming the file
 but not the server's folders (``for_client``); the log has the whole message. An enrolment that waited
 ``lock_wait_s`` for the gallery's lock, or the references folder's, held by another process, is a 503 naming that
@@ -1087,7 +1088,8 @@ class TimedH11Protocol(H11Protocol):
     its headers are due within ``timeout_s`` of the connection (or of the last answer on it), however it
     trickles them, and its body may pause no longer than that (while the service reads it) nor come slower than
     ``min_rate`` bytes a second past its first ``timeout_s`` (it has ``timeout_s`` + its bytes / ``min_rate``
-    seconds from its first bytes, checked as they come; the pause bound covers the time between). A request in whole
+    seconds from its first bytes, checked as they come; the pause bound covers the time between); a body answered
+    before it was read whole (413) is closed ``timeout_s`` after the answer, not taken to its end. A request in whole
     is answered however long that takes, but an answer that waits that long for the client to read it (the
     socket's buffers full: it sent its requests and reads nothing) closes the connection. ``timed_protocol``
     gives the subclass of a timeout."""
@@ -1108,6 +1110,8 @@ class TimedH11Protocol(H11Protocol):
             self._body = None
             if self.conn.their_state is not h11.IDLE:  # the request is in (or the connection is over)
                 self._disarm()
+        elif self.conn.our_state is h11.DONE:
+            pass  # answered before its body was read (413): its time to stop sending is not put off
         elif self._too_slow(len(data)):
             self._disarm()
             self.transport.close()
@@ -1124,8 +1128,8 @@ class TimedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.conn.their_state is h11.IDLE:
-            self._arm()  # the next request's headers are due
+        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
+            self._arm()  # the next request's headers are due, or the end of a body answered before it was read
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -819,6 +820,50 @@ def test_an_oversized_body_is_refused_before_it_is_read(toy: tuple[str, ServiceS
     over = b"".join(f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in (start, b"\xff" * size))
     assert _status_while_sending(url, chunked, over) == 413
     assert len(state.gallery) == 0
+
+
+def _streamed_until_closed(sock: socket.socket, within_s: float) -> tuple[float, bytes]:
+    """Send 64 KiB every 10 ms on ``sock``, reading what comes, until the server closes it; the seconds that
+    took (inf: not within ``within_s``) and what the server sent."""
+    sock.setblocking(False)
+    start, answer = time.monotonic(), b""
+    while time.monotonic() - start < within_s:
+        try:
+            with contextlib.suppress(BlockingIOError):
+                sock.send(b"\xff" * 65536)
+            with contextlib.suppress(BlockingIOError):
+                got = sock.recv(65536)
+                if not got:
+                    return time.monotonic() - start, answer
+                answer += got
+        except (BrokenPipeError, ConnectionResetError):
+            return time.monotonic() - start, answer
+        time.sleep(0.01)
+    return math.inf, answer
+
+
+def test_the_rest_of_a_body_refused_413_is_not_taken_without_end(tmp_path: Path) -> None:
+    """The 413 came at once, but the server went on taking the refused body as the client sent it, to its
+    Content-Length (10**12 here) or, chunked, for ever: one client could keep a connection and the server's time
+    for as long as it liked. Once answered, the client has client_timeout_s to stop sending, then the
+    connection is closed; its answer reads the 413 first."""
+    cfg = ServeConfig(max_upload_bytes=1_000, client_timeout_s=0.5)
+    state = ServiceState(MeanColour(), Gallery(4), cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        ctype = "multipart/form-data; boundary=b"
+        for length in (f"Content-Length: {10**12}", "Transfer-Encoding: chunked"):
+            with socket.create_connection((host, int(port))) as sock:
+                sock.sendall(
+                    f"POST /enroll HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n{length}\r\n\r\n".encode()
+                )
+                if length.startswith("Transfer"):
+                    part = b'--b\r\nContent-Disposition: form-data; name="image"; filename="x.jpg"\r\n\r\n'
+                    sock.sendall(b"ffffffffff\r\n" + part)  # one chunk of a TiB: what follows is in it
+                closed, answer = _streamed_until_closed(sock, 10.0)
+            assert answer.startswith(b"HTTP/1.1 413 ") and b"limit of" in answer, (length, answer)
+            assert closed < 5.0, (length, closed)  # 0.5 s after the answer (a loaded host closes it later)
+        assert _call(f"{server.url}/health")[0] == 200
 
 
 def test_a_gallery_of_another_dimension_is_refused_at_start(tmp_path: Path) -> None:
