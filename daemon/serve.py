@@ -36,7 +36,8 @@ A failure of the service's own files (the gallery, its lock file, a reference im
 but not the server's folders (``for_client``); the log has the whole message. An enrolment that waited
 ``lock_wait_s`` for the gallery's lock, or the references folder's, held by another process, is a 503 naming that
 process and the lock file.
-Requests run in FastAPI's worker threads; one lock makes gallery changes and searches consistent. A client
+Requests run in FastAPI's worker threads, enrolments on their own (``ENROLMENTS_AT_ONCE`` at a time, the others
+queued); one lock makes gallery changes and searches consistent. A client
 that has not sent its request's headers ``client_timeout_s`` after connecting (or after its last answer), whose
 body pauses that long or comes slower than ``client_min_rate`` past that, or that leaves an answer unread that
 long, is disconnected (``TimedH11Protocol``).
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import io
 import logging
@@ -63,6 +65,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, TypeVar
 from urllib.parse import quote
 
+import anyio
 import cv2
 import h11
 import numpy as np
@@ -123,6 +126,13 @@ MAX_STEM_BYTES: Final = 255 - len("--9999999999.jpg")
 
 MULTIPART_SLACK: Final = 64 * 1024
 """Bytes a request body may hold besides the image: multipart boundaries, part headers, the label field."""
+
+ENROLMENTS_AT_ONCE: Final = 40
+"""Enrolments at work at once, each on a thread of its own (embedding, then waiting up to lock_wait_s for the
+gallery's lock, which they take in turn), as many as the worker threads the other requests share (anyio's 40),
+so as many wait for a lock at once as did on those; the others wait for a turn without a thread. Those worker
+threads, which /health, /recognize and /search and the uploads' decoding run on, are never taken by enrolments
+waiting for a lock that another process holds."""
 
 COUNTED: Final = "reid-daemon.counted"
 """Request scope key, set once the request is counted or will be: the body limit refused it, or the route's
@@ -819,6 +829,7 @@ def create_app(state: ServiceState) -> FastAPI:
     app.state.client_min_rate = state.cfg.client_min_rate
     app.add_middleware(BodyLimit, limit=limit + MULTIPART_SLACK, refused=state.refused)
     k_default = state.cfg.top_k
+    enrolling = anyio.CapacityLimiter(ENROLMENTS_AT_ONCE)
     known = [Depends(known_query(state)), Depends(known_form(state))]
 
     @app.get("/health", summary="What the service holds and how it has been used.")
@@ -871,9 +882,8 @@ def create_app(state: ServiceState) -> FastAPI:
         if label is None and "label" in await request.form():  # parsed once, cached
             label = ""  # an empty field, which FastAPI takes for none: blank, refused as one of spaces is
         named = image.filename or ""  # not read_upload's stand-in for a nameless upload: no label is made up
-        return await run_in_threadpool(
-            state.counted, "enroll", lambda: enroll_image(state, img, named, label)
-        )
+        work = functools.partial(state.counted, "enroll", lambda: enroll_image(state, img, named, label))
+        return await anyio.to_thread.run_sync(work, limiter=enrolling)
 
     _add_error_answers(app, state)
     _remove_gallery_leftovers(state)

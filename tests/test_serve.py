@@ -1844,6 +1844,52 @@ def test_unenroll_of_a_label_a_running_serve_holds_removes_its_images_and_serve_
     assert _kept(refs) == ["ann--side.png", "bob--2.jpg", "bob.jpg"]
 
 
+def test_enrolments_waiting_for_the_gallerys_lock_leave_health_and_search_their_threads(
+    tmp_path: Path,
+) -> None:
+    """/health and /search never wait for the gallery's lock, but each enrolment waiting for it (another process
+    holding it: enroll --append saving a large gallery, or stopped with Ctrl-Z) held one of the 40 worker
+    threads every request runs on; 50 enrolments at once took them all, and /health took lock_wait_s to answer
+    (a health checker's timeout: the service restarted). Enrolments work on threads of their own, a few at
+    once; the others wait for a turn without one."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "g.npz"
+    cfg = ServeConfig(gallery=path, references=tmp_path / "refs", lock_wait_s=6.0)
+    state = ServiceState(MeanColour(), Gallery(4, threshold=0.9), cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server:
+        url = server.url
+        assert _post(f"{url}/enroll", "ann.jpg", _jpeg((0, 0, 200)))[0] == 200
+        script = (
+            "import os, pathlib, signal\nfrom daemon.gallery import locked\n"
+            f"with locked(pathlib.Path({str(path)!r}), 5.0, 'enroll'):\n"
+            "    print('held', flush=True)\n    os.kill(os.getpid(), signal.SIGSTOP)\n"
+        )
+        holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+            with ThreadPoolExecutor(50) as pool:
+                waiting = [
+                    pool.submit(_post, f"{url}/enroll", f"p{i}.jpg", _jpeg((0, 200, i))) for i in range(50)
+                ]
+                time.sleep(1.0)  # every enrolment is in, waiting for the lock
+                start = time.monotonic()
+                assert _call(f"{url}/health")[0] == 200
+                status, body = _post(f"{url}/search?k=1", "q.jpg", _jpeg((0, 0, 190)))
+                took = time.monotonic() - start
+                assert status == 200 and [m["label"] for m in body["matches"]] == ["ann"], body
+                assert took < 2.0, took  # before: some 5 s, until the enrolments gave up (lock_wait_s 6)
+                holder.kill()  # its end frees the lock: the enrolments that have not given up go on
+                answers = [f.result()[0] for f in waiting]
+        finally:
+            holder.kill()
+            holder.wait(timeout=10)
+    assert set(answers) <= {200, 503} and 200 in answers, answers
+    labels = Gallery.load(path).labels
+    assert labels[0] == "ann" and len(labels) == 1 + answers.count(200), (labels, answers)
+
+
 def test_an_enrolment_waits_for_a_stopped_holder_of_the_references_folder_no_longer_than_lock_wait_s(
     tmp_path: Path,
 ) -> None:
