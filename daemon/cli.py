@@ -1013,7 +1013,7 @@ def _check_search_query(args: argparse.Namespace) -> None:
 def _search_query(args: argparse.Namespace, embedder: Any, detector: Any) -> tuple[Any, float | None]:
     """The query rows (from --query images or a --label of --gallery) and the gallery's threshold, if any."""
     from daemon.embedding import EmbedOptions
-    from daemon.enroll import labels_held
+    from daemon.enroll import held_label, labels_held
     from daemon.gallery import Gallery
     from daemon.recognize import check_embedder, query_embeddings
 
@@ -1022,9 +1022,10 @@ def _search_query(args: argparse.Namespace, embedder: Any, detector: Any) -> tup
         return query_embeddings(embedder, args.query, opts).embeddings, None
     gallery = Gallery.load(Path(args.gallery))
     check_embedder(gallery, embedder, "the embedder's output")  # its rows are compared with the embedder's
-    rows = [i for i, label in enumerate(gallery.labels) if label == args.label]
-    if not rows:
+    held = held_label(gallery, args.label, _section(args, "enroll").lowercase)  # as enroll spells a label
+    if held is None:
         raise DataError(f"{args.gallery} has no label {args.label!r} ({labels_held(gallery.unique_labels)})")
+    rows = [i for i, label in enumerate(gallery.labels) if label == held]
     return gallery.embeddings[rows], float(gallery.threshold)
 
 
@@ -1559,7 +1560,11 @@ def _add_gallery_parsers(sub: Any) -> None:
         "--query-detect", action="store_true", help="Query images are photos: use the largest person."
     )
     s.add_argument("--gallery", "-g", help="Take the query from this gallery's --label.")
-    s.add_argument("--label", help="Label in --gallery to search for.")
+    s.add_argument(
+        "--label",
+        help="Label in --gallery to search for (as given, else as enroll spells a label: white space, Unicode "
+        "form, and lower case with --config's enroll.lowercase).",
+    )
     s.add_argument("-k", type=int, help="Hits to keep, best first (default: recognition.search_hits).")
     s.add_argument(
         "--threshold", type=float, help="Similarity threshold (default: the gallery's or the default)."

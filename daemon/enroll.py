@@ -755,15 +755,21 @@ def unenroll(path: StrPath, labels: Sequence[str], naming: EnrollConfig | None =
     return UnenrollReport(target, counts, done.removed, kept, len(gallery), len(gallery.unique_labels))
 
 
+def held_label(gallery: Gallery, label: str, lowercase: bool) -> str | None:
+    """The gallery's label that ``label`` names: as given, else trimmed, runs of white space as one space and
+    Unicode NFC, else, with ``lowercase`` (enroll.lowercase), that in lower case (as enroll and serve make a
+    label); None when it holds none of them."""
+    spellings = (label, tidy_label(label), tidy_label(label, lowercase))
+    return next((x for x in spellings if x in gallery), None)
+
+
 def _held_labels(gallery: Gallery, labels: Sequence[str], path: Path, lowercase: bool) -> list[str]:
-    """The gallery's label of each of ``labels`` (as given, else trimmed, runs of white space as one space and
-    Unicode NFC, else, with ``lowercase`` (enroll.lowercase), that in lower case: as enroll and serve make a
-    label), once each; DataError naming those it does not hold."""
+    """The gallery's label of each of ``labels`` (``held_label``), once each; DataError naming those it does not
+    hold."""
     found: list[str] = []
     missing: list[str] = []
     for label in labels:
-        spellings = (label, tidy_label(label), tidy_label(label, lowercase))
-        held = next((x for x in spellings if x in gallery), None)
+        held = held_label(gallery, label, lowercase)
         if held is None:
             missing.append(label)
         elif held not in found:

@@ -688,6 +688,25 @@ def test_search_by_a_gallery_label_refuses_the_embedder_the_gallery_was_not_enro
     assert "enrolled with" in err and "flip" in err, err
 
 
+def test_search_takes_a_label_as_enroll_and_unenroll_spell_it(
+    gallery: Path, data: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    """`search --gallery G --label L` looked for L exactly as typed, where enroll, serve and unenroll tidy a
+    label (white space, Unicode form, lower case with enroll.lowercase): `--label "person  09"` (two spaces),
+    which unenroll takes for person 09, was 'no label' (exit 1). search finds the label as given, else as
+    enroll spells it; without enroll.lowercase a label's case is its own."""
+    search = ["-q", "search", str(data / "frames"), "-g", str(gallery), "-k", "1", "--json"]
+    assert main([*search, "--label", "person  09", *_model(mobilenet_model)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["hits"] and doc["threshold"] == Gallery.load(gallery).threshold, doc
+    assert main([*search, "--label", "Person 09", *_model(mobilenet_model)]) == 1
+    assert "no label 'Person 09'" in capsys.readouterr().err
+    cfg = tmp_path / "lower.yaml"
+    cfg.write_text("cameras:\n  door:\n    source: {uri: clip.mp4}\nenroll: {lowercase: true}\n")
+    assert main([*search, "--label", "Person 09", "-c", str(cfg), *_model(mobilenet_model)]) == 0
+    assert json.loads(capsys.readouterr().out)["hits"]
+
+
 def test_recognize_given_a_video_points_to_search_and_run(
     gallery: Path, tmp_path: Path, mobilenet_model: Path, capsys: Capture
 ) -> None:
