@@ -565,6 +565,25 @@ def test_a_label_field_is_the_label_as_given_never_read_as_a_file_name(
     assert sorted({n.label for n in names}) == sorted(state.gallery.unique_labels)
 
 
+def test_a_label_with_an_invisible_character_is_refused_but_joiners_names_need_are_kept(
+    toy: tuple[str, ServiceState], tmp_path: Path
+) -> None:
+    """A label holding a zero-width space, a right-to-left override or a byte-order mark was enrolled: 'a\u200bb'
+    shows as 'ab' everywhere but is another label (unenroll ab did not find it), and a bidi override shows a label
+    reordered. They are refused naming the character; the joiners Persian, Indic names and emoji need are kept."""
+    url, state = toy
+    image = _jpeg((0, 0, 200))
+    for label, name in (("a\u200bb", "ZERO WIDTH SPACE"), ("eve\u202etxt", "RIGHT-TO-LEFT OVERRIDE")):
+        status, body = _post(f"{url}/enroll", "x.jpg", image, label=label)
+        assert status == 422 and name in body["detail"] and "'label'" in body["detail"], body
+    status, body = _post(f"{url}/enroll", "x.jpg", image, label="\ufeffann")
+    assert status == 422 and "ZERO WIDTH NO-BREAK SPACE" in body["detail"], body
+    assert len(state.gallery) == 0 and not _kept(tmp_path / "refs")
+    for label in ("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "\u0915\u094d\u200d\u0937"):
+        status, body = _post(f"{url}/enroll", "x.jpg", image, label=label)  # ZWNJ (Persian), ZWJ (Devanagari)
+        assert status == 200 and body["label"] == label, body
+
+
 def test_a_label_no_file_name_can_hold_is_refused(toy: tuple[str, ServiceState], tmp_path: Path) -> None:
     # Regression: a label of 200 '€' (600 UTF-8 bytes, over the 255 a file name holds) and an upload named
     # 'a\x00b.jpg' were each a 500 with a cv2.error traceback from writing the reference image.
