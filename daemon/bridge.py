@@ -968,7 +968,7 @@ class Bridge:
             if blob is None:
                 continue
             profiles = [m for m in chunk if m.kind == "profile"]
-            gids = {m.global_id for m in profiles if m.global_id is not None}
+            gids = _profile_gids(profiles)
             args: list[Any] = [
                 self.cfg.stream_maxlen,
                 self.cfg.state_ttl_s,
@@ -1041,9 +1041,10 @@ class Bridge:
         self._count("erased", erased)
 
     def _rewrite_without(self, client: Any, camera: str, gid: int) -> int:
-        """Re-sign ``camera``'s stored batches that hold ``gid`` without its profiles, and drop its track
-        states (REWRITE_LUA): the other tracks of those batches keep their state. A batch left with nothing,
-        or that cannot be read, is left for ERASE_LUA to delete whole. Returns the track states dropped."""
+        """Re-sign ``camera``'s stored batches that hold ``gid`` without its profiles (and the others without an
+        earlier spell of it), and drop its track states (REWRITE_LUA): the other tracks of those batches keep
+        their state. A batch left with nothing, or that cannot be read, is left for ERASE_LUA to delete whole.
+        Returns the track states dropped."""
         keys = self.keys.camera_keys(camera)
         needle = f",{gid},".encode()
         refs = client.hgetall(keys[4])
@@ -1054,10 +1055,14 @@ class Bridge:
                 batch = self._signed(blob or b"")  # one signed with an accepted key is signed anew
             except MessageRejected:
                 continue
-            kept = [m for m in batch.messages if not (m.kind == "profile" and m.global_id == gid)]
+            kept = [
+                _without_spell(m, gid)
+                for m in batch.messages
+                if not (m.kind == "profile" and m.global_id == gid)
+            ]
             if not kept:
                 continue
-            gids = {m.global_id for m in kept if m.kind == "profile" and m.global_id is not None}
+            gids = _profile_gids([m for m in kept if m.kind == "profile"])
             blob = encode_batch(kept, self._key, self.cfg.publish_dtype, sent_at=batch.sent_at)
             args += [ref, blob, _gid_list(gids)]
         return int(client.eval(REWRITE_LUA, 5, *keys, *args))
@@ -1711,6 +1716,19 @@ def _latest_profile(batch: Batch | None, track: str) -> FleetMessage | None:
         if m.kind == "profile" and m.embeddings.shape[0] and str(m.track_id) == track
     ]
     return found[-1] if found else None
+
+
+def _profile_gids(profiles: Iterable[FleetMessage]) -> set[int]:
+    """The global ids ``profiles`` name, those of their earlier spells included (what a forget must find)."""
+    gids = {m.global_id for m in profiles if m.global_id is not None}
+    return gids.union(e.global_id for m in profiles for e in m.earlier)
+
+
+def _without_spell(msg: FleetMessage, gid: int) -> FleetMessage:
+    """``msg`` without an earlier spell of ``gid`` (a forgotten id is named nowhere)."""
+    if not any(e.global_id == gid for e in msg.earlier):
+        return msg
+    return with_fields(msg, earlier=tuple(e for e in msg.earlier if e.global_id != gid))
 
 
 def _gid_list(gids: Iterable[int]) -> str:

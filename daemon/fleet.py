@@ -77,6 +77,7 @@ from daemon.config import Settings, load_settings, redact
 from daemon.embedding import atomic_write
 from daemon.erase_ack import AckState, erase_ack
 from daemon.errors import ConfigError, DataError
+from daemon.fleet_wire import MAX_EARLIER, EarlierSpell
 from daemon.gallery import Gallery
 from daemon.identity import (
     AllocatorUnavailable,
@@ -109,13 +110,14 @@ MAX_PENDING_FORGETS = 10_000  # forgotten ids waiting for the camera's files (th
 CONFIG_CHECK_S = 2.0  # a live camera's link looks this often whether its config file changed (its cameras)
 GALLERY_CHECK_S = 2.0  # and whether its gallery.path changed (enroll --append, unenroll, serve)
 MAX_LISTED_LABELS = 20  # labels a gallery change's log line names (then how many more)
+MAX_SPELL_TRACKS = 10_000  # tracks whose earlier global ids a link keeps (the least recently published go)
 
 
 # ------------------------------------------------------------------------------------- wire conversion
 
 
-def to_message(u: ProfileUpdate) -> FleetMessage:
-    """The fleet message that carries resolver update ``u``."""
+def to_message(u: ProfileUpdate, earlier: tuple[EarlierSpell, ...] = ()) -> FleetMessage:
+    """The fleet message that carries resolver update ``u`` (and the ids its track held before, ``earlier``)."""
     return FleetMessage(
         "profile",
         u.camera,
@@ -129,6 +131,7 @@ def to_message(u: ProfileUpdate) -> FleetMessage:
         since=u.since,
         position=u.position,
         velocity=u.velocity,
+        earlier=earlier,
     )
 
 
@@ -157,6 +160,58 @@ def to_update(m: FleetMessage, dim: int) -> ProfileUpdate | None:
 
 
 # ------------------------------------------------------------------------------------------- pieces
+
+
+@dataclass
+class _Held:
+    """A track's present global id as published (None: forgotten since), since when, its latest word, and the
+    ids it held before (by when it gave them up)."""
+
+    global_id: int | None
+    since: float
+    last: float
+    earlier: OrderedDict[int, EarlierSpell] = field(default_factory=OrderedDict)
+
+
+class TrackSpells:
+    """The global ids each of a camera's tracks held before its present one, as its published updates show them:
+    what each profile carries (``FleetMessage.earlier``), so that ``reid-daemon who``, which finds only a track's
+    latest profile in Valkey, shows where the track was under those ids too. At most MAX_EARLIER per track (the
+    latest) and MAX_SPELL_TRACKS tracks (a lost track may come back, so an ended one is kept until it is the
+    least recently published). A forgotten id is dropped from them (``forget``). Thread-safe: forgets come on
+    the bridge's receiver thread."""
+
+    def __init__(self, max_tracks: int = MAX_SPELL_TRACKS) -> None:
+        self._lock = threading.Lock()
+        self._max_tracks = max_tracks
+        self._tracks: OrderedDict[int, _Held] = OrderedDict()
+
+    def note(self, u: ProfileUpdate) -> tuple[EarlierSpell, ...]:
+        """Take update ``u`` (about to be published); the ids its track held before, oldest first."""
+        with self._lock:
+            held = self._tracks.pop(u.track_id, None) or _Held(u.global_id, u.since, u.timestamp)
+            if held.global_id != u.global_id:
+                if held.global_id is not None:  # given up when the track took its new id
+                    until = max(held.last, min(u.since, u.timestamp))
+                    held.earlier.pop(held.global_id, None)
+                    held.earlier[held.global_id] = EarlierSpell(held.global_id, held.since, until)
+                held.global_id, held.since = u.global_id, u.since
+            held.last = max(held.last, u.timestamp)
+            held.earlier.pop(u.global_id, None)  # back on an id it held: that spell goes on
+            while len(held.earlier) > MAX_EARLIER:
+                held.earlier.popitem(last=False)
+            self._tracks[u.track_id] = held
+            while len(self._tracks) > self._max_tracks:
+                self._tracks.popitem(last=False)
+            return tuple(held.earlier.values())
+
+    def forget(self, global_id: int) -> None:
+        """``global_id`` was forgotten: no track's spells name it any more, nor will."""
+        with self._lock:
+            for held in self._tracks.values():
+                held.earlier.pop(global_id, None)
+                if held.global_id == global_id:
+                    held.global_id = None
 
 
 class IdPool:
@@ -696,6 +751,7 @@ class FleetLink:
         self.site = SiteMap(cam.site, camera) if cam is not None and cam.site is not None else None
         self._clock_offset = cam.source.clock_offset_s if cam is not None else 0.0
         self.listeners: list[Callable[[FleetMessage], None]] = []  # e.g. metrics of message age
+        self.spells = TrackSpells()  # the ids each track held before, which its profiles carry
         self._largest_id = 0
         self.clock = FleetClock(0.0, False)
         self.remote_invalid = 0
@@ -832,6 +888,7 @@ class FleetLink:
     def forget(self, global_id: int) -> bool:
         """Erase ``global_id`` here and, through the bridge, everywhere."""
         found = self.resolver.forget(global_id)
+        self.spells.forget(global_id)
         self.bridge.forget(global_id)
         self._note_forgotten(global_id)
         return found
@@ -1012,7 +1069,7 @@ class FleetLink:
     def _publish(self, updates: tuple[ProfileUpdate, ...]) -> None:
         for u in updates:
             try:
-                self.bridge.publish(to_message(u))
+                self.bridge.publish(to_message(u, self.spells.note(u)))
             except ValueError as e:  # larger than max_message_bytes: a config mismatch, not a crash
                 log.warning("%s: profile of track %d not published: %s", self.camera, u.track_id, e)
 
@@ -1032,6 +1089,7 @@ class FleetLink:
         if m.kind == "forget" and m.global_id is not None:
             self.forgets_received += 1
             self.resolver.forget(m.global_id)
+            self.spells.forget(m.global_id)
             self._note_forgotten(m.global_id)
             return
         try:

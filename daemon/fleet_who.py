@@ -9,8 +9,9 @@ those messages into one row per identity (:class:`Sightings`) is pure; only :fun
 A track that goes on as another identity (lost and back as someone else, a switch, a merge) keeps its earlier
 spell: each (camera, track, identity) is kept apart, the earlier marked with the id the track went on as, so
 both are shown, each under its own identity (at most ``MAX_SPELLS_PER_TRACK`` per track, the latest). Valkey
-keeps only each track's latest word, so a ``who`` started after the change sees the spell it heard of: one
-listening (``--listen``, ``--watch``) across the change sees both.
+keeps only each track's latest word, so its camera says there the ids the track held before
+(``FleetMessage.earlier``: each until it went on as another), and a ``who`` started after the change shows
+those spells too; one listening across the change has heard them as they were.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from dataclasses import asdict, dataclass, replace
 
 from daemon.bridge import Bridge
 from daemon.config import Settings
-from daemon.fleet_wire import FleetMessage
+from daemon.fleet_wire import MAX_EARLIER, FleetMessage
 
 _MAX_FORGOTTEN = 10_000  # forget messages remembered by a long watch
-MAX_SPELLS_PER_TRACK = 16  # identities kept per camera track (one it went on from, ...), the latest
+MAX_SPELLS_PER_TRACK = MAX_EARLIER + 1  # identities kept per camera track (those it went on from), the latest
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,15 @@ class Sightings:
                 self._forgotten.move_to_end(m.global_id)
             elif m.kind == "profile":
                 spells = self._tracks.setdefault((m.camera, m.track_id), {})
+                for e in m.earlier:  # what its camera says the track was before (heard here or not)
+                    _said_before(
+                        spells, e.global_id, CameraSighting(m.camera, m.track_id, e.until, False, None, True)
+                    )
                 old = spells.get(m.global_id)
                 if old is None or m.timestamp >= old[1].timestamp:
                     seen = CameraSighting(m.camera, m.track_id, m.timestamp, m.ended, m.position)
                     spells[m.global_id] = (m.label, seen)
-                if len(spells) > MAX_SPELLS_PER_TRACK:
+                while len(spells) > MAX_SPELLS_PER_TRACK:
                     del spells[min(spells, key=lambda g: spells[g][1].timestamp)]
 
     def prune(self, before: float) -> None:
@@ -112,10 +117,21 @@ class Sightings:
         return sorted(rows, key=lambda r: (-r.last_seen, r.global_id))
 
 
+def _said_before(spells: dict[int | None, Spell], gid: int, seen: CameraSighting) -> None:
+    """Keep ``seen``, what a track's camera says of its spell on ``gid`` (carried by a later word), unless a word
+    of that spell as late is kept (heard live, with its label and place)."""
+    old = spells.get(gid)
+    if old is None or seen.timestamp > old[1].timestamp:
+        spells[gid] = (None if old is None else old[0], seen)
+
+
 def _marked(spells: dict[int | None, Spell], forgotten: Container[int]) -> Iterator[tuple[int | None, Spell]]:
     """A track's spells, each one but its latest marked with the identity the track went on as (that latest's;
-    None where it has none, or it was forgotten: a forgotten id is named nowhere)."""
-    now = max(spells, key=lambda g: spells[g][1].timestamp)
+    None where it has none, or it was forgotten: a forgotten id is named nowhere). A spell its camera said was
+    over ends when the next began: a word of the track on its own id at that time is its latest."""
+    now = max(
+        spells, key=lambda g: (spells[g][1].timestamp, not spells[g][1].moved_on)
+    )  # a live word wins a tie
     then = None if now in forgotten else now
     for gid, (label, seen) in spells.items():
         yield gid, (label, seen if gid == now else replace(seen, moved_on=True, went_on_as=then))

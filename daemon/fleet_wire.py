@@ -9,13 +9,17 @@ holding every message's exemplar rows, one after the other (float16 or float32),
 
     {"v": 1, "camera": C, "sender": S, "sent": t, "items": [{"k": kind, "t": track id, "g": global id | null,
      "l": label | null, "ts": capture time, "q": quality, "n": sequence number, "r": rows, "e": ended,
-     "s": since | null, "p": [x, y] (optional), "w": [vx, vy] (optional)}, ...]}
+     "s": since | null, "p": [x, y] (optional), "w": [vx, vy] (optional), "h": [[g, since, until], ...]
+     (optional)}, ...]}
 
 ``p`` (where the track was on the site plan at ``ts``) and ``w`` (its velocity there) are optional: readers of
 the first version ignore them and a message without them has none, so cameras with and without sites mix
-during an upgrade. ``sent`` is on the fleet's clock (Valkey's time as the sender read it, daemon/clocks.py);
-an optional ``"wall"`` beside it is the sender's own wall clock then (what tells a peer whose clock lags; a
-batch without it, from an older sender, has ``sent`` on that clock).
+during an upgrade. So is ``"h": [[global id, since, until], ...]``, the global ids the track held before its
+present one (:class:`EarlierSpell`, at most ``MAX_EARLIER``, oldest first): Valkey keeps a track's latest
+profile only, and it is what tells ``reid-daemon who`` started later where the track was under those ids.
+``sent`` is on the fleet's clock (Valkey's time as the sender read it, daemon/clocks.py); an optional
+``"wall"`` beside it is the sender's own wall clock then (what tells a peer whose clock lags; a batch without
+it, from an older sender, has ``sent`` on that clock).
 
 signed as a whole with HMAC-SHA256 (the codec's tag). One blob per batch instead of one per message divides
 the fixed cost of encoding, signing, decoding and storing by the batch size (measured in
@@ -40,6 +44,7 @@ from daemon.types import FloatArray, Position, finite_pair
 WIRE_VERSION = 1
 MAX_ITEMS = 10_000  # messages in one batch (a publish_batch bound, with room)
 MAX_SENDER_CHARS = 64
+MAX_EARLIER = 15  # earlier spells one profile carries (the latest): with its present one, who's 16 per track
 NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,200}$")
 
 MessageKind = Literal["profile", "forget", "hello", "progress"]
@@ -57,6 +62,25 @@ class MessageRejected(DataError):
         self.detail = detail
 
 
+@dataclass(frozen=True)
+class EarlierSpell:
+    """A global id a track held before its present one: from ``since`` (when it took it) to ``until`` (when it
+    went on as another; seconds on the fleet's clock)."""
+
+    global_id: int
+    since: float
+    until: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.global_id, bool) or not isinstance(self.global_id, int) or self.global_id < 1:
+            raise ValueError(f"an earlier spell's global_id must be an int >= 1, got {self.global_id!r}")
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"an earlier spell's {name} must be a finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+
+
 def _no_vectors() -> FloatArray:
     return np.zeros((0, 1), np.float32)
 
@@ -67,7 +91,8 @@ class FleetMessage:
 
     ``profile``: a track's exemplar embeddings (K, D) with its quality (higher is better), capture time
     ``timestamp`` (s), global id / label when resolved, ``since`` (when the track took that global id; None =
-    ``timestamp``) and ``ended`` (the track is over); K = 0 is a keep-alive that renews the track without new
+    ``timestamp``), ``earlier`` (the global ids it held before, at most ``MAX_EARLIER``, oldest first) and
+    ``ended`` (the track is over); K = 0 is a keep-alive that renews the track without new
     exemplars (stored state keeps the last ones). ``forget``: erase ``global_id`` everywhere; ``hello``: a
     worker started; ``progress``: (lockstep replays) everything this camera sent before it is from before
     ``timestamp``, and ``ended`` = the camera has finished. ``sender``, ``seq`` and ``sent_at`` are set by
@@ -94,6 +119,7 @@ class FleetMessage:
     position: Position | None = None
     velocity: Position | None = None
     caught_up: bool = False
+    earlier: tuple[EarlierSpell, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -113,6 +139,17 @@ class FleetMessage:
             raise ValueError("a forget message needs a global_id")
         if self.seq < 0:
             raise ValueError(f"seq must be >= 0, got {self.seq}")
+        _check_earlier(self.earlier)
+
+
+def _check_earlier(earlier: object) -> None:
+    """ValueError unless ``earlier`` is a tuple of at most MAX_EARLIER :class:`EarlierSpell`."""
+    if not isinstance(earlier, tuple) or len(earlier) > MAX_EARLIER:
+        raise ValueError(
+            f"earlier must be a tuple of at most {MAX_EARLIER} earlier spells, got {earlier!r:.200}"
+        )
+    if not all(isinstance(e, EarlierSpell) for e in earlier):
+        raise ValueError(f"earlier must hold EarlierSpell, got {earlier!r:.200}")
 
 
 def _exemplars(values: Any) -> FloatArray:
@@ -213,6 +250,7 @@ _ITEM_FIXED = _json_bytes(
         "s": _LONGEST_TIME,
     }
 )  # an entry with no label, place or velocity, every number at its longest
+_SPELL_BYTES = _json_bytes([_LONGEST_INT, _LONGEST_TIME, _LONGEST_TIME]) + 1  # one earlier spell, its comma
 _LABEL_CHAR_BYTES = 6  # the most one character of a label takes in the JSON: a control character's \uXXXX
 _COORD_BYTES = len(str(_LONGEST_TIME)) + 1  # one coordinate of a place or velocity, and its comma
 
@@ -228,6 +266,8 @@ def item_meta_bytes(m: FleetMessage) -> int:
     for coords in (m.position, m.velocity):
         if coords is not None:
             size += len(',"p":[]') + _COORD_BYTES * len(coords)
+    if m.earlier:
+        size += len(',"h":[]') + _SPELL_BYTES * len(m.earlier)
     return size
 
 
@@ -258,6 +298,7 @@ def _item_meta(m: FleetMessage) -> dict[str, Any]:
         "s": m.since,
         **({"p": list(m.position)} if m.position is not None else {}),
         **({"w": list(m.velocity)} if m.velocity is not None else {}),
+        **({"h": [[e.global_id, e.since, e.until] for e in m.earlier]} if m.earlier else {}),
     }
 
 
@@ -364,7 +405,20 @@ def _message(item: dict[str, Any], camera: str, sender: str, sent: float, emb: F
         since=_optional_float(item, "s"),
         position=None if item.get("p") is None else finite_pair(item["p"], "position"),
         velocity=None if item.get("w") is None else finite_pair(item["w"], "velocity"),
+        earlier=_earlier(item.get("h")),
     )
+
+
+def _earlier(value: object) -> tuple[EarlierSpell, ...]:
+    """An entry's earlier spells (none where it has no ``h``, a sender's of before them); ValueError when they
+    are not a list of at most MAX_EARLIER [global id, since, until]."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_EARLIER:
+        raise ValueError(f"field 'h' must be a list of at most {MAX_EARLIER} earlier spells")
+    if not all(isinstance(e, list) and len(e) == 3 for e in value):
+        raise ValueError("field 'h' must hold [global id, since, until] triples")
+    return tuple(EarlierSpell(*e) for e in value)
 
 
 def _optional_float(item: dict[str, Any], name: str) -> float | None:

@@ -16,9 +16,11 @@ from daemon import fleet_who
 from daemon.bridge import Bridge
 from daemon.cli import main
 from daemon.config import BridgeConfig, SecretSource, load_settings
+from daemon.fleet import FleetLink
 from daemon.fleet_store import FleetKeys
 from daemon.fleet_who import Gathered, Sightings, gather, sightings, watch, who_text
 from daemon.fleet_wire import FleetMessage
+from daemon.identity import ProfileUpdate
 from daemon.valkey_server import EmbeddedValkey
 
 KEY = "who-test-fleet-key-0123456789abcdef"
@@ -412,3 +414,130 @@ def test_a_watch_across_a_tracks_change_of_id_shows_both_spells(
     finally:
         door.close()
     assert shown == [[(12, False, None)], [(30, False, None), (12, True, 30)]]
+
+
+def _update(track: int, gid: int, t: float, since: float, ended: bool = False) -> ProfileUpdate:
+    look = np.eye(8, dtype=np.float32)[[track % 8]]
+    return ProfileUpdate("door", track, gid, t, 0.9, look, ended=ended, since=since)
+
+
+def test_who_started_after_a_track_changed_ids_shows_its_earlier_spell_too(
+    tmp_path: Path, valkey: EmbeddedValkey
+) -> None:
+    """Regression: Valkey keeps a track's latest profile only, so `who` started after door track 7 went on from
+    G12 to G30 showed G30 alone: where G12 was, and when, was lost from its answer (seen on a replay of the
+    three-camera handover: b track 23 was G85 then G89, and G85's row had no b track 23). The camera's link
+    says in each profile the ids the track held before, so G12 is shown on door track 7 until it went on as
+    G30 (its since). A forget of G12 takes it out of what Valkey keeps, and of what the link says after."""
+    settings = load_settings(_fleet_yaml(tmp_path, valkey.url))
+    now = time.time()
+    with Bridge(settings.bridge, "door", receive=False) as bridge:
+        link = FleetLink(settings, "door", 8, bridge=bridge)
+        link._publish((_update(7, 12, now - 20, now - 20), _update(7, 12, now - 15, now - 20)))
+        assert bridge.flush(5.0)  # G30's batches hold no profile of G12's
+        link._publish((_update(7, 30, now - 10, now - 11), _update(7, 30, now - 5, now - 11, ended=True)))
+        assert bridge.flush(5.0)
+        rows = gather(settings, listen_s=0.0, timeout_s=5.0).rows
+        assert [
+            (r.global_id, [(c.camera, c.track_id, c.moved_on, c.went_on_as) for c in r.cameras]) for r in rows
+        ] == [
+            (30, [("door", 7, False, None)]),
+            (12, [("door", 7, True, 30)]),
+        ]
+        assert rows[1].last_seen == pytest.approx(now - 11)
+        assert "door track 7 11 s ago (track went on as G30)" in who_text(rows, now, "default")
+        blobs = FleetKeys("default").camera_keys("door")[3]
+        assert b"[12," in b"".join(valkey.client().hvals(blobs))  # G30's stored profile says G12 before it
+        with Bridge(settings.bridge, "ops", receive=False) as ops:
+            ops.forget(12)
+            assert ops.flush(5.0)
+        assert b"[12," not in b"".join(
+            valkey.client().hvals(blobs)
+        )  # G30's profile kept, re-signed without it
+        link.spells.forget(12)
+        assert [r.global_id for r in gather(settings, listen_s=0.0, timeout_s=5.0).rows] == [30]
+        link._publish((_update(7, 31, now - 2, now - 2),))  # goes on again: G30 before, G12 named nowhere
+        assert bridge.flush(5.0)
+    rows = gather(settings, listen_s=0.0, timeout_s=5.0).rows
+    assert {r.global_id: r.cameras[0].went_on_as for r in rows} == {31: None, 30: 31}
+    assert b"[12," not in b"".join(valkey.client().hvals(blobs))  # the link no longer says it
+
+
+def test_a_profile_carries_its_tracks_earlier_ids_on_the_wire_within_its_size_bound() -> None:
+    """The earlier spells go out as 'h' and come back as sent; a sender packs batches by item_meta_bytes, which
+    must not fall short of them; a malformed or overlong 'h' rejects the batch as malformed, not raising."""
+    from daemon.fleet_wire import (
+        MAX_EARLIER,
+        EarlierSpell,
+        MessageRejected,
+        decode_batch,
+        encode_batch,
+        item_meta_bytes,
+    )
+
+    key = KEY.encode()
+    spells = tuple(EarlierSpell(10**18 + k, -1.2345678901234567e-300, T0 + k) for k in range(MAX_EARLIER))
+    msg = _profile("door", 7, 30, T0 + 99.0, earlier=spells)
+    back = decode_batch(encode_batch([msg], key), key, 1 << 20).messages[0]
+    assert back.earlier == spells
+    alone = encode_batch([_profile("door", 7, 30, T0 + 99.0)], key)
+    assert item_meta_bytes(msg) - item_meta_bytes(_profile("door", 7, 30, T0)) >= len(
+        encode_batch([msg], key)
+    ) - len(alone)
+    assert decode_batch(alone, key, 1 << 20).messages[0].earlier == ()  # a sender of before: none
+    with pytest.raises(ValueError, match="at most 15"):
+        _profile("door", 7, 30, T0, earlier=(*spells, EarlierSpell(1, T0, T0)))
+    with pytest.raises(ValueError, match="finite"):
+        EarlierSpell(1, float("nan"), T0)
+    from daemon import codec
+    from daemon.fleet_wire import WIRE_VERSION, _item_meta
+
+    for bad in ([[1, T0]], [[0, T0, T0]], [["1", T0, T0]], "x", [[1, T0, T0]] * (MAX_EARLIER + 1)):
+        meta = {
+            "v": WIRE_VERSION,
+            "camera": "door",
+            "sender": "",
+            "sent": T0,
+            "items": [{**_item_meta(msg), "h": bad}],
+        }
+        blob = codec.encode(codec.EmbeddingBatch(msg.embeddings, meta=meta), key=key)
+        with pytest.raises(MessageRejected, match="malformed"):
+            decode_batch(blob, key, 1 << 20)
+
+
+def test_a_link_says_a_tracks_earlier_ids_bounded_and_never_a_forgotten_one() -> None:
+    from daemon.fleet import TrackSpells
+    from daemon.fleet_wire import MAX_EARLIER
+
+    spells = TrackSpells(max_tracks=2)
+    assert spells.note(_update(7, 12, T0, T0)) == ()
+    assert spells.note(_update(7, 12, T0 + 5, T0)) == ()
+    (e,) = spells.note(_update(7, 30, T0 + 9, T0 + 8))
+    assert (e.global_id, e.since, e.until) == (12, T0, T0 + 8)  # until the track took G30
+    assert [x.global_id for x in spells.note(_update(7, 12, T0 + 12, T0 + 12))] == [30]  # back on G12
+    spells.forget(12)
+    assert [x.global_id for x in spells.note(_update(7, 40, T0 + 15, T0 + 15))] == [30]  # G12: not said
+    for k in range(2 * MAX_EARLIER):
+        earlier = spells.note(_update(7, 100 + k, T0 + 20 + k, T0 + 20 + k))
+    assert len(earlier) == MAX_EARLIER and earlier[-1].global_id == 100 + 2 * MAX_EARLIER - 2  # the latest
+    spells.note(_update(8, 50, T0, T0))
+    spells.note(_update(9, 51, T0, T0))  # a third track: track 7, the least recently published, goes
+    assert spells.note(_update(7, 60, T0 + 99, T0 + 99)) == ()
+
+
+def test_what_a_camera_says_of_an_earlier_spell_keeps_what_was_heard_of_it_live() -> None:
+    """G12 heard live as alice on door track 7: the track's later word says G12 lasted until it took G30 at
+    T0 + 10, which is kept with alice's name; a later word saying less (until T0 + 3) changes nothing."""
+    from daemon.fleet_wire import EarlierSpell
+
+    acc = Sightings()
+    acc.add(_profile("door", 7, 12, T0 + 5.0, label="alice", position=(1.0, 2.0)))
+    acc.add(_profile("lobby", 2, 12, T0 + 1.0))
+    acc.add(_profile("door", 7, 30, T0 + 20.0, earlier=(EarlierSpell(12, T0, T0 + 3.0),)))
+    g12 = next(r for r in acc.rows() if r.global_id == 12)
+    assert (g12.label, g12.cameras[0].timestamp, g12.cameras[0].position) == ("alice", T0 + 5.0, (1.0, 2.0))
+    acc.add(_profile("door", 7, 30, T0 + 21.0, earlier=(EarlierSpell(12, T0, T0 + 10.0),)))
+    g12 = next(r for r in acc.rows() if r.global_id == 12)
+    door = g12.cameras[0]
+    assert (g12.label, door.timestamp, door.moved_on, door.went_on_as) == ("alice", T0 + 10.0, True, 30)
+    assert [c.camera for c in g12.cameras] == ["door", "lobby"]
