@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
@@ -269,7 +268,7 @@ def cmd_who(args: argparse.Namespace) -> int:
         else:
             if args.watch and sys.stdout.isatty():
                 print("\033[H\033[J", end="")  # a fresh screen each time
-            print(who_text(rows, time.time(), settings.bridge.fleet), flush=True)
+            print(who_text(rows, got.now, settings.bridge.fleet), flush=True)  # on the fleet's clock
         return 0 if rows or args.global_id is None else 1
 
     if args.watch is not None:

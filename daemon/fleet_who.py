@@ -195,10 +195,12 @@ def _ago(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Gathered:
-    """One row per identity, and how many messages were rejected, by reason (forged: another fleet key?)."""
+    """One row per identity, how many messages were rejected, by reason (forged: another fleet key?), and the
+    fleet's time then (what the sightings' times are on, Valkey's, as the bridge reads it: not this host's)."""
 
     rows: list[IdentitySighting]
     rejected: dict[str, int]
+    now: float
 
 
 @contextmanager
@@ -214,7 +216,7 @@ def _observing(settings: Settings, timeout_s: float) -> Iterator[tuple[Bridge, S
 
 def _now(bridge: Bridge, acc: Sightings) -> Gathered:
     counts = asdict(bridge.stats.rejected)
-    return Gathered(acc.rows(), {why: n for why, n in counts.items() if n})
+    return Gathered(acc.rows(), {why: n for why, n in counts.items() if n}, bridge.clock.now())
 
 
 def gather(settings: Settings, listen_s: float, timeout_s: float) -> Gathered:
@@ -239,7 +241,7 @@ def watch(
         time.sleep(listen_s)
         shown = 0
         while rounds is None or shown < rounds:
-            acc.prune(time.time() - settings.bridge.state_ttl_s)
+            acc.prune(bridge.clock.now() - settings.bridge.state_ttl_s)  # the sightings' clock
             show(_now(bridge, acc))
             shown += 1
             if rounds is None or shown < rounds:

@@ -541,3 +541,31 @@ def test_what_a_camera_says_of_an_earlier_spell_keeps_what_was_heard_of_it_live(
     door = g12.cameras[0]
     assert (g12.label, door.timestamp, door.moved_on, door.went_on_as) == ("alice", T0 + 10.0, True, 30)
     assert [c.camera for c in g12.cameras] == ["door", "lobby"]
+
+
+def test_who_counts_ago_on_the_fleets_clock_not_this_hosts(
+    tmp_path: Path,
+    valkey: EmbeddedValkey,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: a sighting's time is on the fleet's clock (Valkey's), but `who` counted 'ago' from this host's
+    wall clock, so run on an operator's machine whose clock is 2 h ahead it said a person seen 20 s ago was seen
+    '2.0 h ago' (and one behind, '0 s ago' for everyone); a watch pruned by it too, so such a host dropped every
+    track (or kept them past state_ttl_s). Both count on the fleet's clock, as the bridge reads it."""
+    path = _fleet_yaml(tmp_path, valkey.url)
+    settings = load_settings(path)
+    server_now = valkey.client().time()
+    seen_at = server_now[0] + server_now[1] / 1e6 - 20.0
+    with Bridge(settings.bridge, "door", receive=False) as door:
+        door.publish(_profile("door", 3, 7, seen_at))
+        assert door.flush(5.0)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 7200.0)  # this host's clock, 2 h ahead of the fleet's
+    capsys.readouterr()
+    assert main(["-q", "who", "--config", str(path), "--listen", "0"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"door track 3 2[0-2] s ago", out), out
+    shown: list[list[int]] = []
+    watch(settings, 0.1, lambda got: shown.append([r.global_id for r in got.rows]), 5.0, rounds=1)
+    assert shown == [[7]]  # not pruned as 2 h old
