@@ -268,7 +268,8 @@ def cmd_who(args: argparse.Namespace) -> int:
         else:
             if args.watch and sys.stdout.isatty():
                 print("\033[H\033[J", end="")  # a fresh screen each time
-            print(who_text(rows, got.now, settings.bridge.fleet), flush=True)  # on the fleet's clock
+            # on the fleet's clock; an id asked for and not seen is said so, beside how many were
+            print(who_text(got.rows, got.now, settings.bridge.fleet, args.global_id), flush=True)
         return 0 if rows or args.global_id is None else 1
 
     if args.watch is not None:

@@ -156,8 +156,15 @@ def _row(gid: int, seen: list[tuple[str | None, CameraSighting]]) -> IdentitySig
     return IdentitySighting(gid, label, ordered[0][1].timestamp, tuple(c for _, c in ordered))
 
 
-def who_text(rows: list[IdentitySighting], now: float, fleet: str) -> str:
-    """A table for people: one line per identity, its cameras with the track, age and state."""
+def who_text(rows: list[IdentitySighting], now: float, fleet: str, only: int | None = None) -> str:
+    """A table for people: one line per identity, its cameras with the track, age and state; ``only``: the
+    identity asked for (the rows hold it alone, or none: then it was not seen, and how many others were)."""
+    if only is not None:
+        mine = [r for r in rows if r.global_id == only]
+        if not mine:
+            others = f"{len(rows)} identit{'y is' if len(rows) == 1 else 'ies are'}" if rows else "nobody is"
+            return f"fleet {fleet!r}: G{only} not seen within the stored state ({others})"
+        rows = mine
     if not rows:
         return f"fleet {fleet!r}: nobody seen within the stored state"
     cams = sorted({c.camera for r in rows for c in r.cameras})

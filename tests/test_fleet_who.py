@@ -569,3 +569,21 @@ def test_who_counts_ago_on_the_fleets_clock_not_this_hosts(
     shown: list[list[int]] = []
     watch(settings, 0.1, lambda got: shown.append([r.global_id for r in got.rows]), 5.0, rounds=1)
     assert shown == [[7]]  # not pruned as 2 h old
+
+
+def test_who_asked_for_an_id_not_seen_says_that_id_not_that_the_fleet_saw_nobody(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: `who --id 99` on a fleet that saw G7 printed "fleet 'default': nobody seen within the stored
+    state", as if the fleet had seen no one, when only 99 was not seen (and a --watch of it said so each time);
+    it says G99 is not among the identity the stored state holds, and the exit status is still 1."""
+    path = _fleet_yaml(tmp_path, valkey.url)
+    with Bridge(load_settings(path).bridge, "door", receive=False) as door:
+        door.publish(_profile("door", 3, 7, time.time() - 5.0))
+        assert door.flush(5.0)
+    capsys.readouterr()
+    assert main(["-q", "who", "--config", str(path), "--listen", "0", "--id", "99"]) == 1
+    out = capsys.readouterr().out
+    assert out == "fleet 'default': G99 not seen within the stored state (1 identity is)\n"
+    assert main(["-q", "who", "--config", str(path), "--listen", "0", "--id", "7"]) == 0
+    assert "G7" in capsys.readouterr().out
