@@ -426,8 +426,20 @@ def _headline(report: dict[str, Any]) -> str:
     return (
         f"{counted(report['identities'], 'identity', 'identities')} over "
         f"{'camera' if len(cameras) == 1 else 'cameras'} {', '.join(cameras)}; "
-        f"{report['seen_on_several_cameras']} seen on two or more cameras"
+        f"{report['seen_on_several_cameras']} seen on two or more cameras{_nobody_said(report)}"
     )
+
+
+def _nobody_said(report: dict[str, Any]) -> str:
+    """'; camera c saw nobody' for the cameras of the report none of its identities was seen on (nothing where
+    nobody was seen at all: the count says it)."""
+    people = report["people"].values()
+    if not people:
+        return ""
+    silent = [c for c in report["cameras"] if not any(c in p["cameras"] for p in people)]
+    if not silent:
+        return ""
+    return f"; {'camera' if len(silent) == 1 else 'cameras'} {', '.join(silent)} saw nobody"
 
 
 def report_markdown(report: dict[str, Any]) -> str:

@@ -877,3 +877,25 @@ def test_a_camera_the_fleet_started_again_is_named_with_its_changed_keys_and_wha
     assert (
         build_report({"door": door}, tmp_path / "out2")["started_again"] == {}
     )  # door was not started again
+
+
+def test_a_camera_that_saw_nobody_is_said_to_have_seen_nobody(
+    two_cameras: dict[str, Path], tmp_path: Path
+) -> None:
+    """Regression: the report of door and hall, who saw people, and porch, who saw nobody, said "3 identities
+    over cameras door, hall, porch" and nothing more of porch, as if it had seen some of them; report.md and the
+    terminal say porch saw nobody, and again once a forget took its only person out of the report."""
+    dirs = {**two_cameras, "porch": tmp_path / "runs" / "porch"}
+    _table(dirs["porch"], "porch", {})
+    report = build_report(dirs, tmp_path / "out")
+    head = (
+        "3 identities over cameras door, hall, porch; 1 seen on two or more cameras; camera porch saw nobody"
+    )
+    assert head in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert report_text(report).startswith(head + " (")
+    only_door = build_report(two_cameras, tmp_path / "two")
+    assert "saw nobody" not in report_text(only_door)
+    assert leave_out_of_report(tmp_path / "two", 9)  # hall's only other person: hall still saw G3
+    assert leave_out_of_report(tmp_path / "two", 3)
+    md = (tmp_path / "two" / "report.md").read_text(encoding="utf-8")
+    assert "1 identity over cameras door, hall; 0 seen on two or more cameras; camera hall saw nobody." in md
