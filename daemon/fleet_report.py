@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from daemon.embedding import LEFTOVER_AGE_S, atomic_write, remove_leftovers, temp_stem
 from daemon.errors import DataError
-from daemon.fleet import merge_spans
+from daemon.fleet import IDENTITY_TABLE_REFRESH_S, merge_spans
 from daemon.fleet_eval import CameraRun, counted, evaluate_fleet
 from daemon.motio import read_sequence_truth
 from daemon.outputs import (
@@ -481,10 +481,27 @@ def _unfinished_said(
         f"camera {cam} {_UNFINISHED_SAID.get(why, why)}{_error_said(errors.get(cam))}"
         for cam, why in stopped.items()
     )
-    them = (
-        "What it saw ends where it stopped" if len(stopped) == 1 else "What they saw ends where they stopped"
+    running = [cam for cam, why in stopped.items() if why == "running"]
+    ended = [cam for cam in stopped if cam not in running]
+    both = bool(running and ended)  # then each group is named
+    held = [_held_said(ended, False, both)] if ended else []
+    held += [_held_said(running, True, both)] if running else []
+    them = "; ".join(held)
+    return f"{lead} {said}. {them[0].upper()}{them[1:]}."
+
+
+def _held_said(cams: list[str], running: bool, named: bool) -> str:
+    """Where what ``cams`` saw ends in the report: where they stopped, or (``running``) at their identity tables'
+    last writing; ``named``: the cameras by name (beside another group), else 'it' or 'they'."""
+    one = len(cams) == 1
+    who = ", ".join(cams) if named else ("it" if one else "they")
+    if not running:
+        return f"what {who} saw ends where {'it' if one else 'they'} stopped"
+    tables = "its identity table's" if one else "their identity tables'"
+    return (
+        f"what {who} saw is here up to {tables} last writing "
+        f"(every {IDENTITY_TABLE_REFRESH_S:g} s while {'it runs' if one else 'they run'})"
     )
-    return f"{lead} {said}. {them}."
 
 
 def _started_again_said(

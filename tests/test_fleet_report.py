@@ -899,3 +899,29 @@ def test_a_camera_that_saw_nobody_is_said_to_have_seen_nobody(
     assert leave_out_of_report(tmp_path / "two", 3)
     md = (tmp_path / "two" / "report.md").read_text(encoding="utf-8")
     assert "1 identity over cameras door, hall; 0 seen on two or more cameras; camera hall saw nobody." in md
+
+
+def test_a_camera_still_running_is_not_said_to_have_stopped(
+    two_cameras: dict[str, Path], tmp_path: Path
+) -> None:
+    """Regression: a report made while a camera ran (fleet --report-only beside the fleet, a forget) said "camera
+    hall is still running. What it saw ends where it stopped.", of a camera that had not stopped: what the report
+    holds of it ends at its identity table's last writing (every 60 s); one that failed still ends where it
+    stopped, each said of its own."""
+    elsewhere = {"v": 1, "state": "running", "pid": 1, "host": socket.gethostname() + "-other"}
+    (two_cameras["hall"] / "status.json").write_text(json.dumps(elsewhere), encoding="utf-8")
+    report = build_report(two_cameras, tmp_path / "out")
+    assert report["unfinished"] == {"hall": "running"}
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    said = (
+        "**Not a whole run:** camera hall is still running. What it saw is here up to its identity table's last "
+        "writing (every 60 s while it runs)."
+    )
+    assert said in md and "ends where" not in md
+    (two_cameras["door"] / "status.json").write_text('{"v": 1, "state": "failed"}', encoding="utf-8")
+    build_report(two_cameras, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert (
+        "**Not a whole run:** camera door failed; camera hall is still running. What door saw ends where it "
+        "stopped; what hall saw is here up to its identity table's last writing (every 60 s while it runs)."
+    ) in md
