@@ -269,7 +269,8 @@ def cmd_who(args: argparse.Namespace) -> int:
             if args.watch and sys.stdout.isatty():
                 print("\033[H\033[J", end="")  # a fresh screen each time
             # on the fleet's clock; an id asked for and not seen is said so, beside how many were
-            print(who_text(got.rows, got.now, settings.bridge.fleet, args.global_id), flush=True)
+            text = who_text(got.rows, got.now, settings.bridge.fleet, args.global_id, settings.cameras)
+            print(text, flush=True)
         return 0 if rows or args.global_id is None else 1
 
     if args.watch is not None:

@@ -156,9 +156,16 @@ def _row(gid: int, seen: list[tuple[str | None, CameraSighting]]) -> IdentitySig
     return IdentitySighting(gid, label, ordered[0][1].timestamp, tuple(c for _, c in ordered))
 
 
-def who_text(rows: list[IdentitySighting], now: float, fleet: str, only: int | None = None) -> str:
+def who_text(
+    rows: list[IdentitySighting],
+    now: float,
+    fleet: str,
+    only: int | None = None,
+    cameras: Iterable[str] = (),
+) -> str:
     """A table for people: one line per identity, its cameras with the track, age and state; ``only``: the
-    identity asked for (the rows hold it alone, or none: then it was not seen, and how many others were)."""
+    identity asked for (the rows hold it alone, or none: then it was not seen, and how many others were);
+    ``cameras``: the fleet's, those that saw nobody named in the first line."""
     if only is not None:
         mine = [r for r in rows if r.global_id == only]
         if not mine:
@@ -168,7 +175,11 @@ def who_text(rows: list[IdentitySighting], now: float, fleet: str, only: int | N
     if not rows:
         return f"fleet {fleet!r}: nobody seen within the stored state"
     cams = sorted({c.camera for r in rows for c in r.cameras})
-    lines = [f"fleet {fleet!r}: {len(rows)} identit{'y' if len(rows) == 1 else 'ies'} on {', '.join(cams)}"]
+    silent = [c for c in cameras if c not in cams] if only is None else []
+    nobody = f"; nobody seen on {', '.join(silent)}" if silent else ""
+    lines = [
+        f"fleet {fleet!r}: {len(rows)} identit{'y' if len(rows) == 1 else 'ies'} on {', '.join(cams)}{nobody}"
+    ]
     for r in rows:
         name = f"G{r.global_id}" + (f" {r.label}" if r.label else "")
         where = "; ".join(

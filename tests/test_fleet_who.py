@@ -587,3 +587,23 @@ def test_who_asked_for_an_id_not_seen_says_that_id_not_that_the_fleet_saw_nobody
     assert out == "fleet 'default': G99 not seen within the stored state (1 identity is)\n"
     assert main(["-q", "who", "--config", str(path), "--listen", "0", "--id", "7"]) == 0
     assert "G7" in capsys.readouterr().out
+
+
+def test_who_names_the_fleets_cameras_that_saw_nobody(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: the fleet is door and lobby, and only door has seen anyone within the stored state: `who`
+    said "1 identity on door" and nothing of lobby, so an operator asking who is on lobby could not tell a
+    camera that saw nobody from one left out; it names the config's cameras that saw nobody."""
+    path = _fleet_yaml(tmp_path, valkey.url)
+    with Bridge(load_settings(path).bridge, "door", receive=False) as door:
+        door.publish(_profile("door", 3, 7, time.time() - 5.0))
+        assert door.flush(5.0)
+    capsys.readouterr()
+    assert main(["-q", "who", "--config", str(path), "--listen", "0"]) == 0
+    assert (
+        capsys.readouterr().out.splitlines()[0] == "fleet 'default': 1 identity on door; nobody seen on lobby"
+    )
+    assert (
+        who_text([], T0, "f", cameras=("door", "lobby")) == "fleet 'f': nobody seen within the stored state"
+    )
