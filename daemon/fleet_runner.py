@@ -761,14 +761,20 @@ def report_fleet(
     services (``reid-daemon run``, one per camera, on recordings), or a run to report on again. A camera whose
     run failed (its ``status.json`` says why), or was killed, before it wrote an identity table is named as such
     in the report, as a fleet run names it. DataError naming what is missing when any other camera has left no
-    fleet outputs."""
+    fleet outputs (every such camera)."""
     from daemon.fleet_report import unfinished
 
     settings, names = _fleet(config, cameras)
     _remove_report_leftovers(report_dir or _report_root(settings, names))
     stopped = unfinished({n: _camera_dir(settings, n) for n in names}).states
+    problems = []
     for n in names:
-        _check_reportable(settings, n, stopped.get(n))
+        try:
+            _check_reportable(settings, n, stopped.get(n))
+        except DataError as e:  # every camera that cannot be reported is named at once
+            problems.append(str(e))
+    if problems:
+        raise DataError("; ".join(problems))
     return _report(config, settings, dict.fromkeys(names, 0), progress, report_dir)
 
 

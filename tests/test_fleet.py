@@ -1087,6 +1087,26 @@ def test_a_report_of_cameras_that_left_no_outputs_says_which(tmp_path: Path, cap
     assert "camera b is running and has not written" in err and "fleet.enabled" not in err
 
 
+def test_a_report_of_several_cameras_that_left_no_outputs_names_every_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: `fleet --report-only` over folders b and c, both empty, named b alone ("camera b has left no
+    fleet outputs"), so an operator who mended b was refused again for c; every such camera is named, at once."""
+    cam = {"source": {"uri": "x.mp4"}, "output": {"dir": str(tmp_path / "runs")}}
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump({"cameras": {"a": cam, "b": cam, "c": cam}}))
+    for name in ("a", "b", "c"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "identities.json").write_text('{"v": 1, "identities": {}}')
+    assert main(["fleet", "--config", str(path), "--report-only", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    for name in ("b", "c"):
+        assert (
+            f"camera {name} has left no fleet outputs: {tmp_path / 'runs' / name / 'identities.json'}" in err
+        )
+    assert "camera a" not in err and not (tmp_path / "runs" / "report.md").exists()
+
+
 def test_a_report_of_a_fleet_whose_camera_failed_at_start_names_it_with_its_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
