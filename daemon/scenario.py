@@ -4,7 +4,9 @@ Only one real camera view is at hand (PETS09-S2L1), so a fleet is simulated from
 
 * ``region`` (x0, y0, x1, y1 in source pixels) is what the camera sees: regions may overlap (two cameras see
   the same spot at the same time) or be disjoint (a person walks out of one view into the next). A scenario
-  with a ``frame_size`` (the presets: PETS09-S2L1's 768x576) has its regions scaled to a video of another size;
+  with a ``frame_size`` (the presets: PETS09-S2L1's 768x576) has its regions scaled to a video of another size,
+  and the fleet config's settings in pixels (``identity.site_radius``, ``site_speed``, ``quality_full_height_px``)
+  with the square root of its area (people taken to scale with the frame);
 * photometric changes: ``gamma``, per-channel ``gains`` (a colour cast, B, G, R), Gaussian ``blur`` (sigma in
   output pixels), JPEG re-encoding at ``jpeg_quality``; geometric: ``scale`` of the output (a side that would be
   over the 8190 px mp4v encodes is scaled down to fit, aspect kept);
@@ -52,7 +54,7 @@ import yaml
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from daemon.config import MAX_TILES
+from daemon.config import MAX_TILES, IdentityConfig
 from daemon.errors import DataError, SourceError
 from daemon.models import sha256_file
 from daemon.motio import (
@@ -660,11 +662,27 @@ SCENARIO_DISTINCT_MARGIN = 0.08
 SCENARIO_SITE = {"site_radius": 30.0, "site_speed": 80.0}
 
 
-def _site_settings(scenario: ScenarioConfig) -> dict[str, float]:
-    """SCENARIO_SITE scaled from PETS09-S2L1's frame to the scenario's ``frame_size`` (as is without one)."""
+def _people_scale(scenario: ScenarioConfig) -> float:
+    """How much larger people are on the scenario's ``frame_size`` than on PETS09-S2L1's frame (1 without one):
+    they are taken to scale with the frame, as the square root of its area (a frame of another aspect is not
+    taken for one stretched: a rotated one keeps its people's size)."""
     w, h = scenario.frame_size or PETS09_SIZE
-    k = math.sqrt(w * h / (PETS09_SIZE[0] * PETS09_SIZE[1]))
+    return math.sqrt(w * h / (PETS09_SIZE[0] * PETS09_SIZE[1]))
+
+
+def _site_settings(scenario: ScenarioConfig) -> dict[str, float]:
+    """SCENARIO_SITE scaled from PETS09-S2L1's frame to the scenario's ``frame_size`` (``_people_scale``)."""
+    k = _people_scale(scenario)
     return {key: value * k for key, value in SCENARIO_SITE.items()}
+
+
+def _quality_settings(scenario: ScenarioConfig) -> dict[str, float]:
+    """identity.quality_full_height_px (pixels: a box's size term of its quality is its height over it) scaled
+    from PETS09-S2L1's frame to the scenario's ``frame_size`` (``_people_scale``), so that the people of a
+    smaller video still reach ``new_min_quality`` for a new global id (at 320x240 PETS09-S2L1's ~31 px people
+    never did, true boxes and all)."""
+    full = float(IdentityConfig.model_fields["quality_full_height_px"].default)
+    return {"quality_full_height_px": full * _people_scale(scenario)}
 
 
 def _fleet_config(scenario: ScenarioConfig, videos: dict[str, Path], out: Path) -> dict[str, Any]:
@@ -719,6 +737,7 @@ def _fleet_config(scenario: ScenarioConfig, videos: dict[str, Path], out: Path) 
             "fleet_threshold": SCENARIO_FLEET_THRESHOLD,
             "fleet_distinct_margin": SCENARIO_DISTINCT_MARGIN,
             **_site_settings(scenario),
+            **_quality_settings(scenario),
         },
         "camera_defaults": shared,
         "cameras": cameras,

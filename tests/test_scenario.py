@@ -642,3 +642,26 @@ def test_a_mot20_sequence_s_non_motorised_vehicles_stay_distractors_in_its_views
     assert on_vehicle.any() and view.distractor is not None
     assert bool(view.distractor[on_vehicle].all()) is shielded
     assert not view.distractor[~on_vehicle].any()
+
+
+def test_a_preset_on_a_smaller_video_lets_its_people_reach_a_new_id_s_quality(tmp_path: Path) -> None:
+    """identity.quality_full_height_px (128) is in pixels: a box's size term is its height over it, and a track
+    needs a best quality of new_min_quality (0.25) for a new global id. A preset built on PETS09-S2L1 at 320x240
+    (its people ~31 px tall, their true boxes scored 0.5-1) left a quarter of its tracks without a global id on
+    the true-box config (global IDF1 66 against 79 at 768x576). The presets' people are taken to scale with the
+    frame, as the site settings are: the height counted as full is scaled by the frame's height."""
+    from daemon.identity.quality import QualityParams, box_qualities
+
+    handover = PRESETS["pets09-3cam-handover"]
+    clip = make_video(tmp_path / "src.mp4", frames=2, size=(320, 240), people=1)
+    files = build(clip.path, clip.write_mot_gt(tmp_path / "gt.txt"), handover, tmp_path / "small")
+    for config in ("fleet.yaml", "fleet.gt-boxes.yaml"):
+        cfg = load_settings(files.folder / config).identity
+        assert cfg.quality_full_height_px == pytest.approx(128 * 240 / 576)
+        # PETS09-S2L1's person 75 px tall of 576, here 31 px of 240, boxed at 0.75: worth a new id, as there
+        box = np.array([[10, 100, 23, 131]], np.float32)
+        quality = box_qualities(box, np.array([0.75]), (107, 240), QualityParams.from_config(cfg))
+        assert quality[0] >= cfg.new_min_quality
+    same = make_video(tmp_path / "pets.mp4", frames=2, size=(768, 576), people=1)
+    pets = build(same.path, None, handover, tmp_path / "pets")
+    assert load_settings(pets.fleet_config).identity.quality_full_height_px == 128  # PETS09-S2L1's own size
