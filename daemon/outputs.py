@@ -518,16 +518,30 @@ def _colour(track_id: int) -> tuple[int, int, int]:
     return int(b), int(g), int(r)
 
 
-def _label(image: ImageBGR, text: str, at: tuple[int, int], colour: tuple[int, int, int]) -> None:
+def _label(
+    image: ImageBGR, text: str, at: tuple[int, int], colour: tuple[int, int, int], k: float = 1.0
+) -> None:
     """``text`` on a box of ``colour`` above the point ``at`` (inside the frame), in black or white, whichever
-    stands out from that colour: legible on any scene (drawn in place)."""
-    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
-    x = min(max(at[0], 0), max(image.shape[1] - w - 4, 0))
-    y = max(at[1], h + base + 2)  # the box's bottom; below the top edge when the track touches it
-    cv2.rectangle(image, (x, y - h - base - 2), (x + w + 4, y), colour, cv2.FILLED)
+    stands out from that colour: legible on any scene (drawn in place); ``k`` times the size (``ink_scale``)."""
+    scale, stroke = 0.5 * k, max(1, round(k))
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, stroke)
+    pad = round(2 * k)
+    x = min(max(at[0], 0), max(image.shape[1] - w - 2 * pad, 0))
+    y = max(at[1], h + base + pad)  # the box's bottom; below the top edge when the track touches it
+    cv2.rectangle(image, (x, y - h - base - pad), (x + w + 2 * pad, y), colour, cv2.FILLED)
     b, g, r = colour
     ink = (0, 0, 0) if 0.114 * b + 0.587 * g + 0.299 * r > 140 else (255, 255, 255)
-    cv2.putText(image, text, (x + 2, y - base), cv2.FONT_HERSHEY_SIMPLEX, 0.5, ink, 1, cv2.LINE_AA)
+    cv2.putText(image, text, (x + pad, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, stroke, cv2.LINE_AA)
+
+
+INK_HEIGHT_PX: Final = 576
+"""Frames up to this tall (PETS09-S2L1's) get labels, boxes and the caption at their set size; a taller one gets
+them in proportion to its height (``ink_scale``), so that they stay legible when it is seen at a screen's size."""
+
+
+def ink_scale(image: ImageBGR) -> float:
+    """How much larger than their set size an annotated frame's labels, boxes and caption are drawn."""
+    return max(1.0, int(image.shape[0]) / INK_HEIGHT_PX)
 
 
 def _fleet_label(t: Track, ident: Identity) -> tuple[str, int]:
@@ -546,14 +560,16 @@ def draw_tracks(
     With ``identities`` (aligned with ``tracks``) a track shows its global id and name instead of its local id.
     """
     out = image.copy()
+    k = ink_scale(out)
     for i, t in enumerate(tracks):
         x1, y1, x2, y2 = (round(v) for v in t.xyxy)
         text, seed = (f"{t.track_id}", t.track_id) if identities is None else _fleet_label(t, identities[i])
         col = _colour(seed)
-        cv2.rectangle(out, (x1, y1), (x2, y2), col, 2)
-        _label(out, text + ("*" if t.embedded else ""), (x1, y1), col)
+        cv2.rectangle(out, (x1, y1), (x2, y2), col, round(2 * k))
+        _label(out, text + ("*" if t.embedded else ""), (x1, y1), col, k)
     if caption:
-        outlined_text(out, caption, (8, 20), _caption_scale(caption, out.shape[1] - 16), outline=3)
+        scale = _caption_scale(caption, out.shape[1] - round(16 * k), 0.55 * k)
+        outlined_text(out, caption, (round(8 * k), round(20 * k)), scale, outline=round(3 * k))
     return out
 
 

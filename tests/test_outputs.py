@@ -464,3 +464,29 @@ def test_only_a_run_whose_files_hold_no_frame_is_dropped_at_the_next_start(tmp_p
     with open(folder / "embeddings.npy", "ab") as f:
         f.write(b"\0" * 16)  # a row (its count not in the header yet)
     assert not drop_empty_run(folder, "cam")
+
+
+def _ink_rows(out: np.ndarray, colour: int) -> int:
+    """Rows of ``out`` (drawn on a plain ``colour`` frame) that anything was drawn on."""
+    return int(np.any(out != colour, axis=(1, 2)).sum())
+
+
+def test_labels_and_caption_grow_with_a_frame_taller_than_pets09_s() -> None:
+    """Labels (font 0.5, 1 px strokes), boxes (2 px) and the caption (0.55) were as many pixels on 1920x1440
+    footage as on PETS09-S2L1's 768x576: a third of its height there, unreadable once the video is seen at a
+    screen's size, and in fleet.mp4, whose tiles are 480 px tall. They are drawn in proportion to the frame's
+    height above 576 px; a frame up to that tall gets them as before, pixel for pixel."""
+    track = Track("cam", 12, (100.0, 300.0, 140.0, 400.0), 0.9, 0, True)
+    small = np.full((576, 768, 3), 110, np.uint8)
+    before = draw_tracks(small, [track], "frame 300  14.9 FPS")
+    tall = np.full((1440, 1920, 3), 110, np.uint8)
+    tall_track = Track("cam", 12, (250.0, 750.0, 350.0, 1000.0), 0.9, 0, True)
+    after = draw_tracks(tall, [tall_track], "frame 300  14.9 FPS")
+    label = _ink_rows(before[:300], 110)  # the caption's rows and the label's, above the box
+    assert _ink_rows(after[:750], 110) >= 2.2 * label  # 1440 / 576 = 2.5 times as tall
+    box_side = np.any(after[760:990, 240:262] != 110, axis=2).any(axis=0).sum()
+    assert box_side >= 4  # the box's side, 2.5 x 2 px
+    # up to 576 px tall, drawn as before: font 0.5 and 1 px for the label, 0.55 for the caption
+    (_, h), base = cv2.getTextSize("12*", cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+    rows = 100 + np.flatnonzero(np.any(before[100:, 100:140] != 110, axis=2).any(axis=1))  # below the caption
+    assert rows.min() == 300 - h - base - 2
