@@ -469,7 +469,28 @@ def fit_to(scenario: ScenarioConfig, size: tuple[int, int]) -> ScenarioConfig:
         changes = {"frame_size": size, "views": views, "description": said}
         return ScenarioConfig.model_validate(scenario.model_dump() | changes)
     except ValidationError as e:
-        raise DataError(f"scenario {scenario.name} on a {size[0]}x{size[1]} video: {problems(e)}") from e
+        least = "x".join(str(_least_side(scenario, axis)) for axis in (0, 1))
+        raise DataError(
+            f"scenario {scenario.name} on a {w}x{h} video: {problems(e)}: its views need a video of at least "
+            f"{least} px (this one is {w}x{h})"
+        ) from e
+
+
+def _least_side(scenario: ScenarioConfig, axis: int) -> int:
+    """The least width (``axis`` 0) or height (1) of a video on which every view of the scenario, its regions
+    scaled by ``fit_to`` from its ``frame_size``, is ``MIN_SIDE`` px or more along that axis, at its scale too."""
+    assert scenario.frame_size is not None
+    drawn = scenario.frame_size[axis]
+
+    def fits(side: int) -> bool:
+        f = side / drawn
+        for v in scenario.views:
+            length = round(v.region[axis + 2] * f) - round(v.region[axis] * f)
+            if length < MIN_SIDE or round(length * v.scale) < MIN_SIDE:
+                return False
+        return True
+
+    return next((side for side in range(MIN_SIDE, drawn) if fits(side)), drawn)
 
 
 def at_frame_rate(scenario: ScenarioConfig, fps: float) -> ScenarioConfig:

@@ -665,3 +665,20 @@ def test_a_preset_on_a_smaller_video_lets_its_people_reach_a_new_id_s_quality(tm
     same = make_video(tmp_path / "pets.mp4", frames=2, size=(768, 576), people=1)
     pets = build(same.path, None, handover, tmp_path / "pets")
     assert load_settings(pets.fleet_config).identity.quality_full_height_px == 128  # PETS09-S2L1's own size
+
+
+def test_a_video_too_small_for_a_preset_is_told_the_size_it_needs(tmp_path: Path) -> None:
+    """A preset on a video too small for it said which scaled regions were under 16 px ('views.0: region (0, 0,
+    13, 30) must be ... at least 16 px wide and high' on a 40x30 video), not how large a video it needs. It now
+    says that too: the least width and height at which every view is 16 px a side or more at its scale."""
+    clip = make_video(tmp_path / "tiny.mp4", frames=2, size=(40, 30), people=1)
+    with pytest.raises(DataError, match=r"40x30 video: .*a video of at least 58x20 px \(this one is 40x30\)"):
+        build(clip.path, None, PRESETS["pets09-3cam-handover"], tmp_path / "o")
+    assert not (tmp_path / "o").exists()  # refused before anything is written
+    short = make_video(tmp_path / "short.mp4", frames=2, size=(56, 20), people=1)
+    with pytest.raises(DataError, match=r"at least 58x20 px \(this one is 56x20\)"):
+        build(short.path, None, PRESETS["pets09-3cam-handover"], tmp_path / "o")
+    fits = make_video(tmp_path / "fits.mp4", frames=2, size=(58, 20), people=1)
+    files = build(fits.path, None, PRESETS["pets09-3cam-handover"], tmp_path / "fits")
+    built = ScenarioConfig.model_validate(json.loads(files.description.read_text())["scenario"])
+    assert min(min(v.scaled_size()) for v in built.views) == 16  # the least that fits: one view at 16 px
