@@ -778,6 +778,7 @@ class FleetLink:
         self._idle_failure: Exception | None = (
             None  # what ended the idle expiry thread (raised by check_idle)
         )
+        self._faint_warned = 0  # tracks ended too faint for a global id when that was last said (0: never)
 
     def start(self, live: bool) -> FleetLink:
         """Connect the bridge and catch up with the fleet (waiting up to ``fleet.ready_timeout_s``)."""
@@ -857,6 +858,7 @@ class FleetLink:
             if a.global_id is not None and a.global_id > self._largest_id:
                 self._largest_id = a.global_id
         self._publish(ids.updates)
+        self._warn_faint()
         if self.lockstep is not None:  # decided: the peers need not wait for this camera's next frame
             self._mark(math.nextafter(now, math.inf))
         return ids
@@ -866,12 +868,34 @@ class FleetLink:
         now = self.clock.time_of(frame) if frame is not None else self.clock.now()
         updates = [u for tid in ended if (u := self.resolver.end_track(tid, now)) is not None]
         self._publish(tuple(updates))
+        self._warn_faint()
         if self.lockstep is not None:
             self._mark(now, ended=True)
             st = self.lockstep.stats
             log.info(
                 "%s: lockstep: %d frames, %.1f s spent waiting for peers", self.camera, st.steps, st.waited_s
             )
+
+    def _warn_faint(self) -> None:
+        """Say so when most of this camera's tracks end without a global id because their quality never reached
+        ``identity.new_min_quality``: its people look smaller (or dimmer) than the settings expect, and nothing
+        else would tell (at FAINT_AFTER such tracks, then at each tenfold)."""
+        r, cfg = self.resolver, self.settings.identity
+        if not faint_warning_due(r.ended_observed, r.ended_too_faint, self._faint_warned):
+            return
+        self._faint_warned = r.ended_too_faint
+        log.warning(
+            "%s: %d of %d tracks seen long enough ended without a global id, their quality never reaching "
+            "identity.new_min_quality %.2f (the last one's best: %.2f); quality is box height over "
+            "identity.quality_full_height_px (%g px) times the detector's score, less occlusion: on a camera whose "
+            "people are smaller than that, set quality_full_height_px nearer their height in pixels",
+            self.camera,
+            r.ended_too_faint,
+            r.ended_observed,
+            cfg.new_min_quality,
+            r.faint_best,
+            cfg.quality_full_height_px,
+        )
 
     def _mark(self, t: float, ended: bool = False) -> None:
         """Publish a lockstep progress marker: everything sent before it is from before ``t`` (``ended``: the
@@ -1155,3 +1179,15 @@ def _load_gallery(
     except DataError as e:
         raise ConfigError(f"gallery.path: {path}: {e}") from e
     return gallery
+
+
+FAINT_AFTER = 5  # tracks ended too faint for a global id before a camera says so
+
+
+def faint_warning_due(observed: int, faint: int, warned: int) -> bool:
+    """Whether to warn that ``faint`` of the ``observed`` tracks ended too faint for a global id, having warned at
+    ``warned`` of them (0: never): from FAINT_AFTER on, when they are at least half, and then at each tenfold (a
+    camera whose people all look too small, not one whose distant passers-by do)."""
+    if faint < FAINT_AFTER or 2 * faint < observed:
+        return False
+    return warned == 0 or faint >= 10 * warned

@@ -34,12 +34,14 @@ from daemon.embedding import LEFTOVER_AGE_S
 from daemon.errors import ConfigError, DataError
 from daemon.fleet import (
     CONFIG_CHECK_S,
+    FAINT_AFTER,
     IDLE_EXPIRY_S,
     MAX_SPANS,
     FleetClock,
     FleetLink,
     GlobalMotWriter,
     IdentityLog,
+    faint_warning_due,
     sighting_gap_s,
     to_message,
     to_update,
@@ -2841,3 +2843,39 @@ def test_a_fleet_removes_the_leftovers_of_its_report_files_as_it_starts(
         assert said in [r.getMessage() for r in caplog.records]
         for each in kept:
             each.unlink()
+
+
+def test_a_camera_whose_people_all_look_too_small_for_a_global_id_says_so(
+    tmp_path: Path, valkey: EmbeddedValkey, caplog: pytest.LogCaptureFixture
+) -> None:
+    """People 30 px tall (quality 0.21 against quality_full_height_px 128, under new_min_quality 0.25): every
+    track ended without a global id and the camera said nothing (a low-resolution camera, or one far from its
+    scene, simply never took part in the fleet). It now warns at FAINT_AFTER such tracks, naming the settings,
+    and not again until ten times as many."""
+    settings = _settings(tmp_path, valkey.url)
+    link = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    rng = np.random.default_rng(2)
+    caplog.set_level(logging.WARNING, logger="daemon.fleet")
+    try:
+        for n in range(FAINT_AFTER + 1):
+            tid = 10 + n
+            for i in range(3):
+                track = Track("a", tid, (40.0, 50.0, 50.0, 80.0), 0.9, 0, True)
+                emb = _unit(PEOPLE[[n % 3]] + 0.05 * rng.normal(size=(1, DIM)))
+                frame = Frame(3 * n + i, time.time(), np.zeros((300, 400, 3), np.uint8))
+                dets = Detections(np.array([track.xyxy], np.float32), np.full(1, 0.9, np.float32))
+                ids = link.update(FrameResult(frame, dets, emb, TrackerUpdate([track], [])))
+                assert ids.assignments[0].global_id is None
+            frame = Frame(3 * n + 3, time.time(), np.zeros((300, 400, 3), np.uint8))
+            empty = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+            link.update(FrameResult(frame, empty, np.zeros((0, DIM), np.float32), TrackerUpdate([], [tid])))
+            said = [r.getMessage() for r in caplog.records if "new_min_quality" in r.getMessage()]
+            assert len(said) == (0 if n + 1 < FAINT_AFTER else 1), (n, said)
+    finally:
+        link.close()
+    assert said[0].startswith(
+        f"a: {FAINT_AFTER} of {FAINT_AFTER} tracks seen long enough ended without a global id"
+    )
+    assert "quality_full_height_px (128 px)" in said[0]
+    assert faint_warning_due(100, 40, 0) is False  # distant passers-by on a camera whose people get ids
+    assert [faint_warning_due(n, n, 5) for n in (49, 50)] == [False, True]

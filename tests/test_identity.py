@@ -2282,3 +2282,28 @@ def test_an_identitys_claims_come_in_the_order_its_tracks_joined_whatever_the_ha
         assert done.returncode == 0, done.stderr
         orders.add(done.stdout.strip())
     assert orders == {"b/1;a/7;lobby/2;gate/9;a/3;yard/4;b/5;c/6"}
+
+
+def test_tracks_ended_too_faint_for_a_global_id_are_counted() -> None:
+    """A camera whose people all look small (30 px tall against quality_full_height_px 128: quality 0.21 under
+    new_min_quality 0.25) gave none of its tracks a global id, and nothing said why: the resolver now counts the
+    tracks seen long enough that ended without an id, and those of them whose quality alone kept it from one."""
+    people = People(4, seed=3)
+    cam = IdentityResolver("a", D, Counter())
+    for k in range(6):  # tracks 1 and 2 small, 3 tall; 4 seen once (too few observations to count)
+        seen = {1: people.obs(0), 2: people.obs(1), 3: people.obs(2)} | ({4: people.obs(3)} if k == 0 else {})
+        out = step(cam, float(k), seen, heights={1: 30.0, 2: 30.0, 3: 200.0, 4: 30.0})
+    assert ids(out)[1] is None and ids(out)[2] is None and ids(out)[3] is not None
+    step(cam, 6.0, {}, ended=[1, 2, 3, 4])
+    s = cam.stats()
+    assert (s.ended_observed, s.ended_too_faint) == (2, 2), s  # 3 took an id; 4 was seen once
+    assert 0.2 < cam.faint_best < 0.25
+    cfg = IdentityConfig(
+        quality_full_height_px=30.0
+    )  # the setting the warning points to: the same tracks get ids
+    fitted = IdentityResolver("a", D, Counter(), cfg)
+    for k in range(6):
+        out = step(fitted, float(k), {1: people.obs(0), 2: people.obs(1)}, heights={1: 30.0, 2: 30.0})
+    assert None not in ids(out).values()
+    step(fitted, 6.0, {}, ended=[1, 2])
+    assert (fitted.stats().ended_observed, fitted.stats().ended_too_faint) == (0, 0)

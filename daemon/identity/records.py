@@ -154,3 +154,7 @@ class IdentityStats:
     label_merges: int
     allocations_put_off: int = 0  # new-id decisions retried later because the allocator was away
     switches: int = 0  # tracks found to have switched people and resolved afresh (switch_similarity)
+    # tracks ended with new_min_observations observations and no global id: of them, those whose best quality
+    # stayed under new_min_quality (people too small, dim or hidden for a new id: quality_full_height_px)
+    ended_observed: int = 0
+    ended_too_faint: int = 0

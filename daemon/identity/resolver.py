@@ -238,6 +238,9 @@ class IdentityResolver:
         self._forgotten = 0
         self._unallocated = 0  # decisions put off because the allocator was unavailable
         self._switches = 0  # tracks that switched people (switch_similarity)
+        self.ended_observed = 0  # tracks ended with new_min_observations observations and no id
+        self.ended_too_faint = 0  # of them, those whose best quality stayed under new_min_quality
+        self.faint_best = 0.0  # the best quality of the last of those
         self._visible: set[Key] = set()  # this camera's tracks on the frame being resolved
         # labels the gallery held and dropped (set_gallery) and holds no more: not taken from peers' updates
         self._withdrawn: OrderedDict[str, None] = OrderedDict()
@@ -454,6 +457,8 @@ class IdentityResolver:
                 label_merges=s.merges,
                 allocations_put_off=self._unallocated,
                 switches=self._switches,
+                ended_observed=self.ended_observed,
+                ended_too_faint=self.ended_too_faint,
             )
 
     # ------------------------------------------------------------------------------------- observing
@@ -1129,6 +1134,7 @@ class IdentityResolver:
         if lo.gid is None:
             if lo.stored is not None:
                 self.store.drop(key)
+            self._count_unidentified(lo.profile)
             return None
         exemplars = lo.profile.exemplars.copy() if lo.store_dirty or lo.stored != lo.gid else None
         contribution = self._contribution(lo, lo.last_seen, True)
@@ -1136,6 +1142,16 @@ class IdentityResolver:
         # with its exemplars: the fleet's stored state keeps a track's latest profile that carries rows (a row-less
         # update only renews it), so an end without them left the track alive there for `who` and late joiners
         return self._profile_update(lo, lo.last_seen, full=True, ended=True)
+
+    def _count_unidentified(self, p: TrackProfile) -> None:
+        """A track ended without a global id: counted when it was seen often enough for a new one, and as too
+        faint when its quality alone kept it from one (what tells a camera whose people all look too small)."""
+        if p.observations < self.cfg.new_min_observations:
+            return
+        self.ended_observed += 1
+        if p.best_quality < self.cfg.new_min_quality:
+            self.ended_too_faint += 1
+            self.faint_best = p.best_quality
 
     def _reject_reason(self, u: ProfileUpdate, now: float) -> str | None:
         if u.camera == self.camera:
