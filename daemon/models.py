@@ -338,6 +338,18 @@ def describe(cache_dir: Path) -> list[str]:
     return lines
 
 
+def readable(path: Path) -> Path:
+    """``path``, once its first byte reads; ModelError naming it and the system's reason otherwise (no read
+    permission, a failing disk): onnxruntime says only 'system error number 13', and hashing a YOLO .pt raised
+    the bare OSError."""
+    try:
+        with path.open("rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise ModelError(f"cannot read model file {path}: {e.strerror or e}") from e
+    return path
+
+
 def _looks_like_path(ref: str) -> bool:
     p = Path(ref)
     return p.suffix != "" or len(p.parts) > 1 or ref.startswith(("~", "."))
@@ -354,7 +366,7 @@ def resolve(name_or_path: str | Path, cache_dir: Path) -> Path:
         return _check_cached(PRESETS[ref], cache_dir)
     path = Path(ref).expanduser()
     if path.is_file():
-        return path
+        return readable(path)
     if path.exists():
         raise ModelError(f"model path {path} is not a file")
     if _looks_like_path(ref):
@@ -757,6 +769,8 @@ def resolve_yolo(name_or_path: str | Path, cache_dir: Path, imgsz: int = 640) ->
 
 def _exported_yolo(path: Path, ref: str, cache_dir: Path, imgsz: int) -> Path:
     local = path.is_file()
+    if local:
+        readable(path)  # hashed next
     if not local and len(path.parts) > 1:
         raise ModelError(f"model file not found: {path}")
     folder = Path(cache_dir).expanduser() / "exported"

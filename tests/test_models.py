@@ -20,6 +20,7 @@ from typing import ClassVar
 
 import pytest
 from _ops import process_alive, wait_until
+from _unreadable import unreadable_file
 
 from daemon import models
 from daemon.cli import main
@@ -186,6 +187,17 @@ def test_describe_lists_every_preset(tmp_path: Path) -> None:
     lines = models.describe(tmp_path)
     for name in models.PRESETS:
         assert any(line.startswith(name) and "absent" in line for line in lines)
+
+
+def test_a_model_file_that_cannot_be_read_is_named_with_why(tmp_path: Path) -> None:
+    """A model file without read permission (or on a failing disk): a detector's YOLO .pt stopped the command
+    with a traceback (its hash read it: OSError), and an .onnx reached onnxruntime, whose words were 'Load model
+    failed: system error number 13'. Each is a ModelError naming the file and the system's reason."""
+    for name in ("det.onnx", "det.pt"):
+        path = unreadable_file(tmp_path / name)
+        resolve = models.resolve if name.endswith(".onnx") else models.resolve_yolo
+        with pytest.raises(ModelError, match=rf"^cannot read model file {path}: Input/output error$"):
+            resolve(path, tmp_path)
 
 
 def test_yolo_pt_without_ultralytics_says_how_to_export(
