@@ -771,6 +771,8 @@ def _exported_yolo(path: Path, ref: str, cache_dir: Path, imgsz: int) -> Path:
     local = path.is_file()
     if local:
         readable(path)  # hashed next
+    elif path.exists():  # a folder: no Ultralytics name to download either
+        raise ModelError(f"model path {path} is not a file")
     if not local and len(path.parts) > 1:
         raise ModelError(f"model file not found: {path}")
     folder = Path(cache_dir).expanduser() / "exported"

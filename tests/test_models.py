@@ -214,6 +214,18 @@ def test_yolo_pt_without_ultralytics_says_how_to_export(
         models.resolve_yolo(tmp_path / "sub" / "absent.pt", tmp_path)
 
 
+def test_a_folder_named_as_a_yolo_pt_is_not_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder given as a detector's .pt (a model unpacked into a folder of its name) was 'not found' by its
+    path, and by a bare name taken for a standard Ultralytics name: 'weights.pt is an Ultralytics PyTorch file',
+    which with ultralytics installed it would try to download. It is named as a folder, as an .onnx one is."""
+    monkeypatch.setattr(models, "ultralytics_available", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights.pt").mkdir()
+    for given in (tmp_path / "weights.pt", Path("weights.pt")):
+        with pytest.raises(ModelError, match=rf"^model path {given} is not a file$"):
+            models.resolve_yolo(given, tmp_path / "cache")
+
+
 _FAKE_ULTRALYTICS = """
 import json, os
 from pathlib import Path
