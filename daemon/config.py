@@ -1136,6 +1136,7 @@ def _check_env_cameras(file: dict[str, Any], path: str | Path) -> None:
     known = {str(c).lower(): str(c) for c in cameras}
     prefix = f"{ENV_PREFIX}CAMERAS__"
     named = {k: k[len(prefix) :].split("__", 1)[0] for k in _env_names() if k.upper().startswith(prefix)}
+    _check_env_case(named, known, path)
     unknown = {k: n for k, n in named.items() if n.lower() not in known}
     if not unknown:
         return
@@ -1150,6 +1151,22 @@ def _check_env_cameras(file: dict[str, Any], path: str | Path) -> None:
     raise ConfigError(
         f"environment variable(s) {', '.join(sorted(unknown))} name no camera {', '.join(map(repr, names))} of "
         f"{path} (its cameras: {', '.join(sorted(known.values()))}){hint}"
+    )
+
+
+def _check_env_case(named: dict[str, str], known: dict[str, str], path: str | Path) -> None:
+    """ConfigError naming the ``REID_CAMERAS__<name>__...`` variables (``named``: variable -> camera as spelt)
+    that mean a camera of the file (``known``: lower-cased -> as named) whose name holds an upper-case letter:
+    the environment source lower-cases variable names, so such a variable adds a camera of the lower-cased name,
+    which fails on a field the file gives ('cameras.lobby.source.uri: Field required') where it sets another."""
+    cased = {k: known[n.lower()] for k, n in named.items() if known.get(n.lower(), n.lower()) != n.lower()}
+    if not cased:
+        return
+    cameras = sorted(set(cased.values()))
+    raise ConfigError(
+        f"environment variable(s) {', '.join(sorted(cased))} cannot set camera {', '.join(map(repr, cameras))} of "
+        f"{path}: {ENV_PREFIX} variable names are not case-sensitive (they set a camera "
+        f"{', '.join(repr(c.lower()) for c in cameras)}), so name a camera set from the environment in lower case"
     )
 
 

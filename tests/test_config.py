@@ -169,8 +169,26 @@ def test_environment_override_of_a_camera_named_in_upper_case_is_an_error(
     p = _write(tmp_path, "cameras:\n  Lobby:\n    source: {uri: x.mp4}\n")
     assert list(load_settings(p).cameras) == ["Lobby"]  # fine on its own
     monkeypatch.setenv("REID_CAMERAS__Lobby__SOURCE__URI", "rtsp://cam/stream")
-    with pytest.raises(ConfigError, match="'Lobby' and 'lobby' differ only in case"):
+    with pytest.raises(ConfigError, match=r"REID_CAMERAS__Lobby__SOURCE__URI cannot set camera 'Lobby'"):
         load_settings(p)
+
+
+@pytest.mark.parametrize("spelt", ["Lobby", "LOBBY", "lobby"])
+def test_environment_override_of_any_field_of_an_upper_case_camera_names_why_it_cannot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spelt: str
+) -> None:
+    """A variable setting any field but its source's uri (REID_CAMERAS__Lobby__TRACKER__TRACK_BUFFER=90) made
+    the camera 'lobby' it adds fail first, so the message was 'cameras.lobby.source.uri: Field required' for a
+    field the YAML gives: the variable, the camera and why are named, however the variable spells it."""
+    p = _write(tmp_path, "cameras:\n  Lobby:\n    source: {uri: x.mp4}\n")
+    monkeypatch.setenv(f"REID_CAMERAS__{spelt}__TRACKER__TRACK_BUFFER", "90")
+    with pytest.raises(ConfigError) as e:
+        load_settings(p)
+    assert str(e.value) == (
+        f"environment variable(s) REID_CAMERAS__{spelt}__TRACKER__TRACK_BUFFER cannot set camera 'Lobby' of {p}: "
+        "REID_ variable names are not case-sensitive (they set a camera 'lobby'), so name a camera set from the "
+        "environment in lower case"
+    )
 
 
 def test_environment_override_of_a_camera_the_file_does_not_hold_is_an_error(
