@@ -50,7 +50,7 @@ from daemon.ops import STOP_SIGNALS, HeldStop
 from daemon.outputs import check_source_kept, json_object
 from daemon.procs import spawn
 from daemon.sources import (
-    check_not_text,
+    check_video_file,
     counted_frames,
     frames_to_deliver,
     list_images,
@@ -541,7 +541,7 @@ def _check_added(folder: Path, settings: Settings, name: str) -> None:
         path = local_path(src)
         if path is not None and not path.exists():
             raise not_found("image folder" if source_kind(src) == "folder" else "video file", path)
-        check_not_text(src)
+        check_video_file(src)
     except SourceError as e:
         raise ConfigError(f"cameras.{name}.source.uri: {e}") from None
     check_source_kept(settings.cameras[name], name)

@@ -92,6 +92,14 @@ _DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443, "http":
 # one fails its grab, the next goes on past it) are passed over; so many failing in a row is the file's end.
 _UNDECODABLE_RUN = 50
 _EBML_MAGIC = b"\x1a\x45\xdf\xa3"  # the first bytes of a Matroska or WebM file
+# the first bytes of still images OpenCV's FFmpeg plays as a video of one frame (WebP: RIFF, then WEBP at 8)
+_STILL_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
 
 T = TypeVar("T")
 
@@ -341,11 +349,51 @@ def local_path(cfg: SourceConfig) -> Path | None:
     return _local_path(uri) if kind in ("file", "folder") and not remote else None
 
 
-def check_not_text(cfg: SourceConfig) -> None:
-    """SourceError when the source is a local text file (a gt.txt given for the video), before models load."""
+def check_video_file(cfg: SourceConfig) -> None:
+    """SourceError when the source is a local file that is no video, before models load: a text file (a gt.txt
+    given for the video: FFmpeg plays it as a video of its characters) or a still image (a video of one frame)."""
     path = local_path(cfg)
-    if path is not None and source_kind(cfg) == "file" and is_text_file(path):
+    if path is None or source_kind(cfg) != "file":
+        return
+    if is_text_file(path):
         raise SourceError(f"{path} is a text file, not a video")
+    kind = still_image(path)
+    if kind is not None:
+        raise SourceError(
+            f"{path} is a still image ({kind}), not a video: give a video, or the folder of a sequence of images"
+        )
+
+
+def still_image(path: Path) -> str | None:
+    """The kind of still image (JPEG, PNG, BMP, TIFF, WebP) a local file's bytes are, whatever its name, when it
+    holds one picture; None for anything else: a video, Motion JPEG (JPEG pictures one after the other, which
+    plays as the video it is), a file that cannot be read here (opening it says why)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(12)
+    except OSError:
+        return None
+    kind = next((k for magic, k in _STILL_MAGIC if head.startswith(magic)), None)
+    if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        kind = "WebP"
+    return kind if kind is not None and _pictures(path) < 2 else None
+
+
+def _pictures(path: Path, most: int = 2) -> int:
+    """How many frames OpenCV reads from a file, counting to ``most`` at most (``most`` for a name it cannot be
+    given: not UTF-8, on which its binding crashes)."""
+    try:
+        name = str(path).encode("utf-8").decode("utf-8")
+    except UnicodeEncodeError:
+        return most
+    cap = cv2.VideoCapture(name)
+    try:
+        n = 0
+        while n < most and cap.grab():
+            n += 1
+        return n
+    finally:
+        cap.release()
 
 
 def _check_url(uri: str) -> None:
@@ -846,7 +894,9 @@ def _make_reader(cfg: SourceConfig, kind: SourceKind, name: str, factory: Captur
     elif URI_SCHEME.match(uri) and not uri.lower().startswith("file://"):
         target = uri  # a file served over http(s), read to its end like a local file
     else:
-        check_not_text(cfg)  # FFmpeg would play it as a video of its characters
+        check_video_file(
+            cfg
+        )  # FFmpeg would play a text file as a video of its characters, an image as one frame
         target = str(_local_path(uri))
     timeouts = (round(cfg.open_timeout_s * 1000), round(cfg.read_timeout_s * 1000))
     return _CaptureReader(CaptureRequest(kind, target, *timeouts), factory, name, cfg.folder_fps, cfg.fps)

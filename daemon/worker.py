@@ -40,7 +40,7 @@ from daemon.outputs import (
     stream_files,
 )
 from daemon.pipeline import FrameResult, Pipeline
-from daemon.sources import SOURCE_WAIT, FrameSource, check_not_text, open_source_waiting
+from daemon.sources import SOURCE_WAIT, FrameSource, check_video_file, open_source_waiting
 from daemon.tempdirs import Leftovers
 from daemon.track import BotSortTracker
 from daemon.types import Frame
@@ -395,7 +395,7 @@ class CameraWorker:
         self.name, self.cam = settings.camera(name)
         self.folder = Path(self.cam.output.dir) / self.name  # the camera's folder, held locked while it runs
         check_source_kept(self.cam, self.name)
-        check_not_text(self.cam.source)  # before the models load
+        check_video_file(self.cam.source)  # before the models load
         self.show_progress = self.cam.output.progress if show_progress is None else show_progress
         self._stop = threading.Event()
         self._last_index = -1

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 from _crops import png_declaring
-from _video import SyntheticClip, make_image_folder, make_video, match_frame
+from _video import SyntheticClip, frame_number, make_image_folder, make_video, match_frame, numbered_frame
 
 from daemon.config import SourceConfig, redact
 from daemon.errors import SourceError
@@ -332,6 +332,38 @@ def test_a_text_file_given_as_the_video_is_refused(tmp_path: Path) -> None:
     gt.write_text("1,1,10,10,20,40,1,-1,-1,-1\n" * 50)
     with pytest.raises(SourceError, match=r"gt\.txt is a text file, not a video"):
         open_source(SourceConfig(uri=str(gt)))
+
+
+@pytest.mark.parametrize(
+    ("name", "ext", "kind"),
+    [
+        ("photo.jpg", ".jpg", "JPEG"),
+        ("clip.mp4", ".jpg", "JPEG"),
+        ("still.png", ".png", "PNG"),
+        ("a.avi", ".bmp", "BMP"),
+    ],
+)
+def test_a_still_image_given_as_the_video_is_refused(tmp_path: Path, name: str, ext: str, kind: str) -> None:
+    """`run --source photo.jpg` (or a photo saved as .mp4) ran on it as a video of one frame, wrote its files
+    and ended with exit 0: a service given a snapshot's path for its camera's stopped for good, its unit
+    content. A file whose bytes are one still image is refused, naming it, its kind and what to give instead."""
+    image = numbered_frame(3)
+    path = tmp_path / name
+    path.write_bytes(cv2.imencode(ext, image)[1].tobytes())
+    with pytest.raises(SourceError) as e:
+        open_source(SourceConfig(uri=str(path)))
+    assert str(e.value) == (
+        f"{path} is a still image ({kind}), not a video: give a video, or the folder of a sequence of images"
+    )
+
+
+def test_a_motion_jpeg_file_of_several_pictures_is_a_video(tmp_path: Path) -> None:
+    """Raw Motion JPEG (JPEG pictures one after the other, as some cameras record) begins as a JPEG image does:
+    it is read as the video it is, every picture a frame."""
+    path = tmp_path / "camera.mjpeg"
+    path.write_bytes(b"".join(cv2.imencode(".jpg", numbered_frame(n))[1].tobytes() for n in range(3)))
+    with open_source(SourceConfig(uri=str(path), fps=5)) as src:
+        assert [frame_number(f.image) for f in src] == [0, 1, 2]
 
 
 def test_an_image_over_opencvs_pixel_bound_in_a_folder_is_skipped_naming_it(
