@@ -48,6 +48,8 @@ ENV_PREFIX = "REID_"
 # URL schemes a source reads as a live stream (file:// is a local path); any other scheme is refused.
 STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt"})
 URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# a stream URL whose '://' is mistyped ('rtsp:/cam/s', 'rtsp:cam', 'rtsp//cam'), which reads as a file path
+MISTYPED_STREAM = re.compile(rf"^({'|'.join(sorted(STREAM_SCHEMES))})(:/?|//)(?!/)", re.IGNORECASE)
 GALLERY_SUFFIXES = (".rdg", ".npz", ".json")  # a gallery file's format is chosen by its suffix
 MAX_TILES = 8  # detector.tiles: at most this many columns and rows
 
@@ -223,6 +225,12 @@ class SourceConfig(_Strict):
             raise ValueError(
                 f"unsupported URL scheme {m.group(1)!r} (streams: {', '.join(sorted(STREAM_SCHEMES))}; "
                 "or a file path, file://, a webcam index, a folder)"
+            )
+        if not m and (typo := MISTYPED_STREAM.match(v.strip())):
+            scheme = typo.group(1)
+            raise ValueError(
+                f"a stream URL needs '://' after its scheme ({scheme}://host/path); a file path cannot "
+                "begin so either"
             )
         return v
 

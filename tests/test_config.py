@@ -93,6 +93,32 @@ def test_source_uri_with_an_unknown_scheme_is_a_config_error(tmp_path: Path) -> 
     assert SourceConfig(uri="file:///videos/a.mp4").uri == "file:///videos/a.mp4"
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "rtsp:/admin:pw@10.0.0.5/s",
+        "rtsp:admin:pw@10.0.0.5/s",
+        "RTSP//admin:pw@10.0.0.5/s",
+        "https:/cam/x.mp4",
+    ],
+)
+def test_a_stream_url_with_its_slashes_mistyped_is_a_config_error(tmp_path: Path, uri: str) -> None:
+    """'rtsp:/cam/s' (a slash short) passed `config check` as a file path, then `run` failed, exit 1 (restarted by
+    systemd), with 'video file not found: rtsp:/cam/s (looked for at /srv/rtsp:/cam/s ...)'. The field is
+    named with what is wrong, and never the URL's password."""
+    scheme = uri.split(":")[0].split("/")[0]
+    p = _write(tmp_path, f"cameras:\n  lobby:\n    source: {{uri: '{uri}'}}\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(p)
+    assert (
+        f"cameras.lobby.source.uri: Value error, a stream URL needs '://' after its scheme ({scheme}://host/"
+        "path); a file path cannot begin so either" in str(e.value)
+    )
+    assert "pw" not in str(e.value)
+    assert SourceConfig(uri="rtsp_clips/a.mp4").uri == "rtsp_clips/a.mp4"  # a folder named so is a path
+    assert SourceConfig(uri="file:/videos/a.mp4").uri == "file:/videos/a.mp4"  # left to the path check
+
+
 def test_unknown_detector_type(tmp_path: Path) -> None:
     p = _write(tmp_path, "cameras:\n  a:\n    source: {uri: x.mp4}\n    detector: {type: magic}\n")
     with pytest.raises(ConfigError, match="detector"):
