@@ -70,6 +70,14 @@ HomeStr = Annotated[
 ]  # a path or a name (a URL, a preset); ``~`` is the home folder
 
 
+def looked_for(path: Path) -> str:
+    """What an error naming a missing ``path`` adds: where a relative one was looked for (the working directory
+    is not the config's folder, nor a unit's unless it sets one); nothing for an absolute one."""
+    if path.is_absolute():
+        return ""
+    return f" (looked for at {path.resolve()}: a relative path is taken from the working directory)"
+
+
 def gallery_file(path: Path | None) -> Path | None:
     """``path`` when None or a gallery file name (by its suffix); ValueError naming the suffixes otherwise."""
     if path is not None and path.suffix.lower() not in GALLERY_SUFFIXES:

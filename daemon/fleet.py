@@ -73,7 +73,7 @@ import numpy as np
 from daemon.adapt import ProjectionHead, load_head
 from daemon.bridge import Bridge, BridgeError, FleetMessage
 from daemon.clocks import SharedClock, monotonic_reading
-from daemon.config import Settings, load_settings, redact
+from daemon.config import Settings, load_settings, looked_for, redact
 from daemon.embedding import atomic_write
 from daemon.erase_ack import AckState, erase_ack
 from daemon.errors import ConfigError, DataError
@@ -1162,7 +1162,7 @@ def _load_gallery(
     if path is None:
         return None
     if not Path(path).exists():
-        raise ConfigError(f"gallery.path: local gallery file not found: {path}")
+        raise ConfigError(f"gallery.path: local gallery file not found: {path}{looked_for(Path(path))}")
     try:
         gallery = Gallery.load(path)
     except DataError as e:  # the message names the file

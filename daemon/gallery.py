@@ -58,7 +58,7 @@ from numpy.typing import ArrayLike, NDArray
 from pydantic import ValidationError
 
 from daemon import codec
-from daemon.config import GALLERY_SUFFIXES, GalleryConfig
+from daemon.config import GALLERY_SUFFIXES, GalleryConfig, looked_for
 from daemon.embedding import atomic_write, npz_start_problem
 from daemon.errors import ConfigError, DataError, LockTimeout
 from daemon.types import FloatArray
@@ -747,7 +747,7 @@ class Gallery:
         if path.is_dir():
             raise DataError(f"{path} is a folder, not a gallery file")
         if not path.is_file():
-            raise DataError(f"{path}: gallery file not found")
+            raise DataError(f"{path}: gallery file not found{looked_for(path)}")
         reader = {".rdg": _read_rdg, ".npz": _read_npz, ".json": _read_json}[suffix]
         seen = _seen(path)  # before reading: a file replaced meanwhile is read again next time, never missed
         try:

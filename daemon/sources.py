@@ -63,7 +63,7 @@ import numpy as np
 
 from daemon import mp4_timing
 from daemon.clocks import monotonic_reading
-from daemon.config import STREAM_SCHEMES, URI_SCHEME, SourceConfig, redact
+from daemon.config import STREAM_SCHEMES, URI_SCHEME, SourceConfig, looked_for, redact
 from daemon.errors import SourceError
 from daemon.types import Frame, ImageBGR
 from daemon.videolog import FFMPEG_LOG_ENV, quiet_video_libraries
@@ -410,12 +410,7 @@ def _local_path(uri: str) -> Path:
 
 def not_found(what: str, path: Path) -> SourceError:
     """A missing file or folder; a relative path also says where it was looked for."""
-    if path.is_absolute():
-        return SourceError(f"{what} not found: {path}")
-    return SourceError(
-        f"{what} not found: {path} (looked for at {path.resolve()}: a relative path is taken from the working "
-        "directory)"
-    )
+    return SourceError(f"{what} not found: {path}{looked_for(path)}")
 
 
 def is_matroska(path: Path) -> bool:

@@ -23,6 +23,7 @@ from _video import SyntheticClip, make_video
 
 from daemon.cli import main
 from daemon.config import Settings
+from daemon.errors import ConfigError
 from daemon.fleet import (
     GALLERY_CHECK_S,
     IDLE_EXPIRY_S,
@@ -231,6 +232,21 @@ def test_a_gallery_file_that_cannot_be_taken_is_logged_naming_it_and_the_camera_
         assert link.resolver.gallery is link.gallery
     finally:
         link.close()
+
+
+def test_a_relative_gallery_path_not_found_says_where_it_was_looked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A camera's relative gallery.path is taken from the worker's working directory (a unit's, not the config's
+    folder): its error said only 'gallery.path: local gallery file not found: people.rdg'."""
+    monkeypatch.chdir(tmp_path)
+    settings = _link_settings(tmp_path, "redis://127.0.0.1:1", Path("people.rdg"))
+    with pytest.raises(ConfigError) as e:
+        FleetLink(settings, "a", DIM, signature=MINE)
+    assert str(e.value) == (
+        f"gallery.path: local gallery file not found: people.rdg (looked for at {tmp_path / 'people.rdg'}: a "
+        "relative path is taken from the working directory)"
+    )
 
 
 def test_a_replay_in_lockstep_keeps_the_gallery_it_started_with(

@@ -717,6 +717,24 @@ def test_corrupt_rdg_byte(saved: dict[str, Path]) -> None:
         Gallery.load(path)
 
 
+def test_a_relative_gallery_path_not_found_says_where_it_was_looked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`recognize --gallery people.npz` (or a service's relative path) said only 'people.npz: gallery file not
+    found', where the video of a source says where it looked: from a unit's working directory, or a folder
+    other than the config's, the file the user sees beside the config is not the one looked for."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as e:
+        Gallery.load(Path("people.npz"))
+    assert str(e.value) == (
+        f"people.npz: gallery file not found (looked for at {tmp_path / 'people.npz'}: a relative path is taken "
+        "from the working directory)"
+    )
+    with pytest.raises(DataError) as e:
+        Gallery.load(tmp_path / "people.npz")
+    assert str(e.value) == f"{tmp_path / 'people.npz'}: gallery file not found"  # an absolute one says itself
+
+
 def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         Gallery.load(tmp_path / "missing.rdg")
