@@ -1029,14 +1029,21 @@ def merge_defaults(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, A
     return out
 
 
+# why a mapping key is no text (a camera named 101 or yes): what the error adds
+_NOT_TEXT = "YAML reads an unquoted number, or yes/no/on/off/true/false, so: write the name in quotes"
+
+
 def _format_errors(err: ValidationError, origin: str, flags: dict[str, str] | None = None) -> str:
     """One line per error, naming the field; ``flags`` (field path -> command-line option) names the option
     too where the value came from one (``--max-frames (cameras.a.source.max_frames)``)."""
     lines = [f"invalid configuration in {origin}:"]
     for e in err.errors():
-        path = _field_path(e["loc"]) or "(top level)"
+        loc, msg = e["loc"], e["msg"]
+        if loc and loc[-1] == "[key]" and e["type"] == "string_type":  # a name YAML read as a number, a bool
+            loc, msg = loc[:-2], f"the name {e['input']!r} is not text ({_NOT_TEXT})"
+        path = _field_path(loc) or "(top level)"
         flag = next((f for p, f in (flags or {}).items() if path == p or path.startswith(p + ".")), None)
-        lines.append(f"  {f'{flag} ({path})' if flag else path}: {e['msg']}")
+        lines.append(f"  {f'{flag} ({path})' if flag else path}: {msg}")
     return "\n".join(lines)
 
 

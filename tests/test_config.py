@@ -119,6 +119,25 @@ def test_a_stream_url_with_its_slashes_mistyped_is_a_config_error(tmp_path: Path
     assert SourceConfig(uri="file:/videos/a.mp4").uri == "file:/videos/a.mp4"  # left to the path check
 
 
+def test_a_camera_named_by_a_yaml_number_or_boolean_says_to_quote_it(tmp_path: Path) -> None:
+    """Cameras named by room number (`101:`) or a word YAML reads as a boolean (`on:`, `yes:`) are no text:
+    the error said 'cameras.101.[key]: Input should be a valid string', and for `yes:` named it camera 1
+    (True). It names the section, the name as read and what to write."""
+    p = _write(
+        tmp_path,
+        "cameras:\n  101:\n    source: {uri: a.mp4}\n  yes:\n    source: {uri: b.mp4}\n"
+        "ops: {camera_ports: {2.5: 9000}}\n",
+    )
+    with pytest.raises(ConfigError) as e:
+        load_settings(p)
+    hint = "YAML reads an unquoted number, or yes/no/on/off/true/false, so: write the name in quotes"
+    assert str(e.value).splitlines()[1:] == [
+        f"  cameras: the name 101 is not text ({hint})",
+        f"  cameras: the name True is not text ({hint})",
+        f"  ops.camera_ports: the name 2.5 is not text ({hint})",
+    ]
+
+
 def test_unknown_detector_type(tmp_path: Path) -> None:
     p = _write(tmp_path, "cameras:\n  a:\n    source: {uri: x.mp4}\n    detector: {type: magic}\n")
     with pytest.raises(ConfigError, match="detector"):
