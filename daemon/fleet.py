@@ -111,6 +111,7 @@ CONFIG_CHECK_S = 2.0  # a live camera's link looks this often whether its config
 GALLERY_CHECK_S = 2.0  # and whether its gallery.path changed (enroll --append, unenroll, serve)
 MAX_LISTED_LABELS = 20  # labels a gallery change's log line names (then how many more)
 MAX_SPELL_TRACKS = 10_000  # tracks whose earlier global ids a link keeps (the least recently published go)
+MAX_WIDTH_WARNED = 1_000  # peers a camera remembers warning of for another embedding width (the oldest go)
 
 
 # ------------------------------------------------------------------------------------- wire conversion
@@ -755,6 +756,7 @@ class FleetLink:
         self._largest_id = 0
         self.clock = FleetClock(0.0, False)
         self.remote_invalid = 0
+        self._other_widths: OrderedDict[str, int] = OrderedDict()  # peers warned of for another width: theirs
         self.forgets_received = 0
         self.lockstep: Lockstep | None = None
         self.cameras = frozenset(settings.cameras)  # the fleet's, as the config file says now (ConfigWatch)
@@ -1123,7 +1125,29 @@ class FleetLink:
             log.debug("%s: invalid profile from %s dropped: %s", self.camera, m.camera, e)
             return
         if u is not None:
+            self._say_width(u)
             self.resolver.ingest_remote(u, monotonic_reading())  # between frames: judged when it comes
+
+    def _say_width(self, u: ProfileUpdate) -> None:
+        """Warn, once while it lasts, that a peer's profiles are of another width than this camera's embedder
+        gives (the resolver rejects them, counted by reason 'dim'): it names the peer and both widths."""
+        dim = len(u.exemplars[0]) if len(u.exemplars) else self.resolver.dim  # a keep-alive carries no rows
+        if dim == self.resolver.dim:
+            self._other_widths.pop(u.camera, None)
+            return
+        if self._other_widths.get(u.camera) == dim:
+            return
+        self._other_widths[u.camera] = dim
+        while len(self._other_widths) > MAX_WIDTH_WARNED:
+            self._other_widths.popitem(last=False)
+        log.warning(
+            "%s: camera %s sends %d-d embeddings, this camera's embedder gives %d-d: its profiles are rejected, so no "
+            "one it sees is matched here (the cameras of a fleet need one embedder: camera_defaults.embedder)",
+            self.camera,
+            u.camera,
+            dim,
+            self.resolver.dim,
+        )
 
 
 def identity_rows(head: ProjectionHead, embeddings: FloatArray | None) -> FloatArray | None:

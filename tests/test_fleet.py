@@ -383,6 +383,32 @@ def test_two_workers_agree_on_global_ids_and_a_late_joiner_catches_up(
         b.close()
 
 
+def test_a_peer_whose_embedder_gives_another_width_is_logged_naming_it_once(
+    tmp_path: Path, valkey: EmbeddedValkey, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A camera of the fleet switched to another embedder alone (its own embedder section, a rolling upgrade)
+    sends profiles of another width, which every other camera rejects: counted in summary.json's identity
+    stats (remote_rejected dim) and nowhere else, so the fleet stopped matching across cameras without a word.
+    The receiving camera logs it, naming the peer and both widths, once while the peer's width stays wrong."""
+    settings = _settings(tmp_path, valkey.url)
+    a = FleetLink(settings, "a", DIM).start(live=True)  # type: ignore[arg-type]
+    sender = Bridge(BridgeConfig(url=valkey.url, signing_key=SecretSource(value=KEY)), "b").start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="daemon.fleet"):
+            for track in (1, 2, 3):
+                rows = _unit(np.random.default_rng(track).normal(size=(2, 16)))
+                sender.publish(FleetMessage("profile", "b", track, 7, None, time.time(), 0.5, rows))
+            assert _wait(lambda: a.resolver.stats().remote_rejected.get("dim") == 3)
+        said = [r.getMessage() for r in caplog.records if "16-d" in r.getMessage()]
+        assert said == [
+            f"a: camera b sends 16-d embeddings, this camera's embedder gives {DIM}-d: its profiles are rejected, "
+            "so no one it sees is matched here (the cameras of a fleet need one embedder: camera_defaults.embedder)"
+        ]
+    finally:
+        sender.close()
+        a.close()
+
+
 def test_a_restarted_live_camera_numbers_its_tracks_after_its_earlier_runs(
     tmp_path: Path, valkey: EmbeddedValkey
 ) -> None:
