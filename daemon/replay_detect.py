@@ -16,6 +16,7 @@ each pass of a looped file gets the file's boxes again.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -46,6 +47,8 @@ MIN_BOX_PX: Final = 1.0
 """Jittered boxes are kept at least this wide and tall."""
 _NOISE_STREAM: Final = 0x6774  # separates this generator's streams from other users of the same seed
 
+log = logging.getLogger(__name__)
+
 
 def _read_only(a: NDArray[np.float32]) -> NDArray[np.float32]:
     a.flags.writeable = False
@@ -60,17 +63,38 @@ def _frame_table(frame: NDArray[np.int64], xywh: F64Array, score: F64Array) -> d
     }
 
 
-class MotFileDetector:
-    """Replays the boxes of a det.txt: MOT frame ``frame.clip_index + 1``, scores >= ``score_threshold``."""
+def _sized(frame: NDArray[np.int64], xywh: F64Array, source: str) -> NDArray[np.bool_]:
+    """Which boxes have a width and a height as the tracker reads them (float32 corners: BoxMOT refuses x2 <= x1,
+    which a width of 0 gives, or a box so far out that its corners are one float32); those that have none are
+    counted in one warning naming ``source``."""
+    xyxy = xywh_to_xyxy(xywh)
+    sized: NDArray[np.bool_] = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+    if not sized.all():
+        log.warning(
+            "%s: %d box(es) of no width or height (as the tracker reads them, float32) left out, the first on MOT "
+            "frame %d",
+            source,
+            int((~sized).sum()),
+            int(frame[~sized][0]),
+        )
+    return sized
 
-    def __init__(self, detections: MotDetections, score_threshold: float = 0.0) -> None:
+
+class MotFileDetector:
+    """Replays the boxes of a det.txt: MOT frame ``frame.clip_index + 1``, scores >= ``score_threshold``; boxes
+    of no width or height are left out (``_sized``)."""
+
+    def __init__(
+        self, detections: MotDetections, score_threshold: float = 0.0, source: str = "<detections>"
+    ) -> None:
         kept = detections.select(detections.score >= score_threshold)
+        kept = kept.select(_sized(kept.frame, kept.xywh, source))
         self._frames = _frame_table(kept.frame, kept.xywh, kept.score)
         self.num_boxes = len(kept)
 
     @classmethod
     def from_config(cls, cfg: MotFileDetectorConfig) -> MotFileDetector:
-        return cls(read_detections(cfg.path), cfg.score_threshold)
+        return cls(read_detections(cfg.path), cfg.score_threshold, str(cfg.path))
 
     def detect(self, frame: Frame) -> Detections:
         found = self._frames.get(frame.clip_index + 1)
@@ -124,6 +148,7 @@ class GroundTruthDetector:
 
     def __init__(self, gt: MotGroundTruth, noise: NoiseModel, source: str = "<ground truth>") -> None:
         considered = gt.considered()
+        considered = considered.select(_sized(considered.frame, considered.xywh, source))
         self.noise = noise
         self._frames = {f: considered.xywh[rows] for f, rows in rows_by_frame(considered.frame).items()}
         self._sizes = considered.xywh[:, 2:].copy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from _data import require_pets09_gt
 
-from daemon.config import GroundTruthDetectorConfig, MotFileDetectorConfig
+from daemon.config import EmbedderConfig, GroundTruthDetectorConfig, MotFileDetectorConfig, TrackerConfig
 from daemon.errors import DataError
 from daemon.motio import MotGroundTruth, read_detections, read_ground_truth, xywh_to_xyxy
 from daemon.replay_detect import (
@@ -20,6 +21,7 @@ from daemon.replay_detect import (
     build_replay_detector,
     write_detections,
 )
+from daemon.track import BotSortTracker
 from daemon.types import Detections, Detector, Frame
 
 WIDTH, HEIGHT = 768, 576
@@ -65,6 +67,33 @@ def test_det_file_replays_frame_index_plus_one_above_threshold(tmp_path: Path) -
     assert len(detector.detect(_frame(1))) == 0  # MOT frame 2 has no rows
     np.testing.assert_array_equal(detector.detect(_frame(2)).xyxy, [[1, 2, 4, 6]])  # score 0.5 >= 0.5 is kept
     assert len(build_replay_detector(MotFileDetectorConfig(path=det)).detect(_frame(0))) == 2
+
+
+def test_a_replayed_box_of_no_width_or_height_is_left_out_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A det.txt or gt.txt row of width 0 (some detectors write them), or one so far out that its corners are one
+    float32, reached the tracker, whose BoxMOT boxes refuse x2 <= x1: `run` stopped with a traceback
+    ('Boxes.values must satisfy x2 > x1 and y2 > y1'), the camera failed. Such boxes are left out, counted in
+    one warning naming the file; the others are replayed as before, and the tracker takes them."""
+    rows = "1,-1,10,20,30,40,0.9\n1,-1,50,60,0,40,0.9\n1,-1,1e30,60,20,40,0.9\n2,-1,5,6,7,0,0.8\n"
+    det, gt = tmp_path / "det.txt", tmp_path / "gt.txt"
+    det.write_text(rows)
+    gt.write_text("1,1,10,20,30,40,1,1,1\n1,2,50,60,0,40,1,1,1\n1,3,1e30,60,20,40,1,1,1\n2,4,5,6,7,0,1,1,1\n")
+    tracker = BotSortTracker("cam", TrackerConfig(), EmbedderConfig(), use_embeddings=False)
+    for cfg, path in ((MotFileDetectorConfig(path=det), det), (GroundTruthDetectorConfig(path=gt), gt)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="daemon.replay_detect"):
+            detector = build_replay_detector(cfg)
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{path}: 3 box(es) of no width or height (as the tracker reads them, float32) left out, the "
+            "first on MOT frame 1"
+        ]
+        first, second = detector.detect(_frame(0)), detector.detect(_frame(1))
+        np.testing.assert_array_equal(first.xyxy, [[10, 20, 40, 60]])
+        assert len(second) == 0
+        tracker.update(first, None, _IMAGE)
+        tracker.update(second, None, _IMAGE)
 
 
 def test_replayed_arrays_cannot_be_changed_by_a_consumer(tmp_path: Path) -> None:
