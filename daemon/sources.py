@@ -350,11 +350,16 @@ def local_path(cfg: SourceConfig) -> Path | None:
 
 
 def check_video_file(cfg: SourceConfig) -> None:
-    """SourceError when the source is a local file that is no video, before models load: a text file (a gt.txt
-    given for the video: FFmpeg plays it as a video of its characters) or a still image (a video of one frame)."""
+    """SourceError when the source is a local file that is no video, before models load: not a regular file (a
+    named pipe), a text file (a gt.txt given for the video: FFmpeg plays it as a video of its characters) or a
+    still image (a video of one frame)."""
     path = local_path(cfg)
-    if path is None or source_kind(cfg) != "file":
+    if path is None or source_kind(cfg) != "file" or not path.exists():  # a missing one: opening it says so
         return
+    if not path.is_file():  # opened to be read, a named pipe waits for a writer: for good, SIGTERM or not
+        raise SourceError(
+            f"{path} is not a regular file (a named pipe, a device): give a video file, or a stream by its URL"
+        )
     if is_text_file(path):
         raise SourceError(f"{path} is a text file, not a video")
     kind = still_image(path)

@@ -31,6 +31,7 @@ from daemon.sources import (
     RepeatedFailure,
     SourceStats,
     _ffmpeg_capture_options,
+    check_video_file,
     infer_kind,
     natural_key,
     open_source,
@@ -355,6 +356,33 @@ def test_a_still_image_given_as_the_video_is_refused(tmp_path: Path, name: str, 
     assert str(e.value) == (
         f"{path} is a still image ({kind}), not a video: give a video, or the folder of a sequence of images"
     )
+
+
+def test_a_named_pipe_given_as_the_video_is_refused_at_once(tmp_path: Path) -> None:
+    """`run --source clip.mp4` where clip.mp4 is a named pipe (mkfifo: a recorder's output, a mistake) hung for
+    good before the models loaded: the text check opened it, which waits for a writer, and SIGTERM could not end
+    the wait (Python retries the open). It is refused at once, naming it and why."""
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            check_video_file(SourceConfig(uri=str(fifo)))
+        except SourceError as e:
+            outcome.append(e)
+
+    worker = threading.Thread(target=check, daemon=True)
+    worker.start()
+    worker.join(5)
+    if worker.is_alive():  # let the stuck open go, or the test run hangs with it
+        with open(fifo, "wb"):
+            pass
+        worker.join(5)
+        pytest.fail("the check waited for a writer of the pipe")
+    assert [str(e) for e in outcome] == [
+        f"{fifo} is not a regular file (a named pipe, a device): give a video file, or a stream by its URL"
+    ]
 
 
 def test_a_motion_jpeg_file_of_several_pictures_is_a_video(tmp_path: Path) -> None:
