@@ -746,6 +746,8 @@ class Gallery:
             raise DataError(f"{path}: unknown gallery file type {suffix!r} (expected one of {SUFFIXES})")
         if path.is_dir():
             raise DataError(f"{path} is a folder, not a gallery file")
+        if path.exists() and not path.is_file():  # stat only: opened, a named pipe waits for a writer
+            raise DataError(f"{path} is not a regular file (a named pipe, a device), not a gallery file")
         if not path.is_file():
             raise DataError(f"{path}: gallery file not found{looked_for(path)}")
         reader = {".rdg": _read_rdg, ".npz": _read_npz, ".json": _read_json}[suffix]

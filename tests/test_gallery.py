@@ -735,6 +735,15 @@ def test_a_relative_gallery_path_not_found_says_where_it_was_looked_for(
     assert str(e.value) == f"{tmp_path / 'people.npz'}: gallery file not found"  # an absolute one says itself
 
 
+def test_a_gallery_path_that_is_a_named_pipe_is_named_so(tmp_path: Path) -> None:
+    """A named pipe (or a device) at the gallery's path was 'gallery file not found', for a path that is there."""
+    pipe = tmp_path / "people.npz"
+    os.mkfifo(pipe)
+    with pytest.raises(DataError) as e:
+        Gallery.load(pipe)
+    assert str(e.value) == f"{pipe} is not a regular file (a named pipe, a device), not a gallery file"
+
+
 def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         Gallery.load(tmp_path / "missing.rdg")
