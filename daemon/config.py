@@ -1260,6 +1260,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _read_yaml(p: Path) -> dict[str, Any]:
     if p.is_dir():
         raise ConfigError(f"config file {p} is a folder, not a YAML file")
+    if (
+        p.exists() and not p.is_file()
+    ):  # read again as it changes, a pipe would wait for a writer, or be empty
+        raise ConfigError(
+            f"config file {p} is not a regular file (a named pipe, a device): write the config to a file and give that"
+        )
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:

@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import typing
 from pathlib import Path
@@ -169,6 +170,18 @@ def test_a_folder_given_as_the_config_is_named_a_folder_not_missing(tmp_path: Pa
     # about a path that exists, sending the user to look for a typo in it.
     with pytest.raises(ConfigError, match=f"^config file {tmp_path} is a folder, not a YAML file$"):
         load_settings(tmp_path)
+
+
+def test_a_named_pipe_given_as_the_config_is_named_so_not_missing(tmp_path: Path) -> None:
+    """A named pipe (`--config <(generate-config)` in bash gives one, /dev/fd/63) was 'config file not found',
+    about a path that is there."""
+    pipe = tmp_path / "fleet.yaml"
+    os.mkfifo(pipe)
+    with pytest.raises(ConfigError) as e:
+        load_settings(pipe)
+    assert str(e.value) == (
+        f"config file {pipe} is not a regular file (a named pipe, a device): write the config to a file and give that"
+    )
 
 
 def test_no_cameras_and_bad_camera_name(tmp_path: Path) -> None:
