@@ -758,12 +758,22 @@ def _check_embed_options(args: argparse.Namespace) -> None:
         raise ConfigError(f"--out {args.out}: embeddings are saved as {' or '.join(SUFFIXES)}")
     if args.out:
         _check_output_file("--out", Path(args.out))
+        _check_not_replaced(Path(args.out))
     if args.box and len(args.inputs) != 1:
         raise ConfigError("--box goes with exactly one input image")
     if args.largest and not args.detect:
         raise ConfigError("--largest picks among the people --detect finds: give --detect too")
     if args.box and args.detect:
         raise ConfigError("--box embeds the boxes given, --detect the people the detector finds: give one")
+
+
+def _check_not_replaced(out: Path) -> None:
+    """ConfigError, before the models load, when embed's --out is a file it must not write over (a gallery)."""
+    from daemon.embedding import replaced_problem
+
+    problem = replaced_problem(out)
+    if problem is not None:
+        raise ConfigError(f"--out {out} {problem}")
 
 
 def _check_embed_inputs(inputs: list[str], recursive: bool) -> list[Path] | None:

@@ -261,6 +261,24 @@ def output_file_problem(path: Path) -> str | None:
     return f"{path.parent} {problem}" if problem is not None and problem.startswith("is ") else problem
 
 
+def replaced_problem(path: Path) -> str | None:
+    """Why ``save`` must not write over ``path``, found before the work: it is there and is not an embedding
+    file (a gallery given as ``embed --out``, another program's file), whose content would be lost; None for no
+    file, or an embedding file (made again, as a run of embed again does)."""
+    path = Path(path)
+    if not path.is_file():
+        return None  # nothing there (a folder: output_file_problem)
+    try:
+        EmbeddingResult.load(path)
+    except DataError as e:
+        why = str(e).removeprefix(f"{path}: ")
+        return (
+            f"is not an embedding file embed wrote ({why}): its content would be lost: give another --out, or move "
+            "it away"
+        )
+    return None
+
+
 def output_folder_problem(folder: Path) -> str | None:
     """Why files could not be written into ``folder`` (made with its parents when absent), found before the
     work (None when nothing is seen against it): a file there or where a folder above it would be, the folder

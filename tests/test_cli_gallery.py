@@ -800,6 +800,29 @@ def test_embed_box_with_detect_exits_2_rather_than_ignoring_detect(
     assert "--box" in err and "--detect" in err, err
 
 
+@pytest.mark.parametrize("name", ["people.npz", "people.json", "notes.json"])
+def test_embed_out_refuses_a_file_that_is_not_an_embedding_file(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capture, name: str
+) -> None:
+    """`embed photos/ --out people.npz` with the gallery's name (--out taken for --gallery) wrote the embeddings
+    over the gallery: every enrolment lost, exit 0. A file that is not an embedding file embed wrote (a gallery,
+    another program's) is refused before the models load, naming it and why, and left as it was."""
+    monkeypatch.setenv("REID_MODELS_DIR", str(tmp_path / "no-models"))  # a model load would exit 1
+    out = tmp_path / name
+    if name.startswith("people"):
+        gallery = Gallery(4)
+        gallery.add("ann", [1, 0, 0, 0])
+        gallery.save(out)
+    else:
+        out.write_text('{"mine": 1}')
+    before = out.read_bytes()
+    assert main(["embed", str(data / "frames" / "frame_0040.jpg"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out} is not an embedding file embed wrote (" in err, err
+    assert "its content would be lost: give another --out, or move it away" in err, err
+    assert out.read_bytes() == before
+
+
 def test_reports_naming_a_file_that_is_not_utf8_print_on_a_strict_terminal(
     gallery: Path, data: Path, mobilenet_model: Path, tmp_path: Path
 ) -> None:
