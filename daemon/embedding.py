@@ -455,10 +455,13 @@ def _load_npz(path: Path) -> EmbeddingResult:
         raise DataError(f"{path}: crop arrays disagree in length ({n} sources)")
     if z["timings_ms"].shape != (len(TIMING_KEYS),):
         raise DataError(f"{path}: timings_ms must hold {len(TIMING_KEYS)} values")
-    crops = tuple(
-        CropRef(str(s), int(f), _box(b), None if math.isnan(float(sc)) else float(sc))
-        for s, f, b, sc in zip(z["sources"], z["frames"], z["boxes"], z["scores"], strict=True)
-    )
+    try:
+        crops = tuple(
+            CropRef(str(s), int(f), _box(b), None if math.isnan(float(sc)) else float(sc))
+            for s, f, b, sc in zip(z["sources"], z["frames"], z["boxes"], z["scores"], strict=True)
+        )
+    except ValueError as e:
+        raise DataError(f"{path}: malformed embedding file ({e})") from e
     meta = EmbeddingMeta(
         str(z["model"]), crops, Timings(*(float(t) for t in z["timings_ms"])), bool(z["flip_average"])
     )
@@ -469,7 +472,16 @@ def _box(values: Sequence[float] | NDArray[Any]) -> Box:
     b = [float(v) for v in values]
     if len(b) != 4:
         raise ValueError(f"a box needs 4 values, got {len(b)}")
+    if not all(math.isfinite(v) for v in b):
+        raise ValueError(f"box values must be finite, got {b}")
     return (b[0], b[1], b[2], b[3])
+
+
+def _flag(value: Any) -> bool:
+    """A JSON true or false (bool("no") is True)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"flip_average must be true or false, got {value!r}")
+    return value
 
 
 def _check_format(path: Path, tag: str, version: int) -> None:
@@ -511,13 +523,14 @@ def _load_json(path: Path) -> EmbeddingResult:
             str(data["model"]),
             crops,
             Timings(*(float(timings[k]) for k in TIMING_KEYS)),
-            bool(data["flip_average"]),
+            _flag(data["flip_average"]),
         )
         rows = data["embeddings"]
     except (KeyError, TypeError, ValueError) as e:
         raise DataError(f"{path}: malformed embedding file ({type(e).__name__}: {e})") from e
-    result = _checked(path, rows if rows else np.zeros((0, _int(path, data.get("dim"), "dim"))), meta)
-    if result.dim != data.get("dim"):
+    dim = _int(path, data.get("dim"), "dim")
+    result = _checked(path, rows if rows else np.zeros((0, dim)), meta)
+    if result.dim != dim:
         raise DataError(f"{path}: rows have {result.dim} values but dim says {data.get('dim')}")
     return result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from pathlib import Path
@@ -291,6 +292,32 @@ def test_bad_json_files(tmp_path: Path) -> None:
         (tmp_path / name).write_text(text)
         with pytest.raises(DataError, match=name):
             EmbeddingResult.load(tmp_path / name)
+
+
+def test_an_embedding_file_with_a_box_not_finite_or_a_value_of_another_type_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A hand-edited (or another tool's) embedding file was read with a box of NaN or inf corners, 'flip_average':
+    "no" taken as true, and 'dim': "8" refused as 'rows have 8 values but dim says 8'. Each is a DataError naming
+    the file and the field."""
+    good = _sample().as_dict()
+    box_nan = [{**good["crops"][0], "box": [math.nan, 0, 1, 1]}, *good["crops"][1:]]
+    cases = {
+        "box.json": ({**good, "crops": box_nan}, "box values must be finite, got [nan, 0.0, 1.0, 1.0]"),
+        "flip.json": ({**good, "flip_average": "no"}, "flip_average must be true or false, got 'no'"),
+        "dim.json": ({**good, "dim": "8"}, "dim must be a non-negative integer, got '8'"),
+    }
+    for name, (doc, why) in cases.items():
+        (tmp_path / name).write_text(json.dumps(doc))
+        with pytest.raises(DataError) as e:
+            EmbeddingResult.load(tmp_path / name)
+        assert str(e.value).startswith(f"{tmp_path / name}: ") and why in str(e.value), e.value
+    z = dict(np.load(_sample().save(tmp_path / "ok.npz")))
+    z["boxes"] = z["boxes"].copy()
+    z["boxes"][1, 2] = np.inf
+    np.savez(tmp_path / "box.npz", **z)
+    with pytest.raises(DataError, match=r"box\.npz: .*box values must be finite"):
+        EmbeddingResult.load(tmp_path / "box.npz")
 
 
 def test_saved_file_takes_the_umask(tmp_path: Path) -> None:
