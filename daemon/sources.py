@@ -610,7 +610,7 @@ class _CaptureReader:
         or failed before, and why (``_why_failed``)."""
         label = self._label()
         if self._req.kind == "file":
-            return f"video file {label}: unreadable, corrupt or not a video"
+            return f"video file {label}: {_why_unopened(self._req.target)}"
         if self._req.kind == "webcam":
             return f"webcam {label}"
         took = time.monotonic() - began
@@ -862,6 +862,22 @@ def _read_image(path: Path) -> tuple[Any, str]:
     except cv2.error as e:  # OpenCV's own refusals, e.g. more pixels than CV_IO_MAX_IMAGE_PIXELS
         return None, f"OpenCV refuses it ({e.err})"
     return (image, "") if image is not None else (None, "corrupt or unsupported")
+
+
+def _why_unopened(target: str | int) -> str:
+    """Why OpenCV could not open a video file, where a local file tells: it cannot be read, or it is empty; else
+    the general words (a file cut short, another format: OpenCV does not say)."""
+    general = "unreadable, corrupt or not a video"
+    if URI_SCHEME.match(str(target)):
+        return general  # a file over http
+    path = Path(str(target))
+    try:
+        with path.open("rb") as f:
+            f.read(1)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as e:
+        return f"it cannot be read: {e.strerror or e}"
+    return "the file is empty (0 bytes)" if size == 0 else general
 
 
 def is_text_file(path: Path, probe: int = 4096) -> bool:

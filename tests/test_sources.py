@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 from _crops import png_declaring
+from _unreadable import unreadable_file
 from _video import SyntheticClip, frame_number, make_image_folder, make_video, match_frame, numbered_frame
 
 from daemon.config import SourceConfig, redact
@@ -383,6 +384,21 @@ def test_a_named_pipe_given_as_the_video_is_refused_at_once(tmp_path: Path) -> N
     assert [str(e) for e in outcome] == [
         f"{fifo} is not a regular file (a named pipe, a device): give a video file, or a stream by its URL"
     ]
+
+
+def test_an_empty_or_unreadable_video_file_says_which(tmp_path: Path) -> None:
+    """A video file of 0 bytes (a recording that never began, a copy that failed) and one whose read fails (no
+    read permission, a failing disk) were both 'unreadable, corrupt or not a video': each says what it is."""
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    unreadable = unreadable_file(tmp_path / "unreadable.mp4")
+    for path, why in (
+        (empty, "the file is empty (0 bytes)"),
+        (unreadable, "it cannot be read: Input/output error"),
+    ):
+        with pytest.raises(SourceError) as e:
+            open_source(SourceConfig(uri=str(path)))
+        assert str(e.value) == f"cannot open video file {path}: {why}"
 
 
 def test_a_motion_jpeg_file_of_several_pictures_is_a_video(tmp_path: Path) -> None:
