@@ -71,6 +71,7 @@ from daemon.sources import (
     list_images,
     no_first_frame,
     not_found,
+    still_image,
 )
 from daemon.types import ImageBGR
 
@@ -367,8 +368,13 @@ def _probe(video: Path, limit: int = 0) -> tuple[int, float | None, tuple[int, i
         raise SourceError(_folder_given(video))
     if not video.exists():
         raise not_found("video file", video)
+    if not video.is_file():  # opened to be read, a named pipe waits for a writer, for good
+        raise SourceError(f"{video} is not a regular file (a named pipe, a device): give a video file")
     if is_text_file(video):  # FFmpeg plays a .txt as a video of its characters
         raise SourceError(f"{video} is a text file, not a video (ground truth goes to --gt)")
+    kind = still_image(video)
+    if kind is not None:  # OpenCV plays it as a video of one frame
+        raise SourceError(f"{video} is a still image ({kind}), not a video")
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise SourceError(

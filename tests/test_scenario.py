@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
 import cv2
@@ -353,6 +355,37 @@ def test_a_text_file_given_as_the_video_is_refused(tmp_path: Path) -> None:
     gt_path = clip.write_mot_gt(tmp_path / "gt.txt")  # 24 rows: FFmpeg opens it (3 rows it does not)
     with pytest.raises(SourceError, match=r"gt\.txt is a text file, not a video"):
         build(gt_path, None, PRESETS["pets09-2cam-overlap"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_named_pipe_or_a_still_image_given_as_the_video_is_refused(tmp_path: Path) -> None:
+    """--video on a named pipe (a recorder's output) hung the build for good: OpenCV opening it waits for a writer,
+    and Ctrl-C cannot end that wait; a still image built a scenario of one frame. Both are refused before anything
+    is opened, as run refuses them."""
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    done: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            build(fifo, None, PRESETS["pets09-2cam-overlap"], tmp_path / "out")
+        except BaseException as e:  # handed to the test's thread
+            done.append(e)
+
+    t = threading.Thread(target=attempt, daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():  # free the hung open so that the thread ends
+        with open(fifo, "wb"):
+            pass
+        t.join(10)
+        pytest.fail("scenario build hung on a named pipe")
+    assert isinstance(done[0], SourceError) and "not a regular file" in str(done[0]), done
+    photo = tmp_path / "photo.mp4"
+    assert cv2.imwrite(str(tmp_path / "p.jpg"), np.full((240, 320, 3), 90, np.uint8))
+    photo.write_bytes((tmp_path / "p.jpg").read_bytes())
+    with pytest.raises(SourceError, match=r"photo\.mp4 is a still image \(JPEG\), not a video"):
+        build(photo, None, PRESETS["pets09-2cam-overlap"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
