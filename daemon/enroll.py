@@ -796,12 +796,14 @@ def existing_gallery(path: Path) -> str:
     """Why enroll will not write a new gallery over the file ``path``: what it holds, and the two options."""
     try:
         held = Gallery.load(path)
-        what = f"holds {len(held)} entries of {len(held.unique_labels)} label(s)"
-    except DataError as e:
-        what = f"cannot be read as a gallery ({e})"
+    except DataError as e:  # --append would refuse it too
+        return (
+            f"the gallery file {shown(path)} exists and cannot be read as a gallery ({e}): mend or move it, or "
+            "enroll --replace writes a new gallery over it"
+        )
     return (
-        f"the gallery file {shown(path)} exists and {what}: enroll --append adds to it, --replace writes a new "
-        "gallery over it (its entries lost)"
+        f"the gallery file {shown(path)} exists and holds {len(held)} entries of {len(held.unique_labels)} "
+        "label(s): enroll --append adds to it, --replace writes a new gallery over it (its entries lost)"
     )
 
 

@@ -235,7 +235,9 @@ def test_enroll_refuses_to_replace_an_existing_gallery_without_append_or_replace
     assert "give one" in capsys.readouterr().err and path.read_bytes() == before
     path.write_bytes(b"not a gallery")
     assert main(["enroll", str(one), "-g", str(path), *unloaded]) == 2
-    assert "exists and cannot be read as a gallery" in capsys.readouterr().err
+    err = capsys.readouterr().err  # --append would refuse it too: only --replace is offered
+    assert "exists and cannot be read as a gallery" in err and "--append" not in err, err
+    assert "--replace writes a new gallery over it" in err
     path.write_bytes(before)
     assert main(["-q", "enroll", str(one), "-g", str(path), "--replace", *_model(mobilenet_model)]) == 0
     assert "saved:" in capsys.readouterr().out and Gallery.load(path).labels == ["jane doe"]
