@@ -255,10 +255,27 @@ def output_file_problem(path: Path) -> str | None:
             return "is a folder"
     except OSError as e:  # a name longer than a file name may be
         return e.strerror or str(e)
+    read_only = read_only_problem(path)
+    if read_only is not None:
+        return read_only
     problem = output_folder_problem(path.parent)
     if problem == "is not writable":
         return f"its folder {path.parent} is not writable"
     return f"{path.parent} {problem}" if problem is not None and problem.startswith("is ") else problem
+
+
+def read_only_problem(path: Path) -> str | None:
+    """``path`` is a file made read-only (no write bit, or none for this user): a replace by rename would write
+    over it all the same, where its owner asked for it to be kept; None otherwise (no file: nothing to keep)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if not stat.S_ISREG(mode) or (mode & 0o222 and os.access(path, os.W_OK)):
+        return None
+    return (
+        f"is read-only (mode {stat.S_IMODE(mode):o}): it is kept; make it writable (chmod u+w) to change it"
+    )
 
 
 def replaced_problem(path: Path) -> str | None:

@@ -59,7 +59,7 @@ from pydantic import ValidationError
 
 from daemon import codec
 from daemon.config import GALLERY_SUFFIXES, GalleryConfig, looked_for
-from daemon.embedding import atomic_write, npz_start_problem
+from daemon.embedding import atomic_write, npz_start_problem, read_only_problem
 from daemon.errors import ConfigError, DataError, LockTimeout
 from daemon.types import FloatArray
 
@@ -725,6 +725,9 @@ class Gallery:
         if any(s is not None for s in sources):  # galleries without sources are written as before
             settings["sources"] = sources
         writer = {".rdg": _write_rdg, ".npz": _write_npz, ".json": _write_json}[suffix]
+        read_only = read_only_problem(path)
+        if read_only is not None:
+            raise DataError(f"cannot save the gallery as {path}: the file {read_only}")
         try:
             atomic_write(path, lambda fp: writer(fp, settings, labels, emb))
         except OSError as e:

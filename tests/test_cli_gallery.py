@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -184,6 +185,28 @@ def test_unenroll_removes_a_label_and_keeps_the_rest_and_the_format(
     assert main(["unenroll", "x", "-g", str(tmp_path / "missing.npz")]) == 1
     assert "missing.npz: gallery file not found" in capsys.readouterr().err
     assert not (tmp_path / ".missing.npz.lock").exists()
+
+
+def test_a_gallery_made_read_only_is_not_written_over(
+    gallery: Path, data: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    """`unenroll` and `enroll --append` replaced a gallery its owner had made read-only (chmod 444, in a folder
+    they may write to): the save renames a new file over it, which a file's mode does not stop. Both refuse it,
+    naming the file, and leave it byte for byte (enroll before any model loads: here none exists)."""
+    path = tmp_path / "people.npz"
+    Gallery.load(gallery).save(path)
+    start = path.read_bytes()
+    path.chmod(0o444)
+    assert main(["unenroll", "person 01", "-g", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot save the gallery as {path}: the file is read-only (mode 444)" in err, err
+    unloaded = ["--model", str(tmp_path / "never-loaded.onnx"), "--no-progress"]
+    assert main(["enroll", str(data / "refs"), "-g", str(path), "--append", *unloaded]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} is read-only (mode 444)" in err and "never-loaded" not in err, err
+    assert path.read_bytes() == start and stat.S_IMODE(path.stat().st_mode) == 0o444
+    path.chmod(0o644)
+    assert main(["unenroll", "person 01", "-g", str(path)]) == 0
 
 
 def test_unenroll_folds_a_label_to_lower_case_where_enroll_does(
