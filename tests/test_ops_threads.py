@@ -55,6 +55,17 @@ def test_pools_are_bounded_on_a_host_with_more_processors(monkeypatch: pytest.Mo
     assert session_options(RuntimeConfig(intra_op_threads=12)).intra_op_num_threads == 12
 
 
+def test_pools_are_bounded_from_one_processor_past_max_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cap's edge: a host of exactly max_threads processors is within it (nothing set, onnxruntime's own
+    choice), one of a processor more is not (pools of max_threads). Kills the mutant comparing with < for <=."""
+    _host(monkeypatch, 8)
+    environ: dict[str, str] = {}
+    assert pool_size(RuntimeConfig()) is None and intra_op_threads(RuntimeConfig()) == 0
+    assert bound_library_threads(RuntimeConfig(), environ) == {} and environ == {}
+    _host(monkeypatch, 9)
+    assert pool_size(RuntimeConfig()) == 8 and intra_op_threads(RuntimeConfig()) == 8
+
+
 def test_pools_take_the_processors_a_process_may_run_on_where_fewer(monkeypatch: pytest.MonkeyPatch) -> None:
     """96 processors, the worker pinned to 3 (CPUAffinity=): pools of 3."""
     _host(monkeypatch, 96, usable=3)
