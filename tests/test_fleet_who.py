@@ -607,3 +607,28 @@ def test_who_names_the_fleets_cameras_that_saw_nobody(
     assert (
         who_text([], T0, "f", cameras=("door", "lobby")) == "fleet 'f': nobody seen within the stored state"
     )
+
+
+def test_a_link_dates_each_earlier_spell_by_its_own_words_and_keeps_its_latest_tracks() -> None:
+    """What TrackSpells says of a spell, at its edges: it ends no earlier than its track's latest word on that
+    id (a word that comes stamped before an earlier one changes nothing of it), nor later than the word that
+    went on as the next; each spell starts at its own since; at max_tracks the track least recently published
+    goes, not the first one seen. Kills the mutants: until taken as the next id's since alone, the track's
+    last word taken as the latest one noted, the since of a new spell not taken, the tracks kept in the order
+    they came (never moved on a new word)."""
+    from daemon.fleet import TrackSpells
+
+    spells = TrackSpells(max_tracks=2)
+    spells.note(_update(7, 12, T0 + 9, T0))
+    spells.note(_update(7, 12, T0 + 5, T0))  # stamped before the previous word: its spell lasted to T0 + 9
+    (e,) = spells.note(_update(7, 30, T0 + 10, T0 + 7))  # G30 taken at T0 + 7, before G12's last word
+    assert (e.global_id, e.since, e.until) == (12, T0, T0 + 9)
+    (e,) = spells.note(_update(7, 12, T0 + 20, T0 + 15))  # back on G12: G30's spell from its own since
+    assert (e.global_id, e.since, e.until) == (30, T0 + 7, T0 + 15)
+    spells.note(_update(8, 40, T0 + 1, T0 + 1))
+    (e,) = spells.note(_update(8, 41, T0 + 2, T0 + 6))  # a since past its word's time: until the word
+    assert (e.global_id, e.until) == (40, T0 + 2)
+    spells.note(_update(7, 12, T0 + 21, T0 + 20))  # track 7 published after track 8
+    spells.note(_update(9, 50, T0 + 22, T0 + 22))  # a third: track 8 goes, not 7
+    assert [x.global_id for x in spells.note(_update(7, 60, T0 + 23, T0 + 23))] == [30, 12]
+    assert spells.note(_update(8, 70, T0 + 24, T0 + 24)) == ()
