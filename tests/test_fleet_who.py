@@ -632,3 +632,33 @@ def test_a_link_dates_each_earlier_spell_by_its_own_words_and_keeps_its_latest_t
     spells.note(_update(9, 50, T0 + 22, T0 + 22))  # a third: track 8 goes, not 7
     assert [x.global_id for x in spells.note(_update(7, 60, T0 + 23, T0 + 23))] == [30, 12]
     assert spells.note(_update(8, 70, T0 + 24, T0 + 24)) == ()
+
+
+def test_a_camera_says_no_earlier_spell_of_an_id_forgotten_here_or_elsewhere(
+    tmp_path: Path, valkey: EmbeddedValkey
+) -> None:
+    """On a real Valkey: door track 7 went from G12 to G30 and track 8 from G20 to G21; G12 is forgotten on this
+    camera's link (forget), G20 by a forget heard from the fleet. The next ids the tracks take are published
+    without either: who shows G30 and G21 before them, and neither G12 nor G20. Kills the mutants: the link's
+    forget, or its taking of a forget heard, leaving the tracks' spells as they were."""
+    settings = load_settings(_fleet_yaml(tmp_path, valkey.url))
+    now = time.time()
+    with Bridge(settings.bridge, "door", receive=False) as bridge:
+        link = FleetLink(settings, "door", 8, bridge=bridge)
+        link._publish((_update(7, 12, now - 20, now - 20), _update(8, 20, now - 20, now - 20)))
+        link._publish((_update(7, 30, now - 10, now - 10), _update(8, 21, now - 10, now - 10)))
+        assert bridge.flush(5.0)
+        link.forget(12)
+        link._take(FleetMessage("forget", "lobby", global_id=20, timestamp=now - 5))
+        link._publish((_update(7, 31, now - 2, now - 2), _update(8, 22, now - 2, now - 2)))
+        assert bridge.flush(5.0)
+    rows = gather(settings, listen_s=0.0, timeout_s=5.0).rows
+    assert {(r.global_id, r.cameras[0].track_id, r.cameras[0].went_on_as) for r in rows} == {
+        (31, 7, None),
+        (30, 7, 31),
+        (22, 8, None),
+        (21, 8, 22),
+    }
+    blobs = FleetKeys("default").camera_keys("door")[3]
+    stored = b"".join(valkey.client().hvals(blobs))
+    assert b"[12," not in stored and b"[20," not in stored
