@@ -662,3 +662,28 @@ def test_a_camera_says_no_earlier_spell_of_an_id_forgotten_here_or_elsewhere(
     blobs = FleetKeys("default").camera_keys("door")[3]
     stored = b"".join(valkey.client().hvals(blobs))
     assert b"[12," not in stored and b"[20," not in stored
+
+
+def test_an_earlier_spell_is_refused_for_any_field_not_a_number_it_can_be() -> None:
+    """Each field of an earlier spell is checked: an until of NaN or infinity, a global id of true (a bool is an
+    int to Python), a since or until of a string; on the wire a true or a string is a malformed batch. Kills
+    the mutants: until not checked for finiteness, a bool taken as global id 1."""
+    from daemon import codec
+    from daemon.fleet_wire import WIRE_VERSION, EarlierSpell, MessageRejected, _item_meta, decode_batch
+
+    for bad in ((1, T0, float("inf")), (1, T0, float("nan")), (True, T0, T0), (1, "T0", T0)):
+        with pytest.raises(ValueError, match="earlier spell's"):
+            EarlierSpell(*bad)  # type: ignore[arg-type]
+    key = KEY.encode()
+    msg = _profile("door", 7, 30, T0)
+    for h in ([[True, T0, T0]], [[1, T0, "T0"]]):  # the codec writes no NaN nor infinity
+        meta = {
+            "v": WIRE_VERSION,
+            "camera": "door",
+            "sender": "",
+            "sent": T0,
+            "items": [{**_item_meta(msg), "h": h}],
+        }
+        blob = codec.encode(codec.EmbeddingBatch(msg.embeddings, meta=meta), key=key)
+        with pytest.raises(MessageRejected, match="malformed"):
+            decode_batch(blob, key, 1 << 20)
