@@ -687,3 +687,25 @@ def test_an_earlier_spell_is_refused_for_any_field_not_a_number_it_can_be() -> N
         blob = codec.encode(codec.EmbeddingBatch(msg.embeddings, meta=meta), key=key)
         with pytest.raises(MessageRejected, match="malformed"):
             decode_batch(blob, key, 1 << 20)
+
+
+def test_a_second_forget_finds_a_batch_the_first_re_signed(tmp_path: Path, valkey: EmbeddedValkey) -> None:
+    """On a real Valkey: door track 7 was G12, G30, then G40 (its stored profile says both before it). A forget
+    of G12 re-signs that batch without it; its gid list must still name G30, so a later forget of G30 finds it
+    and Valkey holds neither. Kills the mutant: the re-signed batch's gid list made of its present ids alone."""
+    settings = load_settings(_fleet_yaml(tmp_path, valkey.url))
+    now = time.time()
+    with Bridge(settings.bridge, "door", receive=False) as bridge:
+        link = FleetLink(settings, "door", 8, bridge=bridge)
+        for gid, t in ((12, now - 30), (30, now - 20), (40, now - 10)):
+            link._publish((_update(7, gid, t, t),))
+            assert bridge.flush(5.0)
+    blobs = FleetKeys("default").camera_keys("door")[3]
+    assert b"[30," in b"".join(valkey.client().hvals(blobs))
+    with Bridge(settings.bridge, "ops", receive=False) as ops:
+        for gid in (12, 30):
+            ops.forget(gid)
+            assert ops.flush(5.0)
+    stored = b"".join(valkey.client().hvals(blobs))
+    assert b"[12," not in stored and b"[30," not in stored
+    assert [r.global_id for r in gather(settings, listen_s=0.0, timeout_s=5.0).rows] == [40]
