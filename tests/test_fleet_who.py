@@ -709,3 +709,23 @@ def test_a_second_forget_finds_a_batch_the_first_re_signed(tmp_path: Path, valke
     stored = b"".join(valkey.client().hvals(blobs))
     assert b"[12," not in stored and b"[30," not in stored
     assert [r.global_id for r in gather(settings, listen_s=0.0, timeout_s=5.0).rows] == [40]
+
+
+def test_a_live_word_as_late_as_what_a_later_word_says_is_kept_and_spells_stay_bounded() -> None:
+    """G12 heard live on door track 7 at T0 + 10 as alice at (1, 2); the track's later word says G12 lasted until
+    T0 + 10 too: the live word, with its place, is kept. A word bringing 15 earlier spells at once onto a track
+    that holds 16 leaves it the latest 16 (MAX_SPELLS_PER_TRACK), not one fewer than it had plus the new. Kills
+    the mutants: a said spell taking a live word's place on a tie, the bound trimming one spell a word."""
+    from daemon.fleet_who import MAX_SPELLS_PER_TRACK
+    from daemon.fleet_wire import MAX_EARLIER, EarlierSpell
+
+    acc = Sightings()
+    acc.add(_profile("door", 7, 12, T0 + 10.0, label="alice", position=(1.0, 2.0)))
+    acc.add(_profile("door", 7, 30, T0 + 20.0, earlier=(EarlierSpell(12, T0, T0 + 10.0),)))
+    door = next(r for r in acc.rows() if r.global_id == 12).cameras[0]
+    assert (door.timestamp, door.position, door.went_on_as) == (T0 + 10.0, (1.0, 2.0), 30)
+    for first in (100, 200):
+        said = tuple(EarlierSpell(first + k, T0 + first + k, T0 + first + k + 1) for k in range(MAX_EARLIER))
+        acc.add(_profile("door", 7, first + 50, T0 + first + 60.0, earlier=said))
+    ids = sorted(r.global_id for r in acc.rows())
+    assert ids == [*range(200, 200 + MAX_EARLIER), 250] and len(ids) == MAX_SPELLS_PER_TRACK
