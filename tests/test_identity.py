@@ -488,6 +488,18 @@ def test_store_evicts_identities_no_live_track_claims_before_a_live_claim_of_ano
     assert set(store.identities) == {6, 7}
 
 
+def test_store_counts_an_identity_as_claimed_when_any_one_of_its_tracks_claims_it_live() -> None:
+    """Identity 1 has an ended track on camera s and a live one on camera r: one live claim is enough to keep far
+    cameras off it, so at max_identities the ended 2, heard of later, goes first. Kills the mutant taking an
+    identity as claimed only when every track of it is live (1, the least recently seen, went)."""
+    store = FleetStore(D, IdentityConfig(max_identities=2, claim_ttl_s=10.0))
+    store.record(Contribution(("r", 1), 1, 0.0, 0.0, 0.5, None, False, False), None, 0.0)  # live until 10
+    store.record(_contrib(("s", 1), 1, 0.5), None, 0.5)  # ended
+    store.record(_contrib(("r", 2), 2, 1.0), None, 1.0)
+    store.record(_contrib(("r", 3), 3, 2.0), None, 2.0)
+    assert 1 in store and 2 not in store and 3 in store and store.evicted == 1
+
+
 def test_store_never_expires_a_live_track_of_this_camera() -> None:
     store = FleetStore(D, IdentityConfig(retention_s=100.0))
     store.record(_contrib(("me", 1), 1, 0.0, live_local=True), None, 0.0)
