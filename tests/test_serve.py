@@ -584,6 +584,23 @@ def test_a_label_with_an_invisible_character_is_refused_but_joiners_names_need_a
         assert status == 200 and body["label"] == label, body
 
 
+def test_a_label_keeps_an_emoji_flag_s_tags_and_refuses_a_language_tag(
+    toy: tuple[str, ServiceState], tmp_path: Path
+) -> None:
+    """A subdivision flag (Scotland's: a black flag, the tags g b s c t and a cancel tag, U+E0020-E007F, format
+    characters) is kept in a label, the cancel tag, the range's last, included; the language tag U+E0001, a
+    format character below the range, which shows as nothing, is refused. Kills the mutants: the flag tags
+    refused as invisible, the range's end left out, its start taken lower."""
+    url, state = toy
+    image = _jpeg((0, 0, 200))
+    scotland = "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"
+    status, body = _post(f"{url}/enroll", "x.jpg", image, label=f"ann {scotland}")
+    assert status == 200 and body["label"] == f"ann {scotland}", body
+    status, body = _post(f"{url}/enroll", "x.jpg", image, label="bob\U000e0001")
+    assert status == 422 and "LANGUAGE TAG" in body["detail"], body
+    assert set(state.gallery.labels) == {f"ann {scotland}"}
+
+
 def test_a_label_no_file_name_can_hold_is_refused(toy: tuple[str, ServiceState], tmp_path: Path) -> None:
     # Regression: a label of 200 '€' (600 UTF-8 bytes, over the 255 a file name holds) and an upload named
     # 'a\x00b.jpg' were each a 500 with a cv2.error traceback from writing the reference image.
