@@ -1096,6 +1096,33 @@ def _tcp_state(sock: socket.socket) -> int:
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[0]
 
 
+def test_each_body_on_a_kept_connection_has_its_own_time(tmp_path: Path) -> None:
+    """Three searches on one kept-alive connection, 0.4 s apart, each body sent 50 ms after its headers, at
+    client_timeout_s 0.5 and a client_min_rate of 10**6 (a body has 0.5 s and a hair): each body is timed from
+    its own first bytes, so all three are answered on the one connection. Kills the mutant that keeps the first
+    body's start for the next (the third closed as too slow, 0.8 s past it)."""
+    cfg = ServeConfig(references=tmp_path / "refs", client_timeout_s=0.5, client_min_rate=10**6)
+    state = ServiceState(MeanColour(), Gallery(4), cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        body, ctype = _multipart({"image": ("x.jpg", _jpeg((0, 0, 200)))}, {})
+        head = f"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"
+        with socket.create_connection((host, int(port)), timeout=5.0) as client:
+            answers = client.makefile("rb")
+            for _ in range(3):
+                client.sendall(head.encode())
+                time.sleep(0.05)  # the body comes apart from its headers
+                client.sendall(body)
+                status = answers.readline()
+                assert status.startswith(b"HTTP/1.1 200"), status
+                length = 0
+                while (line := answers.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                assert json.loads(answers.read(length)) is not None
+                time.sleep(0.4)
+
+
 def test_a_client_that_reads_no_answer_is_closed(tmp_path: Path) -> None:
     """A client that sent its requests (pipelined, all at once) and then read none of the answers was held for
     good once its answers filled the socket's buffers: the server waited to write the next one without end,
