@@ -1953,6 +1953,41 @@ def test_enrolments_waiting_for_the_gallerys_lock_leave_health_and_search_their_
     assert labels[0] == "ann" and len(labels) == 1 + answers.count(200), (labels, answers)
 
 
+def test_enrolments_waiting_for_the_gallerys_lock_wait_side_by_side_not_in_turn(tmp_path: Path) -> None:
+    """Ten enrolments at once while another process holds the gallery's lock (stopped) for good, lock_wait_s 1:
+    they wait for it side by side (ENROLMENTS_AT_ONCE), so each is a 503 about lock_wait_s after it came, not
+    one lock_wait_s after another (the tenth some 10 s later). Kills the mutant of one enrolment at a time."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "g.npz"
+    cfg = ServeConfig(gallery=path, references=tmp_path / "refs", lock_wait_s=1.0)
+    state = ServiceState(MeanColour(), Gallery(4, threshold=0.9), cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server:
+        url = server.url
+        assert _post(f"{url}/enroll", "ann.jpg", _jpeg((0, 0, 200)))[0] == 200
+        script = (
+            "import os, pathlib, signal\nfrom daemon.gallery import locked\n"
+            f"with locked(pathlib.Path({str(path)!r}), 5.0, 'enroll'):\n"
+            "    print('held', flush=True)\n    os.kill(os.getpid(), signal.SIGSTOP)\n"
+        )
+        holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+            start = time.monotonic()
+            with ThreadPoolExecutor(10) as pool:
+                waiting = [
+                    pool.submit(_post, f"{url}/enroll", f"p{i}.jpg", _jpeg((0, 200, i))) for i in range(10)
+                ]
+                answers = [f.result()[0] for f in waiting]
+            took = time.monotonic() - start
+        finally:
+            holder.kill()
+            holder.wait(timeout=10)
+    assert answers == [503] * 10, answers
+    assert took < 5.0, took  # side by side: about lock_wait_s (in turn: 10 s)
+
+
 def test_an_enrolment_waits_for_a_stopped_holder_of_the_references_folder_no_longer_than_lock_wait_s(
     tmp_path: Path,
 ) -> None:
