@@ -771,7 +771,8 @@ class ServeConfig(_Strict):
         le=1_000_000_000,
         description="Bytes a second a request body must come at, on average, past its first client_timeout_s: "
         "a body of N bytes has client_timeout_s + N / client_min_rate seconds to come whole, or its connection "
-        "is closed (a client trickling a byte every few seconds would hold it for days).",
+        "is closed (a client trickling a byte every few seconds would hold it for days); and a client whose "
+        "answers wait client_timeout_s for it to read them must take them at that rate meanwhile.",
     )
 
 

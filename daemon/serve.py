@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import hashlib
 import io
@@ -55,6 +56,8 @@ import math
 import os
 import re
 import socket
+import struct
+import termios
 import threading
 import time
 import unicodedata
@@ -1116,8 +1119,9 @@ class TimedH11Protocol(H11Protocol):
     ``min_rate`` bytes a second past its first ``timeout_s`` (it has ``timeout_s`` + its bytes / ``min_rate``
     seconds from its first bytes, checked as they come; the pause bound covers the time between); a body answered
     before it was read whole (413) is closed ``timeout_s`` after the answer, not taken to its end. A request in whole
-    is answered however long that takes, but an answer that waits that long for the client to read it (the
-    socket's buffers full: it sent its requests and reads nothing) closes the connection. ``timed_protocol``
+    is answered however long that takes, but answers that wait that long for the client to read them (the
+    socket's buffers full: it sent its requests and reads nothing, or under ``min_rate`` bytes a second of them)
+    close the connection. ``timed_protocol``
     gives the subclass of a timeout."""
 
     timeout_s: float = 10.0
@@ -1125,6 +1129,7 @@ class TimedH11Protocol(H11Protocol):
     _timer: asyncio.TimerHandle | None = None
     _body: tuple[float, int] | None = None  # (when the request's body began, its bytes so far)
     _unread: asyncio.TimerHandle | None = None  # armed while writing waits for the client to read
+    _waiting: int | None = None  # the bytes waiting for the client when it was armed (None: not known)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -1165,6 +1170,7 @@ class TimedH11Protocol(H11Protocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._unread is None:
+            self._waiting = _unsent(self.transport)
             self._unread = self.loop.call_later(self.timeout_s, self._not_read)
 
     def resume_writing(self) -> None:
@@ -1177,9 +1183,20 @@ class TimedH11Protocol(H11Protocol):
             self._unread = None
 
     def _not_read(self) -> None:
-        """The client took none of its answer for ``timeout_s``: closed at once (a close would wait to send what
-        the client does not read)."""
+        """Writing has waited ``timeout_s`` for the client: closed at once (a close would wait to send what the
+        client does not read) unless it took ``min_rate`` bytes a second of what waits for it meanwhile (or all of
+        it). The kernel says there is room to write only once much of its queue has drained, so a client
+        reading steadily may wait that long for it."""
         self._unread = None
+        now, before = _unsent(self.transport), self._waiting
+        if (
+            now is not None
+            and before is not None
+            and before - now >= min(before, self.min_rate * self.timeout_s)
+        ):
+            self._waiting = now
+            self._unread = self.loop.call_later(self.timeout_s, self._not_read)
+            return
         self.transport.abort()
 
     def _arm(self) -> None:
@@ -1200,6 +1217,19 @@ class TimedH11Protocol(H11Protocol):
             self._arm()
         elif state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
             self.transport.close()
+
+
+def _unsent(transport: asyncio.BaseTransport) -> int | None:
+    """The bytes of its answers the client has not taken: the transport's buffer and the kernel's send queue
+    (Linux's SIOCOUTQ: sent but not acknowledged, or not yet sent); None where the kernel does not say."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or not isinstance(transport, asyncio.WriteTransport):
+        return None
+    try:
+        queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except (OSError, ValueError):
+        return None
+    return int(queued) + transport.get_write_buffer_size()
 
 
 def timed_protocol(timeout_s: float, min_rate: float) -> type[TimedH11Protocol]:

@@ -1159,6 +1159,42 @@ def test_a_client_that_reads_no_answer_is_closed(tmp_path: Path) -> None:
         assert _call(f"{server.url}/health")[0] == 200
 
 
+def test_a_client_reading_its_answers_steadily_is_not_taken_for_one_that_reads_none(tmp_path: Path) -> None:
+    """The unread-answer bound timed how long writing stayed paused, not whether the client took any bytes:
+    the kernel signals room to write only once much of its send queue has drained, so a client reading 2.5 MB/s
+    of pipelined answers saw a pause outlast client_timeout_s (0.5 s) and was cut off after some 1,100 of its
+    2,000 answers. A pause is now held against the client only while it takes under client_min_rate bytes a
+    second of what waits for it."""
+    cfg = ServeConfig(references=tmp_path / "refs", client_timeout_s=0.5)
+    state = ServiceState(MeanColour(), Gallery(4), cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        client = socket.create_connection((host, int(port)))
+        client.setblocking(False)
+        requests = memoryview(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 2000)
+        got, answers, reset = bytearray(), 0, False
+        deadline = time.monotonic() + 60.0
+        while answers < 2000 and time.monotonic() < deadline:
+            if requests:
+                with contextlib.suppress(BlockingIOError):
+                    requests = requests[client.send(requests) :]
+            try:
+                chunk = client.recv(128 * 1024)
+            except BlockingIOError:
+                chunk = None
+            except ConnectionResetError:
+                reset = True
+                break
+            if chunk == b"":
+                break
+            if chunk:
+                got += chunk
+                answers = got.count(b"HTTP/1.1 200 OK")
+            time.sleep(0.05)  # 128 KiB every 50 ms: some 2.5 MB/s
+        client.close()
+    assert not reset and answers == 2000, (answers, reset)
+
+
 def test_openapi_schema_lists_the_endpoints(toy: tuple[str, ServiceState]) -> None:
     url, _ = toy
     status, schema = _call(f"{url}/openapi.json")
