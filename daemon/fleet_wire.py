@@ -44,6 +44,8 @@ from daemon.types import FloatArray, Position, finite_pair
 WIRE_VERSION = 1
 MAX_ITEMS = 10_000  # messages in one batch (a publish_batch bound, with room)
 MAX_SENDER_CHARS = 64
+# the largest global id, track id or sequence number (int64: the resolver's arrays hold them)
+MAX_ID = 2**63 - 1
 MAX_EARLIER = 15  # earlier spells one profile carries (the latest): with its present one, who's 16 per track
 NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,200}$")
 
@@ -72,8 +74,9 @@ class EarlierSpell:
     until: float
 
     def __post_init__(self) -> None:
-        if isinstance(self.global_id, bool) or not isinstance(self.global_id, int) or self.global_id < 1:
-            raise ValueError(f"an earlier spell's global_id must be an int >= 1, got {self.global_id!r}")
+        gid = self.global_id
+        if isinstance(gid, bool) or not isinstance(gid, int) or not 1 <= gid <= MAX_ID:
+            raise ValueError(f"an earlier spell's global_id must be an int in [1, {MAX_ID}], got {gid!r}")
         for name in ("since", "until"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -133,13 +136,20 @@ class FleetMessage:
         for name in ("position", "velocity"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, finite_pair(getattr(self, name), name))
-        if self.global_id is not None and self.global_id < 1:
-            raise ValueError(f"global_id must be >= 1 or None, got {self.global_id}")
         if self.kind == "forget" and self.global_id is None:
             raise ValueError("a forget message needs a global_id")
-        if self.seq < 0:
-            raise ValueError(f"seq must be >= 0, got {self.seq}")
+        _check_ids(self.global_id, self.track_id, self.seq)
         _check_earlier(self.earlier)
+
+
+def _check_ids(global_id: int | None, track_id: int, seq: int) -> None:
+    """ValueError unless the ids are in range: past MAX_ID the resolver's int64 arrays cannot hold them."""
+    if global_id is not None and not 1 <= global_id <= MAX_ID:
+        raise ValueError(f"global_id must be >= 1 (at most {MAX_ID}) or None, got {global_id}")
+    if not -MAX_ID - 1 <= track_id <= MAX_ID:
+        raise ValueError(f"track_id must be a 64-bit integer, got {track_id}")
+    if not 0 <= seq <= MAX_ID:
+        raise ValueError(f"seq must be >= 0 (at most {MAX_ID}), got {seq}")
 
 
 def _check_earlier(earlier: object) -> None:

@@ -177,6 +177,42 @@ def test_a_signed_meta_holding_an_integer_of_5000_digits_is_rejected() -> None:
     assert check(blob, KEY) is None
 
 
+def test_ids_past_int64_are_rejected_before_they_reach_the_resolver() -> None:
+    """A signed profile whose global id, track id or earlier spell's id passed 2**63 - 1 was decoded, and the
+    receiving camera's resolver then raised OverflowError putting it into its int64 arrays, out of its handling:
+    the worker stopped. Such a batch is malformed; the largest id is taken and resolved."""
+    from daemon.config import IdentityConfig
+    from daemon.fleet import to_update
+    from daemon.identity import IdentityResolver
+
+    base = {
+        "k": "profile",
+        "t": 3,
+        "g": 7,
+        "l": None,
+        "ts": 1000.0,
+        "q": 0.9,
+        "n": 0,
+        "r": 1,
+        "e": False,
+        "s": None,
+    }
+    for bad in (
+        {"g": 2**63},
+        {"t": 2**63},
+        {"t": -(2**63) - 1},
+        {"n": 2**63},
+        {"h": [[2**63, 990.0, 995.0]]},
+    ):
+        meta = {"v": 1, "camera": "cam-a", "sender": "s", "sent": 1000.0, "items": [base | bad]}
+        assert check(signed(meta, 1, 4), KEY) is None, bad
+    meta = {"v": 1, "camera": "cam-a", "sender": "s", "sent": 1000.0, "items": [base | {"g": 2**63 - 1}]}
+    batch = check(signed(meta, 1, 4), KEY)
+    assert batch is not None and batch.messages[0].global_id == 2**63 - 1
+    resolver = IdentityResolver("cam-b", 4, lambda n=1: 1, IdentityConfig())
+    assert resolver.ingest_remote(to_update(batch.messages[0], 4)) is True
+
+
 def test_the_fuzzers_reach_acceptance() -> None:
     """The strategies are not all rejects: a valid blob decodes (with and without the key), a flipped one not."""
     blob = valid_blob(2, 2, 8, 0, "float16")
