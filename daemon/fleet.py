@@ -889,8 +889,9 @@ class FleetLink:
         log.warning(
             "%s: %d of %d tracks seen long enough ended without a global id, their quality never reaching "
             "identity.new_min_quality %.2f (the last one's best: %.2f); quality is box height over "
-            "identity.quality_full_height_px (%g px) times the detector's score, less occlusion: on a camera whose "
-            "people are smaller than that, set quality_full_height_px nearer their height in pixels",
+            "identity.quality_full_height_px (%g px) times the detector's score, less occlusion: people smaller "
+            "than that or detected with low scores; where they are small, set quality_full_height_px nearer "
+            "their height in pixels",
             self.camera,
             r.ended_too_faint,
             r.ended_observed,
