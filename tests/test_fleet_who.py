@@ -463,13 +463,29 @@ def test_who_started_after_a_track_changed_ids_shows_its_earlier_spell_too(
     assert b"[12," not in b"".join(valkey.client().hvals(blobs))  # the link no longer says it
 
 
+def _assert_h_malformed(msg: FleetMessage, h: object, key: bytes) -> None:
+    """A signed batch of ``msg`` whose "h" is ``h`` is rejected as malformed, not raising."""
+    from daemon import codec
+    from daemon.fleet_wire import WIRE_VERSION, MessageRejected, _item_meta, decode_batch
+
+    meta = {
+        "v": WIRE_VERSION,
+        "camera": "door",
+        "sender": "",
+        "sent": T0,
+        "items": [{**_item_meta(msg), "h": h}],
+    }
+    blob = codec.encode(codec.EmbeddingBatch(msg.embeddings, meta=meta), key=key)
+    with pytest.raises(MessageRejected, match="malformed"):
+        decode_batch(blob, key, 1 << 20)
+
+
 def test_a_profile_carries_its_tracks_earlier_ids_on_the_wire_within_its_size_bound() -> None:
     """The earlier spells go out as 'h' and come back as sent; a sender packs batches by item_meta_bytes, which
     must not fall short of them; a malformed or overlong 'h' rejects the batch as malformed, not raising."""
     from daemon.fleet_wire import (
         MAX_EARLIER,
         EarlierSpell,
-        MessageRejected,
         decode_batch,
         encode_batch,
         item_meta_bytes,
@@ -489,20 +505,9 @@ def test_a_profile_carries_its_tracks_earlier_ids_on_the_wire_within_its_size_bo
         _profile("door", 7, 30, T0, earlier=(*spells, EarlierSpell(1, T0, T0)))
     with pytest.raises(ValueError, match="finite"):
         EarlierSpell(1, float("nan"), T0)
-    from daemon import codec
-    from daemon.fleet_wire import WIRE_VERSION, _item_meta
 
     for bad in ([[1, T0]], [[0, T0, T0]], [["1", T0, T0]], "x", [[1, T0, T0]] * (MAX_EARLIER + 1)):
-        meta = {
-            "v": WIRE_VERSION,
-            "camera": "door",
-            "sender": "",
-            "sent": T0,
-            "items": [{**_item_meta(msg), "h": bad}],
-        }
-        blob = codec.encode(codec.EmbeddingBatch(msg.embeddings, meta=meta), key=key)
-        with pytest.raises(MessageRejected, match="malformed"):
-            decode_batch(blob, key, 1 << 20)
+        _assert_h_malformed(msg, bad, key)
 
 
 def test_a_link_says_a_tracks_earlier_ids_bounded_and_never_a_forgotten_one() -> None:
@@ -668,8 +673,7 @@ def test_an_earlier_spell_is_refused_for_any_field_not_a_number_it_can_be() -> N
     """Each field of an earlier spell is checked: an until of NaN or infinity, a global id of true (a bool is an
     int to Python), a since or until of a string; on the wire a true or a string is a malformed batch. Kills
     the mutants: until not checked for finiteness, a bool taken as global id 1."""
-    from daemon import codec
-    from daemon.fleet_wire import WIRE_VERSION, EarlierSpell, MessageRejected, _item_meta, decode_batch
+    from daemon.fleet_wire import EarlierSpell
 
     for bad in ((1, T0, float("inf")), (1, T0, float("nan")), (True, T0, T0), (1, "T0", T0)):
         with pytest.raises(ValueError, match="earlier spell's"):
@@ -677,16 +681,7 @@ def test_an_earlier_spell_is_refused_for_any_field_not_a_number_it_can_be() -> N
     key = KEY.encode()
     msg = _profile("door", 7, 30, T0)
     for h in ([[True, T0, T0]], [[1, T0, "T0"]]):  # the codec writes no NaN nor infinity
-        meta = {
-            "v": WIRE_VERSION,
-            "camera": "door",
-            "sender": "",
-            "sent": T0,
-            "items": [{**_item_meta(msg), "h": h}],
-        }
-        blob = codec.encode(codec.EmbeddingBatch(msg.embeddings, meta=meta), key=key)
-        with pytest.raises(MessageRejected, match="malformed"):
-            decode_batch(blob, key, 1 << 20)
+        _assert_h_malformed(msg, h, key)
 
 
 def test_a_second_forget_finds_a_batch_the_first_re_signed(tmp_path: Path, valkey: EmbeddedValkey) -> None:

@@ -1951,23 +1951,14 @@ def test_enrolments_waiting_for_the_gallerys_lock_leave_health_and_search_their_
     threads every request runs on; 50 enrolments at once took them all, and /health took lock_wait_s to answer
     (a health checker's timeout: the service restarted). Enrolments work on threads of their own, a few at
     once; the others wait for a turn without one."""
-    import subprocess
-    import sys
-
     path = tmp_path / "g.npz"
     cfg = ServeConfig(gallery=path, references=tmp_path / "refs", lock_wait_s=6.0)
     state = ServiceState(MeanColour(), Gallery(4, threshold=0.9), cfg, model="mean-colour")
     with BackgroundServer(create_app(state)) as server:
         url = server.url
         assert _post(f"{url}/enroll", "ann.jpg", _jpeg((0, 0, 200)))[0] == 200
-        script = (
-            "import os, pathlib, signal\nfrom daemon.gallery import locked\n"
-            f"with locked(pathlib.Path({str(path)!r}), 5.0, 'enroll'):\n"
-            "    print('held', flush=True)\n    os.kill(os.getpid(), signal.SIGSTOP)\n"
-        )
-        holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        holder = _stopped_lock_holder(path)
         try:
-            assert holder.stdout is not None and holder.stdout.readline() == "held\n"
             with ThreadPoolExecutor(50) as pool:
                 waiting = [
                     pool.submit(_post, f"{url}/enroll", f"p{i}.jpg", _jpeg((0, 200, i))) for i in range(50)
@@ -1993,23 +1984,14 @@ def test_enrolments_waiting_for_the_gallerys_lock_wait_side_by_side_not_in_turn(
     """Ten enrolments at once while another process holds the gallery's lock (stopped) for good, lock_wait_s 1:
     they wait for it side by side (ENROLMENTS_AT_ONCE), so each is a 503 about lock_wait_s after it came, not
     one lock_wait_s after another (the tenth some 10 s later). Kills the mutant of one enrolment at a time."""
-    import subprocess
-    import sys
-
     path = tmp_path / "g.npz"
     cfg = ServeConfig(gallery=path, references=tmp_path / "refs", lock_wait_s=1.0)
     state = ServiceState(MeanColour(), Gallery(4, threshold=0.9), cfg, model="mean-colour")
     with BackgroundServer(create_app(state)) as server:
         url = server.url
         assert _post(f"{url}/enroll", "ann.jpg", _jpeg((0, 0, 200)))[0] == 200
-        script = (
-            "import os, pathlib, signal\nfrom daemon.gallery import locked\n"
-            f"with locked(pathlib.Path({str(path)!r}), 5.0, 'enroll'):\n"
-            "    print('held', flush=True)\n    os.kill(os.getpid(), signal.SIGSTOP)\n"
-        )
-        holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        holder = _stopped_lock_holder(path)
         try:
-            assert holder.stdout is not None and holder.stdout.readline() == "held\n"
             start = time.monotonic()
             with ThreadPoolExecutor(10) as pool:
                 waiting = [
