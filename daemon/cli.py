@@ -134,11 +134,19 @@ def _warn_unused_detections(detector: Any, summary: Any) -> None:
     if detector.type != "mot-file" or summary.detections or not summary.frames:
         return
     from daemon.motio import read_detections
+    from daemon.replay_detect import has_size
 
     det = read_detections(detector.path)
-    frames = det.frame[det.score >= detector.score_threshold]
-    if len(det) and not len(frames):
+    scored = det.select(det.score >= detector.score_threshold)
+    frames = scored.frame[has_size(scored.xywh)]
+    if len(det) and not len(scored):
         log.warning("%s: none of its %d boxes scores >= detector.score_threshold", detector.path, len(det))
+    elif len(scored) and not len(frames):
+        log.warning(
+            "%s: none of its %d boxes scoring >= detector.score_threshold has a width and a height",
+            detector.path,
+            len(scored),
+        )
     elif len(frames):
         log.warning(
             "%s: none of its %d boxes is on the %d frames run (its frames are %d-%d): is it of this video?",

@@ -63,12 +63,18 @@ def _frame_table(frame: NDArray[np.int64], xywh: F64Array, score: F64Array) -> d
     }
 
 
+def has_size(xywh: F64Array) -> NDArray[np.bool_]:
+    """Which boxes have a width and a height as the tracker reads them (float32 corners)."""
+    xyxy = xywh_to_xyxy(xywh)
+    sized: NDArray[np.bool_] = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+    return sized
+
+
 def _sized(frame: NDArray[np.int64], xywh: F64Array, source: str) -> NDArray[np.bool_]:
     """Which boxes have a width and a height as the tracker reads them (float32 corners: BoxMOT refuses x2 <= x1,
     which a width of 0 gives, or a box so far out that its corners are one float32); those that have none are
     counted in one warning naming ``source``."""
-    xyxy = xywh_to_xyxy(xywh)
-    sized: NDArray[np.bool_] = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+    sized = has_size(xywh)
     if not sized.all():
         log.warning(
             "%s: %d box(es) of no width or height (as the tracker reads them, float32) left out, the first on MOT "

@@ -279,3 +279,32 @@ def test_a_strided_source_lines_up_with_the_det_file(tmp_path: Path) -> None:
         for frame in src:
             truth = sorted(b.xyxy for b in clip.truth[frame.index])
             np.testing.assert_allclose(sorted(map(tuple, replay.detect(frame).xyxy)), truth)
+
+
+def test_a_det_txt_that_gave_no_box_is_said_to_for_what_it_is(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A det.txt whose every box has no width (some detectors write them) is left out box by box, and the run's
+    warning then asked whether the file is of this video, a wrong lead; each reason is said as it is: scores
+    under the threshold, boxes of no size, or frames the run did not reach."""
+    from types import SimpleNamespace
+
+    from daemon.cli import _warn_unused_detections
+    from daemon.config import MotFileDetectorConfig
+
+    flat, late = tmp_path / "flat.txt", tmp_path / "late.txt"
+    flat.write_text("".join(f"{f},-1,10,20,0,80,0.9\n" for f in (1, 2, 3)))
+    late.write_text("".join(f"{f},-1,10,20,30,80,0.9\n" for f in (500, 501)))
+    ran = SimpleNamespace(detections=0, frames=100)
+    said = []
+    for path, threshold in ((flat, 0.0), (flat, 0.95), (late, 0.0)):
+        caplog.clear()
+        _warn_unused_detections(MotFileDetectorConfig(path=path, score_threshold=threshold), ran)
+        said.append([r.getMessage() for r in caplog.records])
+    assert said[0] == [
+        f"{flat}: none of its 3 boxes scoring >= detector.score_threshold has a width and a height"
+    ]
+    assert said[1] == [f"{flat}: none of its 3 boxes scores >= detector.score_threshold"]
+    assert said[2] == [
+        f"{late}: none of its 2 boxes is on the 100 frames run (its frames are 500-501): is it of this video?"
+    ]
