@@ -1204,7 +1204,8 @@ def _env_error(e: SettingsError) -> ConfigError:
     cause = f": {e.__cause__}" if e.__cause__ is not None else ""
     return ConfigError(
         f"invalid environment override ({', '.join(_unparsed_env(str(e))) or ENV_PREFIX + '...'}): {e}{cause}; "
-        "a variable that sets a whole section holds JSON, or set one field with __ between levels"
+        "a variable that sets a whole section holds JSON, or set one field with __ between levels; a field "
+        "that holds a list takes a list, as JSON: [2, 1]"
     )
 
 

@@ -340,6 +340,19 @@ def test_environment_section_that_is_not_json_names_the_variable(
     assert "ALLOW_SPINNING" not in str(e.value)
 
 
+def test_a_list_field_set_from_the_environment_not_as_json_says_how_to_write_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """REID_CAMERAS__lobby__DETECTOR__TILES=2,1 (a list written as people write one) was told 'a variable that
+    sets a whole section holds JSON', of no section: a list is JSON too, and the message says so with its form."""
+    p = _write(tmp_path, "cameras:\n  lobby:\n    source: {uri: x.mp4}\n")
+    monkeypatch.setenv("REID_CAMERAS__lobby__DETECTOR__TILES", "2,1")
+    with pytest.raises(ConfigError) as e:
+        load_settings(p)
+    assert "(REID_CAMERAS__lobby__DETECTOR__TILES)" in str(e.value), e.value
+    assert "a list, as JSON: [2, 1]" in str(e.value), e.value
+
+
 FLEET_WITH_DEFAULTS = """
 camera_defaults:
   embedder: {batch_size: 4, flip_average: true}
