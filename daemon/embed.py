@@ -160,8 +160,9 @@ class OnnxEmbedder:
         inp = self.session.get_inputs()[0]
         self._input = inp.name
         self._dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
-        self._check_input(path, inp.shape)
         self.model_path = path
+        self._check_output()  # a detector given as the embedder is that, whatever its input size
+        self._check_input(path, inp.shape)
         self._dim = self._find_dim()
         self.head = None if cfg.head is None else load_checked_head(Path(cfg.head), cfg, path, self._dim)
 
@@ -182,13 +183,16 @@ class OnnxEmbedder:
                 f"set input_size: [{h}, {w}]"
             )
 
-    def _find_dim(self) -> int:
+    def _check_output(self) -> None:
         shape = self.session.get_outputs()[0].shape
         if len(shape) < 2 or any(isinstance(d, int) and d != 1 for d in shape[2:]):  # (N, D) or (N, D, 1, 1)
             raise ModelError(
                 f"{self.model_path} is not an embedding graph: its output {shape} is not one vector per crop, "
                 "(N, D) (a detector? set embedder.model to an embedder preset or ReID model)"
             )
+
+    def _find_dim(self) -> int:
+        shape = self.session.get_outputs()[0].shape
         dim = shape[1] if len(shape) > 2 else shape[-1]
         if isinstance(dim, int) and dim > 0:
             return dim

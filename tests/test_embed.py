@@ -186,9 +186,13 @@ def test_a_graph_without_one_vector_per_crop_is_no_embedder(model_cache: Path, t
     status = preset_status("yolov8s-person", model_cache)
     if status.state != "ready":
         pytest.skip("yolov8s-person is not fetched (reid-daemon models fetch yolov8s-person)")
-    cfg = EmbedderConfig(model=str(status.path), input_size=(640, 640))
-    with pytest.raises(ModelError, match=r"is not an embedding graph: its output \[1, 6, 8400\]"):
-        OnnxEmbedder(cfg, CPU, tmp_path)
+    for size in (
+        (640, 640),
+        (256, 128),
+    ):  # at the embedder's own input size it was told to set [640, 640] first
+        cfg = EmbedderConfig(model=str(status.path), input_size=size)
+        with pytest.raises(ModelError, match=r"is not an embedding graph: its output \[1, 6, 8400\]"):
+            OnnxEmbedder(cfg, CPU, tmp_path)
 
 
 def test_onnx_embedder_size_checks(toy_model: Path, tmp_path: Path) -> None:
