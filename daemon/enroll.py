@@ -105,7 +105,26 @@ def parse_reference_name(path: StrPath, naming: EnrollConfig | None = None) -> R
     label = tidy_label(rest.replace(cfg.word_separator, " "), cfg.lowercase)
     if not label:
         raise ValueError(f"{p.name}: the file name leaves no label ([SET-]name[--VARIANT].ext)")
+    hidden = invisible_character(label)
+    if hidden is not None:
+        raise ValueError(f"{p.name}: its label holds {hidden}: rename it")
     return ReferenceName(label, set_code, variant, p)
+
+
+_JOINERS = frozenset("\u200c\u200d")  # ZWNJ, ZWJ: Persian and Indic names and emoji sequences need them
+
+
+def invisible_character(text: str) -> str | None:
+    """The first format character of ``text`` that shows as nothing, named ('U+200B ZERO WIDTH SPACE, which shows
+    as nothing ...'): a label holding one looks like another, or is shown reordered (a bidi override); None when
+    there is none. Unicode Cf but the joiners and the tags of emoji flags (U+E0020-E007F)."""
+    for c in text:
+        if unicodedata.category(c) == "Cf" and c not in _JOINERS and not 0xE0020 <= ord(c) <= 0xE007F:
+            return (
+                f"U+{ord(c):04X} {unicodedata.name(c, 'a format character')}, which shows as nothing (the label "
+                "would look like another, or be shown reordered)"
+            )
+    return None
 
 
 def tidy_label(text: str, lowercase: bool = False) -> str:
@@ -120,6 +139,9 @@ def folder_label(path: Path, naming: EnrollConfig) -> ReferenceName:
     name is the variant; ValueError naming the folder when it leaves no label or is not UTF-8."""
     if not is_utf8(path.parent.name):
         raise ValueError(f"folder {shown(path.parent.name)}: its name is not UTF-8 ({NOT_UTF8})")
+    hidden = invisible_character(path.parent.name)
+    if hidden is not None:
+        raise ValueError(f"folder {path.parent.name}: its name holds {hidden}: rename it")
     try:
         ref = parse_reference_name(Path(path.parent.name + path.suffix), naming)
     except ValueError as e:

@@ -103,6 +103,7 @@ from daemon.embedding import (
 from daemon.enroll import (
     SERVE_LEDGER,
     folder_label,
+    invisible_character,
     ledger_key,
     ledger_locked,
     next_variant,
@@ -655,23 +656,10 @@ def given_label(label: str, naming: EnrollConfig) -> str:
     bad = next((c for c in text if unicodedata.category(c) == "Cc"), None)
     if bad is not None:
         raise HTTPException(422, f"the form field 'label' holds the control character {bad!r}: {label!r}")
-    hidden = next((c for c in text if _invisible(c)), None)
+    hidden = invisible_character(text)
     if hidden is not None:
-        raise HTTPException(
-            422,
-            f"the form field 'label' holds U+{ord(hidden):04X} {unicodedata.name(hidden, 'a format character')}, "
-            f"which shows as nothing (the label would look like another, or be shown reordered): {label!r}",
-        )
+        raise HTTPException(422, f"the form field 'label' holds {hidden}: {label!r}")
     return tidy_label(text, naming.lowercase)
-
-
-_JOINERS = frozenset("\u200c\u200d")  # ZWNJ, ZWJ: Persian and Indic names and emoji sequences need them
-
-
-def _invisible(c: str) -> bool:
-    """A format character (Unicode Cf: a zero-width space, a bidi override, a byte-order mark ...) other than the
-    joiners and the tags of emoji flags (U+E0020-E007F)."""
-    return unicodedata.category(c) == "Cf" and c not in _JOINERS and not 0xE0020 <= ord(c) <= 0xE007F
 
 
 def _label_stem(label: str, naming: EnrollConfig) -> str:

@@ -331,6 +331,31 @@ def test_a_reference_whose_name_is_not_utf8_is_skipped_naming_it(tmp_path: Path)
     report.text().encode("utf-8")
 
 
+def test_a_reference_whose_label_holds_an_invisible_character_is_skipped_naming_it(tmp_path: Path) -> None:
+    """A photo named 'a\u200bb.png' was enrolled as a label that shows as 'ab' everywhere but is another (unenroll
+    ab did not find it), and a folder name with a bidi override as a label shown reordered, where serve refuses
+    such a label field; both are skipped, naming the character. The joiners names need are kept."""
+
+    def write(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(cv2.imencode(".png", np.full((40, 20, 3), (0, 0, 250), np.uint8))[1].tobytes())
+
+    refs = tmp_path / "refs"
+    for name in ("ann.png", "a\u200bb.png", "\u0645\u06cc\u200c\u0646\u0627.png"):
+        write(refs / name)
+    report = enroll(refs, MeanColour(), Gallery(MeanColour.dim))
+    assert sorted(report.labels) == ["ann", "\u0645\u06cc\u200c\u0646\u0627"]
+    ((skipped, reason),) = [(s.path.name, s.reason) for s in report.skipped]
+    assert skipped == "a\u200bb.png" and "U+200B ZERO WIDTH SPACE" in reason, reason
+    people = tmp_path / "people"
+    for person in ("ann", "eve\u202etxt"):
+        write(people / person / "1.png")
+    report = enroll(people, MeanColour(), Gallery(MeanColour.dim), naming=EnrollConfig(label_from="folder"))
+    assert report.labels == ["ann"]
+    ((reason,),) = [(s.reason,) for s in report.skipped]
+    assert reason.startswith("folder eve") and "U+202E RIGHT-TO-LEFT OVERRIDE" in reason, reason
+
+
 def test_enroll_bad_inputs(tmp_path: Path, refs: Path) -> None:
     with pytest.raises(DataError, match="reference folder not found"):
         enroll(tmp_path / "nowhere", MeanColour(), Gallery(MeanColour.dim))
