@@ -66,12 +66,12 @@ from daemon.motio import (
 )
 from daemon.outputs import MAX_VIDEO_SIDE, mp4v_fps, mpeg4_size
 from daemon.sources import (
+    NotVideoAdvice,
+    check_video_path,
     counted_frames,
-    is_text_file,
     list_images,
     no_first_frame,
     not_found,
-    still_image,
 )
 from daemon.types import ImageBGR
 
@@ -361,6 +361,10 @@ class ScenarioFiles:
     container_fps: float | None  # the rate the source's container gives (None: none)
 
 
+# what a scenario's source that is no video is told (it takes neither a stream nor a folder)
+_NOT_VIDEO = NotVideoAdvice(pipe=": give a video file", text=" (ground truth goes to --gt)", still="")
+
+
 def _probe(video: Path, limit: int = 0) -> tuple[int, float | None, tuple[int, int]]:
     """Frames the source decodes to, at most ``limit`` when > 0 (counted by decoding: container counts lie),
     the frame rate its container gives (None: none) and its frames' (width, height)."""
@@ -368,13 +372,7 @@ def _probe(video: Path, limit: int = 0) -> tuple[int, float | None, tuple[int, i
         raise SourceError(_folder_given(video))
     if not video.exists():
         raise not_found("video file", video)
-    if not video.is_file():  # opened to be read, a named pipe waits for a writer, for good
-        raise SourceError(f"{video} is not a regular file (a named pipe, a device): give a video file")
-    if is_text_file(video):  # FFmpeg plays a .txt as a video of its characters
-        raise SourceError(f"{video} is a text file, not a video (ground truth goes to --gt)")
-    kind = still_image(video)
-    if kind is not None:  # OpenCV plays it as a video of one frame
-        raise SourceError(f"{video} is a still image ({kind}), not a video")
+    check_video_path(video, _NOT_VIDEO)
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise SourceError(

@@ -356,17 +356,29 @@ def check_video_file(cfg: SourceConfig) -> None:
     path = local_path(cfg)
     if path is None or source_kind(cfg) != "file" or not path.exists():  # a missing one: opening it says so
         return
-    if not path.is_file():  # opened to be read, a named pipe waits for a writer: for good, SIGTERM or not
-        raise SourceError(
-            f"{path} is not a regular file (a named pipe, a device): give a video file, or a stream by its URL"
-        )
+    check_video_path(path)
+
+
+@dataclass(frozen=True)
+class NotVideoAdvice:
+    """What ``check_video_path``'s error adds after saying what the file is, for each kind of file no video."""
+
+    pipe: str = ": give a video file, or a stream by its URL"
+    text: str = ""
+    still: str = ": give a video, or the folder of a sequence of images"
+
+
+def check_video_path(path: Path, advice: NotVideoAdvice = NotVideoAdvice()) -> None:
+    """SourceError when the file at ``path`` (there) is no video: not a regular file (a named pipe, which opened
+    to be read waits for a writer: for good, SIGTERM or not), a text file (FFmpeg plays it as a video of its
+    characters) or a still image (a video of one frame); each error ends with the caller's ``advice``."""
+    if not path.is_file():
+        raise SourceError(f"{path} is not a regular file (a named pipe, a device){advice.pipe}")
     if is_text_file(path):
-        raise SourceError(f"{path} is a text file, not a video")
+        raise SourceError(f"{path} is a text file, not a video{advice.text}")
     kind = still_image(path)
     if kind is not None:
-        raise SourceError(
-            f"{path} is a still image ({kind}), not a video: give a video, or the folder of a sequence of images"
-        )
+        raise SourceError(f"{path} is a still image ({kind}), not a video{advice.still}")
 
 
 def still_image(path: Path) -> str | None:
