@@ -1943,6 +1943,22 @@ def test_unenroll_of_a_label_a_running_serve_holds_removes_its_images_and_serve_
     assert _kept(refs) == ["ann--side.png", "bob--2.jpg", "bob.jpg"]
 
 
+@contextlib.contextmanager
+def _ann_served_while_locked(tmp_path: Path, path: Path, lock_wait_s: float) -> Iterator[tuple[str, Any]]:
+    """A service of the gallery ``path`` holding 'ann', whose lock a stopped process then holds
+    (``_stopped_lock_holder``): its URL and that process, killed when done."""
+    cfg = ServeConfig(gallery=path, references=tmp_path / "refs", lock_wait_s=lock_wait_s)
+    state = ServiceState(MeanColour(), Gallery(4, threshold=0.9), cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server:
+        assert _post(f"{server.url}/enroll", "ann.jpg", _jpeg((0, 0, 200)))[0] == 200
+        holder = _stopped_lock_holder(path)
+        try:
+            yield server.url, holder
+        finally:
+            holder.kill()
+            holder.wait(timeout=10)
+
+
 def test_enrolments_waiting_for_the_gallerys_lock_leave_health_and_search_their_threads(
     tmp_path: Path,
 ) -> None:
@@ -1952,29 +1968,20 @@ def test_enrolments_waiting_for_the_gallerys_lock_leave_health_and_search_their_
     (a health checker's timeout: the service restarted). Enrolments work on threads of their own, a few at
     once; the others wait for a turn without one."""
     path = tmp_path / "g.npz"
-    cfg = ServeConfig(gallery=path, references=tmp_path / "refs", lock_wait_s=6.0)
-    state = ServiceState(MeanColour(), Gallery(4, threshold=0.9), cfg, model="mean-colour")
-    with BackgroundServer(create_app(state)) as server:
-        url = server.url
-        assert _post(f"{url}/enroll", "ann.jpg", _jpeg((0, 0, 200)))[0] == 200
-        holder = _stopped_lock_holder(path)
-        try:
-            with ThreadPoolExecutor(50) as pool:
-                waiting = [
-                    pool.submit(_post, f"{url}/enroll", f"p{i}.jpg", _jpeg((0, 200, i))) for i in range(50)
-                ]
-                time.sleep(1.0)  # every enrolment is in, waiting for the lock
-                start = time.monotonic()
-                assert _call(f"{url}/health")[0] == 200
-                status, body = _post(f"{url}/search?k=1", "q.jpg", _jpeg((0, 0, 190)))
-                took = time.monotonic() - start
-                assert status == 200 and [m["label"] for m in body["matches"]] == ["ann"], body
-                assert took < 2.0, took  # before: some 5 s, until the enrolments gave up (lock_wait_s 6)
-                holder.kill()  # its end frees the lock: the enrolments that have not given up go on
-                answers = [f.result()[0] for f in waiting]
-        finally:
-            holder.kill()
-            holder.wait(timeout=10)
+    with (
+        _ann_served_while_locked(tmp_path, path, lock_wait_s=6.0) as (url, holder),
+        ThreadPoolExecutor(50) as pool,
+    ):
+        waiting = [pool.submit(_post, f"{url}/enroll", f"p{i}.jpg", _jpeg((0, 200, i))) for i in range(50)]
+        time.sleep(1.0)  # every enrolment is in, waiting for the lock
+        start = time.monotonic()
+        assert _call(f"{url}/health")[0] == 200
+        status, body = _post(f"{url}/search?k=1", "q.jpg", _jpeg((0, 0, 190)))
+        took = time.monotonic() - start
+        assert status == 200 and [m["label"] for m in body["matches"]] == ["ann"], body
+        assert took < 2.0, took  # before: some 5 s, until the enrolments gave up (lock_wait_s 6)
+        holder.kill()  # its end frees the lock: the enrolments that have not given up go on
+        answers = [f.result()[0] for f in waiting]
     assert set(answers) <= {200, 503} and 200 in answers, answers
     labels = Gallery.load(path).labels
     assert labels[0] == "ann" and len(labels) == 1 + answers.count(200), (labels, answers)
@@ -1984,24 +1991,14 @@ def test_enrolments_waiting_for_the_gallerys_lock_wait_side_by_side_not_in_turn(
     """Ten enrolments at once while another process holds the gallery's lock (stopped) for good, lock_wait_s 1:
     they wait for it side by side (ENROLMENTS_AT_ONCE), so each is a 503 about lock_wait_s after it came, not
     one lock_wait_s after another (the tenth some 10 s later). Kills the mutant of one enrolment at a time."""
-    path = tmp_path / "g.npz"
-    cfg = ServeConfig(gallery=path, references=tmp_path / "refs", lock_wait_s=1.0)
-    state = ServiceState(MeanColour(), Gallery(4, threshold=0.9), cfg, model="mean-colour")
-    with BackgroundServer(create_app(state)) as server:
-        url = server.url
-        assert _post(f"{url}/enroll", "ann.jpg", _jpeg((0, 0, 200)))[0] == 200
-        holder = _stopped_lock_holder(path)
-        try:
-            start = time.monotonic()
-            with ThreadPoolExecutor(10) as pool:
-                waiting = [
-                    pool.submit(_post, f"{url}/enroll", f"p{i}.jpg", _jpeg((0, 200, i))) for i in range(10)
-                ]
-                answers = [f.result()[0] for f in waiting]
-            took = time.monotonic() - start
-        finally:
-            holder.kill()
-            holder.wait(timeout=10)
+    with _ann_served_while_locked(tmp_path, tmp_path / "g.npz", lock_wait_s=1.0) as (url, _holder):
+        start = time.monotonic()
+        with ThreadPoolExecutor(10) as pool:
+            waiting = [
+                pool.submit(_post, f"{url}/enroll", f"p{i}.jpg", _jpeg((0, 200, i))) for i in range(10)
+            ]
+            answers = [f.result()[0] for f in waiting]
+        took = time.monotonic() - start
     assert answers == [503] * 10, answers
     assert took < 5.0, took  # side by side: about lock_wait_s (in turn: 10 s)
 
