@@ -259,11 +259,12 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 def cmd_who(args: argparse.Namespace) -> int:
     from daemon.config import load_settings
-    from daemon.fleet_who import Gathered, gather, watch, who_text
+    from daemon.fleet_who import DEFAULT_SIGHTINGS, Gathered, gather, watch, who_text
 
     if args.listen < 0 or args.timeout <= 0 or (args.watch is not None and args.watch <= 0):
         raise ConfigError("who: --listen must be >= 0, --timeout and --watch > 0 seconds")
     settings = load_settings(args.config)
+    per_camera = DEFAULT_SIGHTINGS if args.sightings is None else args.sightings
 
     def show(got: Gathered) -> int:
         if got.rejected:
@@ -272,12 +273,15 @@ def cmd_who(args: argparse.Namespace) -> int:
             print(f"who: messages rejected and not shown: {counts}{hint}", file=sys.stderr)
         rows = [r for r in got.rows if args.global_id in (None, r.global_id)]
         if args.json:
-            print(json.dumps([r.as_dict() for r in rows], indent=None if args.watch else 1), flush=True)
+            doc = [r.as_dict(per_camera) for r in rows]
+            print(json.dumps(doc, indent=None if args.watch else 1), flush=True)
         else:
             if args.watch and sys.stdout.isatty():
                 print("\033[H\033[J", end="")  # a fresh screen each time
             # on the fleet's clock; an id asked for and not seen is said so, beside how many were
-            text = who_text(got.rows, got.now, settings.bridge.fleet, args.global_id, settings.cameras)
+            text = who_text(
+                got.rows, got.now, settings.bridge.fleet, args.global_id, settings.cameras, per_camera
+            )
             print(text, flush=True)
         return 0 if rows or args.global_id is None else 1
 
@@ -1347,6 +1351,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Seconds to listen to the live cameras before showing (2; with --watch, before the first time).",
     )
     wh.add_argument("--timeout", type=float, default=5.0, help="Seconds to wait for Valkey.")
+    wh.add_argument(
+        "--sightings",
+        type=whole_number(1),
+        metavar="N",
+        help="Sightings shown per identity and camera, most recent first (default 5: "
+        "daemon.fleet_who.DEFAULT_SIGHTINGS); how many earlier ones are not shown is said.",
+    )
     wh.add_argument(
         "--json", action="store_true", help="JSON on stdout instead of a table (a line per --watch)."
     )

@@ -6,6 +6,11 @@ still within ``bridge.state_ttl_s``, verified with the fleet key like any peer's
 channel for ``listen_s`` so that tracks in view now show their latest time, place and end. The folding of
 those messages into one row per identity (:class:`Sightings`) is pure; only :func:`gather` does I/O.
 
+Each row holds every sighting of its identity that the stored state holds, per camera: each camera track's
+spell on it, from when the track took the id to its latest word, so a person who walked past a camera at 10:00
+and again at 10:20 (two tracks) shows both, most recent first; what is shown of them is bounded per camera
+(``DEFAULT_SIGHTINGS``, ``who --sightings``), saying how many earlier ones are not.
+
 A track that goes on as another identity (lost and back as someone else, a switch, a merge) keeps its earlier
 spell: each (camera, track, identity) is kept apart, the earlier marked with the id the track went on as, so
 both are shown, each under its own identity (at most ``MAX_SPELLS_PER_TRACK`` per track, the latest). Valkey
@@ -29,13 +34,15 @@ from daemon.fleet_wire import MAX_EARLIER, FleetMessage
 
 _MAX_FORGOTTEN = 10_000  # forget messages remembered by a long watch
 MAX_SPELLS_PER_TRACK = MAX_EARLIER + 1  # identities kept per camera track (those it went on from), the latest
+DEFAULT_SIGHTINGS = 5  # sightings shown per identity and camera, most recent first (`who --sightings`)
 
 
 @dataclass(frozen=True)
 class CameraSighting:
-    """The latest a camera said of one identity: its track, when, whether the track is over, and where;
-    ``moved_on``: the track went on as another identity since (``went_on_as``; None: as none yet, or as one
-    forgotten)."""
+    """One spell of a camera track on one identity: from ``since`` (when the track took the id, as its camera
+    says; its first word heard where it does not say) to ``timestamp`` (the latest word of it), whether the track
+    is over, and where; ``moved_on``: the track went on as another identity since (``went_on_as``; None: as none
+    yet, or as one forgotten)."""
 
     camera: str
     track_id: int
@@ -44,20 +51,61 @@ class CameraSighting:
     position: tuple[float, float] | None
     moved_on: bool = False
     went_on_as: int | None = None
+    since: float | None = None  # None: as ``timestamp``
+
+    @property
+    def start(self) -> float:
+        """When the spell began (never after its latest word)."""
+        return self.timestamp if self.since is None else min(self.since, self.timestamp)
+
+
+@dataclass(frozen=True)
+class CameraVisits:
+    """Every sighting of one identity on one camera that the stored state holds, most recent first."""
+
+    camera: str
+    sightings: tuple[CameraSighting, ...]
 
 
 @dataclass(frozen=True)
 class IdentitySighting:
-    """One global identity: its label, when it was last seen anywhere, and each camera's latest sighting."""
+    """One global identity: its label, when it was last seen anywhere, and every sighting of it on each camera
+    (``visits``: the cameras by their latest sighting, most recent first)."""
 
     global_id: int
     label: str | None
     last_seen: float
-    cameras: tuple[CameraSighting, ...]  # most recent first
+    visits: tuple[CameraVisits, ...]
 
-    def as_dict(self) -> dict[str, object]:
-        """For JSON (a position is a pair)."""
-        return {**asdict(self), "cameras": [asdict(c) for c in self.cameras]}
+    @property
+    def cameras(self) -> tuple[CameraSighting, ...]:
+        """Each camera's latest sighting, most recent first."""
+        return tuple(v.sightings[0] for v in self.visits)
+
+    def as_dict(self, per_camera: int = DEFAULT_SIGHTINGS) -> dict[str, object]:
+        """For JSON (a position is a pair): each camera's latest sighting as ``cameras`` (its fields, ``since``
+        with them), and under it its ``earlier`` sightings there, most recent first, up to ``per_camera`` in all
+        with the latest; ``earlier_not_shown``: how many more the stored state holds."""
+        cams = []
+        for v in self.visits:
+            shown = v.sightings[: max(per_camera, 1)]
+            cams.append(
+                {
+                    **_sighting_dict(shown[0]),
+                    "earlier": [_sighting_dict(c) for c in shown[1:]],
+                    "earlier_not_shown": len(v.sightings) - len(shown),
+                }
+            )
+        return {
+            "global_id": self.global_id,
+            "label": self.label,
+            "last_seen": self.last_seen,
+            "cameras": cams,
+        }
+
+
+def _sighting_dict(c: CameraSighting) -> dict[str, object]:
+    return {**asdict(c), "since": c.start}
 
 
 Spell = tuple[str | None, CameraSighting]  # one identity's label and latest sighting on one camera track
@@ -82,13 +130,15 @@ class Sightings:
             elif m.kind == "profile":
                 spells = self._tracks.setdefault((m.camera, m.track_id), {})
                 for e in m.earlier:  # what its camera says the track was before (heard here or not)
-                    _said_before(
-                        spells, e.global_id, CameraSighting(m.camera, m.track_id, e.until, False, None, True)
-                    )
+                    said = CameraSighting(m.camera, m.track_id, e.until, False, None, True, since=e.since)
+                    _said_before(spells, e.global_id, said)
                 old = spells.get(m.global_id)
                 if old is None or m.timestamp >= old[1].timestamp:
-                    seen = CameraSighting(m.camera, m.track_id, m.timestamp, m.ended, m.position)
+                    since = m.since if m.since is not None else _first_heard(old, m.timestamp)
+                    seen = CameraSighting(m.camera, m.track_id, m.timestamp, m.ended, m.position, since=since)
                     spells[m.global_id] = (m.label, seen)
+                elif m.since is None and m.timestamp < old[1].start:  # an earlier word, late: begun by then
+                    spells[m.global_id] = (old[0], replace(old[1], since=m.timestamp))
                 while len(spells) > MAX_SPELLS_PER_TRACK:
                     del spells[min(spells, key=lambda g: spells[g][1].timestamp)]
 
@@ -115,6 +165,11 @@ class Sightings:
                         per_id.setdefault(gid, []).append((label, seen))
         rows = [_row(gid, seen) for gid, seen in per_id.items()]
         return sorted(rows, key=lambda r: (-r.last_seen, r.global_id))
+
+
+def _first_heard(old: Spell | None, timestamp: float) -> float:
+    """A spell's start where its word does not say it (a sender of before ``since``): its first word heard."""
+    return timestamp if old is None else min(old[1].start, timestamp)
 
 
 def _said_before(spells: dict[int | None, Spell], gid: int, seen: CameraSighting) -> None:
@@ -146,14 +201,15 @@ def sightings(messages: Iterable[FleetMessage]) -> list[IdentitySighting]:
 
 
 def _row(gid: int, seen: list[tuple[str | None, CameraSighting]]) -> IdentitySighting:
-    """The identity's latest sighting on each camera (most recent first) and the latest label any gave."""
-    by_camera: dict[str, tuple[str | None, CameraSighting]] = {}
-    for label, c in seen:
-        if c.camera not in by_camera or c.timestamp >= by_camera[c.camera][1].timestamp:
-            by_camera[c.camera] = (label, c)
-    ordered = sorted(by_camera.values(), key=lambda lc: (-lc[1].timestamp, lc[1].camera))
-    label = next((lab for lab, _ in ordered if lab), None)
-    return IdentitySighting(gid, label, ordered[0][1].timestamp, tuple(c for _, c in ordered))
+    """Every sighting of the identity, per camera (most recent first, the cameras by their latest), and the
+    latest label any gave."""
+    seen = sorted(seen, key=lambda lc: (-lc[1].timestamp, -lc[1].start, lc[1].camera, lc[1].track_id))
+    per_camera: dict[str, list[CameraSighting]] = {}
+    for _, c in seen:
+        per_camera.setdefault(c.camera, []).append(c)
+    visits = tuple(CameraVisits(cam, tuple(cs)) for cam, cs in per_camera.items())
+    label = next((lab for lab, _ in seen if lab), None)
+    return IdentitySighting(gid, label, seen[0][1].timestamp, visits)
 
 
 def who_text(
@@ -162,10 +218,13 @@ def who_text(
     fleet: str,
     only: int | None = None,
     cameras: Iterable[str] = (),
+    per_camera: int = DEFAULT_SIGHTINGS,
 ) -> str:
-    """A table for people: one line per identity, its cameras with the track, age and state; ``only``: the
-    identity asked for (the rows hold it alone, or none: then it was not seen, and how many others were);
-    ``cameras``: the fleet's, those that saw nobody named in the first line."""
+    """A table for people: a line per identity, then one per sighting of it on each camera (track, from when to
+    when in this host's time zone, how long ago, state, place), most recent first, at most ``per_camera`` a
+    camera and a line saying how many earlier are not shown; ``only``: the identity asked for (the rows hold it
+    alone, or none: then it was not seen, and how many others were); ``cameras``: the fleet's, those that saw
+    nobody named in the first line."""
     if only is not None:
         mine = [r for r in rows if r.global_id == only]
         if not mine:
@@ -174,21 +233,51 @@ def who_text(
         rows = mine
     if not rows:
         return f"fleet {fleet!r}: nobody seen within the stored state"
-    cams = sorted({c.camera for r in rows for c in r.cameras})
+    cams = sorted({v.camera for r in rows for v in r.visits})
     silent = [c for c in cameras if c not in cams] if only is None else []
     nobody = f"; nobody seen on {', '.join(silent)}" if silent else ""
+    n = len(rows)
     lines = [
-        f"fleet {fleet!r}: {len(rows)} identit{'y' if len(rows) == 1 else 'ies'} on {', '.join(cams)}{nobody}"
+        f"fleet {fleet!r}: {n} identit{'y' if n == 1 else 'ies'} on {', '.join(cams)}{nobody}; {_zone(now)}"
     ]
     for r in rows:
-        name = f"G{r.global_id}" + (f" {r.label}" if r.label else "")
-        where = "; ".join(
-            f"{c.camera} track {c.track_id} {_ago(now - c.timestamp)}{_state(c)}"
-            + (f" at ({c.position[0]:.1f}, {c.position[1]:.1f})" if c.position is not None else "")
-            for c in r.cameras
-        )
-        lines.append(f"  {name:<16} {where}")
+        lines.append(f"  G{r.global_id}" + (f" {r.label}" if r.label else ""))
+        for v in r.visits:
+            lines += [f"    {_sighting_text(c, now)}" for c in v.sightings[: max(per_camera, 1)]]
+            hidden = len(v.sightings) - max(per_camera, 1)
+            if hidden > 0:
+                lines.append(
+                    f"    {v.camera}: {hidden} earlier sighting{'s' if hidden > 1 else ''} not shown "
+                    f"(--sightings {len(v.sightings)} shows them)"
+                )
     return "\n".join(lines)
+
+
+def _sighting_text(c: CameraSighting, now: float) -> str:
+    """'door track 7 10:00:01–10:00:30, 22 min ago (track ended) at (x, y)'."""
+    at = f" at ({c.position[0]:.1f}, {c.position[1]:.1f})" if c.position is not None else ""
+    return f"{c.camera} track {c.track_id} {_span(c.start, c.timestamp, now)}, {_ago(now - c.timestamp)}{_state(c)}{at}"
+
+
+def _span(start: float, end: float, now: float) -> str:
+    """From–to in this host's time zone, each with its date where it is not the day before it (now's, for the
+    start); one time where they are the same second."""
+    first = _clock(start, now)
+    if round(end) == round(start):
+        return first
+    return f"{first}–{_clock(end, start)}"
+
+
+def _clock(t: float, after: float) -> str:
+    """``t`` as local HH:MM:SS, dated (YYYY-MM-DD) where its day is not ``after``'s."""
+    local = time.localtime(round(t))
+    same_day = local[:3] == time.localtime(round(after))[:3]
+    return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S", local)
+
+
+def _zone(now: float) -> str:
+    """Which time zone the table's times are in (this host's; TZ=UTC for UTC)."""
+    return "times " + time.strftime("%Z (UTC%z)", time.localtime(round(now)))
 
 
 def _state(c: CameraSighting) -> str:

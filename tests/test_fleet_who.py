@@ -27,6 +27,16 @@ KEY = "who-test-fleet-key-0123456789abcdef"
 T0 = 1_800_000_000.0
 
 
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The tables' times are in this host's time zone: UTC here, whatever the machine's."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
 def _profile(cam: str, track: int, gid: int | None, t: float, **kw: object) -> FleetMessage:
     vec = np.zeros((1, 8), dtype=np.float32)
     vec[0, track % 8] = 1.0
@@ -55,8 +65,8 @@ def test_one_row_per_identity_latest_first_with_each_camera_latest_sighting() ->
     assert (door.camera, door.track_id, door.timestamp, door.ended) == ("door", 3, T0 + 4.0, True)
     text = who_text(rows, T0 + 70.0, "site-a")
     assert "2 identities on door, lobby" in text
-    assert "G7 alice" in text and "lobby track 9 61 s ago at (2.0, 3.5)" in text
-    assert "door track 3 66 s ago (track ended)" in text
+    assert "G7 alice" in text and "lobby track 9 08:00:08–08:00:09, 61 s ago at (2.0, 3.5)" in text
+    assert "door track 3 08:00:01–08:00:04, 66 s ago (track ended)" in text
     assert json.loads(json.dumps([r.as_dict() for r in rows]))[0]["cameras"][0]["position"] == [2.0, 3.5]
 
 
@@ -68,7 +78,10 @@ def test_a_track_whose_latest_word_has_no_identity_shows_its_old_one_as_over() -
     assert [(r.global_id, [(c.camera, c.moved_on) for c in r.cameras]) for r in rows] == [
         (4, [("a", True), ("b", False)])
     ]
-    assert "a track 1 9 s ago (track no longer on this id); b track 2" in who_text(rows, T0 + 9.0, "f")
+    text = who_text(rows, T0 + 9.0, "f")
+    assert (
+        "a track 1 08:00:00, 9 s ago (track no longer on this id)\n    b track 2 07:59:55, 14 s ago" in text
+    )
 
 
 def test_a_track_that_changes_ids_keeps_both_spells_and_the_earlier_says_it_is_over() -> None:
@@ -89,14 +102,16 @@ def test_a_track_that_changes_ids_keeps_both_spells_and_the_earlier_says_it_is_o
     assert (now.track_id, now.went_on_as, now.moved_on) == (7, None, False)
     assert (then.track_id, then.timestamp, then.went_on_as, then.moved_on) == (7, T0 + 5.0, 30, True)
     text = who_text(rows, T0 + 30.0, "site-a")
-    assert "G30" in text and "door track 7 5 s ago\n" in text + "\n"
-    assert "door track 7 25 s ago (track went on as G30)" in text
+    assert "G30" in text and "door track 7 08:00:20–08:00:25, 5 s ago\n" in text + "\n"
+    assert "door track 7 08:00:01–08:00:05, 25 s ago (track went on as G30)" in text
     assert json.loads(json.dumps([r.as_dict() for r in rows]))[1]["cameras"][0]["went_on_as"] == 30
     for gone, kept in ((12, 30), (30, 12)):
         left = sightings([*msgs, FleetMessage("forget", "ops", global_id=gone)])
         assert [(r.global_id, [c.track_id for c in r.cameras]) for r in left] == [(kept, [7])]
         assert f"G{gone}" not in who_text(left, T0 + 30.0, "site-a")
-    assert "door track 7 25 s ago (track no longer on this id)" in who_text(left, T0 + 30.0, "site-a")
+    assert "door track 7 08:00:01–08:00:05, 25 s ago (track no longer on this id)" in who_text(
+        left, T0 + 30.0, "site-a"
+    )
 
 
 def test_a_track_that_flips_ids_again_and_again_keeps_a_bounded_number_of_spells() -> None:
@@ -445,7 +460,9 @@ def test_who_started_after_a_track_changed_ids_shows_its_earlier_spell_too(
             (12, [("door", 7, True, 30)]),
         ]
         assert rows[1].last_seen == pytest.approx(now - 11)
-        assert "door track 7 11 s ago (track went on as G30)" in who_text(rows, now, "default")
+        assert re.search(
+            r"door track 7 \S+–\S+, 11 s ago \(track went on as G30\)", who_text(rows, now, "default")
+        )
         blobs = FleetKeys("default").camera_keys("door")[3]
         assert b"[12," in b"".join(valkey.client().hvals(blobs))  # G30's stored profile says G12 before it
         with Bridge(settings.bridge, "ops", receive=False) as ops:
@@ -570,7 +587,7 @@ def test_who_counts_ago_on_the_fleets_clock_not_this_hosts(
     capsys.readouterr()
     assert main(["-q", "who", "--config", str(path), "--listen", "0"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"door track 3 2[0-2] s ago", out), out
+    assert re.search(r"door track 3 \S+, 2[0-2] s ago", out), out
     shown: list[list[int]] = []
     watch(settings, 0.1, lambda got: shown.append([r.global_id for r in got.rows]), 5.0, rounds=1)
     assert shown == [[7]]  # not pruned as 2 h old
@@ -607,7 +624,8 @@ def test_who_names_the_fleets_cameras_that_saw_nobody(
     capsys.readouterr()
     assert main(["-q", "who", "--config", str(path), "--listen", "0"]) == 0
     assert (
-        capsys.readouterr().out.splitlines()[0] == "fleet 'default': 1 identity on door; nobody seen on lobby"
+        capsys.readouterr().out.splitlines()[0]
+        == "fleet 'default': 1 identity on door; nobody seen on lobby; times UTC (UTC+0000)"
     )
     assert (
         who_text([], T0, "f", cameras=("door", "lobby")) == "fleet 'f': nobody seen within the stored state"
@@ -724,3 +742,97 @@ def test_a_live_word_as_late_as_what_a_later_word_says_is_kept_and_spells_stay_b
         acc.add(_profile("door", 7, first + 50, T0 + first + 60.0, earlier=said))
     ids = sorted(r.global_id for r in acc.rows())
     assert ids == [*range(200, 200 + MAX_EARLIER), 250] and len(ids) == MAX_SPELLS_PER_TRACK
+
+
+def test_who_shows_every_visit_of_an_identity_to_a_camera_newest_first_and_bounded(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: `who` showed one sighting per camera for each identity, the latest: G12 walked past the door
+    at 10:00 (track 3) and again at 10:20 (track 8), and only 10:20 was shown; what a security user asks ("when
+    was G12 at the door") lost the first visit, which Valkey still held. On a real Valkey: every visit is shown,
+    each with its span (from when the track took the id), most recent first, in the table, the JSON and a watch;
+    --sightings bounds them per camera and the table says how many earlier are not shown."""
+    path = _fleet_yaml(tmp_path, valkey.url)
+    settings = load_settings(path)
+    server = valkey.client().time()
+    now = server[0] + server[1] / 1e6
+    visits = ((3, now - 1200.0, now - 1170.0), (5, now - 600.0, now - 590.0), (8, now - 60.0, now - 50.0))
+    with Bridge(settings.bridge, "door", receive=False) as door:
+        for track, since, until in visits:
+            door.publish(_profile("door", track, 12, since, since=since))
+            door.publish(_profile("door", track, 12, until, since=since, ended=True))
+        assert door.flush(5.0)
+    with Bridge(settings.bridge, "lobby", receive=False) as lobby:
+        lobby.publish(_profile("lobby", 1, 12, now - 30.0, since=now - 40.0))
+        assert lobby.flush(5.0)
+    (row,) = gather(settings, listen_s=0.0, timeout_s=5.0).rows
+    assert [(v.camera, [(c.track_id, c.start, c.timestamp) for c in v.sightings]) for v in row.visits] == [
+        ("lobby", [(1, now - 40.0, now - 30.0)]),
+        ("door", [(t, since, until) for t, since, until in reversed(visits)]),
+    ]
+    capsys.readouterr()
+    assert main(["-q", "who", "--config", str(path), "--listen", "0", "--sightings", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    clock = [time.strftime("%H:%M:%S", time.localtime(round(t))) for v in visits for t in v[1:]]
+    assert lines[1:] == [
+        "  G12",
+        f"    lobby track 1 {time.strftime('%H:%M:%S', time.localtime(round(now - 40.0)))}–"
+        f"{time.strftime('%H:%M:%S', time.localtime(round(now - 30.0)))}, 30 s ago",
+        f"    door track 8 {clock[4]}–{clock[5]}, 50 s ago (track ended)",
+        f"    door track 5 {clock[2]}–{clock[3]}, 10 min ago (track ended)",
+        "    door: 1 earlier sighting not shown (--sightings 3 shows them)",
+    ]
+    assert main(["-q", "who", "--config", str(path), "--listen", "0", "--json", "--id", "12"]) == 0
+    (doc,) = json.loads(capsys.readouterr().out)
+    lobby, entry = doc["cameras"]
+    assert (entry["camera"], entry["track_id"], entry["since"], entry["timestamp"]) == (
+        "door",
+        8,
+        *visits[2][1:],
+    )
+    assert [(e["track_id"], e["since"], e["timestamp"], e["ended"]) for e in entry["earlier"]] == [
+        (5, *visits[1][1:], True),
+        (3, *visits[0][1:], True),
+    ]
+    assert entry["earlier_not_shown"] == 0 and lobby["earlier"] == [] and lobby["earlier_not_shown"] == 0
+    assert main(["-q", "who", "--config", str(path), "--listen", "0", "--json", "--sightings", "1"]) == 0
+    (doc,) = json.loads(capsys.readouterr().out)
+    assert [(c["track_id"], c["earlier"], c["earlier_not_shown"]) for c in doc["cameras"]] == [
+        (1, [], 0),
+        (8, [], 2),
+    ]
+    shown: list[list[int]] = []
+    watch(
+        settings, 0.1, lambda got: shown.append([c.track_id for c in got.rows[0].visits[1].sightings]), 5.0, 1
+    )
+    assert shown == [[8, 5, 3]]
+
+
+def test_a_sighting_is_dated_where_it_is_not_today_and_the_zone_is_named() -> None:
+    """A span that began the day before `now` carries its date, an end on another day than its start its own;
+    a word without ``since`` (a sender of before it) spans from the first word heard, even one heard late; the
+    help names the default number of sightings the code uses."""
+    midnight = 1_800_057_600.0  # 2027-01-16 00:00:00 UTC
+    rows = sightings(
+        [
+            _profile("door", 1, 5, midnight - 30.0, since=midnight - 60.0),
+            _profile("door", 1, 5, midnight + 30.0, since=midnight - 60.0, ended=True),
+            _profile("lobby", 2, 5, midnight + 50.0),
+            _profile("lobby", 2, 5, midnight + 40.0),  # older, came late: the spell began by then
+        ]
+    )
+    text = who_text(rows, midnight + 3600.0, "f")
+    assert text.splitlines()[0] == "fleet 'f': 1 identity on door, lobby; times UTC (UTC+0000)"
+    assert "    lobby track 2 00:00:40–00:00:50, 59 min ago" in text
+    assert "    door track 1 2027-01-15 23:59:00–2027-01-16 00:00:30, 60 min ago (track ended)" in text
+    assert f"(default {fleet_who.DEFAULT_SIGHTINGS}:" in " ".join(_who_help().split())
+
+
+def _who_help() -> str:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["who", "--help"])
+    return out.getvalue()
