@@ -241,7 +241,7 @@ def who_text(
         f"fleet {fleet!r}: {n} identit{'y' if n == 1 else 'ies'} on {', '.join(cams)}{nobody}; {_zone(now)}"
     ]
     for r in rows:
-        lines.append(f"  G{r.global_id}" + (f" {r.label}" if r.label else ""))
+        lines.append(f"  G{r.global_id}" + (f" {_printable(r.label)}" if r.label else ""))
         for v in r.visits:
             lines += [f"    {_sighting_text(c, now)}" for c in v.sightings[: max(per_camera, 1)]]
             hidden = len(v.sightings) - max(per_camera, 1)
@@ -278,6 +278,12 @@ def _clock(t: float, after: float) -> str:
 def _zone(now: float) -> str:
     """Which time zone the table's times are in (this host's; TZ=UTC for UTC)."""
     return "times " + time.strftime("%Z (UTC%z)", time.localtime(round(now)))
+
+
+def _printable(text: str) -> str:
+    """A label as it can be shown on one line: a control character (a newline, a terminal escape) written as its
+    escape, so a name cannot forge rows of the table or clear the screen."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def _state(c: CameraSighting) -> str:

@@ -836,3 +836,15 @@ def _who_help() -> str:
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
         main(["who", "--help"])
     return out.getvalue()
+
+
+def test_a_label_with_control_characters_is_shown_escaped_on_its_own_line() -> None:
+    """Regression: a label is any string up to 255 bytes (gallery, wire), and `who` printed it raw: one holding a
+    newline and a terminal escape ("eve\\x1b[2J\\n  G99 mallory") cleared an operator's screen and added a row
+    of an identity nobody saw. Control characters are shown as their escapes; JSON keeps the label as it is."""
+    label = "eve\x1b[2J\n  G99 mallory"
+    rows = sightings([_profile("door", 1, 5, T0, label=label)])
+    lines = who_text(rows, T0 + 1.0, "f").splitlines()
+    assert lines[1] == "  G5 eve\\x1b[2J\\n  G99 mallory" and len(lines) == 3
+    assert "\x1b" not in who_text(rows, T0 + 1.0, "f")
+    assert json.loads(json.dumps(rows[0].as_dict()))["label"] == label
