@@ -259,7 +259,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 def cmd_who(args: argparse.Namespace) -> int:
     from daemon.config import load_settings
-    from daemon.fleet_who import DEFAULT_SIGHTINGS, Gathered, gather, watch, who_text
+    from daemon.fleet_who import DEFAULT_SIGHTINGS, Gathered, gather, select, watch, who_text
 
     if args.listen < 0 or args.timeout <= 0 or (args.watch is not None and args.watch <= 0):
         raise ConfigError("who: --listen must be >= 0, --timeout and --watch > 0 seconds")
@@ -271,7 +271,7 @@ def cmd_who(args: argparse.Namespace) -> int:
             counts = ", ".join(f"{n} {why}" for why, n in sorted(got.rejected.items()))
             hint = " (is bridge.signing_key the fleet's key?)" if "forged" in got.rejected else ""
             print(f"who: messages rejected and not shown: {counts}{hint}", file=sys.stderr)
-        rows = [r for r in got.rows if args.global_id in (None, r.global_id)]
+        rows = select(got.rows, args.global_id, args.name)
         if args.json:
             doc = [r.as_dict(per_camera) for r in rows]
             print(json.dumps(doc, indent=None if args.watch else 1), flush=True)
@@ -280,17 +280,29 @@ def cmd_who(args: argparse.Namespace) -> int:
                 print("\033[H\033[J", end="")  # a fresh screen each time
             # on the fleet's clock; an id asked for and not seen is said so, beside how many were
             text = who_text(
-                got.rows, got.now, settings.bridge.fleet, args.global_id, settings.cameras, per_camera
+                got.rows,
+                got.now,
+                settings.bridge.fleet,
+                args.global_id,
+                settings.cameras,
+                per_camera,
+                args.name,
             )
             print(text, flush=True)
-        return 0 if rows or args.global_id is None else 1
+        return 0 if rows or (args.global_id is None and args.name is None) else 1
 
     if args.watch is not None:
         watch(settings, args.watch, show, args.timeout, listen_s=args.listen)
         return 0
     code = show(gather(settings, args.listen, args.timeout))
     if code:
-        print(f"global id {args.global_id}: not seen within the fleet's stored state", file=sys.stderr)
+        asked = " ".join(
+            [
+                *([f"global id {args.global_id}"] if args.global_id is not None else []),
+                *([repr(args.name)] if args.name is not None else []),
+            ]
+        )
+        print(f"{asked}: not seen within the fleet's stored state", file=sys.stderr)
     return code
 
 
@@ -1344,6 +1356,9 @@ def build_parser() -> argparse.ArgumentParser:
     wh = sub.add_parser("who", help="Who is where now in a running fleet: each identity and its cameras.")
     wh.add_argument("--config", "-c", required=True, help="Fleet YAML (its bridge section names the Valkey).")
     wh.add_argument("--id", type=int, dest="global_id", help="Only this global id.")
+    wh.add_argument(
+        "--name", help="Only the identities of this name (label), each global id that bears it (exact match)."
+    )
     wh.add_argument(
         "--listen",
         type=float,

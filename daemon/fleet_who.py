@@ -21,6 +21,7 @@ those spells too; one listening across the change has heard them as they were.
 
 from __future__ import annotations
 
+import shlex
 import threading
 import time
 from collections import OrderedDict
@@ -212,6 +213,13 @@ def _row(gid: int, seen: list[tuple[str | None, CameraSighting]]) -> IdentitySig
     return IdentitySighting(gid, label, seen[0][1].timestamp, visits)
 
 
+def select(
+    rows: list[IdentitySighting], only: int | None = None, name: str | None = None
+) -> list[IdentitySighting]:
+    """The rows asked for: of global id ``only`` and named ``name`` (each: any when None)."""
+    return [r for r in rows if only in (None, r.global_id) and name in (None, r.label)]
+
+
 def who_text(
     rows: list[IdentitySighting],
     now: float,
@@ -219,38 +227,67 @@ def who_text(
     only: int | None = None,
     cameras: Iterable[str] = (),
     per_camera: int = DEFAULT_SIGHTINGS,
+    name: str | None = None,
 ) -> str:
     """A table for people: a line per identity, then one per sighting of it on each camera (track, from when to
     when in this host's time zone, how long ago, state, place), most recent first, at most ``per_camera`` a
-    camera and a line saying how many earlier are not shown; ``only``: the identity asked for (the rows hold it
-    alone, or none: then it was not seen, and how many others were); ``cameras``: the fleet's, those that saw
-    nobody named in the first line."""
-    if only is not None:
-        mine = [r for r in rows if r.global_id == only]
-        if not mine:
-            others = f"{len(rows)} identit{'y is' if len(rows) == 1 else 'ies are'}" if rows else "nobody is"
-            return f"fleet {fleet!r}: G{only} not seen within the stored state ({others})"
-        rows = mine
-    if not rows:
+    camera and a line saying how many earlier are not shown; ``only``, ``name``: the identity asked for, or the
+    identities of that name (:func:`select`; none: said not seen, and how many others were; an identity asked
+    for whose name others bear too, as identities merged by name on some camera do, names them);
+    ``cameras``: the fleet's, those that saw nobody named in the first line."""
+    asked = " ".join(
+        [*([f"G{only}"] if only is not None else []), *([repr(name)] if name is not None else [])]
+    )
+    mine = select(rows, only, name)
+    if asked and not mine:
+        others = f"{len(rows)} identit{'y is' if len(rows) == 1 else 'ies are'}" if rows else "nobody is"
+        return f"fleet {fleet!r}: {_printable(asked)} not seen within the stored state ({others})"
+    if not mine:
         return f"fleet {fleet!r}: nobody seen within the stored state"
+    lines = [_headline(mine, now, fleet, () if asked else cameras)]
+    for r in mine:
+        lines += _identity_lines(r, now, per_camera)
+    if only is not None and name is None:
+        lines += _namesakes(rows, mine[0])
+    return "\n".join(lines)
+
+
+def _headline(rows: list[IdentitySighting], now: float, fleet: str, cameras: Iterable[str]) -> str:
+    """How many identities on which cameras, the ``cameras`` that saw nobody, and the times' zone."""
     cams = sorted({v.camera for r in rows for v in r.visits})
-    silent = [c for c in cameras if c not in cams] if only is None else []
+    silent = [c for c in cameras if c not in cams]
     nobody = f"; nobody seen on {', '.join(silent)}" if silent else ""
     n = len(rows)
-    lines = [
+    return (
         f"fleet {fleet!r}: {n} identit{'y' if n == 1 else 'ies'} on {', '.join(cams)}{nobody}; {_zone(now)}"
-    ]
-    for r in rows:
-        lines.append(f"  G{r.global_id}" + (f" {_printable(r.label)}" if r.label else ""))
-        for v in r.visits:
-            lines += [f"    {_sighting_text(c, now)}" for c in v.sightings[: max(per_camera, 1)]]
-            hidden = len(v.sightings) - max(per_camera, 1)
-            if hidden > 0:
-                lines.append(
-                    f"    {v.camera}: {hidden} earlier sighting{'s' if hidden > 1 else ''} not shown "
-                    f"(--sightings {len(v.sightings)} shows them)"
-                )
-    return "\n".join(lines)
+    )
+
+
+def _identity_lines(r: IdentitySighting, now: float, per_camera: int) -> list[str]:
+    """The identity's line, and its sightings' (at most ``per_camera`` a camera, then how many are not shown)."""
+    lines = [f"  G{r.global_id}" + (f" {_printable(r.label)}" if r.label else "")]
+    shown = max(per_camera, 1)
+    for v in r.visits:
+        lines += [f"    {_sighting_text(c, now)}" for c in v.sightings[:shown]]
+        hidden = len(v.sightings) - shown
+        if hidden > 0:
+            lines.append(
+                f"    {v.camera}: {hidden} earlier sighting{'s' if hidden > 1 else ''} not shown "
+                f"(--sightings {len(v.sightings)} shows them)"
+            )
+    return lines
+
+
+def _namesakes(rows: list[IdentitySighting], mine: IdentitySighting) -> list[str]:
+    """A line naming the other identities of ``mine``'s name (a camera that merged them by name counts them as
+    one person, their sightings apart), and how to show them all."""
+    if not mine.label:
+        return []
+    others = [f"G{r.global_id}" for r in rows if r.label == mine.label and r.global_id != mine.global_id]
+    if not others:
+        return []
+    name = _printable(mine.label)
+    return [f"  also named {name}: {', '.join(others)} (--name {shlex.quote(name)} shows them all)"]
 
 
 def _sighting_text(c: CameraSighting, now: float) -> str:

@@ -848,3 +848,36 @@ def test_a_label_with_control_characters_is_shown_escaped_on_its_own_line() -> N
     assert lines[1] == "  G5 eve\\x1b[2J\\n  G99 mallory" and len(lines) == 3
     assert "\x1b" not in who_text(rows, T0 + 1.0, "f")
     assert json.loads(json.dumps(rows[0].as_dict()))["label"] == label
+
+
+def test_who_by_id_names_the_other_ids_of_its_name_and_by_name_shows_them_all(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: two identities of one name (the door's camera merged G5 into G3 by the name 'jane doe', but
+    G5's ended track stays in Valkey under G5; the lobby never merged them) were told apart with nothing
+    linking them: `who --id 3` showed G3's visits alone, and a security user asking where jane doe was missed
+    G5's. `who --id 3` names G5 as also named so and how to see both; `--name` shows every identity of the name
+    (text, JSON); a name nobody bears is said not seen, exit status 1."""
+    path = _fleet_yaml(tmp_path, valkey.url)
+    settings = load_settings(path)
+    now = time.time()
+    with Bridge(settings.bridge, "door", receive=False) as door:
+        door.publish(_profile("door", 1, 5, now - 300.0, label="jane doe", ended=True))
+        door.publish(_profile("door", 2, 3, now - 20.0, label="jane doe"))
+        door.publish(_profile("door", 4, 9, now - 10.0, label="bob"))
+        assert door.flush(5.0)
+    capsys.readouterr()
+    assert main(["-q", "who", "--config", str(path), "--listen", "0", "--id", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "  G3 jane doe" and "G5" not in "\n".join(out[:-1])
+    assert out[-1] == "  also named jane doe: G5 (--name 'jane doe' shows them all)"
+    assert main(["-q", "who", "--config", str(path), "--listen", "0", "--name", "jane doe"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("fleet 'default': 2 identities on door;") and "G9" not in out
+    assert [line for line in out.splitlines() if line.startswith("  G")] == ["  G3 jane doe", "  G5 jane doe"]
+    assert main(["-q", "who", "--config", str(path), "--listen", "0", "--name", "jane doe", "--json"]) == 0
+    assert [d["global_id"] for d in json.loads(capsys.readouterr().out)] == [3, 5]
+    assert main(["-q", "who", "--config", str(path), "--listen", "0", "--name", "eve"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "fleet 'default': 'eve' not seen within the stored state (3 identities are)\n"
+    assert "'eve': not seen" in captured.err
