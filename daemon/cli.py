@@ -287,6 +287,7 @@ def cmd_who(args: argparse.Namespace) -> int:
                 settings.cameras,
                 per_camera,
                 args.name,
+                got.forgotten,
             )
             print(text, flush=True)
         return 0 if rows or (args.global_id is None and args.name is None) else 1
@@ -294,7 +295,8 @@ def cmd_who(args: argparse.Namespace) -> int:
     if args.watch is not None:
         watch(settings, args.watch, show, args.timeout, listen_s=args.listen)
         return 0
-    code = show(gather(settings, args.listen, args.timeout))
+    got = gather(settings, args.listen, args.timeout)
+    code = show(got)
     if code:
         asked = " ".join(
             [
@@ -302,7 +304,8 @@ def cmd_who(args: argparse.Namespace) -> int:
                 *([repr(args.name)] if args.name is not None else []),
             ]
         )
-        print(f"{asked}: not seen within the fleet's stored state", file=sys.stderr)
+        why = "forgotten" if args.global_id in got.forgotten else "not seen within the fleet's stored state"
+        print(f"{asked}: {why}", file=sys.stderr)
     return code
 
 

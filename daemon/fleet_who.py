@@ -143,6 +143,11 @@ class Sightings:
                 while len(spells) > MAX_SPELLS_PER_TRACK:
                     del spells[min(spells, key=lambda g: spells[g][1].timestamp)]
 
+    def forgotten(self) -> frozenset[int]:
+        """The ids forgotten (``reid-daemon forget``) that this has heard of, the stored ones included."""
+        with self._lock:
+            return frozenset(self._forgotten)
+
     def prune(self, before: float) -> None:
         """Forget spells whose latest word is older than ``before`` (a long watch stays bounded)."""
         with self._lock:
@@ -228,17 +233,21 @@ def who_text(
     cameras: Iterable[str] = (),
     per_camera: int = DEFAULT_SIGHTINGS,
     name: str | None = None,
+    forgotten: Container[int] = (),
 ) -> str:
     """A table for people: a line per identity, then one per sighting of it on each camera (track, from when to
     when in this host's time zone, how long ago, state, place), most recent first, at most ``per_camera`` a
     camera and a line saying how many earlier are not shown; ``only``, ``name``: the identity asked for, or the
     identities of that name (:func:`select`; none: said not seen, and how many others were; an identity asked
-    for whose name others bear too, as identities merged by name on some camera do, names them);
+    for whose name others bear too, as identities merged by name on some camera do, names them; one in
+    ``forgotten`` is said to be forgotten);
     ``cameras``: the fleet's, those that saw nobody named in the first line."""
     asked = " ".join(
         [*([f"G{only}"] if only is not None else []), *([repr(name)] if name is not None else [])]
     )
     mine = select(rows, only, name)
+    if only is not None and only in forgotten:
+        return f"fleet {fleet!r}: G{only} was forgotten (reid-daemon forget): nothing of it is kept"
     if asked and not mine:
         others = f"{len(rows)} identit{'y is' if len(rows) == 1 else 'ies are'}" if rows else "nobody is"
         return f"fleet {fleet!r}: {_printable(asked)} not seen within the stored state ({others})"
@@ -345,12 +354,14 @@ def _ago(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Gathered:
-    """One row per identity, how many messages were rejected, by reason (forged: another fleet key?), and the
-    fleet's time then (what the sightings' times are on, Valkey's, as the bridge reads it: not this host's)."""
+    """One row per identity, how many messages were rejected, by reason (forged: another fleet key?), the
+    fleet's time then (what the sightings' times are on, Valkey's, as the bridge reads it: not this host's), and
+    the ids forgotten that the fleet keeps word of (``bridge.forget_keep_s``) or that were heard."""
 
     rows: list[IdentitySighting]
     rejected: dict[str, int]
     now: float
+    forgotten: frozenset[int] = frozenset()
 
 
 @contextmanager
@@ -358,7 +369,7 @@ def _observing(settings: Settings, timeout_s: float) -> Iterator[tuple[Bridge, S
     """An observer bridge on the fleet's Valkey, caught up, folding what it hears into :class:`Sightings`."""
     settings.bridge.shared_url("who")  # ConfigError when unset
     acc = Sightings()
-    with Bridge(settings.bridge, "who-cli", on_message=acc.add, observe=True) as bridge:
+    with Bridge(settings.bridge, "who-cli", on_message=acc.add, observe=True, stored_forgets=True) as bridge:
         if not bridge.wait_ready(timeout_s):
             raise bridge.unreachable(timeout_s)
         yield bridge, acc
@@ -366,7 +377,8 @@ def _observing(settings: Settings, timeout_s: float) -> Iterator[tuple[Bridge, S
 
 def _now(bridge: Bridge, acc: Sightings) -> Gathered:
     counts = asdict(bridge.stats.rejected)
-    return Gathered(acc.rows(), {why: n for why, n in counts.items() if n}, bridge.clock.now())
+    rejected = {why: n for why, n in counts.items() if n}
+    return Gathered(acc.rows(), rejected, bridge.clock.now(), acc.forgotten())
 
 
 def gather(settings: Settings, listen_s: float, timeout_s: float) -> Gathered:

@@ -881,3 +881,30 @@ def test_who_by_id_names_the_other_ids_of_its_name_and_by_name_shows_them_all(
     captured = capsys.readouterr()
     assert captured.out == "fleet 'default': 'eve' not seen within the stored state (3 identities are)\n"
     assert "'eve': not seen" in captured.err
+
+
+def test_who_asked_for_a_forgotten_id_says_it_was_forgotten_not_unseen(
+    tmp_path: Path, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: after `reid-daemon forget 12`, `who --id 12` said "G12 not seen within the stored state", as
+    of someone the fleet never saw, though the fleet keeps word of the forget (bridge.forget_keep_s, 30 days).
+    `who` reads the stored forgets too (a read-only user can) and says G12 was forgotten; an id never seen is
+    still said not seen, and the other identities are shown as before."""
+    path = _fleet_yaml(tmp_path, valkey.url)
+    settings = load_settings(path)
+    with Bridge(settings.bridge, "door", receive=False) as door:
+        door.publish(_profile("door", 3, 12, time.time() - 5.0))
+        door.publish(_profile("door", 4, 7, time.time() - 5.0))
+        assert door.flush(5.0)
+    with Bridge(settings.bridge, "ops", receive=False) as ops:
+        ops.forget(12)
+        assert ops.flush(5.0)
+    capsys.readouterr()
+    assert main(["-q", "who", "--config", str(path), "--listen", "0", "--id", "12"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "fleet 'default': G12 was forgotten (reid-daemon forget): nothing of it is kept\n"
+    assert captured.err.endswith("global id 12: forgotten\n")
+    assert main(["-q", "who", "--config", str(path), "--listen", "0", "--id", "13"]) == 1
+    assert "G13 not seen within the stored state (1 identity is)" in capsys.readouterr().out
+    got = gather(settings, listen_s=0.0, timeout_s=5.0)
+    assert [r.global_id for r in got.rows] == [7] and 12 in got.forgotten
