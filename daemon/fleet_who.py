@@ -187,15 +187,20 @@ def _said_before(spells: dict[int | None, Spell], gid: int, seen: CameraSighting
 
 
 def _marked(spells: dict[int | None, Spell], forgotten: Container[int]) -> Iterator[tuple[int | None, Spell]]:
-    """A track's spells, each one but its latest marked with the identity the track went on as (that latest's;
-    None where it has none, or it was forgotten: a forgotten id is named nowhere). A spell its camera said was
-    over ends when the next began: a word of the track on its own id at that time is its latest."""
-    now = max(
+    """A track's spells, each one but its latest marked with the identity the track went on as: the next
+    spell's (None where it has none, or it was forgotten: a forgotten id is named nowhere). A spell its camera
+    said was over ends when the next began: a word of the track on its own id at that time is its latest."""
+    order = sorted(
         spells, key=lambda g: (spells[g][1].timestamp, not spells[g][1].moved_on)
-    )  # a live word wins a tie
-    then = None if now in forgotten else now
-    for gid, (label, seen) in spells.items():
-        yield gid, (label, seen if gid == now else replace(seen, moved_on=True, went_on_as=then))
+    )  # live wins a tie
+    for i, gid in enumerate(order):
+        label, seen = spells[gid]
+        if i == len(order) - 1:
+            yield gid, (label, seen)
+            continue
+        after = order[i + 1]
+        then = None if after is None or after in forgotten else after
+        yield gid, (label, replace(seen, moved_on=True, went_on_as=then))
 
 
 def sightings(messages: Iterable[FleetMessage]) -> list[IdentitySighting]:

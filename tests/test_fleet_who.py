@@ -908,3 +908,22 @@ def test_who_asked_for_a_forgotten_id_says_it_was_forgotten_not_unseen(
     assert "G13 not seen within the stored state (1 identity is)" in capsys.readouterr().out
     got = gather(settings, listen_s=0.0, timeout_s=5.0)
     assert [r.global_id for r in got.rows] == [7] and 12 in got.forgotten
+
+
+def test_each_earlier_spell_of_a_track_says_the_id_it_went_on_as_next_not_the_latest() -> None:
+    """Regression: door track 7 was G1, then G2, then G3, and `who` said G1's spell "went on as G3" (every
+    earlier spell named the track's latest id), so following a person from id to id skipped G2, and with G2
+    forgotten it still named G3 for G1. Each spell names the id that came next; a forgotten next is named
+    nowhere ("no longer on this id")."""
+    msgs = [_profile("door", 7, g, T0 + 10.0 * k, since=T0 + 10.0 * k) for k, g in enumerate((1, 2, 3))]
+    rows = {r.global_id: r.cameras[0] for r in sightings(msgs)}
+    assert {g: (c.moved_on, c.went_on_as) for g, c in rows.items()} == {
+        3: (False, None),
+        2: (True, 3),
+        1: (True, 2),
+    }
+    rows = {r.global_id: r.cameras[0] for r in sightings([*msgs, FleetMessage("forget", "ops", global_id=2)])}
+    assert {g: (c.moved_on, c.went_on_as) for g, c in rows.items()} == {3: (False, None), 1: (True, None)}
+    assert "door track 7 08:00:00, 30 s ago (track went on as G2)" in who_text(
+        sightings(msgs), T0 + 30.0, "f"
+    )
