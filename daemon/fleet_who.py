@@ -311,8 +311,8 @@ def _sighting_text(c: CameraSighting, now: float) -> str:
 
 
 def _span(start: float, end: float, now: float) -> str:
-    """From–to in this host's time zone, each with its date where it is not the day before it (now's, for the
-    start); one time where they are the same second."""
+    """From–to in this host's time zone: the start dated where it is not on now's day, the end where it is not
+    on the start's; one time where they are the same second."""
     first = _clock(start, now)
     if round(end) == round(start):
         return first
