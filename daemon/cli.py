@@ -1358,7 +1358,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     wh = sub.add_parser("who", help="Who is where now in a running fleet: each identity and its cameras.")
     wh.add_argument("--config", "-c", required=True, help="Fleet YAML (its bridge section names the Valkey).")
-    wh.add_argument("--id", type=int, dest="global_id", help="Only this global id.")
+    wh.add_argument("--id", type=whole_number(1), dest="global_id", help="Only this global id (1 or more).")
     wh.add_argument(
         "--name", help="Only the identities of this name (label), each global id that bears it (exact match)."
     )

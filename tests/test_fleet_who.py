@@ -927,3 +927,16 @@ def test_each_earlier_spell_of_a_track_says_the_id_it_went_on_as_next_not_the_la
     assert "door track 7 08:00:00, 30 s ago (track went on as G2)" in who_text(
         sightings(msgs), T0 + 30.0, "f"
     )
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "x"])
+def test_who_refuses_an_id_that_no_identity_can_have(
+    tmp_path: Path, bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: `who --id 0` and `--id -3` were taken and answered "G-3 not seen within the stored state", as if
+    such an id could have been seen; global ids count from 1. They are usage errors now, naming the problem."""
+    with pytest.raises(SystemExit) as stop:
+        main(["who", "--config", str(_fleet_yaml(tmp_path, "redis://127.0.0.1:1")), "--id", bad])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --id:" in err and ("must be 1 or more" in err or "not a whole number" in err)
