@@ -737,6 +737,24 @@ class ServeConfig(_Strict):
         description="An upload whose header gives more pixels (width x height) than this is refused (HTTP 413) "
         "before it is decoded: a PNG of under 1 MB can hold an image that takes gigabytes to decode.",
     )
+    max_image_memory_bytes: int = Field(
+        750_000_000,
+        ge=1_000_000,
+        le=1 << 40,
+        description="Memory the uploads of /recognize, /search and /enroll may take at once: each request holds "
+        "its upload's bytes and 6 bytes a pixel (the decoded image and the embedder's copy; its size read from "
+        "the image's header) from before it is decoded until it is answered, and one that would take the total "
+        "past this waits for others to finish (image_memory_wait_s at most); an upload needing more than this on "
+        "its own is decoded alone. The default takes three of the largest images max_image_pixels lets in at "
+        "once (40 Mpx, some 240 MB each), or some 400 VGA photos.",
+    )
+    image_memory_wait_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="A request whose upload finds no room in max_image_memory_bytes waits this long at most for "
+        "others to finish, then is answered 503 with Retry-After (the service is busy: try again).",
+    )
     top_k: int = Field(5, ge=1, le=1000, description="Matches returned when a request does not say k.")
     max_entries: int = Field(
         10_000,

@@ -31,7 +31,8 @@ gallery), 507 an enrolment that would grow the gallery past
 ``serve.max_entries`` (``_check_room``), 422 missing fields, an unknown query parameter or form
 field, or a query parameter or form field sent twice; a request body longer than ``max_upload_bytes``
 plus MULTIPART_SLACK gets its 413 as soon as that shows (its Content-Length, or the bytes received), unread;
-a client that goes on sending it is disconnected ``client_timeout_s`` after the answer.
+a client that goes on sending it is disconnected ``client_timeout_s`` after the answer; 503 with Retry-After an
+upload that found no room in ``max_image_memory_bytes`` within ``image_memory_wait_s`` (``ImageMemory``).
 A failure of the service's own files (the gallery, its lock file, a reference image) is a 409 naming the file
 but not the server's folders (``for_client``); the log has the whole message. An enrolment that waited
 ``lock_wait_s`` for the gallery's lock, or the references folder's, held by another process, is a 503 naming that
@@ -62,10 +63,10 @@ import threading
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, BinaryIO, Final, TypeVar
 from urllib.parse import quote
 
 import anyio
@@ -183,12 +184,14 @@ class ServiceState:
     started: float = field(default_factory=time.time)
     digest: FileDigest = field(default_factory=FileDigest)  # of the gallery file, for /health
     listing: ReferenceListing = field(init=False)  # the references folder's URLs, for /search
+    images: ImageMemory = field(init=False)  # the memory the uploads take (serve.max_image_memory_bytes)
     lock: threading.Lock = field(default_factory=threading.Lock)
     counting: threading.Lock = field(default_factory=threading.Lock)  # requests run in worker threads
 
     def __post_init__(self) -> None:
         """DataError when the gallery's dimension is not the embedder's (no request could be answered)."""
         self.listing = ReferenceListing(self.cfg.references, self.naming)
+        self.images = ImageMemory(self.cfg.max_image_memory_bytes, self.cfg.image_memory_wait_s)
         check_embedder(self.gallery, self.embedder, "the embedder's output")
         self.gallery.made_by(embedder_signature(self.embedder))
         if len(self.gallery) >= self.cfg.max_entries:
@@ -220,24 +223,108 @@ class ServiceState:
 # ----------------------------------------------------------------------------------------------- uploads
 
 
-def decode_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> ImageBGR:
-    """An uploaded file's bytes -> BGR image; HTTPException 413 / 400 saying what is wrong. An image whose
-    header gives more than ``max_pixels``, or does not give its size, is refused before it is decoded."""
-    if len(data) > max_bytes:
-        raise HTTPException(413, f"{name}: {len(data)} bytes is more than the limit of {max_bytes}")
-    if not data:
+BYTES_A_PIXEL: Final = 6
+"""Bytes of memory a request takes for each pixel of its upload while it works on it: 3 of the decoded image
+(BGR, 8 bits each) and as many of the embedder's crop of it (a whole image is one crop, copied). Measured: 40
+uploads of 8000x5000 at once peaked at 8.4 GB before uploads were held to serve.max_image_memory_bytes, some
+250 MB each."""
+
+
+class ImageMemory:
+    """The bytes of uploads and of their decoded images the service holds at once (serve.max_image_memory_bytes):
+    a request reserves its upload's bytes and its pixels before it reads and decodes them and gives them back once
+    answered; one that finds no room waits ``wait_s`` (serve.image_memory_wait_s) at most for others to give theirs
+    back, then is an HTTPException 503 with Retry-After. One upload needing more than the whole takes the whole (it
+    waits until nothing else is held). Reserved and waited for on the event loop: waiting takes no thread."""
+
+    def __init__(self, capacity: int, wait_s: float) -> None:
+        self.capacity, self.wait_s = capacity, wait_s
+        self.held = 0
+        self._freed: asyncio.Condition | None = None  # made on the event loop that serves
+
+    @contextlib.asynccontextmanager
+    async def reserved(self, need: int, name: str) -> AsyncIterator[None]:
+        """Hold ``need`` bytes (``name``'s, for the 503) inside the block."""
+        need = min(need, self.capacity)
+        freed = self._freed = self._freed or asyncio.Condition()
+        async with freed:
+            try:
+                await asyncio.wait_for(freed.wait_for(lambda: self.held + need <= self.capacity), self.wait_s)
+            except TimeoutError:
+                raise self._busy(need, name) from None
+            self.held += need
+        try:
+            yield
+        finally:
+            async with freed:
+                self.held -= need
+                freed.notify_all()
+
+    def _busy(self, need: int, name: str) -> HTTPException:
+        return HTTPException(
+            503,
+            f"{name}: the service is busy with other images: they hold {self.held} of the "
+            f"{self.capacity} bytes its uploads may take at once (serve.max_image_memory_bytes), and this one "
+            f"needs {need}; it waited {self.wait_s:g} s (serve.image_memory_wait_s): try again",
+            headers={"Retry-After": str(math.ceil(self.wait_s))},
+        )
+
+
+@contextlib.asynccontextmanager
+async def held_upload(
+    state: ServiceState, endpoint: str, upload: UploadFile
+) -> AsyncIterator[tuple[ImageBGR, str]]:
+    """An upload decoded, and its name, inside the block, holding its memory (``state.images``) until the block
+    ends; an upload refused (HTTPException: 413, 400, 503 while the service is busy) is counted in /health."""
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            taken = await _take_upload(state, upload, stack)
+        except HTTPException:
+            state.refused(endpoint)
+            raise
+        yield taken
+
+
+async def _take_upload(
+    state: ServiceState, upload: UploadFile, stack: contextlib.AsyncExitStack
+) -> tuple[ImageBGR, str]:
+    """Measure ``upload`` from its header, reserve its memory (released by ``stack``), read and decode it."""
+    name, cfg = upload.filename or "upload", state.cfg
+    size, pixels = await run_in_threadpool(
+        measure_upload, upload.file, name, cfg.max_upload_bytes, cfg.max_image_pixels
+    )
+    await stack.enter_async_context(state.images.reserved(size + BYTES_A_PIXEL * pixels, name))
+    data = await upload.read(size)
+    return await run_in_threadpool(decode_image, data, name), name
+
+
+def measure_upload(file: BinaryIO, name: str, max_bytes: int, max_pixels: int) -> tuple[int, int]:
+    """(bytes, pixels) of an upload (the form parser's file of it), from the image's header, without reading it
+    whole or decoding it; HTTPException 413 / 400 saying what is wrong (``check_pixels``)."""
+    size = file.seek(0, os.SEEK_END)
+    if size > max_bytes:
+        raise HTTPException(413, f"{name}: {size} bytes is more than the limit of {max_bytes}")
+    if not size:
         raise HTTPException(400, f"{name}: the upload is empty")
-    check_pixels(data, name, max_pixels)
+    file.seek(0)
+    try:
+        return size, check_pixels(file, name, max_pixels)
+    finally:
+        file.seek(0)
+
+
+def decode_image(data: bytes, name: str) -> ImageBGR:
+    """An upload's bytes (measured: ``measure_upload``) -> BGR image; HTTPException 400 when OpenCV cannot."""
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise HTTPException(400, f"{name}: not an image OpenCV can decode (JPEG, PNG, BMP, WebP...)")
     return np.asarray(image, dtype=np.uint8)
 
 
-def check_pixels(data: bytes, name: str, max_pixels: int) -> None:
-    """HTTPException 413 when the image's header gives more than ``max_pixels`` pixels, or more than Pillow
-    opens at all (its decompression-bomb bound, twice ``Image.MAX_IMAGE_PIXELS``, which it raises on); 400 when
-    Pillow cannot read the header: what cannot be measured is not decoded."""
+def check_pixels(data: bytes | BinaryIO, name: str, max_pixels: int) -> int:
+    """The pixels the image's header gives; HTTPException 413 when they are more than ``max_pixels``, or more
+    than Pillow opens at all (its decompression-bomb bound, twice ``Image.MAX_IMAGE_PIXELS``, which it raises on);
+    400 when Pillow cannot read the header: what cannot be measured is not decoded."""
     try:
         size = header_size(data)
     except Image.DecompressionBombError:
@@ -254,24 +341,18 @@ def check_pixels(data: bytes, name: str, max_pixels: int) -> None:
             413,
             f"{name}: {size[0]}x{size[1]} pixels is more than the limit of {max_pixels} (max_image_pixels)",
         )
+    return size[0] * size[1]
 
 
-def header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from an image file's header, without decoding it; None for what Pillow cannot read;
-    Image.DecompressionBombError for a header over Pillow's own bound."""
+def header_size(data: bytes | BinaryIO) -> tuple[int, int] | None:
+    """(width, height) from an image file's header (its bytes, or the file), without decoding it; None for what
+    Pillow cannot read; Image.DecompressionBombError for a header over Pillow's own bound."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
             width, height = im.size
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None
     return int(width), int(height)
-
-
-async def read_upload(upload: UploadFile, max_bytes: int, max_pixels: int) -> tuple[ImageBGR, str]:
-    """Read at most ``max_bytes + 1`` bytes of an upload and decode it (in a worker thread)."""
-    name = upload.filename or "upload"
-    data = await upload.read(max_bytes + 1)
-    return await run_in_threadpool(decode_upload, data, name, max_bytes, max_pixels), name
 
 
 # --------------------------------------------------------------------------------------------- the logic
@@ -858,10 +939,10 @@ def create_app(state: ServiceState) -> FastAPI:
         threshold: Annotated[float | None, Query(ge=-1, le=1)] = None,
         detect: Annotated[bool, Query(description="Find the people with the detector.")] = False,
     ) -> dict[str, Any]:
-        img, name = await _counted_read(state, "recognize", image, limit)
-        return await run_in_threadpool(
-            state.counted, "recognize", lambda: recognize_image(state, img, name, k, threshold, detect)
-        )
+        async with held_upload(state, "recognize", image) as (img, name):
+            return await run_in_threadpool(
+                state.counted, "recognize", lambda: recognize_image(state, img, name, k, threshold, detect)
+            )
 
     @app.post(
         "/search", dependencies=known, summary="Gallery entries most like the person in an uploaded crop."
@@ -871,10 +952,10 @@ def create_app(state: ServiceState) -> FastAPI:
         k: Annotated[int, Query(ge=1, le=1000)] = k_default,
         threshold: Annotated[float | None, Query(ge=-1, le=1)] = None,
     ) -> dict[str, Any]:
-        img, name = await _counted_read(state, "search", image, limit)
-        return await run_in_threadpool(
-            state.counted, "search", lambda: search_image(state, img, name, k, threshold)
-        )
+        async with held_upload(state, "search", image) as (img, name):
+            return await run_in_threadpool(
+                state.counted, "search", lambda: search_image(state, img, name, k, threshold)
+            )
 
     @app.post("/enroll", dependencies=known, summary="Add an uploaded reference image to the gallery.")
     async def post_enroll(
@@ -885,12 +966,12 @@ def create_app(state: ServiceState) -> FastAPI:
             Form(max_length=200, description="The label as given (trimmed). Default: from the file name."),
         ] = None,
     ) -> dict[str, Any]:
-        img, _ = await _counted_read(state, "enroll", image, limit)
         if label is None and "label" in await request.form():  # parsed once, cached
             label = ""  # an empty field, which FastAPI takes for none: blank, refused as one of spaces is
-        named = image.filename or ""  # not read_upload's stand-in for a nameless upload: no label is made up
-        work = functools.partial(state.counted, "enroll", lambda: enroll_image(state, img, named, label))
-        return await anyio.to_thread.run_sync(work, limiter=enrolling)
+        named = image.filename or ""  # not held_upload's stand-in for a nameless upload: no label is made up
+        async with held_upload(state, "enroll", image) as (img, _):
+            work = functools.partial(state.counted, "enroll", lambda: enroll_image(state, img, named, label))
+            return await anyio.to_thread.run_sync(work, limiter=enrolling)
 
     _add_error_answers(app, state)
     _remove_gallery_leftovers(state)
@@ -1085,16 +1166,6 @@ class BodyLimit:
 def _endpoint(scope: Scope) -> str:
     """The name /health counts a request under: its path without the slashes ('recognize')."""
     return str(scope["path"]).strip("/")
-
-
-async def _counted_read(
-    state: ServiceState, endpoint: str, upload: UploadFile, limit: int
-) -> tuple[Any, str]:
-    try:
-        return await read_upload(upload, limit, state.cfg.max_image_pixels)
-    except HTTPException:
-        state.refused(endpoint)
-        raise
 
 
 # ------------------------------------------------------------------------------------------- running it

@@ -2484,3 +2484,42 @@ def test_unenroll_waits_for_the_references_folders_lock_and_skips_no_image_gone_
     report = unenroll(path, ["ann", "bob"])
     assert report.removed == (refs.resolve() / "ann.jpg",) and report.kept == ()
     assert Gallery.load(path).labels == ["carl"]
+
+
+def test_uploads_past_the_image_memory_wait_then_get_503_with_retry_after(tmp_path: Path) -> None:
+    """/recognize and /search decoded their uploads on as many of the 40 worker threads as came, and each
+    held its image until answered (enrolments queued held theirs too): 40 of the largest images allowed (some
+    120 MB decoded each) took 8.4 GB. Each upload now reserves its bytes and pixels (from its header) in
+    serve.max_image_memory_bytes before it is read and decoded; one that finds no room waits
+    image_memory_wait_s, then is a 503 with Retry-After, never decoded."""
+    model = GatedColour()
+    image = _jpeg((0, 0, 200), (600, 600))
+    need = len(image) + 6 * 600 * 600
+    cfg = ServeConfig(max_image_memory_bytes=2 * need + 1000, image_memory_wait_s=1.0)
+    state = ServiceState(model, Gallery(4), cfg, model="gated")
+    with BackgroundServer(create_app(state)) as server, ThreadPoolExecutor(5) as pool:
+        url = server.url
+        busy = [pool.submit(_enroll_answer, f"{url}/search", f"q{i}.jpg", image) for i in range(5)]
+        try:
+            wait_until(lambda: sum(f.done() for f in busy) == 3, 30, "three searches answered")
+            assert model.inside == 2  # two decoded and in the model; the others never decoded (before: five)
+            refused = [f.result() for f in busy if f.done()]
+        finally:
+            model.release.set()
+        answered = [f.result()[0] for f in busy if f.result()[0] == 200]
+        health = _call(f"{url}/health")[1]
+    assert answered == [200, 200] and state.images.held == 0
+    for status, retry, body in refused:
+        assert status == 503 and retry == "1", (status, body)
+        assert "busy" in body["detail"] and "serve.max_image_memory_bytes" in body["detail"], body
+    assert health["requests"]["search"] == 5 and health["errors"] == {"search": 3}
+
+
+def test_an_upload_needing_more_than_the_image_memory_is_decoded_alone(tmp_path: Path) -> None:
+    """One upload whose bytes and pixels are more than serve.max_image_memory_bytes takes it whole, not a 503."""
+    cfg = ServeConfig(max_image_memory_bytes=1_000_000, image_memory_wait_s=1.0)
+    state = ServiceState(MeanColour(), Gallery(4), cfg, model="mean-colour")
+    with BackgroundServer(create_app(state)) as server:  # 6 bytes a pixel: 2.16 MB
+        status, body = _post(f"{server.url}/search", "big.jpg", _jpeg((0, 0, 200), (600, 600)))
+    assert status == 200, body
+    assert state.images.held == 0
