@@ -63,7 +63,7 @@ import threading
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Final, TypeVar
@@ -135,7 +135,8 @@ MULTIPART_SLACK: Final = 64 * 1024
 ENROLMENTS_AT_ONCE: Final = 40
 """Enrolments at work at once, each on a thread of its own (embedding, then waiting up to lock_wait_s for the
 gallery's lock, which they take in turn), as many as the worker threads the other requests share (anyio's 40),
-so as many wait for a lock at once as did on those; the others wait for a turn without a thread. Those worker
+so as many wait for a lock at once as did on those; the others wait for a turn without a thread, and no longer
+than lock_wait_s in all (``enrolment_turn``: what they waited is taken from their wait for the locks). Those worker
 threads, which /health, /recognize and /search and the uploads' decoding run on, are never taken by enrolments
 waiting for a lock that another process holds."""
 
@@ -559,13 +560,21 @@ def search_image(
     }
 
 
-def enroll_image(state: ServiceState, image: ImageBGR, name: str, label: str | None) -> dict[str, Any]:
+def enroll_image(
+    state: ServiceState, image: ImageBGR, name: str, label: str | None, wait: LockWait | None = None
+) -> dict[str, Any]:
+    """Enrol ``image``; ``wait``: what is left of its ``lock_wait_s`` for the files' locks (all of it: None)."""
     stem, ref_label = _reference_stem(state, name, label)
     result = embed(state.embedder, image, options=EmbedOptions(model=state.model))
+    wait = wait or LockWait(state.cfg.lock_wait_s)
     # one name per enrolment, a failed one undone before anyone sees it; the files' locks first (the gallery's,
     # then the references folder's, in every process), so that searches (state.lock alone) never wait while
     # an enrolment waits for another process
-    with _gallery_locked(state), _references_locked(state), state.lock:
+    with (
+        wait.taking(_gallery_locked, state, "the gallery's lock"),
+        wait.taking(_references_locked, state, "the references folder's lock"),
+        state.lock,
+    ):
         _latest(state)  # what another process (enroll --append) saved meanwhile is kept
         _check_room(state, ref_label)  # before anything is written
         ref_file, n = _free_name(state, stem)
@@ -599,25 +608,74 @@ def _check_room(state: ServiceState, label: str) -> None:
     raise HTTPException(507, full + at_cap)
 
 
-def _gallery_locked(state: ServiceState) -> contextlib.AbstractContextManager[None]:
+LOCK_WAIT: Final = "serve.lock_wait_s"
+
+
+def _gallery_locked(
+    state: ServiceState, wait_s: float | None = None, setting: str = LOCK_WAIT
+) -> contextlib.AbstractContextManager[None]:
     """The gallery file's lock (``gallery.locked``), held while the service reads, changes and saves it, waited
-    for ``lock_wait_s`` at most (LockTimeout: 503); none for a gallery kept in memory only. Its own enrolments
-    take it in turn too (each holds the lock file open on its own)."""
+    for ``wait_s`` (``lock_wait_s``) at most (LockTimeout naming ``setting``: 503); none for a gallery kept in
+    memory only. Its own enrolments take it in turn too (each holds the lock file open on its own)."""
     path = state.cfg.gallery
     if path is None:
         return contextlib.nullcontext()
-    return locked(path, state.cfg.lock_wait_s, "reid-daemon serve", "serve.lock_wait_s")
+    return locked(path, state.cfg.lock_wait_s if wait_s is None else wait_s, "reid-daemon serve", setting)
 
 
-def _references_locked(state: ServiceState) -> contextlib.AbstractContextManager[None]:
+def _references_locked(
+    state: ServiceState, wait_s: float | None = None, setting: str = LOCK_WAIT
+) -> contextlib.AbstractContextManager[None]:
     """The references folder's lock (``enroll.ledger_locked``), held while the service chooses a new reference's
     name, writes the image and records the name, so that another serve on the folder (with its own gallery, or
-    none) never gives the same name; waited for ``lock_wait_s`` at most (LockTimeout: 503). None without a
-    folder."""
+    none) never gives the same name; waited for ``wait_s`` (``lock_wait_s``) at most (LockTimeout naming
+    ``setting``: 503). None without a folder."""
     folder = state.cfg.references
     if folder is None:
         return contextlib.nullcontext()
-    return ledger_locked(folder, state.cfg.lock_wait_s, "reid-daemon serve", "serve.lock_wait_s")
+    return ledger_locked(
+        folder, state.cfg.lock_wait_s if wait_s is None else wait_s, "reid-daemon serve", setting
+    )
+
+
+@dataclass
+class LockWait:
+    """An enrolment's ``lock_wait_s`` (``total_s``), for its turn among the enrolments at work and the locks it
+    takes in all: each wait takes what the ones before it left, so that one enrolment never waits longer than
+    that whatever it waits for (behind 40 others, then the gallery's lock, then the folder's)."""
+
+    total_s: float
+    spent_s: float = 0.0
+    waited: list[str] = field(default_factory=list)  # what it waited for a while (named in a LockTimeout)
+
+    def spend(self, what: str, seconds: float) -> None:
+        """Take ``seconds`` waited for ``what`` from what is left."""
+        self.spent_s += seconds
+        if seconds >= 0.05:
+            self.waited.append(what)
+
+    @contextlib.contextmanager
+    def taking(self, lock: LockOf, state: ServiceState, what: str) -> Iterator[None]:
+        """Hold ``lock`` (``what``) of ``state`` inside the block, waiting what is left at most (LockTimeout past
+        that, naming the setting and what went before: ``setting``)."""
+        start = time.monotonic()
+        left = self.total_s if not self.waited else max(0.0, round(self.total_s - self.spent_s, 1))
+        with lock(state, left, self.setting()):
+            self.spend(what, time.monotonic() - start)
+            yield
+
+    def setting(self) -> str:
+        if not self.waited:
+            return LOCK_WAIT
+        return (
+            f"what was left of {LOCK_WAIT}, {self.total_s:g} s, after {self.spent_s:.1f} s waiting for "
+            + " and ".join(self.waited)
+        )
+
+
+LockOf = Callable[[ServiceState, float | None, str], contextlib.AbstractContextManager[None]]
+"""A lock of the service's files (``_gallery_locked``, ``_references_locked``): waited for so long, naming that
+setting."""
 
 
 def _latest(state: ServiceState) -> None:
@@ -917,7 +975,8 @@ def create_app(state: ServiceState) -> FastAPI:
     app.state.client_min_rate = state.cfg.client_min_rate
     app.add_middleware(BodyLimit, limit=limit + MULTIPART_SLACK, refused=state.refused)
     k_default = state.cfg.top_k
-    enrolling = anyio.CapacityLimiter(ENROLMENTS_AT_ONCE)
+    turns = anyio.Semaphore(ENROLMENTS_AT_ONCE)  # enrolments at work (enrolment_turn: waited for a while)
+    enrolling = anyio.CapacityLimiter(ENROLMENTS_AT_ONCE)  # their threads: one is free for each turn's holder
     known = [Depends(known_query(state)), Depends(known_form(state))]
 
     @app.get("/health", summary="What the service holds and how it has been used.")
@@ -969,9 +1028,9 @@ def create_app(state: ServiceState) -> FastAPI:
         if label is None and "label" in await request.form():  # parsed once, cached
             label = ""  # an empty field, which FastAPI takes for none: blank, refused as one of spaces is
         named = image.filename or ""  # not held_upload's stand-in for a nameless upload: no label is made up
-        async with held_upload(state, "enroll", image) as (img, _):
-            work = functools.partial(state.counted, "enroll", lambda: enroll_image(state, img, named, label))
-            return await anyio.to_thread.run_sync(work, limiter=enrolling)
+        async with held_upload(state, "enroll", image) as (img, _), enrolment_turn(state, turns) as wait:
+            enrol = functools.partial(enroll_image, state, img, named, label, wait)
+            return await anyio.to_thread.run_sync(state.counted, "enroll", enrol, limiter=enrolling)
 
     _add_error_answers(app, state)
     _remove_gallery_leftovers(state)
@@ -1161,6 +1220,29 @@ class BodyLimit:
             self.refused(_endpoint(scope))
             scope[COUNTED] = True
         return HTTPException(413, f"the request body is more than the limit of {self.limit} bytes")
+
+
+@contextlib.asynccontextmanager
+async def enrolment_turn(state: ServiceState, turns: anyio.Semaphore) -> AsyncIterator[LockWait]:
+    """One of the ``ENROLMENTS_AT_ONCE`` turns inside the block, waited for ``lock_wait_s`` at most (HTTPException
+    503 with Retry-After past that, counted); the enrolment's ``LockWait``, what it waited taken from it."""
+    start, wait_s = time.monotonic(), state.cfg.lock_wait_s
+    with anyio.move_on_after(wait_s) as waited:
+        await turns.acquire()
+    if waited.cancelled_caught:
+        state.refused("enroll")
+        raise HTTPException(
+            503,
+            f"{ENROLMENTS_AT_ONCE} enrolments are at work (waiting for the gallery's lock, which another process "
+            f"holds, or for the model), and this one waited {wait_s:g} s ({LOCK_WAIT}) for its turn: try again",
+            headers={"Retry-After": str(math.ceil(wait_s))},
+        )
+    wait = LockWait(wait_s)
+    wait.spend("its turn", time.monotonic() - start)
+    try:
+        yield wait
+    finally:
+        turns.release()
 
 
 def _endpoint(scope: Scope) -> str:

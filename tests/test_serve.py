@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -2523,3 +2524,66 @@ def test_an_upload_needing_more_than_the_image_memory_is_decoded_alone(tmp_path:
         status, body = _post(f"{server.url}/search", "big.jpg", _jpeg((0, 0, 200), (600, 600)))
     assert status == 200, body
     assert state.images.held == 0
+
+
+def _timed_enrolment(url: str, filename: str, data: bytes) -> tuple[float, int, str | None, Any]:
+    start = time.monotonic()
+    status, retry, body = _enroll_answer(f"{url}/enroll", filename, data)
+    return time.monotonic() - start, status, retry, body
+
+
+def test_an_enrolment_queued_behind_those_at_work_waits_no_longer_than_lock_wait_s_in_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Enrolments past the ENROLMENTS_AT_ONCE at work wait for a turn; with another process holding the gallery's
+    lock for good, the one after them waited for its turn until one ahead gave up (lock_wait_s), then lock_wait_s
+    more for the lock: some twice lock_wait_s before its 503. Its wait for a turn now counts in its lock_wait_s:
+    each enrolment is answered about lock_wait_s after it came (two at work at once here, four sent)."""
+    import daemon.serve
+
+    monkeypatch.setattr(daemon.serve, "ENROLMENTS_AT_ONCE", 2)
+    with (
+        _ann_served_while_locked(tmp_path, tmp_path / "g.npz", lock_wait_s=2.0) as (url, _holder),
+        ThreadPoolExecutor(4) as pool,
+    ):
+        waiting = [pool.submit(_timed_enrolment, url, f"p{i}.jpg", _jpeg((0, 200, i))) for i in range(4)]
+        answers = [f.result() for f in waiting]
+        health = _call(f"{url}/health")[1]
+    for took, status, retry, body in answers:
+        assert status == 503 and retry == "2", (status, body)
+        assert 1.9 < took < 3.5, took  # before: the last two some 4 s
+        assert "serve.lock_wait_s" in body["detail"], body
+    # the last two waited for a turn until those ahead gave up: then refused, or left no time for the lock
+    turn = [body["detail"] for _, _, _, body in answers if "for its turn" in body["detail"]]
+    assert len(turn) == 2, [body["detail"] for _, _, _, body in answers]
+    assert health["errors"] == {"enroll": 4} and health["requests"]["enroll"] == 5
+
+
+def test_an_enrolment_waits_for_both_locks_no_longer_than_lock_wait_s_in_all(tmp_path: Path) -> None:
+    """An enrolment waits for the gallery's lock, then the references folder's: each waited lock_wait_s, so one
+    whose gallery lock came late and whose folder lock was held by a stopped serve waited nearly twice that. The
+    wait for the folder's lock takes what the gallery's left, and its 503 says so."""
+    import subprocess
+    import sys
+
+    refs, path = tmp_path / "refs", tmp_path / "g.npz"
+    with _ann_served_while_locked(tmp_path, path, lock_wait_s=3.0) as (url, gallery_holder):
+        script = (
+            "import os, pathlib, signal\nfrom daemon.enroll import ledger_locked\n"
+            f"with ledger_locked(pathlib.Path({str(refs)!r}), 5.0, 'reid-daemon serve', ''):\n"
+            "    print('held', flush=True)\n    os.kill(os.getpid(), signal.SIGSTOP)\n"
+        )
+        folder_holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        try:
+            assert folder_holder.stdout is not None and folder_holder.stdout.readline() == "held\n"
+            threading.Timer(1.5, gallery_holder.kill).start()  # the gallery's lock comes free half-way
+            took, status, retry, body = _timed_enrolment(url, "bob.jpg", _jpeg((0, 200, 0)))
+        finally:
+            folder_holder.kill()
+            folder_holder.wait(timeout=10)
+    assert status == 503 and retry == "3", (status, body)
+    assert 2.9 < took < 4.0, took  # before: some 4.5 s
+    detail = body["detail"]
+    assert f"locked by pid {folder_holder.pid}" in detail, detail
+    told = r"what was left of serve.lock_wait_s, 3 s, after 1\.\d s waiting for the gallery's lock"
+    assert re.search(told, detail), detail
