@@ -25,7 +25,8 @@ Endpoints:
 * ``GET /references/<file>``: the reference images (the folder's other files and hidden ones are not served).
 
 Bad uploads get a 4xx that says why: 400 empty or undecodable image (or one whose header does not give its
-size) or a body the form parser cannot read (a multipart Content-Type with no boundary), 413 too large, 409 a
+size) or a body the form parser cannot read (a multipart Content-Type with no boundary) or that ends before its
+closing boundary (cut off: ``FormCheck``), 413 too large, 409 a
 label that the file name convention cannot parse (or an image of a label at its cap in a ``drop_latest``
 gallery), 507 an enrolment that would grow the gallery past
 ``serve.max_entries`` (``_check_room``), 422 missing fields, an unknown query parameter or form
@@ -80,6 +81,9 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
+from python_multipart import MultipartParser
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -973,6 +977,7 @@ def create_app(state: ServiceState) -> FastAPI:
     app.router.route_class = counting_route(state)
     app.state.client_timeout_s = state.cfg.client_timeout_s  # for the server (server_config)
     app.state.client_min_rate = state.cfg.client_min_rate
+    app.add_middleware(FormCheck)  # inside BodyLimit: it reads what BodyLimit lets through
     app.add_middleware(BodyLimit, limit=limit + MULTIPART_SLACK, refused=state.refused)
     k_default = state.cfg.top_k
     turns = anyio.Semaphore(ENROLMENTS_AT_ONCE)  # enrolments at work (enrolment_turn: waited for a while)
@@ -1220,6 +1225,67 @@ class BodyLimit:
             self.refused(_endpoint(scope))
             scope[COUNTED] = True
         return HTTPException(413, f"the request body is more than the limit of {self.limit} bytes")
+
+
+class FormCheck:
+    """ASGI middleware: reads a multipart/form-data request's body beside the form parser, with python-multipart's
+    own parser (the one Starlette's drives), and raises HTTPException 400 for a body that ends before its closing
+    boundary: cut off (by the client, or a proxy), which the form parser takes without a word, the part it ends
+    in missing (a 422 "Field required" for an image the client did send). A body python-multipart cannot parse
+    is left to the form parser, which says so (400)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        reader = FormReader.of(Headers(scope=scope)) if scope["type"] == "http" else None
+        if reader is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def checked() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                reader.feed(message.get("body", b""), more=message.get("more_body", False))
+            return message
+
+        await self.app(scope, checked, send)
+
+
+class FormReader:
+    """A multipart/form-data body parsed as it comes (``feed``), for ``FormCheck``: whether it ended."""
+
+    def __init__(self, boundary: bytes) -> None:
+        self.received = 0
+        self.ended = self.broken = False  # the closing boundary came; python-multipart refused the body
+        self._parser = MultipartParser(boundary, {"on_end": self._end})
+
+    @classmethod
+    def of(cls, headers: Headers) -> FormReader | None:
+        """The reader of a request with these headers; None where it sends no multipart/form-data with a
+        boundary (the form parser answers one without: 400)."""
+        kind, options = parse_options_header(headers.get("content-type", ""))
+        if kind != b"multipart/form-data" or not options.get(b"boundary"):
+            return None
+        return cls(options[b"boundary"])
+
+    def feed(self, data: bytes, more: bool) -> None:
+        """Parse the body's next bytes; HTTPException 400 when they are its last and it was cut off."""
+        self.received += len(data)
+        if not self.broken:
+            try:
+                self._parser.write(data)
+            except FormParserError:
+                self.broken = True
+        if not more and not self.broken and not self.ended:
+            raise HTTPException(
+                400,
+                f"the multipart body ends after {self.received} bytes, inside a part, before its closing "
+                "boundary: it was cut off (the client, or a proxy, sent less than the whole form)",
+            )
+
+    def _end(self) -> None:
+        self.ended = True
 
 
 @contextlib.asynccontextmanager

@@ -2587,3 +2587,38 @@ def test_an_enrolment_waits_for_both_locks_no_longer_than_lock_wait_s_in_all(tmp
     assert f"locked by pid {folder_holder.pid}" in detail, detail
     told = r"what was left of serve.lock_wait_s, 3 s, after 1\.\d s waiting for the gallery's lock"
     assert re.search(told, detail), detail
+
+
+def _raw_post(url: str, body: bytes, ctype: str) -> tuple[int, Any]:
+    """POST ``body`` as it is (http.client: no client fixes it up), its status and JSON answer."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.netloc, timeout=30)
+    try:
+        conn.request(
+            "POST", parts.path + (f"?{parts.query}" if parts.query else ""), body, {"Content-Type": ctype}
+        )
+        answer = conn.getresponse()
+        return answer.status, json.loads(answer.read())
+    finally:
+        conn.close()
+
+
+def test_a_multipart_body_cut_off_mid_part_is_a_400_saying_so(toy: tuple[str, ServiceState]) -> None:
+    """A body that ends inside a part, before the closing boundary (a client or proxy that cut it off, its
+    Content-Length the bytes it sent), was answered 422 "Field required" for the part it was cut in, as if the
+    client had left the image out. It is a 400 saying the body was cut off, counted in /health."""
+    url, state = toy
+    for endpoint, fields in (("recognize", {}), ("search", {}), ("enroll", {"label": "ann"})):
+        whole, ctype = _multipart({"image": ("q.jpg", _jpeg((0, 0, 200)))}, fields)
+        cut = whole[: len(whole) - 100]  # inside the image's bytes
+        status, body = _raw_post(f"{url}/{endpoint}", cut, ctype)
+        assert status == 400, (endpoint, status, body)  # before: 422, the image "Field required"
+        assert "cut off" in body["detail"] and f"{len(cut)} bytes" in body["detail"], body
+    query, ctype = _multipart({"image": ("q.jpg", _jpeg((0, 0, 200)))}, {})
+    head = query[: query.index(b"\r\n\r\n") + 2]  # in the part's headers
+    status, body = _raw_post(f"{url}/search", head, ctype)
+    assert status == 400 and "cut off" in body["detail"], body
+    assert _raw_post(f"{url}/search", query + b"an epilogue, ignored\r\n", ctype)[0] == 200
+    health = _call(f"{url}/health")[1]
+    assert health["errors"] == {"recognize": 1, "search": 2, "enroll": 1}, health
+    assert len(state.gallery) == 0
