@@ -26,7 +26,8 @@ Endpoints:
 
 Bad uploads get a 4xx that says why: 400 empty or undecodable image (or one whose header does not give its
 size) or a body the form parser cannot read (a multipart Content-Type with no boundary) or that ends before its
-closing boundary (cut off: ``FormCheck``), 413 too large, 409 a
+closing boundary (cut off: ``FormCheck``), or whose field or file name is not UTF-8 (or the charset it names), 413
+too large, 409 a
 label that the file name convention cannot parse (or an image of a label at its cap in a ``drop_latest``
 gallery), 507 an enrolment that would grow the gallery past
 ``serve.max_entries`` (``_check_room``), 422 missing fields, an unknown query parameter or form
@@ -48,6 +49,7 @@ long, is disconnected (``TimedH11Protocol``).
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import fcntl
 import functools
@@ -1229,10 +1231,15 @@ class BodyLimit:
 
 class FormCheck:
     """ASGI middleware: reads a multipart/form-data request's body beside the form parser, with python-multipart's
-    own parser (the one Starlette's drives), and raises HTTPException 400 for a body that ends before its closing
-    boundary: cut off (by the client, or a proxy), which the form parser takes without a word, the part it ends
-    in missing (a 422 "Field required" for an image the client did send). A body python-multipart cannot parse
-    is left to the form parser, which says so (400)."""
+    own parser (the one Starlette's drives), and raises HTTPException 400, as the body is received, for what that
+    form parser takes without a word:
+
+    * a body that ends before its closing boundary (cut off: the part it ends in would be missing, a 422
+      "Field required" for an image the client did send);
+    * a field's value, or a part's name or file name, that is not text in the form's charset (UTF-8 unless its
+      Content-Type names another), which Starlette would read as Latin-1 ("Jos\\xe9" as "José").
+
+    A body python-multipart cannot parse is left to the form parser, which says so (400)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -1252,13 +1259,35 @@ class FormCheck:
         await self.app(scope, checked, send)
 
 
-class FormReader:
-    """A multipart/form-data body parsed as it comes (``feed``), for ``FormCheck``: whether it ended."""
+SHOWN_BYTES: Final = 60
+"""Bytes of a name or value a message about it shows at most."""
 
-    def __init__(self, boundary: bytes) -> None:
-        self.received = 0
+
+class FormReader:
+    """A multipart/form-data body parsed as it comes (``feed``), for ``FormCheck``: its parts' names, file names
+    and fields' values checked against its charset (None: one Python does not know, which Starlette reads as
+    Latin-1: nothing to check), and its end."""
+
+    def __init__(self, boundary: bytes, charset: str | None) -> None:
+        self.charset, self.received = charset, 0
         self.ended = self.broken = False  # the closing boundary came; python-multipart refused the body
-        self._parser = MultipartParser(boundary, {"on_end": self._end})
+        self._header, self._value, self._disposition = b"", b"", b""
+        self._field = ""  # the name of the field under way, while its value is checked
+        self._text: codecs.IncrementalDecoder | None = None  # the field's value, for a part that is no file
+        self._head, self._decoded = b"", 0  # the value's first bytes, and how many it decoded
+        self._parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._part_begins,
+                "on_header_field": self._header_field,
+                "on_header_value": self._header_value,
+                "on_header_end": self._header_end,
+                "on_headers_finished": self._headers_finished,
+                "on_part_data": self._part_data,
+                "on_part_end": self._part_end,
+                "on_end": self._end,
+            },
+        )
 
     @classmethod
     def of(cls, headers: Headers) -> FormReader | None:
@@ -1267,10 +1296,15 @@ class FormReader:
         kind, options = parse_options_header(headers.get("content-type", ""))
         if kind != b"multipart/form-data" or not options.get(b"boundary"):
             return None
-        return cls(options[b"boundary"])
+        try:
+            charset: str | None = codecs.lookup(options.get(b"charset", b"utf-8").decode("latin-1")).name
+        except LookupError:
+            charset = None
+        return cls(options[b"boundary"], charset)
 
     def feed(self, data: bytes, more: bool) -> None:
-        """Parse the body's next bytes; HTTPException 400 when they are its last and it was cut off."""
+        """Parse the body's next bytes; HTTPException 400 when they are its last and it was cut off, or a name
+        or field in them is not in the form's charset."""
         self.received += len(data)
         if not self.broken:
             try:
@@ -1281,11 +1315,73 @@ class FormReader:
             raise HTTPException(
                 400,
                 f"the multipart body ends after {self.received} bytes, inside a part, before its closing "
-                "boundary: it was cut off (the client, or a proxy, sent less than the whole form)",
+                "boundary: it was cut off (the client or a proxy sent less than the whole form)",
             )
+
+    def _part_begins(self) -> None:
+        self._disposition, self._text, self._head, self._decoded = b"", None, b"", 0
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        if self._header.lower() == b"content-disposition":
+            self._disposition = self._value
+        self._header = self._value = b""
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        self._field = self._text_of(options.get(b"name", b""), "the name of a form field")
+        if b"filename" in options:
+            self._text_of(options[b"filename"], f"the file name of form field {self._field!r}")
+        elif self.charset is not None:
+            self._text = codecs.getincrementaldecoder(self.charset)()
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._text is not None:
+            self._decode(data[start:end])
+
+    def _part_end(self) -> None:
+        if self._text is not None:
+            self._decode(b"", final=True)
 
     def _end(self) -> None:
         self.ended = True
+
+    def _decode(self, data: bytes, final: bool = False) -> None:
+        """Decode the next bytes of a field's value (its first ``SHOWN_BYTES`` kept for a message)."""
+        assert self._text is not None
+        if len(self._head) < SHOWN_BYTES:
+            self._head += data[: SHOWN_BYTES - len(self._head)]
+        try:
+            self._text.decode(data, final)
+        except UnicodeDecodeError as e:
+            raise self._not_text(f"the form field {self._field!r}", self._head, e, self._decoded) from None
+        self._decoded += len(data)
+
+    def _text_of(self, raw: bytes, what: str) -> str:
+        """``raw`` (a name, a file name) as text in the form's charset; HTTPException 400 naming ``what`` and
+        the bytes when it is not."""
+        if self.charset is None:
+            return raw.decode("latin-1")
+        try:
+            return raw.decode(self.charset)
+        except UnicodeDecodeError as e:
+            raise self._not_text(what, raw[:SHOWN_BYTES], e, 0) from None
+
+    def _not_text(self, what: str, head: bytes, e: UnicodeDecodeError, before: int) -> HTTPException:
+        """The 400 for ``what``, which begins with ``head``, not in the form's charset (``e``, ``before`` bytes
+        after its start)."""
+        charset = "UTF-8" if self.charset == "utf-8" else self.charset
+        return HTTPException(
+            400,
+            f"{what} is not {charset} text: {head!r}{'...' if len(head) == SHOWN_BYTES else ''} ({e.reason} at "
+            f"byte {before + e.start}; read as Latin-1 it would be {head.decode('latin-1')!r}): send it "
+            f"{charset}-encoded, or name its charset in the form's Content-Type",
+        )
 
 
 @contextlib.asynccontextmanager

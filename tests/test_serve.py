@@ -2622,3 +2622,42 @@ def test_a_multipart_body_cut_off_mid_part_is_a_400_saying_so(toy: tuple[str, Se
     health = _call(f"{url}/health")[1]
     assert health["errors"] == {"recognize": 1, "search": 2, "enroll": 1}, health
     assert len(state.gallery) == 0
+
+
+def _form_bytes(boundary: str, label: bytes | None, filename: bytes, data: bytes) -> bytes:
+    """A multipart body of raw bytes: the label field and the file name as they are (any encoding)."""
+    b = boundary.encode()
+    parts = []
+    if label is not None:
+        parts.append(
+            b"--" + b + b'\r\nContent-Disposition: form-data; name="label"\r\n\r\n' + label + b"\r\n"
+        )
+    head = b'\r\nContent-Disposition: form-data; name="image"; filename="' + filename + b'"\r\n\r\n'
+    parts.append(b"--" + b + head + data + b"\r\n")
+    return b"".join(parts) + b"--" + b + b"--\r\n"
+
+
+def test_a_label_or_file_name_that_is_not_utf8_is_refused_naming_it(toy: tuple[str, ServiceState]) -> None:
+    """A label field or file name in Latin-1 ("Jos\\xe9") was read as Latin-1 by the form parser (Starlette falls
+    back to it) and enrolled as "José", where enroll refuses a file name that is not UTF-8 and a client meaning
+    some other encoding got another label without a word. Such bytes are a 400 naming the field and the bytes;
+    "José" in UTF-8, or in Latin-1 in a form whose Content-Type says charset=iso-8859-1, is enrolled."""
+    url, state = toy
+    image, boundary = _jpeg((0, 0, 200)), "b0undary"
+    ctype = f"multipart/form-data; boundary={boundary}"
+    status, body = _raw_post(f"{url}/enroll", _form_bytes(boundary, b"Jos\xe9", b"q.jpg", image), ctype)
+    assert status == 400 and "'label'" in body["detail"] and "b'Jos\\xe9'" in body["detail"], body
+    assert "UTF-8" in body["detail"], body
+    status, body = _raw_post(f"{url}/enroll", _form_bytes(boundary, None, b"Jos\xe9.jpg", image), ctype)
+    assert status == 400 and "file name" in body["detail"] and "b'Jos\\xe9.jpg'" in body["detail"], body
+    status, body = _raw_post(f"{url}/search", _form_bytes(boundary, None, b"\xff\xfe.jpg", image), ctype)
+    assert status == 400 and "file name" in body["detail"], body
+    assert len(state.gallery) == 0
+    status, body = _raw_post(f"{url}/enroll", _form_bytes(boundary, "José".encode(), b"q.jpg", image), ctype)
+    assert status == 200 and body["label"] == "José", body
+    status, body = _raw_post(f"{url}/enroll", _form_bytes(boundary, None, "Zoë.jpg".encode(), image), ctype)
+    assert status == 200 and body["label"] == "Zoë", body
+    latin = ctype + "; charset=iso-8859-1"
+    status, body = _raw_post(f"{url}/enroll", _form_bytes(boundary, b"Jos\xe9", b"q.jpg", image), latin)
+    assert status == 200 and body["label"] == "José", body
+    assert state.gallery.labels == ["José", "Zoë", "José"]
