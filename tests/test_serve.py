@@ -2661,3 +2661,48 @@ def test_a_label_or_file_name_that_is_not_utf8_is_refused_naming_it(toy: tuple[s
     status, body = _raw_post(f"{url}/enroll", _form_bytes(boundary, b"Jos\xe9", b"q.jpg", image), latin)
     assert status == 200 and body["label"] == "José", body
     assert state.gallery.labels == ["José", "Zoë", "José"]
+
+
+def _png_with_text(chunks: int) -> bytes:
+    """A 64x64 PNG of some 1 KB a chunk holding ``chunks`` zTXt chunks of 1 MB of text each (Pillow's limit a
+    chunk)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    text = zlib.compress(b"a" * 1_000_000, 9)
+    head = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0))
+    notes = b"".join(chunk(b"zTXt", b"note%d\x00\x00" % i + text) for i in range(chunks))
+    pixels = chunk(b"IDAT", zlib.compress(b"".join(b"\x00" + bytes(192) for _ in range(64))))
+    return head + notes + pixels + chunk(b"IEND", b"")
+
+
+def test_a_pngs_text_chunks_are_never_decompressed(toy: tuple[str, ServiceState]) -> None:
+    """A PNG's text chunks (zTXt: a kilobyte each can hold a megabyte) were decompressed by Pillow reading its
+    header, up to 64 MB of them, before the upload's memory was reserved, and by libpng decoding it, which its
+    reservation (its pixels) did not count: a 64x64 PNG of 40 KB took 40 MB to measure and decode (60 KB: some
+    60 MB and 1 s). Its size is read from its IHDR chunk and its text chunks are left out before it is decoded."""
+    import subprocess
+    import sys
+
+    script = (
+        "import io, sys\nfrom pathlib import Path\nfrom daemon.serve import decode_image, measure_upload\n"
+        "def peak_kb():  # VmHWM: the process's own, where ru_maxrss starts from the forking parent's\n"
+        "    line = next(s for s in Path('/proc/self/status').read_text().splitlines() if s.startswith('VmHWM'))\n"
+        "    return int(line.split()[1])\n"
+        "data = sys.stdin.buffer.read()\nbefore = peak_kb()\n"
+        "assert measure_upload(io.BytesIO(data), 'q.png', 1 << 30, 1 << 30) == (len(data), 4096)\n"
+        "assert decode_image(data, 'q.png').shape == (64, 64, 3)\n"
+        "print((peak_kb() - before) // 1024)\n"
+    )
+    bomb = _png_with_text(40)
+    run = subprocess.run([sys.executable, "-c", script], input=bomb, capture_output=True, timeout=60)
+    assert run.returncode == 0, run.stderr.decode()
+    assert int(run.stdout) < 10, (
+        f"{int(run.stdout)} MB to measure and decode a {len(bomb)}-byte PNG"
+    )  # before: 41
+    url, _ = toy
+    status, body = _post(f"{url}/search", "notes.png", bomb)
+    assert status == 200, body
