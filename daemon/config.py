@@ -742,11 +742,12 @@ class ServeConfig(_Strict):
         ge=1_000_000,
         le=1 << 40,
         description="Memory the uploads of /recognize, /search and /enroll may take at once: each request holds "
-        "its upload's bytes and 6 bytes a pixel (the decoded image and the embedder's copy; its size read from "
-        "the image's header) from before it is decoded until it is answered, and one that would take the total "
-        "past this waits for others to finish (image_memory_wait_s at most); an upload needing more than this on "
-        "its own is decoded alone. The default takes three of the largest images max_image_pixels lets in at "
-        "once (40 Mpx, some 240 MB each), or some 400 VGA photos.",
+        "its upload's bytes and 6 bytes a pixel (twice the decoded image: OpenCV's buffer while it decodes, the "
+        "embedder's copy while it embeds; its size read from the image's header) from before it is decoded "
+        "until it is answered, and one that would take the total past this waits for others to finish "
+        "(image_memory_wait_s at most); an upload needing more than this on its own is decoded alone. The "
+        "default takes three of the largest images max_image_pixels lets in at once (40 Mpx, some 240 MB "
+        "each), or some 400 VGA photos.",
     )
     image_memory_wait_s: float = Field(
         10.0,

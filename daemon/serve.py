@@ -231,10 +231,11 @@ class ServiceState:
 
 
 BYTES_A_PIXEL: Final = 6
-"""Bytes of memory a request takes for each pixel of its upload while it works on it: 3 of the decoded image
-(BGR, 8 bits each) and as many of the embedder's crop of it (a whole image is one crop, copied). Measured: 40
-uploads of 8000x5000 at once peaked at 8.4 GB before uploads were held to serve.max_image_memory_bytes, some
-250 MB each."""
+"""Bytes of memory a request takes for each pixel of its upload while it works on it, at its peak: twice the
+decoded image (BGR, 3 bytes a pixel), both while OpenCV decodes it (an 8000x5000 JPEG, baseline or progressive:
+231 MB over the 114 MB image's) and while the embedder holds its crop (a whole image is one crop, copied).
+Measured: 40 uploads of 8000x5000 at once peaked at 8.4 GB before uploads were held to
+serve.max_image_memory_bytes, some 210 MB each."""
 
 
 class ImageMemory:
