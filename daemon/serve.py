@@ -69,7 +69,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, Final, TypeVar
+from typing import Annotated, Any, BinaryIO, Final, NamedTuple, TypeVar
 from urllib.parse import quote
 
 import anyio
@@ -333,9 +333,11 @@ def decode_image(data: bytes, name: str) -> ImageBGR:
 
 
 def check_pixels(data: bytes | BinaryIO, name: str, max_pixels: int) -> int:
-    """The pixels the image's header gives; HTTPException 413 when they are more than ``max_pixels``, or more
-    than Pillow opens at all (its decompression-bomb bound, twice ``Image.MAX_IMAGE_PIXELS``, which it raises on);
-    400 when Pillow cannot read the header: what cannot be measured is not decoded."""
+    """The pixels decoding the image takes by its header: its own, or a TIFF tile's where that is more (OpenCV
+    allocates a whole tile, whatever the image's size); HTTPException 413 when they are more than
+    ``max_pixels``, or more than Pillow opens at all (its decompression-bomb bound, twice
+    ``Image.MAX_IMAGE_PIXELS``, which it raises on); 400 when the header cannot be read: what cannot be measured
+    is not decoded."""
     try:
         size = header_size(data)
     except Image.DecompressionBombError:
@@ -347,18 +349,27 @@ def check_pixels(data: bytes | BinaryIO, name: str, max_pixels: int) -> int:
         raise HTTPException(
             400, f"{name}: not an image whose size its header gives (JPEG, PNG, BMP, WebP, TIFF, GIF...)"
         )
-    if size[0] * size[1] > max_pixels:
-        raise HTTPException(
-            413,
-            f"{name}: {size[0]}x{size[1]} pixels is more than the limit of {max_pixels} (max_image_pixels)",
-        )
-    return size[0] * size[1]
+    for what, (width, height) in (("", size[:2]), ("its tiles are ", size.tile or (0, 0))):
+        if width * height > max_pixels:
+            raise HTTPException(
+                413,
+                f"{name}: {what}{width}x{height} pixels is more than the limit of {max_pixels} (max_image_pixels)",
+            )
+    return max(size.width * size.height, math.prod(size.tile or (0, 0)))
 
 
-def header_size(data: bytes | BinaryIO) -> tuple[int, int] | None:
-    """(width, height) from an image file's header (its bytes, or the file), without decoding it: a PNG's from
-    its IHDR chunk (``png_size``), another's by Pillow; None for what neither reads; Image.DecompressionBombError
-    for a header over Pillow's own bound."""
+class ImageSize(NamedTuple):
+    """An image's size by its header, and a TIFF's tile size (None: not tiled, or no TIFF)."""
+
+    width: int
+    height: int
+    tile: tuple[int, int] | None = None
+
+
+def header_size(data: bytes | BinaryIO) -> ImageSize | None:
+    """The size an image file's header (its bytes, or the file) gives, without decoding it: a PNG's from its IHDR
+    chunk (``png_size``), another's by Pillow (a TIFF's tile size too); None for what neither reads;
+    Image.DecompressionBombError for a header over Pillow's own bound."""
     file = io.BytesIO(data) if isinstance(data, bytes) else data
     start = file.read(PNG_HEAD)
     file.seek(0)
@@ -367,9 +378,19 @@ def header_size(data: bytes | BinaryIO) -> tuple[int, int] | None:
     try:
         with Image.open(file) as im:
             width, height = im.size
+            tags = getattr(im, "tag_v2", {})
+            tile_w, tile_h = tags.get(TIFF_TILE_WIDTH), tags.get(TIFF_TILE_LENGTH)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None
-    return int(width), int(height)
+    if not (isinstance(tile_w, int) and isinstance(tile_h, int)):
+        return ImageSize(int(width), int(height))
+    return ImageSize(int(width), int(height), (tile_w, tile_h))
+
+
+TIFF_TILE_WIDTH: Final = 322
+TIFF_TILE_LENGTH: Final = 323
+"""TIFF tags of a tile's size: OpenCV allocates a whole tile (4 bytes a pixel) to decode a tiled TIFF, however
+small the image: a 216-byte TIFF of 16x16 declaring 16000x16000 tiles took 979 MB and 4 s to fail to decode."""
 
 
 PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
@@ -378,14 +399,14 @@ PNG_HEAD: Final = len(PNG_SIGNATURE) + 8 + 13
 PNG_TEXT: Final = frozenset({b"tEXt", b"zTXt", b"iTXt"})
 
 
-def png_size(head: bytes) -> tuple[int, int] | None:
+def png_size(head: bytes) -> ImageSize | None:
     """(width, height) of a PNG from its first ``PNG_HEAD`` bytes (its IHDR chunk, which comes first); None when
     they are no IHDR. Pillow reads on to the pixel data, decompressing the text chunks before it (up to 64 MB of
     them: a PNG of 74 KB took 164 MB and 0.7 s to measure), before the upload's memory is reserved."""
     if len(head) < PNG_HEAD or head[12:16] != b"IHDR":
         return None
     width, height = struct.unpack(">II", head[16:24])
-    return int(width), int(height)
+    return ImageSize(int(width), int(height))
 
 
 def without_png_text(data: bytes) -> bytes:

@@ -2706,3 +2706,34 @@ def test_a_pngs_text_chunks_are_never_decompressed(toy: tuple[str, ServiceState]
     url, _ = toy
     status, body = _post(f"{url}/search", "notes.png", bomb)
     assert status == 200, body
+
+
+def _tiled_tiff(tile: int, pixels: bytes) -> bytes:
+    """A 16x16 RGB TIFF in one tile of ``tile`` x ``tile`` pixels, uncompressed, holding ``pixels`` (too few)."""
+    import struct
+
+    tags = [(256, 16), (257, 16), (259, 1), (262, 2), (277, 3), (284, 1), (322, tile), (323, tile)]
+    data_at, ifd_at = 8, 8 + len(pixels)
+    bits_at = ifd_at + 2 + 12 * (len(tags) + 3) + 4
+    entries = [struct.pack("<HHII", tag, 3, 1, value) for tag, value in tags]
+    entries.insert(2, struct.pack("<HHII", 258, 3, 3, bits_at))  # 8 bits a sample, three samples
+    entries += [struct.pack("<HHII", 324, 4, 1, data_at), struct.pack("<HHII", 325, 4, 1, len(pixels))]
+    ifd = struct.pack("<H", len(entries)) + b"".join(entries) + bytes(4)
+    return b"II*\x00" + struct.pack("<I", ifd_at) + pixels + ifd + struct.pack("<HHH", 8, 8, 8)
+
+
+def test_a_tiff_whose_tiles_are_larger_than_the_pixel_limit_is_refused_from_its_header(
+    toy: tuple[str, ServiceState],
+) -> None:
+    """OpenCV allocates a whole tile to decode a tiled TIFF, whatever the image's size: a 216-byte TIFF of 16x16
+    pixels declaring 16000x16000 tiles passed the max_image_pixels check (256 pixels) and took 979 MB and 4 s to
+    fail to decode (4096x4096 here: 66 MB, answered 400 'not an image OpenCV can decode'). The tiles' pixels are
+    checked too, and counted in the upload's memory where they are more than the image's."""
+    url, _ = toy
+    bomb = _tiled_tiff(4096, bytes(64))  # the toy's max_image_pixels is 4 M
+    status, body = _post(f"{url}/search", "tiles.tif", bomb)
+    assert status == 413, body
+    assert "its tiles are 4096x4096 pixels" in body["detail"] and "max_image_pixels" in body["detail"], body
+    fine = cv2.imencode(".tiff", np.full((400, 300, 3), 200, np.uint8))[1].tobytes()  # in strips
+    status, body = _post(f"{url}/search", "fine.tif", fine)
+    assert status == 200, body
