@@ -757,6 +757,14 @@ class ServeConfig(_Strict):
         "others to finish, then is answered 503 with Retry-After (the service is busy: try again).",
     )
     top_k: int = Field(5, ge=1, le=1000, description="Matches returned when a request does not say k.")
+    references_per_match: int = Field(
+        20,
+        ge=0,
+        le=10_000,
+        description="Most reference-image URLs one /search match lists (its label's first, in the folder's order); "
+        "its references_total gives how many the label has. Bounds an answer: k up to 1000 matches, each of a "
+        "label that may have thousands of images.",
+    )
     max_entries: int = Field(
         10_000,
         ge=1,

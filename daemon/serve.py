@@ -621,6 +621,7 @@ def search_image(
         found = state.gallery.search(result.embedding, k=k, threshold=threshold)
         used = state.gallery.threshold if threshold is None else threshold
     urls = state.listing.urls()
+    most = state.cfg.references_per_match
     return {
         "query": name,
         "k": k,
@@ -631,7 +632,8 @@ def search_image(
                 "label": m.label,
                 "similarity": m.similarity,
                 "row": m.index,
-                "references": urls.get(m.label, []),
+                "references": urls.get(m.label, [])[:most],
+                "references_total": len(urls.get(m.label, [])),
             }
             for m in found.matches
         ],

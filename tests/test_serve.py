@@ -2737,3 +2737,23 @@ def test_a_tiff_whose_tiles_are_larger_than_the_pixel_limit_is_refused_from_its_
     fine = cv2.imencode(".tiff", np.full((400, 300, 3), 200, np.uint8))[1].tobytes()  # in strips
     status, body = _post(f"{url}/search", "fine.tif", fine)
     assert status == 200, body
+
+
+def test_a_search_match_lists_at_most_references_per_match_urls_and_says_how_many(tmp_path: Path) -> None:
+    # Regression: each /search match listed every reference image of its label, so k up to 1000 matches of a
+    # label with thousands of images (a folder enroll made: serve's max_entries bounds only its own uploads)
+    # built an answer of millions of URLs. A match lists references_per_match of them and says how many there are.
+    refs, path = tmp_path / "refs", tmp_path / "g.npz"
+    refs.mkdir()
+    for n in range(2, 32):  # 30 more images of ann in the folder, as a bulk enroll's folder holds them
+        (refs / f"ann--{n}.jpg").write_bytes(_jpeg((0, 0, 200)))
+    cfg = ServeConfig(gallery=path, references=refs, references_per_match=4)
+    state = ServiceState(MeanColour(), Gallery(4), cfg, model="m")
+    with BackgroundServer(create_app(state)) as server:
+        assert _post(f"{server.url}/enroll", "ann.jpg", _jpeg((0, 0, 200)))[0] == 200
+        status, body = _post(f"{server.url}/search?k=1", "q.jpg", _jpeg((0, 0, 200)))
+    assert status == 200, body
+    match = body["matches"][0]
+    assert match["label"] == "ann" and match["references_total"] == 31, match
+    assert len(match["references"]) == 4 and len(set(match["references"])) == 4, match
+    assert all(u.startswith("/references/ann") for u in match["references"]), match
