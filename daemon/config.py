@@ -2205,8 +2205,9 @@ class OpsConfig(_Strict):
         5.0,
         gt=0,
         le=3600,
-        description="The FPS gauge counts the frames of this last window (until it has passed since the first "
-        "frame, those since the first over the time since).",
+        description="The FPS gauge (reid_fps) counts the frames of this last window, from the first frame or the "
+        "end of the last outage (no frame for a few frame intervals, 2 s at least) on: until a window has passed "
+        "since then, the frames since over the time since; 0 during an outage.",
     )
     latency_buckets: tuple[float, ...] = Field(
         (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),

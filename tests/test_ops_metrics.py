@@ -786,8 +786,11 @@ def test_the_fps_gauge_counts_every_frame_of_a_long_window_in_bounded_memory() -
     for i in range(100):  # 20 FPS for 5 s
         rate.add(1000.0 + i / 20)
     assert rate.rate(1005.0) == pytest.approx(20.0, rel=0.01)
-    assert rate.rate(1007.5) == pytest.approx(10.0, rel=0.02)  # the first half has left the window
-    assert rate.rate(1011.0) == 0.0
+    for i in range(1, 26):  # 10 FPS for 2.5 s more
+        rate.add(1005.0 + i / 10)
+    assert rate.rate(1007.5) == pytest.approx(
+        75 / 5.0, rel=0.02
+    )  # half the 20 FPS frames have left the window
 
 
 def test_the_fps_gauge_reads_the_true_rate_before_a_whole_window_has_passed() -> None:
@@ -802,17 +805,55 @@ def test_the_fps_gauge_reads_the_true_rate_before_a_whole_window_has_passed() ->
     for i in range(1, 21):  # 20 FPS for 1 s
         rate.add(1000.0 + i / 20)
     assert rate.rate(1001.0) == pytest.approx(20.0)
-    assert rate.rate(1002.0) == pytest.approx(10.0)  # none for the last second: its true rate since the first
-    for i in range(41, 100):  # 20 FPS again from 1002.05
+    assert rate.rate(1001.5) == pytest.approx(20 / 1.5)  # a pause (no outage): its true rate since the first
+    for i in range(31, 100):  # 20 FPS again from 1001.55
         rate.add(1000.0 + i / 20)
-    assert rate.rate(1004.99) == pytest.approx(79 / 4.99)  # 80 frames, 79 intervals since the first
+    assert rate.rate(1004.99) == pytest.approx(89 / 4.99)  # 90 frames, 89 intervals since the first
     rate.add(1005.0)  # the window is whole from 1005 on
-    assert rate.rate(1006.0) == pytest.approx(60 / 5.0, rel=0.01)  # the frames of the last 5 s over 5 s
+    assert rate.rate(1006.0) == pytest.approx(70 / 5.0, rel=0.01)  # the frames of the last 5 s over 5 s
     m = CameraMetrics("door", OpsConfig())  # on the clock: 20 frames 0.05 s apart
     for _ in range(20):
         m.frame(StageTimes(), 0.0, 0.0, [])
         time.sleep(0.05)
     assert 10.0 <= value(samples(m.render().decode()), "reid_fps") <= 21.0  # 20 FPS (less on a busy host)
+
+
+def test_the_fps_gauge_reads_the_current_rate_after_an_outage() -> None:
+    """reid_fps was the frames of the last ops.fps_window_s over the window, an outage in it included: a camera
+    back at its full 10 FPS after a 20 s outage read 6.7 FPS five seconds later (window 60 s), and below 10 for
+    a whole window. No frame for longer than 4 intervals at the rate before (and than 2 s) is an outage: it
+    reads 0 while it lasts, and after it the frames since its end over the time since."""
+    rate = FrameRate(60.0)
+    t = 1000.0
+    for i in range(600):  # 10 FPS for 60 s
+        rate.add(t + i / 10)
+    t += 59.9
+    assert rate.rate(t + 0.1) == pytest.approx(10.0, rel=0.01)
+    assert rate.rate(t + 1.9) > 9.0  # a 1.9 s hiccup (a slow frame on a busy host) is no outage
+    assert rate.rate(t + 2.5) == 0.0  # down: nothing for 25 intervals
+    assert rate.rate(t + 19.9) == 0.0
+    t += 20.0  # back at 10 FPS after 20 s
+    for i in range(51):
+        rate.add(t + i / 10)
+    assert rate.rate(t + 5.0) == pytest.approx(10.0, rel=0.01)  # not 400 frames / 60 s = 6.7
+    for i in range(51, 600):
+        rate.add(t + i / 10)
+    assert rate.rate(t + 60.0) == pytest.approx(10.0, rel=0.01)  # a whole window since: its frames over it
+
+
+def test_a_slow_source_s_frames_are_no_outage() -> None:
+    """One frame every 2 s (a time-lapse folder, source.stride): the gaps between frames are no outage, the
+    gauge reads 0.5 between frames; 4 intervals (8 s) without one is."""
+    rate = FrameRate(10.0)
+    for i in range(10):
+        rate.add(1000.0 + 2 * i)
+    assert rate.rate(1019.0) == pytest.approx(0.5, rel=0.01)
+    assert rate.rate(1025.0) == pytest.approx(0.2)  # 2 frames in the last 10 s: the window trails
+    assert rate.rate(1026.5) == 0.0
+    rate.add(1030.0)  # back: one frame is no rate yet; the next gives it
+    assert rate.rate(1030.5) == 0.0
+    rate.add(1032.0)
+    assert rate.rate(1032.0) == pytest.approx(0.5)
 
 
 def test_deploy_readme_names_every_metric_a_fleet_worker_exports_and_no_other() -> None:

@@ -16,6 +16,7 @@ Every sample has the label ``camera``. Memory is bounded: the FPS window holds f
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from collections import deque
@@ -37,6 +38,8 @@ PREFIX = "reid"
 FPS_SLICES = (
     1_000  # the FPS gauge counts frames per 1/FPS_SLICES of ops.fps_window_s (its memory, at any rate)
 )
+FPS_GAP_FRAMES = 4  # no frame for longer than this many frame intervals (and than FPS_GAP_MIN_S): an outage
+FPS_GAP_MIN_S = 2.0  # the shortest outage: a loop's hiccup (a slow frame: up to 1.6 s on a busy host) is none
 # Cosine similarity 0 .. 1 by 0.05; no negative bound (prometheus_client drops _sum when a bound is negative).
 SIMILARITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(21))
 DECIDED = ("gallery", "fleet", "new")  # identity sources that are a decision (not 'pending')
@@ -91,7 +94,9 @@ class _SnapshotCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         yield self._gauge(
             "fps",
-            "Frames per second over the last ops.fps_window_s (since the first frame, until that long has passed).",
+            "The current frame rate: frames per second over the last ops.fps_window_s, counted from the first frame "
+            f"or the end of the last outage (no frame for {FPS_GAP_FRAMES} frame intervals and {FPS_GAP_MIN_S:g} s); "
+            "0 during an outage.",
             self.fps(),
         )
         if self.source is not None:
@@ -209,42 +214,65 @@ class _WithoutCreated(Collector):
 
 
 class FrameRate:
-    """Frames per second over the last ``window_s``: frames counted per slice of ``window_s / FPS_SLICES``, so
-    memory is bounded by the slices, not by the frame rate (the oldest slice, partly out of the window, is left
-    out: up to 1/FPS_SLICES of the window too few). Until a whole window has passed since the first frame, the
-    frames since it over the time since it (a full window's count would read low). Thread-safe."""
+    """The current frame rate: frames per second over the last ``window_s``, counted from the end of the last
+    outage. Frames are counted per slice of ``window_s / FPS_SLICES``, so memory is bounded by the slices, not by
+    the frame rate (the oldest slice, partly out of the window, is left out: up to 1/FPS_SLICES of the window too
+    few).
+
+    A gap between frames longer than ``FPS_GAP_FRAMES`` frame intervals at the rate before it, and than
+    ``FPS_GAP_MIN_S``, is an outage (a stream reconnecting, a stalled loop): while it lasts the rate is 0, and
+    after it the frames since it count, over the time since its end, until a whole window has passed (a camera
+    back at full rate read low for a window, the outage averaged in). The same holds from the first frame.
+    Thread-safe."""
 
     def __init__(self, window_s: float) -> None:
         self.window_s = window_s
         self._width = window_s / FPS_SLICES
         self._slices: deque[list[int]] = deque()  # [slice number, frames], oldest first
         self._frames = 0  # in the slices held
-        self._first: float | None = None  # when the first frame came
-        self._total = 0  # frames since then
+        self._start = 0.0  # the first frame, or the first after the last outage
+        self._run = 0  # frames since then (0: none yet)
+        self._last = 0.0  # the latest frame
+        self._gap_s = math.inf  # no frame for longer than this after the latest is an outage
         self._lock = threading.Lock()
 
     def add(self, now: float) -> None:
         """One frame at monotonic time ``now``."""
         k = int(now // self._width)
         with self._lock:
+            if self._run == 0 or now - self._last > self._gap_s:  # the first, or an outage ended
+                self._start, self._run = now, 0
             if self._slices and self._slices[-1][0] == k:
                 self._slices[-1][1] += 1
             else:
                 self._slices.append([k, 1])
             self._frames += 1
-            if self._first is None:
-                self._first = now
-            self._total += 1
+            self._run += 1
+            self._last = now
             self._trim(k)
+            self._gap_s = self._gap_after(self._current(now))
 
     def rate(self, now: float) -> float:
-        """Frames per second over the window ending at ``now`` (0 before the second frame)."""
+        """Frames per second at ``now`` (0 before the second frame, and during an outage)."""
         with self._lock:
+            if self._run == 0 or now - self._last > self._gap_s:
+                return 0.0
             self._trim(int(now // self._width))
-            since = None if self._first is None else now - self._first
-            if since is not None and since < self.window_s:  # the intervals between the frames so far
-                return (self._total - 1) / since if since > 0 else 0.0
-            return self._frames / self.window_s
+            return self._current(now)
+
+    def _current(self, now: float) -> float:
+        """The rate at ``now``, no outage since the latest frame (call under the lock)."""
+        since = now - self._start
+        if since < self.window_s:  # the intervals between the frames since the start or the outage
+            return (self._run - 1) / since if since > 0 else 0.0
+        return self._frames / self.window_s
+
+    def _gap_after(self, rate: float) -> float:
+        """The longest gap that is no outage after a frame that leaves the rate at ``rate``: none is before the
+        second frame of a run (no rate to measure it by)."""
+        if self._run < 2:
+            return math.inf
+        return max(FPS_GAP_MIN_S, FPS_GAP_FRAMES / rate) if rate > 0 else FPS_GAP_MIN_S
 
     def _trim(self, k: int) -> None:
         """Drop the slices wholly before the window that ends in slice ``k`` (call under the lock)."""
@@ -396,7 +424,7 @@ class CameraMetrics:
     # ------------------------------------------------------------------------------------------ other
 
     def fps(self) -> float:
-        """Frames per second over the last ``fps_window_s`` (0 before the second frame)."""
+        """The current frame rate (``FrameRate``: 0 before the second frame and during an outage)."""
         return self._rate.rate(time.monotonic())
 
     def source_not_open(self) -> None:
