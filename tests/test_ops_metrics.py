@@ -342,6 +342,29 @@ def test_the_valkey_round_trip_histogram_resolves_a_loopback_ping() -> None:
     assert bounds[0] <= 25e-6 and bounds[-1] >= 10.0 and len(bounds) <= 20
 
 
+def test_the_stage_histograms_resolve_sub_millisecond_stages() -> None:
+    """ops.latency_buckets began at 1 ms: on a PETS09 replay writing a frame's rows took 0.2-0.9 ms (median),
+    fleet resolution 0.5-10 ms, embedding a frame with no box to embed 0.3-0.5 ms, so every such frame fell in
+    the first bucket and the quantiles said nothing of them. A 0.2 ms stage lands in a sub-ms bucket; the
+    buckets still reach 10 s (detection on a busy host took up to 2 s), in at most 20 bounds."""
+    m = CameraMetrics("door", OpsConfig())
+    m.frame(StageTimes(), 0.0, 0.3, [])  # the totals the next frame's are taken from
+    m.frame(StageTimes(track=0.0002, output=0.0004, detect=0.3), 0.0, 0.0002, [])
+    s = samples(m.render().decode())
+
+    def count(name: str, le: str, **labels: str) -> float:
+        return value(s, f"{name}_bucket", le=le, **labels)
+
+    assert count("reid_stage_seconds", "0.00025", stage="track") == 1
+    assert count("reid_stage_seconds", "0.00025", stage="output") == 0
+    assert count("reid_stage_seconds", "0.0005", stage="output") == 1
+    assert count("reid_loop_seconds", "0.00025") == 1
+    assert count("reid_stage_seconds", "0.25", stage="detect") == 0
+    assert count("reid_stage_seconds", "0.5", stage="detect") == 1
+    bounds = OpsConfig().latency_buckets
+    assert bounds[0] <= 1e-4 and bounds[-1] >= 10.0 and len(bounds) <= 20
+
+
 def test_the_message_age_histogram_takes_live_messages_not_those_caught_up(tmp_path: Path) -> None:
     """reid_bridge_message_age_seconds observed every message received, those a catch-up or resync read from the
     streams too: after each Valkey outage or lost subscription the messages caught up, as old as the outage by
