@@ -380,6 +380,7 @@ def _warn_if_running(status: Path, summary: Path) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    _bound_threads(args)
     from daemon.evaluate import evaluate
     from daemon.outputs import run_results
 
@@ -627,6 +628,18 @@ def _section(args: argparse.Namespace, name: str) -> Any:
     return config.Settings.model_fields[name].get_default(call_default_factory=True)
 
 
+def _bound_threads(args: argparse.Namespace) -> None:
+    """``runtime.max_threads`` (``threads.bound_library_threads``) of --config, else the default, applied to the
+    pools of numpy's, OpenCV's and torch's libraries: before they are imported, as ``run`` does."""
+    from daemon import config
+    from daemon.threads import bound_library_threads
+
+    if getattr(args, "config", None):
+        bound_library_threads(config.load_settings(args.config).runtime)
+    else:
+        bound_library_threads(config.RuntimeConfig())
+
+
 def _check_camera_has_config(args: argparse.Namespace) -> None:
     """ConfigError for --camera without --config: it names a camera of the config, and the default models
     would be used as if it had been found."""
@@ -828,6 +841,7 @@ def _check_embed_inputs(inputs: list[str], recursive: bool) -> list[Path] | None
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    _bound_threads(args)
     import numpy as np
 
     from daemon.embedding import EmbeddingResult, EmbedOptions, skipped_lines
@@ -955,6 +969,7 @@ def _check_output_file(option: str, path: Path, folder: bool = False) -> None:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
+    _bound_threads(args)
     from daemon.config import EnrollConfig
     from daemon.enroll import enroll, reference_files
     from daemon.gallery import SUFFIXES, Gallery
@@ -1232,6 +1247,7 @@ def _add_adapt_parser(sub: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    _bound_threads(args)
     from daemon.config import ServeConfig
     from daemon.gallery import Gallery
     from daemon.serve import ServiceState, create_app, serve_forever

@@ -6,11 +6,14 @@ are counted in /proc while it runs."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import pytest
 from _cpus import build_shim, fake_host_env
 from _data import require_pets09_video
@@ -18,6 +21,7 @@ from _data import require_pets09_video
 from daemon.config import RuntimeConfig
 from daemon.onnx_runtime import session_options
 from daemon.threads import LIBRARY_THREAD_ENV, bound_library_threads, intra_op_threads, pool_size
+from daemon.valkey_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS_MAX = 256  # deploy/reid-daemon@.service
@@ -73,16 +77,23 @@ def test_pools_take_the_processors_a_process_may_run_on_where_fewer(monkeypatch:
 
 
 def _most_threads(
-    cmd: list[str], env: dict[str, str], cwd: Path
+    cmd: list[str], env: dict[str, str], cwd: Path, ready: Callable[[], bool] | None = None
 ) -> tuple[int, subprocess.CompletedProcess[str]]:
-    """Run ``cmd``; the most threads it held (its /proc/PID/task, every 20 ms) and how it ended."""
+    """Run ``cmd``; the most threads it held (its /proc/PID/task, every 20 ms) and how it ended: on its own, or
+    stopped (SIGTERM) half a second after ``ready`` says it is up (a server)."""
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     most = 0
     deadline = time.monotonic() + 300
+    up_at = None
     while proc.poll() is None and time.monotonic() < deadline:
         try:
             most = max(most, len(os.listdir(f"/proc/{proc.pid}/task")))
         except FileNotFoundError:  # it ended between poll and listdir
+            break
+        if up_at is None and ready is not None and ready():
+            up_at = time.monotonic()
+        if up_at is not None and time.monotonic() > up_at + 0.5:
+            proc.terminate()
             break
         time.sleep(0.02)
     out, err = proc.communicate(timeout=60)
@@ -140,3 +151,69 @@ def test_a_worker_s_threads_do_not_grow_with_the_host_s_processors(
     print(f"most threads of a worker as if on 16 and 96 processors: {most[16]}, {most[96]}")
     assert most[96] <= most[16] + 2, most
     assert most[96] < TASKS_MAX // 3, most
+
+
+def _listening(port: int) -> Callable[[], bool]:
+    def up() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
+
+    return up
+
+
+def _command(name: str, tmp_path: Path, video: Path) -> tuple[list[str], Callable[[], bool] | None]:
+    """``name``'s command line on a crop of PETS09's first frame (a person), and what says a server is up."""
+    ok, frame = cv2.VideoCapture(str(video)).read()
+    assert ok
+    (tmp_path / "refs/alice").mkdir(parents=True)
+    photo = tmp_path / "refs/alice/1.jpg"
+    assert cv2.imwrite(str(photo), frame[100:300, 300:400])
+    if name == "embed":
+        return ["embed", str(photo)], None
+    if name == "enroll":
+        return [
+            "enroll",
+            str(tmp_path / "refs"),
+            "--gallery",
+            str(tmp_path / "g.npz"),
+            "--label-from",
+            "folder",
+        ], None
+    if name == "serve":
+        port = free_port()
+        return ["serve", "--port", str(port)], _listening(port)
+    gt = video.parent / "gt/gt.txt"
+    cfg = _worker_config(tmp_path, video)
+    return [
+        "eval",
+        "--config",
+        str(cfg),
+        "--gt",
+        str(gt),
+        "--max-frames",
+        "5",
+        "--no-video",
+        "--no-progress",
+    ], None
+
+
+@pytest.mark.parametrize("name", ["embed", "enroll", "serve", "eval"])
+def test_the_other_commands_threads_do_not_grow_with_the_host_s_processors(
+    tmp_path: Path, ssdlite_model: Path, mobilenet_model: Path, name: str
+) -> None:
+    """Only ``run`` bounded the pools: embed, enroll and serve (one photo, or up) held 167 threads as if on 96
+    processors and 39 on 16; eval of 10 PETS09 frames 322. Each now bounds them as ``run`` does, before numpy,
+    cv2 and torch load: on 96, 23 threads for embed, enroll and serve, fewer than numpy's OpenBLAS alone starts
+    there (63), and 30-44 for eval, a worker's as ``run``'s (test_a_worker_s_threads_do_not_grow_...)."""
+    video = require_pets09_video()
+    shim = build_shim(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in LIBRARY_THREAD_ENV}
+    args, ready = _command(name, tmp_path, video)
+    cmd = [sys.executable, "-m", "daemon", *args]
+    most, done = _most_threads(cmd, env | fake_host_env(tmp_path / "host96", 96, shim), ROOT, ready)
+    assert done.returncode == (-15 if ready else 0), done.stderr[-3000:]
+    print(f"most threads of {name} as if on 96 processors: {most}")
+    assert most < (TASKS_MAX // 3 if name == "eval" else 60), most
