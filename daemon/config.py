@@ -2183,6 +2183,14 @@ class OpsConfig(_Strict):
         default_factory=dict,
         description="Port per camera name, overriding `port` (one fleet YAML, many hosts).",
     )
+    max_connections: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Connections to /metrics and /health served at once, a thread each; one more is answered 503 "
+        "at once (a port scan or a stuck scraper held a thread per connection: 300 took a worker past the unit's "
+        "TasksMax=256). An idle connection is closed after 5 s.",
+    )
     watchdog: bool = Field(
         True,
         description="Feed systemd's watchdog (WatchdogSec= in the unit) while the main loop makes progress or "

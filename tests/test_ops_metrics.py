@@ -523,7 +523,7 @@ def test_head_requests_get_the_status_and_headers_of_get() -> None:
     live = Liveness()
     health = Health("door", live, stall_after_s=5.0)
     server = OpsServer(
-        "127.0.0.1", 0, lambda _accept: (b"reid_frames_total 1\n", "text/plain"), health.report, "door"
+        "127.0.0.1", 0, lambda _accept: (b"reid_frames_total 1\n", "text/plain"), health.report, "door", 8
     ).start()
     try:
         answers = {}
@@ -577,7 +577,7 @@ def test_a_request_for_an_absolute_url_is_answered_as_its_path() -> None:
     checker going through a proxy) got 404 'not found: try /metrics or /health'."""
     health = Health("door", Liveness(), stall_after_s=5.0)
     server = OpsServer(
-        "127.0.0.1", 0, lambda _a: (b"reid_fps 1\n", "text/plain"), health.report, "door"
+        "127.0.0.1", 0, lambda _a: (b"reid_fps 1\n", "text/plain"), health.report, "door", 8
     ).start()
     try:
         answers = []
@@ -596,7 +596,7 @@ def test_a_client_that_sends_nothing_is_dropped_and_does_not_hold_a_thread() -> 
     live = Liveness()
     health = Health("door", live, stall_after_s=5.0)
     server = OpsServer(
-        "127.0.0.1", 0, lambda _accept: (b"reid_frames_total 1\n", "text/plain"), health.report, "door"
+        "127.0.0.1", 0, lambda _accept: (b"reid_frames_total 1\n", "text/plain"), health.report, "door", 8
     ).start()
     try:
         idle = socket.create_connection(("127.0.0.1", server.port))
@@ -610,6 +610,34 @@ def test_a_client_that_sends_nothing_is_dropped_and_does_not_hold_a_thread() -> 
             idle.close()
         assert time.monotonic() - t0 < 10.0
         with urllib.request.urlopen(server.url + "/metrics", timeout=5) as r:  # others are served as before
+            assert r.status == 200
+    finally:
+        server.close()
+
+
+def test_connections_over_max_connections_are_refused_and_hold_no_thread() -> None:
+    """Each connection took a server thread, however many: 300 idle ones (a port scan, a stuck scraper that
+    reconnects; each held for REQUEST_TIMEOUT_S) took a worker's process from 4 threads to 304, over the unit's
+    TasksMax=256, where the worker can start no thread. Over ops.max_connections, a connection is answered 503
+    at once and closed, on no thread of its own; a slot freed serves again."""
+    health = Health("door", Liveness(), stall_after_s=5.0)
+    server = OpsServer("127.0.0.1", 0, lambda _a: (b"reid_fps 1\n", "text/plain"), health.report, "door", 4)
+    server.start()
+    before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(4)]
+    try:
+        wait_until(lambda: threading.active_count() >= before + 4, 5, "a thread per idle connection")
+        for _ in range(20):  # one after the other, well within the idle ones' REQUEST_TIMEOUT_S
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+                answer = s.makefile("rb").read()
+            assert answer.startswith(b"HTTP/1.1 503") and b"ops.max_connections" in answer
+            assert threading.active_count() <= before + 4
+    finally:
+        for s in idle:
+            s.close()
+    wait_until(lambda: threading.active_count() <= before, 5, "their threads ended")
+    try:
+        with urllib.request.urlopen(server.url + "/metrics", timeout=5) as r:
             assert r.status == 200
     finally:
         server.close()
@@ -677,7 +705,7 @@ def test_a_host_name_not_resolved_is_a_config_error_naming_ops_host() -> None:
     """A name that does not resolve was blamed on 'ops.host and the camera's port'."""
     health = Health("door", Liveness(), stall_after_s=5.0)
     with pytest.raises(ConfigError, match=r"on nowhere\.invalid:0 .*; ops\.host is neither .* resolves$"):
-        OpsServer("nowhere.invalid", 0, lambda _a: (b"", "text/plain"), health.report, "camera door")
+        OpsServer("nowhere.invalid", 0, lambda _a: (b"", "text/plain"), health.report, "camera door", 8)
 
 
 def test_ops_config_ports_and_buckets() -> None:

@@ -1,7 +1,9 @@
 """The operations endpoint: ``GET /metrics`` (Prometheus text format, or OpenMetrics for a scraper whose Accept
 header asks for it) and ``GET /health`` (JSON; 200 or 503);
 ``HEAD`` answers the same status and headers; a connection that sends no request within ``REQUEST_TIMEOUT_S`` is
-closed.
+closed. Each connection has a thread of its own, ``ops.max_connections`` at most: one over them is answered 503
+at once and closed (idle connections held a thread each: 300 of them, a port scan or a stuck scraper that
+reconnects, took the worker to 304 threads, over the unit's TasksMax=256).
 
 A ``ThreadingHTTPServer`` on a daemon thread, so a slow scraper never touches the frame loop. Bind failures
 (port in use, bad address, a name not resolved) are a ConfigError naming the setting to change.
@@ -26,6 +28,11 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.1  # how often the server thread checks for shutdown (close() waits up to this)
 REQUEST_TIMEOUT_S = 5.0  # a client that sends no request this long (a stuck scraper, a port scan) is dropped
+_BUSY_BODY = b"busy: too many connections to /metrics and /health at once (ops.max_connections)\n"
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -66,6 +73,8 @@ Exposition = Callable[[str], tuple[bytes, str]]  # the scraper's Accept header -
 
 
 class _Server(ThreadingHTTPServer):
+    """A thread per connection, ``connections`` at most: one more is answered 503 and closed at once."""
+
     daemon_threads = True
 
     def __init__(
@@ -74,11 +83,39 @@ class _Server(ThreadingHTTPServer):
         address: tuple[Any, ...],
         metrics: Exposition,
         health: Callable[[], Report],
+        connections: int,
     ) -> None:
         self.metrics = metrics
         self.health = health
         self.address_family = family
+        self._slots = threading.BoundedSemaphore(connections)
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.debug("ops http %s: refused, every connection slot is taken", client_address[0])
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started (none left to start): the slot is free again
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, request: socket.socket) -> None:
+        """Answer 503 and close, on the accepting thread: a few bytes into a new socket's empty buffer, no
+        wait."""
+        try:
+            request.sendall(_BUSY)
+        except OSError as e:  # the client is gone already: nothing to tell it
+            log.debug("ops http: could not refuse a connection: %s", e)
+        self.shutdown_request(request)
 
 
 def bind_address(host: str, port: int) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
@@ -91,13 +128,20 @@ def bind_address(host: str, port: int) -> tuple[socket.AddressFamily, tuple[Any,
 
 
 class OpsServer:
-    """Serves /metrics and /health on ``host:port`` (port 0: any free one) until ``close``."""
+    """Serves /metrics and /health on ``host:port`` (port 0: any free one), to ``connections`` clients at once
+    (``ops.max_connections``), until ``close``."""
 
     def __init__(
-        self, host: str, port: int, metrics: Exposition, health: Callable[[], Report], what: str
+        self,
+        host: str,
+        port: int,
+        metrics: Exposition,
+        health: Callable[[], Report],
+        what: str,
+        connections: int,
     ) -> None:
         try:
-            self._server = _Server(*bind_address(host, port), metrics, health)
+            self._server = _Server(*bind_address(host, port), metrics, health, connections)
         except OSError as e:
             raise ConfigError(
                 f"{what}: cannot serve /metrics and /health on {host_port(host, port)} ({e.strerror or e}); "

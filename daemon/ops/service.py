@@ -76,7 +76,12 @@ class Operations:
         if self.cfg.http:
             port = self.cfg.port_for(self.camera)
             self.server = OpsServer(
-                self.cfg.host, port, self.metrics.exposition, self.health.report, f"camera {self.camera}"
+                self.cfg.host,
+                port,
+                self.metrics.exposition,
+                self.health.report,
+                f"camera {self.camera}",
+                self.cfg.max_connections,
             ).start()
             log.info("%s: /metrics and /health on %s", self.camera, self.server.url)
         self.notifier.status("starting: loading models and opening the source")
