@@ -773,6 +773,20 @@ def test_the_bridge_messages_help_says_what_its_events_count() -> None:
         assert said in family.documentation, family.documentation
 
 
+def test_the_identity_metrics_help_says_what_each_counts() -> None:
+    """The resolver's metrics were helped by their field names: 'Identity resolver: ended observed.',
+    '... forgotten.', '... contributions held now.', nothing an operator writing an alert could read. Each now
+    says what it counts (and the setting that bounds it); a new IdentityStats field needs its own."""
+    m = CameraMetrics("door", OpsConfig())
+    identity = IdentityStats(**{f.name: 0 for f in fields(IdentityStats)} | {"remote_rejected": {"x": 1}})
+    m.attach(identity=lambda: identity)
+    docs = {f.name: f.documentation for f in text_string_to_metric_families(m.render().decode())}
+    for field in [f.name for f in fields(IdentityStats) if f.name != "remote_rejected"]:
+        doc = docs[f"reid_identity_{field}"]
+        assert not doc.startswith("Identity resolver:") and len(doc.split()) >= 6, (field, doc)
+    assert "identity.retention_s" in docs["reid_identity_expired_identities"]
+
+
 def test_a_track_lost_for_a_few_frames_is_not_a_new_decision_when_it_comes_back() -> None:
     """reid_identity_decisions_total counted a track again each time it came back after frames without it (lost
     by the tracker, kept by the resolver, its identity unchanged): two fleet workers on a looped clip counted 39
