@@ -310,6 +310,7 @@ def cmd_who(args: argparse.Namespace) -> int:
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
+    _bound_threads(args)
     from daemon import scenario as sc
 
     if args.action == "list":
@@ -1029,6 +1030,7 @@ def _check_replacing(args: argparse.Namespace, out: Path) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    _bound_threads(args)
     from daemon.gallery import Gallery
     from daemon.recognize import verify
 
@@ -1038,6 +1040,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_recognize(args: argparse.Namespace) -> int:
+    _bound_threads(args)
     from daemon.embedding import EmbedOptions
     from daemon.gallery import Gallery
     from daemon.recognize import recognize, refuse_videos
@@ -1083,6 +1086,7 @@ def _search_query(args: argparse.Namespace, embedder: Any, detector: Any) -> tup
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    _bound_threads(args)
     from daemon.config import RecognitionConfig
     from daemon.recognize import SearchOptions, search
 
@@ -1131,6 +1135,7 @@ def _adapt_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
+    _bound_threads(args)
     from daemon.adapt import AdaptRequest, run_adapt
     from daemon.config import load_settings, with_overrides
 

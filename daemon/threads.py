@@ -8,10 +8,10 @@ session (``intra_op_threads: 0``) as many when first used, and each FFmpeg decod
 ``TasksMax=256``. On a host with more processors than ``max_threads`` each of these pools is given that many (or
 the processors this process may run on, where fewer): OpenBLAS and OpenMP through ``OPENBLAS_NUM_THREADS`` and
 ``OMP_NUM_THREADS``, OpenCV's pool and FFmpeg's through ``OPENCV_FOR_THREADS_NUM`` and ``OPENCV_FFMPEG_THREADS``,
-which they read as they load or open (so before numpy, cv2 or torch is imported: ``cli``'s run, eval, serve,
-enroll and embed set them right after reading the config), and onnxruntime's through the session's options: 49
-threads on 16 or 96. A variable the user set is left as it is. On a host with no more processors than
-``max_threads`` nothing is changed: each library's own choice is within it.
+which they read as they load or open (so before numpy, cv2 or torch is imported: ``cli``'s run and every
+other command that loads a model set them right after reading the config), and onnxruntime's through the
+session's options: 49 threads on 16 or 96. A variable the user set is left as it is. On a host with no more
+processors than ``max_threads`` nothing is changed: each library's own choice is within it.
 """
 
 from __future__ import annotations

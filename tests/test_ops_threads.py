@@ -185,8 +185,26 @@ def _command(name: str, tmp_path: Path, video: Path) -> tuple[list[str], Callabl
     if name == "serve":
         port = free_port()
         return ["serve", "--port", str(port)], _listening(port)
+    if name in ("verify", "recognize"):
+        gallery = tmp_path / "g.npz"
+        enroll = ["enroll", str(photo.parent.parent), "--gallery", str(gallery), "--label-from", "folder"]
+        enrolled = subprocess.run(
+            [sys.executable, "-m", "daemon", *enroll],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+        )
+        assert enrolled.returncode == 0, enrolled.stderr[-2000:]
+        return [name, "--gallery", str(gallery), *([str(photo)] if name == "recognize" else [])], None
+    if name == "search":
+        return ["search", "--query", str(photo), str(video), "--max-frames", "3", "--no-progress"], None
     gt = video.parent / "gt/gt.txt"
     cfg = _worker_config(tmp_path, video)
+    if name == "adapt":
+        head = tmp_path / "head"
+        steps = ["--max-frames", "25", "--steps", "3", "--no-progress"]
+        return ["adapt", "--out", str(head), "--config", str(cfg), *steps], None
     return [
         "eval",
         "--config",
@@ -200,12 +218,15 @@ def _command(name: str, tmp_path: Path, video: Path) -> tuple[list[str], Callabl
     ], None
 
 
-@pytest.mark.parametrize("name", ["embed", "enroll", "serve", "eval"])
+@pytest.mark.parametrize(
+    "name", ["embed", "enroll", "serve", "eval", "verify", "recognize", "search", "adapt"]
+)
 def test_the_other_commands_threads_do_not_grow_with_the_host_s_processors(
     tmp_path: Path, ssdlite_model: Path, mobilenet_model: Path, name: str
 ) -> None:
     """Only ``run`` bounded the pools: embed, enroll and serve (one photo, or up) held 167 threads as if on 96
-    processors and 39 on 16; eval of 10 PETS09 frames 322. Each now bounds them as ``run`` does, before numpy,
+    processors and 39 on 16; eval of 10 PETS09 frames 322; verify, recognize, search and adapt likewise (the
+    numbers in the commit that bounded them). Each now bounds them as ``run`` does, before numpy,
     cv2 and torch load: on 96, 23 threads for embed, enroll and serve, fewer than numpy's OpenBLAS alone starts
     there (63), and 30-44 for eval, a worker's as ``run``'s (test_a_worker_s_threads_do_not_grow_...)."""
     video = require_pets09_video()
