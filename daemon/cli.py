@@ -595,13 +595,25 @@ def cmd_config(args: argparse.Namespace) -> int:
             )
         print(json.dumps(Settings.model_json_schema(), indent=2))
         return 0
-    file = args.file or str(DEFAULT_CONFIG)
+    file = args.file or _default_config(f"config {args.action}", f"config {args.action} FILE")
     settings = load_settings(file)
     if args.action == "show":
         print(json.dumps(_shown(settings.model_dump(mode="json")), indent=2))
     else:
         print(f"{file}: valid ({len(settings.cameras)} camera(s): {', '.join(settings.cameras)})")
     return 0
+
+
+def _default_config(command: str, how: str) -> str:
+    """DEFAULT_CONFIG, for a command given no config; ConfigError where the folder run in has none (anywhere but
+    the repository's root), naming it as the default and ``how`` to give one: "config file not found:
+    configs/pets09.yaml" named a file the user never gave."""
+    if not DEFAULT_CONFIG.exists():
+        raise ConfigError(
+            f"{command}: no config given, and the default, {DEFAULT_CONFIG} (the repository's example, read from "
+            f"the folder run in), is not in {Path.cwd()}: give yours as {how}"
+        )
+    return str(DEFAULT_CONFIG)
 
 
 def _shown(config: dict[str, Any]) -> dict[str, Any]:
@@ -1141,7 +1153,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     _check_adapt_options(args)
     overrides = {"models_dir": args.models_dir} if args.models_dir else {}
-    settings = load_settings(args.config, **overrides)
+    config = args.config if args.config is not None else _default_config("adapt", "--config FILE")
+    settings = load_settings(config, **overrides)
     first = next(iter(settings.cameras)) if args.all_cameras and not args.camera else args.camera
     name, _ = settings.camera(first)
     if args.source is not None:
@@ -1211,7 +1224,11 @@ def _add_adapt_parser(sub: Any) -> None:
         "labelled reference folder.",
     )
     a.add_argument("--out", "-o", required=True, help="Head file to write (.npz).")
-    a.add_argument("--config", "-c", default=str(DEFAULT_CONFIG), help="YAML config (camera, models).")
+    a.add_argument(
+        "--config",
+        "-c",
+        help=f"YAML config (camera, models; default {DEFAULT_CONFIG}, from the folder run in: the repository's).",
+    )
     a.add_argument("--camera", help="Camera name in the config (needed when it holds several).")
     a.add_argument(
         "--all-cameras",
@@ -1479,7 +1496,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="Check, show or print the schema of a config.")
     c.add_argument("action", choices=["check", "show", "schema"])
-    c.add_argument("file", nargs="?", help=f"YAML config of check and show (default {DEFAULT_CONFIG}).")
+    c.add_argument(
+        "file",
+        nargs="?",
+        help=f"YAML config of check and show (default {DEFAULT_CONFIG}, from the folder run in: the repository's).",
+    )
     c.set_defaults(func=cmd_config)
     _add_gallery_parsers(sub)
     _add_adapt_parser(sub)

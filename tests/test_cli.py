@@ -847,3 +847,27 @@ def test_eval_running_a_camera_warns_of_a_ground_truth_made_for_another_size(
         if warned:
             assert said[0].startswith("--gt: ") and str(doubled) in said[0], said[0]
             assert "lie wholly outside the camera's 320x240 frames" in said[0], said[0]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["adapt", "--no-tracklets", "--reference", "refs", "--out", "head.npz"],
+        ["config", "check"],
+        ["config", "show"],
+    ],
+    ids=["adapt", "config check", "config show"],
+)
+def test_a_default_config_absent_from_the_folder_run_in_is_named_as_the_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    """`adapt` and `config check` given no config read configs/pets09.yaml from the folder they were run in; run
+    anywhere but the repository's root (a service host's /etc/reid-daemon, a home folder) they said "config
+    file not found: configs/pets09.yaml", a file the user never named, and nothing of how to give theirs. They
+    say it is the default, where it was looked for, and the option that gives one."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "configs/pets09.yaml" in err and "default" in err and str(tmp_path) in err, err
+    assert ("--config FILE" if argv[0] == "adapt" else f"config {argv[1]} FILE") in err
+    assert "Traceback" not in err and list(tmp_path.iterdir()) == []
