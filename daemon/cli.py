@@ -1313,8 +1313,14 @@ def _add_serve_parser(sub: Any) -> None:
         "-k", type=int, help="Matches returned when a request does not say k (default: serve.top_k)."
     )
     s.add_argument("--detect", action="store_true", help="Load the detector (recognize?detect=true).")
-    s.add_argument("--threshold", type=float, help="Match threshold of a new gallery.")
-    s.add_argument("--max-per-label", type=int, help="Cap of references per label of a new gallery.")
+    s.add_argument(
+        "--threshold", type=float, help="Match threshold of a new gallery (default: gallery.threshold)."
+    )
+    s.add_argument(
+        "--max-per-label",
+        type=int,
+        help="Cap of references per label of a new gallery (default: gallery.max_per_label).",
+    )
     _add_model_args(s)
     s.set_defaults(func=cmd_serve)
 
@@ -1600,9 +1606,14 @@ def _add_gallery_parsers(sub: Any) -> None:
     en.add_argument(
         "--threshold",
         type=float,
-        help="Match threshold stored in a new gallery (an existing one keeps its own).",
+        help="Match threshold stored in a new gallery (default: gallery.threshold; an existing one keeps its "
+        "own).",
     )
-    en.add_argument("--max-per-label", type=int, help="Cap of references per label in a new gallery.")
+    en.add_argument(
+        "--max-per-label",
+        type=int,
+        help="Cap of references per label in a new gallery (default: gallery.max_per_label).",
+    )
     en.add_argument("--json", action="store_true", help="Print the report as JSON.")
     _add_model_args(en)
     en.set_defaults(func=cmd_enroll)
@@ -1628,8 +1639,16 @@ def _add_gallery_parsers(sub: Any) -> None:
         "verify", help="Leave-one-out check of a gallery: self-match, confusable labels, advice."
     )
     v.add_argument("--gallery", "-g", required=True, help="Gallery file.")
-    v.add_argument("--pairs", type=int, help="Most confusable label pairs to list.")
-    v.add_argument("--margin-warn", type=float, help="Warn below this correct-vs-wrong margin.")
+    v.add_argument(
+        "--pairs",
+        type=int,
+        help="Most confusable label pairs to list (default: recognition.confusable_pairs).",
+    )
+    v.add_argument(
+        "--margin-warn",
+        type=float,
+        help="Warn below this correct-vs-wrong margin (default: recognition.margin_warn).",
+    )
     v.add_argument("--json", action="store_true", help="Print the report as JSON.")
     v.set_defaults(func=cmd_verify)
 
@@ -1657,7 +1676,9 @@ def _add_gallery_parsers(sub: Any) -> None:
     )
     s.add_argument("-k", type=int, help="Hits to keep, best first (default: recognition.search_hits).")
     s.add_argument(
-        "--threshold", type=float, help="Similarity threshold (default: the gallery's or the default)."
+        "--threshold",
+        type=float,
+        help="Similarity threshold (default: --gallery's own; with --query, gallery.threshold).",
     )
     s.add_argument(
         "--every", type=int, help="Read every Nth video frame, 1-100 (default: recognition.video_every)."

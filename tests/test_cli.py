@@ -871,3 +871,29 @@ def test_a_default_config_absent_from_the_folder_run_in_is_named_as_the_default(
     assert "configs/pets09.yaml" in err and "default" in err and str(tmp_path) in err, err
     assert ("--config FILE" if argv[0] == "adapt" else f"config {argv[1]} FILE") in err
     assert "Traceback" not in err and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "field"),
+    [
+        ("enroll", "--threshold", "gallery.threshold"),
+        ("enroll", "--max-per-label", "gallery.max_per_label"),
+        ("serve", "--threshold", "gallery.threshold"),
+        ("serve", "--max-per-label", "gallery.max_per_label"),
+        ("verify", "--pairs", "recognition.confusable_pairs"),
+        ("verify", "--margin-warn", "recognition.margin_warn"),
+        ("search", "--threshold", "gallery.threshold"),
+    ],
+)
+def test_an_options_help_names_the_setting_it_defaults_to(command: str, option: str, field: str) -> None:
+    """`verify --help` said `--pairs: Most confusable label pairs to list` and `enroll --help` `--threshold:
+    Match threshold stored in a new gallery`, nothing of what is taken without them (5 pairs, 0.5): a newcomer
+    could not tell without reading the code. Each names the config setting that gives it, as -k and --every do."""
+    import argparse
+
+    from daemon.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(a for a in sub.choices[command]._actions if option in a.option_strings)
+    text = " ".join((action.help or "").split())
+    assert "default" in text and field in text, text
