@@ -1353,7 +1353,12 @@ def _add_camera_args(p: argparse.ArgumentParser, config_required: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from daemon.config import MODELS_DIR_DEFAULT
 
-    p = argparse.ArgumentParser(prog="reid-daemon", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="reid-daemon",
+        description="Real-time person tracking and re-identification for camera fleets.\n"
+        "A command's options: reid-daemon COMMAND --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"reid-daemon {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=1, help="Debug logging (the default is info).")
     p.add_argument("-q", "--quiet", action="store_const", const=0, dest="verbose", help="Warnings only.")

@@ -897,3 +897,13 @@ def test_an_options_help_names_the_setting_it_defaults_to(command: str, option: 
     action = next(a for a in sub.choices[command]._actions if option in a.option_strings)
     text = " ".join((action.help or "").split())
     assert "default" in text and field in text, text
+
+
+def test_the_programs_help_says_what_it_is_in_plain_text() -> None:
+    """`reid-daemon --help` began with the module's docstring, "The ``reid-daemon`` command line.": reST markup
+    on a terminal, and nothing a newcomer did not know. It says what the program does and how to get a
+    command's options."""
+    from daemon.cli import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    assert "``" not in text and "re-identification" in text and "COMMAND --help" in text
