@@ -1395,7 +1395,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fg.add_argument("global_id", type=int, help="The global id to erase.")
     fg.add_argument("--config", "-c", required=True, help="Fleet YAML (its bridge section names the Valkey).")
-    fg.add_argument("--timeout", type=float, default=5.0, help="Seconds to wait for Valkey.")
+    fg.add_argument("--timeout", type=float, default=5.0, help="Seconds to wait for Valkey (%(default)g).")
     fg.add_argument(
         "--wait",
         type=float,
@@ -1415,9 +1415,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen",
         type=float,
         default=2.0,
-        help="Seconds to listen to the live cameras before showing (2; with --watch, before the first time).",
+        help="Seconds to listen to the live cameras before showing (%(default)g; with --watch, before the first "
+        "time).",
     )
-    wh.add_argument("--timeout", type=float, default=5.0, help="Seconds to wait for Valkey.")
+    wh.add_argument("--timeout", type=float, default=5.0, help="Seconds to wait for Valkey (%(default)g).")
     wh.add_argument(
         "--sightings",
         type=whole_number(1),

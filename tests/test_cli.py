@@ -907,3 +907,22 @@ def test_the_programs_help_says_what_it_is_in_plain_text() -> None:
 
     text = " ".join(build_parser().format_help().split())
     assert "``" not in text and "re-identification" in text and "COMMAND --help" in text
+
+
+@pytest.mark.parametrize(
+    ("command", "option"), [("forget", "--timeout"), ("who", "--timeout"), ("who", "--listen")]
+)
+def test_a_default_of_the_command_line_s_own_is_stated_from_the_option(command: str, option: str) -> None:
+    """`forget --help` and `who --help` said `--timeout: Seconds to wait for Valkey.`, not how long is waited
+    without it (5 s); who's --listen wrote its 2 into the help by hand. Options whose default is the command
+    line's own (no config setting gives it) state it from the option itself, so the two cannot disagree."""
+    import argparse
+
+    from daemon.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = sub.choices[command]
+    action = next(a for a in parser._actions if option in a.option_strings)
+    text = " ".join(parser.format_help().split())
+    assert isinstance(action.help, str) and "%(default)" in action.help
+    assert f"({action.default:g}" in text, text
