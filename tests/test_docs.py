@@ -140,3 +140,45 @@ def test_every_setting_the_readmes_name_is_a_field() -> None:
 )
 def test_a_setting_is_resolved_through_the_models(setting: str, part: str | None) -> None:
     assert _unknown_part(setting) == part
+
+
+_SHELL_BLOCK = re.compile(r"^```(?:bash|sh)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+# `reid-daemon [global options] COMMAND ...`, up to a pipe or the next command of the line
+_INVOCATION = re.compile(r"reid-daemon((?:\s+-\S+(?:\s+(?:text|json))?)*)\s+([a-z]+)([^|;&]*)")
+_OPTION = re.compile(r"(?<![\w-])(--?[a-z][a-z-]*)")
+
+
+def _command_lines(text: str) -> list[str]:
+    """The reid-daemon command lines of a doc: its shell blocks' lines (continuations joined, comments cut) and
+    the commands its prose quotes (`reid-daemon fleet --config ... --report-only`)."""
+    lines = []
+    for block in _SHELL_BLOCK.findall(text):
+        lines += [line.split(" #")[0] for line in block.replace("\\\n", " ").splitlines()]
+    return lines + re.findall(r"`([^`\n]*reid-daemon [^`\n]*)`", text)
+
+
+def test_every_option_the_readmes_commands_give_is_the_commands() -> None:
+    import argparse
+
+    from daemon.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    own = {name: {s for a in p._actions for s in a.option_strings} for name, p in sub.choices.items()}
+    program = {s for a in parser._actions for s in a.option_strings}
+    given, wrong = 0, []
+    for doc in DOCS:
+        for line in _command_lines(_doc_text(doc)):
+            for m in _INVOCATION.finditer(line):
+                command = m.group(2)
+                if command not in own:
+                    wrong.append((doc.name, command, "no such command", line.strip()))
+                    continue
+                options = _OPTION.findall(m.group(3))
+                given += len(options)
+                wrong += [(doc.name, command, o, line.strip()) for o in options if o not in own[command]]
+                wrong += [
+                    (doc.name, "", o, line.strip()) for o in _OPTION.findall(m.group(1)) if o not in program
+                ]
+    assert given >= 50  # the check reads what it should (72 when written)
+    assert wrong == []
