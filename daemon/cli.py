@@ -1606,7 +1606,8 @@ def _add_gallery_parsers(sub: Any) -> None:
     en.add_argument(
         "--label-from",
         choices=["file", "folder"],
-        help="Labels from file names (default) or from the folder each image is in (refs/jane_doe/1.jpg).",
+        help="Labels from file names or from the folder each image is in (refs/jane_doe/1.jpg) (default: "
+        "enroll.label_from, of --config).",
     )
     en.add_argument("--set", action="append", help="Enrol only this set code (repeatable).")
     en.add_argument(

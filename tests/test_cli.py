@@ -883,6 +883,7 @@ def test_a_default_config_absent_from_the_folder_run_in_is_named_as_the_default(
         ("verify", "--pairs", "recognition.confusable_pairs"),
         ("verify", "--margin-warn", "recognition.margin_warn"),
         ("search", "--threshold", "gallery.threshold"),
+        ("enroll", "--label-from", "enroll.label_from"),
     ],
 )
 def test_an_options_help_names_the_setting_it_defaults_to(command: str, option: str, field: str) -> None:
