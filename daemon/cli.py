@@ -1341,7 +1341,12 @@ def _add_camera_args(p: argparse.ArgumentParser, config_required: bool) -> None:
         help="Override the output folder (an empty path is refused: leave it out for the config's).",
     )
     p.add_argument("--max-frames", type=int, help="Stop after this many frames.")
-    p.add_argument("--video", action=argparse.BooleanOptionalAction, default=None, help="Annotated video.")
+    p.add_argument(
+        "--video",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Annotated video, or none (default: the camera's output.video).",
+    )
     p.add_argument(
         "--detections",
         help="Replay detections from a MOTChallenge det.txt instead of detecting (an empty path is refused: leave "
@@ -1528,7 +1533,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--camera", help="Camera name in the config (needed when it holds several).")
     p.add_argument("--model", help="Embedder preset or model path (overrides the config's).")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="Mirror averaging.")
+    p.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Mirror averaging, or none (default: the camera's embedder.flip_average).",
+    )
     p.add_argument(
         "--models-dir",
         help=f"Model cache folder (default: the config's models_dir, else {MODELS_DIR_DEFAULT}).",
@@ -1602,7 +1612,9 @@ def _add_gallery_parsers(sub: Any) -> None:
         "gallery file is refused: its entries would be lost).",
     )
     en.add_argument("--detect", action="store_true", help="Uncropped photos: take the largest person box.")
-    en.add_argument("--recursive", action="store_true", help="Also images in sub-folders.")
+    en.add_argument(
+        "--recursive", action="store_true", help="Also images in sub-folders (default: enroll.recursive)."
+    )
     en.add_argument(
         "--label-from",
         choices=["file", "folder"],

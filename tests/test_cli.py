@@ -884,6 +884,11 @@ def test_a_default_config_absent_from_the_folder_run_in_is_named_as_the_default(
         ("verify", "--margin-warn", "recognition.margin_warn"),
         ("search", "--threshold", "gallery.threshold"),
         ("enroll", "--label-from", "enroll.label_from"),
+        ("enroll", "--recursive", "enroll.recursive"),
+        ("run", "--video", "output.video"),
+        ("eval", "--video", "output.video"),
+        ("embed", "--flip", "embedder.flip_average"),
+        ("serve", "--flip", "embedder.flip_average"),
     ],
 )
 def test_an_options_help_names_the_setting_it_defaults_to(command: str, option: str, field: str) -> None:
