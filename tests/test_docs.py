@@ -1,7 +1,8 @@
 """What README.md and deploy/README.md show of the config is the config: their YAML examples load, their inline
-``section: {...}`` fragments validate, and every setting they name (``identity.lost_after_s``) is a field.
+``section: {...}`` fragments validate, every setting they name (``identity.lost_after_s``) is a field, and every
+option their ``reid-daemon`` commands give is one the command takes.
 
-A key renamed in daemon/config.py and not in the docs, or misspelt in them, fails here rather than in the hands
+A key or option renamed in daemon/ and not in the docs, or misspelt in them, fails here rather than in the hands
 of a user who copied it (configs/*.yaml and deploy/fleet.example.yaml are loaded by test_config.py and
 test_ops_deploy.py)."""
 
