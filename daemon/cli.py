@@ -540,7 +540,16 @@ def _with_gt_noise(settings: Any, name: str, args: argparse.Namespace, gt: Path)
     }
     if args.seed is not None:  # else the detector's own default
         det["seed"] = args.seed
-    return with_overrides(settings, name, {"detector": det})
+    return with_overrides(settings, name, {"detector": det}, _GT_NOISE_FLAGS)
+
+
+# the option (and which of --gt-noise's values) each field of _with_gt_noise's detector comes from
+_GT_NOISE_FLAGS = {
+    "detector.jitter": "--gt-noise JITTER",
+    "detector.drop_rate": "--gt-noise DROP",
+    "detector.false_positive_rate": "--gt-noise FP_PER_FRAME",
+    "detector.seed": "--seed",
+}
 
 
 # ---------------------------------------------------------------- models / config

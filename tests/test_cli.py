@@ -950,3 +950,26 @@ def test_every_argument_of_every_command_has_a_help() -> None:
             if action.choices is not None and not action.option_strings:  # an action word: each one said
                 missing = [c for c in action.choices if f"{c}:" not in " ".join((action.help or "").split())]
                 assert missing == [], f"{name} {action.dest}"
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--gt-noise", "2", "0", "0"], "--gt-noise JITTER (cameras.door.detector.jitter)"),
+        (["--gt-noise", "0", "1.5", "0"], "--gt-noise DROP (cameras.door.detector.drop_rate)"),
+        (
+            ["--gt-noise", "0", "0", "-1"],
+            "--gt-noise FP_PER_FRAME (cameras.door.detector.false_positive_rate)",
+        ),
+        (["--gt-noise", "0", "0", "0", "--seed", "-1"], "--seed (cameras.door.detector.seed)"),
+    ],
+)
+def test_a_bad_gt_noise_or_seed_is_named_by_its_option(
+    extra: list[str], named: str, synth: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`eval --gt-noise 2 0 0` was refused as 'cameras.door.detector.jitter: Input should be less than or equal
+    to 1', a setting the user never wrote: the error names the option and which of its three values."""
+    _, gt, cfg = synth
+    assert main(["eval", "--gt", str(gt), "--config", str(cfg), *extra]) == 2
+    captured = capsys.readouterr()
+    assert named in captured.err and captured.out == "", captured.err
