@@ -1504,7 +1504,10 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=3,
         type=float,
         metavar=("JITTER", "DROP", "FP_PER_FRAME"),
-        help="Detect from the ground truth with this noise instead of a detector.",
+        help="Detect from the ground truth with this noise instead of a detector: JITTER the gaussian noise on "
+        "each box's centre and size, its std a fraction of the box's size (detector.jitter); DROP the "
+        "probability a true box is missed (detector.drop_rate); FP_PER_FRAME the mean number of random "
+        "false boxes per frame (detector.false_positive_rate), as the ground-truth detector takes them.",
     )
     ev.add_argument(
         "--seed", type=int, help="Seed of --gt-noise's noise (default: the ground-truth detector's)."

@@ -973,3 +973,18 @@ def test_a_bad_gt_noise_or_seed_is_named_by_its_option(
     assert main(["eval", "--gt", str(gt), "--config", str(cfg), *extra]) == 2
     captured = capsys.readouterr()
     assert named in captured.err and captured.out == "", captured.err
+
+
+def test_eval_help_says_what_each_gt_noise_value_is() -> None:
+    """`eval --help` gave `--gt-noise JITTER DROP FP_PER_FRAME: Detect from the ground truth with this noise
+    instead of a detector.`, nothing of their units (jitter a fraction of the box's size, drop a probability, the
+    false boxes a mean count a frame): `--gt-noise 5 20 0`, read as pixels and percent, is refused."""
+    import argparse
+
+    from daemon.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    text = " ".join(sub.choices["eval"].format_help().split())
+    for field in ("detector.jitter", "detector.drop_rate", "detector.false_positive_rate"):
+        assert field in text, field
+    assert "fraction of" in text and "probability" in text and "per frame" in text
