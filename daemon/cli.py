@@ -188,7 +188,12 @@ def _more_segments(later: int) -> str:
 def cmd_fleet(args: argparse.Namespace) -> int:
     from daemon.ops import HeldStop
 
-    cameras = camera_list(args.cameras) if args.cameras else None
+    cameras = None if args.cameras is None else camera_list(args.cameras)
+    if cameras == []:  # "" or ",": taken as no --cameras, every camera would run without a word
+        raise ConfigError(
+            f"--cameras is empty ({args.cameras!r}: a shell variable that was not set?): name the cameras, "
+            "--cameras a,b, or leave --cameras out for every camera of the config"
+        )
     if args.report_only:
         from daemon.fleet_runner import report_fleet
 

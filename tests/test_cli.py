@@ -988,3 +988,24 @@ def test_eval_help_says_what_each_gt_noise_value_is() -> None:
     for field in ("detector.jitter", "detector.drop_rate", "detector.false_positive_rate"):
         assert field in text, field
     assert "fraction of" in text and "probability" in text and "per frame" in text
+
+
+@pytest.mark.parametrize("cameras", ["", ",", " , "])
+@pytest.mark.parametrize("report_only", [False, True])
+def test_fleet_refuses_an_empty_camera_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cameras: str, report_only: bool
+) -> None:
+    """`fleet --cameras "$CAMS"` with the variable unset (or `--cameras ,`) ran, or reported on, every camera of
+    the YAML, and a fleet not in lockstep followed the file as with no --cameras at all: the option was taken
+    as absent without a word. It is refused, naming it, before anything starts or is written."""
+    cfg = _config(
+        tmp_path,
+        f"fleet: {{enabled: true}}\nbridge: {{allow_unsigned: true}}\n"
+        f"camera_defaults:\n  output: {{dir: {tmp_path / 'runs'}}}\n"
+        "cameras:\n  a: {source: {uri: a.mp4}}\n  b: {source: {uri: b.mp4}}\n",
+    )
+    argv = ["fleet", "--config", str(cfg), "--cameras", cameras, "--no-progress"]
+    assert main([*argv, *(["--report-only"] if report_only else [])]) == 2
+    err = capsys.readouterr().err
+    assert "--cameras is empty" in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml"]
