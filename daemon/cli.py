@@ -1752,6 +1752,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_ffmpeg()  # before any command has OpenCV use FFmpeg
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        _refuse_empty_paths(args)
         return func(args)
     except DaemonError as e:
         return _failed(args, e, exit_code(e))
@@ -1760,6 +1761,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return _reader_gone()
+
+
+# path options whose empty value ("$OUT" unset) the commands would take as the option left out, without a word
+_EMPTY_IS_ABSENT = (("out", "--out"), ("models_dir", "--models-dir"), ("cache_dir", "--cache-dir"))
+
+
+def _refuse_empty_paths(args: argparse.Namespace) -> None:
+    """ConfigError for a path option given empty: ``embed --out ""`` wrote nothing, ``--models-dir ""`` took the
+    default cache."""
+    for attr, flag in _EMPTY_IS_ABSENT:
+        _path_option(args, attr, flag)
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

@@ -1009,3 +1009,39 @@ def test_fleet_refuses_an_empty_camera_list(
     err = capsys.readouterr().err
     assert "--cameras is empty" in err and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["embed", "{img}", "--out", ""], "--out"),
+        (["search", "{refs}", "--query", "{img}", "--out", ""], "--out"),
+        (["models", "list", "--models-dir", ""], "--models-dir"),
+        (["embed", "{img}", "--models-dir", "", "--out", "{tmp}/e.npz"], "--models-dir"),
+        (
+            ["adapt", "--no-tracklets", "--reference", "{refs}", "--out", "{tmp}/h.npz", "--cache-dir", ""],
+            "--cache-dir",
+        ),
+    ],
+)
+def test_an_empty_path_is_refused_not_taken_as_no_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], option: str
+) -> None:
+    """`embed photos/ --out "$OUT"` with the variable unset embedded, printed and wrote nothing (exit 0), as did
+    `search --out ""`; `--models-dir ""` took the default cache and `adapt --cache-dir ""` the default folder,
+    each without a word: the option was taken as absent. Each is refused naming the option, before any work."""
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    img = refs / "a.jpg"
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(img), np.full((64, 32, 3), 128, np.uint8))
+    cfg = _config(tmp_path, "cameras:\n  a:\n    source: {uri: x.mp4}\n")
+    args = [a.format(img=img, refs=refs, tmp=tmp_path) for a in argv]
+    if args[0] == "adapt":
+        args += ["--config", str(cfg)]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert f"{option} is empty" in captured.err and captured.out == "", captured.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml", "refs"]
