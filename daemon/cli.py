@@ -1764,12 +1764,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # path options whose empty value ("$OUT" unset) the commands would take as the option left out, without a word
-_EMPTY_IS_ABSENT = (("out", "--out"), ("models_dir", "--models-dir"), ("cache_dir", "--cache-dir"))
+_EMPTY_IS_ABSENT = (
+    ("out", "--out"),
+    ("models_dir", "--models-dir"),
+    ("cache_dir", "--cache-dir"),
+    ("config", "--config"),
+)
 
 
 def _refuse_empty_paths(args: argparse.Namespace) -> None:
     """ConfigError for a path option given empty: ``embed --out ""`` wrote nothing, ``--models-dir ""`` took the
-    default cache."""
+    default cache, ``embed --config ""`` the default models."""
     for attr, flag in _EMPTY_IS_ABSENT:
         _path_option(args, attr, flag)
 

@@ -1022,14 +1022,17 @@ def test_fleet_refuses_an_empty_camera_list(
             ["adapt", "--no-tracklets", "--reference", "{refs}", "--out", "{tmp}/h.npz", "--cache-dir", ""],
             "--cache-dir",
         ),
+        (["embed", "{img}", "--config", "", "--out", "{tmp}/e.npz"], "--config"),
+        (["recognize", "{img}", "--gallery", "{tmp}/g.npz", "--config", ""], "--config"),
     ],
 )
 def test_an_empty_path_is_refused_not_taken_as_no_option(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], option: str
 ) -> None:
     """`embed photos/ --out "$OUT"` with the variable unset embedded, printed and wrote nothing (exit 0), as did
-    `search --out ""`; `--models-dir ""` took the default cache and `adapt --cache-dir ""` the default folder,
-    each without a word: the option was taken as absent. Each is refused naming the option, before any work."""
+    `search --out ""`; `--models-dir ""` took the default cache, `adapt --cache-dir ""` the default folder and
+    `embed --config ""` the default models, each without a word: the option was taken as absent. Each is refused
+    naming the option, before any work."""
     refs = tmp_path / "refs"
     refs.mkdir()
     img = refs / "a.jpg"
