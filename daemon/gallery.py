@@ -28,7 +28,9 @@ A pure in-memory core (no I/O except ``save`` / ``load``), safe to share between
   (``np.savez``, read with ``allow_pickle=False``) and ``.json``. Writes are atomic (temporary file in the
   same folder, fsync, rename); rows are written oldest first, so ages survive a round trip, with
   their sources when any row has one (a ``sources`` list beside the settings, one entry a row, null: none).
-  A bad file gives ``DataError`` naming the file and the problem.
+  A bad file gives ``DataError`` naming the file and the problem. A ``.json`` gallery records a sha256 of its
+  content (``JSON_DIGEST``), checked when it is read, as the ``.rdg`` form's CRC32 is; one without it (written
+  by hand, or by a version before it) is read unchecked.
 * Several writers of one file (``serve``, ``enroll --append``): each read-modify-write holds the file's advisory
   lock (``locked``: ``.<name>.lock`` beside it; waited for a bounded time, the holder named past it), and
   ``latest`` reads the file again when another process wrote it since this copy read or wrote it (told by its
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import io
 import json
 import logging
@@ -70,6 +73,7 @@ IndexKind = Literal["auto", "exact", "faiss"]
 
 FORMAT_TAG = "reid-daemon-gallery"
 FORMAT_VERSION = 1
+JSON_DIGEST = "sha256"  # the field of a .json gallery holding the checksum of the rest (_json_digest)
 SUFFIXES = GALLERY_SUFFIXES
 NORM_EPS = 1e-12
 UNIT_TOL = 4e-7  # a row whose norm is this close to 1 counts as normalised already (float32 rounding)
@@ -1168,7 +1172,8 @@ def _write_npz(fp: BinaryIO, settings: dict[str, Any], labels: list[str], emb: F
 
 
 def _write_json(fp: BinaryIO, settings: dict[str, Any], labels: list[str], emb: FloatArray) -> None:
-    doc = {**settings, "labels": labels, "embeddings": emb.tolist()}
+    doc = {**settings, "labels": labels, JSON_DIGEST: _json_digest({**settings, "labels": labels}, emb)}
+    doc["embeddings"] = emb.tolist()
     text = io.TextIOWrapper(fp, encoding="utf-8")
     json.dump(doc, text)
     text.flush()
@@ -1217,11 +1222,34 @@ def _read_json(path: Path) -> Parts:
     labels, rows = doc.pop("labels", None), doc.pop("embeddings", None)
     if not isinstance(labels, list) or not isinstance(rows, list):
         raise DataError("'labels' and 'embeddings' must be lists")
+    recorded = doc.pop(JSON_DIGEST, None)
     try:
         emb = np.array(rows, dtype=np.float32) if rows else np.zeros((0, _dim_of(doc)), np.float32)
     except (TypeError, ValueError) as e:
         raise DataError(f"inconsistent shapes: embeddings are not an (N, D) array of numbers ({e})") from e
+    if recorded is not None:
+        _check_json_digest(recorded, _json_digest({**doc, "labels": labels}, emb))
     return doc, labels, emb
+
+
+def _json_digest(content: dict[str, Any], emb: NDArray[Any]) -> str:
+    """The sha256 a .json gallery records (JSON_DIGEST) of its content: every field but the embeddings, as
+    canonical JSON (sorted keys, no spaces), then the embeddings as little-endian float32 (what is loaded: a
+    digit changed past float32's precision changes no value, and is no change)."""
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode())
+    digest.update(np.ascontiguousarray(emb, dtype="<f4").tobytes())
+    return digest.hexdigest()
+
+
+def _check_json_digest(recorded: object, computed: str) -> None:
+    if not isinstance(recorded, str) or not re.fullmatch(r"[0-9a-f]{64}", recorded):
+        raise DataError(f"{JSON_DIGEST} must be 64 lower-case hex digits, got {recorded!r}")
+    if recorded != computed:
+        raise DataError(
+            f"checksum mismatch: the content's sha256 is {computed}, the file records {recorded} (corrupt, or "
+            f"edited since it was written: restore it from a copy, enrol it again, or, to keep an edit made by "
+            f"hand, delete its {JSON_DIGEST!r} field)"
+        )
 
 
 def _dim_of(doc: dict[str, Any]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import threading
 from pathlib import Path
@@ -715,6 +716,53 @@ def test_corrupt_rdg_byte(saved: dict[str, Path]) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(DataError, match="checksum mismatch"):
         Gallery.load(path)
+
+
+def test_a_json_gallery_with_a_digit_changed_is_refused_naming_the_file(saved: dict[str, Path]) -> None:
+    """A .json gallery carried no checksum where the .rdg form has one: a digit changed in an embedding, a label
+    or a setting (a bad disk, an editor slip) was read as it was, the wrong row searched without a word."""
+    path = saved[".json"]
+    text = path.read_text(encoding="utf-8")
+    doc = json.loads(text)
+    first = repr(doc["embeddings"][1][2])
+    digit = next(i for i, c in enumerate(first) if c in "123456789")
+    changed = first[:digit] + ("1" if first[digit] != "1" else "2") + first[digit + 1 :]
+    edits = [
+        text.replace(first, changed, 1),
+        text.replace('"labels": ["a", "b", "c"]', '"labels": ["a", "b", "d"]'),
+        text.replace('"threshold": 0.5', '"threshold": 0.6'),
+    ]
+    for edited in edits:
+        assert edited != text
+        path.write_text(edited, encoding="utf-8")
+        with pytest.raises(DataError) as e:
+            Gallery.load(path)
+        assert str(e.value).startswith(f"{path}: checksum mismatch: the content's sha256 is "), e.value
+        assert "delete its 'sha256' field" in str(e.value)
+
+
+def test_a_json_gallery_without_a_checksum_is_read_and_a_bad_checksum_field_named(
+    saved: dict[str, Path],
+) -> None:
+    """Files written before the checksum, and galleries written by hand, have none: they are read as before; a
+    checksum field that is no sha256 is named."""
+    path = saved[".json"]
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    assert re.fullmatch(r"[0-9a-f]{64}", doc["sha256"])
+    kept = Gallery.load(path)
+    for value, fine in ((None, True), ("", False), ("ABC", False), (7, False), ("0" * 64, False)):
+        edited = {k: v for k, v in doc.items() if k != "sha256"}
+        if value is not None:
+            edited["sha256"] = value
+        path.write_text(json.dumps(edited), encoding="utf-8")
+        if fine:
+            again = Gallery.load(path)
+            assert again.labels == kept.labels and np.array_equal(again.embeddings, kept.embeddings)
+            continue
+        with pytest.raises(DataError, match=str(path)) as e:
+            Gallery.load(path)
+        said = "checksum mismatch" if value == "0" * 64 else "sha256 must be 64 lower-case hex"
+        assert said in str(e.value), e.value
 
 
 def test_a_relative_gallery_path_not_found_says_where_it_was_looked_for(
