@@ -661,7 +661,7 @@ def enroll(
     target = None if save_to is None else Path(save_to)
     if not (append or replace) and target is not None and target.exists():
         raise DataError(existing_gallery(target))
-    _check_gallery(gallery, embedder)
+    _check_gallery(gallery, embedder, target)
     names, skipped = reference_files(folder, cfg, sets)
     work = _Enroller(embedder, detector)
     work.skipped = skipped
@@ -673,7 +673,7 @@ def enroll(
     with contextlib.nullcontext() if lock is None else lock:
         if append and target is not None:
             gallery = latest(gallery, target)
-            _check_gallery(gallery, embedder)
+            _check_gallery(gallery, embedder, target)
         elif not replace and target is not None and target.exists():  # made while the images were embedded
             raise DataError(existing_gallery(target))
         held = {label: set(gallery.sources(label)) for label in {n.label for n, _, _ in work.embedded}}
@@ -829,14 +829,21 @@ def existing_gallery(path: Path) -> str:
     )
 
 
-def _check_gallery(gallery: Gallery, embedder: Embedder) -> None:
-    """DataError unless ``embedder``'s vectors can go into ``gallery`` (its width and, where both say, its
-    model and crop settings); a new gallery records the embedder."""
+def _check_gallery(gallery: Gallery, embedder: Embedder, file: Path | None) -> None:
+    """DataError, naming the gallery's ``file`` (else the one it was read from), unless ``embedder``'s vectors can
+    go into ``gallery`` (its width and, where both say, its model and crop settings); a new gallery records the
+    embedder."""
     if gallery.dim != embedder.dim:
         raise DataError(
-            f"the gallery holds {gallery.dim}-d embeddings but the embedder gives {embedder.dim}-d: "
-            "enrol into a gallery made with the same model"
+            gallery.of_file(
+                f"the gallery holds {gallery.dim}-d embeddings but the embedder gives {embedder.dim}-d: "
+                "enrol into a gallery made with the same model",
+                file,
+            )
         )
     signature = embedder_signature(embedder)
-    gallery.check_embedder(signature, "the embedder")
+    try:
+        gallery.check_embedder(signature, "the embedder")
+    except DataError as e:
+        raise DataError(gallery.of_file(str(e), file)) from e
     gallery.made_by(signature)

@@ -839,6 +839,12 @@ class Gallery:
                 crops,
             )
 
+    def of_file(self, problem: str, file: Path | None = None) -> str:
+        """``problem`` preceded by the gallery's file (``file``, else the one ``load`` read it from) where one is
+        known, as ``load``'s errors name it."""
+        named = file or self.file
+        return problem if named is None else f"{named}: {problem}"
+
     def _say_unrecorded(self, signature: str) -> None:
         """Warn, once, that this gallery records no embedder and is used with a projection head's vectors (two
         heads of one width are told apart by the record alone)."""

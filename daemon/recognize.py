@@ -509,18 +509,25 @@ class RecognizeReport:
 
 
 def check_dims(gallery: Gallery, dim: int, what: str) -> None:
+    """DataError, naming the gallery's file, unless ``what`` (vectors of width ``dim``) is of its width."""
     if gallery.dim != dim:
         raise DataError(
-            f"the gallery holds {gallery.dim}-d embeddings but {what} is {dim}-d: use the model the gallery "
-            "was enrolled with"
+            gallery.of_file(
+                f"the gallery holds {gallery.dim}-d embeddings but {what} is {dim}-d: use the model the gallery "
+                "was enrolled with"
+            )
         )
 
 
 def check_embedder(gallery: Gallery, embedder: Embedder, what: str) -> None:
-    """DataError unless ``embedder``'s vectors can go with ``gallery``'s: the same width and, where both say,
-    the same model and head (two models of one width would match nonsense without an error)."""
+    """DataError, naming the gallery's file, unless ``embedder``'s vectors can go with ``gallery``'s: the same
+    width and, where both say, the same model and head (two models of one width would match nonsense without
+    an error)."""
     check_dims(gallery, embedder.dim, what)
-    gallery.check_embedder(embedder_signature(embedder), what)
+    try:
+        gallery.check_embedder(embedder_signature(embedder), what)
+    except DataError as e:
+        raise DataError(gallery.of_file(str(e))) from e
 
 
 def recognize_embeddings(

@@ -715,6 +715,32 @@ def test_search_by_a_gallery_label_refuses_the_embedder_the_gallery_was_not_enro
     assert "enrolled with" in err and "flip" in err, err
 
 
+def test_a_gallery_of_another_width_or_model_is_named_by_enroll_recognize_and_search(
+    gallery: Path, data: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    """`enroll --append`, `recognize` and `search --gallery` given a gallery of another width or model said
+    'the gallery holds 8-d embeddings but...' or 'the gallery was enrolled with ...' without naming the file,
+    where a command (a script) may read several."""
+    narrow = tmp_path / "narrow.npz"
+    small = Gallery(8)
+    small.add("person 09", np.ones(8, np.float32))
+    small.save(narrow)
+    other = Gallery.load(gallery)
+    other.embedder = "other.onnx sha256:0123456789abcdef"
+    foreign = other.save(tmp_path / "foreign.rdg")
+    query = str(data / "refs" / "person_09--2.jpg")
+    for path, problem in ((narrow, "holds 8-d embeddings but"), (foreign, "was enrolled with other.onnx")):
+        runs = (
+            ["enroll", str(data / "refs"), "--gallery", str(path), "--append"],
+            ["recognize", query, "-g", str(path)],
+            ["search", str(data / "frames"), "-g", str(path), "--label", "person 09", "-k", "1"],
+        )
+        for args in runs:
+            assert main(["-q", *args, *_model(mobilenet_model)]) == 1
+            err = capsys.readouterr().err
+            assert f"{path}: the gallery {problem}" in err, (args[0], err)
+
+
 def test_search_takes_a_label_as_enroll_and_unenroll_spell_it(
     gallery: Path, data: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture
 ) -> None:
