@@ -55,7 +55,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, NamedTuple, Protocol, TypeVar
+from typing import Any, BinaryIO, Literal, NamedTuple, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import cv2
@@ -887,9 +887,51 @@ def _why_unopened(target: str | int) -> str:
         with path.open("rb") as f:
             f.read(1)
             size = os.fstat(f.fileno()).st_size
+            unfinished = _mp4_without_index(f, size)
     except OSError as e:
         return f"it cannot be read: {e.strerror or e}"
-    return "the file is empty (0 bytes)" if size == 0 else general
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if unfinished is not None:
+        return (
+            f"the MP4/MOV file is truncated or unfinished: {unfinished} (a recording interrupted before it was "
+            "closed, or a copy not complete); copy the whole file again, or repair it with a tool that rebuilds "
+            "the index (untrunc, given a whole file of the same camera); a recording to Matroska (.mkv) or "
+            "fragmented MP4 stays readable when cut"
+        )
+    return general
+
+
+MP4_INDEX = b"moov"  # the top-level box of an MP4/MOV file that indexes its frames, often written last
+_MP4_BOXES_LOOKED_AT = 4096  # top-level boxes read at most before giving up the look for the index
+
+
+def _mp4_without_index(f: BinaryIO, size: int) -> str | None:
+    """How an MP4/MOV file (an ISO media file: ``ftyp`` first) lacks its frame index, which OpenCV cannot open
+    it without: no ``moov`` box before its end, or one cut short; None when it has one, or is no such file."""
+    f.seek(0)
+    at, first = 0, True
+    for _ in range(_MP4_BOXES_LOOKED_AT):
+        head = f.read(16)
+        if len(head) < 8:
+            return None if first else f"it ends at byte {size} with no index ('moov' box)"
+        length, kind = struct.unpack(">I4s", head[:8])
+        if first and kind != b"ftyp":
+            return None
+        first = False
+        if length == 1 and len(head) == 16:
+            length = struct.unpack(">Q", head[8:16])[0]
+        elif length == 0:
+            length = size - at  # the box runs to the end
+        if length < 8:
+            return None  # damaged otherwise: OpenCV's general words
+        if kind == MP4_INDEX:
+            return None if at + length <= size else f"its index ('moov' box) is cut short at byte {size}"
+        if at + length > size:
+            return f"it ends at byte {size}, inside its {kind.decode('latin-1')!r} box, with no index ('moov' box)"
+        at += length
+        f.seek(at)
+    return None
 
 
 def is_text_file(path: Path, probe: int = 4096) -> bool:

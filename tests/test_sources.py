@@ -401,6 +401,35 @@ def test_an_empty_or_unreadable_video_file_says_which(tmp_path: Path) -> None:
         assert str(e.value) == f"cannot open video file {path}: {why}"
 
 
+def test_an_mp4_cut_before_its_index_says_it_is_unfinished(tmp_path: Path) -> None:
+    """An MP4 whose writer was stopped before it wrote its index (the 'moov' box, written last: a recording
+    interrupted, a copy not complete) was 'unreadable, corrupt or not a video', as a file of another kind: it
+    says the file is truncated or unfinished, where, and what to do."""
+    whole = make_video(tmp_path / "whole.mp4", frames=10).path
+    data = whole.read_bytes()
+    moov = data.rindex(b"moov") - 4
+    assert moov > len(data) // 2  # OpenCV's writer puts the index last
+    cuts = {
+        "in_frames.mp4": (moov // 2, f"it ends at byte {moov // 2}, inside its 'mdat' box, with no index"),
+        "no_index.mp4": (moov, f"it ends at byte {moov} with no index ('moov' box)"),
+        "in_index.mp4": (moov + 40, f"its index ('moov' box) is cut short at byte {moov + 40}"),
+    }
+    for name, (size, where) in cuts.items():
+        cut = tmp_path / name
+        cut.write_bytes(data[:size])
+        with pytest.raises(SourceError) as e:
+            open_source(SourceConfig(uri=str(cut)))
+        said = str(e.value)
+        assert said.startswith(
+            f"cannot open video file {cut}: the MP4/MOV file is truncated or unfinished: "
+        ), said
+        assert where in said and "copy the whole file again" in said, said
+    other = tmp_path / "other.mp4"  # not an ISO media file: the general words stay
+    other.write_bytes(b"\x00" * 64)
+    with pytest.raises(SourceError, match="unreadable, corrupt or not a video"):
+        open_source(SourceConfig(uri=str(other)))
+
+
 def test_a_motion_jpeg_file_of_several_pictures_is_a_video(tmp_path: Path) -> None:
     """Raw Motion JPEG (JPEG pictures one after the other, as some cameras record) begins as a JPEG image does:
     it is read as the video it is, every picture a frame."""

@@ -339,12 +339,10 @@ def _cut_at(video: Path, share: float, out: Path) -> Path:
 
 def test_an_mp4_cut_short_without_its_index_is_refused_at_open(ffmpeg: str, tmp_path: Path) -> None:
     """A recording whose writer was killed (its index, written last, missing) cannot be read at all: open_source
-    says so, naming the file, before any frame. Test-only: it held."""
+    says so, naming the file and that it is unfinished, before any frame."""
     video = encode_numbered(ffmpeg, tmp_path / "whole.mp4", [*H264, *YUV], FRAMES, FPS)
     cut = _cut_at(video, 0.6, tmp_path / "killed.mp4")
-    with pytest.raises(
-        SourceError, match=rf"cannot open video file {cut}: unreadable, corrupt or not a video"
-    ):
+    with pytest.raises(SourceError, match=rf"cannot open video file {cut}: the MP4/MOV file is truncated"):
         open_source(SourceConfig(uri=str(cut)))
 
 
