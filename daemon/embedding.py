@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from daemon.config import RecognitionConfig, SourceConfig
 from daemon.errors import DataError
-from daemon.sources import IMAGE_EXTENSIONS, natural_key, open_source
+from daemon.sources import IMAGE_EXTENSIONS, natural_key, open_source, png_problem
 from daemon.tempdirs import Leftovers, remove_files
 from daemon.types import Detections, Detector, Embedder, FloatArray, Frame, ImageBGR
 
@@ -597,6 +597,9 @@ def read_image(path: StrPath) -> ImageBGR:
         raw = np.fromfile(p, dtype=np.uint8)
     except OSError as e:
         raise DataError(f"cannot read image {p}: {e}") from e
+    damaged = png_problem(raw.tobytes())  # libpng would print its own line (stderr) before failing
+    if damaged is not None:
+        raise DataError(f"cannot decode image {p}: {damaged}")
     try:
         image = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
     except cv2.error as e:  # OpenCV's own refusals, e.g. more pixels than CV_IO_MAX_IMAGE_PIXELS

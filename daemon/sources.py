@@ -49,6 +49,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -869,11 +870,51 @@ class _FolderReader:
 
 def _read_image(path: Path) -> tuple[Any, str]:
     """An image file decoded (BGR, as OpenCV gives it), or None and why it cannot be."""
+    damaged = _png_file_problem(path)
+    if damaged is not None:
+        return None, damaged
     try:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     except cv2.error as e:  # OpenCV's own refusals, e.g. more pixels than CV_IO_MAX_IMAGE_PIXELS
         return None, f"OpenCV refuses it ({e.err})"
     return (image, "") if image is not None else (None, "corrupt or unsupported")
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_problem(data: bytes) -> str | None:
+    """What is wrong with the structure of a PNG file's bytes (cut short, a critical chunk failing its CRC), which
+    OpenCV's libpng prints a line of its own about (``libpng error: PNG input buffer is incomplete``) where
+    it is given them; None when they are sound, or no PNG (another decoder's matter)."""
+    if not data.startswith(PNG_MAGIC):
+        return None
+    at = len(PNG_MAGIC)
+    while at + 8 <= len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        kind = data[at + 4 : at + 8]
+        end = at + 12 + length
+        name = kind.decode("latin-1")
+        if end > len(data):
+            return f"the PNG file is truncated: it ends at byte {len(data)}, inside its {name!r} chunk"
+        critical = not kind[0] & 0x20  # IHDR, PLTE, IDAT, IEND: libpng fails on those, drops another
+        if critical and zlib.crc32(data[at + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big"):
+            return f"the PNG file is corrupt: its {name!r} chunk at byte {at} fails its CRC check"
+        if kind == b"IEND":
+            return None
+        at = end
+    return f"the PNG file is truncated: it ends at byte {len(data)}, with no IEND chunk"
+
+
+def _png_file_problem(path: Path) -> str | None:
+    """``png_problem`` of a PNG file (None for another kind, or one that cannot be read here: OpenCV says)."""
+    try:
+        with path.open("rb") as f:
+            if f.read(len(PNG_MAGIC)) != PNG_MAGIC:
+                return None
+            return png_problem(PNG_MAGIC + f.read())
+    except OSError:
+        return None
 
 
 def _why_unopened(target: str | int) -> str:

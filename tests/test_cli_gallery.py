@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from _crops import write_frames, write_reference_crops
@@ -810,6 +811,34 @@ def _run_cli(*args: str, **environ: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "daemon", "-q", *args], capture_output=True, env=env, timeout=300
     )
+
+
+def test_embed_of_a_truncated_or_damaged_png_says_so_without_libpngs_own_line(
+    data: Path, mobilenet_model: Path, tmp_path: Path
+) -> None:
+    """`embed` of a PNG cut short printed libpng's own 'libpng error: PNG input buffer is incomplete' on stderr
+    beside our warning, which said only '(corrupt, empty or not an image)'; a PNG cut short or with a chunk
+    failing its CRC is now named so, by our line alone."""
+    good = tmp_path / "good.png"
+    assert cv2.imwrite(str(good), cv2.imread(str(sorted((data / "refs").glob("*.jpg"))[0])))
+    whole = good.read_bytes()
+    cut, flipped = tmp_path / "cut.png", tmp_path / "flipped.png"
+    cut.write_bytes(whole[: len(whole) // 2])
+    damaged = bytearray(whole)
+    damaged[len(whole) // 2] ^= 0xFF
+    flipped.write_bytes(bytes(damaged))
+    done = _run_cli(
+        "embed", str(cut), str(flipped), str(good), "--no-progress", "--model", str(mobilenet_model)
+    )
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert done.returncode == 0, err
+    assert "libpng" not in err and "libpng" not in out, err
+    assert (
+        f"cut.png: cannot decode image {cut}: the PNG file is truncated: it ends at byte {len(whole) // 2}"
+        in out
+    )
+    assert f"cannot decode image {flipped}: the PNG file is corrupt: its 'IDAT' chunk at byte " in out, out
+    assert "1 embedding(s)" in out, out
 
 
 def test_paths_that_are_not_utf8_are_refused_or_written_never_a_crash(

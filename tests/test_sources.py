@@ -295,6 +295,23 @@ def test_a_corrupt_image_in_a_folder_is_skipped_naming_it_and_counted(
     assert "ended after" not in caplog.text  # not taken for a replay cut short
 
 
+def test_a_truncated_png_in_a_folder_is_skipped_saying_so_without_libpngs_own_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A PNG cut short in a folder replay was skipped as 'corrupt or unsupported', and libpng printed its own
+    'libpng error: PNG input buffer is incomplete' on stderr beside the warning: the warning says it is
+    truncated, alone."""
+    folder = make_image_folder(tmp_path / "imgs", frames=4)
+    png = folder.path / "frame_3.png"
+    whole = png.read_bytes()
+    png.write_bytes(whole[: len(whole) // 2])
+    with caplog.at_level("WARNING", logger="daemon"), open_source(SourceConfig(uri=str(folder.path))) as src:
+        assert [f.index for f in src] == [0, 1, 3]
+    said = f"skipped {png}: the PNG file is truncated: it ends at byte {len(whole) // 2}, inside its 'IDAT' chunk"
+    assert said in caplog.text, caplog.text
+    assert "libpng" not in capfd.readouterr().err
+
+
 def test_a_corrupt_image_in_a_folder_keeps_the_stride_in_step(tmp_path: Path) -> None:
     """With source.stride 2 the run takes images 0, 2, 4: a corrupt image 2 is that frame missed, not image 3
     taken in its place (the stride, and the scoring of every second frame, out of step from there)."""
