@@ -51,6 +51,7 @@ URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 # a stream URL whose '://' is mistyped ('rtsp:/cam/s', 'rtsp:cam', 'rtsp//cam'), which reads as a file path
 MISTYPED_STREAM = re.compile(rf"^({'|'.join(sorted(STREAM_SCHEMES))})(:/?|//)(?!/)", re.IGNORECASE)
 GALLERY_SUFFIXES = (".rdg", ".npz", ".json")  # a gallery file's format is chosen by its suffix
+LABEL_MAX_BYTES = 255  # a label's most UTF-8 bytes: a file name's, which enroll takes labels from
 MAX_TILES = 8  # detector.tiles: at most this many columns and rows
 
 

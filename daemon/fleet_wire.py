@@ -38,6 +38,7 @@ from typing import Any, Literal, cast, get_args
 import numpy as np
 
 from daemon import codec
+from daemon.config import LABEL_MAX_BYTES
 from daemon.errors import DataError
 from daemon.types import FloatArray, Position, finite_pair
 
@@ -404,7 +405,7 @@ def _message(item: dict[str, Any], camera: str, sender: str, sent: float, emb: F
         camera=camera,
         track_id=_typed(item, "t", int),
         global_id=_typed(item, "g", int, optional=True),
-        label=_typed(item, "l", str, optional=True),
+        label=_label(item),
         timestamp=float(_typed(item, "ts", (int, float))),
         quality=float(_typed(item, "q", (int, float))),
         embeddings=emb,
@@ -417,6 +418,16 @@ def _message(item: dict[str, Any], camera: str, sender: str, sent: float, emb: F
         velocity=None if item.get("w") is None else finite_pair(item["w"], "velocity"),
         earlier=_earlier(item.get("h")),
     )
+
+
+def _label(item: dict[str, Any]) -> str | None:
+    """An entry's label (None: none); ValueError for one of more than LABEL_MAX_BYTES, the most a camera's
+    gallery label takes: a longer one, signed or not, is no label a camera sends."""
+    label: str | None = _typed(item, "l", str, optional=True)
+    size = 0 if label is None else len(label.encode("utf-8", "surrogatepass"))
+    if size > LABEL_MAX_BYTES:
+        raise ValueError(f"field 'l' is a label of {size} UTF-8 bytes, more than {LABEL_MAX_BYTES}")
+    return label
 
 
 def _earlier(value: object) -> tuple[EarlierSpell, ...]:

@@ -46,7 +46,7 @@ from daemon.bridge import (
     stream_entries,
 )
 from daemon.clocks import MAX_READ_ROUND_TRIP_S
-from daemon.config import BridgeConfig
+from daemon.config import LABEL_MAX_BYTES, BridgeConfig
 from daemon.errors import ConfigError
 from daemon.fleet_wire import MAX_ITEMS, MAX_SENDER_CHARS
 from daemon.valkey_server import EmbeddedCluster, EmbeddedValkey
@@ -248,6 +248,28 @@ def test_a_batch_carries_many_messages_under_one_signature() -> None:
         bad = codec.encode(codec.EmbeddingBatch(unit_rows(2, 0, 8), meta=meta), key=key)
         with pytest.raises(MessageRejected, match="malformed"):
             decode_batch(bad, key, 1 << 20)
+
+
+def test_a_peer_label_longer_than_a_gallery_label_is_malformed() -> None:
+    """A signed peer's label was bounded only by the message's size (64 KiB of label taken, stored and shown as
+    a name): one of LABEL_MAX_BYTES UTF-8 bytes is taken, one byte more refuses the batch as malformed, as the
+    other malformed fields do (the bridge counts it in rejected.malformed)."""
+    key = KEY.encode()
+
+    def blob(label: str) -> bytes:
+        meta = {"v": 1, "camera": "cam", "sender": "s", "sent": 1.0, "items": [{**_item(r=0), "l": label}]}
+        return codec.encode(codec.EmbeddingBatch(np.zeros((0, 4), np.float32), meta=meta), key=key)
+
+    # 2-byte characters: the bound counts bytes, not characters
+    longest = "é" * (LABEL_MAX_BYTES // 2) + "x" * (LABEL_MAX_BYTES % 2)
+    assert len(longest.encode()) == LABEL_MAX_BYTES
+    assert decode_batch(blob(longest), key, 1 << 20).messages[0].label == longest
+    for over in (longest + "x", "x" * 60_000):
+        with pytest.raises(MessageRejected) as err:
+            decode_batch(blob(over), key, 1 << 20)
+        assert err.value.reason == "malformed", err.value.detail
+        size = len(over.encode())
+        assert f"field 'l' is a label of {size} UTF-8 bytes, more than {LABEL_MAX_BYTES}" in err.value.detail
 
 
 def test_a_batch_is_taken_up_to_its_bounds_exactly() -> None:
