@@ -61,7 +61,7 @@ from numpy.typing import ArrayLike, NDArray
 from pydantic import ValidationError
 
 from daemon import codec
-from daemon.config import GALLERY_SUFFIXES, GalleryConfig, looked_for
+from daemon.config import GALLERY_SUFFIXES, LABEL_MAX_BYTES, GalleryConfig, looked_for
 from daemon.embedding import atomic_write, npz_start_problem, read_only_problem
 from daemon.errors import ConfigError, DataError, LockTimeout
 from daemon.types import FloatArray
@@ -1129,6 +1129,12 @@ def _check_label(label: object, i: int) -> None:
     codec.check_label(label, i)  # a str the binary format can hold
     if not str(label).strip():
         raise ValueError(f"label {i} is empty")
+    size = len(str(label).encode("utf-8", "surrogatepass"))
+    if size > LABEL_MAX_BYTES:  # a fleet's peers refuse a longer label, and with it the batch it is in
+        raise ValueError(
+            f"label {i} ({str(label)[:20]!r}...) is {size} UTF-8 bytes, more than the {LABEL_MAX_BYTES} a label "
+            "may take (a file name's, which enroll takes labels from)"
+        )
 
 
 _BLAS: Any = None

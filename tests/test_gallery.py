@@ -863,6 +863,28 @@ def test_json_content_errors(tmp_path: Path, changes: dict[str, Any], message: s
     assert str(path) in str(err.value)
 
 
+def test_a_label_longer_than_a_peer_takes_is_refused_on_add_and_load(tmp_path: Path) -> None:
+    """A gallery took labels up to the binary format's 65535 bytes (a hand-made .json, the Python API), where a
+    fleet's peers refuse a label of more than LABEL_MAX_BYTES and with it the whole batch it is sent in: every
+    profile of that camera's batch lost on every peer. The gallery refuses it, naming the label and the file."""
+    from daemon.config import LABEL_MAX_BYTES
+
+    longest = "ü" * (LABEL_MAX_BYTES // 2) + "x" * (LABEL_MAX_BYTES % 2)
+    g = Gallery(2)
+    assert g.add(longest, [1.0, 0.0]) == 0
+    over = longest + "x"
+    with pytest.raises(
+        ValueError, match=rf"is {LABEL_MAX_BYTES + 1} UTF-8 bytes, more than the {LABEL_MAX_BYTES}"
+    ):
+        g.add(over, [1.0, 0.0])
+    with pytest.raises(ValueError, match="label 1 "):
+        g.add_many(["a", over], [[1.0, 0.0], [0.0, 1.0]])
+    assert g.labels == [longest]
+    path = write_json(tmp_path / "long.json", labels=[over])
+    with pytest.raises(DataError, match=r"long\.json: invalid gallery content: label 0 .* more than the"):
+        Gallery.load(path)
+
+
 def test_deeply_nested_json_is_a_data_error(tmp_path: Path) -> None:
     # Regression: a corrupt gallery .json nested past Python's recursion limit gave a RecursionError traceback.
     path = tmp_path / "deep.json"
