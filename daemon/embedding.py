@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from daemon.config import RecognitionConfig, SourceConfig
 from daemon.errors import DataError
-from daemon.sources import IMAGE_EXTENSIONS, natural_key, open_source, png_problem
+from daemon.sources import EBML_MAGIC, IMAGE_EXTENSIONS, natural_key, open_source, png_problem
 from daemon.tempdirs import Leftovers, remove_files
 from daemon.types import Detections, Detector, Embedder, FloatArray, Frame, ImageBGR
 
@@ -606,9 +606,34 @@ def read_image(path: StrPath) -> ImageBGR:
         reason = f"its check {e.err} failed" if e.code == cv2.Error.StsAssert else e.err
         raise DataError(f"cannot decode image {p}: OpenCV refuses it ({reason})") from e
     if image is None or image.size == 0:
+        video = video_kind(raw[:12].tobytes())
+        if video is not None:
+            raise DataError(f"cannot decode image {p}: {_a_video(p, *video)}")
         raise DataError(f"cannot decode image {p} (corrupt, empty or not an image)")
     out: ImageBGR = np.ascontiguousarray(image, dtype=np.uint8)
     return out
+
+
+def video_kind(head: bytes) -> tuple[str, str] | None:
+    """The kind of video container a file's first 12 bytes begin (an MP4/MOV, Matroska/WebM or AVI video) and
+    its suffix; None for another."""
+    if head[4:8] == b"ftyp":
+        return "an MP4/MOV video", ".mp4"
+    if head.startswith(EBML_MAGIC):
+        return "a Matroska/WebM video", ".mkv"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "an AVI video", ".avi"
+    return None
+
+
+def _a_video(path: Path, kind: str, suffix: str) -> str:
+    """What ``read_image`` says of a file that is a video of ``kind``: under an image's name, how to name it."""
+    if not is_image_file(path):
+        return f"it is {kind}, not an image: give a photo or crop of the person"
+    return (
+        f"it is {kind}, not an image (whatever its name): give a photo or crop of the person; to read it as the "
+        f"video it is (embed, search), name it {suffix}"
+    )
 
 
 def is_image_file(path: Path) -> bool:

@@ -92,7 +92,7 @@ _DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443, "http":
 # A file's grab that fails before its end is tried again this many times: frames FFmpeg cannot decode (a damaged
 # one fails its grab, the next goes on past it) are passed over; so many failing in a row is the file's end.
 _UNDECODABLE_RUN = 50
-_EBML_MAGIC = b"\x1a\x45\xdf\xa3"  # the first bytes of a Matroska or WebM file
+EBML_MAGIC = b"\x1a\x45\xdf\xa3"  # the first bytes of a Matroska or WebM file
 # the first bytes of still images OpenCV's FFmpeg plays as a video of one frame (WebP: RIFF, then WEBP at 8)
 _STILL_MAGIC = (
     (b"\xff\xd8\xff", "JPEG"),
@@ -435,7 +435,7 @@ def is_matroska(path: Path) -> bool:
     """Whether a local file is Matroska or WebM (by its EBML header); False where it cannot be read here."""
     try:
         with path.open("rb") as f:
-            return f.read(len(_EBML_MAGIC)) == _EBML_MAGIC
+            return f.read(len(EBML_MAGIC)) == EBML_MAGIC
     except OSError:
         return False
 

@@ -167,6 +167,38 @@ def test_unreadable_or_missing_image_names_the_path(tmp_path: Path) -> None:
         read_image(empty)
 
 
+def test_a_video_named_as_an_image_is_named_a_video(tmp_path: Path) -> None:
+    """A video saved under an image's name (a phone clip as person.jpg) was 'cannot decode image (corrupt, empty
+    or not an image)' in recognize, enroll and embed: it says it is a video, of which kind, and what to do."""
+    mp4 = make_video(tmp_path / "clip.mp4", frames=3, size=(64, 48)).path
+    avi = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(avi), cv2.VideoWriter.fourcc(*"MJPG"), 5, (64, 48))
+    for _ in range(3):
+        writer.write(_image((1, 2, 3))[:48, :64])
+    writer.release()
+    mkv = tmp_path / "clip.mkv"
+    mkv.write_bytes(b"\x1a\x45\xdf\xa3" + bytes(60))  # a Matroska header and no more
+    for video, kind, suffix in (
+        (mp4, "an MP4/MOV video", ".mp4"),
+        (avi, "an AVI video", ".avi"),
+        (mkv, "a Matroska/WebM video", ".mkv"),
+    ):
+        photo = tmp_path / f"person-{suffix[1:]}.jpg"
+        photo.write_bytes(video.read_bytes())
+        with pytest.raises(DataError) as e:
+            read_image(photo)
+        assert str(e.value) == (
+            f"cannot decode image {photo}: it is {kind}, not an image (whatever its name): give a photo or crop of "
+            f"the person; to read it as the video it is (embed, search), name it {suffix}"
+        )
+        with pytest.raises(DataError) as e:  # a video under its own name: no renaming to advise
+            read_image(video)
+        assert (
+            str(e.value)
+            == f"cannot decode image {video}: it is {kind}, not an image: give a photo or crop of the person"
+        )
+
+
 def test_an_image_over_opencvs_pixel_bound_is_a_data_error(tmp_path: Path) -> None:
     # Regression: `recognize bomb.png` (a 74-byte PNG declaring 50000x50000) ended in a cv2.error traceback
     # from OpenCV's CV_IO_MAX_IMAGE_PIXELS assertion, and `enroll` of a folder holding it stopped there
