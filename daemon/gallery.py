@@ -698,7 +698,9 @@ class Gallery:
     def _prepare(self, values: ArrayLike, what: str) -> FloatArray:
         """Validated (N, D) float32 copy of ``values``, each row L2-normalised."""
         try:
-            arr = np.array(values, dtype=np.float32)
+            # past float32's range: infinite, refused below, without numpy's warning
+            with np.errstate(over="ignore"):
+                arr = np.array(values, dtype=np.float32)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{what} is not a numeric array: {e}") from e
         if arr.ndim == 1:
@@ -707,7 +709,9 @@ class Gallery:
             raise ValueError(f"{what} must be (N, {self._dim}) or ({self._dim},), got shape {arr.shape}")
         if not codec.all_finite(arr):
             bad = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-            raise ValueError(f"{what} row {bad} holds NaN or infinite values")
+            raise ValueError(
+                f"{what} row {bad} holds NaN or infinite values (or ones past float32's range, about 3.4e38)"
+            )
         return normalize_rows(arr, what)
 
     # ----------------------------------------------------------------------------------------- persistence
@@ -1236,7 +1240,8 @@ def _read_json(path: Path) -> Parts:
         raise DataError("'labels' and 'embeddings' must be lists")
     recorded = doc.pop(JSON_DIGEST, None)
     try:
-        emb = np.array(rows, dtype=np.float32) if rows else np.zeros((0, _dim_of(doc)), np.float32)
+        with np.errstate(over="ignore"):  # a value past float32's range: infinite, which the gallery refuses
+            emb = np.array(rows, dtype=np.float32) if rows else np.zeros((0, _dim_of(doc)), np.float32)
     except (TypeError, ValueError) as e:
         raise DataError(f"inconsistent shapes: embeddings are not an (N, D) array of numbers ({e})") from e
     if recorded is not None:

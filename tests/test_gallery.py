@@ -7,6 +7,7 @@ import os
 import re
 import stat
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -182,6 +183,21 @@ def test_match_distance() -> None:
 def test_add_rejects_bad_vectors(value: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Gallery(D).add("a", value)
+
+
+def test_a_value_past_float32s_range_is_refused_without_numpys_warning(tmp_path: Path) -> None:
+    """A vector (or a .json gallery's row) holding 1e300 printed numpy's 'RuntimeWarning: overflow encountered in
+    cast' with a line of our source before the error said 'NaN or infinite values' of a file that holds
+    neither: the error says a value is past float32's range too, alone."""
+    path = write_json(tmp_path / "big.json", embeddings=[[1e300, 0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(
+            ValueError, match=r"row 0 holds NaN or infinite values \(or ones past float32's range"
+        ):
+            Gallery(D).add("a", np.r_[1e300, np.ones(D - 1)])
+        with pytest.raises(DataError, match=r"big\.json: .*past float32's range"):
+            Gallery.load(path)
 
 
 @pytest.mark.parametrize(("label", "message"), [("", "empty"), ("  ", "empty"), (3, "must be a str")])
