@@ -288,7 +288,7 @@ def verify(gallery: Gallery, *, config: RecognitionConfig | None = None) -> Veri
     """Leave-one-out verification of every reference (see the module doc); DataError on an empty gallery."""
     cfg = config or RecognitionConfig()
     if len(gallery) == 0:
-        raise DataError("the gallery is empty: enrol references first")
+        raise DataError(gallery.of_file("the gallery is empty: enrol references first"))
     labels = list(gallery.labels)
     names = sorted(set(labels))
     index = {name: i for i, name in enumerate(names)}
@@ -552,8 +552,11 @@ def recognize(
     options: EmbedOptions | None = None,
 ) -> RecognizeReport:
     """Embed ``query`` (an image or crop, image files; ``boxes`` or ``options.detector`` pick the people) and
-    return the gallery's top-``k`` matches at or above ``threshold`` (default: the gallery's) per crop."""
+    return the gallery's top-``k`` matches at or above ``threshold`` (default: the gallery's) per crop; DataError
+    naming the gallery's file when it is empty."""
     check_embedder(gallery, embedder, "the embedder's output")
+    if len(gallery) == 0:  # every query would be 'no match', as if no one enrolled were in it
+        raise DataError(gallery.of_file("the gallery is empty: enrol references first (reid-daemon enroll)"))
     if not isinstance(query, np.ndarray):
         refuse_videos(_query_sources(query), gallery.file)
     result = embed(embedder, query, boxes=boxes, options=options)

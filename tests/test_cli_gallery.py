@@ -742,6 +742,20 @@ def test_a_gallery_of_another_width_or_model_is_named_by_enroll_recognize_and_se
             assert f"{path}: the gallery {problem}" in err, (args[0], err)
 
 
+def test_recognize_and_verify_of_an_empty_gallery_say_so_naming_it(
+    data: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    """`recognize` against an empty gallery (every label unenrolled, a new serve's file) said 'no match' for
+    every query, exit 0, as if the person were unknown; and `verify` said 'the gallery is empty' naming no
+    file. Both exit 1 naming the file."""
+    path = Gallery(1280).save(tmp_path / "nobody.npz")
+    query = str(data / "refs" / "person_09--2.jpg")
+    assert main(["-q", "recognize", query, "-g", str(path), *_model(mobilenet_model)]) == 1
+    assert f"{path}: the gallery is empty: enrol references first" in capsys.readouterr().err
+    assert main(["-q", "verify", "-g", str(path)]) == 1
+    assert f"{path}: the gallery is empty: enrol references first" in capsys.readouterr().err
+
+
 def test_search_takes_a_label_as_enroll_and_unenroll_spell_it(
     gallery: Path, data: Path, mobilenet_model: Path, tmp_path: Path, capsys: Capture
 ) -> None:
