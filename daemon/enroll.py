@@ -683,6 +683,7 @@ def enroll(
                 "; ".join(f"{s.path.name}: {s.reason}" for s in work.skipped[:5]) or "the folder is empty"
             )
             raise DataError(f"no reference image could be enrolled from {folder} ({reasons})")
+        _warn_case_twins({e.name.label for e in work.enrolled}, gallery.unique_labels)
         saved = gallery.save(target) if target is not None else None
         dropped = set().union(*(was - set(gallery.sources(label)) for label, was in held.items()))
         removed = remove_serve_references(dropped, cfg).removed if saved is not None else ()
@@ -827,6 +828,22 @@ def existing_gallery(path: Path) -> str:
         f"the gallery file {shown(path)} exists and holds {len(held)} entries of {len(held.unique_labels)} "
         "label(s): enroll --append adds to it, --replace writes a new gallery over it (its entries lost)"
     )
+
+
+def _warn_case_twins(enrolled: set[str], held: Sequence[str]) -> None:
+    """Warn of each label enrolled now that differs from another the gallery holds in case alone ('Jane Doe',
+    'jane doe': two people to the gallery, one to whoever named the files)."""
+    groups: dict[str, list[str]] = {}
+    for label in held:
+        groups.setdefault(label.casefold(), []).append(label)
+    for twins in groups.values():
+        if len(twins) > 1 and enrolled.intersection(twins):
+            log.warning(
+                "labels %s differ in case alone: the gallery holds them as %d people; rename the files of one, "
+                "or set enroll.lowercase: true (and enroll --replace) to make them one",
+                " and ".join(repr(t) for t in sorted(twins)),
+                len(twins),
+            )
 
 
 def _check_gallery(gallery: Gallery, embedder: Embedder, file: Path | None) -> None:

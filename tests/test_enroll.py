@@ -152,6 +152,37 @@ def test_enroll_as_a_library_refuses_an_existing_gallery_unless_told_to_append_o
     assert "someone" not in Gallery.load(target)
 
 
+def test_labels_differing_in_case_alone_are_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Jane_Doe.png and jane_doe.png (or jane_doe.png appended to a gallery holding 'Jane Doe') were enrolled as
+    two people without a word: recognize then reports either, and verify calls them confusable. A warning names
+    them and the setting that makes them one; with it there is one label and no warning."""
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    _write(folder / "Jane_Doe.png", (0, 0, 250))
+    _write(folder / "bob.png", (0, 250, 0))
+    target = tmp_path / "g.npz"
+    with caplog.at_level("WARNING", logger="daemon"):
+        enroll(folder, MeanColour(), Gallery(MeanColour.dim), save_to=target)
+        assert "differ in case" not in caplog.text
+        extra = tmp_path / "more"
+        extra.mkdir()
+        _write(extra / "jane_doe.png", (0, 0, 240))
+        report = enroll(extra, MeanColour(), Gallery.load(target), save_to=target, append=True)
+    assert report.gallery_size == 3 and Gallery.load(target).unique_labels == ["Jane Doe", "bob", "jane doe"]
+    said = [r.getMessage() for r in caplog.records if "differ in case" in r.getMessage()]
+    assert said == [
+        "labels 'Jane Doe' and 'jane doe' differ in case alone: the gallery holds them as 2 people; rename the "
+        "files of one, or set enroll.lowercase: true (and enroll --replace) to make them one"
+    ], said
+    caplog.clear()
+    _write(folder / "jane_doe.png", (0, 0, 240))
+    with caplog.at_level("WARNING", logger="daemon"):
+        folded = enroll(folder, MeanColour(), Gallery(MeanColour.dim), naming=EnrollConfig(lowercase=True))
+    assert folded.labels == ["bob", "jane doe"] and "differ in case" not in caplog.text
+
+
 def test_enroll_as_a_library_refuses_both_append_and_replace(refs: Path, tmp_path: Path) -> None:
     # Regression: `reid-daemon enroll --append --replace` is refused (give one), but enroll(append=True,
     # replace=True) appended without a word, the replace asked for dropped; it is refused before anything is
