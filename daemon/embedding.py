@@ -592,7 +592,7 @@ def read_image(path: StrPath) -> ImageBGR:
     if p.is_symlink() and not p.exists():
         raise DataError(f"broken link: {p} -> {os.readlink(p)}")
     if not p.is_file():
-        raise DataError(f"image not found: {p}" if not p.exists() else f"not a file: {p}")
+        raise DataError(f"image not found: {p}" if not p.exists() else _not_a_file(p))
     try:
         raw = np.fromfile(p, dtype=np.uint8)
     except OSError as e:
@@ -624,6 +624,13 @@ def video_kind(head: bytes) -> tuple[str, str] | None:
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         return "an AVI video", ".avi"
     return None
+
+
+def _not_a_file(path: Path) -> str:
+    """What ``read_image`` says of a path that is there and is no regular file."""
+    if path.is_dir():
+        return f"{path} is a folder, not an image file: give the images in it ({path / '*.jpg'})"
+    return f"{path} is not a regular file (a named pipe, a device), not an image file"
 
 
 def _a_video(path: Path, kind: str, suffix: str) -> str:

@@ -167,6 +167,21 @@ def test_unreadable_or_missing_image_names_the_path(tmp_path: Path) -> None:
         read_image(empty)
 
 
+def test_a_folder_or_a_pipe_given_as_an_image_is_named_so(tmp_path: Path) -> None:
+    """`recognize refs/` (a folder where it takes images) said 'not a file: refs', as it did of a named pipe:
+    each says what it is, and a folder what to give instead."""
+    pipe = tmp_path / "pipe.jpg"
+    os.mkfifo(pipe)
+    with pytest.raises(DataError) as e:
+        read_image(tmp_path)
+    assert (
+        str(e.value) == f"{tmp_path} is a folder, not an image file: give the images in it ({tmp_path}/*.jpg)"
+    )
+    with pytest.raises(DataError) as e:
+        read_image(pipe)
+    assert str(e.value) == f"{pipe} is not a regular file (a named pipe, a device), not an image file"
+
+
 def test_a_video_named_as_an_image_is_named_a_video(tmp_path: Path) -> None:
     """A video saved under an image's name (a phone clip as person.jpg) was 'cannot decode image (corrupt, empty
     or not an image)' in recognize, enroll and embed: it says it is a video, of which kind, and what to do."""
