@@ -51,6 +51,7 @@ import socket
 import threading
 import time
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -807,6 +808,7 @@ class Gallery:
         sources = settings.get("sources")
         if sources is not None and (not isinstance(sources, list) or len(sources) != len(labels)):
             raise DataError(f"sources must be a list of {len(labels)} (one a row), got {_sized(sources)}")
+        _check_caps(labels, cfg.max_per_label)
         gallery = cls.from_config(cfg, dim)
         gallery.embedder = made_by
         gallery.add_many(labels, emb, sources)
@@ -1127,6 +1129,23 @@ def _sized(value: object) -> str:
 def _check_source(source: object, i: int) -> None:
     if source is not None and (not isinstance(source, str) or not source):
         raise ValueError(f"source {i} must be a non-empty str or None, got {source!r}")
+
+
+def _check_caps(labels: list[str], cap: int | None) -> None:
+    """DataError for a file whose label holds more rows than its own max_per_label (a hand-made file, or one
+    whose cap was lowered by hand): adding them row by row would drop the extra ones, and the next save lose
+    them from the file."""
+    if cap is None:
+        return
+    over = [(label, n) for label, n in Counter(labels).most_common() if n > cap]
+    if over:
+        label, n = over[0]
+        more = f" (and {len(over) - 1} more label(s))" if len(over) > 1 else ""
+        raise DataError(
+            f"label {label!r} holds {n} rows{more}, more than the gallery's max_per_label {cap} (its config): "
+            f"reading it would drop {n - cap} of them; raise its config's max_per_label (or set it to null) "
+            "in the file, or remove rows"
+        )
 
 
 def _check_label(label: object, i: int) -> None:

@@ -901,6 +901,33 @@ def test_a_label_longer_than_a_peer_takes_is_refused_on_add_and_load(tmp_path: P
         Gallery.load(path)
 
 
+def test_a_file_whose_label_holds_more_rows_than_its_cap_is_refused(tmp_path: Path) -> None:
+    """A gallery file holding more rows of a label than its own max_per_label (made by hand or by a script, or
+    its cap lowered by hand) was read with the extra rows dropped without a word (40 rows of 'a', cap 8: 8 read),
+    and the next writer (enroll --append, serve, unenroll) saved the 8 over the file: 32 rows lost. It is
+    refused, naming the label, the counts and what to change; at the cap exactly it is read whole."""
+    rows = np.eye(2).tolist()
+    cfg = {"max_per_label": 8, "drop_policy": "drop_latest"}
+    whole = write_json(tmp_path / "whole.json", config=cfg, labels=["a"] * 8, embeddings=rows * 4)
+    assert len(Gallery.load(whole)) == 8
+    path = write_json(
+        tmp_path / "over.json", config=cfg, labels=["a"] * 40 + ["b"] * 9, embeddings=rows * 24 + [rows[0]]
+    )
+    start = path.read_bytes()
+    with pytest.raises(DataError) as e:
+        Gallery.load(path)
+    assert str(e.value) == (
+        f"{path}: label 'a' holds 40 rows (and 1 more label(s)), more than the gallery's max_per_label 8 (its "
+        "config): reading it would drop 32 of them; raise its config's max_per_label (or set it to null) in the "
+        "file, or remove rows"
+    )
+    assert path.read_bytes() == start
+    uncapped = write_json(
+        tmp_path / "uncapped.json", config={"max_per_label": None}, labels=["a"] * 40, embeddings=rows * 20
+    )
+    assert len(Gallery.load(uncapped)) == 40
+
+
 def test_deeply_nested_json_is_a_data_error(tmp_path: Path) -> None:
     # Regression: a corrupt gallery .json nested past Python's recursion limit gave a RecursionError traceback.
     path = tmp_path / "deep.json"
