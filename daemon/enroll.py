@@ -62,6 +62,7 @@ from daemon.embedding import (
 )
 from daemon.errors import DataError
 from daemon.gallery import Gallery, holding, latest, locked
+from daemon.recognize import COPY_SIMILARITY
 from daemon.sources import natural_key
 from daemon.types import Detector, Embedder, FloatArray, Frame, ImageBGR
 
@@ -557,6 +558,7 @@ class _Enroller:
         self.embedded: list[tuple[ReferenceName, Box, float | None]] = []  # embedded, not yet added
         self.rows: list[FloatArray] = []
         self.evicted: list[tuple[str, int]] = []
+        self.copies = 0  # references skipped as copies of entries (_drop_copies)
 
     def take(self, name: ReferenceName) -> None:
         t = time.perf_counter()
@@ -598,6 +600,7 @@ class _Enroller:
         """Add every embedded reference to ``gallery`` in one call: a later chunk's cap evictions cannot then
         leave earlier references reported as enrolled (or with stale rows)."""
         self.flush()
+        self._drop_copies(gallery)
         if not self.embedded:
             return
         labels = [n.label for n, _, _ in self.embedded]
@@ -614,6 +617,37 @@ class _Enroller:
             if dropped:
                 self.evicted.append((label, dropped))
         self.embedded, self.rows = [], []
+
+    def _drop_copies(self, gallery: Gallery) -> None:
+        """Skip each embedded reference that is a copy (COPY_SIMILARITY) of an entry its label holds, or of one
+        taken before it here: the same photo enrolled again (``enroll --append`` of a folder the gallery holds)
+        would only double its rows, and the cap then drop other photos of the person to make room."""
+        if not self.embedded:
+            return
+        rows = np.concatenate(self.rows)
+        emb = gallery.embeddings
+        taken: dict[str, list[FloatArray]] = {n.label: [] for n, _, _ in self.embedded}
+        for i, label in enumerate(gallery.labels):  # one pass, whatever the gallery's size
+            if label in taken:
+                taken[label].append(emb[i])
+        keep: list[int] = []
+        for i, (name, _, _) in enumerate(self.embedded):
+            vec = rows[i] / max(float(np.linalg.norm(rows[i])), 1e-12)
+            same = taken[name.label]
+            best = max((float(vec @ other) for other in same), default=-1.0)
+            if best >= COPY_SIMILARITY:
+                self.copies += 1
+                self.skipped.append(
+                    SkippedFile(
+                        name.path,
+                        f"already enrolled: the same image as an entry of {name.label!r} ({best:.4f})",
+                    )
+                )
+                continue
+            same.append(vec)
+            keep.append(i)
+        self.embedded = [self.embedded[i] for i in keep]
+        self.rows = [rows[keep]]
 
     def _tick(self, key: str, since: float) -> float:
         now = time.perf_counter()
@@ -678,7 +712,9 @@ def enroll(
             raise DataError(existing_gallery(target))
         held = {label: set(gallery.sources(label)) for label in {n.label for n, _, _ in work.embedded}}
         work.add(gallery)
-        if not work.enrolled:
+        if not work.enrolled and work.copies:  # nothing new: the file is left as it is
+            target = None
+        elif not work.enrolled:
             reasons = (
                 "; ".join(f"{s.path.name}: {s.reason}" for s in work.skipped[:5]) or "the folder is empty"
             )

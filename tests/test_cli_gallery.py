@@ -142,9 +142,12 @@ def test_enroll_append_json_and_sets(
     assert main(["-q", "enroll", str(refs), "-g", str(out), "--json", *_model(mobilenet_model)]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["labels"] == ["person 01", "person 02"] and {e["set"] for e in doc["enrolled"]} == {"A1"}
+    for src in sorted((data / "refs").glob("person_04--*.jpg")):  # new photos, of set A1 and of another
+        (refs / f"A1-{src.name}").write_bytes(src.read_bytes())
+        (refs / f"B2-{src.name}").write_bytes(src.read_bytes())
     args = ["-q", "enroll", str(refs), "-g", str(out), "--append", "--set", "A1", *_model(mobilenet_model)]
-    assert main(args) == 0
-    assert len(Gallery.load(out)) == 12
+    assert main(args) == 0  # A1's new photos alone: those enrolled already are skipped as such
+    assert len(Gallery.load(out)) == 6 + 3
     assert main([*args, "--threshold", "0.9"]) == 0  # a new gallery's setting: the file keeps its own, said
     assert f"{out} keeps the settings it was made with, not --threshold 0.9 (its threshold" in caplog.text
     assert Gallery.load(out).threshold != 0.9

@@ -183,6 +183,30 @@ def test_labels_differing_in_case_alone_are_warned_of(
     assert folded.labels == ["bob", "jane doe"] and "differ in case" not in caplog.text
 
 
+def test_an_image_already_enrolled_is_skipped_not_doubled(tmp_path: Path) -> None:
+    """enroll --append of a folder the gallery already holds (one new photo added to it, say) enrolled every
+    photo again: each label's rows doubled, and past max_per_label the cap dropped other photos of the person
+    to make room for the copies. A reference that is the same image as an entry of its label (or as one taken
+    before it in the run) is skipped, saying so; appending nothing new leaves the file as it was, exit 0."""
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    _write(folder / "ann.png", (0, 0, 250))
+    _write(folder / "ann--again.png", (0, 0, 250))  # the same picture under a second name
+    _write(folder / "bob.png", (0, 250, 0))
+    target = tmp_path / "g.npz"
+    first = enroll(folder, MeanColour(), Gallery(MeanColour.dim), save_to=target)
+    assert first.gallery_size == 2 and [s.path.name for s in first.skipped] == ["ann.png"]
+    assert first.skipped[0].reason == "already enrolled: the same image as an entry of 'ann' (1.0000)"
+    start = target.read_bytes()
+    again = enroll(folder, MeanColour(), Gallery.load(target), save_to=target, append=True)
+    assert again.enrolled == () and again.saved is None and again.gallery_size == 2
+    assert target.read_bytes() == start
+    _write(folder / "bob--2.png", (0, 120, 120))  # a new photo of bob: the only one added
+    more = enroll(folder, MeanColour(), Gallery.load(target), save_to=target, append=True)
+    assert [e.name.path.name for e in more.enrolled] == ["bob--2.png"] and more.gallery_size == 3
+    assert Gallery.load(target).labels == ["ann", "bob", "bob"]
+
+
 def test_enroll_as_a_library_refuses_both_append_and_replace(refs: Path, tmp_path: Path) -> None:
     # Regression: `reid-daemon enroll --append --replace` is refused (give one), but enroll(append=True,
     # replace=True) appended without a word, the replace asked for dropped; it is refused before anything is
@@ -291,9 +315,9 @@ def test_enroll_names_the_sub_folders_it_does_not_enter(tmp_path: Path) -> None:
     # Regression: a folder of one sub-folder per person (refs/jane/1.jpg) failed with 'no reference image
     # could be enrolled from refs (the folder is empty)', and sub-folders beside images went unmentioned.
     refs = tmp_path / "refs"
-    for person in ("jane", "bob", ".git"):
+    for person, colour in (("jane", (0, 0, 250)), ("bob", (250, 0, 0)), (".git", (0, 0, 90))):
         (refs / person).mkdir(parents=True)
-        _write(refs / person / "1.png", (0, 0, 250))
+        _write(refs / person / "1.png", colour)  # three photos (enroll skips the same image twice)
     with pytest.raises(DataError, match=r"\(bob: a sub-folder: its images are enrolled with --recursive, "):
         enroll(refs, MeanColour(), Gallery(MeanColour.dim))
     _write(refs / "ann.png", (0, 250, 0))
@@ -314,8 +338,8 @@ def test_enroll_labels_from_folders_one_per_person(tmp_path: Path) -> None:
     colours = {"jane_doe": (0, 0, 250), "A7-bob": (250, 0, 0), "___": (0, 250, 0)}
     for person, colour in colours.items():
         (refs / person).mkdir(parents=True)
-        for n in (1, 2):
-            _write(refs / person / f"{n}.png", colour)
+        for n in (1, 2):  # two photos of each (enroll skips the same image twice)
+            _write(refs / person / f"{n}.png", tuple(min(250, c + 60 * (n - 1)) for c in colour))
     _write(refs / "loose.png", (9, 9, 9))
     report = enroll(refs, MeanColour(), Gallery(MeanColour.dim), naming=EnrollConfig(label_from="folder"))
     assert sorted(report.labels) == ["bob", "jane doe"]
