@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from daemon.config import RecognitionConfig, SourceConfig
 from daemon.errors import DataError
-from daemon.sources import EBML_MAGIC, IMAGE_EXTENSIONS, natural_key, open_source, png_problem
+from daemon.sources import IMAGE_EXTENSIONS, natural_key, open_source, png_problem, video_kind
 from daemon.tempdirs import Leftovers, remove_files
 from daemon.types import Detections, Detector, Embedder, FloatArray, Frame, ImageBGR
 
@@ -612,18 +612,6 @@ def read_image(path: StrPath) -> ImageBGR:
         raise DataError(f"cannot decode image {p} (corrupt, empty or not an image)")
     out: ImageBGR = np.ascontiguousarray(image, dtype=np.uint8)
     return out
-
-
-def video_kind(head: bytes) -> tuple[str, str] | None:
-    """The kind of video container a file's first 12 bytes begin (an MP4/MOV, Matroska/WebM or AVI video) and
-    its suffix; None for another."""
-    if head[4:8] == b"ftyp":
-        return "an MP4/MOV video", ".mp4"
-    if head.startswith(EBML_MAGIC):
-        return "a Matroska/WebM video", ".mkv"
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        return "an AVI video", ".avi"
-    return None
 
 
 def _not_a_file(path: Path) -> str:

@@ -877,7 +877,34 @@ def _read_image(path: Path) -> tuple[Any, str]:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     except cv2.error as e:  # OpenCV's own refusals, e.g. more pixels than CV_IO_MAX_IMAGE_PIXELS
         return None, f"OpenCV refuses it ({e.err})"
-    return (image, "") if image is not None else (None, "corrupt or unsupported")
+    if image is not None:
+        return image, ""
+    video = video_kind(_head(path))
+    return (
+        None,
+        "corrupt or unsupported" if video is None else f"it is {video[0]}, not an image (whatever its name)",
+    )
+
+
+def _head(path: Path, size: int = 12) -> bytes:
+    """A file's first ``size`` bytes (none where it cannot be read)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(size)
+    except OSError:
+        return b""
+
+
+def video_kind(head: bytes) -> tuple[str, str] | None:
+    """The kind of video container a file's first 12 bytes begin (an MP4/MOV, Matroska/WebM or AVI video) and
+    its suffix; None for another."""
+    if head[4:8] == b"ftyp":
+        return "an MP4/MOV video", ".mp4"
+    if head.startswith(EBML_MAGIC):
+        return "a Matroska/WebM video", ".mkv"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "an AVI video", ".avi"
+    return None
 
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

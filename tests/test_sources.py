@@ -312,6 +312,20 @@ def test_a_truncated_png_in_a_folder_is_skipped_saying_so_without_libpngs_own_li
     assert "libpng" not in capfd.readouterr().err
 
 
+def test_a_video_named_as_an_image_in_a_folder_is_skipped_as_a_video(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A clip saved as frame_3.png in a folder replay was skipped as 'corrupt or unsupported': it is skipped
+    saying it is a video."""
+    folder = make_image_folder(tmp_path / "imgs", frames=4)
+    clip = make_video(tmp_path / "clip.mp4", frames=3, size=(64, 48)).path
+    (folder.path / "frame_3.png").write_bytes(clip.read_bytes())
+    with caplog.at_level("WARNING", logger="daemon"), open_source(SourceConfig(uri=str(folder.path))) as src:
+        assert [f.index for f in src] == [0, 1, 3]
+    said = f"skipped {folder.path / 'frame_3.png'}: it is an MP4/MOV video, not an image (whatever its name)"
+    assert said in caplog.text, caplog.text
+
+
 def test_a_corrupt_image_in_a_folder_keeps_the_stride_in_step(tmp_path: Path) -> None:
     """With source.stride 2 the run takes images 0, 2, 4: a corrupt image 2 is that frame missed, not image 3
     taken in its place (the stride, and the scoring of every second frame, out of step from there)."""
