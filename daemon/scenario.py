@@ -72,6 +72,7 @@ from daemon.sources import (
     list_images,
     no_first_frame,
     not_found,
+    why_unopened,
 )
 from daemon.types import ImageBGR
 
@@ -375,9 +376,7 @@ def _probe(video: Path, limit: int = 0) -> tuple[int, float | None, tuple[int, i
     check_video_path(video, _NOT_VIDEO)
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
-        raise SourceError(
-            f"cannot open the scenario source video {video}: unreadable, corrupt or not a video OpenCV reads"
-        )
+        raise SourceError(f"cannot open the scenario source video {video}: {why_unopened(str(video))}")
     try:
         fps = float(cap.get(cv2.CAP_PROP_FPS))
         ok, first = cap.read()

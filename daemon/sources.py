@@ -623,7 +623,7 @@ class _CaptureReader:
         or failed before, and why (``_why_failed``)."""
         label = self._label()
         if self._req.kind == "file":
-            return f"video file {label}: {_why_unopened(self._req.target)}"
+            return f"video file {label}: {why_unopened(self._req.target)}"
         if self._req.kind == "webcam":
             return f"webcam {label}"
         took = time.monotonic() - began
@@ -944,7 +944,7 @@ def _png_file_problem(path: Path) -> str | None:
         return None
 
 
-def _why_unopened(target: str | int) -> str:
+def why_unopened(target: str | int) -> str:
     """Why OpenCV could not open a video file, where a local file tells: it cannot be read, or it is empty; else
     the general words (a file cut short, another format: OpenCV does not say)."""
     general = "unreadable, corrupt or not a video"

@@ -623,6 +623,20 @@ def test_a_folder_or_a_missing_file_given_as_the_video_is_named_so(tmp_path: Pat
     assert not (tmp_path / "out").exists()
 
 
+def test_an_mp4_cut_before_its_index_is_named_unfinished_by_scenario_build(tmp_path: Path) -> None:
+    """A recording interrupted before its writer put its index ('moov', written last) was 'unreadable, corrupt or
+    not a video OpenCV reads' to scenario build, where run says what it is (f4bdb5f): it says so here too."""
+    data = make_video(tmp_path / "whole.mp4", frames=10).path.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: data.rindex(b"moov") - 4])
+    with pytest.raises(SourceError) as e:
+        build(cut, None, PRESETS["pets09-2cam-overlap"], tmp_path / "out")
+    said = str(e.value)
+    assert said.startswith(f"cannot open the scenario source video {cut}: the MP4/MOV file is trunc"), said
+    assert "with no index ('moov' box)" in said and "copy the whole file again" in said, said
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_video_of_no_frames_is_named_so(tmp_path: Path) -> None:
     """A source video of 0 frames (an AVI a recorder stopped before its first frame) said 'no frame could be
     decoded', as a corrupt one would; it is said to hold no frames."""
