@@ -1323,6 +1323,22 @@ def _stopped_lock_holder(gallery: Path) -> Any:
     return proc
 
 
+def _stopped_folder_lock_holder(refs: Path) -> Any:
+    """A process that takes the references folder ``refs``'s lock as another serve does and then stops (SIGSTOP)
+    holding it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, pathlib, signal\nfrom daemon.enroll import ledger_locked\n"
+        f"with ledger_locked(pathlib.Path({str(refs)!r}), 5.0, 'reid-daemon serve', ''):\n"
+        "    print('held', flush=True)\n    os.kill(os.getpid(), signal.SIGSTOP)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+    return proc
+
+
 def _enroll_answer(url: str, filename: str, data: bytes) -> tuple[int, str | None, Any]:
     """An enrolment's status, Retry-After header and body."""
     body, ctype = _multipart({"image": (filename, data)}, {})
@@ -2010,8 +2026,6 @@ def test_an_enrolment_waits_for_a_stopped_holder_of_the_references_folder_no_lon
     # Another serve stopped (Ctrl-Z, stuck) while it held the references folder's lock: an enrolment waits
     # lock_wait_s for it, then is answered 503 naming the holder and the lock file (not the server's folders),
     # and leaves nothing behind; searches never wait for it.
-    import subprocess
-    import sys
 
     refs, path = tmp_path / "refs", tmp_path / "g.npz"
     cfg = ServeConfig(gallery=path, references=refs, lock_wait_s=1.5)
@@ -2019,14 +2033,8 @@ def test_an_enrolment_waits_for_a_stopped_holder_of_the_references_folder_no_lon
     with BackgroundServer(create_app(state)) as server:
         url = server.url
         assert _post(f"{url}/enroll", "ann.jpg", _jpeg((0, 0, 200)))[0] == 200
-        script = (
-            "import os, pathlib, signal\nfrom daemon.enroll import ledger_locked\n"
-            f"with ledger_locked(pathlib.Path({str(refs)!r}), 5.0, 'reid-daemon serve', ''):\n"
-            "    print('held', flush=True)\n    os.kill(os.getpid(), signal.SIGSTOP)\n"
-        )
-        holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        holder = _stopped_folder_lock_holder(refs)
         try:
-            assert holder.stdout is not None and holder.stdout.readline() == "held\n"
             start = time.monotonic()
             status, retry, body = _enroll_answer(f"{url}/enroll", "bob.jpg", _jpeg((0, 200, 0)))
             assert status == 503 and 1.4 < time.monotonic() - start < 20, (status, body)
@@ -2563,19 +2571,11 @@ def test_an_enrolment_waits_for_both_locks_no_longer_than_lock_wait_s_in_all(tmp
     """An enrolment waits for the gallery's lock, then the references folder's: each waited lock_wait_s, so one
     whose gallery lock came late and whose folder lock was held by a stopped serve waited nearly twice that. The
     wait for the folder's lock takes what the gallery's left, and its 503 says so."""
-    import subprocess
-    import sys
 
     refs, path = tmp_path / "refs", tmp_path / "g.npz"
     with _ann_served_while_locked(tmp_path, path, lock_wait_s=3.0) as (url, gallery_holder):
-        script = (
-            "import os, pathlib, signal\nfrom daemon.enroll import ledger_locked\n"
-            f"with ledger_locked(pathlib.Path({str(refs)!r}), 5.0, 'reid-daemon serve', ''):\n"
-            "    print('held', flush=True)\n    os.kill(os.getpid(), signal.SIGSTOP)\n"
-        )
-        folder_holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        folder_holder = _stopped_folder_lock_holder(refs)
         try:
-            assert folder_holder.stdout is not None and folder_holder.stdout.readline() == "held\n"
             threading.Timer(1.5, gallery_holder.kill).start()  # the gallery's lock comes free half-way
             took, status, retry, body = _timed_enrolment(url, "bob.jpg", _jpeg((0, 200, 0)))
         finally:
