@@ -177,7 +177,9 @@ class _Held:
 class TrackSpells:
     """The global ids each of a camera's tracks held before its present one, as its published updates show them:
     what each profile carries (``FleetMessage.earlier``), so that ``reid-daemon who``, which finds only a track's
-    latest profile in Valkey, shows where the track was under those ids too. At most MAX_EARLIER per track (the
+    latest profile in Valkey, shows where the track was under those ids too. A track back on an id it held
+    (12, 30, 12) keeps that id's earlier spell among them, from its first start: ``who`` shows the id from
+    then, not from its return alone. At most MAX_EARLIER per track (the
     latest) and MAX_SPELL_TRACKS tracks (a lost track may come back, so an ended one is kept until it is the
     least recently published). A forgotten id is dropped from them (``forget``). Thread-safe: forgets come on
     the bridge's receiver thread."""
@@ -194,11 +196,13 @@ class TrackSpells:
             if held.global_id != u.global_id:
                 if held.global_id is not None:  # given up when the track took its new id
                     until = max(held.last, min(u.since, u.timestamp))
-                    held.earlier.pop(held.global_id, None)
-                    held.earlier[held.global_id] = EarlierSpell(held.global_id, held.since, until)
+                    before = held.earlier.pop(
+                        held.global_id, None
+                    )  # it held that id before too: from then on
+                    since = held.since if before is None else min(before.since, held.since)
+                    held.earlier[held.global_id] = EarlierSpell(held.global_id, since, until)
                 held.global_id, held.since = u.global_id, u.since
             held.last = max(held.last, u.timestamp)
-            held.earlier.pop(u.global_id, None)  # back on an id it held: that spell goes on
             while len(held.earlier) > MAX_EARLIER:
                 held.earlier.popitem(last=False)
             self._tracks[u.track_id] = held

@@ -136,6 +136,10 @@ class Sightings:
                 old = spells.get(m.global_id)
                 if old is None or m.timestamp >= old[1].timestamp:
                     since = m.since if m.since is not None else _first_heard(old, m.timestamp)
+                    if (
+                        old is not None
+                    ):  # a track back on an id it held (12, 30, 12): on it from its first start
+                        since = min(since, old[1].start)
                     seen = CameraSighting(m.camera, m.track_id, m.timestamp, m.ended, m.position, since=since)
                     spells[m.global_id] = (m.label, seen)
                 elif m.since is None and m.timestamp < old[1].start:  # an earlier word, late: begun by then

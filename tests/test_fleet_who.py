@@ -536,7 +536,8 @@ def test_a_link_says_a_tracks_earlier_ids_bounded_and_never_a_forgotten_one() ->
     assert spells.note(_update(7, 12, T0 + 5, T0)) == ()
     (e,) = spells.note(_update(7, 30, T0 + 9, T0 + 8))
     assert (e.global_id, e.since, e.until) == (12, T0, T0 + 8)  # until the track took G30
-    assert [x.global_id for x in spells.note(_update(7, 12, T0 + 12, T0 + 12))] == [30]  # back on G12
+    back = spells.note(_update(7, 12, T0 + 12, T0 + 12))  # back on G12: its first spell is still said
+    assert [(x.global_id, x.since, x.until) for x in back] == [(12, T0, T0 + 8), (30, T0 + 8, T0 + 12)]
     spells.forget(12)
     assert [x.global_id for x in spells.note(_update(7, 40, T0 + 15, T0 + 15))] == [30]  # G12: not said
     for k in range(2 * MAX_EARLIER):
@@ -545,6 +546,39 @@ def test_a_link_says_a_tracks_earlier_ids_bounded_and_never_a_forgotten_one() ->
     spells.note(_update(8, 50, T0, T0))
     spells.note(_update(9, 51, T0, T0))  # a third track: track 7, the least recently published, goes
     assert spells.note(_update(7, 60, T0 + 99, T0 + 99)) == ()
+
+
+def test_a_track_back_on_an_id_it_held_is_shown_on_it_from_its_first_start() -> None:
+    """Regression: a track that went G12, G30, then back to G12 (a look-alike won it for a moment, the
+    documented hysteresis flip of a brief hide) was shown on G12 from its return alone, by a ``who`` watching
+    and by one started after: the link dropped G12's first spell when the track came back to it. It keeps it
+    (merged with the next spell on G12 when the track leaves again), and ``who`` shows G12 from its first start,
+    with the G30 spell between, and then G12 again, as the camera saw them."""
+    from daemon.fleet import TrackSpells
+
+    spells = TrackSpells()
+    updates = [
+        (12, T0, T0),
+        (12, T0 + 5, T0),
+        (30, T0 + 9, T0 + 8),
+        (12, T0 + 12, T0 + 12),
+        (12, T0 + 14, T0 + 12),
+    ]
+    said = [spells.note(_update(7, g, t, since)) for g, t, since in updates]
+    latest = _profile("door", 7, 12, T0 + 14, since=T0 + 12, earlier=said[-1])
+    watched = [
+        _profile("door", 7, g, t, since=since, earlier=e)
+        for (g, t, since), e in zip(updates, said, strict=True)
+    ]
+    for msgs in ([latest], watched):  # started after (Valkey's latest profile), and watching all along
+        rows = {r.global_id: r for r in sightings(msgs)}
+        g12, g30 = rows[12].cameras[0], rows[30].cameras[0]
+        assert (g12.start, g12.timestamp, g12.moved_on) == (T0, T0 + 14, False), g12
+        assert (g30.start, g30.timestamp, g30.went_on_as) == (T0 + 8, T0 + 12, 12), g30
+    left = spells.note(
+        _update(7, 40, T0 + 20, T0 + 20)
+    )  # and away again: one G12 spell, from its first start
+    assert [(x.global_id, x.since, x.until) for x in left] == [(30, T0 + 8, T0 + 12), (12, T0, T0 + 20)]
 
 
 def test_what_a_camera_says_of_an_earlier_spell_keeps_what_was_heard_of_it_live() -> None:
@@ -646,8 +680,9 @@ def test_a_link_dates_each_earlier_spell_by_its_own_words_and_keeps_its_latest_t
     spells.note(_update(7, 12, T0 + 5, T0))  # stamped before the previous word: its spell lasted to T0 + 9
     (e,) = spells.note(_update(7, 30, T0 + 10, T0 + 7))  # G30 taken at T0 + 7, before G12's last word
     assert (e.global_id, e.since, e.until) == (12, T0, T0 + 9)
-    (e,) = spells.note(_update(7, 12, T0 + 20, T0 + 15))  # back on G12: G30's spell from its own since
+    first, e = spells.note(_update(7, 12, T0 + 20, T0 + 15))  # back on G12: G30's spell from its own since
     assert (e.global_id, e.since, e.until) == (30, T0 + 7, T0 + 15)
+    assert (first.global_id, first.since, first.until) == (12, T0, T0 + 9)  # G12's first spell, still said
     spells.note(_update(8, 40, T0 + 1, T0 + 1))
     (e,) = spells.note(_update(8, 41, T0 + 2, T0 + 6))  # a since past its word's time: until the word
     assert (e.global_id, e.until) == (40, T0 + 2)
