@@ -1512,14 +1512,27 @@ class IdentityConfig(_Strict):
     top_exemplars: int = Field(
         3, ge=1, le=64, description="Track exemplars averaged by match_score 'top_mean'."
     )
+    decision_interval_s: float = Field(
+        0.14,
+        ge=0,
+        le=60,
+        description="A track takes at most one look (embedded observation of at least min_exemplar_quality) per "
+        "slot of this many seconds of the camera's frame times; the looks between are not observed and decide "
+        "nothing. So the counts (min_observations, new_min_observations, hysteresis_count, switch_looks) last as "
+        "long at any frame rate: a 25 fps camera decides about as often as the 7 fps PETS09-S2L1 the defaults "
+        "were set on (every frame of which has a slot of its own). 0 = every look (counts then last 1/fps each).",
+    )
     min_observations: int = Field(
-        2, ge=1, le=10_000, description="Embedded observations a track needs before it is matched at all."
+        2,
+        ge=1,
+        le=10_000,
+        description="Looks (see decision_interval_s) a track needs before it is matched at all.",
     )
     new_min_observations: int = Field(
         3,
         ge=1,
         le=10_000,
-        description="Embedded observations a track needs before a new global id is allocated.",
+        description="Looks (see decision_interval_s) a track needs before a new global id is allocated.",
     )
     new_min_quality: float = Field(
         0.25,
@@ -1560,7 +1573,8 @@ class IdentityConfig(_Strict):
         2,
         ge=1,
         le=1_000,
-        description="Consecutive decisions the same challenger must win before a track's identity changes.",
+        description="Consecutive decisions (one per look: see decision_interval_s) the same challenger must win "
+        "before a track's identity changes.",
     )
     keep_held_ids: bool = Field(
         True,
@@ -1579,7 +1593,9 @@ class IdentityConfig(_Strict):
         "resolved afresh from the new looks. 0 = off. One person's looks under the shipped ImageNet embedder stay "
         "above ~0.6, so it acts with ReID-trained embedders (embedder type 'ground-truth' measures it).",
     )
-    switch_looks: int = Field(3, ge=1, le=100, description="See switch_similarity.")
+    switch_looks: int = Field(
+        3, ge=1, le=100, description="See switch_similarity (looks: at most one per decision_interval_s)."
+    )
     hold_overlap: float = Field(
         0.3,
         ge=0,

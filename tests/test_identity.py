@@ -1358,6 +1358,42 @@ def test_a_track_that_switched_people_ends_its_id_there_and_is_resolved_afresh()
     assert [ids(step(b, 121.0 + k, {9: people.obs(0)}))[9] for k in range(3)][-1] == 1
 
 
+def _timeline(cfg: IdentityConfig, looks: list[F32], repeat: int) -> list[int | None]:
+    """Camera b's id for track 5 given ``looks`` at 7 fps, each shown ``repeat`` times (a camera at 7 x repeat
+    fps filming the same walk), read at the 7 fps frames' times; persons 0 and 1 known from camera a."""
+    people, alloc = People(2, seed=4), Counter()
+    a, b = IdentityResolver("a", D, alloc, cfg), IdentityResolver("b", D, alloc, cfg)
+    bus, _ = observe(a, people, {1: 0, 2: 1}, 0.0, 6)
+    relay(bus + end_all(a, [1, 2], 6.0), b)
+    fps = 7.0 * repeat
+    history = [ids(step(b, 100.0 + j / fps, {5: looks[j // repeat]}))[5] for j in range(len(looks) * repeat)]
+    return history[::repeat]
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [  # the challenger wins after hysteresis_count decisions (a track's exemplar: its latest look)
+        IdentityConfig(
+            hysteresis_count=3, switch_similarity=0, exemplars_per_track=1, replace_quality_margin=0.0
+        ),
+        IdentityConfig(switch_looks=3),  # the track switched people after switch_looks odd looks
+    ],
+    ids=["hysteresis", "switch"],
+)
+def test_identity_decisions_take_as_long_at_28_fps_as_at_7(cfg: IdentityConfig) -> None:
+    """The counts were of frames: at 28 fps (a 7 fps walk, each look shown 4 times) a track was matched after
+    2 frames (0.07 s, not 0.3 s) and a tracker's id switch or a challenger won after 3 (0.1 s, not 0.4 s): at
+    real cameras' rates flips and merges came four times as cheap. A track takes one look per
+    decision_interval_s now: the same decisions at the same times at 7, 14 and 28 fps (within 12 frames at 7
+    fps, before the 0.14 s slots drift a 28 fps frame off the 7 fps frames)."""
+    people = People(2, seed=4)
+    looks = [people.obs(0) for _ in range(4)] + [people.obs(1) for _ in range(6)]
+    slow = _timeline(cfg, looks, 1)
+    assert slow[:6] == [None, 1, 1, 1, 1, 1] and slow[-1] == 2  # matched, then the change takes 3 looks
+    assert _timeline(cfg, looks, 4) == slow
+    assert _timeline(cfg, looks, 2) == slow
+
+
 def test_the_switch_guard_is_off_at_zero_and_never_judges_a_track_with_few_exemplars() -> None:
     people, alloc = People(2, seed=4), Counter()
     off = IdentityResolver("a", D, alloc, IdentityConfig(switch_similarity=0))

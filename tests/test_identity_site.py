@@ -274,10 +274,12 @@ def test_co_visible_tracks_of_one_camera_are_not_evidence_for_each_other() -> No
 
 def test_a_moving_track_publishes_its_position_at_the_interval() -> None:
     look = unit(np.random.default_rng(6).standard_normal(D))
-    cfg = IdentityConfig(position_interval_s=0.5, publish_interval_s=100.0, claim_ttl_s=1000.0)
+    cfg = IdentityConfig(
+        position_interval_s=0.5, publish_interval_s=100.0, claim_ttl_s=1000.0, decision_interval_s=0.1
+    )
     cam = IdentityResolver("a", D, Counter(), cfg)
     sent: list[ProfileUpdate] = []
-    for k in range(31):  # 3 s at 10 fps, walking along x
+    for k in range(31):  # 3 s at 10 fps, walking along x, a look each frame (its profile full after 0.8 s)
         sent += frame(cam, 0.1 * k, {1: (look, (0.1 * k, 2.0))}).updates
     moves = [u for u in sent if len(u.exemplars) == 0]
     assert sent[0].position is not None
@@ -471,7 +473,8 @@ def test_a_cameras_own_earlier_tracks_only_rule_identities_out() -> None:
 
 def test_a_track_that_started_too_far_off_stays_ruled_out_as_it_walks_closer() -> None:
     look = unit(np.random.default_rng(7).standard_normal(D))
-    slow = CFG.model_copy(update={"new_min_observations": 30})  # on b, a new id only after 3 s at 10 fps
+    # on b, a new id only after 3 s at 10 fps (a look each frame)
+    slow = CFG.model_copy(update={"new_min_observations": 30, "decision_interval_s": 0.1})
     ids = Counter()
     a, b = IdentityResolver("a", D, ids, CFG), IdentityResolver("b", D, ids, slow)
     for k in range(6):  # a's person stands at the origin until t = 2.5

@@ -4,8 +4,9 @@ Per frame (``update``), for the camera's reported tracks:
 
 1. **Observe.** A track's embedding of this frame (the row ``det_index`` of the frame's embeddings; a zero
    row means "not embedded") is offered to its :class:`TrackProfile` with the box's quality
-   (daemon/identity/quality.py). Only tracks with a new accepted observation (or that just lost their id)
-   are *decided* this frame; the others keep their identity.
+   (daemon/identity/quality.py), at most one per track per ``decision_interval_s`` (the others not observed, so
+   the counts below last as long at any frame rate). Only tracks with a new accepted observation (or that just
+   lost their id) are *decided* this frame; the others keep their identity.
 2. **Match, in order**, as one-to-one assignments over the tracks being decided (Hungarian, maximising the
    total similarity above the threshold): (a) named identities of the local gallery, (b) the fleet's
    identities (remote tracks received through ``ingest_remote`` and this camera's own past tracks; a track
@@ -103,6 +104,9 @@ _VELOCITY_WINDOW_S = 1.0  # a track's site velocity is its mean over this long
 _SAME_SPOT = 0.5  # site.closeness from which two sightings at about one time are one person standing there
 _TRAIL = 64  # positions kept per track for it (bounded even at high frame rates)
 _SWITCH_EXEMPLARS = 3  # exemplars a track needs before a look can be judged unlike it (switch_similarity)
+# frames exactly decision_interval_s apart (10 fps at 0.1 s, their times rounded in floating point after a large
+# epoch) still get a slot each
+_SLOT_SLACK = 1e-3
 MAX_WITHDRAWN_LABELS = (
     10_000  # labels the gallery dropped that peers' updates are stripped of (the oldest go)
 )
@@ -167,6 +171,8 @@ class _Local:
     contested: tuple[int, float] | None = None  # (its id, since when that id has been seen too far away)
     overlapped: float = 0.0  # the largest share of its box another box of the frame covers (hold_overlap)
     odd: list[tuple[FloatArray, float]] = field(default_factory=list)  # looks in a row unlike its exemplars
+    first_look: float = math.nan  # when it took its first look, on the interval clock (its slots start there)
+    look_slot: int = -1  # the decision_interval_s slot of its latest look
     switched: bool = False  # restarted on this frame after switching people (reported once)
     # its key holds the record of its own earlier run, which this resolver ended (timed out while the tracker kept
     # it, or the max_live_tracks cap), until it takes an id: that record is a candidate like any of this camera's
@@ -531,6 +537,7 @@ class IdentityResolver:
             lo = self._new_local(t.track_id, now)
             earlier = self.store.contributions.get((self.camera, t.track_id))
             lo.earlier = earlier is not None and earlier.local and earlier.ended
+        emb = self._take_look(lo, emb, quality)
         look = self._look(lo, emb, quality, overlapped)
         if look == "switched":
             lo = self._restart(lo, now)
@@ -555,6 +562,21 @@ class IdentityResolver:
         if lo.profile.offer(emb, quality):
             lo.dirty = lo.store_dirty = True
         return lo, lo.profile.observations > before
+
+    def _take_look(self, lo: _Local, emb: FloatArray | None, quality: float) -> FloatArray | None:
+        """``emb`` when it is the track's first look in its slot of decision_interval_s (slots on the interval
+        clock, from the track's first look on), else None: not observed, so the counts of looks and decisions
+        last as long at any frame rate. A look below min_exemplar_quality counts as nothing and takes no slot."""
+        interval = self.cfg.decision_interval_s
+        if emb is None or interval <= 0 or not quality >= lo.profile.min_quality:
+            return emb
+        if math.isnan(lo.first_look):
+            lo.first_look = self._tick
+        slot = math.floor((self._tick - lo.first_look) / interval + _SLOT_SLACK)
+        if slot <= lo.look_slot:
+            return None
+        lo.look_slot = slot
+        return emb
 
     def _look(
         self, lo: _Local, emb: FloatArray | None, quality: float, overlapped: float
@@ -587,6 +609,7 @@ class IdentityResolver:
             fresh.profile.offer(emb, quality)
         fresh.dirty = fresh.store_dirty = True
         fresh.switched = True
+        fresh.first_look, fresh.look_slot = lo.first_look, lo.look_slot  # its slots go on
         fresh.reported = lo.reported  # a change of id is reported against what the track showed before
         self._switches += 1
         return fresh
