@@ -757,6 +757,16 @@ def test_a_json_gallery_with_a_digit_changed_is_refused_naming_the_file(saved: d
         assert "delete its 'sha256' field" in str(e.value)
 
 
+def test_a_json_gallery_rewritten_with_its_keys_reordered_keeps_its_checksum(saved: dict[str, Path]) -> None:
+    """The checksum is of canonical JSON (sorted keys): a gallery a JSON tool rewrote, its fields in another
+    order and indented otherwise but no value changed, is the same gallery and is read (mutation audit: a digest
+    of the keys in the file's order refused it as corrupt)."""
+    path = saved[".json"]
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps(dict(reversed(list(doc.items()))), indent=1), encoding="utf-8")
+    assert Gallery.load(path).labels == ["a", "b", "c"]
+
+
 def test_a_json_gallery_without_a_checksum_is_read_and_a_bad_checksum_field_named(
     saved: dict[str, Path],
 ) -> None:
