@@ -921,6 +921,26 @@ def test_a_slow_source_s_frames_are_no_outage() -> None:
     assert rate.rate(1032.0) == pytest.approx(0.5)
 
 
+def test_a_source_slower_than_the_shortest_outage_reads_its_rate_from_its_second_frame() -> None:
+    """One frame every 3 s, more than FPS_GAP_MIN_S: the gap before the second frame has no rate to be measured
+    by, so it is no outage; the gauge reads 1/3, not 0 (mutation audit: judging that first gap by FPS_GAP_MIN_S
+    restarted the run at every frame, the gauge 0 for good)."""
+    rate = FrameRate(30.0)
+    for i in range(5):
+        rate.add(1000.0 + 3 * i)
+    assert rate.rate(1012.0) == pytest.approx(1 / 3)  # 4 intervals in 12 s
+
+
+def test_two_frames_at_one_instant_then_none_is_an_outage_after_the_shortest() -> None:
+    """Two frames stamped at the same instant give no rate (0 s between them): the gap after them that is an
+    outage is FPS_GAP_MIN_S, not none (mutation audit: an unbounded gap read 0.2 fps 5 s into the silence)."""
+    rate = FrameRate(30.0)
+    rate.add(1000.0)
+    rate.add(1000.0)
+    assert rate.rate(1001.5) == pytest.approx(1 / 1.5)
+    assert rate.rate(1005.0) == 0.0
+
+
 def test_deploy_readme_names_every_metric_a_fleet_worker_exports_and_no_other() -> None:
     """deploy/README's list of metrics, which operators write their alerts from, left out
     reid_bridge_message_age_seconds, reid_bridge_valkey_up, reid_bridge_subscribed,
