@@ -643,6 +643,35 @@ def test_connections_over_max_connections_are_refused_and_hold_no_thread() -> No
         server.close()
 
 
+def test_a_connection_whose_thread_could_not_start_frees_its_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At TasksMax a connection's thread cannot start (RuntimeError): its slot is freed, so that, threads again
+    to be had, the server serves again rather than answering 503 for good (mutation audit: keeping the slot
+    survived every test)."""
+    health = Health("door", Liveness(), stall_after_s=5.0)
+    server = OpsServer("127.0.0.1", 0, lambda _a: (b"reid_fps 1\n", "text/plain"), health.report, "door", 1)
+    server.start()
+    start = threading.Thread.start
+    failed: list[str] = []
+
+    def no_thread(thread: threading.Thread) -> None:
+        if not failed and "process_request" in str(getattr(thread, "_target", "")):
+            failed.append(thread.name)
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    try:
+        monkeypatch.setattr(threading.Thread, "start", no_thread)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            s.makefile("rb").read()
+        wait_until(lambda: bool(failed), 5, "a connection whose thread did not start")
+        monkeypatch.setattr(threading.Thread, "start", start)
+        with urllib.request.urlopen(server.url + "/metrics", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        server.close()
+
+
 def test_port_in_use_is_a_config_error_naming_the_setting(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
