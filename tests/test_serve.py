@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -39,7 +40,7 @@ from daemon.embed import OnnxEmbedder
 from daemon.enroll import SERVE_LEDGER, SERVE_LOCK, reference_files
 from daemon.errors import ConfigError, DataError
 from daemon.gallery import Gallery
-from daemon.serve import MULTIPART_SLACK, BackgroundServer, ServiceState, create_app, for_client
+from daemon.serve import MULTIPART_SLACK, BackgroundServer, ImageMemory, ServiceState, create_app, for_client
 
 CPU = RuntimeConfig(providers=("CPUExecutionProvider",), intra_op_threads=1)
 
@@ -2522,6 +2523,29 @@ def test_uploads_past_the_image_memory_wait_then_get_503_with_retry_after(tmp_pa
         assert status == 503 and retry == "1", (status, body)
         assert "busy" in body["detail"] and "serve.max_image_memory_bytes" in body["detail"], body
     assert health["requests"]["search"] == 5 and health["errors"] == {"search": 3}
+
+
+def test_an_upload_waiting_for_image_memory_goes_on_once_it_is_given_back() -> None:
+    """A request waiting for room (serve.image_memory_wait_s) goes on as soon as the one holding it gives it
+    back, not at the end of its wait (mutation audit: without the notify it waited the whole 10 s, then 503)."""
+
+    async def two() -> float:
+        memory = ImageMemory(capacity=100, wait_s=10.0)
+
+        async def hold() -> None:
+            async with memory.reserved(100, "first"):
+                await asyncio.sleep(0.2)
+
+        first = asyncio.create_task(hold())
+        await asyncio.sleep(0.05)
+        start = time.monotonic()
+        async with memory.reserved(100, "second"):
+            waited = time.monotonic() - start
+        await first
+        assert memory.held == 0
+        return waited
+
+    assert asyncio.run(two()) < 2.0
 
 
 def test_an_upload_needing_more_than_the_image_memory_is_decoded_alone(tmp_path: Path) -> None:
