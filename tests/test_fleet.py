@@ -307,7 +307,12 @@ def _settings(tmp_path: Path, url: str, cams: tuple[str, ...] = ("a", "b"), **id
     data = {
         "fleet": {"enabled": True, "clock": "wall"},
         "bridge": {"url": url, "signing_key": {"value": KEY}, "reconnect_max_s": 0.5},
-        "identity": {"min_observations": 2, "new_min_observations": 2, "allow_overlapping_views": True}
+        "identity": {
+            "min_observations": 2,
+            "new_min_observations": 2,
+            "allow_overlapping_views": True,
+            "decision_interval_s": 0,  # frames come 20 ms apart here: each is a look, as these tests count them
+        }
         | identity,
         "cameras": {c: {"source": {"uri": str(tmp_path / f"{c}.mp4")}} for c in cams},
     }
