@@ -299,7 +299,11 @@ def test_enroll_append_removes_the_images_serve_kept_for_the_entries_it_drops(tm
 
     # the user's photo enrolled from serve's folder names no source: dropped from the gallery, never removed
     assert enroll(refs, MeanColour(), Gallery.load(path), save_to=path, append=True).removed == ()
-    report = enroll(mine, MeanColour(), Gallery.load(path), save_to=path, append=True)
+    more = tmp_path / "more"  # two new photos (the same ones again would be skipped as already enrolled)
+    more.mkdir()
+    for i, colour in ((1, (200, 0, 0)), (2, (0, 0, 200))):  # unlike every grey photo of bob
+        cv2.imwrite(str(more / f"bob--{i}.png"), np.full((64, 32, 3), colour, np.uint8))
+    report = enroll(more, MeanColour(), Gallery.load(path), save_to=path, append=True)
     assert report.evicted == (("bob", 2),) and report.removed == ()
     assert _kept(refs) == ["ann.jpg", "bob--side.png"]
 
