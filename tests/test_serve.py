@@ -1312,36 +1312,35 @@ def test_serve_answers_with_what_enroll_append_added_to_its_gallery(tmp_path: Pa
         assert status == 200 and [m["label"] for m in body["matches"]] == ["blue", "red"], body
 
 
-def _stopped_lock_holder(gallery: Path) -> Any:
-    """A process that takes ``gallery``'s lock as ``enroll --append`` does and then stops (SIGSTOP) holding it:
-    a writer suspended in a terminal (Ctrl-Z) or stuck."""
+def _stopped_holder(lock: str) -> Any:
+    """A process that enters ``lock`` (an import line, then the with-statement's expression) and then stops
+    (SIGSTOP) holding it: a writer suspended in a terminal (Ctrl-Z) or stuck."""
     import subprocess
     import sys
 
+    take, expr = lock.split("\n")
     script = (
-        "import os, pathlib, signal\nfrom daemon.gallery import locked\n"
-        f"with locked(pathlib.Path({str(gallery)!r}), 5.0, who='enroll --append'):\n"
+        f"import os, pathlib, signal\n{take}\nwith {expr}:\n"
         "    print('held', flush=True)\n    os.kill(os.getpid(), signal.SIGSTOP)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline() == "held\n"
     return proc
+
+
+def _stopped_lock_holder(gallery: Path) -> Any:
+    """Holds ``gallery``'s lock as ``enroll --append`` does, stopped (``_stopped_holder``)."""
+    return _stopped_holder(
+        f"from daemon.gallery import locked\nlocked(pathlib.Path({str(gallery)!r}), 5.0, who='enroll --append')"
+    )
 
 
 def _stopped_folder_lock_holder(refs: Path) -> Any:
-    """A process that takes the references folder ``refs``'s lock as another serve does and then stops (SIGSTOP)
-    holding it."""
-    import subprocess
-    import sys
-
-    script = (
-        "import os, pathlib, signal\nfrom daemon.enroll import ledger_locked\n"
-        f"with ledger_locked(pathlib.Path({str(refs)!r}), 5.0, 'reid-daemon serve', ''):\n"
-        "    print('held', flush=True)\n    os.kill(os.getpid(), signal.SIGSTOP)\n"
+    """Holds the references folder ``refs``'s lock as another serve does, stopped (``_stopped_holder``)."""
+    return _stopped_holder(
+        "from daemon.enroll import ledger_locked\n"
+        f"ledger_locked(pathlib.Path({str(refs)!r}), 5.0, 'reid-daemon serve', '')"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
-    return proc
 
 
 def _enroll_answer(url: str, filename: str, data: bytes) -> tuple[int, str | None, Any]:
